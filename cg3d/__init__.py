@@ -1,0 +1,3 @@
+"""CG3D: CLIP goes 3D, reproducibly."""
+
+__version__ = "0.1.0"

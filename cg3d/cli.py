@@ -1,0 +1,42 @@
+"""The `cg3d` command: one subcommand per stage, each a thin wrapper over a stage function.
+
+Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports (torch,
+bpy, ray) happen inside the commands so that `cg3d --help` is instant.
+"""
+
+import sys
+
+import typer
+from rich.console import Console
+
+from cg3d.errors import UsageError
+
+app = typer.Typer(
+    name="cg3d",
+    help="CLIP goes 3D: meshes → points, views, captions → shards → a CLIP-aligned 3D encoder → metrics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_all() -> None:
+    from cg3d.eval import commands as eval_commands
+    from cg3d.pipeline import commands as pipeline_commands
+    from cg3d.render import commands as render_commands
+    from cg3d.train import commands as train_commands
+
+    for module in (pipeline_commands, render_commands, train_commands, eval_commands):
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except (UsageError, FileNotFoundError) as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)

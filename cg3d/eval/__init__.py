@@ -1,0 +1,1 @@
+"""Zero-shot, retrieval, fine-tuning / linear probe, scene query, benchmark readers, plots."""

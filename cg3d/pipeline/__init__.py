@@ -1,0 +1,1 @@
+"""Mesh sources, point sampling, captions, shard packing, manifests and executors (no Blender, no training)."""

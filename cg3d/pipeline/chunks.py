@@ -1,0 +1,179 @@
+"""Chunked stage outputs and the executors that fill them.
+
+A stage's work is cut into chunks of objects (DESIGN.md): each chunk becomes one part file,
+written atomically (temp then rename) by the worker that made it. A part file that exists is
+a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
+are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cg3d.pipeline.failures import FAILURES_NAME, read_failures, write_failures
+
+PLAN_NAME = ".plan.json"
+FAILURE_PARTS = "_failures"
+EXECUTORS = ("local", "ray")
+
+
+def default_workers() -> int:
+    """A pool sized to the machine (the CPUs this process may use)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
+    """Consecutive chunks of at most `chunk_size` items, in the given (stable) order."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class ChunkedOutput:
+    """A stage's output folder: `part-XXXXX<suffix>` files plus per-chunk failure tables.
+
+    `fingerprint` names what the chunks were planned from (inputs and params); when it differs
+    from the one a previous run left, the old parts are stale and are removed before work starts.
+    """
+
+    out_dir: Path
+    suffix: str
+    stage: str
+    fingerprint: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+
+    def part(self, index: int) -> Path:
+        return self.out_dir / f"part-{index:05d}{self.suffix}"
+
+    def failure_part(self, index: int) -> Path:
+        return self.out_dir / FAILURE_PARTS / f"part-{index:05d}.parquet"
+
+    def prepare(self) -> None:
+        """Create the folder; clear it when it holds parts of a different plan."""
+        plan_file = self.out_dir / PLAN_NAME
+        digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
+        if self.out_dir.exists():
+            previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+            if previous.get("digest") != digest:
+                shutil.rmtree(self.out_dir)
+        (self.out_dir / FAILURE_PARTS).mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+
+    def pending(self, n_chunks: int) -> list[int]:
+        return [i for i in range(n_chunks) if not self.part(i).exists()]
+
+    def write_chunk_failures(self, index: int, rows: list[dict]) -> None:
+        """Called by a worker before it renames its part into place."""
+        write_failures([{**r, "stage": self.stage} for r in rows], self.failure_part(index))
+
+    def finalize(self, n_chunks: int) -> list[dict]:
+        """Merge the chunk failure tables into `failures.parquet`; return the rows."""
+        rows = [r for i in range(n_chunks) for r in read_failures(self.failure_part(i))]
+        write_failures(rows, self.out_dir / FAILURES_NAME)
+        return rows
+
+
+def progress_bar(unit: str = "objects") -> Progress:
+    """One progress style for every long stage: bar, count, rate and time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def run_chunks(
+    work: Callable[..., int],
+    jobs: Sequence[tuple],
+    sizes: Sequence[int],
+    *,
+    workers: int,
+    executor: str = "local",
+    description: str = "working",
+    unit: str = "objects",
+) -> int:
+    """Run `work(*job)` for every job, in parallel, with a progress bar; return the sum of results.
+
+    `work` must be a top-level function (it is sent to other processes); it writes its own
+    part file and returns how many units it finished. `sizes[i]` is how many units job i holds.
+    `workers=0` runs everything in this process (debugging, tests).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    total = sum(sizes)
+    done = 0
+    start = time.perf_counter()
+    with progress_bar(unit) as progress:
+        task = progress.add_task(description, total=total, rate="")
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, advance=n, rate=f"{rate:.1f} {unit}/s")
+
+        if executor == "ray":
+            _run_ray(work, jobs, sizes, workers, advance)
+        elif workers == 0 or len(jobs) <= 1:
+            for job, size in zip(jobs, sizes, strict=True):
+                work(*job)
+                advance(size)
+        else:
+            _run_pool(work, jobs, sizes, workers, advance)
+    return done
+
+
+def _run_pool(work, jobs, sizes, workers, advance) -> None:
+    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(work, *job): size for job, size in zip(jobs, sizes, strict=True)}
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()
+                advance(futures.pop(future))
+
+
+def _run_ray(work, jobs, sizes, workers, advance) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS points at a cluster when set; otherwise a local Ray with `workers` CPUs.
+        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
+    remote = ray.remote(num_cpus=1)(work)
+    pending = {remote.remote(*job): size for job, size in zip(jobs, sizes, strict=True)}
+    while pending:
+        finished, _ = ray.wait(list(pending), num_returns=1)
+        for ref in finished:
+            ray.get(ref)
+            advance(pending.pop(ref))

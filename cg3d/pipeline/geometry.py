@@ -1,0 +1,41 @@
+"""The shared object frame: every stage (sampling, rendering, classify) normalises alike.
+
+Canonical frame: +Y up (ShapeNet, glTF and the ModelNet40 resampled benchmark files);
+a source whose files are Z-up says so in the manifest's `up_axis` column and is rotated
+here. Normalisation is computed from the mesh vertices, not from sampled points, so that
+points and rendered views share one frame: centre = bounding-box centre, scale = 1 / the
+largest vertex distance from it, so the whole surface lies inside the unit sphere.
+
+Pure numpy: Blender worker processes import this module too.
+"""
+
+import numpy as np
+
+# Z-up → Y-up: (x, y, z) → (x, z, -y), a proper rotation (det +1) about +X.
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+def to_canonical_axes(vertices: np.ndarray, up_axis: str) -> np.ndarray:
+    """Rotate vertices from the file's up axis ("y" or "z") into the canonical Y-up frame."""
+    if up_axis == "y":
+        return vertices
+    if up_axis == "z":
+        return vertices @ Z_UP_TO_Y_UP.T
+    raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
+
+
+def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre, scale) such that `(v - centre) * scale` lies in the unit sphere."""
+    v = np.asarray(vertices, dtype=np.float64)
+    centre = (v.min(axis=0) + v.max(axis=0)) / 2.0
+    radius = float(np.linalg.norm(v - centre, axis=1).max())
+    if not np.isfinite(radius) or radius <= 0.0:
+        raise ValueError("degenerate geometry: all vertices coincide")
+    return centre, 1.0 / radius
+
+
+def normalize(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    """Apply a normalisation from `normalization` to xyz (extra columns such as normals kept)."""
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[:, :3] = (out[:, :3] - centre) * scale
+    return out

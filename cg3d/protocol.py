@@ -1,0 +1,43 @@
+"""The benchmark protocol lists (templates, class names, renames), kept as package data.
+
+Results are only comparable with published numbers when these lists are exactly the
+benchmark's, so they live in one JSON file copied from the public CG3D and ULIP code.
+"""
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+@cache
+def protocol() -> dict[str, Any]:
+    """The parsed `cg3d/data/protocol.json`."""
+    text = resources.files("cg3d.data").joinpath("protocol.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def templates(name: str) -> list[str]:
+    """Caption templates by set name: `cg3d` (63, training) or `ulip64` (64, zero-shot)."""
+    sets = {"cg3d": "cg3d_train_templates", "ulip64": "ulip_eval_templates_64"}
+    if name not in sets:
+        raise ValueError(f"unknown template set {name!r}; choose one of {sorted(sets)}")
+    return list(protocol()[sets[name]])
+
+
+def class_names(dataset: str) -> list[str]:
+    """Benchmark class names in benchmark order: modelnet40, modelnet10, scanobjectnn, shapenet55."""
+    keys = {
+        "modelnet40": "modelnet40_classes",
+        "modelnet10": "modelnet10_classes",
+        "scanobjectnn": "scanobjectnn_classes",
+        "shapenet55": "shapenet55_classes_cg3d_order",
+    }
+    if dataset not in keys:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(keys)}")
+    return list(protocol()[keys[dataset]])
+
+
+def shapenet_renames() -> dict[str, str]:
+    """CG3D's renames of ShapeNet names (display→monitor, vessel→ship, ashcan→trashcan)."""
+    return dict(protocol()["shapenet_renames_cg3d"])
