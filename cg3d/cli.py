@@ -38,5 +38,5 @@ def main() -> None:
     try:
         app()
     except (UsageError, FileNotFoundError) as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -28,7 +28,9 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UsageError(f"{where}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        raise UsageError(
+            f"{where}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(names))})"
+        )
     return cls(**values)
 
 

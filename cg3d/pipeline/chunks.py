@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -30,7 +31,9 @@ EXECUTORS = ("local", "ray")
 
 def default_workers() -> int:
     """A pool sized to the machine (the CPUs this process may use)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
@@ -75,15 +78,26 @@ class ChunkedOutput:
         return self.out_dir / FAILURE_PARTS / f"part-{index:05d}.parquet"
 
     def prepare(self) -> None:
-        """Create the folder; clear it when it holds parts of a different plan."""
+        """Create the folder; clear this stage's files when they belong to a different plan.
+
+        Only the files this class writes are removed (never the whole folder: `--out` may
+        name a folder that holds other things), and so are temp files a killed run left.
+        """
         plan_file = self.out_dir / PLAN_NAME
         digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
-        if self.out_dir.exists():
-            previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
-            if previous.get("digest") != digest:
-                shutil.rmtree(self.out_dir)
-        (self.out_dir / FAILURE_PARTS).mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
+            for leftover in folder.glob(".*.tmp"):
+                leftover.unlink()
+        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+        if previous.get("digest") != digest:
+            for stale in self.out_dir.glob(f"part-*{self.suffix}"):
+                stale.unlink()
+            shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
+            (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
+        (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
+        with atomic_path(plan_file) as tmp:
+            tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
 
     def pending(self, n_chunks: int) -> list[int]:
         return [i for i in range(n_chunks) if not self.part(i).exists()]
@@ -125,7 +139,7 @@ def run_chunks(
 
     `work` must be a top-level function (it is sent to other processes); it writes its own
     part file and returns how many units it finished. `sizes[i]` is how many units job i holds.
-    `workers=0` runs everything in this process (debugging, tests).
+    `workers` 0 or 1 runs everything in this process (a pool of one only adds start-up time).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -143,7 +157,7 @@ def run_chunks(
 
         if executor == "ray":
             _run_ray(work, jobs, sizes, workers, advance)
-        elif workers == 0 or len(jobs) <= 1:
+        elif workers <= 1 or len(jobs) <= 1:
             for job, size in zip(jobs, sizes, strict=True):
                 work(*job)
                 advance(size)
@@ -154,13 +168,37 @@ def run_chunks(
 
 def _run_pool(work, jobs, sizes, workers, advance) -> None:
     # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=context,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = {pool.submit(work, *job): size for job, size in zip(jobs, sizes, strict=True)}
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in finished:
-                future.result()
-                advance(futures.pop(future))
+        try:
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    advance(futures.pop(future))
+        except BaseException:
+            # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a pool worker: exit when the parent is gone (killed with -9, it cannot tell us), or
+    idle workers would wait for work forever. A part being written is left as a temp file,
+    which the next run's `prepare` removes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_ray(work, jobs, sizes, workers, advance) -> None:
@@ -169,11 +207,16 @@ def _run_ray(work, jobs, sizes, workers, advance) -> None:
     if not ray.is_initialized():
         # RAY_ADDRESS points at a cluster when set; otherwise a local Ray with `workers` CPUs.
         kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
     remote = ray.remote(num_cpus=1)(work)
     pending = {remote.remote(*job): size for job, size in zip(jobs, sizes, strict=True)}
-    while pending:
-        finished, _ = ray.wait(list(pending), num_returns=1)
-        for ref in finished:
-            ray.get(ref)
-            advance(pending.pop(ref))
+    try:
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                ray.get(ref)
+                advance(pending.pop(ref))
+    except BaseException:
+        for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
+            ray.cancel(ref)
+        raise

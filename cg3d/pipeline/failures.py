@@ -1,5 +1,6 @@
 """Per-stage failure tables: `failures.parquet` with columns id, stage, reason."""
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def failures_table(rows: list[dict]) -> pa.Table:
 def write_failures(rows: list[dict], path: Path) -> Path:
     """Atomically write failure rows (dicts with id, stage, reason) sorted by id."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, per process: see chunks
     pq.write_table(failures_table(rows), tmp)
     tmp.replace(path)
     return path

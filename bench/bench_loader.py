@@ -1,0 +1,183 @@
+"""The shard loader against the public CG3D way (one .npy + one PNG file per sample), one run.
+
+    python bench/bench_loader.py [--objects 2000] [--points 8192] [--views 4] [--workers 2]
+
+Makes stage outputs for --objects objects (points parts of --points points, render tars of
+--views 224 px PNGs of a shaded shape on white, like the workbench renders), runs the
+caption and pack stages (timed), and writes the same data as one points .npy and one view PNG
+per object. Both loaders then read one epoch with --workers DataLoader workers, batches of 32,
+the same augmentation, resampling to --points and CLIP preprocessing at 224 px.
+"""
+
+import argparse
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, ImageDraw
+
+from cg3d.pipeline.captions import CaptionConfig, caption_objects
+from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
+from cg3d.pipeline.pack import PackConfig, pack_shards, tar_member
+from cg3d.train.augment import AugmentConfig, augment_points
+from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, resample
+
+CLASSES = [
+    "chair",
+    "table",
+    "lamp",
+    "sofa",
+    "bed",
+    "desk",
+    "monitor",
+    "bathtub",
+    "toilet",
+    "dresser",
+]
+CHUNK = 200
+
+
+def render_png(rng: np.random.Generator, size: int = 224) -> bytes:
+    """A shaded ellipse on white: compresses like a real render, unlike noise."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for step in range(24):
+        shade = int(60 + 6 * step + rng.integers(0, 10))
+        inset = int(size * (0.15 + 0.012 * step + rng.uniform(0, 0.01)))
+        draw.ellipse(
+            (inset, inset + 10, size - inset, size - inset), fill=(shade, shade, shade + 20)
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_inputs(root: Path, objects: int, points: int, views: int) -> list[str]:
+    records = [
+        MeshRecord(
+            id=f"bench-{i:06d}",
+            source="synthetic",
+            path=f"{i}.obj",
+            class_name=CLASSES[i % len(CLASSES)],
+            split="test" if i % 5 == 4 else "train",
+        )
+        for i in range(objects)
+    ]
+    (root / "meshes").mkdir(parents=True)
+    write_manifest(records, root / "meshes")
+    (root / "meshes" / CLASSES_NAME).write_text(json.dumps(CLASSES))
+    ids = sorted(r.id for r in records)
+    rng = np.random.default_rng(0)
+    pngs = [render_png(rng) for _ in range(16)]  # a pool: PNG encoding is not what is measured
+    (root / "points").mkdir()
+    (root / "renders").mkdir()
+    for part, start in enumerate(range(0, objects, CHUNK)):
+        chunk = ids[start : start + CHUNK]
+        clouds = rng.normal(0, 0.3, (len(chunk), points * 3)).astype(np.float32)
+        table = pa.table(
+            {
+                "id": chunk,
+                "points": pa.array(list(clouds), type=pa.list_(pa.float32())),
+                "n_points": pa.array([points] * len(chunk), type=pa.int32()),
+            }
+        )
+        pq.write_table(table, root / "points" / f"part-{part:05d}.parquet")
+        with tarfile.open(root / "renders" / f"part-{part:05d}.tar", "w") as tar:
+            for k, key in enumerate(chunk):
+                tar_member(tar, f"{key}.cameras.json", b"[]")
+                for v in range(views):
+                    tar_member(tar, f"{key}.view_{v:02d}.png", pngs[(k + v) % len(pngs)])
+    return ids
+
+
+def write_per_file(shards: Path, out: Path) -> list[tuple[Path, Path, int]]:
+    """The public code's layout: <id>.npy and <id>.png (one view), from the packed train split."""
+    from cg3d.train.data import iter_samples
+
+    out.mkdir()
+    items = []
+    for sample in iter_samples(shards, "train"):
+        points_file, image_file = out / f"{sample['key']}.npy", out / f"{sample['key']}.png"
+        np.save(points_file, sample["points"])
+        sample["views"][0].save(image_file)
+        items.append((points_file, image_file, sample["cls"]))
+    return items
+
+
+class PerFileDataset(torch.utils.data.Dataset):
+    """np.load of one .npy and PIL open of one PNG per sample, then the same decoding work."""
+
+    def __init__(self, items, n_points: int):
+        self.items, self.n_points = items, n_points
+        self.preprocess, self.augment = ClipPreprocess(224), AugmentConfig()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        points_file, image_file, cls = self.items[index]
+        rng = np.random.default_rng(index)
+        points = augment_points(np.load(points_file), self.augment, rng)
+        points = resample(points, self.n_points, rng)
+        with Image.open(image_file) as image:
+            pixels = self.preprocess(image.convert("RGB"))
+        return {"points": torch.from_numpy(points), "image": pixels, "cls": cls}
+
+
+def samples_per_second(batches) -> tuple[float, int]:
+    start, count = time.perf_counter(), 0
+    for batch in batches:
+        count += len(batch["cls"])
+    return count / (time.perf_counter() - start), count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=2000)
+    parser.add_argument("--points", type=int, default=8192)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        make_inputs(root, args.objects, args.points, args.views)
+        start = time.perf_counter()
+        caption_objects(root / "meshes", root / "captions", CaptionConfig())
+        caption_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = pack_shards(
+            root / "meshes", root / "points", root / "renders", root / "captions",
+            root / "shards", PackConfig(shard_size=200),
+        )  # fmt: skip
+        pack_seconds = time.perf_counter() - start
+        items = write_per_file(root / "shards", root / "per_file")
+        config = LoaderConfig(n_points=args.points, batch_size=32, workers=args.workers)
+        shard_rate, shard_count = samples_per_second(make_loader(root / "shards", "train", config))
+        per_file = torch.utils.data.DataLoader(
+            PerFileDataset(items, args.points), batch_size=32, shuffle=True,
+            num_workers=args.workers, drop_last=True, prefetch_factor=4 if args.workers else None,
+        )  # fmt: skip
+        file_rate, file_count = samples_per_second(per_file)
+        shard_bytes = sum(p.stat().st_size for p in (root / "shards").rglob("*.tar"))
+
+    print(f"{args.objects} objects, {args.points} points, {args.views} views of 224 px; "
+          f"{args.workers} workers, batch 32, {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"caption stage: {caption_seconds:.2f} s; pack stage: {pack_seconds:.2f} s "
+          f"({sum(summary.samples.values())} samples, {shard_bytes / 2**20:.0f} MiB of shards)")  # fmt: skip
+    print(f"{'loader':<34}{'samples':>8}{'samples/s':>12}")
+    print(f"{'shards (cg3d.train.data)':<34}{shard_count:>8}{shard_rate:>12.0f}")
+    print(f"{'per-file npy + png (public code)':<34}{file_count:>8}{file_rate:>12.0f}")
+    print(f"ratio shards / per-file: {shard_rate / file_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

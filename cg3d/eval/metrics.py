@@ -1,0 +1,77 @@
+"""Classification and retrieval metrics over plain numpy arrays.
+
+Classification: top-k accuracy (the label among the k highest scores), class-mean accuracy
+(the mean of per-class top-1 accuracies over the classes that occur), confusion matrix.
+
+Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance matrix:
+  R@K  the fraction of queries with at least one relevant item among their top K
+  mAP  the mean over queries of average precision: the mean, over the relevant items, of the
+       precision at each relevant item's rank (all relevant items count, not only the top K).
+Ties in scores are broken by gallery order (a stable sort), so results are deterministic.
+"""
+
+import numpy as np
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the label is among the `k` highest-scoring classes."""
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """top1, top5, class_mean (in %), per-class top-1 accuracy and the confusion matrix."""
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise ValueError("no shapes to score")
+    predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
+    matrix = confusion_matrix(labels, predicted, len(classes))
+    counts = matrix.sum(axis=1)
+    present = counts > 0
+    per_class_acc = np.diag(matrix)[present] / counts[present]
+    return {
+        "top1": 100.0 * float(topk_correct(scores, labels, 1).mean()),
+        "top5": 100.0 * float(topk_correct(scores, labels, 5).mean()),
+        "class_mean": 100.0 * float(per_class_acc.mean()),
+        "per_class": {
+            name: (100.0 * float(matrix[i, i] / counts[i]) if counts[i] else None)
+            for i, name in enumerate(classes)
+        },
+        "n_shapes": len(labels),
+        "confusion": matrix.tolist(),
+    }
+
+
+def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:
+    """(Q,) AP of each row of relevance flags in ranked order (0 where a row has none)."""
+    hits = np.cumsum(ranked_relevance, axis=1)
+    ranks = np.arange(1, ranked_relevance.shape[1] + 1)
+    precision_at_hits = np.where(ranked_relevance, hits / ranks, 0.0)
+    n_relevant = ranked_relevance.sum(axis=1)
+    return np.divide(
+        precision_at_hits.sum(axis=1),
+        n_relevant,
+        out=np.zeros(len(n_relevant)),
+        where=n_relevant > 0,
+    )
+
+
+def retrieval_metrics(
+    similarity: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict:
+    """R@K (in %) and mAP (in %) of (Q, G) `similarity` against (Q, G) bool `relevant`."""
+    order = np.argsort(-np.asarray(similarity), axis=1, kind="stable")
+    ranked = np.take_along_axis(np.asarray(relevant, dtype=bool), order, axis=1)
+    metrics = {f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks}
+    metrics["mAP"] = 100.0 * float(average_precision(ranked).mean())
+    metrics["queries"] = int(len(ranked))
+    metrics["gallery"] = int(ranked.shape[1])
+    return metrics

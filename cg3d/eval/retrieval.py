@@ -1,0 +1,236 @@
+"""Cross-modal retrieval on labelled shards: point↔text and point↔image.
+
+`retrieval(checkpoint, out, config)` is what `cg3d eval retrieval` and the DVC `eval_retrieval`
+stage run. One streaming pass over the split encodes every object's points, every rendered
+view and every caption; the features (a few KB per object) stay in memory, the pixels do not.
+
+Galleries and relevance (the public CG3D code had no retrieval; these are our definitions):
+  point → image, image → point   instance level: every view of an object is a gallery image;
+                                 an image is relevant to exactly the object it was rendered from.
+  point → text,  text → point    class level: the text gallery is the distinct caption strings
+                                 of the split; a caption is relevant to a point when some object
+                                 of the point's class carries it (captions describe the class,
+                                 e.g. "a photo of a chair", so many objects share one caption).
+Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
+Outputs: OUT/metrics.json and OUT/retrieval_grid.png (top-5 results for a few point and text
+queries; relevant results framed green, others red), from a second pass that only decodes
+the handful of objects the grid shows.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from cg3d.errors import UsageError
+from cg3d.eval.metrics import retrieval_metrics
+from cg3d.eval.readers import prepare_points
+
+console = Console(stderr=True)
+
+
+@dataclass
+class RetrievalConfig:
+    """The `eval.retrieval` section of params.yaml."""
+
+    split: str = "test"
+    batch_size: int = 32
+    grid_queries: int = 3  # point queries and text queries shown in the picture grid
+    limit: int = 0  # first `limit` objects only (0 = all)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.grid_queries < 0 or self.limit < 0:
+            raise UsageError("--grid-queries and --limit must be ≥ 0")
+
+
+@dataclass
+class Features:
+    points: np.ndarray  # (N, D)
+    images: np.ndarray  # (V, D)
+    image_object: np.ndarray  # (V,) the object each view belongs to
+    texts: np.ndarray  # (T, D), one per distinct caption
+    captions: list[str]  # (T,)
+    caption_classes: np.ndarray  # (T, C) bool: some object of class c carries caption t
+    labels: np.ndarray  # (N,) class of each object
+    keys: list[str]
+
+
+@torch.no_grad()
+def encode_split(model, shards: Path, config: RetrievalConfig) -> Features:
+    """One streaming pass: features of all points, views and distinct captions of the split."""
+    from cg3d.train.data import iter_samples
+
+    device = model.device()
+    n_points = int(model.config["n_points"])
+    point_features, image_features, image_object, labels, keys = [], [], [], [], []
+    caption_index: dict[str, int] = {}
+    caption_pairs: set[tuple[int, int]] = set()
+    pending_points, pending_images = [], []
+
+    def flush() -> None:
+        if pending_points:
+            batch = torch.from_numpy(np.stack(pending_points)).to(device)
+            point_features.append(model.encode_points(batch).cpu())
+            pending_points.clear()
+        if pending_images:
+            image_features.append(model.encode_image(torch.stack(pending_images).to(device)).cpu())
+            pending_images.clear()
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("retrieval: encoding", total=None)
+        for index, sample in enumerate(iter_samples(Path(shards), config.split)):
+            if config.limit and index >= config.limit:
+                break
+            points = np.asarray(sample["points"], dtype=np.float32)[:, :3]
+            if len(points) != n_points:
+                points = prepare_points(points, n_points, seed=index, normalise=False)
+            pending_points.append(points)
+            for view in sample["views"]:
+                pending_images.append(model.preprocess(view.convert("RGB")))
+                image_object.append(index)
+            for caption in sample["captions"]:
+                position = caption_index.setdefault(caption, len(caption_index))
+                caption_pairs.add((position, int(sample["cls"])))
+            labels.append(int(sample["cls"]))
+            keys.append(sample["key"])
+            if len(pending_points) >= config.batch_size:
+                flush()
+            progress.advance(task)
+        flush()
+    if not keys:
+        raise UsageError(f"{shards}: no samples in split {config.split!r}")
+    if not image_features or not caption_index:
+        raise UsageError(f"{shards}: retrieval needs rendered views and captions in the shards")
+    captions = list(caption_index)
+    texts = torch.cat(
+        [model.encode_text(captions[i : i + 256]) for i in range(0, len(captions), 256)]
+    )
+    n_classes = max(labels) + 1
+    caption_classes = np.zeros((len(captions), n_classes), dtype=bool)
+    for position, cls in caption_pairs:
+        caption_classes[position, cls] = True
+    return Features(
+        points=torch.cat(point_features).numpy(),
+        images=torch.cat(image_features).numpy(),
+        image_object=np.array(image_object),
+        texts=texts.cpu().numpy(),
+        captions=captions,
+        caption_classes=caption_classes,
+        labels=np.array(labels),
+        keys=keys,
+    )
+
+
+def relevance(features: Features) -> dict[str, np.ndarray]:
+    """(queries × gallery) bool relevance of the four directions (see the module docstring)."""
+    n = len(features.labels)
+    point_image = features.image_object[None, :] == np.arange(n)[:, None]
+    point_text = features.caption_classes[:, features.labels].T
+    return {
+        "point_to_text": point_text,
+        "text_to_point": point_text.T,
+        "point_to_image": point_image,
+        "image_to_point": point_image.T,
+    }
+
+
+def all_metrics(features: Features) -> dict[str, dict]:
+    similarity = {
+        "point_to_text": features.points @ features.texts.T,
+        "point_to_image": features.points @ features.images.T,
+    }
+    similarity["text_to_point"] = similarity["point_to_text"].T
+    similarity["image_to_point"] = similarity["point_to_image"].T
+    relevant = relevance(features)
+    return {name: retrieval_metrics(similarity[name], relevant[name]) for name in relevant}
+
+
+def grid_rows(model, shards: Path, features: Features, config: RetrievalConfig) -> list[dict]:
+    """Rows of the picture grid: point→image for the first queries, then text→point."""
+    from cg3d.train.data import iter_samples
+
+    n_queries = min(config.grid_queries, len(features.keys))
+    point_queries = np.linspace(0, len(features.keys) - 1, n_queries).astype(int).tolist()
+    top_images = {
+        q: np.argsort(-(features.images @ features.points[q]), kind="stable")[:5]
+        for q in point_queries
+    }
+    text_queries = np.linspace(
+        0, len(features.captions) - 1, min(n_queries, len(features.captions))
+    ).astype(int)
+    top_points = {
+        t: np.argsort(-(features.points @ features.texts[t]), kind="stable")[:5]
+        for t in text_queries
+    }
+    needed_objects = set(point_queries) | {
+        int(features.image_object[g]) for g in np.concatenate(list(top_images.values()))
+    }
+    needed_objects |= (
+        {int(p) for p in np.concatenate(list(top_points.values()))} if top_points else set()
+    )
+    points, views = {}, {}
+    for index, sample in enumerate(iter_samples(Path(shards), config.split)):
+        if index > max(needed_objects):
+            break
+        if index in needed_objects:
+            points[index] = np.asarray(sample["points"])[:, :3][
+                :: max(1, len(sample["points"]) // 1024)
+            ]
+            views[index] = [view.convert("RGB").resize((112, 112)) for view in sample["views"]]
+    first_view = {}
+    for g, obj in enumerate(features.image_object):
+        first_view.setdefault(int(obj), g)
+    rows = []
+    for q in point_queries:
+        results = []
+        for g in top_images[q]:
+            obj = int(features.image_object[g])
+            results.append((views[obj][g - first_view[obj]], obj == q, features.keys[obj][:18]))
+        rows.append(
+            {"query": points[q], "title": f"point: {features.keys[q][:18]}", "results": results}
+        )
+    for t in text_queries:
+        results = [
+            (
+                points[int(p)],
+                bool(features.caption_classes[t, features.labels[p]]),
+                features.keys[p][:18],
+            )
+            for p in top_points[t]
+        ]
+        rows.append({"query": features.captions[t], "title": "text query", "results": results})
+    return rows
+
+
+def retrieval(checkpoint: Path, shards: Path, out: Path, config: RetrievalConfig) -> dict:
+    """Evaluate `checkpoint` on the split's retrieval tasks; write OUT/metrics.json and a grid."""
+    from cg3d.eval.plots import retrieval_grid
+    from cg3d.eval.zeroshot import model_identity
+    from cg3d.train.checkpoint import load_model
+
+    config.validate()
+    if not Path(shards).is_dir():
+        raise UsageError(f"--shards: no such folder {shards}")
+    model = load_model(Path(checkpoint))
+    features = encode_split(model, Path(shards), config)
+    metrics = all_metrics(features) | {
+        "relevance": {
+            "point_image": "instance: a view is relevant only to the object it was rendered from",
+            "point_text": "class: a caption is relevant to every object of a class that carries it",
+        },
+        "n_objects": len(features.keys),
+        "split": config.split,
+        **model_identity(model, Path(checkpoint)),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if config.grid_queries:
+        retrieval_grid(grid_rows(model, Path(shards), features, config), out / "retrieval_grid.png")
+    return metrics

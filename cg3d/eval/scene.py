@@ -1,0 +1,125 @@
+"""Open-scene query: where in a scene point cloud is "a chair"?
+
+Regions: `regions` centres picked by farthest point sampling over the scene, each region the
+`region_points` scene points nearest to its centre (a kNN ball, so regions overlap and adapt
+to density). Every region is normalised into the unit sphere and sampled to the model's
+n_points like any object, embedded, and scored by cosine similarity with the text (the 64
+prompt templates are not applied: the query is free text). Each scene point takes the score
+of the region whose centre is nearest to it, which gives the heat map.
+Outputs: OUT/heatmap.ply (points coloured by score, inferno colours), OUT/heatmap.png and
+OUT/regions.json (score, centre and size of every region, best first).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cg3d.errors import UsageError
+from cg3d.eval.readers import prepare_points, read_point_file
+
+
+@dataclass
+class SceneConfig:
+    regions: int = 64
+    region_points: int = 4096
+    max_points: int = 200_000  # larger scenes are randomly subsampled to this many points first
+    batch_size: int = 16
+    up_axis: str = "y"
+    top: int = 5
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("regions", "region_points", "max_points", "batch_size", "top"):
+            if getattr(self, name) < 1:
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}"
+                )
+        if self.up_axis not in ("y", "z"):
+            raise UsageError(f"--up-axis must be 'y' or 'z', got {self.up_axis!r}")
+
+
+def split_regions(
+    points: np.ndarray, config: SceneConfig
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(centres (R, 3), member indices per region, nearest region of every point (N,))."""
+    from scipy.spatial import cKDTree
+
+    from cg3d.pipeline.fps import farthest_point_sample
+
+    count = min(config.regions, len(points))
+    centres = points[farthest_point_sample(points, count, 0)]
+    k = min(config.region_points, len(points))
+    _, members = cKDTree(points).query(centres, k=k)
+    members = members.reshape(count, k)
+    _, nearest = cKDTree(centres).query(points, k=1)
+    return centres, list(members), np.asarray(nearest)
+
+
+def heat_colors(scores: np.ndarray) -> np.ndarray:
+    """(N, 4) uint8 RGBA: min-max normalised scores through matplotlib's inferno map."""
+    from matplotlib import colormaps
+
+    span = float(scores.max() - scores.min())
+    unit = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
+    return (colormaps["inferno"](unit) * 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def scene_query(
+    scene: Path, text: str, checkpoint: Path, out: Path, config: SceneConfig
+) -> list[dict]:
+    """Score the scene's regions against `text`; write the heat map; the regions, best first."""
+    import trimesh
+
+    from cg3d.eval.plots import heatmap_plot
+    from cg3d.pipeline.geometry import to_canonical_axes
+    from cg3d.train.checkpoint import load_model
+
+    config.validate()
+    if not text.strip():
+        raise UsageError("--text must not be empty")
+    points, _ = read_point_file(Path(scene))
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) < 4:
+        raise UsageError(f"{scene}: a scene needs at least 4 finite points, got {len(points)}")
+    rng = np.random.default_rng(config.seed)
+    if len(points) > config.max_points:
+        points = points[np.sort(rng.choice(len(points), config.max_points, replace=False))]
+    points = to_canonical_axes(points, config.up_axis)
+    model = load_model(Path(checkpoint))
+    n_points = int(model.config["n_points"])
+    centres, members, nearest = split_regions(points, config)
+    query = model.encode_text([text])[0]
+    scores = []
+    for start in range(0, len(members), config.batch_size):
+        batch = [
+            prepare_points(points[m], n_points, seed=start + i)
+            for i, m in enumerate(members[start : start + config.batch_size])
+        ]
+        features = model.encode_points(torch.from_numpy(np.stack(batch)).to(model.device()))
+        scores.append((features @ query).cpu().numpy())
+    region_scores = np.concatenate(scores)
+    point_scores = region_scores[nearest]
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trimesh.PointCloud(points, colors=heat_colors(point_scores)).export(out / "heatmap.ply")
+    shown = rng.choice(len(points), min(len(points), 30_000), replace=False)
+    heatmap_plot(points[shown], point_scores[shown], out / "heatmap.png", f"“{text}”")
+    order = np.argsort(-region_scores, kind="stable")
+    regions = [
+        {
+            "region": int(r),
+            "score": float(region_scores[r]),
+            "centre": [round(float(v), 4) for v in centres[r]],
+            "points": int((nearest == r).sum()),
+        }
+        for r in order
+    ]
+    (out / "regions.json").write_text(
+        json.dumps({"text": text, "scene": str(scene), "regions": regions}, indent=2) + "\n"
+    )
+    return regions[: config.top]

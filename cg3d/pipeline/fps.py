@@ -1,0 +1,99 @@
+"""Per-object farthest point sampling for data preparation (numpy and scipy, no compiled code).
+
+Exact FPS: each step picks the point farthest from all points picked so far. The textbook loop
+updates every point's distance to the picked set at every step (N steps × M points). Here,
+once the farthest remaining distance is smaller than the distance from the new pick to its
+K-th nearest neighbour, only those K neighbours can get closer to the picked set: a point q
+changes only if |q - p|² < d(q) ≤ d_max, so it lies strictly inside p's K-neighbour ball.
+The neighbour lists come from one KD-tree query (made once the picks are dense enough for it
+to pay), so those late steps cost a few tiny numpy calls instead of a pass over all M points.
+
+Distances are float32 and computed as the textbook loop computes them on float32 points
+((x - p)² summed over x, y, z in that order), so the picks are the same indices; the tests
+and `bench/bench_fps.py` check it. numpy rather than torch: FPS is one small op after another,
+and on a CPU a torch op costs several times more per call (bench_fps.py, BENCHMARKS.md).
+"""
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+NEIGHBOURS = 16  # K: 12-16 is the sweet spot between the KD-tree query and full updates
+# The neighbour test compares float32 distances with the KD-tree's float64 ones: keep a margin
+# so that a point on the K-th neighbour's sphere, rounded inwards, is never missed.
+REACH_MARGIN = 1.0 - 1e-5
+
+
+def farthest_point_sample(points: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """Indices (int64, length `n`) of `n` farthest-point samples of `points[:, :3]`, from `start`."""
+    xyz = np.ascontiguousarray(np.asarray(points)[:, :3], dtype=np.float32)
+    m = len(xyz)
+    if not 1 <= n <= m:
+        raise ValueError(f"cannot pick {n} of {m} points")
+    if not 0 <= start < m:
+        raise ValueError(f"start index {start} outside 0..{m - 1}")
+
+    # Neighbour updates only start to pay once the picks are about as dense as K-neighbour
+    # balls (≈ m / K picks on a surface): before that, full passes. The KD-tree query costs
+    # about what m / 4 neighbour-updated picks save (measured), so it is made only if more
+    # picks than that remain.
+    k = min(NEIGHBOURS, m)
+    full_passes_first = 2 * m // k if n - 2 * m // k > m // 4 else n
+    neighbours = neighbour_dist2 = reach2 = None
+
+    columns = np.ascontiguousarray(xyz.T)  # x, y and z each contiguous: fast full passes
+    nearest = np.full(m, np.inf, dtype=np.float32)  # squared distance to the picked set
+    scratch, term = np.empty(m, dtype=np.float32), np.empty(m, dtype=np.float32)
+    picked = np.empty(n, dtype=np.int64)
+    current, farthest = start, np.inf
+    for i in range(n):
+        picked[i] = current
+        if i == full_passes_first:
+            neighbours, neighbour_dist2, reach2 = neighbour_lists(xyz, k)
+        if reach2 is not None and farthest < reach2[current]:
+            near = neighbours[current]
+            nearest[near] = np.minimum(nearest[near], neighbour_dist2[current])
+        else:
+            centre = xyz[current]
+            np.subtract(columns[0], centre[0], out=scratch)
+            np.multiply(scratch, scratch, out=scratch)
+            for axis in (1, 2):
+                np.subtract(columns[axis], centre[axis], out=term)
+                np.multiply(term, term, out=term)
+                scratch += term
+            np.minimum(nearest, scratch, out=nearest)
+        current = int(nearest.argmax())
+        farthest = nearest[current]
+    return picked
+
+
+def neighbour_lists(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's k nearest points (itself included), their float32 squared distances
+    computed as the full passes compute them, and how far the list reaches (squared)."""
+    distance, index = cKDTree(xyz).query(xyz, k=k)
+    index = index.reshape(len(xyz), k)
+    diff = xyz[index] - xyz[:, None, :]
+    dist2 = diff[..., 0] * diff[..., 0]
+    dist2 += diff[..., 1] * diff[..., 1]
+    dist2 += diff[..., 2] * diff[..., 2]
+    reach2 = distance.reshape(len(xyz), k)[:, -1] ** 2 * REACH_MARGIN
+    return index, dist2, reach2
+
+
+def naive_farthest_point_sample(points: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """The textbook loop of the public Point-BERT/ULIP data utils, as a reference (indices).
+
+    Same algorithm as their `farthest_point_sample` (a distance array, a masked update and an
+    argmax per step over all points), with the start index given instead of drawn at random.
+    Used by the tests and the benchmark only.
+    """
+    xyz = np.asarray(points)[:, :3]
+    distance = np.ones(len(xyz)) * 1e10
+    picked = np.zeros(n, dtype=np.int64)
+    farthest = start
+    for i in range(n):
+        picked[i] = farthest
+        dist = np.sum((xyz - xyz[farthest, :]) ** 2, -1)
+        mask = dist < distance
+        distance[mask] = dist[mask]
+        farthest = np.argmax(distance, -1)
+    return picked

@@ -1,0 +1,294 @@
+"""The meshes stage: list a source's objects, validate every mesh, write the manifest.
+
+A source (one module each) turns its on-disk layout into a class list and a stream of
+`MeshRecord`s (path, class, split, up axis), without opening the meshes. This module then
+validates every mesh in parallel chunks (load, check, content hash), marks content duplicates
+(a file with the same sha256 as an ok object earlier in id order) and writes
+`manifest.parquet`, `classes.json` and `failures.parquet` into the output folder.
+
+Memory stays flat at any size: the listing is streamed to listing parts on disk, each chunk
+is validated by one worker into its own part file (resume after a kill redoes only missing
+parts), and the parts are merged as Arrow tables, never as Python objects per mesh.
+"""
+
+import hashlib
+import importlib
+import json
+import random
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cg3d.errors import UsageError
+from cg3d.pipeline.chunks import (
+    EXECUTORS,
+    ChunkedOutput,
+    atomic_path,
+    default_workers,
+    run_chunks,
+)
+from cg3d.pipeline.failures import FAILURES_NAME, write_failures
+from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK, SCHEMA, MeshRecord
+from cg3d.pipeline.meshio import MeshError, load_mesh
+
+STAGE = "meshes"
+WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
+HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class MeshesConfig:
+    """Params of the meshes stage (`meshes:` in params.yaml)."""
+
+    source: str = "synthetic"
+    root: str = ""  # the source's folder; unused by `synthetic`
+    per_class: int = 0  # synthetic: objects per class (0: 60); others: cap per class (0: all)
+    seed: int = 0  # synthetic shapes, and the seeded train/test split
+    test_fraction: float = 0.2  # share of each class put in `test` by a seeded split
+    split_file: str = ""  # shapenet: all.csv, or a folder with Point-BERT train.txt / test.txt
+    annotations: str = ""  # objaverse: JSON {category: [uids]} or {uid: category}
+    chunk_size: int = 1000  # objects per validation part
+    workers: int = 0  # parallel chunks; 0: one per CPU
+    executor: str = "local"  # local (process pool) or ray
+
+
+@dataclass
+class Listing:
+    """What a source found: the ordered class list and its objects (not yet validated)."""
+
+    classes: list[str]
+    records: Iterable[MeshRecord]
+
+
+@dataclass
+class Summary:
+    objects: int
+    counts: dict[str, int]  # by status, "ok" included
+    classes: list[str]
+    chunks_run: int
+    chunks_total: int
+
+
+# The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
+SOURCE_NAMES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
+
+
+def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
+    return importlib.import_module(f"{__name__}.{name}").listing
+
+
+def check_config(config: MeshesConfig) -> None:
+    """One-line UsageErrors naming the option, before any work."""
+    if config.source not in SOURCE_NAMES:
+        raise UsageError(
+            f"--source: unknown source {config.source!r}; choose one of {', '.join(SOURCE_NAMES)}"
+        )
+    if config.per_class < 0:
+        raise UsageError("--per-class must be ≥ 0")
+    if not 0.0 <= config.test_fraction < 1.0:
+        raise UsageError("--test-fraction must be in [0, 1)")
+    if config.chunk_size < 1:
+        raise UsageError("--chunk-size must be ≥ 1")
+    if config.executor not in EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}")
+    if config.source != "synthetic":
+        root = Path(config.root) if config.root else None
+        if root is None or not root.is_dir():
+            raise UsageError(
+                f"--root: the {config.source} source needs an existing folder, got {config.root!r}"
+            )
+        if not any(root.iterdir()):
+            raise UsageError(f"--root: the folder {root} is empty")
+
+
+def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
+    """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
+    check_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listing = source_listing(config.source)(config, out_dir)
+    work = out_dir / WORK_DIR
+    work.mkdir(exist_ok=True)
+    listing_parts, digest = _write_listing(listing.records, work, config.chunk_size)
+    output = ChunkedOutput(
+        work / "parts",
+        ".parquet",
+        STAGE,
+        fingerprint={"config": _plan_params(config), "listing": digest},
+    )
+    output.prepare()
+    pending = output.pending(len(listing_parts))
+    sizes = [pq.read_metadata(listing_parts[i]).num_rows for i in pending]
+    jobs = [(str(out_dir), str(listing_parts[i]), str(output.part(i))) for i in pending]
+    workers = config.workers or default_workers()
+    run_chunks(
+        validate_chunk,
+        jobs,
+        sizes,
+        workers=workers,
+        executor=config.executor,
+        description="validating meshes",
+    )
+    table = _merge(output, len(listing_parts))
+    _write_outputs(table, listing.classes, out_dir)
+    shutil.rmtree(work)
+    statuses = table.column("status").value_counts().to_pylist()
+    counts = {entry["values"]: entry["counts"] for entry in statuses}
+    return Summary(table.num_rows, counts, listing.classes, len(pending), len(listing_parts))
+
+
+def _plan_params(config: MeshesConfig) -> dict:
+    """The params that change the rows (how many processes run them does not)."""
+    return {k: v for k, v in asdict(config).items() if k not in ("workers", "executor")}
+
+
+def _write_listing(
+    records: Iterable[MeshRecord], work: Path, chunk_size: int
+) -> tuple[list[Path], str]:
+    """Stream records into listing parts of `chunk_size` rows; return the parts and a digest."""
+    for stale in work.glob("listing-*.parquet"):
+        stale.unlink()
+    digest = hashlib.sha256()
+    parts: list[Path] = []
+    batch: list[dict] = []
+
+    def flush() -> None:
+        part = work / f"listing-{len(parts):05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(batch, schema=SCHEMA), part)
+        parts.append(part)
+        batch.clear()
+
+    for record in records:
+        row = asdict(record)
+        digest.update(json.dumps(row, sort_keys=True).encode())
+        batch.append(row)
+        if len(batch) == chunk_size:
+            flush()
+    if batch:
+        flush()
+    return parts, digest.hexdigest()
+
+
+def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
+    """Load and check every mesh of one listing part; write the rows with status and hash."""
+    rows = pq.read_table(listing_part).to_pylist()
+    for row in rows:
+        if row["status"] != OK:  # the source already knew (e.g. unsupported format)
+            continue
+        path = Path(row["path"])
+        path = path if path.is_absolute() else Path(out_dir) / path
+        try:
+            row["sha256"] = file_sha256(path)
+            load_mesh(path)
+        except MeshError as error:
+            row["status"], row["error"] = error.kind, error.reason
+        except OSError as error:
+            row["status"], row["error"] = "unreadable", f"cannot read the file: {error}"
+    with atomic_path(Path(part)) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+    return len(rows)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
+    """All parts as one table sorted by id, with later copies of the same content marked."""
+    if n_parts == 0:
+        return SCHEMA.empty_table()
+    table = pa.concat_tables(pq.read_table(output.part(i)) for i in range(n_parts))
+    table = table.sort_by("id")
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise RuntimeError("the source listed two objects with the same id")
+    status = table.column("status").to_pylist()
+    error = table.column("error").to_pylist()
+    first_with_hash: dict[str, str] = {}
+    for i, (object_id, sha) in enumerate(zip(ids, table.column("sha256").to_pylist(), strict=True)):
+        if status[i] != OK:
+            continue
+        if sha in first_with_hash:
+            status[i], error[i] = "duplicate", f"same content as {first_with_hash[sha]}"
+        else:
+            first_with_hash[sha] = object_id
+    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status))
+    return table.set_column(table.schema.get_field_index("error"), "error", pa.array(error))
+
+
+def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
+    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
+        pq.write_table(table, tmp)
+    with atomic_path(out_dir / CLASSES_NAME) as tmp:
+        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+    failed = table.filter(pc.not_equal(table.column("status"), OK))
+    rows = [
+        {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}
+        for r in failed.select(["id", "status", "error"]).to_pylist()
+    ]
+    write_failures(rows, out_dir / FAILURES_NAME)
+
+
+# Helpers the sources share.
+
+
+def seeded_split(keys: list[str], seed: int, test_fraction: float) -> dict[str, str]:
+    """A disjoint train/test split of one class's objects, the same for the same seed."""
+    order = sorted(keys)
+    random.Random(f"{seed}").shuffle(order)
+    n_test = round(len(order) * test_fraction)
+    if test_fraction > 0 and len(order) > 1:
+        n_test = max(1, n_test)  # every class has a test object when it has two or more
+    return {key: ("test" if i < n_test else "train") for i, key in enumerate(order)}
+
+
+def cap_per_class(keys: list[str], per_class: int, seed: int) -> list[str]:
+    """At most `per_class` of `keys` (a seeded choice), all when per_class is 0; sorted."""
+    keys = sorted(keys)
+    if per_class and len(keys) > per_class:
+        keys = sorted(random.Random(f"cap-{seed}").sample(keys, per_class))
+    return keys
+
+
+def stored_path(path: Path, out_dir: Path) -> str:
+    """Relative to the output folder when the file lies under it (portable), else absolute."""
+    path = path.resolve()
+    try:
+        return path.relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def match_protocol_names(folders: Iterable[str]) -> tuple[dict[str, str], list[str]] | None:
+    """Map folder names onto a benchmark list (ModelNet10 first, then ModelNet40), if all match.
+
+    Returns ({folder: benchmark name}, benchmark class list in benchmark order) or None.
+    Folder names use underscores where the benchmark lists use spaces (night_stand).
+    """
+    from cg3d.protocol import class_names
+
+    folders = list(folders)
+    for dataset in ("modelnet10", "modelnet40"):
+        names = class_names(dataset)
+        by_key = {name.replace(" ", "_").lower(): name for name in names}
+        mapping = {f: by_key.get(f.replace(" ", "_").lower()) for f in folders}
+        if folders and all(mapping.values()):
+            return mapping, names
+    return None
+
+
+def iter_sorted_files(folder: Path) -> Iterator[Path]:
+    """Files under `folder`, recursively, in a stable order, hidden ones skipped."""
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.is_file() and not hidden:
+            yield path

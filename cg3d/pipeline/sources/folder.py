@@ -1,0 +1,66 @@
+"""Any folder of meshes whose subfolders are the classes: `ROOT/<class>/**/<file>`.
+
+Mesh files (.obj .off .ply .stl .glb .gltf) at any depth are objects; model folders may hold
+textures and .mtl files beside them (assets, not objects). Any other file becomes a row with
+status `unsupported_format`. Names with spaces or non-ASCII characters are fine (the id is a
+key-safe slug plus a hash). Classes are the folder names, sorted; split seeded per class;
+Y-up assumed.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from cg3d.errors import UsageError
+from cg3d.pipeline.ids import object_id
+from cg3d.pipeline.manifest import MeshRecord
+from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES
+from cg3d.pipeline.sources import (
+    Listing,
+    MeshesConfig,
+    cap_per_class,
+    iter_sorted_files,
+    seeded_split,
+    stored_path,
+)
+
+# Files that accompany meshes: skipped silently.
+ASSET_SUFFIXES = {
+    ".mtl", ".bin", ".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff", ".webp", ".exr",
+    ".hdr", ".dds", ".ktx2", ".txt", ".md", ".json", ".csv", ".license",
+}  # fmt: skip
+
+
+def listing(config: MeshesConfig, out_dir: Path) -> Listing:
+    root = Path(config.root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UsageError(f"--root: no class subfolders in {root}")
+    return Listing(classes, _records(root, classes, config, out_dir))
+
+
+def _records(
+    root: Path, classes: list[str], config: MeshesConfig, out_dir: Path
+) -> Iterator[MeshRecord]:
+    for class_name in classes:
+        files = {
+            p.relative_to(root).as_posix(): p
+            for p in iter_sorted_files(root / class_name)
+            if p.suffix.lower() not in ASSET_SUFFIXES
+        }
+        keys = cap_per_class(list(files), config.per_class, config.seed)
+        split_of = seeded_split(keys, config.seed, config.test_fraction)
+        for relpath in keys:
+            suffix = files[relpath].suffix.lower()
+            supported = suffix in SUPPORTED_SUFFIXES
+            yield MeshRecord(
+                id=object_id("folder", relpath),
+                source="folder",
+                path=stored_path(files[relpath], out_dir),
+                class_name=class_name,
+                split=split_of[relpath],
+                up_axis="y",
+                status="ok" if supported else "unsupported_format",
+                error=""
+                if supported
+                else f"{suffix or 'no suffix'} is not a mesh format read here",
+            )

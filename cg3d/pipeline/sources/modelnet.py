@@ -1,0 +1,63 @@
+"""ModelNet10/40: `ROOT/<class>/{train,test}/<class>_XXXX.off` (Princeton's layout).
+
+The official split comes from the folders. The real files are Z-up, and some have the
+malformed header `OFF490 518 0` on one line (`load_mesh` reads it). Class names are the
+benchmark's (protocol.json: "night stand" for the folder night_stand); classes.json holds the
+full benchmark list, in benchmark order, so that class indices match published results.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from cg3d.errors import UsageError
+from cg3d.pipeline.ids import object_id
+from cg3d.pipeline.manifest import MeshRecord
+from cg3d.pipeline.sources import (
+    Listing,
+    MeshesConfig,
+    cap_per_class,
+    match_protocol_names,
+    stored_path,
+)
+
+SPLITS = ("train", "test")
+
+
+def listing(config: MeshesConfig, out_dir: Path) -> Listing:
+    root = Path(config.root)
+    folders = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and any((p / s).is_dir() for s in SPLITS)
+    )
+    if not folders:
+        raise UsageError(
+            f"--root: no ModelNet class folders (<class>/train, <class>/test) in {root}"
+        )
+    matched = match_protocol_names(folders)
+    if matched is None:
+        unknown = [f for f in folders if match_protocol_names([f]) is None]
+        raise UsageError(f"--root: {', '.join(unknown[:5])} not ModelNet40 classes in {root}")
+    names, classes = matched
+    return Listing(classes, _records(root, folders, names, config, out_dir))
+
+
+def _records(
+    root: Path, folders: list[str], names: dict[str, str], config: MeshesConfig, out_dir: Path
+) -> Iterator[MeshRecord]:
+    for folder in folders:
+        for split in SPLITS:
+            split_dir = root / folder / split
+            if not split_dir.is_dir():
+                continue
+            files = [
+                p.name for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() == ".off"
+            ]
+            for name in cap_per_class(files, config.per_class, config.seed):
+                relpath = f"{folder}/{split}/{name}"
+                yield MeshRecord(
+                    id=object_id("modelnet", relpath),
+                    source="modelnet",
+                    path=stored_path(split_dir / name, out_dir),
+                    class_name=names[folder],
+                    split=split,
+                    up_axis="z",
+                )

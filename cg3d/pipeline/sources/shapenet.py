@@ -1,0 +1,112 @@
+"""ShapeNetCore v2: `ROOT/<synsetId>/<modelId>/models/model_normalized.obj`, Y-up.
+
+Class names come from `ROOT/taxonomy.json`: the first of the comma-separated names, with
+CG3D's renames (display→monitor, vessel→ship, ashcan→trashcan); the other names are kept
+as `synonyms`. classes.json is the ShapeNet55 list in CG3D's order when every synset is in it.
+
+Split, from `--split-file` when given:
+- a `.csv` like ShapeNet's all.csv (columns id, synsetId, subSynsetId, modelId, split;
+  `val` rows join train), or
+- a folder with Point-BERT's ShapeNet-55 lists `train.txt` and `test.txt`
+  (lines `<synsetId>-<modelId>.npy`).
+Models in neither list are left out (counted in the stage's output). Without a split file,
+a seeded, disjoint split per class.
+"""
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from cg3d.errors import UsageError
+from cg3d.pipeline.ids import object_id
+from cg3d.pipeline.manifest import MeshRecord
+from cg3d.pipeline.sources import Listing, MeshesConfig, cap_per_class, seeded_split, stored_path
+from cg3d.protocol import class_names, shapenet_renames
+
+MODEL_FILE = Path("models") / "model_normalized.obj"
+
+
+def listing(config: MeshesConfig, out_dir: Path) -> Listing:
+    root = Path(config.root)
+    taxonomy = read_taxonomy(root)
+    synsets = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in taxonomy)
+    if not synsets:
+        raise UsageError(f"--root: no synset folders named in {root / 'taxonomy.json'}")
+    splits = read_split_file(Path(config.split_file)) if config.split_file else None
+    found = sorted({taxonomy[synset][0] for synset in synsets})
+    benchmark = class_names("shapenet55")
+    classes = benchmark if set(found) <= set(benchmark) else found
+    return Listing(classes, _records(root, synsets, taxonomy, splits, config, out_dir))
+
+
+def _records(
+    root, synsets, taxonomy, splits, config: MeshesConfig, out_dir: Path
+) -> Iterator[MeshRecord]:
+    for synset in synsets:
+        class_name, synonyms = taxonomy[synset]
+        models = [p.name for p in (root / synset).iterdir() if p.is_dir()]
+        if splits is not None:
+            models = [m for m in models if (synset, m) in splits]
+        models = cap_per_class(models, config.per_class, config.seed)
+        split_of = (
+            seeded_split(models, config.seed, config.test_fraction)
+            if splits is None
+            else {m: splits[(synset, m)] for m in models}
+        )
+        for model in models:
+            relpath = f"{synset}/{model}/{MODEL_FILE.as_posix()}"
+            yield MeshRecord(
+                id=object_id("shapenet", relpath),
+                source="shapenet",
+                path=stored_path(root / relpath, out_dir),
+                class_name=class_name,
+                synonyms=synonyms,
+                split=split_of[model],
+                up_axis="y",
+            )
+
+
+def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:
+    """{synsetId: (class name, synonyms)} from ShapeNet's taxonomy.json."""
+    path = root / "taxonomy.json"
+    if not path.is_file():
+        raise UsageError(f"--root: no taxonomy.json in {root} (ShapeNetCore v2 layout)")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"--root: {path} is not valid JSON: {error}") from error
+    renames = shapenet_renames()
+    taxonomy = {}
+    for entry in entries:
+        names = [n.strip() for n in entry["name"].split(",") if n.strip()]
+        taxonomy[entry["synsetId"]] = (renames.get(names[0], names[0]), names[1:])
+    return taxonomy
+
+
+def read_split_file(path: Path) -> dict[tuple[str, str], str]:
+    """{(synsetId, modelId): "train" | "test"} from all.csv or Point-BERT's train/test lists."""
+    if path.is_file() and path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = csv.DictReader(handle)
+            missing = {"synsetId", "modelId", "split"} - set(rows.fieldnames or [])
+            if missing:
+                raise UsageError(
+                    f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}"
+                )
+            return {
+                (row["synsetId"].zfill(8), row["modelId"]): "test"
+                if row["split"] == "test"
+                else "train"
+                for row in rows
+            }
+    if path.is_dir() and (path / "train.txt").is_file() and (path / "test.txt").is_file():
+        splits = {}
+        for split in ("train", "test"):
+            for line in (path / f"{split}.txt").read_text(encoding="utf-8").split():
+                synset, model = line.removesuffix(".npy").split("-", 1)
+                splits[(synset, model)] = split
+        return splits
+    raise UsageError(
+        f"--split-file: {path} is neither a .csv nor a folder with train.txt and test.txt"
+    )

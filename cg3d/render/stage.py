@@ -1,0 +1,236 @@
+"""The `render` stage: every `ok` object of the manifest, rendered from several views.
+
+Output (DESIGN.md): `OUT/part-XXXXX.tar` chunks whose members are `<id>.view_XX.png` (RGB on
+white, or RGBA with `background: transparent`) and `<id>.cameras.json` (see `cameras.py` for
+the convention), plus `OUT/failures.parquet` (id, stage, reason). A chunk is the unit of
+parallel work and of resume: a part that exists is done, and a rerun after a kill renders
+only the missing ones.
+
+Workers: `workers` persistent Blender processes (`supervisor.BlenderWorker`), each fed whole
+chunks, either by threads of this process (`executor: local`; the work is in the Blender
+processes) or by Ray actors that each keep their Blender alive (`executor: ray`).
+Never imports torch.
+"""
+
+import hashlib
+import io
+import queue
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from cg3d.pipeline.chunks import (
+    ChunkedOutput,
+    atomic_path,
+    default_workers,
+    progress_bar,
+    split_into_chunks,
+)
+from cg3d.pipeline.manifest import MeshRecord, mesh_file, read_manifest
+from cg3d.render.cameras import dumps
+from cg3d.render.config import RenderConfig
+from cg3d.render.supervisor import BlenderWorker
+
+STAGE = "render"
+PART_SUFFIX = ".tar"
+
+
+@dataclass
+class RenderSummary:
+    objects: int  # manifest rows with status ok
+    rendered: int
+    views: int  # views rendered by this run
+    failures: list[dict]
+    skipped_upstream: int
+    chunks_run: int
+    chunks_total: int
+    seconds: float
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    """A deterministic tar written atomically: sorted members, mtime 0, owner 0/""."""
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(members[name]))
+
+
+def finished_png(path: Path, background: str) -> bytes:
+    """The worker's RGBA render as the stage's PNG: on white (RGB), or kept transparent."""
+    if background == "transparent":
+        return path.read_bytes()
+    with Image.open(path) as image:
+        rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    buffer = io.BytesIO()
+    Image.alpha_composite(white, rgba).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def render_chunk(
+    worker: BlenderWorker,
+    meshes_dir: Path,
+    output: ChunkedOutput,
+    index: int,
+    records: list[MeshRecord],
+    config: RenderConfig,
+    on_object: Callable[[int], None] = lambda views: None,
+) -> int:
+    """Render one chunk into its tar; a failed object becomes a failure row. Returns views."""
+    members: dict[str, bytes] = {}
+    failures = []
+    for record in records:
+        cameras = config.cameras(record.id)
+        pngs = [worker.out_dir / f"{record.id}.{view['name']}.png" for view in cameras["views"]]
+        reason = worker.render(
+            record.id, mesh_file(meshes_dir, record), record.up_axis, cameras["views"]
+        )
+        if reason is None:
+            for view, png in zip(cameras["views"], pngs, strict=True):
+                members[f"{record.id}.{view['name']}.png"] = finished_png(png, config.background)
+            members[f"{record.id}.cameras.json"] = dumps(cameras)
+        else:
+            failures.append({"id": record.id, "reason": reason})
+        for png in pngs:
+            png.unlink(missing_ok=True)
+        on_object(0 if reason else len(pngs))
+    output.write_chunk_failures(index, failures)
+    write_tar(output.part(index), members)
+    return config.views * (len(records) - len(failures))
+
+
+def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> RenderSummary:
+    """The stage: render every `ok` object of the meshes stage's manifest into `out_dir`."""
+    config.validate()
+    start = time.perf_counter()
+    meshes_dir = Path(meshes_dir)
+    records = read_manifest(meshes_dir)
+    ok = [r for r in records if r.status == "ok"]
+    chunks = split_into_chunks(ok, config.chunk_size)
+    # The plan: what is rendered how. Workers, executor and timeout do not change the result.
+    plan = {k: v for k, v in asdict(config).items() if k not in ("workers", "executor", "timeout")}
+    if config.engine != "cycles":
+        plan.pop("samples")
+    objects = "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok)
+    fingerprint = {"stage": STAGE, "objects": hashlib.sha256(objects.encode()).hexdigest(), **plan}
+    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, fingerprint)
+    output.prepare()
+    pending = output.pending(len(chunks))
+    jobs = [(meshes_dir, output, i, chunks[i], config) for i in pending]
+    workers = min(config.workers or default_workers(), max(len(jobs), 1))
+    total_views = config.views * sum(len(chunks[i]) for i in pending)
+    with progress_bar("views") as progress:
+        task = progress.add_task(f"rendering ({config.engine})", total=total_views, rate="")
+        lock = threading.Lock()
+        done = 0
+
+        def advance(views: int) -> None:
+            nonlocal done
+            with lock:
+                done += views
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=views, rate=f"{rate:.1f} views/s")
+
+        if jobs and config.executor == "ray":
+            views = _run_ray(jobs, workers, config, advance)
+        elif jobs:
+            views = _run_threads(jobs, workers, config, advance)
+        else:
+            views = 0
+    failures = output.finalize(len(chunks))
+    return RenderSummary(
+        objects=len(ok),
+        rendered=len(ok) - len(failures),
+        views=views,
+        failures=failures,
+        skipped_upstream=len(records) - len(ok),
+        chunks_run=len(pending),
+        chunks_total=len(chunks),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _run_threads(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> int:
+    """`workers` threads, each driving its own Blender process through the chunk queue."""
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def drive() -> None:
+        with BlenderWorker(config.worker_settings(), config.timeout) as worker:
+            while not errors:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results.append(render_chunk(worker, *job, on_object=advance))
+                except BaseException as error:  # stop the other threads too, re-raised below
+                    errors.append(error)
+
+    threads = [threading.Thread(target=drive, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(results)
+
+
+class _RenderActor:
+    """A Ray actor that keeps one Blender process alive across the chunks it is given."""
+
+    def __init__(self, settings: dict, timeout: float) -> None:
+        self.worker = BlenderWorker(settings, timeout)
+
+    def render_chunk(self, *job) -> int:
+        return render_chunk(self.worker, *job)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _run_ray(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> int:
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS points at a cluster when set; otherwise a local Ray with `workers` CPUs.
+        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+    actor_class = ray.remote(num_cpus=1)(_RenderActor)
+    actors = [actor_class.remote(config.worker_settings(), config.timeout) for _ in range(workers)]
+    todo = list(reversed(jobs))
+    running = {}
+    views = 0
+    for actor in actors:
+        if todo:
+            job = todo.pop()
+            running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
+    while running:
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, objects = running.pop(ref)
+        chunk_views = ray.get(ref)
+        views += chunk_views
+        advance(config.views * objects)
+        if todo:
+            job = todo.pop()
+            running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
+    ray.get([actor.close.remote() for actor in actors])
+    for actor in actors:
+        ray.kill(actor)
+    return views

@@ -1,0 +1,130 @@
+"""The pipeline side of a Blender worker: start it, send it objects, survive its crashes.
+
+A `BlenderWorker` owns one `python -m cg3d.render.worker` subprocess and talks to it over
+stdin/stdout in JSON lines. Blender starts once and renders many objects; when an object
+crashes Blender or runs past the per-object timeout, only that process is killed, the object
+gets a failure reason, and a fresh Blender is started for the next one.
+"""
+
+import json
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
+STARTUP_TIMEOUT_S = 180.0
+
+
+class WorkerDied(Exception):
+    """The Blender process exited or hung; the message says which and why."""
+
+
+class BlenderWorker:
+    """A persistent Blender process; `render` returns None when done, else a failure reason."""
+
+    def __init__(self, settings: dict, timeout_s: float) -> None:
+        self.settings = dict(settings)
+        self.timeout_s = timeout_s
+        self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-")
+        self.settings["tmp_dir"] = self.tmp.name
+        self.log_path = Path(self.tmp.name) / "blender.log"
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.last_rss_mb = 0.0
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the worker writes PNGs; the caller reads and deletes them."""
+        return Path(self.tmp.name)
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cg3d.render.worker", json.dumps(self.settings)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+            )
+        message = self._read(STARTUP_TIMEOUT_S, "start-up")
+        if not message.get("ready"):
+            raise WorkerDied(f"crash: Blender did not start: {message}")
+
+    def render(self, object_id: str, path: Path, up_axis: str, views: list[dict]) -> str | None:
+        """Render the views of one object into `out_dir`; None on success, else the reason."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        request = {
+            "id": object_id,
+            "path": str(path),
+            "up_axis": up_axis,
+            "out_dir": str(self.out_dir),
+            "views": [{"name": v["name"], "world_to_camera": v["world_to_camera"]} for v in views],
+        }
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            reply = self._read(self.timeout_s, f"object {object_id}")
+        except (WorkerDied, BrokenPipeError) as error:
+            self.kill()
+            self.restarts += 1
+            return str(error) if isinstance(error, WorkerDied) else "crash: Blender exited"
+        if reply.get("id") != object_id:
+            self.kill()
+            return f"crash: protocol out of step (got {reply})"
+        self.last_rss_mb = reply.get("rss_mb", self.last_rss_mb)
+        return None if reply["ok"] else reply["reason"]
+
+    def _read(self, timeout_s: float, what: str) -> dict:
+        """One reply line, or WorkerDied on timeout or exit."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout_s
+            left = timeout_s
+            while left > 0:
+                if selector.select(left):
+                    line = self.process.stdout.readline()
+                    if line:
+                        return json.loads(line)
+                    code = self.process.wait()
+                    raise WorkerDied(
+                        f"crash: Blender exited with code {code} on {what}{self._log_tail()}"
+                    )
+                left = deadline - time.monotonic()
+        self.kill()
+        raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")
+
+    def _log_tail(self) -> str:
+        lines = (
+            self.log_path.read_text(errors="replace").strip().splitlines()
+            if self.log_path.exists()
+            else []
+        )
+        return f" ({lines[-1][:200]})" if lines else ""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        """Stop Blender (end of input lets it exit cleanly) and remove the temp folder."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+        self.tmp.cleanup()
+
+    def __enter__(self) -> "BlenderWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

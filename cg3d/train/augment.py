@@ -1,0 +1,86 @@
+"""The paper's point augmentations (Point-BERT / CG3D conventions), each switchable.
+
+Points are (N, 3) or (N, 6) float32 in the canonical frame (+Y up); with normals, rotations
+apply to both halves and scale/translation/jitter to positions only.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class AugmentConfig:
+    rotate_up: bool = True  # a uniform rotation about the up axis (+Y)
+    perturb: bool = True  # a small rotation about every axis
+    perturb_sigma: float = 0.06  # radians
+    perturb_clip: float = 0.18
+    jitter: bool = True  # Gaussian noise on positions
+    jitter_sigma: float = 0.01
+    jitter_clip: float = 0.05
+    dropout: bool = True  # drop up to this share of points (replaced by the first point)
+    dropout_max: float = 0.875
+    scale: bool = True  # per-axis scale U(scale_low, scale_high)
+    scale_low: float = 2.0 / 3.0
+    scale_high: float = 3.0 / 2.0
+    translate: bool = True  # per-axis shift U(-translate_range, translate_range)
+    translate_range: float = 0.2
+
+
+def rotation_x(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)
+
+
+def rotation_y(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float32)
+
+
+def rotation_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
+
+
+def transform(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """rows @ matrix through torch, which keeps to one thread in loader workers; numpy's BLAS
+    would wake a thread pool per call and fight the other workers for cores."""
+    return torch.from_numpy(np.ascontiguousarray(rows)).mm(torch.from_numpy(matrix)).numpy()
+
+
+def augment_points(
+    points: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """One random draw of every enabled augmentation (Point-BERT's order: rotations, dropout,
+    scale, translation, jitter). The linear steps are folded into one 3×3 matrix, and dropout
+    (copies of the first point) commutes with them, so it is applied first."""
+    points = np.array(points, dtype=np.float32)  # a copy: the caller's array is left as it was
+    rotation = np.eye(3, dtype=np.float32)
+    if config.rotate_up:
+        rotation = rotation_y(rng.uniform(0, 2 * np.pi))
+    if config.perturb:
+        angles = np.clip(
+            rng.normal(0, config.perturb_sigma, 3), -config.perturb_clip, config.perturb_clip
+        )
+        rotation = rotation_z(angles[2]) @ rotation_y(angles[1]) @ rotation_x(angles[0]) @ rotation
+    scale = np.ones(3, dtype=np.float32)
+    if config.scale:
+        scale = rng.uniform(config.scale_low, config.scale_high, 3).astype(np.float32)
+    if config.dropout:
+        dropped = rng.random(len(points)) <= rng.uniform(0, config.dropout_max)
+        points[dropped] = points[0]
+    xyz = transform(points[:, :3], rotation.T * scale)  # row p → (R p) * scale
+    if config.translate:
+        xyz += rng.uniform(-config.translate_range, config.translate_range, 3).astype(np.float32)
+    if config.jitter:
+        # torch's normal sampler is about 3x numpy's for float32; seeded from `rng`.
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+        noise = torch.randn(xyz.shape, generator=generator).numpy() * np.float32(
+            config.jitter_sigma
+        )
+        xyz += np.clip(noise, -config.jitter_clip, config.jitter_clip, out=noise)
+    points[:, :3] = xyz
+    if points.shape[1] == 6:
+        points[:, 3:] = transform(points[:, 3:], rotation.T)  # normals turn, never scale
+    return points

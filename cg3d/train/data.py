@@ -1,0 +1,449 @@
+"""The shard loader: WebDataset shards (`cg3d pack` output) → training and eval batches.
+
+`shards` is the pack output folder, or a URL / `pipe:` prefix to which `/index.json` and the
+shard names are appended (so shards can live in object storage: `pipe:aws s3 cp s3://b/x`
+gives `pipe:aws s3 cp s3://b/x/train/shard-000000.tar`; end a pipe command with ` -` via
+`{}`: a prefix holding `{}` has the name put there instead).
+
+Splitting, so that multi-GPU multi-worker runs see every sample exactly once per epoch:
+- across ranks, whole shards are dealt once to balance sample counts (fixed per rank, so
+  every rank knows its batch count up front; the training loop takes the minimum); with
+  fewer shards than ranks, every rank reads every shard and keeps every world_size-th sample;
+- across the workers of a rank, its shards are shuffled per epoch (seed + epoch) and dealt
+  round-robin; with fewer shards than workers, each worker keeps every workers-th sample
+  (open_clip's pitfall: idle workers and bunched samples when shards are few);
+- each worker shuffles within a buffer; the main process cuts exact batches.
+Keys are object ids, which never contain dots (webdataset cuts keys at the first dot).
+A sample that fails to decode is skipped with a log line.
+"""
+
+import io
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cg3d.errors import UsageError
+from cg3d.train.augment import AugmentConfig, augment_points
+
+__all__ = ["AugmentConfig", "LoaderConfig", "Loader", "iter_samples", "make_loader", "read_index"]
+
+log = logging.getLogger(__name__)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class LoaderConfig:
+    n_points: int = 2048
+    batch_size: int = 32
+    workers: int = 2
+    shuffle_buffer: int = 1000
+    image_size: int = 224
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def is_remote(shards: str | Path) -> bool:
+    return str(shards).startswith(("pipe:", "http://", "https://", "s3://", "gs://"))
+
+
+def shard_url(shards: str | Path, name: str) -> str:
+    """Where `name` (relative to the pack output) lives under a folder, URL or pipe prefix."""
+    base = str(shards)
+    if "{}" in base:
+        return base.replace("{}", name)
+    if is_remote(base):
+        return f"{base.rstrip('/')}/{name}"
+    return str(Path(base) / name)
+
+
+def read_index(shards: str | Path) -> dict:
+    """The parsed `index.json` of a pack output (classes, splits with shards/counts/sha256)."""
+    url = shard_url(shards, "index.json")
+    if not is_remote(shards):
+        if not Path(url).is_file():
+            raise UsageError(f"--shards: no index.json in {shards} (run `cg3d pack`)")
+        return json.loads(Path(url).read_text())
+    from webdataset.gopen import gopen
+
+    with gopen(url, "rb") as stream:
+        return json.loads(stream.read())
+
+
+def split_entry(index: dict, split: str) -> dict:
+    if split not in index.get("splits", {}):
+        raise UsageError(f"no split {split!r} in the shard index (has {sorted(index['splits'])})")
+    return index["splits"][split]
+
+
+def deal_shards(counts: list[int], world_size: int) -> list[list[int]]:
+    """Shard indices per rank, largest first to the rank with fewest samples (deterministic)."""
+    ranks: list[list[int]] = [[] for _ in range(world_size)]
+    totals = [0] * world_size
+    for shard in sorted(range(len(counts)), key=lambda i: (-counts[i], i)):
+        rank = min(range(world_size), key=lambda r: (totals[r], r))
+        ranks[rank].append(shard)
+        totals[rank] += counts[shard]
+    return [sorted(shards) for shards in ranks]
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one reader (rank, worker) reads: shards in order, and which sample positions it keeps.
+
+    A position is a sample's index in the stream `shards` would give; the reader keeps those
+    with position % stride == offset (stride 1: all of them).
+    """
+
+    shards: tuple[int, ...]
+    stride: int = 1
+    offset: int = 0
+
+
+def rank_share(counts: list[int], rank: int, world_size: int) -> Share:
+    if len(counts) >= world_size:
+        return Share(tuple(deal_shards(counts, world_size)[rank]))
+    return Share(tuple(range(len(counts))), world_size, rank)
+
+
+def rank_samples(counts: list[int], rank: int, world_size: int) -> int:
+    share = rank_share(counts, rank, world_size)
+    total = sum(counts[i] for i in share.shards)
+    return len(range(share.offset, total, share.stride))
+
+
+def worker_share(share: Share, worker: int, workers: int, order_seed: int | None) -> Share:
+    """A worker's part of a rank's share: shards shuffled by `order_seed` (None: in order)."""
+    shards = list(share.shards)
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(shards)
+    if share.stride == 1 and len(shards) >= workers:
+        return Share(tuple(shards[worker::workers]))
+    # Sample-level split: the rank's stride and offset, then every workers-th of those.
+    return Share(tuple(shards), share.stride * workers, share.offset + share.stride * worker)
+
+
+def tar_members(stream) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a tar stream, read header by header.
+
+    The same format webdataset reads (ustar, GNU long names, pax paths), at a tenth of the cost
+    of `tarfile`'s per-member objects, which dominated decoding. A damaged header or a short
+    read raises ValueError.
+    """
+    long_name = ""
+    while True:
+        header = stream.read(512)
+        if len(header) < 512 or header == bytes(512):
+            if header and header != bytes(512):
+                raise ValueError("truncated tar header")
+            return
+        if sum(header[:148]) + 256 + sum(header[156:]) != int(
+            header[148:156].strip(b" \0") or b"0", 8
+        ):
+            raise ValueError("tar header checksum mismatch")
+        size = int(header[124:136].strip(b" \0") or b"0", 8)
+        data = stream.read(size)
+        if len(data) < size:
+            raise ValueError("truncated tar member")
+        stream.read(-size % 512)
+        kind = header[156:157]
+        if kind == b"L":
+            long_name = data.rstrip(b"\0").decode()
+        elif kind == b"x":
+            fields = dict(
+                line.split(b" ", 1)[1].split(b"=", 1) for line in data.splitlines() if b"=" in line
+            )
+            long_name = fields.get(b"path", b"").decode()
+        elif kind in (b"0", b"\0"):
+            name = long_name or header[:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode()
+            long_name = ""
+            yield (f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name), data
+
+
+def shard_samples(url: str) -> Iterator[dict]:
+    """Samples of one shard: members grouped by key (the name up to the first dot)."""
+    from webdataset.gopen import gopen
+
+    sample: dict = {}
+    with gopen(url, "rb") as stream:
+        for name, data in tar_members(stream):
+            key, suffix = name.split(".", 1) if "." in name else (name, "")
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            sample.setdefault("__key__", key)
+            sample[suffix] = data
+    if sample:
+        yield sample
+
+
+def raw_samples(
+    shards: str | Path, names: list[str], counts: list[int], share: Share
+) -> Iterator[dict]:
+    """Undecoded samples (suffix → bytes) of a share; a damaged shard is logged and its rest
+    skipped (positions stay those of the index, so the other readers' shares are unchanged)."""
+    position = -1
+    for shard in share.shards:
+        url = shard_url(shards, names[shard])
+        start = position
+        try:
+            for sample in shard_samples(url):
+                position += 1
+                if position % share.stride == share.offset:
+                    yield sample
+        except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
+            log.warning("skipping the rest of shard %s: %r", url, error)
+        position = start + counts[shard]
+
+
+NPY_HEADER = re.compile(rb"'descr': '<f4', 'fortran_order': False, 'shape': \((\d+), (\d+)\)")
+
+
+def decode_points(data: bytes) -> np.ndarray:
+    """A (N, C) float32 .npy. The header `cg3d pack` writes is matched directly: np.load
+    parses it with `ast`, which cost as much as the array itself."""
+    if data[:8] == b"\x93NUMPY\x01\x00":
+        header_end = 10 + int.from_bytes(data[8:10], "little")
+        match = NPY_HEADER.search(data, 10, header_end)
+        if match:
+            shape = (int(match[1]), int(match[2]))
+            flat = np.frombuffer(data, np.float32, shape[0] * shape[1], header_end)
+            return flat.reshape(shape).copy()  # writable, like np.load's
+    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32, copy=False)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def view_names(sample: dict) -> list[str]:
+    return sorted(k for k in sample if k.startswith("view_") and k.endswith(".png"))
+
+
+class ClipPreprocess:
+    """CLIP's preprocessing without torchvision's per-call overhead: bicubic resize of the
+    short side to `image_size`, centre crop, scale to [0, 1], CLIP mean/std; (3, S, S) float32.
+
+    The loader calls `pixels` in its workers and `normalize` on whole batches in the main
+    process: uint8 crosses the process boundary, a quarter of the bytes of float32.
+    """
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+        self.mean = torch.tensor(CLIP_MEAN).view(3, 1, 1) * 255
+        self.std = torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """(3, S, S) uint8: resized and centre-cropped."""
+        size = self.image_size
+        if image.size != (size, size):
+            width, height = image.size  # the long side as torchvision computes it
+            short, long = min(width, height), max(width, height)
+            other = int(size * long / short)
+            resized = (size, other) if width == short else (other, size)
+            image = image.resize(resized, Image.BICUBIC)
+            left = int(round((resized[0] - size) / 2.0))
+            top = int(round((resized[1] - size) / 2.0))
+            image = image.crop((left, top, left + size, top + size))
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, S, S) → CLIP-normalised float32."""
+        return (pixels.float() - self.mean) / self.std
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.pixels(image))
+
+
+def resample(points: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:
+    """`n` points: a random subset (repeats only when too few) or, without rng, the first n
+    (the sample stage stores farthest-point order, so a prefix is itself an FPS subset)."""
+    if len(points) == n:
+        return points  # point order means nothing to the encoders: no shuffle needed
+    if rng is None:
+        return points[np.arange(n) % len(points)]
+    if len(points) >= n:
+        return points[rng.choice(len(points), n, replace=False)]
+    return points[
+        np.concatenate([np.arange(len(points)), rng.choice(len(points), n - len(points))])
+    ]
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Decoded training/eval samples of one rank; each DataLoader worker takes its own part."""
+
+    def __init__(self, shards, split, config: LoaderConfig, preprocess, train, rank, world_size):
+        super().__init__()
+        entry = split_entry(read_index(shards), split)
+        self.shards, self.names, self.counts = shards, entry["shards"], entry["counts"]
+        self.config, self.train = config, train
+        # Without a preprocess callable, workers send uint8 and the Loader normalises batches.
+        self.builtin = ClipPreprocess(config.image_size) if preprocess is None else None
+        self.preprocess = preprocess or self.builtin.pixels
+        self.rank_share = rank_share(self.counts, rank, world_size)
+        self.rank = rank
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        seed = self.config.seed + self.epoch if self.train else None
+        share = worker_share(self.rank_share, worker, workers, seed)
+        rng = np.random.default_rng([self.config.seed, self.epoch, self.rank, worker])
+        samples = raw_samples(self.shards, self.names, self.counts, share)
+        if self.train:
+            samples = shuffled(samples, self.config.shuffle_buffer, rng)
+        for raw in samples:
+            try:
+                yield self.decode(raw, rng if self.train else None)
+            except Exception as error:  # a bad sample is skipped, never a crashed epoch
+                log.warning("skipping sample %s: %r", raw.get("__key__"), error)
+
+    def decode(self, raw: dict, rng: np.random.Generator | None) -> dict:
+        points = decode_points(raw["points.npy"])
+        captions = json.loads(raw["captions.json"])
+        views = view_names(raw)
+        if rng is not None:
+            points = augment_points(points, self.config.augment, rng)
+            view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
+        else:
+            view, caption = views[0], captions[0]
+        points = resample(points, self.config.n_points, rng)
+        return {
+            "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+            "image": self.preprocess(decode_image(raw[view])),
+            "caption": caption,
+            "cls": int(raw["cls"]),
+            "key": raw["__key__"],
+        }
+
+
+def shuffled(items: Iterator[Any], buffer: int, rng: np.random.Generator) -> Iterator[Any]:
+    """A shuffle buffer: hold `buffer` items, emit a random one as each new one arrives."""
+    held: list[Any] = []
+    for item in items:
+        if len(held) < buffer:
+            held.append(item)
+            continue
+        slot = int(rng.integers(len(held)))
+        held[slot], item = item, held[slot]
+        yield item
+    order = rng.permutation(len(held))
+    yield from (held[i] for i in order)
+
+
+def collate(samples: list[dict]) -> dict:
+    """torch's default collation (in a worker it stacks straight into shared memory)."""
+    return torch.utils.data.default_collate(samples)
+
+
+def cut_batches(parts: Iterator[dict], size: int, keep_last: bool) -> Iterator[dict]:
+    """Exact batches of `size` from the workers' batches (whose ends are partial)."""
+    pending: list[dict] = []
+    held = 0
+    for part in parts:
+        pending.append(part)
+        held += len(part["key"])
+        while held >= size:
+            merged = merge(pending)
+            yield take(merged, 0, size)
+            rest = take(merged, size, held)
+            held -= size
+            pending = [rest] if held else []
+    if keep_last and held:
+        yield merge(pending)
+
+
+def merge(parts: list[dict]) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    return {
+        key: torch.cat([p[key] for p in parts])
+        if isinstance(parts[0][key], torch.Tensor)
+        else [x for p in parts for x in p[key]]
+        for key in parts[0]
+    }
+
+
+def take(batch: dict, start: int, stop: int) -> dict:
+    return {key: value[start:stop] for key, value in batch.items()}
+
+
+class Loader:
+    """Batches of one rank: iterate once per epoch, after `set_epoch(epoch)` when training."""
+
+    def __init__(self, dataset: ShardStream, config: LoaderConfig, train: bool, samples: int):
+        self.dataset, self.config, self.train = dataset, config, train
+        size = config.batch_size
+        self.num_batches = samples // size if train else -(-samples // size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict]:
+        workers = max(0, self.config.workers)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.config.batch_size,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        batches = cut_batches(iter(loader), self.config.batch_size, keep_last=not self.train)
+        for count, batch in enumerate(batches):
+            if self.train and count >= self.num_batches:
+                break
+            if self.dataset.builtin is not None:
+                batch["image"] = self.dataset.builtin.normalize(batch["image"])
+            yield batch
+
+
+def make_loader(
+    shards: str | Path,
+    split: str,
+    config: LoaderConfig,
+    preprocess: Callable | None = None,
+    train: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """The batches of `split` for `rank` of `world_size` (see the module docstring)."""
+    if config.n_points < 1:
+        raise UsageError("--n-points must be ≥ 1")
+    if config.batch_size < 1:
+        raise UsageError("--batch-size must be ≥ 1")
+    if not 0 <= rank < world_size:
+        raise UsageError(f"rank {rank} is outside a world of {world_size}")
+    dataset = ShardStream(shards, split, config, preprocess, train, rank, world_size)
+    samples = rank_samples(dataset.counts, rank, world_size)
+    return Loader(dataset, config, train, samples)
+
+
+def iter_samples(shards: str | Path, split: str) -> Iterator[dict]:
+    """Every sample of `split` decoded, in shard order: key, points, views, captions, cls, meta."""
+    entry = split_entry(read_index(shards), split)
+    share = Share(tuple(range(len(entry["shards"]))))
+    for raw in raw_samples(shards, entry["shards"], entry["counts"], share):
+        yield {
+            "key": raw["__key__"],
+            "points": decode_points(raw["points.npy"]),
+            "views": [decode_image(raw[name]) for name in view_names(raw)],
+            "captions": json.loads(raw["captions.json"]),
+            "cls": int(raw["cls"]),
+            "meta": json.loads(raw["meta.json"]),
+        }

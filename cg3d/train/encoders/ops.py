@@ -1,0 +1,53 @@
+"""Batched point-cloud operations in plain PyTorch (CPU and GPU alike, no CUDA extensions).
+
+The public CG3D code needs compiled CUDA kernels for these; here they are a few tensor ops,
+so the same model trains and evaluates on a laptop CPU or a GPU.
+"""
+
+import torch
+
+
+def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`points[b, index[b, ...]]` for (B, N, C) points and (B, ...) integer index → (B, ..., C)."""
+    batch = points.shape[0]
+    flat = index.reshape(batch, -1)
+    picked = torch.gather(points, 1, flat.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
+    return picked.reshape(*index.shape, points.shape[-1])
+
+
+def farthest_point_sample(xyz: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (B, count) of `count` farthest-point samples of (B, N, 3) `xyz`.
+
+    Starts from point 0 (deterministic); `count` sequential steps, each O(B·N) on the device.
+    """
+    batch, n_points, _ = xyz.shape
+    if count > n_points:
+        raise ValueError(f"cannot sample {count} centres from {n_points} points")
+    chosen = torch.zeros(batch, count, dtype=torch.long, device=xyz.device)
+    distance = torch.full((batch, n_points), float("inf"), device=xyz.device, dtype=xyz.dtype)
+    farthest = torch.zeros(batch, dtype=torch.long, device=xyz.device)
+    rows = torch.arange(batch, device=xyz.device)
+    for step in range(count):
+        chosen[:, step] = farthest
+        centre = xyz[rows, farthest].unsqueeze(1)
+        distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
+        farthest = distance.argmax(-1)
+    return chosen
+
+
+def knn(query: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B, M, k) of the `k` nearest points in (B, N, 3) `xyz` to each (B, M, 3) query."""
+    return torch.cdist(query, xyz).topk(k, dim=-1, largest=False).indices
+
+
+def ball_group(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+    """PointNet++ ball query: up to `k` neighbours within `radius`, padded with the nearest one.
+
+    Taken from the k nearest (so the nearest is always present): neighbours beyond the radius
+    are replaced by the nearest point, as the CUDA ball query pads with its first hit.
+    """
+    distance = torch.cdist(query, xyz)
+    nearest = distance.topk(k, dim=-1, largest=False)
+    index = nearest.indices
+    outside = nearest.values > radius
+    return torch.where(outside, index[..., :1].expand_as(index), index)

@@ -1,0 +1,91 @@
+"""Point-BERT-style PointTransformer, as the CG3D paper's 3D encoder.
+
+Points are cut into `groups` local patches (FPS centres, kNN `group_size` neighbours each,
+coordinates relative to the centre); a mini-PointNet turns each patch into a token; a
+standard pre-norm transformer with learned positional embeddings of the centres mixes the
+tokens; the output is concat(CLS token, max-pool of the patch tokens), projected to CLIP's width.
+"""
+
+import torch
+from torch import nn
+
+from cg3d.train.encoders import register_encoder
+from cg3d.train.encoders.ops import farthest_point_sample, gather_points, knn
+
+
+class MiniPointNet(nn.Module):
+    """Point-BERT's patch embedding: shared MLP, max-pool, concat global, MLP, max-pool.
+
+    Point-BERT's sizes are hidden=256 (3→128→256, then 512→512→width).
+    """
+
+    def __init__(self, width: int, hidden: int = 256):
+        super().__init__()
+        half, double = hidden // 2, 2 * hidden
+        self.first = nn.Sequential(
+            nn.Conv1d(3, half, 1),
+            nn.BatchNorm1d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(half, hidden, 1),
+        )
+        self.second = nn.Sequential(
+            nn.Conv1d(double, double, 1),
+            nn.BatchNorm1d(double),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(double, width, 1),
+        )
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        batch, groups, size, _ = patches.shape
+        x = self.first(patches.reshape(batch * groups, size, 3).transpose(1, 2))
+        pooled = x.max(dim=2, keepdim=True).values
+        x = self.second(torch.cat([pooled.expand(-1, -1, size), x], dim=1))
+        return x.max(dim=2).values.reshape(batch, groups, -1)
+
+
+@register_encoder("pointtransformer")
+class PointTransformer(nn.Module):
+    def __init__(
+        self,
+        out_dim: int,
+        groups: int = 64,
+        group_size: int = 32,
+        width: int = 384,
+        depth: int = 12,
+        heads: int = 6,
+        dropout: float = 0.0,
+        patch_hidden: int = 256,
+    ):
+        super().__init__()
+        self.groups, self.group_size = groups, group_size
+        self.patch_embed = MiniPointNet(width, patch_hidden)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, width))
+        layer = nn.TransformerEncoderLayer(
+            width,
+            heads,
+            4 * width,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(2 * width, out_dim)
+
+    def group(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, G, K, 3) patches relative to their (B, G, 3) centres."""
+        centres = gather_points(points, farthest_point_sample(points, self.groups))
+        patches = gather_points(points, knn(centres, points, self.group_size))
+        return patches - centres.unsqueeze(2), centres
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        patches, centres = self.group(points[..., :3].float())
+        tokens = self.patch_embed(patches)
+        batch = tokens.shape[0]
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centres)], dim=1)
+        x = self.norm(self.blocks(x + pos))
+        return self.proj(torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1))

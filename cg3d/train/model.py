@@ -1,0 +1,114 @@
+"""The CG3D model: a point encoder trained into the embedding space of a prompt-tuned CLIP.
+
+CLIP's text tower and image weights are frozen; only the point encoder and the visual prompts
+train (and the logit scale, if `train_logit_scale`). All three encoders return L2-normalised
+features in CLIP's joint space, so zero-shot classification is a dot product with text features.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cg3d.train.clip import PromptedViT, load_clip
+from cg3d.train.encoders import build_encoder
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the model (stored in every checkpoint as `model.config`)."""
+
+    encoder: str = "pointtransformer"
+    encoder_params: dict[str, Any] = field(default_factory=dict)
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str = "openai"  # an open_clip tag, a checkpoint file, or "none"
+    require_pretrained: bool = False
+    prompts: int = 5
+    deep_prompts: bool = True
+    train_logit_scale: bool = False
+    n_points: int = 8192
+    classes: list[str] = field(default_factory=list)
+
+
+def tiny_model_config(**overrides: Any) -> ModelConfig:
+    """A model small enough for unit tests (random-init CLIP "CG3D-ViT-Micro-32", 256 points).
+
+    Builds in well under a second on a CPU; images are 32 px, features 64-d.
+    """
+    values: dict[str, Any] = dict(
+        encoder="pointtransformer",
+        encoder_params=dict(groups=8, group_size=8, width=32, depth=1, heads=2, patch_hidden=32),
+        clip_model="CG3D-ViT-Micro-32",
+        clip_pretrained="none",
+        prompts=2,
+        n_points=256,
+        classes=["cube", "sphere"],
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+class CG3D(nn.Module):
+    """Point encoder + frozen CLIP with visual prompts. `config` is a plain dict (see ModelConfig)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        clip = load_clip(config.clip_model, config.clip_pretrained, config.require_pretrained)
+        self.clip = clip.model
+        self.preprocess = clip.preprocess
+        self.tokenizer = clip.tokenizer
+        self.clip.requires_grad_(False)
+        self.visual = PromptedViT(self.clip.visual, config.prompts, config.deep_prompts)
+        embed_dim = self.clip.text_projection.shape[-1]
+        self.point_encoder = build_encoder(config.encoder, embed_dim, config.encoder_params)
+        self.clip.logit_scale.requires_grad_(config.train_logit_scale)
+        self.config = dataclasses.asdict(config) | {
+            "clip_pretrained_loaded": clip.pretrained_loaded
+        }
+        self.eval()
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """CLIP's temperature, exp of the stored log value (frozen unless train_logit_scale)."""
+        return self.clip.logit_scale.exp()
+
+    def train(self, mode: bool = True) -> "CG3D":
+        """Only the point encoder switches to training mode: CLIP stays frozen in eval mode."""
+        super().train(False)
+        self.point_encoder.train(mode)
+        self.training = mode
+        return self
+
+    def device(self) -> torch.device:
+        return self.visual.prompts.device
+
+    def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) points → (B, D) L2-normalised features."""
+        return F.normalize(self.point_encoder(points).float(), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images, already `preprocess`ed → (B, D) normalised, through the prompts."""
+        return F.normalize(self.visual(images).float(), dim=-1)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device())
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Captions → (B, D) normalised CLIP text features (the text tower is frozen)."""
+        return F.normalize(self.clip.encode_text(self.tokenize(texts)).float(), dim=-1)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The weights training changes: point encoder, prompts and the logit scale."""
+        return {
+            name: tensor
+            for name, tensor in self.state_dict().items()
+            if name.startswith(("point_encoder.", "visual.prompts", "clip.logit_scale"))
+        }
+
+
+def build_model(config: ModelConfig) -> CG3D:
+    """The CG3D model for `config`, in eval mode on the CPU."""
+    return CG3D(config)

@@ -1,0 +1,102 @@
+"""The eval commands as a user runs them: results on stdout, mistakes as one line and exit 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import cube, write_modelnet
+
+
+def cg3d(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cg3d", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["eval", "zeroshot", "--dataset", "modelnet41", "--root", "."],
+            "--dataset must be one of",
+        ),
+        (
+            ["eval", "zeroshot", "--dataset", "modelnet40", "--root", "absent_dir"],
+            "no such file or folder",
+        ),
+        (
+            [
+                "eval",
+                "zeroshot",
+                "--dataset",
+                "scanobjectnn",
+                "--root",
+                ".",
+                "--variant",
+                "hardest",
+            ],
+            "--variant must be one of",
+        ),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args, message):
+    result = cg3d(*args, "--checkpoint", tmp_path / "c.pt", "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    write_modelnet(tmp_path / "mn", 40)
+    result = cg3d(
+        "eval",
+        "zeroshot",
+        "--dataset",
+        "modelnet40",
+        "--root",
+        tmp_path / "mn",
+        "--checkpoint",
+        tmp_path / "c.pt",
+        "--out",
+        tmp_path / "o",
+    )
+    assert result.returncode == 2 and "no checkpoint at" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_zeroshot_and_classify_commands(tmp_path, tiny_checkpoint):
+    write_modelnet(tmp_path / "mn", 40)
+    result = cg3d(
+        "eval",
+        "zeroshot",
+        "--dataset",
+        "modelnet40",
+        "--root",
+        tmp_path / "mn",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--out",
+        tmp_path / "o",
+        "--single-prompt",
+        "This is a {}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "top-1" in result.stdout
+        and json.loads((tmp_path / "o" / "metrics.json").read_text())["prompts"] == "This is a {}"
+    )
+    np.save(tmp_path / "shape.npy", cube(200, np.random.default_rng(0)))
+    result = cg3d(
+        "classify",
+        tmp_path / "shape.npy",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--labels",
+        "chair,lamp",
+        "--top",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "chair" in result.stdout and "lamp" in result.stdout

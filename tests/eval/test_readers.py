@@ -1,0 +1,141 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.eval.readers import SCANOBJECTNN_FILES, open_benchmark, prepare_points, read_point_file
+from cg3d.protocol import class_names
+
+from .conftest import cube, write_modelnet, write_scanobjectnn, write_shapenet55, write_ulip_dat
+
+
+def test_prepare_points_normalises_samples_and_pads():
+    rng = np.random.default_rng(0)
+    raw = cube(500, rng, scale=(4, 2, 1), offset=(10, -3, 5))
+    points = prepare_points(raw, 128)
+    assert points.shape == (128, 3) and points.dtype == np.float32
+    radius = np.linalg.norm(points, axis=1)
+    assert radius.max() <= 1.0 + 1e-5 and radius.max() > 0.9
+    # FPS keeps the corners, so the bounding box of the picks stays centred on the origin
+    assert np.allclose((points.min(0) + points.max(0)) / 2, 0, atol=0.05)
+    padded = prepare_points(raw[:10], 32)
+    assert padded.shape == (32, 3)
+    assert len(np.unique(padded, axis=0)) == 10
+
+
+def test_prepare_points_keeps_an_existing_frame_when_asked():
+    rng = np.random.default_rng(0)
+    inside = cube(300, rng, scale=(0.5, 0.3, 0.2), offset=(0.1, 0, 0))
+    kept = prepare_points(inside, 100, normalise=False)
+    distance_to_input = np.linalg.norm(kept[:, None] - inside[None], axis=2).min(axis=1)
+    assert distance_to_input.max() < 1e-6  # a subset of the input points, unmoved
+    assert np.linalg.norm(kept, axis=1).max() < 0.75  # not blown up to the unit sphere
+
+
+def test_prepare_points_rotates_z_up_into_y_up():
+    tall_in_z = np.array([[0, 0, 0], [0, 0, 2.0], [0.1, 0, 1], [-0.1, 0, 1]])
+    points = prepare_points(tall_in_z, 4, up_axis="z")
+    assert np.ptp(points[:, 1]) > np.ptp(points[:, 2])
+
+
+def test_modelnet40_reader(tmp_path):
+    ids = write_modelnet(tmp_path, 40, per_class=2)
+    bench = open_benchmark("modelnet40", tmp_path)
+    shapes = list(bench.shapes())
+    assert bench.size == len(ids) == len(shapes) == 6
+    assert bench.classes == class_names("modelnet40")
+    assert [s.label for s in shapes] == [0, 0, 1, 1, 2, 2]
+    assert shapes[0].points.shape == (50, 6)
+    assert shapes[0].key == "airplane_0001"
+
+
+def test_modelnet10_reader_handles_underscored_classes(tmp_path):
+    write_modelnet(tmp_path, 10)
+    names = (tmp_path / "modelnet10_shape_names.txt").read_text().split()
+    (tmp_path / "night_stand").mkdir()
+    np.savetxt(tmp_path / "night_stand" / "night_stand_0001.txt", np.ones((5, 6)), delimiter=",")
+    (tmp_path / "modelnet10_test.txt").write_text("night_stand_0001\n")
+    shapes = list(open_benchmark("modelnet10", tmp_path).shapes())
+    assert shapes[0].label == names.index("night_stand")
+
+
+def test_modelnet_with_foreign_class_list_is_refused(tmp_path):
+    write_modelnet(tmp_path, 40)
+    (tmp_path / "modelnet40_shape_names.txt").write_text("chair\nairplane\n")
+    with pytest.raises(UsageError, match="class names differ"):
+        open_benchmark("modelnet40", tmp_path)
+
+
+def test_ulip_pickle_needs_explicit_permission(tmp_path):
+    path = tmp_path / "modelnet40_test_8192pts_fps.dat"
+    write_ulip_dat(path)
+    with pytest.raises(UsageError, match="--allow-pickle"):
+        open_benchmark("ulip_modelnet40", path)
+    bench = open_benchmark("ulip_modelnet40", tmp_path, allow_pickle=True)
+    shapes = list(bench.shapes())
+    assert [s.label for s in shapes] == [0, 1, 2]
+    assert shapes[0].points.shape == (80, 6)
+
+
+def test_ulip_pickle_with_mismatched_lengths_is_an_error(tmp_path):
+    path = tmp_path / "bad.dat"
+    with path.open("wb") as handle:
+        pickle.dump([[np.zeros((4, 6))], [1, 2]], handle)
+    with pytest.raises(UsageError, match="1 point sets but 2 labels"):
+        open_benchmark("ulip_modelnet40", path, allow_pickle=True)
+
+
+@pytest.mark.parametrize("variant", sorted(SCANOBJECTNN_FILES))
+def test_scanobjectnn_variants(tmp_path, variant):
+    write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES[variant].format(split="test"), count=5)
+    bench = open_benchmark("scanobjectnn", tmp_path, variant=variant)
+    shapes = list(bench.shapes())
+    assert bench.variant == variant and bench.size == 5
+    assert [s.label for s in shapes] == [0, 1, 2, 3, 4]
+    assert shapes[0].points.shape == (2048, 3)
+    assert bench.classes == class_names("scanobjectnn")
+
+
+def test_scanobjectnn_wrong_variant_and_missing_file(tmp_path):
+    with pytest.raises(UsageError, match="--variant"):
+        open_benchmark("scanobjectnn", tmp_path, variant="hardest")
+    with pytest.raises(UsageError, match="missing file"):
+        open_benchmark("scanobjectnn", tmp_path, variant="obj_bg")
+
+
+def test_shapenet55_maps_synsets_through_cg3d_renames(tmp_path):
+    files = ["02691156-a1b2.npy", "03211117-c3d4.npy", "04530566-e5f6.npy", "02747177-0000.npy"]
+    write_shapenet55(tmp_path, files)
+    bench = open_benchmark("shapenet55", tmp_path)
+    names = class_names("shapenet55")
+    labels = [s.label for s in bench.shapes()]
+    assert [names[i] for i in labels] == ["airplane", "monitor", "ship", "trashcan"]
+
+
+def test_shapenet55_unknown_synset(tmp_path):
+    write_shapenet55(tmp_path, ["09999999-x.npy"])
+    with pytest.raises(UsageError, match="unknown synset"):
+        list(open_benchmark("shapenet55", tmp_path).shapes())
+
+
+def test_wrong_dataset_name_and_missing_root(tmp_path):
+    with pytest.raises(UsageError, match="--dataset must be one of"):
+        open_benchmark("modelnet41", tmp_path)
+    with pytest.raises(UsageError, match="no such file or folder"):
+        open_benchmark("modelnet40", tmp_path / "absent")
+    with pytest.raises(UsageError, match="missing file"):
+        open_benchmark("modelnet40", tmp_path)
+
+
+def test_read_point_file_formats(tmp_path):
+    points = np.arange(12, dtype=float).reshape(4, 3)
+    np.save(tmp_path / "a.npy", points)
+    np.savetxt(tmp_path / "b.txt", points, delimiter=",")
+    np.savetxt(tmp_path / "c.xyz", points)
+    for name in ("a.npy", "b.txt", "c.xyz"):
+        loaded, faces = read_point_file(tmp_path / name)
+        assert faces is None and np.allclose(loaded, points)
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    with pytest.raises(UsageError, match="expected an"):
+        read_point_file(tmp_path / "flat.npy")

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from cg3d.eval.retrieval import Features, all_metrics, relevance
+
+
+def features() -> Features:
+    """3 objects (classes 0, 0, 1), two views each, three distinct captions."""
+    eye = np.eye(4)
+    return Features(
+        points=np.array([eye[0], eye[1], eye[2]]),
+        # views 0, 1 of object 0 match it; object 1's views look mostly (2) or wholly (3) like object 0
+        images=np.array([eye[0], eye[0], 0.9 * eye[0] + 0.1 * eye[1], eye[0], eye[2], eye[2]]),
+        image_object=np.array([0, 0, 1, 1, 2, 2]),
+        texts=np.array([eye[0], eye[2], eye[3]]),
+        captions=["a chair", "a lamp", "a seat"],
+        caption_classes=np.array([[True, False], [False, True], [True, False]]),
+        labels=np.array([0, 0, 1]),
+        keys=["a", "b", "c"],
+    )
+
+
+def test_relevance_definitions():
+    rel = relevance(features())
+    assert rel["point_to_image"].tolist() == [
+        [True, True, False, False, False, False],
+        [False, False, True, True, False, False],
+        [False, False, False, False, True, True],
+    ]
+    # class level: objects 0 and 1 (class 0) match "a chair" and "a seat"; object 2 "a lamp"
+    assert rel["point_to_text"].tolist() == [
+        [True, False, True],
+        [True, False, True],
+        [False, True, False],
+    ]
+    assert (rel["text_to_point"] == rel["point_to_text"].T).all()
+    assert (rel["image_to_point"] == rel["point_to_image"].T).all()
+
+
+def test_retrieval_metrics_of_all_directions_by_hand():
+    metrics = all_metrics(features())
+    # point→image. p0: i0, i1 first (AP 1). p1 (sims 0, 0, .1, 0, 0, 0): i2 first, then the ties
+    # in gallery order i0, i1, i3: relevant at ranks 1 and 4, AP (1 + 2/4) / 2. p2: AP 1.
+    p2i = metrics["point_to_image"]
+    assert p2i["R@1"] == 100.0
+    assert p2i["mAP"] == pytest.approx(100 * (1 + 0.75 + 1) / 3)
+    # image→point: i2 and i3 rank p0 before their own p1 (AP 1/2); the other four hit at once
+    i2p = metrics["image_to_point"]
+    assert i2p["R@1"] == pytest.approx(100 * 4 / 6) and i2p["R@5"] == 100.0
+    assert i2p["mAP"] == pytest.approx(100 * (4 + 0.5 + 0.5) / 6)
+    # point→text: p0 and p1 (class 0) find "a chair" first and "a seat" third: AP (1 + 2/3) / 2
+    p2t = metrics["point_to_text"]
+    assert p2t["R@1"] == 100.0
+    assert p2t["mAP"] == pytest.approx(100 * (2 * (1 + 2 / 3) / 2 + 1) / 3)
+    assert (p2t["queries"], p2t["gallery"]) == (3, 3)
+    assert metrics["text_to_point"]["queries"] == 3

@@ -1,0 +1,33 @@
+"""Small mesh files in the real layouts, written by the tests themselves."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import trimesh
+
+from cg3d.pipeline.manifest import MANIFEST_NAME
+
+
+def box(extents=(1.0, 1.0, 1.0)) -> trimesh.Trimesh:
+    return trimesh.creation.box(extents=extents)
+
+
+def write_off(path: Path, mesh: trimesh.Trimesh, malformed_header: bool = False) -> Path:
+    """An OFF file; `malformed_header` writes ModelNet's `OFF490 518 0` style first line."""
+    counts = f"{len(mesh.vertices)} {len(mesh.faces)} 0"
+    lines = [f"OFF{counts}"] if malformed_header else ["OFF", counts]
+    lines += [" ".join(f"{c:.6f}" for c in v) for v in mesh.vertices]
+    lines += ["3 " + " ".join(str(i) for i in f) for f in mesh.faces]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_mesh(path: Path, mesh: trimesh.Trimesh) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(path)
+    return path
+
+
+def manifest_rows(out_dir: Path) -> list[dict]:
+    return pq.read_table(out_dir / MANIFEST_NAME).to_pylist()

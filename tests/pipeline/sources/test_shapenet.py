@@ -1,0 +1,103 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.pipeline.manifest import CLASSES_NAME, read_manifest
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from cg3d.protocol import class_names
+from tests.pipeline.sources.helpers import box, write_mesh
+
+TAXONOMY = [
+    {"synsetId": "03211117", "name": "display,video display", "children": [], "numInstances": 3},
+    {
+        "synsetId": "02747177",
+        "name": "ashcan,trash can,garbage can",
+        "children": [],
+        "numInstances": 2,
+    },
+    {"synsetId": "03001627", "name": "chair", "children": ["04331277"], "numInstances": 1},
+    {
+        "synsetId": "04331277",
+        "name": "straight chair,side chair",
+        "children": [],
+        "numInstances": 0,
+    },
+]
+
+
+def make_shapenet(root: Path) -> None:
+    root.mkdir(parents=True)
+    (root / "taxonomy.json").write_text(json.dumps(TAXONOMY))
+    models = {"03211117": ["m1", "m2", "m3"], "02747177": ["a1", "a2"], "03001627": ["c1"]}
+    for k, (synset, names) in enumerate(models.items()):
+        for i, model in enumerate(names):
+            path = root / synset / model / "models" / "model_normalized.obj"
+            write_mesh(path, box((1, 1 + k, 1 + i)))
+            (path.parent / "model_normalized.mtl").write_text("newmtl m\n")
+
+
+def test_names_renames_synonyms_and_up_axis(tmp_path: Path) -> None:
+    root, out = tmp_path / "ShapeNetCore.v2", tmp_path / "out"
+    make_shapenet(root)
+    build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), out)
+    records = read_manifest(out)
+    by_model = {Path(r.path).parts[-3]: r for r in records}
+    assert by_model["m1"].class_name == "monitor"
+    assert by_model["m1"].synonyms == ["video display"]
+    assert by_model["a1"].class_name == "trashcan"
+    assert by_model["a1"].synonyms == ["trash can", "garbage can"]
+    assert by_model["c1"].class_name == "chair" and by_model["c1"].synonyms == []
+    assert all(r.status == "ok" and r.up_axis == "y" for r in records)
+    assert json.loads((out / CLASSES_NAME).read_text()) == class_names("shapenet55")
+    # Seeded split: disjoint, every class of two or more has a test object.
+    assert {by_model[m].split for m in ("m1", "m2", "m3")} == {"train", "test"}
+    assert {by_model[m].split for m in ("a1", "a2")} == {"train", "test"}
+
+
+def test_split_from_all_csv(tmp_path: Path) -> None:
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    csv = tmp_path / "all.csv"
+    csv.write_text(
+        "id,synsetId,subSynsetId,modelId,split\n"
+        "1,3211117,3211117,m1,test\n2,3211117,3211117,m2,val\n3,3211117,3211117,m3,train\n"
+        "4,2747177,2747177,a1,test\n5,3001627,4331277,c1,train\n"
+    )
+    config = MeshesConfig(source="shapenet", root=str(root), split_file=str(csv), workers=1)
+    build_manifest(config, tmp_path / "out")
+    splits = {Path(r.path).parts[-3]: r.split for r in read_manifest(tmp_path / "out")}
+    # a2 is in no split: left out; val joins train.
+    assert splits == {"m1": "test", "m2": "train", "m3": "train", "a1": "test", "c1": "train"}
+
+
+def test_split_from_point_bert_lists(tmp_path: Path) -> None:
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    lists = tmp_path / "ShapeNet-55"
+    lists.mkdir()
+    (lists / "train.txt").write_text("03211117-m1.npy\n03211117-m2.npy\n02747177-a1.npy\n")
+    (lists / "test.txt").write_text("03211117-m3.npy\n02747177-a2.npy\n03001627-c1.npy\n")
+    config = MeshesConfig(source="shapenet", root=str(root), split_file=str(lists), workers=1)
+    build_manifest(config, tmp_path / "out")
+    splits = {Path(r.path).parts[-3]: r.split for r in read_manifest(tmp_path / "out")}
+    assert splits == {
+        "m1": "train",
+        "m2": "train",
+        "a1": "train",
+        "m3": "test",
+        "a2": "test",
+        "c1": "test",
+    }
+
+
+def test_missing_taxonomy_and_bad_split_file_name_their_option(tmp_path: Path) -> None:
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    bad = MeshesConfig(source="shapenet", root=str(root), split_file=str(tmp_path / "nope.txt"))
+    with pytest.raises(UsageError, match="^--split-file"):
+        build_manifest(bad, tmp_path / "out")
+    (root / "taxonomy.json").unlink()
+    with pytest.raises(UsageError, match="^--root: no taxonomy.json"):
+        build_manifest(MeshesConfig(source="shapenet", root=str(root)), tmp_path / "out")

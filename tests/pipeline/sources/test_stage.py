@@ -1,0 +1,183 @@
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from cg3d.errors import UsageError
+from cg3d.pipeline import sources
+from cg3d.pipeline.failures import read_failures
+from cg3d.pipeline.manifest import CLASSES_NAME, read_manifest
+from cg3d.pipeline.sources import MeshesConfig, build_manifest, seeded_split
+from tests.pipeline.sources.helpers import box, manifest_rows, write_mesh, write_off
+
+KEY_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def folder_with_every_bad_kind(root: Path) -> None:
+    good = root / "thing"
+    write_mesh(good / "good.obj", box())
+    write_mesh(good / "copy of good.obj", box())  # same bytes: a duplicate
+    write_mesh(good / "other.stl", box((1, 2, 3)))
+    (good / "garbage.off").write_text("not a mesh at all\n")
+    (good / "zero.ply").write_bytes(b"")
+    write_off(
+        good / "line.off",
+        trimesh.Trimesh([[0, 0, 0], [1, 1, 1], [2, 2, 2]], [[0, 1, 2]], process=False),
+    )
+    (good / "nan.off").write_text("OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n")
+    (good / "huge.off").write_text("OFF\n3 1 0\n0 0 0\n1e9 0 0\n0 1 0\n3 0 1 2\n")
+    (good / "scene.blend").write_bytes(b"BLENDER-v300")
+
+
+def test_bad_inputs_become_rows_and_the_run_goes_on(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    folder_with_every_bad_kind(root)
+    summary = build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {Path(r["path"]).name: r for r in manifest_rows(out)}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "copy of good.obj": "ok",  # sorted by id, "copy of good" comes first: the original
+        "good.obj": "duplicate",
+        "other.stl": "ok",
+        "garbage.off": "unreadable",
+        "zero.ply": "empty",
+        "line.off": "degenerate",
+        "nan.off": "non_finite",
+        "huge.off": "absurd_size",
+        "scene.blend": "unsupported_format",
+    }
+    assert rows["good.obj"]["error"] == f"same content as {rows['copy of good.obj']['id']}"
+    assert all(r["error"] for r in rows.values() if r["status"] != "ok")
+    assert all(r["sha256"] for r in rows.values() if r["status"] == "ok")
+    assert summary.counts == {
+        "ok": 2, "duplicate": 1, "unreadable": 1, "empty": 1, "degenerate": 1,
+        "non_finite": 1, "absurd_size": 1, "unsupported_format": 1,
+    }  # fmt: skip
+    failures = read_failures(out / "failures.parquet")
+    assert sorted(f["id"] for f in failures) == sorted(
+        r["id"] for r in rows.values() if r["status"] != "ok"
+    )
+    assert all(f["stage"] == "meshes" for f in failures)
+    assert not (out / sources.WORK_DIR).exists()
+    assert len(read_manifest(out, ok_only=True)) == 2
+
+
+def test_parallel_chunks_give_the_same_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    folder_with_every_bad_kind(root)
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "one")
+    config = MeshesConfig(source="folder", root=str(root), workers=2, chunk_size=3)
+    summary = build_manifest(config, tmp_path / "many")
+    assert summary.chunks_total == 3
+    assert manifest_rows(tmp_path / "one") == manifest_rows(tmp_path / "many")
+
+
+def test_a_killed_run_resumes_without_revalidating(tmp_path: Path, monkeypatch) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    folder_with_every_bad_kind(root)
+    config = MeshesConfig(source="folder", root=str(root), workers=1, chunk_size=4)
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "_merge", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_manifest(config, out)
+    monkeypatch.undo()
+    summary = build_manifest(replace(config, workers=2), out)  # more processes: same plan
+    assert (summary.chunks_run, summary.chunks_total) == (0, 3)
+    assert len(manifest_rows(out)) == 9
+
+
+@pytest.mark.parametrize(
+    ("config", "option"),
+    [
+        (MeshesConfig(source="nope"), "--source"),
+        (MeshesConfig(source="folder", root=""), "--root"),
+        (MeshesConfig(source="modelnet", root="/no/such/folder"), "--root"),
+        (MeshesConfig(per_class=-1), "--per-class"),
+        (MeshesConfig(test_fraction=1.0), "--test-fraction"),
+        (MeshesConfig(chunk_size=0), "--chunk-size"),
+        (MeshesConfig(executor="dask"), "--executor"),
+    ],
+)
+def test_wrong_parameters_name_the_option(
+    tmp_path: Path, config: MeshesConfig, option: str
+) -> None:
+    with pytest.raises(UsageError, match=f"^{option}"):
+        build_manifest(config, tmp_path / "out")
+
+
+@pytest.mark.parametrize("source", ["modelnet", "shapenet", "objaverse", "folder"])
+def test_empty_root_is_a_usage_error(tmp_path: Path, source: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="^--root: .* is empty"):
+        build_manifest(MeshesConfig(source=source, root=str(tmp_path / "empty")), tmp_path / "out")
+
+
+def test_cli_missing_root_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cg3d",
+            "meshes",
+            "--source",
+            "modelnet",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--root" in lines[0], done.stderr
+
+
+def test_cli_writes_manifest_and_classes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cg3d",
+            "meshes",
+            "--out",
+            str(out),
+            "--per-class",
+            "2",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "20 objects from synthetic in 10 classes" in " ".join(done.stdout.split())
+    assert len(json.loads((out / CLASSES_NAME).read_text())) == 10
+    assert len(manifest_rows(out)) == 20
+
+
+def test_seeded_split_is_disjoint_stable_and_covers_small_classes() -> None:
+    keys = [f"k{i}" for i in range(10)]
+    split = seeded_split(keys, seed=3, test_fraction=0.2)
+    assert sorted(split) == keys
+    assert list(split.values()).count("test") == 2
+    assert seeded_split(list(reversed(keys)), 3, 0.2) == split
+    assert seeded_split(keys, 4, 0.2) != split
+    assert list(seeded_split(["a", "b"], 0, 0.2).values()).count("test") == 1
+
+
+def test_ids_are_unique_and_key_safe(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    folder_with_every_bad_kind(root)
+    write_mesh(root / "thing" / "a.b" / "model.obj", box((1, 1, 2)))
+    write_mesh(root / "thing" / "a_b" / "model.obj", box((1, 1, 3)))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    ids = [r["id"] for r in manifest_rows(out)]
+    assert len(ids) == len(set(ids)) == 11
+    assert all(set(i) <= KEY_SAFE for i in ids)

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+
+from cg3d.pipeline.chunks import (
+    ChunkedOutput,
+    atomic_path,
+    run_chunks,
+    split_into_chunks,
+)
+from cg3d.pipeline.failures import FAILURES_NAME, read_failures
+
+
+def write_part(output: ChunkedOutput, index: int, items: list[str]) -> int:
+    """A chunk's work as a stage does it: failures first, then the part, atomically."""
+    output.write_chunk_failures(
+        index, [{"id": i, "reason": "bad: odd"} for i in items if "odd" in i]
+    )
+    with atomic_path(output.part(index)) as tmp:
+        tmp.write_text("\n".join(items))
+    return len(items)
+
+
+def test_split_keeps_order_and_sizes():
+    chunks = split_into_chunks(list(range(7)), 3)
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6]]
+    assert split_into_chunks([], 3) == []
+    with pytest.raises(ValueError):
+        split_into_chunks([1], 0)
+
+
+def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
+    target = tmp_path / "part-00000.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_prepare_keeps_parts_of_the_same_plan_and_clears_another(tmp_path):
+    out = tmp_path / "out"
+    output = ChunkedOutput(out, ".txt", "test", {"points": 1})
+    output.prepare()
+    write_part(output, 0, ["a", "b_odd"])
+    (out / "notes.md").write_text("not ours")
+    (out / ".part-00001.txt.999.tmp").write_text("left by a killed run")
+
+    ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
+    assert output.part(0).is_file()
+    assert not (out / ".part-00001.txt.999.tmp").exists()
+    assert output.pending(3) == [1, 2]
+
+    ChunkedOutput(out, ".txt", "test", {"points": 2}).prepare()
+    assert not output.part(0).exists()
+    assert not output.failure_part(0).exists()
+    assert (out / "notes.md").read_text() == "not ours"
+    assert output.pending(3) == [0, 1, 2]
+
+
+def test_finalize_merges_chunk_failures_with_the_stage_name(tmp_path):
+    output = ChunkedOutput(tmp_path, ".txt", "sample")
+    output.prepare()
+    write_part(output, 1, ["z_odd", "y"])
+    write_part(output, 0, ["c_odd", "a_odd"])
+    rows = output.finalize(2)
+    assert [r["id"] for r in rows] == ["a_odd", "c_odd", "z_odd"]
+    assert read_failures(tmp_path / FAILURES_NAME) == [
+        {"id": i, "stage": "sample", "reason": "bad: odd"} for i in ("a_odd", "c_odd", "z_odd")
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_chunks_runs_every_job_in_process_or_in_a_pool(tmp_path, workers):
+    output = ChunkedOutput(tmp_path, ".txt", "test")
+    output.prepare()
+    chunks = split_into_chunks([f"item{i}" for i in range(10)], 3)
+    jobs = [(output, i, chunk) for i, chunk in enumerate(chunks)]
+    done = run_chunks(write_part, jobs, [len(c) for c in chunks], workers=workers)
+    assert done == 10
+    assert output.pending(len(chunks)) == []
+    assert output.part(3).read_text() == "item9"
+
+
+def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path):
+    output = ChunkedOutput(tmp_path, ".txt", "test")
+    output.prepare()
+    jobs = [(output, 0, ["a"]), (output, 1, None), (output, 2, ["c"])]
+    with pytest.raises(TypeError):
+        run_chunks(write_part, jobs, [1, 1, 1], workers=1)
+    assert output.part(0).is_file()
+    assert output.pending(3) == [1, 2]
+    assert not any(p.name.endswith(".tmp") for p in Path(tmp_path).rglob("*"))
+
+
+def test_run_chunks_rejects_an_unknown_executor(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        run_chunks(write_part, [], [], workers=1, executor="dask")

@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from cg3d.pipeline.manifest import FAILURE_KINDS
+from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh, load_mesh
+
+TRIANGLE_OFF = "3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+
+
+def test_modelnet_off_with_the_header_on_the_counts_line(tmp_path: Path) -> None:
+    path = tmp_path / "chair_0001.off"
+    path.write_text("OFF" + TRIANGLE_OFF)
+    mesh = load_mesh(path)
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
+
+
+def test_polygons_are_triangulated(tmp_path: Path) -> None:
+    path = tmp_path / "quad.off"
+    path.write_text("OFF\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")
+    mesh = load_mesh(path)
+    assert mesh.faces.shape == (2, 3)
+    assert set(mesh.faces.ravel()) == {0, 1, 2, 3}
+
+
+def test_glb_scene_is_flattened_with_node_transforms(tmp_path: Path) -> None:
+    scene = trimesh.Scene()
+    scene.add_geometry(trimesh.creation.box(extents=[1, 1, 1]), node_name="a")
+    moved = trimesh.transformations.translation_matrix([10.0, 0.0, 0.0])
+    scene.add_geometry(trimesh.creation.box(extents=[1, 1, 1]), node_name="b", transform=moved)
+    path = tmp_path / "two boxes.glb"
+    scene.export(path)
+    mesh = load_mesh(path)
+    assert mesh.faces.shape == (24, 3)
+    np.testing.assert_allclose(mesh.vertices.max(axis=0), [10.5, 0.5, 0.5])
+    np.testing.assert_allclose(mesh.vertices.min(axis=0), [-0.5, -0.5, -0.5])
+
+
+def test_obj_with_missing_texture_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "model.mtl").write_text("newmtl wood\nmap_Kd textures/missing.png\n")
+    (tmp_path / "model.obj").write_text(
+        "mtllib model.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nusemtl wood\nf 1 2 3 4\n"
+    )
+    mesh = load_mesh(tmp_path / "model.obj")
+    assert mesh.faces.shape == (2, 3)
+
+
+BAD_FILES = {
+    "unreadable": ("garbage.off", b"this is not a mesh\n"),
+    "empty": ("zero.obj", b""),
+    "degenerate": ("line.off", b"OFF\n3 1 0\n0 0 0\n1 1 1\n2 2 2\n3 0 1 2\n"),
+    "non_finite": ("nan.off", b"OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n"),
+    "absurd_size": ("huge.off", b"OFF\n3 1 0\n0 0 0\n1e9 0 0\n0 1 0\n3 0 1 2\n"),
+    "unsupported_format": ("model.fbx", b"Kaydara FBX Binary"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_each_bad_file_raises_its_kind(tmp_path: Path, kind: str) -> None:
+    name, content = BAD_FILES[kind]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(MeshError) as caught:
+        load_mesh(tmp_path / name)
+    assert caught.value.kind == kind
+    assert kind in FAILURE_KINDS
+    assert str(caught.value).startswith(f"{kind}: ") and caught.value.reason
+
+
+def test_missing_file_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(MeshError) as caught:
+        load_mesh(tmp_path / "gone.obj")
+    assert caught.value.kind == "unreadable"
+
+
+def test_point_cloud_ply_has_no_faces(tmp_path: Path) -> None:
+    path = tmp_path / "points.ply"
+    path.write_bytes(
+        trimesh.PointCloud(np.random.default_rng(0).random((20, 3))).export(file_type="ply")
+    )
+    with pytest.raises(MeshError) as caught:
+        load_mesh(path)
+    assert caught.value.kind == "empty"
+
+
+def test_check_mesh_rejects_faces_past_the_vertices() -> None:
+    mesh = Mesh(np.eye(3), np.array([[0, 1, 5]]))
+    with pytest.raises(MeshError) as caught:
+        check_mesh(mesh)
+    assert caught.value.kind == "unreadable"
+
+
+def test_check_mesh_judges_area_relative_to_size() -> None:
+    tiny = Mesh(np.eye(3) * 1e-6, np.array([[0, 1, 2]]))
+    check_mesh(tiny)  # a millimetre-scale object in metres is fine
+    unused_nan = Mesh(np.vstack([np.eye(3), [np.nan] * 3]), np.array([[0, 1, 2]]))
+    check_mesh(unused_nan)  # a stray unused vertex does not make the surface non-finite
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".gltf"])
+def test_textured_gltf_loads_geometry_only(tmp_path: Path, suffix: str) -> None:
+    from PIL import Image
+
+    mesh = trimesh.creation.box(extents=[1, 2, 3])
+    uv = np.random.default_rng(0).random((len(mesh.vertices), 2))
+    mesh.visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.new("RGB", (8, 8), "red"))
+    mesh.export(tmp_path / f"textured{suffix}")  # .gltf: buffers in .bin files beside it
+    loaded = load_mesh(tmp_path / f"textured{suffix}")
+    assert loaded.faces.shape == (12, 3)
+    np.testing.assert_allclose(np.ptp(loaded.vertices, axis=0), [1, 2, 3])

@@ -1,0 +1,113 @@
+import io
+import json
+import subprocess
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import webdataset as wds
+from PIL import Image
+
+from cg3d.pipeline.failures import read_failures
+from cg3d.pipeline.pack import PackConfig, pack_shards
+from tests.pipeline.fakes import CLASSES, fake_pipeline, ok_ids
+
+
+def test_counts_match_the_manifest_and_failures_are_listed(tmp_path):
+    records, summary = fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    packed = sum(entry["samples"] for entry in index["splits"].values())
+    assert packed == len(ok_ids(records)) - 2  # one failed sampling, one failed rendering
+    assert packed + index["failures"]["total"] == len(records)
+    assert index["failures"]["by_stage"] == {"meshes": 1, "render": 1, "sample": 1}
+    assert index["classes"] == CLASSES
+    test_ids = {r.id for r in records if r.split == "test"}
+    assert index["splits"]["test"]["samples"] == len(test_ids)
+    failures = read_failures(tmp_path / "shards" / "failures.parquet")
+    assert len(failures) == 3
+    for split, entry in index["splits"].items():
+        for name, count in zip(entry["shards"], entry["counts"], strict=True):
+            with tarfile.open(tmp_path / "shards" / name) as tar:
+                keys = {n.split(".", 1)[0] for n in tar.getnames()}
+            assert len(keys) == count
+            assert all((key in test_ids) == (split == "test") for key in keys)
+
+
+def test_sample_read_with_webdataset_matches_the_schema(tmp_path):
+    fake_pipeline(tmp_path, views=3, n=50)
+    shard = tmp_path / "shards" / "train" / "shard-000000.tar"
+    samples = list(wds.WebDataset(str(shard), shardshuffle=False))
+    assert len(samples) == 3
+    sample = samples[0]
+    assert set(sample) >= {
+        "__key__",
+        "points.npy",
+        "view_00.png",
+        "view_02.png",
+        "captions.json",
+        "cameras.json",
+        "cls",
+        "meta.json",
+    }
+    points = np.load(io.BytesIO(sample["points.npy"]))
+    assert points.shape == (50, 3) and points.dtype == np.float32
+    assert Image.open(io.BytesIO(sample["view_01.png"])).size == (32, 32)
+    meta = json.loads(sample["meta.json"])
+    assert meta["id"] == sample["__key__"] and meta["views"] == 3
+    assert CLASSES[int(sample["cls"])] == meta["class_name"]
+    assert len(json.loads(sample["captions.json"])) > 60
+
+
+def test_tar_command_lists_members_in_a_fixed_order(tmp_path):
+    fake_pipeline(tmp_path, views=2)
+    shard = tmp_path / "shards" / "train" / "shard-000000.tar"
+    listing = subprocess.run(
+        ["tar", "-tvf", str(shard)], capture_output=True, text=True, check=True
+    )
+    lines = listing.stdout.splitlines()
+    first = lines[0].split()[-1].split(".", 1)[0]
+    suffixes = [line.split()[-1].split(".", 1)[1] for line in lines[:7]]
+    assert suffixes == [
+        "points.npy",
+        "view_00.png",
+        "view_01.png",
+        "cameras.json",
+        "captions.json",
+        "cls",
+        "meta.json",
+    ]
+    assert all(line.split()[-1].startswith(first) for line in lines[:7])
+    assert all("1970-01-01" in line and "0/0" in line for line in lines)
+
+
+def test_repacking_unchanged_inputs_gives_identical_bytes(tmp_path):
+    fake_pipeline(tmp_path)
+    first = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "shards").rglob("*.tar")}
+    index = (tmp_path / "shards" / "index.json").read_bytes()
+    pack_shards(
+        tmp_path / "meshes",
+        tmp_path / "points",
+        tmp_path / "renders",
+        tmp_path / "captions",
+        tmp_path / "shards",
+        PackConfig(shard_size=3),
+    )
+    again = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "shards").rglob("*.tar")}
+    assert first == again and len(first) > 1
+    assert (tmp_path / "shards" / "index.json").read_bytes() == index
+
+
+def test_objects_missing_from_a_stage_without_a_failure_row_are_counted(tmp_path):
+    fake_pipeline(tmp_path)
+    table = pq.read_table(tmp_path / "points" / "part-00000.parquet")
+    dropped = table["id"][0].as_py()
+    pq.write_table(table.slice(1), tmp_path / "points" / "part-00000.parquet")
+    summary = pack_shards(
+        tmp_path / "meshes",
+        tmp_path / "points",
+        tmp_path / "renders",
+        tmp_path / "captions",
+        tmp_path / "out",
+        PackConfig(shard_size=3),
+    )
+    assert {"id": dropped, "stage": "pack", "reason": "missing: no points"} in summary.failures

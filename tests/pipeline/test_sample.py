@@ -1,0 +1,317 @@
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import trimesh
+import typer
+import yaml
+
+from cg3d.cli import app
+from cg3d.config import load_config
+from cg3d.errors import UsageError
+from cg3d.pipeline import sample as sample_module
+from cg3d.pipeline.failures import read_failures
+from cg3d.pipeline.manifest import MeshRecord, write_manifest
+from cg3d.pipeline.sample import (
+    SampleConfig,
+    iter_points,
+    object_rng,
+    sample_object,
+    sample_points,
+    sample_surface,
+)
+
+SMALL = {"points": 64, "seed": 0, "workers": 1}
+
+
+def make_meshes(root: Path, shapes: dict[str, trimesh.Trimesh], up_axis: str = "y") -> Path:
+    """Write each shape as OBJ under root/meshes and a manifest listing them."""
+    meshes_dir = root / "meshes"
+    meshes_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, shape in shapes.items():
+        shape.export(meshes_dir / f"{name}.obj")
+        records.append(
+            MeshRecord(
+                id=name,
+                source="test",
+                path=f"{name}.obj",
+                class_name="thing",
+                split="train",
+                up_axis=up_axis,
+            )
+        )
+    write_manifest(records, meshes_dir)
+    return meshes_dir
+
+
+def shapes(count: int) -> dict[str, trimesh.Trimesh]:
+    out = {}
+    for i in range(count):
+        box = trimesh.creation.box(extents=[1 + i, 2, 0.5])
+        box.apply_translation([10 * i, -3, 2])
+        out[f"obj{i:02d}"] = (
+            box if i % 2 else trimesh.creation.icosphere(subdivisions=2, radius=3 + i)
+        )
+    return out
+
+
+def read_all(points_dir: Path) -> dict[str, np.ndarray]:
+    return dict(iter_points(points_dir))
+
+
+def test_surface_samples_lie_on_the_faces_in_proportion_to_area():
+    # A flat 4×1×0.1 box: each pair of opposite faces gets points in proportion to its area.
+    box = trimesh.creation.box(extents=[4.0, 1.0, 0.1])
+    points = sample_surface(box.vertices, box.faces, 20_000, np.random.default_rng(0), normals=True)
+    xyz, normals = points[:, :3], points[:, 3:]
+    half = np.array([2.0, 0.5, 0.05])
+    on_face = np.isclose(np.abs(xyz), half, atol=1e-9)
+    assert on_face.any(axis=1).all()
+    areas = np.array([1.0 * 0.1, 4.0 * 0.1, 4.0 * 1.0])  # faces normal to x, y, z
+    fractions = np.bincount(np.abs(normals).argmax(axis=1), minlength=3) / len(points)
+    np.testing.assert_allclose(fractions, areas / areas.sum(), atol=0.01)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0)
+
+
+def test_points_are_centred_and_scaled_into_the_unit_sphere_by_the_mesh_frame():
+    box = trimesh.creation.box(extents=[2.0, 6.0, 4.0])
+    box.apply_translation([5.0, -7.0, 1.0])
+    points = sample_object(
+        box.vertices, box.faces, SampleConfig(points=1024), np.random.default_rng(0)
+    )
+    assert points.shape == (1024, 3) and points.dtype == np.float32
+    radius = np.linalg.norm(points, axis=1)
+    assert radius.max() <= 1.0 + 1e-6
+    assert radius.max() > 0.97  # FPS reaches the corners, which the frame puts on the sphere
+    # Bounding-box centre at the origin: the extents are symmetric.
+    np.testing.assert_allclose(points.min(axis=0), -points.max(axis=0), atol=0.03)
+    # Scale is 1 / half the box diagonal, so the half-extents are (1, 3, 2) / sqrt(14).
+    np.testing.assert_allclose(points.max(axis=0), np.array([1, 3, 2]) / np.sqrt(14), atol=0.02)
+
+
+def test_z_up_files_are_turned_y_up(tmp_path):
+    tall = trimesh.creation.box(extents=[1.0, 1.0, 8.0])  # tall along the file's z axis
+    meshes_dir = make_meshes(tmp_path, {"tower": tall}, up_axis="z")
+    sample_points(meshes_dir, tmp_path / "points", SampleConfig(**SMALL))
+    points = read_all(tmp_path / "points")["tower"]
+    extent = points.max(axis=0) - points.min(axis=0)
+    assert extent.argmax() == 1  # now tall along y
+
+
+@pytest.mark.parametrize("n", [1024, 10_000])
+def test_large_point_counts_with_normals(n):
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    config = SampleConfig(points=n, normals=True)
+    points = sample_object(sphere.vertices, sphere.faces, config, np.random.default_rng(1))
+    assert points.shape == (n, 6)
+    assert len(np.unique(points[:, :3], axis=0)) == n
+    np.testing.assert_allclose(np.linalg.norm(points[:, 3:], axis=1), 1.0, atol=1e-5)
+
+
+def test_stage_writes_parts_in_the_documented_layout(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(5))
+    summary = sample_points(meshes_dir, tmp_path / "points", SampleConfig(**SMALL, chunk_size=2))
+    assert (summary.sampled, summary.chunks_total, summary.failures) == (5, 3, [])
+    parts = sorted(p.name for p in (tmp_path / "points").glob("part-*.parquet"))
+    assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    table = pq.read_table(tmp_path / "points" / "part-00000.parquet")
+    assert table.column_names == ["id", "points", "n_points"]
+    assert pa.types.is_list(table.schema.field("points").type)
+    assert table.schema.field("points").type.value_type == pa.float32()
+    assert table["n_points"].to_pylist() == [64, 64]
+    assert len(table["points"][0]) == 64 * 3
+    assert read_failures(tmp_path / "points" / "failures.parquet") == []
+
+
+def test_points_depend_on_seed_and_id_not_on_chunking_or_workers(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(4))
+    sample_points(meshes_dir, tmp_path / "a", SampleConfig(**SMALL, chunk_size=1))
+    sample_points(meshes_dir, tmp_path / "b", SampleConfig(**{**SMALL, "workers": 2}, chunk_size=3))
+    sample_points(meshes_dir, tmp_path / "c", SampleConfig(**{**SMALL, "seed": 1}, chunk_size=3))
+    a, b, c = (read_all(tmp_path / name) for name in "abc")
+    assert sorted(a) == sorted(b) == sorted(c) == [f"obj{i:02d}" for i in range(4)]
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+        assert not np.array_equal(a[key], c[key])
+    assert not np.array_equal(object_rng(0, "x").random(3), object_rng(0, "y").random(3))
+
+
+def test_bad_meshes_become_failure_rows_and_the_chunk_goes_on(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(2))
+    (meshes_dir / "garbage.obj").write_bytes(b"\x00\xffnot a mesh at all\x00" * 10)
+    flat = trimesh.Trimesh(
+        vertices=[[0, 0, 0], [1, 1, 1], [2, 2, 2]], faces=[[0, 1, 2]], process=False
+    )
+    flat.export(meshes_dir / "flat.obj")
+    records = [
+        MeshRecord(id=name, source="test", path=f"{name}.obj", class_name="thing", split="train")
+        for name in ("obj00", "garbage", "flat", "obj01", "missing")
+    ]
+    records.append(
+        MeshRecord(
+            id="upstream",
+            source="test",
+            path="x.obj",
+            class_name="thing",
+            split="train",
+            status="empty",
+            error="empty: no faces",
+        )
+    )
+    write_manifest(records, meshes_dir)
+    summary = sample_points(meshes_dir, tmp_path / "points", SampleConfig(**SMALL, chunk_size=10))
+    assert (summary.objects, summary.sampled, summary.skipped_upstream) == (5, 2, 1)
+    assert sorted(read_all(tmp_path / "points")) == ["obj00", "obj01"]
+    rows = read_failures(tmp_path / "points" / "failures.parquet")
+    assert [r["id"] for r in rows] == ["flat", "garbage", "missing"]
+    assert {r["stage"] for r in rows} == {"sample"}
+    assert all(r["reason"] for r in rows)
+    assert rows[0]["reason"].startswith("degenerate")
+
+
+def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, monkeypatch):
+    meshes_dir = make_meshes(tmp_path, shapes(6))
+    out = tmp_path / "points"
+    config = SampleConfig(**SMALL, chunk_size=2)
+    reference = tmp_path / "reference"
+    sample_points(meshes_dir, reference, config)
+
+    real = sample_module.points_for_record
+
+    def killed_at_obj03(meshes_dir, record, config):
+        if record.id == "obj03":
+            raise KeyboardInterrupt  # like a kill in the middle of chunk 1
+        return real(meshes_dir, record, config)
+
+    monkeypatch.setattr(sample_module, "points_for_record", killed_at_obj03)
+    with pytest.raises(KeyboardInterrupt):
+        sample_points(meshes_dir, out, config)
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet"]
+    assert not list(out.rglob("*.tmp"))
+    finished = (out / "part-00000.parquet").stat().st_mtime_ns
+    (out / ".part-00001.parquet.4242.tmp").write_bytes(b"half a file from a killed worker")
+
+    monkeypatch.setattr(sample_module, "points_for_record", real)
+    summary = sample_points(meshes_dir, out, config)
+    assert (summary.chunks_run, summary.chunks_total, summary.sampled) == (2, 3, 6)
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == finished
+    assert not list(out.rglob("*.tmp"))
+    expected, got = read_all(reference), read_all(out)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+
+    # Different params: a new plan, every chunk redone.
+    summary = sample_points(meshes_dir, out, SampleConfig(**{**SMALL, "points": 32}, chunk_size=2))
+    assert summary.chunks_run == 3
+    assert {len(p) for p in read_all(out).values()} == {32}
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_result(tmp_path):
+    ray = pytest.importorskip("ray")
+    meshes_dir = make_meshes(tmp_path, shapes(3))
+    sample_points(meshes_dir, tmp_path / "local", SampleConfig(**SMALL, chunk_size=2))
+    # Ray 2.60 removed local_mode: a local one-CPU Ray stands in for a cluster.
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = sample_points(
+            meshes_dir, tmp_path / "ray", SampleConfig(**SMALL, chunk_size=2, executor="ray")
+        )
+    finally:
+        ray.shutdown()
+    assert (summary.sampled, summary.chunks_run) == (3, 2)
+    local, remote = read_all(tmp_path / "local"), read_all(tmp_path / "ray")
+    assert sorted(local) == sorted(remote)
+    for key in local:
+        np.testing.assert_array_equal(local[key], remote[key])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("points", 0),
+        ("chunk_size", 0),
+        ("chunk_size", 10**6),
+        ("workers", -1),
+        ("executor", "dask"),
+    ],
+)
+def test_wrong_parameters_are_usage_errors_naming_the_option(tmp_path, field, value):
+    with pytest.raises(UsageError, match=f"--{field.replace('_', '-')}"):
+        sample_points(tmp_path, tmp_path / "out", SampleConfig(**{field: value}))
+
+
+def test_cli_reports_a_bad_option_in_one_line_and_samples_with_good_ones(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(2))
+    command = [
+        sys.executable,
+        "-m",
+        "cg3d",
+        "sample",
+        "--meshes",
+        str(meshes_dir),
+        "--out",
+        str(tmp_path / "p"),
+    ]
+    bad = subprocess.run([*command, "--points", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "--points" in bad.stderr
+    good = subprocess.run(
+        [*command, "--points", "16", "--normals", "true", "--workers", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "sampled 2/2" in good.stdout
+    assert {p.shape for p in read_all(tmp_path / "p").values()} == {(16, 6)}
+
+
+def test_params_and_dvc_stage_match_the_config_and_the_cli():
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(SampleConfig, "sample", root / "params.yaml")
+    config.validate()
+    command = typer.main.get_command(app).commands["sample"]
+    options = {opt for param in command.params for opt in param.opts}
+    cmd = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["sample"]["cmd"]
+    used = set(re.findall(r"--[a-z-]+", cmd))
+    assert used <= options
+    # Every config field is passed by the stage, so params.yaml really drives it.
+    assert {f"--{name.replace('_', '-')}" for name in vars(config)} <= used
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(40))
+    out = tmp_path / "points"
+    command = [sys.executable, "-m", "cg3d", "sample", "--meshes", str(meshes_dir)]
+    command += ["--points", "2048", "--chunk-size", "1", "--workers", "2"]
+    run = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL)
+    workers = []
+    while run.poll() is None and not list(out.glob("part-*.parquet")):
+        workers = psutil.Process(run.pid).children() or workers
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done_at_kill = len(list(out.glob("part-*.parquet")))
+    assert 1 <= done_at_kill < 40
+    # Pool workers notice that their parent is gone and exit instead of waiting forever.
+    assert workers
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not [w for w in alive if w.status() != psutil.STATUS_ZOMBIE]
+
+    subprocess.run([*command, "--out", str(out)], check=True, capture_output=True)
+    subprocess.run([*command, "--out", str(tmp_path / "clean")], check=True, capture_output=True)
+    resumed, clean = read_all(out), read_all(tmp_path / "clean")
+    assert sorted(resumed) == sorted(clean) and len(clean) == 40
+    for key in clean:
+        np.testing.assert_array_equal(resumed[key], clean[key])

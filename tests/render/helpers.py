@@ -1,0 +1,49 @@
+"""Small test meshes written with trimesh, and a manifest over them."""
+
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
+from cg3d.pipeline.manifest import MeshRecord, write_manifest
+
+
+def l_shape() -> trimesh.Trimesh:
+    """An L made of two bars, off-centre and not unit size: views differ, normalisation matters."""
+    bars = [
+        trimesh.creation.box([2.0, 0.5, 0.5]),
+        trimesh.creation.box([0.5, 2.0, 0.5]).apply_translation([-0.75, 1.25, 0.0]),
+    ]
+    return trimesh.util.concatenate(bars).apply_translation([3.0, 1.0, -2.0])
+
+
+def write_meshes(folder: Path, extra: list[tuple[str, str, str]] = ()) -> list[MeshRecord]:
+    """OBJ (Y up), GLB (Z up, coloured), PLY and OFF objects plus `extra` (id, file, text) files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    l_shape().export(folder / "lshape.obj")
+    cylinder = trimesh.creation.cylinder(radius=0.3, height=2.0).apply_translation([0.5, 0, 0])
+    cylinder.visual.face_colors = [200, 30, 30, 255]
+    cylinder.export(folder / "cylinder.glb")
+    trimesh.creation.box([1.0, 2.0, 3.0]).export(folder / "box.ply")
+    trimesh.creation.cone(radius=1.0, height=2.0).export(folder / "cone.off")
+    records = [
+        MeshRecord("lshape", "test", "lshape.obj", "l", "train"),
+        MeshRecord("cylinder", "test", "cylinder.glb", "c", "train", up_axis="z"),
+        MeshRecord("box", "test", "box.ply", "b", "train"),
+        MeshRecord("cone", "test", "cone.off", "o", "train"),
+    ]
+    for object_id, name, text in extra:
+        (folder / name).write_text(text)
+        records.append(MeshRecord(object_id, "test", name, "x", "train"))
+    write_manifest(records, folder)
+    return records
+
+
+def sampled_points(path: Path, up_axis: str, count: int = 500) -> np.ndarray:
+    """Surface points in the shared frame, sampled the way the sample stage does it."""
+    mesh = trimesh.load(path, force="mesh")
+    vertices = to_canonical_axes(np.asarray(mesh.vertices, dtype=np.float64), up_axis)
+    centre, scale = normalization(vertices)
+    normalised = trimesh.Trimesh(normalize(vertices, centre, scale), mesh.faces, process=False)
+    return np.asarray(trimesh.sample.sample_surface(normalised, count, seed=0)[0])

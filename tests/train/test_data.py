@@ -1,0 +1,170 @@
+import numpy as np
+import pytest
+import torch
+
+from cg3d.train.augment import AugmentConfig, augment_points
+from cg3d.train.data import (
+    ClipPreprocess,
+    LoaderConfig,
+    iter_samples,
+    make_loader,
+    rank_share,
+    read_index,
+    worker_share,
+)
+from tests.pipeline.fakes import fake_pipeline
+
+OFF = AugmentConfig(
+    **{n: False for n in ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")}
+)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    fake_pipeline(root, per_class=6, shard_size=2, views=2, n=40)
+    return root / "shards"
+
+
+def positions_read(counts, share):
+    """(shard, position in shard) pairs a share keeps, replaying its stride over its stream."""
+    stream = [(s, i) for s in share.shards for i in range(counts[s])]
+    return [item for position, item in enumerate(stream) if position % share.stride == share.offset]
+
+
+@pytest.mark.parametrize("counts", [[5], [3, 3, 1], [2] * 7, [4, 1, 4, 4, 2]])
+@pytest.mark.parametrize("world_size,workers", [(1, 1), (1, 3), (2, 2), (3, 1), (4, 4)])
+def test_ranks_and_workers_get_disjoint_shares_that_cover_everything(counts, world_size, workers):
+    seen = []
+    for rank in range(world_size):
+        share = rank_share(counts, rank, world_size)
+        for worker in range(workers):
+            # every reader of a rank shuffles with the same seed: the epoch's order
+            seen += positions_read(counts, worker_share(share, worker, workers, 7))
+    everything = [(s, i) for s, n in enumerate(counts) for i in range(n)]
+    assert sorted(seen) == everything
+
+
+def keys_of(loader):
+    return [key for batch in loader for key in batch["key"]]
+
+
+@pytest.mark.parametrize("world_size,workers", [(1, 0), (2, 2), (3, 1)])
+def test_eval_loaders_of_all_ranks_see_every_sample_once(shards, world_size, workers):
+    config = LoaderConfig(n_points=16, batch_size=3, workers=workers, image_size=32)
+    expected = sorted(sample["key"] for sample in iter_samples(shards, "train"))
+    keys = []
+    for rank in range(world_size):
+        loader = make_loader(shards, "train", config, None, False, rank, world_size)
+        rank_keys = keys_of(loader)
+        assert len(list(loader)) == loader.num_batches
+        keys += rank_keys
+    assert sorted(keys) == expected
+
+
+def test_training_batches_have_the_interface_shapes_and_shuffle_per_epoch(shards):
+    config = LoaderConfig(n_points=64, batch_size=4, workers=2, shuffle_buffer=8, image_size=32)
+    loader = make_loader(shards, "train", config)
+    total = read_index(shards)["splits"]["train"]["samples"]
+    assert loader.num_batches == total // 4
+    batches = list(loader)
+    assert len(batches) == loader.num_batches
+    batch = batches[0]
+    assert batch["points"].shape == (4, 64, 3) and batch["points"].dtype == torch.float32
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["cls"].dtype == torch.int64 and len(batch["caption"]) == len(batch["key"]) == 4
+    assert keys_of(loader) == [k for b in batches for k in b["key"]]  # same epoch: same order
+    loader.set_epoch(1)
+    assert keys_of(loader) != [k for b in batches for k in b["key"]]
+
+
+def test_eval_batches_are_view_zero_first_caption_and_unaugmented(shards):
+    config = LoaderConfig(n_points=40, batch_size=5, workers=0, image_size=32)
+    loader = make_loader(shards, "test", config, preprocess=pixels, train=False)
+    samples = {s["key"]: s for s in iter_samples(shards, "test")}
+    batches = list(loader)
+    assert sum(len(b["key"]) for b in batches) == len(samples)
+    for batch in batches:
+        for i, key in enumerate(batch["key"]):
+            assert batch["caption"][i] == samples[key]["captions"][0]
+            assert np.array_equal(batch["points"][i].numpy(), samples[key]["points"])
+            assert np.array_equal(batch["image"][i].numpy(), np.asarray(samples[key]["views"][0]))
+
+
+def pixels(image):
+    return torch.from_numpy(np.array(image))
+
+
+def test_pipe_urls_read_the_same_samples(shards):
+    local = [s["key"] for s in iter_samples(shards, "train")]
+    assert local == sorted(local)
+    assert [s["key"] for s in iter_samples(f"pipe:cat {shards}", "train")] == local
+    assert read_index(f"pipe:cat {shards}") == read_index(shards)
+
+
+def test_a_corrupt_shard_is_skipped_with_a_log_line(shards, tmp_path, caplog):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    (copy / "train" / "shard-000001.tar").write_bytes(b"not a tar at all" * 10)
+    config = LoaderConfig(n_points=8, batch_size=1, workers=0, image_size=32)
+    keys = keys_of(make_loader(copy, "train", config, train=False))
+    assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 2
+    assert "skipping" in caplog.text
+
+
+def test_augmentations_follow_the_paper_and_can_be_switched_off():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
+    assert np.array_equal(augment_points(points, OFF, rng), points)
+    rotated = augment_points(points, AugmentConfig(**_only("rotate_up")), rng)
+    assert np.allclose(rotated[:, 1], points[:, 1], atol=1e-6)  # +Y is up
+    assert np.allclose(np.linalg.norm(rotated, axis=1), np.linalg.norm(points, axis=1), atol=1e-5)
+    scaled = augment_points(points, AugmentConfig(**_only("scale")), rng)
+    factors = scaled[0] / points[0]
+    assert np.all((factors >= 2 / 3 - 1e-6) & (factors <= 1.5 + 1e-6))
+    shifted = augment_points(points, AugmentConfig(**_only("translate")), rng)
+    shift = shifted - points
+    assert np.allclose(shift, shift[0], atol=1e-6) and np.all(np.abs(shift[0]) <= 0.2)
+    jittered = augment_points(points, AugmentConfig(**_only("jitter")), rng)
+    assert 0 < np.abs(jittered - points).max() <= 0.05 + 1e-6
+
+
+def _only(name: str) -> dict:
+    names = ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")
+    return {n: n == name for n in names}
+
+
+@pytest.mark.parametrize("size", [(224, 224), (300, 260), (180, 240)])
+def test_built_in_preprocess_matches_torchvision_clip_preprocess(size):
+    from PIL import Image
+    from torchvision import transforms
+
+    pixels = np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    reference = transforms.Compose(
+        [
+            transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(
+                (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+            ),
+        ]
+    )
+    assert torch.allclose(ClipPreprocess(224)(image), reference(image), atol=1e-4)
+
+
+def test_normals_turn_with_the_points_and_stay_unit_length():
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
+    normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    config = AugmentConfig(**_only("rotate_up"))
+    out = augment_points(np.hstack([xyz, normals]), config, rng)
+    assert out.shape == (200, 6)
+    assert np.allclose(
+        out[:, 3:], out[:, :3] / np.linalg.norm(out[:, :3], axis=1, keepdims=True), atol=1e-5
+    )
+    full = augment_points(np.hstack([xyz, normals]), AugmentConfig(), rng)
+    assert np.allclose(np.linalg.norm(full[:, 3:], axis=1), 1, atol=1e-5)

@@ -1,0 +1,93 @@
+"""The `cg3d train` command end to end on tiny shards written by the fake pipeline."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.train.checkpoint import load_model
+from tests.pipeline.fakes import fake_pipeline
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::cg3d.train.clip.RandomClipWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    fake_pipeline(root, per_class=6, shard_size=3, views=2, n=64)
+    return root / "shards"
+
+
+def params_file(tmp_path, **overrides):
+    train = dict(
+        epochs=2,
+        batch_size=4,
+        encoder="pointnet2",
+        encoder_params={"centres": [16, 8], "group_size": 8, "width": 0.125},
+        clip_model="CG3D-ViT-Micro-32",
+        clip_pretrained="none",
+        prompts=2,
+        n_points=64,
+        workers=0,
+        device="cpu",
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": train | overrides}))
+    return path
+
+
+def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--params",
+        str(params_file(tmp_path)),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
+    assert 0.0 <= metrics["test_point_text_acc"] <= 1.0
+    assert (out / "dvclive/plots/metrics/train/samples_per_s.tsv").is_file()
+    model = load_model(out / "last.pt")
+    assert model.config["encoder"] == "pointnet2" and model.config["classes"]
+
+
+def test_missing_shards_and_require_pretrained_are_usage_errors(shards, tmp_path):
+    params = str(params_file(tmp_path))
+    missing = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--shards",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o"),
+            "--params",
+            params,
+        ],
+    )
+    assert missing.exit_code != 0 and "nowhere" in str(missing.exception)
+    strict = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--shards",
+            str(shards),
+            "--out",
+            str(tmp_path / "o"),
+            "--params",
+            params,
+            "--require-pretrained",
+        ],
+    )
+    assert "--require-pretrained" in str(strict.exception)
