@@ -20,8 +20,10 @@ A sample that fails to decode is skipped with a log line.
 import io
 import json
 import logging
+import multiprocessing
 import random
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +189,25 @@ def shard_samples(url: str) -> Iterator[dict]:
         yield sample
 
 
+def check_shards(shards: str | Path, split: str) -> None:
+    """Before training: every local shard of `split` exists and its tar headers read to the end.
+
+    A truncated or missing shard is then a one-line UsageError naming the file, not a run that
+    dies (or silently shrinks) hours in. Walking the headers skips the member data, so this costs
+    little; remote shards (URLs, `pipe:`) are not opened twice and are checked as they stream.
+    """
+    if is_remote(str(shards)) or "{}" in str(shards):
+        return
+    for name in split_entry(read_index(shards), split)["shards"]:
+        path = shard_url(shards, name)
+        try:
+            with tarfile.open(path, "r") as tar:
+                while tar.next() is not None:
+                    pass
+        except (OSError, tarfile.TarError, EOFError) as error:
+            raise UsageError(f"shard {path} does not decode: {error}") from None
+
+
 def raw_samples(
     shards: str | Path, names: list[str], counts: list[int], share: Share
 ) -> Iterator[dict]:
@@ -294,6 +315,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.rank_share = rank_share(self.counts, rank, world_size)
         self.rank = rank
         self.epoch = 0
+        # Bad samples skipped by any worker process, counted in shared memory for the metrics.
+        self.skipped = multiprocessing.get_context("spawn").Value("q", 0)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -309,6 +332,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield self.decode(raw, rng if self.train else None)
             except Exception as error:  # a bad sample is skipped, never a crashed epoch
                 log.warning("skipping sample %s: %r", raw.get("__key__"), error)
+                with self.skipped.get_lock():
+                    self.skipped.value += 1
 
     def decode(self, raw: dict, rng: np.random.Generator | None) -> dict:
         points = decode_points(raw["points.npy"])
@@ -390,6 +415,11 @@ class Loader:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.epoch = epoch
+
+    @property
+    def skipped(self) -> int:
+        """Bad samples skipped (logged, not trained on) since this loader was made."""
+        return self.dataset.skipped.value
 
     def __len__(self) -> int:
         return self.num_batches

@@ -446,6 +446,7 @@ def fit(
                 "schedule": config.schedule,
                 "world_size": size,
                 "held_out_samples": held_out["samples"],
+                "skipped_samples": getattr(train_batches, "skipped", 0),
                 "chance_point_text": 1 / len(classes),
                 **{key.replace("/", "_"): value for key, value in epoch_metrics.items()},
             }
@@ -483,7 +484,7 @@ def train_stage(
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
     from cg3d.config import from_dict
     from cg3d.train.augment import AugmentConfig
-    from cg3d.train.data import LoaderConfig, make_loader, read_index
+    from cg3d.train.data import LoaderConfig, check_shards, make_loader, read_index
 
     shards = Path(shards)
     if not shards.is_dir():
@@ -491,6 +492,8 @@ def train_stage(
     init_distributed()
     rank, size = world()
     classes = list(read_index(shards)["classes"])
+    for split in ("train", "test"):
+        check_shards(shards, split)
     model, training = prepare_model(config, classes, out, resume)
     loader_config = LoaderConfig(
         n_points=config.n_points,

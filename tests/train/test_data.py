@@ -168,3 +168,29 @@ def test_normals_turn_with_the_points_and_stay_unit_length():
     )
     full = augment_points(np.hstack([xyz, normals]), AugmentConfig(), rng)
     assert np.allclose(np.linalg.norm(full[:, 3:], axis=1), 1, atol=1e-5)
+
+
+def test_a_bad_sample_is_skipped_and_counted(shards, tmp_path):
+    import io
+    import shutil
+    import tarfile
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    shard = copy / "train" / "shard-000000.tar"
+    members = []
+    with tarfile.open(shard) as tar:
+        for info in tar:
+            members.append((info, tar.extractfile(info).read()))
+    with tarfile.open(shard, "w") as tar:
+        damaged = False
+        for info, data in members:
+            if info.name.endswith("points.npy") and not damaged:
+                data, damaged = b"not an npy array", True
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    config = LoaderConfig(n_points=8, batch_size=1, workers=0, image_size=32)
+    loader = make_loader(copy, "train", config, train=False)
+    keys = keys_of(loader)
+    assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 1
+    assert loader.skipped == 1

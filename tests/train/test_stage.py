@@ -56,6 +56,7 @@ def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
+    assert metrics["skipped_samples"] == 0
     assert 0.0 <= metrics["test_point_text_acc"] <= 1.0
     assert (out / "dvclive/plots/metrics/train/samples_per_s.tsv").is_file()
     model = load_model(out / "last.pt")
@@ -91,3 +92,21 @@ def test_missing_shards_and_require_pretrained_are_usage_errors(shards, tmp_path
         ],
     )
     assert "--require-pretrained" in str(strict.exception)
+
+
+def test_a_truncated_shard_stops_training_before_it_starts_naming_the_file(shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    bad = copy / "train" / "shard-000000.tar"
+    bad.write_bytes(bad.read_bytes()[:1500])
+    result = CliRunner().invoke(
+        app,
+        ["train", "--shards", str(copy), "--out", str(tmp_path / "o")]
+        + ["--params", str(params_file(tmp_path))],
+    )
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert str(bad) in message and "does not decode" in message and "\n" not in message
+    assert not (tmp_path / "o" / "last.pt").exists()
