@@ -105,7 +105,7 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     zeroshot = json.loads((copy / "runs/eval/zeroshot/metrics.json").read_text())
     assert zeroshot["n_shapes"] > 0 and 0 <= zeroshot["top1"] <= zeroshot["top5"] <= 100
-    assert zeroshot["clip_pretrained_loaded"] is False
+    assert zeroshot["clip_pretrained"] is False
     retrieval = json.loads((copy / "runs/eval/retrieval/metrics.json").read_text())
     assert set(retrieval) >= {"point_to_text", "text_to_point", "point_to_image", "image_to_point"}
     assert (copy / "runs/eval/zeroshot/confusion.png").is_file()

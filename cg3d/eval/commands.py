@@ -98,7 +98,7 @@ def zeroshot_command(
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
         f"top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
-        f"{metrics['clip_pretrained']}] → {out / 'metrics.json'}",
+        f"{metrics['clip_weights']}] → {out / 'metrics.json'}",
         markup=False,
     )
 

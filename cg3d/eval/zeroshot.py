@@ -4,7 +4,7 @@
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes:
   OUT/metrics.json      top1, top5, class_mean, per_class, n_shapes, dataset, variant,
-                        checkpoint, clip_model, clip_pretrained (+ whether those weights loaded)
+                        checkpoint, clip_model, clip_pretrained (bool: real weights loaded), clip_weights
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
   OUT/confusion.png     the confusion matrix, rows normalised
 """
@@ -118,10 +118,11 @@ def model_identity(model, checkpoint: Path) -> dict:
         "checkpoint": str(checkpoint),
         "encoder": config["encoder"],
         "clip_model": config["clip_model"],
-        "clip_pretrained": config["clip_pretrained"]
+        # As in the training metrics: a bool, and the weights by name.
+        "clip_pretrained": bool(config["clip_pretrained_loaded"]),
+        "clip_weights": config["clip_pretrained"]
         if config["clip_pretrained_loaded"]
         else "none (random init)",
-        "clip_pretrained_loaded": bool(config["clip_pretrained_loaded"]),
     }
 
 

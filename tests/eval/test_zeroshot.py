@@ -59,7 +59,7 @@ def test_zeroshot_on_modelnet_writes_metrics_and_plots(tmp_path, tiny_checkpoint
         "clip_pretrained",
     ):
         assert key in saved
-    assert saved["clip_pretrained_loaded"] is False and "random" in saved["clip_pretrained"]
+    assert saved["clip_pretrained"] is False and "random" in saved["clip_weights"]
     assert len(saved["per_class"]) == 40 and 0 <= metrics["top1"] <= metrics["top5"] <= 100
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     assert (
