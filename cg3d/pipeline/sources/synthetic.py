@@ -58,6 +58,13 @@ def _legs(parts: Parts, rng, xs, zs, height: float) -> None:
                 parts.add(box([x, height / 2, z], [thick, height, thick]))
 
 
+def _corner_legs(parts: Parts, rng, width: float, depth: float, height: float) -> None:
+    """Short legs just inside the corners of a width × depth carcass (dressers, night stands)."""
+    inset = 0.03
+    xs, zs = [-width / 2 + inset, width / 2 - inset], [-depth / 2 + inset, depth / 2 - inset]
+    _legs(parts, rng, xs, zs, height)
+
+
 def _drawer_fronts(parts: Parts, rng, x0, x1, y0, y1, z_front, rows, cols) -> None:
     """A grid of drawer fronts on a cabinet face, each with a knob or a bar handle."""
     gap = 0.012
@@ -99,14 +106,7 @@ def _cabinet(parts: Parts, rng, width, height, depth, base, rows, cols, roundnes
         )
     if base > 0:
         if rng.random() < 0.5:
-            inset = 0.03
-            _legs(
-                parts,
-                rng,
-                [-width / 2 + inset, width / 2 - inset],
-                [-depth / 2 + inset, depth / 2 - inset],
-                base,
-            )
+            _corner_legs(parts, rng, width, depth, base)
         else:
             parts.add(box([0, base / 2, 0], [width - 0.04, base, depth - 0.04]))
     margin = 0.02
@@ -423,14 +423,7 @@ def night_stand(rng) -> Part:
             1,
             1,
         )
-        inset = 0.03
-        _legs(
-            parts,
-            rng,
-            [-width / 2 + inset, width / 2 - inset],
-            [-depth / 2 + inset, depth / 2 - inset],
-            base,
-        )
+        _corner_legs(parts, rng, width, depth, base)
     return parts.mesh()
 
 
