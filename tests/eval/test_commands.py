@@ -48,40 +48,23 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_missing_checkpoint_is_one_line(tmp_path):
+def zeroshot_on_modelnet40(tmp_path, checkpoint, *extra):
+    """`cg3d eval zeroshot` on a small ModelNet40 folder written under tmp_path."""
     write_modelnet(tmp_path / "mn", 40)
-    result = cg3d(
-        "eval",
-        "zeroshot",
-        "--dataset",
-        "modelnet40",
-        "--root",
-        tmp_path / "mn",
-        "--checkpoint",
-        tmp_path / "c.pt",
-        "--out",
-        tmp_path / "o",
-    )
+    return cg3d(
+        "eval", "zeroshot", "--dataset", "modelnet40", "--root", tmp_path / "mn",
+        "--checkpoint", checkpoint, "--out", tmp_path / "o", *extra,
+    )  # fmt: skip
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    result = zeroshot_on_modelnet40(tmp_path, tmp_path / "c.pt")
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_zeroshot_and_classify_commands(tmp_path, tiny_checkpoint):
-    write_modelnet(tmp_path / "mn", 40)
-    result = cg3d(
-        "eval",
-        "zeroshot",
-        "--dataset",
-        "modelnet40",
-        "--root",
-        tmp_path / "mn",
-        "--checkpoint",
-        tiny_checkpoint,
-        "--out",
-        tmp_path / "o",
-        "--single-prompt",
-        "This is a {}",
-    )
+    result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--single-prompt", "This is a {}")
     assert result.returncode == 0, result.stderr
     assert (
         "top-1" in result.stdout

@@ -58,9 +58,10 @@ def _legs(parts: Parts, rng, xs, zs, height: float) -> None:
                 parts.add(box([x, height / 2, z], [thick, height, thick]))
 
 
-def _corner_legs(parts: Parts, rng, width: float, depth: float, height: float) -> None:
-    """Short legs just inside the corners of a width × depth carcass (dressers, night stands)."""
-    inset = 0.03
+def _corner_legs(
+    parts: Parts, rng, width: float, depth: float, height: float, inset: float = 0.03
+) -> None:
+    """Legs `inset` inside the corners of a width × depth footprint, from the floor up to `height`."""
     xs, zs = [-width / 2 + inset, width / 2 - inset], [-depth / 2 + inset, depth / 2 - inset]
     _legs(parts, rng, xs, zs, height)
 
@@ -172,13 +173,7 @@ def bed(rng) -> Part:
     # The bed's length runs along Z; the head at -Z.
     parts.add(box([0, leg_h + frame_t / 2, 0], [width, frame_t, length]))
     if leg_h > 0:
-        _legs(
-            parts,
-            rng,
-            [-width / 2 + 0.05, width / 2 - 0.05],
-            [-length / 2 + 0.05, length / 2 - 0.05],
-            leg_h,
-        )
+        _corner_legs(parts, rng, width, length, leg_h, inset=0.05)
     parts.add(
         rounded_box(
             [0, frame_top + mattress_t / 2, 0],
@@ -436,13 +431,7 @@ def sofa(rng) -> Part:
     base_h = seat_h - 0.12 - leg_h
     parts.add(rounded_box([0, leg_h + base_h / 2, 0], [width, base_h, depth], 0.1))
     if leg_h > 0:
-        _legs(
-            parts,
-            rng,
-            [-width / 2 + 0.06, width / 2 - 0.06],
-            [-depth / 2 + 0.06, depth / 2 - 0.06],
-            leg_h,
-        )
+        _corner_legs(parts, rng, width, depth, leg_h, inset=0.06)
     arms = rng.choice(["none", "square", "rolled"], p=[0.15, 0.5, 0.35])
     arm_w = 0.0 if arms == "none" else rng.uniform(0.12, 0.25)
     inner = width - 2 * arm_w
