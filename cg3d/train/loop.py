@@ -484,7 +484,13 @@ def train_stage(
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
     from cg3d.config import from_dict
     from cg3d.train.augment import AugmentConfig
-    from cg3d.train.data import LoaderConfig, check_shards, make_loader, read_index
+    from cg3d.train.data import (
+        ClipPreprocess,
+        LoaderConfig,
+        check_shards,
+        make_loader,
+        read_index,
+    )
 
     shards = Path(shards)
     if not shards.is_dir():
@@ -500,10 +506,10 @@ def train_stage(
         batch_size=config.batch_size,
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
-        image_size=model.visual.visual.image_size[0],
         seed=config.seed,
         augment=from_dict(AugmentConfig, config.augment, "train.augment"),
     )
-    train_batches = make_loader(shards, "train", loader_config, model.preprocess, True, rank, size)
-    test_batches = make_loader(shards, "test", loader_config, model.preprocess, False)
+    preprocess = ClipPreprocess.of_model(model.clip.visual)
+    train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)
+    test_batches = make_loader(shards, "test", loader_config, preprocess, False)
     return fit(config, out, model, train_batches, test_batches, training)

@@ -1,8 +1,11 @@
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from cg3d.train.augment import AugmentConfig, augment_points
+from cg3d.errors import UsageError
 from cg3d.train.data import (
     ClipPreprocess,
     LoaderConfig,
@@ -13,10 +16,6 @@ from cg3d.train.data import (
     worker_share,
 )
 from tests.pipeline.fakes import fake_pipeline
-
-OFF = AugmentConfig(
-    **{n: False for n in ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")}
-)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,7 @@ def test_eval_loaders_of_all_ranks_see_every_sample_once(shards, world_size, wor
     for rank in range(world_size):
         loader = make_loader(shards, "train", config, None, False, rank, world_size)
         rank_keys = keys_of(loader)
+        assert keys_of(loader) == rank_keys  # a second epoch on the same (persistent) workers
         assert len(list(loader)) == loader.num_batches
         keys += rank_keys
     assert sorted(keys) == expected
@@ -78,21 +78,19 @@ def test_training_batches_have_the_interface_shapes_and_shuffle_per_epoch(shards
     assert keys_of(loader) != [k for b in batches for k in b["key"]]
 
 
-def test_eval_batches_are_view_zero_first_caption_and_unaugmented(shards):
-    config = LoaderConfig(n_points=40, batch_size=5, workers=0, image_size=32)
-    loader = make_loader(shards, "test", config, preprocess=pixels, train=False)
+@pytest.mark.parametrize("image_size", [32, 24])  # the views' own size (libpng), or resized
+def test_eval_batches_are_view_zero_first_caption_and_unaugmented(shards, image_size):
+    config = LoaderConfig(n_points=40, batch_size=5, workers=0, image_size=image_size)
+    loader = make_loader(shards, "test", config, train=False)
     samples = {s["key"]: s for s in iter_samples(shards, "test")}
     batches = list(loader)
     assert sum(len(b["key"]) for b in batches) == len(samples)
+    preprocess = ClipPreprocess(image_size)
     for batch in batches:
         for i, key in enumerate(batch["key"]):
             assert batch["caption"][i] == samples[key]["captions"][0]
             assert np.array_equal(batch["points"][i].numpy(), samples[key]["points"])
-            assert np.array_equal(batch["image"][i].numpy(), np.asarray(samples[key]["views"][0]))
-
-
-def pixels(image):
-    return torch.from_numpy(np.array(image))
+            assert torch.equal(batch["image"][i], preprocess(samples[key]["views"][0]))
 
 
 def test_pipe_urls_read_the_same_samples(shards):
@@ -114,31 +112,8 @@ def test_a_corrupt_shard_is_skipped_with_a_log_line(shards, tmp_path, caplog):
     assert "skipping" in caplog.text
 
 
-def test_augmentations_follow_the_paper_and_can_be_switched_off():
-    rng = np.random.default_rng(0)
-    points = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
-    assert np.array_equal(augment_points(points, OFF, rng), points)
-    rotated = augment_points(points, AugmentConfig(**_only("rotate_up")), rng)
-    assert np.allclose(rotated[:, 1], points[:, 1], atol=1e-6)  # +Y is up
-    assert np.allclose(np.linalg.norm(rotated, axis=1), np.linalg.norm(points, axis=1), atol=1e-5)
-    scaled = augment_points(points, AugmentConfig(**_only("scale")), rng)
-    factors = scaled[0] / points[0]
-    assert np.all((factors >= 2 / 3 - 1e-6) & (factors <= 1.5 + 1e-6))
-    shifted = augment_points(points, AugmentConfig(**_only("translate")), rng)
-    shift = shifted - points
-    assert np.allclose(shift, shift[0], atol=1e-6) and np.all(np.abs(shift[0]) <= 0.2)
-    jittered = augment_points(points, AugmentConfig(**_only("jitter")), rng)
-    assert 0 < np.abs(jittered - points).max() <= 0.05 + 1e-6
-
-
-def _only(name: str) -> dict:
-    names = ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")
-    return {n: n == name for n in names}
-
-
 @pytest.mark.parametrize("size", [(224, 224), (300, 260), (180, 240)])
 def test_built_in_preprocess_matches_torchvision_clip_preprocess(size):
-    from PIL import Image
     from torchvision import transforms
 
     pixels = np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
@@ -156,22 +131,51 @@ def test_built_in_preprocess_matches_torchvision_clip_preprocess(size):
     assert torch.allclose(ClipPreprocess(224)(image), reference(image), atol=1e-4)
 
 
-def test_normals_turn_with_the_points_and_stay_unit_length():
-    rng = np.random.default_rng(3)
-    xyz = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
-    normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
-    config = AugmentConfig(**_only("rotate_up"))
-    out = augment_points(np.hstack([xyz, normals]), config, rng)
-    assert out.shape == (200, 6)
-    assert np.allclose(
-        out[:, 3:], out[:, :3] / np.linalg.norm(out[:, :3], axis=1, keepdims=True), atol=1e-5
+def encoded(image: Image.Image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
+@pytest.mark.parametrize("size", [32, 40])
+def test_view_decoding_matches_pil_for_every_png_kind_and_size(mode, size):
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 255, (size, size, 4), dtype=np.uint8), "RGBA")
+    image = image.convert(mode) if mode != "I;16" else image.convert("L").convert("I;16")
+    data = encoded(image)
+    preprocess = ClipPreprocess(32)
+    decoded = preprocess.decode(data)
+    assert decoded.shape == (3, 32, 32) and decoded.dtype == torch.uint8
+    reference = preprocess.pixels(Image.open(io.BytesIO(data)).convert("RGB"))  # PIL's way
+    assert torch.equal(decoded, reference)
+
+
+def test_a_jpeg_view_goes_through_pil():
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), np.uint8))
+    data = encoded(image, "JPEG")
+    preprocess = ClipPreprocess(32)
+    reference = preprocess.pixels(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert torch.equal(preprocess.decode(data), reference)
+
+
+def test_preprocess_follows_the_clip_model_and_refuses_what_it_does_not_implement():
+    from cg3d.train.clip import load_clip
+
+    visual = load_clip("CG3D-ViT-Micro-32", "none").model.visual
+    preprocess = ClipPreprocess.of_model(visual)
+    assert preprocess.image_size == visual.image_size[0]
+    white = torch.full((3, 4, 4), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor(visual.preprocess_cfg["mean"])) / torch.tensor(
+        visual.preprocess_cfg["std"]
     )
-    full = augment_points(np.hstack([xyz, normals]), AugmentConfig(), rng)
-    assert np.allclose(np.linalg.norm(full[:, 3:], axis=1), 1, atol=1e-5)
+    assert torch.allclose(preprocess.normalize(white)[:, 0, 0], expected, atol=1e-5)
+    visual.preprocess_cfg = visual.preprocess_cfg | {"resize_mode": "squash"}
+    with pytest.raises(UsageError, match="--clip-model"):
+        ClipPreprocess.of_model(visual)
 
 
 def test_a_bad_sample_is_skipped_and_counted(shards, tmp_path):
-    import io
     import shutil
     import tarfile
 

@@ -1,0 +1,65 @@
+import numpy as np
+
+from cg3d.train.augment import AugmentConfig, augment_points
+
+OFF = AugmentConfig(
+    **{n: False for n in ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")}
+)
+
+
+def test_augmentations_follow_the_paper_and_can_be_switched_off():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
+    assert np.array_equal(augment_points(points, OFF, rng), points)
+    rotated = augment_points(points, AugmentConfig(**_only("rotate_up")), rng)
+    assert np.allclose(rotated[:, 1], points[:, 1], atol=1e-6)  # +Y is up
+    assert np.allclose(np.linalg.norm(rotated, axis=1), np.linalg.norm(points, axis=1), atol=1e-5)
+    scaled = augment_points(points, AugmentConfig(**_only("scale")), rng)
+    factors = scaled[0] / points[0]
+    assert np.all((factors >= 2 / 3 - 1e-6) & (factors <= 1.5 + 1e-6))
+    shifted = augment_points(points, AugmentConfig(**_only("translate")), rng)
+    shift = shifted - points
+    assert np.allclose(shift, shift[0], atol=1e-6) and np.all(np.abs(shift[0]) <= 0.2)
+    jittered = augment_points(points, AugmentConfig(**_only("jitter")), rng)
+    assert 0 < np.abs(jittered - points).max() <= 0.05 + 1e-6
+
+
+def _only(name: str) -> dict:
+    names = ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")
+    return {n: n == name for n in names}
+
+
+def test_normals_turn_with_the_points_and_stay_unit_length():
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
+    normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    config = AugmentConfig(**_only("rotate_up"))
+    out = augment_points(np.hstack([xyz, normals]), config, rng)
+    assert out.shape == (200, 6)
+    assert np.allclose(
+        out[:, 3:], out[:, :3] / np.linalg.norm(out[:, :3], axis=1, keepdims=True), atol=1e-5
+    )
+    full = augment_points(np.hstack([xyz, normals]), AugmentConfig(), rng)
+    assert np.allclose(np.linalg.norm(full[:, 3:], axis=1), 1, atol=1e-5)
+
+
+def test_dropout_copies_the_first_point_over_a_random_share_of_points():
+    rng = np.random.default_rng(4)
+    points = rng.uniform(-1, 1, (2000, 3)).astype(np.float32)
+    shares = []
+    for _ in range(50):
+        dropped = augment_points(points, AugmentConfig(**_only("dropout")), rng)
+        changed = np.any(dropped != points, axis=1)
+        assert np.all(dropped[changed] == points[0])  # dropped rows are copies of the first
+        assert np.array_equal(dropped[~changed], points[~changed])
+        shares.append(changed.mean())
+    assert max(shares) <= 0.875 + 0.03 and 0.3 < np.mean(shares) < 0.58  # U(0, 0.875) on average
+
+
+def test_the_input_is_left_as_it_was_and_draws_repeat_with_the_seed():
+    points = np.random.default_rng(5).uniform(-1, 1, (300, 6)).astype(np.float32)
+    before = points.copy()
+    first = augment_points(points, AugmentConfig(), np.random.default_rng(9))
+    again = augment_points(points, AugmentConfig(), np.random.default_rng(9))
+    assert np.array_equal(points, before) and np.array_equal(first, again)
+    assert first.dtype == np.float32 and first.shape == (300, 6)
