@@ -258,7 +258,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 class ClipPreprocess:
     """CLIP's preprocessing without torchvision's per-call overhead: bicubic resize of the
-    short side to `image_size`, centre crop, scale to [0, 1], CLIP mean/std; (3, S, S) float32.
+    short side to `image_size`, centre crop, scale to [0, 1], then `mean`/`std` (CLIP's unless
+    the model says otherwise, see `of_model`); (3, S, S) float32.
 
     The loader calls `decode` in its workers and `normalize` on whole batches in the main
     process: uint8 crosses the process boundary, a quarter of the bytes of float32.
