@@ -27,8 +27,9 @@ import torch
 from PIL import Image
 
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
+from cg3d.pipeline.chunks import write_tar
 from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
-from cg3d.pipeline.pack import PackConfig, pack_shards, tar_member
+from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.render.config import RenderConfig
 from cg3d.render.stage import render_meshes
@@ -91,11 +92,12 @@ def make_inputs(root: Path, objects: int, points: int, views: int) -> list[str]:
             }
         )
         pq.write_table(table, root / "points" / f"part-{part:05d}.parquet")
-        with tarfile.open(root / "renders" / f"part-{part:05d}.tar", "w") as tar:
-            for k, key in enumerate(chunk):
-                tar_member(tar, f"{key}.cameras.json", b"[]")
-                for v in range(views):
-                    tar_member(tar, f"{key}.view_{v:02d}.png", pngs[(k + v) % len(pngs)])
+        members = {}
+        for k, key in enumerate(chunk):
+            members[f"{key}.cameras.json"] = b"[]"
+            for v in range(views):
+                members[f"{key}.view_{v:02d}.png"] = pngs[(k + v) % len(pngs)]
+        write_tar(root / "renders" / f"part-{part:05d}.tar", members)
     return ids
 
 

@@ -34,6 +34,13 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     return cls(**values)
 
 
+def from_arguments(cls: type[T], arguments: dict[str, Any]) -> T:
+    """`cls` from a command's arguments (its `locals()`): each field from the argument of the
+    same name, so a command never lists its config's fields a second time."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in arguments.items() if name in names})
+
+
 def load_config(cls: type[T], section: str, params_file: Path, **overrides: Any) -> T:
     """`cls` from `params_file[section]`, then non-None keyword overrides (CLI options)."""
     values = dict(read_params(params_file).get(section) or {})

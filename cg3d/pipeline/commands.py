@@ -52,20 +52,10 @@ def meshes(
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
     from rich import print as rprint
 
+    from cg3d.config import from_arguments
     from cg3d.pipeline.sources import MeshesConfig, build_manifest
 
-    config = MeshesConfig(
-        source=source,
-        root=root,
-        per_class=per_class,
-        seed=seed,
-        test_fraction=test_fraction,
-        split_file=split_file,
-        annotations=annotations,
-        chunk_size=chunk_size,
-        workers=workers,
-        executor=executor,
-    )
+    config = from_arguments(MeshesConfig, locals())
     summary = build_manifest(config, out)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
@@ -91,17 +81,11 @@ def sample(
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
     from rich import print as rprint
 
+    from cg3d.config import from_arguments
     from cg3d.pipeline.failures import summarize
     from cg3d.pipeline.sample import SampleConfig, sample_points
 
-    config = SampleConfig(
-        points=points,
-        chunk_size=chunk_size,
-        normals=normals is Switch.true,
-        seed=seed,
-        workers=workers,
-        executor=executor,
-    )
+    config = from_arguments(SampleConfig, locals() | {"normals": normals is Switch.true})
     summary = sample_points(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rprint(

@@ -13,7 +13,6 @@ Objects that failed any stage are left out and listed in `OUT/failures.parquet` 
 """
 
 import bisect
-import hashlib
 import io
 import json
 import tarfile
@@ -28,8 +27,9 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.pipeline.captions import CAPTIONS_NAME
-from cg3d.pipeline.chunks import atomic_path, progress_bar
+from cg3d.pipeline.chunks import atomic_path, progress_bar, tar_member
 from cg3d.pipeline.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK
 
 INDEX_NAME = "index.json"
@@ -159,28 +159,10 @@ def read_classes(meshes_dir: Path) -> list[str]:
     return sorted({row["class_name"] for row in manifest_rows(meshes_dir) if row["status"] == OK})
 
 
-def tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
     return buffer.getvalue()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardWriter:

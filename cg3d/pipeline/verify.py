@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cg3d.pipeline.pack import INDEX_NAME, file_sha256
+from cg3d.pipeline.ids import file_sha256
+from cg3d.pipeline.pack import INDEX_NAME
 
 
 @dataclass

@@ -57,25 +57,11 @@ def render(
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
     from rich import print as rprint
 
+    from cg3d.config import from_arguments
     from cg3d.pipeline.failures import summarize
     from cg3d.render.stage import render_meshes
 
-    config = RenderConfig(
-        views=views,
-        resolution=resolution,
-        engine=engine,
-        samples=samples,
-        chunk_size=chunk_size,
-        seed=seed,
-        workers=workers,
-        executor=executor,
-        timeout=timeout,
-        background=background,
-        elevation_min=elevation_min,
-        elevation_max=elevation_max,
-        azimuth_jitter=azimuth_jitter,
-        fov_deg=fov_deg,
-    )
+    config = from_arguments(RenderConfig, locals())
     summary = render_meshes(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rate = summary.views / max(summary.seconds, 1e-9)

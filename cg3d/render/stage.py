@@ -15,7 +15,6 @@ Never imports torch.
 import hashlib
 import io
 import queue
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,10 +25,10 @@ from PIL import Image
 
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
-    atomic_path,
     default_workers,
     progress_bar,
     split_into_chunks,
+    write_tar,
 )
 from cg3d.pipeline.manifest import MeshRecord, mesh_file, read_manifest
 from cg3d.render.cameras import dumps
@@ -50,19 +49,6 @@ class RenderSummary:
     chunks_run: int
     chunks_total: int
     seconds: float
-
-
-def write_tar(path: Path, members: dict[str, bytes]) -> None:
-    """A deterministic tar written atomically: sorted members, mtime 0, owner 0/""."""
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(members):
-            info = tarfile.TarInfo(name)
-            info.size = len(members[name])
-            info.mode = 0o644
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(members[name]))
 
 
 def finished_png(path: Path, background: str) -> bytes:

@@ -2,7 +2,6 @@
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from cg3d.pipeline.chunks import write_tar
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
 
@@ -104,11 +104,7 @@ def fake_renders(
             members[f"{object_id}.cameras.json"] = json.dumps(
                 [{"view": v} for v in range(views)]
             ).encode()
-        with tarfile.open(root / f"part-{part:05d}.tar", "w") as tar:
-            for name in sorted(members):
-                info = tarfile.TarInfo(name)
-                info.size = len(members[name])
-                tar.addfile(info, io.BytesIO(members[name]))
+        write_tar(root / f"part-{part:05d}.tar", members)
     write_failures(
         [{"id": i, "stage": "render", "reason": "timeout: 120 s"} for i in failed],
         root / FAILURES_NAME,

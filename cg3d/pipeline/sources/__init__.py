@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,12 +34,12 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
+from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK, SCHEMA, MeshRecord
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
-HASH_BLOCK = 1 << 20
 
 
 @dataclass
@@ -194,14 +195,6 @@ def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
     return len(rows)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
     """All parts as one table sorted by id, with later copies of the same content marked."""
     if n_parts == 0:
@@ -257,6 +250,14 @@ def cap_per_class(keys: list[str], per_class: int, seed: int) -> list[str]:
     if per_class and len(keys) > per_class:
         keys = sorted(random.Random(f"cap-{seed}").sample(keys, per_class))
     return keys
+
+
+def read_json(path: Path, option: str) -> Any:
+    """A JSON file the user points at; one that does not parse is a UsageError naming `option`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
 
 
 def stored_path(path: Path, out_dir: Path) -> str:

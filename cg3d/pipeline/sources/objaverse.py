@@ -9,7 +9,6 @@ glTF is Y-up. Files whose uid has no annotation are left out (they have no class
 Classes sorted; split seeded per class.
 """
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cg3d.pipeline.sources import (
     MeshesConfig,
     cap_per_class,
     iter_sorted_files,
+    read_json,
     seeded_split,
     stored_path,
 )
@@ -63,10 +63,7 @@ def read_annotations(path: Path) -> dict[str, tuple[str, str]]:
     """{uid: (category, free-text name or "")} from any of the supported forms."""
     if not path.is_file():
         raise UsageError(f"--annotations: no annotation file {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"--annotations: {path} is not valid JSON: {error}") from error
+    data = read_json(path, "--annotations")
     if not isinstance(data, dict):
         raise UsageError(f"--annotations: {path} must hold a JSON object")
     labels: dict[str, tuple[str, str]] = {}

@@ -14,14 +14,20 @@ a seeded, disjoint split per class.
 """
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.manifest import MeshRecord
-from cg3d.pipeline.sources import Listing, MeshesConfig, cap_per_class, seeded_split, stored_path
+from cg3d.pipeline.sources import (
+    Listing,
+    MeshesConfig,
+    cap_per_class,
+    read_json,
+    seeded_split,
+    stored_path,
+)
 from cg3d.protocol import class_names, shapenet_renames
 
 MODEL_FILE = Path("models") / "model_normalized.obj"
@@ -72,10 +78,7 @@ def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:
     path = root / "taxonomy.json"
     if not path.is_file():
         raise UsageError(f"--root: no taxonomy.json in {root} (ShapeNetCore v2 layout)")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"--root: {path} is not valid JSON: {error}") from error
+    entries = read_json(path, "--root")
     renames = shapenet_renames()
     taxonomy = {}
     for entry in entries:
