@@ -27,9 +27,9 @@ from cg3d.config import load_config
 from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import Benchmark, Shape, prepare_points
 from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
+from cg3d.models.model import build_model
 from cg3d.protocol import class_names
 from cg3d.train.loop import TrainConfig
-from cg3d.train.model import build_model
 
 
 def synthetic_benchmark(count: int, seed: int = 0) -> Benchmark:

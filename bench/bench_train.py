@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from cg3d.config import load_config
+from cg3d.models.clip import RandomClipWarning
+from cg3d.models.model import build_model
 from cg3d.protocol import templates
-from cg3d.train.clip import RandomClipWarning
 from cg3d.train.loop import TrainConfig, Trainer, seed_everything
-from cg3d.train.model import build_model
 
 CLASSES = ["airplane", "bench", "car", "chair", "lamp", "sofa", "table", "bottle", "bowl", "cup"]
 
@@ -60,7 +60,7 @@ def samples_per_second(config: TrainConfig, steps: int, device: torch.device) ->
 
 def check_gpu_path() -> None:
     """On CUDA: FPS/kNN give the CPU's answer, and a bf16-autocast update is finite."""
-    from cg3d.train.encoders.ops import farthest_point_sample, knn
+    from cg3d.models.encoders.ops import farthest_point_sample, knn
 
     points = torch.rand(4, 8192, 3)
     fps_cpu = farthest_point_sample(points, 64)

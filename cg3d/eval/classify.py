@@ -76,7 +76,7 @@ def classify(
     single_prompt: str = "",
 ) -> list[tuple[str, float]]:
     """The `top` (label, probability) pairs for the shape in `path`, best first."""
-    from cg3d.train.checkpoint import load_model
+    from cg3d.models.checkpoint import load_model
 
     if top < 1:
         raise UsageError(f"--top must be ≥ 1, got {top}")

@@ -116,7 +116,7 @@ def batched(function, tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
 def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     """Train a classifier from `checkpoint`'s encoder; write OUT/metrics.json (last epoch first)."""
     from cg3d.eval.zeroshot import model_identity
-    from cg3d.train.checkpoint import load_model
+    from cg3d.models.checkpoint import load_model
 
     config.validate()
     torch.manual_seed(config.seed)

@@ -212,7 +212,7 @@ def retrieval(checkpoint: Path, shards: Path, out: Path, config: RetrievalConfig
     """Evaluate `checkpoint` on the split's retrieval tasks; write OUT/metrics.json and a grid."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
-    from cg3d.train.checkpoint import load_model
+    from cg3d.models.checkpoint import load_model
 
     config.validate()
     if not Path(shards).is_dir():

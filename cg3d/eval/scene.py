@@ -75,8 +75,8 @@ def scene_query(
     import trimesh
 
     from cg3d.eval.plots import heatmap_plot
+    from cg3d.models.checkpoint import load_model
     from cg3d.pipeline.geometry import to_canonical_axes
-    from cg3d.train.checkpoint import load_model
 
     config.validate()
     if not text.strip():

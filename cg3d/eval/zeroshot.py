@@ -158,7 +158,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
 def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
     """Evaluate `checkpoint` zero-shot on the configured set; write OUT/metrics.json and plots."""
     from cg3d.eval.plots import confusion_plot
-    from cg3d.train.checkpoint import load_model
+    from cg3d.models.checkpoint import load_model
 
     config.validate()
     benchmark = open_benchmark(

@@ -1,1 +1,1 @@
-"""Point encoders, the prompt-tuned CLIP wrapper, losses, the shard loader, the training loop, checkpoints."""
+"""The trainer: the shard loader, augmentations, losses, the text cache and the training loop."""

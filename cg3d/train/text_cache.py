@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cg3d.train.model import CG3D
+from cg3d.models.model import CG3D
 
 
 class TextEncoder:

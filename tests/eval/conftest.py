@@ -24,8 +24,8 @@ def cube(
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from cg3d.train.checkpoint import save_checkpoint
-    from cg3d.train.model import build_model, tiny_model_config
+    from cg3d.models.checkpoint import save_checkpoint
+    from cg3d.models.model import build_model, tiny_model_config
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     # Seeded: the same random weights every run, whatever ran before (a chance init once left

@@ -160,7 +160,7 @@ def test_a_jpeg_view_goes_through_pil():
 
 
 def test_preprocess_follows_the_clip_model_and_refuses_what_it_does_not_implement():
-    from cg3d.train.clip import load_clip
+    from cg3d.models.clip import load_clip
 
     visual = load_clip("CG3D-ViT-Micro-32", "none").model.visual
     preprocess = ClipPreprocess.of_model(visual)

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.train.checkpoint import read_checkpoint
+from cg3d.models.checkpoint import read_checkpoint
+from cg3d.models.model import tiny_model_config
 from cg3d.train.loop import TrainConfig, Trainer, fit, prepare_model
-from cg3d.train.model import tiny_model_config
 from tests.train.helpers import make_batches
 
-pytestmark = pytest.mark.filterwarnings("ignore::cg3d.train.clip.RandomClipWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 CLASSES = ["cube", "sphere"]
 
 

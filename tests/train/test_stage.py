@@ -7,12 +7,12 @@ import yaml
 from typer.testing import CliRunner
 
 from cg3d.cli import app
-from cg3d.train.checkpoint import load_model
+from cg3d.models.checkpoint import load_model
 from tests.pipeline.fakes import fake_pipeline
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::cg3d.train.clip.RandomClipWarning"),
+    pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning"),
 ]
 
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.train.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
-from cg3d.train.clip import RandomClipWarning
-from cg3d.train.model import build_model, tiny_model_config
+from cg3d.models.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
+from cg3d.models.clip import RandomClipWarning
+from cg3d.models.model import build_model, tiny_model_config
 
-pytestmark = pytest.mark.filterwarnings("ignore::cg3d.train.clip.RandomClipWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
 
 def test_a_saved_model_reloads_to_the_same_features(tmp_path):

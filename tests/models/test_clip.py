@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.train.clip import PromptedViT, RandomClipWarning, load_clip
+from cg3d.models.clip import PromptedViT, RandomClipWarning, load_clip
 
 MICRO = "CG3D-ViT-Micro-32"
 

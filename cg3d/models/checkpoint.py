@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from cg3d.errors import UsageError
+from cg3d.models.clip import RandomClipWarning
+from cg3d.models.model import CG3D, ModelConfig, build_model
 from cg3d.pipeline.chunks import atomic_path
-from cg3d.train.clip import RandomClipWarning
-from cg3d.train.model import CG3D, ModelConfig, build_model
 
 FORMAT = "cg3d-checkpoint-1"
 

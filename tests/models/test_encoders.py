@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.train.encoders import build_encoder, encoder_names
-from cg3d.train.encoders.ops import ball_group, farthest_point_sample, gather_points, knn
+from cg3d.models.encoders import build_encoder, encoder_names
+from cg3d.models.encoders.ops import ball_group, farthest_point_sample, gather_points, knn
 
 
 def test_registry_lists_both_encoders_and_rejects_unknown_names():

@@ -9,8 +9,8 @@ tokens; the output is concat(CLS token, max-pool of the patch tokens), projected
 import torch
 from torch import nn
 
-from cg3d.train.encoders import register_encoder
-from cg3d.train.encoders.ops import farthest_point_sample, gather_points, knn
+from cg3d.models.encoders import register_encoder
+from cg3d.models.encoders.ops import farthest_point_sample, gather_points, knn
 
 
 class MiniPointNet(nn.Module):

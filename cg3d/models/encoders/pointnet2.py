@@ -8,8 +8,8 @@ CLIP's width. `width` scales every layer (PointNet++'s own sizes at width 1.0).
 import torch
 from torch import nn
 
-from cg3d.train.encoders import register_encoder
-from cg3d.train.encoders.ops import ball_group, farthest_point_sample, gather_points
+from cg3d.models.encoders import register_encoder
+from cg3d.models.encoders.ops import ball_group, farthest_point_sample, gather_points
 
 
 def shared_mlp(sizes: list[int]) -> nn.Sequential:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cg3d.train.clip import PromptedViT, load_clip
-from cg3d.train.encoders import build_encoder
+from cg3d.models.clip import PromptedViT, load_clip
+from cg3d.models.encoders import build_encoder
 
 
 @dataclass
