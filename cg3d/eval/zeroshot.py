@@ -3,7 +3,7 @@
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes:
-  OUT/metrics.json      top1, top5, class_mean, per_class, n_shapes, dataset, variant,
+  OUT/metrics.json      top1, top5, class_mean, per_class, n_shapes, dataset, variant, templates,
                         checkpoint, clip_model, clip_pretrained (bool: real weights loaded), clip_weights
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
   OUT/confusion.png     the confusion matrix, rows normalised
@@ -28,7 +28,7 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
-from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.prompts import class_text_features, prompt_templates, prompts_label
 from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
 
 console = Console(stderr=True)
@@ -174,6 +174,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "dataset": benchmark.name,
         "variant": benchmark.variant,
         "prompts": config.single_prompt or "ulip64 ensemble",
+        "templates": prompts_label(config.single_prompt),  # which made the class prototypes
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
     }
