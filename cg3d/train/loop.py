@@ -47,8 +47,9 @@ from cg3d.train.resume import (
 )
 from cg3d.train.trainer import Trainer
 
-__all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "train_stage"]
-__all__ += ["seed_everything"]
+# Trainer and seed_everything are imported from here by the benchmarks
+__all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_everything"]
+__all__ += ["train_stage"]
 
 console = Console(stderr=True)
 SCHEDULES = ("alternating", "joint")
@@ -83,6 +84,7 @@ class TrainConfig:
     prompt_momentum: float = 0.9
     warmup_epochs: float = 1.0
     text_cache: bool = True
+    text_targets: str = "captions"  # or class_prototypes: each caption's class, template-averaged
     # data
     workers: int = 2
     shuffle_buffer: int = 1000
@@ -185,7 +187,7 @@ def train_epoch(
 def metrics_record(
     config: TrainConfig, model: CG3D, position: dict[str, int], record: dict[str, float], **extra
 ) -> dict[str, Any]:
-    """`OUT/metrics.json`: the run's identity, its position and the last epoch's numbers."""
+    """`OUT/metrics.json`: the run's identity, its position, `extra` and the epoch's numbers."""
     return {
         **position,
         "clip_model": config.clip_model,
@@ -271,7 +273,8 @@ def fit(
     total_batches = getattr(train_batches, "num_batches", None) or len(train_batches)
     updates = num_updates(total_batches, config.grad_accum)
     trainer = Trainer(model, config, updates, model.device())
-    prototypes, templates_label = held_out_prototypes(model, config.eval_templates)
+    prototypes, label = held_out_prototypes(model, config.eval_templates)
+    identity = run_identity(config, data)  # what the checkpoint says made it
     first_epoch, step = restore(trainer, training, config.seed + rank)
     live = open_curves(out, first_epoch) if rank == 0 else None
     metrics = read_metrics(out) if training else {}
@@ -283,19 +286,11 @@ def fit(
                 f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
             }
             position = {"epoch": epoch + 1, "step": step}
-            metrics = metrics_record(
-                config,
-                model,
-                position,
-                record,
-                held_out_samples=held_out["samples"],
-                held_out_templates=templates_label,
-                skipped_samples=skipped,
-            )
+            extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
+            extra["skipped_samples"] = skipped  # this epoch's, on every process
+            metrics = metrics_record(config, model, position, record, **extra)
             state = trainer.state() | position | {"rng": rng_state()}
-            write_epoch(
-                out, live, record, metrics, model, state | {"run": run_identity(config, data)}
-            )
+            write_epoch(out, live, record, metrics, model, state | {"run": identity})
             console.print(
                 f"epoch {epoch + 1}/{config.epochs}: "
                 + ", ".join(f"{key} {value:.4g}" for key, value in record.items())

@@ -93,6 +93,19 @@ def test_a_learned_temperature_moves_and_stays_within_clips_range(tmp_path):
     assert all(1.0 <= scale <= 100.0 + 1e-3 for scale in scales)
 
 
+def test_class_prototype_targets_ignore_the_caption_template(tmp_path):
+    batch = next(iter(make_batches(1, 8)))
+    reworded = batch | {"caption": [f"there is a {c} here" for c in batch["caption"]]}
+    losses = {}
+    for targets in ("captions", "class_prototypes"):
+        model, trainer = make_trainer(tmp_path, text_targets=targets)
+        losses[targets] = [trainer.losses(b, "joint")[1]["loss"] for b in (batch, reworded)]
+    assert losses["class_prototypes"][0] == losses["class_prototypes"][1]
+    assert losses["captions"][0] != losses["captions"][1]
+    with pytest.raises(UsageError, match="train.text_targets"):
+        make_trainer(tmp_path, text_targets="labels")
+
+
 def test_loss_falls_on_a_tiny_overfit_set(tmp_path):
     model, trainer = make_trainer(
         tmp_path, updates=25, epochs=1, schedule="joint", warmup_epochs=0.0
