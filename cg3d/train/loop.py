@@ -71,7 +71,6 @@ class TrainConfig:
     prompts: int = 5
     deep_prompts: bool = True
     train_logit_scale: bool = False
-    logit_scale_lr: float = 0.02  # AdamW's lr for ln(logit scale) when it trains
     n_points: int = 8192
     # optimisation
     schedule: str = "alternating"

@@ -34,11 +34,8 @@ def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
     """{"encoder": AdamW, "prompts": SGD} for `config` (a TrainConfig)."""
     groups = [{"params": list(model.point_encoder.parameters())}]
     if config.train_logit_scale:
-        # As CLIP: the temperature trains without weight decay, which would pull it towards 1;
-        # with its own lr, so that it can cross CLIP's range (ln 14.3 → ln 100) in a short run.
-        groups.append(
-            {"params": [model.clip.logit_scale], "weight_decay": 0.0, "lr": config.logit_scale_lr}
-        )
+        # As CLIP: the temperature trains without weight decay, which would pull it towards 1.
+        groups.append({"params": [model.clip.logit_scale], "weight_decay": 0.0})
     return {
         "encoder": torch.optim.AdamW(
             groups, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay

@@ -82,7 +82,7 @@ def test_a_joint_update_encodes_each_image_once(tmp_path):
 
 
 def test_a_learned_temperature_moves_and_stays_within_clips_range(tmp_path):
-    model, trainer = make_trainer(tmp_path, train_logit_scale=True, logit_scale_lr=5.0)
+    model, trainer = make_trainer(tmp_path, train_logit_scale=True, encoder_lr=5.0)
     batch = next(iter(make_batches(1, 8)))
     before = model.logit_scale.item()
     scales = []
