@@ -31,17 +31,18 @@ from cg3d.models.model import CG3D, build_model
 console = Console(stderr=True)
 RESUME_MODES = ("never", "auto", "always")
 
-# Config fields a resumed run may change, and why each changes nothing the run computes.
+# Config fields a resumed run may change, and why: none changes what the run optimises.
 MAY_DIFFER = {
-    "device": "where the run computes, not what (a GPU run may continue on a CPU)",
-    "workers": "loader processes: how fast batches come, not which samples an epoch holds",
+    "device": "where the run computes (a GPU run may continue on a CPU), the same to rounding",
+    "workers": "loader processes: an epoch still holds every sample once (in another order, "
+    "with other augmentation draws, as on a machine with more cores)",
     "require_pretrained": "a check made when the model is first built, not a setting",
     "text_cache": "whether caption features are kept between steps, not their values",
 }
 # With an explicit --resume the epochs may change too: that is how a run is extended (the
 # cosine schedule then stretches over the new total from where it stands). `auto` keeps
 # them: a stage whose params changed must give what a fresh run gives.
-MAY_DIFFER_WHEN_ASKED = {"epochs": "extending (or shortening) a run is what --resume is for"}
+MAY_DIFFER_WHEN_ASKED = {"epochs": "extending a run is what --resume is for"}
 
 
 def seed_everything(seed: int) -> None:
@@ -107,7 +108,10 @@ def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) 
     if stored is None:
         return "records no run config (written by an older cg3d)"
     difference = identity_difference(stored, wanted, mode)
-    return f"was trained with {difference}" if difference else ""
+    if difference:
+        return f"was trained with {difference}"
+    epoch, epochs = payload["training"]["epoch"], wanted["config"]["epochs"]
+    return f"is at epoch {epoch}, past epochs: {epochs}" if epoch > epochs else ""
 
 
 def truncate_curves(folder: Path, steps: int) -> None:

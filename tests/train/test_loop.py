@@ -270,6 +270,11 @@ def test_an_explicit_resume_may_extend_a_run_but_refuses_another_one(finished_ru
         prepare_model(tiny_train_config(), CLASSES, finished_run, "sometimes")
 
 
+def test_an_explicit_resume_refuses_to_shorten_a_run(uninterrupted):
+    with pytest.raises(UsageError, match="is at epoch 3, past epochs: 2"):
+        prepare_model(tiny_train_config(epochs=2), CLASSES, uninterrupted, "always")
+
+
 def test_the_fields_a_resumed_run_may_change_are_config_fields():
     import dataclasses
 
