@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from cg3d.params import RenderConfig
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.chunks import write_tar
 from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from cg3d.render.config import RenderConfig
 from cg3d.render.stage import render_meshes
 from cg3d.train.augment import AugmentConfig, augment_points
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, resample

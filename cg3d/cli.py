@@ -38,5 +38,8 @@ def main() -> None:
     try:
         app()
     except (UsageError, FileNotFoundError) as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
+        console = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(str(error), markup=False)
         sys.exit(2)

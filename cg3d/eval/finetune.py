@@ -13,7 +13,6 @@ epoch; the epoch that scored best on the test set is reported beside it only as
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,40 +24,10 @@ from torch import nn
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
 from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.params import FinetuneConfig
 
 console = Console(stderr=True)
 MODES = ("full", "linear")
-
-
-@dataclass
-class FinetuneConfig:
-    """The `finetune` section of params.yaml."""
-
-    dataset: str = "shards"
-    root: str = "data/shards"
-    variant: str = ""
-    train_split: str = "train"
-    test_split: str = "test"
-    mode: str = "full"
-    shots: int = 0
-    epochs: int = 10
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    batch_size: int = 32
-    seed: int = 0
-    allow_pickle: bool = False
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.shots < 0:
-            raise UsageError(f"--shots must be ≥ 0 (0 = all), got {self.shots}")
-        if self.epochs < 1:
-            raise UsageError(f"--epochs must be ≥ 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be ≥ 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise UsageError(f"--lr must be > 0, got {self.lr}")
 
 
 def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:

@@ -29,24 +29,9 @@ from rich.progress import Progress
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import prepare_points
+from cg3d.params import RetrievalConfig
 
 console = Console(stderr=True)
-
-
-@dataclass
-class RetrievalConfig:
-    """The `eval.retrieval` section of params.yaml."""
-
-    split: str = "test"
-    batch_size: int = 32
-    grid_queries: int = 3  # point queries and text queries shown in the picture grid
-    limit: int = 0  # first `limit` objects only (0 = all)
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be ≥ 1, got {self.batch_size}")
-        if self.grid_queries < 0 or self.limit < 0:
-            raise UsageError("--grid-queries and --limit must be ≥ 0")
 
 
 @dataclass

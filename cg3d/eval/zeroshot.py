@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +29,9 @@ from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
 from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
-
-
-@dataclass
-class ZeroShotConfig:
-    """The `eval.zeroshot` section of params.yaml (CLI options override it)."""
-
-    dataset: str = "shards"
-    root: str = "data/shards"  # the shards folder, or the benchmark's files
-    split: str = "test"
-    variant: str = ""  # scanobjectnn: obj_only | obj_bg | pb_t50_rs
-    batch_size: int = 32
-    single_prompt: str = ""  # "" = the 64-template ensemble
-    allow_pickle: bool = False  # only for ULIP's .dat pickle from a trusted source
-    limit: int = 0  # evaluate the first `limit` shapes only (0 = all)
-    workers: int = 1  # processes preparing shapes (unit sphere + FPS) beside the model
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be ≥ 1, got {self.batch_size}")
-        if self.limit < 0:
-            raise UsageError(f"--limit must be ≥ 0, got {self.limit}")
-        if self.workers < 1:
-            raise UsageError(f"--workers must be ≥ 1, got {self.workers}")
 
 
 def prepared_shapes(

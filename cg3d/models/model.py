@@ -112,3 +112,10 @@ class CG3D(nn.Module):
 def build_model(config: ModelConfig) -> CG3D:
     """The CG3D model for `config`, in eval mode on the CPU."""
     return CG3D(config)
+
+
+def model_config(params: Any, classes: list[str]) -> ModelConfig:
+    """The model config of a training run's params (`train:`): every field both share, and
+    the classes."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)} - {"classes"}
+    return ModelConfig(**{name: getattr(params, name) for name in names}, classes=list(classes))

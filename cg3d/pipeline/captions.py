@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.params import CaptionConfig
 from cg3d.pipeline.chunks import atomic_path
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.manifest import MANIFEST_NAME, OK
@@ -22,12 +23,6 @@ CAPTIONS_NAME = "captions.parquet"
 SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])
 TEMPLATE_SETS = ("cg3d", "ulip64")
 BATCH_ROWS = 4096
-
-
-@dataclass
-class CaptionConfig:
-    templates: str = "cg3d"
-    seed: int = 0
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.params import PackConfig
 from cg3d.pipeline.captions import CAPTIONS_NAME
 from cg3d.pipeline.chunks import atomic_path, progress_bar, tar_member
 from cg3d.pipeline.failures import FAILURES_NAME, read_failures, write_failures
@@ -46,11 +47,6 @@ MANIFEST_COLUMNS = [
     "status",
     "error",
 ]
-
-
-@dataclass
-class PackConfig:
-    shard_size: int = 1000
 
 
 @dataclass

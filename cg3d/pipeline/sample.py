@@ -20,9 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg3d.errors import UsageError
+from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
-    EXECUTORS,
     ChunkedOutput,
     atomic_path,
     default_workers,
@@ -42,33 +41,6 @@ SCHEMA = pa.schema(
 # FPS picks N of max(10k, 1.25 N) surface samples: 10k → 8192 as in ULIP / Point-BERT data,
 # and enough candidates for FPS to spread 1024 points better than a random subset would.
 MIN_SURFACE_SAMPLES = 10_000
-
-
-@dataclass
-class SampleConfig:
-    points: int = 8192
-    chunk_size: int = 1000
-    normals: bool = False
-    seed: int = 0
-    workers: int = 0  # 0: one per CPU
-    executor: str = "local"
-
-    def validate(self) -> None:
-        if self.points < 1:
-            raise UsageError(f"--points must be ≥ 1, got {self.points}")
-        if self.chunk_size < 1:
-            raise UsageError(f"--chunk-size must be ≥ 1, got {self.chunk_size}")
-        if self.workers < 0:
-            raise UsageError(f"--workers must be ≥ 0 (0: one per CPU), got {self.workers}")
-        channels = 6 if self.normals else 3
-        if self.chunk_size * self.points * channels >= 2**31:  # Arrow list offsets are int32
-            raise UsageError(
-                f"--chunk-size × --points × {channels} must stay below 2^31 floats per part file"
-            )
-        if self.executor not in EXECUTORS:
-            raise UsageError(
-                f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
-            )
 
 
 @dataclass

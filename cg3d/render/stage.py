@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
@@ -31,8 +32,7 @@ from cg3d.pipeline.chunks import (
     write_tar,
 )
 from cg3d.pipeline.manifest import MeshRecord, mesh_file, read_manifest
-from cg3d.render.cameras import dumps
-from cg3d.render.config import RenderConfig
+from cg3d.render.cameras import cameras_of, dumps
 from cg3d.render.supervisor import BlenderWorker
 
 STAGE = "render"
@@ -76,7 +76,7 @@ def render_chunk(
     members: dict[str, bytes] = {}
     failures = []
     for record in records:
-        cameras = config.cameras(record.id)
+        cameras = cameras_of(config, record.id)
         pngs = [worker.out_dir / f"{record.id}.{view['name']}.png" for view in cameras["views"]]
         reason = worker.render(
             record.id, mesh_file(meshes_dir, record), record.up_axis, cameras["views"]

@@ -23,7 +23,6 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,66 +40,14 @@ from cg3d.models.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cg3d.models.model import CG3D, ModelConfig, build_model
+from cg3d.models.model import CG3D, build_model, model_config
+from cg3d.params import TrainConfig
 from cg3d.protocol import templates
 from cg3d.train.losses import contrastive_loss
 from cg3d.train.text_cache import TextEncoder
 
 console = Console(stderr=True)
 SCHEDULES = ("alternating", "joint")
-
-
-@dataclass
-class TrainConfig:
-    """The `train` section of params.yaml. Optimiser defaults are the paper's (DESIGN.md)."""
-
-    epochs: int = 100
-    batch_size: int = 64
-    grad_accum: int = 1
-    # model
-    encoder: str = "pointtransformer"
-    encoder_params: dict[str, Any] = field(default_factory=dict)
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: str = "openai"
-    require_pretrained: bool = False
-    prompts: int = 5
-    deep_prompts: bool = True
-    train_logit_scale: bool = False
-    n_points: int = 8192
-    # optimisation
-    schedule: str = "alternating"
-    point_text_weight: float = 1.0
-    point_image_weight: float = 1.0
-    image_text_weight: float = 1.0
-    encoder_lr: float = 5e-5
-    encoder_weight_decay: float = 0.05
-    prompt_lr: float = 2e-3
-    prompt_momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    text_cache: bool = True
-    # data
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    augment: dict[str, Any] = field(default_factory=dict)
-    eval_templates: str = "cg3d"
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available, else cpu
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "n_points"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be ≥ 1")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(
-                f"train.schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"
-            )
-        if self.prompts < 0:
-            raise UsageError("train.prompts must be ≥ 0")
-
-    def model_config(self, classes: list[str]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(ModelConfig)}
-        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
-        return ModelConfig(**values | {"classes": list(classes)})
 
 
 class BatchList:
@@ -348,18 +295,18 @@ def prepare_model(
 
     A corrupt `out/last.pt` or one trained with another model config is a UsageError naming it.
     """
-    model_config = config.model_config(classes)
+    wanted_config = model_config(config, classes)
     seed_everything(config.seed)  # the same initial weights on every process
     path = Path(out) / "last.pt"
     if not resume or not path.exists():
         if resume:
             console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
-        return build_model(model_config), None
+        return build_model(wanted_config), None
     payload = read_checkpoint(path)
     if "training" not in payload:
         raise UsageError(f"--resume: {path} holds no training state")
     stored = payload["config"]
-    wanted = dataclasses.asdict(model_config)
+    wanted = dataclasses.asdict(wanted_config)
     changed = sorted(
         key for key in wanted if key != "require_pretrained" and stored.get(key) != wanted[key]
     )
@@ -482,8 +429,6 @@ def train_stage(
     shards: Path, out: Path, config: TrainConfig, resume: bool = False
 ) -> dict[str, Any]:
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
-    from cg3d.config import from_dict
-    from cg3d.train.augment import AugmentConfig
     from cg3d.train.data import (
         ClipPreprocess,
         LoaderConfig,
@@ -492,6 +437,7 @@ def train_stage(
         read_index,
     )
 
+    config.validate()
     shards = Path(shards)
     if not shards.is_dir():
         raise UsageError(f"--shards: no such folder {shards}")
@@ -507,7 +453,7 @@ def train_stage(
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
         seed=config.seed,
-        augment=from_dict(AugmentConfig, config.augment, "train.augment"),
+        augment=config.augment,
     )
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)

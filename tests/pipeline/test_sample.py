@@ -1,4 +1,3 @@
-import re
 import signal
 import subprocess
 import sys
@@ -11,11 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-import typer
-import yaml
 
-from cg3d.cli import app
-from cg3d.config import load_config
 from cg3d.errors import UsageError
 from cg3d.pipeline import sample as sample_module
 from cg3d.pipeline.failures import read_failures
@@ -274,19 +269,6 @@ def test_cli_reports_a_bad_option_in_one_line_and_samples_with_good_ones(tmp_pat
     assert good.returncode == 0, good.stderr
     assert "sampled 2/2" in good.stdout
     assert {p.shape for p in read_all(tmp_path / "p").values()} == {(16, 6)}
-
-
-def test_params_and_dvc_stage_match_the_config_and_the_cli():
-    root = Path(__file__).resolve().parents[2]
-    config = load_config(SampleConfig, "sample", root / "params.yaml")
-    config.validate()
-    command = typer.main.get_command(app).commands["sample"]
-    options = {opt for param in command.params for opt in param.opts}
-    cmd = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["sample"]["cmd"]
-    used = set(re.findall(r"--[a-z-]+", cmd))
-    assert used <= options
-    # Every config field is passed by the stage, so params.yaml really drives it.
-    assert {f"--{name.replace('_', '-')}" for name in vars(config)} <= used
 
 
 @pytest.mark.slow

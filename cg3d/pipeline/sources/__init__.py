@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.params import MeshesConfig
 from cg3d.pipeline.chunks import (
     EXECUTORS,
     ChunkedOutput,
@@ -40,22 +41,6 @@ from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
-
-
-@dataclass
-class MeshesConfig:
-    """Params of the meshes stage (`meshes:` in params.yaml)."""
-
-    source: str = "synthetic"
-    root: str = ""  # the source's folder; unused by `synthetic`
-    per_class: int = 0  # synthetic: objects per class (0: 60); others: cap per class (0: all)
-    seed: int = 0  # synthetic shapes, and the seeded train/test split
-    test_fraction: float = 0.2  # share of each class put in `test` by a seeded split
-    split_file: str = ""  # shapenet: all.csv, or a folder with Point-BERT train.txt / test.txt
-    annotations: str = ""  # objaverse: JSON {category: [uids]} or {uid: category}
-    chunk_size: int = 1000  # objects per validation part
-    workers: int = 0  # parallel chunks; 0: one per CPU
-    executor: str = "local"  # local (process pool) or ray
 
 
 @dataclass
