@@ -45,15 +45,18 @@ def param(
     metadata = {"help": help, "low": low, "high": high, "choices": choices, "option": option}
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=type(default), metadata=metadata)
+    if isinstance(default, type) and dataclasses.is_dataclass(default):  # a nested section
+        return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
 class Section:
-    """A params section: `validate()` checks it where a stage is called directly (tests, API)."""
+    """A params section: checked when made, and by `validate()` after a change."""
 
     section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         check(self, self.section)
@@ -230,7 +233,7 @@ class TrainConfig(Section):
     # data
     workers: int = param(2, "Loader worker processes.", low=0)
     shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
-    augment: AugmentConfig = param(AugmentConfig(), "Point augmentations.", option=False)
+    augment: AugmentConfig = param(AugmentConfig, "Point augmentations.", option=False)
     eval_templates: str = param(
         "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS
     )
@@ -284,8 +287,8 @@ class EvalConfig(Section):
 
     section: ClassVar[str] = "eval"
 
-    zeroshot: ZeroShotConfig = param(ZeroShotConfig(), "Zero-shot.", option=False)
-    retrieval: RetrievalConfig = param(RetrievalConfig(), "Retrieval.", option=False)
+    zeroshot: ZeroShotConfig = param(ZeroShotConfig, "Zero-shot.", option=False)
+    retrieval: RetrievalConfig = param(RetrievalConfig, "Retrieval.", option=False)
 
 
 @dataclass
@@ -332,15 +335,15 @@ class Params(Section):
 
     section: ClassVar[str] = ""
 
-    meshes: MeshesConfig = param(MeshesConfig(), "", option=False)
-    sample: SampleConfig = param(SampleConfig(), "", option=False)
-    render: RenderConfig = param(RenderConfig(), "", option=False)
-    caption: CaptionConfig = param(CaptionConfig(), "", option=False)
-    pack: PackConfig = param(PackConfig(), "", option=False)
-    train: TrainConfig = param(TrainConfig(), "", option=False)
-    eval: EvalConfig = param(EvalConfig(), "", option=False)
-    finetune: FinetuneConfig = param(FinetuneConfig(), "", option=False)
-    scene: SceneConfig = param(SceneConfig(), "", option=False)
+    meshes: MeshesConfig = param(MeshesConfig, "", option=False)
+    sample: SampleConfig = param(SampleConfig, "", option=False)
+    render: RenderConfig = param(RenderConfig, "", option=False)
+    caption: CaptionConfig = param(CaptionConfig, "", option=False)
+    pack: PackConfig = param(PackConfig, "", option=False)
+    train: TrainConfig = param(TrainConfig, "", option=False)
+    eval: EvalConfig = param(EvalConfig, "", option=False)
+    finetune: FinetuneConfig = param(FinetuneConfig, "", option=False)
+    scene: SceneConfig = param(SceneConfig, "", option=False)
 
 
 # --- reading and checking ------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_linear_probe_learns_separable_classes(tmp_path, tiny_checkpoint):
 
 
 def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
-    with pytest.raises(UsageError, match="--mode"):
+    with pytest.raises(UsageError, match="finetune.mode"):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="probe"))
-    with pytest.raises(UsageError, match="--shots"):
+    with pytest.raises(UsageError, match="finetune.shots"):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(shots=-1))

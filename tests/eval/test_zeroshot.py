@@ -104,7 +104,7 @@ def test_zeroshot_limit_and_bad_batch_size(tmp_path, tiny_checkpoint):
         ZeroShotConfig(dataset="modelnet40", root=str(tmp_path / "mn"), limit=3),
     )
     assert metrics["n_shapes"] == 3
-    with pytest.raises(UsageError, match="--batch-size"):
+    with pytest.raises(UsageError, match="eval.zeroshot.batch_size"):
         zeroshot(tiny_checkpoint, tmp_path / "o", ZeroShotConfig(batch_size=0))
 
 

@@ -141,5 +141,5 @@ def test_resume_rejects_a_corrupt_or_mismatched_checkpoint(tmp_path):
 def test_wrong_train_parameters_are_named():
     with pytest.raises(UsageError, match="schedule"):
         tiny_train_config(schedule="sometimes")
-    with pytest.raises(UsageError, match="--batch-size"):
+    with pytest.raises(UsageError, match="train.batch_size"):
         tiny_train_config(batch_size=0)
