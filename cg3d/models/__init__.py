@@ -12,7 +12,7 @@ CLI does not import torch (`cg3d --help` stays instant).
 """
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _EXPORTS = {
     "CG3D": "model",
@@ -26,12 +26,6 @@ _EXPORTS = {
     "RandomClipWarning": "clip",
 }
 __all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:
-    from cg3d.models.checkpoint import export_checkpoint, load_model, save_checkpoint
-    from cg3d.models.clip import RandomClipWarning
-    from cg3d.models.encoders import encoder_names
-    from cg3d.models.model import CG3D, ModelConfig, build_model, tiny_model_config
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,9 @@ import typer
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to export, e.g. runs/train/last.pt.")],
+    checkpoint: Annotated[
+        Path, typer.Option(help="Checkpoint to export, e.g. runs/train/last.pt.")
+    ],
     out: Annotated[Path, typer.Option(help="File to write, e.g. model.pt.")],
     embed_clip: Annotated[
         bool,
