@@ -16,6 +16,7 @@ Layout of a checkpoint file (a dict):
 
 import dataclasses
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ from typing import Any
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import RANDOM_WEIGHTS, RandomClipWarning, describe_weights, weights_identity
+from cg3d.models.clip import (
+    RANDOM_WEIGHTS,
+    RandomClipWarning,
+    describe_weights,
+    is_weights_identity,
+    weights_identity,
+)
 from cg3d.models.model import CG3D, ModelConfig, build_model
 from cg3d.pipeline.chunks import atomic_path
 
@@ -91,6 +98,11 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     unknown = sorted(set(values) - {item.name for item in dataclasses.fields(ModelConfig)})
     if unknown:
         raise UsageError(f"{path}: its model config has unknown keys: {_first(unknown)}")
+    stored = payload["config"]
+    if not isinstance(stored.get("clip_pretrained_loaded", False), bool) or not (
+        is_weights_identity(stored.get("clip_weights", RANDOM_WEIGHTS))
+    ):
+        raise UsageError(f"{path}: its model config has a malformed clip_weights record")
     try:
         return ModelConfig(**values)
     except UsageError as error:
@@ -110,22 +122,18 @@ def check_given_weights(recorded: dict[str, str] | None, given: str, path: Path)
     if recorded is None:
         return  # an older checkpoint: nothing to check against
     found = weights_identity(given)
-    if recorded["kind"] == "random" or found["kind"] == recorded["kind"]:
-        same = {
-            "random": False,
-            "tag": found.get("tag") == recorded.get("tag"),
-            "file": found.get("sha256") == recorded.get("sha256"),
-        }[recorded["kind"]]
-        if not same:
-            raise UsageError(
-                f"--clip-pretrained: {path} was trained with {describe_weights(recorded)}, "
-                f"not {describe_weights(found)}"
-            )
-    else:  # a file for a tag or a tag for a file: no hash to compare
+    if {found["kind"], recorded["kind"]} == {"tag", "file"}:  # no hash to compare
         warnings.warn(
             f"--clip-pretrained: cannot check {describe_weights(found)} against the "
             f"{describe_weights(recorded)} {path} was trained with; using them unchecked",
             stacklevel=3,
+        )
+        return
+    same = {"random": "kind", "tag": "tag", "file": "sha256"}[recorded["kind"]]
+    if found["kind"] != recorded["kind"] or found.get(same) != recorded.get(same):
+        raise UsageError(
+            f"--clip-pretrained: {path} was trained with {describe_weights(recorded)}, "
+            f"not {describe_weights(found)}"
         )
 
 
@@ -208,8 +216,9 @@ def model_from_checkpoint(
         except UsageError as error:
             if clip_pretrained is not None:
                 raise  # about the user's own option, which it names
-            needed = describe_weights(recorded or weights_identity(weights))
-            reason = str(error).splitlines()[0]
+            needed = describe_weights(recorded) if recorded else repr(weights)
+            # load_clip names the option it assumes; this user gave none
+            reason = re.sub(r"^--[a-z-]+: ", "", str(error).splitlines()[0])
             raise UsageError(
                 f"{path} needs the CLIP weights {needed}, not to be had here ({reason}): "
                 f"{POINT_AT_WEIGHTS}"

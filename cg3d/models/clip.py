@@ -53,12 +53,26 @@ def weights_identity(pretrained: str) -> dict[str, str]:
     a file is known by its name and content hash, plus the path it was read from
     ({"kind": "file", "name", "sha256", "path"}), since the path rarely survives a move.
     """
+    if pretrained.lower() in NO_WEIGHTS:
+        return dict(RANDOM_WEIGHTS)
     if not os.path.isfile(pretrained):
         return {"kind": "tag", "tag": pretrained}
     path = os.path.abspath(pretrained)
     stat = os.stat(path)
     sha256 = _sha256(path, stat.st_size, stat.st_mtime_ns)
     return {"kind": "file", "name": os.path.basename(path), "sha256": sha256, "path": path}
+
+
+IDENTITY_KEYS = {"random": (), "tag": ("tag",), "file": ("name", "sha256", "path")}
+
+
+def is_weights_identity(value: Any) -> bool:
+    """Whether `value` is a `weights_identity` (say, read back from a checkpoint)."""
+    return (
+        isinstance(value, dict)
+        and value.get("kind") in IDENTITY_KEYS
+        and all(isinstance(value.get(key), str) for key in IDENTITY_KEYS[value["kind"]])
+    )
 
 
 @functools.lru_cache(maxsize=8)

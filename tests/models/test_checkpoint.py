@@ -112,6 +112,8 @@ def test_a_forged_state_dict_is_one_line_naming_the_first_mismatches(random_chec
         ({"encoder": "pointnet3"}, "unknown encoder 'pointnet3'"),
         ({"encoder_params": {"depthh": 1}}, "no parameter 'depthh'"),
         ({"colour": "red", "size": 3}, "unknown keys: colour, size"),
+        ({"clip_weights": "openai"}, "malformed clip_weights"),
+        ({"clip_weights": {"kind": "file", "name": "x.pt"}}, "malformed clip_weights"),
     ],
 )
 def test_a_config_with_wrong_types_or_unknown_keys_is_one_line(
@@ -203,10 +205,27 @@ def test_other_clip_weights_are_refused_naming_both(trained_with_a_weights_file,
     other = save_random_clip(tmp_path / "other.pt", seed=2)
     with pytest.raises(UsageError, match=r"--clip-pretrained: .*clip-micro\.pt.*not other\.pt"):
         load_model(checkpoint, clip_pretrained=str(other))
+    with pytest.raises(UsageError, match=r"clip-micro\.pt.*not random weights"):
+        load_model(checkpoint, clip_pretrained="none")
     # the recorded path now holding other weights is refused as well
     weights.write_bytes(other.read_bytes())
     with pytest.raises(UsageError, match=r"needs the CLIP weights clip-micro\.pt.*now holds"):
         load_model(checkpoint)
+
+
+def test_a_checkpoint_from_before_weights_identities_names_its_path_and_takes_an_override(
+    trained_with_a_weights_file, tmp_path
+):
+    checkpoint, weights, model = trained_with_a_weights_file
+    old = forge(checkpoint, tmp_path / "old.pt", lambda p: p["config"].pop("clip_weights"))
+    moved = weights.rename(tmp_path / "moved.pt")
+    with pytest.raises(UsageError) as caught:
+        load_model(old)
+    message = str(caught.value)
+    assert str(weights) in message and "--clip-pretrained PATH" in message
+    assert not message.startswith("--")  # the user gave no option
+    # nothing recorded to check the override against: it is taken as given
+    assert same_features(load_model(old, clip_pretrained=str(moved)), model)
 
 
 def test_a_random_clip_checkpoint_refuses_real_weights(random_checkpoint, tmp_path):
