@@ -146,6 +146,8 @@ def weights_to_load(payload: dict[str, Any], path: Path, clip_pretrained: str | 
         return clip_pretrained
     if recorded is None or recorded["kind"] == "tag":
         return config["clip_pretrained"] if recorded is None else recorded["tag"]
+    if recorded["kind"] == "random":  # random weights are stored, or they are lost
+        raise UsageError(f"{path}: broken checkpoint (a random CLIP, but not its weights)")
     needed = f"{path} needs the CLIP weights {describe_weights(recorded)}"
     if not os.path.isfile(recorded["path"]):
         raise UsageError(f"{needed}, no longer at {recorded['path']}: {POINT_AT_WEIGHTS}")

@@ -101,6 +101,8 @@ def test_a_forged_state_dict_is_one_line_naming_the_first_mismatches(random_chec
     assert "missing: point_encoder." in message
     not_tensors = forge(random_checkpoint, tmp_path / "list.pt", lambda p: p.update(model=[1]))
     assert "not a state dict" in one_line_error(not_tensors)
+    slim = forge(random_checkpoint, tmp_path / "slim.pt", lambda p: p.update(full_clip=False))
+    assert "a random CLIP, but not its weights" in one_line_error(slim)
 
 
 @pytest.mark.parametrize(
