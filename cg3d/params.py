@@ -206,8 +206,13 @@ class TrainConfig(Section):
     batch_size: int = param(64, "Batch size per process.", low=1)
     grad_accum: int = param(1, "Batches per optimiser update.", low=1)
     # model
-    encoder: str = param("pointtransformer", "Point encoder (cg3d.models.encoders registry).")
-    encoder_params: dict[str, Any] = param({}, "Encoder parameters.", option=False)
+    encoder: str = param(
+        "pointtransformer-base",
+        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base, -tiny; pointnet2-ssg).",
+    )
+    encoder_params: dict[str, Any] = param(
+        {}, "Overrides of the named size's parameters.", option=False
+    )
     clip_model: str = param("ViT-B-16", "open_clip model name, e.g. ViT-B-16.")
     clip_pretrained: str = param(
         "openai", "open_clip tag (e.g. openai), a checkpoint file, or none."
@@ -267,6 +272,11 @@ class ZeroShotConfig(Section):
     )
     limit: int = param(0, "First N shapes only (0: all).", low=0)
     workers: int = param(1, "Processes preparing shapes (unit sphere + FPS).", low=1)
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
 
 
 @dataclass
@@ -279,6 +289,11 @@ class RetrievalConfig(Section):
     batch_size: int = param(32, "Objects per forward pass.", low=1)
     grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
     limit: int = param(0, "First N objects only (0: all).", low=0)
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
 
 
 @dataclass
@@ -312,6 +327,11 @@ class FinetuneConfig(Section):
     batch_size: int = param(32, "Batch size.", low=1)
     seed: int = param(0, "Seed of the few-shot draw and of training.")
     allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
 
 
 @dataclass
@@ -327,6 +347,11 @@ class SceneConfig(Section):
     up_axis: str = param("y", "The scene's up axis.", choices=("y", "z"))
     top: int = param(5, "Best regions printed.", low=1)
     seed: int = param(0, "Seed of the subsampling.")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
 
 
 @dataclass

@@ -160,13 +160,20 @@ def classify_command(
         str,
         typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
     ] = "",
+    clip_pretrained: Annotated[
+        str,
+        typer.Option(
+            "--clip-pretrained",
+            help="CLIP weights instead of those the checkpoint names (an open_clip tag or a file).",
+        ),
+    ] = "",
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
     from cg3d.eval.classify import classify
 
     table = Table("rank", "label", "probability", title=str(path))
     for rank, (label, score) in enumerate(
-        classify(path, checkpoint, labels, top, up_axis, single_prompt), start=1
+        classify(path, checkpoint, labels, top, up_axis, single_prompt, clip_pretrained), start=1
     ):
         table.add_row(str(rank), label, f"{score:.4f}")
     console.print(table)

@@ -96,7 +96,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     test_set = open_benchmark(
         config.dataset, root, config.variant, config.test_split, config.allow_pickle
     )
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     keep = None
     if config.shots:

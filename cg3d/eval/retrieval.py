@@ -202,7 +202,7 @@ def retrieval(checkpoint: Path, shards: Path, out: Path, config: RetrievalConfig
     config.validate()
     if not Path(shards).is_dir():
         raise UsageError(f"--shards: no such folder {shards}")
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, Path(shards), config)
     metrics = all_metrics(features) | {
         "relevance": {

@@ -69,7 +69,7 @@ def scene_query(
     if len(points) > config.max_points:
         points = points[np.sort(rng.choice(len(points), config.max_points, replace=False))]
     points = to_canonical_axes(points, config.up_axis)
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     centres, members, nearest = split_regions(points, config)
     query = model.encode_text([text])[0]

@@ -141,7 +141,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
     )
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     started = time.perf_counter()
     scores, labels, keys = score_benchmark(model, benchmark, config)
     seconds = time.perf_counter() - started

@@ -33,17 +33,12 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import (
-    model_from_checkpoint,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.params import TrainConfig
 from cg3d.protocol import templates
 from cg3d.train.losses import contrastive_loss
+from cg3d.train.rng import rng_state, set_rng_state
 from cg3d.train.text_cache import TextEncoder
 
 console = Console(stderr=True)
