@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from cg3d.formats.manifest import CLASSES_NAME, MeshRecord, write_manifest
+from cg3d.formats.shards import iter_samples
+from cg3d.formats.tar import write_tar
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
-from cg3d.pipeline.chunks import write_tar
-from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.render.config import RenderConfig
@@ -103,8 +104,6 @@ def make_inputs(root: Path, objects: int, points: int, views: int) -> list[str]:
 
 def write_per_file(shards: Path, out: Path) -> list[tuple[Path, Path, int]]:
     """The public code's layout: <id>.npy and <id>.png (one view), from the packed train split."""
-    from cg3d.train.data import iter_samples
-
     out.mkdir()
     items = []
     for sample in iter_samples(shards, "train"):

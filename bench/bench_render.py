@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cg3d.pipeline.manifest import mesh_file, read_manifest
+from cg3d.formats.manifest import mesh_file, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.render.config import RenderConfig
 from cg3d.render.stage import render_meshes

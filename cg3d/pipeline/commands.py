@@ -82,7 +82,7 @@ def sample(
     from rich import print as rprint
 
     from cg3d.config import from_arguments
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import SampleConfig, sample_points
 
     config = from_arguments(SampleConfig, locals() | {"normals": normals is Switch.true})
@@ -128,7 +128,7 @@ def pack(
     """Pack points, views and captions into WebDataset shards with an index of checksums."""
     from rich import print as rprint
 
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.pipeline.pack import PackConfig, pack_shards
 
     summary = pack_shards(meshes, points, renders, captions, out, PackConfig(shard_size=shard_size))

@@ -58,7 +58,7 @@ def render(
     from rich import print as rprint
 
     from cg3d.config import from_arguments
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
     config = from_arguments(RenderConfig, locals())

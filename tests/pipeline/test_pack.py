@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from cg3d.pipeline.failures import read_failures
+from cg3d.formats.failures import read_failures
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from tests.pipeline.fakes import CLASSES, fake_pipeline, ok_ids
 

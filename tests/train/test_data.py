@@ -6,15 +6,8 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.train.data import (
-    ClipPreprocess,
-    LoaderConfig,
-    iter_samples,
-    make_loader,
-    rank_share,
-    read_index,
-    worker_share,
-)
+from cg3d.formats.shards import iter_samples, read_index
+from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
 from tests.pipeline.fakes import fake_pipeline
 
 

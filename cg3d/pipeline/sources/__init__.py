@@ -26,6 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import FAILURES_NAME, write_failures
+from cg3d.formats.manifest import (
+    OK,
+    SCHEMA,
+    MeshRecord,
+    write_classes,
+    write_manifest_table,
+)
 from cg3d.pipeline.chunks import (
     EXECUTORS,
     ChunkedOutput,
@@ -33,9 +41,7 @@ from cg3d.pipeline.chunks import (
     default_workers,
     run_chunks,
 )
-from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK, SCHEMA, MeshRecord
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "meshes"
@@ -219,10 +225,8 @@ def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
 
 
 def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
-    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out_dir / CLASSES_NAME) as tmp:
-        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+    write_manifest_table(table, out_dir)
+    write_classes(classes, out_dir)
     failed = table.filter(pc.not_equal(table.column("status"), OK))
     rows = [
         {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}

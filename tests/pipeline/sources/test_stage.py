@@ -8,9 +8,9 @@ import pytest
 import trimesh
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
+from cg3d.formats.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline import sources
-from cg3d.pipeline.failures import read_failures
-from cg3d.pipeline.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest, seeded_split
 from tests.pipeline.sources.helpers import box, manifest_rows, write_mesh, write_off
 
