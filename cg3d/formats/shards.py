@@ -85,6 +85,15 @@ def open_shard(url: str) -> Iterator[BinaryIO]:
     stream.close()
 
 
+def why(error: BaseException) -> str:
+    """A short reason for a failed read: webdataset's pipe errors hold the whole command
+    line; what matters is its exit status (curl's 22: an HTTP error such as 404)."""
+    match = re.search(r"exit (-?\d+) \(read\)", str(error))
+    if match:
+        return f"the fetch command exited with status {match[1]}"
+    return f"{type(error).__name__}: {error}"
+
+
 def read_index(shards: str | Path) -> dict:
     """The parsed `index.json` (classes; per split: shards, counts, sha256, samples)."""
     url = shard_url(shards, INDEX_NAME)
@@ -92,9 +101,10 @@ def read_index(shards: str | Path) -> dict:
         raise UsageError(f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output")
     try:
         with open_shard(url) as stream:
-            return json.loads(stream.read())
+            data = stream.read()
+        return json.loads(data)  # after the close, which reports a failed download
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {url}: {error}") from None
+        raise UsageError(f"cannot read {url}: {why(error)}") from None
 
 
 def split_entry(index: dict, split: str) -> dict:
@@ -252,7 +262,7 @@ def raw_samples(
                         yield sample
         except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
             lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
-            skipped.add(f"the rest of shard {url}", f"unreadable shard ({error})", lost)
+            skipped.add(f"the rest of shard {url}", f"unreadable shard ({why(error)})", lost)
         position = end
 
 

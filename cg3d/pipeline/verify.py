@@ -16,6 +16,7 @@ from cg3d.formats.shards import (
     open_shard,
     read_index,
     shard_url,
+    why,
 )
 from cg3d.formats.tar import FormatError, tar_samples
 
@@ -64,7 +65,7 @@ def check_shard(
             if hashing.hexdigest_to_end() != digest:
                 problems.append(f"{name}: sha256 differs from the index")
     except (FormatError, OSError, EOFError) as error:
-        problems.append(f"{name}: unreadable tar ({error})")
+        problems.append(f"{name}: unreadable tar ({why(error)})")
     if samples != count:
         problems.append(f"{name}: {samples} samples, index says {count}")
     return samples, problems
