@@ -75,14 +75,14 @@ def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str,
         size = int(header[124:136].strip(b" \0") or b"0", 8)
         kind = header[156:157]
         regular = kind in (b"0", b"\0")
+        padding = -size % BLOCK
         if regular and not read_data:
             data = b""
-            _skip(stream, size)
+            _skip(stream, size + padding)
         else:
             data = stream.read(size)
-            if len(data) < size:
+            if len(data) < size or len(stream.read(padding)) < padding:
                 raise FormatError("truncated tar member")
-        stream.read(-size % BLOCK)
         if kind == b"L":
             long_name = data.rstrip(b"\0").decode()
         elif kind == b"x":
@@ -98,7 +98,7 @@ def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str,
 
 
 def _skip(stream: BinaryIO, size: int) -> None:
-    """Move past `size` bytes of member data; a file that ends inside them is truncated."""
+    """Move past `size` bytes (member data and padding); a file that ends inside is truncated."""
     if size and stream.seekable():
         stream.seek(size - 1, io.SEEK_CUR)
         if not stream.read(1):

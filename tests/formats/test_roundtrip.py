@@ -207,10 +207,11 @@ def test_a_member_without_a_dot_is_its_own_bad_sample(tmp_path):
     ]
 
 
-def test_a_truncated_tar_is_a_format_error(tmp_path):
+@pytest.mark.parametrize("cut", [1000, 2540])  # inside the data, inside its padding
+def test_a_truncated_tar_is_a_format_error(tmp_path, cut):
     path = tmp_path / "x.tar"
-    write_tar(path, {"a.cls": b"0" * 2000})
-    path.write_bytes(path.read_bytes()[:1000])
+    write_tar(path, {"a.cls": b"0" * 2000})  # header 512 + data 2000 + padding to 2560
+    path.write_bytes(path.read_bytes()[:cut])
     with open(path, "rb") as stream, pytest.raises(FormatError, match="truncated"):
         list(tar_members(stream))
     with open(path, "rb") as stream, pytest.raises(FormatError, match="truncated"):
