@@ -1,4 +1,4 @@
-"""The on-disk artifacts of the pipeline, one reader and one writer each (docs: DESIGN.md, Formats).
+"""The on-disk artifacts of the pipeline, one reader and one writer each (docs/formats.md).
 
     manifest.py   meshes stage   manifest.parquet (one row per object) and classes.json
     failures.py   every stage    failures.parquet (id, stage, reason)

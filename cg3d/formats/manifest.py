@@ -1,5 +1,5 @@
 """The meshes stage's outputs: `manifest.parquet`, one row per object, failures included
-(DESIGN.md, Contracts), and `classes.json`, the class list in label order."""
+(docs/formats.md), and `classes.json`, the class list in label order."""
 
 import json
 from collections.abc import Iterator

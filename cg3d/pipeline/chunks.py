@@ -1,6 +1,6 @@
 """Chunked stage outputs and the executors that fill them.
 
-A stage's work is cut into chunks of objects (DESIGN.md): each chunk becomes one part file,
+A stage's work is cut into chunks of objects (docs/design.md): each chunk becomes one part file,
 written atomically (temp then rename) by the worker that made it. A part file that exists is
 a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
 are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.

@@ -4,7 +4,7 @@
 `meta.json` holds the class name, source, split, free-text name, mesh path and sha256, point
 count and view count.
 
-The inputs are chunked (DESIGN.md); they are merged by walking the id-sorted manifest while
+The inputs are chunked (docs/design.md); they are merged by walking the id-sorted manifest while
 each input keeps one chunk in memory, so memory stays flat in the number of objects. Tars are
 written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give identical bytes.
 Objects that failed any stage are left out and listed in `OUT/failures.parquet` and the index.

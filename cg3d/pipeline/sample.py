@@ -6,7 +6,7 @@ pixels), draw area-weighted surface samples, then farthest point sampling down t
 Each object has its own random generator seeded from (seed, object id), so the points do
 not depend on chunking, worker count or executor.
 
-Output (DESIGN.md): `OUT/part-XXXXX.parquet` (`cg3d.formats.points`: `id`, `points` float32
+Output (docs/design.md): `OUT/part-XXXXX.parquet` (`cg3d.formats.points`: `id`, `points` float32
 N×3 flattened, N×6 with normals, and `n_points`), plus `OUT/failures.parquet` (id, stage, reason).
 """
 

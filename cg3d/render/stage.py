@@ -1,6 +1,6 @@
 """The `render` stage: every `ok` object of the manifest, rendered from several views.
 
-Output (DESIGN.md): `OUT/part-XXXXX.tar` chunks (`cg3d.formats.renders`) whose members are
+Output (docs/design.md): `OUT/part-XXXXX.tar` chunks (`cg3d.formats.renders`) whose members are
 `<id>.view_XX.png` (RGB on white, or RGBA with `background: transparent`) and
 `<id>.cameras.json` (see `cameras.py` for the convention), plus `OUT/failures.parquet` (id,
 stage, reason). A chunk is the unit of parallel work and of resume: a part that exists is done, and a rerun after a kill renders

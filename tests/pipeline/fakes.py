@@ -1,4 +1,4 @@
-"""Small stage outputs in the formats of DESIGN.md, written by the tests themselves."""
+"""Small stage outputs in the formats of docs/design.md, written by the tests themselves."""
 
 import hashlib
 import io
