@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.pipeline.chunks import atomic_path, locks_out_dir
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.manifest import MANIFEST_NAME, OK
 from cg3d.protocol import shapenet_renames, templates
@@ -60,6 +60,7 @@ def object_captions(
     return captions
 
 
+@locks_out_dir
 def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> CaptionSummary:
     """Run the caption stage, streaming the manifest in batches (memory flat in objects)."""
     if config.templates not in TEMPLATE_SETS:

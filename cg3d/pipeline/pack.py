@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.pipeline.captions import CAPTIONS_NAME
-from cg3d.pipeline.chunks import atomic_path, progress_bar, tar_member
+from cg3d.pipeline.chunks import atomic_path, locks_out_dir, progress_bar, tar_member
 from cg3d.pipeline.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK
@@ -240,6 +240,7 @@ def missing_reason(points, renders, captions) -> str:
     return ""
 
 
+@locks_out_dir
 def pack_shards(
     meshes_dir: Path,
     points_dir: Path,

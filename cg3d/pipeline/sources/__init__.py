@@ -31,6 +31,7 @@ from cg3d.pipeline.chunks import (
     ChunkedOutput,
     atomic_path,
     default_workers,
+    locks_out_dir,
     run_chunks,
 )
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
@@ -107,6 +108,7 @@ def check_config(config: MeshesConfig) -> None:
             raise UsageError(f"--root: the folder {root} is empty")
 
 
+@locks_out_dir
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
     check_config(config)
