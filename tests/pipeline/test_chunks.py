@@ -126,9 +126,8 @@ def test_prepare_refuses_to_run_without_the_folder_lock(tmp_path_factory):
 def test_a_second_lock_on_the_folder_fails_at_once_naming_it(tmp_path, locked):
     # flock locks belong to open files, so a second open in this process conflicts like
     # another process would; the `locked` fixture holds tmp_path's lock.
-    with pytest.raises(UsageError, match="another run") as error:
-        with output_lock(tmp_path):
-            pass
+    with pytest.raises(UsageError, match="another run") as error, output_lock(tmp_path):
+        pass
     assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
 
 
