@@ -12,6 +12,7 @@ from PIL import Image
 from cg3d.pipeline.chunks import write_tar
 from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
+from cg3d.pipeline.sample import object_rng
 
 CLASSES = ["chair", "table", "lamp"]
 
@@ -63,12 +64,8 @@ def fake_points(
     good = [i for i in ids if i not in failed]
     for part, start in enumerate(range(0, len(good), chunk)):
         chunk_ids = good[start : start + chunk]
-        clouds = [
-            np.random.default_rng(abs(hash(i)) % 2**32)
-            .uniform(-0.5, 0.5, (n, 3))
-            .astype(np.float32)
-            for i in chunk_ids
-        ]
+        # object_rng seeds from a digest of the id: the same in every run (hash() is salted)
+        clouds = [object_rng(0, i).uniform(-0.5, 0.5, (n, 3)).astype(np.float32) for i in chunk_ids]
         table = pa.table(
             {
                 "id": pa.array(chunk_ids),

@@ -1,3 +1,4 @@
+import os
 import re
 import signal
 import subprocess
@@ -403,3 +404,20 @@ def test_every_param_that_changes_points_is_in_the_resume_plan(field):
     # how many processes run the chunks, and where, does not change them
     faster = SampleConfig(workers=7, executor="ray")
     assert plan_fingerprint(records, faster) == plan_fingerprint(records, base)
+
+
+def test_fixture_points_are_the_same_in_every_python_process(tmp_path):
+    """The fake points stage of tests/pipeline/fakes.py: str hashes differ per process."""
+    script = (
+        "import sys; from pathlib import Path; from tests.pipeline.fakes import fake_points\n"
+        "fake_points(Path(sys.argv[1]), ['chair_0000', 'lamp_0003'], n=8)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        folder = tmp_path / hash_seed
+        subprocess.run([sys.executable, "-c", script, folder], check=True, env=env, cwd=root)
+    first, second = read_all(tmp_path / "1"), read_all(tmp_path / "2")
+    assert sorted(first) == ["chair_0000", "lamp_0003"]
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
