@@ -2,10 +2,11 @@
 
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
-batch of points plus the (N, C) score matrix, and writes:
-  OUT/metrics.json      top1, top3, top5, class_mean, per_class, n_shapes, dataset, variant,
+batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
+  OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, prompts,
                         checkpoint, clip_model, clip_pretrained (bool: real weights loaded),
-                        clip_weights, audit (the leakage audit done on this test set, or none)
+                        clip_weights, audit (the leakage audit done on this test set, or "none")
+  OUT/per_class.csv     class, shapes, top1: per-class accuracy
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
   OUT/confusion.png     the confusion matrix, rows normalised; with more than
                         CONFUSION_PLOT_CLASSES classes (Objaverse-LVIS's 1,156) a plot says
@@ -16,7 +17,6 @@ under `text_cache` by CLIP weights, classes and templates: the text tower is fro
 evaluation with the same CLIP (another checkpoint, another run) reads them back.
 """
 
-import csv
 import functools
 import hashlib
 import itertools
@@ -37,6 +37,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_correct
 from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -234,20 +235,17 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "audit": audit,
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    headline = {k: v for k, v in metrics.items() if k != "per_class"}
+    write_results(out, headline, per_class=per_class_rows(metrics["per_class"], confusion))
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
-    with (out / "predictions.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "actual", "predicted"])
-        for key, actual, guess in zip(keys, labels, predicted, strict=True):
-            writer.writerow([key, benchmark.classes[actual], benchmark.classes[guess]])
+    names = benchmark.classes
+    rows = [
+        {"key": key, "actual": names[actual], "predicted": names[guess]}
+        for key, actual, guess in zip(keys, labels, predicted, strict=True)
+    ]
+    write_rows(out / "predictions.csv", rows)
     if len(benchmark.classes) > CONFUSION_PLOT_CLASSES:
-        rows = top_confusions(confusion, benchmark.classes, TOP_CONFUSIONS)
-        with (out / "top_confusions.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["actual", "predicted", "count", "share_of_actual"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(out / "top_confusions.csv", top_confusions(confusion, names, TOP_CONFUSIONS))
     else:
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
