@@ -25,6 +25,7 @@ EXECUTORS = ("local", "ray")
 SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
 ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES"}
 TEMPLATE_SETS = ("cg3d", "ulip64")
+FPS_METHODS = ("bucket", "exact")
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
 
 
@@ -82,6 +83,11 @@ class MeshesConfig(Section):
     chunk_size: int = param(1000, "Objects per validation chunk.", low=1)
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    exclude: str = param(
+        "",
+        "A file of objects to leave out before any work: object ids, uids (file stems, ShapeNet "
+        "model folders) or paths, one a line, or a JSON list or {category: [uids]} (LVIS).",
+    )
 
 
 @dataclass
@@ -93,6 +99,12 @@ class SampleConfig(Section):
     points: int = param(8192, "Points per object (farthest point sampling).", low=1)
     chunk_size: int = param(1000, "Objects per part file.", low=1)
     normals: bool = param(False, "Also store face normals (N×6).")
+    fps: str = param(
+        "bucket",
+        "Farthest point sampling: bucket (fpsample's QuickFPS, fast) or exact (the Point-BERT "
+        "loop's picks).",
+        choices=FPS_METHODS,
+    )
     seed: int = param(0, "Seed of the per-object random generators.")
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
@@ -171,6 +183,7 @@ class PackConfig(Section):
     section: ClassVar[str] = "pack"
 
     shard_size: int = param(1000, "Samples per shard.", low=1)
+    workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0)
 
 
 @dataclass
@@ -276,6 +289,13 @@ class ZeroShotConfig(Section):
         "",
         "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
         "(checked against the checkpoint's record).",
+    )
+    audit: str = param(
+        "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."
+    )
+    text_cache: str = param(
+        ".cache/cg3d/text",
+        "Folder caching class text features by CLIP weights, classes and templates; '': none.",
     )
 
 

@@ -27,7 +27,7 @@ from cg3d.pipeline.chunks import (
     run_chunks,
     split_into_chunks,
 )
-from cg3d.pipeline.fps import farthest_point_sample
+from cg3d.pipeline.fps import fps_indices
 from cg3d.pipeline.geometry import normalization, to_canonical_axes
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
@@ -102,7 +102,8 @@ def sample_object(
     candidates = sample_surface(
         vertices, faces, surface_sample_count(config.points), rng, config.normals
     )
-    picked = farthest_point_sample(candidates, config.points, int(rng.integers(len(candidates))))
+    start = int(rng.integers(len(candidates)))
+    picked = fps_indices(candidates, config.points, start, config.fps)
     return candidates[picked].astype(np.float32)
 
 

@@ -64,6 +64,7 @@ class Summary:
     classes: list[str]
     chunks_run: int
     chunks_total: int
+    excluded: int = 0  # objects `meshes.exclude` named, left out before any work
 
 
 # The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
@@ -94,9 +95,11 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
+    excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
+    records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
-    listing_parts, digest = _write_listing(listing.records, work, config.chunk_size)
+    listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
         ".parquet",
@@ -121,7 +124,14 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     shutil.rmtree(work)
     statuses = table.column("status").value_counts().to_pylist()
     counts = {entry["values"]: entry["counts"] for entry in statuses}
-    return Summary(table.num_rows, counts, listing.classes, len(pending), len(listing_parts))
+    return Summary(
+        table.num_rows,
+        counts,
+        listing.classes,
+        len(pending),
+        len(listing_parts),
+        excluded.count if excluded else 0,
+    )
 
 
 def _plan_params(config: MeshesConfig) -> dict:
@@ -208,6 +218,45 @@ def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
         for r in failed.select(["id", "status", "error"]).to_pylist()
     ]
     write_failures(rows, out_dir / FAILURES_NAME)
+
+
+def read_exclude(path: str) -> set[str]:
+    """The names in a `meshes.exclude` file: one a line (blank lines and `#` comments skipped),
+    or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"meshes.exclude: no such file {path}")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if file.suffix.lower() == ".json":
+        data = read_json(file, "meshes.exclude")
+        values = data.values() if isinstance(data, dict) else [data]
+        names = {str(n) for v in values for n in (v if isinstance(v, list) else [v])}
+    else:
+        names = {line.split("#", 1)[0].strip() for line in text.splitlines()}
+    return {name for name in names if name}
+
+
+class Excluded:
+    """Drops the records whose id, path (as stored or absolute), file stem (an Objaverse uid, a
+    ModelNet name) or ShapeNet model folder is among `names`, counting them."""
+
+    def __init__(self, names: set[str], out_dir: Path):
+        self.names, self.out_dir, self.count = names, Path(out_dir), 0
+
+    def keys(self, record: MeshRecord) -> set[str]:
+        path = Path(record.path)
+        absolute = path if path.is_absolute() else self.out_dir / path
+        keys = {record.id, record.path, str(absolute), str(absolute.resolve()), path.stem}
+        if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
+            keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
+        return keys
+
+    def filter(self, records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
+        for record in records:
+            if self.keys(record) & self.names:
+                self.count += 1
+            else:
+                yield record
 
 
 # Helpers the sources share.
