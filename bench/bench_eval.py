@@ -19,15 +19,16 @@ since on a CPU the preparation (FPS 10,000 → 2,048), the same in every row, do
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cg3d.config import load_config
 from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import Benchmark, Shape, prepare_points
 from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
-from cg3d.models.model import build_model
+from cg3d.models.model import build_model, model_config
+from cg3d.params import load_section
 from cg3d.protocol import class_names
 from cg3d.train.loop import TrainConfig
 
@@ -81,10 +82,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = load_config(TrainConfig, "train", "params.yaml")
+    config = load_section(TrainConfig, "train", Path("params.yaml"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_model(config.model_config(class_names("modelnet40")))
+        model = build_model(model_config(config, class_names("modelnet40")))
     n_points = int(model.config["n_points"])
     bench = synthetic_benchmark(args.shapes)
 

@@ -19,9 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cg3d.pipeline.manifest import mesh_file, read_manifest
+from cg3d.formats.manifest import mesh_file, read_manifest
+from cg3d.params import RenderConfig
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from cg3d.render.config import RenderConfig
+from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import render_meshes
 from cg3d.render.supervisor import BlenderWorker
 
@@ -36,7 +37,7 @@ def per_object_views_per_second(meshes_dir: Path, count: int, config: RenderConf
 
     def one_process(record) -> None:
         with BlenderWorker(config.worker_settings(), config.timeout) as worker:
-            views = config.cameras(record.id)["views"]
+            views = cameras_of(config, record.id)["views"]
             reason = worker.render(record.id, mesh_file(meshes_dir, record), record.up_axis, views)
             assert reason is None, reason
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from cg3d.config import load_config
 from cg3d.models.clip import RandomClipWarning
-from cg3d.models.model import build_model
+from cg3d.models.model import build_model, model_config
+from cg3d.params import load_section
 from cg3d.protocol import templates
 from cg3d.train.loop import TrainConfig, Trainer, seed_everything
 
@@ -41,7 +41,7 @@ def synthetic_batch(config: TrainConfig, image_size: int, rng: random.Random) ->
 
 def samples_per_second(config: TrainConfig, steps: int, device: torch.device) -> float:
     seed_everything(0)
-    model = build_model(config.model_config(CLASSES)).to(device).train()
+    model = build_model(model_config(config, CLASSES)).to(device).train()
     trainer = Trainer(model, config, updates_per_epoch=steps + 2, device=device)
     image_size = model.visual.visual.image_size[0]
     rng = random.Random(0)
@@ -71,8 +71,10 @@ def check_gpu_path() -> None:
         f"FPS cuda == cpu: {torch.equal(fps_cpu, fps_gpu)}; "
         f"kNN cuda == cpu (as sets): {torch.equal(knn_cpu.sort(-1).values, knn_gpu.sort(-1).values)}"
     )
-    config = load_config(TrainConfig, "train", Path("params.yaml"), device="cuda", schedule="joint")
-    model = build_model(config.model_config(CLASSES)).cuda().train()
+    config = load_section(
+        TrainConfig, "train", Path("params.yaml"), options=dict(device="cuda", schedule="joint")
+    )
+    model = build_model(model_config(config, CLASSES)).cuda().train()
     trainer = Trainer(model, config, updates_per_epoch=4, device=torch.device("cuda"))
     with trainer.autocast():
         dtype = model.point_encoder(torch.randn(2, config.n_points, 3, device="cuda")).dtype
@@ -95,14 +97,14 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         check_gpu_path()
-    default = load_config(TrainConfig, "train", Path("params.yaml"), device=args.device)
-    paper = load_config(
+    default = load_section(
+        TrainConfig, "train", Path("params.yaml"), options=dict(device=args.device)
+    )
+    paper = load_section(
         TrainConfig,
         "train",
         Path("configs/paper.yaml"),
-        batch_size=args.paper_batch,
-        clip_pretrained="none",
-        device=args.device,
+        options=dict(batch_size=args.paper_batch, clip_pretrained="none", device=args.device),
     )
     rows = []
     for name, config, steps in (

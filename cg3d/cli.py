@@ -22,11 +22,13 @@ app = typer.Typer(
 
 def _register_all() -> None:
     from cg3d.eval import commands as eval_commands
+    from cg3d.models import commands as model_commands
     from cg3d.pipeline import commands as pipeline_commands
     from cg3d.render import commands as render_commands
     from cg3d.train import commands as train_commands
 
-    for module in (pipeline_commands, render_commands, train_commands, eval_commands):
+    modules = (pipeline_commands, render_commands, train_commands, eval_commands, model_commands)
+    for module in modules:
         module.register(app)
 
 
@@ -38,5 +40,8 @@ def main() -> None:
     try:
         app()
     except (UsageError, FileNotFoundError) as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
+        console = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(str(error), markup=False)
         sys.exit(2)

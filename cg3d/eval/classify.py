@@ -74,13 +74,14 @@ def classify(
     top: int = 5,
     up_axis: str = "y",
     single_prompt: str = "",
+    clip_pretrained: str = "",
 ) -> list[tuple[str, float]]:
     """The `top` (label, probability) pairs for the shape in `path`, best first."""
     from cg3d.models.checkpoint import load_model
 
     if top < 1:
         raise UsageError(f"--top must be ≥ 1, got {top}")
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained or None)
     names = parse_labels(labels, model.config.get("classes") or [])
     points = input_points(Path(path), int(model.config["n_points"]), up_axis)
     text = class_text_features(model, names, prompt_templates(single_prompt))

@@ -12,8 +12,15 @@ Axis conventions (all need no rotation, since our canonical frame is +Y up):
   shapenet55               Point-BERT's `shapenet_pc/*.npy`: ShapeNetCore v2 frame, Y up
   scanobjectnn             h5 files: Y is the gravity axis (the authors' training code rotates
                            about Y, hkust-vgd/scanobjectnn issue #33), Y up
+  objaverse-lvis           our shards: Y up (the pipeline's frame). OpenShape's per-shape .npy:
+                           sampled from the Objaverse GLBs in glTF's frame, Y up; OpenShape's
+                           loader swaps y and z when its `y_up` flag is set because its models
+                           work Z up. Ours work Y up, so no swap is applied: the file's frame is
+                           already ours.
 """
 
+import json
+import logging
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,11 +29,32 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.formats.shards import (
+    INDEX_NAME,
+    Skipped,
+    is_remote,
+    iter_samples,
+    read_index,
+    split_entry,
+)
 from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
 
-DATASETS = ("modelnet40", "modelnet10", "ulip_modelnet40", "scanobjectnn", "shapenet55", "shards")
+log = logging.getLogger(__name__)
+
+DATASETS = (
+    "modelnet40",
+    "modelnet10",
+    "ulip_modelnet40",
+    "scanobjectnn",
+    "shapenet55",
+    "objaverse-lvis",
+    "shards",
+)
+LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
+# Where OpenShape's release keeps the LVIS split under its data folder.
+OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
 SCANOBJECTNN_FILES = {
     "obj_only": "main_split_nobg/{split}_objectdataset.h5",
     "obj_bg": "main_split/{split}_objectdataset.h5",
@@ -71,6 +99,7 @@ class Benchmark:
     shapes: Callable[[], Iterator[Shape]]
     up_axis: str = "y"
     normalised: bool = False  # points already in our unit-sphere frame (our shards): keep it
+    skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
 
 
 def prepare_points(
@@ -163,15 +192,26 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     )
 
 
-def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
-    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
-    import h5py
-
+def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
+    """The variant's h5 under `root`: the download's `h5_files/` or the variant's own folder
+    (`main_split`, `main_split_nobg`), told apart by the folder's name, since two variants
+    share `main_split`."""
     if variant not in SCANOBJECTNN_FILES:
         raise UsageError(
             f"--variant must be one of {', '.join(SCANOBJECTNN_FILES)}, got {variant!r}"
         )
-    path = _require_file(Path(root) / SCANOBJECTNN_FILES[variant].format(split=split), "--root")
+    relative = Path(SCANOBJECTNN_FILES[variant].format(split=split))
+    root = Path(root)
+    if root.name == relative.parent.name:
+        return _require_file(root / relative.name, "--root")
+    return _require_file(root / relative, "--root")
+
+
+def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
+    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
+    import h5py
+
+    path = scanobjectnn_file(root, variant, split)
     with h5py.File(path, "r") as h5:
         if "data" not in h5 or "label" not in h5:
             raise UsageError(f"{path}: needs datasets 'data' and 'label'")
@@ -228,23 +268,127 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
     return Benchmark("shapenet55", split, names, len(files), shapes)
 
 
-def shards(path: Path, split: str = "test") -> Benchmark:
-    """Our own labelled shards (`cg3d pack` output): points are already normalised, Y up."""
-    from cg3d.train.data import iter_samples, read_index, split_entry
-
-    index = read_index(Path(path))
+def shards(path: str | Path, split: str = "test") -> Benchmark:
+    """Our own labelled shards (`cg3d pack` output, a folder, URL or `pipe:` prefix): points
+    already normalised, Y up. Undecodable samples are skipped and counted (`skipped`)."""
+    index = read_index(path)
     classes = list(index.get("classes") or [])
     if not classes:
         raise UsageError(f"{path}: the shard index lists no classes")
     size = int(split_entry(index, split)["samples"])
     if size == 0:
         raise UsageError(f"{path}: no samples in split {split!r}")
+    last_pass = [Skipped()]
 
     def shapes() -> Iterator[Shape]:
-        for sample in iter_samples(Path(path), split):
+        last_pass[0] = skipped = Skipped()
+        for sample in iter_samples(path, split, skipped):
             yield Shape(sample["key"], sample["points"], int(sample["cls"]))
 
-    return Benchmark("shards", split, classes, size, shapes, normalised=True)
+    return Benchmark(
+        "shards", split, classes, size, shapes, normalised=True, skipped=lambda: last_pass[0].total
+    )
+
+
+def objaverse_lvis(root: str | Path, allow_pickle: bool = False) -> Benchmark:
+    """Objaverse-LVIS: our shards of the LVIS objects (`cg3d meshes --source objaverse
+    --annotations lvis-annotations.json`, then sample … pack), every split of them, since the
+    whole LVIS set is the test set; or OpenShape's released split JSON and .npy files."""
+    if is_remote(root) or (Path(root) / INDEX_NAME).is_file():
+        index = read_index(root)
+        splits = sorted(index.get("splits", {}))
+        parts = [shards(root, split) for split in splits if index["splits"][split]["samples"]]
+        if not parts:
+            raise UsageError(f"{root}: no samples in the shard index")
+        return Benchmark(
+            "objaverse-lvis",
+            f"shards ({'+'.join(splits)}; {len(parts[0].classes)} of {LVIS_CLASSES} classes)",
+            parts[0].classes,
+            sum(part.size for part in parts),
+            lambda: (shape for part in parts for shape in part.shapes()),
+            normalised=True,
+            skipped=lambda: sum(part.skipped() for part in parts),
+        )
+    return openshape_lvis(Path(root), allow_pickle)
+
+
+def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
+    """OpenShape's LVIS test set: a split JSON (a list of `{category, data_path, uid, ...}`)
+    and per-shape `.npy` files that hold a pickled dict with `xyz` (N, 3) and `rgb` (N, 3).
+
+    Reading them means unpickling, so only with `--allow-pickle`. Categories are sorted, as
+    OpenShape labels them. `data_path` is taken as written when it exists, else under `--root`
+    (its leading folders dropped one by one); a shape whose file is missing or holds no `xyz`
+    is skipped and counted. Points are returned as xyz then rgb, in the file's Y-up frame.
+    """
+    split_file = (
+        root
+        if root.is_file()
+        else next((root / name for name in OPENSHAPE_SPLITS if (root / name).is_file()), None)
+    )
+    if split_file is None:
+        raise UsageError(
+            f"--root: {root} holds neither our shards (index.json) nor OpenShape's LVIS split "
+            f"({', '.join(OPENSHAPE_SPLITS)})"
+        )
+    if not allow_pickle:
+        raise UsageError(
+            f"{split_file}: OpenShape's .npy files are pickles, which can run arbitrary code when "
+            "loaded: pass --allow-pickle only if you trust where they came from"
+        )
+    entries = json.loads(split_file.read_text())
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and {"category", "data_path"} <= e.keys() for e in entries
+    ):
+        raise UsageError(f"{split_file}: expected a list of objects with category and data_path")
+    classes = sorted({str(e["category"]) for e in entries})
+    label_of = {name: i for i, name in enumerate(classes)}
+    base = root if root.is_dir() else root.parent
+    skipped = [0]
+
+    def shapes() -> Iterator[Shape]:
+        skipped[0] = 0
+        for entry in entries:
+            key = str(entry.get("uid") or Path(entry["data_path"]).stem)
+            try:
+                points = read_openshape_npy(locate(entry["data_path"], base))
+            except (OSError, ValueError, KeyError) as error:
+                skipped[0] += 1
+                log.warning("skipping %s: %s", key, error)
+                continue
+            yield Shape(key, points, label_of[str(entry["category"])])
+
+    variant = f"openshape ({len(classes)} of {LVIS_CLASSES} classes)"
+    return Benchmark(
+        "objaverse-lvis", variant, classes, len(entries), shapes, skipped=lambda: skipped[0]
+    )
+
+
+def locate(data_path: str, base: Path) -> Path:
+    """`data_path` itself when it exists, else under `base` with its leading folders dropped
+    one at a time (OpenShape's JSON names the authors' own mount points)."""
+    path = Path(data_path)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for start in range(len(parts)):
+        candidate = base.joinpath(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no file {data_path} (nor under {base})")
+
+
+def read_openshape_npy(path: Path) -> np.ndarray:
+    """(N, 6) xyz then rgb (rgb 0.4 grey when absent, as OpenShape does) of one shape file."""
+    data = np.load(path, allow_pickle=True)
+    data = data.item() if data.dtype == object and data.shape == () else data
+    if not isinstance(data, dict) or "xyz" not in data:
+        raise ValueError(f"{path}: not a dict with 'xyz'")
+    xyz = np.asarray(data["xyz"], dtype=np.float32)
+    rgb = np.asarray(data.get("rgb", np.full_like(xyz, 0.4)), dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
+        raise ValueError(f"{path}: xyz {xyz.shape} and rgb {rgb.shape} are not (N, 3)")
+    return np.concatenate([xyz, rgb], axis=1)
 
 
 def open_benchmark(
@@ -257,8 +401,10 @@ def open_benchmark(
     """The labelled set `dataset` under `root`; a wrong name or missing file is a UsageError."""
     if dataset not in DATASETS:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    if not Path(root).exists():
-        raise UsageError(f"--root: no such file or folder {root}")
+    if not is_remote(root) and not Path(root).exists():
+        # The commands take our shards as --shards (--root is for the benchmarks' files).
+        option = "--shards" if dataset == "shards" else "--root"
+        raise UsageError(f"{option}: no such file or folder {root}")
     if dataset == "scanobjectnn":
         return scanobjectnn(root, variant or "pb_t50_rs", split)
     if variant:
@@ -269,6 +415,8 @@ def open_benchmark(
         return ulip_modelnet40(root, allow_pickle)
     if dataset == "shapenet55":
         return shapenet55(root, split)
+    if dataset == "objaverse-lvis":
+        return objaverse_lvis(root, allow_pickle)
     return shards(root, split)
 
 

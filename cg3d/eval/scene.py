@@ -11,7 +11,6 @@ OUT/regions.json (score, centre and size of every region, best first).
 """
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +18,7 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points, read_point_file
-
-
-@dataclass
-class SceneConfig:
-    regions: int = 64
-    region_points: int = 4096
-    max_points: int = 200_000  # larger scenes are randomly subsampled to this many points first
-    batch_size: int = 16
-    up_axis: str = "y"
-    top: int = 5
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("regions", "region_points", "max_points", "batch_size", "top"):
-            if getattr(self, name) < 1:
-                raise UsageError(
-                    f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}"
-                )
-        if self.up_axis not in ("y", "z"):
-            raise UsageError(f"--up-axis must be 'y' or 'z', got {self.up_axis!r}")
+from cg3d.params import SceneConfig
 
 
 def split_regions(
@@ -89,7 +69,7 @@ def scene_query(
     if len(points) > config.max_points:
         points = points[np.sort(rng.choice(len(points), config.max_points, replace=False))]
     points = to_canonical_axes(points, config.up_axis)
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     centres, members, nearest = split_regions(points, config)
     query = model.encode_text([text])[0]

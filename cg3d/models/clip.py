@@ -4,6 +4,8 @@
 `cg3d/data/clip/`) and a pretrained tag or a local checkpoint file. Real weights are used
 whenever they can be had; where they cannot (no network, no cache), CLIP is randomly
 initialised with a loud `RandomClipWarning`, unless `require_pretrained` makes that an error.
+`LoadedClip.weights` says which weights were loaded in a form that travels between machines
+(`weights_identity`): a checkpoint records it, and loading checks the weights found against it.
 
 `PromptedViT` runs open_clip's `VisionTransformer` with `prompts` learnable tokens inserted
 right after the CLS token (after the positional embedding and `ln_pre`). Deep prompts are
@@ -11,6 +13,7 @@ replaced by a fresh set before every block, shallow ones are inserted once; eith
 are dropped before pooling, so with 0 prompts the output is exactly CLIP's image features.
 """
 
+import functools
 import math
 import os
 import warnings
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from cg3d.errors import UsageError
+from cg3d.pipeline.ids import file_sha256
 
 NO_WEIGHTS = ("", "none", "random")
 
@@ -36,6 +40,54 @@ class LoadedClip:
     preprocess: Any
     tokenizer: Any
     pretrained_loaded: bool
+    weights: dict[str, str]  # weights_identity of what was loaded ({"kind": "random"} if none)
+
+
+RANDOM_WEIGHTS = {"kind": "random"}
+
+
+def weights_identity(pretrained: str) -> dict[str, str]:
+    """How a checkpoint names the CLIP weights `pretrained` (a tag or a file) on any machine.
+
+    A tag is its own name ({"kind": "tag", "tag": "openai"}: open_clip knows where to get it);
+    a file is known by its name and content hash, plus the path it was read from
+    ({"kind": "file", "name", "sha256", "path"}), since the path rarely survives a move.
+    """
+    if pretrained.lower() in NO_WEIGHTS:
+        return dict(RANDOM_WEIGHTS)
+    if not os.path.isfile(pretrained):
+        return {"kind": "tag", "tag": pretrained}
+    path = os.path.abspath(pretrained)
+    stat = os.stat(path)
+    sha256 = _sha256(path, stat.st_size, stat.st_mtime_ns)
+    return {"kind": "file", "name": os.path.basename(path), "sha256": sha256, "path": path}
+
+
+IDENTITY_KEYS = {"random": (), "tag": ("tag",), "file": ("name", "sha256", "path")}
+
+
+def is_weights_identity(value: Any) -> bool:
+    """Whether `value` is a `weights_identity` (say, read back from a checkpoint)."""
+    return (
+        isinstance(value, dict)
+        and value.get("kind") in IDENTITY_KEYS
+        and all(isinstance(value.get(key), str) for key in IDENTITY_KEYS[value["kind"]])
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, hashed once per version of the file (CLIP files are ~0.6 GB)."""
+    return file_sha256(path)
+
+
+def describe_weights(identity: dict[str, str]) -> str:
+    """`identity` for a message: "tag 'openai'", "vit.pt (sha256 1f2e…)", "random weights"."""
+    if identity.get("kind") == "file":
+        return f"{identity['name']} (sha256 {identity['sha256']})"
+    if identity.get("kind") == "tag":
+        return f"open_clip tag {identity['tag']!r}"
+    return "random weights"
 
 
 def register_cg3d_configs() -> None:
@@ -69,7 +121,8 @@ def load_clip(model_name: str, pretrained: str, require_pretrained: bool = False
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained
             )
-            return LoadedClip(model, preprocess, open_clip.get_tokenizer(model_name), True)
+            tokenizer = open_clip.get_tokenizer(model_name)
+            return LoadedClip(model, preprocess, tokenizer, True, weights_identity(pretrained))
         except Exception as error:  # open_clip raises RuntimeError/OSError/KeyError alike
             if is_file:
                 raise UsageError(
@@ -85,7 +138,8 @@ def load_clip(model_name: str, pretrained: str, require_pretrained: bool = False
         stacklevel=2,
     )
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
-    return LoadedClip(model, preprocess, open_clip.get_tokenizer(model_name), False)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return LoadedClip(model, preprocess, tokenizer, False, dict(RANDOM_WEIGHTS))
 
 
 class PromptedViT(nn.Module):

@@ -6,6 +6,7 @@ features in CLIP's joint space, so zero-shot classification is a dot product wit
 """
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,16 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cg3d.errors import UsageError
 from cg3d.models.clip import PromptedViT, load_clip
-from cg3d.models.encoders import build_encoder
+from cg3d.models.encoders import build_encoder, resolve_encoder
 
 
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the model (stored in every checkpoint as `model.config`)."""
 
-    encoder: str = "pointtransformer"
-    encoder_params: dict[str, Any] = field(default_factory=dict)
+    encoder: str = "pointtransformer-base"  # a registered encoder name (encoder_names())
+    encoder_params: dict[str, Any] = field(default_factory=dict)  # overrides of its size
     clip_model: str = "ViT-B-16"
     clip_pretrained: str = "openai"  # an open_clip tag, a checkpoint file, or "none"
     require_pretrained: bool = False
@@ -32,6 +34,19 @@ class ModelConfig:
     n_points: int = 8192
     classes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Wrong types or ranges are a one-line UsageError naming the field."""
+        for name, hint in typing.get_type_hints(ModelConfig).items():
+            value, kind = getattr(self, name), typing.get_origin(hint) or hint
+            # bool is an int to isinstance: an int field must not take True
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise UsageError(f"model config: {name} must be {kind.__name__}, not {value!r:.60}")
+        if not all(isinstance(name, str) for name in self.classes):
+            raise UsageError("model config: classes must be a list of names")
+        if self.prompts < 0 or self.n_points < 1:
+            raise UsageError("model config: prompts must be ≥ 0 and n_points ≥ 1")
+        resolve_encoder(self.encoder, self.encoder_params)  # a wrong name fails before any work
+
 
 def tiny_model_config(**overrides: Any) -> ModelConfig:
     """A model small enough for unit tests (random-init CLIP "CG3D-ViT-Micro-32", 256 points).
@@ -39,8 +54,7 @@ def tiny_model_config(**overrides: Any) -> ModelConfig:
     Builds in well under a second on a CPU; images are 32 px, features 64-d.
     """
     values: dict[str, Any] = dict(
-        encoder="pointtransformer",
-        encoder_params=dict(groups=8, group_size=8, width=32, depth=1, heads=2, patch_hidden=32),
+        encoder="pointtransformer-micro",
         clip_model="CG3D-ViT-Micro-32",
         clip_pretrained="none",
         prompts=2,
@@ -65,8 +79,10 @@ class CG3D(nn.Module):
         embed_dim = self.clip.text_projection.shape[-1]
         self.point_encoder = build_encoder(config.encoder, embed_dim, config.encoder_params)
         self.clip.logit_scale.requires_grad_(config.train_logit_scale)
+        # what a checkpoint needs beyond the config: were CLIP's weights real, and which ones
         self.config = dataclasses.asdict(config) | {
-            "clip_pretrained_loaded": clip.pretrained_loaded
+            "clip_pretrained_loaded": clip.pretrained_loaded,
+            "clip_weights": clip.weights,
         }
         self.eval()
 
@@ -112,3 +128,10 @@ class CG3D(nn.Module):
 def build_model(config: ModelConfig) -> CG3D:
     """The CG3D model for `config`, in eval mode on the CPU."""
     return CG3D(config)
+
+
+def model_config(params: Any, classes: list[str]) -> ModelConfig:
+    """The model config of a training run's params (`train:`): every field both share, and
+    the classes."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)} - {"classes"}
+    return ModelConfig(**{name: getattr(params, name) for name in names}, classes=list(classes))

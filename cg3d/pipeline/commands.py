@@ -1,10 +1,12 @@
 """`cg3d` subcommands of the pipeline area (thin wrappers over stage functions)."""
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from cg3d.options import with_params
+from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -16,76 +18,39 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
 
 
-class Switch(StrEnum):
-    """A true/false value: DVC templates params.yaml booleans as `true` / `false`."""
-
-    true = "true"
-    false = "false"
-
-
+@with_params(MeshesConfig, "meshes")
 def meshes(
     out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and classes.json.")],
-    source: Annotated[
-        str, typer.Option(help="synthetic, modelnet, shapenet, objaverse or folder.")
-    ] = "synthetic",
-    root: Annotated[str, typer.Option(help="The source's folder (not for synthetic).")] = "",
-    per_class: Annotated[
-        int,
-        typer.Option(
-            help="synthetic: objects per class (0: 60); others: at most this many (0: all)."
-        ),
-    ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic shapes and of splits.")] = 0,
-    test_fraction: Annotated[
-        float, typer.Option(help="Share of each class in test, for seeded splits.")
-    ] = 0.2,
-    split_file: Annotated[
-        str, typer.Option(help="shapenet: all.csv, or a folder with train.txt and test.txt.")
-    ] = "",
-    annotations: Annotated[
-        str, typer.Option(help="objaverse: JSON of category → uid list (LVIS) or uid → category.")
-    ] = "",
-    chunk_size: Annotated[int, typer.Option(help="Objects per validation chunk.")] = 1000,
-    workers: Annotated[int, typer.Option(help="Parallel chunks; 0: one per CPU.")] = 0,
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    config: MeshesConfig,
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
     from rich import print as rprint
 
-    from cg3d.config import from_arguments
-    from cg3d.pipeline.sources import MeshesConfig, build_manifest
+    from cg3d.pipeline.sources import build_manifest
 
-    config = from_arguments(MeshesConfig, locals())
     summary = build_manifest(config, out)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
     rprint(
-        f"{summary.objects} objects from {source} in {len(summary.classes)} classes into {out}: "
-        f"ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
+        f"{summary.objects} objects from {config.source} in {len(summary.classes)} classes into "
+        f"{out}: ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
+        + (f"; {summary.excluded} excluded by meshes.exclude" if config.exclude else "")
     )
 
 
+@with_params(SampleConfig, "sample")
 def sample(
     meshes: Annotated[Path, typer.Option(help="Output folder of `cg3d meshes`.")],
     out: Annotated[Path, typer.Option(help="Folder for part-XXXXX.parquet and failures.")],
-    points: Annotated[
-        int, typer.Option(help="Points per object (farthest point sampling).")
-    ] = 8192,
-    normals: Annotated[Switch, typer.Option(help="Also store face normals (N×6).")] = Switch.false,
-    chunk_size: Annotated[int, typer.Option(help="Objects per part file.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the per-object random generators.")] = 0,
-    workers: Annotated[int, typer.Option(help="Parallel chunks; 0: one per CPU.")] = 0,
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    config: SampleConfig,
 ) -> None:
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
     from rich import print as rprint
 
-    from cg3d.config import from_arguments
-    from cg3d.pipeline.failures import summarize
-    from cg3d.pipeline.sample import SampleConfig, sample_points
+    from cg3d.formats.failures import summarize
+    from cg3d.pipeline.sample import sample_points
 
-    config = from_arguments(SampleConfig, locals() | {"normals": normals is Switch.true})
     summary = sample_points(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rprint(
@@ -97,41 +62,40 @@ def sample(
     )
 
 
+@with_params(CaptionConfig, "caption")
 def caption(
     meshes: Annotated[Path, typer.Option(help="Output folder of `cg3d meshes`.")],
     out: Annotated[Path, typer.Option(help="Folder for captions.parquet and failures.")],
-    templates: Annotated[
-        str, typer.Option(help="cg3d (63 training templates) or ulip64 (64 zero-shot).")
-    ] = "cg3d",
-    seed: Annotated[int, typer.Option(help="Seed of the per-object caption order.")] = 0,
+    config: CaptionConfig,
 ) -> None:
     """Captions per object: class names and synonyms in templates, plus free-text names."""
     from rich import print as rprint
 
-    from cg3d.pipeline.captions import CaptionConfig, caption_objects
+    from cg3d.pipeline.captions import caption_objects
 
-    summary = caption_objects(meshes, out, CaptionConfig(templates=templates, seed=seed))
+    summary = caption_objects(meshes, out, config)
     rprint(
         f"captioned {summary.captioned}/{summary.objects} objects into {out}; "
         f"{summary.failures} carried forward as failed at the meshes stage"
     )
 
 
+@with_params(PackConfig, "pack")
 def pack(
     meshes: Annotated[Path, typer.Option(help="Output folder of `cg3d meshes`.")],
     points: Annotated[Path, typer.Option(help="Output folder of `cg3d sample`.")],
     renders: Annotated[Path, typer.Option(help="Output folder of `cg3d render`.")],
     captions: Annotated[Path, typer.Option(help="Output folder of `cg3d caption`.")],
     out: Annotated[Path, typer.Option(help="Folder for {train,test}/shard-*.tar and index.json.")],
-    shard_size: Annotated[int, typer.Option(help="Samples per shard.")] = 1000,
+    config: PackConfig,
 ) -> None:
     """Pack points, views and captions into WebDataset shards with an index of checksums."""
     from rich import print as rprint
 
-    from cg3d.pipeline.failures import summarize
-    from cg3d.pipeline.pack import PackConfig, pack_shards
+    from cg3d.formats.failures import summarize
+    from cg3d.pipeline.pack import pack_shards
 
-    summary = pack_shards(meshes, points, renders, captions, out, PackConfig(shard_size=shard_size))
+    summary = pack_shards(meshes, points, renders, captions, out, config)
     stages = ", ".join(f"{s} {n}" for s, n in summarize(summary.failures, "stage").most_common())
     written = "; ".join(
         f"{split} {summary.samples[split]} samples in {summary.shards[split]} shards"
@@ -144,7 +108,12 @@ def pack(
 
 
 def verify(
-    shards: Annotated[Path, typer.Argument(help="Output folder of `cg3d pack`.")],
+    shards: Annotated[
+        str,
+        typer.Argument(
+            help="Output of `cg3d pack`: a folder, an http(s):// URL or a pipe: prefix."
+        ),
+    ],
 ) -> None:
     """Re-read every shard: checksums and counts against index.json, every sample decoded."""
     from rich import print as rprint

@@ -6,69 +6,37 @@ pixels), draw area-weighted surface samples, then farthest point sampling down t
 Each object has its own random generator seeded from (seed, object id), so the points do
 not depend on chunking, worker count or executor.
 
-Output (DESIGN.md): `OUT/part-XXXXX.parquet` with columns `id`, `points` (float32, N×3
-flattened, N×6 with normals) and `n_points`, plus `OUT/failures.parquet` (id, stage, reason).
+Output (docs/design.md): `OUT/part-XXXXX.parquet` (`cg3d.formats.points`: `id`, `points` float32
+N×3 flattened, N×6 with normals, and `n_points`), plus `OUT/failures.parquet` (id, stage, reason).
 """
 
 import hashlib
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from cg3d.errors import UsageError
+from cg3d.formats.manifest import OK, MeshRecord, mesh_file, read_manifest
+from cg3d.formats.points import PART_SUFFIX, write_points_part
+from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
-    EXECUTORS,
     ChunkedOutput,
-    atomic_path,
     default_workers,
+    locks_out_dir,
     run_chunks,
     split_into_chunks,
 )
-from cg3d.pipeline.fps import farthest_point_sample
+from cg3d.pipeline.fps import fps_indices
 from cg3d.pipeline.geometry import normalization, to_canonical_axes
-from cg3d.pipeline.manifest import OK, MeshRecord, mesh_file, read_manifest
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "sample"
-PART_SUFFIX = ".parquet"
-SCHEMA = pa.schema(
-    [("id", pa.string()), ("points", pa.list_(pa.float32())), ("n_points", pa.int32())]
-)
 # FPS picks N of max(10k, 1.25 N) surface samples: 10k → 8192 as in ULIP / Point-BERT data,
 # and enough candidates for FPS to spread 1024 points better than a random subset would.
 MIN_SURFACE_SAMPLES = 10_000
-
-
-@dataclass
-class SampleConfig:
-    points: int = 8192
-    chunk_size: int = 1000
-    normals: bool = False
-    seed: int = 0
-    workers: int = 0  # 0: one per CPU
-    executor: str = "local"
-
-    def validate(self) -> None:
-        if self.points < 1:
-            raise UsageError(f"--points must be ≥ 1, got {self.points}")
-        if self.chunk_size < 1:
-            raise UsageError(f"--chunk-size must be ≥ 1, got {self.chunk_size}")
-        if self.workers < 0:
-            raise UsageError(f"--workers must be ≥ 0 (0: one per CPU), got {self.workers}")
-        channels = 6 if self.normals else 3
-        if self.chunk_size * self.points * channels >= 2**31:  # Arrow list offsets are int32
-            raise UsageError(
-                f"--chunk-size × --points × {channels} must stay below 2^31 floats per part file"
-            )
-        if self.executor not in EXECUTORS:
-            raise UsageError(
-                f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
-            )
+# Config fields that change how fast the points come, not which: left out of the resume plan.
+RESULT_NEUTRAL = ("workers", "executor")
 
 
 @dataclass
@@ -134,7 +102,8 @@ def sample_object(
     candidates = sample_surface(
         vertices, faces, surface_sample_count(config.points), rng, config.normals
     )
-    picked = farthest_point_sample(candidates, config.points, int(rng.integers(len(candidates))))
+    start = int(rng.integers(len(candidates)))
+    picked = fps_indices(candidates, config.points, start, config.fps)
     return candidates[picked].astype(np.float32)
 
 
@@ -169,34 +138,30 @@ def sample_chunk(
         ids.append(record.id)
         clouds.append(cloud)
     output.write_chunk_failures(index, failures)
-    with atomic_path(output.part(index)) as tmp:
-        pq.write_table(points_table(ids, clouds), tmp)
+    write_points_part(output.part(index), ids, clouds)
     return len(ids)
 
 
-def points_table(ids: list[str], clouds: list[np.ndarray]) -> pa.Table:
-    """Arrow table in the part schema, built from flat buffers (no per-float Python objects)."""
-    flat = [cloud.astype(np.float32).ravel() for cloud in clouds]
-    offsets = np.concatenate([[0], np.cumsum([len(f) for f in flat])]).astype(np.int32)
-    values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float32)
-    points = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
-    n_points = pa.array([len(cloud) for cloud in clouds], type=pa.int32())
-    return pa.Table.from_arrays([pa.array(ids, type=pa.string()), points, n_points], schema=SCHEMA)
+def plan_fingerprint(ok: list[MeshRecord], config: SampleConfig) -> dict:
+    """The plan a finished part belongs to: which objects, in which chunks, sampled how.
+
+    Every config field counts except RESULT_NEUTRAL ones, so a new param is part of the plan
+    without being listed here (for today's fields the plan is the one earlier versions wrote,
+    so their parts still resume).
+    """
+    objects = hashlib.sha256(
+        "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok).encode()
+    ).hexdigest()
+    params = {k: v for k, v in asdict(config).items() if k not in RESULT_NEUTRAL}
+    return {
+        "stage": STAGE,
+        "objects": objects,
+        **params,
+        "surface_samples": surface_sample_count(config.points),
+    }
 
 
-def iter_points(points_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(id, (n_points, 3|6) float32 array) for every sampled object, part by part."""
-    for part in sorted(Path(points_dir).glob(f"part-*{PART_SUFFIX}")):
-        table = pq.read_table(part)
-        for row_id, flat, n in zip(
-            table["id"].to_pylist(),
-            table["points"].to_numpy(),
-            table["n_points"].to_pylist(),
-            strict=True,
-        ):
-            yield row_id, np.asarray(flat, dtype=np.float32).reshape(n, -1)
-
-
+@locks_out_dir
 def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> SampleSummary:
     """The stage: sample every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()
@@ -204,21 +169,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     records = read_manifest(meshes_dir)
     ok = [r for r in records if r.status == OK]
     chunks = split_into_chunks(ok, config.chunk_size)
-    # The plan: which objects, in which chunks, sampled how. Workers and executor do not
-    # change the result, so they are not part of it.
-    objects = hashlib.sha256(
-        "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok).encode()
-    ).hexdigest()
-    fingerprint = {
-        "stage": STAGE,
-        "objects": objects,
-        "points": config.points,
-        "normals": config.normals,
-        "seed": config.seed,
-        "chunk_size": config.chunk_size,
-        "surface_samples": surface_sample_count(config.points),
-    }
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, fingerprint)
+    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(ok, config))
     output.prepare()
     pending = output.pending(len(chunks))
     run_chunks(

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from cg3d.params import RenderConfig
 from cg3d.pipeline.sample import object_rng
 
 # Margin around the unit sphere, as a fraction of the half field of view.
@@ -125,3 +126,16 @@ def project(points: np.ndarray, view: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def dumps(cameras: dict) -> bytes:
     return json.dumps(cameras, indent=1).encode()
+
+
+def cameras_of(config: RenderConfig, object_id: str) -> dict:
+    """The cameras.json document of one object under the render params."""
+    return object_cameras(
+        object_id,
+        seed=config.seed,
+        views=config.views,
+        resolution=config.resolution,
+        fov_deg=config.fov_deg,
+        elevation_range=(config.elevation_min, config.elevation_max),
+        azimuth_jitter=config.azimuth_jitter,
+    )

@@ -5,9 +5,8 @@ from typing import Annotated
 
 import typer
 
-from cg3d.render.config import RenderConfig
-
-DEFAULTS = RenderConfig()
+from cg3d.options import with_params
+from cg3d.params import RenderConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -16,52 +15,18 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
 
 
+@with_params(RenderConfig, "render")
 def render(
     meshes: Annotated[Path, typer.Option(help="Output folder of `cg3d meshes`.")],
     out: Annotated[Path, typer.Option(help="Folder for part-XXXXX.tar and failures.")],
-    views: Annotated[int, typer.Option(help="Views per object.")] = DEFAULTS.views,
-    resolution: Annotated[
-        int, typer.Option(help="Square image size in pixels.")
-    ] = DEFAULTS.resolution,
-    engine: Annotated[
-        str, typer.Option(help="workbench (fast) or cycles (CPU path tracing).")
-    ] = DEFAULTS.engine,
-    samples: Annotated[int, typer.Option(help="Cycles samples per pixel.")] = DEFAULTS.samples,
-    chunk_size: Annotated[int, typer.Option(help="Objects per part file.")] = DEFAULTS.chunk_size,
-    seed: Annotated[int, typer.Option(help="Seed of the per-object cameras.")] = DEFAULTS.seed,
-    workers: Annotated[
-        int, typer.Option(help="Blender processes; 0: one per CPU.")
-    ] = DEFAULTS.workers,
-    executor: Annotated[
-        str, typer.Option(help="local (threads) or ray (actors).")
-    ] = DEFAULTS.executor,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds per object before its Blender is killed.")
-    ] = DEFAULTS.timeout,
-    background: Annotated[
-        str, typer.Option(help="white (RGB) or transparent (RGBA).")
-    ] = DEFAULTS.background,
-    elevation_min: Annotated[
-        float, typer.Option(help="Lowest camera elevation, degrees.")
-    ] = DEFAULTS.elevation_min,
-    elevation_max: Annotated[
-        float, typer.Option(help="Highest camera elevation, degrees.")
-    ] = DEFAULTS.elevation_max,
-    azimuth_jitter: Annotated[
-        float, typer.Option(help="Random azimuth shift, as a fraction of the even spacing (0–1).")
-    ] = DEFAULTS.azimuth_jitter,
-    fov_deg: Annotated[
-        float, typer.Option(help="Camera field of view, degrees.")
-    ] = DEFAULTS.fov_deg,
+    config: RenderConfig,
 ) -> None:
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
     from rich import print as rprint
 
-    from cg3d.config import from_arguments
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
-    config = from_arguments(RenderConfig, locals())
     summary = render_meshes(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rate = summary.views / max(summary.seconds, 1e-9)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg3d.render.config import ENGINES
+from cg3d.params import ENGINES
 
 # Canonical (+Y up) to Blender's world (+Z up): (x, y, z) → (x, -z, y).
 CANONICAL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])

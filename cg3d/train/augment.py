@@ -4,28 +4,10 @@ Points are (N, 3) or (N, 6) float32 in the canonical frame (+Y up); with normals
 apply to both halves and scale/translation/jitter to positions only.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-
-@dataclass
-class AugmentConfig:
-    rotate_up: bool = True  # a uniform rotation about the up axis (+Y)
-    perturb: bool = True  # a small rotation about every axis
-    perturb_sigma: float = 0.06  # radians
-    perturb_clip: float = 0.18
-    jitter: bool = True  # Gaussian noise on positions
-    jitter_sigma: float = 0.01
-    jitter_clip: float = 0.05
-    dropout: bool = True  # drop up to this share of points (replaced by the first point)
-    dropout_max: float = 0.875
-    scale: bool = True  # per-axis scale U(scale_low, scale_high)
-    scale_low: float = 2.0 / 3.0
-    scale_high: float = 3.0 / 2.0
-    translate: bool = True  # per-axis shift U(-translate_range, translate_range)
-    translate_range: float = 0.2
+from cg3d.params import AugmentConfig
 
 
 def rotation_x(angle: float) -> np.ndarray:

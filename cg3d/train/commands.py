@@ -5,57 +5,27 @@ from typing import Annotated
 
 import typer
 
+from cg3d.options import with_params
+from cg3d.params import TrainConfig
 
+
+@with_params(TrainConfig, "train")
 def train(
     shards: Annotated[
-        Path, typer.Option(help="Pack stage folder: {train,test}/shard-*.tar, index.json.")
+        str,
+        typer.Option(
+            help="Pack stage output: a folder, an http(s):// URL or a pipe: command prefix."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, metrics.json, dvclive/.")],
-    params: Annotated[
-        Path | None,
-        typer.Option(
-            help="Params file whose `train` section configures the run (default: ./params.yaml if present)."
-        ),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (overrides the params file).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size per process.")] = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Point encoder: pointtransformer, pointnet2.")
-    ] = None,
-    clip_model: Annotated[
-        str | None, typer.Option(help="open_clip model name, e.g. ViT-B-16.")
-    ] = None,
-    clip_pretrained: Annotated[
-        str | None, typer.Option(help="open_clip tag (e.g. openai), a checkpoint file, or none.")
-    ] = None,
-    require_pretrained: Annotated[
-        bool,
-        typer.Option(
-            "--require-pretrained", help="Fail instead of training with a random-init CLIP."
-        ),
-    ] = False,
+    config: TrainConfig,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
-    from cg3d.config import from_dict, load_config
-    from cg3d.train.loop import TrainConfig, train_stage
+    from cg3d.params import write_resolved
+    from cg3d.train.loop import train_stage
 
-    overrides = dict(
-        epochs=epochs,
-        batch_size=batch_size,
-        encoder=encoder,
-        clip_model=clip_model,
-        clip_pretrained=clip_pretrained,
-        require_pretrained=require_pretrained or None,
-    )
-    if params is None and Path("params.yaml").is_file():
-        params = Path("params.yaml")
-    if params is None:
-        config = from_dict(
-            TrainConfig, {k: v for k, v in overrides.items() if v is not None}, "train"
-        )
-    else:
-        config = load_config(TrainConfig, "train", params, **overrides)
+    write_resolved(out / "params.yaml", "train", config)
     train_stage(shards, out, config, resume=resume)
 
 

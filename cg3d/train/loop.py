@@ -12,21 +12,20 @@ with model, optimisers, schedulers, RNG states and position). The parts live bes
 (held-out accuracy), `resume` (when a run continues from `OUT/last.pt`), `distributed`.
 """
 
-import dataclasses
 import itertools
 import json
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import rng_state, save_checkpoint, set_rng_state
-from cg3d.models.model import CG3D, ModelConfig
+from cg3d.models.checkpoint import save_checkpoint
+from cg3d.models.model import CG3D
+from cg3d.params import TrainConfig
 from cg3d.pipeline.chunks import atomic_path
 from cg3d.train.distributed import (
     barrier,
@@ -45,6 +44,7 @@ from cg3d.train.resume import (
     seed_everything,
     truncate_curves,
 )
+from cg3d.train.rng import rng_state, set_rng_state
 from cg3d.train.trainer import Trainer
 
 # Trainer and seed_everything are imported from here by the benchmarks
@@ -52,61 +52,6 @@ __all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_
 __all__ += ["train_stage"]
 
 console = Console(stderr=True)
-SCHEDULES = ("alternating", "joint")
-
-
-@dataclass
-class TrainConfig:
-    """The `train` section of params.yaml. Optimiser defaults are the paper's (DESIGN.md)."""
-
-    epochs: int = 100
-    batch_size: int = 64
-    grad_accum: int = 1
-    # model
-    encoder: str = "pointtransformer"
-    encoder_params: dict[str, Any] = field(default_factory=dict)
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: str = "openai"
-    require_pretrained: bool = False
-    prompts: int = 5
-    deep_prompts: bool = True
-    train_logit_scale: bool = False
-    n_points: int = 8192
-    # optimisation
-    schedule: str = "alternating"
-    point_text_weight: float = 1.0
-    point_image_weight: float = 1.0
-    image_text_weight: float = 1.0
-    encoder_lr: float = 5e-5
-    encoder_weight_decay: float = 0.05
-    prompt_lr: float = 2e-3
-    prompt_momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    text_cache: bool = True
-    text_targets: str = "captions"  # or class_prototypes: each caption's class, template-averaged
-    # data
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    augment: dict[str, Any] = field(default_factory=dict)
-    eval_templates: str = "cg3d"
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available, else cpu
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "n_points"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be ≥ 1")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(
-                f"train.schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"
-            )
-        if self.prompts < 0:
-            raise UsageError("train.prompts must be ≥ 0")
-
-    def model_config(self, classes: list[str]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(ModelConfig)}
-        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
-        return ModelConfig(**values | {"classes": list(classes)})
 
 
 class BatchList:
@@ -313,18 +258,11 @@ def train_stage(
 
     `resume`: "never", "auto" or "always" (see cg3d.train.resume).
     """
-    from cg3d.config import from_dict
-    from cg3d.train.augment import AugmentConfig
-    from cg3d.train.data import (
-        ClipPreprocess,
-        LoaderConfig,
-        check_shards,
-        make_loader,
-        read_index,
-    )
+    from cg3d.formats.shards import check_shards, is_remote, read_index
+    from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader
 
-    shards = Path(shards)
-    if not shards.is_dir():
+    config.validate()
+    if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     init_distributed()
     rank, size = world()
@@ -339,7 +277,7 @@ def train_stage(
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
         seed=config.seed,
-        augment=from_dict(AugmentConfig, config.augment, "train.augment"),
+        augment=config.augment,
     )
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)

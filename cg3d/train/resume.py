@@ -26,7 +26,7 @@ from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
-from cg3d.models.model import CG3D, build_model
+from cg3d.models.model import CG3D, build_model, model_config
 
 console = Console(stderr=True)
 RESUME_MODES = ("never", "auto", "always")
@@ -84,7 +84,7 @@ def prepare_model(
     resume = {True: "always", False: "never"}.get(resume, resume)  # the former bool flag
     if resume not in RESUME_MODES:
         raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
-    model_config = config.model_config(classes)
+    wanted_config = model_config(config, classes)
     seed_everything(config.seed)  # the same initial weights on every process
     path = Path(out) / "last.pt"
     payload = read_checkpoint(path) if resume != "never" and path.exists() else None
@@ -97,7 +97,7 @@ def prepare_model(
         console.print(f"not resuming: {path} {problem}; training from scratch")
     elif resume == "always":
         console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
-    return build_model(model_config), None
+    return build_model(wanted_config), None
 
 
 def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cg3d.errors import UsageError
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 from cg3d.protocol import templates
@@ -21,8 +20,6 @@ from cg3d.train.distributed import average_gradients, world
 from cg3d.train.losses import contrastive_loss
 from cg3d.train.optim import clamp_logit_scale, make_optimizers, make_schedulers, step_schedulers
 from cg3d.train.text_cache import TextEncoder
-
-TEXT_TARGETS = ("captions", "class_prototypes")
 
 
 def text_targets(model: CG3D, config) -> torch.Tensor | None:
@@ -34,12 +31,7 @@ def text_targets(model: CG3D, config) -> torch.Tensor | None:
     prototype (the caption features averaged over the templates, as zero-shot prompts are)
     keeps what a caption says about the shape.
     """
-    if config.text_targets not in TEXT_TARGETS:
-        raise UsageError(
-            f"train.text_targets must be one of {', '.join(TEXT_TARGETS)}, "
-            f"not {config.text_targets!r}"
-        )
-    if config.text_targets == "captions":
+    if config.text_targets != "class_prototypes":
         return None
     classes = list(model.config["classes"])
     return class_text_features(model, classes, templates(config.eval_templates))

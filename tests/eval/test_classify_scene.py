@@ -107,5 +107,5 @@ def test_scene_query_end_to_end(tmp_path, tiny_checkpoint):
     assert (out / "heatmap.png").stat().st_size > 1000
     with pytest.raises(UsageError, match="--text"):
         scene_query(tmp_path / "scene.txt", " ", tiny_checkpoint, out, SceneConfig())
-    with pytest.raises(UsageError, match="--regions"):
+    with pytest.raises(UsageError, match="scene.regions"):
         scene_query(tmp_path / "scene.txt", "a", tiny_checkpoint, out, SceneConfig(regions=0))

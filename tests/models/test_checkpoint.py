@@ -1,9 +1,22 @@
+import hashlib
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
+import typer
+from typer.testing import CliRunner
 
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
-from cg3d.models.clip import RandomClipWarning
+from cg3d.models.checkpoint import (
+    FORMAT,
+    export_checkpoint,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from cg3d.models.clip import RandomClipWarning, load_clip
+from cg3d.models.commands import register
 from cg3d.models.model import build_model, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
@@ -43,3 +56,219 @@ def test_missing_corrupt_and_foreign_files_are_one_line_errors_naming_the_file(t
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(UsageError, match=f"foreign.pt.*{FORMAT}"):
         load_model(foreign)
+
+
+def forge(source, path, change) -> Path:
+    """A copy of checkpoint `source` at `path` with `change(payload)` applied."""
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("random") / "random.pt"
+    save_checkpoint(path, build_model(tiny_model_config()))
+    return path
+
+
+def one_line_error(path) -> str:
+    with pytest.raises(UsageError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert path.name in message
+    return message
+
+
+def test_a_forged_state_dict_is_one_line_naming_the_first_mismatches(random_checkpoint, tmp_path):
+    garbage = {f"garbage.{index}": torch.zeros(64, 64) for index in range(500)}
+    forged = forge(random_checkpoint, tmp_path / "forged.pt", lambda p: p.update(model=garbage))
+    message = one_line_error(forged)
+    assert "do not fit" in message and "garbage.0" in message and "(+497 more)" in message
+
+    def reshape(payload):
+        payload["model"]["point_encoder.proj.weight"] = torch.zeros(3, 3)
+
+    message = one_line_error(forge(random_checkpoint, tmp_path / "reshaped.pt", reshape))
+    assert "point_encoder.proj.weight (3, 3) for (64, 64)" in message
+
+    def drop_encoder(payload):
+        payload["model"] = {k: v for k, v in payload["model"].items() if "point_encoder" not in k}
+
+    message = one_line_error(forge(random_checkpoint, tmp_path / "no_encoder.pt", drop_encoder))
+    assert "missing: point_encoder." in message
+    not_tensors = forge(random_checkpoint, tmp_path / "list.pt", lambda p: p.update(model=[1]))
+    assert "not a state dict" in one_line_error(not_tensors)
+    slim = forge(random_checkpoint, tmp_path / "slim.pt", lambda p: p.update(full_clip=False))
+    assert "a random CLIP, but not its weights" in one_line_error(slim)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"prompts": "five"}, "prompts must be int"),
+        ({"n_points": True}, "n_points must be int"),
+        ({"classes": "cube"}, "classes must be list"),
+        ({"encoder": "pointnet3"}, "unknown encoder 'pointnet3'"),
+        ({"encoder_params": {"depthh": 1}}, "no parameter 'depthh'"),
+        ({"colour": "red", "size": 3}, "unknown keys: colour, size"),
+        ({"clip_weights": "openai"}, "malformed clip_weights"),
+        ({"clip_weights": {"kind": "file", "name": "x.pt"}}, "malformed clip_weights"),
+    ],
+)
+def test_a_config_with_wrong_types_or_unknown_keys_is_one_line(
+    random_checkpoint, tmp_path, change, named
+):
+    forged = forge(
+        random_checkpoint, tmp_path / "bad_config.pt", lambda p: p["config"].update(change)
+    )
+    assert named in one_line_error(forged)
+
+
+def test_a_checkpoint_of_the_unnamed_encoder_params_era_still_loads(random_checkpoint, tmp_path):
+    def old_style(payload):
+        # before named sizes and CLIP identities: architecture name + every param, no clip_weights
+        payload["config"]["encoder"] = "pointtransformer"
+        payload["config"]["encoder_params"] = dict(
+            groups=8, group_size=8, width=32, depth=1, heads=2, patch_hidden=32
+        )
+        del payload["config"]["clip_weights"]
+
+    old = forge(random_checkpoint, tmp_path / "old.pt", old_style)
+    points = torch.randn(2, 256, 3)
+    with torch.no_grad():
+        assert torch.equal(
+            load_model(old).encode_points(points),
+            load_model(random_checkpoint).encode_points(points),
+        )
+
+
+def save_random_clip(path: Path, seed: int) -> Path:
+    """A small random CLIP saved as a local weights file, standing in for real weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        clip = load_clip("CG3D-ViT-Micro-32", "none")
+    torch.save(clip.model.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def trained_with_a_weights_file(tmp_path):
+    """A checkpoint trained with CLIP weights from a local file (so it stores only the path)."""
+    weights = save_random_clip(tmp_path / "clip-micro.pt", seed=1)
+    model = build_model(tiny_model_config(clip_pretrained=str(weights)))
+    with torch.no_grad():
+        model.visual.prompts.add_(1.0)  # as if trained
+    checkpoint = tmp_path / "run" / "last.pt"
+    save_checkpoint(checkpoint, model, training={"epoch": 1})
+    return checkpoint, weights, model
+
+
+def same_features(loaded, model) -> bool:
+    points, images = torch.randn(2, 256, 3), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        return (
+            torch.equal(loaded.encode_points(points), model.encode_points(points))
+            and torch.equal(loaded.encode_image(images), model.encode_image(images))
+            and torch.equal(loaded.encode_text(["a cube"]), model.encode_text(["a cube"]))
+        )
+
+
+def test_a_checkpoint_records_its_clip_file_by_name_and_hash(trained_with_a_weights_file):
+    checkpoint, weights, model = trained_with_a_weights_file
+    payload = read_checkpoint(checkpoint)
+    recorded = payload["config"]["clip_weights"]
+    assert recorded["name"] == "clip-micro.pt"
+    assert recorded["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    # only the trained part is stored: CLIP comes from the file
+    assert not payload["full_clip"]
+    assert not any(name.startswith("clip.transformer.") for name in payload["model"])
+    assert same_features(load_model(checkpoint), model)
+
+
+def test_moved_clip_weights_are_named_in_the_error_and_found_with_an_override(
+    trained_with_a_weights_file, tmp_path
+):
+    checkpoint, weights, model = trained_with_a_weights_file
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    moved = weights.rename(tmp_path / "elsewhere.pt")
+    with pytest.raises(UsageError) as caught:
+        load_model(checkpoint)
+    message = str(caught.value)
+    assert "clip-micro.pt" in message and sha256 in message and "--clip-pretrained PATH" in message
+    assert "neither a file nor a tag" not in message
+    assert same_features(load_model(checkpoint, clip_pretrained=str(moved)), model)
+
+
+def test_other_clip_weights_are_refused_naming_both(trained_with_a_weights_file, tmp_path):
+    checkpoint, weights, _ = trained_with_a_weights_file
+    other = save_random_clip(tmp_path / "other.pt", seed=2)
+    with pytest.raises(UsageError, match=r"--clip-pretrained: .*clip-micro\.pt.*not other\.pt"):
+        load_model(checkpoint, clip_pretrained=str(other))
+    with pytest.raises(UsageError, match=r"clip-micro\.pt.*not random weights"):
+        load_model(checkpoint, clip_pretrained="none")
+    # the recorded path now holding other weights is refused as well
+    weights.write_bytes(other.read_bytes())
+    with pytest.raises(UsageError, match=r"needs the CLIP weights clip-micro\.pt.*now holds"):
+        load_model(checkpoint)
+
+
+def test_a_checkpoint_from_before_weights_identities_names_its_path_and_takes_an_override(
+    trained_with_a_weights_file, tmp_path
+):
+    checkpoint, weights, model = trained_with_a_weights_file
+    old = forge(checkpoint, tmp_path / "old.pt", lambda p: p["config"].pop("clip_weights"))
+    moved = weights.rename(tmp_path / "moved.pt")
+    with pytest.raises(UsageError) as caught:
+        load_model(old)
+    message = str(caught.value)
+    assert str(weights) in message and "--clip-pretrained PATH" in message
+    assert not message.startswith("--")  # the user gave no option
+    # nothing recorded to check the override against: it is taken as given
+    assert same_features(load_model(old, clip_pretrained=str(moved)), model)
+
+
+def test_a_random_clip_checkpoint_refuses_real_weights(random_checkpoint, tmp_path):
+    weights = save_random_clip(tmp_path / "clip.pt", seed=1)
+    with pytest.raises(UsageError, match="random weights, not clip.pt"):
+        load_model(random_checkpoint, clip_pretrained=str(weights))
+
+
+def test_a_self_contained_export_loads_with_no_clip_weights_anywhere(
+    trained_with_a_weights_file, tmp_path
+):
+    checkpoint, weights, model = trained_with_a_weights_file
+    moved = weights.rename(tmp_path / "moved.pt")
+    exported = tmp_path / "export" / "model.pt"
+    export_checkpoint(checkpoint, exported, embed_clip=True, clip_pretrained=str(moved))
+    moved.unlink()
+    payload = torch.load(exported, weights_only=True)
+    assert "training" not in payload and payload["full_clip"]
+    assert payload["config"]["clip_weights"]["name"] == "clip-micro.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RandomClipWarning: these are the real weights
+        loaded = load_model(exported)
+    assert same_features(loaded, model)
+    slim = tmp_path / "slim.pt"
+    export_checkpoint(exported, slim, embed_clip=False)
+    assert not read_checkpoint(slim)["full_clip"]
+    with pytest.raises(UsageError, match="clip-micro.pt"):
+        load_model(slim)  # its CLIP weights are nowhere
+
+
+def test_the_export_command_writes_a_self_contained_checkpoint(
+    trained_with_a_weights_file, tmp_path
+):
+    checkpoint, weights, model = trained_with_a_weights_file
+    app = typer.Typer()
+    register(app)
+    app.command("unused")(lambda: None)  # two commands: typer then expects the command's name
+    out = tmp_path / "model.pt"
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--embed-clip"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "self-contained" in result.output
+    weights.unlink()
+    assert same_features(load_model(out), model)

@@ -6,23 +6,53 @@ from cg3d.models.encoders import build_encoder, encoder_names
 from cg3d.models.encoders.ops import ball_group, farthest_point_sample, gather_points, knn
 
 
-def test_registry_lists_both_encoders_and_rejects_unknown_names():
-    assert {"pointtransformer", "pointnet2"} <= set(encoder_names())
-    with pytest.raises(UsageError, match="pointnet3"):
+def test_registry_lists_architectures_and_sizes_and_rejects_unknown_names_in_one_line():
+    names = set(encoder_names())
+    assert {"pointtransformer", "pointnet2", "pointtransformer-base", "pointnet2-ssg"} <= names
+    with pytest.raises(UsageError) as caught:
         build_encoder("pointnet3", 16)
-    with pytest.raises(UsageError, match="bad parameter"):
-        build_encoder("pointtransformer", 16, {"depthh": 2})
+    message = str(caught.value)
+    assert "'pointnet3'" in message and "pointtransformer-tiny" in message and "\n" not in message
+    with pytest.raises(UsageError, match="no parameter 'depthh'.*depth"):
+        build_encoder("pointtransformer-tiny", 16, {"depthh": 2})
+    with pytest.raises(UsageError, match="pointtransformer-micro.*bad encoder_params"):
+        build_encoder("pointtransformer-micro", 16, {"heads": 3})  # width 32 not divisible
 
 
-@pytest.mark.parametrize(
-    ("name", "params"),
-    [
-        ("pointtransformer", {"groups": 16, "group_size": 8, "width": 32, "depth": 2, "heads": 2}),
-        ("pointnet2", {"centres": [32, 8], "group_size": 8, "width": 0.125}),
-    ],
-)
-def test_encoders_map_batches_of_points_to_features(name, params):
-    encoder = build_encoder(name, 24, params).eval()
+def transformer_shape(encoder) -> dict:
+    layers = encoder.blocks.layers
+    return dict(
+        groups=encoder.groups,
+        group_size=encoder.group_size,
+        depth=len(layers),
+        width=encoder.norm.normalized_shape[0],
+        heads=layers[0].self_attn.num_heads,
+    )
+
+
+def test_named_sizes_build_the_encoders_they_name_and_params_override_them():
+    # the paper's encoder (Point-BERT's): FPS 64 centres, kNN 32, 12 blocks, width 384, 6 heads
+    paper = dict(groups=64, group_size=32, depth=12, width=384, heads=6)
+    assert transformer_shape(build_encoder("pointtransformer-base", 16)) == paper
+    tiny = dict(groups=64, group_size=32, depth=4, width=128, heads=4)
+    assert transformer_shape(build_encoder("pointtransformer-tiny", 16)) == tiny
+    # an override changes only what it names
+    deeper = build_encoder("pointtransformer-tiny", 16, {"depth": 2, "groups": 32})
+    assert transformer_shape(deeper) == tiny | {"depth": 2, "groups": 32}
+    # a bare architecture name is that architecture's defaults (what old checkpoints say)
+    micro_params = dict(groups=8, group_size=8, width=32, depth=1, heads=2, patch_hidden=32)
+    bare = build_encoder("pointtransformer", 16, micro_params).state_dict()
+    micro = build_encoder("pointtransformer-micro", 16).state_dict()
+    assert {name: tensor.shape for name, tensor in bare.items()} == {
+        name: tensor.shape for name, tensor in micro.items()
+    }
+    ssg = build_encoder("pointnet2-ssg", 16)
+    assert [level.centres for level in ssg.levels] == [512, 128, None]
+
+
+@pytest.mark.parametrize("name", ["pointtransformer-micro", "pointnet2-micro"])
+def test_encoders_map_batches_of_points_to_features(name):
+    encoder = build_encoder(name, 24).eval()
     features = encoder(torch.randn(3, 200, 3))
     assert features.shape == (3, 24)
     assert torch.isfinite(features).all()

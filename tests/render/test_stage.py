@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.pipeline.failures import read_failures
+from cg3d.formats.failures import read_failures
+from cg3d.params import RenderConfig
 from cg3d.render.cameras import project
-from cg3d.render.config import RenderConfig
 from cg3d.render.show import contact_sheet, read_object
 from cg3d.render.stage import render_meshes
 from tests.render.helpers import sampled_points, write_meshes
@@ -135,7 +135,7 @@ def test_white_background_is_rgb_and_cycles_renders(tmp_path):
 
 
 def test_wrong_parameters_are_usage_errors(tmp_path):
-    with pytest.raises(UsageError, match="--engine"):
+    with pytest.raises(UsageError, match="render.engine"):
         render_meshes(tmp_path, tmp_path / "out", RenderConfig(engine="eevee"))
-    with pytest.raises(UsageError, match="--elevation"):
+    with pytest.raises(UsageError, match="render.elevation_min"):
         render_meshes(tmp_path, tmp_path / "out", RenderConfig(elevation_min=40, elevation_max=10))

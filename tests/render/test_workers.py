@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from cg3d.pipeline.failures import read_failures
-from cg3d.render.config import RenderConfig
+from cg3d.formats.failures import read_failures
+from cg3d.params import RenderConfig
+from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import render_meshes
 from cg3d.render.supervisor import BlenderWorker
 from cg3d.render.worker import FAULTS_ENV
@@ -68,7 +69,7 @@ def test_a_killed_run_resumes_with_the_missing_chunks_only(tmp_path):
 def test_worker_memory_stays_flat_over_many_objects(tmp_path):
     write_meshes(tmp_path / "meshes")
     config = RenderConfig(views=1, resolution=32)
-    views = [config.cameras("lshape")["views"][0]]
+    views = [cameras_of(config, "lshape")["views"][0]]
     rss = []
     with BlenderWorker(config.worker_settings(), timeout_s=60) as worker:
         for i in range(150):

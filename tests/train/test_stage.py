@@ -115,10 +115,10 @@ def test_a_truncated_shard_stops_training_before_it_starts_naming_the_file(shard
 def test_auto_resume_finishes_a_run_once_and_retrains_when_params_change(shards, tmp_path):
     import dataclasses
 
-    from cg3d.config import load_config
-    from cg3d.train.loop import TrainConfig, train_stage
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
 
-    config = load_config(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
     out = tmp_path / "run"
     first = train_stage(shards, out, config, resume="auto")
     checkpoint = (out / "last.pt").read_bytes()

@@ -1,11 +1,17 @@
-"""Point encoders behind a registry: a new encoder is one module that registers itself.
+"""Point encoders behind a registry of architectures and their named sizes (as timm's models).
 
-An encoder is an `nn.Module` built as `cls(out_dim=..., **params)` that maps (B, N, 3) points
-to (B, out_dim) features. Register it with `@register_encoder("name")` in a module of this
-package and add the module name to `_MODULES`.
+An architecture is an `nn.Module` built as `cls(out_dim=..., **params)` that maps (B, N, 3)
+points to (B, out_dim) features; `@register_encoder("name")` makes it buildable by its name
+with its own defaults. A size is a name for one set of its params, e.g.
+`register_size("pointtransformer-tiny", "pointtransformer", width=128, depth=4, ...)`, so
+params files say `encoder: pointtransformer-tiny` and keep `encoder_params` for overrides.
+
+A registered size never changes: checkpoints name it, and rebuild their encoder from it. A new
+size gets a new name. A new architecture is one module of this package listed in `_MODULES`.
 """
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -13,33 +19,65 @@ from torch import nn
 
 from cg3d.errors import UsageError
 
-_ENCODERS: dict[str, type[nn.Module]] = {}
+_ARCHITECTURES: dict[str, type[nn.Module]] = {}
+_SIZES: dict[str, tuple[str, dict[str, Any]]] = {}
 _MODULES = ("pointtransformer", "pointnet2")
 
 
 def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make the encoder buildable by `name`."""
+    """Class decorator: make the architecture buildable by `name` (with its own defaults)."""
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
-        _ENCODERS[name] = cls
+        _ARCHITECTURES[name] = cls
         return cls
 
     return add
 
 
-def encoder_names() -> list[str]:
-    """Names of all registered encoders."""
+def register_size(name: str, architecture: str, **params: Any) -> None:
+    """Name `params` of `architecture` (registered before) as the encoder `name`."""
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"size {name!r}: no architecture {architecture!r} registered")
+    _SIZES[name] = (architecture, params)
+
+
+def _import_all() -> None:
     for module in _MODULES:
         importlib.import_module(f"{__name__}.{module}")
-    return sorted(_ENCODERS)
 
 
-def build_encoder(name: str, out_dim: int, params: dict[str, Any] | None = None) -> nn.Module:
-    """The encoder `name` projecting to `out_dim`; a wrong name or param is a UsageError."""
-    names = encoder_names()
-    if name not in _ENCODERS:
-        raise UsageError(f"--encoder: unknown encoder {name!r} (known: {', '.join(names)})")
+def encoder_names() -> list[str]:
+    """Every name `build_encoder` takes: the architectures and their sizes."""
+    _import_all()
+    return sorted(_ARCHITECTURES.keys() | _SIZES.keys())
+
+
+def resolve_encoder(name: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict]:
+    """The architecture of encoder `name` and its params: the size's, updated by `overrides`.
+
+    An unknown name, or an override the architecture does not take, is a one-line UsageError.
+    """
+    _import_all()
+    if name in _SIZES:
+        architecture, params = _SIZES[name]
+    elif name in _ARCHITECTURES:
+        architecture, params = name, {}
+    else:
+        raise UsageError(f"encoder: unknown encoder {name!r} (known: {', '.join(encoder_names())})")
+    accepted = set(inspect.signature(_ARCHITECTURES[architecture]).parameters) - {"out_dim"}
+    unknown = sorted(set(overrides or {}) - accepted)
+    if unknown:
+        raise UsageError(
+            f"encoder_params: {architecture} has no parameter {unknown[0]!r} "
+            f"(its parameters: {', '.join(sorted(accepted))})"
+        )
+    return architecture, params | (overrides or {})
+
+
+def build_encoder(name: str, out_dim: int, overrides: dict[str, Any] | None = None) -> nn.Module:
+    """The encoder `name` (with `overrides` of its params) projecting to `out_dim`."""
+    architecture, params = resolve_encoder(name, overrides)
     try:
-        return _ENCODERS[name](out_dim=out_dim, **(params or {}))
-    except TypeError as error:
-        raise UsageError(f"encoder {name!r}: bad parameter ({error})") from None
+        return _ARCHITECTURES[architecture](out_dim=out_dim, **params)
+    except (TypeError, ValueError, AssertionError) as error:  # e.g. width not divisible by heads
+        raise UsageError(f"encoder {name!r}: bad encoder_params {params} ({error})") from None

@@ -8,7 +8,7 @@ CLIP's width. `width` scales every layer (PointNet++'s own sizes at width 1.0).
 import torch
 from torch import nn
 
-from cg3d.models.encoders import register_encoder
+from cg3d.models.encoders import register_encoder, register_size
 from cg3d.models.encoders.ops import ball_group, farthest_point_sample, gather_points
 
 
@@ -82,3 +82,16 @@ class PointNet2(nn.Module):
         for level in self.levels:
             xyz, features = level(xyz, features)
         return self.head(features.squeeze(1))
+
+
+# PointNet++'s own SSG classification sizes
+register_size(
+    "pointnet2-ssg",
+    "pointnet2",
+    centres=(512, 128),
+    radii=(0.2, 0.4),
+    group_size=32,
+    width=1.0,
+)
+# Unit tests: two small levels over 64+ points, an eighth of the widths
+register_size("pointnet2-micro", "pointnet2", centres=(16, 8), group_size=8, width=0.125)

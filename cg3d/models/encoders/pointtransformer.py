@@ -9,7 +9,7 @@ tokens; the output is concat(CLS token, max-pool of the patch tokens), projected
 import torch
 from torch import nn
 
-from cg3d.models.encoders import register_encoder
+from cg3d.models.encoders import register_encoder, register_size
 from cg3d.models.encoders.ops import farthest_point_sample, gather_points, knn
 
 
@@ -89,3 +89,38 @@ class PointTransformer(nn.Module):
         pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centres)], dim=1)
         x = self.norm(self.blocks(x + pos))
         return self.proj(torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1))
+
+
+# The paper's encoder (Point-BERT's sizes): 64 FPS centres, kNN 32, 12 blocks of width 384, 6 heads
+register_size(
+    "pointtransformer-base",
+    "pointtransformer",
+    groups=64,
+    group_size=32,
+    width=384,
+    depth=12,
+    heads=6,
+    patch_hidden=256,
+)
+# The CPU default of params.yaml: the same patches, a narrower and shallower transformer
+register_size(
+    "pointtransformer-tiny",
+    "pointtransformer",
+    groups=64,
+    group_size=32,
+    width=128,
+    depth=4,
+    heads=4,
+    patch_hidden=64,
+)
+# Unit tests: builds and runs in milliseconds on 64-256 points
+register_size(
+    "pointtransformer-micro",
+    "pointtransformer",
+    groups=8,
+    group_size=8,
+    width=32,
+    depth=1,
+    heads=2,
+    patch_hidden=32,
+)

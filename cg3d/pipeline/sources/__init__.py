@@ -26,36 +26,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import FAILURES_NAME, write_failures
+from cg3d.formats.manifest import (
+    OK,
+    SCHEMA,
+    MeshRecord,
+    write_classes,
+    write_manifest_table,
+)
+from cg3d.params import SOURCES, MeshesConfig
 from cg3d.pipeline.chunks import (
-    EXECUTORS,
     ChunkedOutput,
     atomic_path,
     default_workers,
+    locks_out_dir,
     run_chunks,
 )
-from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK, SCHEMA, MeshRecord
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
-
-
-@dataclass
-class MeshesConfig:
-    """Params of the meshes stage (`meshes:` in params.yaml)."""
-
-    source: str = "synthetic"
-    root: str = ""  # the source's folder; unused by `synthetic`
-    per_class: int = 0  # synthetic: objects per class (0: 60); others: cap per class (0: all)
-    seed: int = 0  # synthetic shapes, and the seeded train/test split
-    test_fraction: float = 0.2  # share of each class put in `test` by a seeded split
-    split_file: str = ""  # shapenet: all.csv, or a folder with Point-BERT train.txt / test.txt
-    annotations: str = ""  # objaverse: JSON {category: [uids]} or {uid: category}
-    chunk_size: int = 1000  # objects per validation part
-    workers: int = 0  # parallel chunks; 0: one per CPU
-    executor: str = "local"  # local (process pool) or ray
 
 
 @dataclass
@@ -73,10 +64,11 @@ class Summary:
     classes: list[str]
     chunks_run: int
     chunks_total: int
+    excluded: int = 0  # objects `meshes.exclude` named, left out before any work
 
 
 # The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
-SOURCE_NAMES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
+SOURCE_NAMES = SOURCES
 
 
 def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
@@ -85,37 +77,29 @@ def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
 
 def check_config(config: MeshesConfig) -> None:
     """One-line UsageErrors naming the option, before any work."""
-    if config.source not in SOURCE_NAMES:
-        raise UsageError(
-            f"--source: unknown source {config.source!r}; choose one of {', '.join(SOURCE_NAMES)}"
-        )
-    if config.per_class < 0:
-        raise UsageError("--per-class must be ≥ 0")
-    if not 0.0 <= config.test_fraction < 1.0:
-        raise UsageError("--test-fraction must be in [0, 1)")
-    if config.chunk_size < 1:
-        raise UsageError("--chunk-size must be ≥ 1")
-    if config.executor not in EXECUTORS:
-        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}")
     if config.source != "synthetic":
         root = Path(config.root) if config.root else None
         if root is None or not root.is_dir():
             raise UsageError(
-                f"--root: the {config.source} source needs an existing folder, got {config.root!r}"
+                f"meshes.root: the {config.source} source needs an existing folder, got "
+                f"{config.root!r}"
             )
         if not any(root.iterdir()):
-            raise UsageError(f"--root: the folder {root} is empty")
+            raise UsageError(f"meshes.root: the folder {root} is empty")
 
 
+@locks_out_dir
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
     check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
+    excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
+    records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
-    listing_parts, digest = _write_listing(listing.records, work, config.chunk_size)
+    listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
         ".parquet",
@@ -140,7 +124,14 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     shutil.rmtree(work)
     statuses = table.column("status").value_counts().to_pylist()
     counts = {entry["values"]: entry["counts"] for entry in statuses}
-    return Summary(table.num_rows, counts, listing.classes, len(pending), len(listing_parts))
+    return Summary(
+        table.num_rows,
+        counts,
+        listing.classes,
+        len(pending),
+        len(listing_parts),
+        excluded.count if excluded else 0,
+    )
 
 
 def _plan_params(config: MeshesConfig) -> dict:
@@ -219,16 +210,53 @@ def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
 
 
 def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
-    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out_dir / CLASSES_NAME) as tmp:
-        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+    write_manifest_table(table, out_dir)
+    write_classes(classes, out_dir)
     failed = table.filter(pc.not_equal(table.column("status"), OK))
     rows = [
         {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}
         for r in failed.select(["id", "status", "error"]).to_pylist()
     ]
     write_failures(rows, out_dir / FAILURES_NAME)
+
+
+def read_exclude(path: str) -> set[str]:
+    """The names in a `meshes.exclude` file: one a line (blank lines and `#` comments skipped),
+    or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"meshes.exclude: no such file {path}")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if file.suffix.lower() == ".json":
+        data = read_json(file, "meshes.exclude")
+        values = data.values() if isinstance(data, dict) else [data]
+        names = {str(n) for v in values for n in (v if isinstance(v, list) else [v])}
+    else:
+        names = {line.split("#", 1)[0].strip() for line in text.splitlines()}
+    return {name for name in names if name}
+
+
+class Excluded:
+    """Drops the records whose id, path (as stored or absolute), file stem (an Objaverse uid, a
+    ModelNet name) or ShapeNet model folder is among `names`, counting them."""
+
+    def __init__(self, names: set[str], out_dir: Path):
+        self.names, self.out_dir, self.count = names, Path(out_dir), 0
+
+    def keys(self, record: MeshRecord) -> set[str]:
+        path = Path(record.path)
+        absolute = path if path.is_absolute() else self.out_dir / path
+        keys = {record.id, record.path, str(absolute), str(absolute.resolve()), path.stem}
+        if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
+            keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
+        return keys
+
+    def filter(self, records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
+        for record in records:
+            if self.keys(record) & self.names:
+                self.count += 1
+            else:
+                yield record
 
 
 # Helpers the sources share.

@@ -1,0 +1,604 @@
+"""The one params schema: each section of params.yaml is a dataclass here, checked in one place.
+
+A param is a field with a default and a help text (`param(...)`); its type, bounds and choices
+are checked by `check` before any work, so a wrong value is one line naming `section.key`. The
+CLI builds every stage command's options from these fields (`cg3d.cli_params`), DVC passes the
+params file (`--params params.yaml`), and `--set section.key=value` overrides any value.
+Adding a param is a field here and its use in the stage.
+
+This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instant.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import yaml
+
+from cg3d.errors import UsageError
+
+T = TypeVar("T")
+
+EXECUTORS = ("local", "ray")
+SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
+ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES"}
+TEMPLATE_SETS = ("cg3d", "ulip64")
+FPS_METHODS = ("bucket", "exact")
+MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    option: bool = True,
+) -> Any:
+    """A field of a params section: its default, help text and allowed values.
+
+    `low`/`high` bound numbers (inclusive), `choices` lists a string's values; `option=False`
+    keeps the field out of the command line (still settable with --set).
+    """
+    metadata = {"help": help, "low": low, "high": high, "choices": choices, "option": option}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    if isinstance(default, type) and dataclasses.is_dataclass(default):  # a nested section
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class Section:
+    """A params section: checked when made, and by `validate()` after a change."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check(self, self.section)
+
+
+@dataclass
+class MeshesConfig(Section):
+    """`meshes:`, the meshes stage: list a source, validate every mesh, write the manifest."""
+
+    section: ClassVar[str] = "meshes"
+
+    source: str = param("synthetic", "Where meshes come from.", choices=SOURCES)
+    root: str = param("", "The source's folder (unused by synthetic).")
+    per_class: int = param(
+        0, "synthetic: objects per class (0: 60); others: at most this many (0: all).", low=0
+    )
+    seed: int = param(0, "Seed of the synthetic shapes and of seeded splits.")
+    test_fraction: float = param(
+        0.2, "Share of each class in test, for seeded splits.", low=0.0, high=0.999999
+    )
+    split_file: str = param("", "shapenet: all.csv, or a folder with train.txt and test.txt.")
+    annotations: str = param("", "objaverse: JSON of category → uid list (LVIS) or uid → category.")
+    chunk_size: int = param(1000, "Objects per validation chunk.", low=1)
+    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
+    executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    exclude: str = param(
+        "",
+        "A file of objects to leave out before any work: object ids, uids (file stems, ShapeNet "
+        "model folders) or paths, one a line, or a JSON list or {category: [uids]} (LVIS).",
+    )
+
+
+@dataclass
+class SampleConfig(Section):
+    """`sample:`, area-weighted surface samples then farthest point sampling, per object."""
+
+    section: ClassVar[str] = "sample"
+
+    points: int = param(8192, "Points per object (farthest point sampling).", low=1)
+    chunk_size: int = param(1000, "Objects per part file.", low=1)
+    normals: bool = param(False, "Also store face normals (N×6).")
+    fps: str = param(
+        "bucket",
+        "Farthest point sampling: bucket (fpsample's QuickFPS, fast) or exact (the Point-BERT "
+        "loop's picks).",
+        choices=FPS_METHODS,
+    )
+    seed: int = param(0, "Seed of the per-object random generators.")
+    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
+    executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+
+    def validate(self) -> None:
+        super().validate()
+        channels = 6 if self.normals else 3
+        if self.chunk_size * self.points * channels >= 2**31:  # Arrow list offsets are int32
+            raise UsageError(
+                f"sample.chunk_size × sample.points × {channels} must stay below 2^31 floats "
+                "per part file"
+            )
+
+
+@dataclass
+class RenderConfig(Section):
+    """`render:`, orbit views of every object in headless Blender."""
+
+    section: ClassVar[str] = "render"
+
+    views: int = param(4, "Views per object.", low=1, high=1000)
+    resolution: int = param(224, "Square image size in pixels.", low=8, high=MAX_RESOLUTION)
+    engine: str = param(
+        "workbench", "workbench (fast) or cycles (CPU path tracing).", choices=tuple(ENGINES)
+    )
+    samples: int = param(16, "Cycles samples per pixel.", low=1, high=65536)
+    chunk_size: int = param(200, "Objects per part file.", low=1)
+    seed: int = param(0, "Seed of the per-object cameras.")
+    workers: int = param(2, "Blender processes; 0: one per CPU.", low=0)
+    executor: str = param("local", "local (threads) or ray (actors).", choices=EXECUTORS)
+    timeout: float = param(120.0, "Seconds per object before its Blender is killed.", low=1e-3)
+    background: str = param(
+        "white", "white (RGB) or transparent (RGBA).", choices=("white", "transparent")
+    )
+    elevation_min: float = param(0.0, "Lowest camera elevation, degrees.", low=-90.0, high=90.0)
+    elevation_max: float = param(30.0, "Highest camera elevation, degrees.", low=-90.0, high=90.0)
+    azimuth_jitter: float = param(
+        0.5, "Random azimuth shift, as a fraction of the even spacing (0–1).", low=0.0, high=1.0
+    )
+    fov_deg: float = param(40.0, "Camera field of view, degrees.", low=1.0, high=179.0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.elevation_min > self.elevation_max:
+            raise UsageError(
+                f"render.elevation_min ({self.elevation_min}) must be ≤ render.elevation_max "
+                f"({self.elevation_max})"
+            )
+
+    def worker_settings(self) -> dict:
+        """What a Blender process needs to set up its scene."""
+        return {
+            "engine": self.engine,
+            "samples": self.samples,
+            "resolution": self.resolution,
+            "fov_deg": self.fov_deg,
+        }
+
+
+@dataclass
+class CaptionConfig(Section):
+    """`caption:`, captions per object from the class name and its synonyms."""
+
+    section: ClassVar[str] = "caption"
+
+    templates: str = param(
+        "cg3d", "cg3d (63 training templates) or ulip64 (64 zero-shot).", choices=TEMPLATE_SETS
+    )
+    seed: int = param(0, "Seed of the per-object caption order.")
+
+
+@dataclass
+class PackConfig(Section):
+    """`pack:`, WebDataset shards of points, views and captions."""
+
+    section: ClassVar[str] = "pack"
+
+    shard_size: int = param(1000, "Samples per shard.", low=1)
+    workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0)
+
+
+@dataclass
+class AugmentConfig(Section):
+    """`train.augment:`, the paper's point augmentations, each switchable."""
+
+    section: ClassVar[str] = "train.augment"
+
+    rotate_up: bool = param(True, "A uniform rotation about the up axis (+Y).")
+    perturb: bool = param(True, "A small rotation about every axis.")
+    perturb_sigma: float = param(0.06, "Radians.", low=0.0)
+    perturb_clip: float = param(0.18, "Radians.", low=0.0)
+    jitter: bool = param(True, "Gaussian noise on positions.")
+    jitter_sigma: float = param(0.01, "Noise sigma.", low=0.0)
+    jitter_clip: float = param(0.05, "Noise clip.", low=0.0)
+    dropout: bool = param(True, "Drop up to dropout_max of the points (replaced by the first).")
+    dropout_max: float = param(0.875, "Largest share dropped.", low=0.0, high=1.0)
+    scale: bool = param(True, "Per-axis scale U(scale_low, scale_high).")
+    scale_low: float = param(2.0 / 3.0, "Lowest scale.", low=0.0)
+    scale_high: float = param(3.0 / 2.0, "Highest scale.", low=0.0)
+    translate: bool = param(True, "Per-axis shift U(-translate_range, translate_range).")
+    translate_range: float = param(0.2, "Largest shift.", low=0.0)
+
+
+@dataclass
+class TrainConfig(Section):
+    """`train:`, the point encoder and visual prompts against CLIP. Optimiser defaults are the
+    paper's (docs/design.md)."""
+
+    section: ClassVar[str] = "train"
+
+    epochs: int = param(100, "Epochs.", low=1)
+    batch_size: int = param(64, "Batch size per process.", low=1)
+    grad_accum: int = param(1, "Batches per optimiser update.", low=1)
+    # model
+    encoder: str = param(
+        "pointtransformer-base",
+        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base, -tiny; pointnet2-ssg).",
+    )
+    encoder_params: dict[str, Any] = param(
+        {}, "Overrides of the named size's parameters.", option=False
+    )
+    clip_model: str = param("ViT-B-16", "open_clip model name, e.g. ViT-B-16.")
+    clip_pretrained: str = param(
+        "openai", "open_clip tag (e.g. openai), a checkpoint file, or none."
+    )
+    require_pretrained: bool = param(False, "Fail instead of training with a random-init CLIP.")
+    prompts: int = param(5, "Learnable visual prompt tokens.", low=0)
+    deep_prompts: bool = param(True, "Replace the prompts before every transformer block.")
+    train_logit_scale: bool = param(False, "Learn CLIP's temperature (frozen in the paper).")
+    n_points: int = param(8192, "Points per sample fed to the encoder.", low=1)
+    # optimisation
+    schedule: str = param(
+        "alternating", "alternating (the paper's) or joint.", choices=("alternating", "joint")
+    )
+    point_text_weight: float = param(1.0, "Weight of the point–text loss.", low=0.0)
+    point_image_weight: float = param(1.0, "Weight of the point–image loss.", low=0.0)
+    image_text_weight: float = param(1.0, "Weight of the image–text loss.", low=0.0)
+    encoder_lr: float = param(5e-5, "AdamW learning rate of the point encoder.", low=0.0)
+    encoder_weight_decay: float = param(0.05, "AdamW weight decay.", low=0.0)
+    prompt_lr: float = param(2e-3, "SGD learning rate of the prompts.", low=0.0)
+    prompt_momentum: float = param(0.9, "SGD momentum of the prompts.", low=0.0, high=1.0)
+    warmup_epochs: float = param(1.0, "Linear warmup, in epochs.", low=0.0)
+    text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
+    text_targets: str = param(
+        "captions",
+        "What points and images train towards: captions (the paper's), or class_prototypes "
+        "(each caption's class, template-averaged: for a random-init text tower).",
+        choices=("captions", "class_prototypes"),
+    )
+    # data
+    workers: int = param(2, "Loader worker processes.", low=0)
+    shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
+    augment: AugmentConfig = param(AugmentConfig, "Point augmentations.", option=False)
+    eval_templates: str = param(
+        "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS
+    )
+    seed: int = param(0, "Seed of initial weights, shuffling and augmentations.")
+    device: str = param("auto", "auto (cuda if available), cpu, cuda or cuda:N.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        ):
+            raise UsageError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class ZeroShotConfig(Section):
+    """`eval.zeroshot:`, zero-shot classification of a benchmark or our shards."""
+
+    section: ClassVar[str] = "eval.zeroshot"
+
+    dataset: str = param("shards", "A benchmark reader name (see `cg3d eval zeroshot --help`).")
+    root: str = param("data/shards", "The shards folder, or the benchmark's files.")
+    split: str = param("test", "Split to evaluate.")
+    variant: str = param("", "scanobjectnn: obj_only | obj_bg | pb_t50_rs.")
+    batch_size: int = param(32, "Shapes per forward pass.", low=1)
+    single_prompt: str = param(
+        "", 'One template, e.g. "This is a {}" (CG3D parity); "": the 64-template ensemble.'
+    )
+    allow_pickle: bool = param(
+        False, "Allow reading ULIP's .dat pickle: unpickling a tampered file runs arbitrary code."
+    )
+    limit: int = param(0, "First N shapes only (0: all).", low=0)
+    workers: int = param(1, "Processes preparing shapes (unit sphere + FPS).", low=1)
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+    audit: str = param(
+        "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."
+    )
+    text_cache: str = param(
+        ".cache/cg3d/text",
+        "Folder caching class text features by CLIP weights, classes and templates; '': none.",
+    )
+
+
+@dataclass
+class RetrievalConfig(Section):
+    """`eval.retrieval:`, point↔text and point↔image retrieval on our shards."""
+
+    section: ClassVar[str] = "eval.retrieval"
+
+    split: str = param("test", "Split to evaluate.")
+    batch_size: int = param(32, "Objects per forward pass.", low=1)
+    grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
+    limit: int = param(0, "First N objects only (0: all).", low=0)
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+
+
+@dataclass
+class EvalConfig(Section):
+    """`eval:`, evaluation of a trained checkpoint."""
+
+    section: ClassVar[str] = "eval"
+
+    zeroshot: ZeroShotConfig = param(ZeroShotConfig, "Zero-shot.", option=False)
+    retrieval: RetrievalConfig = param(RetrievalConfig, "Retrieval.", option=False)
+
+
+@dataclass
+class FinetuneConfig(Section):
+    """`finetune:`, classification from the pretrained encoder."""
+
+    section: ClassVar[str] = "finetune"
+
+    dataset: str = param("shards", "A benchmark reader name (see `cg3d eval zeroshot --help`).")
+    root: str = param("data/shards", "The shards folder, or the benchmark's files.")
+    variant: str = param("", "scanobjectnn: obj_only | obj_bg | pb_t50_rs.")
+    train_split: str = param("train", "Split to train on.")
+    test_split: str = param("test", "Split to test on.")
+    mode: str = param(
+        "full", "full, or linear (a probe on frozen features).", choices=("full", "linear")
+    )
+    shots: int = param(0, "Few-shot: K training shapes per class (0: all).", low=0)
+    epochs: int = param(10, "Epochs.", low=1)
+    lr: float = param(1e-4, "Learning rate.", low=1e-12)
+    weight_decay: float = param(0.05, "AdamW weight decay.", low=0.0)
+    batch_size: int = param(32, "Batch size.", low=1)
+    seed: int = param(0, "Seed of the few-shot draw and of training.")
+    allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+
+
+@dataclass
+class SceneConfig(Section):
+    """`scene:`, a text query's heat map over a scene point cloud."""
+
+    section: ClassVar[str] = "scene"
+
+    regions: int = param(64, "Number of regions (FPS centres).", low=1)
+    region_points: int = param(4096, "Scene points per region (kNN of the centre).", low=1)
+    max_points: int = param(200_000, "Larger scenes are subsampled to this many first.", low=1)
+    batch_size: int = param(16, "Regions per forward pass.", low=1)
+    up_axis: str = param("y", "The scene's up axis.", choices=("y", "z"))
+    top: int = param(5, "Best regions printed.", low=1)
+    seed: int = param(0, "Seed of the subsampling.")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+
+
+@dataclass
+class Params(Section):
+    """The whole of params.yaml."""
+
+    section: ClassVar[str] = ""
+
+    meshes: MeshesConfig = param(MeshesConfig, "", option=False)
+    sample: SampleConfig = param(SampleConfig, "", option=False)
+    render: RenderConfig = param(RenderConfig, "", option=False)
+    caption: CaptionConfig = param(CaptionConfig, "", option=False)
+    pack: PackConfig = param(PackConfig, "", option=False)
+    train: TrainConfig = param(TrainConfig, "", option=False)
+    eval: EvalConfig = param(EvalConfig, "", option=False)
+    finetune: FinetuneConfig = param(FinetuneConfig, "", option=False)
+    scene: SceneConfig = param(SceneConfig, "", option=False)
+
+
+# --- reading and checking ------------------------------------------------------------------
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A params file's mapping; a missing file or malformed YAML is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--params: no such file {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise UsageError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot read ({error})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(
+            f"{path}: a params file is a mapping of sections, got a {type(values).__name__}"
+        )
+    return values
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _type_name(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(kind, "a mapping" if typing.get_origin(kind) is dict else str(kind))
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """`value` as a `kind` field wants it, or a UsageError naming `key`."""
+    if _is_section(kind):
+        if not isinstance(value, dict):
+            raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+        return build(kind, value, key)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(kind)
+    if ok is None and typing.get_origin(kind) is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if not ok:
+        raise UsageError(f"{key} must be {_type_name(kind)}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Section `cls` from a mapping: defaults for what it omits, every value converted and
+    checked; an unknown key or a wrong type is a UsageError naming `where.key`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UsageError(
+            f"{_key(where, unknown[0])}: unknown parameter (known: {', '.join(sorted(names))})"
+        )
+    converted = {
+        name: _convert(value, hints[name], _key(where, name)) for name, value in values.items()
+    }
+    section = cls(**converted)
+    section.validate()
+    return section
+
+
+def check(section: Any, where: str) -> None:
+    """Types, bounds and choices of every field of `section` (a params dataclass)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        key, value, meta = _key(where, f.name), getattr(section, f.name), f.metadata
+        if _is_section(hints[f.name]):
+            if not isinstance(value, hints[f.name]):
+                raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+            value.validate()
+            continue
+        _convert(value, hints[f.name], key)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = " and ".join(
+                text
+                for text in (
+                    f"≥ {low}" if low is not None else "",
+                    f"≤ {high}" if high is not None else "",
+                )
+                if text
+            )
+            raise UsageError(f"{key} must be {bounds}, got {value}")
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`["train.epochs=3", "train.augment.jitter=false"]` → a nested mapping (values as YAML)."""
+    nested: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set: expected section.key=value, got {assignment!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        *parents, leaf = key.strip().split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise UsageError(f"--set: {key} sets inside a value that is not a section")
+        target[leaf] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update` laid over it, section by section."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def section_values(tree: dict[str, Any], path: str, where: str) -> dict[str, Any]:
+    """The mapping at dotted `path` of a params tree (empty when absent)."""
+    values: Any = tree
+    for part in path.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+        if values is None:
+            return {}
+    if not isinstance(values, dict):
+        raise UsageError(f"{where}: {path} must be a mapping of its parameters, got {values!r}")
+    return values
+
+
+def load_section(
+    cls: type[T],
+    path: str,
+    params_file: Path | None = None,
+    assignments: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+) -> T:
+    """Section `path` (e.g. "sample", "eval.zeroshot") as a checked `cls`.
+
+    Layers, later wins: the schema's defaults, `params_file` (only when given: no file is
+    read implicitly), `--set` assignments, then command-line options that were given (not None).
+    """
+    tree = read_yaml(params_file) if params_file is not None else {}
+    values = dict(section_values(tree, path, str(params_file)))
+    assigned = parse_assignments(assignments or [])
+    unknown = sorted(set(assigned) - {f.name for f in dataclasses.fields(Params)})
+    if unknown:
+        raise UsageError(f"--set: unknown section {unknown[0]!r}")
+    values = merge(values, section_values(assigned, path, "--set"))
+    values |= {key: value for key, value in (options or {}).items() if value is not None}
+    try:
+        return build(cls, values, path)
+    except UsageError as error:
+        raise UsageError(f"{error}{f' ({params_file})' if params_file else ''}") from None
+
+
+def load_params(params_file: Path) -> Params:
+    """The whole params file, every section checked (`cg3d params check`)."""
+    tree = read_yaml(params_file)
+    try:
+        return build(Params, tree, "")
+    except UsageError as error:
+        raise UsageError(f"{error} ({params_file})") from None
+
+
+def write_resolved(path: Path, section: str, config: Any) -> Path:
+    """The params a run used, as YAML next to its outputs (timm's args.yaml)."""
+    from cg3d.pipeline.chunks import atomic_path
+
+    tree: dict[str, Any] = {}
+    target = tree
+    *parents, leaf = section.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = dataclasses.asdict(config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of `cls` that are command-line options."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("option", True)]
+
+
+def field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]

@@ -1,0 +1,263 @@
+"""The one params schema: every stage command's options, params files and --set fill the same
+config; wrong values are one line naming the key; a new param is a field and a default."""
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.errors import UsageError
+from cg3d.options import with_params
+from cg3d.params import (
+    FinetuneConfig,
+    MeshesConfig,
+    PackConfig,
+    Params,
+    RenderConfig,
+    RetrievalConfig,
+    SampleConfig,
+    SceneConfig,
+    TrainConfig,
+    ZeroShotConfig,
+    load_params,
+    load_section,
+    option_fields,
+    param,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Captured(Exception):
+    """Stops a command right after it built its config."""
+
+
+def other_value(f: dataclasses.Field, kind: type):
+    """A valid value of field `f` that differs from its default."""
+    if f.name == "device":
+        return "cpu"
+    default = f.default
+    meta = f.metadata
+    if meta.get("choices"):
+        return next(c for c in meta["choices"] if c != default)
+    if kind is bool:
+        return not default
+    if kind is int:
+        value = default + 1
+        return value if meta.get("high") is None or value <= meta["high"] else default - 1
+    if kind is float:
+        value = default + 0.5
+        return value if meta.get("high") is None or value <= meta["high"] else default - 0.5
+    return f"{default}x"
+
+
+def flag_words(name: str, value) -> list[str]:
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool):
+        return [flag if value else f"--no-{name.replace('_', '-')}"]
+    return [flag, str(value)]
+
+
+# (command words, stage function to stop at, config class, the command's own arguments)
+COMMANDS = [
+    (["meshes"], "cg3d.pipeline.sources.build_manifest", MeshesConfig, []),
+    (["sample"], "cg3d.pipeline.sample.sample_points", SampleConfig, ["--meshes", "m"]),
+    (["render"], "cg3d.render.stage.render_meshes", RenderConfig, ["--meshes", "m"]),
+    (
+        ["pack"],
+        "cg3d.pipeline.pack.pack_shards",
+        PackConfig,
+        ["--meshes", "m", "--points", "p", "--renders", "r", "--captions", "c"],
+    ),
+    (["train"], "cg3d.train.loop.train_stage", TrainConfig, ["--shards", "s"]),
+    (["eval", "zeroshot"], "cg3d.eval.zeroshot.zeroshot", ZeroShotConfig, ["--checkpoint", "c"]),
+    (
+        ["eval", "retrieval"],
+        "cg3d.eval.retrieval.retrieval",
+        RetrievalConfig,
+        ["--checkpoint", "c", "--shards", "s"],
+    ),
+    (["finetune"], "cg3d.eval.finetune.finetune", FinetuneConfig, ["--checkpoint", "c"]),
+    (
+        ["scene-query", "scene.ply"],
+        "cg3d.eval.scene.scene_query",
+        SceneConfig,
+        ["--checkpoint", "c", "--text", "a chair"],
+    ),
+]
+
+
+def run_captured(monkeypatch, tmp_path, words, stage, arguments):
+    def capture(*args, **kwargs):
+        raise Captured(next(a for a in args if dataclasses.is_dataclass(a)))
+
+    module, function = stage.rsplit(".", 1)
+    monkeypatch.setattr(f"{module}.{function}", capture)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*words, *arguments, "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, Captured), result.output
+    return result.exception.args[0]
+
+
+@pytest.mark.parametrize("words,stage,cls,own", COMMANDS, ids=lambda v: str(v))
+def test_every_option_of_every_command_reaches_its_config(
+    monkeypatch, tmp_path, words, stage, cls, own
+):
+    hints = typing.get_type_hints(cls)
+    expected = {f.name: other_value(f, hints[f.name]) for f in option_fields(cls)}
+    arguments = own + [w for name, v in expected.items() for w in flag_words(name, v)]
+    config = run_captured(monkeypatch, tmp_path, words, stage, arguments)
+    assert dataclasses.asdict(config) == dataclasses.asdict(cls()) | expected
+
+
+def test_layers_defaults_then_file_then_set_then_flags(monkeypatch, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("sample: {points: 100, seed: 7, chunk_size: 3}\n")
+    arguments = ["--meshes", "m", "--params", str(params)]
+    arguments += ["--set", "sample.seed=8", "--set", "sample.chunk_size=4", "--chunk-size", "5"]
+    config = run_captured(
+        monkeypatch, tmp_path, ["sample"], "cg3d.pipeline.sample.sample_points", arguments
+    )
+    assert (config.points, config.seed, config.chunk_size) == (100, 8, 5)
+    assert config.workers == SampleConfig().workers
+
+
+def test_nested_sections_are_set_by_dotted_keys(monkeypatch, tmp_path):
+    arguments = ["--shards", "s", "--set", "train.augment.jitter=false"]
+    arguments += ["--set", "train.encoder_params={width: 8}"]
+    config = run_captured(
+        monkeypatch, tmp_path, ["train"], "cg3d.train.loop.train_stage", arguments
+    )
+    assert config.augment.jitter is False and config.augment.rotate_up is True
+    assert config.encoder_params == {"width": 8}
+
+
+def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
+    monkeypatch, tmp_path
+):
+    (tmp_path / "params.yaml").write_text("train: {epochs: 3}\n")
+    config = run_captured(
+        monkeypatch, tmp_path, ["train"], "cg3d.train.loop.train_stage", ["--shards", "s"]
+    )
+    assert config.epochs == TrainConfig().epochs
+    written = yaml.safe_load((tmp_path / "out" / "params.yaml").read_text())
+    assert written["train"]["epochs"] == TrainConfig().epochs
+    config = run_captured(
+        monkeypatch,
+        tmp_path,
+        ["train"],
+        "cg3d.train.loop.train_stage",
+        ["--shards", "s", "--params", "params.yaml"],
+    )
+    assert config.epochs == 3
+    assert yaml.safe_load((tmp_path / "out" / "params.yaml").read_text())["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('train: {epochs: "two"}', "train.epochs must be an integer, got 'two'"),
+        ("train: {batch_size: 2.5}", "train.batch_size must be an integer, got 2.5"),
+        ("train: {shuffle_buffer: -1}", "train.shuffle_buffer must be ≥ 1, got -1"),
+        ("train: {device: tpu}", "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ("train: [1, 2]", "train must be a mapping of its parameters"),
+        ("train: {epochs: [", "not valid YAML (line 2)"),
+        ("train: {augment: {jitter: maybe}}", "train.augment.jitter must be true or false"),
+        ("train: {epoch: 3}", "train.epoch: unknown parameter"),
+        ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
+        ("[1, 2]", "a params file is a mapping of sections"),
+    ],
+)
+def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message):
+    params = tmp_path / "params.yaml"
+    params.write_text(text + "\n")
+    result = CliRunner().invoke(
+        app, ["train", "--shards", "s", "--out", str(tmp_path / "o"), "--params", str(params)]
+    )
+    assert isinstance(result.exception, UsageError)
+    assert message in str(result.exception)
+    assert "\n" not in str(result.exception)
+    assert not (tmp_path / "o").exists()  # checked before any work
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["render", "--meshes", "m", "--resolution", "100000"], "render.resolution must be"),
+        (["render", "--meshes", "m", "--elevation-min", "40"], "render.elevation_min (40.0)"),
+        (["sample", "--meshes", "m", "--set", "sample.points=1e9"], "sample.points"),
+        (["sample", "--meshes", "m", "--set", "sampl.points=1"], "unknown section 'sampl'"),
+        (["sample", "--meshes", "m", "--executor", "tpu"], "sample.executor must be one of"),
+        (["meshes", "--set", "meshes.source=http"], "meshes.source must be one of"),
+    ],
+)
+def test_wrong_options_are_one_line_naming_the_key(tmp_path, arguments, message):
+    result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, UsageError), result.output
+    assert message in str(result.exception)
+
+
+def test_the_repositorys_params_files_are_valid():
+    default = load_params(ROOT / "params.yaml")
+    assert (
+        default.sample.points
+        == yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]["points"]
+    )
+    paper = load_section(TrainConfig, "train", ROOT / "configs" / "paper.yaml")
+    assert (paper.clip_model, paper.epochs, paper.batch_size) == ("ViT-B-16", 100, 64)
+
+
+def test_every_section_of_params_yaml_is_in_the_schema():
+    sections = set(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert sections <= {f.name for f in dataclasses.fields(Params)}
+
+
+def test_a_new_param_is_a_field_and_a_default():
+    @dataclasses.dataclass
+    class Example:
+        section = "example"
+        size: int = param(2, "How big.", low=1)
+        name: str = param("a", "What.")
+
+        def validate(self) -> None:
+            from cg3d.params import check
+
+            check(self, self.section)
+
+    seen = []
+    demo = typer.Typer()
+
+    @demo.command()
+    @with_params(Example, "example")
+    def run(config: Example) -> None:
+        seen.append(config)
+
+    assert CliRunner().invoke(demo, ["--size", "5"]).exit_code == 0
+    assert seen[-1] == Example(size=5, name="a")
+    result = CliRunner().invoke(demo, ["--size", "0"])
+    assert isinstance(result.exception, UsageError) and "example.size must be ≥ 1" in str(
+        result.exception
+    )
+
+
+def test_the_error_line_keeps_colons_and_brackets_as_written(tmp_path):
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {epochs: ':train: [bold]x[/]'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "train", "--shards", "s", "--out", str(tmp_path)]
+        + ["--params", str(params)],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert ":train: [bold]x[/]" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
