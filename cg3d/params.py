@@ -82,6 +82,11 @@ class MeshesConfig(Section):
     chunk_size: int = param(1000, "Objects per validation chunk.", low=1)
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    up_axis: str = param(
+        "auto",
+        "The files' up axis (y, z, -y, -z, x, -x); auto: the source's, else the format's (glTF +Y).",
+        choices=("auto", "y", "z", "-y", "-z", "x", "-x"),
+    )
 
 
 @dataclass
@@ -92,14 +97,21 @@ class SampleConfig(Section):
 
     points: int = param(8192, "Points per object (farthest point sampling).", low=1)
     chunk_size: int = param(1000, "Objects per part file.", low=1)
-    normals: bool = param(False, "Also store face normals (N×6).")
+    normals: bool = param(False, "Also store face normals (after xyz, and rgb with colors).")
+    colors: bool = param(
+        False,
+        "Also store the colour at each point (xyz, rgb in [0, 1]: texture, vertex, material).",
+    )
     seed: int = param(0, "Seed of the per-object random generators.")
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    timeout: float = param(
+        120.0, "Seconds per object read by Blender before its worker is killed.", low=1e-3
+    )
 
     def validate(self) -> None:
         super().validate()
-        channels = 6 if self.normals else 3
+        channels = 3 + 3 * self.normals + 3 * self.colors
         if self.chunk_size * self.points * channels >= 2**31:  # Arrow list offsets are int32
             raise UsageError(
                 f"sample.chunk_size × sample.points × {channels} must stay below 2^31 floats "
