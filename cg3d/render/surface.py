@@ -83,7 +83,7 @@ def _concatenate(parts: list[dict], materials: list[Material]) -> Surface:
         return np.concatenate(
             [
                 p[key] if p[key] is not None else np.full((k, *shape), np.nan)
-                for p, k in zip(parts, n)
+                for p, k in zip(parts, n, strict=True)
             ]
         )
 

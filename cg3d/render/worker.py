@@ -303,13 +303,13 @@ def colour_source(objects) -> str:
 
 def _no_triangles_reason(path: Path, counts: dict) -> str:
     """Why an imported file has no triangles: lines, a point cloud, an undecodable payload."""
+    compression = _compression_used(path)  # a failed decode leaves a stray vertex or none
+    if compression:
+        return f"undecodable: the {compression} payload did not decode into triangles"
     if counts["edges"]:
         return f"no_faces: the file holds only lines ({counts['edges']} edges, no faces)"
     if counts["loose_vertices"]:
         return f"no_faces: a point cloud ({counts['loose_vertices']} vertices, no faces)"
-    compression = _compression_used(path)
-    if compression:
-        return f"undecodable: the {compression} payload did not decode into triangles"
     return "empty: the file holds no faces"
 
 
