@@ -234,6 +234,12 @@ class TrainConfig(Section):
     deep_prompts: bool = param(True, "Replace the prompts before every transformer block.")
     train_logit_scale: bool = param(False, "Learn CLIP's temperature (frozen in the paper).")
     n_points: int = param(8192, "Points per sample fed to the encoder.", low=1)
+    point_channels: int = param(
+        3,
+        "Encoder input: 3 (xyz) or 6 (xyz, rgb: shards sampled with sample.colors).",
+        low=3,
+        high=6,
+    )
     # optimisation
     schedule: str = param(
         "alternating", "alternating (the paper's) or joint.", choices=("alternating", "joint")
