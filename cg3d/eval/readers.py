@@ -165,15 +165,26 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     )
 
 
-def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
-    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
-    import h5py
-
+def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
+    """The variant's h5 under `root`: the download's `h5_files/` or the variant's own folder
+    (`main_split`, `main_split_nobg`), told apart by the folder's name, since two variants
+    share `main_split`."""
     if variant not in SCANOBJECTNN_FILES:
         raise UsageError(
             f"--variant must be one of {', '.join(SCANOBJECTNN_FILES)}, got {variant!r}"
         )
-    path = _require_file(Path(root) / SCANOBJECTNN_FILES[variant].format(split=split), "--root")
+    relative = Path(SCANOBJECTNN_FILES[variant].format(split=split))
+    root = Path(root)
+    if root.name == relative.parent.name:
+        return _require_file(root / relative.name, "--root")
+    return _require_file(root / relative, "--root")
+
+
+def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
+    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
+    import h5py
+
+    path = scanobjectnn_file(root, variant, split)
     with h5py.File(path, "r") as h5:
         if "data" not in h5 or "label" not in h5:
             raise UsageError(f"{path}: needs datasets 'data' and 'label'")
@@ -263,7 +274,9 @@ def open_benchmark(
     if dataset not in DATASETS:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if not is_remote(root) and not Path(root).exists():
-        raise UsageError(f"--root: no such file or folder {root}")
+        # The commands take our shards as --shards (--root is for the benchmarks' files).
+        option = "--shards" if dataset == "shards" else "--root"
+        raise UsageError(f"{option}: no such file or folder {root}")
     if dataset == "scanobjectnn":
         return scanobjectnn(root, variant or "pb_t50_rs", split)
     if variant:

@@ -12,12 +12,13 @@ Galleries and relevance (the public CG3D code had no retrieval; these are our de
                                  of the point's class carries it (captions describe the class,
                                  e.g. "a photo of a chair", so many objects share one caption).
 Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
-Outputs: OUT/metrics.json and OUT/retrieval_grid.png (top-5 results for a few point and text
-queries; relevant results framed green, others red), from a second pass that only decodes
-the handful of objects the grid shows.
+Outputs (cg3d.eval.results): OUT/metrics.json (R@K and mAP of each direction, the objects,
+the model), OUT/details.json (the relevance definitions, query and gallery sizes) and
+OUT/retrieval_grid.png (top-5 results for a few point and text queries; relevant results
+framed green, others red), from a second pass that only decodes the handful of objects the
+grid shows.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from rich.progress import Progress
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import prepare_points
+from cg3d.eval.results import write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -139,6 +141,28 @@ def all_metrics(features: Features) -> dict[str, dict]:
     return {name: retrieval_metrics(similarity[name], relevant[name]) for name in relevant}
 
 
+RELEVANCE = {
+    "point_image": "instance: a view is relevant only to the object it was rendered from",
+    "point_text": "class: a caption is relevant to every object of a class that carries it",
+}
+HEADLINE_SCORES = ("R@1", "R@5", "R@10", "mAP")
+
+
+def headline_and_details(metrics: dict) -> tuple[dict, dict]:
+    """metrics.json: each direction's scores, the objects and the model; details.json: the
+    relevance definitions and each direction's query and gallery sizes."""
+    headline, details = {}, {"relevance": metrics["relevance"]}
+    for name, value in metrics.items():
+        if name == "relevance":
+            continue
+        if isinstance(value, dict):  # a direction
+            headline[name] = {k: value[k] for k in HEADLINE_SCORES}
+            details[name] = {k: v for k, v in value.items() if k not in HEADLINE_SCORES}
+        else:
+            headline[name] = value
+    return headline, details
+
+
 def grid_rows(model, shards: str | Path, features: Features, config: RetrievalConfig) -> list[dict]:
     """Rows of the picture grid: point→image for the first queries, then text→point (object
     indices are those of `encode_split`: the same samples are skipped on this pass)."""
@@ -207,18 +231,14 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, shards, config)
     metrics = all_metrics(features) | {
-        "relevance": {
-            "point_image": "instance: a view is relevant only to the object it was rendered from",
-            "point_text": "class: a caption is relevant to every object of a class that carries it",
-        },
+        "relevance": RELEVANCE,
         "n_objects": len(features.keys),
         "skipped_samples": features.skipped,
         "split": config.split,
         **model_identity(model, Path(checkpoint)),
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_results(out, *headline_and_details(metrics))
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
     return metrics

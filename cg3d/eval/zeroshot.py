@@ -2,17 +2,16 @@
 
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
-batch of points plus the (N, C) score matrix, and writes:
-  OUT/metrics.json      top1, top5, class_mean, per_class, n_shapes, dataset, variant,
-                        checkpoint, clip_model, clip_pretrained (bool: real weights loaded), clip_weights
+batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
+  OUT/metrics.json      top1, top5, class_mean, n_shapes, dataset, variant, prompts, checkpoint,
+                        clip_model, clip_pretrained (bool: real weights loaded), clip_weights
+  OUT/per_class.csv     class, shapes, top1: per-class accuracy
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
   OUT/confusion.png     the confusion matrix, rows normalised
 """
 
-import csv
 import functools
 import itertools
-import json
 import multiprocessing
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
 from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -156,14 +156,15 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "skipped_samples": benchmark.skipped(),
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    headline = {k: v for k, v in metrics.items() if k != "per_class"}
+    write_results(out, headline, per_class=per_class_rows(metrics["per_class"], confusion))
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
-    with (out / "predictions.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "actual", "predicted"])
-        for key, actual, guess in zip(keys, labels, predicted, strict=True):
-            writer.writerow([key, benchmark.classes[actual], benchmark.classes[guess]])
+    names = benchmark.classes
+    rows = [
+        {"key": key, "actual": names[actual], "predicted": names[guess]}
+        for key, actual, guess in zip(keys, labels, predicted, strict=True)
+    ]
+    write_rows(out / "predictions.csv", rows)
     title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
     confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
     return metrics

@@ -36,7 +36,7 @@ from cg3d.formats.renders import Rendered
 from cg3d.formats.shards import INDEX_NAME, ShardWriter, sample_members, write_index
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import progress_bar
+from cg3d.pipeline.chunks import locks_out_dir, progress_bar
 
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
@@ -258,6 +258,7 @@ def pack_index(classes: list[str], packer: Packer, failures: list[dict], config:
     }
 
 
+@locks_out_dir
 def pack_shards(
     meshes_dir: Path,
     points_dir: Path,

@@ -16,7 +16,7 @@ in the metadata), plus `OUT/failures.parquet` (id, stage, reason).
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
+    locks_out_dir,
     run_chunks,
     split_into_chunks,
 )
@@ -39,6 +40,8 @@ STAGE = "sample"
 # FPS picks N of max(10k, 1.25 N) surface samples: 10k → 8192 as in ULIP / Point-BERT data,
 # and enough candidates for FPS to spread 1024 points better than a random subset would.
 MIN_SURFACE_SAMPLES = 10_000
+# Config fields that change how fast the points come, not which: left out of the resume plan.
+RESULT_NEUTRAL = ("workers", "executor", "timeout")
 
 
 @dataclass
@@ -222,6 +225,26 @@ def sample_chunk(
     return len(ids)
 
 
+def plan_fingerprint(ok: list[MeshRecord], config: SampleConfig) -> dict:
+    """The plan a finished part belongs to: which objects, in which chunks, sampled how.
+
+    Every config field counts except RESULT_NEUTRAL ones, so a new param is part of the plan
+    without being listed here (for today's fields the plan is the one earlier versions wrote,
+    so their parts still resume).
+    """
+    objects = hashlib.sha256(
+        "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok).encode()
+    ).hexdigest()
+    params = {k: v for k, v in asdict(config).items() if k not in RESULT_NEUTRAL}
+    return {
+        "stage": STAGE,
+        "objects": objects,
+        **params,
+        "surface_samples": surface_sample_count(config.points),
+    }
+
+
+@locks_out_dir
 def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> SampleSummary:
     """The stage: sample every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()
@@ -229,22 +252,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     records = read_manifest(meshes_dir)
     ok = [r for r in records if r.status == OK]
     chunks = split_into_chunks(ok, config.chunk_size)
-    # The plan: which objects, in which chunks, sampled how. Workers and executor do not
-    # change the result, so they are not part of it.
-    objects = hashlib.sha256(
-        "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok).encode()
-    ).hexdigest()
-    fingerprint = {
-        "stage": STAGE,
-        "objects": objects,
-        "points": config.points,
-        "normals": config.normals,
-        "colors": config.colors,
-        "seed": config.seed,
-        "chunk_size": config.chunk_size,
-        "surface_samples": surface_sample_count(config.points),
-    }
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, fingerprint)
+    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(ok, config))
     output.prepare()
     pending = output.pending(len(chunks))
     run_chunks(

@@ -97,6 +97,22 @@ def test_scanobjectnn_variants(tmp_path, variant):
     assert bench.classes == class_names("scanobjectnn")
 
 
+@pytest.mark.parametrize("variant", sorted(SCANOBJECTNN_FILES))
+def test_scanobjectnn_root_may_be_the_variant_folder(tmp_path, variant):
+    relative = SCANOBJECTNN_FILES[variant].format(split="test")
+    write_scanobjectnn(tmp_path / "h5_files", relative, count=3)
+    variant_folder = tmp_path / "h5_files" / relative.split("/")[0]
+    bench = open_benchmark("scanobjectnn", variant_folder, variant=variant)
+    assert bench.size == 3 and [s.label for s in bench.shapes()] == [0, 1, 2]
+
+
+def test_scanobjectnn_variant_folder_of_another_variant_is_refused(tmp_path):
+    # obj_bg's file has the name obj_only's has, in main_split instead of main_split_nobg
+    write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES["obj_bg"].format(split="test"), count=3)
+    with pytest.raises(UsageError, match="missing file .*main_split_nobg"):
+        open_benchmark("scanobjectnn", tmp_path / "main_split", variant="obj_only")
+
+
 def test_scanobjectnn_wrong_variant_and_missing_file(tmp_path):
     with pytest.raises(UsageError, match="--variant"):
         open_benchmark("scanobjectnn", tmp_path, variant="hardest")
@@ -122,8 +138,11 @@ def test_shapenet55_unknown_synset(tmp_path):
 def test_wrong_dataset_name_and_missing_root(tmp_path):
     with pytest.raises(UsageError, match="--dataset must be one of"):
         open_benchmark("modelnet41", tmp_path)
-    with pytest.raises(UsageError, match="no such file or folder"):
+    with pytest.raises(UsageError, match="^--root: no such file or folder"):
         open_benchmark("modelnet40", tmp_path / "absent")
+    # our shards are given as --shards: the message names that option, not --root
+    with pytest.raises(UsageError, match="^--shards: no such file or folder"):
+        open_benchmark("shards", tmp_path / "absent")
     with pytest.raises(UsageError, match="missing file"):
         open_benchmark("modelnet40", tmp_path)
 

@@ -1,6 +1,5 @@
 """Small stage outputs in the formats of docs/design.md, written by the tests themselves."""
 
-import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
+from cg3d.pipeline.sample import object_rng
 
 CLASSES = ["chair", "table", "lamp"]
 
@@ -65,20 +65,13 @@ def fake_points(
     good = [i for i in ids if i not in failed]
     for part, start in enumerate(range(0, len(good), chunk)):
         chunk_ids = good[start : start + chunk]
-        clouds = [
-            np.random.default_rng(stable_seed(i)).uniform(-0.5, 0.5, (n, 3)).astype(np.float32)
-            for i in chunk_ids
-        ]
+        # object_rng seeds from a digest of the id: the same in every run (hash() is salted)
+        clouds = [object_rng(0, i).uniform(-0.5, 0.5, (n, 3)).astype(np.float32) for i in chunk_ids]
         write_points_part(root / f"part-{part:05d}.parquet", chunk_ids, clouds)
     write_failures(
         [{"id": i, "stage": "sample", "reason": "degenerate: flat"} for i in failed],
         root / FAILURES_NAME,
     )
-
-
-def stable_seed(text: str) -> int:
-    """A seed from a digest of `text` (`hash()` of a str changes between runs: it is salted)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:

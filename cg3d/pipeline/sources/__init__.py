@@ -39,6 +39,7 @@ from cg3d.pipeline.chunks import (
     ChunkedOutput,
     atomic_path,
     default_workers,
+    locks_out_dir,
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
@@ -86,6 +87,7 @@ def check_config(config: MeshesConfig) -> None:
             raise UsageError(f"meshes.root: the folder {root} is empty")
 
 
+@locks_out_dir
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
     check_config(config)
