@@ -218,6 +218,11 @@ class AugmentConfig(Section):
     scale_high: float = param(3.0 / 2.0, "Highest scale.", low=0.0)
     translate: bool = param(True, "Per-axis shift U(-translate_range, translate_range).")
     translate_range: float = param(0.2, "Largest shift.", low=0.0)
+    color_jitter: bool = param(
+        False, "Jitter the rgb of coloured points (brightness and contrast), clipped to [0, 1]."
+    )
+    color_brightness: float = param(0.1, "Largest brightness shift of rgb.", low=0.0, high=1.0)
+    color_contrast: float = param(0.2, "Contrast factor U(1 - this, 1 + this).", low=0.0, high=1.0)
 
 
 @dataclass
