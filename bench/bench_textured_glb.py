@@ -6,7 +6,8 @@
 Writes --objects GLBs with Blender's glTF exporter (a mix, in turn: cubes, UV spheres and
 subdivided monkeys, each with its own packed checker texture), then for each tree runs, as
 subprocesses with PYTHONPATH set to that tree, `cg3d meshes --source folder`, `cg3d sample`
-(the after tree also with --colors) and `cg3d render` (workbench). Times are the wall clock of
+(the after tree also with the exact FPS the
+before tree had, and with --colors) and `cg3d render` (workbench). Times are the wall clock of
 each command: Python's start, Blender's worker start and the writing of the outputs included,
 as a user sees them. `--before`: a checkout of the code before the issue-11 merge
 (`git worktree add /tmp/before 838d758`).
@@ -91,7 +92,9 @@ def run_tree(name: str, tree: Path, glbs: Path, scratch: Path, args) -> list[tup
     timed(tree, ["meshes", "--source", "folder", "--root", str(glbs), "--out", str(meshes)])
     common = ["--meshes", str(meshes), "--workers", str(args.workers)]
     rows = []
-    samples = [("sample", [])] + ([("sample --colors", ["--colors"])] if name == "after" else [])
+    samples = [("sample", [])]
+    if name == "after":  # exact FPS as before (isolates the reading), and with colours
+        samples += [("sample --fps exact", ["--fps", "exact"]), ("sample --colors", ["--colors"])]
     for label, extra in samples:
         folder = out / label.replace(" --", "-")
         sample = ["sample", *common, "--points", str(args.points), "--out", str(folder), *extra]
@@ -134,11 +137,11 @@ def main() -> None:
             f"{args.views} views at {args.resolution} px, {args.workers} workers"
         )
         print(
-            f"{'tree':<7} {'command':<20} {'done':>7} {'seconds':>8} {'objects/s':>10} {'views/s':>8}"
+            f"{'tree':<7} {'command':<22} {'done':>7} {'seconds':>8} {'objects/s':>10} {'views/s':>8}"
         )
         for tree, label, n, seconds, per_object, per_view in rows:
             views = f"{per_view:8.2f}" if per_view else f"{'':>8}"
-            print(f"{tree:<7} {label:<20} {n:>7} {seconds:>8.1f} {per_object:>10.2f} {views}")
+            print(f"{tree:<7} {label:<22} {n:>7} {seconds:>8.1f} {per_object:>10.2f} {views}")
     finally:
         shutil.rmtree(scratch)
 
