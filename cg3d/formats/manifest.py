@@ -27,6 +27,10 @@ FAILURE_KINDS = (
     "absurd_size",
     "unsupported_format",
     "duplicate",
+    "no_faces",  # a point cloud, or only lines
+    "missing_file",  # a file the mesh references (a glTF buffer) is missing
+    "outside_root",  # the file, or one it references, lies outside the source's root
+    "undecodable",  # a Draco or meshopt payload that does not decode
 )
 
 SCHEMA = pa.schema(

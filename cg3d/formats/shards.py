@@ -1,7 +1,7 @@
 """The pack stage's output: WebDataset shards and their index.
 
 `{split}/shard-XXXXXX.tar` holds, per object (key = object id, members in this order):
-`points.npy` (N×3|6 float32), `view_XX.png` (one per rendered view), `cameras.json` (the
+`points.npy` (N×3|6|9 float32: xyz, rgb, normals as meta.json's `channels` says), `view_XX.png` (one per rendered view), `cameras.json` (the
 render stage's cameras, as written), `captions.json` (list of strings), `cls` (class index as
 decimal text) and `meta.json`. `index.json` lists the classes and, per split, the shards with
 their sample counts and sha256.
@@ -287,10 +287,11 @@ def decode_member(raw: dict, suffix: str, decode: Callable[[bytes], Any]) -> Any
 
 
 def decode_cloud(data: bytes) -> np.ndarray:
-    """`decode_points` of a cloud with at least one point of xyz (and normals)."""
+    """`decode_points` of a cloud with at least one point of xyz (and rgb, normals: the layout
+    is meta.json's `channels`)."""
     points = decode_points(data)
-    if points.ndim != 2 or points.shape[1] not in (3, 6) or len(points) == 0:
-        raise ValueError(f"shape {points.shape} is not (N, 3) or (N, 6)")
+    if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or len(points) == 0:
+        raise ValueError(f"shape {points.shape} is not (N, 3), (N, 6) or (N, 9)")
     return points
 
 

@@ -43,7 +43,7 @@ from cg3d.formats.manifest import (
     manifest_rows,
     read_classes,
 )
-from cg3d.formats.points import PointsLookup, points_parts
+from cg3d.formats.points import PointsLookup, points_channels, points_parts
 from cg3d.formats.renders import Rendered, RendersLookup, render_parts
 from cg3d.formats.shards import (
     INDEX_NAME,
@@ -104,6 +104,7 @@ class PackInputs:
     points: PointsLookup
     renders: RendersLookup
     captions: CaptionsLookup
+    channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
 
 def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
@@ -122,6 +123,7 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
         PointsLookup(points_dir),
         RendersLookup(renders_dir),
         CaptionsLookup(captions_dir),
+        points_channels(points_dir),
     )
 
 
@@ -230,7 +232,7 @@ def missing_reason(points, renders: Rendered | None, captions) -> str:
     """Why an object that no stage reported as failed cannot be packed ("" when it can)."""
     if points is None:
         return "missing: no points"
-    if points.ndim != 2 or points.shape[1] not in (3, 6) or not np.isfinite(points).all():
+    if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or not np.isfinite(points).all():
         return f"bad_points: shape {points.shape} or non-finite values"
     if renders is None or not renders.views:
         return "missing: no rendered views"
@@ -266,13 +268,15 @@ def pack_shard(
     def samples():
         for row in rows:
             key = row["id"]
-            cloud, rendered, texts = clouds.get(key), renders.get(key), captions.get(key)
+            stored, rendered, texts = clouds.get(key), renders.get(key), captions.get(key)
+            cloud = stored.points if stored else None
             reason = missing_reason(cloud, rendered, texts)
             if reason:
                 failures.append({"id": key, "stage": "pack", "reason": reason})
                 continue
             shapes.add(cloud.shape)
             meta = object_meta(row, cloud, len(rendered.views))
+            meta |= {"channels": inputs.channels, "has_color": stored.has_color}
             cls = inputs.classes[row["class_name"]]
             yield key, sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
 

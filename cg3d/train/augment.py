@@ -1,7 +1,10 @@
 """The paper's point augmentations (Point-BERT / CG3D conventions), each switchable.
 
-Points are (N, 3) or (N, 6) float32 in the canonical frame (+Y up); with normals, rotations
-apply to both halves and scale/translation/jitter to positions only.
+Points are (N, C) float32 in the canonical frame (+Y up), their columns named by `channels`
+(meta.json's, `cg3d.formats.points.channel_names`: xyz, then rgb, then normals). Rotations
+apply to positions and normals, scale/translation/jitter to positions only; colours are never
+rotated or scaled. A layout not given is xyz (C = 3) or xyz + normals (C = 6), as before
+colours existed.
 """
 
 import numpy as np
@@ -26,7 +29,10 @@ def rotation_z(angle: float) -> np.ndarray:
 
 
 def augment_points(
-    points: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+    points: np.ndarray,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    channels: list[str] | None = None,
 ) -> np.ndarray:
     """One random draw of every enabled augmentation, in Point-BERT's order (rotations, dropout,
     scale, translation, jitter); a new array, the caller's is left as it was.
@@ -64,4 +70,10 @@ def augment_points(
         shifted += noise.clamp_(-config.jitter_clip, config.jitter_clip)
     if points.shape[1] == 3:
         return xyz
-    return np.hstack([xyz, points[:, 3:] @ rotation.T])  # normals turn, never scale
+    out = np.array(points, dtype=np.float32)
+    out[:, :3] = xyz
+    names = list(channels) if channels else ["x", "y", "z", "nx", "ny", "nz"]
+    if "nx" in names:
+        normals = names.index("nx")
+        out[:, normals : normals + 3] = points[:, normals : normals + 3] @ rotation.T  # turn only
+    return out

@@ -244,7 +244,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
         if rng is not None:
-            points = augment_points(points, self.config.augment, rng)
+            channels = decode_member(raw, "meta.json", json.loads).get("channels")
+            points = augment_points(points, self.config.augment, rng, channels)
             view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
         else:
             view, caption = views[0], captions[0]

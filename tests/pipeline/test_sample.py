@@ -122,7 +122,9 @@ def test_stage_writes_parts_in_the_documented_layout(tmp_path):
     parts = sorted(p.name for p in (tmp_path / "points").glob("part-*.parquet"))
     assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     table = pq.read_table(tmp_path / "points" / "part-00000.parquet")
-    assert table.column_names == ["id", "points", "n_points"]
+    assert table.column_names == ["id", "points", "n_points", "has_color"]
+    assert table.schema.metadata[b"channels"] == b"x,y,z"
+    assert table["has_color"].to_pylist() == [False, False]
     assert pa.types.is_list(table.schema.field("points").type)
     assert table.schema.field("points").type.value_type == pa.float32()
     assert table["n_points"].to_pylist() == [64, 64]
@@ -183,14 +185,14 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
     reference = tmp_path / "reference"
     sample_points(meshes_dir, reference, config)
 
-    real = sample_module.points_for_record
+    real = sample_module.PointsReader.__call__
 
-    def killed_at_obj03(meshes_dir, record, config):
-        if record.id == "obj03":
+    def killed_at_obj03(self, path, up_axis, object_id):
+        if object_id == "obj03":
             raise KeyboardInterrupt  # like a kill in the middle of chunk 1
-        return real(meshes_dir, record, config)
+        return real(self, path, up_axis, object_id)
 
-    monkeypatch.setattr(sample_module, "points_for_record", killed_at_obj03)
+    monkeypatch.setattr(sample_module.PointsReader, "__call__", killed_at_obj03)
     with pytest.raises(KeyboardInterrupt):
         sample_points(meshes_dir, out, config)
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet"]
@@ -198,7 +200,7 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
     finished = (out / "part-00000.parquet").stat().st_mtime_ns
     (out / ".part-00001.parquet.4242.tmp").write_bytes(b"half a file from a killed worker")
 
-    monkeypatch.setattr(sample_module, "points_for_record", real)
+    monkeypatch.setattr(sample_module.PointsReader, "__call__", real)
     summary = sample_points(meshes_dir, out, config)
     assert (summary.chunks_run, summary.chunks_total, summary.sampled) == (2, 3, 6)
     assert (out / "part-00000.parquet").stat().st_mtime_ns == finished

@@ -63,3 +63,18 @@ def test_the_input_is_left_as_it_was_and_draws_repeat_with_the_seed():
     again = augment_points(points, AugmentConfig(), np.random.default_rng(9))
     assert np.array_equal(points, before) and np.array_equal(first, again)
     assert first.dtype == np.float32 and first.shape == (300, 6)
+
+
+def test_colours_are_never_rotated_and_normals_still_turn():
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(-1, 1, (300, 3)).astype(np.float32)
+    rgb = rng.uniform(0, 1, (300, 3)).astype(np.float32)
+    normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    channels = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
+    config = AugmentConfig(**{**_only("rotate_up"), "scale": True})
+    out = augment_points(np.hstack([xyz, rgb, normals]), config, rng, channels)
+    np.testing.assert_array_equal(out[:, 3:6], rgb)
+    assert not np.allclose(out[:, 6:9], normals, atol=1e-2)  # a random turn moved them
+    np.testing.assert_allclose(np.linalg.norm(out[:, 6:9], axis=1), 1, atol=1e-5)
+    coloured = augment_points(np.hstack([xyz, rgb]), config, rng, channels[:6])
+    np.testing.assert_array_equal(coloured[:, 3:6], rgb)

@@ -43,7 +43,7 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.meshio import MeshError, load_mesh
+from cg3d.pipeline.meshio import MeshError, validate_file
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -99,6 +99,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
+    records = with_up_axis(records, config.up_axis)
     listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
@@ -109,7 +110,8 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     output.prepare()
     pending = output.pending(len(listing_parts))
     sizes = [pq.read_metadata(listing_parts[i]).num_rows for i in pending]
-    jobs = [(str(out_dir), str(listing_parts[i]), str(output.part(i))) for i in pending]
+    root = str(source_root(config, out_dir))
+    jobs = [(str(out_dir), root, str(listing_parts[i]), str(output.part(i))) for i in pending]
     workers = config.workers or default_workers()
     run_chunks(
         validate_chunk,
@@ -166,8 +168,23 @@ def _write_listing(
     return parts, digest.hexdigest()
 
 
-def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
-    """Load and check every mesh of one listing part; write the rows with status and hash."""
+def source_root(config: MeshesConfig, out_dir: Path) -> Path:
+    """The folder a source may read: its root (the synthetic source: the output folder)."""
+    return Path(config.root) if config.source != "synthetic" else Path(out_dir)
+
+
+def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRecord]:
+    """The records with `meshes.up_axis` when it is set (not "auto"), the source's otherwise."""
+    for record in records:
+        if up_axis != "auto":
+            record.up_axis = up_axis
+        yield record
+
+
+def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int:
+    """Check every mesh of one listing part (`meshio.validate_file`: inside `root`, what it
+    references too, a surface); write the rows with status and hash. A file outside the root is
+    never read, not even hashed."""
     rows = pq.read_table(listing_part).to_pylist()
     for row in rows:
         if row["status"] != OK:  # the source already knew (e.g. unsupported format)
@@ -175,8 +192,8 @@ def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
+            validate_file(path, Path(root))  # before hashing: refuses what lies outside
             row["sha256"] = file_sha256(path)
-            load_mesh(path)
         except MeshError as error:
             row["status"], row["error"] = error.kind, error.reason
         except OSError as error:
