@@ -59,12 +59,14 @@ STAGES = {
 
 
 def mesh_folder(work: Path, rows: int) -> None:
-    """N hard links of one tiny OBJ, spread over the class folders."""
-    original = work / "tiny.obj"
-    original.write_text(TINY_OBJ)
+    """N hard links of one tiny OBJ (a copy per 50,000 links: file systems cap a file's
+    links near 65,000), spread over the class folders."""
     for c in CLASSES:
         (work / "root" / c).mkdir(parents=True, exist_ok=True)
     for i in range(rows):
+        original = work / f"tiny{i // 50_000}.obj"
+        if i % 50_000 == 0:
+            original.write_text(TINY_OBJ)
         os.link(original, work / "root" / CLASSES[i % len(CLASSES)] / f"m{i:07d}.obj")
 
 

@@ -219,12 +219,19 @@ def content_key(record_fields: str) -> int:
     )
 
 
+# The manifest read as Arrow tables of some columns (all when None), in id order, a row group at
+# a time: `cg3d.formats.manifest.manifest_tables` of a meshes folder. Passed in, not imported,
+# so that train and eval, which import this module, do not depend on the manifest's code.
+ManifestTables = Callable[[list[str] | None], Iterator[pa.Table]]
+
+
 @dataclass
 class ChunkPlan:
     """Which `ok` objects of a manifest form which chunk: `members` (MEMBERS_SCHEMA) sorted by
     id, so it lines up row for row with the manifest's `ok` rows."""
 
-    meshes_dir: Path
+    tables: ManifestTables
+    ok: str  # the manifest's status of a good object
     members: pa.Table
     manifest_rows: int  # rows of the manifest, failed ones included
     recomputed: list[int]  # chunks that have no part yet (new, changed, or never finished)
@@ -237,33 +244,34 @@ class ChunkPlan:
         counts = self.members.column("chunk").value_counts().to_pylist()
         return {entry["values"]: entry["counts"] for entry in counts}
 
-    def jobs(self, chunks: Iterable[int]) -> Iterator[tuple[int, list]]:
-        """(chunk, its MeshRecords in id order) for `chunks`, from one streamed pass over the
+    def jobs(self, chunks: Iterable[int]) -> Iterator[tuple[int, list[dict]]]:
+        """(chunk, its manifest rows in id order) for `chunks`, from one streamed pass over the
         manifest: a chunk is handed out as soon as its last member is read, so only chunks
         whose members are spread over the id range (new objects) are held until the end."""
-        from cg3d.formats.manifest import OK, MeshRecord, manifest_tables
-
         wanted = np.array(sorted(chunks), dtype=np.int32)
         sizes = self.sizes()
         waiting: dict[int, list] = {}
         position = 0
-        for table in manifest_tables(self.meshes_dir):
-            ok = table.filter(pc.equal(table.column("status"), OK))
+        for table in self.tables(None):
+            ok = table.filter(pc.equal(table.column("status"), self.ok))
             members = self.members.slice(position, ok.num_rows)
             position += ok.num_rows
             if not ok.column("id").equals(members.column("id")):
-                raise RuntimeError(f"{self.meshes_dir}: the manifest changed while the stage ran")
+                raise RuntimeError("the manifest changed while the stage ran")
             chunk_of = members.column("chunk").to_numpy()
             keep = np.isin(chunk_of, wanted)
             rows = ok.filter(pa.array(keep)).to_pylist()
             for row, chunk in zip(rows, chunk_of[keep].tolist(), strict=True):
-                waiting.setdefault(chunk, []).append(MeshRecord(**row))
+                waiting.setdefault(chunk, []).append(row)
                 if len(waiting[chunk]) == sizes[chunk]:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(meshes_dir: Path, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
-    """The chunks of the manifest's `ok` objects, stable under additions (after `prepare`).
+def plan_chunks(
+    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int
+) -> ChunkPlan:
+    """The chunks of the manifest's objects of status `ok`, stable under additions (call it
+    after `output.prepare()`).
 
     The membership table a previous run left in `output` (`chunks.parquet`) is kept: an object
     stays in its chunk; new objects go, in id order, into new chunks numbered after the last;
@@ -272,16 +280,18 @@ def plan_chunks(meshes_dir: Path, output: "ChunkedOutput", chunk_size: int) -> C
     The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
     ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
     """
-    from cg3d.formats.manifest import OK, manifest_tables
-
     ids, contents, rows = [], [], 0
-    for table in manifest_tables(meshes_dir, ["id", "path", "up_axis", "sha256", "status"]):
+    for table in tables(["id", "path", "up_axis", "sha256", "status"]):
         rows += table.num_rows
-        ok = table.filter(pc.equal(table.column("status"), OK))
+        good = table.filter(pc.equal(table.column("status"), ok))
         keys = pc.binary_join_element_wise(
-            ok.column("id"), ok.column("sha256"), ok.column("path"), ok.column("up_axis"), " "
+            good.column("id"),
+            good.column("sha256"),
+            good.column("path"),
+            good.column("up_axis"),
+            " ",
         )
-        ids.append(ok.column("id"))
+        ids.append(good.column("id"))
         contents.append(pa.array([content_key(k) for k in keys.to_pylist()], pa.int64()))
     objects = pa.table(
         {
@@ -317,7 +327,7 @@ def plan_chunks(meshes_dir: Path, output: "ChunkedOutput", chunk_size: int) -> C
         output.drop(index)
     with atomic_path(table_path) as tmp:
         pq.write_table(members, tmp)
-    plan = ChunkPlan(Path(meshes_dir), members, rows, [])
+    plan = ChunkPlan(tables, ok, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
 

@@ -17,11 +17,12 @@ in the metadata), plus `OUT/failures.parquet` (id, stage, reason).
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from cg3d.formats.manifest import MeshRecord, mesh_file
+from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
@@ -240,11 +241,15 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     meshes_dir = Path(meshes_dir)
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    plan = plan_chunks(meshes_dir, output, config.chunk_size)
+    plan = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
     sizes = plan.sizes()
+    jobs = (
+        (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
+        for i, rows in plan.jobs(plan.recomputed)
+    )
     run_chunks(
         sample_chunk,
-        ((meshes_dir, output, i, records, config) for i, records in plan.jobs(plan.recomputed)),
+        jobs,
         lambda job: len(job[3]),
         total=sum(sizes[i] for i in plan.recomputed),
         workers=config.workers or default_workers(),

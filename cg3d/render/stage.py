@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
 
-from cg3d.formats.manifest import MeshRecord, mesh_file
+from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
@@ -108,10 +109,13 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    chunks = plan_chunks(meshes_dir, output, config.chunk_size)
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
     sizes = chunks.sizes()
     pending = chunks.recomputed
-    jobs = ((meshes_dir, output, i, records, config) for i, records in chunks.jobs(pending))
+    jobs = (
+        (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
+        for i, rows in chunks.jobs(pending)
+    )
     workers = min(config.workers or default_workers(), max(len(pending), 1))
     total_views = config.views * sum(sizes[i] for i in pending)
     with progress_bar("views") as progress:
