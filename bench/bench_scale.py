@@ -11,6 +11,10 @@ size is read from `Maximum resident set size`:
   then `caption` → `pack` (shards of 1,000) → `verify`.
 
     python bench/bench_scale.py --rows 10000 100000 --work /tmp/bench_scale
+
+`--lookups` instead times finding one object's points and views among parts that overlap in id
+range (a grown data set: 40 parts of consecutive ids plus 10 parts of ids spread over the whole
+range), against the naive reading of every part (what `find_points` / `find_rendered` did).
 """
 
 import argparse
@@ -27,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from cg3d.formats.manifest import SCHEMA, write_classes, write_manifest_table
-from cg3d.formats.points import write_points_part
-from cg3d.formats.renders import Rendered, write_render_part
+from cg3d.formats.points import find_points, points_parts, write_points_part
+from cg3d.formats.renders import Rendered, find_rendered, render_parts, write_render_part
+from cg3d.formats.tar import tar_samples
 
 CLASSES = [f"class{c}" for c in range(10)]
 PART = 1000
@@ -126,13 +132,71 @@ def measure(stage: str, work: Path) -> tuple[float, float]:
     return kib / 1024, seconds
 
 
+def naive_find_points(points_dir: Path, object_id: str) -> np.ndarray | None:
+    for part in points_parts(points_dir):
+        table = pq.read_table(part, filters=[("id", "==", object_id)])
+        if table.num_rows:
+            n = table["n_points"][0].as_py()
+            return np.asarray(table["points"][0].values, dtype=np.float32).reshape(n, -1)
+    return None
+
+
+def naive_find_rendered(renders_dir: Path, object_id: str) -> bytes | None:
+    for part in render_parts(renders_dir):
+        with open(part, "rb") as stream:
+            for sample in tar_samples(stream):  # every member read
+                if sample["__key__"] == object_id:
+                    return sample["view_00.png"]
+    return None
+
+
+def lookups(work: Path, objects: int = 10_000, points: int = 2048, repeats: int = 5) -> None:
+    """Seconds per lookup of one object, new against naive, on overlapping parts."""
+    rng = np.random.default_rng(0)
+    ids = sorted(f"{u:016x}" for u in rng.choice(2**62, size=objects, replace=False))
+    spread = set(ids[::5][: objects // 5])  # one in five: "added later", in every id range
+    chunks = [c for c in np.array_split([i for i in ids if i not in spread], 40)]
+    chunks += np.array_split(sorted(spread), 10)
+    pngs = {f"view_{v:02d}": bytes(rng.integers(0, 255, 3000, dtype=np.uint8)) for v in range(4)}
+    for folder in ("points", "renders"):
+        (work / folder).mkdir(parents=True)
+    for part, chunk in enumerate(chunks):
+        chunk = list(chunk)
+        clouds = [rng.uniform(-1, 1, (points, 3)).astype(np.float32) for _ in chunk]
+        write_points_part(work / "points" / f"part-{part:05d}.parquet", chunk, clouds)
+        objects_in = {i: Rendered(pngs, b"{}") for i in chunk}
+        write_render_part(work / "renders" / f"part-{part:05d}.tar", objects_in)
+    targets = [sorted(spread)[-1], ids[-1]]  # one in a spread part, one in the last part
+    ways = {
+        "points, naive (every part filtered)": lambda k: naive_find_points(work / "points", k),
+        "points, find_points (row groups by id range)": lambda k: find_points(work / "points", k),
+        "views, naive (every part read)": lambda k: naive_find_rendered(work / "renders", k),
+        "views, find_rendered (members of the id only)": lambda k: find_rendered(
+            work / "renders", k
+        ),
+    }
+    for name, way in ways.items():
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for key in targets:
+                assert way(key) is not None
+        per = (time.perf_counter() - start) / (repeats * len(targets))
+        print(f"| {name} | {len(chunks)} | {per * 1000:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
+    parser.add_argument("--lookups", action="store_true", help="Time lookups instead.")
     args = parser.parse_args()
     print(f"# {platform.node()} {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    if args.lookups:
+        shutil.rmtree(args.work / "lookups", ignore_errors=True)
+        lookups(args.work / "lookups")
+        shutil.rmtree(args.work / "lookups", ignore_errors=True)
+        return
     results = []
     for rows in args.rows:
         work = args.work / str(rows)
