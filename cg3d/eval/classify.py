@@ -32,11 +32,11 @@ def parse_labels(labels: str, default: list[str]) -> list[str]:
 
 def input_points(path: Path, n_points: int, up_axis: str = "y", seed: int = 0) -> np.ndarray:
     """(n_points, 3) model input from a mesh or point file, as the pipeline prepares shapes."""
-    from cg3d.pipeline.geometry import to_canonical_axes
+    from cg3d.pipeline.geometry import UP_AXES, to_canonical_axes
     from cg3d.pipeline.sample import SampleConfig, sample_object
 
-    if up_axis not in ("y", "z"):
-        raise UsageError(f"--up-axis must be 'y' or 'z', got {up_axis!r}")
+    if up_axis not in UP_AXES:
+        raise UsageError(f"--up-axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file {path}")
@@ -45,13 +45,15 @@ def input_points(path: Path, n_points: int, up_axis: str = "y", seed: int = 0) -
     if suffix in (*POINT_SUFFIXES, ".ply"):
         vertices, faces = read_point_file(path)  # a PLY with faces is a mesh: read it as below
     if suffix not in POINT_SUFFIXES and (suffix != ".ply" or faces is not None):
-        from cg3d.pipeline.meshio import MeshError, load_mesh
+        from cg3d.pipeline.meshio import MeshError
+        from cg3d.pipeline.sample import PointsReader
 
+        # the sample stage's reading (Blender's for glTF), so the shape is what training saw
         try:
-            mesh = load_mesh(path)
-        except MeshError as error:
+            with PointsReader(SampleConfig(points=n_points, seed=seed)) as read:
+                return read(path, up_axis, path.stem)[0]
+        except (MeshError, ValueError) as error:
             raise UsageError(f"{path}: {error}") from None
-        vertices, faces = mesh.vertices, mesh.faces
     if faces is None:
         try:
             return prepare_points(vertices, n_points, up_axis, seed)

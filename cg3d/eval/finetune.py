@@ -25,7 +25,7 @@ from torch import nn
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
-from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
@@ -41,17 +41,18 @@ def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
 
 
 def load_split(
-    benchmark: Benchmark, n_points: int, keep: set[int] | None = None
+    benchmark: Benchmark, n_points: int, keep: set[int] | None = None, point_channels: int = 3
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (or the `keep` indices of the) shapes, prepared: points (N, n_points, 3), labels (N,)."""
+    """All (or the `keep` indices of the) shapes, prepared: points (N, n_points,
+    point_channels), labels (N,)."""
     points, labels = [], []
     for index, shape in enumerate(benchmark.shapes()):
         if keep is None or index in keep:
-            points.append(
-                prepare_points(
-                    shape.points, n_points, benchmark.up_axis, index, not benchmark.normalised
-                )
+            up, normalise = benchmark.up_axis, not benchmark.normalised
+            prepared = prepare_points(
+                shape.points, n_points, up, index, normalise, shape.colors, point_channels
             )
+            points.append(prepared)
             labels.append(shape.label)
     if not points:
         raise UsageError(f"{benchmark.name} {benchmark.variant}: no shapes")
@@ -59,11 +60,12 @@ def load_split(
 
 
 def augment(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random per-shape anisotropic scale U(0.8, 1.25) and shift ±0.1 (Point-BERT's fine-tuning)."""
+    """Random per-shape anisotropic scale U(0.8, 1.25) and shift ±0.1 (Point-BERT's
+    fine-tuning) of xyz; rgb columns are left as they are."""
     batch = points.shape[0]
     scale = torch.empty(batch, 1, 3).uniform_(0.8, 1.25, generator=generator)
     shift = torch.empty(batch, 1, 3).uniform_(-0.1, 0.1, generator=generator)
-    return points * scale + shift
+    return torch.cat([points[..., :3] * scale + shift, points[..., 3:]], dim=-1)
 
 
 class Classifier(nn.Module):
@@ -210,9 +212,10 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     torch.manual_seed(config.seed)
     train_set, test_set = open_splits(config)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
-    n_points = int(model.config["n_points"])
-    train_points, train_labels = load_split(train_set, n_points, few_shot_keep(train_set, config))
-    test_points, test_labels = load_split(test_set, n_points)
+    n_points, channels = int(model.config["n_points"]), int(model.config.get("point_channels", 3))
+    keep = few_shot_keep(train_set, config)
+    train_points, train_labels = load_split(train_set, n_points, keep, channels)
+    test_points, test_labels = load_split(test_set, n_points, point_channels=channels)
     dim = int(model.clip.text_projection.shape[-1])
     classifier = Classifier(model.point_encoder, dim, len(train_set.classes))
     run = trainable(classifier, config.mode, train_points, test_points, config.batch_size)
@@ -229,6 +232,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         "variant": test_set.variant,
         "reported": "last epoch",
         "skipped_samples": train_set.skipped() + test_set.skipped(),
+        **color_summary(test_set, channels),
         **model_identity(model, Path(checkpoint)),
     }
     details = {

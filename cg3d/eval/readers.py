@@ -6,6 +6,20 @@ model's input: canonical +Y-up axes, normalised into the unit sphere the way our
 does (bounding-box centre, 1 / max radius, `cg3d.pipeline.geometry`), farthest point sampled
 to the model's `n_points` (fewer points are topped up by repeating random ones).
 
+Colour (models with `point_channels` 6 take xyz + rgb in [0, 1]): a shape carries `colors`
+where its benchmark has them, and `prepare_points` gives every other shape the constant
+`NO_COLOR` (0.5 grey), the value the sample stage gives objects without colour. What each set
+holds, said in every metrics file as `color` (`Benchmark.color`):
+  modelnet40 / modelnet10  x,y,z,nx,ny,nz: no colour
+  ulip_modelnet40          (8192, 6) x,y,z,nx,ny,nz: no colour
+  shapenet55               (8192, 3) xyz: no colour
+  scanobjectnn             h5 `data` (N, 2048, 3) xyz: no colour in any variant (the authors'
+                           h5 files keep x, y, z of their `object_dataset` .bin files, which
+                           also hold normals and rgb; those are not read here)
+  objaverse-lvis           OpenShape's .npy: `rgb` in [0, 1] (a file without it gets the
+                           constant); our shards: rgb when sampled with `sample.colors`
+  shards                   rgb when sampled with `sample.colors`, by meta.json's `channels`
+
 Axis conventions (all need no rotation, since our canonical frame is +Y up):
   modelnet40 / modelnet10  `modelnet40_normal_resampled` txt files: Y up (ShapeNet-style)
   ulip_modelnet40          ULIP's cached FPS pickle of the same files: Y up
@@ -29,12 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.formats.points import NO_COLOR
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
     is_remote,
     iter_samples,
     read_index,
+    sample_has_color,
+    split_channels,
     split_entry,
 )
 from cg3d.pipeline.fps import farthest_point_sample
@@ -81,11 +98,18 @@ SHAPENET_SYNSETS = {
 }  # fmt: skip
 
 
+COLOR_FROM_BENCHMARK = "rgb from the benchmark"
+COLOR_CONSTANT = "constant 0.5 (the benchmark has no colour)"
+COLOR_FROM_SHARDS = "rgb from the shards (an object without colour: constant 0.5)"
+COLOR_NOT_SAMPLED = "constant 0.5 (the shards were sampled without colours)"
+
+
 @dataclass
 class Shape:
     key: str
-    points: np.ndarray  # (N, 3+) raw, in the file's frame
+    points: np.ndarray  # (N, 3+) raw, in the file's frame: xyz first
     label: int
+    colors: np.ndarray | None = None  # (N, 3) rgb in [0, 1]; None: no colour of its own
 
 
 @dataclass
@@ -100,27 +124,58 @@ class Benchmark:
     up_axis: str = "y"
     normalised: bool = False  # points already in our unit-sphere frame (our shards): keep it
     skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
+    color: str = COLOR_CONSTANT  # where a colour model's rgb comes from (module docstring)
+
+    def __post_init__(self) -> None:
+        """Each pass over `shapes` counts the shapes without colour of their own."""
+        produce, self.uncolored = self.shapes, 0
+
+        def counted() -> Iterator[Shape]:
+            self.uncolored = 0
+            for shape in produce():
+                self.uncolored += shape.colors is None
+                yield shape
+
+        self.shapes = counted
+
+
+def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
+    """What the metrics say about colour: where the rgb fed came from, and how many shapes of
+    the last pass got the constant `NO_COLOR` instead."""
+    if point_channels != 6:
+        return {"color": "not fed (the model takes xyz)"}
+    return {"color": benchmark.color, "shapes_without_color": benchmark.uncolored}
 
 
 def prepare_points(
-    points: np.ndarray, n_points: int, up_axis: str = "y", seed: int = 0, normalise: bool = True
+    points: np.ndarray,
+    n_points: int,
+    up_axis: str = "y",
+    seed: int = 0,
+    normalise: bool = True,
+    colors: np.ndarray | None = None,
+    point_channels: int = 3,
 ) -> np.ndarray:
-    """(n_points, 3) float32: canonical axes, unit sphere, FPS (or padding) to `n_points`.
+    """(n_points, point_channels) float32: canonical axes, unit sphere, FPS (or padding) to
+    `n_points`; with 6 channels, each kept point's rgb follows it (`colors`, or `NO_COLOR`).
 
     `normalise=False` keeps coordinates as they are (shapes already in our frame, whose
     normalisation came from the mesh vertices, which the points alone cannot reproduce).
     """
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
-    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if point_channels == 6:
+        rgb = NO_COLOR if colors is None else np.asarray(colors, dtype=np.float64)
+        xyz = np.concatenate([xyz, np.broadcast_to(rgb, xyz.shape)], axis=1)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]  # rgb rides along as columns 3:6
     if len(xyz) == 0:
         raise ValueError("empty: no finite points")
-    xyz = to_canonical_axes(xyz, up_axis)
+    xyz[:, :3] = to_canonical_axes(xyz[:, :3], up_axis)
     if normalise:
-        centre, scale = normalization(xyz)
-        xyz = normalize(xyz, centre, scale)
+        centre, scale = normalization(xyz[:, :3])
+        xyz[:, :3] = normalize(xyz[:, :3], centre, scale)
     rng = np.random.default_rng(seed)
     if len(xyz) > n_points:
-        xyz = xyz[farthest_point_sample(xyz, n_points, int(rng.integers(len(xyz))))]
+        xyz = xyz[farthest_point_sample(xyz[:, :3], n_points, int(rng.integers(len(xyz))))]
     elif len(xyz) < n_points:
         xyz = np.concatenate([xyz, xyz[rng.integers(len(xyz), size=n_points - len(xyz))]])
     return np.ascontiguousarray(xyz, dtype=np.float32)
@@ -283,11 +338,30 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     def shapes() -> Iterator[Shape]:
         last_pass[0] = skipped = Skipped()
         for sample in iter_samples(path, split, skipped):
-            yield Shape(sample["key"], sample["points"], int(sample["cls"]))
+            yield sample_shape(sample)
 
+    layout = split_channels(path, split) or []
     return Benchmark(
-        "shards", split, classes, size, shapes, normalised=True, skipped=lambda: last_pass[0].total
+        "shards",
+        split,
+        classes,
+        size,
+        shapes,
+        normalised=True,
+        skipped=lambda: last_pass[0].total,
+        color=COLOR_FROM_SHARDS if "r" in layout else COLOR_NOT_SAMPLED,
     )
+
+
+def sample_shape(sample: dict) -> Shape:
+    """A decoded shard sample (`decode_sample`) as a Shape: its xyz and, when the object had
+    colour of its own, its rgb, both by the sample's layout."""
+    points, channels = sample["points"], sample["channels"]
+    colors = None
+    if sample_has_color(sample["meta"], channels):
+        start = channels.index("r")
+        colors = points[:, start : start + 3]
+    return Shape(sample["key"], points[:, :3], int(sample["cls"]), colors)
 
 
 def objaverse_lvis(root: str | Path, allow_pickle: bool = False) -> Benchmark:
@@ -308,6 +382,7 @@ def objaverse_lvis(root: str | Path, allow_pickle: bool = False) -> Benchmark:
             lambda: (shape for part in parts for shape in part.shapes()),
             normalised=True,
             skipped=lambda: sum(part.skipped() for part in parts),
+            color=parts[0].color,
         )
     return openshape_lvis(Path(root), allow_pickle)
 
@@ -319,7 +394,7 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
     Reading them means unpickling, so only with `--allow-pickle`. Categories are sorted, as
     OpenShape labels them. `data_path` is taken as written when it exists, else under `--root`
     (its leading folders dropped one by one); a shape whose file is missing or holds no `xyz`
-    is skipped and counted. Points are returned as xyz then rgb, in the file's Y-up frame.
+    is skipped and counted. Points are xyz in the file's Y-up frame, with the file's rgb.
     """
     split_file = (
         root
@@ -351,16 +426,22 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
         for entry in entries:
             key = str(entry.get("uid") or Path(entry["data_path"]).stem)
             try:
-                points = read_openshape_npy(locate(entry["data_path"], base))
+                xyz, rgb = read_openshape_npy(locate(entry["data_path"], base))
             except (OSError, ValueError, KeyError) as error:
                 skipped[0] += 1
                 log.warning("skipping %s: %s", key, error)
                 continue
-            yield Shape(key, points, label_of[str(entry["category"])])
+            yield Shape(key, xyz, label_of[str(entry["category"])], rgb)
 
     variant = f"openshape ({len(classes)} of {LVIS_CLASSES} classes)"
     return Benchmark(
-        "objaverse-lvis", variant, classes, len(entries), shapes, skipped=lambda: skipped[0]
+        "objaverse-lvis",
+        variant,
+        classes,
+        len(entries),
+        shapes,
+        skipped=lambda: skipped[0],
+        color=COLOR_FROM_BENCHMARK,
     )
 
 
@@ -378,17 +459,27 @@ def locate(data_path: str, base: Path) -> Path:
     raise FileNotFoundError(f"no file {data_path} (nor under {base})")
 
 
-def read_openshape_npy(path: Path) -> np.ndarray:
-    """(N, 6) xyz then rgb (rgb 0.4 grey when absent, as OpenShape does) of one shape file."""
+def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(xyz (N, 3), rgb (N, 3) in [0, 1] or None when the file has none) of one shape file.
+
+    A shape without `rgb` gets our constant `NO_COLOR` downstream, not OpenShape's 0.4 grey:
+    every set fed to one model must mean the same thing by "no colour". rgb stored as 0–255 is
+    scaled to [0, 1]."""
     data = np.load(path, allow_pickle=True)
     data = data.item() if data.dtype == object and data.shape == () else data
     if not isinstance(data, dict) or "xyz" not in data:
         raise ValueError(f"{path}: not a dict with 'xyz'")
     xyz = np.asarray(data["xyz"], dtype=np.float32)
-    rgb = np.asarray(data.get("rgb", np.full_like(xyz, 0.4)), dtype=np.float32)
-    if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
-        raise ValueError(f"{path}: xyz {xyz.shape} and rgb {rgb.shape} are not (N, 3)")
-    return np.concatenate([xyz, rgb], axis=1)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{path}: xyz {xyz.shape} is not (N, 3)")
+    if data.get("rgb") is None:
+        return xyz, None
+    rgb = np.asarray(data["rgb"], dtype=np.float32)
+    if rgb.shape != xyz.shape:
+        raise ValueError(f"{path}: rgb {rgb.shape} does not match xyz {xyz.shape}")
+    if rgb.size and rgb.max() > 1.0:
+        rgb = rgb / 255.0
+    return xyz, np.clip(rgb, 0.0, 1.0)
 
 
 def open_benchmark(

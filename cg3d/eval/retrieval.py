@@ -29,9 +29,14 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
-from cg3d.eval.readers import prepare_points
+from cg3d.eval.readers import (
+    COLOR_FROM_SHARDS,
+    COLOR_NOT_SAMPLED,
+    prepare_points,
+    sample_shape,
+)
 from cg3d.eval.results import write_results
-from cg3d.formats.shards import Skipped, is_remote, iter_samples
+from cg3d.formats.shards import Skipped, is_remote, iter_samples, split_channels
 from cg3d.params import RetrievalConfig
 
 console = Console(stderr=True)
@@ -48,6 +53,7 @@ class Features:
     labels: np.ndarray  # (N,) class of each object
     keys: list[str]
     skipped: int = 0  # samples of the split left out as undecodable
+    uncolored: int = 0  # objects without colour of their own (a colour model got NO_COLOR)
 
 
 @torch.no_grad()
@@ -56,7 +62,8 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     (a folder, URL or `pipe:` prefix); undecodable samples are skipped and counted."""
     skipped = Skipped()
     device = model.device()
-    n_points = int(model.config["n_points"])
+    n_points, channels = int(model.config["n_points"]), int(model.config.get("point_channels", 3))
+    uncolored = 0
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
     caption_index: dict[str, int] = {}
     caption_pairs: set[tuple[int, int]] = set()
@@ -76,10 +83,18 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         for index, sample in enumerate(iter_samples(shards, config.split, skipped)):
             if config.limit and index >= config.limit:
                 break
-            points = np.asarray(sample["points"], dtype=np.float32)[:, :3]
-            if len(points) != n_points:
-                points = prepare_points(points, n_points, seed=index, normalise=False)
-            pending_points.append(points)
+            shape = sample_shape(sample)  # xyz and rgb by the sample's layout
+            uncolored += shape.colors is None
+            pending_points.append(
+                prepare_points(
+                    shape.points,
+                    n_points,
+                    seed=index,
+                    normalise=False,
+                    colors=shape.colors,
+                    point_channels=channels,
+                )
+            )
             for view in sample["views"]:
                 pending_images.append(model.preprocess(view.convert("RGB")))
                 image_object.append(index)
@@ -114,7 +129,19 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         labels=np.array(labels),
         keys=keys,
         skipped=skipped.total,
+        uncolored=uncolored,
     )
+
+
+def point_color(model, shards: str | Path, split: str, uncolored: int) -> dict:
+    """What the metrics say about colour (as `readers.color_summary` does for benchmarks)."""
+    if int(model.config.get("point_channels", 3)) != 6:
+        return {"color": "not fed (the model takes xyz)"}
+    sampled = "r" in (split_channels(shards, split) or [])
+    return {
+        "color": COLOR_FROM_SHARDS if sampled else COLOR_NOT_SAMPLED,
+        "shapes_without_color": uncolored,
+    }
 
 
 def relevance(features: Features) -> dict[str, np.ndarray]:
@@ -234,6 +261,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
         "relevance": RELEVANCE,
         "n_objects": len(features.keys),
         "skipped_samples": features.skipped,
+        **point_color(model, shards, config.split, features.uncolored),
         "split": config.split,
         **model_identity(model, Path(checkpoint)),
     }

@@ -4,9 +4,10 @@
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
   OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, prompts,
-                        templates (which made the class prototypes, e.g. "ulip64 (64)"),
                         checkpoint, clip_model, clip_pretrained (bool: real weights loaded),
-                        clip_weights, audit (the leakage audit done on this test set, or "none")
+                        templates (which made the class prototypes, e.g. "ulip64 (64)"),
+                        clip_weights, audit (the leakage audit done on this test set, or "none"),
+                        color (where a colour model's rgb came from; shapes_without_color)
   OUT/per_class.csv     class, shapes, top1: per-class accuracy
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
   OUT/confusion.png     the confusion matrix, rows normalised; with more than
@@ -37,7 +38,7 @@ from rich.progress import Progress
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_correct
 from cg3d.eval.prompts import class_text_features, prompt_templates, prompts_label
-from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.params import ZeroShotConfig
 
@@ -47,26 +48,28 @@ TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 
 
 def prepared_shapes(
-    benchmark: Benchmark, n_points: int, limit: int = 0, workers: int = 1
+    benchmark: Benchmark, n_points: int, limit: int = 0, workers: int = 1, point_channels: int = 3
 ) -> Iterator[tuple[np.ndarray, int, str]]:
-    """(points, label, key) of every shape, prepared in order; `workers` > 1 prepares them in a
-    process pool with a bounded window of shapes in flight, so memory stays flat."""
+    """(points, label, key) of every shape, prepared in order (xyz, and rgb when the model
+    takes `point_channels` 6); `workers` > 1 prepares them in a process pool with a bounded
+    window of shapes in flight, so memory stays flat."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
 
-    def options(index: int) -> tuple:
-        return benchmark.up_axis, index, not benchmark.normalised
+    def arguments(index: int, shape) -> tuple:
+        up, normalise = benchmark.up_axis, not benchmark.normalised
+        return shape.points, n_points, up, index, normalise, shape.colors, point_channels
 
     if workers <= 1:
         for index, shape in enumerate(shapes):
-            compute = functools.partial(prepare_points, shape.points, n_points, *options(index))
+            compute = functools.partial(prepare_points, *arguments(index, shape))
             yield _checked(compute, benchmark, shape.key), shape.label, shape.key
         return
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(prepare_points, shape.points, n_points, *options(index))
+            future = pool.submit(prepare_points, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
                 future, label, key = window.popleft()
@@ -85,11 +88,17 @@ def _checked(compute: Callable[[], np.ndarray], benchmark: Benchmark, key: str) 
 
 
 def iter_point_batches(
-    benchmark: Benchmark, n_points: int, batch_size: int, limit: int = 0, workers: int = 1
+    benchmark: Benchmark,
+    n_points: int,
+    batch_size: int,
+    limit: int = 0,
+    workers: int = 1,
+    point_channels: int = 3,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
-    """(points (B, n_points, 3), labels (B,), keys) batches of prepared shapes."""
+    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes."""
     points, labels, keys = [], [], []
-    for prepared, label, key in prepared_shapes(benchmark, n_points, limit, workers):
+    shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels)
+    for prepared, label, key in shapes:
         points.append(prepared)
         labels.append(label)
         keys.append(key)
@@ -136,6 +145,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             config.batch_size,
             config.limit,
             config.workers,
+            int(model.config.get("point_channels", 3)),
         ):
             features = model.encode_points(points.to(device))
             scores.append((features @ text_features.T).cpu().numpy())
@@ -234,6 +244,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
+        **color_summary(benchmark, int(model.config.get("point_channels", 3))),
         "audit": audit,
     }
     out = Path(out)

@@ -27,6 +27,10 @@ FAILURE_KINDS = (
     "absurd_size",
     "unsupported_format",
     "duplicate",
+    "no_faces",  # a point cloud, or only lines
+    "missing_file",  # a file the mesh references (a glTF buffer) is missing
+    "outside_root",  # the file, or one it references, lies outside the source's root
+    "undecodable",  # a Draco or meshopt payload that does not decode
 )
 
 SCHEMA = pa.schema(
@@ -99,6 +103,12 @@ def manifest_batches(
     A missing manifest raises at the call, before any row is asked for."""
     parquet = pq.ParquetFile(manifest_path(meshes_dir))
     return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
+
+
+def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
+    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
 
 
 def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -107,11 +107,12 @@ def train_epoch(
         batches.set_epoch(epoch)
     skipped_before = getattr(batches, "skipped", 0)
     sums: dict[str, list[float]] = {}
-    samples, started = 0, time.perf_counter()
+    samples, started, without_color = 0, time.perf_counter(), 0
     for group in itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates):
         for key, value in trainer.update(group, step).items():
             sums.setdefault(key, []).append(value)
         samples += sum(len(batch["caption"]) for batch in group)
+        without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
         step += 1
     seconds = time.perf_counter() - started
     samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
@@ -124,6 +125,8 @@ def train_epoch(
         "train/samples_per_s": samples / seconds,
         "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
         "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
+        # samples of this rank fed the constant NO_COLOR (no colour of their own)
+        "train/samples_without_color": without_color,
     }
     return record, skipped, step
 
@@ -259,7 +262,7 @@ def train_stage(
     `resume`: "never", "auto" or "always" (see cg3d.train.resume).
     """
     from cg3d.formats.shards import check_shards, is_remote, read_index
-    from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader
+    from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
     config.validate()
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
@@ -269,6 +272,7 @@ def train_stage(
     index = read_index(shards)
     for split in ("train", "test"):
         check_shards(shards, split)
+    check_point_channels(shards, config.point_channels)
     data = data_fingerprint(index)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
     loader_config = LoaderConfig(
@@ -276,6 +280,7 @@ def train_stage(
         batch_size=config.batch_size,
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
+        point_channels=config.point_channels,
         seed=config.seed,
         augment=config.augment,
     )

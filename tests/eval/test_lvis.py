@@ -58,9 +58,9 @@ def test_openshape_reader_labels_locates_and_skips(tmp_path):
     assert labels["000000aa"] == 2 and labels["000100aa"] == 1 and labels["000200aa"] == 0
     first = shapes[0]
     stored = np.load(root / "objaverse-processed/000-001/000000aa.npy", allow_pickle=True).item()
-    # xyz as stored (Y up, no swap), then rgb
-    np.testing.assert_array_equal(first.points[:, :3], stored["xyz"])
-    np.testing.assert_array_equal(first.points[:, 3:], stored["rgb"])
+    # xyz as stored (Y up, no swap), and the file's rgb
+    np.testing.assert_array_equal(first.points, stored["xyz"])
+    np.testing.assert_array_equal(first.colors, stored["rgb"])
 
 
 def test_zeroshot_on_openshape_lvis_reports_top3_and_confusion_table(tmp_path, tiny_checkpoint):

@@ -112,6 +112,16 @@ def test_a_truncated_shard_stops_training_before_it_starts_naming_the_file(shard
     assert not (tmp_path / "o" / "last.pt").exists()
 
 
+def test_a_colour_model_on_shards_without_rgb_stops_before_training(shards, tmp_path):
+    out = tmp_path / "o"
+    args = ["train", "--shards", str(shards), "--out", str(out)]
+    args += ["--params", str(params_file(tmp_path, point_channels=6))]
+    result = CliRunner().invoke(app, args)
+    message = str(result.exception)
+    assert result.exit_code != 0 and "train.point_channels" in message and str(shards) in message
+    assert not (out / "last.pt").exists()
+
+
 def test_auto_resume_finishes_a_run_once_and_retrains_when_params_change(shards, tmp_path):
     import dataclasses
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -43,7 +44,7 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.meshio import MeshError, load_mesh
+from cg3d.pipeline.meshio import MeshError, validate_file
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -99,6 +100,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
+    records = with_up_axis(records, config.up_axis)
     listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
@@ -109,7 +111,8 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     output.prepare()
     pending = output.pending(len(listing_parts))
     sizes = [pq.read_metadata(listing_parts[i]).num_rows for i in pending]
-    jobs = [(str(out_dir), str(listing_parts[i]), str(output.part(i))) for i in pending]
+    root = str(source_root(config, out_dir))
+    jobs = [(str(out_dir), root, str(listing_parts[i]), str(output.part(i))) for i in pending]
     workers = config.workers or default_workers()
     run_chunks(
         validate_chunk,
@@ -166,8 +169,23 @@ def _write_listing(
     return parts, digest.hexdigest()
 
 
-def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
-    """Load and check every mesh of one listing part; write the rows with status and hash."""
+def source_root(config: MeshesConfig, out_dir: Path) -> Path:
+    """The folder a source may read: its root (the synthetic source: the output folder)."""
+    return Path(config.root) if config.source != "synthetic" else Path(out_dir)
+
+
+def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRecord]:
+    """The records with `meshes.up_axis` when it is set (not "auto"), the source's otherwise."""
+    for record in records:
+        if up_axis != "auto":
+            record.up_axis = up_axis
+        yield record
+
+
+def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int:
+    """Check every mesh of one listing part (`meshio.validate_file`: inside `root`, what it
+    references too, a surface); write the rows with status and hash. A file outside the root is
+    never read, not even hashed."""
     rows = pq.read_table(listing_part).to_pylist()
     for row in rows:
         if row["status"] != OK:  # the source already knew (e.g. unsupported format)
@@ -175,8 +193,8 @@ def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
+            validate_file(path, Path(root))  # before hashing: refuses what lies outside
             row["sha256"] = file_sha256(path)
-            load_mesh(path)
         except MeshError as error:
             row["status"], row["error"] = error.kind, error.reason
         except OSError as error:
@@ -187,26 +205,35 @@ def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
 
 
 def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
-    """All parts as one table sorted by id, with later copies of the same content marked."""
+    """All parts as one table sorted by id, with later copies of the same content marked.
+
+    Done in Arrow (a few bytes per row and column, no Python object per row): the first `ok`
+    row of each sha256 in id order keeps it, the others become `duplicate` naming it.
+    """
     if n_parts == 0:
         return SCHEMA.empty_table()
     table = pa.concat_tables(pq.read_table(output.part(i)) for i in range(n_parts))
     table = table.sort_by("id")
-    ids = table.column("id").to_pylist()
-    if len(set(ids)) != len(ids):
+    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
         raise RuntimeError("the source listed two objects with the same id")
-    status = table.column("status").to_pylist()
-    error = table.column("error").to_pylist()
-    first_with_hash: dict[str, str] = {}
-    for i, (object_id, sha) in enumerate(zip(ids, table.column("sha256").to_pylist(), strict=True)):
-        if status[i] != OK:
-            continue
-        if sha in first_with_hash:
-            status[i], error[i] = "duplicate", f"same content as {first_with_hash[sha]}"
-        else:
-            first_with_hash[sha] = object_id
-    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status))
-    return table.set_column(table.schema.get_field_index("error"), "error", pa.array(error))
+    rows = pa.table({"sha256": table.column("sha256"), "row": np.arange(table.num_rows)})
+    ok = rows.filter(pc.equal(table.column("status"), OK))
+    first = ok.group_by("sha256").aggregate([("row", "min")])
+    later = ok.join(first, "sha256").filter(pc.field("row") != pc.field("row_min")).sort_by("row")
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[later.column("row").to_numpy()] = True
+    originals = pc.take(table.column("id"), later.column("row_min"))
+    reasons = pc.binary_join_element_wise("same content as", originals, " ")
+    status = pc.replace_with_mask(
+        table.column("status").combine_chunks(),
+        pa.array(mask),
+        pa.repeat(pa.scalar("duplicate"), later.num_rows),
+    )
+    error = pc.replace_with_mask(
+        table.column("error").combine_chunks(), pa.array(mask), reasons.combine_chunks()
+    )
+    table = table.set_column(table.schema.get_field_index("status"), "status", status)
+    return table.set_column(table.schema.get_field_index("error"), "error", error)
 
 
 def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:

@@ -39,8 +39,10 @@ def test_exclude_by_uid_id_or_path_drops_objects_before_validation(tmp_path, mon
     validated = []
     from cg3d.pipeline import sources
 
-    real = sources.load_mesh
-    monkeypatch.setattr(sources, "load_mesh", lambda path: validated.append(path) or real(path))
+    real = sources.validate_file
+    monkeypatch.setattr(
+        sources, "validate_file", lambda path, root: validated.append(path) or real(path, root)
+    )
     shutil.rmtree(tmp_path / "out")
     records, summary = objaverse(tmp_path, labels, exclude=str(exclude))
     assert [Path(r.path).stem for r in records] == ["dd44"]
