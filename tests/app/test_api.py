@@ -1,0 +1,148 @@
+"""The Python API on a tiny checkpoint: loading, embeddings, classification (also the CLI's)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+import cg3d
+from cg3d.app.api import input_points, parse_labels
+from cg3d.errors import UsageError
+
+from .conftest import cube
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return cg3d.load(tiny_checkpoint)
+
+
+def test_import_cg3d_stays_light_and_loads_the_api_on_first_use():
+    code = (
+        "import sys, cg3d; assert 'torch' not in sys.modules, 'torch at import';"
+        "cg3d.load; assert 'torch' in sys.modules; print(sorted(cg3d.__all__))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "open_index" in result.stdout and "load" in result.stdout
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cg3d.nothing  # noqa: B018
+
+
+def test_parse_labels(tmp_path):
+    assert parse_labels("", ["a", "b"]) == ["a", "b"]
+    assert parse_labels(None, ["a"]) == ["a"]
+    assert parse_labels("chair, table ,", []) == ["chair", "table"]
+    assert parse_labels([" lamp", "", "sofa "], []) == ["lamp", "sofa"]
+    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
+    assert parse_labels(str(tmp_path / "labels.txt"), []) == ["lamp", "sofa"]
+    with pytest.raises(UsageError, match="--labels"):
+        parse_labels("", [])
+
+
+def test_mesh_input_goes_through_the_sample_stage(tmp_path):
+    box = trimesh.creation.box(extents=(4.0, 1.0, 1.0))
+    box.apply_translation((10, 0, 0))
+    box.export(tmp_path / "box.ply")
+    points = input_points(tmp_path / "box.ply", 128)
+    assert points.shape == (128, 3)
+    assert np.linalg.norm(points, axis=1).max() <= 1.0 + 1e-5
+    assert np.ptp(points[:, 0]) > 3 * np.ptp(points[:, 1])  # long along x, centred, unit sphere
+    tall = input_points(tmp_path / "box.ply", 64, up_axis="z")
+    assert np.ptp(tall[:, 0]) > 3 * np.ptp(tall[:, 2])
+
+
+def test_mesh_files_use_the_pipeline_loader(tmp_path):
+    trimesh.creation.icosphere(subdivisions=2).export(tmp_path / "ball.obj")
+    points = input_points(tmp_path / "ball.obj", 100)
+    assert points.shape == (100, 3)
+    assert np.allclose(np.linalg.norm(points, axis=1), 1.0, atol=0.1)  # on the unit sphere
+    (tmp_path / "broken.obj").write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
+    with pytest.raises(UsageError, match="broken.obj"):
+        input_points(tmp_path / "broken.obj", 100)
+
+
+def test_embeddings_are_unit_vectors_and_batches_match_single_calls(model, tmp_path):
+    rng = np.random.default_rng(0)
+    shapes = [cube(300, rng, scale=(1 + i, 1, 1)) for i in range(3)]
+    batch = model.embed_points(shapes, batch_size=2)
+    assert batch.shape == (3, 64) and batch.dtype == np.float32
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(model.embed_points(shapes[1]), batch[1:2], atol=1e-5)
+    np.save(tmp_path / "shape.npy", shapes[2])
+    assert np.allclose(model.embed_points(tmp_path / "shape.npy"), batch[2:3], atol=1e-5)
+    assert not np.allclose(batch[0], batch[2], atol=1e-3)  # different shapes, different features
+
+    texts = model.embed_text(["a cube", "a sphere", "a cone"])
+    assert texts.shape == (3, 64) and np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(model.embed_text("a sphere"), texts[1:2], atol=1e-5)
+
+    pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    as_file, as_array, as_pil = (
+        model.embed_images(tmp_path / "photo.png"),
+        model.embed_images(pixels),
+        model.embed_images([Image.fromarray(pixels)]),
+    )
+    assert as_file.shape == (1, 64)
+    assert np.allclose(as_file, as_array, atol=1e-5) and np.allclose(as_file, as_pil, atol=1e-5)
+
+
+def test_classify_point_file_end_to_end(model, tmp_path):
+    np.save(tmp_path / "shape.npy", cube(300, np.random.default_rng(0)))
+    result = model.classify(tmp_path / "shape.npy")
+    assert {label for label, _ in result} == {"cube", "sphere", "cone"}  # the checkpoint's classes
+    assert len(result) == 3 and sum(p for _, p in result) == pytest.approx(1.0, abs=1e-5)
+    assert all(a.score >= b.score for a, b in zip(result, result[1:], strict=False))
+    custom = model.classify(tmp_path / "shape.npy", labels="chair,table,lamp,sofa,bed,desk", top=5)
+    assert len(custom) == 5
+    assert {p.label for p in custom} <= {"chair", "table", "lamp", "sofa", "bed", "desk"}
+    # the array itself gives the same answer as its file
+    same = model.classify(np.load(tmp_path / "shape.npy"), labels=["chair", "table", "lamp"])
+    from_file = model.classify(tmp_path / "shape.npy", labels=["chair", "table", "lamp"])
+    assert [p.label for p in same] == [p.label for p in from_file]
+    assert [p.score for p in same] == pytest.approx([p.score for p in from_file], abs=1e-5)
+
+
+def test_classify_with_one_prompt_ranks_labels_by_the_cosine_of_that_prompt(model):
+    shape = cube(300, np.random.default_rng(1), scale=(3, 1, 1))
+    labels = ["chair", "table", "lamp", "sofa"]
+    predictions = model.classify(shape, labels, top=4, single_prompt="This is a {}")
+    cosines = (model.embed_points(shape) @ model.embed_text([f"This is a {x}" for x in labels]).T)[
+        0
+    ]
+    assert [p.label for p in predictions] == [labels[i] for i in np.argsort(-cosines)]
+
+
+def test_classify_errors_are_one_line_usage_errors(model, tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        model.classify(tmp_path / "absent.npy")
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
+    with pytest.raises(UsageError, match="expected an"):
+        model.classify(tmp_path / "bad.npy")
+    with pytest.raises(UsageError, match="--top"):
+        model.classify(cube(50, np.random.default_rng(0)), top=0)
+    with pytest.raises(UsageError, match=r"points: expected an \(N, 3\+\)"):
+        model.embed_points(np.zeros((5, 2)))
+    with pytest.raises(UsageError, match="empty"):
+        model.embed_points(np.full((5, 3), np.nan))
+    (tmp_path / "photo.png").write_bytes(b"not a png")
+    with pytest.raises(UsageError, match="photo.png: not a readable image"):
+        model.embed_images(tmp_path / "photo.png")
+    with pytest.raises(UsageError, match="--up-axis"):
+        model.classify(cube(50, np.random.default_rng(0)), up_axis="x")
+
+
+def test_a_model_records_its_identity(model, tiny_checkpoint):
+    from cg3d.pipeline.ids import file_sha256
+
+    assert model.identity["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    assert model.identity["clip_weights"] == {"kind": "random"}
+    assert model.classes == ["cube", "sphere", "cone"] and model.n_points == 64
+    assert isinstance(model.network, torch.nn.Module)
