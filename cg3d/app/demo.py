@@ -41,6 +41,7 @@ MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 UPLOAD_SUFFIXES = tuple(sorted(set(MESH_SUFFIXES) | set(POINT_SUFFIXES)))
 POINT_SIZE = 0.012  # half-size of the marker drawn per point, in unit-sphere units
 MIB = 1 << 20
+PROGRESS = gr.Progress()  # Gradio gives each call its own tracker in place of this default
 
 
 def markdown_text(text: str) -> str:
@@ -110,7 +111,7 @@ class Demo:
         return path
 
     def classify(
-        self, upload: str | None, labels: str, progress: gr.Progress = gr.Progress()
+        self, upload: str | None, labels: str, progress: gr.Progress = PROGRESS
     ) -> Iterator[tuple]:
         """Outputs (3D view, labels, views, status): the labels first, then the views."""
         try:
