@@ -39,7 +39,6 @@ from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES  # noqa: E402
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 UPLOAD_SUFFIXES = tuple(sorted(set(MESH_SUFFIXES) | set(POINT_SUFFIXES)))
-POINT_SIZE = 0.012  # half-size of the marker drawn per point, in unit-sphere units
 MIB = 1 << 20
 PROGRESS = gr.Progress()  # Gradio gives each call its own tracker in place of this default
 
@@ -53,7 +52,9 @@ def points_glb(points: np.ndarray, path: Path) -> Path:
     """The points as small octahedra coloured by height, in a .glb that Model3D can turn."""
     import trimesh
 
-    offsets = POINT_SIZE * np.array(
+    # half-size of a marker in unit-sphere units: visible for 64 points, apart for 8192
+    size = float(np.clip(0.5 / np.sqrt(max(len(points), 1)), 0.005, 0.04))
+    offsets = size * np.array(
         [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float32
     )
     faces = np.array(
@@ -179,8 +180,11 @@ class Demo:
 
     @staticmethod
     def failure(upload: str | None, error: Exception, what: str = "this upload") -> str:
-        """The status line of a failed request: the reason, in words."""
+        """The status line of a failed request: the reason, in words (the file by its name,
+        not by the server's temp path)."""
         reason = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
+        if upload:
+            reason = reason.replace(str(upload), Path(upload).name)
         return f"**Could not use {what}:** {markdown_text(reason)}"
 
     def blocks(self) -> gr.Blocks:
@@ -212,7 +216,13 @@ class Demo:
                     top = gr.Label(
                         num_top_classes=self.config.top, label="Top labels", elem_id="top"
                     )
-                views = gr.Gallery(label="Rendered views", columns=4, elem_id="views")
+                views = gr.Gallery(
+                    label="Rendered views",
+                    columns=4,
+                    height=300,
+                    object_fit="contain",
+                    elem_id="views",
+                )
                 outputs = [cloud, top, views, status]
                 upload.upload(self.classify, [upload, labels], outputs)
                 run.click(self.classify, [upload, labels], outputs)
@@ -220,12 +230,19 @@ class Demo:
             with gr.Tab("Search"):
                 with gr.Row():
                     query = gr.Textbox(label="Text", placeholder="a chair", elem_id="query")
-                    image = gr.Image(label="Image", type="pil", elem_id="query-image")
+                    image = gr.Image(label="Image", type="pil", height=240, elem_id="query-image")
                 find = gr.Button("Search", variant="primary", elem_id="search")
                 search_status = gr.Markdown(elem_id="search-status")
-                gallery = gr.Gallery(label="Best matches", columns=4, elem_id="gallery")
+                gallery = gr.Gallery(
+                    label="Best matches",
+                    columns=4,
+                    height=420,
+                    object_fit="contain",
+                    elem_id="gallery",
+                )
                 find.click(self.search, [query, image], [gallery, search_status])
                 query.submit(self.search, [query, image], [gallery, search_status])
+                image.upload(self.search, [query, image], [gallery, search_status])
         return page
 
 
