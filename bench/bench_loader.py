@@ -2,6 +2,12 @@
 
     python bench/bench_loader.py [--objects 2000] [--points 8192] [--views 4] [--workers 2]
                                  [--epochs 3]
+    python bench/bench_loader.py --read-only [--objects 2000] [--epochs 3]
+
+With --read-only: only the shard reading, undecoded, by the hand-written tar walk of
+`cg3d.formats` against webdataset's own stages (`tarfile_samples`: url_opener,
+tar_file_expander, group_by_keys) and plain `tarfile`, on shards of --objects samples whose
+views are 15.7 KB of random bytes (the mean size of real renders; nothing is decoded).
 
 Makes stage outputs for --objects objects (points parts of --points points; render tars of
 --views 224 px PNGs drawn from a pool of real WORKBENCH renders of the synthetic data set, made
@@ -26,10 +32,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from cg3d.formats.manifest import CLASSES_NAME, MeshRecord, write_manifest
+from cg3d.formats.points import write_points_part
+from cg3d.formats.shards import iter_samples
+from cg3d.formats.tar import write_tar
 from cg3d.params import RenderConfig
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
-from cg3d.pipeline.chunks import write_tar
-from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.render.stage import render_meshes
@@ -103,8 +111,6 @@ def make_inputs(root: Path, objects: int, points: int, views: int) -> list[str]:
 
 def write_per_file(shards: Path, out: Path) -> list[tuple[Path, Path, int]]:
     """The public code's layout: <id>.npy and <id>.png (one view), from the packed train split."""
-    from cg3d.train.data import iter_samples
-
     out.mkdir()
     items = []
     for sample in iter_samples(shards, "train"):
@@ -148,6 +154,89 @@ def epoch_rates(loader, epochs: int) -> tuple[list[float], int]:
     return rates, count
 
 
+def random_inputs(root: Path, objects: int, points: int, views: int) -> None:
+    """Stage inputs for the pack stage without Blender: views are random 15.7 KB blobs."""
+    records = [
+        MeshRecord(f"bench-{i:06d}", "synthetic", f"{i}.obj", CLASSES[i % len(CLASSES)], "train")
+        for i in range(objects)
+    ]
+    (root / "meshes").mkdir(parents=True)
+    write_manifest(records, root / "meshes")
+    (root / "meshes" / CLASSES_NAME).write_text(json.dumps(CLASSES))
+    rng = np.random.default_rng(0)
+    (root / "points").mkdir()
+    (root / "renders").mkdir()
+    ids = [r.id for r in records]
+    for part, start in enumerate(range(0, objects, CHUNK)):
+        chunk = ids[start : start + CHUNK]
+        clouds = [rng.normal(0, 0.3, (points, 3)).astype(np.float32) for _ in chunk]
+        write_points_part(root / "points" / f"part-{part:05d}.parquet", chunk, clouds)
+        members = {f"{key}.cameras.json": b"[]" for key in chunk}
+        for key in chunk:
+            for v in range(views):
+                members[f"{key}.view_{v:02d}.png"] = rng.bytes(16_000)
+        write_tar(root / "renders" / f"part-{part:05d}.tar", members)
+
+
+def read_rates(shards: Path, epochs: int) -> dict[str, list[float]]:
+    """Samples/s of reading the train split's shards, undecoded, three ways."""
+    import webdataset as wds
+
+    from cg3d.formats.shards import Skipped, raw_samples, read_index
+
+    entry = read_index(shards)["splits"]["train"]
+    urls = [str(shards / name) for name in entry["shards"]]
+
+    def formats_walk() -> int:
+        order = range(len(urls))
+        return sum(
+            1 for _ in raw_samples(shards, entry["shards"], entry["counts"], order, Skipped())
+        )
+
+    def webdataset_stages() -> int:
+        return sum(1 for _ in wds.tariterators.tarfile_samples([{"url": u} for u in urls]))
+
+    def plain_tarfile() -> int:
+        count = 0
+        for url in urls:
+            with tarfile.open(url) as tar:
+                for member in tar:
+                    if member.isfile():
+                        tar.extractfile(member).read()
+                        count += member.name.endswith(".cls")
+        return count
+
+    rates: dict[str, list[float]] = {}
+    for name, read in (
+        ("cg3d.formats tar walk", formats_walk),
+        ("webdataset tarfile_samples", webdataset_stages),
+        ("tarfile members", plain_tarfile),
+    ):
+        for _ in range(epochs):
+            start = time.perf_counter()
+            count = read()
+            rates.setdefault(name, []).append(count / (time.perf_counter() - start))
+    return rates
+
+
+def read_only(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        random_inputs(root, args.objects, args.points, args.views)
+        caption_objects(root / "meshes", root / "captions", CaptionConfig())
+        pack_shards(
+            root / "meshes", root / "points", root / "renders", root / "captions",
+            root / "shards", PackConfig(shard_size=200),
+        )  # fmt: skip
+        size = sum(p.stat().st_size for p in (root / "shards").rglob("*.tar"))
+        rates = read_rates(root / "shards", args.epochs)
+    print(f"{args.objects} samples, {size / 2**20:.0f} MiB of shards, {os.cpu_count()} CPUs, "
+          f"page cache warm after the first pass")  # fmt: skip
+    print(f"{'reader':<30}" + "".join(f"{f'pass {i + 1}':>10}" for i in range(args.epochs)))
+    for name, values in rates.items():
+        print(f"{name:<30}" + "".join(f"{v:>10.0f}" for v in values) + "  samples/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
@@ -155,7 +244,11 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--read-only", action="store_true", help="time the shard tar readers")
     args = parser.parse_args()
+    if args.read_only:
+        read_only(args)
+        return
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

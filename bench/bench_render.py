@@ -19,8 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cg3d.formats.manifest import mesh_file, read_manifest
 from cg3d.params import RenderConfig
-from cg3d.pipeline.manifest import mesh_file, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import render_meshes

@@ -110,7 +110,7 @@ def test_the_closure_follows_function_level_and_registry_imports():
     files = stage_files("cg3d meshes --out x")
     # imported inside the command function, then by the stage module
     assert "cg3d/pipeline/sources/__init__.py" in files
-    assert "cg3d/pipeline/manifest.py" in files
+    assert "cg3d/formats/manifest.py" in files
     # the sources registry imports its modules by name
     assert "cg3d/pipeline/sources/synthetic.py" in files
     # other commands of the same module are not part of this stage

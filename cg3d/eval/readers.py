@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.formats.shards import Skipped, is_remote, iter_samples, read_index, split_entry
 from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
@@ -71,6 +72,7 @@ class Benchmark:
     shapes: Callable[[], Iterator[Shape]]
     up_axis: str = "y"
     normalised: bool = False  # points already in our unit-sphere frame (our shards): keep it
+    skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
 
 
 def prepare_points(
@@ -228,23 +230,26 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
     return Benchmark("shapenet55", split, names, len(files), shapes)
 
 
-def shards(path: Path, split: str = "test") -> Benchmark:
-    """Our own labelled shards (`cg3d pack` output): points are already normalised, Y up."""
-    from cg3d.train.data import iter_samples, read_index, split_entry
-
-    index = read_index(Path(path))
+def shards(path: str | Path, split: str = "test") -> Benchmark:
+    """Our own labelled shards (`cg3d pack` output, a folder, URL or `pipe:` prefix): points
+    already normalised, Y up. Undecodable samples are skipped and counted (`skipped`)."""
+    index = read_index(path)
     classes = list(index.get("classes") or [])
     if not classes:
         raise UsageError(f"{path}: the shard index lists no classes")
     size = int(split_entry(index, split)["samples"])
     if size == 0:
         raise UsageError(f"{path}: no samples in split {split!r}")
+    last_pass = [Skipped()]
 
     def shapes() -> Iterator[Shape]:
-        for sample in iter_samples(Path(path), split):
+        last_pass[0] = skipped = Skipped()
+        for sample in iter_samples(path, split, skipped):
             yield Shape(sample["key"], sample["points"], int(sample["cls"]))
 
-    return Benchmark("shards", split, classes, size, shapes, normalised=True)
+    return Benchmark(
+        "shards", split, classes, size, shapes, normalised=True, skipped=lambda: last_pass[0].total
+    )
 
 
 def open_benchmark(
@@ -257,7 +262,7 @@ def open_benchmark(
     """The labelled set `dataset` under `root`; a wrong name or missing file is a UsageError."""
     if dataset not in DATASETS:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    if not Path(root).exists():
+    if not is_remote(root) and not Path(root).exists():
         raise UsageError(f"--root: no such file or folder {root}")
     if dataset == "scanobjectnn":
         return scanobjectnn(root, variant or "pb_t50_rs", split)

@@ -29,6 +29,7 @@ from rich.progress import Progress
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import prepare_points
+from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
 console = Console(stderr=True)
@@ -44,13 +45,14 @@ class Features:
     caption_classes: np.ndarray  # (T, C) bool: some object of class c carries caption t
     labels: np.ndarray  # (N,) class of each object
     keys: list[str]
+    skipped: int = 0  # samples of the split left out as undecodable
 
 
 @torch.no_grad()
-def encode_split(model, shards: Path, config: RetrievalConfig) -> Features:
-    """One streaming pass: features of all points, views and distinct captions of the split."""
-    from cg3d.train.data import iter_samples
-
+def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features:
+    """One streaming pass: features of all points, views and distinct captions of the split
+    (a folder, URL or `pipe:` prefix); undecodable samples are skipped and counted."""
+    skipped = Skipped()
     device = model.device()
     n_points = int(model.config["n_points"])
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
@@ -69,7 +71,7 @@ def encode_split(model, shards: Path, config: RetrievalConfig) -> Features:
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("retrieval: encoding", total=None)
-        for index, sample in enumerate(iter_samples(Path(shards), config.split)):
+        for index, sample in enumerate(iter_samples(shards, config.split, skipped)):
             if config.limit and index >= config.limit:
                 break
             points = np.asarray(sample["points"], dtype=np.float32)[:, :3]
@@ -109,6 +111,7 @@ def encode_split(model, shards: Path, config: RetrievalConfig) -> Features:
         caption_classes=caption_classes,
         labels=np.array(labels),
         keys=keys,
+        skipped=skipped.total,
     )
 
 
@@ -136,10 +139,9 @@ def all_metrics(features: Features) -> dict[str, dict]:
     return {name: retrieval_metrics(similarity[name], relevant[name]) for name in relevant}
 
 
-def grid_rows(model, shards: Path, features: Features, config: RetrievalConfig) -> list[dict]:
-    """Rows of the picture grid: point→image for the first queries, then text→point."""
-    from cg3d.train.data import iter_samples
-
+def grid_rows(model, shards: str | Path, features: Features, config: RetrievalConfig) -> list[dict]:
+    """Rows of the picture grid: point→image for the first queries, then text→point (object
+    indices are those of `encode_split`: the same samples are skipped on this pass)."""
     n_queries = min(config.grid_queries, len(features.keys))
     point_queries = np.linspace(0, len(features.keys) - 1, n_queries).astype(int).tolist()
     top_images = {
@@ -160,7 +162,7 @@ def grid_rows(model, shards: Path, features: Features, config: RetrievalConfig) 
         {int(p) for p in np.concatenate(list(top_points.values()))} if top_points else set()
     )
     points, views = {}, {}
-    for index, sample in enumerate(iter_samples(Path(shards), config.split)):
+    for index, sample in enumerate(iter_samples(shards, config.split)):
         if index > max(needed_objects):
             break
         if index in needed_objects:
@@ -193,23 +195,24 @@ def grid_rows(model, shards: Path, features: Features, config: RetrievalConfig) 
     return rows
 
 
-def retrieval(checkpoint: Path, shards: Path, out: Path, config: RetrievalConfig) -> dict:
+def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: RetrievalConfig) -> dict:
     """Evaluate `checkpoint` on the split's retrieval tasks; write OUT/metrics.json and a grid."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
     from cg3d.models.checkpoint import load_model
 
     config.validate()
-    if not Path(shards).is_dir():
+    if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
-    features = encode_split(model, Path(shards), config)
+    features = encode_split(model, shards, config)
     metrics = all_metrics(features) | {
         "relevance": {
             "point_image": "instance: a view is relevant only to the object it was rendered from",
             "point_text": "class: a caption is relevant to every object of a class that carries it",
         },
         "n_objects": len(features.keys),
+        "skipped_samples": features.skipped,
         "split": config.split,
         **model_identity(model, Path(checkpoint)),
     }
@@ -217,5 +220,5 @@ def retrieval(checkpoint: Path, shards: Path, out: Path, config: RetrievalConfig
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if config.grid_queries:
-        retrieval_grid(grid_rows(model, Path(shards), features, config), out / "retrieval_grid.png")
+        retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
     return metrics

@@ -153,6 +153,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "prompts": config.single_prompt or "ulip64 ensemble",
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
+        "skipped_samples": benchmark.skipped(),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,20 +9,16 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from cg3d.errors import UsageError
+from cg3d.formats.captions import captions_writer
+from cg3d.formats.failures import FAILURES_NAME, write_failures
+from cg3d.formats.manifest import OK, failure_reason, manifest_batches
 from cg3d.params import CaptionConfig
-from cg3d.pipeline.chunks import atomic_path
-from cg3d.pipeline.failures import FAILURES_NAME, write_failures
-from cg3d.pipeline.manifest import MANIFEST_NAME, OK
 from cg3d.protocol import shapenet_renames, templates
 
-CAPTIONS_NAME = "captions.parquet"
-SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])
 TEMPLATE_SETS = ("cg3d", "ulip64")
 BATCH_ROWS = 4096
+COLUMNS = ["id", "source", "class_name", "synonyms", "name", "status", "error"]
 
 
 @dataclass
@@ -59,33 +55,28 @@ def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> C
     """Run the caption stage, streaming the manifest in batches (memory flat in objects)."""
     if config.templates not in TEMPLATE_SETS:
         raise UsageError(f"--templates must be one of {', '.join(TEMPLATE_SETS)}")
-    manifest = Path(meshes_dir) / MANIFEST_NAME
-    if not manifest.is_file():
-        raise FileNotFoundError(f"no manifest at {manifest}: run `cg3d meshes` first")
     template_set = templates(config.templates)
+    batches = manifest_batches(meshes_dir, COLUMNS, BATCH_ROWS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[dict] = []
-    objects = captioned = 0
-    columns = ["id", "source", "class_name", "synonyms", "name", "status", "error"]
-    with atomic_path(out_dir / CAPTIONS_NAME) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
-        for batch in pq.ParquetFile(manifest).iter_batches(BATCH_ROWS, columns=columns):
+    objects = 0
+    with captions_writer(out_dir) as writer:
+        for batch in batches:  # one row group per batch
             ids, lists = [], []
-            for row in batch.to_pylist():
+            for row in batch:
                 objects += 1
                 if row["status"] != OK:
-                    reason = f"{row['status']}: {row['error']}" if row["error"] else row["status"]
-                    failures.append({"id": row["id"], "stage": "meshes", "reason": reason})
+                    failures.append(
+                        {"id": row["id"], "stage": "meshes", "reason": failure_reason(row)}
+                    )
                     continue
                 names = display_names(row["class_name"], row["synonyms"] or [], row["source"])
                 ids.append(row["id"])
                 lists.append(
                     object_captions(row["id"], names, row["name"] or "", template_set, config.seed)
                 )
-            if ids:
-                writer.write_table(
-                    pa.Table.from_arrays([pa.array(ids), pa.array(lists)], schema=SCHEMA)
-                )
-                captioned += len(ids)
+            writer.write(ids, lists)
+    captioned = writer.rows
     write_failures(failures, out_dir / FAILURES_NAME)
     return CaptionSummary(objects, captioned, len(failures))

@@ -1,17 +1,15 @@
 """Chunked stage outputs and the executors that fill them.
 
-A stage's work is cut into chunks of objects (DESIGN.md): each chunk becomes one part file,
+A stage's work is cut into chunks of objects (docs/design.md): each chunk becomes one part file,
 written atomically (temp then rename) by the worker that made it. A part file that exists is
 a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
 are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
 """
 
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,11 +22,11 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.pipeline.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.params import EXECUTORS
 
 PLAN_NAME = ".plan.json"
 FAILURE_PARTS = "_failures"
-EXECUTORS = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -55,24 +53,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add `data` as `name` with fixed metadata (mtime 0, owner 0/""), so tars are reproducible."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_tar(path: Path, members: dict[str, bytes]) -> None:
-    """A deterministic tar written atomically: members sorted by name, fixed metadata."""
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in sorted(members):
-            tar_member(tar, name, members[name])
 
 
 @dataclass

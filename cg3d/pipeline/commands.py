@@ -47,7 +47,7 @@ def sample(
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
     from rich import print as rprint
 
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import sample_points
 
     summary = sample_points(meshes, out, config)
@@ -91,7 +91,7 @@ def pack(
     """Pack points, views and captions into WebDataset shards with an index of checksums."""
     from rich import print as rprint
 
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.pipeline.pack import pack_shards
 
     summary = pack_shards(meshes, points, renders, captions, out, config)
@@ -107,7 +107,12 @@ def pack(
 
 
 def verify(
-    shards: Annotated[Path, typer.Argument(help="Output folder of `cg3d pack`.")],
+    shards: Annotated[
+        str,
+        typer.Argument(
+            help="Output of `cg3d pack`: a folder, an http(s):// URL or a pipe: prefix."
+        ),
+    ],
 ) -> None:
     """Re-read every shard: checksums and counts against index.json, every sample decoded."""
     from rich import print as rprint

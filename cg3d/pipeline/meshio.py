@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg3d.pipeline.manifest import FAILURE_KINDS
+from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 

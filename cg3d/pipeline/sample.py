@@ -6,38 +6,31 @@ pixels), draw area-weighted surface samples, then farthest point sampling down t
 Each object has its own random generator seeded from (seed, object id), so the points do
 not depend on chunking, worker count or executor.
 
-Output (DESIGN.md): `OUT/part-XXXXX.parquet` with columns `id`, `points` (float32, N×3
-flattened, N×6 with normals) and `n_points`, plus `OUT/failures.parquet` (id, stage, reason).
+Output (docs/design.md): `OUT/part-XXXXX.parquet` (`cg3d.formats.points`: `id`, `points` float32
+N×3 flattened, N×6 with normals, and `n_points`), plus `OUT/failures.parquet` (id, stage, reason).
 """
 
 import hashlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from cg3d.formats.manifest import OK, MeshRecord, mesh_file, read_manifest
+from cg3d.formats.points import PART_SUFFIX, write_points_part
 from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
-    atomic_path,
     default_workers,
     run_chunks,
     split_into_chunks,
 )
 from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.pipeline.geometry import normalization, to_canonical_axes
-from cg3d.pipeline.manifest import OK, MeshRecord, mesh_file, read_manifest
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "sample"
-PART_SUFFIX = ".parquet"
-SCHEMA = pa.schema(
-    [("id", pa.string()), ("points", pa.list_(pa.float32())), ("n_points", pa.int32())]
-)
 # FPS picks N of max(10k, 1.25 N) surface samples: 10k → 8192 as in ULIP / Point-BERT data,
 # and enough candidates for FPS to spread 1024 points better than a random subset would.
 MIN_SURFACE_SAMPLES = 10_000
@@ -141,32 +134,8 @@ def sample_chunk(
         ids.append(record.id)
         clouds.append(cloud)
     output.write_chunk_failures(index, failures)
-    with atomic_path(output.part(index)) as tmp:
-        pq.write_table(points_table(ids, clouds), tmp)
+    write_points_part(output.part(index), ids, clouds)
     return len(ids)
-
-
-def points_table(ids: list[str], clouds: list[np.ndarray]) -> pa.Table:
-    """Arrow table in the part schema, built from flat buffers (no per-float Python objects)."""
-    flat = [cloud.astype(np.float32).ravel() for cloud in clouds]
-    offsets = np.concatenate([[0], np.cumsum([len(f) for f in flat])]).astype(np.int32)
-    values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float32)
-    points = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
-    n_points = pa.array([len(cloud) for cloud in clouds], type=pa.int32())
-    return pa.Table.from_arrays([pa.array(ids, type=pa.string()), points, n_points], schema=SCHEMA)
-
-
-def iter_points(points_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(id, (n_points, 3|6) float32 array) for every sampled object, part by part."""
-    for part in sorted(Path(points_dir).glob(f"part-*{PART_SUFFIX}")):
-        table = pq.read_table(part)
-        for row_id, flat, n in zip(
-            table["id"].to_pylist(),
-            table["points"].to_numpy(),
-            table["n_points"].to_pylist(),
-            strict=True,
-        ):
-            yield row_id, np.asarray(flat, dtype=np.float32).reshape(n, -1)
 
 
 def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> SampleSummary:

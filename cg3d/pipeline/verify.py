@@ -1,16 +1,24 @@
-"""`cg3d verify`: re-read every shard against `index.json` and decode every sample."""
+"""`cg3d verify`: re-read every shard against `index.json` and decode every sample.
 
-import io
-import json
-import tarfile
+Works on local folders and on shards served over HTTP or through a `pipe:` command
+(`cg3d.formats.shards`): each shard is read once, as a stream, and hashed as it is read.
+"""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.pack import INDEX_NAME
+from cg3d.formats.shards import (
+    HashingReader,
+    decode_sample,
+    is_remote,
+    open_shard,
+    read_index,
+    shard_url,
+    why,
+)
+from cg3d.formats.tar import FormatError, tar_samples
 
 
 @dataclass
@@ -20,66 +28,52 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
-def check_sample(members: dict[str, bytes], n_classes: int) -> str:
+def check_sample(raw: dict, n_classes: int) -> str:
     """ "" when the sample decodes and matches the schema, else the member and what is wrong."""
-    member = "points.npy"
     try:
-        points = np.load(io.BytesIO(members[member]), allow_pickle=False)
-        if points.ndim != 2 or points.shape[1] not in (3, 6) or points.shape[0] < 1:
-            return f"{member} has shape {points.shape}"
-        if not np.isfinite(points).all():
-            return f"{member} has non-finite values"
-        views = sorted(name for name in members if name.startswith("view_"))
-        if not views:
-            return "no view_XX.png"
-        for member in views:
-            with Image.open(io.BytesIO(members[member])) as image:
-                image.load()
-        member = "captions.json"
-        captions = json.loads(members[member])
-        if not captions or not all(isinstance(c, str) and c for c in captions):
-            return f"{member} is empty or holds a non-string"
-        member = "cls"
-        cls = int(members[member])
-        if not 0 <= cls < n_classes:
-            return f"cls {cls} is outside 0..{n_classes - 1}"
-        member = "meta.json"
-        json.loads(members[member])
-    except KeyError:
-        return f"member {member} is missing"
-    except Exception as error:  # any decoding failure is a finding, not a crash
-        return f"{member} does not decode ({type(error).__name__}: {error})"
+        sample = decode_sample(raw)
+    except FormatError as error:
+        return str(error)
+    if not np.isfinite(sample["points"]).all():
+        return "points.npy has non-finite values"
+    if not sample["views"]:
+        return "no view_XX.png"
+    captions = sample["captions"]
+    if not isinstance(captions, list) or not captions:
+        return "captions.json is empty or not a list"
+    if not all(isinstance(c, str) and c for c in captions):
+        return "captions.json is empty or holds a non-string"
+    if not 0 <= sample["cls"] < n_classes:
+        return f"cls {sample['cls']} is outside 0..{n_classes - 1}"
     return ""
 
 
-def check_shard(path: Path, expected_count: int, n_classes: int) -> tuple[int, list[str]]:
-    """(samples read, problems) of one shard; its checksum is checked by the caller."""
+def check_shard(
+    url: str, name: str, count: int, digest: str, n_classes: int
+) -> tuple[int, list[str]]:
+    """(samples read, problems) of one shard: its samples, count and checksum."""
     problems: list[str] = []
-    samples: dict[str, dict[str, bytes]] = {}
+    samples = 0
     try:
-        with tarfile.open(path) as tar:
-            for info in tar:
-                if info.isfile():
-                    key, suffix = info.name.split(".", 1)
-                    samples.setdefault(key, {})[suffix] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError, EOFError) as error:
-        problems.append(f"{path.name}: unreadable tar ({error})")
-    for key, members in samples.items():
-        problem = check_sample(members, n_classes)
-        if problem:
-            problems.append(f"{path.name} key {key}: {problem}")
-    if len(samples) != expected_count:
-        problems.append(f"{path.name}: {len(samples)} samples, index says {expected_count}")
-    return len(samples), problems
+        with open_shard(url) as stream:
+            hashing = HashingReader(stream)
+            for raw in tar_samples(hashing):
+                samples += 1
+                problem = check_sample(raw, n_classes)
+                if problem:
+                    problems.append(f"{name} key {raw['__key__']}: {problem}")
+            if hashing.hexdigest_to_end() != digest:
+                problems.append(f"{name}: sha256 differs from the index")
+    except (FormatError, OSError, EOFError) as error:
+        problems.append(f"{name}: unreadable tar ({why(error)})")
+    if samples != count:
+        problems.append(f"{name}: {samples} samples, index says {count}")
+    return samples, problems
 
 
-def verify_shards(shards_dir: Path) -> VerifyReport:
+def verify_shards(shards: str | Path) -> VerifyReport:
     """Checksums and counts against the index, and every sample decoded."""
-    shards_dir = Path(shards_dir)
-    index_path = shards_dir / INDEX_NAME
-    if not index_path.is_file():
-        raise FileNotFoundError(f"no {INDEX_NAME} in {shards_dir}: run `cg3d pack` first")
-    index = json.loads(index_path.read_text())
+    index = read_index(shards)
     n_classes = len(index["classes"])
     report = VerifyReport()
     for split, entry in index["splits"].items():
@@ -88,14 +82,12 @@ def verify_shards(shards_dir: Path) -> VerifyReport:
         for name, count, digest in zip(
             entry["shards"], entry["counts"], entry["sha256"], strict=True
         ):
-            path = shards_dir / name
+            url = shard_url(shards, name)
             report.shards += 1
-            if not path.is_file():
+            if not is_remote(shards) and not Path(url).is_file():
                 report.problems.append(f"{name}: missing")
                 continue
-            if file_sha256(path) != digest:
-                report.problems.append(f"{name}: sha256 differs from the index")
-            samples, problems = check_shard(path, count, n_classes)
+            samples, problems = check_shard(url, name, count, digest, n_classes)
             report.samples += samples
-            report.problems += [f"{split}/{problem}" for problem in problems]
+            report.problems += problems
     return report

@@ -24,7 +24,7 @@ def render(
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
     from rich import print as rprint
 
-    from cg3d.pipeline.failures import summarize
+    from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
     summary = render_meshes(meshes, out, config)

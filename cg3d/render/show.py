@@ -6,49 +6,43 @@ camera: dots that sit on the object are the visible proof that points and views 
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from cg3d.errors import UsageError
+from cg3d.formats.points import find_points
+from cg3d.formats.renders import find_rendered, render_parts
+from cg3d.formats.tar import FormatError
 from cg3d.render.cameras import project
 
 POINT_COLOUR = (230, 20, 60)
 
 
 def read_object(renders_dir: Path, object_id: str) -> tuple[list[Image.Image], dict]:
-    """The views (in order) and the cameras.json of one object, from the chunk tars."""
-    parts = sorted(Path(renders_dir).glob("part-*.tar"))
-    if not parts:
+    """The views (in the cameras' order) and the cameras.json of one object."""
+    if not render_parts(renders_dir):
         raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
-    prefix = f"{object_id}."
-    for part in parts:
-        with tarfile.open(part) as tar:
-            members = {m.name: m for m in tar.getmembers() if m.name.startswith(prefix)}
-            if f"{object_id}.cameras.json" not in members:
-                continue
-            cameras = json.loads(tar.extractfile(members[f"{object_id}.cameras.json"]).read())
-            views = [
-                Image.open(
-                    io.BytesIO(tar.extractfile(members[f"{object_id}.{v['name']}.png"]).read())
-                )
-                for v in cameras["views"]
-            ]
-            return views, cameras
-    raise UsageError(f"no renders of object {object_id!r} in {renders_dir}")
+    try:
+        rendered = find_rendered(renders_dir, object_id)
+    except FormatError as error:
+        raise UsageError(f"--renders: {error}") from None
+    if rendered is None:
+        raise UsageError(f"no renders of object {object_id!r} in {renders_dir}")
+    cameras = json.loads(rendered.cameras)
+    missing = [v["name"] for v in cameras["views"] if v["name"] not in rendered.views]
+    if missing:
+        raise UsageError(f"--renders: object {object_id!r} lacks the views {missing}")
+    return [Image.open(io.BytesIO(rendered.views[v["name"]])) for v in cameras["views"]], cameras
 
 
 def read_points(points_dir: Path, object_id: str) -> np.ndarray:
     """The sampled points of one object, (N, 3|6), from the sample stage's parts."""
-    for part in sorted(Path(points_dir).glob("part-*.parquet")):
-        table = pq.read_table(part, filters=[("id", "==", object_id)])
-        if table.num_rows:
-            n = table["n_points"][0].as_py()
-            return np.asarray(table["points"][0].values, dtype=np.float32).reshape(n, -1)
-    raise UsageError(f"--points: no points of object {object_id!r} in {points_dir}")
+    points = find_points(points_dir, object_id)
+    if points is None:
+        raise UsageError(f"--points: no points of object {object_id!r} in {points_dir}")
+    return points
 
 
 def contact_sheet(

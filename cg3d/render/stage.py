@@ -1,9 +1,9 @@
 """The `render` stage: every `ok` object of the manifest, rendered from several views.
 
-Output (DESIGN.md): `OUT/part-XXXXX.tar` chunks whose members are `<id>.view_XX.png` (RGB on
-white, or RGBA with `background: transparent`) and `<id>.cameras.json` (see `cameras.py` for
-the convention), plus `OUT/failures.parquet` (id, stage, reason). A chunk is the unit of
-parallel work and of resume: a part that exists is done, and a rerun after a kill renders
+Output (docs/design.md): `OUT/part-XXXXX.tar` chunks (`cg3d.formats.renders`) whose members are
+`<id>.view_XX.png` (RGB on white, or RGBA with `background: transparent`) and
+`<id>.cameras.json` (see `cameras.py` for the convention), plus `OUT/failures.parquet` (id,
+stage, reason). A chunk is the unit of parallel work and of resume: a part that exists is done, and a rerun after a kill renders
 only the missing ones.
 
 Workers: `workers` persistent Blender processes (`supervisor.BlenderWorker`), each fed whole
@@ -23,20 +23,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from cg3d.formats.manifest import MeshRecord, mesh_file, read_manifest
+from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
     progress_bar,
     split_into_chunks,
-    write_tar,
 )
-from cg3d.pipeline.manifest import MeshRecord, mesh_file, read_manifest
 from cg3d.render.cameras import cameras_of, dumps
 from cg3d.render.supervisor import BlenderWorker
 
 STAGE = "render"
-PART_SUFFIX = ".tar"
 
 
 @dataclass
@@ -73,7 +72,7 @@ def render_chunk(
     on_object: Callable[[int], None] = lambda views: None,
 ) -> int:
     """Render one chunk into its tar; a failed object becomes a failure row. Returns views."""
-    members: dict[str, bytes] = {}
+    rendered: dict[str, Rendered] = {}
     failures = []
     for record in records:
         cameras = cameras_of(config, record.id)
@@ -82,16 +81,18 @@ def render_chunk(
             record.id, mesh_file(meshes_dir, record), record.up_axis, cameras["views"]
         )
         if reason is None:
-            for view, png in zip(cameras["views"], pngs, strict=True):
-                members[f"{record.id}.{view['name']}.png"] = finished_png(png, config.background)
-            members[f"{record.id}.cameras.json"] = dumps(cameras)
+            views = {
+                view["name"]: finished_png(png, config.background)
+                for view, png in zip(cameras["views"], pngs, strict=True)
+            }
+            rendered[record.id] = Rendered(views, dumps(cameras))
         else:
             failures.append({"id": record.id, "reason": reason})
         for png in pngs:
             png.unlink(missing_ok=True)
         on_object(0 if reason else len(pngs))
     output.write_chunk_failures(index, failures)
-    write_tar(output.part(index), members)
+    write_render_part(output.part(index), rendered)
     return config.views * (len(records) - len(failures))
 
 

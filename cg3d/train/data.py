@@ -1,9 +1,7 @@
 """The shard loader: WebDataset shards (`cg3d pack` output) → training and eval batches.
 
-`shards` is the pack output folder, or a URL / `pipe:` prefix to which `/index.json` and the
-shard names are appended (so shards can live in object storage: `pipe:aws s3 cp s3://b/x`
-gives `pipe:aws s3 cp s3://b/x/train/shard-000000.tar`; end a pipe command with ` -` via
-`{}`: a prefix holding `{}` has the name put there instead).
+`shards` is the pack output folder, or a URL / `pipe:` prefix (object storage); the shards are
+read by `cg3d.formats.shards`, which says how names are put under the prefix.
 
 Splitting, so that multi-GPU multi-worker runs see every sample exactly once per epoch:
 - across ranks, whole shards are dealt once to balance sample counts (fixed per rank, so
@@ -14,16 +12,13 @@ Splitting, so that multi-GPU multi-worker runs see every sample exactly once per
   (open_clip's pitfall: idle workers and bunched samples when shards are few);
 - each worker shuffles within a buffer; the main process cuts exact batches.
 Keys are object ids, which never contain dots (webdataset cuts keys at the first dot).
-A sample that fails to decode is skipped with a log line.
+A sample that fails to decode, or the rest of a shard that cannot be read, is skipped with a
+log line and counted (`Loader.skipped`).
 """
 
-import io
 import json
-import logging
 import multiprocessing
 import random
-import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +30,20 @@ from PIL import Image
 from torchcodec.decoders import decode_png
 
 from cg3d.errors import UsageError
+from cg3d.formats.shards import (
+    Skipped,
+    decode_image,
+    decode_member,
+    decode_points,
+    raw_samples,
+    read_index,
+    split_entry,
+    view_names,
+)
 from cg3d.train.augment import AugmentConfig, augment_points
 
-__all__ = ["AugmentConfig", "LoaderConfig", "Loader", "iter_samples", "make_loader", "read_index"]
+__all__ = ["AugmentConfig", "LoaderConfig", "Loader", "make_loader"]
 
-log = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -53,39 +57,6 @@ class LoaderConfig:
     image_size: int = 224
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-def is_remote(shards: str | Path) -> bool:
-    return str(shards).startswith(("pipe:", "http://", "https://", "s3://", "gs://"))
-
-
-def shard_url(shards: str | Path, name: str) -> str:
-    """Where `name` (relative to the pack output) lives under a folder, URL or pipe prefix."""
-    base = str(shards)
-    if "{}" in base:
-        return base.replace("{}", name)
-    if is_remote(base):
-        return f"{base.rstrip('/')}/{name}"
-    return str(Path(base) / name)
-
-
-def read_index(shards: str | Path) -> dict:
-    """The parsed `index.json` of a pack output (classes, splits with shards/counts/sha256)."""
-    url = shard_url(shards, "index.json")
-    if not is_remote(shards):
-        if not Path(url).is_file():
-            raise UsageError(f"--shards: no index.json in {shards} (run `cg3d pack`)")
-        return json.loads(Path(url).read_text())
-    from webdataset.gopen import gopen
-
-    with gopen(url, "rb") as stream:
-        return json.loads(stream.read())
-
-
-def split_entry(index: dict, split: str) -> dict:
-    if split not in index.get("splits", {}):
-        raise UsageError(f"no split {split!r} in the shard index (has {sorted(index['splits'])})")
-    return index["splits"][split]
 
 
 def deal_shards(counts: list[int], world_size: int) -> list[list[int]]:
@@ -133,124 +104,6 @@ def worker_share(share: Share, worker: int, workers: int, order_seed: int | None
         return Share(tuple(shards[worker::workers]))
     # Sample-level split: the rank's stride and offset, then every workers-th of those.
     return Share(tuple(shards), share.stride * workers, share.offset + share.stride * worker)
-
-
-def tar_members(stream) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of the regular files of a tar stream, read header by header.
-
-    The same format webdataset reads (ustar, GNU long names, pax paths), at a tenth of the cost
-    of `tarfile`'s per-member objects, which dominated decoding. A damaged header or a short
-    read raises ValueError.
-    """
-    long_name = ""
-    while True:
-        header = stream.read(512)
-        if len(header) < 512 or header == bytes(512):
-            if header and header != bytes(512):
-                raise ValueError("truncated tar header")
-            return
-        if sum(header[:148]) + 256 + sum(header[156:]) != int(
-            header[148:156].strip(b" \0") or b"0", 8
-        ):
-            raise ValueError("tar header checksum mismatch")
-        size = int(header[124:136].strip(b" \0") or b"0", 8)
-        data = stream.read(size)
-        if len(data) < size:
-            raise ValueError("truncated tar member")
-        stream.read(-size % 512)
-        kind = header[156:157]
-        if kind == b"L":
-            long_name = data.rstrip(b"\0").decode()
-        elif kind == b"x":
-            fields = dict(
-                line.split(b" ", 1)[1].split(b"=", 1) for line in data.splitlines() if b"=" in line
-            )
-            long_name = fields.get(b"path", b"").decode()
-        elif kind in (b"0", b"\0"):
-            name = long_name or header[:100].split(b"\0", 1)[0].decode()
-            prefix = header[345:500].split(b"\0", 1)[0].decode()
-            long_name = ""
-            yield (f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name), data
-
-
-def shard_samples(url: str) -> Iterator[dict]:
-    """Samples of one shard: members grouped by key (the name up to the first dot)."""
-    from webdataset.gopen import gopen
-
-    sample: dict = {}
-    with gopen(url, "rb") as stream:
-        for name, data in tar_members(stream):
-            key, suffix = name.split(".", 1) if "." in name else (name, "")
-            if sample and sample["__key__"] != key:
-                yield sample
-                sample = {}
-            sample.setdefault("__key__", key)
-            sample[suffix] = data
-    if sample:
-        yield sample
-
-
-def check_shards(shards: str | Path, split: str) -> None:
-    """Before training: every local shard of `split` exists and its tar headers read to the end.
-
-    A truncated or missing shard is then a one-line UsageError naming the file, not a run that
-    dies (or silently shrinks) hours in. Walking the headers skips the member data, so this costs
-    little; remote shards (URLs, `pipe:`) are not opened twice and are checked as they stream.
-    """
-    if is_remote(str(shards)) or "{}" in str(shards):
-        return
-    for name in split_entry(read_index(shards), split)["shards"]:
-        path = shard_url(shards, name)
-        try:
-            with tarfile.open(path, "r") as tar:
-                while tar.next() is not None:
-                    pass
-        except (OSError, tarfile.TarError, EOFError) as error:
-            raise UsageError(f"shard {path} does not decode: {error}") from None
-
-
-def raw_samples(
-    shards: str | Path, names: list[str], counts: list[int], share: Share
-) -> Iterator[dict]:
-    """Undecoded samples (suffix → bytes) of a share; a damaged shard is logged and its rest
-    skipped (positions stay those of the index, so the other readers' shares are unchanged)."""
-    position = -1
-    for shard in share.shards:
-        url = shard_url(shards, names[shard])
-        start = position
-        try:
-            for sample in shard_samples(url):
-                position += 1
-                if position % share.stride == share.offset:
-                    yield sample
-        except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
-            log.warning("skipping the rest of shard %s: %r", url, error)
-        position = start + counts[shard]
-
-
-NPY_HEADER = re.compile(rb"'descr': '<f4', 'fortran_order': False, 'shape': \((\d+), (\d+)\)")
-
-
-def decode_points(data: bytes) -> np.ndarray:
-    """A (N, C) float32 .npy. The header `cg3d pack` writes is matched directly: np.load
-    parses it with `ast`, which cost as much as the array itself."""
-    if data[:8] == b"\x93NUMPY\x01\x00":
-        header_end = 10 + int.from_bytes(data[8:10], "little")
-        match = NPY_HEADER.search(data, 10, header_end)
-        if match:
-            shape = (int(match[1]), int(match[2]))
-            flat = np.frombuffer(data, np.float32, shape[0] * shape[1], header_end)
-            return flat.reshape(shape).copy()  # writable, like np.load's
-    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32, copy=False)
-
-
-def decode_image(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
-
-
-def view_names(sample: dict) -> list[str]:
-    return sorted(k for k in sample if k.startswith("view_") and k.endswith(".png"))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -368,21 +221,28 @@ class ShardStream(torch.utils.data.IterableDataset):
         seed = self.config.seed + epoch if self.train else None
         share = worker_share(self.rank_share, worker, workers, seed)
         rng = np.random.default_rng([self.config.seed, epoch, self.rank, worker])
-        samples = raw_samples(self.shards, self.names, self.counts, share)
+        skipped = Skipped(self.skipped)  # counted across the worker processes
+
+        def keep(position: int) -> bool:
+            return position % share.stride == share.offset
+
+        samples = raw_samples(self.shards, self.names, self.counts, share.shards, skipped, keep)
         if self.train:
             samples = shuffled(samples, self.config.shuffle_buffer, rng)
         for raw in samples:
             try:
                 yield self.decode(raw, rng if self.train else None)
             except Exception as error:  # a bad sample is skipped, never a crashed epoch
-                log.warning("skipping sample %s: %r", raw.get("__key__"), error)
-                with self.skipped.get_lock():
-                    self.skipped.value += 1
+                skipped.add(f"sample {raw.get('__key__')}", str(error))
 
     def decode(self, raw: dict, rng: np.random.Generator | None) -> dict:
-        points = decode_points(raw["points.npy"])
-        captions = json.loads(raw["captions.json"])
+        """Points, one view and one caption (random ones when training); members that are
+        missing or do not decode raise FormatError naming them."""
+        points = decode_member(raw, "points.npy", decode_points)
+        captions = decode_member(raw, "captions.json", json.loads)
         views = view_names(raw)
+        if not views or not captions:
+            raise ValueError("no view_XX.png or no captions")
         if rng is not None:
             points = augment_points(points, self.config.augment, rng)
             view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
@@ -391,9 +251,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         points = resample(points, self.config.n_points, rng)
         return {
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
-            "image": self.preprocess.decode(raw[view]),
+            "image": decode_member(raw, view, self.preprocess.decode),
             "caption": caption,
-            "cls": int(raw["cls"]),
+            "cls": decode_member(raw, "cls", int),
             "key": raw["__key__"],
         }
 
@@ -514,18 +374,3 @@ def make_loader(
     dataset = ShardStream(shards, split, config, preprocess, train, rank, world_size)
     samples = rank_samples(dataset.counts, rank, world_size)
     return Loader(dataset, config, train, samples)
-
-
-def iter_samples(shards: str | Path, split: str) -> Iterator[dict]:
-    """Every sample of `split` decoded, in shard order: key, points, views, captions, cls, meta."""
-    entry = split_entry(read_index(shards), split)
-    share = Share(tuple(range(len(entry["shards"]))))
-    for raw in raw_samples(shards, entry["shards"], entry["counts"], share):
-        yield {
-            "key": raw["__key__"],
-            "points": decode_points(raw["points.npy"]),
-            "views": [decode_image(raw[name]) for name in view_names(raw)],
-            "captions": json.loads(raw["captions.json"]),
-            "cls": int(raw["cls"]),
-            "meta": json.loads(raw["meta.json"]),
-        }

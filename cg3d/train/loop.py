@@ -424,17 +424,11 @@ def train_stage(
     shards: Path, out: Path, config: TrainConfig, resume: bool = False
 ) -> dict[str, Any]:
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
-    from cg3d.train.data import (
-        ClipPreprocess,
-        LoaderConfig,
-        check_shards,
-        make_loader,
-        read_index,
-    )
+    from cg3d.formats.shards import check_shards, is_remote, read_index
+    from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader
 
     config.validate()
-    shards = Path(shards)
-    if not shards.is_dir():
+    if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     init_distributed()
     rank, size = world()

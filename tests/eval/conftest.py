@@ -91,54 +91,56 @@ def write_shapenet55(root: Path, files: list[str], n: int = 100) -> None:
 
 
 def write_shards(root: Path, per_class: int = 2, n: int = 64, views: int = 2) -> list[str]:
-    """Shards in the DESIGN.md layout: `{split}/shard-000000.tar` + `index.json` with the classes."""
-    import io
-    import json
-    import tarfile
-
-    from PIL import Image
+    """Real `pack` output under `root` (index.json, {train,test}/shard-*.tar): `per_class` boxes
+    and planks per split, whose points, views and captions the formats' writers put in the
+    stage outputs under `root/stages`. Two captions per object, so the caption gallery is small."""
+    from cg3d.formats.captions import captions_writer
+    from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
+    from cg3d.formats.points import write_points_part
+    from cg3d.formats.renders import Rendered, write_render_part
+    from cg3d.pipeline.pack import PackConfig, pack_shards
 
     classes = ["box", "plank"]
     rng = np.random.default_rng(4)
-    index = {"classes": classes, "splits": {}}
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        tar_path = root / split / "shard-000000.tar"
-        count = 0
-        with tarfile.open(tar_path, "w") as tar:
-
-            def add(name: str, data: bytes) -> None:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-
-            for label, name in enumerate(classes):
-                for i in range(per_class):
-                    key = f"{split}_{name}_{i}"
-                    points = cube(n, rng, scale=(1, 1 + 3 * label, 1)).astype(np.float32)
-                    points /= np.linalg.norm(points, axis=1).max()
-                    buffer = io.BytesIO()
-                    np.save(buffer, points)
-                    add(f"{key}.points.npy", buffer.getvalue())
-                    for v in range(views):
-                        image = Image.new(
-                            "RGB", (32, 32), (60 * label + 20 * v, 100, 200 - 60 * label)
-                        )
-                        png = io.BytesIO()
-                        image.save(png, format="PNG")
-                        add(f"{key}.view_{v:02d}.png", png.getvalue())
-                    captions = [f"a photo of a {name}", f"a {name}"]
-                    add(f"{key}.captions.json", json.dumps(captions).encode())
-                    add(f"{key}.cls", str(label).encode())
-                    add(
-                        f"{key}.meta.json",
-                        json.dumps({"class_name": name, "split": split}).encode(),
-                    )
-                    count += 1
-        index["splits"][split] = {
-            "shards": [f"{split}/shard-000000.tar"],
-            "counts": [count],
-            "samples": count,
-        }
-    (root / "index.json").write_text(json.dumps(index))
+    stages = root / "stages"
+    records, clouds, rendered, captions = [], [], {}, []
+    for split in ("test", "train"):  # the manifest's (id) order
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                key = f"{split}_{name}_{i}"
+                records.append(MeshRecord(key, "synthetic", f"{key}.obj", name, split))
+                points = cube(n, rng, scale=(1, 1 + 3 * label, 1)).astype(np.float32)
+                clouds.append(points / np.linalg.norm(points, axis=1).max())
+                rendered[key] = Rendered(
+                    {
+                        f"view_{v:02d}": solid_png((60 * label + 20 * v, 100, 200 - 60 * label))
+                        for v in range(views)
+                    },
+                    b'{"views": []}',
+                )
+                captions.append([f"a photo of a {name}", f"a {name}"])
+    ids = [r.id for r in records]
+    (stages / "meshes").mkdir(parents=True)
+    write_manifest(records, stages / "meshes")
+    write_classes(classes, stages / "meshes")
+    (stages / "points").mkdir()
+    write_points_part(stages / "points" / "part-00000.parquet", ids, clouds)
+    (stages / "renders").mkdir()
+    write_render_part(stages / "renders" / "part-00000.tar", rendered)
+    (stages / "captions").mkdir()
+    with captions_writer(stages / "captions") as writer:
+        writer.write(ids, captions)
+    pack_shards(
+        *(stages / s for s in ("meshes", "points", "renders", "captions")), root, PackConfig(4)
+    )
     return classes
+
+
+def solid_png(colour: tuple[int, int, int], size: int = 32) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,17 +1,19 @@
-"""Small stage outputs in the formats of DESIGN.md, written by the tests themselves."""
+"""Small stage outputs in the formats of docs/design.md, written by the tests themselves."""
 
+import hashlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
-from cg3d.pipeline.chunks import write_tar
-from cg3d.pipeline.failures import FAILURES_NAME, write_failures
-from cg3d.pipeline.manifest import CLASSES_NAME, MeshRecord, write_manifest
+from cg3d.formats.failures import FAILURES_NAME, write_failures
+from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
+from cg3d.formats.points import write_points_part
+from cg3d.formats.renders import Rendered, write_render_part
+from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
 
 CLASSES = ["chair", "table", "lamp"]
 
@@ -47,7 +49,7 @@ def fake_meshes(root: Path, per_class: int = 4, broken: int = 1) -> list[MeshRec
         )
     root.mkdir(parents=True, exist_ok=True)
     write_manifest(records, root)
-    (root / CLASSES_NAME).write_text(json.dumps(CLASSES))
+    write_classes(CLASSES, root)
     return sorted(records, key=lambda r: r.id)
 
 
@@ -64,23 +66,19 @@ def fake_points(
     for part, start in enumerate(range(0, len(good), chunk)):
         chunk_ids = good[start : start + chunk]
         clouds = [
-            np.random.default_rng(abs(hash(i)) % 2**32)
-            .uniform(-0.5, 0.5, (n, 3))
-            .astype(np.float32)
+            np.random.default_rng(stable_seed(i)).uniform(-0.5, 0.5, (n, 3)).astype(np.float32)
             for i in chunk_ids
         ]
-        table = pa.table(
-            {
-                "id": pa.array(chunk_ids),
-                "points": pa.array([c.ravel() for c in clouds], type=pa.list_(pa.float32())),
-                "n_points": pa.array([n] * len(chunk_ids), type=pa.int32()),
-            }
-        )
-        pq.write_table(table, root / f"part-{part:05d}.parquet")
+        write_points_part(root / f"part-{part:05d}.parquet", chunk_ids, clouds)
     write_failures(
         [{"id": i, "stage": "sample", "reason": "degenerate: flat"} for i in failed],
         root / FAILURES_NAME,
     )
+
+
+def stable_seed(text: str) -> int:
+    """A seed from a digest of `text` (`hash()` of a str changes between runs: it is salted)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:
@@ -97,14 +95,12 @@ def fake_renders(
     root.mkdir(parents=True, exist_ok=True)
     good = [i for i in ids if i not in failed]
     for part, start in enumerate(range(0, len(good), chunk)):
-        members = {}
+        objects = {}
         for k, object_id in enumerate(good[start : start + chunk]):
-            for v in range(views):
-                members[f"{object_id}.view_{v:02d}.png"] = png_bytes(start * 10 + k * views + v)
-            members[f"{object_id}.cameras.json"] = json.dumps(
-                [{"view": v} for v in range(views)]
-            ).encode()
-        write_tar(root / f"part-{part:05d}.tar", members)
+            pngs = {f"view_{v:02d}": png_bytes(start * 10 + k * views + v) for v in range(views)}
+            cameras = json.dumps([{"view": v} for v in range(views)]).encode()
+            objects[object_id] = Rendered(pngs, cameras)
+        write_render_part(root / f"part-{part:05d}.tar", objects)
     write_failures(
         [{"id": i, "stage": "render", "reason": "timeout: 120 s"} for i in failed],
         root / FAILURES_NAME,
@@ -130,3 +126,14 @@ def fake_pipeline(root: Path, per_class: int = 4, shard_size: int = 3, views: in
         PackConfig(shard_size=shard_size),
     )
     return records, summary
+
+
+def rewrite_tar(path: Path, change: Callable[[str, bytes], tuple[str, bytes] | None]) -> None:
+    """Rewrite a tar member by member: `change(name, data)` gives the new (name, data), or
+    None to drop the member (damaged shards and parts, made on purpose)."""
+    with open(path, "rb") as stream:
+        members = [change(name, data) for name, data in tar_members(stream)]
+    with open_tar_writer(path) as tar:  # in the original order
+        for member in members:
+            if member is not None:
+                tar_member(tar, *member)

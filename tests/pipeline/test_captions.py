@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 
+from cg3d.formats.failures import read_failures
 from cg3d.pipeline.captions import CaptionConfig, caption_objects, display_names
-from cg3d.pipeline.failures import read_failures
 from cg3d.protocol import templates
 from tests.pipeline.fakes import fake_meshes, ok_ids
 

@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
+from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     atomic_path,
     run_chunks,
     split_into_chunks,
 )
-from cg3d.pipeline.failures import FAILURES_NAME, read_failures
 
 
 def write_part(output: ChunkedOutput, index: int, items: list[str]) -> int:

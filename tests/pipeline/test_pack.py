@@ -5,12 +5,14 @@ import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 from PIL import Image
 
-from cg3d.pipeline.failures import read_failures
+from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
 from cg3d.pipeline.pack import PackConfig, pack_shards
-from tests.pipeline.fakes import CLASSES, fake_pipeline, ok_ids
+from tests.pipeline.fakes import CLASSES, fake_pipeline, ok_ids, rewrite_tar
 
 
 def test_counts_match_the_manifest_and_failures_are_listed(tmp_path):
@@ -111,3 +113,18 @@ def test_objects_missing_from_a_stage_without_a_failure_row_are_counted(tmp_path
         PackConfig(shard_size=3),
     )
     assert {"id": dropped, "stage": "pack", "reason": "missing: no points"} in summary.failures
+
+
+def test_a_render_member_without_a_dot_is_one_line_naming_it(tmp_path):
+    fake_pipeline(tmp_path)
+    part = tmp_path / "renders" / "part-00001.tar"
+    rewrite_tar(part, lambda name, data: (name.replace(".cameras.json", "_cameras"), data))
+    with pytest.raises(UsageError, match=r"--renders: .*part-00001.tar: tar member '.*_cameras'"):
+        pack_shards(
+            tmp_path / "meshes",
+            tmp_path / "points",
+            tmp_path / "renders",
+            tmp_path / "captions",
+            tmp_path / "again",
+            PackConfig(shard_size=3),
+        )

@@ -12,12 +12,12 @@ import pytest
 import trimesh
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
+from cg3d.formats.manifest import MeshRecord, write_manifest
+from cg3d.formats.points import iter_points
 from cg3d.pipeline import sample as sample_module
-from cg3d.pipeline.failures import read_failures
-from cg3d.pipeline.manifest import MeshRecord, write_manifest
 from cg3d.pipeline.sample import (
     SampleConfig,
-    iter_points,
     object_rng,
     sample_object,
     sample_points,

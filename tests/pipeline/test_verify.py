@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from cg3d.cli import app
-from tests.pipeline.fakes import fake_pipeline
+from tests.pipeline.fakes import fake_pipeline, rewrite_tar
 
 
 def test_verify_passes_good_shards(tmp_path):
@@ -44,3 +44,12 @@ def test_verify_catches_a_count_that_differs_from_the_index(tmp_path):
     index_path.write_text(json.dumps(index))
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
     assert result.exit_code == 1 and "index says 4" in result.output
+
+
+def test_verify_names_a_member_without_a_dot(tmp_path):
+    fake_pipeline(tmp_path)
+    shard = tmp_path / "shards" / "train" / "shard-000000.tar"
+    rewrite_tar(shard, lambda name, data: (name.replace(".cls", "_cls"), data))
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
+    assert result.exit_code == 1
+    assert "tar member 'synthetic-chair-000_cls' is not named" in result.output

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
-from cg3d.pipeline.manifest import MeshRecord, write_manifest
 
 
 def l_shape() -> trimesh.Trimesh:

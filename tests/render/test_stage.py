@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
 from cg3d.params import RenderConfig
-from cg3d.pipeline.failures import read_failures
 from cg3d.render.cameras import project
 from cg3d.render.show import contact_sheet, read_object
 from cg3d.render.stage import render_meshes

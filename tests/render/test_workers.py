@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from cg3d.formats.failures import read_failures
 from cg3d.params import RenderConfig
-from cg3d.pipeline.failures import read_failures
 from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import render_meshes
 from cg3d.render.supervisor import BlenderWorker

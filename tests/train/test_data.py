@@ -6,15 +6,8 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.train.data import (
-    ClipPreprocess,
-    LoaderConfig,
-    iter_samples,
-    make_loader,
-    rank_share,
-    read_index,
-    worker_share,
-)
+from cg3d.formats.shards import iter_samples, read_index
+from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
 from tests.pipeline.fakes import fake_pipeline
 
 
@@ -107,9 +100,32 @@ def test_a_corrupt_shard_is_skipped_with_a_log_line(shards, tmp_path, caplog):
     shutil.copytree(shards, copy)
     (copy / "train" / "shard-000001.tar").write_bytes(b"not a tar at all" * 10)
     config = LoaderConfig(n_points=8, batch_size=1, workers=0, image_size=32)
-    keys = keys_of(make_loader(copy, "train", config, train=False))
+    loader = make_loader(copy, "train", config, train=False)
+    keys = keys_of(loader)
     assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 2
-    assert "skipping" in caplog.text
+    assert loader.skipped == 2  # the shard's two samples, counted
+    assert "skipping the rest of shard" in caplog.text
+
+
+def test_loaders_read_shards_over_http_with_the_same_skips(shards, tmp_path):
+    import shutil
+
+    from tests.formats.server import serve
+    from tests.pipeline.fakes import rewrite_tar
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    rewrite_tar(
+        copy / "train" / "shard-000000.tar",
+        lambda name, data: None if name.endswith(".cls") else (name, data),
+    )
+    config = LoaderConfig(n_points=8, batch_size=2, workers=2, image_size=32)
+    local = make_loader(copy, "train", config, train=False)
+    with serve(copy) as url:
+        remote = make_loader(url, "train", config, train=False)
+        remote_keys = keys_of(remote)
+    assert remote_keys == keys_of(local) and len(remote_keys) > 0
+    assert remote.skipped == local.skipped == 2  # both samples of the shard lost `cls`
 
 
 @pytest.mark.parametrize("size", [(224, 224), (300, 260), (180, 240)])

@@ -26,17 +26,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.params import MeshesConfig
+from cg3d.formats.failures import FAILURES_NAME, write_failures
+from cg3d.formats.manifest import (
+    OK,
+    SCHEMA,
+    MeshRecord,
+    write_classes,
+    write_manifest_table,
+)
+from cg3d.params import SOURCES, MeshesConfig
 from cg3d.pipeline.chunks import (
-    EXECUTORS,
     ChunkedOutput,
     atomic_path,
     default_workers,
     run_chunks,
 )
-from cg3d.pipeline.failures import FAILURES_NAME, write_failures
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.manifest import CLASSES_NAME, MANIFEST_NAME, OK, SCHEMA, MeshRecord
 from cg3d.pipeline.meshio import MeshError, load_mesh
 
 STAGE = "meshes"
@@ -61,7 +66,7 @@ class Summary:
 
 
 # The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
-SOURCE_NAMES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
+SOURCE_NAMES = SOURCES
 
 
 def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
@@ -70,26 +75,15 @@ def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
 
 def check_config(config: MeshesConfig) -> None:
     """One-line UsageErrors naming the option, before any work."""
-    if config.source not in SOURCE_NAMES:
-        raise UsageError(
-            f"--source: unknown source {config.source!r}; choose one of {', '.join(SOURCE_NAMES)}"
-        )
-    if config.per_class < 0:
-        raise UsageError("--per-class must be ≥ 0")
-    if not 0.0 <= config.test_fraction < 1.0:
-        raise UsageError("--test-fraction must be in [0, 1)")
-    if config.chunk_size < 1:
-        raise UsageError("--chunk-size must be ≥ 1")
-    if config.executor not in EXECUTORS:
-        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}")
     if config.source != "synthetic":
         root = Path(config.root) if config.root else None
         if root is None or not root.is_dir():
             raise UsageError(
-                f"--root: the {config.source} source needs an existing folder, got {config.root!r}"
+                f"meshes.root: the {config.source} source needs an existing folder, got "
+                f"{config.root!r}"
             )
         if not any(root.iterdir()):
-            raise UsageError(f"--root: the folder {root} is empty")
+            raise UsageError(f"meshes.root: the folder {root} is empty")
 
 
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
@@ -204,10 +198,8 @@ def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
 
 
 def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
-    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out_dir / CLASSES_NAME) as tmp:
-        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+    write_manifest_table(table, out_dir)
+    write_classes(classes, out_dir)
     failed = table.filter(pc.not_equal(table.column("status"), OK))
     rows = [
         {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
-from cg3d.pipeline.manifest import MeshRecord
 from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.chunks import default_workers, run_chunks, split_into_chunks
 from cg3d.pipeline.ids import object_id
-from cg3d.pipeline.manifest import MeshRecord
 from cg3d.pipeline.sources import Listing, MeshesConfig, seeded_split
 from cg3d.pipeline.sources.shapes import (
     Part,

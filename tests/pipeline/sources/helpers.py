@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import trimesh
 
-from cg3d.pipeline.manifest import MANIFEST_NAME
+from cg3d.formats.manifest import MANIFEST_NAME
 
 
 def box(extents=(1.0, 1.0, 1.0)) -> trimesh.Trimesh:

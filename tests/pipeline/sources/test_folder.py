@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from cg3d.pipeline.manifest import CLASSES_NAME, mesh_file, read_manifest
+from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.sources.helpers import box, write_mesh, write_off
 

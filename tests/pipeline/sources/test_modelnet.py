@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.pipeline.manifest import CLASSES_NAME, mesh_file, read_manifest
+from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
 from cg3d.pipeline.meshio import load_mesh
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.protocol import class_names

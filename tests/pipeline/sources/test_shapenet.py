@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.pipeline.manifest import CLASSES_NAME, read_manifest
+from cg3d.formats.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.protocol import class_names
 from tests.pipeline.sources.helpers import box, write_mesh

@@ -8,9 +8,9 @@ import pytest
 import trimesh
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
+from cg3d.formats.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline import sources
-from cg3d.pipeline.failures import read_failures
-from cg3d.pipeline.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest, seeded_split
 from tests.pipeline.sources.helpers import box, manifest_rows, write_mesh, write_off
 
@@ -93,28 +93,27 @@ def test_a_killed_run_resumes_without_revalidating(tmp_path: Path, monkeypatch) 
 
 
 @pytest.mark.parametrize(
-    ("config", "option"),
+    ("values", "key"),
     [
-        (MeshesConfig(source="nope"), "--source"),
-        (MeshesConfig(source="folder", root=""), "--root"),
-        (MeshesConfig(source="modelnet", root="/no/such/folder"), "--root"),
-        (MeshesConfig(per_class=-1), "--per-class"),
-        (MeshesConfig(test_fraction=1.0), "--test-fraction"),
-        (MeshesConfig(chunk_size=0), "--chunk-size"),
-        (MeshesConfig(executor="dask"), "--executor"),
+        ({"source": "nope"}, "meshes.source"),
+        ({"source": "folder", "root": ""}, "meshes.root"),
+        ({"source": "modelnet", "root": "/no/such/folder"}, "meshes.root"),
+        ({"per_class": -1}, "meshes.per_class"),
+        ({"test_fraction": 1.0}, "meshes.test_fraction"),
+        ({"chunk_size": 0}, "meshes.chunk_size"),
+        ({"executor": "dask"}, "meshes.executor"),
     ],
 )
-def test_wrong_parameters_name_the_option(
-    tmp_path: Path, config: MeshesConfig, option: str
-) -> None:
-    with pytest.raises(UsageError, match=f"^{option}"):
-        build_manifest(config, tmp_path / "out")
+def test_wrong_parameters_name_the_param(tmp_path: Path, values: dict, key: str) -> None:
+    with pytest.raises(UsageError, match=f"^{key}"):
+        build_manifest(MeshesConfig(**values), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("source", ["modelnet", "shapenet", "objaverse", "folder"])
 def test_empty_root_is_a_usage_error(tmp_path: Path, source: str) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="^--root: .* is empty"):
+    with pytest.raises(UsageError, match="^meshes.root: .* is empty"):
         build_manifest(MeshesConfig(source=source, root=str(tmp_path / "empty")), tmp_path / "out")
 
 
@@ -135,7 +134,7 @@ def test_cli_missing_root_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--root" in lines[0], done.stderr
+    assert len(lines) == 1 and "meshes.root" in lines[0], done.stderr
 
 
 def test_cli_writes_manifest_and_classes(tmp_path: Path) -> None:

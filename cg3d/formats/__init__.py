@@ -1,0 +1,14 @@
+"""The on-disk artifacts of the pipeline, one reader and one writer each (docs/formats.md).
+
+    manifest.py   meshes stage   manifest.parquet (one row per object) and classes.json
+    failures.py   every stage    failures.parquet (id, stage, reason)
+    points.py     sample stage   part-XXXXX.parquet (id, points flattened, n_points)
+    renders.py    render stage   part-XXXXX.tar of <id>.view_XX.png and <id>.cameras.json
+    captions.py   caption stage  captions.parquet (id, captions)
+    shards.py     pack stage     {split}/shard-XXXXXX.tar (WebDataset) and index.json, local or
+                                 remote (URL, `pipe:`); the readers skip and count bad samples
+    tar.py        the deterministic tar writer and the one tar reader the others use
+
+Checkpoints belong to the model library (`cg3d.models.checkpoint`). Stages, `verify`, `show`,
+the loader and eval read and write these files only through this package.
+"""

@@ -1,0 +1,134 @@
+"""The meshes stage's outputs: `manifest.parquet`, one row per object, failures included
+(docs/formats.md), and `classes.json`, the class list in label order."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cg3d.pipeline.chunks import atomic_path
+
+MANIFEST_NAME = "manifest.parquet"
+CLASSES_NAME = "classes.json"
+
+# `status` values: "ok" or the kind of failure; `error` says why in words.
+OK = "ok"
+FAILURE_KINDS = (
+    "unreadable",
+    "empty",
+    "degenerate",
+    "non_finite",
+    "absurd_size",
+    "unsupported_format",
+    "duplicate",
+)
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        # Relative to the manifest's folder when the file lies under it, else absolute.
+        ("path", pa.string()),
+        ("class_name", pa.string()),
+        # Other names of the class from the source's taxonomy (ShapeNet's comma list).
+        ("synonyms", pa.list_(pa.string())),
+        # Free-text name of this object from the source (Objaverse names), or "".
+        ("name", pa.string()),
+        ("split", pa.string()),
+        ("up_axis", pa.string()),
+        ("sha256", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass
+class MeshRecord:
+    id: str
+    source: str
+    path: str
+    class_name: str
+    split: str
+    up_axis: str = "y"
+    synonyms: list[str] = field(default_factory=list)
+    name: str = ""
+    sha256: str = ""
+    status: str = OK
+    error: str = ""
+
+
+def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
+    """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
+    path = Path(out_dir) / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def write_manifest(records: list[MeshRecord], out_dir: Path) -> Path:
+    """Write `out_dir/manifest.parquet`, sorted by id so that reruns give the same file."""
+    rows = sorted((asdict(r) for r in records), key=lambda r: r["id"])
+    return write_manifest_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir)
+
+
+def manifest_path(meshes_dir: Path) -> Path:
+    """`meshes_dir/manifest.parquet`; FileNotFoundError when the meshes stage has not run."""
+    path = Path(meshes_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: run `cg3d meshes` first")
+    return path
+
+
+def read_manifest(meshes_dir: Path, ok_only: bool = False) -> list[MeshRecord]:
+    """Rows of `meshes_dir/manifest.parquet` (only `status == ok` ones when asked)."""
+    records = [MeshRecord(**row) for row in pq.read_table(manifest_path(meshes_dir)).to_pylist()]
+    return [r for r in records if r.status == OK] if ok_only else records
+
+
+def manifest_batches(
+    meshes_dir: Path, columns: list[str] | None = None, batch_rows: int = 4096
+) -> Iterator[list[dict]]:
+    """The manifest's rows as dicts (only `columns`), in batches: memory stays flat.
+    A missing manifest raises at the call, before any row is asked for."""
+    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
+
+
+def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[dict]:
+    return (row for batch in manifest_batches(meshes_dir, columns) for row in batch)
+
+
+def manifest_size(meshes_dir: Path) -> int:
+    return pq.ParquetFile(manifest_path(meshes_dir)).metadata.num_rows
+
+
+def failure_reason(row: dict) -> str:
+    """The failure row reason of a manifest row that is not `ok`: `status: error`."""
+    return f"{row['status']}: {row['error']}" if row["error"] else row["status"]
+
+
+def write_classes(classes: list[str], out_dir: Path) -> Path:
+    """Atomically write `out_dir/classes.json`: the class names in label order."""
+    path = Path(out_dir) / CLASSES_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_classes(meshes_dir: Path) -> list[str]:
+    """The meshes stage's class list, else the sorted class names of the good objects."""
+    path = Path(meshes_dir) / CLASSES_NAME
+    if path.is_file():
+        return list(json.loads(path.read_text()))
+    rows = manifest_rows(meshes_dir, ["class_name", "status"])
+    return sorted({row["class_name"] for row in rows if row["status"] == OK})
+
+
+def mesh_file(meshes_dir: Path, record: MeshRecord) -> Path:
+    """The absolute path of a record's mesh file."""
+    path = Path(record.path)
+    return path if path.is_absolute() else Path(meshes_dir) / path

@@ -1,0 +1,80 @@
+"""The render stage's parts: `part-XXXXX.tar` holding, per object, `<id>.view_XX.png` (one per
+view) and `<id>.cameras.json` (`cg3d.render.cameras`), written deterministically."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
+
+PART_SUFFIX = ".tar"
+CAMERAS = "cameras.json"
+
+
+@dataclass
+class Rendered:
+    """One object's renders: PNG bytes by view name (`view_00`, …) and its cameras.json bytes."""
+
+    views: dict[str, bytes]
+    cameras: bytes | None
+
+
+def write_render_part(path: Path, objects: dict[str, Rendered]) -> None:
+    """Atomically write one part holding every object of `objects` (id → renders)."""
+    members: dict[str, bytes] = {}
+    for object_id, rendered in objects.items():
+        for view, png in rendered.views.items():
+            members[f"{object_id}.{view}.png"] = png
+        if rendered.cameras is not None:
+            members[f"{object_id}.{CAMERAS}"] = rendered.cameras
+    write_tar(path, members)
+
+
+def render_parts(renders_dir: Path) -> list[Path]:
+    return sorted(Path(renders_dir).glob(f"part-*{PART_SUFFIX}"))
+
+
+def _rendered(members: dict[str, bytes]) -> Rendered:
+    views = {
+        suffix.removesuffix(".png"): data
+        for suffix, data in members.items()
+        if suffix.startswith("view_") and suffix.endswith(".png")
+    }
+    return Rendered(dict(sorted(views.items())), members.get(CAMERAS))
+
+
+def read_render_part(part: Path, only: str | None = None) -> Iterator[tuple[str, Rendered]]:
+    """(id, renders) of every object of a part (or of object `only`); a member not named
+    `<id>.<suffix>`, or a damaged tar, is a FormatError naming the part (and the member)."""
+    with open(part, "rb") as stream:
+        try:
+            for sample in tar_samples(stream):
+                if "__error__" in sample:
+                    raise FormatError(sample["__error__"])
+                if only is None or sample["__key__"] == only:
+                    yield sample["__key__"], _rendered(sample)
+        except FormatError as error:
+            raise FormatError(f"{part}: {error}") from None
+
+
+def part_ids(part: Path) -> list[str]:
+    """The object ids of one part, in order, from the tar headers only."""
+    ids: list[str] = []
+    with open(part, "rb") as stream:
+        try:
+            for name, _ in tar_members(stream, read_data=False):
+                key, _ = member_key(name)
+                if not ids or ids[-1] != key:
+                    ids.append(key)
+        except FormatError as error:
+            raise FormatError(f"{part}: {error}") from None
+    return ids
+
+
+def find_rendered(renders_dir: Path, object_id: str) -> Rendered | None:
+    """The renders of one object from whichever part holds them, or None."""
+    for part in render_parts(renders_dir):
+        for _, rendered in read_render_part(part, only=object_id):
+            if rendered.cameras is not None:
+                return rendered
+    return None

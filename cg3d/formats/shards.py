@@ -1,0 +1,358 @@
+"""The pack stage's output: WebDataset shards and their index.
+
+`{split}/shard-XXXXXX.tar` holds, per object (key = object id, members in this order):
+`points.npy` (N×3|6 float32), `view_XX.png` (one per rendered view), `cameras.json` (the
+render stage's cameras, as written), `captions.json` (list of strings), `cls` (class index as
+decimal text) and `meta.json`. `index.json` lists the classes and, per split, the shards with
+their sample counts and sha256.
+
+Where the shards are: `shards` is the pack output folder, or a URL / `pipe:` prefix to which
+`index.json` and the shard names are appended (`http://host/shards` gives
+`http://host/shards/train/shard-000000.tar`; `pipe:aws s3 cp s3://b/x` gives
+`pipe:aws s3 cp s3://b/x/train/shard-000000.tar`). A prefix holding `{}` has the name put
+there instead (`pipe:aws s3 cp s3://b/x/{} -`). Remote streams are opened by webdataset's
+`gopen` (curl for URLs, a shell for `pipe:`).
+
+Readers never stop at a bad sample: an undecodable or incomplete sample, a badly named member
+or the rest of an unreadable shard is skipped and counted in a `Skipped` with its reason.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from cg3d.errors import UsageError
+from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
+from cg3d.pipeline.chunks import atomic_path
+from cg3d.pipeline.ids import file_sha256
+
+log = logging.getLogger(__name__)
+INDEX_NAME = "index.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
+
+
+# Where the shards are.
+
+
+def location(shards: str | Path) -> str:
+    """The shards' place as text. A URL that went through `Path` (typer's Path options do
+    that) lost one slash of `scheme://`; it is put back, so `--shards http://…` works."""
+    text = str(shards)
+    if isinstance(shards, Path):
+        text = re.sub(r"\b(https?|s3|gs):/(?=[^/])", r"\1://", text)
+    return text
+
+
+def is_remote(shards: str | Path) -> bool:
+    return location(shards).startswith(REMOTE_PREFIXES)
+
+
+def shard_url(shards: str | Path, name: str) -> str:
+    """Where `name` (relative to the pack output) lives under a folder, URL or pipe prefix."""
+    base = location(shards)
+    if "{}" in base:
+        return base.replace("{}", name)
+    if is_remote(base):
+        return f"{base.rstrip('/')}/{name}"
+    return str(Path(base) / name)
+
+
+@contextlib.contextmanager
+def open_shard(url: str) -> Iterator[BinaryIO]:
+    """The byte stream of a shard (or the index) at `url`. Closing checks the exit status of
+    curl or the pipe command, so a failed download is an OSError when the block ends normally;
+    a block that ends early (an error, a reader that stops) closes quietly."""
+    from webdataset.gopen import gopen
+
+    stream = gopen(url, "rb")
+    try:
+        yield stream
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stream.close()
+        raise
+    stream.close()
+
+
+def why(error: BaseException) -> str:
+    """A short reason for a failed read: webdataset's pipe errors hold the whole command
+    line; what matters is its exit status (curl's 22: an HTTP error such as 404)."""
+    match = re.search(r"exit (-?\d+) \(read\)", str(error))
+    if match:
+        return f"the fetch command exited with status {match[1]}"
+    return f"{type(error).__name__}: {error}"
+
+
+def read_index(shards: str | Path) -> dict:
+    """The parsed `index.json` (classes; per split: shards, counts, sha256, samples)."""
+    url = shard_url(shards, INDEX_NAME)
+    if not is_remote(shards) and not Path(url).is_file():
+        raise UsageError(f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output")
+    try:
+        with open_shard(url) as stream:
+            data = stream.read()
+        return json.loads(data)  # after the close, which reports a failed download
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {url}: {why(error)}") from None
+
+
+def split_entry(index: dict, split: str) -> dict:
+    if split not in index.get("splits", {}):
+        raise UsageError(f"no split {split!r} in the shard index (has {sorted(index['splits'])})")
+    return index["splits"][split]
+
+
+def check_shards(shards: str | Path, split: str) -> None:
+    """Before training: every local shard of `split` exists and its tar headers read to the end.
+
+    A truncated or missing shard is then a one-line UsageError naming the file, not a run that
+    dies (or silently shrinks) hours in. The walk seeks over member data, so this costs little;
+    remote shards (URLs, `pipe:`) are not fetched twice: they are checked as they stream.
+    """
+    if is_remote(shards) or "{}" in location(shards):
+        return
+    for name in split_entry(read_index(shards), split)["shards"]:
+        path = shard_url(shards, name)
+        try:
+            with open(path, "rb") as stream:
+                for _ in tar_members(stream, read_data=False):
+                    pass
+        except (OSError, FormatError) as error:
+            raise UsageError(f"shard {path} does not decode: {error}") from None
+
+
+# Writing.
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def sample_members(
+    points: np.ndarray,
+    views: dict[str, bytes],
+    cameras: bytes | None,
+    captions: list[str],
+    cls: int,
+    meta: dict,
+) -> list[tuple[str, bytes]]:
+    """The members of one sample, in the shard order: points, views by name, cameras,
+    captions, class, meta (`views` maps `view_XX` to PNG bytes)."""
+    members = [("points.npy", npy_bytes(points))]
+    members += [(f"{name}.png", views[name]) for name in sorted(views)]
+    if cameras is not None:
+        members.append(("cameras.json", cameras))
+    members += [
+        ("captions.json", json.dumps(captions, ensure_ascii=False).encode()),
+        ("cls", str(cls).encode()),
+        ("meta.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()),
+    ]
+    return members
+
+
+class ShardWriter:
+    """`folder/shard-%06d.tar`, a new shard every `shard_size` samples, each renamed into place."""
+
+    def __init__(self, folder: Path, shard_size: int):
+        self.folder = folder
+        self.shard_size = shard_size
+        self.names: list[str] = []
+        self.counts: list[int] = []
+        self.sha256: list[str] = []
+        self.tar = None
+        self.tmp: Path | None = None
+
+    def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        if self.tar is None:
+            path = self.folder / SHARD_PATTERN.format(len(self.names))
+            self.tmp = path.with_name(f".{path.name}.tmp")
+            self.tar = open_tar_writer(self.tmp)  # open across calls; closed in close()
+            self.names.append(path.name)
+            self.counts.append(0)
+        for suffix, data in members:
+            tar_member(self.tar, f"{key}.{suffix}", data)
+        self.counts[-1] += 1
+        if self.counts[-1] >= self.shard_size:
+            self.close()
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            path = self.folder / self.names[-1]
+            self.tmp.replace(path)
+            self.sha256.append(file_sha256(path))
+            self.tar = None
+
+    def entry(self, split: str) -> dict:
+        """This split's entry of the index."""
+        return {
+            "shards": [f"{split}/{name}" for name in self.names],
+            "counts": self.counts,
+            "sha256": self.sha256,
+            "samples": sum(self.counts),
+        }
+
+
+def write_index(out_dir: Path, index: dict) -> None:
+    """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
+    with atomic_path(Path(out_dir) / INDEX_NAME) as tmp:
+        tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
+
+
+# Reading.
+
+
+class Skipped:
+    """Samples a reader left out: counts by reason, a log line each. `shared` (a
+    multiprocessing Value) also receives the counts, for readers in worker processes."""
+
+    def __init__(self, shared: Any = None):
+        self.reasons: Counter = Counter()
+        self.shared = shared
+
+    def add(self, what: str, reason: str, count: int = 1) -> None:
+        if count < 1:
+            return
+        log.warning("skipping %s: %s", what, reason)
+        self.reasons[reason] += count
+        if self.shared is not None:
+            with self.shared.get_lock():
+                self.shared.value += count
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+
+def raw_samples(
+    shards: str | Path,
+    names: list[str],
+    counts: list[int],
+    order: Sequence[int],
+    skipped: Skipped,
+    keep: Callable[[int], bool] = lambda position: True,
+) -> Iterator[dict]:
+    """Undecoded samples ({"__key__": id, suffix: bytes}) of the shards `order` (indices into
+    `names`/`counts`), those whose position `keep` accepts. A position is a sample's index in
+    the stream those shards give, as the index counts it. An unreadable shard counts its
+    remaining kept positions as skipped; positions go on from the index, so the other readers'
+    shares stay the same."""
+    position = -1
+    for shard in order:
+        url = shard_url(shards, names[shard])
+        end = position + counts[shard]
+        try:
+            with open_shard(url) as stream:
+                for sample in tar_samples(stream):
+                    position += 1
+                    if keep(position):
+                        yield sample
+        except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
+            lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
+            skipped.add(f"the rest of shard {url}", f"unreadable shard ({why(error)})", lost)
+        position = end
+
+
+NPY_HEADER = re.compile(rb"'descr': '<f4', 'fortran_order': False, 'shape': \((\d+), (\d+)\)")
+
+
+def decode_points(data: bytes) -> np.ndarray:
+    """A (N, C) float32 .npy. The header `cg3d pack` writes is matched directly: np.load
+    parses it with `ast`, which cost as much as the array itself."""
+    if data[:8] == b"\x93NUMPY\x01\x00":
+        header_end = 10 + int.from_bytes(data[8:10], "little")
+        match = NPY_HEADER.search(data, 10, header_end)
+        if match:
+            shape = (int(match[1]), int(match[2]))
+            flat = np.frombuffer(data, np.float32, shape[0] * shape[1], header_end)
+            return flat.reshape(shape).copy()  # writable, like np.load's
+    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32, copy=False)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def view_names(sample: dict) -> list[str]:
+    return sorted(k for k in sample if k.startswith("view_") and k.endswith(".png"))
+
+
+def decode_member(raw: dict, suffix: str, decode: Callable[[bytes], Any]) -> Any:
+    """One member decoded; FormatError naming it when it is missing or does not decode."""
+    if "__error__" in raw:
+        raise FormatError(raw["__error__"])
+    if suffix not in raw:
+        raise FormatError(f"member {suffix} is missing")
+    try:
+        return decode(raw[suffix])
+    except Exception as error:  # any decoding failure names the member
+        raise FormatError(f"{suffix} does not decode ({type(error).__name__}: {error})") from None
+
+
+def decode_cloud(data: bytes) -> np.ndarray:
+    """`decode_points` of a cloud with at least one point of xyz (and normals)."""
+    points = decode_points(data)
+    if points.ndim != 2 or points.shape[1] not in (3, 6) or len(points) == 0:
+        raise ValueError(f"shape {points.shape} is not (N, 3) or (N, 6)")
+    return points
+
+
+def decode_sample(raw: dict) -> dict:
+    """A whole sample: key, points, views (RGB images in name order), captions, cls, meta."""
+    return {
+        "key": raw["__key__"],
+        "points": decode_member(raw, "points.npy", decode_cloud),
+        "views": [decode_member(raw, name, decode_image) for name in view_names(raw)],
+        "captions": decode_member(raw, "captions.json", json.loads),
+        "cls": decode_member(raw, "cls", int),
+        "meta": decode_member(raw, "meta.json", json.loads),
+    }
+
+
+def iter_samples(shards: str | Path, split: str, skipped: Skipped | None = None) -> Iterator[dict]:
+    """Every decodable sample of `split`, in shard order (`decode_sample`'s dicts); the others
+    are counted in `skipped` with their reason."""
+    skipped = skipped if skipped is not None else Skipped()
+    entry = split_entry(read_index(shards), split)
+    order = range(len(entry["shards"]))
+    for raw in raw_samples(shards, entry["shards"], entry["counts"], order, skipped):
+        try:
+            yield decode_sample(raw)
+        except FormatError as error:
+            skipped.add(f"sample {raw['__key__']}", str(error))
+
+
+class HashingReader:
+    """A stream that hashes what is read through it (checksums of shards that stream)."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def seekable(self) -> bool:
+        return False
+
+    def hexdigest_to_end(self) -> str:
+        """The sha256 of the whole stream, reading what is left (the tar's end padding)."""
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()

@@ -1,0 +1,130 @@
+"""Tar files: the deterministic writer, and the one reader every tar artifact goes through.
+
+Members are named `<key>.<suffix>` (WebDataset's convention: the key is everything up to the
+first dot; object ids never contain dots). A member named otherwise is a `FormatError`
+naming it, never an unpacking traceback.
+"""
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cg3d.pipeline.chunks import atomic_path
+
+BLOCK = 512
+
+
+class FormatError(ValueError):
+    """An artifact that does not follow its format; the message names the file or member."""
+
+
+def tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add `data` as `name` with fixed metadata (mtime 0, owner 0/""), so tars are reproducible."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def open_tar_writer(path: Path) -> tarfile.TarFile:
+    """A ustar tar open for `tar_member` calls (the caller closes it)."""
+    return tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    """A deterministic tar written atomically: members sorted by name, fixed metadata."""
+    with atomic_path(path) as tmp, open_tar_writer(tmp) as tar:
+        for name in sorted(members):
+            tar_member(tar, name, members[name])
+
+
+def member_key(name: str) -> tuple[str, str]:
+    """(key, suffix) of a member name `<key>.<suffix>`; FormatError naming it otherwise."""
+    key, dot, suffix = name.partition(".")
+    if not dot or not key or not suffix:
+        raise FormatError(f"tar member {name!r} is not named <object id>.<suffix>")
+    return key, suffix
+
+
+def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a tar stream, read header by header.
+
+    The same format webdataset and `tarfile` read (ustar, GNU long names, pax paths). It is
+    hand-written because it is faster than both: BENCHMARKS.md, "Shard reading" (measured by
+    `bench/bench_loader.py --read-only`), where `tarfile`'s per-member objects, which
+    webdataset's `tar_file_expander` builds too, dominated the cost. With `read_data` False,
+    member data is seeked over (a seekable stream) and b"" given instead: a cheap integrity
+    walk. A damaged header or a short read raises FormatError.
+    """
+    long_name = ""
+    while True:
+        header = stream.read(BLOCK)
+        if len(header) < BLOCK or header == bytes(BLOCK):
+            if header and header != bytes(BLOCK):
+                raise FormatError("truncated tar header")
+            return
+        if sum(header[:148]) + 256 + sum(header[156:]) != int(
+            header[148:156].strip(b" \0") or b"0", 8
+        ):
+            raise FormatError("tar header checksum mismatch")
+        size = int(header[124:136].strip(b" \0") or b"0", 8)
+        kind = header[156:157]
+        regular = kind in (b"0", b"\0")
+        padding = -size % BLOCK
+        if regular and not read_data:
+            data = b""
+            _skip(stream, size + padding)
+        else:
+            data = stream.read(size)
+            if len(data) < size or len(stream.read(padding)) < padding:
+                raise FormatError("truncated tar member")
+        if kind == b"L":
+            long_name = data.rstrip(b"\0").decode()
+        elif kind == b"x":
+            fields = dict(
+                line.split(b" ", 1)[1].split(b"=", 1) for line in data.splitlines() if b"=" in line
+            )
+            long_name = fields.get(b"path", b"").decode()
+        elif regular:
+            name = long_name or header[:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode()
+            long_name = ""
+            yield (f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name), data
+
+
+def _skip(stream: BinaryIO, size: int) -> None:
+    """Move past `size` bytes (member data and padding); a file that ends inside is truncated."""
+    if size and stream.seekable():
+        stream.seek(size - 1, io.SEEK_CUR)
+        if not stream.read(1):
+            raise FormatError("truncated tar member")
+    elif len(stream.read(size)) < size:
+        raise FormatError("truncated tar member")
+
+
+def tar_samples(stream: BinaryIO) -> Iterator[dict]:
+    """Samples of a tar stream: consecutive members with one key grouped as
+    {"__key__": key, suffix: bytes, ...}. A badly named member comes as its own
+    {"__key__": name, "__error__": why}, so that readers skip and count it and go on."""
+    sample: dict = {}
+    for name, data in tar_members(stream):
+        try:
+            key, suffix = member_key(name)
+        except FormatError as error:
+            if sample:
+                yield sample
+                sample = {}
+            yield {"__key__": name, "__error__": str(error)}
+            continue
+        if sample and sample["__key__"] != key:
+            yield sample
+            sample = {}
+        sample.setdefault("__key__", key)
+        sample[suffix] = data
+    if sample:
+        yield sample
