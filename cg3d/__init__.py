@@ -9,10 +9,10 @@ The Python API (README, "Python API"):
     index.search(text="a wooden chair", top=5)
 
 The names below are imported on first use, so `import cg3d` (and `cg3d --help`) does not import
-torch.
+torch; a pipeline stage, which never asks for them, does not depend on `cg3d.app`.
 """
 
-import importlib
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
@@ -32,7 +32,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    return getattr(import_module(_EXPORTS[name]), name)
 
 
 def __dir__() -> list[str]:
