@@ -146,3 +146,26 @@ def test_a_model_records_its_identity(model, tiny_checkpoint):
     assert model.identity["clip_weights"] == {"kind": "random"}
     assert model.classes == ["cube", "sphere", "cone"] and model.n_points == 64
     assert isinstance(model.network, torch.nn.Module)
+
+
+def test_the_readme_example_runs(tiny_checkpoint, tiny_index, tmp_path):
+    """The README's Python API block, as written, in a folder holding what it names."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    (tmp_path / "runs" / "train").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, tmp_path / "runs" / "train" / "last.pt")
+    shutil.copytree(tiny_index, tmp_path / "runs" / "index")
+    trimesh.creation.box(extents=(1.0, 2.0, 0.5)).export(tmp_path / "chair.obj")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split(":")[0] for line in lines[:3]} == {"chair", "table", "lamp"}
+    hits = [line for line in lines if re.fullmatch(r"\w+ (box|plank) -?\d\.\d{3}", line)]
+    assert len(hits) == 5
