@@ -331,6 +331,8 @@ class Index:
         self.points = np.load(self.path / "points.npy", mmap_mode="r")
         self.views = np.load(self.path / "views.npy", mmap_mode="r")
         self.view_object = np.load(self.path / "view_object.npy", mmap_mode="r")
+        changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
+        self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
 
     def __len__(self) -> int:
         return self.objects.num_rows
@@ -420,7 +422,10 @@ class Index:
         if against == "points":
             return self.points @ query
         best = np.full(len(self), -np.inf, dtype=np.float32)
-        np.maximum.at(best, self.view_object, self.views @ query)
+        if len(self.view_starts):  # an object's views are consecutive rows: reduce each run
+            best[self.view_object[self.view_starts]] = np.maximum.reduceat(
+                self.views @ query, self.view_starts
+            )
         return best
 
     def hit(self, row: int, score: float) -> Hit:

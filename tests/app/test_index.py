@@ -198,3 +198,25 @@ def test_index_and_search_commands(tiny_checkpoint, tiny_shards, tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "no split 'val'" in result.stderr
+
+
+def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path):
+    from cg3d.app.index import Index, merge_parts, write_part
+
+    unit = np.eye(4, dtype=np.float32)
+    rows = [
+        dict(id="a", views=[unit[0], 0.6 * unit[1] + 0.8 * unit[2]], points=unit[3]),
+        dict(id="b", views=[], points=unit[3]),
+        dict(id="c", views=[unit[1]], points=unit[0]),
+    ]
+    for row in rows:
+        row |= dict(class_name="x", source="", split="test", n_views=len(row["views"]))
+        row["thumbnail"] = b""
+    write_part(tmp_path / "part-00000.parquet", rows, 0)
+    counts = merge_parts(tmp_path, [tmp_path / "part-00000.parquet"])
+    manifest = {"format": "cg3d-index-1", "model": {}, "shards": "", **counts}
+    index = Index(tmp_path, manifest)
+    hits = index.search(embedding=np.array([0, 1, 0, 0]), against="views", top=3)
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.6), ("b", -np.inf)]
+    hits = index.search(embedding=np.array([1, 0, 0, 0]), top=3)  # against the points
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.0), ("b", 0.0)]
