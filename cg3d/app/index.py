@@ -69,7 +69,7 @@ def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexCo
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
     model = load(checkpoint, config.device, config.clip_pretrained or None)
-    return write_index(model, shards, Path(out), config)
+    return index_shards(model, shards, Path(out), config)
 
 
 def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
@@ -90,7 +90,7 @@ def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str
     return plan, source
 
 
-def write_index(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
+def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """Embed the planned shards part by part (resuming), then merge them and write index.json."""
     plan, source = planned_shards(shards, config.splits)
     identity = {

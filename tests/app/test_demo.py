@@ -74,6 +74,25 @@ def test_classify_handler_reports_and_answers(demo, files):
     assert "broken.obj: degenerate" in status and str(files) not in status  # name, not temp path
 
 
+def test_labels_come_first_then_the_rendered_views(demo, files):
+    """With views on, the first answer holds the labels and says views are coming."""
+    from PIL import Image
+
+    class Renderer:  # stands in for Blender (the browser test below runs the real one)
+        def render(self, path, up_axis):
+            return [Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")]
+
+    demo.renderer, demo.config.views = Renderer(), 2
+    try:
+        first, last = list(demo.classify(str(files / "box.obj"), ""))
+    finally:
+        demo.renderer, demo.config.views = None, 0
+    assert set(first[1]) == {"cube", "sphere", "cone"} and first[2] == []
+    assert "rendering 2 views" in first[3]
+    assert last[1] == first[1] and [caption for _, caption in last[2]] == ["view 00", "view 01"]
+    assert last[3] == "box.obj: 64 points, 2 views."
+
+
 def test_search_handler_fills_the_gallery(demo):
     gallery, status = demo.search("a box", None)
     assert len(gallery) == 4 and status == "4 of 12 objects."
