@@ -25,6 +25,7 @@ EXECUTORS = ("local", "ray")
 SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
 ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES"}
 TEMPLATE_SETS = ("cg3d", "ulip64")
+FPS_METHODS = ("bucket", "exact")
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
 
 
@@ -82,6 +83,16 @@ class MeshesConfig(Section):
     chunk_size: int = param(1000, "Objects per validation chunk.", low=1)
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    exclude: str = param(
+        "",
+        "A file of objects to leave out before any work: object ids, uids (file stems, ShapeNet "
+        "model folders) or paths, one a line, or a JSON list or {category: [uids]} (LVIS).",
+    )
+    up_axis: str = param(
+        "auto",
+        "The files' up axis (y, z, -y, -z, x, -x); auto: the source's, else the format's (glTF +Y).",
+        choices=("auto", "y", "z", "-y", "-z", "x", "-x"),
+    )
 
 
 @dataclass
@@ -92,14 +103,27 @@ class SampleConfig(Section):
 
     points: int = param(8192, "Points per object (farthest point sampling).", low=1)
     chunk_size: int = param(1000, "Objects per part file.", low=1)
-    normals: bool = param(False, "Also store face normals (N×6).")
+    normals: bool = param(False, "Also store face normals (after xyz, and rgb with colors).")
+    fps: str = param(
+        "bucket",
+        "Farthest point sampling: bucket (fpsample's QuickFPS, fast) or exact (the Point-BERT "
+        "loop's picks).",
+        choices=FPS_METHODS,
+    )
+    colors: bool = param(
+        False,
+        "Also store the colour at each point (xyz, rgb in [0, 1]: texture, vertex, material).",
+    )
     seed: int = param(0, "Seed of the per-object random generators.")
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
+    timeout: float = param(
+        120.0, "Seconds per object read by Blender before its worker is killed.", low=1e-3
+    )
 
     def validate(self) -> None:
         super().validate()
-        channels = 6 if self.normals else 3
+        channels = 3 + 3 * self.normals + 3 * self.colors
         if self.chunk_size * self.points * channels >= 2**31:  # Arrow list offsets are int32
             raise UsageError(
                 f"sample.chunk_size × sample.points × {channels} must stay below 2^31 floats "
@@ -171,6 +195,7 @@ class PackConfig(Section):
     section: ClassVar[str] = "pack"
 
     shard_size: int = param(1000, "Samples per shard.", low=1)
+    workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0)
 
 
 @dataclass
@@ -193,6 +218,11 @@ class AugmentConfig(Section):
     scale_high: float = param(3.0 / 2.0, "Highest scale.", low=0.0)
     translate: bool = param(True, "Per-axis shift U(-translate_range, translate_range).")
     translate_range: float = param(0.2, "Largest shift.", low=0.0)
+    color_jitter: bool = param(
+        False, "Jitter the rgb of coloured points (brightness and contrast), clipped to [0, 1]."
+    )
+    color_brightness: float = param(0.1, "Largest brightness shift of rgb.", low=0.0, high=1.0)
+    color_contrast: float = param(0.2, "Contrast factor U(1 - this, 1 + this).", low=0.0, high=1.0)
 
 
 @dataclass
@@ -222,6 +252,12 @@ class TrainConfig(Section):
     deep_prompts: bool = param(True, "Replace the prompts before every transformer block.")
     train_logit_scale: bool = param(False, "Learn CLIP's temperature (frozen in the paper).")
     n_points: int = param(8192, "Points per sample fed to the encoder.", low=1)
+    point_channels: int = param(
+        3,
+        "Encoder input: 3 (xyz) or 6 (xyz, rgb: shards sampled with sample.colors).",
+        low=3,
+        high=6,
+    )
     # optimisation
     schedule: str = param(
         "alternating", "alternating (the paper's) or joint.", choices=("alternating", "joint")
@@ -276,6 +312,13 @@ class ZeroShotConfig(Section):
         "",
         "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
         "(checked against the checkpoint's record).",
+    )
+    audit: str = param(
+        "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."
+    )
+    text_cache: str = param(
+        ".cache/cg3d/text",
+        "Folder caching class text features by CLIP weights, classes and templates; '': none.",
     )
 
 
@@ -387,7 +430,9 @@ class DemoConfig(Section):
     gallery: int = param(8, "Index objects shown per query.", low=1, high=100)
     views: int = param(4, "Views rendered of an uploaded mesh (0: none).", low=0, high=24)
     resolution: int = param(224, "Size in pixels of the rendered views.", low=16, high=1024)
-    up_axis: str = param("y", "The up axis of uploaded files.", choices=("y", "z"))
+    up_axis: str = param(
+        "y", "The up axis of uploaded files.", choices=("y", "z", "-y", "-z", "x", "-x")
+    )
     device: str = param("cpu", "cpu, cuda or cuda:N.")
     clip_pretrained: str = param(
         "",

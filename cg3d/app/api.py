@@ -56,11 +56,14 @@ def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> 
     return found
 
 
-def input_points(path: Path, n_points: int, up_axis: str = "y", seed: int = 0) -> np.ndarray:
-    """(n_points, 3) model input from a mesh or point file, as the pipeline prepares shapes."""
-    from cg3d.pipeline.geometry import to_canonical_axes
-    from cg3d.pipeline.meshio import MeshError, load_mesh
-    from cg3d.pipeline.sample import SampleConfig, sample_object
+def input_points(
+    path: Path, n_points: int, up_axis: str = "y", seed: int = 0, point_channels: int = 3
+) -> np.ndarray:
+    """(n_points, point_channels) model input from a mesh or point file, as the pipeline
+    prepares shapes: a mesh through the sample stage's own reading (Blender's for glTF and for
+    colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR)."""
+    from cg3d.pipeline.meshio import MeshError
+    from cg3d.pipeline.sample import PointsReader, SampleConfig
 
     check_up_axis(up_axis)
     path = Path(path)
@@ -70,38 +73,45 @@ def input_points(path: Path, n_points: int, up_axis: str = "y", seed: int = 0) -
     faces = None
     if suffix in (*POINT_SUFFIXES, ".ply"):
         vertices, faces = read_point_file(path)  # a PLY with faces is a mesh: read it as below
-    if suffix not in POINT_SUFFIXES and (suffix != ".ply" or faces is not None):
-        try:
-            mesh = load_mesh(path)
-        except MeshError as error:
-            raise UsageError(f"{path}: {error}") from None
-        vertices, faces = mesh.vertices, mesh.faces
     try:
-        if faces is None:
-            return prepare_points(vertices, n_points, up_axis, seed)
-        vertices = to_canonical_axes(vertices, up_axis)
-        rng = np.random.default_rng(seed)
-        return sample_object(vertices, faces, SampleConfig(points=n_points), rng)
-    except ValueError as error:
+        if suffix in POINT_SUFFIXES or (suffix == ".ply" and faces is None):
+            return prepare_points(vertices, n_points, up_axis, seed, point_channels=point_channels)
+        config = SampleConfig(points=n_points, seed=seed, colors=point_channels == 6)
+        with PointsReader(config) as read:
+            cloud = read(path, up_axis, path.stem)[0]  # xyz, then rgb when asked
+        return np.ascontiguousarray(cloud[:, :point_channels])
+    except (MeshError, ValueError) as error:
         raise UsageError(f"{path}: {error}") from None
 
 
 def check_up_axis(up_axis: str) -> None:
-    if up_axis not in ("y", "z"):
-        raise UsageError(f"--up-axis must be 'y' or 'z', got {up_axis!r}")
+    from cg3d.pipeline.geometry import UP_AXES
+
+    if up_axis not in UP_AXES:
+        raise UsageError(f"--up-axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
 
 
 def array_points(
-    points: np.ndarray, n_points: int, up_axis: str = "y", normalise: bool = True
+    points: np.ndarray,
+    n_points: int,
+    up_axis: str = "y",
+    normalise: bool = True,
+    colors: np.ndarray | None = None,
+    point_channels: int = 3,
 ) -> np.ndarray:
-    """(n_points, 3) model input from an (N, 3+) array (`normalise=False`: already in the
-    model's frame, as in our shards, and only resampled to `n_points`)."""
+    """(n_points, point_channels) model input from an (N, 3+) array of xyz (`normalise=False`:
+    already in the model's frame, as in our shards, and only resampled to `n_points`); with 6
+    channels each point's rgb is `colors` (N, 3) in [0, 1], or the constant NO_COLOR."""
     check_up_axis(up_axis)
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3 or not np.issubdtype(points.dtype, np.number):
         raise UsageError(f"points: expected an (N, 3+) numeric array, got shape {points.shape}")
+    if colors is not None and np.shape(colors) != (len(points), 3):
+        raise UsageError(f"colors: expected a ({len(points)}, 3) array, got {np.shape(colors)}")
     try:
-        return prepare_points(points, n_points, up_axis, seed=0, normalise=normalise)
+        return prepare_points(
+            points, n_points, up_axis, 0, normalise, colors=colors, point_channels=point_channels
+        )
     except ValueError as error:
         raise UsageError(f"points: {error}") from None
 
@@ -149,6 +159,11 @@ class Model:
         return int(self.network.config["n_points"])
 
     @property
+    def point_channels(self) -> int:
+        """3: the encoder takes xyz; 6: xyz and rgb."""
+        return int(self.network.config.get("point_channels", 3))
+
+    @property
     def identity(self) -> dict:
         """What an index records to know it was built by this model: the checkpoint's sha256
         and the CLIP weights it runs with (an override changes text and image features)."""
@@ -157,13 +172,21 @@ class Model:
             "clip_weights": self.network.config["clip_weights"],
         }
 
-    def prepare(self, shape: ShapeInput, up_axis: str = "y", normalise: bool = True) -> np.ndarray:
-        """(n_points, 3) model input of one shape: a mesh or point file, or an (N, 3+) array."""
+    def prepare(
+        self,
+        shape: ShapeInput,
+        up_axis: str = "y",
+        normalise: bool = True,
+        colors: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(n_points, point_channels) model input of one shape: a mesh or point file, or an
+        (N, 3+) array of xyz (its rgb, for a colour model, in `colors`)."""
         if isinstance(shape, np.ndarray):
-            return array_points(shape, self.n_points, up_axis, normalise)
-        return input_points(Path(shape), self.n_points, up_axis)
+            return array_points(
+                shape, self.n_points, up_axis, normalise, colors, self.point_channels
+            )
+        return input_points(Path(shape), self.n_points, up_axis, 0, self.point_channels)
 
-    @torch.inference_mode()
     def embed_points(
         self,
         shapes: ShapeInput | Sequence[ShapeInput],
@@ -181,9 +204,19 @@ class Model:
         prepared = [self.prepare(shape, up_axis, normalise) for shape in shapes]
         if not prepared:
             raise UsageError("points: no shapes given")
+        return self.embed_prepared(np.stack(prepared), batch_size)
+
+    @torch.inference_mode()
+    def embed_prepared(self, points: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(B, D) features of (B, n_points, point_channels) inputs made by `prepare`."""
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 3 or points.shape[2] != self.point_channels:
+            raise UsageError(
+                f"points: expected (B, N, {self.point_channels}) prepared points, got {points.shape}"
+            )
         device = self.network.device()
         return _batched(
-            prepared,
+            list(points),
             batch_size,
             lambda part: self.network.encode_points(torch.from_numpy(np.stack(part)).to(device)),
         )
@@ -232,19 +265,20 @@ class Model:
         top: int = 5,
         up_axis: str = "y",
         single_prompt: str = "",
-        normalise: bool = True,
+        prepared: bool = False,
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
         `labels`: a list, a comma-separated string or a file with one label per line; none
         means the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
-        ensemble; `normalise=False` takes an array as already prepared (`Model.prepare`).
+        ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
         if top < 1:
             raise UsageError(f"--top must be ≥ 1, got {top}")
         names = parse_labels(labels, self.classes)
         text = self.label_features(names, single_prompt)
-        feature = torch.from_numpy(self.embed_points(shape, up_axis, normalise)).to(text.device)
+        points = shape if prepared else self.prepare(shape, up_axis)
+        feature = torch.from_numpy(self.embed_prepared(points[None])).to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
         best = probabilities.argsort(descending=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]

@@ -49,22 +49,26 @@ def markdown_text(text: str) -> str:
 
 
 def points_glb(points: np.ndarray, path: Path) -> Path:
-    """The points as small octahedra coloured by height, in a .glb that Model3D can turn."""
+    """The points as small octahedra, in their own rgb (columns 3:6, a colour model's input)
+    or coloured by height, in a .glb that Model3D can turn."""
     import trimesh
 
+    xyz = np.asarray(points, dtype=np.float32)[:, :3]
     # half-size of a marker in unit-sphere units: visible for 64 points, apart for 8192
-    size = float(np.clip(0.5 / np.sqrt(max(len(points), 1)), 0.005, 0.04))
+    size = float(np.clip(0.5 / np.sqrt(max(len(xyz), 1)), 0.005, 0.04))
     offsets = size * np.array(
         [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float32
     )
     faces = np.array(
         [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]]
     )
-    xyz = np.asarray(points, dtype=np.float32)[:, :3]
     vertices = (xyz[:, None, :] + offsets[None]).reshape(-1, 3)
     all_faces = (faces[None] + 6 * np.arange(len(xyz))[:, None, None]).reshape(-1, 3)
-    height = (xyz[:, 1] - xyz[:, 1].min()) / max(float(np.ptp(xyz[:, 1])), 1e-9)
-    colours = np.stack([0.2 + 0.8 * height, 0.4 * np.ones_like(height), 1.0 - 0.8 * height], 1)
+    if points.shape[1] >= 6:
+        colours = np.clip(np.asarray(points[:, 3:6], dtype=np.float64), 0.0, 1.0)
+    else:
+        height = (xyz[:, 1] - xyz[:, 1].min()) / max(float(np.ptp(xyz[:, 1])), 1e-9)
+        colours = np.stack([0.2 + 0.8 * height, 0.4 * np.ones_like(height), 1 - 0.8 * height], 1)
     rgba = np.concatenate([colours, np.ones((len(xyz), 1))], 1)
     vertex_colours = (np.repeat(rgba, 6, axis=0) * 255).astype(np.uint8)
     mesh = trimesh.Trimesh(vertices, all_faces, vertex_colors=vertex_colours, process=False)
@@ -120,7 +124,7 @@ class Demo:
             progress(0.1, desc="sampling points")
             points = self.model.prepare(path, self.config.up_axis)
             progress(0.3, desc="classifying")
-            predictions = self.model.classify(points, labels, self.config.top, normalise=False)
+            predictions = self.model.classify(points, labels, self.config.top, prepared=True)
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             yield None, None, [], self.failure(upload, error)
             return

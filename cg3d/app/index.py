@@ -32,6 +32,7 @@ from PIL import Image
 
 from cg3d.app.api import ImageInput, Model, ShapeInput, load
 from cg3d.errors import UsageError
+from cg3d.eval.readers import sample_shape
 from cg3d.formats.shards import (
     Skipped,
     decode_sample,
@@ -42,7 +43,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
-from cg3d.pipeline.chunks import ChunkedOutput, atomic_path, progress_bar
+from cg3d.pipeline.chunks import ChunkedOutput, atomic_path, output_lock, progress_bar
 
 FORMAT = "cg3d-index-1"
 MANIFEST = "index.json"
@@ -69,7 +70,8 @@ def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexCo
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
     model = load(checkpoint, config.device, config.clip_pretrained or None)
-    return index_shards(model, shards, Path(out), config)
+    with output_lock(Path(out)):  # a second build into the same folder fails at once
+        return index_shards(model, shards, Path(out), config)
 
 
 def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
@@ -169,7 +171,9 @@ def embed_batch(
     model: Model, batch: list[dict], split: str, classes: list[str], config: IndexConfig
 ) -> list[dict]:
     """Point and view embeddings and a thumbnail per object of a decoded batch."""
-    points = model.embed_points([s["points"][:, :3] for s in batch], normalise=False)
+    shapes = [sample_shape(sample) for sample in batch]  # xyz, and rgb by the sample's layout
+    prepared = [model.prepare(s.points, normalise=False, colors=s.colors) for s in shapes]
+    points = model.embed_prepared(np.stack(prepared), config.batch_size)
     views = [view for sample in batch for view in sample["views"]]
     view_features = model.embed_images(views, config.batch_size) if views else np.zeros((0, 0))
     rows, start = [], 0

@@ -5,6 +5,7 @@ cg3d eval retrieval   point↔text and point↔image retrieval on our shards
 cg3d finetune         full fine-tuning / linear probe / few-shot classification
 cg3d scene-query      heat map of a text query over a scene point cloud
 cg3d classify         top labels of a user's mesh or point cloud
+cg3d audit            training and test shapes that are the same file or the same shape
 """
 
 from pathlib import Path
@@ -39,9 +40,12 @@ def zeroshot_command(
         typer.Option("--shards", help="Our labelled shards (same as --dataset shards --root DIR)."),
     ] = None,
 ) -> None:
-    """Zero-shot classification: top-1/top-5/class-mean accuracy and a confusion matrix.
+    """Zero-shot classification: top-1/top-3/top-5/class-mean accuracy and a confusion matrix
+    (a table of the most frequent confusions for more than 100 classes).
 
-    --dataset: modelnet40 | modelnet10 | ulip_modelnet40 | scanobjectnn | shapenet55 | shards.
+    --dataset: modelnet40 | modelnet10 | ulip_modelnet40 | scanobjectnn | shapenet55 |
+    objaverse-lvis (--root: our shards of the LVIS objects, or OpenShape's LVIS split with
+    --allow-pickle) | shards.
     """
     from cg3d.eval.zeroshot import zeroshot
 
@@ -49,7 +53,7 @@ def zeroshot_command(
     metrics = zeroshot(checkpoint, out, config)
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
-        f"top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
+        f"top-3 {metrics['top3']:.2f}%  top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
         f"{metrics['clip_weights']}] → {out / 'metrics.json'}",
         markup=False,
     )
@@ -179,9 +183,56 @@ def classify_command(
     console.print(table)
 
 
+def audit_command(
+    train: Annotated[
+        str, typer.Option("--train", help="Training shards (their train split): folder or URL.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv and audit.json.")],
+    test: Annotated[
+        str | None, typer.Option("--test", help="Test shards (their test split): folder or URL.")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Or a benchmark reader name (as `cg3d eval zeroshot`)."),
+    ] = None,
+    root: Annotated[str | None, typer.Option("--root", help="The benchmark's files.")] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold", help="Same-shape descriptor distance (BENCHMARKS.md: how it was chosen)."
+        ),
+    ] = 0.04,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle", help="Allow reading pickled benchmark files (trusted only)."
+        ),
+    ] = False,
+) -> None:
+    """Leakage audit: training and test shapes that are the same file or the same shape."""
+    from cg3d.eval.audit import audit
+
+    summary = audit(
+        train,
+        out,
+        test_shards=test,
+        dataset=dataset,
+        root=root,
+        threshold=threshold,
+        allow_pickle=allow_pickle,
+    )
+    pairs = ", ".join(f"{kind} {n}" for kind, n in summary["pairs"].items())
+    console.print(
+        f"{summary['train_shapes']} training and {summary['test_shapes']} test shapes: {pairs}; "
+        f"{summary['leaked_test_shapes']} test shapes have a training twin → {out}",
+        markup=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
     app.add_typer(eval_app, name="eval")
+    app.command("audit")(audit_command)
     app.command("finetune")(finetune_command)
     app.command("scene-query")(scene_query_command)
     app.command("classify")(classify_command)

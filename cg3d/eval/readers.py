@@ -6,14 +6,35 @@ model's input: canonical +Y-up axes, normalised into the unit sphere the way our
 does (bounding-box centre, 1 / max radius, `cg3d.pipeline.geometry`), farthest point sampled
 to the model's `n_points` (fewer points are topped up by repeating random ones).
 
+Colour (models with `point_channels` 6 take xyz + rgb in [0, 1]): a shape carries `colors`
+where its benchmark has them, and `prepare_points` gives every other shape the constant
+`NO_COLOR` (0.5 grey), the value the sample stage gives objects without colour. What each set
+holds, said in every metrics file as `color` (`Benchmark.color`):
+  modelnet40 / modelnet10  x,y,z,nx,ny,nz: no colour
+  ulip_modelnet40          (8192, 6) x,y,z,nx,ny,nz: no colour
+  shapenet55               (8192, 3) xyz: no colour
+  scanobjectnn             h5 `data` (N, 2048, 3) xyz: no colour in any variant (the authors'
+                           h5 files keep x, y, z of their `object_dataset` .bin files, which
+                           also hold normals and rgb; those are not read here)
+  objaverse-lvis           OpenShape's .npy: `rgb` in [0, 1] (a file without it gets the
+                           constant); our shards: rgb when sampled with `sample.colors`
+  shards                   rgb when sampled with `sample.colors`, by meta.json's `channels`
+
 Axis conventions (all need no rotation, since our canonical frame is +Y up):
   modelnet40 / modelnet10  `modelnet40_normal_resampled` txt files: Y up (ShapeNet-style)
   ulip_modelnet40          ULIP's cached FPS pickle of the same files: Y up
   shapenet55               Point-BERT's `shapenet_pc/*.npy`: ShapeNetCore v2 frame, Y up
   scanobjectnn             h5 files: Y is the gravity axis (the authors' training code rotates
                            about Y, hkust-vgd/scanobjectnn issue #33), Y up
+  objaverse-lvis           our shards: Y up (the pipeline's frame). OpenShape's per-shape .npy:
+                           sampled from the Objaverse GLBs in glTF's frame, Y up; OpenShape's
+                           loader swaps y and z when its `y_up` flag is set because its models
+                           work Z up. Ours work Y up, so no swap is applied: the file's frame is
+                           already ours.
 """
 
+import json
+import logging
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,12 +43,35 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.formats.shards import Skipped, is_remote, iter_samples, read_index, split_entry
+from cg3d.formats.points import NO_COLOR
+from cg3d.formats.shards import (
+    INDEX_NAME,
+    Skipped,
+    is_remote,
+    iter_samples,
+    read_index,
+    sample_has_color,
+    split_channels,
+    split_entry,
+)
 from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
 
-DATASETS = ("modelnet40", "modelnet10", "ulip_modelnet40", "scanobjectnn", "shapenet55", "shards")
+log = logging.getLogger(__name__)
+
+DATASETS = (
+    "modelnet40",
+    "modelnet10",
+    "ulip_modelnet40",
+    "scanobjectnn",
+    "shapenet55",
+    "objaverse-lvis",
+    "shards",
+)
+LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
+# Where OpenShape's release keeps the LVIS split under its data folder.
+OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
 SCANOBJECTNN_FILES = {
     "obj_only": "main_split_nobg/{split}_objectdataset.h5",
     "obj_bg": "main_split/{split}_objectdataset.h5",
@@ -54,11 +98,18 @@ SHAPENET_SYNSETS = {
 }  # fmt: skip
 
 
+COLOR_FROM_BENCHMARK = "rgb from the benchmark"
+COLOR_CONSTANT = "constant 0.5 (the benchmark has no colour)"
+COLOR_FROM_SHARDS = "rgb from the shards (an object without colour: constant 0.5)"
+COLOR_NOT_SAMPLED = "constant 0.5 (the shards were sampled without colours)"
+
+
 @dataclass
 class Shape:
     key: str
-    points: np.ndarray  # (N, 3+) raw, in the file's frame
+    points: np.ndarray  # (N, 3+) raw, in the file's frame: xyz first
     label: int
+    colors: np.ndarray | None = None  # (N, 3) rgb in [0, 1]; None: no colour of its own
 
 
 @dataclass
@@ -73,27 +124,58 @@ class Benchmark:
     up_axis: str = "y"
     normalised: bool = False  # points already in our unit-sphere frame (our shards): keep it
     skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
+    color: str = COLOR_CONSTANT  # where a colour model's rgb comes from (module docstring)
+
+    def __post_init__(self) -> None:
+        """Each pass over `shapes` counts the shapes without colour of their own."""
+        produce, self.uncolored = self.shapes, 0
+
+        def counted() -> Iterator[Shape]:
+            self.uncolored = 0
+            for shape in produce():
+                self.uncolored += shape.colors is None
+                yield shape
+
+        self.shapes = counted
+
+
+def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
+    """What the metrics say about colour: where the rgb fed came from, and how many shapes of
+    the last pass got the constant `NO_COLOR` instead."""
+    if point_channels != 6:
+        return {"color": "not fed (the model takes xyz)"}
+    return {"color": benchmark.color, "shapes_without_color": benchmark.uncolored}
 
 
 def prepare_points(
-    points: np.ndarray, n_points: int, up_axis: str = "y", seed: int = 0, normalise: bool = True
+    points: np.ndarray,
+    n_points: int,
+    up_axis: str = "y",
+    seed: int = 0,
+    normalise: bool = True,
+    colors: np.ndarray | None = None,
+    point_channels: int = 3,
 ) -> np.ndarray:
-    """(n_points, 3) float32: canonical axes, unit sphere, FPS (or padding) to `n_points`.
+    """(n_points, point_channels) float32: canonical axes, unit sphere, FPS (or padding) to
+    `n_points`; with 6 channels, each kept point's rgb follows it (`colors`, or `NO_COLOR`).
 
     `normalise=False` keeps coordinates as they are (shapes already in our frame, whose
     normalisation came from the mesh vertices, which the points alone cannot reproduce).
     """
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
-    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if point_channels == 6:
+        rgb = NO_COLOR if colors is None else np.asarray(colors, dtype=np.float64)
+        xyz = np.concatenate([xyz, np.broadcast_to(rgb, xyz.shape)], axis=1)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]  # rgb rides along as columns 3:6
     if len(xyz) == 0:
         raise ValueError("empty: no finite points")
-    xyz = to_canonical_axes(xyz, up_axis)
+    xyz[:, :3] = to_canonical_axes(xyz[:, :3], up_axis)
     if normalise:
-        centre, scale = normalization(xyz)
-        xyz = normalize(xyz, centre, scale)
+        centre, scale = normalization(xyz[:, :3])
+        xyz[:, :3] = normalize(xyz[:, :3], centre, scale)
     rng = np.random.default_rng(seed)
     if len(xyz) > n_points:
-        xyz = xyz[farthest_point_sample(xyz, n_points, int(rng.integers(len(xyz))))]
+        xyz = xyz[farthest_point_sample(xyz[:, :3], n_points, int(rng.integers(len(xyz))))]
     elif len(xyz) < n_points:
         xyz = np.concatenate([xyz, xyz[rng.integers(len(xyz), size=n_points - len(xyz))]])
     return np.ascontiguousarray(xyz, dtype=np.float32)
@@ -165,15 +247,26 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     )
 
 
-def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
-    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
-    import h5py
-
+def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
+    """The variant's h5 under `root`: the download's `h5_files/` or the variant's own folder
+    (`main_split`, `main_split_nobg`), told apart by the folder's name, since two variants
+    share `main_split`."""
     if variant not in SCANOBJECTNN_FILES:
         raise UsageError(
             f"--variant must be one of {', '.join(SCANOBJECTNN_FILES)}, got {variant!r}"
         )
-    path = _require_file(Path(root) / SCANOBJECTNN_FILES[variant].format(split=split), "--root")
+    relative = Path(SCANOBJECTNN_FILES[variant].format(split=split))
+    root = Path(root)
+    if root.name == relative.parent.name:
+        return _require_file(root / relative.name, "--root")
+    return _require_file(root / relative, "--root")
+
+
+def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
+    """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
+    import h5py
+
+    path = scanobjectnn_file(root, variant, split)
     with h5py.File(path, "r") as h5:
         if "data" not in h5 or "label" not in h5:
             raise UsageError(f"{path}: needs datasets 'data' and 'label'")
@@ -245,11 +338,148 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     def shapes() -> Iterator[Shape]:
         last_pass[0] = skipped = Skipped()
         for sample in iter_samples(path, split, skipped):
-            yield Shape(sample["key"], sample["points"], int(sample["cls"]))
+            yield sample_shape(sample)
 
+    layout = split_channels(path, split) or []
     return Benchmark(
-        "shards", split, classes, size, shapes, normalised=True, skipped=lambda: last_pass[0].total
+        "shards",
+        split,
+        classes,
+        size,
+        shapes,
+        normalised=True,
+        skipped=lambda: last_pass[0].total,
+        color=COLOR_FROM_SHARDS if "r" in layout else COLOR_NOT_SAMPLED,
     )
+
+
+def sample_shape(sample: dict) -> Shape:
+    """A decoded shard sample (`decode_sample`) as a Shape: its xyz and, when the object had
+    colour of its own, its rgb, both by the sample's layout."""
+    points, channels = sample["points"], sample["channels"]
+    colors = None
+    if sample_has_color(sample["meta"], channels):
+        start = channels.index("r")
+        colors = points[:, start : start + 3]
+    return Shape(sample["key"], points[:, :3], int(sample["cls"]), colors)
+
+
+def objaverse_lvis(root: str | Path, allow_pickle: bool = False) -> Benchmark:
+    """Objaverse-LVIS: our shards of the LVIS objects (`cg3d meshes --source objaverse
+    --annotations lvis-annotations.json`, then sample … pack), every split of them, since the
+    whole LVIS set is the test set; or OpenShape's released split JSON and .npy files."""
+    if is_remote(root) or (Path(root) / INDEX_NAME).is_file():
+        index = read_index(root)
+        splits = sorted(index.get("splits", {}))
+        parts = [shards(root, split) for split in splits if index["splits"][split]["samples"]]
+        if not parts:
+            raise UsageError(f"{root}: no samples in the shard index")
+        return Benchmark(
+            "objaverse-lvis",
+            f"shards ({'+'.join(splits)}; {len(parts[0].classes)} of {LVIS_CLASSES} classes)",
+            parts[0].classes,
+            sum(part.size for part in parts),
+            lambda: (shape for part in parts for shape in part.shapes()),
+            normalised=True,
+            skipped=lambda: sum(part.skipped() for part in parts),
+            color=parts[0].color,
+        )
+    return openshape_lvis(Path(root), allow_pickle)
+
+
+def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
+    """OpenShape's LVIS test set: a split JSON (a list of `{category, data_path, uid, ...}`)
+    and per-shape `.npy` files that hold a pickled dict with `xyz` (N, 3) and `rgb` (N, 3).
+
+    Reading them means unpickling, so only with `--allow-pickle`. Categories are sorted, as
+    OpenShape labels them. `data_path` is taken as written when it exists, else under `--root`
+    (its leading folders dropped one by one); a shape whose file is missing or holds no `xyz`
+    is skipped and counted. Points are xyz in the file's Y-up frame, with the file's rgb.
+    """
+    split_file = (
+        root
+        if root.is_file()
+        else next((root / name for name in OPENSHAPE_SPLITS if (root / name).is_file()), None)
+    )
+    if split_file is None:
+        raise UsageError(
+            f"--root: {root} holds neither our shards (index.json) nor OpenShape's LVIS split "
+            f"({', '.join(OPENSHAPE_SPLITS)})"
+        )
+    if not allow_pickle:
+        raise UsageError(
+            f"{split_file}: OpenShape's .npy files are pickles, which can run arbitrary code when "
+            "loaded: pass --allow-pickle only if you trust where they came from"
+        )
+    entries = json.loads(split_file.read_text())
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and {"category", "data_path"} <= e.keys() for e in entries
+    ):
+        raise UsageError(f"{split_file}: expected a list of objects with category and data_path")
+    classes = sorted({str(e["category"]) for e in entries})
+    label_of = {name: i for i, name in enumerate(classes)}
+    base = root if root.is_dir() else root.parent
+    skipped = [0]
+
+    def shapes() -> Iterator[Shape]:
+        skipped[0] = 0
+        for entry in entries:
+            key = str(entry.get("uid") or Path(entry["data_path"]).stem)
+            try:
+                xyz, rgb = read_openshape_npy(locate(entry["data_path"], base))
+            except (OSError, ValueError, KeyError) as error:
+                skipped[0] += 1
+                log.warning("skipping %s: %s", key, error)
+                continue
+            yield Shape(key, xyz, label_of[str(entry["category"])], rgb)
+
+    variant = f"openshape ({len(classes)} of {LVIS_CLASSES} classes)"
+    return Benchmark(
+        "objaverse-lvis",
+        variant,
+        classes,
+        len(entries),
+        shapes,
+        skipped=lambda: skipped[0],
+        color=COLOR_FROM_BENCHMARK,
+    )
+
+
+def locate(data_path: str, base: Path) -> Path:
+    """`data_path` itself when it exists, else under `base` with its leading folders dropped
+    one at a time (OpenShape's JSON names the authors' own mount points)."""
+    path = Path(data_path)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for start in range(len(parts)):
+        candidate = base.joinpath(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no file {data_path} (nor under {base})")
+
+
+def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(xyz (N, 3), rgb (N, 3) in [0, 1] or None when the file has none) of one shape file.
+
+    A shape without `rgb` gets our constant `NO_COLOR` downstream, not OpenShape's 0.4 grey:
+    every set fed to one model must mean the same thing by "no colour". rgb stored as 0–255 is
+    scaled to [0, 1]."""
+    data = np.load(path, allow_pickle=True)
+    data = data.item() if data.dtype == object and data.shape == () else data
+    if not isinstance(data, dict) or "xyz" not in data:
+        raise ValueError(f"{path}: not a dict with 'xyz'")
+    xyz = np.asarray(data["xyz"], dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{path}: xyz {xyz.shape} is not (N, 3)")
+    if data.get("rgb") is None:
+        return xyz, None
+    rgb = np.asarray(data["rgb"], dtype=np.float32)
+    if rgb.shape != xyz.shape:
+        raise ValueError(f"{path}: rgb {rgb.shape} does not match xyz {xyz.shape}")
+    if rgb.size and rgb.max() > 1.0:
+        rgb = rgb / 255.0
+    return xyz, np.clip(rgb, 0.0, 1.0)
 
 
 def open_benchmark(
@@ -263,7 +493,9 @@ def open_benchmark(
     if dataset not in DATASETS:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if not is_remote(root) and not Path(root).exists():
-        raise UsageError(f"--root: no such file or folder {root}")
+        # The commands take our shards as --shards (--root is for the benchmarks' files).
+        option = "--shards" if dataset == "shards" else "--root"
+        raise UsageError(f"{option}: no such file or folder {root}")
     if dataset == "scanobjectnn":
         return scanobjectnn(root, variant or "pb_t50_rs", split)
     if variant:
@@ -274,6 +506,8 @@ def open_benchmark(
         return ulip_modelnet40(root, allow_pickle)
     if dataset == "shapenet55":
         return shapenet55(root, split)
+    if dataset == "objaverse-lvis":
+        return objaverse_lvis(root, allow_pickle)
     return shards(root, split)
 
 

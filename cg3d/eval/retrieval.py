@@ -12,12 +12,13 @@ Galleries and relevance (the public CG3D code had no retrieval; these are our de
                                  of the point's class carries it (captions describe the class,
                                  e.g. "a photo of a chair", so many objects share one caption).
 Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
-Outputs: OUT/metrics.json and OUT/retrieval_grid.png (top-5 results for a few point and text
-queries; relevant results framed green, others red), from a second pass that only decodes
-the handful of objects the grid shows.
+Outputs (cg3d.eval.results): OUT/metrics.json (R@K and mAP of each direction, the objects,
+the model), OUT/details.json (the relevance definitions, query and gallery sizes) and
+OUT/retrieval_grid.png (top-5 results for a few point and text queries; relevant results
+framed green, others red), from a second pass that only decodes the handful of objects the
+grid shows.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,14 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
-from cg3d.eval.readers import prepare_points
-from cg3d.formats.shards import Skipped, is_remote, iter_samples
+from cg3d.eval.readers import (
+    COLOR_FROM_SHARDS,
+    COLOR_NOT_SAMPLED,
+    prepare_points,
+    sample_shape,
+)
+from cg3d.eval.results import write_results
+from cg3d.formats.shards import Skipped, is_remote, iter_samples, split_channels
 from cg3d.params import RetrievalConfig
 
 console = Console(stderr=True)
@@ -46,6 +53,7 @@ class Features:
     labels: np.ndarray  # (N,) class of each object
     keys: list[str]
     skipped: int = 0  # samples of the split left out as undecodable
+    uncolored: int = 0  # objects without colour of their own (a colour model got NO_COLOR)
 
 
 @torch.no_grad()
@@ -54,7 +62,8 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     (a folder, URL or `pipe:` prefix); undecodable samples are skipped and counted."""
     skipped = Skipped()
     device = model.device()
-    n_points = int(model.config["n_points"])
+    n_points, channels = int(model.config["n_points"]), int(model.config.get("point_channels", 3))
+    uncolored = 0
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
     caption_index: dict[str, int] = {}
     caption_pairs: set[tuple[int, int]] = set()
@@ -74,10 +83,18 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         for index, sample in enumerate(iter_samples(shards, config.split, skipped)):
             if config.limit and index >= config.limit:
                 break
-            points = np.asarray(sample["points"], dtype=np.float32)[:, :3]
-            if len(points) != n_points:
-                points = prepare_points(points, n_points, seed=index, normalise=False)
-            pending_points.append(points)
+            shape = sample_shape(sample)  # xyz and rgb by the sample's layout
+            uncolored += shape.colors is None
+            pending_points.append(
+                prepare_points(
+                    shape.points,
+                    n_points,
+                    seed=index,
+                    normalise=False,
+                    colors=shape.colors,
+                    point_channels=channels,
+                )
+            )
             for view in sample["views"]:
                 pending_images.append(model.preprocess(view.convert("RGB")))
                 image_object.append(index)
@@ -112,7 +129,19 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         labels=np.array(labels),
         keys=keys,
         skipped=skipped.total,
+        uncolored=uncolored,
     )
+
+
+def point_color(model, shards: str | Path, split: str, uncolored: int) -> dict:
+    """What the metrics say about colour (as `readers.color_summary` does for benchmarks)."""
+    if int(model.config.get("point_channels", 3)) != 6:
+        return {"color": "not fed (the model takes xyz)"}
+    sampled = "r" in (split_channels(shards, split) or [])
+    return {
+        "color": COLOR_FROM_SHARDS if sampled else COLOR_NOT_SAMPLED,
+        "shapes_without_color": uncolored,
+    }
 
 
 def relevance(features: Features) -> dict[str, np.ndarray]:
@@ -137,6 +166,28 @@ def all_metrics(features: Features) -> dict[str, dict]:
     similarity["image_to_point"] = similarity["point_to_image"].T
     relevant = relevance(features)
     return {name: retrieval_metrics(similarity[name], relevant[name]) for name in relevant}
+
+
+RELEVANCE = {
+    "point_image": "instance: a view is relevant only to the object it was rendered from",
+    "point_text": "class: a caption is relevant to every object of a class that carries it",
+}
+HEADLINE_SCORES = ("R@1", "R@5", "R@10", "mAP")
+
+
+def headline_and_details(metrics: dict) -> tuple[dict, dict]:
+    """metrics.json: each direction's scores, the objects and the model; details.json: the
+    relevance definitions and each direction's query and gallery sizes."""
+    headline, details = {}, {"relevance": metrics["relevance"]}
+    for name, value in metrics.items():
+        if name == "relevance":
+            continue
+        if isinstance(value, dict):  # a direction
+            headline[name] = {k: value[k] for k in HEADLINE_SCORES}
+            details[name] = {k: v for k, v in value.items() if k not in HEADLINE_SCORES}
+        else:
+            headline[name] = value
+    return headline, details
 
 
 def grid_rows(model, shards: str | Path, features: Features, config: RetrievalConfig) -> list[dict]:
@@ -207,18 +258,15 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, shards, config)
     metrics = all_metrics(features) | {
-        "relevance": {
-            "point_image": "instance: a view is relevant only to the object it was rendered from",
-            "point_text": "class: a caption is relevant to every object of a class that carries it",
-        },
+        "relevance": RELEVANCE,
         "n_objects": len(features.keys),
         "skipped_samples": features.skipped,
+        **point_color(model, shards, config.split, features.uncolored),
         "split": config.split,
         **model_identity(model, Path(checkpoint)),
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_results(out, *headline_and_details(metrics))
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
     return metrics

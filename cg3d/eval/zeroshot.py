@@ -2,15 +2,24 @@
 
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
-batch of points plus the (N, C) score matrix, and writes:
-  OUT/metrics.json      top1, top5, class_mean, per_class, n_shapes, dataset, variant,
-                        checkpoint, clip_model, clip_pretrained (bool: real weights loaded), clip_weights
+batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
+  OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, prompts,
+                        checkpoint, clip_model, clip_pretrained (bool: real weights loaded),
+                        clip_weights, audit (the leakage audit done on this test set, or "none"),
+                        color (where a colour model's rgb came from; shapes_without_color)
+  OUT/per_class.csv     class, shapes, top1: per-class accuracy
   OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
-  OUT/confusion.png     the confusion matrix, rows normalised
+  OUT/confusion.png     the confusion matrix, rows normalised; with more than
+                        CONFUSION_PLOT_CLASSES classes (Objaverse-LVIS's 1,156) a plot says
+                        nothing, and OUT/top_confusions.csv lists the most frequent mistakes instead
+
+Class text features (C classes × the 64 templates) are encoded once, in batches, and cached
+under `text_cache` by CLIP weights, classes and templates: the text tower is frozen, so a second
+evaluation with the same CLIP (another checkpoint, another run) reads them back.
 """
 
-import csv
 import functools
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -26,35 +35,40 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cg3d.errors import UsageError
-from cg3d.eval.metrics import classification_metrics
+from cg3d.eval.metrics import classification_metrics, topk_correct
 from cg3d.eval.prompts import class_text_features, prompt_templates
-from cg3d.eval.readers import Benchmark, open_benchmark, prepare_points
+from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
+from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
+CONFUSION_PLOT_CLASSES = 100
+TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 
 
 def prepared_shapes(
-    benchmark: Benchmark, n_points: int, limit: int = 0, workers: int = 1
+    benchmark: Benchmark, n_points: int, limit: int = 0, workers: int = 1, point_channels: int = 3
 ) -> Iterator[tuple[np.ndarray, int, str]]:
-    """(points, label, key) of every shape, prepared in order; `workers` > 1 prepares them in a
-    process pool with a bounded window of shapes in flight, so memory stays flat."""
+    """(points, label, key) of every shape, prepared in order (xyz, and rgb when the model
+    takes `point_channels` 6); `workers` > 1 prepares them in a process pool with a bounded
+    window of shapes in flight, so memory stays flat."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
 
-    def options(index: int) -> tuple:
-        return benchmark.up_axis, index, not benchmark.normalised
+    def arguments(index: int, shape) -> tuple:
+        up, normalise = benchmark.up_axis, not benchmark.normalised
+        return shape.points, n_points, up, index, normalise, shape.colors, point_channels
 
     if workers <= 1:
         for index, shape in enumerate(shapes):
-            compute = functools.partial(prepare_points, shape.points, n_points, *options(index))
+            compute = functools.partial(prepare_points, *arguments(index, shape))
             yield _checked(compute, benchmark, shape.key), shape.label, shape.key
         return
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(prepare_points, shape.points, n_points, *options(index))
+            future = pool.submit(prepare_points, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
                 future, label, key = window.popleft()
@@ -73,11 +87,17 @@ def _checked(compute: Callable[[], np.ndarray], benchmark: Benchmark, key: str) 
 
 
 def iter_point_batches(
-    benchmark: Benchmark, n_points: int, batch_size: int, limit: int = 0, workers: int = 1
+    benchmark: Benchmark,
+    n_points: int,
+    batch_size: int,
+    limit: int = 0,
+    workers: int = 1,
+    point_channels: int = 3,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
-    """(points (B, n_points, 3), labels (B,), keys) batches of prepared shapes."""
+    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes."""
     points, labels, keys = [], [], []
-    for prepared, label, key in prepared_shapes(benchmark, n_points, limit, workers):
+    shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels)
+    for prepared, label, key in shapes:
         points.append(prepared)
         labels.append(label)
         keys.append(key)
@@ -107,8 +127,11 @@ def model_identity(model, checkpoint: Path) -> dict:
 def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None):
     """(scores (N, C), labels (N,), keys): cosine similarity of every shape to every class."""
     if text_features is None:
-        text_features = class_text_features(
-            model, benchmark.classes, prompt_templates(config.single_prompt)
+        text_features = cached_text_features(
+            model,
+            benchmark.classes,
+            prompt_templates(config.single_prompt),
+            Path(config.text_cache) if config.text_cache else None,
         )
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
     scores, labels, keys = [], [], []
@@ -121,6 +144,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             config.batch_size,
             config.limit,
             config.workers,
+            int(model.config.get("point_channels", 3)),
         ):
             features = model.encode_points(points.to(device))
             scores.append((features @ text_features.T).cpu().numpy())
@@ -130,6 +154,68 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
     if not keys:
         raise UsageError(f"{benchmark.name}: no shapes to evaluate")
     return np.concatenate(scores), np.concatenate(labels), keys
+
+
+def text_cache_key(model, classes: list[str], template_list: list[str]) -> str | None:
+    """What class prototypes depend on: CLIP's model and weights, the classes, the templates.
+    None when CLIP has no named weights (a random init lives only in its checkpoint)."""
+    config = model.config
+    if not config.get("clip_pretrained_loaded"):
+        return None
+    identity = [config["clip_model"], config.get("clip_weights"), classes, template_list]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_text_features(
+    model, classes: list[str], template_list: list[str], cache: Path | None
+) -> torch.Tensor:
+    """`class_text_features`, read from `cache/<key>.npy` when an earlier run wrote it."""
+    key = text_cache_key(model, classes, template_list) if cache is not None else None
+    path = cache / f"{key}.npy" if key else None
+    if path is not None and path.is_file():
+        features = np.load(path, allow_pickle=False)
+        if features.shape[0] == len(classes):
+            return torch.from_numpy(features).to(model.device())
+    features = class_text_features(model, classes, template_list)
+    if path is not None:
+        from cg3d.pipeline.chunks import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.save(handle, features.float().cpu().numpy(), allow_pickle=False)
+    return features
+
+
+def top_confusions(confusion: np.ndarray, classes: list[str], top: int) -> list[dict]:
+    """The `top` most frequent (actual, predicted) mistakes, with their share of the class."""
+    mistakes = np.array(confusion, dtype=np.int64)
+    np.fill_diagonal(mistakes, 0)
+    flat = np.argsort(-mistakes, axis=None, kind="stable")[:top]
+    shapes = np.asarray(confusion).sum(axis=1)
+    rows = []
+    for actual, predicted in zip(*np.unravel_index(flat, mistakes.shape), strict=True):
+        count = int(mistakes[actual, predicted])
+        if count == 0:
+            break
+        share = 100.0 * count / shapes[actual]
+        rows.append(
+            {
+                "actual": classes[actual],
+                "predicted": classes[predicted],
+                "count": count,
+                "share_of_actual": round(float(share), 2),
+            }
+        )
+    return rows
+
+
+def audit_summary(audit: str) -> dict | str:
+    """What the metrics say about leakage: the audit's counts, or that none was done."""
+    if not audit:
+        return "none"
+    from cg3d.eval.audit import read_audit
+
+    return read_audit(Path(audit))
 
 
 def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
@@ -145,7 +231,9 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
     started = time.perf_counter()
     scores, labels, keys = score_benchmark(model, benchmark, config)
     seconds = time.perf_counter() - started
+    audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     metrics = classification_metrics(scores, labels, benchmark.classes)
+    metrics["top3"] = 100.0 * float(topk_correct(scores, labels, 3).mean())
     confusion = np.array(metrics.pop("confusion"))
     metrics |= {
         "dataset": benchmark.name,
@@ -154,16 +242,22 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
+        **color_summary(benchmark, int(model.config.get("point_channels", 3))),
+        "audit": audit,
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    headline = {k: v for k, v in metrics.items() if k != "per_class"}
+    write_results(out, headline, per_class=per_class_rows(metrics["per_class"], confusion))
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
-    with (out / "predictions.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "actual", "predicted"])
-        for key, actual, guess in zip(keys, labels, predicted, strict=True):
-            writer.writerow([key, benchmark.classes[actual], benchmark.classes[guess]])
-    title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
-    confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
+    names = benchmark.classes
+    rows = [
+        {"key": key, "actual": names[actual], "predicted": names[guess]}
+        for key, actual, guess in zip(keys, labels, predicted, strict=True)
+    ]
+    write_rows(out / "predictions.csv", rows)
+    if len(benchmark.classes) > CONFUSION_PLOT_CLASSES:
+        write_rows(out / "top_confusions.csv", top_confusions(confusion, names, TOP_CONFUSIONS))
+    else:
+        title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
+        confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
     return metrics

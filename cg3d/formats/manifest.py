@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 from cg3d.pipeline.chunks import atomic_path
 
 MANIFEST_NAME = "manifest.parquet"
+# Rows per Parquet row group: `manifest_batches` streams the manifest a row group at a time, so
+# at most this many rows are decoded at once, whatever the number of objects.
+ROW_GROUP_ROWS = 16_384
 CLASSES_NAME = "classes.json"
 
 # `status` values: "ok" or the kind of failure; `error` says why in words.
@@ -24,6 +27,10 @@ FAILURE_KINDS = (
     "absurd_size",
     "unsupported_format",
     "duplicate",
+    "no_faces",  # a point cloud, or only lines
+    "missing_file",  # a file the mesh references (a glTF buffer) is missing
+    "outside_root",  # the file, or one it references, lies outside the source's root
+    "undecodable",  # a Draco or meshopt payload that does not decode
 )
 
 SCHEMA = pa.schema(
@@ -65,7 +72,7 @@ def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
     """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
     path = Path(out_dir) / MANIFEST_NAME
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     return path
 
 

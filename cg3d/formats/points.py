@@ -1,5 +1,7 @@
 """The sample stage's parts: `part-XXXXX.parquet` with columns `id`, `points` (float32, an
-(N, 3|6) cloud flattened) and `n_points` (N); one row per sampled object, ids sorted."""
+(N, C) cloud flattened), `n_points` (N) and `has_color`; one row per sampled object, ids sorted.
+The channel layout (`channel_names`: xyz, then rgb with colours, then normals) is recorded in
+the file's schema metadata under `channels`."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,24 +14,72 @@ from cg3d.pipeline.chunks import atomic_path
 
 PART_SUFFIX = ".parquet"
 SCHEMA = pa.schema(
-    [("id", pa.string()), ("points", pa.list_(pa.float32())), ("n_points", pa.int32())]
+    [
+        ("id", pa.string()),
+        ("points", pa.list_(pa.float32())),
+        ("n_points", pa.int32()),
+        ("has_color", pa.bool_()),
+    ]
 )
+XYZ = ("x", "y", "z")
+# The colour of a point whose object has none (no texture, vertex colour or material): mid
+# grey, the same constant the benchmark readers give clouds without colour.
+NO_COLOR = (0.5, 0.5, 0.5)
 
 
-def points_table(ids: list[str], clouds: list[np.ndarray]) -> pa.Table:
+def channel_names(colors: bool, normals: bool) -> list[str]:
+    """The columns of a cloud: xyz, then rgb in [0, 1] with colours, then the unit normal."""
+    return [*XYZ, *(("r", "g", "b") if colors else ()), *(("nx", "ny", "nz") if normals else ())]
+
+
+def points_table(
+    ids: list[str],
+    clouds: list[np.ndarray],
+    channels: list[str] = XYZ,
+    has_color: list[bool] | None = None,
+) -> pa.Table:
     """Arrow table in the part schema, built from flat buffers (no per-float Python objects)."""
     flat = [cloud.astype(np.float32).ravel() for cloud in clouds]
     offsets = np.concatenate([[0], np.cumsum([len(f) for f in flat])]).astype(np.int32)
     values = np.concatenate(flat) if flat else np.empty(0, dtype=np.float32)
     points = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
     n_points = pa.array([len(cloud) for cloud in clouds], type=pa.int32())
-    return pa.Table.from_arrays([pa.array(ids, type=pa.string()), points, n_points], schema=SCHEMA)
+    colored = pa.array(has_color if has_color is not None else [False] * len(ids), pa.bool_())
+    schema = SCHEMA.with_metadata({"channels": ",".join(channels)})
+    columns = [pa.array(ids, type=pa.string()), points, n_points, colored]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_points_part(path: Path, ids: list[str], clouds: list[np.ndarray]) -> None:
-    """Atomically write one part: `clouds[i]` is the (N, 3|6) cloud of object `ids[i]`."""
+def write_points_part(
+    path: Path,
+    ids: list[str],
+    clouds: list[np.ndarray],
+    channels: list[str] = XYZ,
+    has_color: list[bool] | None = None,
+) -> None:
+    """Atomically write one part: `clouds[i]` is the (N, len(channels)) cloud of `ids[i]`."""
     with atomic_path(path) as tmp:
-        pq.write_table(points_table(ids, clouds), tmp)
+        pq.write_table(points_table(ids, clouds, channels, has_color), tmp)
+
+
+def part_channels(part: Path) -> list[str]:
+    """The channel layout of one part (xyz for parts written before layouts were recorded)."""
+    metadata = pq.read_schema(part).metadata or {}
+    return metadata.get(b"channels", b"x,y,z").decode().split(",")
+
+
+def points_channels(points_dir: Path) -> list[str]:
+    """The channel layout of the sample stage's output (its first part; all share it)."""
+    parts = points_parts(points_dir)
+    return part_channels(parts[0]) if parts else list(XYZ)
+
+
+def part_has_color(part: Path) -> dict[str, bool]:
+    """{id: has_color} of one part (False for parts written before the column existed)."""
+    table = pq.read_table(part)
+    if "has_color" not in table.column_names:
+        return dict.fromkeys(table["id"].to_pylist(), False)
+    return dict(zip(table["id"].to_pylist(), table["has_color"].to_pylist(), strict=True))
 
 
 def points_parts(points_dir: Path) -> list[Path]:

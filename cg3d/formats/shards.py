@@ -1,7 +1,7 @@
 """The pack stage's output: WebDataset shards and their index.
 
 `{split}/shard-XXXXXX.tar` holds, per object (key = object id, members in this order):
-`points.npy` (N×3|6 float32), `view_XX.png` (one per rendered view), `cameras.json` (the
+`points.npy` (N×3|6|9 float32: xyz, rgb, normals as meta.json's `channels` says), `view_XX.png` (one per rendered view), `cameras.json` (the
 render stage's cameras, as written), `captions.json` (list of strings), `cls` (class index as
 decimal text) and `meta.json`. `index.json` lists the classes and, per split, the shards with
 their sample counts and sha256.
@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
+from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
 from cg3d.pipeline.chunks import atomic_path
 from cg3d.pipeline.ids import file_sha256
@@ -304,23 +305,84 @@ def decode_member(raw: dict, suffix: str, decode: Callable[[bytes], Any]) -> Any
 
 
 def decode_cloud(data: bytes) -> np.ndarray:
-    """`decode_points` of a cloud with at least one point of xyz (and normals)."""
+    """`decode_points` of a cloud with at least one point of xyz (and rgb, normals: the layout
+    is meta.json's `channels`)."""
     points = decode_points(data)
-    if points.ndim != 2 or points.shape[1] not in (3, 6) or len(points) == 0:
-        raise ValueError(f"shape {points.shape} is not (N, 3) or (N, 6)")
+    if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or len(points) == 0:
+        raise ValueError(f"shape {points.shape} is not (N, 3), (N, 6) or (N, 9)")
     return points
 
 
+# The layout of shards packed before meta.json named it: xyz, or xyz and normals (colours came
+# with the layout); by the column count.
+LEGACY_LAYOUTS = {3: channel_names(False, False), 6: channel_names(False, True)}
+RGB = ("r", "g", "b")
+
+
+def sample_channels(meta: dict, width: int) -> list[str]:
+    """The names of a sample's point columns: meta.json's `channels`, or for shards packed
+    before it was recorded, xyz (3 columns) or xyz and normals (6). ValueError when the two
+    disagree, or a cloud without a recorded layout has a width no legacy layout has
+    (FormatError, a ValueError: the sample is skipped and counted like any undecodable one)."""
+    channels = meta.get("channels")
+    if channels is None:
+        if width not in LEGACY_LAYOUTS:
+            raise FormatError(f"points.npy has {width} columns and meta.json names no channels")
+        return list(LEGACY_LAYOUTS[width])
+    if len(channels) != width or list(channels[:3]) != ["x", "y", "z"]:
+        raise FormatError(f"meta.json's channels {channels} do not name the {width} point columns")
+    return list(channels)
+
+
+def sample_has_color(meta: dict, channels: list[str]) -> bool:
+    """Whether a sample's points carry colour of their own: an rgb column, and the object had
+    a texture, vertex colour or material (else its rgb is the constant `NO_COLOR`)."""
+    return "r" in channels and bool(meta.get("has_color", True))
+
+
+def model_columns(points: np.ndarray, channels: list[str], point_channels: int) -> np.ndarray:
+    """(N, point_channels) float32 columns an encoder takes, picked by name, never by position:
+    xyz, then rgb when `point_channels` is 6 (the constant `NO_COLOR` when the layout has no
+    rgb column). Normals are never fed."""
+    xyz = points[:, :3]
+    if point_channels == 3:
+        return np.ascontiguousarray(xyz, dtype=np.float32)
+    if "r" in channels:
+        start = channels.index("r")
+        rgb = points[:, start : start + 3]
+    else:
+        rgb = np.broadcast_to(np.asarray(NO_COLOR, dtype=np.float32), xyz.shape)
+    return np.concatenate([xyz, rgb], axis=1).astype(np.float32, copy=False)
+
+
 def decode_sample(raw: dict) -> dict:
-    """A whole sample: key, points, views (RGB images in name order), captions, cls, meta."""
+    """A whole sample: key, points, views (RGB images in name order), captions, cls, meta, and
+    `channels`, the names of the point columns (`sample_channels`)."""
+    points = decode_member(raw, "points.npy", decode_cloud)
+    meta = decode_member(raw, "meta.json", json.loads)
     return {
         "key": raw["__key__"],
-        "points": decode_member(raw, "points.npy", decode_cloud),
+        "points": points,
         "views": [decode_member(raw, name, decode_image) for name in view_names(raw)],
         "captions": decode_member(raw, "captions.json", json.loads),
         "cls": decode_member(raw, "cls", int),
-        "meta": decode_member(raw, "meta.json", json.loads),
+        "meta": meta,
+        "channels": sample_channels(meta, points.shape[1]),
     }
+
+
+def split_channels(shards: str | Path, split: str) -> list[str] | None:
+    """The point layout of `split` (that of its first decodable sample: a pack writes one
+    layout for all), or None when no sample decodes. Reads one sample, not the split."""
+    entry = split_entry(read_index(shards), split)
+    order = range(len(entry["shards"]))
+    for raw in raw_samples(shards, entry["shards"], entry["counts"], order, Skipped()):
+        try:
+            points = decode_member(raw, "points.npy", decode_cloud)
+            return sample_channels(decode_member(raw, "meta.json", json.loads), points.shape[1])
+        except FormatError:
+            continue
+    return None
 
 
 def iter_samples(shards: str | Path, split: str, skipped: Skipped | None = None) -> Iterator[dict]:

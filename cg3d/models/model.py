@@ -32,6 +32,7 @@ class ModelConfig:
     deep_prompts: bool = True
     train_logit_scale: bool = False
     n_points: int = 8192
+    point_channels: int = 3  # 3: xyz; 6: xyz and rgb (points sampled with sample.colors)
     classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -45,6 +46,8 @@ class ModelConfig:
             raise UsageError("model config: classes must be a list of names")
         if self.prompts < 0 or self.n_points < 1:
             raise UsageError("model config: prompts must be ≥ 0 and n_points ≥ 1")
+        if self.point_channels not in (3, 6):
+            raise UsageError("model config: point_channels must be 3 (xyz) or 6 (xyz, rgb)")
         resolve_encoder(self.encoder, self.encoder_params)  # a wrong name fails before any work
 
 
@@ -77,7 +80,11 @@ class CG3D(nn.Module):
         self.clip.requires_grad_(False)
         self.visual = PromptedViT(self.clip.visual, config.prompts, config.deep_prompts)
         embed_dim = self.clip.text_projection.shape[-1]
-        self.point_encoder = build_encoder(config.encoder, embed_dim, config.encoder_params)
+        self.point_encoder = build_encoder(
+            config.encoder,
+            embed_dim,
+            {**config.encoder_params, "in_channels": config.point_channels},
+        )
         self.clip.logit_scale.requires_grad_(config.train_logit_scale)
         # what a checkpoint needs beyond the config: were CLIP's weights real, and which ones
         self.config = dataclasses.asdict(config) | {
@@ -102,7 +109,8 @@ class CG3D(nn.Module):
         return self.visual.prompts.device
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) points → (B, D) L2-normalised features."""
+        """(B, N, C) points (xyz, and rgb when `point_channels` is 6) → (B, D) normalised
+        features."""
         return F.normalize(self.point_encoder(points).float(), dim=-1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from cg3d.formats.captions import captions_writer
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import OK, failure_reason, manifest_batches
 from cg3d.params import CaptionConfig
+from cg3d.pipeline.chunks import locks_out_dir
 from cg3d.protocol import shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")
@@ -51,6 +52,7 @@ def object_captions(
     return captions
 
 
+@locks_out_dir
 def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> CaptionSummary:
     """Run the caption stage, streaming the manifest in batches (memory flat in objects)."""
     if config.templates not in TEMPLATE_SETS:

@@ -4,9 +4,16 @@ A stage's work is cut into chunks of objects (docs/design.md): each chunk become
 written atomically (temp then rename) by the worker that made it. A part file that exists is
 a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
 are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
+
+One run at a time per output folder: a stage holds an exclusive lock on its `out_dir` while it
+runs (`locks_out_dir`), so two runs with different params cannot mix their parts, nor remove
+each other's temp files in `prepare`.
 """
 
+import fcntl
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -22,10 +29,14 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cg3d.errors import UsageError
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.params import EXECUTORS
 
 PLAN_NAME = ".plan.json"
+# Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
+# left by a killed run never enters a DVC output's hash.
+LOCK_NAME = ".cg3d.lock"
 FAILURE_PARTS = "_failures"
 
 
@@ -55,6 +66,67 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+_held_locks: set[Path] = set()  # folders this process holds the lock of
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
+    holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_file = folder / LOCK_NAME
+    while True:
+        handle = lock_file.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(
+                f"--out: another run is writing into {folder} (it holds {LOCK_NAME}); "
+                "wait for it to finish or choose another folder"
+            ) from None
+        # A run that ended between our open and our flock removed the file we locked: retry
+        # on the file now at that path, which other runs lock.
+        if _is_file_at(handle, lock_file):
+            break
+        handle.close()
+    _held_locks.add(folder)
+    try:
+        yield
+    finally:
+        _held_locks.discard(folder)
+        lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
+        handle.close()
+
+
+def _is_file_at(handle, path: Path) -> bool:
+    """Whether the open `handle` is the file now at `path` (not a removed one)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
+    except FileNotFoundError:
+        return False
+
+
+def locks_out_dir(stage: Callable) -> Callable:
+    """Decorate a stage function so that it runs holding `output_lock` of its `out_dir`."""
+    signature = inspect.signature(stage)
+
+    @functools.wraps(stage)
+    def locked(*args, **kwargs):
+        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
+        with output_lock(Path(out_dir)):
+            return stage(*args, **kwargs)
+
+    return locked
+
+
+def holds_lock(folder: Path) -> bool:
+    """Whether this process holds `output_lock` of `folder` or of a folder above it."""
+    folder = Path(folder).resolve()
+    return any(held == folder or held in folder.parents for held in _held_locks)
+
+
 @dataclass
 class ChunkedOutput:
     """A stage's output folder: `part-XXXXX<suffix>` files plus per-chunk failure tables.
@@ -82,7 +154,10 @@ class ChunkedOutput:
 
         Only the files this class writes are removed (never the whole folder: `--out` may
         name a folder that holds other things), and so are temp files a killed run left.
+        The caller holds the folder's lock (`locks_out_dir`): no other run is writing there.
         """
+        if not holds_lock(self.out_dir):
+            raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
         plan_file = self.out_dir / PLAN_NAME
         digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True)

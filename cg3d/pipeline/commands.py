@@ -35,6 +35,7 @@ def meshes(
         f"{summary.objects} objects from {config.source} in {len(summary.classes)} classes into "
         f"{out}: ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
+        + (f"; {summary.excluded} excluded by meshes.exclude" if config.exclude else "")
     )
 
 

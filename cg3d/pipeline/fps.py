@@ -1,4 +1,9 @@
-"""Per-object farthest point sampling for data preparation (numpy and scipy, no compiled code).
+"""Per-object farthest point sampling for data preparation.
+
+Two methods (`sample.fps`): `bucket`, fpsample's bucket FPS (QuickFPS: a KD-tree whose buckets
+keep their farthest point, compiled), the default because it covers the cloud as well as exact
+FPS (same coverage radius, bench/bench_fps.py --bucket) several times faster; and `exact`, the
+numpy/scipy implementation below, whose picks are the Point-BERT loop's, index for index.
 
 Exact FPS: each step picks the point farthest from all points picked so far. The textbook loop
 updates every point's distance to the picked set at every step (N steps × M points). Here,
@@ -21,6 +26,30 @@ NEIGHBOURS = 16  # K: 12-16 is the sweet spot between the KD-tree query and full
 # The neighbour test compares float32 distances with the KD-tree's float64 ones: keep a margin
 # so that a point on the K-th neighbour's sphere, rounded inwards, is never missed.
 REACH_MARGIN = 1.0 - 1e-5
+BUCKET_HEIGHT = 5  # fpsample's KD-tree height (buckets of 2^5 points): fastest for 10k points
+
+
+def fps_indices(points: np.ndarray, n: int, start: int = 0, method: str = "bucket") -> np.ndarray:
+    """Indices (int64) of `n` farthest-point samples of `points[:, :3]` by `method`."""
+    if method == "exact":
+        return farthest_point_sample(points, n, start)
+    if method != "bucket":
+        raise ValueError(f"unknown FPS method {method!r}")
+    import fpsample
+
+    xyz = np.ascontiguousarray(np.asarray(points)[:, :3], dtype=np.float32)
+    if not 1 <= n <= len(xyz):
+        raise ValueError(f"cannot pick {n} of {len(xyz)} points")
+    height = min(BUCKET_HEIGHT, max(1, int(np.log2(len(xyz))) - 1))
+    picked = fpsample.bucket_fps_kdline_sampling(xyz, n, h=height, start_idx=int(start))
+    return picked.astype(np.int64)
+
+
+def coverage_radius(points: np.ndarray, picked: np.ndarray) -> float:
+    """How well picks cover a cloud: the largest distance from a point to its nearest pick."""
+    xyz = np.asarray(points)[:, :3]
+    distance, _ = cKDTree(xyz[picked]).query(xyz, k=1)
+    return float(distance.max())
 
 
 def farthest_point_sample(points: np.ndarray, n: int, start: int = 0) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The shared object frame: every stage (sampling, rendering, classify) normalises alike.
 
 Canonical frame: +Y up (ShapeNet, glTF and the ModelNet40 resampled benchmark files);
-a source whose files are Z-up says so in the manifest's `up_axis` column and is rotated
-here. Normalisation is computed from the mesh vertices, not from sampled points, so that
+a source whose files have another up axis (±x, ±y, ±z) says so in the manifest's `up_axis`
+column and is rotated here. Normalisation is computed from the mesh vertices, not from sampled points, so that
 points and rendered views share one frame: centre = bounding-box centre, scale = 1 / the
 largest vertex distance from it, so the whole surface lies inside the unit sphere.
 
@@ -11,17 +11,32 @@ Pure numpy: Blender worker processes import this module too.
 
 import numpy as np
 
-# Z-up → Y-up: (x, y, z) → (x, z, -y), a proper rotation (det +1) about +X.
-Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+# The up axes a source may declare, and the proper rotation (det +1) taking each onto +Y.
+# Z-up → Y-up is (x, y, z) → (x, z, -y), a rotation about +X; the others likewise.
+CANONICAL_FROM_UP = {
+    "y": np.eye(3),
+    "z": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]),
+    "-y": np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]),
+    "-z": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]),
+    "x": np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+    "-x": np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+}
+UP_AXES = tuple(CANONICAL_FROM_UP)
+Z_UP_TO_Y_UP = CANONICAL_FROM_UP["z"]
+
+
+def canonical_rotation(up_axis: str) -> np.ndarray:
+    """The 3×3 rotation from a file's axes (its up axis `up_axis`) to the canonical +Y up."""
+    if up_axis not in CANONICAL_FROM_UP:
+        raise ValueError(f"up_axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
+    return CANONICAL_FROM_UP[up_axis]
 
 
 def to_canonical_axes(vertices: np.ndarray, up_axis: str) -> np.ndarray:
-    """Rotate vertices from the file's up axis ("y" or "z") into the canonical Y-up frame."""
+    """Rotate vertices from the file's up axis into the canonical Y-up frame."""
     if up_axis == "y":
         return vertices
-    if up_axis == "z":
-        return vertices @ Z_UP_TO_Y_UP.T
-    raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
+    return vertices @ canonical_rotation(up_axis).T
 
 
 def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:

@@ -1,20 +1,72 @@
-"""Loading mesh files into plain arrays, with one error type that says what went wrong.
+"""Checking mesh files and reading the simple ones into arrays, with one error type that says
+what went wrong.
 
-Every stage that reads meshes (meshes validation, sample, render, classify) goes through
-`load_mesh`, so a file is judged the same way everywhere. Parsing only: trimesh reads the
-geometry (a glTF scene is flattened with its node transforms applied); nothing in a file is
-ever executed. Materials and textures are skipped: only the surface matters here.
+The reading of record is Blender's importer (`cg3d.render.worker`): the views and, for glTF
+and for coloured points, the sampled points come from it. `load_mesh` (trimesh) is the fast
+path for the formats both read alike (`FAST_SUFFIXES`: a test compares the two readings), and
+the OFF reader of the Blender workers. `validate_file` is the meshes stage's check: the file
+stays inside its source's root, every file it references (`referenced_files`: OBJ `mtllib`,
+MTL texture maps, glTF buffer and image URIs) resolves inside the root (`resolve_reference`,
+the one function that decides) and exists, and the geometry is a surface (a point cloud, a
+file of lines, an unsupported required glTF extension are named as such). Parsing only:
+nothing in a file is ever executed.
 """
 
+import json
 import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
+# trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
+# for their points unless colours are asked for.
+FAST_SUFFIXES = (".obj", ".off", ".ply", ".stl")
+GLTF_SUFFIXES = (".glb", ".gltf")
+# Formats researchers hold that are not read here: named, never "empty" (Blender 5 dropped
+# COLLADA; FBX and 3MF are not read by this pipeline: convert them to glTF).
+NAMED_UNSUPPORTED = {
+    ".fbx": "FBX",
+    ".dae": "COLLADA (.dae, no longer in Blender 5)",
+    ".3mf": "3MF",
+    ".blend": "a .blend file (never opened: it can hold scripts)",
+    ".usd": "USD",
+    ".usdz": "USDZ",
+    ".usda": "USD",
+    ".usdc": "USD",
+    ".abc": "Alembic",
+    ".3ds": "3DS",
+    ".x3d": "X3D",
+    ".wrl": "VRML",
+}
+# Extensions Blender 5's glTF importer reads; a file requiring another one is refused by name.
+GLTF_EXTENSIONS_READ = {
+    "KHR_draco_mesh_compression",
+    "KHR_mesh_quantization",
+    "KHR_texture_transform",
+    "KHR_materials_emissive_strength",
+    "KHR_materials_unlit",
+    "KHR_materials_pbrSpecularGlossiness",
+    "KHR_materials_clearcoat",
+    "KHR_materials_transmission",
+    "KHR_materials_volume",
+    "KHR_materials_ior",
+    "KHR_materials_specular",
+    "KHR_materials_sheen",
+    "KHR_materials_variants",
+    "KHR_materials_anisotropy",
+    "KHR_lights_punctual",
+    "KHR_texture_basisu",
+    "EXT_texture_webp",
+    "EXT_mesh_gpu_instancing",
+}
+COMPRESSION_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression")
+TRIANGLE_MODES = (4, 5, 6)  # glTF primitive modes with faces (0 points, 1-3 lines)
 
 # Beyond these a file is not a single object in any sane unit (or would exhaust memory).
 MAX_EXTENT = 1.0e6
@@ -43,30 +95,48 @@ class Mesh:
     faces: np.ndarray
 
 
-def load_mesh(path: Path) -> Mesh:
-    """Read a mesh file into one triangulated `Mesh`; raise MeshError when unusable."""
-    import trimesh
-
-    path = Path(path)
-    suffix = path.suffix.lower()
+def check_suffix(path: Path) -> str:
+    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix in NAMED_UNSUPPORTED:
+        raise MeshError(
+            "unsupported_format",
+            f"{NAMED_UNSUPPORTED[suffix]} is not read here: convert it to glTF/GLB",
+        )
     if suffix not in SUPPORTED_SUFFIXES:
         raise MeshError(
             "unsupported_format",
             f"{suffix or 'no suffix'} is not one of {' '.join(SUPPORTED_SUFFIXES)}",
         )
+    return suffix
+
+
+def check_nonempty(path: Path) -> None:
     try:
-        size = path.stat().st_size
+        size = Path(path).stat().st_size
     except OSError as error:
         raise MeshError("unreadable", f"cannot open the file: {error.strerror or error}") from error
     if size == 0:
         raise MeshError("empty", "the file has zero bytes")
+
+
+def load_mesh(path: Path) -> Mesh:
+    """Read a mesh file into one triangulated `Mesh`; raise MeshError when unusable."""
+    import trimesh
+
+    path = Path(path)
+    suffix = check_suffix(path)
+    check_nonempty(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
         scene = trimesh.load_scene(str(path), file_type=suffix[1:], process=False, **options)
+        _check_has_faces(scene, path)
         vertices, faces = _scene_arrays(scene)
     except MemoryError as error:
         raise MeshError("absurd_size", "the file does not fit in memory") from error
+    except MeshError:
+        raise
     except Exception as error:  # any parser failure: a malformed file, not a crashed stage
         raise MeshError("unreadable", f"{type(error).__name__}: {error}") from error
     result = Mesh(
@@ -75,6 +145,27 @@ def load_mesh(path: Path) -> Mesh:
     )
     check_mesh(result)
     return result
+
+
+def _check_has_faces(scene, path: Path) -> None:
+    """MeshError naming what a file without faces holds: a point cloud, or only lines."""
+    if any(len(getattr(g, "faces", ())) for g in scene.geometry.values()):
+        return
+    vertices = sum(len(getattr(g, "vertices", ())) for g in scene.geometry.values())
+    kinds = {type(g).__name__ for g in scene.geometry.values()}
+    if "Path3D" in kinds or "Path2D" in kinds or _obj_has_lines(path):
+        raise MeshError("no_faces", "the file holds only lines, no faces")
+    if vertices:
+        raise MeshError("no_faces", f"a point cloud ({vertices} vertices, no faces)")
+    raise MeshError("empty", "the file holds no geometry")
+
+
+def _obj_has_lines(path: Path) -> bool:
+    """Whether an OBJ has `l` (polyline) records; trimesh reads those as bare vertices."""
+    if path.suffix.lower() != ".obj":
+        return False
+    with open(path, "rb") as handle:
+        return any(line.lstrip().startswith(b"l ") for line in handle)
 
 
 def _scene_arrays(scene) -> tuple[np.ndarray, np.ndarray]:
@@ -114,3 +205,121 @@ def check_mesh(mesh: Mesh) -> None:
     # Relative to the size of the object, so that millimetre and kilometre models pass alike.
     if extent <= 0.0 or doubled_areas.sum() <= 1e-12 * extent * extent:
         raise MeshError("degenerate", "the surface has zero area")
+
+
+# Path safety and the meshes stage's check.
+
+
+def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool) -> Path | None:
+    """The file `reference` (relative to `base_dir`, or absolute) names, if it lies inside
+    `root` after symlinks are followed; MeshError naming it when it escapes, or when it is
+    `required` and missing (a missing optional file, a texture, is None: the object is read
+    without it). The one function that decides what a source may read."""
+    target = (Path(base_dir) / reference).resolve()
+    if not target.is_relative_to(Path(root).resolve()):
+        raise MeshError("outside_root", f"{reference} resolves outside the source root")
+    if not target.is_file():
+        if required:
+            raise MeshError("missing_file", f"{reference} (referenced by the file) does not exist")
+        return None
+    return target
+
+
+def gltf_document(path: Path) -> dict:
+    """The JSON document of a .gltf or .glb file; MeshError when it does not parse."""
+    try:
+        data = Path(path).read_bytes()
+        if data[:4] == b"glTF":
+            length, kind = struct.unpack_from("<II", data, 12)
+            if kind != 0x4E4F534A:
+                raise ValueError("the first GLB chunk is not JSON")
+            data = data[20 : 20 + length]
+        document = json.loads(data)
+    except (ValueError, struct.error, UnicodeDecodeError) as error:
+        raise MeshError("unreadable", f"not a glTF document: {error}") from error
+    if not isinstance(document, dict):
+        raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
+    return document
+
+
+def _mtl_maps(mtl: Path) -> list[str]:
+    """Texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...; options skipped)."""
+    found = []
+    for line in mtl.read_text(errors="replace").splitlines():
+        words = line.split()
+        if words and (
+            words[0].lower().startswith("map_")
+            or words[0].lower() in ("bump", "disp", "decal", "refl", "norm")
+        ):
+            found.append(words[-1])  # the file name comes after any -o/-s/... options
+    return found
+
+
+def referenced_files(path: Path, root: Path) -> list[Path]:
+    """Every file `path` makes an importer read, each resolved and checked inside `root`."""
+    path, suffix = Path(path), Path(path).suffix.lower()
+    base = path.resolve().parent
+    found: list[Path | None] = []
+    if suffix == ".obj":
+        with open(path, "rb") as handle:
+            names = [
+                name
+                for line in handle
+                if line.startswith(b"mtllib")
+                for name in line.decode(errors="replace").split()[1:]
+            ]
+        for name in names:
+            mtl = resolve_reference(root, base, name, required=False)
+            found.append(mtl)
+            if mtl is not None:
+                found += [resolve_reference(root, mtl.parent, m, False) for m in _mtl_maps(mtl)]
+    elif suffix in GLTF_SUFFIXES:
+        document = gltf_document(path)
+        for kind in ("buffers", "images"):
+            for item in document.get(kind, []):
+                uri = item.get("uri") if isinstance(item, dict) else None
+                if isinstance(uri, str) and not uri.startswith("data:"):
+                    found.append(resolve_reference(root, base, unquote(uri), kind == "buffers"))
+    return [file for file in found if file is not None]
+
+
+def check_gltf(document: dict) -> None:
+    """The structural check of a glTF file: required extensions read, some triangles."""
+    required = set(document.get("extensionsRequired", []))
+    unread = sorted(required - GLTF_EXTENSIONS_READ)
+    if unread:
+        raise MeshError(
+            "unsupported_format",
+            f"the file requires the glTF extension {', '.join(unread)}, not read here",
+        )
+    modes = [
+        primitive.get("mode", 4)
+        for mesh in document.get("meshes", [])
+        for primitive in mesh.get("primitives", [])
+    ]
+    if not modes:
+        raise MeshError("empty", "the file holds no meshes")
+    if not any(mode in TRIANGLE_MODES for mode in modes):
+        if all(mode == 0 for mode in modes):
+            raise MeshError("no_faces", "a point cloud (glTF POINTS primitives, no faces)")
+        raise MeshError("no_faces", "the file holds only lines or points, no faces")
+
+
+def validate_file(path: Path, root: Path) -> None:
+    """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
+
+    glTF geometry is decoded by Blender in the sample and render stages (Draco, sparse
+    accessors, skins...), so here it is checked structurally; the other formats are read.
+    """
+    path = Path(path)
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise MeshError(
+            "outside_root", f"the file resolves to {path.resolve()}, outside the source root"
+        )
+    suffix = check_suffix(path)
+    check_nonempty(path)
+    referenced_files(path, root)
+    if suffix in GLTF_SUFFIXES:
+        check_gltf(gltf_document(path))
+    else:
+        load_mesh(path)

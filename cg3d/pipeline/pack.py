@@ -36,7 +36,7 @@ from cg3d.formats.renders import Rendered
 from cg3d.formats.shards import INDEX_NAME, ShardWriter, sample_members, write_index
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import progress_bar
+from cg3d.pipeline.chunks import locks_out_dir, progress_bar
 
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
@@ -99,6 +99,15 @@ def points_lookup(points_dir: Path) -> ChunkedLookup:
     return ChunkedLookup([unit(p) for p in points_format.points_parts(points_dir)])
 
 
+def colour_lookup(points_dir: Path) -> ChunkedLookup:
+    """{id: has_color} over the sample stage's parts (meta.json's `has_color`)."""
+
+    def unit(part: Path):
+        return (lambda: points_format.part_ids(part), lambda: points_format.part_has_color(part))
+
+    return ChunkedLookup([unit(p) for p in points_format.points_parts(points_dir)])
+
+
 def renders_lookup(renders_dir: Path) -> ChunkedLookup:
     def unit(part: Path):
         return (
@@ -127,6 +136,8 @@ class PackInputs:
     points: ChunkedLookup
     renders: ChunkedLookup
     captions: ChunkedLookup
+    has_color: ChunkedLookup
+    channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
 
 def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
@@ -145,6 +156,8 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
         points_lookup(points_dir),
         renders_lookup(renders_dir),
         captions_lookup(captions_dir),
+        colour_lookup(points_dir),
+        points_format.points_channels(points_dir),
     )
 
 
@@ -167,7 +180,7 @@ def missing_reason(points, renders: Rendered | None, captions) -> str:
     """Why an object that no stage reported as failed cannot be packed ("" when it can)."""
     if points is None:
         return "missing: no points"
-    if points.ndim != 2 or points.shape[1] not in (3, 6) or not np.isfinite(points).all():
+    if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or not np.isfinite(points).all():
         return f"bad_points: shape {points.shape} or non-finite values"
     if renders is None or not renders.views:
         return "missing: no rendered views"
@@ -218,6 +231,10 @@ class Packer:
         self.points_shapes.add(cloud.shape)
         cls = self.inputs.classes[row["class_name"]]
         meta = object_meta(row, cloud, len(rendered.views))
+        meta |= {
+            "channels": self.inputs.channels,
+            "has_color": bool(self.inputs.has_color.get(key)),
+        }
         members = sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
         self.writers[row["split"]].write(key, members)
         return None
@@ -241,6 +258,7 @@ def pack_index(classes: list[str], packer: Packer, failures: list[dict], config:
     }
 
 
+@locks_out_dir
 def pack_shards(
     meshes_dir: Path,
     points_dir: Path,

@@ -29,6 +29,7 @@ from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
+    locks_out_dir,
     progress_bar,
     split_into_chunks,
 )
@@ -96,6 +97,7 @@ def render_chunk(
     return config.views * (len(records) - len(failures))
 
 
+@locks_out_dir
 def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> RenderSummary:
     """The stage: render every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()

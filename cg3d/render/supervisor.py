@@ -1,5 +1,8 @@
 """The pipeline side of a Blender worker: start it, send it objects, survive its crashes.
 
+The render stage asks it for views, the sample stage for points: the same import of the same
+file (`worker.py`), so the two agree.
+
 A `BlenderWorker` owns one `python -m cg3d.render.worker` subprocess and talks to it over
 stdin/stdout in JSON lines. Blender starts once and renders many objects; when an object
 crashes Blender or runs past the per-object timeout, only that process is killed, the object
@@ -13,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
@@ -56,15 +61,43 @@ class BlenderWorker:
 
     def render(self, object_id: str, path: Path, up_axis: str, views: list[dict]) -> str | None:
         """Render the views of one object into `out_dir`; None on success, else the reason."""
-        if self.process is None or self.process.poll() is not None:
-            self.start()
         request = {
+            "op": "render",
             "id": object_id,
             "path": str(path),
             "up_axis": up_axis,
             "out_dir": str(self.out_dir),
             "views": [{"name": v["name"], "world_to_camera": v["world_to_camera"]} for v in views],
         }
+        reply = self._ask(request)
+        return None if reply["ok"] else reply["reason"]
+
+    def points(
+        self, object_id: str, path: Path, up_axis: str, sampling: dict
+    ) -> tuple[np.ndarray | None, bool, str | None]:
+        """Sample one object's points from Blender's reading of it: (cloud, has_color, None),
+        or (None, False, reason). `sampling`: points, normals, colors, seed."""
+        out = self.out_dir / f"{object_id}.points.npy"
+        request = {
+            "op": "points",
+            "id": object_id,
+            "path": str(path),
+            "up_axis": up_axis,
+            "out": str(out),
+            **sampling,
+        }
+        reply = self._ask(request)
+        if not reply["ok"]:
+            return None, False, reply["reason"]
+        cloud = np.load(out, allow_pickle=False)
+        out.unlink()
+        return cloud, bool(reply.get("has_color")), None
+
+    def _ask(self, request: dict) -> dict:
+        """Send one request; the reply, or {"ok": False, "reason"} when Blender died or hung."""
+        object_id = request["id"]
+        if self.process is None or self.process.poll() is not None:
+            self.start()
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -72,12 +105,13 @@ class BlenderWorker:
         except (WorkerDied, BrokenPipeError) as error:
             self.kill()
             self.restarts += 1
-            return str(error) if isinstance(error, WorkerDied) else "crash: Blender exited"
+            reason = str(error) if isinstance(error, WorkerDied) else "crash: Blender exited"
+            return {"ok": False, "reason": reason}
         if reply.get("id") != object_id:
             self.kill()
-            return f"crash: protocol out of step (got {reply})"
+            return {"ok": False, "reason": f"crash: protocol out of step (got {reply})"}
         self.last_rss_mb = reply.get("rss_mb", self.last_rss_mb)
-        return None if reply["ok"] else reply["reason"]
+        return reply
 
     def _read(self, timeout_s: float, what: str) -> dict:
         """One reply line, or WorkerDied on timeout or exit."""

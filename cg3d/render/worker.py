@@ -1,23 +1,26 @@
-"""The Blender side of rendering: one long-lived process that renders object after object.
+"""The Blender side: one long-lived process that reads object after object, the importer of
+record of both the views and the points.
 
 Run as `python -m cg3d.render.worker SETTINGS_JSON` by the supervisor (`supervisor.py`).
 Blender starts once; between objects the imported data are deleted and orphans purged, so
 memory stays flat. Protocol: JSON lines, no pickle. The worker prints `{"ready": ...}` once
 set up, then answers each request line
 
-    {"id", "path", "up_axis", "out_dir", "views": [{"name", "world_to_camera"}, ...]}
+    {"op": "render", "id", "path", "up_axis", "out_dir", "views": [{"name", "world_to_camera"}]}
+    {"op": "points", "id", "path", "up_axis", "out", "points", "normals", "colors", "seed"}
 
 with `{"id", "ok": true, "rss_mb"}` after writing `out_dir/<id>.<name>.png` (RGBA) per view,
-or `{"id", "ok": false, "reason": "kind: words"}`. Blender's own chatter on stdout is sent to
-stderr so that stdout carries only the protocol.
+or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
+`{"id", "ok": false, "reason": "kind: words"}`. Blender's chatter on stdout goes to stderr so
+that stdout carries only the protocol. Settings `{"role": "points"}` set up no camera or engine.
 
-Import: Blender's importers for OBJ (with its .mtl), PLY, STL and glTF/GLB, so materials,
-textures and vertex colours are kept; OFF (no Blender importer) is built from
-`cg3d.pipeline.meshio.load_mesh` arrays. Whatever the importer, the vertices are taken back
-to the file's own coordinates, rotated to the canonical frame (`to_canonical_axes`) and
-normalised with `normalization` of those vertices: the frame the point sampler uses.
-Only mesh formats are imported, never a .blend, and Blender's script auto-run is off.
-Never imports torch.
+One reading (`Renderer.load`): Blender's importers for OBJ (with its .mtl), PLY, STL and
+glTF/GLB; OFF (no Blender importer) is built from `cg3d.pipeline.meshio.load_mesh` arrays.
+The evaluated scene (`cg3d.render.surface`: skins posed, instances placed, Draco decoded) is
+taken back to the file's own coordinates, rotated to the canonical frame of its up axis and
+normalised with `normalization` of its triangles' vertices; the views are rendered and the
+points sampled from that one surface. Only mesh formats are imported, never a .blend, and
+Blender's script auto-run is off. Never imports torch.
 """
 
 import json
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.params import ENGINES
+from cg3d.pipeline.surface import Surface
 
 # Canonical (+Y up) to Blender's world (+Z up): (x, y, z) → (x, -z, y).
 CANONICAL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -71,8 +75,9 @@ class Renderer:
         bpy.context.preferences.filepaths.use_scripts_auto_execute = False
         self.settings = settings
         self.scene = bpy.context.scene
-        self._setup_camera()
-        self._setup_engine()
+        if settings.get("role") != "points":
+            self._setup_camera()
+            self._setup_engine()
         self.keep = {obj.name for obj in bpy.data.objects}
         self.faults = json.loads(os.environ.get(FAULTS_ENV, "{}"))
 
@@ -105,8 +110,8 @@ class Renderer:
             # Studio lighting follows the camera, and cavity shading darkens creases: shape,
             # not a flat silhouette. The colour source is chosen per object (`colour_source`).
             shading = scene.display.shading
-            shading.light = "STUDIO"
-            shading.show_cavity = True
+            shading.light = "FLAT" if self.settings.get("flat") else "STUDIO"
+            shading.show_cavity = not self.settings.get("flat")
             shading.cavity_type = "WORLD"
             scene.display.render_aa = "5"  # 5 samples: half the time of 8, edges still smooth
             return
@@ -130,6 +135,8 @@ class Renderer:
 
     def warm_up(self) -> None:
         """One render of the empty scene, so shader compilation is not charged to an object."""
+        if self.settings.get("role") == "points":
+            return
         self.scene.render.filepath = os.path.join(self.settings["tmp_dir"], "warm_up.png")
         self.bpy.ops.render.render(write_still=True)
 
@@ -164,7 +171,11 @@ class Renderer:
         except RenderFailure:
             raise
         except Exception as error:  # importers raise RuntimeError with Blender's report
-            raise RenderFailure(f"unreadable: {str(error).strip()[:300]}") from error
+            report = str(error).strip()[:300]
+            compression = _compression_used(path)
+            if compression:
+                raise RenderFailure(f"undecodable: the {compression} payload: {report}") from error
+            raise RenderFailure(f"unreadable: {report}") from error
         new = [obj for obj in bpy.data.objects if obj not in before]
         # A glTF file may bring its own cameras and lights: the views use ours alone.
         for obj in [obj for obj in new if obj.type in ("CAMERA", "LIGHT")]:
@@ -185,36 +196,34 @@ class Renderer:
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
 
-    def normalise(self, objects: list, suffix: str, up_axis: str) -> None:
-        """Put the imported objects in the canonical, normalised frame of the point sampler."""
-        from cg3d.pipeline.geometry import Z_UP_TO_Y_UP, normalization
+    def load(self, path: Path, up_axis: str) -> Surface:
+        """Import `path` and put it in the canonical, normalised frame; return its surface in
+        that frame (the triangles the views show, with their colours)."""
+        from cg3d.pipeline.geometry import canonical_rotation, normalization
+        from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh
+        from cg3d.render.surface import evaluated_surface
 
+        self.clear()
+        suffix = path.suffix.lower()
+        objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
-        meshes = [obj for obj in objects if obj.type == "MESH" and len(obj.data.vertices)]
-        if not meshes:
-            raise RenderFailure("empty: the file holds no mesh vertices")
-        world = []
-        for obj in meshes:
-            co = np.empty(len(obj.data.vertices) * 3)
-            obj.data.vertices.foreach_get("co", co)
-            matrix = np.array(obj.matrix_world)
-            world.append(co.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3])
-        file_frame = np.concatenate(world) @ IMPORTED_TO_FILE[suffix].T
-        if not np.isfinite(file_frame).all():
-            raise RenderFailure("non_finite: the mesh has NaN or infinite vertex coordinates")
-        to_canonical = Z_UP_TO_Y_UP if up_axis == "z" else np.eye(3)
+        surface, counts = evaluated_surface(self.bpy)
+        if not len(surface.triangles):
+            raise RenderFailure(_no_triangles_reason(path, counts))
+        # Blender's world back to the file's axes, then to the canonical +Y up.
+        to_canonical = homogeneous(canonical_rotation(up_axis) @ IMPORTED_TO_FILE[suffix])
+        canonical = surface.transformed(to_canonical)
+        vertices = canonical.triangles.reshape(-1, 3)
         try:
-            centre, scale = normalization(file_frame @ to_canonical.T)
+            check_mesh(Mesh(vertices, np.arange(len(vertices)).reshape(-1, 3)))
+            centre, scale = normalization(vertices)
+        except MeshError as error:
+            raise RenderFailure(str(error)) from error
         except ValueError as error:
             raise RenderFailure(f"degenerate: {error}") from error
         normalise = np.eye(4) * scale
         normalise[3, 3] = 1.0
         normalise[:3, 3] = -scale * centre
-        transform = (
-            homogeneous(CANONICAL_TO_BLENDER)
-            @ normalise
-            @ homogeneous(to_canonical @ IMPORTED_TO_FILE[suffix])
-        )
         from mathutils import Matrix
 
         root = self.bpy.data.objects.new("object_root", None)
@@ -222,21 +231,41 @@ class Renderer:
         for obj in objects:
             if obj.parent is None:
                 obj.parent = root
-        root.matrix_world = Matrix(transform.tolist())
+        root.matrix_world = Matrix(
+            (homogeneous(CANONICAL_TO_BLENDER) @ normalise @ to_canonical).tolist()
+        )
+        return canonical.transformed(normalise)
 
-    def render(self, request: dict) -> None:
-        object_id = request["id"]
+    def sample(self, request: dict) -> dict:
+        """Sample the points of one object from its surface (`cg3d.pipeline.sample`)."""
+        from cg3d.params import SampleConfig
+        from cg3d.pipeline.sample import object_rng, points_from_surface
+
+        self._fault(request["id"])
+        surface = self.load(Path(request["path"]), request["up_axis"])
+        config = SampleConfig(
+            points=request["points"], normals=request["normals"], colors=request["colors"]
+        )
+        cloud, has_color = points_from_surface(
+            surface, config, object_rng(request["seed"], request["id"])
+        )
+        np.save(request["out"], cloud)
+        self.clear()
+        return {"has_color": has_color}
+
+    def _fault(self, object_id: str) -> None:
         fault = self.faults.get(object_id)
         if fault == "crash":
             os._exit(3)
         if fault == "hang":
             time.sleep(3600)
-        self.clear()
-        path = Path(request["path"])
-        objects = self.import_mesh(path)
-        self.normalise(objects, path.suffix.lower(), request["up_axis"])
+
+    def render(self, request: dict) -> None:
+        object_id = request["id"]
+        self._fault(object_id)
+        self.load(Path(request["path"]), request["up_axis"])
         if self.settings["engine"] == "workbench":
-            self.scene.display.shading.color_type = colour_source(objects)
+            self.scene.display.shading.color_type = colour_source(self.bpy.data.objects)
         from mathutils import Matrix
 
         for view in request["views"]:
@@ -252,15 +281,14 @@ class Renderer:
         self.clear()
 
 
-def colour_source(objects: list) -> str:
-    """Workbench's colour for this object: vertex colours, image textures, or material colours.
+def colour_source(objects) -> str:
+    """Workbench's colour for this object, in the order the coloured points take theirs
+    (`cg3d.pipeline.surface`): image textures, vertex colours, or material colours.
 
     Workbench draws a material's viewport colour, which importers leave grey, so the base
     colour of its Principled BSDF is copied over (Cycles reads the node tree itself).
     """
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
-    if any(len(mesh.color_attributes) for mesh in meshes):
-        return "VERTEX"
     materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
     has_texture = False
     for material in materials:
@@ -268,7 +296,34 @@ def colour_source(objects: list) -> str:
             if node.type == "BSDF_PRINCIPLED":
                 material.diffuse_color = node.inputs["Base Color"].default_value
             has_texture = has_texture or node.type == "TEX_IMAGE"
-    return "TEXTURE" if has_texture else "MATERIAL"
+    if has_texture:
+        return "TEXTURE"
+    return "VERTEX" if any(len(mesh.color_attributes) for mesh in meshes) else "MATERIAL"
+
+
+def _no_triangles_reason(path: Path, counts: dict) -> str:
+    """Why an imported file has no triangles: lines, a point cloud, an undecodable payload."""
+    compression = _compression_used(path)  # a failed decode leaves a stray vertex or none
+    if compression:
+        return f"undecodable: the {compression} payload did not decode into triangles"
+    if counts["edges"]:
+        return f"no_faces: the file holds only lines ({counts['edges']} edges, no faces)"
+    if counts["loose_vertices"]:
+        return f"no_faces: a point cloud ({counts['loose_vertices']} vertices, no faces)"
+    return "empty: the file holds no faces"
+
+
+def _compression_used(path: Path) -> str:
+    """The mesh compression extension a glTF file uses, or ""."""
+    from cg3d.pipeline.meshio import COMPRESSION_EXTENSIONS, GLTF_SUFFIXES, MeshError, gltf_document
+
+    if path.suffix.lower() not in GLTF_SUFFIXES:
+        return ""
+    try:
+        used = set(gltf_document(path).get("extensionsUsed", []))
+    except MeshError:
+        return ""
+    return next((e for e in COMPRESSION_EXTENSIONS if e in used), "")
 
 
 def rss_mb() -> float:
@@ -291,7 +346,11 @@ def serve(settings: dict) -> None:
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            renderer.render(request)
+            extra = {}
+            if request.get("op") == "points":
+                extra = renderer.sample(request)
+            else:
+                renderer.render(request)
         except RenderFailure as failure:
             renderer.clear()
             reply({"id": request["id"], "ok": False, "reason": str(failure)})
@@ -301,7 +360,7 @@ def serve(settings: dict) -> None:
             reason = f"render: {type(error).__name__}: {str(error).strip()[:300]}"
             reply({"id": request["id"], "ok": False, "reason": reason})
             continue
-        reply({"id": request["id"], "ok": True, "rss_mb": rss_mb()})
+        reply({"id": request["id"], "ok": True, "rss_mb": rss_mb(), **extra})
 
 
 if __name__ == "__main__":

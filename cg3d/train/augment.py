@@ -1,7 +1,11 @@
 """The paper's point augmentations (Point-BERT / CG3D conventions), each switchable.
 
-Points are (N, 3) or (N, 6) float32 in the canonical frame (+Y up); with normals, rotations
-apply to both halves and scale/translation/jitter to positions only.
+Points are (N, C) float32 in the canonical frame (+Y up), their columns named by `channels`
+(meta.json's, `cg3d.formats.points.channel_names`: xyz, then rgb, then normals). Rotations
+apply to positions and normals, scale/translation/jitter to positions only; colours are never
+rotated or scaled, only jittered when `color_jitter` is on (and only the colours an object has:
+the constant of an object without any stays the constant). A layout not given is xyz (C = 3) or
+xyz + normals (C = 6), as before colours existed.
 """
 
 import numpy as np
@@ -26,7 +30,11 @@ def rotation_z(angle: float) -> np.ndarray:
 
 
 def augment_points(
-    points: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+    points: np.ndarray,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    channels: list[str] | None = None,
+    has_color: bool = True,
 ) -> np.ndarray:
     """One random draw of every enabled augmentation, in Point-BERT's order (rotations, dropout,
     scale, translation, jitter); a new array, the caller's is left as it was.
@@ -64,4 +72,23 @@ def augment_points(
         shifted += noise.clamp_(-config.jitter_clip, config.jitter_clip)
     if points.shape[1] == 3:
         return xyz
-    return np.hstack([xyz, points[:, 3:] @ rotation.T])  # normals turn, never scale
+    out = np.array(points, dtype=np.float32)
+    out[:, :3] = xyz
+    names = list(channels) if channels else ["x", "y", "z", "nx", "ny", "nz"]
+    if "nx" in names:
+        normals = names.index("nx")
+        out[:, normals : normals + 3] = points[:, normals : normals + 3] @ rotation.T  # turn only
+    if config.color_jitter and has_color and "r" in names:
+        rgb = names.index("r")
+        out[:, rgb : rgb + 3] = jitter_colors(out[:, rgb : rgb + 3], config, rng)
+    return out
+
+
+def jitter_colors(rgb: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One draw for the whole cloud: contrast c ~ U(1 - contrast, 1 + contrast) about the
+    cloud's mean colour, then a brightness shift b ~ U(-brightness, brightness); clipped to
+    [0, 1]. rgb' = (rgb - mean) * c + mean + b."""
+    contrast = rng.uniform(1 - config.color_contrast, 1 + config.color_contrast)
+    brightness = rng.uniform(-config.color_brightness, config.color_brightness)
+    mean = rgb.mean(axis=0, keepdims=True)
+    return np.clip((rgb - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)

@@ -14,6 +14,12 @@ Splitting, so that multi-GPU multi-worker runs see every sample exactly once per
 Keys are object ids, which never contain dots (webdataset cuts keys at the first dot).
 A sample that fails to decode, or the rest of a shard that cannot be read, is skipped with a
 log line and counted (`Loader.skipped`).
+
+Points are fed by the sample's recorded layout (meta.json's `channels`), never by position:
+xyz, then rgb when the model takes 6 channels (`point_channels`); normals are never fed. A
+sample without colour of its own gets the constant `NO_COLOR` and `has_color` false in its
+batch, so the training loop counts them; shards with no rgb column at all are refused before
+training by `check_point_channels`.
 """
 
 import json
@@ -31,18 +37,24 @@ from torchcodec.decoders import decode_png
 
 from cg3d.errors import UsageError
 from cg3d.formats.shards import (
+    RGB,
     Skipped,
+    decode_cloud,
     decode_image,
     decode_member,
-    decode_points,
+    location,
+    model_columns,
     raw_samples,
     read_index,
+    sample_channels,
+    sample_has_color,
+    split_channels,
     split_entry,
     view_names,
 )
 from cg3d.train.augment import AugmentConfig, augment_points
 
-__all__ = ["AugmentConfig", "LoaderConfig", "Loader", "make_loader"]
+__all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -55,6 +67,7 @@ class LoaderConfig:
     workers: int = 2
     shuffle_buffer: int = 1000
     image_size: int = 224
+    point_channels: int = 3  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -236,15 +249,21 @@ class ShardStream(torch.utils.data.IterableDataset):
                 skipped.add(f"sample {raw.get('__key__')}", str(error))
 
     def decode(self, raw: dict, rng: np.random.Generator | None) -> dict:
-        """Points, one view and one caption (random ones when training); members that are
-        missing or do not decode raise FormatError naming them."""
-        points = decode_member(raw, "points.npy", decode_points)
+        """Points (the model's columns, by layout), one view and one caption (random ones
+        when training), whether the points had colour; members that are missing or do not
+        decode raise FormatError naming them."""
+        points = decode_member(raw, "points.npy", decode_cloud)
+        meta = decode_member(raw, "meta.json", json.loads)
+        channels = sample_channels(meta, points.shape[1])
+        colored = sample_has_color(meta, channels)
+        points = model_columns(points, channels, self.config.point_channels)
         captions = decode_member(raw, "captions.json", json.loads)
         views = view_names(raw)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
         if rng is not None:
-            points = augment_points(points, self.config.augment, rng)
+            fed = ["x", "y", "z", *(RGB if self.config.point_channels == 6 else ())]
+            points = augment_points(points, self.config.augment, rng, fed, colored)
             view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
         else:
             view, caption = views[0], captions[0]
@@ -254,6 +273,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             "image": decode_member(raw, view, self.preprocess.decode),
             "caption": caption,
             "cls": decode_member(raw, "cls", int),
+            "has_color": colored,
             "key": raw["__key__"],
         }
 
@@ -353,6 +373,22 @@ class Loader:
             yield batch
 
 
+def check_point_channels(shards: str | Path, point_channels: int) -> None:
+    """Before training: a model that takes colour (`point_channels` 6) needs shards with an rgb
+    column; one line naming the param and the shards otherwise. Reads one sample a split."""
+    if point_channels != 6:
+        return
+    for split in ("train", "test"):
+        channels = split_channels(shards, split)
+        if channels is not None and "r" not in channels:
+            raise UsageError(
+                f"train.point_channels is 6 (xyz, rgb), but the {split} shards in "
+                f"{location(shards)} have no rgb column (channels {','.join(channels)}): "
+                "sample them with sample.colors (--colors) and pack again, or train with "
+                "--point-channels 3"
+            )
+
+
 def make_loader(
     shards: str | Path,
     split: str,
@@ -368,6 +404,8 @@ def make_loader(
         raise UsageError("--n-points must be ≥ 1")
     if config.batch_size < 1:
         raise UsageError("--batch-size must be ≥ 1")
+    if config.point_channels not in (3, 6):
+        raise UsageError("--point-channels must be 3 (xyz) or 6 (xyz, rgb)")
     if not 0 <= rank < world_size:
         raise UsageError(f"rank {rank} is outside a world of {world_size}")
     preprocess = preprocess or ClipPreprocess(config.image_size)

@@ -357,11 +357,12 @@ def fit(
         if hasattr(train_batches, "set_epoch"):
             train_batches.set_epoch(epoch)
         sums: dict[str, list[float]] = {}
-        samples, started = 0, time.perf_counter()
+        samples, started, without_color = 0, time.perf_counter(), 0
         for group in _groups(train_batches, config.grad_accum, updates):
             for key, value in trainer.update(group, step).items():
                 sums.setdefault(key, []).append(value)
             samples += sum(len(batch["caption"]) for batch in group) * size
+            without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
             step += 1
         seconds = time.perf_counter() - started
         epoch_metrics = {f"train/{key}": sum(values) / len(values) for key, values in sums.items()}
@@ -369,6 +370,8 @@ def fit(
             "train/samples_per_s": samples / seconds,
             "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
             "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
+            # samples of this rank fed the constant NO_COLOR (no colour of their own)
+            "train/samples_without_color": without_color,
         }
         if rank == 0:
             held_out = evaluate(model, test_batches, prototypes, trainer.autocast)
@@ -425,7 +428,7 @@ def train_stage(
 ) -> dict[str, Any]:
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
     from cg3d.formats.shards import check_shards, is_remote, read_index
-    from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader
+    from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
     config.validate()
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
@@ -435,12 +438,14 @@ def train_stage(
     classes = list(read_index(shards)["classes"])
     for split in ("train", "test"):
         check_shards(shards, split)
+    check_point_channels(shards, config.point_channels)
     model, training = prepare_model(config, classes, out, resume)
     loader_config = LoaderConfig(
         n_points=config.n_points,
         batch_size=config.batch_size,
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
+        point_channels=config.point_channels,
         seed=config.seed,
         augment=config.augment,
     )

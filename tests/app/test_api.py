@@ -136,7 +136,7 @@ def test_classify_errors_are_one_line_usage_errors(model, tmp_path):
     with pytest.raises(UsageError, match="photo.png: not a readable image"):
         model.embed_images(tmp_path / "photo.png")
     with pytest.raises(UsageError, match="--up-axis"):
-        model.classify(cube(50, np.random.default_rng(0)), up_axis="x")
+        model.classify(cube(50, np.random.default_rng(0)), up_axis="w")
 
 
 def test_a_model_records_its_identity(model, tiny_checkpoint):
@@ -169,3 +169,53 @@ def test_the_readme_example_runs(tiny_checkpoint, tiny_index, tmp_path):
     assert {line.split(":")[0] for line in lines[:3]} == {"chair", "table", "lamp"}
     hits = [line for line in lines if re.fullmatch(r"\w+ (box|plank) -?\d\.\d{3}", line)]
     assert len(hits) == 5
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    """A tiny model whose encoder takes xyz and rgb (point_channels 6)."""
+    import warnings
+
+    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+
+    path = tmp_path_factory.mktemp("colour") / "colour.pt"
+    with warnings.catch_warnings(), torch.random.fork_rng():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model(tiny_model_config(n_points=64, point_channels=6)))
+    return cg3d.load(path)
+
+
+def test_a_colour_model_gets_rgb_with_every_point(colour_model, tmp_path):
+    from cg3d.formats.points import NO_COLOR
+
+    rng = np.random.default_rng(0)
+    xyz = cube(300, rng)
+    rgb = np.where(xyz[:, :1] > 0, [[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]])  # red right, blue left
+    prepared = colour_model.prepare(xyz, colors=rgb)
+    assert prepared.shape == (64, 6)
+    right = prepared[:, 0] > 0
+    assert np.allclose(prepared[right, 3:], [1, 0, 0]) and np.allclose(
+        prepared[~right, 3:], [0, 0, 1]
+    )
+    np.save(tmp_path / "shape.npy", xyz)  # a point file has no colour: the constant
+    assert np.allclose(colour_model.prepare(tmp_path / "shape.npy")[:, 3:], NO_COLOR)
+    red = colour_model.classify(prepared, labels=["a", "b"], prepared=True)
+    grey = colour_model.classify(tmp_path / "shape.npy", labels=["a", "b"])
+    assert {p.label for p in red} == {"a", "b"}
+    assert red[0].score != pytest.approx(grey[0].score, abs=1e-6)  # the colour reaches the model
+    with pytest.raises(UsageError, match=r"colors: expected a \(300, 3\) array"):
+        colour_model.prepare(xyz, colors=rgb[:10])
+    with pytest.raises(UsageError, match=r"expected \(B, N, 6\) prepared points"):
+        colour_model.embed_prepared(prepared[None, :, :3])
+
+
+@pytest.mark.blender
+def test_a_colour_model_reads_a_mesh_through_the_sample_stage(colour_model, tmp_path):
+    box = trimesh.creation.box(extents=(2.0, 1.0, 1.0))
+    box.visual.vertex_colors = np.tile([255, 0, 0, 255], (len(box.vertices), 1))
+    box.export(tmp_path / "red.ply")
+    prepared = colour_model.prepare(tmp_path / "red.ply")
+    assert prepared.shape == (64, 6)
+    assert np.linalg.norm(prepared[:, :3], axis=1).max() <= 1 + 1e-5
+    assert np.allclose(prepared[:, 3:], [1, 0, 0], atol=0.05)  # the vertex colour, per point

@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -35,12 +36,22 @@ def test_finetune_reports_last_epoch_and_labels_the_test_selected_one(
         shots=2,
     )
     metrics = finetune(tiny_checkpoint, tmp_path / "out", config)
-    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    out = tmp_path / "out"
+    saved = json.loads((out / "metrics.json").read_text())
     assert saved["reported"] == "last epoch" and saved["n_train"] == 6  # 2 shots × 3 classes
-    assert [row["epoch"] for row in saved["history"]] == [1, 2, 3]
-    assert saved["top1"] == saved["history"][-1]["top1"]
-    assert saved["best_test_selected"]["top1"] == max(row["top1"] for row in saved["history"])
-    assert "optimistic" in saved["best_test_selected"]["note"]
+    with (out / "history.csv").open() as handle:
+        history = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+    assert saved["top1"] == float(history[-1]["top1"])
+    best = json.loads((out / "details.json").read_text())["best_test_selected"]
+    assert best["top1"] == max(float(row["top1"]) for row in history)
+    assert "optimistic" in best["note"]
+    # metrics.json keeps to the headline: the details are in their own files
+    assert not {"history", "best_test_selected", "per_class"} & set(saved)
+    with (out / "per_class.csv").open() as handle:
+        per_class = list(csv.DictReader(handle))
+    assert [row["shapes"] for row in per_class[:4]] == ["3", "3", "3", "0"]  # 3 test shapes each
+    assert per_class[3]["top1"] == ""  # a class with no shapes has no accuracy
     assert metrics["mode"] == mode
 
 

@@ -97,6 +97,22 @@ def test_scanobjectnn_variants(tmp_path, variant):
     assert bench.classes == class_names("scanobjectnn")
 
 
+@pytest.mark.parametrize("variant", sorted(SCANOBJECTNN_FILES))
+def test_scanobjectnn_root_may_be_the_variant_folder(tmp_path, variant):
+    relative = SCANOBJECTNN_FILES[variant].format(split="test")
+    write_scanobjectnn(tmp_path / "h5_files", relative, count=3)
+    variant_folder = tmp_path / "h5_files" / relative.split("/")[0]
+    bench = open_benchmark("scanobjectnn", variant_folder, variant=variant)
+    assert bench.size == 3 and [s.label for s in bench.shapes()] == [0, 1, 2]
+
+
+def test_scanobjectnn_variant_folder_of_another_variant_is_refused(tmp_path):
+    # obj_bg's file has the name obj_only's has, in main_split instead of main_split_nobg
+    write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES["obj_bg"].format(split="test"), count=3)
+    with pytest.raises(UsageError, match="missing file .*main_split_nobg"):
+        open_benchmark("scanobjectnn", tmp_path / "main_split", variant="obj_only")
+
+
 def test_scanobjectnn_wrong_variant_and_missing_file(tmp_path):
     with pytest.raises(UsageError, match="--variant"):
         open_benchmark("scanobjectnn", tmp_path, variant="hardest")
@@ -122,8 +138,11 @@ def test_shapenet55_unknown_synset(tmp_path):
 def test_wrong_dataset_name_and_missing_root(tmp_path):
     with pytest.raises(UsageError, match="--dataset must be one of"):
         open_benchmark("modelnet41", tmp_path)
-    with pytest.raises(UsageError, match="no such file or folder"):
+    with pytest.raises(UsageError, match="^--root: no such file or folder"):
         open_benchmark("modelnet40", tmp_path / "absent")
+    # our shards are given as --shards: the message names that option, not --root
+    with pytest.raises(UsageError, match="^--shards: no such file or folder"):
+        open_benchmark("shards", tmp_path / "absent")
     with pytest.raises(UsageError, match="missing file"):
         open_benchmark("modelnet40", tmp_path)
 
@@ -139,3 +158,72 @@ def test_read_point_file_formats(tmp_path):
     np.save(tmp_path / "flat.npy", np.zeros(5))
     with pytest.raises(UsageError, match="expected an"):
         read_point_file(tmp_path / "flat.npy")
+
+
+# Colour: rgb where the benchmark has it, NO_COLOR (0.5) where it has none, said in the metrics.
+
+
+def test_prepare_points_carries_each_points_rgb_through_fps_and_padding():
+    rng = np.random.default_rng(4)
+    raw = cube(400, rng, scale=(3, 1, 1), offset=(5, 0, 0))
+    red = (raw[:, 0] - 2) / 6  # x spans 2..8: red grows along x from 0 to 1
+    rgb = np.column_stack([red, np.full(400, 0.5), np.full(400, 0.25)])
+    points = prepare_points(raw, 64, colors=rgb, point_channels=6)
+    assert points.shape == (64, 6)
+    # each kept point keeps its own colour: red is a function of its (normalised) x
+    order = np.argsort(points[:, 0])
+    assert np.all(np.diff(points[order, 3]) >= -1e-6)
+    assert np.allclose(points[:, 4], 0.5) and np.allclose(points[:, 5], 0.25)
+    padded = prepare_points(raw[:5], 16, colors=rgb[:5], point_channels=6)
+    np.testing.assert_allclose(np.unique(padded[:, 3]), np.sort(rgb[:5, 0]), atol=1e-6)
+    grey = prepare_points(raw, 32, point_channels=6)
+    np.testing.assert_array_equal(grey[:, 3:], np.full((32, 3), 0.5, np.float32))
+    assert prepare_points(raw, 32, colors=rgb).shape == (32, 3)  # an xyz model: no colour fed
+
+
+def test_benchmarks_without_colour_say_so_and_count_every_shape(tmp_path):
+    from cg3d.eval.readers import COLOR_CONSTANT, color_summary
+
+    write_modelnet(tmp_path / "mn", 40)
+    write_ulip_dat(tmp_path / "modelnet40_test_8192pts_fps.dat")
+    write_scanobjectnn(tmp_path / "so", SCANOBJECTNN_FILES["obj_only"].format(split="test"))
+    write_shapenet55(tmp_path / "sn", ["02691156-a.npy"])
+    (tmp_path / "sn" / "test.txt").write_text("02691156-a.npy\n")
+    sets = [
+        open_benchmark("modelnet40", tmp_path / "mn"),
+        open_benchmark("ulip_modelnet40", tmp_path, allow_pickle=True),
+        open_benchmark("scanobjectnn", tmp_path / "so", "obj_only"),
+        open_benchmark("shapenet55", tmp_path / "sn"),
+    ]
+    for bench in sets:
+        shapes = list(bench.shapes())
+        assert all(shape.colors is None for shape in shapes), bench.name
+        summary = color_summary(bench, 6)
+        assert summary == {"color": COLOR_CONSTANT, "shapes_without_color": len(shapes)}
+        assert color_summary(bench, 3) == {"color": "not fed (the model takes xyz)"}
+    # ModelNet's columns 3:6 are normals: never taken for colour
+    assert sets[0].shapes().__next__().points.shape[1] == 6
+
+
+def test_openshape_rgb_is_kept_scaled_from_0_255_and_a_file_without_it_is_counted(tmp_path):
+    import json
+
+    from cg3d.eval.readers import COLOR_FROM_BENCHMARK, color_summary
+
+    rng = np.random.default_rng(6)
+    xyz = cube(30, rng).astype(np.float32)
+    files = {
+        "unit": {"xyz": xyz, "rgb": np.full((30, 3), 0.25, np.float32)},
+        "bytes": {"xyz": xyz, "rgb": np.full((30, 3), 51.0, np.float32)},
+        "none": {"xyz": xyz},
+    }
+    for uid, data in files.items():
+        np.save(tmp_path / f"{uid}.npy", data, allow_pickle=True)
+    entries = [{"category": "mug", "uid": u, "data_path": f"{u}.npy"} for u in files]
+    (tmp_path / "lvis.json").write_text(json.dumps(entries))
+    bench = open_benchmark("objaverse-lvis", tmp_path, allow_pickle=True)
+    colors = {shape.key: shape.colors for shape in bench.shapes()}
+    np.testing.assert_allclose(colors["unit"], 0.25)
+    np.testing.assert_allclose(colors["bytes"], 0.2)  # 51 / 255
+    assert colors["none"] is None  # prepare_points gives it NO_COLOR, not OpenShape's 0.4
+    assert color_summary(bench, 6) == {"color": COLOR_FROM_BENCHMARK, "shapes_without_color": 1}

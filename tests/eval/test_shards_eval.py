@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from cg3d.eval.finetune import FinetuneConfig, finetune
@@ -9,6 +10,7 @@ from cg3d.eval.retrieval import RetrievalConfig, retrieval
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 
 from .conftest import write_shards
+from .fakes import FakeModel, elongation, one_hot, use_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -20,28 +22,85 @@ def shards(tmp_path_factory):
     return root
 
 
-def test_zeroshot_on_shards(shards, tmp_path, tiny_checkpoint):
-    metrics = zeroshot(
-        tiny_checkpoint, tmp_path, ZeroShotConfig(dataset="shards", root=str(shards), batch_size=4)
+# The fake model for write_shards' objects: a box (as tall as wide) or a plank (4 times
+# taller), two views each (red 0 and 20 for a box, 60 and 80 for a plank), captions
+# "a photo of a box", "a box", "a photo of a plank", "a plank" (that order of first sight).
+BOX, PLANK = one_hot(0, 4), one_hot(1, 4)
+CAPTIONS = {
+    "a box": BOX,
+    "a plank": PLANK,
+    "a photo of a box": np.array([0.0, 0.8, 0.6, 0.0]),  # looks more like a plank than a box
+    "a photo of a plank": one_hot(2, 4),  # like nothing
+}
+
+
+def shards_model() -> FakeModel:
+    return FakeModel(
+        point_features=lambda points: PLANK if elongation(points, 1, 0) > 2.5 else BOX,
+        texts=CAPTIONS,
+        image_features=lambda pixel: BOX if pixel[0] < 50 else PLANK,
     )
+
+
+def test_zeroshot_on_shards(shards, tmp_path, monkeypatch):
+    use_model(monkeypatch, shards_model())
+    config = ZeroShotConfig(
+        dataset="shards", root=str(shards), batch_size=4, single_prompt="a photo of a {}"
+    )
+    metrics = zeroshot(tmp_path / "fake.pt", tmp_path, config)
     assert metrics["dataset"] == "shards" and metrics["variant"] == "test"
-    assert metrics["n_shapes"] == 6 and set(metrics["per_class"]) == {"box", "plank"}
+    # boxes score 0 for both classes (the tie goes to box, the first class): right; planks
+    # score 0.8 for "a photo of a box" and 0 for "a photo of a plank": wrong
+    assert metrics["n_shapes"] == 6 and metrics["per_class"] == {"box": 100.0, "plank": 0.0}
+    assert (metrics["top1"], metrics["top5"], metrics["class_mean"]) == (50.0, 100.0, 50.0)
 
 
-def test_retrieval_on_shards(shards, tmp_path, tiny_checkpoint):
+def test_retrieval_on_shards(shards, tmp_path, monkeypatch):
+    use_model(monkeypatch, shards_model())
     metrics = retrieval(
-        tiny_checkpoint, shards, tmp_path, RetrievalConfig(batch_size=4, grid_queries=2)
+        tmp_path / "fake.pt", shards, tmp_path, RetrievalConfig(batch_size=4, grid_queries=2)
     )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["n_objects"] == 6
-    assert saved["point_to_image"]["queries"] == 6 and saved["point_to_image"]["gallery"] == 12
-    assert saved["image_to_point"]["queries"] == 12
-    # 4 distinct captions (2 per class); each class-level query has 2 relevant captions
-    assert saved["point_to_text"]["gallery"] == 4 and saved["text_to_point"]["gallery"] == 6
-    for direction in ("point_to_text", "text_to_point", "point_to_image", "image_to_point"):
-        m = metrics[direction]
-        assert 0 <= m["R@1"] <= m["R@5"] <= m["R@10"] <= 100 and 0 < m["mAP"] <= 100
-    assert metrics["point_to_text"]["R@5"] == 100.0  # only 4 captions, 2 of them relevant
+    # point→text, gallery [photo box, box, photo plank, plank]: a box finds "a box" then
+    # (ties in gallery order) "a photo of a box": AP 1; a plank finds "a plank" then
+    # "a photo of a box", and "a photo of a plank" last: AP (1 + 2/4) / 2
+    assert saved["point_to_text"] == {
+        "R@1": 100.0,
+        "R@5": 100.0,
+        "R@10": 100.0,
+        "mAP": pytest.approx(100 * (3 + 3 * 0.75) / 6),
+    }
+    # text→point, gallery [3 boxes, 3 planks]: "a box" and "a plank" find their class first
+    # (AP 1); both photo captions see the 3 other objects first: AP (1/4 + 2/5 + 3/6) / 3
+    photo_ap = (1 / 4 + 2 / 5 + 3 / 6) / 3
+    assert saved["text_to_point"] == {
+        "R@1": 50.0,
+        "R@5": 100.0,
+        "R@10": 100.0,
+        "mAP": pytest.approx(100 * (2 + 2 * photo_ap) / 4),
+    }
+    # point→image, 12 views: all views of a class look alike, so the i-th object of a class
+    # finds its own views at ranks 2i+1 and 2i+2: AP 1, (1/3 + 2/4) / 2, (1/5 + 2/6) / 2
+    view_ap = 1 + (1 / 3 + 2 / 4) / 2 + (1 / 5 + 2 / 6) / 2
+    assert saved["point_to_image"] == {
+        "R@1": pytest.approx(100 / 3),
+        "R@5": 100.0,
+        "R@10": 100.0,
+        "mAP": pytest.approx(100 * view_ap / 3),
+    }
+    # image→point: a view of the i-th object of a class finds it at rank i+1
+    assert saved["image_to_point"] == {
+        "R@1": pytest.approx(100 / 3),
+        "R@5": 100.0,
+        "R@10": 100.0,
+        "mAP": pytest.approx(100 * (1 + 1 / 2 + 1 / 3) / 3),
+    }
+    details = json.loads((tmp_path / "details.json").read_text())
+    assert details["point_to_image"] == {"queries": 6, "gallery": 12}
+    assert details["text_to_point"] == {"queries": 4, "gallery": 6}
+    assert set(details["relevance"]) == {"point_image", "point_text"}
+    assert metrics["point_to_text"]["gallery"] == 4  # the returned dict keeps everything
     assert (tmp_path / "retrieval_grid.png").stat().st_size > 5000
 
 

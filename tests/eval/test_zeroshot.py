@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -9,31 +10,49 @@ from cg3d.eval.prompts import class_text_features, prompt_templates
 from cg3d.eval.readers import SCANOBJECTNN_FILES
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from cg3d.models.checkpoint import load_model
+from cg3d.protocol import class_names
 
 from .conftest import write_modelnet, write_scanobjectnn
+from .fakes import FakeModel, elongation, one_hot, use_model
 
 
-class FakeTextModel:
-    """encode_text: a fixed unit vector per distinct prompt (enough to check the ensembling)."""
+class TextOnlyModel:
+    """encode_text of a model whose prompt features are set by hand (unknown prompt: KeyError)."""
 
-    def __init__(self):
-        self.seen = []
+    def __init__(self, outputs: dict[str, list[float]]):
+        self.outputs, self.seen = outputs, []
 
     def encode_text(self, prompts):
         self.seen += prompts
-        rows = [torch.tensor([1.0, float(len(p) % 7), float(p.count("a"))]) for p in prompts]
-        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+        return torch.tensor([self.outputs[p] for p in prompts])
 
 
-def test_prompt_ensemble_averages_normalised_prompts():
-    model = FakeTextModel()
-    features = class_text_features(
-        model, ["night_stand", "cup"], ["a {}.", "the {} here"], batch_size=3
+def test_prompt_ensemble_is_the_renormalised_mean_of_unit_prompt_features():
+    # Prompt features of different lengths along orthogonal axes: each is scaled to unit
+    # length before the mean, so the cup's prototype lies halfway between its two axes
+    # (not at 3:1, as a mean of raw features would), and the mean is renormalised.
+    model = TextOnlyModel(
+        {
+            "a cup.": [3.0, 0.0, 0.0, 0.0],
+            "the cup here": [0.0, 1.0, 0.0, 0.0],
+            "a night stand.": [0.0, 0.0, 2.0, 0.0],
+            "the night stand here": [0.0, 0.0, 0.0, 0.5],
+        }
     )
-    assert model.seen == ["a night stand.", "the night stand here", "a cup.", "the cup here"]
-    expected = FakeTextModel().encode_text(model.seen).view(2, 2, 3).mean(1)
-    assert torch.allclose(features, torch.nn.functional.normalize(expected, dim=-1))
-    assert torch.allclose(features.norm(dim=-1), torch.ones(2))
+    features = class_text_features(
+        model, ["cup", "night_stand"], ["a {}.", "the {} here"], batch_size=3
+    )
+    half = 2**-0.5
+    expected = torch.tensor([[half, half, 0.0, 0.0], [0.0, 0.0, half, half]])
+    assert torch.allclose(features, expected)
+    # one prompt per template and class, underscores read as spaces, batches of 3
+    assert sorted(model.seen) == sorted(model.outputs)
+
+
+def test_a_single_template_gives_the_prompt_feature_itself():
+    model = TextOnlyModel({"This is a cup": [0.0, 4.0], "This is a lamp": [3.0, 4.0]})
+    features = class_text_features(model, ["cup", "lamp"], ["This is a {}"])
+    assert torch.allclose(features, torch.tensor([[0.0, 1.0], [0.6, 0.8]]))
 
 
 def test_prompt_templates():
@@ -43,30 +62,57 @@ def test_prompt_templates():
         prompt_templates("no placeholder")
 
 
-def test_zeroshot_on_modelnet_writes_metrics_and_plots(tmp_path, tiny_checkpoint):
+# The fake encoder's class ranking for each kind of box of write_modelnet (x stretched 1, 3
+# or 5 times: airplane, bathtub, bed): the true class first, third and seventh.
+RANKINGS = {0: [0], 1: [20, 21, 1], 2: [30, 31, 32, 33, 34, 35, 2]}
+
+
+def ranked_features(points: np.ndarray) -> np.ndarray:
+    kind = round((elongation(points, 0, 1) - 1) / 2)
+    ranking = RANKINGS[kind]
+    return sum(one_hot(c, 40, len(ranking) - rank) for rank, c in enumerate(ranking))
+
+
+def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkeypatch):
+    names = class_names("modelnet40")
+    texts = {f"This is a {name}": one_hot(i, 40) for i, name in enumerate(names)}
+    use_model(monkeypatch, FakeModel(ranked_features, texts))
     write_modelnet(tmp_path / "mn", 40, per_class=2)
-    config = ZeroShotConfig(dataset="modelnet40", root=str(tmp_path / "mn"), batch_size=4)
-    metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
-    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved["n_shapes"] == 6 and saved["dataset"] == "modelnet40"
-    for key in (
-        "top1",
-        "top5",
-        "class_mean",
-        "per_class",
-        "variant",
-        "checkpoint",
-        "clip_pretrained",
-    ):
-        assert key in saved
-    assert saved["clip_pretrained"] is False and "random" in saved["clip_weights"]
-    assert len(saved["per_class"]) == 40 and 0 <= metrics["top1"] <= metrics["top5"] <= 100
-    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert (
-        rows[0] == "key,actual,predicted"
-        and len(rows) == 7
-        and rows[1].startswith("airplane_0001,airplane,")
+    config = ZeroShotConfig(
+        dataset="modelnet40", root=str(tmp_path / "mn"), batch_size=4, single_prompt="This is a {}"
     )
+    metrics = zeroshot(tmp_path / "fake.pt", tmp_path / "out", config)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved == {k: v for k, v in metrics.items() if k != "per_class"}
+    # 2 airplanes right; 2 bathtubs wrong but in the top 5; 2 beds out of the top 5
+    assert saved["top1"] == pytest.approx(100 * 2 / 6)
+    assert saved["top5"] == pytest.approx(100 * 4 / 6)
+    assert saved["class_mean"] == pytest.approx(100 / 3)  # over the 3 classes with shapes
+    assert (saved["n_shapes"], saved["dataset"], saved["prompts"]) == (
+        6,
+        "modelnet40",
+        "This is a {}",
+    )
+    assert saved["clip_pretrained"] is False and "random" in saved["clip_weights"]
+    with (tmp_path / "out" / "per_class.csv").open() as handle:
+        per_class = list(csv.DictReader(handle))
+    assert [(r["class"], r["shapes"], r["top1"]) for r in per_class[:4]] == [
+        ("airplane", "2", "100.0"),
+        ("bathtub", "2", "0.0"),
+        ("bed", "2", "0.0"),
+        ("bench", "0", ""),
+    ]
+    assert len(per_class) == 40
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert rows == [
+        "key,actual,predicted",
+        "airplane_0001,airplane,airplane",
+        "airplane_0002,airplane,airplane",
+        f"bathtub_0001,bathtub,{names[20]}",
+        f"bathtub_0002,bathtub,{names[20]}",
+        f"bed_0001,bed,{names[30]}",
+        f"bed_0002,bed,{names[30]}",
+    ]
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
 
 

@@ -87,3 +87,20 @@ def test_knn_matches_brute_force_and_ball_group_respects_the_radius():
     distance = (gather_points(points, grouped) - query.unsqueeze(2)).norm(dim=-1)
     assert (distance <= 0.1 + 1e-6).all()
     assert torch.equal(grouped[..., 0], index[..., 0])  # the point itself is always in
+
+
+def test_encoders_take_xyz_or_xyz_rgb_and_colour_changes_the_output():
+    import torch
+
+    from cg3d.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    points = torch.rand(2, 128, 6)
+    for name in ("pointtransformer-micro", "pointnet2-micro"):
+        plain = build_encoder(name, 16).eval()
+        coloured = build_encoder(name, 16, {"in_channels": 6}).eval()
+        with torch.no_grad():
+            # xyz only: the colour columns are ignored
+            assert torch.equal(plain(points), plain(points[..., :3]))
+            recoloured = torch.cat([points[..., :3], 1 - points[..., 3:]], dim=-1)
+            assert not torch.allclose(coloured(points), coloured(recoloured))

@@ -1,6 +1,5 @@
 """Small stage outputs in the formats of docs/design.md, written by the tests themselves."""
 
-import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -11,9 +10,10 @@ from PIL import Image
 
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
-from cg3d.formats.points import write_points_part
+from cg3d.formats.points import NO_COLOR, XYZ, write_points_part
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
+from cg3d.pipeline.sample import object_rng
 
 CLASSES = ["chair", "table", "lamp"]
 
@@ -57,28 +57,47 @@ def ok_ids(records: list[MeshRecord]) -> list[str]:
     return [r.id for r in records if r.status == "ok"]
 
 
+def fake_cloud(object_id: str, n: int, channels: list[str], colored: bool) -> np.ndarray:
+    """xyz uniform in a cube, then by `channels`: rgb (`fake_rgb` of the id, or NO_COLOR when
+    not `colored`) and normals (0, -1, 0), a value no colour can take."""
+    # object_rng seeds from a digest of the id: the same in every run (hash() is salted)
+    columns = [object_rng(0, object_id).uniform(-0.5, 0.5, (n, 3))]
+    if "r" in channels:
+        columns.append(np.tile(fake_rgb(object_id) if colored else NO_COLOR, (n, 1)))
+    if "nx" in channels:
+        columns.append(np.tile((0.0, -1.0, 0.0), (n, 1)))
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def fake_rgb(object_id: str) -> tuple[float, float, float]:
+    """A colour of its own for each object, away from NO_COLOR's grey."""
+    red = object_rng(1, object_id).uniform(0.05, 0.35)
+    return (red, 0.9, 0.2)
+
+
 def fake_points(
-    root: Path, ids: list[str], n: int = 64, chunk: int = 5, failed: tuple = ()
+    root: Path,
+    ids: list[str],
+    n: int = 64,
+    chunk: int = 5,
+    failed: tuple = (),
+    channels: list[str] = XYZ,
+    uncolored: tuple = (),
 ) -> None:
-    """part-XXXXX.parquet (id, points flattened, n_points) in chunks; `failed` ids as failures."""
+    """part-XXXXX.parquet (id, points flattened, n_points) in chunks; `failed` ids as failures;
+    columns as `channels` names them (`fake_cloud`), `uncolored` ids without colour."""
     root.mkdir(parents=True, exist_ok=True)
     good = [i for i in ids if i not in failed]
     for part, start in enumerate(range(0, len(good), chunk)):
         chunk_ids = good[start : start + chunk]
-        clouds = [
-            np.random.default_rng(stable_seed(i)).uniform(-0.5, 0.5, (n, 3)).astype(np.float32)
-            for i in chunk_ids
-        ]
-        write_points_part(root / f"part-{part:05d}.parquet", chunk_ids, clouds)
+        colored = [i not in uncolored for i in chunk_ids]
+        clouds = [fake_cloud(i, n, channels, c) for i, c in zip(chunk_ids, colored, strict=True)]
+        path = root / f"part-{part:05d}.parquet"
+        write_points_part(path, chunk_ids, clouds, channels, colored if "r" in channels else None)
     write_failures(
         [{"id": i, "stage": "sample", "reason": "degenerate: flat"} for i in failed],
         root / FAILURES_NAME,
     )
-
-
-def stable_seed(text: str) -> int:
-    """A seed from a digest of `text` (`hash()` of a str changes between runs: it is salted)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:
@@ -107,14 +126,30 @@ def fake_renders(
     )
 
 
-def fake_pipeline(root: Path, per_class: int = 4, shard_size: int = 3, views: int = 2, n: int = 64):
-    """meshes → points (one failure) → renders (one failure) → captions → shards under root."""
+def fake_pipeline(
+    root: Path,
+    per_class: int = 4,
+    shard_size: int = 3,
+    views: int = 2,
+    n: int = 64,
+    channels: list[str] = XYZ,
+    uncolored: int = 0,
+):
+    """meshes → points (one failure) → renders (one failure) → captions → shards under root;
+    points with `channels`, the first `uncolored` objects without colour."""
     from cg3d.pipeline.captions import CaptionConfig, caption_objects
     from cg3d.pipeline.pack import PackConfig, pack_shards
 
     records = fake_meshes(root / "meshes", per_class)
     ids = ok_ids(records)
-    fake_points(root / "points", ids, n=n, failed=(ids[1],))
+    fake_points(
+        root / "points",
+        ids,
+        n=n,
+        failed=(ids[1],),
+        channels=channels,
+        uncolored=tuple(ids[:uncolored]),
+    )
     fake_renders(root / "renders", ids, views=views, failed=(ids[2],))
     caption_objects(root / "meshes", root / "captions", CaptionConfig())
     summary = pack_shards(

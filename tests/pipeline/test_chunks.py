@@ -1,14 +1,28 @@
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from cg3d.errors import UsageError
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.pipeline.chunks import (
+    LOCK_NAME,
     ChunkedOutput,
     atomic_path,
+    locks_out_dir,
+    output_lock,
     run_chunks,
     split_into_chunks,
 )
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """Write under tmp_path as a stage does: holding the folder's lock."""
+    with output_lock(tmp_path):
+        yield
 
 
 def write_part(output: ChunkedOutput, index: int, items: list[str]) -> int:
@@ -41,7 +55,7 @@ def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_prepare_keeps_parts_of_the_same_plan_and_clears_another(tmp_path):
+def test_prepare_keeps_parts_of_the_same_plan_and_clears_another(tmp_path, locked):
     out = tmp_path / "out"
     output = ChunkedOutput(out, ".txt", "test", {"points": 1})
     output.prepare()
@@ -61,7 +75,7 @@ def test_prepare_keeps_parts_of_the_same_plan_and_clears_another(tmp_path):
     assert output.pending(3) == [0, 1, 2]
 
 
-def test_finalize_merges_chunk_failures_with_the_stage_name(tmp_path):
+def test_finalize_merges_chunk_failures_with_the_stage_name(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".txt", "sample")
     output.prepare()
     write_part(output, 1, ["z_odd", "y"])
@@ -74,7 +88,7 @@ def test_finalize_merges_chunk_failures_with_the_stage_name(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_run_chunks_runs_every_job_in_process_or_in_a_pool(tmp_path, workers):
+def test_run_chunks_runs_every_job_in_process_or_in_a_pool(tmp_path, locked, workers):
     output = ChunkedOutput(tmp_path, ".txt", "test")
     output.prepare()
     chunks = split_into_chunks([f"item{i}" for i in range(10)], 3)
@@ -85,7 +99,7 @@ def test_run_chunks_runs_every_job_in_process_or_in_a_pool(tmp_path, workers):
     assert output.part(3).read_text() == "item9"
 
 
-def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path):
+def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".txt", "test")
     output.prepare()
     jobs = [(output, 0, ["a"]), (output, 1, None), (output, 2, ["c"])]
@@ -99,3 +113,64 @@ def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path):
 def test_run_chunks_rejects_an_unknown_executor(tmp_path):
     with pytest.raises(ValueError, match="executor"):
         run_chunks(write_part, [], [], workers=1, executor="dask")
+
+
+def test_prepare_refuses_to_run_without_the_folder_lock(tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("unlocked")
+    with pytest.raises(RuntimeError, match="output_lock"):
+        ChunkedOutput(elsewhere / "out", ".txt", "test").prepare()
+    with output_lock(elsewhere):  # a lock on a folder above counts (the meshes stage's parts)
+        ChunkedOutput(elsewhere / "out", ".txt", "test").prepare()
+
+
+def test_a_second_lock_on_the_folder_fails_at_once_naming_it(tmp_path, locked):
+    # flock locks belong to open files, so a second open in this process conflicts like
+    # another process would; the `locked` fixture holds tmp_path's lock.
+    with pytest.raises(UsageError, match="another run") as error, output_lock(tmp_path):
+        pass
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_lock_file_goes_when_the_run_ends_and_the_folder_is_free_again(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("free")
+
+    @locks_out_dir
+    def stage(out_dir: Path, fail: bool) -> None:
+        assert (out_dir / LOCK_NAME).is_file()
+        if fail:
+            raise ValueError("a failed run")
+
+    with pytest.raises(ValueError):
+        stage(folder, fail=True)
+    assert not (folder / LOCK_NAME).exists()
+    stage(out_dir=folder, fail=False)
+    stage(folder, False)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("killed")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from cg3d.pipeline.chunks import output_lock\n"
+            f"with output_lock({str(folder)!r}):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UsageError, match="another run"), output_lock(folder):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (folder / LOCK_NAME).is_file()  # a kill -9 cannot clean up: the file stays
+    with output_lock(folder):  # but its flock died with the process
+        pass
+    assert not (folder / LOCK_NAME).exists()

@@ -69,3 +69,18 @@ def test_same_start_same_result_other_start_other_result():
 def test_rejects_impossible_requests(n, start):
     with pytest.raises(ValueError):
         farthest_point_sample(sphere_surface(10, 0), n, start)
+
+
+def test_bucket_fps_covers_the_cloud_as_exact_fps_does():
+    from cg3d.pipeline.fps import coverage_radius, fps_indices
+
+    rng = np.random.default_rng(3)
+    cloud = rng.normal(size=(5000, 3)).astype(np.float32)
+    exact = fps_indices(cloud, 512, 11, "exact")
+    bucket = fps_indices(cloud, 512, 11, "bucket")
+    assert bucket.dtype == np.int64 and len(set(bucket.tolist())) == 512
+    ratio = coverage_radius(cloud, bucket) / coverage_radius(cloud, exact)
+    assert 0.97 < ratio < 1.03
+    random_subset = rng.choice(len(cloud), 512, replace=False)
+    assert coverage_radius(cloud, random_subset) > 1.5 * coverage_radius(cloud, exact)
+    np.testing.assert_array_equal(exact, naive_farthest_point_sample(cloud, 512, 11))

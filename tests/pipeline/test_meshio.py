@@ -83,7 +83,8 @@ def test_point_cloud_ply_has_no_faces(tmp_path: Path) -> None:
     )
     with pytest.raises(MeshError) as caught:
         load_mesh(path)
-    assert caught.value.kind == "empty"
+    assert caught.value.kind == "no_faces"
+    assert caught.value.reason == "a point cloud (20 vertices, no faces)"
 
 
 def test_check_mesh_rejects_faces_past_the_vertices() -> None:

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from cg3d.formats.failures import read_failures
 from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.formats.points import iter_points
 from cg3d.pipeline import sample as sample_module
+from cg3d.pipeline.chunks import LOCK_NAME
 from cg3d.pipeline.sample import (
     SampleConfig,
     object_rng,
+    plan_fingerprint,
     sample_object,
     sample_points,
     sample_surface,
@@ -119,7 +122,9 @@ def test_stage_writes_parts_in_the_documented_layout(tmp_path):
     parts = sorted(p.name for p in (tmp_path / "points").glob("part-*.parquet"))
     assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     table = pq.read_table(tmp_path / "points" / "part-00000.parquet")
-    assert table.column_names == ["id", "points", "n_points"]
+    assert table.column_names == ["id", "points", "n_points", "has_color"]
+    assert table.schema.metadata[b"channels"] == b"x,y,z"
+    assert table["has_color"].to_pylist() == [False, False]
     assert pa.types.is_list(table.schema.field("points").type)
     assert table.schema.field("points").type.value_type == pa.float32()
     assert table["n_points"].to_pylist() == [64, 64]
@@ -180,14 +185,14 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
     reference = tmp_path / "reference"
     sample_points(meshes_dir, reference, config)
 
-    real = sample_module.points_for_record
+    real = sample_module.PointsReader.__call__
 
-    def killed_at_obj03(meshes_dir, record, config):
-        if record.id == "obj03":
+    def killed_at_obj03(self, path, up_axis, object_id):
+        if object_id == "obj03":
             raise KeyboardInterrupt  # like a kill in the middle of chunk 1
-        return real(meshes_dir, record, config)
+        return real(self, path, up_axis, object_id)
 
-    monkeypatch.setattr(sample_module, "points_for_record", killed_at_obj03)
+    monkeypatch.setattr(sample_module.PointsReader, "__call__", killed_at_obj03)
     with pytest.raises(KeyboardInterrupt):
         sample_points(meshes_dir, out, config)
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet"]
@@ -195,7 +200,7 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
     finished = (out / "part-00000.parquet").stat().st_mtime_ns
     (out / ".part-00001.parquet.4242.tmp").write_bytes(b"half a file from a killed worker")
 
-    monkeypatch.setattr(sample_module, "points_for_record", real)
+    monkeypatch.setattr(sample_module.PointsReader, "__call__", real)
     summary = sample_points(meshes_dir, out, config)
     assert (summary.chunks_run, summary.chunks_total, summary.sampled) == (2, 3, 6)
     assert (out / "part-00000.parquet").stat().st_mtime_ns == finished
@@ -297,3 +302,106 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert sorted(resumed) == sorted(clean) and len(clean) == 40
     for key in clean:
         np.testing.assert_array_equal(resumed[key], clean[key])
+
+
+PAUSED_RUN = """
+import sys
+from pathlib import Path
+from cg3d.pipeline import sample
+
+real_chunk = sample.sample_chunk
+
+def chunk_then_pause(meshes_dir, output, index, records, config):
+    if index == 1:  # part 0 is written: wait for the test
+        print("paused", flush=True)
+        sys.stdin.readline()
+    return real_chunk(meshes_dir, output, index, records, config)
+
+sample.sample_chunk = chunk_then_pause
+config = sample.SampleConfig(points=int(sys.argv[3]), chunk_size=2, workers=1)
+summary = sample.sample_points(Path(sys.argv[1]), Path(sys.argv[2]), config)
+print("sampled", summary.sampled, flush=True)
+"""
+
+
+def paused_run(meshes_dir: Path, out: Path, points: int) -> subprocess.Popen:
+    """A real `sample` run in another process, stopped after its first part until told to go."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_RUN, str(meshes_dir), str(out), str(points)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stdout.readline().strip() == "paused"
+    assert [p.name for p in out.glob("part-*")] == ["part-00000.parquet"]
+    return run
+
+
+def cli_sample(meshes_dir: Path, out: Path, points: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "cg3d", "sample", "--meshes", str(meshes_dir)]
+    command += ["--out", str(out), "--points", str(points), "--chunk-size", "2", "--workers", "1"]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once_and_mixes_nothing(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(6))
+    out = tmp_path / "points"
+    first = paused_run(meshes_dir, out, points=64)
+    try:
+        second = cli_sample(meshes_dir, out, points=32)
+    finally:
+        first.stdin.write("go\n")
+        first.stdin.close()
+    assert first.wait(timeout=120) == 0 and first.stdout.read().endswith("sampled 6\n")
+    assert second.returncode == 2
+    message = second.stderr.strip()
+    assert "\n" not in message and str(out) in message and "another run" in message
+    assert {p.shape for p in read_all(out).values()} == {(64, 3)} and len(read_all(out)) == 6
+
+    # Once the first run is done, the second one runs: a new plan, every part redone.
+    again = cli_sample(meshes_dir, out, points=32)
+    assert again.returncode == 0, again.stderr
+    assert {p.shape for p in read_all(out).values()} == {(32, 3)} and len(read_all(out)) == 6
+
+
+def test_a_killed_run_leaves_no_lock_and_its_parts_are_not_taken_for_other_params(tmp_path):
+    meshes_dir = make_meshes(tmp_path, shapes(6))
+    out = tmp_path / "points"
+    killed = paused_run(meshes_dir, out, points=64)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert (out / LOCK_NAME).is_file()  # left behind, but its flock died with the process
+
+    resumed = cli_sample(meshes_dir, out, points=32)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 chunks computed" in " ".join(resumed.stdout.split())  # part 0 of 64 points too
+    assert {p.shape for p in read_all(out).values()} == {(32, 3)} and len(read_all(out)) == 6
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("field", ["points", "chunk_size", "normals", "seed"])
+def test_every_param_that_changes_points_is_in_the_resume_plan(field):
+    records = [MeshRecord(id="a", source="t", path="a.obj", class_name="c", split="train")]
+    base = SampleConfig()
+    changed = SampleConfig(**{field: not base.normals if field == "normals" else 7})
+    assert plan_fingerprint(records, changed) != plan_fingerprint(records, base)
+    # how many processes run the chunks, and where, does not change them
+    faster = SampleConfig(workers=7, executor="ray")
+    assert plan_fingerprint(records, faster) == plan_fingerprint(records, base)
+
+
+def test_fixture_points_are_the_same_in_every_python_process(tmp_path):
+    """The fake points stage of tests/pipeline/fakes.py: str hashes differ per process."""
+    script = (
+        "import sys; from pathlib import Path; from tests.pipeline.fakes import fake_points\n"
+        "fake_points(Path(sys.argv[1]), ['chair_0000', 'lamp_0003'], n=8)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        folder = tmp_path / hash_seed
+        subprocess.run([sys.executable, "-c", script, folder], check=True, env=env, cwd=root)
+    first, second = read_all(tmp_path / "1"), read_all(tmp_path / "2")
+    assert sorted(first) == ["chair_0000", "lamp_0003"]
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])

@@ -63,3 +63,48 @@ def test_the_input_is_left_as_it_was_and_draws_repeat_with_the_seed():
     again = augment_points(points, AugmentConfig(), np.random.default_rng(9))
     assert np.array_equal(points, before) and np.array_equal(first, again)
     assert first.dtype == np.float32 and first.shape == (300, 6)
+
+
+def test_colours_are_never_rotated_and_normals_still_turn():
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(-1, 1, (300, 3)).astype(np.float32)
+    rgb = rng.uniform(0, 1, (300, 3)).astype(np.float32)
+    normals = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    channels = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
+    config = AugmentConfig(**{**_only("rotate_up"), "scale": True})
+    out = augment_points(np.hstack([xyz, rgb, normals]), config, rng, channels)
+    np.testing.assert_array_equal(out[:, 3:6], rgb)
+    assert not np.allclose(out[:, 6:9], normals, atol=1e-2)  # a random turn moved them
+    np.testing.assert_allclose(np.linalg.norm(out[:, 6:9], axis=1), 1, atol=1e-5)
+    coloured = augment_points(np.hstack([xyz, rgb]), config, rng, channels[:6])
+    np.testing.assert_array_equal(coloured[:, 3:6], rgb)
+
+
+def test_colour_jitter_is_off_by_default_and_moves_only_rgb_within_0_1():
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-1, 1, (200, 3)).astype(np.float32)
+    rgb = np.tile(np.float32([0.2, 0.95, 0.6]), (200, 1))
+    rgb[:100] = [0.1, 0.3, 0.5]  # two colours: contrast has something to stretch
+    normals = np.tile(np.float32([0, 1, 0]), (200, 1))
+    channels = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
+    cloud = np.hstack([xyz, rgb, normals])
+    assert AugmentConfig().color_jitter is False
+    np.testing.assert_array_equal(augment_points(cloud, OFF, rng, channels), cloud)
+    bright = AugmentConfig(**{**vars(OFF), "color_jitter": True, "color_brightness": 1.0})
+    outs = [augment_points(cloud, bright, np.random.default_rng(s), channels) for s in range(20)]
+    for out in outs:
+        np.testing.assert_array_equal(out[:, :3], xyz)
+        np.testing.assert_array_equal(out[:, 6:], normals)
+        assert out[:, 3:6].min() >= 0 and out[:, 3:6].max() <= 1
+    # a shift of up to ±1 pushes some draws past 1 (g = 0.95) and some below 0 (r = 0.1): clipped
+    assert any((out[:, 4] == 1).any() for out in outs)
+    assert any((out[:, 3] == 0).any() for out in outs)
+    contrast = AugmentConfig(**{**vars(OFF), "color_jitter": True, "color_brightness": 0.0})
+    out = augment_points(cloud, contrast, np.random.default_rng(1), channels)
+    # brightness 0: the mean colour stays, the spread between the two colours scales by c
+    np.testing.assert_allclose(out[:, 3:6].mean(axis=0), rgb.mean(axis=0), atol=1e-5)
+    spread, new_spread = rgb[0] - rgb[-1], out[0, 3:6] - out[-1, 3:6]
+    factor = new_spread / spread
+    assert np.allclose(factor, factor[0]) and factor[0] != 1
+    untouched = augment_points(cloud, bright, np.random.default_rng(0), channels, has_color=False)
+    np.testing.assert_array_equal(untouched, cloud)  # an object's NO_COLOR stays the constant

@@ -214,3 +214,94 @@ def test_a_bad_sample_is_skipped_and_counted(shards, tmp_path):
     keys = keys_of(loader)
     assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 1
     assert loader.skipped == 1
+
+
+# Colour: columns are picked by the recorded layout, never by position.
+
+FULL_LAYOUT = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
+
+
+@pytest.fixture(scope="module")
+def normals_shards(tmp_path_factory):
+    """xyz + normals, no rgb column: the normals (0, -1, 0) must never reach a colour slot."""
+    root = tmp_path_factory.mktemp("normals")
+    fake_pipeline(
+        root, per_class=4, shard_size=2, views=1, n=16, channels=FULL_LAYOUT[:3] + FULL_LAYOUT[6:]
+    )
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def coloured_shards(tmp_path_factory):
+    """xyz, rgb and normals; the first two objects without colour of their own."""
+    root = tmp_path_factory.mktemp("coloured")
+    fake_pipeline(root, per_class=4, shard_size=2, views=1, n=16, channels=FULL_LAYOUT, uncolored=2)
+    return root / "shards"
+
+
+def eval_batch(shards, point_channels):
+    config = LoaderConfig(n_points=16, batch_size=64, workers=0, image_size=32)
+    config.point_channels = point_channels
+    (batch,) = list(make_loader(shards, "train", config, train=False))
+    return batch
+
+
+def test_a_colour_model_gets_rgb_by_name_and_never_the_normals(coloured_shards):
+    from tests.pipeline.fakes import fake_rgb
+
+    batch = eval_batch(coloured_shards, 6)
+    assert batch["points"].shape[-1] == 6
+    # ids[:2] have no colour (ids[1] failed sampling, ids[2] rendering: neither is packed)
+    uncoloured = {"synthetic-chair-000", "synthetic-chair-001"}
+    for key, points, colored in zip(batch["key"], batch["points"], batch["has_color"], strict=True):
+        expected = (0.5, 0.5, 0.5) if key in uncoloured else fake_rgb(key)
+        assert torch.allclose(points[:, 3:], torch.tensor(expected).expand(16, 3), atol=1e-6), key
+        assert bool(colored) == (key not in uncoloured)
+    assert int((~batch["has_color"]).sum()) == len(uncoloured & set(batch["key"])) > 0
+
+
+def test_an_xyz_model_gets_xyz_only_whatever_the_layout(coloured_shards):
+    points = eval_batch(coloured_shards, 3)["points"]
+    assert points.shape[-1] == 3
+    assert not torch.allclose(points[..., 1], torch.tensor(-1.0))  # y is not a normal's -1
+
+
+def test_normals_are_not_colour_a_colour_model_on_them_gets_the_constant(normals_shards):
+    batch = eval_batch(normals_shards, 6)
+    assert torch.equal(batch["points"][..., 3:], torch.full_like(batch["points"][..., 3:], 0.5))
+    assert not batch["has_color"].any()
+
+
+def test_training_a_colour_model_on_shards_without_rgb_is_one_line_naming_param_and_shards(
+    normals_shards, coloured_shards
+):
+    from cg3d.train.data import check_point_channels
+
+    with pytest.raises(UsageError) as error:
+        check_point_channels(normals_shards, 6)
+    message = str(error.value)
+    assert "train.point_channels" in message and str(normals_shards) in message
+    assert "x,y,z,nx,ny,nz" in message and "\n" not in message
+    check_point_channels(normals_shards, 3)  # xyz from any layout
+    check_point_channels(coloured_shards, 6)
+
+
+def test_colour_jitter_in_training_batches_moves_only_coloured_rgb(coloured_shards):
+    from cg3d.params import AugmentConfig
+    from tests.pipeline.fakes import fake_rgb
+
+    off = dict(rotate_up=False, perturb=False, jitter=False, dropout=False, scale=False)
+    augment = AugmentConfig(**off, translate=False, color_jitter=True, color_brightness=0.3)
+    config = LoaderConfig(n_points=16, batch_size=4, workers=0, image_size=32, augment=augment)
+    config.point_channels = 6
+    batches = list(make_loader(coloured_shards, "train", config))
+    keys = [key for batch in batches for key in batch["key"]]
+    rgbs = [points[:, 3:] for batch in batches for points in batch["points"]]
+    assert "synthetic-chair-000" in keys  # the uncoloured one
+    for key, rgb in zip(keys, rgbs, strict=True):
+        assert rgb.min() >= 0 and rgb.max() <= 1
+        if key == "synthetic-chair-000":  # the constant stays the constant
+            assert torch.equal(rgb, torch.full_like(rgb, 0.5))
+        else:  # one draw per cloud: all points moved alike, away from the recorded colour
+            assert torch.allclose(rgb, rgb[:1].expand_as(rgb))
+            assert not torch.allclose(rgb[0], torch.tensor(fake_rgb(key)), atol=1e-3), key

@@ -110,3 +110,13 @@ def test_a_truncated_shard_stops_training_before_it_starts_naming_the_file(shard
     message = str(result.exception)
     assert str(bad) in message and "does not decode" in message and "\n" not in message
     assert not (tmp_path / "o" / "last.pt").exists()
+
+
+def test_a_colour_model_on_shards_without_rgb_stops_before_training(shards, tmp_path):
+    out = tmp_path / "o"
+    args = ["train", "--shards", str(shards), "--out", str(out)]
+    args += ["--params", str(params_file(tmp_path, point_channels=6))]
+    result = CliRunner().invoke(app, args)
+    message = str(result.exception)
+    assert result.exit_code != 0 and "train.point_channels" in message and str(shards) in message
+    assert not (out / "last.pt").exists()

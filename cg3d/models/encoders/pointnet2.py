@@ -54,8 +54,12 @@ class PointNet2(nn.Module):
         group_size: int = 32,
         width: float = 1.0,
         dropout: float = 0.4,
+        in_channels: int = 3,
     ):
         super().__init__()
+        if in_channels not in (3, 6):
+            raise ValueError("in_channels must be 3 (xyz) or 6 (xyz, rgb)")
+        self.in_channels = in_channels
 
         def scaled(*sizes: int) -> list[int]:
             return [max(8, int(size * width)) for size in sizes]
@@ -63,7 +67,7 @@ class PointNet2(nn.Module):
         first, second, third = scaled(64, 64, 128), scaled(128, 128, 256), scaled(256, 512, 1024)
         self.levels = nn.ModuleList(
             [
-                SetAbstraction(centres[0], radii[0], group_size, [3, *first]),
+                SetAbstraction(centres[0], radii[0], group_size, [in_channels, *first]),
                 SetAbstraction(centres[1], radii[1], group_size, [3 + first[-1], *second]),
                 SetAbstraction(None, 0.0, 0, [3 + second[-1], *third]),
             ]
@@ -78,7 +82,9 @@ class PointNet2(nn.Module):
         )
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        xyz, features = points[..., :3].float(), None
+        """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""
+        points = points[..., : self.in_channels].float()
+        xyz, features = points[..., :3], (points[..., 3:] if self.in_channels > 3 else None)
         for level in self.levels:
             xyz, features = level(xyz, features)
         return self.head(features.squeeze(1))

@@ -19,11 +19,12 @@ class MiniPointNet(nn.Module):
     Point-BERT's sizes are hidden=256 (3→128→256, then 512→512→width).
     """
 
-    def __init__(self, width: int, hidden: int = 256):
+    def __init__(self, width: int, hidden: int = 256, in_channels: int = 3):
         super().__init__()
         half, double = hidden // 2, 2 * hidden
+        self.in_channels = in_channels
         self.first = nn.Sequential(
-            nn.Conv1d(3, half, 1),
+            nn.Conv1d(in_channels, half, 1),
             nn.BatchNorm1d(half),
             nn.ReLU(inplace=True),
             nn.Conv1d(half, hidden, 1),
@@ -37,7 +38,7 @@ class MiniPointNet(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         batch, groups, size, _ = patches.shape
-        x = self.first(patches.reshape(batch * groups, size, 3).transpose(1, 2))
+        x = self.first(patches.reshape(batch * groups, size, self.in_channels).transpose(1, 2))
         pooled = x.max(dim=2, keepdim=True).values
         x = self.second(torch.cat([pooled.expand(-1, -1, size), x], dim=1))
         return x.max(dim=2).values.reshape(batch, groups, -1)
@@ -55,10 +56,13 @@ class PointTransformer(nn.Module):
         heads: int = 6,
         dropout: float = 0.0,
         patch_hidden: int = 256,
+        in_channels: int = 3,
     ):
         super().__init__()
-        self.groups, self.group_size = groups, group_size
-        self.patch_embed = MiniPointNet(width, patch_hidden)
+        if in_channels not in (3, 6):
+            raise ValueError("in_channels must be 3 (xyz) or 6 (xyz, rgb)")
+        self.groups, self.group_size, self.in_channels = groups, group_size, in_channels
+        self.patch_embed = MiniPointNet(width, patch_hidden, in_channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.cls_pos = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, width))
@@ -76,13 +80,16 @@ class PointTransformer(nn.Module):
         self.proj = nn.Linear(2 * width, out_dim)
 
     def group(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, G, K, 3) patches relative to their (B, G, 3) centres."""
-        centres = gather_points(points, farthest_point_sample(points, self.groups))
-        patches = gather_points(points, knn(centres, points, self.group_size))
-        return patches - centres.unsqueeze(2), centres
+        """(B, G, K, C) patches, xyz relative to their (B, G, 3) centres (colours as they are)."""
+        xyz = points[..., :3]
+        centres = gather_points(xyz, farthest_point_sample(xyz, self.groups))
+        patches = gather_points(points, knn(centres, xyz, self.group_size))
+        relative = torch.cat([patches[..., :3] - centres.unsqueeze(2), patches[..., 3:]], dim=-1)
+        return relative, centres
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        patches, centres = self.group(points[..., :3].float())
+        """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""
+        patches, centres = self.group(points[..., : self.in_channels].float())
         tokens = self.patch_embed(patches)
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)

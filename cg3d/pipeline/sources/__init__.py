@@ -39,10 +39,11 @@ from cg3d.pipeline.chunks import (
     ChunkedOutput,
     atomic_path,
     default_workers,
+    locks_out_dir,
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.meshio import MeshError, load_mesh
+from cg3d.pipeline.meshio import MeshError, validate_file
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -63,6 +64,7 @@ class Summary:
     classes: list[str]
     chunks_run: int
     chunks_total: int
+    excluded: int = 0  # objects `meshes.exclude` named, left out before any work
 
 
 # The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
@@ -86,15 +88,19 @@ def check_config(config: MeshesConfig) -> None:
             raise UsageError(f"meshes.root: the folder {root} is empty")
 
 
+@locks_out_dir
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
     check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
+    excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
+    records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
-    listing_parts, digest = _write_listing(listing.records, work, config.chunk_size)
+    records = with_up_axis(records, config.up_axis)
+    listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
         ".parquet",
@@ -104,7 +110,8 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     output.prepare()
     pending = output.pending(len(listing_parts))
     sizes = [pq.read_metadata(listing_parts[i]).num_rows for i in pending]
-    jobs = [(str(out_dir), str(listing_parts[i]), str(output.part(i))) for i in pending]
+    root = str(source_root(config, out_dir))
+    jobs = [(str(out_dir), root, str(listing_parts[i]), str(output.part(i))) for i in pending]
     workers = config.workers or default_workers()
     run_chunks(
         validate_chunk,
@@ -119,7 +126,14 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     shutil.rmtree(work)
     statuses = table.column("status").value_counts().to_pylist()
     counts = {entry["values"]: entry["counts"] for entry in statuses}
-    return Summary(table.num_rows, counts, listing.classes, len(pending), len(listing_parts))
+    return Summary(
+        table.num_rows,
+        counts,
+        listing.classes,
+        len(pending),
+        len(listing_parts),
+        excluded.count if excluded else 0,
+    )
 
 
 def _plan_params(config: MeshesConfig) -> dict:
@@ -154,8 +168,23 @@ def _write_listing(
     return parts, digest.hexdigest()
 
 
-def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
-    """Load and check every mesh of one listing part; write the rows with status and hash."""
+def source_root(config: MeshesConfig, out_dir: Path) -> Path:
+    """The folder a source may read: its root (the synthetic source: the output folder)."""
+    return Path(config.root) if config.source != "synthetic" else Path(out_dir)
+
+
+def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRecord]:
+    """The records with `meshes.up_axis` when it is set (not "auto"), the source's otherwise."""
+    for record in records:
+        if up_axis != "auto":
+            record.up_axis = up_axis
+        yield record
+
+
+def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int:
+    """Check every mesh of one listing part (`meshio.validate_file`: inside `root`, what it
+    references too, a surface); write the rows with status and hash. A file outside the root is
+    never read, not even hashed."""
     rows = pq.read_table(listing_part).to_pylist()
     for row in rows:
         if row["status"] != OK:  # the source already knew (e.g. unsupported format)
@@ -163,8 +192,8 @@ def validate_chunk(out_dir: str, listing_part: str, part: str) -> int:
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
+            validate_file(path, Path(root))  # before hashing: refuses what lies outside
             row["sha256"] = file_sha256(path)
-            load_mesh(path)
         except MeshError as error:
             row["status"], row["error"] = error.kind, error.reason
         except OSError as error:
@@ -206,6 +235,45 @@ def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
         for r in failed.select(["id", "status", "error"]).to_pylist()
     ]
     write_failures(rows, out_dir / FAILURES_NAME)
+
+
+def read_exclude(path: str) -> set[str]:
+    """The names in a `meshes.exclude` file: one a line (blank lines and `#` comments skipped),
+    or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"meshes.exclude: no such file {path}")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if file.suffix.lower() == ".json":
+        data = read_json(file, "meshes.exclude")
+        values = data.values() if isinstance(data, dict) else [data]
+        names = {str(n) for v in values for n in (v if isinstance(v, list) else [v])}
+    else:
+        names = {line.split("#", 1)[0].strip() for line in text.splitlines()}
+    return {name for name in names if name}
+
+
+class Excluded:
+    """Drops the records whose id, path (as stored or absolute), file stem (an Objaverse uid, a
+    ModelNet name) or ShapeNet model folder is among `names`, counting them."""
+
+    def __init__(self, names: set[str], out_dir: Path):
+        self.names, self.out_dir, self.count = names, Path(out_dir), 0
+
+    def keys(self, record: MeshRecord) -> set[str]:
+        path = Path(record.path)
+        absolute = path if path.is_absolute() else self.out_dir / path
+        keys = {record.id, record.path, str(absolute), str(absolute.resolve()), path.stem}
+        if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
+            keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
+        return keys
+
+    def filter(self, records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
+        for record in records:
+            if self.keys(record) & self.names:
+                self.count += 1
+            else:
+                yield record
 
 
 # Helpers the sources share.

@@ -2,9 +2,10 @@
 
 Mesh files (.obj .off .ply .stl .glb .gltf) at any depth are objects; model folders may hold
 textures and .mtl files beside them (assets, not objects). Any other file becomes a row with
-status `unsupported_format`. Names with spaces or non-ASCII characters are fine (the id is a
-key-safe slug plus a hash). Classes are the folder names, sorted; split seeded per class;
-Y-up assumed.
+status `unsupported_format` naming the format (FBX, COLLADA, 3MF...). Names with spaces or
+non-ASCII characters are fine (the id is a key-safe slug plus a hash). Classes are the folder
+names, sorted; split seeded per class; +Y up unless `meshes.up_axis` says otherwise. A file
+(or symlink) that resolves outside ROOT is refused by the meshes stage's check, unread.
 """
 
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
-from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES
+from cg3d.pipeline.meshio import MeshError, check_suffix
 from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,
@@ -23,6 +24,9 @@ from cg3d.pipeline.sources import (
     stored_path,
 )
 
+# glTF's specification says +Y up; OBJ, PLY, STL and OFF say nothing, and +Y is what most
+# exporters write. `meshes.up_axis` overrides it for the whole source.
+DEFAULT_UP_AXIS = "y"
 # Files that accompany meshes: skipped silently.
 ASSET_SUFFIXES = {
     ".mtl", ".bin", ".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff", ".webp", ".exr",
@@ -50,17 +54,18 @@ def _records(
         keys = cap_per_class(list(files), config.per_class, config.seed)
         split_of = seeded_split(keys, config.seed, config.test_fraction)
         for relpath in keys:
-            suffix = files[relpath].suffix.lower()
-            supported = suffix in SUPPORTED_SUFFIXES
+            try:
+                check_suffix(files[relpath])
+                status, error = "ok", ""
+            except MeshError as failure:
+                status, error = failure.kind, failure.reason
             yield MeshRecord(
                 id=object_id("folder", relpath),
                 source="folder",
                 path=stored_path(files[relpath], out_dir),
                 class_name=class_name,
                 split=split_of[relpath],
-                up_axis="y",
-                status="ok" if supported else "unsupported_format",
-                error=""
-                if supported
-                else f"{suffix or 'no suffix'} is not a mesh format read here",
+                up_axis=DEFAULT_UP_AXIS,
+                status=status,
+                error=error,
             )

@@ -215,49 +215,43 @@ def bed(rng) -> Part:
     return parts.mesh()
 
 
-def chair(rng) -> Part:
-    parts = Parts()
-    seat_h, seat_w, seat_d = rng.uniform(0.42, 0.5), rng.uniform(0.4, 0.56), rng.uniform(0.4, 0.52)
-    seat_t = rng.uniform(0.03, 0.09)
-    rounded = rng.random() < 0.5
-    seat = [0, seat_h - seat_t / 2, 0], [seat_w, seat_t, seat_d]
-    parts.add(rounded_box(*seat, rng.uniform(0.15, 0.4)) if rounded else box(*seat))
-    # Base: four legs (straight or splayed), or an office pedestal with spokes.
-    if rng.random() < 0.7:
-        thick = rng.uniform(0.025, 0.05)
-        splay = rng.uniform(0.0, 0.05)
-        round_legs = rng.random() < 0.5
+def _chair_legs(parts: Parts, rng, seat_w: float, seat_d: float, under_seat: float) -> None:
+    """Four legs under the seat's corners, straight or splayed, maybe with stretchers."""
+    thick = rng.uniform(0.025, 0.05)
+    splay = rng.uniform(0.0, 0.05)
+    round_legs = rng.random() < 0.5
+    for sx in (-1, 1):
+        for sz in (-1, 1):
+            top = [sx * (seat_w / 2 - thick), under_seat, sz * (seat_d / 2 - thick)]
+            foot = [top[0] + sx * splay, 0, top[2] + sz * splay]
+            if round_legs or splay > 0.02:
+                parts.add(cylinder(foot, top, thick / 2, thick / 2, 10))
+            else:
+                parts.add(box([top[0], under_seat / 2, top[2]], [thick, under_seat, thick]))
+    if rng.random() < 0.4:  # stretchers between the legs
+        y = rng.uniform(0.1, 0.2)
         for sx in (-1, 1):
-            for sz in (-1, 1):
-                top = [sx * (seat_w / 2 - thick), seat_h - seat_t, sz * (seat_d / 2 - thick)]
-                foot = [top[0] + sx * splay, 0, top[2] + sz * splay]
-                if round_legs or splay > 0.02:
-                    parts.add(cylinder(foot, top, thick / 2, thick / 2, 10))
-                else:
-                    parts.add(
-                        box(
-                            [top[0], (seat_h - seat_t) / 2, top[2]], [thick, seat_h - seat_t, thick]
-                        )
-                    )
-        if rng.random() < 0.4:  # stretchers between the legs
-            y = rng.uniform(0.1, 0.2)
-            for sx in (-1, 1):
-                parts.add(
-                    box(
-                        [sx * (seat_w / 2 - thick), y, 0],
-                        [thick * 0.6, thick * 0.6, seat_d - thick],
-                    )
-                )
-    else:
-        parts.add(cylinder([0, 0.08, 0], [0, seat_h - seat_t, 0], 0.03, 0.025, 12))
-        spokes = rng.choice([4, 5])
-        reach = rng.uniform(0.25, 0.33)
-        for k in range(spokes):
-            a = 2 * np.pi * k / spokes
-            end = [reach * np.cos(a), 0.05, reach * np.sin(a)]
-            parts.add(cylinder([0, 0.08, 0], end, 0.022, 0.018, 8))
-            parts.add(rounded_box([end[0], 0.025, end[2]], [0.05, 0.05, 0.05], 0.8))
-    # Backrest: solid panel, slats, or a frame with a gap, leaning back a little.
+            parts.add(
+                box([sx * (seat_w / 2 - thick), y, 0], [thick * 0.6, thick * 0.6, seat_d - thick])
+            )
+
+
+def _office_pedestal(parts: Parts, rng, under_seat: float) -> None:
+    """A column under the seat on 4 or 5 spokes, each ending in a castor."""
+    parts.add(cylinder([0, 0.08, 0], [0, under_seat, 0], 0.03, 0.025, 12))
+    spokes = rng.choice([4, 5])
+    reach = rng.uniform(0.25, 0.33)
+    for k in range(spokes):
+        a = 2 * np.pi * k / spokes
+        end = [reach * np.cos(a), 0.05, reach * np.sin(a)]
+        parts.add(cylinder([0, 0.08, 0], end, 0.022, 0.018, 8))
+        parts.add(rounded_box([end[0], 0.025, end[2]], [0.05, 0.05, 0.05], 0.8))
+
+
+def _chair_back(
+    parts: Parts, rng, seat_w: float, seat_d: float, seat_h: float, rounded: bool
+) -> None:
+    """A solid panel, slats, or a frame with a gap, at the seat's back, leaning back a little."""
     back_h = rng.uniform(0.35, 0.62)
     back_t = rng.uniform(0.025, 0.07)
     z = -seat_d / 2 + back_t / 2
@@ -284,12 +278,35 @@ def chair(rng) -> Part:
             back.add(box([0, seat_h + 0.12, z], [seat_w, 0.06, back_t]))
     for part in back.parts:
         parts.add(rotate_x(part, -lean, [0, seat_h, z]))
-    if rng.random() < 0.35:  # arms
-        arm_y = seat_h + rng.uniform(0.18, 0.26)
-        for sx in (-1, 1):
-            x = sx * (seat_w / 2 + 0.02)
-            parts.add(box([x, arm_y, 0], [0.05, 0.035, seat_d * 0.9]))
-            parts.add(box([x, (seat_h + arm_y) / 2, seat_d * 0.35], [0.035, arm_y - seat_h, 0.035]))
+
+
+def _chair_arms(parts: Parts, rng, seat_w: float, seat_d: float, seat_h: float) -> None:
+    """An armrest on each side, on a post at the front."""
+    arm_y = seat_h + rng.uniform(0.18, 0.26)
+    for sx in (-1, 1):
+        x = sx * (seat_w / 2 + 0.02)
+        parts.add(box([x, arm_y, 0], [0.05, 0.035, seat_d * 0.9]))
+        parts.add(box([x, (seat_h + arm_y) / 2, seat_d * 0.35], [0.035, arm_y - seat_h, 0.035]))
+
+
+def chair(rng) -> Part:
+    """A seat on four legs or an office pedestal, a backrest, and arms on some.
+
+    The parts draw from `rng` in this order; changing it changes every chair's mesh.
+    """
+    parts = Parts()
+    seat_h, seat_w, seat_d = rng.uniform(0.42, 0.5), rng.uniform(0.4, 0.56), rng.uniform(0.4, 0.52)
+    seat_t = rng.uniform(0.03, 0.09)
+    rounded = rng.random() < 0.5
+    seat = [0, seat_h - seat_t / 2, 0], [seat_w, seat_t, seat_d]
+    parts.add(rounded_box(*seat, rng.uniform(0.15, 0.4)) if rounded else box(*seat))
+    if rng.random() < 0.7:
+        _chair_legs(parts, rng, seat_w, seat_d, seat_h - seat_t)
+    else:
+        _office_pedestal(parts, rng, seat_h - seat_t)
+    _chair_back(parts, rng, seat_w, seat_d, seat_h, rounded)
+    if rng.random() < 0.35:
+        _chair_arms(parts, rng, seat_w, seat_d, seat_h)
     return parts.mesh()
 
 

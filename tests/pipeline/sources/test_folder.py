@@ -48,3 +48,82 @@ def test_split_depends_on_the_seed_only(tmp_path: Path) -> None:
     assert splits(1, "b") == first
     assert list(first.values()).count("test") == 2
     assert splits(2, "c") != first
+
+
+def _rows(out: Path) -> dict[str, object]:
+    return {Path(r.path).name: r for r in read_manifest(out)}
+
+
+def test_nothing_outside_the_root_is_read(tmp_path: Path) -> None:
+    """Symlinks, mtllib, MTL maps and glTF URIs that escape the root are refused, unhashed."""
+    root, out, outside = tmp_path / "root", tmp_path / "out", tmp_path / "outside"
+    write_mesh(outside / "secret.obj", box((1, 1, 1)))
+    (outside / "secret.mtl").write_text("newmtl m\n")
+    (outside / "secret.png").write_bytes(b"\x89PNG\r\n")
+    (root / "c").mkdir(parents=True)
+    (root / "c" / "linked.obj").symlink_to(outside / "secret.obj")
+    (root / "c" / "passwd.stl").symlink_to("/etc/passwd")
+    write_mesh(root / "c" / "mtllib.obj", box((1, 1, 2)))
+    with open(root / "c" / "mtllib.obj", "a") as obj:
+        obj.write("mtllib ../../outside/secret.mtl\n")
+    write_mesh(root / "c" / "maps.obj", box((1, 1, 3)))
+    with open(root / "c" / "maps.obj", "a") as obj:
+        obj.write("mtllib maps.mtl\n")
+    (root / "c" / "maps.mtl").write_text(f"newmtl m\nmap_Kd -s 1 1 1 {outside / 'secret.png'}\n")
+    write_mesh(root / "c" / "image.gltf", box((1, 1, 4)))
+    document = json.loads((root / "c" / "image.gltf").read_text())
+    document["images"] = [{"uri": "../../outside/secret.png"}]
+    (root / "c" / "image.gltf").write_text(json.dumps(document))
+    write_mesh(root / "c" / "fine.obj", box((1, 1, 5)))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = _rows(out)
+    refused = {name: r for name, r in rows.items() if r.status == "outside_root"}
+    assert sorted(refused) == ["image.gltf", "maps.obj", "mtllib.obj", "passwd", "secret.obj"]
+    assert all(r.sha256 == "" for r in refused.values())
+    assert refused["passwd"].error == "the file resolves to /etc/passwd, outside the source root"
+    assert refused["mtllib.obj"].error == (
+        "../../outside/secret.mtl resolves outside the source root"
+    )
+    assert rows["fine.obj"].status == "ok"
+
+
+def test_failure_reasons_name_the_cause(tmp_path: Path) -> None:
+    root, out = tmp_path / "root", tmp_path / "out"
+    write_mesh(root / "c" / "external.gltf", box((1, 1, 1)))
+    document = json.loads((root / "c" / "external.gltf").read_text())
+    document["buffers"][0]["uri"] = "model.bin"
+    (root / "c" / "external.gltf").write_text(json.dumps(document))
+    write_mesh(root / "c" / "draco.gltf", box((1, 1, 2)))
+    document = json.loads((root / "c" / "draco.gltf").read_text())
+    document["extensionsRequired"] = ["EXT_meshopt_compression"]
+    (root / "c" / "draco.gltf").write_text(json.dumps(document))
+    (root / "c" / "lines.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nl 1 2 3\n")
+    for suffix in (".fbx", ".dae", ".3mf"):
+        (root / "c" / f"model{suffix}").write_bytes(b"not empty")
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {name: (r.status, r.error) for name, r in _rows(out).items()}
+    assert rows["external.gltf"] == (
+        "missing_file",
+        "model.bin (referenced by the file) does not exist",
+    )
+    assert rows["draco.gltf"] == (
+        "unsupported_format",
+        "the file requires the glTF extension EXT_meshopt_compression, not read here",
+    )
+    assert rows["lines.obj"] == ("no_faces", "the file holds only lines, no faces")
+    assert rows["model.fbx"] == (
+        "unsupported_format",
+        "FBX is not read here: convert it to glTF/GLB",
+    )
+    assert rows["model.dae"][0] == "unsupported_format" and "COLLADA" in rows["model.dae"][1]
+    assert rows["model.3mf"][0] == "unsupported_format" and "3MF" in rows["model.3mf"][1]
+
+
+def test_up_axis_param_overrides_the_source(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_mesh(root / "c" / "a.glb", box((1, 1, 1)))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "a")
+    assert [r.up_axis for r in read_manifest(tmp_path / "a")] == ["y"]
+    config = MeshesConfig(source="folder", root=str(root), workers=1, up_axis="-z")
+    build_manifest(config, tmp_path / "b")
+    assert [r.up_axis for r in read_manifest(tmp_path / "b")] == ["-z"]

@@ -1,0 +1,271 @@
+"""`cg3d audit`: training and test shapes that are the same file or the same shape.
+
+Three kinds of pair, each cheap to find at scale:
+  same_file   both sides know their mesh file's sha256 (our shards' meta.json) and it is equal
+  same_uid    a training mesh's file stem is the test shape's key (an Objaverse uid, a ModelNet
+              name such as airplane_0627): the same object under another copy of the file
+  same_shape  near-duplicate geometry: shape descriptors closer than `threshold`
+
+The shape descriptor is computed on the points alone and does not move when a shape is
+resampled (another point count, other random samples), rotated about the up axis (+Y),
+rescaled, shifted or slightly noised: the points are centred on their mean and scaled to unit
+RMS radius (all unchanged by those), then two histograms are taken, each invariant to rotation
+about Y:
+  - occupancy over (distance from the up axis, height): 12 × 12 cells,
+  - D2, the distances between random pairs of points: 24 bins,
+each smoothed by a Gaussian of one bin. The descriptor is the square roots of the two normalised histograms (unit norm, so the
+Euclidean distance between two is a Hellinger distance in [0, 2]). BENCHMARKS.md ("Leakage
+audit") says how the default threshold was chosen and what it catches.
+
+Output (OUT/): `pairs.csv` (train_key, test_key, kind, distance), `audit.json` (counts, the
+threshold and the inputs), `leaked_train.txt` (the training ids in a pair: usable as
+`meshes.exclude` when the training set is rebuilt) and `leaked_test.txt`.
+"""
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from cg3d.errors import UsageError
+from cg3d.formats.shards import Skipped, raw_samples, read_index, split_entry
+from cg3d.formats.tar import FormatError
+from cg3d.pipeline.chunks import atomic_path
+
+AUDIT_NAME = "audit.json"
+PAIRS_NAME = "pairs.csv"
+DEFAULT_THRESHOLD = 0.04  # chosen in bench/bench_audit.py (BENCHMARKS.md)
+DESCRIPTOR = (
+    "cyl12x12+d24 smoothed v1"  # names the descriptor: audits with another are not comparable
+)
+RADIAL_BINS, HEIGHT_BINS, D2_BINS = 12, 12, 24
+RADIAL_MAX, HEIGHT_MAX, D2_MAX = 2.5, 2.5, 5.0  # in units of the RMS radius
+D2_PAIRS = 8192
+SMOOTHING = 1.0  # Gaussian sigma, in bins
+BLOCK = 2048  # test descriptors compared with all training ones at a time
+
+
+@dataclass
+class AuditShape:
+    key: str
+    points: np.ndarray
+    sha256: str = ""  # of the mesh file, when known
+    uid: str = ""  # the mesh file's stem, when known
+
+
+def shape_descriptor(points: np.ndarray) -> np.ndarray:
+    """(D,) float32 unit-norm descriptor of a cloud's shape (module docstring)."""
+    xyz = np.asarray(points, dtype=np.float64)[:, :3]
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if len(xyz) < 2:
+        raise ValueError("fewer than two finite points")
+    xyz = xyz - xyz.mean(axis=0)
+    rms = np.sqrt((xyz**2).sum(axis=1).mean())
+    if rms <= 0:
+        raise ValueError("all points coincide")
+    xyz /= rms
+    radial = np.hypot(xyz[:, 0], xyz[:, 2])
+    occupancy, _, _ = np.histogram2d(
+        np.minimum(radial, RADIAL_MAX - 1e-9),
+        np.clip(xyz[:, 1], -HEIGHT_MAX, HEIGHT_MAX - 1e-9),
+        bins=(RADIAL_BINS, HEIGHT_BINS),
+        range=((0, RADIAL_MAX), (-HEIGHT_MAX, HEIGHT_MAX)),
+    )
+    # Pairs drawn by a fixed generator: the same cloud always gives the same descriptor.
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(len(xyz), size=(2, D2_PAIRS))
+    distances = np.linalg.norm(xyz[first] - xyz[second], axis=1)
+    d2, _ = np.histogram(np.minimum(distances, D2_MAX - 1e-9), bins=D2_BINS, range=(0, D2_MAX))
+    # Smoothed by a one-bin Gaussian: a few thousand points leave sampling noise in 144 cells
+    # that would otherwise outweigh the difference between two distinct shapes.
+    smoothed = [
+        gaussian_filter(h.astype(np.float64), SMOOTHING, mode="constant") for h in (occupancy, d2)
+    ]
+    parts = [np.sqrt(h.ravel() / h.sum()) for h in smoothed]
+    return (np.concatenate(parts) / np.sqrt(2.0)).astype(np.float32)
+
+
+def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditShape]:
+    """The points and mesh identity of every sample of a split (views are not decoded)."""
+    from cg3d.formats.shards import decode_cloud, decode_member
+
+    entry = split_entry(read_index(shards), split)
+    order = range(len(entry["shards"]))
+    for raw in raw_samples(shards, entry["shards"], entry["counts"], order, skipped):
+        try:
+            points = decode_member(raw, "points.npy", decode_cloud)
+            meta = decode_member(raw, "meta.json", json.loads)
+        except FormatError as error:
+            skipped.add(f"sample {raw['__key__']}", str(error))
+            continue
+        uid = Path(str(meta.get("path") or "")).stem
+        yield AuditShape(raw["__key__"], points, str(meta.get("sha256") or ""), uid)
+
+
+def benchmark_shapes(benchmark, skipped: Skipped) -> Iterator[AuditShape]:
+    for shape in benchmark.shapes():
+        yield AuditShape(shape.key, shape.points)
+    skipped.add(f"{benchmark.name} shapes", "unreadable", benchmark.skipped())
+
+
+@dataclass
+class Side:
+    """One side of the audit: keys, descriptors (N, D) and the file identities."""
+
+    keys: list[str]
+    descriptors: np.ndarray
+    sha256: list[str]
+    uids: list[str]
+    unreadable: int
+
+
+def describe(shapes: Iterator[AuditShape], skipped: Skipped) -> Side:
+    keys, descriptors, hashes, uids = [], [], [], []
+    for shape in shapes:
+        try:
+            descriptors.append(shape_descriptor(shape.points))
+        except ValueError as error:
+            skipped.add(f"shape {shape.key}", str(error))
+            continue
+        keys.append(shape.key)
+        hashes.append(shape.sha256)
+        uids.append(shape.uid)
+    matrix = np.stack(descriptors) if descriptors else np.zeros((0, 1), np.float32)
+    return Side(keys, matrix, hashes, uids, skipped.total)
+
+
+def identity_pairs(train: Side, test: Side) -> list[dict]:
+    """same_file and same_uid pairs, by dictionary look-ups (linear in both sides)."""
+    by_hash: dict[str, list[int]] = {}
+    by_uid: dict[str, list[int]] = {}
+    for i, (sha, uid) in enumerate(zip(train.sha256, train.uids, strict=True)):
+        if sha:
+            by_hash.setdefault(sha, []).append(i)
+        if uid:
+            by_uid.setdefault(uid, []).append(i)
+    pairs = []
+    for j, (key, sha) in enumerate(zip(test.keys, test.sha256, strict=True)):
+        same_file = set(by_hash.get(sha, [])) if sha else set()
+        pairs += [_pair(train, test, i, j, "same_file", 0.0) for i in sorted(same_file)]
+        same_uid = set(by_uid.get(test.uids[j] or key, [])) - same_file
+        pairs += [_pair(train, test, i, j, "same_uid", 0.0) for i in sorted(same_uid)]
+    return pairs
+
+
+def shape_pairs(train: Side, test: Side, threshold: float) -> list[dict]:
+    """same_shape pairs: descriptors within `threshold`, test shapes a block at a time."""
+    pairs = []
+    if not len(train.keys) or not len(test.keys):
+        return pairs
+    for start in range(0, len(test.keys), BLOCK):
+        block = test.descriptors[start : start + BLOCK]
+        # Unit vectors: |a - b|² = 2 - 2 a·b.
+        squared = np.maximum(2.0 - 2.0 * (block @ train.descriptors.T), 0.0)
+        rows, columns = np.nonzero(squared < threshold**2)
+        for j, i in zip(rows, columns, strict=True):
+            distance = float(np.sqrt(squared[j, i]))
+            pairs.append(_pair(train, test, int(i), start + int(j), "same_shape", distance))
+    return pairs
+
+
+def _pair(train: Side, test: Side, i: int, j: int, kind: str, distance: float) -> dict:
+    return {
+        "train_key": train.keys[i],
+        "test_key": test.keys[j],
+        "kind": kind,
+        "distance": round(distance, 5),
+    }
+
+
+def open_test(
+    test_shards: str | None, dataset: str | None, root: str | None, allow_pickle: bool
+) -> tuple[str, Iterator[AuditShape], Skipped]:
+    """(what the test set is, its shapes, their skip counter) from --test or --dataset/--root."""
+    skipped = Skipped()
+    if bool(test_shards) == bool(dataset):
+        raise UsageError("give either --test SHARDS or --dataset NAME with --root DIR")
+    if test_shards:
+        return f"shards {test_shards} (test)", shard_shapes(test_shards, "test", skipped), skipped
+    if not root:
+        raise UsageError("--dataset needs --root: the benchmark's files")
+    from cg3d.eval.readers import open_benchmark
+
+    benchmark = open_benchmark(dataset, Path(root), allow_pickle=allow_pickle)
+    name = f"{benchmark.name} {benchmark.variant} ({root})"
+    return name, benchmark_shapes(benchmark, skipped), skipped
+
+
+def audit(
+    train_shards: str,
+    out: Path,
+    *,
+    test_shards: str | None = None,
+    dataset: str | None = None,
+    root: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    allow_pickle: bool = False,
+) -> dict:
+    """Find the pairs, write OUT/pairs.csv, audit.json, leaked_train.txt, leaked_test.txt."""
+    if not 0.0 < threshold < 2.0:
+        raise UsageError(f"--threshold must be in (0, 2), got {threshold}")
+    test_name, test_iter, test_skipped = open_test(test_shards, dataset, root, allow_pickle)
+    train_skipped = Skipped()
+    train = describe(shard_shapes(train_shards, "train", train_skipped), train_skipped)
+    test = describe(test_iter, test_skipped)
+    identical = identity_pairs(train, test)
+    seen = {(p["train_key"], p["test_key"]) for p in identical}
+    similar = [
+        p
+        for p in shape_pairs(train, test, threshold)
+        if (p["train_key"], p["test_key"]) not in seen
+    ]
+    pairs = identical + similar
+    summary = {
+        "train": f"shards {train_shards} (train)",
+        "test": test_name,
+        "train_shapes": len(train.keys),
+        "test_shapes": len(test.keys),
+        "unreadable": {"train": train.unreadable, "test": test.unreadable},
+        "descriptor": DESCRIPTOR,
+        "threshold": threshold,
+        "pairs": {
+            kind: sum(p["kind"] == kind for p in pairs)
+            for kind in ("same_file", "same_uid", "same_shape")
+        },
+        "leaked_test_shapes": len({p["test_key"] for p in pairs}),
+        "leaked_train_shapes": len({p["train_key"] for p in pairs}),
+    }
+    write_outputs(Path(out), summary, pairs)
+    return summary
+
+
+def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / PAIRS_NAME) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["train_key", "test_key", "kind", "distance"])
+        writer.writeheader()
+        writer.writerows(pairs)
+    for name, column in (("leaked_train.txt", "train_key"), ("leaked_test.txt", "test_key")):
+        with atomic_path(out / name) as tmp:
+            keys = sorted({p[column] for p in pairs})
+            tmp.write_text("".join(f"{key}\n" for key in keys))
+    with atomic_path(out / AUDIT_NAME) as tmp:  # last: an audit.json means a finished audit
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def read_audit(folder: Path) -> dict:
+    """What an eval's metrics say about its audit: the folder, inputs and counts."""
+    path = Path(folder) / AUDIT_NAME
+    if not path.is_file():
+        raise UsageError(f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`")
+    summary = json.loads(path.read_text())
+    keys = ("train", "test", "threshold", "pairs", "leaked_test_shapes")
+    return {"folder": str(folder), **{k: summary.get(k) for k in keys}}

@@ -1,0 +1,65 @@
+"""The files an evaluation writes: headline numbers apart from the details.
+
+`dvc metrics show` prints one row per metrics file with a column per value, so `metrics.json`
+holds only the headline numbers and what produced them (dataset, checkpoint, CLIP weights).
+The details sit beside it, for a person or `dvc plots`:
+  per_class.csv   class, shapes, top1 (%; empty for a class without shapes)
+  history.csv     one row per epoch (fine-tuning)
+  details.json    the rest: definitions (retrieval relevance), gallery sizes, the
+                  test-selected epoch of fine-tuning
+Each file is written atomically, so a killed run leaves the previous file or none.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cg3d.pipeline.chunks import atomic_path
+
+METRICS_NAME = "metrics.json"
+DETAILS_NAME = "details.json"
+PER_CLASS_NAME = "per_class.csv"
+HISTORY_NAME = "history.csv"
+
+
+def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) -> list[dict]:
+    """Rows of per_class.csv from classification_metrics' `per_class` and confusion matrix."""
+    shapes = np.asarray(confusion).sum(axis=1)
+    return [
+        {"class": name, "shapes": int(count), "top1": accuracy}
+        for (name, accuracy), count in zip(per_class.items(), shapes, strict=True)
+    ]
+
+
+def write_results(
+    out: Path,
+    headline: dict,
+    details: dict | None = None,
+    per_class: list[dict] | None = None,
+    history: list[dict] | None = None,
+) -> None:
+    """metrics.json (`headline`) and, where given, details.json, per_class.csv, history.csv."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / METRICS_NAME, headline)
+    if details is not None:
+        write_json(out / DETAILS_NAME, details)
+    if per_class is not None:
+        write_rows(out / PER_CLASS_NAME, per_class)
+    if history is not None:
+        write_rows(out / HISTORY_NAME, history)
+
+
+def write_json(path: Path, values: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(values, indent=2) + "\n")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A CSV with a header from the first row's keys (None becomes an empty cell)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)

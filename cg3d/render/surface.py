@@ -1,0 +1,170 @@
+"""Inside Blender: the evaluated scene as a `cg3d.pipeline.surface.Surface`.
+
+The evaluated depsgraph is what Blender renders: skins and armatures in their pose at the
+scene's current frame (the frame the importer leaves, the first frame of the file's first
+animation, else the file's node pose), shape keys at their stored weights, modifiers, every
+instance (shared meshes, EXT_mesh_gpu_instancing, collection instances) with its own
+transform. Reading the triangles from there gives the points exactly what the views show.
+Runs in the Blender workers only (imports bpy through the caller).
+"""
+
+import numpy as np
+
+from cg3d.pipeline.surface import Material, Surface, srgb_from_linear
+
+MESHLIKE = ("MESH", "CURVE", "SURFACE", "META", "FONT")
+
+
+def _array(collection, attribute: str, width: int, dtype=np.float64) -> np.ndarray:
+    out = np.empty(len(collection) * width, dtype=dtype)
+    collection.foreach_get(attribute, out)
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def evaluated_surface(bpy) -> tuple[Surface, dict]:
+    """The triangles of every mesh-like instance of the scene in Blender's world frame, with
+    UVs, colours and materials; and counts of what held no faces (for failure reasons)."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    parts, materials, material_index = [], [], {}
+    counts = {"loose_vertices": 0, "edges": 0}
+    for instance in depsgraph.object_instances:
+        obj = instance.object
+        if obj.type not in MESHLIKE:
+            continue
+        mesh = obj.to_mesh()
+        try:
+            if mesh is None:
+                continue
+            mesh.calc_loop_triangles()
+            if not len(mesh.loop_triangles):
+                counts["loose_vertices"] += len(mesh.vertices)
+                counts["edges"] += len(mesh.edges)
+                continue
+            slots = []
+            for slot in obj.material_slots:
+                material = slot.material
+                if material is not None and material.name not in material_index:
+                    material_index[material.name] = len(materials)
+                    materials.append(material_colors(material))
+                slots.append(material_index[material.name] if material is not None else -1)
+            parts.append(_mesh_arrays(mesh, np.array(instance.matrix_world), slots))
+        finally:
+            obj.to_mesh_clear()
+    if not parts:
+        return Surface(np.empty((0, 3, 3))), counts
+    return _concatenate(parts, materials), counts
+
+
+def _mesh_arrays(mesh, matrix: np.ndarray, slots: list[int]) -> dict:
+    corners = _array(mesh.loop_triangles, "vertices", 3, np.int64)
+    loops = _array(mesh.loop_triangles, "loops", 3, np.int64)
+    co = _array(mesh.vertices, "co", 3) @ matrix[:3, :3].T + matrix[:3, 3]
+    slot = _array(mesh.loop_triangles, "material_index", 1, np.int64)
+    slot_to_material = np.array(slots + [-1], dtype=np.int64)
+    material = slot_to_material[np.minimum(slot, len(slots))] if slots else np.full(len(slot), -1)
+    arrays = {"triangles": co[corners], "material": material, "uv": None, "color": None}
+    layer = next((uv for uv in mesh.uv_layers if uv.active_render), mesh.uv_layers.active)
+    if layer is not None:
+        arrays["uv"] = _array(layer.uv, "vector", 2)[loops]
+    attribute = mesh.color_attributes.get(mesh.color_attributes.default_color_name or "")
+    attribute = attribute or (mesh.color_attributes[0] if len(mesh.color_attributes) else None)
+    if attribute is not None and attribute.domain in ("POINT", "CORNER"):
+        colors = _array(attribute.data, "color_srgb", 4)[:, :3]
+        arrays["color"] = colors[corners if attribute.domain == "POINT" else loops]
+    return arrays
+
+
+def _concatenate(parts: list[dict], materials: list[Material]) -> Surface:
+    n = [len(p["triangles"]) for p in parts]
+
+    def stacked(key: str, shape: tuple) -> np.ndarray | None:
+        if all(p[key] is None for p in parts):
+            return None
+        return np.concatenate(
+            [
+                p[key] if p[key] is not None else np.full((k, *shape), np.nan)
+                for p, k in zip(parts, n, strict=True)
+            ]
+        )
+
+    return Surface(
+        triangles=np.concatenate([p["triangles"] for p in parts]),
+        material=np.concatenate([p["material"] for p in parts]),
+        corner_uv=stacked("uv", (3, 2)),
+        corner_color=stacked("color", (3, 3)),
+        materials=materials,
+    )
+
+
+def _upstream(node, seen=None):
+    """Every node feeding `node`, depth first."""
+    seen = set() if seen is None else seen
+    for socket in node.inputs:
+        for link in socket.links:
+            upstream = link.from_node
+            if upstream.name not in seen:
+                seen.add(upstream.name)
+                yield upstream
+                yield from _upstream(upstream, seen)
+
+
+def material_colors(material) -> Material:
+    """The colour sources of one Blender material: the Principled BSDF's base colour, and the
+    image texture (with its UV transform and multiplying factor) that feeds it, if any."""
+    base = np.array(material.diffuse_color[:3])
+    spec = Material(base_color=srgb_from_linear(base))
+    if not material.use_nodes or material.node_tree is None:
+        return spec
+    bsdf = next(
+        (n for n in material.node_tree.nodes if n.type in ("BSDF_PRINCIPLED", "BSDF_DIFFUSE")), None
+    )
+    if bsdf is None:
+        return spec
+    socket = bsdf.inputs["Base Color" if bsdf.type == "BSDF_PRINCIPLED" else "Color"]
+    spec.base_color = srgb_from_linear(np.array(socket.default_value[:3]))
+    if not socket.is_linked:
+        return spec
+    for node in _upstream(bsdf):
+        if node.type == "VERTEX_COLOR":
+            spec.uses_vertex_colors = True
+        elif node.type == "MIX" and getattr(node, "blend_type", "") == "MULTIPLY":
+            for mix_input in node.inputs:
+                if mix_input.type == "RGBA" and not mix_input.is_linked:
+                    spec.factor = spec.factor * np.array(mix_input.default_value[:3])
+        elif node.type == "TEX_IMAGE" and spec.texture is None:
+            _set_texture(spec, node)
+    return spec
+
+
+def _set_texture(spec: Material, node) -> None:
+    image = node.image
+    if image is None:
+        return
+    width, height = image.size  # loads the image (packed or from its file) when needed
+    if not width or not height:
+        return
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    rgb = pixels.reshape(height, width, 4)[..., :3]
+    # Byte images hold their encoded (sRGB) values; float images hold linear ones.
+    spec.texture = srgb_from_linear(rgb).astype(np.float32) if image.is_float else rgb
+    spec.nearest = node.interpolation == "Closest"
+    spec.clamp = node.extension in ("EXTEND", "CLIP")
+    vector = node.inputs["Vector"]
+    if vector.is_linked and vector.links[0].from_node.type == "MAPPING":
+        spec.uv_transform = _mapping_matrix(vector.links[0].from_node)
+
+
+def _mapping_matrix(node) -> np.ndarray:
+    """The 2D affine of a Mapping node (POINT: translate · rotate · scale), as glTF's
+    KHR_texture_transform is imported."""
+    location = np.array(node.inputs["Location"].default_value[:2])
+    angle = node.inputs["Rotation"].default_value[2]
+    scale = np.array(node.inputs["Scale"].default_value[:2])
+    c, s = np.cos(angle), np.sin(angle)
+    matrix = np.eye(3)
+    matrix[:2, :2] = np.array([[c, -s], [s, c]]) @ np.diag(scale)
+    matrix[:2, 2] = location
+    if node.vector_type == "TEXTURE":
+        return np.linalg.inv(matrix)
+    return matrix

@@ -1,0 +1,177 @@
+"""Objaverse-LVIS zero-shot: from our own shards of LVIS GLBs, and from OpenShape's files."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cg3d.errors import UsageError
+from cg3d.eval.readers import open_benchmark
+from cg3d.eval.zeroshot import ZeroShotConfig, cached_text_features, top_confusions, zeroshot
+
+from .conftest import cube
+
+
+def write_openshape(root: Path, categories: list[str], per_class: int = 1, n: int = 40) -> Path:
+    """OpenShape's layout: split JSON naming the authors' mount, per-shape pickled-dict .npy."""
+    rng = np.random.default_rng(5)
+    entries = []
+    for c, category in enumerate(categories):
+        for i in range(per_class):
+            uid = f"{c:04d}{i:02d}aa"
+            folder = root / "objaverse-processed" / "000-001"
+            folder.mkdir(parents=True, exist_ok=True)
+            xyz = cube(n, rng, scale=(1 + c % 5, 1, 1)).astype(np.float32)
+            rgb = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+            np.save(folder / f"{uid}.npy", {"xyz": xyz, "rgb": rgb}, allow_pickle=True)
+            entries.append(
+                {
+                    "category": category,
+                    "uid": uid,
+                    "data_path": f"/mnt/data/objaverse-processed/000-001/{uid}.npy",
+                    "group": "test",
+                }
+            )
+    (root / "lvis.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_openshape_files_need_allow_pickle(tmp_path):
+    root = write_openshape(tmp_path / "openshape", ["mug", "chair"])
+    with pytest.raises(UsageError, match="--allow-pickle"):
+        open_benchmark("objaverse-lvis", root)
+
+
+def test_openshape_reader_labels_locates_and_skips(tmp_path):
+    root = write_openshape(tmp_path / "openshape", ["mug", "chair", "baseball_bat"], per_class=2)
+    entries = json.loads((root / "lvis.json").read_text())
+    entries.append({"category": "mug", "uid": "gone", "data_path": "/mnt/x/gone.npy"})
+    (root / "lvis.json").write_text(json.dumps(entries))
+    benchmark = open_benchmark("objaverse-lvis", root, allow_pickle=True)
+    assert benchmark.classes == ["baseball_bat", "chair", "mug"]  # sorted, as OpenShape labels
+    shapes = list(benchmark.shapes())
+    assert benchmark.skipped() == 1  # the missing file, counted instead of a traceback
+    labels = {shape.key: shape.label for shape in shapes}
+    assert labels["000000aa"] == 2 and labels["000100aa"] == 1 and labels["000200aa"] == 0
+    first = shapes[0]
+    stored = np.load(root / "objaverse-processed/000-001/000000aa.npy", allow_pickle=True).item()
+    # xyz as stored (Y up, no swap), and the file's rgb
+    np.testing.assert_array_equal(first.points, stored["xyz"])
+    np.testing.assert_array_equal(first.colors, stored["rgb"])
+
+
+def test_zeroshot_on_openshape_lvis_reports_top3_and_confusion_table(tmp_path, tiny_checkpoint):
+    categories = [f"class_{i:03d}" for i in range(101)]  # above the plot's limit
+    root = write_openshape(tmp_path / "openshape", categories)
+    config = ZeroShotConfig(
+        dataset="objaverse-lvis", root=str(root), allow_pickle=True, batch_size=64, text_cache=""
+    )
+    metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert metrics["n_shapes"] == 101 and metrics["dataset"] == "objaverse-lvis"
+    assert metrics["top1"] <= metrics["top3"] <= metrics["top5"]
+    assert metrics["audit"] == "none"
+    assert not (tmp_path / "out" / "confusion.png").exists()
+    with (tmp_path / "out" / "predictions.csv").open() as handle:
+        mistakes = sum(row["actual"] != row["predicted"] for row in csv.DictReader(handle))
+    with (tmp_path / "out" / "top_confusions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    counts = [int(r["count"]) for r in rows]
+    assert counts == sorted(counts, reverse=True) and all(
+        r["actual"] != r["predicted"] for r in rows
+    )
+    if len(rows) < 100:  # every mistake is in the table
+        assert sum(counts) == mistakes
+
+
+def test_top_confusions_orders_mistakes():
+    confusion = np.array([[5, 3, 0], [1, 2, 0], [0, 4, 0]])
+    rows = top_confusions(confusion, ["a", "b", "c"], top=10)
+    assert [(r["actual"], r["predicted"], r["count"]) for r in rows] == [
+        ("c", "b", 4),
+        ("a", "b", 3),
+        ("b", "a", 1),
+    ]
+    assert rows[1]["share_of_actual"] == 37.5
+
+
+class CountingTextModel:
+    """A text model with a CLIP identity; counts the prompts it encodes."""
+
+    config = {
+        "clip_pretrained_loaded": True,
+        "clip_model": "ViT-X",
+        "clip_weights": {"tag": "fake"},
+    }
+
+    def __init__(self):
+        self.encoded = 0
+
+    def encode_text(self, prompts):
+        self.encoded += len(prompts)
+        return torch.nn.functional.normalize(torch.randn(len(prompts), 8), dim=-1)
+
+    def device(self):
+        return torch.device("cpu")
+
+
+def test_class_features_are_encoded_once_and_cached(tmp_path):
+    model = CountingTextModel()
+    classes = [f"c{i}" for i in range(300)]
+    first = cached_text_features(model, classes, ["a {}", "the {}"], tmp_path / "cache")
+    assert model.encoded == 600
+    again = cached_text_features(model, classes, ["a {}", "the {}"], tmp_path / "cache")
+    assert model.encoded == 600  # read back, not encoded
+    torch.testing.assert_close(first, again)
+    cached_text_features(model, classes, ["a {}"], tmp_path / "cache")  # other templates
+    assert model.encoded == 900
+
+
+def make_lvis_shards(tmp_path: Path) -> Path:
+    """LVIS GLBs (objaverse's glbs/000-XXX layout) → meshes → sample → caption → pack (views
+    faked: rendering needs Blender)."""
+    from cg3d.formats.manifest import manifest_rows
+    from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
+    from cg3d.pipeline.captions import caption_objects
+    from cg3d.pipeline.pack import pack_shards
+    from cg3d.pipeline.sample import sample_points
+    from cg3d.pipeline.sources import build_manifest
+    from tests.pipeline.fakes import fake_renders
+    from tests.pipeline.sources.test_objaverse import make_glbs
+
+    root = tmp_path / "objaverse"
+    make_glbs(root)
+    annotations = tmp_path / "lvis-annotations.json"
+    annotations.write_text(json.dumps({"coffee_mug": ["aa11", "bb22"], "chair": ["cc33", "dd44"]}))
+    meshes = tmp_path / "meshes"
+    build_manifest(
+        MeshesConfig(source="objaverse", root=str(root), annotations=str(annotations), workers=1),
+        meshes,
+    )
+    sample_points(meshes, tmp_path / "points", SampleConfig(points=64, workers=1))
+    ids = [row["id"] for row in manifest_rows(meshes, ["id"])]
+    fake_renders(tmp_path / "renders", ids)
+    caption_objects(meshes, tmp_path / "captions", CaptionConfig())
+    stages = (tmp_path / s for s in ("points", "renders", "captions", "shards"))
+    pack_shards(meshes, *stages, PackConfig(shard_size=2, workers=1))
+    return tmp_path / "shards"
+
+
+def test_zeroshot_on_our_lvis_shards_uses_every_split(tmp_path, tiny_checkpoint):
+    shards = make_lvis_shards(tmp_path)
+    benchmark = open_benchmark("objaverse-lvis", shards)
+    assert benchmark.classes == ["chair", "coffee_mug"]
+    assert benchmark.size == 4 and len(list(benchmark.shapes())) == 4  # train and test
+    from cg3d.eval.audit import audit
+
+    audited = audit(str(shards), tmp_path / "audit", test_shards=str(shards))
+    config = ZeroShotConfig(
+        dataset="objaverse-lvis", root=str(shards), text_cache="", audit=str(tmp_path / "audit")
+    )
+    metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert metrics["n_shapes"] == 4 and "test+train" in metrics["variant"]
+    assert metrics["audit"]["folder"] == str(tmp_path / "audit")  # the metrics name the audit
+    assert metrics["audit"]["pairs"] == audited["pairs"]
+    assert (tmp_path / "out" / "confusion.png").is_file()  # few classes: the plot
