@@ -105,6 +105,12 @@ def manifest_batches(
     return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
 
 
+def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
+    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
+
+
 def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[dict]:
     return (row for batch in manifest_batches(meshes_dir, columns) for row in batch)
 

@@ -1,18 +1,29 @@
 """The sample stage's parts: `part-XXXXX.parquet` with columns `id`, `points` (float32, an
-(N, C) cloud flattened), `n_points` (N) and `has_color`; one row per sampled object, ids sorted.
-The channel layout (`channel_names`: xyz, then rgb with colours, then normals) is recorded in
-the file's schema metadata under `channels`."""
+(N, C) cloud flattened), `n_points` (N) and `has_color`; one row per sampled object, ids sorted,
+in row groups of ROW_GROUP_OBJECTS objects. The channel layout (`channel_names`: xyz, then rgb
+with colours, then normals) is recorded in the file's schema metadata under `channels`.
 
-from collections.abc import Iterator
+Parts may overlap in id range (a grown data set puts new objects into new parts,
+`cg3d.pipeline.chunks.plan_chunks`): `PointsLookup` finds clouds by the id range of each row
+group (Parquet statistics, read from the footers), so a lookup decodes only the row groups
+that can hold the ids it asks for.
+"""
+
+import bisect
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.pipeline.chunks import atomic_path
 
 PART_SUFFIX = ".parquet"
+# Objects per Parquet row group: the most clouds a lookup of one object decodes.
+ROW_GROUP_OBJECTS = 64
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -59,7 +70,9 @@ def write_points_part(
 ) -> None:
     """Atomically write one part: `clouds[i]` is the (N, len(channels)) cloud of `ids[i]`."""
     with atomic_path(path) as tmp:
-        pq.write_table(points_table(ids, clouds, channels, has_color), tmp)
+        pq.write_table(
+            points_table(ids, clouds, channels, has_color), tmp, row_group_size=ROW_GROUP_OBJECTS
+        )
 
 
 def part_channels(part: Path) -> list[str]:
@@ -74,14 +87,6 @@ def points_channels(points_dir: Path) -> list[str]:
     return part_channels(parts[0]) if parts else list(XYZ)
 
 
-def part_has_color(part: Path) -> dict[str, bool]:
-    """{id: has_color} of one part (False for parts written before the column existed)."""
-    table = pq.read_table(part)
-    if "has_color" not in table.column_names:
-        return dict.fromkeys(table["id"].to_pylist(), False)
-    return dict(zip(table["id"].to_pylist(), table["has_color"].to_pylist(), strict=True))
-
-
 def points_parts(points_dir: Path) -> list[Path]:
     return sorted(Path(points_dir).glob(f"part-*{PART_SUFFIX}"))
 
@@ -91,9 +96,8 @@ def part_ids(part: Path) -> list[str]:
     return pq.read_table(part, columns=["id"])["id"].to_pylist()
 
 
-def read_points_part(part: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(id, (N, 3|6) float32 cloud) of every object of one part."""
-    table = pq.read_table(part)
+def clouds_of(table: pa.Table) -> Iterator[tuple[str, np.ndarray]]:
+    """(id, (N, C) float32 cloud) of every row of a table in the part schema."""
     for row_id, flat, n in zip(
         table["id"].to_pylist(),
         table["points"].to_numpy(),
@@ -103,17 +107,63 @@ def read_points_part(part: Path) -> Iterator[tuple[str, np.ndarray]]:
         yield row_id, np.asarray(flat, dtype=np.float32).reshape(n, -1)
 
 
+def read_points_part(part: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(id, (N, 3|6) float32 cloud) of every object of one part."""
+    yield from clouds_of(pq.read_table(part))
+
+
 def iter_points(points_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(id, (N, 3|6) float32 cloud) of every sampled object, part by part."""
     for part in points_parts(points_dir):
         yield from read_points_part(part)
 
 
+class StoredCloud(NamedTuple):
+    points: np.ndarray  # (N, C) float32
+    has_color: bool  # the object had colours (False for parts from before the column existed)
+
+
+class PointsLookup:
+    """Clouds by id over a points folder; each row group known by its id range only."""
+
+    def __init__(self, points_dir: Path):
+        self.groups: list[tuple[str, str, str, int]] = []  # (lowest id, highest id, part, group)
+        for part in points_parts(points_dir):
+            meta = pq.read_metadata(part)
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(0).statistics
+                if meta.row_group(group).num_rows == 0:
+                    continue
+                if stats is None or not stats.has_min_max:  # a writer without statistics
+                    ids = pq.ParquetFile(part).read_row_group(group, ["id"])["id"]
+                    low, high = min(ids.to_pylist()), max(ids.to_pylist())
+                else:
+                    low, high = stats.min, stats.max
+                self.groups.append((low, high, str(part), group))
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, StoredCloud]:
+        """The clouds of those of `ids` that were sampled (others are absent from the dict)."""
+        wanted = sorted(set(ids))
+        by_part: dict[str, list[int]] = {}
+        for low, high, part, group in self.groups:
+            first = bisect.bisect_left(wanted, low)
+            if first < len(wanted) and wanted[first] <= high:
+                by_part.setdefault(part, []).append(group)
+        found: dict[str, np.ndarray] = {}
+        for part, groups in by_part.items():
+            table = pq.ParquetFile(part).read_row_groups(groups)
+            table = table.filter(pc.is_in(table["id"], pa.array(wanted, pa.string())))
+            colored = (
+                table["has_color"].to_pylist()
+                if "has_color" in table.column_names
+                else [False] * table.num_rows
+            )
+            for (key, cloud), has_color in zip(clouds_of(table), colored, strict=True):
+                found[key] = StoredCloud(cloud, bool(has_color))
+        return found
+
+
 def find_points(points_dir: Path, object_id: str) -> np.ndarray | None:
-    """The cloud of one object (parts filtered by id, not read whole), or None."""
-    for part in points_parts(points_dir):
-        table = pq.read_table(part, filters=[("id", "==", object_id)])
-        if table.num_rows:
-            n = table["n_points"][0].as_py()
-            return np.asarray(table["points"][0].values, dtype=np.float32).reshape(n, -1)
-    return None
+    """The cloud of one object (only the row groups whose id range holds it are read), or None."""
+    found = PointsLookup(points_dir).get_many([object_id]).get(object_id)
+    return found.points if found else None

@@ -1,7 +1,7 @@
 """The render stage's parts: `part-XXXXX.tar` holding, per object, `<id>.view_XX.png` (one per
 view) and `<id>.cameras.json` (`cg3d.render.cameras`), written deterministically."""
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +43,19 @@ def _rendered(members: dict[str, bytes]) -> Rendered:
     return Rendered(dict(sorted(views.items())), members.get(CAMERAS))
 
 
-def read_render_part(part: Path, only: str | None = None) -> Iterator[tuple[str, Rendered]]:
-    """(id, renders) of every object of a part (or of object `only`); a member not named
-    `<id>.<suffix>`, or a damaged tar, is a FormatError naming the part (and the member)."""
+def read_render_part(
+    part: Path, only: Collection[str] | None = None
+) -> Iterator[tuple[str, Rendered]]:
+    """(id, renders) of every object of a part (or of the ids in `only`, whose members alone
+    are read: the others' data is seeked over); a member not named `<id>.<suffix>`, or a
+    damaged tar, is a FormatError naming the part (and the member)."""
+    wanted = True if only is None else (lambda name: name.partition(".")[0] in only)
     with open(part, "rb") as stream:
         try:
-            for sample in tar_samples(stream):
+            for sample in tar_samples(stream, wanted):
                 if "__error__" in sample:
                     raise FormatError(sample["__error__"])
-                if only is None or sample["__key__"] == only:
+                if only is None or sample["__key__"] in only:
                     yield sample["__key__"], _rendered(sample)
         except FormatError as error:
             raise FormatError(f"{part}: {error}") from None
@@ -71,10 +75,35 @@ def part_ids(part: Path) -> list[str]:
     return ids
 
 
+class RendersLookup:
+    """Renders by id over a renders folder; each part known by its id range (from its tar
+    headers), and only the members of the ids asked for are read (parts may overlap in id
+    range: a grown data set puts new objects into new parts)."""
+
+    def __init__(self, renders_dir: Path):
+        self.parts: list[tuple[str, str, str]] = []  # (lowest id, highest id, part)
+        for part in render_parts(renders_dir):
+            ids = part_ids(part)
+            if ids:
+                self.parts.append((min(ids), max(ids), str(part)))
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, Rendered]:
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        low, high = min(wanted), max(wanted)
+        found: dict[str, Rendered] = {}
+        for first, last, part in self.parts:
+            if first <= high and low <= last:
+                found.update(read_render_part(Path(part), wanted))
+        return found
+
+
 def find_rendered(renders_dir: Path, object_id: str) -> Rendered | None:
-    """The renders of one object from whichever part holds them, or None."""
+    """The renders of one object from whichever part holds them, or None (one header walk
+    per part; only that object's members are read)."""
     for part in render_parts(renders_dir):
-        for _, rendered in read_render_part(part, only=object_id):
+        for _, rendered in read_render_part(part, only={object_id}):
             if rendered.cameras is not None:
                 return rendered
     return None

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -164,47 +164,30 @@ def sample_members(
     return members
 
 
-class ShardWriter:
-    """`folder/shard-%06d.tar`, a new shard every `shard_size` samples, each renamed into place."""
+def write_shard(
+    path: Path, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]
+) -> tuple[int, str]:
+    """Write one shard atomically: each (key, members) sample in the given order, members named
+    `<key>.<suffix>`. Returns (samples written, sha256 of the file)."""
+    count = 0
+    with atomic_path(Path(path)) as tmp:
+        with open_tar_writer(tmp) as tar:
+            for key, members in samples:
+                for suffix, data in members:
+                    tar_member(tar, f"{key}.{suffix}", data)
+                count += 1
+        digest = file_sha256(tmp)
+    return count, digest
 
-    def __init__(self, folder: Path, shard_size: int):
-        self.folder = folder
-        self.shard_size = shard_size
-        self.names: list[str] = []
-        self.counts: list[int] = []
-        self.sha256: list[str] = []
-        self.tar = None
-        self.tmp: Path | None = None
 
-    def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
-        if self.tar is None:
-            path = self.folder / SHARD_PATTERN.format(len(self.names))
-            self.tmp = path.with_name(f".{path.name}.tmp")
-            self.tar = open_tar_writer(self.tmp)  # open across calls; closed in close()
-            self.names.append(path.name)
-            self.counts.append(0)
-        for suffix, data in members:
-            tar_member(self.tar, f"{key}.{suffix}", data)
-        self.counts[-1] += 1
-        if self.counts[-1] >= self.shard_size:
-            self.close()
-
-    def close(self) -> None:
-        if self.tar is not None:
-            self.tar.close()
-            path = self.folder / self.names[-1]
-            self.tmp.replace(path)
-            self.sha256.append(file_sha256(path))
-            self.tar = None
-
-    def entry(self, split: str) -> dict:
-        """This split's entry of the index."""
-        return {
-            "shards": [f"{split}/{name}" for name in self.names],
-            "counts": self.counts,
-            "sha256": self.sha256,
-            "samples": sum(self.counts),
-        }
+def split_entry_of(split: str, counts: list[int], sha256: list[str]) -> dict:
+    """A split's entry of the index, for shards `shard-000000.tar`, … in order."""
+    return {
+        "shards": [f"{split}/{SHARD_PATTERN.format(i)}" for i in range(len(counts))],
+        "counts": counts,
+        "sha256": sha256,
+        "samples": sum(counts),
+    }
 
 
 def write_index(out_dir: Path, index: dict) -> None:

@@ -7,7 +7,7 @@ naming it, never an unpacking traceback.
 
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,7 +51,9 @@ def member_key(name: str) -> tuple[str, str]:
     return key, suffix
 
 
-def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str, bytes]]:
+def tar_members(
+    stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
+) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of the regular files of a tar stream, read header by header.
 
     The same format webdataset and `tarfile` read (ustar, GNU long names, pax paths). It is
@@ -59,7 +61,8 @@ def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str,
     `bench/bench_loader.py --read-only`), where `tarfile`'s per-member objects, which
     webdataset's `tar_file_expander` builds too, dominated the cost. With `read_data` False,
     member data is seeked over (a seekable stream) and b"" given instead: a cheap integrity
-    walk. A damaged header or a short read raises FormatError.
+    walk. A damaged header or a short read raises FormatError. `read_data` may also be a
+    function of the member name: only those members are read (a lookup of a few objects).
     """
     long_name = ""
     while True:
@@ -76,7 +79,12 @@ def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str,
         kind = header[156:157]
         regular = kind in (b"0", b"\0")
         padding = -size % BLOCK
-        if regular and not read_data:
+        if regular:
+            name = long_name or header[:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode()
+            name = f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name
+            wanted = read_data(name) if callable(read_data) else read_data
+        if regular and not wanted:
             data = b""
             _skip(stream, size + padding)
         else:
@@ -91,10 +99,8 @@ def tar_members(stream: BinaryIO, read_data: bool = True) -> Iterator[tuple[str,
             )
             long_name = fields.get(b"path", b"").decode()
         elif regular:
-            name = long_name or header[:100].split(b"\0", 1)[0].decode()
-            prefix = header[345:500].split(b"\0", 1)[0].decode()
             long_name = ""
-            yield (f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name), data
+            yield name, data
 
 
 def _skip(stream: BinaryIO, size: int) -> None:
@@ -107,12 +113,13 @@ def _skip(stream: BinaryIO, size: int) -> None:
         raise FormatError("truncated tar member")
 
 
-def tar_samples(stream: BinaryIO) -> Iterator[dict]:
+def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True) -> Iterator[dict]:
     """Samples of a tar stream: consecutive members with one key grouped as
     {"__key__": key, suffix: bytes, ...}. A badly named member comes as its own
-    {"__key__": name, "__error__": why}, so that readers skip and count it and go on."""
+    {"__key__": name, "__error__": why}, so that readers skip and count it and go on.
+    `read_data` as for `tar_members` (members not read come as b"")."""
     sample: dict = {}
-    for name, data in tar_members(stream):
+    for name, data in tar_members(stream, read_data):
         try:
             key, suffix = member_key(name)
         except FormatError as error:

@@ -5,6 +5,10 @@ written atomically (temp then rename) by the worker that made it. A part file th
 a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
 are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
 
+Which objects form which chunk is kept in `chunks.parquet` (`plan_chunks`): a rerun on a grown
+manifest keeps every chunk whose members did not change and puts the new objects into new
+chunks, so adding 1 % of objects recomputes about 1 % of the chunks.
+
 One run at a time per output folder: a stage holds an exclusive lock on its `out_dir` while it
 runs (`locks_out_dir`), so two runs with different params cannot mix their parts, nor remove
 each other's temp files in `prepare`.
@@ -14,12 +18,13 @@ import fcntl
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +32,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.errors import UsageError
@@ -34,6 +43,8 @@ from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.params import EXECUTORS
 
 PLAN_NAME = ".plan.json"
+MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
+MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
 # Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
 # left by a killed run never enters a DVC output's hash.
 LOCK_NAME = ".cg3d.lock"
@@ -170,22 +181,155 @@ class ChunkedOutput:
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
             (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
+            (self.out_dir / MEMBERS_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
 
-    def pending(self, n_chunks: int) -> list[int]:
-        return [i for i in range(n_chunks) if not self.part(i).exists()]
+    def pending(self, chunks: int | Iterable[int]) -> list[int]:
+        """The chunks (numbers, or `range(chunks)`) whose part is not written yet."""
+        indices = range(chunks) if isinstance(chunks, int) else chunks
+        return [i for i in indices if not self.part(i).exists()]
+
+    def drop(self, index: int) -> None:
+        """Remove a chunk's part and failures (a chunk whose members changed)."""
+        self.part(index).unlink(missing_ok=True)
+        self.failure_part(index).unlink(missing_ok=True)
+
+    def chunks_on_disk(self) -> set[int]:
+        return {int(p.name[5:10]) for p in self.out_dir.glob(f"part-[0-9]*{self.suffix}")}
 
     def write_chunk_failures(self, index: int, rows: list[dict]) -> None:
         """Called by a worker before it renames its part into place."""
         write_failures([{**r, "stage": self.stage} for r in rows], self.failure_part(index))
 
-    def finalize(self, n_chunks: int) -> list[dict]:
-        """Merge the chunk failure tables into `failures.parquet`; return the rows."""
-        rows = [r for i in range(n_chunks) for r in read_failures(self.failure_part(i))]
+    def finalize(self, chunks: int | Iterable[int]) -> list[dict]:
+        """Merge the chunk failure tables (of `range(chunks)`, or of these chunk numbers)
+        into `failures.parquet`; return the rows."""
+        indices = range(chunks) if isinstance(chunks, int) else chunks
+        rows = [r for i in indices for r in read_failures(self.failure_part(i))]
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
+
+
+def content_key(record_fields: str) -> int:
+    """A 64-bit digest of what a chunk's work reads of one object (its file, path, up axis)."""
+    return int.from_bytes(
+        hashlib.sha256(record_fields.encode()).digest()[:8], "little", signed=True
+    )
+
+
+# The manifest read as Arrow tables of some columns (all when None), in id order, a row group at
+# a time: `cg3d.formats.manifest.manifest_tables` of a meshes folder. Passed in, not imported,
+# so that train and eval, which import this module, do not depend on the manifest's code.
+ManifestTables = Callable[[list[str] | None], Iterator[pa.Table]]
+
+
+@dataclass
+class ChunkPlan:
+    """Which `ok` objects of a manifest form which chunk: `members` (MEMBERS_SCHEMA) sorted by
+    id, so it lines up row for row with the manifest's `ok` rows."""
+
+    tables: ManifestTables
+    ok: str  # the manifest's status of a good object
+    members: pa.Table
+    manifest_rows: int  # rows of the manifest, failed ones included
+    recomputed: list[int]  # chunks that have no part yet (new, changed, or never finished)
+
+    @property
+    def chunks(self) -> list[int]:
+        return sorted(pc.unique(self.members.column("chunk")).to_pylist())
+
+    def sizes(self) -> dict[int, int]:
+        counts = self.members.column("chunk").value_counts().to_pylist()
+        return {entry["values"]: entry["counts"] for entry in counts}
+
+    def jobs(self, chunks: Iterable[int]) -> Iterator[tuple[int, list[dict]]]:
+        """(chunk, its manifest rows in id order) for `chunks`, from one streamed pass over the
+        manifest: a chunk is handed out as soon as its last member is read, so only chunks
+        whose members are spread over the id range (new objects) are held until the end."""
+        wanted = np.array(sorted(chunks), dtype=np.int32)
+        sizes = self.sizes()
+        waiting: dict[int, list] = {}
+        position = 0
+        for table in self.tables(None):
+            ok = table.filter(pc.equal(table.column("status"), self.ok))
+            members = self.members.slice(position, ok.num_rows)
+            position += ok.num_rows
+            if not ok.column("id").equals(members.column("id")):
+                raise RuntimeError("the manifest changed while the stage ran")
+            chunk_of = members.column("chunk").to_numpy()
+            keep = np.isin(chunk_of, wanted)
+            rows = ok.filter(pa.array(keep)).to_pylist()
+            for row, chunk in zip(rows, chunk_of[keep].tolist(), strict=True):
+                waiting.setdefault(chunk, []).append(row)
+                if len(waiting[chunk]) == sizes[chunk]:
+                    yield chunk, waiting.pop(chunk)
+
+
+def plan_chunks(
+    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int
+) -> ChunkPlan:
+    """The chunks of the manifest's objects of status `ok`, stable under additions (call it
+    after `output.prepare()`).
+
+    The membership table a previous run left in `output` (`chunks.parquet`) is kept: an object
+    stays in its chunk; new objects go, in id order, into new chunks numbered after the last;
+    a chunk whose members changed (file, path or up axis) or lost one (removed from the
+    manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
+    The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
+    ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
+    """
+    ids, contents, rows = [], [], 0
+    for table in tables(["id", "path", "up_axis", "sha256", "status"]):
+        rows += table.num_rows
+        good = table.filter(pc.equal(table.column("status"), ok))
+        keys = pc.binary_join_element_wise(
+            good.column("id"),
+            good.column("sha256"),
+            good.column("path"),
+            good.column("up_axis"),
+            " ",
+        )
+        ids.append(good.column("id"))
+        contents.append(pa.array([content_key(k) for k in keys.to_pylist()], pa.int64()))
+    objects = pa.table(
+        {
+            "id": pa.chunked_array(ids, pa.string()),
+            "content": pa.chunked_array(contents, pa.int64()),
+        }
+    )
+    table_path = output.out_dir / MEMBERS_NAME
+    if table_path.is_file():
+        previous = pq.read_table(table_path).rename_columns(["id", "chunk", "old"])
+    else:  # nothing to keep: parts without a table are from an unfinished first plan
+        previous = MEMBERS_SCHEMA.empty_table().rename_columns(["id", "chunk", "old"])
+    joined = objects.join(previous, "id", join_type="left outer").sort_by("id")
+    kept = joined.filter(pc.is_valid(joined.column("chunk")))
+    changed = kept.filter(pc.not_equal(kept.column("content"), kept.column("old")))
+    removed = previous.join(objects.select(["id"]), "id", join_type="left anti")
+    dirty = set(changed.column("chunk").to_pylist()) | set(removed.column("chunk").to_pylist())
+    new = joined.filter(pc.is_null(joined.column("chunk")))
+    first_new = (pc.max(previous.column("chunk")).as_py() + 1) if previous.num_rows else 0
+    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // chunk_size
+    members = pa.concat_tables(
+        [
+            kept.select(["id", "chunk", "content"]).cast(MEMBERS_SCHEMA),
+            pa.table(
+                [new.column("id"), pa.array(new_chunks, pa.int32()), new.column("content")],
+                schema=MEMBERS_SCHEMA,
+            ),
+        ]
+    ).sort_by("id")
+    planned = set(pc.unique(members.column("chunk")).to_pylist())
+    on_disk = output.chunks_on_disk()
+    for index in (on_disk - planned) | (on_disk & dirty):
+        output.drop(index)
+    with atomic_path(table_path) as tmp:
+        pq.write_table(members, tmp)
+    plan = ChunkPlan(tables, ok, members, rows, [])
+    plan.recomputed = output.pending(sorted(planned))
+    return plan
 
 
 def progress_bar(unit: str = "objects") -> Progress:
@@ -202,23 +346,31 @@ def progress_bar(unit: str = "objects") -> Progress:
 
 def run_chunks(
     work: Callable[..., int],
-    jobs: Sequence[tuple],
-    sizes: Sequence[int],
+    jobs: Iterable[tuple],
+    sizes: Sequence[int] | Callable[[tuple], int],
     *,
     workers: int,
     executor: str = "local",
     description: str = "working",
     unit: str = "objects",
+    total: int | None = None,
 ) -> int:
-    """Run `work(*job)` for every job, in parallel, with a progress bar; return the sum of results.
+    """Run `work(*job)` for every job, in parallel, with a progress bar; return the sum of sizes.
 
     `work` must be a top-level function (it is sent to other processes); it writes its own
-    part file and returns how many units it finished. `sizes[i]` is how many units job i holds.
+    part file and returns how many units it finished. `sizes` gives how many units each job
+    holds: a list in job order, or a function of the job. `jobs` may be a generator: it is
+    read only as workers free up (a few jobs ahead), so a plan streamed from disk stays
+    streamed. `total` (the progress bar's) defaults to the sum of a list of sizes.
     `workers` 0 or 1 runs everything in this process (a pool of one only adds start-up time).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    total = sum(sizes)
+    if callable(sizes):
+        sized = ((job, sizes(job)) for job in jobs)
+    else:
+        total = sum(sizes) if total is None else total
+        sized = zip(jobs, sizes, strict=True)
     done = 0
     start = time.perf_counter()
     with progress_bar(unit) as progress:
@@ -231,32 +383,42 @@ def run_chunks(
             progress.update(task, advance=n, rate=f"{rate:.1f} {unit}/s")
 
         if executor == "ray":
-            _run_ray(work, jobs, sizes, workers, advance)
-        elif workers <= 1 or len(jobs) <= 1:
-            for job, size in zip(jobs, sizes, strict=True):
+            _run_ray(work, sized, workers, advance)
+        elif workers <= 1:
+            for job, size in sized:
                 work(*job)
                 advance(size)
         else:
-            _run_pool(work, jobs, sizes, workers, advance)
+            _run_pool(work, sized, workers, advance)
     return done
 
 
-def _run_pool(work, jobs, sizes, workers, advance) -> None:
+def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
     # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
     context = get_context("spawn")
+    sized = iter(sized)
+    first = list(itertools.islice(sized, 2 * workers))
+    if len(first) <= 1:  # one job: a pool would only add start-up time
+        for job, size in first:
+            work(*job)
+            advance(size)
+        return
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
+        max_workers=min(workers, len(first)),
         mp_context=context,
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        futures = {pool.submit(work, *job): size for job, size in zip(jobs, sizes, strict=True)}
+        futures = {pool.submit(work, *job): size for job, size in first}
         try:
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     future.result()
                     advance(futures.pop(future))
+                # Keep two jobs a worker queued: the rest of the plan stays unread.
+                for job, size in itertools.islice(sized, 2 * workers - len(futures)):
+                    futures[pool.submit(work, *job)] = size
         except BaseException:
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -276,7 +438,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _run_ray(work, jobs, sizes, workers, advance) -> None:
+def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -284,13 +446,17 @@ def _run_ray(work, jobs, sizes, workers, advance) -> None:
         kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
         ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
     remote = ray.remote(num_cpus=1)(work)
-    pending = {remote.remote(*job): size for job, size in zip(jobs, sizes, strict=True)}
+    sized = iter(sized)
+    ahead = 2 * max(workers, 1) if not os.environ.get("RAY_ADDRESS") else 64
+    pending = {remote.remote(*job): size for job, size in itertools.islice(sized, ahead)}
     try:
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
                 ray.get(ref)
                 advance(pending.pop(ref))
+            for job, size in itertools.islice(sized, ahead - len(pending)):
+                pending[remote.remote(*job)] = size
     except BaseException:
         for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
             ray.cancel(ref)

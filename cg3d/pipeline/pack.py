@@ -4,41 +4,61 @@
 `meta.json` holds the class name, source, split, free-text name, mesh path and sha256, point
 count and view count.
 
-The inputs are chunked (docs/design.md); they are merged by walking the id-sorted manifest while
-each input keeps one chunk in memory, so memory stays flat in the number of objects. Tars are
-written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give identical bytes.
-Objects that failed any stage are left out and listed in `OUT/failures.parquet` and the index.
+The shard plan: shard k of a split holds the k-th run of `shard_size` objects of that split, in
+id order, among the objects no earlier stage failed (the manifest's status and the upstream
+failure tables say which). It is read from the streamed manifest, so it does not depend on
+`workers`. An object that turns out unpackable only while its shard is written (missing from
+an input without a failure row, bad points, no views, no captions) is left out of that shard,
+which is then shorter: no later shard moves. With consistent inputs this is exactly the
+sequential pack's layout, byte for byte.
+
+Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
+leaves `_shards/{split}-XXXXXX.json` (count, sha256, failures, point shapes) once renamed into
+place: a rerun after a kill skips those shards. `.plan.json` names the inputs (each file's
+name, size and mtime) and params the shards came from; when it differs, the old shards go.
+Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
+identical bytes. Objects that failed any stage are left out and listed in
+`OUT/failures.parquet` and the index.
 """
 
 import bisect
+import hashlib
+import json
+import shutil
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.formats import points as points_format
-from cg3d.formats import renders as renders_format
-from cg3d.formats.captions import CaptionsFile
+from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.manifest import (
     CLASSES_NAME,
+    MANIFEST_NAME,
     OK,
     failure_reason,
     manifest_rows,
-    manifest_size,
     read_classes,
 )
-from cg3d.formats.renders import Rendered
-from cg3d.formats.shards import INDEX_NAME, ShardWriter, sample_members, write_index
+from cg3d.formats.points import PointsLookup, points_channels, points_parts
+from cg3d.formats.renders import Rendered, RendersLookup, render_parts
+from cg3d.formats.shards import (
+    INDEX_NAME,
+    SHARD_PATTERN,
+    sample_members,
+    split_entry_of,
+    write_index,
+    write_shard,
+)
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import locks_out_dir, progress_bar
+from cg3d.pipeline.chunks import PLAN_NAME, atomic_path, default_workers, locks_out_dir, run_chunks
 
 SPLITS = ("train", "test")
+SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
 MANIFEST_COLUMNS = [
     "id",
     "source",
@@ -57,74 +77,22 @@ class PackSummary:
     samples: dict[str, int]
     shards: dict[str, int]
     failures: list[dict]
+    shards_written: int = 0  # by this run (the others were finished by an earlier one)
 
 
-class ChunkedLookup:
-    """Values by id over chunked files, one chunk loaded at a time.
+class CaptionsLookup:
+    """Captions by id over the captions file's row groups (in id order), read as needed."""
 
-    Each unit is (ids_of_unit, load_unit): only the smallest and largest id of every unit are
-    kept. Units that are consecutive ranges of the sorted ids (how every stage chunks the
-    manifest) are found by bisection; overlapping units still work, by trying each candidate.
-    """
+    def __init__(self, captions_dir: Path):
+        self.file = CaptionsFile(captions_dir)
+        self.highest = [max(self.file.group_ids(g), default="") for g in range(self.file.groups)]
 
-    def __init__(self, units: list[tuple[Callable[[], list[str]], Callable[[], dict]]]):
-        ranges = []
-        for list_ids, load in units:
-            ids = list_ids()
-            if ids:
-                ranges.append((min(ids), max(ids), load))
-        self.ranges = sorted(ranges, key=lambda r: (r[0], r[1]))
-        self.starts = [r[0] for r in self.ranges]
-        self.loaded: tuple[int, dict] | None = None
-
-    def get(self, key: str) -> Any | None:
-        last = bisect.bisect_right(self.starts, key)
-        for position in range(last - 1, -1, -1):
-            low, high, load = self.ranges[position]
-            if key <= high:
-                if self.loaded is None or self.loaded[0] != position:
-                    self.loaded = (position, load())
-                if key in self.loaded[1]:
-                    return self.loaded[1][key]
-        return None
-
-
-def points_lookup(points_dir: Path) -> ChunkedLookup:
-    def unit(part: Path):
-        return (
-            lambda: points_format.part_ids(part),
-            lambda: dict(points_format.read_points_part(part)),
-        )
-
-    return ChunkedLookup([unit(p) for p in points_format.points_parts(points_dir)])
-
-
-def colour_lookup(points_dir: Path) -> ChunkedLookup:
-    """{id: has_color} over the sample stage's parts (meta.json's `has_color`)."""
-
-    def unit(part: Path):
-        return (lambda: points_format.part_ids(part), lambda: points_format.part_has_color(part))
-
-    return ChunkedLookup([unit(p) for p in points_format.points_parts(points_dir)])
-
-
-def renders_lookup(renders_dir: Path) -> ChunkedLookup:
-    def unit(part: Path):
-        return (
-            lambda: renders_format.part_ids(part),
-            lambda: dict(renders_format.read_render_part(part)),
-        )
-
-    return ChunkedLookup([unit(p) for p in renders_format.render_parts(renders_dir)])
-
-
-def captions_lookup(captions_dir: Path) -> ChunkedLookup:
-    captions = CaptionsFile(captions_dir)
-
-    def unit(group: int):
-        return (lambda: captions.group_ids(group)), (lambda: captions.read_group(group))
-
-    return ChunkedLookup([unit(g) for g in range(captions.groups)])
+    def get_many(self, ids: list[str]) -> dict[str, list[str]]:
+        wanted, found = set(ids), {}
+        groups = {bisect.bisect_left(self.highest, key) for key in wanted}
+        for group in sorted(g for g in groups if g < self.file.groups):
+            found.update((k, v) for k, v in self.file.read_group(group).items() if k in wanted)
+        return found
 
 
 @dataclass
@@ -133,10 +101,9 @@ class PackInputs:
 
     classes: dict[str, int]  # class name → label
     failed: dict[str, dict]  # id → the first upstream failure row
-    points: ChunkedLookup
-    renders: ChunkedLookup
-    captions: ChunkedLookup
-    has_color: ChunkedLookup
+    points: PointsLookup
+    renders: RendersLookup
+    captions: CaptionsLookup
     channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
 
@@ -153,27 +120,112 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
     return PackInputs(
         {name: i for i, name in enumerate(classes)},
         failed,
-        points_lookup(points_dir),
-        renders_lookup(renders_dir),
-        captions_lookup(captions_dir),
-        colour_lookup(points_dir),
-        points_format.points_channels(points_dir),
+        PointsLookup(points_dir),
+        RendersLookup(renders_dir),
+        CaptionsLookup(captions_dir),
+        points_channels(points_dir),
     )
 
 
-def open_writers(out_dir: Path, shard_size: int) -> dict[str, ShardWriter]:
-    """A shard writer per split; the index and the previous run's shards are removed first."""
-    out_dir = Path(out_dir)
+_opened: dict[tuple, PackInputs] = {}  # in a pool worker: the inputs of its plan, opened once
+
+
+def opened_inputs(dirs: tuple[str, str, str, str], digest: str) -> PackInputs:
+    if (dirs, digest) not in _opened:
+        _opened.clear()
+        _opened[dirs, digest] = open_inputs(*map(Path, dirs))
+    return _opened[dirs, digest]
+
+
+def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dict:
+    """What the shards are made from: every input file's name, size and mtime, and the params
+    that change the shards (not `workers`). A DVC checkout (new mtimes) repacks: safe side."""
+    meshes, points, renders, captions = map(Path, dirs)
+    files = [meshes / MANIFEST_NAME, meshes / CLASSES_NAME, Path(captions) / CAPTIONS_NAME]
+    files += [Path(folder) / FAILURES_NAME for folder in (points, renders, captions)]
+    files += points_parts(points) + render_parts(renders)
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat() if file.is_file() else None
+        seen = f"{stat.st_size} {stat.st_mtime_ns}" if stat else "absent"
+        digest.update(f"{file.parent.name}/{file.name} {seen}\n".encode())
+    return {"stage": "pack", "shard_size": config.shard_size, "inputs": digest.hexdigest()}
+
+
+def prepare_output(out_dir: Path, fingerprint: dict) -> str:
+    """Create the folders; keep the finished shards of the same plan, clear another plan's.
+    Returns the plan's digest. The index goes first: no index, no set."""
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    plan_file = out_dir / PLAN_NAME
+    previous = json.loads(plan_file.read_text()).get("digest") if plan_file.is_file() else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / INDEX_NAME).unlink(missing_ok=True)  # the index is written last: no index, no set
-    writers = {}
+    (out_dir / INDEX_NAME).unlink(missing_ok=True)
+    if previous != digest:
+        shutil.rmtree(out_dir / SHARD_RECORDS, ignore_errors=True)
+        (out_dir / FAILURES_NAME).unlink(missing_ok=True)
+    for folder in [out_dir / split for split in SPLITS] + [out_dir / SHARD_RECORDS]:
+        folder.mkdir(exist_ok=True)
+        for leftover in folder.glob(".*.tmp"):  # a killed run's half-written file
+            leftover.unlink()
+        if previous != digest:
+            for stale in folder.glob("shard-*.tar"):
+                stale.unlink()
+    with atomic_path(plan_file) as tmp:
+        tmp.write_text(json.dumps({"digest": digest, "plan": fingerprint}, sort_keys=True))
+    return digest
+
+
+def shard_record(out_dir: Path, split: str, index: int) -> Path:
+    return Path(out_dir) / SHARD_RECORDS / f"{split}-{index:06d}.json"
+
+
+def shard_path(out_dir: Path, split: str, index: int) -> Path:
+    return Path(out_dir) / split / SHARD_PATTERN.format(index)
+
+
+def shard_done(out_dir: Path, split: str, index: int) -> bool:
+    """A shard is finished when its record exists (written after the shard's rename)."""
+    return (
+        shard_record(out_dir, split, index).is_file() and shard_path(out_dir, split, index).exists()
+    )
+
+
+def planned_failure(row: dict, inputs: PackInputs) -> dict | None:
+    """The failure row of an object the plan leaves out (known before any shard is written)."""
+    key = row["id"]
+    if row["status"] != OK:
+        return {"id": key, "stage": "meshes", "reason": failure_reason(row)}
+    if key in inputs.failed:
+        return inputs.failed[key]
+    if row["class_name"] not in inputs.classes:
+        reason = f"unknown_class: {row['class_name']!r} is not in {CLASSES_NAME}"
+        return {"id": key, "stage": "pack", "reason": reason}
+    if row["split"] not in SPLITS:
+        return {"id": key, "stage": "pack", "reason": f"unknown_split: {row['split']!r}"}
+    return None
+
+
+def plan_shards(
+    meshes_dir: Path, inputs: PackInputs, shard_size: int, failures: list, planned: dict
+) -> Iterator[tuple[str, int, list[dict]]]:
+    """(split, shard number, manifest rows) of every shard, from one pass over the manifest;
+    the objects left out are appended to `failures`, the shard counts kept in `planned`."""
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for row in manifest_rows(meshes_dir, MANIFEST_COLUMNS):
+        failure = planned_failure(row, inputs)
+        if failure is not None:
+            failures.append(failure)
+            continue
+        split = row["split"]
+        rows[split].append(row)
+        if len(rows[split]) == shard_size:
+            yield split, planned[split], rows[split]
+            planned[split] += 1
+            rows[split] = []
     for split in SPLITS:
-        folder = out_dir / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("shard-*.tar"):
-            stale.unlink()
-        writers[split] = ShardWriter(folder, shard_size)
-    return writers
+        if rows[split]:
+            yield split, planned[split], rows[split]
+            planned[split] += 1
 
 
 def missing_reason(points, renders: Rendered | None, captions) -> str:
@@ -203,57 +255,57 @@ def object_meta(row: dict, points: np.ndarray, views: int) -> dict:
     }
 
 
-@dataclass
-class Packer:
-    """Writes each manifest row's sample, or says why it cannot."""
+def pack_shard(
+    dirs: tuple[str, str, str, str], digest: str, out_dir: str, split: str, index: int, rows: list
+) -> int:
+    """Write one planned shard and its record; returns the objects it holds."""
+    inputs = opened_inputs(dirs, digest)
+    ids = [row["id"] for row in rows]
+    clouds, renders = inputs.points.get_many(ids), inputs.renders.get_many(ids)
+    captions = inputs.captions.get_many(ids)
+    failures, shapes = [], set()
 
-    inputs: PackInputs
-    writers: dict[str, ShardWriter]
-    points_shapes: set[tuple[int, int]] = field(default_factory=set)
+    def samples():
+        for row in rows:
+            key = row["id"]
+            stored, rendered, texts = clouds.get(key), renders.get(key), captions.get(key)
+            cloud = stored.points if stored else None
+            reason = missing_reason(cloud, rendered, texts)
+            if reason:
+                failures.append({"id": key, "stage": "pack", "reason": reason})
+                continue
+            shapes.add(cloud.shape)
+            meta = object_meta(row, cloud, len(rendered.views))
+            meta |= {"channels": inputs.channels, "has_color": stored.has_color}
+            cls = inputs.classes[row["class_name"]]
+            yield key, sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
 
-    def pack(self, row: dict) -> dict | None:
-        """Write the object's sample to its split's shards; its failure row if it has one."""
-        key = row["id"]
-        if row["status"] != OK:
-            return {"id": key, "stage": "meshes", "reason": failure_reason(row)}
-        if key in self.inputs.failed:
-            return self.inputs.failed[key]
-        cloud = self.inputs.points.get(key)
-        rendered = self.inputs.renders.get(key)
-        texts = self.inputs.captions.get(key)
-        reason = missing_reason(cloud, rendered, texts)
-        if not reason and row["class_name"] not in self.inputs.classes:
-            reason = f"unknown_class: {row['class_name']!r} is not in {CLASSES_NAME}"
-        if not reason and row["split"] not in self.writers:
-            reason = f"unknown_split: {row['split']!r}"
-        if reason:
-            return {"id": key, "stage": "pack", "reason": reason}
-        self.points_shapes.add(cloud.shape)
-        cls = self.inputs.classes[row["class_name"]]
-        meta = object_meta(row, cloud, len(rendered.views))
-        meta |= {
-            "channels": self.inputs.channels,
-            "has_color": bool(self.inputs.has_color.get(key)),
-        }
-        members = sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
-        self.writers[row["split"]].write(key, members)
-        return None
+    count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
+    record = {"count": count, "sha256": sha256, "failures": failures, "shapes": sorted(shapes)}
+    with atomic_path(shard_record(out_dir, split, index)) as tmp:
+        tmp.write_text(json.dumps(record))
+    return count
 
 
-def pack_index(classes: list[str], packer: Packer, failures: list[dict], config: PackConfig):
+def pack_index(classes: list[str], records: dict, failures: list[dict], config: PackConfig):
     """The index: classes, per split the shards, counts and checksums, failures, params."""
+    shapes = {tuple(shape) for split in records.values() for r in split for shape in r["shapes"]}
+    splits = {
+        split: split_entry_of(split, [r["count"] for r in rs], [r["sha256"] for r in rs])
+        for split, rs in records.items()
+    }
     return {
         "format": 1,
         "classes": classes,
-        "splits": {split: writer.entry(split) for split, writer in packer.writers.items()},
+        "splits": splits,
         "failures": {
             "total": len(failures),
             "by_stage": dict(sorted(Counter(r["stage"] for r in failures).items())),
         },
         "params": {
             **asdict(config),
-            "points": sorted({n for n, _ in packer.points_shapes}),
-            "channels": sorted({c for _, c in packer.points_shapes}),
+            "points": sorted({n for n, _ in shapes}),
+            "channels": sorted({c for _, c in shapes}),
         },
     }
 
@@ -270,26 +322,43 @@ def pack_shards(
     """Run the pack stage into `out_dir` ({train,test}/shard-*.tar, index.json, failures)."""
     if config.shard_size < 1:
         raise UsageError("--shard-size must be ≥ 1")
+    out_dir = Path(out_dir)
+    dirs = tuple(str(Path(d)) for d in (meshes_dir, points_dir, renders_dir, captions_dir))
+    failures: list[dict] = []
+    planned = dict.fromkeys(SPLITS, 0)
     try:
-        inputs = open_inputs(meshes_dir, points_dir, renders_dir, captions_dir)
-        packer = Packer(inputs, open_writers(out_dir, config.shard_size))
-        failures = []
-        with progress_bar() as progress:
-            task = progress.add_task("packing", total=manifest_size(meshes_dir), rate="")
-            for row in manifest_rows(meshes_dir, MANIFEST_COLUMNS):
-                progress.advance(task)
-                failure = packer.pack(row)
-                if failure is not None:
-                    failures.append(failure)
+        inputs = open_inputs(*map(Path, dirs))
+        digest = prepare_output(out_dir, plan_fingerprint(dirs, config))
+        _opened[dirs, digest] = inputs  # the shards written in this process reuse them
+        plan = plan_shards(Path(meshes_dir), inputs, config.shard_size, failures, planned)
+        jobs = [0]  # shards written by this run: counted as the plan hands them out
+
+        def unfinished():
+            for split, index, rows in plan:
+                if not shard_done(out_dir, split, index):
+                    jobs[0] += 1
+                    yield dirs, digest, str(out_dir), split, index, rows
+
+        run_chunks(
+            pack_shard,
+            unfinished(),
+            lambda job: len(job[5]),
+            workers=config.workers or default_workers(),
+            description="packing",
+        )
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None
-    for writer in packer.writers.values():
-        writer.close()
-    write_failures(failures, Path(out_dir) / FAILURES_NAME)
-    classes = list(inputs.classes)
-    write_index(out_dir, pack_index(classes, packer, failures, config))
+    records = {
+        split: [json.loads(shard_record(out_dir, split, i).read_text()) for i in range(n)]
+        for split, n in planned.items()
+    }
+    failures += [row for rs in records.values() for r in rs for row in r["failures"]]
+    failures.sort(key=lambda row: row["id"])  # manifest order, as the rows are written
+    write_failures(failures, out_dir / FAILURES_NAME)
+    write_index(out_dir, pack_index(list(inputs.classes), records, failures, config))
     return PackSummary(
-        {split: sum(w.counts) for split, w in packer.writers.items()},
-        {split: len(w.names) for split, w in packer.writers.items()},
+        {split: sum(r["count"] for r in rs) for split, rs in records.items()},
+        dict(planned),
         failures,
+        jobs[0],
     )

@@ -17,19 +17,20 @@ in the metadata), plus `OUT/failures.parquet` (id, stage, reason).
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from cg3d.formats.manifest import OK, MeshRecord, mesh_file, read_manifest
+from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
     locks_out_dir,
+    plan_chunks,
     run_chunks,
-    split_into_chunks,
 )
 from cg3d.pipeline.fps import fps_indices
 from cg3d.pipeline.geometry import normalization, to_canonical_axes
@@ -225,23 +226,12 @@ def sample_chunk(
     return len(ids)
 
 
-def plan_fingerprint(ok: list[MeshRecord], config: SampleConfig) -> dict:
-    """The plan a finished part belongs to: which objects, in which chunks, sampled how.
-
-    Every config field counts except RESULT_NEUTRAL ones, so a new param is part of the plan
-    without being listed here (for today's fields the plan is the one earlier versions wrote,
-    so their parts still resume).
-    """
-    objects = hashlib.sha256(
-        "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok).encode()
-    ).hexdigest()
+def plan_fingerprint(config: SampleConfig) -> dict:
+    """How the parts were sampled: every config field except RESULT_NEUTRAL ones, so a new
+    param is part of the plan without being listed here. Which objects form which part is the
+    chunk membership table's job (`plan_chunks`): a grown manifest keeps the finished parts."""
     params = {k: v for k, v in asdict(config).items() if k not in RESULT_NEUTRAL}
-    return {
-        "stage": STAGE,
-        "objects": objects,
-        **params,
-        "surface_samples": surface_sample_count(config.points),
-    }
+    return {"stage": STAGE, **params, "surface_samples": surface_sample_count(config.points)}
 
 
 @locks_out_dir
@@ -249,26 +239,30 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     """The stage: sample every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()
     meshes_dir = Path(meshes_dir)
-    records = read_manifest(meshes_dir)
-    ok = [r for r in records if r.status == OK]
-    chunks = split_into_chunks(ok, config.chunk_size)
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(ok, config))
+    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    pending = output.pending(len(chunks))
+    plan = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    sizes = plan.sizes()
+    jobs = (
+        (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
+        for i, rows in plan.jobs(plan.recomputed)
+    )
     run_chunks(
         sample_chunk,
-        [(meshes_dir, output, i, chunks[i], config) for i in pending],
-        [len(chunks[i]) for i in pending],
+        jobs,
+        lambda job: len(job[3]),
+        total=sum(sizes[i] for i in plan.recomputed),
         workers=config.workers or default_workers(),
         executor=config.executor,
         description="sampling points",
     )
-    failures = output.finalize(len(chunks))
+    failures = output.finalize(plan.chunks)
+    ok = plan.members.num_rows
     return SampleSummary(
-        objects=len(ok),
-        sampled=len(ok) - len(failures),
+        objects=ok,
+        sampled=ok - len(failures),
         failures=failures,
-        skipped_upstream=len(records) - len(ok),
-        chunks_run=len(pending),
-        chunks_total=len(chunks),
+        skipped_upstream=plan.manifest_rows - ok,
+        chunks_run=len(plan.recomputed),
+        chunks_total=len(plan.chunks),
     )

@@ -12,26 +12,25 @@ processes) or by Ray actors that each keep their Blender alive (`executor: ray`)
 Never imports torch.
 """
 
-import hashlib
 import io
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
 
-from cg3d.formats.manifest import MeshRecord, mesh_file, read_manifest
+from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     default_workers,
     locks_out_dir,
+    plan_chunks,
     progress_bar,
-    split_into_chunks,
 )
 from cg3d.render.cameras import cameras_of, dumps
 from cg3d.render.supervisor import BlenderWorker
@@ -103,21 +102,22 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     config.validate()
     start = time.perf_counter()
     meshes_dir = Path(meshes_dir)
-    records = read_manifest(meshes_dir)
-    ok = [r for r in records if r.status == "ok"]
-    chunks = split_into_chunks(ok, config.chunk_size)
-    # The plan: what is rendered how. Workers, executor and timeout do not change the result.
+    # The plan: how it is rendered (workers, executor and timeout do not change the result);
+    # which objects form which part is the chunk membership table's (`plan_chunks`).
     plan = {k: v for k, v in asdict(config).items() if k not in ("workers", "executor", "timeout")}
     if config.engine != "cycles":
         plan.pop("samples")
-    objects = "\n".join(f"{r.id} {r.sha256} {r.path} {r.up_axis}" for r in ok)
-    fingerprint = {"stage": STAGE, "objects": hashlib.sha256(objects.encode()).hexdigest(), **plan}
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, fingerprint)
+    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    pending = output.pending(len(chunks))
-    jobs = [(meshes_dir, output, i, chunks[i], config) for i in pending]
-    workers = min(config.workers or default_workers(), max(len(jobs), 1))
-    total_views = config.views * sum(len(chunks[i]) for i in pending)
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    sizes = chunks.sizes()
+    pending = chunks.recomputed
+    jobs = (
+        (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
+        for i, rows in chunks.jobs(pending)
+    )
+    workers = min(config.workers or default_workers(), max(len(pending), 1))
+    total_views = config.views * sum(sizes[i] for i in pending)
     with progress_bar("views") as progress:
         task = progress.add_task(f"rendering ({config.engine})", total=total_views, rate="")
         lock = threading.Lock()
@@ -130,39 +130,38 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
                 rate = done / max(time.perf_counter() - start, 1e-9)
                 progress.update(task, advance=views, rate=f"{rate:.1f} views/s")
 
-        if jobs and config.executor == "ray":
+        if pending and config.executor == "ray":
             views = _run_ray(jobs, workers, config, advance)
-        elif jobs:
+        elif pending:
             views = _run_threads(jobs, workers, config, advance)
         else:
             views = 0
-    failures = output.finalize(len(chunks))
+    failures = output.finalize(chunks.chunks)
+    ok = chunks.members.num_rows
     return RenderSummary(
-        objects=len(ok),
-        rendered=len(ok) - len(failures),
+        objects=ok,
+        rendered=ok - len(failures),
         views=views,
         failures=failures,
-        skipped_upstream=len(records) - len(ok),
+        skipped_upstream=chunks.manifest_rows - ok,
         chunks_run=len(pending),
-        chunks_total=len(chunks),
+        chunks_total=len(chunks.chunks),
         seconds=time.perf_counter() - start,
     )
 
 
-def _run_threads(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> int:
-    """`workers` threads, each driving its own Blender process through the chunk queue."""
-    todo: queue.Queue = queue.Queue()
-    for job in jobs:
-        todo.put(job)
+def _run_threads(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance) -> int:
+    """`workers` threads, each driving its own Blender process through the chunk queue (a
+    streamed plan: each thread takes the next job when it is free)."""
+    todo = _SharedQueue(jobs)
     results: list[int] = []
     errors: list[BaseException] = []
 
     def drive() -> None:
         with BlenderWorker(config.worker_settings(), config.timeout) as worker:
             while not errors:
-                try:
-                    job = todo.get_nowait()
-                except queue.Empty:
+                job = todo.next()
+                if job is None:
                     return
                 try:
                     results.append(render_chunk(worker, *job, on_object=advance))
@@ -179,6 +178,17 @@ def _run_threads(jobs: list[tuple], workers: int, config: RenderConfig, advance)
     return sum(results)
 
 
+class _SharedQueue:
+    """The next job of an iterator, for several threads (None when none is left)."""
+
+    def __init__(self, jobs: Iterator[tuple]) -> None:
+        self.jobs, self.lock = iter(jobs), threading.Lock()
+
+    def next(self) -> tuple | None:
+        with self.lock:
+            return next(self.jobs, None)
+
+
 class _RenderActor:
     """A Ray actor that keeps one Blender process alive across the chunks it is given."""
 
@@ -192,7 +202,7 @@ class _RenderActor:
         self.worker.close()
 
 
-def _run_ray(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> int:
+def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance) -> int:
     import os
 
     import ray
@@ -203,12 +213,12 @@ def _run_ray(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> 
         ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
     actor_class = ray.remote(num_cpus=1)(_RenderActor)
     actors = [actor_class.remote(config.worker_settings(), config.timeout) for _ in range(workers)]
-    todo = list(reversed(jobs))
+    todo = _SharedQueue(jobs)
     running = {}
     views = 0
     for actor in actors:
-        if todo:
-            job = todo.pop()
+        job = todo.next()
+        if job is not None:
             running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
     while running:
         (ref,), _ = ray.wait(list(running), num_returns=1)
@@ -216,8 +226,8 @@ def _run_ray(jobs: list[tuple], workers: int, config: RenderConfig, advance) -> 
         chunk_views = ray.get(ref)
         views += chunk_views
         advance(config.views * objects)
-        if todo:
-            job = todo.pop()
+        job = todo.next()
+        if job is not None:
             running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
     ray.get([actor.close.remote() for actor in actors])
     for actor in actors:

@@ -25,7 +25,7 @@ from cg3d.formats.renders import (
 )
 from cg3d.formats.renders import part_ids as render_part_ids
 from cg3d.formats.shards import (
-    ShardWriter,
+    SHARD_PATTERN,
     Skipped,
     decode_points,
     iter_samples,
@@ -34,7 +34,9 @@ from cg3d.formats.shards import (
     read_index,
     sample_members,
     shard_url,
+    split_entry_of,
     write_index,
+    write_shard,
 )
 from cg3d.formats.tar import FormatError, tar_members, tar_samples, write_tar
 from tests.pipeline.fakes import png_bytes, rewrite_tar
@@ -140,11 +142,21 @@ def test_a_failed_captions_write_leaves_no_file(tmp_path):
 
 def write_split(folder, samples: dict, shard_size: int) -> dict:
     (folder / "train").mkdir(parents=True)
-    writer = ShardWriter(folder / "train", shard_size)
-    for key, (points, views, captions, cls) in samples.items():
-        writer.write(key, sample_members(points, views, b"{}", captions, cls, {"id": key}))
-    writer.close()
-    index = {"format": 1, "classes": ["x", "y"], "splits": {"train": writer.entry("train")}}
+    members = [
+        (key, sample_members(points, views, b"{}", captions, cls, {"id": key}))
+        for key, (points, views, captions, cls) in samples.items()
+    ]
+    counts, sha256 = [], []
+    for start in range(0, len(members), shard_size):
+        name = SHARD_PATTERN.format(len(counts))
+        count, digest = write_shard(folder / "train" / name, members[start : start + shard_size])
+        counts.append(count)
+        sha256.append(digest)
+    index = {
+        "format": 1,
+        "classes": ["x", "y"],
+        "splits": {"train": split_entry_of("train", counts, sha256)},
+    }
     write_index(folder, index)
     return index
 

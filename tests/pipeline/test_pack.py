@@ -1,7 +1,11 @@
 import io
 import json
+import signal
 import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,8 +15,17 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.formats.failures import read_failures
+from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
-from tests.pipeline.fakes import CLASSES, fake_pipeline, ok_ids, rewrite_tar
+from tests.pipeline.fakes import (
+    CLASSES,
+    fake_meshes,
+    fake_pipeline,
+    fake_points,
+    fake_renders,
+    ok_ids,
+    rewrite_tar,
+)
 
 
 def test_counts_match_the_manifest_and_failures_are_listed(tmp_path):
@@ -128,3 +141,88 @@ def test_a_render_member_without_a_dot_is_one_line_naming_it(tmp_path):
             tmp_path / "again",
             PackConfig(shard_size=3),
         )
+
+
+def pack_into(root, out, **config):
+    return pack_shards(
+        root / "meshes",
+        root / "points",
+        root / "renders",
+        root / "captions",
+        root / out,
+        PackConfig(**config),
+    )
+
+
+def output_files(folder) -> dict:
+    """Every file of a pack output by relative path; the index without `params.workers` (the
+    run records what it was asked, the only byte that may differ between worker counts)."""
+    files = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    index = json.loads(files.pop(Path("index.json")))
+    del index["params"]["workers"]
+    files[Path("index.json")] = index
+    return files
+
+
+def test_one_and_two_workers_write_the_same_files(tmp_path):
+    fake_pipeline(tmp_path, per_class=8, shard_size=2)
+    pack_into(tmp_path, "one", shard_size=2, workers=1)
+    pack_into(tmp_path, "two", shard_size=2, workers=2)
+    one, two = output_files(tmp_path / "one"), output_files(tmp_path / "two")
+    assert one == two
+    assert len([p for p in one if p.suffix == ".tar"]) == 11  # 22 packable: 11 shards of 2
+
+
+def test_an_object_lost_while_packing_shortens_its_shard_and_moves_no_other(tmp_path):
+    fake_pipeline(tmp_path, per_class=8, shard_size=3)
+    before = output_files(tmp_path / "shards")
+    part = tmp_path / "points" / "part-00001.parquet"
+    table = pq.read_table(part)
+    lost = table["id"][0].as_py()  # gone from the points without a failure row
+    pq.write_table(table.slice(1), part)
+    summary = pack_into(tmp_path, "shards", shard_size=3)
+    after = output_files(tmp_path / "shards")
+    changed = sorted(str(p) for p in after if p.suffix == ".tar" and after[p] != before[p])
+    assert len(changed) == 1 and set(after) == set(before)
+    with tarfile.open(tmp_path / "shards" / changed[0]) as tar:
+        keys = {n.split(".", 1)[0] for n in tar.getnames()}
+    assert len(keys) == 2 and lost not in keys
+    assert {"id": lost, "stage": "pack", "reason": "missing: no points"} in summary.failures
+    assert summary.shards_written == sum(summary.shards.values())  # a changed input: all stale
+
+
+def test_a_rerun_on_unchanged_inputs_writes_no_shard(tmp_path):
+    fake_pipeline(tmp_path, per_class=8, shard_size=3)
+    before = output_files(tmp_path / "shards")
+    summary = pack_into(tmp_path, "shards", shard_size=3)
+    assert summary.shards_written == 0 and output_files(tmp_path / "shards") == before
+    assert pack_into(tmp_path, "shards", shard_size=4).shards_written == 6  # new params
+
+
+@pytest.mark.slow
+def test_a_pack_killed_with_sigkill_resumes_to_a_clean_runs_bytes(tmp_path):
+    records = fake_meshes(tmp_path / "meshes", per_class=100)
+    ids = ok_ids(records)
+    fake_points(tmp_path / "points", ids, n=4096, chunk=50)
+    fake_renders(tmp_path / "renders", ids, views=2, chunk=60)
+    caption_objects(tmp_path / "meshes", tmp_path / "captions", CaptionConfig())
+    command = [sys.executable, "-m", "cg3d", "pack", "--shard-size", "1"]
+    for stage in ("meshes", "points", "renders", "captions"):
+        command += [f"--{stage}", str(tmp_path / stage)]
+    out = tmp_path / "shards"
+    run = subprocess.Popen(
+        [*command, "--workers", "2", "--out", str(out)], stdout=subprocess.DEVNULL
+    )
+    while run.poll() is None and len(list(out.glob("_shards/*.json"))) < 3:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done_at_kill = len(list(out.glob("_shards/*.json")))
+    assert 3 <= done_at_kill < len(ids) and not (out / "index.json").exists()
+
+    resumed = subprocess.run([*command, "--workers", "2", "--out", str(out)], capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run([*command, "--workers", "1", "--out", str(tmp_path / "clean")])
+    assert clean.returncode == 0
+    assert output_files(out) == output_files(tmp_path / "clean")
+    assert sum(json.loads((out / "index.json").read_text())["splits"]["train"]["counts"]) == 225

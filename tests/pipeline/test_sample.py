@@ -15,9 +15,10 @@ import trimesh
 from cg3d.errors import UsageError
 from cg3d.formats.failures import read_failures
 from cg3d.formats.manifest import MeshRecord, write_manifest
-from cg3d.formats.points import iter_points
+from cg3d.formats.points import find_points, iter_points
 from cg3d.pipeline import sample as sample_module
 from cg3d.pipeline.chunks import LOCK_NAME
+from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.sample import (
     SampleConfig,
     object_rng,
@@ -30,8 +31,11 @@ from cg3d.pipeline.sample import (
 SMALL = {"points": 64, "seed": 0, "workers": 1}
 
 
-def make_meshes(root: Path, shapes: dict[str, trimesh.Trimesh], up_axis: str = "y") -> Path:
-    """Write each shape as OBJ under root/meshes and a manifest listing them."""
+def make_meshes(
+    root: Path, shapes: dict[str, trimesh.Trimesh], up_axis: str = "y", hashed: bool = False
+) -> Path:
+    """Write each shape as OBJ under root/meshes and a manifest listing them (with each
+    file's sha256 when `hashed`, as the meshes stage writes it)."""
     meshes_dir = root / "meshes"
     meshes_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -45,6 +49,7 @@ def make_meshes(root: Path, shapes: dict[str, trimesh.Trimesh], up_axis: str = "
                 class_name="thing",
                 split="train",
                 up_axis=up_axis,
+                sha256=file_sha256(meshes_dir / f"{name}.obj") if hashed else "",
             )
         )
     write_manifest(records, meshes_dir)
@@ -381,13 +386,12 @@ def test_a_killed_run_leaves_no_lock_and_its_parts_are_not_taken_for_other_param
 
 @pytest.mark.parametrize("field", ["points", "chunk_size", "normals", "seed"])
 def test_every_param_that_changes_points_is_in_the_resume_plan(field):
-    records = [MeshRecord(id="a", source="t", path="a.obj", class_name="c", split="train")]
     base = SampleConfig()
     changed = SampleConfig(**{field: not base.normals if field == "normals" else 7})
-    assert plan_fingerprint(records, changed) != plan_fingerprint(records, base)
+    assert plan_fingerprint(changed) != plan_fingerprint(base)
     # how many processes run the chunks, and where, does not change them
     faster = SampleConfig(workers=7, executor="ray")
-    assert plan_fingerprint(records, faster) == plan_fingerprint(records, base)
+    assert plan_fingerprint(faster) == plan_fingerprint(base)
 
 
 def test_fixture_points_are_the_same_in_every_python_process(tmp_path):
@@ -405,3 +409,46 @@ def test_fixture_points_are_the_same_in_every_python_process(tmp_path):
     assert sorted(first) == ["chair_0000", "lamp_0003"]
     for key in first:
         np.testing.assert_array_equal(first[key], second[key])
+
+
+def uid_named(shapes_by_name: dict) -> dict:
+    """The shapes under uid-like names: an object added later lands anywhere in id order."""
+    return {f"{object_rng(0, k).integers(2**32):08x}": v for k, v in shapes_by_name.items()}
+
+
+def test_a_grown_manifest_recomputes_only_the_new_chunk_and_matches_a_clean_run(tmp_path):
+    everything = uid_named(shapes(202))
+    first = dict(list(everything.items())[:200])
+    added = sorted(set(everything) - set(first))
+    assert sorted(everything).index(added[0]) < 199  # inside the id range, not appended
+    config = SampleConfig(**SMALL, chunk_size=2)
+    out = tmp_path / "points"
+    assert sample_points(make_meshes(tmp_path, first), out, config).chunks_run == 100
+    grown = sample_points(make_meshes(tmp_path, everything), out, config)
+    assert (grown.chunks_run, grown.chunks_total) == (1, 101)  # 1 % more objects, 1 % of chunks
+
+    clean = sample_points(make_meshes(tmp_path / "c", everything), tmp_path / "clean", config)
+    resumed, fresh = read_all(out), read_all(tmp_path / "clean")
+    assert clean.chunks_run == 101 and sorted(resumed) == sorted(fresh) == sorted(everything)
+    for key in fresh:
+        np.testing.assert_array_equal(resumed[key], fresh[key])
+    # the parts now overlap in id range: lookups still find old and new objects
+    for key in (added[0], sorted(first)[100]):
+        np.testing.assert_array_equal(find_points(out, key), fresh[key])
+
+
+def test_a_removed_or_changed_object_recomputes_only_its_chunk(tmp_path):
+    objects = uid_named(shapes(40))
+    config = SampleConfig(**SMALL, chunk_size=4)
+    out = tmp_path / "points"
+    sample_points(make_meshes(tmp_path, objects, hashed=True), out, config)
+    gone = sorted(objects)[9]
+    fewer = {k: v for k, v in objects.items() if k != gone}
+    summary = sample_points(make_meshes(tmp_path, fewer, hashed=True), out, config)
+    assert (summary.chunks_run, summary.chunks_total, summary.sampled) == (1, 10, 39)
+    assert gone not in read_all(out)
+    moved = sorted(fewer)[20]
+    fewer[moved] = trimesh.creation.box(extents=[5, 1, 1])  # a new file under the same id
+    summary = sample_points(make_meshes(tmp_path, fewer, hashed=True), out, config)
+    assert summary.chunks_run == 1
+    assert np.ptp(read_all(out)[moved][:, 0]) > 3 * np.ptp(read_all(out)[moved][:, 1])

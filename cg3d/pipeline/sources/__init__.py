@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -204,26 +205,35 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
 
 
 def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
-    """All parts as one table sorted by id, with later copies of the same content marked."""
+    """All parts as one table sorted by id, with later copies of the same content marked.
+
+    Done in Arrow (a few bytes per row and column, no Python object per row): the first `ok`
+    row of each sha256 in id order keeps it, the others become `duplicate` naming it.
+    """
     if n_parts == 0:
         return SCHEMA.empty_table()
     table = pa.concat_tables(pq.read_table(output.part(i)) for i in range(n_parts))
     table = table.sort_by("id")
-    ids = table.column("id").to_pylist()
-    if len(set(ids)) != len(ids):
+    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
         raise RuntimeError("the source listed two objects with the same id")
-    status = table.column("status").to_pylist()
-    error = table.column("error").to_pylist()
-    first_with_hash: dict[str, str] = {}
-    for i, (object_id, sha) in enumerate(zip(ids, table.column("sha256").to_pylist(), strict=True)):
-        if status[i] != OK:
-            continue
-        if sha in first_with_hash:
-            status[i], error[i] = "duplicate", f"same content as {first_with_hash[sha]}"
-        else:
-            first_with_hash[sha] = object_id
-    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status))
-    return table.set_column(table.schema.get_field_index("error"), "error", pa.array(error))
+    rows = pa.table({"sha256": table.column("sha256"), "row": np.arange(table.num_rows)})
+    ok = rows.filter(pc.equal(table.column("status"), OK))
+    first = ok.group_by("sha256").aggregate([("row", "min")])
+    later = ok.join(first, "sha256").filter(pc.field("row") != pc.field("row_min")).sort_by("row")
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[later.column("row").to_numpy()] = True
+    originals = pc.take(table.column("id"), later.column("row_min"))
+    reasons = pc.binary_join_element_wise("same content as", originals, " ")
+    status = pc.replace_with_mask(
+        table.column("status").combine_chunks(),
+        pa.array(mask),
+        pa.repeat(pa.scalar("duplicate"), later.num_rows),
+    )
+    error = pc.replace_with_mask(
+        table.column("error").combine_chunks(), pa.array(mask), reasons.combine_chunks()
+    )
+    table = table.set_column(table.schema.get_field_index("status"), "status", status)
+    return table.set_column(table.schema.get_field_index("error"), "error", error)
 
 
 def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
