@@ -125,9 +125,10 @@ def train_epoch(
         "train/samples_per_s": samples / seconds,
         "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
         "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
-        # samples of this rank fed the constant NO_COLOR (no colour of their own)
-        "train/samples_without_color": without_color,
     }
+    if trainer.config.point_channels == 6:
+        # samples of this rank fed the constant NO_COLOR (no colour of their own)
+        record["train/samples_without_color"] = without_color
     return record, skipped, step
 
 
