@@ -8,7 +8,8 @@ validates every mesh in parallel chunks (load, check, content hash), marks conte
 
 Memory stays flat at any size: the listing is streamed to listing parts on disk, each chunk
 is validated by one worker into its own part file (resume after a kill redoes only missing
-parts), and the parts are merged as Arrow tables, never as Python objects per mesh.
+parts), and the parts are merged by an external sort (`merge.py`): the manifest and failures
+are written row group by row group, never held whole.
 """
 
 import hashlib
@@ -21,20 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.formats.failures import FAILURES_NAME, write_failures
-from cg3d.formats.manifest import (
-    OK,
-    SCHEMA,
-    MeshRecord,
-    write_classes,
-    write_manifest_table,
-)
+from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.params import SOURCES, MeshesConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
@@ -45,6 +37,7 @@ from cg3d.pipeline.chunks import (
 )
 from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.meshio import MeshError, validate_file
+from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -122,14 +115,13 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         executor=config.executor,
         description="validating meshes",
     )
-    table = _merge(output, len(listing_parts))
-    _write_outputs(table, listing.classes, out_dir)
+    parts = [output.part(i) for i in range(len(listing_parts))]
+    counts = merge_parts(parts, work / "merge", out_dir, STAGE)
+    write_classes(listing.classes, out_dir)
     shutil.rmtree(work)
-    statuses = table.column("status").value_counts().to_pylist()
-    counts = {entry["values"]: entry["counts"] for entry in statuses}
     return Summary(
-        table.num_rows,
-        counts,
+        sum(counts.values()),
+        dict(counts),
         listing.classes,
         len(pending),
         len(listing_parts),
@@ -202,49 +194,6 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     with atomic_path(Path(part)) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
     return len(rows)
-
-
-def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
-    """All parts as one table sorted by id, with later copies of the same content marked.
-
-    Done in Arrow (a few bytes per row and column, no Python object per row): the first `ok`
-    row of each sha256 in id order keeps it, the others become `duplicate` naming it.
-    """
-    if n_parts == 0:
-        return SCHEMA.empty_table()
-    table = pa.concat_tables(pq.read_table(output.part(i)) for i in range(n_parts))
-    table = table.sort_by("id")
-    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
-        raise RuntimeError("the source listed two objects with the same id")
-    rows = pa.table({"sha256": table.column("sha256"), "row": np.arange(table.num_rows)})
-    ok = rows.filter(pc.equal(table.column("status"), OK))
-    first = ok.group_by("sha256").aggregate([("row", "min")])
-    later = ok.join(first, "sha256").filter(pc.field("row") != pc.field("row_min")).sort_by("row")
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[later.column("row").to_numpy()] = True
-    originals = pc.take(table.column("id"), later.column("row_min"))
-    reasons = pc.binary_join_element_wise("same content as", originals, " ")
-    status = pc.replace_with_mask(
-        table.column("status").combine_chunks(),
-        pa.array(mask),
-        pa.repeat(pa.scalar("duplicate"), later.num_rows),
-    )
-    error = pc.replace_with_mask(
-        table.column("error").combine_chunks(), pa.array(mask), reasons.combine_chunks()
-    )
-    table = table.set_column(table.schema.get_field_index("status"), "status", status)
-    return table.set_column(table.schema.get_field_index("error"), "error", error)
-
-
-def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
-    write_manifest_table(table, out_dir)
-    write_classes(classes, out_dir)
-    failed = table.filter(pc.not_equal(table.column("status"), OK))
-    rows = [
-        {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}
-        for r in failed.select(["id", "status", "error"]).to_pylist()
-    ]
-    write_failures(rows, out_dir / FAILURES_NAME)
 
 
 def read_exclude(path: str) -> set[str]:

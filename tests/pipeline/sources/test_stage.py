@@ -83,7 +83,7 @@ def test_a_killed_run_resumes_without_revalidating(tmp_path: Path, monkeypatch) 
     def killed(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sources, "_merge", killed)
+    monkeypatch.setattr(sources, "merge_parts", killed)
     with pytest.raises(KeyboardInterrupt):
         build_manifest(config, out)
     monkeypatch.undo()
