@@ -4,7 +4,7 @@ duplicates marked) and the failures file, in memory that does not grow with the 
 An external merge sort. `sorted_runs` cuts a stream of tables into runs of RUN_ROWS rows, each
 sorted in Arrow and written to disk in small row groups, and merges them FAN_IN at a time until
 few are left; `merged_rows` then streams their rows in order, READ_ROWS rows of each run held
-at a time. Three sorts:
+at a time. Runs are Arrow IPC streams (`.arrows`). Three sorts:
 
 1. every row by id: the manifest's order;
 2. (sha256, id) of the `ok` rows: each hash's rows in id order, so the first is the original
@@ -32,7 +32,7 @@ from cg3d.formats.failures import FAILURES_NAME, failures_writer
 from cg3d.formats.manifest import OK, manifest_writer
 
 RUN_ROWS = 16_384  # rows sorted in memory at once
-READ_ROWS = 256  # rows of each run held while merging (the runs' row group size)
+READ_ROWS = 256  # rows of each run held while merging (the runs' batch size)
 FAN_IN = 64  # runs merged at once; more are merged in passes first
 WRITE_ROWS = 4096  # rows turned back into an Arrow table at once
 COPIES = pa.schema([("id", pa.string()), ("original", pa.string())])
@@ -129,8 +129,8 @@ def sorted_runs(tables: Iterable[pa.Table], keys: list[str], folder: Path) -> li
 
     def flush() -> None:
         table = pa.concat_tables(held).sort_by([(key, "ascending") for key in keys])
-        runs.append(folder / f"run-{len(runs):06d}.parquet")
-        pq.write_table(table, runs[-1], row_group_size=READ_ROWS, compression="none")
+        runs.append(folder / f"run-{len(runs):06d}.arrows")
+        _write_run(runs[-1], table.schema, [table])
         held.clear()
 
     for table in tables:
@@ -145,15 +145,22 @@ def sorted_runs(tables: Iterable[pa.Table], keys: list[str], folder: Path) -> li
         merged = []
         for start in range(0, len(runs), FAN_IN):
             group = runs[start : start + FAN_IN]
-            merged.append(folder / f"merge-{generation}-{len(merged):06d}.parquet")
-            schema = pq.read_schema(group[0])
-            with pq.ParquetWriter(merged[-1], schema, compression="none") as writer:
-                for table in _tables_of(merged_rows(group, keys), schema):
-                    writer.write_table(table, row_group_size=READ_ROWS)
+            merged.append(folder / f"merge-{generation}-{len(merged):06d}.arrows")
+            with pa.OSFile(str(group[0])) as file:
+                schema = pa.ipc.open_stream(file).schema
+            _write_run(merged[-1], schema, _tables_of(merged_rows(group, keys), schema))
             for run in group:
                 run.unlink()
         runs = merged
     return runs
+
+
+def _write_run(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """A run as an Arrow IPC stream of READ_ROWS-row batches: read back a batch at a time,
+    with no footer that grows with the rows (Parquet's row group metadata would)."""
+    with pa.ipc.new_stream(path, schema) as writer:
+        for table in tables:
+            writer.write_table(table, max_chunksize=READ_ROWS)
 
 
 def merged_rows(runs: list[Path], keys: list[str]) -> Iterator[dict]:
@@ -162,5 +169,6 @@ def merged_rows(runs: list[Path], keys: list[str]) -> Iterator[dict]:
 
 
 def _rows(run: Path) -> Iterator[dict]:
-    for batch in pq.ParquetFile(run).iter_batches(batch_size=READ_ROWS):
-        yield from batch.to_pylist()
+    with pa.OSFile(str(run)) as file, pa.ipc.open_stream(file) as reader:  # read, not mapped
+        for batch in reader:
+            yield from batch.to_pylist()
