@@ -36,7 +36,12 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.meshio import MeshError, validate_file
+from cg3d.pipeline.meshio import (
+    BYTES_ONLY_SUFFIXES,
+    MeshError,
+    check_geometry,
+    validate_file,
+)
 from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
@@ -179,14 +184,23 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     references too, a surface); write the rows with status and hash. A file outside the root is
     never read, not even hashed."""
     rows = pq.read_table(listing_part).to_pylist()
+    # (sha256, suffix) of the files whose geometry passed in this chunk: a copy of the same
+    # bytes in a format read from its own bytes only passes too, unread (duplicates are common;
+    # failures are not remembered, their reasons may name the file).
+    passed: set[tuple[str, str]] = set()
     for row in rows:
         if row["status"] != OK:  # the source already knew (e.g. unsupported format)
             continue
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
-            validate_file(path, Path(root))  # before hashing: refuses what lies outside
-            row["sha256"] = file_sha256(path)
+            validate_file(path, Path(root), geometry=False)  # refuses what lies outside unread
+            content = (file_sha256(path), path.suffix.lower())
+            if content not in passed:
+                check_geometry(path)
+                if content[1] in BYTES_ONLY_SUFFIXES:
+                    passed.add(content)
+            row["sha256"] = content[0]
         except MeshError as error:
             row["status"], row["error"] = error.kind, error.reason
         except OSError as error:

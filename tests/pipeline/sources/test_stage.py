@@ -179,3 +179,22 @@ def test_ids_are_unique_and_key_safe(tmp_path: Path) -> None:
     ids = [r["id"] for r in manifest_rows(out)]
     assert len(ids) == len(set(ids)) == 11
     assert all(set(i) <= KEY_SAFE for i in ids)
+
+
+def test_copies_of_checked_bytes_are_not_read_again(tmp_path: Path, monkeypatch) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a.obj", "b.obj", "c.obj", "a.ply", "b.ply"):
+        write_mesh(root / "thing" / name, box())
+    (root / "thing" / "bad1.off").write_text("not a mesh\n")
+    (root / "thing" / "bad2.off").write_text("not a mesh\n")
+    read = []
+    real = sources.check_geometry
+    monkeypatch.setattr(sources, "check_geometry", lambda path: read.append(path) or real(path))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    # One OBJ read for three copies; PLY (may read a texture) and failures every time.
+    assert sorted(Path(p).name for p in read) == ["a.obj", "a.ply", "b.ply", "bad1.off", "bad2.off"]
+    rows = {Path(r["path"]).name: r for r in manifest_rows(out)}
+    assert [rows[n]["status"] for n in ("a.obj", "b.obj", "c.obj", "a.ply", "b.ply")] == [
+        "ok", "duplicate", "duplicate", "ok", "duplicate",
+    ]  # fmt: skip
+    assert rows["bad2.off"]["status"] == "unreadable" and rows["bad2.off"]["sha256"] == ""
