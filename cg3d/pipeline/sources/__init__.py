@@ -12,6 +12,7 @@ parts), and the parts are merged by an external sort (`merge.py`): the manifest 
 are written row group by row group, never held whole.
 """
 
+import functools
 import hashlib
 import importlib
 import json
@@ -156,7 +157,7 @@ def _write_listing(
         batch.clear()
 
     for record in records:
-        row = asdict(record)
+        row = dict(vars(record))  # flat fields: no deep copy (asdict's) needed
         digest.update(json.dumps(row, sort_keys=True).encode())
         batch.append(row)
         if len(batch) == chunk_size:
@@ -278,11 +279,17 @@ def read_json(path: Path, option: str) -> Any:
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
 
 
+@functools.lru_cache(maxsize=8)
+def _resolved(folder: Path) -> Path:
+    """A folder resolved once per run, not once per file (it is asked per object)."""
+    return Path(folder).resolve()
+
+
 def stored_path(path: Path, out_dir: Path) -> str:
     """Relative to the output folder when the file lies under it (portable), else absolute."""
     path = path.resolve()
     try:
-        return path.relative_to(out_dir.resolve()).as_posix()
+        return path.relative_to(_resolved(out_dir)).as_posix()
     except ValueError:
         return str(path)
 
