@@ -2,7 +2,7 @@
 duplicates marked) and the failures file, in memory that does not grow with the objects.
 
 An external merge sort. `sorted_runs` cuts a stream of tables into runs of RUN_ROWS rows, each
-sorted in Arrow and written to disk in small row groups, and merges them FAN_IN at a time until
+sorted in Arrow and written to disk in batches of READ_ROWS, and merges them FAN_IN at a time until
 few are left; `merged_rows` then streams their rows in order, READ_ROWS rows of each run held
 at a time. Runs are Arrow IPC streams (`.arrows`). Three sorts:
 
@@ -62,18 +62,20 @@ def merge_parts(parts: list[Path], work: Path, out_dir: Path, stage: str) -> Cou
             counts.update(table.column("status").to_pylist())
             failed = table.filter(pc.not_equal(table.column("status"), OK))
             if failed.num_rows:
-                reasons = pc.binary_join_element_wise(failed["status"], failed["error"], ": ")
-                write_failures(
-                    pa.table(
-                        {
-                            "id": failed["id"],
-                            "stage": pa.repeat(pa.scalar(stage), failed.num_rows),
-                            "reason": reasons,
-                        }
-                    )
-                )
+                write_failures(_failure_rows(failed, stage))
     shutil.rmtree(work)
     return counts
+
+
+def _failure_rows(failed: pa.Table, stage: str) -> pa.Table:
+    """The failures file's rows (id, stage, reason `status: error`) of failed manifest rows."""
+    return pa.table(
+        {
+            "id": failed.column("id"),
+            "stage": pa.repeat(pa.scalar(stage), failed.num_rows),
+            "reason": pc.binary_join_element_wise(failed["status"], failed["error"], ": "),
+        }
+    )
 
 
 def _tables(parts: list[Path], columns: list[str] | None = None) -> Iterator[pa.Table]:
@@ -96,14 +98,12 @@ def _tables_of(rows: Iterable[dict], schema: pa.Schema | None) -> Iterator[pa.Ta
 def _copies(by_hash: Iterator[dict]) -> Iterator[dict]:
     """From the ok rows sorted by (sha256, id): every row but the first of its hash, with the
     first's id."""
-    previous = {"sha256": None, "id": None}
-    original = None
+    sha256 = original = None
     for row in by_hash:
-        if row["sha256"] != previous["sha256"]:
-            original = row["id"]
+        if row["sha256"] != sha256:
+            sha256, original = row["sha256"], row["id"]
         else:
             yield {"id": row["id"], "original": original}
-        previous = row
 
 
 def _marked(rows: Iterator[dict], copies: Iterator[dict]) -> Iterator[dict]:
