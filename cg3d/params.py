@@ -271,6 +271,12 @@ class TrainConfig(Section):
     prompt_momentum: float = param(0.9, "SGD momentum of the prompts.", low=0.0, high=1.0)
     warmup_epochs: float = param(1.0, "Linear warmup, in epochs.", low=0.0)
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
+    text_targets: str = param(
+        "captions",
+        "What points and images train towards: captions (the paper's), or class_prototypes "
+        "(each caption's class, template-averaged: for a random-init text tower).",
+        choices=("captions", "class_prototypes"),
+    )
     # data
     workers: int = param(2, "Loader worker processes.", low=0)
     shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
@@ -398,6 +404,50 @@ class SceneConfig(Section):
 
 
 @dataclass
+class IndexConfig(Section):
+    """`index:`, a retrieval index: every object of a shard set embedded once (`cg3d index`)."""
+
+    section: ClassVar[str] = "index"
+
+    splits: str = param("", "Comma-separated splits to index (empty: every split of the shards).")
+    batch_size: int = param(32, "Objects per forward pass.", low=1)
+    thumbnail: int = param(
+        128, "Size in pixels of the first view kept per object for galleries (0: none).", low=0
+    )
+    device: str = param("cpu", "cpu, cuda or cuda:N.")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+
+
+@dataclass
+class DemoConfig(Section):
+    """`demo:`, the local web demo (`cg3d demo`), served on 127.0.0.1 only."""
+
+    section: ClassVar[str] = "demo"
+
+    port: int = param(7860, "Port on 127.0.0.1 (0: any free port).", low=0, high=65535)
+    max_upload_mb: float = param(
+        50.0, "Uploads larger than this many MiB are refused.", low=0.001, high=4096.0
+    )
+    top: int = param(5, "Labels shown per upload.", low=1, high=100)
+    gallery: int = param(8, "Index objects shown per query.", low=1, high=100)
+    views: int = param(4, "Views rendered of an uploaded mesh (0: none).", low=0, high=24)
+    resolution: int = param(224, "Size in pixels of the rendered views.", low=16, high=1024)
+    up_axis: str = param(
+        "y", "The up axis of uploaded files.", choices=("y", "z", "-y", "-z", "x", "-x")
+    )
+    device: str = param("cpu", "cpu, cuda or cuda:N.")
+    clip_pretrained: str = param(
+        "",
+        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+        "(checked against the checkpoint's record).",
+    )
+
+
+@dataclass
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -412,6 +462,8 @@ class Params(Section):
     eval: EvalConfig = param(EvalConfig, "", option=False)
     finetune: FinetuneConfig = param(FinetuneConfig, "", option=False)
     scene: SceneConfig = param(SceneConfig, "", option=False)
+    index: IndexConfig = param(IndexConfig, "", option=False)
+    demo: DemoConfig = param(DemoConfig, "", option=False)
 
 
 # --- reading and checking ------------------------------------------------------------------

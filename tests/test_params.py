@@ -261,3 +261,19 @@ def test_the_error_line_keeps_colons_and_brackets_as_written(tmp_path):
     assert result.returncode == 2
     assert ":train: [bold]x[/]" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
+    seen = {}
+
+    def capture(shards, out, config, resume):
+        seen["resume"] = resume
+
+    monkeypatch.setattr("cg3d.train.loop.train_stage", capture)
+    for mode in ("auto", "always", "never"):
+        result = CliRunner().invoke(
+            app, ["train", "--shards", "s", "--out", str(tmp_path), "--resume", mode]
+        )
+        assert result.exit_code == 0, result.output
+        assert seen["resume"] == mode
+    assert CliRunner().invoke(app, ["train", "--shards", "s", "--out", "o", "--resume"]).exit_code

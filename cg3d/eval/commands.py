@@ -173,12 +173,12 @@ def classify_command(
     ] = "",
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
-    from cg3d.eval.classify import classify
+    from cg3d.app.api import load
 
+    model = load(checkpoint, clip_pretrained=clip_pretrained or None)
+    predictions = model.classify(path, labels, top, up_axis, single_prompt)
     table = Table("rank", "label", "probability", title=str(path))
-    for rank, (label, score) in enumerate(
-        classify(path, checkpoint, labels, top, up_axis, single_prompt, clip_pretrained), start=1
-    ):
+    for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")
     console.print(table)
 

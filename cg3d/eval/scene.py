@@ -71,12 +71,14 @@ def scene_query(
     points = to_canonical_axes(points, config.up_axis)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
+    # a colour model gets the constant colour: scene files are read as xyz
+    channels = int(model.config.get("point_channels", 3))
     centres, members, nearest = split_regions(points, config)
     query = model.encode_text([text])[0]
     scores = []
     for start in range(0, len(members), config.batch_size):
         batch = [
-            prepare_points(points[m], n_points, seed=start + i)
+            prepare_points(points[m], n_points, seed=start + i, point_channels=channels)
             for i, m in enumerate(members[start : start + config.batch_size])
         ]
         features = model.encode_points(torch.from_numpy(np.stack(batch)).to(model.device()))

@@ -5,6 +5,7 @@ stage run. It streams the benchmark in batches (read → prepare → encode), so
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
   OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, prompts,
                         checkpoint, clip_model, clip_pretrained (bool: real weights loaded),
+                        templates (which made the class prototypes, e.g. "ulip64 (64)"),
                         clip_weights, audit (the leakage audit done on this test set, or "none"),
                         color (where a colour model's rgb came from; shapes_without_color)
   OUT/per_class.csv     class, shapes, top1: per-class accuracy
@@ -36,7 +37,7 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_correct
-from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.prompts import class_text_features, prompt_templates, prompts_label
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.params import ZeroShotConfig
@@ -239,6 +240,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "dataset": benchmark.name,
         "variant": benchmark.variant,
         "prompts": config.single_prompt or "ulip64 ensemble",
+        "templates": prompts_label(config.single_prompt),  # which made the class prototypes
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),

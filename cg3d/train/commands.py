@@ -1,5 +1,6 @@
 """`cg3d` subcommands of the train area (thin wrappers over stage functions)."""
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -7,6 +8,14 @@ import typer
 
 from cg3d.options import with_params
 from cg3d.params import TrainConfig
+
+
+class ResumeMode(StrEnum):
+    """What `cg3d train` does with a checkpoint already in OUT (cg3d.train.resume)."""
+
+    never = "never"
+    auto = "auto"
+    always = "always"
 
 
 @with_params(TrainConfig, "train")
@@ -19,14 +28,20 @@ def train(
     ],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, metrics.json, dvclive/.")],
     config: TrainConfig,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    resume: Annotated[
+        ResumeMode,
+        typer.Option(
+            help="never: start over; always: continue OUT/last.pt (refusing another run's); "
+            "auto: continue it when it is this run's (same params and shards), else start over."
+        ),
+    ] = ResumeMode.never,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
     from cg3d.params import write_resolved
     from cg3d.train.loop import train_stage
 
     write_resolved(out / "params.yaml", "train", config)
-    train_stage(shards, out, config, resume=resume)
+    train_stage(shards, out, config, resume=resume.value)
 
 
 def register(app: typer.Typer) -> None:

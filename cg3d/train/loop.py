@@ -5,44 +5,53 @@ builds the shard loaders and calls `fit`, which takes any iterable of batches
 ({"points" (B,N,3), "image" (B,3,S,S) preprocessed, "caption" list[str], "cls" (B,)}), so
 tests and benchmarks can feed tensors from memory (`BatchList`).
 
-Schedules (`schedule`):
-  alternating  the paper's: even updates train the point encoder on point–text + point–image
-               (images encoded without grad), odd updates train only the visual prompts on
-               image–text; each update consumes `grad_accum` batches.
-  joint        one update trains both on the weighted sum of the three losses.
-Optimisers: AdamW for the encoder, SGD with momentum for the prompts, both on a cosine
-schedule with linear warmup. `OUT/last.pt` is written after every epoch (model, optimisers,
-schedulers, RNG states, epoch) and `--resume` continues from it.
+`fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
+held-out accuracy, and writes the epoch (`write_epoch`: curves, metrics, then `OUT/last.pt`
+with model, optimisers, schedulers, RNG states and position). The parts live beside it:
+`trainer` (one update of either schedule), `optim` (optimisers, schedules), `evaluate`
+(held-out accuracy), `resume` (when a run continues from `OUT/last.pt`), `distributed`.
 """
 
-import dataclasses
+import itertools
 import json
-import math
 import random
 import time
-import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from cg3d.models.model import CG3D, build_model, model_config
+from cg3d.models.checkpoint import save_checkpoint
+from cg3d.models.model import CG3D
 from cg3d.params import TrainConfig
-from cg3d.protocol import templates
-from cg3d.train.losses import contrastive_loss
+from cg3d.pipeline.chunks import atomic_path
+from cg3d.train.distributed import (
+    barrier,
+    every_rank,
+    init_distributed,
+    pick_device,
+    smallest,
+    summed,
+    world,
+)
+from cg3d.train.evaluate import evaluate, held_out_prototypes
+from cg3d.train.resume import (
+    data_fingerprint,
+    prepare_model,
+    run_identity,
+    seed_everything,
+    truncate_curves,
+)
 from cg3d.train.rng import rng_state, set_rng_state
-from cg3d.train.text_cache import TextEncoder
+from cg3d.train.trainer import Trainer
+
+# Trainer and seed_everything are imported from here by the benchmarks
+__all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_everything"]
+__all__ += ["train_stage"]
 
 console = Console(stderr=True)
-SCHEDULES = ("alternating", "joint")
 
 
 class BatchList:
@@ -64,250 +73,128 @@ class BatchList:
         return (self.batches[index] for index in self.order)
 
 
-def cosine_with_warmup(total: int, warmup: int):
-    """LR factor per update: linear warmup to 1, then cosine to 0 at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """All-reduce-average the grads of parameters that DDP does not manage (the prompts)."""
-    _, size = world()
-    if size == 1:
-        return
-    for parameter in parameters:
-        if parameter.grad is not None:
-            dist.all_reduce(parameter.grad)
-            parameter.grad /= size
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"train.device: {name} asked for, but no CUDA device is available")
-    device = torch.device(name)
-    if device.type == "cuda" and dist.is_initialized():
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def num_updates(num_batches: int, accum: int) -> int:
-    """Updates an epoch holds: whole groups of `accum` batches, the same on every process."""
-    count = torch.tensor([num_batches // accum])
-    if world()[1] > 1:
-        count = count.to(pick_device("auto"))
-        dist.all_reduce(count, op=dist.ReduceOp.MIN)
-    if int(count.item()) < 1:
+    """Updates an epoch plans for (the LR schedule's length): whole groups of `accum` batches
+    on the process with the fewest. An epoch may hold fewer (see `groups_in_step`)."""
+    count = smallest(num_batches // accum)
+    if count < 1:
         raise UsageError(f"only {num_batches} batches per epoch: fewer than --grad-accum {accum}")
-    return int(count.item())
+    return count
 
 
-def class_text_features(model: CG3D, classes: list[str], template_set: str) -> torch.Tensor:
-    """(C, D) normalised class prototypes: templates over each class name, averaged."""
-    prompts = templates(template_set)
-    features = []
-    with torch.no_grad():
-        for name in classes:
-            texts = [template.format(name.replace("_", " ")) for template in prompts]
-            features.append(F.normalize(model.encode_text(texts).mean(0), dim=-1))
-    return torch.stack(features)
+def groups_in_step(batches: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Groups of `size` consecutive batches, for as long as every process still has one.
 
-
-@torch.no_grad()
-def evaluate(
-    model: CG3D, batches: Iterable[dict[str, Any]], prototypes: torch.Tensor, autocast
-) -> dict[str, float]:
-    """Held-out accuracy: point→text (zero-shot over class prototypes) and point→image (in batch)."""
-    model.eval()
-    device = model.device()
-    right_text = right_image = total = 0
-    for batch in batches:
-        with autocast():
-            points = model.encode_points(batch["points"].to(device))
-            images = model.encode_image(batch["image"].to(device))
-        labels = torch.as_tensor(batch["cls"], device=device)
-        right_text += int(((points @ prototypes.T).argmax(-1) == labels).sum())
-        right_image += int(
-            ((points @ images.T).argmax(-1) == torch.arange(len(labels), device=device)).sum()
-        )
-        total += len(labels)
-    model.train()
-    if total == 0:
-        raise UsageError("the held-out split holds no samples to evaluate on")
-    return {
-        "point_text_acc": right_text / total,
-        "point_image_acc": right_image / total,
-        "samples": total,
-    }
-
-
-class Trainer:
-    """Optimisers, schedules and one update of either schedule, for a built model."""
-
-    def __init__(
-        self, model: CG3D, config: TrainConfig, updates_per_epoch: int, device: torch.device
-    ):
-        self.model, self.config, self.device = model, config, device
-        self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-            if device.type == "cuda"
-            else nullcontext
-        )
-        self.encoder = model.point_encoder
-        if world()[1] > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            self.encoder = torch.nn.parallel.DistributedDataParallel(
-                model.point_encoder, device_ids=ids
-            )
-        encoder_params = list(model.point_encoder.parameters())
-        if config.train_logit_scale:
-            encoder_params.append(model.clip.logit_scale)
-        self.prompt_params = [model.visual.prompts]
-        self.optimizers = {
-            "encoder": torch.optim.AdamW(
-                encoder_params, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay
-            ),
-            "prompts": torch.optim.SGD(
-                self.prompt_params, lr=config.prompt_lr, momentum=config.prompt_momentum
-            ),
-        }
-        total = config.epochs * updates_per_epoch
-        warmup = max(1, round(config.warmup_epochs * updates_per_epoch))
-        factor = cosine_with_warmup(total, warmup)
-        self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            for name, optimizer in self.optimizers.items()
-        }
-        self.texts = TextEncoder(model, cache=config.text_cache)
-
-    def losses(self, batch: dict[str, Any], phase: str) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one batch for `phase` ("encoder", "prompts" or "joint") and its parts."""
-        model, config = self.model, self.config
-        texts = self.texts(batch["caption"])
-        scale = model.logit_scale
-        parts: dict[str, torch.Tensor] = {}
-        with self.autocast():
-            if phase in ("encoder", "joint"):
-                points = F.normalize(self.encoder(batch["points"].to(self.device)).float(), dim=-1)
-                with torch.no_grad() if phase == "encoder" else nullcontext():
-                    images = model.encode_image(batch["image"].to(self.device))
-                parts["point_text"] = (
-                    contrastive_loss(points, texts, scale)[0] * config.point_text_weight
-                )
-                parts["point_image"] = (
-                    contrastive_loss(points, images, scale)[0] * config.point_image_weight
-                )
-            if phase in ("prompts", "joint"):
-                images = model.encode_image(batch["image"].to(self.device))
-                parts["image_text"] = (
-                    contrastive_loss(images, texts, scale)[0] * config.image_text_weight
-                )
-        loss = sum(parts.values())
-        logged = {f"loss_{name}": value.item() for name, value in parts.items()}
-        return loss, logged | {"loss": loss.item()}
-
-    def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, float]:
-        """One optimiser update over `batches` (gradient accumulation); `step` picks the phase."""
-        if self.config.schedule == "joint":
-            phase, names = "joint", ["encoder", "prompts"]
-        else:
-            phase = "encoder" if step % 2 == 0 else "prompts"
-            names = [phase]
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
-        for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            sync = (
-                nullcontext()
-                if last or not hasattr(self.encoder, "no_sync")
-                else self.encoder.no_sync()
-            )
-            with sync:
-                loss, parts = self.losses(batch, phase)
-                (loss / len(batches)).backward()
-            for key, value in parts.items():
-                logged[key] = logged.get(key, 0.0) + value / len(batches)
-        average_gradients(self.prompt_params)
-        for name in names:
-            self.optimizers[name].step()
-        with warnings.catch_warnings():
-            # in the alternating schedule one optimiser rests every other update, by design
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            for scheduler in self.schedulers.values():
-                scheduler.step()
-        return logged
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
-            "text_cache": self.texts.state(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][name])
-        self.texts.load_state(state["text_cache"])
-
-
-def _groups(
-    batches: Iterable[dict[str, Any]], size: int, count: int
-) -> Iterator[list[dict[str, Any]]]:
-    """`count` consecutive groups of `size` batches."""
+    A loader can end before the batch count its index promised (samples that fail to decode
+    are skipped), on one process and not another. Before each update the processes agree
+    (an all-reduce of a flag), so the epoch ends for all when one runs out and none waits in
+    a collective the others have left.
+    """
     iterator = iter(batches)
-    for _ in range(count):
-        group = [next(iterator) for _ in range(size)]
+    while True:
+        group = list(itertools.islice(iterator, size))
+        if not every_rank(len(group) == size):
+            return
         yield group
 
 
-def prepare_model(
-    config: TrainConfig, classes: list[str], out: Path, resume: bool = False
-) -> tuple[CG3D, dict[str, Any] | None]:
-    """The model to train and, with `resume` and a checkpoint in `out`, its training state.
+def train_epoch(
+    trainer: Trainer, batches: Iterable[dict[str, Any]], epoch: int, step: int, updates: int
+) -> tuple[dict[str, float], int, int]:
+    """One epoch from update `step`, at most `updates` updates: its curves (mean losses,
+    samples/s, LRs), the samples skipped as undecodable (all processes) and the next step."""
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(epoch)
+    skipped_before = getattr(batches, "skipped", 0)
+    sums: dict[str, list[float]] = {}
+    samples, started, without_color = 0, time.perf_counter(), 0
+    for group in itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates):
+        for key, value in trainer.update(group, step).items():
+            sums.setdefault(key, []).append(value)
+        samples += sum(len(batch["caption"]) for batch in group)
+        without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
+        step += 1
+    seconds = time.perf_counter() - started
+    samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
+    if not sums:
+        raise UsageError(
+            f"epoch {epoch + 1}: no whole batch to train on ({skipped} samples did not decode)"
+        )
+    record = {f"train/{key}": sum(values) / len(values) for key, values in sums.items()}
+    record |= {
+        "train/samples_per_s": samples / seconds,
+        "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
+        "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
+        # samples of this rank fed the constant NO_COLOR (no colour of their own)
+        "train/samples_without_color": without_color,
+    }
+    return record, skipped, step
 
-    A corrupt `out/last.pt` or one trained with another model config is a UsageError naming it.
+
+def metrics_record(
+    config: TrainConfig, model: CG3D, position: dict[str, int], record: dict[str, float], **extra
+) -> dict[str, Any]:
+    """`OUT/metrics.json`: the run's identity, its position, `extra` and the epoch's numbers."""
+    return {
+        **position,
+        "clip_model": config.clip_model,
+        "clip_pretrained": bool(model.config["clip_pretrained_loaded"]),
+        "clip_weights": config.clip_pretrained,
+        "encoder": config.encoder,
+        "schedule": config.schedule,
+        "world_size": world()[1],
+        **extra,
+        "chance_point_text": 1 / len(model.config["classes"]),
+        **{key.replace("/", "_"): value for key, value in record.items()},
+    }
+
+
+def open_curves(out: Path, first_epoch: int):
+    """dvclive's logger for `out/dvclive`, at step `first_epoch` (one step per epoch).
+
+    On a resumed run the rows of epochs after the checkpoint's are dropped first, and the step
+    is set from the checkpoint: dvclive's own resume counts from its summary file, which a
+    kill can leave an epoch ahead of the checkpoint (and which restarts at 0 after one step).
     """
-    wanted_config = model_config(config, classes)
-    seed_everything(config.seed)  # the same initial weights on every process
-    path = Path(out) / "last.pt"
-    if not resume or not path.exists():
-        if resume:
-            console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
-        return build_model(wanted_config), None
-    payload = read_checkpoint(path)
-    if "training" not in payload:
-        raise UsageError(f"--resume: {path} holds no training state")
-    stored = payload["config"]
-    wanted = dataclasses.asdict(wanted_config)
-    changed = sorted(
-        key for key in wanted if key != "require_pretrained" and stored.get(key) != wanted[key]
-    )
-    if changed:
-        raise UsageError(f"--resume: {path} was trained with a different {changed[0]!r}")
-    return model_from_checkpoint(payload, path), payload["training"]
+    from dvclive import Live
+
+    folder = out / "dvclive"
+    if first_epoch:
+        truncate_curves(folder / "plots", first_epoch)
+    live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
+    live.step = first_epoch
+    return live
+
+
+def write_epoch(
+    out: Path, live, record: dict[str, float], metrics: dict[str, Any], model: CG3D, state: dict
+) -> None:
+    """An epoch's curve rows, `out/metrics.json`, then `out/last.pt`, in that order: the
+    checkpoint commits the epoch, and a resume drops whatever was written after it."""
+    for key, value in record.items():
+        live.log_metric(key, value)
+    live.next_step()
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    save_checkpoint(out / "last.pt", model, state)
+
+
+def warn_if_random_clip(model: CG3D, config: TrainConfig) -> None:
+    if not model.config["clip_pretrained_loaded"]:
+        console.print(
+            f"[bold red]WARNING: training with a RANDOMLY INITIALISED CLIP ({config.clip_model}); "
+            "the results mean nothing outside this run (metrics: clip_pretrained: false)[/]"
+        )
+
+
+def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
+    """(first epoch, step) of the run: a checkpoint's position, or 0 with fresh seeds."""
+    if training is None:
+        seed_everything(seed)
+        return 0, 0
+    trainer.load_state(training)
+    set_rng_state(training["rng"])
+    return training["epoch"], training["step"]
 
 
 def fit(
@@ -317,116 +204,63 @@ def fit(
     train_batches: Iterable[dict[str, Any]],
     test_batches: Iterable[dict[str, Any]],
     training: dict[str, Any] | None = None,
+    data: str = "",
 ) -> dict[str, Any]:
     """Train `model` for `config.epochs`, evaluating and checkpointing every epoch.
 
-    `train_batches` needs `num_batches` (or `len`) and may have `set_epoch(epoch)`;
-    `training` is the state `prepare_model` read for a resumed run. Only rank 0 writes
+    `train_batches` needs `num_batches` (or `len`) and may have `set_epoch(epoch)` and
+    `skipped` (samples it could not decode); `training` is the state `prepare_model` read for
+    a resumed run; `data` identifies the shards (`data_fingerprint`). Only rank 0 writes
     `out/last.pt`, `out/metrics.json` and the dvclive logs in `out/dvclive`. Returns the metrics.
     """
-    from dvclive import Live
-
     out = Path(out)
-    rank, size = world()
-    device = pick_device(config.device)
-    classes = list(model.config["classes"])
-    model.to(device).train()
-    if not model.config["clip_pretrained_loaded"]:
-        console.print(
-            f"[bold red]WARNING: training with a RANDOMLY INITIALISED CLIP ({config.clip_model}); "
-            "the results mean nothing outside this run (metrics: clip_pretrained: false)[/]"
-        )
+    rank, _ = world()
+    model.to(pick_device(config.device)).train()
+    warn_if_random_clip(model, config)
     total_batches = getattr(train_batches, "num_batches", None) or len(train_batches)
     updates = num_updates(total_batches, config.grad_accum)
-    trainer = Trainer(model, config, updates, device)
-    prototypes = class_text_features(model, classes, config.eval_templates)
-    first_epoch, step = 0, 0
-    if training:
-        trainer.load_state(training)
-        set_rng_state(training["rng"])
-        first_epoch, step = training["epoch"], training["step"]
-    else:
-        seed_everything(config.seed + rank)
-    live = None
-    if rank == 0:
-        live = Live(
-            str(out / "dvclive"), resume=training is not None, save_dvc_exp=False, dvcyaml=None
-        )
-    metrics: dict[str, Any] = {}
+    trainer = Trainer(model, config, updates, model.device())
+    prototypes, label = held_out_prototypes(model, config.eval_templates)
+    identity = run_identity(config, data)  # what the checkpoint says made it
+    first_epoch, step = restore(trainer, training, config.seed + rank)
+    live = open_curves(out, first_epoch) if rank == 0 else None
+    metrics = read_metrics(out) if training else {}
     for epoch in range(first_epoch, config.epochs):
-        if hasattr(train_batches, "set_epoch"):
-            train_batches.set_epoch(epoch)
-        sums: dict[str, list[float]] = {}
-        samples, started, without_color = 0, time.perf_counter(), 0
-        for group in _groups(train_batches, config.grad_accum, updates):
-            for key, value in trainer.update(group, step).items():
-                sums.setdefault(key, []).append(value)
-            samples += sum(len(batch["caption"]) for batch in group) * size
-            without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
-            step += 1
-        seconds = time.perf_counter() - started
-        epoch_metrics = {f"train/{key}": sum(values) / len(values) for key, values in sums.items()}
-        epoch_metrics |= {
-            "train/samples_per_s": samples / seconds,
-            "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
-            "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
-            # samples of this rank fed the constant NO_COLOR (no colour of their own)
-            "train/samples_without_color": without_color,
-        }
+        record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         if rank == 0:
             held_out = evaluate(model, test_batches, prototypes, trainer.autocast)
-            epoch_metrics |= {
-                f"test/{key}": value for key, value in held_out.items() if key != "samples"
+            record |= {
+                f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
             }
-            for key, value in epoch_metrics.items():
-                live.log_metric(key, value)
-            live.next_step()
-            metrics = {
-                "epoch": epoch + 1,
-                "step": step,
-                "clip_model": config.clip_model,
-                "clip_pretrained": bool(model.config["clip_pretrained_loaded"]),
-                "clip_weights": config.clip_pretrained,
-                "encoder": config.encoder,
-                "schedule": config.schedule,
-                "world_size": size,
-                "held_out_samples": held_out["samples"],
-                "skipped_samples": getattr(train_batches, "skipped", 0),
-                "chance_point_text": 1 / len(classes),
-                **{key.replace("/", "_"): value for key, value in epoch_metrics.items()},
-            }
-            training_state = trainer.state() | {
-                "rng": rng_state(),
-                "epoch": epoch + 1,
-                "step": step,
-            }
-            save_checkpoint(out / "last.pt", model, training_state)
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            position = {"epoch": epoch + 1, "step": step}
+            extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
+            extra["skipped_samples"] = skipped  # this epoch's, on every process
+            metrics = metrics_record(config, model, position, record, **extra)
+            state = trainer.state() | position | {"rng": rng_state()}
+            write_epoch(out, live, record, metrics, model, state | {"run": identity})
             console.print(
                 f"epoch {epoch + 1}/{config.epochs}: "
-                + ", ".join(f"{key} {value:.4g}" for key, value in epoch_metrics.items())
+                + ", ".join(f"{key} {value:.4g}" for key, value in record.items())
             )
-        if size > 1:
-            dist.barrier()
+        barrier()
     if live is not None:
         live.end()
     return metrics
 
 
-def init_distributed() -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+def read_metrics(out: Path) -> dict[str, Any]:
+    """The metrics a finished run left (what `fit` returns when no epoch is left to train)."""
+    path = Path(out) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def train_stage(
-    shards: Path, out: Path, config: TrainConfig, resume: bool = False
+    shards: Path, out: Path, config: TrainConfig, resume: str = "never"
 ) -> dict[str, Any]:
-    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`."""
+    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`.
+
+    `resume`: "never", "auto" or "always" (see cg3d.train.resume).
+    """
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
@@ -435,11 +269,12 @@ def train_stage(
         raise UsageError(f"--shards: no such folder {shards}")
     init_distributed()
     rank, size = world()
-    classes = list(read_index(shards)["classes"])
+    index = read_index(shards)
     for split in ("train", "test"):
         check_shards(shards, split)
     check_point_channels(shards, config.point_channels)
-    model, training = prepare_model(config, classes, out, resume)
+    data = data_fingerprint(index)
+    model, training = prepare_model(config, list(index["classes"]), out, resume, data)
     loader_config = LoaderConfig(
         n_points=config.n_points,
         batch_size=config.batch_size,
@@ -452,4 +287,4 @@ def train_stage(
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)
     test_batches = make_loader(shards, "test", loader_config, preprocess, False)
-    return fit(config, out, model, train_batches, test_batches, training)
+    return fit(config, out, model, train_batches, test_batches, training, data)

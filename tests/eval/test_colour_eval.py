@@ -3,6 +3,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,19 @@ def test_retrieval_and_finetune_feed_six_channels_and_say_so(
     result = finetune(colour_checkpoint, tmp_path / "f", tune)
     assert result["color"] == COLOR_FROM_SHARDS
     assert result["shapes_without_color"] == 0  # the test split: every object had colour
+
+
+def test_scene_query_runs_a_colour_model_on_an_xyz_scene(colour_checkpoint, tmp_path):
+    from cg3d.eval.scene import scene_query
+    from cg3d.params import SceneConfig
+
+    scene = np.random.default_rng(0).uniform(-1, 1, (600, 3))
+    np.savetxt(tmp_path / "scene.txt", scene)
+    best = scene_query(
+        tmp_path / "scene.txt",
+        "a chair",
+        colour_checkpoint,
+        tmp_path / "out",
+        SceneConfig(regions=4, region_points=64, top=2),
+    )
+    assert len(best) == 2 and best[0]["score"] >= best[1]["score"]

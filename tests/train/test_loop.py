@@ -2,11 +2,15 @@ import json
 
 import pytest
 import torch
+from dvclive import Live
 
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import read_checkpoint
 from cg3d.models.model import tiny_model_config
+from cg3d.params import AugmentConfig
+from cg3d.train import loop
 from cg3d.train.loop import TrainConfig, Trainer, fit, prepare_model
+from cg3d.train.resume import MAY_DIFFER
 from tests.train.helpers import make_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
@@ -70,6 +74,39 @@ def test_joint_step_changes_only_the_prompts_and_the_encoder(tmp_path):
     assert changed(before, model) == {"encoder", "visual.prompts"}
 
 
+def test_a_joint_update_encodes_each_image_once(tmp_path):
+    model, trainer = make_trainer(tmp_path, schedule="joint")
+    calls = []
+    model.visual.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    trainer.update(list(make_batches(2, 8)), step=0)
+    assert calls == [8, 8]
+
+
+def test_a_learned_temperature_moves_and_stays_within_clips_range(tmp_path):
+    model, trainer = make_trainer(tmp_path, train_logit_scale=True, encoder_lr=5.0)
+    batch = next(iter(make_batches(1, 8)))
+    before = model.logit_scale.item()
+    scales = []
+    for step in range(4):
+        trainer.update([batch], step=2 * step)  # encoder updates: the temperature trains
+        scales.append(model.logit_scale.item())
+    assert scales[0] != before
+    assert all(1.0 <= scale <= 100.0 + 1e-3 for scale in scales)
+
+
+def test_class_prototype_targets_ignore_the_caption_template(tmp_path):
+    batch = next(iter(make_batches(1, 8)))
+    reworded = batch | {"caption": [f"there is a {c} here" for c in batch["caption"]]}
+    losses = {}
+    for targets in ("captions", "class_prototypes"):
+        model, trainer = make_trainer(tmp_path, text_targets=targets)
+        losses[targets] = [trainer.losses(b, "joint")[1]["loss"] for b in (batch, reworded)]
+    assert losses["class_prototypes"][0] == losses["class_prototypes"][1]
+    assert losses["captions"][0] != losses["captions"][1]
+    with pytest.raises(UsageError, match="text_targets"):
+        tiny_train_config(text_targets="labels")
+
+
 def test_loss_falls_on_a_tiny_overfit_set(tmp_path):
     model, trainer = make_trainer(
         tmp_path, updates=25, epochs=1, schedule="joint", warmup_epochs=0.0
@@ -107,7 +144,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(config, killed, model, KilledAfterFirstEpoch(make_batches(4, 8)), test_batches)
     assert read_checkpoint(killed / "last.pt")["training"]["epoch"] == 1
-    model, training = prepare_model(config, CLASSES, killed, resume=True)
+    model, training = prepare_model(config, CLASSES, killed, resume="always")
     metrics = fit(config, killed, model, make_batches(4, 8), test_batches, training)
 
     expected, got = read_checkpoint(whole / "last.pt"), read_checkpoint(killed / "last.pt")
@@ -129,13 +166,121 @@ def test_resume_rejects_a_corrupt_or_mismatched_checkpoint(tmp_path):
     config = tiny_train_config()
     (tmp_path / "last.pt").write_bytes(b"\x00garbage")
     with pytest.raises(UsageError, match="last.pt"):
-        prepare_model(config, CLASSES, tmp_path, resume=True)
+        prepare_model(config, CLASSES, tmp_path, resume="always")
     model, _ = prepare_model(config, CLASSES, tmp_path / "run")
     fit(
         tiny_train_config(epochs=1), tmp_path / "run", model, make_batches(2, 8), make_batches(1, 8)
     )
     with pytest.raises(UsageError, match="prompts"):
-        prepare_model(tiny_train_config(prompts=3), CLASSES, tmp_path / "run", resume=True)
+        prepare_model(tiny_train_config(prompts=3), CLASSES, tmp_path / "run", resume="always")
+
+
+def kill_on_call(monkeypatch, target, name: str, call: int) -> None:
+    """`target.name` raises KeyboardInterrupt (as a killed process stops) on its `call`-th call."""
+    original, calls = getattr(target, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, dying)
+
+
+# Where epoch 2 of 3 is killed; an alternating epoch logs 9 curves (7 train/, 2 test/).
+KILL_POINTS = {
+    "amid the curve rows": (Live, "log_metric", 9 + 4),
+    "after the curves, before metrics.json": (loop, "atomic_path", 2),
+    "before the checkpoint": (loop, "save_checkpoint", 2),
+}
+
+
+def curve(out, name: str) -> list[str]:
+    return (out / f"dvclive/plots/metrics/{name}.tsv").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    config = tiny_train_config(epochs=3)
+    model, _ = prepare_model(config, CLASSES, out)
+    fit(config, out, model, make_batches(4, 8), make_batches(1, 8, seed=9))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", KILL_POINTS)
+def test_curves_agree_with_the_checkpoint_after_a_kill_anywhere(
+    uninterrupted, tmp_path, monkeypatch, kill
+):
+    config = tiny_train_config(epochs=3)
+    with monkeypatch.context() as patch:
+        kill_on_call(patch, *KILL_POINTS[kill])
+        model, _ = prepare_model(config, CLASSES, tmp_path)
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, tmp_path, model, make_batches(4, 8), make_batches(1, 8, seed=9))
+    model, training = prepare_model(config, CLASSES, tmp_path, resume="always")
+    assert training["epoch"] == 1
+    fit(config, tmp_path, model, make_batches(4, 8), make_batches(1, 8, seed=9), training)
+    for metric in ("train/loss", "train/lr_encoder", "test/point_text_acc"):
+        rows = curve(tmp_path, metric)
+        assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
+        assert rows == curve(uninterrupted, metric)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epoch"] == 3 and metrics["held_out_templates"] == "cg3d (63)"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A one-epoch run on the data set whose index fingerprint is "index-a"."""
+    out = tmp_path_factory.mktemp("run")
+    config = tiny_train_config(epochs=1)
+    model, _ = prepare_model(config, CLASSES, out, data="index-a")
+    fit(config, out, model, make_batches(2, 8), make_batches(1, 8), data="index-a")
+    return out
+
+
+def test_auto_resume_continues_its_own_run_only(finished_run, tmp_path):
+    _, training = prepare_model(tiny_train_config(), CLASSES, tmp_path, "auto", "index-a")
+    assert training is None  # no checkpoint yet
+    same_run = tiny_train_config(epochs=1, workers=7, text_cache=False)
+    _, training = prepare_model(same_run, CLASSES, finished_run, "auto", "index-a")
+    assert training is not None and training["epoch"] == 1
+    for changes, data in [
+        (dict(prompt_lr=0.5), "index-a"),
+        (dict(augment=AugmentConfig(jitter_sigma=0.02)), "index-a"),
+        (dict(epochs=2), "index-a"),  # a stage whose params changed gives a fresh run's result
+        ({}, "index-b"),
+    ]:
+        config = tiny_train_config(**{"epochs": 1} | changes)
+        _, training = prepare_model(config, CLASSES, finished_run, "auto", data)
+        assert training is None, (changes, data)
+
+
+def test_an_explicit_resume_may_extend_a_run_but_refuses_another_one(finished_run):
+    _, training = prepare_model(
+        tiny_train_config(epochs=4), CLASSES, finished_run, "always", "index-a"
+    )
+    assert training["epoch"] == 1
+    with pytest.raises(UsageError, match="'prompt_lr' \\(0.01, now 0.5\\)"):
+        prepare_model(tiny_train_config(prompt_lr=0.5), CLASSES, finished_run, "always", "index-a")
+    with pytest.raises(UsageError, match="other shards"):
+        prepare_model(tiny_train_config(epochs=1), CLASSES, finished_run, "always", "index-b")
+    with pytest.raises(UsageError, match="resume must be one of"):
+        prepare_model(tiny_train_config(), CLASSES, finished_run, "sometimes")
+
+
+def test_an_explicit_resume_refuses_to_shorten_a_run(uninterrupted):
+    with pytest.raises(UsageError, match="is at epoch 3, past epochs: 2"):
+        prepare_model(tiny_train_config(epochs=2), CLASSES, uninterrupted, "always")
+
+
+def test_the_fields_a_resumed_run_may_change_are_config_fields():
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(MAY_DIFFER) | {"epochs"} <= names
 
 
 def test_wrong_train_parameters_are_named():

@@ -56,7 +56,7 @@ def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
-    assert metrics["skipped_samples"] == 0
+    assert metrics["skipped_samples"] == 0 and metrics["held_out_templates"] == "cg3d (63)"
     assert 0.0 <= metrics["test_point_text_acc"] <= 1.0
     assert (out / "dvclive/plots/metrics/train/samples_per_s.tsv").is_file()
     model = load_model(out / "last.pt")
@@ -120,3 +120,20 @@ def test_a_colour_model_on_shards_without_rgb_stops_before_training(shards, tmp_
     message = str(result.exception)
     assert result.exit_code != 0 and "train.point_channels" in message and str(shards) in message
     assert not (out / "last.pt").exists()
+
+
+def test_auto_resume_finishes_a_run_once_and_retrains_when_params_change(shards, tmp_path):
+    import dataclasses
+
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    out = tmp_path / "run"
+    first = train_stage(shards, out, config, resume="auto")
+    checkpoint = (out / "last.pt").read_bytes()
+    # the same run again (as a rerun `dvc repro` after a kill): nothing left to train
+    assert train_stage(shards, out, dataclasses.replace(config, workers=1), "auto") == first
+    assert (out / "last.pt").read_bytes() == checkpoint
+    changed = train_stage(shards, out, dataclasses.replace(config, prompt_lr=0.5), "auto")
+    assert changed["epoch"] == 1 and (out / "last.pt").read_bytes() != checkpoint

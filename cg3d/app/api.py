@@ -1,0 +1,306 @@
+"""The Python API: a trained CG3D checkpoint as a few typed calls (also what `cg3d classify` runs).
+
+    import cg3d
+    model = cg3d.load("runs/train/last.pt")
+    model.classify("chair.glb", labels=["chair", "table", "lamp"], top=3)  # [Prediction, ...]
+    model.embed_points("chair.glb")      # (1, D) float32, unit norm, in CLIP's space
+    model.embed_text(["a wooden chair"])  # (1, D)
+    model.embed_images(["photo.png"])     # (1, D), through the visual prompts
+
+A shape is a mesh file (obj, off, ply, stl, glb, gltf: the sample stage's loader, canonical axes,
+vertex-based unit-sphere normalisation, area-weighted surface samples, FPS, so it reaches the
+model exactly as training shapes did), a point file (npy, txt, xyz, csv, pts, a PLY without
+faces), or an (N, 3+) array of points (normalised into the unit sphere by their bounding box,
+then farthest point sampled: the benchmark path). Classification scores are CLIP-style
+probabilities: softmax of logit_scale × cosine over the labels, each label the renormalised
+mean of its prompt templates (64 by default).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cg3d.errors import UsageError
+from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.readers import POINT_SUFFIXES, prepare_points, read_point_file
+from cg3d.models.model import CG3D
+
+ShapeInput = str | Path | np.ndarray
+ImageInput = str | Path | Image.Image | np.ndarray
+LABEL_CACHE_SIZE = 16  # label sets whose prompt features a model keeps (the demo re-asks them)
+
+
+class Prediction(NamedTuple):
+    """One label of a classification and its probability."""
+
+    label: str
+    score: float
+
+
+def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """Labels from a list, a comma-separated string or a file with one per line; empty = default."""
+    if isinstance(labels, str) and labels and Path(labels).is_file():
+        text = Path(labels).read_text()
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+    elif isinstance(labels, str):
+        found = [label.strip() for label in labels.split(",") if label.strip()]
+    else:
+        found = [str(label).strip() for label in labels or [] if str(label).strip()]
+    found = found or list(default)
+    if not found:
+        raise UsageError("--labels: no labels given and the checkpoint lists no classes")
+    return found
+
+
+def input_points(
+    path: Path, n_points: int, up_axis: str = "y", seed: int = 0, point_channels: int = 3
+) -> np.ndarray:
+    """(n_points, point_channels) model input from a mesh or point file, as the pipeline
+    prepares shapes: a mesh through the sample stage's own reading (Blender's for glTF and for
+    colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR)."""
+    from cg3d.pipeline.meshio import MeshError
+    from cg3d.pipeline.sample import PointsReader, SampleConfig
+
+    check_up_axis(up_axis)
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file {path}")
+    suffix = path.suffix.lower()
+    faces = None
+    if suffix in (*POINT_SUFFIXES, ".ply"):
+        vertices, faces = read_point_file(path)  # a PLY with faces is a mesh: read it as below
+    try:
+        if suffix in POINT_SUFFIXES or (suffix == ".ply" and faces is None):
+            return prepare_points(vertices, n_points, up_axis, seed, point_channels=point_channels)
+        config = SampleConfig(points=n_points, seed=seed, colors=point_channels == 6)
+        with PointsReader(config) as read:
+            cloud = read(path, up_axis, path.stem)[0]  # xyz, then rgb when asked
+        return np.ascontiguousarray(cloud[:, :point_channels])
+    except (MeshError, ValueError) as error:
+        raise UsageError(f"{path}: {error}") from None
+
+
+def check_up_axis(up_axis: str) -> None:
+    from cg3d.pipeline.geometry import UP_AXES
+
+    if up_axis not in UP_AXES:
+        raise UsageError(f"--up-axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
+
+
+def array_points(
+    points: np.ndarray,
+    n_points: int,
+    up_axis: str = "y",
+    normalise: bool = True,
+    colors: np.ndarray | None = None,
+    point_channels: int = 3,
+) -> np.ndarray:
+    """(n_points, point_channels) model input from an (N, 3+) array of xyz (`normalise=False`:
+    already in the model's frame, as in our shards, and only resampled to `n_points`); with 6
+    channels each point's rgb is `colors` (N, 3) in [0, 1], or the constant NO_COLOR."""
+    check_up_axis(up_axis)
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3 or not np.issubdtype(points.dtype, np.number):
+        raise UsageError(f"points: expected an (N, 3+) numeric array, got shape {points.shape}")
+    if colors is not None and np.shape(colors) != (len(points), 3):
+        raise UsageError(f"colors: expected a ({len(points)}, 3) array, got {np.shape(colors)}")
+    try:
+        return prepare_points(
+            points, n_points, up_axis, 0, normalise, colors=colors, point_channels=point_channels
+        )
+    except ValueError as error:
+        raise UsageError(f"points: {error}") from None
+
+
+def read_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a PIL image, an image file or an (H, W[, 3|4]) uint8 array."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        try:
+            return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
+    path = Path(image)
+    if not path.is_file():
+        raise UsageError(f"no such file {path}")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: not a readable image ({type(error).__name__})") from None
+
+
+class Model:
+    """A loaded CG3D checkpoint: embeddings of points, text and images, and classification.
+
+    Every `embed_*` returns a (B, D) float32 array of L2-normalised features in CLIP's joint
+    space, so a cosine similarity is a dot product. `network` is the underlying `CG3D` module.
+    """
+
+    def __init__(self, network: CG3D, checkpoint: Path, sha256: str):
+        self.network = network
+        self.checkpoint = Path(checkpoint)
+        self.sha256 = sha256
+        self._label_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes the checkpoint was trained on (the default labels)."""
+        return list(self.network.config.get("classes") or [])
+
+    @property
+    def n_points(self) -> int:
+        """Points per shape the model takes."""
+        return int(self.network.config["n_points"])
+
+    @property
+    def point_channels(self) -> int:
+        """3: the encoder takes xyz; 6: xyz and rgb."""
+        return int(self.network.config.get("point_channels", 3))
+
+    @property
+    def identity(self) -> dict:
+        """What an index records to know it was built by this model: the checkpoint's sha256
+        and the CLIP weights it runs with (an override changes text and image features)."""
+        return {
+            "checkpoint_sha256": self.sha256,
+            "clip_weights": self.network.config["clip_weights"],
+        }
+
+    def prepare(
+        self,
+        shape: ShapeInput,
+        up_axis: str = "y",
+        normalise: bool = True,
+        colors: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(n_points, point_channels) model input of one shape: a mesh or point file, or an
+        (N, 3+) array of xyz (its rgb, for a colour model, in `colors`)."""
+        if isinstance(shape, np.ndarray):
+            return array_points(
+                shape, self.n_points, up_axis, normalise, colors, self.point_channels
+            )
+        return input_points(Path(shape), self.n_points, up_axis, 0, self.point_channels)
+
+    def embed_points(
+        self,
+        shapes: ShapeInput | Sequence[ShapeInput],
+        up_axis: str = "y",
+        normalise: bool = True,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """(B, D) features of shapes: one file or (N, 3+) array, a (B, N, 3+) array, or a list.
+
+        `normalise=False` takes arrays as already in the model's frame (unit sphere, Y up, as
+        in our shards) and only resamples them to `n_points`.
+        """
+        if isinstance(shapes, str | Path) or (isinstance(shapes, np.ndarray) and shapes.ndim == 2):
+            shapes = [shapes]
+        prepared = [self.prepare(shape, up_axis, normalise) for shape in shapes]
+        if not prepared:
+            raise UsageError("points: no shapes given")
+        return self.embed_prepared(np.stack(prepared), batch_size)
+
+    @torch.inference_mode()
+    def embed_prepared(self, points: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(B, D) features of (B, n_points, point_channels) inputs made by `prepare`."""
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 3 or points.shape[2] != self.point_channels:
+            raise UsageError(
+                f"points: expected (B, N, {self.point_channels}) prepared points, got {points.shape}"
+            )
+        device = self.network.device()
+        return _batched(
+            list(points),
+            batch_size,
+            lambda part: self.network.encode_points(torch.from_numpy(np.stack(part)).to(device)),
+        )
+
+    @torch.inference_mode()
+    def embed_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(B, D) CLIP text features of the given strings, encoded as written."""
+        texts = [texts] if isinstance(texts, str) else [str(text) for text in texts]
+        if not texts:
+            raise UsageError("text: no texts given")
+        return _batched(texts, batch_size, self.network.encode_text)
+
+    @torch.inference_mode()
+    def embed_images(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32
+    ) -> np.ndarray:
+        """(B, D) image features (CLIP's preprocessing, then the prompt-tuned image tower)."""
+        if isinstance(images, str | Path | Image.Image) or (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3)
+        ):
+            images = [images]
+        pixels = [self.network.preprocess(read_image(image)) for image in images]
+        if not pixels:
+            raise UsageError("image: no images given")
+        device = self.network.device()
+        return _batched(
+            pixels, batch_size, lambda part: self.network.encode_image(torch.stack(part).to(device))
+        )
+
+    @torch.inference_mode()
+    def label_features(self, labels: Sequence[str], single_prompt: str = "") -> torch.Tensor:
+        """(C, D) class prototypes of `labels` over the prompt templates (cached per label set)."""
+        templates = prompt_templates(single_prompt)
+        key = (tuple(labels), tuple(templates))
+        if key not in self._label_cache:
+            if len(self._label_cache) >= LABEL_CACHE_SIZE:
+                self._label_cache.pop(next(iter(self._label_cache)))
+            self._label_cache[key] = class_text_features(self.network, list(labels), templates)
+        return self._label_cache[key]
+
+    @torch.inference_mode()
+    def classify(
+        self,
+        shape: ShapeInput,
+        labels: str | Sequence[str] | None = None,
+        top: int = 5,
+        up_axis: str = "y",
+        single_prompt: str = "",
+        prepared: bool = False,
+    ) -> list[Prediction]:
+        """The `top` labels of one shape with their probabilities, best first.
+
+        `labels`: a list, a comma-separated string or a file with one label per line; none
+        means the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
+        ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
+        """
+        if top < 1:
+            raise UsageError(f"--top must be ≥ 1, got {top}")
+        names = parse_labels(labels, self.classes)
+        text = self.label_features(names, single_prompt)
+        points = shape if prepared else self.prepare(shape, up_axis)
+        feature = torch.from_numpy(self.embed_prepared(points[None])).to(text.device)
+        probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
+        best = probabilities.argsort(descending=True)[:top]
+        return [Prediction(names[i], float(probabilities[i])) for i in best]
+
+
+def _batched(items: list, batch_size: int, encode) -> np.ndarray:
+    """`encode` over consecutive batches of `items`, as one float32 numpy array."""
+    parts = [
+        encode(items[i : i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)
+    ]
+    return torch.cat(parts).numpy()
+
+
+def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Model:
+    """A CG3D checkpoint (`cg3d train`'s last.pt or an export) ready to embed and classify.
+
+    `clip_pretrained` loads other CLIP weights than those the checkpoint names (an open_clip
+    tag or a file), checked against them as `cg3d eval` does.
+    """
+    from cg3d.models.checkpoint import load_model
+    from cg3d.pipeline.ids import file_sha256
+
+    path = Path(checkpoint)
+    network = load_model(path, device=device, clip_pretrained=clip_pretrained or None)
+    return Model(network, path, file_sha256(path))

@@ -1,0 +1,91 @@
+"""`cg3d` subcommands of the app area (thin wrappers over `cg3d.app`).
+
+cg3d index    embed every object of a shard set once into a retrieval index
+cg3d search   the best objects of an index for a text, an image or a shape
+cg3d demo     the local web demo (classify an upload, search the index)
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cg3d.options import with_params
+from cg3d.params import DemoConfig, IndexConfig
+
+console = Console()
+
+Checkpoint = Annotated[
+    Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")
+]
+
+
+@with_params(IndexConfig, "index")
+def index_command(
+    checkpoint: Checkpoint,
+    shards: Annotated[str, typer.Option("--shards", help="`cg3d pack` output: folder or URL.")],
+    out: Annotated[Path, typer.Option("--out", help="The index folder (resumes a killed build).")],
+    config: IndexConfig,
+) -> None:
+    """Embed every object of a shard set (points and views) once, for `search` and the demo."""
+    from cg3d.app.index import build_index
+
+    built = build_index(checkpoint, shards, out, config)
+    console.print(
+        f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "
+        f"({built['failures']} samples skipped, see failures.parquet) → {out}",
+        markup=False,
+    )
+
+
+def search_command(
+    index: Annotated[Path, typer.Argument(help="An index folder (cg3d index --out).")],
+    text: Annotated[str, typer.Option("--text", help="A caption, e.g. 'a chair'.")] = "",
+    image: Annotated[Path | None, typer.Option("--image", help="A picture.")] = None,
+    points: Annotated[
+        Path | None, typer.Option("--points", help="A mesh or point cloud file.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="The model (default: the one the index records)."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Results shown.")] = 10,
+    against: Annotated[
+        str, typer.Option("--against", help="points or views (default: views for an image).")
+    ] = "",
+) -> None:
+    """The best objects of an index for a text, an image and/or a shape (scores averaged)."""
+    from cg3d.app.api import load
+    from cg3d.app.index import open_index
+
+    model = load(checkpoint) if checkpoint else None
+    hits = open_index(index, model).search(
+        text=text or None, image=image, points=points, top=top, against=against or None
+    )
+    table = Table("rank", "id", "class", "split", "score", title=f"{index}")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), hit.id, hit.class_name, hit.split, f"{hit.score:.4f}")
+    console.print(table)
+
+
+@with_params(DemoConfig, "demo")
+def demo_command(
+    checkpoint: Checkpoint,
+    config: DemoConfig,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="An index folder to search (cg3d index).")
+    ] = None,
+) -> None:
+    """A local web page (127.0.0.1): classify an upload, search the index by text or image."""
+    from cg3d.app.demo import serve
+
+    serve(checkpoint, index, config)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the `cg3d` app."""
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,284 @@
+"""`cg3d demo`: a local web page over the Python API and the retrieval index (Gradio).
+
+Served on 127.0.0.1 only. Two tabs:
+
+    Classify  upload a mesh or point cloud → an interactive 3D view of the points the model
+              sees (the pipeline's load, sample and normalise), the top labels over the labels
+              typed (empty: the checkpoint's classes) with their probabilities, then the views
+              the render stage makes of a mesh (Blender; the page shows progress meanwhile)
+    Search    a text and/or an image → a gallery of the index's best objects: first rendered
+              view, class and score (needs --index)
+
+A broken, empty or unsupported upload puts its reason in the page's status line and the app
+keeps serving. Uploads above `demo.max_upload_mb` MiB (default 50) are refused: by Gradio as
+they arrive, and again by the handlers. Nothing is fetched from the internet (no analytics,
+no web fonts).
+"""
+
+import os
+import re
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402 - after the analytics switch above
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cg3d.app.api import Model, load  # noqa: E402
+from cg3d.app.index import Index, open_index  # noqa: E402
+from cg3d.errors import UsageError  # noqa: E402
+from cg3d.eval.readers import POINT_SUFFIXES  # noqa: E402
+from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
+from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES  # noqa: E402
+
+HOST = "127.0.0.1"
+MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
+UPLOAD_SUFFIXES = tuple(sorted(set(MESH_SUFFIXES) | set(POINT_SUFFIXES)))
+MIB = 1 << 20
+PROGRESS = gr.Progress()  # Gradio gives each call its own tracker in place of this default
+
+
+def markdown_text(text: str) -> str:
+    """`text` shown literally by Markdown (file names hold underscores, stars, brackets)."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~-])", r"\\\1", text)
+
+
+def points_glb(points: np.ndarray, path: Path) -> Path:
+    """The points as small octahedra, in their own rgb (columns 3:6, a colour model's input)
+    or coloured by height, in a .glb that Model3D can turn."""
+    import trimesh
+
+    xyz = np.asarray(points, dtype=np.float32)[:, :3]
+    # half-size of a marker in unit-sphere units: visible for 64 points, apart for 8192
+    size = float(np.clip(0.5 / np.sqrt(max(len(xyz), 1)), 0.005, 0.04))
+    offsets = size * np.array(
+        [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float32
+    )
+    faces = np.array(
+        [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]]
+    )
+    vertices = (xyz[:, None, :] + offsets[None]).reshape(-1, 3)
+    all_faces = (faces[None] + 6 * np.arange(len(xyz))[:, None, None]).reshape(-1, 3)
+    if points.shape[1] >= 6:
+        colours = np.clip(np.asarray(points[:, 3:6], dtype=np.float64), 0.0, 1.0)
+    else:
+        height = (xyz[:, 1] - xyz[:, 1].min()) / max(float(np.ptp(xyz[:, 1])), 1e-9)
+        colours = np.stack([0.2 + 0.8 * height, 0.4 * np.ones_like(height), 1 - 0.8 * height], 1)
+    rgba = np.concatenate([colours, np.ones((len(xyz), 1))], 1)
+    vertex_colours = (np.repeat(rgba, 6, axis=0) * 255).astype(np.uint8)
+    mesh = trimesh.Trimesh(vertices, all_faces, vertex_colors=vertex_colours, process=False)
+    mesh.export(path)
+    return path
+
+
+class Demo:
+    """The page's handlers around one model, an optional index and a Blender view renderer."""
+
+    def __init__(self, model: Model, index: Index | None, config: DemoConfig, work_dir: Path):
+        from cg3d.app.views import ViewRenderer
+
+        self.model = model
+        self.index = index
+        self.config = config
+        self.work_dir = Path(work_dir)
+        render = RenderConfig(views=max(config.views, 1), resolution=config.resolution)
+        self.renderer = ViewRenderer(render) if config.views else None
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+
+    def check_upload(self, upload: str | None) -> Path:
+        """The uploaded file, if it is one the page can use; else a UsageError saying why."""
+        if not upload:
+            raise UsageError("no file uploaded")
+        path = Path(upload)
+        if not path.is_file():
+            raise UsageError(f"{path.name}: the upload did not arrive")
+        size = path.stat().st_size
+        if size == 0:
+            raise UsageError(f"{path.name}: the file is empty")
+        if size > self.config.max_upload_mb * MIB:
+            raise UsageError(
+                f"{path.name}: {size / MIB:.1f} MiB is over the {self.config.max_upload_mb:g} MiB "
+                "upload limit"
+            )
+        if path.suffix.lower() not in UPLOAD_SUFFIXES:
+            raise UsageError(
+                f"{path.name}: unsupported file type {path.suffix or '(none)'}; use one of "
+                f"{' '.join(UPLOAD_SUFFIXES)}"
+            )
+        return path
+
+    def classify(
+        self, upload: str | None, labels: str, progress: gr.Progress = PROGRESS
+    ) -> Iterator[tuple]:
+        """Outputs (3D view, labels, views, status): the labels first, then the views."""
+        try:
+            path = self.check_upload(upload)
+            progress(0.1, desc="sampling points")
+            points = self.model.prepare(path, self.config.up_axis)
+            progress(0.3, desc="classifying")
+            predictions = self.model.classify(points, labels, self.config.top, prepared=True)
+        except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
+            yield None, None, [], self.failure(upload, error)
+            return
+        glb = points_glb(points, self.work_dir / f"{uuid.uuid4().hex}.glb")
+        scores = {label: score for label, score in predictions}
+        is_mesh = path.suffix.lower() in MESH_SUFFIXES and not self.is_point_ply(path)
+        if self.renderer is None or not is_mesh:
+            why = (
+                "view rendering is off (--views 0)"
+                if self.renderer is None
+                else "a point cloud has no surface to render"
+            )
+            yield glb, scores, [], f"{markdown_text(path.name)}: {len(points)} points; {why}."
+            return
+        status = f"{markdown_text(path.name)}: {len(points)} points; rendering {self.config.views} views…"
+        yield glb, scores, [], status
+        progress(0.5, desc=f"rendering {self.config.views} views in Blender")
+        try:
+            views = self.renderer.render(path, self.config.up_axis)
+        except Exception as error:  # noqa: BLE001 - as above
+            yield glb, scores, [], self.failure(upload, error, "its views")
+            return
+        captions = [(view, f"view {i:02d}") for i, view in enumerate(views)]
+        yield (
+            glb,
+            scores,
+            captions,
+            f"{markdown_text(path.name)}: {len(points)} points, {len(views)} views.",
+        )
+
+    @staticmethod
+    def is_point_ply(path: Path) -> bool:
+        """A PLY without faces is a point cloud (Blender has nothing to render)."""
+        if path.suffix.lower() != ".ply":
+            return False
+        from cg3d.eval.readers import read_point_file
+
+        return read_point_file(path)[1] is None
+
+    def search(self, text: str, image: Image.Image | None) -> tuple[list, str]:
+        """Outputs (gallery of (view, caption), status)."""
+        if self.index is None:
+            return [], "No index loaded: start the demo with `--index DIR` (built by `cg3d index`)."
+        text = (text or "").strip() or None
+        if text is None and image is None:
+            return [], "Type a text or upload an image to search."
+        try:
+            hits = self.index.search(text=text, image=image, top=self.config.gallery)
+        except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
+            return [], f"**Search failed:** {markdown_text(str(error))}"
+        blank = Image.new("RGB", (64, 64), "white")
+        gallery = [
+            (self.index.thumbnail(hit) or blank, f"{hit.class_name} · {hit.score:.3f} · {hit.id}")
+            for hit in hits
+        ]
+        return gallery, f"{len(hits)} of {len(self.index)} objects."
+
+    @staticmethod
+    def failure(upload: str | None, error: Exception, what: str = "this upload") -> str:
+        """The status line of a failed request: the reason, in words (the file by its name,
+        not by the server's temp path)."""
+        reason = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
+        if upload:
+            reason = reason.replace(str(upload), Path(upload).name)
+        return f"**Could not use {what}:** {markdown_text(reason)}"
+
+    def blocks(self) -> gr.Blocks:
+        """The page."""
+        classes = ", ".join(self.model.classes) or "none recorded"
+        with gr.Blocks(title="CG3D demo", analytics_enabled=False) as page:
+            gr.Markdown(
+                f"# CG3D\nCheckpoint `{markdown_text(self.model.checkpoint.name)}` · "
+                f"{self.model.n_points} points per shape · index: "
+                f"{f'{len(self.index)} objects' if self.index else 'none'}"
+            )
+            with gr.Tab("Classify"):
+                with gr.Row():
+                    upload = gr.File(
+                        label=f"Mesh or point cloud ({' '.join(UPLOAD_SUFFIXES)}; at most "
+                        f"{self.config.max_upload_mb:g} MiB)",
+                        type="filepath",
+                        elem_id="upload",
+                    )
+                    labels = gr.Textbox(
+                        label="Labels (comma-separated)",
+                        placeholder=f"empty: the checkpoint's classes ({classes})",
+                        elem_id="labels",
+                    )
+                run = gr.Button("Classify", variant="primary", elem_id="classify")
+                status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    cloud = gr.Model3D(label="Sampled points", elem_id="points")
+                    top = gr.Label(
+                        num_top_classes=self.config.top, label="Top labels", elem_id="top"
+                    )
+                views = gr.Gallery(
+                    label="Rendered views",
+                    columns=4,
+                    height=300,
+                    object_fit="contain",
+                    elem_id="views",
+                )
+                outputs = [cloud, top, views, status]
+                upload.upload(self.classify, [upload, labels], outputs)
+                run.click(self.classify, [upload, labels], outputs)
+                labels.submit(self.classify, [upload, labels], outputs)
+            with gr.Tab("Search"):
+                with gr.Row():
+                    query = gr.Textbox(label="Text", placeholder="a chair", elem_id="query")
+                    image = gr.Image(label="Image", type="pil", height=240, elem_id="query-image")
+                find = gr.Button("Search", variant="primary", elem_id="search")
+                search_status = gr.Markdown(elem_id="search-status")
+                gallery = gr.Gallery(
+                    label="Best matches",
+                    columns=4,
+                    height=420,
+                    object_fit="contain",
+                    elem_id="gallery",
+                )
+                find.click(self.search, [query, image], [gallery, search_status])
+                query.submit(self.search, [query, image], [gallery, search_status])
+                image.upload(self.search, [query, image], [gallery, search_status])
+        return page
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None:
+    """Load the model (and index), then serve the page on 127.0.0.1 until interrupted."""
+    config.validate()
+    model = load(checkpoint, config.device, config.clip_pretrained or None)
+    index = open_index(index_path, model) if index_path else None
+    port = config.port or free_port()
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    with tempfile.TemporaryDirectory(prefix="cg3d-demo-") as work:
+        demo = Demo(model, index, config, Path(work))
+        try:
+            print(f"cg3d demo: http://{HOST}:{port}", flush=True)
+            demo.blocks().queue(default_concurrency_limit=1).launch(
+                server_name=HOST,
+                server_port=port,
+                max_file_size=int(config.max_upload_mb * MIB),
+                allowed_paths=[work],
+                ssr_mode=False,
+                show_error=True,
+                quiet=True,
+                theme=theme,
+            )
+        finally:
+            demo.close()

@@ -1,0 +1,470 @@
+"""The retrieval index: every object of a shard set embedded once, then searched by text, image
+or points without encoding the set again.
+
+`cg3d index --checkpoint FILE --shards DIR --out DIR` (`build_index`) writes OUT/:
+
+    part-XXXXX.parquet  one per shard, the unit of resume (a part that exists is done): id,
+                        class_name, source, split, points (D float32), n_views, views (D
+                        float32 each), thumbnail (PNG of the first view, or empty)
+    failures.parquet    samples that did not decode, and why (id, stage, reason)
+    objects.parquet     every object in index order: id, class_name, source, split, part, row
+    points.npy          (N, D) float32 point embeddings, row i ↔ objects row i
+    views.npy           (V, D) float32 view embeddings; view_object.npy (V,) their object's row
+    index.json          written last (no index.json, no index): the format, the model's identity
+                        (checkpoint path and sha256, CLIP weights, model config), the shards,
+                        splits and counts
+
+Every embedding is L2-normalised, so a score is a cosine similarity. A rebuild with another
+checkpoint or other shards starts over; a killed build resumes with the missing parts.
+`open_index(OUT, model)` refuses an index that another checkpoint built (one line, saying how
+to rebuild it): its embeddings would not be comparable with the model's queries.
+"""
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from cg3d.app.api import ImageInput, Model, ShapeInput, load
+from cg3d.errors import UsageError
+from cg3d.eval.readers import sample_shape
+from cg3d.formats.shards import (
+    Skipped,
+    decode_sample,
+    location,
+    raw_samples,
+    read_index,
+    split_entry,
+)
+from cg3d.formats.tar import FormatError
+from cg3d.params import IndexConfig
+from cg3d.pipeline.chunks import ChunkedOutput, atomic_path, output_lock, progress_bar
+
+FORMAT = "cg3d-index-1"
+MANIFEST = "index.json"
+ROW_GROUP = 64  # rows per Parquet row group: a gallery thumbnail reads at most this many
+AGAINST = ("points", "views")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: an object of the index and its cosine similarity to the query."""
+
+    id: str
+    class_name: str
+    source: str
+    split: str
+    score: float
+    row: int  # the object's row in the index
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
+    """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
+    config.validate()
+    model = load(checkpoint, config.device, config.clip_pretrained or None)
+    with output_lock(Path(out)):  # a second build into the same folder fails at once
+        return index_shards(model, shards, Path(out), config)
+
+
+def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
+    """[(split, shard name, samples)] of the chosen splits (all when `splits` is empty), and
+    the shards' index."""
+    source = read_index(shards)
+    chosen = [s.strip() for s in splits.split(",") if s.strip()] or sorted(source["splits"])
+    plan = []
+    for split in chosen:
+        entry = split_entry(source, split)
+        plan += [
+            (split, name, int(n)) for name, n in zip(entry["shards"], entry["counts"], strict=True)
+        ]
+    if not plan:
+        raise UsageError(
+            f"--shards: no shards in the splits {', '.join(chosen)} of {location(shards)}"
+        )
+    return plan, source
+
+
+def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
+    """Embed the planned shards part by part (resuming), then merge them and write index.json."""
+    plan, source = planned_shards(shards, config.splits)
+    identity = {
+        **model.identity,
+        "checkpoint": str(model.checkpoint.resolve()),
+        "config": model.network.config,
+    }
+    checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
+    fingerprint = {
+        "format": FORMAT,
+        "model": model.identity,
+        "shards": location(shards),
+        "plan": plan,
+        "checksums": checksums,
+        "thumbnail": config.thumbnail,
+    }
+    (out / MANIFEST).unlink(missing_ok=True)  # the old index is gone until this one is whole
+    output = ChunkedOutput(out, ".parquet", "index", fingerprint)
+    output.prepare()
+    classes = list(source.get("classes") or [])
+    pending = output.pending(len(plan))
+    with progress_bar("objects") as progress:
+        task = progress.add_task("indexing", total=sum(plan[i][2] for i in pending), rate="")
+        for i in pending:
+            split, name, count = plan[i]
+            rows, failures = embed_shard(model, shards, split, name, count, classes, config)
+            output.write_chunk_failures(i, failures)
+            write_part(output.part(i), rows, config.thumbnail)
+            progress.advance(task, count)
+    failures = output.finalize(len(plan))
+    counts = merge_parts(out, [output.part(i) for i in range(len(plan))])
+    manifest = {
+        "format": FORMAT,
+        "model": identity,
+        "shards": location(shards),
+        "splits": sorted({split for split, _, _ in plan}),
+        "parts": len(plan),
+        **counts,
+        "failures": len(failures),
+    }
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def embed_shard(
+    model: Model,
+    shards: str | Path,
+    split: str,
+    name: str,
+    count: int,
+    classes: list[str],
+    config: IndexConfig,
+) -> tuple[list[dict], list[dict]]:
+    """The rows of one shard's objects, and a failure row per sample that did not decode."""
+    skipped = Skipped()
+    rows: list[dict] = []
+    failures: list[dict] = []
+    batch: list[dict] = []
+    for raw in raw_samples(shards, [name], [count], [0], skipped):
+        try:
+            batch.append(decode_sample(raw))
+        except FormatError as error:
+            failures.append({"id": raw["__key__"], "reason": str(error)})
+        if len(batch) == config.batch_size:
+            rows += embed_batch(model, batch, split, classes, config)
+            batch = []
+    if batch:
+        rows += embed_batch(model, batch, split, classes, config)
+    for reason, lost in skipped.reasons.items():
+        failures.append({"id": f"{split}/{name}", "reason": f"{lost} samples lost: {reason}"})
+    return rows, failures
+
+
+def embed_batch(
+    model: Model, batch: list[dict], split: str, classes: list[str], config: IndexConfig
+) -> list[dict]:
+    """Point and view embeddings and a thumbnail per object of a decoded batch."""
+    shapes = [sample_shape(sample) for sample in batch]  # xyz, and rgb by the sample's layout
+    prepared = [model.prepare(s.points, normalise=False, colors=s.colors) for s in shapes]
+    points = model.embed_prepared(np.stack(prepared), config.batch_size)
+    views = [view for sample in batch for view in sample["views"]]
+    view_features = model.embed_images(views, config.batch_size) if views else np.zeros((0, 0))
+    rows, start = [], 0
+    for sample, feature in zip(batch, points, strict=True):
+        meta = sample["meta"] if isinstance(sample["meta"], dict) else {}
+        cls = sample["cls"]
+        n_views = len(sample["views"])
+        rows.append(
+            {
+                "id": sample["key"],
+                "class_name": str(
+                    meta.get("class_name") or (classes[cls] if 0 <= cls < len(classes) else cls)
+                ),
+                "source": str(meta.get("source", "")),
+                "split": split,
+                "points": feature,
+                "n_views": n_views,
+                "views": list(view_features[start : start + n_views]),
+                "thumbnail": thumbnail_png(sample["views"][0], config.thumbnail)
+                if n_views
+                else b"",
+            }
+        )
+        start += n_views
+    return rows
+
+
+def thumbnail_png(view: Image.Image, size: int) -> bytes:
+    """The view shrunk to fit `size` pixels, as PNG bytes (empty when size is 0)."""
+    if size == 0:
+        return b""
+    image = view.copy()
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_part(path: Path, rows: list[dict], thumbnail: int) -> None:
+    """One shard's rows as a Parquet part, atomically (an empty shard is an empty part)."""
+    dim = len(rows[0]["points"]) if rows else 0
+    vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("class_name", pa.string()),
+            ("source", pa.string()),
+            ("split", pa.string()),
+            ("points", vector),
+            ("n_views", pa.int32()),
+            ("views", pa.list_(vector)),
+            ("thumbnail", pa.binary()),
+        ]
+    )
+    columns = {name: [row[name] for row in rows] for name in schema.names}
+    columns["points"] = [np.asarray(v, dtype=np.float32) for v in columns["points"]]
+    columns["views"] = [[np.asarray(v, dtype=np.float32) for v in vs] for vs in columns["views"]]
+    table = pa.table(columns, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+
+
+def merge_parts(out: Path, parts: list[Path]) -> dict:
+    """objects.parquet, points.npy, views.npy and view_object.npy from the parts, streamed."""
+    sizes = [pq.ParquetFile(part).metadata.num_rows for part in parts]
+    n_views = [pq.read_table(part, columns=["n_views"])["n_views"].to_numpy() for part in parts]
+    total, total_views = sum(sizes), sum(int(v.sum()) for v in n_views)
+    if total == 0:
+        raise UsageError(f"{out}: no object of the shards could be indexed (see failures.parquet)")
+    first = pq.read_table(parts[sizes.index(next(n for n in sizes if n))], columns=["points"])
+    dim = len(first["points"][0])
+    columns = ["id", "class_name", "source", "split", "points", "views"]
+    objects = []
+    with (
+        atomic_path(out / "points.npy") as points_tmp,
+        atomic_path(out / "views.npy") as views_tmp,
+        atomic_path(out / "view_object.npy") as owner_tmp,
+    ):
+        points = np.lib.format.open_memmap(points_tmp, "w+", np.float32, (total, dim))
+        views = np.lib.format.open_memmap(views_tmp, "w+", np.float32, (total_views, dim))
+        owner = np.lib.format.open_memmap(owner_tmp, "w+", np.int64, (total_views,))
+        row = view = 0
+        for number, part in enumerate(parts):
+            table = pq.read_table(part, columns=columns)
+            n, v = table.num_rows, int(n_views[number].sum())
+            if n:
+                points[row : row + n] = vectors(table["points"], dim)
+                views[view : view + v] = vectors(table["views"].combine_chunks().flatten(), dim)
+                owner[view : view + v] = np.repeat(np.arange(row, row + n), n_views[number])
+            objects.append(
+                table.select(columns[:4])
+                .append_column("part", pa.array([number] * n, pa.int32()))
+                .append_column("row", pa.array(range(n), pa.int32()))
+            )
+            row, view = row + n, view + v
+        for array in (points, views, owner):
+            array.flush()
+        del points, views, owner  # closes the memory maps before the renames
+    with atomic_path(out / "objects.parquet") as tmp:
+        pq.write_table(pa.concat_tables(objects), tmp)
+    return {"objects": total, "views": total_views, "dim": dim}
+
+
+def vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """(n, dim) float32 of a column of fixed-size float lists."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+# --- searching -------------------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> dict:
+    """The index.json of an index folder; a missing or foreign one is one line naming it."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise UsageError(f"{path}: not a CG3D index (no {MANIFEST}; build one with `cg3d index`)")
+    try:
+        manifest = json.loads(file.read_text())
+    except ValueError as error:
+        raise UsageError(f"{file}: not readable JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UsageError(f"{file}: not a CG3D index (no {FORMAT!r} format tag)")
+    return manifest
+
+
+def check_model(manifest: dict, model: Model, path: Path) -> None:
+    """A model whose embeddings are not the index's (another checkpoint or CLIP) is refused."""
+    from cg3d.models.clip import describe_weights
+
+    built = manifest["model"]
+    rebuild = (
+        f"rebuild it: cg3d index --checkpoint {model.checkpoint} --shards {manifest['shards']} "
+        f"--out {path}"
+    )
+    if built["checkpoint_sha256"] != model.sha256:
+        raise UsageError(
+            f"{path}: stale index: built with checkpoint {built['checkpoint']} (sha256 "
+            f"{built['checkpoint_sha256'][:12]}), not {model.checkpoint} (sha256 "
+            f"{model.sha256[:12]}); {rebuild}"
+        )
+    if built["clip_weights"] != model.identity["clip_weights"]:
+        raise UsageError(
+            f"{path}: stale index: built with CLIP weights {describe_weights(built['clip_weights'])}"
+            f", not {describe_weights(model.identity['clip_weights'])}; {rebuild}"
+        )
+
+
+class Index:
+    """A built index: `search` by text, image, points or an embedding; `thumbnail` of a hit."""
+
+    def __init__(self, path: Path, manifest: dict, model: Model | None = None, device: str = "cpu"):
+        self.path = Path(path)
+        self.manifest = manifest
+        self._model = model
+        self.device = device
+        self.objects = pq.read_table(self.path / "objects.parquet")
+        self.points = np.load(self.path / "points.npy", mmap_mode="r")
+        self.views = np.load(self.path / "views.npy", mmap_mode="r")
+        self.view_object = np.load(self.path / "view_object.npy", mmap_mode="r")
+        changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
+        self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
+
+    def __len__(self) -> int:
+        return self.objects.num_rows
+
+    @property
+    def model(self) -> Model:
+        """The model that answers text, image and point queries: the one given to
+        `open_index`, else the checkpoint the index was built with (loaded on first use)."""
+        if self._model is None:
+            checkpoint = Path(self.manifest["model"]["checkpoint"])
+            if not checkpoint.is_file():
+                raise UsageError(
+                    f"{self.path}: the index's checkpoint {checkpoint} is not there; give the "
+                    "model: open_index(path, model) or --checkpoint"
+                )
+            model = load(checkpoint, self.device)
+            check_model(self.manifest, model, self.path)
+            self._model = model
+        return self._model
+
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        points: ShapeInput | None = None,
+        *,
+        embedding: np.ndarray | None = None,
+        top: int = 10,
+        against: str | None = None,
+        up_axis: str = "y",
+    ) -> list[Hit]:
+        """The `top` objects most similar to the query, best first.
+
+        Queries: `text` (a caption, encoded as written), `image` (a picture: PIL image, file or
+        array), `points` (a mesh or point file, or an (N, 3+) array, prepared as
+        `Model.classify` does) or `embedding` (a (D,) vector in CLIP's space). Given several,
+        an object's score is the mean of its scores for each. `against`: "points" compares
+        with the objects' point embeddings, "views" with their rendered views (an object
+        scores its best view); by default views for an image, points for the others.
+        """
+        if top < 1:
+            raise UsageError(f"top must be ≥ 1, got {top}")
+        if against is not None and against not in AGAINST:
+            raise UsageError(f"against must be one of {', '.join(AGAINST)}, got {against!r}")
+        queries = self.queries(text, image, points, embedding, up_axis)
+        scores = np.mean(
+            [
+                self.scores(query, against or ("views" if kind == "image" else "points"))
+                for kind, query in queries
+            ],
+            axis=0,
+        )
+        return [self.hit(int(row), float(scores[row])) for row in top_k(scores, top)]
+
+    def queries(
+        self,
+        text: str | None,
+        image: ImageInput | None,
+        points: ShapeInput | None,
+        embedding: np.ndarray | None,
+        up_axis: str,
+    ) -> list[tuple[str, np.ndarray]]:
+        """(kind, (D,) unit vector) of each query given; none given is a UsageError."""
+        if text is not None and not str(text).strip():
+            raise UsageError("search: the text query is empty")
+        queries = []
+        if text is not None:
+            queries.append(("text", self.model.embed_text([str(text)])[0]))
+        if image is not None:
+            queries.append(("image", self.model.embed_images([image])[0]))
+        if points is not None:
+            queries.append(("points", self.model.embed_points([points], up_axis)[0]))
+        if embedding is not None:
+            vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            queries.append(("embedding", vector / max(float(np.linalg.norm(vector)), 1e-12)))
+        if not queries:
+            raise UsageError("search: give a text, an image, points or an embedding")
+        for _, query in queries:
+            if len(query) != self.manifest["dim"]:
+                raise UsageError(
+                    f"search: a {len(query)}-d query against a {self.manifest['dim']}-d index"
+                )
+        return queries
+
+    def scores(self, query: np.ndarray, against: str) -> np.ndarray:
+        """(N,) cosine similarity of every object (with "views": of its best view)."""
+        if against == "points":
+            return self.points @ query
+        best = np.full(len(self), -np.inf, dtype=np.float32)
+        if len(self.view_starts):  # an object's views are consecutive rows: reduce each run
+            best[self.view_object[self.view_starts]] = np.maximum.reduceat(
+                self.views @ query, self.view_starts
+            )
+        return best
+
+    def hit(self, row: int, score: float) -> Hit:
+        record = self.objects.slice(row, 1).to_pylist()[0]
+        return Hit(
+            record["id"], record["class_name"], record["source"], record["split"], score, row
+        )
+
+    def thumbnail(self, hit: Hit) -> Image.Image | None:
+        """The hit's first rendered view (as kept at build time), or None without one."""
+        record = self.objects.slice(hit.row, 1).to_pylist()[0]
+        part = pq.ParquetFile(self.path / f"part-{record['part']:05d}.parquet")
+        group, offset = divmod(record["row"], ROW_GROUP)
+        data = part.read_row_group(group, columns=["thumbnail"])["thumbnail"][offset].as_py()
+        return Image.open(io.BytesIO(data)).convert("RGB") if data else None
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores, best first (ties: the lower index first)."""
+    k = min(k, len(scores))
+    if k == len(scores):
+        return np.argsort(-scores, kind="stable")
+    candidates = np.argpartition(-scores, k - 1)[:k]
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
+
+
+def open_index(path: str | Path, model: Model | None = None, device: str = "cpu") -> Index:
+    """The index built by `cg3d index` in `path`.
+
+    `model` answers the text, image and point queries and must be the one the index was built
+    with (else a one-line "stale index" error); without one, the recorded checkpoint is loaded
+    on the first such query. Queries by `embedding` need no model.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if model is not None:
+        check_model(manifest, model, path)
+    return Index(path, manifest, model, device)

@@ -1,0 +1,80 @@
+"""The processes of a torchrun run: who this one is, and the few collectives the loop needs.
+
+Outside torchrun (one process) every function here is a no-op or the local value.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from cg3d.errors import UsageError
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def pick_device(name: str) -> torch.device:
+    """`train.device` as a torch device ("auto": cuda if available); under DDP, this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"train.device: {name} asked for, but no CUDA device is available")
+    device = torch.device(name)
+    if device.type == "cuda" and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _all_reduce(values: list[int], op: "dist.ReduceOp") -> list[int]:
+    """`values` reduced over every process (nccl reduces only tensors on this rank's GPU)."""
+    if world()[1] == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=op)
+    return [int(value) for value in tensor.tolist()]
+
+
+def every_rank(flag: bool) -> bool:
+    """True when `flag` is true on every process: all of them get the same answer."""
+    return bool(_all_reduce([int(flag)], dist.ReduceOp.MIN)[0])
+
+
+def smallest(value: int) -> int:
+    """The least of `value` over the processes."""
+    return _all_reduce([value], dist.ReduceOp.MIN)[0]
+
+
+def summed(values: list[int]) -> list[int]:
+    """`values` added up over the processes, element by element."""
+    return _all_reduce(values, dist.ReduceOp.SUM)
+
+
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """All-reduce-average the grads of parameters that DDP does not manage (the prompts)."""
+    _, size = world()
+    if size == 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= size
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()

@@ -1,0 +1,73 @@
+"""Optimisers and learning-rate schedules of the training run.
+
+AdamW for the point encoder (and CLIP's temperature when it trains), SGD with momentum for
+the visual prompts, as the paper; both on a cosine schedule with linear warmup, stepped once
+per update.
+"""
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from cg3d.models.model import CG3D
+
+# CLIP's ceiling on its learned temperature (open_clip clamps ln(scale) to ln 100 every step):
+# beyond it the softmax saturates and training becomes unstable.
+MAX_LOGIT_SCALE = 100.0
+
+
+def cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
+    """LR factor per update: linear warmup to 1, then cosine to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
+    """{"encoder": AdamW, "prompts": SGD} for `config` (a TrainConfig)."""
+    groups = [{"params": list(model.point_encoder.parameters())}]
+    if config.train_logit_scale:
+        # As CLIP: the temperature trains without weight decay, which would pull it towards 1.
+        groups.append({"params": [model.clip.logit_scale], "weight_decay": 0.0})
+    return {
+        "encoder": torch.optim.AdamW(
+            groups, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay
+        ),
+        "prompts": torch.optim.SGD(
+            [model.visual.prompts], lr=config.prompt_lr, momentum=config.prompt_momentum
+        ),
+    }
+
+
+def make_schedulers(
+    optimizers: dict[str, torch.optim.Optimizer], config, updates_per_epoch: int
+) -> dict[str, torch.optim.lr_scheduler.LambdaLR]:
+    """One cosine-with-warmup schedule per optimiser over `config.epochs` epochs of updates."""
+    total = config.epochs * updates_per_epoch
+    warmup = max(1, round(config.warmup_epochs * updates_per_epoch))
+    factor = cosine_with_warmup(total, warmup)
+    return {
+        name: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        for name, optimizer in optimizers.items()
+    }
+
+
+def step_schedulers(schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]) -> None:
+    with warnings.catch_warnings():
+        # in the alternating schedule one optimiser rests every other update, by design
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        for scheduler in schedulers.values():
+            scheduler.step()
+
+
+@torch.no_grad()
+def clamp_logit_scale(model: CG3D) -> None:
+    """Keep a learned temperature within CLIP's range [1, 100]."""
+    model.clip.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))

@@ -1,0 +1,134 @@
+"""Resuming a run from `OUT/last.pt`: when it may, and making the curves agree with it.
+
+`resume` is one of
+  never   start from scratch (the default of `cg3d train`);
+  always  continue from OUT/last.pt (`--resume`); a checkpoint without training state or made
+          by another run (config or shards, see `run_identity`) is a UsageError naming the
+          difference; no checkpoint yet: start from scratch;
+  auto    continue from OUT/last.pt when it is a checkpoint of this very run, else start from
+          scratch, saying why (what the DVC stage uses: a killed `dvc repro` picks up where it
+          stopped, a changed param or data set retrains).
+A run is identified by its whole training config (`dataclasses.asdict`, never a hand-kept
+list) and the shard index it trains on; `MAY_DIFFER` lists the fields that may change.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from cg3d.errors import UsageError
+from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
+from cg3d.models.model import CG3D, build_model, model_config
+
+console = Console(stderr=True)
+RESUME_MODES = ("never", "auto", "always")
+
+# Config fields a resumed run may change, and why: none changes what the run optimises.
+MAY_DIFFER = {
+    "device": "where the run computes (a GPU run may continue on a CPU), the same to rounding",
+    "workers": "loader processes: an epoch still holds every sample once (in another order, "
+    "with other augmentation draws, as on a machine with more cores)",
+    "require_pretrained": "a check made when the model is first built, not a setting",
+    "text_cache": "whether caption features are kept between steps, not their values",
+}
+# With an explicit --resume the epochs may change too: that is how a run is extended (the
+# cosine schedule then stretches over the new total from where it stands). `auto` keeps
+# them: a stage whose params changed must give what a fresh run gives.
+MAY_DIFFER_WHEN_ASKED = {"epochs": "extending a run is what --resume is for"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def data_fingerprint(index: dict[str, Any]) -> str:
+    """sha256 of the shard index (which lists every shard's sha256): which data a run saw."""
+    return hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(config, data: str) -> dict[str, Any]:
+    """What a checkpoint records to say which run made it: the whole config and the data."""
+    return {"config": dataclasses.asdict(config), "data": data}
+
+
+def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:
+    """'' when a checkpoint of run `stored` may continue as run `wanted`; else what differs."""
+    may_differ = set(MAY_DIFFER) | (set(MAY_DIFFER_WHEN_ASKED) if mode == "always" else set())
+    if stored.get("data") != wanted["data"]:
+        return "other shards (index.json differs)"
+    old, new = stored.get("config", {}), wanted["config"]
+    for key in sorted(set(old) | set(new)):
+        if key not in may_differ and old.get(key) != new.get(key):
+            return f"a different {key!r} ({old.get(key)!r}, now {new.get(key)!r})"
+    return ""
+
+
+def prepare_model(
+    config, classes: list[str], out: Path, resume: str = "never", data: str = ""
+) -> tuple[CG3D, dict[str, Any] | None]:
+    """The model to train and, when `resume` allows (see the module docstring), the training
+    state of `out/last.pt`. `data` is the shard index's fingerprint (`data_fingerprint`).
+
+    A corrupt `out/last.pt` is a UsageError naming it, in every mode but `never`.
+    """
+    resume = {True: "always", False: "never"}.get(resume, resume)  # the former bool flag
+    if resume not in RESUME_MODES:
+        raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
+    wanted_config = model_config(config, classes)
+    seed_everything(config.seed)  # the same initial weights on every process
+    path = Path(out) / "last.pt"
+    payload = read_checkpoint(path) if resume != "never" and path.exists() else None
+    if payload is not None:
+        problem = _resume_problem(payload, run_identity(config, data), resume)
+        if problem and resume == "always":
+            raise UsageError(f"--resume: {path} {problem}")
+        if not problem:
+            return model_from_checkpoint(payload, path), payload["training"]
+        console.print(f"not resuming: {path} {problem}; training from scratch")
+    elif resume == "always":
+        console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
+    return build_model(wanted_config), None
+
+
+def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:
+    """Why the checkpoint `payload` cannot continue as run `wanted` ('' when it can)."""
+    if "training" not in payload:
+        return "holds no training state"
+    stored = payload["training"].get("run")
+    if stored is None:
+        return "records no run config (written by an older cg3d)"
+    difference = identity_difference(stored, wanted, mode)
+    if difference:
+        return f"was trained with {difference}"
+    epoch, epochs = payload["training"]["epoch"], wanted["config"]["epochs"]
+    return f"is at epoch {epoch}, past epochs: {epochs}" if epoch > epochs else ""
+
+
+def truncate_curves(folder: Path, steps: int) -> None:
+    """Keep only the rows of steps < `steps` in dvclive's metric files under `folder`.
+
+    A run killed after logging an epoch but before its checkpoint logged one row too many;
+    resuming from the checkpoint redoes that epoch, which would log it twice.
+    """
+    for path in sorted(Path(folder).rglob("*.tsv")):
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+        if not rows:
+            continue
+        step = rows[0].index("step")
+        kept = [rows[0]] + [row for row in rows[1:] if len(row) > step and int(row[step]) < steps]
+        if len(kept) < len(rows):
+            tmp = path.with_suffix(".tsv.tmp")
+            with tmp.open("w", newline="") as handle:
+                csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
+            tmp.replace(path)

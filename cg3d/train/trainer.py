@@ -1,0 +1,142 @@
+"""One optimiser update of either schedule, for a built model.
+
+Schedules (`train.schedule`):
+  alternating  the paper's: even updates train the point encoder on point–text + point–image
+               (images encoded without grad), odd updates train only the visual prompts on
+               image–text; each update consumes `grad_accum` batches.
+  joint        one update trains both on the weighted sum of the three losses.
+"""
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cg3d.models.model import CG3D
+from cg3d.models.text import class_text_features
+from cg3d.protocol import templates
+from cg3d.train.distributed import average_gradients, world
+from cg3d.train.losses import contrastive_loss
+from cg3d.train.optim import clamp_logit_scale, make_optimizers, make_schedulers, step_schedulers
+from cg3d.train.text_cache import TextEncoder
+
+
+def text_targets(model: CG3D, config) -> torch.Tensor | None:
+    """(C, D) per-class targets for `text_targets: class_prototypes`, else None (captions).
+
+    A caption is a template around the class name. Through a randomly initialised text tower
+    its feature is dominated by the template (same template, other class: cosine 0.90; same
+    class, other template: 0.68, on the default CLIP), which no shape can predict; the class
+    prototype (the caption features averaged over the templates, as zero-shot prompts are)
+    keeps what a caption says about the shape.
+    """
+    if config.text_targets != "class_prototypes":
+        return None
+    classes = list(model.config["classes"])
+    return class_text_features(model, classes, templates(config.eval_templates))
+
+
+class Trainer:
+    """Optimisers, schedules and one update of either schedule, for a built model."""
+
+    def __init__(self, model: CG3D, config, updates_per_epoch: int, device: torch.device):
+        self.model, self.config, self.device = model, config, device
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+            if device.type == "cuda"
+            else nullcontext
+        )
+        self.encoder = model.point_encoder
+        if world()[1] > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.encoder = torch.nn.parallel.DistributedDataParallel(
+                model.point_encoder, device_ids=ids
+            )
+        self.prompt_params = [model.visual.prompts]
+        self.optimizers = make_optimizers(model, config)
+        self.schedulers = make_schedulers(self.optimizers, config, updates_per_epoch)
+        self.texts = TextEncoder(model, cache=config.text_cache)
+        self.class_targets = text_targets(model, config)
+
+    def losses(self, batch: dict[str, Any], phase: str) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch for `phase` ("encoder", "prompts" or "joint") and its parts.
+
+        Each image goes through the prompted image tower once, with grad only when the prompts
+        train in this phase.
+        """
+        model, config = self.model, self.config
+        if self.class_targets is None:
+            texts = self.texts(batch["caption"])
+        else:
+            texts = self.class_targets[torch.as_tensor(batch["cls"], device=self.device)]
+        scale = model.logit_scale
+        train_encoder = phase in ("encoder", "joint")
+        train_prompts = phase in ("prompts", "joint")
+        parts: dict[str, torch.Tensor] = {}
+        with self.autocast():
+            with nullcontext() if train_prompts else torch.no_grad():
+                images = model.encode_image(batch["image"].to(self.device))
+            if train_encoder:
+                points = F.normalize(self.encoder(batch["points"].to(self.device)).float(), dim=-1)
+                parts["point_text"] = (
+                    contrastive_loss(points, texts, scale)[0] * config.point_text_weight
+                )
+                parts["point_image"] = (
+                    contrastive_loss(points, images, scale)[0] * config.point_image_weight
+                )
+            if train_prompts:
+                parts["image_text"] = (
+                    contrastive_loss(images, texts, scale)[0] * config.image_text_weight
+                )
+        loss = sum(parts.values())
+        logged = {f"loss_{name}": value.item() for name, value in parts.items()}
+        return loss, logged | {"loss": loss.item()}
+
+    def phase(self, step: int) -> tuple[str, list[str]]:
+        """The phase of update `step` and the optimisers it steps."""
+        if self.config.schedule == "joint":
+            return "joint", ["encoder", "prompts"]
+        phase = "encoder" if step % 2 == 0 else "prompts"
+        return phase, [phase]
+
+    def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, float]:
+        """One optimiser update over `batches` (gradient accumulation); `step` picks the phase."""
+        phase, names = self.phase(step)
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        logged: dict[str, float] = {}
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            # DDP all-reduces the encoder's grads on the last batch of the group only
+            sync = (
+                nullcontext()
+                if last or not hasattr(self.encoder, "no_sync")
+                else self.encoder.no_sync()
+            )
+            with sync:
+                loss, parts = self.losses(batch, phase)
+                (loss / len(batches)).backward()
+            for key, value in parts.items():
+                logged[key] = logged.get(key, 0.0) + value / len(batches)
+        average_gradients(self.prompt_params)
+        for name in names:
+            self.optimizers[name].step()
+        if self.config.train_logit_scale:
+            clamp_logit_scale(self.model)
+        step_schedulers(self.schedulers)
+        return logged
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
+            "text_cache": self.texts.state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.texts.load_state(state["text_cache"])

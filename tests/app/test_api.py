@@ -1,0 +1,221 @@
+"""The Python API on a tiny checkpoint: loading, embeddings, classification (also the CLI's)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+import cg3d
+from cg3d.app.api import input_points, parse_labels
+from cg3d.errors import UsageError
+
+from .conftest import cube
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return cg3d.load(tiny_checkpoint)
+
+
+def test_import_cg3d_stays_light_and_loads_the_api_on_first_use():
+    code = (
+        "import sys, cg3d; assert 'torch' not in sys.modules, 'torch at import';"
+        "cg3d.load; assert 'torch' in sys.modules; print(sorted(cg3d.__all__))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "open_index" in result.stdout and "load" in result.stdout
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cg3d.nothing  # noqa: B018
+
+
+def test_parse_labels(tmp_path):
+    assert parse_labels("", ["a", "b"]) == ["a", "b"]
+    assert parse_labels(None, ["a"]) == ["a"]
+    assert parse_labels("chair, table ,", []) == ["chair", "table"]
+    assert parse_labels([" lamp", "", "sofa "], []) == ["lamp", "sofa"]
+    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
+    assert parse_labels(str(tmp_path / "labels.txt"), []) == ["lamp", "sofa"]
+    with pytest.raises(UsageError, match="--labels"):
+        parse_labels("", [])
+
+
+def test_mesh_input_goes_through_the_sample_stage(tmp_path):
+    box = trimesh.creation.box(extents=(4.0, 1.0, 1.0))
+    box.apply_translation((10, 0, 0))
+    box.export(tmp_path / "box.ply")
+    points = input_points(tmp_path / "box.ply", 128)
+    assert points.shape == (128, 3)
+    assert np.linalg.norm(points, axis=1).max() <= 1.0 + 1e-5
+    assert np.ptp(points[:, 0]) > 3 * np.ptp(points[:, 1])  # long along x, centred, unit sphere
+    tall = input_points(tmp_path / "box.ply", 64, up_axis="z")
+    assert np.ptp(tall[:, 0]) > 3 * np.ptp(tall[:, 2])
+
+
+def test_mesh_files_use_the_pipeline_loader(tmp_path):
+    trimesh.creation.icosphere(subdivisions=2).export(tmp_path / "ball.obj")
+    points = input_points(tmp_path / "ball.obj", 100)
+    assert points.shape == (100, 3)
+    assert np.allclose(np.linalg.norm(points, axis=1), 1.0, atol=0.1)  # on the unit sphere
+    (tmp_path / "broken.obj").write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
+    with pytest.raises(UsageError, match="broken.obj"):
+        input_points(tmp_path / "broken.obj", 100)
+
+
+def test_embeddings_are_unit_vectors_and_batches_match_single_calls(model, tmp_path):
+    rng = np.random.default_rng(0)
+    shapes = [cube(300, rng, scale=(1 + i, 1, 1)) for i in range(3)]
+    batch = model.embed_points(shapes, batch_size=2)
+    assert batch.shape == (3, 64) and batch.dtype == np.float32
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(model.embed_points(shapes[1]), batch[1:2], atol=1e-5)
+    np.save(tmp_path / "shape.npy", shapes[2])
+    assert np.allclose(model.embed_points(tmp_path / "shape.npy"), batch[2:3], atol=1e-5)
+    assert not np.allclose(batch[0], batch[2], atol=1e-3)  # different shapes, different features
+
+    texts = model.embed_text(["a cube", "a sphere", "a cone"])
+    assert texts.shape == (3, 64) and np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(model.embed_text("a sphere"), texts[1:2], atol=1e-5)
+
+    pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    as_file, as_array, as_pil = (
+        model.embed_images(tmp_path / "photo.png"),
+        model.embed_images(pixels),
+        model.embed_images([Image.fromarray(pixels)]),
+    )
+    assert as_file.shape == (1, 64)
+    assert np.allclose(as_file, as_array, atol=1e-5) and np.allclose(as_file, as_pil, atol=1e-5)
+
+
+def test_classify_point_file_end_to_end(model, tmp_path):
+    np.save(tmp_path / "shape.npy", cube(300, np.random.default_rng(0)))
+    result = model.classify(tmp_path / "shape.npy")
+    assert {label for label, _ in result} == {"cube", "sphere", "cone"}  # the checkpoint's classes
+    assert len(result) == 3 and sum(p for _, p in result) == pytest.approx(1.0, abs=1e-5)
+    assert all(a.score >= b.score for a, b in zip(result, result[1:], strict=False))
+    custom = model.classify(tmp_path / "shape.npy", labels="chair,table,lamp,sofa,bed,desk", top=5)
+    assert len(custom) == 5
+    assert {p.label for p in custom} <= {"chair", "table", "lamp", "sofa", "bed", "desk"}
+    # the array itself gives the same answer as its file
+    same = model.classify(np.load(tmp_path / "shape.npy"), labels=["chair", "table", "lamp"])
+    from_file = model.classify(tmp_path / "shape.npy", labels=["chair", "table", "lamp"])
+    assert [p.label for p in same] == [p.label for p in from_file]
+    assert [p.score for p in same] == pytest.approx([p.score for p in from_file], abs=1e-5)
+
+
+def test_classify_with_one_prompt_ranks_labels_by_the_cosine_of_that_prompt(model):
+    shape = cube(300, np.random.default_rng(1), scale=(3, 1, 1))
+    labels = ["chair", "table", "lamp", "sofa"]
+    predictions = model.classify(shape, labels, top=4, single_prompt="This is a {}")
+    cosines = (model.embed_points(shape) @ model.embed_text([f"This is a {x}" for x in labels]).T)[
+        0
+    ]
+    assert [p.label for p in predictions] == [labels[i] for i in np.argsort(-cosines)]
+
+
+def test_classify_errors_are_one_line_usage_errors(model, tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        model.classify(tmp_path / "absent.npy")
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2)))
+    with pytest.raises(UsageError, match="expected an"):
+        model.classify(tmp_path / "bad.npy")
+    with pytest.raises(UsageError, match="--top"):
+        model.classify(cube(50, np.random.default_rng(0)), top=0)
+    with pytest.raises(UsageError, match=r"points: expected an \(N, 3\+\)"):
+        model.embed_points(np.zeros((5, 2)))
+    with pytest.raises(UsageError, match="empty"):
+        model.embed_points(np.full((5, 3), np.nan))
+    (tmp_path / "photo.png").write_bytes(b"not a png")
+    with pytest.raises(UsageError, match="photo.png: not a readable image"):
+        model.embed_images(tmp_path / "photo.png")
+    with pytest.raises(UsageError, match="--up-axis"):
+        model.classify(cube(50, np.random.default_rng(0)), up_axis="w")
+
+
+def test_a_model_records_its_identity(model, tiny_checkpoint):
+    from cg3d.pipeline.ids import file_sha256
+
+    assert model.identity["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    assert model.identity["clip_weights"] == {"kind": "random"}
+    assert model.classes == ["cube", "sphere", "cone"] and model.n_points == 64
+    assert isinstance(model.network, torch.nn.Module)
+
+
+def test_the_readme_example_runs(tiny_checkpoint, tiny_index, tmp_path):
+    """The README's Python API block, as written, in a folder holding what it names."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    (tmp_path / "runs" / "train").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, tmp_path / "runs" / "train" / "last.pt")
+    shutil.copytree(tiny_index, tmp_path / "runs" / "index")
+    trimesh.creation.box(extents=(1.0, 2.0, 0.5)).export(tmp_path / "chair.obj")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split(":")[0] for line in lines[:3]} == {"chair", "table", "lamp"}
+    hits = [line for line in lines if re.fullmatch(r"\w+ (box|plank) -?\d\.\d{3}", line)]
+    assert len(hits) == 5
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    """A tiny model whose encoder takes xyz and rgb (point_channels 6)."""
+    import warnings
+
+    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+
+    path = tmp_path_factory.mktemp("colour") / "colour.pt"
+    with warnings.catch_warnings(), torch.random.fork_rng():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model(tiny_model_config(n_points=64, point_channels=6)))
+    return cg3d.load(path)
+
+
+def test_a_colour_model_gets_rgb_with_every_point(colour_model, tmp_path):
+    from cg3d.formats.points import NO_COLOR
+
+    rng = np.random.default_rng(0)
+    xyz = cube(300, rng)
+    rgb = np.where(xyz[:, :1] > 0, [[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]])  # red right, blue left
+    prepared = colour_model.prepare(xyz, colors=rgb)
+    assert prepared.shape == (64, 6)
+    right = prepared[:, 0] > 0
+    assert np.allclose(prepared[right, 3:], [1, 0, 0]) and np.allclose(
+        prepared[~right, 3:], [0, 0, 1]
+    )
+    np.save(tmp_path / "shape.npy", xyz)  # a point file has no colour: the constant
+    assert np.allclose(colour_model.prepare(tmp_path / "shape.npy")[:, 3:], NO_COLOR)
+    red = colour_model.classify(prepared, labels=["a", "b"], prepared=True)
+    grey = colour_model.classify(tmp_path / "shape.npy", labels=["a", "b"])
+    assert {p.label for p in red} == {"a", "b"}
+    assert red[0].score != pytest.approx(grey[0].score, abs=1e-6)  # the colour reaches the model
+    with pytest.raises(UsageError, match=r"colors: expected a \(300, 3\) array"):
+        colour_model.prepare(xyz, colors=rgb[:10])
+    with pytest.raises(UsageError, match=r"expected \(B, N, 6\) prepared points"):
+        colour_model.embed_prepared(prepared[None, :, :3])
+
+
+@pytest.mark.blender
+def test_a_colour_model_reads_a_mesh_through_the_sample_stage(colour_model, tmp_path):
+    box = trimesh.creation.box(extents=(2.0, 1.0, 1.0))
+    box.visual.vertex_colors = np.tile([255, 0, 0, 255], (len(box.vertices), 1))
+    box.export(tmp_path / "red.ply")
+    prepared = colour_model.prepare(tmp_path / "red.ply")
+    assert prepared.shape == (64, 6)
+    assert np.linalg.norm(prepared[:, :3], axis=1).max() <= 1 + 1e-5
+    assert np.allclose(prepared[:, 3:], [1, 0, 0], atol=0.05)  # the vertex colour, per point

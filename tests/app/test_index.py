@@ -1,0 +1,222 @@
+"""The retrieval index: build, search by text / image / points / embedding, resume, stale."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import warnings
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import cg3d
+from cg3d.app.index import build_index, open_index
+from cg3d.errors import UsageError
+from cg3d.formats.shards import iter_samples
+from cg3d.params import IndexConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return cg3d.load(tiny_checkpoint)
+
+
+def shard_objects(shards):
+    """(split, sample) of every object, in the index's order (splits sorted, then shard order)."""
+    return [(split, s) for split in ("test", "train") for s in iter_samples(shards, split)]
+
+
+def test_the_index_holds_every_object_once_with_its_class_and_embeddings(
+    tiny_index, tiny_shards, model
+):
+    objects = shard_objects(tiny_shards)
+    index = open_index(tiny_index, model)
+    assert len(index) == len(objects) == 12
+    table = pq.read_table(tiny_index / "objects.parquet").to_pylist()
+    assert [(r["id"], r["split"], r["class_name"]) for r in table] == [
+        (s["key"], split, s["meta"]["class_name"]) for split, s in objects
+    ]
+    manifest = json.loads((tiny_index / "index.json").read_text())
+    assert manifest["objects"] == 12 and manifest["views"] == 24 and manifest["dim"] == 64
+    assert manifest["model"]["checkpoint_sha256"] == model.sha256
+    # row i of points.npy is object i's point embedding: searching by it finds that object
+    points = np.load(tiny_index / "points.npy")
+    assert np.allclose(np.linalg.norm(points, axis=1), 1.0, atol=1e-5)
+    for row in (0, 7, 11):
+        best = index.search(embedding=points[row], top=1)[0]
+        assert best.row == row and best.id == objects[row][1]["key"]
+        assert best.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_image_query_finds_the_objects_it_was_rendered_from(tiny_index, tiny_shards, model):
+    objects = shard_objects(tiny_shards)
+    split, sample = objects[4]
+    index = open_index(tiny_index, model)
+    hits = index.search(image=sample["views"][1], top=12)  # image queries compare with views
+    # the fixture paints the views of a class alike: exactly that class's objects score 1
+    same_views = {s["key"] for _, s in objects if s["cls"] == sample["cls"]}
+    assert {h.id for h in hits if h.score > 1 - 1e-4} == same_views
+    assert hits[0].id in same_views and hits[len(same_views)].score < 0.999
+    thumbnail = index.thumbnail(hits[0])
+    assert thumbnail.size == (16, 16)  # the first view, shrunk to `thumbnail` pixels
+    original = np.asarray(sample["views"][0].resize((16, 16)), dtype=float)
+    assert np.abs(np.asarray(thumbnail, dtype=float) - original).mean() < 8
+
+
+def test_text_and_point_queries_rank_by_cosine(tiny_index, model):
+    index = open_index(tiny_index, model)
+    points = np.load(tiny_index / "points.npy")
+    hits = index.search(text="a photo of a plank", top=5)
+    expected = points @ model.embed_text(["a photo of a plank"])[0]
+    assert [h.row for h in hits] == list(np.argsort(-expected, kind="stable")[:5])
+    assert [h.score for h in hits] == pytest.approx(sorted(expected, reverse=True)[:5], abs=1e-5)
+    shape = np.random.default_rng(0).uniform(-1, 1, (200, 3))
+    by_points = index.search(points=shape, top=12)
+    assert len(by_points) == 12 and by_points[0].score >= by_points[-1].score
+    both = index.search(text="a photo of a plank", points=shape, top=12)
+    mean = {h.row: h.score for h in index.search(text="a photo of a plank", top=12)}
+    assert both[0].score == pytest.approx(
+        (mean[both[0].row] + by_points_score(by_points, both[0].row)) / 2, abs=1e-5
+    )
+
+
+def by_points_score(hits, row):
+    return next(h.score for h in hits if h.row == row)
+
+
+def test_search_errors_are_one_line(tiny_index, model, tmp_path):
+    index = open_index(tiny_index, model)
+    with pytest.raises(UsageError, match="give a text, an image"):
+        index.search()
+    with pytest.raises(UsageError, match="text query is empty"):
+        index.search(text="  ")
+    with pytest.raises(UsageError, match="a 3-d query against a 64-d index"):
+        index.search(embedding=np.ones(3))
+    with pytest.raises(UsageError, match="against must be one of points, views"):
+        index.search(text="a box", against="captions")
+    with pytest.raises(UsageError, match="not a CG3D index"):
+        open_index(tmp_path)
+
+
+def test_another_checkpoint_is_a_stale_index(tiny_index, tmp_path):
+    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+
+    with warnings.catch_warnings(), torch.random.fork_rng():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(1)
+        save_checkpoint(
+            tmp_path / "other.pt",
+            build_model(tiny_model_config(n_points=64, classes=["cube", "sphere", "cone"])),
+        )
+    other = cg3d.load(tmp_path / "other.pt")
+    with pytest.raises(UsageError, match="stale index: built with checkpoint") as error:
+        open_index(tiny_index, other)
+    assert "\n" not in str(error.value) and "cg3d index --checkpoint" in str(error.value)
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "search", str(tiny_index), "--text", "a box"]
+        + ["--checkpoint", str(tmp_path / "other.pt")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2  # the random CLIP's warnings aside, one line says why
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "stale index" in line and "rebuild it: cg3d index --checkpoint" in line
+
+
+def test_without_a_model_the_recorded_checkpoint_answers(tiny_index, tiny_checkpoint, tmp_path):
+    index = open_index(tiny_index)
+    assert index.search(text="a box", top=2)[0].score <= 1.0
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_index, moved)
+    manifest = json.loads((moved / "index.json").read_text())
+    manifest["model"]["checkpoint"] = str(tmp_path / "gone.pt")
+    (moved / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="checkpoint .*gone.pt is not there"):
+        open_index(moved).search(text="a box")
+    assert len(open_index(moved).search(embedding=np.ones(64), top=3)) == 3  # needs no model
+
+
+def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_shards, tmp_path):
+    out = tmp_path / "index"
+    config = IndexConfig(batch_size=4, thumbnail=0)
+    build_index(tiny_checkpoint, tiny_shards, out, config)
+    points = np.load(out / "points.npy")
+    kept = os.stat(out / "part-00000.parquet").st_mtime_ns
+    (out / "part-00001.parquet").unlink()  # as if killed while embedding the second shard
+    (out / "index.json").unlink()
+    build_index(tiny_checkpoint, tiny_shards, out, config)
+    assert os.stat(out / "part-00000.parquet").st_mtime_ns == kept
+    assert np.allclose(np.load(out / "points.npy"), points, atol=1e-6)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_broken_sample_is_a_failure_row_and_the_rest_is_indexed(
+    tiny_checkpoint, tiny_shards, tmp_path
+):
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    with tarfile.open(shards / "test" / "shard-000000.tar", "a") as tar:
+        for name, data in (("bad.points.npy", b"not an array"), ("bad.cls", b"0")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    built = build_index(tiny_checkpoint, shards, tmp_path / "index", IndexConfig(splits="test"))
+    assert built["objects"] == 6 and built["splits"] == ["test"] and built["failures"] == 1
+    failures = pq.read_table(tmp_path / "index" / "failures.parquet").to_pylist()
+    assert failures[0]["id"] == "bad" and "points.npy" in failures[0]["reason"]
+
+
+def test_index_and_search_commands(tiny_checkpoint, tiny_shards, tmp_path):
+    out = tmp_path / "index"
+    command = [sys.executable, "-m", "cg3d"]
+    result = subprocess.run(
+        [*command, "index", "--checkpoint", str(tiny_checkpoint), "--shards", str(tiny_shards)]
+        + ["--out", str(out), "--splits", "train", "--batch-size", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "6 objects, 12 views, 64-d" in result.stdout
+    result = subprocess.run(
+        [*command, "search", str(out), "--text", "a box", "--top", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sum(line.count("train_") for line in result.stdout.splitlines()) == 3
+    result = subprocess.run(
+        [*command, "index", "--checkpoint", str(tiny_checkpoint), "--shards", str(tiny_shards)]
+        + ["--out", str(out), "--splits", "val"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "no split 'val'" in result.stderr
+
+
+def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path):
+    from cg3d.app.index import Index, merge_parts, write_part
+
+    unit = np.eye(4, dtype=np.float32)
+    rows = [
+        dict(id="a", views=[unit[0], 0.6 * unit[1] + 0.8 * unit[2]], points=unit[3]),
+        dict(id="b", views=[], points=unit[3]),
+        dict(id="c", views=[unit[1]], points=unit[0]),
+    ]
+    for row in rows:
+        row |= dict(class_name="x", source="", split="test", n_views=len(row["views"]))
+        row["thumbnail"] = b""
+    write_part(tmp_path / "part-00000.parquet", rows, 0)
+    counts = merge_parts(tmp_path, [tmp_path / "part-00000.parquet"])
+    manifest = {"format": "cg3d-index-1", "model": {}, "shards": "", **counts}
+    index = Index(tmp_path, manifest)
+    hits = index.search(embedding=np.array([0, 1, 0, 0]), against="views", top=3)
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.6), ("b", -np.inf)]
+    hits = index.search(embedding=np.array([1, 0, 0, 0]), top=3)  # against the points
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.0), ("b", 0.0)]
