@@ -16,6 +16,7 @@ import functools
 import hashlib
 import importlib
 import json
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -313,8 +314,17 @@ def match_protocol_names(folders: Iterable[str]) -> tuple[dict[str, str], list[s
 
 
 def iter_sorted_files(folder: Path) -> Iterator[Path]:
-    """Files under `folder`, recursively, in a stable order, hidden ones skipped."""
-    for path in sorted(folder.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if path.is_file() and not hidden:
-            yield path
+    """Files under `folder`, recursively, in a stable order (by path components, as sorting the
+    paths gives), hidden ones skipped, symlinked folders not entered (as `rglob`); walked one
+    folder at a time, never all listed at once."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except PermissionError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from iter_sorted_files(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)

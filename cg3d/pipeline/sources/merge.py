@@ -32,7 +32,7 @@ from cg3d.formats.failures import FAILURES_NAME, failures_writer
 from cg3d.formats.manifest import OK, manifest_writer
 
 RUN_ROWS = 16_384  # rows sorted in memory at once
-READ_ROWS = 256  # rows of each run held while merging (the runs' batch size)
+READ_ROWS = 64  # rows of each run held while merging (the runs' batch size)
 FAN_IN = 64  # runs merged at once; more are merged in passes first
 WRITE_ROWS = 4096  # rows turned back into an Arrow table at once
 COPIES = pa.schema([("id", pa.string()), ("original", pa.string())])

@@ -198,3 +198,15 @@ def test_copies_of_checked_bytes_are_not_read_again(tmp_path: Path, monkeypatch)
         "ok", "duplicate", "duplicate", "ok", "duplicate",
     ]  # fmt: skip
     assert rows["bad2.off"]["status"] == "unreadable" and rows["bad2.off"]["sha256"] == ""
+
+
+def test_the_lazy_walk_keeps_the_order_of_sorted_paths(tmp_path: Path) -> None:
+    names = ["a b/x.obj", "a/x.obj", "a/y/z.obj", "a/.h/q.obj", ".h.obj", "b.obj", "A.obj",
+             "a/y.obj", "a/y0/z.obj"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "linked").symlink_to(tmp_path / "a")  # a symlinked folder is not entered
+    walked = [p.relative_to(tmp_path).as_posix() for p in sources.iter_sorted_files(tmp_path)]
+    assert walked == ["A.obj", "a/x.obj", "a/y/z.obj", "a/y.obj", "a/y0/z.obj", "a b/x.obj",
+                      "b.obj"]  # fmt: skip
