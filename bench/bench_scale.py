@@ -8,9 +8,12 @@ size is read from `Maximum resident set size`:
   file is listed, hashed and validated; all but one per content are `duplicate` rows);
 - caption, pack, verify: a manifest of N `ok` rows written directly, points parts of 16-point
   clouds (1,000 objects a part), render parts of one tiny PNG view and cameras per object,
-  then `caption` → `pack` (shards of 1,000) → `verify`.
+  then `caption` → `pack` (shards of 1,000) → `verify`;
+- plan: the setup of sample and render on that manifest (the chunk plan, then every chunk's
+  manifest rows handed out as records), without sampling or rendering.
 
     python bench/bench_scale.py --rows 10000 100000 --work /tmp/bench_scale
+    python bench/bench_scale.py --rows 1000000 --stages meshes
 
 `--lookups` instead times finding one object's points and views among parts that overlap in id
 range (a grown data set: 40 parts of consecutive ids plus 10 parts of ids spread over the whole
@@ -61,7 +64,21 @@ STAGES = {
         "from cg3d.pipeline.verify import verify_shards; r = verify_shards(r'{w}/shards');"
         "assert not r.problems, r.problems[:3]"
     ),
+    # What sample and render do before any object is worked on: plan the chunks
+    # (`plan_chunks`, the membership table) and hand out every chunk's manifest rows.
+    "plan": (
+        "from functools import partial; from pathlib import Path\n"
+        "from cg3d.pipeline.chunks import ChunkedOutput, output_lock, plan_chunks\n"
+        "from cg3d.formats.manifest import MeshRecord, OK, manifest_tables\n"
+        "with output_lock(Path(r'{w}/plan')):\n"
+        "    o = ChunkedOutput(Path(r'{w}/plan'), '.parquet', 'sample', {{}}); o.prepare()\n"
+        "    p = plan_chunks(partial(manifest_tables, r'{w}/meshes'), OK, o, 1000)\n"
+        "    jobs = p.jobs(p.recomputed)\n"
+        "    n = sum(len([MeshRecord(**r) for r in rows]) for _, rows in jobs)\n"
+        "    assert n == p.manifest_rows, n"
+    ),
 }
+NEEDS_PARTS = ("caption", "pack", "verify")  # the stages that read points and render parts
 
 
 def mesh_folder(work: Path, rows: int) -> None:
@@ -76,9 +93,9 @@ def mesh_folder(work: Path, rows: int) -> None:
         os.link(original, work / "root" / CLASSES[i % len(CLASSES)] / f"m{i:07d}.obj")
 
 
-def stage_inputs(work: Path, rows: int) -> None:
-    """A manifest of N ok rows (ids in random order of creation, as uids are) and the
-    points and render parts of every object."""
+def stage_inputs(work: Path, rows: int, parts: bool) -> None:
+    """A manifest of N ok rows (ids in random order of creation, as uids are) and, when
+    `parts`, the points and render parts of every object."""
     rng = np.random.default_rng(0)
     ids = sorted(f"{u:016x}" for u in rng.choice(2**62, size=rows, replace=False))
     table = pa.table(
@@ -101,6 +118,8 @@ def stage_inputs(work: Path, rows: int) -> None:
     write_manifest_table(table, work / "meshes")
     write_classes(CLASSES, work / "meshes")
     del table
+    if not parts:
+        return
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
     png, cameras = buffer.getvalue(), b'{"views": []}'
@@ -205,7 +224,8 @@ def main() -> None:
         start = time.perf_counter()
         if "meshes" in args.stages:
             mesh_folder(work, rows)
-        stage_inputs(work, rows)
+        if set(args.stages) - {"meshes"}:
+            stage_inputs(work, rows, parts=bool(set(args.stages) & set(NEEDS_PARTS)))
         print(f"{rows} rows: inputs made in {time.perf_counter() - start:.0f} s", flush=True)
         for stage in args.stages:
             rss, seconds = measure(stage, work)

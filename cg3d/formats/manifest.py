@@ -2,7 +2,8 @@
 (docs/formats.md), and `classes.json`, the class list in label order."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,12 +69,43 @@ class MeshRecord:
     error: str = ""
 
 
-def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
-    """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
+@contextmanager
+def manifest_writer(out_dir: Path) -> Iterator[Callable[[pa.Table], None]]:
+    """Write `out_dir/manifest.parquet` piece by piece: yields `write(table)`, called with tables
+    in SCHEMA whose rows, all together, are sorted by id. Rows are held only until a row group
+    of ROW_GROUP_ROWS is full, so memory stays flat; the file appears (atomically) at the end.
+    The file takes the first table's schema, as `pq.write_table` does (the same bytes)."""
     path = Path(out_dir) / MANIFEST_NAME
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-    return path
+        writer: pq.ParquetWriter | None = None
+        held = SCHEMA.empty_table()
+
+        def write_group(group: pa.Table) -> None:
+            nonlocal writer
+            writer = writer or pq.ParquetWriter(tmp, group.schema)
+            writer.write_table(group.combine_chunks())
+
+        def write(table: pa.Table) -> None:
+            nonlocal held
+            held = pa.concat_tables([held, table]) if held.num_rows else table
+            while held.num_rows >= ROW_GROUP_ROWS:
+                write_group(held.slice(0, ROW_GROUP_ROWS))
+                held = held.slice(ROW_GROUP_ROWS)
+
+        try:
+            yield write
+            if held.num_rows or writer is None:  # an empty manifest: one empty row group
+                write_group(held)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
+    """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
+    with manifest_writer(out_dir) as write:
+        write(table)
+    return Path(out_dir) / MANIFEST_NAME
 
 
 def write_manifest(records: list[MeshRecord], out_dir: Path) -> Path:

@@ -305,21 +305,31 @@ def check_gltf(document: dict) -> None:
         raise MeshError("no_faces", "the file holds only lines or points, no faces")
 
 
-def validate_file(path: Path, root: Path) -> None:
+def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
     """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
-
-    glTF geometry is decoded by Blender in the sample and render stages (Draco, sparse
-    accessors, skins...), so here it is checked structurally; the other formats are read.
+    `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
     """
     path = Path(path)
     if not path.resolve().is_relative_to(Path(root).resolve()):
         raise MeshError(
             "outside_root", f"the file resolves to {path.resolve()}, outside the source root"
         )
-    suffix = check_suffix(path)
+    check_suffix(path)
     check_nonempty(path)
     referenced_files(path, root)
-    if suffix in GLTF_SUFFIXES:
+    if geometry:
+        check_geometry(path)
+
+
+# The formats whose `check_geometry` reads the file's own bytes only (no materials, textures or
+# other files), so its outcome is the same for every copy of the same bytes.
+BYTES_ONLY_SUFFIXES = (".obj", ".off", ".stl", ".glb", ".gltf")
+
+
+def check_geometry(path: Path) -> None:
+    """glTF geometry is decoded by Blender in the sample and render stages (Draco, sparse
+    accessors, skins...), so here it is checked structurally; the other formats are read."""
+    if Path(path).suffix.lower() in GLTF_SUFFIXES:
         check_gltf(gltf_document(path))
     else:
         load_mesh(path)

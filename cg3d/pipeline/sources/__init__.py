@@ -8,12 +8,15 @@ validates every mesh in parallel chunks (load, check, content hash), marks conte
 
 Memory stays flat at any size: the listing is streamed to listing parts on disk, each chunk
 is validated by one worker into its own part file (resume after a kill redoes only missing
-parts), and the parts are merged as Arrow tables, never as Python objects per mesh.
+parts), and the parts are merged by an external sort (`merge.py`): the manifest and failures
+are written row group by row group, never held whole.
 """
 
+import functools
 import hashlib
 import importlib
 import json
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -21,20 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.formats.failures import FAILURES_NAME, write_failures
-from cg3d.formats.manifest import (
-    OK,
-    SCHEMA,
-    MeshRecord,
-    write_classes,
-    write_manifest_table,
-)
+from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.params import SOURCES, MeshesConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
@@ -44,7 +38,13 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 from cg3d.pipeline.ids import file_sha256
-from cg3d.pipeline.meshio import MeshError, validate_file
+from cg3d.pipeline.meshio import (
+    BYTES_ONLY_SUFFIXES,
+    MeshError,
+    check_geometry,
+    validate_file,
+)
+from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -122,14 +122,13 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         executor=config.executor,
         description="validating meshes",
     )
-    table = _merge(output, len(listing_parts))
-    _write_outputs(table, listing.classes, out_dir)
+    parts = [output.part(i) for i in range(len(listing_parts))]
+    counts = merge_parts(parts, work / "merge", out_dir, STAGE)
+    write_classes(listing.classes, out_dir)
     shutil.rmtree(work)
-    statuses = table.column("status").value_counts().to_pylist()
-    counts = {entry["values"]: entry["counts"] for entry in statuses}
     return Summary(
-        table.num_rows,
-        counts,
+        sum(counts.values()),
+        dict(counts),
         listing.classes,
         len(pending),
         len(listing_parts),
@@ -159,7 +158,7 @@ def _write_listing(
         batch.clear()
 
     for record in records:
-        row = asdict(record)
+        row = dict(vars(record))  # flat fields: no deep copy (asdict's) needed
         digest.update(json.dumps(row, sort_keys=True).encode())
         batch.append(row)
         if len(batch) == chunk_size:
@@ -187,14 +186,23 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     references too, a surface); write the rows with status and hash. A file outside the root is
     never read, not even hashed."""
     rows = pq.read_table(listing_part).to_pylist()
+    # (sha256, suffix) of the files whose geometry passed in this chunk: a copy of the same
+    # bytes in a format read from its own bytes only passes too, unread (duplicates are common;
+    # failures are not remembered, their reasons may name the file).
+    passed: set[tuple[str, str]] = set()
     for row in rows:
         if row["status"] != OK:  # the source already knew (e.g. unsupported format)
             continue
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
-            validate_file(path, Path(root))  # before hashing: refuses what lies outside
-            row["sha256"] = file_sha256(path)
+            validate_file(path, Path(root), geometry=False)  # refuses what lies outside unread
+            content = (file_sha256(path), path.suffix.lower())
+            if content not in passed:
+                check_geometry(path)
+                if content[1] in BYTES_ONLY_SUFFIXES:
+                    passed.add(content)
+            row["sha256"] = content[0]
         except MeshError as error:
             row["status"], row["error"] = error.kind, error.reason
         except OSError as error:
@@ -202,49 +210,6 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     with atomic_path(Path(part)) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
     return len(rows)
-
-
-def _merge(output: ChunkedOutput, n_parts: int) -> pa.Table:
-    """All parts as one table sorted by id, with later copies of the same content marked.
-
-    Done in Arrow (a few bytes per row and column, no Python object per row): the first `ok`
-    row of each sha256 in id order keeps it, the others become `duplicate` naming it.
-    """
-    if n_parts == 0:
-        return SCHEMA.empty_table()
-    table = pa.concat_tables(pq.read_table(output.part(i)) for i in range(n_parts))
-    table = table.sort_by("id")
-    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
-        raise RuntimeError("the source listed two objects with the same id")
-    rows = pa.table({"sha256": table.column("sha256"), "row": np.arange(table.num_rows)})
-    ok = rows.filter(pc.equal(table.column("status"), OK))
-    first = ok.group_by("sha256").aggregate([("row", "min")])
-    later = ok.join(first, "sha256").filter(pc.field("row") != pc.field("row_min")).sort_by("row")
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[later.column("row").to_numpy()] = True
-    originals = pc.take(table.column("id"), later.column("row_min"))
-    reasons = pc.binary_join_element_wise("same content as", originals, " ")
-    status = pc.replace_with_mask(
-        table.column("status").combine_chunks(),
-        pa.array(mask),
-        pa.repeat(pa.scalar("duplicate"), later.num_rows),
-    )
-    error = pc.replace_with_mask(
-        table.column("error").combine_chunks(), pa.array(mask), reasons.combine_chunks()
-    )
-    table = table.set_column(table.schema.get_field_index("status"), "status", status)
-    return table.set_column(table.schema.get_field_index("error"), "error", error)
-
-
-def _write_outputs(table: pa.Table, classes: list[str], out_dir: Path) -> None:
-    write_manifest_table(table, out_dir)
-    write_classes(classes, out_dir)
-    failed = table.filter(pc.not_equal(table.column("status"), OK))
-    rows = [
-        {"id": r["id"], "stage": STAGE, "reason": f"{r['status']}: {r['error']}"}
-        for r in failed.select(["id", "status", "error"]).to_pylist()
-    ]
-    write_failures(rows, out_dir / FAILURES_NAME)
 
 
 def read_exclude(path: str) -> set[str]:
@@ -315,11 +280,17 @@ def read_json(path: Path, option: str) -> Any:
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
 
 
+@functools.lru_cache(maxsize=8)
+def _resolved(folder: Path) -> Path:
+    """A folder resolved once per run, not once per file (it is asked per object)."""
+    return Path(folder).resolve()
+
+
 def stored_path(path: Path, out_dir: Path) -> str:
     """Relative to the output folder when the file lies under it (portable), else absolute."""
     path = path.resolve()
     try:
-        return path.relative_to(out_dir.resolve()).as_posix()
+        return path.relative_to(_resolved(out_dir)).as_posix()
     except ValueError:
         return str(path)
 
@@ -343,8 +314,17 @@ def match_protocol_names(folders: Iterable[str]) -> tuple[dict[str, str], list[s
 
 
 def iter_sorted_files(folder: Path) -> Iterator[Path]:
-    """Files under `folder`, recursively, in a stable order, hidden ones skipped."""
-    for path in sorted(folder.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if path.is_file() and not hidden:
-            yield path
+    """Files under `folder`, recursively, in a stable order (by path components, as sorting the
+    paths gives), hidden ones skipped, symlinked folders not entered (as `rglob`); walked one
+    folder at a time, never all listed at once."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except PermissionError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from iter_sorted_files(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)

@@ -46,23 +46,23 @@ def _records(
     root: Path, classes: list[str], config: MeshesConfig, out_dir: Path
 ) -> Iterator[MeshRecord]:
     for class_name in classes:
-        files = {
-            p.relative_to(root).as_posix(): p
+        files = [  # strings, not Paths: a class may hold millions of files
+            p.relative_to(root).as_posix()
             for p in iter_sorted_files(root / class_name)
             if p.suffix.lower() not in ASSET_SUFFIXES
-        }
-        keys = cap_per_class(list(files), config.per_class, config.seed)
+        ]
+        keys = cap_per_class(files, config.per_class, config.seed)
         split_of = seeded_split(keys, config.seed, config.test_fraction)
         for relpath in keys:
             try:
-                check_suffix(files[relpath])
+                check_suffix(root / relpath)
                 status, error = "ok", ""
             except MeshError as failure:
                 status, error = failure.kind, failure.reason
             yield MeshRecord(
                 id=object_id("folder", relpath),
                 source="folder",
-                path=stored_path(files[relpath], out_dir),
+                path=stored_path(root / relpath, out_dir),
                 class_name=class_name,
                 split=split_of[relpath],
                 up_axis=DEFAULT_UP_AXIS,

@@ -41,7 +41,9 @@ def test_exclude_by_uid_id_or_path_drops_objects_before_validation(tmp_path, mon
 
     real = sources.validate_file
     monkeypatch.setattr(
-        sources, "validate_file", lambda path, root: validated.append(path) or real(path, root)
+        sources,
+        "validate_file",
+        lambda path, root, **kw: validated.append(path) or real(path, root, **kw),
     )
     shutil.rmtree(tmp_path / "out")
     records, summary = objaverse(tmp_path, labels, exclude=str(exclude))

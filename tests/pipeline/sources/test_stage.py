@@ -83,7 +83,7 @@ def test_a_killed_run_resumes_without_revalidating(tmp_path: Path, monkeypatch) 
     def killed(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sources, "_merge", killed)
+    monkeypatch.setattr(sources, "merge_parts", killed)
     with pytest.raises(KeyboardInterrupt):
         build_manifest(config, out)
     monkeypatch.undo()
@@ -179,3 +179,34 @@ def test_ids_are_unique_and_key_safe(tmp_path: Path) -> None:
     ids = [r["id"] for r in manifest_rows(out)]
     assert len(ids) == len(set(ids)) == 11
     assert all(set(i) <= KEY_SAFE for i in ids)
+
+
+def test_copies_of_checked_bytes_are_not_read_again(tmp_path: Path, monkeypatch) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a.obj", "b.obj", "c.obj", "a.ply", "b.ply"):
+        write_mesh(root / "thing" / name, box())
+    (root / "thing" / "bad1.off").write_text("not a mesh\n")
+    (root / "thing" / "bad2.off").write_text("not a mesh\n")
+    read = []
+    real = sources.check_geometry
+    monkeypatch.setattr(sources, "check_geometry", lambda path: read.append(path) or real(path))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    # One OBJ read for three copies; PLY (may read a texture) and failures every time.
+    assert sorted(Path(p).name for p in read) == ["a.obj", "a.ply", "b.ply", "bad1.off", "bad2.off"]
+    rows = {Path(r["path"]).name: r for r in manifest_rows(out)}
+    assert [rows[n]["status"] for n in ("a.obj", "b.obj", "c.obj", "a.ply", "b.ply")] == [
+        "ok", "duplicate", "duplicate", "ok", "duplicate",
+    ]  # fmt: skip
+    assert rows["bad2.off"]["status"] == "unreadable" and rows["bad2.off"]["sha256"] == ""
+
+
+def test_the_lazy_walk_keeps_the_order_of_sorted_paths(tmp_path: Path) -> None:
+    names = ["a b/x.obj", "a/x.obj", "a/y/z.obj", "a/.h/q.obj", ".h.obj", "b.obj", "A.obj",
+             "a/y.obj", "a/y0/z.obj"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "linked").symlink_to(tmp_path / "a")  # a symlinked folder is not entered
+    walked = [p.relative_to(tmp_path).as_posix() for p in sources.iter_sorted_files(tmp_path)]
+    assert walked == ["A.obj", "a/x.obj", "a/y/z.obj", "a/y.obj", "a/y0/z.obj", "a b/x.obj",
+                      "b.obj"]  # fmt: skip

@@ -1,0 +1,174 @@
+"""The meshes stage's merge: its validation parts into the manifest (sorted by id, content
+duplicates marked) and the failures file, in memory that does not grow with the objects.
+
+An external merge sort. `sorted_runs` cuts a stream of tables into runs of RUN_ROWS rows, each
+sorted in Arrow and written to disk in batches of READ_ROWS, and merges them FAN_IN at a time until
+few are left; `merged_rows` then streams their rows in order, READ_ROWS rows of each run held
+at a time. Runs are Arrow IPC streams (`.arrows`). Three sorts:
+
+1. every row by id: the manifest's order;
+2. (sha256, id) of the `ok` rows: each hash's rows in id order, so the first is the original
+   and the others are its duplicates (a dict of hashes would grow with the objects: ~150 MB at
+   a million; bucketing by hash would not help when most files are copies of a few);
+3. the (id, original) pairs of the duplicates by id, joined with the rows of sort 1 as they
+   are written.
+
+Everything lives in a work folder that is removed first, so a run killed while merging simply
+merges again from the validation parts.
+"""
+
+import heapq
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cg3d.formats.failures import FAILURES_NAME, failures_writer
+from cg3d.formats.manifest import OK, manifest_writer
+
+RUN_ROWS = 16_384  # rows sorted in memory at once
+READ_ROWS = 64  # rows of each run held while merging (the runs' batch size)
+FAN_IN = 64  # runs merged at once; more are merged in passes first
+WRITE_ROWS = 4096  # rows turned back into an Arrow table at once
+COPIES = pa.schema([("id", pa.string()), ("original", pa.string())])
+
+
+def merge_parts(parts: list[Path], work: Path, out_dir: Path, stage: str) -> Counter:
+    """Write `out_dir`'s manifest.parquet and failures.parquet from the validation `parts`;
+    return the count of rows by status."""
+    shutil.rmtree(work, ignore_errors=True)
+    schema = pq.read_schema(parts[0]) if parts else None
+    by_id = sorted_runs(_tables(parts), ["id"], work / "by-id")
+    hashes = (
+        table.filter(pc.equal(table.column("status"), OK)).select(["sha256", "id"])
+        for table in _tables(parts, ["sha256", "id", "status"])
+    )
+    by_hash = sorted_runs(hashes, ["sha256", "id"], work / "by-hash")
+    copies = _tables_of(_copies(merged_rows(by_hash, ["sha256", "id"])), COPIES)
+    copies_by_id = sorted_runs(copies, ["id"], work / "copies")
+    rows = _marked(merged_rows(by_id, ["id"]), merged_rows(copies_by_id, ["id"]))
+    counts: Counter = Counter()
+    with (
+        manifest_writer(out_dir) as write_manifest,
+        failures_writer(out_dir / FAILURES_NAME) as write_failures,
+    ):
+        for table in _tables_of(rows, schema):
+            write_manifest(table)
+            counts.update(table.column("status").to_pylist())
+            failed = table.filter(pc.not_equal(table.column("status"), OK))
+            if failed.num_rows:
+                write_failures(_failure_rows(failed, stage))
+    shutil.rmtree(work)
+    return counts
+
+
+def _failure_rows(failed: pa.Table, stage: str) -> pa.Table:
+    """The failures file's rows (id, stage, reason `status: error`) of failed manifest rows."""
+    return pa.table(
+        {
+            "id": failed.column("id"),
+            "stage": pa.repeat(pa.scalar(stage), failed.num_rows),
+            "reason": pc.binary_join_element_wise(failed["status"], failed["error"], ": "),
+        }
+    )
+
+
+def _tables(parts: list[Path], columns: list[str] | None = None) -> Iterator[pa.Table]:
+    for part in parts:
+        yield pq.read_table(part, columns=columns)
+
+
+def _tables_of(rows: Iterable[dict], schema: pa.Schema | None) -> Iterator[pa.Table]:
+    """Rows (dicts) back into Arrow tables of WRITE_ROWS rows."""
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == WRITE_ROWS:
+            yield pa.Table.from_pylist(batch, schema=schema)
+            batch = []
+    if batch:
+        yield pa.Table.from_pylist(batch, schema=schema)
+
+
+def _copies(by_hash: Iterator[dict]) -> Iterator[dict]:
+    """From the ok rows sorted by (sha256, id): every row but the first of its hash, with the
+    first's id."""
+    sha256 = original = None
+    for row in by_hash:
+        if row["sha256"] != sha256:
+            sha256, original = row["sha256"], row["id"]
+        else:
+            yield {"id": row["id"], "original": original}
+
+
+def _marked(rows: Iterator[dict], copies: Iterator[dict]) -> Iterator[dict]:
+    """The rows (by id) with the copies (by id) marked `duplicate`, naming their original."""
+    copy = next(copies, None)
+    previous = None
+    for row in rows:
+        if row["id"] == previous:
+            raise RuntimeError(f"the source listed two objects with the id {previous}")
+        previous = row["id"]
+        if copy is not None and copy["id"] == row["id"]:
+            row["status"], row["error"] = "duplicate", f"same content as {copy['original']}"
+            copy = next(copies, None)
+        yield row
+
+
+def sorted_runs(tables: Iterable[pa.Table], keys: list[str], folder: Path) -> list[Path]:
+    """Sorted runs of the tables' rows on disk, at most FAN_IN of them: together, the rows in
+    order of `keys` (Arrow's string order: by bytes, which Python's agrees with for UTF-8)."""
+    folder.mkdir(parents=True)
+    runs: list[Path] = []
+    held: list[pa.Table] = []
+
+    def flush() -> None:
+        table = pa.concat_tables(held).sort_by([(key, "ascending") for key in keys])
+        runs.append(folder / f"run-{len(runs):06d}.arrows")
+        _write_run(runs[-1], table.schema, [table])
+        held.clear()
+
+    for table in tables:
+        held.append(table)
+        if sum(t.num_rows for t in held) >= RUN_ROWS:
+            flush()
+    if held:
+        flush()
+    generation = 0
+    while len(runs) > FAN_IN:
+        generation += 1
+        merged = []
+        for start in range(0, len(runs), FAN_IN):
+            group = runs[start : start + FAN_IN]
+            merged.append(folder / f"merge-{generation}-{len(merged):06d}.arrows")
+            with pa.OSFile(str(group[0])) as file:
+                schema = pa.ipc.open_stream(file).schema
+            _write_run(merged[-1], schema, _tables_of(merged_rows(group, keys), schema))
+            for run in group:
+                run.unlink()
+        runs = merged
+    return runs
+
+
+def _write_run(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """A run as an Arrow IPC stream of READ_ROWS-row batches: read back a batch at a time,
+    with no footer that grows with the rows (Parquet's row group metadata would)."""
+    with pa.ipc.new_stream(path, schema) as writer:
+        for table in tables:
+            writer.write_table(table, max_chunksize=READ_ROWS)
+
+
+def merged_rows(runs: list[Path], keys: list[str]) -> Iterator[dict]:
+    """The rows of sorted runs, in order of `keys`, READ_ROWS rows of each run held at once."""
+    return heapq.merge(*(_rows(run) for run in runs), key=itemgetter(*keys))
+
+
+def _rows(run: Path) -> Iterator[dict]:
+    with pa.OSFile(str(run)) as file, pa.ipc.open_stream(file) as reader:  # read, not mapped
+        for batch in reader:
+            yield from batch.to_pylist()
