@@ -5,9 +5,10 @@
   always  continue from OUT/last.pt (`--resume`); a checkpoint without training state or made
           by another run (config or shards, see `run_identity`) is a UsageError naming the
           difference; no checkpoint yet: start from scratch;
-  auto    continue from OUT/last.pt when it is a checkpoint of this very run, else start from
-          scratch, saying why (what the DVC stage uses: a killed `dvc repro` picks up where it
-          stopped, a changed param or data set retrains).
+  auto    continue from OUT/last.pt when it is an unfinished checkpoint of this very run, else
+          start from scratch, saying why (what the DVC stage uses: a killed `dvc repro` picks up
+          where it stopped; a changed param or data set, or a rerun of a finished run because
+          its code changed or `dvc repro -f`, retrains).
 A run is identified by its whole training config (`dataclasses.asdict`, never a hand-kept
 list) and the shard index it trains on; `MAY_DIFFER` lists the fields that may change.
 """
@@ -111,7 +112,13 @@ def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) 
     if difference:
         return f"was trained with {difference}"
     epoch, epochs = payload["training"]["epoch"], wanted["config"]["epochs"]
-    return f"is at epoch {epoch}, past epochs: {epochs}" if epoch > epochs else ""
+    if epoch > epochs:
+        return f"is at epoch {epoch}, past epochs: {epochs}"
+    if mode == "auto" and epoch == epochs:
+        # DVC reruns a finished stage only when something else changed (its code, or -f):
+        # only an unfinished run is continued
+        return f"is a finished run (epoch {epoch} of {epochs})"
+    return ""
 
 
 def truncate_curves(folder: Path, steps: int) -> None:

@@ -241,12 +241,23 @@ def finished_run(tmp_path_factory):
     return out
 
 
-def test_auto_resume_continues_its_own_run_only(finished_run, tmp_path):
+def test_auto_resume_continues_its_own_unfinished_run_only(finished_run, tmp_path):
     _, training = prepare_model(tiny_train_config(), CLASSES, tmp_path, "auto", "index-a")
     assert training is None  # no checkpoint yet
-    same_run = tiny_train_config(epochs=1, workers=7, text_cache=False)
-    _, training = prepare_model(same_run, CLASSES, finished_run, "auto", "index-a")
+    # the finished run's checkpoint, as if it had been asked for 2 epochs and killed after one
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    payload = torch.load(finished_run / "last.pt", weights_only=True)
+    payload["training"]["run"]["config"]["epochs"] = 2
+    torch.save(payload, unfinished / "last.pt")
+    same_run = tiny_train_config(epochs=2, workers=7, text_cache=False)
+    _, training = prepare_model(same_run, CLASSES, unfinished, "auto", "index-a")
     assert training is not None and training["epoch"] == 1
+    # finished: DVC reruns it only when its code changed or with -f, so it trains afresh
+    _, training = prepare_model(
+        tiny_train_config(epochs=1), CLASSES, finished_run, "auto", "index-a"
+    )
+    assert training is None
     for changes, data in [
         (dict(prompt_lr=0.5), "index-a"),
         (dict(augment=AugmentConfig(jitter_sigma=0.02)), "index-a"),

@@ -122,18 +122,29 @@ def test_a_colour_model_on_shards_without_rgb_stops_before_training(shards, tmp_
     assert not (out / "last.pt").exists()
 
 
-def test_auto_resume_finishes_a_run_once_and_retrains_when_params_change(shards, tmp_path):
+def test_auto_resume_continues_an_unfinished_run_and_retrains_otherwise(shards, tmp_path, capsys):
     import dataclasses
+
+    import torch
 
     from cg3d.params import TrainConfig, load_section
     from cg3d.train.loop import train_stage
 
-    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=2))
     out = tmp_path / "run"
+    train_stage(shards, out, config, resume="auto")
+    # as a run killed after its first epoch: the checkpoint says epoch 1 of 2
+    payload = torch.load(out / "last.pt", weights_only=True)
+    payload["training"]["epoch"] = 1
+    torch.save(payload, out / "last.pt")
+    resumed = train_stage(shards, out, dataclasses.replace(config, workers=1), "auto")
+    assert resumed["epoch"] == 2 and "not resuming" not in capsys.readouterr().err
+    # a finished run is rerun by DVC only when something else changed (code, -f): retrain
     first = train_stage(shards, out, config, resume="auto")
+    assert "is a finished run (epoch 2 of 2)" in " ".join(capsys.readouterr().err.split())
+    assert first["epoch"] == 2
+    config = dataclasses.replace(config, epochs=1)
+    train_stage(shards, out, config, resume="never")
     checkpoint = (out / "last.pt").read_bytes()
-    # the same run again (as a rerun `dvc repro` after a kill): nothing left to train
-    assert train_stage(shards, out, dataclasses.replace(config, workers=1), "auto") == first
-    assert (out / "last.pt").read_bytes() == checkpoint
     changed = train_stage(shards, out, dataclasses.replace(config, prompt_lr=0.5), "auto")
     assert changed["epoch"] == 1 and (out / "last.pt").read_bytes() != checkpoint
