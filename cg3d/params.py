@@ -26,6 +26,10 @@ SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
 ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES"}
 TEMPLATE_SETS = ("cg3d", "ulip64")
 FPS_METHODS = ("bucket", "exact")
+CLIP_OVERRIDE_HELP = (
+    "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
+    "(checked against the checkpoint's record)."
+)
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
 
 
@@ -314,11 +318,7 @@ class ZeroShotConfig(Section):
     )
     limit: int = param(0, "First N shapes only (0: all).", low=0)
     workers: int = param(1, "Processes preparing shapes (unit sphere + FPS).", low=1)
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
     audit: str = param(
         "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."
     )
@@ -338,11 +338,7 @@ class RetrievalConfig(Section):
     batch_size: int = param(32, "Objects per forward pass.", low=1)
     grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
     limit: int = param(0, "First N objects only (0: all).", low=0)
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
 @dataclass
@@ -376,11 +372,7 @@ class FinetuneConfig(Section):
     batch_size: int = param(32, "Batch size.", low=1)
     seed: int = param(0, "Seed of the few-shot draw and of training.")
     allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
 @dataclass
@@ -396,11 +388,7 @@ class SceneConfig(Section):
     up_axis: str = param("y", "The scene's up axis.", choices=("y", "z"))
     top: int = param(5, "Best regions printed.", low=1)
     seed: int = param(0, "Seed of the subsampling.")
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
 @dataclass
@@ -415,11 +403,7 @@ class IndexConfig(Section):
         128, "Size in pixels of the first view kept per object for galleries (0: none).", low=0
     )
     device: str = param("cpu", "cpu, cuda or cuda:N.")
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
 @dataclass
@@ -440,11 +424,7 @@ class DemoConfig(Section):
         "y", "The up axis of uploaded files.", choices=("y", "z", "-y", "-z", "x", "-x")
     )
     device: str = param("cpu", "cpu, cuda or cuda:N.")
-    clip_pretrained: str = param(
-        "",
-        "CLIP weights instead of those the checkpoint names: an open_clip tag or a file "
-        "(checked against the checkpoint's record).",
-    )
+    clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
 @dataclass
