@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import Benchmark, Shape, prepare_points
 from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
 from cg3d.models.model import build_model, model_config
+from cg3d.models.text import class_text_features
 from cg3d.params import load_section
 from cg3d.protocol import class_names
 from cg3d.train.loop import TrainConfig

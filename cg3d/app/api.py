@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import POINT_SUFFIXES, prepare_points, read_point_file
 from cg3d.models.model import CG3D
+from cg3d.models.text import class_text_features
 
 ShapeInput = str | Path | np.ndarray
 ImageInput = str | Path | Image.Image | np.ndarray

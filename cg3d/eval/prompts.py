@@ -6,15 +6,8 @@ Default: the 64 ULIP/CLIP templates per class, ensembled by the model library's
 """
 
 from cg3d.errors import UsageError
-from cg3d.models.text import class_text_features, display_name, templates_label
+from cg3d.models.text import templates_label
 from cg3d.protocol import templates
-
-__all__ = [
-    "class_text_features",
-    "display_name",
-    "prompt_templates",
-    "prompts_label",
-]
 
 
 def prompt_templates(single_prompt: str = "") -> list[str]:

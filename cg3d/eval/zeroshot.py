@@ -37,9 +37,10 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_correct
-from cg3d.eval.prompts import class_text_features, prompt_templates, prompts_label
+from cg3d.eval.prompts import prompt_templates, prompts_label
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
+from cg3d.models.text import class_text_features
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)

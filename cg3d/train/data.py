@@ -22,6 +22,7 @@ batch, so the training loop counts them; shards with no rgb column at all are re
 training by `check_point_channels`.
 """
 
+import dataclasses
 import json
 import multiprocessing
 import random
@@ -70,6 +71,12 @@ class LoaderConfig:
     point_channels: int = 3  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def of_params(cls, params: Any) -> "LoaderConfig":
+        """The loader of a training run's params (`train:`): every field both share."""
+        shared = {f.name for f in dataclasses.fields(cls)} & set(vars(params))
+        return cls(**{name: getattr(params, name) for name in shared})
 
 
 def deal_shards(counts: list[int], world_size: int) -> list[list[int]]:

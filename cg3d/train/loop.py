@@ -276,15 +276,7 @@ def train_stage(
     check_point_channels(shards, config.point_channels)
     data = data_fingerprint(index)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
-    loader_config = LoaderConfig(
-        n_points=config.n_points,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        shuffle_buffer=config.shuffle_buffer,
-        point_channels=config.point_channels,
-        seed=config.seed,
-        augment=config.augment,
-    )
+    loader_config = LoaderConfig.of_params(config)
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)
     test_batches = make_loader(shards, "test", loader_config, preprocess, False)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.eval.prompts import class_text_features, prompt_templates
+from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import SCANOBJECTNN_FILES
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from cg3d.models.checkpoint import load_model
+from cg3d.models.text import class_text_features
 from cg3d.protocol import class_names
 
 from .conftest import write_modelnet, write_scanobjectnn

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
-from cg3d.params import SOURCES, MeshesConfig
+from cg3d.params import MeshesConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     atomic_path,
@@ -68,11 +68,9 @@ class Summary:
     excluded: int = 0  # objects `meshes.exclude` named, left out before any work
 
 
-# The registry: each name is a module of this package with `listing(config, out_dir) -> Listing`.
-SOURCE_NAMES = SOURCES
-
-
 def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
+    """The registry: each name of `cg3d.params.SOURCES` is a module of this package with
+    `listing(config, out_dir) -> Listing`."""
     return importlib.import_module(f"{__name__}.{name}").listing
 
 
