@@ -68,7 +68,8 @@ STAGES = {
     # (`plan_chunks`, the membership table) and hand out every chunk's manifest rows.
     "plan": (
         "from functools import partial; from pathlib import Path\n"
-        "from cg3d.pipeline.chunks import ChunkedOutput, output_lock, plan_chunks\n"
+        "from cg3d.files import output_lock\n"
+        "from cg3d.pipeline.chunks import ChunkedOutput, plan_chunks\n"
         "from cg3d.formats.manifest import MeshRecord, OK, manifest_tables\n"
         "with output_lock(Path(r'{w}/plan')):\n"
         "    o = ChunkedOutput(Path(r'{w}/plan'), '.parquet', 'sample', {{}}); o.prepare()\n"

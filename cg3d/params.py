@@ -629,7 +629,7 @@ def load_params(params_file: Path) -> Params:
 
 def write_resolved(path: Path, section: str, config: Any) -> Path:
     """The params a run used, as YAML next to its outputs (timm's args.yaml)."""
-    from cg3d.pipeline.chunks import atomic_path
+    from cg3d.files import atomic_path
 
     tree: dict[str, Any] = {}
     target = tree

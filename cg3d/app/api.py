@@ -299,8 +299,8 @@ def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | Non
     `clip_pretrained` loads other CLIP weights than those the checkpoint names (an open_clip
     tag or a file), checked against them as `cg3d eval` does.
     """
+    from cg3d.files import file_sha256
     from cg3d.models.checkpoint import load_model
-    from cg3d.pipeline.ids import file_sha256
 
     path = Path(checkpoint)
     network = load_model(path, device=device, clip_pretrained=clip_pretrained or None)

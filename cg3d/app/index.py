@@ -33,6 +33,7 @@ from PIL import Image
 from cg3d.app.api import ImageInput, Model, ShapeInput, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
+from cg3d.files import atomic_path, output_lock
 from cg3d.formats.shards import (
     Skipped,
     decode_sample,
@@ -43,7 +44,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
-from cg3d.pipeline.chunks import ChunkedOutput, atomic_path, output_lock, progress_bar
+from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
 
 FORMAT = "cg3d-index-1"
 MANIFEST = "index.json"

@@ -32,9 +32,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path
 from cg3d.formats.shards import Skipped, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
-from cg3d.pipeline.chunks import atomic_path
 
 AUDIT_NAME = "audit.json"
 PAIRS_NAME = "pairs.csv"

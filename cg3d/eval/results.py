@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.files import atomic_path
 
 METRICS_NAME = "metrics.json"
 DETAILS_NAME = "details.json"

@@ -180,7 +180,7 @@ def cached_text_features(
             return torch.from_numpy(features).to(model.device())
     features = class_text_features(model, classes, template_list)
     if path is not None:
-        from cg3d.pipeline.chunks import atomic_path
+        from cg3d.files import atomic_path
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:

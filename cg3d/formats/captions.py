@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.files import atomic_path
 
 CAPTIONS_NAME = "captions.parquet"
 SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])

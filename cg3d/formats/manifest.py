@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.files import atomic_path
 
 MANIFEST_NAME = "manifest.parquet"
 # Rows per Parquet row group: `manifest_batches` streams the manifest a row group at a time, so

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.files import atomic_path
 
 PART_SUFFIX = ".parquet"
 # Objects per Parquet row group: the most clouds a lookup of one object decodes.

@@ -32,10 +32,9 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path, file_sha256
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
-from cg3d.pipeline.chunks import atomic_path
-from cg3d.pipeline.ids import file_sha256
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cg3d.pipeline.chunks import atomic_path
+from cg3d.files import atomic_path
 
 BLOCK = 512
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
@@ -32,7 +33,6 @@ from cg3d.models.clip import (
     weights_identity,
 )
 from cg3d.models.model import CG3D, ModelConfig, build_model
-from cg3d.pipeline.chunks import atomic_path
 
 FORMAT = "cg3d-checkpoint-1"
 # keys of a stored config that CG3D adds to ModelConfig's fields

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.pipeline.ids import file_sha256
+from cg3d.files import file_sha256
 
 NO_WEIGHTS = ("", "none", "random")
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.files import locks_out_dir
 from cg3d.formats.captions import captions_writer
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import OK, failure_reason, manifest_batches
 from cg3d.params import CaptionConfig
-from cg3d.pipeline.chunks import locks_out_dir
 from cg3d.protocol import shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")

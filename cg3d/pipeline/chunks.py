@@ -14,10 +14,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
-import fcntl
-import functools
 import hashlib
-import inspect
 import itertools
 import json
 import os
@@ -26,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,16 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.errors import UsageError
+from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.params import EXECUTORS
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
-# Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
-# left by a killed run never enters a DVC output's hash.
-LOCK_NAME = ".cg3d.lock"
 FAILURE_PARTS = "_failures"
 
 
@@ -63,79 +56,6 @@ def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-_held_locks: set[Path] = set()  # folders this process holds the lock of
-
-
-@contextmanager
-def output_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
-    holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_file = folder / LOCK_NAME
-    while True:
-        handle = lock_file.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise UsageError(
-                f"--out: another run is writing into {folder} (it holds {LOCK_NAME}); "
-                "wait for it to finish or choose another folder"
-            ) from None
-        # A run that ended between our open and our flock removed the file we locked: retry
-        # on the file now at that path, which other runs lock.
-        if _is_file_at(handle, lock_file):
-            break
-        handle.close()
-    _held_locks.add(folder)
-    try:
-        yield
-    finally:
-        _held_locks.discard(folder)
-        lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
-        handle.close()
-
-
-def _is_file_at(handle, path: Path) -> bool:
-    """Whether the open `handle` is the file now at `path` (not a removed one)."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
-    except FileNotFoundError:
-        return False
-
-
-def locks_out_dir(stage: Callable) -> Callable:
-    """Decorate a stage function so that it runs holding `output_lock` of its `out_dir`."""
-    signature = inspect.signature(stage)
-
-    @functools.wraps(stage)
-    def locked(*args, **kwargs):
-        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
-        with output_lock(Path(out_dir)):
-            return stage(*args, **kwargs)
-
-    return locked
-
-
-def holds_lock(folder: Path) -> bool:
-    """Whether this process holds `output_lock` of `folder` or of a folder above it."""
-    folder = Path(folder).resolve()
-    return any(held == folder or held in folder.parents for held in _held_locks)
 
 
 @dataclass

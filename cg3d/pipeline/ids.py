@@ -1,10 +1,8 @@
-"""Object ids (stable, unique within a data set, safe as a WebDataset `__key__`) and the
-content hash of files (meshes in the manifest, shards in the pack index)."""
+"""Object ids: stable, unique within a data set, safe as a WebDataset `__key__`."""
 
 import hashlib
 import re
 import unicodedata
-from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -21,12 +19,3 @@ def object_id(source: str, relpath: str, max_slug: int = 60) -> str:
     slug = _UNSAFE.sub("_", ascii_stem).strip("_")[-max_slug:].strip("_") or "object"
     digest = hashlib.sha1(f"{source}\0{rel}".encode()).hexdigest()[:10]
     return f"{source}-{slug}-{digest}"
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (memory flat in the file size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

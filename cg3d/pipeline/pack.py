@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.manifest import (
@@ -55,7 +56,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import PLAN_NAME, atomic_path, default_workers, locks_out_dir, run_chunks
+from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
 
 SPLITS = ("train", "test")
 SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes

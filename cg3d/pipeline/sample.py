@@ -22,16 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.files import locks_out_dir
 from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.params import SampleConfig
-from cg3d.pipeline.chunks import (
-    ChunkedOutput,
-    default_workers,
-    locks_out_dir,
-    plan_chunks,
-    run_chunks,
-)
+from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, run_chunks
 from cg3d.pipeline.fps import fps_indices
 from cg3d.pipeline.geometry import normalization, to_canonical_axes
 from cg3d.pipeline.meshio import FAST_SUFFIXES, MeshError, load_mesh

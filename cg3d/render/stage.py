@@ -22,16 +22,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from cg3d.files import locks_out_dir
 from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
-from cg3d.pipeline.chunks import (
-    ChunkedOutput,
-    default_workers,
-    locks_out_dir,
-    plan_chunks,
-    progress_bar,
-)
+from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, progress_bar
 from cg3d.render.cameras import cameras_of, dumps
 from cg3d.render.supervisor import BlenderWorker
 

@@ -23,10 +23,10 @@ from typing import Any
 from rich.console import Console
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
 from cg3d.params import TrainConfig
-from cg3d.pipeline.chunks import atomic_path
 from cg3d.train.distributed import (
     barrier,
     every_rank,

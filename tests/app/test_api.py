@@ -140,7 +140,7 @@ def test_classify_errors_are_one_line_usage_errors(model, tmp_path):
 
 
 def test_a_model_records_its_identity(model, tiny_checkpoint):
-    from cg3d.pipeline.ids import file_sha256
+    from cg3d.files import file_sha256
 
     assert model.identity["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
     assert model.identity["clip_weights"] == {"kind": "random"}

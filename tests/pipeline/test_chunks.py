@@ -6,16 +6,9 @@ from pathlib import Path
 import pytest
 
 from cg3d.errors import UsageError
+from cg3d.files import LOCK_NAME, atomic_path, locks_out_dir, output_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures
-from cg3d.pipeline.chunks import (
-    LOCK_NAME,
-    ChunkedOutput,
-    atomic_path,
-    locks_out_dir,
-    output_lock,
-    run_chunks,
-    split_into_chunks,
-)
+from cg3d.pipeline.chunks import ChunkedOutput, run_chunks, split_into_chunks
 
 
 @pytest.fixture
@@ -155,7 +148,7 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path_factory):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from cg3d.pipeline.chunks import output_lock\n"
+            "from cg3d.files import output_lock\n"
             f"with output_lock({str(folder)!r}):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(600)\n",

@@ -13,12 +13,11 @@ import pytest
 import trimesh
 
 from cg3d.errors import UsageError
+from cg3d.files import LOCK_NAME, file_sha256
 from cg3d.formats.failures import read_failures
 from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.formats.points import find_points, iter_points
 from cg3d.pipeline import sample as sample_module
-from cg3d.pipeline.chunks import LOCK_NAME
-from cg3d.pipeline.ids import file_sha256
 from cg3d.pipeline.sample import (
     SampleConfig,
     object_rng,

@@ -28,16 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.params import MeshesConfig
-from cg3d.pipeline.chunks import (
-    ChunkedOutput,
-    atomic_path,
-    default_workers,
-    locks_out_dir,
-    run_chunks,
-)
-from cg3d.pipeline.ids import file_sha256
+from cg3d.pipeline.chunks import ChunkedOutput, default_workers, run_chunks
 from cg3d.pipeline.meshio import (
     BYTES_ONLY_SUFFIXES,
     MeshError,

@@ -1,0 +1,107 @@
+"""File helpers every layer uses: atomic writes, content hashes and the output-folder lock.
+
+The ground floor of the package: it imports nothing of ours except the error type, so
+`formats`, `models`, `train`, `eval`, `app` and `params` can all use it without reaching up into
+`pipeline` (tests/test_layers.py).
+
+One run at a time per output folder: a stage holds an exclusive lock on its `out_dir` while it
+runs (`locks_out_dir`), so two runs with different params cannot mix their parts, nor remove
+each other's temp files.
+"""
+
+import fcntl
+import functools
+import hashlib
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cg3d.errors import UsageError
+
+# Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
+# left by a killed run never enters a DVC output's hash.
+LOCK_NAME = ".cg3d.lock"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_held_locks: set[Path] = set()  # folders this process holds the lock of
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
+    holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_file = folder / LOCK_NAME
+    while True:
+        handle = lock_file.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UsageError(
+                f"--out: another run is writing into {folder} (it holds {LOCK_NAME}); "
+                "wait for it to finish or choose another folder"
+            ) from None
+        # A run that ended between our open and our flock removed the file we locked: retry
+        # on the file now at that path, which other runs lock.
+        if _is_file_at(handle, lock_file):
+            break
+        handle.close()
+    _held_locks.add(folder)
+    try:
+        yield
+    finally:
+        _held_locks.discard(folder)
+        lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
+        handle.close()
+
+
+def _is_file_at(handle, path: Path) -> bool:
+    """Whether the open `handle` is the file now at `path` (not a removed one)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
+    except FileNotFoundError:
+        return False
+
+
+def locks_out_dir(stage: Callable) -> Callable:
+    """Decorate a stage function so that it runs holding `output_lock` of its `out_dir`."""
+    signature = inspect.signature(stage)
+
+    @functools.wraps(stage)
+    def locked(*args, **kwargs):
+        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
+        with output_lock(Path(out_dir)):
+            return stage(*args, **kwargs)
+
+    return locked
+
+
+def holds_lock(folder: Path) -> bool:
+    """Whether this process holds `output_lock` of `folder` or of a folder above it."""
+    folder = Path(folder).resolve()
+    return any(held == folder or held in folder.parents for held in _held_locks)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (memory flat in the file size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
