@@ -24,6 +24,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,15 @@ def epoch_rates(loader, epochs: int) -> tuple[list[float], int]:
     return rates, count
 
 
-def random_inputs(root: Path, objects: int, points: int, views: int) -> None:
-    """Stage inputs for the pack stage without Blender: views are random 15.7 KB blobs."""
+def random_inputs(
+    root: Path,
+    objects: int,
+    points: int,
+    views: int,
+    view_bytes: Callable[[np.random.Generator], bytes] = lambda rng: rng.bytes(16_000),
+) -> None:
+    """Stage inputs for the pack stage without Blender: views are `view_bytes(rng)`, by default
+    random 15.7 KB blobs (the mean size of a real render; nothing decodes them)."""
     records = [
         MeshRecord(f"bench-{i:06d}", "synthetic", f"{i}.obj", CLASSES[i % len(CLASSES)], "train")
         for i in range(objects)
@@ -174,7 +182,7 @@ def random_inputs(root: Path, objects: int, points: int, views: int) -> None:
         members = {f"{key}.cameras.json": b"[]" for key in chunk}
         for key in chunk:
             for v in range(views):
-                members[f"{key}.view_{v:02d}.png"] = rng.bytes(16_000)
+                members[f"{key}.view_{v:02d}.png"] = view_bytes(rng)
         write_tar(root / "renders" / f"part-{part:05d}.tar", members)
 
 
