@@ -1,10 +1,13 @@
 """The paper's optimisers: AdamW weight decay on weight matrices only, prompt SGD with weight
 decay, and gradient-norm clipping."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from cg3d.params import TrainConfig, load_section
 from cg3d.train.loop import Trainer, prepare_model
 from cg3d.train.optim import make_optimizers
 from tests.train.helpers import make_batches
@@ -57,8 +60,13 @@ def test_weight_decay_shrinks_weights_only_and_the_prompts_by_their_own(tmp_path
 
 
 def test_the_paper_config_decays_the_prompts_and_clips_at_10():
-    config = tiny_train_config()
-    assert config.prompt_weight_decay == 1e-4 and config.grad_clip == 10.0
+    root = Path(__file__).resolve().parents[2]
+    for config in (
+        TrainConfig(),  # the defaults are the paper's
+        load_section(TrainConfig, "train", root / "configs" / "paper.yaml"),
+    ):
+        assert (config.prompt_weight_decay, config.grad_clip) == (1e-4, 10.0)
+        assert config.encoder_weight_decay == 0.05
 
 
 def update_gradient_norms(tmp_path, grad_clip: float) -> tuple[float, float]:
