@@ -242,7 +242,8 @@ class TrainConfig(Section):
     # model
     encoder: str = param(
         "pointtransformer-base",
-        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base, -tiny; pointnet2-ssg).",
+        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base: the paper's "
+        "Point-BERT; pointbert-tiny; pointtransformer-tiny; pointnet2-ssg).",
     )
     encoder_params: dict[str, Any] = param(
         {}, "Overrides of the named size's parameters.", option=False
