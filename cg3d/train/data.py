@@ -53,6 +53,7 @@ from cg3d.formats.shards import (
     split_entry,
     view_names,
 )
+from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.train.augment import AugmentConfig, augment_points
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
@@ -196,14 +197,16 @@ class ClipPreprocess:
 
 
 def resample(points: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:
-    """`n` points: a random subset (repeats only when too few) or, without rng, the first n
-    (the sample stage stores farthest-point order, so a prefix is itself an FPS subset)."""
+    """`n` points. Training (`rng`): from more points, `n` farthest-point samples from a random
+    start (as the public code's `misc.fps` at train time, and as eval reads its benchmarks);
+    from fewer, all of them and random repeats. Eval (no rng): the first n (the sample stage
+    stores farthest-point order, so a prefix is itself an FPS subset)."""
     if len(points) == n:
         return points  # point order means nothing to the encoders: no shuffle needed
     if rng is None:
         return points[np.arange(n) % len(points)]
-    if len(points) >= n:
-        return points[rng.choice(len(points), n, replace=False)]
+    if len(points) > n:
+        return points[farthest_point_sample(points, n, int(rng.integers(len(points))))]
     return points[
         np.concatenate([np.arange(len(points)), rng.choice(len(points), n - len(points))])
     ]

@@ -305,3 +305,25 @@ def test_colour_jitter_in_training_batches_moves_only_coloured_rgb(coloured_shar
         else:  # one draw per cloud: all points moved alike, away from the recorded colour
             assert torch.allclose(rgb, rgb[:1].expand_as(rgb))
             assert not torch.allclose(rgb[0], torch.tensor(fake_rgb(key)), atol=1e-3), key
+
+
+def test_training_takes_fewer_points_than_stored_by_farthest_point_sampling():
+    from cg3d.train.data import resample
+
+    # a dense blob and eight far corners: FPS reaches every corner, a random 16 of 1,008 almost
+    # never does (probability ~1e-14)
+    rng = np.random.default_rng(0)
+    blob = rng.normal(scale=0.01, size=(1000, 3))
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    cloud = np.concatenate([blob, corners])
+    for seed in range(3):
+        picked = resample(cloud, 16, np.random.default_rng(seed))
+        assert picked.shape == (16, 3)
+        assert len(np.unique(picked, axis=0)) == 16
+        assert sum((np.abs(picked) == 1).all(axis=1)) == 8
+    # the start is random per sample: not the same subset every time
+    subsets = {resample(cloud, 16, np.random.default_rng(s)).tobytes() for s in range(4)}
+    assert len(subsets) > 1
+    # fewer points than asked: all of them, then repeats
+    few = resample(cloud[:10], 16, rng)
+    assert len(np.unique(few, axis=0)) == 10 and few.shape == (16, 3)
