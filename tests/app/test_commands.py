@@ -98,3 +98,29 @@ def test_help_shows_no_bool_type_beside_flags(words):
     assert result.exit_code == 0, result.output
     assert "--help" in result.output
     assert "<bool>" not in result.output
+
+
+def test_search_takes_an_embedding_file(tiny_index, tmp_path):
+    import pyarrow.parquet as pq
+
+    first = np.load(tiny_index / "points.npy")[0]
+    np.save(tmp_path / "query.npy", 3.0 * first)  # any length: the query is normalised
+    words = ["search", str(tiny_index), "--embedding", str(tmp_path / "query.npy"), "--top", "1"]
+    result = CliRunner().invoke(app, words, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    first_id = pq.read_table(tiny_index / "objects.parquet").column("id")[0].as_py()
+    assert first_id in result.output and "1.0000" in result.output
+
+
+def test_search_embedding_errors_name_the_option(tiny_index, tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "matrix.npy", np.zeros((2, 64), np.float32))
+    for name, reason in [
+        ("missing.npy", "no such file"),
+        ("objects.npy", "not a numeric .npy array"),
+        ("matrix.npy", "not one vector"),
+    ]:
+        words = ["search", str(tiny_index), "--embedding", str(tmp_path / name)]
+        result = CliRunner().invoke(app, words)
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception).startswith("--embedding: ") and reason in str(result.exception)
