@@ -5,7 +5,6 @@ count the gallery, upload broken, unsupported and oversized files and read why."
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import trimesh
 from cg3d.errors import UsageError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-CHROMIUM = "/usr/bin/chromium"
 UPLOAD_LIMIT_MB = 0.05  # the test server's limit: 52 KB
 
 
@@ -156,18 +154,6 @@ def stop(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file() or shutil.which("chromium") is None:
-        message = f"no {CHROMIUM}: apt-get install chromium (.ci/run does)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
