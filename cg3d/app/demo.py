@@ -37,7 +37,7 @@ from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.eval.readers import POINT_SUFFIXES  # noqa: E402
 from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
-from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES  # noqa: E402
+from cg3d.pipeline.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -146,9 +146,11 @@ class Demo:
                 "upload limit"
             )
         if path.suffix.lower() not in UPLOAD_SUFFIXES:
+            named = NAMED_UNSUPPORTED.get(path.suffix.lower())  # FBX, COLLADA, 3MF…
+            conversion = f" ({named}: convert it to glTF/GLB)" if named else ""
             raise UsageError(
-                f"{path.name}: unsupported file type {path.suffix or '(none)'}; use one of "
-                f"{' '.join(UPLOAD_SUFFIXES)}"
+                f"{path.name}: unsupported file type {path.suffix or '(none)'}{conversion}; use "
+                f"one of {' '.join(UPLOAD_SUFFIXES)}"
             )
         return path
 

@@ -29,6 +29,7 @@ def files(tmp_path_factory) -> Path:
     trimesh.creation.box(extents=(2.0, 1.0, 1.0)).export(root / "box.obj")
     (root / "broken.obj").write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
     (root / "notes.docx").write_text("not a shape")
+    (root / "chair.fbx").write_bytes(b"Kaydara FBX Binary  \x00")
     (root / "empty.obj").write_bytes(b"")
     (root / "huge.obj").write_bytes(b"#" * int(UPLOAD_LIMIT_MB * 2 * (1 << 20)))
     return root
@@ -52,7 +53,8 @@ def demo(tiny_checkpoint, tiny_index, tmp_path_factory):
 def test_uploads_are_checked_before_any_work(demo, files):
     assert demo.check_upload(str(files / "box.obj")) == files / "box.obj"
     for name, reason in [
-        ("notes.docx", "unsupported file type .docx"),
+        ("notes.docx", "unsupported file type .docx; use one of"),
+        ("chair.fbx", r"unsupported file type .fbx \(FBX: convert it to glTF/GLB\)"),
         ("empty.obj", "the file is empty"),
         ("huge.obj", "over the 0.05 MiB upload limit"),
     ]:
