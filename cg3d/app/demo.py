@@ -53,10 +53,10 @@ CSS = """
 }
 """
 RANDOM_CLIP_NOTE = (
-    "**This model's CLIP is randomly initialised** (no pretrained weights could be had when it "
-    "was trained): its text and image features carry no meaning learnt from data, so labels "
-    "outside the training classes and text or image searches are close to chance, and scores "
-    'sit close together. See the README, "CLIP weights and the default numbers".'
+    "**This model's CLIP is randomly initialised**, not pretrained: its text and image features "
+    "learnt nothing from data, so labels outside the training classes and text or image "
+    "searches are close to chance, and scores sit close together. See the README, "
+    '"CLIP weights and the default numbers".'
 )
 
 
