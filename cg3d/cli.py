@@ -7,6 +7,7 @@ bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,6 +15,8 @@ from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 from cg3d.errors import UsageError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class _NoBoolType:
@@ -81,12 +84,15 @@ def _stderr() -> Console:
 class _OneLineWarnings:
     """`warnings.showwarning` for the command line: one `warning:` line per message, no file,
     line number or source line; the random CLIP's warning once per command, however many
-    models a command builds (its two messages say the same thing)."""
+    models a command builds (its two messages say the same thing). A library's own warnings
+    are left out unless the user asks for them (`python -W default`, `PYTHONWARNINGS`)."""
 
     def __init__(self) -> None:
         self.shown: set[str] = set()
 
-    def __call__(self, message: Any, category: type, *where: Any, **more: Any) -> None:
+    def __call__(self, message: Any, category: type, filename: str, *more: Any) -> None:
+        if not (sys.warnoptions or _is_ours(filename)):
+            return
         key = category.__name__ if category.__name__ == "RandomClipWarning" else str(message)
         if key in self.shown:
             return
@@ -96,10 +102,14 @@ class _OneLineWarnings:
         console.print(str(message), markup=False)
 
 
-def _ours_or_error(record: logging.LogRecord) -> bool:
-    # Libraries log to the root logger in their own words (open_clip's "No pretrained weights
-    # loaded", which the RandomClipWarning already says); cg3d's own loggers always print.
-    return record.name.startswith("cg3d") or record.levelno >= logging.ERROR
+def _is_ours(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    # Libraries log to the root logger in their own words: open_clip's "No pretrained weights
+    # loaded" or "Failed to download weights", which the RandomClipWarning says in ours.
+    return record.name.startswith("cg3d") or record.levelno >= logging.CRITICAL
 
 
 def quiet_warnings() -> None:
@@ -107,7 +117,7 @@ def quiet_warnings() -> None:
     warnings.showwarning = _OneLineWarnings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    handler.addFilter(_ours_or_error)
+    handler.addFilter(_ours)
     root = logging.getLogger()
     root.addHandler(handler)  # a library's later logging.basicConfig() is then a no-op
     root.setLevel(logging.WARNING)

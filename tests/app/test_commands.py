@@ -124,3 +124,20 @@ def test_search_embedding_errors_name_the_option(tiny_index, tmp_path):
         result = CliRunner().invoke(app, words)
         assert isinstance(result.exception, UsageError), result.output
         assert str(result.exception).startswith("--embedding: ") and reason in str(result.exception)
+
+
+def test_library_warnings_and_log_lines_stay_out_unless_asked_for(tmp_path):
+    script = """
+import logging, warnings
+from cg3d.cli import quiet_warnings
+quiet_warnings()
+exec(compile("import warnings; warnings.warn('deep inside')", "/lib/site-packages/x.py", "exec"))
+logging.error("Failed to download weights")  # as open_clip logs, on the root logger
+logging.getLogger("cg3d.formats.shards").warning("skipping a sample: truncated")
+"""
+    env = os.environ | {"PYTHONWARNINGS": ""}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.stderr.splitlines() == ["warning: skipping a sample: truncated"]
+    asked = [sys.executable, "-W", "default", "-c", script]
+    run = subprocess.run(asked, capture_output=True, text=True, env=env)
+    assert "warning: deep inside" in run.stderr.splitlines()
