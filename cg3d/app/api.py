@@ -67,9 +67,7 @@ def input_points(
     from cg3d.pipeline.sample import PointsReader, SampleConfig
 
     check_up_axis(up_axis)
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
+    path = check_shape_file(path)
     suffix = path.suffix.lower()
     faces = None
     if suffix in (*POINT_SUFFIXES, ".ply"):
@@ -83,6 +81,22 @@ def input_points(
         return np.ascontiguousarray(cloud[:, :point_channels])
     except (MeshError, ValueError) as error:
         raise UsageError(f"{path}: {error}") from None
+
+
+def check_shape_file(path: str | Path) -> Path:
+    """`path` if it is a file of a format read here; UsageError naming it (and, for FBX and the
+    like, the conversion to make) otherwise. Cheap: callers check before loading a model."""
+    from cg3d.pipeline.meshio import MeshError, check_suffix
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file {path}")
+    if path.suffix.lower() not in POINT_SUFFIXES:
+        try:
+            check_suffix(path)
+        except MeshError as error:
+            raise UsageError(f"{path}: {error}") from None
+    return path
 
 
 def check_up_axis(up_axis: str) -> None:

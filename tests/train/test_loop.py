@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -299,3 +300,13 @@ def test_wrong_train_parameters_are_named():
         tiny_train_config(schedule="sometimes")
     with pytest.raises(UsageError, match="train.batch_size"):
         tiny_train_config(batch_size=0)
+
+
+def test_every_epoch_shows_a_progress_bar_with_rate_and_time_left(tmp_path, capsys):
+    config = tiny_train_config(epochs=2)
+    model, _ = prepare_model(config, CLASSES, tmp_path)
+    fit(config, tmp_path, model, make_batches(3, 8), make_batches(1, 8, seed=9))
+    shown = capsys.readouterr().out  # a terminal redraws it; a log gets each bar once, finished
+    for epoch in ("epoch 1/2", "epoch 2/2"):
+        (bar,) = [line for line in shown.splitlines() if line.startswith(epoch)]
+        assert re.search(r" 3/3 +\d+\.\d samples/s +\d+:\d\d:\d\d$", bar.rstrip()), bar
