@@ -15,7 +15,9 @@ sequential pack's layout, byte for byte.
 Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
 leaves `_shards/{split}-XXXXXX.json` (count, sha256, failures, point shapes) once renamed into
 place: a rerun after a kill skips those shards. `.plan.json` names the inputs (each file's
-name, size and mtime) and params the shards came from; when it differs, the old shards go.
+name and sha256) and params the shards came from; when it differs, the old shards go. It
+records content, never mtimes: the output (and DVC's hash of it) is the same bytes for the same
+inputs, whenever and wherever they were written.
 Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
 identical bytes. Objects that failed any stage are left out and listed in
 `OUT/failures.parquet` and the index.
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, locks_out_dir
+from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.manifest import (
@@ -139,16 +141,17 @@ def opened_inputs(dirs: tuple[str, str, str, str], digest: str) -> PackInputs:
 
 
 def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dict:
-    """What the shards are made from: every input file's name, size and mtime, and the params
-    that change the shards (not `workers`). A DVC checkout (new mtimes) repacks: safe side."""
+    """What the shards are made from: every input file's name and sha256, and the params that
+    change the shards (not `workers`). Content, not size and mtime: a DVC checkout or a fresh
+    clone's run (new mtimes, same bytes) keeps the shards and writes the same `.plan.json`.
+    Hashing reads each input once more, which the shards' writing reads anyway."""
     meshes, points, renders, captions = map(Path, dirs)
     files = [meshes / MANIFEST_NAME, meshes / CLASSES_NAME, Path(captions) / CAPTIONS_NAME]
     files += [Path(folder) / FAILURES_NAME for folder in (points, renders, captions)]
     files += points_parts(points) + render_parts(renders)
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat() if file.is_file() else None
-        seen = f"{stat.st_size} {stat.st_mtime_ns}" if stat else "absent"
+        seen = file_sha256(file) if file.is_file() else "absent"
         digest.update(f"{file.parent.name}/{file.name} {seen}\n".encode())
     return {"stage": "pack", "shard_size": config.shard_size, "inputs": digest.hexdigest()}
 
