@@ -27,7 +27,7 @@ import json
 import multiprocessing
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from cg3d.formats.shards import (
     split_entry,
     view_names,
 )
+from cg3d.params import TrainConfig
 from cg3d.train.augment import AugmentConfig, augment_points
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
@@ -63,20 +64,24 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class LoaderConfig:
-    n_points: int = 2048
-    batch_size: int = 32
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    image_size: int = 224
-    point_channels: int = 3  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """What the loader reads by: the `train:` params of the same names (`TrainConfig`) and the
+    image size of the model's preprocessing. No defaults here: it is made from a run's params
+    (`of_params`), so a renamed param is an error, never a silent default."""
+
+    n_points: int
+    batch_size: int
+    workers: int
+    shuffle_buffer: int
+    point_channels: int  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
+    seed: int
+    augment: AugmentConfig
+    image_size: int
 
     @classmethod
-    def of_params(cls, params: Any) -> "LoaderConfig":
-        """The loader of a training run's params (`train:`): every field both share."""
-        shared = {f.name for f in dataclasses.fields(cls)} & set(vars(params))
-        return cls(**{name: getattr(params, name) for name in shared})
+    def of_params(cls, params: TrainConfig, image_size: int) -> "LoaderConfig":
+        """The loader of a training run's params (`train:`) for images of `image_size`."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "image_size"]
+        return cls(**{name: getattr(params, name) for name in names}, image_size=image_size)
 
 
 def deal_shards(counts: list[int], world_size: int) -> list[list[int]]:
