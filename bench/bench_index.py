@@ -10,7 +10,7 @@ objects of 2048 points and 4 views of 224 px (PNG), shards of 250. Rows: batched
 batch of 32) against one object at a time (batch 1), the naive way.
 
 Query: indexes of 10k and 100k objects written by the index's own writer (`write_part`,
-`merge_parts`) with random unit embeddings (4 views per object), as encoding 100k objects for real
+`merge_index_parts`) with random unit embeddings (4 views per object), as encoding 100k objects for real
 would take hours on this CPU; the search path does not care where the vectors came from. Timed:
 opening the index, an embedding query against the points and against the views (median and 95th
 percentile over --queries random queries), a text query end to end (text tower + search), and
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from cg3d.app.api import load
-from cg3d.app.index import MANIFEST, build_index, merge_parts, open_index, write_part
+from cg3d.app.index import RETRIEVAL_NAME, build_index, merge_index_parts, open_index, write_part
 from cg3d.formats.shards import ShardWriter, sample_members, write_index
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import build_model, model_config
@@ -112,11 +112,11 @@ def synthetic_index(out: Path, model, objects: int, dim: int, views: int = 4) ->
         ]
         parts.append(out / f"part-{number:05d}.parquet")
         write_part(parts[-1], rows, 128)
-    counts = merge_parts(out, parts)
+    counts = merge_index_parts(out, parts)
     identity = {**model.identity, "checkpoint": str(model.checkpoint), "config": {}}
     manifest = {"format": "cg3d-index-1", "model": identity, "shards": "synthetic"}
     manifest |= {"splits": ["test"], "parts": len(parts), **counts, "failures": 0}
-    (out / MANIFEST).write_text(json.dumps(manifest))
+    (out / RETRIEVAL_NAME).write_text(json.dumps(manifest))
     return out
 
 

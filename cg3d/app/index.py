@@ -10,7 +10,7 @@ or points without encoding the set again.
     objects.parquet     every object in index order: id, class_name, source, split, part, row
     points.npy          (N, D) float32 point embeddings, row i ↔ objects row i
     views.npy           (V, D) float32 view embeddings; view_object.npy (V,) their object's row
-    index.json          written last (no index.json, no index): the format, the model's identity
+    retrieval.json      written last (no retrieval.json, no index): the format, the model's identity
                         (checkpoint path and sha256, CLIP weights, model config), the shards,
                         splits and counts
 
@@ -47,9 +47,10 @@ from cg3d.params import IndexConfig
 from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
 
 FORMAT = "cg3d-index-1"
-MANIFEST = "index.json"
+RETRIEVAL_NAME = "retrieval.json"  # not index.json: the shard index's name
+LEGACY_NAME = "index.json"  # what indexes built before the rename call it (still read)
 ROW_GROUP = 64  # rows per Parquet row group: a gallery thumbnail reads at most this many
-AGAINST = ("points", "views")
+SEARCH_TARGETS = ("points", "views")  # what a query is compared with (`against`)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str
 
 
 def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
-    """Embed the planned shards part by part (resuming), then merge them and write index.json."""
+    """Embed the planned shards part by part (resuming), then merge them and write retrieval.json."""
     plan, source = planned_shards(shards, config.splits)
     identity = {
         **model.identity,
@@ -110,7 +111,8 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         "checksums": checksums,
         "thumbnail": config.thumbnail,
     }
-    (out / MANIFEST).unlink(missing_ok=True)  # the old index is gone until this one is whole
+    for name in (RETRIEVAL_NAME, LEGACY_NAME):  # the old index is gone until this one is whole
+        (out / name).unlink(missing_ok=True)
     output = ChunkedOutput(out, ".parquet", "index", fingerprint)
     output.prepare()
     classes = list(source.get("classes") or [])
@@ -124,7 +126,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
             write_part(output.part(i), rows, config.thumbnail)
             progress.advance(task, count)
     failures = output.finalize(len(plan))
-    counts = merge_parts(out, [output.part(i) for i in range(len(plan))])
+    counts = merge_index_parts(out, [output.part(i) for i in range(len(plan))])
     manifest = {
         "format": FORMAT,
         "model": identity,
@@ -134,7 +136,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         **counts,
         "failures": len(failures),
     }
-    with atomic_path(out / MANIFEST) as tmp:
+    with atomic_path(out / RETRIEVAL_NAME) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -237,7 +239,7 @@ def write_part(path: Path, rows: list[dict], thumbnail: int) -> None:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP)
 
 
-def merge_parts(out: Path, parts: list[Path]) -> dict:
+def merge_index_parts(out: Path, parts: list[Path]) -> dict:
     """objects.parquet, points.npy, views.npy and view_object.npy from the parts, streamed."""
     sizes = [pq.ParquetFile(part).metadata.num_rows for part in parts]
     n_views = [pq.read_table(part, columns=["n_views"])["n_views"].to_numpy() for part in parts]
@@ -289,10 +291,15 @@ def vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
 
 
 def read_manifest(path: Path) -> dict:
-    """The index.json of an index folder; a missing or foreign one is one line naming it."""
-    file = Path(path) / MANIFEST
+    """The retrieval.json of an index folder (index.json before the rename); a missing or
+    foreign one is one line naming it."""
+    file = Path(path) / RETRIEVAL_NAME
+    if not file.is_file() and (Path(path) / LEGACY_NAME).is_file():
+        file = Path(path) / LEGACY_NAME
     if not file.is_file():
-        raise UsageError(f"{path}: not a CG3D index (no {MANIFEST}; build one with `cg3d index`)")
+        raise UsageError(
+            f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
+        )
     try:
         manifest = json.loads(file.read_text())
     except ValueError as error:
@@ -380,8 +387,8 @@ class Index:
         """
         if top < 1:
             raise UsageError(f"top must be ≥ 1, got {top}")
-        if against is not None and against not in AGAINST:
-            raise UsageError(f"against must be one of {', '.join(AGAINST)}, got {against!r}")
+        if against is not None and against not in SEARCH_TARGETS:
+            raise UsageError(f"against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
         queries = self.queries(text, image, points, embedding, up_axis)
         scores = np.mean(
             [

@@ -85,7 +85,7 @@ def open_shard(url: str) -> Iterator[BinaryIO]:
     stream.close()
 
 
-def why(error: BaseException) -> str:
+def read_error_reason(error: BaseException) -> str:
     """A short reason for a failed read: webdataset's pipe errors hold the whole command
     line; what matters is its exit status (curl's 22: an HTTP error such as 404)."""
     match = re.search(r"exit (-?\d+) \(read\)", str(error))
@@ -104,7 +104,7 @@ def read_index(shards: str | Path) -> dict:
             data = stream.read()
         return json.loads(data)  # after the close, which reports a failed download
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {url}: {why(error)}") from None
+        raise UsageError(f"cannot read {url}: {read_error_reason(error)}") from None
 
 
 def split_entry(index: dict, split: str) -> dict:
@@ -245,7 +245,9 @@ def raw_samples(
                         yield sample
         except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
             lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
-            skipped.add(f"the rest of shard {url}", f"unreadable shard ({why(error)})", lost)
+            skipped.add(
+                f"the rest of shard {url}", f"unreadable shard ({read_error_reason(error)})", lost
+            )
         position = end
 
 

@@ -24,6 +24,7 @@ identical bytes. Objects that failed any stage are left out and listed in
 """
 
 import bisect
+import functools
 import hashlib
 import json
 import shutil
@@ -110,11 +111,15 @@ class PackInputs:
     channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
 
-def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
-    """The classes, upstream failures and lookups; a missing input folder is a UsageError."""
+def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
+    """A missing points or renders folder is a UsageError naming its option."""
     for flag, folder in (("--points", points_dir), ("--renders", renders_dir)):
         if not Path(folder).is_dir():
             raise UsageError(f"{flag}: no such folder {folder}")
+
+
+def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
+    """The classes, upstream failures and lookups (after `check_input_folders`)."""
     failed: dict[str, dict] = {}
     for folder in (points_dir, renders_dir, captions_dir):
         for row in read_failures(Path(folder) / FAILURES_NAME):
@@ -130,14 +135,11 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
     )
 
 
-_opened: dict[tuple, PackInputs] = {}  # in a pool worker: the inputs of its plan, opened once
-
-
+@functools.lru_cache(maxsize=1)
 def opened_inputs(dirs: tuple[str, str, str, str], digest: str) -> PackInputs:
-    if (dirs, digest) not in _opened:
-        _opened.clear()
-        _opened[dirs, digest] = open_inputs(*map(Path, dirs))
-    return _opened[dirs, digest]
+    """The inputs of plan `digest`, opened once per process (the stage's, or a pool worker's,
+    which writes many shards of the plan); a new plan opens them afresh."""
+    return open_inputs(*map(Path, dirs))
 
 
 def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dict:
@@ -156,10 +158,14 @@ def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dic
     return {"stage": "pack", "shard_size": config.shard_size, "inputs": digest.hexdigest()}
 
 
+def plan_digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     """Create the folders; keep the finished shards of the same plan, clear another plan's.
     Returns the plan's digest. The index goes first: no index, no set."""
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    digest = plan_digest(fingerprint)
     plan_file = out_dir / PLAN_NAME
     previous = json.loads(plan_file.read_text()).get("digest") if plan_file.is_file() else None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,17 +336,21 @@ def pack_shards(
     dirs = tuple(str(Path(d)) for d in (meshes_dir, points_dir, renders_dir, captions_dir))
     failures: list[dict] = []
     planned = dict.fromkeys(SPLITS, 0)
+    written = 0  # shards written by this run: counted as the plan hands them out
     try:
-        inputs = open_inputs(*map(Path, dirs))
-        digest = prepare_output(out_dir, plan_fingerprint(dirs, config))
-        _opened[dirs, digest] = inputs  # the shards written in this process reuse them
+        check_input_folders(points_dir, renders_dir)
+        fingerprint = plan_fingerprint(dirs, config)
+        # Opened before the output is touched (a bad input leaves the old shards); the shards
+        # written in this process reuse them.
+        inputs = opened_inputs(dirs, plan_digest(fingerprint))
+        digest = prepare_output(out_dir, fingerprint)
         plan = plan_shards(Path(meshes_dir), inputs, config.shard_size, failures, planned)
-        jobs = [0]  # shards written by this run: counted as the plan hands them out
 
         def unfinished():
+            nonlocal written
             for split, index, rows in plan:
                 if not shard_done(out_dir, split, index):
-                    jobs[0] += 1
+                    written += 1
                     yield dirs, digest, str(out_dir), split, index, rows
 
         run_chunks(
@@ -364,5 +374,5 @@ def pack_shards(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),
         failures,
-        jobs[0],
+        written,
     )

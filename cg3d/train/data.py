@@ -317,16 +317,17 @@ def cut_batches(parts: Iterator[dict], size: int, keep_last: bool) -> Iterator[d
         pending.append(part)
         held += len(part["key"])
         while held >= size:
-            merged = merge(pending)
-            yield take(merged, 0, size)
-            rest = take(merged, size, held)
+            merged = concat_batches(pending)
+            yield batch_rows(merged, 0, size)
+            rest = batch_rows(merged, size, held)
             held -= size
             pending = [rest] if held else []
     if keep_last and held:
-        yield merge(pending)
+        yield concat_batches(pending)
 
 
-def merge(parts: list[dict]) -> dict:
+def concat_batches(parts: list[dict]) -> dict:
+    """One batch of the rows of `parts`, in order (tensors concatenated, lists joined)."""
     if len(parts) == 1:
         return parts[0]
     return {
@@ -337,7 +338,8 @@ def merge(parts: list[dict]) -> dict:
     }
 
 
-def take(batch: dict, start: int, stop: int) -> dict:
+def batch_rows(batch: dict, start: int, stop: int) -> dict:
+    """Rows `start:stop` of a batch."""
     return {key: value[start:stop] for key, value in batch.items()}
 
 
