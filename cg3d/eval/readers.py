@@ -60,15 +60,6 @@ from cg3d.protocol import class_names, shapenet_renames
 
 log = logging.getLogger(__name__)
 
-DATASETS = (
-    "modelnet40",
-    "modelnet10",
-    "ulip_modelnet40",
-    "scanobjectnn",
-    "shapenet55",
-    "objaverse-lvis",
-    "shards",
-)
 LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
 # Where OpenShape's release keeps the LVIS split under its data folder.
 OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
@@ -482,6 +473,33 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return xyz, np.clip(rgb, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class BenchmarkReader:
+    """A `--dataset`: its reader, called as read(root, split, variant, allow_pickle)."""
+
+    read: Callable[[Path, str, str, bool], Benchmark]
+    variants: bool = False  # whether it takes --variant (ScanObjectNN's three)
+
+
+# Every benchmark by its `--dataset` name: a new one is an entry here, as encoders register.
+BENCHMARKS: dict[str, BenchmarkReader] = {
+    "modelnet40": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 40, split)),
+    "modelnet10": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 10, split)),
+    "ulip_modelnet40": BenchmarkReader(
+        lambda root, split, variant, allow: ulip_modelnet40(root, allow)
+    ),
+    "scanobjectnn": BenchmarkReader(
+        lambda root, split, variant, allow: scanobjectnn(root, variant or "pb_t50_rs", split),
+        variants=True,
+    ),
+    "shapenet55": BenchmarkReader(lambda root, split, variant, allow: shapenet55(root, split)),
+    "objaverse-lvis": BenchmarkReader(
+        lambda root, split, variant, allow: objaverse_lvis(root, allow)
+    ),
+    "shards": BenchmarkReader(lambda root, split, variant, allow: shards(root, split)),
+}
+
+
 def open_benchmark(
     dataset: str,
     root: Path,
@@ -490,25 +508,16 @@ def open_benchmark(
     allow_pickle: bool = False,
 ) -> Benchmark:
     """The labelled set `dataset` under `root`; a wrong name or missing file is a UsageError."""
-    if dataset not in DATASETS:
-        raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    reader = BENCHMARKS.get(dataset)
+    if reader is None:
+        raise UsageError(f"--dataset must be one of {', '.join(BENCHMARKS)}, got {dataset!r}")
     if not is_remote(root) and not Path(root).exists():
         # The commands take our shards as --shards (--root is for the benchmarks' files).
         option = "--shards" if dataset == "shards" else "--root"
         raise UsageError(f"{option}: no such file or folder {root}")
-    if dataset == "scanobjectnn":
-        return scanobjectnn(root, variant or "pb_t50_rs", split)
-    if variant:
+    if variant and not reader.variants:
         raise UsageError(f"--variant applies to scanobjectnn only, not {dataset}")
-    if dataset in ("modelnet40", "modelnet10"):
-        return modelnet(root, int(dataset.removeprefix("modelnet")), split)
-    if dataset == "ulip_modelnet40":
-        return ulip_modelnet40(root, allow_pickle)
-    if dataset == "shapenet55":
-        return shapenet55(root, split)
-    if dataset == "objaverse-lvis":
-        return objaverse_lvis(root, allow_pickle)
-    return shards(root, split)
+    return reader.read(root, split, variant, allow_pickle)
 
 
 POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")

@@ -61,22 +61,6 @@ def train_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(ModelConfig) if f.name != "classes"]
 
 
-def tiny_model_config(**overrides: Any) -> ModelConfig:
-    """A model small enough for unit tests (random-init CLIP "CG3D-ViT-Micro-32", 256 points).
-
-    Builds in well under a second on a CPU; images are 32 px, features 64-d.
-    """
-    classes = overrides.pop("classes", ["cube", "sphere"])
-    values: dict[str, Any] = dict(
-        encoder="pointtransformer-micro",
-        clip_model="CG3D-ViT-Micro-32",
-        clip_pretrained="none",
-        prompts=2,
-        n_points=256,
-    )
-    return model_config(TrainConfig(**values | overrides), classes)
-
-
 class CG3D(nn.Module):
     """Point encoder + frozen CLIP with visual prompts. `config` is a plain dict (see ModelConfig)."""
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cg3d.cli import app
 from cg3d.params import DemoConfig, IndexConfig, option_fields
-from tests.test_params import flag_words, other_value
+from tests.param_values import flag_words, other_value
 
 COMMANDS = [
     (["index"], "cg3d.app.index.build_index", IndexConfig, ["--shards", "s", "--out", "o"]),

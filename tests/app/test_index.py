@@ -106,7 +106,8 @@ def test_search_errors_are_one_line(tiny_index, model, tmp_path):
 
 
 def test_another_checkpoint_is_a_stale_index(tiny_index, tmp_path):
-    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+    from cg3d.models import build_model, save_checkpoint
+    from tests.models.helpers import tiny_model_config
 
     with warnings.catch_warnings(), torch.random.fork_rng():
         warnings.simplefilter("ignore")

@@ -6,8 +6,13 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.eval.readers import SCANOBJECTNN_FILES, open_benchmark, prepare_points, read_point_file
 from cg3d.protocol import class_names
-
-from .conftest import cube, write_modelnet, write_scanobjectnn, write_shapenet55, write_ulip_dat
+from tests.eval.files import (
+    cube,
+    write_modelnet,
+    write_scanobjectnn,
+    write_shapenet55,
+    write_ulip_dat,
+)
 
 
 def test_prepare_points_normalises_samples_and_pads():

@@ -17,7 +17,8 @@ from cg3d.models.checkpoint import (
 )
 from cg3d.models.clip import RandomClipWarning, load_clip
 from cg3d.models.commands import register
-from cg3d.models.model import build_model, tiny_model_config
+from cg3d.models.model import build_model
+from tests.models.helpers import tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
