@@ -26,7 +26,8 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
-from cg3d.eval.readers import POINT_SUFFIXES, prepare_points, read_point_file
+from cg3d.eval.readers import prepare_points
+from cg3d.formats.pointfiles import POINT_SUFFIXES, read_point_file
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 

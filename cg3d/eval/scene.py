@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.eval.readers import prepare_points, read_point_file
+from cg3d.eval.readers import prepare_points
+from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
 
 

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import shutil
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,18 +50,21 @@ from cg3d.formats.points import PointsLookup, points_channels, points_parts
 from cg3d.formats.renders import Rendered, RendersLookup, render_parts
 from cg3d.formats.shards import (
     INDEX_NAME,
-    SHARD_PATTERN,
+    SHARD_RECORDS,
+    read_shard_record,
     sample_members,
-    split_entry_of,
+    shard_index,
+    shard_path,
+    shard_record_path,
     write_index,
     write_shard,
+    write_shard_record,
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
 
 SPLITS = ("train", "test")
-SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
 MANIFEST_COLUMNS = [
     "id",
     "source",
@@ -185,18 +187,11 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     return digest
 
 
-def shard_record(out_dir: Path, split: str, index: int) -> Path:
-    return Path(out_dir) / SHARD_RECORDS / f"{split}-{index:06d}.json"
-
-
-def shard_path(out_dir: Path, split: str, index: int) -> Path:
-    return Path(out_dir) / split / SHARD_PATTERN.format(index)
-
-
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
     """A shard is finished when its record exists (written after the shard's rename)."""
     return (
-        shard_record(out_dir, split, index).is_file() and shard_path(out_dir, split, index).exists()
+        shard_record_path(out_dir, split, index).is_file()
+        and shard_path(out_dir, split, index).exists()
     )
 
 
@@ -292,32 +287,8 @@ def pack_shard(
 
     count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
     record = {"count": count, "sha256": sha256, "failures": failures, "shapes": sorted(shapes)}
-    with atomic_path(shard_record(out_dir, split, index)) as tmp:
-        tmp.write_text(json.dumps(record))
+    write_shard_record(out_dir, split, index, record)
     return count
-
-
-def pack_index(classes: list[str], records: dict, failures: list[dict], config: PackConfig):
-    """The index: classes, per split the shards, counts and checksums, failures, params."""
-    shapes = {tuple(shape) for split in records.values() for r in split for shape in r["shapes"]}
-    splits = {
-        split: split_entry_of(split, [r["count"] for r in rs], [r["sha256"] for r in rs])
-        for split, rs in records.items()
-    }
-    return {
-        "format": 1,
-        "classes": classes,
-        "splits": splits,
-        "failures": {
-            "total": len(failures),
-            "by_stage": dict(sorted(Counter(r["stage"] for r in failures).items())),
-        },
-        "params": {
-            **asdict(config),
-            "points": sorted({n for n, _ in shapes}),
-            "channels": sorted({c for _, c in shapes}),
-        },
-    }
 
 
 @locks_out_dir
@@ -363,13 +334,13 @@ def pack_shards(
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None
     records = {
-        split: [json.loads(shard_record(out_dir, split, i).read_text()) for i in range(n)]
+        split: [read_shard_record(out_dir, split, i) for i in range(n)]
         for split, n in planned.items()
     }
     failures += [row for rs in records.values() for r in rs for row in r["failures"]]
     failures.sort(key=lambda row: row["id"])  # manifest order, as the rows are written
     write_failures(failures, out_dir / FAILURES_NAME)
-    write_index(out_dir, pack_index(list(inputs.classes), records, failures, config))
+    write_index(out_dir, shard_index(list(inputs.classes), records, failures, asdict(config)))
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),

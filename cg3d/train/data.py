@@ -23,7 +23,6 @@ training by `check_point_channels`.
 """
 
 import dataclasses
-import json
 import multiprocessing
 import random
 from collections.abc import Iterator
@@ -40,18 +39,16 @@ from cg3d.errors import UsageError
 from cg3d.formats.shards import (
     RGB,
     Skipped,
-    decode_cloud,
     decode_image,
     decode_member,
+    decode_sample,
     location,
     model_columns,
     raw_samples,
     read_index,
-    sample_channels,
     sample_has_color,
     split_channels,
     split_entry,
-    view_names,
 )
 from cg3d.params import TrainConfig
 from cg3d.train.augment import AugmentConfig, augment_points
@@ -264,13 +261,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         """Points (the model's columns, by layout), one view and one caption (random ones
         when training), whether the points had colour; members that are missing or do not
         decode raise FormatError naming them."""
-        points = decode_member(raw, "points.npy", decode_cloud)
-        meta = decode_member(raw, "meta.json", json.loads)
-        channels = sample_channels(meta, points.shape[1])
-        colored = sample_has_color(meta, channels)
-        points = model_columns(points, channels, self.config.point_channels)
-        captions = decode_member(raw, "captions.json", json.loads)
-        views = view_names(raw)
+        sample = decode_sample(raw, views=False)
+        channels, captions, views = sample["channels"], sample["captions"], sample["view_names"]
+        colored = sample_has_color(sample["meta"], channels)
+        points = model_columns(sample["points"], channels, self.config.point_channels)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
         if rng is not None:
@@ -284,7 +278,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             "image": decode_member(raw, view, self.preprocess.decode),
             "caption": caption,
-            "cls": decode_member(raw, "cls", int),
+            "cls": sample["cls"],
             "has_color": colored,
             "key": raw["__key__"],
         }

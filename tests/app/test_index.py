@@ -210,7 +210,8 @@ def test_index_and_search_commands(tiny_checkpoint, tiny_shards, tmp_path):
 
 
 def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path):
-    from cg3d.app.index import Index, merge_index_parts, write_part
+    from cg3d.app.index import Index
+    from cg3d.formats.retrieval import merge_index_parts, write_index_part
 
     unit = np.eye(4, dtype=np.float32)
     rows = [
@@ -221,7 +222,7 @@ def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path)
     for row in rows:
         row |= dict(class_name="x", source="", split="test", n_views=len(row["views"]))
         row["thumbnail"] = b""
-    write_part(tmp_path / "part-00000.parquet", rows, 0)
+    write_index_part(tmp_path / "part-00000.parquet", rows)
     counts = merge_index_parts(tmp_path, [tmp_path / "part-00000.parquet"])
     manifest = {"format": "cg3d-index-1", "model": {}, "shards": "", **counts}
     index = Index(tmp_path, manifest)
