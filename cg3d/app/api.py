@@ -163,7 +163,7 @@ class Model:
     @property
     def point_channels(self) -> int:
         """3: the encoder takes xyz; 6: xyz and rgb."""
-        return int(self.network.config.get("point_channels", 3))
+        return int(self.network.config["point_channels"])
 
     @property
     def identity(self) -> dict:
