@@ -37,7 +37,7 @@ from cg3d.formats.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.shards import iter_samples
 from cg3d.formats.tar import write_tar
-from cg3d.params import RenderConfig
+from cg3d.params import RenderConfig, TrainConfig
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
@@ -272,7 +272,9 @@ def main() -> None:
         pack_seconds = time.perf_counter() - start
         items = write_per_file(root / "shards", root / "per_file")
         os.sync()  # the disk writeback of what was just written must not run during the timing
-        config = LoaderConfig(n_points=args.points, batch_size=32, workers=args.workers)
+        config = LoaderConfig.of_params(
+            TrainConfig(n_points=args.points, batch_size=32, workers=args.workers), 224
+        )
         shards = make_loader(root / "shards", "train", config)
         per_file = torch.utils.data.DataLoader(
             PerFileDataset(items, args.points), batch_size=32, shuffle=True,

@@ -2,7 +2,7 @@
 
 A param is a field with a default and a help text (`param(...)`); its type, bounds and choices
 are checked by `check` before any work, so a wrong value is one line naming `section.key`. The
-CLI builds every stage command's options from these fields (`cg3d.cli_params`), DVC passes the
+CLI builds every stage command's options from these fields (`cg3d.options`), DVC passes the
 params file (`--params params.yaml`), and `--set section.key=value` overrides any value.
 Adding a param is a field here and its use in the stage.
 

@@ -26,7 +26,8 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
-from cg3d.eval.readers import POINT_SUFFIXES, prepare_points, read_point_file
+from cg3d.eval.readers import prepare_points
+from cg3d.formats.pointfiles import POINT_SUFFIXES, read_point_file
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 
@@ -176,7 +177,7 @@ class Model:
     @property
     def point_channels(self) -> int:
         """3: the encoder takes xyz; 6: xyz and rgb."""
-        return int(self.network.config.get("point_channels", 3))
+        return int(self.network.config["point_channels"])
 
     @property
     def identity(self) -> dict:

@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
-from cg3d.eval.readers import POINT_SUFFIXES  # noqa: E402
+from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
 from cg3d.pipeline.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 
@@ -199,7 +199,7 @@ class Demo:
         """A PLY without faces is a point cloud (Blender has nothing to render)."""
         if path.suffix.lower() != ".ply":
             return False
-        from cg3d.eval.readers import read_point_file
+        from cg3d.formats.pointfiles import read_point_file
 
         return read_point_file(path)[1] is None
 

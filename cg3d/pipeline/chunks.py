@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS
 
 log = logging.getLogger(__name__)
@@ -150,11 +151,10 @@ ManifestTables = Callable[[list[str] | None], Iterator[pa.Table]]
 
 @dataclass
 class ChunkPlan:
-    """Which `ok` objects of a manifest form which chunk: `members` (MEMBERS_SCHEMA) sorted by
-    id, so it lines up row for row with the manifest's `ok` rows."""
+    """Which good (status `OK`) objects of a manifest form which chunk: `members`
+    (MEMBERS_SCHEMA) sorted by id, so it lines up row for row with the manifest's good rows."""
 
     tables: ManifestTables
-    ok: str  # the manifest's status of a good object
     members: pa.Table
     manifest_rows: int  # rows of the manifest, failed ones included
     recomputed: list[int]  # chunks that have no part yet (new, changed, or never finished)
@@ -176,7 +176,7 @@ class ChunkPlan:
         waiting: dict[int, list] = {}
         position = 0
         for table in self.tables(None):
-            ok = table.filter(pc.equal(table.column("status"), self.ok))
+            ok = table.filter(pc.equal(table.column("status"), OK))
             members = self.members.slice(position, ok.num_rows)
             position += ok.num_rows
             if not ok.column("id").equals(members.column("id")):
@@ -190,10 +190,8 @@ class ChunkPlan:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(
-    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int
-) -> ChunkPlan:
-    """The chunks of the manifest's objects of status `ok`, stable under additions (call it
+def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
+    """The chunks of the manifest's good objects (status `OK`), stable under additions (call it
     after `output.prepare()`).
 
     The membership table a previous run left in `output` (`chunks.parquet`) is kept: an object
@@ -206,7 +204,7 @@ def plan_chunks(
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
         rows += table.num_rows
-        good = table.filter(pc.equal(table.column("status"), ok))
+        good = table.filter(pc.equal(table.column("status"), OK))
         keys = pc.binary_join_element_wise(
             good.column("id"),
             good.column("sha256"),
@@ -250,7 +248,7 @@ def plan_chunks(
         output.drop(index)
     with atomic_path(table_path) as tmp:
         pq.write_table(members, tmp)
-    plan = ChunkPlan(tables, ok, members, rows, [])
+    plan = ChunkPlan(tables, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
@@ -113,7 +113,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (

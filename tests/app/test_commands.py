@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import DemoConfig, IndexConfig, option_fields
-from tests.eval.conftest import cube
-from tests.test_params import flag_words, other_value
+from tests.eval.files import cube
+from tests.param_values import flag_words, other_value
 
 COMMANDS = [
     (["index"], "cg3d.app.index.build_index", IndexConfig, ["--shards", "s", "--out", "o"]),

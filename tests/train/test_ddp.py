@@ -21,8 +21,7 @@ def features(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def worker(rank: int, tmp: str) -> None:
     from cg3d.train.loop import fit, prepare_model
-    from tests.train.helpers import make_batches
-    from tests.train.test_loop import CLASSES, tiny_train_config
+    from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)

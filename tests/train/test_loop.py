@@ -7,34 +7,13 @@ from dvclive import Live
 
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import read_checkpoint
-from cg3d.models.model import tiny_model_config
 from cg3d.params import AugmentConfig
 from cg3d.train import loop
 from cg3d.train.loop import TrainConfig, Trainer, fit, prepare_model
 from cg3d.train.resume import MAY_DIFFER
-from tests.train.helpers import make_batches
+from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
-CLASSES = ["cube", "sphere"]
-
-
-def tiny_train_config(**overrides) -> TrainConfig:
-    tiny = tiny_model_config()
-    values = dict(
-        epochs=2,
-        batch_size=8,
-        encoder=tiny.encoder,
-        encoder_params=tiny.encoder_params,
-        clip_model=tiny.clip_model,
-        clip_pretrained="none",
-        prompts=tiny.prompts,
-        n_points=tiny.n_points,
-        encoder_lr=1e-3,
-        prompt_lr=1e-2,
-        warmup_epochs=0.5,
-        device="cpu",
-    )
-    return TrainConfig(**values | overrides)
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
