@@ -43,7 +43,7 @@ def samples_per_second(config: TrainConfig, steps: int, device: torch.device) ->
     seed_everything(0)
     model = build_model(model_config(config, CLASSES)).to(device).train()
     trainer = Trainer(model, config, updates_per_epoch=steps + 2, device=device)
-    image_size = model.visual.visual.image_size[0]
+    image_size = model.visual.image_size
     rng = random.Random(0)
     batches = [synthetic_batch(config, image_size, rng) for _ in range(steps + 2)]
     for step, batch in enumerate(batches[:2]):  # warm-up: one update of each phase
@@ -78,7 +78,7 @@ def check_gpu_path() -> None:
     trainer = Trainer(model, config, updates_per_epoch=4, device=torch.device("cuda"))
     with trainer.autocast():
         dtype = model.point_encoder(torch.randn(2, config.n_points, 3, device="cuda")).dtype
-    batch = synthetic_batch(config, model.visual.visual.image_size[0], random.Random(0))
+    batch = synthetic_batch(config, model.visual.image_size, random.Random(0))
     logged = trainer.update([batch], 0)
     finite = all(torch.isfinite(p).all() for p in model.parameters())
     print(

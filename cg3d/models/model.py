@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import PromptedViT, load_clip
+from cg3d.models.clip import load_clip, vit_tower
 from cg3d.models.encoders import build_encoder, resolve_encoder
+from cg3d.models.prompts import PromptedViT
 
 
 @dataclass
@@ -25,8 +26,8 @@ class ModelConfig:
 
     encoder: str = "pointtransformer-base"  # a registered encoder name (encoder_names())
     encoder_params: dict[str, Any] = field(default_factory=dict)  # overrides of its size
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: str = "openai"  # an open_clip tag, a checkpoint file, or "none"
+    clip_model: str = "ViT-B-16"  # an open_clip model, or SLIP's (cg3d.models.slip)
+    clip_pretrained: str = "openai"  # an open_clip tag, a weights file, or "none"
     require_pretrained: bool = False
     prompts: int = 5
     deep_prompts: bool = True
@@ -78,7 +79,7 @@ class CG3D(nn.Module):
         self.preprocess = clip.preprocess
         self.tokenizer = clip.tokenizer
         self.clip.requires_grad_(False)
-        self.visual = PromptedViT(self.clip.visual, config.prompts, config.deep_prompts)
+        self.visual = PromptedViT(vit_tower(self.clip), config.prompts, config.deep_prompts)
         embed_dim = self.clip.text_projection.shape[-1]
         self.point_encoder = build_encoder(
             config.encoder,
