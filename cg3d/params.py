@@ -271,9 +271,17 @@ class TrainConfig(Section):
     point_image_weight: float = param(1.0, "Weight of the point–image loss.", low=0.0)
     image_text_weight: float = param(1.0, "Weight of the image–text loss.", low=0.0)
     encoder_lr: float = param(5e-5, "AdamW learning rate of the point encoder.", low=0.0)
-    encoder_weight_decay: float = param(0.05, "AdamW weight decay.", low=0.0)
+    encoder_weight_decay: float = param(
+        0.05,
+        "AdamW weight decay of the encoder's weight matrices (not biases, norms, tokens).",
+        low=0.0,
+    )
     prompt_lr: float = param(2e-3, "SGD learning rate of the prompts.", low=0.0)
     prompt_momentum: float = param(0.9, "SGD momentum of the prompts.", low=0.0, high=1.0)
+    prompt_weight_decay: float = param(1e-4, "SGD weight decay of the prompts.", low=0.0)
+    grad_clip: float = param(
+        10.0, "Clip each update's gradient norm (per optimiser) to this; 0: no clipping.", low=0.0
+    )
     warmup_epochs: float = param(1.0, "Linear warmup, in epochs.", low=0.0)
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
     text_targets: str = param(
