@@ -199,3 +199,17 @@ def test_the_full_size_release_layout_is_the_public_one():
     vit = {k[7:]: v for k, v in slip.items() if k.startswith("visual.")}
     prompts = {"prompt_embeddings": (1, 5, 768), "deep_prompt_embeddings": (11, 5, 768)}
     assert layout["visual_clip_model"] == vit | prompts
+
+
+def test_cg3d_eval_zeroshot_runs_on_the_converted_checkpoint(converted, tmp_path):
+    import json
+
+    from tests.eval.conftest import write_modelnet
+
+    write_modelnet(tmp_path / "modelnet", n=600)
+    arguments = ["eval", "zeroshot", "--checkpoint", str(converted), "--out", str(tmp_path / "o")]
+    arguments += ["--dataset", "modelnet40", "--root", str(tmp_path / "modelnet")]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["n_shapes"] == 3 and metrics["clip_model"] == MICRO
