@@ -365,3 +365,20 @@ def test_full_size_image_features_equal_timms_vit_base_patch16_224(tmp_path):
         expected = reference.eval()(images) @ model.image_projection
         ours = PromptedViT(vit_tower(model), prompts=0)(images)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_with_slip_embedded_loads_without_the_file(tmp_path):
+    from cg3d.models.checkpoint import export_checkpoint
+
+    slip_file = write_slip_file(tmp_path / "moving_slip.pt", seed=2)
+    model = slip_cg3d(slip_file, prompts=2)
+    save_checkpoint(tmp_path / "run.pt", model)
+    export_checkpoint(tmp_path / "run.pt", tmp_path / "export.pt", embed_clip=True)
+    slip_file.unlink()
+    with pytest.raises(UsageError, match="moving_slip.pt"):
+        load_model(tmp_path / "run.pt")  # it needs the file, named
+    exported = load_model(tmp_path / "export.pt")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(exported.encode_image(images), model.encode_image(images))
+        assert torch.equal(exported.encode_text(["a lamp"]), model.encode_text(["a lamp"]))
