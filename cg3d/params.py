@@ -2,7 +2,7 @@
 
 A param is a field with a default and a help text (`param(...)`); its type, bounds and choices
 are checked by `check` before any work, so a wrong value is one line naming `section.key`. The
-CLI builds every stage command's options from these fields (`cg3d.cli_params`), DVC passes the
+CLI builds every stage command's options from these fields (`cg3d.options`), DVC passes the
 params file (`--params params.yaml`), and `--set section.key=value` overrides any value.
 Adding a param is a field here and its use in the stage.
 
@@ -242,7 +242,8 @@ class TrainConfig(Section):
     # model
     encoder: str = param(
         "pointtransformer-base",
-        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base, -tiny; pointnet2-ssg).",
+        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base: the paper's "
+        "Point-BERT; pointbert-tiny; pointtransformer-tiny; pointnet2-ssg).",
     )
     encoder_params: dict[str, Any] = param(
         {}, "Overrides of the named size's parameters.", option=False

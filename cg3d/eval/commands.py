@@ -159,7 +159,9 @@ def classify_command(
         ),
     ] = "",
     top: Annotated[int, typer.Option("--top")] = 5,
-    up_axis: Annotated[str, typer.Option("--up-axis", help="The file's up axis: y or z.")] = "y",
+    up_axis: Annotated[
+        str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
+    ] = "y",
     single_prompt: Annotated[
         str,
         typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
@@ -173,8 +175,10 @@ def classify_command(
     ] = "",
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
-    from cg3d.app.api import load
+    from cg3d.app.api import check_shape_file, check_up_axis, load
 
+    check_shape_file(path)  # before the model loads: a typo costs no wait
+    check_up_axis(up_axis)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
     predictions = model.classify(path, labels, top, up_axis, single_prompt)
     table = Table("rank", "label", "probability", title=str(path))

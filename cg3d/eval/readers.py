@@ -60,15 +60,6 @@ from cg3d.protocol import class_names, shapenet_renames
 
 log = logging.getLogger(__name__)
 
-DATASETS = (
-    "modelnet40",
-    "modelnet10",
-    "ulip_modelnet40",
-    "scanobjectnn",
-    "shapenet55",
-    "objaverse-lvis",
-    "shards",
-)
 LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
 # Where OpenShape's release keeps the LVIS split under its data folder.
 OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
@@ -482,6 +473,33 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return xyz, np.clip(rgb, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class BenchmarkReader:
+    """A `--dataset`: its reader, called as read(root, split, variant, allow_pickle)."""
+
+    read: Callable[[Path, str, str, bool], Benchmark]
+    variants: bool = False  # whether it takes --variant (ScanObjectNN's three)
+
+
+# Every benchmark by its `--dataset` name: a new one is an entry here, as encoders register.
+BENCHMARKS: dict[str, BenchmarkReader] = {
+    "modelnet40": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 40, split)),
+    "modelnet10": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 10, split)),
+    "ulip_modelnet40": BenchmarkReader(
+        lambda root, split, variant, allow: ulip_modelnet40(root, allow)
+    ),
+    "scanobjectnn": BenchmarkReader(
+        lambda root, split, variant, allow: scanobjectnn(root, variant or "pb_t50_rs", split),
+        variants=True,
+    ),
+    "shapenet55": BenchmarkReader(lambda root, split, variant, allow: shapenet55(root, split)),
+    "objaverse-lvis": BenchmarkReader(
+        lambda root, split, variant, allow: objaverse_lvis(root, allow)
+    ),
+    "shards": BenchmarkReader(lambda root, split, variant, allow: shards(root, split)),
+}
+
+
 def open_benchmark(
     dataset: str,
     root: Path,
@@ -490,62 +508,13 @@ def open_benchmark(
     allow_pickle: bool = False,
 ) -> Benchmark:
     """The labelled set `dataset` under `root`; a wrong name or missing file is a UsageError."""
-    if dataset not in DATASETS:
-        raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    reader = BENCHMARKS.get(dataset)
+    if reader is None:
+        raise UsageError(f"--dataset must be one of {', '.join(BENCHMARKS)}, got {dataset!r}")
     if not is_remote(root) and not Path(root).exists():
         # The commands take our shards as --shards (--root is for the benchmarks' files).
         option = "--shards" if dataset == "shards" else "--root"
         raise UsageError(f"{option}: no such file or folder {root}")
-    if dataset == "scanobjectnn":
-        return scanobjectnn(root, variant or "pb_t50_rs", split)
-    if variant:
+    if variant and not reader.variants:
         raise UsageError(f"--variant applies to scanobjectnn only, not {dataset}")
-    if dataset in ("modelnet40", "modelnet10"):
-        return modelnet(root, int(dataset.removeprefix("modelnet")), split)
-    if dataset == "ulip_modelnet40":
-        return ulip_modelnet40(root, allow_pickle)
-    if dataset == "shapenet55":
-        return shapenet55(root, split)
-    if dataset == "objaverse-lvis":
-        return objaverse_lvis(root, allow_pickle)
-    return shards(root, split)
-
-
-POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
-
-
-def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices or points (N, 3), faces (F, 3) or None) of a user's file.
-
-    npy/txt/xyz/csv/pts hold points (xyz in the first three columns, comma or space separated);
-    PLY is read with trimesh and gives faces when it has any. Other suffixes are meshes: the
-    caller loads them with the pipeline's `load_mesh`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix in POINT_SUFFIXES:
-            text = path.read_text()
-            array = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2)
-        elif suffix == ".ply":
-            import trimesh
-
-            loaded = trimesh.load(path, process=False)
-            faces = getattr(loaded, "faces", None)
-            has_faces = faces is not None and len(faces) > 0
-            return np.asarray(loaded.vertices, dtype=np.float64), (
-                np.asarray(faces) if has_faces else None
-            )
-        else:
-            raise UsageError(
-                f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)"
-            )
-    except (ValueError, OSError) as error:
-        raise UsageError(f"{path}: unreadable point file ({error})") from None
-    if array.ndim != 2 or array.shape[1] < 3 or len(array) == 0:
-        raise UsageError(f"{path}: expected an (N, 3+) array of points, got shape {array.shape}")
-    return np.asarray(array[:, :3], dtype=np.float64), None
+    return reader.read(root, split, variant, allow_pickle)

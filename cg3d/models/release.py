@@ -21,8 +21,9 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import save_checkpoint
-from cg3d.models.model import CG3D, ModelConfig, build_model
+from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.models.slip import check_state_fits
+from cg3d.params import TrainConfig
 from cg3d.protocol import class_names
 
 ENCODER = "pointtransformer-base"  # Point-BERT's PointTransformerProject (issue 17.2)
@@ -93,7 +94,7 @@ def release_model(
     prompt = release["visual_clip_model"].get(PROMPT)
     if prompt is None or prompt.ndim != 3:
         raise UsageError(f"--checkpoint: {path}: visual_clip_model has no {PROMPT} (1, P, W)")
-    config = ModelConfig(
+    params = TrainConfig(
         encoder=encoder,
         clip_model=clip_model,
         clip_pretrained=clip_pretrained,
@@ -101,8 +102,8 @@ def release_model(
         prompts=prompt.shape[1],
         deep_prompts=DEEP_PROMPTS in release["visual_clip_model"],
         n_points=n_points,
-        classes=class_names("shapenet55"),  # what the authors trained on
     )
+    config = model_config(params, class_names("shapenet55"))  # what the authors trained on
     model = build_model(config)
     layout = release_layout(model)
     points = {k: v for k, v in release["base_model"].items() if not k.startswith(FINETUNE_HEAD)}

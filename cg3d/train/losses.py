@@ -31,7 +31,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        grad = grad.contiguous()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # reduced in place: a copy
         dist.all_reduce(grad)
         start, stop = ctx.rows
         return grad[start:stop], None, None

@@ -12,8 +12,7 @@ from PIL import Image
 import cg3d
 from cg3d.app.api import input_points, parse_labels
 from cg3d.errors import UsageError
-
-from .conftest import cube
+from tests.eval.files import cube
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -176,7 +175,8 @@ def colour_model(tmp_path_factory):
     """A tiny model whose encoder takes xyz and rgb (point_channels 6)."""
     import warnings
 
-    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+    from cg3d.models import build_model, save_checkpoint
+    from tests.models.helpers import tiny_model_config
 
     path = tmp_path_factory.mktemp("colour") / "colour.pt"
     with warnings.catch_warnings(), torch.random.fork_rng():

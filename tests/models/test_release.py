@@ -18,18 +18,17 @@ from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import load_model, read_checkpoint
 from cg3d.models.clip import RandomClipWarning
-from cg3d.models.model import ModelConfig, build_model
+from cg3d.models.model import build_model, model_config
 from cg3d.models.release import release_layout
 from cg3d.models.slip import SLIP_CONFIGS
+from cg3d.params import TrainConfig
 from cg3d.protocol import class_names
-from tests.models.test_encoders import (
-    public_point_transformer_project,
-    reference_point_transformer_project,
-)
-from tests.models.test_slip import (
+from tests.models.public_networks import (
     MICRO,
     file_state,
+    public_point_transformer_project,
     public_prompted_image_features,
+    reference_point_transformer_project,
     slip_layout,
     timm_vit,
     write_slip_file,
@@ -189,7 +188,8 @@ def test_a_file_that_is_not_a_release_is_refused(files, tmp_path):
 @pytest.mark.slow  # builds the full-size model (~170M parameters): 25 s on a busy CPU
 @pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 def test_the_full_size_release_layout_is_the_public_one():
-    model = build_model(ModelConfig(clip_model="SLIP-ViT-B-16", clip_pretrained="none"))
+    params = TrainConfig(clip_model="SLIP-ViT-B-16", clip_pretrained="none")
+    model = build_model(model_config(params, []))
     layout = release_layout(model)
     public_points = public_point_transformer_project()
     assert layout["base_model"] == {
@@ -204,7 +204,7 @@ def test_the_full_size_release_layout_is_the_public_one():
 def test_cg3d_eval_zeroshot_runs_on_the_converted_checkpoint(converted, tmp_path):
     import json
 
-    from tests.eval.conftest import write_modelnet
+    from tests.eval.files import write_modelnet
 
     write_modelnet(tmp_path / "modelnet", n=600)
     arguments = ["eval", "zeroshot", "--checkpoint", str(converted), "--out", str(tmp_path / "o")]

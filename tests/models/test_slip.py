@@ -3,9 +3,7 @@ forwards (timm's own ViT, open_clip's text tower), visual prompts as the public 
 inserts them, and the training and checkpoint paths on it."""
 
 import argparse
-import dataclasses
 import hashlib
-import math
 
 import numpy as np
 import pytest
@@ -16,161 +14,25 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from cg3d.models.clip import RandomClipWarning, load_clip
-from cg3d.models.model import build_model, tiny_model_config
-from cg3d.models.slip import SLIP_CONFIGS, SlipConfig, create_slip
+from cg3d.models.model import build_model, model_config
+from cg3d.models.slip import SLIP_CONFIGS, create_slip
 from cg3d.models.text import class_text_features
-
-MICRO = "CG3D-SLIP-Micro-32"
-
-
-def slip_layout(c: SlipConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of SLIP's `SLIP_VITB16`-style state dict, from the public code: timm's
-    VisionTransformer with num_classes=0, CLIP's text tower, the two projections, the logit
-    scale, and the SSL head (Linear, SyncBatchNorm, ReLU ×2, Linear)."""
-    w, p, e = c.vision_width, c.patch_size, c.embed_dim
-    shapes = {
-        "visual.cls_token": (1, 1, w),
-        "visual.pos_embed": (1, (c.image_size // p) ** 2 + 1, w),
-        "visual.patch_embed.proj.weight": (w, 3, p, p),
-        "visual.patch_embed.proj.bias": (w,),
-        "visual.norm.weight": (w,),
-        "visual.norm.bias": (w,),
-    }
-    for i in range(c.vision_layers):
-        block = {
-            "norm1.weight": (w,),
-            "norm1.bias": (w,),
-            "attn.qkv.weight": (3 * w, w),
-            "attn.qkv.bias": (3 * w,),
-            "attn.proj.weight": (w, w),
-            "attn.proj.bias": (w,),
-            "norm2.weight": (w,),
-            "norm2.bias": (w,),
-            "mlp.fc1.weight": (4 * w, w),
-            "mlp.fc1.bias": (4 * w,),
-            "mlp.fc2.weight": (w, 4 * w),
-            "mlp.fc2.bias": (w,),
-        }
-        shapes |= {f"visual.blocks.{i}.{name}": shape for name, shape in block.items()}
-    t = c.transformer_width
-    shapes |= {
-        "token_embedding.weight": (c.vocab_size, t),
-        "positional_embedding": (c.context_length, t),
-        "ln_final.weight": (t,),
-        "ln_final.bias": (t,),
-        "image_projection": (w, e),
-        "text_projection": (t, e),
-        "logit_scale": (),
-    }
-    for i in range(c.transformer_layers):
-        block = {
-            "attn.in_proj_weight": (3 * t, t),
-            "attn.in_proj_bias": (3 * t,),
-            "attn.out_proj.weight": (t, t),
-            "attn.out_proj.bias": (t,),
-            "ln_1.weight": (t,),
-            "ln_1.bias": (t,),
-            "mlp.c_fc.weight": (4 * t, t),
-            "mlp.c_fc.bias": (4 * t,),
-            "mlp.c_proj.weight": (t, 4 * t),
-            "mlp.c_proj.bias": (t,),
-            "ln_2.weight": (t,),
-            "ln_2.bias": (t,),
-        }
-        shapes |= {f"transformer.resblocks.{i}.{name}": shape for name, shape in block.items()}
-    m, s = c.ssl_mlp_dim, c.ssl_emb_dim
-    shapes |= {"image_mlp.layer1.weight": (m, w), "image_mlp.layer1.bias": (m,)}
-    shapes |= {"image_mlp.layer2.weight": (m, m), "image_mlp.layer2.bias": (m,)}
-    shapes |= {"image_mlp.layer3.weight": (s, m), "image_mlp.layer3.bias": (s,)}
-    for bn in ("bn1", "bn2"):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"image_mlp.{bn}.{name}"] = (m,)
-        shapes[f"image_mlp.{bn}.num_batches_tracked"] = ()
-    return shapes
-
-
-def random_slip_state(config: SlipConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random values in every tensor of SLIP's layout, at scales a trained model has."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in slip_layout(config).items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.tensor(1000)
-        elif name == "logit_scale":
-            state[name] = torch.tensor(math.log(1 / 0.07))
-        elif any(part in name for part in ("norm", "ln_", ".bn")):  # normalisation layers
-            base = 1.0 if name.endswith(("weight", "running_var")) else 0.0
-            state[name] = base + 0.1 * torch.randn(shape, generator=generator)
-        else:
-            state[name] = 0.05 * torch.randn(shape, generator=generator)
-    return state
-
-
-def write_slip_file(path, config: SlipConfig = SLIP_CONFIGS[MICRO], seed: int = 0, **extra):
-    """A file in `slip_base_100ep.pt`'s layout: `module.`-prefixed names, epoch, run args."""
-    state = {f"module.{name}": value for name, value in random_slip_state(config, seed).items()}
-    args = argparse.Namespace(
-        model="SLIP_VITB16", ssl_mlp_dim=config.ssl_mlp_dim, ssl_emb_dim=config.ssl_emb_dim,
-        ssl_scale=1.0, ssl_temp=0.1, betas=(0.9, 0.98), lr=3e-3, wd=0.1, resume="",
-    )  # fmt: skip
-    torch.save({"state_dict": state, "epoch": 100, "args": args, **extra}, path)
-    return path
+from tests.models.helpers import TINY_MODEL, tiny_model_config
+from tests.models.public_networks import (
+    MICRO,
+    file_state,
+    open_clip_text_tower,
+    public_prompted_image_features,
+    random_slip_state,
+    slip_layout,
+    timm_vit,
+    write_slip_file,
+)
 
 
 @pytest.fixture(scope="module")
 def slip_file(tmp_path_factory):
     return write_slip_file(tmp_path_factory.mktemp("slip") / "slip_micro.pt")
-
-
-def file_state(path) -> dict[str, torch.Tensor]:
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        state = torch.load(path, weights_only=True)["state_dict"]
-    return {name.removeprefix("module."): value for name, value in state.items()}
-
-
-def timm_vit(config: SlipConfig, state: dict[str, torch.Tensor]):
-    """timm's own ViT (`vit_base_patch16_224` for B/16) with `num_classes=0`, from `state`."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    vit = VisionTransformer(
-        img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.vision_width,
-        depth=config.vision_layers, num_heads=config.vision_heads, num_classes=0,
-    )  # fmt: skip
-    vit.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("visual.")})
-    return vit.eval()
-
-
-def public_prompted_image_features(vit, projection, prompt, deep_prompts, images):
-    """The public CG3D code's prompted forward (its modified timm `VisionTransformerPromptDeep`
-    then `@ image_projection`), written out: prompts after the CLS token once the positional
-    embedding is added, then `norm_pre`; block i > 0 gets deep_prompts[i - 1] in their place;
-    the final norm over every token; the CLS token."""
-    x = vit.patch_embed(images)
-    x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + vit.pos_embed
-    n = prompt.shape[1]
-    x = torch.cat([x[:, :1], prompt.expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)
-    x = vit.norm_pre(x)
-    for i, block in enumerate(vit.blocks):
-        if i > 0:
-            deep = deep_prompts[i - 1].expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
-        x = block(x)
-    return vit.norm(x)[:, 0] @ projection
-
-
-def open_clip_text_tower(config: SlipConfig, state: dict[str, torch.Tensor]):
-    """open_clip's `TextTransformer` built with QuickGELU: an independent text forward."""
-    from open_clip.model import QuickGELU
-    from open_clip.transformer import TextTransformer
-
-    tower = TextTransformer(
-        context_length=config.context_length, vocab_size=config.vocab_size,
-        width=config.transformer_width, heads=config.transformer_heads,
-        layers=config.transformer_layers, output_dim=config.embed_dim, act_layer=QuickGELU,
-    )  # fmt: skip
-    names = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_proj")
-    tower.load_state_dict({k: v for k, v in state.items() if k.startswith(names)})
-    return tower.eval()
 
 
 def slip_cg3d(slip_file, **overrides):
@@ -305,14 +167,9 @@ def test_training_a_slip_model_keeps_its_temperature_and_towers_frozen(slip_file
     from cg3d.train.loop import TrainConfig, Trainer
     from tests.train.helpers import make_batches
 
-    tiny = tiny_model_config()
-    config = TrainConfig(
-        batch_size=8, encoder=tiny.encoder, clip_model=MICRO, clip_pretrained=str(slip_file),
-        prompts=2, n_points=tiny.n_points, device="cpu", schedule="alternating",
-    )  # fmt: skip
-    model = build_model(
-        dataclasses.replace(tiny, clip_model=MICRO, clip_pretrained=str(slip_file))
-    ).train()
+    train = dict(batch_size=8, clip_model=MICRO, clip_pretrained=str(slip_file), device="cpu")
+    config = TrainConfig(**TINY_MODEL | train | dict(schedule="alternating"))
+    model = build_model(model_config(config, ["cube", "sphere"])).train()
     trainer = Trainer(model, config, updates_per_epoch=4, device=torch.device("cpu"))
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     batch = next(iter(make_batches(1, 8)))

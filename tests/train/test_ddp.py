@@ -21,8 +21,7 @@ def features(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def worker(rank: int, tmp: str) -> None:
     from cg3d.train.loop import fit, prepare_model
-    from tests.train.helpers import make_batches
-    from tests.train.test_loop import CLASSES, tiny_train_config
+    from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -107,3 +106,27 @@ def test_processes_get_the_gradient_of_one_process_on_the_whole_batch(tmp_path, 
         # one temperature, stepped alike on every process
         assert torch.equal(grads["temperature"], ranks[0]["temperature"])
     assert torch.allclose(ranks[0]["temperature"], single["temperature"], rtol=1e-6)
+
+
+def uneven_worker(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
+    a, b = features(1)
+    rows = slice(0, 4) if rank == 0 else slice(4, 6)  # 4 rows here, 2 there
+    a, b = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
+    loss, _ = contrastive_loss(a, b, torch.tensor(10.0))
+    # weighted by the rows, the processes' losses add up to the whole batch's summed loss
+    (loss * a.shape[0]).backward()
+    torch.save({"a": a.grad, "b": b.grad}, f"{tmp}/uneven{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_the_gather_passes_gradients_back_when_batches_differ_in_size(tmp_path):
+    mp.spawn(uneven_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"uneven{r}.pt", weights_only=True) for r in range(2)]
+    a, b = (x.clone().requires_grad_() for x in features(1))
+    whole, _ = contrastive_loss(a, b, torch.tensor(10.0))
+    (whole * 6).backward()
+    for name, grad in (("a", a.grad), ("b", b.grad)):
+        gathered = torch.cat([parts[0][name], parts[1][name]])
+        assert torch.allclose(gathered, grad, atol=1e-6), name
