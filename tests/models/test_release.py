@@ -209,6 +209,7 @@ def test_cg3d_eval_zeroshot_runs_on_the_converted_checkpoint(converted, tmp_path
     write_modelnet(tmp_path / "modelnet", n=600)
     arguments = ["eval", "zeroshot", "--checkpoint", str(converted), "--out", str(tmp_path / "o")]
     arguments += ["--dataset", "modelnet40", "--root", str(tmp_path / "modelnet")]
+    arguments += ["--text-cache", str(tmp_path / "text")]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
