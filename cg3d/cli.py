@@ -53,12 +53,13 @@ def _register_all() -> None:
     from cg3d.app import commands as app_commands
     from cg3d.eval import commands as eval_commands
     from cg3d.models import commands as model_commands
+    from cg3d.models import convert as convert_commands
     from cg3d.pipeline import commands as pipeline_commands
     from cg3d.render import commands as render_commands
     from cg3d.train import commands as train_commands
 
     modules = (pipeline_commands, render_commands, train_commands, eval_commands, model_commands)
-    modules += (app_commands,)
+    modules += (convert_commands, app_commands)
     for module in modules:
         module.register(app)
 

@@ -248,9 +248,10 @@ class TrainConfig(Section):
     encoder_params: dict[str, Any] = param(
         {}, "Overrides of the named size's parameters.", option=False
     )
-    clip_model: str = param("ViT-B-16", "open_clip model name, e.g. ViT-B-16.")
+    clip_model: str = param("ViT-B-16", "open_clip model name (e.g. ViT-B-16) or SLIP-ViT-B-16.")
     clip_pretrained: str = param(
-        "openai", "open_clip tag (e.g. openai), a checkpoint file, or none."
+        "openai",
+        "open_clip tag (e.g. openai), a weights file (SLIP's: slip_base_100ep.pt), or none.",
     )
     require_pretrained: bool = param(False, "Fail instead of training with a random-init CLIP.")
     prompts: int = param(5, "Learnable visual prompt tokens.", low=0)
