@@ -38,12 +38,17 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, and what the machine refused (a full disk, a read-only
+    folder: any OSError, named by its file and its errno's meaning), become one line on
+    stderr and exit code 2."""
+    from cg3d.files import os_error_line
+
     try:
         app()
-    except (UsageError, FileNotFoundError) as error:
+    except (UsageError, OSError) as error:
+        message = os_error_line(error) if isinstance(error, OSError) else str(error)
         # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
         console = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
         console.print("[bold red]error:[/]", end=" ")
-        console.print(str(error), markup=False)
+        console.print(message, markup=False)
         sys.exit(2)

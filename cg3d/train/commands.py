@@ -37,10 +37,8 @@ def train(
     ] = ResumeMode.never,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
-    from cg3d.params import write_resolved
     from cg3d.train.loop import train_stage
 
-    write_resolved(out / "params.yaml", "train", config)
     train_stage(shards, out, config, resume=resume.value)
 
 

@@ -14,6 +14,7 @@ with model, optimisers, schedulers, RNG states and position). The parts live bes
 
 import itertools
 import json
+import os
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -23,10 +24,10 @@ from typing import Any
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, output_lock
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
-from cg3d.params import TrainConfig
+from cg3d.params import TrainConfig, write_resolved
 from cg3d.train.distributed import (
     barrier,
     every_rank,
@@ -258,14 +259,26 @@ def read_metrics(out: Path) -> dict[str, Any]:
 def train_stage(
     shards: Path, out: Path, config: TrainConfig, resume: str = "never"
 ) -> dict[str, Any]:
-    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`.
+    """The `train` stage: shards in `shards/{train,test}` → `out/params.yaml`, `out/last.pt`,
+    `out/metrics.json`.
 
-    `resume`: "never", "auto" or "always" (see cg3d.train.resume).
+    `resume`: "never", "auto" or "always" (see cg3d.train.resume). The run holds `out`'s
+    output lock (the one the data stages take): a second training into the same folder fails
+    at once instead of interleaving its curves and checkpoints with the first's. Under torchrun
+    rank 0 holds it (the ranks of one run share the folder).
     """
+    config.validate()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train_stage(shards, Path(out), config, resume)
+    with output_lock(Path(out)):
+        write_resolved(Path(out) / "params.yaml", "train", config)
+        return _train_stage(shards, Path(out), config, resume)
+
+
+def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
-    config.validate()
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     init_distributed()
