@@ -8,6 +8,8 @@
     shards.py     pack stage     {split}/shard-XXXXXX.tar (WebDataset) and index.json, local or
                                  remote (URL, `pipe:`); the readers skip and count bad samples
     tar.py        the deterministic tar writer and the one tar reader the others use
+    intact.py     whether a written part is whole (Parquet footer, tar end), for resume, and
+                  the one-line error of a damaged file naming the stage that rebuilds it
 
 Checkpoints belong to the model library (`cg3d.models.checkpoint`). Stages, `verify`, `show`,
 the loader and eval read and write these files only through this package.

@@ -237,15 +237,32 @@ def raw_samples(
     for shard in order:
         url = shard_url(shards, names[shard])
         end = position + counts[shard]
+        extra = 0  # samples past the index's count: they have no position to go to
         try:
             with open_shard(url) as stream:
                 for sample in tar_samples(stream):
+                    if position == end:
+                        extra += 1
+                        continue
                     position += 1
                     if keep(position):
                         yield sample
         except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
             lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
             skipped.add(f"the rest of shard {url}", f"unreadable shard ({why(error)})", lost)
+        else:
+            # What was read against what the index counts: a shard that reads cleanly but
+            # holds fewer samples (rewritten, or cut where a tar reader cannot tell) loses the
+            # rest with a count, never silently.
+            read = counts[shard] - (end - position)
+            lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
+            reason = (
+                f"short shard (it holds {read} of the {counts[shard]} samples index.json counts)"
+            )
+            skipped.add(f"the rest of shard {url}", reason, lost)
+            if extra and keep(end):  # counted once, by the reader whose share holds the end
+                reason = f"samples past index.json's count of {counts[shard]} in the shard"
+                skipped.add(f"{extra} samples of shard {url}", reason, extra)
         position = end
 
 
@@ -262,7 +279,17 @@ def decode_points(data: bytes) -> np.ndarray:
             shape = (int(match[1]), int(match[2]))
             flat = np.frombuffer(data, np.float32, shape[0] * shape[1], header_end)
             return flat.reshape(shape).copy()  # writable, like np.load's
-    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32, copy=False)
+    if not data:
+        raise ValueError("it is empty (0 bytes)")
+    if data[:1] == b"\x80":  # a pickle's protocol opcode: never unpickled from a shard
+        raise ValueError("it is pickled data, which is never loaded (allow_pickle=False)")
+    if not data.startswith(b"\x93NUMPY"):
+        # np.load takes anything else for a pickle and blames allow_pickle: name the real cause
+        raise ValueError(f"not an .npy array (it starts with {data[:8]!r}, not the NPY magic)")
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"it holds {array.dtype} values, not numbers")
+    return array.astype(np.float32, copy=False)
 
 
 def decode_image(data: bytes) -> Image.Image:

@@ -61,16 +61,21 @@ def tar_members(
     `bench/bench_loader.py --read-only`), where `tarfile`'s per-member objects, which
     webdataset's `tar_file_expander` builds too, dominated the cost. With `read_data` False,
     member data is seeked over (a seekable stream) and b"" given instead: a cheap integrity
-    walk. A damaged header or a short read raises FormatError. `read_data` may also be a
+    walk. A damaged header, a short read or a missing end-of-archive block (a tar cut between
+    members) raises FormatError. `read_data` may also be a
     function of the member name: only those members are read (a lookup of a few objects).
     """
     long_name = ""
     while True:
         header = stream.read(BLOCK)
-        if len(header) < BLOCK or header == bytes(BLOCK):
-            if header and header != bytes(BLOCK):
-                raise FormatError("truncated tar header")
+        if header == bytes(BLOCK):  # the end-of-archive block: the tar is whole
             return
+        if not header:
+            # Every tar writer ends with zero blocks; a file that stops at a member boundary
+            # without them was cut there (on a 512-byte boundary), and members may be lost.
+            raise FormatError("truncated tar: it ends without its end-of-archive blocks")
+        if len(header) < BLOCK:
+            raise FormatError("truncated tar header")
         if sum(header[:148]) + 256 + sum(header[156:]) != int(
             header[148:156].strip(b" \0") or b"0", 8
         ):
@@ -115,23 +120,33 @@ def _skip(stream: BinaryIO, size: int) -> None:
 
 def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True) -> Iterator[dict]:
     """Samples of a tar stream: consecutive members with one key grouped as
-    {"__key__": key, suffix: bytes, ...}. A badly named member comes as its own
-    {"__key__": name, "__error__": why}, so that readers skip and count it and go on.
-    `read_data` as for `tar_members` (members not read come as b"")."""
+    {"__key__": key, suffix: bytes, ...}. A badly named member is one error, never a split
+    sample: inside a sample (the members around it share a key) the sample gets an
+    "__error__" naming it; between samples it comes as its own {"__key__": name, "__error__":
+    why}. Either way readers skip and count one object and go on. `read_data` as for
+    `tar_members` (members not read come as b"")."""
     sample: dict = {}
+    stray: dict | None = None  # a badly named member, not yet known to be inside `sample`
     for name, data in tar_members(stream, read_data):
         try:
             key, suffix = member_key(name)
         except FormatError as error:
-            if sample:
-                yield sample
-                sample = {}
-            yield {"__key__": name, "__error__": str(error)}
+            if stray is not None:  # two in a row: the first belongs to no sample we can tell
+                yield stray
+            stray = {"__key__": name, "__error__": str(error)}
             continue
         if sample and sample["__key__"] != key:
             yield sample
             sample = {}
+        if stray is not None:
+            if sample:  # the member before and the member after share a key: one object
+                sample.setdefault("__error__", stray["__error__"])
+            else:
+                yield stray
+            stray = None
         sample.setdefault("__key__", key)
         sample[suffix] = data
     if sample:
         yield sample
+    if stray is not None:
+        yield stray

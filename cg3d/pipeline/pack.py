@@ -13,8 +13,9 @@ which is then shorter: no later shard moves. With consistent inputs this is exac
 sequential pack's layout, byte for byte.
 
 Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
-leaves `_shards/{split}-XXXXXX.json` (count, sha256, failures, point shapes) once renamed into
-place: a rerun after a kill skips those shards. `.plan.json` names the inputs (each file's
+leaves `_shards/{split}-XXXXXX.json` (count, size, sha256, failures, point shapes) once renamed
+into place: a rerun after a kill skips those shards, once each is checked whole (its size is the
+recorded one and its tar reads to the end, `cg3d.formats.intact`); a damaged one is rewritten. `.plan.json` names the inputs (each file's
 name, size and mtime) and params the shards came from; when it differs, the old shards go.
 Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
 identical bytes. Objects that failed any stage are left out and listed in
@@ -31,11 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.intact import tar_problem
 from cg3d.formats.manifest import (
     CLASSES_NAME,
     MANIFEST_NAME,
@@ -58,6 +61,7 @@ from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
 
+_console = Console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
 SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
 MANIFEST_COLUMNS = [
@@ -114,8 +118,12 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
         if not Path(folder).is_dir():
             raise UsageError(f"{flag}: no such folder {folder}")
     failed: dict[str, dict] = {}
-    for folder in (points_dir, renders_dir, captions_dir):
-        for row in read_failures(Path(folder) / FAILURES_NAME):
+    for folder, stage in (
+        (points_dir, "sample"),
+        (renders_dir, "render"),
+        (captions_dir, "caption"),
+    ):
+        for row in read_failures(Path(folder) / FAILURES_NAME, stage):
             failed.setdefault(row["id"], row)
     classes = read_classes(meshes_dir)
     return PackInputs(
@@ -185,10 +193,26 @@ def shard_path(out_dir: Path, split: str, index: int) -> Path:
 
 
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
-    """A shard is finished when its record exists (written after the shard's rename)."""
-    return (
-        shard_record(out_dir, split, index).is_file() and shard_path(out_dir, split, index).exists()
-    )
+    """A shard is finished when its record exists (written after the shard's rename) and the
+    shard is whole: the size the record holds, and a tar that reads to its end. A damaged one
+    is reported and rewritten."""
+    record, shard = shard_record(out_dir, split, index), shard_path(out_dir, split, index)
+    if not record.is_file() or not shard.exists():
+        return False
+    try:
+        size = json.loads(record.read_text()).get("size")
+    except ValueError:
+        size, problem = None, f"its record {record.name} does not parse"
+    else:
+        problem = None
+        if size is not None and shard.stat().st_size != size:
+            problem = f"{shard.stat().st_size} bytes where {size} were written"
+    problem = problem or tar_problem(shard)
+    if problem:
+        _console.print(f"{shard} is damaged ({problem}): packing it again", markup=False)
+        record.unlink()
+        return False
+    return True
 
 
 def planned_failure(row: dict, inputs: PackInputs) -> dict | None:
@@ -282,7 +306,9 @@ def pack_shard(
             yield key, sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
 
     count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
-    record = {"count": count, "sha256": sha256, "failures": failures, "shapes": sorted(shapes)}
+    size = shard_path(out_dir, split, index).stat().st_size
+    record = {"count": count, "size": size, "sha256": sha256, "failures": failures}
+    record["shapes"] = sorted(shapes)
     with atomic_path(shard_record(out_dir, split, index)) as tmp:
         tmp.write_text(json.dumps(record))
     return count
