@@ -124,10 +124,20 @@ def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
     sample: inside a sample (the members around it share a key) the sample gets an
     "__error__" naming it; between samples it comes as its own {"__key__": name, "__error__":
     why}. Either way readers skip and count one object and go on. `read_data` as for
-    `tar_members` (members not read come as b"")."""
+    `tar_members` (members not read come as b""). A damaged tar raises FormatError after the
+    samples read before the damage (the last one whole when the cut fell between samples; a
+    reader's decode tells, as meta.json, every sample's last member, is missing if not)."""
     sample: dict = {}
     stray: dict | None = None  # a badly named member, not yet known to be inside `sample`
-    for name, data in tar_members(stream, read_data):
+    members = tar_members(stream, read_data)
+    while True:
+        try:
+            name, data = next(members)
+        except StopIteration:
+            break
+        except FormatError:
+            yield from (held for held in (sample, stray) if held)
+            raise
         try:
             key, suffix = member_key(name)
         except FormatError as error:
@@ -146,7 +156,4 @@ def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
             stray = None
         sample.setdefault("__key__", key)
         sample[suffix] = data
-    if sample:
-        yield sample
-    if stray is not None:
-        yield stray
+    yield from (held for held in (sample, stray) if held)
