@@ -120,40 +120,61 @@ def _skip(stream: BinaryIO, size: int) -> None:
 
 def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True) -> Iterator[dict]:
     """Samples of a tar stream: consecutive members with one key grouped as
-    {"__key__": key, suffix: bytes, ...}. A badly named member is one error, never a split
-    sample: inside a sample (the members around it share a key) the sample gets an
-    "__error__" naming it; between samples it comes as its own {"__key__": name, "__error__":
-    why}. Either way readers skip and count one object and go on. `read_data` as for
-    `tar_members` (members not read come as b""). A damaged tar raises FormatError after the
-    samples read before the damage (the last one whole when the cut fell between samples; a
-    reader's decode tells, as meta.json, every sample's last member, is missing if not)."""
+    {"__key__": key, suffix: bytes, ...}. `read_data` as for `tar_members` (members not read
+    come as b"").
+
+    One bad member is one bad object, never a sample split in three: a member that is badly
+    named, or that names another object, between two members of one sample is inside that
+    sample, which gets an "__error__" naming it (one member is held back to tell). A badly
+    named member between samples comes as its own {"__key__": name, "__error__": why}.
+    Readers skip and count each such sample once and go on. A damaged tar raises FormatError
+    after the samples read before the damage (the last one whole when the cut fell between
+    samples; a reader's decode tells: meta.json, every sample's last member, is missing if not).
+    """
     sample: dict = {}
-    stray: dict | None = None  # a badly named member, not yet known to be inside `sample`
+    held: tuple[str, str, str, bytes] | None = None  # (name, key, suffix or error, data)
     members = tar_members(stream, read_data)
+
+    def resolved() -> Iterator[dict]:
+        """The held member was not inside `sample`: `sample` is finished, the held member
+        starts the next one (or is its own bad object)."""
+        nonlocal sample, held
+        name, key, suffix, data = held
+        held = None
+        if sample:
+            yield sample
+        sample = {"__key__": key, suffix: data} if key else {}
+        if not key:
+            yield {"__key__": name, "__error__": suffix}
+
     while True:
         try:
             name, data = next(members)
         except StopIteration:
             break
         except FormatError:
-            yield from (held for held in (sample, stray) if held)
+            if held is not None:
+                yield from resolved()
+            if sample:
+                yield sample
             raise
         try:
             key, suffix = member_key(name)
         except FormatError as error:
-            if stray is not None:  # two in a row: the first belongs to no sample we can tell
-                yield stray
-            stray = {"__key__": name, "__error__": str(error)}
-            continue
-        if sample and sample["__key__"] != key:
-            yield sample
-            sample = {}
-        if stray is not None:
-            if sample:  # the member before and the member after share a key: one object
-                sample.setdefault("__error__", stray["__error__"])
+            key, suffix = "", str(error)
+        if held is not None:
+            if key and key == sample.get("__key__"):  # the held member was inside `sample`
+                why = held[2] if not held[1] else f"member {held[0]!r} of another object"
+                sample.setdefault("__error__", f"{why} inside sample {key}")
+                held = None
             else:
-                yield stray
-            stray = None
+                yield from resolved()
+        if not key or (sample and key != sample["__key__"]):
+            held = (name, key, suffix, data)  # a bad name, or the next sample's first member
+            continue
         sample.setdefault("__key__", key)
         sample[suffix] = data
-    yield from (held for held in (sample, stray) if held)
+    if held is not None:
+        yield from resolved()
+    if sample:
+        yield sample
