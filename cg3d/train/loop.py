@@ -268,11 +268,17 @@ def train_stage(
     rank 0 holds it (the ranks of one run share the folder).
     """
     config.validate()
-    if int(os.environ.get("RANK", "0")) != 0:
+    if _launch_rank() != 0:
         return _train_stage(shards, Path(out), config, resume)
     with output_lock(Path(out)):
         write_resolved(Path(out) / "params.yaml", "train", config)
         return _train_stage(shards, Path(out), config, resume)
+
+
+def _launch_rank() -> int:
+    """This process's rank: its process group's, or torchrun's before the group is joined."""
+    rank, size = world()
+    return rank if size > 1 else int(os.environ.get("RANK", "0"))
 
 
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
