@@ -22,7 +22,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
+import select
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
+# Seconds a remote read waits for data before the shard counts as failed (`train.read_timeout`).
+READ_TIMEOUT = 60.0
 
 
 # Where the shards are.
@@ -69,20 +73,62 @@ def shard_url(shards: str | Path, name: str) -> str:
 
 
 @contextlib.contextmanager
-def open_shard(url: str) -> Iterator[BinaryIO]:
+def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
     """The byte stream of a shard (or the index) at `url`. Closing checks the exit status of
     curl or the pipe command, so a failed download is an OSError when the block ends normally;
-    a block that ends early (an error, a reader that stops) closes quietly."""
+    a block that ends early (an error, a reader that stops) stops the download and closes
+    quietly. A remote stream that sends nothing for `timeout` seconds raises TimeoutError (a
+    server that stalls without closing would otherwise hang the reader forever)."""
     from webdataset.gopen import gopen
 
     stream = gopen(url, "rb")
+    process = getattr(stream, "proc", None)  # curl or the pipe command; None for a file
     try:
-        yield stream
+        yield TimedReader(stream.stream, timeout) if process is not None else stream
     except BaseException:
+        if process is not None:  # not waiting for it: it may be the one that stalled
+            with contextlib.suppress(OSError):
+                process.kill()
         with contextlib.suppress(Exception):
             stream.close()
         raise
     stream.close()
+
+
+class TimedReader:
+    """Reads a pipe's file descriptor, waiting at most `timeout` seconds for each piece of
+    data (select, then os.read: nothing is buffered where select cannot see it)."""
+
+    def __init__(self, pipe: BinaryIO, timeout: float, block: int = 1 << 16):
+        self.fd = pipe.fileno()
+        self.timeout = timeout
+        self.block = block
+        self.buffer = b""
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        pieces = []
+        wanted = size
+        while wanted != 0:
+            if self.offset == len(self.buffer) and not self._fill():
+                break
+            end = len(self.buffer) if wanted < 0 else min(len(self.buffer), self.offset + wanted)
+            pieces.append(self.buffer[self.offset : end])
+            if wanted > 0:
+                wanted -= end - self.offset
+            self.offset = end
+        return b"".join(pieces)
+
+    def _fill(self) -> bool:
+        """The next piece of the pipe into the buffer; False at its end."""
+        ready, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError(f"no data for {self.timeout:g} s (the source stopped sending)")
+        self.buffer, self.offset = os.read(self.fd, self.block), 0
+        return bool(self.buffer)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def why(error: BaseException) -> str:
@@ -227,19 +273,21 @@ def raw_samples(
     order: Sequence[int],
     skipped: Skipped,
     keep: Callable[[int], bool] = lambda position: True,
+    timeout: float = READ_TIMEOUT,
 ) -> Iterator[dict]:
     """Undecoded samples ({"__key__": id, suffix: bytes}) of the shards `order` (indices into
     `names`/`counts`), those whose position `keep` accepts. A position is a sample's index in
     the stream those shards give, as the index counts it. An unreadable shard counts its
     remaining kept positions as skipped; positions go on from the index, so the other readers'
-    shares stay the same."""
+    shares stay the same. A remote shard that sends nothing for `timeout` seconds is such an
+    unreadable shard (TimeoutError)."""
     position = -1
     for shard in order:
         url = shard_url(shards, names[shard])
         end = position + counts[shard]
         extra = 0  # samples past the index's count: they have no position to go to
         try:
-            with open_shard(url) as stream:
+            with open_shard(url, timeout) as stream:
                 for sample in tar_samples(stream):
                     if position == end:
                         extra += 1

@@ -127,9 +127,10 @@ def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
     named, or that names another object, between two members of one sample is inside that
     sample, which gets an "__error__" naming it (one member is held back to tell). A badly
     named member between samples comes as its own {"__key__": name, "__error__": why}.
-    Readers skip and count each such sample once and go on. A damaged tar raises FormatError
-    after the samples read before the damage (the last one whole when the cut fell between
-    samples; a reader's decode tells: meta.json, every sample's last member, is missing if not).
+    Readers skip and count each such sample once and go on. A stream that fails (a damaged
+    tar: FormatError; a remote read that timed out) raises after the samples read before the
+    failure (the last one whole when the cut fell between samples; a reader's decode tells:
+    meta.json, every sample's last member, is missing if not).
     """
     sample: dict = {}
     held: tuple[str, str, str, bytes] | None = None  # (name, key, suffix or error, data)
@@ -152,10 +153,8 @@ def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
             name, data = next(members)
         except StopIteration:
             break
-        except FormatError:
-            if held is not None:
-                yield from resolved()
-            if sample:
+        except Exception:  # damaged, cut short, timed out: what was read whole still counts
+            if sample:  # whole when a member of the next one was read (`held`); else maybe not
                 yield sample
             raise
         try:

@@ -70,6 +70,7 @@ class LoaderConfig:
     image_size: int = 224
     point_channels: int = 3  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
     seed: int = 0
+    read_timeout: float = 60.0  # seconds a remote shard may send nothing
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
@@ -246,7 +247,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         def keep(position: int) -> bool:
             return position % share.stride == share.offset
 
-        samples = raw_samples(self.shards, self.names, self.counts, share.shards, skipped, keep)
+        samples = raw_samples(
+            self.shards,
+            self.names,
+            self.counts,
+            share.shards,
+            skipped,
+            keep,
+            self.config.read_timeout,
+        )
         if self.train:
             samples = shuffled(samples, self.config.shuffle_buffer, rng)
         for raw in samples:

@@ -18,16 +18,17 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, output_lock
+from cg3d.files import atomic_path, holds_lock, output_lock
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
-from cg3d.params import TrainConfig, write_resolved
+from cg3d.params import TrainConfig
 from cg3d.train.distributed import (
     barrier,
     every_rank,
@@ -259,8 +260,7 @@ def read_metrics(out: Path) -> dict[str, Any]:
 def train_stage(
     shards: Path, out: Path, config: TrainConfig, resume: str = "never"
 ) -> dict[str, Any]:
-    """The `train` stage: shards in `shards/{train,test}` → `out/params.yaml`, `out/last.pt`,
-    `out/metrics.json`.
+    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`.
 
     `resume`: "never", "auto" or "always" (see cg3d.train.resume). The run holds `out`'s
     output lock (the one the data stages take): a second training into the same folder fails
@@ -268,17 +268,22 @@ def train_stage(
     rank 0 holds it (the ranks of one run share the folder).
     """
     config.validate()
-    if _launch_rank() != 0:
-        return _train_stage(shards, Path(out), config, resume)
-    with output_lock(Path(out)):
-        write_resolved(Path(out) / "params.yaml", "train", config)
+    with run_lock(out):
         return _train_stage(shards, Path(out), config, resume)
 
 
-def _launch_rank() -> int:
-    """This process's rank: its process group's, or torchrun's before the group is joined."""
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """`out`'s output lock (`cg3d.files.output_lock`, the one the data stages take), held by
+    rank 0: the ranks of one run share the folder. Its rank is the process group's, or
+    torchrun's (RANK) before the group is joined. Held already (by `cg3d train` around the
+    stage), it is not taken twice."""
     rank, size = world()
-    return rank if size > 1 else int(os.environ.get("RANK", "0"))
+    if (rank if size > 1 else int(os.environ.get("RANK", "0"))) != 0 or holds_lock(out):
+        yield
+        return
+    with output_lock(Path(out)):
+        yield
 
 
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:

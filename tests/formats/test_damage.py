@@ -209,3 +209,45 @@ def test_whole_parts_pass_the_check(tmp_path):
     tar = tmp_path / "part-00000.tar"
     write_tar(tar, {"a.view_00.png": png_bytes(0, 8)})
     assert part_problem(part) is None and part_problem(tar) is None
+
+
+def test_a_server_that_stops_sending_fails_the_shard_after_the_timeout(tmp_path):
+    """Issue 18 §3: a server that stalls (not closing) hung training forever."""
+    import threading
+    import time
+
+    from tests.formats.server import serve
+
+    shard = shard_set(tmp_path)
+    name = "test/" + SHARD_PATTERN.format(0)
+    skipped, read = Skipped(), []
+    stall = sample_starts(shard)[3] + 512  # 3 samples, then the header of the 4th
+
+    def reading(url: str) -> None:
+        for raw in raw_samples(url, [name], [SAMPLES], [0], skipped, timeout=1.0):
+            read.append(raw["__key__"])
+
+    with serve(tmp_path, stall_after=stall) as url:
+        start = time.monotonic()
+        thread = threading.Thread(target=reading, args=(url,), daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the reader still waits on the stalled server"
+    assert time.monotonic() - start < 20
+    assert read == ["o00", "o01", "o02"] and skipped.total == SAMPLES - 3
+    (reason,) = skipped.reasons
+    assert reason == "unreadable shard (TimeoutError: no data for 1 s (the source stopped sending))"
+
+
+def test_a_pipe_that_stops_sending_fails_the_shard_after_the_timeout(tmp_path):
+    import time
+
+    shard = shard_set(tmp_path)
+    skipped = Skipped()
+    # the name goes where `{}` is; `sleep` holds the pipe open, sending nothing
+    command = f"pipe:head -c {sample_starts(shard)[3] + 512} {shard}; sleep 30; echo {{}}"
+    start = time.monotonic()
+    read = list(raw_samples(command, ["x"], [SAMPLES], [0], skipped, timeout=1.0))
+    assert time.monotonic() - start < 20
+    assert len(read) == 3 and skipped.total == SAMPLES - 3
+    assert "TimeoutError" in next(iter(skipped.reasons))
