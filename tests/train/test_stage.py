@@ -178,9 +178,9 @@ def test_two_identical_runs_write_the_same_checkpoint_bytes(shards, tmp_path):
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     first, second = ((out / "last.pt").read_bytes() for out in outs)
+    assert first == second
     names = zipfile.ZipFile(outs[0] / "last.pt").namelist()
     assert all(name.startswith("archive/") for name in names), names
-    assert first == second
 
 
 def test_a_read_only_run_folder_is_one_line_before_training(shards, tmp_path):
