@@ -95,14 +95,14 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditShape]:
     """The points and mesh identity of every sample of a split (views are not decoded)."""
-    from cg3d.formats.shards import decode_cloud, decode_member
+    from cg3d.formats.shards import decode_cloud, decode_member, decode_meta
 
     entry = split_entry(read_index(shards), split)
     order = range(len(entry["shards"]))
     for raw in raw_samples(shards, entry["shards"], entry["counts"], order, skipped):
         try:
             points = decode_member(raw, "points.npy", decode_cloud)
-            meta = decode_member(raw, "meta.json", json.loads)
+            meta = decode_member(raw, "meta.json", decode_meta)
         except FormatError as error:
             skipped.add(f"sample {raw['__key__']}", str(error))
             continue

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
-from cg3d.formats.intact import parquet_file
+from cg3d.formats.intact import damaged, parquet_file
 
 MANIFEST_NAME = "manifest.parquet"
 STAGE = "meshes"  # the stage that writes (and rebuilds) the manifest
@@ -171,7 +171,13 @@ def read_classes(meshes_dir: Path) -> list[str]:
     """The meshes stage's class list, else the sorted class names of the good objects."""
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
-        return list(json.loads(path.read_text()))
+        try:
+            classes = json.loads(path.read_text())
+        except ValueError as error:  # cut short: the meshes stage writes it again
+            raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise damaged(path, "not a list of class names", STAGE)
+        return classes
     rows = manifest_rows(meshes_dir, ["class_name", "status"])
     return sorted({row["class_name"] for row in rows if row["status"] == OK})
 

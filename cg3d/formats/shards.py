@@ -35,6 +35,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256
+from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
 
@@ -148,9 +149,12 @@ def read_index(shards: str | Path) -> dict:
     try:
         with open_shard(url) as stream:
             data = stream.read()
-        return json.loads(data)  # after the close, which reports a failed download
-    except (OSError, ValueError) as error:
+        index = json.loads(data)  # after the close, which reports a failed download
+    except ValueError as error:  # cut short or not JSON: the pack stage writes it again
+        raise damaged(url, why(error), "pack") from None
+    except OSError as error:
         raise UsageError(f"cannot read {url}: {why(error)}") from None
+    return index
 
 
 def split_entry(index: dict, split: str) -> dict:
@@ -367,7 +371,25 @@ def decode_cloud(data: bytes) -> np.ndarray:
     points = decode_points(data)
     if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or len(points) == 0:
         raise ValueError(f"shape {points.shape} is not (N, 3), (N, 6) or (N, 9)")
+    if not np.isfinite(points).all():  # NaN would reach the loss and the metrics silently
+        raise ValueError("it holds NaN or infinite values")
     return points
+
+
+def decode_meta(data: bytes) -> dict:
+    """meta.json: a JSON object (a list or a number is not, whatever else it holds)."""
+    meta = json.loads(data)
+    if not isinstance(meta, dict):
+        raise ValueError(f"it is a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def decode_captions(data: bytes) -> list[str]:
+    """captions.json: a JSON list of strings."""
+    captions = json.loads(data)
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise ValueError("it is not a list of strings")
+    return captions
 
 
 # The layout of shards packed before meta.json named it: xyz, or xyz and normals (colours came
@@ -416,12 +438,12 @@ def decode_sample(raw: dict) -> dict:
     """A whole sample: key, points, views (RGB images in name order), captions, cls, meta, and
     `channels`, the names of the point columns (`sample_channels`)."""
     points = decode_member(raw, "points.npy", decode_cloud)
-    meta = decode_member(raw, "meta.json", json.loads)
+    meta = decode_member(raw, "meta.json", decode_meta)
     return {
         "key": raw["__key__"],
         "points": points,
         "views": [decode_member(raw, name, decode_image) for name in view_names(raw)],
-        "captions": decode_member(raw, "captions.json", json.loads),
+        "captions": decode_member(raw, "captions.json", decode_captions),
         "cls": decode_member(raw, "cls", int),
         "meta": meta,
         "channels": sample_channels(meta, points.shape[1]),
@@ -436,7 +458,7 @@ def split_channels(shards: str | Path, split: str) -> list[str] | None:
     for raw in raw_samples(shards, entry["shards"], entry["counts"], order, Skipped()):
         try:
             points = decode_member(raw, "points.npy", decode_cloud)
-            return sample_channels(decode_member(raw, "meta.json", json.loads), points.shape[1])
+            return sample_channels(decode_member(raw, "meta.json", decode_meta), points.shape[1])
         except FormatError:
             continue
     return None

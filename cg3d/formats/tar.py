@@ -172,6 +172,8 @@ def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True
             held = (name, key, suffix, data)  # a bad name, or the next sample's first member
             continue
         sample.setdefault("__key__", key)
+        if suffix in sample:  # which of the two is the object's? neither is trusted
+            sample.setdefault("__error__", f"member {name!r} appears twice in sample {key}")
         sample[suffix] = data
     if held is not None:
         yield from resolved()

@@ -102,8 +102,7 @@ class ChunkedOutput:
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink()
-        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
-        if previous.get("digest") != digest:
+        if plan_digest(plan_file) != digest:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -152,6 +151,16 @@ class ChunkedOutput:
         rows = [r for i in indices for r in read_failures(self.failure_part(i), self.stage)]
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
+
+
+def plan_digest(plan_file: Path) -> str | None:
+    """The plan digest a previous run left in `plan_file` (`.plan.json`); None when there is
+    none, or it does not parse (cut short): its parts then count as another plan's."""
+    try:
+        previous = json.loads(Path(plan_file).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return previous.get("digest") if isinstance(previous, dict) else None
 
 
 def content_key(record_fields: str) -> int:

@@ -59,7 +59,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
+from cg3d.pipeline.chunks import PLAN_NAME, default_workers, plan_digest, run_chunks
 
 _console = Console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
@@ -166,7 +166,7 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     Returns the plan's digest. The index goes first: no index, no set."""
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
     plan_file = out_dir / PLAN_NAME
-    previous = json.loads(plan_file.read_text()).get("digest") if plan_file.is_file() else None
+    previous = plan_digest(plan_file)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INDEX_NAME).unlink(missing_ok=True)
     if previous != digest:

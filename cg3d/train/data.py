@@ -23,7 +23,6 @@ training by `check_point_channels`.
 """
 
 import dataclasses
-import json
 import multiprocessing
 import random
 from collections.abc import Iterator
@@ -40,9 +39,11 @@ from cg3d.errors import UsageError
 from cg3d.formats.shards import (
     RGB,
     Skipped,
+    decode_captions,
     decode_cloud,
     decode_image,
     decode_member,
+    decode_meta,
     location,
     model_columns,
     raw_samples,
@@ -269,11 +270,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         when training), whether the points had colour; members that are missing or do not
         decode raise FormatError naming them."""
         points = decode_member(raw, "points.npy", decode_cloud)
-        meta = decode_member(raw, "meta.json", json.loads)
+        meta = decode_member(raw, "meta.json", decode_meta)
         channels = sample_channels(meta, points.shape[1])
         colored = sample_has_color(meta, channels)
         points = model_columns(points, channels, self.config.point_channels)
-        captions = decode_member(raw, "captions.json", json.loads)
+        captions = decode_member(raw, "captions.json", decode_captions)
         views = view_names(raw)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")

@@ -24,6 +24,7 @@ from cg3d.formats.shards import (
     SHARD_PATTERN,
     Skipped,
     iter_samples,
+    npy_bytes,
     raw_samples,
     sample_members,
     split_entry_of,
@@ -251,3 +252,58 @@ def test_a_pipe_that_stops_sending_fails_the_shard_after_the_timeout(tmp_path):
     assert time.monotonic() - start < 20
     assert len(read) == 3 and skipped.total == SAMPLES - 3
     assert "TimeoutError" in next(iter(skipped.reasons))
+
+
+@pytest.mark.parametrize(
+    ("member", "data", "cause"),
+    [
+        ("points.npy", npy_bytes(np.full((4, 3), np.nan)), "NaN or infinite"),
+        ("meta.json", b"[1, 2]", "a JSON list, not an object"),
+        ("captions.json", b'{"a": 1}', "not a list of strings"),
+    ],
+    ids=["nan_points", "meta_list", "captions_dict"],
+)
+def test_a_member_of_the_wrong_kind_is_one_skip_naming_it(tmp_path, member, data, cause):
+    shard = shard_set(tmp_path)
+    target = f"o05.{member}"
+    rewrite_tar(shard, lambda name, old: (name, data if name == target else old))
+    skipped = Skipped()
+    assert len(list(iter_samples(tmp_path, "test", skipped))) == SAMPLES - 1
+    (reason,) = skipped.reasons
+    assert reason.startswith(f"{member} does not decode") and cause in reason
+
+
+def test_a_member_that_appears_twice_is_one_skip(tmp_path):
+    path = tmp_path / "x.tar"
+    with tarfile.open(path, "w") as tar:
+        for name in ("a.cls", "a.cls", "b.cls"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"1"))
+    with open(path, "rb") as stream:
+        first, second = tar_samples(stream)
+    assert first["__error__"] == "member 'a.cls' appears twice in sample a"
+    assert "__error__" not in second
+
+
+def test_a_damaged_plan_record_index_or_class_list_is_no_traceback(tmp_path):
+    from cg3d.files import output_lock
+    from cg3d.formats.manifest import CLASSES_NAME, read_classes, write_classes
+    from cg3d.formats.shards import INDEX_NAME, read_index
+    from cg3d.pipeline.chunks import PLAN_NAME, ChunkedOutput
+
+    shard_set(tmp_path)
+    cut_in_half(tmp_path / INDEX_NAME)
+    with pytest.raises(UsageError, match=r"index\.json is damaged .*rerun `cg3d pack`"):
+        read_index(tmp_path)
+    write_classes(["chair", "table"], tmp_path)
+    cut_in_half(tmp_path / CLASSES_NAME)
+    with pytest.raises(UsageError, match=r"classes\.json is damaged .*rerun `cg3d meshes`"):
+        read_classes(tmp_path)
+    out = tmp_path / "points"
+    with output_lock(out):
+        ChunkedOutput(out, ".parquet", "sample", {"points": 1}).prepare()
+        write_points_part(out / "part-00000.parquet", ["a"], [np.zeros((2, 3))])
+        cut_in_half(out / PLAN_NAME)
+        ChunkedOutput(out, ".parquet", "sample", {"points": 1}).prepare()  # a plan unknown
+    assert not (out / "part-00000.parquet").exists()
