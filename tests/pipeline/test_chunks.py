@@ -330,3 +330,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_part(tmp_path):
     assert line.startswith(f"error: {out}/") and line.endswith("No space left on device (ENOSPC)")
     assert not [name for name in left if name.endswith(".tmp")]
     assert whole == [None] * len(whole) and len(whole) < 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["meshes", "--source", "synthetic"],
+        ["sample", "--meshes", "{missing}"],
+        ["render", "--meshes", "{missing}"],
+        ["caption", "--meshes", "{missing}"],
+        ["pack", "--meshes", "{missing}", "--points", "{missing}"]
+        + ["--renders", "{missing}", "--captions", "{missing}"],
+        ["index", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["eval", "zeroshot", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["eval", "retrieval", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["finetune", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["scene-query", "{missing}", "--text", "a chair", "--checkpoint", "{missing}"],
+        ["audit", "--train", "{missing}", "--test", "{missing}"],
+    ],
+    ids=lambda command: "-".join(command[:2]) if command[0] == "eval" else command[0],
+)
+def test_every_stage_checks_its_output_folder_before_any_work(tmp_path, command):
+    """A folder that cannot be written is one line naming --out, before inputs are read (or a
+    checkpoint loaded): eval, finetune and audit failed only after all the work."""
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+
+    (tmp_path / "file").write_text("")
+    args = [arg.replace("{missing}", str(tmp_path / "missing")) for arg in command]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "file" / "out")])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception).startswith(f"--out: cannot write into {tmp_path / 'file'}")
+
+
+def test_export_checks_its_output_folder_before_loading_the_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+
+    (tmp_path / "file").write_text("")
+    args = ["export", "--checkpoint", str(tmp_path / "missing.pt")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "file" / "model.pt")])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"--out: {tmp_path / 'file'} is a file, not a folder"
