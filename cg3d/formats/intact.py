@@ -44,7 +44,7 @@ def tar_problem(path: Path) -> str | None:
     """Why the tar at `path` is not whole (None when it is): its headers are walked to the
     end-of-archive blocks, member data seeked over."""
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb", buffering=0) as stream:  # a seek per member: no buffer to refill
             for _ in tar_members(stream, read_data=False):
                 pass
     except FormatError as error:

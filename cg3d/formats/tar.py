@@ -109,11 +109,10 @@ def tar_members(
 
 
 def _skip(stream: BinaryIO, size: int) -> None:
-    """Move past `size` bytes (member data and padding); a file that ends inside is truncated."""
+    """Move past `size` bytes (member data and padding). Seeking past the end of a file cut
+    inside them is found by the next header read (short or empty: a truncated tar)."""
     if size and stream.seekable():
-        stream.seek(size - 1, io.SEEK_CUR)
-        if not stream.read(1):
-            raise FormatError("truncated tar member")
+        stream.seek(size, io.SEEK_CUR)
     elif len(stream.read(size)) < size:
         raise FormatError("truncated tar member")
 
