@@ -26,6 +26,7 @@ from cg3d.errors import UsageError
 # Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
 # left by a killed run never enters a DVC output's hash.
 LOCK_NAME = ".cg3d.lock"
+WRITE_CHECK_NAME = ".cg3d-write-check"
 
 
 @contextmanager
@@ -74,7 +75,9 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
-    probe = folder / f".cg3d-write-check.{os.getpid()}"
+    # .dvcignore names the probe: one left by a kill between its creation and removal never
+    # enters a DVC output's hash
+    probe = folder / f"{WRITE_CHECK_NAME}.{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.touch()
