@@ -103,14 +103,6 @@ def test_a_shard_shorter_than_its_index_counts_the_difference(tmp_path):
     assert "9 of the 10 samples" in next(iter(skipped.reasons))
 
 
-def test_samples_past_the_index_count_are_counted_not_placed(tmp_path):
-    shard_set(tmp_path)
-    skipped = Skipped()
-    read = list(raw_samples(tmp_path, ["test/" + SHARD_PATTERN.format(0)], [8], [0], skipped))
-    assert [raw["__key__"] for raw in read] == [f"o{i:02d}" for i in range(8)]
-    assert skipped.total == 2 and "past index.json's count of 8" in next(iter(skipped.reasons))
-
-
 @pytest.mark.parametrize("bad_name", ["o04captions", "o04", "o04captions.json"])
 def test_one_bad_member_inside_a_sample_is_one_skip_naming_it(tmp_path, bad_name):
     """Main split the sample around it: 3 skips, two of them 'meta.json is missing'. A dotless
