@@ -15,8 +15,9 @@ sequential pack's layout, byte for byte.
 Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
 leaves `_shards/{split}-XXXXXX.json` (count, size, sha256, failures, point shapes) once renamed
 into place: a rerun after a kill skips those shards, once each is checked whole (its size is the
-recorded one and its tar reads to the end, `cg3d.formats.intact`); a damaged one is rewritten. `.plan.json` names the inputs (each file's
-name, size and mtime) and params the shards came from; when it differs, the old shards go.
+recorded one and its tar reads to the end, `cg3d.formats.intact`); a damaged one is rewritten.
+`.plan.json` names the inputs (each file's name, size and mtime) and params the shards came
+from; when it differs, the old shards go.
 Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
 identical bytes. Objects that failed any stage are left out and listed in
 `OUT/failures.parquet` and the index.
@@ -63,7 +64,7 @@ from cg3d.pipeline.chunks import PLAN_NAME, default_workers, plan_digest, run_ch
 
 _console = Console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
-SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
+SHARD_RECORDS = "_shards"  # per finished shard: count, size, sha256, failures, point shapes
 MANIFEST_COLUMNS = [
     "id",
     "source",
@@ -307,8 +308,13 @@ def pack_shard(
 
     count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
     size = shard_path(out_dir, split, index).stat().st_size
-    record = {"count": count, "size": size, "sha256": sha256, "failures": failures}
-    record["shapes"] = sorted(shapes)
+    record = {
+        "count": count,
+        "size": size,
+        "sha256": sha256,
+        "failures": failures,
+        "shapes": sorted(shapes),
+    }
     with atomic_path(shard_record(out_dir, split, index)) as tmp:
         tmp.write_text(json.dumps(record))
     return count
