@@ -152,13 +152,25 @@ def test_auto_resume_continues_an_unfinished_run_and_retrains_otherwise(shards, 
 
 def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
     """Issue 18: two `cg3d train` into one --out both ran and interleaved their curves."""
-    from cg3d.files import output_lock
+    import subprocess
+    import sys
 
     out = tmp_path / "run"
-    args = ["train", "--shards", str(shards), "--out", str(out)]
-    args += ["--params", str(params_file(tmp_path))]
-    with output_lock(out):  # a first run, still writing
-        result = CliRunner().invoke(app, args)
+    holder = (
+        "import time\nfrom cg3d.files import output_lock\n"
+        f"with output_lock({str(out)!r}):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    # a first run, still writing: another process that holds the folder's lock
+    first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        args = ["train", "--shards", str(shards), "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, "--params", str(params_file(tmp_path))])
+    finally:
+        first.kill()
+        first.wait()
     assert result.exit_code != 0 and "another run is writing into" in str(result.exception)
     assert not (out / "params.yaml").exists() and not (out / "dvclive").exists()
 
