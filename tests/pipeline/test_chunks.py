@@ -374,3 +374,31 @@ def test_export_checks_its_output_folder_before_loading_the_checkpoint(tmp_path)
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "file" / "model.pt")])
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == f"--out: {tmp_path / 'file'} is a file, not a folder"
+
+
+@pytest.mark.parametrize(
+    ("folder", "file", "stage"),
+    [
+        ("points", "part-00000.parquet", "sample"),
+        ("meshes", "manifest.parquet", "meshes"),
+        ("captions", "captions.parquet", "caption"),
+        ("renders", "part-00000.tar", "render"),
+    ],
+)
+def test_pack_on_a_damaged_input_is_one_line_naming_it_and_its_stage(tmp_path, folder, file, stage):
+    """Never `ArrowInvalid: Parquet magic bytes not found` (issue 18)."""
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+    from tests.pipeline.fakes import fake_pipeline
+
+    fake_pipeline(tmp_path, per_class=2, shard_size=3)
+    damaged = tmp_path / folder / file
+    cut(damaged)
+    args = ["pack", "--out", str(tmp_path / "repacked")]
+    for name in ("meshes", "points", "renders", "captions"):
+        args += [f"--{name}", str(tmp_path / name)]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)
+    assert str(damaged) in message and f"rerun `cg3d {stage}`" in message and "\n" not in message
