@@ -125,12 +125,17 @@ def quiet_warnings() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, and what the machine refused (a full disk, a read-only
+    folder: any OSError, named by its file and its errno's meaning), become one line on
+    stderr and exit code 2."""
+    from cg3d.files import os_error_line
+
     quiet_warnings()
     try:
         app()
-    except (UsageError, FileNotFoundError) as error:
+    except (UsageError, OSError) as error:
+        message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
         console.print("[bold red]error:[/]", end=" ")
-        console.print(str(error), markup=False)
+        console.print(message, markup=False)
         sys.exit(2)

@@ -294,6 +294,11 @@ class TrainConfig(Section):
     # data
     workers: int = param(2, "Loader worker processes.", low=0)
     shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
+    read_timeout: float = param(
+        60.0,
+        "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable.",
+        low=0.1,
+    )
     augment: AugmentConfig = param(AugmentConfig, "Point augmentations.", option=False)
     eval_templates: str = param(
         "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
+from cg3d.formats.intact import damaged, parquet_file
 
 MANIFEST_NAME = "manifest.parquet"
+STAGE = "meshes"  # the stage that writes (and rebuilds) the manifest
 # Rows per Parquet row group: `manifest_batches` streams the manifest a row group at a time, so
 # at most this many rows are decoded at once, whatever the number of objects.
 ROW_GROUP_ROWS = 16_384
@@ -124,7 +126,8 @@ def manifest_path(meshes_dir: Path) -> Path:
 
 def read_manifest(meshes_dir: Path, ok_only: bool = False) -> list[MeshRecord]:
     """Rows of `meshes_dir/manifest.parquet` (only `status == ok` ones when asked)."""
-    records = [MeshRecord(**row) for row in pq.read_table(manifest_path(meshes_dir)).to_pylist()]
+    table = parquet_file(manifest_path(meshes_dir), STAGE).read()
+    records = [MeshRecord(**row) for row in table.to_pylist()]
     return [r for r in records if r.status == OK] if ok_only else records
 
 
@@ -133,13 +136,13 @@ def manifest_batches(
 ) -> Iterator[list[dict]]:
     """The manifest's rows as dicts (only `columns`), in batches: memory stays flat.
     A missing manifest raises at the call, before any row is asked for."""
-    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
     return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
 
 
 def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
-    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
     return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
 
 
@@ -148,7 +151,7 @@ def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterato
 
 
 def manifest_size(meshes_dir: Path) -> int:
-    return pq.ParquetFile(manifest_path(meshes_dir)).metadata.num_rows
+    return parquet_file(manifest_path(meshes_dir), STAGE).metadata.num_rows
 
 
 def failure_reason(row: dict) -> str:
@@ -168,7 +171,13 @@ def read_classes(meshes_dir: Path) -> list[str]:
     """The meshes stage's class list, else the sorted class names of the good objects."""
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
-        return list(json.loads(path.read_text()))
+        try:
+            classes = json.loads(path.read_text())
+        except ValueError as error:  # cut short: the meshes stage writes it again
+            raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise damaged(path, "not a list of class names", STAGE)
+        return classes
     rows = manifest_rows(meshes_dir, ["class_name", "status"])
     return sorted({row["class_name"] for row in rows if row["status"] == OK})
 

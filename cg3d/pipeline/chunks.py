@@ -2,8 +2,10 @@
 
 A stage's work is cut into chunks of objects (docs/design.md): each chunk becomes one part file,
 written atomically (temp then rename) by the worker that made it. A part file that exists is
-a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
-are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
+a finished chunk, so a rerun after a kill redoes only the missing ones, and the ones that are
+not whole (`cg3d.formats.intact`: a part cut short by a full disk or a bad copy is checked,
+reported and recomputed, never counted as done). Each chunk's failures are written just
+before its part, to `_failures/`, and merged into `failures.parquet` at the end.
 
 Which objects form which chunk is kept in `chunks.parquet` (`plan_chunks`): a rerun on a grown
 manifest keeps every chunk whose members did not change and puts the new objects into new
@@ -33,14 +35,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.intact import part_problem
 from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS
 
 log = logging.getLogger(__name__)
+_console = Console(stderr=True, highlight=False)
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
@@ -74,6 +79,8 @@ class ChunkedOutput:
     suffix: str
     stage: str
     fingerprint: dict = field(default_factory=dict)
+    # (file, why) of the damaged parts `pending` found and dropped, for the stage's report
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -99,8 +106,7 @@ class ChunkedOutput:
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink()
-        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
-        if previous.get("digest") != digest:
+        if previous_plan_digest(plan_file) != digest:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -111,9 +117,24 @@ class ChunkedOutput:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
-        """The chunks (numbers, or `range(chunks)`) whose part is not written yet."""
+        """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
+        whole: a damaged part (or its failure table) is reported, removed and recomputed."""
         indices = range(chunks) if isinstance(chunks, int) else chunks
-        return [i for i in indices if not self.part(i).exists()]
+        return [i for i in indices if not self.done(i)]
+
+    def done(self, index: int) -> bool:
+        """Whether chunk `index` is finished: its part exists and it, and its failure table
+        when there is one, are whole (their footers or tar ends read: cheap, no data read)."""
+        if not self.part(index).exists():
+            return False
+        for path in (self.part(index), self.failure_part(index)):
+            problem = part_problem(path) if path.exists() else None
+            if problem:
+                self.damaged.append((path, problem))
+                _console.print(f"{path} is damaged ({problem}): recomputing it", markup=False)
+                self.drop(index)
+                return False
+        return True
 
     def drop(self, index: int) -> None:
         """Remove a chunk's part and failures (a chunk whose members changed)."""
@@ -131,9 +152,19 @@ class ChunkedOutput:
         """Merge the chunk failure tables (of `range(chunks)`, or of these chunk numbers)
         into `failures.parquet`; return the rows."""
         indices = range(chunks) if isinstance(chunks, int) else chunks
-        rows = [r for i in indices for r in read_failures(self.failure_part(i))]
+        rows = [r for i in indices for r in read_failures(self.failure_part(i), self.stage)]
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
+
+
+def previous_plan_digest(plan_file: Path) -> str | None:
+    """The plan digest a previous run left in `plan_file` (`.plan.json`); None when there is
+    none, or it does not parse (cut short): its parts then count as another plan's."""
+    try:
+        previous = json.loads(Path(plan_file).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return previous.get("digest") if isinstance(previous, dict) else None
 
 
 def content_key(record_fields: str) -> int:

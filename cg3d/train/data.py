@@ -74,6 +74,7 @@ class LoaderConfig:
     shuffle_buffer: int
     point_channels: int  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
     seed: int
+    read_timeout: float  # seconds a remote shard may send nothing
     augment: AugmentConfig
     image_size: int
 
@@ -254,7 +255,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         def keep(position: int) -> bool:
             return position % share.stride == share.offset
 
-        samples = raw_samples(self.shards, self.names, self.counts, share.shards, skipped, keep)
+        samples = raw_samples(
+            self.shards,
+            self.names,
+            self.counts,
+            share.shards,
+            skipped,
+            keep,
+            self.config.read_timeout,
+        )
         if self.train:
             samples = shuffled(samples, self.config.shuffle_buffer, rng)
         for raw in samples:
