@@ -14,6 +14,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
+import gc
 import hashlib
 import itertools
 import json
@@ -314,8 +315,6 @@ def run_chunks(
 
 
 def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
-    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
-    context = get_context("spawn")
     sized = iter(sized)
     first = list(itertools.islice(sized, 2 * workers))
     if len(first) <= 1:  # one job: a pool would only add start-up time
@@ -323,9 +322,17 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             work(*job)
             advance(size)
         return
+    try:
+        _pool_loop(work, first, sized, workers, advance)
+    finally:
+        _stop_resource_tracker()
+
+
+def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
+    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
     with ProcessPoolExecutor(
         max_workers=min(workers, len(first)),
-        mp_context=context,
+        mp_context=get_context("spawn"),
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
@@ -343,6 +350,18 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _stop_resource_tracker() -> None:
+    """Stop and reap the resource tracker process a spawn pool starts. Python leaves it to
+    outlive its parent: orphaned at exit, it lingers (a defunct child where nothing reaps
+    orphans) in the stage's process group. The pool's queues are collected first: their
+    semaphores unregister through the tracker and would start it again. A later pool starts
+    a new one."""
+    from multiprocessing import resource_tracker
+
+    gc.collect()
+    resource_tracker._resource_tracker._stop()  # private: Python has no public way to stop it
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -167,3 +167,34 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path_factory):
     with output_lock(folder):  # but its flock died with the process
         pass
     assert not (folder / LOCK_NAME).exists()
+
+
+# Runs `cg3d sample` as a child of a process that adopts orphans (a child subreaper, as an
+# init or a container runtime is): any process the stage leaves behind becomes its child.
+LEFT_BEHIND = """
+import ctypes, subprocess, sys
+import psutil
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+stage = subprocess.run([sys.executable, "-m", "cg3d", *sys.argv[1:]], capture_output=True)
+assert stage.returncode == 0, stage.stderr.decode()[-2000:]
+print([child.pid for child in psutil.Process().children()])
+"""
+
+
+def test_the_sample_stage_leaves_no_process_behind(tmp_path):
+    import trimesh
+
+    from tests.pipeline.test_sample import make_meshes
+
+    shapes = {f"box{i}": trimesh.creation.box([1.0, 1.0 + i, 2.0]) for i in range(4)}
+    meshes_dir = make_meshes(tmp_path, shapes)
+    command = ["sample", "--meshes", str(meshes_dir), "--out", str(tmp_path / "points")]
+    options = ["--workers", "2", "--chunk-size", "1", "--points", "64"]
+    run = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND, *command, *options],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"  # a pool's resource tracker used to outlive the stage
