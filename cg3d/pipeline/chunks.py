@@ -189,7 +189,7 @@ class ChunkPlan:
 
 
 def plan_chunks(
-    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int
+    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int, workers: int = 1
 ) -> ChunkPlan:
     """The chunks of the manifest's objects of status `ok`, stable under additions (call it
     after `output.prepare()`).
@@ -200,6 +200,10 @@ def plan_chunks(
     manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
     The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
     ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
+
+    New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
+    of them still make at least `workers` chunks, so every worker has one (only new chunks
+    are cut: the kept ones, and so the stability under additions, do not depend on it).
     """
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
@@ -232,7 +236,8 @@ def plan_chunks(
     dirty = set(changed.column("chunk").to_pylist()) | set(removed.column("chunk").to_pylist())
     new = joined.filter(pc.is_null(joined.column("chunk")))
     first_new = (pc.max(previous.column("chunk")).as_py() + 1) if previous.num_rows else 0
-    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // chunk_size
+    size = new_chunk_size(new.num_rows, chunk_size, workers)
+    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // size
     members = pa.concat_tables(
         [
             kept.select(["id", "chunk", "content"]).cast(MEMBERS_SCHEMA),
@@ -251,6 +256,12 @@ def plan_chunks(
     plan = ChunkPlan(tables, ok, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
+
+
+def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
+    """Objects per chunk for `objects` new ones: `chunk_size`, or fewer when that would leave
+    some of the `workers` without a chunk (a small set, or a small addition)."""
+    return max(1, min(chunk_size, -(-objects // max(workers, 1))))
 
 
 def progress_bar(unit: str = "objects") -> Progress:

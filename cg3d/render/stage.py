@@ -104,14 +104,17 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    workers = config.workers or default_workers()
+    chunks = plan_chunks(
+        partial(manifest_tables, meshes_dir), OK, output, config.chunk_size, workers
+    )
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
         for i, rows in chunks.jobs(pending)
     )
-    workers = min(config.workers or default_workers(), max(len(pending), 1))
+    workers = min(workers, max(len(pending), 1))
     total_views = config.views * sum(sizes[i] for i in pending)
     with progress_bar("views") as progress:
         task = progress.add_task(f"rendering ({config.engine})", total=total_views, rate="")

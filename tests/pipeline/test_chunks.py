@@ -8,7 +8,8 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.files import LOCK_NAME, atomic_path, locks_out_dir, output_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures
-from cg3d.pipeline.chunks import ChunkedOutput, run_chunks, split_into_chunks
+from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, write_manifest
+from cg3d.pipeline.chunks import ChunkedOutput, plan_chunks, run_chunks, split_into_chunks
 
 
 @pytest.fixture
@@ -34,6 +35,44 @@ def test_split_keeps_order_and_sizes():
     assert split_into_chunks([], 3) == []
     with pytest.raises(ValueError):
         split_into_chunks([1], 0)
+
+
+def plan(tmp_path: Path, ids: list[str], chunk_size: int, workers: int) -> dict[int, list[str]]:
+    """The chunks (number: member ids) `plan_chunks` gives a manifest of `ids` in tmp_path."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir(parents=True, exist_ok=True)
+    write_manifest([MeshRecord(i, "test", f"{i}.obj", "thing", "train") for i in ids], meshes)
+    output = ChunkedOutput(tmp_path / "out", ".txt", "test")
+    with output_lock(output.out_dir):
+        output.prepare()
+        members = plan_chunks(
+            lambda columns: manifest_tables(meshes, columns), OK, output, chunk_size, workers
+        ).members
+    chunks: dict[int, list[str]] = {}
+    for row in members.to_pylist():
+        chunks.setdefault(row["chunk"], []).append(row["id"])
+    return chunks
+
+
+def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(10)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=4)
+    assert [len(members) for members in chunks.values()] == [3, 3, 3, 1]
+    assert sorted(i for members in chunks.values() for i in members) == ids
+    # a large set keeps chunks of chunk_size
+    large = plan(tmp_path / "large", [f"obj{i:03d}" for i in range(100)], chunk_size=10, workers=4)
+    assert {len(members) for members in large.values()} == {10}
+
+
+def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
+    first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
+    grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
+    assert {k: grown[k] for k in first} == first  # every chunk kept as it was
+    added = [grown[k] for k in sorted(set(grown) - set(first))]
+    assert [len(members) for members in added] == [3, 3, 3, 1]  # the 10 new ones, spread
+    assert sorted(i for members in added for i in members) == [
+        f"obj{i:02d}" for i in range(1, 20, 2)
+    ]
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
