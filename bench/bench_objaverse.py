@@ -11,7 +11,8 @@ monkeys, subdivided cubes), 0–3 packed PNG maps (base colour, metallic-roughne
 PNG), every fifth object skinned to a posed two-bone armature, every fourth Draco-compressed.
 Then runs each stage as the `cg3d` command with `--tree`'s code (PYTHONPATH), as a user
 does: `meshes --source folder`, `sample --colors` (the colours OpenShape's setting keeps) and
-`render` (workbench, --views views). CPU-seconds are the command's and every process it
+`render` (workbench, --views views), and `sample` without colours as a row of its own (not in
+the total). CPU-seconds are the command's and every process it
 waited for (pool workers, Blender workers: `os.wait4`'s rusage), so they do not depend on how
 busy the machine is the way wall time does; hours = CPU-s per object × 800,000 / 64 cores /
 3600, which assumes the stages scale to 64 cores (chunks: one per worker) and leaves out
@@ -186,6 +187,12 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=8192)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=["sample", "render"],
+        help="sample (both rows), render, or one row by its name; meshes always runs",
+    )
     parser.add_argument("--write-glbs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     plans = plan_objects(args.objects, args.seed)
@@ -224,6 +231,8 @@ def main() -> None:
                        "--out", str(meshes), "--workers", str(args.workers)],
             "sample --colors": ["sample", *common, "--points", str(args.points), "--colors",
                                 "--out", str(scratch / "points")],
+            "sample (xyz)": ["sample", *common, "--points", str(args.points),
+                             "--out", str(scratch / "xyz")],
             f"render ({args.views} views)": ["render", *common, "--views", str(args.views),
                                              "--resolution", str(args.resolution),
                                              "--out", str(scratch / "renders")],
@@ -232,12 +241,14 @@ def main() -> None:
         print("|---|---|---|---|")
         total = 0.0
         for name, arguments in stages.items():
+            if name != "meshes" and not {name, name.split()[0]} & set(args.stages):
+                continue  # the meshes stage always runs: the others read its manifest
             cpu, wall = run_stage(args.tree, arguments)
             per_object = cpu / len(plans)
             hours = per_object * OBJECTS / CORES / 3600
-            total += hours
+            total += hours if name != "sample (xyz)" else 0.0
             print(f"| {name} | {per_object:.2f} | {wall:.0f} | {hours:.2f} |", flush=True)
-        print(f"| all three | | | {total:.2f} |")
+        print(f"| meshes + sample --colors + render | | | {total:.2f} |")
     finally:
         shutil.rmtree(scratch)
 
