@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,9 @@ def run_chunks(
 
 
 def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
+    """Run the jobs in a spawn process pool. The resource tracker process the pool starts is
+    stopped and reaped at the end: Python leaves it to outlive its parent, and orphaned at
+    exit it lingers in the stage's process group (defunct where nothing reaps orphans)."""
     sized = iter(sized)
     first = list(itertools.islice(sized, 2 * workers))
     if len(first) <= 1:  # one job: a pool would only add start-up time
@@ -333,10 +336,14 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             work(*job)
             advance(size)
         return
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    started_here = tracker._fd is None  # one that was running before is someone else's
     try:
         _pool_loop(work, first, sized, workers, advance)
     finally:
-        _stop_resource_tracker()
+        if started_here:
+            gc.collect()  # the pool's queues: their semaphores unregister through the tracker
+            tracker._stop()
 
 
 def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
@@ -361,18 +368,6 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-
-
-def _stop_resource_tracker() -> None:
-    """Stop and reap the resource tracker process a spawn pool starts. Python leaves it to
-    outlive its parent: orphaned at exit, it lingers (a defunct child where nothing reaps
-    orphans) in the stage's process group. The pool's queues are collected first: their
-    semaphores unregister through the tracker and would start it again. A later pool starts
-    a new one."""
-    from multiprocessing import resource_tracker
-
-    gc.collect()
-    resource_tracker._resource_tracker._stop()  # private: Python has no public way to stop it
 
 
 def _exit_with_parent(parent: int) -> None:
