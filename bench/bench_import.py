@@ -13,6 +13,8 @@ would save at most.
 """
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +42,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--points", type=int, default=8192)
     args = parser.parse_args()
+    table = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Blender's prints go to stderr
     paths = sorted(args.glbs.rglob("*.glb"), key=lambda p: p.name)[: args.objects]
     config = RenderConfig(views=args.views, resolution=args.resolution)
     sampling = SampleConfig(points=args.points, colors=True)
@@ -60,12 +64,17 @@ def main() -> None:
         rows = np.array(rows)
     sample_import, points, render_import, views = rows.mean(axis=0)
     total = rows.sum(axis=1).mean()
-    print(f"{len(paths)} GLBs of {args.glbs}, {args.views} views at {args.resolution} px")
-    print("| CPU ms per object | import with colours | points | import | views | share |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"{len(paths)} GLBs of {args.glbs}, {args.views} views at {args.resolution} px", file=table
+    )
+    print(
+        "| CPU ms per object | import with colours | points | import | views | share |", file=table
+    )
+    print("|---|---|---|---|---|---|", file=table)
     print(
         f"| mean | {sample_import * 1000:.0f} | {points * 1000:.0f} | {render_import * 1000:.0f}"
-        f" | {views * 1000:.0f} | {render_import / total:.1%} |"
+        f" | {views * 1000:.0f} | {render_import / total:.1%} |",
+        file=table,
     )
 
 
