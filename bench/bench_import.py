@@ -2,17 +2,20 @@
 their own Blender worker. Should one import serve both?
 
     python bench/bench_import.py --glbs /tmp/bench_objaverse_glbs [--objects 12] [--views 12]
+                                 [--base-color-px 2048]
 
 Runs one Blender scene in this process (`cg3d.render.worker.Renderer`, as a worker does) over
-the first --objects GLBs of --glbs (written by bench/bench_objaverse.py) and times in CPU
-seconds (`time.process_time`, all threads: less noisy than wall time on a shared machine),
-per object: the import with colours and the points (what `sample --colors` does), and the
-import without colours plus the views (what `render` does). The second import is the
-render's import; its share of the two stages' Blender time is what one import serving both
-would save at most.
+the first --objects GLBs of --glbs (written by bench/bench_objaverse.py; with --base-color-px,
+only those whose base colour map has that size) and times in CPU seconds (`time.process_time`,
+all threads: less noisy than wall time on a shared machine), per object: the import with
+colours and the points (what `sample --colors` does), and the import without colours plus the
+views (what `render` does). The second import is the render's import; its share of the two
+stages' Blender time is what one import serving both would save at most. The two imports
+side by side also show what reading the base colour map costs.
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -41,10 +44,16 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=12)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--points", type=int, default=8192)
+    parser.add_argument("--base-color-px", type=int, default=0, help="0: any object")
     args = parser.parse_args()
     table = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Blender's prints go to stderr
-    paths = sorted(args.glbs.rglob("*.glb"), key=lambda p: p.name)[: args.objects]
+    paths = sorted(args.glbs.rglob("*.glb"), key=lambda p: p.name)
+    if args.base_color_px:  # only objects whose base colour map is this size (plans.json)
+        plans = json.loads((args.glbs / "plans.json").read_text())
+        wanted = {p["name"] for p in plans if p["maps"].get("base_color") == args.base_color_px}
+        paths = [path for path in paths if path.stem in wanted]
+    paths = paths[: args.objects]
     config = RenderConfig(views=args.views, resolution=args.resolution)
     sampling = SampleConfig(points=args.points, colors=True)
     with tempfile.TemporaryDirectory() as scratch:
