@@ -153,8 +153,9 @@ def material_colors(material, images: dict[str, np.ndarray | None]) -> Material:
             for mix_input in node.inputs:
                 if mix_input.type == "RGBA" and not mix_input.is_linked:
                     spec.factor = spec.factor * np.array(mix_input.default_value[:3])
-        elif node.type == "TEX_IMAGE" and node.image is not None and spec.texture is None:
-            _set_texture(spec, node, images)
+    texture = base_color_texture(material)
+    if texture is not None:
+        _set_texture(spec, texture, images)
     return spec
 
 
