@@ -16,6 +16,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
+import gc
 import hashlib
 import itertools
 import json
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,9 @@ class ChunkPlan:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
+def plan_chunks(
+    tables: ManifestTables, output: "ChunkedOutput", chunk_size: int, workers: int = 1
+) -> ChunkPlan:
     """The chunks of the manifest's good objects (status `OK`), stable under additions (call it
     after `output.prepare()`).
 
@@ -231,6 +234,10 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
     The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
     ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
+
+    New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
+    of them still make at least `workers` chunks, so every worker has one (only new chunks
+    are cut: the kept ones, and so the stability under additions, do not depend on it).
     """
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
@@ -263,7 +270,8 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     dirty = set(changed.column("chunk").to_pylist()) | set(removed.column("chunk").to_pylist())
     new = joined.filter(pc.is_null(joined.column("chunk")))
     first_new = (pc.max(previous.column("chunk")).as_py() + 1) if previous.num_rows else 0
-    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // chunk_size
+    size = new_chunk_size(new.num_rows, chunk_size, workers)
+    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // size
     members = pa.concat_tables(
         [
             kept.select(["id", "chunk", "content"]).cast(MEMBERS_SCHEMA),
@@ -282,6 +290,12 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     plan = ChunkPlan(tables, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
+
+
+def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
+    """Objects per chunk for `objects` new ones: `chunk_size`, or fewer when that would leave
+    some of the `workers` without a chunk (a small set, or a small addition)."""
+    return max(1, min(chunk_size, -(-objects // max(workers, 1))))
 
 
 def progress_bar(unit: str = "objects") -> Progress:
@@ -346,8 +360,9 @@ def run_chunks(
 
 
 def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
-    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
-    context = get_context("spawn")
+    """Run the jobs in a spawn process pool. The resource tracker process the pool starts is
+    stopped and reaped at the end: Python leaves it to outlive its parent, and orphaned at
+    exit it lingers in the stage's process group (defunct where nothing reaps orphans)."""
     sized = iter(sized)
     first = list(itertools.islice(sized, 2 * workers))
     if len(first) <= 1:  # one job: a pool would only add start-up time
@@ -355,9 +370,21 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             work(*job)
             advance(size)
         return
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    started_here = tracker._fd is None  # one that was running before is someone else's
+    try:
+        _pool_loop(work, first, sized, workers, advance)
+    finally:
+        if started_here:
+            gc.collect()  # the pool's queues: their semaphores unregister through the tracker
+            tracker._stop()
+
+
+def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
+    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
     with ProcessPoolExecutor(
         max_workers=min(workers, len(first)),
-        mp_context=context,
+        mp_context=get_context("spawn"),
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:

@@ -236,7 +236,8 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     meshes_dir = Path(meshes_dir)
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
+    workers = config.workers or default_workers()
+    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = plan.sizes()
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
@@ -247,7 +248,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
         jobs,
         lambda job: len(job[3]),
         total=sum(sizes[i] for i in plan.recomputed),
-        workers=config.workers or default_workers(),
+        workers=workers,
         executor=config.executor,
         description="sampling points",
     )

@@ -196,9 +196,9 @@ class Renderer:
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
 
-    def load(self, path: Path, up_axis: str) -> Surface:
+    def load(self, path: Path, up_axis: str, colors: bool = False) -> Surface:
         """Import `path` and put it in the canonical, normalised frame; return its surface in
-        that frame (the triangles the views show, with their colours)."""
+        that frame (the triangles the views show; their colours too with `colors`)."""
         from cg3d.pipeline.geometry import canonical_rotation, normalization
         from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh
         from cg3d.render.surface import evaluated_surface
@@ -207,7 +207,7 @@ class Renderer:
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
-        surface, counts = evaluated_surface(self.bpy)
+        surface, counts = evaluated_surface(self.bpy, colors)
         if not len(surface.triangles):
             raise RenderFailure(_no_triangles_reason(path, counts))
         # Blender's world back to the file's axes, then to the canonical +Y up.
@@ -242,7 +242,7 @@ class Renderer:
         from cg3d.pipeline.sample import object_rng, points_from_surface
 
         self._fault(request["id"])
-        surface = self.load(Path(request["path"]), request["up_axis"])
+        surface = self.load(Path(request["path"]), request["up_axis"], request["colors"])
         config = SampleConfig(
             points=request["points"], normals=request["normals"], colors=request["colors"]
         )
@@ -286,16 +286,23 @@ def colour_source(objects) -> str:
     (`cg3d.pipeline.surface`): image textures, vertex colours, or material colours.
 
     Workbench draws a material's viewport colour, which importers leave grey, so the base
-    colour of its Principled BSDF is copied over (Cycles reads the node tree itself).
+    colour of its Principled BSDF is copied over (Cycles reads the node tree itself); and it
+    draws a material's active image texture node, so the base colour's one is made active
+    (not a roughness or emission map), as the points take theirs (`base_color_texture`).
     """
+    from cg3d.render.surface import base_color_socket, base_color_texture
+
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
     materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
     has_texture = False
     for material in materials:
-        for node in material.node_tree.nodes:
-            if node.type == "BSDF_PRINCIPLED":
-                material.diffuse_color = node.inputs["Base Color"].default_value
-            has_texture = has_texture or node.type == "TEX_IMAGE"
+        socket = base_color_socket(material)
+        if socket is not None:
+            material.diffuse_color = socket.default_value
+        texture = base_color_texture(material)
+        if texture is not None:
+            material.node_tree.nodes.active = texture
+            has_texture = True
     if has_texture:
         return "TEXTURE"
     return "VERTEX" if any(len(mesh.color_attributes) for mesh in meshes) else "MATERIAL"

@@ -12,9 +12,10 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.files import LOCK_NAME, atomic_path, locks_out_dir, output_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures
+from cg3d.formats.manifest import MeshRecord, manifest_tables, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.tar import write_tar
-from cg3d.pipeline.chunks import ChunkedOutput, run_chunks, split_into_chunks
+from cg3d.pipeline.chunks import ChunkedOutput, plan_chunks, run_chunks, split_into_chunks
 
 
 @pytest.fixture
@@ -40,6 +41,44 @@ def test_split_keeps_order_and_sizes():
     assert split_into_chunks([], 3) == []
     with pytest.raises(ValueError):
         split_into_chunks([1], 0)
+
+
+def plan(tmp_path: Path, ids: list[str], chunk_size: int, workers: int) -> dict[int, list[str]]:
+    """The chunks (number: member ids) `plan_chunks` gives a manifest of `ids` in tmp_path."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir(parents=True, exist_ok=True)
+    write_manifest([MeshRecord(i, "test", f"{i}.obj", "thing", "train") for i in ids], meshes)
+    output = ChunkedOutput(tmp_path / "out", ".txt", "test")
+    with output_lock(output.out_dir):
+        output.prepare()
+        members = plan_chunks(
+            lambda columns: manifest_tables(meshes, columns), output, chunk_size, workers
+        ).members
+    chunks: dict[int, list[str]] = {}
+    for row in members.to_pylist():
+        chunks.setdefault(row["chunk"], []).append(row["id"])
+    return chunks
+
+
+def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(10)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=4)
+    assert [len(members) for members in chunks.values()] == [3, 3, 3, 1]
+    assert sorted(i for members in chunks.values() for i in members) == ids
+    # a large set keeps chunks of chunk_size
+    large = plan(tmp_path / "large", [f"obj{i:03d}" for i in range(100)], chunk_size=10, workers=4)
+    assert {len(members) for members in large.values()} == {10}
+
+
+def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
+    first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
+    grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
+    assert {k: grown[k] for k in first} == first  # every chunk kept as it was
+    added = [grown[k] for k in sorted(set(grown) - set(first))]
+    assert [len(members) for members in added] == [3, 3, 3, 1]  # the 10 new ones, spread
+    assert sorted(i for members in added for i in members) == [
+        f"obj{i:02d}" for i in range(1, 20, 2)
+    ]
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
@@ -402,3 +441,34 @@ def test_pack_on_a_damaged_input_is_one_line_naming_it_and_its_stage(tmp_path, f
     assert isinstance(result.exception, UsageError), result.output
     message = str(result.exception)
     assert str(damaged) in message and f"rerun `cg3d {stage}`" in message and "\n" not in message
+
+
+# Runs `cg3d sample` as a child of a process that adopts orphans (a child subreaper, as an
+# init or a container runtime is): any process the stage leaves behind becomes its child.
+LEFT_BEHIND = """
+import ctypes, subprocess, sys
+import psutil
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+stage = subprocess.run([sys.executable, "-m", "cg3d", *sys.argv[1:]], capture_output=True)
+assert stage.returncode == 0, stage.stderr.decode()[-2000:]
+print([child.pid for child in psutil.Process().children()])
+"""
+
+
+def test_the_sample_stage_leaves_no_process_behind(tmp_path):
+    import trimesh
+
+    from tests.pipeline.test_sample import make_meshes
+
+    shapes = {f"box{i}": trimesh.creation.box([1.0, 1.0 + i, 2.0]) for i in range(4)}
+    meshes_dir = make_meshes(tmp_path, shapes)
+    command = ["sample", "--meshes", str(meshes_dir), "--out", str(tmp_path / "points")]
+    options = ["--workers", "2", "--chunk-size", "1", "--points", "64"]
+    run = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND, *command, *options],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"  # a pool's resource tracker used to outlive the stage
