@@ -73,10 +73,10 @@ class BlenderWorker:
         return None if reply["ok"] else reply["reason"]
 
     def points(
-        self, object_id: str, path: Path, up_axis: str, sampling: dict
+        self, object_id: str, path: Path, up_axis: str, sample: dict
     ) -> tuple[np.ndarray | None, bool, str | None]:
         """Sample one object's points from Blender's reading of it: (cloud, has_color, None),
-        or (None, False, reason). `sampling`: points, normals, colors, seed."""
+        or (None, False, reason). `sample`: every field of the sample stage's `SampleConfig`."""
         out = self.out_dir / f"{object_id}.points.npy"
         request = {
             "op": "points",
@@ -84,7 +84,7 @@ class BlenderWorker:
             "path": str(path),
             "up_axis": up_axis,
             "out": str(out),
-            **sampling,
+            "sample": sample,
         }
         reply = self._ask(request)
         if not reply["ok"]:

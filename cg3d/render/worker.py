@@ -7,7 +7,7 @@ memory stays flat. Protocol: JSON lines, no pickle. The worker prints `{"ready":
 set up, then answers each request line
 
     {"op": "render", "id", "path", "up_axis", "out_dir", "views": [{"name", "world_to_camera"}]}
-    {"op": "points", "id", "path", "up_axis", "out", "points", "normals", "colors", "seed"}
+    {"op": "points", "id", "path", "up_axis", "out", "sample": {every `SampleConfig` field}}
 
 with `{"id", "ok": true, "rss_mb"}` after writing `out_dir/<id>.<name>.png` (RGBA) per view,
 or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
@@ -15,7 +15,9 @@ or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
 that stdout carries only the protocol. Settings `{"role": "points"}` set up no camera or engine.
 
 One reading (`Renderer.load`): Blender's importers for OBJ (with its .mtl), PLY, STL and
-glTF/GLB; OFF (no Blender importer) is built from `cg3d.pipeline.meshio.load_mesh` arrays.
+glTF/GLB; OFF (no Blender importer) is built from `cg3d.geometry.meshio.load_mesh` arrays.
+Everything the worker computes besides Blender's import comes from `cg3d.geometry`, below the
+stages: the worker never imports `cg3d.pipeline`.
 The evaluated scene (`cg3d.render.surface`: skins posed, instances placed, Draco decoded) is
 taken back to the file's own coordinates, rotated to the canonical frame of its up axis and
 normalised with `normalization` of its triangles' vertices; the views are rendered and the
@@ -32,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.geometry.surface import Surface
 from cg3d.params import ENGINES
-from cg3d.pipeline.surface import Surface
 
 # Canonical (+Y up) to Blender's world (+Z up): (x, y, z) → (x, -z, y).
 CANONICAL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -184,7 +186,7 @@ class Renderer:
         return new
 
     def _build_from_arrays(self, path: Path) -> None:
-        from cg3d.pipeline.meshio import MeshError, load_mesh
+        from cg3d.geometry.meshio import MeshError, load_mesh
 
         try:
             mesh = load_mesh(path)
@@ -199,8 +201,8 @@ class Renderer:
     def load(self, path: Path, up_axis: str) -> Surface:
         """Import `path` and put it in the canonical, normalised frame; return its surface in
         that frame (the triangles the views show, with their colours)."""
-        from cg3d.pipeline.geometry import canonical_rotation, normalization
-        from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh
+        from cg3d.geometry.frame import canonical_rotation, normalization
+        from cg3d.geometry.meshio import Mesh, MeshError, check_mesh
         from cg3d.render.surface import evaluated_surface
 
         self.clear()
@@ -237,17 +239,16 @@ class Renderer:
         return canonical.transformed(normalise)
 
     def sample(self, request: dict) -> dict:
-        """Sample the points of one object from its surface (`cg3d.pipeline.sample`)."""
+        """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with
+        the sample stage's whole config as sent (no field falls back to a default here)."""
+        from cg3d.geometry.sampling import object_rng, points_from_surface
         from cg3d.params import SampleConfig
-        from cg3d.pipeline.sample import object_rng, points_from_surface
 
         self._fault(request["id"])
+        config = SampleConfig(**request["sample"])
         surface = self.load(Path(request["path"]), request["up_axis"])
-        config = SampleConfig(
-            points=request["points"], normals=request["normals"], colors=request["colors"]
-        )
         cloud, has_color = points_from_surface(
-            surface, config, object_rng(request["seed"], request["id"])
+            surface, config, object_rng(config.seed, request["id"])
         )
         np.save(request["out"], cloud)
         self.clear()
@@ -283,7 +284,7 @@ class Renderer:
 
 def colour_source(objects) -> str:
     """Workbench's colour for this object, in the order the coloured points take theirs
-    (`cg3d.pipeline.surface`): image textures, vertex colours, or material colours.
+    (`cg3d.geometry.surface`): image textures, vertex colours, or material colours.
 
     Workbench draws a material's viewport colour, which importers leave grey, so the base
     colour of its Principled BSDF is copied over (Cycles reads the node tree itself).
@@ -315,7 +316,7 @@ def _no_triangles_reason(path: Path, counts: dict) -> str:
 
 def _compression_used(path: Path) -> str:
     """The mesh compression extension a glTF file uses, or ""."""
-    from cg3d.pipeline.meshio import COMPRESSION_EXTENSIONS, GLTF_SUFFIXES, MeshError, gltf_document
+    from cg3d.geometry.meshio import COMPRESSION_EXTENSIONS, GLTF_SUFFIXES, MeshError, gltf_document
 
     if path.suffix.lower() not in GLTF_SUFFIXES:
         return ""

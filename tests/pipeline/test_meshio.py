@@ -5,7 +5,7 @@ import pytest
 import trimesh
 
 from cg3d.formats.manifest import FAILURE_KINDS
-from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh, load_mesh
+from cg3d.geometry.meshio import Mesh, MeshError, check_mesh, load_mesh
 
 TRIANGLE_OFF = "3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
 

@@ -17,15 +17,10 @@ from cg3d.files import LOCK_NAME, file_sha256
 from cg3d.formats.failures import read_failures
 from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.formats.points import find_points, iter_points
+from cg3d.geometry.sampling import object_rng, sample_object, sample_surface
+from cg3d.params import SampleConfig
 from cg3d.pipeline import sample as sample_module
-from cg3d.pipeline.sample import (
-    SampleConfig,
-    object_rng,
-    plan_fingerprint,
-    sample_object,
-    sample_points,
-    sample_surface,
-)
+from cg3d.pipeline.sample import plan_fingerprint, sample_points
 
 SMALL = {"points": 64, "seed": 0, "workers": 1}
 

@@ -6,7 +6,7 @@ import numpy as np
 import trimesh
 
 from cg3d.formats.manifest import MeshRecord, write_manifest
-from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
+from cg3d.geometry.frame import normalization, normalize, to_canonical_axes
 
 
 def l_shape() -> trimesh.Trimesh:

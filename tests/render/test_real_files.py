@@ -89,7 +89,7 @@ def test_a_z_up_obj_with_up_axis_z_renders_upright(tmp_path):
     ],
 )
 def test_files_without_faces_name_the_cause(tmp_path, modes, reason):
-    from cg3d.pipeline.meshio import MeshError, validate_file
+    from cg3d.geometry.meshio import MeshError, validate_file
 
     path = mixed_glb(tmp_path / "x.glb", modes)
     with pytest.raises(MeshError) as caught:
