@@ -12,11 +12,15 @@ file of lines, an unsupported required glTF extension are named as such). Parsin
 nothing in a file is ever executed.
 """
 
+import hashlib
 import json
 import logging
+import shutil
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote
 
 import numpy as np
@@ -226,14 +230,18 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
 
 
 def gltf_document(path: Path) -> dict:
-    """The JSON document of a .gltf or .glb file; MeshError when it does not parse."""
+    """The JSON document of a .gltf or .glb file (of a .glb, only its JSON chunk is read);
+    MeshError when it does not parse."""
     try:
-        data = Path(path).read_bytes()
-        if data[:4] == b"glTF":
-            length, kind = struct.unpack_from("<II", data, 12)
-            if kind != 0x4E4F534A:
-                raise ValueError("the first GLB chunk is not JSON")
-            data = data[20 : 20 + length]
+        with open(path, "rb") as handle:
+            head = handle.read(20)
+            if head[:4] == b"glTF":
+                length, kind = struct.unpack_from("<II", head, 12)
+                if kind != 0x4E4F534A:
+                    raise ValueError("the first GLB chunk is not JSON")
+                data = handle.read(length)
+            else:
+                data = head + handle.read()
         document = json.loads(data)
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError("unreadable", f"not a glTF document: {error}") from error
@@ -242,17 +250,103 @@ def gltf_document(path: Path) -> dict:
     return document
 
 
+# OBJ and MTL references as Blender 5's importer reads them (found by trying it,
+# tests/render/test_references.py): a statement may be indented by spaces or tabs; an OBJ line
+# ending in a backslash goes on on the next line; `mtllib` names one file, the rest of the line
+# with quotes removed; a texture map statement's options (`-bm 1`, `-o u v w`...) come before
+# its file name, which is the rest of the line (`map_Kd x.png -bm 1` names "x.png -bm 1").
+# Options and how many values each takes at most (-o/-s/-t take 1 to 3 numbers).
+TEXTURE_OPTIONS = {
+    "-o": 3,
+    "-s": 3,
+    "-t": 3,
+    "-mm": 2,
+    "-bm": 1,
+    "-boost": 1,
+    "-texres": 1,
+    "-clamp": 1,
+    "-blendu": 1,
+    "-blendv": 1,
+    "-cc": 1,
+    "-imfchan": 1,
+    "-type": 1,
+}
+NAMING_KEYWORDS = ("usemtl", "o", "g")  # OBJ statements whose argument is a free name
+TEXTURE_KEYWORDS = ("bump", "disp", "decal", "refl", "norm")  # and every map_*
+# The MTL statements Blender's copy keeps as they are: colours and factors, never a file name.
+MTL_VALUE_KEYWORDS = {
+    "newmtl", "Ka", "Kd", "Ks", "Ke", "Ns", "Ni", "d", "Tr", "Tf", "illum",
+    "Pr", "Pm", "Ps", "Pc", "Pcr", "aniso", "anisor", "sharpness",
+}  # fmt: skip
+
+
+def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
+    """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
+    lines: list[bytes] = []
+    for line in handle:
+        lines.append(line)
+        if line.rstrip(b"\r\n").endswith(b"\\"):
+            continue
+        text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
+        yield lines, text.decode(errors="replace")
+        lines = []
+    if lines:
+        yield lines, b"".join(lines).decode(errors="replace")
+
+
+def _argument(text: str, keyword: str) -> str | None:
+    """The rest of the statement `text` after `keyword` (quotes removed), or None if `text` is
+    not that statement."""
+    words = text.split(maxsplit=1)
+    if not words or words[0] != keyword:
+        return None
+    return words[1].strip().replace('"', "") if len(words) > 1 else ""
+
+
+def obj_material_libraries(path: Path) -> list[str]:
+    """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them."""
+    with open(path, "rb") as handle:
+        names = [_argument(text, "mtllib") for _, text in obj_statements(handle)]
+    return [name for name in names if name]
+
+
+def texture_map(line: str) -> tuple[str, list[str], str] | None:
+    """(keyword, options, file name) of an MTL texture map statement, else None."""
+    words = line.split()
+    if not words:
+        return None
+    keyword = words[0]
+    if not (keyword.lower().startswith("map_") or keyword.lower() in TEXTURE_KEYWORDS):
+        return None
+    rest = line.strip()[len(keyword) :].strip()
+    options: list[str] = []
+    while rest.startswith("-"):
+        option, _, rest = rest.partition(" ")
+        if option not in TEXTURE_OPTIONS:
+            break  # a file name that starts with "-"
+        options.append(option)
+        for _ in range(TEXTURE_OPTIONS[option]):
+            value, _, after = rest.strip().partition(" ")
+            if not value or (TEXTURE_OPTIONS[option] > 1 and not _is_number(value)):
+                break
+            options.append(value)
+            rest = after
+        rest = rest.strip()
+    return keyword, options, rest.replace('"', "")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _mtl_maps(mtl: Path) -> list[str]:
-    """Texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...; options skipped)."""
-    found = []
-    for line in mtl.read_text(errors="replace").splitlines():
-        words = line.split()
-        if words and (
-            words[0].lower().startswith("map_")
-            or words[0].lower() in ("bump", "disp", "decal", "refl", "norm")
-        ):
-            found.append(words[-1])  # the file name comes after any -o/-s/... options
-    return found
+    """The texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...)."""
+    maps = (texture_map(line) for line in mtl.read_text(errors="replace").splitlines())
+    return [found[2] for found in maps if found and found[2]]
 
 
 def referenced_files(path: Path, root: Path) -> list[Path]:
@@ -261,14 +355,7 @@ def referenced_files(path: Path, root: Path) -> list[Path]:
     base = path.resolve().parent
     found: list[Path | None] = []
     if suffix == ".obj":
-        with open(path, "rb") as handle:
-            names = [
-                name
-                for line in handle
-                if line.startswith(b"mtllib")
-                for name in line.decode(errors="replace").split()[1:]
-            ]
-        for name in names:
+        for name in obj_material_libraries(path):
             mtl = resolve_reference(root, base, name, required=False)
             found.append(mtl)
             if mtl is not None:
@@ -281,6 +368,90 @@ def referenced_files(path: Path, root: Path) -> list[Path]:
                 if isinstance(uri, str) and not uri.startswith("data:"):
                     found.append(resolve_reference(root, base, unquote(uri), kind == "buffers"))
     return [file for file in found if file is not None]
+
+
+# Check, then use: what the sample and render stages open is checked when they open it.
+
+
+def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
+    """The file a manifest row lists, checked at read time: resolved now (symlinks followed)
+    inside `root`, and, when the row has one, with the sha256 the meshes stage recorded.
+    MeshError `changed_since_listed` otherwise (a file swapped for a symlink to the outside, or
+    rewritten, after `cg3d meshes`). Returns the resolved path: the one to open."""
+    path = Path(path)
+    resolved = path.resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise MeshError(
+            "changed_since_listed", f"{path} now resolves to {resolved}, outside the source root"
+        )
+    if sha256 and _sha256(resolved) != sha256:
+        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
+    return resolved
+
+
+def _sha256(path: Path) -> str:
+    from cg3d.files import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError as error:
+        raise MeshError("unreadable", f"cannot read {path}: {error.strerror or error}") from error
+
+
+def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
+    """The file to hand Blender's importer for a manifest row: `listed_file`, its references
+    checked inside `root` again now; an OBJ becomes a copy in `folder` (emptied first) whose
+    material libraries are copies too, naming only the confined texture files by their resolved
+    paths, so whatever forms Blender parses, it opens nothing `referenced_files` did not check.
+    The OBJ copy is hashed as it is written: Blender reads the very bytes compared."""
+    resolved = Path(path).resolve()
+    if resolved.suffix.lower() != ".obj":
+        checked = listed_file(path, root, sha256)
+        referenced_files(checked, root)
+        return checked
+    listed_file(path, root, "")  # inside the root; the bytes are compared below
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    libraries = []
+    for name in obj_material_libraries(resolved):
+        mtl = resolve_reference(root, resolved.parent, name, required=False)
+        if mtl is not None:
+            libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
+    copy = folder / resolved.name
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
+        for lines, text in obj_statements(source):
+            for line in lines:
+                digest.update(line)
+            # Any statement that mentions a material library, in any case, is dropped (ours
+            # come first), but for those that name a material, object or group.
+            words = text.split(maxsplit=1)
+            dropped = "mtllib" in text.lower() and words[0] not in NAMING_KEYWORDS
+            out.writelines(b"\n" if dropped else line for line in lines)
+    if sha256 and digest.hexdigest() != sha256:
+        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
+    return copy
+
+
+def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
+    """`copy`: the MTL `mtl` with its value statements, and its texture maps naming their
+    resolved paths (MeshError `outside_root` for one outside `root`, as the meshes stage says);
+    nothing else (no statement Blender could read a file name from is copied unread)."""
+    kept = []
+    for line in mtl.read_text(errors="replace").splitlines():
+        words = line.split()
+        if words and words[0] in MTL_VALUE_KEYWORDS:
+            kept.append(line.strip())
+            continue
+        found = texture_map(line)
+        if found and found[2]:
+            texture = resolve_reference(root, mtl.parent, found[2], required=False)
+            if texture is not None:
+                kept.append(" ".join([found[0], *found[1], str(texture)]))
+    copy.write_text("\n".join(kept) + "\n")
+    return copy
 
 
 def check_gltf(document: dict) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import OK, MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.geometry.frame import to_canonical_axes
-from cg3d.geometry.meshio import FAST_SUFFIXES, MeshError, load_mesh
+from cg3d.geometry.meshio import FAST_SUFFIXES, MeshError, listed_file, load_mesh
 from cg3d.geometry.sampling import (
     normalised_surface,
     object_rng,
@@ -62,11 +62,17 @@ class PointsReader:
         self.config = config
         self.worker = None
 
-    def __call__(self, path: Path, up_axis: str, object_id: str) -> tuple[np.ndarray, bool]:
-        """(cloud, has_color) of one object; MeshError/ValueError with the reason if unusable."""
+    def __call__(
+        self, path: Path, up_axis: str, object_id: str, root: Path | None = None, sha256: str = ""
+    ) -> tuple[np.ndarray, bool]:
+        """(cloud, has_color) of one object; MeshError/ValueError with the reason if unusable.
+        The file is checked as it is opened: inside `root` (a manifest's source root; a lone
+        file's own folder by default), and the bytes the manifest's `sha256` names, if given
+        (`meshio.listed_file`; Blender's reading: `meshio.blender_input`)."""
         config = self.config
         if not needs_blender(path, config):
-            mesh = load_mesh(path)
+            root = Path(path).parent if root is None else root
+            mesh = load_mesh(listed_file(path, root, sha256))
             vertices = to_canonical_axes(np.asarray(mesh.vertices, dtype=np.float64), up_axis)
             return points_from_surface(
                 normalised_surface(vertices, mesh.faces), config, object_rng(config.seed, object_id)
@@ -77,7 +83,7 @@ class PointsReader:
             self.worker = BlenderWorker({"role": "points"}, config.timeout)
         # The whole config travels: the worker samples with every field as given (`fps` too).
         cloud, has_color, reason = self.worker.points(
-            object_id, Path(path), up_axis, asdict(config)
+            object_id, Path(path), up_axis, asdict(config), root, sha256
         )
         if reason is not None:
             raise ValueError(reason)
@@ -111,12 +117,12 @@ def sample_chunk(
 ) -> int:
     """Sample one chunk of objects into its part file; a bad mesh becomes a failure row."""
     ids, clouds, colored, failures = [], [], [], []
+    root = manifest_root(meshes_dir)
     with PointsReader(config) as read_points:
         for record in records:
             try:
-                cloud, has_color = read_points(
-                    mesh_file(meshes_dir, record), record.up_axis, record.id
-                )
+                path = mesh_file(meshes_dir, record)
+                cloud, has_color = read_points(path, record.up_axis, record.id, root, record.sha256)
             except Exception as error:  # any bad file: a row with a reason, the chunk goes on
                 failures.append({"id": record.id, "reason": failure_reason(error)})
                 continue

@@ -27,6 +27,14 @@ class WorkerDied(Exception):
     """The Blender process exited or hung; the message says which and why."""
 
 
+def source(path: Path, root: Path | None, sha256: str) -> dict:
+    """What the worker checks before it imports a file (`meshio.blender_input`): the folder it
+    and its references must stay in (a manifest's source root; a lone file's own folder by
+    default) and, when known, the sha256 it was listed with."""
+    root = Path(path).parent if root is None else root
+    return {"path": str(path), "root": str(root), "sha256": sha256}
+
+
 class BlenderWorker:
     """A persistent Blender process; `render` returns None when done, else a failure reason."""
 
@@ -59,12 +67,21 @@ class BlenderWorker:
         if not message.get("ready"):
             raise WorkerDied(f"crash: Blender did not start: {message}")
 
-    def render(self, object_id: str, path: Path, up_axis: str, views: list[dict]) -> str | None:
-        """Render the views of one object into `out_dir`; None on success, else the reason."""
+    def render(
+        self,
+        object_id: str,
+        path: Path,
+        up_axis: str,
+        views: list[dict],
+        root: Path | None = None,
+        sha256: str = "",
+    ) -> str | None:
+        """Render the views of one object into `out_dir`; None on success, else the reason.
+        `root`, `sha256`: see `source`."""
         request = {
             "op": "render",
             "id": object_id,
-            "path": str(path),
+            **source(path, root, sha256),
             "up_axis": up_axis,
             "out_dir": str(self.out_dir),
             "views": [{"name": v["name"], "world_to_camera": v["world_to_camera"]} for v in views],
@@ -73,15 +90,22 @@ class BlenderWorker:
         return None if reply["ok"] else reply["reason"]
 
     def points(
-        self, object_id: str, path: Path, up_axis: str, sample: dict
+        self,
+        object_id: str,
+        path: Path,
+        up_axis: str,
+        sample: dict,
+        root: Path | None = None,
+        sha256: str = "",
     ) -> tuple[np.ndarray | None, bool, str | None]:
         """Sample one object's points from Blender's reading of it: (cloud, has_color, None),
-        or (None, False, reason). `sample`: every field of the sample stage's `SampleConfig`."""
+        or (None, False, reason). `sample`: every field of the sample stage's `SampleConfig`;
+        `root`, `sha256`: see `source`."""
         out = self.out_dir / f"{object_id}.points.npy"
         request = {
             "op": "points",
             "id": object_id,
-            "path": str(path),
+            **source(path, root, sha256),
             "up_axis": up_axis,
             "out": str(out),
             "sample": sample,

@@ -6,8 +6,10 @@ Blender starts once; between objects the imported data are deleted and orphans p
 memory stays flat. Protocol: JSON lines, no pickle. The worker prints `{"ready": ...}` once
 set up, then answers each request line
 
-    {"op": "render", "id", "path", "up_axis", "out_dir", "views": [{"name", "world_to_camera"}]}
-    {"op": "points", "id", "path", "up_axis", "out", "sample": {every `SampleConfig` field}}
+    {"op": "render", "id", "path", "root", "sha256", "up_axis", "out_dir",
+     "views": [{"name", "world_to_camera"}]}
+    {"op": "points", "id", "path", "root", "sha256", "up_axis", "out",
+     "sample": {every `SampleConfig` field}}
 
 with `{"id", "ok": true, "rss_mb"}` after writing `out_dir/<id>.<name>.png` (RGBA) per view,
 or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
@@ -198,14 +200,22 @@ class Renderer:
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
 
-    def load(self, path: Path, up_axis: str) -> Surface:
-        """Import `path` and put it in the canonical, normalised frame; return its surface in
-        that frame (the triangles the views show, with their colours)."""
+    def load(self, request: dict) -> Surface:
+        """Import the request's file and put it in the canonical, normalised frame; return its
+        surface in that frame (the triangles the views show, with their colours). The file is
+        checked now, as it is opened (`blender_input`: inside `root`, the listed bytes, its
+        references confined), and Blender imports what was checked."""
         from cg3d.geometry.frame import canonical_rotation, normalization
-        from cg3d.geometry.meshio import Mesh, MeshError, check_mesh
+        from cg3d.geometry.meshio import Mesh, MeshError, blender_input, check_mesh
         from cg3d.render.surface import evaluated_surface
 
         self.clear()
+        folder = Path(self.settings["tmp_dir"]) / "source"
+        try:
+            path = blender_input(request["path"], request["root"], request["sha256"], folder)
+        except MeshError as error:
+            raise RenderFailure(str(error)) from error
+        up_axis = request["up_axis"]
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
@@ -246,7 +256,7 @@ class Renderer:
 
         self._fault(request["id"])
         config = SampleConfig(**request["sample"])
-        surface = self.load(Path(request["path"]), request["up_axis"])
+        surface = self.load(request)
         cloud, has_color = points_from_surface(
             surface, config, object_rng(config.seed, request["id"])
         )
@@ -264,7 +274,7 @@ class Renderer:
     def render(self, request: dict) -> None:
         object_id = request["id"]
         self._fault(object_id)
-        self.load(Path(request["path"]), request["up_axis"])
+        self.load(request)
         if self.settings["engine"] == "workbench":
             self.scene.display.shading.color_type = colour_source(self.bpy.data.objects)
         from mathutils import Matrix

@@ -186,10 +186,10 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
 
     real = sample_module.PointsReader.__call__
 
-    def killed_at_obj03(self, path, up_axis, object_id):
+    def killed_at_obj03(self, path, up_axis, object_id, *checks):
         if object_id == "obj03":
             raise KeyboardInterrupt  # like a kill in the middle of chunk 1
-        return real(self, path, up_axis, object_id)
+        return real(self, path, up_axis, object_id, *checks)
 
     monkeypatch.setattr(sample_module.PointsReader, "__call__", killed_at_obj03)
     with pytest.raises(KeyboardInterrupt):

@@ -115,7 +115,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         description="validating meshes",
     )
     parts = [output.part(i) for i in range(len(listing_parts))]
-    counts = merge_parts(parts, work / "merge", out_dir, STAGE)
+    counts = merge_parts(parts, work / "merge", out_dir, STAGE, Path(root))
     write_classes(listing.classes, out_dir)
     shutil.rmtree(work)
     return Summary(
