@@ -15,13 +15,14 @@ nothing in a file is ever executed.
 import hashlib
 import json
 import logging
+import os
 import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -271,6 +272,7 @@ TEXTURE_OPTIONS = {
     "-imfchan": 1,
     "-type": 1,
 }
+COPY_BLOCK = 1 << 20
 NAMING_KEYWORDS = ("usemtl", "o", "g")  # OBJ statements whose argument is a free name
 TEXTURE_KEYWORDS = ("bump", "disp", "decal", "refl", "norm")  # and every map_*
 # The MTL statements Blender's copy keeps as they are: colours and factors, never a file name.
@@ -361,13 +363,20 @@ def referenced_files(path: Path, root: Path) -> list[Path]:
             if mtl is not None:
                 found += [resolve_reference(root, mtl.parent, m, False) for m in _mtl_maps(mtl)]
     elif suffix in GLTF_SUFFIXES:
-        document = gltf_document(path)
-        for kind in ("buffers", "images"):
-            for item in document.get(kind, []):
-                uri = item.get("uri") if isinstance(item, dict) else None
-                if isinstance(uri, str) and not uri.startswith("data:"):
-                    found.append(resolve_reference(root, base, unquote(uri), kind == "buffers"))
+        found += [file for _, _, file in _gltf_references(gltf_document(path), base, root)]
     return [file for file in found if file is not None]
+
+
+def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
+    """(item, its URI as Blender reads it, the file, or None for a missing image) of each
+    buffer and image of a glTF document naming a file; MeshError for one outside `root` or a
+    missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
+    for kind in ("buffers", "images"):
+        for item in document.get(kind, []):
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if isinstance(uri, str) and not uri.startswith("data:"):
+                name = unquote(uri.replace("\\", "/"))
+                yield item, name, resolve_reference(root, base, name, kind == "buffers")
 
 
 # Check, then use: what the sample and render stages open is checked when they open it.
@@ -399,20 +408,31 @@ def _sha256(path: Path) -> str:
 
 
 def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
-    """The file to hand Blender's importer for a manifest row: `listed_file`, its references
-    checked inside `root` again now; an OBJ becomes a copy in `folder` (emptied first) whose
-    material libraries are copies too, naming only the confined texture files by their resolved
-    paths, so whatever forms Blender parses, it opens nothing `referenced_files` did not check.
-    The OBJ copy is hashed as it is written: Blender reads the very bytes compared."""
+    """The file to hand Blender's importer for a manifest row, checked now (`listed_file`).
+    An OBJ or glTF becomes a copy in `folder` (emptied first), hashed as it is written so that
+    Blender reads the very bytes compared, whose references are checked inside `root` again
+    and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
+    only confined texture files, so whatever forms Blender parses it opens nothing that was
+    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
     resolved = Path(path).resolve()
-    if resolved.suffix.lower() != ".obj":
-        checked = listed_file(path, root, sha256)
-        referenced_files(checked, root)
-        return checked
-    listed_file(path, root, "")  # inside the root; the bytes are compared below
+    suffix = resolved.suffix.lower()
+    if suffix not in (".obj", *GLTF_SUFFIXES):
+        return listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+    listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    if suffix in GLTF_SUFFIXES:
+        copy, digest = _gltf_copy(resolved, root, folder / resolved.name)
+    else:
+        copy, digest = _obj_copy(resolved, root, folder)
+    if sha256 and digest != sha256:
+        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
+    return copy
+
+
+def _obj_copy(resolved: Path, root: Path, folder: Path) -> tuple[Path, str]:
+    """(the OBJ copy, the sha256 of the bytes read): see `blender_input`."""
     libraries = []
     for name in obj_material_libraries(resolved):
         mtl = resolve_reference(root, resolved.parent, name, required=False)
@@ -430,9 +450,59 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
             words = text.split(maxsplit=1)
             dropped = "mtllib" in text.lower() and words[0] not in NAMING_KEYWORDS
             out.writelines(b"\n" if dropped else line for line in lines)
-    if sha256 and digest.hexdigest() != sha256:
-        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
-    return copy
+    return copy, digest.hexdigest()
+
+
+def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
+    """(a copy of a glTF/GLB, the sha256 of the bytes read) for Blender's importer: each file
+    URI replaced by the resolved, confined path it names, and the application-specific vertex
+    attributes (`_NAME`: feature ids, temperatures...; no stage reads them) removed. Blender
+    5.0's importer pairs those attributes with their data in the iteration order of a set,
+    which changes with each process's hash seed: with two of them, a file was read in one
+    worker and failed in another ("couldn't access the py sequence", a shape mismatch)."""
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source:
+        head = source.read(20)
+        glb = head[:4] == b"glTF"
+        if glb:
+            json_length = struct.unpack_from("<I", head, 12)[0]
+            text = source.read(json_length)
+            digest.update(head + text)
+        else:
+            text = head + source.read()
+            digest.update(text)
+        try:
+            document = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise MeshError("unreadable", f"not a glTF document: {error}") from error
+        for item, name, file in _gltf_references(document, resolved.parent, root):
+            # Missing images stay missing (Blender reads the object without them).
+            item["uri"] = quote(str(file or (resolved.parent / name).resolve()))
+        for mesh in document.get("meshes", []):
+            for primitive in mesh.get("primitives", []):
+                _drop_custom_attributes(primitive)
+        encoded = json.dumps(document, separators=(",", ":")).encode()
+        with open(copy, "wb") as out:
+            if not glb:
+                out.write(encoded)
+                return copy, digest.hexdigest()
+            encoded += b" " * (-len(encoded) % 4)  # chunks are 4-byte aligned, JSON space-padded
+            rest = os.fstat(source.fileno()).st_size - source.tell()  # the BIN chunk, as it is
+            length = 12 + 8 + len(encoded) + rest
+            out.write(head[:8] + struct.pack("<III", length, len(encoded), 0x4E4F534A))
+            out.write(encoded)
+            while block := source.read(COPY_BLOCK):
+                digest.update(block)
+                out.write(block)
+    return copy, digest.hexdigest()
+
+
+def _drop_custom_attributes(primitive: dict) -> None:
+    draco = primitive.get("extensions", {}).get("KHR_draco_mesh_compression", {})
+    for attributes in (primitive.get("attributes"), draco.get("attributes")):
+        if isinstance(attributes, dict):
+            for name in [name for name in attributes if name.startswith("_")]:
+                del attributes[name]
 
 
 def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:

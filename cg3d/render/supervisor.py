@@ -10,6 +10,7 @@ gets a failure reason, and a fresh Blender is started for the next one.
 """
 
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -21,6 +22,9 @@ import numpy as np
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
+# One hash seed for every worker: Blender's importers iterate sets (the glTF importer's custom
+# attributes did), whose order otherwise changes with each process, and so could the reading.
+WORKER_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 
 
 class WorkerDied(Exception):
@@ -46,6 +50,8 @@ class BlenderWorker:
         self.log_path = Path(self.tmp.name) / "blender.log"
         self.process: subprocess.Popen | None = None
         self.restarts = 0
+        self.retries = 0  # failures asked again of a fresh worker
+        self.served = 0  # requests the running process has had
         self.last_rss_mb = 0.0
 
     @property
@@ -57,6 +63,7 @@ class BlenderWorker:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cg3d.render.worker", json.dumps(self.settings)],
+                env=WORKER_ENV,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -118,10 +125,23 @@ class BlenderWorker:
         return cloud, bool(reply.get("has_color")), None
 
     def _ask(self, request: dict) -> dict:
-        """Send one request; the reply, or {"ok": False, "reason"} when Blender died or hung."""
+        """Send one request; the reply, or {"ok": False, "reason"} when Blender died or hung.
+        A failure Blender raised in a worker that had read other objects is asked again of a
+        fresh worker, whose answer is final: an object's outcome never depends on the objects
+        read before it (their order, the chunking, the stage)."""
+        reply = self._ask_once(request)
+        if not reply["ok"] and reply.get("retry") and self.served > 1:
+            self.kill()
+            self.retries += 1
+            reply = self._ask_once(request)
+        return reply
+
+    def _ask_once(self, request: dict) -> dict:
         object_id = request["id"]
         if self.process is None or self.process.poll() is not None:
             self.start()
+            self.served = 0
+        self.served += 1
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()

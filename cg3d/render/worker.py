@@ -13,7 +13,8 @@ set up, then answers each request line
 
 with `{"id", "ok": true, "rss_mb"}` after writing `out_dir/<id>.<name>.png` (RGBA) per view,
 or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
-`{"id", "ok": false, "reason": "kind: words"}`. Blender's chatter on stdout goes to stderr so
+`{"id", "ok": false, "reason": "kind: words", "retry"}` (`retry`: Blender itself raised, so a
+fresh worker tries once more). Blender's chatter on stdout goes to stderr so
 that stdout carries only the protocol. Settings `{"role": "points"}` set up no camera or engine.
 
 One reading (`Renderer.load`): Blender's importers for OBJ (with its .mtl), PLY, STL and
@@ -60,6 +61,29 @@ FAULTS_ENV = "CG3D_RENDER_TEST_FAULTS"  # test hook: {"<object id>": "crash" | "
 
 class RenderFailure(Exception):
     """A per-object failure; the message is `kind: words`."""
+
+
+class ImporterFailure(RenderFailure):
+    """Blender's importer raised: the supervisor has a fresh worker try once more before the
+    failure is final, so that no outcome depends on what a worker imported before."""
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """The last line of a report (a traceback's exception line), at most `limit` characters."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("Location:", "^", "~"))]
+    return (lines[-1] if lines else "no report")[:limit]
+
+
+def importer_reason(report: str, path: Path) -> str:
+    """One line naming why Blender's importer raised: `undecodable` only when it raised inside
+    its Draco decoder, else `unreadable` with the exception it raised (a failed Draco decode
+    that does not raise leaves no triangles: `_no_triangles_reason`)."""
+    frames = [line for line in report.splitlines() if line.strip().startswith("File ")]
+    compression = _compression_used(path)
+    if compression and frames and "draco" in frames[-1].lower():
+        return f"undecodable: the {compression} payload: {one_line(report)}"
+    return f"unreadable: Blender's importer failed: {one_line(report)}"
 
 
 def homogeneous(matrix3: np.ndarray) -> np.ndarray:
@@ -175,11 +199,7 @@ class Renderer:
         except RenderFailure:
             raise
         except Exception as error:  # importers raise RuntimeError with Blender's report
-            report = str(error).strip()[:300]
-            compression = _compression_used(path)
-            if compression:
-                raise RenderFailure(f"undecodable: the {compression} payload: {report}") from error
-            raise RenderFailure(f"unreadable: {report}") from error
+            raise ImporterFailure(importer_reason(str(error), path)) from error
         new = [obj for obj in bpy.data.objects if obj not in before]
         # A glTF file may bring its own cameras and lights: the views use ours alone.
         for obj in [obj for obj in new if obj.type in ("CAMERA", "LIGHT")]:
@@ -364,12 +384,13 @@ def serve(settings: dict) -> None:
                 renderer.render(request)
         except RenderFailure as failure:
             renderer.clear()
-            reply({"id": request["id"], "ok": False, "reason": str(failure)})
+            retry = isinstance(failure, ImporterFailure)
+            reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
             continue
         except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()
-            reason = f"render: {type(error).__name__}: {str(error).strip()[:300]}"
-            reply({"id": request["id"], "ok": False, "reason": reason})
+            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
+            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue
         reply({"id": request["id"], "ok": True, "rss_mb": rss_mb(), **extra})
 
