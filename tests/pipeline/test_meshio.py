@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,20 @@ def test_textured_gltf_loads_geometry_only(tmp_path: Path, suffix: str) -> None:
     loaded = load_mesh(tmp_path / f"textured{suffix}")
     assert loaded.faces.shape == (12, 3)
     np.testing.assert_allclose(np.ptp(loaded.vertices, axis=0), [1, 2, 3])
+
+
+def test_a_gltf_uri_with_backslashes_is_resolved_as_blender_reads_it(tmp_path: Path) -> None:
+    """Blender's glTF importer turns backslashes into slashes: `..\\outside\\x.png` names a
+    file outside the root, not a file with backslashes in its name inside it."""
+    from cg3d.geometry.meshio import validate_file
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG")
+    box = trimesh.creation.box()
+    box.export(root / "box.gltf")
+    document = json.loads((root / "box.gltf").read_text())
+    document["images"] = [{"uri": "..\\outside.png"}]
+    (root / "box.gltf").write_text(json.dumps(document))
+    with pytest.raises(MeshError, match="^outside_root: ../outside.png"):
+        validate_file(root / "box.gltf", root)
