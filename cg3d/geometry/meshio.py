@@ -13,6 +13,7 @@ nothing in a file is ever executed.
 """
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -296,6 +297,42 @@ def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
         yield lines, b"".join(lines).decode(errors="replace")
 
 
+def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes]:
+    """An OBJ's bytes in blocks of about `size` that end where a logical line ends."""
+    carry = b""
+    while chunk := handle.read(size):
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        while cut and data[:cut].rstrip(b"\r\n").endswith(b"\\"):  # inside a continued line
+            cut = data.rfind(b"\n", 0, cut - 1) + 1
+        carry = data[cut:]
+        if cut:
+            yield data[:cut]
+    if carry:
+        yield carry
+
+
+def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
+    """(start, end, text) of each logical line of `block` (whole lines of an OBJ) that mentions
+    `mtllib` in any case. Byte searches, no loop over the lines: a large OBJ names its
+    libraries once or twice, and continued lines are rare (then the lines are walked)."""
+    if b"\\\n" not in block and b"\\\r\n" not in block:
+        lowered = block.lower()
+        position = 0
+        while (found := lowered.find(b"mtllib", position)) >= 0:
+            start = block.rfind(b"\n", 0, found) + 1
+            end = block.find(b"\n", found) + 1 or len(block)
+            yield start, end, block[start:end].decode(errors="replace")
+            position = end
+        return
+    offset = 0
+    for lines, text in obj_statements(io.BytesIO(block)):
+        size = sum(map(len, lines))
+        if "mtllib" in text.lower():
+            yield offset, offset + size, text
+        offset += size
+
+
 def _argument(text: str, keyword: str) -> str | None:
     """The rest of the statement `text` after `keyword` (quotes removed), or None if `text` is
     not that statement."""
@@ -308,7 +345,11 @@ def _argument(text: str, keyword: str) -> str | None:
 def obj_material_libraries(path: Path) -> list[str]:
     """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them."""
     with open(path, "rb") as handle:
-        names = [_argument(text, "mtllib") for _, text in obj_statements(handle)]
+        names = [
+            _argument(text, "mtllib")
+            for block in line_blocks(handle)
+            for _, _, text in mtllib_statements(block)
+        ]
     return [name for name in names if name]
 
 
@@ -442,14 +483,16 @@ def _obj_copy(resolved: Path, root: Path, folder: Path) -> tuple[Path, str]:
     digest = hashlib.sha256()
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
-        for lines, text in obj_statements(source):
-            for line in lines:
-                digest.update(line)
-            # Any statement that mentions a material library, in any case, is dropped (ours
+        for block in line_blocks(source):
+            digest.update(block)
+            # Any statement that mentions a material library, in any case, is blanked (ours
             # come first), but for those that name a material, object or group.
-            words = text.split(maxsplit=1)
-            dropped = "mtllib" in text.lower() and words[0] not in NAMING_KEYWORDS
-            out.writelines(b"\n" if dropped else line for line in lines)
+            position = 0
+            for start, end, text in mtllib_statements(block):
+                if text.split(maxsplit=1)[0] not in NAMING_KEYWORDS:
+                    out.write(block[position:start] + b"\n" * block.count(b"\n", start, end))
+                    position = end
+            out.write(block[position:])
     return copy, digest.hexdigest()
 
 

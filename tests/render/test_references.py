@@ -62,18 +62,19 @@ def outside_files(tmp_path: Path) -> Path:
     return root
 
 
-def read_colours(path: Path) -> tuple[np.ndarray, bool]:
-    """Blender's reading of a lone file (its folder is its root, as for `cg3d classify`)."""
-    with PointsReader(SampleConfig(points=64, colors=True)) as read:
-        cloud, has_color = read(path, "y", "tri")
-    return cloud[:, 3:6], has_color
+@pytest.fixture(scope="module")
+def read():
+    """Blender's reading of a lone file (its folder is its root, as for `cg3d classify`), one
+    worker for the module."""
+    with PointsReader(SampleConfig(points=64, colors=True)) as reader:
+        yield lambda path: reader(path, "y", "tri")
 
 
-def refused_when_read(path: Path) -> None:
+def refused_when_read(read, path: Path) -> None:
     """Read anyway (a manifest made before the fix, a file given to classify): the reading is
     refused, naming the reference, before anything from outside colours a point."""
     with pytest.raises(ValueError, match=r"^outside_root: \.\./outside/"):
-        read_colours(path)
+        read(path)
 
 
 def near(rgb: np.ndarray, colour) -> np.ndarray:
@@ -81,27 +82,27 @@ def near(rgb: np.ndarray, colour) -> np.ndarray:
 
 
 @pytest.mark.parametrize("form", sorted(MTLLIB_FORMS))
-def test_mtllib_forms_blender_reads_are_refused_and_never_read(tmp_path, form):
+def test_mtllib_forms_blender_reads_are_refused_and_never_read(tmp_path, read, form):
     root = outside_files(tmp_path)
     obj = root / "tri.obj"
     obj.write_text(MTLLIB_FORMS[form] + GEOMETRY)
     with pytest.raises(MeshError, match="outside_root"):
         validate_file(obj, root)
-    refused_when_read(obj)
+    refused_when_read(read, obj)
 
 
 @pytest.mark.parametrize("form", sorted(MAP_FORMS))
-def test_texture_map_forms_blender_reads_are_refused_and_never_read(tmp_path, form):
+def test_texture_map_forms_blender_reads_are_refused_and_never_read(tmp_path, read, form):
     root = outside_files(tmp_path)
     (root / "in.mtl").write_text(f"newmtl m\nKd {INSIDE_KD}\n{MAP_FORMS[form]}\n")
     obj = root / "tri.obj"
     obj.write_text("mtllib in.mtl\n" + GEOMETRY)
     with pytest.raises(MeshError, match="outside_root"):
         validate_file(obj, root)
-    refused_when_read(obj)
+    refused_when_read(read, obj)
 
 
-def test_references_inside_the_root_are_read_in_every_form(tmp_path):
+def test_references_inside_the_root_are_read_in_every_form(tmp_path, read):
     """The confined copy keeps what lies inside: a continued `mtllib`, options before the map."""
     root = outside_files(tmp_path)
     Image.new("RGB", (8, 8), RED).save(root / "red.png")
@@ -109,11 +110,11 @@ def test_references_inside_the_root_are_read_in_every_form(tmp_path):
     obj = root / "tri.obj"
     obj.write_text("  mtllib \\\nin.mtl\n" + GEOMETRY)
     validate_file(obj, root)
-    rgb, has_color = read_colours(obj)
-    assert has_color and near(rgb, [1.0, 0.0, 0.0]).all()
+    cloud, has_color = read(obj)
+    assert has_color and near(cloud[:, 3:6], [1.0, 0.0, 0.0]).all()
 
 
-def test_a_texture_swapped_for_a_link_to_the_outside_is_not_read(tmp_path):
+def test_a_texture_swapped_for_a_link_to_the_outside_is_not_read(tmp_path, read):
     root = outside_files(tmp_path)
     Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "tex.png")
     (root / "in.mtl").write_text("newmtl m\nmap_Kd tex.png\n")
@@ -123,7 +124,7 @@ def test_a_texture_swapped_for_a_link_to_the_outside_is_not_read(tmp_path):
     (root / "tex.png").unlink()
     os.symlink(tmp_path / "outside" / "red.png", root / "tex.png")
     with pytest.raises(ValueError, match="^outside_root: tex.png resolves outside"):
-        read_colours(obj)
+        read(obj)
 
 
 def listed_source(tmp_path: Path) -> tuple[Path, Path, Path]:
