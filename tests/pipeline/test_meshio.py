@@ -130,3 +130,29 @@ def test_a_gltf_uri_with_backslashes_is_resolved_as_blender_reads_it(tmp_path: P
     (root / "box.gltf").write_text(json.dumps(document))
     with pytest.raises(MeshError, match="^outside_root: ../outside.png"):
         validate_file(root / "box.gltf", root)
+
+
+def test_mtllib_statements_are_found_whatever_the_block_boundaries() -> None:
+    """The OBJ scan reads blocks of whole logical lines: a continued `mtllib` split across a
+    block boundary, or spelt in another case, is still one statement (the upper-case one names
+    no file, as in Blender; a keyword split by a continuation is read, where Blender skips it:
+    checked and copied rather than missed)."""
+    import io
+
+    from cg3d.geometry.meshio import _argument, line_blocks, mtllib_statements
+
+    data = (
+        b"v 0 0 0\n  mtllib a.mtl\nv 1 0 0\nmtllib \\\r\n  b.mtl\r\nMTLLIB c.mtl\n"
+        b"usemtl mtllib_named\nmtl\\\nlib d.mtl\nf 1 2 3"
+    )
+    for size in range(1, len(data) + 2):
+        blocks = list(line_blocks(io.BytesIO(data), size))
+        assert b"".join(blocks) == data
+        texts = [text for block in blocks for _, _, text in mtllib_statements(block)]
+        assert [_argument(text, "mtllib") for text in texts] == [
+            "a.mtl",
+            "b.mtl",
+            None,
+            None,
+            "d.mtl",
+        ]
