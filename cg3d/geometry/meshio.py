@@ -423,6 +423,12 @@ def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[d
 # Check, then use: what the sample and render stages open is checked when they open it.
 
 
+def lone_file_root(path: Path) -> Path:
+    """The root of a file read on its own (given to classify or the demo, not listed by the
+    meshes stage): the folder it resolves into, so it and what it references stay there."""
+    return Path(path).resolve().parent
+
+
 def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     """The file a manifest row lists, checked at read time: resolved now (symlinks followed)
     inside `root`, and, when the row has one, with the sha256 the meshes stage recorded.

@@ -24,7 +24,13 @@ from cg3d.files import locks_out_dir
 from cg3d.formats.manifest import OK, MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.geometry.frame import to_canonical_axes
-from cg3d.geometry.meshio import FAST_SUFFIXES, MeshError, listed_file, load_mesh
+from cg3d.geometry.meshio import (
+    FAST_SUFFIXES,
+    MeshError,
+    listed_file,
+    load_mesh,
+    lone_file_root,
+)
 from cg3d.geometry.sampling import (
     normalised_surface,
     object_rng,
@@ -71,7 +77,7 @@ class PointsReader:
         (`meshio.listed_file`; Blender's reading: `meshio.blender_input`)."""
         config = self.config
         if not needs_blender(path, config):
-            root = Path(path).parent if root is None else root
+            root = lone_file_root(path) if root is None else root
             mesh = load_mesh(listed_file(path, root, sha256))
             vertices = to_canonical_axes(np.asarray(mesh.vertices, dtype=np.float64), up_axis)
             return points_from_surface(

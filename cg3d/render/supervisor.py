@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.geometry.meshio import lone_file_root
+
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
 # One hash seed for every worker: Blender's importers iterate sets (the glTF importer's custom
@@ -35,7 +37,7 @@ def source(path: Path, root: Path | None, sha256: str) -> dict:
     """What the worker checks before it imports a file (`meshio.blender_input`): the folder it
     and its references must stay in (a manifest's source root; a lone file's own folder by
     default) and, when known, the sha256 it was listed with."""
-    root = Path(path).parent if root is None else root
+    root = lone_file_root(path) if root is None else root
     return {"path": str(path), "root": str(root), "sha256": sha256}
 
 

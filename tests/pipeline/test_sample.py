@@ -446,3 +446,30 @@ def test_a_removed_or_changed_object_recomputes_only_its_chunk(tmp_path):
     summary = sample_points(make_meshes(tmp_path, fewer, hashed=True), out, config)
     assert summary.chunks_run == 1
     assert np.ptp(read_all(out)[moved][:, 0]) > 3 * np.ptp(read_all(out)[moved][:, 1])
+
+
+def test_the_fast_path_checks_the_file_when_it_opens_it(tmp_path):
+    """Check, then use: the sample stage opens a listed file only if it still resolves inside
+    the root and has the listed bytes; a lone file (classify) may be a link to another folder."""
+    from cg3d.geometry.meshio import MeshError
+    from cg3d.pipeline.sample import PointsReader
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    trimesh.creation.box().export(root / "a.obj")
+    trimesh.creation.icosphere().export(elsewhere / "b.obj")
+    listed = file_sha256(root / "a.obj")
+    read = PointsReader(SampleConfig(points=64))
+    assert read(root / "a.obj", "y", "a", root, listed)[0].shape == (64, 3)
+    (root / "a.obj").unlink()
+    os.symlink(elsewhere / "b.obj", root / "a.obj")
+    with pytest.raises(MeshError, match="^changed_since_listed: .* outside the source root"):
+        read(root / "a.obj", "y", "a", root, listed)
+    (root / "a.obj").unlink()
+    trimesh.creation.icosphere().export(root / "a.obj")
+    with pytest.raises(MeshError, match="^changed_since_listed: .* not the file the manifest"):
+        read(root / "a.obj", "y", "a", root, listed)
+    assert read(root / "a.obj", "y", "a")[0].shape == (64, 3)  # unlisted: no hash to compare
+    os.symlink(elsewhere / "b.obj", tmp_path / "link.obj")
+    assert read(tmp_path / "link.obj", "y", "link")[0].shape == (64, 3)
