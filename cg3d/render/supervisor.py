@@ -26,7 +26,7 @@ from cg3d.geometry.meshio import lone_file_root
 STARTUP_TIMEOUT_S = 180.0
 # One hash seed for every worker: Blender's importers iterate sets (the glTF importer's custom
 # attributes did), whose order otherwise changes with each process, and so could the reading.
-WORKER_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
+WORKER_HASH_SEED = "0"
 
 
 class WorkerDied(Exception):
@@ -65,7 +65,7 @@ class BlenderWorker:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cg3d.render.worker", json.dumps(self.settings)],
-                env=WORKER_ENV,
+                env={**os.environ, "PYTHONHASHSEED": WORKER_HASH_SEED},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
