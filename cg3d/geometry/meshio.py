@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from cg3d.files import file_sha256
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -446,8 +447,6 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from cg3d.files import file_sha256
-
     try:
         return file_sha256(path)
     except OSError as error:
