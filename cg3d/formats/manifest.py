@@ -34,7 +34,12 @@ FAILURE_KINDS = (
     "missing_file",  # a file the mesh references (a glTF buffer) is missing
     "outside_root",  # the file, or one it references, lies outside the source's root
     "undecodable",  # a Draco or meshopt payload that does not decode
+    "changed_since_listed",  # a later stage found the file moved out of the root, or rewritten
 )
+# The manifest's metadata key for the source root, the folder its files and every file they
+# reference must lie in when a later stage opens them: relative to the manifest's folder when
+# it lies under it (a moved or checked-out data folder keeps working), else absolute.
+ROOT_KEY = b"cg3d.source_root"
 
 SCHEMA = pa.schema(
     [
@@ -72,19 +77,26 @@ class MeshRecord:
 
 
 @contextmanager
-def manifest_writer(out_dir: Path) -> Iterator[Callable[[pa.Table], None]]:
+def manifest_writer(
+    out_dir: Path, root: Path | None = None
+) -> Iterator[Callable[[pa.Table], None]]:
     """Write `out_dir/manifest.parquet` piece by piece: yields `write(table)`, called with tables
     in SCHEMA whose rows, all together, are sorted by id. Rows are held only until a row group
     of ROW_GROUP_ROWS is full, so memory stays flat; the file appears (atomically) at the end.
-    The file takes the first table's schema, as `pq.write_table` does (the same bytes)."""
+    The file takes the first table's schema, as `pq.write_table` does (the same bytes), with the
+    source `root` (see ROOT_KEY) when given."""
     path = Path(out_dir) / MANIFEST_NAME
+    metadata = {ROOT_KEY: _stored_root(Path(root), Path(out_dir)).encode()} if root else {}
     with atomic_path(path) as tmp:
         writer: pq.ParquetWriter | None = None
         held = SCHEMA.empty_table()
 
         def write_group(group: pa.Table) -> None:
             nonlocal writer
-            writer = writer or pq.ParquetWriter(tmp, group.schema)
+            schema = group.schema
+            if metadata:
+                schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+            writer = writer or pq.ParquetWriter(tmp, schema)
             writer.write_table(group.combine_chunks())
 
         def write(table: pa.Table) -> None:
@@ -103,17 +115,30 @@ def manifest_writer(out_dir: Path) -> Iterator[Callable[[pa.Table], None]]:
                 writer.close()
 
 
-def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
+def write_manifest_table(table: pa.Table, out_dir: Path, root: Path | None = None) -> Path:
     """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
-    with manifest_writer(out_dir) as write:
+    with manifest_writer(out_dir, root) as write:
         write(table)
     return Path(out_dir) / MANIFEST_NAME
 
 
-def write_manifest(records: list[MeshRecord], out_dir: Path) -> Path:
+def write_manifest(records: list[MeshRecord], out_dir: Path, root: Path | None = None) -> Path:
     """Write `out_dir/manifest.parquet`, sorted by id so that reruns give the same file."""
     rows = sorted((asdict(r) for r in records), key=lambda r: r["id"])
-    return write_manifest_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir)
+    return write_manifest_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir, root)
+
+
+def _stored_root(root: Path, out_dir: Path) -> str:
+    root, out_dir = root.resolve(), out_dir.resolve()
+    return root.relative_to(out_dir).as_posix() if root.is_relative_to(out_dir) else str(root)
+
+
+def manifest_root(meshes_dir: Path) -> Path:
+    """The source root the meshes stage recorded (ROOT_KEY), else the manifest's own folder
+    (a manifest written without one)."""
+    metadata = pq.read_schema(manifest_path(meshes_dir)).metadata or {}
+    stored = metadata.get(ROOT_KEY)
+    return Path(meshes_dir) / stored.decode() if stored else Path(meshes_dir)
 
 
 def manifest_path(meshes_dir: Path) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
@@ -84,11 +84,13 @@ def render_chunk(
     """Render one chunk into its tar; a failed object becomes a failure row. Returns views."""
     rendered: dict[str, Rendered] = {}
     failures = []
+    root = manifest_root(meshes_dir)
     for record in records:
         cameras = cameras_of(config, record.id)
         pngs = [worker.out_dir / f"{record.id}.{view['name']}.png" for view in cameras["views"]]
+        path = mesh_file(meshes_dir, record)
         reason = worker.render(
-            record.id, mesh_file(meshes_dir, record), record.up_axis, cameras["views"]
+            record.id, path, record.up_axis, cameras["views"], root, record.sha256
         )
         if reason is None:
             views = {

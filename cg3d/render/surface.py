@@ -1,4 +1,4 @@
-"""Inside Blender: the evaluated scene as a `cg3d.pipeline.surface.Surface`.
+"""Inside Blender: the evaluated scene as a `cg3d.geometry.surface.Surface`.
 
 The evaluated depsgraph is what Blender renders: skins and armatures in their pose at the
 scene's current frame (the frame the importer leaves, the first frame of the file's first
@@ -10,7 +10,7 @@ Runs in the Blender workers only (imports bpy through the caller).
 
 import numpy as np
 
-from cg3d.pipeline.surface import Material, Surface, srgb_from_linear
+from cg3d.geometry.surface import Material, Surface, srgb_from_linear
 
 MESHLIKE = ("MESH", "CURVE", "SURFACE", "META", "FONT")
 

@@ -50,8 +50,8 @@ from cg3d.formats.shards import (
     split_channels,
     split_entry,
 )
+from cg3d.geometry.fps import farthest_point_sample
 from cg3d.params import TrainConfig
-from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.train.augment import AugmentConfig, augment_points
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]

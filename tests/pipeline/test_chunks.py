@@ -253,7 +253,7 @@ def test_sample_recomputes_a_halved_part_instead_of_counting_it_done(tmp_path):
     """The issue's case: `cg3d sample` said "1 already done" and kept the broken part."""
     from cg3d.params import SampleConfig
     from cg3d.pipeline.sample import sample_points
-    from tests.pipeline.test_sample import SMALL, make_meshes, shapes
+    from tests.pipeline.meshes import SMALL, make_meshes, shapes
 
     meshes_dir = make_meshes(tmp_path, shapes(4))
     config = SampleConfig(**SMALL, chunk_size=2)
@@ -342,7 +342,7 @@ def cg3d(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path):
-    from tests.pipeline.test_sample import make_meshes, shapes
+    from tests.pipeline.meshes import make_meshes, shapes
 
     meshes_dir = make_meshes(tmp_path, shapes(1))
     with mounted(tmp_path / "ro", "ro,size=64k") as read_only:
@@ -355,7 +355,7 @@ def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path):
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_part(tmp_path):
     from cg3d.formats.intact import part_problem
-    from tests.pipeline.test_sample import make_meshes, shapes
+    from tests.pipeline.meshes import make_meshes, shapes
 
     meshes_dir = make_meshes(tmp_path, shapes(4))
     with mounted(tmp_path / "disk", "size=128k") as disk:
@@ -459,7 +459,7 @@ print([child.pid for child in psutil.Process().children()])
 def test_the_sample_stage_leaves_no_process_behind(tmp_path):
     import trimesh
 
-    from tests.pipeline.test_sample import make_meshes
+    from tests.pipeline.meshes import make_meshes
 
     shapes = {f"box{i}": trimesh.creation.box([1.0, 1.0 + i, 2.0]) for i in range(4)}
     meshes_dir = make_meshes(tmp_path, shapes)

@@ -17,6 +17,7 @@ BLENDER_KINDS = (
     "skinned",
     "instanced",
     "draco",
+    "draco_features",
     "textured",
     "zup_obj",
     "vertex_colours_mr",
@@ -85,6 +86,21 @@ def _make(kind: str, path: str) -> None:
         bpy.ops.mesh.primitive_monkey_add()
         bpy.ops.object.modifier_add(type="SUBSURF")
         options = {"export_draco_mesh_compression_enable": True}
+    elif kind == "draco_features":
+        # Draco with two application-specific vertex attributes of different shapes, and the
+        # EXT_mesh_features extension naming one (added to the JSON below, as Cesium writes).
+        bpy.ops.mesh.primitive_cube_add(size=1.0)
+        bpy.context.object.scale = (0.5, 1.0, 2.0)
+        mesh = bpy.context.object.data
+        count = len(mesh.vertices)
+        feature = mesh.attributes.new("_FEATURE_ID_0", "FLOAT", "POINT")
+        feature.data.foreach_set("value", [float(i % 3) for i in range(count)])
+        extra = mesh.attributes.new("_TEMPERATURE", "FLOAT_VECTOR", "POINT")
+        extra.data.foreach_set("vector", [0.5] * (3 * count))
+        options = {"export_draco_mesh_compression_enable": True, "export_attributes": True}
+        bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", **options)
+        _add_mesh_features(Path(path))
+        return
     elif kind == "textured":
         _textured_cube(bpy)
     elif kind == "vertex_colours_mr":
@@ -193,6 +209,20 @@ def _four_maps_cube(bpy) -> None:
     emission = _texture(bpy, material, _flat_image(bpy, "emission", (0.1, 0.9, 0.9)))
     tree.links.new(emission.outputs["Color"], bsdf.inputs["Emission Color"])
     bsdf.inputs["Emission Strength"].default_value = 1.0
+
+
+def _add_mesh_features(path: Path) -> None:
+    """Declare EXT_mesh_features (feature ids from `_FEATURE_ID_0`) in a GLB's JSON."""
+    data = path.read_bytes()
+    length = struct.unpack_from("<I", data, 12)[0]
+    document = json.loads(data[20 : 20 + length])
+    binary = data[20 + length + 8 :]
+    document.setdefault("extensionsUsed", []).append("EXT_mesh_features")
+    for mesh in document["meshes"]:
+        for primitive in mesh["primitives"]:
+            features = {"featureIds": [{"featureCount": 3, "attribute": 0}]}
+            primitive.setdefault("extensions", {})["EXT_mesh_features"] = features
+    path.write_bytes(_glb(document, binary))
 
 
 def _glb(document: dict, binary: bytes) -> bytes:

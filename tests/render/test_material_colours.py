@@ -8,7 +8,7 @@ import pytest
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
 from tests.render.gltf_files import MR_RGB, RED, blender_file
-from tests.render.test_real_files import render_views
+from tests.render.helpers import render_views
 
 pytestmark = pytest.mark.blender
 
