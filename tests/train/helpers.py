@@ -72,3 +72,34 @@ def params_file(tmp_path, **overrides):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"train": train | overrides}))
     return path
+
+
+def two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
+    """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
+    process on its share of one batch of 8, with a learned temperature; the temperature, and
+    the trained weights after both updates (`weights`, flattened in name order)."""
+    from cg3d.train.loop import Trainer, prepare_model
+
+    config = tiny_train_config(encoder="pointbert-micro", train_logit_scale=True, grad_clip=0.0)
+    model, _ = prepare_model(config, CLASSES, out)
+    trainer = Trainer(model, config, 1, torch.device("cpu"))
+    # Batch-norm statistics and stochastic depth are per process by design (no SyncBatchNorm,
+    # as the public code by default): in eval mode the two runs compute the same function, so
+    # their gradients must agree
+    model.train(False)
+    whole = make_batches(1, 8, seed=3).batches[0]
+    share = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    part = {key: value[share] for key, value in whole.items()}
+    grads = {}
+    for step, phase in enumerate(("encoder", "prompts")):
+        trainer.update([part], step)
+        trained = model.point_encoder if phase == "encoder" else model.visual
+        grads[phase] = torch.cat(
+            [p.grad.flatten() for p in trained.parameters() if p.requires_grad]
+        )
+        if phase == "encoder":  # the temperature steps with the encoder
+            grads["temperature_grad"] = model.clip.logit_scale.grad.clone()
+    grads["temperature"] = model.clip.logit_scale.detach().clone()
+    trained = sorted((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    grads["weights"] = torch.cat([p.detach().flatten() for _, p in trained])
+    return grads

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cg3d.train.losses import contrastive_loss
+from tests.train.helpers import two_updates
 
 pytestmark = pytest.mark.slow
 
@@ -53,40 +54,11 @@ def test_two_gloo_processes_share_negatives_and_stay_in_sync(tmp_path):
     assert metrics["world_size"] == 2 and metrics["step"] == 2
 
 
-def gradients_of_two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
-    """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
-    process on its share of one batch of 8, with a learned temperature; and the temperature."""
-    from cg3d.train.loop import Trainer, prepare_model
-    from tests.train.helpers import CLASSES, make_batches, tiny_train_config
-
-    config = tiny_train_config(encoder="pointbert-micro", train_logit_scale=True, grad_clip=0.0)
-    model, _ = prepare_model(config, CLASSES, out)
-    trainer = Trainer(model, config, 1, torch.device("cpu"))
-    # Batch-norm statistics and stochastic depth are per process by design (no SyncBatchNorm,
-    # as the public code by default): in eval mode the two runs compute the same function, so
-    # their gradients must agree
-    model.train(False)
-    whole = make_batches(1, 8, seed=3).batches[0]
-    share = slice(rank * 8 // world, (rank + 1) * 8 // world)
-    part = {key: value[share] for key, value in whole.items()}
-    grads = {}
-    for step, phase in enumerate(("encoder", "prompts")):
-        trainer.update([part], step)
-        trained = model.point_encoder if phase == "encoder" else model.visual
-        grads[phase] = torch.cat(
-            [p.grad.flatten() for p in trained.parameters() if p.requires_grad]
-        )
-        if phase == "encoder":  # the temperature steps with the encoder
-            grads["temperature_grad"] = model.clip.logit_scale.grad.clone()
-    grads["temperature"] = model.clip.logit_scale.detach().clone()
-    return grads
-
-
 def gradient_worker(rank: int, world: int, tmp: str) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    grads = gradients_of_two_updates(world, rank, f"{tmp}/run{rank}")
+    grads = two_updates(world, rank, f"{tmp}/run{rank}")
     torch.save(grads, f"{tmp}/grads{rank}.pt")
     dist.destroy_process_group()
 
@@ -94,7 +66,7 @@ def gradient_worker(rank: int, world: int, tmp: str) -> None:
 @pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 @pytest.mark.parametrize("world", [2, 4])
 def test_processes_get_the_gradient_of_one_process_on_the_whole_batch(tmp_path, world):
-    single = gradients_of_two_updates(1, 0, str(tmp_path / "single"))
+    single = two_updates(1, 0, str(tmp_path / "single"))
     mp.spawn(gradient_worker, args=(world, str(tmp_path)), nprocs=world, join=True)
     ranks = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(world)]
     for grads in ranks:

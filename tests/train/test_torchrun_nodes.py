@@ -1,0 +1,50 @@
+"""Training on two nodes: two torchrun agents of one process each, joined by a c10d rendezvous
+on 127.0.0.1 as two machines would be (gloo), train to the weights of one process that updates
+on the whole batch."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("torchrun_nodes.py")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_train_to_the_weights_of_one_process_on_the_global_batch(tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+    node += ["--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "cg3d-nodes"]
+    node += ["--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", "0"]
+    node += [str(SCRIPT), str(tmp_path)]
+    nodes = [
+        subprocess.Popen(
+            node, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    for process in nodes:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output.decode()[-3000:]
+    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, check=True, timeout=600)
+
+    single = torch.load(tmp_path / "world1-rank0.pt", weights_only=True)
+    ranks = [torch.load(tmp_path / f"world2-rank{r}.pt", weights_only=True) for r in range(2)]
+    assert single["encoder"].norm() > 0 and single["prompts"].norm() > 0  # both updates moved
+    for result in ranks:
+        for key in ("encoder", "prompts", "weights"):
+            error = (result[key] - single[key]).norm() / single[key].norm()
+            assert error < 1e-5, (key, float(error))
+    assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])
