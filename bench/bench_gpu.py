@@ -5,9 +5,10 @@ encoder's FPS and kNN, and Blender Cycles on the GPU — everything issue 19 ask
     python bench/bench_gpu.py --device cpu --tiny --out /tmp/g     # the same code, tiny, on a CPU
 
 Sections (each runs on its own; one that fails prints its reason and the others still run):
-1. model: training samples/s of params.yaml's `train:` (the CPU default) and configs/paper.yaml
-   (SLIP/ViT-B/16 random-init, 8192 points, batch 64) on synthetic in-memory batches (bf16
-   autocast on CUDA): what the model and the update cost, without the loader.
+1. model: training samples/s of params.yaml's `train:` (the CPU default), configs/paper.yaml
+   (SLIP ViT-B/16, 8192 points, batch 64) and configs/paper-openai.yaml (OpenAI's ViT-B/16), CLIP
+   random-init, on synthetic in-memory batches (bf16 autocast on CUDA): what the model and the
+   update cost, without the loader.
 2. loader: the paper config trained from real WebDataset shards (written here by the caption and
    pack stages from generated points and 224 px PNG views) through `make_loader` with W workers,
    for W in --workers; samples/s and the GPU's utilisation sampled by `nvidia-smi` every 100 ms
@@ -97,7 +98,8 @@ class GpuSampler:
 
 
 def configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
-    """The two training settings measured: the default and the paper's (random CLIP weights)."""
+    """The training settings measured: the default and the paper's on SLIP and on OpenAI's
+    ViT-B/16 (random CLIP weights: none can be downloaded)."""
     default = load_section(
         TrainConfig, "train", ROOT / "params.yaml", options=dict(device=args.device)
     )
@@ -107,16 +109,18 @@ def configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
         ROOT / "configs" / "paper.yaml",
         options=dict(batch_size=args.batch, clip_pretrained="none", device=args.device),
     )
+    paper_openai = load_section(
+        TrainConfig,
+        "train",
+        ROOT / "configs" / "paper-openai.yaml",
+        options=dict(batch_size=args.batch, clip_pretrained="none", device=args.device),
+    )
     if args.tiny:  # the same code path at a size a CPU runs in seconds
+        small = dict(encoder=default.encoder, n_points=default.n_points, batch_size=4)
         default = replace(default, batch_size=4)
-        paper = replace(
-            paper,
-            clip_model=default.clip_model,
-            encoder=default.encoder,
-            n_points=default.n_points,
-            batch_size=4,
-        )
-    return {"default": default, "paper": paper}
+        paper = replace(paper, clip_model=default.clip_model, **small)
+        paper_openai = replace(paper_openai, clip_model=default.clip_model, **small)
+    return {"default": default, "paper": paper, "paper-openai": paper_openai}
 
 
 def model_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -186,7 +190,7 @@ def loader_section(args: argparse.Namespace, device: torch.device, work: Path) -
         loader = make_loader(
             shards,
             "train",
-            replace(LoaderConfig.of_params(config), workers=workers),
+            replace(LoaderConfig.of_params(config, preprocess.image_size), workers=workers),
             preprocess,
         )
         trainer = Trainer(model, config, updates_per_epoch=10_000, device=device)

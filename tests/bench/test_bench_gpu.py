@@ -18,7 +18,7 @@ def test_the_gpu_bench_runs_every_section_on_a_cpu_at_tiny_sizes(tmp_path):
     command += ["--sections", "model,loader,ops"]
     subprocess.run(command, cwd=BENCH, check=True, capture_output=True, timeout=600)
     sections = json.loads((tmp_path / "results.json").read_text())["sections"]
-    assert [row["config"] for row in sections["model"]] == ["default", "paper"]
+    assert [row["config"] for row in sections["model"]] == ["default", "paper", "paper-openai"]
     assert [row["workers"] for row in sections["loader"]] == [0, 1]
     assert all(row["samples_per_s"] > 0 for row in sections["model"] + sections["loader"])
     assert all(row["updates"] == 2 for row in sections["loader"])  # ran, not skipped out early

@@ -269,8 +269,9 @@ def test_sample_recomputes_a_halved_part_instead_of_counting_it_done(tmp_path):
 
 @pytest.mark.parametrize("damage", ["halved", "block_boundary", "record"])
 def test_pack_rewrites_a_damaged_shard_instead_of_counting_it_done(tmp_path, damage):
+    from cg3d.formats.shards import shard_path, shard_record_path
     from cg3d.params import PackConfig
-    from cg3d.pipeline.pack import pack_shards, shard_path, shard_record
+    from cg3d.pipeline.pack import pack_shards
     from tests.pipeline.fakes import fake_pipeline
 
     fake_pipeline(tmp_path, per_class=4, shard_size=3)
@@ -281,7 +282,7 @@ def test_pack_rewrites_a_damaged_shard_instead_of_counting_it_done(tmp_path, dam
     elif damage == "block_boundary":
         cut(shard, 1024)
     else:
-        cut(shard_record(tmp_path / "shards", "train", 1))
+        cut(shard_record_path(tmp_path / "shards", "train", 1))
     dirs = [tmp_path / name for name in ("meshes", "points", "renders", "captions", "shards")]
     summary = pack_shards(*dirs, PackConfig(shard_size=3))
     assert summary.shards_written == 1
