@@ -2,6 +2,7 @@
 encoder's FPS and kNN, and Blender Cycles on the GPU — everything issue 19 asks a lent GPU for.
 
     python bench/bench_gpu.py --out runs/bench_gpu                 # on a CUDA machine
+    bash bench/device/run.sh …                                     # on the device tool's machine
     python bench/bench_gpu.py --device cpu --tiny --out /tmp/g     # the same code, tiny, on a CPU
 
 Sections (each runs on its own; one that fails prints its reason and the others still run):
