@@ -43,17 +43,32 @@ class Prediction(NamedTuple):
 
 
 def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
-    """Labels from a list, a comma-separated string or a file with one per line; empty = default."""
-    if isinstance(labels, str) and labels and Path(labels).is_file():
-        text = Path(labels).read_text()
-        found = [line.strip() for line in text.splitlines() if line.strip()]
-    elif isinstance(labels, str):
+    """Labels from a list or a comma-separated string; empty = `default`.
+
+    A string is always text, never a file name: the demo passes what a visitor typed, so
+    `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
+    """
+    if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
     else:
         found = [str(label).strip() for label in labels or [] if str(label).strip()]
     found = found or list(default)
     if not found:
         raise UsageError("--labels: no labels given and the checkpoint lists no classes")
+    return found
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """The labels of a file, one a line (blank lines skipped): `cg3d classify --labels-file`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise UsageError(f"--labels-file: cannot read {path} ({reason})") from None
+    found = [line.strip() for line in text.splitlines() if line.strip()]
+    if not found:
+        raise UsageError(f"--labels-file: {path} holds no labels")
     return found
 
 
@@ -270,8 +285,8 @@ class Model:
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
-        `labels`: a list, a comma-separated string or a file with one label per line; none
-        means the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
+        `labels`: a list or a comma-separated string (never read as a file name); none means
+        the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
         ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
         if top < 1:

@@ -10,7 +10,7 @@ import trimesh
 from PIL import Image
 
 import cg3d
-from cg3d.app.api import input_points, parse_labels
+from cg3d.app.api import input_points, parse_labels, read_labels_file
 from cg3d.errors import UsageError
 
 from .conftest import cube
@@ -35,15 +35,59 @@ def test_import_cg3d_stays_light_and_loads_the_api_on_first_use():
         cg3d.nothing  # noqa: B018
 
 
-def test_parse_labels(tmp_path):
+def test_parse_labels():
     assert parse_labels("", ["a", "b"]) == ["a", "b"]
     assert parse_labels(None, ["a"]) == ["a"]
     assert parse_labels("chair, table ,", []) == ["chair", "table"]
     assert parse_labels([" lamp", "", "sofa "], []) == ["lamp", "sofa"]
-    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
-    assert parse_labels(str(tmp_path / "labels.txt"), []) == ["lamp", "sofa"]
     with pytest.raises(UsageError, match="--labels"):
         parse_labels("", [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/etc/passwd",  # a file every server has
+        "/etc/hostname, /etc/passwd",  # paths among labels
+        "labels.txt",  # a file in the working directory
+        ".",  # a folder
+        "x" * 300,  # longer than a file name may be
+        "a" * 5000 + "," + "b/" * 200,  # very long, with slashes
+        "/dev/zero",  # would never end
+    ],
+)
+def test_label_text_is_never_opened_as_a_file(text, tmp_path, monkeypatch):
+    """What the demo's visitor or `--labels` types is text: a path is a label like any other."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.txt").write_text("secret\n")
+    expected = [label.strip() for label in text.split(",")]
+    assert parse_labels(text, ["cube"]) == expected
+
+
+def test_demo_labels_box_reads_no_file_on_the_server(model):
+    """The demo hands the labels box to `Model.classify`: /etc/passwd comes back as a label."""
+    predictions = model.classify(cube(200, np.random.default_rng(0)), "/etc/passwd, lamp", top=5)
+    assert sorted(p.label for p in predictions) == ["/etc/passwd", "lamp"]
+    long_label = "a chair " * 40  # 320 characters: was OSError: File name too long
+    assert model.classify(cube(200, np.random.default_rng(0)), long_label)[0].label == (
+        long_label.strip()
+    )
+
+
+def test_labels_file_is_read_only_when_named_as_one(tmp_path):
+    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
+    assert read_labels_file(tmp_path / "labels.txt") == ["lamp", "sofa"]
+    (tmp_path / "blank.txt").write_text("\n \n")
+    for path, reason in [
+        (tmp_path / "absent.txt", "No such file"),
+        (tmp_path, "Is a directory"),
+        (tmp_path / "blank.txt", "holds no labels"),
+    ]:
+        with pytest.raises(UsageError, match=f"--labels-file: .*{reason}"):
+            read_labels_file(path)
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        read_labels_file(tmp_path / "binary.txt")
 
 
 def test_mesh_input_goes_through_the_sample_stage(tmp_path):
