@@ -113,7 +113,9 @@ def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditSha
 def benchmark_shapes(benchmark, skipped: Skipped) -> Iterator[AuditShape]:
     for shape in benchmark.shapes():
         yield AuditShape(shape.key, shape.points)
-    skipped.add(f"{benchmark.name} shapes", "unreadable", benchmark.skipped())
+    refused = benchmark.refused()
+    skipped.add(f"{benchmark.name} shapes", "unreadable", benchmark.skipped() - refused)
+    skipped.add(f"{benchmark.name} shapes", "outside --root", refused)
 
 
 @dataclass
