@@ -1,0 +1,101 @@
+"""Bad files handed to the eval side (issue 18 §4): a shard index of the wrong shape, or one
+naming shards outside its folder, and a broken audit.json are one line naming the file."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.eval.audit import audit, read_audit
+from cg3d.formats.shards import read_index
+
+from .conftest import write_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root, per_class=1, n=32, views=1)
+    return root
+
+
+def good_index(shards) -> dict:
+    return json.loads((shards / "index.json").read_text())
+
+
+def with_train(folder, **changes) -> dict:
+    index = good_index(folder)
+    index["splits"]["train"] |= changes
+    return index
+
+
+BAD_INDEXES = {
+    "a list": lambda s: [],
+    "a number": lambda s: 3,
+    "no splits": lambda s: {"classes": ["box"]},
+    "splits a list": lambda s: good_index(s) | {"splits": []},
+    "classes a string": lambda s: good_index(s) | {"classes": "box"},
+    "split a string": lambda s: good_index(s) | {"splits": {"train": "x"}},
+    "shards a number": lambda s: with_train(s, shards=5),
+    "counts of strings": lambda s: with_train(s, counts=["1"]),
+    "negative count": lambda s: with_train(s, counts=[-1]),
+    "counts too short": lambda s: with_train(s, counts=[]),
+    "no sha256": lambda s: {
+        **good_index(s),
+        "splits": {
+            "train": {k: v for k, v in good_index(s)["splits"]["train"].items() if k != "sha256"}
+        },
+    },
+    "samples a string": lambda s: with_train(s, samples="2"),
+    "shard up and out": lambda s: with_train(s, shards=["../../outside.tar"]),
+    "shard absolute": lambda s: with_train(s, shards=["/etc/passwd"]),
+    "shard shell syntax": lambda s: with_train(s, shards=["x.tar; touch PWNED"]),
+    "shard in a subshell": lambda s: with_train(s, shards=["$(touch PWNED)"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEXES))
+def test_an_index_of_the_wrong_shape_is_one_line(shards, tmp_path, case):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "index.json").write_text(json.dumps(BAD_INDEXES[case](shards)))
+    with pytest.raises(UsageError, match=r"index.json: not a `cg3d pack` index \(") as error:
+        audit(str(copy), tmp_path / "out", test_shards=str(copy))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out" / "audit.json").exists()
+
+
+def test_a_shard_behind_a_symlink_out_of_the_folder_is_refused(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    shard = copy / good_index(shards)["splits"]["train"]["shards"][0]
+    outside = tmp_path / "elsewhere.tar"
+    shard.rename(outside)
+    shard.symlink_to(outside)
+    with pytest.raises(UsageError, match="resolves outside"):
+        read_index(copy)
+
+
+def test_audit_cli_on_a_bad_index_is_one_line_exit_2(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "index.json").write_text('{"splits": {"train": {"shards": 5}}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "audit", "--train", copy, "--test", copy, "--out",
+         tmp_path / "out"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert (
+        len(result.stderr.strip().splitlines()) == 1 and "not a `cg3d pack` index" in result.stderr
+    )
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '"text"'])
+def test_a_broken_audit_json_is_one_line(tmp_path, text):
+    (tmp_path / "audit.json").write_text(text)
+    with pytest.raises(UsageError, match="audit.json"):
+        read_audit(tmp_path)
