@@ -10,6 +10,7 @@ This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instan
 """
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,6 +505,18 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     return float(value) if kind is float else value
 
 
+def _finite(value: Any) -> bool:
+    """No NaN or infinity in a value, nor in a mapping's or list's values (encoder_params):
+    no param of this schema means anything by them."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    return True
+
+
 def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     """Section `cls` from a mapping: defaults for what it omits, every value converted and
     checked; an unknown key or a wrong type is a UsageError naming `where.key`."""
@@ -533,6 +546,8 @@ def check(section: Any, where: str) -> None:
             value.validate()
             continue
         _convert(value, hints[f.name], key)
+        if not _finite(value):  # NaN passes every bound (all comparisons are false)
+            raise UsageError(f"{key} must be finite, got {value!r}")
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
         low, high = meta.get("low"), meta.get("high")
