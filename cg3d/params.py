@@ -32,6 +32,9 @@ CLIP_OVERRIDE_HELP = (
     "(checked against the checkpoint's record)."
 )
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
+# Every number of train.encoder_params (width, depth, groups, ...): the registered sizes use at
+# most 512; a checkpoint naming width 10^7 would allocate tens of GB before anything reads it.
+MAX_ENCODER_PARAM = 4096
 
 
 def param(
@@ -253,10 +256,10 @@ class TrainConfig(Section):
         "openai", "open_clip tag (e.g. openai), a checkpoint file, or none."
     )
     require_pretrained: bool = param(False, "Fail instead of training with a random-init CLIP.")
-    prompts: int = param(5, "Learnable visual prompt tokens.", low=0)
+    prompts: int = param(5, "Learnable visual prompt tokens.", low=0, high=1024)
     deep_prompts: bool = param(True, "Replace the prompts before every transformer block.")
     train_logit_scale: bool = param(False, "Learn CLIP's temperature (frozen in the paper).")
-    n_points: int = param(8192, "Points per sample fed to the encoder.", low=1)
+    n_points: int = param(8192, "Points per sample fed to the encoder.", low=1, high=1 << 20)
     point_channels: int = param(
         3,
         "Encoder input: 3 (xyz) or 6 (xyz, rgb: shards sampled with sample.colors).",
@@ -298,6 +301,13 @@ class TrainConfig(Section):
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
             raise UsageError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name, value in self.encoder_params.items():
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(n, int | float) and not 0 <= n <= MAX_ENCODER_PARAM for n in numbers):
+                raise UsageError(
+                    f"train.encoder_params.{name} must be between 0 and {MAX_ENCODER_PARAM}, "
+                    f"got {value!r:.40}"
+                )
 
 
 @dataclass
@@ -533,6 +543,14 @@ def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     section = cls(**converted)
     section.validate()
     return section
+
+
+def check_fields(cls: type, values: dict[str, Any], where: str) -> None:
+    """Check the values of some of `cls`'s fields as a params file's are (types, bounds,
+    choices), the others at their defaults: a checkpoint's stored model config is data, held
+    to the bounds of the params that made it before anything is built from it."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    build(cls, {key: value for key, value in values.items() if key in names}, where)
 
 
 def check(section: Any, where: str) -> None:

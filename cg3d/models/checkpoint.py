@@ -33,6 +33,7 @@ from cg3d.models.clip import (
     weights_identity,
 )
 from cg3d.models.model import CG3D, ModelConfig, build_model
+from cg3d.params import TrainConfig, check_fields
 
 FORMAT = "cg3d-checkpoint-1"
 # keys of a stored config that CG3D adds to ModelConfig's fields
@@ -104,7 +105,9 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     ):
         raise UsageError(f"{path}: its model config has a malformed clip_weights record")
     try:
-        return ModelConfig(**values)
+        config = ModelConfig(**values)
+        check_fields(TrainConfig, values, "train")  # the bounds a params file is held to
+        return config
     except UsageError as error:
         raise UsageError(f"{path}: {error}") from None
 

@@ -263,3 +263,52 @@ def test_a_colour_model_reads_a_mesh_through_the_sample_stage(colour_model, tmp_
     assert prepared.shape == (64, 6)
     assert np.linalg.norm(prepared[:, :3], axis=1).max() <= 1 + 1e-5
     assert np.allclose(prepared[:, 3:], [1, 0, 0], atol=0.05)  # the vertex colour, per point
+
+
+# A checkpoint is data: its stored config is held to the params file's bounds before anything
+# is built from it (issue 18 §1).
+
+
+def forged_checkpoint(source, target, **config):
+    payload = torch.load(source, weights_only=True)
+    payload["config"] = payload["config"] | config
+    torch.save(payload, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"encoder_params": {"width": 10_000_000}}, "train.encoder_params.width must be between"),
+        ({"encoder_params": {"depth": 10**9}}, "train.encoder_params.depth must be between"),
+        ({"encoder_params": {"groups": -1}}, "train.encoder_params.groups must be between"),
+        ({"encoder_params": {"dropout": float("nan")}}, "train.encoder_params must be finite"),
+        ({"n_points": 10**9}, "train.n_points must be ≥ 1 and ≤ 1048576"),
+        ({"prompts": 10**7}, "train.prompts must be ≥ 0 and ≤ 1024"),
+        ({"n_points": 4}, "n_points: encoder 'pointtransformer-micro' needs at least 8"),
+        ({"point_channels": 9}, "point_channels must be 3"),
+        ({"deep_prompts": "yes"}, "deep_prompts must be bool"),
+        ({"encoder_params": {"groups": "many"}}, "bad encoder_params"),
+    ],
+)
+def test_a_checkpoints_config_is_held_to_the_params_bounds(
+    tiny_checkpoint, tmp_path, config, message
+):
+    path = forged_checkpoint(tiny_checkpoint, tmp_path / "forged.pt", **config)
+    with pytest.raises(UsageError, match=f"^{path}: .*{message}".replace("(", r"\(")) as error:
+        cg3d.load(path)
+    assert "\n" not in str(error.value)
+
+
+def test_classify_cli_on_a_huge_checkpoint_is_one_line(tiny_checkpoint, tmp_path):
+    """The issue's case: width 10^7 made classify allocate 11 GB and die."""
+    path = forged_checkpoint(
+        tiny_checkpoint, tmp_path / "huge.pt", encoder_params={"width": 10_000_000}
+    )
+    np.save(tmp_path / "shape.npy", cube(100, np.random.default_rng(0)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "classify", tmp_path / "shape.npy", "--checkpoint", path],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "train.encoder_params.width must be between 0 and 4096" in result.stderr

@@ -99,3 +99,33 @@ def test_a_broken_audit_json_is_one_line(tmp_path, text):
     (tmp_path / "audit.json").write_text(text)
     with pytest.raises(UsageError, match="audit.json"):
         read_audit(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--encoder", "pointnet2-ssg", "--n-points", "256"], "needs at least 512 points"),
+        (["--encoder", "pointtransformer-micro", "--n-points", "7"], "needs at least 8 points"),
+        (
+            [
+                "--encoder",
+                "pointtransformer-micro",
+                "--n-points",
+                "512",
+                "--set",
+                "train.encoder_params.groups=900",
+            ],  # fmt: skip
+            "needs at least 900 points",
+        ),
+    ],
+)
+def test_train_checks_an_encoders_needs_against_n_points_first(shards, tmp_path, options, message):
+    """Was "cannot sample 512 centres" from inside the first forward pass."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "train", "--shards", shards, "--out", tmp_path / "run",
+         "--set", "train.clip_model=CG3D-ViT-Micro-32", *options],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -79,6 +79,11 @@ class PointTransformer(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(2 * width, out_dim)
 
+    @staticmethod
+    def points_needed(params: dict) -> int:
+        """FPS picks `groups` centres and kNN takes `group_size` neighbours from the cloud."""
+        return max(params["groups"], params["group_size"])
+
     def group(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, G, K, C) patches, xyz relative to their (B, G, 3) centres (colours as they are)."""
         xyz = points[..., :3]
