@@ -1,5 +1,6 @@
 """The Python API on a tiny checkpoint: loading, embeddings, classification (also the CLI's)."""
 
+import re
 import subprocess
 import sys
 
@@ -250,7 +251,7 @@ def test_a_colour_model_gets_rgb_with_every_point(colour_model, tmp_path):
     assert red[0].score != pytest.approx(grey[0].score, abs=1e-6)  # the colour reaches the model
     with pytest.raises(UsageError, match=r"colors: expected a \(300, 3\) array"):
         colour_model.prepare(xyz, colors=rgb[:10])
-    with pytest.raises(UsageError, match=r"expected \(B, N, 6\) prepared points"):
+    with pytest.raises(UsageError, match=r"expected \(B, 64, 6\) prepared points"):
         colour_model.embed_prepared(prepared[None, :, :3])
 
 
@@ -312,3 +313,109 @@ def test_classify_cli_on_a_huge_checkpoint_is_one_line(tiny_checkpoint, tmp_path
     )  # fmt: skip
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "train.encoder_params.width must be between 0 and 4096" in result.stderr
+
+
+# Bad point files and bad shapes: one UsageError naming the file or the argument, in the API,
+# in `cg3d classify` and in search (issue 18 §4).
+
+PLY_HEADER = "ply\nformat ascii 1.0\nelement vertex {}\n{}end_header\n"
+XYZ = "property float x\nproperty float y\nproperty float z\n"
+BAD_POINT_FILES = {
+    "empty.npy": (b"", "unreadable point file"),  # was "Aborted." (an EOFError)
+    "strings.npy": (lambda p: np.save(p, np.array([["a", "b", "c"]] * 5)), "real numbers"),
+    "complex.npy": (lambda p: np.save(p, np.ones((5, 3), complex)), "real numbers"),
+    "bools.npy": (lambda p: np.save(p, np.ones((5, 3), bool)), "real numbers"),
+    "fields.npy": (lambda p: np.save(p, np.zeros(5, [("x", "f4"), ("y", "f4")])), "real numbers"),
+    "rows0.npy": (lambda p: np.save(p, np.zeros((0, 3))), "got shape (0, 3)"),
+    "noy.ply": (
+        PLY_HEADER.format(2, "property float x\nproperty float z\n") + "0 0\n1 1\n",
+        "no vertex property 'y'",
+    ),
+    "zero.ply": (PLY_HEADER.format(0, XYZ), "no vertices"),
+    "empty.ply": (b"", "unreadable point file"),
+    "cut.ply": (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 9\n"
+        + XYZ.encode()
+        + b"end_header\n\x00\x01",
+        "unreadable point file",
+    ),  # fmt: skip
+    "empty.txt": (b"", "no points"),
+    "blank.xyz": (b"\n  \n", "no points"),
+    "words.xyz": (b"a b c\n", "unreadable point file"),
+    "binary.csv": (b"\xff\xfe\x00", "unreadable point file"),
+    "nan.csv": (b"nan,nan,nan\n", "no finite points"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_point_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_points")
+    for name, (content, _) in BAD_POINT_FILES.items():
+        if callable(content):
+            content(root / name)
+        elif isinstance(content, str):
+            (root / name).write_text(content)
+        else:
+            (root / name).write_bytes(content)
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(BAD_POINT_FILES))
+def test_a_bad_point_file_is_one_line_naming_it(model, bad_point_files, tiny_index, name):
+    from cg3d.app.index import open_index
+
+    path = bad_point_files / name
+    reason = BAD_POINT_FILES[name][1]
+    for call in (
+        lambda: model.classify(path),
+        lambda: model.embed_points(path),
+        lambda: open_index(tiny_index, model).search(points=path),
+    ):
+        with pytest.raises(UsageError, match=f"{name}: .*{re.escape(reason)}") as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+def test_classify_cli_on_bad_point_files_is_one_line(tiny_checkpoint, bad_point_files):
+    for name in ("empty.npy", "strings.npy", "noy.ply", "zero.ply"):
+        result = subprocess.run(
+            [sys.executable, "-m", "cg3d", "classify", bad_point_files / name,
+             "--checkpoint", tiny_checkpoint],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 2, (name, result.stderr)
+        # the last line is the error (lines above: the tiny checkpoint's random-CLIP warnings)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {bad_point_files / name}: ")
+        assert BAD_POINT_FILES[name][1] in last and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.classify([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), None),  # a list of xyz: fine
+        (lambda m: m.classify([[0.0, 0.0], [1.0, 0.0]]), r"points: expected an \(N, 3\+\)"),
+        (lambda m: m.classify([[0.0, 0.0, 0.0], [1.0]]), "points: not an array of numbers"),
+        (lambda m: m.classify([["a", "b", "c"]]), "points: points must be real numbers"),
+        (lambda m: m.classify(None), "points: points must be real numbers"),
+        (lambda m: m.classify(np.zeros((0, 3))), r"got shape \(0, 3\)"),
+        (lambda m: m.classify(np.ones((5, 3), complex)), "real numbers"),
+        (lambda m: m.classify(cube(50, np.random.default_rng(0)), top="3"), "--top must be"),
+        (lambda m: m.classify(cube(50, np.random.default_rng(0)), labels=5), "--labels: expected"),
+        (lambda m: m.embed_prepared(np.zeros((2, 63, 3))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared(np.zeros((2, 64, 6))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared(np.zeros((64, 3))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared([[[0.0] * 3] * 64, [[0.0] * 3]]), "not an array of numbers"),
+        (lambda m: m.embed_prepared(np.full((1, 64, 3), "x")), r"got <U1 of shape"),
+        (lambda m: m.classify(np.zeros((64, 2)), prepared=True), r"expected \(B, 64, 3\)"),
+        (lambda m: m.embed_points(5), "points: expected a file, an array or a list, got int"),
+        (lambda m: m.embed_points([np.zeros((5, 2))]), r"points: expected an \(N, 3\+\)"),
+    ],
+)
+def test_bad_shapes_in_the_api_are_one_line_usage_errors(model, call, message):
+    if message is None:
+        assert len(call(model)) == 3
+        return
+    with pytest.raises(UsageError, match=message) as error:
+        call(model)
+    assert "\n" not in str(error.value)
