@@ -129,3 +129,18 @@ def test_train_checks_an_encoders_needs_against_n_points_first(shards, tmp_path,
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_export_to_an_existing_folder_is_one_line(tiny_checkpoint, tmp_path):
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "export", "--checkpoint", tiny_checkpoint,
+         "--out", tmp_path / "models"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --out: {tmp_path / 'models'} is a folder; name the file to write, e.g. "
+        f"{tmp_path / 'models'}/model.pt"
+    ]
+    assert list((tmp_path / "models").iterdir()) == []  # no temp file left behind
