@@ -68,6 +68,8 @@ def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> 
 def read_labels_file(path: Path) -> list[str]:
     """The labels of a file, one a line (blank lines skipped): `cg3d classify --labels-file`."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a device such as /dev/zero
+        raise UsageError(f"--labels-file: {path} is not a regular file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:

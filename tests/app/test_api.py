@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,7 +82,8 @@ def test_labels_file_is_read_only_when_named_as_one(tmp_path):
     (tmp_path / "blank.txt").write_text("\n \n")
     for path, reason in [
         (tmp_path / "absent.txt", "No such file"),
-        (tmp_path, "Is a directory"),
+        (tmp_path, "is not a regular file"),
+        (Path("/dev/zero"), "is not a regular file"),  # would never end
         (tmp_path / "blank.txt", "holds no labels"),
     ]:
         with pytest.raises(UsageError, match=f"--labels-file: .*{reason}"):
