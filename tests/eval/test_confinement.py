@@ -147,3 +147,21 @@ def test_ulip_pickle_behind_a_symlink_out_is_refused(tmp_path, outside):
     with pytest.raises(UsageError, match="resolves outside"):
         open_benchmark("ulip_modelnet40", root, allow_pickle=True)
     assert not (outside / "PICKLE_RAN").exists()
+
+
+def test_zeroshot_metrics_count_the_refused(tmp_path, outside, tiny_checkpoint):
+    from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+
+    root = write_openshape(tmp_path / "openshape", ["mug", "chair"])
+    entries = json.loads((root / "lvis.json").read_text())
+    entries.append({"category": "mug", "uid": "out", "data_path": str(outside / "evil.npy")})
+    (root / "lvis.json").write_text(json.dumps(entries))
+    config = ZeroShotConfig(
+        dataset="objaverse-lvis", root=str(root), allow_pickle=True, batch_size=4, text_cache=""
+    )
+    metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert metrics["n_shapes"] == 2
+    assert metrics["refused_outside_root"] == 1 and metrics["skipped_samples"] == 1
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["refused_outside_root"] == 1
+    assert not (outside / "PICKLE_RAN").exists()
