@@ -9,8 +9,8 @@ Build: `build_index` (what `cg3d index` runs) over synthetic shards written in t
 objects of 2048 points and 4 views of 224 px (PNG), shards of 250. Rows: batched (the default
 batch of 32) against one object at a time (batch 1), the naive way.
 
-Query: indexes of 10k and 100k objects written by the index's own writer (`write_part`,
-`merge_parts`) with random unit embeddings (4 views per object), as encoding 100k objects for real
+Query: indexes of 10k and 100k objects written by the index's own writer (`write_index_part`,
+`merge_index_parts`) with random unit embeddings (4 views per object), as encoding 100k objects for real
 would take hours on this CPU; the search path does not care where the vectors came from. Timed:
 opening the index, an embedding query against the points and against the views (median and 95th
 percentile over --queries random queries), a text query end to end (text tower + search), and
@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 
 from cg3d.app.api import load
-from cg3d.app.index import MANIFEST, build_index, merge_parts, open_index, write_part
+from cg3d.app.index import build_index, open_index
+from cg3d.formats.retrieval import RETRIEVAL_NAME, merge_index_parts, write_index_part
 from cg3d.formats.shards import ShardWriter, sample_members, write_index
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import build_model, model_config
@@ -111,12 +112,12 @@ def synthetic_index(out: Path, model, objects: int, dim: int, views: int = 4) ->
             for i in range(count)
         ]
         parts.append(out / f"part-{number:05d}.parquet")
-        write_part(parts[-1], rows, 128)
-    counts = merge_parts(out, parts)
+        write_index_part(parts[-1], rows)
+    counts = merge_index_parts(out, parts)
     identity = {**model.identity, "checkpoint": str(model.checkpoint), "config": {}}
     manifest = {"format": "cg3d-index-1", "model": identity, "shards": "synthetic"}
     manifest |= {"splits": ["test"], "parts": len(parts), **counts, "failures": 0}
-    (out / MANIFEST).write_text(json.dumps(manifest))
+    (out / RETRIEVAL_NAME).write_text(json.dumps(manifest))
     return out
 
 

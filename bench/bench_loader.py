@@ -24,6 +24,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from cg3d.formats.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.shards import iter_samples
 from cg3d.formats.tar import write_tar
-from cg3d.params import RenderConfig
+from cg3d.params import RenderConfig, TrainConfig
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
@@ -154,8 +155,15 @@ def epoch_rates(loader, epochs: int) -> tuple[list[float], int]:
     return rates, count
 
 
-def random_inputs(root: Path, objects: int, points: int, views: int) -> None:
-    """Stage inputs for the pack stage without Blender: views are random 15.7 KB blobs."""
+def random_inputs(
+    root: Path,
+    objects: int,
+    points: int,
+    views: int,
+    view_bytes: Callable[[np.random.Generator], bytes] = lambda rng: rng.bytes(16_000),
+) -> None:
+    """Stage inputs for the pack stage without Blender: views are `view_bytes(rng)`, by default
+    random 15.7 KB blobs (the mean size of a real render; nothing decodes them)."""
     records = [
         MeshRecord(f"bench-{i:06d}", "synthetic", f"{i}.obj", CLASSES[i % len(CLASSES)], "train")
         for i in range(objects)
@@ -174,7 +182,7 @@ def random_inputs(root: Path, objects: int, points: int, views: int) -> None:
         members = {f"{key}.cameras.json": b"[]" for key in chunk}
         for key in chunk:
             for v in range(views):
-                members[f"{key}.view_{v:02d}.png"] = rng.bytes(16_000)
+                members[f"{key}.view_{v:02d}.png"] = view_bytes(rng)
         write_tar(root / "renders" / f"part-{part:05d}.tar", members)
 
 
@@ -264,7 +272,9 @@ def main() -> None:
         pack_seconds = time.perf_counter() - start
         items = write_per_file(root / "shards", root / "per_file")
         os.sync()  # the disk writeback of what was just written must not run during the timing
-        config = LoaderConfig(n_points=args.points, batch_size=32, workers=args.workers)
+        config = LoaderConfig.of_params(
+            TrainConfig(n_points=args.points, batch_size=32, workers=args.workers), 224
+        )
         shards = make_loader(root / "shards", "train", config)
         per_file = torch.utils.data.DataLoader(
             PerFileDataset(items, args.points), batch_size=32, shuffle=True,

@@ -4,14 +4,43 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import logging
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from cg3d.errors import UsageError
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class _NoBoolType:
+    """Flags (`--colors/--no-colors`, `--help`) take no value: `--help` shows no `<bool>`
+    type beside them as if they did."""
+
+    def get_params(self, ctx: Any) -> list[Any]:  # click's Context and Parameters
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # typer prints the metavar, when set, instead of the type
+        return params
+
+
+class _Command(_NoBoolType, TyperCommand):
+    pass
+
+
+class _Group(_NoBoolType, TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="cg3d",
     help="CLIP goes 3D: meshes → points, views, captions → shards → a CLIP-aligned 3D encoder → metrics.",
     no_args_is_help=True,
@@ -34,16 +63,73 @@ def _register_all() -> None:
         module.register(app)
 
 
+def _use_command_classes(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = _Command
+    for group in typer_app.registered_groups:
+        group.typer_instance.info.cls = group.typer_instance.info.cls or _Group
+        _use_command_classes(group.typer_instance)
+
+
 _register_all()
+_use_command_classes(app)
+
+
+def _stderr() -> Console:
+    # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
+    return Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+
+
+class _OneLineWarnings:
+    """`warnings.showwarning` for the command line: one `warning:` line per message, no file,
+    line number or source line; the random CLIP's warning once per command, however many
+    models a command builds (its two messages say the same thing). A library's own warnings
+    are left out unless the user asks for them (`python -W default`, `PYTHONWARNINGS`)."""
+
+    def __init__(self) -> None:
+        self.shown: set[str] = set()
+
+    def __call__(self, message: Any, category: type, filename: str, *more: Any) -> None:
+        if not (sys.warnoptions or _is_ours(filename)):
+            return
+        key = category.__name__ if category.__name__ == "RandomClipWarning" else str(message)
+        if key in self.shown:
+            return
+        self.shown.add(key)
+        console = _stderr()
+        console.print("[bold yellow]warning:[/]", end=" ")
+        console.print(str(message), markup=False)
+
+
+def _is_ours(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    # Libraries log to the root logger in their own words: open_clip's "No pretrained weights
+    # loaded" or "Failed to download weights", which the RandomClipWarning says in ours.
+    return record.name.startswith("cg3d") or record.levelno >= logging.CRITICAL
+
+
+def quiet_warnings() -> None:
+    """Warnings and log lines as one clear line each, none from inside libraries."""
+    warnings.showwarning = _OneLineWarnings()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.addFilter(_ours)
+    root = logging.getLogger()
+    root.addHandler(handler)  # a library's later logging.basicConfig() is then a no-op
+    root.setLevel(logging.WARNING)
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    quiet_warnings()
     try:
         app()
     except (UsageError, FileNotFoundError) as error:
-        # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
-        console = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+        console = _stderr()
         console.print("[bold red]error:[/]", end=" ")
         console.print(str(error), markup=False)
         sys.exit(2)

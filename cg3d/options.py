@@ -58,6 +58,7 @@ def with_params(cls: type, section: str) -> Callable[[Callable[..., Any]], Calla
                     list[str],
                     typer.Option(
                         "--set",
+                        metavar="KEY=VALUE",
                         help=f"Override a param, e.g. --set {section}.KEY=VALUE (repeatable).",
                     ),
                 ],

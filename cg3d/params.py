@@ -2,7 +2,7 @@
 
 A param is a field with a default and a help text (`param(...)`); its type, bounds and choices
 are checked by `check` before any work, so a wrong value is one line naming `section.key`. The
-CLI builds every stage command's options from these fields (`cg3d.cli_params`), DVC passes the
+CLI builds every stage command's options from these fields (`cg3d.options`), DVC passes the
 params file (`--params params.yaml`), and `--set section.key=value` overrides any value.
 Adding a param is a field here and its use in the stage.
 
@@ -246,7 +246,8 @@ class TrainConfig(Section):
     # model
     encoder: str = param(
         "pointtransformer-base",
-        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base, -tiny; pointnet2-ssg).",
+        "Point encoder: a named size of cg3d.models.encoders (pointtransformer-base: the paper's "
+        "Point-BERT; pointbert-tiny; pointtransformer-tiny; pointnet2-ssg).",
     )
     encoder_params: dict[str, Any] = param(
         {}, "Overrides of the named size's parameters.", option=False
@@ -274,9 +275,17 @@ class TrainConfig(Section):
     point_image_weight: float = param(1.0, "Weight of the point–image loss.", low=0.0)
     image_text_weight: float = param(1.0, "Weight of the image–text loss.", low=0.0)
     encoder_lr: float = param(5e-5, "AdamW learning rate of the point encoder.", low=0.0)
-    encoder_weight_decay: float = param(0.05, "AdamW weight decay.", low=0.0)
+    encoder_weight_decay: float = param(
+        0.05,
+        "AdamW weight decay of the encoder's weight matrices (not biases, norms, tokens).",
+        low=0.0,
+    )
     prompt_lr: float = param(2e-3, "SGD learning rate of the prompts.", low=0.0)
     prompt_momentum: float = param(0.9, "SGD momentum of the prompts.", low=0.0, high=1.0)
+    prompt_weight_decay: float = param(1e-4, "SGD weight decay of the prompts.", low=0.0)
+    grad_clip: float = param(
+        10.0, "Clip each update's gradient norm (per optimiser) to this; 0: no clipping.", low=0.0
+    )
     warmup_epochs: float = param(1.0, "Linear warmup, in epochs.", low=0.0)
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
     text_targets: str = param(
@@ -543,14 +552,6 @@ def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     section = cls(**converted)
     section.validate()
     return section
-
-
-def check_fields(cls: type, values: dict[str, Any], where: str) -> None:
-    """Check the values of some of `cls`'s fields as a params file's are (types, bounds,
-    choices), the others at their defaults: a checkpoint's stored model config is data, held
-    to the bounds of the params that made it before anything is built from it."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    build(cls, {key: value for key, value in values.items() if key in names}, where)
 
 
 def check(section: Any, where: str) -> None:

@@ -29,38 +29,13 @@ from cg3d.params import (
     option_fields,
     param,
 )
+from tests.param_values import flag_words, other_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Captured(Exception):
     """Stops a command right after it built its config."""
-
-
-def other_value(f: dataclasses.Field, kind: type):
-    """A valid value of field `f` that differs from its default."""
-    if f.name == "device":
-        return "cpu"
-    default = f.default
-    meta = f.metadata
-    if meta.get("choices"):
-        return next(c for c in meta["choices"] if c != default)
-    if kind is bool:
-        return not default
-    if kind is int:
-        value = default + 1
-        return value if meta.get("high") is None or value <= meta["high"] else default - 1
-    if kind is float:
-        value = default + 0.5
-        return value if meta.get("high") is None or value <= meta["high"] else default - 0.5
-    return f"{default}x"
-
-
-def flag_words(name: str, value) -> list[str]:
-    flag = f"--{name.replace('_', '-')}"
-    if isinstance(value, bool):
-        return [flag if value else f"--no-{name.replace('_', '-')}"]
-    return [flag, str(value)]
 
 
 # (command words, stage function to stop at, config class, the command's own arguments)

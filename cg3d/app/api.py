@@ -26,12 +26,8 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
-from cg3d.eval.readers import (
-    POINT_SUFFIXES,
-    check_points_array,
-    prepare_points,
-    read_point_file,
-)
+from cg3d.eval.readers import prepare_points
+from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 
@@ -91,9 +87,7 @@ def input_points(
     from cg3d.pipeline.sample import PointsReader, SampleConfig
 
     check_up_axis(up_axis)
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
+    path = check_shape_file(path)
     suffix = path.suffix.lower()
     faces = None
     if suffix in (*POINT_SUFFIXES, ".ply"):
@@ -107,6 +101,22 @@ def input_points(
         return np.ascontiguousarray(cloud[:, :point_channels])
     except (MeshError, ValueError) as error:
         raise UsageError(f"{path}: {error}") from None
+
+
+def check_shape_file(path: str | Path) -> Path:
+    """`path` if it is a file of a format read here; UsageError naming it (and, for FBX and the
+    like, the conversion to make) otherwise. Cheap: callers check before loading a model."""
+    from cg3d.pipeline.meshio import MeshError, check_suffix
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such file {path}")
+    if path.suffix.lower() not in POINT_SUFFIXES:
+        try:
+            check_suffix(path)
+        except MeshError as error:
+            raise UsageError(f"{path}: {error}") from None
+    return path
 
 
 def check_up_axis(up_axis: str) -> None:
@@ -193,7 +203,7 @@ class Model:
     @property
     def point_channels(self) -> int:
         """3: the encoder takes xyz; 6: xyz and rgb."""
-        return int(self.network.config.get("point_channels", 3))
+        return int(self.network.config["point_channels"])
 
     @property
     def identity(self) -> dict:

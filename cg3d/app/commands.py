@@ -1,19 +1,23 @@
 """`cg3d` subcommands of the app area (thin wrappers over `cg3d.app`).
 
 cg3d index    embed every object of a shard set once into a retrieval index
-cg3d search   the best objects of an index for a text, an image or a shape
+cg3d search   the best objects of an index for a text, an image, a shape or an embedding
 cg3d demo     the local web demo (classify an upload, search the index)
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cg3d.errors import UsageError
 from cg3d.options import with_params
 from cg3d.params import DemoConfig, IndexConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 console = Console()
 
@@ -47,6 +51,10 @@ def search_command(
     points: Annotated[
         Path | None, typer.Option("--points", help="A mesh or point cloud file.")
     ] = None,
+    embedding: Annotated[
+        Path | None,
+        typer.Option("--embedding", help="A .npy file of one vector in the index's space."),
+    ] = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="The model (default: the one the index records)."),
@@ -56,18 +64,43 @@ def search_command(
         str, typer.Option("--against", help="points or views (default: views for an image).")
     ] = "",
 ) -> None:
-    """The best objects of an index for a text, an image and/or a shape (scores averaged)."""
+    """The best objects of an index for a text, an image, a shape and/or an embedding (scores
+    averaged)."""
     from cg3d.app.api import load
     from cg3d.app.index import open_index
 
+    vector = read_embedding(embedding) if embedding is not None else None
     model = load(checkpoint) if checkpoint else None
     hits = open_index(index, model).search(
-        text=text or None, image=image, points=points, top=top, against=against or None
+        text=text or None,
+        image=image,
+        points=points,
+        embedding=vector,
+        top=top,
+        against=against or None,
     )
     table = Table("rank", "id", "class", "split", "score", title=f"{index}")
     for rank, hit in enumerate(hits, start=1):
         table.add_row(str(rank), hit.id, hit.class_name, hit.split, f"{hit.score:.4f}")
     console.print(table)
+
+
+def read_embedding(path: Path) -> "np.ndarray":
+    """The (D,) vector of a .npy file (no pickle); UsageError naming `--embedding` otherwise."""
+    import numpy as np
+
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"--embedding: no such file {path}") from None
+    except ValueError as error:  # not a .npy file, or an object array that would need pickle
+        raise UsageError(f"--embedding: {path} is not a numeric .npy array ({error})") from None
+    if vector.dtype.kind not in "fiu" or vector.squeeze().ndim != 1:
+        raise UsageError(
+            f"--embedding: {path} holds a {vector.dtype} array of shape {vector.shape}, "
+            "not one vector"
+        )
+    return vector.astype(np.float32).reshape(-1)
 
 
 @with_params(DemoConfig, "demo")

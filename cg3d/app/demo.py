@@ -7,7 +7,10 @@ Served on 127.0.0.1 only. Two tabs:
               typed (empty: the checkpoint's classes) with their probabilities, then the views
               the render stage makes of a mesh (Blender; the page shows progress meanwhile)
     Search    a text and/or an image → a gallery of the index's best objects: first rendered
-              view, class and score (needs --index)
+              view at its size, rank, class, score (with the decimals that tell neighbours
+              apart) and id (whole on hover) (needs --index)
+
+A model trained with a randomly initialised CLIP says so at the top of the page.
 
 A broken, empty or unsupported upload puts its reason in the page's status line and the app
 keeps serving. Uploads above `demo.max_upload_mb` MiB (default 50) are refused: by Gradio as
@@ -32,15 +35,29 @@ from PIL import Image  # noqa: E402
 from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
-from cg3d.eval.readers import POINT_SUFFIXES  # noqa: E402
+from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
-from cg3d.pipeline.meshio import SUPPORTED_SUFFIXES  # noqa: E402
+from cg3d.pipeline.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 UPLOAD_SUFFIXES = tuple(sorted(set(MESH_SUFFIXES) | set(POINT_SUFFIXES)))
 MIB = 1 << 20
 PROGRESS = gr.Progress()  # Gradio gives each call its own tracker in place of this default
+# A gallery caption is one line cut with an ellipsis; on hover it wraps to show the whole id.
+CSS = """
+#gallery .gallery-item:hover .caption-label {
+    white-space: normal;
+    overflow-wrap: anywhere;
+    max-width: calc(100% - 2 * var(--spacing-sm));
+}
+"""
+RANDOM_CLIP_NOTE = (
+    "**This model's CLIP is randomly initialised**, not pretrained: its text and image features "
+    "learnt nothing from data, so labels outside the training classes and text or image "
+    "searches are close to chance, and scores sit close together. See the README, "
+    '"CLIP weights and the default numbers".'
+)
 
 
 def markdown_text(text: str) -> str:
@@ -76,6 +93,26 @@ def points_glb(points: np.ndarray, path: Path) -> Path:
     return path
 
 
+def score_texts(scores: list[float], fewest: int = 3, most: int = 6) -> list[str]:
+    """The scores (best first) with the fewest decimals, from `fewest` to `most`, at which
+    every two neighbours that differ show differently (random CLIP features score ~1.000)."""
+    for digits in range(fewest, most + 1):
+        texts = [f"{score:.{digits}f}" for score in scores]
+        hidden = [  # neighbours that differ but would show alike
+            scores[k] != scores[k + 1] and texts[k] == texts[k + 1] for k in range(len(texts) - 1)
+        ]
+        if not any(hidden):
+            break
+    return texts
+
+
+def clip_is_random(model: Model) -> bool:
+    """Whether the model runs with a randomly initialised CLIP (as the default pipeline's)."""
+    from cg3d.models.clip import RANDOM_WEIGHTS
+
+    return model.identity["clip_weights"] == RANDOM_WEIGHTS
+
+
 class Demo:
     """The page's handlers around one model, an optional index and a Blender view renderer."""
 
@@ -109,9 +146,11 @@ class Demo:
                 "upload limit"
             )
         if path.suffix.lower() not in UPLOAD_SUFFIXES:
+            named = NAMED_UNSUPPORTED.get(path.suffix.lower())  # FBX, COLLADA, 3MF…
+            conversion = f" ({named}: convert it to glTF/GLB)" if named else ""
             raise UsageError(
-                f"{path.name}: unsupported file type {path.suffix or '(none)'}; use one of "
-                f"{' '.join(UPLOAD_SUFFIXES)}"
+                f"{path.name}: unsupported file type {path.suffix or '(none)'}{conversion}; use "
+                f"one of {' '.join(UPLOAD_SUFFIXES)}"
             )
         return path
 
@@ -160,7 +199,7 @@ class Demo:
         """A PLY without faces is a point cloud (Blender has nothing to render)."""
         if path.suffix.lower() != ".ply":
             return False
-        from cg3d.eval.readers import read_point_file
+        from cg3d.formats.pointfiles import read_point_file
 
         return read_point_file(path)[1] is None
 
@@ -176,9 +215,10 @@ class Demo:
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             return [], f"**Search failed:** {markdown_text(str(error))}"
         blank = Image.new("RGB", (64, 64), "white")
+        scores = score_texts([hit.score for hit in hits])
         gallery = [
-            (self.index.thumbnail(hit) or blank, f"{hit.class_name} · {hit.score:.3f} · {hit.id}")
-            for hit in hits
+            (self.index.thumbnail(hit) or blank, f"#{rank} · {hit.class_name} · {score} · {hit.id}")
+            for rank, (hit, score) in enumerate(zip(hits, scores, strict=True), start=1)
         ]
         return gallery, f"{len(hits)} of {len(self.index)} objects."
 
@@ -200,6 +240,8 @@ class Demo:
                 f"{self.model.n_points} points per shape · index: "
                 f"{f'{len(self.index)} objects' if self.index else 'none'}"
             )
+            if clip_is_random(self.model):
+                gr.Markdown(RANDOM_CLIP_NOTE, elem_id="random-clip")
             with gr.Tab("Classify"):
                 with gr.Row():
                     upload = gr.File(
@@ -224,13 +266,13 @@ class Demo:
                     label="Rendered views",
                     columns=4,
                     height=300,
-                    object_fit="contain",
+                    object_fit="scale-down",  # at their size, never upscaled
                     elem_id="views",
                 )
                 outputs = [cloud, top, views, status]
-                upload.upload(self.classify, [upload, labels], outputs)
-                run.click(self.classify, [upload, labels], outputs)
-                labels.submit(self.classify, [upload, labels], outputs)
+                # one progress bar, on the status line, not a copy over every result panel
+                for event in (upload.upload, run.click, labels.submit):
+                    event(self.classify, [upload, labels], outputs, show_progress_on=status)
             with gr.Tab("Search"):
                 with gr.Row():
                     query = gr.Textbox(label="Text", placeholder="a chair", elem_id="query")
@@ -241,12 +283,16 @@ class Demo:
                     label="Best matches",
                     columns=4,
                     height=420,
-                    object_fit="contain",
+                    object_fit="scale-down",  # thumbnails at their size, never upscaled
                     elem_id="gallery",
                 )
-                find.click(self.search, [query, image], [gallery, search_status])
-                query.submit(self.search, [query, image], [gallery, search_status])
-                image.upload(self.search, [query, image], [gallery, search_status])
+                for event in (find.click, query.submit, image.upload):
+                    event(
+                        self.search,
+                        [query, image],
+                        [gallery, search_status],
+                        show_progress_on=search_status,
+                    )
         return page
 
 
@@ -279,6 +325,7 @@ def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None
                 show_error=True,
                 quiet=True,
                 theme=theme,
+                css=CSS,
             )
         finally:
             demo.close()

@@ -1,18 +1,8 @@
 """The retrieval index: every object of a shard set embedded once, then searched by text, image
 or points without encoding the set again.
 
-`cg3d index --checkpoint FILE --shards DIR --out DIR` (`build_index`) writes OUT/:
-
-    part-XXXXX.parquet  one per shard, the unit of resume (a part that exists is done): id,
-                        class_name, source, split, points (D float32), n_views, views (D
-                        float32 each), thumbnail (PNG of the first view, or empty)
-    failures.parquet    samples that did not decode, and why (id, stage, reason)
-    objects.parquet     every object in index order: id, class_name, source, split, part, row
-    points.npy          (N, D) float32 point embeddings, row i ↔ objects row i
-    views.npy           (V, D) float32 view embeddings; view_object.npy (V,) their object's row
-    index.json          written last (no index.json, no index): the format, the model's identity
-                        (checkpoint path and sha256, CLIP weights, model config), the shards,
-                        splits and counts
+`cg3d index --checkpoint FILE --shards DIR --out DIR` (`build_index`) writes OUT/ in the format
+of `cg3d.formats.retrieval`: a Parquet part per shard, the merged arrays, retrieval.json last.
 
 Every embedding is L2-normalised, so a score is a cosine similarity. A rebuild with another
 checkpoint or other shards starts over; a killed build resumes with the missing parts.
@@ -21,19 +11,26 @@ to rebuild it): its embeddings would not be comparable with the model's queries.
 """
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from cg3d.app.api import ImageInput, Model, ShapeInput, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
-from cg3d.files import atomic_path, output_lock
+from cg3d.files import output_lock
+from cg3d.formats.retrieval import (
+    FORMAT,
+    merge_index_parts,
+    read_arrays,
+    read_retrieval,
+    read_thumbnail,
+    remove_retrieval,
+    write_index_part,
+    write_retrieval,
+)
 from cg3d.formats.shards import (
     Skipped,
     decode_sample,
@@ -46,10 +43,7 @@ from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
 from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
 
-FORMAT = "cg3d-index-1"
-MANIFEST = "index.json"
-ROW_GROUP = 64  # rows per Parquet row group: a gallery thumbnail reads at most this many
-AGAINST = ("points", "views")
+SEARCH_TARGETS = ("points", "views")  # what a query is compared with (`against`)
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str
 
 
 def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
-    """Embed the planned shards part by part (resuming), then merge them and write index.json."""
+    """Embed the planned shards part by part (resuming), then merge them and write retrieval.json."""
     plan, source = planned_shards(shards, config.splits)
     identity = {
         **model.identity,
@@ -110,7 +104,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         "checksums": checksums,
         "thumbnail": config.thumbnail,
     }
-    (out / MANIFEST).unlink(missing_ok=True)  # the old index is gone until this one is whole
+    remove_retrieval(out)  # the old index is gone until this one is whole
     output = ChunkedOutput(out, ".parquet", "index", fingerprint)
     output.prepare()
     classes = list(source.get("classes") or [])
@@ -121,10 +115,10 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
             split, name, count = plan[i]
             rows, failures = embed_shard(model, shards, split, name, count, classes, config)
             output.write_chunk_failures(i, failures)
-            write_part(output.part(i), rows, config.thumbnail)
+            write_index_part(output.part(i), rows)
             progress.advance(task, count)
     failures = output.finalize(len(plan))
-    counts = merge_parts(out, [output.part(i) for i in range(len(plan))])
+    counts = merge_index_parts(out, [output.part(i) for i in range(len(plan))])
     manifest = {
         "format": FORMAT,
         "model": identity,
@@ -134,8 +128,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         **counts,
         "failures": len(failures),
     }
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_retrieval(out, manifest)
     return manifest
 
 
@@ -213,93 +206,7 @@ def thumbnail_png(view: Image.Image, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_part(path: Path, rows: list[dict], thumbnail: int) -> None:
-    """One shard's rows as a Parquet part, atomically (an empty shard is an empty part)."""
-    dim = len(rows[0]["points"]) if rows else 0
-    vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("class_name", pa.string()),
-            ("source", pa.string()),
-            ("split", pa.string()),
-            ("points", vector),
-            ("n_views", pa.int32()),
-            ("views", pa.list_(vector)),
-            ("thumbnail", pa.binary()),
-        ]
-    )
-    columns = {name: [row[name] for row in rows] for name in schema.names}
-    columns["points"] = [np.asarray(v, dtype=np.float32) for v in columns["points"]]
-    columns["views"] = [[np.asarray(v, dtype=np.float32) for v in vs] for vs in columns["views"]]
-    table = pa.table(columns, schema=schema)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
-
-
-def merge_parts(out: Path, parts: list[Path]) -> dict:
-    """objects.parquet, points.npy, views.npy and view_object.npy from the parts, streamed."""
-    sizes = [pq.ParquetFile(part).metadata.num_rows for part in parts]
-    n_views = [pq.read_table(part, columns=["n_views"])["n_views"].to_numpy() for part in parts]
-    total, total_views = sum(sizes), sum(int(v.sum()) for v in n_views)
-    if total == 0:
-        raise UsageError(f"{out}: no object of the shards could be indexed (see failures.parquet)")
-    first = pq.read_table(parts[sizes.index(next(n for n in sizes if n))], columns=["points"])
-    dim = len(first["points"][0])
-    columns = ["id", "class_name", "source", "split", "points", "views"]
-    objects = []
-    with (
-        atomic_path(out / "points.npy") as points_tmp,
-        atomic_path(out / "views.npy") as views_tmp,
-        atomic_path(out / "view_object.npy") as owner_tmp,
-    ):
-        points = np.lib.format.open_memmap(points_tmp, "w+", np.float32, (total, dim))
-        views = np.lib.format.open_memmap(views_tmp, "w+", np.float32, (total_views, dim))
-        owner = np.lib.format.open_memmap(owner_tmp, "w+", np.int64, (total_views,))
-        row = view = 0
-        for number, part in enumerate(parts):
-            table = pq.read_table(part, columns=columns)
-            n, v = table.num_rows, int(n_views[number].sum())
-            if n:
-                points[row : row + n] = vectors(table["points"], dim)
-                views[view : view + v] = vectors(table["views"].combine_chunks().flatten(), dim)
-                owner[view : view + v] = np.repeat(np.arange(row, row + n), n_views[number])
-            objects.append(
-                table.select(columns[:4])
-                .append_column("part", pa.array([number] * n, pa.int32()))
-                .append_column("row", pa.array(range(n), pa.int32()))
-            )
-            row, view = row + n, view + v
-        for array in (points, views, owner):
-            array.flush()
-        del points, views, owner  # closes the memory maps before the renames
-    with atomic_path(out / "objects.parquet") as tmp:
-        pq.write_table(pa.concat_tables(objects), tmp)
-    return {"objects": total, "views": total_views, "dim": dim}
-
-
-def vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
-    """(n, dim) float32 of a column of fixed-size float lists."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
 # --- searching -------------------------------------------------------------------------------
-
-
-def read_manifest(path: Path) -> dict:
-    """The index.json of an index folder; a missing or foreign one is one line naming it."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise UsageError(f"{path}: not a CG3D index (no {MANIFEST}; build one with `cg3d index`)")
-    try:
-        manifest = json.loads(file.read_text())
-    except ValueError as error:
-        raise UsageError(f"{file}: not readable JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UsageError(f"{file}: not a CG3D index (no {FORMAT!r} format tag)")
-    return manifest
 
 
 def check_model(manifest: dict, model: Model, path: Path) -> None:
@@ -332,10 +239,7 @@ class Index:
         self.manifest = manifest
         self._model = model
         self.device = device
-        self.objects = pq.read_table(self.path / "objects.parquet")
-        self.points = np.load(self.path / "points.npy", mmap_mode="r")
-        self.views = np.load(self.path / "views.npy", mmap_mode="r")
-        self.view_object = np.load(self.path / "view_object.npy", mmap_mode="r")
+        self.objects, self.points, self.views, self.view_object = read_arrays(self.path)
         changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
         self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
 
@@ -380,8 +284,8 @@ class Index:
         """
         if top < 1:
             raise UsageError(f"top must be ≥ 1, got {top}")
-        if against is not None and against not in AGAINST:
-            raise UsageError(f"against must be one of {', '.join(AGAINST)}, got {against!r}")
+        if against is not None and against not in SEARCH_TARGETS:
+            raise UsageError(f"against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
         queries = self.queries(text, image, points, embedding, up_axis)
         scores = np.mean(
             [
@@ -442,9 +346,7 @@ class Index:
     def thumbnail(self, hit: Hit) -> Image.Image | None:
         """The hit's first rendered view (as kept at build time), or None without one."""
         record = self.objects.slice(hit.row, 1).to_pylist()[0]
-        part = pq.ParquetFile(self.path / f"part-{record['part']:05d}.parquet")
-        group, offset = divmod(record["row"], ROW_GROUP)
-        data = part.read_row_group(group, columns=["thumbnail"])["thumbnail"][offset].as_py()
+        data = read_thumbnail(self.path, record["part"], record["row"])
         return Image.open(io.BytesIO(data)).convert("RGB") if data else None
 
 
@@ -465,7 +367,7 @@ def open_index(path: str | Path, model: Model | None = None, device: str = "cpu"
     on the first such query. Queries by `embedding` need no model.
     """
     path = Path(path)
-    manifest = read_manifest(path)
+    manifest = read_retrieval(path)
     if model is not None:
         check_model(manifest, model, path)
     return Index(path, manifest, model, device)

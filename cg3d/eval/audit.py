@@ -33,7 +33,7 @@ from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path
-from cg3d.formats.shards import Skipped, raw_samples, read_index, split_entry
+from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
 AUDIT_NAME = "audit.json"
@@ -95,19 +95,17 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditShape]:
     """The points and mesh identity of every sample of a split (views are not decoded)."""
-    from cg3d.formats.shards import decode_cloud, decode_member
-
     entry = split_entry(read_index(shards), split)
     order = range(len(entry["shards"]))
     for raw in raw_samples(shards, entry["shards"], entry["counts"], order, skipped):
         try:
-            points = decode_member(raw, "points.npy", decode_cloud)
-            meta = decode_member(raw, "meta.json", json.loads)
+            sample = decode_sample(raw, views=False)
         except FormatError as error:
             skipped.add(f"sample {raw['__key__']}", str(error))
             continue
+        meta = sample["meta"]
         uid = Path(str(meta.get("path") or "")).stem
-        yield AuditShape(raw["__key__"], points, str(meta.get("sha256") or ""), uid)
+        yield AuditShape(sample["key"], sample["points"], str(meta.get("sha256") or ""), uid)
 
 
 def benchmark_shapes(benchmark, skipped: Skipped) -> Iterator[AuditShape]:

@@ -163,7 +163,9 @@ def classify_command(
         typer.Option("--labels-file", help="Or a file of labels, one a line."),
     ] = None,
     top: Annotated[int, typer.Option("--top")] = 5,
-    up_axis: Annotated[str, typer.Option("--up-axis", help="The file's up axis: y or z.")] = "y",
+    up_axis: Annotated[
+        str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
+    ] = "y",
     single_prompt: Annotated[
         str,
         typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
@@ -177,11 +179,13 @@ def classify_command(
     ] = "",
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
-    from cg3d.app.api import load, read_labels_file
+    from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
     from cg3d.errors import UsageError
 
     if labels and labels_file is not None:
         raise UsageError("--labels and --labels-file: give one or the other")
+    check_shape_file(path)  # before the model loads: a typo costs no wait
+    check_up_axis(up_axis)
     if labels_file is not None:
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)

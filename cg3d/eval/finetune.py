@@ -212,7 +212,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     torch.manual_seed(config.seed)
     train_set, test_set = open_splits(config)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
-    n_points, channels = int(model.config["n_points"]), int(model.config.get("point_channels", 3))
+    n_points, channels = int(model.config["n_points"]), int(model.config["point_channels"])
     keep = few_shot_keep(train_set, config)
     train_points, train_labels = load_split(train_set, n_points, keep, channels)
     test_points, test_labels = load_split(test_set, n_points, point_channels=channels)

@@ -61,15 +61,6 @@ from cg3d.protocol import class_names, shapenet_renames
 
 log = logging.getLogger(__name__)
 
-DATASETS = (
-    "modelnet40",
-    "modelnet10",
-    "ulip_modelnet40",
-    "scanobjectnn",
-    "shapenet55",
-    "objaverse-lvis",
-    "shards",
-)
 LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
 # Where OpenShape's release keeps the LVIS split under its data folder.
 OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
@@ -551,6 +542,33 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return xyz, np.clip(rgb, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class BenchmarkReader:
+    """A `--dataset`: its reader, called as read(root, split, variant, allow_pickle)."""
+
+    read: Callable[[Path, str, str, bool], Benchmark]
+    variants: bool = False  # whether it takes --variant (ScanObjectNN's three)
+
+
+# Every benchmark by its `--dataset` name: a new one is an entry here, as encoders register.
+BENCHMARKS: dict[str, BenchmarkReader] = {
+    "modelnet40": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 40, split)),
+    "modelnet10": BenchmarkReader(lambda root, split, variant, allow: modelnet(root, 10, split)),
+    "ulip_modelnet40": BenchmarkReader(
+        lambda root, split, variant, allow: ulip_modelnet40(root, allow)
+    ),
+    "scanobjectnn": BenchmarkReader(
+        lambda root, split, variant, allow: scanobjectnn(root, variant or "pb_t50_rs", split),
+        variants=True,
+    ),
+    "shapenet55": BenchmarkReader(lambda root, split, variant, allow: shapenet55(root, split)),
+    "objaverse-lvis": BenchmarkReader(
+        lambda root, split, variant, allow: objaverse_lvis(root, allow)
+    ),
+    "shards": BenchmarkReader(lambda root, split, variant, allow: shards(root, split)),
+}
+
+
 def open_benchmark(
     dataset: str,
     root: Path,
@@ -559,82 +577,13 @@ def open_benchmark(
     allow_pickle: bool = False,
 ) -> Benchmark:
     """The labelled set `dataset` under `root`; a wrong name or missing file is a UsageError."""
-    if dataset not in DATASETS:
-        raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    reader = BENCHMARKS.get(dataset)
+    if reader is None:
+        raise UsageError(f"--dataset must be one of {', '.join(BENCHMARKS)}, got {dataset!r}")
     if not is_remote(root) and not Path(root).exists():
         # The commands take our shards as --shards (--root is for the benchmarks' files).
         option = "--shards" if dataset == "shards" else "--root"
         raise UsageError(f"{option}: no such file or folder {root}")
-    if dataset == "scanobjectnn":
-        return scanobjectnn(root, variant or "pb_t50_rs", split)
-    if variant:
+    if variant and not reader.variants:
         raise UsageError(f"--variant applies to scanobjectnn only, not {dataset}")
-    if dataset in ("modelnet40", "modelnet10"):
-        return modelnet(root, int(dataset.removeprefix("modelnet")), split)
-    if dataset == "ulip_modelnet40":
-        return ulip_modelnet40(root, allow_pickle)
-    if dataset == "shapenet55":
-        return shapenet55(root, split)
-    if dataset == "objaverse-lvis":
-        return objaverse_lvis(root, allow_pickle)
-    return shards(root, split)
-
-
-POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
-
-
-def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices or points (N, 3), faces (F, 3) or None) of a user's file.
-
-    npy/txt/xyz/csv/pts hold points (xyz in the first three columns, comma or space separated);
-    PLY is read with trimesh and gives faces when it has any. Other suffixes are meshes: the
-    caller loads them with the pipeline's `load_mesh`. Whatever is wrong with the file (empty,
-    truncated, not numbers, a PLY vertex without x, y or z, no points) is one UsageError
-    naming it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (*POINT_SUFFIXES, ".ply"):
-        raise UsageError(f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)")
-    faces = None
-    try:
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix == ".ply":
-            array, faces = _read_ply(path)
-        else:
-            lines = path.read_text().replace(",", " ").splitlines()
-            if not any(line.strip() for line in lines):
-                raise ValueError("no points in it")
-            array = np.loadtxt(lines, dtype=np.float64, ndmin=2)
-    except KeyError as error:  # trimesh on a PLY vertex element without x, y or z
-        raise UsageError(f"{path}: unreadable point file (no vertex property {error})") from None
-    except (ValueError, OSError, EOFError, IndexError) as error:  # EOFError: a 0-byte .npy
-        raise UsageError(
-            f"{path}: unreadable point file ({error or type(error).__name__})"
-        ) from None
-    check_points_array(array, str(path))
-    return np.asarray(array[:, :3], dtype=np.float64), faces
-
-
-def check_points_array(array: np.ndarray, what: str) -> None:
-    """UsageError naming `what` unless `array` is (N ≥ 1, 3+) real numbers: the one check of
-    a user's points, from a file or handed to the Python API."""
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise UsageError(f"{what}: points must be real numbers, got {array.dtype} values")
-    if array.ndim != 2 or array.shape[1] < 3 or len(array) == 0:
-        raise UsageError(f"{what}: expected an (N, 3+) array of points, got shape {array.shape}")
-
-
-def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PLY's vertices and its faces (None without any), by trimesh."""
-    import trimesh
-
-    loaded = trimesh.load(path, process=False)
-    vertices = getattr(loaded, "vertices", None)  # a PLY without vertices loads as an empty Scene
-    if vertices is None:
-        raise ValueError("no vertices in it")
-    faces = getattr(loaded, "faces", None)
-    return np.asarray(vertices), (np.asarray(faces) if faces is not None and len(faces) else None)
+    return reader.read(root, split, variant, allow_pickle)

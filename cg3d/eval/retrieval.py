@@ -62,7 +62,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     (a folder, URL or `pipe:` prefix); undecodable samples are skipped and counted."""
     skipped = Skipped()
     device = model.device()
-    n_points, channels = int(model.config["n_points"]), int(model.config.get("point_channels", 3))
+    n_points, channels = int(model.config["n_points"]), int(model.config["point_channels"])
     uncolored = 0
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
     caption_index: dict[str, int] = {}
@@ -135,7 +135,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
 
 def point_color(model, shards: str | Path, split: str, uncolored: int) -> dict:
     """What the metrics say about colour (as `readers.color_summary` does for benchmarks)."""
-    if int(model.config.get("point_channels", 3)) != 6:
+    if int(model.config["point_channels"]) != 6:
         return {"color": "not fed (the model takes xyz)"}
     sampled = "r" in (split_channels(shards, split) or [])
     return {

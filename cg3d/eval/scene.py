@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.eval.readers import prepare_points, read_point_file
+from cg3d.eval.readers import prepare_points
+from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
 
 
@@ -72,7 +73,7 @@ def scene_query(
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     # a colour model gets the constant colour: scene files are read as xyz
-    channels = int(model.config.get("point_channels", 3))
+    channels = int(model.config["point_channels"])
     centres, members, nearest = split_regions(points, config)
     query = model.encode_text([text])[0]
     scores = []

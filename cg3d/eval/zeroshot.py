@@ -146,7 +146,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             config.batch_size,
             config.limit,
             config.workers,
-            int(model.config.get("point_channels", 3)),
+            int(model.config["point_channels"]),
         ):
             features = model.encode_points(points.to(device))
             scores.append((features @ text_features.T).cpu().numpy())
@@ -246,7 +246,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
-        **color_summary(benchmark, int(model.config.get("point_channels", 3))),
+        **color_summary(benchmark, int(model.config["point_channels"])),
         "audit": audit,
     }
     out = Path(out)

@@ -5,10 +5,13 @@
     points.py     sample stage   part-XXXXX.parquet (id, points flattened, n_points)
     renders.py    render stage   part-XXXXX.tar of <id>.view_XX.png and <id>.cameras.json
     captions.py   caption stage  captions.parquet (id, captions)
-    shards.py     pack stage     {split}/shard-XXXXXX.tar (WebDataset) and index.json, local or
-                                 remote (URL, `pipe:`); the readers skip and count bad samples
+    shards.py     pack stage     {split}/shard-XXXXXX.tar (WebDataset), index.json and the
+                                 per-shard records, local or remote (URL, `pipe:`); the one
+                                 sample decoder; the readers skip and count bad samples
+    retrieval.py  cg3d index     the retrieval index: parts, merged arrays, retrieval.json
+    pointfiles.py the user       point files given to the app, classify and scene
     tar.py        the deterministic tar writer and the one tar reader the others use
 
 Checkpoints belong to the model library (`cg3d.models.checkpoint`). Stages, `verify`, `show`,
-the loader and eval read and write these files only through this package.
+the loader, eval and the app read and write these files only through this package.
 """

@@ -4,7 +4,8 @@
 `points.npy` (N×3|6|9 float32: xyz, rgb, normals as meta.json's `channels` says), `view_XX.png` (one per rendered view), `cameras.json` (the
 render stage's cameras, as written), `captions.json` (list of strings), `cls` (class index as
 decimal text) and `meta.json`. `index.json` lists the classes and, per split, the shards with
-their sample counts and sha256.
+their sample counts and sha256; `_shards/{split}-XXXXXX.json` records a finished shard (count,
+sha256, failures, point shapes) while the pack stage runs, which builds the index from them.
 
 Where the shards are: `shards` is the pack output folder, or a URL / `pipe:` prefix to which
 `index.json` and the shard names are appended (`http://host/shards` gives
@@ -85,7 +86,7 @@ def open_shard(url: str) -> Iterator[BinaryIO]:
     stream.close()
 
 
-def why(error: BaseException) -> str:
+def read_error_reason(error: BaseException) -> str:
     """A short reason for a failed read: webdataset's pipe errors hold the whole command
     line; what matters is its exit status (curl's 22: an HTTP error such as 404)."""
     match = re.search(r"exit (-?\d+) \(read\)", str(error))
@@ -104,7 +105,7 @@ def read_index(shards: str | Path) -> dict:
             data = stream.read()
         index = json.loads(data)  # after the close, which reports a failed download
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {url}: {why(error)}") from None
+        raise UsageError(f"cannot read {url}: {read_error_reason(error)}") from None
     problem = index_problem(index)
     if problem is None and not is_remote(shards):
         problem = shard_outside(shards, index)
@@ -248,6 +249,55 @@ def split_entry_of(split: str, counts: list[int], sha256: list[str]) -> dict:
     }
 
 
+SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
+
+
+def shard_record_path(out_dir: Path, split: str, index: int) -> Path:
+    """Where the pack stage records shard `index` of `split` as finished."""
+    return Path(out_dir) / SHARD_RECORDS / f"{split}-{index:06d}.json"
+
+
+def shard_path(out_dir: Path, split: str, index: int) -> Path:
+    """Shard `index` of `split` in a pack output folder."""
+    return Path(out_dir) / split / SHARD_PATTERN.format(index)
+
+
+def write_shard_record(out_dir: Path, split: str, index: int, record: dict) -> None:
+    """A finished shard's record ({count, sha256, failures, shapes}), written after its rename."""
+    with atomic_path(shard_record_path(out_dir, split, index)) as tmp:
+        tmp.write_text(json.dumps(record))
+
+
+def read_shard_record(out_dir: Path, split: str, index: int) -> dict:
+    return json.loads(shard_record_path(out_dir, split, index).read_text())
+
+
+def shard_index(
+    classes: list[str], records: dict[str, list[dict]], failures: list[dict], params: dict
+) -> dict:
+    """The contents of index.json: classes, per split the shards (from their records, in
+    order), counts and checksums, the failures by stage, the pack params and point shapes."""
+    shapes = {tuple(shape) for split in records.values() for r in split for shape in r["shapes"]}
+    splits = {
+        split: split_entry_of(split, [r["count"] for r in rs], [r["sha256"] for r in rs])
+        for split, rs in records.items()
+    }
+    return {
+        "format": 1,
+        "classes": classes,
+        "splits": splits,
+        "failures": {
+            "total": len(failures),
+            "by_stage": dict(sorted(Counter(r["stage"] for r in failures).items())),
+        },
+        "params": {
+            **params,
+            "points": sorted({n for n, _ in shapes}),
+            "channels": sorted({c for _, c in shapes}),
+        },
+    }
+
+
 def write_index(out_dir: Path, index: dict) -> None:
     """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
     with atomic_path(Path(out_dir) / INDEX_NAME) as tmp:
@@ -304,7 +354,9 @@ def raw_samples(
                         yield sample
         except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
             lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
-            skipped.add(f"the rest of shard {url}", f"unreadable shard ({why(error)})", lost)
+            skipped.add(
+                f"the rest of shard {url}", f"unreadable shard ({read_error_reason(error)})", lost
+            )
         position = end
 
 
@@ -396,20 +448,26 @@ def model_columns(points: np.ndarray, channels: list[str], point_channels: int) 
     return np.concatenate([xyz, rgb], axis=1).astype(np.float32, copy=False)
 
 
-def decode_sample(raw: dict) -> dict:
-    """A whole sample: key, points, views (RGB images in name order), captions, cls, meta, and
-    `channels`, the names of the point columns (`sample_channels`)."""
+def decode_sample(raw: dict, views: bool = True) -> dict:
+    """A sample, the one decoder of its members: key, points, captions, cls, meta, `channels`
+    (the names of the point columns, `sample_channels`), `view_names` and, with `views`, the
+    views as RGB images in name order. Without, the views stay encoded (the loader decodes
+    only the one it feeds, its own way; the audit none). FormatError naming a bad member."""
     points = decode_member(raw, "points.npy", decode_cloud)
     meta = decode_member(raw, "meta.json", json.loads)
-    return {
+    names = view_names(raw)
+    sample = {
         "key": raw["__key__"],
         "points": points,
-        "views": [decode_member(raw, name, decode_image) for name in view_names(raw)],
         "captions": decode_member(raw, "captions.json", json.loads),
         "cls": decode_member(raw, "cls", int),
         "meta": meta,
         "channels": sample_channels(meta, points.shape[1]),
+        "view_names": names,
     }
+    if views:
+        sample["views"] = [decode_member(raw, name, decode_image) for name in names]
+    return sample
 
 
 def split_channels(shards: str | Path, split: str) -> list[str] | None:
@@ -419,8 +477,7 @@ def split_channels(shards: str | Path, split: str) -> list[str] | None:
     order = range(len(entry["shards"]))
     for raw in raw_samples(shards, entry["shards"], entry["counts"], order, Skipped()):
         try:
-            points = decode_member(raw, "points.npy", decode_cloud)
-            return sample_channels(decode_member(raw, "meta.json", json.loads), points.shape[1])
+            return decode_sample(raw, views=False)["channels"]
         except FormatError:
             continue
     return None

@@ -18,7 +18,6 @@ _EXPORTS = {
     "CG3D": "model",
     "ModelConfig": "model",
     "build_model": "model",
-    "tiny_model_config": "model",
     "load_model": "checkpoint",
     "save_checkpoint": "checkpoint",
     "export_checkpoint": "checkpoint",

@@ -33,11 +33,13 @@ from cg3d.models.clip import (
     weights_identity,
 )
 from cg3d.models.model import CG3D, ModelConfig, build_model
-from cg3d.params import TrainConfig, check_fields
 
 FORMAT = "cg3d-checkpoint-1"
 # keys of a stored config that CG3D adds to ModelConfig's fields
 DERIVED_KEYS = ("clip_pretrained_loaded", "clip_weights")
+# Model config keys added after the first checkpoints were written, with the value their absence
+# meant then (ModelConfig has no defaults: a default that moved would change an old model).
+ADDED_KEYS = {"point_channels": 3}
 POINT_AT_WEIGHTS = "point at them with --clip-pretrained PATH"
 
 
@@ -95,19 +97,22 @@ def _first(names: list[str], limit: int = 3) -> str:
 
 def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     """The ModelConfig a checkpoint's config describes; unknown keys or bad values name the file."""
-    values = {key: value for key, value in payload["config"].items() if key not in DERIVED_KEYS}
-    unknown = sorted(set(values) - {item.name for item in dataclasses.fields(ModelConfig)})
+    values = ADDED_KEYS | {
+        key: value for key, value in payload["config"].items() if key not in DERIVED_KEYS
+    }
+    names = {item.name for item in dataclasses.fields(ModelConfig)}
+    unknown, missing = sorted(set(values) - names), sorted(names - set(values))
     if unknown:
         raise UsageError(f"{path}: its model config has unknown keys: {_first(unknown)}")
+    if missing:
+        raise UsageError(f"{path}: its model config lacks the keys: {_first(missing)}")
     stored = payload["config"]
     if not isinstance(stored.get("clip_pretrained_loaded", False), bool) or not (
         is_weights_identity(stored.get("clip_weights", RANDOM_WEIGHTS))
     ):
         raise UsageError(f"{path}: its model config has a malformed clip_weights record")
     try:
-        config = ModelConfig(**values)
-        check_fields(TrainConfig, values, "train")  # the bounds a params file is held to
-        return config
+        return ModelConfig(**values)
     except UsageError as error:
         raise UsageError(f"{path}: {error}") from None
 
@@ -230,7 +235,7 @@ def model_from_checkpoint(
             ) from None
     check_weights_fit(model, payload["model"], payload["full_clip"], path)
     model.load_state_dict(payload["model"], strict=payload["full_clip"])
-    model.config = payload["config"]
+    model.config = ADDED_KEYS | payload["config"]  # an old checkpoint's, completed
     return model
 
 

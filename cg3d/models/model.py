@@ -6,8 +6,7 @@ features in CLIP's joint space, so zero-shot classification is a dot product wit
 """
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,35 +16,41 @@ from torch import nn
 from cg3d.errors import UsageError
 from cg3d.models.clip import PromptedViT, load_clip
 from cg3d.models.encoders import build_encoder, points_needed
+from cg3d.params import TrainConfig
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild the model (stored in every checkpoint as `model.config`)."""
+    """Everything needed to rebuild the model (stored in every checkpoint as `model.config`).
 
-    encoder: str = "pointtransformer-base"  # a registered encoder name (encoder_names())
-    encoder_params: dict[str, Any] = field(default_factory=dict)  # overrides of its size
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: str = "openai"  # an open_clip tag, a checkpoint file, or "none"
-    require_pretrained: bool = False
-    prompts: int = 5
-    deep_prompts: bool = True
-    train_logit_scale: bool = False
-    n_points: int = 8192
-    point_channels: int = 3  # 3: xyz; 6: xyz and rgb (points sampled with sample.colors)
-    classes: list[str] = field(default_factory=list)
+    Every field but `classes` is the `train:` param of the same name (`TrainConfig`), checked
+    by its rules; there are no defaults here: a config comes from a run's params
+    (`model_config`) or from a checkpoint's stored one (`checkpoint_config`).
+    """
+
+    encoder: str  # a registered encoder name (encoder_names())
+    encoder_params: dict[str, Any]  # overrides of its size
+    clip_model: str
+    clip_pretrained: str  # an open_clip tag, a checkpoint file, or "none"
+    require_pretrained: bool
+    prompts: int
+    deep_prompts: bool
+    train_logit_scale: bool
+    n_points: int
+    point_channels: int  # 3: xyz; 6: xyz and rgb (points sampled with sample.colors)
+    classes: list[str]
 
     def __post_init__(self) -> None:
         """Wrong types or ranges are a one-line UsageError naming the field."""
-        for name, hint in typing.get_type_hints(ModelConfig).items():
-            value, kind = getattr(self, name), typing.get_origin(hint) or hint
-            # bool is an int to isinstance: an int field must not take True
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise UsageError(f"model config: {name} must be {kind.__name__}, not {value!r:.60}")
-        if not all(isinstance(name, str) for name in self.classes):
+        values = {name: getattr(self, name) for name in train_fields()}
+        try:
+            TrainConfig(**values)  # checked as the train params they are: types and bounds
+        except UsageError as error:
+            raise UsageError(f"model config: {error}") from None
+        if not isinstance(self.classes, list) or not all(
+            isinstance(name, str) for name in self.classes
+        ):
             raise UsageError("model config: classes must be a list of names")
-        if self.prompts < 0 or self.n_points < 1:
-            raise UsageError("model config: prompts must be ≥ 0 and n_points ≥ 1")
         if self.point_channels not in (3, 6):
             raise UsageError("model config: point_channels must be 3 (xyz) or 6 (xyz, rgb)")
         needed = points_needed(self.encoder, self.encoder_params)  # a wrong name fails here too
@@ -56,21 +61,9 @@ class ModelConfig:
             )
 
 
-def tiny_model_config(**overrides: Any) -> ModelConfig:
-    """A model small enough for unit tests (random-init CLIP "CG3D-ViT-Micro-32", 256 points).
-
-    Builds in well under a second on a CPU; images are 32 px, features 64-d.
-    """
-    values: dict[str, Any] = dict(
-        encoder="pointtransformer-micro",
-        clip_model="CG3D-ViT-Micro-32",
-        clip_pretrained="none",
-        prompts=2,
-        n_points=256,
-        classes=["cube", "sphere"],
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+def train_fields() -> list[str]:
+    """The fields of ModelConfig that are `train:` params (all but the classes)."""
+    return [f.name for f in dataclasses.fields(ModelConfig) if f.name != "classes"]
 
 
 class CG3D(nn.Module):
@@ -143,8 +136,9 @@ def build_model(config: ModelConfig) -> CG3D:
     return CG3D(config)
 
 
-def model_config(params: Any, classes: list[str]) -> ModelConfig:
-    """The model config of a training run's params (`train:`): every field both share, and
-    the classes."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)} - {"classes"}
-    return ModelConfig(**{name: getattr(params, name) for name in names}, classes=list(classes))
+def model_config(params: TrainConfig, classes: list[str]) -> ModelConfig:
+    """The model config of a training run's params (`train:`) and its classes: the one place a
+    ModelConfig is made from params (a field TrainConfig lacks is an error, never a default)."""
+    return ModelConfig(
+        **{name: getattr(params, name) for name in train_fields()}, classes=list(classes)
+    )

@@ -17,6 +17,7 @@ each other's temp files in `prepare`.
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import threading
@@ -36,7 +37,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS
+
+log = logging.getLogger(__name__)
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
@@ -147,11 +151,10 @@ ManifestTables = Callable[[list[str] | None], Iterator[pa.Table]]
 
 @dataclass
 class ChunkPlan:
-    """Which `ok` objects of a manifest form which chunk: `members` (MEMBERS_SCHEMA) sorted by
-    id, so it lines up row for row with the manifest's `ok` rows."""
+    """Which good (status `OK`) objects of a manifest form which chunk: `members`
+    (MEMBERS_SCHEMA) sorted by id, so it lines up row for row with the manifest's good rows."""
 
     tables: ManifestTables
-    ok: str  # the manifest's status of a good object
     members: pa.Table
     manifest_rows: int  # rows of the manifest, failed ones included
     recomputed: list[int]  # chunks that have no part yet (new, changed, or never finished)
@@ -173,7 +176,7 @@ class ChunkPlan:
         waiting: dict[int, list] = {}
         position = 0
         for table in self.tables(None):
-            ok = table.filter(pc.equal(table.column("status"), self.ok))
+            ok = table.filter(pc.equal(table.column("status"), OK))
             members = self.members.slice(position, ok.num_rows)
             position += ok.num_rows
             if not ok.column("id").equals(members.column("id")):
@@ -187,10 +190,8 @@ class ChunkPlan:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(
-    tables: ManifestTables, ok: str, output: "ChunkedOutput", chunk_size: int
-) -> ChunkPlan:
-    """The chunks of the manifest's objects of status `ok`, stable under additions (call it
+def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
+    """The chunks of the manifest's good objects (status `OK`), stable under additions (call it
     after `output.prepare()`).
 
     The membership table a previous run left in `output` (`chunks.parquet`) is kept: an object
@@ -203,7 +204,7 @@ def plan_chunks(
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
         rows += table.num_rows
-        good = table.filter(pc.equal(table.column("status"), ok))
+        good = table.filter(pc.equal(table.column("status"), OK))
         keys = pc.binary_join_element_wise(
             good.column("id"),
             good.column("sha256"),
@@ -247,7 +248,7 @@ def plan_chunks(
         output.drop(index)
     with atomic_path(table_path) as tmp:
         pq.write_table(members, tmp)
-    plan = ChunkPlan(tables, ok, members, rows, [])
+    plan = ChunkPlan(tables, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
 
@@ -359,25 +360,45 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
+    """Ray tasks, a few ahead per CPU. A task whose node dies is retried elsewhere by Ray
+    (`max_retries`): its part is written whole or not at all, so a redone chunk is never
+    duplicated."""
     import ray
 
-    if not ray.is_initialized():
-        # RAY_ADDRESS points at a cluster when set; otherwise a local Ray with `workers` CPUs.
-        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
-    remote = ray.remote(num_cpus=1)(work)
+    connect_ray(workers)
+    remote = ray.remote(num_cpus=1, max_retries=3)(_on_node)
     sized = iter(sized)
     ahead = 2 * max(workers, 1) if not os.environ.get("RAY_ADDRESS") else 64
-    pending = {remote.remote(*job): size for job, size in itertools.islice(sized, ahead)}
+    pending = {remote.remote(work, *job): size for job, size in itertools.islice(sized, ahead)}
+    nodes: dict[str, int] = {}
     try:
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
-                ray.get(ref)
+                node = ray.get(ref)
+                nodes[node] = nodes.get(node, 0) + 1
                 advance(pending.pop(ref))
             for job, size in itertools.islice(sized, ahead - len(pending)):
-                pending[remote.remote(*job)] = size
+                pending[remote.remote(work, *job)] = size
     except BaseException:
         for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
             ray.cancel(ref)
         raise
+    log.info("ray: %d chunks on %d nodes %s", sum(nodes.values()), len(nodes), nodes)
+
+
+def connect_ray(workers: int) -> None:
+    """Join the cluster at RAY_ADDRESS, or start a local Ray of `workers` CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+
+
+def _on_node(work: Callable, *job) -> str:
+    """Run one chunk in a Ray task; the id of the node it ran on (logged per stage)."""
+    import ray
+
+    work(*job)
+    return ray.get_runtime_context().get_node_id()

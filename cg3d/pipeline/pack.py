@@ -15,17 +15,19 @@ sequential pack's layout, byte for byte.
 Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
 leaves `_shards/{split}-XXXXXX.json` (count, sha256, failures, point shapes) once renamed into
 place: a rerun after a kill skips those shards. `.plan.json` names the inputs (each file's
-name, size and mtime) and params the shards came from; when it differs, the old shards go.
+name and sha256) and params the shards came from; when it differs, the old shards go. It
+records content, never mtimes: the output (and DVC's hash of it) is the same bytes for the same
+inputs, whenever and wherever they were written.
 Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
 identical bytes. Objects that failed any stage are left out and listed in
 `OUT/failures.parquet` and the index.
 """
 
 import bisect
+import functools
 import hashlib
 import json
 import shutil
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, locks_out_dir
+from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.manifest import (
@@ -48,18 +50,21 @@ from cg3d.formats.points import PointsLookup, points_channels, points_parts
 from cg3d.formats.renders import Rendered, RendersLookup, render_parts
 from cg3d.formats.shards import (
     INDEX_NAME,
-    SHARD_PATTERN,
+    SHARD_RECORDS,
+    read_shard_record,
     sample_members,
-    split_entry_of,
+    shard_index,
+    shard_path,
+    shard_record_path,
     write_index,
     write_shard,
+    write_shard_record,
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
 
 SPLITS = ("train", "test")
-SHARD_RECORDS = "_shards"  # per finished shard: count, sha256, failures, point shapes
 MANIFEST_COLUMNS = [
     "id",
     "source",
@@ -108,11 +113,15 @@ class PackInputs:
     channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
 
-def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
-    """The classes, upstream failures and lookups; a missing input folder is a UsageError."""
+def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
+    """A missing points or renders folder is a UsageError naming its option."""
     for flag, folder in (("--points", points_dir), ("--renders", renders_dir)):
         if not Path(folder).is_dir():
             raise UsageError(f"{flag}: no such folder {folder}")
+
+
+def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
+    """The classes, upstream failures and lookups (after `check_input_folders`)."""
     failed: dict[str, dict] = {}
     for folder in (points_dir, renders_dir, captions_dir):
         for row in read_failures(Path(folder) / FAILURES_NAME):
@@ -128,35 +137,37 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
     )
 
 
-_opened: dict[tuple, PackInputs] = {}  # in a pool worker: the inputs of its plan, opened once
-
-
+@functools.lru_cache(maxsize=1)
 def opened_inputs(dirs: tuple[str, str, str, str], digest: str) -> PackInputs:
-    if (dirs, digest) not in _opened:
-        _opened.clear()
-        _opened[dirs, digest] = open_inputs(*map(Path, dirs))
-    return _opened[dirs, digest]
+    """The inputs of plan `digest`, opened once per process (the stage's, or a pool worker's,
+    which writes many shards of the plan); a new plan opens them afresh."""
+    return open_inputs(*map(Path, dirs))
 
 
 def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dict:
-    """What the shards are made from: every input file's name, size and mtime, and the params
-    that change the shards (not `workers`). A DVC checkout (new mtimes) repacks: safe side."""
+    """What the shards are made from: every input file's name and sha256, and the params that
+    change the shards (not `workers`). Content, not size and mtime: a DVC checkout or a fresh
+    clone's run (new mtimes, same bytes) keeps the shards and writes the same `.plan.json`.
+    Hashing reads each input once more, which the shards' writing reads anyway."""
     meshes, points, renders, captions = map(Path, dirs)
     files = [meshes / MANIFEST_NAME, meshes / CLASSES_NAME, Path(captions) / CAPTIONS_NAME]
     files += [Path(folder) / FAILURES_NAME for folder in (points, renders, captions)]
     files += points_parts(points) + render_parts(renders)
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat() if file.is_file() else None
-        seen = f"{stat.st_size} {stat.st_mtime_ns}" if stat else "absent"
+        seen = file_sha256(file) if file.is_file() else "absent"
         digest.update(f"{file.parent.name}/{file.name} {seen}\n".encode())
     return {"stage": "pack", "shard_size": config.shard_size, "inputs": digest.hexdigest()}
+
+
+def plan_digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     """Create the folders; keep the finished shards of the same plan, clear another plan's.
     Returns the plan's digest. The index goes first: no index, no set."""
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    digest = plan_digest(fingerprint)
     plan_file = out_dir / PLAN_NAME
     previous = json.loads(plan_file.read_text()).get("digest") if plan_file.is_file() else None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,18 +187,11 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     return digest
 
 
-def shard_record(out_dir: Path, split: str, index: int) -> Path:
-    return Path(out_dir) / SHARD_RECORDS / f"{split}-{index:06d}.json"
-
-
-def shard_path(out_dir: Path, split: str, index: int) -> Path:
-    return Path(out_dir) / split / SHARD_PATTERN.format(index)
-
-
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
     """A shard is finished when its record exists (written after the shard's rename)."""
     return (
-        shard_record(out_dir, split, index).is_file() and shard_path(out_dir, split, index).exists()
+        shard_record_path(out_dir, split, index).is_file()
+        and shard_path(out_dir, split, index).exists()
     )
 
 
@@ -283,32 +287,8 @@ def pack_shard(
 
     count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
     record = {"count": count, "sha256": sha256, "failures": failures, "shapes": sorted(shapes)}
-    with atomic_path(shard_record(out_dir, split, index)) as tmp:
-        tmp.write_text(json.dumps(record))
+    write_shard_record(out_dir, split, index, record)
     return count
-
-
-def pack_index(classes: list[str], records: dict, failures: list[dict], config: PackConfig):
-    """The index: classes, per split the shards, counts and checksums, failures, params."""
-    shapes = {tuple(shape) for split in records.values() for r in split for shape in r["shapes"]}
-    splits = {
-        split: split_entry_of(split, [r["count"] for r in rs], [r["sha256"] for r in rs])
-        for split, rs in records.items()
-    }
-    return {
-        "format": 1,
-        "classes": classes,
-        "splits": splits,
-        "failures": {
-            "total": len(failures),
-            "by_stage": dict(sorted(Counter(r["stage"] for r in failures).items())),
-        },
-        "params": {
-            **asdict(config),
-            "points": sorted({n for n, _ in shapes}),
-            "channels": sorted({c for _, c in shapes}),
-        },
-    }
 
 
 @locks_out_dir
@@ -327,17 +307,21 @@ def pack_shards(
     dirs = tuple(str(Path(d)) for d in (meshes_dir, points_dir, renders_dir, captions_dir))
     failures: list[dict] = []
     planned = dict.fromkeys(SPLITS, 0)
+    written = 0  # shards written by this run: counted as the plan hands them out
     try:
-        inputs = open_inputs(*map(Path, dirs))
-        digest = prepare_output(out_dir, plan_fingerprint(dirs, config))
-        _opened[dirs, digest] = inputs  # the shards written in this process reuse them
+        check_input_folders(points_dir, renders_dir)
+        fingerprint = plan_fingerprint(dirs, config)
+        # Opened before the output is touched (a bad input leaves the old shards); the shards
+        # written in this process reuse them.
+        inputs = opened_inputs(dirs, plan_digest(fingerprint))
+        digest = prepare_output(out_dir, fingerprint)
         plan = plan_shards(Path(meshes_dir), inputs, config.shard_size, failures, planned)
-        jobs = [0]  # shards written by this run: counted as the plan hands them out
 
         def unfinished():
+            nonlocal written
             for split, index, rows in plan:
                 if not shard_done(out_dir, split, index):
-                    jobs[0] += 1
+                    written += 1
                     yield dirs, digest, str(out_dir), split, index, rows
 
         run_chunks(
@@ -350,16 +334,16 @@ def pack_shards(
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None
     records = {
-        split: [json.loads(shard_record(out_dir, split, i).read_text()) for i in range(n)]
+        split: [read_shard_record(out_dir, split, i) for i in range(n)]
         for split, n in planned.items()
     }
     failures += [row for rs in records.values() for r in rs for row in r["failures"]]
     failures.sort(key=lambda row: row["id"])  # manifest order, as the rows are written
     write_failures(failures, out_dir / FAILURES_NAME)
-    write_index(out_dir, pack_index(list(inputs.classes), records, failures, config))
+    write_index(out_dir, shard_index(list(inputs.classes), records, failures, asdict(config)))
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),
         failures,
-        jobs[0],
+        written,
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, run_chunks
@@ -236,7 +236,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     meshes_dir = Path(meshes_dir)
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    plan = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
     sizes = plan.sizes()
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)

@@ -14,9 +14,9 @@ from cg3d.formats.shards import (
     decode_sample,
     is_remote,
     open_shard,
+    read_error_reason,
     read_index,
     shard_url,
-    why,
 )
 from cg3d.formats.tar import FormatError, tar_samples
 
@@ -65,7 +65,7 @@ def check_shard(
             if hashing.hexdigest_to_end() != digest:
                 problems.append(f"{name}: sha256 differs from the index")
     except (FormatError, OSError, EOFError) as error:
-        problems.append(f"{name}: unreadable tar ({why(error)})")
+        problems.append(f"{name}: unreadable tar ({read_error_reason(error)})")
     if samples != count:
         problems.append(f"{name}: {samples} samples, index says {count}")
     return samples, problems

@@ -42,13 +42,13 @@ def render(
 def show(
     object_id: Annotated[str, typer.Argument(metavar="ID", help="Object id.")],
     renders: Annotated[Path, typer.Option(help="Output folder of `cg3d render`.")],
+    out: Annotated[Path, typer.Option(help="The PNG to write, or a folder for ID.png.")],
     points: Annotated[
         Path | None, typer.Option(help="Output folder of `cg3d sample`: project its points.")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="PNG to write; default ID.png here.")] = None,
 ) -> None:
     """Write a contact sheet PNG of an object's views (with its points projected when given)."""
     from cg3d.render.show import show as write_sheet
 
-    path = write_sheet(object_id, renders, out or Path(f"{object_id}.png"), points)
+    path = write_sheet(object_id, renders, out, points)
     print(f"wrote {path}")

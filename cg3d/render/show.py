@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cg3d.errors import UsageError
+from cg3d.files import atomic_path
 from cg3d.formats.points import find_points
 from cg3d.formats.renders import find_rendered, render_parts
 from cg3d.formats.tar import FormatError
@@ -67,8 +68,22 @@ def contact_sheet(
     return sheet
 
 
-def show(object_id: str, renders_dir: Path, out_path: Path, points_dir: Path | None = None) -> Path:
+def sheet_path(out: Path, object_id: str) -> Path:
+    """`out` itself when it names a .png file, else `out/<id>.png` (a folder, made if missing)."""
+    out = Path(out)
+    path = out if out.suffix.lower() == ".png" else out / f"{object_id}.png"
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"--out: {path.parent} is not a folder")
+    return path
+
+
+def show(object_id: str, renders_dir: Path, out: Path, points_dir: Path | None = None) -> Path:
+    """Write the contact sheet of `object_id` to `out` (a .png file or a folder); its path."""
+    path = sheet_path(out, object_id)
     views, cameras = read_object(renders_dir, object_id)
     points = read_points(points_dir, object_id) if points_dir is not None else None
-    contact_sheet(views, cameras, points).save(out_path)
-    return Path(out_path)
+    sheet = contact_sheet(views, cameras, points)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path

@@ -13,6 +13,7 @@ Never imports torch.
 """
 
 import io
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +24,20 @@ from pathlib import Path
 from PIL import Image
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import OK, MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import MeshRecord, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
-from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, progress_bar
+from cg3d.pipeline.chunks import (
+    ChunkedOutput,
+    connect_ray,
+    default_workers,
+    plan_chunks,
+    progress_bar,
+)
 from cg3d.render.cameras import cameras_of, dumps
 from cg3d.render.supervisor import BlenderWorker
+
+log = logging.getLogger(__name__)
 
 STAGE = "render"
 
@@ -104,7 +113,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), OK, output, config.chunk_size)
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (
@@ -178,10 +187,18 @@ class _SharedQueue:
 
     def __init__(self, jobs: Iterator[tuple]) -> None:
         self.jobs, self.lock = iter(jobs), threading.Lock()
+        self.returned: list[tuple] = []
 
     def next(self) -> tuple | None:
         with self.lock:
+            if self.returned:
+                return self.returned.pop()
             return next(self.jobs, None)
+
+    def put_back(self, job: tuple) -> None:
+        """A job whose worker was lost, to be handed out again first."""
+        with self.lock:
+            self.returned.append(job)
 
 
 class _RenderActor:
@@ -190,41 +207,59 @@ class _RenderActor:
     def __init__(self, settings: dict, timeout: float) -> None:
         self.worker = BlenderWorker(settings, timeout)
 
-    def render_chunk(self, *job) -> int:
-        return render_chunk(self.worker, *job)
+    def render_chunk(self, *job) -> tuple[int, str]:
+        """The chunk's views, and the id of the node that rendered them."""
+        import ray
+
+        return render_chunk(self.worker, *job), ray.get_runtime_context().get_node_id()
 
     def close(self) -> None:
         self.worker.close()
 
 
 def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance) -> int:
-    import os
-
+    """`workers` Ray actors, each keeping one Blender alive, fed from the chunk queue. An actor
+    whose node dies takes no more work and its chunk goes back to the queue for the others:
+    a part is written whole or not at all, so nothing is lost or duplicated, and a lost
+    actor never leaves the stage waiting for a CPU that is gone."""
     import ray
+    from ray.exceptions import RayActorError
 
-    if not ray.is_initialized():
-        # RAY_ADDRESS points at a cluster when set; otherwise a local Ray with `workers` CPUs.
-        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+    connect_ray(workers)
     actor_class = ray.remote(num_cpus=1)(_RenderActor)
     actors = [actor_class.remote(config.worker_settings(), config.timeout) for _ in range(workers)]
     todo = _SharedQueue(jobs)
-    running = {}
+    running: dict = {}
     views = 0
-    for actor in actors:
+    nodes: dict[str, int] = {}
+
+    def give(actor) -> None:
         job = todo.next()
         if job is not None:
-            running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
+            running[actor.render_chunk.remote(*job)] = (actor, job)
+
+    for actor in actors:
+        give(actor)
     while running:
         (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, objects = running.pop(ref)
-        chunk_views = ray.get(ref)
+        actor, job = running.pop(ref)
+        try:
+            chunk_views, node = ray.get(ref)
+        except RayActorError as error:
+            actors.remove(actor)
+            if not actors:
+                raise RuntimeError(f"render: every Ray actor died; the last: {error}") from None
+            log.warning("render: a Ray actor died (%s); its chunk goes to another", error)
+            todo.put_back(job)
+            if len(running) < len(actors):  # an idle survivor takes it now
+                give(next(a for a in actors if all(a is not r for r, _ in running.values())))
+            continue
         views += chunk_views
-        advance(config.views * objects)
-        job = todo.next()
-        if job is not None:
-            running[actor.render_chunk.remote(*job)] = (actor, len(job[3]))
+        nodes[node] = nodes.get(node, 0) + 1
+        advance(config.views * len(job[3]))
+        give(actor)
     ray.get([actor.close.remote() for actor in actors])
     for actor in actors:
         ray.kill(actor)
+    log.info("ray: %d chunks rendered on %d nodes %s", sum(nodes.values()), len(nodes), nodes)
     return views

@@ -23,11 +23,10 @@ training by `check_point_channels`.
 """
 
 import dataclasses
-import json
 import multiprocessing
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +39,19 @@ from cg3d.errors import UsageError
 from cg3d.formats.shards import (
     RGB,
     Skipped,
-    decode_cloud,
     decode_image,
     decode_member,
+    decode_sample,
     location,
     model_columns,
     raw_samples,
     read_index,
-    sample_channels,
     sample_has_color,
     split_channels,
     split_entry,
-    view_names,
 )
+from cg3d.params import TrainConfig
+from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.train.augment import AugmentConfig, augment_points
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
@@ -63,20 +62,24 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class LoaderConfig:
-    n_points: int = 2048
-    batch_size: int = 32
-    workers: int = 2
-    shuffle_buffer: int = 1000
-    image_size: int = 224
-    point_channels: int = 3  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """What the loader reads by: the `train:` params of the same names (`TrainConfig`) and the
+    image size of the model's preprocessing. No defaults here: it is made from a run's params
+    (`of_params`), so a renamed param is an error, never a silent default."""
+
+    n_points: int
+    batch_size: int
+    workers: int
+    shuffle_buffer: int
+    point_channels: int  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
+    seed: int
+    augment: AugmentConfig
+    image_size: int
 
     @classmethod
-    def of_params(cls, params: Any) -> "LoaderConfig":
-        """The loader of a training run's params (`train:`): every field both share."""
-        shared = {f.name for f in dataclasses.fields(cls)} & set(vars(params))
-        return cls(**{name: getattr(params, name) for name in shared})
+    def of_params(cls, params: TrainConfig, image_size: int) -> "LoaderConfig":
+        """The loader of a training run's params (`train:`) for images of `image_size`."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "image_size"]
+        return cls(**{name: getattr(params, name) for name in names}, image_size=image_size)
 
 
 def deal_shards(counts: list[int], world_size: int) -> list[list[int]]:
@@ -196,14 +199,16 @@ class ClipPreprocess:
 
 
 def resample(points: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:
-    """`n` points: a random subset (repeats only when too few) or, without rng, the first n
-    (the sample stage stores farthest-point order, so a prefix is itself an FPS subset)."""
+    """`n` points. Training (`rng`): from more points, `n` farthest-point samples from a random
+    start (as the public code's `misc.fps` at train time, and as eval reads its benchmarks);
+    from fewer, all of them and random repeats. Eval (no rng): the first n (the sample stage
+    stores farthest-point order, so a prefix is itself an FPS subset)."""
     if len(points) == n:
         return points  # point order means nothing to the encoders: no shuffle needed
     if rng is None:
         return points[np.arange(n) % len(points)]
-    if len(points) >= n:
-        return points[rng.choice(len(points), n, replace=False)]
+    if len(points) > n:
+        return points[farthest_point_sample(points, n, int(rng.integers(len(points))))]
     return points[
         np.concatenate([np.arange(len(points)), rng.choice(len(points), n - len(points))])
     ]
@@ -259,13 +264,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         """Points (the model's columns, by layout), one view and one caption (random ones
         when training), whether the points had colour; members that are missing or do not
         decode raise FormatError naming them."""
-        points = decode_member(raw, "points.npy", decode_cloud)
-        meta = decode_member(raw, "meta.json", json.loads)
-        channels = sample_channels(meta, points.shape[1])
-        colored = sample_has_color(meta, channels)
-        points = model_columns(points, channels, self.config.point_channels)
-        captions = decode_member(raw, "captions.json", json.loads)
-        views = view_names(raw)
+        sample = decode_sample(raw, views=False)
+        channels, captions, views = sample["channels"], sample["captions"], sample["view_names"]
+        colored = sample_has_color(sample["meta"], channels)
+        points = model_columns(sample["points"], channels, self.config.point_channels)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
         if rng is not None:
@@ -279,7 +281,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             "image": decode_member(raw, view, self.preprocess.decode),
             "caption": caption,
-            "cls": decode_member(raw, "cls", int),
+            "cls": sample["cls"],
             "has_color": colored,
             "key": raw["__key__"],
         }
@@ -312,16 +314,17 @@ def cut_batches(parts: Iterator[dict], size: int, keep_last: bool) -> Iterator[d
         pending.append(part)
         held += len(part["key"])
         while held >= size:
-            merged = merge(pending)
-            yield take(merged, 0, size)
-            rest = take(merged, size, held)
+            merged = concat_batches(pending)
+            yield batch_rows(merged, 0, size)
+            rest = batch_rows(merged, size, held)
             held -= size
             pending = [rest] if held else []
     if keep_last and held:
-        yield merge(pending)
+        yield concat_batches(pending)
 
 
-def merge(parts: list[dict]) -> dict:
+def concat_batches(parts: list[dict]) -> dict:
+    """One batch of the rows of `parts`, in order (tensors concatenated, lists joined)."""
     if len(parts) == 1:
         return parts[0]
     return {
@@ -332,7 +335,8 @@ def merge(parts: list[dict]) -> dict:
     }
 
 
-def take(batch: dict, start: int, stop: int) -> dict:
+def batch_rows(batch: dict, start: int, stop: int) -> dict:
+    """Rows `start:stop` of a batch."""
     return {key: value[start:stop] for key, value in batch.items()}
 
 

@@ -65,7 +65,8 @@ def summed(values: list[int]) -> list[int]:
 
 
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """All-reduce-average the grads of parameters that DDP does not manage (the prompts)."""
+    """All-reduce-average the grads of parameters that DDP does not manage (the prompts, a
+    trained temperature)."""
     _, size = world()
     if size == 1:
         return

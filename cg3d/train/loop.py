@@ -16,7 +16,8 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from cg3d.files import atomic_path
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
 from cg3d.params import TrainConfig
+from cg3d.pipeline.chunks import progress_bar
 from cg3d.train.distributed import (
     barrier,
     every_rank,
@@ -98,6 +100,24 @@ def groups_in_step(batches: Iterable[dict[str, Any]], size: int) -> Iterator[lis
         yield group
 
 
+@contextmanager
+def epoch_progress(epoch: int, epochs: int, updates: int) -> Iterator[Callable[[int], None]]:
+    """The data stages' progress bar over one epoch's updates, with samples/s and time left,
+    on the first process only; `advance(samples so far)` after each update."""
+    if world()[0] != 0:
+        yield lambda samples: None
+        return
+    started = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task(f"epoch {epoch + 1}/{epochs}", total=updates, rate="")
+
+        def advance(samples: int) -> None:
+            rate = samples / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:.1f} samples/s")
+
+        yield advance
+
+
 def train_epoch(
     trainer: Trainer, batches: Iterable[dict[str, Any]], epoch: int, step: int, updates: int
 ) -> tuple[dict[str, float], int, int]:
@@ -108,12 +128,15 @@ def train_epoch(
     skipped_before = getattr(batches, "skipped", 0)
     sums: dict[str, list[float]] = {}
     samples, started, without_color = 0, time.perf_counter(), 0
-    for group in itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates):
-        for key, value in trainer.update(group, step).items():
-            sums.setdefault(key, []).append(value)
-        samples += sum(len(batch["caption"]) for batch in group)
-        without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
-        step += 1
+    groups = itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates)
+    with epoch_progress(epoch, trainer.config.epochs, updates) as advance:
+        for group in groups:
+            for key, value in trainer.update(group, step).items():
+                sums.setdefault(key, []).append(value)
+            samples += sum(len(batch["caption"]) for batch in group)
+            without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
+            step += 1
+            advance(samples)
     seconds = time.perf_counter() - started
     samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
     if not sums:
@@ -180,14 +203,6 @@ def write_epoch(
     save_checkpoint(out / "last.pt", model, state)
 
 
-def warn_if_random_clip(model: CG3D, config: TrainConfig) -> None:
-    if not model.config["clip_pretrained_loaded"]:
-        console.print(
-            f"[bold red]WARNING: training with a RANDOMLY INITIALISED CLIP ({config.clip_model}); "
-            "the results mean nothing outside this run (metrics: clip_pretrained: false)[/]"
-        )
-
-
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
     """(first epoch, step) of the run: a checkpoint's position, or 0 with fresh seeds."""
     if training is None:
@@ -217,7 +232,6 @@ def fit(
     out = Path(out)
     rank, _ = world()
     model.to(pick_device(config.device)).train()
-    warn_if_random_clip(model, config)
     total_batches = getattr(train_batches, "num_batches", None) or len(train_batches)
     updates = num_updates(total_batches, config.grad_accum)
     trainer = Trainer(model, config, updates, model.device())
@@ -276,8 +290,8 @@ def train_stage(
     check_point_channels(shards, config.point_channels)
     data = data_fingerprint(index)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
-    loader_config = LoaderConfig.of_params(config)
     preprocess = ClipPreprocess.of_model(model.clip.visual)
+    loader_config = LoaderConfig.of_params(config, preprocess.image_size)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)
     test_batches = make_loader(shards, "test", loader_config, preprocess, False)
     return fit(config, out, model, train_batches, test_batches, training, data)

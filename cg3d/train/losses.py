@@ -1,8 +1,12 @@
 """Symmetric InfoNCE over L2-normalised features, across all processes of a DDP run.
 
-Each process scores its own rows against the features of every process (gathered), so the
-negatives are the global batch; gradients flow through the local part only (the other parts
-get theirs on their own process, and DDP averages), as open_clip's `local_loss`.
+Each process scores its own rows against the features of every process, so the negatives are
+the global batch (open_clip's `local_loss`). The gather keeps the autograd graph
+(`gather_with_grad`): a row of this process is also a negative in every other process's loss,
+and the backward of the gather sends those terms back to it. With DDP averaging the parameter
+gradients over the processes, each process then gets the gradient of the global-batch loss, as
+one process on the whole batch would (tests/train/test_ddp.py). Gathering detached copies
+instead gives the same loss value but drops those terms from the gradient.
 """
 
 import torch
@@ -10,25 +14,39 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def gather_features(features: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All processes' features concatenated (local part keeps its grad) and this part's offset.
+class _GatherWithGrad(torch.autograd.Function):
+    """All processes' rows, concatenated; backward: each process's rows get the sum over the
+    processes of the gradients of their copies."""
 
-    Batches may differ in size between processes (the last one of an epoch).
-    """
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, counts: tuple[int, ...], rank: int) -> torch.Tensor:
+        ctx.rows = (sum(counts[:rank]), sum(counts[: rank + 1]))
+        # all_gather needs one shape: pad to the largest batch (the last one of an epoch may
+        # be smaller on some process)
+        padded = features.new_zeros((max(counts), *features.shape[1:]))
+        padded[: features.shape[0]] = features
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone(memory_format=torch.contiguous_format)  # reduced in place: a copy
+        dist.all_reduce(grad)
+        start, stop = ctx.rows
+        return grad[start:stop], None, None
+
+
+def gather_features(features: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All processes' features concatenated, differentiable, and this process's row offset."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features, 0
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([features.shape[0]], device=features.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
-    padded = features.new_zeros((max(counts), *features.shape[1:]))
-    padded[: features.shape[0]] = features.detach()
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    pieces = [part[:count] for part, count in zip(parts, counts, strict=True)]
-    pieces[rank] = features
-    return torch.cat(pieces), sum(counts[:rank])
+    counts = tuple(int(s.item()) for s in sizes)
+    return _GatherWithGrad.apply(features, counts, rank), sum(counts[:rank])
 
 
 def contrastive_loss(

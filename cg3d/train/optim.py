@@ -1,8 +1,9 @@
 """Optimisers and learning-rate schedules of the training run.
 
-AdamW for the point encoder (and CLIP's temperature when it trains), SGD with momentum for
-the visual prompts, as the paper; both on a cosine schedule with linear warmup, stepped once
-per update.
+AdamW for the point encoder (and CLIP's temperature when it trains), weight decay on its
+weight matrices only; SGD with momentum and weight decay for the visual prompts, as the
+paper; both on a cosine schedule with linear warmup, stepped once per update, after clipping
+the gradient norm.
 """
 
 import math
@@ -30,9 +31,23 @@ def cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+# Learned tokens and positions are embeddings, not weights: the public add_weight_decay
+# leaves them undecayed, as it does biases and normalisation scales.
+UNDECAYED_NAMES = ("cls_token", "cls_pos")
+
+
+def decays(name: str, parameter: torch.nn.Parameter) -> bool:
+    """Whether AdamW decays the encoder parameter `name`: weight matrices and kernels only."""
+    return parameter.ndim >= 2 and name.rsplit(".", 1)[-1] not in UNDECAYED_NAMES
+
+
 def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
     """{"encoder": AdamW, "prompts": SGD} for `config` (a TrainConfig)."""
-    groups = [{"params": list(model.point_encoder.parameters())}]
+    named = list(model.point_encoder.named_parameters())
+    groups = [
+        {"params": [p for name, p in named if decays(name, p)]},
+        {"params": [p for name, p in named if not decays(name, p)], "weight_decay": 0.0},
+    ]
     if config.train_logit_scale:
         # As CLIP: the temperature trains without weight decay, which would pull it towards 1.
         groups.append({"params": [model.clip.logit_scale], "weight_decay": 0.0})
@@ -41,9 +56,20 @@ def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
             groups, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay
         ),
         "prompts": torch.optim.SGD(
-            [model.visual.prompts], lr=config.prompt_lr, momentum=config.prompt_momentum
+            [model.visual.prompts],
+            lr=config.prompt_lr,
+            momentum=config.prompt_momentum,
+            weight_decay=config.prompt_weight_decay,
         ),
     }
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Scale the gradients of `optimizer`'s parameters to a total norm of at most `max_norm`
+    (0: leave them), as the public code clips each phase's parameters before its step."""
+    if max_norm > 0:
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
 def make_schedulers(

@@ -18,7 +18,13 @@ from cg3d.models.text import class_text_features
 from cg3d.protocol import templates
 from cg3d.train.distributed import average_gradients, world
 from cg3d.train.losses import contrastive_loss
-from cg3d.train.optim import clamp_logit_scale, make_optimizers, make_schedulers, step_schedulers
+from cg3d.train.optim import (
+    clamp_logit_scale,
+    clip_gradients,
+    make_optimizers,
+    make_schedulers,
+    step_schedulers,
+)
 from cg3d.train.text_cache import TextEncoder
 
 
@@ -53,7 +59,11 @@ class Trainer:
             self.encoder = torch.nn.parallel.DistributedDataParallel(
                 model.point_encoder, device_ids=ids
             )
-        self.prompt_params = [model.visual.prompts]
+        # Parameters outside DDP whose gradients the processes average themselves: the prompts,
+        # and a trained temperature (else each process would learn its own)
+        self.shared_params = [model.visual.prompts]
+        if config.train_logit_scale:
+            self.shared_params.append(model.clip.logit_scale)
         self.optimizers = make_optimizers(model, config)
         self.schedulers = make_schedulers(self.optimizers, config, updates_per_epoch)
         self.texts = TextEncoder(model, cache=config.text_cache)
@@ -103,8 +113,10 @@ class Trainer:
     def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, float]:
         """One optimiser update over `batches` (gradient accumulation); `step` picks the phase."""
         phase, names = self.phase(step)
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
+        # every optimiser, stepped or not: a gradient of the resting phase (the temperature's in
+        # a prompt update) must not carry over into the next update
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
@@ -119,8 +131,9 @@ class Trainer:
                 (loss / len(batches)).backward()
             for key, value in parts.items():
                 logged[key] = logged.get(key, 0.0) + value / len(batches)
-        average_gradients(self.prompt_params)
+        average_gradients(self.shared_params)
         for name in names:
+            clip_gradients(self.optimizers[name], self.config.grad_clip)
             self.optimizers[name].step()
         if self.config.train_logit_scale:
             clamp_logit_scale(self.model)

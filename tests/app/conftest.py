@@ -1,8 +1,9 @@
-"""Fixtures of the app tests: the eval tests' tiny checkpoint and shards, and an index of them."""
+"""Fixtures of the app tests: tiny shards and an index of them (with tests/conftest.py's tiny
+checkpoint)."""
 
 import pytest
 
-from tests.eval.conftest import cube, tiny_checkpoint, write_shards  # noqa: F401 - fixtures
+from tests.eval.files import write_shards
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +15,7 @@ def tiny_shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_index(tmp_path_factory, tiny_checkpoint, tiny_shards):  # noqa: F811 - the fixture
+def tiny_index(tmp_path_factory, tiny_checkpoint, tiny_shards):
     from cg3d.app.index import build_index
     from cg3d.params import IndexConfig
 

@@ -3,9 +3,9 @@ chromium driven by Playwright): upload a mesh and read the labels and views, typ
 count the gallery, upload broken, unsupported and oversized files and read why."""
 
 import contextlib
+import io
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +20,6 @@ import trimesh
 from cg3d.errors import UsageError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-CHROMIUM = "/usr/bin/chromium"
 UPLOAD_LIMIT_MB = 0.05  # the test server's limit: 52 KB
 
 
@@ -30,6 +29,7 @@ def files(tmp_path_factory) -> Path:
     trimesh.creation.box(extents=(2.0, 1.0, 1.0)).export(root / "box.obj")
     (root / "broken.obj").write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
     (root / "notes.docx").write_text("not a shape")
+    (root / "chair.fbx").write_bytes(b"Kaydara FBX Binary  \x00")
     (root / "empty.obj").write_bytes(b"")
     (root / "huge.obj").write_bytes(b"#" * int(UPLOAD_LIMIT_MB * 2 * (1 << 20)))
     return root
@@ -53,7 +53,8 @@ def demo(tiny_checkpoint, tiny_index, tmp_path_factory):
 def test_uploads_are_checked_before_any_work(demo, files):
     assert demo.check_upload(str(files / "box.obj")) == files / "box.obj"
     for name, reason in [
-        ("notes.docx", "unsupported file type .docx"),
+        ("notes.docx", "unsupported file type .docx; use one of"),
+        ("chair.fbx", r"unsupported file type .fbx \(FBX: convert it to glTF/GLB\)"),
         ("empty.obj", "the file is empty"),
         ("huge.obj", "over the 0.05 MiB upload limit"),
     ]:
@@ -96,8 +97,33 @@ def test_labels_come_first_then_the_rendered_views(demo, files):
 def test_search_handler_fills_the_gallery(demo):
     gallery, status = demo.search("a box", None)
     assert len(gallery) == 4 and status == "4 of 12 objects."
-    assert all(re.fullmatch(r"(box|plank) · -?\d\.\d{3} · \w+", caption) for _, caption in gallery)
+    captions = [caption for _, caption in gallery]
+    assert all(re.fullmatch(r"#\d · (box|plank) · -?\d\.\d{3,6} · \w+", c) for c in captions)
+    assert [c.split(" · ")[0] for c in captions] == ["#1", "#2", "#3", "#4"]
     assert demo.search("", None) == ([], "Type a text or upload an image to search.")
+
+
+def test_scores_show_the_decimals_that_tell_neighbours_apart():
+    from cg3d.app.demo import score_texts
+
+    # a random CLIP's image search: every hit was "1.000"
+    assert score_texts([0.99991, 0.99962, 0.99958, 0.99958]) == [
+        "0.99991",
+        "0.99962",
+        "0.99958",
+        "0.99958",  # equal scores stay equal
+    ]
+    assert score_texts([0.91, 0.5, -0.25]) == ["0.910", "0.500", "-0.250"]
+    assert score_texts([1.0, 1.0 - 1e-9]) == ["1.000000", "1.000000"]  # past 6: the rank tells
+    assert score_texts([]) == []
+
+
+def test_the_page_says_when_the_clip_is_random(demo):
+    from cg3d.app.demo import RANDOM_CLIP_NOTE
+
+    page = demo.blocks()
+    texts = [getattr(block, "value", None) for block in page.blocks.values()]
+    assert RANDOM_CLIP_NOTE in texts  # the tiny checkpoint was trained with a random CLIP
 
 
 def test_points_glb_draws_every_point(tmp_path):
@@ -158,18 +184,6 @@ def stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file() or shutil.which("chromium") is None:
-        message = f"no {CHROMIUM}: apt-get install chromium (.ci/run does)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser, server):
     page = browser.new_page()
@@ -226,17 +240,58 @@ def test_upload_a_mesh_read_the_labels_and_see_its_views(page, files):
     assert set(shown_labels(page)) == {"chair", "table"}
 
 
+def count_progress_bars(page) -> None:
+    """From now on `window.mostProgressBars` is the most progress overlays shown at once."""
+    page.evaluate(
+        """() => {
+            window.mostProgressBars = 0;
+            const count = () => {
+                const shown = [...document.querySelectorAll('[data-testid=status-tracker]')]
+                    .filter(tracker => !tracker.classList.contains('hide')).length;
+                window.mostProgressBars = Math.max(window.mostProgressBars, shown);
+            };
+            new MutationObserver(count).observe(document.body, {
+                subtree: true, childList: true, attributes: true, attributeFilter: ['class'],
+            });
+        }"""
+    )
+
+
+def thumbnail_width(page, item: int) -> int:
+    """Width in screen pixels of the bluish thumbnail drawn in gallery item `item`."""
+    from PIL import Image
+
+    image = page.locator("#gallery .gallery-item img").nth(item)
+    pixels = np.asarray(Image.open(io.BytesIO(image.screenshot())).convert("RGB"), dtype=int)
+    bluish = pixels[..., 2] - pixels[..., 0] > 60  # the tiny views; not the caption's grey
+    columns = np.flatnonzero(bluish.any(axis=0))
+    return int(columns[-1] - columns[0] + 1)
+
+
 @pytest.mark.browser
 @pytest.mark.timeout(300)
 def test_type_a_query_and_count_the_gallery(page):
+    assert "randomly initialised" in page.locator("#random-clip").inner_text()
     page.get_by_role("tab", name="Search").click()
+    page.set_viewport_size({"width": 700, "height": 1000})  # narrow: captions are cut
+    count_progress_bars(page)
     page.locator("#query textarea").fill("a photo of a box")
     page.locator("#search").click()
     page.locator("#gallery .gallery-item").nth(4).wait_for()
     assert page.locator("#gallery .gallery-item").count() == 5  # --gallery 5 of 12 objects
     captions = page.locator("#gallery .caption-label").all_inner_texts()
-    assert len(captions) == 5 and all(re.match(r"(box|plank) · ", c) for c in captions)
+    assert len(captions) == 5 and all(re.match(r"#\d · (box|plank) · ", c) for c in captions)
     assert page.locator("#search-status").inner_text() == "5 of 12 objects."
+    assert page.evaluate("window.mostProgressBars") == 1  # on the status line only
+    # the index's 16 px thumbnails at their size, not blown up to the cell
+    assert thumbnail_width(page, 0) <= 20
+    # a caption cut with an ellipsis shows its whole id when the pointer is on it
+    caption = page.locator("#gallery .caption-label").first
+    cut = "e => e.scrollWidth > e.clientWidth"
+    assert caption.evaluate(cut)
+    page.locator("#gallery .gallery-item").first.hover()
+    page.wait_for_function(f"() => !({cut})(document.querySelector('#gallery .caption-label'))")
+    assert re.fullmatch(r"#1 · \w+ · -?[\d.]+ · \w+_\d", caption.inner_text())
 
 
 @pytest.mark.browser
@@ -256,7 +311,9 @@ def test_bad_uploads_show_their_reason_and_the_app_keeps_serving(page, files):
     notice = page.locator(".toast-body").filter(has_text="exceed the maximum allowed size")
     notice.wait_for()
     assert "huge.obj" in notice.inner_text()
-    # and the app still answers
+    # and the app still answers, with one progress bar (not one over every result panel)
+    count_progress_bars(page)
     upload(page, files / "box.obj")
     wait_for_status(page, "box.obj: 64 points")
     assert set(shown_labels(page)) == {"cube", "sphere", "cone"}
+    assert page.evaluate("window.mostProgressBars") == 1

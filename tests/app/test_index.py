@@ -43,7 +43,7 @@ def test_the_index_holds_every_object_once_with_its_class_and_embeddings(
     assert [(r["id"], r["split"], r["class_name"]) for r in table] == [
         (s["key"], split, s["meta"]["class_name"]) for split, s in objects
     ]
-    manifest = json.loads((tiny_index / "index.json").read_text())
+    manifest = json.loads((tiny_index / "retrieval.json").read_text())
     assert manifest["objects"] == 12 and manifest["views"] == 24 and manifest["dim"] == 64
     assert manifest["model"]["checkpoint_sha256"] == model.sha256
     # row i of points.npy is object i's point embedding: searching by it finds that object
@@ -106,7 +106,8 @@ def test_search_errors_are_one_line(tiny_index, model, tmp_path):
 
 
 def test_another_checkpoint_is_a_stale_index(tiny_index, tmp_path):
-    from cg3d.models import build_model, save_checkpoint, tiny_model_config
+    from cg3d.models import build_model, save_checkpoint
+    from tests.models.helpers import tiny_model_config
 
     with warnings.catch_warnings(), torch.random.fork_rng():
         warnings.simplefilter("ignore")
@@ -135,12 +136,20 @@ def test_without_a_model_the_recorded_checkpoint_answers(tiny_index, tiny_checkp
     assert index.search(text="a box", top=2)[0].score <= 1.0
     moved = tmp_path / "moved"
     shutil.copytree(tiny_index, moved)
-    manifest = json.loads((moved / "index.json").read_text())
+    manifest = json.loads((moved / "retrieval.json").read_text())
     manifest["model"]["checkpoint"] = str(tmp_path / "gone.pt")
-    (moved / "index.json").write_text(json.dumps(manifest))
+    (moved / "retrieval.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="checkpoint .*gone.pt is not there"):
         open_index(moved).search(text="a box")
     assert len(open_index(moved).search(embedding=np.ones(64), top=3)) == 3  # needs no model
+
+
+def test_an_index_built_before_the_rename_still_opens(tiny_index, tmp_path):
+    """retrieval.json was index.json, the name the shard index has too; old builds still open."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_index, old)
+    (old / "retrieval.json").rename(old / "index.json")
+    assert len(open_index(old).search(embedding=np.ones(64), top=3)) == 3
 
 
 def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_shards, tmp_path):
@@ -150,7 +159,7 @@ def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_sha
     points = np.load(out / "points.npy")
     kept = os.stat(out / "part-00000.parquet").st_mtime_ns
     (out / "part-00001.parquet").unlink()  # as if killed while embedding the second shard
-    (out / "index.json").unlink()
+    (out / "retrieval.json").unlink()
     build_index(tiny_checkpoint, tiny_shards, out, config)
     assert os.stat(out / "part-00000.parquet").st_mtime_ns == kept
     assert np.allclose(np.load(out / "points.npy"), points, atol=1e-6)
@@ -201,7 +210,8 @@ def test_index_and_search_commands(tiny_checkpoint, tiny_shards, tmp_path):
 
 
 def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path):
-    from cg3d.app.index import Index, merge_parts, write_part
+    from cg3d.app.index import Index
+    from cg3d.formats.retrieval import merge_index_parts, write_index_part
 
     unit = np.eye(4, dtype=np.float32)
     rows = [
@@ -212,8 +222,8 @@ def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path)
     for row in rows:
         row |= dict(class_name="x", source="", split="test", n_views=len(row["views"]))
         row["thumbnail"] = b""
-    write_part(tmp_path / "part-00000.parquet", rows, 0)
-    counts = merge_parts(tmp_path, [tmp_path / "part-00000.parquet"])
+    write_index_part(tmp_path / "part-00000.parquet", rows)
+    counts = merge_index_parts(tmp_path, [tmp_path / "part-00000.parquet"])
     manifest = {"format": "cg3d-index-1", "model": {}, "shards": "", **counts}
     index = Index(tmp_path, manifest)
     hits = index.search(embedding=np.array([0, 1, 0, 0]), against="views", top=3)

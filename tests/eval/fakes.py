@@ -27,6 +27,7 @@ class FakeModel:
         self.point_features, self.texts, self.image_features = point_features, texts, image_features
         self.config = {
             "n_points": n_points,
+            "point_channels": 3,
             "encoder": "fake",
             "clip_model": "fake-clip",
             "clip_pretrained": "none",

@@ -93,7 +93,7 @@ def test_audit_finds_planted_duplicates_and_no_false_pairs(tmp_path):
 
 
 def test_audit_against_a_benchmark_matches_uids(tmp_path):
-    from tests.eval.test_lvis import write_openshape
+    from tests.eval.files import write_openshape
 
     root = write_openshape(tmp_path / "openshape", ["mug"])  # one shape, uid 000000aa
     points = np.load(root / "objaverse-processed/000-001/000000aa.npy", allow_pickle=True).item()

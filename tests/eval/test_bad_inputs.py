@@ -12,7 +12,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.audit import audit, read_audit
 from cg3d.formats.shards import read_index
 
-from .conftest import write_shards
+from .files import write_shards
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ import pytest
 from cg3d.eval.finetune import FinetuneConfig, finetune
 from cg3d.eval.retrieval import RetrievalConfig, retrieval
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+from tests.eval.files import write_shards
 from tests.formats.server import serve
 from tests.pipeline.fakes import rewrite_tar
-
-from .conftest import write_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 DAMAGED = {"test_box_0", "test_box_1", "test_plank_0"}  # in test/shard-000000.tar

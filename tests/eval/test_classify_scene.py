@@ -6,8 +6,7 @@ import trimesh
 
 from cg3d.errors import UsageError
 from cg3d.eval.scene import SceneConfig, scene_query, split_regions
-
-from .conftest import cube
+from tests.eval.files import cube
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

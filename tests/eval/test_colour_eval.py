@@ -12,9 +12,8 @@ from cg3d.eval.readers import COLOR_CONSTANT, COLOR_FROM_SHARDS
 from cg3d.eval.retrieval import retrieval
 from cg3d.eval.zeroshot import zeroshot
 from cg3d.params import FinetuneConfig, RetrievalConfig, ZeroShotConfig
+from tests.eval.files import write_modelnet
 from tests.pipeline.fakes import CLASSES, fake_pipeline
-
-from .conftest import write_modelnet
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 LAYOUT = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
@@ -23,7 +22,8 @@ LAYOUT = ["x", "y", "z", "r", "g", "b", "nx", "ny", "nz"]
 @pytest.fixture(scope="module")
 def colour_checkpoint(tmp_path_factory):
     from cg3d.models.checkpoint import save_checkpoint
-    from cg3d.models.model import build_model, tiny_model_config
+    from cg3d.models.model import build_model
+    from tests.models.helpers import tiny_model_config
 
     path = tmp_path_factory.mktemp("ckpt") / "colour.pt"
     with warnings.catch_warnings(), torch.random.fork_rng():

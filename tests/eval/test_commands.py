@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import cube, write_modelnet
+from tests.eval.files import cube, write_modelnet
 
 
 def cg3d(*args: str) -> subprocess.CompletedProcess:

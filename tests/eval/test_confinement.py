@@ -14,8 +14,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 from cg3d.files import OutsideRoot, confined_path
 
-from .conftest import cube, write_modelnet, write_shapenet55
-from .test_lvis import write_openshape
+from .files import cube, write_modelnet, write_openshape, write_shapenet55
 
 
 class RunsCode:

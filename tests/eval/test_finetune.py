@@ -6,8 +6,7 @@ import pytest
 
 from cg3d.errors import UsageError
 from cg3d.eval.finetune import FinetuneConfig, few_shot_indices, finetune
-
-from .conftest import write_modelnet
+from tests.eval.files import write_modelnet
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

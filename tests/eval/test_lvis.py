@@ -11,32 +11,7 @@ import torch
 from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, cached_text_features, top_confusions, zeroshot
-
-from .conftest import cube
-
-
-def write_openshape(root: Path, categories: list[str], per_class: int = 1, n: int = 40) -> Path:
-    """OpenShape's layout: split JSON naming the authors' mount, per-shape pickled-dict .npy."""
-    rng = np.random.default_rng(5)
-    entries = []
-    for c, category in enumerate(categories):
-        for i in range(per_class):
-            uid = f"{c:04d}{i:02d}aa"
-            folder = root / "objaverse-processed" / "000-001"
-            folder.mkdir(parents=True, exist_ok=True)
-            xyz = cube(n, rng, scale=(1 + c % 5, 1, 1)).astype(np.float32)
-            rgb = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-            np.save(folder / f"{uid}.npy", {"xyz": xyz, "rgb": rgb}, allow_pickle=True)
-            entries.append(
-                {
-                    "category": category,
-                    "uid": uid,
-                    "data_path": f"/mnt/data/objaverse-processed/000-001/{uid}.npy",
-                    "group": "test",
-                }
-            )
-    (root / "lvis.json").write_text(json.dumps(entries))
-    return root
+from tests.eval.files import write_openshape
 
 
 def test_openshape_files_need_allow_pickle(tmp_path):
@@ -139,7 +114,7 @@ def make_lvis_shards(tmp_path: Path) -> Path:
     from cg3d.pipeline.sample import sample_points
     from cg3d.pipeline.sources import build_manifest
     from tests.pipeline.fakes import fake_renders
-    from tests.pipeline.sources.test_objaverse import make_glbs
+    from tests.pipeline.sources.helpers import make_glbs
 
     root = tmp_path / "objaverse"
     make_glbs(root)

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.eval.readers import SCANOBJECTNN_FILES, open_benchmark, prepare_points, read_point_file
+from cg3d.eval.readers import SCANOBJECTNN_FILES, open_benchmark, prepare_points
 from cg3d.protocol import class_names
-
-from .conftest import cube, write_modelnet, write_scanobjectnn, write_shapenet55, write_ulip_dat
+from tests.eval.files import (
+    cube,
+    write_modelnet,
+    write_scanobjectnn,
+    write_shapenet55,
+    write_ulip_dat,
+)
 
 
 def test_prepare_points_normalises_samples_and_pads():
@@ -145,19 +150,6 @@ def test_wrong_dataset_name_and_missing_root(tmp_path):
         open_benchmark("shards", tmp_path / "absent")
     with pytest.raises(UsageError, match="missing file"):
         open_benchmark("modelnet40", tmp_path)
-
-
-def test_read_point_file_formats(tmp_path):
-    points = np.arange(12, dtype=float).reshape(4, 3)
-    np.save(tmp_path / "a.npy", points)
-    np.savetxt(tmp_path / "b.txt", points, delimiter=",")
-    np.savetxt(tmp_path / "c.xyz", points)
-    for name in ("a.npy", "b.txt", "c.xyz"):
-        loaded, faces = read_point_file(tmp_path / name)
-        assert faces is None and np.allclose(loaded, points)
-    np.save(tmp_path / "flat.npy", np.zeros(5))
-    with pytest.raises(UsageError, match="expected an"):
-        read_point_file(tmp_path / "flat.npy")
 
 
 # Colour: rgb where the benchmark has it, NO_COLOR (0.5) where it has none, said in the metrics.

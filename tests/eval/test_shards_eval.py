@@ -8,8 +8,8 @@ import pytest
 from cg3d.eval.finetune import FinetuneConfig, finetune
 from cg3d.eval.retrieval import RetrievalConfig, retrieval
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+from tests.eval.files import write_shards
 
-from .conftest import write_shards
 from .fakes import FakeModel, elongation, one_hot, use_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

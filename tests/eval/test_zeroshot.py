@@ -12,8 +12,8 @@ from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from cg3d.models.checkpoint import load_model
 from cg3d.models.text import class_text_features
 from cg3d.protocol import class_names
+from tests.eval.files import write_modelnet, write_scanobjectnn
 
-from .conftest import write_modelnet, write_scanobjectnn
 from .fakes import FakeModel, elongation, one_hot, use_model
 
 

@@ -17,7 +17,8 @@ from cg3d.models.checkpoint import (
 )
 from cg3d.models.clip import RandomClipWarning, load_clip
 from cg3d.models.commands import register
-from cg3d.models.model import build_model, tiny_model_config
+from cg3d.models.model import build_model
+from tests.models.helpers import tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -108,9 +109,9 @@ def test_a_forged_state_dict_is_one_line_naming_the_first_mismatches(random_chec
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"prompts": "five"}, "prompts must be int"),
-        ({"n_points": True}, "n_points must be int"),
-        ({"classes": "cube"}, "classes must be list"),
+        ({"prompts": "five"}, "prompts must be an integer"),
+        ({"n_points": True}, "n_points must be an integer"),
+        ({"classes": "cube"}, "classes must be a list"),
         ({"encoder": "pointnet3"}, "unknown encoder 'pointnet3'"),
         ({"encoder_params": {"depthh": 1}}, "no parameter 'depthh'"),
         ({"colour": "red", "size": 3}, "unknown keys: colour, size"),
@@ -135,8 +136,10 @@ def test_a_checkpoint_of_the_unnamed_encoder_params_era_still_loads(random_check
             groups=8, group_size=8, width=32, depth=1, heads=2, patch_hidden=32
         )
         del payload["config"]["clip_weights"]
+        del payload["config"]["point_channels"]  # before colour: xyz
 
     old = forge(random_checkpoint, tmp_path / "old.pt", old_style)
+    assert load_model(old).config["point_channels"] == 3
     points = torch.randn(2, 256, 3)
     with torch.no_grad():
         assert torch.equal(

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -197,6 +198,21 @@ def test_a_rerun_on_unchanged_inputs_writes_no_shard(tmp_path):
     summary = pack_into(tmp_path, "shards", shard_size=3)
     assert summary.shards_written == 0 and output_files(tmp_path / "shards") == before
     assert pack_into(tmp_path, "shards", shard_size=4).shards_written == 6  # new params
+
+
+def test_inputs_with_other_mtimes_pack_to_identical_bytes_plan_included(tmp_path):
+    """A fresh clone's run (same input bytes, new mtimes) must give DVC the same output hash."""
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    first = output_files(tmp_path / "shards")
+    assert Path(".plan.json") in first
+    for stage in ("meshes", "points", "renders", "captions"):
+        for path in (tmp_path / stage).rglob("*"):
+            os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001, as a checkout might set
+    summary = pack_into(tmp_path, "shards", shard_size=3)
+    assert summary.shards_written == 0  # same content: nothing to redo
+    assert output_files(tmp_path / "shards") == first
+    pack_into(tmp_path, "fresh", shard_size=3)
+    assert output_files(tmp_path / "fresh") == first
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
 """Small in-memory batches for the training tests: two classes, cubes and spheres."""
 
 import torch
+import yaml
 
+from cg3d.params import TrainConfig
 from cg3d.train.loop import BatchList
+from tests.models.helpers import tiny_model_config
 
 
 def shape_points(kind: int, n_points: int, generator: torch.Generator) -> torch.Tensor:
@@ -27,3 +30,45 @@ def make_batches(
         captions = [f"a {'sphere' if c else 'cube'} number {i}" for i, c in enumerate(cls.tolist())]
         batches.append({"points": points, "image": image, "caption": captions, "cls": cls})
     return BatchList(batches, seed=seed)
+
+
+CLASSES = ["cube", "sphere"]
+
+
+def tiny_train_config(**overrides) -> TrainConfig:
+    """Train params of the tiny model (tests/models/helpers.py) for a quick CPU run."""
+    tiny = tiny_model_config()
+    values = dict(
+        epochs=2,
+        batch_size=8,
+        encoder=tiny.encoder,
+        encoder_params=tiny.encoder_params,
+        clip_model=tiny.clip_model,
+        clip_pretrained="none",
+        prompts=tiny.prompts,
+        n_points=tiny.n_points,
+        encoder_lr=1e-3,
+        prompt_lr=1e-2,
+        warmup_epochs=0.5,
+        device="cpu",
+    )
+    return TrainConfig(**values | overrides)
+
+
+def params_file(tmp_path, **overrides):
+    """A params.yaml of a small `cg3d train` run (a micro PointNet++, random micro CLIP)."""
+    train = dict(
+        epochs=2,
+        batch_size=4,
+        encoder="pointnet2",
+        encoder_params={"centres": [16, 8], "group_size": 8, "width": 0.125},
+        clip_model="CG3D-ViT-Micro-32",
+        clip_pretrained="none",
+        prompts=2,
+        n_points=64,
+        workers=0,
+        device="cpu",
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": train | overrides}))
+    return path

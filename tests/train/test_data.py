@@ -7,6 +7,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.formats.shards import iter_samples, read_index
+from cg3d.params import TrainConfig
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
 from tests.pipeline.fakes import fake_pipeline
 
@@ -43,7 +44,7 @@ def keys_of(loader):
 
 @pytest.mark.parametrize("world_size,workers", [(1, 0), (2, 2), (3, 1)])
 def test_eval_loaders_of_all_ranks_see_every_sample_once(shards, world_size, workers):
-    config = LoaderConfig(n_points=16, batch_size=3, workers=workers, image_size=32)
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=3, workers=workers), 32)
     expected = sorted(sample["key"] for sample in iter_samples(shards, "train"))
     keys = []
     for rank in range(world_size):
@@ -56,7 +57,9 @@ def test_eval_loaders_of_all_ranks_see_every_sample_once(shards, world_size, wor
 
 
 def test_training_batches_have_the_interface_shapes_and_shuffle_per_epoch(shards):
-    config = LoaderConfig(n_points=64, batch_size=4, workers=2, shuffle_buffer=8, image_size=32)
+    config = LoaderConfig.of_params(
+        TrainConfig(n_points=64, batch_size=4, workers=2, shuffle_buffer=8), 32
+    )
     loader = make_loader(shards, "train", config)
     total = read_index(shards)["splits"]["train"]["samples"]
     assert loader.num_batches == total // 4
@@ -73,7 +76,7 @@ def test_training_batches_have_the_interface_shapes_and_shuffle_per_epoch(shards
 
 @pytest.mark.parametrize("image_size", [32, 24])  # the views' own size (libpng), or resized
 def test_eval_batches_are_view_zero_first_caption_and_unaugmented(shards, image_size):
-    config = LoaderConfig(n_points=40, batch_size=5, workers=0, image_size=image_size)
+    config = LoaderConfig.of_params(TrainConfig(n_points=40, batch_size=5, workers=0), image_size)
     loader = make_loader(shards, "test", config, train=False)
     samples = {s["key"]: s for s in iter_samples(shards, "test")}
     batches = list(loader)
@@ -99,7 +102,7 @@ def test_a_corrupt_shard_is_skipped_with_a_log_line(shards, tmp_path, caplog):
     copy = tmp_path / "copy"
     shutil.copytree(shards, copy)
     (copy / "train" / "shard-000001.tar").write_bytes(b"not a tar at all" * 10)
-    config = LoaderConfig(n_points=8, batch_size=1, workers=0, image_size=32)
+    config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=1, workers=0), 32)
     loader = make_loader(copy, "train", config, train=False)
     keys = keys_of(loader)
     assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 2
@@ -119,7 +122,7 @@ def test_loaders_read_shards_over_http_with_the_same_skips(shards, tmp_path):
         copy / "train" / "shard-000000.tar",
         lambda name, data: None if name.endswith(".cls") else (name, data),
     )
-    config = LoaderConfig(n_points=8, batch_size=2, workers=2, image_size=32)
+    config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=2, workers=2), 32)
     local = make_loader(copy, "train", config, train=False)
     with serve(copy) as url:
         remote = make_loader(url, "train", config, train=False)
@@ -209,7 +212,7 @@ def test_a_bad_sample_is_skipped_and_counted(shards, tmp_path):
                 data, damaged = b"not an npy array", True
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    config = LoaderConfig(n_points=8, batch_size=1, workers=0, image_size=32)
+    config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=1, workers=0), 32)
     loader = make_loader(copy, "train", config, train=False)
     keys = keys_of(loader)
     assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 1
@@ -240,7 +243,7 @@ def coloured_shards(tmp_path_factory):
 
 
 def eval_batch(shards, point_channels):
-    config = LoaderConfig(n_points=16, batch_size=64, workers=0, image_size=32)
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=64, workers=0), 32)
     config.point_channels = point_channels
     (batch,) = list(make_loader(shards, "train", config, train=False))
     return batch
@@ -292,7 +295,9 @@ def test_colour_jitter_in_training_batches_moves_only_coloured_rgb(coloured_shar
 
     off = dict(rotate_up=False, perturb=False, jitter=False, dropout=False, scale=False)
     augment = AugmentConfig(**off, translate=False, color_jitter=True, color_brightness=0.3)
-    config = LoaderConfig(n_points=16, batch_size=4, workers=0, image_size=32, augment=augment)
+    config = LoaderConfig.of_params(
+        TrainConfig(n_points=16, batch_size=4, workers=0, augment=augment), 32
+    )
     config.point_channels = 6
     batches = list(make_loader(coloured_shards, "train", config))
     keys = [key for batch in batches for key in batch["key"]]
@@ -305,3 +310,25 @@ def test_colour_jitter_in_training_batches_moves_only_coloured_rgb(coloured_shar
         else:  # one draw per cloud: all points moved alike, away from the recorded colour
             assert torch.allclose(rgb, rgb[:1].expand_as(rgb))
             assert not torch.allclose(rgb[0], torch.tensor(fake_rgb(key)), atol=1e-3), key
+
+
+def test_training_takes_fewer_points_than_stored_by_farthest_point_sampling():
+    from cg3d.train.data import resample
+
+    # a dense blob and eight far corners: FPS reaches every corner, a random 16 of 1,008 almost
+    # never does (probability ~1e-14)
+    rng = np.random.default_rng(0)
+    blob = rng.normal(scale=0.01, size=(1000, 3))
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    cloud = np.concatenate([blob, corners])
+    for seed in range(3):
+        picked = resample(cloud, 16, np.random.default_rng(seed))
+        assert picked.shape == (16, 3)
+        assert len(np.unique(picked, axis=0)) == 16
+        assert sum((np.abs(picked) == 1).all(axis=1)) == 8
+    # the start is random per sample: not the same subset every time
+    subsets = {resample(cloud, 16, np.random.default_rng(s)).tobytes() for s in range(4)}
+    assert len(subsets) > 1
+    # fewer points than asked: all of them, then repeats
+    few = resample(cloud[:10], 16, rng)
+    assert len(np.unique(few, axis=0)) == 10 and few.shape == (16, 3)

@@ -21,8 +21,7 @@ def features(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def worker(rank: int, tmp: str) -> None:
     from cg3d.train.loop import fit, prepare_model
-    from tests.train.helpers import make_batches
-    from tests.train.test_loop import CLASSES, tiny_train_config
+    from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -52,3 +51,82 @@ def test_two_gloo_processes_share_negatives_and_stay_in_sync(tmp_path):
         assert torch.equal(tensor, ranks[1]["weights"][name]), name
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["step"] == 2
+
+
+def gradients_of_two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
+    """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
+    process on its share of one batch of 8, with a learned temperature; and the temperature."""
+    from cg3d.train.loop import Trainer, prepare_model
+    from tests.train.helpers import make_batches
+    from tests.train.test_loop import CLASSES, tiny_train_config
+
+    config = tiny_train_config(encoder="pointbert-micro", train_logit_scale=True, grad_clip=0.0)
+    model, _ = prepare_model(config, CLASSES, out)
+    trainer = Trainer(model, config, 1, torch.device("cpu"))
+    # Batch-norm statistics and stochastic depth are per process by design (no SyncBatchNorm,
+    # as the public code by default): in eval mode the two runs compute the same function, so
+    # their gradients must agree
+    model.train(False)
+    whole = make_batches(1, 8, seed=3).batches[0]
+    share = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    part = {key: value[share] for key, value in whole.items()}
+    grads = {}
+    for step, phase in enumerate(("encoder", "prompts")):
+        trainer.update([part], step)
+        trained = model.point_encoder if phase == "encoder" else model.visual
+        grads[phase] = torch.cat(
+            [p.grad.flatten() for p in trained.parameters() if p.requires_grad]
+        )
+        if phase == "encoder":  # the temperature steps with the encoder
+            grads["temperature_grad"] = model.clip.logit_scale.grad.clone()
+    grads["temperature"] = model.clip.logit_scale.detach().clone()
+    return grads
+
+
+def gradient_worker(rank: int, world: int, tmp: str) -> None:
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    grads = gradients_of_two_updates(world, rank, f"{tmp}/run{rank}")
+    torch.save(grads, f"{tmp}/grads{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
+@pytest.mark.parametrize("world", [2, 4])
+def test_processes_get_the_gradient_of_one_process_on_the_whole_batch(tmp_path, world):
+    single = gradients_of_two_updates(1, 0, str(tmp_path / "single"))
+    mp.spawn(gradient_worker, args=(world, str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(world)]
+    for grads in ranks:
+        # the encoder (averaged by DDP) and the prompts (by the trainer) on every process
+        for phase in ("encoder", "prompts", "temperature_grad"):
+            error = (grads[phase] - single[phase]).norm() / single[phase].norm()
+            assert error < 1e-5, (phase, float(error))
+        # one temperature, stepped alike on every process
+        assert torch.equal(grads["temperature"], ranks[0]["temperature"])
+    assert torch.allclose(ranks[0]["temperature"], single["temperature"], rtol=1e-6)
+
+
+def uneven_worker(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
+    a, b = features(1)
+    rows = slice(0, 4) if rank == 0 else slice(4, 6)  # 4 rows here, 2 there
+    a, b = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
+    loss, _ = contrastive_loss(a, b, torch.tensor(10.0))
+    # weighted by the rows, the processes' losses add up to the whole batch's summed loss
+    (loss * a.shape[0]).backward()
+    torch.save({"a": a.grad, "b": b.grad}, f"{tmp}/uneven{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_the_gather_passes_gradients_back_when_batches_differ_in_size(tmp_path):
+    mp.spawn(uneven_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"uneven{r}.pt", weights_only=True) for r in range(2)]
+    a, b = (x.clone().requires_grad_() for x in features(1))
+    whole, _ = contrastive_loss(a, b, torch.tensor(10.0))
+    (whole * 6).backward()
+    for name, grad in (("a", a.grad), ("b", b.grad)):
+        gathered = torch.cat([parts[0][name], parts[1][name]])
+        assert torch.allclose(gathered, grad, atol=1e-6), name

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -6,34 +7,13 @@ from dvclive import Live
 
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import read_checkpoint
-from cg3d.models.model import tiny_model_config
 from cg3d.params import AugmentConfig
 from cg3d.train import loop
 from cg3d.train.loop import TrainConfig, Trainer, fit, prepare_model
 from cg3d.train.resume import MAY_DIFFER
-from tests.train.helpers import make_batches
+from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
-CLASSES = ["cube", "sphere"]
-
-
-def tiny_train_config(**overrides) -> TrainConfig:
-    tiny = tiny_model_config()
-    values = dict(
-        epochs=2,
-        batch_size=8,
-        encoder=tiny.encoder,
-        encoder_params=tiny.encoder_params,
-        clip_model=tiny.clip_model,
-        clip_pretrained="none",
-        prompts=tiny.prompts,
-        n_points=tiny.n_points,
-        encoder_lr=1e-3,
-        prompt_lr=1e-2,
-        warmup_epochs=0.5,
-        device="cpu",
-    )
-    return TrainConfig(**values | overrides)
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -299,3 +279,13 @@ def test_wrong_train_parameters_are_named():
         tiny_train_config(schedule="sometimes")
     with pytest.raises(UsageError, match="train.batch_size"):
         tiny_train_config(batch_size=0)
+
+
+def test_every_epoch_shows_a_progress_bar_with_rate_and_time_left(tmp_path, capsys):
+    config = tiny_train_config(epochs=2)
+    model, _ = prepare_model(config, CLASSES, tmp_path)
+    fit(config, tmp_path, model, make_batches(3, 8), make_batches(1, 8, seed=9))
+    shown = capsys.readouterr().out  # a terminal redraws it; a log gets each bar once, finished
+    for epoch in ("epoch 1/2", "epoch 2/2"):
+        (bar,) = [line for line in shown.splitlines() if line.startswith(epoch)]
+        assert re.search(r" 3/3 +\d+\.\d samples/s +\d+:\d\d:\d\d$", bar.rstrip()), bar

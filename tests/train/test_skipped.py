@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 from cg3d.train.loop import train_stage
 from tests.pipeline.fakes import fake_pipeline
-from tests.train.test_loop import tiny_train_config
+from tests.train.helpers import tiny_train_config
 
 pytestmark = [
     pytest.mark.slow,

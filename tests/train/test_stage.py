@@ -3,42 +3,16 @@
 import json
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cg3d.cli import app
 from cg3d.models.checkpoint import load_model
-from tests.pipeline.fakes import fake_pipeline
+from tests.train.helpers import params_file
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    fake_pipeline(root, per_class=6, shard_size=3, views=2, n=64)
-    return root / "shards"
-
-
-def params_file(tmp_path, **overrides):
-    train = dict(
-        epochs=2,
-        batch_size=4,
-        encoder="pointnet2",
-        encoder_params={"centres": [16, 8], "group_size": 8, "width": 0.125},
-        clip_model="CG3D-ViT-Micro-32",
-        clip_pretrained="none",
-        prompts=2,
-        n_points=64,
-        workers=0,
-        device="cpu",
-    )
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"train": train | overrides}))
-    return path
 
 
 def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):

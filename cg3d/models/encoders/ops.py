@@ -51,3 +51,18 @@ def ball_group(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: int) ->
     index = nearest.indices
     outside = nearest.values > radius
     return torch.where(outside, index[..., :1].expand_as(index), index)
+
+
+def group_patches(
+    points: torch.Tensor, groups: int, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point-BERT's Group: (B, G, K, C) patches and their (B, G, 3) centres.
+
+    `groups` FPS centres of the xyz columns, each with its `group_size` nearest points; xyz
+    relative to the centre, further columns (colours) as they are.
+    """
+    xyz = points[..., :3]
+    centres = gather_points(xyz, farthest_point_sample(xyz, groups))
+    patches = gather_points(points, knn(centres, xyz, group_size))
+    relative = torch.cat([patches[..., :3] - centres.unsqueeze(2), patches[..., 3:]], dim=-1)
+    return relative, centres

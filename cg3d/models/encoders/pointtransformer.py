@@ -1,4 +1,4 @@
-"""Point-BERT-style PointTransformer, as the CG3D paper's 3D encoder.
+"""A Point-BERT-style PointTransformer (this project's first; the paper's exact one is pointbert).
 
 Points are cut into `groups` local patches (FPS centres, kNN `group_size` neighbours each,
 coordinates relative to the centre); a mini-PointNet turns each patch into a token; a
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import farthest_point_sample, gather_points, knn
+from cg3d.models.encoders.ops import group_patches
 
 
 class MiniPointNet(nn.Module):
@@ -84,17 +84,11 @@ class PointTransformer(nn.Module):
         """FPS picks `groups` centres and kNN takes `group_size` neighbours from the cloud."""
         return max(params["groups"], params["group_size"])
 
-    def group(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, G, K, C) patches, xyz relative to their (B, G, 3) centres (colours as they are)."""
-        xyz = points[..., :3]
-        centres = gather_points(xyz, farthest_point_sample(xyz, self.groups))
-        patches = gather_points(points, knn(centres, xyz, self.group_size))
-        relative = torch.cat([patches[..., :3] - centres.unsqueeze(2), patches[..., 3:]], dim=-1)
-        return relative, centres
-
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""
-        patches, centres = self.group(points[..., : self.in_channels].float())
+        patches, centres = group_patches(
+            points[..., : self.in_channels].float(), self.groups, self.group_size
+        )
         tokens = self.patch_embed(patches)
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
@@ -103,9 +97,11 @@ class PointTransformer(nn.Module):
         return self.proj(torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1))
 
 
-# The paper's encoder (Point-BERT's sizes): 64 FPS centres, kNN 32, 12 blocks of width 384, 6 heads
+# Until issue 17 `pointtransformer-base`: Point-BERT's sizes, but the position embedded once,
+# no reduce_dim and no stochastic depth (the paper's network is now pointbert's
+# `pointtransformer-base`)
 register_size(
-    "pointtransformer-base",
+    "pointtransformer-v1-base",
     "pointtransformer",
     groups=64,
     group_size=32,

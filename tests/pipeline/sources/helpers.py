@@ -31,3 +31,14 @@ def write_mesh(path: Path, mesh: trimesh.Trimesh) -> Path:
 
 def manifest_rows(out_dir: Path) -> list[dict]:
     return pq.read_table(out_dir / MANIFEST_NAME).to_pylist()
+
+
+def make_glbs(root: Path) -> None:
+    """Objaverse's layout: four GLBs (uids aa11..dd44) of boxes lifted by a scene node."""
+    for i, uid in enumerate(["aa11", "bb22", "cc33", "dd44"]):
+        scene = trimesh.Scene()
+        lift = trimesh.transformations.translation_matrix([0.0, 2.0 + i, 0.0])
+        scene.add_geometry(box((1, 1, 1 + i)), transform=lift)
+        folder = root / "glbs" / f"000-00{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scene.export(folder / f"{uid}.glb")

@@ -9,7 +9,7 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.sources.test_objaverse import make_glbs
+from tests.pipeline.sources.helpers import make_glbs
 
 
 def objaverse(tmp_path: Path, labels: dict, **options) -> list:

@@ -3,23 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import trimesh
 
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
 from cg3d.pipeline.meshio import load_mesh
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.sources.helpers import box
-
-
-def make_glbs(root: Path) -> None:
-    for i, uid in enumerate(["aa11", "bb22", "cc33", "dd44"]):
-        scene = trimesh.Scene()
-        lift = trimesh.transformations.translation_matrix([0.0, 2.0 + i, 0.0])
-        scene.add_geometry(box((1, 1, 1 + i)), transform=lift)
-        folder = root / "glbs" / f"000-00{i % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        scene.export(folder / f"{uid}.glb")
+from tests.pipeline.sources.helpers import make_glbs
 
 
 def test_lvis_style_annotations(tmp_path: Path) -> None:

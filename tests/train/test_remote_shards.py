@@ -7,20 +7,12 @@ from typer.testing import CliRunner
 
 from cg3d.cli import app
 from tests.formats.server import serve
-from tests.pipeline.fakes import fake_pipeline
-from tests.train.test_stage import params_file
+from tests.train.helpers import params_file
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    fake_pipeline(root, per_class=6, shard_size=3, views=2, n=64)
-    return root / "shards"
 
 
 def train(shards: str, out, params) -> dict:

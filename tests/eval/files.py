@@ -1,13 +1,11 @@
-"""Fixtures of the eval tests: a tiny checkpoint and small benchmark files in the real formats."""
+"""Small benchmark files and shards in the real formats, written by the tests themselves."""
 
+import json
 import pickle
-import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
-import torch
 
 from cg3d.protocol import class_names
 
@@ -20,23 +18,6 @@ def cube(
     axis = rng.integers(3, size=n)
     points[np.arange(n), axis] = np.sign(points[np.arange(n), axis])
     return points * np.array(scale) + np.array(offset)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from cg3d.models.checkpoint import save_checkpoint
-    from cg3d.models.model import build_model, tiny_model_config
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    # Seeded: the same random weights every run, whatever ran before (a chance init once left
-    # the linear probe test one shape short of 100%).
-    with warnings.catch_warnings(), torch.random.fork_rng():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        save_checkpoint(
-            path, build_model(tiny_model_config(n_points=64, classes=["cube", "sphere", "cone"]))
-        )
-    return path
 
 
 def write_modelnet(root: Path, classes: int = 40, per_class: int = 1, n: int = 50) -> list[str]:
@@ -144,3 +125,27 @@ def solid_png(colour: tuple[int, int, int], size: int = 32) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_openshape(root: Path, categories: list[str], per_class: int = 1, n: int = 40) -> Path:
+    """OpenShape's layout: split JSON naming the authors' mount, per-shape pickled-dict .npy."""
+    rng = np.random.default_rng(5)
+    entries = []
+    for c, category in enumerate(categories):
+        for i in range(per_class):
+            uid = f"{c:04d}{i:02d}aa"
+            folder = root / "objaverse-processed" / "000-001"
+            folder.mkdir(parents=True, exist_ok=True)
+            xyz = cube(n, rng, scale=(1 + c % 5, 1, 1)).astype(np.float32)
+            rgb = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+            np.save(folder / f"{uid}.npy", {"xyz": xyz, "rgb": rgb}, allow_pickle=True)
+            entries.append(
+                {
+                    "category": category,
+                    "uid": uid,
+                    "data_path": f"/mnt/data/objaverse-processed/000-001/{uid}.npy",
+                    "group": "test",
+                }
+            )
+    (root / "lvis.json").write_text(json.dumps(entries))
+    return root

@@ -1,0 +1,354 @@
+"""The GPU path in one run: model throughput, loader-fed training with GPU utilisation, the
+encoder's FPS and kNN, and Blender Cycles on the GPU — everything issue 19 asks a lent GPU for.
+
+    python bench/bench_gpu.py --out runs/bench_gpu                 # on a CUDA machine
+    python bench/bench_gpu.py --device cpu --tiny --out /tmp/g     # the same code, tiny, on a CPU
+
+Sections (each runs on its own; one that fails prints its reason and the others still run):
+1. model: training samples/s of params.yaml's `train:` (the CPU default) and configs/paper.yaml
+   (SLIP/ViT-B/16 random-init, 8192 points, batch 64) on synthetic in-memory batches (bf16
+   autocast on CUDA): what the model and the update cost, without the loader.
+2. loader: the paper config trained from real WebDataset shards (written here by the caption and
+   pack stages from generated points and 224 px PNG views) through `make_loader` with W workers,
+   for W in --workers; samples/s and the GPU's utilisation sampled by `nvidia-smi` every 100 ms
+   while it trains: does the loader keep the GPU busy, and how many workers does it take?
+3. ops: farthest point sampling (8192 → 64 centres) and kNN (32 of 8192) of the encoder, CPU
+   against GPU, on a batch of 64 clouds.
+4. cycles: views/s of the render stage with WORKBENCH, CPU Cycles and GPU Cycles (CUDA, OptiX),
+   when `bpy` imports here.
+
+Writes `results.json` and a Markdown summary `results.md` to --out.
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_loader import random_inputs
+from bench_train import CLASSES, samples_per_second
+
+from cg3d.models.clip import RandomClipWarning
+from cg3d.models.encoders.ops import farthest_point_sample, knn
+from cg3d.models.model import build_model, model_config
+from cg3d.params import load_section
+from cg3d.train.loop import TrainConfig, Trainer, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class GpuSampler:
+    """`nvidia-smi` polled in the background: utilisation (%) and memory (MiB) readings."""
+
+    def __init__(self, interval_ms: int = 100):
+        self.interval_ms, self.readings = interval_ms, []
+        self.process: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "GpuSampler":
+        try:
+            self.process = subprocess.Popen(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    f"-lms={self.interval_ms}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        except FileNotFoundError:
+            return self  # no NVIDIA driver here: no readings
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) == 2 and all(f.isdigit() for f in fields):
+                self.readings.append((int(fields[0]), int(fields[1])))
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait()
+
+    def summary(self) -> dict:
+        if not self.readings:
+            return {"gpu_util_mean": None, "gpu_util_median": None, "gpu_mem_max_mib": None}
+        util = np.array([r[0] for r in self.readings])
+        return {
+            "gpu_util_mean": round(float(util.mean()), 1),
+            "gpu_util_median": float(np.median(util)),
+            "gpu_mem_max_mib": max(r[1] for r in self.readings),
+            "readings": len(util),
+        }
+
+
+def configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
+    """The two training settings measured: the default and the paper's (random CLIP weights)."""
+    default = load_section(
+        TrainConfig, "train", ROOT / "params.yaml", options=dict(device=args.device)
+    )
+    paper = load_section(
+        TrainConfig,
+        "train",
+        ROOT / "configs" / "paper.yaml",
+        options=dict(batch_size=args.batch, clip_pretrained="none", device=args.device),
+    )
+    if args.tiny:  # the same code path at a size a CPU runs in seconds
+        default = replace(default, batch_size=4)
+        paper = replace(
+            paper,
+            clip_model=default.clip_model,
+            encoder=default.encoder,
+            n_points=default.n_points,
+            batch_size=4,
+        )
+    return {"default": default, "paper": paper}
+
+
+def model_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows = []
+    for name, config in configs(args).items():
+        rate = samples_per_second(config, args.steps, device)
+        rows.append(
+            {
+                "config": name,
+                "clip": config.clip_model,
+                "encoder": config.encoder,
+                "points": config.n_points,
+                "batch": config.batch_size,
+                "samples_per_s": round(rate, 1),
+            }
+        )
+        print(f"model {rows[-1]}", flush=True)
+    return rows
+
+
+def view_png(rng: np.random.Generator, size: int = 224) -> bytes:
+    """A smooth 224 px RGB PNG of about a real render's size (a shaded blob on white)."""
+    import io
+
+    from PIL import Image
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    cx, cy, r = rng.uniform(0.3, 0.7, 3)
+    inside = ((x - cx) ** 2 + (y - cy) ** 2) < (r / 2) ** 2
+    shade = (rng.uniform(60, 200, 3) * (1 - 0.5 * y[..., None])).astype(np.uint8)
+    pixels = np.where(inside[..., None], shade, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_shards(root: Path, objects: int, points: int, views: int) -> Path:
+    """Real shards (the caption and pack stages) from generated points and PNG views."""
+    from cg3d.pipeline.captions import CaptionConfig, caption_objects
+    from cg3d.pipeline.pack import PackConfig, pack_shards
+
+    random_inputs(root, objects, points, views, view_bytes=view_png)
+    caption_objects(root / "meshes", root / "captions", CaptionConfig())
+    pack_shards(
+        root / "meshes",
+        root / "points",
+        root / "renders",
+        root / "captions",
+        root / "shards",
+        PackConfig(shard_size=100),
+    )
+    return root / "shards"
+
+
+def loader_section(args: argparse.Namespace, device: torch.device, work: Path) -> list[dict]:
+    from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader
+
+    config = configs(args)["paper"]
+    started = time.perf_counter()
+    shards = make_shards(work, args.objects, config.n_points, views=2)
+    print(f"shards: {args.objects} objects in {time.perf_counter() - started:.0f} s", flush=True)
+    seed_everything(0)
+    model = build_model(model_config(config, CLASSES)).to(device).train()
+    preprocess = ClipPreprocess.of_model(model.visual.visual)
+    rows = []
+    for workers in args.workers:
+        loader = make_loader(
+            shards,
+            "train",
+            replace(LoaderConfig.of_params(config), workers=workers),
+            preprocess,
+        )
+        trainer = Trainer(model, config, updates_per_epoch=10_000, device=device)
+        batches = iter(loader)
+        for step in range(2):  # warm-up: workers start, one update of each phase
+            trainer.update([next(batches)], step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        count, step = 0, 2
+        with GpuSampler() as sampler:
+            begun = time.perf_counter()
+            for batch in batches:
+                trainer.update([batch], step)
+                count, step = count + len(batch["cls"]), step + 1
+                if step - 2 >= args.loader_steps:
+                    break
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - begun
+        rows.append(
+            {"workers": workers, "samples_per_s": round(count / elapsed, 1), "updates": step - 2}
+            | sampler.summary()
+        )
+        print(f"loader {rows[-1]}", flush=True)
+    return rows
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up (kernels compile, caches fill)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def ops_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    batch, n, centres, k = (4, 1024, 32, 16) if args.tiny else (64, 8192, 64, 32)
+    points = torch.rand(batch, n, 3)
+    rows = []
+    for where in ["cpu"] + ([str(device)] if device.type == "cuda" else []):
+        cloud = points.to(where)
+        run_device = torch.device(where)
+        fps_ms = timed(lambda c=cloud: farthest_point_sample(c, centres), run_device, 3)
+        knn_ms = timed(lambda c=cloud: knn(c[:, :centres], c, k), run_device, 3)
+        rows.append(
+            {
+                "device": where,
+                "batch": batch,
+                "points": n,
+                "fps_ms": round(fps_ms, 2),
+                "knn_ms": round(knn_ms, 2),
+            }
+        )
+        print(f"ops {rows[-1]}", flush=True)
+    if device.type == "cuda":  # the GPU must give the CPU's answer
+        fps_same = torch.equal(
+            farthest_point_sample(points, centres),
+            farthest_point_sample(points.to(device), centres).cpu(),
+        )
+        rows.append({"fps_gpu_equals_cpu": fps_same})
+    return rows
+
+
+def cycles_section(args: argparse.Namespace, work: Path) -> list[dict]:
+    try:
+        import bpy  # noqa: F401
+    except ImportError as error:
+        return [{"skipped": f"bpy does not import here ({error}); no Blender renders measured"}]
+    from cg3d.params import RenderConfig
+    from cg3d.pipeline.sources import MeshesConfig, build_manifest
+    from cg3d.render.stage import render_meshes
+
+    build_manifest(MeshesConfig(source="synthetic", per_class=1 if args.tiny else 4), work / "m")
+    objects = sum(1 for _ in (work / "m").rglob("*.obj"))
+    rows = []
+    settings = [("workbench", "cpu"), ("cycles", "cpu")]
+    if torch.cuda.is_available():
+        settings += [("cycles", "cuda"), ("cycles", "optix")]
+    for engine, device in settings:
+        options = dict(engine=engine, views=2 if args.tiny else 12, resolution=224)
+        if device != "cpu":
+            options["cycles_device"] = device
+        try:
+            config = RenderConfig(**options)
+        except TypeError:
+            rows.append({"engine": engine, "device": device, "skipped": "no cycles_device param"})
+            continue
+        out = work / f"render-{engine}-{device}"
+        started = time.perf_counter()
+        render_meshes(work / "m", out, config)
+        elapsed = time.perf_counter() - started
+        views = objects * config.views
+        rows.append(
+            {
+                "engine": engine,
+                "device": device,
+                "views": views,
+                "views_per_s": round(views / elapsed, 2),
+            }
+        )
+        print(f"cycles {rows[-1]}", flush=True)
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# bench_gpu: {results['machine']}", ""]
+    for section, rows in results["sections"].items():
+        lines.append(f"## {section}")
+        if isinstance(rows, str):
+            lines += [rows, ""]
+            continue
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a CPU check of the code")
+    parser.add_argument("--sections", default="model,loader,ops,cycles")
+    parser.add_argument("--batch", type=int, default=64, help="the paper config's batch")
+    parser.add_argument("--steps", type=int, default=10, help="timed updates of the model section")
+    parser.add_argument("--objects", type=int, default=1024, help="objects in the loader's shards")
+    parser.add_argument("--loader-steps", type=int, default=12)
+    parser.add_argument("--workers", default="2,4,8,12", help="loader workers to try")
+    args = parser.parse_args()
+    args.workers = [int(w) for w in args.workers.split(",")]
+    warnings.simplefilter("ignore", RandomClipWarning)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
+    results = {
+        "machine": f"{name}, torch {torch.__version__}, python {sys.version.split()[0]}",
+        "date": time.strftime("%Y-%m-%d"),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "sections": {},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = {
+            "model": lambda: model_section(args, device),
+            "loader": lambda: loader_section(args, device, Path(scratch) / "loader"),
+            "ops": lambda: ops_section(args, device),
+            "cycles": lambda: cycles_section(args, Path(scratch) / "cycles"),
+        }
+        for section in args.sections.split(","):
+            try:
+                results["sections"][section] = runs[section]()
+            except Exception as error:  # one section's failure must not lose the others
+                traceback.print_exc()
+                results["sections"][section] = f"failed: {type(error).__name__}: {error}"
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

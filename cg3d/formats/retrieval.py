@@ -1,0 +1,158 @@
+"""The retrieval index (`cg3d index` output): every object of a shard set embedded once.
+
+    part-XXXXX.parquet  one per shard, the unit of resume (a part that exists is done): id,
+                        class_name, source, split, points (D float32), n_views, views (D
+                        float32 each), thumbnail (PNG of the first view, or empty)
+    failures.parquet    samples that did not decode, and why (id, stage, reason)
+    objects.parquet     every object in index order: id, class_name, source, split, part, row
+    points.npy          (N, D) float32 point embeddings, row i ↔ objects row i
+    views.npy           (V, D) float32 view embeddings; view_object.npy (V,) their object's row
+    retrieval.json      written last (no retrieval.json, no index): the format, the model's
+                        identity (checkpoint path and sha256, CLIP weights, model config), the
+                        shards, splits and counts
+
+Every embedding is L2-normalised, so a score is a cosine similarity. `cg3d.app.index` builds
+and searches indexes; this module writes and reads their files.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cg3d.errors import UsageError
+from cg3d.files import atomic_path
+
+FORMAT = "cg3d-index-1"
+RETRIEVAL_NAME = "retrieval.json"  # not index.json: the shard index's name
+LEGACY_NAME = "index.json"  # what indexes built before the rename call it (still read)
+ROW_GROUP = 64  # rows per Parquet row group: a gallery thumbnail reads at most this many
+
+
+# Writing.
+
+
+def write_index_part(path: Path, rows: list[dict]) -> None:
+    """One shard's rows as a Parquet part, atomically (an empty shard is an empty part)."""
+    dim = len(rows[0]["points"]) if rows else 0
+    vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("class_name", pa.string()),
+            ("source", pa.string()),
+            ("split", pa.string()),
+            ("points", vector),
+            ("n_views", pa.int32()),
+            ("views", pa.list_(vector)),
+            ("thumbnail", pa.binary()),
+        ]
+    )
+    columns = {name: [row[name] for row in rows] for name in schema.names}
+    columns["points"] = [np.asarray(v, dtype=np.float32) for v in columns["points"]]
+    columns["views"] = [[np.asarray(v, dtype=np.float32) for v in vs] for vs in columns["views"]]
+    table = pa.table(columns, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+
+
+def merge_index_parts(out: Path, parts: list[Path]) -> dict:
+    """objects.parquet, points.npy, views.npy and view_object.npy from the parts, streamed."""
+    sizes = [pq.ParquetFile(part).metadata.num_rows for part in parts]
+    n_views = [pq.read_table(part, columns=["n_views"])["n_views"].to_numpy() for part in parts]
+    total, total_views = sum(sizes), sum(int(v.sum()) for v in n_views)
+    if total == 0:
+        raise UsageError(f"{out}: no object of the shards could be indexed (see failures.parquet)")
+    first = pq.read_table(parts[sizes.index(next(n for n in sizes if n))], columns=["points"])
+    dim = len(first["points"][0])
+    columns = ["id", "class_name", "source", "split", "points", "views"]
+    objects = []
+    with (
+        atomic_path(out / "points.npy") as points_tmp,
+        atomic_path(out / "views.npy") as views_tmp,
+        atomic_path(out / "view_object.npy") as owner_tmp,
+    ):
+        points = np.lib.format.open_memmap(points_tmp, "w+", np.float32, (total, dim))
+        views = np.lib.format.open_memmap(views_tmp, "w+", np.float32, (total_views, dim))
+        owner = np.lib.format.open_memmap(owner_tmp, "w+", np.int64, (total_views,))
+        row = view = 0
+        for number, part in enumerate(parts):
+            table = pq.read_table(part, columns=columns)
+            n, v = table.num_rows, int(n_views[number].sum())
+            if n:
+                points[row : row + n] = vectors(table["points"], dim)
+                views[view : view + v] = vectors(table["views"].combine_chunks().flatten(), dim)
+                owner[view : view + v] = np.repeat(np.arange(row, row + n), n_views[number])
+            objects.append(
+                table.select(columns[:4])
+                .append_column("part", pa.array([number] * n, pa.int32()))
+                .append_column("row", pa.array(range(n), pa.int32()))
+            )
+            row, view = row + n, view + v
+        for array in (points, views, owner):
+            array.flush()
+        del points, views, owner  # closes the memory maps before the renames
+    with atomic_path(out / "objects.parquet") as tmp:
+        pq.write_table(pa.concat_tables(objects), tmp)
+    return {"objects": total, "views": total_views, "dim": dim}
+
+
+def vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """(n, dim) float32 of a column of fixed-size float lists."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def remove_retrieval(out: Path) -> None:
+    """Remove the descriptor (under either name): no descriptor, no index, until rewritten."""
+    for name in (RETRIEVAL_NAME, LEGACY_NAME):
+        (Path(out) / name).unlink(missing_ok=True)
+
+
+def write_retrieval(out: Path, descriptor: dict) -> None:
+    """Atomically write `out/retrieval.json`, the last file of a build."""
+    with atomic_path(Path(out) / RETRIEVAL_NAME) as tmp:
+        tmp.write_text(json.dumps(descriptor, indent=1) + "\n")
+
+
+# Reading.
+
+
+def read_retrieval(path: Path) -> dict:
+    """The retrieval.json of an index folder (index.json before the rename); a missing or
+    foreign one is one line naming it."""
+    file = Path(path) / RETRIEVAL_NAME
+    if not file.is_file() and (Path(path) / LEGACY_NAME).is_file():
+        file = Path(path) / LEGACY_NAME
+    if not file.is_file():
+        raise UsageError(
+            f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
+        )
+    try:
+        manifest = json.loads(file.read_text())
+    except ValueError as error:
+        raise UsageError(f"{file}: not readable JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UsageError(f"{file}: not a CG3D index (no {FORMAT!r} format tag)")
+    return manifest
+
+
+def read_arrays(path: Path) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """objects.parquet, and points.npy, views.npy and view_object.npy memory-mapped."""
+    path = Path(path)
+    return (
+        pq.read_table(path / "objects.parquet"),
+        np.load(path / "points.npy", mmap_mode="r"),
+        np.load(path / "views.npy", mmap_mode="r"),
+        np.load(path / "view_object.npy", mmap_mode="r"),
+    )
+
+
+def read_thumbnail(path: Path, part: int, row: int) -> bytes:
+    """The thumbnail PNG of row `row` of part `part` (empty when none was kept): one row group."""
+    file = pq.ParquetFile(Path(path) / f"part-{part:05d}.parquet")
+    group, offset = divmod(row, ROW_GROUP)
+    return file.read_row_group(group, columns=["thumbnail"])["thumbnail"][offset].as_py()
