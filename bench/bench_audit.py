@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from cg3d.eval.audit import DEFAULT_THRESHOLD, shape_descriptor
-from cg3d.pipeline.geometry import normalization
-from cg3d.pipeline.sample import sample_surface
+from cg3d.geometry.frame import normalization
+from cg3d.geometry.sampling import sample_surface
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import trimesh
 
-from cg3d.pipeline.fps import farthest_point_sample, naive_farthest_point_sample
-from cg3d.pipeline.sample import sample_surface
+from cg3d.geometry.fps import farthest_point_sample, naive_farthest_point_sample
+from cg3d.geometry.sampling import sample_surface
 
 
 def vectorised_numpy(points: np.ndarray, n: int, start: int) -> np.ndarray:

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from cg3d.pipeline.fps import coverage_radius, fps_indices
-from cg3d.pipeline.geometry import normalization
-from cg3d.pipeline.sample import sample_surface
+from cg3d.geometry.fps import coverage_radius, fps_indices
+from cg3d.geometry.frame import normalization
+from cg3d.geometry.sampling import sample_surface
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object
 
 

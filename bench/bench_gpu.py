@@ -180,7 +180,7 @@ def loader_section(args: argparse.Namespace, device: torch.device, work: Path) -
     print(f"shards: {args.objects} objects in {time.perf_counter() - started:.0f} s", flush=True)
     seed_everything(0)
     model = build_model(model_config(config, CLASSES)).to(device).train()
-    preprocess = ClipPreprocess.of_model(model.visual.visual)
+    preprocess = ClipPreprocess.of_model(model.clip.visual)
     rows = []
     for workers in args.workers:
         loader = make_loader(

@@ -24,7 +24,7 @@ from pathlib import Path
 import trimesh
 
 from cg3d.files import file_sha256
-from cg3d.pipeline.meshio import load_mesh
+from cg3d.geometry.meshio import load_mesh
 from cg3d.pipeline.sources import MeshesConfig, build_manifest, synthetic
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object, relpath, write_ply
 

@@ -21,9 +21,11 @@ from pathlib import Path
 import trimesh
 
 from cg3d.formats.manifest import mesh_file, read_manifest
+from cg3d.geometry.fps import naive_farthest_point_sample
+from cg3d.geometry.sampling import surface_sample_count
+from cg3d.params import SampleConfig
 from cg3d.pipeline.chunks import default_workers
-from cg3d.pipeline.fps import naive_farthest_point_sample
-from cg3d.pipeline.sample import SampleConfig, sample_points, surface_sample_count
+from cg3d.pipeline.sample import sample_points
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.protocol import class_names
 

@@ -53,12 +53,13 @@ def _register_all() -> None:
     from cg3d.app import commands as app_commands
     from cg3d.eval import commands as eval_commands
     from cg3d.models import commands as model_commands
+    from cg3d.models import convert as convert_commands
     from cg3d.pipeline import commands as pipeline_commands
     from cg3d.render import commands as render_commands
     from cg3d.train import commands as train_commands
 
     modules = (pipeline_commands, render_commands, train_commands, eval_commands, model_commands)
-    modules += (app_commands,)
+    modules += (convert_commands, app_commands)
     for module in modules:
         module.register(app)
 
@@ -124,12 +125,17 @@ def quiet_warnings() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, and what the machine refused (a full disk, a read-only
+    folder: any OSError, named by its file and its errno's meaning), become one line on
+    stderr and exit code 2."""
+    from cg3d.files import os_error_line
+
     quiet_warnings()
     try:
         app()
-    except (UsageError, FileNotFoundError) as error:
+    except (UsageError, OSError) as error:
+        message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
         console.print("[bold red]error:[/]", end=" ")
-        console.print(str(error), markup=False)
+        console.print(message, markup=False)
         sys.exit(2)

@@ -9,11 +9,14 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files.
 """
 
+import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,18 +26,66 @@ from cg3d.errors import UsageError
 # Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
 # left by a killed run never enters a DVC output's hash.
 LOCK_NAME = ".cg3d.lock"
+WRITE_CHECK_NAME = ".cg3d-write-check"
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    A failed block leaves nothing behind (a full disk leaves no partial file). An OSError of
+    the write itself (it names the temp file, or no file: a write to an open handle) is raised
+    again naming `path`, the file the user asked for, so that the CLI prints one line about it.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename not in (None, str(tmp), tmp):
+            raise  # about another file the block read or wrote: its own name is the right one
+        code = error.errno or _errno_in(str(error))
+        meaning = os.strerror(code) if code else str(error).splitlines()[0]
+        raise OSError(code, meaning, str(path)) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: nothing was created anyway
+            tmp.unlink(missing_ok=True)
+
+
+def _errno_in(message: str) -> int | None:
+    """The errno a library put in its message only (pyarrow: "… [errno 28] …"), if any."""
+    match = re.search(r"\[errno (\d+)\]", message, re.IGNORECASE)
+    return int(match[1]) if match else None
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an OSError: the file it names and the errno's meaning (and name)."""
+    if error.errno and error.strerror:
+        name = errno.errorcode.get(error.errno, str(error.errno))
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return f"{where}{error.strerror} ({name})"
+    return str(error)
+
+
+def check_out_dir(folder: Path, option: str = "--out") -> Path:
+    """Create the output folder `folder` if needed and check that files can be created in it,
+    before any work starts: a read-only, unwritable or misnamed folder is a one-line
+    UsageError naming `option` and the folder, not an OSError after hours of work."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: {folder} is a file, not a folder")
+    # .dvcignore names the probe: one left by a kill between its creation and removal never
+    # enters a DVC output's hash
+    probe = folder / f"{WRITE_CHECK_NAME}.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise UsageError(f"{option}: cannot write into {folder}: {reason}") from None
+    return folder
 
 
 _held_locks: set[Path] = set()  # folders this process holds the lock of
@@ -44,8 +95,7 @@ _held_locks: set[Path] = set()  # folders this process holds the lock of
 def output_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
     holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_out_dir(folder).resolve()
     lock_file = folder / LOCK_NAME
     while True:
         handle = lock_file.open("a")

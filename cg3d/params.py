@@ -252,9 +252,10 @@ class TrainConfig(Section):
     encoder_params: dict[str, Any] = param(
         {}, "Overrides of the named size's parameters.", option=False
     )
-    clip_model: str = param("ViT-B-16", "open_clip model name, e.g. ViT-B-16.")
+    clip_model: str = param("ViT-B-16", "open_clip model name (e.g. ViT-B-16) or SLIP-ViT-B-16.")
     clip_pretrained: str = param(
-        "openai", "open_clip tag (e.g. openai), a checkpoint file, or none."
+        "openai",
+        "open_clip tag (e.g. openai), a weights file (SLIP's: slip_base_100ep.pt), or none.",
     )
     require_pretrained: bool = param(False, "Fail instead of training with a random-init CLIP.")
     prompts: int = param(5, "Learnable visual prompt tokens.", low=0, high=1024)
@@ -297,6 +298,11 @@ class TrainConfig(Section):
     # data
     workers: int = param(2, "Loader worker processes.", low=0)
     shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
+    read_timeout: float = param(
+        60.0,
+        "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable.",
+        low=0.1,
+    )
     augment: AugmentConfig = param(AugmentConfig, "Point augmentations.", option=False)
     eval_templates: str = param(
         "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS

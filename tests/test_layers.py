@@ -1,5 +1,7 @@
 """The package's layering (docs/design.md): the trainer is imported by nobody else, Blender code
-never imports torch, the pipeline never imports torch or Blender."""
+never imports torch, the pipeline never imports torch or Blender; data flow one way between the
+sample stage and the Blender workers (both import `cg3d.geometry`, below them); the file formats
+never import a stage and the evaluation never imports the app."""
 
 import ast
 from pathlib import Path
@@ -16,7 +18,18 @@ def imports_of(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
+            # `from cg3d.pipeline import sample` imports the module cg3d.pipeline.sample
+            names |= {
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if is_module(f"{node.module}.{alias.name}")
+            }
     return names
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def modules_importing(prefix: str, under: str) -> list[str]:
@@ -47,3 +60,62 @@ def test_layers_keep_their_heavy_imports_out(folder, forbidden):
 def test_the_model_library_reads_no_shards_or_meshes():
     for forbidden in ("cg3d.pipeline.sources", "cg3d.formats", "webdataset"):
         assert modules_importing(forbidden, "models") == []
+
+
+# What the render package may take from the pipeline package: the chunked-output machinery that
+# every stage runs on, no stage module (the sample stage, the sources, pack, captions...).
+RENDER_MAY_IMPORT_FROM_PIPELINE = {"cg3d.pipeline", "cg3d.pipeline.chunks"}
+# The one door from the pipeline into Blender: the supervisor's worker (`BlenderWorker`).
+PIPELINE_MAY_IMPORT_FROM_RENDER = {"cg3d.render", "cg3d.render.supervisor"}
+# Offenders the lead empties after merging the `structure` branch (formats moved into formats/).
+# `cg3d classify` is registered among the eval commands and runs the app's API.
+EVAL_IMPORTING_APP_ALLOWED = {"cg3d/eval/commands.py"}
+FORMATS_IMPORTING_PIPELINE_ALLOWED: set[str] = set()
+
+
+def imports_under(prefix: str, under: str) -> dict[str, set[str]]:
+    """{module path: the names it imports that are `prefix` or below it}, for modules that do."""
+    found = {}
+    for path in (PACKAGE / under).rglob("*.py"):
+        names = {
+            name for name in imports_of(path) if name == prefix or name.startswith(prefix + ".")
+        }
+        if names:
+            found[str(path.relative_to(PACKAGE.parent))] = names
+    return found
+
+
+def test_render_imports_no_pipeline_stage_module():
+    offenders = {
+        module: names - RENDER_MAY_IMPORT_FROM_PIPELINE
+        for module, names in imports_under("cg3d.pipeline", "render").items()
+    }
+    assert {module: names for module, names in offenders.items() if names} == {}
+
+
+def test_pipeline_reaches_blender_only_through_the_supervisor():
+    offenders = {
+        module: names - PIPELINE_MAY_IMPORT_FROM_RENDER
+        for module, names in imports_under("cg3d.render", "pipeline").items()
+    }
+    assert {module: names for module, names in offenders.items() if names} == {}
+
+
+@pytest.mark.parametrize(
+    "stage", ["cg3d.pipeline", "cg3d.render", "cg3d.train", "cg3d.eval", "cg3d.app", "cg3d.models"]
+)
+def test_geometry_sits_below_every_stage(stage):
+    assert modules_importing(stage, "geometry") == []
+
+
+@pytest.mark.parametrize("forbidden", ["torch", "bpy"])
+def test_geometry_imports_neither_torch_nor_blender(forbidden):
+    assert modules_importing(forbidden, "geometry") == []
+
+
+def test_formats_import_no_stage():
+    assert set(modules_importing("cg3d.pipeline", "formats")) <= FORMATS_IMPORTING_PIPELINE_ALLOWED
+
+
+def test_eval_does_not_import_the_app():
+    assert set(modules_importing("cg3d.app", "eval")) <= EVAL_IMPORTING_APP_ALLOWED

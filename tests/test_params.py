@@ -200,7 +200,12 @@ def test_the_repositorys_params_files_are_valid():
         == yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]["points"]
     )
     paper = load_section(TrainConfig, "train", ROOT / "configs" / "paper.yaml")
-    assert (paper.clip_model, paper.epochs, paper.batch_size) == ("ViT-B-16", 100, 64)
+    assert (paper.clip_model, paper.epochs, paper.batch_size) == ("SLIP-ViT-B-16", 100, 64)
+    openai = load_section(TrainConfig, "train", ROOT / "configs" / "paper-openai.yaml")
+    assert (openai.clip_model, openai.clip_pretrained) == ("ViT-B-16", "openai")
+    # the same recipe but for the backbone: the two files must not drift apart
+    same = dict(clip_model=paper.clip_model, clip_pretrained=paper.clip_pretrained)
+    assert dataclasses.replace(openai, **same) == paper
 
 
 def test_every_section_of_params_yaml_is_in_the_schema():

@@ -83,7 +83,7 @@ def input_points(
     """(n_points, point_channels) model input from a mesh or point file, as the pipeline
     prepares shapes: a mesh through the sample stage's own reading (Blender's for glTF and for
     colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR)."""
-    from cg3d.pipeline.meshio import MeshError
+    from cg3d.geometry.meshio import MeshError
     from cg3d.pipeline.sample import PointsReader, SampleConfig
 
     check_up_axis(up_axis)
@@ -106,7 +106,7 @@ def input_points(
 def check_shape_file(path: str | Path) -> Path:
     """`path` if it is a file of a format read here; UsageError naming it (and, for FBX and the
     like, the conversion to make) otherwise. Cheap: callers check before loading a model."""
-    from cg3d.pipeline.meshio import MeshError, check_suffix
+    from cg3d.geometry.meshio import MeshError, check_suffix
 
     path = Path(path)
     if not path.is_file():
@@ -120,7 +120,7 @@ def check_shape_file(path: str | Path) -> Path:
 
 
 def check_up_axis(up_axis: str) -> None:
-    from cg3d.pipeline.geometry import UP_AXES
+    from cg3d.geometry.frame import UP_AXES
 
     if up_axis not in UP_AXES:
         raise UsageError(f"--up-axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")

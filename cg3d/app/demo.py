@@ -36,8 +36,8 @@ from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
+from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
-from cg3d.pipeline.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cg3d.files import check_out_dir
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -49,6 +50,7 @@ def zeroshot_command(
     """
     from cg3d.eval.zeroshot import zeroshot
 
+    check_out_dir(out)  # before the work: a folder that cannot be written fails now
     config = _with_shards(config, shards)
     metrics = zeroshot(checkpoint, out, config)
     console.print(
@@ -85,6 +87,7 @@ def retrieval_command(
     """Point↔text and point↔image retrieval: R@1, R@5, R@10 and mAP."""
     from cg3d.eval.retrieval import retrieval
 
+    check_out_dir(out)
     metrics = retrieval(checkpoint, shards, out, config)
     table = Table(
         "direction", "R@1", "R@5", "R@10", "mAP", title=f"retrieval, {metrics['n_objects']} objects"
@@ -107,6 +110,7 @@ def finetune_command(
     """Classification from the pretrained encoder: full fine-tuning, linear probe or few-shot."""
     from cg3d.eval.finetune import finetune
 
+    check_out_dir(out)
     metrics = finetune(checkpoint, out, _with_shards(config, shards))
     best = metrics["best_test_selected"]
     console.print(
@@ -130,6 +134,7 @@ def scene_query_command(
     """Heat map of a text query over a scene (coloured PLY + PNG); prints the best regions."""
     from cg3d.eval.scene import scene_query
 
+    check_out_dir(out)
     best = scene_query(scene, text, checkpoint, out, config)
     table = Table("region", "score", "centre (x, y, z)", "points", title=f"“{text}”: best regions")
     for region in best:
@@ -225,6 +230,7 @@ def audit_command(
     """Leakage audit: training and test shapes that are the same file or the same shape."""
     from cg3d.eval.audit import audit
 
+    check_out_dir(out)
     summary = audit(
         train,
         out,

@@ -3,7 +3,7 @@
 Every reader streams `Shape`s (one file or record at a time, never the whole set in memory)
 with raw xyz in the benchmark's own frame; `prepare_points` then brings a shape into the
 model's input: canonical +Y-up axes, normalised into the unit sphere the way our pipeline
-does (bounding-box centre, 1 / max radius, `cg3d.pipeline.geometry`), farthest point sampled
+does (bounding-box centre, 1 / max radius, `cg3d.geometry.frame`), farthest point sampled
 to the model's `n_points` (fewer points are topped up by repeating random ones).
 
 Colour (models with `point_channels` 6 take xyz + rgb in [0, 1]): a shape carries `colors`
@@ -55,8 +55,8 @@ from cg3d.formats.shards import (
     split_channels,
     split_entry,
 )
-from cg3d.pipeline.fps import farthest_point_sample
-from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
+from cg3d.geometry.fps import farthest_point_sample
+from cg3d.geometry.frame import normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
 
 log = logging.getLogger(__name__)

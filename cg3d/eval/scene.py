@@ -28,7 +28,7 @@ def split_regions(
     """(centres (R, 3), member indices per region, nearest region of every point (N,))."""
     from scipy.spatial import cKDTree
 
-    from cg3d.pipeline.fps import farthest_point_sample
+    from cg3d.geometry.fps import farthest_point_sample
 
     count = min(config.regions, len(points))
     centres = points[farthest_point_sample(points, count, 0)]
@@ -56,8 +56,8 @@ def scene_query(
     import trimesh
 
     from cg3d.eval.plots import heatmap_plot
+    from cg3d.geometry.frame import to_canonical_axes
     from cg3d.models.checkpoint import load_model
-    from cg3d.pipeline.geometry import to_canonical_axes
 
     config.validate()
     if not text.strip():

@@ -11,6 +11,8 @@
     retrieval.py  cg3d index     the retrieval index: parts, merged arrays, retrieval.json
     pointfiles.py the user       point files given to the app, classify and scene
     tar.py        the deterministic tar writer and the one tar reader the others use
+    intact.py     whether a written part is whole (Parquet footer, tar end), for resume, and
+                  the one-line error of a damaged file naming the stage that rebuilds it
 
 Checkpoints belong to the model library (`cg3d.models.checkpoint`). Stages, `verify`, `show`,
 the loader, eval and the app read and write these files only through this package.

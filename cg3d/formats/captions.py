@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
+from cg3d.formats.intact import parquet_file
 
 CAPTIONS_NAME = "captions.parquet"
 SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])
@@ -43,7 +44,7 @@ class CaptionsFile:
         path = Path(captions_dir) / CAPTIONS_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no captions at {path}: run `cg3d caption` first")
-        self.parquet = pq.ParquetFile(path)
+        self.parquet = parquet_file(path, "caption")
 
     @property
     def groups(self) -> int:

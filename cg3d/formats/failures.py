@@ -1,6 +1,5 @@
 """Per-stage failure tables: `failures.parquet` with columns id, stage, reason."""
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -8,6 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cg3d.files import atomic_path
+from cg3d.formats.intact import parquet_file
 
 FAILURES_NAME = "failures.parquet"
 SCHEMA = pa.schema([("id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
@@ -28,27 +30,23 @@ def write_failures(rows: list[dict], path: Path) -> Path:
 def failures_writer(path: Path) -> Iterator[Callable[[pa.Table], None]]:
     """Write a failures file table by table (rows, all together, sorted by id): memory stays
     flat. Yields `write(table)`; the file appears, atomically, when the block succeeds."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden, per process: see chunks
     written = []
 
     def write(table: pa.Table) -> None:
         writer.write_table(table)
         written.append(table.num_rows)
 
-    try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            yield write
-            if not written:  # no failures: one empty row group, as `pq.write_table` writes
-                writer.write_table(SCHEMA.empty_table())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(Path(path)) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
+        yield write
+        if not written:  # no failures: one empty row group, as `pq.write_table` writes
+            writer.write_table(SCHEMA.empty_table())
 
 
-def read_failures(path: Path) -> list[dict]:
+def read_failures(path: Path, stage: str = "") -> list[dict]:
+    """The rows of a failures file ([] when there is none); `stage`, the one that wrote it,
+    is named in the error of a damaged file."""
     path = Path(path)
-    return pq.read_table(path).to_pylist() if path.is_file() else []
+    return parquet_file(path, stage).read().to_pylist() if path.is_file() else []
 
 
 def summarize(rows: list[dict], key: str = "reason") -> Counter:

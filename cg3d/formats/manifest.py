@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
+from cg3d.formats.intact import damaged, parquet_file
 
 MANIFEST_NAME = "manifest.parquet"
+STAGE = "meshes"  # the stage that writes (and rebuilds) the manifest
 # Rows per Parquet row group: `manifest_batches` streams the manifest a row group at a time, so
 # at most this many rows are decoded at once, whatever the number of objects.
 ROW_GROUP_ROWS = 16_384
@@ -32,7 +34,12 @@ FAILURE_KINDS = (
     "missing_file",  # a file the mesh references (a glTF buffer) is missing
     "outside_root",  # the file, or one it references, lies outside the source's root
     "undecodable",  # a Draco or meshopt payload that does not decode
+    "changed_since_listed",  # a later stage found the file moved out of the root, or rewritten
 )
+# The manifest's metadata key for the source root, the folder its files and every file they
+# reference must lie in when a later stage opens them: relative to the manifest's folder when
+# it lies under it (a moved or checked-out data folder keeps working), else absolute.
+ROOT_KEY = b"cg3d.source_root"
 
 SCHEMA = pa.schema(
     [
@@ -70,19 +77,26 @@ class MeshRecord:
 
 
 @contextmanager
-def manifest_writer(out_dir: Path) -> Iterator[Callable[[pa.Table], None]]:
+def manifest_writer(
+    out_dir: Path, root: Path | None = None
+) -> Iterator[Callable[[pa.Table], None]]:
     """Write `out_dir/manifest.parquet` piece by piece: yields `write(table)`, called with tables
     in SCHEMA whose rows, all together, are sorted by id. Rows are held only until a row group
     of ROW_GROUP_ROWS is full, so memory stays flat; the file appears (atomically) at the end.
-    The file takes the first table's schema, as `pq.write_table` does (the same bytes)."""
+    The file takes the first table's schema, as `pq.write_table` does (the same bytes), with the
+    source `root` (see ROOT_KEY) when given."""
     path = Path(out_dir) / MANIFEST_NAME
+    metadata = {ROOT_KEY: _stored_root(Path(root), Path(out_dir)).encode()} if root else {}
     with atomic_path(path) as tmp:
         writer: pq.ParquetWriter | None = None
         held = SCHEMA.empty_table()
 
         def write_group(group: pa.Table) -> None:
             nonlocal writer
-            writer = writer or pq.ParquetWriter(tmp, group.schema)
+            schema = group.schema
+            if metadata:
+                schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+            writer = writer or pq.ParquetWriter(tmp, schema)
             writer.write_table(group.combine_chunks())
 
         def write(table: pa.Table) -> None:
@@ -101,17 +115,30 @@ def manifest_writer(out_dir: Path) -> Iterator[Callable[[pa.Table], None]]:
                 writer.close()
 
 
-def write_manifest_table(table: pa.Table, out_dir: Path) -> Path:
+def write_manifest_table(table: pa.Table, out_dir: Path, root: Path | None = None) -> Path:
     """Atomically write `out_dir/manifest.parquet` from a table in SCHEMA, sorted by id."""
-    with manifest_writer(out_dir) as write:
+    with manifest_writer(out_dir, root) as write:
         write(table)
     return Path(out_dir) / MANIFEST_NAME
 
 
-def write_manifest(records: list[MeshRecord], out_dir: Path) -> Path:
+def write_manifest(records: list[MeshRecord], out_dir: Path, root: Path | None = None) -> Path:
     """Write `out_dir/manifest.parquet`, sorted by id so that reruns give the same file."""
     rows = sorted((asdict(r) for r in records), key=lambda r: r["id"])
-    return write_manifest_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir)
+    return write_manifest_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir, root)
+
+
+def _stored_root(root: Path, out_dir: Path) -> str:
+    root, out_dir = root.resolve(), out_dir.resolve()
+    return root.relative_to(out_dir).as_posix() if root.is_relative_to(out_dir) else str(root)
+
+
+def manifest_root(meshes_dir: Path) -> Path:
+    """The source root the meshes stage recorded (ROOT_KEY), else the manifest's own folder
+    (a manifest written without one)."""
+    metadata = pq.read_schema(manifest_path(meshes_dir)).metadata or {}
+    stored = metadata.get(ROOT_KEY)
+    return Path(meshes_dir) / stored.decode() if stored else Path(meshes_dir)
 
 
 def manifest_path(meshes_dir: Path) -> Path:
@@ -124,7 +151,8 @@ def manifest_path(meshes_dir: Path) -> Path:
 
 def read_manifest(meshes_dir: Path, ok_only: bool = False) -> list[MeshRecord]:
     """Rows of `meshes_dir/manifest.parquet` (only `status == ok` ones when asked)."""
-    records = [MeshRecord(**row) for row in pq.read_table(manifest_path(meshes_dir)).to_pylist()]
+    table = parquet_file(manifest_path(meshes_dir), STAGE).read()
+    records = [MeshRecord(**row) for row in table.to_pylist()]
     return [r for r in records if r.status == OK] if ok_only else records
 
 
@@ -133,13 +161,13 @@ def manifest_batches(
 ) -> Iterator[list[dict]]:
     """The manifest's rows as dicts (only `columns`), in batches: memory stays flat.
     A missing manifest raises at the call, before any row is asked for."""
-    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
     return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
 
 
 def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
-    parquet = pq.ParquetFile(manifest_path(meshes_dir))
+    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
     return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
 
 
@@ -148,7 +176,7 @@ def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterato
 
 
 def manifest_size(meshes_dir: Path) -> int:
-    return pq.ParquetFile(manifest_path(meshes_dir)).metadata.num_rows
+    return parquet_file(manifest_path(meshes_dir), STAGE).metadata.num_rows
 
 
 def failure_reason(row: dict) -> str:
@@ -168,7 +196,13 @@ def read_classes(meshes_dir: Path) -> list[str]:
     """The meshes stage's class list, else the sorted class names of the good objects."""
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
-        return list(json.loads(path.read_text()))
+        try:
+            classes = json.loads(path.read_text())
+        except ValueError as error:  # cut short: the meshes stage writes it again
+            raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise damaged(path, "not a list of class names", STAGE)
+        return classes
     rows = manifest_rows(meshes_dir, ["class_name", "status"])
     return sorted({row["class_name"] for row in rows if row["status"] == OK})
 

@@ -20,8 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
+from cg3d.formats.intact import parquet_file
 
 PART_SUFFIX = ".parquet"
+STAGE = "sample"  # the stage that writes (and rebuilds) the parts
 # Objects per Parquet row group: the most clouds a lookup of one object decodes.
 ROW_GROUP_OBJECTS = 64
 SCHEMA = pa.schema(
@@ -77,7 +79,7 @@ def write_points_part(
 
 def part_channels(part: Path) -> list[str]:
     """The channel layout of one part (xyz for parts written before layouts were recorded)."""
-    metadata = pq.read_schema(part).metadata or {}
+    metadata = parquet_file(part, STAGE).schema_arrow.metadata or {}
     return metadata.get(b"channels", b"x,y,z").decode().split(",")
 
 
@@ -93,7 +95,7 @@ def points_parts(points_dir: Path) -> list[Path]:
 
 def part_ids(part: Path) -> list[str]:
     """The object ids of one part, without reading the points."""
-    return pq.read_table(part, columns=["id"])["id"].to_pylist()
+    return parquet_file(part, STAGE).read(columns=["id"])["id"].to_pylist()
 
 
 def clouds_of(table: pa.Table) -> Iterator[tuple[str, np.ndarray]]:
@@ -109,7 +111,7 @@ def clouds_of(table: pa.Table) -> Iterator[tuple[str, np.ndarray]]:
 
 def read_points_part(part: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(id, (N, 3|6) float32 cloud) of every object of one part."""
-    yield from clouds_of(pq.read_table(part))
+    yield from clouds_of(parquet_file(part, STAGE).read())
 
 
 def iter_points(points_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -129,7 +131,7 @@ class PointsLookup:
     def __init__(self, points_dir: Path):
         self.groups: list[tuple[str, str, str, int]] = []  # (lowest id, highest id, part, group)
         for part in points_parts(points_dir):
-            meta = pq.read_metadata(part)
+            meta = parquet_file(part, STAGE).metadata
             for group in range(meta.num_row_groups):
                 stats = meta.row_group(group).column(0).statistics
                 if meta.row_group(group).num_rows == 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
 
 PART_SUFFIX = ".tar"
+STAGE = "render"  # the stage that writes (and rebuilds) the parts
 CAMERAS = "cameras.json"
 
 
@@ -58,7 +59,7 @@ def read_render_part(
                 if only is None or sample["__key__"] in only:
                     yield sample["__key__"], _rendered(sample)
         except FormatError as error:
-            raise FormatError(f"{part}: {error}") from None
+            raise FormatError(f"{part}: {error} (rerun `cg3d {STAGE}` to rebuild it)") from None
 
 
 def part_ids(part: Path) -> list[str]:
@@ -71,7 +72,7 @@ def part_ids(part: Path) -> list[str]:
                 if not ids or ids[-1] != key:
                     ids.append(key)
         except FormatError as error:
-            raise FormatError(f"{part}: {error}") from None
+            raise FormatError(f"{part}: {error} (rerun `cg3d {STAGE}` to rebuild it)") from None
     return ids
 
 

@@ -23,7 +23,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
+import select
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +36,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
+from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
 
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
+# Seconds a remote read waits for data before the shard counts as failed (`train.read_timeout`).
+READ_TIMEOUT = 60.0
 
 
 # Where the shards are.
@@ -70,20 +75,62 @@ def shard_url(shards: str | Path, name: str) -> str:
 
 
 @contextlib.contextmanager
-def open_shard(url: str) -> Iterator[BinaryIO]:
+def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
     """The byte stream of a shard (or the index) at `url`. Closing checks the exit status of
     curl or the pipe command, so a failed download is an OSError when the block ends normally;
-    a block that ends early (an error, a reader that stops) closes quietly."""
+    a block that ends early (an error, a reader that stops) stops the download and closes
+    quietly. A remote stream that sends nothing for `timeout` seconds raises TimeoutError (a
+    server that stalls without closing would otherwise hang the reader forever)."""
     from webdataset.gopen import gopen
 
     stream = gopen(url, "rb")
+    process = getattr(stream, "proc", None)  # curl or the pipe command; None for a file
     try:
-        yield stream
+        yield TimedReader(stream.stream, timeout) if process is not None else stream
     except BaseException:
+        if process is not None:  # not waiting for it: it may be the one that stalled
+            with contextlib.suppress(OSError):
+                process.kill()
         with contextlib.suppress(Exception):
             stream.close()
         raise
     stream.close()
+
+
+class TimedReader:
+    """Reads a pipe's file descriptor, waiting at most `timeout` seconds for each piece of
+    data (select, then os.read: nothing is buffered where select cannot see it)."""
+
+    def __init__(self, pipe: BinaryIO, timeout: float, block: int = 1 << 16):
+        self.fd = pipe.fileno()
+        self.timeout = timeout
+        self.block = block
+        self.buffer = b""
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        pieces = []
+        wanted = size
+        while wanted != 0:
+            if self.offset == len(self.buffer) and not self._fill():
+                break
+            end = len(self.buffer) if wanted < 0 else min(len(self.buffer), self.offset + wanted)
+            pieces.append(self.buffer[self.offset : end])
+            if wanted > 0:
+                wanted -= end - self.offset
+            self.offset = end
+        return b"".join(pieces)
+
+    def _fill(self) -> bool:
+        """The next piece of the pipe into the buffer; False at its end."""
+        ready, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError(f"no data for {self.timeout:g} s (the source stopped sending)")
+        self.buffer, self.offset = os.read(self.fd, self.block), 0
+        return bool(self.buffer)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def read_error_reason(error: BaseException) -> str:
@@ -104,7 +151,9 @@ def read_index(shards: str | Path) -> dict:
         with open_shard(url) as stream:
             data = stream.read()
         index = json.loads(data)  # after the close, which reports a failed download
-    except (OSError, ValueError) as error:
+    except ValueError as error:  # cut short or not JSON: the pack stage writes it again
+        raise damaged(url, read_error_reason(error), "pack") from None
+    except OSError as error:
         raise UsageError(f"cannot read {url}: {read_error_reason(error)}") from None
     problem = index_problem(index)
     if problem is None and not is_remote(shards):
@@ -263,7 +312,8 @@ def shard_path(out_dir: Path, split: str, index: int) -> Path:
 
 
 def write_shard_record(out_dir: Path, split: str, index: int, record: dict) -> None:
-    """A finished shard's record ({count, sha256, failures, shapes}), written after its rename."""
+    """A finished shard's record ({count, size, sha256, failures, shapes}), written after its
+    rename."""
     with atomic_path(shard_record_path(out_dir, split, index)) as tmp:
         tmp.write_text(json.dumps(record))
 
@@ -336,18 +386,20 @@ def raw_samples(
     order: Sequence[int],
     skipped: Skipped,
     keep: Callable[[int], bool] = lambda position: True,
+    timeout: float = READ_TIMEOUT,
 ) -> Iterator[dict]:
     """Undecoded samples ({"__key__": id, suffix: bytes}) of the shards `order` (indices into
     `names`/`counts`), those whose position `keep` accepts. A position is a sample's index in
     the stream those shards give, as the index counts it. An unreadable shard counts its
     remaining kept positions as skipped; positions go on from the index, so the other readers'
-    shares stay the same."""
+    shares stay the same. A remote shard that sends nothing for `timeout` seconds is such an
+    unreadable shard (TimeoutError)."""
     position = -1
     for shard in order:
         url = shard_url(shards, names[shard])
         end = position + counts[shard]
         try:
-            with open_shard(url) as stream:
+            with open_shard(url, timeout) as stream:
                 for sample in tar_samples(stream):
                     position += 1
                     if keep(position):
@@ -357,6 +409,17 @@ def raw_samples(
             skipped.add(
                 f"the rest of shard {url}", f"unreadable shard ({read_error_reason(error)})", lost
             )
+        else:
+            # What was read against what the index counts: a shard that reads cleanly but
+            # holds fewer samples (rewritten, or cut where a tar reader cannot tell) loses the
+            # rest with a count, never silently. (More samples than counted are read: nothing
+            # is lost; `cg3d verify` reports the shard.)
+            read = counts[shard] - (end - position)
+            lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
+            reason = (
+                f"short shard (it holds {read} of the {counts[shard]} samples index.json counts)"
+            )
+            skipped.add(f"the rest of shard {url}", reason, lost)
         position = end
 
 
@@ -373,7 +436,17 @@ def decode_points(data: bytes) -> np.ndarray:
             shape = (int(match[1]), int(match[2]))
             flat = np.frombuffer(data, np.float32, shape[0] * shape[1], header_end)
             return flat.reshape(shape).copy()  # writable, like np.load's
-    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32, copy=False)
+    if not data:
+        raise ValueError("it is empty (0 bytes)")
+    if data[:1] == b"\x80":  # a pickle's protocol opcode: never unpickled from a shard
+        raise ValueError("it is pickled data, which is never loaded (allow_pickle=False)")
+    if not data.startswith(b"\x93NUMPY"):
+        # np.load takes anything else for a pickle and blames allow_pickle: name the real cause
+        raise ValueError(f"not an .npy array (it starts with {data[:8]!r}, not the NPY magic)")
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"it holds {array.dtype} values, not numbers")
+    return array.astype(np.float32, copy=False)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -403,7 +476,25 @@ def decode_cloud(data: bytes) -> np.ndarray:
     points = decode_points(data)
     if points.ndim != 2 or points.shape[1] not in (3, 6, 9) or len(points) == 0:
         raise ValueError(f"shape {points.shape} is not (N, 3), (N, 6) or (N, 9)")
+    if not np.isfinite(points).all():  # NaN would reach the loss and the metrics silently
+        raise ValueError("it holds NaN or infinite values")
     return points
+
+
+def decode_meta(data: bytes) -> dict:
+    """meta.json: a JSON object (a list or a number is not, whatever else it holds)."""
+    meta = json.loads(data)
+    if not isinstance(meta, dict):
+        raise ValueError(f"it is a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def decode_captions(data: bytes) -> list[str]:
+    """captions.json: a JSON list of strings."""
+    captions = json.loads(data)
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise ValueError("it is not a list of strings")
+    return captions
 
 
 # The layout of shards packed before meta.json named it: xyz, or xyz and normals (colours came
@@ -454,12 +545,12 @@ def decode_sample(raw: dict, views: bool = True) -> dict:
     views as RGB images in name order. Without, the views stay encoded (the loader decodes
     only the one it feeds, its own way; the audit none). FormatError naming a bad member."""
     points = decode_member(raw, "points.npy", decode_cloud)
-    meta = decode_member(raw, "meta.json", json.loads)
+    meta = decode_member(raw, "meta.json", decode_meta)
     names = view_names(raw)
     sample = {
         "key": raw["__key__"],
         "points": points,
-        "captions": decode_member(raw, "captions.json", json.loads),
+        "captions": decode_member(raw, "captions.json", decode_captions),
         "cls": decode_member(raw, "cls", int),
         "meta": meta,
         "channels": sample_channels(meta, points.shape[1]),

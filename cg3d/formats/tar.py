@@ -61,16 +61,21 @@ def tar_members(
     `bench/bench_loader.py --read-only`), where `tarfile`'s per-member objects, which
     webdataset's `tar_file_expander` builds too, dominated the cost. With `read_data` False,
     member data is seeked over (a seekable stream) and b"" given instead: a cheap integrity
-    walk. A damaged header or a short read raises FormatError. `read_data` may also be a
+    walk. A damaged header, a short read or a missing end-of-archive block (a tar cut between
+    members) raises FormatError. `read_data` may also be a
     function of the member name: only those members are read (a lookup of a few objects).
     """
     long_name = ""
     while True:
         header = stream.read(BLOCK)
-        if len(header) < BLOCK or header == bytes(BLOCK):
-            if header and header != bytes(BLOCK):
-                raise FormatError("truncated tar header")
+        if header == bytes(BLOCK):  # the end-of-archive block: the tar is whole
             return
+        if not header:
+            # Every tar writer ends with zero blocks; a file that stops at a member boundary
+            # without them was cut there (on a 512-byte boundary), and members may be lost.
+            raise FormatError("truncated tar: it ends without its end-of-archive blocks")
+        if len(header) < BLOCK:
+            raise FormatError("truncated tar header")
         if sum(header[:148]) + 256 + sum(header[156:]) != int(
             header[148:156].strip(b" \0") or b"0", 8
         ):
@@ -104,34 +109,72 @@ def tar_members(
 
 
 def _skip(stream: BinaryIO, size: int) -> None:
-    """Move past `size` bytes (member data and padding); a file that ends inside is truncated."""
+    """Move past `size` bytes (member data and padding). Seeking past the end of a file cut
+    inside them is found by the next header read (short or empty: a truncated tar)."""
     if size and stream.seekable():
-        stream.seek(size - 1, io.SEEK_CUR)
-        if not stream.read(1):
-            raise FormatError("truncated tar member")
+        stream.seek(size, io.SEEK_CUR)
     elif len(stream.read(size)) < size:
         raise FormatError("truncated tar member")
 
 
 def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True) -> Iterator[dict]:
     """Samples of a tar stream: consecutive members with one key grouped as
-    {"__key__": key, suffix: bytes, ...}. A badly named member comes as its own
-    {"__key__": name, "__error__": why}, so that readers skip and count it and go on.
-    `read_data` as for `tar_members` (members not read come as b"")."""
+    {"__key__": key, suffix: bytes, ...}. `read_data` as for `tar_members` (members not read
+    come as b"").
+
+    One bad member is one bad object, never a sample split in three: a member that is badly
+    named, or that names another object, between two members of one sample is inside that
+    sample, which gets an "__error__" naming it (one member is held back to tell). A badly
+    named member between samples comes as its own {"__key__": name, "__error__": why}.
+    Readers skip and count each such sample once and go on. A stream that fails (a damaged
+    tar: FormatError; a remote read that timed out) raises after the samples read before the
+    failure (the last one whole when the cut fell between samples; a reader's decode tells:
+    meta.json, every sample's last member, is missing if not).
+    """
     sample: dict = {}
-    for name, data in tar_members(stream, read_data):
+    held: tuple[str, str, str, bytes] | None = None  # (name, key, suffix or error, data)
+    members = tar_members(stream, read_data)
+
+    def resolved() -> Iterator[dict]:
+        """The held member was not inside `sample`: `sample` is finished, the held member
+        starts the next one (or is its own bad object)."""
+        nonlocal sample, held
+        name, key, suffix, data = held
+        held = None
+        if sample:
+            yield sample
+        sample = {"__key__": key, suffix: data} if key else {}
+        if not key:
+            yield {"__key__": name, "__error__": suffix}
+
+    while True:
+        try:
+            name, data = next(members)
+        except StopIteration:
+            break
+        except Exception:  # damaged, cut short, timed out: what was read whole still counts
+            if sample:  # whole when a member of the next one was read (`held`); else maybe not
+                yield sample
+            raise
         try:
             key, suffix = member_key(name)
         except FormatError as error:
-            if sample:
-                yield sample
-                sample = {}
-            yield {"__key__": name, "__error__": str(error)}
+            key, suffix = "", str(error)
+        if held is not None:
+            if key and key == sample.get("__key__"):  # the held member was inside `sample`
+                why = held[2] if not held[1] else f"member {held[0]!r} of another object"
+                sample.setdefault("__error__", f"{why} inside sample {key}")
+                held = None
+            else:
+                yield from resolved()
+        if not key or (sample and key != sample["__key__"]):
+            held = (name, key, suffix, data)  # a bad name, or the next sample's first member
             continue
-        if sample and sample["__key__"] != key:
-            yield sample
-            sample = {}
         sample.setdefault("__key__", key)
+        if suffix in sample:  # which of the two is the object's? neither is trusted
+            sample.setdefault("__error__", f"member {name!r} appears twice in sample {key}")
         sample[suffix] = data
+    if held is not None:
+        yield from resolved()
     if sample:
         yield sample

@@ -62,8 +62,11 @@ def save_checkpoint(
         payload["training"] = training
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Saved through an open handle, not the temp path: torch names the zip's records after the
+    # file it is given (`.last.pt.<pid>.tmp/data/0`), a handle gets the fixed name `archive/`,
+    # so one run gives the same bytes every time. Streamed: no second copy in memory.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

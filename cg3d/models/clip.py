@@ -1,22 +1,20 @@
-"""CLIP through open_clip, and deep visual prompt tuning of its ViT image tower.
+"""CLIP through open_clip or SLIP, and the image tower that visual prompts tune.
 
 `load_clip` takes any open_clip model name (plus the small configs shipped in
-`cg3d/data/clip/`) and a pretrained tag or a local checkpoint file. Real weights are used
+`cg3d/data/clip/`) and a pretrained tag or a local checkpoint file, or a SLIP model
+(cg3d.models.slip: SLIP-ViT-B-16, the public CG3D code's default) and SLIP's weights file. Real weights are used
 whenever they can be had; where they cannot (no network, no cache), CLIP is randomly
 initialised with a loud `RandomClipWarning`, unless `require_pretrained` makes that an error.
 `LoadedClip.weights` says which weights were loaded in a form that travels between machines
 (`weights_identity`): a checkpoint records it, and loading checks the weights found against it.
 
-`PromptedViT` runs open_clip's `VisionTransformer` with `prompts` learnable tokens inserted
-right after the CLS token (after the positional embedding and `ln_pre`). Deep prompts are
-replaced by a fresh set before every block, shallow ones are inserted once; either way they
-are dropped before pooling, so with 0 prompts the output is exactly CLIP's image features.
+`vit_tower` gives either model's ViT image tower to cg3d.models.prompts.PromptedViT.
 """
 
 import functools
-import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -26,6 +24,8 @@ from torch import nn
 
 from cg3d.errors import UsageError
 from cg3d.files import file_sha256
+from cg3d.models.prompts import VitTower
+from cg3d.models.slip import SLIP, SLIP_CONFIGS, create_slip, image_transform, load_slip, tokenizer
 
 NO_WEIGHTS = ("", "none", "random")
 
@@ -100,35 +100,18 @@ def register_cg3d_configs() -> None:
 
 
 def load_clip(model_name: str, pretrained: str, require_pretrained: bool = False) -> LoadedClip:
-    """open_clip model `model_name` with weights `pretrained` (tag, file path, or "none")."""
-    import open_clip
+    """CLIP model `model_name` with weights `pretrained` (a tag, a file path, or "none").
 
-    register_cg3d_configs()
-    if model_name not in open_clip.list_models():
-        raise UsageError(f"--clip-model: unknown open_clip model {model_name!r}")
+    `model_name` is an open_clip model (plus the configs in `cg3d/data/clip/`) or a SLIP model
+    (`SLIP_CONFIGS`: SLIP-ViT-B-16, whose weights are a file such as slip_base_100ep.pt).
+    """
     pretrained = pretrained or ""
-    is_file = os.path.isfile(pretrained)
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    if pretrained.lower() in NO_WEIGHTS:
-        reason = "no pretrained weights were asked for (--clip-pretrained none)"
-    elif not is_file and pretrained not in tags:
-        known = ", ".join(tags) or "none"
-        raise UsageError(
-            f"--clip-pretrained: {pretrained!r} is neither a file nor a tag of {model_name} (tags: {known})"
-        )
+    if model_name in SLIP_CONFIGS:
+        loaded, reason = _load_slip(model_name, pretrained)
     else:
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained
-            )
-            tokenizer = open_clip.get_tokenizer(model_name)
-            return LoadedClip(model, preprocess, tokenizer, True, weights_identity(pretrained))
-        except Exception as error:  # open_clip raises RuntimeError/OSError/KeyError alike
-            if is_file:
-                raise UsageError(
-                    f"--clip-pretrained: cannot load {pretrained} into {model_name}: {error}"
-                ) from None
-            reason = f"the weights {model_name}/{pretrained} cannot be had here ({error})"
+        loaded, reason = _load_open_clip(model_name, pretrained)
+    if loaded is not None:
+        return loaded
     if require_pretrained:
         raise UsageError(f"--require-pretrained: {reason}")
     warnings.warn(
@@ -137,46 +120,94 @@ def load_clip(model_name: str, pretrained: str, require_pretrained: bool = False
         RandomClipWarning,
         stacklevel=2,
     )
+    if model_name in SLIP_CONFIGS:
+        model = create_slip(model_name)
+        return LoadedClip(*_slip_parts(model), False, dict(RANDOM_WEIGHTS))
+    import open_clip
+
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
     tokenizer = open_clip.get_tokenizer(model_name)
     return LoadedClip(model, preprocess, tokenizer, False, dict(RANDOM_WEIGHTS))
 
 
-class PromptedViT(nn.Module):
-    """Visual prompt tuning around an open_clip `VisionTransformer` (whose weights stay frozen)."""
+NOT_ASKED = "no pretrained weights were asked for (--clip-pretrained none)"
 
-    def __init__(self, visual: nn.Module, prompts: int = 5, deep: bool = True):
-        super().__init__()
-        if not hasattr(visual, "transformer") or not hasattr(visual, "_embeds"):
+
+def _load_open_clip(model_name: str, pretrained: str) -> tuple[LoadedClip | None, str]:
+    """open_clip's model with its weights, or None and why they cannot be had here."""
+    import open_clip
+
+    register_cg3d_configs()
+    if model_name not in open_clip.list_models():
+        known = ", ".join(SLIP_CONFIGS)
+        raise UsageError(
+            f"--clip-model: unknown model {model_name!r} (neither open_clip's nor SLIP's: {known})"
+        )
+    is_file = os.path.isfile(pretrained)
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained.lower() in NO_WEIGHTS:
+        return None, NOT_ASKED
+    if not is_file and pretrained not in tags:
+        known = ", ".join(tags) or "none"
+        raise UsageError(
+            f"--clip-pretrained: {pretrained!r} is neither a file nor a tag of {model_name} (tags: {known})"
+        )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained
+        )
+        tokenizer = open_clip.get_tokenizer(model_name)
+        return LoadedClip(model, preprocess, tokenizer, True, weights_identity(pretrained)), ""
+    except Exception as error:  # open_clip raises RuntimeError/OSError/KeyError alike
+        if is_file:
             raise UsageError(
-                "visual prompts need an open_clip ViT image tower (not a ResNet/timm one)"
-            )
-        # not registered as a submodule: its weights belong to (and move with) the CLIP model
-        self.__dict__["visual"] = visual
-        self.count, self.deep = prompts, deep
-        width = visual.transformer.width
-        layers = len(visual.transformer.resblocks) if deep else 1
-        patch = visual.patch_size
-        patch_area = patch[0] * patch[1] if isinstance(patch, tuple) else patch * patch
-        # VPT's initialisation: uniform, scaled like a Xavier init of the patch projection
-        bound = math.sqrt(6.0 / float(3 * patch_area + width))
-        self.prompts = nn.Parameter(torch.empty(layers, prompts, width).uniform_(-bound, bound))
+                f"--clip-pretrained: cannot load {pretrained} into {model_name}: {error}"
+            ) from None
+        return None, f"the weights {model_name}/{pretrained} cannot be had here ({error})"
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        visual = self.visual
-        x = visual._embeds(images)
-        n = self.count
-        if n:
-            batch = x.shape[0]
-            first = self.prompts[0].to(x.dtype).expand(batch, -1, -1)
-            x = torch.cat([x[:, :1], first, x[:, 1:]], dim=1)
-        batch_first = getattr(visual.transformer, "batch_first", True)
-        for index, block in enumerate(visual.transformer.resblocks):
-            if n and self.deep and index > 0:
-                fresh = self.prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
-                x = torch.cat([x[:, :1], fresh, x[:, 1 + n :]], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
-        if n:
-            x = torch.cat([x[:, :1], x[:, 1 + n :]], dim=1)
-        pooled, _ = visual._pool(x)
+
+def _load_slip(model_name: str, pretrained: str) -> tuple[LoadedClip | None, str]:
+    """SLIP with the weights of file `pretrained` (SLIP has no download tags)."""
+    if pretrained.lower() in NO_WEIGHTS:
+        return None, NOT_ASKED
+    if not os.path.isfile(pretrained):
+        raise UsageError(
+            f"--clip-pretrained: no file {pretrained!r}; {model_name} takes a SLIP weights file "
+            "(slip_base_100ep.pt from facebookresearch/SLIP) or none"
+        )
+    model = load_slip(model_name, pretrained)
+    return LoadedClip(*_slip_parts(model), True, weights_identity(pretrained)), ""
+
+
+def _slip_parts(model: SLIP) -> tuple[SLIP, Any, Any]:
+    return model, image_transform(model.config), tokenizer(model.config)
+
+
+def vit_tower(clip_model: nn.Module) -> VitTower:
+    """The image tower of `clip_model` (open_clip's or SLIP's) as visual prompts see it."""
+    if isinstance(clip_model, SLIP):
+        return clip_model.vit_tower()
+    visual = clip_model.visual
+    if not hasattr(visual, "transformer") or not hasattr(visual, "_embeds"):
+        raise UsageError("visual prompts need a ViT image tower (not a ResNet one)")
+    batch_first = getattr(visual.transformer, "batch_first", True)
+
+    def run(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        if batch_first:
+            return block
+        return lambda x: block(x.transpose(0, 1)).transpose(0, 1)
+
+    def head(tokens: torch.Tensor) -> torch.Tensor:
+        pooled, _ = visual._pool(tokens)
         return pooled @ visual.proj if visual.proj is not None else pooled
+
+    patch, size = visual.patch_size, visual.image_size
+    return VitTower(
+        embed=visual._embeds,  # ln_pre included: open_clip's prompts go in after it
+        norm_pre=nn.Identity(),
+        blocks=[run(block) for block in visual.transformer.resblocks],
+        head=head,
+        width=visual.transformer.width,
+        patch_area=patch[0] * patch[1] if isinstance(patch, tuple) else patch * patch,
+        image_size=size[0] if isinstance(size, tuple) else size,
+    )

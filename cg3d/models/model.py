@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import PromptedViT, load_clip
+from cg3d.models.clip import load_clip, vit_tower
 from cg3d.models.encoders import build_encoder, points_needed
+from cg3d.models.prompts import PromptedViT
 from cg3d.params import TrainConfig
 
 
@@ -30,8 +31,8 @@ class ModelConfig:
 
     encoder: str  # a registered encoder name (encoder_names())
     encoder_params: dict[str, Any]  # overrides of its size
-    clip_model: str
-    clip_pretrained: str  # an open_clip tag, a checkpoint file, or "none"
+    clip_model: str  # an open_clip model, or SLIP's (cg3d.models.slip)
+    clip_pretrained: str  # an open_clip tag, a weights file, or "none"
     require_pretrained: bool
     prompts: int
     deep_prompts: bool
@@ -76,7 +77,7 @@ class CG3D(nn.Module):
         self.preprocess = clip.preprocess
         self.tokenizer = clip.tokenizer
         self.clip.requires_grad_(False)
-        self.visual = PromptedViT(self.clip.visual, config.prompts, config.deep_prompts)
+        self.visual = PromptedViT(vit_tower(self.clip), config.prompts, config.deep_prompts)
         embed_dim = self.clip.text_projection.shape[-1]
         self.point_encoder = build_encoder(
             config.encoder,

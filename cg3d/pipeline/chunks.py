@@ -2,8 +2,10 @@
 
 A stage's work is cut into chunks of objects (docs/design.md): each chunk becomes one part file,
 written atomically (temp then rename) by the worker that made it. A part file that exists is
-a finished chunk, so a rerun after a kill redoes only the missing ones. Each chunk's failures
-are written just before its part, to `_failures/`, and merged into `failures.parquet` at the end.
+a finished chunk, so a rerun after a kill redoes only the missing ones, and the ones that are
+not whole (`cg3d.formats.intact`: a part cut short by a full disk or a bad copy is checked,
+reported and recomputed, never counted as done). Each chunk's failures are written just
+before its part, to `_failures/`, and merged into `failures.parquet` at the end.
 
 Which objects form which chunk is kept in `chunks.parquet` (`plan_chunks`): a rerun on a grown
 manifest keeps every chunk whose members did not change and puts the new objects into new
@@ -14,6 +16,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
+import gc
 import hashlib
 import itertools
 import json
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.intact import part_problem
 from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS
 
 log = logging.getLogger(__name__)
+_console = Console(stderr=True, highlight=False)
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
@@ -74,6 +80,8 @@ class ChunkedOutput:
     suffix: str
     stage: str
     fingerprint: dict = field(default_factory=dict)
+    # (file, why) of the damaged parts `pending` found and dropped, for the stage's report
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -99,8 +107,7 @@ class ChunkedOutput:
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink()
-        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
-        if previous.get("digest") != digest:
+        if previous_plan_digest(plan_file) != digest:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -111,9 +118,24 @@ class ChunkedOutput:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
-        """The chunks (numbers, or `range(chunks)`) whose part is not written yet."""
+        """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
+        whole: a damaged part (or its failure table) is reported, removed and recomputed."""
         indices = range(chunks) if isinstance(chunks, int) else chunks
-        return [i for i in indices if not self.part(i).exists()]
+        return [i for i in indices if not self.done(i)]
+
+    def done(self, index: int) -> bool:
+        """Whether chunk `index` is finished: its part exists and it, and its failure table
+        when there is one, are whole (their footers or tar ends read: cheap, no data read)."""
+        if not self.part(index).exists():
+            return False
+        for path in (self.part(index), self.failure_part(index)):
+            problem = part_problem(path) if path.exists() else None
+            if problem:
+                self.damaged.append((path, problem))
+                _console.print(f"{path} is damaged ({problem}): recomputing it", markup=False)
+                self.drop(index)
+                return False
+        return True
 
     def drop(self, index: int) -> None:
         """Remove a chunk's part and failures (a chunk whose members changed)."""
@@ -131,9 +153,19 @@ class ChunkedOutput:
         """Merge the chunk failure tables (of `range(chunks)`, or of these chunk numbers)
         into `failures.parquet`; return the rows."""
         indices = range(chunks) if isinstance(chunks, int) else chunks
-        rows = [r for i in indices for r in read_failures(self.failure_part(i))]
+        rows = [r for i in indices for r in read_failures(self.failure_part(i), self.stage)]
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
+
+
+def previous_plan_digest(plan_file: Path) -> str | None:
+    """The plan digest a previous run left in `plan_file` (`.plan.json`); None when there is
+    none, or it does not parse (cut short): its parts then count as another plan's."""
+    try:
+        previous = json.loads(Path(plan_file).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return previous.get("digest") if isinstance(previous, dict) else None
 
 
 def content_key(record_fields: str) -> int:
@@ -190,7 +222,9 @@ class ChunkPlan:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
+def plan_chunks(
+    tables: ManifestTables, output: "ChunkedOutput", chunk_size: int, workers: int = 1
+) -> ChunkPlan:
     """The chunks of the manifest's good objects (status `OK`), stable under additions (call it
     after `output.prepare()`).
 
@@ -200,6 +234,10 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
     The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
     ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
+
+    New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
+    of them still make at least `workers` chunks, so every worker has one (only new chunks
+    are cut: the kept ones, and so the stability under additions, do not depend on it).
     """
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
@@ -232,7 +270,8 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     dirty = set(changed.column("chunk").to_pylist()) | set(removed.column("chunk").to_pylist())
     new = joined.filter(pc.is_null(joined.column("chunk")))
     first_new = (pc.max(previous.column("chunk")).as_py() + 1) if previous.num_rows else 0
-    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // chunk_size
+    size = new_chunk_size(new.num_rows, chunk_size, workers)
+    new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // size
     members = pa.concat_tables(
         [
             kept.select(["id", "chunk", "content"]).cast(MEMBERS_SCHEMA),
@@ -251,6 +290,12 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     plan = ChunkPlan(tables, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
+
+
+def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
+    """Objects per chunk for `objects` new ones: `chunk_size`, or fewer when that would leave
+    some of the `workers` without a chunk (a small set, or a small addition)."""
+    return max(1, min(chunk_size, -(-objects // max(workers, 1))))
 
 
 def progress_bar(unit: str = "objects") -> Progress:
@@ -315,8 +360,9 @@ def run_chunks(
 
 
 def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
-    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
-    context = get_context("spawn")
+    """Run the jobs in a spawn process pool. The resource tracker process the pool starts is
+    stopped and reaped at the end: Python leaves it to outlive its parent, and orphaned at
+    exit it lingers in the stage's process group (defunct where nothing reaps orphans)."""
     sized = iter(sized)
     first = list(itertools.islice(sized, 2 * workers))
     if len(first) <= 1:  # one job: a pool would only add start-up time
@@ -324,9 +370,21 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             work(*job)
             advance(size)
         return
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    started_here = tracker._fd is None  # one that was running before is someone else's
+    try:
+        _pool_loop(work, first, sized, workers, advance)
+    finally:
+        if started_here:
+            gc.collect()  # the pool's queues: their semaphores unregister through the tracker
+            tracker._stop()
+
+
+def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
+    # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
     with ProcessPoolExecutor(
         max_workers=min(workers, len(first)),
-        mp_context=context,
+        mp_context=get_context("spawn"),
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:

@@ -13,11 +13,12 @@ which is then shorter: no later shard moves. With consistent inputs this is exac
 sequential pack's layout, byte for byte.
 
 Shards are written in parallel (`pack.workers`, `run_chunks`), each atomically, and each
-leaves `_shards/{split}-XXXXXX.json` (count, sha256, failures, point shapes) once renamed into
-place: a rerun after a kill skips those shards. `.plan.json` names the inputs (each file's
-name and sha256) and params the shards came from; when it differs, the old shards go. It
-records content, never mtimes: the output (and DVC's hash of it) is the same bytes for the same
-inputs, whenever and wherever they were written.
+leaves `_shards/{split}-XXXXXX.json` (count, size, sha256, failures, point shapes) once renamed
+into place: a rerun after a kill skips those shards, once each is checked whole (its size is the
+recorded one and its tar reads to the end, `cg3d.formats.intact`); a damaged one is rewritten.
+`.plan.json` names the inputs (each file's name and sha256) and params the shards came from;
+when it differs, the old shards go. It records content, never mtimes: the output (and DVC's hash
+of it) is the same bytes for the same inputs, whenever and wherever they were written.
 Tars are written with fixed member order, mtime 0 and owner 0/"": unchanged inputs give
 identical bytes. Objects that failed any stage are left out and listed in
 `OUT/failures.parquet` and the index.
@@ -33,11 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
+from cg3d.formats.intact import tar_problem
 from cg3d.formats.manifest import (
     CLASSES_NAME,
     MANIFEST_NAME,
@@ -62,8 +65,9 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import PLAN_NAME, default_workers, run_chunks
+from cg3d.pipeline.chunks import PLAN_NAME, default_workers, previous_plan_digest, run_chunks
 
+_console = Console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
     "id",
@@ -123,8 +127,12 @@ def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
 def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
     """The classes, upstream failures and lookups (after `check_input_folders`)."""
     failed: dict[str, dict] = {}
-    for folder in (points_dir, renders_dir, captions_dir):
-        for row in read_failures(Path(folder) / FAILURES_NAME):
+    for folder, stage in (
+        (points_dir, "sample"),
+        (renders_dir, "render"),
+        (captions_dir, "caption"),
+    ):
+        for row in read_failures(Path(folder) / FAILURES_NAME, stage):
             failed.setdefault(row["id"], row)
     classes = read_classes(meshes_dir)
     return PackInputs(
@@ -169,7 +177,7 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     Returns the plan's digest. The index goes first: no index, no set."""
     digest = plan_digest(fingerprint)
     plan_file = out_dir / PLAN_NAME
-    previous = json.loads(plan_file.read_text()).get("digest") if plan_file.is_file() else None
+    previous = previous_plan_digest(plan_file)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INDEX_NAME).unlink(missing_ok=True)
     if previous != digest:
@@ -188,11 +196,26 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
 
 
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
-    """A shard is finished when its record exists (written after the shard's rename)."""
-    return (
-        shard_record_path(out_dir, split, index).is_file()
-        and shard_path(out_dir, split, index).exists()
-    )
+    """A shard is finished when its record exists (written after the shard's rename) and the
+    shard is whole: the size the record holds, and a tar that reads to its end. A damaged one
+    is reported and rewritten."""
+    record, shard = shard_record_path(out_dir, split, index), shard_path(out_dir, split, index)
+    if not record.is_file() or not shard.exists():
+        return False
+    try:
+        size = json.loads(record.read_text()).get("size")
+    except ValueError:
+        size, problem = None, f"its record {record.name} does not parse"
+    else:
+        problem = None
+        if size is not None and shard.stat().st_size != size:
+            problem = f"{shard.stat().st_size} bytes where {size} were written"
+    problem = problem or tar_problem(shard)
+    if problem:
+        _console.print(f"{shard} is damaged ({problem}): packing it again", markup=False)
+        record.unlink()
+        return False
+    return True
 
 
 def planned_failure(row: dict, inputs: PackInputs) -> dict | None:
@@ -286,7 +309,14 @@ def pack_shard(
             yield key, sample_members(cloud, rendered.views, rendered.cameras, texts, cls, meta)
 
     count, sha256 = write_shard(shard_path(out_dir, split, index), samples())
-    record = {"count": count, "sha256": sha256, "failures": failures, "shapes": sorted(shapes)}
+    size = shard_path(out_dir, split, index).stat().st_size
+    record = {
+        "count": count,
+        "size": size,
+        "sha256": sha256,
+        "failures": failures,
+        "shapes": sorted(shapes),
+    }
     write_shard_record(out_dir, split, index, record)
     return count
 

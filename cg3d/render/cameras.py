@@ -1,6 +1,6 @@
 """Orbit cameras in the shared object frame, and the `<id>.cameras.json` they are saved as.
 
-Frame: the canonical, normalised object frame of `cg3d.pipeline.geometry` (+Y up, the mesh
+Frame: the canonical, normalised object frame of `cg3d.geometry.frame` (+Y up, the mesh
 centred and scaled into the unit sphere), the frame the sampled points are in.
 
 Convention (OpenCV), per view:
@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
+from cg3d.geometry.sampling import object_rng
 from cg3d.params import RenderConfig
-from cg3d.pipeline.sample import object_rng
 
 # Margin around the unit sphere, as a fraction of the half field of view.
 FRAME_MARGIN = 1.05

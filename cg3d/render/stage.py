@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import MeshRecord, manifest_tables, mesh_file
+from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
@@ -40,6 +40,10 @@ from cg3d.render.supervisor import BlenderWorker
 log = logging.getLogger(__name__)
 
 STAGE = "render"
+# zlib level of the views on white: PNG is lossless, so only size and time differ. Level 6
+# (PIL's default) took 24 ms of CPU a 224 px textured view, level 1 takes 7 ms for 15 % more
+# bytes; the thread driving a Blender process does it between objects (bench/bench_png.py).
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass
@@ -62,7 +66,9 @@ def finished_png(path: Path, background: str) -> bytes:
         rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     buffer = io.BytesIO()
-    Image.alpha_composite(white, rgba).convert("RGB").save(buffer, format="PNG")
+    Image.alpha_composite(white, rgba).convert("RGB").save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )
     return buffer.getvalue()
 
 
@@ -78,11 +84,13 @@ def render_chunk(
     """Render one chunk into its tar; a failed object becomes a failure row. Returns views."""
     rendered: dict[str, Rendered] = {}
     failures = []
+    root = manifest_root(meshes_dir)
     for record in records:
         cameras = cameras_of(config, record.id)
         pngs = [worker.out_dir / f"{record.id}.{view['name']}.png" for view in cameras["views"]]
+        path = mesh_file(meshes_dir, record)
         reason = worker.render(
-            record.id, mesh_file(meshes_dir, record), record.up_axis, cameras["views"]
+            record.id, path, record.up_axis, cameras["views"], root, record.sha256
         )
         if reason is None:
             views = {
@@ -113,14 +121,15 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
+    workers = config.workers or default_workers()
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)
         for i, rows in chunks.jobs(pending)
     )
-    workers = min(config.workers or default_workers(), max(len(pending), 1))
+    workers = min(workers, max(len(pending), 1))
     total_views = config.views * sum(sizes[i] for i in pending)
     with progress_bar("views") as progress:
         task = progress.add_task(f"rendering ({config.engine})", total=total_views, rate="")

@@ -10,6 +10,7 @@ gets a failure reason, and a fresh Blender is started for the next one.
 """
 
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -19,12 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.geometry.meshio import lone_file_root
+
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
+# One hash seed for every worker: Blender's importers iterate sets (the glTF importer's custom
+# attributes did), whose order otherwise changes with each process, and so could the reading.
+WORKER_HASH_SEED = "0"
 
 
 class WorkerDied(Exception):
     """The Blender process exited or hung; the message says which and why."""
+
+
+def source(path: Path, root: Path | None, sha256: str) -> dict:
+    """What the worker checks before it imports a file (`meshio.blender_input`): the folder it
+    and its references must stay in (a manifest's source root; a lone file's own folder by
+    default) and, when known, the sha256 it was listed with."""
+    root = lone_file_root(path) if root is None else root
+    return {"path": str(path), "root": str(root), "sha256": sha256}
 
 
 class BlenderWorker:
@@ -38,6 +52,8 @@ class BlenderWorker:
         self.log_path = Path(self.tmp.name) / "blender.log"
         self.process: subprocess.Popen | None = None
         self.restarts = 0
+        self.retries = 0  # failures asked again of a fresh worker
+        self.served = 0  # requests the running process has had
         self.last_rss_mb = 0.0
 
     @property
@@ -49,6 +65,7 @@ class BlenderWorker:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cg3d.render.worker", json.dumps(self.settings)],
+                env={**os.environ, "PYTHONHASHSEED": WORKER_HASH_SEED},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -59,12 +76,21 @@ class BlenderWorker:
         if not message.get("ready"):
             raise WorkerDied(f"crash: Blender did not start: {message}")
 
-    def render(self, object_id: str, path: Path, up_axis: str, views: list[dict]) -> str | None:
-        """Render the views of one object into `out_dir`; None on success, else the reason."""
+    def render(
+        self,
+        object_id: str,
+        path: Path,
+        up_axis: str,
+        views: list[dict],
+        root: Path | None = None,
+        sha256: str = "",
+    ) -> str | None:
+        """Render the views of one object into `out_dir`; None on success, else the reason.
+        `root`, `sha256`: see `source`."""
         request = {
             "op": "render",
             "id": object_id,
-            "path": str(path),
+            **source(path, root, sha256),
             "up_axis": up_axis,
             "out_dir": str(self.out_dir),
             "views": [{"name": v["name"], "world_to_camera": v["world_to_camera"]} for v in views],
@@ -73,18 +99,25 @@ class BlenderWorker:
         return None if reply["ok"] else reply["reason"]
 
     def points(
-        self, object_id: str, path: Path, up_axis: str, sampling: dict
+        self,
+        object_id: str,
+        path: Path,
+        up_axis: str,
+        sample: dict,
+        root: Path | None = None,
+        sha256: str = "",
     ) -> tuple[np.ndarray | None, bool, str | None]:
         """Sample one object's points from Blender's reading of it: (cloud, has_color, None),
-        or (None, False, reason). `sampling`: points, normals, colors, seed."""
+        or (None, False, reason). `sample`: every field of the sample stage's `SampleConfig`;
+        `root`, `sha256`: see `source`."""
         out = self.out_dir / f"{object_id}.points.npy"
         request = {
             "op": "points",
             "id": object_id,
-            "path": str(path),
+            **source(path, root, sha256),
             "up_axis": up_axis,
             "out": str(out),
-            **sampling,
+            "sample": sample,
         }
         reply = self._ask(request)
         if not reply["ok"]:
@@ -94,10 +127,23 @@ class BlenderWorker:
         return cloud, bool(reply.get("has_color")), None
 
     def _ask(self, request: dict) -> dict:
-        """Send one request; the reply, or {"ok": False, "reason"} when Blender died or hung."""
+        """Send one request; the reply, or {"ok": False, "reason"} when Blender died or hung.
+        A failure Blender raised in a worker that had read other objects is asked again of a
+        fresh worker, whose answer is final: an object's outcome never depends on the objects
+        read before it (their order, the chunking, the stage)."""
+        reply = self._ask_once(request)
+        if not reply["ok"] and reply.get("retry") and self.served > 1:
+            self.kill()
+            self.retries += 1
+            reply = self._ask_once(request)
+        return reply
+
+    def _ask_once(self, request: dict) -> dict:
         object_id = request["id"]
         if self.process is None or self.process.poll() is not None:
             self.start()
+            self.served = 0
+        self.served += 1
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()

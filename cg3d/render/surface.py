@@ -1,4 +1,4 @@
-"""Inside Blender: the evaluated scene as a `cg3d.pipeline.surface.Surface`.
+"""Inside Blender: the evaluated scene as a `cg3d.geometry.surface.Surface`.
 
 The evaluated depsgraph is what Blender renders: skins and armatures in their pose at the
 scene's current frame (the frame the importer leaves, the first frame of the file's first
@@ -10,7 +10,7 @@ Runs in the Blender workers only (imports bpy through the caller).
 
 import numpy as np
 
-from cg3d.pipeline.surface import Material, Surface, srgb_from_linear
+from cg3d.geometry.surface import Material, Surface, srgb_from_linear
 
 MESHLIKE = ("MESH", "CURVE", "SURFACE", "META", "FONT")
 
@@ -21,11 +21,13 @@ def _array(collection, attribute: str, width: int, dtype=np.float64) -> np.ndarr
     return out.reshape(-1, width) if width > 1 else out
 
 
-def evaluated_surface(bpy) -> tuple[Surface, dict]:
-    """The triangles of every mesh-like instance of the scene in Blender's world frame, with
-    UVs, colours and materials; and counts of what held no faces (for failure reasons)."""
+def evaluated_surface(bpy, colors: bool) -> tuple[Surface, dict]:
+    """The triangles of every mesh-like instance of the scene in Blender's world frame, and
+    counts of what held no faces (for failure reasons). With `colors`, also their UVs, colour
+    attributes and materials, each image's pixels read once; without, none of that is read
+    (decoding textures is most of an import's cost on textured files)."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    parts, materials, material_index = [], [], {}
+    parts, materials, material_index, images = [], [], {}, {}
     counts = {"loose_vertices": 0, "edges": 0}
     for instance in depsgraph.object_instances:
         obj = instance.object
@@ -41,13 +43,14 @@ def evaluated_surface(bpy) -> tuple[Surface, dict]:
                 counts["edges"] += len(mesh.edges)
                 continue
             slots = []
-            for slot in obj.material_slots:
+            for slot in obj.material_slots if colors else ():
                 material = slot.material
                 if material is not None and material.name not in material_index:
                     material_index[material.name] = len(materials)
-                    materials.append(material_colors(material))
+                    materials.append(material_colors(material, images))
                 slots.append(material_index[material.name] if material is not None else -1)
-            parts.append(_mesh_arrays(mesh, np.array(instance.matrix_world), slots))
+            matrix = np.array(instance.matrix_world)
+            parts.append(_mesh_arrays(mesh, matrix, slots, colors))
         finally:
             obj.to_mesh_clear()
     if not parts:
@@ -55,22 +58,25 @@ def evaluated_surface(bpy) -> tuple[Surface, dict]:
     return _concatenate(parts, materials), counts
 
 
-def _mesh_arrays(mesh, matrix: np.ndarray, slots: list[int]) -> dict:
+def _mesh_arrays(mesh, matrix: np.ndarray, slots: list[int], colors: bool) -> dict:
     corners = _array(mesh.loop_triangles, "vertices", 3, np.int64)
-    loops = _array(mesh.loop_triangles, "loops", 3, np.int64)
     co = _array(mesh.vertices, "co", 3) @ matrix[:3, :3].T + matrix[:3, 3]
-    slot = _array(mesh.loop_triangles, "material_index", 1, np.int64)
-    slot_to_material = np.array(slots + [-1], dtype=np.int64)
-    material = slot_to_material[np.minimum(slot, len(slots))] if slots else np.full(len(slot), -1)
+    material = np.full(len(corners), -1, dtype=np.int64)
     arrays = {"triangles": co[corners], "material": material, "uv": None, "color": None}
+    if not colors:
+        return arrays
+    loops = _array(mesh.loop_triangles, "loops", 3, np.int64)
+    if slots:
+        slot = _array(mesh.loop_triangles, "material_index", 1, np.int64)
+        arrays["material"] = np.array(slots + [-1], dtype=np.int64)[np.minimum(slot, len(slots))]
     layer = next((uv for uv in mesh.uv_layers if uv.active_render), mesh.uv_layers.active)
     if layer is not None:
         arrays["uv"] = _array(layer.uv, "vector", 2)[loops]
     attribute = mesh.color_attributes.get(mesh.color_attributes.default_color_name or "")
     attribute = attribute or (mesh.color_attributes[0] if len(mesh.color_attributes) else None)
     if attribute is not None and attribute.domain in ("POINT", "CORNER"):
-        colors = _array(attribute.data, "color_srgb", 4)[:, :3]
-        arrays["color"] = colors[corners if attribute.domain == "POINT" else loops]
+        rgb = _array(attribute.data, "color_srgb", 4)[:, :3]
+        arrays["color"] = rgb[corners if attribute.domain == "POINT" else loops]
     return arrays
 
 
@@ -96,63 +102,87 @@ def _concatenate(parts: list[dict], materials: list[Material]) -> Surface:
     )
 
 
-def _upstream(node, seen=None):
-    """Every node feeding `node`, depth first."""
+def _upstream(socket, seen: set | None = None):
+    """Every node feeding `socket` (through any of their inputs), depth first, each once."""
     seen = set() if seen is None else seen
-    for socket in node.inputs:
-        for link in socket.links:
-            upstream = link.from_node
-            if upstream.name not in seen:
-                seen.add(upstream.name)
-                yield upstream
-                yield from _upstream(upstream, seen)
+    for link in socket.links:
+        node = link.from_node
+        if link.is_muted or node.name in seen:
+            continue
+        seen.add(node.name)
+        yield node
+        for upstream in node.inputs:
+            yield from _upstream(upstream, seen)
 
 
-def material_colors(material) -> Material:
-    """The colour sources of one Blender material: the Principled BSDF's base colour, and the
-    image texture (with its UV transform and multiplying factor) that feeds it, if any."""
-    base = np.array(material.diffuse_color[:3])
-    spec = Material(base_color=srgb_from_linear(base))
+def base_color_socket(material):
+    """The colour input of the material's Principled (or Diffuse) BSDF, or None."""
     if not material.use_nodes or material.node_tree is None:
-        return spec
+        return None
     bsdf = next(
         (n for n in material.node_tree.nodes if n.type in ("BSDF_PRINCIPLED", "BSDF_DIFFUSE")), None
     )
     if bsdf is None:
+        return None
+    return bsdf.inputs["Base Color" if bsdf.type == "BSDF_PRINCIPLED" else "Color"]
+
+
+def base_color_texture(material):
+    """The image texture node on the base colour's chain, or None. Only that chain: a
+    roughness, normal or emission map says nothing of the surface's colour."""
+    socket = base_color_socket(material)
+    if socket is None:
+        return None
+    return next((n for n in _upstream(socket) if n.type == "TEX_IMAGE" and n.image), None)
+
+
+def material_colors(material, images: dict[str, np.ndarray | None]) -> Material:
+    """The colour sources of one Blender material: the Principled BSDF's base colour, and the
+    image texture (with its UV transform and multiplying factor) that feeds it, if any.
+    `images` holds the pixels of the images read so far, by name: each is read once."""
+    base = np.array(material.diffuse_color[:3])
+    spec = Material(base_color=srgb_from_linear(base))
+    socket = base_color_socket(material)
+    if socket is None:
         return spec
-    socket = bsdf.inputs["Base Color" if bsdf.type == "BSDF_PRINCIPLED" else "Color"]
     spec.base_color = srgb_from_linear(np.array(socket.default_value[:3]))
-    if not socket.is_linked:
-        return spec
-    for node in _upstream(bsdf):
+    for node in _upstream(socket):
         if node.type == "VERTEX_COLOR":
             spec.uses_vertex_colors = True
         elif node.type == "MIX" and getattr(node, "blend_type", "") == "MULTIPLY":
             for mix_input in node.inputs:
                 if mix_input.type == "RGBA" and not mix_input.is_linked:
                     spec.factor = spec.factor * np.array(mix_input.default_value[:3])
-        elif node.type == "TEX_IMAGE" and spec.texture is None:
-            _set_texture(spec, node)
+    texture = base_color_texture(material)
+    if texture is not None:
+        _set_texture(spec, texture, images)
     return spec
 
 
-def _set_texture(spec: Material, node) -> None:
+def _set_texture(spec: Material, node, images: dict[str, np.ndarray | None]) -> None:
     image = node.image
-    if image is None:
+    if image.name not in images:
+        images[image.name] = _pixels(image)
+    spec.texture = images[image.name]
+    if spec.texture is None:
         return
-    width, height = image.size  # loads the image (packed or from its file) when needed
-    if not width or not height:
-        return
-    pixels = np.empty(width * height * 4, dtype=np.float32)
-    image.pixels.foreach_get(pixels)
-    rgb = pixels.reshape(height, width, 4)[..., :3]
-    # Byte images hold their encoded (sRGB) values; float images hold linear ones.
-    spec.texture = srgb_from_linear(rgb).astype(np.float32) if image.is_float else rgb
     spec.nearest = node.interpolation == "Closest"
     spec.clamp = node.extension in ("EXTEND", "CLIP")
     vector = node.inputs["Vector"]
     if vector.is_linked and vector.links[0].from_node.type == "MAPPING":
         spec.uv_transform = _mapping_matrix(vector.links[0].from_node)
+
+
+def _pixels(image) -> np.ndarray | None:
+    """(H, W, 3) float32 sRGB pixels of an image, or None when it has none."""
+    width, height = image.size  # loads the image (packed or from its file) when needed
+    if not width or not height:
+        return None
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    rgb = pixels.reshape(height, width, 4)[..., :3]
+    # Byte images hold their encoded (sRGB) values; float images hold linear ones.
+    return srgb_from_linear(rgb).astype(np.float32) if image.is_float else rgb
 
 
 def _mapping_matrix(node) -> np.ndarray:

@@ -6,16 +6,21 @@ Blender starts once; between objects the imported data are deleted and orphans p
 memory stays flat. Protocol: JSON lines, no pickle. The worker prints `{"ready": ...}` once
 set up, then answers each request line
 
-    {"op": "render", "id", "path", "up_axis", "out_dir", "views": [{"name", "world_to_camera"}]}
-    {"op": "points", "id", "path", "up_axis", "out", "points", "normals", "colors", "seed"}
+    {"op": "render", "id", "path", "root", "sha256", "up_axis", "out_dir",
+     "views": [{"name", "world_to_camera"}]}
+    {"op": "points", "id", "path", "root", "sha256", "up_axis", "out",
+     "sample": {every `SampleConfig` field}}
 
 with `{"id", "ok": true, "rss_mb"}` after writing `out_dir/<id>.<name>.png` (RGBA) per view,
 or the sampled cloud to `out` (.npy; the reply adds `has_color`), or
-`{"id", "ok": false, "reason": "kind: words"}`. Blender's chatter on stdout goes to stderr so
+`{"id", "ok": false, "reason": "kind: words", "retry"}` (`retry`: Blender itself raised, so a
+fresh worker tries once more). Blender's chatter on stdout goes to stderr so
 that stdout carries only the protocol. Settings `{"role": "points"}` set up no camera or engine.
 
 One reading (`Renderer.load`): Blender's importers for OBJ (with its .mtl), PLY, STL and
-glTF/GLB; OFF (no Blender importer) is built from `cg3d.pipeline.meshio.load_mesh` arrays.
+glTF/GLB; OFF (no Blender importer) is built from `cg3d.geometry.meshio.load_mesh` arrays.
+Everything the worker computes besides Blender's import comes from `cg3d.geometry`, below the
+stages: the worker never imports `cg3d.pipeline`.
 The evaluated scene (`cg3d.render.surface`: skins posed, instances placed, Draco decoded) is
 taken back to the file's own coordinates, rotated to the canonical frame of its up axis and
 normalised with `normalization` of its triangles' vertices; the views are rendered and the
@@ -32,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.geometry.surface import Surface
 from cg3d.params import ENGINES
-from cg3d.pipeline.surface import Surface
 
 # Canonical (+Y up) to Blender's world (+Z up): (x, y, z) → (x, -z, y).
 CANONICAL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -56,6 +61,29 @@ FAULTS_ENV = "CG3D_RENDER_TEST_FAULTS"  # test hook: {"<object id>": "crash" | "
 
 class RenderFailure(Exception):
     """A per-object failure; the message is `kind: words`."""
+
+
+class ImporterFailure(RenderFailure):
+    """Blender's importer raised: the supervisor has a fresh worker try once more before the
+    failure is final, so that no outcome depends on what a worker imported before."""
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """The last line of a report (a traceback's exception line), at most `limit` characters."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("Location:", "^", "~"))]
+    return (lines[-1] if lines else "no report")[:limit]
+
+
+def importer_reason(report: str, path: Path) -> str:
+    """One line naming why Blender's importer raised: `undecodable` only when it raised inside
+    its Draco decoder, else `unreadable` with the exception it raised (a failed Draco decode
+    that does not raise leaves no triangles: `_no_triangles_reason`)."""
+    frames = [line for line in report.splitlines() if line.strip().startswith("File ")]
+    compression = _compression_used(path)
+    if compression and frames and "draco" in frames[-1].lower():
+        return f"undecodable: the {compression} payload: {one_line(report)}"
+    return f"unreadable: Blender's importer failed: {one_line(report)}"
 
 
 def homogeneous(matrix3: np.ndarray) -> np.ndarray:
@@ -171,11 +199,7 @@ class Renderer:
         except RenderFailure:
             raise
         except Exception as error:  # importers raise RuntimeError with Blender's report
-            report = str(error).strip()[:300]
-            compression = _compression_used(path)
-            if compression:
-                raise RenderFailure(f"undecodable: the {compression} payload: {report}") from error
-            raise RenderFailure(f"unreadable: {report}") from error
+            raise ImporterFailure(importer_reason(str(error), path)) from error
         new = [obj for obj in bpy.data.objects if obj not in before]
         # A glTF file may bring its own cameras and lights: the views use ours alone.
         for obj in [obj for obj in new if obj.type in ("CAMERA", "LIGHT")]:
@@ -184,7 +208,7 @@ class Renderer:
         return new
 
     def _build_from_arrays(self, path: Path) -> None:
-        from cg3d.pipeline.meshio import MeshError, load_mesh
+        from cg3d.geometry.meshio import MeshError, load_mesh
 
         try:
             mesh = load_mesh(path)
@@ -196,18 +220,26 @@ class Renderer:
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
 
-    def load(self, path: Path, up_axis: str) -> Surface:
-        """Import `path` and put it in the canonical, normalised frame; return its surface in
-        that frame (the triangles the views show, with their colours)."""
-        from cg3d.pipeline.geometry import canonical_rotation, normalization
-        from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh
+    def load(self, request: dict, colors: bool = False) -> Surface:
+        """Import the request's file and put it in the canonical, normalised frame; return its
+        surface in that frame (the triangles the views show; their colours too with `colors`).
+        The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
+        bytes, its references confined), and Blender imports what was checked."""
+        from cg3d.geometry.frame import canonical_rotation, normalization
+        from cg3d.geometry.meshio import Mesh, MeshError, blender_input, check_mesh
         from cg3d.render.surface import evaluated_surface
 
         self.clear()
+        folder = Path(self.settings["tmp_dir"]) / "source"
+        try:
+            path = blender_input(request["path"], request["root"], request["sha256"], folder)
+        except MeshError as error:
+            raise RenderFailure(str(error)) from error
+        up_axis = request["up_axis"]
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
-        surface, counts = evaluated_surface(self.bpy)
+        surface, counts = evaluated_surface(self.bpy, colors)
         if not len(surface.triangles):
             raise RenderFailure(_no_triangles_reason(path, counts))
         # Blender's world back to the file's axes, then to the canonical +Y up.
@@ -237,17 +269,16 @@ class Renderer:
         return canonical.transformed(normalise)
 
     def sample(self, request: dict) -> dict:
-        """Sample the points of one object from its surface (`cg3d.pipeline.sample`)."""
+        """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with
+        the sample stage's whole config as sent (no field falls back to a default here)."""
+        from cg3d.geometry.sampling import object_rng, points_from_surface
         from cg3d.params import SampleConfig
-        from cg3d.pipeline.sample import object_rng, points_from_surface
 
         self._fault(request["id"])
-        surface = self.load(Path(request["path"]), request["up_axis"])
-        config = SampleConfig(
-            points=request["points"], normals=request["normals"], colors=request["colors"]
-        )
+        config = SampleConfig(**request["sample"])
+        surface = self.load(request, colors=config.colors)
         cloud, has_color = points_from_surface(
-            surface, config, object_rng(request["seed"], request["id"])
+            surface, config, object_rng(config.seed, request["id"])
         )
         np.save(request["out"], cloud)
         self.clear()
@@ -263,7 +294,7 @@ class Renderer:
     def render(self, request: dict) -> None:
         object_id = request["id"]
         self._fault(object_id)
-        self.load(Path(request["path"]), request["up_axis"])
+        self.load(request)
         if self.settings["engine"] == "workbench":
             self.scene.display.shading.color_type = colour_source(self.bpy.data.objects)
         from mathutils import Matrix
@@ -283,19 +314,26 @@ class Renderer:
 
 def colour_source(objects) -> str:
     """Workbench's colour for this object, in the order the coloured points take theirs
-    (`cg3d.pipeline.surface`): image textures, vertex colours, or material colours.
+    (`cg3d.geometry.surface`): image textures, vertex colours, or material colours.
 
     Workbench draws a material's viewport colour, which importers leave grey, so the base
-    colour of its Principled BSDF is copied over (Cycles reads the node tree itself).
+    colour of its Principled BSDF is copied over (Cycles reads the node tree itself); and it
+    draws a material's active image texture node, so the base colour's one is made active
+    (not a roughness or emission map), as the points take theirs (`base_color_texture`).
     """
+    from cg3d.render.surface import base_color_socket, base_color_texture
+
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
     materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
     has_texture = False
     for material in materials:
-        for node in material.node_tree.nodes:
-            if node.type == "BSDF_PRINCIPLED":
-                material.diffuse_color = node.inputs["Base Color"].default_value
-            has_texture = has_texture or node.type == "TEX_IMAGE"
+        socket = base_color_socket(material)
+        if socket is not None:
+            material.diffuse_color = socket.default_value
+        texture = base_color_texture(material)
+        if texture is not None:
+            material.node_tree.nodes.active = texture
+            has_texture = True
     if has_texture:
         return "TEXTURE"
     return "VERTEX" if any(len(mesh.color_attributes) for mesh in meshes) else "MATERIAL"
@@ -315,7 +353,7 @@ def _no_triangles_reason(path: Path, counts: dict) -> str:
 
 def _compression_used(path: Path) -> str:
     """The mesh compression extension a glTF file uses, or ""."""
-    from cg3d.pipeline.meshio import COMPRESSION_EXTENSIONS, GLTF_SUFFIXES, MeshError, gltf_document
+    from cg3d.geometry.meshio import COMPRESSION_EXTENSIONS, GLTF_SUFFIXES, MeshError, gltf_document
 
     if path.suffix.lower() not in GLTF_SUFFIXES:
         return ""
@@ -353,12 +391,13 @@ def serve(settings: dict) -> None:
                 renderer.render(request)
         except RenderFailure as failure:
             renderer.clear()
-            reply({"id": request["id"], "ok": False, "reason": str(failure)})
+            retry = isinstance(failure, ImporterFailure)
+            reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
             continue
         except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()
-            reason = f"render: {type(error).__name__}: {str(error).strip()[:300]}"
-            reply({"id": request["id"], "ok": False, "reason": reason})
+            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
+            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue
         reply({"id": request["id"], "ok": True, "rss_mb": rss_mb(), **extra})
 

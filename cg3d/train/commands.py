@@ -38,10 +38,11 @@ def train(
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
     from cg3d.params import write_resolved
-    from cg3d.train.loop import train_stage
+    from cg3d.train.loop import run_lock, train_stage
 
-    write_resolved(out / "params.yaml", "train", config)
-    train_stage(shards, out, config, resume=resume.value)
+    with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml
+        write_resolved(out / "params.yaml", "train", config)
+        train_stage(shards, out, config, resume=resume.value)
 
 
 def register(app: typer.Typer) -> None:

@@ -50,14 +50,16 @@ from cg3d.formats.shards import (
     split_channels,
     split_entry,
 )
+from cg3d.geometry.fps import farthest_point_sample
 from cg3d.params import TrainConfig
-from cg3d.pipeline.fps import farthest_point_sample
 from cg3d.train.augment import AugmentConfig, augment_points
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# open_clip's `preprocess_cfg` interpolation → PIL's filter (torchvision's resize of a PIL image)
+RESAMPLING = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 
 @dataclass
@@ -72,6 +74,7 @@ class LoaderConfig:
     shuffle_buffer: int
     point_channels: int  # 3: xyz; 6: xyz and rgb (the model's `point_channels`)
     seed: int
+    read_timeout: float  # seconds a remote shard may send nothing
     augment: AugmentConfig
     image_size: int
 
@@ -133,16 +136,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ClipPreprocess:
-    """CLIP's preprocessing without torchvision's per-call overhead: bicubic resize of the
-    short side to `image_size`, centre crop, scale to [0, 1], then `mean`/`std` (CLIP's unless
-    the model says otherwise, see `of_model`); (3, S, S) float32.
+    """CLIP's preprocessing without torchvision's per-call overhead: resize of the short side
+    to `image_size` (bicubic, or bilinear as SLIP's), centre crop, scale to [0, 1], then
+    `mean`/`std` (CLIP's unless the model says otherwise, see `of_model`); (3, S, S) float32.
 
     The loader calls `decode` in its workers and `normalize` on whole batches in the main
     process: uint8 crosses the process boundary, a quarter of the bytes of float32.
     """
 
-    def __init__(self, image_size: int, mean=CLIP_MEAN, std=CLIP_STD):
-        self.image_size = image_size
+    def __init__(self, image_size: int, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"):
+        self.image_size, self.resample = image_size, RESAMPLING[interpolation]
         # (x - mean) / std as x * scale + shift: two in-place passes, no temporaries (three
         # allocating passes cost the main process five times as much, 0.4 ms a sample).
         std = torch.tensor(std).view(3, 1, 1) * 255
@@ -153,15 +156,16 @@ class ClipPreprocess:
     def of_model(cls, visual: torch.nn.Module) -> "ClipPreprocess":
         """The preprocessing an open_clip image tower was trained with (its `preprocess_cfg`)."""
         config = getattr(visual, "preprocess_cfg", {})
-        size = config.get("size", visual.image_size)
+        size = config.get("size") or visual.image_size  # a timm tower has no image_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         way = (config.get("interpolation", "bicubic"), config.get("resize_mode", "shortest"))
-        if size[0] != size[1] or way != ("bicubic", "shortest"):
+        if size[0] != size[1] or way[0] not in RESAMPLING or way[1] != "shortest":
             raise UsageError(
                 f"--clip-model: its image preprocessing ({size}, {way[0]}, {way[1]}) is not "
-                "CLIP's square bicubic resize and centre crop, which the loader implements"
+                "a square bicubic or bilinear resize and centre crop, which the loader implements"
             )
-        return cls(size[0], config.get("mean", CLIP_MEAN), config.get("std", CLIP_STD))
+        mean, std = config.get("mean", CLIP_MEAN), config.get("std", CLIP_STD)
+        return cls(size[0], mean, std, way[0])
 
     def decode(self, data: bytes) -> torch.Tensor:
         """An encoded view → (3, S, S) uint8. An 8-bit RGB(A) PNG of the right size (what the
@@ -184,7 +188,7 @@ class ClipPreprocess:
             short, long = min(width, height), max(width, height)
             other = int(size * long / short)
             resized = (size, other) if width == short else (other, size)
-            image = image.resize(resized, Image.BICUBIC)
+            image = image.resize(resized, self.resample)
             left = int(round((resized[0] - size) / 2.0))
             top = int(round((resized[1] - size) / 2.0))
             image = image.crop((left, top, left + size, top + size))
@@ -251,7 +255,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         def keep(position: int) -> bool:
             return position % share.stride == share.offset
 
-        samples = raw_samples(self.shards, self.names, self.counts, share.shards, skipped, keep)
+        samples = raw_samples(
+            self.shards,
+            self.names,
+            self.counts,
+            share.shards,
+            skipped,
+            keep,
+            self.config.read_timeout,
+        )
         if self.train:
             samples = shuffled(samples, self.config.shuffle_buffer, rng)
         for raw in samples:

@@ -14,6 +14,7 @@ with model, optimisers, schedulers, RNG states and position). The parts live bes
 
 import itertools
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, holds_lock, output_lock
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
 from cg3d.params import TrainConfig
@@ -274,12 +275,34 @@ def train_stage(
 ) -> dict[str, Any]:
     """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`.
 
-    `resume`: "never", "auto" or "always" (see cg3d.train.resume).
+    `resume`: "never", "auto" or "always" (see cg3d.train.resume). The run holds `out`'s
+    output lock (the one the data stages take): a second training into the same folder fails
+    at once instead of interleaving its curves and checkpoints with the first's. Under torchrun
+    rank 0 holds it (the ranks of one run share the folder).
     """
+    config.validate()
+    with run_lock(out):
+        return _train_stage(shards, Path(out), config, resume)
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """`out`'s output lock (`cg3d.files.output_lock`, the one the data stages take), held by
+    rank 0: the ranks of one run share the folder. Its rank is the process group's, or
+    torchrun's (RANK) before the group is joined. Held already (by `cg3d train` around the
+    stage), it is not taken twice."""
+    rank, size = world()
+    if (rank if size > 1 else int(os.environ.get("RANK", "0"))) != 0 or holds_lock(out):
+        yield
+        return
+    with output_lock(Path(out)):
+        yield
+
+
+def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
-    config.validate()
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     init_distributed()

@@ -39,6 +39,7 @@ MAY_DIFFER = {
     "with other augmentation draws, as on a machine with more cores)",
     "require_pretrained": "a check made when the model is first built, not a setting",
     "text_cache": "whether caption features are kept between steps, not their values",
+    "read_timeout": "how long a remote read waits for data, not what the data is",
 }
 # With an explicit --resume the epochs may change too: that is how a run is extended (the
 # cosine schedule then stretches over the new total from where it stands). `auto` keeps

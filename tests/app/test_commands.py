@@ -84,7 +84,7 @@ def test_classify_checks_its_file_before_loading_the_model(tmp_path):
 
 
 def test_classify_up_axis_help_names_every_axis():
-    from cg3d.pipeline.geometry import UP_AXES
+    from cg3d.geometry.frame import UP_AXES
 
     classify = typer.main.get_command(app).commands["classify"]
     (up_axis,) = [p for p in classify.params if p.name == "up_axis"]

@@ -10,8 +10,8 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.eval.audit import audit, read_audit, shape_descriptor
 from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
-from cg3d.pipeline.geometry import normalization
-from cg3d.pipeline.sample import sample_surface
+from cg3d.geometry.frame import normalization
+from cg3d.geometry.sampling import sample_surface
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object
 from tests.pipeline.fakes import fake_renders
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import PromptedViT, RandomClipWarning, load_clip
+from cg3d.models.clip import RandomClipWarning, load_clip, vit_tower
+from cg3d.models.prompts import PromptedViT
 
 MICRO = "CG3D-ViT-Micro-32"
 
@@ -15,7 +16,7 @@ def clip():
 
 def test_zero_prompts_give_exactly_clips_image_features(clip):
     images = torch.randn(3, 3, 32, 32)
-    wrapper = PromptedViT(clip.model.visual, prompts=0)
+    wrapper = PromptedViT(vit_tower(clip.model), prompts=0)
     with torch.no_grad():
         assert torch.equal(wrapper(images), clip.model.encode_image(images))
 
@@ -23,7 +24,7 @@ def test_zero_prompts_give_exactly_clips_image_features(clip):
 @pytest.mark.parametrize("deep", [True, False])
 def test_prompts_change_the_features_and_deep_ones_get_one_set_per_block(clip, deep):
     images = torch.randn(2, 3, 32, 32)
-    wrapper = PromptedViT(clip.model.visual, prompts=3, deep=deep)
+    wrapper = PromptedViT(vit_tower(clip.model), prompts=3, deep=deep)
     layers = len(clip.model.visual.transformer.resblocks)
     assert wrapper.prompts.shape == (layers if deep else 1, 3, clip.model.visual.transformer.width)
     with torch.no_grad():

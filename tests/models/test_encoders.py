@@ -2,11 +2,14 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cg3d.errors import UsageError
 from cg3d.models.encoders import build_encoder, encoder_names
 from cg3d.models.encoders.ops import ball_group, farthest_point_sample, gather_points, knn
+from tests.models.public_networks import (
+    public_point_transformer_project,
+    reference_point_transformer_project,
+)
 
 
 def test_registry_lists_architectures_and_sizes_and_rejects_unknown_names_in_one_line():
@@ -62,59 +65,6 @@ def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
 
 
-def public_point_transformer_project() -> dict[str, tuple[int, ...]]:
-    """Every state-dict key and shape of the public CG3D `PointTransformerProject` as configured
-    by cfgs/ShapeNet55_models/PointTransformerVPT.yaml (trans_dim 384, depth 12, encoder_dims
-    256, cls_dim 55), written from models/Point_Transformer.py and models/dvae.py."""
-    keys: dict[str, tuple[int, ...]] = {"cls_token": (1, 1, 384), "cls_pos": (1, 1, 384)}
-    # dvae.Encoder: first_conv Conv1d(3,128) BN(128) ReLU Conv1d(128,256);
-    # second_conv Conv1d(512,512) BN(512) ReLU Conv1d(512,256)
-    for conv, (inputs, hidden, outputs) in {
-        "first_conv": (3, 128, 256),
-        "second_conv": (512, 512, 256),
-    }.items():
-        prefix = f"encoder.{conv}"
-        keys[f"{prefix}.0.weight"] = (hidden, inputs, 1)
-        keys[f"{prefix}.0.bias"] = (hidden,)
-        for buffer in ("weight", "bias", "running_mean", "running_var"):
-            keys[f"{prefix}.1.{buffer}"] = (hidden,)
-        keys[f"{prefix}.1.num_batches_tracked"] = ()
-        keys[f"{prefix}.3.weight"] = (outputs, hidden, 1)
-        keys[f"{prefix}.3.bias"] = (outputs,)
-    keys |= {
-        "reduce_dim.weight": (384, 256),
-        "reduce_dim.bias": (384,),
-        "projection.weight": (512, 768),
-        "projection.bias": (512,),
-        "pos_embed.0.weight": (128, 3),
-        "pos_embed.0.bias": (128,),
-        "pos_embed.2.weight": (384, 128),
-        "pos_embed.2.bias": (384,),
-        "norm.weight": (384,),
-        "norm.bias": (384,),
-        "cls_head_finetune.0.weight": (256, 768),
-        "cls_head_finetune.0.bias": (256,),
-        "cls_head_finetune.3.weight": (55, 256),
-        "cls_head_finetune.3.bias": (55,),
-    }
-    for block in range(12):
-        prefix = f"blocks.blocks.{block}"
-        keys |= {
-            f"{prefix}.norm1.weight": (384,),
-            f"{prefix}.norm1.bias": (384,),
-            f"{prefix}.attn.qkv.weight": (1152, 384),  # qkv_bias=False
-            f"{prefix}.attn.proj.weight": (384, 384),
-            f"{prefix}.attn.proj.bias": (384,),
-            f"{prefix}.norm2.weight": (384,),
-            f"{prefix}.norm2.bias": (384,),
-            f"{prefix}.mlp.fc1.weight": (1536, 384),
-            f"{prefix}.mlp.fc1.bias": (1536,),
-            f"{prefix}.mlp.fc2.weight": (384, 1536),
-            f"{prefix}.mlp.fc2.bias": (384,),
-        }
-    return keys
-
-
 def test_the_paper_encoder_is_point_transformer_project_key_for_key():
     public = public_point_transformer_project()
     # all of it but the fine-tuning head, which the CLIP-aligned features never pass through
@@ -132,76 +82,6 @@ def test_the_paper_encoder_is_point_transformer_project_key_for_key():
     rates = [block.drop_path for block in encoder.blocks.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1)
     assert rates[1] == pytest.approx(0.1 / 11)
-
-
-def reference_fps(xyz: torch.Tensor, count: int) -> torch.Tensor:
-    """pointnet2's furthest_point_sample, one cloud at a time: from point 0, each next point
-    the one farthest from all chosen so far."""
-    chosen, nearest = [0], ((xyz - xyz[0]) ** 2).sum(-1)
-    for _ in range(count - 1):
-        chosen.append(int(nearest.argmax()))
-        nearest = torch.minimum(nearest, ((xyz - xyz[chosen[-1]]) ** 2).sum(-1))
-    return torch.tensor(chosen)
-
-
-def reference_point_transformer_project(
-    weights: dict[str, torch.Tensor], clouds: torch.Tensor, heads: int = 6
-) -> torch.Tensor:
-    """The public PointTransformerProject's `out_feature` (eval mode), from its state dict,
-    in float64, written from the public code (misc.fps, knn_point, Encoder, blocks, norm)."""
-    w = {key: value.double() for key, value in weights.items()}
-    depth = len({key.split(".")[2] for key in w if key.startswith("blocks.blocks.")})
-
-    def conv_bn_relu_conv(prefix: str, x: torch.Tensor) -> torch.Tensor:  # x: (M, C, K)
-        x = F.conv1d(x, w[f"{prefix}.0.weight"], w[f"{prefix}.0.bias"])
-        x = F.batch_norm(
-            x,
-            w[f"{prefix}.1.running_mean"],
-            w[f"{prefix}.1.running_var"],
-            w[f"{prefix}.1.weight"],
-            w[f"{prefix}.1.bias"],
-            training=False,
-            eps=1e-5,
-        )
-        return F.conv1d(torch.relu(x), w[f"{prefix}.3.weight"], w[f"{prefix}.3.bias"])
-
-    def layer_norm(prefix: str, x: torch.Tensor) -> torch.Tensor:
-        mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
-        return (x - mean) / torch.sqrt(var + 1e-5) * w[f"{prefix}.weight"] + w[f"{prefix}.bias"]
-
-    def gelu(x: torch.Tensor) -> torch.Tensor:  # nn.GELU(): the exact, erf form
-        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
-
-    features = []
-    for xyz in clouds.double():
-        # Group: 64 FPS centres, the 32 nearest points of each, relative to their centre
-        centres = xyz[reference_fps(xyz, 64)]
-        nearest = torch.cdist(centres, xyz).argsort(dim=-1)[:, :32]
-        patches = xyz[nearest] - centres[:, None]  # (64, 32, 3)
-        # Encoder
-        x = conv_bn_relu_conv("encoder.first_conv", patches.transpose(1, 2))
-        x = torch.cat([x.max(-1, keepdim=True).values.expand_as(x), x], dim=1)
-        tokens = conv_bn_relu_conv("encoder.second_conv", x).max(-1).values  # (64, 256)
-        tokens = tokens @ w["reduce_dim.weight"].T + w["reduce_dim.bias"]
-        pos = gelu(centres @ w["pos_embed.0.weight"].T + w["pos_embed.0.bias"])
-        pos = pos @ w["pos_embed.2.weight"].T + w["pos_embed.2.bias"]
-        x = torch.cat([w["cls_token"][0], tokens])
-        pos = torch.cat([w["cls_pos"][0], pos])
-        for block in range(depth):
-            b = f"blocks.blocks.{block}"
-            x = x + pos  # before every block
-            h = layer_norm(f"{b}.norm1", x)
-            q, k, v = (h @ w[f"{b}.attn.qkv.weight"].T).reshape(65, 3, heads, -1).unbind(1)
-            scores = torch.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1])
-            attended = torch.einsum("hij,jhd->ihd", scores.softmax(-1), v).reshape(65, -1)
-            x = x + attended @ w[f"{b}.attn.proj.weight"].T + w[f"{b}.attn.proj.bias"]
-            h = layer_norm(f"{b}.norm2", x)
-            h = gelu(h @ w[f"{b}.mlp.fc1.weight"].T + w[f"{b}.mlp.fc1.bias"])
-            x = x + h @ w[f"{b}.mlp.fc2.weight"].T + w[f"{b}.mlp.fc2.bias"]
-        x = layer_norm("norm", x)
-        concat = torch.cat([x[0], x[1:].max(0).values])
-        features.append(concat @ w["projection.weight"].T + w["projection.bias"])
-    return torch.stack(features)
 
 
 def test_the_paper_encoder_computes_what_the_public_network_computes():

@@ -13,7 +13,7 @@ from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.formats.points import NO_COLOR, XYZ, write_points_part
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
-from cg3d.pipeline.sample import object_rng
+from cg3d.geometry.sampling import object_rng
 
 CLASSES = ["chair", "table", "lamp"]
 

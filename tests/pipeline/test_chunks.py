@@ -1,14 +1,21 @@
+import errno
+import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
 from cg3d.files import LOCK_NAME, atomic_path, locks_out_dir, output_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures
-from cg3d.pipeline.chunks import ChunkedOutput, run_chunks, split_into_chunks
+from cg3d.formats.manifest import MeshRecord, manifest_tables, write_manifest
+from cg3d.formats.points import write_points_part
+from cg3d.formats.tar import write_tar
+from cg3d.pipeline.chunks import ChunkedOutput, plan_chunks, run_chunks, split_into_chunks
 
 
 @pytest.fixture
@@ -34,6 +41,44 @@ def test_split_keeps_order_and_sizes():
     assert split_into_chunks([], 3) == []
     with pytest.raises(ValueError):
         split_into_chunks([1], 0)
+
+
+def plan(tmp_path: Path, ids: list[str], chunk_size: int, workers: int) -> dict[int, list[str]]:
+    """The chunks (number: member ids) `plan_chunks` gives a manifest of `ids` in tmp_path."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir(parents=True, exist_ok=True)
+    write_manifest([MeshRecord(i, "test", f"{i}.obj", "thing", "train") for i in ids], meshes)
+    output = ChunkedOutput(tmp_path / "out", ".txt", "test")
+    with output_lock(output.out_dir):
+        output.prepare()
+        members = plan_chunks(
+            lambda columns: manifest_tables(meshes, columns), output, chunk_size, workers
+        ).members
+    chunks: dict[int, list[str]] = {}
+    for row in members.to_pylist():
+        chunks.setdefault(row["chunk"], []).append(row["id"])
+    return chunks
+
+
+def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(10)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=4)
+    assert [len(members) for members in chunks.values()] == [3, 3, 3, 1]
+    assert sorted(i for members in chunks.values() for i in members) == ids
+    # a large set keeps chunks of chunk_size
+    large = plan(tmp_path / "large", [f"obj{i:03d}" for i in range(100)], chunk_size=10, workers=4)
+    assert {len(members) for members in large.values()} == {10}
+
+
+def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
+    first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
+    grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
+    assert {k: grown[k] for k in first} == first  # every chunk kept as it was
+    added = [grown[k] for k in sorted(set(grown) - set(first))]
+    assert [len(members) for members in added] == [3, 3, 3, 1]  # the 10 new ones, spread
+    assert sorted(i for members in added for i in members) == [
+        f"obj{i:02d}" for i in range(1, 20, 2)
+    ]
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
@@ -167,3 +212,263 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path_factory):
     with output_lock(folder):  # but its flock died with the process
         pass
     assert not (folder / LOCK_NAME).exists()
+
+
+# Issue 18: what resume skips is checked whole; a folder that cannot be written, or a disk
+# that fills, ends in one line naming the path, leaving no partial part.
+
+
+def cut(path: Path, size: int | None = None) -> None:
+    """Cut a file short: to `size` bytes, or to half."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 if size is None else size])
+
+
+def test_pending_recomputes_a_part_or_failure_table_cut_short_and_keeps_whole_ones(
+    tmp_path, locked
+):
+    output = ChunkedOutput(tmp_path, ".parquet", "sample", {"points": 4})
+    output.prepare()
+    for index in range(4):
+        output.write_chunk_failures(index, [{"id": f"f{index}", "reason": "bad: x"}])
+        write_points_part(output.part(index), [f"o{index}"], [np.zeros((4, 3))])
+    cut(output.part(1))
+    cut(output.failure_part(2))
+    assert output.pending(4) == [1, 2]
+    assert [path for path, _ in output.damaged] == [output.part(1), output.failure_part(2)]
+    assert not output.part(1).exists() and not output.part(2).exists()
+    assert output.pending(4) == [1, 2]  # still to do, not reported twice
+    assert len(output.damaged) == 2
+
+
+def test_pending_recomputes_a_tar_part_cut_on_a_block_boundary(tmp_path, locked):
+    output = ChunkedOutput(tmp_path, ".tar", "render", {"views": 1})
+    output.prepare()
+    for index in range(2):
+        write_tar(output.part(index), {"a.view_00.png": b"x" * 600, "b.view_00.png": b"y"})
+    cut(output.part(0), 2048)  # a's header and data: a stop between members, no end blocks
+    assert output.pending(2) == [0]
+
+
+def test_sample_recomputes_a_halved_part_instead_of_counting_it_done(tmp_path):
+    """The issue's case: `cg3d sample` said "1 already done" and kept the broken part."""
+    from cg3d.params import SampleConfig
+    from cg3d.pipeline.sample import sample_points
+    from tests.pipeline.meshes import SMALL, make_meshes, shapes
+
+    meshes_dir = make_meshes(tmp_path, shapes(4))
+    config = SampleConfig(**SMALL, chunk_size=2)
+    out = tmp_path / "points"
+    sample_points(meshes_dir, out, config)
+    part = out / "part-00001.parquet"
+    whole = part.read_bytes()
+    cut(part)
+    summary = sample_points(meshes_dir, out, config)
+    assert summary.chunks_run == 1 and summary.sampled == 4
+    assert part.read_bytes() == whole
+
+
+@pytest.mark.parametrize("damage", ["halved", "block_boundary", "record"])
+def test_pack_rewrites_a_damaged_shard_instead_of_counting_it_done(tmp_path, damage):
+    from cg3d.params import PackConfig
+    from cg3d.pipeline.pack import pack_shards, shard_path, shard_record
+    from tests.pipeline.fakes import fake_pipeline
+
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    shard = shard_path(tmp_path / "shards", "train", 1)
+    whole = shard.read_bytes()
+    if damage == "halved":
+        cut(shard)
+    elif damage == "block_boundary":
+        cut(shard, 1024)
+    else:
+        cut(shard_record(tmp_path / "shards", "train", 1))
+    dirs = [tmp_path / name for name in ("meshes", "points", "renders", "captions", "shards")]
+    summary = pack_shards(*dirs, PackConfig(shard_size=3))
+    assert summary.shards_written == 1
+    assert shard.read_bytes() == whole
+
+
+def test_a_failed_write_names_the_file_asked_for_and_leaves_nothing(tmp_path):
+    from cg3d.files import os_error_line
+
+    target = tmp_path / "part-00000.parquet"
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a part")
+        # what pyarrow raises on a full disk: an errno, no file name
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. [errno 28] No space left")
+    assert caught.value.filename == str(target) and caught.value.errno == errno.ENOSPC
+    assert os_error_line(caught.value) == f"{target}: No space left on device (ENOSPC)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_about_another_file_keeps_its_name(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught, atomic_path(tmp_path / "out.txt"):
+        (tmp_path / "input.txt").read_text()
+    assert caught.value.filename == str(tmp_path / "input.txt")
+
+
+def test_an_output_folder_under_a_file_is_one_line_before_any_work(tmp_path):
+    from cg3d.files import check_out_dir
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match=r"^--out: .*file.*(not a folder|Not a directory)"):
+        check_out_dir(tmp_path / "file")
+    with pytest.raises(UsageError, match=r"^--out: cannot write into .*: Not a directory$"):
+        check_out_dir(tmp_path / "file" / "out")
+
+
+@contextmanager
+def mounted(folder: Path, options: str):
+    """A tmpfs at `folder` (root only, where mounts are allowed); skips the test otherwise."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def cg3d(*args: str) -> subprocess.CompletedProcess:
+    """The `cg3d` command as a user runs it (its error handler included)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cg3d", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path):
+    from tests.pipeline.meshes import make_meshes, shapes
+
+    meshes_dir = make_meshes(tmp_path, shapes(1))
+    with mounted(tmp_path / "ro", "ro,size=64k") as read_only:
+        result = cg3d("sample", "--meshes", meshes_dir, "--out", read_only / "points")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --out: cannot write into {read_only / 'points'}: Read-only file system"
+    ]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_part(tmp_path):
+    from cg3d.formats.intact import part_problem
+    from tests.pipeline.meshes import make_meshes, shapes
+
+    meshes_dir = make_meshes(tmp_path, shapes(4))
+    with mounted(tmp_path / "disk", "size=128k") as disk:
+        out = disk / "points"
+        args = ["--points", 8192, "--chunk-size", 1, "--workers", 1]
+        result = cg3d("sample", "--meshes", meshes_dir, "--out", out, *args)
+        left = sorted(path.name for path in out.rglob("*"))
+        whole = [part_problem(path) for path in out.glob("part-*.parquet")]
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {out}/") and line.endswith("No space left on device (ENOSPC)")
+    assert not [name for name in left if name.endswith(".tmp")]
+    assert whole == [None] * len(whole) and len(whole) < 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["meshes", "--source", "synthetic"],
+        ["sample", "--meshes", "{missing}"],
+        ["render", "--meshes", "{missing}"],
+        ["caption", "--meshes", "{missing}"],
+        ["pack", "--meshes", "{missing}", "--points", "{missing}"]
+        + ["--renders", "{missing}", "--captions", "{missing}"],
+        ["index", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["eval", "zeroshot", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["eval", "retrieval", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["finetune", "--checkpoint", "{missing}", "--shards", "{missing}"],
+        ["scene-query", "{missing}", "--text", "a chair", "--checkpoint", "{missing}"],
+        ["audit", "--train", "{missing}", "--test", "{missing}"],
+    ],
+    ids=lambda command: "-".join(command[:2]) if command[0] == "eval" else command[0],
+)
+def test_every_stage_checks_its_output_folder_before_any_work(tmp_path, command):
+    """A folder that cannot be written is one line naming --out, before inputs are read (or a
+    checkpoint loaded): eval, finetune and audit failed only after all the work."""
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+
+    (tmp_path / "file").write_text("")
+    args = [arg.replace("{missing}", str(tmp_path / "missing")) for arg in command]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "file" / "out")])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception).startswith(f"--out: cannot write into {tmp_path / 'file'}")
+
+
+def test_export_checks_its_output_folder_before_loading_the_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+
+    (tmp_path / "file").write_text("")
+    args = ["export", "--checkpoint", str(tmp_path / "missing.pt")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "file" / "model.pt")])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"--out: {tmp_path / 'file'} is a file, not a folder"
+
+
+@pytest.mark.parametrize(
+    ("folder", "file", "stage"),
+    [
+        ("points", "part-00000.parquet", "sample"),
+        ("meshes", "manifest.parquet", "meshes"),
+        ("captions", "captions.parquet", "caption"),
+        ("renders", "part-00000.tar", "render"),
+    ],
+)
+def test_pack_on_a_damaged_input_is_one_line_naming_it_and_its_stage(tmp_path, folder, file, stage):
+    """Never `ArrowInvalid: Parquet magic bytes not found` (issue 18)."""
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+    from tests.pipeline.fakes import fake_pipeline
+
+    fake_pipeline(tmp_path, per_class=2, shard_size=3)
+    damaged = tmp_path / folder / file
+    cut(damaged)
+    args = ["pack", "--out", str(tmp_path / "repacked")]
+    for name in ("meshes", "points", "renders", "captions"):
+        args += [f"--{name}", str(tmp_path / name)]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)
+    assert str(damaged) in message and f"rerun `cg3d {stage}`" in message and "\n" not in message
+
+
+# Runs `cg3d sample` as a child of a process that adopts orphans (a child subreaper, as an
+# init or a container runtime is): any process the stage leaves behind becomes its child.
+LEFT_BEHIND = """
+import ctypes, subprocess, sys
+import psutil
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+stage = subprocess.run([sys.executable, "-m", "cg3d", *sys.argv[1:]], capture_output=True)
+assert stage.returncode == 0, stage.stderr.decode()[-2000:]
+print([child.pid for child in psutil.Process().children()])
+"""
+
+
+def test_the_sample_stage_leaves_no_process_behind(tmp_path):
+    import trimesh
+
+    from tests.pipeline.meshes import make_meshes
+
+    shapes = {f"box{i}": trimesh.creation.box([1.0, 1.0 + i, 2.0]) for i in range(4)}
+    meshes_dir = make_meshes(tmp_path, shapes)
+    command = ["sample", "--meshes", str(meshes_dir), "--out", str(tmp_path / "points")]
+    options = ["--workers", "2", "--chunk-size", "1", "--points", "64"]
+    run = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND, *command, *options],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"  # a pool's resource tracker used to outlive the stage

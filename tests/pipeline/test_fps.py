@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from cg3d.pipeline import fps
-from cg3d.pipeline.fps import farthest_point_sample, naive_farthest_point_sample
-from cg3d.pipeline.sample import sample_surface
+from cg3d.geometry import fps
+from cg3d.geometry.fps import farthest_point_sample, naive_farthest_point_sample
+from cg3d.geometry.sampling import sample_surface
 
 
 def sphere_surface(n: int, seed: int) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_rejects_impossible_requests(n, start):
 
 
 def test_bucket_fps_covers_the_cloud_as_exact_fps_does():
-    from cg3d.pipeline.fps import coverage_radius, fps_indices
+    from cg3d.geometry.fps import coverage_radius, fps_indices
 
     rng = np.random.default_rng(3)
     cloud = rng.normal(size=(5000, 3)).astype(np.float32)

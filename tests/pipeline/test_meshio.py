@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import trimesh
 
 from cg3d.formats.manifest import FAILURE_KINDS
-from cg3d.pipeline.meshio import Mesh, MeshError, check_mesh, load_mesh
+from cg3d.geometry.meshio import Mesh, MeshError, check_mesh, load_mesh
 
 TRIANGLE_OFF = "3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
 
@@ -112,3 +113,46 @@ def test_textured_gltf_loads_geometry_only(tmp_path: Path, suffix: str) -> None:
     loaded = load_mesh(tmp_path / f"textured{suffix}")
     assert loaded.faces.shape == (12, 3)
     np.testing.assert_allclose(np.ptp(loaded.vertices, axis=0), [1, 2, 3])
+
+
+def test_a_gltf_uri_with_backslashes_is_resolved_as_blender_reads_it(tmp_path: Path) -> None:
+    """Blender's glTF importer turns backslashes into slashes: `..\\outside\\x.png` names a
+    file outside the root, not a file with backslashes in its name inside it."""
+    from cg3d.geometry.meshio import validate_file
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG")
+    box = trimesh.creation.box()
+    box.export(root / "box.gltf")
+    document = json.loads((root / "box.gltf").read_text())
+    document["images"] = [{"uri": "..\\outside.png"}]
+    (root / "box.gltf").write_text(json.dumps(document))
+    with pytest.raises(MeshError, match="^outside_root: ../outside.png"):
+        validate_file(root / "box.gltf", root)
+
+
+def test_mtllib_statements_are_found_whatever_the_block_boundaries() -> None:
+    """The OBJ scan reads blocks of whole logical lines: a continued `mtllib` split across a
+    block boundary, or spelt in another case, is still one statement (the upper-case one names
+    no file, as in Blender; a keyword split by a continuation is read, where Blender skips it:
+    checked and copied rather than missed)."""
+    import io
+
+    from cg3d.geometry.meshio import _argument, line_blocks, mtllib_statements
+
+    data = (
+        b"v 0 0 0\n  mtllib a.mtl\nv 1 0 0\nmtllib \\\r\n  b.mtl\r\nMTLLIB c.mtl\n"
+        b"usemtl mtllib_named\nmtl\\\nlib d.mtl\nf 1 2 3"
+    )
+    for size in range(1, len(data) + 2):
+        blocks = list(line_blocks(io.BytesIO(data), size))
+        assert b"".join(blocks) == data
+        texts = [text for block in blocks for _, _, text in mtllib_statements(block)]
+        assert [_argument(text, "mtllib") for text in texts] == [
+            "a.mtl",
+            "b.mtl",
+            None,
+            None,
+            "d.mtl",
+        ]

@@ -17,53 +17,11 @@ from cg3d.files import LOCK_NAME, file_sha256
 from cg3d.formats.failures import read_failures
 from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.formats.points import find_points, iter_points
+from cg3d.geometry.sampling import object_rng, sample_object, sample_surface
+from cg3d.params import SampleConfig
 from cg3d.pipeline import sample as sample_module
-from cg3d.pipeline.sample import (
-    SampleConfig,
-    object_rng,
-    plan_fingerprint,
-    sample_object,
-    sample_points,
-    sample_surface,
-)
-
-SMALL = {"points": 64, "seed": 0, "workers": 1}
-
-
-def make_meshes(
-    root: Path, shapes: dict[str, trimesh.Trimesh], up_axis: str = "y", hashed: bool = False
-) -> Path:
-    """Write each shape as OBJ under root/meshes and a manifest listing them (with each
-    file's sha256 when `hashed`, as the meshes stage writes it)."""
-    meshes_dir = root / "meshes"
-    meshes_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for name, shape in shapes.items():
-        shape.export(meshes_dir / f"{name}.obj")
-        records.append(
-            MeshRecord(
-                id=name,
-                source="test",
-                path=f"{name}.obj",
-                class_name="thing",
-                split="train",
-                up_axis=up_axis,
-                sha256=file_sha256(meshes_dir / f"{name}.obj") if hashed else "",
-            )
-        )
-    write_manifest(records, meshes_dir)
-    return meshes_dir
-
-
-def shapes(count: int) -> dict[str, trimesh.Trimesh]:
-    out = {}
-    for i in range(count):
-        box = trimesh.creation.box(extents=[1 + i, 2, 0.5])
-        box.apply_translation([10 * i, -3, 2])
-        out[f"obj{i:02d}"] = (
-            box if i % 2 else trimesh.creation.icosphere(subdivisions=2, radius=3 + i)
-        )
-    return out
+from cg3d.pipeline.sample import plan_fingerprint, sample_points
+from tests.pipeline.meshes import SMALL, make_meshes, shapes
 
 
 def read_all(points_dir: Path) -> dict[str, np.ndarray]:
@@ -191,10 +149,10 @@ def test_rerun_after_an_interrupted_run_redoes_only_missing_chunks(tmp_path, mon
 
     real = sample_module.PointsReader.__call__
 
-    def killed_at_obj03(self, path, up_axis, object_id):
+    def killed_at_obj03(self, path, up_axis, object_id, *checks):
         if object_id == "obj03":
             raise KeyboardInterrupt  # like a kill in the middle of chunk 1
-        return real(self, path, up_axis, object_id)
+        return real(self, path, up_axis, object_id, *checks)
 
     monkeypatch.setattr(sample_module.PointsReader, "__call__", killed_at_obj03)
     with pytest.raises(KeyboardInterrupt):
@@ -451,3 +409,30 @@ def test_a_removed_or_changed_object_recomputes_only_its_chunk(tmp_path):
     summary = sample_points(make_meshes(tmp_path, fewer, hashed=True), out, config)
     assert summary.chunks_run == 1
     assert np.ptp(read_all(out)[moved][:, 0]) > 3 * np.ptp(read_all(out)[moved][:, 1])
+
+
+def test_the_fast_path_checks_the_file_when_it_opens_it(tmp_path):
+    """Check, then use: the sample stage opens a listed file only if it still resolves inside
+    the root and has the listed bytes; a lone file (classify) may be a link to another folder."""
+    from cg3d.geometry.meshio import MeshError
+    from cg3d.pipeline.sample import PointsReader
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    trimesh.creation.box().export(root / "a.obj")
+    trimesh.creation.icosphere().export(elsewhere / "b.obj")
+    listed = file_sha256(root / "a.obj")
+    read = PointsReader(SampleConfig(points=64))
+    assert read(root / "a.obj", "y", "a", root, listed)[0].shape == (64, 3)
+    (root / "a.obj").unlink()
+    os.symlink(elsewhere / "b.obj", root / "a.obj")
+    with pytest.raises(MeshError, match="^changed_since_listed: .* outside the source root"):
+        read(root / "a.obj", "y", "a", root, listed)
+    (root / "a.obj").unlink()
+    trimesh.creation.icosphere().export(root / "a.obj")
+    with pytest.raises(MeshError, match="^changed_since_listed: .* not the file the manifest"):
+        read(root / "a.obj", "y", "a", root, listed)
+    assert read(root / "a.obj", "y", "a")[0].shape == (64, 3)  # unlisted: no hash to compare
+    os.symlink(elsewhere / "b.obj", tmp_path / "link.obj")
+    assert read(tmp_path / "link.obj", "y", "link")[0].shape == (64, 3)

@@ -13,7 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-BLENDER_KINDS = ("skinned", "instanced", "draco", "textured", "zup_obj")
+BLENDER_KINDS = (
+    "skinned",
+    "instanced",
+    "draco",
+    "draco_features",
+    "textured",
+    "zup_obj",
+    "vertex_colours_mr",
+    "four_maps",
+)
+RED = (0.9, 0.05, 0.05)  # vertex_colours_mr's vertex colour (sRGB)
+MR_RGB = (0.6, 0.5, 0.9)  # its metallic-roughness map: lavender, if read as a colour
 
 
 def blender_file(kind: str, path: Path) -> Path:
@@ -75,8 +86,27 @@ def _make(kind: str, path: str) -> None:
         bpy.ops.mesh.primitive_monkey_add()
         bpy.ops.object.modifier_add(type="SUBSURF")
         options = {"export_draco_mesh_compression_enable": True}
+    elif kind == "draco_features":
+        # Draco with two application-specific vertex attributes of different shapes, and the
+        # EXT_mesh_features extension naming one (added to the JSON below, as Cesium writes).
+        bpy.ops.mesh.primitive_cube_add(size=1.0)
+        bpy.context.object.scale = (0.5, 1.0, 2.0)
+        mesh = bpy.context.object.data
+        count = len(mesh.vertices)
+        feature = mesh.attributes.new("_FEATURE_ID_0", "FLOAT", "POINT")
+        feature.data.foreach_set("value", [float(i % 3) for i in range(count)])
+        extra = mesh.attributes.new("_TEMPERATURE", "FLOAT_VECTOR", "POINT")
+        extra.data.foreach_set("vector", [0.5] * (3 * count))
+        options = {"export_draco_mesh_compression_enable": True, "export_attributes": True}
+        bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", **options)
+        _add_mesh_features(Path(path))
+        return
     elif kind == "textured":
         _textured_cube(bpy)
+    elif kind == "vertex_colours_mr":
+        _vertex_coloured_cube(bpy)
+    elif kind == "four_maps":
+        _four_maps_cube(bpy)
     elif kind == "zup_obj":
         # A tall thin bar along +Z (Blender's up), written with Z up: lying down if read Y-up.
         bpy.ops.mesh.primitive_cube_add(size=1.0)
@@ -113,6 +143,86 @@ def _textured_cube(bpy) -> None:
     bsdf = nodes["Principled BSDF"]
     material.node_tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
     cube.data.materials.append(material)
+
+
+def _flat_image(bpy, name: str, rgb: tuple, data: bool = False):
+    """A packed 32 px PNG of one colour (`data`: a Non-Color map, roughness or normals)."""
+    import numpy as np
+
+    image = bpy.data.images.new(name, 32, 32, alpha=False)
+    pixels = np.ones((32, 32, 4), dtype=np.float32)
+    pixels[..., :3] = rgb
+    image.pixels.foreach_set(pixels.ravel())
+    image.file_format = "PNG"
+    if data:
+        image.colorspace_settings.name = "Non-Color"
+    image.pack()
+    return image
+
+
+def _texture(bpy, material, image):
+    node = material.node_tree.nodes.new("ShaderNodeTexImage")
+    node.image = image
+    return node
+
+
+def _metallic_roughness(bpy, material) -> None:
+    """Roughness and metallic from one map (G and B), as glTF packs them."""
+    tree = material.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    texture = _texture(bpy, material, _flat_image(bpy, "metallic_roughness", MR_RGB, data=True))
+    separate = tree.nodes.new("ShaderNodeSeparateColor")
+    tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
+    tree.links.new(separate.outputs["Green"], bsdf.inputs["Roughness"])
+    tree.links.new(separate.outputs["Blue"], bsdf.inputs["Metallic"])
+
+
+def _vertex_coloured_cube(bpy) -> None:
+    """A cube with red vertex colours as its base colour and a metallic-roughness map."""
+    bpy.ops.mesh.primitive_cube_add(size=1.5)
+    cube = bpy.context.object
+    colours = cube.data.color_attributes.new("Col", "BYTE_COLOR", "CORNER")
+    for corner in colours.data:
+        corner.color_srgb = (*RED, 1.0)
+    material = bpy.data.materials.new("vertex_coloured")
+    material.use_nodes = True
+    tree = material.node_tree
+    attribute = tree.nodes.new("ShaderNodeVertexColor")
+    attribute.layer_name = "Col"
+    tree.links.new(attribute.outputs["Color"], tree.nodes["Principled BSDF"].inputs["Base Color"])
+    _metallic_roughness(bpy, material)
+    cube.data.materials.append(material)
+
+
+def _four_maps_cube(bpy) -> None:
+    """The checker cube of `_textured_cube` with roughness, normal and emission maps too (each
+    of one colour far from the checker's four)."""
+    _textured_cube(bpy)
+    material = bpy.context.object.data.materials[0]
+    tree = material.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    _metallic_roughness(bpy, material)
+    normal_map = tree.nodes.new("ShaderNodeNormalMap")
+    normals = _texture(bpy, material, _flat_image(bpy, "normal", (0.5, 0.5, 1.0), data=True))
+    tree.links.new(normals.outputs["Color"], normal_map.inputs["Color"])
+    tree.links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
+    emission = _texture(bpy, material, _flat_image(bpy, "emission", (0.1, 0.9, 0.9)))
+    tree.links.new(emission.outputs["Color"], bsdf.inputs["Emission Color"])
+    bsdf.inputs["Emission Strength"].default_value = 1.0
+
+
+def _add_mesh_features(path: Path) -> None:
+    """Declare EXT_mesh_features (feature ids from `_FEATURE_ID_0`) in a GLB's JSON."""
+    data = path.read_bytes()
+    length = struct.unpack_from("<I", data, 12)[0]
+    document = json.loads(data[20 : 20 + length])
+    binary = data[20 + length + 8 :]
+    document.setdefault("extensionsUsed", []).append("EXT_mesh_features")
+    for mesh in document["meshes"]:
+        for primitive in mesh["primitives"]:
+            features = {"featureIds": [{"featureCount": 3, "attribute": 0}]}
+            primitive.setdefault("extensions", {})["EXT_mesh_features"] = features
+    path.write_bytes(_glb(document, binary))
 
 
 def _glb(document: dict, binary: bytes) -> bytes:

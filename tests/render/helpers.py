@@ -4,9 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from PIL import Image
 
 from cg3d.formats.manifest import MeshRecord, write_manifest
-from cg3d.pipeline.geometry import normalization, normalize, to_canonical_axes
+from cg3d.geometry.frame import normalization, normalize, to_canonical_axes
+from cg3d.render.cameras import cameras_of
+from cg3d.render.supervisor import BlenderWorker
 
 
 def l_shape() -> trimesh.Trimesh:
@@ -47,3 +50,16 @@ def sampled_points(path: Path, up_axis: str, count: int = 500) -> np.ndarray:
     centre, scale = normalization(vertices)
     normalised = trimesh.Trimesh(normalize(vertices, centre, scale), mesh.faces, process=False)
     return np.asarray(trimesh.sample.sample_surface(normalised, count, seed=0)[0])
+
+
+def render_views(path, up_axis, config, flat=False):
+    """{view name: RGBA array} and the cameras of one file, rendered by a Blender worker."""
+    cameras = cameras_of(config, "object")
+    with BlenderWorker({**config.worker_settings(), "flat": flat}, 120.0) as worker:
+        reason = worker.render("object", path, up_axis, cameras["views"])
+        assert reason is None, reason
+        views = {
+            v["name"]: np.asarray(Image.open(worker.out_dir / f"object.{v['name']}.png"))
+            for v in cameras["views"]
+        }
+    return views, cameras

@@ -7,7 +7,7 @@ def test_render_modules_never_import_torch():
     code = (
         "import sys\n"
         + "".join(f"import cg3d.render.{m}\n" for m in modules)
-        + "import cg3d.pipeline.meshio\n"  # what the Blender worker loads OFF files with
+        + "import cg3d.geometry.meshio\n"  # what the Blender worker loads OFF files with
         + "print('torch' in sys.modules)"
     )
     result = subprocess.run(

@@ -113,3 +113,16 @@ def test_fast_path_formats_read_alike_in_trimesh_and_blender(tmp_path):
                 np.testing.assert_allclose(a.min(0), b.min(0)[:3], atol=0.02)
                 np.testing.assert_allclose(a.max(0), b.max(0)[:3], atol=0.02)
                 np.testing.assert_allclose(a.mean(0), b.mean(0)[:3], atol=0.03)
+
+
+@pytest.mark.parametrize("fps", ["exact", "bucket"])
+def test_blender_reading_samples_with_the_configured_fps(tmp_path, fps):
+    """`sample.fps` reaches the worker: a triangle OBJ gives Blender and trimesh the same
+    candidates, so Blender's points (colours asked: its reading) are the fast path's picks with
+    the same method. The worker used to fall back to bucket whatever was configured."""
+    mesh = trimesh.creation.annulus(r_min=0.3, r_max=1.0, height=0.5).apply_translation([2, 1, 0])
+    mesh.export(tmp_path / "ring.obj")
+    fast, _ = PointsReader(SampleConfig(points=512, fps=fps))(tmp_path / "ring.obj", "y", "ring")
+    with PointsReader(SampleConfig(points=512, fps=fps, colors=True)) as blender:
+        read, _ = blender(tmp_path / "ring.obj", "y", "ring")
+    np.testing.assert_allclose(read[:, :3], fast, atol=1e-5)

@@ -3,30 +3,16 @@ and files without a surface fail with a reason naming the cause."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from cg3d.render.cameras import cameras_of, project
-from cg3d.render.supervisor import BlenderWorker
+from cg3d.render.cameras import project
 from tests.render.gltf_files import blender_file, mixed_glb
+from tests.render.helpers import render_views
 
 pytestmark = pytest.mark.blender
 
 RESOLUTION = 128
-
-
-def render_views(path, up_axis, config, flat=False):
-    """{view name: RGBA array} and the cameras of one file, rendered by a Blender worker."""
-    cameras = cameras_of(config, "object")
-    with BlenderWorker({**config.worker_settings(), "flat": flat}, 120.0) as worker:
-        reason = worker.render("object", path, up_axis, cameras["views"])
-        assert reason is None, reason
-        views = {
-            v["name"]: np.asarray(Image.open(worker.out_dir / f"object.{v['name']}.png"))
-            for v in cameras["views"]
-        }
-    return views, cameras
 
 
 def test_point_colours_agree_with_the_pixels_they_project_to(tmp_path):
@@ -89,7 +75,7 @@ def test_a_z_up_obj_with_up_axis_z_renders_upright(tmp_path):
     ],
 )
 def test_files_without_faces_name_the_cause(tmp_path, modes, reason):
-    from cg3d.pipeline.meshio import MeshError, validate_file
+    from cg3d.geometry.meshio import MeshError, validate_file
 
     path = mixed_glb(tmp_path / "x.glb", modes)
     with pytest.raises(MeshError) as caught:

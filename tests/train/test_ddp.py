@@ -57,8 +57,7 @@ def gradients_of_two_updates(world: int, rank: int, out: str) -> dict[str, torch
     """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
     process on its share of one batch of 8, with a learned temperature; and the temperature."""
     from cg3d.train.loop import Trainer, prepare_model
-    from tests.train.helpers import make_batches
-    from tests.train.test_loop import CLASSES, tiny_train_config
+    from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
     config = tiny_train_config(encoder="pointbert-micro", train_logit_scale=True, grad_clip=0.0)
     model, _ = prepare_model(config, CLASSES, out)

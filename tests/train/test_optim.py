@@ -10,8 +10,7 @@ from torch import nn
 from cg3d.params import TrainConfig, load_section
 from cg3d.train.loop import Trainer, prepare_model
 from cg3d.train.optim import make_optimizers
-from tests.train.helpers import make_batches
-from tests.train.test_loop import CLASSES, tiny_train_config
+from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 

@@ -122,3 +122,59 @@ def test_auto_resume_continues_an_unfinished_run_and_retrains_otherwise(shards, 
     checkpoint = (out / "last.pt").read_bytes()
     changed = train_stage(shards, out, dataclasses.replace(config, prompt_lr=0.5), "auto")
     assert changed["epoch"] == 1 and (out / "last.pt").read_bytes() != checkpoint
+
+
+def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
+    """Issue 18: two `cg3d train` into one --out both ran and interleaved their curves."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = (
+        "import time\nfrom cg3d.files import output_lock\n"
+        f"with output_lock({str(out)!r}):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    # a first run, still writing: another process that holds the folder's lock
+    first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        args = ["train", "--shards", str(shards), "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, "--params", str(params_file(tmp_path))])
+    finally:
+        first.kill()
+        first.wait()
+    assert result.exit_code != 0 and "another run is writing into" in str(result.exception)
+    assert not (out / "params.yaml").exists() and not (out / "dvclive").exists()
+
+
+def test_two_identical_runs_write_the_same_checkpoint_bytes(shards, tmp_path):
+    """Issue 18: the zip records were named after the temp file (`.last.pt.<pid>.tmp/…`), so
+    two runs (two processes) of one config gave different last.pt files."""
+    import subprocess
+    import sys
+    import zipfile
+
+    params = params_file(tmp_path, epochs=1)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        command = [sys.executable, "-m", "cg3d", "train", "--shards", str(shards)]
+        command += ["--out", str(out), "--params", str(params)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    first, second = ((out / "last.pt").read_bytes() for out in outs)
+    assert first == second
+    names = zipfile.ZipFile(outs[0] / "last.pt").namelist()
+    assert all(name.startswith("archive/") for name in names), names
+
+
+def test_a_read_only_run_folder_is_one_line_before_training(shards, tmp_path):
+    from cg3d.errors import UsageError
+
+    (tmp_path / "taken").write_text("a file where the run folder should be")
+    args = ["train", "--shards", str(shards), "--out", str(tmp_path / "taken" / "run")]
+    args += ["--params", str(params_file(tmp_path))]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception).startswith(f"--out: cannot write into {tmp_path / 'taken'}")

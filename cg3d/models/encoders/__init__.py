@@ -2,8 +2,8 @@
 
 An architecture is an `nn.Module` built as `cls(out_dim=..., **params)` that maps (B, N, 3)
 points to (B, out_dim) features, and says how many points a cloud needs
-(`cls.points_needed(params)`, checked against n_points before anything is built); `@register_encoder("name")` makes it buildable by its name
-with its own defaults. A size is a name for one set of its params, e.g.
+(`cls.points_needed(params)`, checked against n_points before anything is built);
+`@register_encoder("name")` makes it buildable by its name with its own defaults. A size is a name for one set of its params, e.g.
 `register_size("pointtransformer-tiny", "pointtransformer", width=128, depth=4, ...)`, so
 params files say `encoder: pointtransformer-tiny` and keep `encoder_params` for overrides.
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import group_patches
+from cg3d.models.encoders.ops import group_patches, points_for_patches
 
 
 class MiniPointNet(nn.Module):
@@ -81,8 +81,7 @@ class PointTransformer(nn.Module):
 
     @staticmethod
     def points_needed(params: dict) -> int:
-        """FPS picks `groups` centres and kNN takes `group_size` neighbours from the cloud."""
-        return max(params["groups"], params["group_size"])
+        return points_for_patches(params["groups"], params["group_size"])
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""

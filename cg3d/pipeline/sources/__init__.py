@@ -30,14 +30,14 @@ import pyarrow.parquet as pq
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
-from cg3d.params import MeshesConfig
-from cg3d.pipeline.chunks import ChunkedOutput, default_workers, run_chunks
-from cg3d.pipeline.meshio import (
+from cg3d.geometry.meshio import (
     BYTES_ONLY_SUFFIXES,
     MeshError,
     check_geometry,
     validate_file,
 )
+from cg3d.params import MeshesConfig
+from cg3d.pipeline.chunks import ChunkedOutput, default_workers, run_chunks
 from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
@@ -115,7 +115,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         description="validating meshes",
     )
     parts = [output.part(i) for i in range(len(listing_parts))]
-    counts = merge_parts(parts, work / "merge", out_dir, STAGE)
+    counts = merge_parts(parts, work / "merge", out_dir, STAGE, Path(root))
     write_classes(listing.classes, out_dir)
     shutil.rmtree(work)
     return Summary(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import MeshRecord
+from cg3d.geometry.meshio import MeshError, check_suffix
 from cg3d.pipeline.ids import object_id
-from cg3d.pipeline.meshio import MeshError, check_suffix
 from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,

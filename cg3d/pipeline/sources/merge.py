@@ -38,9 +38,11 @@ WRITE_ROWS = 4096  # rows turned back into an Arrow table at once
 COPIES = pa.schema([("id", pa.string()), ("original", pa.string())])
 
 
-def merge_parts(parts: list[Path], work: Path, out_dir: Path, stage: str) -> Counter:
-    """Write `out_dir`'s manifest.parquet and failures.parquet from the validation `parts`;
-    return the count of rows by status."""
+def merge_parts(
+    parts: list[Path], work: Path, out_dir: Path, stage: str, root: Path | None = None
+) -> Counter:
+    """Write `out_dir`'s manifest.parquet (recording the source `root`) and failures.parquet
+    from the validation `parts`; return the count of rows by status."""
     shutil.rmtree(work, ignore_errors=True)
     schema = pq.read_schema(parts[0]) if parts else None
     by_id = sorted_runs(_tables(parts), ["id"], work / "by-id")
@@ -54,7 +56,7 @@ def merge_parts(parts: list[Path], work: Path, out_dir: Path, stage: str) -> Cou
     rows = _marked(merged_rows(by_id, ["id"]), merged_rows(copies_by_id, ["id"]))
     counts: Counter = Counter()
     with (
-        manifest_writer(out_dir) as write_manifest,
+        manifest_writer(out_dir, root) as write_manifest,
         failures_writer(out_dir / FAILURES_NAME) as write_failures,
     ):
         for table in _tables_of(rows, schema):

@@ -6,7 +6,7 @@ import pytest
 
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
-from cg3d.pipeline.meshio import load_mesh
+from cg3d.geometry.meshio import load_mesh
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.sources.helpers import make_glbs
 

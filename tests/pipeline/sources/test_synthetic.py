@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
-from cg3d.pipeline.meshio import load_mesh
+from cg3d.geometry.meshio import load_mesh
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object
 from cg3d.protocol import class_names

@@ -1,7 +1,7 @@
 """An object's surface as the importer of record read it: triangles, and what colours them.
 
 The Blender worker (`cg3d.render.surface`) fills a `Surface` from the evaluated scene; the
-fast path (`cg3d.pipeline.meshio`) fills one with triangles only. The colour at a point is
+fast path (`cg3d.geometry.meshio`) fills one with triangles only. The colour at a point is
 looked up, in this order, from the texture through the point's UV (bilinear, or nearest when
 the material says so; wrap or clamp as its texture says), the vertex colours, the material's
 base colour; a point with none of them gets `NO_COLOR` and the object `has_color: false` when no

@@ -1,0 +1,78 @@
+"""Whether a written file is whole, and one line for one that is not.
+
+Every part is written atomically, so one that exists was whole once; a copy cut short, a disk
+that filled under another tool or a hand edit can still leave a short file. The rules, in
+this one place: a Parquet file is whole when its footer reads (truncation takes the footer,
+which is at the end, with it, and the footer holds the row count); a tar is
+whole when its headers read to the end-of-archive blocks (a tar cut on a 512-byte boundary
+between members reads "cleanly" without them). Resume (`cg3d.pipeline.chunks.ChunkedOutput`,
+the pack stage's shards) recomputes a part that is not whole; a later stage that reads one
+stops with a line naming the file and the stage that rebuilds it (`parquet_file`).
+"""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cg3d.errors import UsageError
+from cg3d.formats.tar import FormatError, tar_members
+
+
+class DamagedFile(UsageError):
+    """A stage's output that is not whole; the message names it and the stage to rerun."""
+
+
+def damaged(path: Path, problem: str, stage: str) -> DamagedFile:
+    """The one-line error of a damaged file `path`, which `cg3d {stage}` rebuilds."""
+    rebuild = f"rerun `cg3d {stage}` to rebuild it" if stage else "rerun the stage that wrote it"
+    return DamagedFile(f"{path} is damaged ({problem}): {rebuild}")
+
+
+def parquet_problem(path: Path) -> str | None:
+    """Why the Parquet file at `path` is not whole (None when it is); reads only its footer."""
+    try:
+        pq.read_metadata(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        return _first_line(error)
+    return None
+
+
+def tar_problem(path: Path) -> str | None:
+    """Why the tar at `path` is not whole (None when it is): its headers are walked to the
+    end-of-archive blocks, member data seeked over."""
+    try:
+        with open(path, "rb", buffering=0) as stream:  # a seek per member: no buffer to refill
+            for _ in tar_members(stream, read_data=False):
+                pass
+    except FormatError as error:
+        return str(error)
+    return None
+
+
+def part_problem(path: Path) -> str | None:
+    """Why a part file is not whole, by its kind (Parquet or tar); None when it is, or when
+    its kind has no check here."""
+    suffix = Path(path).suffix
+    if suffix == ".parquet":
+        return parquet_problem(path)
+    if suffix == ".tar":
+        return tar_problem(path)
+    return None
+
+
+def parquet_file(path: Path, stage: str) -> pq.ParquetFile:
+    """The Parquet file at `path`, written by `cg3d {stage}`; a damaged one is a DamagedFile
+    naming it and that stage, not pyarrow's "Parquet magic bytes not found"."""
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        raise damaged(path, _first_line(error), stage) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,625 @@
+"""Checking mesh files and reading the simple ones into arrays, with one error type that says
+what went wrong.
+
+The reading of record is Blender's importer (`cg3d.render.worker`): the views and, for glTF
+and for coloured points, the sampled points come from it. `load_mesh` (trimesh) is the fast
+path for the formats both read alike (`FAST_SUFFIXES`: a test compares the two readings), and
+the OFF reader of the Blender workers. `validate_file` is the meshes stage's check: the file
+stays inside its source's root, every file it references (`referenced_files`: OBJ `mtllib`,
+MTL texture maps, glTF buffer and image URIs) resolves inside the root (`resolve_reference`,
+the one function that decides) and exists, and the geometry is a surface (a point cloud, a
+file of lines, an unsupported required glTF extension are named as such). Parsing only:
+nothing in a file is ever executed.
+"""
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from cg3d.files import OutsideRoot, confined_path, file_sha256
+from cg3d.formats.manifest import FAILURE_KINDS
+
+SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
+# trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
+# for their points unless colours are asked for.
+FAST_SUFFIXES = (".obj", ".off", ".ply", ".stl")
+GLTF_SUFFIXES = (".glb", ".gltf")
+# Formats researchers hold that are not read here: named, never "empty" (Blender 5 dropped
+# COLLADA; FBX and 3MF are not read by this pipeline: convert them to glTF).
+NAMED_UNSUPPORTED = {
+    ".fbx": "FBX",
+    ".dae": "COLLADA (.dae, no longer in Blender 5)",
+    ".3mf": "3MF",
+    ".blend": "a .blend file (never opened: it can hold scripts)",
+    ".usd": "USD",
+    ".usdz": "USDZ",
+    ".usda": "USD",
+    ".usdc": "USD",
+    ".abc": "Alembic",
+    ".3ds": "3DS",
+    ".x3d": "X3D",
+    ".wrl": "VRML",
+}
+# Extensions Blender 5's glTF importer reads; a file requiring another one is refused by name.
+GLTF_EXTENSIONS_READ = {
+    "KHR_draco_mesh_compression",
+    "KHR_mesh_quantization",
+    "KHR_texture_transform",
+    "KHR_materials_emissive_strength",
+    "KHR_materials_unlit",
+    "KHR_materials_pbrSpecularGlossiness",
+    "KHR_materials_clearcoat",
+    "KHR_materials_transmission",
+    "KHR_materials_volume",
+    "KHR_materials_ior",
+    "KHR_materials_specular",
+    "KHR_materials_sheen",
+    "KHR_materials_variants",
+    "KHR_materials_anisotropy",
+    "KHR_lights_punctual",
+    "KHR_texture_basisu",
+    "EXT_texture_webp",
+    "EXT_mesh_gpu_instancing",
+}
+COMPRESSION_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression")
+TRIANGLE_MODES = (4, 5, 6)  # glTF primitive modes with faces (0 points, 1-3 lines)
+
+# Beyond these a file is not a single object in any sane unit (or would exhaust memory).
+MAX_EXTENT = 1.0e6
+MAX_FACES = 20_000_000
+
+# trimesh logs every odd file at warning level; the failure rows say it once, in words.
+logging.getLogger("trimesh").setLevel(logging.ERROR)
+
+
+class MeshError(Exception):
+    """A mesh that cannot be used; `kind` is one of manifest.FAILURE_KINDS."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}")
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh: vertices (V, 3) float64, faces (F, 3) int64 indexing them."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+def check_suffix(path: Path) -> str:
+    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix in NAMED_UNSUPPORTED:
+        raise MeshError(
+            "unsupported_format",
+            f"{NAMED_UNSUPPORTED[suffix]} is not read here: convert it to glTF/GLB",
+        )
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise MeshError(
+            "unsupported_format",
+            f"{suffix or 'no suffix'} is not one of {' '.join(SUPPORTED_SUFFIXES)}",
+        )
+    return suffix
+
+
+def check_nonempty(path: Path) -> None:
+    try:
+        size = Path(path).stat().st_size
+    except OSError as error:
+        raise MeshError("unreadable", f"cannot open the file: {error.strerror or error}") from error
+    if size == 0:
+        raise MeshError("empty", "the file has zero bytes")
+
+
+def load_mesh(path: Path) -> Mesh:
+    """Read a mesh file into one triangulated `Mesh`; raise MeshError when unusable."""
+    import trimesh
+
+    path = Path(path)
+    suffix = check_suffix(path)
+    check_nonempty(path)
+    # Skip materials and texture images: slow to decode, may be missing, and unused here.
+    options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
+    try:
+        scene = trimesh.load_scene(str(path), file_type=suffix[1:], process=False, **options)
+        _check_has_faces(scene, path)
+        vertices, faces = _scene_arrays(scene)
+    except MemoryError as error:
+        raise MeshError("absurd_size", "the file does not fit in memory") from error
+    except MeshError:
+        raise
+    except Exception as error:  # any parser failure: a malformed file, not a crashed stage
+        raise MeshError("unreadable", f"{type(error).__name__}: {error}") from error
+    result = Mesh(
+        vertices=np.asarray(vertices, dtype=np.float64).reshape(-1, 3),
+        faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3),
+    )
+    check_mesh(result)
+    return result
+
+
+def _check_has_faces(scene, path: Path) -> None:
+    """MeshError naming what a file without faces holds: a point cloud, or only lines."""
+    if any(len(getattr(g, "faces", ())) for g in scene.geometry.values()):
+        return
+    vertices = sum(len(getattr(g, "vertices", ())) for g in scene.geometry.values())
+    kinds = {type(g).__name__ for g in scene.geometry.values()}
+    if "Path3D" in kinds or "Path2D" in kinds or _obj_has_lines(path):
+        raise MeshError("no_faces", "the file holds only lines, no faces")
+    if vertices:
+        raise MeshError("no_faces", f"a point cloud ({vertices} vertices, no faces)")
+    raise MeshError("empty", "the file holds no geometry")
+
+
+def _obj_has_lines(path: Path) -> bool:
+    """Whether an OBJ has `l` (polyline) records; trimesh reads those as bare vertices."""
+    if path.suffix.lower() != ".obj":
+        return False
+    with open(path, "rb") as handle:
+        return any(line.lstrip().startswith(b"l ") for line in handle)
+
+
+def _scene_arrays(scene) -> tuple[np.ndarray, np.ndarray]:
+    """All triangles of a scene in world coordinates (node transforms applied)."""
+    nodes = scene.graph.nodes_geometry
+    if len(nodes) == 1:
+        # The common single-mesh file: skip the copy a full scene flattening makes.
+        transform, name = scene.graph[nodes[0]]
+        geometry = scene.geometry[name]
+        if np.allclose(transform, np.eye(4)) and hasattr(geometry, "faces"):
+            return geometry.vertices, geometry.faces
+    mesh = scene.to_mesh()  # concatenates every mesh with its transform; drops points and lines
+    return mesh.vertices, mesh.faces
+
+
+def check_mesh(mesh: Mesh) -> None:
+    """Raise MeshError unless `mesh` is a finite, sanely sized surface with some area."""
+    vertices, faces = mesh.vertices, mesh.faces
+    if len(vertices) == 0 or len(faces) == 0:
+        raise MeshError("empty", f"{len(vertices)} vertices and {len(faces)} faces")
+    if len(faces) > MAX_FACES:
+        raise MeshError("absurd_size", f"{len(faces)} faces (more than {MAX_FACES})")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError("unreadable", "a face refers to a vertex that does not exist")
+    used = vertices[np.unique(faces)]
+    if not np.isfinite(used).all():
+        raise MeshError("non_finite", "NaN or infinite vertex coordinates")
+    extent = float((used.max(axis=0) - used.min(axis=0)).max())
+    if extent > MAX_EXTENT:
+        raise MeshError(
+            "absurd_size", f"bounding box {extent:.3g} units across (max {MAX_EXTENT:g})"
+        )
+    corners = vertices[faces]
+    doubled_areas = np.linalg.norm(
+        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
+    )
+    # Relative to the size of the object, so that millimetre and kilometre models pass alike.
+    if extent <= 0.0 or doubled_areas.sum() <= 1e-12 * extent * extent:
+        raise MeshError("degenerate", "the surface has zero area")
+
+
+# Path safety and the meshes stage's check.
+
+
+def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool) -> Path | None:
+    """The file `reference` (relative to `base_dir`, or absolute) names, if it lies inside
+    `root` after symlinks are followed; MeshError naming it when it escapes, or when it is
+    `required` and missing (a missing optional file, a texture, is None: the object is read
+    without it). The one function that decides what a source may read."""
+    try:
+        target = confined_path(root, base_dir, reference)
+    except OutsideRoot:
+        raise MeshError("outside_root", f"{reference} resolves outside the source root") from None
+    if not target.is_file():
+        if required:
+            raise MeshError("missing_file", f"{reference} (referenced by the file) does not exist")
+        return None
+    return target
+
+
+def gltf_document(path: Path) -> dict:
+    """The JSON document of a .gltf or .glb file (of a .glb, only its JSON chunk is read);
+    MeshError when it does not parse."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(20)
+            if head[:4] == b"glTF":
+                length, kind = struct.unpack_from("<II", head, 12)
+                if kind != 0x4E4F534A:
+                    raise ValueError("the first GLB chunk is not JSON")
+                data = handle.read(length)
+            else:
+                data = head + handle.read()
+        document = json.loads(data)
+    except (ValueError, struct.error, UnicodeDecodeError) as error:
+        raise MeshError("unreadable", f"not a glTF document: {error}") from error
+    if not isinstance(document, dict):
+        raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
+    return document
+
+
+# OBJ and MTL references as Blender 5's importer reads them (found by trying it,
+# tests/render/test_references.py): a statement may be indented by spaces or tabs; an OBJ line
+# ending in a backslash goes on on the next line; `mtllib` names one file, the rest of the line
+# with quotes removed; a texture map statement's options (`-bm 1`, `-o u v w`...) come before
+# its file name, which is the rest of the line (`map_Kd x.png -bm 1` names "x.png -bm 1").
+# Options and how many values each takes at most (-o/-s/-t take 1 to 3 numbers).
+TEXTURE_OPTIONS = {
+    "-o": 3,
+    "-s": 3,
+    "-t": 3,
+    "-mm": 2,
+    "-bm": 1,
+    "-boost": 1,
+    "-texres": 1,
+    "-clamp": 1,
+    "-blendu": 1,
+    "-blendv": 1,
+    "-cc": 1,
+    "-imfchan": 1,
+    "-type": 1,
+}
+COPY_BLOCK = 1 << 20
+NAMING_KEYWORDS = ("usemtl", "o", "g")  # OBJ statements whose argument is a free name
+TEXTURE_KEYWORDS = ("bump", "disp", "decal", "refl", "norm")  # and every map_*
+# The MTL statements Blender's copy keeps as they are: colours and factors, never a file name.
+MTL_VALUE_KEYWORDS = {
+    "newmtl", "Ka", "Kd", "Ks", "Ke", "Ns", "Ni", "d", "Tr", "Tf", "illum",
+    "Pr", "Pm", "Ps", "Pc", "Pcr", "aniso", "anisor", "sharpness",
+}  # fmt: skip
+
+
+def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
+    """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
+    lines: list[bytes] = []
+    for line in handle:
+        lines.append(line)
+        if line.rstrip(b"\r\n").endswith(b"\\"):
+            continue
+        text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
+        yield lines, text.decode(errors="replace")
+        lines = []
+    if lines:
+        yield lines, b"".join(lines).decode(errors="replace")
+
+
+def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes]:
+    """An OBJ's bytes in blocks of about `size` that end where a logical line ends."""
+    carry = b""
+    while chunk := handle.read(size):
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        while cut and data[:cut].rstrip(b"\r\n").endswith(b"\\"):  # inside a continued line
+            cut = data.rfind(b"\n", 0, cut - 1) + 1
+        carry = data[cut:]
+        if cut:
+            yield data[:cut]
+    if carry:
+        yield carry
+
+
+def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
+    """(start, end, text) of each logical line of `block` (whole lines of an OBJ) that mentions
+    `mtllib` in any case. Byte searches, no loop over the lines: a large OBJ names its
+    libraries once or twice, and continued lines are rare (then the lines are walked)."""
+    if b"\\\n" not in block and b"\\\r\n" not in block:
+        lowered = block.lower()
+        position = 0
+        while (found := lowered.find(b"mtllib", position)) >= 0:
+            start = block.rfind(b"\n", 0, found) + 1
+            end = block.find(b"\n", found) + 1 or len(block)
+            yield start, end, block[start:end].decode(errors="replace")
+            position = end
+        return
+    offset = 0
+    for lines, text in obj_statements(io.BytesIO(block)):
+        size = sum(map(len, lines))
+        if "mtllib" in text.lower():
+            yield offset, offset + size, text
+        offset += size
+
+
+def _argument(text: str, keyword: str) -> str | None:
+    """The rest of the statement `text` after `keyword` (quotes removed), or None if `text` is
+    not that statement."""
+    words = text.split(maxsplit=1)
+    if not words or words[0] != keyword:
+        return None
+    return words[1].strip().replace('"', "") if len(words) > 1 else ""
+
+
+def obj_material_libraries(path: Path) -> list[str]:
+    """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them."""
+    with open(path, "rb") as handle:
+        names = [
+            _argument(text, "mtllib")
+            for block in line_blocks(handle)
+            for _, _, text in mtllib_statements(block)
+        ]
+    return [name for name in names if name]
+
+
+def texture_map(line: str) -> tuple[str, list[str], str] | None:
+    """(keyword, options, file name) of an MTL texture map statement, else None."""
+    words = line.split()
+    if not words:
+        return None
+    keyword = words[0]
+    if not (keyword.lower().startswith("map_") or keyword.lower() in TEXTURE_KEYWORDS):
+        return None
+    rest = line.strip()[len(keyword) :].strip()
+    options: list[str] = []
+    while rest.startswith("-"):
+        option, _, rest = rest.partition(" ")
+        if option not in TEXTURE_OPTIONS:
+            break  # a file name that starts with "-"
+        options.append(option)
+        for _ in range(TEXTURE_OPTIONS[option]):
+            value, _, after = rest.strip().partition(" ")
+            if not value or (TEXTURE_OPTIONS[option] > 1 and not _is_number(value)):
+                break
+            options.append(value)
+            rest = after
+        rest = rest.strip()
+    return keyword, options, rest.replace('"', "")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _mtl_maps(mtl: Path) -> list[str]:
+    """The texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...)."""
+    maps = (texture_map(line) for line in mtl.read_text(errors="replace").splitlines())
+    return [found[2] for found in maps if found and found[2]]
+
+
+def referenced_files(path: Path, root: Path) -> list[Path]:
+    """Every file `path` makes an importer read, each resolved and checked inside `root`."""
+    path, suffix = Path(path), Path(path).suffix.lower()
+    base = path.resolve().parent
+    found: list[Path | None] = []
+    if suffix == ".obj":
+        for name in obj_material_libraries(path):
+            mtl = resolve_reference(root, base, name, required=False)
+            found.append(mtl)
+            if mtl is not None:
+                found += [resolve_reference(root, mtl.parent, m, False) for m in _mtl_maps(mtl)]
+    elif suffix in GLTF_SUFFIXES:
+        found += [file for _, _, file in _gltf_references(gltf_document(path), base, root)]
+    return [file for file in found if file is not None]
+
+
+def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
+    """(item, its URI as Blender reads it, the file, or None for a missing image) of each
+    buffer and image of a glTF document naming a file; MeshError for one outside `root` or a
+    missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
+    for kind in ("buffers", "images"):
+        for item in document.get(kind, []):
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if isinstance(uri, str) and not uri.startswith("data:"):
+                name = unquote(uri.replace("\\", "/"))
+                yield item, name, resolve_reference(root, base, name, kind == "buffers")
+
+
+# Check, then use: what the sample and render stages open is checked when they open it.
+
+
+def lone_file_root(path: Path) -> Path:
+    """The root of a file read on its own (given to classify or the demo, not listed by the
+    meshes stage): the folder it resolves into, so it and what it references stay there."""
+    return Path(path).resolve().parent
+
+
+def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
+    """The file a manifest row lists, checked at read time: resolved now (symlinks followed)
+    inside `root`, and, when the row has one, with the sha256 the meshes stage recorded.
+    MeshError `changed_since_listed` otherwise (a file swapped for a symlink to the outside, or
+    rewritten, after `cg3d meshes`). Returns the resolved path: the one to open."""
+    path = Path(path)
+    resolved = path.resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise MeshError(
+            "changed_since_listed", f"{path} now resolves to {resolved}, outside the source root"
+        )
+    if sha256 and _sha256(resolved) != sha256:
+        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
+    return resolved
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as error:
+        raise MeshError("unreadable", f"cannot read {path}: {error.strerror or error}") from error
+
+
+def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
+    """The file to hand Blender's importer for a manifest row, checked now (`listed_file`).
+    An OBJ or glTF becomes a copy in `folder` (emptied first), hashed as it is written so that
+    Blender reads the very bytes compared, whose references are checked inside `root` again
+    and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
+    only confined texture files, so whatever forms Blender parses it opens nothing that was
+    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
+    resolved = Path(path).resolve()
+    suffix = resolved.suffix.lower()
+    if suffix not in (".obj", *GLTF_SUFFIXES):
+        return listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+    listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if suffix in GLTF_SUFFIXES:
+        copy, digest = _gltf_copy(resolved, root, folder / resolved.name)
+    else:
+        copy, digest = _obj_copy(resolved, root, folder)
+    if sha256 and digest != sha256:
+        raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
+    return copy
+
+
+def _obj_copy(resolved: Path, root: Path, folder: Path) -> tuple[Path, str]:
+    """(the OBJ copy, the sha256 of the bytes read): see `blender_input`."""
+    libraries = []
+    for name in obj_material_libraries(resolved):
+        mtl = resolve_reference(root, resolved.parent, name, required=False)
+        if mtl is not None:
+            libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
+    copy = folder / resolved.name
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
+        for block in line_blocks(source):
+            digest.update(block)
+            # Any statement that mentions a material library, in any case, is blanked (ours
+            # come first), but for those that name a material, object or group.
+            position = 0
+            for start, end, text in mtllib_statements(block):
+                if text.split(maxsplit=1)[0] not in NAMING_KEYWORDS:
+                    out.write(block[position:start] + b"\n" * block.count(b"\n", start, end))
+                    position = end
+            out.write(block[position:])
+    return copy, digest.hexdigest()
+
+
+def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
+    """(a copy of a glTF/GLB, the sha256 of the bytes read) for Blender's importer: each file
+    URI replaced by the resolved, confined path it names, and the application-specific vertex
+    attributes (`_NAME`: feature ids, temperatures...; no stage reads them) removed. Blender
+    5.0's importer pairs those attributes with their data in the iteration order of a set,
+    which changes with each process's hash seed: with two of them, a file was read in one
+    worker and failed in another ("couldn't access the py sequence", a shape mismatch)."""
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source:
+        head = source.read(20)
+        glb = head[:4] == b"glTF"
+        if glb:
+            json_length = struct.unpack_from("<I", head, 12)[0]
+            text = source.read(json_length)
+            digest.update(head + text)
+        else:
+            text = head + source.read()
+            digest.update(text)
+        try:
+            document = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise MeshError("unreadable", f"not a glTF document: {error}") from error
+        for item, name, file in _gltf_references(document, resolved.parent, root):
+            # Missing images stay missing (Blender reads the object without them).
+            item["uri"] = quote(str(file or (resolved.parent / name).resolve()))
+        for mesh in document.get("meshes", []):
+            for primitive in mesh.get("primitives", []):
+                _drop_custom_attributes(primitive)
+        encoded = json.dumps(document, separators=(",", ":")).encode()
+        with open(copy, "wb") as out:
+            if not glb:
+                out.write(encoded)
+                return copy, digest.hexdigest()
+            encoded += b" " * (-len(encoded) % 4)  # chunks are 4-byte aligned, JSON space-padded
+            rest = os.fstat(source.fileno()).st_size - source.tell()  # the BIN chunk, as it is
+            length = 12 + 8 + len(encoded) + rest
+            out.write(head[:8] + struct.pack("<III", length, len(encoded), 0x4E4F534A))
+            out.write(encoded)
+            while block := source.read(COPY_BLOCK):
+                digest.update(block)
+                out.write(block)
+    return copy, digest.hexdigest()
+
+
+def _drop_custom_attributes(primitive: dict) -> None:
+    draco = primitive.get("extensions", {}).get("KHR_draco_mesh_compression", {})
+    for attributes in (primitive.get("attributes"), draco.get("attributes")):
+        if isinstance(attributes, dict):
+            for name in [name for name in attributes if name.startswith("_")]:
+                del attributes[name]
+
+
+def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
+    """`copy`: the MTL `mtl` with its value statements, and its texture maps naming their
+    resolved paths (MeshError `outside_root` for one outside `root`, as the meshes stage says);
+    nothing else (no statement Blender could read a file name from is copied unread)."""
+    kept = []
+    for line in mtl.read_text(errors="replace").splitlines():
+        words = line.split()
+        if words and words[0] in MTL_VALUE_KEYWORDS:
+            kept.append(line.strip())
+            continue
+        found = texture_map(line)
+        if found and found[2]:
+            texture = resolve_reference(root, mtl.parent, found[2], required=False)
+            if texture is not None:
+                kept.append(" ".join([found[0], *found[1], str(texture)]))
+    copy.write_text("\n".join(kept) + "\n")
+    return copy
+
+
+def check_gltf(document: dict) -> None:
+    """The structural check of a glTF file: required extensions read, some triangles."""
+    required = set(document.get("extensionsRequired", []))
+    unread = sorted(required - GLTF_EXTENSIONS_READ)
+    if unread:
+        raise MeshError(
+            "unsupported_format",
+            f"the file requires the glTF extension {', '.join(unread)}, not read here",
+        )
+    modes = [
+        primitive.get("mode", 4)
+        for mesh in document.get("meshes", [])
+        for primitive in mesh.get("primitives", [])
+    ]
+    if not modes:
+        raise MeshError("empty", "the file holds no meshes")
+    if not any(mode in TRIANGLE_MODES for mode in modes):
+        if all(mode == 0 for mode in modes):
+            raise MeshError("no_faces", "a point cloud (glTF POINTS primitives, no faces)")
+        raise MeshError("no_faces", "the file holds only lines or points, no faces")
+
+
+def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
+    """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
+    `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
+    """
+    path = Path(path)
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise MeshError(
+            "outside_root", f"the file resolves to {path.resolve()}, outside the source root"
+        )
+    check_suffix(path)
+    check_nonempty(path)
+    referenced_files(path, root)
+    if geometry:
+        check_geometry(path)
+
+
+# The formats whose `check_geometry` reads the file's own bytes only (no materials, textures or
+# other files), so its outcome is the same for every copy of the same bytes.
+BYTES_ONLY_SUFFIXES = (".obj", ".off", ".stl", ".glb", ".gltf")
+
+
+def check_geometry(path: Path) -> None:
+    """glTF geometry is decoded by Blender in the sample and render stages (Draco, sparse
+    accessors, skins...), so here it is checked structurally; the other formats are read."""
+    if Path(path).suffix.lower() in GLTF_SUFFIXES:
+        check_gltf(gltf_document(path))
+    else:
+        load_mesh(path)

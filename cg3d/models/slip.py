@@ -1,0 +1,247 @@
+"""SLIP (facebookresearch/SLIP): the vision–language model the public CG3D code trains with.
+
+Its layout, kept name for name so that SLIP's released file loads as it is:
+  visual.*            timm's `VisionTransformer` (ViT-B/16: `vit_base_patch16_224`) with
+                      `num_classes=0`: GELU, no pre-norm, the CLS token after the final norm
+  image_projection    (vision width, embed dim): image features are `visual(x) @ image_projection`
+  token_embedding, positional_embedding, transformer.resblocks.*, ln_final, text_projection
+                      CLIP's text tower with QuickGELU and a causal mask, pooled at the EOT token
+  logit_scale         the log temperature
+  image_mlp.*         SLIP's self-supervised head: zero-shot does not use it, loading drops it
+
+`slip_base_100ep.pt` holds `{"state_dict": {"module.<name>": tensor}, "epoch": int,
+"args": argparse.Namespace(...)}`. `read_slip_state` loads it with `weights_only=True`,
+allowing exactly `argparse.Namespace` beyond plain tensors and containers.
+
+Images are preprocessed as SLIP was trained and the public CG3D loaders do: resize of the short
+side to 224 (bilinear), centre crop 224, ImageNet mean and std.
+"""
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cg3d.errors import UsageError
+from cg3d.models.prompts import VitTower
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SSL_HEAD = "image_mlp."  # SLIP's SimCLR head: in the file, not in the model
+
+
+@dataclass(frozen=True)
+class SlipConfig:
+    """A SLIP model's sizes (the arguments of SLIP's `SLIP_VIT*` constructors)."""
+
+    embed_dim: int
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    context_length: int
+    vocab_size: int
+    transformer_width: int
+    transformer_heads: int
+    transformer_layers: int
+    ssl_mlp_dim: int  # the SSL head's sizes: only what a file in SLIP's layout holds
+    ssl_emb_dim: int
+
+
+SLIP_CONFIGS = {
+    # SLIP_VITB16 with SLIP's default SSL head (--ssl-mlp-dim 4096 --ssl-emb-dim 256)
+    "SLIP-ViT-B-16": SlipConfig(512, 224, 16, 768, 12, 12, 77, 49408, 512, 8, 12, 4096, 256),
+    # a model small enough for unit tests (32 px images, 64-d features)
+    "CG3D-SLIP-Micro-32": SlipConfig(64, 32, 8, 64, 2, 2, 16, 49408, 32, 2, 1, 32, 16),
+}
+
+
+class SLIP(nn.Module):
+    """SLIP's image and text towers (without the SSL head), with SLIP's parameter names."""
+
+    def __init__(self, config: SlipConfig):
+        super().__init__()
+        from open_clip.model import QuickGELU
+        from open_clip.transformer import LayerNorm, Transformer
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.config = config
+        self.visual = VisionTransformer(
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            embed_dim=config.vision_width,
+            depth=config.vision_layers,
+            num_heads=config.vision_heads,
+            num_classes=0,
+        )
+        width = config.transformer_width
+        self.transformer = Transformer(
+            width, config.transformer_layers, config.transformer_heads, act_layer=QuickGELU
+        )
+        self.token_embedding = nn.Embedding(config.vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
+        self.ln_final = LayerNorm(width)
+        self.image_projection = nn.Parameter(torch.empty(config.vision_width, config.embed_dim))
+        self.text_projection = nn.Parameter(torch.empty(width, config.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        causal = torch.full((config.context_length,) * 2, float("-inf")).triu_(1)
+        self.register_buffer("attn_mask", causal, persistent=False)  # not in SLIP's file
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """SLIP's initialisation of the text tower and projections (timm inits the ViT)."""
+        width, layers = self.config.transformer_width, self.config.transformer_layers
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.image_projection, std=self.config.vision_width**-0.5)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed images → (B, D) unnormalised features."""
+        return self.visual(images) @ self.image_projection
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """(B, context) token ids → (B, D) unnormalised features, taken at the EOT token (the
+        highest id in each row)."""
+        x = self.token_embedding(text) + self.positional_embedding
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+
+    def vit_tower(self) -> VitTower:
+        """The timm tower for visual prompts: as the public CG3D code, they go in after the
+        positional embedding and before `norm_pre`."""
+        visual = self.visual
+
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            return visual.patch_drop(visual._pos_embed(visual.patch_embed(images)))
+
+        def head(tokens: torch.Tensor) -> torch.Tensor:
+            return visual.forward_head(visual.norm(tokens)) @ self.image_projection
+
+        return VitTower(
+            embed=embed,
+            norm_pre=visual.norm_pre,
+            blocks=list(visual.blocks),
+            head=head,
+            width=self.config.vision_width,
+            patch_area=self.config.patch_size**2,
+            image_size=self.config.image_size,
+        )
+
+
+def preprocess_cfg(config: SlipConfig) -> dict[str, Any]:
+    """SLIP's image preprocessing, in open_clip's `preprocess_cfg` terms (the loader reads it)."""
+    return {
+        "size": config.image_size,
+        "mode": "RGB",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": "bilinear",
+        "resize_mode": "shortest",
+    }
+
+
+def _rgb(image: Any) -> Any:
+    return image.convert("RGB")
+
+
+def image_transform(config: SlipConfig) -> Any:
+    """PIL image → (3, S, S) tensor, as SLIP's and the public CG3D code's loaders."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.Resize(config.image_size),  # torchvision's default: bilinear
+            transforms.CenterCrop(config.image_size),
+            _rgb,
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def tokenizer(config: SlipConfig) -> Any:
+    """CLIP's BPE tokenizer (SLIP's), padding to the text tower's context length."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=config.context_length)
+
+
+def create_slip(model_name: str) -> SLIP:
+    """SLIP `model_name` with random weights."""
+    model = SLIP(SLIP_CONFIGS[model_name])
+    model.visual.preprocess_cfg = preprocess_cfg(model.config)  # as open_clip's towers carry it
+    return model
+
+
+def _first_line(error: Exception) -> str:
+    """The line of torch.load's (long) error that says what went wrong."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    found = [line for line in lines if "Unsupported global" in line]
+    # torch goes on to suggest allow-listing the class: not advice for a weights file
+    return (found or lines or [type(error).__name__])[0].split(". Please")[0]
+
+
+def read_slip_state(path: str) -> dict[str, torch.Tensor]:
+    """The weights in a file of SLIP's layout, `module.` prefixes stripped, SSL head included.
+
+    Loads with `weights_only=True` allowing only `argparse.Namespace` (SLIP stores its run's
+    arguments as one): any other object in the file is refused, with a one-line UsageError
+    naming the file, as is a file without a `state_dict` of tensors.
+    """
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, truncated, or a global we do not allow
+        raise UsageError(
+            f"--clip-pretrained: {path} is not a loadable SLIP file ({_first_line(error)})"
+        ) from None
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(
+        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()
+    ):
+        raise UsageError(
+            f"--clip-pretrained: {path} is not in SLIP's layout (no 'state_dict' of tensors)"
+        )
+    return {name.removeprefix("module."): value for name, value in state.items()}
+
+
+def check_state_fits(
+    model: nn.Module, state: dict[str, torch.Tensor], what: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """`state` must hold exactly `model`'s tensors (names starting with `ignore` aside), in
+    shape; otherwise a one-line UsageError naming `what` and the first missing or mismatched
+    name."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise UsageError(f"{what}: missing {name} {tuple(tensor.shape)}")
+        if state[name].shape != tensor.shape:
+            raise UsageError(
+                f"{what}: {name} is {tuple(state[name].shape)}, not {tuple(tensor.shape)}"
+            )
+    extra = [name for name in state if name not in expected and not name.startswith(ignore)]
+    if extra:
+        more = f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise UsageError(f"{what}: unexpected {extra[0]}{more}")
+
+
+def load_slip(model_name: str, path: str) -> SLIP:
+    """SLIP `model_name` with the weights of the SLIP file `path` (its SSL head dropped)."""
+    model = create_slip(model_name)
+    state = read_slip_state(path)
+    check_state_fits(
+        model, state, f"--clip-pretrained: {path} does not fit {model_name}", (SSL_HEAD,)
+    )
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(SSL_HEAD)})
+    return model
