@@ -155,3 +155,18 @@ def file_sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+class OutsideRoot(ValueError):
+    """A path that resolves outside the folder a reader may read (its message names both)."""
+
+
+def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
+    """The path `reference` (relative to `base_dir`, or absolute) names, after symlinks are
+    followed, if it lies inside `root`; OutsideRoot when it escapes. The one rule of what a
+    reader may open: mesh sources (their references), benchmark readers (their index files'
+    paths) and shard readers (the index's shard names) all pass their paths through it."""
+    target = (Path(base_dir) / reference).resolve()
+    if not target.is_relative_to(Path(root).resolve()):
+        raise OutsideRoot(f"{reference} resolves outside {root}")
+    return target

@@ -10,6 +10,7 @@ This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instan
 """
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ CLIP_OVERRIDE_HELP = (
     "(checked against the checkpoint's record)."
 )
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
+# Every number of train.encoder_params (width, depth, groups, ...): the registered sizes use at
+# most 512; a checkpoint naming width 10^7 would allocate tens of GB before anything reads it.
+MAX_ENCODER_PARAM = 4096
 
 
 def param(
@@ -254,10 +258,10 @@ class TrainConfig(Section):
         "open_clip tag (e.g. openai), a weights file (SLIP's: slip_base_100ep.pt), or none.",
     )
     require_pretrained: bool = param(False, "Fail instead of training with a random-init CLIP.")
-    prompts: int = param(5, "Learnable visual prompt tokens.", low=0)
+    prompts: int = param(5, "Learnable visual prompt tokens.", low=0, high=1024)
     deep_prompts: bool = param(True, "Replace the prompts before every transformer block.")
     train_logit_scale: bool = param(False, "Learn CLIP's temperature (frozen in the paper).")
-    n_points: int = param(8192, "Points per sample fed to the encoder.", low=1)
+    n_points: int = param(8192, "Points per sample fed to the encoder.", low=1, high=1 << 20)
     point_channels: int = param(
         3,
         "Encoder input: 3 (xyz) or 6 (xyz, rgb: shards sampled with sample.colors).",
@@ -312,6 +316,13 @@ class TrainConfig(Section):
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
             raise UsageError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name, value in self.encoder_params.items():
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(n, int | float) and not 0 <= n <= MAX_ENCODER_PARAM for n in numbers):
+                raise UsageError(
+                    f"train.encoder_params.{name} must be between 0 and {MAX_ENCODER_PARAM}, "
+                    f"got {value!r:.40}"
+                )
 
 
 @dataclass
@@ -519,6 +530,18 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     return float(value) if kind is float else value
 
 
+def _finite(value: Any) -> bool:
+    """No NaN or infinity in a value, nor in a mapping's or list's values (encoder_params):
+    no param of this schema means anything by them."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    return True
+
+
 def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     """Section `cls` from a mapping: defaults for what it omits, every value converted and
     checked; an unknown key or a wrong type is a UsageError naming `where.key`."""
@@ -548,6 +571,8 @@ def check(section: Any, where: str) -> None:
             value.validate()
             continue
         _convert(value, hints[f.name], key)
+        if not _finite(value):  # NaN passes every bound (all comparisons are false)
+            raise UsageError(f"{key} must be finite, got {value!r}")
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
         low, high = meta.get("low"), meta.get("high")

@@ -146,6 +146,14 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("train: {epoch: 3}", "train.epoch: unknown parameter"),
         ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
         ("[1, 2]", "a params file is a mapping of sections"),
+        # NaN and infinity pass every bound: refused for every float (issue 18 §4)
+        ("train: {encoder_lr: .nan}", "train.encoder_lr must be finite, got nan"),
+        ("train: {warmup_epochs: .inf}", "train.warmup_epochs must be finite, got inf"),
+        ("train: {augment: {scale_low: .nan}}", "train.augment.scale_low must be finite"),
+        ("train: {prompt_momentum: -.inf}", "train.prompt_momentum must be finite, got -inf"),
+        ("train: {encoder_params: {dropout: .nan}}", "train.encoder_params must be finite"),
+        ("train: {encoder_params: {radii: [0.2, .inf]}}", "train.encoder_params must be finite"),
+        ("train: {batch_size: .nan}", "train.batch_size must be an integer, got nan"),
     ],
 )
 def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message):
@@ -169,6 +177,14 @@ def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message)
         (["sample", "--meshes", "m", "--set", "sampl.points=1"], "unknown section 'sampl'"),
         (["sample", "--meshes", "m", "--executor", "tpu"], "sample.executor must be one of"),
         (["meshes", "--set", "meshes.source=http"], "meshes.source must be one of"),
+        (["train", "--shards", "s", "--set", "train.encoder_lr=.nan"], "must be finite"),
+        (["render", "--meshes", "m", "--fov-deg", "nan"], "render.fov_deg must be finite"),
+        (["render", "--meshes", "m", "--set", "render.azimuth_jitter=.NaN"], "must be finite"),
+        (
+            ["index", "--checkpoint", "c", "--shards", "s", "--set", "index.batch_size=.inf"],
+            "index.batch_size must be an integer",
+        ),
+        (["sample", "--meshes", "m", "--set", "sample.timeout=.inf"], "sample.timeout must be"),
     ],
 )
 def test_wrong_options_are_one_line_naming_the_key(tmp_path, arguments, message):

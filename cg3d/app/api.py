@@ -27,7 +27,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import prepare_points
-from cg3d.formats.pointfiles import POINT_SUFFIXES, read_point_file
+from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 
@@ -44,17 +44,36 @@ class Prediction(NamedTuple):
 
 
 def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
-    """Labels from a list, a comma-separated string or a file with one per line; empty = default."""
-    if isinstance(labels, str) and labels and Path(labels).is_file():
-        text = Path(labels).read_text()
-        found = [line.strip() for line in text.splitlines() if line.strip()]
-    elif isinstance(labels, str):
+    """Labels from a list or a comma-separated string; empty = `default`.
+
+    A string is always text, never a file name: the demo passes what a visitor typed, so
+    `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
+    """
+    if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
+    elif labels is not None and not isinstance(labels, Sequence):
+        raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:
         found = [str(label).strip() for label in labels or [] if str(label).strip()]
     found = found or list(default)
     if not found:
         raise UsageError("--labels: no labels given and the checkpoint lists no classes")
+    return found
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """The labels of a file, one a line (blank lines skipped): `cg3d classify --labels-file`."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a device such as /dev/zero
+        raise UsageError(f"--labels-file: {path} is not a regular file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise UsageError(f"--labels-file: cannot read {path} ({reason})") from None
+    found = [line.strip() for line in text.splitlines() if line.strip()]
+    if not found:
+        raise UsageError(f"--labels-file: {path} holds no labels")
     return found
 
 
@@ -119,9 +138,8 @@ def array_points(
     already in the model's frame, as in our shards, and only resampled to `n_points`); with 6
     channels each point's rgb is `colors` (N, 3) in [0, 1], or the constant NO_COLOR."""
     check_up_axis(up_axis)
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3 or not np.issubdtype(points.dtype, np.number):
-        raise UsageError(f"points: expected an (N, 3+) numeric array, got shape {points.shape}")
+    points = as_array(points, "points")
+    check_points_array(points, "points")
     if colors is not None and np.shape(colors) != (len(points), 3):
         raise UsageError(f"colors: expected a ({len(points)}, 3) array, got {np.shape(colors)}")
     try:
@@ -130,6 +148,14 @@ def array_points(
         )
     except ValueError as error:
         raise UsageError(f"points: {error}") from None
+
+
+def as_array(values: object, what: str) -> np.ndarray:
+    """`values` (an array, or nested lists of numbers) as an array; UsageError naming `what`."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged lists
+        raise UsageError(f"{what}: not an array of numbers ({error})") from None
 
 
 def read_image(image: ImageInput) -> Image.Image:
@@ -197,7 +223,7 @@ class Model:
     ) -> np.ndarray:
         """(n_points, point_channels) model input of one shape: a mesh or point file, or an
         (N, 3+) array of xyz (its rgb, for a colour model, in `colors`)."""
-        if isinstance(shape, np.ndarray):
+        if not isinstance(shape, str | Path):  # an array, or nested lists of xyz
             return array_points(
                 shape, self.n_points, up_axis, normalise, colors, self.point_channels
             )
@@ -215,8 +241,12 @@ class Model:
         `normalise=False` takes arrays as already in the model's frame (unit sphere, Y up, as
         in our shards) and only resamples them to `n_points`.
         """
+        if not isinstance(shapes, str | Path | np.ndarray | list | tuple):
+            raise UsageError(
+                f"points: expected a file, an array or a list, got {type(shapes).__name__}"
+            )
         if isinstance(shapes, str | Path) or (isinstance(shapes, np.ndarray) and shapes.ndim == 2):
-            shapes = [shapes]
+            shapes = [shapes]  # one shape; a list is a list of shapes
         prepared = [self.prepare(shape, up_axis, normalise) for shape in shapes]
         if not prepared:
             raise UsageError("points: no shapes given")
@@ -225,11 +255,14 @@ class Model:
     @torch.inference_mode()
     def embed_prepared(self, points: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(B, D) features of (B, n_points, point_channels) inputs made by `prepare`."""
-        points = np.asarray(points, dtype=np.float32)
-        if points.ndim != 3 or points.shape[2] != self.point_channels:
+        points = as_array(points, "points")
+        expected = (self.n_points, self.point_channels)
+        if points.ndim != 3 or points.shape[1:] != expected or points.dtype.kind not in "iuf":
             raise UsageError(
-                f"points: expected (B, N, {self.point_channels}) prepared points, got {points.shape}"
+                f"points: expected (B, {', '.join(map(str, expected))}) prepared points (numbers, "
+                f"from Model.prepare), got {points.dtype} of shape {points.shape}"
             )
+        points = points.astype(np.float32)
         device = self.network.device()
         return _batched(
             list(points),
@@ -285,16 +318,17 @@ class Model:
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
-        `labels`: a list, a comma-separated string or a file with one label per line; none
-        means the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
+        `labels`: a list or a comma-separated string (never read as a file name); none means
+        the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
         ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
-        if top < 1:
-            raise UsageError(f"--top must be ≥ 1, got {top}")
+        if not isinstance(top, int) or top < 1:
+            raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
         names = parse_labels(labels, self.classes)
         text = self.label_features(names, single_prompt)
         points = shape if prepared else self.prepare(shape, up_axis)
-        feature = torch.from_numpy(self.embed_prepared(points[None])).to(text.device)
+        feature = torch.from_numpy(self.embed_prepared(as_array(points, "points")[None]))
+        feature = feature.to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
         best = probabilities.argsort(descending=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]

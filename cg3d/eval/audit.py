@@ -111,7 +111,9 @@ def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditSha
 def benchmark_shapes(benchmark, skipped: Skipped) -> Iterator[AuditShape]:
     for shape in benchmark.shapes():
         yield AuditShape(shape.key, shape.points)
-    skipped.add(f"{benchmark.name} shapes", "unreadable", benchmark.skipped())
+    refused = benchmark.refused()
+    skipped.add(f"{benchmark.name} shapes", "unreadable", benchmark.skipped() - refused)
+    skipped.add(f"{benchmark.name} shapes", "outside --root", refused)
 
 
 @dataclass
@@ -264,6 +266,11 @@ def read_audit(folder: Path) -> dict:
     path = Path(folder) / AUDIT_NAME
     if not path.is_file():
         raise UsageError(f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`")
-    summary = json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--audit: {path} does not read ({error}): rerun `cg3d audit`") from None
+    if not isinstance(summary, dict):
+        raise UsageError(f"--audit: {path} is not an audit summary: rerun `cg3d audit`")
     keys = ("train", "test", "threshold", "pairs", "leaked_test_shapes")
     return {"folder": str(folder), **{k: summary.get(k) for k in keys}}

@@ -160,9 +160,13 @@ def classify_command(
         str,
         typer.Option(
             "--labels",
-            help="Comma-separated labels or a file with one per line (default: the training classes).",
+            help="Comma-separated labels, taken as text (default: the training classes).",
         ),
     ] = "",
+    labels_file: Annotated[
+        Path | None,
+        typer.Option("--labels-file", help="Or a file of labels, one a line."),
+    ] = None,
     top: Annotated[int, typer.Option("--top")] = 5,
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
@@ -180,10 +184,15 @@ def classify_command(
     ] = "",
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
-    from cg3d.app.api import check_shape_file, check_up_axis, load
+    from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
+    from cg3d.errors import UsageError
 
+    if labels and labels_file is not None:
+        raise UsageError("--labels and --labels-file: give one or the other")
     check_shape_file(path)  # before the model loads: a typo costs no wait
     check_up_axis(up_axis)
+    if labels_file is not None:
+        labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
     predictions = model.classify(path, labels, top, up_axis, single_prompt)
     table = Table("rank", "label", "probability", title=str(path))

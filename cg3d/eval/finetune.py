@@ -232,6 +232,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         "variant": test_set.variant,
         "reported": "last epoch",
         "skipped_samples": train_set.skipped() + test_set.skipped(),
+        "refused_outside_root": train_set.refused() + test_set.refused(),
         **color_summary(test_set, channels),
         **model_identity(model, Path(checkpoint)),
     }

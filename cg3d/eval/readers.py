@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.files import OutsideRoot, confined_path
 from cg3d.formats.points import NO_COLOR
 from cg3d.formats.shards import (
     INDEX_NAME,
@@ -115,6 +116,7 @@ class Benchmark:
     up_axis: str = "y"
     normalised: bool = False  # points already in our unit-sphere frame (our shards): keep it
     skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
+    refused: Callable[[], int] = lambda: 0  # of those, named by a path outside --root
     color: str = COLOR_CONSTANT  # where a colour model's rgb comes from (module docstring)
 
     def __post_init__(self) -> None:
@@ -172,10 +174,34 @@ def prepare_points(
     return np.ascontiguousarray(xyz, dtype=np.float32)
 
 
-def _require_file(path: Path, what: str) -> Path:
+def _require_file(root: Path, path: Path, what: str) -> Path:
+    """`path`, a file the reader needs, if it lies inside `root` (symlinks followed)."""
+    try:
+        confined_path(root, root, path)
+    except OutsideRoot as error:
+        raise UsageError(f"{what}: {error}") from None
     if not path.is_file():
         raise UsageError(f"{what}: missing file {path}")
     return path
+
+
+class Refusals:
+    """Shapes of one pass whose file lies outside --root: left unread, logged and counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def path(self, root: Path, base: Path, reference: str, key: str) -> Path | None:
+        """The confined path of `reference`, or None (counted) when it escapes `root`."""
+        try:
+            return confined_path(root, base, reference)
+        except OutsideRoot as error:
+            self.refuse(key, str(error))
+            return None
+
+    def refuse(self, key: str, reason: str) -> None:
+        self.count += 1
+        log.warning("refused %s: %s", key, reason)
 
 
 def _check_classes(found: list[str], dataset: str, source: Path) -> list[str]:
@@ -190,23 +216,29 @@ def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
     """`modelnet40_normal_resampled`: `<class>/<class>_XXXX.txt` rows of x,y,z,nx,ny,nz."""
     root = Path(root)
     dataset = f"modelnet{classes}"
-    names_file = _require_file(root / f"{dataset}_shape_names.txt", "--root")
+    names_file = _require_file(root, root / f"{dataset}_shape_names.txt", "--root")
     found = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
     names = _check_classes(found, dataset, names_file)
-    list_file = _require_file(root / f"{dataset}_{split}.txt", "--root")
+    list_file = _require_file(root, root / f"{dataset}_{split}.txt", "--root")
     ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     label_of = {folder: index for index, folder in enumerate(found)}
+    refusals = [Refusals()]
 
     def shapes() -> Iterator[Shape]:
+        refusals[0] = refused = Refusals()
         for shape_id in ids:
             folder = shape_id.rsplit("_", 1)[0]  # night_stand_0001 → night_stand
             if folder not in label_of:
                 raise UsageError(f"{list_file}: {shape_id!r} names no class of {names_file.name}")
-            path = _require_file(root / folder / f"{shape_id}.txt", "--root")
+            path = refused.path(root, root / folder, f"{shape_id}.txt", shape_id)
+            if path is None:
+                continue
+            path = _require_file(root, path, "--root")
             points = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
             yield Shape(shape_id, points, label_of[folder])
 
-    return Benchmark(dataset, split, names, len(ids), shapes)
+    count = lambda: refusals[0].count  # noqa: E731 - read after each pass
+    return Benchmark(dataset, split, names, len(ids), shapes, skipped=count, refused=count)
 
 
 def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
@@ -217,8 +249,8 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "modelnet40_test_8192pts_fps.dat"
-    _require_file(path, "--root")
+        path = _require_file(path, path / "modelnet40_test_8192pts_fps.dat", "--root")
+    _require_file(path.parent, path, "--root")
     if not allow_pickle:
         raise UsageError(
             f"{path} is a pickle, which can run arbitrary code when loaded: pass --allow-pickle "
@@ -249,8 +281,8 @@ def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
     relative = Path(SCANOBJECTNN_FILES[variant].format(split=split))
     root = Path(root)
     if root.name == relative.parent.name:
-        return _require_file(root / relative.name, "--root")
-    return _require_file(root / relative, "--root")
+        return _require_file(root, root / relative.name, "--root")
+    return _require_file(root, root / relative, "--root")
 
 
 def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
@@ -292,6 +324,7 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
         raise UsageError(
             f"--root: missing file {root / f'{split}.txt'} (nor ShapeNet-55/{split}.txt)"
         )
+    _require_file(root, list_file, "--root")
     cloud_dir = root / "shapenet_pc"
     if not cloud_dir.is_dir():
         raise UsageError(f"--root: missing folder {cloud_dir}")
@@ -306,12 +339,19 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
         name = SHAPENET_SYNSETS[synset]
         return names.index(renames.get(name, name))
 
+    refusals = [Refusals()]
+
     def shapes() -> Iterator[Shape]:
+        refusals[0] = refused = Refusals()
         for file_name in files:
-            points = np.load(_require_file(cloud_dir / file_name, "--root"), allow_pickle=False)
+            path = refused.path(root, cloud_dir, file_name, file_name)
+            if path is None:
+                continue
+            points = np.load(_require_file(root, path, "--root"), allow_pickle=False)
             yield Shape(file_name.removesuffix(".npy"), points, label(file_name))
 
-    return Benchmark("shapenet55", split, names, len(files), shapes)
+    count = lambda: refusals[0].count  # noqa: E731 - read after each pass
+    return Benchmark("shapenet55", split, names, len(files), shapes, skipped=count, refused=count)
 
 
 def shards(path: str | Path, split: str = "test") -> Benchmark:
@@ -402,27 +442,27 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
             f"{split_file}: OpenShape's .npy files are pickles, which can run arbitrary code when "
             "loaded: pass --allow-pickle only if you trust where they came from"
         )
-    entries = json.loads(split_file.read_text())
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and {"category", "data_path"} <= e.keys() for e in entries
-    ):
-        raise UsageError(f"{split_file}: expected a list of objects with category and data_path")
-    classes = sorted({str(e["category"]) for e in entries})
+    entries = read_lvis_split(split_file)
+    classes = sorted({e["category"] for e in entries})
     label_of = {name: i for i, name in enumerate(classes)}
     base = root if root.is_dir() else root.parent
-    skipped = [0]
+    skipped, refusals = [0], [Refusals()]
 
     def shapes() -> Iterator[Shape]:
-        skipped[0] = 0
+        skipped[0], refusals[0] = 0, Refusals()
         for entry in entries:
             key = str(entry.get("uid") or Path(entry["data_path"]).stem)
             try:
                 xyz, rgb = read_openshape_npy(locate(entry["data_path"], base))
+            except OutsideRoot as error:
+                skipped[0] += 1
+                refusals[0].refuse(key, str(error))
+                continue
             except (OSError, ValueError, KeyError) as error:
                 skipped[0] += 1
                 log.warning("skipping %s: %s", key, error)
                 continue
-            yield Shape(key, xyz, label_of[str(entry["category"])], rgb)
+            yield Shape(key, xyz, label_of[entry["category"]], rgb)
 
     variant = f"openshape ({len(classes)} of {LVIS_CLASSES} classes)"
     return Benchmark(
@@ -432,21 +472,50 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
         len(entries),
         shapes,
         skipped=lambda: skipped[0],
+        refused=lambda: refusals[0].count,
         color=COLOR_FROM_BENCHMARK,
     )
 
 
+def read_lvis_split(path: Path) -> list[dict]:
+    """OpenShape's split JSON: a list of objects, each with a string `category` and
+    `data_path`; a truncated or malformed file is one line naming it and the first bad entry."""
+    try:
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
+        raise UsageError(f"{path}: not a readable LVIS split JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}: expected a list of shapes, got a {type(entries).__name__}")
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(name), str) and entry[name] for name in ("category", "data_path")
+        ):
+            raise UsageError(
+                f"{path}: entry {number} is not an object with string category and data_path "
+                f"(got {entry!r:.80})"
+            )
+    return entries
+
+
 def locate(data_path: str, base: Path) -> Path:
-    """`data_path` itself when it exists, else under `base` with its leading folders dropped
-    one at a time (OpenShape's JSON names the authors' own mount points)."""
+    """The file `data_path` names, inside `base` (--root): itself when it lies there, else
+    under `base` with its leading folders dropped one at a time (OpenShape's JSON names the
+    authors' own mount points). Nothing outside `base` is opened: OutsideRoot when the path
+    as written escapes and no file of its trailing parts is inside, FileNotFoundError when
+    nothing is found."""
     path = Path(data_path)
-    if path.is_file():
-        return path
-    parts = path.parts[1:] if path.is_absolute() else path.parts
-    for start in range(len(parts)):
-        candidate = base.joinpath(*parts[start:])
-        if candidate.is_file():
-            return candidate
+    candidates = [path] + [Path(*path.parts[start:]) for start in range(1, len(path.parts))]
+    escaped = False
+    for candidate in candidates:
+        try:
+            found = confined_path(base, base, candidate)
+        except OutsideRoot:
+            escaped = True
+            continue
+        if found.is_file():
+            return found
+    if escaped:
+        raise OutsideRoot(f"{data_path} lies outside --root {base} (nor is it found under it)")
     raise FileNotFoundError(f"no file {data_path} (nor under {base})")
 
 

@@ -245,6 +245,7 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
+        "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
         **color_summary(benchmark, int(model.config["point_channels"])),
         "audit": audit,
     }

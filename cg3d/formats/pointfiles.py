@@ -17,33 +17,53 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     npy/txt/xyz/csv/pts hold points (xyz in the first three columns, comma or space separated);
     PLY is read with trimesh and gives faces when it has any. Other suffixes are meshes: the
-    caller loads them with the pipeline's `load_mesh`.
+    caller loads them with the pipeline's `load_mesh`. Whatever is wrong with the file (empty,
+    truncated, not numbers, a PLY vertex without x, y or z, no points) is one UsageError
+    naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file {path}")
     suffix = path.suffix.lower()
+    if suffix not in (*POINT_SUFFIXES, ".ply"):
+        raise UsageError(f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)")
+    faces = None
     try:
         if suffix == ".npy":
             array = np.load(path, allow_pickle=False)
-        elif suffix in POINT_SUFFIXES:
-            text = path.read_text()
-            array = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float64, ndmin=2)
         elif suffix == ".ply":
-            import trimesh
-
-            loaded = trimesh.load(path, process=False)
-            faces = getattr(loaded, "faces", None)
-            has_faces = faces is not None and len(faces) > 0
-            return np.asarray(loaded.vertices, dtype=np.float64), (
-                np.asarray(faces) if has_faces else None
-            )
+            array, faces = _read_ply(path)
         else:
-            raise UsageError(
-                f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)"
-            )
-    except (ValueError, OSError) as error:
-        raise UsageError(f"{path}: unreadable point file ({error})") from None
+            lines = path.read_text().replace(",", " ").splitlines()
+            if not any(line.strip() for line in lines):
+                raise ValueError("no points in it")
+            array = np.loadtxt(lines, dtype=np.float64, ndmin=2)
+    except KeyError as error:  # trimesh on a PLY vertex element without x, y or z
+        raise UsageError(f"{path}: unreadable point file (no vertex property {error})") from None
+    except (ValueError, OSError, EOFError, IndexError) as error:  # EOFError: a 0-byte .npy
+        raise UsageError(
+            f"{path}: unreadable point file ({error or type(error).__name__})"
+        ) from None
+    check_points_array(array, str(path))
+    return np.asarray(array[:, :3], dtype=np.float64), faces
+
+
+def check_points_array(array: np.ndarray, what: str) -> None:
+    """UsageError naming `what` unless `array` is (N ≥ 1, 3+) real numbers: the one check of
+    a user's points, from a file or handed to the Python API."""
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise UsageError(f"{what}: points must be real numbers, got {array.dtype} values")
     if array.ndim != 2 or array.shape[1] < 3 or len(array) == 0:
-        raise UsageError(f"{path}: expected an (N, 3+) array of points, got shape {array.shape}")
-    return np.asarray(array[:, :3], dtype=np.float64), None
+        raise UsageError(f"{what}: expected an (N, 3+) array of points, got shape {array.shape}")
+
+
+def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PLY's vertices and its faces (None without any), by trimesh."""
+    import trimesh
+
+    loaded = trimesh.load(path, process=False)
+    vertices = getattr(loaded, "vertices", None)  # a PLY without vertices loads as an empty Scene
+    if vertices is None:
+        raise ValueError("no vertices in it")
+    faces = getattr(loaded, "faces", None)
+    return np.asarray(vertices), (np.asarray(faces) if faces is not None and len(faces) else None)

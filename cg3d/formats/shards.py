@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256
+from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
 from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
@@ -155,7 +155,65 @@ def read_index(shards: str | Path) -> dict:
         raise damaged(url, read_error_reason(error), "pack") from None
     except OSError as error:
         raise UsageError(f"cannot read {url}: {read_error_reason(error)}") from None
+    problem = index_problem(index)
+    if problem is None and not is_remote(shards):
+        problem = shard_outside(shards, index)
+    if problem is not None:
+        raise UsageError(f"{url}: not a `cg3d pack` index ({problem})")
     return index
+
+
+# A shard name is a relative path of plain names: nothing that climbs out of the shards'
+# folder or URL, and nothing a `pipe:` prefix's shell would read as syntax.
+SHARD_NAME = re.compile(r"[\w.-]+(/[\w.-]+)*")
+
+
+def index_problem(index: Any) -> str | None:
+    """What is wrong with the shape of a parsed index.json, or None."""
+    if not isinstance(index, dict):
+        return f"a {type(index).__name__}, not an object"
+    classes, splits = index.get("classes"), index.get("splits")
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        return "'classes' is not a list of names"
+    if not isinstance(splits, dict):
+        return "'splits' is not an object"
+    for split, entry in splits.items():
+        if not isinstance(entry, dict):
+            return f"split {split!r} is not an object"
+        names, counts = entry.get("shards"), entry.get("counts")
+        sha256, samples = entry.get("sha256"), entry.get("samples")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return f"split {split!r}: 'shards' is not a list of names"
+        bad = next((n for n in names if not SHARD_NAME.fullmatch(n) or ".." in n.split("/")), None)
+        if bad is not None:
+            return f"split {split!r}: shard name {bad!r} is not a relative path of plain names"
+        if not isinstance(counts, list) or not all(_count(c) for c in counts):
+            return f"split {split!r}: 'counts' is not a list of sample counts"
+        if not isinstance(sha256, list) or not all(isinstance(h, str) for h in sha256):
+            return f"split {split!r}: 'sha256' is not a list of hashes"
+        if not len(names) == len(counts) == len(sha256):
+            return (
+                f"split {split!r}: {len(names)} shards, {len(counts)} counts, {len(sha256)} hashes"
+            )
+        if not _count(samples):  # whether it is their sum, `cg3d verify` reports
+            return f"split {split!r}: 'samples' is not a sample count"
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def shard_outside(shards: str | Path, index: dict) -> str | None:
+    """The first shard of a local index that a symlink takes outside the shards' folder."""
+    base = Path(location(shards))
+    for entry in index["splits"].values():
+        for name in entry["shards"]:
+            try:
+                confined_path(base, base, name)
+            except OutsideRoot:
+                return f"shard {name} resolves outside {base}"
+    return None
 
 
 def split_entry(index: dict, split: str) -> dict:

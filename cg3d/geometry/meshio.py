@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from cg3d.files import file_sha256
+from cg3d.files import OutsideRoot, confined_path, file_sha256
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -222,9 +222,10 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
     `root` after symlinks are followed; MeshError naming it when it escapes, or when it is
     `required` and missing (a missing optional file, a texture, is None: the object is read
     without it). The one function that decides what a source may read."""
-    target = (Path(base_dir) / reference).resolve()
-    if not target.is_relative_to(Path(root).resolve()):
-        raise MeshError("outside_root", f"{reference} resolves outside the source root")
+    try:
+        target = confined_path(root, base_dir, reference)
+    except OutsideRoot:
+        raise MeshError("outside_root", f"{reference} resolves outside the source root") from None
     if not target.is_file():
         if required:
             raise MeshError("missing_file", f"{reference} (referenced by the file) does not exist")

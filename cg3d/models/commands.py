@@ -27,9 +27,12 @@ def export(
     ] = None,
 ) -> None:
     """Write a checkpoint's model without its training state; --embed-clip makes it self-contained."""
+    from cg3d.errors import UsageError
     from cg3d.files import check_out_dir
     from cg3d.models.checkpoint import export_checkpoint
 
+    if out.is_dir():  # the rename at the end would fail, after CLIP's weights were loaded
+        raise UsageError(f"--out: {out} is a folder; name the file to write, e.g. {out}/model.pt")
     check_out_dir(out.parent)  # before CLIP's weights are loaded: a folder that cannot be written
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"

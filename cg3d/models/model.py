@@ -15,7 +15,7 @@ from torch import nn
 
 from cg3d.errors import UsageError
 from cg3d.models.clip import load_clip, vit_tower
-from cg3d.models.encoders import build_encoder, resolve_encoder
+from cg3d.models.encoders import build_encoder, points_needed
 from cg3d.models.prompts import PromptedViT
 from cg3d.params import TrainConfig
 
@@ -54,7 +54,12 @@ class ModelConfig:
             raise UsageError("model config: classes must be a list of names")
         if self.point_channels not in (3, 6):
             raise UsageError("model config: point_channels must be 3 (xyz) or 6 (xyz, rgb)")
-        resolve_encoder(self.encoder, self.encoder_params)  # a wrong name fails before any work
+        needed = points_needed(self.encoder, self.encoder_params)  # a wrong name fails here too
+        if self.n_points < needed:
+            raise UsageError(
+                f"n_points: encoder {self.encoder!r} needs at least {needed} points per shape "
+                f"(its sampled centres and neighbours), got {self.n_points}"
+            )
 
 
 def train_fields() -> list[str]:

@@ -1,7 +1,9 @@
 """The Python API on a tiny checkpoint: loading, embeddings, classification (also the CLI's)."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import trimesh
 from PIL import Image
 
 import cg3d
-from cg3d.app.api import input_points, parse_labels
+from cg3d.app.api import input_points, parse_labels, read_labels_file
 from cg3d.errors import UsageError
 from tests.eval.files import cube
 
@@ -34,15 +36,60 @@ def test_import_cg3d_stays_light_and_loads_the_api_on_first_use():
         cg3d.nothing  # noqa: B018
 
 
-def test_parse_labels(tmp_path):
+def test_parse_labels():
     assert parse_labels("", ["a", "b"]) == ["a", "b"]
     assert parse_labels(None, ["a"]) == ["a"]
     assert parse_labels("chair, table ,", []) == ["chair", "table"]
     assert parse_labels([" lamp", "", "sofa "], []) == ["lamp", "sofa"]
-    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
-    assert parse_labels(str(tmp_path / "labels.txt"), []) == ["lamp", "sofa"]
     with pytest.raises(UsageError, match="--labels"):
         parse_labels("", [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/etc/passwd",  # a file every server has
+        "/etc/hostname, /etc/passwd",  # paths among labels
+        "labels.txt",  # a file in the working directory
+        ".",  # a folder
+        "x" * 300,  # longer than a file name may be
+        "a" * 5000 + "," + "b/" * 200,  # very long, with slashes
+        "/dev/zero",  # would never end
+    ],
+)
+def test_label_text_is_never_opened_as_a_file(text, tmp_path, monkeypatch):
+    """What the demo's visitor or `--labels` types is text: a path is a label like any other."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.txt").write_text("secret\n")
+    expected = [label.strip() for label in text.split(",")]
+    assert parse_labels(text, ["cube"]) == expected
+
+
+def test_demo_labels_box_reads_no_file_on_the_server(model):
+    """The demo hands the labels box to `Model.classify`: /etc/passwd comes back as a label."""
+    predictions = model.classify(cube(200, np.random.default_rng(0)), "/etc/passwd, lamp", top=5)
+    assert sorted(p.label for p in predictions) == ["/etc/passwd", "lamp"]
+    long_label = "a chair " * 40  # 320 characters: was OSError: File name too long
+    assert model.classify(cube(200, np.random.default_rng(0)), long_label)[0].label == (
+        long_label.strip()
+    )
+
+
+def test_labels_file_is_read_only_when_named_as_one(tmp_path):
+    (tmp_path / "labels.txt").write_text("lamp\n\nsofa\n")
+    assert read_labels_file(tmp_path / "labels.txt") == ["lamp", "sofa"]
+    (tmp_path / "blank.txt").write_text("\n \n")
+    for path, reason in [
+        (tmp_path / "absent.txt", "No such file"),
+        (tmp_path, "is not a regular file"),
+        (Path("/dev/zero"), "is not a regular file"),  # would never end
+        (tmp_path / "blank.txt", "holds no labels"),
+    ]:
+        with pytest.raises(UsageError, match=f"--labels-file: .*{reason}"):
+            read_labels_file(path)
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        read_labels_file(tmp_path / "binary.txt")
 
 
 def test_mesh_input_goes_through_the_sample_stage(tmp_path):
@@ -206,7 +253,7 @@ def test_a_colour_model_gets_rgb_with_every_point(colour_model, tmp_path):
     assert red[0].score != pytest.approx(grey[0].score, abs=1e-6)  # the colour reaches the model
     with pytest.raises(UsageError, match=r"colors: expected a \(300, 3\) array"):
         colour_model.prepare(xyz, colors=rgb[:10])
-    with pytest.raises(UsageError, match=r"expected \(B, N, 6\) prepared points"):
+    with pytest.raises(UsageError, match=r"expected \(B, 64, 6\) prepared points"):
         colour_model.embed_prepared(prepared[None, :, :3])
 
 
@@ -219,3 +266,158 @@ def test_a_colour_model_reads_a_mesh_through_the_sample_stage(colour_model, tmp_
     assert prepared.shape == (64, 6)
     assert np.linalg.norm(prepared[:, :3], axis=1).max() <= 1 + 1e-5
     assert np.allclose(prepared[:, 3:], [1, 0, 0], atol=0.05)  # the vertex colour, per point
+
+
+# A checkpoint is data: its stored config is held to the params file's bounds before anything
+# is built from it (issue 18 §1).
+
+
+def forged_checkpoint(source, target, **config):
+    payload = torch.load(source, weights_only=True)
+    payload["config"] = payload["config"] | config
+    torch.save(payload, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"encoder_params": {"width": 10_000_000}}, "train.encoder_params.width must be between"),
+        ({"encoder_params": {"depth": 10**9}}, "train.encoder_params.depth must be between"),
+        ({"encoder_params": {"groups": -1}}, "train.encoder_params.groups must be between"),
+        ({"encoder_params": {"dropout": float("nan")}}, "train.encoder_params must be finite"),
+        ({"n_points": 10**9}, "train.n_points must be ≥ 1 and ≤ 1048576"),
+        ({"prompts": 10**7}, "train.prompts must be ≥ 0 and ≤ 1024"),
+        ({"n_points": 4}, "n_points: encoder 'pointtransformer-micro' needs at least 8"),
+        ({"point_channels": 9}, "point_channels must be"),
+        ({"deep_prompts": "yes"}, "deep_prompts must be"),
+        ({"encoder_params": {"groups": "many"}}, "bad encoder_params"),
+    ],
+)
+def test_a_checkpoints_config_is_held_to_the_params_bounds(
+    tiny_checkpoint, tmp_path, config, message
+):
+    path = forged_checkpoint(tiny_checkpoint, tmp_path / "forged.pt", **config)
+    with pytest.raises(UsageError, match=f"^{path}: .*{message}".replace("(", r"\(")) as error:
+        cg3d.load(path)
+    assert "\n" not in str(error.value)
+
+
+def test_classify_cli_on_a_huge_checkpoint_is_one_line(tiny_checkpoint, tmp_path):
+    """The issue's case: width 10^7 made classify allocate 11 GB and die."""
+    path = forged_checkpoint(
+        tiny_checkpoint, tmp_path / "huge.pt", encoder_params={"width": 10_000_000}
+    )
+    np.save(tmp_path / "shape.npy", cube(100, np.random.default_rng(0)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "classify", tmp_path / "shape.npy", "--checkpoint", path],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "train.encoder_params.width must be between 0 and 4096" in result.stderr
+
+
+# Bad point files and bad shapes: one UsageError naming the file or the argument, in the API,
+# in `cg3d classify` and in search (issue 18 §4).
+
+PLY_HEADER = "ply\nformat ascii 1.0\nelement vertex {}\n{}end_header\n"
+XYZ = "property float x\nproperty float y\nproperty float z\n"
+BAD_POINT_FILES = {
+    "empty.npy": (b"", "unreadable point file"),  # was "Aborted." (an EOFError)
+    "strings.npy": (lambda p: np.save(p, np.array([["a", "b", "c"]] * 5)), "real numbers"),
+    "complex.npy": (lambda p: np.save(p, np.ones((5, 3), complex)), "real numbers"),
+    "bools.npy": (lambda p: np.save(p, np.ones((5, 3), bool)), "real numbers"),
+    "fields.npy": (lambda p: np.save(p, np.zeros(5, [("x", "f4"), ("y", "f4")])), "real numbers"),
+    "rows0.npy": (lambda p: np.save(p, np.zeros((0, 3))), "got shape (0, 3)"),
+    "noy.ply": (
+        PLY_HEADER.format(2, "property float x\nproperty float z\n") + "0 0\n1 1\n",
+        "no vertex property 'y'",
+    ),
+    "zero.ply": (PLY_HEADER.format(0, XYZ), "no vertices"),
+    "empty.ply": (b"", "unreadable point file"),
+    "cut.ply": (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 9\n"
+        + XYZ.encode()
+        + b"end_header\n\x00\x01",
+        "unreadable point file",
+    ),  # fmt: skip
+    "empty.txt": (b"", "no points"),
+    "blank.xyz": (b"\n  \n", "no points"),
+    "words.xyz": (b"a b c\n", "unreadable point file"),
+    "binary.csv": (b"\xff\xfe\x00", "unreadable point file"),
+    "nan.csv": (b"nan,nan,nan\n", "no finite points"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_point_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_points")
+    for name, (content, _) in BAD_POINT_FILES.items():
+        if callable(content):
+            content(root / name)
+        elif isinstance(content, str):
+            (root / name).write_text(content)
+        else:
+            (root / name).write_bytes(content)
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(BAD_POINT_FILES))
+def test_a_bad_point_file_is_one_line_naming_it(model, bad_point_files, tiny_index, name):
+    from cg3d.app.index import open_index
+
+    path = bad_point_files / name
+    reason = BAD_POINT_FILES[name][1]
+    for call in (
+        lambda: model.classify(path),
+        lambda: model.embed_points(path),
+        lambda: open_index(tiny_index, model).search(points=path),
+    ):
+        with pytest.raises(UsageError, match=f"{name}: .*{re.escape(reason)}") as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+def test_classify_cli_on_bad_point_files_is_one_line(tiny_checkpoint, bad_point_files):
+    for name in ("empty.npy", "strings.npy", "noy.ply", "zero.ply"):
+        result = subprocess.run(
+            [sys.executable, "-m", "cg3d", "classify", bad_point_files / name,
+             "--checkpoint", tiny_checkpoint],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 2, (name, result.stderr)
+        # the last line is the error (lines above: the tiny checkpoint's random-CLIP warnings)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {bad_point_files / name}: ")
+        assert BAD_POINT_FILES[name][1] in last and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.classify([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), None),  # a list of xyz: fine
+        (lambda m: m.classify([[0.0, 0.0], [1.0, 0.0]]), r"points: expected an \(N, 3\+\)"),
+        (lambda m: m.classify([[0.0, 0.0, 0.0], [1.0]]), "points: not an array of numbers"),
+        (lambda m: m.classify([["a", "b", "c"]]), "points: points must be real numbers"),
+        (lambda m: m.classify(None), "points: points must be real numbers"),
+        (lambda m: m.classify(np.zeros((0, 3))), r"got shape \(0, 3\)"),
+        (lambda m: m.classify(np.ones((5, 3), complex)), "real numbers"),
+        (lambda m: m.classify(cube(50, np.random.default_rng(0)), top="3"), "--top must be"),
+        (lambda m: m.classify(cube(50, np.random.default_rng(0)), labels=5), "--labels: expected"),
+        (lambda m: m.embed_prepared(np.zeros((2, 63, 3))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared(np.zeros((2, 64, 6))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared(np.zeros((64, 3))), r"expected \(B, 64, 3\) prepared"),
+        (lambda m: m.embed_prepared([[[0.0] * 3] * 64, [[0.0] * 3]]), "not an array of numbers"),
+        (lambda m: m.embed_prepared(np.full((1, 64, 3), "x")), r"got <U1 of shape"),
+        (lambda m: m.classify(np.zeros((64, 2)), prepared=True), r"expected \(B, 64, 3\)"),
+        (lambda m: m.embed_points(5), "points: expected a file, an array or a list, got int"),
+        (lambda m: m.embed_points([np.zeros((5, 2))]), r"points: expected an \(N, 3\+\)"),
+    ],
+)
+def test_bad_shapes_in_the_api_are_one_line_usage_errors(model, call, message):
+    if message is None:
+        assert len(call(model)) == 3
+        return
+    with pytest.raises(UsageError, match=message) as error:
+        call(model)
+    assert "\n" not in str(error.value)

@@ -83,3 +83,16 @@ def test_zeroshot_and_classify_commands(tmp_path, tiny_checkpoint):
     )
     assert result.returncode == 0, result.stderr
     assert "chair" in result.stdout and "lamp" in result.stdout
+    (tmp_path / "labels.txt").write_text("cube\nsphere\n")
+    for labels, shown in [
+        (["--labels-file", tmp_path / "labels.txt"], "sphere"),
+        (["--labels", "/etc/passwd"], "/etc/passwd"),  # a label, not the file's lines
+    ]:
+        result = cg3d("classify", tmp_path / "shape.npy", "--checkpoint", tiny_checkpoint, *labels)
+        assert result.returncode == 0, result.stderr
+        assert shown in result.stdout and "root:" not in result.stdout
+    result = cg3d(
+        "classify", tmp_path / "shape.npy", "--checkpoint", tiny_checkpoint,
+        "--labels", "x", "--labels-file", tmp_path / "labels.txt",
+    )  # fmt: skip
+    assert result.returncode == 2 and "give one or the other" in result.stderr

@@ -164,7 +164,8 @@ def test_foreign_or_mismatched_checkpoint_is_a_usage_error(tmp_path, tiny_checkp
         zeroshot(bad, tmp_path / "o", config)
     # a checkpoint whose config names another encoder than its weights were trained as
     payload = torch.load(tiny_checkpoint, weights_only=True)
-    payload["config"]["encoder"], payload["config"]["encoder_params"] = "pointnet2", {}
+    payload["config"]["encoder"] = "pointnet2"
+    payload["config"]["encoder_params"] = {"centres": [32, 8], "group_size": 8}  # fits 64 points
     other = tmp_path / "other_encoder.pt"
     torch.save(payload, other)
     with pytest.raises(UsageError, match="do not fit"):

@@ -1,8 +1,9 @@
 """Point encoders behind a registry of architectures and their named sizes (as timm's models).
 
 An architecture is an `nn.Module` built as `cls(out_dim=..., **params)` that maps (B, N, 3)
-points to (B, out_dim) features; `@register_encoder("name")` makes it buildable by its name
-with its own defaults. A size is a name for one set of its params, e.g.
+points to (B, out_dim) features, and says how many points a cloud needs
+(`cls.points_needed(params)`, checked against n_points before anything is built);
+`@register_encoder("name")` makes it buildable by its name with its own defaults. A size is a name for one set of its params, e.g.
 `register_size("pointtransformer-tiny", "pointtransformer", width=128, depth=4, ...)`, so
 params files say `encoder: pointtransformer-tiny` and keep `encoder_params` for overrides.
 
@@ -72,6 +73,22 @@ def resolve_encoder(name: str, overrides: dict[str, Any] | None = None) -> tuple
             f"(its parameters: {', '.join(sorted(accepted))})"
         )
     return architecture, params | (overrides or {})
+
+
+def points_needed(name: str, overrides: dict[str, Any] | None = None) -> int:
+    """Points per cloud encoder `name` needs: each architecture's `points_needed(params)`
+    (its farthest-point centres and neighbourhoods), given every param, defaults included."""
+    architecture, params = resolve_encoder(name, overrides)
+    cls = _ARCHITECTURES[architecture]
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    try:
+        return int(cls.points_needed(defaults | params))
+    except (TypeError, ValueError, LookupError) as error:  # e.g. centres: 512, not a pair
+        raise UsageError(f"encoder {name!r}: bad encoder_params {params} ({error!r})") from None
 
 
 def build_encoder(name: str, out_dim: int, overrides: dict[str, Any] | None = None) -> nn.Module:

@@ -53,6 +53,12 @@ def ball_group(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: int) ->
     return torch.where(outside, index[..., :1].expand_as(index), index)
 
 
+def points_for_patches(groups: int, group_size: int) -> int:
+    """Points a cloud needs for `group_patches`: FPS picks `groups` centres, kNN takes
+    `group_size` neighbours of each."""
+    return max(groups, group_size)
+
+
 def group_patches(
     points: torch.Tensor, groups: int, group_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import group_patches
+from cg3d.models.encoders.ops import group_patches, points_for_patches
 
 
 class Encoder(nn.Module):
@@ -149,6 +149,10 @@ class PointBERT(nn.Module):
         self.blocks = TransformerEncoder(width, depth, heads, drop_path)
         self.norm = nn.LayerNorm(width)
         self.projection = nn.Linear(2 * width, out_dim)
+
+    @staticmethod
+    def points_needed(params: dict) -> int:
+        return points_for_patches(params["groups"], params["group_size"])
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""

@@ -81,6 +81,11 @@ class PointNet2(nn.Module):
             nn.Linear(hidden, out_dim),
         )
 
+    @staticmethod
+    def points_needed(params: dict) -> int:
+        """The first level picks `centres[0]` centres and `group_size` neighbours of the cloud."""
+        return max(params["centres"][0], params["group_size"])
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""
         points = points[..., : self.in_channels].float()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import group_patches
+from cg3d.models.encoders.ops import group_patches, points_for_patches
 
 
 class MiniPointNet(nn.Module):
@@ -78,6 +78,10 @@ class PointTransformer(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(2 * width, out_dim)
+
+    @staticmethod
+    def points_needed(params: dict) -> int:
+        return points_for_patches(params["groups"], params["group_size"])
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""

@@ -1,0 +1,146 @@
+"""Bad files handed to the eval side (issue 18 §4): a shard index of the wrong shape, or one
+naming shards outside its folder, and a broken audit.json are one line naming the file."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.eval.audit import audit, read_audit
+from cg3d.formats.shards import read_index
+
+from .files import write_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root, per_class=1, n=32, views=1)
+    return root
+
+
+def good_index(shards) -> dict:
+    return json.loads((shards / "index.json").read_text())
+
+
+def with_train(folder, **changes) -> dict:
+    index = good_index(folder)
+    index["splits"]["train"] |= changes
+    return index
+
+
+BAD_INDEXES = {
+    "a list": lambda s: [],
+    "a number": lambda s: 3,
+    "no splits": lambda s: {"classes": ["box"]},
+    "splits a list": lambda s: good_index(s) | {"splits": []},
+    "classes a string": lambda s: good_index(s) | {"classes": "box"},
+    "split a string": lambda s: good_index(s) | {"splits": {"train": "x"}},
+    "shards a number": lambda s: with_train(s, shards=5),
+    "counts of strings": lambda s: with_train(s, counts=["1"]),
+    "negative count": lambda s: with_train(s, counts=[-1]),
+    "counts too short": lambda s: with_train(s, counts=[]),
+    "no sha256": lambda s: {
+        **good_index(s),
+        "splits": {
+            "train": {k: v for k, v in good_index(s)["splits"]["train"].items() if k != "sha256"}
+        },
+    },
+    "samples a string": lambda s: with_train(s, samples="2"),
+    "shard up and out": lambda s: with_train(s, shards=["../../outside.tar"]),
+    "shard absolute": lambda s: with_train(s, shards=["/etc/passwd"]),
+    "shard shell syntax": lambda s: with_train(s, shards=["x.tar; touch PWNED"]),
+    "shard in a subshell": lambda s: with_train(s, shards=["$(touch PWNED)"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEXES))
+def test_an_index_of_the_wrong_shape_is_one_line(shards, tmp_path, case):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "index.json").write_text(json.dumps(BAD_INDEXES[case](shards)))
+    with pytest.raises(UsageError, match=r"index.json: not a `cg3d pack` index \(") as error:
+        audit(str(copy), tmp_path / "out", test_shards=str(copy))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out" / "audit.json").exists()
+
+
+def test_a_shard_behind_a_symlink_out_of_the_folder_is_refused(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    shard = copy / good_index(shards)["splits"]["train"]["shards"][0]
+    outside = tmp_path / "elsewhere.tar"
+    shard.rename(outside)
+    shard.symlink_to(outside)
+    with pytest.raises(UsageError, match="resolves outside"):
+        read_index(copy)
+
+
+def test_audit_cli_on_a_bad_index_is_one_line_exit_2(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "index.json").write_text('{"splits": {"train": {"shards": 5}}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "audit", "--train", copy, "--test", copy, "--out",
+         tmp_path / "out"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert (
+        len(result.stderr.strip().splitlines()) == 1 and "not a `cg3d pack` index" in result.stderr
+    )
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '"text"'])
+def test_a_broken_audit_json_is_one_line(tmp_path, text):
+    (tmp_path / "audit.json").write_text(text)
+    with pytest.raises(UsageError, match="audit.json"):
+        read_audit(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--encoder", "pointnet2-ssg", "--n-points", "256"], "needs at least 512 points"),
+        (["--encoder", "pointtransformer-micro", "--n-points", "7"], "needs at least 8 points"),
+        (
+            [
+                "--encoder",
+                "pointtransformer-micro",
+                "--n-points",
+                "512",
+                "--set",
+                "train.encoder_params.groups=900",
+            ],  # fmt: skip
+            "needs at least 900 points",
+        ),
+    ],
+)
+def test_train_checks_an_encoders_needs_against_n_points_first(shards, tmp_path, options, message):
+    """Was "cannot sample 512 centres" from inside the first forward pass."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "train", "--shards", shards, "--out", tmp_path / "run",
+         "--set", "train.clip_model=CG3D-ViT-Micro-32", *options],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_export_to_an_existing_folder_is_one_line(tiny_checkpoint, tmp_path):
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "export", "--checkpoint", tiny_checkpoint,
+         "--out", tmp_path / "models"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --out: {tmp_path / 'models'} is a folder; name the file to write, e.g. "
+        f"{tmp_path / 'models'}/model.pt"
+    ]
+    assert list((tmp_path / "models").iterdir()) == []  # no temp file left behind
