@@ -1,8 +1,9 @@
 """`cg3d` subcommands of the app area (thin wrappers over `cg3d.app`).
 
-cg3d index    embed every object of a shard set once into a retrieval index
-cg3d search   the best objects of an index for a text, an image, a shape or an embedding
-cg3d demo     the local web demo (classify an upload, search the index)
+cg3d classify   top labels of a user's mesh or point cloud
+cg3d index      embed every object of a shard set once into a retrieval index
+cg3d search     the best objects of an index for a text, an image, a shape or an embedding
+cg3d demo       the local web demo (classify an upload, search the index)
 """
 
 from pathlib import Path
@@ -24,6 +25,58 @@ console = Console()
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")
 ]
+
+
+def classify_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A mesh (obj, ply, off, stl, glb…) or point cloud (npy, txt, xyz, ply)."
+        ),
+    ],
+    checkpoint: Checkpoint,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="Comma-separated labels, taken as text (default: the training classes).",
+        ),
+    ] = "",
+    labels_file: Annotated[
+        Path | None,
+        typer.Option("--labels-file", help="Or a file of labels, one a line."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top")] = 5,
+    up_axis: Annotated[
+        str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
+    ] = "y",
+    single_prompt: Annotated[
+        str,
+        typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
+    ] = "",
+    clip_pretrained: Annotated[
+        str,
+        typer.Option(
+            "--clip-pretrained",
+            help="CLIP weights instead of those the checkpoint names (an open_clip tag or a file).",
+        ),
+    ] = "",
+) -> None:
+    """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
+    from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
+
+    if labels and labels_file is not None:
+        raise UsageError("--labels and --labels-file: give one or the other")
+    check_shape_file(path)  # before the model loads: a typo costs no wait
+    check_up_axis(up_axis)
+    if labels_file is not None:
+        labels = read_labels_file(labels_file)
+    model = load(checkpoint, clip_pretrained=clip_pretrained or None)
+    predictions = model.classify(path, labels, top, up_axis, single_prompt)
+    table = Table("rank", "label", "probability", title=str(path))
+    for rank, (label, score) in enumerate(predictions, start=1):
+        table.add_row(str(rank), label, f"{score:.4f}")
+    console.print(table)
 
 
 @with_params(IndexConfig, "index")
@@ -121,6 +174,7 @@ def demo_command(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
+    app.command("classify")(classify_command)
     app.command("index")(index_command)
     app.command("search")(search_command)
     app.command("demo")(demo_command)

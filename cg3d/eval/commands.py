@@ -4,7 +4,6 @@ cg3d eval zeroshot    zero-shot classification on a benchmark or our shards
 cg3d eval retrieval   point↔text and point↔image retrieval on our shards
 cg3d finetune         full fine-tuning / linear probe / few-shot classification
 cg3d scene-query      heat map of a text query over a scene point cloud
-cg3d classify         top labels of a user's mesh or point cloud
 cg3d audit            training and test shapes that are the same file or the same shape
 """
 
@@ -148,59 +147,6 @@ def scene_query_command(
     console.print(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}", markup=False)
 
 
-def classify_command(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            help="A mesh (obj, ply, off, stl, glb…) or point cloud (npy, txt, xyz, ply)."
-        ),
-    ],
-    checkpoint: Checkpoint,
-    labels: Annotated[
-        str,
-        typer.Option(
-            "--labels",
-            help="Comma-separated labels, taken as text (default: the training classes).",
-        ),
-    ] = "",
-    labels_file: Annotated[
-        Path | None,
-        typer.Option("--labels-file", help="Or a file of labels, one a line."),
-    ] = None,
-    top: Annotated[int, typer.Option("--top")] = 5,
-    up_axis: Annotated[
-        str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
-    ] = "y",
-    single_prompt: Annotated[
-        str,
-        typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
-    ] = "",
-    clip_pretrained: Annotated[
-        str,
-        typer.Option(
-            "--clip-pretrained",
-            help="CLIP weights instead of those the checkpoint names (an open_clip tag or a file).",
-        ),
-    ] = "",
-) -> None:
-    """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
-    from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
-    from cg3d.errors import UsageError
-
-    if labels and labels_file is not None:
-        raise UsageError("--labels and --labels-file: give one or the other")
-    check_shape_file(path)  # before the model loads: a typo costs no wait
-    check_up_axis(up_axis)
-    if labels_file is not None:
-        labels = read_labels_file(labels_file)
-    model = load(checkpoint, clip_pretrained=clip_pretrained or None)
-    predictions = model.classify(path, labels, top, up_axis, single_prompt)
-    table = Table("rank", "label", "probability", title=str(path))
-    for rank, (label, score) in enumerate(predictions, start=1):
-        table.add_row(str(rank), label, f"{score:.4f}")
-    console.print(table)
-
-
 def audit_command(
     train: Annotated[
         str, typer.Option("--train", help="Training shards (their train split): folder or URL.")
@@ -254,4 +200,3 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit_command)
     app.command("finetune")(finetune_command)
     app.command("scene-query")(scene_query_command)
-    app.command("classify")(classify_command)

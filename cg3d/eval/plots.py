@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cg3d.files import atomic_path  # noqa: E402
+
 
 def confusion_plot(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
     """Row-normalised confusion matrix (true class per row) as a PNG."""
@@ -24,8 +26,18 @@ def confusion_plot(matrix: np.ndarray, classes: list[str], path: Path, title: st
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int) -> None:
+    """Write `fig` to `path` (its format from the suffix) and close it. Atomically: a full disk
+    leaves no partial image, and its error is one line naming `path` (`atomic_path`)."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:  # the temp name's suffix is not the image format's
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
 
 
 def draw_points(ax, points: np.ndarray, colors=None) -> None:
@@ -72,8 +84,7 @@ def retrieval_grid(rows: list[dict], path: Path) -> None:
             colour = "black" if ok is None else ("tab:green" if ok else "tab:red")
             ax.set_title(label, fontsize=7, color=colour)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def heatmap_plot(points: np.ndarray, scores: np.ndarray, path: Path, title: str) -> None:
@@ -86,5 +97,4 @@ def heatmap_plot(points: np.ndarray, scores: np.ndarray, path: Path, title: str)
         ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -9,7 +9,8 @@ before its part, to `_failures/`, and merged into `failures.parquet` at the end.
 
 Which objects form which chunk is kept in `chunks.parquet` (`plan_chunks`): a rerun on a grown
 manifest keeps every chunk whose members did not change and puts the new objects into new
-chunks, so adding 1 % of objects recomputes about 1 % of the chunks.
+chunks, so adding 1 % of objects recomputes about 1 % of the chunks. A damaged table is
+reported and replaced by a fresh plan (`previous_members`).
 
 One run at a time per output folder: a stage holds an exclusive lock on its `out_dir` while it
 runs (`locks_out_dir`), so two runs with different params cannot mix their parts, nor remove
@@ -41,7 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
-from cg3d.formats.intact import part_problem
+from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS
 
@@ -232,8 +233,8 @@ def plan_chunks(
     stays in its chunk; new objects go, in id order, into new chunks numbered after the last;
     a chunk whose members changed (file, path or up axis) or lost one (removed from the
     manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
-    The first run, or a run after a params change (`prepare` removed the table), cuts the sorted
-    ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
+    The first run, a run after a params change (`prepare` removed the table) or after the table
+    was damaged (`previous_members`) cuts the sorted ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
 
     New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
     of them still make at least `workers` chunks, so every worker has one (only new chunks
@@ -258,11 +259,7 @@ def plan_chunks(
             "content": pa.chunked_array(contents, pa.int64()),
         }
     )
-    table_path = output.out_dir / MEMBERS_NAME
-    if table_path.is_file():
-        previous = pq.read_table(table_path).rename_columns(["id", "chunk", "old"])
-    else:  # nothing to keep: parts without a table are from an unfinished first plan
-        previous = MEMBERS_SCHEMA.empty_table().rename_columns(["id", "chunk", "old"])
+    previous = previous_members(output).rename_columns(["id", "chunk", "old"])
     joined = objects.join(previous, "id", join_type="left outer").sort_by("id")
     kept = joined.filter(pc.is_valid(joined.column("chunk")))
     changed = kept.filter(pc.not_equal(kept.column("content"), kept.column("old")))
@@ -285,11 +282,35 @@ def plan_chunks(
     on_disk = output.chunks_on_disk()
     for index in (on_disk - planned) | (on_disk & dirty):
         output.drop(index)
-    with atomic_path(table_path) as tmp:
+    with atomic_path(output.out_dir / MEMBERS_NAME) as tmp:
         pq.write_table(members, tmp)
     plan = ChunkPlan(tables, members, rows, [])
     plan.recomputed = output.pending(sorted(planned))
     return plan
+
+
+def previous_members(output: ChunkedOutput) -> pa.Table:
+    """The membership table (MEMBERS_SCHEMA) a previous run left in `output`; empty when there
+    is none (parts without a table are from an unfinished first plan, which a fresh plan
+    repeats).
+
+    A damaged table (cut short, or not this schema) is a plan that cannot be read: like a
+    damaged `.plan.json`, it means a fresh plan. Only the table knew which objects each part
+    on disk holds, so every part is reported with it and dropped, to be recomputed.
+    """
+    path = output.out_dir / MEMBERS_NAME
+    if not path.is_file():
+        return MEMBERS_SCHEMA.empty_table()
+    problem = parquet_problem(path)
+    if problem is None and not pq.read_schema(path).equals(MEMBERS_SCHEMA):
+        problem = f"its columns are not {', '.join(MEMBERS_SCHEMA.names)}"
+    if problem is None:
+        return pq.read_table(path)
+    output.damaged.append((path, problem))
+    _console.print(f"{path} is damaged ({problem}): planning every chunk afresh", markup=False)
+    for index in output.chunks_on_disk():
+        output.drop(index)
+    return MEMBERS_SCHEMA.empty_table()
 
 
 def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:

@@ -1,5 +1,5 @@
-"""The index and demo commands: every option of their params sections reaches the config;
-the command line's warnings, help and early checks."""
+"""The classify, index and demo commands: every option of their params sections reaches the
+config; classify's results; the command line's warnings, help and early checks."""
 
 import dataclasses
 import os
@@ -66,6 +66,24 @@ def test_random_clip_is_one_clear_line_once(tmp_path, tiny_checkpoint):
     # "WARNING:root:No pretrained weights loaded" from inside the library
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("warning: ") and "RANDOMLY INITIALISED" in lines[0]
+
+
+def test_classify_command(tmp_path, tiny_checkpoint):
+    np.save(tmp_path / "shape.npy", cube(200, np.random.default_rng(0)))
+    shape = ["classify", "shape.npy", "--checkpoint", tiny_checkpoint]
+    result = cg3d(*shape, "--labels", "chair,lamp", "--top", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "chair" in result.stdout and "lamp" in result.stdout
+    (tmp_path / "labels.txt").write_text("cube\nsphere\n")
+    for labels, shown in [
+        (["--labels-file", "labels.txt"], "sphere"),
+        (["--labels", "/etc/passwd"], "/etc/passwd"),  # a label, not the file's lines
+    ]:
+        result = cg3d(*shape, *labels, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert shown in result.stdout and "root:" not in result.stdout
+    result = cg3d(*shape, "--labels", "x", "--labels-file", "labels.txt", cwd=tmp_path)
+    assert result.returncode == 2 and "give one or the other" in result.stderr
 
 
 def test_classify_checks_its_file_before_loading_the_model(tmp_path):

@@ -4,10 +4,9 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from tests.eval.files import cube, write_modelnet
+from tests.eval.files import write_modelnet
 
 
 def cg3d(*args: str) -> subprocess.CompletedProcess:
@@ -63,36 +62,10 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_zeroshot_and_classify_commands(tmp_path, tiny_checkpoint):
+def test_zeroshot_command(tmp_path, tiny_checkpoint):
     result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--single-prompt", "This is a {}")
     assert result.returncode == 0, result.stderr
     assert (
         "top-1" in result.stdout
         and json.loads((tmp_path / "o" / "metrics.json").read_text())["prompts"] == "This is a {}"
     )
-    np.save(tmp_path / "shape.npy", cube(200, np.random.default_rng(0)))
-    result = cg3d(
-        "classify",
-        tmp_path / "shape.npy",
-        "--checkpoint",
-        tiny_checkpoint,
-        "--labels",
-        "chair,lamp",
-        "--top",
-        "2",
-    )
-    assert result.returncode == 0, result.stderr
-    assert "chair" in result.stdout and "lamp" in result.stdout
-    (tmp_path / "labels.txt").write_text("cube\nsphere\n")
-    for labels, shown in [
-        (["--labels-file", tmp_path / "labels.txt"], "sphere"),
-        (["--labels", "/etc/passwd"], "/etc/passwd"),  # a label, not the file's lines
-    ]:
-        result = cg3d("classify", tmp_path / "shape.npy", "--checkpoint", tiny_checkpoint, *labels)
-        assert result.returncode == 0, result.stderr
-        assert shown in result.stdout and "root:" not in result.stdout
-    result = cg3d(
-        "classify", tmp_path / "shape.npy", "--checkpoint", tiny_checkpoint,
-        "--labels", "x", "--labels-file", tmp_path / "labels.txt",
-    )  # fmt: skip
-    assert result.returncode == 2 and "give one or the other" in result.stderr

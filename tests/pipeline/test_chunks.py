@@ -240,6 +240,40 @@ def test_pending_recomputes_a_part_or_failure_table_cut_short_and_keeps_whole_on
     assert len(output.damaged) == 2
 
 
+@pytest.mark.parametrize("damage", ["halved", "other columns"])
+def test_a_damaged_chunk_table_means_a_fresh_plan(tmp_path, damage):
+    """chunks.parquet is the stage's own plan: a damaged one is planned afresh, not a
+    traceback; the parts it described are recomputed (only it knew their members)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [f"obj{i:02d}" for i in range(6)]
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    write_manifest([MeshRecord(i, "test", f"{i}.obj", "thing", "train") for i in ids], meshes)
+    output = ChunkedOutput(tmp_path / "out", ".txt", "test")
+    table = output.out_dir / "chunks.parquet"
+
+    def plan_now():
+        with output_lock(output.out_dir):
+            output.prepare()
+            return plan_chunks(lambda columns: manifest_tables(meshes, columns), output, 2, 1)
+
+    first = plan_now()
+    for chunk in first.chunks:
+        write_part(output, chunk, [])
+    if damage == "halved":
+        cut(table)
+    else:
+        pq.write_table(pa.table({"id": ids}), table)
+    again = plan_now()
+    assert [path for path, _ in output.damaged] == [table]
+    assert again.recomputed == first.chunks == [0, 1, 2]
+    assert output.chunks_on_disk() == set()
+    assert again.members.equals(first.members)
+    assert pq.read_table(table).equals(first.members)  # the fresh plan, written whole
+
+
 def test_pending_recomputes_a_tar_part_cut_on_a_block_boundary(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".tar", "render", {"views": 1})
     output.prepare()

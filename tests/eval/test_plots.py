@@ -1,0 +1,44 @@
+"""The eval figures on a machine that fails: a full disk leaves no partial image and is one
+line naming the image."""
+
+import errno
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from cg3d.eval.plots import confusion_plot, heatmap_plot, retrieval_grid
+from cg3d.files import os_error_line
+
+PLOTS = {
+    "confusion": lambda path: confusion_plot(np.eye(2), ["chair", "lamp"], path, "zero-shot"),
+    "retrieval": lambda path: retrieval_grid(
+        [{"query": "a chair", "title": "text", "results": [("a lamp", False, "lamp")]}], path
+    ),
+    "heatmap": lambda path: heatmap_plot(np.zeros((8, 3)), np.arange(8.0), path, "a chair"),
+}
+
+
+def full_disk_savefig(self, fname, **kwargs):
+    """A savefig that writes part of the image, then finds the disk full."""
+    with open(fname, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_a_full_disk_leaves_no_partial_image_and_names_it(tmp_path, monkeypatch, plot):
+    monkeypatch.setattr(Figure, "savefig", full_disk_savefig)
+    path = tmp_path / f"{plot}.png"
+    with pytest.raises(OSError) as raised:
+        PLOTS[plot](path)
+    assert list(tmp_path.iterdir()) == []
+    assert os_error_line(raised.value) == f"{path}: No space left on device (ENOSPC)"
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_a_plot_is_a_whole_png_at_its_path(tmp_path, plot):
+    path = tmp_path / f"{plot}.png"
+    PLOTS[plot](path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
