@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
 from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
@@ -116,9 +117,12 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     meshes_dir = Path(meshes_dir)
     # The plan: how it is rendered (workers, executor and timeout do not change the result);
     # which objects form which part is the chunk membership table's (`plan_chunks`).
+    # Cycles' device is part of it, like its samples: CPU and GPU Cycles draw different noise,
+    # so parts rendered on each would not be the same pixels. Workbench uses neither.
     plan = {k: v for k, v in asdict(config).items() if k not in ("workers", "executor", "timeout")}
     if config.engine != "cycles":
         plan.pop("samples")
+        plan.pop("cycles_device")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
     workers = config.workers or default_workers()
@@ -263,6 +267,8 @@ def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance)
             if len(running) < len(actors):  # an idle survivor takes it now
                 give(next(a for a in actors if all(a is not r for r, _ in running.values())))
             continue
+        except UsageError as error:  # a worker refused its settings at start; Ray wraps it
+            raise UsageError(str(getattr(error, "cause", error))) from None
         views += chunk_views
         nodes[node] = nodes.get(node, 0) + 1
         advance(config.views * len(job[3]))
