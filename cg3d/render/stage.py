@@ -117,12 +117,13 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     meshes_dir = Path(meshes_dir)
     # The plan: how it is rendered (workers, executor and timeout do not change the result);
     # which objects form which part is the chunk membership table's (`plan_chunks`).
-    # Cycles' device is part of it, like its samples: CPU and GPU Cycles draw different noise,
-    # so parts rendered on each would not be the same pixels. Workbench uses neither.
-    plan = {k: v for k, v in asdict(config).items() if k not in ("workers", "executor", "timeout")}
+    # Cycles' device is where, not what: CPU and GPU Cycles draw the same image up to sampling
+    # noise (as CPUs of other kinds may), so a render resumed on another machine keeps its
+    # parts, and a device refused at start has deleted none.
+    where = ("workers", "executor", "timeout", "cycles_device")
+    plan = {k: v for k, v in asdict(config).items() if k not in where}
     if config.engine != "cycles":
         plan.pop("samples")
-        plan.pop("cycles_device")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
     workers = config.workers or default_workers()

@@ -171,7 +171,7 @@ class Renderer:
         """Cycles' `scene.cycles.device` for `cycles_device`: CPU, or GPU with every device of
         the asked type (CUDA, OPTIX) enabled and the CPU left out (it would share tiles with
         the GPU and compete with the other workers). No such device: a `StartFailure`."""
-        asked = self.settings.get("cycles_device", "cpu").upper()
+        asked = self.settings["cycles_device"].upper()
         if asked == "CPU":
             return "CPU"
         preferences = self.bpy.context.preferences.addons["cycles"].preferences

@@ -1,6 +1,7 @@
 """`render.cycles_device`: CPU Cycles as before, a GPU device that is not there stops the stage at
-its start with one line naming the param, and workbench ignores it."""
+its start with one line naming the param (deleting nothing), and workbench ignores it."""
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures
 from cg3d.params import RenderConfig
 from cg3d.render.stage import render_meshes
 from tests.render.helpers import render_views, write_meshes
@@ -30,12 +32,17 @@ def test_cpu_cycles_renders_a_shaded_object(tmp_path):
 @no_gpu
 def test_a_missing_cuda_device_stops_the_stage_at_start_naming_the_param(tmp_path):
     write_meshes(tmp_path / "meshes")
-    config = RenderConfig(views=1, resolution=32, engine="cycles", cycles_device="cuda")
+    on_cpu = RenderConfig(views=1, resolution=32, engine="cycles", samples=2, chunk_size=2)
+    assert render_meshes(tmp_path / "meshes", tmp_path / "out", on_cpu).rendered == 4
+    kept = (tmp_path / "out" / "part-00000.tar").read_bytes()
+    (tmp_path / "out" / "part-00001.tar").unlink()  # a chunk left to render
+    on_gpu = dataclasses.replace(on_cpu, cycles_device="cuda")
     with pytest.raises(UsageError, match=r"^render\.cycles_device: no CUDA device"):
-        render_meshes(tmp_path / "meshes", tmp_path / "out", config)
-    assert not list((tmp_path / "out").glob("part-*.tar"))
-    # The stage's fault, no object's: no failure row anywhere.
-    assert not [f for f in (tmp_path / "out").rglob("*failures*") if f.is_file()]
+        render_meshes(tmp_path / "meshes", tmp_path / "out", on_gpu)
+    # The device is not part of the plan: the CPU's part is kept, and no object failed.
+    assert (tmp_path / "out" / "part-00000.tar").read_bytes() == kept
+    tables = [tmp_path / "out" / "failures.parquet", *(tmp_path / "out").glob("_failures/*")]
+    assert not [row for table in tables for row in read_failures(table)]
 
 
 @no_gpu
