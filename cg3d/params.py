@@ -25,6 +25,7 @@ T = TypeVar("T")
 EXECUTORS = ("local", "ray")
 SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
 ENGINES = {"workbench": "BLENDER_WORKBENCH", "cycles": "CYCLES"}
+CYCLES_DEVICES = ("cpu", "cuda", "optix")
 TEMPLATE_SETS = ("cg3d", "ulip64")
 FPS_METHODS = ("bucket", "exact")
 CLIP_OVERRIDE_HELP = (
@@ -148,9 +149,15 @@ class RenderConfig(Section):
     views: int = param(4, "Views per object.", low=1, high=1000)
     resolution: int = param(224, "Square image size in pixels.", low=8, high=MAX_RESOLUTION)
     engine: str = param(
-        "workbench", "workbench (fast) or cycles (CPU path tracing).", choices=tuple(ENGINES)
+        "workbench", "workbench (fast) or cycles (path tracing).", choices=tuple(ENGINES)
     )
     samples: int = param(16, "Cycles samples per pixel.", low=1, high=65536)
+    cycles_device: str = param(
+        "cpu",
+        "Where Cycles renders: cpu, or the GPU through a CUDA or OptiX device (the stage "
+        "fails at start when this machine has none); workbench ignores it.",
+        choices=CYCLES_DEVICES,
+    )
     chunk_size: int = param(200, "Objects per part file.", low=1)
     seed: int = param(0, "Seed of the per-object cameras.")
     workers: int = param(2, "Blender processes; 0: one per CPU.", low=0)
@@ -179,6 +186,7 @@ class RenderConfig(Section):
         return {
             "engine": self.engine,
             "samples": self.samples,
+            "cycles_device": self.cycles_device,
             "resolution": self.resolution,
             "fov_deg": self.fov_deg,
         }

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
 from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
@@ -116,7 +117,11 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     meshes_dir = Path(meshes_dir)
     # The plan: how it is rendered (workers, executor and timeout do not change the result);
     # which objects form which part is the chunk membership table's (`plan_chunks`).
-    plan = {k: v for k, v in asdict(config).items() if k not in ("workers", "executor", "timeout")}
+    # Cycles' device is where, not what: CPU and GPU Cycles draw the same image up to sampling
+    # noise (as CPUs of other kinds may), so a render resumed on another machine keeps its
+    # parts, and a device refused at start has deleted none.
+    where = ("workers", "executor", "timeout", "cycles_device")
+    plan = {k: v for k, v in asdict(config).items() if k not in where}
     if config.engine != "cycles":
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
@@ -263,6 +268,8 @@ def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance)
             if len(running) < len(actors):  # an idle survivor takes it now
                 give(next(a for a in actors if all(a is not r for r, _ in running.values())))
             continue
+        except UsageError as error:  # a worker refused its settings at start; Ray wraps it
+            raise UsageError(str(getattr(error, "cause", error))) from None
         views += chunk_views
         nodes[node] = nodes.get(node, 0) + 1
         advance(config.views * len(job[3]))

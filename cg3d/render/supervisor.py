@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.errors import UsageError
 from cg3d.geometry.meshio import lone_file_root
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
@@ -73,6 +74,9 @@ class BlenderWorker:
                 bufsize=1,
             )
         message = self._read(STARTUP_TIMEOUT_S, "start-up")
+        if message.get("error"):  # settings this machine cannot honour: the stage stops here
+            self.kill()
+            raise UsageError(message["error"])
         if not message.get("ready"):
             raise WorkerDied(f"crash: Blender did not start: {message}")
 

@@ -4,7 +4,8 @@ record of both the views and the points.
 Run as `python -m cg3d.render.worker SETTINGS_JSON` by the supervisor (`supervisor.py`).
 Blender starts once; between objects the imported data are deleted and orphans purged, so
 memory stays flat. Protocol: JSON lines, no pickle. The worker prints `{"ready": ...}` once
-set up, then answers each request line
+set up (or `{"ready": false, "error"}` when its settings cannot be honoured here, e.g. no GPU
+of the asked `cycles_device`, and exits), then answers each request line
 
     {"op": "render", "id", "path", "root", "sha256", "up_axis", "out_dir",
      "views": [{"name", "world_to_camera"}]}
@@ -57,6 +58,11 @@ IMPORTED_TO_FILE = {
 }
 MESH_FORMATS = tuple(IMPORTED_TO_FILE)
 FAULTS_ENV = "CG3D_RENDER_TEST_FAULTS"  # test hook: {"<object id>": "crash" | "hang"}
+
+
+class StartFailure(Exception):
+    """The settings cannot be honoured on this machine (a GPU device that is not there): the
+    worker replies `{"ready": false, "error": "<param>: words"}` and exits, the stage stops."""
 
 
 class RenderFailure(Exception):
@@ -143,7 +149,7 @@ class Renderer:
             shading.cavity_type = "WORLD"
             scene.display.render_aa = "5"  # 5 samples: half the time of 8, edges still smooth
             return
-        scene.cycles.device = "CPU"
+        scene.cycles.device = self._cycles_device()
         scene.cycles.samples = self.settings["samples"]
         scene.cycles.use_denoising = False
         scene.cycles.max_bounces = 4
@@ -160,6 +166,25 @@ class Renderer:
         sun.parent = self.camera
         sun.rotation_euler = (math.radians(-35), math.radians(-35), 0.0)
         scene.collection.objects.link(sun)
+
+    def _cycles_device(self) -> str:
+        """Cycles' `scene.cycles.device` for `cycles_device`: CPU, or GPU with every device of
+        the asked type (CUDA, OPTIX) enabled and the CPU left out (it would share tiles with
+        the GPU and compete with the other workers). No such device: a `StartFailure`."""
+        asked = self.settings["cycles_device"].upper()
+        if asked == "CPU":
+            return "CPU"
+        preferences = self.bpy.context.preferences.addons["cycles"].preferences
+        preferences.compute_device_type = asked
+        found = [d for d in preferences.get_devices_for_type(asked) if d.type == asked]
+        if not found:
+            raise StartFailure(
+                f"render.cycles_device: no {asked} device on this machine (Blender's Cycles "
+                f"sees {', '.join(sorted({d.type for d in preferences.devices})) or 'none'})"
+            )
+        for device in preferences.devices:
+            device.use = device.type == asked
+        return "GPU"
 
     def warm_up(self) -> None:
         """One render of the empty scene, so shader compilation is not charged to an object."""
@@ -378,7 +403,11 @@ def serve(settings: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    renderer = Renderer(settings)
+    try:
+        renderer = Renderer(settings)
+    except StartFailure as failure:
+        reply({"ready": False, "error": str(failure)})
+        return
     renderer.warm_up()
     reply({"ready": True, "rss_mb": rss_mb()})
     for line in sys.stdin:

@@ -1,7 +1,10 @@
 """bench/bench_gpu.py, the GPU-path benchmark, runs end to end on a CPU at tiny sizes: running
 it on a lent GPU is then one command."""
 
+import argparse
+import importlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +27,24 @@ def test_the_gpu_bench_runs_every_section_on_a_cpu_at_tiny_sizes(tmp_path):
     assert all(row["updates"] == 2 for row in sections["loader"])  # ran, not skipped out early
     assert [row["device"] for row in sections["ops"]] == ["cpu"]
     assert "## loader" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.blender
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="may have a CUDA device")
+def test_the_cycles_section_counts_views_and_names_a_gpu_device_blender_lacks(
+    tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(BENCH))
+    bench_gpu = importlib.import_module("bench_gpu")
+    monkeypatch.setattr(bench_gpu.torch.cuda, "is_available", lambda: True)  # torch sees a GPU
+    rows = bench_gpu.cycles_section(argparse.Namespace(tiny=True), tmp_path)
+    assert [(row["engine"], row["device"]) for row in rows] == [
+        ("workbench", "cpu"),
+        ("cycles", "cpu"),
+        ("cycles", "cuda"),
+        ("cycles", "optix"),
+    ]
+    assert all(row["views"] == 20 and row["views_per_s"] > 0 for row in rows[:2])  # 10 × 2 views
+    assert rows[2]["skipped"].startswith("render.cycles_device: no CUDA device")
+    assert rows[3]["skipped"].startswith("render.cycles_device: no OPTIX device")
