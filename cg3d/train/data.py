@@ -44,6 +44,7 @@ from cg3d.formats.shards import (
     decode_sample,
     location,
     model_columns,
+    on_white,
     raw_samples,
     read_index,
     sample_has_color,
@@ -170,14 +171,18 @@ class ClipPreprocess:
     def decode(self, data: bytes) -> torch.Tensor:
         """An encoded view → (3, S, S) uint8. An 8-bit RGB(A) PNG of the right size (what the
         render stage writes) is decoded by TorchCodec, 2× PIL's decode and conversion; others
-        (other sizes, grey, palette, 16-bit, JPEG) go by PIL."""
+        (other sizes, grey, palette, 16-bit, JPEG) go by PIL. Transparency goes on white."""
         if (
             data[:8] == PNG_SIGNATURE
             and data[24:26] in (b"\x08\x02", b"\x08\x06")  # bit depth 8, RGB or RGBA
             and int.from_bytes(data[16:20], "big") == self.image_size
             and int.from_bytes(data[20:24], "big") == self.image_size
         ):
-            return decode_png(data, mode="RGB")
+            if data[25] == 2:  # RGB
+                return decode_png(data, mode="RGB")
+            # RGBA (a transparent render): mode="RGB" would drop alpha, leaving black
+            rgba = decode_png(data, mode="RGB_ALPHA").permute(1, 2, 0).numpy()
+            return torch.from_numpy(on_white(rgba)).permute(2, 0, 1)
         return self.pixels(decode_image(data))
 
     def pixels(self, image: Image.Image) -> torch.Tensor:

@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.formats.shards import iter_samples, read_index
+from cg3d.formats.shards import iter_samples, read_index, rgb_on_white
 from cg3d.params import TrainConfig
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
-from tests.pipeline.fakes import fake_pipeline
+from tests.pipeline.fakes import fake_pipeline, transparent_view
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +166,32 @@ def test_view_decoding_matches_pil_for_every_png_kind_and_size(mode, size):
     preprocess = ClipPreprocess(32)
     decoded = preprocess.decode(data)
     assert decoded.shape == (3, 32, 32) and decoded.dtype == torch.uint8
-    reference = preprocess.pixels(Image.open(io.BytesIO(data)).convert("RGB"))  # PIL's way
+    # PIL's way (transparency on white, as both ways do)
+    reference = preprocess.pixels(rgb_on_white(Image.open(io.BytesIO(data))))
     assert torch.equal(decoded, reference)
+
+
+@pytest.mark.parametrize("size", [32, 40])  # TorchCodec's fast path, and PIL's with a resize
+def test_a_transparent_view_decodes_on_white_as_the_default_renders(size):
+    view = transparent_view(size)
+    decoded = ClipPreprocess(32).decode(encoded(view))
+    assert (decoded[:, 0, 0] == 255).all() and (decoded[:, -1, -1] == 255).all()
+    assert decoded[:, 16, 16].tolist() == [200, 30, 30]
+    if size == 32:  # the render stage's compositing of the default, pixel for pixel
+        white = Image.new("RGBA", view.size, (255, 255, 255, 255))
+        on_white = np.array(Image.alpha_composite(white, view).convert("RGB"))
+        assert torch.equal(decoded, torch.from_numpy(on_white).permute(2, 0, 1))
+
+
+def test_an_opaque_view_decodes_to_its_own_pixels():
+    pixels = np.random.default_rng(4).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    for data in (
+        encoded(Image.fromarray(pixels)),
+        encoded(Image.fromarray(pixels).convert("RGBA")),
+    ):
+        assert torch.equal(
+            ClipPreprocess(32).decode(data), torch.from_numpy(pixels).permute(2, 0, 1)
+        )
 
 
 def test_a_jpeg_view_goes_through_pil():
