@@ -457,17 +457,13 @@ def decode_image(data: bytes) -> Image.Image:
 
 def rgb_on_white(image: Image.Image) -> Image.Image:
     """`image` as RGB; where it is transparent (`render.background: transparent`), on white as
-    the default renders are: convert("RGB") would keep the colour under alpha 0, black."""
+    the render stage composites its default views: convert("RGB") would keep the colour under
+    alpha 0, black."""
     if not image.has_transparency_data:
         return image.convert("RGB")
-    return Image.fromarray(on_white(np.asarray(image.convert("RGBA"))))
-
-
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """(..., 4) uint8 RGBA → (..., 3) uint8 RGB over white. Rounded as PIL's alpha_composite,
-    which the render stage composites its default views with: the same pixels either way."""
-    rgb, alpha = rgba[..., :3].astype(np.uint32), rgba[..., 3:].astype(np.uint32)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def view_names(sample: dict) -> list[str]:

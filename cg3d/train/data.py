@@ -44,7 +44,6 @@ from cg3d.formats.shards import (
     decode_sample,
     location,
     model_columns,
-    on_white,
     raw_samples,
     read_index,
     sample_has_color,
@@ -169,20 +168,18 @@ class ClipPreprocess:
         return cls(size[0], mean, std, way[0])
 
     def decode(self, data: bytes) -> torch.Tensor:
-        """An encoded view → (3, S, S) uint8. An 8-bit RGB(A) PNG of the right size (what the
-        render stage writes) is decoded by TorchCodec, 2× PIL's decode and conversion; others
-        (other sizes, grey, palette, 16-bit, JPEG) go by PIL. Transparency goes on white."""
+        """An encoded view → (3, S, S) uint8. An 8-bit RGB PNG of the right size (what the
+        render stage writes by default) is decoded by TorchCodec, 2× PIL's decode and
+        conversion; others (other sizes, RGBA, grey, palette, 16-bit, JPEG) go by PIL."""
         if (
             data[:8] == PNG_SIGNATURE
-            and data[24:26] in (b"\x08\x02", b"\x08\x06")  # bit depth 8, RGB or RGBA
+            # bit depth 8, RGB; not RGBA (a transparent render), which mode="RGB" would put
+            # on black: decode_image puts it on white
+            and data[24:26] == b"\x08\x02"
             and int.from_bytes(data[16:20], "big") == self.image_size
             and int.from_bytes(data[20:24], "big") == self.image_size
         ):
-            if data[25] == 2:  # RGB
-                return decode_png(data, mode="RGB")
-            # RGBA (a transparent render): mode="RGB" would drop alpha, leaving black
-            rgba = decode_png(data, mode="RGB_ALPHA").permute(1, 2, 0).numpy()
-            return torch.from_numpy(on_white(rgba)).permute(2, 0, 1)
+            return decode_png(data, mode="RGB")
         return self.pixels(decode_image(data))
 
     def pixels(self, image: Image.Image) -> torch.Tensor:

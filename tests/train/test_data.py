@@ -8,6 +8,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.formats.shards import iter_samples, read_index, rgb_on_white
 from cg3d.params import TrainConfig
+from cg3d.render.stage import finished_png
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
 from tests.pipeline.fakes import fake_pipeline, transparent_view
 
@@ -171,16 +172,16 @@ def test_view_decoding_matches_pil_for_every_png_kind_and_size(mode, size):
     assert torch.equal(decoded, reference)
 
 
-@pytest.mark.parametrize("size", [32, 40])  # TorchCodec's fast path, and PIL's with a resize
-def test_a_transparent_view_decodes_on_white_as_the_default_renders(size):
+@pytest.mark.parametrize("size", [32, 40])  # the model's input size, and one resized to it
+def test_a_transparent_view_decodes_as_the_default_render_on_white(size, tmp_path):
     view = transparent_view(size)
-    decoded = ClipPreprocess(32).decode(encoded(view))
+    view.save(tmp_path / "view.png")
+    preprocess = ClipPreprocess(32)
+    decoded = preprocess.decode(encoded(view))
     assert (decoded[:, 0, 0] == 255).all() and (decoded[:, -1, -1] == 255).all()
     assert decoded[:, 16, 16].tolist() == [200, 30, 30]
-    if size == 32:  # the render stage's compositing of the default, pixel for pixel
-        white = Image.new("RGBA", view.size, (255, 255, 255, 255))
-        on_white = np.array(Image.alpha_composite(white, view).convert("RGB"))
-        assert torch.equal(decoded, torch.from_numpy(on_white).permute(2, 0, 1))
+    default = finished_png(tmp_path / "view.png", "white")  # the render stage's default view
+    assert torch.equal(decoded, preprocess.decode(default))
 
 
 def test_an_opaque_view_decodes_to_its_own_pixels():
