@@ -194,7 +194,7 @@ class RenderConfig(Section):
 
 @dataclass
 class CaptionConfig(Section):
-    """`caption:`, captions per object from the class name and its synonyms."""
+    """`caption:`, captions per object from the class name (and, optionally, its synonyms)."""
 
     section: ClassVar[str] = "caption"
 
@@ -202,6 +202,11 @@ class CaptionConfig(Section):
         "cg3d", "cg3d (63 training templates) or ulip64 (64 zero-shot).", choices=TEMPLATE_SETS
     )
     seed: int = param(0, "Seed of the per-object caption order.")
+    synonyms: bool = param(
+        False,
+        "Also caption with the taxonomy's synonyms (ShapeNet's: a phone's include 'cell',"
+        " 'mobile'); off: the class name only, as the paper.",
+    )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import prepare_points
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
+from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 
@@ -159,12 +160,13 @@ def as_array(values: object, what: str) -> np.ndarray:
 
 
 def read_image(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a PIL image, an image file or an (H, W[, 3|4]) uint8 array."""
+    """An RGB PIL image from a PIL image, an image file or an (H, W[, 3|4]) uint8 array;
+    transparency on white, as the views the model was trained on."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return rgb_on_white(image)
     if isinstance(image, np.ndarray):
         try:
-            return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+            return rgb_on_white(Image.fromarray(np.asarray(image, dtype=np.uint8)))
         except (TypeError, ValueError) as error:
             raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
     path = Path(image)
@@ -172,7 +174,7 @@ def read_image(image: ImageInput) -> Image.Image:
         raise UsageError(f"no such file {path}")
     try:
         with Image.open(path) as opened:
-            return opened.convert("RGB")
+            return rgb_on_white(opened)
     except (OSError, ValueError) as error:
         raise UsageError(f"{path}: not a readable image ({type(error).__name__})") from None
 

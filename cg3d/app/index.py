@@ -33,6 +33,7 @@ from cg3d.formats.retrieval import (
 )
 from cg3d.formats.shards import (
     Skipped,
+    decode_image,
     decode_sample,
     location,
     raw_samples,
@@ -347,7 +348,7 @@ class Index:
         """The hit's first rendered view (as kept at build time), or None without one."""
         record = self.objects.slice(hit.row, 1).to_pylist()[0]
         data = read_thumbnail(self.path, record["part"], record["row"])
-        return Image.open(io.BytesIO(data)).convert("RGB") if data else None
+        return decode_image(data) if data else None
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -5,13 +5,13 @@ The same persistent headless Blender (`cg3d.render.supervisor.BlenderWorker`), c
 what training saw. Blender starts on the first render and stays up; one object at a time.
 """
 
-import io
 import threading
 from pathlib import Path
 
 from PIL import Image
 
 from cg3d.errors import UsageError
+from cg3d.formats.shards import decode_image
 from cg3d.params import RenderConfig
 from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import finished_png
@@ -42,7 +42,7 @@ class ViewRenderer:
             finally:
                 for png in pngs:
                     png.unlink(missing_ok=True)
-        return [Image.open(io.BytesIO(data)).convert("RGB") for data in finished]
+        return [decode_image(data) for data in finished]
 
     def close(self) -> None:
         self.worker.close()

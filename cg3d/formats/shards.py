@@ -450,8 +450,20 @@ def decode_points(data: bytes) -> np.ndarray:
 
 
 def decode_image(data: bytes) -> Image.Image:
+    """An encoded view as RGB, a transparent one on white (`rgb_on_white`)."""
     with Image.open(io.BytesIO(data)) as image:
+        return rgb_on_white(image)
+
+
+def rgb_on_white(image: Image.Image) -> Image.Image:
+    """`image` as RGB; where it is transparent (`render.background: transparent`), on white as
+    the render stage composites its default views: convert("RGB") would keep the colour under
+    alpha 0, black."""
+    if not image.has_transparency_data:
         return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def view_names(sample: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""The caption stage: class names (and synonyms, and free-text object names) in templates.
+"""The caption stage: class names (synonyms with `caption.synonyms`, free-text names) in templates.
 
 Output: `captions.parquet` (id, captions list<string>) in manifest (id) order, and
 `failures.parquet` carrying the manifest's failures forward.
@@ -73,7 +73,10 @@ def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> C
                         {"id": row["id"], "stage": "meshes", "reason": failure_reason(row)}
                     )
                     continue
-                names = display_names(row["class_name"], row["synonyms"] or [], row["source"])
+                # the paper captions with the class name only: ShapeNet's synonyms ("cell",
+                # "file", ...) would outnumber it and name other things
+                synonyms = (row["synonyms"] or []) if config.synonyms else []
+                names = display_names(row["class_name"], synonyms, row["source"])
                 ids.append(row["id"])
                 lists.append(
                     object_captions(row["id"], names, row["name"] or "", template_set, config.seed)

@@ -168,12 +168,14 @@ class ClipPreprocess:
         return cls(size[0], mean, std, way[0])
 
     def decode(self, data: bytes) -> torch.Tensor:
-        """An encoded view → (3, S, S) uint8. An 8-bit RGB(A) PNG of the right size (what the
-        render stage writes) is decoded by TorchCodec, 2× PIL's decode and conversion; others
-        (other sizes, grey, palette, 16-bit, JPEG) go by PIL."""
+        """An encoded view → (3, S, S) uint8. An 8-bit RGB PNG of the right size (what the
+        render stage writes by default) is decoded by TorchCodec, 2× PIL's decode and
+        conversion; others (other sizes, RGBA, grey, palette, 16-bit, JPEG) go by PIL."""
         if (
             data[:8] == PNG_SIGNATURE
-            and data[24:26] in (b"\x08\x02", b"\x08\x06")  # bit depth 8, RGB or RGBA
+            # bit depth 8, RGB; not RGBA (a transparent render), which mode="RGB" would put
+            # on black: decode_image puts it on white
+            and data[24:26] == b"\x08\x02"
             and int.from_bytes(data[16:20], "big") == self.image_size
             and int.from_bytes(data[20:24], "big") == self.image_size
         ):

@@ -12,9 +12,10 @@ import trimesh
 from PIL import Image
 
 import cg3d
-from cg3d.app.api import input_points, parse_labels, read_labels_file
+from cg3d.app.api import input_points, parse_labels, read_image, read_labels_file
 from cg3d.errors import UsageError
 from tests.eval.files import cube
+from tests.pipeline.fakes import transparent_view
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -90,6 +91,15 @@ def test_labels_file_is_read_only_when_named_as_one(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UsageError, match="not UTF-8 text"):
         read_labels_file(tmp_path / "binary.txt")
+
+
+def test_a_transparent_image_query_is_on_white_in_every_input_form(tmp_path):
+    view = transparent_view(32)
+    view.save(tmp_path / "view.png")
+    for image in (view, np.asarray(view), tmp_path / "view.png"):
+        pixels = np.asarray(read_image(image))
+        assert pixels.shape == (32, 32, 3) and (pixels[0, 0] == 255).all()
+        assert pixels[16, 16].tolist() == [200, 30, 30]
 
 
 def test_mesh_input_goes_through_the_sample_stage(tmp_path):

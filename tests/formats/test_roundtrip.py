@@ -5,6 +5,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cg3d.formats.captions import CaptionsFile, captions_writer, read_captions
 from cg3d.formats.failures import read_failures, write_failures
@@ -28,6 +29,7 @@ from cg3d.formats.shards import (
     SHARD_PATTERN,
     Skipped,
     decode_points,
+    decode_sample,
     iter_samples,
     location,
     npy_bytes,
@@ -39,7 +41,7 @@ from cg3d.formats.shards import (
     write_shard,
 )
 from cg3d.formats.tar import FormatError, tar_members, tar_samples, write_tar
-from tests.pipeline.fakes import png_bytes, rewrite_tar
+from tests.pipeline.fakes import png_bytes, rewrite_tar, transparent_view
 
 
 def records() -> list[MeshRecord]:
@@ -182,6 +184,19 @@ def test_shards_round_trip_through_writer_index_and_reader(tmp_path):
         assert np.array_equal(sample["points"], points)
         assert sample["captions"] == captions and sample["cls"] == cls
         assert sample["meta"] == {"id": sample["key"]} and sample["views"][0].size == (32, 32)
+
+
+def test_decode_sample_puts_a_transparent_view_on_white_and_keeps_an_opaque_one():
+    buffer = io.BytesIO()
+    transparent_view(32).save(buffer, format="PNG")
+    opaque = png_bytes(5)
+    views = {"view_00": buffer.getvalue(), "view_01": opaque}
+    members = sample_members(np.zeros((4, 3)), views, None, ["a chair"], 0, {})
+    decoded = decode_sample({"__key__": "a-1", **dict(members)})["views"]
+    transparent = np.asarray(decoded[0])
+    assert decoded[0].mode == "RGB" and (transparent[0, 0] == 255).all()
+    assert transparent[16, 16].tolist() == [200, 30, 30]
+    assert np.array_equal(np.asarray(decoded[1]), np.asarray(Image.open(io.BytesIO(opaque))))
 
 
 def test_decode_points_fast_path_agrees_with_np_load_and_falls_back():

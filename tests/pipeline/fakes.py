@@ -107,6 +107,16 @@ def png_bytes(seed: int, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
+def transparent_view(size: int = 32) -> Image.Image:
+    """An RGBA render as `render.background: transparent` writes it: a red object in the
+    middle with a half-transparent rim, and fully transparent black all around."""
+    pixels = np.zeros((size, size, 4), dtype=np.uint8)
+    quarter = size // 4
+    pixels[quarter : size - quarter, quarter : size - quarter] = (200, 30, 30, 128)  # the rim
+    pixels[quarter + 1 : size - quarter - 1, quarter + 1 : size - quarter - 1, 3] = 255
+    return Image.fromarray(pixels, "RGBA")
+
+
 def fake_renders(
     root: Path, ids: list[str], views: int = 2, chunk: int = 4, failed: tuple = ()
 ) -> None:

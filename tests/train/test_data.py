@@ -6,10 +6,11 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.formats.shards import iter_samples, read_index
+from cg3d.formats.shards import iter_samples, read_index, rgb_on_white
 from cg3d.params import TrainConfig
+from cg3d.render.stage import finished_png
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
-from tests.pipeline.fakes import fake_pipeline
+from tests.pipeline.fakes import fake_pipeline, transparent_view
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +167,32 @@ def test_view_decoding_matches_pil_for_every_png_kind_and_size(mode, size):
     preprocess = ClipPreprocess(32)
     decoded = preprocess.decode(data)
     assert decoded.shape == (3, 32, 32) and decoded.dtype == torch.uint8
-    reference = preprocess.pixels(Image.open(io.BytesIO(data)).convert("RGB"))  # PIL's way
+    # PIL's way (transparency on white, as both ways do)
+    reference = preprocess.pixels(rgb_on_white(Image.open(io.BytesIO(data))))
     assert torch.equal(decoded, reference)
+
+
+@pytest.mark.parametrize("size", [32, 40])  # the model's input size, and one resized to it
+def test_a_transparent_view_decodes_as_the_default_render_on_white(size, tmp_path):
+    view = transparent_view(size)
+    view.save(tmp_path / "view.png")
+    preprocess = ClipPreprocess(32)
+    decoded = preprocess.decode(encoded(view))
+    assert (decoded[:, 0, 0] == 255).all() and (decoded[:, -1, -1] == 255).all()
+    assert decoded[:, 16, 16].tolist() == [200, 30, 30]
+    default = finished_png(tmp_path / "view.png", "white")  # the render stage's default view
+    assert torch.equal(decoded, preprocess.decode(default))
+
+
+def test_an_opaque_view_decodes_to_its_own_pixels():
+    pixels = np.random.default_rng(4).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    for data in (
+        encoded(Image.fromarray(pixels)),
+        encoded(Image.fromarray(pixels).convert("RGBA")),
+    ):
+        assert torch.equal(
+            ClipPreprocess(32).decode(data), torch.from_numpy(pixels).permute(2, 0, 1)
+        )
 
 
 def test_a_jpeg_view_goes_through_pil():
