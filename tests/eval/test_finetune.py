@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.eval.finetune import FinetuneConfig, few_shot_indices, finetune, fit_probe
 from tests.eval.files import write_modelnet
@@ -20,6 +22,16 @@ def test_few_shot_indices_pick_k_per_class():
     assert (np.diff(picked) > 0).all()
     assert few_shot_indices(labels, 2, seed=0).tolist() == picked.tolist()
     assert len(few_shot_indices(labels, 5, seed=1)) == 9  # a class with fewer shapes gives all
+
+
+@pytest.fixture
+def one_thread():
+    """These fits are many tiny operations: threads only add overhead, and on a machine
+    shared with other processes they slow them twenty-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def class_features(
@@ -50,11 +62,11 @@ def gradient_descent_optimum(
             weight -= grad_weight
             bias -= grad_bias
     assert max(grad_weight.abs().max(), grad_bias.abs().max()) < 1e-9  # the reference converged
-    return logits.detach().softmax(-1), float(loss)
+    return logits.detach().softmax(-1), loss.item()
 
 
 @pytest.mark.parametrize("l2", [0.01, 0.1])
-def test_probe_reaches_the_optimum_of_overlapping_classes(l2):
+def test_probe_reaches_the_optimum_of_overlapping_classes(l2, one_thread):
     """Overlapping Gaussian classes: the objective is strictly convex, so the fitted head must
     give the reference optimum's objective and probabilities."""
     features, labels = class_features(4, 50, 8, spread=0.6)
@@ -69,7 +81,7 @@ def test_probe_reaches_the_optimum_of_overlapping_classes(l2):
 
 
 @pytest.mark.parametrize("l2", [0.0, FinetuneConfig().probe_l2])
-def test_probe_separates_separable_classes(l2):
+def test_probe_separates_separable_classes(l2, one_thread):
     """40 classes each tight around its own axis: W = I separates them, so the fitted probe
     must classify every training feature right (unpenalised, or at the default penalty)."""
     features, labels = class_features(40, 5, 64, spread=0.05)
@@ -124,6 +136,17 @@ def test_linear_probe_learns_separable_classes_at_its_defaults(tmp_path, tiny_ch
     write_modelnet(tmp_path / "mn", 40, per_class=4, n=60)
     config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="linear")
     assert finetune(tiny_checkpoint, tmp_path / "out", config)["top1"] == 100.0
+
+
+def test_finetune_command_summarises_the_linear_probe(tmp_path, tiny_checkpoint):
+    write_modelnet(tmp_path / "mn", 40, per_class=2, n=40)
+    words = ["finetune", "--checkpoint", str(tiny_checkpoint), "--dataset", "modelnet40"]
+    words += ["--root", str(tmp_path / "mn"), "--mode", "linear", "--probe-l2", "0.01"]
+    result = CliRunner().invoke(app, [*words, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "fitted probe" in result.output and "L-BFGS iterations" in result.output
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["probe_l2"] == 0.01
 
 
 def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
