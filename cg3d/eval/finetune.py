@@ -103,7 +103,7 @@ def fit_probe(
     is convex, so the start only matters when l2 = 0 and the classes are separable).
     Returns the head (float32) and {iterations, objective, gradient}: the L-BFGS iterations
     run, the final objective and its largest gradient entry (near 0 once converged)."""
-    features = features.double()  # float32 stalls the line search short of the optimum
+    features = features.double()  # the tolerances below are finer than float32 resolves
     head = nn.Linear(features.shape[1], n_classes, dtype=torch.float64)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
@@ -228,7 +228,11 @@ def fit_linear(
     classifier.encoder.eval().requires_grad_(False)
     train_features = batched(classifier.features, train_points, config.batch_size)
     head, probe = fit_probe(
-        train_features, train_labels, len(classes), config.probe_l2, config.probe_iterations
+        train_features,
+        train_labels,
+        classifier.head.out_features,
+        config.probe_l2,
+        config.probe_iterations,
     )
     classifier.head = head
     scores = batched(classifier, test_points, config.batch_size).numpy()
