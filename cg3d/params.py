@@ -402,13 +402,25 @@ class FinetuneConfig(Section):
     train_split: str = param("train", "Split to train on.")
     test_split: str = param("test", "Split to test on.")
     mode: str = param(
-        "full", "full, or linear (a probe on frozen features).", choices=("full", "linear")
+        "full",
+        "full, or linear (a logistic-regression probe on frozen features, fitted by L-BFGS).",
+        choices=("full", "linear"),
     )
     shots: int = param(0, "Few-shot: K training shapes per class (0: all).", low=0)
-    epochs: int = param(10, "Epochs.", low=1)
-    lr: float = param(1e-4, "Learning rate.", low=1e-12)
-    weight_decay: float = param(0.05, "AdamW weight decay.", low=0.0)
-    batch_size: int = param(32, "Batch size.", low=1)
+    epochs: int = param(10, "full: epochs.", low=1)
+    lr: float = param(1e-4, "full: AdamW learning rate.", low=1e-12)
+    weight_decay: float = param(0.05, "full: AdamW weight decay.", low=0.0)
+    batch_size: int = param(
+        32, "Batch size (full: of training; linear: of feature extraction).", low=1
+    )
+    probe_l2: float = param(
+        1e-4,
+        "linear: L2 penalty λ of the probe; L-BFGS minimises mean cross-entropy + λ/2·‖W‖².",
+        low=0.0,
+    )
+    probe_iterations: int = param(
+        1000, "linear: L-BFGS iterations at most (CLIP's paper: 1000).", low=1
+    )
     seed: int = param(0, "Seed of the few-shot draw and of training.")
     allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)

@@ -111,11 +111,19 @@ def finetune_command(
 
     check_out_dir(out)
     metrics = finetune(checkpoint, out, _with_shards(config, shards))
-    best = metrics["best_test_selected"]
+    if metrics["mode"] == "full":
+        best = metrics["best_test_selected"]
+        how = "last epoch"
+        aside = (
+            f"best epoch chosen on test, optimistic: {best['top1']:.2f}% at epoch {best['epoch']}"
+        )
+    else:  # the linear probe is fitted once: there is no epoch to choose
+        how = "fitted probe"
+        aside = f"{metrics['probe']['iterations']} L-BFGS iterations"
     console.print(
-        f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), last epoch: test top-1 "
-        f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  (best epoch chosen on "
-        f"test, optimistic: {best['top1']:.2f}% at epoch {best['epoch']}) → {out / 'metrics.json'}",
+        f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), {how}: test top-1 "
+        f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  ({aside}) → "
+        f"{out / 'metrics.json'}",
         markup=False,
     )
 

@@ -3,9 +3,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from cg3d.cli import app
 from cg3d.errors import UsageError
-from cg3d.eval.finetune import FinetuneConfig, few_shot_indices, finetune
+from cg3d.eval.finetune import FinetuneConfig, few_shot_indices, finetune, fit_probe
 from tests.eval.files import write_modelnet
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -20,8 +24,74 @@ def test_few_shot_indices_pick_k_per_class():
     assert len(few_shot_indices(labels, 5, seed=1)) == 9  # a class with fewer shapes gives all
 
 
+@pytest.fixture
+def one_thread():
+    """These fits are many tiny operations: threads only add overhead, and on a machine
+    shared with other processes they slow them twenty-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def class_features(
+    n_classes: int, per_class: int, dim: int, spread: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm features, class c around the basis vector e_c with Gaussian noise of std
+    `spread` per dimension (seeded), and their labels."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    noise = spread * torch.randn(len(labels), dim, generator=generator)
+    return F.normalize(torch.eye(dim)[labels] + noise, dim=-1), labels
+
+
+def gradient_descent_optimum(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: float
+) -> tuple[torch.Tensor, float]:
+    """Reference fit: plain full-batch gradient descent (step 1, below 2/L for unit-norm
+    features) on mean cross-entropy + l2/2·‖W‖², in float64, for many steps: (the optimum's
+    class probabilities, its objective)."""
+    x = features.double()
+    weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    for _ in range(4000):
+        logits = x @ weight.T + bias
+        loss = F.cross_entropy(logits, labels) + 0.5 * l2 * weight.square().sum()
+        grad_weight, grad_bias = torch.autograd.grad(loss, (weight, bias))
+        with torch.no_grad():
+            weight -= grad_weight
+            bias -= grad_bias
+    assert max(grad_weight.abs().max(), grad_bias.abs().max()) < 1e-9  # the reference converged
+    return logits.detach().softmax(-1), loss.item()
+
+
+@pytest.mark.parametrize("l2", [0.01, 0.1])
+def test_probe_reaches_the_optimum_of_overlapping_classes(l2, one_thread):
+    """Overlapping Gaussian classes: the objective is strictly convex, so the fitted head must
+    give the reference optimum's objective and probabilities."""
+    features, labels = class_features(4, 50, 8, spread=0.6)
+    head, fit = fit_probe(features, labels, 4, l2, iterations=1000)
+    expected_probabilities, expected_objective = gradient_descent_optimum(features, labels, 4, l2)
+    logits = head(features).detach()
+    objective = F.cross_entropy(logits, labels) + 0.5 * l2 * head.weight.detach().square().sum()
+    assert float(objective) == pytest.approx(expected_objective, rel=1e-5)
+    assert torch.allclose(logits.softmax(-1).double(), expected_probabilities, atol=1e-4)
+    assert fit["objective"] == pytest.approx(expected_objective, rel=1e-6)
+    assert fit["gradient"] < 1e-6 and fit["iterations"] < 1000  # stopped because it converged
+
+
+@pytest.mark.parametrize("l2", [0.0, FinetuneConfig().probe_l2])
+def test_probe_separates_separable_classes(l2, one_thread):
+    """40 classes each tight around its own axis: W = I separates them, so the fitted probe
+    must classify every training feature right (unpenalised, or at the default penalty)."""
+    features, labels = class_features(40, 5, 64, spread=0.05)
+    assert (features[:, :40].argmax(-1) == labels).all()  # the known separator
+    head, _ = fit_probe(features, labels, 40, l2, iterations=FinetuneConfig().probe_iterations)
+    assert (head(features).argmax(-1) == labels).all()
+
+
 @pytest.mark.parametrize("mode", ["linear", "full"])
-def test_finetune_reports_last_epoch_and_labels_the_test_selected_one(
+def test_finetune_reports_its_result_and_labels_the_test_selected_epoch(
     tmp_path, tiny_checkpoint, mode
 ):
     write_modelnet(tmp_path / "mn", 40, per_class=3, n=40)
@@ -37,16 +107,22 @@ def test_finetune_reports_last_epoch_and_labels_the_test_selected_one(
     metrics = finetune(tiny_checkpoint, tmp_path / "out", config)
     out = tmp_path / "out"
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["reported"] == "last epoch" and saved["n_train"] == 6  # 2 shots × 3 classes
-    with (out / "history.csv").open() as handle:
-        history = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
-    assert saved["top1"] == float(history[-1]["top1"])
-    best = json.loads((out / "details.json").read_text())["best_test_selected"]
-    assert best["top1"] == max(float(row["top1"]) for row in history)
-    assert "optimistic" in best["note"]
+    assert saved["n_train"] == 6  # 2 shots × 3 classes
+    details = json.loads((out / "details.json").read_text())
+    if mode == "full":
+        assert saved["reported"] == "last epoch"
+        with (out / "history.csv").open() as handle:
+            history = list(csv.DictReader(handle))
+        assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+        assert saved["top1"] == float(history[-1]["top1"])
+        best = details["best_test_selected"]
+        assert best["top1"] == max(float(row["top1"]) for row in history)
+        assert "optimistic" in best["note"]
+    else:  # one fit, no epochs to choose among
+        assert saved["reported"] == "fitted probe" and saved["probe_l2"] == config.probe_l2
+        assert not (out / "history.csv").exists() and details["probe"]["gradient"] < 1e-6
     # metrics.json keeps to the headline: the details are in their own files
-    assert not {"history", "best_test_selected", "per_class"} & set(saved)
+    assert not {"history", "best_test_selected", "probe", "per_class"} & set(saved)
     with (out / "per_class.csv").open() as handle:
         per_class = list(csv.DictReader(handle))
     assert [row["shapes"] for row in per_class[:4]] == ["3", "3", "3", "0"]  # 3 test shapes each
@@ -54,21 +130,23 @@ def test_finetune_reports_last_epoch_and_labels_the_test_selected_one(
     assert metrics["mode"] == mode
 
 
-def test_linear_probe_learns_separable_classes(tmp_path, tiny_checkpoint):
-    """Train == test here: a linear probe must fit 3 boxes of clearly different proportions."""
+def test_linear_probe_learns_separable_classes_at_its_defaults(tmp_path, tiny_checkpoint):
+    """Train == test here: a linear probe at its default params must fit 3 boxes of clearly
+    different proportions (the earlier AdamW probe needed lr 1 and 100 epochs for this)."""
     write_modelnet(tmp_path / "mn", 40, per_class=4, n=60)
-    config = FinetuneConfig(
-        dataset="modelnet40",
-        root=str(tmp_path / "mn"),
-        mode="linear",
-        epochs=100,
-        lr=1.0,
-        batch_size=12,
-        weight_decay=0.0,
-    )
-    metrics = finetune(tiny_checkpoint, tmp_path / "out", config)
-    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
-    assert metrics["top1"] == 100.0
+    config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="linear")
+    assert finetune(tiny_checkpoint, tmp_path / "out", config)["top1"] == 100.0
+
+
+def test_finetune_command_summarises_the_linear_probe(tmp_path, tiny_checkpoint):
+    write_modelnet(tmp_path / "mn", 40, per_class=2, n=40)
+    words = ["finetune", "--checkpoint", str(tiny_checkpoint), "--dataset", "modelnet40"]
+    words += ["--root", str(tmp_path / "mn"), "--mode", "linear", "--probe-l2", "0.01"]
+    result = CliRunner().invoke(app, [*words, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "fitted probe" in result.output and "L-BFGS iterations" in result.output
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["probe_l2"] == 0.01
 
 
 def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
@@ -76,3 +154,7 @@ def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="probe"))
     with pytest.raises(UsageError, match="finetune.shots"):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(shots=-1))
+    with pytest.raises(UsageError, match="finetune.probe_l2"):
+        finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="linear", probe_l2=-1.0))
+    with pytest.raises(UsageError, match="finetune.probe_iterations"):
+        finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="linear", probe_iterations=0))
