@@ -90,5 +90,7 @@ def test_a_model_config_out_of_the_train_params_bounds_is_one_line():
 
     good = model_config(TrainConfig(encoder="pointtransformer-micro"), [])
     values = dataclasses.asdict(good) | {"n_points": 0}
-    with pytest.raises(UsageError, match=r"model config: train\.n_points must be ≥ 1, got 0"):
+    with pytest.raises(
+        UsageError, match=r"model config: train\.n_points must be ≥ 1 and ≤ 1048576, got 0"
+    ):
         ModelConfig(**values)
