@@ -10,10 +10,10 @@ the paper's Point-BERT network that the name means now, at 8192 and 1024 points.
 """
 
 import argparse
-import time
 from contextlib import nullcontext
 
 import torch
+from timing import timed_ms
 
 from cg3d.models.encoders import build_encoder
 
@@ -34,15 +34,7 @@ def samples_per_second(name: str, points: int, batch: int, steps: int, device: t
             loss = encoder(clouds).float().sum()
         loss.backward()
 
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - started)
+    return batch / timed_ms(step, device, steps) * 1000
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from bench_loader import random_inputs
 from bench_train import CLASSES, samples_per_second
+from timing import timed_ms
 
 from cg3d.models.clip import RandomClipWarning
 from cg3d.models.encoders.ops import farthest_point_sample, knn
@@ -219,18 +220,6 @@ def loader_section(args: argparse.Namespace, device: torch.device, work: Path) -
     return rows
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (kernels compile, caches fill)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / repeats * 1000
-
-
 def ops_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
     batch, n, centres, k = (4, 1024, 32, 16) if args.tiny else (64, 8192, 64, 32)
     points = torch.rand(batch, n, 3)
@@ -238,8 +227,8 @@ def ops_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for where in ["cpu"] + ([str(device)] if device.type == "cuda" else []):
         cloud = points.to(where)
         run_device = torch.device(where)
-        fps_ms = timed(lambda c=cloud: farthest_point_sample(c, centres), run_device, 3)
-        knn_ms = timed(lambda c=cloud: knn(c[:, :centres], c, k), run_device, 3)
+        fps_ms = timed_ms(lambda c=cloud: farthest_point_sample(c, centres), run_device, 3)
+        knn_ms = timed_ms(lambda c=cloud: knn(c[:, :centres], c, k), run_device, 3)
         rows.append(
             {
                 "device": where,
