@@ -343,6 +343,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             fed = ["x", "y", "z", *(RGB if config.point_channels == 6 else ())]
             draw = draw_augment(config.augment, rng, len(points))
             points = augment_raw(points, draw, fed, colored)
+            # a view is drawn in either mode, so that the later draws do not depend on it
             view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
             if config.view_choice == "fixed":
                 view = fixed_view(views, raw["__key__"], config.seed)

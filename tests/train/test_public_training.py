@@ -461,3 +461,37 @@ def test_the_paper_recipe_keeps_our_choices():
     ):
         assert getattr(paper, key) == getattr(defaults, key) != PUBLIC_VALUES[key], key
     assert paper.augment == POLICIES["cg3d"] and not paper.augment.dropout
+
+
+def own_batch_worker(rank: int, tmp: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
+    generator = torch.Generator().manual_seed(0)
+    a, b = (F.normalize(x, dim=-1) for x in torch.randn(2, 8, 16, generator=generator))
+    half = slice(4 * rank, 4 * rank + 4)
+    losses = {
+        gather: contrastive_loss(a[half], b[half], torch.tensor(10.0), gather)[0]
+        for gather in (True, False)
+    }
+    torch.save(losses, f"{tmp}/own{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_ddp_without_gathering_each_process_has_its_own_negatives_only(tmp_path):
+    """The public runner's logits are `latent_point @ text_features.t()` over the process's
+    own batch (runner 379–387): 4 negatives each here, not 8."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(own_batch_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    generator = torch.Generator().manual_seed(0)
+    a, b = (F.normalize(x, dim=-1) for x in torch.randn(2, 8, 16, generator=generator))
+    labels = torch.arange(4)
+    for rank in range(2):
+        losses = torch.load(tmp_path / f"own{rank}.pt", weights_only=True)
+        x, y = a[4 * rank : 4 * rank + 4], b[4 * rank : 4 * rank + 4]
+        own = (F.cross_entropy(10 * x @ y.T, labels) + F.cross_entropy(10 * y @ x.T, labels)) / 2
+        assert torch.allclose(losses[False], own, atol=1e-6)
+        assert not torch.allclose(losses[True], own, atol=1e-3)
