@@ -495,3 +495,35 @@ def test_under_ddp_without_gathering_each_process_has_its_own_negatives_only(tmp
         own = (F.cross_entropy(10 * x @ y.T, labels) + F.cross_entropy(10 * y @ x.T, labels)) / 2
         assert torch.allclose(losses[False], own, atol=1e-6)
         assert not torch.allclose(losses[True], own, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_cg3d_train_runs_with_every_public_value_and_logs_its_learning_rates(shards, tmp_path):
+    """The preset's values on a tiny model: encoder LR per epoch as timm's lagged cosine (here
+    t_initial 2, lr_min 1e-6), prompts at a constant LR."""
+    import csv
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cg3d.cli import app
+    from tests.train.helpers import params_file
+
+    preset = yaml.safe_load((ROOT / "configs" / "cg3d-public.yaml").read_text())["train"]
+    tiny = ("clip_model", "clip_pretrained", "encoder", "encoder_params", "n_points", "prompts")
+    sizes = ("batch_size", "epochs", "workers", "shuffle_buffer", "device")
+    public = {k: v for k, v in preset.items() if k not in tiny + sizes}
+    public |= {"replacement_draws": 64, "cosine_epochs": 2, "epochs": 3, "encoder_lr": 1e-3}
+    out = tmp_path / "run"
+    params = params_file(tmp_path, **public)
+    args = ["train", "--shards", str(shards), "--out", str(out), "--params", str(params)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    def curve(name: str) -> list[float]:
+        path = out / f"dvclive/plots/metrics/train/{name}.tsv"
+        return [float(row[name]) for row in csv.DictReader(path.open(), delimiter="\t")]
+
+    cosine = [1e-3, 1e-3, 1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi / 2))]
+    np.testing.assert_allclose(curve("lr_encoder"), cosine, rtol=1e-9)
+    assert curve("lr_prompts") == [2e-3] * 3
