@@ -63,9 +63,8 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 
 def test_zeroshot_command(tmp_path, tiny_checkpoint):
-    result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--single-prompt", "This is a {}")
+    result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--protocol", "cg3d-public")
     assert result.returncode == 0, result.stderr
-    assert (
-        "top-1" in result.stdout
-        and json.loads((tmp_path / "o" / "metrics.json").read_text())["prompts"] == "This is a {}"
-    )
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert "top-1" in result.stdout and metrics["protocol"] == "cg3d-public"
+    assert metrics["templates"] == "'This is a {}' (1)"
