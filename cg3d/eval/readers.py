@@ -224,7 +224,8 @@ def pointnet2_fps(xyz: np.ndarray, count: int) -> np.ndarray:
     """
     xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     norm2 = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
-    eligible = np.flatnonzero(norm2 > POINTNET2_SKIP_NORM2)
+    # float against the double 1e-3, as in C (numpy would round 1e-3 to float32 first)
+    eligible = np.flatnonzero(norm2.astype(np.float64) > POINTNET2_SKIP_NORM2)
     candidates = np.concatenate([[0], eligible[eligible != 0]])  # 0 is picked whatever its norm
     picked = candidates[farthest_point_sample(xyz[candidates], min(count, len(candidates)), 0)]
     if len(picked) == count:
