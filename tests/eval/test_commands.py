@@ -27,6 +27,10 @@ def cg3d(*args: str) -> subprocess.CompletedProcess:
             "no such file or folder",
         ),
         (
+            ["eval", "zeroshot", "--dataset", "modelnet40", "--protocol", "paper"],
+            "--protocol: unknown protocol 'paper'; choose one of",
+        ),
+        (
             [
                 "eval",
                 "zeroshot",
