@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cg3d.errors import UsageError
 from cg3d.formats.points import NO_COLOR
 from cg3d.geometry.frame import UP_AXES
-from cg3d.protocol import templates
+from cg3d.protocol import protocol, templates
 
 CLASS_NAME_STYLES = ("spaces", "raw")  # underscores → spaces, or the folder names as they are
 # bbox: bounding-box centre, 1/max radius (our pipeline's frame, float64); centroid: the
@@ -119,7 +119,7 @@ CG3D_PUBLIC = register_protocol(
         name="cg3d-public",
         description="the public CG3D eval.py: 'This is a ' + the raw folder name, text "
         "features not normalised, centroid normalisation, pointnet2_ops FPS from index 0",
-        templates=("This is a {}",),
+        templates=(protocol()["cg3d_single_prompt"],),  # "This is a {}"
         class_names="raw",
         normalise_text=False,
         point_normalisation="centroid",
