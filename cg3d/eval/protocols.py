@@ -114,6 +114,10 @@ CG3D = register_protocol(
 # xyz (USE_NORMALS false, cfgs/dataset_configs/ModelNet40.yaml) through `pc_normalize`
 # (datasets/ModelNetDataset.py:27-32, 202-204); `misc.fps(points, args.npoints)` (eval.py:275),
 # pointnet2_ops' furthest_point_sample; logits `point_n @ text.T` (eval.py:309), argmax (321).
+# Its ScanObjectNN zero-shot set is PB_T50_RS (`ScanObjectNN_hardest`, pc_normalize too, class
+# names as ours): 2,048 points FPS'd "to" 8,192, so the kernel picks all 2,048 and then repeats
+# one point 6,144 times, which `pointnet2_fps` reproduces. OBJ_ONLY/OBJ_BG are not in its
+# zero-shot run (their dataset class does not normalise); this protocol normalises every set.
 CG3D_PUBLIC = register_protocol(
     Protocol(
         name="cg3d-public",
