@@ -55,7 +55,7 @@ def zeroshot_command(
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
         f"top-3 {metrics['top3']:.2f}%  top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
-        f"{metrics['clip_weights']}] → {out / 'metrics.json'}",
+        f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
         markup=False,
     )
 
