@@ -442,8 +442,10 @@ class ZeroShotConfig(Section):
     split: str = param("test", "Split to evaluate.")
     variant: str = param("", "scanobjectnn: obj_only | obj_bg | pb_t50_rs.")
     batch_size: int = param(32, "Shapes per forward pass.", low=1)
-    single_prompt: str = param(
-        "", 'One template, e.g. "This is a {}" (CG3D parity); "": the 64-template ensemble.'
+    protocol: str = param(
+        "cg3d",
+        "Zero-shot protocol (cg3d.eval.protocols): prompts, class names, text and point "
+        "normalisation, FPS; cg3d-public: the public CG3D eval.py.",
     )
     allow_pickle: bool = param(
         False, "Allow reading ULIP's .dat pickle: unpickling a tampered file runs arbitrary code."
