@@ -1,6 +1,9 @@
 """`cg3d convert`: other projects' checkpoints as ours (thin wrappers over cg3d.models).
 
 cg3d convert cg3d-release   the CG3D authors' released pre-training checkpoints
+cg3d convert NAME           a released ULIP, ULIP-2, OpenShape or Uni3D point encoder
+                            (ulip-pointbert, ulip2-pointbert, openshape-pointbert,
+                            uni3d-{ti,s,b,l,g}: cg3d.models.peers), the point side only
 """
 
 from pathlib import Path
@@ -49,6 +52,48 @@ def cg3d_release(
         f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
         f"{model.config['clip_weights']['sha256'][:12]}…)"
     )
+
+
+def _peer_command(name: str) -> None:
+    """Register `cg3d convert NAME` for the released model `name` (its card says what it is)."""
+    from cg3d.models.cards import get_card
+
+    card = get_card(name)
+
+    def convert(
+        checkpoint: Annotated[
+            Path, typer.Option(help=f"The released {card.repository} checkpoint file.")
+        ],
+        out: Annotated[Path, typer.Option(help="Our checkpoint to write, e.g. model.pt.")],
+        allow_pickle: Annotated[
+            bool,
+            typer.Option(
+                "--allow-pickle",
+                help="Read a checkpoint holding other objects, e.g. ULIP's argparse args "
+                "(trusted files only).",
+            ),
+        ] = False,
+    ) -> None:
+        from cg3d.models.peers import convert_peer
+
+        written = convert_peer(name, checkpoint, out, allow_pickle=allow_pickle)
+        tensors = sum(key.startswith("point_encoder.") for key in written["model"])
+        typer.echo(
+            f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
+            f"{card.teacher_pretrained} (not embedded), protocol {card.protocol}"
+        )
+
+    convert.__doc__ = (
+        f"{card.repository}'s released {name} as our checkpoint (point side; teacher "
+        f"{card.teacher_model} named, not embedded)."
+    )
+    convert_app.command(name)(convert)
+
+
+for _name in ("ulip-pointbert", "ulip2-pointbert", "openshape-pointbert") + tuple(
+    f"uni3d-{size}" for size in ("ti", "s", "b", "l", "g")
+):
+    _peer_command(_name)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,7 @@ from cg3d.errors import UsageError
 
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
 _SIZES: dict[str, tuple[str, dict[str, Any]]] = {}
-_MODULES = ("pointbert", "pointtransformer", "pointnet2")
+_MODULES = ("pointbert", "pointtransformer", "pointnet2", "ulip", "ppat", "uni3d")
 
 
 def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:

@@ -72,3 +72,20 @@ def group_patches(
     patches = gather_points(points, knn(centres, xyz, group_size))
     relative = torch.cat([patches[..., :3] - centres.unsqueeze(2), patches[..., 3:]], dim=-1)
     return relative, centres
+
+
+def ball_query_first(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+    """Indices (B, M, k): the first `k` points BY INDEX within `radius` of each query, padded with
+    the first of them (PointNet++'s PyTorch `query_ball_point`, as OpenShape's PPAT groups).
+
+    Unlike `ball_group` (the k nearest), which points are taken depends on the cloud's order.
+    A point exactly at `radius` is inside. Every query must have a point within `radius` (a
+    query that is a point of the cloud always has itself), and the cloud at least k points.
+    """
+    n_points = xyz.shape[1]
+    inside = torch.cdist(query, xyz) <= radius
+    order = torch.arange(n_points, device=xyz.device).expand_as(inside)
+    # outside points sort after every inside one; the k smallest are the first k inside
+    ranked = torch.where(inside, order, torch.full_like(order, n_points))
+    index = ranked.topk(k, dim=-1, largest=False, sorted=True).values
+    return torch.where(index == n_points, index[..., :1].expand_as(index), index)
