@@ -353,14 +353,20 @@ def reference_eva_block(w: dict, b: str, x: torch.Tensor, heads: int) -> torch.T
 
 
 def reference_uni3d(
-    state: dict[str, torch.Tensor], clouds: torch.Tensor, groups: int, group_size: int, heads: int
+    state: dict[str, torch.Tensor],
+    clouds: torch.Tensor,
+    groups: int,
+    group_size: int,
+    heads: int,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Uni3D's `encode_pc` of (xyz ‖ rgb) clouds, from a Uni3D file's `module` state dict."""
+    """Uni3D's `encode_pc` of (xyz ‖ rgb) clouds, from a Uni3D file's `module` state dict
+    (in `dtype`: float32 for full sizes, where float64 takes tens of seconds on a CPU)."""
     p = "point_encoder."
-    w = {key.removeprefix("module."): value.double() for key, value in state.items()}
+    w = {key.removeprefix("module."): value.to(dtype) for key, value in state.items()}
     depth = len({key.split(".")[3] for key in w if key.startswith(f"{p}visual.blocks.")})
     features = []
-    for cloud in clouds.double():
+    for cloud in clouds.to(dtype):
         tokens, centres = _pointbert_patches(w, f"{p}encoder.", cloud, groups, group_size, 6)
         tokens = _dense(w, f"{p}encoder2trans", tokens)
         pos = _dense(w, f"{p}pos_embed.2", _gelu(_dense(w, f"{p}pos_embed.0", centres)))
