@@ -2,6 +2,7 @@
 their released files, point features equal to ULIP's own forward, and one-line refusals."""
 
 import argparse
+import dataclasses
 import math
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.models.cards import get_card
 from cg3d.models.checkpoint import FORMAT, read_checkpoint
+from cg3d.models.model import ModelConfig
 from cg3d.models.peers import convert_peer, expected_layout, peer_checkpoint, point_encoder
 from tests.models.peer_networks import cosine, random_state, reference_ulip, ulip_layout
 
@@ -100,6 +102,19 @@ def test_converted_checkpoint_names_the_teacher_and_holds_the_point_side_only(tm
     )
     assert (config["n_points"], config["point_channels"], config["prompts"]) == (10000, 6, 0)
     assert config["encoder_params"] == SMALL
+    # the ModelConfig fields are a valid config (what cg3d.load rebuilds from); the keys a
+    # converted model adds are the card, its protocol, the embedding size and the source file
+    fields = {field.name for field in dataclasses.fields(ModelConfig)}
+    ModelConfig(**{key: value for key, value in config.items() if key in fields})
+    assert set(config) - fields == {
+        "clip_pretrained_loaded",
+        "clip_weights",
+        "card",
+        "protocol",
+        "embed_dim",
+        "converted_from",
+    }
+    assert config["converted_from"]["name"] == "ulip2.pt"
     model = checkpoint["model"]
     assert not [k for k in model if not k.startswith(("point_encoder.", "visual.", "clip."))]
     assert model["visual.prompts"].shape == (1, 0, 1664)  # bigG's image tower width

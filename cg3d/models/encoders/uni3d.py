@@ -22,7 +22,6 @@ Released files hold `module` → `point_encoder.*` and `logit_scale`: converting
 """
 
 import torch
-from timm.models.eva import Eva
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
@@ -61,7 +60,10 @@ class Uni3D(nn.Module):
         self.cls_pos = nn.Parameter(torch.randn(1, 1, width))
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, width))
         # timm's EVA as Uni3D creates it; the rotary embedding is left out (Uni3D calls each
-        # block without it), which changes no weight
+        # block without it), which changes no weight. timm is imported here, not with the
+        # registry: it adds half a second to every command that names an encoder.
+        from timm.models.eva import Eva
+
         self.visual = Eva(
             img_size=img_size,
             patch_size=patch_size,
