@@ -116,9 +116,10 @@ ULIP2 = register_protocol(
         up_axis="y",
     )
 )
-# OpenShape (Colin97/OpenShape_code src/data.py, src/example.py): its class features
-# (`cat_name_pt_feat.npy`, shipped) are the teacher's text features of the category name; the
-# example extracts them from the bare name. Shapes are swapped y↔z into its z-up frame
+# OpenShape (Colin97/OpenShape_code src/data.py, src/example.py): it evaluates with the class
+# features it ships (`cat_name_pt_feat.npy`; the README says "prompt engineering used" for
+# LVIS, the prompts are not in the code): those files are the faithful text side. Where they
+# are not to hand, the bare class name, as its example extracts text features. Shapes are swapped y↔z into its z-up frame
 # (`y_up: True`), centred on the centroid and scaled to the unit sphere (normalize_pc), 10k
 # points; its ModelNet40 colour is the file's 100/255 ("scale to 0.4"); dgl's FPS starts at a
 # random point.

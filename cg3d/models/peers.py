@@ -18,6 +18,7 @@ is named by its open_clip model and pretrained tag, never embedded and never bui
 bigG or EVA-E tower is gigabytes). `config` records the model card and the zero-shot protocol.
 """
 
+import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,13 +122,15 @@ def peer_names() -> list[str]:
 
 
 def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
-    """The dict a released file holds, read with `weights_only=True` unless `allow_pickle`
-    (ULIP's files hold its argparse `args`: trusted files only)."""
+    """The dict a released file holds, read with `weights_only=True` allowing exactly
+    `argparse.Namespace` beyond tensors and containers (ULIP, like SLIP, saves its run's `args`
+    beside the weights); `allow_pickle` reads any object (trusted files only)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--checkpoint: no file {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
         lines = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
         reason = lines[0].split(". Please")[0] if lines else type(error).__name__

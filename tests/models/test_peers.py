@@ -157,14 +157,22 @@ def test_mismatched_and_unexpected_tensors_are_named(tmp_path):
         peer_checkpoint("ulip-pointbert", file, encoder_params=SMALL)
 
 
-def test_args_in_the_file_need_allow_pickle(tmp_path):
-    """ULIP saves its argparse args beside the weights: weights_only refuses them."""
+def test_argparse_args_are_read_and_other_objects_need_allow_pickle(tmp_path):
+    """ULIP saves its argparse args beside the weights: read with weights_only, as SLIP's file.
+    Any other object (here a set) needs --allow-pickle."""
     file = tmp_path / "ulip2.pt"
     write_ulip2_file(file, args=argparse.Namespace(model="ULIP2_PointBERT_Colored"))
+    checkpoint = peer_checkpoint("ulip2-pointbert", file, encoder_params=SMALL)
+    assert checkpoint["config"]["card"] == "ulip2-pointbert"
+    write_ulip2_file(file, extra=Unpicklable())
     with pytest.raises(UsageError, match="--allow-pickle"):
         peer_checkpoint("ulip2-pointbert", file, encoder_params=SMALL)
     checkpoint = peer_checkpoint("ulip2-pointbert", file, True, encoder_params=SMALL)
     assert checkpoint["config"]["card"] == "ulip2-pointbert"
+
+
+class Unpicklable:
+    """An object weights_only refuses (any class it was not told about)."""
 
 
 def test_protocols_and_cards_are_the_public_code_s():
