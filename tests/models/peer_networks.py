@@ -6,8 +6,9 @@ models against.
 Written from salesforce/ULIP (models/ULIP_models.py, models/pointbert/point_encoder.py, dvae.py),
 Colin97/OpenShape_code (src/models/ppat.py, pointnet_util.py) and baaivision/Uni3D
 (models/point_encoder.py, models/uni3d.py with timm 0.9.7's Eva: eva.py, layers/mlp.py).
-Farthest point sampling starts from point 0 (pointnet2_ops' kernel, which ULIP and Uni3D use;
-OpenShape's dgl sampler starts at a random point, so its reference starts at 0 as ours).
+Farthest point sampling is pointnet2_ops' CUDA kernel for ULIP and Uni3D (from point 0, never
+picking a point of squared norm ≤ 1e-3); OpenShape's dgl sampler starts at a random point, so
+its reference starts at 0 as ours does.
 """
 
 import math
@@ -234,12 +235,27 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> to
     return torch.einsum("hij,jhd->ihd", scores.softmax(-1), v).reshape(tokens, -1)
 
 
+def kernel_fps(xyz: torch.Tensor, count: int) -> torch.Tensor:
+    """pointnet2_ops' furthest_point_sampling_kernel for one cloud: idxs[0] = 0; then, each
+    step, every point of squared norm above 1e-3 (`if (mag <= 1e-3) continue;`) has its
+    distance to the chosen set updated, and the first farthest of them is chosen (best starts
+    at -1 and besti at 0: with no such point, index 0)."""
+    temp = torch.full((xyz.shape[0],), 1e10, dtype=xyz.dtype)
+    counted = (xyz**2).sum(-1) > 1e-3
+    chosen = [0]
+    for _ in range(count - 1):
+        distance = ((xyz - xyz[chosen[-1]]) ** 2).sum(-1)
+        temp = torch.where(counted, torch.minimum(temp, distance), temp)
+        chosen.append(int(torch.where(counted, temp, -1.0).argmax()) if counted.any() else 0)
+    return torch.tensor(chosen)
+
+
 def _pointbert_patches(
     w: dict, prefix: str, cloud: torch.Tensor, groups: int, group_size: int, channels: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ULIP's / Uni3D's Group and Encoder: (groups, encoder_dims) tokens and the centres."""
     xyz = cloud[:, :3]
-    centres = xyz[reference_fps(xyz, groups)]
+    centres = xyz[kernel_fps(xyz, groups)]  # misc.fps / Group's fps: the CUDA kernel
     # knn_point: the group_size smallest squared distances (their order does not matter: the
     # encoder max-pools over the group)
     nearest = ((centres[:, None] - xyz[None]) ** 2).sum(-1).topk(group_size, largest=False)

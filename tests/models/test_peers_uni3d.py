@@ -11,8 +11,16 @@ from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.models.cards import get_card
 from cg3d.models.checkpoint import read_checkpoint
+from cg3d.models.encoders import build_encoder
+from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2, farthest_point_sample
 from cg3d.models.peers import expected_layout, peer_checkpoint, point_encoder
-from tests.models.peer_networks import cosine, random_state, reference_uni3d, uni3d_layout
+from tests.models.peer_networks import (
+    cosine,
+    kernel_fps,
+    random_state,
+    reference_uni3d,
+    uni3d_layout,
+)
 
 # scripts/inference.sh's sizes: timm model, its width, depth, MLP ratio, MLP form, fused qkv,
 # image size and classifier classes (timm's default pretrained tag of that name)
@@ -111,10 +119,29 @@ def test_convert_command_writes_the_full_size_tiny_model(tmp_path):
     assert checkpoint["model"]["visual.prompts"].shape == (1, 0, 1792)
     encoder = point_encoder(checkpoint)
     clouds = colored_clouds(600, seed=1)[:1]
+    clouds[:, 1:41, :3] *= 0.01  # near the origin: FPS of 512 from 600 would pick some
     with torch.no_grad():
         ours = encoder(clouds)
     public = reference_uni3d(state, clouds, 512, 64, heads=3, dtype=torch.float32)
     assert cosine(ours, public).min() > 0.9999
+
+
+def test_centres_are_pointnet2_kernel_fps_skipping_points_near_the_origin():
+    """ULIP's and Uni3D's Group samples centres with pointnet2_ops' kernel, which never picks a
+    point of squared norm ≤ 1e-3 after point 0; our encoders do the same."""
+    generator = torch.Generator().manual_seed(4)
+    xyz = torch.rand(1, 200, 3, generator=generator) * 2 - 1
+    xyz[0, 5:25] *= 0.01  # 20 points within 0.0173 of the origin (squared norm ≤ 3e-4)
+    xyz[0, 0] *= 0.01  # the start point, near the origin too: still taken first
+    ours = farthest_point_sample(xyz, 190, KERNEL_FPS_MIN_NORM2)[0]
+    assert torch.equal(ours, kernel_fps(xyz[0], 190))
+    assert not set(range(5, 25)) & set(ours.tolist())
+    plain = farthest_point_sample(xyz, 190)[0]  # without the skip, some are taken
+    assert set(range(5, 25)) & set(plain.tolist())
+    for name in ("uni3d-ti", "ulip2-pointbert"):
+        with torch.device("meta"):
+            encoder = build_encoder(name, 16)
+        assert encoder.fps_skip_norm2 == 1e-3
 
 
 def test_a_file_of_another_size_names_the_first_mismatched_tensor(tmp_path):

@@ -142,6 +142,7 @@ class PointBERT(nn.Module):
         if in_channels not in (3, 6):
             raise ValueError("in_channels must be 3 (xyz) or 6 (xyz, rgb)")
         self.groups, self.group_size, self.in_channels = groups, group_size, in_channels
+        self.fps_skip_norm2: float | None = None  # subclasses: pointnet2_ops' kernel FPS
         self.encoder = Encoder(encoder_dims, patch_hidden, in_channels)
         self.reduce_dim = nn.Linear(encoder_dims, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -162,7 +163,10 @@ class PointBERT(nn.Module):
     def pooled(self, points: torch.Tensor) -> torch.Tensor:
         """(B, 2·width) features before the projection: concat(CLS token, max over patches)."""
         patches, centres = group_patches(
-            points[..., : self.in_channels].float(), self.groups, self.group_size
+            points[..., : self.in_channels].float(),
+            self.groups,
+            self.group_size,
+            self.fps_skip_norm2,
         )
         tokens = self.reduce_dim(self.encoder(patches))
         batch = tokens.shape[0]

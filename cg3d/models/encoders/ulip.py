@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
+from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2
 from cg3d.models.encoders.pointbert import PointBERT
 
 
@@ -31,11 +32,14 @@ class ULIPPointBERT(PointBERT):
         heads: int = 6,
         drop_path: float = 0.1,
         in_channels: int = 3,
+        kernel_fps: bool = True,
     ):
         super().__init__(
             out_dim, groups, group_size, encoder_dims, patch_hidden, width, depth, heads,
             drop_path, in_channels,
         )  # fmt: skip
+        # misc.fps is pointnet2_ops' kernel: centres skip points near the origin
+        self.fps_skip_norm2 = KERNEL_FPS_MIN_NORM2 if kernel_fps else None
         del self.projection  # ULIP projects with a bare matrix, no bias
         # ULIP's initialisation: normal, std out_dim^-0.5 (ULIP_models.py)
         self.pc_projection = nn.Parameter(torch.randn(2 * width, out_dim) * out_dim**-0.5)

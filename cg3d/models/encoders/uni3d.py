@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import group_patches, points_for_patches
+from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2, group_patches, points_for_patches
 from cg3d.models.encoders.pointbert import Encoder
 
 
@@ -48,11 +48,14 @@ class Uni3D(nn.Module):
         patch_size: int = 14,
         num_classes: int = 0,
         in_channels: int = 6,
+        kernel_fps: bool = True,
     ):
         super().__init__()
         if in_channels != 6:
             raise ValueError("Uni3D takes 6 channels (xyz, rgb): point_channels must be 6")
         self.groups, self.group_size = groups, group_size
+        # Group's fps is pointnet2_ops' kernel: centres skip points near the origin
+        self.fps_skip_norm2 = KERNEL_FPS_MIN_NORM2 if kernel_fps else None
         self.encoder = Encoder(encoder_dims, 256, in_channels)
         self.encoder2trans = nn.Linear(encoder_dims, width)
         self.trans2embed = nn.Linear(width, out_dim)
@@ -83,7 +86,9 @@ class Uni3D(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 6) points: xyz, then rgb in [0, 1] → (B, out_dim), as Uni3D's `encode_pc`."""
-        patches, centres = group_patches(points[..., :6].float(), self.groups, self.group_size)
+        patches, centres = group_patches(
+            points[..., :6].float(), self.groups, self.group_size, self.fps_skip_norm2
+        )
         tokens = self.encoder2trans(self.encoder(patches))
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
