@@ -15,7 +15,8 @@ first, the first missing, mismatched or unexpected one named in one line. The fi
 our checkpoint format (cg3d.models.checkpoint) holding the point side and the logit scale only:
 the teacher (the text and image towers: SLIP ViT-B/16, OpenCLIP ViT-bigG-14, EVA02-E-14-plus)
 is named by its open_clip model and pretrained tag, never embedded and never built here (a
-bigG or EVA-E tower is gigabytes). `config` records the model card and the zero-shot protocol.
+bigG or EVA-E tower is gigabytes). `config` records the model card and the zero-shot protocol
+(`card`, `protocol`); `source` the released file's name and sha256.
 """
 
 import argparse
@@ -252,17 +253,22 @@ def peer_checkpoint(
         # what the checkpoint adds: the teacher's weights by name (open_clip fetches a tag)
         "clip_pretrained_loaded": True,
         "clip_weights": {"kind": "tag", "tag": card.teacher_pretrained},
-        # a converted model: its card (published numbers, licence), protocol and source file
+        # a converted model: its card (published numbers, licence) and zero-shot protocol
         "card": card.name,
         "protocol": card.protocol,
-        "embed_dim": card.embed_dim,
-        "converted_from": {"name": path.name, "sha256": file_sha256(path)},
     }
     width = TOWER_WIDTHS[card.teacher_model]
     model = {f"point_encoder.{key}": tensor for key, tensor in points.items()}
     model["visual.prompts"] = torch.zeros(1, 0, width)
     model["clip.logit_scale"] = logit_scale
-    return {"format": FORMAT, "config": config, "full_clip": False, "model": model}
+    return {
+        "format": FORMAT,
+        "config": config,
+        "full_clip": False,
+        "model": model,
+        # the released file it came from (beside the config, which holds the model's fields)
+        "source": {"name": path.name, "sha256": file_sha256(path), "repository": card.repository},
+    }
 
 
 def convert_peer(

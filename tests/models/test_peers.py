@@ -3,6 +3,7 @@ their released files, point features equal to ULIP's own forward, and one-line r
 
 import argparse
 import dataclasses
+import hashlib
 import math
 import subprocess
 import sys
@@ -12,10 +13,18 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
-from cg3d.models.cards import get_card
+from cg3d.models.cards import card_names, get_card
 from cg3d.models.checkpoint import FORMAT, read_checkpoint
+from cg3d.models.encoders import points_needed
 from cg3d.models.model import ModelConfig
-from cg3d.models.peers import convert_peer, expected_layout, peer_checkpoint, point_encoder
+from cg3d.models.peers import (
+    TOWER_WIDTHS,
+    convert_peer,
+    expected_layout,
+    peer_checkpoint,
+    point_encoder,
+)
+from cg3d.models.slip import SLIP_CONFIGS
 from tests.models.peer_networks import cosine, random_state, reference_ulip, ulip_layout
 
 
@@ -103,18 +112,13 @@ def test_converted_checkpoint_names_the_teacher_and_holds_the_point_side_only(tm
     assert (config["n_points"], config["point_channels"], config["prompts"]) == (10000, 6, 0)
     assert config["encoder_params"] == SMALL
     # the ModelConfig fields are a valid config (what cg3d.load rebuilds from); the keys a
-    # converted model adds are the card, its protocol, the embedding size and the source file
+    # converted model adds are the card and its protocol (names)
     fields = {field.name for field in dataclasses.fields(ModelConfig)}
     ModelConfig(**{key: value for key, value in config.items() if key in fields})
-    assert set(config) - fields == {
-        "clip_pretrained_loaded",
-        "clip_weights",
-        "card",
-        "protocol",
-        "embed_dim",
-        "converted_from",
-    }
-    assert config["converted_from"]["name"] == "ulip2.pt"
+    added = {"clip_pretrained_loaded", "clip_weights", "card", "protocol"}
+    assert set(config) - fields == added
+    assert checkpoint["source"]["name"] == "ulip2.pt"
+    assert checkpoint["source"]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
     model = checkpoint["model"]
     assert not [k for k in model if not k.startswith(("point_encoder.", "visual.", "clip."))]
     assert model["visual.prompts"].shape == (1, 0, 1664)  # bigG's image tower width
@@ -186,3 +190,34 @@ def test_protocols_and_cards_are_the_public_code_s():
     assert card.published["objaverse-lvis"]["acc1"] == 50.6
     assert get_card("ulip-pointbert").published["modelnet40"]["acc1"] == 60.4
     assert math.isclose(get_protocol("uni3d").constant_color, 100 / 255)
+
+
+@pytest.mark.parametrize("name", [n for n in card_names() if n != "cg3d-release"])
+def test_each_card_fits_its_teacher_encoder_and_protocol(name):
+    """The card's embedding size is its teacher's (the encoder projects into the teacher's
+    space), its encoder takes its points, and its protocol is registered."""
+    import open_clip
+    import timm
+
+    card = get_card(name)
+    if card.teacher_model in SLIP_CONFIGS:
+        slip = SLIP_CONFIGS[card.teacher_model]
+        teacher_dim, tower_width = slip.embed_dim, slip.vision_width
+    else:
+        config = open_clip.get_model_config(card.teacher_model)
+        teacher_dim, vision = config["embed_dim"], config["vision_cfg"]
+        tower_width = vision.get("width")
+        if "timm_model_name" in vision:  # EVA02-E-14-plus: a timm tower
+            with torch.device("meta"):
+                tower_width = timm.create_model(vision["timm_model_name"]).embed_dim
+        assert card.teacher_pretrained in open_clip.list_pretrained_tags_by_model(
+            card.teacher_model
+        )
+    assert card.embed_dim == teacher_dim
+    # the converted checkpoint's empty visual prompts are (1, 0, the image tower's width)
+    assert TOWER_WIDTHS[card.teacher_model] == tower_width
+    assert points_needed(card.encoder) <= card.n_points
+    protocol = get_protocol(card.protocol)
+    assert protocol.n_points == card.n_points and protocol.up_axis == card.up_axis
+    assert protocol.point_normalisation == card.normalisation
+    assert card.license and card.repository
