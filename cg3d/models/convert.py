@@ -65,22 +65,33 @@ def _peer_command(name: str) -> None:
             Path, typer.Option(help=f"The released {card.repository} checkpoint file.")
         ],
         out: Annotated[Path, typer.Option(help="Our checkpoint to write, e.g. model.pt.")],
+        clip_pretrained: Annotated[
+            str | None,
+            typer.Option(
+                help=f"The teacher's weights: a tag of {card.teacher_model} or a local file "
+                f"(recorded by name and sha256) [default: {card.teacher_pretrained}].",
+                show_default=False,
+            ),
+        ] = None,
         allow_pickle: Annotated[
             bool,
             typer.Option(
                 "--allow-pickle",
-                help="Read a checkpoint holding other objects, e.g. ULIP's argparse args "
-                "(trusted files only).",
+                help="Read a checkpoint holding other objects (trusted files only).",
             ),
         ] = False,
     ) -> None:
         from cg3d.models.peers import convert_peer
 
-        written = convert_peer(name, checkpoint, out, allow_pickle=allow_pickle)
+        written = convert_peer(
+            name, checkpoint, out, allow_pickle=allow_pickle, clip_pretrained=clip_pretrained
+        )
         tensors = sum(key.startswith("point_encoder.") for key in written["model"])
+        teacher = written["config"]["clip_weights"]
+        weights = teacher.get("tag") or f"{teacher['name']} (sha256 {teacher['sha256'][:12]}…)"
         typer.echo(
             f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
-            f"{card.teacher_pretrained} (not embedded), protocol {card.protocol}"
+            f"{weights} (not embedded), protocol {card.protocol}"
         )
 
     convert.__doc__ = (

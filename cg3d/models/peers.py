@@ -21,6 +21,7 @@ bigG or EVA-E tower is gigabytes). `config` records the model card and the zero-
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,16 +215,48 @@ def point_state(
     return {key: ours[key].detach().clone().contiguous() for key in expected}
 
 
+def teacher_weights(card: ModelCard, clip_pretrained: str | None) -> tuple[str, dict[str, str]]:
+    """What the converted checkpoint names as its teacher's weights, and their identity: the
+    card's open_clip tag, another tag of that model, or a local weights file (known by name and
+    sha256, as a trained run records it: SLIP's, or an offline copy of the open_clip file).
+
+    Nothing is loaded: a file is hashed, a tag checked against open_clip's list. ULIP's teacher
+    is SLIP's file; without one the card's file name is recorded, and loading the model needs
+    `--clip-pretrained` pointing at it.
+    """
+    from cg3d.models.clip import weights_identity
+    from cg3d.models.slip import SLIP_CONFIGS
+
+    wanted = clip_pretrained or card.teacher_pretrained
+    if os.path.isfile(wanted):
+        identity = weights_identity(wanted)
+        return identity["path"], identity
+    if clip_pretrained is not None and clip_pretrained != card.teacher_pretrained:
+        if card.teacher_model in SLIP_CONFIGS:
+            raise UsageError(f"--clip-pretrained: no file {clip_pretrained} (SLIP's weights file)")
+        import open_clip
+
+        tags = open_clip.list_pretrained_tags_by_model(card.teacher_model)
+        if clip_pretrained not in tags:
+            raise UsageError(
+                f"--clip-pretrained: {clip_pretrained!r} is neither a file nor a tag of "
+                f"{card.teacher_model} (tags: {', '.join(tags)})"
+            )
+    return wanted, {"kind": "tag", "tag": wanted}
+
+
 def peer_checkpoint(
     name: str,
     path: Path,
     allow_pickle: bool = False,
     encoder_params: dict[str, Any] | None = None,
+    clip_pretrained: str | None = None,
 ) -> dict[str, Any]:
     """Our checkpoint dict (cg3d.models.checkpoint's format) for the released `name` file.
 
-    `encoder_params` overrides the card's encoder size (recorded in the config, so the model is
-    rebuilt the same): for files of smaller widths or depths, as the tests write.
+    `clip_pretrained` names the teacher's weights (see `teacher_weights`; default: the card's
+    tag). `encoder_params` overrides the card's encoder size (recorded in the config, so the
+    model is rebuilt the same): for files of smaller widths or depths, as the tests write.
     """
     from cg3d.models.checkpoint import FORMAT
 
@@ -231,6 +264,7 @@ def peer_checkpoint(
     path = Path(path)
     payload = read_payload(path, allow_pickle)
     points = point_state(name, payload, path, encoder_params)
+    pretrained, identity = teacher_weights(card, clip_pretrained)
     scale = LAYOUTS[name].logit_scale(payload)
     logit_scale = (
         scale.detach().float().reshape(()).clone()
@@ -242,7 +276,7 @@ def peer_checkpoint(
         "encoder": card.encoder,
         "encoder_params": dict(encoder_params or {}),
         "clip_model": card.teacher_model,
-        "clip_pretrained": card.teacher_pretrained,
+        "clip_pretrained": pretrained,
         "require_pretrained": True,
         "prompts": 0,
         "deep_prompts": False,
@@ -252,7 +286,7 @@ def peer_checkpoint(
         "classes": [],
         # what the checkpoint adds: the teacher's weights by name (open_clip fetches a tag)
         "clip_pretrained_loaded": True,
-        "clip_weights": {"kind": "tag", "tag": card.teacher_pretrained},
+        "clip_weights": identity,
         # a converted model: its card (published numbers, licence) and zero-shot protocol
         "card": card.name,
         "protocol": card.protocol,
@@ -277,11 +311,12 @@ def convert_peer(
     out: Path,
     allow_pickle: bool = False,
     encoder_params: dict[str, Any] | None = None,
+    clip_pretrained: str | None = None,
 ) -> dict[str, Any]:
     """Write the released `name` file at `path` to `out` as our checkpoint; returns its dict."""
     from cg3d.files import atomic_path
 
-    checkpoint = peer_checkpoint(name, path, allow_pickle, encoder_params)
+    checkpoint = peer_checkpoint(name, path, allow_pickle, encoder_params, clip_pretrained)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # through a handle, as save_checkpoint: the same bytes for the same input

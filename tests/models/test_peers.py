@@ -221,3 +221,31 @@ def test_each_card_fits_its_teacher_encoder_and_protocol(name):
     assert protocol.n_points == card.n_points and protocol.up_axis == card.up_axis
     assert protocol.point_normalisation == card.normalisation
     assert card.license and card.repository
+
+
+def test_the_teacher_s_weights_are_named_by_tag_or_by_file(tmp_path):
+    """SLIP's weights are a file: recorded by name and sha256 (never loaded here); an open_clip
+    teacher takes another of its tags; anything else is refused in one line."""
+    file = tmp_path / "ulip.pt"
+    torch.save({"state_dict": random_state(ulip_layout(2, 3, 512))}, file)
+    slip = tmp_path / "slip_base_100ep.pt"
+    slip.write_bytes(b"not loaded, only hashed")
+    config = peer_checkpoint("ulip-pointbert", file, False, SMALL, str(slip))["config"]
+    assert config["clip_weights"] == {
+        "kind": "file",
+        "name": "slip_base_100ep.pt",
+        "sha256": hashlib.sha256(b"not loaded, only hashed").hexdigest(),
+        "path": str(slip),
+    }
+    assert config["clip_pretrained"] == str(slip)
+    with pytest.raises(UsageError, match="--clip-pretrained: no file .*SLIP"):
+        peer_checkpoint("ulip-pointbert", file, False, SMALL, str(tmp_path / "missing.pt"))
+    # without one, the card's file name is what the checkpoint asks for
+    config = peer_checkpoint("ulip-pointbert", file, False, SMALL)["config"]
+    assert config["clip_weights"] == {"kind": "tag", "tag": "slip_base_100ep.pt"}
+    file = tmp_path / "ulip2.pt"
+    write_ulip2_file(file)
+    config = peer_checkpoint("ulip2-pointbert", file, False, SMALL, "metaclip_fullcc")["config"]
+    assert config["clip_weights"] == {"kind": "tag", "tag": "metaclip_fullcc"}
+    with pytest.raises(UsageError, match="neither a file nor a tag of ViT-bigG-14"):
+        peer_checkpoint("ulip2-pointbert", file, False, SMALL, "laion400m")
