@@ -68,8 +68,8 @@ def _peer_command(name: str) -> None:
         clip_pretrained: Annotated[
             str | None,
             typer.Option(
-                help=f"The teacher's weights: a tag of {card.teacher_model} or a local file "
-                f"(recorded by name and sha256) [default: {card.teacher_pretrained}].",
+                help=f"The teacher's weights, a tag of {card.teacher_model} or a local file "
+                f"(recorded by name and sha256); default {card.teacher_pretrained}.",
                 show_default=False,
             ),
         ] = None,
