@@ -99,8 +99,9 @@ def ball_query_first(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: i
     """
     n_points = xyz.shape[1]
     inside = torch.cdist(query, xyz) <= radius
-    order = torch.arange(n_points, device=xyz.device).expand_as(inside)
+    # int32: the (B, M, N) ranks are the largest tensor here (384 × 10k per cloud for PPAT)
+    order = torch.arange(n_points, device=xyz.device, dtype=torch.int32)
     # outside points sort after every inside one; the k smallest are the first k inside
-    ranked = torch.where(inside, order, torch.full_like(order, n_points))
-    index = ranked.topk(k, dim=-1, largest=False, sorted=True).values
+    ranked = torch.where(inside, order, n_points)
+    index = ranked.topk(k, dim=-1, largest=False, sorted=True).values.long()
     return torch.where(index == n_points, index[..., :1].expand_as(index), index)
