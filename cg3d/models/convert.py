@@ -101,9 +101,14 @@ def _peer_command(name: str) -> None:
     convert_app.command(name)(convert)
 
 
-for _name in ("ulip-pointbert", "ulip2-pointbert", "openshape-pointbert") + tuple(
-    f"uni3d-{size}" for size in ("ti", "s", "b", "l", "g")
-):
+def _peer_cards() -> list[str]:
+    """Every model card but CG3D's own release: each is a converter of cg3d.models.peers."""
+    from cg3d.models.cards import card_names
+
+    return [name for name in card_names() if name != "cg3d-release"]
+
+
+for _name in _peer_cards():
     _peer_command(_name)
 
 

@@ -118,11 +118,6 @@ LAYOUTS = {
 }
 
 
-def peer_names() -> list[str]:
-    """The models `cg3d convert` takes besides the CG3D release."""
-    return list(LAYOUTS)
-
-
 def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
     """The dict a released file holds, read with `weights_only=True` allowing exactly
     `argparse.Namespace` beyond tensors and containers (ULIP, like SLIP, saves its run's `args`

@@ -249,3 +249,10 @@ def test_the_teacher_s_weights_are_named_by_tag_or_by_file(tmp_path):
     assert config["clip_weights"] == {"kind": "tag", "tag": "metaclip_fullcc"}
     with pytest.raises(UsageError, match="neither a file nor a tag of ViT-bigG-14"):
         peer_checkpoint("ulip2-pointbert", file, False, SMALL, "laion400m")
+
+
+def test_every_peer_card_has_a_converter_layout():
+    """`cg3d convert` offers a command per card (cg3d-release aside); each needs a layout."""
+    from cg3d.models.peers import LAYOUTS
+
+    assert sorted(LAYOUTS) == sorted(n for n in card_names() if n != "cg3d-release")
