@@ -101,14 +101,19 @@ def _peer_command(name: str) -> None:
     convert_app.command(name)(convert)
 
 
-def _peer_cards() -> list[str]:
-    """Every model card but CG3D's own release: each is a converter of cg3d.models.peers."""
-    from cg3d.models.cards import card_names
-
-    return [name for name in card_names() if name != "cg3d-release"]
-
-
-for _name in _peer_cards():
+# The released models of other projects `cg3d convert` takes (cg3d.models.peers.LAYOUTS and
+# their cards), named here so that the CLI lists them without importing torch
+PEER_MODELS = (
+    "ulip-pointbert",
+    "ulip2-pointbert",
+    "openshape-pointbert",
+    "uni3d-ti",
+    "uni3d-s",
+    "uni3d-b",
+    "uni3d-l",
+    "uni3d-g",
+)
+for _name in PEER_MODELS:
     _peer_command(_name)
 
 

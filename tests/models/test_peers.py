@@ -251,8 +251,9 @@ def test_the_teacher_s_weights_are_named_by_tag_or_by_file(tmp_path):
         peer_checkpoint("ulip2-pointbert", file, False, SMALL, "laion400m")
 
 
-def test_every_peer_card_has_a_converter_layout():
-    """`cg3d convert` offers a command per card (cg3d-release aside); each needs a layout."""
+def test_every_convert_command_has_a_layout_and_a_card():
+    from cg3d.models.convert import PEER_MODELS
     from cg3d.models.peers import LAYOUTS
 
-    assert sorted(LAYOUTS) == sorted(n for n in card_names() if n != "cg3d-release")
+    assert sorted(LAYOUTS) == sorted(PEER_MODELS)
+    assert set(PEER_MODELS) <= set(card_names())
