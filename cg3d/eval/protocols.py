@@ -144,6 +144,7 @@ ULIP = register_protocol(
         description="ULIP's main.py: its 64 templates ensembled, names with spaces, 8192 "
         "points, centroid + unit sphere, y up, FPS from point 0",
         templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
         point_normalisation="centroid",
         fps_start="first",
         n_points=8192,
@@ -159,6 +160,7 @@ ULIP2 = register_protocol(
         description="ULIP-2: ULIP's 64 templates and names, 10k xyz + rgb points, constant "
         "colour 0.4 where a benchmark has none, centroid + unit sphere, y up, FPS from point 0",
         templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
         point_normalisation="centroid",
         fps_start="first",
         n_points=10000,
@@ -198,6 +200,7 @@ UNI3D = register_protocol(
         description="Uni3D: ULIP's 64 templates ensembled, names with spaces, 10k xyz + rgb "
         "points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
         templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
         point_normalisation="centroid",
         fps_start="first",
         n_points=10000,
