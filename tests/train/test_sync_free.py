@@ -85,7 +85,9 @@ def test_every_lever_on_gives_the_previous_updates_parameters_to_the_bit(tmp_pat
     assert all(g["foreach"] is True for o in new.optimizers.values() for g in o.param_groups)
 
     torch.manual_seed(0)  # stochastic depth draws
-    old_losses = [{k: float(v) for k, v in old.update([b], s).items()} for s, b in enumerate(floats)]
+    old_losses = [
+        {k: float(v) for k, v in old.update([b], s).items()} for s, b in enumerate(floats)
+    ]
     torch.manual_seed(0)
     batches = prefetch(iter(raw), torch.device("cpu"))
     new_logged = [new.update([batch], step) for step, batch in enumerate(batches)]
@@ -135,7 +137,9 @@ def test_the_prefetcher_hands_on_the_same_batches_in_order_copying_one_ahead(mon
     for given, got in zip(batches, out, strict=True):
         assert given.keys() == got.keys()
         assert all(
-            torch.equal(given[k], got[k]) if isinstance(given[k], torch.Tensor) else given[k] == got[k]
+            torch.equal(given[k], got[k])
+            if isinstance(given[k], torch.Tensor)
+            else given[k] == got[k]
             for k in given
         )
     names = [b["caption"][0] for b in batches]
