@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_loader import random_inputs
+from bench_loader import random_inputs, view_png
 from bench_train import CLASSES, samples_per_second
 from timing import timed_ms
 
@@ -141,22 +141,6 @@ def model_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
         )
         print(f"model {rows[-1]}", flush=True)
     return rows
-
-
-def view_png(rng: np.random.Generator, size: int = 224) -> bytes:
-    """A smooth 224 px RGB PNG of about a real render's size (a shaded blob on white)."""
-    import io
-
-    from PIL import Image
-
-    y, x = np.mgrid[0:size, 0:size] / size
-    cx, cy, r = rng.uniform(0.3, 0.7, 3)
-    inside = ((x - cx) ** 2 + (y - cy) ** 2) < (r / 2) ** 2
-    shade = (rng.uniform(60, 200, 3) * (1 - 0.5 * y[..., None])).astype(np.uint8)
-    pixels = np.where(inside[..., None], shade, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def make_shards(root: Path, objects: int, points: int, views: int) -> Path:

@@ -18,21 +18,23 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def farthest_point_sample(xyz: torch.Tensor, count: int) -> torch.Tensor:
     """Indices (B, count) of `count` farthest-point samples of (B, N, 3) `xyz`.
 
-    Starts from point 0 (deterministic); `count` sequential steps, each O(B·N) on the device.
+    Starts from point 0 (deterministic); `count` sequential steps over the whole batch at once,
+    each O(B·N) on the device and six kernels (gather, difference, square, sum, minimum,
+    argmax): on a GPU the loop is bound by launches, so the picks are stacked once at the end
+    rather than written one by one, and the last step's distances are not computed.
     """
     batch, n_points, _ = xyz.shape
     if count > n_points:
         raise ValueError(f"cannot sample {count} centres from {n_points} points")
-    chosen = torch.zeros(batch, count, dtype=torch.long, device=xyz.device)
     distance = torch.full((batch, n_points), float("inf"), device=xyz.device, dtype=xyz.dtype)
     farthest = torch.zeros(batch, dtype=torch.long, device=xyz.device)
-    rows = torch.arange(batch, device=xyz.device)
-    for step in range(count):
-        chosen[:, step] = farthest
-        centre = xyz[rows, farthest].unsqueeze(1)
+    chosen = [farthest]
+    for _ in range(count - 1):
+        centre = torch.gather(xyz, 1, farthest.view(batch, 1, 1).expand(batch, 1, 3))
         distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
         farthest = distance.argmax(-1)
-    return chosen
+        chosen.append(farthest)
+    return torch.stack(chosen, dim=1)
 
 
 def knn(query: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:
