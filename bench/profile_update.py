@@ -183,8 +183,14 @@ def main() -> None:
             trainer.update([batches[step]], step)
             seconds = time.perf_counter() - started
         by_part, by_name = leaf_counts(prof.events())
+        part_ms = Counter()
+        for event in prof.events():
+            if event.name.startswith("part:"):
+                part_ms[event.name[5:]] += event.cpu_time_total / 1000
+        part_ms["other"] = seconds * 1000 - sum(part_ms.values())
         rows[phase] = {
             "seconds": round(seconds, 3),
+            "ms_by_part": {k: round(v, 1) for k, v in part_ms.most_common()},
             "leaf_ops": sum(by_part.values()),
             "by_part": dict(by_part.most_common()),
             "top_ops": dict(by_name.most_common(8)),
