@@ -205,14 +205,18 @@ def view_png(rng: np.random.Generator, size: int = 224) -> bytes:
     return buffer.getvalue()
 
 
-def bare_decode(shards: Path, decode_png: Callable[[bytes], torch.Tensor]) -> int:
+def bare_decode(
+    shards: Path, decode_png: Callable[[bytes], torch.Tensor], augment: AugmentConfig | None = None
+) -> int:
     """The train split's shards decoded with nothing around it: each tar read member by
     member, each sample's points by `np.load` and its first view by `decode_png` (the
-    loader's PNG decoder). Returns the samples."""
+    loader's PNG decoder); with `augment`, the points also augmented as the loader does
+    (`augment_points`). Returns the samples."""
     import io
 
     from cg3d.formats.shards import read_index
 
+    rng = np.random.default_rng(0)
     count = 0
     for name in read_index(shards)["splits"]["train"]["shards"]:
         with tarfile.open(shards / name) as tar:
@@ -220,7 +224,9 @@ def bare_decode(shards: Path, decode_png: Callable[[bytes], torch.Tensor]) -> in
                 if not member.isfile():
                     continue
                 if member.name.endswith(".points.npy"):
-                    np.load(io.BytesIO(tar.extractfile(member).read()))
+                    points = np.load(io.BytesIO(tar.extractfile(member).read()))
+                    if augment is not None:
+                        augment_points(points, augment, rng)
                     count += 1
                 elif member.name.endswith(".view_00.png"):
                     decode_png(tar.extractfile(member).read())
@@ -247,21 +253,29 @@ def loader_against_decode(args: argparse.Namespace) -> dict[str, float]:
         )
         preprocess = ClipPreprocess(224)
         loader_rates, _ = epoch_rates(make_loader(root / "shards", "train", config), args.epochs)
-        decode_rates = []
+        decode_rates, augmented_rates = [], []
         for _ in range(args.epochs):
-            start = time.perf_counter()
-            count = bare_decode(root / "shards", preprocess.decode)
-            decode_rates.append(count / (time.perf_counter() - start))
+            for rates, augment in ((decode_rates, None), (augmented_rates, AugmentConfig())):
+                start = time.perf_counter()
+                count = bare_decode(root / "shards", preprocess.decode, augment)
+                rates.append(count / (time.perf_counter() - start))
     later = max(1, len(loader_rates) - 1)
     result = {
         "loader_samples_per_s": round(sum(loader_rates[1:] or loader_rates) / later, 1),
         "decode_samples_per_s": round(sum(decode_rates[1:] or decode_rates) / later, 1),
+        # the bare decode plus the loader's point augmentation: work the loader must do
+        "decode_augment_samples_per_s": round(
+            sum(augmented_rates[1:] or augmented_rates) / later, 1
+        ),
         "workers": args.workers,
         "objects": args.objects,
         "points": args.points,
         "load_average": os.getloadavg()[0],
     }
     result["ratio"] = round(result["loader_samples_per_s"] / result["decode_samples_per_s"], 3)
+    result["ratio_to_decode_augment"] = round(
+        result["loader_samples_per_s"] / result["decode_augment_samples_per_s"], 3
+    )
     return result
 
 
