@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the device machine (carry .whl): every GPU measurement of issues 19 and 24 in one call,
-# under 10 minutes (270 + 160 + 140 s at most: run it with the device tool's timeout_s 600). Installs the wheels bench/device/prepare.sh fetched, then
+# under 10 minutes (run it with the device tool's timeout_s 600). Installs the wheels
+# bench/device/prepare.sh fetched, then
 #   1. bench/bench_gpu.py model, loader, ops: samples/s, GPU utilisation and MFU of the default
 #      and the paper config, each update lever on its own, the loader with 4, 8 and 14 workers;
 #   2. bench/bisect_gpu.py: the default (and paper) config on each tree prepare.sh archived;
@@ -21,11 +22,17 @@ for archive in .whl/trees/*.tar.gz; do
 done
 cp .whl/trees/order.txt /tmp/trees/ 2>/dev/null
 cd bench
+# One budget for the call: step 1 at most 270 s, the bisect at most 160 s, compile what is left
+# of 585 s (the device tool's 600 less the install); each step's rows are in its log as it goes.
+started=$(date +%s)
+left() { echo $(( ${BUDGET:-585} - ($(date +%s) - started) )); }
 timeout "${BENCH_TIMEOUT:-270}" python3 bench_gpu.py --out "$OUT/model" \
   --sections model,loader,ops "$@" 2>&1 | tee "$OUT/model/log.txt"
 if [ -f /tmp/trees/order.txt ]; then
-  timeout "${BISECT_TIMEOUT:-160}" python3 bisect_gpu.py --trees /tmp/trees \
+  cap=$(( $(left) - 120 < ${BISECT_TIMEOUT:-160} ? $(left) - 120 : ${BISECT_TIMEOUT:-160} ))
+  [ "$cap" -gt 30 ] && timeout "$cap" python3 bisect_gpu.py --trees /tmp/trees \
     --out "$OUT/bisect.json" 2>&1 | tee "$OUT/bisect.log"
 fi
-timeout "${COMPILE_TIMEOUT:-140}" python3 bench_gpu.py --out "$OUT/compile" --sections compile \
-  --steps 20 2>&1 | tee "$OUT/compile/log.txt"
+[ "$(left)" -gt 30 ] && timeout "$(left)" python3 bench_gpu.py --out "$OUT/compile" \
+  --sections compile --steps 20 2>&1 | tee "$OUT/compile/log.txt"
+exit 0

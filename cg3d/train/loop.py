@@ -165,7 +165,7 @@ def train_epoch(
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(epoch)
     skipped_before = getattr(batches, "skipped", 0)
-    losses = LossSums(getattr(trainer.config, "log_every", 50))
+    losses = LossSums(trainer.config.log_every)
     samples, started, without_color = 0, time.perf_counter(), 0
     feed = batches
     if trainer.levers.prefetch:

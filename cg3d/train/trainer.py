@@ -50,7 +50,8 @@ class Levers:
 
     @classmethod
     def of_params(cls, config) -> "Levers":
-        return cls(compile=bool(getattr(config, "compile", False)))
+        """The levers of a run's params: all on, compiling when `train.compile` says so."""
+        return cls(compile=config.compile)
 
 
 def text_targets(model: CG3D, config) -> torch.Tensor | None:
