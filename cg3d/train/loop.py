@@ -2,8 +2,11 @@
 
 `train_stage(shards, out, config)` is what `cg3d train` and the DVC `train` stage run; it
 builds the shard loaders and calls `fit`, which takes any iterable of batches
-({"points" (B,N,3), "image" (B,3,S,S) preprocessed, "caption" list[str], "cls" (B,)}), so
-tests and benchmarks can feed tensors from memory (`BatchList`).
+({"points" (B,N,3), "image" (B,3,S,S) preprocessed float or uint8 pixels (the loader's,
+normalised on the device), "caption" list[str], "cls" (B,)}), so tests and benchmarks can feed
+tensors from memory (`BatchList`). The model's inputs are copied to the device one batch ahead
+(`data.prefetch`) and the losses read back only every `train.log_every` updates (`LossSums`):
+an update itself never waits for the GPU.
 
 `fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
 held-out accuracy, and writes the epoch (`write_epoch`: curves, metrics, then `OUT/last.pt`
