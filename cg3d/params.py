@@ -375,6 +375,15 @@ class TrainConfig(Section):
         "against its own process's batch only (the public runner: 64 negatives, not 512 on 8 GPUs).",
     )
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
+    log_every: int = param(
+        50,
+        "Read the running losses back from the device every this many updates (progress "
+        "bar); each read waits for the GPU.",
+        low=1,
+    )
+    compile: bool = param(
+        False, "torch.compile the point encoder and the prompted image tower (for GPUs)."
+    )
     text_targets: str = param(
         "captions",
         "What points and images train towards: captions (the paper's), or class_prototypes "

@@ -2,8 +2,11 @@
 
 `train_stage(shards, out, config)` is what `cg3d train` and the DVC `train` stage run; it
 builds the shard loaders and calls `fit`, which takes any iterable of batches
-({"points" (B,N,3), "image" (B,3,S,S) preprocessed, "caption" list[str], "cls" (B,)}), so
-tests and benchmarks can feed tensors from memory (`BatchList`).
+({"points" (B,N,3), "image" (B,3,S,S) preprocessed float or uint8 pixels (the loader's,
+normalised on the device), "caption" list[str], "cls" (B,)}), so tests and benchmarks can feed
+tensors from memory (`BatchList`). The model's inputs are copied to the device one batch ahead
+(`data.prefetch`) and the losses read back only every `train.log_every` updates (`LossSums`):
+an update itself never waits for the GPU.
 
 `fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
 held-out accuracy, and writes the epoch (`write_epoch`: curves, metrics, then `OUT/last.pt`
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
@@ -102,21 +106,58 @@ def groups_in_step(batches: Iterable[dict[str, Any]], size: int) -> Iterator[lis
 
 
 @contextmanager
-def epoch_progress(epoch: int, epochs: int, updates: int) -> Iterator[Callable[[int], None]]:
-    """The data stages' progress bar over one epoch's updates, with samples/s and time left,
-    on the first process only; `advance(samples so far)` after each update."""
+def epoch_progress(
+    epoch: int, epochs: int, updates: int
+) -> Iterator[Callable[[int, float | None], None]]:
+    """The data stages' progress bar over one epoch's updates, with samples/s, the running
+    loss and time left, on the first process only; `advance(samples so far, loss or None)`
+    after each update (the loss when it was read back, see `LossSums`)."""
     if world()[0] != 0:
-        yield lambda samples: None
+        yield lambda samples, loss=None: None
         return
     started = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task(f"epoch {epoch + 1}/{epochs}", total=updates, rate="")
+        shown = ""
 
-        def advance(samples: int) -> None:
+        def advance(samples: int, loss: float | None = None) -> None:
+            nonlocal shown
             rate = samples / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:.1f} samples/s")
+            shown = f", loss {loss:.4g}" if loss is not None else shown
+            progress.update(task, advance=1, rate=f"{rate:.1f} samples/s{shown}")
 
         yield advance
+
+
+class LossSums:
+    """The epoch's losses, summed on the device: an update's losses are never read back on
+    their own (a read waits for the GPU to finish everything queued), only the running sums,
+    every `every` updates and at the epoch's end, in one transfer."""
+
+    def __init__(self, every: int):
+        self.every, self.updates = every, 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}  # updates that logged each loss (phases differ)
+
+    def add(self, logged: dict[str, torch.Tensor]) -> float | None:
+        """Add one update's losses; every `every`-th update, the running mean loss."""
+        for key, value in logged.items():
+            # float64 sums: the mean of Python floats the loop took before, to the bit
+            value = torch.as_tensor(value, dtype=torch.float64)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.updates += 1
+        if self.updates % self.every or "loss" not in self.sums:
+            return None
+        return float(self.sums["loss"]) / self.counts["loss"]
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean of each loss (one read of all of them)."""
+        keys = list(self.sums)
+        if not keys:
+            return {}
+        values = torch.stack([self.sums[key] for key in keys]).tolist()
+        return {key: value / self.counts[key] for key, value in zip(keys, values, strict=True)}
 
 
 def train_epoch(
@@ -128,24 +169,30 @@ def train_epoch(
         batches.set_epoch(epoch)
     trainer.begin_epoch(epoch, step)
     skipped_before = getattr(batches, "skipped", 0)
-    sums: dict[str, list[float]] = {}
+    losses = LossSums(trainer.config.log_every)
     samples, started, without_color = 0, time.perf_counter(), 0
-    groups = itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates)
+    feed = batches
+    if trainer.levers.prefetch:
+        from cg3d.train.data import prefetch  # the loader's module, imported when used
+
+        feed = prefetch(batches, trainer.device)
+    groups = itertools.islice(groups_in_step(feed, trainer.config.grad_accum), updates)
     with epoch_progress(epoch, trainer.config.epochs, updates) as advance:
         for group in groups:
-            for key, value in trainer.update(group, step).items():
-                sums.setdefault(key, []).append(value)
+            running = losses.add(trainer.update(group, step))
             samples += sum(len(batch["caption"]) for batch in group)
+            # has_color stays on the host (data.DEVICE_KEYS): counting it waits for nothing
             without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
             step += 1
-            advance(samples)
+            advance(samples, running)
+    means = losses.means()
     seconds = time.perf_counter() - started
     samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
-    if not sums:
+    if not means:
         raise UsageError(
             f"epoch {epoch + 1}: no whole batch to train on ({skipped} samples did not decode)"
         )
-    record = {f"train/{key}": sum(values) / len(values) for key, values in sums.items()}
+    record = {f"train/{key}": value for key, value in means.items()}
     record |= {
         "train/samples_per_s": samples / seconds,
         "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
