@@ -89,7 +89,7 @@ def worker(rank: int, shards: str, tmp: str) -> None:
 
 def test_two_processes_stop_together_when_one_runs_out(shards, tmp_path):
     mp.spawn(worker, args=(str(shards), str(tmp_path)), nprocs=2, join=True)
-    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run/run.json").read_text())  # untracked: world size, step
     assert metrics["world_size"] == 2
     # both processes made one update per epoch: rank 0 had only one batch of 4
     assert metrics["epoch"] == 2 and metrics["step"] == 2
