@@ -54,7 +54,8 @@ def zeroshot_command(
     metrics = zeroshot(checkpoint, out, config)
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
-        f"top-3 {metrics['top3']:.2f}%  top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
+        + "".join(f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics)
+        + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
         f"{metrics['clip_weights']}] → {out / 'metrics.json'}",
         markup=False,
     )
