@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from cg3d.errors import UsageError
 from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 
@@ -22,6 +23,7 @@ def register(app: typer.Typer) -> None:
 def meshes(
     out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and classes.json.")],
     config: MeshesConfig,
+    params_file: Path | None = None,
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
     from rich import print as rprint
@@ -29,6 +31,8 @@ def meshes(
     from cg3d.pipeline.sources import build_manifest
 
     summary = build_manifest(config, out)
+    if params_file is not None:
+        check_training_batch(out, params_file)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
     rprint(
@@ -37,6 +41,24 @@ def meshes(
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
         + (f"; {summary.excluded} excluded by meshes.exclude" if config.exclude else "")
     )
+
+
+def check_training_batch(meshes_dir: Path, params_file: Path) -> None:
+    """Issue 26: a data set too small for the `train` section's batch failed only at train,
+    after every data stage. The manifest's ok training objects are an upper bound of the
+    training samples: fewer than one update is a UsageError now, naming the fix."""
+    from cg3d.formats.manifest import manifest_rows
+    from cg3d.params import TrainConfig, batch_problem, load_section
+
+    train = load_section(TrainConfig, "train", params_file)
+    objects = sum(
+        1
+        for row in manifest_rows(meshes_dir, ["split", "status"])
+        if row["split"] == "train" and row["status"] == "ok"
+    )
+    problem = batch_problem(train, objects, f"{meshes_dir} (cg3d meshes)")
+    if problem:
+        raise UsageError(f"{problem} ({params_file}); no later stage can train on it")
 
 
 @with_params(SampleConfig, "sample")

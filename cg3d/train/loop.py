@@ -35,7 +35,7 @@ from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, output_lock
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D
-from cg3d.params import TrainConfig
+from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
 from cg3d.train.distributed import (
     barrier,
@@ -105,7 +105,10 @@ def num_updates(num_batches: int, accum: int) -> int:
     on the process with the fewest. An epoch may hold fewer (see `groups_in_step`)."""
     count = smallest(num_batches // accum)
     if count < 1:
-        raise UsageError(f"only {num_batches} batches per epoch: fewer than --grad-accum {accum}")
+        raise UsageError(
+            f"only {num_batches} whole batches of train.batch_size per epoch, fewer than "
+            f"train.grad_accum {accum}: lower train.batch_size or train.grad_accum"
+        )
     return count
 
 
@@ -360,6 +363,24 @@ def run_lock(out: Path) -> Iterator[None]:
         yield
 
 
+def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, processes: int) -> None:
+    """Before a model is built, from the shard index: the shards hold at least train.n_points
+    points a shape (a cloud is never filled up with repeated points), and the train split at
+    least one update's samples (`batch_problem`). One line naming the param and the fix."""
+    stored = index.get("params", {}).get("points") or []
+    if stored and min(stored) < config.n_points:
+        raise UsageError(
+            f"train.n_points is {config.n_points}, but the shards in {shards} hold "
+            f"{min(stored)} points a shape: set train.n_points to {min(stored)} or less, or "
+            f"sample and pack again with sample.points {config.n_points} (points are never "
+            "repeated to fill a cloud)"
+        )
+    samples = sum(index["splits"]["train"]["counts"])
+    problem = batch_problem(config, samples, f"the train split of {shards}", processes)
+    if problem:
+        raise UsageError(problem)
+
+
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
@@ -372,6 +393,7 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     for split in ("train", "test"):
         check_shards(shards, split)
     check_point_channels(shards, config.point_channels)
+    check_sizes(shards, index, config, size)
     data = data_fingerprint(index)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
     preprocess = ClipPreprocess.of_model(model.clip.visual)

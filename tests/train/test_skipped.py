@@ -49,7 +49,9 @@ def replace_member(shard, suffix: str, data: bytes) -> str:
 def shards(tmp_path_factory):
     """16 training samples in 4 shards of 4, the first sample's points undecodable."""
     root = tmp_path_factory.mktemp("data")
-    fake_pipeline(root, per_class=8, shard_size=4, views=2, n=64)
+    fake_pipeline(
+        root, per_class=8, shard_size=4, views=2, n=256
+    )  # the tiny model takes 256 points, never repeated
     index = json.loads((root / "shards/index.json").read_text())
     assert index["splits"]["train"]["counts"] == [4, 4, 4, 4]
     replace_member(root / "shards/train/shard-000000.tar", "points.npy", pickled_npy())
