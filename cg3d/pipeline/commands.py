@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("caption")(caption)
     app.command("pack")(pack)
     app.command("verify")(verify)
+    app.command("inspect")(inspect_command)
 
 
 @with_params(MeshesConfig, "meshes")
@@ -149,3 +150,68 @@ def verify(
     if report.problems:
         raise typer.Exit(1)
     rprint(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
+
+
+def inspect_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="A stage output (data/meshes, points, render, captions), shards or a run.",
+        ),
+    ],
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Print every id, one a line (for `cg3d show`), only.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Everything found, as JSON.")] = False,
+    meshes: Annotated[
+        Path | None,
+        typer.Option(help="The meshes folder that names the classes (default: DIR/../meshes)."),
+    ] = None,
+    failures: Annotated[int, typer.Option(help="Failures listed (0: all).", min=0)] = 20,
+) -> None:
+    """What a folder holds: ids, per-class counts, failures with reasons, and what made it."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cg3d.pipeline.inspect import inspect_folder
+
+    found = inspect_folder(folder, meshes)
+    console = Console(highlight=False, soft_wrap=True)
+    if ids:
+        for object_id in found.ids:
+            print(object_id)
+        return
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2, default=str))
+        return
+    noun = "classes" if found.kind == "run" else "ids"
+    console.print(
+        f"{folder}: {found.kind}, {len(found.ids)} {noun}, {len(found.failures)} failures",
+        markup=False,
+    )
+    if found.ids:
+        shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
+        console.print(f"  {noun}: {', '.join(shown)} (--ids: all)", markup=False)
+    if found.splits:
+        splits = ", ".join(f"{name} {n}" for name, n in sorted(found.splits.items()))
+        console.print(f"  splits: {splits}", markup=False)
+    if found.classes:
+        table = Table("class", "count", title=None, box=None, padding=(0, 2))
+        for name, count in sorted(found.classes.items()):
+            table.add_row(name, str(count))
+        console.print(table)
+    if found.failures:
+        listed = found.failures[:failures] if failures else found.failures
+        table = Table("failed id", "stage", "reason", box=None, padding=(0, 2))
+        for row in listed:
+            table.add_row(row["id"], row["stage"], row["reason"])
+        console.print(table)
+        if len(listed) < len(found.failures):
+            more = len(found.failures) - len(listed)
+            console.print(f"  … {more} more (--failures 0: all)", markup=False)
+    for key, value in {**found.details, **found.made_by}.items():
+        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        console.print(f"  {key}: {text}", markup=False)
