@@ -191,8 +191,9 @@ def search_command(
         str, typer.Option("--against", help="points or views (default: views for an image).")
     ] = "",
 ) -> None:
-    """The best objects of an index for a text, an image, a shape and/or an embedding (scores
-    averaged)."""
+    """The best objects of an index for a text, an image, a shape or an embedding (or several).
+
+    Several queries: their scores are averaged."""
     from cg3d.app.api import load
     from cg3d.app.index import open_index
 

@@ -40,8 +40,10 @@ def zeroshot_command(
         typer.Option("--shards", help="Our labelled shards (same as --dataset shards --root DIR)."),
     ] = None,
 ) -> None:
-    """Zero-shot classification: top-1/top-3/top-5/class-mean accuracy and a confusion matrix
-    (a table of the most frequent confusions for more than 100 classes).
+    """Zero-shot classification: top-1/3/5 and class-mean accuracy, confusion matrix.
+
+    Top-k is reported for k below the class count; above 100 classes a table of the most
+    frequent confusions replaces the matrix.
 
     --dataset: modelnet40 | modelnet10 | ulip_modelnet40 | scanobjectnn | shapenet55 |
     objaverse-lvis (--root: our shards of the LVIS objects, or OpenShape's LVIS split with

@@ -91,8 +91,7 @@ def caption(
     out: Annotated[Path, typer.Option(help="Folder for captions.parquet and failures.")],
     config: CaptionConfig,
 ) -> None:
-    """Captions per object: class names (with --synonyms, also synonyms) in templates, plus
-    free-text names."""
+    """Captions per object: class names (and synonyms) in templates, plus free-text names."""
     from rich import print as rprint
 
     from cg3d.pipeline.captions import caption_objects

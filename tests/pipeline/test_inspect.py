@@ -109,3 +109,12 @@ def test_show_takes_a_unique_prefix_or_part_of_an_id(tmp_path):
         resolve_id(renders, "modelnet-chair")
     with pytest.raises(UsageError, match="cg3d inspect .* --ids"):
         resolve_id(renders, "sofa")
+
+
+def test_the_pack_bar_knows_its_total(tmp_path, capsys):
+    """Issue 26: pack's progress bar read "600/?"."""
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    out = capsys.readouterr().out
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    packed = sum(sum(entry["counts"]) for entry in index["splits"].values())
+    assert f"{packed}/{packed}" in out and "/?" not in out
