@@ -34,7 +34,7 @@ from rich.console import Console
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, output_lock
 from cg3d.models.checkpoint import save_checkpoint
-from cg3d.models.model import CG3D
+from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
 from cg3d.train.distributed import (
@@ -366,7 +366,9 @@ def run_lock(out: Path) -> Iterator[None]:
 def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, processes: int) -> None:
     """Before a model is built, from the shard index: the shards hold at least train.n_points
     points a shape (a cloud is never filled up with repeated points), and the train split at
-    least one update's samples (`batch_problem`). One line naming the param and the fix."""
+    least one update's samples (`batch_problem`). One line naming the param and the fix. The
+    config's own checks (an encoder's points: `model_config`) come first."""
+    model_config(config, list(index.get("classes", [])))
     stored = index.get("params", {}).get("points") or []
     if stored and min(stored) < config.n_points:
         raise UsageError(

@@ -13,7 +13,11 @@ from cg3d.train.loop import check_sizes, num_updates
 
 
 def index(points: list[int], train_counts: list[int]) -> dict:
-    return {"params": {"points": points}, "splits": {"train": {"counts": train_counts}}}
+    return {
+        "classes": ["chair", "lamp"],
+        "params": {"points": points},
+        "splits": {"train": {"counts": train_counts}},
+    }
 
 
 def test_sixteen_samples_against_a_batch_of_32_name_the_batch_size_and_the_fix():
