@@ -109,18 +109,18 @@ def classify_rows(
     labels: str | list[str] | None,
     top: int,
     up_axis: str = "y",
-    single_prompt: str = "",
+    protocol: str = "cg3d",
 ) -> list[dict[str, Any]]:
     """One row per shape: path, status, error, label_k and score_k for k = 1 … top."""
     if not isinstance(top, int) or top < 1:
         raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
     names = parse_labels(labels, model.classes)
-    model.label_features(names, single_prompt)  # bad labels fail now, not once per shape
+    model.label_features(names, protocol)  # bad labels fail now, not once per shape
     top = min(top, len(names))
     rows = []
 
     def work(path: Path):
-        return model.classify(path, names, top, up_axis, single_prompt)
+        return model.classify(path, names, top, up_axis, protocol)
 
     for path, predictions, error in each_shape(paths, work, "classifying"):
         row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}

@@ -54,10 +54,14 @@ def classify_command(
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
     ] = "y",
-    single_prompt: Annotated[
+    protocol: Annotated[
         str,
-        typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
-    ] = "",
+        typer.Option(
+            "--protocol",
+            help="Zero-shot protocol of the labels' text features: cg3d (64 templates), "
+            "cg3d-public (the public eval.py's 'This is a ' + label).",
+        ),
+    ] = "cg3d",
     clip_pretrained: Annotated[
         str,
         typer.Option(
@@ -77,6 +81,7 @@ def classify_command(
     """Top labels of a mesh or point cloud (or of many), sampled as the pipeline does."""
     from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
     from cg3d.app.batch import TABLE_SUFFIXES, check_out, is_batch, list_shapes
+    from cg3d.eval.protocols import get_protocol
 
     if labels and labels_file is not None:
         raise UsageError("--labels and --labels-file: give one or the other")
@@ -86,13 +91,14 @@ def classify_command(
     if out is not None:
         check_out(out, TABLE_SUFFIXES)
     check_up_axis(up_axis)
+    get_protocol(protocol)  # an unknown name fails before the model loads
     if labels_file is not None:
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
     if many or out is not None:
-        classify_many(model, paths, labels, top, up_axis, single_prompt, out)
+        classify_many(model, paths, labels, top, up_axis, protocol, out)
         return
-    predictions = model.classify(path, labels, top, up_axis, single_prompt)
+    predictions = model.classify(path, labels, top, up_axis, protocol)
     table = Table("rank", "label", "probability")
     for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")
@@ -100,11 +106,11 @@ def classify_command(
     console.print(table)
 
 
-def classify_many(model, paths, labels, top, up_axis, single_prompt, out) -> None:
+def classify_many(model, paths, labels, top, up_axis, protocol, out) -> None:
     """`cg3d classify` over many shapes: a file of rows, or a table of the best labels."""
     from cg3d.app.batch import classify_rows, write_table
 
-    rows = classify_rows(model, paths, labels, top, up_axis, single_prompt)
+    rows = classify_rows(model, paths, labels, top, up_axis, protocol)
     failed = sum(row["status"] != "ok" for row in rows)
     if out is not None:
         write_table(rows, out)
