@@ -440,6 +440,23 @@ class TrainConfig(Section):
                 )
 
 
+def batch_problem(config: TrainConfig, train_samples: int, where: str, processes: int = 1) -> str:
+    """'' when `train_samples` fill at least one update of `config` on each of `processes`;
+    else the one line that says so and how to fix it (issue 26: 16 samples against
+    batch_size 32 used to fail at train with "only 0 batches per epoch")."""
+    per_update = config.batch_size * config.grad_accum * processes
+    if train_samples >= per_update:
+        return ""
+    fit = max(train_samples // (config.grad_accum * processes), 1)
+    return (
+        f"{where} holds {train_samples} training samples, fewer than one update of "
+        f"train.batch_size {config.batch_size} × train.grad_accum {config.grad_accum}"
+        + (f" × {processes} processes" if processes > 1 else "")
+        + f": set train.batch_size to {fit} or less (--set train.batch_size={fit}), "
+        "or add training data"
+    )
+
+
 @dataclass
 class ZeroShotConfig(Section):
     """`eval.zeroshot:`, zero-shot classification of a benchmark or our shards."""
