@@ -41,7 +41,7 @@ from cg3d.eval.prompts import prompt_templates, prompts_label
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.models.text import class_text_features
-from cg3d.params import ZeroShotConfig
+from cg3d.params import ZeroShotConfig, bound_workers
 
 console = Console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
@@ -61,6 +61,8 @@ def prepared_shapes(
         up, normalise = benchmark.up_axis, not benchmark.normalised
         return shape.points, n_points, up, index, normalise, shape.colors, point_channels
 
+    total = min(benchmark.size, limit) if limit else benchmark.size
+    workers = bound_workers(workers, jobs=total) if workers > 1 else workers
     if workers <= 1:
         for index, shape in enumerate(shapes):
             compute = functools.partial(prepare_points, *arguments(index, shape))

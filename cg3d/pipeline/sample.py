@@ -38,7 +38,7 @@ from cg3d.geometry.sampling import (
     surface_sample_count,
 )
 from cg3d.params import SampleConfig
-from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, run_chunks
+from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, plan_chunks, run_chunks
 
 STAGE = "sample"
 # Config fields that change how fast the points come, not which: left out of the resume plan.
@@ -156,7 +156,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     meshes_dir = Path(meshes_dir)
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    workers = config.workers or default_workers()
+    workers = bound_workers(config.workers, config.executor)
     plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = plan.sizes()
     jobs = (

@@ -31,7 +31,7 @@ from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     connect_ray,
-    default_workers,
+    bound_workers,
     plan_chunks,
     progress_bar,
 )
@@ -126,7 +126,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    workers = config.workers or default_workers()
+    workers = bound_workers(config.workers, config.executor)
     chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = chunks.sizes()
     pending = chunks.recomputed
