@@ -326,7 +326,9 @@ class TrainConfig(Section):
     eval_templates: str = param(
         "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS
     )
-    seed: int = param(0, "Seed of initial weights, shuffling and augmentations.", low=0, high=SEED_MAX)
+    seed: int = param(
+        0, "Seed of initial weights, shuffling and augmentations.", low=0, high=SEED_MAX
+    )
     device: str = param("auto", "auto (cuda if available), cpu, cuda or cuda:N.")
 
     def validate(self) -> None:
@@ -362,7 +364,9 @@ class ZeroShotConfig(Section):
         False, "Allow reading ULIP's .dat pickle: unpickling a tampered file runs arbitrary code."
     )
     limit: int = param(0, "First N shapes only (0: all).", low=0)
-    workers: int = param(1, "Processes preparing shapes (unit sphere + FPS).", low=1, high=MAX_WORKERS)
+    workers: int = param(
+        1, "Processes preparing shapes (unit sphere + FPS).", low=1, high=MAX_WORKERS
+    )
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
     audit: str = param(
         "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."

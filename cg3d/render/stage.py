@@ -30,8 +30,8 @@ from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
-    connect_ray,
     bound_workers,
+    connect_ray,
     plan_chunks,
     progress_bar,
 )

@@ -83,5 +83,5 @@ def test_verify_reports_a_forged_member_size_as_one_line(tmp_path):
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "shard-000000.tar: unreadable tar (truncated tar" in result.output
+    assert "shard-000000.tar: unreadable tar (FormatError: truncated tar" in result.output
     assert "Traceback" not in result.output
