@@ -27,6 +27,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import prepare_points
+from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
@@ -162,21 +163,24 @@ def as_array(values: object, what: str) -> np.ndarray:
 def read_image(image: ImageInput) -> Image.Image:
     """An RGB PIL image from a PIL image, an image file or an (H, W[, 3|4]) uint8 array;
     transparency on white, as the views the model was trained on."""
-    if isinstance(image, Image.Image):
-        return rgb_on_white(image)
-    if isinstance(image, np.ndarray):
-        try:
-            return rgb_on_white(Image.fromarray(np.asarray(image, dtype=np.uint8)))
-        except (TypeError, ValueError) as error:
-            raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
-    path = Path(image)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
     try:
-        with Image.open(path) as opened:
+        if isinstance(image, Image.Image):
+            check_image_size(*image.size, "image")
+            return rgb_on_white(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim >= 2:
+                check_image_size(image.shape[1], image.shape[0], "image")
+            try:
+                return rgb_on_white(Image.fromarray(np.asarray(image, dtype=np.uint8)))
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
+        path = Path(image)
+        if not path.is_file():
+            raise UsageError(f"no such file {path}")
+        with open_image(path) as opened:
             return rgb_on_white(opened)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path}: not a readable image ({type(error).__name__})") from None
+    except ImageError as error:  # too large, or not an image: one line naming it
+        raise UsageError(str(error)) from None
 
 
 class Model:

@@ -203,7 +203,7 @@ class Demo:
 
         return read_point_file(path)[1] is None
 
-    def search(self, text: str, image: Image.Image | None) -> tuple[list, str]:
+    def search(self, text: str, image: str | Image.Image | None) -> tuple[list, str]:
         """Outputs (gallery of (view, caption), status)."""
         if self.index is None:
             return [], "No index loaded: start the demo with `--index DIR` (built by `cg3d index`)."
@@ -276,7 +276,15 @@ class Demo:
             with gr.Tab("Search"):
                 with gr.Row():
                     query = gr.Textbox(label="Text", placeholder="a chair", elem_id="query")
-                    image = gr.Image(label="Image", type="pil", height=240, elem_id="query-image")
+                    # The file's path, not gradio's PIL decoding: the query goes through our
+                    # one image rule (`formats.images.open_image`), whose line the page shows.
+                    image = gr.Image(
+                        label="Image",
+                        type="filepath",
+                        image_mode=None,
+                        height=240,
+                        elem_id="query-image",
+                    )
                 find = gr.Button("Search", variant="primary", elem_id="search")
                 search_status = gr.Markdown(elem_id="search-status")
                 gallery = gr.Gallery(

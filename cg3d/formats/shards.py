@@ -36,6 +36,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
+from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import (
@@ -458,7 +459,7 @@ def decode_points(data: bytes) -> np.ndarray:
 
 def decode_image(data: bytes) -> Image.Image:
     """An encoded view as RGB, a transparent one on white (`rgb_on_white`)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data, "view") as image:
         return rgb_on_white(image)
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
+from cg3d.formats.images import open_image
 from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
@@ -63,7 +64,7 @@ def finished_png(path: Path, background: str) -> bytes:
     """The worker's RGBA render as the stage's PNG: on white (RGB), or kept transparent."""
     if background == "transparent":
         return path.read_bytes()
-    with Image.open(path) as image:
+    with open_image(path) as image:
         rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     buffer = io.BytesIO()
