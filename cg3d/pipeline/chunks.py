@@ -468,12 +468,20 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
 
 
 def connect_ray(workers: int) -> None:
-    """Join the cluster at RAY_ADDRESS, or start a local Ray of `workers` CPUs."""
+    """Join the cluster RAY_ADDRESS names, and only that one; without it, start a private local
+    Ray of `workers` CPUs. `address="local"` is what keeps it private: a bare `ray.init()`
+    attaches to any cluster `ray start --head` left running on this machine (found through
+    /tmp/ray), someone else's, and then refuses our num_cpus."""
     import ray
 
-    if not ray.is_initialized():
-        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+    if ray.is_initialized():
+        return
+    common = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(address="local", num_cpus=max(workers, 1), **common)
 
 
 def _on_node(work: Callable, *job) -> str:
