@@ -169,6 +169,14 @@ class RenderConfig(Section):
     workers: int = param(2, "Blender processes; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (threads) or ray (actors).", choices=EXECUTORS)
     timeout: float = param(120.0, "Seconds per object before its Blender is killed.", low=1e-3)
+    worker_memory: float = param(
+        0.0,
+        "GiB each Blender process may allocate (an object needing more is a failure row, and "
+        "the next object gets a fresh Blender); 0: 3/4 of this machine's memory, shared by "
+        "the workers.",
+        low=0.0,
+        high=1 << 20,
+    )
     background: str = param(
         "white", "white (RGB) or transparent (RGBA).", choices=("white", "transparent")
     )
@@ -550,14 +558,12 @@ class _ParamsLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.YAMLError(
-                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                "allowed in params"
-            )
+            problem = f"YAML aliases (*{event.anchor}) are not allowed in params"
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
-            line = self.peek_event().start_mark.line + 1
-            raise yaml.YAMLError(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels")
+            problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
+            raise yaml.composer.ComposerError(None, None, problem, self.peek_event().start_mark)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -574,7 +580,8 @@ class _ParamsLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: PyYAML's own error says so below
                 continue
             if first is not None:
-                raise yaml.YAMLError(f"key {key!r} appears twice (lines {first} and {line})")
+                problem = f"key {key!r} appears twice (lines {first} and {line})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -588,10 +595,11 @@ def parse_yaml(text: str) -> Any:
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
+    """ "(line N): what" of a YAML error, as one line."""
     mark = getattr(error, "problem_mark", None)
     where = f" (line {mark.line + 1})" if mark is not None else ""
-    problem = getattr(error, "problem", None) or str(error) or type(error).__name__
-    return f"{problem}{where}"
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"{where}: {problem}"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -606,7 +614,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             raise UsageError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes, not a params file")
         values = parse_yaml(data.decode())
     except yaml.YAMLError as error:
-        raise UsageError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+        raise UsageError(f"{path}: not valid YAML{_yaml_problem(error)}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: cannot read ({error})") from None
     if values is None:

@@ -84,9 +84,12 @@ class PointsReader:
                 normalised_surface(vertices, mesh.faces), config, object_rng(config.seed, object_id)
             )
         if self.worker is None:
-            from cg3d.render.supervisor import BlenderWorker
+            from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
 
-            self.worker = BlenderWorker({"role": "points"}, config.timeout)
+            # Each of the stage's processes may run one Blender: they share the machine's memory.
+            workers = bound_workers(config.workers, config.executor)
+            memory = worker_memory_bytes(0, workers)
+            self.worker = BlenderWorker({"role": "points"}, config.timeout, memory)
         # The whole config travels: the worker samples with every field as given (`fps` too).
         cloud, has_color, reason = self.worker.points(
             object_id, Path(path), up_axis, asdict(config), root, sha256
