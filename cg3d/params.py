@@ -40,6 +40,9 @@ MAX_ENCODER_PARAM = 4096
 # Every worker param: far above any machine's CPUs (they are bounded by those at use too,
 # `bound_workers`), far below what exhausts a process's file descriptors.
 MAX_WORKERS = 512
+# Labels one classification may ask for (`cg3d.app.api`): the template ensemble encodes 64
+# captions each (1,000 labels took 40 s on a CPU); LVIS, the largest benchmark, has 1,156.
+MAX_LABELS = 2048
 # Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
 SEED_MAX = 2**32 - 1
 
@@ -486,6 +489,13 @@ class DemoConfig(Section):
         50.0, "Uploads larger than this many MiB are refused.", low=0.001, high=4096.0
     )
     top: int = param(5, "Labels shown per upload.", low=1, high=100)
+    max_labels: int = param(
+        64,
+        "Labels a visitor may type per request (each is 64 text encodings; requests are served "
+        "one at a time). The checkpoint's own classes are always allowed.",
+        low=1,
+        high=MAX_LABELS,
+    )
     gallery: int = param(8, "Index objects shown per query.", low=1, high=100)
     views: int = param(4, "Views rendered of an uploaded mesh (0: none).", low=0, high=24)
     resolution: int = param(224, "Size in pixels of the rendered views.", low=16, high=1024)

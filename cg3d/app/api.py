@@ -32,10 +32,13 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_poi
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
+from cg3d.params import MAX_LABELS
 
 ShapeInput = str | Path | np.ndarray
 ImageInput = str | Path | Image.Image | np.ndarray
-LABEL_CACHE_SIZE = 16  # label sets whose prompt features a model keeps (the demo re-asks them)
+# Class features a model keeps, per (label, templates): 2 KB each at D=512. The demo and a
+# session's repeated classify calls re-ask the same labels; a new list costs only its new ones.
+CLASS_CACHE_SIZE = 20_000
 
 
 class Prediction(NamedTuple):
@@ -45,11 +48,15 @@ class Prediction(NamedTuple):
     score: float
 
 
-def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
+def parse_labels(
+    labels: str | Sequence[str] | None, default: Sequence[str], max_labels: int = MAX_LABELS
+) -> list[str]:
     """Labels from a list or a comma-separated string; empty = `default`.
 
     A string is always text, never a file name: the demo passes what a visitor typed, so
     `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
+    A label given twice is refused (its probability would be split between the two), and so
+    are more than `max_labels` labels, the checkpoint's own classes included.
     """
     if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
@@ -57,10 +64,43 @@ def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> 
         raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:
         found = [str(label).strip() for label in labels or [] if str(label).strip()]
+    given = bool(found)
     found = found or list(default)
     if not found:
         raise UsageError("--labels: no labels given and the checkpoint lists no classes")
+    where = "--labels" if given else "the checkpoint's classes"
+    if len(found) > max_labels:
+        raise UsageError(
+            f"{where}: {len(found)} labels, more than the limit of {max_labels} (max_labels)"
+        )
+    seen: set[str] = set()
+    for label in found:
+        if label in seen:
+            raise UsageError(
+                f"{where}: {label!r:.60} is given twice (its probability would be split); "
+                "give each label once"
+            )
+        seen.add(label)
     return found
+
+
+def check_top(top: object, name: str = "top") -> int:
+    """`top` as a count of results: an integer ≥ 1 (not a bool, not 2.5); UsageError otherwise."""
+    if not isinstance(top, int | np.integer) or isinstance(top, bool) or top < 1:
+        raise UsageError(f"{name} must be an integer ≥ 1, got {top!r:.40}")
+    return int(top)
+
+
+def check_finite(features: np.ndarray | torch.Tensor, what: str) -> None:
+    """UsageError unless every value of `features` is finite: NaN scores would sort in an
+    arbitrary order and show as `nan` probabilities (a checkpoint with NaN weights)."""
+    finite = (
+        torch.isfinite(features).all()
+        if isinstance(features, torch.Tensor)
+        else np.isfinite(features).all()
+    )
+    if not finite:
+        raise UsageError(f"{what} holds NaN or infinite values")
 
 
 def read_labels_file(path: Path) -> list[str]:
@@ -194,7 +234,7 @@ class Model:
         self.network = network
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
-        self._label_cache: dict[tuple, torch.Tensor] = {}
+        self._class_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
     @property
     def classes(self) -> list[str]:
@@ -303,14 +343,21 @@ class Model:
 
     @torch.inference_mode()
     def label_features(self, labels: Sequence[str], single_prompt: str = "") -> torch.Tensor:
-        """(C, D) class prototypes of `labels` over the prompt templates (cached per label set)."""
-        templates = prompt_templates(single_prompt)
-        key = (tuple(labels), tuple(templates))
-        if key not in self._label_cache:
-            if len(self._label_cache) >= LABEL_CACHE_SIZE:
-                self._label_cache.pop(next(iter(self._label_cache)))
-            self._label_cache[key] = class_text_features(self.network, list(labels), templates)
-        return self._label_cache[key]
+        """(C, D) class prototypes of `labels` over the prompt templates. Each label's is
+        cached (per templates): a list that adds one label to the last encodes one label's
+        captions, in batches (`class_text_features`)."""
+        templates = tuple(prompt_templates(single_prompt))
+        found = {label: self._class_cache.get((label, templates)) for label in labels}
+        missing = [label for label, feature in found.items() if feature is None]
+        if missing:
+            features = class_text_features(self.network, missing, list(templates))
+            check_finite(features, f"{self.checkpoint}: the text features")
+            for label, feature in zip(missing, features, strict=True):
+                found[label] = feature
+                if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
+                    self._class_cache.pop(next(iter(self._class_cache)))
+                self._class_cache[(label, templates)] = feature
+        return torch.stack([found[label] for label in labels])
 
     @torch.inference_mode()
     def classify(
@@ -321,6 +368,7 @@ class Model:
         up_axis: str = "y",
         single_prompt: str = "",
         prepared: bool = False,
+        max_labels: int = MAX_LABELS,
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
@@ -328,24 +376,27 @@ class Model:
         the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
         ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
-        if not isinstance(top, int) or top < 1:
-            raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
-        names = parse_labels(labels, self.classes)
+        top = check_top(top, "--top")
+        names = parse_labels(labels, self.classes, max_labels)
         text = self.label_features(names, single_prompt)
         points = shape if prepared else self.prepare(shape, up_axis)
         feature = torch.from_numpy(self.embed_prepared(as_array(points, "points")[None]))
         feature = feature.to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
+        check_finite(probabilities, f"{self.checkpoint}: the probabilities")  # logit_scale
         best = probabilities.argsort(descending=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]
 
 
 def _batched(items: list, batch_size: int, encode) -> np.ndarray:
-    """`encode` over consecutive batches of `items`, as one float32 numpy array."""
+    """`encode` over consecutive batches of `items`, as one float32 numpy array: where every
+    feature leaves the model, so each is checked finite here (NaN weights give NaN features)."""
     parts = [
         encode(items[i : i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)
     ]
-    return torch.cat(parts).numpy()
+    features = torch.cat(parts).numpy()
+    check_finite(features, "the model's features (NaN or infinite weights?)")
+    return features
 
 
 def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Model:

@@ -37,7 +37,7 @@ from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
-from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
+from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -163,7 +163,13 @@ class Demo:
             progress(0.1, desc="sampling points")
             points = self.model.prepare(path, self.config.up_axis)
             progress(0.3, desc="classifying")
-            predictions = self.model.classify(points, labels, self.config.top, prepared=True)
+            # A visitor's list is bounded (demo.max_labels); the checkpoint's classes are not
+            # theirs, and their features are cached after the first request.
+            typed = bool((labels or "").strip())
+            limit = self.config.max_labels if typed else MAX_LABELS
+            predictions = self.model.classify(
+                points, labels, self.config.top, prepared=True, max_labels=limit
+            )
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             yield None, None, [], self.failure(upload, error)
             return
