@@ -278,3 +278,29 @@ def test_the_training_loader_starts_no_more_workers_than_cpus_or_shards(two_cpus
         with pytest.raises(Stop):
             iter(data.Loader(dataset, config, train=True, samples=4)).__next__()
         assert made["num_workers"] == expected
+
+
+@pytest.mark.parametrize("shapes,expected", [(1, None), (3, 2), (50, 2)])
+def test_zeroshot_prepares_shapes_with_no_more_processes_than_cpus(
+    two_cpus, monkeypatch, shapes, expected
+):
+    """eval.zeroshot.workers: a pool of at most the CPUs and the shapes (one shape: none)."""
+    from cg3d.eval import zeroshot
+    from cg3d.eval.readers import Benchmark
+
+    pools = []
+
+    class Pool:
+        def __init__(self, workers, mp_context=None):
+            pools.append(workers)
+            raise Stop
+
+    monkeypatch.setattr(zeroshot, "ProcessPoolExecutor", Pool)
+    benchmark = Benchmark("b", "", ["a"], shapes, lambda: iter([]))
+    if expected is None:  # one shape: prepared in this process
+        assert list(zeroshot.prepared_shapes(benchmark, 64, workers=MAX_WORKERS)) == []
+        assert pools == []
+        return
+    with pytest.raises(Stop):
+        list(zeroshot.prepared_shapes(benchmark, 64, workers=MAX_WORKERS))
+    assert pools == [expected]
