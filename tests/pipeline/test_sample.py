@@ -188,9 +188,7 @@ def test_ray_executor_gives_the_local_result(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:
         summary = sample_points(
-            meshes_dir,
-            tmp_path / "ray",
-            SampleConfig(**SMALL, chunk_size=2, executor="ray", workers=1),
+            meshes_dir, tmp_path / "ray", SampleConfig(**SMALL, chunk_size=2, executor="ray")
         )
     finally:
         ray.shutdown()
