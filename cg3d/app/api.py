@@ -71,7 +71,8 @@ def parse_labels(
     where = "--labels" if given else "the checkpoint's classes"
     if len(found) > max_labels:
         raise UsageError(
-            f"{where}: {len(found)} labels, more than the limit of {max_labels} (max_labels)"
+            f"{where}: {len(found)} labels, more than the limit of {max_labels} "
+            "(max_labels, --max-labels)"
         )
     seen: set[str] = set()
     for label in found:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cg3d.errors import UsageError
 from cg3d.options import with_params
-from cg3d.params import DemoConfig, IndexConfig
+from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,6 +47,14 @@ def classify_command(
         typer.Option("--labels-file", help="Or a file of labels, one a line."),
     ] = None,
     top: Annotated[int, typer.Option("--top")] = 5,
+    max_labels: Annotated[
+        int,
+        typer.Option(
+            "--max-labels",
+            help="Refuse more labels than this (each costs 64 text encodings), the "
+            "checkpoint's own classes included.",
+        ),
+    ] = MAX_LABELS,
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
     ] = "y",
@@ -72,7 +80,7 @@ def classify_command(
     if labels_file is not None:
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
-    predictions = model.classify(path, labels, top, up_axis, single_prompt)
+    predictions = model.classify(path, labels, top, up_axis, single_prompt, max_labels=max_labels)
     table = Table("rank", "label", "probability", title=str(path))
     for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")

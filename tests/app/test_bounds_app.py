@@ -189,3 +189,17 @@ def test_top_is_an_integer_of_at_least_one_everywhere(tiny_index, model, cube, t
 def test_a_numpy_integer_top_is_a_count(tiny_index):
     hits = open_index(tiny_index).search(embedding=np.ones(64, np.float32), top=np.int64(2))
     assert len(hits) == 2
+
+
+def test_cg3d_classify_bounds_labels_by_its_option(tiny_checkpoint, tmp_path):
+    shape = tmp_path / "shape.npy"
+    np.save(shape, np.random.default_rng(0).normal(size=(100, 3)))
+    words = ["classify", str(shape), "--checkpoint", str(tiny_checkpoint)]
+    result = CliRunner().invoke(app, [*words, "--max-labels", "2"])  # the 3 training classes
+    assert isinstance(result.exception, UsageError)
+    assert "the checkpoint's classes: 3 labels, more than the limit of 2" in str(result.exception)
+    result = CliRunner().invoke(app, [*words, "--labels", "chair, table, chair"])
+    assert "'chair' is given twice" in str(result.exception)
+    result = CliRunner().invoke(app, [*words, "--max-labels", "3"])
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in ("cube", "sphere", "cone"))
