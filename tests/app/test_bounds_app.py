@@ -203,3 +203,18 @@ def test_cg3d_classify_bounds_labels_by_its_option(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(app, [*words, "--max-labels", "3"])
     assert result.exit_code == 0, result.output
     assert all(name in result.output for name in ("cube", "sphere", "cone"))
+
+
+def test_the_demo_bounds_what_a_visitor_types_not_the_checkpoint_classes(tiny_checkpoint, tmp_path):
+    from cg3d.app.demo import Demo
+    from cg3d.params import DemoConfig
+
+    shape = tmp_path / "shape.npy"
+    np.save(shape, np.random.default_rng(0).normal(size=(100, 3)))
+    demo = Demo(load(tiny_checkpoint), None, DemoConfig(views=0, max_labels=2), tmp_path)
+    ((_, scores, _, status),) = list(demo.classify(str(shape), "chair, lamp, table"))
+    assert scores is None and "3 labels, more than the limit of 2" in status
+    ((_, scores, _, status),) = list(demo.classify(str(shape), "chair, chair"))
+    assert scores is None and "'chair' is given twice" in status
+    (_, scores, _, _), *_ = list(demo.classify(str(shape), ""))  # the 3 training classes
+    assert set(scores) == {"cube", "sphere", "cone"}
