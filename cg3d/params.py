@@ -11,6 +11,7 @@ This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instan
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,14 @@ MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared
 # Every number of train.encoder_params (width, depth, groups, ...): the registered sizes use at
 # most 512; a checkpoint naming width 10^7 would allocate tens of GB before anything reads it.
 MAX_ENCODER_PARAM = 4096
+# Every worker param: far above any machine's CPUs (they are bounded by those at use too,
+# `bound_workers`), far below what exhausts a process's file descriptors.
+MAX_WORKERS = 512
+# Labels one classification may ask for (`cg3d.app.api`): the template ensemble encodes 64
+# captions each (1,000 labels took 40 s on a CPU); LVIS, the largest benchmark, has 1,156.
+MAX_LABELS = 2048
+# Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
+SEED_MAX = 2**32 - 1
 
 
 def param(
@@ -83,14 +92,14 @@ class MeshesConfig(Section):
     per_class: int = param(
         0, "synthetic: objects per class (0: 60); others: at most this many (0: all).", low=0
     )
-    seed: int = param(0, "Seed of the synthetic shapes and of seeded splits.")
+    seed: int = param(0, "Seed of the synthetic shapes and of seeded splits.", low=0, high=SEED_MAX)
     test_fraction: float = param(
         0.2, "Share of each class in test, for seeded splits.", low=0.0, high=0.999999
     )
     split_file: str = param("", "shapenet: all.csv, or a folder with train.txt and test.txt.")
     annotations: str = param("", "objaverse: JSON of category → uid list (LVIS) or uid → category.")
     chunk_size: int = param(1000, "Objects per validation chunk.", low=1)
-    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
+    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
     exclude: str = param(
         "",
@@ -123,8 +132,8 @@ class SampleConfig(Section):
         False,
         "Also store the colour at each point (xyz, rgb in [0, 1]: texture, vertex, material).",
     )
-    seed: int = param(0, "Seed of the per-object random generators.")
-    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0)
+    seed: int = param(0, "Seed of the per-object random generators.", low=0, high=SEED_MAX)
+    workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
     timeout: float = param(
         120.0, "Seconds per object read by Blender before its worker is killed.", low=1e-3
@@ -159,10 +168,18 @@ class RenderConfig(Section):
         choices=CYCLES_DEVICES,
     )
     chunk_size: int = param(200, "Objects per part file.", low=1)
-    seed: int = param(0, "Seed of the per-object cameras.")
-    workers: int = param(2, "Blender processes; 0: one per CPU.", low=0)
+    seed: int = param(0, "Seed of the per-object cameras.", low=0, high=SEED_MAX)
+    workers: int = param(2, "Blender processes; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (threads) or ray (actors).", choices=EXECUTORS)
     timeout: float = param(120.0, "Seconds per object before its Blender is killed.", low=1e-3)
+    worker_memory: float = param(
+        0.0,
+        "GiB each Blender process may allocate (an object needing more is a failure row, and "
+        "the next object gets a fresh Blender); 0: 3/4 of this machine's memory, shared by "
+        "the workers.",
+        low=0.0,
+        high=1 << 20,
+    )
     background: str = param(
         "white", "white (RGB) or transparent (RGBA).", choices=("white", "transparent")
     )
@@ -201,7 +218,7 @@ class CaptionConfig(Section):
     templates: str = param(
         "cg3d", "cg3d (63 training templates) or ulip64 (64 zero-shot).", choices=TEMPLATE_SETS
     )
-    seed: int = param(0, "Seed of the per-object caption order.")
+    seed: int = param(0, "Seed of the per-object caption order.", low=0, high=SEED_MAX)
     synonyms: bool = param(
         False,
         "Also caption with the taxonomy's synonyms (ShapeNet's: a phone's include 'cell',"
@@ -216,7 +233,7 @@ class PackConfig(Section):
     section: ClassVar[str] = "pack"
 
     shard_size: int = param(1000, "Samples per shard.", low=1)
-    workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0)
+    workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0, high=MAX_WORKERS)
 
 
 @dataclass
@@ -391,7 +408,7 @@ class TrainConfig(Section):
         choices=("captions", "class_prototypes"),
     )
     # data
-    workers: int = param(2, "Loader worker processes.", low=0)
+    workers: int = param(2, "Loader worker processes.", low=0, high=MAX_WORKERS)
     shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
     read_timeout: float = param(
         60.0,
@@ -422,7 +439,9 @@ class TrainConfig(Section):
     eval_templates: str = param(
         "cg3d", "Templates of the held-out accuracy's class prototypes.", choices=TEMPLATE_SETS
     )
-    seed: int = param(0, "Seed of initial weights, shuffling and augmentations.")
+    seed: int = param(
+        0, "Seed of initial weights, shuffling and augmentations.", low=0, high=SEED_MAX
+    )
     device: str = param("auto", "auto (cuda if available), cpu, cuda or cuda:N.")
 
     def validate(self) -> None:
@@ -477,7 +496,9 @@ class ZeroShotConfig(Section):
         False, "Allow reading ULIP's .dat pickle: unpickling a tampered file runs arbitrary code."
     )
     limit: int = param(0, "First N shapes only (0: all).", low=0)
-    workers: int = param(1, "Processes preparing shapes (unit sphere + FPS).", low=1)
+    workers: int = param(
+        1, "Processes preparing shapes (unit sphere + FPS).", low=1, high=MAX_WORKERS
+    )
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
     audit: str = param(
         "", "The `cg3d audit` output folder for this test set; its counts go into the metrics."
@@ -542,7 +563,7 @@ class FinetuneConfig(Section):
     probe_iterations: int = param(
         1000, "linear: L-BFGS iterations at most (CLIP's paper: 1000).", low=1
     )
-    seed: int = param(0, "Seed of the few-shot draw and of training.")
+    seed: int = param(0, "Seed of the few-shot draw and of training.", low=0, high=SEED_MAX)
     allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
@@ -559,7 +580,7 @@ class SceneConfig(Section):
     batch_size: int = param(16, "Regions per forward pass.", low=1)
     up_axis: str = param("y", "The scene's up axis.", choices=("y", "z"))
     top: int = param(5, "Best regions printed.", low=1)
-    seed: int = param(0, "Seed of the subsampling.")
+    seed: int = param(0, "Seed of the subsampling.", low=0, high=SEED_MAX)
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
 
@@ -589,6 +610,13 @@ class DemoConfig(Section):
         50.0, "Uploads larger than this many MiB are refused.", low=0.001, high=4096.0
     )
     top: int = param(5, "Labels shown per upload.", low=1, high=100)
+    max_labels: int = param(
+        64,
+        "Labels a visitor may type per request (each is 64 text encodings; requests are served "
+        "one at a time). The checkpoint's own classes are always allowed.",
+        low=1,
+        high=MAX_LABELS,
+    )
     gallery: int = param(8, "Index objects shown per query.", low=1, high=100)
     views: int = param(4, "Views rendered of an uploaded mesh (0: none).", low=0, high=24)
     resolution: int = param(224, "Size in pixels of the rendered views.", low=16, high=1024)
@@ -618,21 +646,106 @@ class Params(Section):
     demo: DemoConfig = param(DemoConfig, "", option=False)
 
 
+def cpu_count() -> int:
+    """The CPUs this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def bound_workers(requested: int, executor: str = "local", jobs: int | None = None) -> int:
+    """The workers a stage runs for a worker param: `requested` (0: one per CPU), at most the
+    CPUs this process may use, and at most `jobs` when known (a worker without a job only
+    costs its start-up). The one rule of every worker param, at use (the schema bounds them by
+    `MAX_WORKERS`): a million asked for is the machine's CPUs, never a million processes. A
+    Ray cluster named by RAY_ADDRESS has its own CPUs, which this machine cannot count."""
+    workers = requested or cpu_count()
+    if not (executor == "ray" and os.environ.get("RAY_ADDRESS")):
+        workers = min(workers, cpu_count())
+    if jobs is not None:
+        workers = min(workers, max(jobs, 1))
+    return max(workers, 1)
+
+
 # --- reading and checking ------------------------------------------------------------------
 
 
+# A params file is a few hundred lines of a few levels: these bounds are far above any real one
+# and keep a hostile file (a 10,000-deep nesting, megabytes of text) from costing anything.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """The one YAML reading of params (files and --set values): plain data only. Aliases are
+    refused (a billion-laughs file expands exponentially through them, and no param needs
+    one), nesting is bounded, and a key given twice in one mapping is an error naming both
+    lines, not a silent last-wins."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            problem = f"YAML aliases (*{event.anchor}) are not allowed in params"
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
+            raise yaml.composer.ComposerError(None, None, problem, self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: PyYAML's own error says so below
+                continue
+            if first is not None:
+                problem = f"key {key!r} appears twice (lines {first} and {line})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """`text` read as params YAML (see `_ParamsLoader`); yaml.YAMLError when it is not."""
+    loader = _ParamsLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """ "(line N): what" of a YAML error, as one line."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1})" if mark is not None else ""
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"{where}: {problem}"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A params file's mapping; a missing file or malformed YAML is one line naming it."""
+    """A params file's mapping; a missing, oversized or malformed file is one line naming it."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--params: no such file {path}")
     try:
-        values = yaml.safe_load(path.read_text())
+        with open(path, "rb") as file:
+            data = file.read(MAX_PARAMS_BYTES + 1)
+        if len(data) > MAX_PARAMS_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes, not a params file")
+        values = parse_yaml(data.decode())
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise UsageError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise UsageError(f"{path}: not valid YAML{_yaml_problem(error)}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: cannot read ({error})") from None
     if values is None:
@@ -742,7 +855,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set: expected section.key=value, got {assignment!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         *parents, leaf = key.strip().split(".")

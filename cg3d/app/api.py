@@ -28,15 +28,19 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import protocol_text_features
-from cg3d.eval.protocols import get_protocol
+from cg3d.eval.protocols import Protocol, get_protocol
 from cg3d.eval.readers import prepare_points
+from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
+from cg3d.params import MAX_LABELS
 
 ShapeInput = str | Path | np.ndarray
 ImageInput = str | Path | Image.Image | np.ndarray
-LABEL_CACHE_SIZE = 16  # label sets whose prompt features a model keeps (the demo re-asks them)
+# Class features a model keeps, per (label, templates): 2 KB each at D=512. The demo and a
+# session's repeated classify calls re-ask the same labels; a new list costs only its new ones.
+CLASS_CACHE_SIZE = 20_000
 
 
 class Prediction(NamedTuple):
@@ -46,11 +50,15 @@ class Prediction(NamedTuple):
     score: float
 
 
-def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
+def parse_labels(
+    labels: str | Sequence[str] | None, default: Sequence[str], max_labels: int = MAX_LABELS
+) -> list[str]:
     """Labels from a list or a comma-separated string; empty = `default`.
 
     A string is always text, never a file name: the demo passes what a visitor typed, so
     `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
+    A label given twice is refused (its probability would be split between the two), and so
+    are more than `max_labels` labels, the checkpoint's own classes included.
     """
     if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
@@ -58,10 +66,44 @@ def parse_labels(labels: str | Sequence[str] | None, default: Sequence[str]) -> 
         raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:
         found = [str(label).strip() for label in labels or [] if str(label).strip()]
+    given = bool(found)
     found = found or list(default)
     if not found:
         raise UsageError("--labels: no labels given and the checkpoint lists no classes")
+    where = "--labels" if given else "the checkpoint's classes"
+    if len(found) > max_labels:
+        raise UsageError(
+            f"{where}: {len(found)} labels, more than the limit of {max_labels} "
+            "(max_labels, --max-labels)"
+        )
+    seen: set[str] = set()
+    for label in found:
+        if label in seen:
+            raise UsageError(
+                f"{where}: {label!r:.60} is given twice (its probability would be split); "
+                "give each label once"
+            )
+        seen.add(label)
     return found
+
+
+def check_top(top: object, name: str = "top") -> int:
+    """`top` as a count of results: an integer ≥ 1 (not a bool, not 2.5); UsageError otherwise."""
+    if not isinstance(top, int | np.integer) or isinstance(top, bool) or top < 1:
+        raise UsageError(f"{name} must be an integer ≥ 1, got {top!r:.40}")
+    return int(top)
+
+
+def check_finite(features: np.ndarray | torch.Tensor, what: str) -> None:
+    """UsageError unless every value of `features` is finite: NaN scores would sort in an
+    arbitrary order and show as `nan` probabilities (a checkpoint with NaN weights)."""
+    finite = (
+        torch.isfinite(features).all()
+        if isinstance(features, torch.Tensor)
+        else np.isfinite(features).all()
+    )
+    if not finite:
+        raise UsageError(f"{what} holds NaN or infinite values")
 
 
 def read_labels_file(path: Path) -> list[str]:
@@ -174,21 +216,24 @@ def as_array(values: object, what: str) -> np.ndarray:
 def read_image(image: ImageInput) -> Image.Image:
     """An RGB PIL image from a PIL image, an image file or an (H, W[, 3|4]) uint8 array;
     transparency on white, as the views the model was trained on."""
-    if isinstance(image, Image.Image):
-        return rgb_on_white(image)
-    if isinstance(image, np.ndarray):
-        try:
-            return rgb_on_white(Image.fromarray(np.asarray(image, dtype=np.uint8)))
-        except (TypeError, ValueError) as error:
-            raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
-    path = Path(image)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
     try:
-        with Image.open(path) as opened:
+        if isinstance(image, Image.Image):
+            check_image_size(*image.size, "image")
+            return rgb_on_white(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim >= 2:
+                check_image_size(image.shape[1], image.shape[0], "image")
+            try:
+                return rgb_on_white(Image.fromarray(np.asarray(image, dtype=np.uint8)))
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
+        path = Path(image)
+        if not path.is_file():
+            raise UsageError(f"no such file {path}")
+        with open_image(path) as opened:
             return rgb_on_white(opened)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path}: not a readable image ({type(error).__name__})") from None
+    except ImageError as error:  # too large, or not an image: one line naming it
+        raise UsageError(str(error)) from None
 
 
 class Model:
@@ -202,7 +247,7 @@ class Model:
         self.network = network
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
-        self._label_cache: dict[tuple, torch.Tensor] = {}
+        self._class_cache: dict[tuple[str, Protocol], torch.Tensor] = {}
 
     @property
     def classes(self) -> list[str]:
@@ -312,15 +357,22 @@ class Model:
     @torch.inference_mode()
     def label_features(self, labels: Sequence[str], protocol: str = "cg3d") -> torch.Tensor:
         """(C, D) class prototypes of `labels` as the zero-shot `protocol` makes them (its
-        templates, class-name writing and text normalisation), cached per label set."""
+        templates, class-name writing and text normalisation). Each label's is cached (per
+        protocol): a list that adds one label to the last encodes one label's captions, in
+        batches (`protocol_text_features`)."""
         chosen = get_protocol(protocol)
         names = chosen.written_names(list(labels))
-        key = (tuple(names), chosen)
-        if key not in self._label_cache:
-            if len(self._label_cache) >= LABEL_CACHE_SIZE:
-                self._label_cache.pop(next(iter(self._label_cache)))
-            self._label_cache[key] = protocol_text_features(self.network, names, chosen)
-        return self._label_cache[key]
+        found = {name: self._class_cache.get((name, chosen)) for name in names}
+        missing = [name for name, feature in found.items() if feature is None]
+        if missing:
+            features = protocol_text_features(self.network, missing, chosen)
+            check_finite(features, f"{self.checkpoint}: the text features")
+            for name, feature in zip(missing, features, strict=True):
+                found[name] = feature
+                if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
+                    self._class_cache.pop(next(iter(self._class_cache)))
+                self._class_cache[(name, chosen)] = feature
+        return torch.stack([found[name] for name in names])
 
     @torch.inference_mode()
     def classify(
@@ -331,6 +383,7 @@ class Model:
         up_axis: str = "y",
         protocol: str = "cg3d",
         prepared: bool = False,
+        max_labels: int = MAX_LABELS,
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
@@ -340,24 +393,27 @@ class Model:
         not normalised); the shape itself is prepared as `prepare` does, whatever the protocol.
         `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
-        if not isinstance(top, int) or top < 1:
-            raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
-        names = parse_labels(labels, self.classes)
+        top = check_top(top, "--top")
+        names = parse_labels(labels, self.classes, max_labels)
         text = self.label_features(names, protocol)
         points = shape if prepared else self.prepare(shape, up_axis)
         feature = torch.from_numpy(self.embed_prepared(as_array(points, "points")[None]))
         feature = feature.to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
+        check_finite(probabilities, f"{self.checkpoint}: the probabilities")  # logit_scale
         best = probabilities.argsort(descending=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]
 
 
 def _batched(items: list, batch_size: int, encode) -> np.ndarray:
-    """`encode` over consecutive batches of `items`, as one float32 numpy array."""
+    """`encode` over consecutive batches of `items`, as one float32 numpy array: where every
+    feature leaves the model, so each is checked finite here (NaN weights give NaN features)."""
     parts = [
         encode(items[i : i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)
     ]
-    return torch.cat(parts).numpy()
+    features = torch.cat(parts).numpy()
+    check_finite(features, "the model's features (NaN or infinite weights?)")
+    return features
 
 
 def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Model:

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from cg3d.app.api import Model, check_shape_file, parse_labels
+from cg3d.app.api import Model, check_shape_file, check_top, parse_labels
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
+from cg3d.params import MAX_LABELS
 
 SHAPE_SUFFIXES = tuple(sorted({*POINT_SUFFIXES, *SUPPORTED_SUFFIXES}))
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a list file: one path a line
@@ -110,17 +111,17 @@ def classify_rows(
     top: int,
     up_axis: str = "y",
     protocol: str = "cg3d",
+    max_labels: int = MAX_LABELS,
 ) -> list[dict[str, Any]]:
     """One row per shape: path, status, error, label_k and score_k for k = 1 … top."""
-    if not isinstance(top, int) or top < 1:
-        raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
-    names = parse_labels(labels, model.classes)
+    top = check_top(top, "--top")
+    names = parse_labels(labels, model.classes, max_labels)
     model.label_features(names, protocol)  # bad labels fail now, not once per shape
     top = min(top, len(names))
     rows = []
 
     def work(path: Path):
-        return model.classify(path, names, top, up_axis, protocol)
+        return model.classify(path, names, top, up_axis, protocol, max_labels=max_labels)
 
     for path, predictions, error in each_shape(paths, work, "classifying"):
         row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cg3d.errors import UsageError
 from cg3d.options import with_params
-from cg3d.params import DemoConfig, IndexConfig
+from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,14 @@ def classify_command(
     top: Annotated[
         int, typer.Option("--top", help="How many labels to report, best first (at most all).")
     ] = 5,
+    max_labels: Annotated[
+        int,
+        typer.Option(
+            "--max-labels",
+            help="Refuse more labels than this (each costs 64 text encodings), the "
+            "checkpoint's own classes included.",
+        ),
+    ] = MAX_LABELS,
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
     ] = "y",
@@ -96,9 +104,9 @@ def classify_command(
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
     if many or out is not None:
-        classify_many(model, paths, labels, top, up_axis, protocol, out)
+        classify_many(model, paths, labels, top, up_axis, protocol, out, max_labels)
         return
-    predictions = model.classify(path, labels, top, up_axis, protocol)
+    predictions = model.classify(path, labels, top, up_axis, protocol, max_labels=max_labels)
     table = Table("rank", "label", "probability")
     for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")
@@ -106,11 +114,11 @@ def classify_command(
     console.print(table)
 
 
-def classify_many(model, paths, labels, top, up_axis, protocol, out) -> None:
+def classify_many(model, paths, labels, top, up_axis, protocol, out, max_labels) -> None:
     """`cg3d classify` over many shapes: a file of rows, or a table of the best labels."""
     from cg3d.app.batch import classify_rows, write_table
 
-    rows = classify_rows(model, paths, labels, top, up_axis, protocol)
+    rows = classify_rows(model, paths, labels, top, up_axis, protocol, max_labels)
     failed = sum(row["status"] != "ok" for row in rows)
     if out is not None:
         write_table(rows, out)

@@ -37,7 +37,7 @@ from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
-from cg3d.params import DemoConfig, RenderConfig  # noqa: E402
+from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -163,7 +163,13 @@ class Demo:
             progress(0.1, desc="sampling points")
             points = self.model.prepare(path, self.config.up_axis)
             progress(0.3, desc="classifying")
-            predictions = self.model.classify(points, labels, self.config.top, prepared=True)
+            # A visitor's list is bounded (demo.max_labels); the checkpoint's classes are not
+            # theirs, and their features are cached after the first request.
+            typed = bool((labels or "").strip())
+            limit = self.config.max_labels if typed else MAX_LABELS
+            predictions = self.model.classify(
+                points, labels, self.config.top, prepared=True, max_labels=limit
+            )
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             yield None, None, [], self.failure(upload, error)
             return
@@ -203,7 +209,7 @@ class Demo:
 
         return read_point_file(path)[1] is None
 
-    def search(self, text: str, image: Image.Image | None) -> tuple[list, str]:
+    def search(self, text: str, image: str | Image.Image | None) -> tuple[list, str]:
         """Outputs (gallery of (view, caption), status)."""
         if self.index is None:
             return [], "No index loaded: start the demo with `--index DIR` (built by `cg3d index`)."
@@ -276,7 +282,15 @@ class Demo:
             with gr.Tab("Search"):
                 with gr.Row():
                     query = gr.Textbox(label="Text", placeholder="a chair", elem_id="query")
-                    image = gr.Image(label="Image", type="pil", height=240, elem_id="query-image")
+                    # The file's path, not gradio's PIL decoding: the query goes through our
+                    # one image rule (`formats.images.open_image`), whose line the page shows.
+                    image = gr.Image(
+                        label="Image",
+                        type="filepath",
+                        image_mode=None,
+                        height=240,
+                        elem_id="query-image",
+                    )
                 find = gr.Button("Search", variant="primary", elem_id="search")
                 search_status = gr.Markdown(elem_id="search-status")
                 gallery = gr.Gallery(

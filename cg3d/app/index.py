@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cg3d.app.api import ImageInput, Model, ShapeInput, load
+from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
 from cg3d.files import output_lock
@@ -241,6 +241,10 @@ class Index:
         self._model = model
         self.device = device
         self.objects, self.points, self.views, self.view_object = read_arrays(self.path)
+        for name, array in (("points.npy", self.points), ("views.npy", self.views)):
+            if array.dtype.kind == "f" and not np.isfinite(array).all():  # NaN scores: any order
+                row = int(np.flatnonzero(~np.isfinite(array).all(axis=-1))[0])
+                raise UsageError(f"{self.path}: {name} holds NaN or infinite values (row {row})")
         changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
         self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
 
@@ -283,8 +287,7 @@ class Index:
         with the objects' point embeddings, "views" with their rendered views (an object
         scores its best view); by default views for an image, points for the others.
         """
-        if top < 1:
-            raise UsageError(f"top must be ≥ 1, got {top}")
+        top = check_top(top)
         if against is not None and against not in SEARCH_TARGETS:
             raise UsageError(f"against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
         queries = self.queries(text, image, points, embedding, up_axis)
@@ -317,6 +320,7 @@ class Index:
             queries.append(("points", self.model.embed_points([points], up_axis)[0]))
         if embedding is not None:
             vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+            check_finite(vector, "search: the embedding")
             queries.append(("embedding", vector / max(float(np.linalg.norm(vector)), 1e-12)))
         if not queries:
             raise UsageError("search: give a text, an image, points or an embedding")

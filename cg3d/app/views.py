@@ -15,7 +15,7 @@ from cg3d.formats.shards import decode_image
 from cg3d.params import RenderConfig
 from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import finished_png
-from cg3d.render.supervisor import BlenderWorker
+from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
 
 UPLOAD_ID = "upload"  # names the cameras' seed and the worker's files
 
@@ -26,7 +26,8 @@ class ViewRenderer:
     def __init__(self, config: RenderConfig):
         config.validate()
         self.config = config
-        self.worker = BlenderWorker(config.worker_settings(), config.timeout)
+        memory = worker_memory_bytes(config.worker_memory, 1)  # one Blender serves the demo
+        self.worker = BlenderWorker(config.worker_settings(), config.timeout, memory)
         self.lock = threading.Lock()
 
     def render(self, path: Path, up_axis: str = "y") -> list[Image.Image]:

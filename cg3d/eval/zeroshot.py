@@ -47,7 +47,7 @@ from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
-from cg3d.params import ZeroShotConfig
+from cg3d.params import ZeroShotConfig, bound_workers
 
 console = Console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
@@ -72,6 +72,8 @@ def prepared_shapes(
         up, normalise = benchmark.up_axis, not benchmark.normalised
         return shape.points, n_points, up, index, normalise, shape.colors, point_channels, protocol
 
+    total = min(benchmark.size, limit) if limit else benchmark.size
+    workers = bound_workers(workers, jobs=total) if workers > 1 else workers
     if workers <= 1:
         for index, shape in enumerate(shapes):
             compute = functools.partial(prepare_points, *arguments(index, shape))

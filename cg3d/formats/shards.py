@@ -36,9 +36,17 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
+from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
-from cg3d.formats.tar import FormatError, open_tar_writer, tar_member, tar_members, tar_samples
+from cg3d.formats.tar import (
+    FormatError,
+    open_tar_writer,
+    stream_length,
+    tar_member,
+    tar_members,
+    tar_samples,
+)
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -451,7 +459,7 @@ def decode_points(data: bytes) -> np.ndarray:
 
 def decode_image(data: bytes) -> Image.Image:
     """An encoded view as RGB, a transparent one on white (`rgb_on_white`)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data, "view") as image:
         return rgb_on_white(image)
 
 
@@ -613,6 +621,12 @@ class HashingReader:
 
     def seekable(self) -> bool:
         return False
+
+    @property
+    def length(self) -> int | None:
+        """Bytes left to read, when the stream beneath can tell (a local file): the tar
+        reader checks each member's declared size against it."""
+        return stream_length(self.stream)
 
     def hexdigest_to_end(self) -> str:
         """The sha256 of the whole stream, reading what is left (the tar's end padding)."""

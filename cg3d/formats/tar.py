@@ -14,6 +14,12 @@ from typing import BinaryIO
 from cg3d.files import atomic_path
 
 BLOCK = 512
+# Member data is read in blocks of this: a header claiming 8 GiB costs no 8 GiB allocation
+# before the short read shows the file is not that long.
+READ_BLOCK = 1 << 20
+# No member of our artifacts (a points.npy, a view PNG, captions) comes near this; a header
+# claiming more is a damaged or forged tar, refused before anything is read.
+MAX_MEMBER_BYTES = 1 << 30
 
 
 class FormatError(ValueError):
@@ -66,8 +72,10 @@ def tar_members(
     function of the member name: only those members are read (a lookup of a few objects).
     """
     long_name = ""
+    length, stream_position = stream_length(stream), 0
     while True:
         header = stream.read(BLOCK)
+        stream_position += BLOCK
         if header == bytes(BLOCK):  # the end-of-archive block: the tar is whole
             return
         if not header:
@@ -76,11 +84,14 @@ def tar_members(
             raise FormatError("truncated tar: it ends without its end-of-archive blocks")
         if len(header) < BLOCK:
             raise FormatError("truncated tar header")
-        if sum(header[:148]) + 256 + sum(header[156:]) != int(
-            header[148:156].strip(b" \0") or b"0", 8
-        ):
+        if sum(header[:148]) + 256 + sum(header[156:]) != header_number(header[148:156]):
             raise FormatError("tar header checksum mismatch")
-        size = int(header[124:136].strip(b" \0") or b"0", 8)
+        size = header_number(header[124:136])
+        if length is not None and size > length - stream_position:
+            raise FormatError(
+                f"truncated tar: a member of {size} bytes, {length - stream_position} bytes "
+                "left in the file"
+            )
         kind = header[156:157]
         regular = kind in (b"0", b"\0")
         padding = -size % BLOCK
@@ -89,12 +100,15 @@ def tar_members(
             prefix = header[345:500].split(b"\0", 1)[0].decode()
             name = f"{prefix}/{name}" if prefix and not name.startswith(prefix) else name
             wanted = read_data(name) if callable(read_data) else read_data
+        stream_position += size + padding
         if regular and not wanted:
             data = b""
             _skip(stream, size + padding)
         else:
-            data = stream.read(size)
-            if len(data) < size or len(stream.read(padding)) < padding:
+            if size > MAX_MEMBER_BYTES:
+                raise FormatError(f"tar member of {size} bytes (at most {MAX_MEMBER_BYTES})")
+            data = _read_exactly(stream, size)
+            if len(stream.read(padding)) < padding:
                 raise FormatError("truncated tar member")
         if kind == b"L":
             long_name = data.rstrip(b"\0").decode()
@@ -106,6 +120,55 @@ def tar_members(
         elif regular:
             long_name = ""
             yield name, data
+
+
+def header_number(field: bytes) -> int:
+    """A tar header's number field: octal text (ustar), or base-256 (GNU and pax writers, for
+    sizes of 8 GiB and more: the first byte's high bit set, then big-endian bytes). A field
+    that is neither, or a negative base-256 number, is a FormatError."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] and field[0] & 0x80:  # 0xff: a negative number, which no size or sum is
+        raise FormatError("tar header holds a negative number")
+    text = field.replace(b"\0", b" ").strip() or b"0"
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise FormatError(f"tar header number {field!r} is not octal") from None
+
+
+def stream_length(stream: BinaryIO) -> int | None:
+    """The bytes from the stream's position to its end, when it can tell: a seekable stream,
+    or one that says (`length`, as `shards.HashingReader` does for a local file); else None."""
+    length = getattr(stream, "length", None)
+    if length is not None:
+        return int(length)
+    try:
+        if stream.seekable():
+            here = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            stream.seek(here)
+            return end - here
+    except (OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """`size` bytes, read in blocks of at most READ_BLOCK; FormatError if the stream ends first."""
+    if size <= READ_BLOCK:
+        data = stream.read(size)
+        if len(data) < size:
+            raise FormatError("truncated tar member")
+        return data
+    parts, left = [], size
+    while left:
+        part = stream.read(min(left, READ_BLOCK))
+        if not part:
+            raise FormatError("truncated tar member")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _skip(stream: BinaryIO, size: int) -> None:

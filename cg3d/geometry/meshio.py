@@ -470,6 +470,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if suffix in GLTF_SUFFIXES:
+        check_gltf_sizes(gltf_document(resolved), resolved)  # before any importer allocates
         copy, digest = _gltf_copy(resolved, root, folder / resolved.name)
     else:
         copy, digest = _obj_copy(resolved, root, folder)
@@ -595,6 +596,148 @@ def check_gltf(document: dict) -> None:
         raise MeshError("no_faces", "the file holds only lines or points, no faces")
 
 
+# glTF accessor layouts: bytes per component, components per element.
+GLTF_COMPONENT_BYTES = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
+GLTF_TYPE_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+# An accessor with no bufferView (zeros, then sparse values; or Draco-decoded) is backed by no
+# bytes of the file: it may decode to at most this many times the file's buffer bytes (Draco
+# compresses a vertex to a few bytes at best), plus a small floor.
+GLTF_UNBACKED_RATIO, GLTF_UNBACKED_FLOOR = 64, 1 << 20
+
+
+def gltf_buffer_sizes(document: dict, path: Path) -> list[int]:
+    """The bytes each buffer of a glTF really holds where that is known without resolving a
+    file (a `data:` URI: its decoded length; a GLB's own buffer: its BIN chunk), else what it
+    declares; MeshError for a declared byteLength larger than the bytes it has."""
+    sizes = []
+    for number, buffer in enumerate(_gltf_list(document, "buffers")):
+        declared = _gltf_int(buffer, "byteLength", f"buffer {number}")
+        uri = buffer.get("uri")
+        have = None
+        if isinstance(uri, str) and uri.startswith("data:"):
+            payload = uri.partition(",")[2]
+            have = len(payload) * 3 // 4 - payload[-2:].count("=") if ";base64" in uri else None
+        elif uri is None and number == 0:
+            have = _glb_bin_length(path)
+        if have is not None and declared > have:
+            raise MeshError(
+                "unreadable", f"glTF buffer {number} declares {declared} bytes but holds {have}"
+            )
+        sizes.append(declared)
+    return sizes
+
+
+def _glb_bin_length(path: Path) -> int:
+    """The length of a GLB's BIN chunk (0 for a .gltf or a GLB without one)."""
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+        if head[:4] != b"glTF":
+            return 0
+        json_length = struct.unpack_from("<I", head, 12)[0]
+        handle.seek(20 + json_length)
+        chunk = handle.read(8)
+    if len(chunk) < 8 or chunk[4:8] != b"BIN\0":
+        return 0
+    return struct.unpack_from("<I", chunk)[0]
+
+
+def _gltf_list(document: dict, key: str) -> list:
+    items = document.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise MeshError("unreadable", f"glTF {key} is not a list of objects")
+    return items
+
+
+def _gltf_int(item: dict, key: str, what: str, default: int | None = None) -> int:
+    value = item.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MeshError("unreadable", f"glTF {what}: {key} is {value!r}, not a count")
+    return value
+
+
+def _view_bytes(views: list, index: object, sizes: list[int], what: str) -> tuple:
+    """(byteLength, byteStride or None) of bufferView `index`, checked inside its buffer."""
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(views):
+        raise MeshError("unreadable", f"glTF {what} names bufferView {index!r}, which is absent")
+    view = views[index]
+    buffer = view.get("buffer")
+    if not isinstance(buffer, int) or isinstance(buffer, bool) or not 0 <= buffer < len(sizes):
+        raise MeshError("unreadable", f"glTF bufferView {index} names buffer {buffer!r}")
+    offset = _gltf_int(view, "byteOffset", f"bufferView {index}", 0)
+    length = _gltf_int(view, "byteLength", f"bufferView {index}")
+    if offset + length > sizes[buffer]:
+        raise MeshError(
+            "unreadable",
+            f"glTF bufferView {index} ends at byte {offset + length} of buffer {buffer}, "
+            f"which holds {sizes[buffer]}",
+        )
+    stride = view.get("byteStride")
+    return length, stride if isinstance(stride, int) and stride > 0 else None
+
+
+def check_gltf_sizes(document: dict, path: Path) -> None:
+    """Every accessor's data fits the bytes that back it, before any importer allocates it:
+    count × component size × type width (strided as its bufferView says) within its
+    bufferView, each bufferView within its buffer, each buffer no longer than the bytes it
+    has; a sparse accessor's indices and values within theirs. An accessor with no bufferView
+    decodes to at most GLTF_UNBACKED_RATIO × the file's buffer bytes. A 1 KB file declaring
+    2^32-1 vertices over a 36-byte buffer took 21 GB in Blender; here it is one MeshError."""
+    sizes = gltf_buffer_sizes(document, path)
+    views = _gltf_list(document, "bufferViews")
+    unbacked_limit = GLTF_UNBACKED_RATIO * sum(sizes) + GLTF_UNBACKED_FLOOR
+    for number, accessor in enumerate(_gltf_list(document, "accessors")):
+        what = f"accessor {number}"
+        count = _gltf_int(accessor, "count", what)
+        component = GLTF_COMPONENT_BYTES.get(accessor.get("componentType"))
+        width = GLTF_TYPE_WIDTHS.get(accessor.get("type"))
+        if component is None or width is None:
+            raise MeshError("unreadable", f"glTF {what}: unknown componentType or type")
+        element = component * width
+        if "bufferView" in accessor:
+            length, stride = _view_bytes(views, accessor["bufferView"], sizes, what)
+            offset = _gltf_int(accessor, "byteOffset", what, 0)
+            needed = offset + (stride or element) * (count - 1) + element if count else 0
+            if needed > length:
+                raise MeshError(
+                    "unreadable",
+                    f"glTF {what} declares {count} elements of {element} bytes ({needed} bytes); "
+                    f"its bufferView holds {length}",
+                )
+        elif count * element > unbacked_limit:
+            raise MeshError(
+                "unreadable",
+                f"glTF {what} declares {count} elements of {element} bytes backed by no "
+                f"bufferView, more than {unbacked_limit} bytes for a file of {sum(sizes)}",
+            )
+        sparse = accessor.get("sparse")
+        if sparse is not None:
+            _check_sparse(document, views, sizes, sparse, count, element, what)
+
+
+def _check_sparse(document, views, sizes, sparse, count: int, element: int, what: str) -> None:
+    if not isinstance(sparse, dict):
+        raise MeshError("unreadable", f"glTF {what}: sparse is not an object")
+    changed = _gltf_int(sparse, "count", f"{what} sparse")
+    if changed > count:
+        raise MeshError("unreadable", f"glTF {what}: sparse count {changed} > count {count}")
+    for part, size in (("indices", None), ("values", element)):
+        block = sparse.get(part)
+        if not isinstance(block, dict):
+            raise MeshError("unreadable", f"glTF {what}: sparse {part} is missing")
+        if size is None:
+            size = GLTF_COMPONENT_BYTES.get(block.get("componentType"))
+            if size not in (1, 2, 4):
+                raise MeshError("unreadable", f"glTF {what}: sparse indices componentType")
+        length, _ = _view_bytes(views, block.get("bufferView"), sizes, what)
+        offset = _gltf_int(block, "byteOffset", f"{what} sparse {part}", 0)
+        if offset + changed * size > length:
+            raise MeshError(
+                "unreadable",
+                f"glTF {what}: sparse {part} need {offset + changed * size} bytes; "
+                f"their bufferView holds {length}",
+            )
+
+
 def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
     """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
@@ -620,6 +763,8 @@ def check_geometry(path: Path) -> None:
     """glTF geometry is decoded by Blender in the sample and render stages (Draco, sparse
     accessors, skins...), so here it is checked structurally; the other formats are read."""
     if Path(path).suffix.lower() in GLTF_SUFFIXES:
-        check_gltf(gltf_document(path))
+        document = gltf_document(path)
+        check_gltf(document)
+        check_gltf_sizes(document, path)
     else:
         load_mesh(path)

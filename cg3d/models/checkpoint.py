@@ -89,7 +89,40 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         payload.get("full_clip"), bool
     ):
         raise UsageError(f"{path}: broken CG3D checkpoint (no 'config' dict or 'full_clip' flag)")
+    check_config_shape(payload["config"], path)
+    for name, tensor in state.items():  # NaN weights answer NaN for everything, with exit 0
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UsageError(f"{path}: the weight {name} holds NaN or infinite values")
     return payload
+
+
+# A checkpoint's config is data from the file: its shape is bounded before anything walks it.
+# Real ones are a few levels deep and hold a few thousand values (LVIS: 1,156 class names).
+MAX_CONFIG_DEPTH = 16
+MAX_CONFIG_VALUES = 200_000
+PLAIN_VALUES = (str, int, float, bool, type(None))
+
+
+def check_config_shape(config: Any, path: Path) -> None:
+    """UsageError naming `path` unless the config is plain data (dicts, lists, tuples of
+    strings, numbers, booleans, None) at most MAX_CONFIG_DEPTH deep with at most
+    MAX_CONFIG_VALUES values counted as a walk meets them: a pickle can share one list
+    many times over (`[[x] * 10] * 10`...), so a 1 KB file expands to 10^30 values for any
+    recursive walk, which this count stops at the bound. Iterative: no RecursionError."""
+    stack, seen = [(config, 1)], 1
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, PLAIN_VALUES):
+            continue
+        if not isinstance(value, dict | list | tuple):
+            raise UsageError(f"{path}: its model config holds a {type(value).__name__}")
+        if depth > MAX_CONFIG_DEPTH:
+            raise UsageError(f"{path}: its model config nests deeper than {MAX_CONFIG_DEPTH}")
+        seen += 2 * len(value) if isinstance(value, dict) else len(value)
+        if seen > MAX_CONFIG_VALUES:
+            raise UsageError(f"{path}: its model config holds more than {MAX_CONFIG_VALUES} values")
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items)
 
 
 def _first(names: list[str], limit: int = 3) -> str:

@@ -44,7 +44,7 @@ from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
-from cg3d.params import EXECUTORS
+from cg3d.params import EXECUTORS, bound_workers, cpu_count
 
 log = logging.getLogger(__name__)
 _console = Console(stderr=True, highlight=False)
@@ -57,9 +57,7 @@ FAILURE_PARTS = "_failures"
 
 def default_workers() -> int:
     """A pool sized to the machine (the CPUs this process may use)."""
-    return max(
-        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
+    return cpu_count()
 
 
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
@@ -353,6 +351,9 @@ def run_chunks(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if workers > 1:  # 0 or 1: this process, as documented below
+        known = len(jobs) if isinstance(jobs, Sequence) else None
+        workers = bound_workers(workers, executor, known)
     if callable(sizes):
         sized = ((job, sizes(job)) for job in jobs)
     else:
@@ -467,12 +468,20 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
 
 
 def connect_ray(workers: int) -> None:
-    """Join the cluster at RAY_ADDRESS, or start a local Ray of `workers` CPUs."""
+    """Join the cluster RAY_ADDRESS names, and only that one; without it, start a private local
+    Ray of `workers` CPUs. `address="local"` is what keeps it private: a bare `ray.init()`
+    attaches to any cluster `ray start --head` left running on this machine (found through
+    /tmp/ray), someone else's, and then refuses our num_cpus."""
     import ray
 
-    if not ray.is_initialized():
-        kwargs = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or 1}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+    if ray.is_initialized():
+        return
+    common = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(address="local", num_cpus=max(workers, 1), **common)
 
 
 def _on_node(work: Callable, *job) -> str:

@@ -65,7 +65,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
-from cg3d.pipeline.chunks import PLAN_NAME, default_workers, previous_plan_digest, run_chunks
+from cg3d.pipeline.chunks import PLAN_NAME, bound_workers, previous_plan_digest, run_chunks
 
 _console = Console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
@@ -368,7 +368,7 @@ def pack_shards(
             pack_shard,
             unfinished(),
             lambda job: len(job[5]),
-            workers=config.workers or default_workers(),
+            workers=bound_workers(config.workers),
             description="packing",
             total=objects_to_pack(Path(meshes_dir), inputs, out_dir),
         )

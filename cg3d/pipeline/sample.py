@@ -38,7 +38,7 @@ from cg3d.geometry.sampling import (
     surface_sample_count,
 )
 from cg3d.params import SampleConfig
-from cg3d.pipeline.chunks import ChunkedOutput, default_workers, plan_chunks, run_chunks
+from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, plan_chunks, run_chunks
 
 STAGE = "sample"
 # Config fields that change how fast the points come, not which: left out of the resume plan.
@@ -84,9 +84,12 @@ class PointsReader:
                 normalised_surface(vertices, mesh.faces), config, object_rng(config.seed, object_id)
             )
         if self.worker is None:
-            from cg3d.render.supervisor import BlenderWorker
+            from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
 
-            self.worker = BlenderWorker({"role": "points"}, config.timeout)
+            # Each of the stage's processes may run one Blender: they share the machine's memory.
+            workers = bound_workers(config.workers, config.executor)
+            memory = worker_memory_bytes(0, workers)
+            self.worker = BlenderWorker({"role": "points"}, config.timeout, memory)
         # The whole config travels: the worker samples with every field as given (`fps` too).
         cloud, has_color, reason = self.worker.points(
             object_id, Path(path), up_axis, asdict(config), root, sha256
@@ -156,7 +159,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     meshes_dir = Path(meshes_dir)
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
-    workers = config.workers or default_workers()
+    workers = bound_workers(config.workers, config.executor)
     plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = plan.sizes()
     jobs = (

@@ -4,7 +4,6 @@ With the sample stage's points, each view also shows the points projected throug
 camera: dots that sit on the object are the visible proof that points and views share a frame.
 """
 
-import io
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path
+from cg3d.formats.images import ImageError, open_image
 from cg3d.formats.points import find_points
 from cg3d.formats.renders import find_rendered, render_parts
 from cg3d.formats.tar import FormatError
@@ -35,7 +35,11 @@ def read_object(renders_dir: Path, object_id: str) -> tuple[list[Image.Image], d
     missing = [v["name"] for v in cameras["views"] if v["name"] not in rendered.views]
     if missing:
         raise UsageError(f"--renders: object {object_id!r} lacks the views {missing}")
-    return [Image.open(io.BytesIO(rendered.views[v["name"]])) for v in cameras["views"]], cameras
+    try:
+        views = [open_image(rendered.views[v["name"]], v["name"]) for v in cameras["views"]]
+    except ImageError as error:
+        raise UsageError(f"{object_id}: {error}") from None
+    return views, cameras
 
 
 def read_points(points_dir: Path, object_id: str) -> np.ndarray:

@@ -25,18 +25,19 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
+from cg3d.formats.images import open_image
 from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
 from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
+    bound_workers,
     connect_ray,
-    default_workers,
     plan_chunks,
     progress_bar,
 )
 from cg3d.render.cameras import cameras_of, dumps
-from cg3d.render.supervisor import BlenderWorker
+from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def finished_png(path: Path, background: str) -> bytes:
     """The worker's RGBA render as the stage's PNG: on white (RGB), or kept transparent."""
     if background == "transparent":
         return path.read_bytes()
-    with Image.open(path) as image:
+    with open_image(path) as image:
         rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     buffer = io.BytesIO()
@@ -120,13 +121,13 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     # Cycles' device is where, not what: CPU and GPU Cycles draw the same image up to sampling
     # noise (as CPUs of other kinds may), so a render resumed on another machine keeps its
     # parts, and a device refused at start has deleted none.
-    where = ("workers", "executor", "timeout", "cycles_device")
+    where = ("workers", "executor", "timeout", "cycles_device", "worker_memory")
     plan = {k: v for k, v in asdict(config).items() if k not in where}
     if config.engine != "cycles":
         plan.pop("samples")
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
-    workers = config.workers or default_workers()
+    workers = bound_workers(config.workers, config.executor)
     chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = chunks.sizes()
     pending = chunks.recomputed
@@ -176,7 +177,8 @@ def _run_threads(jobs: Iterator[tuple], workers: int, config: RenderConfig, adva
     errors: list[BaseException] = []
 
     def drive() -> None:
-        with BlenderWorker(config.worker_settings(), config.timeout) as worker:
+        memory = worker_memory_bytes(config.worker_memory, workers)
+        with BlenderWorker(config.worker_settings(), config.timeout, memory) as worker:
             while not errors:
                 job = todo.next()
                 if job is None:
@@ -218,8 +220,8 @@ class _SharedQueue:
 class _RenderActor:
     """A Ray actor that keeps one Blender process alive across the chunks it is given."""
 
-    def __init__(self, settings: dict, timeout: float) -> None:
-        self.worker = BlenderWorker(settings, timeout)
+    def __init__(self, settings: dict, timeout: float, memory_bytes: int) -> None:
+        self.worker = BlenderWorker(settings, timeout, memory_bytes)
 
     def render_chunk(self, *job) -> tuple[int, str]:
         """The chunk's views, and the id of the node that rendered them."""
@@ -241,7 +243,10 @@ def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance)
 
     connect_ray(workers)
     actor_class = ray.remote(num_cpus=1)(_RenderActor)
-    actors = [actor_class.remote(config.worker_settings(), config.timeout) for _ in range(workers)]
+    # The limit is worked out on this machine: on a cluster, set render.worker_memory.
+    memory = worker_memory_bytes(config.worker_memory, workers)
+    settings = config.worker_settings()
+    actors = [actor_class.remote(settings, config.timeout, memory) for _ in range(workers)]
     todo = _SharedQueue(jobs)
     running: dict = {}
     views = 0

@@ -11,6 +11,7 @@ gets a failure reason, and a fresh Blender is started for the next one.
 
 import json
 import os
+import resource
 import selectors
 import subprocess
 import sys
@@ -30,6 +31,24 @@ STARTUP_TIMEOUT_S = 180.0
 WORKER_HASH_SEED = "0"
 
 
+# The smallest memory limit given a worker: Blender itself takes about 300 MiB to start.
+MIN_WORKER_MEMORY = 1 << 30
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def worker_memory_bytes(gib: float, workers: int) -> int:
+    """The memory limit of each of `workers` Blender processes: `gib` GiB (render.worker_memory),
+    or, for 0, 3/4 of this machine's memory shared by them: together they leave a quarter to
+    everything else, so one hostile file (a 1 KB glTF grew a worker to 21 GB) fails its own
+    object instead of waking the kernel's OOM killer. Never below MIN_WORKER_MEMORY."""
+    limit = gib * 2**30 if gib else machine_memory() * 3 / 4 / max(workers, 1)
+    return max(int(limit), MIN_WORKER_MEMORY)
+
+
 class WorkerDied(Exception):
     """The Blender process exited or hung; the message says which and why."""
 
@@ -45,9 +64,16 @@ def source(path: Path, root: Path | None, sha256: str) -> dict:
 class BlenderWorker:
     """A persistent Blender process; `render` returns None when done, else a failure reason."""
 
-    def __init__(self, settings: dict, timeout_s: float) -> None:
+    # What runs the worker: `python -m <module> <settings JSON>`.
+    module = "cg3d.render.worker"
+
+    def __init__(self, settings: dict, timeout_s: float, memory_bytes: int | None = None) -> None:
+        """`memory_bytes`: the limit of the process's data segment (RLIMIT_DATA: what malloc
+        and anonymous mappings take; bpy's shared libraries map far more address space, which
+        RLIMIT_AS would count); None: `worker_memory_bytes(0, 1)`."""
         self.settings = dict(settings)
         self.timeout_s = timeout_s
+        self.memory_bytes = memory_bytes or worker_memory_bytes(0, 1)
         self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-")
         self.settings["tmp_dir"] = self.tmp.name
         self.log_path = Path(self.tmp.name) / "blender.log"
@@ -65,7 +91,7 @@ class BlenderWorker:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cg3d.render.worker", json.dumps(self.settings)],
+                [sys.executable, "-m", self.module, json.dumps(self.settings)],
                 env={**os.environ, "PYTHONHASHSEED": WORKER_HASH_SEED},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -73,6 +99,10 @@ class BlenderWorker:
                 text=True,
                 bufsize=1,
             )
+        # Set from here, not by a preexec_fn (unsafe with the render stage's threads): the
+        # limit holds before the first object is sent; only the start-up runs without it.
+        limit = (self.memory_bytes, self.memory_bytes)
+        resource.prlimit(self.process.pid, resource.RLIMIT_DATA, limit)
         message = self._read(STARTUP_TIMEOUT_S, "start-up")
         if message.get("error"):  # settings this machine cannot honour: the stage stops here
             self.kill()
@@ -156,11 +186,15 @@ class BlenderWorker:
             self.kill()
             self.restarts += 1
             reason = str(error) if isinstance(error, WorkerDied) else "crash: Blender exited"
+            if reason.startswith("crash:"):  # an allocation refused kills Blender's C code
+                reason += f" (its memory limit: {self.memory_bytes / 2**20:.0f} MiB)"
             return {"ok": False, "reason": reason}
         if reply.get("id") != object_id:
             self.kill()
             return {"ok": False, "reason": f"crash: protocol out of step (got {reply})"}
         self.last_rss_mb = reply.get("rss_mb", self.last_rss_mb)
+        if reply.get("exiting"):  # it ran out of memory: the next object gets a fresh one
+            self.kill()
         return reply
 
     def _read(self, timeout_s: float, what: str) -> dict:

@@ -418,6 +418,15 @@ def serve(settings: dict) -> None:
                 extra = renderer.sample(request)
             else:
                 renderer.render(request)
+        except MemoryError:
+            # Past the data-segment limit the supervisor set (`render.worker_memory`): this
+            # process may be in any state, so it answers and exits; the next object gets a
+            # fresh one.
+            reason = "memory: the object needs more than this worker's memory limit"
+            reply(
+                {"id": request["id"], "ok": False, "reason": reason, "retry": True, "exiting": True}
+            )
+            return
         except RenderFailure as failure:
             renderer.clear()
             retry = isinstance(failure, ImporterFailure)

@@ -54,7 +54,7 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.geometry.fps import farthest_point_sample
-from cg3d.params import TrainConfig
+from cg3d.params import TrainConfig, bound_workers
 from cg3d.train.augment import AugmentConfig, augment_after_fps, augment_raw, draw_augment
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
@@ -464,7 +464,11 @@ class Loader:
 
     def __iter__(self) -> Iterator[dict]:
         if self.workers is None:
-            workers = max(0, self.config.workers)
+            # Each loader worker reads whole shards: more workers than shards (or CPUs) only
+            # start idle processes (0 stays 0: batches made in this process).
+            workers = self.config.workers
+            shards = len(self.dataset.names)
+            workers = bound_workers(workers, jobs=shards) if workers > 0 else 0
             self.workers = torch.utils.data.DataLoader(
                 self.dataset,
                 batch_size=self.config.batch_size,

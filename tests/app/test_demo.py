@@ -317,3 +317,22 @@ def test_bad_uploads_show_their_reason_and_the_app_keeps_serving(page, files):
     wait_for_status(page, "box.obj: 64 points")
     assert set(shown_labels(page)) == {"cube", "sphere", "cone"}
     assert page.evaluate("window.mostProgressBars") == 1
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(300)
+def test_an_oversized_search_image_shows_the_limit_and_the_app_keeps_serving(page, tmp_path):
+    from tests.formats.test_images import png_declaring
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(40_000, 40_000))  # 1.6 G pixels declared in a few bytes
+    page.get_by_role("tab", name="Search").click()
+    page.locator("#query-image input[type=file]").set_input_files(bomb)
+    page.wait_for_function(
+        "() => document.querySelector('#search-status').innerText.includes('larger than')",
+        timeout=120_000,
+    )
+    assert "40000 × 40000 pixels" in page.locator("#search-status").inner_text()
+    page.locator("#query textarea").fill("a photo of a box")
+    page.locator("#search").click()  # the text query still answers (the image stays refused)
+    page.locator("#search-status").filter(has_text="Search failed").wait_for()

@@ -74,11 +74,12 @@ def test_workbench_ignores_the_device_and_keeps_its_plan(tmp_path):
 
 
 @no_gpu
-def test_ray_actors_say_it_in_the_same_line(tmp_path):
+def test_ray_actors_say_it_in_the_same_line(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     write_meshes(tmp_path / "meshes")
     config = RenderConfig(views=1, engine="cycles", cycles_device="cuda", workers=1, executor="ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # The stage starts its own private one-CPU Ray (`connect_ray`), whatever else runs here.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:
         with pytest.raises(UsageError) as raised:
             render_meshes(tmp_path / "meshes", tmp_path / "out", config)

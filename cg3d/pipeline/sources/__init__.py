@@ -37,7 +37,7 @@ from cg3d.geometry.meshio import (
     validate_file,
 )
 from cg3d.params import MeshesConfig
-from cg3d.pipeline.chunks import ChunkedOutput, default_workers, run_chunks
+from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, run_chunks
 from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
@@ -105,7 +105,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     sizes = [pq.read_metadata(listing_parts[i]).num_rows for i in pending]
     root = str(source_root(config, out_dir))
     jobs = [(str(out_dir), root, str(listing_parts[i]), str(output.part(i))) for i in pending]
-    workers = config.workers or default_workers()
+    workers = bound_workers(config.workers, config.executor)
     run_chunks(
         validate_chunk,
         jobs,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.formats.manifest import MeshRecord
-from cg3d.pipeline.chunks import default_workers, run_chunks, split_into_chunks
+from cg3d.pipeline.chunks import bound_workers, run_chunks, split_into_chunks
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import Listing, MeshesConfig, seeded_split
 from cg3d.pipeline.sources.shapes import (
@@ -654,7 +654,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         generate_chunk,
         [(str(out_dir), chunk, config.seed) for chunk in chunks],
         [len(chunk) for chunk in chunks],
-        workers=config.workers or default_workers(),
+        workers=bound_workers(config.workers, config.executor),
         executor=config.executor,
         description="generating synthetic meshes",
     )

@@ -1,0 +1,220 @@
+"""A glTF declares both its accessors' counts and its buffers' sizes: every count must fit the
+bytes that back it before an importer allocates it (issue 25 §2). The byte counts expected
+here are worked out by hand from the glTF 2.0 spec's layout rules, not by the code."""
+
+import base64
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from cg3d.formats.manifest import read_manifest
+from cg3d.geometry.meshio import MeshError, blender_input, check_geometry
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+
+FLOAT, USHORT, UINT = 5126, 5123, 5125
+TRIANGLE = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # 3 × VEC3 float = 36 bytes
+
+
+def gltf(accessors: list[dict], views: list[dict], data: bytes, byte_length: int | None = None):
+    uri = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+    return {
+        "asset": {"version": "2.0"},
+        "buffers": [{"byteLength": len(data) if byte_length is None else byte_length, "uri": uri}],
+        "bufferViews": views,
+        "accessors": accessors,
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+        "scene": 0,
+    }
+
+
+def positions(count: int, **extra) -> dict:
+    return {"componentType": FLOAT, "type": "VEC3", "count": count, **extra}
+
+
+def write(tmp_path: Path, document: dict, name: str = "m.gltf") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+TRIANGLE_BYTES = struct.pack("<9f", *TRIANGLE)
+VIEW = [{"buffer": 0, "byteLength": 36}]
+
+
+def test_the_named_case_is_a_failure_row_of_cg3d_meshes(tmp_path):
+    root = tmp_path / "in"
+    (root / "box").mkdir(parents=True)
+    bomb = gltf([positions(2**32 - 1, bufferView=0)], VIEW, TRIANGLE_BYTES)
+    write(root / "box", bomb, "bomb.gltf")
+    write(root / "box", gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES), "fine.gltf")
+    assert (root / "box" / "bomb.gltf").stat().st_size < 1024
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    rows = {Path(r.path).name: r for r in read_manifest(tmp_path / "out")}
+    assert rows["fine.gltf"].status == "ok", rows["fine.gltf"].error
+    assert rows["bomb.gltf"].status == "unreadable"
+    assert "4294967295 elements of 12 bytes" in rows["bomb.gltf"].error
+
+
+# (accessors, views, data, declared buffer length) that break the rule, each one byte or one
+# element past what fits; and the same layouts at exactly the limit.
+BROKEN = {
+    "one element too many": ([positions(4, bufferView=0)], VIEW, TRIANGLE_BYTES, None),
+    # byteOffset 4 + 3 × 12 = 40 > 36
+    "offset pushes past the view": (
+        [positions(3, bufferView=0, byteOffset=4)],
+        VIEW,
+        TRIANGLE_BYTES,
+        None,
+    ),
+    # stride 16: (3 - 1) × 16 + 12 = 44 > 36
+    "strided past the view": (
+        [positions(3, bufferView=0)],
+        [{"buffer": 0, "byteLength": 36, "byteStride": 16}],
+        TRIANGLE_BYTES,
+        None,
+    ),
+    "view past the buffer": (
+        [positions(3, bufferView=0)],
+        [{"buffer": 0, "byteOffset": 4, "byteLength": 36}],
+        TRIANGLE_BYTES,
+        None,
+    ),
+    "buffer declares more than its data URI": (
+        [positions(3, bufferView=0)],
+        [{"buffer": 0, "byteLength": 36}],
+        TRIANGLE_BYTES[:32],
+        36,
+    ),
+    "no bufferView, a huge count of zeros": (
+        [positions(10**9)],
+        VIEW,
+        TRIANGLE_BYTES,
+        None,
+    ),
+    # sparse: 2 ushort indices (4 bytes) at view 1, 2 VEC3 values (24 bytes) at view 2
+    "sparse values past their view": (
+        [
+            positions(
+                3,
+                bufferView=0,
+                sparse={
+                    "count": 2,
+                    "indices": {"bufferView": 1, "componentType": USHORT},
+                    "values": {"bufferView": 2},
+                },
+            )
+        ],
+        VIEW
+        + [{"buffer": 0, "byteOffset": 0, "byteLength": 4}]
+        + [{"buffer": 0, "byteOffset": 4, "byteLength": 23}],
+        TRIANGLE_BYTES,
+        None,
+    ),
+    "sparse indices past their view": (
+        [
+            positions(
+                3,
+                bufferView=0,
+                sparse={
+                    "count": 2,
+                    "indices": {"bufferView": 1, "componentType": UINT},
+                    "values": {"bufferView": 2},
+                },
+            )
+        ],
+        VIEW
+        + [{"buffer": 0, "byteOffset": 0, "byteLength": 7}]
+        + [{"buffer": 0, "byteOffset": 8, "byteLength": 24}],
+        TRIANGLE_BYTES,
+        None,
+    ),
+    "sparse count above the count": (
+        [
+            positions(
+                3,
+                bufferView=0,
+                sparse={
+                    "count": 4,
+                    "indices": {"bufferView": 0, "componentType": USHORT},
+                    "values": {"bufferView": 0},
+                },
+            )
+        ],
+        VIEW,
+        TRIANGLE_BYTES,
+        None,
+    ),
+    "a negative count": ([positions(-1, bufferView=0)], VIEW, TRIANGLE_BYTES, None),
+    "a bufferView that is absent": ([positions(3, bufferView=5)], VIEW, TRIANGLE_BYTES, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_an_accessor_that_does_not_fit_its_bytes_is_refused(tmp_path, case):
+    accessors, views, data, declared = BROKEN[case]
+    path = write(tmp_path, gltf(accessors, views, data, declared))
+    with pytest.raises(MeshError) as caught:
+        check_geometry(path)
+    assert caught.value.kind == "unreadable" and "\n" not in str(caught.value)
+    # the sample and render stages (and the demo) check the same before Blender imports it
+    with pytest.raises(MeshError):
+        blender_input(path, tmp_path, "", tmp_path / "copy")
+
+
+FITTING = {
+    "exactly full": ([positions(3, bufferView=0)], VIEW),
+    "stride 12 ends at 36": (
+        [positions(3, bufferView=0)],
+        [{"buffer": 0, "byteLength": 36, "byteStride": 12}],
+    ),
+    # stride 16 over a 2-element view: 16 + 12 = 28 ≤ 28
+    "strided, last element unpadded": (
+        [positions(2, bufferView=0)],
+        [{"buffer": 0, "byteLength": 28, "byteStride": 16}],
+    ),
+    "sparse at its limits": (
+        [
+            positions(
+                3,
+                bufferView=0,
+                sparse={
+                    "count": 2,
+                    "indices": {"bufferView": 1, "componentType": USHORT},
+                    "values": {"bufferView": 2},
+                },
+            )
+        ],
+        VIEW
+        + [{"buffer": 0, "byteOffset": 0, "byteLength": 4}]
+        + [{"buffer": 0, "byteOffset": 4, "byteLength": 24}],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FITTING))
+def test_an_accessor_that_fits_passes(tmp_path, case):
+    accessors, views = FITTING[case]
+    check_geometry(write(tmp_path, gltf(accessors, views, TRIANGLE_BYTES)))
+
+
+def test_a_glb_whose_bin_chunk_is_shorter_than_its_buffer_is_refused(tmp_path):
+    document = gltf([positions(3, bufferView=0)], VIEW, b"")
+    document["buffers"] = [{"byteLength": 36}]  # the GLB's own BIN chunk
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+
+    def glb(binary: bytes) -> bytes:
+        chunks = struct.pack("<I4s", len(text), b"JSON") + text
+        chunks += struct.pack("<I4s", len(binary), b"BIN\0") + binary
+        return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+
+    whole, short = tmp_path / "whole.glb", tmp_path / "short.glb"
+    whole.write_bytes(glb(TRIANGLE_BYTES))
+    short.write_bytes(glb(TRIANGLE_BYTES[:24]))
+    check_geometry(whole)
+    with pytest.raises(MeshError, match="declares 36 bytes but holds 24"):
+        check_geometry(short)

@@ -1,0 +1,77 @@
+"""Every Blender worker runs under a memory limit (issue 25 §2): an object that needs more is
+that object's failure row, and the next object gets a fresh worker. The supervisor is driven
+here with a protocol stand-in (`fake_worker.py`) whose allocations are sized by the test;
+the real Blender worker's limit is checked in /proc."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cg3d.render.supervisor import MIN_WORKER_MEMORY, BlenderWorker, worker_memory_bytes
+
+
+class FakeWorker(BlenderWorker):
+    module = "tests.render.fake_worker"
+
+
+def data_limit(pid: int) -> int:
+    """The process's RLIMIT_DATA as the kernel reports it."""
+    text = Path(f"/proc/{pid}/limits").read_text()
+    return int(re.search(r"Max data size\s+(\d+)", text)[1])
+
+
+def needing(tmp_path: Path, name: str, mib: int) -> Path:
+    path = tmp_path / f"{name}.obj"
+    path.write_text(str(mib))
+    return path
+
+
+def test_an_object_past_the_limit_fails_alone_and_the_next_gets_a_fresh_worker(tmp_path):
+    limit = MIN_WORKER_MEMORY  # 1 GiB
+    with FakeWorker({}, timeout_s=60, memory_bytes=limit) as worker:
+        cloud, _, reason = worker.points("a", needing(tmp_path, "a", 16), "y", {}, tmp_path)
+        assert reason is None and cloud.shape == (1, 3)
+        first = worker.process.pid
+        assert data_limit(first) == limit
+        _, _, reason = worker.points("big", needing(tmp_path, "big", 4096), "y", {}, tmp_path)
+        assert reason is not None and "memory limit: 1024 MiB" in reason
+        _, _, reason = worker.points("b", needing(tmp_path, "b", 16), "y", {}, tmp_path)
+        assert reason is None
+        assert worker.process.pid != first and data_limit(worker.process.pid) == limit
+
+
+def test_the_same_object_passes_under_a_larger_limit(tmp_path):
+    with FakeWorker({}, timeout_s=60, memory_bytes=6 << 30) as worker:
+        _, _, reason = worker.points("big", needing(tmp_path, "big", 4096), "y", {}, tmp_path)
+        assert reason is None
+
+
+def physical_memory() -> int:
+    kib = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]
+    return int(kib) * 1024
+
+
+@pytest.mark.parametrize("workers", [1, 2, 7, 10_000])
+def test_the_default_limit_shares_three_quarters_of_the_machine(workers):
+    expected = max(physical_memory() * 3 // 4 // workers, 1 << 30)
+    assert abs(worker_memory_bytes(0, workers) - expected) <= 4096 * workers
+    assert worker_memory_bytes(2.5, workers) == int(2.5 * 2**30)
+
+
+@pytest.mark.blender
+def test_the_blender_worker_runs_under_its_limit(tmp_path):
+    from dataclasses import asdict
+
+    from cg3d.params import SampleConfig
+    from tests.render.test_workers import write_meshes
+
+    write_meshes(tmp_path / "meshes")
+    limit = 3 << 30
+    sample = asdict(SampleConfig(points=64))
+    with BlenderWorker({"role": "points"}, timeout_s=300, memory_bytes=limit) as worker:
+        cloud, _, reason = worker.points(
+            "box", tmp_path / "meshes" / "box.ply", "y", sample, tmp_path / "meshes"
+        )
+        assert reason is None and cloud.shape == (64, 3)
+        assert data_limit(worker.process.pid) == limit
