@@ -101,17 +101,24 @@ def basin(top_center, size, wall: float, roundness: float = 0.3, segments: int =
     return vertices, np.concatenate([*faces, rim])
 
 
+def _norm(vector: np.ndarray) -> float:
+    """The length of a 3-vector, summed in a fixed order: `np.linalg.norm` goes through BLAS,
+    whose kernel (and so the last bit) depends on the CPU, and the data's hashes must not."""
+    x, y, z = vector
+    return float(np.sqrt(x * x + y * y + z * z))
+
+
 def cylinder(
     start, end, radius: float, end_radius: float | None = None, segments: int = 12
 ) -> Part:
     """A closed (possibly tapered) cylinder from point `start` to point `end`."""
     start, end = np.asarray(start, float), np.asarray(end, float)
     axis = end - start
-    length = np.linalg.norm(axis)
+    length = _norm(axis)
     axis = axis / length
     helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 0.0, 1.0])
     u = np.cross(axis, helper)
-    u /= np.linalg.norm(u)
+    u /= _norm(u)
     v = np.cross(axis, u)
     angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
     circle = np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v
@@ -150,6 +157,8 @@ def ring(center, radii, tube: float, segments: int = 24, tube_segments: int = 8)
 def rotate_x(part: Part, angle: float, pivot) -> Part:
     """Tilt a part about the X axis (a chair back leaning back) around `pivot`."""
     c, s = np.cos(angle), np.sin(angle)
-    rotation = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
     pivot = np.asarray(pivot, float)
-    return (part[0] - pivot) @ rotation.T + pivot, part[1]
+    x, y, z = (part[0] - pivot).T
+    # Written out rather than `@ rotation.T` (BLAS), for the reason given in `_norm`.
+    rotated = np.stack([x, c * y - s * z, s * y + c * z], axis=1)
+    return rotated + pivot, part[1]
