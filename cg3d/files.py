@@ -161,12 +161,32 @@ class OutsideRoot(ValueError):
     """A path that resolves outside the folder a reader may read (its message names both)."""
 
 
+def resolved_root(root: str | Path) -> Path:
+    """The folder `root` names, absolute and with every symlink and `..` resolved: taken once,
+    where a root enters a reader or source (its edge), so that what the reader may open never
+    depends on how the root was spelled (relative, through a symlink, with `..`) nor on the
+    current folder of whichever process later opens a file under it."""
+    return Path(root).resolve()
+
+
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
     """The path `reference` (relative to `base_dir`, or absolute) names, after symlinks are
     followed, if it lies inside `root`; OutsideRoot when it escapes. The one rule of what a
     reader may open: mesh sources (their references), benchmark readers (their index files'
-    paths) and shard readers (the index's shard names) all pass their paths through it."""
+    paths) and shard readers (the index's shard names) all pass their paths through it.
+
+    `reference` is relative to `base_dir`, never a path already joined onto it: a caller
+    holding a whole path passes `inside_root(root, path)` instead."""
     target = (Path(base_dir) / reference).resolve()
-    if not target.is_relative_to(Path(root).resolve()):
+    if not target.is_relative_to(resolved_root(root)):
         raise OutsideRoot(f"{reference} resolves outside {root}")
+    return target
+
+
+def inside_root(root: Path, path: Path) -> Path:
+    """`path` (a whole path, relative to the current folder or absolute) resolved, if it lies
+    inside `root`; OutsideRoot naming it when it escapes."""
+    target = Path(path).resolve()
+    if not target.is_relative_to(resolved_root(root)):
+        raise OutsideRoot(f"{path} resolves outside {root}")
     return target
