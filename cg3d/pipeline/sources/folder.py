@@ -38,12 +38,13 @@ ASSET_SUFFIXES = {
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    # A symlinked class folder is not entered either (see `iter_sorted_files`): one row.
-    classes = [p.name for p in folders if not p.is_symlink()]
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    classes = [p.name for p in entries if p.is_dir() and not p.is_symlink()]
     if not classes:
         raise UsageError(f"--root: no class subfolders in {root}")
-    links = [p.name for p in folders if p.is_symlink()]
+    # A symlinked class folder is not entered either (see `iter_sorted_files`), nor is a broken
+    # link taken for a file: one row each. (Plain files beside the classes are no objects.)
+    links = [p.name for p in entries if p.is_symlink() and not p.is_file()]
     return Listing(classes, _records(root, classes, links, config, out_dir))
 
 
