@@ -6,8 +6,8 @@ builds the shard loaders and calls `fit`, which takes any iterable of batches
 tests and benchmarks can feed tensors from memory (`BatchList`).
 
 `fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
-held-out accuracy, and writes the epoch (`write_epoch`: curves, metrics, then `OUT/last.pt`
-with model, optimisers, schedulers, RNG states and position). The parts live beside it:
+held-out accuracy, and writes the epoch (`write_epoch`: curves, `OUT/last.pt` with model,
+optimisers, schedulers, RNG states, position and the epoch's metrics, then `OUT/metrics.json`). The parts live beside it:
 `trainer` (one update of either schedule), `optim` (optimisers, schedules), `evaluate`
 (held-out accuracy), `resume` (when a run continues from `OUT/last.pt`), `distributed`.
 """
@@ -194,14 +194,30 @@ def open_curves(out: Path, first_epoch: int):
 def write_epoch(
     out: Path, live, record: dict[str, float], metrics: dict[str, Any], model: CG3D, state: dict
 ) -> None:
-    """An epoch's curve rows, `out/metrics.json`, then `out/last.pt`, in that order: the
-    checkpoint commits the epoch, and a resume drops whatever was written after it."""
+    """An epoch's curve rows, `out/last.pt`, then `out/metrics.json`, in that order: the
+    checkpoint commits the epoch (a resume drops the curve rows written after it), and the
+    metrics, which claim its epoch, are written only once it exists. The checkpoint carries
+    the metrics too, so that a run stopped between the two (a full disk, a kill) rewrites
+    them on resume (`resumed_metrics`). A failed save is an OSError naming the file."""
     for key, value in record.items():
         live.log_metric(key, value)
     live.next_step()
+    save_checkpoint(out / "last.pt", model, state | {"metrics": metrics})
+    write_metrics(out, metrics)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    save_checkpoint(out / "last.pt", model, state)
+
+
+def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of the checkpoint a run resumes from, written again into `out` when
+    metrics.json does not hold them (the run stopped after the save, before the metrics)."""
+    metrics = training.get("metrics") or read_metrics(out)  # older checkpoints: the file's
+    if metrics and read_metrics(out) != metrics and world()[0] == 0:
+        write_metrics(out, metrics)
+    return metrics
 
 
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
@@ -240,7 +256,7 @@ def fit(
     identity = run_identity(config, data)  # what the checkpoint says made it
     first_epoch, step = restore(trainer, training, config.seed + rank)
     live = open_curves(out, first_epoch) if rank == 0 else None
-    metrics = read_metrics(out) if training else {}
+    metrics = resumed_metrics(out, training) if training else {}
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         if rank == 0:
@@ -267,7 +283,10 @@ def fit(
 def read_metrics(out: Path) -> dict[str, Any]:
     """The metrics a finished run left (what `fit` returns when no epoch is left to train)."""
     path = Path(out) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # cut short by hand: the checkpoint's metrics replace it
+        return {}
 
 
 def train_stage(
