@@ -48,7 +48,7 @@ def fill_disk_at(monkeypatch, save: int, room: int = 1000) -> None:
     opened = []
 
     def opening(path, mode="r", *args, **kwargs):
-        handle = open(path, mode, *args, **kwargs)
+        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - the caller closes it
         if "w" in mode:
             opened.append(path)
             if len(opened) == save:
