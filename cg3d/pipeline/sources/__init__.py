@@ -147,7 +147,8 @@ def _write_listing(
 
     def flush() -> None:
         part = work / f"listing-{len(parts):05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(batch, schema=SCHEMA), part)
+        with atomic_path(part) as tmp:  # a full disk: an error naming the part, no half file
+            pq.write_table(pa.Table.from_pylist(batch, schema=SCHEMA), tmp)
         parts.append(part)
         batch.clear()
 
