@@ -94,7 +94,7 @@ def index_command(
     built = build_index(checkpoint, shards, out, config)
     console.print(
         f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "
-        f"({built['failures']} samples skipped, see failures.parquet) → {out}",
+        f"({built['lost']} samples lost, see failures.parquet) → {out}",
         markup=False,
     )
 

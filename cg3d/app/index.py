@@ -120,6 +120,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
             progress.advance(task, count)
     failures = output.finalize(len(plan))
     counts = merge_index_parts(out, [output.part(i) for i in range(len(plan))])
+    planned = sum(count for _, _, count in plan)
     manifest = {
         "format": FORMAT,
         "model": identity,
@@ -127,7 +128,9 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         "splits": sorted({split for split, _, _ in plan}),
         "parts": len(plan),
         **counts,
-        "failures": len(failures),
+        "failures": len(failures),  # rows: a row may stand for many samples (a shard cut short)
+        # samples the shards' index promised that are not in the index: what a user lost
+        "lost": max(planned - counts["objects"], 0),
     }
     write_retrieval(out, manifest)
     return manifest
@@ -240,7 +243,7 @@ class Index:
         self.manifest = manifest
         self._model = model
         self.device = device
-        self.objects, self.points, self.views, self.view_object = read_arrays(self.path)
+        self.objects, self.points, self.views, self.view_object = read_arrays(self.path, manifest)
         changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
         self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
 
