@@ -94,7 +94,12 @@ _held_locks: set[Path] = set()  # folders this process holds the lock of
 @contextmanager
 def output_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
-    holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
+    holds it. The kernel drops a flock when its process dies, so a killed run never blocks.
+    Held already by this process (a command that locks its --out around a stage that locks
+    it too), it is not taken twice."""
+    if holds_lock(folder):
+        yield
+        return
     folder = check_out_dir(folder).resolve()
     lock_file = folder / LOCK_NAME
     while True:
@@ -129,17 +134,28 @@ def _is_file_at(handle, path: Path) -> bool:
         return False
 
 
+def locks_folder(parameter: str) -> Callable[[Callable], Callable]:
+    """Decorate a function (a stage, a command) so that it runs holding `output_lock` of the
+    folder its argument `parameter` names: the one rule of every command that writes a folder
+    (tests/app/test_output_locks.py holds each command to it)."""
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def locked(*args, **kwargs):
+            folder = signature.bind(*args, **kwargs).arguments[parameter]
+            with output_lock(Path(folder)):
+                return function(*args, **kwargs)
+
+        return locked
+
+    return decorate
+
+
 def locks_out_dir(stage: Callable) -> Callable:
     """Decorate a stage function so that it runs holding `output_lock` of its `out_dir`."""
-    signature = inspect.signature(stage)
-
-    @functools.wraps(stage)
-    def locked(*args, **kwargs):
-        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
-        with output_lock(Path(out_dir)):
-            return stage(*args, **kwargs)
-
-    return locked
+    return locks_folder("out_dir")(stage)
 
 
 def holds_lock(folder: Path) -> bool:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cg3d.errors import UsageError
+from cg3d.files import locks_folder
 from cg3d.options import with_params
 from cg3d.params import DemoConfig, IndexConfig
 
@@ -80,6 +81,7 @@ def classify_command(
 
 
 @with_params(IndexConfig, "index")
+@locks_folder("out")  # before the checkpoint loads: a second build into OUT fails at once
 def index_command(
     checkpoint: Checkpoint,
     shards: Annotated[str, typer.Option("--shards", help="`cg3d pack` output: folder or URL.")],
