@@ -36,6 +36,7 @@ Axis conventions (all need no rotation, since our canonical frame is +Y up):
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,9 @@ def read_modelnet_txt(path: Path) -> np.ndarray:
     """(N, 3+) float32 rows `x,y,z[,nx,ny,nz]` of one ModelNet shape; ValueError naming the
     file and its fault when it holds anything else (text, too few columns, no rows)."""
     try:
-        points = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        with warnings.catch_warnings():  # an empty file: said below, as one skipped shape
+            warnings.simplefilter("ignore", UserWarning)
+            points = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
     except ValueError as error:  # UnicodeDecodeError included: a binary file
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{path}: not rows of comma-separated numbers ({first})") from None
