@@ -28,7 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, locks_out_dir, resolved_root
+from cg3d.files import (
+    OutsideRoot,
+    atomic_path,
+    file_sha256,
+    inside_root,
+    locks_out_dir,
+    resolved_root,
+)
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.geometry.meshio import (
     BYTES_ONLY_SUFFIXES,
@@ -266,6 +273,16 @@ def cap_per_class(keys: list[str], per_class: int, seed: int) -> list[str]:
     if per_class and len(keys) > per_class:
         keys = sorted(random.Random(f"cap-{seed}").sample(keys, per_class))
     return keys
+
+
+def root_file(root: Path, name: str, option: str) -> Path:
+    """The file `name` of a source's own layout under `root` (taxonomy.json, annotations.json),
+    if it lies inside `root` after symlinks are followed: a UsageError naming `option`
+    otherwise, as for every other file a source reads."""
+    try:
+        return inside_root(root, Path(root) / name)
+    except OutsideRoot as error:
+        raise UsageError(f"{option}: {error}") from None
 
 
 def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:

@@ -25,6 +25,7 @@ from cg3d.pipeline.sources import (
     iter_sorted_files,
     not_a_file,
     read_json,
+    root_file,
     seeded_split,
     stored_path,
 )
@@ -34,9 +35,11 @@ DEFAULT_ANNOTATIONS = "annotations.json"
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
-    labels = read_annotations(
-        Path(config.annotations) if config.annotations else root / DEFAULT_ANNOTATIONS
-    )
+    # --annotations may be anywhere (the user named it); the layout's own file is confined
+    default = root / DEFAULT_ANNOTATIONS
+    if not config.annotations and default.is_file():
+        root_file(root, DEFAULT_ANNOTATIONS, "--annotations")
+    labels = read_annotations(Path(config.annotations) if config.annotations else default)
     files: dict[str, str] = {}
     failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
     for path in iter_sorted_files(root):

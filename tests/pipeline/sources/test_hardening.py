@@ -190,3 +190,50 @@ def test_an_annotation_key_written_twice_is_one_line(tmp_path, text):
     (root / "annotations.json").write_text(text)
     with pytest.raises(UsageError, match=r"annotations.json names the key '(aa11|mug)' twice"):
         build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), tmp_path / "o")
+
+
+def _symlinked_out(root: Path, name: str, outside: Path) -> None:
+    outside.mkdir(exist_ok=True)
+    (outside / name).write_bytes((root / name).read_bytes())
+    (root / name).unlink()
+    (root / name).symlink_to(outside / name)
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+@pytest.mark.parametrize(
+    "source, name, make",
+    [
+        ("objaverse", "annotations.json", make_glbs),
+        ("shapenet", "taxonomy.json", make_shapenet),
+    ],
+)
+def test_a_sources_own_index_file_symlinked_out_is_one_line(
+    tmp_path, monkeypatch, how, source, name, make
+):
+    root = tmp_path / "root"
+    make(root)
+    if source == "objaverse":
+        (root / name).write_text(json.dumps({"mug": ["aa11"]}))
+    _symlinked_out(root, name, tmp_path / "outside")
+    monkeypatch.chdir(tmp_path)
+    config = MeshesConfig(source=source, root=str(spelled(tmp_path, root, how)), workers=1)
+    with pytest.raises(UsageError, match=f"{name} resolves outside"):
+        build_manifest(config, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "taxonomy",
+    [
+        [{"synsetId": "03001627"}],
+        [{"name": "chair"}],
+        [{"synsetId": 3001627, "name": "chair"}],
+        ["03001627"],
+        [{"synsetId": "03001627", "name": ", ,"}],
+    ],
+)
+def test_a_malformed_taxonomy_is_one_line(tmp_path, taxonomy):
+    root = tmp_path / "root"
+    make_shapenet(root)
+    (root / "taxonomy.json").write_text(json.dumps(taxonomy))
+    with pytest.raises(UsageError, match="taxonomy.json: entry 0 is not an object"):
+        build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), tmp_path / "o")
