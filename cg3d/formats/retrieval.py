@@ -215,7 +215,12 @@ def _damaged(file: Path, reason: str) -> UsageError:
 
 
 def read_thumbnail(path: Path, part: int, row: int) -> bytes:
-    """The thumbnail PNG of row `row` of part `part` (empty when none was kept): one row group."""
-    file = pq.ParquetFile(Path(path) / f"part-{part:05d}.parquet")
+    """The thumbnail PNG of row `row` of part `part` (empty when none was kept): one row group.
+    A part missing or damaged since the build is one line naming it."""
+    file = Path(path) / f"part-{part:05d}.parquet"
     group, offset = divmod(row, ROW_GROUP)
-    return file.read_row_group(group, columns=["thumbnail"])["thumbnail"][offset].as_py()
+    try:
+        table = pq.ParquetFile(file).read_row_group(group, columns=["thumbnail"])
+        return table["thumbnail"][offset].as_py()
+    except (OSError, ValueError, IndexError, KeyError) as error:  # ArrowInvalid: a ValueError
+        raise _damaged(file, f"no thumbnail at row {row}: {error}") from None

@@ -211,3 +211,22 @@ def test_a_build_counts_the_samples_lost_not_the_failure_rows(
     assert built["lost"] == planned - built["objects"] >= 2
     assert built["lost"] > rows  # one row stood for several samples
     assert len(open_index(tmp_path / "index")) == built["objects"]
+
+
+@pytest.mark.parametrize("damage", ["removed", "truncated", "not parquet"])
+def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
+    tiny_index, tmp_path, damage
+):
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    part = index / "part-00000.parquet"
+    if damage == "removed":
+        part.unlink()
+    else:
+        data = part.read_bytes()
+        part.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello")
+    opened = open_index(index)
+    row = next(i for i in range(len(opened)) if opened.objects["part"][i].as_py() == 0)
+    hit = opened.hit(row, 1.0)
+    with pytest.raises(UsageError, match=f"^{part}: a damaged index file"):
+        opened.thumbnail(hit)
