@@ -95,11 +95,8 @@ _held_locks: set[Path] = set()  # folders this process holds the lock of
 def output_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
     holds it. The kernel drops a flock when its process dies, so a killed run never blocks.
-    Held already by this process (a command that locks its --out around a stage that locks
-    it too), it is not taken twice."""
-    if holds_lock(folder):
-        yield
-        return
+    (A second `output_lock` of the folder in the same process conflicts too: flocks belong to
+    open files. `locks_folder` is the re-entrant form.)"""
     folder = check_out_dir(folder).resolve()
     lock_file = folder / LOCK_NAME
     while True:
@@ -137,15 +134,18 @@ def _is_file_at(handle, path: Path) -> bool:
 def locks_folder(parameter: str) -> Callable[[Callable], Callable]:
     """Decorate a function (a stage, a command) so that it runs holding `output_lock` of the
     folder its argument `parameter` names: the one rule of every command that writes a folder
-    (tests/app/test_output_locks.py holds each command to it)."""
+    (tests/app/test_output_locks.py holds each command to it). Held already by this process
+    (a command locks its --out, then calls a stage that locks it too), it is not taken again."""
 
     def decorate(function: Callable) -> Callable:
         signature = inspect.signature(function)
 
         @functools.wraps(function)
         def locked(*args, **kwargs):
-            folder = signature.bind(*args, **kwargs).arguments[parameter]
-            with output_lock(Path(folder)):
+            folder = Path(signature.bind(*args, **kwargs).arguments[parameter])
+            if holds_lock(folder):
+                return function(*args, **kwargs)
+            with output_lock(folder):
                 return function(*args, **kwargs)
 
         return locked

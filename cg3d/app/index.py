@@ -20,7 +20,7 @@ from PIL import Image
 from cg3d.app.api import ImageInput, Model, ShapeInput, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
-from cg3d.files import output_lock
+from cg3d.files import locks_folder
 from cg3d.formats.retrieval import (
     FORMAT,
     merge_index_parts,
@@ -62,12 +62,12 @@ class Hit:
 # --- building --------------------------------------------------------------------------------
 
 
+@locks_folder("out")  # a second build into the same folder fails at once
 def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
     model = load(checkpoint, config.device, config.clip_pretrained or None)
-    with output_lock(Path(out)):  # a second build into the same folder fails at once
-        return index_shards(model, shards, Path(out), config)
+    return index_shards(model, shards, Path(out), config)
 
 
 def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
