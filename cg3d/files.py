@@ -142,11 +142,16 @@ def locks_folder(parameter: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(function)
         def locked(*args, **kwargs):
-            folder = Path(signature.bind(*args, **kwargs).arguments[parameter])
+            bound = signature.bind(*args, **kwargs)
+            # The folder resolved here, at the edge: the function and the libraries it calls
+            # (some make paths absolute lexically: `links/link/../out` → `links/out`) all write
+            # where the system puts the folder.
+            folder = resolved_root(bound.arguments[parameter])
+            bound.arguments[parameter] = folder
             if holds_lock(folder):
-                return function(*args, **kwargs)
+                return function(*bound.args, **bound.kwargs)
             with output_lock(folder):
-                return function(*args, **kwargs)
+                return function(*bound.args, **bound.kwargs)
 
         return locked
 

@@ -237,3 +237,17 @@ def test_a_malformed_taxonomy_is_one_line(tmp_path, taxonomy):
     (root / "taxonomy.json").write_text(json.dumps(taxonomy))
     with pytest.raises(UsageError, match="taxonomy.json: entry 0 is not an object"):
         build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), tmp_path / "o")
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+def test_the_synthetic_source_rooted_at_its_output_folder_however_it_is_spelled(
+    tmp_path, monkeypatch, how
+):
+    """The synthetic source's root is its output folder: spelled any way, the rows are the
+    same and every object is inside it (none refused as outside_root)."""
+    monkeypatch.chdir(tmp_path)
+    build_manifest(MeshesConfig(per_class=2, workers=1), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    build_manifest(MeshesConfig(per_class=2, workers=1), spelled(tmp_path, tmp_path / "b", how))
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    assert {status for _, _, status, _ in rows(tmp_path / "b")} == {"ok"}
