@@ -94,7 +94,9 @@ _held_locks: set[Path] = set()  # folders this process holds the lock of
 @contextmanager
 def output_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
-    holds it. The kernel drops a flock when its process dies, so a killed run never blocks."""
+    holds it. The kernel drops a flock when its process dies, so a killed run never blocks.
+    (A second `output_lock` of the folder in the same process conflicts too: flocks belong to
+    open files. `locks_folder` is the re-entrant form.)"""
     folder = check_out_dir(folder).resolve()
     lock_file = folder / LOCK_NAME
     while True:
@@ -129,17 +131,36 @@ def _is_file_at(handle, path: Path) -> bool:
         return False
 
 
+def locks_folder(parameter: str) -> Callable[[Callable], Callable]:
+    """Decorate a function (a stage, a command) so that it runs holding `output_lock` of the
+    folder its argument `parameter` names: the one rule of every command that writes a folder
+    (tests/app/test_output_locks.py holds each command to it). Held already by this process
+    (a command locks its --out, then calls a stage that locks it too), it is not taken again."""
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            # The folder resolved here, at the edge: the function and the libraries it calls
+            # (some make paths absolute lexically: `links/link/../out` → `links/out`) all write
+            # where the system puts the folder.
+            folder = resolved_root(bound.arguments[parameter])
+            bound.arguments[parameter] = folder
+            if holds_lock(folder):
+                return function(*bound.args, **bound.kwargs)
+            with output_lock(folder):
+                return function(*bound.args, **bound.kwargs)
+
+        return locked
+
+    return decorate
+
+
 def locks_out_dir(stage: Callable) -> Callable:
     """Decorate a stage function so that it runs holding `output_lock` of its `out_dir`."""
-    signature = inspect.signature(stage)
-
-    @functools.wraps(stage)
-    def locked(*args, **kwargs):
-        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
-        with output_lock(Path(out_dir)):
-            return stage(*args, **kwargs)
-
-    return locked
+    return locks_folder("out_dir")(stage)
 
 
 def holds_lock(folder: Path) -> bool:
@@ -161,12 +182,32 @@ class OutsideRoot(ValueError):
     """A path that resolves outside the folder a reader may read (its message names both)."""
 
 
+def resolved_root(root: str | Path) -> Path:
+    """The folder `root` names, absolute and with every symlink and `..` resolved: taken once,
+    where a root enters a reader or source (its edge), so that what the reader may open never
+    depends on how the root was spelled (relative, through a symlink, with `..`) nor on the
+    current folder of whichever process later opens a file under it."""
+    return Path(root).resolve()
+
+
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
     """The path `reference` (relative to `base_dir`, or absolute) names, after symlinks are
     followed, if it lies inside `root`; OutsideRoot when it escapes. The one rule of what a
     reader may open: mesh sources (their references), benchmark readers (their index files'
-    paths) and shard readers (the index's shard names) all pass their paths through it."""
+    paths) and shard readers (the index's shard names) all pass their paths through it.
+
+    `reference` is relative to `base_dir`, never a path already joined onto it: a caller
+    holding a whole path passes `inside_root(root, path)` instead."""
     target = (Path(base_dir) / reference).resolve()
-    if not target.is_relative_to(Path(root).resolve()):
+    if not target.is_relative_to(resolved_root(root)):
         raise OutsideRoot(f"{reference} resolves outside {root}")
+    return target
+
+
+def inside_root(root: Path, path: Path) -> Path:
+    """`path` (a whole path, relative to the current folder or absolute) resolved, if it lies
+    inside `root`; OutsideRoot naming it when it escapes."""
+    target = Path(path).resolve()
+    if not target.is_relative_to(resolved_root(root)):
+        raise OutsideRoot(f"{path} resolves outside {root}")
     return target

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cg3d.errors import UsageError
+from cg3d.files import locks_folder
 from cg3d.options import with_params
 from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 
@@ -166,6 +167,7 @@ def embed_command(
 
 
 @with_params(IndexConfig, "index")
+@locks_folder("out")  # before the checkpoint loads: a second build into OUT fails at once
 def index_command(
     checkpoint: Checkpoint,
     shards: Annotated[str, typer.Option("--shards", help="`cg3d pack` output: folder or URL.")],
@@ -180,7 +182,7 @@ def index_command(
     built = build_index(checkpoint, shards, out, config)
     console.print(
         f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "
-        f"({built['failures']} samples skipped, see failures.parquet) → {out}",
+        f"({built['lost']} samples lost, see failures.parquet) → {out}",
         markup=False,
     )
 

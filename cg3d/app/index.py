@@ -20,7 +20,7 @@ from PIL import Image
 from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
-from cg3d.files import output_lock
+from cg3d.files import locks_folder
 from cg3d.formats.retrieval import (
     FORMAT,
     merge_index_parts,
@@ -62,12 +62,12 @@ class Hit:
 # --- building --------------------------------------------------------------------------------
 
 
+@locks_folder("out")  # a second build into the same folder fails at once
 def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
     model = load(checkpoint, config.device, config.clip_pretrained or None)
-    with output_lock(Path(out)):  # a second build into the same folder fails at once
-        return index_shards(model, shards, Path(out), config)
+    return index_shards(model, shards, Path(out), config)
 
 
 def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
@@ -120,6 +120,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
             progress.advance(task, count)
     failures = output.finalize(len(plan))
     counts = merge_index_parts(out, [output.part(i) for i in range(len(plan))])
+    planned = sum(count for _, _, count in plan)
     manifest = {
         "format": FORMAT,
         "model": identity,
@@ -127,7 +128,9 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
         "splits": sorted({split for split, _, _ in plan}),
         "parts": len(plan),
         **counts,
-        "failures": len(failures),
+        "failures": len(failures),  # rows: a row may stand for many samples (a shard cut short)
+        # samples the shards' index promised that are not in the index: what a user lost
+        "lost": max(planned - counts["objects"], 0),
     }
     write_retrieval(out, manifest)
     return manifest
@@ -240,7 +243,7 @@ class Index:
         self.manifest = manifest
         self._model = model
         self.device = device
-        self.objects, self.points, self.views, self.view_object = read_arrays(self.path)
+        self.objects, self.points, self.views, self.view_object = read_arrays(self.path, manifest)
         for name, array in (("points.npy", self.points), ("views.npy", self.views)):
             if array.dtype.kind == "f" and not np.isfinite(array).all():  # NaN scores: any order
                 row = int(np.flatnonzero(~np.isfinite(array).all(axis=-1))[0])

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cg3d.files import check_out_dir
+from cg3d.files import check_out_dir, locks_folder
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -31,6 +31,7 @@ Out = Annotated[Path, typer.Option("--out", help="Output folder (metrics.json an
 
 @eval_app.command("zeroshot")
 @with_params(ZeroShotConfig, "eval.zeroshot")
+@locks_folder("out")  # one run at a time into OUT: a second is refused at once
 def zeroshot_command(
     checkpoint: Checkpoint,
     out: Out,
@@ -78,6 +79,7 @@ def _with_shards(config, shards: str | None):
 
 @eval_app.command("retrieval")
 @with_params(RetrievalConfig, "eval.retrieval")
+@locks_folder("out")  # one run at a time into OUT: a second is refused at once
 def retrieval_command(
     checkpoint: Checkpoint,
     shards: Annotated[
@@ -101,6 +103,7 @@ def retrieval_command(
 
 
 @with_params(FinetuneConfig, "finetune")
+@locks_folder("out")  # one run at a time into OUT: a second is refused at once
 def finetune_command(
     checkpoint: Checkpoint,
     out: Out,
@@ -132,6 +135,7 @@ def finetune_command(
 
 
 @with_params(SceneConfig, "scene")
+@locks_folder("out")  # one run at a time into OUT: a second is refused at once
 def scene_query_command(
     scene: Annotated[
         Path, typer.Argument(help="Scene point cloud: .ply, .npy or .txt (xyz columns).")
@@ -158,6 +162,7 @@ def scene_query_command(
     console.print(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}", markup=False)
 
 
+@locks_folder("out")
 def audit_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv and audit.json.")],
     train: Annotated[

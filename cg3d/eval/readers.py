@@ -39,6 +39,7 @@ Axis conventions (all need no rotation, since our canonical frame is +Y up):
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
-from cg3d.files import OutsideRoot, confined_path
+from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -239,9 +240,10 @@ def pointnet2_fps(xyz: np.ndarray, count: int) -> np.ndarray:
 
 
 def _require_file(root: Path, path: Path, what: str) -> Path:
-    """`path`, a file the reader needs, if it lies inside `root` (symlinks followed)."""
+    """`path` (a whole path, not one relative to `root`), a file the reader needs, if it lies
+    inside `root` (symlinks followed)."""
     try:
-        confined_path(root, root, path)
+        inside_root(root, path)
     except OutsideRoot as error:
         raise UsageError(f"{what}: {error}") from None
     if not path.is_file():
@@ -278,7 +280,7 @@ def _check_classes(found: list[str], dataset: str, source: Path) -> list[str]:
 
 def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
     """`modelnet40_normal_resampled`: `<class>/<class>_XXXX.txt` rows of x,y,z,nx,ny,nz."""
-    root = Path(root)
+    root = resolved_root(root)
     dataset = f"modelnet{classes}"
     names_file = _require_file(root, root / f"{dataset}_shape_names.txt", "--root")
     found = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
@@ -286,10 +288,11 @@ def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
     list_file = _require_file(root, root / f"{dataset}_{split}.txt", "--root")
     ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     label_of = {folder: index for index, folder in enumerate(found)}
-    refusals = [Refusals()]
+    refusals, unreadable = [Refusals()], [0]
 
     def shapes() -> Iterator[Shape]:
         refusals[0] = refused = Refusals()
+        unreadable[0] = 0
         for shape_id in ids:
             folder = shape_id.rsplit("_", 1)[0]  # night_stand_0001 → night_stand
             if folder not in label_of:
@@ -298,13 +301,39 @@ def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
             if path is None:
                 continue
             path = _require_file(root, path, "--root")
-            points = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+            try:
+                points = read_modelnet_txt(path)
+            except ValueError as error:  # one bad file is one skipped shape, with its reason
+                unreadable[0] += 1
+                log.warning("skipping %s: %s", shape_id, error)
+                continue
             yield Shape(shape_id, points, label_of[folder])
 
-    count = lambda: refusals[0].count  # noqa: E731 - read after each pass
     return Benchmark(
-        dataset, split, names, len(ids), shapes, skipped=count, refused=count, folder_names=found
+        dataset,
+        split,
+        names,
+        len(ids),
+        shapes,
+        skipped=lambda: refusals[0].count + unreadable[0],
+        refused=lambda: refusals[0].count,
+        folder_names=found,
     )
+
+
+def read_modelnet_txt(path: Path) -> np.ndarray:
+    """(N, 3+) float32 rows `x,y,z[,nx,ny,nz]` of one ModelNet shape; ValueError naming the
+    file and its fault when it holds anything else (text, too few columns, no rows)."""
+    try:
+        with warnings.catch_warnings():  # an empty file: said below, as one skipped shape
+            warnings.simplefilter("ignore", UserWarning)
+            points = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    except ValueError as error:  # UnicodeDecodeError included: a binary file
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: not rows of comma-separated numbers ({first})") from None
+    if points.shape[0] == 0 or points.shape[1] < 3:
+        raise ValueError(f"{path}: {points.shape[0]} rows of {points.shape[1]} values, not x,y,z")
+    return points
 
 
 def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
@@ -314,9 +343,10 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     process: it is only read with an explicit `--allow-pickle`, for files from a trusted source.
     """
     path = Path(path)
+    root = resolved_root(path if path.is_dir() else path.parent)
     if path.is_dir():
-        path = _require_file(path, path / "modelnet40_test_8192pts_fps.dat", "--root")
-    _require_file(path.parent, path, "--root")
+        path = root / "modelnet40_test_8192pts_fps.dat"
+    _require_file(root, path, "--root")
     if not allow_pickle:
         raise UsageError(
             f"{path} is a pickle, which can run arbitrary code when loaded: pass --allow-pickle "
@@ -346,7 +376,8 @@ def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
         )
     relative = Path(SCANOBJECTNN_FILES[variant].format(split=split))
     root = Path(root)
-    if root.name == relative.parent.name:
+    # the name as given or as resolved (a root that is a symlink named either way)
+    if relative.parent.name in (root.name, resolved_root(root).name):
         return _require_file(root, root / relative.name, "--root")
     return _require_file(root, root / relative, "--root")
 
@@ -381,7 +412,7 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
     The label of a synset is the index of its (CG3D-renamed) taxonomy name in the protocol's
     shapenet55 list, as the CG3D code does.
     """
-    root = Path(root)
+    root = resolved_root(root)
     list_file = next(
         (p for p in (root / f"{split}.txt", root / "ShapeNet-55" / f"{split}.txt") if p.is_file()),
         None,
@@ -503,6 +534,8 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
             f"--root: {root} holds neither our shards (index.json) nor OpenShape's LVIS split "
             f"({', '.join(OPENSHAPE_SPLITS)})"
         )
+    if root.is_dir():
+        _require_file(root, split_file, "--root")
     if not allow_pickle:
         raise UsageError(
             f"{split_file}: OpenShape's .npy files are pickles, which can run arbitrary code when "
@@ -511,7 +544,7 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
     entries = read_lvis_split(split_file)
     classes = sorted({e["category"] for e in entries})
     label_of = {name: i for i, name in enumerate(classes)}
-    base = root if root.is_dir() else root.parent
+    base = resolved_root(root if root.is_dir() else root.parent)
     skipped, refusals = [0], [Refusals()]
 
     def shapes() -> Iterator[Shape]:

@@ -35,6 +35,7 @@ FAILURE_KINDS = (
     "outside_root",  # the file, or one it references, lies outside the source's root
     "undecodable",  # a Draco or meshopt payload that does not decode
     "changed_since_listed",  # a later stage found the file moved out of the root, or rewritten
+    "ambiguous_label",  # the source's annotations give the object two classes
 )
 # The manifest's metadata key for the source root, the folder its files and every file they
 # reference must lie in when a later stage opens them: relative to the manifest's folder when

@@ -122,8 +122,8 @@ def write_retrieval(out: Path, descriptor: dict) -> None:
 
 
 def read_retrieval(path: Path) -> dict:
-    """The retrieval.json of an index folder (index.json before the rename); a missing or
-    foreign one is one line naming it."""
+    """The retrieval.json of an index folder (index.json before the rename); a missing, foreign
+    or malformed one (a field missing or of the wrong type) is one line naming it."""
     file = Path(path) / RETRIEVAL_NAME
     if not file.is_file() and (Path(path) / LEGACY_NAME).is_file():
         file = Path(path) / LEGACY_NAME
@@ -133,26 +133,94 @@ def read_retrieval(path: Path) -> dict:
         )
     try:
         manifest = json.loads(file.read_text())
-    except ValueError as error:
+    except ValueError as error:  # UnicodeDecodeError included
         raise UsageError(f"{file}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UsageError(f"{file}: not a CG3D index (no {FORMAT!r} format tag)")
+    problem = _descriptor_problem(manifest)
+    if problem:
+        raise UsageError(f"{file}: a damaged index descriptor ({problem}); rebuild the index")
     return manifest
 
 
-def read_arrays(path: Path) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """objects.parquet, and points.npy, views.npy and view_object.npy memory-mapped."""
+# What a reader of retrieval.json relies on: field → type (model: its own fields).
+_FIELDS = {"shards": str, "objects": int, "views": int, "dim": int, "model": dict}
+_MODEL_FIELDS = {"checkpoint": str, "checkpoint_sha256": str}
+
+
+def _descriptor_problem(manifest: dict) -> str | None:
+    for fields, where in ((_FIELDS, manifest), (_MODEL_FIELDS, manifest.get("model"))):
+        for name, kind in fields.items():
+            value = where.get(name) if isinstance(where, dict) else None
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"{name!r} is {value!r:.40}, not a {kind.__name__}"
+            if kind is int and value < 0:
+                return f"{name!r} is {value}"
+    if "clip_weights" not in manifest["model"]:
+        return "'model' names no 'clip_weights'"
+    return None
+
+
+OBJECT_COLUMNS = ("id", "class_name", "source", "split", "part", "row")
+
+
+def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """objects.parquet, and points.npy, views.npy and view_object.npy memory-mapped, each
+    checked against the others and against retrieval.json (`manifest`) on open: an index
+    whose files disagree (one cut short, replaced or not written by `cg3d index`) would
+    answer from part of its objects, or with another's rows; it is one line naming the file.
+    Pickled arrays are never loaded."""
     path = Path(path)
-    return (
-        pq.read_table(path / "objects.parquet"),
-        np.load(path / "points.npy", mmap_mode="r"),
-        np.load(path / "views.npy", mmap_mode="r"),
-        np.load(path / "view_object.npy", mmap_mode="r"),
-    )
+    objects = _read_objects(path / "objects.parquet")
+    n, views, dim = manifest["objects"], manifest["views"], manifest["dim"]
+    if objects.num_rows != n:
+        raise _damaged(
+            path / "objects.parquet", f"{objects.num_rows} rows, retrieval.json says {n}"
+        )
+    points = _read_array(path / "points.npy", (n, dim), np.float32)
+    view_rows = _read_array(path / "views.npy", (views, dim), np.float32)
+    owner = _read_array(path / "view_object.npy", (views,), np.int64)
+    # each object's views are consecutive rows (the search reduces them as runs)
+    if views and (owner[0] < 0 or owner[-1] >= n or (np.diff(owner) < 0).any()):
+        raise _damaged(path / "view_object.npy", f"not ascending object rows in [0, {n})")
+    return objects, points, view_rows, owner
+
+
+def _read_objects(file: Path) -> pa.Table:
+    try:
+        table = pq.read_table(file)
+    except (OSError, ValueError) as error:  # ArrowInvalid: cut short, not Parquet
+        raise _damaged(file, str(error).splitlines()[0] if str(error) else "unreadable") from None
+    missing = [name for name in OBJECT_COLUMNS if name not in table.column_names]
+    if missing:
+        raise _damaged(file, f"no column {', '.join(missing)}")
+    return table
+
+
+def _read_array(file: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The .npy at `file`, memory-mapped, if it is a plain array of `shape` and `dtype`."""
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # pickled, cut short, not .npy
+        raise _damaged(file, str(error).splitlines()[0] if str(error) else "unreadable") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise _damaged(
+            file, f"{array.dtype} {array.shape}, retrieval.json says {np.dtype(dtype)} {shape}"
+        )
+    return array
+
+
+def _damaged(file: Path, reason: str) -> UsageError:
+    return UsageError(f"{file}: a damaged index file ({reason}); rebuild the index")
 
 
 def read_thumbnail(path: Path, part: int, row: int) -> bytes:
-    """The thumbnail PNG of row `row` of part `part` (empty when none was kept): one row group."""
-    file = pq.ParquetFile(Path(path) / f"part-{part:05d}.parquet")
+    """The thumbnail PNG of row `row` of part `part` (empty when none was kept): one row group.
+    A part missing or damaged since the build is one line naming it."""
+    file = Path(path) / f"part-{part:05d}.parquet"
     group, offset = divmod(row, ROW_GROUP)
-    return file.read_row_group(group, columns=["thumbnail"])["thumbnail"][offset].as_py()
+    try:
+        table = pq.ParquetFile(file).read_row_group(group, columns=["thumbnail"])
+        return table["thumbnail"][offset].as_py()
+    except (OSError, ValueError, IndexError, KeyError) as error:  # ArrowInvalid: a ValueError
+        raise _damaged(file, f"no thumbnail at row {row}: {error}") from None

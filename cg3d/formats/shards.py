@@ -155,6 +155,11 @@ def read_index(shards: str | Path) -> dict:
     url = shard_url(shards, INDEX_NAME)
     if not is_remote(shards) and not Path(url).is_file():
         raise UsageError(f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output")
+    if not is_remote(shards):  # checked before it is read: nothing outside the folder is
+        try:
+            confined_path(location(shards), location(shards), INDEX_NAME)
+        except OutsideRoot as error:
+            raise UsageError(f"{url}: {error}") from None
     try:
         with open_shard(url) as stream:
             data = stream.read()

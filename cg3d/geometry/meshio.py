@@ -134,6 +134,8 @@ def load_mesh(path: Path) -> Mesh:
     path = Path(path)
     suffix = check_suffix(path)
     check_nonempty(path)
+    if suffix == ".ply":
+        check_ply_faces(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
@@ -152,6 +154,152 @@ def load_mesh(path: Path) -> Mesh:
     )
     check_mesh(result)
     return result
+
+
+# PLY: the face list counts. trimesh reads an ASCII face row by its tokens and ignores the count
+# ("255 0 1 2" is a triangle to it), Blender's importer reads the count (255 indices: the row
+# runs into the next ones; "2 0 1" an edge that trimesh drops). A file whose counts and rows
+# disagree, or with a face of fewer than 3 corners, has two readings: refused before either
+# reader sees it (`check_ply_faces`, called by both paths).
+PLY_TYPES = {
+    "char": "b", "int8": "b", "uchar": "B", "uint8": "B", "short": "h", "int16": "h",
+    "ushort": "H", "uint16": "H", "int": "i", "int32": "i", "uint": "I", "uint32": "I",
+    "float": "f", "float32": "f", "double": "d", "float64": "d",
+}  # fmt: skip
+MAX_PLY_HEADER = 1 << 16  # bytes: a header is a few hundred
+
+
+@dataclass
+class _PlyElement:
+    name: str
+    count: int
+    properties: list[tuple[str, str, str | None]]  # (name, type, list item type or None)
+
+
+def check_ply_faces(path: Path) -> None:
+    """MeshError (`unreadable`) unless every face of the PLY at `path` is a list of 3 or more
+    vertex indices that holds exactly as many as its count says (the one reading of it)."""
+    with open(path, "rb") as handle:
+        form, elements = _ply_header(handle)
+        for element in elements:
+            if element.name == "face":
+                if form == "ascii":
+                    _ascii_faces(handle, element)
+                else:
+                    _binary_faces(handle, element, "<" if form.endswith("little_endian") else ">")
+                return
+            if form == "ascii":
+                for _ in range(element.count):
+                    handle.readline()
+            else:
+                _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+
+
+def _ply_header(handle: BinaryIO) -> tuple[str, list[_PlyElement]]:
+    form, elements = "", []
+    while True:
+        line = handle.readline(MAX_PLY_HEADER)
+        if not line or handle.tell() > MAX_PLY_HEADER:
+            raise MeshError("unreadable", "a PLY header with no end_header")
+        words = line.decode("ascii", "replace").split()
+        if not words or words[0] in ("ply", "comment", "obj_info"):
+            continue
+        if words[0] == "end_header":
+            return form, elements
+        try:
+            if words[0] == "format":
+                form = words[1]
+            elif words[0] == "element":
+                elements.append(_PlyElement(words[1], int(words[2]), []))
+            elif words[0] == "property" and words[1] == "list":
+                elements[-1].properties.append((words[4], words[2], words[3]))
+            elif words[0] == "property":
+                elements[-1].properties.append((words[2], words[1], None))
+        except (IndexError, ValueError):
+            raise MeshError("unreadable", f"a malformed PLY header line: {line[:60]!r}") from None
+
+
+def _too_few(number: int, count: int) -> MeshError:
+    return MeshError(
+        "unreadable",
+        f"PLY face {number} has {count} corners (a face needs 3 or more; readers would disagree)",
+    )
+
+
+def _ascii_faces(handle: BinaryIO, element: _PlyElement) -> None:
+    for number in range(element.count):
+        tokens = handle.readline().split()
+        expected = 0  # the values the row must hold, by its properties and list counts
+        for _, _, item in element.properties:
+            if item is None:
+                expected += 1
+                continue
+            try:
+                count = int(float(tokens[expected]))
+            except (IndexError, ValueError):
+                raise MeshError("unreadable", f"PLY face {number}: no list count") from None
+            if count < 3:
+                raise _too_few(number, count)
+            expected += 1 + count
+        if expected != len(tokens):
+            raise MeshError(
+                "unreadable",
+                f"PLY face {number} holds {len(tokens)} values where its counts say {expected} "
+                "(readers would disagree on it)",
+            )
+
+
+def _skip_binary(handle: BinaryIO, element: _PlyElement, order: str) -> None:
+    if all(item is None for _, _, item in element.properties):
+        size = sum(struct.calcsize(PLY_TYPES.get(kind, "i")) for _, kind, _ in element.properties)
+        handle.seek(size * element.count, os.SEEK_CUR)
+        return
+    for _ in range(element.count):
+        _binary_record(handle, element, order, None)
+
+
+def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str) -> None:
+    """Every face's counts: at once when all faces are one list of the same count (the usual
+    all-triangle file), else record by record."""
+    if len(element.properties) == 1 and element.properties[0][2] is not None and element.count:
+        _, kind, item = element.properties[0]
+        start = handle.tell()
+        first = handle.read(struct.calcsize(PLY_TYPES.get(kind, "i")))
+        handle.seek(start)
+        if kind in PLY_TYPES and item in PLY_TYPES and first:
+            (count,) = struct.unpack(order + PLY_TYPES[kind], first)
+            record = np.dtype(
+                [("n", order + PLY_TYPES[kind]), ("i", order + PLY_TYPES[item], (count,))]
+            )
+            data = handle.read(record.itemsize * element.count)
+            if len(data) == record.itemsize * element.count:
+                counts = np.frombuffer(data, record)["n"]
+                if count >= 3 and (counts == count).all():
+                    return
+            handle.seek(start)
+    for number in range(element.count):
+        _binary_record(handle, element, order, number)
+
+
+def _binary_record(handle: BinaryIO, element: _PlyElement, order: str, face: int | None) -> None:
+    """Read past one binary record; with `face` (its number), check its lists' counts."""
+    try:
+        for _, kind, item in element.properties:
+            if item is None:
+                handle.seek(struct.calcsize(PLY_TYPES[kind]), os.SEEK_CUR)
+                continue
+            code = PLY_TYPES[kind]
+            (count,) = struct.unpack(order + code, handle.read(struct.calcsize(code)))
+            if face is not None and count < 3:
+                raise _too_few(face, count)
+            size = count * struct.calcsize(PLY_TYPES[item])
+            if len(handle.read(size)) != size:
+                raise struct.error
+    except (KeyError, struct.error):
+        what = f"PLY face {face}" if face is not None else f"a PLY {element.name} record"
+        raise MeshError(
+            "unreadable", f"{what} is cut short or of an unknown type (its counts overrun)"
+        ) from None
 
 
 def _check_has_faces(scene, path: Path) -> None:
@@ -464,7 +612,10 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     resolved = Path(path).resolve()
     suffix = resolved.suffix.lower()
     if suffix not in (".obj", *GLTF_SUFFIXES):
-        return listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+        listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+        if suffix == ".ply":
+            check_ply_faces(listed)  # the bytes Blender is handed read as the fast path reads
+        return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)

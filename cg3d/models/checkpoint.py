@@ -19,7 +19,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -66,7 +66,31 @@ def save_checkpoint(
     # file it is given (`.last.pt.<pid>.tmp/data/0`), a handle gets the fixed name `archive/`,
     # so one run gives the same bytes every time. Streamed: no second copy in memory.
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(payload, handle)
+        writer = _WriteErrors(handle)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None  # atomic_path names `path` in it, for one line
+
+
+class _WriteErrors:
+    """A file handle that keeps the OSError its write raised: torch.save reports a failed
+    write (a full disk) as a RuntimeError with no errno and no file name."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

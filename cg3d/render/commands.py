@@ -55,7 +55,10 @@ def show(
     ] = None,
 ) -> None:
     """Write a contact sheet PNG of an object's views (with its points projected when given)."""
+    from cg3d.files import output_lock
+    from cg3d.render.show import sheet_path
     from cg3d.render.show import show as write_sheet
 
-    path = write_sheet(object_id, renders, out, points)
+    with output_lock(sheet_path(out, object_id).parent):  # the folder the sheet goes into
+        path = write_sheet(object_id, renders, out, points)
     print(f"wrote {path}")

@@ -10,8 +10,9 @@ an update itself never waits for the GPU.
 
 `fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
 held-out accuracy, and writes the epoch (`write_epoch`: curves, then the checkpoint with model,
-optimisers, schedulers, RNG states and position) into `OUT/.resume/`; at the end `publish` moves
-them into OUT: `last.pt`, `metrics.json`, `dvclive/plots/metrics/`. The parts live beside it:
+optimisers, schedulers, RNG states, position and the epoch's metrics, then those metrics) into
+`OUT/.resume/`; at the end `publish` moves them into OUT: `last.pt`, `metrics.json`,
+`dvclive/plots/metrics/`. The parts live beside it:
 `trainer` (one update of either schedule), `optim` (optimisers, schedules), `evaluate`
 (held-out accuracy), `resume` (when a run continues, from `OUT/.resume/`), `distributed`.
 
@@ -275,35 +276,54 @@ def open_curves(out: Path, first_epoch: int):
 def write_epoch(
     out: Path, live, record: dict[str, float], metrics: dict[str, Any], model: CG3D, state: dict
 ) -> None:
-    """An epoch's curve rows, its numbers, then the checkpoint, into `OUT/.resume/`, in that
-    order: the checkpoint commits the epoch, and a resume drops whatever was written after it."""
+    """An epoch's curve rows, the checkpoint, then the epoch's numbers, into `OUT/.resume/`,
+    in that order: the checkpoint commits the epoch (a resume drops the curve rows written after
+    it), and the numbers, which claim its epoch, are written only once it exists. The
+    checkpoint carries them too, so that a run stopped between the two (a full disk, a kill)
+    writes them again on resume (`resumed_metrics`). A failed save is an OSError naming the
+    file."""
     for key, value in record.items():
         if key not in TIMING_KEYS:
             live.log_metric(key, value)
     live.next_step()
     folder = resume_folder(out)
+    save_checkpoint(folder / "last.pt", model, state | {"metrics": metrics})
+    write_run_info(folder, metrics)
+
+
+def write_run_info(folder: Path, metrics: dict[str, Any]) -> None:
     with atomic_path(folder / RUN_INFO) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    save_checkpoint(folder / "last.pt", model, state)
+
+
+def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of the checkpoint a run resumes from, written again into `OUT/.resume/` (the
+    run stopped after its save, before its numbers; older checkpoints: the files' numbers)."""
+    metrics = training.get("metrics") or read_metrics(out)
+    if metrics and world()[0] == 0:
+        resume_folder(out).mkdir(parents=True, exist_ok=True)
+        write_run_info(resume_folder(out), metrics)
+    return metrics
 
 
 def publish(out: Path) -> None:
-    """Move a finished run from `OUT/.resume/` into OUT: the curves, `run.json` (untracked),
-    `metrics.json` (its `TRACKED_METRICS`), then `last.pt`; then remove the folder. Each file
-    is replaced whole; a kill in between leaves the folder, and a rerun trains again."""
+    """Move a finished run from `OUT/.resume/` into OUT: `last.pt` first, then the numbers
+    that claim it (`run.json`, untracked, and `metrics.json`, its `TRACKED_METRICS`), then
+    the curves; then remove the folder. Each file is replaced whole; a kill in between leaves
+    the folder, and a rerun publishes again from the checkpoint it finds."""
     out, folder = Path(out), resume_folder(out)
-    if (folder / "dvclive" / "plots").is_dir():
-        target = out / "dvclive" / "plots"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(folder / "dvclive" / "plots", target)
+    if (folder / "last.pt").is_file():
+        os.replace(folder / "last.pt", out / "last.pt")
     if (folder / RUN_INFO).is_file():
         info = json.loads((folder / RUN_INFO).read_text())
         with atomic_path(out / "metrics.json") as tmp:
             tracked = {key: info[key] for key in TRACKED_METRICS if key in info}
             tmp.write_text(json.dumps(tracked, indent=2) + "\n")
         os.replace(folder / RUN_INFO, out / RUN_INFO)
-    if (folder / "last.pt").is_file():
-        os.replace(folder / "last.pt", out / "last.pt")
+    if (folder / "dvclive" / "plots").is_dir():
+        target = out / "dvclive" / "plots"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(folder / "dvclive" / "plots", target)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -346,7 +366,7 @@ def fit(
     if rank == 0:
         resume_folder(out).mkdir(parents=True, exist_ok=True)
     live = open_curves(out, first_epoch) if rank == 0 else None
-    metrics = read_metrics(out) if training else {}
+    metrics = resumed_metrics(out, training) if training else {}
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         if rank == 0:
@@ -375,10 +395,14 @@ def fit(
 
 def read_metrics(out: Path) -> dict[str, Any]:
     """The numbers of the run's last epoch (what `fit` returns when no epoch is left to train):
-    the unfinished run's, else the published `run.json`, else `metrics.json`."""
+    the unfinished run's, else the published `run.json`, else `metrics.json`; a file cut short
+    by hand counts as none."""
     for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / "metrics.json"):
         if path.is_file():
-            return json.loads(path.read_text())
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                continue
     return {}
 
 

@@ -170,11 +170,12 @@ def kill_on_call(monkeypatch, target, name: str, call: int) -> None:
     monkeypatch.setattr(target, name, dying)
 
 
-# Where epoch 2 of 3 is killed; an alternating epoch logs 9 curves (7 train/, 2 test/).
+# Where epoch 2 of 3 is killed, and the epoch its checkpoint then holds; an alternating epoch
+# logs 9 curves (7 train/, 2 test/). The checkpoint is written before metrics.json.
 KILL_POINTS = {
-    "amid the curve rows": (Live, "log_metric", 9 + 4),
-    "after the curves, before metrics.json": (loop, "atomic_path", 2),
-    "before the checkpoint": (loop, "save_checkpoint", 2),
+    "amid the curve rows": (Live, "log_metric", 9 + 4, 1),
+    "after the curves, before the checkpoint": (loop, "save_checkpoint", 2, 1),
+    "after the checkpoint, before metrics.json": (loop, "atomic_path", 2, 2),
 }
 
 
@@ -197,13 +198,14 @@ def test_curves_agree_with_the_checkpoint_after_a_kill_anywhere(
     uninterrupted, tmp_path, monkeypatch, kill
 ):
     config = tiny_train_config(epochs=3)
+    *where, saved = KILL_POINTS[kill]
     with monkeypatch.context() as patch:
-        kill_on_call(patch, *KILL_POINTS[kill])
+        kill_on_call(patch, *where)
         model, _ = prepare_model(config, CLASSES, tmp_path)
         with pytest.raises(KeyboardInterrupt):
             fit(config, tmp_path, model, make_batches(4, 8), make_batches(1, 8, seed=9))
     model, training = prepare_model(config, CLASSES, tmp_path, resume="always")
-    assert training["epoch"] == 1
+    assert training["epoch"] == saved
     fit(config, tmp_path, model, make_batches(4, 8), make_batches(1, 8, seed=9), training)
     for metric in ("train/loss", "train/lr_encoder", "test/point_text_acc"):
         rows = curve(tmp_path, metric)

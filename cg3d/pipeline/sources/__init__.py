@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, locks_out_dir
+from cg3d.files import (
+    OutsideRoot,
+    atomic_path,
+    file_sha256,
+    inside_root,
+    locks_out_dir,
+    resolved_root,
+)
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.geometry.meshio import (
     BYTES_ONLY_SUFFIXES,
@@ -85,6 +92,8 @@ def check_config(config: MeshesConfig) -> None:
 def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     """Run the meshes stage into `out_dir` (manifest.parquet, classes.json, failures.parquet)."""
     check_config(config)
+    if config.source != "synthetic":  # the edge: every later check uses this one spelling
+        config = replace(config, root=str(resolved_root(config.root)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
@@ -145,7 +154,8 @@ def _write_listing(
 
     def flush() -> None:
         part = work / f"listing-{len(parts):05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(batch, schema=SCHEMA), part)
+        with atomic_path(part) as tmp:  # a full disk: an error naming the part, no half file
+            pq.write_table(pa.Table.from_pylist(batch, schema=SCHEMA), tmp)
         parts.append(part)
         batch.clear()
 
@@ -161,8 +171,9 @@ def _write_listing(
 
 
 def source_root(config: MeshesConfig, out_dir: Path) -> Path:
-    """The folder a source may read: its root (the synthetic source: the output folder)."""
-    return Path(config.root) if config.source != "synthetic" else Path(out_dir)
+    """The folder a source may read, resolved: its root (the synthetic source: the output
+    folder). Workers get it absolute, whatever their current folder."""
+    return resolved_root(config.root if config.source != "synthetic" else out_dir)
 
 
 def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRecord]:
@@ -264,10 +275,32 @@ def cap_per_class(keys: list[str], per_class: int, seed: int) -> list[str]:
     return keys
 
 
-def read_json(path: Path, option: str) -> Any:
-    """A JSON file the user points at; one that does not parse is a UsageError naming `option`."""
+def root_file(root: Path, name: str, option: str) -> Path:
+    """The file `name` of a source's own layout under `root` (taxonomy.json, annotations.json),
+    if it lies inside `root` after symlinks are followed: a UsageError naming `option`
+    otherwise, as for every other file a source reads."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return inside_root(root, Path(root) / name)
+    except OutsideRoot as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
+    """A JSON file the user points at; one that does not parse is a UsageError naming `option`.
+    With `unique_keys`, so is an object that names a key twice (json keeps the last silently)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise UsageError(f"{option}: {path} names the key {key!r} twice in one object")
+            seen.add(key)
+        return dict(items)
+
+    try:
+        return json.loads(
+            path.read_text(encoding="utf-8"), object_pairs_hook=pairs if unique_keys else None
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
 
@@ -307,8 +340,12 @@ def match_protocol_names(folders: Iterable[str]) -> tuple[dict[str, str], list[s
 
 def iter_sorted_files(folder: Path) -> Iterator[Path]:
     """Files under `folder`, recursively, in a stable order (by path components, as sorting the
-    paths gives), hidden ones skipped, symlinked folders not entered (as `rglob`); walked one
-    folder at a time, never all listed at once."""
+    paths gives), hidden ones skipped; walked one folder at a time, never all listed at once.
+
+    Symlinked folders are not entered (a link to a folder inside the root would list its files
+    twice, one outside would list files the stage may not read) but yielded, as are broken
+    links and other entries that are not files: a source gives each a failure row
+    (`not_a_file`), so that nothing under the root is left out silently."""
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except PermissionError:
@@ -318,5 +355,25 @@ def iter_sorted_files(folder: Path) -> Iterator[Path]:
             continue
         if entry.is_dir(follow_symlinks=False):
             yield from iter_sorted_files(Path(entry.path))
-        elif entry.is_file():
+        else:
             yield Path(entry.path)
+
+
+def not_a_file(path: Path, root: Path) -> MeshError | None:
+    """Why a path `iter_sorted_files` yielded is no object (its failure row), or None for a
+    file: a symlinked folder (`outside_root` when it leads out of `root`), a broken link, or
+    something else that is not a file (a socket, a FIFO)."""
+    if path.is_file():
+        return None
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(resolved_root(root)):
+            return MeshError("outside_root", f"a symlink to {target}, outside the source root")
+        if target.is_dir():
+            return MeshError(
+                "duplicate",
+                f"a symlinked folder (to {target}, inside the source root): not entered, so that "
+                "no file is listed twice",
+            )
+        return MeshError("missing_file", f"a broken symlink (to {target})")
+    return MeshError("unsupported_format", "not a file nor a folder")

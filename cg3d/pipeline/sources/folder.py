@@ -5,7 +5,8 @@ textures and .mtl files beside them (assets, not objects). Any other file become
 status `unsupported_format` naming the format (FBX, COLLADA, 3MF...). Names with spaces or
 non-ASCII characters are fine (the id is a key-safe slug plus a hash). Classes are the folder
 names, sorted; split seeded per class; +Y up unless `meshes.up_axis` says otherwise. A file
-(or symlink) that resolves outside ROOT is refused by the meshes stage's check, unread.
+(or symlink) that resolves outside ROOT is refused by the meshes stage's check, unread; a
+symlinked folder is not entered but given a failure row (`outside_root` when it leads out).
 """
 
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from cg3d.pipeline.sources import (
     MeshesConfig,
     cap_per_class,
     iter_sorted_files,
+    not_a_file,
     seeded_split,
     stored_path,
 )
@@ -36,21 +38,30 @@ ASSET_SUFFIXES = {
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    classes = [p.name for p in entries if p.is_dir() and not p.is_symlink()]
     if not classes:
         raise UsageError(f"--root: no class subfolders in {root}")
-    return Listing(classes, _records(root, classes, config, out_dir))
+    # A symlinked class folder is not entered either (see `iter_sorted_files`), nor is a broken
+    # link taken for a file: one row each. (Plain files beside the classes are no objects.)
+    links = [p.name for p in entries if p.is_symlink() and not p.is_file()]
+    return Listing(classes, _records(root, classes, links, config, out_dir))
 
 
 def _records(
-    root: Path, classes: list[str], config: MeshesConfig, out_dir: Path
+    root: Path, classes: list[str], links: list[str], config: MeshesConfig, out_dir: Path
 ) -> Iterator[MeshRecord]:
+    for name in links:
+        failure = not_a_file(root / name, root)
+        yield _record(name, (root / name).as_posix(), name, "train", failure.kind, failure.reason)
     for class_name in classes:
-        files = [  # strings, not Paths: a class may hold millions of files
-            p.relative_to(root).as_posix()
-            for p in iter_sorted_files(root / class_name)
-            if p.suffix.lower() not in ASSET_SUFFIXES
-        ]
+        files, links = [], []  # strings, not Paths: a class may hold millions of files
+        for path in iter_sorted_files(root / class_name):
+            failure = not_a_file(path, root)
+            if failure is not None:
+                links.append((path.relative_to(root).as_posix(), failure))
+            elif path.suffix.lower() not in ASSET_SUFFIXES:
+                files.append(path.relative_to(root).as_posix())
         keys = cap_per_class(files, config.per_class, config.seed)
         split_of = seeded_split(keys, config.seed, config.test_fraction)
         for relpath in keys:
@@ -59,13 +70,25 @@ def _records(
                 status, error = "ok", ""
             except MeshError as failure:
                 status, error = failure.kind, failure.reason
-            yield MeshRecord(
-                id=object_id("folder", relpath),
-                source="folder",
-                path=stored_path(root / relpath, out_dir),
-                class_name=class_name,
-                split=split_of[relpath],
-                up_axis=DEFAULT_UP_AXIS,
-                status=status,
-                error=error,
-            )
+            path = stored_path(root / relpath, out_dir)
+            yield _record(relpath, path, class_name, split_of[relpath], status, error)
+        # Symlinked folders and broken links: a row each, outside the cap and the split (they
+        # are no objects), so that what the folder holds is never left out unsaid.
+        for relpath, failure in links:
+            path = (root / relpath).as_posix()  # the link's own path, not its target's
+            yield _record(relpath, path, class_name, "train", failure.kind, failure.reason)
+
+
+def _record(
+    relpath: str, path: str, class_name: str, split: str, status: str, error: str
+) -> MeshRecord:
+    return MeshRecord(
+        id=object_id("folder", relpath),
+        source="folder",
+        path=path,
+        class_name=class_name,
+        split=split,
+        up_axis=DEFAULT_UP_AXIS,
+        status=status,
+        error=error,
+    )

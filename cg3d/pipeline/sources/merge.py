@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cg3d.files import atomic_path
 from cg3d.formats.failures import FAILURES_NAME, failures_writer
 from cg3d.formats.manifest import OK, manifest_writer
 
@@ -160,7 +161,8 @@ def sorted_runs(tables: Iterable[pa.Table], keys: list[str], folder: Path) -> li
 def _write_run(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
     """A run as an Arrow IPC stream of READ_ROWS-row batches: read back a batch at a time,
     with no footer that grows with the rows (Parquet's row group metadata would)."""
-    with pa.ipc.new_stream(path, schema) as writer:
+    # atomic_path: a full disk is an error naming the run, and leaves no half run behind
+    with atomic_path(Path(path)) as tmp, pa.ipc.new_stream(str(tmp), schema) as writer:
         for table in tables:
             writer.write_table(table, max_chunksize=READ_ROWS)
 

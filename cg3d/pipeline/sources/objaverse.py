@@ -5,11 +5,14 @@ an annotation JSON, from `--annotations` or `ROOT/annotations.json`, in one of t
 - `{uid: category}`, or
 - `{uid: {"category": ..., "name": ...}}`: the free-text `name` goes to the manifest's `name`.
 
-glTF is Y-up. Files whose uid has no annotation are left out (they have no class).
+glTF is Y-up. Files whose uid has no annotation are left out (they have no class). A uid found
+twice (a second `<uid>.glb` in another folder) or annotated under two categories, and a
+symlinked folder, are failure rows (`duplicate`, `ambiguous_label`, `outside_root`...).
 Classes sorted; split seeded per class.
 """
 
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 from cg3d.errors import UsageError
@@ -20,7 +23,9 @@ from cg3d.pipeline.sources import (
     MeshesConfig,
     cap_per_class,
     iter_sorted_files,
+    not_a_file,
     read_json,
+    root_file,
     seeded_split,
     stored_path,
 )
@@ -30,17 +35,49 @@ DEFAULT_ANNOTATIONS = "annotations.json"
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
-    labels = read_annotations(
-        Path(config.annotations) if config.annotations else root / DEFAULT_ANNOTATIONS
-    )
-    files = {p.stem: str(p) for p in iter_sorted_files(root) if p.suffix.lower() == ".glb"}
+    # --annotations may be anywhere (the user named it); the layout's own file is confined
+    default = root / DEFAULT_ANNOTATIONS
+    if not config.annotations and default.is_file():
+        root_file(root, DEFAULT_ANNOTATIONS, "--annotations")
+    labels = read_annotations(Path(config.annotations) if config.annotations else default)
+    files: dict[str, str] = {}
+    failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
+    for path in iter_sorted_files(root):
+        failure = not_a_file(path, root)
+        if failure is not None:
+            failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
+        elif path.suffix.lower() == ".glb" and path.stem in labels:
+            if path.stem in files:  # one uid, two files: the first in path order is the object
+                reason = f"uid {path.stem} is also {files[path.stem]}, listed first"
+                class_name = labels[path.stem][0] or ""
+                failures.append(_failure(str(path), class_name, "duplicate", reason))
+            else:
+                files[path.stem] = str(path)
     by_class: dict[str, list[str]] = {}
     for uid in files:
-        if uid in labels:
-            by_class.setdefault(labels[uid][0], []).append(uid)
+        category, _ = labels[uid]
+        if category is None:  # annotated under two categories: which one is unknowable
+            reason = f"uid {uid} is annotated under {' and '.join(labels[uid][1])}"
+            failures.append(_failure(files[uid], "", "ambiguous_label", reason))
+        else:
+            by_class.setdefault(category, []).append(uid)
     if not by_class:
         raise UsageError(f"--annotations: none of the .glb files in {root} is annotated")
-    return Listing(sorted(by_class), _records(by_class, files, labels, config, out_dir))
+    records = _records(by_class, files, labels, config, out_dir)
+    return Listing(sorted(by_class), chain(records, failures))
+
+
+def _failure(path: str, class_name: str, status: str, error: str) -> MeshRecord:
+    """The row of a file that is no object of the set (split and up axis unused)."""
+    return MeshRecord(
+        id=object_id("objaverse", f"{status}/{path}"),  # unique: a uid may have two such rows
+        source="objaverse",
+        path=path,
+        class_name=class_name,
+        split="train",
+        status=status,
+        error=error,
+    )
 
 
 def _records(by_class, files, labels, config: MeshesConfig, out_dir: Path) -> Iterator[MeshRecord]:
@@ -59,21 +96,33 @@ def _records(by_class, files, labels, config: MeshesConfig, out_dir: Path) -> It
             )
 
 
-def read_annotations(path: Path) -> dict[str, tuple[str, str]]:
-    """{uid: (category, free-text name or "")} from any of the supported forms."""
+def read_annotations(path: Path) -> dict[str, tuple[str | None, str | list[str]]]:
+    """{uid: (category, free-text name or "")} from any of the supported forms; a uid the file
+    puts under two categories is (None, [both categories]) (never the last one silently), and a
+    key written twice in one JSON object is a one-line UsageError."""
     if not path.is_file():
         raise UsageError(f"--annotations: no annotation file {path}")
-    data = read_json(path, "--annotations")
+    data = read_json(path, "--annotations", unique_keys=True)
     if not isinstance(data, dict):
         raise UsageError(f"--annotations: {path} must hold a JSON object")
-    labels: dict[str, tuple[str, str]] = {}
+    labels: dict[str, tuple[str | None, str | list[str]]] = {}
+
+    def put(uid: str, category: str, name: str) -> None:
+        if uid in labels and labels[uid][0] != category:
+            first = labels[uid][0]
+            known = labels[uid][1] if first is None else [first]
+            labels[uid] = (None, sorted({*known, category}))
+        else:
+            labels[uid] = (category, name)
+
     for key, value in data.items():
         if isinstance(value, list):  # LVIS: category → uids
-            labels.update({str(uid): (key, "") for uid in value})
+            for uid in value:
+                put(str(uid), key, "")
         elif isinstance(value, str):
-            labels[key] = (value, "")
+            put(key, value, "")
         elif isinstance(value, dict) and isinstance(value.get("category"), str):
-            labels[key] = (value["category"], str(value.get("name") or ""))
+            put(key, value["category"], str(value.get("name") or ""))
         else:
             raise UsageError(
                 f"--annotations: {path}: entry {key!r} is neither a category, a uid list "

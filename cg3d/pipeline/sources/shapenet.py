@@ -25,6 +25,7 @@ from cg3d.pipeline.sources import (
     MeshesConfig,
     cap_per_class,
     read_json,
+    root_file,
     seeded_split,
     stored_path,
 )
@@ -78,10 +79,19 @@ def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:
     path = root / "taxonomy.json"
     if not path.is_file():
         raise UsageError(f"--root: no taxonomy.json in {root} (ShapeNetCore v2 layout)")
-    entries = read_json(path, "--root")
+    entries = read_json(root_file(root, "taxonomy.json", "--root"), "--root")
     renames = shapenet_renames()
     taxonomy = {}
-    for entry in entries:
+    for number, entry in enumerate(entries if isinstance(entries, list) else [entries]):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("synsetId"), str)
+            and isinstance(entry.get("name"), str)
+            and entry["name"].strip(", ")
+        ):
+            raise UsageError(
+                f"--root: {path}: entry {number} is not an object with string synsetId and name"
+            )
         names = [n.strip() for n in entry["name"].split(",") if n.strip()]
         taxonomy[entry["synsetId"]] = (renames.get(names[0], names[0]), names[1:])
     return taxonomy

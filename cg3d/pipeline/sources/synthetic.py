@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.files import atomic_path
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.chunks import bound_workers, run_chunks, split_into_chunks
 from cg3d.pipeline.ids import object_id
@@ -620,9 +621,9 @@ def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     """A binary PLY, written atomically (a killed run leaves no half file under the real name)."""
     import trimesh
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    trimesh.Trimesh(vertices, faces, process=False).export(tmp, file_type="ply")
-    tmp.replace(path)
+    # atomic_path: a failed write (a full disk) leaves no temp file and names `path`
+    with atomic_path(path) as tmp:
+        trimesh.Trimesh(vertices, faces, process=False).export(tmp, file_type="ply")
 
 
 def relpath(class_name: str, index: int) -> str:

@@ -1,0 +1,253 @@
+"""The meshes stage's sources under hostile layouts (issue 25 §1 and §3).
+
+- Confinement does not depend on how `meshes.root` is spelled: every source, with the root
+  absolute, relative, through a symlink or with `..`, gives the same rows, and refuses the same
+  files (a mesh symlinked out, a reference that climbs out) as `outside_root`.
+- Nothing is left out unsaid: a symlinked folder (inside or outside the root) or a broken link
+  is a failure row; an Objaverse uid found twice, or annotated under two categories, is a
+  failure row, never a silent drop or relabel.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.formats.manifest import read_manifest
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.pipeline.sources.helpers import box, make_glbs, write_mesh, write_off
+from tests.pipeline.sources.test_shapenet import make_shapenet
+
+SPELLINGS = ["absolute", "relative", "symlink", "relative_dotdot", "dotdot_through_symlink"]
+
+
+def spelled(tmp_path: Path, real: Path, how: str) -> Path:
+    """`real` (under tmp_path, the current folder) spelled the way `how` says."""
+    link = tmp_path / "links" / "link"
+    if how in ("symlink", "dotdot_through_symlink") and not link.is_symlink():
+        link.parent.mkdir()
+        link.symlink_to(real, target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir(exist_ok=True)
+    return {
+        "absolute": real,
+        "relative": real.relative_to(tmp_path),
+        "symlink": link,
+        "relative_dotdot": Path("elsewhere/..") / real.relative_to(tmp_path),
+        "dotdot_through_symlink": Path("links/link/..") / real.name,  # link/.. is real's parent
+    }[how]
+
+
+def _folder(root: Path, outside: Path) -> list[str]:
+    write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
+    (root / "chair" / "linked.obj").symlink_to(outside / "secret.obj")
+    write_mesh(root / "chair" / "mtllib.obj", box((1, 1, 3)))
+    with open(root / "chair" / "mtllib.obj", "a") as obj:
+        obj.write("mtllib ../../outside/secret.mtl\n")
+    return ["secret.obj", "mtllib.obj"]
+
+
+def _objaverse(root: Path, outside: Path) -> list[str]:
+    make_glbs(root)
+    write_mesh(outside / "ee55.glb", box((1, 2, 3)))
+    (root / "glbs" / "000-000" / "ee55.glb").symlink_to(outside / "ee55.glb")
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22", "ee55"]}))
+    return ["ee55.glb"]
+
+
+def _modelnet(root: Path, outside: Path) -> list[str]:
+    write_off(root / "chair/train/chair_0001.off", box((1, 1, 2)))
+    write_off(outside / "chair_0002.off", box((1, 2, 2)))
+    (root / "chair/train/chair_0002.off").symlink_to(outside / "chair_0002.off")
+    return ["chair_0002.off"]
+
+
+def _shapenet(root: Path, outside: Path) -> list[str]:
+    make_shapenet(root)
+    model = root / "03001627" / "c1" / "models"
+    (model / "model_normalized.mtl").write_text("newmtl m\nmap_Kd ../../../../outside/x.png\n")
+    with open(model / "model_normalized.obj", "a") as obj:
+        obj.write("mtllib model_normalized.mtl\n")
+    return ["model_normalized.obj"]
+
+
+SOURCES: dict[str, Callable[[Path, Path], list[str]]] = {
+    "folder": _folder,
+    "objaverse": _objaverse,
+    "modelnet": _modelnet,
+    "shapenet": _shapenet,
+}
+
+
+def rows(out: Path) -> set[tuple[str, str, str, str]]:
+    """(id, file name, status, error) of every row, failures included."""
+    return {(r.id, Path(r.path).name, r.status, r.error) for r in read_manifest(out)}
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_every_source_refuses_the_same_files_however_the_root_is_spelled(
+    tmp_path, monkeypatch, source, how
+):
+    outside = tmp_path / "outside"
+    write_mesh(outside / "secret.obj", box((1, 1, 1)))
+    (outside / "secret.mtl").write_text("newmtl m\n")
+    (outside / "x.png").write_bytes(b"\x89PNG\r\n")
+    refused = SOURCES[source](tmp_path / "root", outside)
+    monkeypatch.chdir(tmp_path)
+    build_manifest(MeshesConfig(source=source, root=str(tmp_path / "root"), workers=1), "a")
+    root = spelled(tmp_path, tmp_path / "root", how)
+    build_manifest(MeshesConfig(source=source, root=str(root), workers=1), "b")
+    assert rows(Path("b")) == rows(Path("a"))
+    statuses = [(name, status) for _, name, status, _ in rows(Path("b"))]
+    assert {name for name, status in statuses if status == "outside_root"} == set(refused)
+    assert "ok" in {status for _, status in statuses}
+
+
+def _failures(out: Path) -> dict[str, tuple[str, str]]:
+    """The manifest's failure rows by file name: (status, error)."""
+    return {Path(r.path).name: (r.status, r.error) for r in read_manifest(out) if r.status != "ok"}
+
+
+@pytest.mark.parametrize("where", ["inside", "outside", "broken"])
+@pytest.mark.parametrize("depth", ["nested", "class"])
+def test_a_symlinked_folder_of_the_folder_source_is_a_row(tmp_path, where, depth):
+    root, out = tmp_path / "root", tmp_path / "out"
+    write_mesh(root / "chair" / "a" / "fine.obj", box((1, 1, 2)))
+    write_mesh(tmp_path / "elsewhere" / "more.obj", box((1, 1, 3)))
+    target = {"inside": root / "chair" / "a", "outside": tmp_path / "elsewhere"}.get(
+        where, root / "gone"
+    )
+    link = root / "chair" / "linked" if depth == "nested" else root / "sofa"
+    link.symlink_to(target, target_is_directory=True)
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    failures = _failures(out)
+    expected = {"inside": "duplicate", "outside": "outside_root", "broken": "missing_file"}[where]
+    assert failures[link.name][0] == expected, failures
+    assert str(target) in failures[link.name][1]  # the reason says where the link leads
+    names = {Path(r.path).name for r in read_manifest(out) if r.status == "ok"}
+    assert names == {"fine.obj"}  # the link was not entered: nothing listed twice or from out
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_a_symlinked_folder_of_the_objaverse_source_is_a_row(tmp_path, where):
+    root, out = tmp_path / "root", tmp_path / "out"
+    make_glbs(root)
+    make_glbs(tmp_path / "elsewhere")
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22", "cc33"]}))
+    target = root / "glbs" if where == "inside" else tmp_path / "elsewhere" / "glbs"
+    (root / "more").symlink_to(target, target_is_directory=True)
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    expected = "duplicate" if where == "inside" else "outside_root"
+    assert _failures(out)["more"][0] == expected
+
+
+def test_an_objaverse_uid_found_twice_is_a_duplicate_row_naming_both(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    make_glbs(root)
+    first = root / "glbs" / "000-000" / "aa11.glb"
+    second = root / "other" / "deeper" / "aa11.glb"
+    write_mesh(second, box((3, 3, 3)))
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22"]}))
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    everything = [r for r in read_manifest(out) if Path(r.path).stem == "aa11"]
+    assert sorted(r.status for r in everything) == ["duplicate", "ok"]
+    kept = next(r for r in everything if r.status == "ok")
+    dropped = next(r for r in everything if r.status == "duplicate")
+    assert Path(kept.path).resolve() == first.resolve()  # the first in path order
+    assert str(first) in dropped.error and Path(dropped.path).resolve() == second.resolve()
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {"mug": ["aa11", "bb22"], "cup": ["aa11"]},  # LVIS form: one uid in two lists
+        {"mug": ["bb22", "aa11"], "cup": ["cc33", "aa11"]},
+    ],
+)
+def test_an_objaverse_uid_under_two_categories_is_a_row_not_a_relabel(tmp_path, annotations):
+    root, out = tmp_path / "root", tmp_path / "out"
+    make_glbs(root)
+    (root / "annotations.json").write_text(json.dumps(annotations))
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    aa11 = [r for r in read_manifest(out) if Path(r.path).stem == "aa11"]
+    assert [r.status for r in aa11] == ["ambiguous_label"]
+    assert "cup" in aa11[0].error and "mug" in aa11[0].error
+    assert {r.class_name for r in read_manifest(out) if r.status == "ok"} <= {"mug", "cup"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"aa11": "mug", "bb22": "cup", "aa11": "lamp"}',  # {uid: category}: last would win
+        '{"mug": ["aa11"], "cup": ["bb22"], "mug": ["cc33"]}',  # LVIS: a category twice
+    ],
+)
+def test_an_annotation_key_written_twice_is_one_line(tmp_path, text):
+    root = tmp_path / "root"
+    make_glbs(root)
+    (root / "annotations.json").write_text(text)
+    with pytest.raises(UsageError, match=r"annotations.json names the key '(aa11|mug)' twice"):
+        build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), tmp_path / "o")
+
+
+def _symlinked_out(root: Path, name: str, outside: Path) -> None:
+    outside.mkdir(exist_ok=True)
+    (outside / name).write_bytes((root / name).read_bytes())
+    (root / name).unlink()
+    (root / name).symlink_to(outside / name)
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+@pytest.mark.parametrize(
+    "source, name, make",
+    [
+        ("objaverse", "annotations.json", make_glbs),
+        ("shapenet", "taxonomy.json", make_shapenet),
+    ],
+)
+def test_a_sources_own_index_file_symlinked_out_is_one_line(
+    tmp_path, monkeypatch, how, source, name, make
+):
+    root = tmp_path / "root"
+    make(root)
+    if source == "objaverse":
+        (root / name).write_text(json.dumps({"mug": ["aa11"]}))
+    _symlinked_out(root, name, tmp_path / "outside")
+    monkeypatch.chdir(tmp_path)
+    config = MeshesConfig(source=source, root=str(spelled(tmp_path, root, how)), workers=1)
+    with pytest.raises(UsageError, match=f"{name} resolves outside"):
+        build_manifest(config, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "taxonomy",
+    [
+        [{"synsetId": "03001627"}],
+        [{"name": "chair"}],
+        [{"synsetId": 3001627, "name": "chair"}],
+        ["03001627"],
+        [{"synsetId": "03001627", "name": ", ,"}],
+    ],
+)
+def test_a_malformed_taxonomy_is_one_line(tmp_path, taxonomy):
+    root = tmp_path / "root"
+    make_shapenet(root)
+    (root / "taxonomy.json").write_text(json.dumps(taxonomy))
+    with pytest.raises(UsageError, match="taxonomy.json: entry 0 is not an object"):
+        build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), tmp_path / "o")
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+def test_the_synthetic_source_rooted_at_its_output_folder_however_it_is_spelled(
+    tmp_path, monkeypatch, how
+):
+    """The synthetic source's root is its output folder: spelled any way, the rows are the
+    same and every object is inside it (none refused as outside_root)."""
+    monkeypatch.chdir(tmp_path)
+    build_manifest(MeshesConfig(per_class=2, workers=1), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    build_manifest(MeshesConfig(per_class=2, workers=1), spelled(tmp_path, tmp_path / "b", how))
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    assert {status for _, _, status, _ in rows(tmp_path / "b")} == {"ok"}

@@ -1,0 +1,117 @@
+"""The one-reading promise for PLY faces (issue 25 §4): a face whose list count and contents
+disagree ("255 0 1 2"), or with fewer than 3 corners (Blender reads 2 as an edge, trimesh drops
+it), has two readings, so every path refuses it before any reader sees it: the fast path
+(`load_mesh`), the meshes stage's check (`validate_file`) and the file handed to Blender
+(`blender_input`). Files whose counts hold (triangles, quads, mixed, an extra face property),
+ASCII or binary of either byte order, still read.
+"""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cg3d.geometry.meshio import MeshError, blender_input, load_mesh, validate_file
+
+VERTICES = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
+
+
+def write_ply(path: Path, faces: list[list[int]], form: str, flags: bool = False) -> Path:
+    """A PLY of VERTICES and `faces`, each written as [count, *indices] exactly as given (so a
+    count may lie); `flags` adds a uchar face property after the list."""
+    header = [
+        "ply",
+        f"format {form} 1.0",
+        f"element vertex {len(VERTICES)}",
+        "property float x",
+        "property float y",
+        "property float z",
+        f"element face {len(faces)}",
+        "property list uchar int vertex_indices",
+        *(["property uchar flags"] if flags else []),
+        "end_header",
+    ]
+    data = ("\n".join(header) + "\n").encode()
+    if form == "ascii":
+        rows = [" ".join(map(str, v)) for v in VERTICES]
+        rows += [" ".join(map(str, face + ([7] if flags else []))) for face in faces]
+        data += ("\n".join(rows) + "\n").encode()
+    else:
+        order = "<" if form == "binary_little_endian" else ">"
+        data += b"".join(struct.pack(order + "3f", *v) for v in VERTICES)
+        for count, *indices in faces:
+            data += struct.pack(order + "B", count) + struct.pack(
+                f"{order}{len(indices)}i", *indices
+            )
+            data += struct.pack("B", 7) if flags else b""
+    path.write_bytes(data)
+    return path
+
+
+FORMS = ["ascii", "binary_little_endian", "binary_big_endian"]
+# faces as written: [count, *indices]
+TWO_READINGS = {
+    "count 255, three indices": [[255, 0, 1, 2], [3, 0, 1, 3]],
+    "count 255 last": [[3, 0, 1, 2], [255, 0, 1, 3]],
+    "an edge (count 2)": [[3, 0, 1, 2], [2, 0, 1]],
+    "a point (count 1)": [[3, 0, 1, 2], [1, 4]],
+    "count 0": [[3, 0, 1, 2], [0]],
+    "count 3, four indices": [[3, 0, 1, 2, 3], [3, 0, 1, 3]],
+    "count 4, three indices": [[4, 0, 1, 2], [3, 0, 1, 3]],
+}
+ONE_READING = {
+    "triangles": [[3, 0, 1, 2], [3, 0, 1, 3]],
+    "quads": [[4, 0, 1, 4, 2], [4, 0, 3, 4, 1]],
+    "mixed": [[3, 0, 1, 2], [4, 0, 3, 4, 1]],
+}
+# Binary files are read by their counts (both readers): a lying count runs over the next faces;
+# the binary cases are those whose counts overrun the file or are below 3.
+BINARY_TWO_READINGS = ["count 255, three indices", "count 255 last", "an edge (count 2)",
+                       "a point (count 1)", "count 0", "count 4, three indices"]  # fmt: skip
+
+
+def readers(path: Path, root: Path) -> dict:
+    return {
+        "fast path": lambda: load_mesh(path),
+        "meshes stage": lambda: validate_file(path, root),
+        "blender input": lambda: blender_input(path, root, "", root / "copies"),
+    }
+
+
+def cases():
+    for form in FORMS:
+        for name in TWO_READINGS:
+            if form == "ascii" or name in BINARY_TWO_READINGS:
+                for flags in (False, True):
+                    yield pytest.param(form, name, flags, id=f"{form}-{name}-flags{flags}")
+
+
+@pytest.mark.parametrize("form, case, flags", list(cases()))
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_ply_face_with_two_readings_is_refused_by_every_path(tmp_path, form, case, flags, reader):
+    path = write_ply(tmp_path / "m.ply", TWO_READINGS[case], form, flags)
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unreadable" and "PLY face" in raised.value.reason
+
+
+def good_cases():
+    for form in FORMS:
+        for name in ONE_READING:
+            # trimesh reads no binary PLY of mixed counts ("unexpected length"): unreadable
+            # before and after this check, so not a case here
+            if form == "ascii" or name != "mixed":
+                for flags in (False, True):
+                    yield pytest.param(form, name, flags, id=f"{form}-{name}-flags{flags}")
+
+
+@pytest.mark.parametrize("form, case, flags", list(good_cases()))
+def test_a_ply_whose_counts_hold_still_reads(tmp_path, form, case, flags):
+    path = write_ply(tmp_path / "m.ply", ONE_READING[case], form, flags)
+    mesh = load_mesh(path)
+    corners = sum(face[0] - 2 for face in ONE_READING[case])  # triangles after fan splitting
+    assert len(mesh.faces) == corners
+    np.testing.assert_allclose(mesh.vertices, np.array(VERTICES, dtype=float))
+    validate_file(path, tmp_path)
+    assert blender_input(path, tmp_path, "", tmp_path / "copies") == path.resolve()
