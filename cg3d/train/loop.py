@@ -287,7 +287,9 @@ def write_epoch(
             live.log_metric(key, value)
     live.next_step()
     folder = resume_folder(out)
-    save_checkpoint(folder / "last.pt", model, state | {"metrics": metrics})
+    # the same params and data give the same checkpoint bytes: no timing in it
+    steady = {key: metrics[key] for key in TRACKED_METRICS if key in metrics}
+    save_checkpoint(folder / "last.pt", model, state | {"metrics": steady})
     write_run_info(folder, metrics)
 
 
