@@ -345,14 +345,16 @@ def _batched(items: list, batch_size: int, encode) -> np.ndarray:
 
 
 def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Model:
-    """A CG3D checkpoint (`cg3d train`'s last.pt or an export) ready to embed and classify.
+    """A CG3D checkpoint (`cg3d train`'s last.pt, an export, a converted model, or a hub
+    folder of `cg3d export --format hub`) ready to embed and classify. CLIP's towers are built
+    only when text or images are asked for: embedding points needs none.
 
     `clip_pretrained` loads other CLIP weights than those the checkpoint names (an open_clip
     tag or a file), checked against them as `cg3d eval` does.
     """
-    from cg3d.files import file_sha256
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.hub import model_sha256
 
     path = Path(checkpoint)
     network = load_model(path, device=device, clip_pretrained=clip_pretrained or None)
-    return Model(network, path, file_sha256(path))
+    return Model(network, path, model_sha256(path))
