@@ -195,9 +195,10 @@ def read_measured(paths: list[Path]) -> dict[str, float]:
         except (OSError, ValueError) as error:
             raise UsageError(f"--measured: cannot read {path} ({error})") from None
         metrics = result.get("metrics") if isinstance(result, dict) else None
-        top1 = metrics.get("acc1") if isinstance(metrics, dict) else None
-        if top1 is None and isinstance(result, dict):
-            top1 = result.get("top1")
+        if isinstance(metrics, dict) and isinstance(metrics.get("acc1"), int | float):
+            top1 = 100.0 * metrics["acc1"]  # clip_benchmark's fraction
+        else:
+            top1 = result.get("top1") if isinstance(result, dict) else None  # in % already
         if not isinstance(top1, int | float) or not isinstance(result.get("dataset"), str):
             raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
         found[result["dataset"]] = float(top1)
