@@ -150,11 +150,15 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | 
     return result if same else None
 
 
+def takes_protocol(config: ZeroShotConfig) -> bool:
+    """Whether zero-shot scoring takes a protocol (`--protocol`, issue 22); before that, every
+    model is scored under ours ("cg3d") and its results say so."""
+    return "protocol" in {field.name for field in dataclasses.fields(config)}
+
+
 def _with_protocol(config: ZeroShotConfig, protocol: str) -> ZeroShotConfig:
-    """`config` under `protocol` where the zero-shot config takes one (`--protocol`)."""
-    if "protocol" in {field.name for field in dataclasses.fields(config)}:
-        return dataclasses.replace(config, protocol=protocol)
-    return config
+    """`config` under `protocol` where the zero-shot config takes one."""
+    return dataclasses.replace(config, protocol=protocol) if takes_protocol(config) else config
 
 
 def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -237,6 +241,7 @@ def _benchmark_model(
     card = card or _card(model.config.get("card", ""))
     protocol = model.config.get("protocol") or (card.protocol if card else "")
     protocol = protocol or getattr(config, "protocol", "cg3d")
+    protocol = protocol if takes_protocol(config) else "cg3d"  # what is applied, recorded
     settings = _settings(config)
     about = {
         "protocol": protocol,
