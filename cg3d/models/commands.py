@@ -40,15 +40,8 @@ def export(
         typer.Option(
             "--measured",
             help="hub: our numbers for the card, from a cg3d benchmark JSON or a cg3d eval "
-            "zeroshot metrics.json (repeatable).",
-        ),
-    ] = None,
-    audit: Annotated[
-        Path | None,
-        typer.Option(
-            "--audit",
-            help="hub: the `cg3d audit` folder of the training data against a benchmark "
-            "(whether its objects were in training), for the card.",
+            "zeroshot metrics.json (repeatable); the leakage audit they record goes in too "
+            "(benchmark --audits, zeroshot --audit: were the benchmark's objects in training).",
         ),
     ] = None,
 ) -> None:
@@ -63,7 +56,7 @@ def export(
     if format not in ("pt", "hub"):
         raise UsageError(f"--format must be pt or hub, got {format!r}")
     if format == "hub":
-        _export_hub(checkpoint, out, embed_clip, clip_pretrained, measured or [], audit)
+        _export_hub(checkpoint, out, embed_clip, clip_pretrained, measured or [])
         return
 
     if out.is_dir():  # the rename at the end would fail, after CLIP's weights were loaded
@@ -80,19 +73,15 @@ def _export_hub(
     embed_clip: bool,
     clip_pretrained: str | None,
     measured: list[Path],
-    audit: Path | None,
 ) -> None:
     from cg3d.errors import UsageError
-    from cg3d.eval.audit import read_audit
     from cg3d.files import check_out_dir
-    from cg3d.models.hub import export_hub, read_measured
+    from cg3d.models.hub import export_hub
 
     if out.is_file():
         raise UsageError(f"--out: {out} is a file; --format hub writes a folder")
     check_out_dir(out)
-    numbers = read_measured(measured)  # before the weights load: a bad file fails now
-    summary = read_audit(audit) if audit else None
-    config = export_hub(checkpoint, out, clip_pretrained, embed_clip, numbers, summary)
+    config = export_hub(checkpoint, out, clip_pretrained, embed_clip, measured)
     teacher = config["teacher"]
     typer.echo(
         f"wrote {out}/: config.json, model.safetensors, README.md ({config['encoder']}, "

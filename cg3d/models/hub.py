@@ -119,12 +119,12 @@ def model_card(
     payload: dict[str, Any],
     card: Any | None = None,
     measured: dict[str, float] | None = None,
-    audit: dict[str, Any] | None = None,
+    audits: dict[str, dict[str, Any]] | None = None,
     run: dict[str, Any] | None = None,
 ) -> str:
     """README.md for a hub folder: what the model is, what it was trained on (`run`: the run
-    identity a training checkpoint records, its data fingerprint; `audit`: `read_audit` of the
-    leakage audit), published beside `measured` top-1 by dataset, and the licence."""
+    identity a training checkpoint records, its data fingerprint; `audits`: by dataset, the
+    leakage audit its result records), published beside `measured` top-1 by dataset, licence."""
     config = payload["config"]
     hub = hub_config(payload, card)
     name = hub["card"] or config["encoder"]
@@ -154,14 +154,14 @@ def model_card(
         lines.append(f"As published by its authors ({card.repository or card.published_source}).")
     else:
         lines.append("Not recorded in the checkpoint (exported without its training state).")
-    if audit:
+    for dataset, audit in sorted((audits or {}).items()):
         leaked = audit.get("leaked_test_shapes")
-        verdict = "no test object" if leaked == 0 else f"{leaked} test objects"
+        verdict = "none" if leaked == 0 else f"{leaked}"
         lines.append(
-            f"Leakage audit (`cg3d audit`, {audit.get('folder')}): {verdict} of {audit.get('test')} "
-            f"had a twin in training {audit.get('train')}."
+            f"- {dataset}: leakage audit (`cg3d audit`, {audit.get('folder')}): {verdict} of its "
+            f"test objects had a twin in the training data {audit.get('train')}."
         )
-    else:
+    if not audits:
         lines.append(
             "No leakage audit given: whether benchmark objects (e.g. Objaverse-LVIS) "
             "were in training is not known."
@@ -185,24 +185,29 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
-def read_measured(paths: list[Path]) -> dict[str, float]:
-    """Top-1 by dataset from result files: `cg3d benchmark`'s JSON (dataset, metrics.acc1) or
-    `cg3d eval zeroshot`'s metrics.json (dataset, top1). Anything else names the file."""
-    found = {}
+def read_measured(paths: list[Path]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Top-1 (%) by dataset, and the leakage audits the results record, from result files:
+    `cg3d benchmark`'s JSON (dataset, metrics.acc1 as a fraction) or `cg3d eval zeroshot`'s
+    metrics.json (dataset, top1 in %). Anything else names the file."""
+    found, audits = {}, {}
     for path in paths:
         try:
             result = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:
             raise UsageError(f"--measured: cannot read {path} ({error})") from None
-        metrics = result.get("metrics") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(result.get("dataset"), str):
+            raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
+        metrics = result.get("metrics")
         if isinstance(metrics, dict) and isinstance(metrics.get("acc1"), int | float):
             top1 = 100.0 * metrics["acc1"]  # clip_benchmark's fraction
         else:
-            top1 = result.get("top1") if isinstance(result, dict) else None  # in % already
-        if not isinstance(top1, int | float) or not isinstance(result.get("dataset"), str):
+            top1 = result.get("top1")  # in % already
+        if not isinstance(top1, int | float):
             raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
         found[result["dataset"]] = float(top1)
-    return found
+        if isinstance(result.get("audit"), dict):
+            audits[result["dataset"]] = result["audit"]
+    return found, audits
 
 
 def export_hub(
@@ -210,21 +215,22 @@ def export_hub(
     out: Path,
     clip_pretrained: str | None = None,
     embed_clip: bool = False,
-    measured: dict[str, float] | None = None,
-    audit: dict[str, Any] | None = None,
+    measured: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Write checkpoint `src` (a file or a hub folder) to folder `out` in the hub format; returns
-    its config.json. The teacher is never built unless `embed_clip` asks for CLIP's weights."""
+    its config.json. The teacher is never built unless `embed_clip` asks for CLIP's weights.
+    `measured`: result files of this model (see `read_measured`) for the card."""
     from cg3d.models.cards import card_names, get_card
     from cg3d.models.checkpoint import checkpoint_payload, model_from_checkpoint, read_checkpoint
 
+    numbers, audits = read_measured(measured or [])  # before the weights: a bad file fails now
     payload = read_checkpoint(src)
     model = model_from_checkpoint(payload, Path(src), clip_pretrained)
     exported = checkpoint_payload(model, embed_clip)
     name = payload["config"].get("card", "")
     card = get_card(name) if name in card_names() else None
     run = (payload.get("training") or {}).get("run")
-    write_hub(out, exported, model_card(exported, card, measured, audit, run), card)
+    write_hub(out, exported, model_card(exported, card, numbers, audits, run), card)
     return hub_config(exported, card)
 
 

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 import cg3d
 from cg3d.cli import app
-from tests.models.test_hub import export
+from tests.models.helpers import export_hub_folder as export
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 

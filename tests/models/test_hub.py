@@ -14,17 +14,10 @@ from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import read_checkpoint, save_checkpoint
 from cg3d.models.model import build_model
-from tests.models.helpers import tiny_model_config
-from tests.models.test_checkpoint import save_random_clip
+from tests.models.helpers import export_hub_folder as export
+from tests.models.helpers import save_random_clip, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
-
-
-def export(checkpoint, out, *extra) -> str:
-    args = ["export", "--format", "hub", "--checkpoint", str(checkpoint), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, *extra])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 @pytest.fixture
@@ -49,13 +42,16 @@ def safetensors_header(path) -> dict:
 
 def test_a_hub_folder_holds_config_weights_and_card_and_loads_as_the_checkpoint(trained, tmp_path):
     out = tmp_path / "hub"
-    audit = tmp_path / "audit"
-    audit.mkdir()
-    summary = {"train": "data/shards", "test": "objaverse-lvis", "threshold": 0.04}
-    (audit / "audit.json").write_text(json.dumps(summary | {"pairs": {}, "leaked_test_shapes": 0}))
-    measured = tmp_path / "mn40.json"
-    measured.write_text(json.dumps({"dataset": "modelnet40", "metrics": {"acc1": 0.5125}}))
-    printed = export(trained, out, "--audit", str(audit), "--measured", str(measured))
+    measured = tmp_path / "lvis.json"  # a benchmark result, with the audit it was run with
+    audit = {
+        "folder": "runs/audit",
+        "train": "data/shards",
+        "test": "lvis",
+        "leaked_test_shapes": 0,
+    }
+    result = {"dataset": "objaverse-lvis", "metrics": {"acc1": 0.5125}, "audit": audit}
+    measured.write_text(json.dumps(result))
+    printed = export(trained, out, "--measured", str(measured))
     assert "config.json, model.safetensors, README.md" in printed
     config = json.loads((out / "config.json").read_text())
     for key in ("encoder", "encoder_params", "n_points", "point_channels", "up_axis"):
@@ -71,7 +67,8 @@ def test_a_hub_folder_holds_config_weights_and_card_and_loads_as_the_checkpoint(
     assert b"\x80\x04" not in (out / "model.safetensors").read_bytes()[:16]
     card = (out / "README.md").read_text()
     assert "f1e2d3c4" * 8 in card and "data/shards" in card  # the data fingerprint
-    assert "no test object" in card and "| modelnet40 | – | 51.2 |" in card
+    assert "objaverse-lvis: leakage audit (`cg3d audit`, runs/audit): none of its" in card
+    assert "| objaverse-lvis | – | 51.2 |" in card
     # loaded from the folder: the same model
     folder, file = cg3d.load(out), cg3d.load(trained)
     shape = np.random.default_rng(0).uniform(-1, 1, (300, 3))
