@@ -17,6 +17,8 @@ audit and the skip counts. OUT/results.md and OUT/results.csv: one row per model
 our top-1 beside the card's and the difference, in %. A pair whose JSON was written for the same
 weights (sha256) and settings is not recomputed: a killed run resumes. A pair that fails (its
 teacher's weights not to be had, a broken file) is a row with the reason; the others go on.
+With `--text-features DIR`, a pair with a class-feature file DIR/<model>__<dataset>.npy
+(`cg3d eval text-features`, or a released one) uses it instead of the teacher's text tower.
 
 Scoring is `cg3d.eval.zeroshot.score_benchmark`, the code `cg3d eval zeroshot` runs.
 """
@@ -172,15 +174,20 @@ def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> 
     }
 
 
-def evaluate_pair(model, entry: ModelEntry, dataset: DatasetEntry, config, card, about) -> dict:
-    """Score one model on one dataset and return its result record (clip_benchmark's shape)."""
+def evaluate_pair(
+    model, entry: ModelEntry, dataset: DatasetEntry, config, card, about, text_file=None
+) -> dict:
+    """Score one model on one dataset and return its result record (clip_benchmark's shape).
+
+    `text_file`: class text features to use instead of the teacher's text tower."""
     from cg3d.eval.readers import color_summary, open_benchmark
-    from cg3d.eval.zeroshot import audit_summary, score_benchmark
+    from cg3d.eval.zeroshot import audit_summary, file_text_features, score_benchmark
 
     benchmark = open_benchmark(
         dataset.name, dataset.root, dataset.variant, "test", config.allow_pickle
     )
-    scores, labels, _ = score_benchmark(model, benchmark, config)
+    text = file_text_features(model, benchmark.classes, text_file)
+    scores, labels, _ = score_benchmark(model, benchmark, config, text)
     return {
         "format": RESULT_FORMAT,
         "dataset": dataset.key,
@@ -223,9 +230,14 @@ def _row(entry: ModelEntry, dataset: DatasetEntry, card, status: str, result=Non
 
 
 def _benchmark_model(
-    entry: ModelEntry, datasets: list[DatasetEntry], out: Path, config: ZeroShotConfig
+    entry: ModelEntry,
+    datasets: list[DatasetEntry],
+    out: Path,
+    config: ZeroShotConfig,
+    text_features: Path | None = None,
 ) -> list[dict]:
     """The rows of one model over every dataset (its weights loaded once, its towers lazily)."""
+    from cg3d.files import file_sha256
     from cg3d.models.checkpoint import load_model
     from cg3d.models.hub import model_sha256
 
@@ -242,25 +254,29 @@ def _benchmark_model(
     protocol = model.config.get("protocol") or (card.protocol if card else "")
     protocol = protocol or getattr(config, "protocol", "cg3d")
     protocol = protocol if takes_protocol(config) else "cg3d"  # what is applied, recorded
-    settings = _settings(config)
     about = {
         "protocol": protocol,
         "card": card.name if card else "",
         "encoder": model.config["encoder"],
         "teacher": {"model": model.config["clip_model"], "pretrained": _teacher(model.config)},
         "checkpoint_sha256": sha256,
-        "settings": settings,
     }
     rows = []
     for dataset in datasets:
         path = result_path(out, entry, dataset)
+        text_file = Path(text_features or "") / f"{entry.name}__{dataset.key}.npy"
+        text_file = text_file if text_features is not None and text_file.is_file() else None
+        settings = _settings(config) | {
+            "text_features": file_sha256(text_file) if text_file else ""
+        }
         result = _finished(path, sha256, protocol, settings)
         if result is not None:
             rows.append(_row(entry, dataset, card, "done (earlier run)", result))
             continue
         try:
             pair_config = _with_protocol(dataclasses.replace(config, audit=dataset.audit), protocol)
-            result = evaluate_pair(model, entry, dataset, pair_config, card, about)
+            pair_about = about | {"settings": settings}
+            result = evaluate_pair(model, entry, dataset, pair_config, card, pair_about, text_file)
         except (UsageError, OSError) as error:
             rows.append(_row(entry, dataset, card, f"failed: {error}"))
             continue
@@ -317,16 +333,24 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run_benchmark(
-    models: list[ModelEntry], datasets: list[DatasetEntry], out: Path, config: ZeroShotConfig
+    models: list[ModelEntry],
+    datasets: list[DatasetEntry],
+    out: Path,
+    config: ZeroShotConfig,
+    text_features: Path | None = None,
 ) -> list[dict]:
-    """Every model on every dataset (see the module docstring); writes the JSONs and tables."""
+    """Every model on every dataset (see the module docstring); writes the JSONs and tables.
+
+    `text_features`: a folder of class-feature files `<model>__<dataset>.npy` (with their .json,
+    cg3d.formats.textfeatures), used for the pairs that have one instead of the teacher's tower.
+    """
     from cg3d.files import atomic_path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for entry in models:
-        rows += _benchmark_model(entry, datasets, out, config)
+        rows += _benchmark_model(entry, datasets, out, config, text_features)
     write_rows(out / "results.csv", rows)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown_table(rows))

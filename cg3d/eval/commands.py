@@ -290,6 +290,14 @@ def benchmark_command(
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Allow reading pickled benchmark files.")
     ] = False,
+    text_features: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-features",
+            help="Folder of class-feature files MODEL__DATASET.npy (+ .json), used instead of "
+            "the teacher's text tower where present.",
+        ),
+    ] = None,
 ) -> None:
     """Every model on every benchmark: one clip_benchmark-shaped JSON per pair, and
     OUT/results.md and .csv with our top-1 beside the published one. Resumes."""
@@ -304,7 +312,7 @@ def benchmark_command(
         text_cache=text_cache,
         allow_pickle=allow_pickle,
     )
-    rows = run_benchmark(entries, sets, out, config)
+    rows = run_benchmark(entries, sets, out, config, text_features)
     console.print(markdown_table(rows), markup=False)
 
 

@@ -186,3 +186,57 @@ def test_bad_lists_are_one_line(tmp_path, models, datasets, roots, message):
     args = ["benchmark", "--models", models, "--datasets", datasets, "--roots", roots]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_row_without(
+    tmp_path, monkeypatch
+):
+    """No bigG tower here: with a class-feature file the pair is scored (its top-1 counted by
+    hand from the stored encoder); without one it is a failure row naming the weights."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from cg3d.eval.readers import open_benchmark, prepare_points
+    from cg3d.formats.textfeatures import write_text_features
+    from cg3d.models import checkpoint as checkpoint_module
+    from cg3d.models.encoders import build_encoder
+    from tests.models.helpers import BIGG_DIM, N_POINTS, write_converted_bigg
+
+    def unavailable(*args, **kwargs):
+        from cg3d.errors import UsageError
+
+        raise UsageError(
+            "--clip-pretrained: the weights ViT-bigG-14/laion2b_s39b_b160k cannot be had here"
+        )
+
+    monkeypatch.setattr(checkpoint_module, "load_clip", unavailable)
+    state = write_converted_bigg(tmp_path / "bigg.pt", seed=3)
+    write_modelnet(tmp_path / "mn", 40, per_class=3)
+    benchmark = open_benchmark("modelnet40", tmp_path / "mn")
+    # by hand: the stored encoder on each prepared shape
+    encoder = build_encoder("pointtransformer-micro", BIGG_DIM, {"in_channels": 6})
+    encoder.load_state_dict({k.removeprefix("point_encoder."): v for k, v in state.items()})
+    features, labels = [], []
+    for index, shape in enumerate(benchmark.shapes()):
+        points = prepare_points(shape.points, N_POINTS, seed=index, point_channels=6)
+        with torch.no_grad():
+            features.append(F.normalize(encoder.eval()(torch.from_numpy(points)[None]), dim=-1)[0])
+        labels.append(shape.label)
+    features, labels = torch.stack(features).numpy(), np.array(labels)
+    # random class features, but each class present its shapes' mean: a non-trivial top-1
+    text = np.random.default_rng(5).normal(size=(len(benchmark.classes), BIGG_DIM))
+    for label in set(labels):
+        text[label] = features[labels == label].mean(axis=0)
+    write_text_features(tmp_path / "text" / "bigg__modelnet40.npy", text, benchmark.classes)
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)
+    expected = 100 * float(np.mean(np.argmax(features @ unit.T, axis=1) == labels))
+    assert expected > 0
+    args = ["benchmark", "--models", f"bigg={tmp_path / 'bigg.pt'}", "--datasets", "modelnet40"]
+    args += ["--roots", f"modelnet40={tmp_path / 'mn'}", "--text-cache", ""]
+    run([*args, "--out", str(tmp_path / "without")])
+    (failed,) = table(tmp_path / "without")
+    assert failed["status"].startswith("failed: ") and "laion2b_s39b_b160k" in failed["status"]
+    run([*args, "--out", str(tmp_path / "with"), "--text-features", str(tmp_path / "text")])
+    (row,) = table(tmp_path / "with")
+    assert row["status"] == "done"
+    assert float(row["acc1"]) == pytest.approx(expected, abs=0.01)

@@ -6,7 +6,6 @@ only the point side, with the teacher named by its open_clip model and pretraine
 """
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -18,40 +17,11 @@ import cg3d
 from cg3d.models import checkpoint as checkpoint_module
 from cg3d.models import clip as clip_module
 from cg3d.models import model as model_module
-from cg3d.models.checkpoint import load_model, save_checkpoint, write_payload
+from cg3d.models.checkpoint import load_model, save_checkpoint
 from cg3d.models.encoders import build_encoder
 from cg3d.models.model import build_model
-from tests.models.helpers import tiny_model_config
-
-BIGG, BIGG_TAG, BIGG_DIM = "ViT-bigG-14", "laion2b_s39b_b160k", 1280
-N_POINTS = 256
-
-
-def converted_bigg(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A converted-style checkpoint: a micro Point-BERT into bigG's 1280-d space, xyz+rgb."""
-    torch.manual_seed(seed)
-    encoder = build_encoder("pointtransformer-micro", BIGG_DIM, {"in_channels": 6})
-    state = {f"point_encoder.{k}": v for k, v in encoder.state_dict().items()}
-    config = {
-        "encoder": "pointtransformer-micro",
-        "encoder_params": {},
-        "clip_model": BIGG,
-        "clip_pretrained": BIGG_TAG,
-        "require_pretrained": True,
-        "prompts": 0,
-        "deep_prompts": False,
-        "train_logit_scale": False,
-        "n_points": N_POINTS,
-        "point_channels": 6,
-        "classes": [],
-        "clip_pretrained_loaded": True,
-        "clip_weights": {"kind": "tag", "tag": BIGG_TAG},
-        "protocol": "cg3d",
-    }
-    write_payload(
-        path, {"format": "cg3d-checkpoint-1", "config": config, "full_clip": False, "model": state}
-    )
-    return state
+from tests.models.helpers import BIGG, BIGG_DIM, BIGG_TAG, tiny_model_config
+from tests.models.helpers import write_converted_bigg as converted_bigg
 
 
 class TowerBuilt(AssertionError):
