@@ -133,7 +133,7 @@ def _published(card, dataset: DatasetEntry) -> dict[str, float]:
 
 def _settings(config: ZeroShotConfig) -> dict[str, Any]:
     """What, besides the weights and protocol, changes a pair's numbers (a resume compares it)."""
-    return {"limit": config.limit, "single_prompt": config.single_prompt}
+    return {"limit": config.limit}
 
 
 def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | None:

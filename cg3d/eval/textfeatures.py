@@ -35,16 +35,24 @@ def write_class_features(
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
+    from cg3d.eval import prompts
+
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
     templates = list(chosen.templates)
-    features = class_text_features(model, [chosen.class_name(c) for c in classes], templates)
+    # The protocol's own way (its class names, normalised or not: issue 22's
+    # protocol_text_features) where there is one; else CLIP's normalised prompt ensemble.
+    by_protocol = getattr(prompts, "protocol_text_features", None)
+    if by_protocol is not None:
+        features = by_protocol(model, chosen.written_names(classes), chosen)
+    else:
+        features = class_text_features(model, [chosen.class_name(c) for c in classes], templates)
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),
         "protocol": chosen.name,
         "templates": len(templates),
-        "normalised": True,
+        "normalised": chosen.normalise_text,
         "checkpoint": str(checkpoint),
     }
     write_text_features(Path(out), features.cpu().numpy(), classes, about)

@@ -89,7 +89,8 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
 def features_for(
     path: Path, classes: list[str], embed_dim: int, spell=lambda name: name
 ) -> np.ndarray:
-    """The rows of the file at `path` for `classes`, in that order, L2-normalised.
+    """The rows of the file at `path` for `classes`, in that order, as stored (a protocol
+    that does not normalise text features keeps their lengths, which change the argmax).
 
     A class is found by its name as given, or as `spell` writes it (a protocol's class names:
     night_stand as "night stand"). A class the file lacks, or features of another size than
@@ -111,5 +112,4 @@ def features_for(
         raise UsageError(
             f"{OPTION}: {sidecar(path).name} lacks the classes {', '.join(missing[:3])}{more}"
         )
-    chosen = features[picked]
-    return chosen / np.linalg.norm(chosen, axis=1, keepdims=True).clip(min=1e-12)
+    return features[picked]

@@ -227,8 +227,8 @@ def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_
     text = np.random.default_rng(5).normal(size=(len(benchmark.classes), BIGG_DIM))
     for label in set(labels):
         text[label] = features[labels == label].mean(axis=0)
-    write_text_features(tmp_path / "text" / "bigg__modelnet40.npy", text, benchmark.classes)
-    unit = text / np.linalg.norm(text, axis=1, keepdims=True)
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)  # stored as the file gives them
+    write_text_features(tmp_path / "text" / "bigg__modelnet40.npy", unit, benchmark.classes)
     expected = 100 * float(np.mean(np.argmax(features @ unit.T, axis=1) == labels))
     assert expected > 0
     args = ["benchmark", "--models", f"bigg={tmp_path / 'bigg.pt'}", "--datasets", "modelnet40"]
