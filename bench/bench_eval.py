@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cg3d.eval.prompts import prompt_templates
+from cg3d.eval.protocols import CG3D
 from cg3d.eval.readers import Benchmark, Shape, prepare_points
 from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
 from cg3d.models.model import build_model, model_config
@@ -56,7 +56,7 @@ def one_at_a_time(model, bench: Benchmark, count: int, cached_text: torch.Tensor
             break
         text = cached_text
         if text is None:
-            text = class_text_features(model, bench.classes, prompt_templates())
+            text = class_text_features(model, bench.classes, list(CG3D.templates))
         points = torch.from_numpy(prepare_points(shape.points, n_points, seed=index))[None]
         (model.encode_points(points) @ text.T).numpy()
     return time.perf_counter() - started
@@ -96,7 +96,7 @@ def main() -> None:
     prepare_s = (time.perf_counter() - started) / args.shapes
 
     started = time.perf_counter()
-    text = class_text_features(model, bench.classes, prompt_templates())
+    text = class_text_features(model, bench.classes, list(CG3D.templates))
     text_s = time.perf_counter() - started
 
     naive_s = one_at_a_time(model, bench, args.naive_shapes, None) / args.naive_shapes

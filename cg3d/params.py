@@ -221,23 +221,47 @@ class PackConfig(Section):
 
 @dataclass
 class AugmentConfig(Section):
-    """`train.augment:`, the paper's point augmentations, each switchable."""
+    """`train.augment:`, the point augmentation policy: each op switched on or off, applied to a
+    sample with its probability (`_prob`), with its range. The order is fixed (the public
+    code's): on the drawn points before farthest point sampling, a 90° turn about up, a uniform
+    turn about up, a perturbation rotation, jitter, a share moved to the origin, input dropout;
+    after it, per-axis scale then translation. `cg3d.train.augment.POLICIES` names the
+    policies: `cg3d` (these defaults) and `cg3d-public` (configs/cg3d-public.yaml)."""
 
     section: ClassVar[str] = "train.augment"
 
+    rotate_90: bool = param(False, "A turn about the up axis (+Y) by 0, 90, 180 or 270°.")
+    rotate_90_prob: float = param(1.0, "Probability of the 90° turn.", low=0.0, high=1.0)
     rotate_up: bool = param(True, "A uniform rotation about the up axis (+Y).")
+    rotate_up_prob: float = param(1.0, "Probability of the rotation about up.", low=0.0, high=1.0)
     perturb: bool = param(True, "A small rotation about every axis.")
+    perturb_prob: float = param(1.0, "Probability of the perturbation.", low=0.0, high=1.0)
     perturb_sigma: float = param(0.06, "Radians.", low=0.0)
     perturb_clip: float = param(0.18, "Radians.", low=0.0)
     jitter: bool = param(True, "Gaussian noise on positions.")
+    jitter_prob: float = param(1.0, "Probability of the jitter.", low=0.0, high=1.0)
     jitter_sigma: float = param(0.01, "Noise sigma.", low=0.0)
     jitter_clip: float = param(0.05, "Noise clip.", low=0.0)
-    dropout: bool = param(True, "Drop up to dropout_max of the points (replaced by the first).")
+    drop_to_origin: bool = param(
+        False, "Move drop_to_origin_share × N points, drawn with replacement, to the origin."
+    )
+    drop_to_origin_prob: float = param(1.0, "Probability of the move.", low=0.0, high=1.0)
+    drop_to_origin_share: float = param(
+        0.1, "Draws as a share of the points (0.1: about 9.5 % distinct).", low=0.0, high=1.0
+    )
+    dropout: bool = param(
+        False,
+        "PointNet++ input dropout: up to dropout_max of the points replaced by the first "
+        "(not in the public CG3D code).",
+    )
+    dropout_prob: float = param(1.0, "Probability of the dropout.", low=0.0, high=1.0)
     dropout_max: float = param(0.875, "Largest share dropped.", low=0.0, high=1.0)
-    scale: bool = param(True, "Per-axis scale U(scale_low, scale_high).")
+    scale: bool = param(True, "Per-axis scale U(scale_low, scale_high), after FPS.")
+    scale_prob: float = param(1.0, "Probability of the scale.", low=0.0, high=1.0)
     scale_low: float = param(2.0 / 3.0, "Lowest scale.", low=0.0)
     scale_high: float = param(3.0 / 2.0, "Highest scale.", low=0.0)
-    translate: bool = param(True, "Per-axis shift U(-translate_range, translate_range).")
+    translate: bool = param(True, "Per-axis shift U(-translate_range, translate_range), after FPS.")
+    translate_prob: float = param(1.0, "Probability of the shift.", low=0.0, high=1.0)
     translate_range: float = param(0.2, "Largest shift.", low=0.0)
     color_jitter: bool = param(
         False, "Jitter the rgb of coloured points (brightness and contrast), clipped to [0, 1]."
@@ -301,6 +325,55 @@ class TrainConfig(Section):
         10.0, "Clip each update's gradient norm (per optimiser) to this; 0: no clipping.", low=0.0
     )
     warmup_epochs: float = param(1.0, "Linear warmup, in epochs.", low=0.0)
+    # How the public CG3D runner trains, where it differs from ours (configs/cg3d-public.yaml
+    # sets the public values; README "Reproduce the public code")
+    encoder_lr_schedule: str = param(
+        "cosine",
+        "cosine: per update, after the warmup, down to encoder_lr_min; epoch-cosine: timm's "
+        "CosineLRScheduler stepped once after each epoch, so epoch e trains at the value of e - 1 "
+        "(the public runner's, without warmup).",
+        choices=("cosine", "epoch-cosine"),
+    )
+    encoder_lr_min: float = param(
+        0.0, "Where the encoder's cosine ends (the public timm schedule: 1e-6).", low=0.0
+    )
+    cosine_epochs: int = param(
+        0,
+        "Epochs the cosines span (0: train.epochs); later epochs stay at the end value (the "
+        "public config: 100, with 101 epochs trained).",
+        low=0,
+    )
+    prompt_lr_schedule: str = param(
+        "cosine",
+        "cosine: the encoder's per-update cosine to 0; constant: prompt_lr throughout (the "
+        "public config's duplicated scheduler: key leaves its prompt scheduler None).",
+        choices=("cosine", "constant"),
+    )
+    phase_parity: str = param(
+        "run",
+        "alternating: the phase of an update by its index in the run, or in its epoch (epoch: "
+        "the public runner's idx % 2, restarted each epoch).",
+        choices=("run", "epoch"),
+    )
+    prompt_steps_run_encoder: bool = param(
+        False,
+        "On prompt updates also run the point encoder forward without grad, so that BatchNorm's "
+        "running statistics see every batch (the public runner computes every loss each step).",
+    )
+    decay_cls_pos: bool = param(
+        False, "Weight-decay the encoder's cls_pos (the public add_weight_decay does)."
+    )
+    prompt_init: str = param(
+        "vpt",
+        "Prompt init U(-b, b): vpt, b = √(6 / (3·patch_area + width)); cg3d-public, "
+        "b = √(6 / (3·16 + width)) (the public code's patch side for its area).",
+        choices=("vpt", "cg3d-public"),
+    )
+    gather_negatives: bool = param(
+        True,
+        "Under DDP, contrast each row against every process's batch (the global batch); false: "
+        "against its own process's batch only (the public runner: 64 negatives, not 512 on 8 GPUs).",
+    )
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
     text_targets: str = param(
         "captions",
@@ -315,6 +388,26 @@ class TrainConfig(Section):
         60.0,
         "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable.",
         low=0.1,
+    )
+    replacement_draws: int = param(
+        0,
+        "0: the stored points, each once, n_points of them by FPS from a seeded start; N: first "
+        "draw N with replacement (the public dataset: 8192, ~37 % duplicates), augment, then FPS "
+        "as pointnet2_ops' kernel (from the first draw, never a point within √1e-3 of the origin).",
+        low=0,
+        high=1 << 20,
+    )
+    view_choice: str = param(
+        "random",
+        "random: a random view of each object every epoch; fixed: one view per object, picked "
+        "once by the seed (the public dataset picks it when built).",
+        choices=("random", "fixed"),
+    )
+    view_background: str = param(
+        "white",
+        "Transparent views: white (composited on white) or drop_alpha (the colour stored under "
+        "alpha, black in Blender's renders: the public loader's convert('RGB')).",
+        choices=("white", "drop_alpha"),
     )
     augment: AugmentConfig = param(AugmentConfig, "Point augmentations.", option=False)
     eval_templates: str = param(
@@ -349,8 +442,10 @@ class ZeroShotConfig(Section):
     split: str = param("test", "Split to evaluate.")
     variant: str = param("", "scanobjectnn: obj_only | obj_bg | pb_t50_rs.")
     batch_size: int = param(32, "Shapes per forward pass.", low=1)
-    single_prompt: str = param(
-        "", 'One template, e.g. "This is a {}" (CG3D parity); "": the 64-template ensemble.'
+    protocol: str = param(
+        "cg3d",
+        "Zero-shot protocol (cg3d.eval.protocols): prompts, class names, text and point "
+        "normalisation, FPS; cg3d-public: the public CG3D eval.py.",
     )
     allow_pickle: bool = param(
         False, "Allow reading ULIP's .dat pickle: unpickling a tampered file runs arbitrary code."

@@ -25,12 +25,12 @@ import torch
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.eval.prompts import prompt_templates
+from cg3d.eval.prompts import protocol_text_features
+from cg3d.eval.protocols import get_protocol
 from cg3d.eval.readers import prepare_points
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
-from cg3d.models.text import class_text_features
 
 ShapeInput = str | Path | np.ndarray
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -298,14 +298,16 @@ class Model:
         )
 
     @torch.inference_mode()
-    def label_features(self, labels: Sequence[str], single_prompt: str = "") -> torch.Tensor:
-        """(C, D) class prototypes of `labels` over the prompt templates (cached per label set)."""
-        templates = prompt_templates(single_prompt)
-        key = (tuple(labels), tuple(templates))
+    def label_features(self, labels: Sequence[str], protocol: str = "cg3d") -> torch.Tensor:
+        """(C, D) class prototypes of `labels` as the zero-shot `protocol` makes them (its
+        templates, class-name writing and text normalisation), cached per label set."""
+        chosen = get_protocol(protocol)
+        names = chosen.written_names(list(labels))
+        key = (tuple(names), chosen)
         if key not in self._label_cache:
             if len(self._label_cache) >= LABEL_CACHE_SIZE:
                 self._label_cache.pop(next(iter(self._label_cache)))
-            self._label_cache[key] = class_text_features(self.network, list(labels), templates)
+            self._label_cache[key] = protocol_text_features(self.network, names, chosen)
         return self._label_cache[key]
 
     @torch.inference_mode()
@@ -315,19 +317,21 @@ class Model:
         labels: str | Sequence[str] | None = None,
         top: int = 5,
         up_axis: str = "y",
-        single_prompt: str = "",
+        protocol: str = "cg3d",
         prepared: bool = False,
     ) -> list[Prediction]:
         """The `top` labels of one shape with their probabilities, best first.
 
         `labels`: a list or a comma-separated string (never read as a file name); none means
-        the checkpoint's classes. `single_prompt` ("This is a {}") replaces the template
-        ensemble; `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
+        the checkpoint's classes. `protocol` names how the labels' text features are made
+        (`cg3d.eval.protocols`: "cg3d-public" is the public eval.py's "This is a " + label,
+        not normalised); the shape itself is prepared as `prepare` does, whatever the protocol.
+        `prepared=True` takes `shape` as the model's input already (`Model.prepare`).
         """
         if not isinstance(top, int) or top < 1:
             raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
         names = parse_labels(labels, self.classes)
-        text = self.label_features(names, single_prompt)
+        text = self.label_features(names, protocol)
         points = shape if prepared else self.prepare(shape, up_axis)
         feature = torch.from_numpy(self.embed_prepared(as_array(points, "points")[None]))
         feature = feature.to(text.device)

@@ -50,10 +50,14 @@ def classify_command(
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
     ] = "y",
-    single_prompt: Annotated[
+    protocol: Annotated[
         str,
-        typer.Option("--single-prompt", help="One template instead of the 64-template ensemble."),
-    ] = "",
+        typer.Option(
+            "--protocol",
+            help="Zero-shot protocol of the labels' text features: cg3d (64 templates), "
+            "cg3d-public (the public eval.py's 'This is a ' + label).",
+        ),
+    ] = "cg3d",
     clip_pretrained: Annotated[
         str,
         typer.Option(
@@ -64,15 +68,17 @@ def classify_command(
 ) -> None:
     """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
     from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
+    from cg3d.eval.protocols import get_protocol
 
     if labels and labels_file is not None:
         raise UsageError("--labels and --labels-file: give one or the other")
     check_shape_file(path)  # before the model loads: a typo costs no wait
     check_up_axis(up_axis)
+    get_protocol(protocol)  # an unknown name fails before the model loads
     if labels_file is not None:
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
-    predictions = model.classify(path, labels, top, up_axis, single_prompt)
+    predictions = model.classify(path, labels, top, up_axis, protocol)
     table = Table("rank", "label", "probability", title=str(path))
     for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")

@@ -355,3 +355,38 @@ def run_benchmark(
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown_table(rows))
     return rows
+
+
+README_START, README_END = "<!-- cards table: start -->", "<!-- cards table: end -->"
+
+
+def readme_tables() -> str:
+    """The README's tables of released models (from the model cards) and of the protocols
+    (from the registry). A test checks the README holds exactly this: after adding a card or a
+    protocol, paste what `python -m cg3d.eval.benchmark` prints."""
+    from cg3d.eval.protocols import get_protocol, protocol_names
+    from cg3d.models.cards import card_names, get_card
+
+    lines = [
+        "| model | point encoder | input | teacher | protocol | published zero-shot top-1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in card_names():
+        card = get_card(name)
+        numbers = ", ".join(
+            f"{dataset} {values['acc1']:.1f}"
+            for dataset, values in sorted(card.published.items())
+            if "acc1" in values
+        )
+        lines.append(
+            f"| `{name}` | `{card.encoder}` | {card.n_points} × {card.point_channels}, "
+            f"{card.up_axis} up | {card.teacher_model} `{card.teacher_pretrained}` | "
+            f"`{card.protocol}` | {numbers or '–'} |"
+        )
+    lines += ["", "| protocol | what it does |", "|---|---|"]
+    lines += [f"| `{name}` | {get_protocol(name).description} |" for name in protocol_names()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(README_START + "\n" + readme_tables() + README_END)

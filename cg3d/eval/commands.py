@@ -63,7 +63,7 @@ def zeroshot_command(
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
         f"top-3 {metrics['top3']:.2f}%  top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
-        f"{metrics['clip_weights']}] → {out / 'metrics.json'}",
+        f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
         markup=False,
     )
 
@@ -213,10 +213,11 @@ def scene_query_command(
 
 
 def audit_command(
-    train: Annotated[
-        str, typer.Option("--train", help="Training shards (their train split): folder or URL.")
-    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for pairs.csv and audit.json.")],
+    train: Annotated[
+        str | None,
+        typer.Option("--train", help="Training shards (their train split): folder or URL."),
+    ] = None,
     test: Annotated[
         str | None, typer.Option("--test", help="Test shards (their test split): folder or URL.")
     ] = None,
@@ -237,10 +238,44 @@ def audit_command(
             "--allow-pickle", help="Allow reading pickled benchmark files (trusted only)."
         ),
     ] = False,
+    train_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-list",
+            help="Or a ShapeNet training list (CG3D's train_img.txt: <synset>-<model>.npy lines).",
+        ),
+    ] = None,
+    test_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--test-list", help="With --train-list: the test list (Point-BERT's test.txt)."
+        ),
+    ] = None,
 ) -> None:
-    """Leakage audit: training and test shapes that are the same file or the same shape."""
-    from cg3d.eval.audit import audit
+    """Leakage audit: training and test shapes that are the same file or the same shape; or,
+    for two ShapeNet lists, the ids they share (no geometry needed)."""
+    from cg3d.errors import UsageError
+    from cg3d.eval.audit import audit, audit_lists
 
+    if train_list is not None or test_list is not None:
+        if train_list is None or test_list is None:
+            raise UsageError("--train-list and --test-list go together")
+        if train is not None or test is not None or dataset is not None:
+            raise UsageError("--train-list/--test-list: give no --train, --test or --dataset")
+        check_out_dir(out)
+        summary = audit_lists(train_list, test_list, out)
+        console.print(
+            f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
+            f"{summary['pairs']['same_id']} in both lists, {summary['pairs']['same_model']} "
+            f"the same model under another synset; {summary['leaked_test_shapes']} test shapes "
+            f"have a training twin → {out}",
+            markup=False,
+        )
+        return
+    if train is None:
+        raise UsageError(
+            "give --train SHARDS (with --test or --dataset), or --train-list and --test-list"
+        )
     check_out_dir(out)
     summary = audit(
         train,

@@ -13,11 +13,17 @@ name its model card gives (`cg3d.models.cards`), with `register_protocol`.
 from dataclasses import dataclass
 
 from cg3d.errors import UsageError
-from cg3d.protocol import templates
+from cg3d.formats.points import NO_COLOR
+from cg3d.geometry.frame import UP_AXES
+from cg3d.protocol import protocol, templates
 
 CLASS_NAME_STYLES = ("spaces", "raw")  # underscores → spaces, or the folder names as they are
-POINT_NORMALISATIONS = ("bbox", "centroid")  # bounding-box centre or centroid, then unit sphere
-FPS_STARTS = ("seeded", "first")  # a seeded random start, or index 0 (pointnet2_ops' kernel)
+# bbox: bounding-box centre, 1/max radius (our pipeline's frame, float64); centroid: the
+# public `pc_normalize` (mean of the points, 1/max radius, in float32 as it runs on float32).
+POINT_NORMALISATIONS = ("bbox", "centroid")
+# seeded: our FPS from a seeded random point; first: pointnet2_ops' CUDA kernel, from index 0,
+# never picking a point whose squared norm is at most 1e-3 (`readers.pointnet2_fps`).
+FPS_STARTS = ("seeded", "first")
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,10 @@ class Protocol:
     point_normalisation: str = "bbox"  # one of POINT_NORMALISATIONS
     fps_start: str = "seeded"  # one of FPS_STARTS
     n_points: int = 0  # 0: the model's own n_points
-    constant_color: float = 0.5  # rgb of every point when the benchmark has no colour
+    constant_color: float = NO_COLOR[0]  # rgb of every point when the benchmark has no colour
     up_axis: str = "y"  # the model's up axis: shapes are turned into it from the benchmark's
+    # How the metrics name the templates, e.g. "ulip64"; "": the templates themselves, quoted.
+    templates_name: str = ""
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
@@ -44,10 +52,27 @@ class Protocol:
             raise ValueError(f"{self.name}: fps_start must be one of {FPS_STARTS}")
         if not self.templates or any(t.count("{}") != 1 for t in self.templates):
             raise ValueError(f"{self.name}: every template needs exactly one '{{}}'")
+        if self.up_axis not in UP_AXES:
+            raise ValueError(f"{self.name}: up_axis must be one of {UP_AXES}")
+        if not 0.0 <= self.constant_color <= 1.0 or self.n_points < 0:
+            raise ValueError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
 
     def class_name(self, name: str) -> str:
         """How this protocol writes a benchmark class name inside its templates."""
         return name.replace("_", " ") if self.class_names == "spaces" else name
+
+    def written_names(self, classes: list[str], folder_names: list[str] | None = None) -> list[str]:
+        """The class names as they go into the templates: `classes` (our protocol names) with
+        spaces, or, for "raw", the names as the benchmark's files write them (`folder_names`,
+        ModelNet's `night_stand`), else `classes` as they are."""
+        if self.class_names == "raw" and folder_names:
+            return list(folder_names)
+        return [self.class_name(name) for name in classes]
+
+    def templates_label(self) -> str:
+        """What the metrics call the templates: "ulip64 (64)", or "'This is a {}' (1)"."""
+        name = self.templates_name or ", ".join(repr(t) for t in self.templates)
+        return f"{name} ({len(self.templates)})"
 
 
 _PROTOCOLS: dict[str, Protocol] = {}
@@ -78,5 +103,108 @@ CG3D = register_protocol(
         description="ours: the 64 ULIP/CLIP templates ensembled, normalised text features, "
         "class names with spaces, bounding-box centre and unit sphere, seeded FPS",
         templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
+    )
+)
+
+# The public eval.py (deeptibhegde/CLIP-goes-3D, `validate_ZS` and its ModelNet dataset), line
+# by line: `args.text_prompt + c` ("This is a " by default, utils/parser.py:38) with c the
+# shape_names.txt line as it is (eval.py:186-187, underscores kept); the text normalisation is
+# commented out (eval.py:300) while the point feature is normalised (eval.py:299); the txt's
+# xyz (USE_NORMALS false, cfgs/dataset_configs/ModelNet40.yaml) through `pc_normalize`
+# (datasets/ModelNetDataset.py:27-32, 202-204); `misc.fps(points, args.npoints)` (eval.py:275),
+# pointnet2_ops' furthest_point_sample; logits `point_n @ text.T` (eval.py:309), argmax (321).
+# Its ScanObjectNN zero-shot set is PB_T50_RS (`ScanObjectNN_hardest`, pc_normalize too, class
+# names as ours): 2,048 points FPS'd "to" 8,192, so the kernel picks all 2,048 and then repeats
+# one point 6,144 times, which `pointnet2_fps` reproduces. OBJ_ONLY/OBJ_BG are not in its
+# zero-shot run (their dataset class does not normalise); this protocol normalises every set.
+CG3D_PUBLIC = register_protocol(
+    Protocol(
+        name="cg3d-public",
+        description="the public CG3D eval.py: 'This is a ' + the raw folder name, text "
+        "features not normalised, centroid normalisation, pointnet2_ops FPS from index 0",
+        templates=(protocol()["cg3d_single_prompt"],),  # "This is a {}"
+        class_names="raw",
+        normalise_text=False,
+        point_normalisation="centroid",
+        fps_start="first",
+    )
+)
+
+
+# Converted peer models (issue 23): each as its public code evaluates zero-shot, read from it.
+# ULIP (salesforce/ULIP main.py, data/dataset_3d.py): data/templates.json `modelnet40_64` (our
+# `ulip64`, the same 64 strings) ensembled over normalised prompt features, data/labels.json
+# names with spaces ("flower pot"), 8192 points centred on their centroid and scaled to the unit
+# sphere (pc_normalize), the point clouds' own y-up frame, centres by pointnet2_ops FPS from
+# point 0; xyz only.
+ULIP = register_protocol(
+    Protocol(
+        name="ulip",
+        description="ULIP's main.py: its 64 templates ensembled, names with spaces, 8192 "
+        "points, centroid + unit sphere, y up, FPS from point 0",
+        templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
+        point_normalisation="centroid",
+        fps_start="first",
+        n_points=8192,
+        constant_color=0.4,  # ULIP's colour where it adds one (xyz-only models ignore it)
+        up_axis="y",
+    )
+)
+# ULIP-2 (ULIP2_PointBERT_Colored, the `use_colored_pc` ModelNet40 branch of dataset_3d.py):
+# as ULIP, on 10k points with the constant colour 0.4 (np.ones_like(xyz) * 0.4)
+ULIP2 = register_protocol(
+    Protocol(
+        name="ulip2",
+        description="ULIP-2: ULIP's 64 templates and names, 10k xyz + rgb points, constant "
+        "colour 0.4 where a benchmark has none, centroid + unit sphere, y up, FPS from point 0",
+        templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
+        point_normalisation="centroid",
+        fps_start="first",
+        n_points=10000,
+        constant_color=0.4,
+        up_axis="y",
+    )
+)
+# OpenShape (Colin97/OpenShape_code src/data.py, src/example.py): it evaluates with the class
+# features it ships (`cat_name_pt_feat.npy`; the README says "prompt engineering used" for
+# LVIS, the prompts are not in the code): those files are the faithful text side. Where they
+# are not to hand, the bare class name, as its example extracts text features. Shapes are swapped y↔z into its z-up frame
+# (`y_up: True`), centred on the centroid and scaled to the unit sphere (normalize_pc), 10k
+# points; its ModelNet40 colour is the file's 100/255 ("scale to 0.4"); dgl's FPS starts at a
+# random point.
+OPENSHAPE = register_protocol(
+    Protocol(
+        name="openshape",
+        description="OpenShape: the bare class name as the text (its shipped class features), "
+        "10k xyz + rgb points, z up, centroid + unit sphere, colour 100/255, random FPS start",
+        templates=("{}",),
+        point_normalisation="centroid",
+        fps_start="seeded",
+        n_points=10000,
+        constant_color=100 / 255,
+        up_axis="z",
+    )
+)
+# Uni3D (baaivision/Uni3D main.py test_zeroshot_3d_core, data/datasets.py): data/templates.json
+# `modelnet40_64` (ULIP's 64) ensembled, data/labels.json names (ModelNet40 with spaces), 10k
+# points centred on their centroid and scaled to the unit sphere (pc_norm), the OpenShape test
+# files' colour 100/255 ≈ 0.4; without --openshape_setting (neither scripts/inference.sh nor
+# pretrain.sh sets it) no y↔z swap: Uni3D trains and evaluates in the files' own y-up frame.
+# Centres by pointnet2_ops FPS from point 0.
+UNI3D = register_protocol(
+    Protocol(
+        name="uni3d",
+        description="Uni3D: ULIP's 64 templates ensembled, names with spaces, 10k xyz + rgb "
+        "points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
+        templates=tuple(templates("ulip64")),
+        templates_name="ulip64",
+        point_normalisation="centroid",
+        fps_start="first",
+        n_points=10000,
+        constant_color=100 / 255,
+        up_axis="y",
     )
 )

@@ -2,9 +2,12 @@
 
 Every reader streams `Shape`s (one file or record at a time, never the whole set in memory)
 with raw xyz in the benchmark's own frame; `prepare_points` then brings a shape into the
-model's input: canonical +Y-up axes, normalised into the unit sphere the way our pipeline
-does (bounding-box centre, 1 / max radius, `cg3d.geometry.frame`), farthest point sampled
-to the model's `n_points` (fewer points are topped up by repeating random ones).
+model's input as the zero-shot protocol says (`cg3d.eval.protocols`). Under our `cg3d`
+protocol: canonical +Y-up axes, normalised into the unit sphere the way our pipeline does
+(bounding-box centre, 1 / max radius, `cg3d.geometry.frame`), farthest point sampled from a
+seeded start to the model's `n_points` (fewer points are topped up by repeating random ones).
+The readers themselves never normalise: the protocol decides (`cg3d-public`: the centroid,
+as the public `pc_normalize`, and pointnet2_ops' FPS from index 0, `pointnet2_fps`).
 
 Colour (models with `point_channels` 6 take xyz + rgb in [0, 1]): a shape carries `colors`
 where its benchmark has them, and `prepare_points` gives every other shape the constant
@@ -43,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import OutsideRoot, confined_path
-from cg3d.formats.points import NO_COLOR
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -56,7 +59,7 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.geometry.fps import farthest_point_sample
-from cg3d.geometry.frame import normalization, normalize, to_canonical_axes
+from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,9 @@ class Benchmark:
     skipped: Callable[[], int] = lambda: 0  # samples the last pass left out (undecodable)
     refused: Callable[[], int] = lambda: 0  # of those, named by a path outside --root
     color: str = COLOR_CONSTANT  # where a colour model's rgb comes from (module docstring)
+    # The class names as the benchmark's own files write them (ModelNet's folders: night_stand),
+    # in label order, for protocols that put them in prompts as they are; None: as `classes`.
+    folder_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         """Each pass over `shapes` counts the shapes without colour of their own."""
@@ -148,30 +154,88 @@ def prepare_points(
     normalise: bool = True,
     colors: np.ndarray | None = None,
     point_channels: int = 3,
+    protocol: Protocol = CG3D,
 ) -> np.ndarray:
-    """(n_points, point_channels) float32: canonical axes, unit sphere, FPS (or padding) to
-    `n_points`; with 6 channels, each kept point's rgb follows it (`colors`, or `NO_COLOR`).
+    """(n_points, point_channels) float32: the model's axes, unit sphere, FPS (or padding) to
+    `n_points`, each as `protocol` says; with 6 channels, each kept point's rgb follows it
+    (`colors`, or the protocol's constant colour).
 
     `normalise=False` keeps coordinates as they are (shapes already in our frame, whose
     normalisation came from the mesh vertices, which the points alone cannot reproduce).
     """
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
     if point_channels == 6:
-        rgb = NO_COLOR if colors is None else np.asarray(colors, dtype=np.float64)
+        constant = (protocol.constant_color,) * 3
+        rgb = constant if colors is None else np.asarray(colors, dtype=np.float64)
         xyz = np.concatenate([xyz, np.broadcast_to(rgb, xyz.shape)], axis=1)
     xyz = xyz[np.isfinite(xyz).all(axis=1)]  # rgb rides along as columns 3:6
     if len(xyz) == 0:
         raise ValueError("empty: no finite points")
-    xyz[:, :3] = to_canonical_axes(xyz[:, :3], up_axis)
-    if normalise:
+    xyz[:, :3] = to_model_axes(xyz[:, :3], up_axis, protocol.up_axis)
+    if normalise and protocol.point_normalisation == "centroid":
+        xyz = xyz.astype(np.float32)  # pc_normalize runs on the float32 points it is given
+        xyz[:, :3] = centroid_normalize(xyz[:, :3])
+    elif normalise:
         centre, scale = normalization(xyz[:, :3])
         xyz[:, :3] = normalize(xyz[:, :3], centre, scale)
+    if protocol.fps_start == "first":
+        xyz = xyz[pointnet2_fps(xyz[:, :3], n_points)]
+        return np.ascontiguousarray(xyz, dtype=np.float32)
     rng = np.random.default_rng(seed)
     if len(xyz) > n_points:
         xyz = xyz[farthest_point_sample(xyz[:, :3], n_points, int(rng.integers(len(xyz))))]
     elif len(xyz) < n_points:
         xyz = np.concatenate([xyz, xyz[rng.integers(len(xyz), size=n_points - len(xyz))]])
     return np.ascontiguousarray(xyz, dtype=np.float32)
+
+
+def to_model_axes(xyz: np.ndarray, up_axis: str, model_up: str = "y") -> np.ndarray:
+    """xyz turned from the benchmark's `up_axis` into the model's `model_up` (through our
+    canonical +Y-up frame: a permutation with signs, so exact)."""
+    canonical = to_canonical_axes(xyz, up_axis)
+    return canonical if model_up == "y" else canonical @ canonical_rotation(model_up)
+
+
+def centroid_normalize(xyz: np.ndarray) -> np.ndarray:
+    """The public `pc_normalize` (datasets/ModelNetDataset.py:27): minus the centroid, then
+    divided by the largest distance from it; float32 in, float32 out, as there."""
+    centred = xyz - np.mean(xyz, axis=0)
+    radius = np.max(np.sqrt(np.sum(centred**2, axis=1)))
+    if not np.isfinite(radius) or radius <= 0:
+        raise ValueError("degenerate geometry: all points coincide")
+    return centred / radius
+
+
+POINTNET2_THREADS = 512  # the FPS kernel's largest block (cuda_utils.h TOTAL_THREADS)
+POINTNET2_SKIP_NORM2 = 1e-3  # the kernel never picks a point this close to the origin
+
+
+def pointnet2_fps(xyz: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` points as pointnet2_ops' `furthest_point_sample` kernel picks them
+    (sampling_gpu.cu): index 0 first, then each time the point farthest from all picked so
+    far, skipping every point whose squared norm is at most 1e-3 (the kernel's `mag <= 1e-3`:
+    a shape centred on its centroid never gets the points nearest its centre). When no point
+    is left to pick (fewer eligible points than `count`), the kernel repeats one point: the
+    eligible one its first thread block reduction lands on, index 0 if none is eligible.
+
+    Our exact FPS on the eligible points gives the kernel's picks, index for index; only an
+    exact tie of distances could be broken differently (the kernel prefers the lower thread,
+    k mod 512, we the lower index).
+    """
+    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+    norm2 = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
+    # float against the double 1e-3, as in C (numpy would round 1e-3 to float32 first)
+    eligible = np.flatnonzero(norm2.astype(np.float64) > POINTNET2_SKIP_NORM2)
+    candidates = np.concatenate([[0], eligible[eligible != 0]])  # 0 is picked whatever its norm
+    picked = candidates[farthest_point_sample(xyz[candidates], min(count, len(candidates)), 0)]
+    if len(picked) == count:
+        return picked
+    if len(eligible):  # every distance is 0: the lowest thread, then the lowest index in it
+        threads = min(2 ** int(np.log2(len(xyz))), POINTNET2_THREADS)  # opt_n_threads(n)
+        repeat = eligible[np.lexsort((eligible, eligible % threads))[0]]
+    else:
+        repeat = 0
+    return np.concatenate([picked, np.full(count - len(picked), repeat, dtype=picked.dtype)])
 
 
 def _require_file(root: Path, path: Path, what: str) -> Path:
@@ -238,7 +302,9 @@ def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
             yield Shape(shape_id, points, label_of[folder])
 
     count = lambda: refusals[0].count  # noqa: E731 - read after each pass
-    return Benchmark(dataset, split, names, len(ids), shapes, skipped=count, refused=count)
+    return Benchmark(
+        dataset, split, names, len(ids), shapes, skipped=count, refused=count, folder_names=found
+    )
 
 
 def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:

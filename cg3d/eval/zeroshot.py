@@ -3,20 +3,24 @@
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
-  OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, prompts,
-                        checkpoint, clip_model, clip_pretrained (bool: real weights loaded),
-                        templates (which made the class prototypes, e.g. "ulip64 (64)"),
+  OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, protocol
+                        (the zero-shot protocol, cg3d.eval.protocols), n_points (fed to the
+                        model), checkpoint, clip_model, clip_pretrained (bool: real weights
+                        loaded), templates (which made the class prototypes, "ulip64 (64)"),
                         clip_weights, audit (the leakage audit done on this test set, or "none"),
                         color (where a colour model's rgb came from; shapes_without_color)
   OUT/per_class.csv     class, shapes, top1: per-class accuracy
-  OUT/predictions.csv   one row per shape (key, actual, predicted): DVC's confusion plot
+  OUT/predictions.csv   one row per shape (key, actual, predicted, protocol): DVC's confusion
+                        plot
   OUT/confusion.png     the confusion matrix, rows normalised; with more than
                         CONFUSION_PLOT_CLASSES classes (Objaverse-LVIS's 1,156) a plot says
                         nothing, and OUT/top_confusions.csv lists the most frequent mistakes instead
 
-Class text features (C classes × the 64 templates) are encoded once, in batches, and cached
-under `text_cache` by CLIP weights, classes and templates: the text tower is frozen, so a second
-evaluation with the same CLIP (another checkpoint, another run) reads them back.
+How shapes are prepared and class text features made is the protocol's (`--protocol`, default
+`cg3d`; `cg3d-public` is the public eval.py). Class text features (C classes × the protocol's
+templates) are encoded once, in batches, and cached under `text_cache` by CLIP weights and the
+protocol's text settings (class names as written, templates, normalisation): the text tower is
+frozen, so a second evaluation with the same CLIP (another checkpoint, another run) reads them back.
 """
 
 import functools
@@ -37,10 +41,10 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_correct
-from cg3d.eval.prompts import prompt_templates, prompts_label
+from cg3d.eval.prompts import protocol_text_features
+from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
-from cg3d.models.text import class_text_features
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -49,17 +53,22 @@ TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 
 
 def prepared_shapes(
-    benchmark: Benchmark, n_points: int, limit: int = 0, workers: int = 1, point_channels: int = 3
+    benchmark: Benchmark,
+    n_points: int,
+    limit: int = 0,
+    workers: int = 1,
+    point_channels: int = 3,
+    protocol: Protocol = CG3D,
 ) -> Iterator[tuple[np.ndarray, int, str]]:
-    """(points, label, key) of every shape, prepared in order (xyz, and rgb when the model
-    takes `point_channels` 6); `workers` > 1 prepares them in a process pool with a bounded
-    window of shapes in flight, so memory stays flat."""
+    """(points, label, key) of every shape, prepared in order as `protocol` says (xyz, and rgb
+    when the model takes `point_channels` 6); `workers` > 1 prepares them in a process pool
+    with a bounded window of shapes in flight, so memory stays flat."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
 
     def arguments(index: int, shape) -> tuple:
         up, normalise = benchmark.up_axis, not benchmark.normalised
-        return shape.points, n_points, up, index, normalise, shape.colors, point_channels
+        return shape.points, n_points, up, index, normalise, shape.colors, point_channels, protocol
 
     if workers <= 1:
         for index, shape in enumerate(shapes):
@@ -95,10 +104,11 @@ def iter_point_batches(
     limit: int = 0,
     workers: int = 1,
     point_channels: int = 3,
+    protocol: Protocol = CG3D,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
     """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes."""
     points, labels, keys = [], [], []
-    shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels)
+    shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels, protocol)
     for prepared, label, key in shapes:
         points.append(prepared)
         labels.append(label)
@@ -125,14 +135,21 @@ def model_identity(model, checkpoint: Path) -> dict:
     }
 
 
+def protocol_n_points(model, protocol: Protocol) -> int:
+    """Points fed to the model: the protocol's number, or the model's own (0)."""
+    return protocol.n_points or int(model.config["n_points"])
+
+
 @torch.no_grad()
 def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None):
-    """(scores (N, C), labels (N,), keys): cosine similarity of every shape to every class."""
+    """(scores (N, C), labels (N,), keys): every shape's normalised point feature · every
+    class's text feature (a cosine under a normalising protocol); the argmax is the guess."""
+    protocol = get_protocol(config.protocol)
     if text_features is None:
         text_features = cached_text_features(
             model,
-            benchmark.classes,
-            prompt_templates(config.single_prompt),
+            protocol.written_names(benchmark.classes, benchmark.folder_names),
+            protocol,
             Path(config.text_cache) if config.text_cache else None,
         )
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
@@ -142,11 +159,12 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
         task = progress.add_task(f"zero-shot {benchmark.name}", total=total)
         for points, batch_labels, batch_keys in iter_point_batches(
             benchmark,
-            int(model.config["n_points"]),
+            protocol_n_points(model, protocol),
             config.batch_size,
             config.limit,
             config.workers,
             int(model.config["point_channels"]),
+            protocol,
         ):
             features = model.encode_points(points.to(device))
             scores.append((features @ text_features.T).cpu().numpy())
@@ -158,27 +176,29 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
     return np.concatenate(scores), np.concatenate(labels), keys
 
 
-def text_cache_key(model, classes: list[str], template_list: list[str]) -> str | None:
-    """What class prototypes depend on: CLIP's model and weights, the classes, the templates.
+def text_cache_key(model, names: list[str], protocol: Protocol) -> str | None:
+    """What class prototypes depend on: CLIP's model and weights, and the protocol's text
+    settings (the class names as it writes them, its templates, whether it normalises).
     None when CLIP has no named weights (a random init lives only in its checkpoint)."""
     config = model.config
     if not config.get("clip_pretrained_loaded"):
         return None
-    identity = [config["clip_model"], config.get("clip_weights"), classes, template_list]
+    text = [names, list(protocol.templates), protocol.normalise_text, protocol.class_names]
+    identity = [config["clip_model"], config.get("clip_weights"), *text]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def cached_text_features(
-    model, classes: list[str], template_list: list[str], cache: Path | None
+    model, names: list[str], protocol: Protocol, cache: Path | None
 ) -> torch.Tensor:
-    """`class_text_features`, read from `cache/<key>.npy` when an earlier run wrote it."""
-    key = text_cache_key(model, classes, template_list) if cache is not None else None
+    """`protocol_text_features`, read from `cache/<key>.npy` when an earlier run wrote it."""
+    key = text_cache_key(model, names, protocol) if cache is not None else None
     path = cache / f"{key}.npy" if key else None
     if path is not None and path.is_file():
         features = np.load(path, allow_pickle=False)
-        if features.shape[0] == len(classes):
+        if features.shape[0] == len(names):
             return torch.from_numpy(features).to(model.device())
-    features = class_text_features(model, classes, template_list)
+    features = protocol_text_features(model, names, protocol)
     if path is not None:
         from cg3d.files import atomic_path
 
@@ -245,6 +265,7 @@ def zeroshot(
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    protocol = get_protocol(config.protocol)  # an unknown name fails before anything loads
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
     )
@@ -260,11 +281,10 @@ def zeroshot(
     metrics |= {
         "dataset": benchmark.name,
         "variant": benchmark.variant,
-        "prompts": config.single_prompt or "ulip64 ensemble",
+        "protocol": protocol.name,
         # which made the class prototypes
-        "templates": f"file {text_features}"
-        if text_features
-        else prompts_label(config.single_prompt),
+        "templates": f"file {text_features}" if text_features else protocol.templates_label(),
+        "n_points": protocol_n_points(model, protocol),
         **model_identity(model, Path(checkpoint)),
         "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
@@ -278,7 +298,7 @@ def zeroshot(
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
     names = benchmark.classes
     rows = [
-        {"key": key, "actual": names[actual], "predicted": names[guess]}
+        {"key": key, "actual": names[actual], "predicted": names[guess], "protocol": protocol.name}
         for key, actual, guess in zip(keys, labels, predicted, strict=True)
     ]
     write_rows(out / "predictions.csv", rows)

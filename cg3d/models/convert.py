@@ -1,6 +1,9 @@
 """`cg3d convert`: other projects' checkpoints as ours (thin wrappers over cg3d.models).
 
 cg3d convert cg3d-release   the CG3D authors' released pre-training checkpoints
+cg3d convert NAME           a released ULIP, ULIP-2, OpenShape or Uni3D point encoder
+                            (ulip-pointbert, ulip2-pointbert, openshape-pointbert,
+                            uni3d-{ti,s,b,l,g}: cg3d.models.peers), the point side only
 """
 
 from pathlib import Path
@@ -49,6 +52,69 @@ def cg3d_release(
         f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
         f"{model.config['clip_weights']['sha256'][:12]}…)"
     )
+
+
+def _peer_command(name: str) -> None:
+    """Register `cg3d convert NAME` for the released model `name` (its card says what it is)."""
+    from cg3d.models.cards import get_card
+
+    card = get_card(name)
+
+    def convert(
+        checkpoint: Annotated[
+            Path, typer.Option(help=f"The released {card.repository} checkpoint file.")
+        ],
+        out: Annotated[Path, typer.Option(help="Our checkpoint to write, e.g. model.pt.")],
+        clip_pretrained: Annotated[
+            str | None,
+            typer.Option(
+                help=f"The teacher's weights, a tag of {card.teacher_model} or a local file "
+                f"(recorded by name and sha256); default {card.teacher_pretrained}.",
+                show_default=False,
+            ),
+        ] = None,
+        allow_pickle: Annotated[
+            bool,
+            typer.Option(
+                "--allow-pickle",
+                help="Read a checkpoint holding other objects (trusted files only).",
+            ),
+        ] = False,
+    ) -> None:
+        from cg3d.models.peers import convert_peer
+
+        written = convert_peer(
+            name, checkpoint, out, allow_pickle=allow_pickle, clip_pretrained=clip_pretrained
+        )
+        tensors = sum(key.startswith("point_encoder.") for key in written["model"])
+        teacher = written["config"]["clip_weights"]
+        weights = teacher.get("tag") or f"{teacher['name']} (sha256 {teacher['sha256'][:12]}…)"
+        typer.echo(
+            f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
+            f"{weights} (not embedded), protocol {card.protocol}"
+        )
+
+    convert.__doc__ = (
+        f"{card.repository}'s released {name} as our checkpoint (point side; teacher "
+        f"{card.teacher_model} named, not embedded)."
+    )
+    convert_app.command(name)(convert)
+
+
+# The released models of other projects `cg3d convert` takes (cg3d.models.peers.LAYOUTS and
+# their cards), named here so that the CLI lists them without importing torch
+PEER_MODELS = (
+    "ulip-pointbert",
+    "ulip2-pointbert",
+    "openshape-pointbert",
+    "uni3d-ti",
+    "uni3d-s",
+    "uni3d-b",
+    "uni3d-l",
+    "uni3d-g",
+)
+for _name in PEER_MODELS:
+    _peer_command(_name)
 
 
 def register(app: typer.Typer) -> None:

@@ -232,34 +232,3 @@ def export_hub(
     run = (payload.get("training") or {}).get("run")
     write_hub(out, exported, model_card(exported, card, numbers, audits, run), card)
     return hub_config(exported, card)
-
-
-README_START, README_END = "<!-- cards table: start -->", "<!-- cards table: end -->"
-
-
-def cards_table() -> str:
-    """The README's table of released models, generated from the model cards (a test checks
-    the README holds exactly this: after adding a card, paste `python -m cg3d.models.hub`)."""
-    from cg3d.models.cards import card_names, get_card
-
-    lines = [
-        "| model | point encoder | input | teacher | protocol | published zero-shot top-1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in card_names():
-        card = get_card(name)
-        numbers = ", ".join(
-            f"{dataset} {values['acc1']:.1f}"
-            for dataset, values in sorted(card.published.items())
-            if "acc1" in values
-        )
-        lines.append(
-            f"| `{name}` | `{card.encoder}` | {card.n_points} × {card.point_channels}, "
-            f"{card.up_axis} up | {card.teacher_model} `{card.teacher_pretrained}` | "
-            f"`{card.protocol}` | {numbers or '–'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(README_START + "\n" + cards_table() + README_END)

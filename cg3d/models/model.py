@@ -179,6 +179,11 @@ class CG3D(nn.Module):
         """Captions → (B, D) normalised CLIP text features (the text tower is frozen)."""
         return F.normalize(self.clip.encode_text(self.tokenize(texts)).float(), dim=-1)
 
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor:
+        """Captions → (B, D) CLIP text features before normalisation (the public eval.py
+        compares points with these: the `cg3d-public` protocol)."""
+        return self.clip.encode_text(self.tokenize(texts)).float()
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The weights training changes: point encoder, prompts and the logit scale (a lazy
         model's from the weights it will load: nothing is built to list them)."""

@@ -23,8 +23,10 @@ training by `check_point_channels`.
 """
 
 import dataclasses
+import io
 import multiprocessing
 import random
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample
 from cg3d.params import TrainConfig
-from cg3d.train.augment import AugmentConfig, augment_points
+from cg3d.train.augment import AugmentConfig, augment_after_fps, augment_raw, draw_augment
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
 
@@ -76,6 +78,9 @@ class LoaderConfig:
     seed: int
     read_timeout: float  # seconds a remote shard may send nothing
     augment: AugmentConfig
+    replacement_draws: int  # 0: the stored points once each; N: N drawn with replacement
+    view_choice: str  # random (every epoch) or fixed (one per object, by the seed)
+    view_background: str  # white or drop_alpha (the public loader's convert("RGB"))
     image_size: int
 
     @classmethod
@@ -220,6 +225,53 @@ def resample(points: np.ndarray, n: int, rng: np.random.Generator | None) -> np.
     ]
 
 
+# pointnet2_ops' furthest_point_sample never picks a point whose squared norm is at most this
+NEAR_ORIGIN = 1e-3
+
+
+def pointnet2_fps(points: np.ndarray, n: int) -> np.ndarray:
+    """Indices of `n` points as pointnet2_ops' `furthest_point_sample` picks them from one
+    cloud (the public runner's `misc.fps`): index 0 first; then, one by one, the point farthest
+    from the picks among those whose squared norm exceeds `NEAR_ORIGIN`; once every distinct
+    such point is picked, the rest are copies of index 0 (of the first candidate when index 0
+    is itself near the origin: the kernel's is the first on its block's stride, a
+    measure-zero difference).
+
+    Exact FPS runs on the distinct candidates (copies of a picked point are at distance 0, so
+    which copy is picked never changes the points). When every one of them is picked, as at
+    8192 of 8192 draws, they go in index order after index 0: the encoders read point order
+    only through their own FPS, which starts at index 0 too.
+    """
+    xyz = np.asarray(points, dtype=np.float32)[:, :3]
+    candidate = np.einsum("ij,ij->i", xyz, xyz) > NEAR_ORIGIN
+    # the kernel's fill once all are picked: index 0, or the first candidate when 0 is skipped
+    fill = 0 if candidate[0] or not candidate.any() else int(np.flatnonzero(candidate)[0])
+    candidate[0] = True  # picked first, whatever it is
+    _, first = np.unique(xyz[candidate], axis=0, return_index=True)
+    rows = np.flatnonzero(candidate)[np.sort(first)]
+    rows = np.concatenate([[0], rows[np.any(xyz[rows] != xyz[0], axis=1)]])
+    if len(rows) > n:
+        rows = rows[farthest_point_sample(xyz[rows], n, 0)]
+    return np.concatenate([rows, np.full(n - len(rows), fill)]).astype(np.int64)
+
+
+def fixed_view(views: list[str], key: str, seed: int) -> str:
+    """The one view of object `key` for a whole run (`view_choice: fixed`): a draw seeded by
+    the run's seed and the key (crc32: stable across processes, unlike Python's hash)."""
+    index = np.random.default_rng([seed, zlib.crc32(key.encode())]).integers(len(views))
+    return views[index]
+
+
+def decode_view_drop_alpha(preprocess: "ClipPreprocess", data: bytes) -> torch.Tensor:
+    """A view as the public loader reads it (`view_background: drop_alpha`): PIL's
+    convert("RGB") before resizing, which keeps the colour stored under alpha (black where
+    Blender renders transparent) instead of compositing on white."""
+    with Image.open(io.BytesIO(data)) as image:
+        if "A" not in image.getbands() and "transparency" not in image.info:
+            return preprocess.decode(data)  # nothing to drop: the usual path
+        return preprocess.pixels(image.convert("RGB"))
+
+
 class ShardStream(torch.utils.data.IterableDataset):
     """Decoded training/eval samples of one rank; each DataLoader worker takes its own part."""
 
@@ -284,21 +336,39 @@ class ShardStream(torch.utils.data.IterableDataset):
         points = model_columns(sample["points"], channels, self.config.point_channels)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
+        config, draw = self.config, None
         if rng is not None:
-            fed = ["x", "y", "z", *(RGB if self.config.point_channels == 6 else ())]
-            points = augment_points(points, self.config.augment, rng, fed, colored)
+            if config.replacement_draws:  # the public dataset's np.random.choice(N, 8192)
+                points = points[rng.integers(len(points), size=config.replacement_draws)]
+            fed = ["x", "y", "z", *(RGB if config.point_channels == 6 else ())]
+            draw = draw_augment(config.augment, rng, len(points))
+            points = augment_raw(points, draw, fed, colored)
+            # a view is drawn in either mode, so that the later draws do not depend on it
             view, caption = views[rng.integers(len(views))], captions[rng.integers(len(captions))]
+            if config.view_choice == "fixed":
+                view = fixed_view(views, raw["__key__"], config.seed)
         else:
             view, caption = views[0], captions[0]
-        points = resample(points, self.config.n_points, rng)
+        if rng is not None and config.replacement_draws:
+            points = points[pointnet2_fps(points, config.n_points)]
+        else:
+            points = resample(points, config.n_points, rng)
+        if draw is not None:
+            points = augment_after_fps(points, draw)
         return {
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
-            "image": decode_member(raw, view, self.preprocess.decode),
+            "image": decode_member(raw, view, self.decode_view),
             "caption": caption,
             "cls": sample["cls"],
             "has_color": colored,
             "key": raw["__key__"],
         }
+
+    def decode_view(self, data: bytes) -> torch.Tensor:
+        """An encoded view → (3, S, S) uint8, transparent pixels as `view_background` says."""
+        if self.config.view_background == "drop_alpha":
+            return decode_view_drop_alpha(self.preprocess, data)
+        return self.preprocess.decode(data)
 
 
 def shuffled(items: Iterator[Any], buffer: int, rng: np.random.Generator) -> Iterator[Any]:

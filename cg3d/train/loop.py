@@ -126,6 +126,7 @@ def train_epoch(
     samples/s, LRs), the samples skipped as undecodable (all processes) and the next step."""
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(epoch)
+    trainer.begin_epoch(epoch, step)
     skipped_before = getattr(batches, "skipped", 0)
     sums: dict[str, list[float]] = {}
     samples, started, without_color = 0, time.perf_counter(), 0

@@ -6,7 +6,13 @@ the global batch (open_clip's `local_loss`). The gather keeps the autograd graph
 and the backward of the gather sends those terms back to it. With DDP averaging the parameter
 gradients over the processes, each process then gets the gradient of the global-batch loss, as
 one process on the whole batch would (tests/train/test_ddp.py). Gathering detached copies
-instead gives the same loss value but drops those terms from the gradient.
+instead gives the same loss value but drops those terms from the gradient. With
+`gather=False` (`train.gather_negatives: false`, the public runner's) each process contrasts
+its rows with its own batch only.
+
+The logits and the loss are always float32, even inside an autocast region: under bf16
+autocast `scale · a @ b.T` would be a bf16 matmul (logit errors up to 0.24 at scale 100,
+about 0.5 % gradient error, measured on a GPU).
 """
 
 import torch
@@ -50,14 +56,17 @@ def gather_features(features: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def contrastive_loss(
-    a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor
+    a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric InfoNCE between paired rows of normalised `a` and `b`; also a→b top-1 accuracy."""
-    all_a, offset = gather_features(a)
-    all_b, _ = gather_features(b)
-    labels = torch.arange(a.shape[0], device=a.device) + offset
-    logits_ab = logit_scale * a @ all_b.T
-    logits_ba = logit_scale * b @ all_a.T
-    loss = (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels)) / 2
-    accuracy = (logits_ab.argmax(dim=-1) == labels).float().mean()
+    """Symmetric InfoNCE between paired rows of normalised `a` and `b`, in float32 whatever
+    autocast says; also a→b top-1 accuracy. `gather`: negatives from every process."""
+    with torch.autocast(a.device.type, enabled=False):
+        a, b, logit_scale = a.float(), b.float(), logit_scale.float()
+        all_a, offset = gather_features(a) if gather else (a, 0)
+        all_b, _ = gather_features(b) if gather else (b, 0)
+        labels = torch.arange(a.shape[0], device=a.device) + offset
+        logits_ab = logit_scale * a @ all_b.T
+        logits_ba = logit_scale * b @ all_a.T
+        loss = (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels)) / 2
+        accuracy = (logits_ab.argmax(dim=-1) == labels).float().mean()
     return loss, accuracy

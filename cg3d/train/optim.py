@@ -2,8 +2,9 @@
 
 AdamW for the point encoder (and CLIP's temperature when it trains), weight decay on its
 weight matrices only; SGD with momentum and weight decay for the visual prompts, as the
-paper; both on a cosine schedule with linear warmup, stepped once per update, after clipping
-the gradient norm.
+paper. Schedules (`make_schedulers`): ours, a cosine with linear warmup stepped once per
+update, after clipping the gradient norm, for both; the public runner's, timm's
+CosineLRScheduler stepped once per epoch for the encoder and a constant for the prompts.
 """
 
 import math
@@ -31,22 +32,26 @@ def cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
-# Learned tokens and positions are embeddings, not weights: the public add_weight_decay
-# leaves them undecayed, as it does biases and normalisation scales.
+# Learned tokens and positions are embeddings, not weights: we leave both undecayed, as
+# biases and normalisation scales. The public add_weight_decay exempts 1-D parameters, biases
+# and names containing "token" only, so it decays cls_pos, shape (1, 1, width):
+# `train.decay_cls_pos` does the same.
 UNDECAYED_NAMES = ("cls_token", "cls_pos")
 
 
-def decays(name: str, parameter: torch.nn.Parameter) -> bool:
+def decays(name: str, parameter: torch.nn.Parameter, decay_cls_pos: bool = False) -> bool:
     """Whether AdamW decays the encoder parameter `name`: weight matrices and kernels only."""
-    return parameter.ndim >= 2 and name.rsplit(".", 1)[-1] not in UNDECAYED_NAMES
+    exempt = set(UNDECAYED_NAMES) - ({"cls_pos"} if decay_cls_pos else set())
+    return parameter.ndim >= 2 and name.rsplit(".", 1)[-1] not in exempt
 
 
 def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
     """{"encoder": AdamW, "prompts": SGD} for `config` (a TrainConfig)."""
     named = list(model.point_encoder.named_parameters())
+    decayed = {name for name, p in named if decays(name, p, config.decay_cls_pos)}
     groups = [
-        {"params": [p for name, p in named if decays(name, p)]},
-        {"params": [p for name, p in named if not decays(name, p)], "weight_decay": 0.0},
+        {"params": [p for name, p in named if name in decayed]},
+        {"params": [p for name, p in named if name not in decayed], "weight_decay": 0.0},
     ]
     if config.train_logit_scale:
         # As CLIP: the temperature trains without weight decay, which would pull it towards 1.
@@ -72,25 +77,97 @@ def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
+def epoch_cosine(base_lr: float, lr_min: float, cycle: int) -> Callable[[int], float]:
+    """LR factor per epoch of the public encoder schedule: timm's CosineLRScheduler (t_initial
+    `cycle`, lr_min, no warmup, one cycle) stepped with `step(epoch)` after each epoch, so
+    epoch e trains at its value for e - 1, epoch 0 at the base LR; from `cycle` on, lr_min."""
+
+    def factor(epoch: int) -> float:
+        t = max(epoch - 1, 0)
+        lr = (
+            lr_min
+            if t >= cycle
+            else lr_min + 0.5 * (base_lr - lr_min) * (1 + math.cos(math.pi * t / cycle))
+        )
+        return lr / base_lr if base_lr > 0 else 1.0
+
+    return factor
+
+
+class Schedule(torch.optim.lr_scheduler.LambdaLR):
+    """A LambdaLR that says what it counts: `per` is "update" (stepped after each update) or
+    "epoch" (stepped to the epoch at its start, `begin_epoch`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor, per: str):
+        self.per = per
+        super().__init__(optimizer, factor)
+
+
 def make_schedulers(
     optimizers: dict[str, torch.optim.Optimizer], config, updates_per_epoch: int
-) -> dict[str, torch.optim.lr_scheduler.LambdaLR]:
-    """One cosine-with-warmup schedule per optimiser over `config.epochs` epochs of updates."""
-    total = config.epochs * updates_per_epoch
+) -> dict[str, Schedule]:
+    """The encoder's and the prompts' schedules (`train.encoder_lr_schedule`,
+    `train.prompt_lr_schedule`); the cosines span `cosine_epochs` (0: all) epochs."""
+    epochs = config.cosine_epochs or config.epochs
+    total = epochs * updates_per_epoch
     warmup = max(1, round(config.warmup_epochs * updates_per_epoch))
-    factor = cosine_with_warmup(total, warmup)
-    return {
-        name: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        for name, optimizer in optimizers.items()
-    }
+    cosine = cosine_with_warmup(total, warmup)
+    low = config.encoder_lr_min / config.encoder_lr if config.encoder_lr > 0 else 0.0
+
+    def encoder_cosine(step: int) -> float:
+        return low + (1 - low) * cosine(step)
+
+    if config.encoder_lr_schedule == "epoch-cosine":
+        encoder = Schedule(
+            optimizers["encoder"],
+            epoch_cosine(config.encoder_lr, config.encoder_lr_min, epochs),
+            "epoch",
+        )
+    else:
+        encoder = Schedule(optimizers["encoder"], encoder_cosine, "update")
+    prompts = Schedule(
+        optimizers["prompts"],
+        (lambda step: 1.0) if config.prompt_lr_schedule == "constant" else cosine,
+        "update",
+    )
+    return {"encoder": encoder, "prompts": prompts}
 
 
-def step_schedulers(schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]) -> None:
+def step_schedulers(schedulers: dict[str, Schedule]) -> None:
+    """After an update: step the schedules that count updates."""
     with warnings.catch_warnings():
         # in the alternating schedule one optimiser rests every other update, by design
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
         for scheduler in schedulers.values():
-            scheduler.step()
+            if scheduler.per == "update":
+                scheduler.step()
+
+
+def begin_epoch_schedules(schedulers: dict[str, Schedule], epoch: int) -> None:
+    """At the start of `epoch`: bring the schedules that count epochs to it (on a resumed run
+    they are there already: their count is in the checkpoint)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        for scheduler in schedulers.values():
+            while scheduler.per == "epoch" and scheduler.last_epoch < epoch:
+                scheduler.step()
+
+
+def prompt_init_bound(width: int, patch_area: int, init: str) -> float:
+    """The half-width of the prompts' uniform init: VPT's Xavier bound over the patch
+    projection, or the public code's, which writes 3·16 (the patch side) for 3·16·16."""
+    fan = 3 * (16 if init == "cg3d-public" else patch_area)
+    return math.sqrt(6.0 / float(fan + width))
+
+
+@torch.no_grad()
+def init_prompts(model: CG3D, init: str) -> None:
+    """Rescale a freshly built model's prompts, drawn U(-b, b) with VPT's bound b, to the bound
+    of `init` (`train.prompt_init`): the same uniform draw, so every process gets the same
+    prompts and no random number is drawn."""
+    tower = model.visual.tower
+    vpt = prompt_init_bound(tower.width, tower.patch_area, "vpt")
+    model.visual.prompts.mul_(prompt_init_bound(tower.width, tower.patch_area, init) / vpt)
 
 
 @torch.no_grad()

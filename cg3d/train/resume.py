@@ -28,6 +28,7 @@ from rich.console import Console
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
+from cg3d.train.optim import init_prompts
 
 console = Console(stderr=True)
 RESUME_MODES = ("never", "auto", "always")
@@ -100,7 +101,9 @@ def prepare_model(
         console.print(f"not resuming: {path} {problem}; training from scratch")
     elif resume == "always":
         console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
-    return build_model(wanted_config), None
+    model = build_model(wanted_config)
+    init_prompts(model, config.prompt_init)  # a fresh model only: a resumed one has its own
+    return model, None
 
 
 def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:

@@ -3,8 +3,13 @@
 Schedules (`train.schedule`):
   alternating  the paper's: even updates train the point encoder on point–text + point–image
                (images encoded without grad), odd updates train only the visual prompts on
-               image–text; each update consumes `grad_accum` batches.
+               image–text; each update consumes `grad_accum` batches. The phase goes by the
+               update's index in the run, or in its epoch (`phase_parity: epoch`, the public
+               runner's `idx % 2`); `prompt_steps_run_encoder` also runs the encoder forward
+               on prompt updates, without grad, so BatchNorm's running statistics see them.
   joint        one update trains both on the weighted sum of the three losses.
+
+Whatever autocast does to the towers, the logits and losses are float32 (`contrastive_loss`).
 """
 
 from contextlib import nullcontext
@@ -19,6 +24,7 @@ from cg3d.protocol import templates
 from cg3d.train.distributed import average_gradients, world
 from cg3d.train.losses import contrastive_loss
 from cg3d.train.optim import (
+    begin_epoch_schedules,
     clamp_logit_scale,
     clip_gradients,
     make_optimizers,
@@ -68,6 +74,13 @@ class Trainer:
         self.schedulers = make_schedulers(self.optimizers, config, updates_per_epoch)
         self.texts = TextEncoder(model, cache=config.text_cache)
         self.class_targets = text_targets(model, config)
+        self.epoch_start = 0  # the step of the current epoch's first update (`begin_epoch`)
+
+    def begin_epoch(self, epoch: int, step: int) -> None:
+        """Before the first update of `epoch`, which is update `step` of the run: the phase
+        parity of `phase_parity: epoch` restarts here, and per-epoch schedules move on."""
+        self.epoch_start = step
+        begin_epoch_schedules(self.schedulers, epoch)
 
     def losses(self, batch: dict[str, Any], phase: str) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch for `phase` ("encoder", "prompts" or "joint") and its parts.
@@ -87,27 +100,38 @@ class Trainer:
         with self.autocast():
             with nullcontext() if train_prompts else torch.no_grad():
                 images = model.encode_image(batch["image"].to(self.device))
+            gather = config.gather_negatives
             if train_encoder:
                 points = F.normalize(self.encoder(batch["points"].to(self.device)).float(), dim=-1)
                 parts["point_text"] = (
-                    contrastive_loss(points, texts, scale)[0] * config.point_text_weight
+                    contrastive_loss(points, texts, scale, gather)[0] * config.point_text_weight
                 )
                 parts["point_image"] = (
-                    contrastive_loss(points, images, scale)[0] * config.point_image_weight
+                    contrastive_loss(points, images, scale, gather)[0] * config.point_image_weight
                 )
+            elif config.prompt_steps_run_encoder:
+                self.encoder_forward_only(batch)
             if train_prompts:
                 parts["image_text"] = (
-                    contrastive_loss(images, texts, scale)[0] * config.image_text_weight
+                    contrastive_loss(images, texts, scale, gather)[0] * config.image_text_weight
                 )
         loss = sum(parts.values())
         logged = {f"loss_{name}": value.item() for name, value in parts.items()}
         return loss, logged | {"loss": loss.item()}
 
+    @torch.no_grad()
+    def encoder_forward_only(self, batch: dict[str, Any]) -> None:
+        """The point encoder on a prompt update's batch, output unused: in training mode its
+        BatchNorm layers update their running statistics (the public runner's encoder sees
+        every batch); no grad, so no parameter moves."""
+        self.encoder(batch["points"].to(self.device))
+
     def phase(self, step: int) -> tuple[str, list[str]]:
         """The phase of update `step` and the optimisers it steps."""
         if self.config.schedule == "joint":
             return "joint", ["encoder", "prompts"]
-        phase = "encoder" if step % 2 == 0 else "prompts"
+        index = step - self.epoch_start if self.config.phase_parity == "epoch" else step
+        phase = "encoder" if index % 2 == 0 else "prompts"
         return phase, [phase]
 
     def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, float]:

@@ -166,14 +166,19 @@ def test_classify_point_file_end_to_end(model, tmp_path):
     assert [p.score for p in same] == pytest.approx([p.score for p in from_file], abs=1e-5)
 
 
-def test_classify_with_one_prompt_ranks_labels_by_the_cosine_of_that_prompt(model):
+def test_classify_under_the_public_protocol_ranks_labels_by_the_raw_text_of_one_prompt(model):
+    # cg3d-public: "This is a " + the label as written, text features not normalised
     shape = cube(300, np.random.default_rng(1), scale=(3, 1, 1))
-    labels = ["chair", "table", "lamp", "sofa"]
-    predictions = model.classify(shape, labels, top=4, single_prompt="This is a {}")
-    cosines = (model.embed_points(shape) @ model.embed_text([f"This is a {x}" for x in labels]).T)[
-        0
-    ]
-    assert [p.label for p in predictions] == [labels[i] for i in np.argsort(-cosines)]
+    labels = ["chair", "night_stand", "lamp", "sofa"]
+    predictions = model.classify(shape, labels, top=4, protocol="cg3d-public")
+    with torch.no_grad():
+        raw = model.network.clip.encode_text(
+            model.network.tokenize([f"This is a {x}" for x in labels])
+        )
+    scores = model.embed_points(shape) @ raw.numpy().T
+    assert [p.label for p in predictions] == [labels[i] for i in np.argsort(-scores[0])]
+    with pytest.raises(UsageError, match="--protocol: unknown protocol 'paper'"):
+        model.classify(shape, labels, protocol="paper")
 
 
 def test_classify_errors_are_one_line_usage_errors(model, tmp_path):

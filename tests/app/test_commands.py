@@ -99,6 +99,9 @@ def test_classify_checks_its_file_before_loading_the_model(tmp_path):
     axis = ["classify", str(tmp_path / "chair.obj"), "--checkpoint", "no.pt", "--up-axis", "w"]
     wrong = CliRunner().invoke(app, axis)
     assert "--up-axis must be one of" in str(wrong.exception)
+    protocol = [*axis[:-2], "--protocol", "paper"]  # an unknown protocol: before the load
+    wrong = CliRunner().invoke(app, protocol)
+    assert str(wrong.exception).startswith("--protocol: unknown protocol 'paper'")
 
 
 def test_classify_up_axis_help_names_every_axis():

@@ -7,6 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from cg3d.eval.protocols import Protocol, register_protocol
+
+# Protocols of one template, registered as a peer model's would be, for tests whose expected
+# numbers are worked out by hand from one prompt per class (normalised, as under `cg3d`).
+THIS_IS_A = register_protocol(
+    Protocol(name="test-this-is-a", description="one template", templates=("This is a {}",))
+)
+A_PHOTO_OF = register_protocol(
+    Protocol(name="test-a-photo-of", description="one template", templates=("a photo of a {}",))
+)
+
 
 class FakeModel:
     """encode_points / encode_text / encode_image give the vectors the test chose.
@@ -43,6 +54,9 @@ class FakeModel:
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return torch.tensor(np.array([self.texts[text] for text in texts]), dtype=torch.float32)
+
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor:  # the chosen vectors as they are
+        return self.encode_text(texts)
 
     def preprocess(self, image) -> torch.Tensor:
         return torch.from_numpy(np.asarray(image)[0, 0].astype(np.float32))

@@ -149,3 +149,21 @@ def write_openshape(root: Path, categories: list[str], per_class: int = 1, n: in
             )
     (root / "lvis.json").write_text(json.dumps(entries))
     return root
+
+
+def write_modelnet_shapes(root: Path, shapes: dict[str, list[np.ndarray]]) -> list[str]:
+    """`modelnet40_normal_resampled` layout holding the given (N, 6) x,y,z,nx,ny,nz arrays,
+    by class folder (`night_stand`), written as the release writes them (6 decimals, commas)."""
+    root.mkdir(parents=True, exist_ok=True)
+    folders = [name.replace(" ", "_") for name in class_names("modelnet40")]
+    (root / "modelnet40_shape_names.txt").write_text("\n".join(folders) + "\n")
+    ids = []
+    for folder, clouds in shapes.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i, cloud in enumerate(clouds):
+            shape_id = f"{folder}_{i + 1:04d}"
+            np.savetxt(root / folder / f"{shape_id}.txt", cloud, fmt="%.6f", delimiter=",")
+            ids.append(shape_id)
+    (root / "modelnet40_test.txt").write_text("\n".join(ids) + "\n")
+    (root / "modelnet40_train.txt").write_text("\n".join(ids) + "\n")
+    return ids

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from cg3d.cli import app
 from cg3d.errors import UsageError
-from cg3d.eval.audit import audit, read_audit, shape_descriptor
+from cg3d.eval.audit import audit, audit_lists, read_audit, shape_descriptor
 from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.geometry.frame import normalization
 from cg3d.geometry.sampling import sample_surface
@@ -112,3 +114,71 @@ def test_audit_options_are_one_line_errors(tmp_path):
         audit("x", tmp_path, test_shards="y", dataset="modelnet40")
     with pytest.raises(UsageError, match="--audit: no audit.json"):
         read_audit(tmp_path)
+
+
+# Lines as CG3D's data/shapenet_render/train_img.txt and Point-BERT's ShapeNet-55 test.txt
+# write them: <synsetId>-<modelId>.npy; modelIds of 32 or 31 hex digits or uuid-like.
+TRAIN_IMG = """04379243-8374ea1c4c032ec8488ef35e8e3ee601.npy
+04256520-621dab02dc0ac842e7891ff53b0e70d.npy
+03001627-u6028f63e-4111-4412-9098-fe5f4f0c7c83.npy
+04401088-89f17a3563941ba9f2fdbae39bae1eff.npy
+03759954-109f1779a6993782f6426d6e3b63c5ce.npy
+"""
+TEST_TXT = """03759954-109f1779a6993782f6426d6e3b63c5ce.npy
+03759954-b726f3df205d3b5911daf38720b2dbe4.npy
+03001627-u6028f63e-4111-4412-9098-fe5f4f0c7c83.npy
+02992529-89f17a3563941ba9f2fdbae39bae1eff.npy
+04330267-aa0f6ff9f592b327eadb8f8b5bc7d9a5.npy
+"""
+
+
+def test_two_shapenet_lists_are_audited_by_id(tmp_path):
+    (tmp_path / "train_img.txt").write_text(TRAIN_IMG)
+    (tmp_path / "test.txt").write_text(TEST_TXT)
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(
+        app,
+        ["audit", "--train-list", str(tmp_path / "train_img.txt")]
+        + ["--test-list", str(tmp_path / "test.txt"), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "audit.json").read_text())
+    # two ids in both lists (a microphone, a uuid-like chair); the telephone filed under
+    # cellular telephone in the test list is the same model under another synset
+    assert summary["pairs"] == {"same_id": 2, "same_model": 1}
+    assert (summary["train_shapes"], summary["test_shapes"], summary["leaked_test_shapes"]) == (
+        5,
+        5,
+        3,
+    )
+    with (out / "pairs.csv").open() as handle:
+        pairs = [(r["train_key"], r["test_key"], r["kind"]) for r in csv.DictReader(handle)]
+    assert pairs == [
+        ("03759954-109f1779a6993782f6426d6e3b63c5ce",) * 2 + ("same_id",),
+        ("03001627-u6028f63e-4111-4412-9098-fe5f4f0c7c83",) * 2 + ("same_id",),
+        (
+            "04401088-89f17a3563941ba9f2fdbae39bae1eff",
+            "02992529-89f17a3563941ba9f2fdbae39bae1eff",
+            "same_model",
+        ),
+    ]
+    assert (out / "leaked_test.txt").read_text().splitlines()[0] == (
+        "02992529-89f17a3563941ba9f2fdbae39bae1eff"
+    )
+    assert read_audit(out)["pairs"] == {"same_id": 2, "same_model": 1}  # as eval reads it
+
+
+def test_shapenet_list_mistakes_are_one_line(tmp_path):
+    (tmp_path / "train_img.txt").write_text(TRAIN_IMG + "chair/model_normalized.obj\n")
+    (tmp_path / "test.txt").write_text(TEST_TXT)
+    with pytest.raises(UsageError, match=r"--train-list: .*train_img.txt line 6 is not"):
+        audit_lists(tmp_path / "train_img.txt", tmp_path / "test.txt", tmp_path / "o")
+    with pytest.raises(UsageError, match="--test-list: no such file"):
+        audit_lists(tmp_path / "test.txt", tmp_path / "absent.txt", tmp_path / "o")
+    for arguments, message in (
+        (["--train-list", "a.txt"], "--train-list and --test-list go together"),
+        (["--train-list", "a", "--test-list", "b", "--train", "s"], "give no --train"),
+        ([], "give --train SHARDS"),
+    ):
+        result = CliRunner().invoke(app, ["audit", "--out", str(tmp_path / "o"), *arguments])
+        assert isinstance(result.exception, UsageError) and message in str(result.exception)

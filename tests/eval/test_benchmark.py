@@ -240,3 +240,16 @@ def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_
     (row,) = table(tmp_path / "with")
     assert row["status"] == "done"
     assert float(row["acc1"]) == pytest.approx(expected, abs=0.01)
+
+
+def test_the_readme_tables_of_released_models_and_protocols_are_the_registries():
+    from pathlib import Path
+
+    from cg3d.eval.benchmark import README_END, README_START, readme_tables
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert README_START in readme and README_END in readme
+    written = readme.split(README_START, 1)[1].split(README_END, 1)[0]
+    expected = "\n" + readme_tables()
+    message = f"README's tables are stale; paste `python -m cg3d.eval.benchmark`:\n{expected}"
+    assert written == expected, message

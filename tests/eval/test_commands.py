@@ -27,6 +27,10 @@ def cg3d(*args: str) -> subprocess.CompletedProcess:
             "no such file or folder",
         ),
         (
+            ["eval", "zeroshot", "--dataset", "modelnet40", "--protocol", "paper"],
+            "--protocol: unknown protocol 'paper'; choose one of",
+        ),
+        (
             [
                 "eval",
                 "zeroshot",
@@ -63,9 +67,8 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 
 def test_zeroshot_command(tmp_path, tiny_checkpoint):
-    result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--single-prompt", "This is a {}")
+    result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--protocol", "cg3d-public")
     assert result.returncode == 0, result.stderr
-    assert (
-        "top-1" in result.stdout
-        and json.loads((tmp_path / "o" / "metrics.json").read_text())["prompts"] == "This is a {}"
-    )
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert "top-1" in result.stdout and metrics["protocol"] == "cg3d-public"
+    assert metrics["templates"] == "'This is a {}' (1)"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
+from cg3d.eval.protocols import Protocol
 from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, cached_text_features, top_confusions, zeroshot
 from tests.eval.files import write_openshape
@@ -95,12 +97,14 @@ class CountingTextModel:
 def test_class_features_are_encoded_once_and_cached(tmp_path):
     model = CountingTextModel()
     classes = [f"c{i}" for i in range(300)]
-    first = cached_text_features(model, classes, ["a {}", "the {}"], tmp_path / "cache")
+    two = Protocol(name="two", description="", templates=("a {}", "the {}"))
+    first = cached_text_features(model, classes, two, tmp_path / "cache")
     assert model.encoded == 600
-    again = cached_text_features(model, classes, ["a {}", "the {}"], tmp_path / "cache")
+    again = cached_text_features(model, classes, two, tmp_path / "cache")
     assert model.encoded == 600  # read back, not encoded
     torch.testing.assert_close(first, again)
-    cached_text_features(model, classes, ["a {}"], tmp_path / "cache")  # other templates
+    one = replace(two, templates=("a {}",))
+    cached_text_features(model, classes, one, tmp_path / "cache")  # other templates
     assert model.encoded == 900
 
 

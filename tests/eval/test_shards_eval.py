@@ -10,7 +10,7 @@ from cg3d.eval.retrieval import RetrievalConfig, retrieval
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from tests.eval.files import write_shards
 
-from .fakes import FakeModel, elongation, one_hot, use_model
+from .fakes import A_PHOTO_OF, FakeModel, elongation, one_hot, use_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -45,7 +45,7 @@ def shards_model() -> FakeModel:
 def test_zeroshot_on_shards(shards, tmp_path, monkeypatch):
     use_model(monkeypatch, shards_model())
     config = ZeroShotConfig(
-        dataset="shards", root=str(shards), batch_size=4, single_prompt="a photo of a {}"
+        dataset="shards", root=str(shards), batch_size=4, protocol=A_PHOTO_OF.name
     )
     metrics = zeroshot(tmp_path / "fake.pt", tmp_path, config)
     assert metrics["dataset"] == "shards" and metrics["variant"] == "test"

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.eval.prompts import prompt_templates
 from cg3d.eval.readers import SCANOBJECTNN_FILES
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from cg3d.models.checkpoint import load_model
@@ -14,7 +13,7 @@ from cg3d.models.text import class_text_features
 from cg3d.protocol import class_names
 from tests.eval.files import write_modelnet, write_scanobjectnn
 
-from .fakes import FakeModel, elongation, one_hot, use_model
+from .fakes import THIS_IS_A, FakeModel, elongation, one_hot, use_model
 
 
 class TextOnlyModel:
@@ -56,13 +55,6 @@ def test_a_single_template_gives_the_prompt_feature_itself():
     assert torch.allclose(features, torch.tensor([[0.0, 1.0], [0.6, 0.8]]))
 
 
-def test_prompt_templates():
-    assert len(prompt_templates()) == 64
-    assert prompt_templates("This is a {}") == ["This is a {}"]
-    with pytest.raises(UsageError, match="--single-prompt"):
-        prompt_templates("no placeholder")
-
-
 # The fake encoder's class ranking for each kind of box of write_modelnet (x stretched 1, 3
 # or 5 times: airplane, bathtub, bed): the true class first, third and seventh.
 RANKINGS = {0: [0], 1: [20, 21, 1], 2: [30, 31, 32, 33, 34, 35, 2]}
@@ -75,12 +67,13 @@ def ranked_features(points: np.ndarray) -> np.ndarray:
 
 
 def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkeypatch):
+    # cg3d-public's prompts: "This is a " + the folder name, underscores kept
     names = class_names("modelnet40")
-    texts = {f"This is a {name}": one_hot(i, 40) for i, name in enumerate(names)}
+    texts = {f"This is a {name.replace(' ', '_')}": one_hot(i, 40) for i, name in enumerate(names)}
     use_model(monkeypatch, FakeModel(ranked_features, texts))
     write_modelnet(tmp_path / "mn", 40, per_class=2)
     config = ZeroShotConfig(
-        dataset="modelnet40", root=str(tmp_path / "mn"), batch_size=4, single_prompt="This is a {}"
+        dataset="modelnet40", root=str(tmp_path / "mn"), batch_size=4, protocol="cg3d-public"
     )
     metrics = zeroshot(tmp_path / "fake.pt", tmp_path / "out", config)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -89,11 +82,12 @@ def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkey
     assert saved["top1"] == pytest.approx(100 * 2 / 6)
     assert saved["top5"] == pytest.approx(100 * 4 / 6)
     assert saved["class_mean"] == pytest.approx(100 / 3)  # over the 3 classes with shapes
-    assert (saved["n_shapes"], saved["dataset"], saved["prompts"]) == (
+    assert (saved["n_shapes"], saved["dataset"], saved["protocol"]) == (
         6,
         "modelnet40",
-        "This is a {}",
+        "cg3d-public",
     )
+    assert (saved["templates"], saved["n_points"]) == ("'This is a {}' (1)", 64)
     assert saved["clip_pretrained"] is False and "random" in saved["clip_weights"]
     with (tmp_path / "out" / "per_class.csv").open() as handle:
         per_class = list(csv.DictReader(handle))
@@ -106,13 +100,13 @@ def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkey
     assert len(per_class) == 40
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     assert rows == [
-        "key,actual,predicted",
-        "airplane_0001,airplane,airplane",
-        "airplane_0002,airplane,airplane",
-        f"bathtub_0001,bathtub,{names[20]}",
-        f"bathtub_0002,bathtub,{names[20]}",
-        f"bed_0001,bed,{names[30]}",
-        f"bed_0002,bed,{names[30]}",
+        "key,actual,predicted,protocol",
+        "airplane_0001,airplane,airplane,cg3d-public",
+        "airplane_0002,airplane,airplane,cg3d-public",
+        f"bathtub_0001,bathtub,{names[20]},cg3d-public",
+        f"bathtub_0002,bathtub,{names[20]},cg3d-public",
+        f"bed_0001,bed,{names[30]},cg3d-public",
+        f"bed_0002,bed,{names[30]},cg3d-public",
     ]
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
 
@@ -127,7 +121,7 @@ def test_zeroshot_scores_match_a_direct_computation(tmp_path, tiny_checkpoint):
     )
     bench = open_benchmark("scanobjectnn", tmp_path, variant="obj_only")
     model = load_model(tiny_checkpoint)
-    config = ZeroShotConfig(batch_size=2, single_prompt="This is a {}")
+    config = ZeroShotConfig(batch_size=2, protocol=THIS_IS_A.name)
     scores, labels, keys = score_benchmark(model, bench, config)
     text = class_text_features(model, bench.classes, ["This is a {}"])
     with torch.no_grad():
@@ -138,7 +132,7 @@ def test_zeroshot_scores_match_a_direct_computation(tmp_path, tiny_checkpoint):
     assert labels.tolist() == [0, 1, 2, 3, 4] and len(keys) == 5
     # preparing shapes in worker processes changes nothing but the speed
     pooled, pooled_labels, pooled_keys = score_benchmark(
-        model, bench, ZeroShotConfig(batch_size=3, single_prompt="This is a {}", workers=2)
+        model, bench, ZeroShotConfig(batch_size=3, protocol=THIS_IS_A.name, workers=2)
     )
     assert np.allclose(pooled, scores, atol=1e-6) and pooled_keys == keys
 

@@ -101,17 +101,3 @@ def test_a_broken_hub_folder_is_one_line_naming_the_file(tiny_checkpoint, tmp_pa
         app, ["export", "--format", "zip", "--checkpoint", "x", "--out", "y"]
     )
     assert result.exit_code != 0
-
-
-def test_the_readme_table_of_released_models_is_the_cards():
-    from pathlib import Path
-
-    from cg3d.models.hub import README_END, README_START, cards_table
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert README_START in readme and README_END in readme
-    written = readme.split(README_START, 1)[1].split(README_END, 1)[0]
-    expected = "\n" + cards_table()
-    assert written == expected, (
-        f"README's table is stale; paste `python -m cg3d.models.hub`:\n{expected}"
-    )

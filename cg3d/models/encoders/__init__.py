@@ -22,7 +22,7 @@ from cg3d.errors import UsageError
 
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
 _SIZES: dict[str, tuple[str, dict[str, Any]]] = {}
-_MODULES = ("pointbert", "pointtransformer", "pointnet2")
+_MODULES = ("pointbert", "pointtransformer", "pointnet2", "ulip", "ppat", "uni3d")
 
 
 def register_encoder(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -53,6 +53,21 @@ def encoder_names() -> list[str]:
     return sorted(_ARCHITECTURES.keys() | _SIZES.keys())
 
 
+def _size_list() -> str:
+    """The registered sizes for a one-line message: four or more sharing a stem (the part
+    before the last '-') as one `stem-{a,b,...}`, e.g. uni3d-{b,g,l,s,ti}."""
+    stems: dict[str, list[str]] = {}
+    for size in sorted(_SIZES):
+        stems.setdefault(size.rsplit("-", 1)[0], []).append(size)
+    names = []
+    for stem, sizes in stems.items():
+        if len(sizes) >= 4:
+            names.append(f"{stem}-{{{','.join(s.rsplit('-', 1)[1] for s in sizes)}}}")
+        else:
+            names.extend(sizes)
+    return ", ".join(sorted(names))
+
+
 def resolve_encoder(name: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict]:
     """The architecture of encoder `name` and its params: the size's, updated by `overrides`.
 
@@ -64,7 +79,7 @@ def resolve_encoder(name: str, overrides: dict[str, Any] | None = None) -> tuple
     elif name in _ARCHITECTURES:
         architecture, params = name, {}
     else:
-        raise UsageError(f"encoder: unknown encoder {name!r} (known: {', '.join(encoder_names())})")
+        raise UsageError(f"encoder: unknown encoder {name!r} (sizes: {_size_list()})")
     accepted = set(inspect.signature(_ARCHITECTURES[architecture]).parameters) - {"out_dim"}
     unknown = sorted(set(overrides or {}) - accepted)
     if unknown:

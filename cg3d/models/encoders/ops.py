@@ -15,10 +15,20 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return picked.reshape(*index.shape, points.shape[-1])
 
 
-def farthest_point_sample(xyz: torch.Tensor, count: int) -> torch.Tensor:
+# pointnet2_ops' CUDA furthest_point_sample never picks a point whose squared norm is at most
+# this (`if (mag <= 1e-3) continue;`), except point 0, where it starts: the models trained and
+# evaluated through that kernel (ULIP, Uni3D) chose their patch centres so.
+KERNEL_FPS_MIN_NORM2 = 1e-3
+
+
+def farthest_point_sample(
+    xyz: torch.Tensor, count: int, skip_norm2: float | None = None
+) -> torch.Tensor:
     """Indices (B, count) of `count` farthest-point samples of (B, N, 3) `xyz`.
 
     Starts from point 0 (deterministic); `count` sequential steps, each O(B·N) on the device.
+    With `skip_norm2`, points of squared norm at most that are never picked after the first
+    (pointnet2_ops' kernel: KERNEL_FPS_MIN_NORM2); in a cloud of only those, point 0 repeats.
     """
     batch, n_points, _ = xyz.shape
     if count > n_points:
@@ -27,11 +37,15 @@ def farthest_point_sample(xyz: torch.Tensor, count: int) -> torch.Tensor:
     distance = torch.full((batch, n_points), float("inf"), device=xyz.device, dtype=xyz.dtype)
     farthest = torch.zeros(batch, dtype=torch.long, device=xyz.device)
     rows = torch.arange(batch, device=xyz.device)
+    eligible = None if skip_norm2 is None else (xyz**2).sum(-1) > skip_norm2
     for step in range(count):
         chosen[:, step] = farthest
         centre = xyz[rows, farthest].unsqueeze(1)
         distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
-        farthest = distance.argmax(-1)
+        if eligible is None:
+            farthest = distance.argmax(-1)
+        else:  # the kernel's best starts at -1 with index 0: ineligible points never win
+            farthest = torch.where(eligible, distance, -1.0).argmax(-1)
     return chosen
 
 
@@ -60,15 +74,34 @@ def points_for_patches(groups: int, group_size: int) -> int:
 
 
 def group_patches(
-    points: torch.Tensor, groups: int, group_size: int
+    points: torch.Tensor, groups: int, group_size: int, fps_skip_norm2: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Point-BERT's Group: (B, G, K, C) patches and their (B, G, 3) centres.
 
-    `groups` FPS centres of the xyz columns, each with its `group_size` nearest points; xyz
-    relative to the centre, further columns (colours) as they are.
+    `groups` FPS centres of the xyz columns (`fps_skip_norm2`: see farthest_point_sample), each
+    with its `group_size` nearest points; xyz relative to the centre, further columns (colours)
+    as they are.
     """
     xyz = points[..., :3]
-    centres = gather_points(xyz, farthest_point_sample(xyz, groups))
+    centres = gather_points(xyz, farthest_point_sample(xyz, groups, fps_skip_norm2))
     patches = gather_points(points, knn(centres, xyz, group_size))
     relative = torch.cat([patches[..., :3] - centres.unsqueeze(2), patches[..., 3:]], dim=-1)
     return relative, centres
+
+
+def ball_query_first(query: torch.Tensor, xyz: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+    """Indices (B, M, k): the first `k` points BY INDEX within `radius` of each query, padded with
+    the first of them (PointNet++'s PyTorch `query_ball_point`, as OpenShape's PPAT groups).
+
+    Unlike `ball_group` (the k nearest), which points are taken depends on the cloud's order.
+    A point exactly at `radius` is inside. Every query must have a point within `radius` (a
+    query that is a point of the cloud always has itself), and the cloud at least k points.
+    """
+    n_points = xyz.shape[1]
+    inside = torch.cdist(query, xyz) <= radius
+    # int32: the (B, M, N) ranks are the largest tensor here (384 × 10k per cloud for PPAT)
+    order = torch.arange(n_points, device=xyz.device, dtype=torch.int32)
+    # outside points sort after every inside one; the k smallest are the first k inside
+    ranked = torch.where(inside, order, n_points)
+    index = ranked.topk(k, dim=-1, largest=False, sorted=True).values.long()
+    return torch.where(index == n_points, index[..., :1].expand_as(index), index)

@@ -113,7 +113,8 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, width: int, depth: int, heads: int, drop_path: float):
         super().__init__()
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        # on the CPU: a plain list, also when the module is built on the meta device
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(Block(width, heads, rate) for rate in rates)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -141,6 +142,7 @@ class PointBERT(nn.Module):
         if in_channels not in (3, 6):
             raise ValueError("in_channels must be 3 (xyz) or 6 (xyz, rgb)")
         self.groups, self.group_size, self.in_channels = groups, group_size, in_channels
+        self.fps_skip_norm2: float | None = None  # subclasses: pointnet2_ops' kernel FPS
         self.encoder = Encoder(encoder_dims, patch_hidden, in_channels)
         self.reduce_dim = nn.Linear(encoder_dims, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -156,15 +158,22 @@ class PointBERT(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C ≥ in_channels) points: xyz, then rgb in [0, 1] when in_channels is 6."""
+        return self.projection(self.pooled(points))
+
+    def pooled(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, 2·width) features before the projection: concat(CLS token, max over patches)."""
         patches, centres = group_patches(
-            points[..., : self.in_channels].float(), self.groups, self.group_size
+            points[..., : self.in_channels].float(),
+            self.groups,
+            self.group_size,
+            self.fps_skip_norm2,
         )
         tokens = self.reduce_dim(self.encoder(patches))
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
         pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centres)], dim=1)
         x = self.norm(self.blocks(x, pos))
-        return self.projection(torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1))
+        return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
 
 
 # The paper's encoder: CG3D's PointTransformerProject (cfgs/ShapeNet55_models/
