@@ -28,30 +28,22 @@ def write_class_features(
 ) -> dict[str, Any]:
     """Encode `classes` under the protocol's templates with the model's text tower (built now)
     and write them to `out` (.npy and its .json sidecar); returns the sidecar's record."""
+    from cg3d.eval.prompts import protocol_text_features
     from cg3d.models.checkpoint import load_model
-    from cg3d.models.text import class_text_features
 
     if not classes:
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
-    from cg3d.eval import prompts
-
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
-    templates = list(chosen.templates)
-    # The protocol's own way (its class names, normalised or not: issue 22's
-    # protocol_text_features) where there is one; else CLIP's normalised prompt ensemble.
-    by_protocol = getattr(prompts, "protocol_text_features", None)
-    if by_protocol is not None:
-        features = by_protocol(model, chosen.written_names(classes), chosen)
-    else:
-        features = class_text_features(model, [chosen.class_name(c) for c in classes], templates)
+    # the protocol's own way: its class names and templates, normalised or not
+    features = protocol_text_features(model, chosen.written_names(classes), chosen)
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),
         "protocol": chosen.name,
-        "templates": len(templates),
+        "templates": len(chosen.templates),
         "normalised": chosen.normalise_text,
         "checkpoint": str(checkpoint),
     }
