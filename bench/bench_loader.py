@@ -3,6 +3,11 @@
     python bench/bench_loader.py [--objects 2000] [--points 8192] [--views 4] [--workers 2]
                                  [--epochs 3]
     python bench/bench_loader.py --read-only [--objects 2000] [--epochs 3]
+    python bench/bench_loader.py --objects 2000 --workers 1 --json OUT.json
+
+With --json: the loader (`make_loader`, --workers workers) against the bare decode of the
+same shards in the main process (tar read, `np.load` of the points, PNG decode of one view; no
+augmentation, no batching), per core; views are generated 224 px PNGs (no Blender).
 
 With --read-only: only the shard reading, undecoded, by the hand-written tar walk of
 `cg3d.formats` against webdataset's own stages (`tarfile_samples`: url_opener,
@@ -186,6 +191,94 @@ def random_inputs(
         write_tar(root / "renders" / f"part-{part:05d}.tar", members)
 
 
+def view_png(rng: np.random.Generator, size: int = 224) -> bytes:
+    """A smooth 224 px RGB PNG of about a real render's size (a shaded blob on white)."""
+    import io
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    cx, cy, r = rng.uniform(0.3, 0.7, 3)
+    inside = ((x - cx) ** 2 + (y - cy) ** 2) < (r / 2) ** 2
+    shade = (rng.uniform(60, 200, 3) * (1 - 0.5 * y[..., None])).astype(np.uint8)
+    pixels = np.where(inside[..., None], shade, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bare_decode(
+    shards: Path, decode_png: Callable[[bytes], torch.Tensor], augment: AugmentConfig | None = None
+) -> int:
+    """The train split's shards decoded with nothing around it: each tar read member by
+    member, each sample's points by `np.load` and its first view by `decode_png` (the
+    loader's PNG decoder); with `augment`, the points also augmented as the loader does
+    (`augment_points`). Returns the samples."""
+    import io
+
+    from cg3d.formats.shards import read_index
+
+    rng = np.random.default_rng(0)
+    count = 0
+    for name in read_index(shards)["splits"]["train"]["shards"]:
+        with tarfile.open(shards / name) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                if member.name.endswith(".points.npy"):
+                    points = np.load(io.BytesIO(tar.extractfile(member).read()))
+                    if augment is not None:
+                        augment_points(points, augment, rng)
+                    count += 1
+                elif member.name.endswith(".view_00.png"):
+                    decode_png(tar.extractfile(member).read())
+                else:
+                    tar.extractfile(member).read()
+    return count
+
+
+def loader_against_decode(args: argparse.Namespace) -> dict[str, float]:
+    """Samples/s of `make_loader` with --workers workers against the bare decode of the same
+    shards in this process (one core), in one run: --epochs passes each, the first (worker
+    start, page cache) left out."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        random_inputs(root, args.objects, args.points, args.views, view_bytes=view_png)
+        caption_objects(root / "meshes", root / "captions", CaptionConfig())
+        pack_shards(
+            root / "meshes", root / "points", root / "renders", root / "captions",
+            root / "shards", PackConfig(shard_size=200),
+        )  # fmt: skip
+        os.sync()
+        config = LoaderConfig.of_params(
+            TrainConfig(n_points=args.points, batch_size=32, workers=args.workers), 224
+        )
+        preprocess = ClipPreprocess(224)
+        loader_rates, _ = epoch_rates(make_loader(root / "shards", "train", config), args.epochs)
+        decode_rates, augmented_rates = [], []
+        for _ in range(args.epochs):
+            for rates, augment in ((decode_rates, None), (augmented_rates, AugmentConfig())):
+                start = time.perf_counter()
+                count = bare_decode(root / "shards", preprocess.decode, augment)
+                rates.append(count / (time.perf_counter() - start))
+    later = max(1, len(loader_rates) - 1)
+    result = {
+        "loader_samples_per_s": round(sum(loader_rates[1:] or loader_rates) / later, 1),
+        "decode_samples_per_s": round(sum(decode_rates[1:] or decode_rates) / later, 1),
+        # the bare decode plus the loader's point augmentation: work the loader must do
+        "decode_augment_samples_per_s": round(
+            sum(augmented_rates[1:] or augmented_rates) / later, 1
+        ),
+        "workers": args.workers,
+        "objects": args.objects,
+        "points": args.points,
+        "load_average": os.getloadavg()[0],
+    }
+    result["ratio"] = round(result["loader_samples_per_s"] / result["decode_samples_per_s"], 3)
+    result["ratio_to_decode_augment"] = round(
+        result["loader_samples_per_s"] / result["decode_augment_samples_per_s"], 3
+    )
+    return result
+
+
 def read_rates(shards: Path, epochs: int) -> dict[str, list[float]]:
     """Samples/s of reading the train split's shards, undecoded, three ways."""
     import webdataset as wds
@@ -253,9 +346,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--read-only", action="store_true", help="time the shard tar readers")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="the loader against the bare decode of the same shards (issue 24): writes "
+        '{"loader_samples_per_s": …, "decode_samples_per_s": …} here (no Blender needed)',
+    )
     args = parser.parse_args()
     if args.read_only:
         read_only(args)
+        return
+    if args.json:
+        torch.set_num_threads(1)
+        result = loader_against_decode(args)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result))
         return
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:

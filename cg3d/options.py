@@ -19,13 +19,38 @@ from cg3d.params import field_type, load_section, option_fields
 
 PARAMS_OPTION = "params_file"
 SET_OPTION = "assignments"
+# The sections params.yaml holds: those of the DVC stages (tests/test_first_day.py checks it)
+PIPELINE_SECTIONS = (
+    "meshes",
+    "sample",
+    "render",
+    "caption",
+    "pack",
+    "train",
+    "eval.zeroshot",
+    "eval.retrieval",
+)
+
+
+def params_help(section: str) -> str:
+    """The `--params` help: which file to give, and what a command without it uses."""
+    if section in PIPELINE_SECTIONS:
+        given = f"A params file whose `{section}` section configures the run (params.yaml: the DVC pipeline's)."
+    else:
+        given = (
+            f"A params file with a `{section}` section (params.yaml has none: write one, or use "
+            "the options below)."
+        )
+    return given + " Without it no file is read: the schema defaults of cg3d/params.py apply."
 
 
 def with_params(cls: type, section: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: the wrapped command takes `config: cls` built from the schema's layers."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for p in inspect.signature(command).parameters.values() if p.name != "config"]
+        parameters = inspect.signature(command).parameters
+        own = [p for name, p in parameters.items() if name not in ("config", PARAMS_OPTION)]
+        wants_file = PARAMS_OPTION in parameters  # a command may read other sections of it
         names = {f.name for f in option_fields(cls)}
 
         @functools.wraps(command)
@@ -34,6 +59,8 @@ def with_params(cls: type, section: str) -> Callable[[Callable[..., Any]], Calla
             assignments = arguments.pop(SET_OPTION)
             options = {name: arguments.pop(name) for name in names}
             config = load_section(cls, section, params_file, assignments, options)
+            if wants_file:
+                arguments[PARAMS_OPTION] = params_file
             return command(**arguments, config=config)
 
         extra = [
@@ -45,8 +72,7 @@ def with_params(cls: type, section: str) -> Callable[[Callable[..., Any]], Calla
                     Path | None,
                     typer.Option(
                         "--params",
-                        help=f"A params file whose `{section}` section configures the run "
-                        "(none is read unless given).",
+                        help=params_help(section),
                     ),
                 ],
             ),
@@ -79,7 +105,7 @@ def with_params(cls: type, section: str) -> Callable[[Callable[..., Any]], Calla
                         kind | None,
                         typer.Option(
                             flag if kind is not bool else f"{flag}/--no-{flag[2:]}",
-                            help=f"{help_text} ({section}.{f.name}; default {default!r})",
+                            help=f"{help_text} ({section}.{f.name}; without --params: {default!r})",
                             show_default=False,
                         ),
                     ],

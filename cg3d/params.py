@@ -375,6 +375,15 @@ class TrainConfig(Section):
         "against its own process's batch only (the public runner: 64 negatives, not 512 on 8 GPUs).",
     )
     text_cache: bool = param(True, "Cache caption features (the text tower is frozen).")
+    log_every: int = param(
+        50,
+        "Read the running losses back from the device every this many updates (progress "
+        "bar); each read waits for the GPU.",
+        low=1,
+    )
+    compile: bool = param(
+        False, "torch.compile the point encoder and the prompted image tower (for GPUs)."
+    )
     text_targets: str = param(
         "captions",
         "What points and images train towards: captions (the paper's), or class_prototypes "
@@ -429,6 +438,23 @@ class TrainConfig(Section):
                     f"train.encoder_params.{name} must be between 0 and {MAX_ENCODER_PARAM}, "
                     f"got {value!r:.40}"
                 )
+
+
+def batch_problem(config: TrainConfig, train_samples: int, where: str, processes: int = 1) -> str:
+    """'' when `train_samples` fill at least one update of `config` on each of `processes`;
+    else the one line that says so and how to fix it (issue 26: 16 samples against
+    batch_size 32 used to fail at train with "only 0 batches per epoch")."""
+    per_update = config.batch_size * config.grad_accum * processes
+    if train_samples >= per_update:
+        return ""
+    fit = max(train_samples // (config.grad_accum * processes), 1)
+    return (
+        f"{where} holds {train_samples} training samples, fewer than one update of "
+        f"train.batch_size {config.batch_size} × train.grad_accum {config.grad_accum}"
+        + (f" × {processes} processes" if processes > 1 else "")
+        + f": set train.batch_size to {fit} or less (--set train.batch_size={fit}), "
+        "or add training data"
+    )
 
 
 @dataclass

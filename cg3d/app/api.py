@@ -84,6 +84,7 @@ def input_points(
     """(n_points, point_channels) model input from a mesh or point file, as the pipeline
     prepares shapes: a mesh through the sample stage's own reading (Blender's for glTF and for
     colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR)."""
+    from cg3d.files import file_sha256
     from cg3d.geometry.meshio import MeshError
     from cg3d.pipeline.sample import PointsReader, SampleConfig
 
@@ -97,8 +98,11 @@ def input_points(
         if suffix in POINT_SUFFIXES or (suffix == ".ply" and faces is None):
             return prepare_points(vertices, n_points, up_axis, seed, point_channels=point_channels)
         config = SampleConfig(points=n_points, seed=seed, colors=point_channels == 6)
+        # the sampling seed comes from the bytes, not the name: a renamed copy of a file
+        # scores the same (issue 26: chair.obj and my_chair.obj scored 0.354 and 0.394)
+        content = f"sha256:{file_sha256(path)}"
         with PointsReader(config) as read:
-            cloud = read(path, up_axis, path.stem)[0]  # xyz, then rgb when asked
+            cloud = read(path, up_axis, content)[0]  # xyz, then rgb when asked
         return np.ascontiguousarray(cloud[:, :point_channels])
     except (MeshError, ValueError) as error:
         raise UsageError(f"{path}: {error}") from None
@@ -112,6 +116,12 @@ def check_shape_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file {path}")
+    if path.stat().st_size == 0:  # said before a model loads (issue 26)
+        suffix = path.suffix.lower()
+        kind = {".npy": "unreadable point file", ".ply": "unreadable point file"}.get(
+            suffix, "no points" if suffix in POINT_SUFFIXES else "unreadable mesh"
+        )
+        raise UsageError(f"{path}: {kind}: the file is empty (0 bytes)")
     if path.suffix.lower() not in POINT_SUFFIXES:
         try:
             check_suffix(path)

@@ -1,6 +1,7 @@
 """`cg3d` subcommands of the app area (thin wrappers over `cg3d.app`).
 
-cg3d classify   top labels of a user's mesh or point cloud
+cg3d classify   top labels of a user's mesh or point cloud, or of a folder or list of them
+cg3d embed      point embeddings of shapes (a file, a folder or a list) to .npy or Parquet
 cg3d index      embed every object of a shard set once into a retrieval index
 cg3d search     the best objects of an index for a text, an image, a shape or an embedding
 cg3d demo       the local web demo (classify an upload, search the index)
@@ -27,13 +28,14 @@ Checkpoint = Annotated[
 ]
 
 
+SHAPES_HELP = (
+    "A mesh (obj, ply, off, stl, glb…) or point cloud (npy, txt, xyz, ply); or a folder of "
+    "them, or a list file (.lst, .list, .txt: one path a line), for many at one model load."
+)
+
+
 def classify_command(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            help="A mesh (obj, ply, off, stl, glb…) or point cloud (npy, txt, xyz, ply)."
-        ),
-    ],
+    path: Annotated[Path, typer.Argument(help=SHAPES_HELP)],
     checkpoint: Checkpoint,
     labels: Annotated[
         str,
@@ -46,7 +48,9 @@ def classify_command(
         Path | None,
         typer.Option("--labels-file", help="Or a file of labels, one a line."),
     ] = None,
-    top: Annotated[int, typer.Option("--top")] = 5,
+    top: Annotated[
+        int, typer.Option("--top", help="How many labels to report, best first (at most all).")
+    ] = 5,
     up_axis: Annotated[
         str, typer.Option("--up-axis", help="The file's up axis: y, z, -y, -z, x or -x.")
     ] = "y",
@@ -65,24 +69,92 @@ def classify_command(
             help="CLIP weights instead of those the checkpoint names (an open_clip tag or a file).",
         ),
     ] = "",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="For many shapes: a .csv or .parquet file of one row per shape (path, status, "
+            "error, label_k, score_k); without it a table is printed.",
+        ),
+    ] = None,
 ) -> None:
-    """Top labels of a mesh or point cloud, sampled and normalised as the pipeline does."""
+    """Top labels of a mesh or point cloud (or of many), sampled as the pipeline does."""
     from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
+    from cg3d.app.batch import TABLE_SUFFIXES, check_out, is_batch, list_shapes
     from cg3d.eval.protocols import get_protocol
 
     if labels and labels_file is not None:
         raise UsageError("--labels and --labels-file: give one or the other")
-    check_shape_file(path)  # before the model loads: a typo costs no wait
+    many = is_batch(path)
+    # before the model loads: a typo, an empty file or a bad --out costs no wait
+    paths = list_shapes(path) if many else [check_shape_file(path)]
+    if out is not None:
+        check_out(out, TABLE_SUFFIXES)
     check_up_axis(up_axis)
     get_protocol(protocol)  # an unknown name fails before the model loads
     if labels_file is not None:
         labels = read_labels_file(labels_file)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
+    if many or out is not None:
+        classify_many(model, paths, labels, top, up_axis, protocol, out)
+        return
     predictions = model.classify(path, labels, top, up_axis, protocol)
-    table = Table("rank", "label", "probability", title=str(path))
+    table = Table("rank", "label", "probability")
     for rank, (label, score) in enumerate(predictions, start=1):
         table.add_row(str(rank), label, f"{score:.4f}")
+    console.print(str(path), markup=False, highlight=False, soft_wrap=True)  # never wrapped
     console.print(table)
+
+
+def classify_many(model, paths, labels, top, up_axis, protocol, out) -> None:
+    """`cg3d classify` over many shapes: a file of rows, or a table of the best labels."""
+    from cg3d.app.batch import classify_rows, write_table
+
+    rows = classify_rows(model, paths, labels, top, up_axis, protocol)
+    failed = sum(row["status"] != "ok" for row in rows)
+    if out is not None:
+        write_table(rows, out)
+        console.print(
+            f"{len(rows) - failed} shapes classified, {failed} failed → {out}", markup=False
+        )
+        return
+    table = Table("path", "label", "probability", "error")
+    for row in rows:
+        table.add_row(row["path"], row["label_1"], f"{row['score_1']:.4f}", row["error"])
+    console.print(table)
+
+
+def embed_command(
+    path: Annotated[Path, typer.Argument(help=SHAPES_HELP)],
+    checkpoint: Checkpoint,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="A .npy file (N, D) of the shapes read, with a .csv beside it of every shape "
+            "(path, status, error, row), or one .parquet file (path, status, error, embedding).",
+        ),
+    ],
+    up_axis: Annotated[
+        str, typer.Option("--up-axis", help="The files' up axis: y, z, -y, -z, x or -x.")
+    ] = "y",
+) -> None:
+    """Point embeddings (unit vectors in CLIP's space) of shapes, one model load for all."""
+    from cg3d.app.api import check_shape_file, check_up_axis, load
+    from cg3d.app.batch import check_out, embed_rows, is_batch, list_shapes, write_embeddings
+
+    paths = list_shapes(path) if is_batch(path) else [check_shape_file(path)]
+    check_out(out, (".npy", ".parquet"))
+    check_up_axis(up_axis)
+    model = load(checkpoint)
+    rows, array = embed_rows(model, paths, up_axis)
+    written = write_embeddings(rows, array, out)
+    failed = sum(row["status"] != "ok" for row in rows)
+    console.print(
+        f"{len(array)} shapes embedded ({array.shape[1] if array.size else 0}-d), {failed} "
+        f"failed → {', '.join(map(str, written))}",
+        markup=False,
+    )
 
 
 @with_params(IndexConfig, "index")
@@ -125,8 +197,9 @@ def search_command(
         str, typer.Option("--against", help="points or views (default: views for an image).")
     ] = "",
 ) -> None:
-    """The best objects of an index for a text, an image, a shape and/or an embedding (scores
-    averaged)."""
+    """The best objects of an index for a text, an image, a shape or an embedding (or several).
+
+    Several queries: their scores are averaged."""
     from cg3d.app.api import load
     from cg3d.app.index import open_index
 
@@ -181,6 +254,7 @@ def demo_command(
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
     app.command("classify")(classify_command)
+    app.command("embed")(embed_command)
     app.command("index")(index_command)
     app.command("search")(search_command)
     app.command("demo")(demo_command)

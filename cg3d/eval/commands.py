@@ -48,8 +48,10 @@ def zeroshot_command(
         ),
     ] = None,
 ) -> None:
-    """Zero-shot classification: top-1/top-3/top-5/class-mean accuracy and a confusion matrix
-    (a table of the most frequent confusions for more than 100 classes).
+    """Zero-shot classification: top-1/3/5 and class-mean accuracy, confusion matrix.
+
+    Top-k is reported for k below the class count; above 100 classes a table of the most
+    frequent confusions replaces the matrix.
 
     --dataset: modelnet40 | modelnet10 | ulip_modelnet40 | scanobjectnn | shapenet55 |
     objaverse-lvis (--root: our shards of the LVIS objects, or OpenShape's LVIS split with
@@ -62,7 +64,8 @@ def zeroshot_command(
     metrics = zeroshot(checkpoint, out, config, text_features=text_features)
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
-        f"top-3 {metrics['top3']:.2f}%  top-5 {metrics['top5']:.2f}%  class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
+        + "".join(f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics)
+        + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
         f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
         markup=False,
     )
@@ -252,8 +255,9 @@ def audit_command(
         ),
     ] = None,
 ) -> None:
-    """Leakage audit: training and test shapes that are the same file or the same shape; or,
-    for two ShapeNet lists, the ids they share (no geometry needed)."""
+    """Leakage audit: training and test shapes that are the same file or the same shape.
+
+    For two ShapeNet lists: the ids they share (no geometry needed)."""
     from cg3d.errors import UsageError
     from cg3d.eval.audit import audit, audit_lists
 

@@ -27,8 +27,20 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
     return matrix
 
 
+def topk_accuracies(
+    scores: np.ndarray, labels: np.ndarray, n_classes: int, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """`topK` accuracy (in %) for each k of `ks` below `n_classes`: with k classes or fewer
+    every label is among the top k, and a 100 % would say nothing."""
+    return {
+        f"top{k}": 100.0 * float(topk_correct(scores, labels, k).mean())
+        for k in ks
+        if k < n_classes
+    }
+
+
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """top1, top5, class_mean (in %), per-class top-1 accuracy and the confusion matrix."""
+    """top1, top5 (with more than 5 classes), class_mean (in %), per-class top-1 accuracy and the confusion matrix."""
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("no shapes to score")
@@ -39,7 +51,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
     per_class_acc = np.diag(matrix)[present] / counts[present]
     return {
         "top1": 100.0 * float(topk_correct(scores, labels, 1).mean()),
-        "top5": 100.0 * float(topk_correct(scores, labels, 5).mean()),
+        **topk_accuracies(scores, labels, len(classes), (5,)),
         "class_mean": 100.0 * float(per_class_acc.mean()),
         "per_class": {
             name: (100.0 * float(matrix[i, i] / counts[i]) if counts[i] else None)

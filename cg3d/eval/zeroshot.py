@@ -3,7 +3,8 @@
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
-  OUT/metrics.json      top1, top3, top5, class_mean, n_shapes, dataset, variant, protocol
+  OUT/metrics.json      top1, top3, top5 (each only below the class count), class_mean,
+                        n_shapes, dataset, variant, protocol
                         (the zero-shot protocol, cg3d.eval.protocols), n_points (fed to the
                         model), checkpoint, clip_model, clip_pretrained (bool: real weights
                         loaded), templates (which made the class prototypes, "ulip64 (64)"),
@@ -40,11 +41,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cg3d.errors import UsageError
-from cg3d.eval.metrics import classification_metrics, topk_correct
+from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.prompts import protocol_text_features
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
+from cg3d.files import atomic_path
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -276,7 +278,7 @@ def zeroshot(
     seconds = time.perf_counter() - started
     audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     metrics = classification_metrics(scores, labels, benchmark.classes)
-    metrics["top3"] = 100.0 * float(topk_correct(scores, labels, 3).mean())
+    metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     confusion = np.array(metrics.pop("confusion"))
     metrics |= {
         "dataset": benchmark.name,
@@ -286,7 +288,6 @@ def zeroshot(
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
         "n_points": protocol_n_points(model, protocol),
         **model_identity(model, Path(checkpoint)),
-        "shapes_per_second": metrics["n_shapes"] / seconds,
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
         **color_summary(benchmark, int(model.config["point_channels"])),
@@ -295,6 +296,10 @@ def zeroshot(
     out = Path(out)
     headline = {k: v for k, v in metrics.items() if k != "per_class"}
     write_results(out, headline, per_class=per_class_rows(metrics["per_class"], confusion))
+    # timings differ between machines: untracked (gitignored), never in the tracked metrics
+    timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps(timing, indent=2) + "\n")
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
     names = benchmark.classes
     rows = [

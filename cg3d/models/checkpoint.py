@@ -15,9 +15,12 @@ Layout of a checkpoint file (a dict):
 """
 
 import dataclasses
+import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +262,7 @@ def _tower_opener(
 
     def open_towers(model: CG3D) -> None:
         if full_clip:  # CLIP's weights are in the file: build without looking for any
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _without_open_clip_weights_line():
                 warnings.simplefilter("ignore", RandomClipWarning)
                 clip = load_clip(config.clip_model, "none")
         else:
@@ -284,6 +287,24 @@ def _tower_opener(
 
 
 TRAINED_TOWER = ("visual.prompts", "clip.logit_scale")  # the tower side of trainable_state
+
+
+class _NoWeightsLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _without_open_clip_weights_line() -> Iterator[None]:
+    """open_clip logs "No pretrained weights loaded" on the root logger when it builds a CLIP
+    without weights; a checkpoint's CLIP weights are loaded right after (a random-init CLIP is
+    said by cg3d's own RandomClipWarning), so here the line is wrong (issue 26)."""
+    line = _NoWeightsLine()
+    logging.getLogger().addFilter(line)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(line)
 
 
 def model_from_checkpoint(

@@ -39,8 +39,9 @@ def cg3d_release(
         ),
     ] = False,
 ) -> None:
-    """The CG3D authors' released checkpoint (PointTransformer, 1024 or 8192 points) as our
-    checkpoint, for cg3d eval, cg3d.load, classify, index, demo and finetune."""
+    """The CG3D authors' released checkpoint (1024 or 8192 points) as our checkpoint.
+
+    Their PointTransformer, for cg3d eval, cg3d.load, classify, index, demo and finetune."""
     from cg3d.models.release import convert_release
 
     model = convert_release(

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from cg3d.errors import UsageError
 from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 
@@ -16,12 +17,14 @@ def register(app: typer.Typer) -> None:
     app.command("caption")(caption)
     app.command("pack")(pack)
     app.command("verify")(verify)
+    app.command("inspect")(inspect_command)
 
 
 @with_params(MeshesConfig, "meshes")
 def meshes(
     out: Annotated[Path, typer.Option(help="Folder for manifest.parquet and classes.json.")],
     config: MeshesConfig,
+    params_file: Path | None = None,
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
     from rich import print as rprint
@@ -29,6 +32,8 @@ def meshes(
     from cg3d.pipeline.sources import build_manifest
 
     summary = build_manifest(config, out)
+    if params_file is not None:
+        check_training_batch(out, params_file)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
     rprint(
@@ -37,6 +42,24 @@ def meshes(
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
         + (f"; {summary.excluded} excluded by meshes.exclude" if config.exclude else "")
     )
+
+
+def check_training_batch(meshes_dir: Path, params_file: Path) -> None:
+    """Issue 26: a data set too small for the `train` section's batch failed only at train,
+    after every data stage. The manifest's ok training objects are an upper bound of the
+    training samples: fewer than one update is a UsageError now, naming the fix."""
+    from cg3d.formats.manifest import manifest_rows
+    from cg3d.params import TrainConfig, batch_problem, load_section
+
+    train = load_section(TrainConfig, "train", params_file)
+    objects = sum(
+        1
+        for row in manifest_rows(meshes_dir, ["split", "status"])
+        if row["split"] == "train" and row["status"] == "ok"
+    )
+    problem = batch_problem(train, objects, f"{meshes_dir} (cg3d meshes)")
+    if problem:
+        raise UsageError(f"{problem} ({params_file}); no later stage can train on it")
 
 
 @with_params(SampleConfig, "sample")
@@ -68,8 +91,7 @@ def caption(
     out: Annotated[Path, typer.Option(help="Folder for captions.parquet and failures.")],
     config: CaptionConfig,
 ) -> None:
-    """Captions per object: class names (with --synonyms, also synonyms) in templates, plus
-    free-text names."""
+    """Captions per object: class names (and synonyms) in templates, plus free-text names."""
     from rich import print as rprint
 
     from cg3d.pipeline.captions import caption_objects
@@ -127,3 +149,68 @@ def verify(
     if report.problems:
         raise typer.Exit(1)
     rprint(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
+
+
+def inspect_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="A stage output (data/meshes, points, render, captions), shards or a run.",
+        ),
+    ],
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Print every id, one a line (for `cg3d show`), only.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Everything found, as JSON.")] = False,
+    meshes: Annotated[
+        Path | None,
+        typer.Option(help="The meshes folder that names the classes (default: DIR/../meshes)."),
+    ] = None,
+    failures: Annotated[int, typer.Option(help="Failures listed (0: all).", min=0)] = 20,
+) -> None:
+    """What a folder holds: ids, per-class counts, failures with reasons, and what made it."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cg3d.pipeline.inspect import inspect_folder
+
+    found = inspect_folder(folder, meshes)
+    console = Console(highlight=False, soft_wrap=True)
+    if ids:
+        for object_id in found.ids:
+            print(object_id)
+        return
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2, default=str))
+        return
+    noun = "classes" if found.kind == "run" else "ids"
+    console.print(
+        f"{folder}: {found.kind}, {len(found.ids)} {noun}, {len(found.failures)} failures",
+        markup=False,
+    )
+    if found.ids:
+        shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
+        console.print(f"  {noun}: {', '.join(shown)} (--ids: all)", markup=False)
+    if found.splits:
+        splits = ", ".join(f"{name} {n}" for name, n in sorted(found.splits.items()))
+        console.print(f"  splits: {splits}", markup=False)
+    if found.classes:
+        table = Table("class", "count", title=None, box=None, padding=(0, 2))
+        for name, count in sorted(found.classes.items()):
+            table.add_row(name, str(count))
+        console.print(table)
+    if found.failures:
+        listed = found.failures[:failures] if failures else found.failures
+        table = Table("failed id", "stage", "reason", box=None, padding=(0, 2))
+        for row in listed:
+            table.add_row(row["id"], row["stage"], row["reason"])
+        console.print(table)
+        if len(listed) < len(found.failures):
+            more = len(found.failures) - len(listed)
+            console.print(f"  … {more} more (--failures 0: all)", markup=False)
+    for key, value in {**found.details, **found.made_by}.items():
+        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        console.print(f"  {key}: {text}", markup=False)

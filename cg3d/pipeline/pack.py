@@ -218,6 +218,16 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
     return True
 
 
+def objects_to_pack(meshes_dir: Path, inputs: PackInputs, out_dir: Path) -> int | None:
+    """The progress bar's total on a fresh run: the objects the plan will hand out (one
+    columnar pass over the manifest; the bar read "600/?"). None when a killed run left
+    finished shards, whose objects this run does not pack again."""
+    if any((out_dir / SHARD_RECORDS).glob("*.json")):
+        return None
+    rows = manifest_rows(meshes_dir, MANIFEST_COLUMNS)
+    return sum(1 for row in rows if planned_failure(row, inputs) is None)
+
+
 def planned_failure(row: dict, inputs: PackInputs) -> dict | None:
     """The failure row of an object the plan leaves out (known before any shard is written)."""
     key = row["id"]
@@ -360,6 +370,7 @@ def pack_shards(
             lambda job: len(job[5]),
             workers=config.workers or default_workers(),
             description="packing",
+            total=objects_to_pack(Path(meshes_dir), inputs, out_dir),
         )
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None

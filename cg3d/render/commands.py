@@ -40,7 +40,14 @@ def render(
 
 
 def show(
-    object_id: Annotated[str, typer.Argument(metavar="ID", help="Object id.")],
+    object_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="Object id, a unique start of one, or a unique part (chair-003); "
+            "`cg3d inspect RENDERS --ids` lists them.",
+        ),
+    ],
     renders: Annotated[Path, typer.Option(help="Output folder of `cg3d render`.")],
     out: Annotated[Path, typer.Option(help="The PNG to write, or a folder for ID.png.")],
     points: Annotated[

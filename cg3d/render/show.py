@@ -77,8 +77,35 @@ def sheet_path(out: Path, object_id: str) -> Path:
     return path
 
 
+def resolve_id(renders_dir: Path, query: str) -> str:
+    """The object id `query` names in `renders_dir`: the id itself, else the one id that starts
+    with it, else the one id that contains it (a name, as `chair-003`). UsageError listing a
+    few candidates when several match, or saying how to list the ids when none does."""
+    from cg3d.formats.renders import part_ids
+
+    if not render_parts(renders_dir):
+        raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
+    try:
+        ids = [i for part in render_parts(renders_dir) for i in part_ids(part)]
+    except FormatError as error:
+        raise UsageError(f"--renders: {error}") from None
+    if query in ids:
+        return query
+    for matches in ([i for i in ids if i.startswith(query)], [i for i in ids if query in i]):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(sorted(matches)[:5]) + (", …" if len(matches) > 5 else "")
+            raise UsageError(f"{query!r} matches {len(matches)} objects ({shown}): say more")
+    raise UsageError(
+        f"no object {query!r} in {renders_dir} (`cg3d inspect {renders_dir} --ids` lists them)"
+    )
+
+
 def show(object_id: str, renders_dir: Path, out: Path, points_dir: Path | None = None) -> Path:
-    """Write the contact sheet of `object_id` to `out` (a .png file or a folder); its path."""
+    """Write the contact sheet of `object_id` (an id, a unique prefix of one or a unique part
+    of one: `resolve_id`) to `out` (a .png file or a folder); its path."""
+    object_id = resolve_id(renders_dir, object_id)
     path = sheet_path(out, object_id)
     views, cameras = read_object(renders_dir, object_id)
     points = read_points(points_dir, object_id) if points_dir is not None else None

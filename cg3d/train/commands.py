@@ -35,10 +35,21 @@ def train(
             "auto: continue it when it is this run's (same params and shards), else start over."
         ),
     ] = ResumeMode.never,
+    params_file: Path | None = None,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
+    from rich.console import Console
+
     from cg3d.params import write_resolved
     from cg3d.train.loop import run_lock, train_stage
+
+    if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
+        Console(highlight=False).print(  # stdout: stderr is for what went wrong
+            f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
+            f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
+            f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "
+            "add --params params.yaml for that"
+        )
 
     with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml
         write_resolved(out / "params.yaml", "train", config)

@@ -22,12 +22,13 @@ batch, so the training loop counts them; shards with no rgb column at all are re
 training by `check_point_channels`.
 """
 
+import collections
 import dataclasses
 import io
 import multiprocessing
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,9 @@ class ClipPreprocess:
     to `image_size` (bicubic, or bilinear as SLIP's), centre crop, scale to [0, 1], then
     `mean`/`std` (CLIP's unless the model says otherwise, see `of_model`); (3, S, S) float32.
 
-    The loader calls `decode` in its workers and `normalize` on whole batches in the main
-    process: uint8 crosses the process boundary, a quarter of the bytes of float32.
+    The loader calls `decode` in its workers and its batches carry the uint8 pixels: a quarter
+    of float32's bytes cross the process boundary and the copy to the GPU; the trainer calls
+    `normalize` on the device (`cg3d.train.trainer.Trainer.images`).
     """
 
     def __init__(self, image_size: int, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"):
@@ -156,6 +158,7 @@ class ClipPreprocess:
         std = torch.tensor(std).view(3, 1, 1) * 255
         self.scale = 1 / std
         self.shift = -torch.tensor(mean).view(3, 1, 1) * 255 / std
+        self.on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def of_model(cls, visual: torch.nn.Module) -> "ClipPreprocess":
@@ -202,8 +205,19 @@ class ClipPreprocess:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., 3, S, S) → CLIP-normalised float32."""
-        return pixels.float().mul_(self.scale).add_(self.shift)
+        """uint8 (..., 3, S, S) → CLIP-normalised float32, on the pixels' device (the trainer
+        normalises on the GPU what the loader sent as uint8)."""
+        scale, shift = self.constants(pixels.device)
+        return pixels.float().mul_(scale).add_(shift)
+
+    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`scale` and `shift` on `device`, copied there once."""
+        if self.scale.device != device:
+            held = self.on_device.get(device)
+            if held is None:
+                held = self.on_device[device] = (self.scale.to(device), self.shift.to(device))
+            return held
+        return self.scale, self.shift
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.normalize(self.pixels(image))
@@ -458,14 +472,76 @@ class Loader:
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 prefetch_factor=4 if workers else None,
+                # page-locked batches: the copy to the GPU runs asynchronously (non_blocking)
+                pin_memory=torch.cuda.is_available(),
             )
         parts = iter(self.workers)
         batches = cut_batches(parts, self.config.batch_size, keep_last=not self.train)
         for count, batch in enumerate(batches):
             if self.train and count >= self.num_batches:
                 break
-            batch["image"] = self.dataset.preprocess.normalize(batch["image"])
+            # images stay uint8: CLIP's normalisation runs on the device (Trainer.images)
             yield batch
+
+
+# What the model reads of a batch on the device; the rest (captions, keys, has_color) stays
+# on the host, where the loop counts it without waiting for the GPU.
+DEVICE_KEYS = ("points", "image", "cls")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """`batch` with its model inputs (`DEVICE_KEYS`) copied to `device`, without waiting: from
+    page-locked memory (the loader's, on a CUDA machine; pinned here otherwise) the copy runs
+    asynchronously on the current stream."""
+    moved = dict(batch)
+    for key in DEVICE_KEYS:
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor) and value.device != device:
+            if device.type == "cuda" and not value.is_pinned():
+                value = value.pin_memory()
+            moved[key] = value.to(device, non_blocking=True)
+    return moved
+
+
+class Copy:
+    """One batch's copy to the device, issued on a side CUDA stream (on a CPU: done at once)."""
+
+    def __init__(self, batch: dict, device: torch.device, stream: Any):
+        self.device = device
+        if stream is None:
+            self.batch, self.event = to_device(batch, device), None
+            return
+        with torch.cuda.stream(stream):
+            self.batch = to_device(batch, device)
+            self.event = torch.cuda.Event()
+            self.event.record(stream)
+
+    def ready(self) -> dict:
+        """The batch, once the compute stream has been told to wait for its copy (and only
+        for its own: the next batch's copy keeps running)."""
+        if self.event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(self.event)
+            for key in DEVICE_KEYS:
+                value = self.batch.get(key)
+                if isinstance(value, torch.Tensor) and value.is_cuda:
+                    # the copy stream's memory is now also used by the compute stream
+                    value.record_stream(current)
+        return self.batch
+
+
+def prefetch(batches: Iterable[dict], device: torch.device, ahead: int = 1) -> Iterator[dict]:
+    """`batches`, in order, with their model inputs on `device`; the copies of the next `ahead`
+    batches are issued before a batch is handed on, so on CUDA they run (on a side stream)
+    while the current batch computes. On a CPU the batches pass through as they are."""
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    pending: collections.deque[Copy] = collections.deque()
+    for batch in batches:
+        pending.append(Copy(batch, device, stream))
+        if len(pending) > ahead:
+            yield pending.popleft().ready()
+    while pending:
+        yield pending.popleft().ready()
 
 
 def check_point_channels(shards: str | Path, point_channels: int) -> None:

@@ -2,33 +2,44 @@
 
 `train_stage(shards, out, config)` is what `cg3d train` and the DVC `train` stage run; it
 builds the shard loaders and calls `fit`, which takes any iterable of batches
-({"points" (B,N,3), "image" (B,3,S,S) preprocessed, "caption" list[str], "cls" (B,)}), so
-tests and benchmarks can feed tensors from memory (`BatchList`).
+({"points" (B,N,3), "image" (B,3,S,S) preprocessed float or uint8 pixels (the loader's,
+normalised on the device), "caption" list[str], "cls" (B,)}), so tests and benchmarks can feed
+tensors from memory (`BatchList`). The model's inputs are copied to the device one batch ahead
+(`data.prefetch`) and the losses read back only every `train.log_every` updates (`LossSums`):
+an update itself never waits for the GPU.
 
 `fit` runs epochs (`train_epoch`: updates while every process has a batch group), evaluates
-held-out accuracy, and writes the epoch (`write_epoch`: curves, metrics, then `OUT/last.pt`
-with model, optimisers, schedulers, RNG states and position). The parts live beside it:
+held-out accuracy, and writes the epoch (`write_epoch`: curves, then the checkpoint with model,
+optimisers, schedulers, RNG states and position) into `OUT/.resume/`; at the end `publish` moves
+them into OUT: `last.pt`, `metrics.json`, `dvclive/plots/metrics/`. The parts live beside it:
 `trainer` (one update of either schedule), `optim` (optimisers, schedules), `evaluate`
-(held-out accuracy), `resume` (when a run continues from `OUT/last.pt`), `distributed`.
+(held-out accuracy), `resume` (when a run continues, from `OUT/.resume/`), `distributed`.
+
+What is tracked (git, `dvc.lock`) is what the same params and data give on any machine:
+`metrics.json` holds a few headline numbers (`TRACKED_METRICS`, so `dvc metrics show` stays
+readable), the curves hold no timing. Timings, the world size and the other numbers go to the
+untracked `OUT/run.json` (gitignored).
 """
 
 import itertools
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, output_lock
 from cg3d.models.checkpoint import save_checkpoint
-from cg3d.models.model import CG3D
-from cg3d.params import TrainConfig
+from cg3d.models.model import CG3D, model_config
+from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
 from cg3d.train.distributed import (
     barrier,
@@ -43,6 +54,7 @@ from cg3d.train.evaluate import evaluate, held_out_prototypes
 from cg3d.train.resume import (
     data_fingerprint,
     prepare_model,
+    resume_folder,
     run_identity,
     seed_everything,
     truncate_curves,
@@ -55,6 +67,22 @@ __all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_
 __all__ += ["train_stage"]
 
 console = Console(stderr=True)
+
+# The keys of the tracked `OUT/metrics.json`: same params and data, same values on any machine
+TRACKED_METRICS = (
+    "epoch",
+    "train_loss",
+    "test_point_text_acc",
+    "test_point_image_acc",
+    "chance_point_text",
+    "held_out_samples",
+    "held_out_templates",
+    "skipped_samples",
+    "clip_pretrained",
+)
+# Logged per epoch but machine-dependent: kept out of the tracked curves and metrics
+TIMING_KEYS = ("train/samples_per_s", "train/seconds")
+RUN_INFO = "run.json"  # untracked: timings, world size, every number of the last epoch
 
 
 class BatchList:
@@ -81,7 +109,10 @@ def num_updates(num_batches: int, accum: int) -> int:
     on the process with the fewest. An epoch may hold fewer (see `groups_in_step`)."""
     count = smallest(num_batches // accum)
     if count < 1:
-        raise UsageError(f"only {num_batches} batches per epoch: fewer than --grad-accum {accum}")
+        raise UsageError(
+            f"only {num_batches} whole batches of train.batch_size per epoch, fewer than "
+            f"train.grad_accum {accum}: lower train.batch_size or train.grad_accum"
+        )
     return count
 
 
@@ -102,21 +133,58 @@ def groups_in_step(batches: Iterable[dict[str, Any]], size: int) -> Iterator[lis
 
 
 @contextmanager
-def epoch_progress(epoch: int, epochs: int, updates: int) -> Iterator[Callable[[int], None]]:
-    """The data stages' progress bar over one epoch's updates, with samples/s and time left,
-    on the first process only; `advance(samples so far)` after each update."""
+def epoch_progress(
+    epoch: int, epochs: int, updates: int
+) -> Iterator[Callable[[int, float | None], None]]:
+    """The data stages' progress bar over one epoch's updates, with samples/s, the running
+    loss and time left, on the first process only; `advance(samples so far, loss or None)`
+    after each update (the loss when it was read back, see `LossSums`)."""
     if world()[0] != 0:
-        yield lambda samples: None
+        yield lambda samples, loss=None: None
         return
     started = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task(f"epoch {epoch + 1}/{epochs}", total=updates, rate="")
+        shown = ""
 
-        def advance(samples: int) -> None:
+        def advance(samples: int, loss: float | None = None) -> None:
+            nonlocal shown
             rate = samples / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:.1f} samples/s")
+            shown = f", loss {loss:.4g}" if loss is not None else shown
+            progress.update(task, advance=1, rate=f"{rate:.1f} samples/s{shown}")
 
         yield advance
+
+
+class LossSums:
+    """The epoch's losses, summed on the device: an update's losses are never read back on
+    their own (a read waits for the GPU to finish everything queued), only the running sums,
+    every `every` updates and at the epoch's end, in one transfer."""
+
+    def __init__(self, every: int):
+        self.every, self.updates = every, 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}  # updates that logged each loss (phases differ)
+
+    def add(self, logged: dict[str, torch.Tensor]) -> float | None:
+        """Add one update's losses; every `every`-th update, the running mean loss."""
+        for key, value in logged.items():
+            # float64 sums: the mean of Python floats the loop took before, to the bit
+            value = torch.as_tensor(value, dtype=torch.float64)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.updates += 1
+        if self.updates % self.every or "loss" not in self.sums:
+            return None
+        return float(self.sums["loss"]) / self.counts["loss"]
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean of each loss (one read of all of them)."""
+        keys = list(self.sums)
+        if not keys:
+            return {}
+        values = torch.stack([self.sums[key] for key in keys]).tolist()
+        return {key: value / self.counts[key] for key, value in zip(keys, values, strict=True)}
 
 
 def train_epoch(
@@ -128,26 +196,33 @@ def train_epoch(
         batches.set_epoch(epoch)
     trainer.begin_epoch(epoch, step)
     skipped_before = getattr(batches, "skipped", 0)
-    sums: dict[str, list[float]] = {}
+    losses = LossSums(trainer.config.log_every)
     samples, started, without_color = 0, time.perf_counter(), 0
-    groups = itertools.islice(groups_in_step(batches, trainer.config.grad_accum), updates)
+    feed = batches
+    if trainer.levers.prefetch:
+        from cg3d.train.data import prefetch  # the loader's module, imported when used
+
+        feed = prefetch(batches, trainer.device)
+    groups = itertools.islice(groups_in_step(feed, trainer.config.grad_accum), updates)
     with epoch_progress(epoch, trainer.config.epochs, updates) as advance:
         for group in groups:
-            for key, value in trainer.update(group, step).items():
-                sums.setdefault(key, []).append(value)
+            running = losses.add(trainer.update(group, step))
             samples += sum(len(batch["caption"]) for batch in group)
+            # has_color stays on the host (data.DEVICE_KEYS): counting it waits for nothing
             without_color += sum(int((~b["has_color"]).sum()) for b in group if "has_color" in b)
             step += 1
-            advance(samples)
+            advance(samples, running)
+    means = losses.means()
     seconds = time.perf_counter() - started
     samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
-    if not sums:
+    if not means:
         raise UsageError(
             f"epoch {epoch + 1}: no whole batch to train on ({skipped} samples did not decode)"
         )
-    record = {f"train/{key}": sum(values) / len(values) for key, values in sums.items()}
+    record = {f"train/{key}": value for key, value in means.items()}
     record |= {
         "train/samples_per_s": samples / seconds,
+        "train/seconds": seconds,
         "train/lr_encoder": trainer.schedulers["encoder"].get_last_lr()[0],
         "train/lr_prompts": trainer.schedulers["prompts"].get_last_lr()[0],
     }
@@ -176,15 +251,20 @@ def metrics_record(
 
 
 def open_curves(out: Path, first_epoch: int):
-    """dvclive's logger for `out/dvclive`, at step `first_epoch` (one step per epoch).
+    """dvclive's logger for the run's curves in `OUT/.resume/dvclive`, at step `first_epoch`
+    (one step per epoch).
 
     On a resumed run the rows of epochs after the checkpoint's are dropped first, and the step
     is set from the checkpoint: dvclive's own resume counts from its summary file, which a
     kill can leave an epoch ahead of the checkpoint (and which restarts at 0 after one step).
+    A finished run extended with `--resume` continues the curves it published.
     """
     from dvclive import Live
 
-    folder = out / "dvclive"
+    folder = resume_folder(out) / "dvclive"
+    published = Path(out) / "dvclive" / "plots"
+    if first_epoch and not (folder / "plots").is_dir() and published.is_dir():
+        shutil.copytree(published, folder / "plots")
     if first_epoch:
         truncate_curves(folder / "plots", first_epoch)
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
@@ -195,14 +275,36 @@ def open_curves(out: Path, first_epoch: int):
 def write_epoch(
     out: Path, live, record: dict[str, float], metrics: dict[str, Any], model: CG3D, state: dict
 ) -> None:
-    """An epoch's curve rows, `out/metrics.json`, then `out/last.pt`, in that order: the
-    checkpoint commits the epoch, and a resume drops whatever was written after it."""
+    """An epoch's curve rows, its numbers, then the checkpoint, into `OUT/.resume/`, in that
+    order: the checkpoint commits the epoch, and a resume drops whatever was written after it."""
     for key, value in record.items():
-        live.log_metric(key, value)
+        if key not in TIMING_KEYS:
+            live.log_metric(key, value)
     live.next_step()
-    with atomic_path(out / "metrics.json") as tmp:
+    folder = resume_folder(out)
+    with atomic_path(folder / RUN_INFO) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    save_checkpoint(out / "last.pt", model, state)
+    save_checkpoint(folder / "last.pt", model, state)
+
+
+def publish(out: Path) -> None:
+    """Move a finished run from `OUT/.resume/` into OUT: the curves, `run.json` (untracked),
+    `metrics.json` (its `TRACKED_METRICS`), then `last.pt`; then remove the folder. Each file
+    is replaced whole; a kill in between leaves the folder, and a rerun trains again."""
+    out, folder = Path(out), resume_folder(out)
+    if (folder / "dvclive" / "plots").is_dir():
+        target = out / "dvclive" / "plots"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(folder / "dvclive" / "plots", target)
+    if (folder / RUN_INFO).is_file():
+        info = json.loads((folder / RUN_INFO).read_text())
+        with atomic_path(out / "metrics.json") as tmp:
+            tracked = {key: info[key] for key in TRACKED_METRICS if key in info}
+            tmp.write_text(json.dumps(tracked, indent=2) + "\n")
+        os.replace(folder / RUN_INFO, out / RUN_INFO)
+    if (folder / "last.pt").is_file():
+        os.replace(folder / "last.pt", out / "last.pt")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
@@ -229,7 +331,8 @@ def fit(
     `train_batches` needs `num_batches` (or `len`) and may have `set_epoch(epoch)` and
     `skipped` (samples it could not decode); `training` is the state `prepare_model` read for
     a resumed run; `data` identifies the shards (`data_fingerprint`). Only rank 0 writes
-    `out/last.pt`, `out/metrics.json` and the dvclive logs in `out/dvclive`. Returns the metrics.
+    `out/.resume/` each epoch and `out/last.pt`, `out/metrics.json`, `out/run.json` and the
+    curves `out/dvclive/plots/` at the end (`publish`). Returns the last epoch's numbers.
     """
     out = Path(out)
     rank, _ = world()
@@ -240,6 +343,8 @@ def fit(
     prototypes, label = held_out_prototypes(model, config.eval_templates)
     identity = run_identity(config, data)  # what the checkpoint says made it
     first_epoch, step = restore(trainer, training, config.seed + rank)
+    if rank == 0:
+        resume_folder(out).mkdir(parents=True, exist_ok=True)
     live = open_curves(out, first_epoch) if rank == 0 else None
     metrics = read_metrics(out) if training else {}
     for epoch in range(first_epoch, config.epochs):
@@ -262,13 +367,19 @@ def fit(
         barrier()
     if live is not None:
         live.end()
+    if rank == 0:
+        publish(out)
+    barrier()
     return metrics
 
 
 def read_metrics(out: Path) -> dict[str, Any]:
-    """The metrics a finished run left (what `fit` returns when no epoch is left to train)."""
-    path = Path(out) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The numbers of the run's last epoch (what `fit` returns when no epoch is left to train):
+    the unfinished run's, else the published `run.json`, else `metrics.json`."""
+    for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / "metrics.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}
 
 
 def train_stage(
@@ -300,6 +411,26 @@ def run_lock(out: Path) -> Iterator[None]:
         yield
 
 
+def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, processes: int) -> None:
+    """Before a model is built, from the shard index: the shards hold at least train.n_points
+    points a shape (a cloud is never filled up with repeated points), and the train split at
+    least one update's samples (`batch_problem`). One line naming the param and the fix. The
+    config's own checks (an encoder's points: `model_config`) come first."""
+    model_config(config, list(index.get("classes", [])))
+    stored = index.get("params", {}).get("points") or []
+    if stored and min(stored) < config.n_points:
+        raise UsageError(
+            f"train.n_points is {config.n_points}, but the shards in {shards} hold "
+            f"{min(stored)} points a shape: set train.n_points to {min(stored)} or less, or "
+            f"sample and pack again with sample.points {config.n_points} (points are never "
+            "repeated to fill a cloud)"
+        )
+    samples = sum(index["splits"]["train"]["counts"])
+    problem = batch_problem(config, samples, f"the train split of {shards}", processes)
+    if problem:
+        raise UsageError(problem)
+
+
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
@@ -312,6 +443,7 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     for split in ("train", "test"):
         check_shards(shards, split)
     check_point_channels(shards, config.point_channels)
+    check_sizes(shards, index, config, size)
     data = data_fingerprint(index)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
     preprocess = ClipPreprocess.of_model(model.clip.visual)

@@ -69,12 +69,45 @@ def make_optimizers(model: CG3D, config) -> dict[str, torch.optim.Optimizer]:
     }
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+def clip_gradients(
+    optimizer: torch.optim.Optimizer, max_norm: float, foreach: bool | None = None
+) -> None:
     """Scale the gradients of `optimizer`'s parameters to a total norm of at most `max_norm`
-    (0: leave them), as the public code clips each phase's parameters before its step."""
+    (0: leave them), as the public code clips each phase's parameters before its step.
+
+    `foreach`: the norms and the scaling as multi-tensor kernels (a few launches for all the
+    parameters instead of two per parameter); None: torch's choice (foreach on CUDA only).
+    Either way nothing is read back to the host, and on a CPU both give the same bits."""
     if max_norm > 0:
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=foreach)
+
+
+# Optimisers with a fused (one kernel per step) implementation on CUDA
+FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def use_fast_kernels(
+    optimizers: dict[str, torch.optim.Optimizer], device: torch.device, fused: bool = True
+) -> None:
+    """Step every optimiser with multi-tensor kernels: fused ones on CUDA (when `fused`),
+    foreach ones elsewhere, instead of a loop of small kernels per parameter.
+
+    Set on the parameter groups, after construction, so it applies to whatever groups
+    `make_optimizers` makes; call it again after `load_state_dict` (a checkpoint's groups carry
+    the flags of the run that wrote them). Neither changes the update's arithmetic: foreach and
+    the per-parameter loop give the same bits on a CPU (tests/train/test_sync_free.py).
+    """
+    for optimizer in optimizers.values():
+        fuse = fused and device.type == "cuda" and isinstance(optimizer, FUSABLE)
+        for group in optimizer.param_groups:
+            group["foreach"], group["fused"] = not fuse, fuse
+        if fuse:
+            # a fused step keeps its step counter on the parameter's device (a checkpoint's
+            # counters, or a foreach run's, are float32 CPU scalars)
+            for state in optimizer.state.values():
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = state["step"].to(device, torch.float32)
 
 
 def epoch_cosine(base_lr: float, lr_min: float, cycle: int) -> Callable[[int], float]:

@@ -1,11 +1,17 @@
-"""Resuming a run from `OUT/last.pt`: when it may, and making the curves agree with it.
+"""Resuming a run: when it may, and making the curves agree with it.
+
+While a run trains, its per-epoch checkpoint and curves live in `OUT/.resume/` (`resume_folder`),
+not in the run's outputs: DVC's run cache refuses a stage with `persist: true` outputs, and a
+stage whose outputs are never half-written needs none. `fit` moves the finished checkpoint and
+curves into OUT at the end (`cg3d.train.loop.publish`) and removes the folder. A killed run
+leaves it, and `--resume auto` continues from it.
 
 `resume` is one of
   never   start from scratch (the default of `cg3d train`);
-  always  continue from OUT/last.pt (`--resume`); a checkpoint without training state or made
+  always  continue from OUT/.resume/last.pt, else OUT/last.pt (`--resume`); a checkpoint without training state or made
           by another run (config or shards, see `run_identity`) is a UsageError naming the
           difference; no checkpoint yet: start from scratch;
-  auto    continue from OUT/last.pt when it is an unfinished checkpoint of this very run, else
+  auto    continue from that checkpoint when it is an unfinished checkpoint of this very run, else
           start from scratch, saying why (what the DVC stage uses: a killed `dvc repro` picks up
           where it stopped; a changed param or data set, or a rerun of a finished run because
           its code changed or `dvc repro -f`, retrains).
@@ -48,6 +54,20 @@ MAY_DIFFER = {
 MAY_DIFFER_WHEN_ASKED = {"epochs": "extending a run is what --resume is for"}
 
 
+RESUME_FOLDER = ".resume"  # gitignored; outside every DVC output
+
+
+def resume_folder(out: Path) -> Path:
+    """Where a run keeps its unfinished checkpoint and curves (see the module docstring)."""
+    return Path(out) / RESUME_FOLDER
+
+
+def resume_checkpoint(out: Path) -> Path:
+    """The checkpoint a resume reads: the unfinished run's, else the finished run's."""
+    unfinished = resume_folder(out) / "last.pt"
+    return unfinished if unfinished.exists() else Path(out) / "last.pt"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -80,7 +100,7 @@ def prepare_model(
     config, classes: list[str], out: Path, resume: str = "never", data: str = ""
 ) -> tuple[CG3D, dict[str, Any] | None]:
     """The model to train and, when `resume` allows (see the module docstring), the training
-    state of `out/last.pt`. `data` is the shard index's fingerprint (`data_fingerprint`).
+    state of `resume_checkpoint(out)`. `data` is the shard index's fingerprint (`data_fingerprint`).
 
     A corrupt `out/last.pt` is a UsageError naming it, in every mode but `never`.
     """
@@ -89,7 +109,7 @@ def prepare_model(
         raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
     wanted_config = model_config(config, classes)
     seed_everything(config.seed)  # the same initial weights on every process
-    path = Path(out) / "last.pt"
+    path = resume_checkpoint(out)
     payload = read_checkpoint(path) if resume != "never" and path.exists() else None
     if payload is not None:
         problem = _resume_problem(payload, run_identity(config, data), resume)

@@ -13,6 +13,7 @@ Whatever autocast does to the towers, the logits and losses are float32 (`contra
 """
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,8 +31,33 @@ from cg3d.train.optim import (
     make_optimizers,
     make_schedulers,
     step_schedulers,
+    use_fast_kernels,
 )
 from cg3d.train.text_cache import TextEncoder
+
+
+@dataclass(frozen=True)
+class Levers:
+    """How the update runs, each switchable on its own so that bench/bench_gpu.py can measure
+    them one by one; none changes the update's numbers (tests/train/test_sync_free.py).
+
+    foreach   clipping and optimiser steps as multi-tensor kernels (False: per parameter)
+    fused     fused optimiser steps on CUDA (foreach elsewhere)
+    prefetch  the loop copies the next batch to the device while the current one computes
+    compile   torch.compile of the point encoder and the prompted image tower (`train.compile`)
+    compile_mode  torch.compile's mode ("reduce-overhead": with CUDA graphs)
+    """
+
+    foreach: bool = True
+    fused: bool = True
+    prefetch: bool = True
+    compile: bool = False
+    compile_mode: str = "default"
+
+    @classmethod
+    def of_params(cls, config) -> "Levers":
+        """The levers of a run's params: all on, compiling when `train.compile` says so."""
+        return cls(compile=config.compile)
 
 
 def text_targets(model: CG3D, config) -> torch.Tensor | None:
@@ -52,8 +78,19 @@ def text_targets(model: CG3D, config) -> torch.Tensor | None:
 class Trainer:
     """Optimisers, schedules and one update of either schedule, for a built model."""
 
-    def __init__(self, model: CG3D, config, updates_per_epoch: int, device: torch.device):
+    def __init__(
+        self,
+        model: CG3D,
+        config,
+        updates_per_epoch: int,
+        device: torch.device,
+        levers: Levers | None = None,
+    ):
         self.model, self.config, self.device = model, config, device
+        self.levers = levers or Levers.of_params(config)
+        self.normalizer = None  # CLIP's normalisation, made at the first uint8 batch
+        if self.levers.compile:
+            compile_towers(model, self.levers.compile_mode)
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
             if device.type == "cuda"
@@ -71,6 +108,7 @@ class Trainer:
         if config.train_logit_scale:
             self.shared_params.append(model.clip.logit_scale)
         self.optimizers = make_optimizers(model, config)
+        self.fast_kernels()
         self.schedulers = make_schedulers(self.optimizers, config, updates_per_epoch)
         self.texts = TextEncoder(model, cache=config.text_cache)
         self.class_targets = text_targets(model, config)
@@ -82,8 +120,30 @@ class Trainer:
         self.epoch_start = step
         begin_epoch_schedules(self.schedulers, epoch)
 
-    def losses(self, batch: dict[str, Any], phase: str) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one batch for `phase` ("encoder", "prompts" or "joint") and its parts.
+    def fast_kernels(self) -> None:
+        """The optimisers' kernels by the levers: foreach/fused, or one parameter at a time."""
+        if self.levers.foreach:
+            use_fast_kernels(self.optimizers, self.device, self.levers.fused)
+            return
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["foreach"], group["fused"] = False, False
+
+    def images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's images on the device, CLIP-normalised: uint8 pixels (the loader's, a
+        quarter of float32's bytes to copy) are normalised there; float ones came normalised."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            if self.normalizer is None:
+                self.normalizer = pixel_normalizer(self.model)
+            images = self.normalizer.normalize(images)
+        return images
+
+    def losses(
+        self, batch: dict[str, Any], phase: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one batch for `phase` ("encoder", "prompts" or "joint") and its parts,
+        detached 0-d tensors on the device (reading them back would wait for the GPU).
 
         Each image goes through the prompted image tower once, with grad only when the prompts
         train in this phase.
@@ -99,10 +159,11 @@ class Trainer:
         parts: dict[str, torch.Tensor] = {}
         with self.autocast():
             with nullcontext() if train_prompts else torch.no_grad():
-                images = model.encode_image(batch["image"].to(self.device))
+                images = model.encode_image(self.images(batch))
             gather = config.gather_negatives
             if train_encoder:
-                points = F.normalize(self.encoder(batch["points"].to(self.device)).float(), dim=-1)
+                points = batch["points"].to(self.device, non_blocking=True)
+                points = F.normalize(self.encoder(points).float(), dim=-1)
                 parts["point_text"] = (
                     contrastive_loss(points, texts, scale, gather)[0] * config.point_text_weight
                 )
@@ -116,15 +177,15 @@ class Trainer:
                     contrastive_loss(images, texts, scale, gather)[0] * config.image_text_weight
                 )
         loss = sum(parts.values())
-        logged = {f"loss_{name}": value.item() for name, value in parts.items()}
-        return loss, logged | {"loss": loss.item()}
+        logged = {f"loss_{name}": value.detach() for name, value in parts.items()}
+        return loss, logged | {"loss": loss.detach()}
 
     @torch.no_grad()
     def encoder_forward_only(self, batch: dict[str, Any]) -> None:
         """The point encoder on a prompt update's batch, output unused: in training mode its
         BatchNorm layers update their running statistics (the public runner's encoder sees
         every batch); no grad, so no parameter moves."""
-        self.encoder(batch["points"].to(self.device))
+        self.encoder(batch["points"].to(self.device, non_blocking=True))
 
     def phase(self, step: int) -> tuple[str, list[str]]:
         """The phase of update `step` and the optimisers it steps."""
@@ -134,14 +195,16 @@ class Trainer:
         phase = "encoder" if index % 2 == 0 else "prompts"
         return phase, [phase]
 
-    def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, float]:
-        """One optimiser update over `batches` (gradient accumulation); `step` picks the phase."""
+    def update(self, batches: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
+        """One optimiser update over `batches` (gradient accumulation); `step` picks the phase.
+        Returns the mean losses as 0-d device tensors: nothing in an update waits for the GPU
+        (the loop reads the losses every `train.log_every` updates)."""
         phase, names = self.phase(step)
         # every optimiser, stepped or not: a gradient of the resting phase (the temperature's in
         # a prompt update) must not carry over into the next update
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
+        logged: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
             # DDP all-reduces the encoder's grads on the last batch of the group only
@@ -154,10 +217,11 @@ class Trainer:
                 loss, parts = self.losses(batch, phase)
                 (loss / len(batches)).backward()
             for key, value in parts.items():
-                logged[key] = logged.get(key, 0.0) + value / len(batches)
+                share = value.double() / len(batches)  # float64, as the Python floats were
+                logged[key] = logged[key] + share if key in logged else share
         average_gradients(self.shared_params)
         for name in names:
-            clip_gradients(self.optimizers[name], self.config.grad_clip)
+            clip_gradients(self.optimizers[name], self.config.grad_clip, self.levers.foreach)
             self.optimizers[name].step()
         if self.config.train_logit_scale:
             clamp_logit_scale(self.model)
@@ -174,6 +238,22 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
+        self.fast_kernels()  # the checkpoint's groups carry the kernels of the run that wrote it
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.texts.load_state(state["text_cache"])
+
+
+def pixel_normalizer(model: CG3D):
+    """The model's CLIP normalisation (the `ClipPreprocess` of its image tower), whose
+    `normalize` takes uint8 pixels on any device."""
+    from cg3d.train.data import ClipPreprocess  # the loader's module: imported when used
+
+    return ClipPreprocess.of_model(model.clip.visual)
+
+
+def compile_towers(model: CG3D, mode: str = "default") -> None:
+    """torch.compile the point encoder and the prompted image tower in place (`Module.compile`:
+    the modules and their state-dict keys stay as they are, checkpoints unchanged)."""
+    model.point_encoder.compile(mode=mode)
+    model.visual.compile(mode=mode)

@@ -15,7 +15,7 @@ def test_classification_metrics_by_hand():
     labels = np.array([0, 0, 1, 2])
     m = classification_metrics(scores, labels, ["a", "b", "c"])
     assert m["top1"] == pytest.approx(50.0)
-    assert m["top5"] == pytest.approx(100.0)  # k is capped at the class count
+    assert "top5" not in m  # issue 26: with 3 classes every label is in the top 5
     # per class: a 1/2, b 1/1, c 0/1 → mean 50 %
     assert m["per_class"] == {"a": 50.0, "b": 100.0, "c": 0.0}
     assert m["class_mean"] == pytest.approx(50.0)
@@ -28,6 +28,15 @@ def test_class_mean_skips_absent_classes_and_top5():
     m = classification_metrics(scores, np.array([4, 5]), [str(i) for i in range(10)])
     assert m["top1"] == 0.0 and m["top5"] == 50.0
     assert m["per_class"]["0"] is None and m["class_mean"] == 0.0
+
+
+def test_topk_is_reported_only_below_the_class_count():
+    """Issue 26: top-5 read 100 % on a 4-class set."""
+    scores = np.tile(np.arange(6.0)[::-1], (2, 1))  # ranking 0, 1, ..., 5
+    labels = np.array([4, 5])
+    assert "top5" not in classification_metrics(scores[:, :4], np.array([3, 2]), list("abcd"))
+    # label 4 is 5th, label 5 is 6th: one of two in the top 5 of 6 classes
+    assert classification_metrics(scores, labels, list("abcdef"))["top5"] == 50.0
 
 
 def test_confusion_matrix_counts():

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,6 +140,23 @@ def test_farthest_point_sample_spreads_out_and_never_repeats():
     assert (chosen[0, 0] < 5) != (chosen[1, 0] < 5)
     with pytest.raises(ValueError):
         farthest_point_sample(points, 101)
+
+
+def test_batched_farthest_point_sample_picks_what_one_cloud_at_a_time_picks():
+    """The whole batch in one loop: each cloud's picks are those of a plain per-cloud FPS
+    (start at point 0, then always the point farthest from every pick so far)."""
+    clouds = np.random.default_rng(5).random((4, 300, 3))
+
+    def one_cloud(points: np.ndarray, count: int) -> list[int]:
+        picks, distance = [0], np.full(len(points), np.inf)
+        for _ in range(count - 1):
+            distance = np.minimum(distance, ((points - points[picks[-1]]) ** 2).sum(-1))
+            picks.append(int(distance.argmax()))
+        return picks
+
+    for count in (1, 2, 37):
+        got = farthest_point_sample(torch.from_numpy(clouds), count)
+        assert got.tolist() == [one_cloud(cloud, count) for cloud in clouds]
 
 
 def test_knn_matches_brute_force_and_ball_group_respects_the_radius():

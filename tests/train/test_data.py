@@ -68,7 +68,9 @@ def test_training_batches_have_the_interface_shapes_and_shuffle_per_epoch(shards
     assert len(batches) == loader.num_batches
     batch = batches[0]
     assert batch["points"].shape == (4, 64, 3) and batch["points"].dtype == torch.float32
-    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert (
+        batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.uint8
+    )  # normalised on the device
     assert batch["cls"].dtype == torch.int64 and len(batch["caption"]) == len(batch["key"]) == 4
     assert keys_of(loader) == [k for b in batches for k in b["key"]]  # same epoch: same order
     loader.set_epoch(1)
@@ -87,7 +89,9 @@ def test_eval_batches_are_view_zero_first_caption_and_unaugmented(shards, image_
         for i, key in enumerate(batch["key"]):
             assert batch["caption"][i] == samples[key]["captions"][0]
             assert np.array_equal(batch["points"][i].numpy(), samples[key]["points"])
-            assert torch.equal(batch["image"][i], preprocess(samples[key]["views"][0]))
+            assert torch.equal(
+                preprocess.normalize(batch["image"][i]), preprocess(samples[key]["views"][0])
+            )
 
 
 def test_pipe_urls_read_the_same_samples(shards):

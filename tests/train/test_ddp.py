@@ -50,7 +50,7 @@ def test_two_gloo_processes_share_negatives_and_stay_in_sync(tmp_path):
     assert any(name.startswith("point_encoder.") for name in ranks[0]["weights"])
     for name, tensor in ranks[0]["weights"].items():
         assert torch.equal(tensor, ranks[1]["weights"][name]), name
-    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run/run.json").read_text())  # untracked: world size, step
     assert metrics["world_size"] == 2 and metrics["step"] == 2
 
 

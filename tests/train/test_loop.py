@@ -123,7 +123,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     model, _ = prepare_model(config, CLASSES, killed)
     with pytest.raises(KeyboardInterrupt):
         fit(config, killed, model, KilledAfterFirstEpoch(make_batches(4, 8)), test_batches)
-    assert read_checkpoint(killed / "last.pt")["training"]["epoch"] == 1
+    # the killed run left its checkpoint in the resume folder, none among its outputs
+    assert read_checkpoint(killed / ".resume/last.pt")["training"]["epoch"] == 1
+    assert not (killed / "last.pt").exists()
     model, training = prepare_model(config, CLASSES, killed, resume="always")
     metrics = fit(config, killed, model, make_batches(4, 8), test_batches, training)
 

@@ -49,7 +49,9 @@ def replace_member(shard, suffix: str, data: bytes) -> str:
 def shards(tmp_path_factory):
     """16 training samples in 4 shards of 4, the first sample's points undecodable."""
     root = tmp_path_factory.mktemp("data")
-    fake_pipeline(root, per_class=8, shard_size=4, views=2, n=64)
+    fake_pipeline(
+        root, per_class=8, shard_size=4, views=2, n=256
+    )  # the tiny model takes 256 points, never repeated
     index = json.loads((root / "shards/index.json").read_text())
     assert index["splits"]["train"]["counts"] == [4, 4, 4, 4]
     replace_member(root / "shards/train/shard-000000.tar", "points.npy", pickled_npy())
@@ -89,7 +91,7 @@ def worker(rank: int, shards: str, tmp: str) -> None:
 
 def test_two_processes_stop_together_when_one_runs_out(shards, tmp_path):
     mp.spawn(worker, args=(str(shards), str(tmp_path)), nprocs=2, join=True)
-    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run/run.json").read_text())  # untracked: world size, step
     assert metrics["world_size"] == 2
     # both processes made one update per epoch: rank 0 had only one batch of 4
     assert metrics["epoch"] == 2 and metrics["step"] == 2

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from cg3d.cli import app
 from cg3d.models.checkpoint import load_model
+from cg3d.train.loop import TRACKED_METRICS
 from tests.train.helpers import params_file
 
 pytestmark = [
@@ -32,7 +33,13 @@ def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
     assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
     assert metrics["skipped_samples"] == 0 and metrics["held_out_templates"] == "cg3d (63)"
     assert 0.0 <= metrics["test_point_text_acc"] <= 1.0
-    assert (out / "dvclive/plots/metrics/train/samples_per_s.tsv").is_file()
+    assert (out / "dvclive/plots/metrics/train/loss.tsv").is_file()
+    assert not (out / "dvclive/plots/metrics/train/samples_per_s.tsv").exists()  # untracked
+    assert json.loads((out / "run.json").read_text())["train_samples_per_s"] > 0
+    # issue 26: the tracked metrics hold a few headline numbers, none of them a timing
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved) <= set(TRACKED_METRICS) and len(saved) <= 10
+    assert not any("per_s" in key or "second" in key for key in saved)
     model = load_model(out / "last.pt")
     assert model.config["encoder"] == "pointnet2" and model.config["classes"]
 

@@ -26,27 +26,28 @@ def farthest_point_sample(
 ) -> torch.Tensor:
     """Indices (B, count) of `count` farthest-point samples of (B, N, 3) `xyz`.
 
-    Starts from point 0 (deterministic); `count` sequential steps, each O(B·N) on the device.
+    Starts from point 0 (deterministic); `count` sequential steps over the whole batch at once,
+    each O(B·N) on the device: on a GPU the loop is bound by launches, so the picks are stacked
+    once at the end rather than written one by one, and the last step's distances are skipped.
     With `skip_norm2`, points of squared norm at most that are never picked after the first
     (pointnet2_ops' kernel: KERNEL_FPS_MIN_NORM2); in a cloud of only those, point 0 repeats.
     """
     batch, n_points, _ = xyz.shape
     if count > n_points:
         raise ValueError(f"cannot sample {count} centres from {n_points} points")
-    chosen = torch.zeros(batch, count, dtype=torch.long, device=xyz.device)
     distance = torch.full((batch, n_points), float("inf"), device=xyz.device, dtype=xyz.dtype)
     farthest = torch.zeros(batch, dtype=torch.long, device=xyz.device)
-    rows = torch.arange(batch, device=xyz.device)
     eligible = None if skip_norm2 is None else (xyz**2).sum(-1) > skip_norm2
-    for step in range(count):
-        chosen[:, step] = farthest
-        centre = xyz[rows, farthest].unsqueeze(1)
+    chosen = [farthest]
+    for _ in range(count - 1):
+        centre = torch.gather(xyz, 1, farthest.view(batch, 1, 1).expand(batch, 1, 3))
         distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
         if eligible is None:
             farthest = distance.argmax(-1)
         else:  # the kernel's best starts at -1 with index 0: ineligible points never win
             farthest = torch.where(eligible, distance, -1.0).argmax(-1)
-    return chosen
+        chosen.append(farthest)
+    return torch.stack(chosen, dim=1)
 
 
 def knn(query: torch.Tensor, xyz: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,0 +1,190 @@
+"""Many shapes at once: `cg3d classify` and `cg3d embed` over a folder or a list of files.
+
+The model loads once; each shape is read, prepared and scored in turn under a progress bar. A
+shape that cannot be read is a row with `status` "failed" and its `error` (the one-line reason
+`cg3d classify FILE` would give), never the end of the run. Results go to one file, chosen by
+its suffix:
+  classify  .csv or .parquet: path, status, error, then label_1, score_1 … label_K, score_K
+  embed     .npy: (N, D) float32 of the shapes read (in list order) beside a .csv of every
+            shape (path, status, error, row: its row in the .npy, -1 when it failed);
+            .parquet: path, status, error, embedding (a list of D floats, empty when failed)
+"""
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cg3d.app.api import Model, check_shape_file, parse_labels
+from cg3d.errors import UsageError
+from cg3d.files import atomic_path
+from cg3d.formats.pointfiles import POINT_SUFFIXES
+from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
+
+SHAPE_SUFFIXES = tuple(sorted({*POINT_SUFFIXES, *SUPPORTED_SUFFIXES}))
+LIST_SUFFIXES = (".txt", ".lst", ".list")  # a list file: one path a line
+TABLE_SUFFIXES = (".csv", ".parquet")
+OK, FAILED = "ok", "failed"
+
+
+def is_batch(source: Path) -> bool:
+    """Whether `source` names many shapes rather than one: a folder, a .lst/.list file, or a
+    .txt file whose first entry is a file (a .txt point cloud starts with numbers)."""
+    source = Path(source)
+    if source.is_dir():
+        return True
+    suffix = source.suffix.lower()
+    if not source.is_file() or suffix not in LIST_SUFFIXES:
+        return False
+    if suffix != ".txt":
+        return True
+    try:
+        with source.open(errors="replace") as handle:
+            first = next((line.strip() for line in handle if line.strip()[:1] not in ("", "#")), "")
+    except OSError:
+        return False
+    return bool(first) and (source.parent / first).is_file()
+
+
+def list_shapes(source: Path) -> list[Path]:
+    """The shapes `source` names: a folder's files of a format read here (all depths, sorted),
+    or a list file's paths (one a line, relative to the list's folder; blank lines and
+    `#` comments skipped). UsageError naming `source` when there is none."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(
+            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in SHAPE_SUFFIXES
+        )
+        what = f"no shape files ({', '.join(SHAPE_SUFFIXES)}) in {source}"
+    elif source.is_file():
+        try:
+            lines = source.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"{source}: not a list of paths ({error})") from None
+        entries = [line.strip() for line in lines]
+        paths = [source.parent / e for e in entries if e and not e.startswith("#")]
+        what = f"{source} lists no paths"
+    else:
+        raise UsageError(f"no such file or folder {source}")
+    if not paths:
+        raise UsageError(what)
+    return paths
+
+
+def check_out(out: Path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """`out` if its suffix is one of `suffixes` and its folder can hold it; else a UsageError."""
+    out = Path(out)
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"{option}: {out.parent} is not a folder")
+    return out
+
+
+def each_shape(
+    paths: list[Path], work: Callable[[Path], Any], description: str
+) -> Iterator[tuple[Path, Any, str]]:
+    """(path, result, "") for each shape `work` handles, (path, None, reason) for the others,
+    under a progress bar. A reason is the UsageError's one line, or the error's type and text."""
+    from cg3d.pipeline.chunks import progress_bar
+
+    with progress_bar("shapes") as progress:
+        task = progress.add_task(description, total=len(paths), rate="")
+        for path in paths:
+            try:
+                check_shape_file(path)
+                yield path, work(path), ""
+            except UsageError as error:
+                yield path, None, str(error)
+            except Exception as error:  # noqa: BLE001 - one bad file is a row, not the end
+                yield path, None, f"{type(error).__name__}: {error}"
+            progress.update(task, advance=1)
+
+
+def classify_rows(
+    model: Model,
+    paths: list[Path],
+    labels: str | list[str] | None,
+    top: int,
+    up_axis: str = "y",
+    protocol: str = "cg3d",
+) -> list[dict[str, Any]]:
+    """One row per shape: path, status, error, label_k and score_k for k = 1 … top."""
+    if not isinstance(top, int) or top < 1:
+        raise UsageError(f"--top must be an integer ≥ 1, got {top!r}")
+    names = parse_labels(labels, model.classes)
+    model.label_features(names, protocol)  # bad labels fail now, not once per shape
+    top = min(top, len(names))
+    rows = []
+
+    def work(path: Path):
+        return model.classify(path, names, top, up_axis, protocol)
+
+    for path, predictions, error in each_shape(paths, work, "classifying"):
+        row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}
+        row["error"] = error
+        for k in range(top):
+            label, score = predictions[k] if predictions else ("", float("nan"))
+            row[f"label_{k + 1}"], row[f"score_{k + 1}"] = label, score
+        rows.append(row)
+    return rows
+
+
+def embed_rows(
+    model: Model, paths: list[Path], up_axis: str = "y"
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """One row per shape (path, status, error, row) and the (N_ok, D) embeddings of those read,
+    in order; `row` is a shape's row in the array (-1 when it failed)."""
+    rows, vectors = [], []
+    for path, vector, error in each_shape(
+        paths, lambda p: model.embed_points(p, up_axis)[0], "embedding"
+    ):
+        rows.append(
+            {
+                "path": str(path),
+                "status": FAILED if error else OK,
+                "error": error,
+                "row": -1 if error else len(vectors),
+            }
+        )
+        if not error:
+            vectors.append(vector)
+    array = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+    return rows, array
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
+    """`rows` as a .csv or .parquet file (by `out`'s suffix), written whole."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        else:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    return out
+
+
+def write_embeddings(rows: list[dict[str, Any]], array: np.ndarray, out: Path) -> list[Path]:
+    """.npy (and its .csv of paths) or .parquet, by `out`'s suffix; the files written."""
+    out = Path(out)
+    if out.suffix.lower() == ".parquet":
+        by_row = {r["row"]: array[r["row"]].tolist() for r in rows if r["row"] >= 0}
+        table = [
+            {"path": r["path"], "status": r["status"], "error": r["error"]}
+            | {"embedding": by_row.get(r["row"], [])}
+            for r in rows
+        ]
+        return [write_table(table, out)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, tmp.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    return [out, write_table(rows, out.with_suffix(".csv"))]

@@ -1,0 +1,251 @@
+"""`cg3d inspect DIR`: what a stage output, a shard set or a training run holds, and what made it.
+
+`inspect_folder(folder)` recognises the folder by its files (docs/formats.md):
+  meshes    manifest.parquet          ids, classes and splits of the manifest; failed rows
+  points    part-*.parquet            ids of the parts; failures.parquet
+  render    part-*.tar                ids of the parts (tar headers only); failures.parquet
+  captions  captions.parquet          ids; failures.parquet
+  shards    index.json                ids and classes of every sample; failures by stage
+  run       last.pt, or .resume/      classes, epoch, the run's params and metrics
+and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
+index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
+the code (cg3d's version and the git commit of the working tree, when there is one).
+Classes of points, renders and captions come from a `meshes` folder beside the folder
+(`--meshes` to name another).
+"""
+
+import json
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cg3d.errors import UsageError
+
+KINDS = ("meshes", "points", "render", "captions", "shards", "run")
+
+
+@dataclass
+class Inspection:
+    """What `inspect_folder` found: `ids` in the folder's order, `classes` and `splits`
+    (counts; empty when the folder does not say), `failures` (id, stage, reason) and
+    `made_by` (params, DVC stage, code)."""
+
+    folder: Path
+    kind: str
+    ids: list[str] = field(default_factory=list)
+    classes: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    made_by: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (`dataclasses.asdict` would turn a Counter's items into
+        keys)."""
+        return {
+            "folder": str(self.folder),
+            "kind": self.kind,
+            "ids": self.ids,
+            "classes": dict(self.classes),
+            "splits": dict(self.splits),
+            "failures": self.failures,
+            "made_by": self.made_by,
+            "details": self.details,
+        }
+
+
+def folder_kind(folder: Path) -> str:
+    """Which of `KINDS` the folder is, from its files; UsageError naming it otherwise."""
+    if not folder.is_dir():
+        raise UsageError(f"no such folder {folder}")
+    if (folder / "manifest.parquet").is_file():
+        return "meshes"
+    if (folder / "index.json").is_file():
+        return "shards"
+    if (folder / "last.pt").is_file() or (folder / ".resume").is_dir():
+        return "run"
+    if (folder / "captions.parquet").is_file():
+        return "captions"
+    if any(folder.glob("part-*.parquet")):
+        return "points"
+    if any(folder.glob("part-*.tar")):
+        return "render"
+    raise UsageError(
+        f"{folder} is not a stage output, a shard set or a training run (none of "
+        "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt)"
+    )
+
+
+def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
+    """What `folder` holds (see the module docstring)."""
+    folder = Path(folder)
+    kind = folder_kind(folder)
+    found = Inspection(folder, kind)
+    READERS[kind](found)
+    if kind in ("points", "render", "captions"):
+        classes_from_manifest(found, meshes if meshes is not None else folder.parent / "meshes")
+        found.failures = stage_failures(folder)
+        plan = folder / ".plan.json"
+        if plan.is_file():
+            found.made_by["params"] = json.loads(plan.read_text())
+    found.made_by |= dvc_stage(folder) | code_version(folder)
+    return found
+
+
+def read_meshes(found: Inspection) -> None:
+    from cg3d.formats.manifest import manifest_rows
+
+    columns = ["id", "class_name", "split", "status", "error"]
+    for row in manifest_rows(found.folder, columns):
+        if row["status"] == "ok":
+            found.ids.append(row["id"])
+            found.classes[row["class_name"]] += 1
+            found.splits[row["split"]] += 1
+        else:
+            reason = f"{row['status']}: {row['error']}" if row["error"] else row["status"]
+            found.failures.append({"id": row["id"], "stage": "meshes", "reason": reason})
+
+
+def read_points(found: Inspection) -> None:
+    from cg3d.formats.points import part_ids, points_parts
+
+    found.ids = [i for part in points_parts(found.folder) for i in part_ids(part)]
+
+
+def read_renders(found: Inspection) -> None:
+    from cg3d.formats.renders import part_ids, render_parts
+
+    found.ids = [i for part in render_parts(found.folder) for i in part_ids(part)]
+
+
+def read_captions(found: Inspection) -> None:
+    from cg3d.formats.captions import CaptionsFile
+
+    captions = CaptionsFile(found.folder)
+    found.ids = [i for group in range(captions.groups) for i in captions.group_ids(group)]
+
+
+def read_shards(found: Inspection) -> None:
+    from cg3d.formats.shards import Skipped, raw_samples, read_index
+
+    index = read_index(found.folder)
+    classes = index["classes"]
+    for split, entry in index["splits"].items():
+        skipped = Skipped()
+        order = range(len(entry["shards"]))
+        for sample in raw_samples(found.folder, entry["shards"], entry["counts"], order, skipped):
+            found.ids.append(sample["__key__"])
+            found.classes[classes[int(sample["cls"])]] += 1
+            found.splits[split] += 1
+    found.failures = stage_failures(found.folder)
+    found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
+    found.made_by["params"] = index.get("params", {})
+
+
+def read_run(found: Inspection) -> None:
+    from cg3d.models.checkpoint import read_checkpoint
+
+    folder = found.folder
+    for name, key in (("metrics.json", "metrics"), ("run.json", "this machine")):
+        if (folder / name).is_file():
+            found.details[key] = json.loads((folder / name).read_text())
+    checkpoint = folder / "last.pt"
+    unfinished = folder / ".resume" / "last.pt"
+    if unfinished.is_file():
+        training = read_checkpoint(unfinished).get("training", {})
+        found.details["unfinished"] = (
+            f"{unfinished} at epoch {training.get('epoch')} (`cg3d train --resume auto` continues it)"
+        )
+    if checkpoint.is_file():
+        payload = read_checkpoint(checkpoint)
+        config = payload.get("config", {})
+        found.ids = list(config.get("classes", []))  # a run's "ids": the classes it knows
+        found.details["model"] = {
+            key: config.get(key) for key in ("encoder", "clip_model", "clip_weights", "n_points")
+        }
+        found.details["epoch"] = payload.get("training", {}).get("epoch")
+    if (folder / "params.yaml").is_file():
+        found.made_by["params"] = yaml.safe_load((folder / "params.yaml").read_text())
+
+
+READERS = {
+    "meshes": read_meshes,
+    "points": read_points,
+    "render": read_renders,
+    "captions": read_captions,
+    "shards": read_shards,
+    "run": read_run,
+}
+
+
+def stage_failures(folder: Path) -> list[dict[str, str]]:
+    from cg3d.formats.failures import FAILURES_NAME, read_failures
+
+    return [
+        {"id": r["id"], "stage": r["stage"], "reason": r["reason"]}
+        for r in read_failures(folder / FAILURES_NAME)
+    ]
+
+
+def classes_from_manifest(found: Inspection, meshes: Path) -> None:
+    """Per-class and per-split counts of `found.ids` from the manifest in `meshes`, if any."""
+    from cg3d.formats.manifest import manifest_rows
+
+    if not (meshes / "manifest.parquet").is_file():
+        return
+    of = {r["id"]: r for r in manifest_rows(meshes, ["id", "class_name", "split"])}
+    for object_id in found.ids:
+        if object_id in of:
+            found.classes[of[object_id]["class_name"]] += 1
+            found.splits[of[object_id]["split"]] += 1
+    found.details["classes from"] = str(meshes)
+
+
+def dvc_stage(folder: Path) -> dict[str, Any]:
+    """The `dvc.lock` stage (of the nearest project above `folder`) with `folder`, or a file
+    in it, among its outputs: its name, command and params."""
+    folder = folder.resolve()
+    for root in (folder, *folder.parents):
+        lock = root / "dvc.lock"
+        if lock.is_file():
+            break
+    else:
+        return {}
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return {}
+    relative = folder.relative_to(root).as_posix()
+    for name, stage in stages.items():
+        outs = [out.get("path", "") for out in stage.get("outs", [])]
+        if any(out == relative or out.startswith(f"{relative}/") for out in outs):
+            params = {
+                k: v for values in stage.get("params", {}).values() for k, v in values.items()
+            }
+            return {"dvc stage": name, "command": stage.get("cmd", ""), "dvc params": params}
+    return {}
+
+
+def code_version(folder: Path) -> dict[str, str]:
+    """cg3d's version, and the commit of the git working tree around `folder` (with "+
+    changes" when it has uncommitted ones): the code that made the folder, if it was made
+    here and since."""
+    import cg3d
+
+    found = {"cg3d": cg3d.__version__}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "describe", "--always", "--dirty=+changes"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return found
+    if commit.returncode == 0 and commit.stdout.strip():
+        found["git"] = commit.stdout.strip()
+    return found

@@ -1,0 +1,148 @@
+"""Issue 26: `cg3d classify` / `cg3d embed` over a folder or a list, one model load, results
+to CSV / Parquet / .npy with failures as rows; the content seed; checks before the model."""
+
+import csv
+import logging
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+import cg3d.app.api as api
+from cg3d.app.api import input_points, load
+from cg3d.cli import app
+
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
+
+
+def cube_points(scale: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1, 1, (300, 3))
+    points[np.arange(300), rng.integers(0, 3, 300)] = rng.choice([-1.0, 1.0], 300)
+    return (points * [scale, 1, 1]).astype(np.float32)
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    folder = tmp_path / "shapes"
+    (folder / "sub").mkdir(parents=True)
+    np.save(folder / "a.npy", cube_points(1.0, 0))
+    np.save(folder / "sub" / "b.npy", cube_points(3.0, 1))
+    (folder / "empty.obj").write_bytes(b"")
+    (folder / "flat.obj").write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
+    (folder / "notes.md").write_text("not a shape")
+    return folder
+
+
+def counting_loads(monkeypatch) -> list[str]:
+    calls, original = [], api.load
+
+    def counted(*args, **kwargs):
+        calls.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "load", counted)
+    return calls
+
+
+def test_classify_a_folder_loads_once_and_writes_failures_as_rows(
+    shapes, tmp_path, tiny_checkpoint, monkeypatch
+):
+    loads = counting_loads(monkeypatch)
+    out = tmp_path / "results.csv"
+    args = ["classify", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    args += ["--top", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert loads == [str(tiny_checkpoint)]
+    rows = list(csv.DictReader(out.open()))
+    by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
+    assert sorted(by_name) == ["a.npy", "b.npy", "empty.obj", "flat.obj"]  # notes.md skipped
+    assert by_name["empty.obj"]["status"] == "failed" and "empty" in by_name["empty.obj"]["error"]
+    assert by_name["flat.obj"]["status"] == "failed" and by_name["flat.obj"]["error"]
+    # each ok row says what classifying the file alone says
+    model = load(tiny_checkpoint)
+    for name in ("a.npy", "b.npy"):
+        row = by_name[name]
+        alone = model.classify(row["path"], None, 2)
+        assert row["status"] == "ok" and row["error"] == ""
+        assert [row["label_1"], row["label_2"]] == [p.label for p in alone]
+        assert float(row["score_1"]) == pytest.approx(alone[0].score, abs=1e-6)
+
+
+def test_classify_a_list_file_to_parquet(shapes, tmp_path, tiny_checkpoint):
+    listing = tmp_path / "shapes.txt"
+    listing.write_text("# my shapes\nshapes/a.npy\n\nshapes/missing.npy\n")
+    out = tmp_path / "results.parquet"
+    args = ["classify", str(listing), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--labels", "cube,sphere"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    assert [row["status"] for row in table] == ["ok", "failed"]
+    assert "no such file" in table[1]["error"]
+    assert {table[0]["label_1"], table[0]["label_2"]} == {"cube", "sphere"}
+
+
+def test_embed_a_folder_to_npy_with_its_paths(shapes, tmp_path, tiny_checkpoint):
+    out = tmp_path / "emb.npy"
+    args = ["embed", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    array = np.load(out)
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert len(rows) == 4 and array.shape[0] == len(ok) == 2
+    model = load(tiny_checkpoint)
+    for row in ok:
+        alone = model.embed_points(row["path"])[0]
+        np.testing.assert_allclose(array[int(row["row"])], alone, atol=1e-5)
+    assert all(row["row"] == "-1" for row in rows if row["status"] == "failed")
+
+
+def test_embed_to_parquet_and_bad_out_before_loading(shapes, tmp_path, tiny_checkpoint):
+    out = tmp_path / "emb.parquet"
+    args = ["embed", str(shapes / "a.npy"), "--checkpoint", str(tiny_checkpoint)]
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    (row,) = pq.read_table(out).to_pylist()
+    assert row["status"] == "ok" and len(row["embedding"]) > 0
+    bad = CliRunner().invoke(
+        app, ["embed", str(shapes), "--checkpoint", "nowhere.pt", "--out", "x.csv"]
+    )
+    assert bad.exit_code != 0 and "--out" in str(bad.exception)
+
+
+def test_an_empty_file_is_said_before_the_model_loads(shapes):
+    result = CliRunner().invoke(
+        app, ["classify", str(shapes / "empty.obj"), "--checkpoint", "no-such-checkpoint.pt"]
+    )
+    assert result.exit_code != 0
+    assert "empty" in str(result.exception) and "checkpoint" not in str(result.exception)
+
+
+def test_the_classify_table_keeps_a_long_path_on_one_line(tmp_path, tiny_checkpoint):
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4)
+    folder.mkdir()
+    np.save(folder / "chair.npy", cube_points(1.0, 0))
+    path = str(folder / "chair.npy")
+    result = CliRunner().invoke(app, ["classify", path, "--checkpoint", str(tiny_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert path in result.output.splitlines()
+
+
+def test_the_sampling_seed_comes_from_the_content_not_the_name(tmp_path):
+    box = trimesh.creation.box(extents=(1.0, 2.0, 0.5))
+    box.export(tmp_path / "chair.obj")
+    (tmp_path / "my_chair.obj").write_bytes((tmp_path / "chair.obj").read_bytes())
+    first = input_points(tmp_path / "chair.obj", 128)
+    np.testing.assert_array_equal(first, input_points(tmp_path / "my_chair.obj", 128))
+    other = trimesh.creation.box(extents=(1.0, 2.0, 0.6))
+    other.export(tmp_path / "chair.obj")  # other bytes under the same name: other samples
+    assert not np.array_equal(first, input_points(tmp_path / "chair.obj", 128))
+
+
+def test_loading_a_checkpoint_logs_no_open_clip_weights_line(tiny_checkpoint, caplog):
+    with caplog.at_level(logging.WARNING):
+        load(tiny_checkpoint).embed_text(["a chair"])  # CLIP is built on first use of text
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]

@@ -1,0 +1,120 @@
+"""Issue 26: `cg3d inspect DIR` says what a stage output, a shard set or a run holds, and what
+made it; `cg3d show` takes a unique prefix or part of an id."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.errors import UsageError
+from cg3d.formats.renders import Rendered, write_render_part
+from cg3d.pipeline.inspect import inspect_folder
+from cg3d.render.show import resolve_id
+from tests.pipeline.fakes import CLASSES, fake_pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    records, _ = fake_pipeline(root, per_class=4, shard_size=3, views=2, n=64)
+    return root, records
+
+
+def test_meshes_ids_classes_and_failures_are_the_manifests(data):
+    root, records = data
+    found = inspect_folder(root / "meshes")
+    ok = [r for r in records if r.status == "ok"]
+    assert found.kind == "meshes" and found.ids == [r.id for r in ok]
+    assert dict(found.classes) == {name: 4 for name in CLASSES}
+    assert sum(found.splits.values()) == len(ok)
+    failed = [r for r in records if r.status != "ok"]
+    assert [f["id"] for f in found.failures] == [r.id for r in failed]
+    assert all(
+        f["reason"].startswith(r.status) for f, r in zip(found.failures, failed, strict=True)
+    )
+    assert found.made_by["cg3d"]
+
+
+def test_points_and_renders_name_their_ids_classes_and_failures(data):
+    root, records = data
+    ids = [r.id for r in records if r.status == "ok"]
+    points = inspect_folder(root / "points")
+    assert points.kind == "points" and sorted(points.ids) == sorted(set(ids) - {ids[1]})
+    assert [f["id"] for f in points.failures] == [ids[1]] and points.failures[0]["reason"]
+    assert sum(points.classes.values()) == len(ids) - 1  # from the meshes folder beside it
+    renders = inspect_folder(root / "renders")
+    assert renders.kind == "render" and ids[2] not in renders.ids
+    assert [f["id"] for f in renders.failures] == [ids[2]]
+
+
+def test_shards_count_every_sample_by_class_and_split(data):
+    root, _ = data
+    found = inspect_folder(root / "shards")
+    index = json.loads((root / "shards" / "index.json").read_text())
+    assert found.kind == "shards"
+    for split, entry in index["splits"].items():
+        assert found.splits[split] == sum(entry["counts"])
+    assert sum(found.classes.values()) == len(found.ids) == len(set(found.ids))
+    assert set(found.classes) <= set(index["classes"])
+    assert found.made_by["params"]["points"] == [64]
+
+
+def test_inspect_command_prints_ids_and_failures(data):
+    root, records = data
+    result = CliRunner().invoke(app, ["inspect", str(root / "meshes")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    failed = next(r for r in records if r.status != "ok")
+    assert "meshes," in text and failed.id in text and "chair 4" in text
+    listed = CliRunner().invoke(app, ["inspect", str(root / "renders"), "--ids"])
+    assert listed.output.split() == inspect_folder(root / "renders").ids
+    as_json = json.loads(
+        CliRunner().invoke(app, ["inspect", str(root / "points"), "--json"]).output
+    )
+    assert as_json["kind"] == "points" and as_json["failures"]
+
+
+def test_inspect_a_training_run(tmp_path, tiny_checkpoint):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_checkpoint, run / "last.pt")
+    (run / "params.yaml").write_text("train:\n  epochs: 3\n")
+    (run / "metrics.json").write_text('{"epoch": 3}\n')
+    found = inspect_folder(run)
+    assert found.kind == "run" and found.ids == ["cube", "sphere", "cone"]
+    assert found.made_by["params"] == {"train": {"epochs": 3}}
+    assert found.details["metrics"] == {"epoch": 3}
+
+
+def test_a_folder_of_nothing_known_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match="not a stage output"):
+        inspect_folder(tmp_path)
+
+
+def test_show_takes_a_unique_prefix_or_part_of_an_id(tmp_path):
+    renders = tmp_path / "renders"
+    renders.mkdir()
+    rendered = Rendered({"view_00": b"png"}, b"{}")
+    ids = ["modelnet-bench-0012", "modelnet-chair-0012", "modelnet-chair-0013"]
+    write_render_part(renders / "part-00000.tar", {i: rendered for i in ids})
+    assert resolve_id(renders, "modelnet-chair-0013") == "modelnet-chair-0013"
+    assert resolve_id(renders, "modelnet-b") == "modelnet-bench-0012"  # a unique prefix
+    assert resolve_id(renders, "chair-0012") == "modelnet-chair-0012"  # a name inside the id
+    with pytest.raises(UsageError, match="'modelnet-chair' matches 2 objects"):
+        resolve_id(renders, "modelnet-chair")
+    with pytest.raises(UsageError, match="cg3d inspect .* --ids"):
+        resolve_id(renders, "sofa")
+
+
+def test_the_pack_bar_knows_its_total(tmp_path, capsys):
+    """Issue 26: pack's progress bar read "600/?"."""
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    out = capsys.readouterr().out
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    packed = sum(sum(entry["counts"]) for entry in index["splits"].values())
+    assert f"{packed}/{packed}" in out and "/?" not in out
