@@ -338,8 +338,11 @@ def benchmark_command(
         ),
     ] = None,
 ) -> None:
-    """Every model on every benchmark: one clip_benchmark-shaped JSON per pair, and
-    OUT/results.md and .csv with our top-1 beside the published one. Resumes."""
+    """Every model on every benchmark: one JSON per pair and a table beside the published numbers.
+
+    OUT/<model>__<dataset>.json in clip_benchmark's shape; OUT/results.md and .csv with our
+    top-1 beside the card's and the difference. A rerun resumes.
+    """
     from cg3d.eval.benchmark import markdown_table, parse_datasets, parse_models, run_benchmark
 
     entries, sets = parse_models(models), parse_datasets(datasets, roots, audits)
