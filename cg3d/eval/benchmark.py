@@ -152,17 +152,6 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | 
     return result if same else None
 
 
-def takes_protocol(config: ZeroShotConfig) -> bool:
-    """Whether zero-shot scoring takes a protocol (`--protocol`, issue 22); before that, every
-    model is scored under ours ("cg3d") and its results say so."""
-    return "protocol" in {field.name for field in dataclasses.fields(config)}
-
-
-def _with_protocol(config: ZeroShotConfig, protocol: str) -> ZeroShotConfig:
-    """`config` under `protocol` where the zero-shot config takes one."""
-    return dataclasses.replace(config, protocol=protocol) if takes_protocol(config) else config
-
-
 def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
     """clip_benchmark's zero-shot metrics, as fractions: acc1, acc3, acc5, mean_per_class_recall."""
     found = classification_metrics(scores, labels, classes)
@@ -252,8 +241,7 @@ def _benchmark_model(
         return [_row(entry, dataset, card, f"failed: {error}") for dataset in datasets]
     card = card or _card(model.config.get("card", ""))
     protocol = model.config.get("protocol") or (card.protocol if card else "")
-    protocol = protocol or getattr(config, "protocol", "cg3d")
-    protocol = protocol if takes_protocol(config) else "cg3d"  # what is applied, recorded
+    protocol = protocol or config.protocol
     about = {
         "protocol": protocol,
         "card": card.name if card else "",
@@ -274,7 +262,7 @@ def _benchmark_model(
             rows.append(_row(entry, dataset, card, "done (earlier run)", result))
             continue
         try:
-            pair_config = _with_protocol(dataclasses.replace(config, audit=dataset.audit), protocol)
+            pair_config = dataclasses.replace(config, audit=dataset.audit, protocol=protocol)
             pair_about = about | {"settings": settings}
             result = evaluate_pair(model, entry, dataset, pair_config, card, pair_about, text_file)
         except (UsageError, OSError) as error:
