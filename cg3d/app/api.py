@@ -16,9 +16,7 @@ probabilities: softmax of logit_scale × cosine over the labels, each label the 
 mean of its prompt templates (64 by default).
 """
 
-import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -417,33 +415,16 @@ def _batched(items: list, batch_size: int, encode) -> np.ndarray:
 
 
 def load(checkpoint: str | Path, device: str = "cpu", clip_pretrained: str | None = None) -> Model:
-    """A CG3D checkpoint (`cg3d train`'s last.pt or an export) ready to embed and classify.
+    """A CG3D checkpoint (`cg3d train`'s last.pt, an export, a converted model, or a hub
+    folder of `cg3d export --format hub`) ready to embed and classify. CLIP's towers are built
+    only when text or images are asked for: embedding points needs none.
 
     `clip_pretrained` loads other CLIP weights than those the checkpoint names (an open_clip
     tag or a file), checked against them as `cg3d eval` does.
     """
-    from cg3d.files import file_sha256
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.hub import model_sha256
 
     path = Path(checkpoint)
-    with _without_open_clip_weights_line():
-        network = load_model(path, device=device, clip_pretrained=clip_pretrained or None)
-    return Model(network, path, file_sha256(path))
-
-
-class _NoWeightsLine(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
-
-
-@contextmanager
-def _without_open_clip_weights_line() -> Iterator[None]:
-    """open_clip logs "No pretrained weights loaded" on the root logger when it builds a CLIP
-    without weights; a checkpoint's CLIP weights are loaded right after (a random-init CLIP is
-    said by cg3d's own RandomClipWarning), so here the line is wrong (issue 26)."""
-    line = _NoWeightsLine()
-    logging.getLogger().addFilter(line)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(line)
+    network = load_model(path, device=device, clip_pretrained=clip_pretrained or None)
+    return Model(network, path, model_sha256(path))

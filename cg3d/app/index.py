@@ -260,7 +260,7 @@ class Index:
         `open_index`, else the checkpoint the index was built with (loaded on first use)."""
         if self._model is None:
             checkpoint = Path(self.manifest["model"]["checkpoint"])
-            if not checkpoint.is_file():
+            if not checkpoint.exists():  # a file, or an exported hub folder
                 raise UsageError(
                     f"{self.path}: the index's checkpoint {checkpoint} is not there; give the "
                     "model: open_index(path, model) or --checkpoint"

@@ -40,6 +40,14 @@ def zeroshot_command(
         str | None,
         typer.Option("--shards", help="Our labelled shards (same as --dataset shards --root DIR)."),
     ] = None,
+    text_features: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-features",
+            help="Class text features FILE.npy (+ FILE.json naming its classes), e.g. from "
+            "`cg3d eval text-features`, instead of the model's text tower.",
+        ),
+    ] = None,
 ) -> None:
     """Zero-shot classification: top-1/3/5 and class-mean accuracy, confusion matrix.
 
@@ -54,12 +62,61 @@ def zeroshot_command(
 
     check_out_dir(out)  # before the work: a folder that cannot be written fails now
     config = _with_shards(config, shards)
-    metrics = zeroshot(checkpoint, out, config)
+    metrics = zeroshot(checkpoint, out, config, text_features=text_features)
     console.print(
         f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
         + "".join(f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics)
         + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
         f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
+        markup=False,
+    )
+
+
+@eval_app.command("text-features")
+def text_features_command(
+    checkpoint: Checkpoint,
+    out: Annotated[
+        Path, typer.Option("--out", help="FILE.npy to write (and FILE.json, its class names).")
+    ],
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Comma-separated class names.")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Or a benchmark's classes (as `cg3d eval zeroshot`)."),
+    ] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="The benchmark's files.")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="scanobjectnn's variant.")] = "",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol", help="Whose templates and class names ('': the one the model names)."
+        ),
+    ] = "",
+    clip_pretrained: Annotated[
+        str | None, typer.Option(help="Where the teacher's weights are, if they moved.")
+    ] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow reading pickled benchmark files.")
+    ] = False,
+) -> None:
+    """Class text features of a model's teacher, written once for `zeroshot --text-features`."""
+    from cg3d.errors import UsageError
+    from cg3d.eval.textfeatures import benchmark_classes, write_class_features
+
+    if (classes is None) == (dataset is None):
+        raise UsageError("give the classes: --classes a,b,c or --dataset NAME --root DIR")
+    if dataset is not None:
+        if root is None:
+            raise UsageError("--dataset needs --root, the benchmark's files")
+        names = benchmark_classes(dataset, root, variant, allow_pickle)
+    else:
+        names = [name.strip() for name in (classes or "").split(",") if name.strip()]
+    check_out_dir(out.parent)
+    record = write_class_features(checkpoint, out, names, protocol, clip_pretrained)
+    console.print(
+        f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
+        f"{record['templates']} templates) → {out}",
         markup=False,
     )
 
@@ -246,9 +303,70 @@ def audit_command(
     )
 
 
+def benchmark_command(
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            help="NAME=WEIGHTS (checkpoint or hub folder) or a model card NAME without weights "
+            "(a 'missing weights' row), comma-separated.",
+        ),
+    ],
+    datasets: Annotated[
+        str,
+        typer.Option(
+            "--datasets", help="modelnet40,scanobjectnn:obj_only,objaverse-lvis (zeroshot names)."
+        ),
+    ],
+    roots: Annotated[
+        str, typer.Option("--roots", help="Each dataset's files: modelnet40=DIR,scanobjectnn=DIR.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the JSONs and results.md/.csv.")],
+    audits: Annotated[
+        str, typer.Option("--audits", help="`cg3d audit` folders by dataset: modelnet40=DIR.")
+    ] = "",
+    batch_size: Annotated[int, typer.Option(min=1, help="Shapes per forward pass.")] = 32,
+    limit: Annotated[int, typer.Option(min=0, help="First N shapes only (0: all).")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes preparing shapes.")] = 1,
+    text_cache: Annotated[
+        str, typer.Option(help="Folder caching class text features ('': none).")
+    ] = ".cache/cg3d/text",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow reading pickled benchmark files.")
+    ] = False,
+    text_features: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-features",
+            help="Folder of class-feature files MODEL__DATASET.npy (+ .json), used instead of "
+            "the teacher's text tower where present.",
+        ),
+    ] = None,
+) -> None:
+    """Every model on every benchmark: one JSON per pair and a table beside the published numbers.
+
+    OUT/<model>__<dataset>.json in clip_benchmark's shape; OUT/results.md and .csv with our
+    top-1 beside the card's and the difference. A rerun resumes.
+    """
+    from cg3d.eval.benchmark import markdown_table, parse_datasets, parse_models, run_benchmark
+
+    entries, sets = parse_models(models), parse_datasets(datasets, roots, audits)
+    check_out_dir(out)
+    config = ZeroShotConfig(
+        batch_size=batch_size,
+        limit=limit,
+        workers=workers,
+        text_cache=text_cache,
+        allow_pickle=allow_pickle,
+    )
+    rows = run_benchmark(entries, sets, out, config, text_features)
+    console.print(markdown_table(rows), markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
     app.add_typer(eval_app, name="eval")
     app.command("audit")(audit_command)
+    app.command("benchmark")(benchmark_command)
     app.command("finetune")(finetune_command)
     app.command("scene-query")(scene_query_command)

@@ -250,6 +250,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     fit) and, in full mode, history.csv; return them all."""
     from cg3d.eval.zeroshot import model_identity
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.clip import clip_embed_dim
 
     config.validate()
     torch.manual_seed(config.seed)
@@ -259,7 +260,8 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     keep = few_shot_keep(train_set, config)
     train = load_split(train_set, n_points, keep, channels)
     test = load_split(test_set, n_points, point_channels=channels)
-    dim = int(model.clip.text_projection.shape[-1])
+    # from the teacher's config: a bigG teacher's tower is not built for a number
+    dim = clip_embed_dim(model.config["clip_model"])
     classifier = Classifier(model.point_encoder, dim, len(train_set.classes))
     if config.mode == "full":
         history, last = fit_full(classifier, train, test, test_set.classes, config)

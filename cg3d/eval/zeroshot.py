@@ -212,6 +212,19 @@ def cached_text_features(
     return features
 
 
+def file_text_features(model, classes: list[str], path: Path | None) -> torch.Tensor | None:
+    """The rows of text-features file `path` for `classes` (None: no file given)."""
+    if path is None:
+        return None
+    from cg3d.formats.textfeatures import features_for
+    from cg3d.models.clip import clip_embed_dim
+    from cg3d.models.text import display_name
+
+    dim = clip_embed_dim(model.config["clip_model"])
+    features = features_for(Path(path), classes, dim, display_name)
+    return torch.from_numpy(features).to(model.device())
+
+
 def top_confusions(confusion: np.ndarray, classes: list[str], top: int) -> list[dict]:
     """The `top` most frequent (actual, predicted) mistakes, with their share of the class."""
     mistakes = np.array(confusion, dtype=np.int64)
@@ -244,8 +257,14 @@ def audit_summary(audit: str) -> dict | str:
     return read_audit(Path(audit))
 
 
-def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
-    """Evaluate `checkpoint` zero-shot on the configured set; write OUT/metrics.json and plots."""
+def zeroshot(
+    checkpoint: Path, out: Path, config: ZeroShotConfig, text_features: Path | None = None
+) -> dict:
+    """Evaluate `checkpoint` zero-shot on the configured set; write OUT/metrics.json and plots.
+
+    `text_features`: class features from a file (cg3d.formats.textfeatures) instead of the
+    model's text tower, which is then never built.
+    """
     from cg3d.eval.plots import confusion_plot
     from cg3d.models.checkpoint import load_model
 
@@ -255,8 +274,9 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
     )
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
+    classes = file_text_features(model, benchmark.classes, text_features)
     started = time.perf_counter()
-    scores, labels, keys = score_benchmark(model, benchmark, config)
+    scores, labels, keys = score_benchmark(model, benchmark, config, classes)
     seconds = time.perf_counter() - started
     audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     metrics = classification_metrics(scores, labels, benchmark.classes)
@@ -266,7 +286,8 @@ def zeroshot(checkpoint: Path, out: Path, config: ZeroShotConfig) -> dict:
         "dataset": benchmark.name,
         "variant": benchmark.variant,
         "protocol": protocol.name,
-        "templates": protocol.templates_label(),  # which made the class prototypes
+        # which made the class prototypes
+        "templates": f"file {text_features}" if text_features else protocol.templates_label(),
         "n_points": protocol_n_points(model, protocol),
         **model_identity(model, Path(checkpoint)),
         "skipped_samples": benchmark.skipped(),

@@ -15,9 +15,12 @@ Layout of a checkpoint file (a dict):
 """
 
 import dataclasses
+import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,15 +31,20 @@ from cg3d.files import atomic_path
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
+    check_weights_named,
     describe_weights,
     is_weights_identity,
+    load_clip,
     weights_identity,
 )
-from cg3d.models.model import CG3D, ModelConfig, build_model
+from cg3d.models.model import CG3D, ModelConfig, TowerOpener, build_model
 
 FORMAT = "cg3d-checkpoint-1"
 # keys of a stored config that CG3D adds to ModelConfig's fields
 DERIVED_KEYS = ("clip_pretrained_loaded", "clip_weights")
+# optional keys naming what a converted or released model is: its model card
+# (cg3d.models.cards) and the zero-shot protocol it is evaluated under (cg3d.eval.protocols)
+METADATA_KEYS = ("card", "protocol")
 # Model config keys added after the first checkpoints were written, with the value their absence
 # meant then (ModelConfig has no defaults: a default that moved would change an old model).
 ADDED_KEYS = {"point_channels": 3}
@@ -50,16 +58,30 @@ def save_checkpoint(
 
     `embed_clip` stores CLIP's weights too, so the file loads with no CLIP weights around.
     """
+    payload = checkpoint_payload(model, embed_clip)
+    if training is not None:
+        payload["training"] = training
+    write_payload(path, payload)
+
+
+def checkpoint_payload(model: CG3D, embed_clip: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of `model` (no training state): CLIP's whole state when it must be
+    stored (random, or `embed_clip`), else the trained part only, with no tower built."""
     full_clip = embed_clip or not model.config["clip_pretrained_loaded"]
-    state = model.state_dict() if full_clip else model.trainable_state()
-    payload = {
+    state = model.open_towers().state_dict() if full_clip else model.trainable_state()
+    return {
         "format": FORMAT,
         "config": model.config,
         "full_clip": full_clip,
         "model": {name: tensor.detach().cpu() for name, tensor in state.items()},
     }
-    if training is not None:
-        payload["training"] = training
+
+
+def write_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint dict (the layout above) to `path` atomically.
+
+    For a converter that writes a peer's point side without building its teacher's towers.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Saved through an open handle, not the temp path: torch names the zip's records after the
@@ -94,8 +116,13 @@ class _WriteErrors:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`; a missing, corrupt or foreign file is a UsageError naming it."""
+    """The checkpoint dict at `path` (a file, or a folder `cg3d export --format hub` wrote);
+    a missing, corrupt or foreign one is a UsageError naming it."""
+    from cg3d.models.hub import is_hub_folder, read_hub
+
     path = Path(path)
+    if is_hub_folder(path):
+        return read_hub(path)
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}")
     try:
@@ -158,7 +185,9 @@ def _first(names: list[str], limit: int = 3) -> str:
 def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     """The ModelConfig a checkpoint's config describes; unknown keys or bad values name the file."""
     values = ADDED_KEYS | {
-        key: value for key, value in payload["config"].items() if key not in DERIVED_KEYS
+        key: value
+        for key, value in payload["config"].items()
+        if key not in DERIVED_KEYS + METADATA_KEYS
     }
     names = {item.name for item in dataclasses.fields(ModelConfig)}
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
@@ -171,6 +200,8 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
         is_weights_identity(stored.get("clip_weights", RANDOM_WEIGHTS))
     ):
         raise UsageError(f"{path}: its model config has a malformed clip_weights record")
+    if not all(isinstance(stored.get(key, ""), str) for key in METADATA_KEYS):
+        raise UsageError(f"{path}: its model config's {' and '.join(METADATA_KEYS)} must be names")
     try:
         return ModelConfig(**values)
     except UsageError as error:
@@ -229,13 +260,12 @@ def weights_to_load(payload: dict[str, Any], path: Path, clip_pretrained: str | 
 
 
 def check_weights_fit(
-    model: CG3D, state: dict[str, torch.Tensor], full_clip: bool, path: Path
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: Path
 ) -> None:
-    """`state` must hold exactly the tensors of `model` it should (with CLIP's or not), in shape.
+    """`state` must hold exactly the tensors `expected` names, in shape.
 
     A mismatch is one line naming the first few names, not torch's dump of every key.
     """
-    expected = model.state_dict() if full_clip else model.trainable_state()
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
     reshaped = [
@@ -254,49 +284,120 @@ def check_weights_fit(
         )
 
 
+def _is_point_side(name: str) -> bool:
+    return name.startswith("point_encoder.")
+
+
+def _tower_opener(
+    payload: dict[str, Any], path: Path, config: ModelConfig, clip_pretrained: str | None
+) -> TowerOpener:
+    """What builds a loaded model's CLIP towers on first use and loads the checkpoint's tower
+    weights into them (all of CLIP's for a `full_clip` file; else the prompts, logit scale).
+
+    Which weights to build from is settled now, at load (`weights_to_load`: a moved or
+    changed weights file is an error at once); only the building waits.
+    """
+    full_clip = payload["full_clip"]
+    recorded = recorded_weights(payload["config"])
+    weights = "none" if full_clip else weights_to_load(payload, path, clip_pretrained)
+
+    def needs(error: UsageError) -> UsageError:
+        if clip_pretrained is not None:
+            return error  # about the user's own option, which it names
+        needed = describe_weights(recorded) if recorded else repr(weights)
+        # load_clip names the option it assumes; this user gave none
+        reason = re.sub(r"^--[a-z-]+: ", "", str(error).splitlines()[0])
+        return UsageError(
+            f"{path} needs the CLIP weights {needed}, not to be had here ({reason}): "
+            f"{POINT_AT_WEIGHTS}"
+        )
+
+    try:
+        check_weights_named(config.clip_model, weights)  # what can be told without loading
+    except UsageError as error:
+        raise needs(error) from None
+
+    def open_towers(model: CG3D) -> None:
+        if full_clip:  # CLIP's weights are in the file: build without looking for any
+            with warnings.catch_warnings(), _without_open_clip_weights_line():
+                warnings.simplefilter("ignore", RandomClipWarning)
+                clip = load_clip(config.clip_model, "none")
+        else:
+            try:
+                clip = load_clip(config.clip_model, weights, require_pretrained=True)
+            except UsageError as error:
+                raise needs(error) from None
+        model.attach_towers(clip, config)
+        towers = {n: t for n, t in model.state_dict().items() if not _is_point_side(n)}
+        expected = towers if full_clip else {n: t for n, t in towers.items() if n in TRAINED_TOWER}
+        state = dict(model.tower_state)
+        if not full_clip:
+            # a converted peer stores no prompts when it has none (0 of them), and may leave
+            # the teacher's own temperature in place
+            for name in ("visual.prompts", "clip.logit_scale"):
+                if name not in state and (name == "clip.logit_scale" or not config.prompts):
+                    expected.pop(name, None)
+        check_weights_fit(expected, state, path)
+        model.load_state_dict(state, strict=False)
+
+    return open_towers
+
+
+TRAINED_TOWER = ("visual.prompts", "clip.logit_scale")  # the tower side of trainable_state
+
+
+class _NoWeightsLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _without_open_clip_weights_line() -> Iterator[None]:
+    """open_clip logs "No pretrained weights loaded" on the root logger when it builds a CLIP
+    without weights; a checkpoint's CLIP weights are loaded right after (a random-init CLIP is
+    said by cg3d's own RandomClipWarning), so here the line is wrong (issue 26)."""
+    line = _NoWeightsLine()
+    logging.getLogger().addFilter(line)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(line)
+
+
 def model_from_checkpoint(
     payload: dict[str, Any], path: Path, clip_pretrained: str | None = None
 ) -> CG3D:
     """Rebuild the model a checkpoint dict describes and load its weights.
 
+    The point encoder is built and loaded now; CLIP's towers when first used (see CG3D).
     `clip_pretrained` (a tag or a file) says where CLIP's weights are when they moved; it is
     checked against the weights the checkpoint records.
     """
     config = checkpoint_config(payload, path)
     recorded = recorded_weights(payload["config"])
-    if payload["full_clip"]:
-        if clip_pretrained is not None:
-            check_given_weights(recorded, clip_pretrained, path)  # not needed, but must agree
-        # CLIP's weights are in the file: build without looking for any
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomClipWarning)
-            model = build_model(dataclasses.replace(config, clip_pretrained="none"))
-        if recorded == RANDOM_WEIGHTS:
-            warnings.warn(
-                f"{path} was trained with a RANDOMLY INITIALISED CLIP (its weights are in the file)",
-                RandomClipWarning,
-                stacklevel=3,
-            )
-    else:
-        weights = weights_to_load(payload, path, clip_pretrained)
-        try:
-            model = build_model(
-                dataclasses.replace(config, clip_pretrained=weights, require_pretrained=True)
-            )
-        except UsageError as error:
-            if clip_pretrained is not None:
-                raise  # about the user's own option, which it names
-            needed = describe_weights(recorded) if recorded else repr(weights)
-            # load_clip names the option it assumes; this user gave none
-            reason = re.sub(r"^--[a-z-]+: ", "", str(error).splitlines()[0])
-            raise UsageError(
-                f"{path} needs the CLIP weights {needed}, not to be had here ({reason}): "
-                f"{POINT_AT_WEIGHTS}"
-            ) from None
-    check_weights_fit(model, payload["model"], payload["full_clip"], path)
-    model.load_state_dict(payload["model"], strict=payload["full_clip"])
+    if payload["full_clip"] and clip_pretrained is not None:
+        check_given_weights(recorded, clip_pretrained, path)  # not needed, but must agree
+    model = build_model(config, _tower_opener(payload, path, config, clip_pretrained))
+    # Checked now: the point side in full, and that nothing else is foreign to the towers
+    # (the towers' own names and shapes are checked when they are built).
+    tower_names = ("clip.", "visual.") if payload["full_clip"] else TRAINED_TOWER
+    checked = {n: t for n, t in payload["model"].items() if not n.startswith(tower_names)}
+    expected = {f"point_encoder.{n}": t for n, t in model.point_encoder.state_dict().items()}
+    check_weights_fit(expected, checked, path)
+    model.point_encoder.load_state_dict(_unprefixed(checked))
+    model.tower_state = {n: t for n, t in payload["model"].items() if not _is_point_side(n)}
+    if payload["full_clip"] and recorded == RANDOM_WEIGHTS:
+        warnings.warn(
+            f"{path} was trained with a RANDOMLY INITIALISED CLIP (its weights are in the file)",
+            RandomClipWarning,
+            stacklevel=3,
+        )
     model.config = ADDED_KEYS | payload["config"]  # an old checkpoint's, completed
     return model
+
+
+def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name.removeprefix("point_encoder."): tensor for name, tensor in state.items()}
 
 
 def load_model(

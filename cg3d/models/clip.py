@@ -130,6 +130,41 @@ def load_clip(model_name: str, pretrained: str, require_pretrained: bool = False
     return LoadedClip(model, preprocess, tokenizer, False, dict(RANDOM_WEIGHTS))
 
 
+def clip_embed_dim(model_name: str) -> int:
+    """The joint embedding size of CLIP `model_name`, read from its config: nothing is built
+    (a bigG or EVA-E tower is gigabytes; a point encoder needs only this number)."""
+    if model_name in SLIP_CONFIGS:
+        return SLIP_CONFIGS[model_name].embed_dim
+    import open_clip
+
+    register_cg3d_configs()
+    config = open_clip.get_model_config(model_name)
+    if config is None or "embed_dim" not in config:
+        known = ", ".join(SLIP_CONFIGS)
+        raise UsageError(
+            f"--clip-model: unknown model {model_name!r} (neither open_clip's nor SLIP's: {known})"
+        )
+    return int(config["embed_dim"])
+
+
+def check_weights_named(model_name: str, pretrained: str) -> None:
+    """What `load_clip` refuses before loading anything: a SLIP file that is not there, or
+    neither a file nor a tag of the open_clip model (a UsageError worded as load_clip's)."""
+    if pretrained.lower() in NO_WEIGHTS or os.path.isfile(pretrained):
+        return
+    if model_name in SLIP_CONFIGS:
+        _load_slip(model_name, pretrained)  # raises: no such file
+    import open_clip
+
+    clip_embed_dim(model_name)  # an unknown model name fails here
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        known = ", ".join(tags) or "none"
+        raise UsageError(
+            f"--clip-pretrained: {pretrained!r} is neither a file nor a tag of {model_name} (tags: {known})"
+        )
+
+
 NOT_ASKED = "no pretrained weights were asked for (--clip-pretrained none)"
 
 

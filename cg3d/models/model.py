@@ -6,6 +6,7 @@ features in CLIP's joint space, so zero-shot classification is a dot product wit
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import load_clip, vit_tower
+from cg3d.models.clip import LoadedClip, clip_embed_dim, load_clip, vit_tower
 from cg3d.models.encoders import build_encoder, points_needed
 from cg3d.models.prompts import PromptedViT
 from cg3d.params import TrainConfig
@@ -67,30 +68,85 @@ def train_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(ModelConfig) if f.name != "classes"]
 
 
-class CG3D(nn.Module):
-    """Point encoder + frozen CLIP with visual prompts. `config` is a plain dict (see ModelConfig)."""
+# What CLIP's towers provide: a lazily built model builds them on first use of any of these.
+TOWER_ATTRIBUTES = ("clip", "visual", "preprocess", "tokenizer")
+# Opens a lazy model's towers: attaches them (`attach_towers`) and loads their weights.
+TowerOpener = Callable[["CG3D"], None]
 
-    def __init__(self, config: ModelConfig):
+
+TRAINED = ("point_encoder.", "visual.prompts", "clip.logit_scale")  # what training changes
+
+
+class CG3D(nn.Module):
+    """Point encoder + frozen CLIP with visual prompts. `config` is a plain dict (see ModelConfig).
+
+    Built for training (`towers` None), CLIP is loaded at once. Loaded from a checkpoint, the
+    towers are opened by `towers` on first use of `clip`, `visual`, `preprocess` or `tokenizer`
+    (text, images, the logit scale): point features need no CLIP, and a bigG teacher's tower is
+    gigabytes that embedding points never touches.
+    """
+
+    def __init__(self, config: ModelConfig, towers: TowerOpener | None = None):
         super().__init__()
-        clip = load_clip(config.clip_model, config.clip_pretrained, config.require_pretrained)
+        self.tower_state: dict[str, torch.Tensor] = {}  # a lazy model's tower weights, to load
+        if towers is None:
+            # Eager: CLIP first, then the prompts, then the point encoder, the order (and so the
+            # random draws) of every model trained so far.
+            clip = load_clip(config.clip_model, config.clip_pretrained, config.require_pretrained)
+            self.attach_towers(clip, config)
+            identity = {
+                "clip_pretrained_loaded": clip.pretrained_loaded,
+                "clip_weights": clip.weights,
+            }
+        else:
+            identity = {}  # the checkpoint's own record is put in by whoever loads it
+        self.point_encoder = build_encoder(
+            config.encoder,
+            clip_embed_dim(config.clip_model),
+            {**config.encoder_params, "in_channels": config.point_channels},
+        )
+        # what a checkpoint needs beyond the config: were CLIP's weights real, and which ones
+        self.config = dataclasses.asdict(config) | identity
+        self._model_config = config
+        self._open_towers = towers
+        self.eval()
+
+    def attach_towers(self, clip: LoadedClip, config: ModelConfig) -> None:
+        """Put CLIP's towers and the visual prompts on this model (frozen, as in training)."""
         self.clip = clip.model
         self.preprocess = clip.preprocess
         self.tokenizer = clip.tokenizer
         self.clip.requires_grad_(False)
         self.visual = PromptedViT(vit_tower(self.clip), config.prompts, config.deep_prompts)
-        embed_dim = self.clip.text_projection.shape[-1]
-        self.point_encoder = build_encoder(
-            config.encoder,
-            embed_dim,
-            {**config.encoder_params, "in_channels": config.point_channels},
-        )
         self.clip.logit_scale.requires_grad_(config.train_logit_scale)
-        # what a checkpoint needs beyond the config: were CLIP's weights real, and which ones
-        self.config = dataclasses.asdict(config) | {
-            "clip_pretrained_loaded": clip.pretrained_loaded,
-            "clip_weights": clip.weights,
-        }
-        self.eval()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a tower not built yet is built here, once.
+        if name in TOWER_ATTRIBUTES and name not in self.__dict__.get("_modules", {}):
+            opener = self.__dict__.get("_open_towers")
+            if opener is not None:
+                device = self.device()
+                self.__dict__["_open_towers"] = None  # attach_towers reads self.clip back
+                try:
+                    opener(self)
+                except BaseException:
+                    self.__dict__["_open_towers"] = opener  # a retry fails the same way
+                    raise
+                self.tower_state = {}
+                for tower in (self.clip, self.visual):  # frozen in eval mode, where points are
+                    tower.to(device).eval()
+                return getattr(self, name)
+        return super().__getattr__(name)
+
+    def open_towers(self) -> "CG3D":
+        """Build CLIP's towers now if they are not yet (text and images build them anyway)."""
+        self.clip  # noqa: B018 (the attribute's lookup builds them)
+        return self
+
+    @property
+    def towers_built(self) -> bool:
+        """Whether CLIP's towers exist yet (a lazily loaded model builds them on first use)."""
+        return self.__dict__.get("_open_towers") is None
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -105,7 +161,7 @@ class CG3D(nn.Module):
         return self
 
     def device(self) -> torch.device:
-        return self.visual.prompts.device
+        return next(self.point_encoder.parameters()).device
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, C) points (xyz, and rgb when `point_channels` is 6) → (B, D) normalised
@@ -129,17 +185,16 @@ class CG3D(nn.Module):
         return self.clip.encode_text(self.tokenize(texts)).float()
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The weights training changes: point encoder, prompts and the logit scale."""
-        return {
-            name: tensor
-            for name, tensor in self.state_dict().items()
-            if name.startswith(("point_encoder.", "visual.prompts", "clip.logit_scale"))
-        }
+        """The weights training changes: point encoder, prompts and the logit scale (a lazy
+        model's from the weights it will load: nothing is built to list them)."""
+        state = self.state_dict() if self.towers_built else self.state_dict() | self.tower_state
+        return {name: tensor for name, tensor in state.items() if name.startswith(TRAINED)}
 
 
-def build_model(config: ModelConfig) -> CG3D:
-    """The CG3D model for `config`, in eval mode on the CPU."""
-    return CG3D(config)
+def build_model(config: ModelConfig, towers: TowerOpener | None = None) -> CG3D:
+    """The CG3D model for `config`, in eval mode on the CPU; with `towers`, CLIP's towers are
+    opened by it on first use (see CG3D)."""
+    return CG3D(config, towers)
 
 
 def model_config(params: TrainConfig, classes: list[str]) -> ModelConfig:

@@ -116,7 +116,8 @@ def prepare_model(
         if problem and resume == "always":
             raise UsageError(f"--resume: {path} {problem}")
         if not problem:
-            return model_from_checkpoint(payload, path), payload["training"]
+            # training needs CLIP's towers: built here, as for a fresh model, not on first use
+            return model_from_checkpoint(payload, path).open_towers(), payload["training"]
         console.print(f"not resuming: {path} {problem}; training from scratch")
     elif resume == "always":
         console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")

@@ -1,8 +1,15 @@
 """The tiny model the tests build: random-init CLIP "CG3D-ViT-Micro-32" (32 px images, 64-d
 features) and a micro point transformer, in well under a second on a CPU."""
 
+from pathlib import Path
 from typing import Any
 
+import torch
+from typer.testing import CliRunner
+
+from cg3d.models.checkpoint import write_payload
+from cg3d.models.clip import load_clip
+from cg3d.models.encoders import build_encoder
 from cg3d.models.model import ModelConfig, model_config
 from cg3d.params import TrainConfig
 
@@ -20,3 +27,53 @@ def tiny_model_config(**overrides: Any) -> ModelConfig:
     """The tiny model's config with `overrides` (train params, or `classes`)."""
     classes = overrides.pop("classes", ["cube", "sphere"])
     return model_config(TrainConfig(**TINY_MODEL | overrides), classes)
+
+
+def save_random_clip(path: Path, seed: int) -> Path:
+    """A small random CLIP saved as a local weights file, standing in for real weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        clip = load_clip("CG3D-ViT-Micro-32", "none")
+    torch.save(clip.model.state_dict(), path)
+    return path
+
+
+def export_hub_folder(checkpoint: Path, out: Path, *extra: str) -> str:
+    """`cg3d export --format hub` of `checkpoint` into `out`; its printed output."""
+    from cg3d.cli import app
+
+    args = ["export", "--format", "hub", "--checkpoint", str(checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+BIGG, BIGG_TAG, BIGG_DIM = "ViT-bigG-14", "laion2b_s39b_b160k", 1280
+N_POINTS = 256
+
+
+def write_converted_bigg(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A converted-style checkpoint: a micro Point-BERT into bigG's 1280-d space, xyz+rgb."""
+    torch.manual_seed(seed)
+    encoder = build_encoder("pointtransformer-micro", BIGG_DIM, {"in_channels": 6})
+    state = {f"point_encoder.{k}": v for k, v in encoder.state_dict().items()}
+    config = {
+        "encoder": "pointtransformer-micro",
+        "encoder_params": {},
+        "clip_model": BIGG,
+        "clip_pretrained": BIGG_TAG,
+        "require_pretrained": True,
+        "prompts": 0,
+        "deep_prompts": False,
+        "train_logit_scale": False,
+        "n_points": N_POINTS,
+        "point_channels": 6,
+        "classes": [],
+        "clip_pretrained_loaded": True,
+        "clip_weights": {"kind": "tag", "tag": BIGG_TAG},
+        "protocol": "cg3d",
+    }
+    write_payload(
+        path, {"format": "cg3d-checkpoint-1", "config": config, "full_clip": False, "model": state}
+    )
+    return state

@@ -15,10 +15,10 @@ from cg3d.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from cg3d.models.clip import RandomClipWarning, load_clip
+from cg3d.models.clip import RandomClipWarning
 from cg3d.models.commands import register
 from cg3d.models.model import build_model
-from tests.models.helpers import tiny_model_config
+from tests.models.helpers import save_random_clip, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -146,15 +146,6 @@ def test_a_checkpoint_of_the_unnamed_encoder_params_era_still_loads(random_check
             load_model(old).encode_points(points),
             load_model(random_checkpoint).encode_points(points),
         )
-
-
-def save_random_clip(path: Path, seed: int) -> Path:
-    """A small random CLIP saved as a local weights file, standing in for real weights."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        clip = load_clip("CG3D-ViT-Micro-32", "none")
-    torch.save(clip.model.state_dict(), path)
-    return path
 
 
 @pytest.fixture

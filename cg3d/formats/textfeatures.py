@@ -1,0 +1,115 @@
+"""Class text features on disk: one (C, D) float32 `.npy` and a JSON sidecar naming its rows.
+
+    FILE.npy    (C, D) float32, row i the class text feature (prototype) of class i, as
+                `np.save` writes it with allow_pickle=False (OpenShape ships its Objaverse-LVIS
+                and ModelNet40 features so)
+    FILE.json   {"format": "cg3d-text-features-1", "classes": [C names], and what made them:
+                "clip_model", "clip_weights", "protocol", "templates", "normalised"}
+
+Only "classes" is required in the sidecar, so a released `.npy` becomes usable with a JSON
+written by hand: {"classes": ["airplane", ...]} in the `.npy`'s row order. Nothing here is ever
+unpickled. `cg3d eval text-features` writes these; `cg3d eval zeroshot --text-features FILE`
+reads them, and takes the rows by class name, whatever the benchmark's class order.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cg3d.errors import UsageError
+from cg3d.files import atomic_path
+
+FORMAT = "cg3d-text-features-1"
+OPTION = "--text-features"
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON that names the rows of the features at `path` (FILE.npy → FILE.json)."""
+    return Path(path).with_suffix(".json")
+
+
+def write_text_features(
+    path: Path, features: np.ndarray, classes: list[str], about: dict[str, Any] | None = None
+) -> None:
+    """Write (C, D) `features` of `classes` to `path` (.npy) and its sidecar, atomically."""
+    path = Path(path)
+    features = np.asarray(features, dtype=np.float32)
+    if path.suffix != ".npy":
+        raise UsageError(f"{OPTION}: {path} must end in .npy")
+    if features.ndim != 2 or features.shape[0] != len(classes):
+        raise ValueError(f"features {features.shape} do not match {len(classes)} classes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, features, allow_pickle=False)
+    record = {"format": FORMAT, "classes": list(classes), **(about or {})}
+    with atomic_path(sidecar(path)) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """(features (C, D) float32, classes, the sidecar) of the file at `path`.
+
+    A missing file or sidecar, a pickled or non-2-D array, non-finite values, or a class list
+    of another length or with repeats is a UsageError naming the file.
+    """
+    path = Path(path)
+    names = sidecar(path)
+    if not path.is_file():
+        raise UsageError(f"{OPTION}: no file {path}")
+    if not names.is_file():
+        raise UsageError(
+            f'{OPTION}: no {names.name} beside {path}: write {{"classes": [...]}} there, '
+            "one name per row of the .npy, in order"
+        )
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:  # a pickled array is a ValueError here
+        raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
+    try:
+        about = json.loads(names.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{OPTION}: {names} is not readable JSON ({error})") from None
+    classes = about.get("classes") if isinstance(about, dict) else None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise UsageError(f'{OPTION}: {names} has no "classes" list of names')
+    if len(set(classes)) != len(classes):
+        raise UsageError(f"{OPTION}: {names} names a class twice")
+    if features.ndim != 2 or features.shape[0] != len(classes) or features.dtype.kind != "f":
+        raise UsageError(
+            f"{OPTION}: {path} holds {features.dtype} {features.shape}, not ({len(classes)}, D) "
+            f"floats for the {len(classes)} classes of {names.name}"
+        )
+    if not np.isfinite(features).all():
+        raise UsageError(f"{OPTION}: {path} holds non-finite values")
+    return features.astype(np.float32), classes, about
+
+
+def features_for(
+    path: Path, classes: list[str], embed_dim: int, spell=lambda name: name
+) -> np.ndarray:
+    """The rows of the file at `path` for `classes`, in that order, as stored (a protocol
+    that does not normalise text features keeps their lengths, which change the argmax).
+
+    A class is found by its name as given, or as `spell` writes it (a protocol's class names:
+    night_stand as "night stand"). A class the file lacks, or features of another size than
+    the model's `embed_dim`, is a UsageError naming the file.
+    """
+    features, names, _ = read_text_features(path)
+    if features.shape[1] != embed_dim:
+        raise UsageError(
+            f"{OPTION}: {path} holds {features.shape[1]}-d features; the model's are {embed_dim}-d"
+        )
+    row = {name: index for index, name in enumerate(names)}
+    picked, missing = [], []
+    for name in classes:
+        index = row.get(name, row.get(spell(name)))
+        missing += [name] if index is None else []
+        picked.append(index)
+    if missing:
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise UsageError(
+            f"{OPTION}: {sidecar(path).name} lacks the classes {', '.join(missing[:3])}{more}"
+        )
+    return features[picked]

@@ -1,0 +1,234 @@
+"""The hub format: a model as a folder with no pickle in it (`cg3d export --format hub OUT/`).
+
+    OUT/config.json        what the model is (see `hub_config`): the checkpoint's model config
+                           under "model", and for a reader the encoder and its params, points,
+                           channels, up axis, normalisation, protocol, the teacher (open_clip
+                           model and pretrained tag) and the embedding size
+    OUT/model.safetensors  the checkpoint's state dict (safetensors: tensors only, no code)
+    OUT/README.md          the model card: training data, published and measured numbers, licence
+
+The tensors are exactly those of our checkpoint (`cg3d.models.checkpoint`): the trained part,
+with CLIP named by its weights, or CLIP's whole state for a random or self-contained one. So
+`read_hub` gives back the checkpoint dict and `cg3d.load(OUT)` loads it like a `.pt`.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cg3d.errors import UsageError
+from cg3d.files import atomic_path
+
+HUB_FORMAT = "cg3d-hub-1"
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+
+
+def is_hub_folder(path: Path) -> bool:
+    """Whether `path` is a folder in the hub format (it holds config.json)."""
+    return Path(path).is_dir() and (Path(path) / CONFIG).is_file()
+
+
+def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, Any]:
+    """config.json of checkpoint dict `payload`; `card` (a ModelCard) fills what a checkpoint
+    does not record: the up axis and normalisation of its training data, protocol, licence."""
+    from cg3d.models.clip import clip_embed_dim
+
+    config = payload["config"]
+    weights = config.get("clip_weights") or {}
+    pretrained = weights.get("tag") or weights.get("name") or config["clip_pretrained"]
+    return {
+        "format": HUB_FORMAT,
+        "card": config.get("card") or (card.name if card else ""),
+        "encoder": config["encoder"],
+        "encoder_params": config["encoder_params"],
+        "n_points": config["n_points"],
+        "point_channels": config["point_channels"],
+        "up_axis": card.up_axis if card else "y",
+        "normalisation": card.normalisation if card else "bbox",
+        "protocol": config.get("protocol") or (card.protocol if card else "cg3d"),
+        "teacher": {"model": config["clip_model"], "pretrained": pretrained, "weights": weights},
+        "embed_dim": clip_embed_dim(config["clip_model"]),
+        "license": card.license if card else "",
+        "full_clip": payload["full_clip"],
+        "model": config,  # the checkpoint's model config, as `model_from_checkpoint` reads it
+    }
+
+
+def write_hub(out: Path, payload: dict[str, Any], readme: str, card: Any | None = None) -> None:
+    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses views sharing memory; a contiguous copy of each is what is stored
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": HUB_FORMAT})
+    config = json.dumps(hub_config(payload, card), indent=2, sort_keys=True) + "\n"
+    for name, text in ((CONFIG, config), (CARD, readme)):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+
+
+def read_hub(folder: Path) -> dict[str, Any]:
+    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
+        raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
+    if not isinstance(config.get("model"), dict) or not isinstance(config.get("full_clip"), bool):
+        raise UsageError(f"{folder / CONFIG}: no 'model' config or 'full_clip' flag")
+    if not (folder / WEIGHTS).is_file():
+        raise UsageError(f"{folder}: no {WEIGHTS}")
+    try:
+        state = load_file(str(folder / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UsageError(f"{folder / WEIGHTS}: not a readable safetensors file ({error})") from None
+    return {
+        "format": "cg3d-checkpoint-1",
+        "config": config["model"],
+        "full_clip": config["full_clip"],
+        "model": state,
+    }
+
+
+def model_sha256(path: Path) -> str:
+    """What identifies a model's bytes: a checkpoint file's sha256; for a hub folder, the
+    sha256 of its config's and weights' sha256s (an index refuses another model by it)."""
+    from cg3d.files import file_sha256
+
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    parts = [file_sha256(path / name) for name in (CONFIG, WEIGHTS)]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _number(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "–"
+
+
+def model_card(
+    payload: dict[str, Any],
+    card: Any | None = None,
+    measured: dict[str, float] | None = None,
+    audits: dict[str, dict[str, Any]] | None = None,
+    run: dict[str, Any] | None = None,
+) -> str:
+    """README.md for a hub folder: what the model is, what it was trained on (`run`: the run
+    identity a training checkpoint records, its data fingerprint; `audits`: by dataset, the
+    leakage audit its result records), published beside `measured` top-1 by dataset, licence."""
+    config = payload["config"]
+    hub = hub_config(payload, card)
+    name = hub["card"] or config["encoder"]
+    lines = [f"# {name}", ""]
+    if card is not None:
+        lines += [card.description, ""]
+    teacher = hub["teacher"]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| encoder | `{config['encoder']}` {json.dumps(config['encoder_params'])} |",
+        f"| input | {config['n_points']} points × {config['point_channels']} channels, "
+        f"{hub['up_axis']} up, {hub['normalisation']} normalisation |",
+        f"| teacher | `{teacher['model']}` / `{teacher['pretrained']}` (embedding {hub['embed_dim']}) |",
+        f"| protocol | `{hub['protocol']}` |",
+        f"| licence | {hub['license'] or 'see the source'} |",
+    ]
+    if card is not None and card.repository:
+        lines.append(f"| source | {card.repository} |")
+    lines += ["", "## Training data", ""]
+    if run:
+        shards = (run.get("config") or {}).get("shards", "")
+        lines.append(
+            f"Our run on `{shards}`; data fingerprint (sha256 of the shard index) `{run.get('data')}`."
+        )
+    elif card is not None:
+        lines.append(f"As published by its authors ({card.repository or card.published_source}).")
+    else:
+        lines.append("Not recorded in the checkpoint (exported without its training state).")
+    for dataset, audit in sorted((audits or {}).items()):
+        leaked = audit.get("leaked_test_shapes")
+        verdict = "none" if leaked == 0 else f"{leaked}"
+        lines.append(
+            f"- {dataset}: leakage audit (`cg3d audit`, {audit.get('folder')}): {verdict} of its "
+            f"test objects had a twin in the training data {audit.get('train')}."
+        )
+    if not audits:
+        lines.append(
+            "No leakage audit given: whether benchmark objects (e.g. Objaverse-LVIS) "
+            "were in training is not known."
+        )
+    lines += [
+        "",
+        "## Zero-shot top-1 (%)",
+        "",
+        "| dataset | published | measured |",
+        "|---|---|---|",
+    ]
+    published = card.published if card is not None else {}
+    measured = measured or {}
+    for dataset in sorted(set(published) | set(measured)):
+        lines.append(
+            f"| {dataset} | {_number(published.get(dataset, {}).get('acc1'))} | "
+            f"{_number(measured.get(dataset))} |"
+        )
+    if card is not None and card.published_source:
+        lines += ["", f"Published: {card.published_source}."]
+    return "\n".join(lines) + "\n"
+
+
+def read_measured(paths: list[Path]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Top-1 (%) by dataset, and the leakage audits the results record, from result files:
+    `cg3d benchmark`'s JSON (dataset, metrics.acc1 as a fraction) or `cg3d eval zeroshot`'s
+    metrics.json (dataset, top1 in %). Anything else names the file."""
+    found, audits = {}, {}
+    for path in paths:
+        try:
+            result = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--measured: cannot read {path} ({error})") from None
+        if not isinstance(result, dict) or not isinstance(result.get("dataset"), str):
+            raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
+        metrics = result.get("metrics")
+        if isinstance(metrics, dict) and isinstance(metrics.get("acc1"), int | float):
+            top1 = 100.0 * metrics["acc1"]  # clip_benchmark's fraction
+        else:
+            top1 = result.get("top1")  # in % already
+        if not isinstance(top1, int | float):
+            raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
+        found[result["dataset"]] = float(top1)
+        if isinstance(result.get("audit"), dict):
+            audits[result["dataset"]] = result["audit"]
+    return found, audits
+
+
+def export_hub(
+    src: Path,
+    out: Path,
+    clip_pretrained: str | None = None,
+    embed_clip: bool = False,
+    measured: list[Path] | None = None,
+) -> dict[str, Any]:
+    """Write checkpoint `src` (a file or a hub folder) to folder `out` in the hub format; returns
+    its config.json. The teacher is never built unless `embed_clip` asks for CLIP's weights.
+    `measured`: result files of this model (see `read_measured`) for the card."""
+    from cg3d.models.cards import card_names, get_card
+    from cg3d.models.checkpoint import checkpoint_payload, model_from_checkpoint, read_checkpoint
+
+    numbers, audits = read_measured(measured or [])  # before the weights: a bad file fails now
+    payload = read_checkpoint(src)
+    model = model_from_checkpoint(payload, Path(src), clip_pretrained)
+    exported = checkpoint_payload(model, embed_clip)
+    name = payload["config"].get("card", "")
+    card = get_card(name) if name in card_names() else None
+    run = (payload.get("training") or {}).get("run")
+    write_hub(out, exported, model_card(exported, card, numbers, audits, run), card)
+    return hub_config(exported, card)

@@ -1,0 +1,266 @@
+"""`cg3d benchmark`: models × benchmark folders in the real formats → one JSON per pair in
+clip_benchmark's shape and the table beside the cards' numbers; resumes; a missing model is a
+row (issue 23 §3)."""
+
+import csv
+import json
+import os
+import warnings
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.eval import benchmark as benchmark_module
+from cg3d.eval.readers import SCANOBJECTNN_FILES
+from cg3d.eval.zeroshot import zeroshot
+from cg3d.models import cards
+from cg3d.models.cards import ModelCard
+from cg3d.models.checkpoint import save_checkpoint
+from cg3d.models.hub import export_hub
+from cg3d.models.model import build_model
+from cg3d.params import ZeroShotConfig
+from tests.eval.files import write_modelnet, write_scanobjectnn
+from tests.models.helpers import tiny_model_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
+
+TINY_CARD = ModelCard(
+    name="tiny-card",
+    description="a test card",
+    encoder="pointtransformer-micro",
+    n_points=64,
+    point_channels=3,
+    up_axis="y",
+    normalisation="bbox",
+    protocol="cg3d",
+    teacher_model="CG3D-ViT-Micro-32",
+    teacher_pretrained="none",
+    embed_dim=64,
+    published={"modelnet40": {"acc1": 50.0}, "scanobjectnn-obj_only": {"acc1": 20.0}},
+)
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_checkpoint, monkeypatch):
+    """Two models (a .pt and a hub folder under a card's name), two benchmark folders."""
+    monkeypatch.setitem(cards._CARDS, TINY_CARD.name, TINY_CARD)
+    with warnings.catch_warnings(), torch.random.fork_rng():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(1)
+        other = build_model(tiny_model_config(n_points=64, classes=["cube"]))
+    save_checkpoint(tmp_path / "other.pt", other)
+    export_hub(tmp_path / "other.pt", tmp_path / "other-hub")
+    write_modelnet(tmp_path / "mn", 40, per_class=2)
+    relative = SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    write_scanobjectnn(tmp_path / "sonn", relative, count=7, n=100)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    models = {
+        "ours": tiny_checkpoint,
+        "tiny-card": tmp_path / "other-hub",
+        "cg3d-release": None,  # a card, no weights
+        "ghost": tmp_path / "nope.pt",
+        "broken": tmp_path / "broken.pt",
+    }
+    spec = ",".join(name if path is None else f"{name}={path}" for name, path in models.items())
+    args = ["benchmark", "--models", spec, "--datasets", "modelnet40,scanobjectnn:obj_only"]
+    args += ["--roots", f"modelnet40={tmp_path / 'mn'},scanobjectnn={tmp_path / 'sonn'}"]
+    args += ["--out", str(tmp_path / "bench"), "--text-cache", "", "--batch-size", "4"]
+    return args, models, tmp_path
+
+
+def run(args) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def table(out) -> list[dict]:
+    with (out / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def by_hand(checkpoint, dataset, root, variant, out) -> tuple[float, float]:
+    """Top-1 and mean per-class recall (%) counted from `cg3d eval zeroshot`'s predictions."""
+    config = ZeroShotConfig(dataset=dataset, root=str(root), variant=variant, text_cache="")
+    zeroshot(checkpoint, out, config)
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    hits = [row["actual"] == row["predicted"] for row in rows]
+    recalls = []
+    for name in {row["actual"] for row in rows}:
+        mine = [row["actual"] == row["predicted"] for row in rows if row["actual"] == name]
+        recalls.append(sum(mine) / len(mine))
+    return 100 * sum(hits) / len(hits), 100 * sum(recalls) / len(recalls)
+
+
+def test_the_table_has_a_row_per_model_and_dataset_beside_the_cards(setup):
+    args, models, tmp_path = setup
+    run(args)
+    out = tmp_path / "bench"
+    rows = table(out)
+    keys = ("modelnet40", "scanobjectnn-obj_only")
+    assert [(r["model"], r["dataset"]) for r in rows] == [(m, d) for m in models for d in keys]
+    found = {(r["model"], r["dataset"]): r for r in rows}
+    for name in ("ours", "tiny-card"):
+        for dataset, root, variant in (
+            ("modelnet40", "mn", ""),
+            ("scanobjectnn", "sonn", "obj_only"),
+        ):
+            key = f"{dataset}-{variant}" if variant else dataset
+            top1, recall = by_hand(models[name], dataset, tmp_path / root, variant, tmp_path / "z")
+            row = found[(name, key)]
+            assert row["status"] == "done"
+            assert float(row["acc1"]) == pytest.approx(top1, abs=0.01)
+            assert float(row["mean_per_class_recall"]) == pytest.approx(recall, abs=0.01)
+            result = json.loads((out / f"{name}__{key}.json").read_text())
+            assert result["dataset"] == key and result["model"] == name
+            assert result["task"] == "zeroshot_classification" and result["protocol"] == "cg3d"
+            assert result["pretrained"] == str(models[name])
+            assert set(result["metrics"]) == {"acc1", "acc3", "acc5", "mean_per_class_recall"}
+            assert (
+                result["metrics"]["acc1"] <= result["metrics"]["acc3"] <= result["metrics"]["acc5"]
+            )
+            assert result["skipped_samples"] == 0 and result["audit"] == "none"
+    # the card's published number beside ours, and the difference
+    row = found[("tiny-card", "modelnet40")]
+    assert float(row["published_acc1"]) == 50.0
+    assert float(row["difference"]) == pytest.approx(float(row["acc1"]) - 50.0, abs=0.01)
+    assert found[("ours", "modelnet40")]["published_acc1"] == ""
+    # a card without weights, a path that is not there, a broken file: rows, not a crash
+    missing = found[("cg3d-release", "modelnet40")]
+    assert missing["status"] == "missing weights" and float(missing["published_acc1"]) == 48.7
+    assert missing["acc1"] == "" and missing["protocol"] == "cg3d-public"
+    assert found[("ghost", "modelnet40")]["status"] == f"missing weights: no {models['ghost']}"
+    assert found[("broken", "scanobjectnn-obj_only")]["status"].startswith("failed: ")
+    assert "broken.pt" in found[("broken", "modelnet40")]["status"]
+    markdown = (out / "results.md").read_text()
+    assert markdown.count("\n") == 2 + len(rows)
+    assert "| cg3d-release | modelnet40 | cg3d-public | – | 48.7 | – |" in markdown
+
+
+def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypatch):
+    args, _, tmp_path = setup
+    run(args)
+    out = tmp_path / "bench"
+    before = {(r["model"], r["dataset"]): r for r in table(out)}
+    # killed while on ours × ScanObjectNN: that JSON was never written (atomic writes)
+    (out / "ours__scanobjectnn-obj_only.json").unlink()
+    (out / ".ours__scanobjectnn-obj_only.json.999.tmp").write_text('{"half": ')
+    calls = []
+    real = benchmark_module.evaluate_pair
+
+    def counted(model, entry, dataset, *rest):
+        calls.append((entry.name, dataset.key))
+        return real(model, entry, dataset, *rest)
+
+    monkeypatch.setattr(benchmark_module, "evaluate_pair", counted)
+    run(args)
+    assert calls == [("ours", "scanobjectnn-obj_only")]
+    after = {(r["model"], r["dataset"]): r for r in table(out)}
+    assert after.keys() == before.keys()
+    for key, row in after.items():
+        assert row["acc1"] == before[key]["acc1"]
+        if key == ("ours", "scanobjectnn-obj_only"):
+            assert row["status"] == "done"
+        elif before[key]["status"] == "done":
+            assert row["status"] == "done (earlier run)"
+    # other weights under the same name are computed again, not taken from the earlier run
+    calls.clear()
+    (tmp_path / "other-hub" / "model.safetensors").write_bytes(
+        (tmp_path / "other-hub" / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0"
+    )
+    run(args)
+    assert calls == [("tiny-card", "modelnet40"), ("tiny-card", "scanobjectnn-obj_only")]
+
+
+@pytest.mark.parametrize(
+    "models, datasets, roots, message",
+    [
+        ("a=x.pt,a=y.pt", "modelnet40", "modelnet40=d", "given twice"),
+        ("a=", "modelnet40", "modelnet40=d", "not NAME or NAME=WEIGHTS"),
+        ("a", "modelnet41", "modelnet40=d", "'modelnet41' is not one of"),
+        ("a", "modelnet40,scanobjectnn", "modelnet40=d", "no folder for scanobjectnn"),
+    ],
+)
+def test_bad_lists_are_one_line(tmp_path, models, datasets, roots, message):
+    args = ["benchmark", "--models", models, "--datasets", datasets, "--roots", roots]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_row_without(
+    tmp_path, monkeypatch
+):
+    """No bigG tower here: with a class-feature file the pair is scored (its top-1 counted by
+    hand from the stored encoder); without one it is a failure row naming the weights."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from cg3d.eval.readers import open_benchmark, prepare_points
+    from cg3d.formats.textfeatures import write_text_features
+    from cg3d.models import checkpoint as checkpoint_module
+    from cg3d.models.encoders import build_encoder
+    from tests.models.helpers import BIGG_DIM, N_POINTS, write_converted_bigg
+
+    def unavailable(*args, **kwargs):
+        from cg3d.errors import UsageError
+
+        raise UsageError(
+            "--clip-pretrained: the weights ViT-bigG-14/laion2b_s39b_b160k cannot be had here"
+        )
+
+    monkeypatch.setattr(checkpoint_module, "load_clip", unavailable)
+    state = write_converted_bigg(tmp_path / "bigg.pt", seed=3)
+    write_modelnet(tmp_path / "mn", 40, per_class=3)
+    benchmark = open_benchmark("modelnet40", tmp_path / "mn")
+    # by hand: the stored encoder on each prepared shape
+    encoder = build_encoder("pointtransformer-micro", BIGG_DIM, {"in_channels": 6})
+    encoder.load_state_dict({k.removeprefix("point_encoder."): v for k, v in state.items()})
+    features, labels = [], []
+    for index, shape in enumerate(benchmark.shapes()):
+        points = prepare_points(shape.points, N_POINTS, seed=index, point_channels=6)
+        with torch.no_grad():
+            features.append(F.normalize(encoder.eval()(torch.from_numpy(points)[None]), dim=-1)[0])
+        labels.append(shape.label)
+    features, labels = torch.stack(features).numpy(), np.array(labels)
+    # random class features, but each class present its shapes' mean: a non-trivial top-1
+    text = np.random.default_rng(5).normal(size=(len(benchmark.classes), BIGG_DIM))
+    for label in set(labels):
+        text[label] = features[labels == label].mean(axis=0)
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)  # stored as the file gives them
+    write_text_features(tmp_path / "text" / "bigg__modelnet40.npy", unit, benchmark.classes)
+    expected = 100 * float(np.mean(np.argmax(features @ unit.T, axis=1) == labels))
+    assert expected > 0
+    args = ["benchmark", "--models", f"bigg={tmp_path / 'bigg.pt'}", "--datasets", "modelnet40"]
+    args += ["--roots", f"modelnet40={tmp_path / 'mn'}", "--text-cache", ""]
+    run([*args, "--out", str(tmp_path / "without")])
+    (failed,) = table(tmp_path / "without")
+    assert failed["status"].startswith("failed: ") and "laion2b_s39b_b160k" in failed["status"]
+    run([*args, "--out", str(tmp_path / "with"), "--text-features", str(tmp_path / "text")])
+    (row,) = table(tmp_path / "with")
+    assert row["status"] == "done"
+    assert float(row["acc1"]) == pytest.approx(expected, abs=0.01)
+
+
+def test_the_readme_tables_of_released_models_and_protocols_are_the_registries():
+    """What `python -m cg3d.eval.benchmark` prints, in a fresh process (other tests register
+    protocols of their own in this one), is the README's block."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    printed = subprocess.run(
+        [sys.executable, "-m", "cg3d.eval.benchmark"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout
+    readme = (root / "README.md").read_text()
+    assert printed.strip() in readme, (
+        f"README's tables are stale; paste `python -m cg3d.eval.benchmark`:\n{printed}"
+    )
+    assert "| `ulip2-pointbert` |" in printed and "| `cg3d-public` |" in printed

@@ -1,0 +1,72 @@
+"""`cg3d eval text-features` writes class features once; `cg3d eval zeroshot --text-features`
+scores with them and builds no text tower (issue 23 §2)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.eval.protocols import get_protocol
+from cg3d.eval.zeroshot import zeroshot
+from cg3d.models import checkpoint as checkpoint_module
+from cg3d.models.checkpoint import load_model
+from cg3d.params import ZeroShotConfig
+from tests.eval.files import write_modelnet
+
+pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
+
+
+def predictions(out) -> list[dict]:
+    with (out / "predictions.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_zeroshot_from_a_text_feature_file_matches_the_tower_and_builds_none(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    root = tmp_path / "mn"
+    write_modelnet(root, 40, per_class=2)
+    features = tmp_path / "features" / "modelnet40.npy"
+    args = ["eval", "text-features", "--checkpoint", str(tiny_checkpoint), "--out", str(features)]
+    result = CliRunner().invoke(app, [*args, "--dataset", "modelnet40", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    about = json.loads(features.with_suffix(".json").read_text())
+    assert len(about["classes"]) == 40 and about["protocol"] == "cg3d"
+    assert about["templates"] == len(get_protocol("cg3d").templates)
+    # one class by hand: each prompt's feature normalised, averaged, renormalised
+    model = load_model(tiny_checkpoint)
+    captions = [t.format("night stand") for t in get_protocol("cg3d").templates]
+    with torch.no_grad():
+        by_hand = F.normalize(F.normalize(model.encode_text(captions), dim=-1).mean(0), dim=0)
+    row = about["classes"].index("night stand")
+    assert np.allclose(np.load(features)[row], by_hand.numpy(), atol=1e-5)
+
+    config = ZeroShotConfig(dataset="modelnet40", root=str(root), text_cache="", batch_size=4)
+    zeroshot(tiny_checkpoint, tmp_path / "tower", config)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CLIP tower was constructed")
+
+    monkeypatch.setattr(checkpoint_module, "load_clip", refuse)
+    metrics = zeroshot(tiny_checkpoint, tmp_path / "file", config, text_features=features)
+    assert metrics["templates"] == f"file {features}"
+    assert predictions(tmp_path / "file") == predictions(tmp_path / "tower")
+
+
+def test_a_feature_file_missing_a_benchmark_class_is_one_line(tiny_checkpoint, tmp_path):
+    root = tmp_path / "mn"
+    write_modelnet(root, 40)
+    features = tmp_path / "two.npy"
+    args = ["eval", "text-features", "--checkpoint", str(tiny_checkpoint), "--out", str(features)]
+    result = CliRunner().invoke(app, [*args, "--classes", "airplane,bathtub"])
+    assert result.exit_code == 0, result.output
+    zeroshot_args = ["eval", "zeroshot", "--checkpoint", str(tiny_checkpoint)]
+    zeroshot_args += ["--out", str(tmp_path / "o"), "--dataset", "modelnet40", "--root", str(root)]
+    result = CliRunner().invoke(app, [*zeroshot_args, "--text-features", str(features)])
+    assert result.exit_code != 0
+    assert "two.json lacks the classes bed, bench, bookshelf (+35 more)" in str(result.exception)

@@ -1,0 +1,55 @@
+"""The class-text-feature file: FILE.npy and its FILE.json sidecar (cg3d.formats.textfeatures)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.formats.textfeatures import features_for, read_text_features, write_text_features
+
+
+def test_written_features_read_back_with_their_classes_and_record(tmp_path):
+    features = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    path = tmp_path / "lvis.npy"
+    write_text_features(path, features, ["a", "b", "c"], {"protocol": "cg3d"})
+    read, classes, about = read_text_features(path)
+    assert np.array_equal(read, features) and classes == ["a", "b", "c"]
+    assert about["protocol"] == "cg3d" and about["format"] == "cg3d-text-features-1"
+    # a plain .npy as OpenShape ships it: loadable without pickle
+    assert np.array_equal(np.load(path, allow_pickle=False), features)
+
+
+def test_rows_are_taken_by_class_name_as_stored(tmp_path):
+    """A released .npy with a hand-written sidecar, in another order than the benchmark's."""
+    rows = np.array([[3.0, 0, 0, 4.0], [0, 2.0, 0, 0], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
+    np.save(tmp_path / "released.npy", rows)
+    (tmp_path / "released.json").write_text(json.dumps({"classes": ["lamp", "night stand", "cup"]}))
+    picked = features_for(
+        tmp_path / "released.npy", ["cup", "night_stand", "lamp"], 4, lambda n: n.replace("_", " ")
+    )
+    assert np.array_equal(picked, rows[[2, 1, 0]])
+    with pytest.raises(UsageError, match="lacks the classes sofa, bed"):
+        features_for(tmp_path / "released.npy", ["cup", "sofa", "bed"], 4)
+    with pytest.raises(UsageError, match="4-d features; the model's are 8-d"):
+        features_for(tmp_path / "released.npy", ["cup"], 8)
+
+
+@pytest.mark.parametrize(
+    "array, sidecar, message",
+    [
+        (np.zeros((2, 4), np.float32), None, "no released.json beside"),
+        (np.zeros((2, 4), np.float32), {"names": []}, 'no "classes" list'),
+        (np.zeros((3, 4), np.float32), {"classes": ["a", "b"]}, r"\(2, D\) floats"),
+        (np.zeros((2, 4), np.float32), {"classes": ["a", "a"]}, "names a class twice"),
+        (np.array([[np.nan, 0], [0, 1]], np.float32), {"classes": ["a", "b"]}, "non-finite"),
+        (np.array([{"a": 1}, None], dtype=object), {"classes": ["a", "b"]}, "not a plain .npy"),
+    ],
+)
+def test_bad_files_are_one_line_naming_them(tmp_path, array, sidecar, message):
+    path = tmp_path / "released.npy"
+    np.save(path, array, allow_pickle=True)
+    if sidecar is not None:
+        (tmp_path / "released.json").write_text(json.dumps(sidecar))
+    with pytest.raises(UsageError, match=message):
+        read_text_features(path)
