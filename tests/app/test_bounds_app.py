@@ -12,7 +12,7 @@ from cg3d.app.index import open_index
 from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import MAX_LABELS
-from tests.formats.test_images import png_declaring
+from tests.formats.images import png_declaring
 
 
 def test_search_with_an_oversized_image_is_one_line(tmp_path, tiny_index):

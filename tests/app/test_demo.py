@@ -322,7 +322,7 @@ def test_bad_uploads_show_their_reason_and_the_app_keeps_serving(page, files):
 @pytest.mark.browser
 @pytest.mark.timeout(300)
 def test_an_oversized_search_image_shows_the_limit_and_the_app_keeps_serving(page, tmp_path):
-    from tests.formats.test_images import png_declaring
+    from tests.formats.images import png_declaring
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_declaring(40_000, 40_000))  # 1.6 G pixels declared in a few bytes

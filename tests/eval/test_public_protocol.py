@@ -34,9 +34,9 @@ from tests.models.public_networks import (
     file_state,
     open_clip_text_tower,
     reference_point_transformer_project,
+    write_release,
     write_slip_file,
 )
-from tests.models.test_release import write_release
 
 # cg3d-public with one point choice changed: the scores must move beyond the test's tolerance
 BBOX_CENTRED = register_protocol(

@@ -4,8 +4,6 @@ declares the size; a tiny IDAT follows), so no test decodes gigapixels or relies
 make its input."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -14,20 +12,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.formats.images import MAX_IMAGE_PIXELS, ImageError, open_image
 from cg3d.formats.shards import decode_member
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares `width` × `height` RGB pixels (its data is one short row)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(bytes(1 + 3 * min(width, 64)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
+from tests.formats.images import png_declaring
 
 OVERSIZED = [(40_000, 40_000), (MAX_IMAGE_PIXELS + 1, 1), (8193, 8192), (1, 70_000_000)]
 

@@ -29,55 +29,14 @@ from tests.models.public_networks import (
     public_point_transformer_project,
     public_prompted_image_features,
     reference_point_transformer_project,
+    released_base_model,
     slip_layout,
     timm_vit,
+    write_release,
     write_slip_file,
 )
 
 N_POINTS = 512
-
-
-def released_base_model(out_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """`PointTransformerProject`'s state dict as saved under DDP (`module.` names), its
-    fine-tuning head included, projecting to `out_dim`, with trained-like values."""
-    layout = public_point_transformer_project()
-    layout |= {"projection.weight": (out_dim, 768), "projection.bias": (out_dim,)}
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in layout.items():
-        if name.endswith("num_batches_tracked"):
-            value = torch.tensor(5000)
-        elif name.endswith("running_var"):
-            value = torch.rand(shape, generator=generator) + 0.5
-        else:
-            value = torch.randn(shape, generator=generator) * (0.2 if len(shape) >= 2 else 1.0)
-        state[f"module.{name}"] = value
-    return state
-
-
-def write_release(path, slip_file, seed: int = 0, drop: str = "", **replace):
-    """A released checkpoint for the SLIP file `slip_file`: its ViT tower, 5 prompts before
-    the first block and 5 for each later one; `drop` removes a tensor, `replace` swaps some."""
-    config = SLIP_CONFIGS[MICRO]
-    generator = torch.Generator().manual_seed(seed + 1)
-    width, layers = config.vision_width, config.vision_layers
-    tower = {k[7:]: v for k, v in file_state(slip_file).items() if k.startswith("visual.")}
-    tower["prompt_embeddings"] = torch.randn(1, 5, width, generator=generator)
-    tower["deep_prompt_embeddings"] = torch.randn(layers - 1, 5, width, generator=generator)
-    base = released_base_model(config.embed_dim, seed)
-    for sections in (tower, base):
-        sections.pop(drop, None)
-        sections.update({k: v for k, v in replace.items() if k in sections})
-    payload = {
-        "base_model": base,
-        "visual_clip_model": tower,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0, 1]}]},
-        "epoch": 299,
-        "metrics": {"acc": 48.7},
-        "best_metrics": {"acc": 50.1},
-    }
-    torch.save(payload, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 import errno
-import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from cg3d.formats.manifest import MeshRecord, manifest_tables, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.tar import write_tar
 from cg3d.pipeline.chunks import ChunkedOutput, plan_chunks, run_chunks, split_into_chunks
+from tests.pipeline.disks import cg3d, mounted
 
 
 @pytest.fixture
@@ -350,30 +349,6 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_work(tmp_path):
         check_out_dir(tmp_path / "file")
     with pytest.raises(UsageError, match=r"^--out: cannot write into .*: Not a directory$"):
         check_out_dir(tmp_path / "file" / "out")
-
-
-@contextmanager
-def mounted(folder: Path, options: str):
-    """A tmpfs at `folder` (root only, where mounts are allowed); skips the test otherwise."""
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
-    )
-    if made.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def cg3d(*args: str) -> subprocess.CompletedProcess:
-    """The `cg3d` command as a user runs it (its error handler included)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cg3d", *map(str, args)], capture_output=True, text=True, timeout=600
-    )
 
 
 def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path):

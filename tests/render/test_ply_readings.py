@@ -9,7 +9,7 @@ import pytest
 from cg3d.geometry.meshio import MeshError
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from tests.pipeline.test_ply_faces import TWO_READINGS, write_ply
+from tests.pipeline.plyfiles import TWO_READINGS, write_ply
 
 pytestmark = pytest.mark.blender
 

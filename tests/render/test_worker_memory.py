@@ -64,7 +64,7 @@ def test_the_blender_worker_runs_under_its_limit(tmp_path):
     from dataclasses import asdict
 
     from cg3d.params import SampleConfig
-    from tests.render.test_workers import write_meshes
+    from tests.render.helpers import write_meshes
 
     write_meshes(tmp_path / "meshes")
     limit = 3 << 30

@@ -1,5 +1,6 @@
 """Small mesh files in the real layouts, written by the tests themselves."""
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -42,3 +43,32 @@ def make_glbs(root: Path) -> None:
         folder = root / "glbs" / f"000-00{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         scene.export(folder / f"{uid}.glb")
+
+
+TAXONOMY = [
+    {"synsetId": "03211117", "name": "display,video display", "children": [], "numInstances": 3},
+    {
+        "synsetId": "02747177",
+        "name": "ashcan,trash can,garbage can",
+        "children": [],
+        "numInstances": 2,
+    },
+    {"synsetId": "03001627", "name": "chair", "children": ["04331277"], "numInstances": 1},
+    {
+        "synsetId": "04331277",
+        "name": "straight chair,side chair",
+        "children": [],
+        "numInstances": 0,
+    },
+]
+
+
+def make_shapenet(root: Path) -> None:
+    root.mkdir(parents=True)
+    (root / "taxonomy.json").write_text(json.dumps(TAXONOMY))
+    models = {"03211117": ["m1", "m2", "m3"], "02747177": ["a1", "a2"], "03001627": ["c1"]}
+    for k, (synset, names) in enumerate(models.items()):
+        for i, model in enumerate(names):
+            path = root / synset / model / "models" / "model_normalized.obj"
+            write_mesh(path, box((1, 1 + k, 1 + i)))
+            (path.parent / "model_normalized.mtl").write_text("newmtl m\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.test_chunks import cg3d, mounted
+from tests.pipeline.disks import cg3d, mounted
 
 ENOSPC_LINE = re.compile(r"error: (?P<file>/\S+): No space left on device \(ENOSPC\)")
 

@@ -17,8 +17,7 @@ import pytest
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.sources.helpers import box, make_glbs, write_mesh, write_off
-from tests.pipeline.sources.test_shapenet import make_shapenet
+from tests.pipeline.sources.helpers import box, make_glbs, make_shapenet, write_mesh, write_off
 
 SPELLINGS = ["absolute", "relative", "symlink", "relative_dotdot", "dotdot_through_symlink"]
 

@@ -7,35 +7,7 @@ from cg3d.errors import UsageError
 from cg3d.formats.manifest import CLASSES_NAME, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.protocol import class_names
-from tests.pipeline.sources.helpers import box, write_mesh
-
-TAXONOMY = [
-    {"synsetId": "03211117", "name": "display,video display", "children": [], "numInstances": 3},
-    {
-        "synsetId": "02747177",
-        "name": "ashcan,trash can,garbage can",
-        "children": [],
-        "numInstances": 2,
-    },
-    {"synsetId": "03001627", "name": "chair", "children": ["04331277"], "numInstances": 1},
-    {
-        "synsetId": "04331277",
-        "name": "straight chair,side chair",
-        "children": [],
-        "numInstances": 0,
-    },
-]
-
-
-def make_shapenet(root: Path) -> None:
-    root.mkdir(parents=True)
-    (root / "taxonomy.json").write_text(json.dumps(TAXONOMY))
-    models = {"03211117": ["m1", "m2", "m3"], "02747177": ["a1", "a2"], "03001627": ["c1"]}
-    for k, (synset, names) in enumerate(models.items()):
-        for i, model in enumerate(names):
-            path = root / synset / model / "models" / "model_normalized.obj"
-            write_mesh(path, box((1, 1 + k, 1 + i)))
-            (path.parent / "model_normalized.mtl").write_text("newmtl m\n")
+from tests.pipeline.sources.helpers import make_shapenet
 
 
 def test_names_renames_synonyms_and_up_axis(tmp_path: Path) -> None:
