@@ -22,7 +22,7 @@ CLASS_NAME_STYLES = ("spaces", "raw")  # underscores → spaces, or the folder n
 # public `pc_normalize` (mean of the points, 1/max radius, in float32 as it runs on float32).
 POINT_NORMALISATIONS = ("bbox", "centroid")
 # seeded: our FPS from a seeded random point; first: pointnet2_ops' CUDA kernel, from index 0,
-# never picking a point whose squared norm is at most 1e-3 (`readers.pointnet2_fps`).
+# never picking a point whose squared norm is at most 1e-3 (`cg3d.geometry.fps.pointnet2_fps`).
 FPS_STARTS = ("seeded", "first")
 
 

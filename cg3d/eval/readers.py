@@ -59,7 +59,7 @@ from cg3d.formats.shards import (
     split_channels,
     split_entry,
 )
-from cg3d.geometry.fps import farthest_point_sample
+from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
 from cg3d.protocol import class_names, shapenet_renames
 
@@ -205,38 +205,6 @@ def centroid_normalize(xyz: np.ndarray) -> np.ndarray:
     if not np.isfinite(radius) or radius <= 0:
         raise ValueError("degenerate geometry: all points coincide")
     return centred / radius
-
-
-POINTNET2_THREADS = 512  # the FPS kernel's largest block (cuda_utils.h TOTAL_THREADS)
-POINTNET2_SKIP_NORM2 = 1e-3  # the kernel never picks a point this close to the origin
-
-
-def pointnet2_fps(xyz: np.ndarray, count: int) -> np.ndarray:
-    """Indices of `count` points as pointnet2_ops' `furthest_point_sample` kernel picks them
-    (sampling_gpu.cu): index 0 first, then each time the point farthest from all picked so
-    far, skipping every point whose squared norm is at most 1e-3 (the kernel's `mag <= 1e-3`:
-    a shape centred on its centroid never gets the points nearest its centre). When no point
-    is left to pick (fewer eligible points than `count`), the kernel repeats one point: the
-    eligible one its first thread block reduction lands on, index 0 if none is eligible.
-
-    Our exact FPS on the eligible points gives the kernel's picks, index for index; only an
-    exact tie of distances could be broken differently (the kernel prefers the lower thread,
-    k mod 512, we the lower index).
-    """
-    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
-    norm2 = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
-    # float against the double 1e-3, as in C (numpy would round 1e-3 to float32 first)
-    eligible = np.flatnonzero(norm2.astype(np.float64) > POINTNET2_SKIP_NORM2)
-    candidates = np.concatenate([[0], eligible[eligible != 0]])  # 0 is picked whatever its norm
-    picked = candidates[farthest_point_sample(xyz[candidates], min(count, len(candidates)), 0)]
-    if len(picked) == count:
-        return picked
-    if len(eligible):  # every distance is 0: the lowest thread, then the lowest index in it
-        threads = min(2 ** int(np.log2(len(xyz))), POINTNET2_THREADS)  # opt_n_threads(n)
-        repeat = eligible[np.lexsort((eligible, eligible % threads))[0]]
-    else:
-        repeat = 0
-    return np.concatenate([picked, np.full(count - len(picked), repeat, dtype=picked.dtype)])
 
 
 def _require_file(root: Path, path: Path, what: str) -> Path:

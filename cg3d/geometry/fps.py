@@ -126,3 +126,47 @@ def naive_farthest_point_sample(points: np.ndarray, n: int, start: int = 0) -> n
         distance[mask] = dist[mask]
         farthest = np.argmax(distance, -1)
     return picked
+
+
+POINTNET2_THREADS = 512  # the FPS kernel's largest block (cuda_utils.h TOTAL_THREADS)
+POINTNET2_SKIP_NORM2 = 1e-3  # the kernel never picks a point this close to the origin
+
+
+def pointnet2_fps(points: np.ndarray, count: int, ordered: bool = True) -> np.ndarray:
+    """Indices of `count` points of one cloud as pointnet2_ops' `furthest_point_sample` kernel
+    (sampling_gpu.cu; the public CG3D code's `misc.fps` and its eval.py) picks them: index 0
+    first, then each time the point farthest from all picked so far, skipping every point whose
+    squared norm is at most 1e-3 (the kernel's `mag <= 1e-3`: a shape centred on its centroid
+    never gets the points nearest its centre). When no point is left to pick (fewer distinct
+    eligible points than `count`), the kernel repeats one point: the eligible one its first
+    thread block reduction lands on (the lowest thread, k mod block, then the lowest k), index
+    0 if none is eligible.
+
+    Copies of a picked point are at distance 0 and never change the picks, so exact FPS runs on
+    the distinct points (first copies): the kernel's picks, index for index, but for exact ties
+    (the kernel prefers the lower thread, we the lower index). `ordered=False` takes every
+    distinct point in index order, without FPS, when there are no more of them than `count`
+    (training's draws with replacement: ~5,180 distinct of 8,192; FPS through all of them costs
+    ~27 ms a cloud): the same points, and the encoders read a cloud's order only through their
+    own FPS from index 0, so the order changes nothing they compute.
+    """
+    xyz = np.ascontiguousarray(np.asarray(points)[:, :3], dtype=np.float32)
+    norm2 = xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1] + xyz[:, 2] * xyz[:, 2]
+    # float against the double 1e-3, as in C (numpy would round 1e-3 to float32 first)
+    eligible = np.flatnonzero(norm2.astype(np.float64) > POINTNET2_SKIP_NORM2)
+    candidates = np.concatenate([[0], eligible[eligible != 0]])  # 0 is picked whatever its norm
+    _, first = np.unique(xyz[candidates], axis=0, return_index=True)
+    distinct = candidates[np.sort(first)]
+    if len(distinct) > count or ordered:
+        picked = distinct[farthest_point_sample(xyz[distinct], min(count, len(distinct)), 0)]
+    else:
+        picked = distinct
+    if len(picked) == count:
+        return picked
+    if len(eligible):  # every distance is 0: the lowest thread, then the lowest index in it
+        threads = min(2 ** int(np.log2(len(xyz))), POINTNET2_THREADS)  # opt_n_threads(n)
+        repeat = eligible[np.lexsort((eligible, eligible % threads))[0]]
+    else:
+        repeat = 0
+    fill = np.full(count - len(picked), repeat, dtype=np.int64)
+    return np.concatenate([picked.astype(np.int64), fill])

@@ -53,7 +53,7 @@ from cg3d.formats.shards import (
     split_channels,
     split_entry,
 )
-from cg3d.geometry.fps import farthest_point_sample
+from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
 from cg3d.train.augment import AugmentConfig, augment_after_fps, augment_raw, draw_augment
 
@@ -239,36 +239,6 @@ def resample(points: np.ndarray, n: int, rng: np.random.Generator | None) -> np.
     ]
 
 
-# pointnet2_ops' furthest_point_sample never picks a point whose squared norm is at most this
-NEAR_ORIGIN = 1e-3
-
-
-def pointnet2_fps(points: np.ndarray, n: int) -> np.ndarray:
-    """Indices of `n` points as pointnet2_ops' `furthest_point_sample` picks them from one
-    cloud (the public runner's `misc.fps`): index 0 first; then, one by one, the point farthest
-    from the picks among those whose squared norm exceeds `NEAR_ORIGIN`; once every distinct
-    such point is picked, the rest are copies of index 0 (of the first candidate when index 0
-    is itself near the origin: the kernel's is the first on its block's stride, a
-    measure-zero difference).
-
-    Exact FPS runs on the distinct candidates (copies of a picked point are at distance 0, so
-    which copy is picked never changes the points). When every one of them is picked, as at
-    8192 of 8192 draws, they go in index order after index 0: the encoders read point order
-    only through their own FPS, which starts at index 0 too.
-    """
-    xyz = np.asarray(points, dtype=np.float32)[:, :3]
-    candidate = np.einsum("ij,ij->i", xyz, xyz) > NEAR_ORIGIN
-    # the kernel's fill once all are picked: index 0, or the first candidate when 0 is skipped
-    fill = 0 if candidate[0] or not candidate.any() else int(np.flatnonzero(candidate)[0])
-    candidate[0] = True  # picked first, whatever it is
-    _, first = np.unique(xyz[candidate], axis=0, return_index=True)
-    rows = np.flatnonzero(candidate)[np.sort(first)]
-    rows = np.concatenate([[0], rows[np.any(xyz[rows] != xyz[0], axis=1)]])
-    if len(rows) > n:
-        rows = rows[farthest_point_sample(xyz[rows], n, 0)]
-    return np.concatenate([rows, np.full(n - len(rows), fill)]).astype(np.int64)
-
-
 def fixed_view(views: list[str], key: str, seed: int) -> str:
     """The one view of object `key` for a whole run (`view_choice: fixed`): a draw seeded by
     the run's seed and the key (crc32: stable across processes, unlike Python's hash)."""
@@ -364,7 +334,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         else:
             view, caption = views[0], captions[0]
         if rng is not None and config.replacement_draws:
-            points = points[pointnet2_fps(points, config.n_points)]
+            points = points[pointnet2_fps(points, config.n_points, ordered=False)]
         else:
             points = resample(points, config.n_points, rng)
         if draw is not None:

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cg3d.geometry.fps import pointnet2_fps
 from cg3d.params import TrainConfig, load_section
 from cg3d.train.augment import POLICIES
-from cg3d.train.data import decode_view_drop_alpha, fixed_view, pointnet2_fps
+from cg3d.train.data import decode_view_drop_alpha, fixed_view
 from cg3d.train.loop import Trainer, prepare_model
 from cg3d.train.losses import contrastive_loss
 from cg3d.train.optim import decays, make_optimizers, make_schedulers, prompt_init_bound
@@ -164,7 +165,7 @@ def test_points_drawn_with_replacement_then_fps_pick_what_the_kernel_picks(seed)
     drawn[rng.integers(300, size=30)] = 0.0  # drop_random_points: at the origin
     assert 0.3 < 1 - len(np.unique(drawn, axis=0)) / 300 < 0.45  # ~37 % duplicates (1/e)
     for n in (40, 300):  # fewer than the distinct points, and all of them
-        ours = drawn[pointnet2_fps(drawn, n)]
+        ours = drawn[pointnet2_fps(drawn, n, ordered=False)]  # as the loader calls it
         reference = drawn[kernel_fps(drawn, n)]
         np.testing.assert_array_equal(ours[0], reference[0])  # the first draw goes first
         if n == 40:  # the same points in the same order

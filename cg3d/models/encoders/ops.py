@@ -6,6 +6,8 @@ so the same model trains and evaluates on a laptop CPU or a GPU.
 
 import torch
 
+from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
+
 
 def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`points[b, index[b, ...]]` for (B, N, C) points and (B, ...) integer index → (B, ..., C)."""
@@ -15,10 +17,10 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return picked.reshape(*index.shape, points.shape[-1])
 
 
-# pointnet2_ops' CUDA furthest_point_sample never picks a point whose squared norm is at most
-# this (`if (mag <= 1e-3) continue;`), except point 0, where it starts: the models trained and
-# evaluated through that kernel (ULIP, Uni3D) chose their patch centres so.
-KERNEL_FPS_MIN_NORM2 = 1e-3
+# pointnet2_ops' CUDA furthest_point_sample never picks a point this close to the origin, except
+# point 0, where it starts (one cloud at a time on the host: `cg3d.geometry.fps.pointnet2_fps`):
+# the models trained and evaluated through that kernel (ULIP, Uni3D) chose their patch centres so.
+KERNEL_FPS_MIN_NORM2 = POINTNET2_SKIP_NORM2
 
 
 def farthest_point_sample(
