@@ -1,6 +1,7 @@
 """Small benchmark files and shards in the real formats, written by the tests themselves."""
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -167,3 +168,13 @@ def write_modelnet_shapes(root: Path, shapes: dict[str, list[np.ndarray]]) -> li
     (root / "modelnet40_test.txt").write_text("\n".join(ids) + "\n")
     (root / "modelnet40_train.txt").write_text("\n".join(ids) + "\n")
     return ids
+
+
+class RunsCode:
+    """Unpickling this makes a folder: proof that a pickle ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)

@@ -3,7 +3,6 @@ names (absolute, `../`, a symlink out), the shape is refused, counted, and its f
 with --allow-pickle, a pickle outside the root never runs. Bad index files are one line."""
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -14,17 +13,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 from cg3d.files import OutsideRoot, confined_path
 
-from .files import cube, write_modelnet, write_openshape, write_shapenet55
-
-
-class RunsCode:
-    """Unpickling this makes a folder: proof that a pickle ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (str(self.marker),)
+from .files import RunsCode, cube, write_modelnet, write_openshape, write_shapenet55
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ clean set reads the same shapes.
 """
 
 import json
-import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 
 from .files import (
+    RunsCode,
     cube,
     write_modelnet,
     write_openshape,
@@ -59,16 +59,6 @@ def spelled(tmp_path: Path, real: Path, how: str) -> Path:
         # normpath would have it): the root must be what the system opens
         "dotdot_through_symlink": Path("links/link/..") / real.name,
     }[how]
-
-
-class RunsCode:
-    """Unpickling this makes a folder: proof that a pickle ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (str(self.marker),)
 
 
 @pytest.fixture
