@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.eval.metrics import classification_metrics, topk_correct
+from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import write_json, write_rows
 from cg3d.params import ZeroShotConfig
 
@@ -152,13 +152,17 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | 
     return result if same else None
 
 
-def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """clip_benchmark's zero-shot metrics, as fractions: acc1, acc3, acc5, mean_per_class_recall."""
+def pair_metrics(
+    scores: np.ndarray, labels: np.ndarray, classes: list[str]
+) -> dict[str, float | None]:
+    """clip_benchmark's zero-shot metrics, as fractions: acc1, acc3, acc5, mean_per_class_recall;
+    a top-k with k classes or fewer says nothing and is None (`topk_accuracies`)."""
     found = classification_metrics(scores, labels, classes)
+    found |= topk_accuracies(scores, labels, len(classes), (3,))
     return {
         "acc1": found["top1"] / 100.0,
-        "acc3": float(topk_correct(scores, labels, 3).mean()),
-        "acc5": found["top5"] / 100.0,
+        "acc3": found["top3"] / 100.0 if "top3" in found else None,
+        "acc5": found["top5"] / 100.0 if "top5" in found else None,
         "mean_per_class_recall": found["class_mean"] / 100.0,
     }
 

@@ -264,3 +264,14 @@ def test_the_readme_tables_of_released_models_and_protocols_are_the_registries()
         f"README's tables are stale; paste `python -m cg3d.eval.benchmark`:\n{printed}"
     )
     assert "| `ulip2-pointbert` |" in printed and "| `cg3d-public` |" in printed
+
+
+def test_a_set_of_few_classes_reports_no_top_k_at_or_above_its_class_count():
+    # 3 classes, 4 shapes: shape 0 right at rank 1, shape 1 at rank 2, shapes 2 and 3 at rank 3
+    scores = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.5, 0.1, 0.4], [0.5, 0.4, 0.1], [0.1, 0.5, 0.4]]
+    ).numpy()
+    labels = torch.tensor([0, 2, 2, 0]).numpy()
+    metrics = benchmark_module.pair_metrics(scores, labels, ["a", "b", "c"])
+    assert metrics["acc1"] == 0.25
+    assert metrics["acc3"] is None and metrics["acc5"] is None  # every label is in a top 3
