@@ -23,8 +23,7 @@ import trimesh
 from cg3d.formats.manifest import mesh_file, read_manifest
 from cg3d.geometry.fps import naive_farthest_point_sample
 from cg3d.geometry.sampling import surface_sample_count
-from cg3d.params import SampleConfig
-from cg3d.pipeline.chunks import default_workers
+from cg3d.params import SampleConfig, cpu_count
 from cg3d.pipeline.sample import sample_points
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from cg3d.protocol import class_names
@@ -79,7 +78,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work)
 
-    workers = default_workers()
+    workers = cpu_count()
     print(f"\n{n_objects} meshes → {args.points} points each ({summary.sampled} sampled)")
     print(f"{'method':<44} {'total s':>9} {'objects/s':>10}")
     row = f"cg3d sample ({workers} workers, chunks of 100)"

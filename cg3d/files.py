@@ -206,8 +206,5 @@ def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
 
 def inside_root(root: Path, path: Path) -> Path:
     """`path` (a whole path, relative to the current folder or absolute) resolved, if it lies
-    inside `root`; OutsideRoot naming it when it escapes."""
-    target = Path(path).resolve()
-    if not target.is_relative_to(resolved_root(root)):
-        raise OutsideRoot(f"{path} resolves outside {root}")
-    return target
+    inside `root`; OutsideRoot naming it when it escapes (`confined_path` from no base)."""
+    return confined_path(root, Path(), path)

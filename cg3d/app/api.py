@@ -26,7 +26,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.eval.prompts import protocol_text_features
-from cg3d.eval.protocols import Protocol, get_protocol
+from cg3d.eval.protocols import get_protocol
 from cg3d.eval.readers import prepare_points
 from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
@@ -245,7 +245,7 @@ class Model:
         self.network = network
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
-        self._class_cache: dict[tuple[str, Protocol], torch.Tensor] = {}
+        self._class_cache: dict[tuple[str, str], torch.Tensor] = {}  # (name, protocol)
 
     @property
     def classes(self) -> list[str]:
@@ -360,7 +360,7 @@ class Model:
         batches (`protocol_text_features`)."""
         chosen = get_protocol(protocol)
         names = chosen.written_names(list(labels))
-        found = {name: self._class_cache.get((name, chosen)) for name in names}
+        found = {name: self._class_cache.get((name, chosen.name)) for name in names}
         missing = [name for name, feature in found.items() if feature is None]
         if missing:
             features = protocol_text_features(self.network, missing, chosen)
@@ -369,7 +369,7 @@ class Model:
                 found[name] = feature
                 if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
                     self._class_cache.pop(next(iter(self._class_cache)))
-                self._class_cache[(name, chosen)] = feature
+                self._class_cache[(name, chosen.name)] = feature
         return torch.stack([found[name] for name in names])
 
     @torch.inference_mode()

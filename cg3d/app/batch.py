@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cg3d.app.api import Model, check_shape_file, check_top, parse_labels
+from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path
 from cg3d.formats.pointfiles import POINT_SUFFIXES
@@ -95,8 +95,7 @@ def each_shape(
         task = progress.add_task(description, total=len(paths), rate="")
         for path in paths:
             try:
-                check_shape_file(path)
-                yield path, work(path), ""
+                yield path, work(path), ""  # `work` checks the file first (input_points)
             except UsageError as error:
                 yield path, None, str(error)
             except Exception as error:  # noqa: BLE001 - one bad file is a row, not the end

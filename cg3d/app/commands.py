@@ -176,9 +176,7 @@ def index_command(
 ) -> None:
     """Embed every object of a shard set (points and views) once, for `search` and the demo."""
     from cg3d.app.index import build_index
-    from cg3d.files import check_out_dir
 
-    check_out_dir(out)  # before the checkpoint loads: a folder that cannot be written fails now
     built = build_index(checkpoint, shards, out, config)
     console.print(
         f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "

@@ -60,7 +60,6 @@ def zeroshot_command(
     """
     from cg3d.eval.zeroshot import zeroshot
 
-    check_out_dir(out)  # before the work: a folder that cannot be written fails now
     config = _with_shards(config, shards)
     metrics = zeroshot(checkpoint, out, config, text_features=text_features)
     console.print(
@@ -148,7 +147,6 @@ def retrieval_command(
     """Point↔text and point↔image retrieval: R@1, R@5, R@10 and mAP."""
     from cg3d.eval.retrieval import retrieval
 
-    check_out_dir(out)
     metrics = retrieval(checkpoint, shards, out, config)
     table = Table(
         "direction", "R@1", "R@5", "R@10", "mAP", title=f"retrieval, {metrics['n_objects']} objects"
@@ -172,7 +170,6 @@ def finetune_command(
     """Classification from the pretrained encoder: full fine-tuning, linear probe or few-shot."""
     from cg3d.eval.finetune import finetune
 
-    check_out_dir(out)
     metrics = finetune(checkpoint, out, _with_shards(config, shards))
     if metrics["mode"] == "full":
         best = metrics["best_test_selected"]
@@ -205,7 +202,6 @@ def scene_query_command(
     """Heat map of a text query over a scene (coloured PLY + PNG); prints the best regions."""
     from cg3d.eval.scene import scene_query
 
-    check_out_dir(out)
     best = scene_query(scene, text, checkpoint, out, config)
     table = Table("region", "score", "centre (x, y, z)", "points", title=f"“{text}”: best regions")
     for region in best:
@@ -271,7 +267,6 @@ def audit_command(
             raise UsageError("--train-list and --test-list go together")
         if train is not None or test is not None or dataset is not None:
             raise UsageError("--train-list/--test-list: give no --train, --test or --dataset")
-        check_out_dir(out)
         summary = audit_lists(train_list, test_list, out)
         console.print(
             f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
@@ -285,7 +280,6 @@ def audit_command(
         raise UsageError(
             "give --train SHARDS (with --test or --dataset), or --train-list and --test-list"
         )
-    check_out_dir(out)
     summary = audit(
         train,
         out,

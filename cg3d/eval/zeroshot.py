@@ -204,8 +204,6 @@ def cached_text_features(
             return torch.from_numpy(features).to(model.device())
     features = protocol_text_features(model, names, protocol)
     if path is not None:
-        from cg3d.files import atomic_path
-
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
             np.save(handle, features.float().cpu().numpy(), allow_pickle=False)

@@ -309,12 +309,8 @@ def convert_peer(
     clip_pretrained: str | None = None,
 ) -> dict[str, Any]:
     """Write the released `name` file at `path` to `out` as our checkpoint; returns its dict."""
-    from cg3d.files import atomic_path
+    from cg3d.models.checkpoint import write_payload
 
     checkpoint = peer_checkpoint(name, path, allow_pickle, encoder_params, clip_pretrained)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # through a handle, as save_checkpoint: the same bytes for the same input
-    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-        torch.save(checkpoint, handle)
+    write_payload(Path(out), checkpoint)
     return checkpoint

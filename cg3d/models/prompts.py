@@ -33,6 +33,12 @@ class VitTower:
     image_size: int
 
 
+def vpt_bound(width: int, patch_area: int) -> float:
+    """VPT's prompt initialisation: uniform in ±this, a Xavier bound of the patch projection
+    (fan-in 3 channels × `patch_area` pixels, fan-out `width`)."""
+    return math.sqrt(6.0 / float(3 * patch_area + width))
+
+
 class PromptedViT(nn.Module):
     """Visual prompts around a frozen `VitTower`; `prompts` is (layers, count, width)."""
 
@@ -42,8 +48,7 @@ class PromptedViT(nn.Module):
         self.count, self.deep = prompts, deep
         self.image_size = tower.image_size
         layers = len(tower.blocks) if deep else 1
-        # VPT's initialisation: uniform, scaled like a Xavier init of the patch projection
-        bound = math.sqrt(6.0 / float(3 * tower.patch_area + tower.width))
+        bound = vpt_bound(tower.width, tower.patch_area)
         self.prompts = nn.Parameter(
             torch.empty(layers, prompts, tower.width).uniform_(-bound, bound)
         )

@@ -44,7 +44,7 @@ from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
-from cg3d.params import EXECUTORS, bound_workers, cpu_count
+from cg3d.params import EXECUTORS, bound_workers
 
 log = logging.getLogger(__name__)
 _console = Console(stderr=True, highlight=False)
@@ -53,11 +53,6 @@ PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
 FAILURE_PARTS = "_failures"
-
-
-def default_workers() -> int:
-    """A pool sized to the machine (the CPUs this process may use)."""
-    return cpu_count()
 
 
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:

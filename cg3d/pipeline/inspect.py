@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
+from cg3d.formats.failures import FAILURES_NAME, read_failures
 
 KINDS = ("meshes", "points", "render", "captions", "shards", "run")
 
@@ -88,7 +89,7 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     READERS[kind](found)
     if kind in ("points", "render", "captions"):
         classes_from_manifest(found, meshes if meshes is not None else folder.parent / "meshes")
-        found.failures = stage_failures(folder)
+        found.failures = read_failures(folder / FAILURES_NAME)
         plan = folder / ".plan.json"
         if plan.is_file():
             found.made_by["params"] = json.loads(plan.read_text())
@@ -97,16 +98,16 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
 
 
 def read_meshes(found: Inspection) -> None:
-    from cg3d.formats.manifest import manifest_rows
+    from cg3d.formats.manifest import OK, failure_reason, manifest_rows
 
     columns = ["id", "class_name", "split", "status", "error"]
     for row in manifest_rows(found.folder, columns):
-        if row["status"] == "ok":
+        if row["status"] == OK:
             found.ids.append(row["id"])
             found.classes[row["class_name"]] += 1
             found.splits[row["split"]] += 1
         else:
-            reason = f"{row['status']}: {row['error']}" if row["error"] else row["status"]
+            reason = failure_reason(row)
             found.failures.append({"id": row["id"], "stage": "meshes", "reason": reason})
 
 
@@ -141,7 +142,7 @@ def read_shards(found: Inspection) -> None:
             found.ids.append(sample["__key__"])
             found.classes[classes[int(sample["cls"])]] += 1
             found.splits[split] += 1
-    found.failures = stage_failures(found.folder)
+    found.failures = read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
 
@@ -169,7 +170,9 @@ def read_run(found: Inspection) -> None:
         }
         found.details["epoch"] = payload.get("training", {}).get("epoch")
     if (folder / "params.yaml").is_file():
-        found.made_by["params"] = yaml.safe_load((folder / "params.yaml").read_text())
+        from cg3d.params import read_yaml  # the bounded reading of every params file
+
+        found.made_by["params"] = read_yaml(folder / "params.yaml")
 
 
 READERS = {
@@ -180,15 +183,6 @@ READERS = {
     "shards": read_shards,
     "run": read_run,
 }
-
-
-def stage_failures(folder: Path) -> list[dict[str, str]]:
-    from cg3d.formats.failures import FAILURES_NAME, read_failures
-
-    return [
-        {"id": r["id"], "stage": r["stage"], "reason": r["reason"]}
-        for r in read_failures(folder / FAILURES_NAME)
-    ]
 
 
 def classes_from_manifest(found: Inspection, meshes: Path) -> None:

@@ -10,7 +10,6 @@ from cg3d.errors import UsageError
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features, templates_label
 from cg3d.protocol import templates
-from cg3d.train.trainer import pixel_normalizer
 
 
 def held_out_prototypes(model: CG3D, template_set: str) -> tuple[torch.Tensor, str]:
@@ -27,20 +26,17 @@ def evaluate(
     batches: Iterable[dict[str, Any]],
     prototypes: torch.Tensor,
     autocast: Callable[[], AbstractContextManager],
+    device_images: Callable[[dict[str, Any]], torch.Tensor],
 ) -> dict[str, float]:
-    """Held-out accuracy: point→text (zero-shot over class prototypes) and point→image (in batch)."""
+    """Held-out accuracy: point→text (zero-shot over class prototypes) and point→image (in batch).
+    `device_images` puts a batch's views on the device, CLIP-normalised (`Trainer.images`)."""
     model.eval()
     device = model.device()
-    normalizer = None  # CLIP's normalisation of the loader's uint8 views, on the device
     right_text = right_image = total = 0
     for batch in batches:
         with autocast():
             points = model.encode_points(batch["points"].to(device))
-            images = batch["image"].to(device, non_blocking=True)
-            if images.dtype == torch.uint8:
-                normalizer = normalizer or pixel_normalizer(model)
-                images = normalizer.normalize(images)
-            images = model.encode_image(images)
+            images = model.encode_image(device_images(batch))
         labels = torch.as_tensor(batch["cls"], device=device)
         right_text += int(((points @ prototypes.T).argmax(-1) == labels).sum())
         right_image += int(

@@ -372,7 +372,7 @@ def fit(
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         if rank == 0:
-            held_out = evaluate(model, test_batches, prototypes, trainer.autocast)
+            held_out = evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
             record |= {
                 f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
             }

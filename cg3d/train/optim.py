@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from cg3d.models.model import CG3D
+from cg3d.models.prompts import vpt_bound
 
 # CLIP's ceiling on its learned temperature (open_clip clamps ln(scale) to ln 100 every step):
 # beyond it the softmax saturates and training becomes unstable.
@@ -88,10 +89,14 @@ FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
 def use_fast_kernels(
-    optimizers: dict[str, torch.optim.Optimizer], device: torch.device, fused: bool = True
+    optimizers: dict[str, torch.optim.Optimizer],
+    device: torch.device,
+    fused: bool = True,
+    foreach: bool = True,
 ) -> None:
     """Step every optimiser with multi-tensor kernels: fused ones on CUDA (when `fused`),
-    foreach ones elsewhere, instead of a loop of small kernels per parameter.
+    foreach ones elsewhere, instead of a loop of small kernels per parameter (`foreach=False`:
+    that loop, for measuring the difference).
 
     Set on the parameter groups, after construction, so it applies to whatever groups
     `make_optimizers` makes; call it again after `load_state_dict` (a checkpoint's groups carry
@@ -99,9 +104,9 @@ def use_fast_kernels(
     the per-parameter loop give the same bits on a CPU (tests/train/test_sync_free.py).
     """
     for optimizer in optimizers.values():
-        fuse = fused and device.type == "cuda" and isinstance(optimizer, FUSABLE)
+        fuse = foreach and fused and device.type == "cuda" and isinstance(optimizer, FUSABLE)
         for group in optimizer.param_groups:
-            group["foreach"], group["fused"] = not fuse, fuse
+            group["foreach"], group["fused"] = foreach and not fuse, fuse
         if fuse:
             # a fused step keeps its step counter on the parameter's device (a checkpoint's
             # counters, or a foreach run's, are float32 CPU scalars)
@@ -189,8 +194,7 @@ def begin_epoch_schedules(schedulers: dict[str, Schedule], epoch: int) -> None:
 def prompt_init_bound(width: int, patch_area: int, init: str) -> float:
     """The half-width of the prompts' uniform init: VPT's Xavier bound over the patch
     projection, or the public code's, which writes 3·16 (the patch side) for 3·16·16."""
-    fan = 3 * (16 if init == "cg3d-public" else patch_area)
-    return math.sqrt(6.0 / float(fan + width))
+    return vpt_bound(width, 16 if init == "cg3d-public" else patch_area)
 
 
 @torch.no_grad()

@@ -122,12 +122,7 @@ class Trainer:
 
     def fast_kernels(self) -> None:
         """The optimisers' kernels by the levers: foreach/fused, or one parameter at a time."""
-        if self.levers.foreach:
-            use_fast_kernels(self.optimizers, self.device, self.levers.fused)
-            return
-        for optimizer in self.optimizers.values():
-            for group in optimizer.param_groups:
-                group["foreach"], group["fused"] = False, False
+        use_fast_kernels(self.optimizers, self.device, self.levers.fused, self.levers.foreach)
 
     def images(self, batch: dict[str, Any]) -> torch.Tensor:
         """The batch's images on the device, CLIP-normalised: uint8 pixels (the loader's, a

@@ -9,10 +9,11 @@ from typer.testing import CliRunner
 from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
+from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
 from cg3d.models.cards import get_card
 from cg3d.models.checkpoint import read_checkpoint
 from cg3d.models.encoders import build_encoder
-from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2, farthest_point_sample
+from cg3d.models.encoders.ops import farthest_point_sample
 from cg3d.models.peers import expected_layout, peer_checkpoint, point_encoder
 from tests.models.peer_networks import (
     cosine,
@@ -133,7 +134,7 @@ def test_centres_are_pointnet2_kernel_fps_skipping_points_near_the_origin():
     xyz = torch.rand(1, 200, 3, generator=generator) * 2 - 1
     xyz[0, 5:25] *= 0.01  # 20 points within 0.0173 of the origin (squared norm ≤ 3e-4)
     xyz[0, 0] *= 0.01  # the start point, near the origin too: still taken first
-    ours = farthest_point_sample(xyz, 190, KERNEL_FPS_MIN_NORM2)[0]
+    ours = farthest_point_sample(xyz, 190, POINTNET2_SKIP_NORM2)[0]
     assert torch.equal(ours, kernel_fps(xyz[0], 190))
     assert not set(range(5, 25)) & set(ours.tolist())
     plain = farthest_point_sample(xyz, 190)[0]  # without the skip, some are taken

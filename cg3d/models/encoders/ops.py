@@ -6,8 +6,6 @@ so the same model trains and evaluates on a laptop CPU or a GPU.
 
 import torch
 
-from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
-
 
 def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`points[b, index[b, ...]]` for (B, N, C) points and (B, ...) integer index → (B, ..., C)."""
@@ -15,12 +13,6 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     flat = index.reshape(batch, -1)
     picked = torch.gather(points, 1, flat.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
     return picked.reshape(*index.shape, points.shape[-1])
-
-
-# pointnet2_ops' CUDA furthest_point_sample never picks a point this close to the origin, except
-# point 0, where it starts (one cloud at a time on the host: `cg3d.geometry.fps.pointnet2_fps`):
-# the models trained and evaluated through that kernel (ULIP, Uni3D) chose their patch centres so.
-KERNEL_FPS_MIN_NORM2 = POINTNET2_SKIP_NORM2
 
 
 def farthest_point_sample(
@@ -32,7 +24,8 @@ def farthest_point_sample(
     each O(B·N) on the device: on a GPU the loop is bound by launches, so the picks are stacked
     once at the end rather than written one by one, and the last step's distances are skipped.
     With `skip_norm2`, points of squared norm at most that are never picked after the first
-    (pointnet2_ops' kernel: KERNEL_FPS_MIN_NORM2); in a cloud of only those, point 0 repeats.
+    (pointnet2_ops' kernel: `cg3d.geometry.fps.POINTNET2_SKIP_NORM2`, by which ULIP and Uni3D
+    chose their patch centres); in a cloud of only those, point 0 repeats.
     """
     batch, n_points, _ = xyz.shape
     if count > n_points:

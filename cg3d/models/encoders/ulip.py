@@ -13,8 +13,8 @@ strips `module.point_encoder.` and `module.` and renames nothing else.
 import torch
 from torch import nn
 
+from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2
 from cg3d.models.encoders.pointbert import PointBERT
 
 
@@ -39,7 +39,7 @@ class ULIPPointBERT(PointBERT):
             drop_path, in_channels,
         )  # fmt: skip
         # misc.fps is pointnet2_ops' kernel: centres skip points near the origin
-        self.fps_skip_norm2 = KERNEL_FPS_MIN_NORM2 if kernel_fps else None
+        self.fps_skip_norm2 = POINTNET2_SKIP_NORM2 if kernel_fps else None
         del self.projection  # ULIP projects with a bare matrix, no bias
         # ULIP's initialisation: normal, std out_dim^-0.5 (ULIP_models.py)
         self.pc_projection = nn.Parameter(torch.randn(2 * width, out_dim) * out_dim**-0.5)

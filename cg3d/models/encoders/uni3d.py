@@ -24,8 +24,9 @@ Released files hold `module` → `point_encoder.*` and `logit_scale`: converting
 import torch
 from torch import nn
 
+from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
 from cg3d.models.encoders import register_encoder, register_size
-from cg3d.models.encoders.ops import KERNEL_FPS_MIN_NORM2, group_patches, points_for_patches
+from cg3d.models.encoders.ops import group_patches, points_for_patches
 from cg3d.models.encoders.pointbert import Encoder
 
 
@@ -55,7 +56,7 @@ class Uni3D(nn.Module):
             raise ValueError("Uni3D takes 6 channels (xyz, rgb): point_channels must be 6")
         self.groups, self.group_size = groups, group_size
         # Group's fps is pointnet2_ops' kernel: centres skip points near the origin
-        self.fps_skip_norm2 = KERNEL_FPS_MIN_NORM2 if kernel_fps else None
+        self.fps_skip_norm2 = POINTNET2_SKIP_NORM2 if kernel_fps else None
         self.encoder = Encoder(encoder_dims, 256, in_channels)
         self.encoder2trans = nn.Linear(encoder_dims, width)
         self.trans2embed = nn.Linear(width, out_dim)
