@@ -154,30 +154,32 @@ def stream_length(stream: BinaryIO) -> int | None:
     return None
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """`size` bytes, read in blocks of at most READ_BLOCK; FormatError if the stream ends first."""
-    if size <= READ_BLOCK:
-        data = stream.read(size)
-        if len(data) < size:
-            raise FormatError("truncated tar member")
-        return data
-    parts, left = [], size
+def _blocks(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next `size` bytes of the stream, in reads of at most READ_BLOCK (a forged size is
+    never one allocation); FormatError if the stream ends first."""
+    left = size
     while left:
         part = stream.read(min(left, READ_BLOCK))
         if not part:
             raise FormatError("truncated tar member")
-        parts.append(part)
         left -= len(part)
-    return b"".join(parts)
+        yield part
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """`size` bytes (`_blocks`, joined)."""
+    return b"".join(_blocks(stream, size))
 
 
 def _skip(stream: BinaryIO, size: int) -> None:
     """Move past `size` bytes (member data and padding). Seeking past the end of a file cut
-    inside them is found by the next header read (short or empty: a truncated tar)."""
+    inside them is found by the next header read (short or empty: a truncated tar); a stream
+    that cannot seek is read through in bounded blocks."""
     if size and stream.seekable():
         stream.seek(size, io.SEEK_CUR)
-    elif len(stream.read(size)) < size:
-        raise FormatError("truncated tar member")
+    else:
+        for _ in _blocks(stream, size):
+            pass
 
 
 def tar_samples(stream: BinaryIO, read_data: bool | Callable[[str], bool] = True) -> Iterator[dict]:
