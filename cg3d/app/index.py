@@ -244,10 +244,6 @@ class Index:
         self._model = model
         self.device = device
         self.objects, self.points, self.views, self.view_object = read_arrays(self.path, manifest)
-        for name, array in (("points.npy", self.points), ("views.npy", self.views)):
-            if array.dtype.kind == "f" and not np.isfinite(array).all():  # NaN scores: any order
-                row = int(np.flatnonzero(~np.isfinite(array).all(axis=-1))[0])
-                raise UsageError(f"{self.path}: {name} holds NaN or infinite values (row {row})")
         changes = np.flatnonzero(self.view_object[1:] != self.view_object[:-1]) + 1
         self.view_starts = np.concatenate([[0], changes]) if len(self.view_object) else changes
 

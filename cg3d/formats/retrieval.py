@@ -166,10 +166,10 @@ OBJECT_COLUMNS = ("id", "class_name", "source", "split", "part", "row")
 
 def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
     """objects.parquet, and points.npy, views.npy and view_object.npy memory-mapped, each
-    checked against the others and against retrieval.json (`manifest`) on open: an index
-    whose files disagree (one cut short, replaced or not written by `cg3d index`) would
-    answer from part of its objects, or with another's rows; it is one line naming the file.
-    Pickled arrays are never loaded."""
+    checked against the others and against retrieval.json (`manifest`), and the embeddings for
+    NaN and infinities, on open: an index whose files disagree (one cut short, replaced or not
+    written by `cg3d index`) would answer from part of its objects, or with another's rows; it
+    is one line naming the file. Pickled arrays are never loaded."""
     path = Path(path)
     objects = _read_objects(path / "objects.parquet")
     n, views, dim = manifest["objects"], manifest["views"], manifest["dim"]
@@ -180,6 +180,8 @@ def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.nd
     points = _read_array(path / "points.npy", (n, dim), np.float32)
     view_rows = _read_array(path / "views.npy", (views, dim), np.float32)
     owner = _read_array(path / "view_object.npy", (views,), np.int64)
+    for name, array in (("points.npy", points), ("views.npy", view_rows)):
+        _check_finite(path, name, array)
     # each object's views are consecutive rows (the search reduces them as runs)
     if views and (owner[0] < 0 or owner[-1] >= n or (np.diff(owner) < 0).any()):
         raise _damaged(path / "view_object.npy", f"not ascending object rows in [0, {n})")
@@ -208,6 +210,20 @@ def _read_array(file: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
             file, f"{array.dtype} {array.shape}, retrieval.json says {np.dtype(dtype)} {shape}"
         )
     return array
+
+
+FINITE_CHECK_ROWS = 65536  # rows of an embedding file checked at a time: memory stays flat
+
+
+def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
+    """A NaN or infinite embedding would score in an arbitrary order: refused, naming the first
+    such row. Read in blocks of rows, so a memory-mapped file of any size is checked in little
+    memory."""
+    for start in range(0, len(array), FINITE_CHECK_ROWS):
+        finite = np.isfinite(array[start : start + FINITE_CHECK_ROWS]).all(axis=-1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise UsageError(f"{path}: {name} holds NaN or infinite values (row {row})")
 
 
 def _damaged(file: Path, reason: str) -> UsageError:
