@@ -16,7 +16,8 @@ probabilities: softmax of logit_scale × cosine over the labels, each label the 
 mean of its prompt templates (64 by default).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -121,11 +122,18 @@ def read_labels_file(path: Path) -> list[str]:
 
 
 def input_points(
-    path: Path, n_points: int, up_axis: str = "y", seed: int = 0, point_channels: int = 3
+    path: Path,
+    n_points: int,
+    up_axis: str = "y",
+    seed: int = 0,
+    point_channels: int = 3,
+    reader=None,
 ) -> np.ndarray:
     """(n_points, point_channels) model input from a mesh or point file, as the pipeline
     prepares shapes: a mesh through the sample stage's own reading (Blender's for glTF and for
-    colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR)."""
+    colour), a point file normalised and farthest point sampled (rgb: the constant NO_COLOR).
+    `reader`: an open `PointsReader` of this very config to reuse (many shapes, one Blender);
+    none: one for this shape."""
     from cg3d.files import file_sha256
     from cg3d.geometry.meshio import MeshError
     from cg3d.pipeline.sample import PointsReader, SampleConfig
@@ -143,8 +151,11 @@ def input_points(
         # the sampling seed comes from the bytes, not the name: a renamed copy of a file
         # scores the same (issue 26: chair.obj and my_chair.obj scored 0.354 and 0.394)
         content = f"sha256:{file_sha256(path)}"
-        with PointsReader(config) as read:
-            cloud = read(path, up_axis, content)[0]  # xyz, then rgb when asked
+        if reader is not None:
+            cloud = reader(path, up_axis, content)[0]  # xyz, then rgb when asked
+        else:
+            with PointsReader(config) as read:
+                cloud = read(path, up_axis, content)[0]
         return np.ascontiguousarray(cloud[:, :point_channels])
     except (MeshError, ValueError) as error:
         raise UsageError(f"{path}: {error}") from None
@@ -246,6 +257,21 @@ class Model:
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
         self._class_cache: dict[tuple[str, str], torch.Tensor] = {}  # (name, protocol)
+        self._points_reader = None  # kept open by `reading_shapes`
+
+    @contextmanager
+    def reading_shapes(self) -> Iterator[None]:
+        """Shape files prepared inside share one points reader: one Blender worker, started
+        on first need, for a whole batch instead of one for each glTF or colour mesh."""
+        from cg3d.pipeline.sample import PointsReader, SampleConfig
+
+        config = SampleConfig(points=self.n_points, seed=0, colors=self.point_channels == 6)
+        with PointsReader(config) as reader:
+            self._points_reader = reader
+            try:
+                yield
+            finally:
+                self._points_reader = None
 
     @property
     def classes(self) -> list[str]:
@@ -284,7 +310,9 @@ class Model:
             return array_points(
                 shape, self.n_points, up_axis, normalise, colors, self.point_channels
             )
-        return input_points(Path(shape), self.n_points, up_axis, 0, self.point_channels)
+        return input_points(
+            Path(shape), self.n_points, up_axis, 0, self.point_channels, self._points_reader
+        )
 
     def embed_points(
         self,

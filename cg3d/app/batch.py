@@ -122,13 +122,14 @@ def classify_rows(
     def work(path: Path):
         return model.classify(path, names, top, up_axis, protocol, max_labels=max_labels)
 
-    for path, predictions, error in each_shape(paths, work, "classifying"):
-        row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}
-        row["error"] = error
-        for k in range(top):
-            label, score = predictions[k] if predictions else ("", float("nan"))
-            row[f"label_{k + 1}"], row[f"score_{k + 1}"] = label, score
-        rows.append(row)
+    with model.reading_shapes():  # one Blender for every shape it reads
+        for path, predictions, error in each_shape(paths, work, "classifying"):
+            row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}
+            row["error"] = error
+            for k in range(top):
+                label, score = predictions[k] if predictions else ("", float("nan"))
+                row[f"label_{k + 1}"], row[f"score_{k + 1}"] = label, score
+            rows.append(row)
     return rows
 
 
@@ -138,19 +139,20 @@ def embed_rows(
     """One row per shape (path, status, error, row) and the (N_ok, D) embeddings of those read,
     in order; `row` is a shape's row in the array (-1 when it failed)."""
     rows, vectors = [], []
-    for path, vector, error in each_shape(
-        paths, lambda p: model.embed_points(p, up_axis)[0], "embedding"
-    ):
-        rows.append(
-            {
-                "path": str(path),
-                "status": FAILED if error else OK,
-                "error": error,
-                "row": -1 if error else len(vectors),
-            }
-        )
-        if not error:
-            vectors.append(vector)
+    with model.reading_shapes():  # one Blender for every shape it reads
+        for path, vector, error in each_shape(
+            paths, lambda p: model.embed_points(p, up_axis)[0], "embedding"
+        ):
+            rows.append(
+                {
+                    "path": str(path),
+                    "status": FAILED if error else OK,
+                    "error": error,
+                    "row": -1 if error else len(vectors),
+                }
+            )
+            if not error:
+                vectors.append(vector)
     array = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
     return rows, array
 

@@ -146,3 +146,27 @@ def test_loading_a_checkpoint_logs_no_open_clip_weights_line(tiny_checkpoint, ca
     with caplog.at_level(logging.WARNING):
         load(tiny_checkpoint).embed_text(["a chair"])  # CLIP is built on first use of text
     assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+
+
+def test_a_batch_of_meshes_shares_one_points_reader(tmp_path, tiny_checkpoint, monkeypatch):
+    from cg3d.app.batch import embed_rows
+    from cg3d.pipeline import sample
+
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    for index in range(3):
+        trimesh.creation.box(extents=(1 + index, 1, 1)).export(folder / f"box{index}.obj")
+    opened, original = [], sample.PointsReader.__init__
+
+    def counted(self, config):
+        opened.append(config)
+        original(self, config)
+
+    monkeypatch.setattr(sample.PointsReader, "__init__", counted)
+    model = load(tiny_checkpoint)
+    rows, vectors = embed_rows(model, sorted(folder.glob("*.obj")))
+    assert [row["status"] for row in rows] == ["ok"] * 3 and len(opened) == 1
+    # the same features as each file read alone (a reader of its own)
+    alone = np.concatenate([model.embed_points(row["path"]) for row in rows])
+    np.testing.assert_allclose(vectors, alone, atol=1e-6)
+    assert len(opened) == 4
