@@ -24,8 +24,10 @@ over the later epochs.
 """
 
 import argparse
+import gc
 import json
 import os
+import resource
 import tarfile
 import tempfile
 import time
@@ -252,13 +254,20 @@ def loader_against_decode(args: argparse.Namespace) -> dict[str, float]:
             TrainConfig(n_points=args.points, batch_size=32, workers=args.workers), 224
         )
         preprocess = ClipPreprocess(224)
-        loader_rates, _ = epoch_rates(make_loader(root / "shards", "train", config), args.epochs)
-        decode_rates, augmented_rates = [], []
+        children, main = cpu_seconds(resource.RUSAGE_CHILDREN), time.process_time()
+        loader = make_loader(root / "shards", "train", config)
+        loader_rates, per_epoch = epoch_rates(loader, args.epochs)
+        main = time.process_time() - main
+        del loader  # its workers exit and are joined: their CPU time is counted as children's
+        gc.collect()
+        workers = cpu_seconds(resource.RUSAGE_CHILDREN) - children
+        decode_rates, augmented_rates, decode_cpu = [], [], 0.0
         for _ in range(args.epochs):
             for rates, augment in ((decode_rates, None), (augmented_rates, AugmentConfig())):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 count = bare_decode(root / "shards", preprocess.decode, augment)
                 rates.append(count / (time.perf_counter() - start))
+                decode_cpu += (time.process_time() - cpu) if augment is None else 0.0
     later = max(1, len(loader_rates) - 1)
     result = {
         "loader_samples_per_s": round(sum(loader_rates[1:] or loader_rates) / later, 1),
@@ -267,6 +276,11 @@ def loader_against_decode(args: argparse.Namespace) -> dict[str, float]:
         "decode_augment_samples_per_s": round(
             sum(augmented_rates[1:] or augmented_rates) / later, 1
         ),
+        # CPU time per sample over every epoch (the first included): the loader's workers
+        # together, its main process, and the bare decode (in this process)
+        "worker_cpu_us_per_sample": round(workers / (per_epoch * args.epochs) * 1e6),
+        "main_cpu_us_per_sample": round(main / (per_epoch * args.epochs) * 1e6),
+        "decode_cpu_us_per_sample": round(decode_cpu / (count * args.epochs) * 1e6),
         "workers": args.workers,
         "objects": args.objects,
         "points": args.points,
@@ -277,6 +291,13 @@ def loader_against_decode(args: argparse.Namespace) -> dict[str, float]:
         result["loader_samples_per_s"] / result["decode_augment_samples_per_s"], 3
     )
     return result
+
+
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of `who` (resource.RUSAGE_SELF or RUSAGE_CHILDREN: the
+    children that have exited and been waited for)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read_rates(shards: Path, epochs: int) -> dict[str, list[float]]:

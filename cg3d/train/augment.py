@@ -177,18 +177,32 @@ def augment_raw(
 
 def augment_after_fps(points: np.ndarray, draw: Draw) -> np.ndarray:
     """The ops after FPS, on positions only: p ← p · scale + shift (the public
-    PointcloudScaleAndTranslate); a new array when anything applies."""
-    if draw.scale is None and draw.shift is None:
-        return points
-    out = np.array(points, dtype=np.float32)
-    # The additions run in torch, whose broadcasting over rows of 3 is ~3× numpy's.
-    xyz = torch.from_numpy(out[:, :3].copy())
-    if draw.scale is not None:
-        xyz *= torch.from_numpy(draw.scale)
-    if draw.shift is not None:
-        xyz += torch.from_numpy(draw.shift)
-    out[:, :3] = xyz.numpy()
-    return out
+    PointcloudScaleAndTranslate), in place on `points`, which must be the caller's own writable
+    float32 array (what FPS or `augment_raw` returned); returns it. The loader leaves them to
+    the device instead (`deferred_scale_and_shift`, `scale_and_shift`)."""
+    if draw.scale is not None or draw.shift is not None:
+        scale, shift = deferred_scale_and_shift(draw)
+        scale_and_shift(torch.from_numpy(points), torch.from_numpy(scale), torch.from_numpy(shift))
+    return points
+
+
+def deferred_scale_and_shift(draw: Draw) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's (3,) scale and shift as `scale_and_shift` takes them: 1 and 0 where the op
+    was not drawn (multiplying by 1 and adding 0 leave every value as it is)."""
+    scale = np.ones(3, np.float32) if draw.scale is None else draw.scale
+    shift = np.zeros(3, np.float32) if draw.shift is None else draw.shift
+    return scale, shift
+
+
+def scale_and_shift(points: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """p ← p · scale + shift on the positions (the first 3 columns), in place: one sample
+    ((N, C) points, (3,) factors) or a batch ((B, N, C), (B, 3)) on any device. The multiply
+    and the add are separate elementwise ops, so a batch on the GPU gets the very values the
+    per-sample op gives on the CPU."""
+    xyz = points[..., :3]
+    xyz.mul_(scale.unsqueeze(-2))
+    xyz.add_(shift.unsqueeze(-2))
+    return points
 
 
 def augment_points(

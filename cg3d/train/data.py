@@ -27,6 +27,7 @@ import dataclasses
 import io
 import multiprocessing
 import random
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -55,7 +56,12 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
-from cg3d.train.augment import AugmentConfig, augment_after_fps, augment_raw, draw_augment
+from cg3d.train.augment import (
+    AugmentConfig,
+    augment_raw,
+    deferred_scale_and_shift,
+    draw_augment,
+)
 
 __all__ = ["AugmentConfig", "LoaderConfig", "Loader", "check_point_channels", "make_loader"]
 
@@ -280,9 +286,24 @@ class ShardStream(torch.utils.data.IterableDataset):
         context = multiprocessing.get_context("spawn")
         self.epoch = context.Value("q", 0, lock=False)
         self.skipped = context.Value("q", 0)
+        self.slots: BatchSlots | None = None  # set by the Loader before its workers start
 
     def __iter__(self) -> Iterator[dict]:
+        """Batches of up to `batch_size` samples: in a loader worker, written into the worker's
+        `slots` (the main process copies them out, `BatchSlots.take`); otherwise collated."""
         info = torch.utils.data.get_worker_info()
+        samples = self.samples(info)
+        size = self.config.batch_size
+        if info is None or self.slots is None:
+            for group in chunks(samples, size):
+                yield collate(group)
+            return
+        self.slots.free_all(info.id)  # those of an earlier epoch were copied out or dropped
+        for group in chunks(samples, size):
+            yield self.slots.fill(info.id, group)
+
+    def samples(self, info: Any) -> Iterator[dict]:
+        """The decoded samples of this reader (rank, and loader worker `info`), in its order."""
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch.value
         seed = self.config.seed + epoch if self.train else None
@@ -337,9 +358,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             points = points[pointnet2_fps(points, config.n_points, ordered=False)]
         else:
             points = resample(points, config.n_points, rng)
-        if draw is not None:
-            points = augment_after_fps(points, draw)
-        return {
+        decoded = {
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             "image": decode_member(raw, view, self.decode_view),
             "caption": caption,
@@ -347,6 +366,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             "has_color": colored,
             "key": raw["__key__"],
         }
+        if draw is not None:
+            # The ops after FPS run on the device, on the whole batch (`Trainer.points`), as in
+            # the public runner; (3,) arrays, which cross from a worker by value.
+            decoded["scale"], decoded["shift"] = deferred_scale_and_shift(draw)
+        return decoded
 
     def decode_view(self, data: bytes) -> torch.Tensor:
         """An encoded view → (3, S, S) uint8, transparent pixels as `view_background` says."""
@@ -369,12 +393,118 @@ def shuffled(items: Iterator[Any], buffer: int, rng: np.random.Generator) -> Ite
     yield from (held[i] for i in order)
 
 
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` consecutive items; the last one may be shorter."""
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def collate(samples: list[dict]) -> dict:
-    """torch's default collation (in a worker it stacks straight into shared memory)."""
+    """torch's default collation: a batch of `samples` (tensors stacked, the rest in lists)."""
     return torch.utils.data.default_collate(samples)
 
 
-def cut_batches(parts: Iterator[dict], size: int, keep_last: bool) -> Iterator[dict]:
+def as_is(batch: dict) -> dict:
+    """What a loader worker hands on, as it is (module level: workers may be spawned)."""
+    return batch
+
+
+# The batch entries a worker writes into its shared buffers; the rest travels pickled.
+SLOT_KEYS = ("points", "image")
+
+
+class BatchSlots:
+    """Shared-memory batch buffers, `depth` per loader worker, filled in turn and reused.
+
+    torch's DataLoader sends each tensor a worker returns through a new shared-memory segment:
+    creating it and faulting its pages in took a quarter of a worker's time per sample (8 MB a
+    batch of 32 samples of 8192 points and 224 px views). Here a worker stacks a batch's points
+    and views into one of its own buffers and sends only which one; the main process copies the
+    rows out (into page-locked memory on a CUDA machine, ready for a non-blocking copy) and
+    frees the buffer (`take`). A worker never has more than the DataLoader's prefetch factor of
+    batches outstanding, and the main process copies each on arrival, so `depth` = prefetch + 1
+    buffers are enough; a worker that finds none free waits for one.
+    """
+
+    WAIT_SECONDS = 60.0
+
+    def __init__(self, workers: int, depth: int, config: "LoaderConfig"):
+        size, n = config.batch_size, config.n_points
+        side = config.image_size
+        self.depth = depth
+        self.buffers = {
+            "points": torch.empty((workers, depth, size, n, config.point_channels)),
+            "image": torch.empty((workers, depth, size, 3, side, side), dtype=torch.uint8),
+        }
+        for buffer in self.buffers.values():
+            buffer.share_memory_()
+        # 1 while a buffer holds a batch the main process has not copied out; the lock orders
+        # the flag against the buffer's contents on every platform
+        self.busy = multiprocessing.get_context("spawn").Array("b", workers * depth)
+        self.next = [0] * workers  # each worker process advances only its own entry
+
+    def free_all(self, worker: int) -> None:
+        with self.busy.get_lock():
+            for slot in range(self.depth):
+                self.busy[worker * self.depth + slot] = 0
+        self.next[worker] = 0
+
+    def claim(self, worker: int) -> int:
+        """The worker's next free buffer, marked busy (waits while the main process copies)."""
+        deadline = time.monotonic() + self.WAIT_SECONDS
+        while True:
+            for step in range(self.depth):
+                slot = (self.next[worker] + step) % self.depth
+                with self.busy.get_lock():
+                    if not self.busy[worker * self.depth + slot]:
+                        self.busy[worker * self.depth + slot] = 1
+                        self.next[worker] = (slot + 1) % self.depth
+                        return slot
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"loader worker {worker}: no batch buffer freed by the main process in "
+                    f"{self.WAIT_SECONDS:.0f} s"
+                )
+            time.sleep(0.001)
+
+    def fill(self, worker: int, samples: list[dict]) -> dict:
+        """`samples` as a batch message: points and views written into a free buffer (None
+        in `columns`), the rest (captions, classes, keys) as lists."""
+        slot = self.claim(worker)
+        columns: dict[str, list | None] = {}
+        for key in samples[0]:
+            values = [sample[key] for sample in samples]
+            if key in SLOT_KEYS:
+                torch.stack(values, out=self.buffers[key][worker, slot, : len(samples)])
+                columns[key] = None
+            else:
+                columns[key] = values
+        return {"slot": (worker, slot), "rows": len(samples), "columns": columns}
+
+    def take(self, message: dict) -> dict:
+        """A worker's batch message → the batch `collate` would make; its buffer is copied out
+        and freed."""
+        worker, slot = message["slot"]
+        batch = {}
+        for key, values in message["columns"].items():
+            if values is None:
+                rows = self.buffers[key][worker, slot, : message["rows"]]
+                copy = torch.empty_like(rows, pin_memory=torch.cuda.is_available())
+                batch[key] = copy.copy_(rows)
+            else:
+                batch[key] = collate(values)
+        with self.busy.get_lock():
+            self.busy[worker * self.depth + slot] = 0
+        return batch
+
+
+def cut_batches(parts: Iterable[dict], size: int, keep_last: bool) -> Iterator[dict]:
     """Exact batches of `size` from the workers' batches (whose ends are partial)."""
     pending: list[dict] = []
     held = 0
@@ -408,6 +538,9 @@ def batch_rows(batch: dict, start: int, stop: int) -> dict:
     return {key: value[start:stop] for key, value in batch.items()}
 
 
+PREFETCH = 4  # batches each loader worker prepares ahead
+
+
 class Loader:
     """Batches of one rank: iterate once per epoch, after `set_epoch(epoch)` when training.
 
@@ -439,17 +572,19 @@ class Loader:
             workers = self.config.workers
             shards = len(self.dataset.names)
             workers = bound_workers(workers, jobs=shards) if workers > 0 else 0
+            if workers:
+                self.dataset.slots = BatchSlots(workers, PREFETCH + 1, self.config)
             self.workers = torch.utils.data.DataLoader(
                 self.dataset,
-                batch_size=self.config.batch_size,
-                collate_fn=collate,
+                batch_size=None,  # the dataset yields batches (in workers, buffer messages)
+                collate_fn=as_is,  # not default_convert's walk over every caption and key
                 num_workers=workers,
                 persistent_workers=workers > 0,
-                prefetch_factor=4 if workers else None,
-                # page-locked batches: the copy to the GPU runs asynchronously (non_blocking)
-                pin_memory=torch.cuda.is_available(),
+                prefetch_factor=PREFETCH if workers else None,
             )
-        parts = iter(self.workers)
+        parts: Iterable[dict] = iter(self.workers)
+        if self.dataset.slots is not None:
+            parts = map(self.dataset.slots.take, parts)
         batches = cut_batches(parts, self.config.batch_size, keep_last=not self.train)
         for count, batch in enumerate(batches):
             if self.train and count >= self.num_batches:
@@ -460,7 +595,7 @@ class Loader:
 
 # What the model reads of a batch on the device; the rest (captions, keys, has_color) stays
 # on the host, where the loop counts it without waiting for the GPU.
-DEVICE_KEYS = ("points", "image", "cls")
+DEVICE_KEYS = ("points", "image", "cls", "scale", "shift")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from cg3d.models.model import CG3D
 from cg3d.models.text import class_text_features
 from cg3d.protocol import templates
+from cg3d.train.augment import scale_and_shift
 from cg3d.train.distributed import average_gradients, world
 from cg3d.train.losses import contrastive_loss
 from cg3d.train.optim import (
@@ -134,6 +135,19 @@ class Trainer:
             images = self.normalizer.normalize(images)
         return images
 
+    def points(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's points on the device, ready for the encoder: a training batch's carry
+        their per-sample scale and shift (the augmentation after FPS), applied here to the
+        whole batch (on a copy: the batch stays as the loader gave it)."""
+        points = batch["points"].to(self.device, non_blocking=True)
+        if "scale" not in batch:
+            return points
+        if points is batch["points"]:
+            points = points.clone()
+        scale = batch["scale"].to(self.device, non_blocking=True)
+        shift = batch["shift"].to(self.device, non_blocking=True)
+        return scale_and_shift(points, scale, shift)
+
     def losses(
         self, batch: dict[str, Any], phase: str
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -157,8 +171,7 @@ class Trainer:
                 images = model.encode_image(self.images(batch))
             gather = config.gather_negatives
             if train_encoder:
-                points = batch["points"].to(self.device, non_blocking=True)
-                points = F.normalize(self.encoder(points).float(), dim=-1)
+                points = F.normalize(self.encoder(self.points(batch)).float(), dim=-1)
                 parts["point_text"] = (
                     contrastive_loss(points, texts, scale, gather)[0] * config.point_text_weight
                 )
@@ -180,7 +193,7 @@ class Trainer:
         """The point encoder on a prompt update's batch, output unused: in training mode its
         BatchNorm layers update their running statistics (the public runner's encoder sees
         every batch); no grad, so no parameter moves."""
-        self.encoder(batch["points"].to(self.device, non_blocking=True))
+        self.encoder(self.points(batch))
 
     def phase(self, step: int) -> tuple[str, list[str]]:
         """The phase of update `step` and the optimisers it steps."""

@@ -1,6 +1,14 @@
 import numpy as np
+import torch
 
-from cg3d.train.augment import AugmentConfig, augment_points
+from cg3d.train.augment import (
+    AugmentConfig,
+    Draw,
+    augment_after_fps,
+    augment_points,
+    deferred_scale_and_shift,
+    scale_and_shift,
+)
 
 OFF = AugmentConfig(
     **{n: False for n in ("rotate_up", "perturb", "jitter", "dropout", "scale", "translate")}
@@ -108,3 +116,30 @@ def test_colour_jitter_is_off_by_default_and_moves_only_rgb_within_0_1():
     assert np.allclose(factor, factor[0]) and factor[0] != 1
     untouched = augment_points(cloud, bright, np.random.default_rng(0), channels, has_color=False)
     np.testing.assert_array_equal(untouched, cloud)  # an object's NO_COLOR stays the constant
+
+
+def test_the_scale_and_shift_of_a_batch_are_each_samples_own_and_leave_colour_alone():
+    """The loader leaves the ops after FPS to the trainer, which applies them to the batch on
+    the device: the values must be those each sample got when its worker applied them."""
+    rng = np.random.default_rng(5)
+    clouds = rng.normal(size=(3, 50, 6)).astype(np.float32)  # xyz, rgb
+    draws = [
+        Draw(scale=np.float32([0.7, 1.2, 1.4]), shift=np.float32([0.1, -0.2, 0.05])),
+        Draw(shift=np.float32([0.15, 0.0, -0.1])),
+        Draw(),  # neither op drawn: the sample passes unchanged
+    ]
+    per_sample = [augment_after_fps(c.copy(), d) for c, d in zip(clouds, draws, strict=True)]
+    # the op written out in float32: positions times the factors, plus the shift
+    for cloud, draw, got in zip(clouds, draws, per_sample, strict=True):
+        scale = np.float32(1) if draw.scale is None else draw.scale
+        shift = np.float32(0) if draw.shift is None else draw.shift
+        assert np.array_equal(got[:, :3], cloud[:, :3] * scale + shift)
+        assert np.array_equal(got[:, 3:], cloud[:, 3:])
+    factors = [deferred_scale_and_shift(d) for d in draws]
+    batch = scale_and_shift(
+        torch.from_numpy(clouds.copy()),
+        torch.from_numpy(np.stack([f[0] for f in factors])),
+        torch.from_numpy(np.stack([f[1] for f in factors])),
+    )
+    assert np.array_equal(batch.numpy(), np.stack(per_sample))
+    assert np.array_equal(batch[2].numpy(), clouds[2])

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 
 import numpy as np
@@ -9,7 +10,15 @@ from cg3d.errors import UsageError
 from cg3d.formats.shards import iter_samples, read_index, rgb_on_white
 from cg3d.params import TrainConfig
 from cg3d.render.stage import finished_png
-from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, rank_share, worker_share
+from cg3d.train.data import (
+    PREFETCH,
+    BatchSlots,
+    ClipPreprocess,
+    LoaderConfig,
+    make_loader,
+    rank_share,
+    worker_share,
+)
 from tests.pipeline.fakes import fake_pipeline, transparent_view
 
 
@@ -361,3 +370,85 @@ def test_training_takes_fewer_points_than_stored_by_farthest_point_sampling():
     # fewer points than asked: all of them, then repeats
     few = resample(cloud[:10], 16, rng)
     assert len(np.unique(few, axis=0)) == 10 and few.shape == (16, 3)
+
+
+# Worker batches travel through reused shared-memory buffers (`BatchSlots`).
+
+
+def batches_by_key(batches) -> dict:
+    """(points, image, caption, class) of each key of `batches`."""
+    return {
+        key: (batch["points"][i], batch["image"][i], batch["caption"][i], int(batch["cls"][i]))
+        for batch in batches
+        for i, key in enumerate(batch["key"])
+    }
+
+
+def test_worker_batches_are_the_in_process_ones_and_stay_whole_while_held(shards):
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=1, workers=2), 32)
+    in_process = make_loader(shards, "train", dataclasses.replace(config, workers=0), train=False)
+    expected = batches_by_key(in_process)
+    loader = make_loader(shards, "train", config, train=False)
+    # every batch of two epochs held at once: each worker reuses its buffers within an epoch
+    held = [list(loader) for _ in range(2)]
+    assert len(held[0]) > 2 * (PREFETCH + 1)
+    for epoch in held:
+        got = batches_by_key(epoch)
+        assert got.keys() == expected.keys()
+        for key, (points, image, caption, cls) in got.items():
+            assert torch.equal(points, expected[key][0]) and torch.equal(image, expected[key][1])
+            assert (caption, cls) == expected[key][2:]
+
+
+def test_a_worker_batch_crosses_to_the_main_process_without_a_tensor():
+    """Each tensor a worker returns would cost a new shared-memory segment: the points and
+    views go in the worker's buffer, the rest by value."""
+    config = LoaderConfig.of_params(TrainConfig(n_points=4, batch_size=2, workers=1), 8)
+    slots = BatchSlots(1, 2, config)
+    samples = [
+        {
+            "points": torch.full((4, 3), float(i)),
+            "image": torch.full((3, 8, 8), i, dtype=torch.uint8),
+            "caption": f"caption {i}",
+            "cls": i,
+            "has_color": False,
+            "key": f"k{i}",
+            "scale": np.full(3, 2.0, np.float32),
+            "shift": np.zeros(3, np.float32),
+        }
+        for i in range(2)
+    ]
+    message = slots.fill(0, samples)
+
+    def tensors(value) -> int:
+        if isinstance(value, dict):
+            return sum(tensors(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return sum(tensors(v) for v in value)
+        return isinstance(value, torch.Tensor)
+
+    assert tensors(message) == 0
+    batch = slots.take(message)
+    assert list(batch) == list(samples[0])  # collate's order of entries
+    assert torch.equal(batch["points"][1], torch.full((4, 3), 1.0))
+    assert batch["image"].dtype == torch.uint8 and int(batch["image"][1, 0, 0, 0]) == 1
+    assert batch["cls"].tolist() == [0, 1] and batch["key"] == ["k0", "k1"]
+    assert batch["scale"].shape == (2, 3) and batch["scale"].dtype == torch.float32
+    slots.buffers["points"].fill_(-1)  # the buffer reused: the batch taken is a copy
+    assert torch.equal(batch["points"][0], torch.zeros(4, 3))
+
+
+def test_an_epoch_cut_short_frees_its_buffers_for_the_next(shards, monkeypatch):
+    """Training stops an epoch at its batch count; the batches the workers made past it are
+    dropped, never copied out, and the next epoch must not wait for their buffers."""
+    monkeypatch.setattr(BatchSlots, "WAIT_SECONDS", 5.0)  # a leak fails, never hangs
+    config = LoaderConfig.of_params(
+        TrainConfig(n_points=16, batch_size=1, workers=1, shuffle_buffer=4), 32
+    )
+    loader = make_loader(shards, "train", config)
+    for epoch in range(PREFETCH + 3):
+        loader.set_epoch(epoch)
+        first = next(iter(loader))  # the rest of the epoch is left unread
+        assert first["points"].shape == (1, 16, 3)
+    loader.set_epoch(99)
+    assert len(list(loader)) == loader.num_batches

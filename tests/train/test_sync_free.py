@@ -6,10 +6,12 @@ compiles the two trained towers."""
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from cg3d.train import data, loop
+from cg3d.train.augment import Draw, augment_after_fps
 from cg3d.train.data import CLIP_MEAN, CLIP_STD, ClipPreprocess, prefetch, to_device
 from cg3d.train.loop import LossSums, Trainer, prepare_model
 from cg3d.train.optim import use_fast_kernels
@@ -71,13 +73,40 @@ def test_an_update_reads_nothing_back_from_the_device(tmp_path, host_reads, sche
     assert all(isinstance(value, torch.Tensor) and value.ndim == 0 for value in logged.values())
 
 
+def with_scale_and_shift(batches: list[dict], seed: int) -> list[dict]:
+    """The batches as the loader sends training batches: each sample's scale and shift drawn
+    (one sample's left undrawn: 1 and 0), to be applied on the device."""
+    rng = np.random.default_rng(seed)
+    for batch in batches:
+        size = len(batch["points"])
+        batch["scale"] = torch.from_numpy(rng.uniform(2 / 3, 3 / 2, (size, 3)).astype(np.float32))
+        batch["shift"] = torch.from_numpy(rng.uniform(-0.2, 0.2, (size, 3)).astype(np.float32))
+        batch["scale"][0], batch["shift"][0] = 1.0, 0.0
+    return batches
+
+
+def scaled_per_sample(batch: dict) -> dict:
+    """The batch as the loader made it before issue 24: scale and shift applied to each
+    sample's points in its worker (`augment_after_fps`)."""
+    points = []
+    for cloud, scale, shift in zip(batch["points"], batch["scale"], batch["shift"], strict=True):
+        draw = Draw(scale=scale.numpy(), shift=shift.numpy())
+        points.append(torch.from_numpy(augment_after_fps(cloud.numpy().copy(), draw)))
+    rest = {k: v for k, v in batch.items() if k not in ("scale", "shift")}
+    return rest | {"points": torch.stack(points)}
+
+
 def test_every_lever_on_gives_the_previous_updates_parameters_to_the_bit(tmp_path):
-    """Before issue 24: float views normalised by the loader, clipping and optimiser steps
-    per parameter, the losses read back every update. After: uint8 views normalised in the
-    trainer, foreach clipping and steps, the prefetcher, the losses read back at the end."""
-    raw = uint8_batches(6, 8, seed=3)
+    """Before issue 24: float views normalised by the loader, points scaled and shifted per
+    sample in the loader, clipping and optimiser steps per parameter, the losses read back
+    every update. After: uint8 views normalised and points scaled and shifted in the trainer,
+    foreach clipping and steps, the prefetcher, the losses read back at the end."""
+    raw = with_scale_and_shift(uint8_batches(6, 8, seed=3), seed=3)
     preprocess = ClipPreprocess(raw[0]["image"].shape[-1])
-    floats = [batch | {"image": preprocess.normalize(batch["image"])} for batch in raw]
+    floats = [
+        scaled_per_sample(batch) | {"image": preprocess.normalize(batch["image"])} for batch in raw
+    ]
+    assert not any(torch.equal(b["points"], f["points"]) for b, f in zip(raw, floats, strict=True))
     old = make_trainer(tmp_path / "old", Levers(foreach=False, fused=False, prefetch=False))
     new = make_trainer(tmp_path / "new", Levers())
     new.model.load_state_dict(old.model.state_dict())
@@ -94,6 +123,7 @@ def test_every_lever_on_gives_the_previous_updates_parameters_to_the_bit(tmp_pat
     new_losses = [{k: float(v) for k, v in logged.items()} for logged in new_logged]
 
     assert new_losses == old_losses
+    assert not any(torch.equal(b["points"], f["points"]) for b, f in zip(raw, floats, strict=True))
     after = new.model.state_dict()
     for name, value in old.model.state_dict().items():
         assert torch.equal(value, after[name]), name
