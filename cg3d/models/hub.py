@@ -55,8 +55,9 @@ def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, An
     }
 
 
-def write_hub(out: Path, payload: dict[str, Any], readme: str, card: Any | None = None) -> None:
-    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically)."""
+def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme: str) -> None:
+    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically),
+    with its config.json `config` (`hub_config` of it) and README.md `readme`."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -65,8 +66,8 @@ def write_hub(out: Path, payload: dict[str, Any], readme: str, card: Any | None 
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": HUB_FORMAT})
-    config = json.dumps(hub_config(payload, card), indent=2, sort_keys=True) + "\n"
-    for name, text in ((CONFIG, config), (CARD, readme)):
+    config_json = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    for name, text in ((CONFIG, config_json), (CARD, readme)):
         with atomic_path(out / name) as tmp:
             tmp.write_text(text)
 
@@ -117,16 +118,17 @@ def _number(value: Any) -> str:
 
 def model_card(
     payload: dict[str, Any],
+    hub: dict[str, Any],
     card: Any | None = None,
     measured: dict[str, float] | None = None,
     audits: dict[str, dict[str, Any]] | None = None,
     run: dict[str, Any] | None = None,
 ) -> str:
-    """README.md for a hub folder: what the model is, what it was trained on (`run`: the run
-    identity a training checkpoint records, its data fingerprint; `audits`: by dataset, the
-    leakage audit its result records), published beside `measured` top-1 by dataset, licence."""
+    """README.md for a hub folder: what the model is (`hub`: its config.json, `hub_config`),
+    what it was trained on (`run`: the run identity a training checkpoint records, its data
+    fingerprint; `audits`: by dataset, the leakage audit its result records), published beside
+    `measured` top-1 by dataset, licence."""
     config = payload["config"]
-    hub = hub_config(payload, card)
     name = hub["card"] or config["encoder"]
     lines = [f"# {name}", ""]
     if card is not None:
@@ -230,5 +232,6 @@ def export_hub(
     name = payload["config"].get("card", "")
     card = get_card(name) if name in card_names() else None
     run = (payload.get("training") or {}).get("run")
-    write_hub(out, exported, model_card(exported, card, numbers, audits, run), card)
-    return hub_config(exported, card)
+    config = hub_config(exported, card)
+    write_hub(out, exported, config, model_card(exported, config, card, numbers, audits, run))
+    return config
