@@ -22,6 +22,9 @@ from cg3d.files import atomic_path
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+# Read whole before its shape is checked (`read_checkpoint`): a real one is tens of KB (LVIS's
+# 1,156 class names), far under what the config's value bound lets through.
+MAX_CONFIG_BYTES = 32 * 2**20
 
 
 def is_hub_folder(path: Path) -> bool:
@@ -73,14 +76,17 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
 
 
 def read_hub(folder: Path) -> dict[str, Any]:
-    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it."""
+    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it.
+    Its config's shape and its weights are checked by `read_checkpoint`, the readers' reader."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     try:
+        if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES} bytes")
         config = json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
