@@ -28,8 +28,8 @@ def write_class_features(
 ) -> dict[str, Any]:
     """Encode `classes` under the protocol's templates with the model's text tower (built now)
     and write them to `out` (.npy and its .json sidecar); returns the sidecar's record."""
-    from cg3d.eval.prompts import protocol_text_features
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.text import class_text_features
 
     if not classes:
         raise UsageError("--classes: no classes given")
@@ -38,7 +38,13 @@ def write_class_features(
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
     # the protocol's own way: its class names and templates, normalised or not
-    features = protocol_text_features(model, chosen.written_names(classes), chosen)
+    features = class_text_features(
+        model,
+        chosen.written_names(classes),
+        list(chosen.templates),
+        as_written=True,
+        normalise=chosen.normalise_text,
+    )
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),

@@ -42,11 +42,11 @@ from rich.progress import Progress
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
-from cg3d.eval.prompts import protocol_text_features
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
+from cg3d.models.text import class_text_features
 from cg3d.params import ZeroShotConfig, bound_workers
 
 console = Console(stderr=True)
@@ -195,14 +195,21 @@ def text_cache_key(model, names: list[str], protocol: Protocol) -> str | None:
 def cached_text_features(
     model, names: list[str], protocol: Protocol, cache: Path | None
 ) -> torch.Tensor:
-    """`protocol_text_features`, read from `cache/<key>.npy` when an earlier run wrote it."""
+    """The protocol's class features of `names` (written as it writes them), read from
+    `cache/<key>.npy` when an earlier run wrote it."""
     key = text_cache_key(model, names, protocol) if cache is not None else None
     path = cache / f"{key}.npy" if key else None
     if path is not None and path.is_file():
         features = np.load(path, allow_pickle=False)
         if features.shape[0] == len(names):
             return torch.from_numpy(features).to(model.device())
-    features = protocol_text_features(model, names, protocol)
+    features = class_text_features(
+        model,
+        names,
+        list(protocol.templates),
+        as_written=True,  # `Protocol.written_names`
+        normalise=protocol.normalise_text,
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:

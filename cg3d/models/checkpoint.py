@@ -117,12 +117,25 @@ class _WriteErrors:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict at `path` (a file, or a folder `cg3d export --format hub` wrote);
-    a missing, corrupt or foreign one is a UsageError naming it."""
-    from cg3d.models.hub import is_hub_folder, read_hub
+    a missing, corrupt or foreign one is a UsageError naming it (for a folder, the file in it).
+    Either way its config's shape is bounded and its weights finite."""
+    from cg3d.models.hub import CONFIG, WEIGHTS, is_hub_folder, read_hub
 
     path = Path(path)
     if is_hub_folder(path):
-        return read_hub(path)
+        payload, config_at, weights_at = read_hub(path), path / CONFIG, path / WEIGHTS
+    else:
+        payload = _read_checkpoint_file(path)
+        config_at = weights_at = path
+    check_config_shape(payload["config"], config_at)
+    for name, tensor in payload["model"].items():  # NaN weights answer NaN, with exit 0
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UsageError(f"{weights_at}: the weight {name} holds NaN or infinite values")
+    return payload
+
+
+def _read_checkpoint_file(path: Path) -> dict[str, Any]:
+    """The checkpoint dict of file `path`, its layout checked (read with weights_only=True)."""
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}")
     try:
@@ -140,10 +153,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         payload.get("full_clip"), bool
     ):
         raise UsageError(f"{path}: broken CG3D checkpoint (no 'config' dict or 'full_clip' flag)")
-    check_config_shape(payload["config"], path)
-    for name, tensor in state.items():  # NaN weights answer NaN for everything, with exit 0
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UsageError(f"{path}: the weight {name} holds NaN or infinite values")
     return payload
 
 

@@ -154,9 +154,17 @@ def check_weights_named(model_name: str, pretrained: str) -> None:
         return
     if model_name in SLIP_CONFIGS:
         _load_slip(model_name, pretrained)  # raises: no such file
+    clip_embed_dim(model_name)  # an unknown model name fails here
+    check_clip_tag(model_name, pretrained)
+
+
+def check_clip_tag(model_name: str, pretrained: str) -> None:
+    """`pretrained` must be a file or one of open_clip's pretrained tags of `model_name` (an
+    open_clip model): else a one-line UsageError about --clip-pretrained listing the tags."""
+    if os.path.isfile(pretrained):
+        return
     import open_clip
 
-    clip_embed_dim(model_name)  # an unknown model name fails here
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if pretrained not in tags:
         known = ", ".join(tags) or "none"
@@ -178,15 +186,10 @@ def _load_open_clip(model_name: str, pretrained: str) -> tuple[LoadedClip | None
         raise UsageError(
             f"--clip-model: unknown model {model_name!r} (neither open_clip's nor SLIP's: {known})"
         )
-    is_file = os.path.isfile(pretrained)
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
     if pretrained.lower() in NO_WEIGHTS:
         return None, NOT_ASKED
-    if not is_file and pretrained not in tags:
-        known = ", ".join(tags) or "none"
-        raise UsageError(
-            f"--clip-pretrained: {pretrained!r} is neither a file nor a tag of {model_name} (tags: {known})"
-        )
+    check_clip_tag(model_name, pretrained)
+    is_file = os.path.isfile(pretrained)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained

@@ -22,6 +22,9 @@ from cg3d.files import atomic_path
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+# Read whole before its shape is checked (`read_checkpoint`): a real one is tens of KB (LVIS's
+# 1,156 class names), far under what the config's value bound lets through.
+MAX_CONFIG_BYTES = 32 * 2**20
 
 
 def is_hub_folder(path: Path) -> bool:
@@ -55,8 +58,9 @@ def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, An
     }
 
 
-def write_hub(out: Path, payload: dict[str, Any], readme: str, card: Any | None = None) -> None:
-    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically)."""
+def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme: str) -> None:
+    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically),
+    with its config.json `config` (`hub_config` of it) and README.md `readme`."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -65,21 +69,24 @@ def write_hub(out: Path, payload: dict[str, Any], readme: str, card: Any | None 
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": HUB_FORMAT})
-    config = json.dumps(hub_config(payload, card), indent=2, sort_keys=True) + "\n"
-    for name, text in ((CONFIG, config), (CARD, readme)):
+    config_json = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    for name, text in ((CONFIG, config_json), (CARD, readme)):
         with atomic_path(out / name) as tmp:
             tmp.write_text(text)
 
 
 def read_hub(folder: Path) -> dict[str, Any]:
-    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it."""
+    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it.
+    Its config's shape and its weights are checked by `read_checkpoint`, the readers' reader."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     try:
+        if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES} bytes")
         config = json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
@@ -117,16 +124,17 @@ def _number(value: Any) -> str:
 
 def model_card(
     payload: dict[str, Any],
+    hub: dict[str, Any],
     card: Any | None = None,
     measured: dict[str, float] | None = None,
     audits: dict[str, dict[str, Any]] | None = None,
     run: dict[str, Any] | None = None,
 ) -> str:
-    """README.md for a hub folder: what the model is, what it was trained on (`run`: the run
-    identity a training checkpoint records, its data fingerprint; `audits`: by dataset, the
-    leakage audit its result records), published beside `measured` top-1 by dataset, licence."""
+    """README.md for a hub folder: what the model is (`hub`: its config.json, `hub_config`),
+    what it was trained on (`run`: the run identity a training checkpoint records, its data
+    fingerprint; `audits`: by dataset, the leakage audit its result records), published beside
+    `measured` top-1 by dataset, licence."""
     config = payload["config"]
-    hub = hub_config(payload, card)
     name = hub["card"] or config["encoder"]
     lines = [f"# {name}", ""]
     if card is not None:
@@ -230,5 +238,6 @@ def export_hub(
     name = payload["config"].get("card", "")
     card = get_card(name) if name in card_names() else None
     run = (payload.get("training") or {}).get("run")
-    write_hub(out, exported, model_card(exported, card, numbers, audits, run), card)
-    return hub_config(exported, card)
+    config = hub_config(exported, card)
+    write_hub(out, exported, config, model_card(exported, config, card, numbers, audits, run))
+    return config

@@ -187,7 +187,8 @@ class CG3D(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The weights training changes: point encoder, prompts and the logit scale (a lazy
         model's from the weights it will load: nothing is built to list them)."""
-        state = self.state_dict() if self.towers_built else self.state_dict() | self.tower_state
+        # tower_state holds a lazy model's tower weights until its towers are built (then {})
+        state = self.state_dict() | self.tower_state
         return {name: tensor for name, tensor in state.items() if name.startswith(TRAINED)}
 
 

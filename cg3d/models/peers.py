@@ -219,7 +219,7 @@ def teacher_weights(card: ModelCard, clip_pretrained: str | None) -> tuple[str, 
     is SLIP's file; without one the card's file name is recorded, and loading the model needs
     `--clip-pretrained` pointing at it.
     """
-    from cg3d.models.clip import weights_identity
+    from cg3d.models.clip import check_clip_tag, weights_identity
     from cg3d.models.slip import SLIP_CONFIGS
 
     wanted = clip_pretrained or card.teacher_pretrained
@@ -229,14 +229,7 @@ def teacher_weights(card: ModelCard, clip_pretrained: str | None) -> tuple[str, 
     if clip_pretrained is not None and clip_pretrained != card.teacher_pretrained:
         if card.teacher_model in SLIP_CONFIGS:
             raise UsageError(f"--clip-pretrained: no file {clip_pretrained} (SLIP's weights file)")
-        import open_clip
-
-        tags = open_clip.list_pretrained_tags_by_model(card.teacher_model)
-        if clip_pretrained not in tags:
-            raise UsageError(
-                f"--clip-pretrained: {clip_pretrained!r} is neither a file nor a tag of "
-                f"{card.teacher_model} (tags: {', '.join(tags)})"
-            )
+        check_clip_tag(card.teacher_model, clip_pretrained)
     return wanted, {"kind": "tag", "tag": wanted}
 
 

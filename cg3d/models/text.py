@@ -1,10 +1,14 @@
 """Class prototypes: the text features a shape's features are compared with to classify it.
 
 One function for every caller: training's held-out accuracy (the `cg3d` training templates by
-default) and zero-shot evaluation and `classify` (the 64 ULIP/CLIP templates, or one prompt).
-Each class name is put in every template, each caption encoded and L2-normalised, the captions
-of a class averaged and the mean renormalised (CLIP's prompt ensemble). Underscores in class
-names become spaces, as benchmark folder names (night_stand) are not words CLIP knows.
+default), zero-shot evaluation, `classify` and `cg3d eval text-features` (a protocol's
+templates, class names as the protocol writes them, normalised or not). Each class name is put
+in every template, each caption encoded and L2-normalised, the captions of a class averaged and
+the mean renormalised (CLIP's prompt ensemble). Underscores in class names become spaces, as
+benchmark folder names (night_stand) are not words CLIP knows, unless the names come already
+written (`as_written`: a protocol's `written_names`, which may keep them). A protocol that does
+not normalise (`cg3d-public`, whose eval.py:300 comments the line out) takes CLIP's text
+features as they come (`encode_text_raw`), averaged over its templates when it has several.
 """
 
 from typing import Protocol
@@ -15,6 +19,9 @@ import torch.nn.functional as F
 
 class TextModel(Protocol):
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
+
+    # only for normalise=False: the features before CLIP's normalisation
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor: ...
 
 
 def display_name(name: str) -> str:
@@ -28,19 +35,28 @@ def templates_label(name: str, template_list: list[str]) -> str:
 
 @torch.no_grad()
 def class_text_features(
-    model: TextModel, classes: list[str], template_list: list[str], batch_size: int = 256
+    model: TextModel,
+    classes: list[str],
+    template_list: list[str],
+    batch_size: int = 256,
+    *,
+    as_written: bool = False,
+    normalise: bool = True,
 ) -> torch.Tensor:
-    """(C, D) unit-norm class prototypes: per class, the renormalised mean of its captions.
+    """(C, D) class prototypes: per class, the mean of its captions' features over the
+    templates; unit-norm (each caption's and the mean normalised) unless `normalise` is False.
 
+    `as_written`: the class names go into the templates as given (no `display_name`).
     Captions are encoded `batch_size` at a time, whatever the number of classes.
     """
-    captions = [t.format(display_name(c)) for c in classes for t in template_list]
+    names = classes if as_written else [display_name(c) for c in classes]
+    captions = [t.format(name) for name in names for t in template_list]
+    encode = model.encode_text if normalise else model.encode_text_raw
     features = torch.cat(
-        [
-            model.encode_text(captions[i : i + batch_size])
-            for i in range(0, len(captions), batch_size)
-        ]
+        [encode(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)]
     )
-    features = F.normalize(features.float(), dim=-1)
+    if not normalise:
+        return features.view(len(classes), len(template_list), -1).mean(dim=1)
+    features = F.normalize(features, dim=-1)
     per_class = features.view(len(classes), len(template_list), -1).mean(dim=1)
     return F.normalize(per_class, dim=-1)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.eval.prompts import protocol_text_features
 from cg3d.eval.protocols import CG3D, CG3D_PUBLIC, Protocol, get_protocol, register_protocol
 from cg3d.eval.readers import prepare_points
 from cg3d.eval.zeroshot import cached_text_features, protocol_n_points, text_cache_key
+from cg3d.models.text import class_text_features
 
 
 class TextModel:
@@ -29,6 +29,13 @@ class TextModel:
 
     def device(self):
         return torch.device("cpu")
+
+
+def protocol_text_features(model, names: list[str], protocol: Protocol) -> torch.Tensor:
+    """Class features as the protocol's callers ask for them (eval, text-features, the app)."""
+    return class_text_features(
+        model, names, list(protocol.templates), as_written=True, normalise=protocol.normalise_text
+    )
 
 
 def test_the_registry_names_its_protocols_and_refuses_an_unknown_one_in_one_line():

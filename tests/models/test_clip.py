@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.models.clip import RandomClipWarning, load_clip, vit_tower
+from cg3d.models.cards import get_card
+from cg3d.models.clip import RandomClipWarning, check_weights_named, load_clip, vit_tower
+from cg3d.models.peers import teacher_weights
 from cg3d.models.prompts import PromptedViT
 
 MICRO = "CG3D-ViT-Micro-32"
@@ -47,6 +49,31 @@ def test_bad_model_names_tags_and_files_are_usage_errors(tmp_path):
         load_clip(MICRO, str(broken))
     with pytest.raises(UsageError, match="--require-pretrained"):
         load_clip(MICRO, "none", require_pretrained=True)
+
+
+def refusal(call) -> str:
+    with pytest.raises(UsageError) as caught:
+        call()
+    return str(caught.value)
+
+
+def test_a_name_that_is_no_tag_is_refused_in_the_same_line_by_every_check(tmp_path):
+    # load_clip, the checkpoint loader's check before loading, and a converted peer's teacher
+    bigg = [
+        refusal(lambda: load_clip("ViT-bigG-14", "laion400m")),  # refused before any build
+        refusal(lambda: check_weights_named("ViT-bigG-14", "laion400m")),
+        refusal(lambda: teacher_weights(get_card("ulip2-pointbert"), "laion400m")),
+    ]
+    assert bigg[0] == bigg[1] == bigg[2] and "\n" not in bigg[0]
+    start = "--clip-pretrained: 'laion400m' is neither a file nor a tag of ViT-bigG-14 (tags: "
+    assert bigg[0].startswith(start) and "laion2b_s39b_b160k" in bigg[0]
+    micro = "--clip-pretrained: 'not-a-tag' is neither a file nor a tag of CG3D-ViT-Micro-32"
+    for call in (load_clip, check_weights_named):  # a model with no tags says so
+        assert refusal(lambda call=call: call(MICRO, "not-a-tag")) == f"{micro} (tags: none)"
+    weights = tmp_path / "laion400m"  # a file by that name is weights, not a tag
+    weights.write_bytes(b"hashed, not loaded")
+    assert teacher_weights(get_card("ulip2-pointbert"), str(weights))[1]["kind"] == "file"
+    check_weights_named("ViT-bigG-14", str(weights))
 
 
 def test_a_local_checkpoint_file_is_loaded_as_real_weights(clip, tmp_path):

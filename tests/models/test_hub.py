@@ -2,7 +2,10 @@
 consumer (cg3d.load, classify, index) takes the folder like a checkpoint file (issue 23 §4)."""
 
 import json
+import shutil
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,14 @@ from typer.testing import CliRunner
 import cg3d
 from cg3d.cli import app
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import read_checkpoint, save_checkpoint
+from cg3d.models import hub as hub_module
+from cg3d.models.checkpoint import (
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_VALUES,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from cg3d.models.model import build_model
 from tests.models.helpers import export_hub_folder as export
 from tests.models.helpers import save_random_clip, tiny_model_config
@@ -101,3 +111,92 @@ def test_a_broken_hub_folder_is_one_line_naming_the_file(tiny_checkpoint, tmp_pa
         app, ["export", "--format", "zip", "--checkpoint", "x", "--out", "y"]
     )
     assert result.exit_code != 0
+
+
+# A hub folder is checked as a checkpoint file is (tests/models/test_checkpoint_bounds.py,
+# tests/app/test_bounds_app.py): its config's shape is bounded, NaN weights refused, each in
+# one line naming the file in the folder.
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported") / "hub"
+    export(tiny_checkpoint, out)
+    return out
+
+
+def forged_hub(exported, tmp_path, key, value):
+    """A copy of the exported folder whose model config has `key` set to `value`."""
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_hub_folder_with_a_nan_weight_is_one_line_naming_the_file(exported, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    name = next(n for n, t in state.items() if n.startswith("point_encoder.") and t.ndim == 2)
+    state[name][0, 0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    line = f"model.safetensors: the weight {name} holds NaN or infinite values"
+    with pytest.raises(UsageError, match=line) as caught:
+        read_checkpoint(folder)
+    assert str(caught.value).startswith(str(folder / "model.safetensors"))
+    np.save(tmp_path / "shape.npy", np.random.default_rng(0).uniform(-1, 1, (100, 3)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "classify", tmp_path / "shape.npy", "--checkpoint", folder,
+         "--labels", "a, b"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert line in result.stderr
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("classes", ["x"] * (MAX_CONFIG_VALUES + 1), r"config\.json: its model config holds more"),
+        ("encoder_params", {"w": nested(MAX_CONFIG_DEPTH + 1)}, r"config\.json: .* nests deeper"),
+        ("n_points", "many", r"hub: model config: train\.n_points must be an integer"),
+        ("clip_weights", "openai", r"hub: its model config has a malformed clip_weights"),
+    ],
+)
+def test_a_hub_folder_with_an_absurd_or_mistyped_config_is_one_line(
+    exported, tmp_path, key, value, message
+):
+    folder = forged_hub(exported, tmp_path, key, value)
+    with pytest.raises(UsageError, match=message) as caught:
+        load_model(folder)
+    assert "\n" not in str(caught.value) and str(folder) in str(caught.value)
+    np.save(tmp_path / "shape.npy", np.random.default_rng(0).uniform(-1, 1, (100, 3)))
+    words = ["classify", str(tmp_path / "shape.npy"), "--checkpoint", str(folder)]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError) and str(result.exception) == str(caught.value)
+
+
+def test_a_hub_config_too_deep_or_too_large_to_read_is_one_line(exported, tmp_path, monkeypatch):
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    deep = '{"format": "cg3d-hub-1", "model": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (folder / "config.json").write_text(deep)  # json's parser recurses: RecursionError
+    with pytest.raises(UsageError, match=r"config\.json: not readable JSON") as caught:
+        read_checkpoint(folder)
+    assert "\n" not in str(caught.value)
+    shutil.copy(exported / "config.json", folder / "config.json")
+    assert read_checkpoint(folder)["config"]["n_points"] > 0
+    monkeypatch.setattr(hub_module, "MAX_CONFIG_BYTES", 100)
+    with pytest.raises(UsageError, match=r"config\.json: larger than 100 bytes"):
+        read_checkpoint(folder)

@@ -116,3 +116,25 @@ def test_a_loaded_model_builds_its_towers_on_first_use_with_the_stored_weights(
     # frozen and in eval mode, as an eager model's CLIP
     assert not loaded.clip.training and not loaded.visual.training
     assert not any(p.requires_grad for p in loaded.clip.transformer.parameters())
+
+
+def test_the_trainable_state_is_the_same_before_and_after_the_towers_are_built(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = build_model(tiny_model_config())
+        with torch.no_grad():
+            eager.visual.prompts.add_(0.5)
+            eager.clip.logit_scale.fill_(3.0)
+        path = tmp_path / "tiny.pt"
+        save_checkpoint(path, eager)
+        loaded = load_model(path)
+    wanted = eager.trainable_state()
+    assert {"visual.prompts", "clip.logit_scale"} <= set(wanted)
+    assert all(n.startswith(("point_encoder.", "visual.prompts", "clip.logit")) for n in wanted)
+    for built in (False, True):
+        if built:
+            loaded.open_towers()
+        assert loaded.towers_built == built
+        state = loaded.trainable_state()
+        assert set(state) == set(wanted)  # (in another order: the towers come after)
+        assert all(torch.equal(state[name], wanted[name]) for name in wanted)
