@@ -10,7 +10,6 @@ Outputs: OUT/heatmap.ply (points coloured by score, inferno colours), OUT/heatma
 OUT/regions.json (score, centre and size of every region, best first).
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
+from cg3d.eval.results import write_json
+from cg3d.files import atomic_path
 from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
 
@@ -89,7 +90,8 @@ def scene_query(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trimesh.PointCloud(points, colors=heat_colors(point_scores)).export(out / "heatmap.ply")
+    with atomic_path(out / "heatmap.ply") as tmp:  # the temp name's suffix is not "ply"
+        trimesh.PointCloud(points, colors=heat_colors(point_scores)).export(tmp, file_type="ply")
     shown = rng.choice(len(points), min(len(points), 30_000), replace=False)
     heatmap_plot(points[shown], point_scores[shown], out / "heatmap.png", f"“{text}”")
     order = np.argsort(-region_scores, kind="stable")
@@ -102,7 +104,6 @@ def scene_query(
         }
         for r in order
     ]
-    (out / "regions.json").write_text(
-        json.dumps({"text": text, "scene": str(scene), "regions": regions}, indent=2) + "\n"
-    )
+    # atomically, as every output: a kill mid-write leaves the previous file or none, never half
+    write_json(out / "regions.json", {"text": text, "scene": str(scene), "regions": regions})
     return regions[: config.top]

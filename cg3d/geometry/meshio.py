@@ -384,22 +384,30 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
 def gltf_document(path: Path) -> dict:
     """The JSON document of a .gltf or .glb file (of a .glb, only its JSON chunk is read);
     MeshError when it does not parse."""
+    with open(path, "rb") as handle:
+        return _read_gltf_json(handle)[1]
+
+
+def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
+    """(the bytes read, the JSON document) of a .gltf or .glb file open at its start: all of a
+    .gltf; of a .glb its 20-byte header and JSON chunk, the handle left where the next chunk
+    starts. MeshError when it does not parse."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(20)
-            if head[:4] == b"glTF":
-                length, kind = struct.unpack_from("<II", head, 12)
-                if kind != 0x4E4F534A:
-                    raise ValueError("the first GLB chunk is not JSON")
-                data = handle.read(length)
-            else:
-                data = head + handle.read()
-        document = json.loads(data)
+        head = handle.read(20)
+        if head[:4] == b"glTF":
+            length, kind = struct.unpack_from("<II", head, 12)
+            if kind != 0x4E4F534A:
+                raise ValueError("the first GLB chunk is not JSON")
+            text = handle.read(length)
+            read = head + text
+        else:
+            read = text = head + handle.read()
+        document = json.loads(text)
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError("unreadable", f"not a glTF document: {error}") from error
     if not isinstance(document, dict):
         raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
-    return document
+    return read, document
 
 
 # OBJ and MTL references as Blender 5's importer reads them (found by trying it,
@@ -621,8 +629,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if suffix in GLTF_SUFFIXES:
-        check_gltf_sizes(gltf_document(resolved), resolved)  # before any importer allocates
-        copy, digest = _gltf_copy(resolved, root, folder / resolved.name)
+        copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
     else:
         copy, digest = _obj_copy(resolved, root, folder)
     if sha256 and digest != sha256:
@@ -660,22 +667,16 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
     attributes (`_NAME`: feature ids, temperatures...; no stage reads them) removed. Blender
     5.0's importer pairs those attributes with their data in the iteration order of a set,
     which changes with each process's hash seed: with two of them, a file was read in one
-    worker and failed in another ("couldn't access the py sequence", a shape mismatch)."""
+    worker and failed in another ("couldn't access the py sequence", a shape mismatch).
+    MeshError for a document that does not parse or whose accessors do not fit their bytes
+    (`check_gltf_sizes`), before anything is written."""
     digest = hashlib.sha256()
     with open(resolved, "rb") as source:
-        head = source.read(20)
-        glb = head[:4] == b"glTF"
-        if glb:
-            json_length = struct.unpack_from("<I", head, 12)[0]
-            text = source.read(json_length)
-            digest.update(head + text)
-        else:
-            text = head + source.read()
-            digest.update(text)
-        try:
-            document = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise MeshError("unreadable", f"not a glTF document: {error}") from error
+        read, document = _read_gltf_json(source)  # parsed once: checked, then rewritten
+        digest.update(read)
+        head, glb = read[:20], read[:4] == b"glTF"
+        # Before any importer allocates, on the very document the copy is made of.
+        check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
             item["uri"] = quote(str(file or (resolved.parent / name).resolve()))

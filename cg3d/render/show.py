@@ -87,10 +87,11 @@ def resolve_id(renders_dir: Path, query: str) -> str:
     few candidates when several match, or saying how to list the ids when none does."""
     from cg3d.formats.renders import part_ids
 
-    if not render_parts(renders_dir):
+    parts = render_parts(renders_dir)  # one glob: a folder of renders may hold many parts
+    if not parts:
         raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
     try:
-        ids = [i for part in render_parts(renders_dir) for i in part_ids(part)]
+        ids = [i for part in parts for i in part_ids(part)]
     except FormatError as error:
         raise UsageError(f"--renders: {error}") from None
     if query in ids:

@@ -175,9 +175,9 @@ def _run_threads(jobs: Iterator[tuple], workers: int, config: RenderConfig, adva
     todo = _SharedQueue(jobs)
     results: list[int] = []
     errors: list[BaseException] = []
+    memory = worker_memory_bytes(config.worker_memory, workers)  # the same for every thread
 
     def drive() -> None:
-        memory = worker_memory_bytes(config.worker_memory, workers)
         with BlenderWorker(config.worker_settings(), config.timeout, memory) as worker:
             while not errors:
                 job = todo.next()

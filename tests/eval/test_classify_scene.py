@@ -1,4 +1,7 @@
+import errno
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,3 +50,41 @@ def test_scene_query_end_to_end(tmp_path, tiny_checkpoint):
         scene_query(tmp_path / "scene.txt", " ", tiny_checkpoint, out, SceneConfig())
     with pytest.raises(UsageError, match="scene.regions"):
         scene_query(tmp_path / "scene.txt", "a", tiny_checkpoint, out, SceneConfig(regions=0))
+
+
+def _torn_write(path, data) -> None:
+    """A write cut short by a full disk (or a kill): half the bytes, then the error."""
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize("output", ["regions.json", "heatmap.ply"])
+def test_a_write_cut_short_leaves_the_previous_output_whole(
+    tmp_path, tiny_checkpoint, monkeypatch, output
+):
+    rng = np.random.default_rng(2)
+    np.savetxt(
+        tmp_path / "scene.txt", np.concatenate([cube(300, rng, offset=(x, 0, 0)) for x in (-3, 3)])
+    )
+    out, config = tmp_path / "out", SceneConfig(regions=4, region_points=100)
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, config)
+    before = (out / output).read_bytes()
+    if output == "regions.json":
+        real = Path.write_text
+
+        def write_text(self, text, *args, **kwargs):
+            if "regions.json" not in self.name:
+                return real(self, text, *args, **kwargs)
+            _torn_write(self, text.encode())
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+    else:
+        monkeypatch.setattr(
+            trimesh.PointCloud, "export", lambda self, path, **kw: _torn_write(path, before)
+        )
+    with pytest.raises(OSError) as caught:  # a query for another text would rewrite both
+        scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+    assert caught.value.filename == str(out / output)  # the file the user asked for
+    assert (out / output).read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.ply", "heatmap.png", "regions.json"]

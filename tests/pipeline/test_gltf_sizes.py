@@ -3,9 +3,11 @@ bytes that back it before an importer allocates it (issue 25 §2). The byte coun
 here are worked out by hand from the glTF 2.0 spec's layout rules, not by the code."""
 
 import base64
+import hashlib
 import json
 import struct
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -218,3 +220,81 @@ def test_a_glb_whose_bin_chunk_is_shorter_than_its_buffer_is_refused(tmp_path):
     check_geometry(whole)
     with pytest.raises(MeshError, match="declares 36 bytes but holds 24"):
         check_geometry(short)
+
+
+def glb_file(document: dict, binary: bytes, json_type: bytes = b"JSON") -> bytes:
+    """A GLB by the spec's layout: a 12-byte header, a JSON chunk space-padded to 4 bytes, then
+    a BIN chunk."""
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<I4s", len(text), json_type) + text
+    chunks += struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+
+
+def textured(document: dict) -> dict:
+    """`document` with an image file beside it and an application attribute (`_TEMPERATURE`),
+    both of which the copy Blender reads rewrites."""
+    document["images"] = [{"uri": "tex%20ture.png"}]
+    document["meshes"][0]["primitives"][0]["attributes"]["_TEMPERATURE"] = 0
+    return document
+
+
+@pytest.mark.parametrize("suffix", [".gltf", ".glb"])
+def test_blender_input_parses_the_document_once_and_copies_it(tmp_path, monkeypatch, suffix):
+    (tmp_path / "tex ture.png").write_bytes(b"png")
+    if suffix == ".glb":
+        document = textured(gltf([positions(3, bufferView=0)], VIEW, b""))
+        document["buffers"] = [{"byteLength": 36}]  # the GLB's own BIN chunk
+        data = glb_file(document, TRIANGLE_BYTES)
+    else:
+        data = json.dumps(textured(gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)))
+        data = data.encode()
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(data)
+    parsed = []
+    real = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, **kw: parsed.append(1) or real(text, **kw))
+    copy = blender_input(path, tmp_path, hashlib.sha256(data).hexdigest(), tmp_path / "copy")
+    monkeypatch.undo()
+    assert len(parsed) == 1
+    written = copy.read_bytes()
+    if suffix == ".glb":
+        magic, version, length = struct.unpack_from("<4sII", written)
+        assert (magic, version, length) == (b"glTF", 2, len(written))
+        json_length, json_type = struct.unpack_from("<I4s", written, 12)
+        assert json_type == b"JSON" and json_length % 4 == 0
+        text, rest = written[20 : 20 + json_length], written[20 + json_length :]
+        assert rest == struct.pack("<I4s", 36, b"BIN\0") + TRIANGLE_BYTES  # as it was
+    else:
+        text = written
+    copied = json.loads(text)
+    assert copied["images"] == [{"uri": quote(str((tmp_path / "tex ture.png").resolve()))}]
+    assert copied["meshes"][0]["primitives"][0]["attributes"] == {"POSITION": 0}
+    assert copied["accessors"] == [positions(3, bufferView=0)]
+    with pytest.raises(MeshError) as caught:
+        blender_input(path, tmp_path, "0" * 64, tmp_path / "copy")
+    assert caught.value.kind == "changed_since_listed"
+
+
+UNPARSED = {
+    "a GLB whose first chunk is not JSON": (
+        "m.glb",
+        glb_file({"asset": {"version": "2.0"}}, b"", json_type=b"BIN\0"),
+        "the first GLB chunk is not JSON",
+    ),
+    "a GLB cut inside its header": ("m.glb", b"glTF\x02\x00\x00\x00", "not a glTF document"),
+    "a JSON list": ("m.gltf", b"[1, 2]", "the JSON is not an object"),
+    "not JSON": ("m.gltf", b"{nope", "not a glTF document"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNPARSED))
+def test_blender_input_says_why_a_document_does_not_parse(tmp_path, case):
+    name, data, reason = UNPARSED[case]
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(MeshError) as caught:
+        blender_input(tmp_path / name, tmp_path, "", tmp_path / "copy")
+    assert caught.value.kind == "unreadable" and reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not any((tmp_path / "copy").iterdir())  # nothing written for Blender to read

@@ -2,6 +2,7 @@
 made it; `cg3d show` takes a unique prefix or part of an id."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -118,3 +119,21 @@ def test_the_pack_bar_knows_its_total(tmp_path, capsys):
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     packed = sum(sum(entry["counts"]) for entry in index["splits"].values())
     assert f"{packed}/{packed}" in out and "/?" not in out
+
+
+def test_show_lists_the_render_parts_once(tmp_path, monkeypatch):
+    renders = tmp_path / "renders"
+    renders.mkdir()
+    rendered = Rendered({"view_00": b"png"}, b"{}")
+    for number, ids in enumerate([["a-chair-1"], ["a-sofa-2", "a-sofa-3"]]):
+        write_render_part(renders / f"part-{number:05d}.tar", {i: rendered for i in ids})
+    globs = []
+    real = Path.glob
+    monkeypatch.setattr(
+        Path, "glob", lambda self, pattern: globs.append(pattern) or real(self, pattern)
+    )
+    assert resolve_id(renders, "sofa-3") == "a-sofa-3"  # found in the second part
+    assert len(globs) == 1
+    with pytest.raises(UsageError, match="no part-"):
+        resolve_id(tmp_path, "sofa-3")
+    assert len(globs) == 2

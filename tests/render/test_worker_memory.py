@@ -75,3 +75,35 @@ def test_the_blender_worker_runs_under_its_limit(tmp_path):
         )
         assert reason is None and cloud.shape == (64, 3)
         assert data_limit(worker.process.pid) == limit
+
+
+def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch):
+    """`render.workers` threads each start a Blender under the same limit, read once (it reads
+    /proc/meminfo), not once per thread."""
+    from cg3d.params import RenderConfig
+    from cg3d.render import stage
+
+    asked, limits = [], []
+
+    class Recorded:
+        def __init__(self, settings: dict, timeout_s: float, memory_bytes: int) -> None:
+            limits.append(memory_bytes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    def memory(gib: float, workers: int) -> int:
+        asked.append((gib, workers))
+        return (3 << 30) + len(asked)  # a second call would give another limit
+
+    monkeypatch.setattr(stage, "worker_memory_bytes", memory)
+    monkeypatch.setattr(stage, "BlenderWorker", Recorded)
+    monkeypatch.setattr(stage, "render_chunk", lambda worker, views, on_object: views)
+    jobs = iter([(2,), (3,), (5,), (7,), (11,)])
+    views = stage._run_threads(jobs, 3, RenderConfig(worker_memory=0), advance=None)
+    assert views == 28  # every job ran once
+    assert asked == [(0, 3)]
+    assert limits == [(3 << 30) + 1] * 3

@@ -20,7 +20,7 @@ from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,
     cap_per_class,
-    iter_sorted_files,
+    iter_sorted_entries,
     not_a_file,
     seeded_split,
     stored_path,
@@ -42,7 +42,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     classes = [p.name for p in entries if p.is_dir() and not p.is_symlink()]
     if not classes:
         raise UsageError(f"--root: no class subfolders in {root}")
-    # A symlinked class folder is not entered either (see `iter_sorted_files`), nor is a broken
+    # A symlinked class folder is not entered either (see `iter_sorted_entries`), nor is a broken
     # link taken for a file: one row each. (Plain files beside the classes are no objects.)
     links = [p.name for p in entries if p.is_symlink() and not p.is_file()]
     return Listing(classes, _records(root, classes, links, config, out_dir))
@@ -56,8 +56,8 @@ def _records(
         yield _record(name, (root / name).as_posix(), name, "train", failure.kind, failure.reason)
     for class_name in classes:
         files, links = [], []  # strings, not Paths: a class may hold millions of files
-        for path in iter_sorted_files(root / class_name):
-            failure = not_a_file(path, root)
+        for entry in iter_sorted_entries(root / class_name):
+            path, failure = Path(entry.path), not_a_file(entry, root)
             if failure is not None:
                 links.append((path.relative_to(root).as_posix(), failure))
             elif path.suffix.lower() not in ASSET_SUFFIXES:

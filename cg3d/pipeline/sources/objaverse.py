@@ -22,7 +22,7 @@ from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,
     cap_per_class,
-    iter_sorted_files,
+    iter_sorted_entries,
     not_a_file,
     read_json,
     root_file,
@@ -42,8 +42,8 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     labels = read_annotations(Path(config.annotations) if config.annotations else default)
     files: dict[str, str] = {}
     failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
-    for path in iter_sorted_files(root):
-        failure = not_a_file(path, root)
+    for entry in iter_sorted_entries(root):
+        path, failure = Path(entry.path), not_a_file(entry, root)
         if failure is not None:
             failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
         elif path.suffix.lower() == ".glb" and path.stem in labels:

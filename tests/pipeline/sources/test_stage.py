@@ -208,6 +208,9 @@ def test_the_lazy_walk_keeps_the_order_of_sorted_paths(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     # a symlinked folder is not entered, but named (its source gives it a failure row)
     (tmp_path / "linked").symlink_to(tmp_path / "a")
-    walked = [p.relative_to(tmp_path).as_posix() for p in sources.iter_sorted_files(tmp_path)]
+    walked = [
+        Path(entry).relative_to(tmp_path).as_posix()
+        for entry in sources.iter_sorted_entries(tmp_path)
+    ]
     assert walked == ["A.obj", "a/x.obj", "a/y/z.obj", "a/y.obj", "a/y0/z.obj", "a b/x.obj",
                       "b.obj", "linked"]  # fmt: skip
