@@ -4,6 +4,7 @@ Outside torchrun (one process) every function here is a no-op or the local value
 """
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,14 +39,38 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+_host_groups: dict[int, Any] = {}
+
+
+def host_group() -> Any:
+    """The process group for values the host needs (batch counts, flags): gloo, on CPU
+    tensors, so exchanging them never waits for the GPU; nccl's would copy them to the device
+    and read them back, which waits for every kernel queued before. None: the default group,
+    when that is gloo already. Made by every process at the same point (at the first exchange,
+    which the processes reach in the same order)."""
+    if dist.get_backend() == "gloo":
+        return None
+    key = id(dist.group.WORLD)  # a new default group (a test's second run) gets its own
+    if key not in _host_groups:
+        _host_groups[key] = dist.new_group(backend="gloo")
+    return _host_groups[key]
+
+
+def all_gather_ints(value: int) -> list[int]:
+    """`value` of every process, in rank order (over the host group)."""
+    if world()[1] == 1:
+        return [value]
+    values: list[Any] = [None] * world()[1]
+    dist.all_gather_object(values, int(value), group=host_group())
+    return [int(v) for v in values]
+
+
 def _all_reduce(values: list[int], op: "dist.ReduceOp") -> list[int]:
-    """`values` reduced over every process (nccl reduces only tensors on this rank's GPU)."""
+    """`values` reduced over every process (over the host group)."""
     if world()[1] == 1:
         return values
     tensor = torch.tensor(values, dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=op)
+    dist.all_reduce(tensor, op=op, group=host_group())
     return [int(value) for value in tensor.tolist()]
 
 

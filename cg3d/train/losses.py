@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from cg3d.train.distributed import all_gather_ints, world
+
 
 class _GatherWithGrad(torch.autograd.Function):
     """All processes' rows, concatenated; backward: each process's rows get the sum over the
@@ -44,14 +46,14 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def gather_features(features: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All processes' features concatenated, differentiable, and this process's row offset."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """All processes' features concatenated, differentiable, and this process's row offset.
+
+    The row counts go over the host group (`distributed.all_gather_ints`): read back from the
+    GPU, they would make every loss wait for the kernels queued before it."""
+    rank, size = world()
+    if size == 1:
         return features, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    size = torch.tensor([features.shape[0]], device=features.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = tuple(int(s.item()) for s in sizes)
+    counts = tuple(all_gather_ints(features.shape[0]))
     return _GatherWithGrad.apply(features, counts, rank), sum(counts[:rank])
 
 

@@ -1,5 +1,9 @@
 """Small in-memory batches for the training tests: two classes, cubes and spheres."""
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 import yaml
 
@@ -74,10 +78,13 @@ def params_file(tmp_path, **overrides):
     return path
 
 
-def two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
+def two_updates(
+    world: int, rank: int, out: str, before_updates: Callable[[], object] | None = None
+) -> dict[str, torch.Tensor]:
     """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
     process on its share of one batch of 8, with a learned temperature; the temperature, and
-    the trained weights after both updates (`weights`, flattened in name order)."""
+    the trained weights after both updates (`weights`, flattened in name order).
+    `before_updates` is called once the model and its batch are made."""
     from cg3d.train.loop import Trainer, prepare_model
 
     config = tiny_train_config(encoder="pointbert-micro", train_logit_scale=True, grad_clip=0.0)
@@ -91,6 +98,8 @@ def two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
     share = slice(rank * 8 // world, (rank + 1) * 8 // world)
     part = {key: value[share] for key, value in whole.items()}
     grads = {}
+    if before_updates is not None:
+        before_updates()
     for step, phase in enumerate(("encoder", "prompts")):
         trainer.update([part], step)
         trained = model.point_encoder if phase == "encoder" else model.visual
@@ -103,3 +112,27 @@ def two_updates(world: int, rank: int, out: str) -> dict[str, torch.Tensor]:
     trained = sorted((n, p) for n, p in model.named_parameters() if p.requires_grad)
     grads["weights"] = torch.cat([p.detach().flatten() for _, p in trained])
     return grads
+
+
+PACKAGE = str(Path(__file__).resolve().parents[2] / "cg3d")
+# Every way Python code reads a tensor's value to the host: on a GPU each waits for the device
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_host_reads(patch: Callable = setattr) -> list[str]:
+    """Record every host read of a tensor made by the project's own code (torch's optimisers
+    read their step counters, CPU scalars by design that never wait for a GPU, and are not
+    counted); `patch` sets the counting methods (pytest's `monkeypatch.setattr` undoes it).
+    Returns the record, filled as reads happen."""
+    calls: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(PACKAGE):
+                calls.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
+            return _original(self, *args, **kwargs)
+
+        patch(torch.Tensor, name, counted)
+    return calls

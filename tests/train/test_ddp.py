@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cg3d.train.losses import contrastive_loss
-from tests.train.helpers import two_updates
+from tests.train.helpers import count_host_reads, two_updates
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +102,23 @@ def test_the_gather_passes_gradients_back_when_batches_differ_in_size(tmp_path):
     for name, grad in (("a", a.grad), ("b", b.grad)):
         gathered = torch.cat([parts[0][name], parts[1][name]])
         assert torch.allclose(gathered, grad, atol=1e-6), name
+
+
+def sync_free_worker(rank: int, tmp: str) -> None:
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
+    counting: dict[str, list[str]] = {}  # from the first update on (the model is built)
+    two_updates(
+        2, rank, f"{tmp}/run{rank}", lambda: counting.setdefault("reads", count_host_reads())
+    )
+    (Path(tmp) / f"reads{rank}.json").write_text(json.dumps(counting["reads"]))
+    dist.destroy_process_group()
+
+
+def test_an_update_of_two_processes_reads_nothing_back_from_the_device(tmp_path):
+    """The batch counts of the gathered negatives travel as host values: a read of a device
+    tensor there would make every loss wait for the GPU's queued kernels."""
+    mp.spawn(sync_free_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"reads{rank}.json").read_text()) == [], rank

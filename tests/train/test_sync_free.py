@@ -3,12 +3,10 @@ and fused kernels, uint8 views normalised on the device, the prefetcher) leave t
 they were, the loop reads the losses only every `log_every` updates, and `train.compile`
 compiles the two trained towers."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from cg3d.train import data, loop
 from cg3d.train.augment import Draw, augment_after_fps
@@ -16,32 +14,15 @@ from cg3d.train.data import CLIP_MEAN, CLIP_STD, ClipPreprocess, prefetch, to_de
 from cg3d.train.loop import LossSums, Trainer, prepare_model
 from cg3d.train.optim import use_fast_kernels
 from cg3d.train.trainer import Levers
-from tests.train.helpers import CLASSES, make_batches, tiny_train_config
+from tests.train.helpers import CLASSES, count_host_reads, make_batches, tiny_train_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
-
-PACKAGE = str(Path(__file__).resolve().parents[2] / "cg3d")
-# Every way Python code reads a tensor's value to the host: on a GPU each waits for the device
-HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
 @pytest.fixture
 def host_reads(monkeypatch) -> list[str]:
-    """The host reads of tensors made by the project's own code (torch's optimisers read
-    their step counters, CPU scalars by design that never wait for a GPU, and are not counted).
-    """
-    calls: list[str] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _name=name, _original=original, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            if caller.startswith(PACKAGE):
-                calls.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return calls
+    """The host reads of tensors made by the project's own code (`count_host_reads`)."""
+    return count_host_reads(monkeypatch.setattr)
 
 
 def uint8_batches(count: int, batch_size: int, seed: int = 0) -> list[dict]:
@@ -247,3 +228,37 @@ def test_fused_kernels_are_asked_for_on_cuda_only_and_survive_a_checkpoint(tmp_p
         for o in trainer.optimizers.values()
         for g in o.param_groups
     )
+
+
+def test_under_nccl_host_values_go_over_one_gloo_group_on_cpu_tensors(monkeypatch):
+    """Batch counts and flags are exchanged on the host: through nccl they would be copied
+    to the GPU and read back, waiting for every kernel queued before."""
+    from cg3d.train import distributed, losses
+
+    made, calls = [], []
+    monkeypatch.setattr(distributed, "_host_groups", {})
+    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(losses, "world", lambda: (1, 2))
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(dist, "new_group", lambda backend: made.append(backend) or "host group")
+
+    def all_reduce(tensor, op=None, group=None):
+        calls.append(("all_reduce", tensor.device.type, group))
+
+    def all_gather_object(out, value, group=None):
+        calls.append(("all_gather_object", type(value).__name__, group))
+        out[:] = [3, value]
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    monkeypatch.setattr(losses._GatherWithGrad, "apply", lambda features, counts, rank: counts)
+
+    assert distributed.every_rank(True) is True
+    assert distributed.summed([2, 5]) == [2, 5]
+    assert losses.gather_features(torch.zeros(4, 8)) == ((3, 4), 3)  # counts, row offset
+    assert made == ["gloo"]  # one group, made at the first exchange
+    assert calls == [
+        ("all_reduce", "cpu", "host group"),
+        ("all_reduce", "cpu", "host group"),
+        ("all_gather_object", "int", "host group"),
+    ]
