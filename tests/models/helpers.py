@@ -77,3 +77,11 @@ def write_converted_bigg(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
         path, {"format": "cg3d-checkpoint-1", "config": config, "full_clip": False, "model": state}
     )
     return state
+
+
+def nested(depth: int) -> list:
+    """A list nested `depth` levels deep: [[[...]]]."""
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -14,7 +14,7 @@ from cg3d.models.checkpoint import (
     save_checkpoint,
 )
 from cg3d.models.model import build_model
-from tests.models.helpers import tiny_model_config
+from tests.models.helpers import nested, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -41,13 +41,6 @@ def shared(width: int, levels: int) -> list:
     value: list = [0.5]
     for _ in range(levels):
         value = [value] * width
-    return value
-
-
-def nested(depth: int) -> list:
-    value: list = []
-    for _ in range(depth):
-        value = [value]
     return value
 
 

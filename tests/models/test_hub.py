@@ -25,7 +25,7 @@ from cg3d.models.checkpoint import (
 )
 from cg3d.models.model import build_model
 from tests.models.helpers import export_hub_folder as export
-from tests.models.helpers import save_random_clip, tiny_model_config
+from tests.models.helpers import nested, save_random_clip, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -156,13 +156,6 @@ def test_a_hub_folder_with_a_nan_weight_is_one_line_naming_the_file(exported, tm
     )  # fmt: skip
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert line in result.stderr
-
-
-def nested(depth: int) -> list:
-    value: list = []
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 @pytest.mark.parametrize(
