@@ -20,6 +20,12 @@ xyz, then rgb when the model takes 6 channels (`point_channels`); normals are ne
 sample without colour of its own gets the constant `NO_COLOR` and `has_color` false in its
 batch, so the training loop counts them; shards with no rgb column at all are refused before
 training by `check_point_channels`.
+
+What a worker does and what is left to the device: a worker decodes, augments up to FPS and
+stacks a batch's points and uint8 views into one of its shared buffers (`BatchSlots`; the main
+process only copies them out); a training batch also carries each sample's scale and shift,
+which the trainer applies on the device with CLIP's normalisation (`Trainer.points`,
+`Trainer.images`).
 """
 
 import collections
