@@ -275,7 +275,7 @@ def test_the_training_loader_starts_no_more_workers_than_cpus_or_shards(two_cpus
     params = TrainConfig(batch_size=2, n_points=4)  # tiny worker buffers
     config = dataclasses.replace(data.LoaderConfig.of_params(params, image_size=8), workers=1000)
     for shards, expected in ((["a.tar"], 1), (["a.tar", "b.tar", "c.tar"], 2)):
-        dataset = type("D", (), {"names": shards})()
+        dataset = type("D", (), {"names": shards, "preprocess": data.ClipPreprocess(8)})()
         with pytest.raises(Stop):
             iter(data.Loader(dataset, config, train=True, samples=4)).__next__()
         assert made["num_workers"] == expected

@@ -440,9 +440,10 @@ class BatchSlots:
 
     WAIT_SECONDS = 60.0
 
-    def __init__(self, workers: int, depth: int, config: "LoaderConfig"):
-        size, n = config.batch_size, config.n_points
-        side = config.image_size
+    def __init__(self, workers: int, depth: int, config: "LoaderConfig", image_size: int):
+        """Buffers for batches of `config`'s size and points, and views of `image_size` (the
+        preprocessing's, which decides the views' size)."""
+        size, n, side = config.batch_size, config.n_points, image_size
         self.depth = depth
         self.buffers = {
             "points": torch.empty((workers, depth, size, n, config.point_channels)),
@@ -579,7 +580,8 @@ class Loader:
             shards = len(self.dataset.names)
             workers = bound_workers(workers, jobs=shards) if workers > 0 else 0
             if workers:
-                self.dataset.slots = BatchSlots(workers, PREFETCH + 1, self.config)
+                side = self.dataset.preprocess.image_size
+                self.dataset.slots = BatchSlots(workers, PREFETCH + 1, self.config, side)
             self.workers = torch.utils.data.DataLoader(
                 self.dataset,
                 batch_size=None,  # the dataset yields batches (in workers, buffer messages)

@@ -404,7 +404,7 @@ def test_a_worker_batch_crosses_to_the_main_process_without_a_tensor():
     """Each tensor a worker returns would cost a new shared-memory segment: the points and
     views go in the worker's buffer, the rest by value."""
     config = LoaderConfig.of_params(TrainConfig(n_points=4, batch_size=2, workers=1), 8)
-    slots = BatchSlots(1, 2, config)
+    slots = BatchSlots(1, 2, config, 8)
     samples = [
         {
             "points": torch.full((4, 3), float(i)),
