@@ -502,7 +502,8 @@ class BatchSlots:
         for key, values in message["columns"].items():
             if values is None:
                 rows = self.buffers[key][worker, slot, : message["rows"]]
-                copy = torch.empty_like(rows, pin_memory=torch.cuda.is_available())
+                pinned = torch.cuda.is_available()  # page-locked: a non-blocking copy to the GPU
+                copy = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=pinned)
                 batch[key] = copy.copy_(rows)
             else:
                 batch[key] = collate(values)

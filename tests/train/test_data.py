@@ -452,3 +452,28 @@ def test_an_epoch_cut_short_frees_its_buffers_for_the_next(shards, monkeypatch):
         assert first["points"].shape == (1, 16, 3)
     loader.set_epoch(99)
     assert len(list(loader)) == loader.num_batches
+
+
+def test_on_a_cuda_machine_the_main_process_copies_batches_into_page_locked_memory(monkeypatch):
+    """The DataLoader's `pin_memory` is off (the workers send buffer numbers, not tensors): the
+    copy out of a worker's buffer is what must land in page-locked memory."""
+    config = LoaderConfig.of_params(TrainConfig(n_points=4, batch_size=2, workers=1), 8)
+    slots = BatchSlots(1, 2, config, 8)
+    sample = {
+        "points": torch.ones(4, 3),
+        "image": torch.ones(3, 8, 8, dtype=torch.uint8),
+        "key": "k",
+    }
+    message = slots.fill(0, [sample, sample])
+    asked = []
+    empty = torch.empty
+
+    def recording_empty(*args, pin_memory=False, **kwargs):
+        asked.append(pin_memory)
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    batch = slots.take(message)
+    assert asked == [True, True]  # the points and the views
+    assert torch.equal(batch["points"], torch.ones(2, 4, 3)) and batch["key"] == ["k", "k"]
