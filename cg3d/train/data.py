@@ -426,7 +426,7 @@ SLOT_KEYS = ("points", "image")
 
 
 class BatchSlots:
-    """Shared-memory batch buffers, `depth` per loader worker, filled in turn and reused.
+    """Shared-memory batch buffers, `depth` per loader worker, made once and reused.
 
     torch's DataLoader sends each tensor a worker returns through a new shared-memory segment:
     creating it and faulting its pages in took a quarter of a worker's time per sample (8 MB a
