@@ -178,3 +178,18 @@ class RunsCode:
 
     def __reduce__(self):
         return os.mkdir, (str(self.marker),)
+
+
+def write_outside(folder: Path) -> Path:
+    """`folder` made beside a benchmark root, holding what a reader must never open: pickles
+    that run code (evil.npy, evil.pickle; they make PICKLE_RAN), a good-looking shape
+    (shape.npy, a pickled dict), and well-formed clouds (cloud.npy, cloud.txt)."""
+    folder.mkdir()
+    evil = pickle.dumps(RunsCode(folder / "PICKLE_RAN"))
+    (folder / "evil.npy").write_bytes(evil)
+    (folder / "evil.pickle").write_bytes(evil)
+    xyz = cube(40, np.random.default_rng(0)).astype(np.float32)
+    np.save(folder / "shape.npy", {"xyz": xyz}, allow_pickle=True)
+    np.save(folder / "cloud.npy", xyz)
+    np.savetxt(folder / "cloud.txt", np.concatenate([xyz, xyz], 1), delimiter=",")
+    return folder

@@ -3,30 +3,21 @@ names (absolute, `../`, a symlink out), the shape is refused, counted, and its f
 with --allow-pickle, a pickle outside the root never runs. Bad index files are one line."""
 
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 from cg3d.files import OutsideRoot, confined_path
 
-from .files import RunsCode, cube, write_modelnet, write_openshape, write_shapenet55
+from .files import write_modelnet, write_openshape, write_outside, write_shapenet55
 
 
 @pytest.fixture
 def outside(tmp_path) -> Path:
-    """A folder beside the root holding a pickle that runs code and a good-looking shape."""
-    folder = tmp_path / "outside"
-    folder.mkdir()
-    (folder / "evil.npy").write_bytes(pickle.dumps(RunsCode(folder / "PICKLE_RAN")))
-    xyz = cube(40, np.random.default_rng(0)).astype(np.float32)
-    np.save(folder / "shape.npy", {"xyz": xyz}, allow_pickle=True)
-    np.save(folder / "cloud.npy", xyz)
-    np.savetxt(folder / "cloud.txt", np.concatenate([xyz, xyz], 1), delimiter=",")
-    return folder
+    """Files beside the root that a reader must never open (`write_outside`)."""
+    return write_outside(tmp_path / "outside")
 
 
 def test_confined_path_follows_symlinks_and_dotdots(tmp_path, outside):

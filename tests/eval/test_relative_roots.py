@@ -8,21 +8,18 @@ clean set reads the same shapes.
 """
 
 import json
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import open_benchmark
 
 from .files import (
-    RunsCode,
-    cube,
     write_modelnet,
     write_openshape,
+    write_outside,
     write_scanobjectnn,
     write_shapenet55,
     write_shards,
@@ -63,14 +60,8 @@ def spelled(tmp_path: Path, real: Path, how: str) -> Path:
 
 @pytest.fixture
 def outside(tmp_path) -> Path:
-    """Files beside the root: a pickle that runs code, and well-formed files of every kind."""
-    folder = tmp_path / "outside"
-    folder.mkdir()
-    (folder / "evil.pickle").write_bytes(pickle.dumps(RunsCode(folder / "PICKLE_RAN")))
-    xyz = cube(40, np.random.default_rng(0)).astype(np.float32)
-    np.save(folder / "cloud.npy", xyz)
-    np.savetxt(folder / "cloud.txt", np.concatenate([xyz, xyz], 1), delimiter=",")
-    return folder
+    """Files beside the root that a reader must never open (`write_outside`)."""
+    return write_outside(tmp_path / "outside")
 
 
 def relink(path: Path, target: Path) -> None:
