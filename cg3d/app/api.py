@@ -32,7 +32,6 @@ from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
-from cg3d.models.text import class_text_features
 from cg3d.params import MAX_LABELS
 
 ShapeInput = str | Path | np.ndarray
@@ -385,19 +384,13 @@ class Model:
         """(C, D) class prototypes of `labels` as the zero-shot `protocol` makes them (its
         templates, class-name writing and text normalisation). Each label's is cached (per
         protocol): a list that adds one label to the last encodes one label's captions, in
-        batches (`class_text_features`)."""
+        batches (`Protocol.class_features`)."""
         chosen = get_protocol(protocol)
         names = chosen.written_names(list(labels))
         found = {name: self._class_cache.get((name, chosen.name)) for name in names}
         missing = [name for name, feature in found.items() if feature is None]
         if missing:
-            features = class_text_features(
-                self.network,
-                missing,
-                list(chosen.templates),
-                as_written=True,
-                normalise=chosen.normalise_text,
-            )
+            features = chosen.class_features(self.network, missing)
             check_finite(features, f"{self.checkpoint}: the text features")
             for name, feature in zip(missing, features, strict=True):
                 found[name] = feature

@@ -69,6 +69,15 @@ class Protocol:
             return list(folder_names)
         return [self.class_name(name) for name in classes]
 
+    def class_features(self, model, names: list[str]):
+        """(C, D) class prototypes of `names` (as `written_names` writes them) over this
+        protocol's templates, normalised or not as it says (`class_text_features`)."""
+        from cg3d.models.text import class_text_features  # torch: only when a model is at hand
+
+        return class_text_features(
+            model, names, list(self.templates), as_written=True, normalise=self.normalise_text
+        )
+
     def templates_label(self) -> str:
         """What the metrics call the templates: "ulip64 (64)", or "'This is a {}' (1)"."""
         name = self.templates_name or ", ".join(repr(t) for t in self.templates)

@@ -29,7 +29,6 @@ def write_class_features(
     """Encode `classes` under the protocol's templates with the model's text tower (built now)
     and write them to `out` (.npy and its .json sidecar); returns the sidecar's record."""
     from cg3d.models.checkpoint import load_model
-    from cg3d.models.text import class_text_features
 
     if not classes:
         raise UsageError("--classes: no classes given")
@@ -38,13 +37,7 @@ def write_class_features(
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
     # the protocol's own way: its class names and templates, normalised or not
-    features = class_text_features(
-        model,
-        chosen.written_names(classes),
-        list(chosen.templates),
-        as_written=True,
-        normalise=chosen.normalise_text,
-    )
+    features = chosen.class_features(model, chosen.written_names(classes))
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),

@@ -46,7 +46,6 @@ from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
-from cg3d.models.text import class_text_features
 from cg3d.params import ZeroShotConfig, bound_workers
 
 console = Console(stderr=True)
@@ -203,13 +202,7 @@ def cached_text_features(
         features = np.load(path, allow_pickle=False)
         if features.shape[0] == len(names):
             return torch.from_numpy(features).to(model.device())
-    features = class_text_features(
-        model,
-        names,
-        list(protocol.templates),
-        as_written=True,  # `Protocol.written_names`
-        normalise=protocol.normalise_text,
-    )
+    features = protocol.class_features(model, names)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
