@@ -107,7 +107,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert repro.returncode == 0, f"dvc repro failed in {failed_stage(output)}:\n{output[-3000:]}"
 
     zeroshot = json.loads((copy / "runs/eval/zeroshot/metrics.json").read_text())
-    assert zeroshot["clip_pretrained"] is False and "per_class" not in zeroshot
+    about = json.loads((copy / "runs/eval/zeroshot/about.json").read_text())
+    assert about["clip_pretrained"] is False and "per_class" not in zeroshot
     retrieval = json.loads((copy / "runs/eval/retrieval/metrics.json").read_text())
     assert set(retrieval) >= {"point_to_text", "text_to_point", "point_to_image", "image_to_point"}
     assert (copy / "runs/eval/zeroshot/confusion.png").is_file()

@@ -13,8 +13,10 @@ file names and in the cards' published numbers is NAME or NAME-VARIANT.
 For each model and dataset, OUT/<model>__<dataset>.json in clip_benchmark's shape (dataset,
 model, pretrained, task, metrics{acc1, acc3, acc5, mean_per_class_recall} as fractions, as
 clip_benchmark writes them) plus the protocol, the teacher, the card's published numbers, the
-audit and the skip counts. OUT/results.md and OUT/results.csv: one row per model and dataset,
-our top-1 beside the card's and the difference, in %. A pair whose JSON was written for the same
+audit, the skip counts and `topped_up_shapes` (shapes with fewer points than fed): the scores
+in `metrics`, what was measured around them (eval's metrics.json / about.json split, kept in one
+file, clip_benchmark's). OUT/results.md and OUT/results.csv: one row per model and dataset, our
+top-1 beside the card's and the difference, in %. A pair whose JSON was written for the same
 weights (sha256) and settings is not recomputed: a killed run resumes. A pair that fails (its
 teacher's weights not to be had, a broken file) is a row with the reason; the others go on.
 With `--text-features DIR`, a pair with a class-feature file DIR/<model>__<dataset>.npy
@@ -173,14 +175,22 @@ def evaluate_pair(
     """Score one model on one dataset and return its result record (clip_benchmark's shape).
 
     `text_file`: class text features to use instead of the teacher's text tower."""
-    from cg3d.eval.readers import color_summary, open_benchmark
-    from cg3d.eval.zeroshot import audit_summary, file_text_features, score_benchmark
+    from cg3d.eval.protocols import get_protocol
+    from cg3d.eval.readers import color_summary, log_topped_up, open_benchmark
+    from cg3d.eval.zeroshot import (
+        audit_summary,
+        file_text_features,
+        protocol_n_points,
+        score_benchmark,
+    )
 
     benchmark = open_benchmark(
         dataset.name, dataset.root, dataset.variant, "test", config.allow_pickle
     )
     text = file_text_features(model, benchmark.classes, text_file)
     scores, labels, _ = score_benchmark(model, benchmark, config, text)
+    n_points = protocol_n_points(model, get_protocol(config.protocol))
+    log_topped_up(f"{entry.name} on {dataset.key}", benchmark.topped_up, len(labels), n_points)
     return {
         "format": RESULT_FORMAT,
         "dataset": dataset.key,
@@ -192,6 +202,7 @@ def evaluate_pair(
         "n_shapes": int(len(labels)),
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),
+        "topped_up_shapes": benchmark.topped_up,
         **color_summary(benchmark, int(model.config["point_channels"])),
         "audit": audit_summary(config.audit),
         "published": _published(card, dataset),

@@ -9,7 +9,8 @@ Modes (`mode`), each optionally few-shot (`shots` = K training shapes per class,
           full-batch L-BFGS (CLIP's paper), its L2 penalty `probe_l2` (`fit_probe`); an SGD
           schedule of a few epochs leaves such a head far from its optimum
 The train split trains. In full mode the test split is evaluated after every epoch and the
-result is the LAST epoch (OUT/metrics.json, per_class.csv); every epoch is a row of
+result is the LAST epoch (OUT/metrics.json, per_class.csv; OUT/about.json says what was
+measured: mode, shots, the model, the dataset); every epoch is a row of
 OUT/history.csv, and the epoch that scored best on the test set is reported only in
 OUT/details.json as `best_test_selected` (selecting on test is optimistic, so it is never the
 headline). In linear mode the fitted probe is tested once; details.json holds its fit.
@@ -26,7 +27,14 @@ from torch import nn
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
-from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
+from cg3d.eval.readers import (
+    Benchmark,
+    color_summary,
+    log_topped_up,
+    open_benchmark,
+    prepare_points,
+    tops_up,
+)
 from cg3d.eval.results import per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
@@ -45,10 +53,12 @@ def load_split(
     benchmark: Benchmark, n_points: int, keep: set[int] | None = None, point_channels: int = 3
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All (or the `keep` indices of the) shapes, prepared: points (N, n_points,
-    point_channels), labels (N,)."""
+    point_channels), labels (N,); those topped up to `n_points` are counted in
+    `benchmark.topped_up` (and logged once)."""
     points, labels = [], []
     for index, shape in enumerate(benchmark.shapes()):
         if keep is None or index in keep:
+            benchmark.topped_up += tops_up(shape.points, n_points)
             up, normalise = benchmark.up_axis, not benchmark.normalised
             prepared = prepare_points(
                 shape.points, n_points, up, index, normalise, shape.colors, point_channels
@@ -57,6 +67,9 @@ def load_split(
             labels.append(shape.label)
     if not points:
         raise UsageError(f"{benchmark.name} {benchmark.variant}: no shapes")
+    log_topped_up(
+        f"{benchmark.name} {benchmark.variant}", benchmark.topped_up, len(points), n_points
+    )
     return torch.from_numpy(np.stack(points)), torch.tensor(labels)
 
 
@@ -246,8 +259,8 @@ def fit_linear(
 
 def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     """Train a classifier from `checkpoint`'s encoder; write OUT/metrics.json (the last epoch,
-    or the fitted probe), per_class.csv, details.json (the test-selected epoch, or the probe's
-    fit) and, in full mode, history.csv; return them all."""
+    or the fitted probe), about.json (what was measured), per_class.csv, details.json (the
+    test-selected epoch, or the probe's fit) and, in full mode, history.csv; return them all."""
     from cg3d.eval.zeroshot import model_identity
     from cg3d.models.checkpoint import load_model
     from cg3d.models.clip import clip_embed_dim
@@ -277,18 +290,25 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         how = {"probe_l2": config.probe_l2, "reported": "fitted probe"}
 
     confusion = last.pop("confusion")
+    colour = color_summary(test_set, channels)
     headline = {k: v for k, v in last.items() if k != "per_class"} | {
+        "n_train": len(train[0]),
+        "skipped_samples": train_set.skipped() + test_set.skipped(),
+        "refused_outside_root": train_set.refused() + test_set.refused(),
+        "topped_up_shapes": train_set.topped_up + test_set.topped_up,
+        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+    }
+    about = {
         "mode": config.mode,
         "shots": config.shots,
         **how,
-        "n_train": len(train[0]),
         "dataset": test_set.name,
         "variant": test_set.variant,
-        "skipped_samples": train_set.skipped() + test_set.skipped(),
-        "refused_outside_root": train_set.refused() + test_set.refused(),
-        **color_summary(test_set, channels),
+        "n_points": n_points,
+        "color": colour["color"],
         **model_identity(model, Path(checkpoint)),
     }
     per_class = per_class_rows(last["per_class"], confusion)
-    write_results(Path(out), headline, details, per_class, history)
-    return headline | details | {"per_class": last["per_class"], "history": history or []}
+    write_results(Path(out), headline, about, details, per_class, history)
+    everything = headline | about | details
+    return everything | {"per_class": last["per_class"], "history": history or []}

@@ -5,14 +5,15 @@ with raw xyz in the benchmark's own frame; `prepare_points` then brings a shape 
 model's input as the zero-shot protocol says (`cg3d.eval.protocols`). Under our `cg3d`
 protocol: canonical +Y-up axes, normalised into the unit sphere the way our pipeline does
 (bounding-box centre, 1 / max radius, `cg3d.geometry.frame`), farthest point sampled from a
-seeded start to the model's `n_points` (fewer points are topped up by repeating random ones).
+seeded start to the model's `n_points` (fewer points are topped up by repeating random ones,
+as the public protocols do; every metrics file counts such shapes, `topped_up_shapes`).
 The readers themselves never normalise: the protocol decides (`cg3d-public`: the centroid,
 as the public `pc_normalize`, and pointnet2_ops' FPS from index 0, `pointnet2_fps`).
 
 Colour (models with `point_channels` 6 take xyz + rgb in [0, 1]): a shape carries `colors`
 where its benchmark has them, and `prepare_points` gives every other shape the constant
 `NO_COLOR` (0.5 grey), the value the sample stage gives objects without colour. What each set
-holds, said in every metrics file as `color` (`Benchmark.color`):
+holds, said in every result's about.json as `color` (`Benchmark.color`):
   modelnet40 / modelnet10  x,y,z,nx,ny,nz: no colour
   ulip_modelnet40          (8192, 6) x,y,z,nx,ny,nz: no colour
   shapenet55               (8192, 3) xyz: no colour
@@ -127,11 +128,13 @@ class Benchmark:
     folder_names: list[str] | None = None
 
     def __post_init__(self) -> None:
-        """Each pass over `shapes` counts the shapes without colour of their own."""
-        produce, self.uncolored = self.shapes, 0
+        """Each pass over `shapes` counts the shapes without colour of their own, and starts
+        `topped_up` afresh: the shapes of the pass that whoever prepares them (zero-shot,
+        fine-tuning) found short of the model's points (`tops_up`)."""
+        produce, self.uncolored, self.topped_up = self.shapes, 0, 0
 
         def counted() -> Iterator[Shape]:
-            self.uncolored = 0
+            self.uncolored, self.topped_up = 0, 0
             for shape in produce():
                 self.uncolored += shape.colors is None
                 yield shape
@@ -145,6 +148,28 @@ def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
     if point_channels != 6:
         return {"color": "not fed (the model takes xyz)"}
     return {"color": benchmark.color, "shapes_without_color": benchmark.uncolored}
+
+
+def tops_up(points: np.ndarray, n_points: int) -> bool:
+    """Whether `prepare_points` tops this cloud up: it has fewer finite points than the
+    `n_points` fed, so some are repeated (random ones under our protocol, one point under
+    pointnet2_ops' FPS of the public ones, `cg3d.eval.protocols`)."""
+    xyz = np.asarray(points)[:, :3]
+    return int(np.isfinite(xyz).all(axis=1).sum()) < n_points
+
+
+def log_topped_up(what: str, topped_up: int, shapes: int, n_points: int) -> None:
+    """One line per run (not one per shape) when some shapes were topped up (`tops_up`); the
+    metrics count them as `topped_up_shapes`."""
+    if topped_up:
+        log.warning(
+            "%s: %d of %d shapes had fewer than %d points and were topped up by repeating "
+            "points (topped_up_shapes in metrics.json)",
+            what,
+            topped_up,
+            shapes,
+            n_points,
+        )
 
 
 def prepare_points(

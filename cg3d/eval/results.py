@@ -1,8 +1,9 @@
 """The files an evaluation writes: headline numbers apart from the details.
 
 `dvc metrics show` prints one row per metrics file with a column per value, so `metrics.json`
-holds only the headline numbers and what produced them (dataset, checkpoint, CLIP weights).
-The details sit beside it, for a person or `dvc plots`:
+holds only the headline numbers, and `about.json` what produced them (dataset, checkpoint, CLIP
+weights, protocol...), both written by `cg3d.formats.metrics.write_metrics`. The details sit
+beside them, for a person or `dvc plots`:
   per_class.csv   class, shapes, top1 (%; empty for a class without shapes)
   history.csv     one row per epoch (fine-tuning)
   details.json    the rest: definitions (retrieval relevance), gallery sizes, the
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import atomic_path
+from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
 
-METRICS_NAME = "metrics.json"
+__all__ = ["ABOUT_NAME", "METRICS_NAME", "per_class_rows", "write_json", "write_results"]
+__all__ += ["write_rows"]
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"
@@ -36,14 +39,15 @@ def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) ->
 def write_results(
     out: Path,
     headline: dict,
+    about: dict,
     details: dict | None = None,
     per_class: list[dict] | None = None,
     history: list[dict] | None = None,
 ) -> None:
-    """metrics.json (`headline`) and, where given, details.json, per_class.csv, history.csv."""
+    """metrics.json (`headline`, numbers only), about.json (`about`: what was measured) and,
+    where given, details.json, per_class.csv, history.csv."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / METRICS_NAME, headline)
+    write_metrics(out, headline, about)
     if details is not None:
         write_json(out / DETAILS_NAME, details)
     if per_class is not None:

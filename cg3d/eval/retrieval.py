@@ -12,8 +12,9 @@ Galleries and relevance (the public CG3D code had no retrieval; these are our de
                                  of the point's class carries it (captions describe the class,
                                  e.g. "a photo of a chair", so many objects share one caption).
 Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
-Outputs (cg3d.eval.results): OUT/metrics.json (R@K and mAP of each direction, the objects,
-the model), OUT/details.json (the relevance definitions, query and gallery sizes) and
+Outputs (cg3d.eval.results): OUT/metrics.json (numbers only: R@K and mAP of each direction,
+the objects, skipped and topped-up ones), OUT/about.json (the split, points fed, colour and the
+model: checkpoint, CLIP weights), OUT/details.json (the relevance definitions, query and gallery sizes) and
 OUT/retrieval_grid.png (top-5 results for a few point and text queries; relevant results
 framed green, others red), from a second pass that only decodes the handful of objects the
 grid shows.
@@ -32,8 +33,10 @@ from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import (
     COLOR_FROM_SHARDS,
     COLOR_NOT_SAMPLED,
+    log_topped_up,
     prepare_points,
     sample_shape,
+    tops_up,
 )
 from cg3d.eval.results import write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples, split_channels
@@ -54,6 +57,7 @@ class Features:
     keys: list[str]
     skipped: int = 0  # samples of the split left out as undecodable
     uncolored: int = 0  # objects without colour of their own (a colour model got NO_COLOR)
+    topped_up: int = 0  # objects with fewer points than fed (`readers.tops_up`)
 
 
 @torch.no_grad()
@@ -63,7 +67,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     skipped = Skipped()
     device = model.device()
     n_points, channels = int(model.config["n_points"]), int(model.config["point_channels"])
-    uncolored = 0
+    uncolored = topped_up = 0
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
     caption_index: dict[str, int] = {}
     caption_pairs: set[tuple[int, int]] = set()
@@ -85,6 +89,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
                 break
             shape = sample_shape(sample)  # xyz and rgb by the sample's layout
             uncolored += shape.colors is None
+            topped_up += tops_up(shape.points, n_points)
             pending_points.append(
                 prepare_points(
                     shape.points,
@@ -130,6 +135,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         keys=keys,
         skipped=skipped.total,
         uncolored=uncolored,
+        topped_up=topped_up,
     )
 
 
@@ -176,8 +182,8 @@ HEADLINE_SCORES = ("R@1", "R@5", "R@10", "mAP")
 
 
 def headline_and_details(metrics: dict) -> tuple[dict, dict]:
-    """metrics.json: each direction's scores, the objects and the model; details.json: the
-    relevance definitions and each direction's query and gallery sizes."""
+    """metrics.json: each direction's scores and the counts; details.json: the relevance
+    definitions and each direction's query and gallery sizes."""
     headline, details = {}, {"relevance": metrics["relevance"]}
     for name, value in metrics.items():
         if name == "relevance":
@@ -247,7 +253,8 @@ def grid_rows(model, shards: str | Path, features: Features, config: RetrievalCo
 
 
 def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: RetrievalConfig) -> dict:
-    """Evaluate `checkpoint` on the split's retrieval tasks; write OUT/metrics.json and a grid."""
+    """Evaluate `checkpoint` on the split's retrieval tasks; write OUT/metrics.json,
+    OUT/about.json, OUT/details.json and a grid; return all their keys."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
     from cg3d.models.checkpoint import load_model
@@ -257,16 +264,26 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, shards, config)
+    n_points = int(model.config["n_points"])
+    log_topped_up(f"retrieval on {config.split}", features.topped_up, len(features.keys), n_points)
+    colour = point_color(model, shards, config.split, features.uncolored)
     metrics = all_metrics(features) | {
         "relevance": RELEVANCE,
         "n_objects": len(features.keys),
         "skipped_samples": features.skipped,
-        **point_color(model, shards, config.split, features.uncolored),
+        "topped_up_shapes": features.topped_up,
+        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+    }
+    about = {
+        "shards": str(shards),
         "split": config.split,
+        "n_points": n_points,
+        "color": colour["color"],
         **model_identity(model, Path(checkpoint)),
     }
     out = Path(out)
-    write_results(out, *headline_and_details(metrics))
+    headline, details = headline_and_details(metrics)
+    write_results(out, headline, about, details)
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
-    return metrics
+    return metrics | about

@@ -3,13 +3,16 @@
 `zeroshot(checkpoint, out, config)` is what `cg3d eval zeroshot` and the DVC `eval_zeroshot`
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
-  OUT/metrics.json      top1, top3, top5 (each only below the class count), class_mean,
-                        n_shapes, dataset, variant, protocol
-                        (the zero-shot protocol, cg3d.eval.protocols), n_points (fed to the
-                        model), checkpoint, clip_model, clip_pretrained (bool: real weights
-                        loaded), templates (which made the class prototypes, "ulip64 (64)"),
-                        clip_weights, audit (the leakage audit done on this test set, or "none"),
-                        color (where a colour model's rgb came from; shapes_without_color)
+  OUT/metrics.json      numbers only: top1, top3, top5 (each only below the class count),
+                        class_mean, n_shapes, skipped_samples, refused_outside_root,
+                        topped_up_shapes (fewer points than fed: some repeated), and
+                        shapes_without_color for a colour model
+  OUT/about.json        what was measured: dataset, variant, protocol (the zero-shot
+                        protocol, cg3d.eval.protocols), templates (which made the class
+                        prototypes, "ulip64 (64)"), n_points (fed to the model), checkpoint,
+                        encoder, clip_model, clip_pretrained (bool: real weights loaded),
+                        clip_weights, color (where a colour model's rgb came from), audit (the
+                        leakage audit done on this test set, or "none")
   OUT/per_class.csv     class, shapes, top1: per-class accuracy
   OUT/predictions.csv   one row per shape (key, actual, predicted, protocol): DVC's confusion
                         plot
@@ -43,7 +46,14 @@ from rich.progress import Progress
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
-from cg3d.eval.readers import Benchmark, color_summary, open_benchmark, prepare_points
+from cg3d.eval.readers import (
+    Benchmark,
+    color_summary,
+    log_topped_up,
+    open_benchmark,
+    prepare_points,
+    tops_up,
+)
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
 from cg3d.params import ZeroShotConfig, bound_workers
@@ -63,7 +73,8 @@ def prepared_shapes(
 ) -> Iterator[tuple[np.ndarray, int, str]]:
     """(points, label, key) of every shape, prepared in order as `protocol` says (xyz, and rgb
     when the model takes `point_channels` 6); `workers` > 1 prepares them in a process pool
-    with a bounded window of shapes in flight, so memory stays flat."""
+    with a bounded window of shapes in flight, so memory stays flat. The shapes topped up to
+    `n_points` are counted in `benchmark.topped_up`."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
 
@@ -75,6 +86,7 @@ def prepared_shapes(
     workers = bound_workers(workers, jobs=total) if workers > 1 else workers
     if workers <= 1:
         for index, shape in enumerate(shapes):
+            benchmark.topped_up += tops_up(shape.points, n_points)
             compute = functools.partial(prepare_points, *arguments(index, shape))
             yield _checked(compute, benchmark, shape.key), shape.label, shape.key
         return
@@ -82,6 +94,7 @@ def prepared_shapes(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for index, shape in enumerate(shapes):
+            benchmark.topped_up += tops_up(shape.points, n_points)
             future = pool.submit(prepare_points, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
@@ -124,7 +137,7 @@ def iter_point_batches(
 
 
 def model_identity(model, checkpoint: Path) -> dict:
-    """Which checkpoint and which CLIP weights produced a result (every metrics file says so)."""
+    """Which checkpoint and which CLIP weights produced a result (every about.json says so)."""
     config = model.config
     return {
         "checkpoint": str(checkpoint),
@@ -258,7 +271,8 @@ def audit_summary(audit: str) -> dict | str:
 def zeroshot(
     checkpoint: Path, out: Path, config: ZeroShotConfig, text_features: Path | None = None
 ) -> dict:
-    """Evaluate `checkpoint` zero-shot on the configured set; write OUT/metrics.json and plots.
+    """Evaluate `checkpoint` zero-shot on the configured set; write OUT/metrics.json,
+    OUT/about.json and plots; return both files' keys (and per_class).
 
     `text_features`: class features from a file (cg3d.formats.textfeatures) instead of the
     model's text tower, which is then never built.
@@ -277,25 +291,33 @@ def zeroshot(
     scores, labels, keys = score_benchmark(model, benchmark, config, classes)
     seconds = time.perf_counter() - started
     audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
+    n_points = protocol_n_points(model, protocol)
+    log_topped_up(benchmark.name, benchmark.topped_up, len(keys), n_points)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     confusion = np.array(metrics.pop("confusion"))
+    colour = color_summary(benchmark, int(model.config["point_channels"]))
     metrics |= {
+        "skipped_samples": benchmark.skipped(),
+        "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
+        "topped_up_shapes": benchmark.topped_up,
+        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+    }
+    about = {
         "dataset": benchmark.name,
         "variant": benchmark.variant,
         "protocol": protocol.name,
         # which made the class prototypes
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
-        "n_points": protocol_n_points(model, protocol),
+        "n_points": n_points,
         **model_identity(model, Path(checkpoint)),
-        "skipped_samples": benchmark.skipped(),
-        "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
-        **color_summary(benchmark, int(model.config["point_channels"])),
+        "color": colour["color"],
         "audit": audit,
     }
     out = Path(out)
     headline = {k: v for k, v in metrics.items() if k != "per_class"}
-    write_results(out, headline, per_class=per_class_rows(metrics["per_class"], confusion))
+    per_class = per_class_rows(metrics["per_class"], confusion)
+    write_results(out, headline, about, per_class=per_class)
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
     with atomic_path(out / "run.json") as tmp:
@@ -312,4 +334,4 @@ def zeroshot(
     else:
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
-    return metrics
+    return metrics | about

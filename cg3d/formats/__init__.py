@@ -10,6 +10,7 @@
                                  sample decoder; the readers skip and count bad samples
     retrieval.py  cg3d index     the retrieval index: parts, merged arrays, retrieval.json
     pointfiles.py the user       point files given to the app, classify and scene
+    metrics.py    train, eval    metrics.json (numbers only) and about.json (what was measured)
     tar.py        the deterministic tar writer and the one tar reader the others use
     intact.py     whether a written part is whole (Parquet footer, tar end), for resume, and
                   the one-line error of a damaged file naming the stage that rebuilds it

@@ -193,16 +193,26 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
+def _read_result(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--measured: cannot read {path} ({error})") from None
+
+
 def read_measured(paths: list[Path]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Top-1 (%) by dataset, and the leakage audits the results record, from result files:
     `cg3d benchmark`'s JSON (dataset, metrics.acc1 as a fraction) or `cg3d eval zeroshot`'s
-    metrics.json (dataset, top1 in %). Anything else names the file."""
+    metrics.json (top1 in %; the dataset and audit in the about.json beside it, or in the
+    file itself when written before that split). Anything else names the file."""
     found, audits = {}, {}
     for path in paths:
-        try:
-            result = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--measured: cannot read {path} ({error})") from None
+        result = _read_result(Path(path))
+        # cg3d.formats.metrics.ABOUT_NAME (the model library reads no cg3d.formats)
+        about = Path(path).with_name("about.json")
+        if isinstance(result, dict) and "top1" in result and about.is_file():
+            described = _read_result(about)
+            result = (described if isinstance(described, dict) else {}) | result
         if not isinstance(result, dict) or not isinstance(result.get("dataset"), str):
             raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
         metrics = result.get("metrics")

@@ -6,7 +6,7 @@
   render    part-*.tar                ids of the parts (tar headers only); failures.parquet
   captions  captions.parquet          ids; failures.parquet
   shards    index.json                ids and classes of every sample; failures by stage
-  run       last.pt, or .resume/      classes, epoch, the run's params and metrics
+  run       last.pt, or .resume/      classes, epoch, the run's params, metrics and about.json
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -151,9 +151,13 @@ def read_run(found: Inspection) -> None:
     from cg3d.models.checkpoint import read_checkpoint
 
     folder = found.folder
-    for name, key in (("metrics.json", "metrics"), ("run.json", "this machine")):
-        if (folder / name).is_file():
-            found.details[key] = json.loads((folder / name).read_text())
+    from cg3d.formats.metrics import read_metrics
+
+    # the tracked numbers and what was trained (`cg3d.formats.metrics`), the untracked timings
+    numbers, about = read_metrics(folder)
+    found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
+    if (folder / "run.json").is_file():
+        found.details["this machine"] = json.loads((folder / "run.json").read_text())
     checkpoint = folder / "last.pt"
     unfinished = folder / ".resume" / "last.pt"
     if unfinished.is_file():

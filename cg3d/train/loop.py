@@ -12,14 +12,15 @@ an update itself never waits for the GPU.
 held-out accuracy, and writes the epoch (`write_epoch`: curves, then the checkpoint with model,
 optimisers, schedulers, RNG states, position and the epoch's metrics, then those metrics) into
 `OUT/.resume/`; at the end `publish` moves them into OUT: `last.pt`, `metrics.json`,
-`dvclive/plots/metrics/`. The parts live beside it:
+`about.json`, `dvclive/plots/metrics/`. The parts live beside it:
 `trainer` (one update of either schedule), `optim` (optimisers, schedules), `evaluate`
 (held-out accuracy), `resume` (when a run continues, from `OUT/.resume/`), `distributed`.
 
 What is tracked (git, `dvc.lock`) is what the same params and data give on any machine:
-`metrics.json` holds a few headline numbers (`TRACKED_METRICS`, so `dvc metrics show` stays
-readable), the curves hold no timing. Timings, the world size and the other numbers go to the
-untracked `OUT/run.json` (gitignored).
+`metrics.json` holds a few headline numbers only (`TRACKED_METRICS`, so `dvc metrics show` stays
+readable) and `about.json` what was trained (`run_about`: CLIP model and weights, encoder,
+schedule, held-out templates; `cg3d.formats.metrics`), the curves hold no timing. Timings, the
+world size and the other numbers go to the untracked `OUT/run.json` (gitignored).
 """
 
 import itertools
@@ -38,6 +39,7 @@ from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, output_lock
+from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem
@@ -69,7 +71,8 @@ __all__ += ["train_stage"]
 
 console = Console(stderr=True)
 
-# The keys of the tracked `OUT/metrics.json`: same params and data, same values on any machine
+# The keys of the tracked `OUT/metrics.json`, numbers only: same params and data, same values
+# on any machine (what was trained goes to `about.json`, `run_about`)
 TRACKED_METRICS = (
     "epoch",
     "train_loss",
@@ -77,9 +80,8 @@ TRACKED_METRICS = (
     "test_point_image_acc",
     "chance_point_text",
     "held_out_samples",
-    "held_out_templates",
     "skipped_samples",
-    "clip_pretrained",
+    "train_samples_without_color",  # a colour model's samples fed NO_COLOR (6 channels only)
 )
 # Logged per epoch but machine-dependent: kept out of the tracked curves and metrics
 TIMING_KEYS = ("train/samples_per_s", "train/seconds")
@@ -236,18 +238,29 @@ def train_epoch(
 def metrics_record(
     config: TrainConfig, model: CG3D, position: dict[str, int], record: dict[str, float], **extra
 ) -> dict[str, Any]:
-    """`OUT/metrics.json`: the run's identity, its position, `extra` and the epoch's numbers."""
+    """The untracked `OUT/run.json`: the run's position, what was trained (`run_about`),
+    `extra` and the epoch's numbers; `publish` takes `metrics.json` (`TRACKED_METRICS`) from
+    it."""
     return {
         **position,
+        **run_about(config, model, extra.get("held_out_templates", "")),
+        "world_size": world()[1],
+        **extra,
+        "chance_point_text": 1 / len(model.config["classes"]),
+        **{key.replace("/", "_"): value for key, value in record.items()},
+    }
+
+
+def run_about(config: TrainConfig, model: CG3D, held_out_templates: str) -> dict[str, Any]:
+    """`OUT/about.json`: what was trained, from the params and the model (the same on any
+    machine); `metrics_record` repeats it for the untracked run.json."""
+    return {
         "clip_model": config.clip_model,
         "clip_pretrained": bool(model.config["clip_pretrained_loaded"]),
         "clip_weights": config.clip_pretrained,
         "encoder": config.encoder,
         "schedule": config.schedule,
-        "world_size": world()[1],
-        **extra,
-        "chance_point_text": 1 / len(model.config["classes"]),
-        **{key.replace("/", "_"): value for key, value in record.items()},
+        "held_out_templates": held_out_templates,
     }
 
 
@@ -308,19 +321,18 @@ def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def publish(out: Path) -> None:
+def publish(out: Path, about: dict[str, Any]) -> None:
     """Move a finished run from `OUT/.resume/` into OUT: `last.pt` first, then the numbers
-    that claim it (`run.json`, untracked, and `metrics.json`, its `TRACKED_METRICS`), then
-    the curves; then remove the folder. Each file is replaced whole; a kill in between leaves
-    the folder, and a rerun publishes again from the checkpoint it finds."""
+    that claim it (`about.json`, what was trained, and `metrics.json`, its `TRACKED_METRICS`;
+    `run.json`, untracked), then the curves; then remove the folder. Each file is replaced
+    whole; a kill in between leaves the folder, and a rerun publishes again from the
+    checkpoint it finds."""
     out, folder = Path(out), resume_folder(out)
     if (folder / "last.pt").is_file():
         os.replace(folder / "last.pt", out / "last.pt")
     if (folder / RUN_INFO).is_file():
         info = json.loads((folder / RUN_INFO).read_text())
-        with atomic_path(out / "metrics.json") as tmp:
-            tracked = {key: info[key] for key in TRACKED_METRICS if key in info}
-            tmp.write_text(json.dumps(tracked, indent=2) + "\n")
+        write_metrics(out, {key: info[key] for key in TRACKED_METRICS if key in info}, about)
         os.replace(folder / RUN_INFO, out / RUN_INFO)
     if (folder / "dvclive" / "plots").is_dir():
         target = out / "dvclive" / "plots"
@@ -353,8 +365,8 @@ def fit(
     `train_batches` needs `num_batches` (or `len`) and may have `set_epoch(epoch)` and
     `skipped` (samples it could not decode); `training` is the state `prepare_model` read for
     a resumed run; `data` identifies the shards (`data_fingerprint`). Only rank 0 writes
-    `out/.resume/` each epoch and `out/last.pt`, `out/metrics.json`, `out/run.json` and the
-    curves `out/dvclive/plots/` at the end (`publish`). Returns the last epoch's numbers.
+    `out/.resume/` each epoch and `out/last.pt`, `out/metrics.json`, `out/about.json`,
+    `out/run.json` and the curves `out/dvclive/plots/` at the end (`publish`). Returns the last epoch's numbers.
     """
     out = Path(out)
     rank, _ = world()
@@ -390,7 +402,7 @@ def fit(
     if live is not None:
         live.end()
     if rank == 0:
-        publish(out)
+        publish(out, run_about(config, model, label))
     barrier()
     return metrics
 
@@ -399,7 +411,7 @@ def read_metrics(out: Path) -> dict[str, Any]:
     """The numbers of the run's last epoch (what `fit` returns when no epoch is left to train):
     the unfinished run's, else the published `run.json`, else `metrics.json`; a file cut short
     by hand counts as none."""
-    for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / "metrics.json"):
+    for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / METRICS_NAME):
         if path.is_file():
             try:
                 return json.loads(path.read_text())
@@ -411,7 +423,8 @@ def read_metrics(out: Path) -> dict[str, Any]:
 def train_stage(
     shards: Path, out: Path, config: TrainConfig, resume: str = "never"
 ) -> dict[str, Any]:
-    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`.
+    """The `train` stage: shards in `shards/{train,test}` → `out/last.pt`, `out/metrics.json`,
+    `out/about.json`.
 
     `resume`: "never", "auto" or "always" (see cg3d.train.resume). The run holds `out`'s
     output lock (the one the data stages take): a second training into the same folder fails

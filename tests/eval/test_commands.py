@@ -69,6 +69,6 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 def test_zeroshot_command(tmp_path, tiny_checkpoint):
     result = zeroshot_on_modelnet40(tmp_path, tiny_checkpoint, "--protocol", "cg3d-public")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert "top-1" in result.stdout and metrics["protocol"] == "cg3d-public"
-    assert metrics["templates"] == "'This is a {}' (1)"
+    about = json.loads((tmp_path / "o" / "about.json").read_text())
+    assert "top-1" in result.stdout and about["protocol"] == "cg3d-public"
+    assert about["templates"] == "'This is a {}' (1)"

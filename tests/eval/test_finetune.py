@@ -107,10 +107,12 @@ def test_finetune_reports_its_result_and_labels_the_test_selected_epoch(
     metrics = finetune(tiny_checkpoint, tmp_path / "out", config)
     out = tmp_path / "out"
     saved = json.loads((out / "metrics.json").read_text())
+    about = json.loads((out / "about.json").read_text())
     assert saved["n_train"] == 6  # 2 shots × 3 classes
+    assert (about["mode"], about["shots"], about["dataset"]) == (mode, 2, "modelnet40")
     details = json.loads((out / "details.json").read_text())
     if mode == "full":
-        assert saved["reported"] == "last epoch"
+        assert about["reported"] == "last epoch"
         with (out / "history.csv").open() as handle:
             history = list(csv.DictReader(handle))
         assert [int(row["epoch"]) for row in history] == [1, 2, 3]
@@ -119,7 +121,7 @@ def test_finetune_reports_its_result_and_labels_the_test_selected_epoch(
         assert best["top1"] == max(float(row["top1"]) for row in history)
         assert "optimistic" in best["note"]
     else:  # one fit, no epochs to choose among
-        assert saved["reported"] == "fitted probe" and saved["probe_l2"] == config.probe_l2
+        assert about["reported"] == "fitted probe" and about["probe_l2"] == config.probe_l2
         assert not (out / "history.csv").exists() and details["probe"]["gradient"] < 1e-6
     # metrics.json keeps to the headline: the details are in their own files
     assert not {"history", "best_test_selected", "probe", "per_class"} & set(saved)
@@ -145,8 +147,8 @@ def test_finetune_command_summarises_the_linear_probe(tmp_path, tiny_checkpoint)
     result = CliRunner().invoke(app, [*words, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "fitted probe" in result.output and "L-BFGS iterations" in result.output
-    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved["probe_l2"] == 0.01
+    about = json.loads((tmp_path / "out" / "about.json").read_text())
+    assert about["probe_l2"] == 0.01
 
 
 def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):

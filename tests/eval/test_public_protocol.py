@@ -174,7 +174,8 @@ def test_the_public_protocol_predicts_what_the_public_eval_py_predicts(
             assert np.abs(other - public_scores.numpy()).max() > 5e-5, changed.name
     assert {row["protocol"] for row in rows} == {"cg3d-public"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["protocol"], metrics["n_points"], metrics["n_shapes"]) == (
+    about = json.loads((out / "about.json").read_text())
+    assert (about["protocol"], about["n_points"], metrics["n_shapes"]) == (
         "cg3d-public",
         npoints,
         4,

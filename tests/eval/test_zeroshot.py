@@ -77,7 +77,8 @@ def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkey
     )
     metrics = zeroshot(tmp_path / "fake.pt", tmp_path / "out", config)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved == {k: v for k, v in metrics.items() if k != "per_class"}
+    about = json.loads((tmp_path / "out" / "about.json").read_text())
+    assert saved | about == {k: v for k, v in metrics.items() if k != "per_class"}
     # issue 26: the timing is untracked (a tracked one changes dvc.lock on every machine)
     assert not any("second" in key for key in saved)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["shapes_per_second"] > 0
@@ -85,13 +86,14 @@ def test_zeroshot_on_modelnet_scores_a_model_with_known_outputs(tmp_path, monkey
     assert saved["top1"] == pytest.approx(100 * 2 / 6)
     assert saved["top5"] == pytest.approx(100 * 4 / 6)
     assert saved["class_mean"] == pytest.approx(100 / 3)  # over the 3 classes with shapes
-    assert (saved["n_shapes"], saved["dataset"], saved["protocol"]) == (
+    assert (saved["n_shapes"], about["dataset"], about["protocol"]) == (
         6,
         "modelnet40",
         "cg3d-public",
     )
-    assert (saved["templates"], saved["n_points"]) == ("'This is a {}' (1)", 64)
-    assert saved["clip_pretrained"] is False and "random" in saved["clip_weights"]
+    assert (about["templates"], about["n_points"]) == ("'This is a {}' (1)", 64)
+    assert about["clip_pretrained"] is False and "random" in about["clip_weights"]
+    assert about["checkpoint"] == str(tmp_path / "fake.pt")
     with (tmp_path / "out" / "per_class.csv").open() as handle:
         per_class = list(csv.DictReader(handle))
     assert [(r["class"], r["shapes"], r["top1"]) for r in per_class[:4]] == [

@@ -172,4 +172,5 @@ def test_cg3d_eval_zeroshot_runs_on_the_converted_checkpoint(converted, tmp_path
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["n_shapes"] == 3 and metrics["clip_model"] == MICRO
+    about = json.loads((tmp_path / "o" / "about.json").read_text())
+    assert metrics["n_shapes"] == 3 and about["clip_model"] == MICRO

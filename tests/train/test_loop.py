@@ -134,7 +134,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
         assert torch.equal(tensor, got["model"][name]), name
     assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
     saved = json.loads((killed / "metrics.json").read_text())
-    assert saved["clip_pretrained"] is False
+    assert json.loads((killed / "about.json").read_text())["clip_pretrained"] is False
     assert (
         saved["test_point_text_acc"]
         == json.loads((whole / "metrics.json").read_text())["test_point_text_acc"]
@@ -212,7 +212,8 @@ def test_curves_agree_with_the_checkpoint_after_a_kill_anywhere(
         assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
         assert rows == curve(uninterrupted, metric)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["epoch"] == 3 and metrics["held_out_templates"] == "cg3d (63)"
+    about = json.loads((tmp_path / "about.json").read_text())
+    assert metrics["epoch"] == 3 and about["held_out_templates"] == "cg3d (63)"
 
 
 @pytest.fixture(scope="module")

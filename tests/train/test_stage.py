@@ -30,8 +30,10 @@ def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epoch"] == 2 and metrics["clip_pretrained"] is False
-    assert metrics["skipped_samples"] == 0 and metrics["held_out_templates"] == "cg3d (63)"
+    about = json.loads((out / "about.json").read_text())
+    assert metrics["epoch"] == 2 and about["clip_pretrained"] is False
+    assert metrics["skipped_samples"] == 0 and about["held_out_templates"] == "cg3d (63)"
+    assert about["encoder"] == "pointnet2"
     assert 0.0 <= metrics["test_point_text_acc"] <= 1.0
     assert (out / "dvclive/plots/metrics/train/loss.tsv").is_file()
     assert not (out / "dvclive/plots/metrics/train/samples_per_s.tsv").exists()  # untracked
@@ -39,6 +41,7 @@ def test_train_command_writes_checkpoint_metrics_and_curves(shards, tmp_path):
     # issue 26: the tracked metrics hold a few headline numbers, none of them a timing
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved) <= set(TRACKED_METRICS) and len(saved) <= 10
+    assert all(type(value) in (int, float) for value in saved.values())  # numbers only
     assert not any("per_s" in key or "second" in key for key in saved)
     model = load_model(out / "last.pt")
     assert model.config["encoder"] == "pointnet2" and model.config["classes"]

@@ -1,0 +1,67 @@
+"""A run's results on disk: the numbers, and beside them what was measured.
+
+    OUT/metrics.json   numbers only (int or float, or an object of them: retrieval's
+                       directions); what `dvc metrics show` and `dvc metrics diff` print,
+                       one column per number
+    OUT/about.json     what made those numbers: checkpoint, CLIP model and weights, encoder,
+                       dataset, variant, split, protocol, templates, points fed, colour
+                       handling, the leakage audit, a run's schedule...
+
+`dvc metrics show` prints every key of a metrics file as a column, so a string there (a
+checkpoint path, "none (random init)") is a column of its own in every row and a `dvc metrics
+diff` between two runs drowns in them: descriptions go to `about.json`, which every result has
+beside it. Both are written by `write_metrics`, each file atomically; `about.json` first, so a
+`metrics.json` is never newer than the description of what it measured. Training writes these
+too (`cg3d.train.loop.publish`); an untracked, machine-dependent `run.json` (timings) may sit
+beside them.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cg3d.files import atomic_path
+
+METRICS_NAME = "metrics.json"
+ABOUT_NAME = "about.json"
+
+
+def number_problem(values: Any, key: str = "") -> str | None:
+    """Why `values` is not numbers only (a bool is a description, not a number), or None."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            problem = number_problem(value, f"{key}.{name}" if key else str(name))
+            if problem:
+                return problem
+        return None
+    if isinstance(values, bool) or not isinstance(values, int | float):
+        return f"{key} is {values!r}, not a number: it belongs in {ABOUT_NAME}"
+    return None  # NaN included: a diverged training run still publishes its numbers
+
+
+def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> None:
+    """OUT/about.json (`about`), then OUT/metrics.json (`numbers`); ValueError, before
+    anything is written, when `numbers` holds anything but numbers."""
+    problem = number_problem(numbers)
+    if problem:
+        raise ValueError(f"{METRICS_NAME}: {problem}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, values in ((ABOUT_NAME, about), (METRICS_NAME, numbers)):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(json.dumps(values, indent=2) + "\n")
+
+
+def read_metrics(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(numbers, about) of a result folder; a file that is missing or does not read as a JSON
+    object is {}. Folders written before the split kept both in `metrics.json`: their
+    descriptions come back among the numbers."""
+    return _read_object(Path(folder) / METRICS_NAME), _read_object(Path(folder) / ABOUT_NAME)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
