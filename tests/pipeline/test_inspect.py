@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from cg3d.cli import app
 from cg3d.errors import UsageError
+from cg3d.formats.metrics import write_metrics
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.pipeline.inspect import inspect_folder
 from cg3d.render.show import resolve_id
@@ -85,11 +86,15 @@ def test_inspect_a_training_run(tmp_path, tiny_checkpoint):
     run.mkdir()
     shutil.copy(tiny_checkpoint, run / "last.pt")
     (run / "params.yaml").write_text("train:\n  epochs: 3\n")
-    (run / "metrics.json").write_text('{"epoch": 3}\n')
+    # as a finished run publishes them: the numbers, and what was trained beside them
+    write_metrics(run, {"epoch": 3}, {"clip_model": "CG3D-ViT-Micro-32", "schedule": "paper"})
     found = inspect_folder(run)
     assert found.kind == "run" and found.ids == ["cube", "sphere", "cone"]
     assert found.made_by["params"] == {"train": {"epochs": 3}}
     assert found.details["metrics"] == {"epoch": 3}
+    assert found.details["about"] == {"clip_model": "CG3D-ViT-Micro-32", "schedule": "paper"}
+    shown = CliRunner().invoke(app, ["inspect", str(run)])
+    assert shown.exit_code == 0 and '"schedule": "paper"' in shown.output
 
 
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):

@@ -1,0 +1,54 @@
+"""metrics.json holds numbers only; about.json, written with it, says what was measured
+(cg3d/formats/metrics.py); the readers of eval results find both."""
+
+import json
+
+import pytest
+
+from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+from cg3d.formats.metrics import read_metrics, write_metrics
+from cg3d.models.hub import read_measured
+from tests.eval.files import write_modelnet
+
+
+def test_the_two_files_are_written_together(tmp_path):
+    numbers = {"top1": 50.0, "n_shapes": 6, "point_to_text": {"R@1": 12.5}}
+    about = {"checkpoint": "runs/train/last.pt", "protocol": "cg3d", "clip_pretrained": False}
+    write_metrics(tmp_path / "out", numbers, about)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == numbers
+    assert json.loads((tmp_path / "out" / "about.json").read_text()) == about
+    assert read_metrics(tmp_path / "out") == (numbers, about)
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "numbers, key",
+    [
+        ({"top1": 50.0, "protocol": "cg3d"}, "protocol"),
+        ({"clip_pretrained": False}, "clip_pretrained"),  # a bool describes, it counts nothing
+        ({"point_to_text": {"R@1": 1.0, "relevance": "class"}}, "point_to_text.relevance"),
+        ({"top3": None}, "top3"),
+    ],
+)
+def test_a_description_among_the_numbers_is_refused_before_anything_is_written(
+    tmp_path, numbers, key
+):
+    with pytest.raises(ValueError, match=rf"{key} is .*about\.json"):
+        write_metrics(tmp_path / "out", numbers, {})
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_results_folder_of_before_the_split_reads_as_numbers_and_no_about(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"top1": 50.0, "dataset": "modelnet40"}\n')
+    assert read_metrics(tmp_path) == ({"top1": 50.0, "dataset": "modelnet40"}, {})
+    (tmp_path / "metrics.json").write_text("cut sh")
+    assert read_metrics(tmp_path) == ({}, {})
+
+
+def test_the_model_card_reads_a_zeroshot_result_through_its_about_json(tmp_path, tiny_checkpoint):
+    write_modelnet(tmp_path / "mn", 40, per_class=2)
+    config = ZeroShotConfig(dataset="modelnet40", root=str(tmp_path / "mn"), text_cache="")
+    with pytest.warns(UserWarning):  # the random micro CLIP says so
+        metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    found, audits = read_measured([tmp_path / "out" / "metrics.json"])
+    assert found == {"modelnet40": pytest.approx(metrics["top1"])} and audits == {}
