@@ -7,6 +7,8 @@
   captions  captions.parquet          ids; failures.parquet
   shards    index.json                ids and classes of every sample; failures by stage
   run       last.pt, or .resume/      classes, epoch, the run's params, metrics and about.json
+  results   metrics.json              an evaluation's numbers and about.json (what was measured:
+                                      checkpoint, CLIP weights, protocol, dataset...)
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -26,7 +28,7 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 
-KINDS = ("meshes", "points", "render", "captions", "shards", "run")
+KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results")
 
 
 @dataclass
@@ -75,9 +77,12 @@ def folder_kind(folder: Path) -> str:
         return "points"
     if any(folder.glob("part-*.tar")):
         return "render"
+    if (folder / "metrics.json").is_file():
+        return "results"
     raise UsageError(
-        f"{folder} is not a stage output, a shard set or a training run (none of "
-        "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt)"
+        f"{folder} is not a stage output, a shard set, a training run or results (none of "
+        "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt, "
+        "metrics.json)"
     )
 
 
@@ -147,17 +152,22 @@ def read_shards(found: Inspection) -> None:
     found.made_by["params"] = index.get("params", {})
 
 
+def read_results(found: Inspection) -> None:
+    """The numbers and what was measured or trained (`cg3d.formats.metrics`), and the
+    untracked timings (run.json)."""
+    from cg3d.formats.metrics import read_metrics
+
+    numbers, about = read_metrics(found.folder)
+    found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
+    if (found.folder / "run.json").is_file():
+        found.details["this machine"] = json.loads((found.folder / "run.json").read_text())
+
+
 def read_run(found: Inspection) -> None:
     from cg3d.models.checkpoint import read_checkpoint
 
     folder = found.folder
-    from cg3d.formats.metrics import read_metrics
-
-    # the tracked numbers and what was trained (`cg3d.formats.metrics`), the untracked timings
-    numbers, about = read_metrics(folder)
-    found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
-    if (folder / "run.json").is_file():
-        found.details["this machine"] = json.loads((folder / "run.json").read_text())
+    read_results(found)
     checkpoint = folder / "last.pt"
     unfinished = folder / ".resume" / "last.pt"
     if unfinished.is_file():
@@ -186,6 +196,7 @@ READERS = {
     "captions": read_captions,
     "shards": read_shards,
     "run": read_run,
+    "results": read_results,
 }
 
 

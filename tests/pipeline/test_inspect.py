@@ -97,6 +97,20 @@ def test_inspect_a_training_run(tmp_path, tiny_checkpoint):
     assert shown.exit_code == 0 and '"schedule": "paper"' in shown.output
 
 
+def test_inspect_evaluation_results(tmp_path):
+    results = tmp_path / "zeroshot"
+    about = {"checkpoint": "runs/train/last.pt", "protocol": "cg3d", "templates": "ulip64 (64)"}
+    write_metrics(results, {"top1": 91.5, "n_shapes": 120}, about)
+    (results / "per_class.csv").write_text("class,shapes,top1\nchair,120,91.5\n")
+    found = inspect_folder(results)
+    assert found.kind == "results"
+    assert found.details["metrics"] == {"top1": 91.5, "n_shapes": 120}
+    assert found.details["about"] == about
+    shown = CliRunner().invoke(app, ["inspect", str(results)])
+    assert shown.exit_code == 0 and "results" in shown.output
+    assert '"checkpoint": "runs/train/last.pt"' in shown.output
+
+
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="not a stage output"):
         inspect_folder(tmp_path)
