@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import atomic_path
-from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
+from cg3d.formats.metrics import write_metrics
 
-__all__ = ["ABOUT_NAME", "METRICS_NAME", "per_class_rows", "write_json", "write_results"]
-__all__ += ["write_rows"]
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"

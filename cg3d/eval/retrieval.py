@@ -13,11 +13,11 @@ Galleries and relevance (the public CG3D code had no retrieval; these are our de
                                  e.g. "a photo of a chair", so many objects share one caption).
 Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
 Outputs (cg3d.eval.results): OUT/metrics.json (numbers only: R@K and mAP of each direction,
-the objects, skipped and topped-up ones), OUT/about.json (the split, points fed, colour and the
-model: checkpoint, CLIP weights), OUT/details.json (the relevance definitions, query and gallery sizes) and
-OUT/retrieval_grid.png (top-5 results for a few point and text queries; relevant results
-framed green, others red), from a second pass that only decodes the handful of objects the
-grid shows.
+the objects, skipped and topped-up ones), OUT/about.json (the shards and split, points fed,
+colour and the model: checkpoint, CLIP weights), OUT/details.json (the relevance definitions,
+query and gallery sizes) and OUT/retrieval_grid.png (top-5 results for a few point and text
+queries; relevant results framed green, others red), from a second pass that only decodes the
+handful of objects the grid shows.
 """
 
 from dataclasses import dataclass

@@ -366,7 +366,8 @@ def fit(
     `skipped` (samples it could not decode); `training` is the state `prepare_model` read for
     a resumed run; `data` identifies the shards (`data_fingerprint`). Only rank 0 writes
     `out/.resume/` each epoch and `out/last.pt`, `out/metrics.json`, `out/about.json`,
-    `out/run.json` and the curves `out/dvclive/plots/` at the end (`publish`). Returns the last epoch's numbers.
+    `out/run.json` and the curves `out/dvclive/plots/` at the end (`publish`). Returns the
+    last epoch's numbers.
     """
     out = Path(out)
     rank, _ = world()
