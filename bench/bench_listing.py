@@ -4,7 +4,8 @@
 
 Writes --files empty files in --folders nested folders (once per run, in a temporary folder):
 `glbs/000-XXX/<uid>.glb` with an annotations.json for the objaverse source,
-`<class>/<part>/<name>.obj` (5 classes) for the folder source. Then lists each with the source's
+`<class>/<part>/<name>.obj` (5 classes) for the folder source, `<class>/{train,test}/*.off` (8
+ModelNet10 classes, 16 folders whatever --folders says) for the modelnet source. Then lists each with the source's
 `listing` (every record drawn, as the meshes stage does), twice: once counting the calls of
 `os.lstat` and `os.stat` (what resolving a path costs: an lstat per path component) and of
 `Path.resolve`, once timed without the counting wrappers (best of --repeats). Nothing is
@@ -40,6 +41,18 @@ def make_folder(root: Path, files: int, folders: int) -> None:
         folder = root / f"class_{n % classes}" / f"part_{n % folders:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"object_{n:06d}.obj").touch()
+
+
+MODELNET10 = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa"]
+
+
+def make_modelnet(root: Path, files: int, folders: int) -> None:
+    """ModelNet's `<class>/{train,test}/<class>_XXXX.off` (a fixed 16 folders: 8 classes)."""
+    for n in range(files):
+        name = MODELNET10[n % len(MODELNET10)]
+        folder = root / name / ("train", "test")[n // len(MODELNET10) % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}_{n:06d}.off").touch()
 
 
 def list_all(source: str, root: Path, out: Path) -> int:
@@ -79,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--folders", type=int, default=50)
-    parser.add_argument("--sources", default="objaverse,folder")
+    parser.add_argument("--sources", default="objaverse,folder,modelnet")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import cg3d
@@ -89,9 +102,8 @@ def main() -> None:
     try:
         for source in args.sources.split(","):
             root, out = work / source / "root", work / source / "out"
-            {"objaverse": make_objaverse, "folder": make_folder}[source](
-                root, args.files, args.folders
-            )
+            makers = {"objaverse": make_objaverse, "folder": make_folder, "modelnet": make_modelnet}
+            makers[source](root, args.files, args.folders)
             out.mkdir()
             records, counts = counted(source, root, out)
             seconds = []
