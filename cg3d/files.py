@@ -17,7 +17,8 @@ import hashlib
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +52,59 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):  # a read-only folder: nothing was created anyway
             tmp.unlink(missing_ok=True)
+
+
+# A writer of several files stages them in a hidden folder, renamed to COMMIT_NAME once all are
+# written (`atomic_files`); .dvcignore names both, as a kill can leave either behind.
+STAGE_PREFIX = ".cg3d-stage."
+COMMIT_NAME = ".cg3d-commit"
+
+
+@contextmanager
+def atomic_files(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]]:
+    """Temporary paths for the files `names` of `folder`, all renamed over those files only if
+    the block succeeds and wrote every one: the folder then holds the previous set or the new
+    one, never some of each (a write that fails part way, as on a full disk, changes nothing).
+
+    The block writes into a hidden staging folder beside the files. When all are written the
+    staging folder is renamed to `.cg3d-commit` (one atomic step: the commit), whose files are
+    then renamed in. A kill between those renames leaves `.cg3d-commit` behind, and the next
+    `atomic_files` of the folder renames the rest in first: the set is whole again before
+    anything else is written. Two writers must not interleave: the caller holds the folder's
+    `output_lock`. An OSError naming a staged file is raised again naming the file the user
+    asked for, as `atomic_path` does (write each file through `atomic_path` for the errors of
+    writes to an open handle, which name no file)."""
+    folder, names = Path(folder), list(names)
+    _finish_commit(folder)
+    for stale in folder.glob(f"{STAGE_PREFIX}*"):  # a killed writer's: nothing was committed
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = folder / f"{STAGE_PREFIX}{os.getpid()}.tmp"
+    stage.mkdir()
+    try:
+        yield {name: stage / name for name in names}
+        for name in names:
+            if not (stage / name).is_file():  # a writer's bug: committing would mix two sets
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(stage / name))
+        os.rename(stage, folder / COMMIT_NAME)
+    except OSError as error:
+        if error.filename is None or Path(error.filename).parent != stage:
+            raise  # about another file the block read or wrote: its own name is the right one
+        code = error.errno or _errno_in(str(error))
+        meaning = os.strerror(code) if code else str(error).splitlines()[0]
+        raise OSError(code, meaning, str(folder / Path(error.filename).name)) from error
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    _finish_commit(folder)
+
+
+def _finish_commit(folder: Path) -> None:
+    """Rename the committed files of `atomic_files` into `folder` (none if nothing waits)."""
+    commit = folder / COMMIT_NAME
+    if not commit.is_dir():
+        return
+    for file in sorted(commit.iterdir()):
+        os.replace(file, folder / file.name)
+    commit.rmdir()
 
 
 def _errno_in(message: str) -> int | None:

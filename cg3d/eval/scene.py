@@ -7,7 +7,8 @@ n_points like any object, embedded, and scored by cosine similarity with the tex
 prompt templates are not applied: the query is free text). Each scene point takes the score
 of the region whose centre is nearest to it, which gives the heat map.
 Outputs: OUT/heatmap.ply (points coloured by score, inferno colours), OUT/heatmap.png and
-OUT/regions.json (score, centre and size of every region, best first).
+OUT/regions.json (score, centre and size of every region, best first), replaced together (a
+query whose writing fails part way leaves the previous query's three files).
 """
 
 from pathlib import Path
@@ -18,9 +19,11 @@ import torch
 from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
 from cg3d.eval.results import write_json
-from cg3d.files import atomic_path
+from cg3d.files import atomic_files, atomic_path, locks_folder
 from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
+
+OUTPUTS = ("heatmap.ply", "heatmap.png", "regions.json")  # written together, one set a query
 
 
 def split_regions(
@@ -50,6 +53,7 @@ def heat_colors(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
+@locks_folder("out")  # one query at a time into OUT: two would interleave their files
 def scene_query(
     scene: Path, text: str, checkpoint: Path, out: Path, config: SceneConfig
 ) -> list[dict]:
@@ -88,12 +92,6 @@ def scene_query(
     region_scores = np.concatenate(scores)
     point_scores = region_scores[nearest]
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "heatmap.ply") as tmp:  # the temp name's suffix is not "ply"
-        trimesh.PointCloud(points, colors=heat_colors(point_scores)).export(tmp, file_type="ply")
-    shown = rng.choice(len(points), min(len(points), 30_000), replace=False)
-    heatmap_plot(points[shown], point_scores[shown], out / "heatmap.png", f"“{text}”")
     order = np.argsort(-region_scores, kind="stable")
     regions = [
         {
@@ -104,6 +102,14 @@ def scene_query(
         }
         for r in order
     ]
-    # atomically, as every output: a kill mid-write leaves the previous file or none, never half
-    write_json(out / "regions.json", {"text": text, "scene": str(scene), "regions": regions})
+    shown = rng.choice(len(points), min(len(points), 30_000), replace=False)
+    # The three outputs together (`atomic_files`): a write that fails part way leaves the
+    # previous query's set whole, never its regions beside this query's heat map.
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with atomic_files(out, OUTPUTS) as paths:
+        with atomic_path(paths["heatmap.ply"]) as tmp:  # the temp name's suffix is not "ply"
+            cloud = trimesh.PointCloud(points, colors=heat_colors(point_scores))
+            cloud.export(tmp, file_type="ply")
+        heatmap_plot(points[shown], point_scores[shown], paths["heatmap.png"], f"“{text}”")
+        write_json(paths["regions.json"], {"text": text, "scene": str(scene), "regions": regions})
     return regions[: config.top]

@@ -100,10 +100,13 @@ class RendersLookup:
         return found
 
 
-def find_rendered(renders_dir: Path, object_id: str) -> Rendered | None:
+def find_rendered(
+    renders_dir: Path, object_id: str, parts: Iterable[Path] | None = None
+) -> Rendered | None:
     """The renders of one object from whichever part holds them, or None (one header walk
-    per part; only that object's members are read)."""
-    for part in render_parts(renders_dir):
+    per part; only that object's members are read). `parts`: where to look, when the caller
+    has listed the folder already (or knows which parts hold the object); all parts if None."""
+    for part in render_parts(renders_dir) if parts is None else parts:
         for _, rendered in read_render_part(part, only={object_id}):
             if rendered.cameras is not None:
                 return rendered

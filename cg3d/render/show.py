@@ -21,12 +21,16 @@ from cg3d.render.cameras import project
 POINT_COLOUR = (230, 20, 60)
 
 
-def read_object(renders_dir: Path, object_id: str) -> tuple[list[Image.Image], dict]:
-    """The views (in the cameras' order) and the cameras.json of one object."""
-    if not render_parts(renders_dir):
+def read_object(
+    renders_dir: Path, object_id: str, parts: list[Path] | None = None
+) -> tuple[list[Image.Image], dict]:
+    """The views (in the cameras' order) and the cameras.json of one object, from `parts`
+    (`locate` gives the ones that hold it) or, if None, from whichever part of the folder."""
+    parts = render_parts(renders_dir) if parts is None else parts
+    if not parts:
         raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
     try:
-        rendered = find_rendered(renders_dir, object_id)
+        rendered = find_rendered(renders_dir, object_id, parts)
     except FormatError as error:
         raise UsageError(f"--renders: {error}") from None
     if rendered is None:
@@ -85,15 +89,27 @@ def resolve_id(renders_dir: Path, query: str) -> str:
     """The object id `query` names in `renders_dir`: the id itself, else the one id that starts
     with it, else the one id that contains it (a name, as `chair-003`). UsageError listing a
     few candidates when several match, or saying how to list the ids when none does."""
+    return locate(renders_dir, query)[0]
+
+
+def locate(renders_dir: Path, query: str) -> tuple[str, list[Path]]:
+    """`resolve_id`'s id, with the parts that hold it: the folder is listed once and each part's
+    headers walked once, and reading the object then opens only those parts."""
     from cg3d.formats.renders import part_ids
 
     parts = render_parts(renders_dir)  # one glob: a folder of renders may hold many parts
     if not parts:
         raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
     try:
-        ids = [i for part in parts for i in part_ids(part)]
+        ids_of = {part: part_ids(part) for part in parts}
     except FormatError as error:
         raise UsageError(f"--renders: {error}") from None
+    object_id = _match([i for part in parts for i in ids_of[part]], query, renders_dir)
+    return object_id, [part for part in parts if object_id in ids_of[part]]
+
+
+def _match(ids: list[str], query: str, renders_dir: Path) -> str:
+    """The id of `ids` that `query` names (see `resolve_id`)."""
     if query in ids:
         return query
     for matches in ([i for i in ids if i.startswith(query)], [i for i in ids if query in i]):
@@ -110,9 +126,9 @@ def resolve_id(renders_dir: Path, query: str) -> str:
 def show(object_id: str, renders_dir: Path, out: Path, points_dir: Path | None = None) -> Path:
     """Write the contact sheet of `object_id` (an id, a unique prefix of one or a unique part
     of one: `resolve_id`) to `out` (a .png file or a folder); its path."""
-    object_id = resolve_id(renders_dir, object_id)
+    object_id, parts = locate(renders_dir, object_id)  # the folder listed once, here
     path = sheet_path(out, object_id)
-    views, cameras = read_object(renders_dir, object_id)
+    views, cameras = read_object(renders_dir, object_id, parts)
     points = read_points(points_dir, object_id) if points_dir is not None else None
     sheet = contact_sheet(views, cameras, points)
     path.parent.mkdir(parents=True, exist_ok=True)

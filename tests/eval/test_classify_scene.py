@@ -1,4 +1,5 @@
 import errno
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ import trimesh
 
 from cg3d.errors import UsageError
 from cg3d.eval.scene import SceneConfig, scene_query, split_regions
+from cg3d.files import LOCK_NAME
 from tests.eval.files import cube
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -59,18 +61,21 @@ def _torn_write(path, data) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
-@pytest.mark.parametrize("output", ["regions.json", "heatmap.ply"])
-def test_a_write_cut_short_leaves_the_previous_output_whole(
-    tmp_path, tiny_checkpoint, monkeypatch, output
-):
-    rng = np.random.default_rng(2)
-    np.savetxt(
-        tmp_path / "scene.txt", np.concatenate([cube(300, rng, offset=(x, 0, 0)) for x in (-3, 3)])
-    )
-    out, config = tmp_path / "out", SceneConfig(regions=4, region_points=100)
-    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, config)
-    before = (out / output).read_bytes()
-    if output == "regions.json":
+OUTPUTS = ["heatmap.ply", "heatmap.png", "regions.json"]  # in the order they are written
+
+
+def _cut_short_at(monkeypatch, output: str) -> None:
+    """Make the writer of `output` fail part way, as a full disk does (the others still work)."""
+    if output == "heatmap.ply":
+        monkeypatch.setattr(
+            trimesh.PointCloud, "export", lambda self, path, **kw: _torn_write(path, b"ply\n" * 99)
+        )
+    elif output == "heatmap.png":
+        monkeypatch.setattr(
+            "cg3d.eval.plots.heatmap_plot",
+            lambda points, scores, path, title: _torn_write(path, b"\x89PNG" * 99),
+        )
+    else:
         real = Path.write_text
 
         def write_text(self, text, *args, **kwargs):
@@ -79,12 +84,84 @@ def test_a_write_cut_short_leaves_the_previous_output_whole(
             _torn_write(self, text.encode())
 
         monkeypatch.setattr(Path, "write_text", write_text)
-    else:
-        monkeypatch.setattr(
-            trimesh.PointCloud, "export", lambda self, path, **kw: _torn_write(path, before)
-        )
-    with pytest.raises(OSError) as caught:  # a query for another text would rewrite both
-        scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in OUTPUTS}
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_a_write_cut_short_leaves_the_previous_outputs_whole_together(
+    tmp_path, tiny_checkpoint, monkeypatch, output
+):
+    """A query whose writing fails at any of its three files leaves all three of the previous
+    query (never its regions beside the new heat map); a query that succeeds replaces all."""
+    rng = np.random.default_rng(2)
+    np.savetxt(
+        tmp_path / "scene.txt", np.concatenate([cube(300, rng, offset=(x, 0, 0)) for x in (-3, 3)])
+    )
+    out, config = tmp_path / "out", SceneConfig(regions=4, region_points=100)
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, config)
+    before = _outputs(out)
+    inodes = {name: (out / name).stat().st_ino for name in OUTPUTS}
+    with monkeypatch.context() as patched:
+        _cut_short_at(patched, output)
+        with pytest.raises(OSError) as caught:
+            scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
     assert caught.value.filename == str(out / output)  # the file the user asked for
-    assert (out / output).read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["heatmap.ply", "heatmap.png", "regions.json"]
+    assert _outputs(out) == before  # all three: the writes before the failing one too
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS  # no staged file left
+    scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+    assert json.loads((out / "regions.json").read_text())["text"] == "a sphere"
+    assert all((out / name).stat().st_ino != inodes[name] for name in OUTPUTS)  # all replaced
+    assert (out / "heatmap.png").read_bytes() != before["heatmap.png"]  # the title is the text
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+
+
+def test_a_kill_between_the_renames_is_finished_by_the_next_query(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """Killed after the first of its three renames, a query left one new file beside two old
+    ones: the next query into the folder completes that set before it writes anything, so even
+    when its own writing then fails the folder holds one query's outputs."""
+    rng = np.random.default_rng(3)
+    np.savetxt(tmp_path / "scene.txt", cube(600, rng))
+    out, config = tmp_path / "out", SceneConfig(regions=4, region_points=100)
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, config)
+    real_replace, renamed = os.replace, []
+
+    def killed_after_one(source, target):
+        if Path(target).parent == out:  # the commit's renames (not a staged file's own)
+            if renamed:
+                raise KeyboardInterrupt  # a kill: no handler runs, the commit stays half done
+            renamed.append(target)
+        real_replace(source, target)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", killed_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+    assert len(renamed) == 1  # mixed for now: one file of "a sphere", two of "a cube"
+    with monkeypatch.context() as patched:
+        _cut_short_at(patched, "heatmap.ply")
+        with pytest.raises(OSError):
+            scene_query(tmp_path / "scene.txt", "a lamp", tiny_checkpoint, out, config)
+    finished = _outputs(out)
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+    assert _outputs(out) == finished  # all three were the killed query's, "a sphere"
+
+
+def test_a_second_query_into_a_folder_in_use_is_refused(tmp_path, tiny_checkpoint):
+    """Two queries into one folder would interleave their files: the second is refused at once,
+    and the first's outputs stay as they were."""
+    rng = np.random.default_rng(4)
+    np.savetxt(tmp_path / "scene.txt", cube(600, rng))
+    out, config = tmp_path / "out", SceneConfig(regions=4, region_points=100)
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, config)
+    before = _outputs(out)
+    with open(out / LOCK_NAME, "a") as held:  # another process's run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UsageError, match="another run is writing into"):
+            scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
+    assert _outputs(out) == before

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.files import LOCK_NAME, atomic_path, locks_out_dir, output_lock
+from cg3d.files import (
+    LOCK_NAME,
+    STAGE_PREFIX,
+    atomic_files,
+    atomic_path,
+    locks_out_dir,
+    output_lock,
+)
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.manifest import MeshRecord, manifest_tables, write_manifest
 from cg3d.formats.points import write_points_part
@@ -339,6 +346,27 @@ def test_an_error_about_another_file_keeps_its_name(tmp_path):
     with pytest.raises(FileNotFoundError) as caught, atomic_path(tmp_path / "out.txt"):
         (tmp_path / "input.txt").read_text()
     assert caught.value.filename == str(tmp_path / "input.txt")
+
+
+def test_atomic_files_change_all_or_none_of_a_set(tmp_path):
+    """`atomic_files`: a block that fails, or leaves one of its files unwritten, changes none of
+    the set; a staging folder a killed writer left is removed; a block that writes all of them
+    replaces all, leaving nothing else behind."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / f"{STAGE_PREFIX}999999.tmp").mkdir()  # a killed writer's: never committed
+    names = ["a.txt", "b.txt"]
+    with pytest.raises(RuntimeError), atomic_files(tmp_path, names) as paths:
+        paths["a.txt"].write_text("new")
+        raise RuntimeError("killed")
+    with pytest.raises(FileNotFoundError) as caught, atomic_files(tmp_path, names) as paths:
+        paths["a.txt"].write_text("new")
+    assert caught.value.filename == str(tmp_path / "b.txt")  # the file the set lacked
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "old", "b.txt": "old"}
+    with atomic_files(tmp_path, names) as paths:
+        for path in paths.values():
+            path.write_text("new")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "new", "b.txt": "new"}
 
 
 def test_an_output_folder_under_a_file_is_one_line_before_any_work(tmp_path):

@@ -311,9 +311,19 @@ def _resolved(folder: Path) -> Path:
     return Path(folder).resolve()
 
 
-def stored_path(path: Path, out_dir: Path) -> str:
-    """Relative to the output folder when the file lies under it (portable), else absolute."""
-    path = path.resolve()
+def stored_path(path: Path, out_dir: Path, resolved: bool = False) -> str:
+    """How the manifest spells a listed file: symlinks followed, relative to the output folder
+    when the file lies under it (portable), else absolute.
+
+    `resolved`: the caller knows that resolving `path` would return it unchanged: an absolute
+    path from a resolved root (`resolved_root`, once per listing) through folders the walk
+    entered without following a link (`iter_sorted_entries`), to an entry that is no symlink
+    itself (`DirEntry.is_symlink`, free). Then it is not resolved again: that costs an lstat
+    per path component and a stat, for every file (some 8 system calls each, millions for
+    Objaverse). Confinement does not rest on it: the validation resolves every path before it
+    opens the file (`meshio.validate_file`)."""
+    if not resolved:
+        path = path.resolve()
     try:
         return path.relative_to(_resolved(out_dir)).as_posix()
     except ValueError:

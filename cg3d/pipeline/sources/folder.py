@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.files import resolved_root
 from cg3d.formats.manifest import MeshRecord
 from cg3d.geometry.meshio import MeshError, check_suffix
 from cg3d.pipeline.ids import object_id
@@ -54,14 +55,18 @@ def _records(
     for name in links:
         failure = not_a_file(root / name, root)
         yield _record(name, (root / name).as_posix(), name, "train", failure.kind, failure.reason)
+    real_root = resolved_root(root)  # once per listing (the stage's root is resolved already)
     for class_name in classes:
         files, links = [], []  # strings, not Paths: a class may hold millions of files
+        symlinked = set()  # the files that are links: their stored path is their target's
         for entry in iter_sorted_entries(root / class_name):
             path, failure = Path(entry.path), not_a_file(entry, root)
             if failure is not None:
                 links.append((path.relative_to(root).as_posix(), failure))
             elif path.suffix.lower() not in ASSET_SUFFIXES:
                 files.append(path.relative_to(root).as_posix())
+                if entry.is_symlink():
+                    symlinked.add(files[-1])
         keys = cap_per_class(files, config.per_class, config.seed)
         split_of = seeded_split(keys, config.seed, config.test_fraction)
         for relpath in keys:
@@ -70,7 +75,7 @@ def _records(
                 status, error = "ok", ""
             except MeshError as failure:
                 status, error = failure.kind, failure.reason
-            path = stored_path(root / relpath, out_dir)
+            path = stored_path(real_root / relpath, out_dir, resolved=relpath not in symlinked)
             yield _record(relpath, path, class_name, split_of[relpath], status, error)
         # Symlinked folders and broken links: a row each, outside the cap and the split (they
         # are no objects), so that what the folder holds is never left out unsaid.

@@ -6,6 +6,7 @@ benchmark's (protocol.json: "night stand" for the folder night_stand); classes.j
 full benchmark list, in benchmark order, so that class indices match published results.
 """
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,15 +49,22 @@ def _records(
             split_dir = root / folder / split
             if not split_dir.is_dir():
                 continue
-            files = [
-                p.name for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() == ".off"
-            ]
+            # the folder resolved once (a class folder may be a link), and each file's type
+            # from its `DirEntry` (free): a file that is no link needs no resolving of its own
+            real_dir = split_dir.resolve()
+            files, symlinked = [], set()
+            with os.scandir(split_dir) as entries:
+                for entry in entries:
+                    if entry.is_file() and Path(entry.name).suffix.lower() == ".off":
+                        files.append(entry.name)
+                        if entry.is_symlink():
+                            symlinked.add(entry.name)
             for name in cap_per_class(files, config.per_class, config.seed):
                 relpath = f"{folder}/{split}/{name}"
                 yield MeshRecord(
                     id=object_id("modelnet", relpath),
                     source="modelnet",
-                    path=stored_path(split_dir / name, out_dir),
+                    path=stored_path(real_dir / name, out_dir, resolved=name not in symlinked),
                     class_name=names[folder],
                     split=split,
                     up_axis="z",

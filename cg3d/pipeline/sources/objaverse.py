@@ -16,6 +16,7 @@ from itertools import chain
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.files import resolved_root
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -41,8 +42,11 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         root_file(root, DEFAULT_ANNOTATIONS, "--annotations")
     labels = read_annotations(Path(config.annotations) if config.annotations else default)
     files: dict[str, str] = {}
+    symlinked: set[str] = set()  # the uids whose file is a link: stored as its target's path
     failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
-    for entry in iter_sorted_entries(root):
+    # from the root resolved (once: the stage's is already), the entries' paths need no
+    # resolving of their own (`stored_path`)
+    for entry in iter_sorted_entries(resolved_root(root)):
         path, failure = Path(entry.path), not_a_file(entry, root)
         if failure is not None:
             failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
@@ -53,6 +57,8 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
                 failures.append(_failure(str(path), class_name, "duplicate", reason))
             else:
                 files[path.stem] = str(path)
+                if entry.is_symlink():
+                    symlinked.add(path.stem)
     by_class: dict[str, list[str]] = {}
     for uid in files:
         category, _ = labels[uid]
@@ -63,7 +69,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
             by_class.setdefault(category, []).append(uid)
     if not by_class:
         raise UsageError(f"--annotations: none of the .glb files in {root} is annotated")
-    records = _records(by_class, files, labels, config, out_dir)
+    records = _records(by_class, files, symlinked, labels, config, out_dir)
     return Listing(sorted(by_class), chain(records, failures))
 
 
@@ -80,7 +86,9 @@ def _failure(path: str, class_name: str, status: str, error: str) -> MeshRecord:
     )
 
 
-def _records(by_class, files, labels, config: MeshesConfig, out_dir: Path) -> Iterator[MeshRecord]:
+def _records(
+    by_class, files, symlinked, labels, config: MeshesConfig, out_dir: Path
+) -> Iterator[MeshRecord]:
     for class_name in sorted(by_class):
         uids = cap_per_class(by_class[class_name], config.per_class, config.seed)
         split_of = seeded_split(uids, config.seed, config.test_fraction)
@@ -88,7 +96,7 @@ def _records(by_class, files, labels, config: MeshesConfig, out_dir: Path) -> It
             yield MeshRecord(
                 id=object_id("objaverse", uid),
                 source="objaverse",
-                path=stored_path(Path(files[uid]), out_dir),
+                path=stored_path(Path(files[uid]), out_dir, resolved=uid not in symlinked),
                 class_name=class_name,
                 name=labels[uid][1],
                 split=split_of[uid],
