@@ -49,6 +49,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
+from cg3d.formats.npy import read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -412,7 +413,7 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
             path = refused.path(root, cloud_dir, file_name, file_name)
             if path is None:
                 continue
-            points = np.load(_require_file(root, path, "--root"), allow_pickle=False)
+            points = read_npy(_require_file(root, path, "--root"))
             yield Shape(file_name.removesuffix(".npy"), points, label(file_name))
 
     count = lambda: refusals[0].count  # noqa: E731 - read after each pass

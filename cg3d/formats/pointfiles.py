@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.formats.npy import read_npy
 
 POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
 
@@ -30,7 +31,7 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     faces = None
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = read_npy(path)
         elif suffix == ".ply":
             array, faces = _read_ply(path)
         else:

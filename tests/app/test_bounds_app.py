@@ -1,5 +1,6 @@
 """Issue 25's bounds at the app's edges: images, labels, non-finite features, `top`."""
 
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import MAX_LABELS
 from tests.formats.images import png_declaring
+from tests.formats.npyfiles import ABSURD, npy_claiming
 
 
 def test_search_with_an_oversized_image_is_one_line(tmp_path, tiny_index):
@@ -218,3 +220,25 @@ def test_the_demo_bounds_what_a_visitor_types_not_the_checkpoint_classes(tiny_ch
     assert scores is None and "'chair' is given twice" in status
     (_, scores, _, _), *_ = list(demo.classify(str(shape), ""))  # the 3 training classes
     assert set(scores) == {"cube", "sphere", "cone"}
+
+
+# tests/formats/test_npy.py: read_npy bounds the header; here, the commands that read one.
+@pytest.mark.timeout(300)
+def test_the_commands_answer_an_absurd_or_fifo_npy_in_one_line(
+    tmp_path, tiny_checkpoint, tiny_index
+):
+    (tmp_path / "absurd.npy").write_bytes(npy_claiming(ABSURD))
+    os.mkfifo(tmp_path / "fifo.npy")
+    runs = [
+        (
+            ["classify", str(tmp_path / "absurd.npy"), "--checkpoint", str(tiny_checkpoint)],
+            "absurd",
+        ),
+        (["search", str(tiny_index), "--embedding", str(tmp_path / "absurd.npy")], "absurd"),
+        (["search", str(tiny_index), "--embedding", str(tmp_path / "fifo.npy")], "fifo"),
+    ]
+    for words, name in runs:
+        result = CliRunner().invoke(app, words)
+        assert isinstance(result.exception, UsageError), result.output
+        message = str(result.exception)
+        assert f"{name}.npy" in message and "\n" not in message, message
