@@ -176,6 +176,14 @@ def test_a_non_finite_embedding_query_is_one_line(tiny_index):
         index.search(embedding=query)
 
 
+def test_an_all_zero_embedding_query_is_one_line(tiny_index):
+    # it ranked every object at score 0.0000 with exit 0: an order of nothing
+    index = open_index(tiny_index)
+    with pytest.raises(UsageError, match="the embedding is all zeros"):
+        index.search(embedding=np.zeros(64, np.float32))
+    assert index.search(embedding=np.full(64, 1e-30, np.float32), top=1)  # tiny is a direction
+
+
 # --- top -------------------------------------------------------------------------------
 
 
