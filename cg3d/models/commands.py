@@ -50,7 +50,7 @@ def export(
     --format hub writes a folder loadable without pickle, with a model card.
     """
     from cg3d.errors import UsageError
-    from cg3d.files import check_out_dir
+    from cg3d.files import check_not_special, check_out_dir
     from cg3d.models.checkpoint import export_checkpoint
 
     if format not in ("pt", "hub"):
@@ -62,6 +62,7 @@ def export(
     if out.is_dir():  # the rename at the end would fail, after CLIP's weights were loaded
         raise UsageError(f"--out: {out} is a folder; name the file to write, e.g. {out}/model.pt")
     check_out_dir(out.parent)  # before CLIP's weights are loaded: a folder that cannot be written
+    check_not_special(out, "--out")
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"
     typer.echo(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)")
