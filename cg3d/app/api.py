@@ -60,6 +60,8 @@ def parse_labels(
     """
     if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
+        if labels.strip() and not found:  # ",,," is a mistake, not a request for the defaults
+            raise UsageError(f"--labels: {labels!r:.40} names no label (separate labels by commas)")
     elif labels is not None and not isinstance(labels, Sequence):
         raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:

@@ -72,6 +72,14 @@ def test_a_label_given_twice_is_refused_and_named(model, cube, labels, twice):
         model.classify(cube, labels, prepared=True)
 
 
+@pytest.mark.parametrize("labels", [",,,", " , ", ",\t,"])
+def test_labels_that_name_no_label_are_refused_not_replaced_by_the_classes(model, cube, labels):
+    # they used to mean "the checkpoint's classes": a typo answered another question, exit 0
+    with pytest.raises(UsageError, match="names no label"):
+        model.classify(cube, labels, prepared=True)
+    assert [label for label, _ in model.classify(cube, "  ", prepared=True)]  # blank: defaults
+
+
 def test_the_checkpoint_classes_are_checked_too():
     with pytest.raises(UsageError, match="the checkpoint's classes: 'cube' is given twice"):
         parse_labels(None, ["cube", "cone", "cube"])
