@@ -1,5 +1,6 @@
 """`cg3d` subcommands of the model library (thin wrappers over cg3d.models functions)."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,9 @@ def export(
 
     if format not in ("pt", "hub"):
         raise UsageError(f"--format must be pt or hub, got {format!r}")
+    if out.exists() and checkpoint.exists() and os.path.samefile(out, checkpoint):
+        # a training run's last.pt, rewritten without its training state: its resume is lost
+        raise UsageError(f"--out: {out} is the --checkpoint itself; export writes another file")
     if format == "hub":
         _export_hub(checkpoint, out, embed_clip, clip_pretrained, measured or [])
         return

@@ -168,3 +168,18 @@ def test_export_to_a_fifo_or_device_is_one_line_and_leaves_the_node(tiny_checkpo
     with refused, atomic_path(fifo) as tmp:  # every writer
         tmp.write_text("x")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(tmp_path.iterdir()) == [fifo]
+
+
+def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint, tmp_path):
+    """It rewrote the file without its training state (exit 0): a run's resume, lost."""
+    run = tmp_path / "last.pt"
+    shutil.copy(tiny_checkpoint, run)
+    before = run.read_bytes()
+    for out in (run, tmp_path / "." / "last.pt"):
+        result = CliRunner().invoke(app, ["export", "--checkpoint", str(run), "--out", str(out)])
+        assert isinstance(result.exception, UsageError), result.output
+        assert (
+            str(result.exception)
+            == f"--out: {out} is the --checkpoint itself; export writes another file"
+        )
+    assert run.read_bytes() == before
