@@ -169,7 +169,7 @@ def check_shape_file(path: str | Path) -> Path:
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"no such file {path}")
+        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
     if path.stat().st_size == 0:  # said before a model loads (issue 26)
         suffix = path.suffix.lower()
         kind = {".npy": "unreadable point file", ".ply": "unreadable point file"}.get(

@@ -23,8 +23,8 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     naming it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
+    if not path.is_file():  # a FIFO would block the read: named, never opened
+        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
     suffix = path.suffix.lower()
     if suffix not in (*POINT_SUFFIXES, ".ply"):
         raise UsageError(f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)")

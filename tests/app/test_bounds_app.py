@@ -258,3 +258,19 @@ def test_the_commands_answer_an_absurd_or_fifo_npy_in_one_line(
         assert isinstance(result.exception, UsageError), result.output
         message = str(result.exception)
         assert f"{name}.npy" in message and "\n" not in message, message
+
+
+@pytest.mark.timeout(300)
+def test_a_fifo_given_as_a_shape_is_named_as_one_not_as_missing(tmp_path, tiny_checkpoint):
+    # "no such file …/shape.npy" sent the user looking for a file that is there
+    fifo = tmp_path / "shape.npy"
+    os.mkfifo(fifo)
+    checkpoint = ["--checkpoint", str(tiny_checkpoint)]
+    for words in (
+        ["classify", str(fifo), *checkpoint],
+        ["embed", str(fifo), *checkpoint, "--out", str(tmp_path / "e.npy")],
+        ["scene-query", str(fifo), "--text", "a chair", *checkpoint, "--out", str(tmp_path / "s")],
+    ):
+        result = CliRunner().invoke(app, words)
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception) == f"{fifo}: not a regular file", words
