@@ -18,6 +18,7 @@ import inspect
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     again naming `path`, the file the user asked for, so that the CLI prints one line about it.
     """
     path = Path(path)
+    check_not_special(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -105,6 +107,19 @@ def _finish_commit(folder: Path) -> None:
     for file in sorted(commit.iterdir()):
         os.replace(file, folder / file.name)
     commit.rmdir()
+
+
+def check_not_special(path: Path, option: str = "") -> None:
+    """UsageError when `path` (followed through symlinks) is a device, FIFO or socket: the
+    rename of `atomic_path` would replace the node itself (as root, `--out /dev/full` turned
+    /dev/full into a regular file and exited 0)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (or unreadable): nothing to replace, or the write says why
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        where = f"{option}: " if option else ""
+        raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
 
 
 def _errno_in(message: str) -> int | None:

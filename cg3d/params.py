@@ -45,6 +45,9 @@ MAX_WORKERS = 512
 MAX_LABELS = 2048
 # Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
 SEED_MAX = 2**32 - 1
+# Learning rates, weight decays and loss weights: far above any real run's, far below float32's
+# 3.4e38 (a larger one overflows inside the optimiser's step: a RuntimeError traceback).
+MAX_RATE = 1e3
 
 
 def param(
@@ -326,18 +329,25 @@ class TrainConfig(Section):
     schedule: str = param(
         "alternating", "alternating (the paper's) or joint.", choices=("alternating", "joint")
     )
-    point_text_weight: float = param(1.0, "Weight of the point–text loss.", low=0.0)
-    point_image_weight: float = param(1.0, "Weight of the point–image loss.", low=0.0)
-    image_text_weight: float = param(1.0, "Weight of the image–text loss.", low=0.0)
-    encoder_lr: float = param(5e-5, "AdamW learning rate of the point encoder.", low=0.0)
+    point_text_weight: float = param(1.0, "Weight of the point–text loss.", low=0.0, high=MAX_RATE)
+    point_image_weight: float = param(
+        1.0, "Weight of the point–image loss.", low=0.0, high=MAX_RATE
+    )
+    image_text_weight: float = param(1.0, "Weight of the image–text loss.", low=0.0, high=MAX_RATE)
+    encoder_lr: float = param(
+        5e-5, "AdamW learning rate of the point encoder.", low=0.0, high=MAX_RATE
+    )
     encoder_weight_decay: float = param(
         0.05,
         "AdamW weight decay of the encoder's weight matrices (not biases, norms, tokens).",
         low=0.0,
+        high=MAX_RATE,
     )
-    prompt_lr: float = param(2e-3, "SGD learning rate of the prompts.", low=0.0)
+    prompt_lr: float = param(2e-3, "SGD learning rate of the prompts.", low=0.0, high=MAX_RATE)
     prompt_momentum: float = param(0.9, "SGD momentum of the prompts.", low=0.0, high=1.0)
-    prompt_weight_decay: float = param(1e-4, "SGD weight decay of the prompts.", low=0.0)
+    prompt_weight_decay: float = param(
+        1e-4, "SGD weight decay of the prompts.", low=0.0, high=MAX_RATE
+    )
     grad_clip: float = param(
         10.0, "Clip each update's gradient norm (per optimiser) to this; 0: no clipping.", low=0.0
     )
@@ -352,7 +362,10 @@ class TrainConfig(Section):
         choices=("cosine", "epoch-cosine"),
     )
     encoder_lr_min: float = param(
-        0.0, "Where the encoder's cosine ends (the public timm schedule: 1e-6).", low=0.0
+        0.0,
+        "Where the encoder's cosine ends (the public timm schedule: 1e-6).",
+        low=0.0,
+        high=MAX_RATE,
     )
     cosine_epochs: int = param(
         0,
@@ -550,8 +563,8 @@ class FinetuneConfig(Section):
     )
     shots: int = param(0, "Few-shot: K training shapes per class (0: all).", low=0)
     epochs: int = param(10, "full: epochs.", low=1)
-    lr: float = param(1e-4, "full: AdamW learning rate.", low=1e-12)
-    weight_decay: float = param(0.05, "full: AdamW weight decay.", low=0.0)
+    lr: float = param(1e-4, "full: AdamW learning rate.", low=1e-12, high=MAX_RATE)
+    weight_decay: float = param(0.05, "full: AdamW weight decay.", low=0.0, high=MAX_RATE)
     batch_size: int = param(
         32, "Batch size (full: of training; linear: of feature extraction).", low=1
     )
@@ -559,6 +572,7 @@ class FinetuneConfig(Section):
         1e-4,
         "linear: L2 penalty λ of the probe; L-BFGS minimises mean cross-entropy + λ/2·‖W‖².",
         low=0.0,
+        high=1e6,  # the top of CLIP's sweep; 1e300 made the objective NaN
     )
     probe_iterations: int = param(
         1000, "linear: L-BFGS iterations at most (CLIP's paper: 1000).", low=1

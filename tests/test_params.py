@@ -154,6 +154,13 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("train: {encoder_params: {dropout: .nan}}", "train.encoder_params must be finite"),
         ("train: {encoder_params: {radii: [0.2, .inf]}}", "train.encoder_params must be finite"),
         ("train: {batch_size: .nan}", "train.batch_size must be an integer, got nan"),
+        # finite but past float32: the optimiser's step overflowed (a RuntimeError traceback)
+        ("train: {prompt_lr: 1.0e+300}", "train.prompt_lr must be ≥ 0.0 and ≤ 1000.0, got 1e+300"),
+        ("train: {encoder_lr: 1.0e+300}", "train.encoder_lr must be ≥ 0.0 and ≤ 1000.0"),
+        ("train: {encoder_lr_min: 1.0e+300}", "train.encoder_lr_min must be ≥ 0.0 and ≤"),
+        ("train: {prompt_weight_decay: 1.0e+300}", "train.prompt_weight_decay must be ≥ 0.0 and"),
+        ("train: {encoder_weight_decay: 1.0e+40}", "train.encoder_weight_decay must be ≥ 0.0"),
+        ("train: {point_text_weight: 1.0e+300}", "train.point_text_weight must be ≥ 0.0 and ≤"),
     ],
 )
 def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message):
@@ -185,6 +192,9 @@ def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message)
             "index.batch_size must be an integer",
         ),
         (["sample", "--meshes", "m", "--set", "sample.timeout=.inf"], "sample.timeout must be"),
+        (["finetune", "--checkpoint", "c", "--lr", "1e300"], "finetune.lr must be ≥ 1e-12 and ≤"),
+        (["finetune", "--checkpoint", "c", "--set", "finetune.weight_decay=1.0e+300"], "≤ 1000"),
+        (["finetune", "--checkpoint", "c", "--probe-l2", "1e300"], "finetune.probe_l2 must be"),
     ],
 )
 def test_wrong_options_are_one_line_naming_the_key(tmp_path, arguments, message):

@@ -60,6 +60,8 @@ def parse_labels(
     """
     if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
+        if labels.strip() and not found:  # ",,," is a mistake, not a request for the defaults
+            raise UsageError(f"--labels: {labels!r:.40} names no label (separate labels by commas)")
     elif labels is not None and not isinstance(labels, Sequence):
         raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:
@@ -167,7 +169,7 @@ def check_shape_file(path: str | Path) -> Path:
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"no such file {path}")
+        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
     if path.stat().st_size == 0:  # said before a model loads (issue 26)
         suffix = path.suffix.lower()
         kind = {".npy": "unreadable point file", ".ply": "unreadable point file"}.get(

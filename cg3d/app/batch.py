@@ -67,8 +67,12 @@ def list_shapes(source: Path) -> list[Path]:
         entries = [line.strip() for line in lines]
         paths = [source.parent / e for e in entries if e and not e.startswith("#")]
         what = f"{source} lists no paths"
-    else:
-        raise UsageError(f"no such file or folder {source}")
+    else:  # a FIFO or device is named as such, never opened
+        raise UsageError(
+            f"{source}: not a file or folder"
+            if source.exists()
+            else f"no such file or folder {source}"
+        )
     if not paths:
         raise UsageError(what)
     return paths

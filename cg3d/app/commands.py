@@ -231,10 +231,14 @@ def read_embedding(path: Path) -> "np.ndarray":
     """The (D,) vector of a .npy file (no pickle); UsageError naming `--embedding` otherwise."""
     import numpy as np
 
+    from cg3d.formats.npy import read_npy
+
     try:
-        vector = np.load(path, allow_pickle=False)
+        vector = read_npy(path)
     except FileNotFoundError:
         raise UsageError(f"--embedding: no such file {path}") from None
+    except OSError as error:  # unreadable (permissions, I/O)
+        raise UsageError(f"--embedding: {path}: {error.strerror or error}") from None
     except ValueError as error:  # not a .npy file, or an object array that would need pickle
         raise UsageError(f"--embedding: {path} is not a numeric .npy array ({error})") from None
     if vector.dtype.kind not in "fiu" or vector.squeeze().ndim != 1:

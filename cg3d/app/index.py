@@ -320,7 +320,11 @@ class Index:
         if embedding is not None:
             vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
             check_finite(vector, "search: the embedding")
-            queries.append(("embedding", vector / max(float(np.linalg.norm(vector)), 1e-12)))
+            wide = vector.astype(np.float64)  # float32 squares of 1e-30 underflow to 0
+            norm = float(np.linalg.norm(wide))
+            if norm == 0.0:  # no direction: every score would be 0, a ranking of nothing
+                raise UsageError("search: the embedding is all zeros (no direction to search)")
+            queries.append(("embedding", (wide / norm).astype(np.float32)))
         if not queries:
             raise UsageError("search: give a text, an image, points or an embedding")
         for _, query in queries:

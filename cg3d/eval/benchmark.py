@@ -91,6 +91,8 @@ def _folders(text: str, option: str) -> dict[str, str]:
         name, sep, folder = item.partition("=")
         if not sep or not folder.strip():
             raise UsageError(f"{option}: {item!r} is not DATASET=DIR")
+        if name.strip() in folders:  # the last one silently won: a benchmark of other files
+            raise UsageError(f"{option}: {name.strip()} is given twice")
         folders[name.strip()] = folder.strip()
     return folders
 

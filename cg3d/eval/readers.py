@@ -44,12 +44,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
+from cg3d.formats.npy import read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -375,28 +377,71 @@ def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
     return _require_file(root, root / relative, "--root")
 
 
+# An h5 file's shapes are its word (a 12 KB file can declare a chunked (5, 10^9, 3) dataset of
+# fill values): bounded before a slice of it is read. ScanObjectNN's clouds have 2048 points.
+SCANOBJECTNN_MAX_POINTS = 1 << 20
+SCANOBJECTNN_MAX_CHANNELS = 16
+SCANOBJECTNN_MAX_SHAPES = 10_000_000
+SCANOBJECTNN_BLOCK_BYTES = 64 << 20  # read in slices of at most this much
+
+
 def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
     """ScanObjectNN h5 (`data` (N, 2048, 3), `label` (N,)) of one variant, read in slices."""
     import h5py
 
     path = scanobjectnn_file(root, variant, split)
-    with h5py.File(path, "r") as h5:
-        if "data" not in h5 or "label" not in h5:
-            raise UsageError(f"{path}: needs datasets 'data' and 'label'")
-        size = len(h5["label"])
+    try:
+        with h5py.File(path, "r") as h5:
+            labels = _scanobjectnn_labels(h5, path, h5py.Dataset)
+            points, channels = h5["data"].shape[1:]
+    except OSError as error:  # not HDF5, truncated: h5py's message names no file
+        raise UsageError(f"{path}: not a readable HDF5 file ({error})") from None
+    size = len(labels)
+    rows = max(1, SCANOBJECTNN_BLOCK_BYTES // (points * channels * 8))
 
     def shapes() -> Iterator[Shape]:
         with h5py.File(path, "r") as h5:
-            data, labels = h5["data"], h5["label"]
-            for start in range(0, size, 256):
-                block, block_labels = (
-                    data[start : start + 256],
-                    np.ravel(labels[start : start + 256]),
-                )
-                for offset, (cloud, label) in enumerate(zip(block, block_labels, strict=True)):
-                    yield Shape(f"{variant}_{split}_{start + offset:05d}", cloud, int(label))
+            data = h5["data"]
+            for start in range(0, size, rows):
+                block = data[start : start + rows]
+                for offset, cloud in enumerate(block):
+                    index = start + offset
+                    yield Shape(f"{variant}_{split}_{index:05d}", cloud, int(labels[index]))
 
     return Benchmark("scanobjectnn", variant, class_names("scanobjectnn"), size, shapes)
+
+
+def _scanobjectnn_labels(h5: Any, path: Path, dataset: type) -> np.ndarray:
+    """The (N,) labels of an open ScanObjectNN h5, after its `data` and `label` datasets are
+    checked: shapes bounded and agreeing, numbers, labels of the 15 classes."""
+    data, labels = h5.get("data"), h5.get("label")
+    if not isinstance(data, dataset) or not isinstance(labels, dataset):
+        raise UsageError(f"{path}: needs datasets 'data' and 'label'")
+    shape = data.shape
+    if len(shape) != 3 or shape[2] < 3 or data.dtype.kind not in "fiu":
+        raise UsageError(f"{path}: 'data' is {data.dtype} {shape}, not (N, points, 3+) numbers")
+    if (
+        shape[1] > SCANOBJECTNN_MAX_POINTS
+        or shape[2] > SCANOBJECTNN_MAX_CHANNELS
+        or (shape[0] > SCANOBJECTNN_MAX_SHAPES)
+    ):
+        raise UsageError(
+            f"{path}: 'data' declares shape {shape}, over the bounds "
+            f"({SCANOBJECTNN_MAX_SHAPES}, {SCANOBJECTNN_MAX_POINTS}, {SCANOBJECTNN_MAX_CHANNELS})"
+        )
+    if labels.dtype.kind not in "iu" or labels.shape not in ((shape[0],), (shape[0], 1)):
+        raise UsageError(
+            f"{path}: 'label' is {labels.dtype} {labels.shape}, not {shape[0]} integers "
+            "(one per cloud of 'data')"
+        )
+    values = np.ravel(labels[()])
+    count = len(class_names("scanobjectnn"))
+    wrong = np.flatnonzero((values < 0) | (values >= count))
+    if len(wrong):
+        raise UsageError(
+            f"{path}: label {values[wrong[0]]} of cloud {wrong[0]} is not a class (0 to {count - 1})"
+        )
+    return values
 
 
 def shapenet55(root: Path, split: str = "test") -> Benchmark:
@@ -437,7 +482,7 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
             path = refused.path(root, cloud_dir, file_name, file_name)
             if path is None:
                 continue
-            points = np.load(_require_file(root, path, "--root"), allow_pickle=False)
+            points = read_npy(_require_file(root, path, "--root"))
             yield Shape(file_name.removesuffix(".npy"), points, label(file_name))
 
     count = lambda: refusals[0].count  # noqa: E731 - read after each pass

@@ -34,6 +34,8 @@ def write_class_features(
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
+    if Path(out).suffix != ".npy":  # before the model loads and every class is encoded
+        raise UsageError(f"--out: {out} must end in .npy")
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
     # the protocol's own way: its class names and templates, normalised or not

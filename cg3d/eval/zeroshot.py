@@ -56,6 +56,7 @@ from cg3d.eval.readers import (
 )
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
+from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
 console = Console(stderr=True)
@@ -211,16 +212,27 @@ def cached_text_features(
     `cache/<key>.npy` when an earlier run wrote it."""
     key = text_cache_key(model, names, protocol) if cache is not None else None
     path = cache / f"{key}.npy" if key else None
-    if path is not None and path.is_file():
-        features = np.load(path, allow_pickle=False)
-        if features.shape[0] == len(names):
-            return torch.from_numpy(features).to(model.device())
+    cached = _cached_rows(path, len(names)) if path is not None else None
+    if cached is not None:
+        return torch.from_numpy(cached).to(model.device())
     features = protocol.class_features(model, names)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
             np.save(handle, features.float().cpu().numpy(), allow_pickle=False)
     return features
+
+
+def _cached_rows(path: Path, rows: int) -> np.ndarray | None:
+    """The (rows, D) finite float features cached at `path`; None (encode anew, overwrite) for
+    anything else: a cache folder is shared and outlives runs, so a damaged or planted entry
+    (a header claiming 10^12 rows, an object array, NaN) must not end or skew the run."""
+    try:
+        features = read_npy(path)
+    except (OSError, ValueError):  # absent, not .npy, a header bigger than the file
+        return None
+    usable = features.ndim == 2 and features.shape[0] == rows and features.dtype.kind == "f"
+    return features if usable and np.isfinite(features).all() else None
 
 
 def file_text_features(model, classes: list[str], path: Path | None) -> torch.Tensor | None:

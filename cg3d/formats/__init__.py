@@ -9,6 +9,7 @@
                                  per-shard records, local or remote (URL, `pipe:`); the one
                                  sample decoder; the readers skip and count bad samples
     retrieval.py  cg3d index     the retrieval index: parts, merged arrays, retrieval.json
+    npy.py        from outside a .npy array, its header bounded before allocating (no pickle)
     pointfiles.py the user       point files given to the app, classify and scene
     metrics.py    train, eval    metrics.json (numbers only) and about.json (what was measured)
     tar.py        the deterministic tar writer and the one tar reader the others use

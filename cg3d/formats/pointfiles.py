@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.formats.npy import read_npy
 
 POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
 
@@ -22,15 +23,15 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     naming it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no such file {path}")
+    if not path.is_file():  # a FIFO would block the read: named, never opened
+        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
     suffix = path.suffix.lower()
     if suffix not in (*POINT_SUFFIXES, ".ply"):
         raise UsageError(f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)")
     faces = None
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = read_npy(path)
         elif suffix == ".ply":
             array, faces = _read_ply(path)
         else:
@@ -65,5 +66,22 @@ def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     vertices = getattr(loaded, "vertices", None)  # a PLY without vertices loads as an empty Scene
     if vertices is None:
         raise ValueError("no vertices in it")
+    declared = _declared_vertices(path)
+    if declared is not None and len(vertices) != declared:  # trimesh reads a cut ASCII file
+        raise ValueError(f"its header declares {declared} vertices, it holds {len(vertices)}")
     faces = getattr(loaded, "faces", None)
     return np.asarray(vertices), (np.asarray(faces) if faces is not None and len(faces) else None)
+
+
+MAX_PLY_HEADER = 1 << 16  # bytes: a header is a few hundred
+
+
+def _declared_vertices(path: Path) -> int | None:
+    """The count of a PLY header's `element vertex` line (None without one)."""
+    with open(path, "rb") as handle:
+        header = handle.read(MAX_PLY_HEADER)
+    for line in header.partition(b"end_header")[0].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:2] == ["element", "vertex"] and len(words) > 2 and words[2].isdigit():
+            return int(words[2])
+    return None

@@ -38,6 +38,7 @@ from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
 from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
+from cg3d.formats.npy import read_npy
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import (
     FormatError,
@@ -456,7 +457,7 @@ def decode_points(data: bytes) -> np.ndarray:
     if not data.startswith(b"\x93NUMPY"):
         # np.load takes anything else for a pickle and blames allow_pickle: name the real cause
         raise ValueError(f"not an .npy array (it starts with {data[:8]!r}, not the NPY magic)")
-    array = np.load(io.BytesIO(data), allow_pickle=False)
+    array = read_npy(data)
     if array.dtype.kind not in "fiu":
         raise ValueError(f"it holds {array.dtype} values, not numbers")
     return array.astype(np.float32, copy=False)

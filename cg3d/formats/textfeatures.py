@@ -20,6 +20,7 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path
+from cg3d.formats.npy import read_npy
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
@@ -64,7 +65,7 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
             "one name per row of the .npy, in order"
         )
     try:
-        features = np.load(path, allow_pickle=False)
+        features = read_npy(path)
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
     try:

@@ -129,6 +129,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         config_at = weights_at = path
     check_config_shape(payload["config"], config_at)
     for name, tensor in payload["model"].items():  # NaN weights answer NaN, with exit 0
+        # A pickled tensor is a view: its shape and strides are the file's word, so a 7 MB
+        # file can claim 10^12 values over one stored float (stride 0). Refused before any
+        # check below (or load_state_dict) materialises it.
+        stored = tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+        if tensor.numel() > stored:
+            raise UsageError(
+                f"{weights_at}: the weight {name} claims shape {tuple(tensor.shape)} "
+                f"({tensor.numel()} values) over {stored} stored values"
+            )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise UsageError(f"{weights_at}: the weight {name} holds NaN or infinite values")
     return payload

@@ -1,5 +1,6 @@
 """`cg3d` subcommands of the model library (thin wrappers over cg3d.models functions)."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,11 +51,14 @@ def export(
     --format hub writes a folder loadable without pickle, with a model card.
     """
     from cg3d.errors import UsageError
-    from cg3d.files import check_out_dir
+    from cg3d.files import check_not_special, check_out_dir
     from cg3d.models.checkpoint import export_checkpoint
 
     if format not in ("pt", "hub"):
         raise UsageError(f"--format must be pt or hub, got {format!r}")
+    if out.exists() and checkpoint.exists() and os.path.samefile(out, checkpoint):
+        # a training run's last.pt, rewritten without its training state: its resume is lost
+        raise UsageError(f"--out: {out} is the --checkpoint itself; export writes another file")
     if format == "hub":
         _export_hub(checkpoint, out, embed_clip, clip_pretrained, measured or [])
         return
@@ -62,6 +66,7 @@ def export(
     if out.is_dir():  # the rename at the end would fail, after CLIP's weights were loaded
         raise UsageError(f"--out: {out} is a folder; name the file to write, e.g. {out}/model.pt")
     check_out_dir(out.parent)  # before CLIP's weights are loaded: a folder that cannot be written
+    check_not_special(out, "--out")
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"
     typer.echo(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)")

@@ -25,6 +25,7 @@ world size and the other numbers go to the untracked `OUT/run.json` (gitignored)
 
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -221,6 +222,14 @@ def train_epoch(
     if not means:
         raise UsageError(
             f"epoch {epoch + 1}: no whole batch to train on ({skipped} samples did not decode)"
+        )
+    diverged = [f"train/{key} {value}" for key, value in means.items() if not math.isfinite(value)]
+    if diverged:  # NaN weights would be saved, and every loader refuses them: stop here
+        config = trainer.config
+        raise UsageError(
+            f"epoch {epoch + 1}: the training diverged ({', '.join(diverged)}); nothing of this "
+            f"epoch was saved: lower train.encoder_lr ({config.encoder_lr}), train.prompt_lr "
+            f"({config.prompt_lr}) or the loss weights"
         )
     record = {f"train/{key}": value for key, value in means.items()}
     record |= {

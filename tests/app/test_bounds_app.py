@@ -1,5 +1,6 @@
 """Issue 25's bounds at the app's edges: images, labels, non-finite features, `top`."""
 
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import MAX_LABELS
 from tests.formats.images import png_declaring
+from tests.formats.npyfiles import ABSURD, npy_claiming
 
 
 def test_search_with_an_oversized_image_is_one_line(tmp_path, tiny_index):
@@ -68,6 +70,14 @@ def cube(model):
 def test_a_label_given_twice_is_refused_and_named(model, cube, labels, twice):
     with pytest.raises(UsageError, match=f"--labels: '{twice}' is given twice"):
         model.classify(cube, labels, prepared=True)
+
+
+@pytest.mark.parametrize("labels", [",,,", " , ", ",\t,"])
+def test_labels_that_name_no_label_are_refused_not_replaced_by_the_classes(model, cube, labels):
+    # they used to mean "the checkpoint's classes": a typo answered another question, exit 0
+    with pytest.raises(UsageError, match="names no label"):
+        model.classify(cube, labels, prepared=True)
+    assert [label for label, _ in model.classify(cube, "  ", prepared=True)]  # blank: defaults
 
 
 def test_the_checkpoint_classes_are_checked_too():
@@ -174,6 +184,14 @@ def test_a_non_finite_embedding_query_is_one_line(tiny_index):
         index.search(embedding=query)
 
 
+def test_an_all_zero_embedding_query_is_one_line(tiny_index):
+    # it ranked every object at score 0.0000 with exit 0: an order of nothing
+    index = open_index(tiny_index)
+    with pytest.raises(UsageError, match="the embedding is all zeros"):
+        index.search(embedding=np.zeros(64, np.float32))
+    assert index.search(embedding=np.full(64, 1e-30, np.float32), top=1)  # tiny is a direction
+
+
 # --- top -------------------------------------------------------------------------------
 
 
@@ -218,3 +236,41 @@ def test_the_demo_bounds_what_a_visitor_types_not_the_checkpoint_classes(tiny_ch
     assert scores is None and "'chair' is given twice" in status
     (_, scores, _, _), *_ = list(demo.classify(str(shape), ""))  # the 3 training classes
     assert set(scores) == {"cube", "sphere", "cone"}
+
+
+# tests/formats/test_npy.py: read_npy bounds the header; here, the commands that read one.
+@pytest.mark.timeout(300)
+def test_the_commands_answer_an_absurd_or_fifo_npy_in_one_line(
+    tmp_path, tiny_checkpoint, tiny_index
+):
+    (tmp_path / "absurd.npy").write_bytes(npy_claiming(ABSURD))
+    os.mkfifo(tmp_path / "fifo.npy")
+    runs = [
+        (
+            ["classify", str(tmp_path / "absurd.npy"), "--checkpoint", str(tiny_checkpoint)],
+            "absurd",
+        ),
+        (["search", str(tiny_index), "--embedding", str(tmp_path / "absurd.npy")], "absurd"),
+        (["search", str(tiny_index), "--embedding", str(tmp_path / "fifo.npy")], "fifo"),
+    ]
+    for words, name in runs:
+        result = CliRunner().invoke(app, words)
+        assert isinstance(result.exception, UsageError), result.output
+        message = str(result.exception)
+        assert f"{name}.npy" in message and "\n" not in message, message
+
+
+@pytest.mark.timeout(300)
+def test_a_fifo_given_as_a_shape_is_named_as_one_not_as_missing(tmp_path, tiny_checkpoint):
+    # "no such file …/shape.npy" sent the user looking for a file that is there
+    fifo = tmp_path / "shape.npy"
+    os.mkfifo(fifo)
+    checkpoint = ["--checkpoint", str(tiny_checkpoint)]
+    for words in (
+        ["classify", str(fifo), *checkpoint],
+        ["embed", str(fifo), *checkpoint, "--out", str(tmp_path / "e.npy")],
+        ["scene-query", str(fifo), "--text", "a chair", *checkpoint, "--out", str(tmp_path / "s")],
+    ):
+        result = CliRunner().invoke(app, words)
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception) == f"{fifo}: not a regular file", words

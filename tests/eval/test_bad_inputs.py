@@ -2,14 +2,19 @@
 naming shards outside its folder, and a broken audit.json are one line naming the file."""
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
+from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.eval.audit import audit, read_audit
+from cg3d.files import atomic_path
 from cg3d.formats.shards import read_index
 
 from .files import write_shards
@@ -144,3 +149,37 @@ def test_export_to_an_existing_folder_is_one_line(tiny_checkpoint, tmp_path):
         f"{tmp_path / 'models'}/model.pt"
     ]
     assert list((tmp_path / "models").iterdir()) == []  # no temp file left behind
+
+
+def test_export_to_a_fifo_or_device_is_one_line_and_leaves_the_node(tiny_checkpoint, tmp_path):
+    """The rename at the end replaced the node: as root, `--out /dev/full` made /dev/full a
+    regular file (exit 0). A FIFO stands in for the device here: never replace a real one."""
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(
+        app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(fifo)]
+    )
+    assert isinstance(result.exception, UsageError), result.output
+    assert (
+        str(result.exception) == f"--out: {fifo} is a device, FIFO or socket, not a file to write"
+    )
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    refused = pytest.raises(UsageError, match="is a device, FIFO or socket")
+    with refused, atomic_path(fifo) as tmp:  # every writer
+        tmp.write_text("x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(tmp_path.iterdir()) == [fifo]
+
+
+def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint, tmp_path):
+    """It rewrote the file without its training state (exit 0): a run's resume, lost."""
+    run = tmp_path / "last.pt"
+    shutil.copy(tiny_checkpoint, run)
+    before = run.read_bytes()
+    for out in (run, tmp_path / "." / "last.pt"):
+        result = CliRunner().invoke(app, ["export", "--checkpoint", str(run), "--out", str(out)])
+        assert isinstance(result.exception, UsageError), result.output
+        assert (
+            str(result.exception)
+            == f"--out: {out} is the --checkpoint itself; export writes another file"
+        )
+    assert run.read_bytes() == before

@@ -181,6 +181,8 @@ def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypa
         ("a=", "modelnet40", "modelnet40=d", "not NAME or NAME=WEIGHTS"),
         ("a", "modelnet41", "modelnet40=d", "'modelnet41' is not one of"),
         ("a", "modelnet40,scanobjectnn", "modelnet40=d", "no folder for scanobjectnn"),
+        # the second root silently won: a benchmark of files other than the ones named first
+        ("a", "modelnet40", "modelnet40=d,modelnet40=/etc", "--roots: modelnet40 is given twice"),
     ],
 )
 def test_bad_lists_are_one_line(tmp_path, models, datasets, roots, message):

@@ -14,6 +14,7 @@ from cg3d.eval.protocols import Protocol
 from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, cached_text_features, top_confusions, zeroshot
 from tests.eval.files import write_openshape
+from tests.formats.npyfiles import ABSURD, npy_claiming
 
 
 def test_openshape_files_need_allow_pickle(tmp_path):
@@ -106,6 +107,28 @@ def test_class_features_are_encoded_once_and_cached(tmp_path):
     one = replace(two, templates=("a {}",))
     cached_text_features(model, classes, one, tmp_path / "cache")  # other templates
     assert model.encoded == 900
+
+
+def test_a_damaged_or_planted_cache_entry_is_encoded_anew(tmp_path):
+    """The cache folder is shared: an entry with a header claiming 10^12 rows was a 12 TB
+    allocation, an object array a traceback, NaN rows NaN scores with exit 0."""
+    model = CountingTextModel()
+    classes = ["a", "b"]
+    two = Protocol(name="two", description="", templates=("a {}", "the {}"))
+    cached_text_features(model, classes, two, tmp_path)
+    (entry,) = tmp_path.glob("*.npy")
+    good = np.load(entry)
+    for damage in (
+        lambda: entry.write_bytes(npy_claiming(ABSURD)),
+        lambda: np.save(entry, np.array([{"x": 1}] * 2, dtype=object), allow_pickle=True),
+        lambda: np.save(entry, np.full((2, 8), np.nan, np.float32)),
+        lambda: np.save(entry, good[:, :, None]),
+    ):
+        damage()
+        encoded = model.encoded
+        features = cached_text_features(model, classes, two, tmp_path)
+        assert model.encoded == encoded + 4 and torch.isfinite(features).all()
+        assert np.isfinite(np.load(entry)).all()  # and the entry rewritten
 
 
 def make_lvis_shards(tmp_path: Path) -> Path:

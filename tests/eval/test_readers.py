@@ -125,6 +125,64 @@ def test_scanobjectnn_wrong_variant_and_missing_file(tmp_path):
         open_benchmark("scanobjectnn", tmp_path, variant="obj_bg")
 
 
+# A hostile h5 (issue: the ScanObjectNN reader trusted every shape in the file): each was a
+# traceback (MemoryError, zip's ValueError, IndexError, TypeError) or a message naming no file.
+CLOUDS = np.zeros((5, 2048, 3), np.float32)
+HOSTILE_H5 = {
+    # a chunked dataset of fill values: 12 KB on disk, 56 GiB for one slice of it
+    "absurd": (
+        lambda h5: h5.create_dataset("data", shape=(5, 10**9, 3), dtype="f4", chunks=(1, 1024, 3)),
+        np.arange(5),
+        r"'data' declares shape \(5, 1000000000, 3\), over the bounds",
+    ),
+    "fewer clouds": (lambda h5: h5.create_dataset("data", data=CLOUDS[:3]), np.arange(5), "not 3"),
+    "label 99": (
+        lambda h5: h5.create_dataset("data", data=CLOUDS),
+        np.array([0, 1, 99, 2, 3]),
+        "label 99 of cloud 2 is not a class",
+    ),
+    "label -1": (
+        lambda h5: h5.create_dataset("data", data=CLOUDS),
+        np.array([0, -1, 1, 2, 3]),
+        "label -1 of cloud 1",
+    ),
+    "float labels": (
+        lambda h5: h5.create_dataset("data", data=CLOUDS),
+        np.full(5, np.nan),
+        "'label' is float64",
+    ),
+    "2-d data": (
+        lambda h5: h5.create_dataset("data", data=CLOUDS[:, :, 0]),
+        np.arange(5),
+        r"'data' is float32 \(5, 2048\), not \(N, points, 3\+\)",
+    ),
+    "a group": (lambda h5: h5.create_group("data"), np.arange(5), "needs datasets"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_H5))
+def test_a_hostile_scanobjectnn_file_is_one_line_naming_it(tmp_path, case):
+    import h5py
+
+    write_data, labels, message = HOSTILE_H5[case]
+    path = tmp_path / SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as h5:
+        write_data(h5)
+        h5["label"] = labels
+    with pytest.raises(UsageError, match=message) as caught:
+        list(open_benchmark("scanobjectnn", tmp_path, variant="obj_only").shapes())
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_a_scanobjectnn_file_that_is_not_hdf5_is_one_line_naming_it(tmp_path):
+    path = tmp_path / SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an h5 file" * 10)
+    with pytest.raises(UsageError, match=f"{path}: not a readable HDF5 file"):
+        open_benchmark("scanobjectnn", tmp_path, variant="obj_only")
+
+
 def test_shapenet55_maps_synsets_through_cg3d_renames(tmp_path):
     files = ["02691156-a1b2.npy", "03211117-c3d4.npy", "04530566-e5f6.npy", "02747177-0000.npy"]
     write_shapenet55(tmp_path, files)

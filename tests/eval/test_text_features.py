@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from cg3d.cli import app
+from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.eval.zeroshot import zeroshot
 from cg3d.models import checkpoint as checkpoint_module
@@ -70,3 +71,14 @@ def test_a_feature_file_missing_a_benchmark_class_is_one_line(tiny_checkpoint, t
     result = CliRunner().invoke(app, [*zeroshot_args, "--text-features", str(features)])
     assert result.exit_code != 0
     assert "two.json lacks the classes bed, bench, bookshelf (+35 more)" in str(result.exception)
+
+
+@pytest.mark.parametrize("name", ["features.txt", "folder"])
+def test_text_features_names_its_out_option_before_loading_the_model(tmp_path, name):
+    # it said "--text-features: … must end in .npy" (zeroshot's option), after encoding all
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / name
+    words = ["eval", "text-features", "--checkpoint", str(tmp_path / "absent.pt")]
+    result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"--out: {out} must end in .npy"  # not: no checkpoint

@@ -70,3 +70,20 @@ def test_a_real_config_passes_with_many_classes(saved, tmp_path):
     lvis = [f"class {i}" for i in range(1156)]
     path = forged(saved, tmp_path, "classes", lvis)
     assert read_checkpoint(path)["config"]["classes"] == lvis
+
+
+# A pickled tensor is a view whose shape and strides are the file's word: a stride-0 view
+# claims 10^12 values over one stored float, which the NaN check would materialise (4 TB).
+@pytest.mark.parametrize("shape", [(10**6, 10**6), (16, 32)])
+def test_a_weight_claiming_more_values_than_its_file_stores_is_one_line(saved, tmp_path, shape):
+    payload = torch.load(saved, weights_only=True)
+    payload["model"]["extra.view"] = torch.zeros(1).expand(*shape)
+    path = tmp_path / "forged.pt"
+    torch.save(payload, path)
+    assert path.stat().st_size < saved.stat().st_size + 10_000
+    with pytest.raises(
+        UsageError, match=r"forged.pt: the weight extra.view claims shape"
+    ) as caught:
+        read_checkpoint(path)
+    assert f"({shape[0] * shape[1]} values) over 1 stored values" in str(caught.value)
+    assert "\n" not in str(caught.value)

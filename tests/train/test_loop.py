@@ -294,3 +294,16 @@ def test_every_epoch_shows_a_progress_bar_with_rate_and_time_left(tmp_path, caps
     for epoch in ("epoch 1/2", "epoch 2/2"):
         (bar,) = [line for line in shown.splitlines() if line.startswith(epoch)]
         assert re.search(r" 3/3 +\d+\.\d samples/s +\d+:\d\d:\d\d$", bar.rstrip()), bar
+
+
+def test_a_diverged_epoch_stops_the_run_and_saves_nothing_of_it(tmp_path):
+    """A NaN loss used to train on to exit 0, saving NaN weights every loader then refuses."""
+    config = tiny_train_config(epochs=2)
+    model, _ = prepare_model(config, CLASSES, tmp_path)
+    batches = make_batches(2, 8)
+    for batch in batches:
+        batch["points"][0, 0, 0] = float("nan")  # one bad coordinate: a NaN loss
+    with pytest.raises(UsageError, match=r"epoch 1: the training diverged \(train/loss") as caught:
+        fit(config, tmp_path, model, batches, make_batches(1, 8, seed=9))
+    assert "train.encoder_lr" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / ".resume/last.pt").exists()

@@ -1,0 +1,52 @@
+""".npy arrays from outside (a user's points or vector, a benchmark's clouds, a sample in a
+shard): the header is read and bounded before anything is allocated, and pickle never runs.
+
+np.load trusts the header: a 128-byte file claiming shape (10^12, 3) makes it allocate 12 TB
+(a MemoryError traceback), and a FIFO blocks it forever. `read_npy` raises ValueError (what
+callers already turn into their one line) for either, naming the real cause.
+"""
+
+import io
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+
+def read_npy(source: Path | bytes) -> np.ndarray:
+    """The array of .npy file `source` (a path or its bytes), refused with a ValueError when
+    the file is not a regular file, is not .npy, holds objects (pickle), or its header claims
+    more bytes than follow it. A missing file is FileNotFoundError, as np.load's."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _read_header_bounded(io.BytesIO(source), len(source))
+    if not stat.S_ISREG(os.stat(source).st_mode):  # opening a FIFO waits for a writer forever
+        raise ValueError("not a regular file (a folder, FIFO or device)")
+    with open(source, "rb") as handle:
+        return _read_header_bounded(handle, os.fstat(handle.fileno()).st_size)
+
+
+def _read_header_bounded(handle: BinaryIO, size: int) -> np.ndarray:
+    """The array of the .npy in `handle` (`size` bytes long), its header checked first."""
+    try:
+        version = np.lib.format.read_magic(handle)
+    except ValueError:
+        raise ValueError("not an .npy file (no NPY magic at its start)") from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"unknown .npy format version {version}")
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which need pickle (never loaded)")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    follows = size - handle.tell()
+    if claimed > follows:
+        raise ValueError(
+            f"its header claims shape {shape} of {dtype} ({claimed} bytes), "
+            f"but {follows} bytes follow it"
+        )
+    handle.seek(0)
+    return np.load(handle, allow_pickle=False)
