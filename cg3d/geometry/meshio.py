@@ -181,16 +181,30 @@ def check_ply_faces(path: Path) -> None:
     vertex indices that holds exactly as many as its count says (the one reading of it)."""
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
+        size = os.fstat(handle.fileno()).st_size
         for element in elements:
+            # Every record of an element with properties takes a byte or more: a count beyond
+            # the file's bytes is a lie, refused before it drives a loop or a read (a header
+            # claiming 10^12 vertices hung the stage; 10^11 faces was a MemoryError).
+            if element.properties and element.count > size - handle.tell():
+                raise MeshError(
+                    "unreadable",
+                    f"the PLY header declares {element.count} {element.name} records, more "
+                    f"than the file's {size} bytes hold",
+                )
             if element.name == "face":
                 if form == "ascii":
                     _ascii_faces(handle, element)
                 else:
-                    _binary_faces(handle, element, "<" if form.endswith("little_endian") else ">")
+                    order = "<" if form.endswith("little_endian") else ">"
+                    _binary_faces(handle, element, order, size)
                 return
             if form == "ascii":
                 for _ in range(element.count):
-                    handle.readline()
+                    if not handle.readline():
+                        raise MeshError(
+                            "unreadable", f"the PLY ends before its {element.name} rows do"
+                        )
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
 
@@ -211,6 +225,8 @@ def _ply_header(handle: BinaryIO) -> tuple[str, list[_PlyElement]]:
                 form = words[1]
             elif words[0] == "element":
                 elements.append(_PlyElement(words[1], int(words[2]), []))
+                if elements[-1].count < 0:
+                    raise ValueError
             elif words[0] == "property" and words[1] == "list":
                 elements[-1].properties.append((words[4], words[2], words[3]))
             elif words[0] == "property":
@@ -258,7 +274,7 @@ def _skip_binary(handle: BinaryIO, element: _PlyElement, order: str) -> None:
         _binary_record(handle, element, order, None)
 
 
-def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str) -> None:
+def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str, size: int) -> None:
     """Every face's counts: at once when all faces are one list of the same count (the usual
     all-triangle file), else record by record."""
     if len(element.properties) == 1 and element.properties[0][2] is not None and element.count:
@@ -271,8 +287,10 @@ def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str) -> None:
             record = np.dtype(
                 [("n", order + PLY_TYPES[kind]), ("i", order + PLY_TYPES[item], (count,))]
             )
-            data = handle.read(record.itemsize * element.count)
-            if len(data) == record.itemsize * element.count:
+            needed = record.itemsize * element.count
+            # read only what the file can hold (a read allocates what it asks for first)
+            data = handle.read(needed) if needed <= size - start else b""
+            if len(data) == needed:
                 counts = np.frombuffer(data, record)["n"]
                 if count >= 3 and (counts == count).all():
                     return

@@ -69,3 +69,35 @@ def test_a_ply_whose_counts_hold_still_reads(tmp_path, form, case, flags):
     np.testing.assert_allclose(mesh.vertices, np.array(VERTICES, dtype=float))
     validate_file(path, tmp_path)
     assert blender_input(path, tmp_path, "", tmp_path / "copies") == path.resolve()
+
+
+def lying_counts():
+    """(form, the vertex and face counts a header declares) over 3 real vertices and 1 face:
+    more records than the file has bytes, or a negative count."""
+    for form in FORMS:
+        for name, vertices, faces in [
+            ("10^12 vertices", 10**12, 1),
+            ("10^11 faces", 3, 10**11),
+            ("negative vertices", -5, 1),
+            ("negative faces", 3, -1),
+        ]:
+            yield pytest.param(form, vertices, faces, id=f"{form}-{name}")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("form, vertices, faces", list(lying_counts()))
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_ply_header_whose_counts_the_file_cannot_hold_is_refused_before_any_read(
+    tmp_path, form, vertices, faces, reader
+):
+    """Before: an ASCII header of 10^12 vertices looped on readline at the end of the file
+    (the meshes stage hung), a binary one of 10^11 faces asked read() for 1.3 TB (MemoryError
+    traceback). Each count must fit the bytes after the header."""
+    path = write_ply(tmp_path / "m.ply", [[3, 0, 1, 2]], form)
+    data = path.read_bytes()
+    data = data.replace(b"element vertex 5\n", f"element vertex {vertices}\n".encode(), 1)
+    path.write_bytes(data.replace(b"element face 1\n", f"element face {faces}\n".encode(), 1))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unreadable"
+    assert "PLY header" in raised.value.reason
