@@ -421,6 +421,8 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
         else:
             read = text = head + handle.read()
         document = json.loads(text)
+    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
+        raise MeshError("unreadable", "not a glTF document: the JSON nests too deep") from None
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError("unreadable", f"not a glTF document: {error}") from error
     if not isinstance(document, dict):
