@@ -97,11 +97,17 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
+    for name in listing.classes:
+        if printable_name(name) != name:
+            raise UsageError(
+                f"--root: the class name {printable_name(name)!r} (a folder's, or from "
+                "--annotations) is not UTF-8 text; rename it"
+            )
     excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
-    records = with_up_axis(records, config.up_axis)
+    records = with_utf8_names(with_up_axis(records, config.up_axis))
     listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
@@ -181,6 +187,29 @@ def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRe
     for record in records:
         if up_axis != "auto":
             record.up_axis = up_axis
+        yield record
+
+
+def printable_name(name: str) -> str:
+    """`name` itself if it is UTF-8 text, else its bytes with the undecodable ones as `\\xff`
+    (os hands a name that is not UTF-8 over with surrogates, which no Parquet string holds)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
+    """The records; one whose path is not UTF-8 (a file named `b\\xffd.obj`) becomes a failure
+    row holding the name escaped, since no later stage could name or open it from the
+    manifest (before: a UnicodeEncodeError traceback ended the stage)."""
+    for record in records:
+        record.name = printable_name(record.name)  # a free-text name: kept, escaped
+        path = printable_name(record.path)
+        if path != record.path:
+            record.path, record.status = path, "unreadable"
+            record.error = "the file name is not UTF-8; rename it"
         yield record
 
 
