@@ -95,6 +95,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     if config.source != "synthetic":  # the edge: every later check uses this one spelling
         config = replace(config, root=str(resolved_root(config.root)))
     out_dir = Path(out_dir)
+    exclude = read_exclude(config.exclude) if config.exclude else None  # before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
     for name in listing.classes:
@@ -103,7 +104,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
                 f"--root: the class name {printable_name(name)!r} (a folder's, or from "
                 "--annotations) is not UTF-8 text; rename it"
             )
-    excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
+    excluded = Excluded(exclude, out_dir) if exclude is not None else None
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
@@ -249,7 +250,8 @@ def read_exclude(path: str) -> set[str]:
     or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"meshes.exclude: no such file {path}")
+        what = "not a regular file" if file.exists() else "no such file"  # a folder, a FIFO
+        raise UsageError(f"meshes.exclude: {what}: {path}")
     text = file.read_text(encoding="utf-8", errors="replace")
     if file.suffix.lower() == ".json":
         data = read_json(file, "meshes.exclude")
