@@ -47,6 +47,7 @@ from cg3d.formats.tar import (
     tar_members,
     tar_samples,
 )
+from cg3d.params import MAX_SHARD_SAMPLES
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -202,6 +203,8 @@ def index_problem(index: Any) -> str | None:
             return f"split {split!r}: shard name {bad!r} is not a relative path of plain names"
         if not isinstance(counts, list) or not all(_count(c) for c in counts):
             return f"split {split!r}: 'counts' is not a list of sample counts"
+        if any(c > MAX_SHARD_SAMPLES for c in counts):
+            return f"split {split!r}: a shard count over {MAX_SHARD_SAMPLES:,} samples"
         if not isinstance(sha256, list) or not all(isinstance(h, str) for h in sha256):
             return f"split {split!r}: 'sha256' is not a list of hashes"
         if not len(names) == len(counts) == len(sha256):
@@ -210,6 +213,8 @@ def index_problem(index: Any) -> str | None:
             )
         if not _count(samples):  # whether it is their sum, `cg3d verify` reports
             return f"split {split!r}: 'samples' is not a sample count"
+        if samples > MAX_SHARD_SAMPLES * max(len(names), 1):
+            return f"split {split!r}: {samples} samples, more than {len(names)} shards hold"
     return None
 
 
