@@ -92,9 +92,19 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
         found.failures = read_failures(folder / FAILURES_NAME)
         plan = folder / ".plan.json"
         if plan.is_file():
-            found.made_by["params"] = json.loads(plan.read_text())
+            found.made_by["params"] = read_json(plan)
     found.made_by |= dvc_stage(folder) | code_version(folder)
     return found
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a stage wrote beside its output; one that does not parse (cut short, edited,
+    nested 100,000 deep) is one line naming it, not a traceback."""
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:
+        reason = "it nests too deep" if isinstance(error, RecursionError) else str(error)
+        raise UsageError(f"{path}: not valid JSON ({reason})") from None
 
 
 def read_meshes(found: Inspection) -> None:
@@ -119,8 +129,12 @@ def read_points(found: Inspection) -> None:
 
 def read_renders(found: Inspection) -> None:
     from cg3d.formats.renders import part_ids, render_parts
+    from cg3d.formats.tar import FormatError
 
-    found.ids = [i for part in render_parts(found.folder) for i in part_ids(part)]
+    try:
+        found.ids = [i for part in render_parts(found.folder) for i in part_ids(part)]
+    except FormatError as error:  # it names the part and the stage that rebuilds it
+        raise UsageError(str(error)) from None
 
 
 def read_captions(found: Inspection) -> None:
@@ -140,11 +154,20 @@ def read_shards(found: Inspection) -> None:
         order = range(len(entry["shards"]))
         for sample in raw_samples(found.folder, entry["shards"], entry["counts"], order, skipped):
             found.ids.append(sample["__key__"])
-            found.classes[classes[int(sample["cls"])]] += 1
+            found.classes[class_of(sample, classes)] += 1
             found.splits[split] += 1
     found.failures = read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
+
+
+def class_of(sample: dict, classes: list[str]) -> str:
+    """A sample's class name; a label index.json does not name is counted as such (`cg3d
+    verify` says which sample), not an IndexError."""
+    label = sample.get("cls", b"").strip()
+    if label.isdigit() and int(label) < len(classes):
+        return classes[int(label)]
+    return f"(label {label.decode('ascii', 'replace')[:20]!r}: not in index.json's classes)"
 
 
 def read_run(found: Inspection) -> None:
@@ -153,7 +176,7 @@ def read_run(found: Inspection) -> None:
     folder = found.folder
     for name, key in (("metrics.json", "metrics"), ("run.json", "this machine")):
         if (folder / name).is_file():
-            found.details[key] = json.loads((folder / name).read_text())
+            found.details[key] = read_json(folder / name)
     checkpoint = folder / "last.pt"
     unfinished = folder / ".resume" / "last.pt"
     if unfinished.is_file():

@@ -137,3 +137,66 @@ def test_show_lists_the_render_parts_once(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="no part-"):
         resolve_id(tmp_path, "sofa-3")
     assert len(globs) == 2
+
+
+def copy_of(data, tmp_path: Path, folder: str) -> Path:
+    import shutil
+
+    shutil.copytree(data[0] / folder, tmp_path / folder)
+    return tmp_path / folder
+
+
+def edit_index(folder: Path, edit) -> None:
+    index = json.loads((folder / "index.json").read_text())
+    edit(index)
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize(
+    "case, folder, edit, line",
+    [
+        (".plan.json not JSON", "points", (".plan.json", b"{bad"), ".plan.json: not valid JSON"),
+        (
+            ".plan.json nested deep",
+            "renders",
+            (".plan.json", b"[" * 100_000),
+            ".plan.json: not valid JSON (it nests too deep)",
+        ),
+        ("metrics.json cut", "run", ("metrics.json", b'{"a": '), "metrics.json: not valid JSON"),
+        ("run.json nested", "run", ("run.json", b"[" * 100_000), "run.json: not valid JSON"),
+        ("a render part cut short", "renders", None, "truncated tar"),
+    ],
+)
+def test_a_damaged_file_beside_an_output_is_one_line(data, tmp_path, case, folder, edit, line):
+    """Before: JSONDecodeError, RecursionError and FormatError tracebacks."""
+    if folder == "run":
+        target = tmp_path / "run"
+        target.mkdir()
+        (target / "last.pt").write_bytes(b"")  # named only: the JSON files are read first
+    else:
+        target = copy_of(data, tmp_path, folder)
+    if edit is None:
+        part = sorted(target.glob("part-*.tar"))[0]
+        part.write_bytes(part.read_bytes()[:700])
+    else:
+        (target / edit[0]).write_bytes(edit[1])
+    result = CliRunner().invoke(app, ["inspect", str(target)])
+    assert isinstance(result.exception, UsageError), result.exception
+    assert line in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_a_sample_label_outside_the_class_list_is_counted_as_such(data, tmp_path):
+    """Before: an IndexError traceback (index.json's classes cut to 2 of 3)."""
+    shards = copy_of(data, tmp_path, "shards")
+    edit_index(shards, lambda index: index.__setitem__("classes", index["classes"][:2]))
+    found = inspect_folder(shards)
+    unknown = "(label '2': not in index.json's classes)"
+    assert found.classes[unknown] == 4 and sum(found.classes.values()) == len(found.ids)
+
+
+def test_an_index_count_beyond_any_shard_is_one_line_not_a_hang(data, tmp_path):
+    """Before: 10^12 in `counts` looped over every missing position in `raw_samples` (inspect hung; the loaders read through it too)."""
+    shards = copy_of(data, tmp_path, "shards")
+    edit_index(shards, lambda index: index["splits"]["train"]["counts"].__setitem__(0, 10**12))
+    with pytest.raises(UsageError, match="a shard count over 1,000,000 samples"):
+        inspect_folder(shards)
