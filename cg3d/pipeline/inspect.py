@@ -153,10 +153,16 @@ def read_shards(found: Inspection) -> None:
         skipped = Skipped()
         order = range(len(entry["shards"]))
         for sample in raw_samples(found.folder, entry["shards"], entry["counts"], order, skipped):
+            if "__error__" in sample:  # a member named `../x.points.npy`: no id, a failure
+                reason = f"damaged sample: {sample['__error__']}"
+                found.failures.append(
+                    {"id": sample["__key__"], "stage": "shards", "reason": reason}
+                )
+                continue
             found.ids.append(sample["__key__"])
             found.classes[class_of(sample, classes)] += 1
             found.splits[split] += 1
-    found.failures = read_failures(found.folder / FAILURES_NAME)
+    found.failures += read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
 

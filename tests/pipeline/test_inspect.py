@@ -200,3 +200,25 @@ def test_an_index_count_beyond_any_shard_is_one_line_not_a_hang(data, tmp_path):
     edit_index(shards, lambda index: index["splits"]["train"]["counts"].__setitem__(0, 10**12))
     with pytest.raises(UsageError, match="a shard count over 1,000,000 samples"):
         inspect_folder(shards)
+
+
+@pytest.mark.parametrize("name", ["../x.points.npy", "/abs/x.points.npy", "x/y.points.npy"])
+def test_a_shard_member_named_outside_any_id_is_a_failure_not_an_id(data, tmp_path, name):
+    """Before: `../x` was listed (and counted) as an id, which `--ids` printed for `show`."""
+    from tests.pipeline.fakes import rewrite_tar
+
+    shards = copy_of(data, tmp_path, "shards")
+    shard = sorted((shards / "train").glob("*.tar"))[0]
+    before = inspect_folder(shards)
+    first = []
+
+    def rename(member: str, data: bytes) -> tuple[str, bytes]:
+        first.append(member)
+        return (name if len(first) == 1 else member), data
+
+    rewrite_tar(shard, rename)
+    found = inspect_folder(shards)
+    assert name.rsplit(".", 2)[0] not in found.ids and "x" not in found.ids
+    assert set(found.ids) <= set(before.ids)
+    bad = [f for f in found.failures if f["stage"] == "shards"]
+    assert bad and all(f["reason"].startswith("damaged sample:") for f in bad)
