@@ -105,8 +105,10 @@ class ChunkedOutput:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
-            (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
             (self.out_dir / MEMBERS_NAME).unlink(missing_ok=True)
+        # `finalize` writes failures.parquet last: a folder holding it holds a finished run
+        # (`cg3d pack` checks), so a run that starts, and may be killed, removes it first.
+        (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
