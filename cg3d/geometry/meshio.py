@@ -136,6 +136,8 @@ def load_mesh(path: Path) -> Mesh:
     check_nonempty(path)
     if suffix == ".ply":
         check_ply_faces(path)
+    if suffix == ".stl":
+        check_stl_count(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
@@ -207,6 +209,26 @@ def check_ply_faces(path: Path) -> None:
                         )
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+
+
+def check_stl_count(path: Path) -> None:
+    """MeshError (`unreadable`) for a binary STL (one not starting "solid") whose triangle count
+    disagrees with its size (84 + 50 bytes a triangle): readers then take it for ASCII text,
+    and the row said only "the file holds no geometry"."""
+    with open(path, "rb") as handle:
+        head = handle.read(84)
+        size = os.fstat(handle.fileno()).st_size
+    if head.lstrip()[:5].lower() == b"solid":
+        return  # ASCII (or a binary header starting "solid", which its size then decides)
+    if len(head) < 84:
+        raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
+    (count,) = struct.unpack_from("<I", head, 80)
+    if 84 + 50 * count != size:
+        raise MeshError(
+            "unreadable",
+            f"a binary STL whose header declares {count} triangles ({84 + 50 * count} bytes) "
+            f"in {size} bytes",
+        )
 
 
 def _ply_header(handle: BinaryIO) -> tuple[str, list[_PlyElement]]:
@@ -643,6 +665,8 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
         if suffix == ".ply":
             check_ply_faces(listed)  # the bytes Blender is handed read as the fast path reads
+        if suffix == ".stl":
+            check_stl_count(listed)
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     folder = Path(folder)
