@@ -334,6 +334,8 @@ def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
         )
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
+    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
+        raise UsageError(f"{option}: {path} is not valid JSON: it nests too deep") from None
 
 
 @functools.lru_cache(maxsize=8)

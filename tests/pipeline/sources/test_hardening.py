@@ -348,3 +348,22 @@ def test_a_class_name_that_is_not_utf8_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"the class name 'm\\\\xe4g'"):
         config = MeshesConfig(source="objaverse", root=str(tmp_path / "objaverse"), workers=1)
         build_manifest(config, tmp_path / "o2")
+
+
+@pytest.mark.parametrize("which", ["annotations", "taxonomy", "exclude"])
+def test_a_source_json_nested_too_deep_is_one_line(tmp_path, which):
+    """Before: a RecursionError traceback from json (100,000 `[`)."""
+    deep = "[" * 100_000
+    if which == "annotations":
+        make_glbs(tmp_path / "root")
+        (tmp_path / "root" / "annotations.json").write_text(deep)
+        config = MeshesConfig(source="objaverse", root=str(tmp_path / "root"), workers=1)
+    elif which == "taxonomy":
+        make_shapenet(tmp_path / "root")
+        (tmp_path / "root" / "taxonomy.json").write_text(deep)
+        config = MeshesConfig(source="shapenet", root=str(tmp_path / "root"), workers=1)
+    else:
+        (tmp_path / "exclude.json").write_text(deep)
+        config = MeshesConfig(per_class=1, workers=1, exclude=str(tmp_path / "exclude.json"))
+    with pytest.raises(UsageError, match=r"is not valid JSON: it nests too deep$"):
+        build_manifest(config, tmp_path / "out")
