@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -347,7 +347,7 @@ def read_audit(folder: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`")
     try:
-        summary = json.loads(path.read_bytes())
+        summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"--audit: {path} does not read ({error}): rerun `cg3d audit`") from None
     if not isinstance(summary, dict):

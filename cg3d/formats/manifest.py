@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 from cg3d.formats.intact import damaged, parquet_file
 
 MANIFEST_NAME = "manifest.parquet"
@@ -260,7 +260,7 @@ def read_classes(meshes_dir: Path) -> list[str]:
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
         try:
-            classes = json.loads(path.read_text())
+            classes = loads_json(path.read_text())
         except ValueError as error:  # cut short: the meshes stage writes it again
             raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
+from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
 from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
 from cg3d.formats.points import NO_COLOR, channel_names
@@ -164,7 +164,7 @@ def read_index(shards: str | Path) -> dict:
     try:
         with open_shard(url) as stream:
             data = stream.read()
-        index = json.loads(data)  # after the close, which reports a failed download
+        index = loads_json(data)  # after the close, which reports a failed download
     except ValueError as error:  # cut short or not JSON: the pack stage writes it again
         raise damaged(url, read_error_reason(error), "pack") from None
     except OSError as error:

@@ -271,3 +271,27 @@ def test_pack_refuses_a_sample_run_that_did_not_finish(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"^--points: .* holds no finished `cg3d sample` output"):
         pack_shards(*stages, tmp_path / "shards", PackConfig(4))
     assert not any((tmp_path / "shards").glob("*/*.tar"))
+
+
+RECORD_EDITS = {
+    "a list": lambda record: [],
+    "nested 100,000 deep": lambda record: None,
+    "no count": lambda record: {k: v for k, v in record.items() if k != "count"},
+    "a failure that is no row": lambda record: {**record, "failures": [1]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORD_EDITS))
+def test_a_damaged_shard_record_is_packed_again_to_the_same_bytes(tmp_path, case):
+    """Before: a TypeError ("[]"), KeyError or RecursionError traceback on the resumed run.
+    The edits keep the record's size (the shard's), so only the record's shape tells."""
+    fake_pipeline(tmp_path)
+    shards = tmp_path / "shards"
+    files = {p.relative_to(shards): p.read_bytes() for p in shards.rglob("*") if p.is_file()}
+    path = sorted((shards / "_shards").glob("*.json"))[1]
+    edited = RECORD_EDITS[case](json.loads(path.read_text()))
+    path.write_text("[" * 100_000 if edited is None else json.dumps(edited))
+    stages = [tmp_path / s for s in ("meshes", "points", "renders", "captions")]
+    pack_shards(*stages, shards, PackConfig(shard_size=3))
+    again = {p.relative_to(shards): p.read_bytes() for p in shards.rglob("*") if p.is_file()}
+    assert again == files
