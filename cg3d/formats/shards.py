@@ -151,6 +151,12 @@ def read_error_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# An index.json lists ~110 bytes a shard: 600,000 shards fit. Read no more than this, so that a
+# server or pipe that never stops sending (`pipe:cat /dev/zero`: 16 GB of memory in 20 s)
+# cannot fill the machine.
+MAX_INDEX_BYTES = 64 << 20
+
+
 def read_index(shards: str | Path) -> dict:
     """The parsed `index.json` (classes; per split: shards, counts, sha256, samples)."""
     url = shard_url(shards, INDEX_NAME)
@@ -163,7 +169,11 @@ def read_index(shards: str | Path) -> dict:
             raise UsageError(f"{url}: {error}") from None
     try:
         with open_shard(url) as stream:
-            data = stream.read()
+            data = stream.read(MAX_INDEX_BYTES + 1)
+            if len(data) > MAX_INDEX_BYTES:  # leaving the block stops the download
+                raise UsageError(
+                    f"{url}: more than {MAX_INDEX_BYTES >> 20} MiB: not a `cg3d pack` index"
+                )
         index = loads_json(data)  # after the close, which reports a failed download
     except ValueError as error:  # cut short or not JSON: the pack stage writes it again
         raise damaged(url, read_error_reason(error), "pack") from None
