@@ -124,7 +124,19 @@ def read_meshes(found: Inspection) -> None:
 def read_points(found: Inspection) -> None:
     from cg3d.formats.points import part_ids, points_parts
 
-    found.ids = [i for part in points_parts(found.folder) for i in part_ids(part)]
+    once_each(found, [i for part in points_parts(found.folder) for i in part_ids(part)])
+
+
+def once_each(found: Inspection, ids: list[str]) -> None:
+    """`ids` into `found`, each once: an id in two parts (a part copied by hand) is one
+    object, not two, and is named under "ids listed twice" (a stage writes each id once)."""
+    found.ids = list(dict.fromkeys(ids))
+    if len(found.ids) < len(ids):
+        seen: set[str] = set()
+        twice = sorted({i for i in ids if i in seen or seen.add(i)})
+        found.details["ids listed twice"] = (
+            f"{len(twice)} ({', '.join(twice[:3])}{', …' * (len(twice) > 3)})"
+        )
 
 
 def read_renders(found: Inspection) -> None:
@@ -132,7 +144,7 @@ def read_renders(found: Inspection) -> None:
     from cg3d.formats.tar import FormatError
 
     try:
-        found.ids = [i for part in render_parts(found.folder) for i in part_ids(part)]
+        once_each(found, [i for part in render_parts(found.folder) for i in part_ids(part)])
     except FormatError as error:  # it names the part and the stage that rebuilds it
         raise UsageError(str(error)) from None
 

@@ -222,3 +222,20 @@ def test_a_shard_member_named_outside_any_id_is_a_failure_not_an_id(data, tmp_pa
     assert set(found.ids) <= set(before.ids)
     bad = [f for f in found.failures if f["stage"] == "shards"]
     assert bad and all(f["reason"].startswith("damaged sample:") for f in bad)
+
+
+@pytest.mark.parametrize("folder, suffix", [("points", ".parquet"), ("renders", ".tar")])
+def test_a_part_copied_twice_counts_its_ids_once_and_says_so(data, tmp_path, folder, suffix):
+    """Before: a points part copied by hand doubled the ids and the per-class counts."""
+    import shutil
+
+    from cg3d.formats import points, renders
+
+    copy = copy_of(data, tmp_path, folder)
+    before = inspect_folder(copy)
+    first = sorted(copy.glob(f"part-*{suffix}"))[0]
+    shutil.copy(first, copy / f"part-99999{suffix}")
+    found = inspect_folder(copy)
+    assert found.ids == before.ids and found.classes == before.classes
+    copied = sorted((points if folder == "points" else renders).part_ids(first))
+    assert found.details["ids listed twice"].startswith(f"{len(copied)} ({copied[0]}")
