@@ -223,7 +223,8 @@ def read_shapenet_list(path: Path, option: str) -> list[str]:
     another format is one error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{option}: no such file {path}")
+        what = "not a regular file" if path.exists() else "no such file"  # a folder, a FIFO
+        raise UsageError(f"{option}: {what} {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
