@@ -15,6 +15,7 @@ import fcntl
 import functools
 import hashlib
 import inspect
+import json
 import os
 import re
 import shutil
@@ -277,3 +278,14 @@ def inside_root(root: Path, path: Path) -> Path:
     """`path` (a whole path, relative to the current folder or absolute) resolved, if it lies
     inside `root`; OutsideRoot naming it when it escapes (`confined_path` from no base)."""
     return confined_path(root, Path(), path)
+
+
+def loads_json(data: str | bytes) -> object:
+    """`json.loads` for a file a stage or a user wrote: nesting past Python's recursion limit
+    (100,000 `[`, in a .plan.json, index.json or classes.json) is a ValueError like any other
+    JSON that does not parse, so every reader's `except ValueError` gives its one line instead
+    of a RecursionError traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the JSON nests too deep") from None

@@ -40,6 +40,10 @@ MAX_ENCODER_PARAM = 4096
 # Every worker param: far above any machine's CPUs (they are bounded by those at use too,
 # `bound_workers`), far below what exhausts a process's file descriptors.
 MAX_WORKERS = 512
+# Samples in one shard, for `pack.shard_size` and every count an index.json gives: a count
+# read from a file drives loops and lost-sample arithmetic, so it is bounded (10^12 hung
+# `cg3d inspect` and the loaders). A sample is 10s of KB: 10^6 is a 10+ GB shard.
+MAX_SHARD_SAMPLES = 1_000_000
 # Labels one classification may ask for (`cg3d.app.api`): the template ensemble encodes 64
 # captions each (1,000 labels took 40 s on a CPU); LVIS, the largest benchmark, has 1,156.
 MAX_LABELS = 2048
@@ -235,7 +239,7 @@ class PackConfig(Section):
 
     section: ClassVar[str] = "pack"
 
-    shard_size: int = param(1000, "Samples per shard.", low=1)
+    shard_size: int = param(1000, "Samples per shard.", low=1, high=MAX_SHARD_SAMPLES)
     workers: int = param(0, "Shards written in parallel; 0: one per CPU.", low=0, high=MAX_WORKERS)
 
 

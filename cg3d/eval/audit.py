@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -223,7 +223,8 @@ def read_shapenet_list(path: Path, option: str) -> list[str]:
     another format is one error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{option}: no such file {path}")
+        what = "not a regular file" if path.exists() else "no such file"  # a folder, a FIFO
+        raise UsageError(f"{option}: {what} {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -347,7 +348,7 @@ def read_audit(folder: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`")
     try:
-        summary = json.loads(path.read_bytes())
+        summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"--audit: {path} does not read ({error}): rerun `cg3d audit`") from None
     if not isinstance(summary, dict):

@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 from cg3d.formats.intact import damaged, parquet_file
 
 MANIFEST_NAME = "manifest.parquet"
@@ -150,9 +151,70 @@ def manifest_path(meshes_dir: Path) -> Path:
     return path
 
 
+# An id as `cg3d.pipeline.ids.object_id` makes it: a WebDataset key and a file name stem, so
+# no dot, no slash, never empty.
+ID_PATTERN = "^[A-Za-z0-9_-]+$"
+# Columns every later stage reads a value of in every row.
+REQUIRED = ("id", "path", "class_name", "split", "up_axis", "status")
+
+
+def manifest_file(meshes_dir: Path) -> pq.ParquetFile:
+    """`meshes_dir/manifest.parquet`, checked once per process before any stage trusts it (a
+    hand edit gave tracebacks, duplicate samples in shards, a tar member `../../evil`): the
+    manifest's columns and types, no null where a value is read, every id a safe key, ids
+    strictly increasing (the order it is written in, so no id twice). Anything else is a
+    DamagedFile naming the file and the meshes stage; one columnar pass, a row group at a time."""
+    path = manifest_path(meshes_dir)
+    parquet = parquet_file(path, STAGE)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED:
+        problem = _manifest_problem(parquet)
+        if problem:
+            raise damaged(path, problem, STAGE)
+        _CHECKED.add(key)
+    return parquet
+
+
+_CHECKED: set[tuple] = set()
+
+
+def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
+    schema = parquet.schema_arrow.remove_metadata()
+    if not schema.equals(SCHEMA):
+        for want in SCHEMA:
+            if want.name not in schema.names:
+                return f"no {want.name} column"
+            if not schema.field(want.name).type.equals(want.type):
+                return (
+                    f"its {want.name} column holds {schema.field(want.name).type}, not {want.type}"
+                )
+        return f"its columns are not the manifest's: {', '.join(schema.names)}"
+    last = None  # the previous row group's last id
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group, list(REQUIRED))
+        for name in REQUIRED:
+            if table[name].null_count:
+                return f"a null {name} in row group {group}"
+        ids = table["id"].combine_chunks()
+        unsafe = pc.invert(pc.match_substring_regex(ids, ID_PATTERN))
+        if pc.any(unsafe).as_py():
+            bad = ids.filter(unsafe)[0].as_py()
+            return f"the id {bad[:80]!r} is not a key of letters, digits, '_' and '-'"
+        if len(ids) and last is not None and ids[0].as_py() <= last:
+            return f"the id {ids[0].as_py()!r} is out of order or listed twice"
+        if len(ids) > 1:
+            order = pc.less_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+            if pc.any(order).as_py():
+                bad = ids.slice(1).filter(order)[0].as_py()
+                return f"the id {bad!r} is out of order or listed twice"
+        last = ids[-1].as_py() if len(ids) else last
+    return None
+
+
 def read_manifest(meshes_dir: Path, ok_only: bool = False) -> list[MeshRecord]:
     """Rows of `meshes_dir/manifest.parquet` (only `status == ok` ones when asked)."""
-    table = parquet_file(manifest_path(meshes_dir), STAGE).read()
+    table = manifest_file(meshes_dir).read()
     records = [MeshRecord(**row) for row in table.to_pylist()]
     return [r for r in records if r.status == OK] if ok_only else records
 
@@ -162,13 +224,13 @@ def manifest_batches(
 ) -> Iterator[list[dict]]:
     """The manifest's rows as dicts (only `columns`), in batches: memory stays flat.
     A missing manifest raises at the call, before any row is asked for."""
-    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
+    parquet = manifest_file(meshes_dir)
     return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
 
 
 def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
-    parquet = parquet_file(manifest_path(meshes_dir), STAGE)
+    parquet = manifest_file(meshes_dir)
     return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
 
 
@@ -177,7 +239,7 @@ def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterato
 
 
 def manifest_size(meshes_dir: Path) -> int:
-    return parquet_file(manifest_path(meshes_dir), STAGE).metadata.num_rows
+    return manifest_file(meshes_dir).metadata.num_rows
 
 
 def failure_reason(row: dict) -> str:
@@ -198,11 +260,14 @@ def read_classes(meshes_dir: Path) -> list[str]:
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
         try:
-            classes = json.loads(path.read_text())
+            classes = loads_json(path.read_text())
         except ValueError as error:  # cut short: the meshes stage writes it again
             raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise damaged(path, "not a list of class names", STAGE)
+        if len(set(classes)) != len(classes):  # one name, two labels: every later one shifts
+            twice = next(c for i, c in enumerate(classes) if c in classes[:i])
+            raise damaged(path, f"the class {twice!r} is listed twice", STAGE)
         return classes
     rows = manifest_rows(meshes_dir, ["class_name", "status"])
     return sorted({row["class_name"] for row in rows if row["status"] == OK})

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 
 METRICS_NAME = "metrics.json"
 ABOUT_NAME = "about.json"
@@ -53,15 +53,19 @@ def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> 
 
 
 def read_metrics(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(numbers, about) of a result folder; a file that is missing or does not read as a JSON
-    object is {}. Folders written before the split kept both in `metrics.json`: their
-    descriptions come back among the numbers."""
+    """(numbers, about) of a result folder; a file that is missing is {}, one that does not
+    read as a JSON object (cut short, edited) a ValueError naming it. Folders written before
+    the split kept both in `metrics.json`: their descriptions come back among the numbers."""
     return _read_object(Path(folder) / METRICS_NAME), _read_object(Path(folder) / ABOUT_NAME)
 
 
 def _read_object(path: Path) -> dict[str, Any]:
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.is_file():
         return {}
-    return values if isinstance(values, dict) else {}
+    try:
+        values = loads_json(path.read_bytes())
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return values

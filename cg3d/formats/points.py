@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
-from cg3d.formats.intact import parquet_file
+from cg3d.formats.intact import damaged, parquet_file
 
 PART_SUFFIX = ".parquet"
 STAGE = "sample"  # the stage that writes (and rebuilds) the parts
@@ -77,9 +77,23 @@ def write_points_part(
         )
 
 
+def points_part(part: Path) -> pq.ParquetFile:
+    """One part, its columns checked (a hand edit to list<int64> or a dropped column was a
+    reshape traceback in pack and show): a DamagedFile naming it and the sample stage."""
+    parquet = parquet_file(part, STAGE)
+    schema = parquet.schema_arrow
+    for want in SCHEMA:
+        if want.name == "has_color":  # parts from before the column existed lack it
+            continue
+        if want.name not in schema.names or not schema.field(want.name).type.equals(want.type):
+            found = schema.field(want.name).type if want.name in schema.names else "nothing"
+            raise damaged(part, f"its {want.name} column holds {found}, not {want.type}", STAGE)
+    return parquet
+
+
 def part_channels(part: Path) -> list[str]:
     """The channel layout of one part (xyz for parts written before layouts were recorded)."""
-    metadata = parquet_file(part, STAGE).schema_arrow.metadata or {}
+    metadata = points_part(part).schema_arrow.metadata or {}
     return metadata.get(b"channels", b"x,y,z").decode().split(",")
 
 
@@ -95,23 +109,29 @@ def points_parts(points_dir: Path) -> list[Path]:
 
 def part_ids(part: Path) -> list[str]:
     """The object ids of one part, without reading the points."""
-    return parquet_file(part, STAGE).read(columns=["id"])["id"].to_pylist()
+    return points_part(part).read(columns=["id"])["id"].to_pylist()
 
 
-def clouds_of(table: pa.Table) -> Iterator[tuple[str, np.ndarray]]:
-    """(id, (N, C) float32 cloud) of every row of a table in the part schema."""
+def clouds_of(table: pa.Table, part: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(id, (N, C) float32 cloud) of every row of a table in the part schema, read from `part`;
+    a row whose values are not `n_points` rows of 3, 6 or 9 channels (a hand edit) makes the
+    part a DamagedFile, never a reshape traceback."""
     for row_id, flat, n in zip(
         table["id"].to_pylist(),
-        table["points"].to_numpy(),
+        table["points"].to_numpy(zero_copy_only=False),
         table["n_points"].to_pylist(),
         strict=True,
     ):
+        size = 0 if flat is None else len(flat)
+        if row_id is None or not n or n < 0 or size % n or size // n not in (3, 6, 9):
+            problem = f"the object {row_id!r} holds {size} values, not {n} points of 3, 6 or 9"
+            raise damaged(part, problem, STAGE)
         yield row_id, np.asarray(flat, dtype=np.float32).reshape(n, -1)
 
 
 def read_points_part(part: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(id, (N, 3|6) float32 cloud) of every object of one part."""
-    yield from clouds_of(parquet_file(part, STAGE).read())
+    yield from clouds_of(points_part(part).read(), part)
 
 
 def iter_points(points_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -131,7 +151,7 @@ class PointsLookup:
     def __init__(self, points_dir: Path):
         self.groups: list[tuple[str, str, str, int]] = []  # (lowest id, highest id, part, group)
         for part in points_parts(points_dir):
-            meta = parquet_file(part, STAGE).metadata
+            meta = points_part(part).metadata
             for group in range(meta.num_row_groups):
                 stats = meta.row_group(group).column(0).statistics
                 if meta.row_group(group).num_rows == 0:
@@ -160,7 +180,8 @@ class PointsLookup:
                 if "has_color" in table.column_names
                 else [False] * table.num_rows
             )
-            for (key, cloud), has_color in zip(clouds_of(table), colored, strict=True):
+            pairs = zip(clouds_of(table, Path(part)), colored, strict=True)
+            for (key, cloud), has_color in pairs:
                 found[key] = StoredCloud(cloud, bool(has_color))
         return found
 

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256
+from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
 from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
 from cg3d.formats.npy import read_npy
@@ -48,6 +48,7 @@ from cg3d.formats.tar import (
     tar_members,
     tar_samples,
 )
+from cg3d.params import MAX_SHARD_SAMPLES
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -151,6 +152,12 @@ def read_error_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# An index.json lists ~110 bytes a shard: 600,000 shards fit. Read no more than this, so that a
+# server or pipe that never stops sending (`pipe:cat /dev/zero`: 16 GB of memory in 20 s)
+# cannot fill the machine.
+MAX_INDEX_BYTES = 64 << 20
+
+
 def read_index(shards: str | Path) -> dict:
     """The parsed `index.json` (classes; per split: shards, counts, sha256, samples)."""
     url = shard_url(shards, INDEX_NAME)
@@ -163,8 +170,12 @@ def read_index(shards: str | Path) -> dict:
             raise UsageError(f"{url}: {error}") from None
     try:
         with open_shard(url) as stream:
-            data = stream.read()
-        index = json.loads(data)  # after the close, which reports a failed download
+            data = stream.read(MAX_INDEX_BYTES + 1)
+            if len(data) > MAX_INDEX_BYTES:  # leaving the block stops the download
+                raise UsageError(
+                    f"{url}: more than {MAX_INDEX_BYTES >> 20} MiB: not a `cg3d pack` index"
+                )
+        index = loads_json(data)  # after the close, which reports a failed download
     except ValueError as error:  # cut short or not JSON: the pack stage writes it again
         raise damaged(url, read_error_reason(error), "pack") from None
     except OSError as error:
@@ -203,6 +214,8 @@ def index_problem(index: Any) -> str | None:
             return f"split {split!r}: shard name {bad!r} is not a relative path of plain names"
         if not isinstance(counts, list) or not all(_count(c) for c in counts):
             return f"split {split!r}: 'counts' is not a list of sample counts"
+        if any(c > MAX_SHARD_SAMPLES for c in counts):
+            return f"split {split!r}: a shard count over {MAX_SHARD_SAMPLES:,} samples"
         if not isinstance(sha256, list) or not all(isinstance(h, str) for h in sha256):
             return f"split {split!r}: 'sha256' is not a list of hashes"
         if not len(names) == len(counts) == len(sha256):
@@ -211,6 +224,8 @@ def index_problem(index: Any) -> str | None:
             )
         if not _count(samples):  # whether it is their sum, `cg3d verify` reports
             return f"split {split!r}: 'samples' is not a sample count"
+        if samples > MAX_SHARD_SAMPLES * max(len(names), 1):
+            return f"split {split!r}: {samples} samples, more than {len(names)} shards hold"
     return None
 
 

@@ -6,6 +6,7 @@ naming it, never an unpacking traceback.
 """
 
 import io
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,10 +50,15 @@ def write_tar(path: Path, members: dict[str, bytes]) -> None:
             tar_member(tar, name, members[name])
 
 
+# A key is an object id (`cg3d.pipeline.ids`, checked in the manifest): letters, digits, '_'
+# and '-'; a member `../x.png` or `/abs/x.png` names no object (inspect listed them as ids).
+OBJECT_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def member_key(name: str) -> tuple[str, str]:
     """(key, suffix) of a member name `<key>.<suffix>`; FormatError naming it otherwise."""
     key, dot, suffix = name.partition(".")
-    if not dot or not key or not suffix:
+    if not dot or not suffix or not OBJECT_KEY.fullmatch(key):
         raise FormatError(f"tar member {name!r} is not named <object id>.<suffix>")
     return key, suffix
 

@@ -136,6 +136,8 @@ def load_mesh(path: Path) -> Mesh:
     check_nonempty(path)
     if suffix == ".ply":
         check_ply_faces(path)
+    if suffix == ".stl":
+        check_stl_count(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
@@ -181,18 +183,52 @@ def check_ply_faces(path: Path) -> None:
     vertex indices that holds exactly as many as its count says (the one reading of it)."""
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
+        size = os.fstat(handle.fileno()).st_size
         for element in elements:
+            # Every record of an element with properties takes a byte or more: a count beyond
+            # the file's bytes is a lie, refused before it drives a loop or a read (a header
+            # claiming 10^12 vertices hung the stage; 10^11 faces was a MemoryError).
+            if element.properties and element.count > size - handle.tell():
+                raise MeshError(
+                    "unreadable",
+                    f"the PLY header declares {element.count} {element.name} records, more "
+                    f"than the file's {size} bytes hold",
+                )
             if element.name == "face":
                 if form == "ascii":
                     _ascii_faces(handle, element)
                 else:
-                    _binary_faces(handle, element, "<" if form.endswith("little_endian") else ">")
+                    order = "<" if form.endswith("little_endian") else ">"
+                    _binary_faces(handle, element, order, size)
                 return
             if form == "ascii":
                 for _ in range(element.count):
-                    handle.readline()
+                    if not handle.readline():
+                        raise MeshError(
+                            "unreadable", f"the PLY ends before its {element.name} rows do"
+                        )
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+
+
+def check_stl_count(path: Path) -> None:
+    """MeshError (`unreadable`) for a binary STL (one not starting "solid") whose triangle count
+    disagrees with its size (84 + 50 bytes a triangle): readers then take it for ASCII text,
+    and the row said only "the file holds no geometry"."""
+    with open(path, "rb") as handle:
+        head = handle.read(84)
+        size = os.fstat(handle.fileno()).st_size
+    if head.lstrip()[:5].lower() == b"solid":
+        return  # ASCII (or a binary header starting "solid", which its size then decides)
+    if len(head) < 84:
+        raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
+    (count,) = struct.unpack_from("<I", head, 80)
+    if 84 + 50 * count != size:
+        raise MeshError(
+            "unreadable",
+            f"a binary STL whose header declares {count} triangles ({84 + 50 * count} bytes) "
+            f"in {size} bytes",
+        )
 
 
 def _ply_header(handle: BinaryIO) -> tuple[str, list[_PlyElement]]:
@@ -211,6 +247,8 @@ def _ply_header(handle: BinaryIO) -> tuple[str, list[_PlyElement]]:
                 form = words[1]
             elif words[0] == "element":
                 elements.append(_PlyElement(words[1], int(words[2]), []))
+                if elements[-1].count < 0:
+                    raise ValueError
             elif words[0] == "property" and words[1] == "list":
                 elements[-1].properties.append((words[4], words[2], words[3]))
             elif words[0] == "property":
@@ -258,7 +296,7 @@ def _skip_binary(handle: BinaryIO, element: _PlyElement, order: str) -> None:
         _binary_record(handle, element, order, None)
 
 
-def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str) -> None:
+def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str, size: int) -> None:
     """Every face's counts: at once when all faces are one list of the same count (the usual
     all-triangle file), else record by record."""
     if len(element.properties) == 1 and element.properties[0][2] is not None and element.count:
@@ -271,8 +309,10 @@ def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str) -> None:
             record = np.dtype(
                 [("n", order + PLY_TYPES[kind]), ("i", order + PLY_TYPES[item], (count,))]
             )
-            data = handle.read(record.itemsize * element.count)
-            if len(data) == record.itemsize * element.count:
+            needed = record.itemsize * element.count
+            # read only what the file can hold (a read allocates what it asks for first)
+            data = handle.read(needed) if needed <= size - start else b""
+            if len(data) == needed:
                 counts = np.frombuffer(data, record)["n"]
                 if count >= 3 and (counts == count).all():
                     return
@@ -403,6 +443,8 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
         else:
             read = text = head + handle.read()
         document = json.loads(text)
+    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
+        raise MeshError("unreadable", "not a glTF document: the JSON nests too deep") from None
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError("unreadable", f"not a glTF document: {error}") from error
     if not isinstance(document, dict):
@@ -623,6 +665,8 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
         if suffix == ".ply":
             check_ply_faces(listed)  # the bytes Blender is handed read as the fast path reads
+        if suffix == ".stl":
+            check_stl_count(listed)
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     folder = Path(folder)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -195,7 +195,7 @@ def model_card(
 
 def _read_result(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"--measured: cannot read {path} ({error})") from None
 

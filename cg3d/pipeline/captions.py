@@ -18,6 +18,14 @@ from cg3d.params import CaptionConfig
 from cg3d.protocol import shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")
+# Bounds on what a source's annotations put into captions (a name or synonym list is free text
+# from a file): CLIP reads 77 tokens, and no token of its vocabulary is anywhere near 53
+# characters, so a caption cut at MAX_CAPTION_CHARS tokenises exactly as the whole one did
+# (a 100 MB Objaverse name made a 100 MB caption, 1.2 GB of memory here and in every loader).
+MAX_CAPTION_CHARS = 4096
+# The class name and its synonyms: ShapeNet's longest list has a handful; each name becomes a
+# caption per template, so a list of 2 million would be 10^8 captions for one object.
+MAX_NAMES = 64
 BATCH_ROWS = 4096
 COLUMNS = ["id", "source", "class_name", "synonyms", "name", "status", "error"]
 
@@ -26,7 +34,8 @@ COLUMNS = ["id", "source", "class_name", "synonyms", "name", "status", "error"]
 class CaptionSummary:
     objects: int
     captioned: int
-    failures: int
+    failures: int  # rows of failures.parquet: carried from the meshes stage, and `refused`
+    refused: int = 0  # objects this stage failed (more synonyms than MAX_NAMES)
 
 
 def display_names(class_name: str, synonyms: list[str], source: str) -> list[str]:
@@ -44,9 +53,11 @@ def object_captions(
     object_id: str, names: list[str], free_text: str, template_set: list[str], seed: int
 ) -> list[str]:
     """Every template over every name, plus the free-text name; shuffled by (seed, id)."""
-    captions = [template.format(name) for name in names for template in template_set]
+    captions = [
+        template.format(name)[:MAX_CAPTION_CHARS] for name in names for template in template_set
+    ]
     if free_text.strip():
-        captions.append(free_text.strip())
+        captions.append(free_text.strip()[:MAX_CAPTION_CHARS])
     digest = hashlib.sha256(f"{seed}:{object_id}".encode()).digest()
     random.Random(int.from_bytes(digest[:8], "little")).shuffle(captions)
     return captions
@@ -76,6 +87,10 @@ def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> C
                 # the paper captions with the class name only: ShapeNet's synonyms ("cell",
                 # "file", ...) would outnumber it and name other things
                 synonyms = (row["synonyms"] or []) if config.synonyms else []
+                if len(synonyms) >= MAX_NAMES:
+                    reason = f"{len(synonyms)} synonyms, more than the {MAX_NAMES - 1} captioned"
+                    failures.append({"id": row["id"], "stage": "caption", "reason": reason})
+                    continue
                 names = display_names(row["class_name"], synonyms, row["source"])
                 ids.append(row["id"])
                 lists.append(
@@ -84,4 +99,5 @@ def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> C
             writer.write(ids, lists)
     captioned = writer.rows
     write_failures(failures, out_dir / FAILURES_NAME)
-    return CaptionSummary(objects, captioned, len(failures))
+    refused = sum(1 for failure in failures if failure["stage"] == "caption")
+    return CaptionSummary(objects, captioned, len(failures), refused)

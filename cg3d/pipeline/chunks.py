@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.files import atomic_path, holds_lock
+from cg3d.files import atomic_path, holds_lock, loads_json
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
@@ -105,8 +105,10 @@ class ChunkedOutput:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
-            (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
             (self.out_dir / MEMBERS_NAME).unlink(missing_ok=True)
+        # `finalize` writes failures.parquet last: a folder holding it holds a finished run
+        # (`cg3d pack` checks), so a run that starts, and may be killed, removes it first.
+        (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
@@ -156,7 +158,7 @@ def previous_plan_digest(plan_file: Path) -> str | None:
     """The plan digest a previous run left in `plan_file` (`.plan.json`); None when there is
     none, or it does not parse (cut short): its parts then count as another plan's."""
     try:
-        previous = json.loads(Path(plan_file).read_text())
+        previous = loads_json(Path(plan_file).read_text())
     except (FileNotFoundError, ValueError):
         return None
     return previous.get("digest") if isinstance(previous, dict) else None

@@ -99,7 +99,8 @@ def caption(
     summary = caption_objects(meshes, out, config)
     rprint(
         f"captioned {summary.captioned}/{summary.objects} objects into {out}; "
-        f"{summary.failures} carried forward as failed at the meshes stage"
+        f"{summary.failures - summary.refused} carried forward as failed at the meshes stage"
+        + (f"; {summary.refused} failed here (too many synonyms)" if summary.refused else "")
     )
 
 

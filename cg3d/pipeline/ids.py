@@ -17,5 +17,7 @@ def object_id(source: str, relpath: str, max_slug: int = 60) -> str:
     stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
     ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
     slug = _UNSAFE.sub("_", ascii_stem).strip("_")[-max_slug:].strip("_") or "object"
-    digest = hashlib.sha1(f"{source}\0{rel}".encode()).hexdigest()[:10]
+    # surrogateescape: a file name that is not UTF-8 (os gives its bytes as surrogates) still
+    # has an id, distinct from every other name's (its row says the name is unusable)
+    digest = hashlib.sha1(f"{source}\0{rel}".encode("utf-8", "surrogateescape")).hexdigest()[:10]
     return f"{source}-{slug}-{digest}"

@@ -16,7 +16,6 @@ Classes of points, renders and captions come from a `meshes` folder beside the f
 (`--meshes` to name another).
 """
 
-import json
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
+from cg3d.files import loads_json
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 
 KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results")
@@ -97,9 +97,18 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
         found.failures = read_failures(folder / FAILURES_NAME)
         plan = folder / ".plan.json"
         if plan.is_file():
-            found.made_by["params"] = json.loads(plan.read_text())
+            found.made_by["params"] = read_json(plan)
     found.made_by |= dvc_stage(folder) | code_version(folder)
     return found
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a stage wrote beside its output; one that does not parse (cut short, edited,
+    nested 100,000 deep) is one line naming it, not a traceback."""
+    try:
+        return loads_json(path.read_bytes())
+    except ValueError as error:
+        raise UsageError(f"{path}: not valid JSON ({error})") from None
 
 
 def read_meshes(found: Inspection) -> None:
@@ -119,13 +128,29 @@ def read_meshes(found: Inspection) -> None:
 def read_points(found: Inspection) -> None:
     from cg3d.formats.points import part_ids, points_parts
 
-    found.ids = [i for part in points_parts(found.folder) for i in part_ids(part)]
+    once_each(found, [i for part in points_parts(found.folder) for i in part_ids(part)])
+
+
+def once_each(found: Inspection, ids: list[str]) -> None:
+    """`ids` into `found`, each once: an id in two parts (a part copied by hand) is one
+    object, not two, and is named under "ids listed twice" (a stage writes each id once)."""
+    found.ids = list(dict.fromkeys(ids))
+    if len(found.ids) < len(ids):
+        seen: set[str] = set()
+        twice = sorted({i for i in ids if i in seen or seen.add(i)})
+        found.details["ids listed twice"] = (
+            f"{len(twice)} ({', '.join(twice[:3])}{', …' * (len(twice) > 3)})"
+        )
 
 
 def read_renders(found: Inspection) -> None:
     from cg3d.formats.renders import part_ids, render_parts
+    from cg3d.formats.tar import FormatError
 
-    found.ids = [i for part in render_parts(found.folder) for i in part_ids(part)]
+    try:
+        once_each(found, [i for part in render_parts(found.folder) for i in part_ids(part)])
+    except FormatError as error:  # it names the part and the stage that rebuilds it
+        raise UsageError(str(error)) from None
 
 
 def read_captions(found: Inspection) -> None:
@@ -144,23 +169,41 @@ def read_shards(found: Inspection) -> None:
         skipped = Skipped()
         order = range(len(entry["shards"]))
         for sample in raw_samples(found.folder, entry["shards"], entry["counts"], order, skipped):
+            if "__error__" in sample:  # a member named `../x.points.npy`: no id, a failure
+                reason = f"damaged sample: {sample['__error__']}"
+                found.failures.append(
+                    {"id": sample["__key__"], "stage": "shards", "reason": reason}
+                )
+                continue
             found.ids.append(sample["__key__"])
-            found.classes[classes[int(sample["cls"])]] += 1
+            found.classes[class_of(sample, classes)] += 1
             found.splits[split] += 1
-    found.failures = read_failures(found.folder / FAILURES_NAME)
+    found.failures += read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
 
 
 def read_results(found: Inspection) -> None:
     """The numbers and what was measured or trained (`cg3d.formats.metrics`), and the
-    untracked timings (run.json)."""
+    untracked timings (run.json); a file cut short or edited is one line naming it."""
     from cg3d.formats.metrics import read_metrics
 
-    numbers, about = read_metrics(found.folder)
+    try:
+        numbers, about = read_metrics(found.folder)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
     if (found.folder / "run.json").is_file():
-        found.details["this machine"] = json.loads((found.folder / "run.json").read_text())
+        found.details["this machine"] = read_json(found.folder / "run.json")
+
+
+def class_of(sample: dict, classes: list[str]) -> str:
+    """A sample's class name; a label index.json does not name is counted as such (`cg3d
+    verify` says which sample), not an IndexError."""
+    label = sample.get("cls", b"").strip()
+    if label.isdigit() and int(label) < len(classes):
+        return classes[int(label)]
+    return f"(label {label.decode('ascii', 'replace')[:20]!r}: not in index.json's classes)"
 
 
 def read_run(found: Inspection) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, locks_out_dir
+from cg3d.files import atomic_path, file_sha256, loads_json, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -118,10 +118,22 @@ class PackInputs:
 
 
 def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
-    """A missing points or renders folder is a UsageError naming its option."""
-    for flag, folder in (("--points", points_dir), ("--renders", renders_dir)):
+    """A missing points or renders folder, or one whose stage started and did not finish (a
+    killed run: its .plan.json, written first, without failures.parquet, written last), is a
+    UsageError naming its option. Before, a killed sample run's 13 of 20 parts were packed,
+    the rest "missing: no points"."""
+    for flag, folder, stage in (
+        ("--points", points_dir, "sample"),
+        ("--renders", renders_dir, "render"),
+    ):
         if not Path(folder).is_dir():
             raise UsageError(f"{flag}: no such folder {folder}")
+        started = (Path(folder) / PLAN_NAME).is_file()
+        if started and not (Path(folder) / FAILURES_NAME).is_file():
+            raise UsageError(
+                f"{flag}: {folder} holds no finished `cg3d {stage}` output (no {FAILURES_NAME}, "
+                f"which it writes last): run `cg3d {stage}` to finish it"
+            )
 
 
 def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_dir: Path):
@@ -195,6 +207,20 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     return digest
 
 
+# A shard record's fields (`pack_shard` writes them): the index is built from them.
+RECORD_FIELDS = {"count": int, "size": int, "sha256": str, "failures": list, "shapes": list}
+
+
+def _whole_record(record: object) -> bool:
+    """Whether a parsed shard record holds every field the index is built from."""
+    if not isinstance(record, dict):
+        return False
+    if any(type(record.get(key)) is not kind for key, kind in RECORD_FIELDS.items()):
+        return False
+    rows = record["failures"]
+    return all(isinstance(row, dict) and {"id", "stage", "reason"} <= row.keys() for row in rows)
+
+
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
     """A shard is finished when its record exists (written after the shard's rename) and the
     shard is whole: the size the record holds, and a tar that reads to its end. A damaged one
@@ -203,13 +229,15 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
     if not record.is_file() or not shard.exists():
         return False
     try:
-        size = json.loads(record.read_text()).get("size")
+        parsed = loads_json(record.read_text())
     except ValueError:
-        size, problem = None, f"its record {record.name} does not parse"
+        parsed = None
+    if not _whole_record(parsed):  # cut short, edited ("[]"), nested too deep: rewrite it
+        problem = f"its record {record.name} does not parse"
+    elif shard.stat().st_size != (size := parsed["size"]):
+        problem = f"{shard.stat().st_size} bytes where {size} were written"
     else:
         problem = None
-        if size is not None and shard.stat().st_size != size:
-            problem = f"{shard.stat().st_size} bytes where {size} were written"
     problem = problem or tar_problem(shard)
     if problem:
         _console.print(f"{shard} is damaged ({problem}): packing it again", markup=False)

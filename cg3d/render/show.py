@@ -4,7 +4,6 @@ With the sample stage's points, each view also shows the points projected throug
 camera: dots that sit on the object are the visible proof that points and views share a frame.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from cg3d.formats.images import ImageError, open_image
 from cg3d.formats.points import find_points
 from cg3d.formats.renders import find_rendered, render_parts
 from cg3d.formats.tar import FormatError
-from cg3d.render.cameras import project
+from cg3d.render.cameras import CamerasError, loads, project
 
 POINT_COLOUR = (230, 20, 60)
 
@@ -35,7 +34,10 @@ def read_object(
         raise UsageError(f"--renders: {error}") from None
     if rendered is None:
         raise UsageError(f"no renders of object {object_id!r} in {renders_dir}")
-    cameras = json.loads(rendered.cameras)
+    try:
+        cameras = loads(rendered.cameras)
+    except CamerasError as error:
+        raise UsageError(f"--renders: object {object_id!r}: its cameras.json {error}") from None
     missing = [v["name"] for v in cameras["views"] if v["name"] not in rendered.views]
     if missing:
         raise UsageError(f"--renders: object {object_id!r} lacks the views {missing}")
@@ -43,6 +45,14 @@ def read_object(
         views = [open_image(rendered.views[v["name"]], v["name"]) for v in cameras["views"]]
     except ImageError as error:
         raise UsageError(f"{object_id}: {error}") from None
+    size = (cameras["width"], cameras["height"])
+    wrong = next(
+        (v["name"] for v, im in zip(cameras["views"], views, strict=True) if im.size != size), None
+    )
+    if wrong is not None:  # each view is laid into a tile of the cameras' size
+        raise UsageError(
+            f"--renders: object {object_id!r}: {wrong} is not {size[0]}×{size[1]} as its cameras.json says"
+        )
     return views, cameras
 
 

@@ -39,7 +39,7 @@ import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, holds_lock, output_lock
+from cg3d.files import atomic_path, holds_lock, loads_json, output_lock
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, model_config
@@ -424,8 +424,8 @@ def read_metrics(out: Path) -> dict[str, Any]:
     for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / METRICS_NAME):
         if path.is_file():
             try:
-                return json.loads(path.read_text())
-            except ValueError:
+                return loads_json(path.read_bytes())
+            except ValueError:  # nested too deep included
                 continue
     return {}
 

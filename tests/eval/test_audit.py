@@ -182,3 +182,14 @@ def test_shapenet_list_mistakes_are_one_line(tmp_path):
     ):
         result = CliRunner().invoke(app, ["audit", "--out", str(tmp_path / "o"), *arguments])
         assert isinstance(result.exception, UsageError) and message in str(result.exception)
+
+
+def test_a_shapenet_list_that_is_a_fifo_or_folder_is_named_so_and_never_opened(tmp_path):
+    """Before: "no such file" for a FIFO or a folder that exists (misleading)."""
+    import os
+
+    (tmp_path / "test.txt").write_text(TEST_TXT)
+    os.mkfifo(tmp_path / "fifo.txt")
+    for path in (tmp_path / "fifo.txt", tmp_path):
+        with pytest.raises(UsageError, match=f"^--train-list: not a regular file {path}$"):
+            audit_lists(path, tmp_path / "test.txt", tmp_path / "o")

@@ -42,6 +42,9 @@ def test_a_results_folder_of_before_the_split_reads_as_numbers_and_no_about(tmp_
     (tmp_path / "metrics.json").write_text('{"top1": 50.0, "dataset": "modelnet40"}\n')
     assert read_metrics(tmp_path) == ({"top1": 50.0, "dataset": "modelnet40"}, {})
     (tmp_path / "metrics.json").write_text("cut sh")
+    with pytest.raises(ValueError, match=r"metrics\.json: not valid JSON"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.json").unlink()
     assert read_metrics(tmp_path) == ({}, {})
 
 

@@ -86,3 +86,34 @@ def test_caption_synonyms_param_adds_every_synonym(tmp_path):
     assert len(captions) == 3 * n
     for name in ("monitor", "video display", "screen"):
         assert f"a photo of a {name}." in captions
+
+
+def test_caption_text_from_annotations_is_bounded(tmp_path):
+    """A 100 MB Objaverse name made a 100 MB caption (1.2 GB of memory in the stage, and in
+    every loader that tokenises it); 2 million synonyms would be 10^8 captions of one object.
+    A caption is cut where CLIP's 77 tokens have long run out; a synonym list over the bound
+    is a failure row of this stage, naming the count."""
+    from cg3d.pipeline.captions import MAX_CAPTION_CHARS, MAX_NAMES
+
+    long_name = "a chair " * 2_000_000  # 16 MB of words
+    rows = [
+        MeshRecord("o-long", "objaverse", "a.glb", "chair", "train", name=long_name),
+        MeshRecord("o-many", "shapenet", "b.obj", "chair", "train", synonyms=["s"] * MAX_NAMES),
+        MeshRecord("o-fine", "shapenet", "c.obj", "chair", "train", synonyms=["seat"]),
+    ]
+    (tmp_path / "meshes").mkdir()
+    write_manifest(rows, tmp_path / "meshes")
+    write_classes(["chair"], tmp_path / "meshes")
+    summary = caption_objects(tmp_path / "meshes", tmp_path / "out", CaptionConfig(synonyms=True))
+    captions = captions_of(tmp_path / "out")
+    assert sorted(captions) == ["o-fine", "o-long"]
+    assert max(len(c) for c in captions["o-long"]) == MAX_CAPTION_CHARS
+    assert long_name.strip()[:MAX_CAPTION_CHARS] in captions["o-long"]
+    assert len(captions["o-fine"]) == 2 * len(templates("cg3d"))
+    (failure,) = read_failures(tmp_path / "out" / "failures.parquet")
+    assert failure == {
+        "id": "o-many",
+        "stage": "caption",
+        "reason": f"{MAX_NAMES} synonyms, more than the {MAX_NAMES - 1} captioned",
+    }
+    assert (summary.captioned, summary.failures, summary.refused) == (2, 1, 1)

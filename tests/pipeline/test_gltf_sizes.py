@@ -286,6 +286,13 @@ UNPARSED = {
     "a GLB cut inside its header": ("m.glb", b"glTF\x02\x00\x00\x00", "not a glTF document"),
     "a JSON list": ("m.gltf", b"[1, 2]", "the JSON is not an object"),
     "not JSON": ("m.gltf", b"{nope", "not a glTF document"),
+    # json recurses per level: before, a RecursionError traceback that ended the meshes stage
+    "a JSON nested 100,000 deep": ("m.gltf", b"[" * 100_000 + b"]" * 100_000, "nests too deep"),
+    "a GLB JSON chunk nested 100,000 deep": (
+        "m.glb",
+        b"glTF" + struct.pack("<IIII", 2, 20 + 100_000, 100_000, 0x4E4F534A) + b"[" * 100_000,
+        "nests too deep",
+    ),
 }
 
 
@@ -298,3 +305,17 @@ def test_blender_input_says_why_a_document_does_not_parse(tmp_path, case):
     assert caught.value.kind == "unreadable" and reason in str(caught.value)
     assert "\n" not in str(caught.value)
     assert not any((tmp_path / "copy").iterdir())  # nothing written for Blender to read
+
+
+def test_a_gltf_nested_too_deep_is_a_failure_row_of_cg3d_meshes(tmp_path):
+    root = tmp_path / "in"
+    (root / "box").mkdir(parents=True)
+    (root / "box" / "deep.gltf").write_bytes(b'{"a":' * 50_000 + b"1" + b"}" * 50_000)
+    write(root / "box", gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES), "fine.gltf")
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    rows = {Path(r.path).name: r for r in read_manifest(tmp_path / "out")}
+    assert rows["fine.gltf"].status == "ok", rows["fine.gltf"].error
+    assert (rows["deep.gltf"].status, rows["deep.gltf"].error) == (
+        "unreadable",
+        "not a glTF document: the JSON nests too deep",
+    )

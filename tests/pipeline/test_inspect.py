@@ -156,3 +156,105 @@ def test_show_lists_the_render_parts_once(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="no part-"):
         resolve_id(tmp_path, "sofa-3")
     assert len(globs) == 2
+
+
+def copy_of(data, tmp_path: Path, folder: str) -> Path:
+    import shutil
+
+    shutil.copytree(data[0] / folder, tmp_path / folder)
+    return tmp_path / folder
+
+
+def edit_index(folder: Path, edit) -> None:
+    index = json.loads((folder / "index.json").read_text())
+    edit(index)
+    (folder / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize(
+    "case, folder, edit, line",
+    [
+        (".plan.json not JSON", "points", (".plan.json", b"{bad"), ".plan.json: not valid JSON"),
+        (
+            ".plan.json nested deep",
+            "renders",
+            (".plan.json", b"[" * 100_000),
+            ".plan.json: not valid JSON (the JSON nests too deep)",
+        ),
+        ("metrics.json cut", "run", ("metrics.json", b'{"a": '), "metrics.json: not valid JSON"),
+        ("run.json nested", "run", ("run.json", b"[" * 100_000), "run.json: not valid JSON"),
+        ("a render part cut short", "renders", None, "truncated tar"),
+    ],
+)
+def test_a_damaged_file_beside_an_output_is_one_line(data, tmp_path, case, folder, edit, line):
+    """Before: JSONDecodeError, RecursionError and FormatError tracebacks."""
+    if folder == "run":
+        target = tmp_path / "run"
+        target.mkdir()
+        (target / "last.pt").write_bytes(b"")  # named only: the JSON files are read first
+    else:
+        target = copy_of(data, tmp_path, folder)
+    if edit is None:
+        part = sorted(target.glob("part-*.tar"))[0]
+        part.write_bytes(part.read_bytes()[:700])
+    else:
+        (target / edit[0]).write_bytes(edit[1])
+    result = CliRunner().invoke(app, ["inspect", str(target)])
+    assert isinstance(result.exception, UsageError), result.exception
+    assert line in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_a_sample_label_outside_the_class_list_is_counted_as_such(data, tmp_path):
+    """Before: an IndexError traceback (index.json's classes cut to 2 of 3)."""
+    shards = copy_of(data, tmp_path, "shards")
+    edit_index(shards, lambda index: index.__setitem__("classes", index["classes"][:2]))
+    found = inspect_folder(shards)
+    unknown = "(label '2': not in index.json's classes)"
+    assert found.classes[unknown] == 4 and sum(found.classes.values()) == len(found.ids)
+
+
+def test_an_index_count_beyond_any_shard_is_one_line_not_a_hang(data, tmp_path):
+    """Before: 10^12 in `counts` looped over every missing position in `raw_samples` (inspect hung; the loaders read through it too)."""
+    shards = copy_of(data, tmp_path, "shards")
+    edit_index(shards, lambda index: index["splits"]["train"]["counts"].__setitem__(0, 10**12))
+    with pytest.raises(UsageError, match="a shard count over 1,000,000 samples"):
+        inspect_folder(shards)
+
+
+@pytest.mark.parametrize("name", ["../x.points.npy", "/abs/x.points.npy", "x/y.points.npy"])
+def test_a_shard_member_named_outside_any_id_is_a_failure_not_an_id(data, tmp_path, name):
+    """Before: `../x` was listed (and counted) as an id, which `--ids` printed for `show`."""
+    from tests.pipeline.fakes import rewrite_tar
+
+    shards = copy_of(data, tmp_path, "shards")
+    shard = sorted((shards / "train").glob("*.tar"))[0]
+    before = inspect_folder(shards)
+    first = []
+
+    def rename(member: str, data: bytes) -> tuple[str, bytes]:
+        first.append(member)
+        return (name if len(first) == 1 else member), data
+
+    rewrite_tar(shard, rename)
+    found = inspect_folder(shards)
+    assert name.rsplit(".", 2)[0] not in found.ids and "x" not in found.ids
+    assert set(found.ids) <= set(before.ids)
+    bad = [f for f in found.failures if f["stage"] == "shards"]
+    assert bad and all(f["reason"].startswith("damaged sample:") for f in bad)
+
+
+@pytest.mark.parametrize("folder, suffix", [("points", ".parquet"), ("renders", ".tar")])
+def test_a_part_copied_twice_counts_its_ids_once_and_says_so(data, tmp_path, folder, suffix):
+    """Before: a points part copied by hand doubled the ids and the per-class counts."""
+    import shutil
+
+    from cg3d.formats import points, renders
+
+    copy = copy_of(data, tmp_path, folder)
+    before = inspect_folder(copy)
+    first = sorted(copy.glob(f"part-*{suffix}"))[0]
+    shutil.copy(first, copy / f"part-99999{suffix}")
+    found = inspect_folder(copy)
+    assert found.ids == before.ids and found.classes == before.classes
+    copied = sorted((points if folder == "points" else renders).part_ids(first))
+    assert found.details["ids listed twice"].startswith(f"{len(copied)} ({copied[0]}")

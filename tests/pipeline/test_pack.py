@@ -242,3 +242,56 @@ def test_a_pack_killed_with_sigkill_resumes_to_a_clean_runs_bytes(tmp_path):
     assert clean.returncode == 0
     assert output_files(out) == output_files(tmp_path / "clean")
     assert sum(json.loads((out / "index.json").read_text())["splits"]["train"]["counts"]) == 225
+
+
+def test_pack_refuses_a_sample_run_that_did_not_finish(tmp_path, monkeypatch):
+    """A killed `cg3d sample` leaves some parts; pack packed them and listed the rest as
+    "missing: no points" (exit 0). A run that starts removes failures.parquet, which it
+    writes last, so an unfinished run is known, also when it resumes a finished one."""
+    import cg3d.pipeline.sample as sample_module
+    from cg3d.formats.manifest import read_manifest
+    from cg3d.pipeline.sample import SampleConfig, sample_points
+    from cg3d.pipeline.sources import MeshesConfig, build_manifest
+
+    build_manifest(MeshesConfig(source="synthetic", per_class=1, workers=1), tmp_path / "meshes")
+    ids = [r.id for r in read_manifest(tmp_path / "meshes")]
+    fake_renders(tmp_path / "renders", ids)
+    caption_objects(tmp_path / "meshes", tmp_path / "captions", CaptionConfig())
+    config = SampleConfig(points=32, chunk_size=3, workers=1)
+    sample_points(tmp_path / "meshes", tmp_path / "points", config)
+    stages = [tmp_path / s for s in ("meshes", "points", "renders", "captions")]
+    pack_shards(*stages, tmp_path / "finished", PackConfig(4))  # a finished run packs
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill leaves: the run stops inside its chunks
+
+    monkeypatch.setattr(sample_module, "run_chunks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sample_points(tmp_path / "meshes", tmp_path / "points", config)
+    with pytest.raises(UsageError, match=r"^--points: .* holds no finished `cg3d sample` output"):
+        pack_shards(*stages, tmp_path / "shards", PackConfig(4))
+    assert not any((tmp_path / "shards").glob("*/*.tar"))
+
+
+RECORD_EDITS = {
+    "a list": lambda record: [],
+    "nested 100,000 deep": lambda record: None,
+    "no count": lambda record: {k: v for k, v in record.items() if k != "count"},
+    "a failure that is no row": lambda record: {**record, "failures": [1]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORD_EDITS))
+def test_a_damaged_shard_record_is_packed_again_to_the_same_bytes(tmp_path, case):
+    """Before: a TypeError ("[]"), KeyError or RecursionError traceback on the resumed run.
+    The edits keep the record's size (the shard's), so only the record's shape tells."""
+    fake_pipeline(tmp_path)
+    shards = tmp_path / "shards"
+    files = {p.relative_to(shards): p.read_bytes() for p in shards.rglob("*") if p.is_file()}
+    path = sorted((shards / "_shards").glob("*.json"))[1]
+    edited = RECORD_EDITS[case](json.loads(path.read_text()))
+    path.write_text("[" * 100_000 if edited is None else json.dumps(edited))
+    stages = [tmp_path / s for s in ("meshes", "points", "renders", "captions")]
+    pack_shards(*stages, shards, PackConfig(shard_size=3))
+    again = {p.relative_to(shards): p.read_bytes() for p in shards.rglob("*") if p.is_file()}
+    assert again == files

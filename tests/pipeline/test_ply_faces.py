@@ -3,7 +3,8 @@ disagree ("255 0 1 2"), or with fewer than 3 corners (Blender reads 2 as an edge
 it), has two readings, so every path refuses it before any reader sees it: the fast path
 (`load_mesh`), the meshes stage's check (`validate_file`) and the file handed to Blender
 (`blender_input`). Files whose counts hold (triangles, quads, mixed, an extra face property),
-ASCII or binary of either byte order, still read.
+ASCII or binary of either byte order, still read. The same for counts a header gives: a PLY
+element count, a binary STL's triangle count, must fit the file.
 """
 
 from pathlib import Path
@@ -69,3 +70,73 @@ def test_a_ply_whose_counts_hold_still_reads(tmp_path, form, case, flags):
     np.testing.assert_allclose(mesh.vertices, np.array(VERTICES, dtype=float))
     validate_file(path, tmp_path)
     assert blender_input(path, tmp_path, "", tmp_path / "copies") == path.resolve()
+
+
+def lying_counts():
+    """(form, the vertex and face counts a header declares) over 3 real vertices and 1 face:
+    more records than the file has bytes, or a negative count."""
+    for form in FORMS:
+        for name, vertices, faces in [
+            ("10^12 vertices", 10**12, 1),
+            ("10^11 faces", 3, 10**11),
+            ("negative vertices", -5, 1),
+            ("negative faces", 3, -1),
+        ]:
+            yield pytest.param(form, vertices, faces, id=f"{form}-{name}")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("form, vertices, faces", list(lying_counts()))
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_ply_header_whose_counts_the_file_cannot_hold_is_refused_before_any_read(
+    tmp_path, form, vertices, faces, reader
+):
+    """Before: an ASCII header of 10^12 vertices looped on readline at the end of the file
+    (the meshes stage hung), a binary one of 10^11 faces asked read() for 1.3 TB (MemoryError
+    traceback). Each count must fit the bytes after the header."""
+    path = write_ply(tmp_path / "m.ply", [[3, 0, 1, 2]], form)
+    data = path.read_bytes()
+    data = data.replace(b"element vertex 5\n", f"element vertex {vertices}\n".encode(), 1)
+    path.write_bytes(data.replace(b"element face 1\n", f"element face {faces}\n".encode(), 1))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unreadable"
+    assert "PLY header" in raised.value.reason
+
+
+def binary_stl(count: int, triangles: int) -> bytes:
+    """A binary STL of `triangles` facets whose header declares `count` (written by hand: 80
+    header bytes, the count, then 50 bytes a facet)."""
+    import struct
+
+    facet = struct.pack("<12fH", 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0)
+    return b"\0" * 80 + struct.pack("<I", count) + facet * triangles
+
+
+@pytest.mark.parametrize("count, triangles", [(10**9, 1), (2**32 - 1, 2), (3, 2), (1, 2)])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_binary_stl_whose_count_disagrees_with_its_size_names_both(
+    tmp_path, count, triangles, reader
+):
+    """Before: "empty: the file holds no geometry" (readers took it for ASCII text)."""
+    path = tmp_path / "m.stl"
+    path.write_bytes(binary_stl(count, triangles))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    size = 84 + 50 * triangles
+    assert (raised.value.kind, raised.value.reason) == (
+        "unreadable",
+        f"a binary STL whose header declares {count} triangles ({84 + 50 * count} bytes) "
+        f"in {size} bytes",
+    )
+
+
+def test_a_binary_stl_whose_count_holds_still_reads(tmp_path):
+    import struct
+
+    path = tmp_path / "m.stl"
+    facets = [(0, 0, 0, 1, 0, 0, 0, 1, 0), (0, 0, 0, 0, 1, 0, 0, 0, 1)]
+    body = b"".join(struct.pack("<12fH", 0, 0, 0, *f, 0) for f in facets)
+    path.write_bytes(b"\0" * 80 + struct.pack("<I", 2) + body)
+    assert len(load_mesh(path).faces) == 2
+    validate_file(path, tmp_path)

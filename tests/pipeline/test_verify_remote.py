@@ -4,6 +4,7 @@ checksums included (each shard is hashed as it streams)."""
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from cg3d.cli import app
@@ -55,3 +56,14 @@ def test_an_unreachable_index_is_one_line(tmp_path):
         )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot read {url}/nothing/index.json" in done.stderr
+
+
+def test_an_index_that_never_ends_is_read_no_further_than_its_bound(monkeypatch):
+    """Before: `pipe:cat /dev/zero` as the index took 16 GB of memory in 20 s (read whole).
+    With the bound at 1 MiB, a 3 MB stream stops at the bound with one line."""
+    from cg3d.errors import UsageError
+    from cg3d.formats import shards as shards_module
+
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", 1 << 20)
+    with pytest.raises(UsageError, match=r"index.json: more than 1 MiB: not a `cg3d pack` index$"):
+        verify_shards("pipe:head -c 3000000 /dev/zero # {}")

@@ -4,10 +4,12 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from cg3d.cli import app
+from cg3d.errors import UsageError
 from cg3d.formats import renders as renders_format
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.params import RenderConfig
@@ -85,3 +87,50 @@ def test_show_lists_the_render_parts_once_and_reads_only_the_objects_part(tmp_pa
         "part-00001.tar",
         "part-00002.tar",
     ]
+
+
+def with_cameras(folder, edit, object_id: str = "chair_1") -> None:
+    """`write_renders`, then the cameras.json rewritten by `edit(document)` (a hand edit)."""
+    from cg3d.formats.renders import read_render_part
+
+    write_renders(folder, object_id)
+    ((_, rendered),) = list(read_render_part(folder / "part-00000.tar"))
+    cameras = json.loads(rendered.cameras)
+    data = edit(cameras)
+    data = data if isinstance(data, bytes) else json.dumps(cameras).encode()
+    write_render_part(folder / "part-00000.tar", {object_id: Rendered(rendered.views, data)})
+
+
+def setter(key, value, view: int | None = None):
+    return lambda c: (c if view is None else c["views"][view]).__setitem__(key, value)
+
+
+CAMERA_EDITS = {
+    "views not a list": (setter("views", "x"), "'views' is not a list"),
+    "a width of 10^6": (setter("width", 10**6), "width 1000000 is not a size of 1 to 4096"),
+    "a height as text": (setter("height", "24"), "height 24 is not a size"),
+    "no K": (lambda c: c["views"][1].pop("K"), "view 1: K is not a finite 3×3"),
+    "a NaN in world_to_camera": (
+        lambda c: c["views"][0]["world_to_camera"][0].__setitem__(0, float("nan")),
+        "view 0: world_to_camera is not a finite 4×4",
+    ),
+    "a ragged K": (setter("K", [[1, 2], [3]], 0), "view 0: K is not a finite 3×3"),
+    "an azimuth as text": (setter("azimuth_deg", "north", 0), "view 0: azimuth_deg is not"),
+    "not JSON": (lambda c: b"{", "its cameras.json not JSON"),
+    "nested 100,000 deep": (lambda c: b"[" * 100_000, "not JSON (RecursionError)"),
+    "a view name that is no string": (setter("name", 3, 0), "view 0 is not an object with a name"),
+    "views of another size": (setter("width", SIZE * 2), "view_00 is not 48×24"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CAMERA_EDITS))
+def test_a_hand_edited_cameras_json_is_one_line(tmp_path, case):
+    """Before: a TypeError/KeyError traceback, or a contact sheet sized by the file."""
+    edit, line = CAMERA_EDITS[case]
+    with_cameras(tmp_path / "renders", edit)
+    command = ["show", "chair_1", "--renders", str(tmp_path / "renders")]
+    result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "sheet.png")])
+    assert isinstance(result.exception, UsageError), result.exception
+    message = str(result.exception)
+    assert message.startswith("--renders: object 'chair_1': ") and line in message, message
+    assert not (tmp_path / "sheet.png").exists()

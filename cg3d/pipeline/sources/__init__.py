@@ -95,13 +95,20 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     if config.source != "synthetic":  # the edge: every later check uses this one spelling
         config = replace(config, root=str(resolved_root(config.root)))
     out_dir = Path(out_dir)
+    exclude = read_exclude(config.exclude) if config.exclude else None  # before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
-    excluded = Excluded(read_exclude(config.exclude), out_dir) if config.exclude else None
+    for name in listing.classes:
+        if printable_name(name) != name:
+            raise UsageError(
+                f"--root: the class name {printable_name(name)!r} (a folder's, or from "
+                "--annotations) is not UTF-8 text; rename it"
+            )
+    excluded = Excluded(exclude, out_dir) if exclude is not None else None
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
     work.mkdir(exist_ok=True)
-    records = with_up_axis(records, config.up_axis)
+    records = with_utf8_names(with_up_axis(records, config.up_axis))
     listing_parts, digest = _write_listing(records, work, config.chunk_size)
     output = ChunkedOutput(
         work / "parts",
@@ -184,6 +191,29 @@ def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRe
         yield record
 
 
+def printable_name(name: str) -> str:
+    """`name` itself if it is UTF-8 text, else its bytes with the undecodable ones as `\\xff`
+    (os hands a name that is not UTF-8 over with surrogates, which no Parquet string holds)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
+    """The records; one whose path is not UTF-8 (a file named `b\\xffd.obj`) becomes a failure
+    row holding the name escaped, since no later stage could name or open it from the
+    manifest (before: a UnicodeEncodeError traceback ended the stage)."""
+    for record in records:
+        record.name = printable_name(record.name)  # a free-text name: kept, escaped
+        path = printable_name(record.path)
+        if path != record.path:
+            record.path, record.status = path, "unreadable"
+            record.error = "the file name is not UTF-8; rename it"
+        yield record
+
+
 def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int:
     """Check every mesh of one listing part (`meshio.validate_file`: inside `root`, what it
     references too, a surface); write the rows with status and hash. A file outside the root is
@@ -220,7 +250,8 @@ def read_exclude(path: str) -> set[str]:
     or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"meshes.exclude: no such file {path}")
+        what = "not a regular file" if file.exists() else "no such file"  # a folder, a FIFO
+        raise UsageError(f"meshes.exclude: {what}: {path}")
     text = file.read_text(encoding="utf-8", errors="replace")
     if file.suffix.lower() == ".json":
         data = read_json(file, "meshes.exclude")
@@ -303,6 +334,8 @@ def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
         )
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
+    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
+        raise UsageError(f"{option}: {path} is not valid JSON: it nests too deep") from None
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,6 +1,7 @@
 """meshes.exclude drops what it names before any work; splits stay disjoint by construction."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def test_splits_stay_disjoint_when_the_same_file_is_listed_twice(tmp_path):
     assert train and test and not train & test
     copies = [r for r in records if r.sha256 == ok[0].sha256 or r.status == "duplicate"]
     assert sum(r.status == "ok" for r in copies if r.sha256 == copies[0].sha256) == 1
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a FIFO", "/dev/zero"])
+def test_an_exclude_path_that_is_no_file_is_one_line_before_any_work(tmp_path, kind):
+    """Before: the synthetic source generated all its meshes, then said "no such file"; a FIFO
+    must never be opened (the read would block)."""
+    path = {"a folder": tmp_path, "/dev/zero": Path("/dev/zero")}.get(kind, tmp_path / "fifo")
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    out = tmp_path / "out"
+    config = MeshesConfig(source="synthetic", per_class=1, workers=1, exclude=str(path))
+    with pytest.raises(UsageError, match=f"^meshes.exclude: not a regular file: {path}$"):
+        build_manifest(config, out)
+    assert not (out / "synthetic").exists()  # no mesh generated

@@ -322,3 +322,48 @@ def test_listing_plain_files_costs_no_stat_per_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert len(failures) == 100 and failures == [None] * 100
     assert calls == []
+
+
+def test_a_file_name_that_is_not_utf8_is_a_row_naming_it_escaped(tmp_path):
+    """Before: a UnicodeEncodeError traceback (the id's hash, then Parquet) ended the stage."""
+    root, out = tmp_path / "root", tmp_path / "out"
+    write_mesh(root / "chair" / "good.obj", box())
+    write_mesh(root / "chair" / os.fsdecode(b"caf\xe9.obj"), box((2, 2, 2)))  # Latin-1 name
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert rows["good.obj"].status == "ok"
+    bad = rows["caf\\xe9.obj"]  # the byte written as \xe9: every manifest string is UTF-8
+    assert (bad.status, bad.error) == ("unreadable", "the file name is not UTF-8; rename it")
+    assert len({r.id for r in rows.values()}) == 2
+
+
+def test_a_class_name_that_is_not_utf8_is_one_line(tmp_path):
+    root = tmp_path / "root"
+    write_mesh(root / "chair" / "good.obj", box())
+    write_mesh(root / os.fsdecode(b"sof\xe4") / "good.obj", box())
+    with pytest.raises(UsageError, match=r"--root: the class name 'sof\\\\xe4' .* is not UTF-8"):
+        build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "o")
+    make_glbs(tmp_path / "objaverse")  # a JSON escape makes the same half character
+    (tmp_path / "objaverse" / "annotations.json").write_text('{"aa11": "m\\udce4g"}')
+    with pytest.raises(UsageError, match=r"the class name 'm\\\\xe4g'"):
+        config = MeshesConfig(source="objaverse", root=str(tmp_path / "objaverse"), workers=1)
+        build_manifest(config, tmp_path / "o2")
+
+
+@pytest.mark.parametrize("which", ["annotations", "taxonomy", "exclude"])
+def test_a_source_json_nested_too_deep_is_one_line(tmp_path, which):
+    """Before: a RecursionError traceback from json (100,000 `[`)."""
+    deep = "[" * 100_000
+    if which == "annotations":
+        make_glbs(tmp_path / "root")
+        (tmp_path / "root" / "annotations.json").write_text(deep)
+        config = MeshesConfig(source="objaverse", root=str(tmp_path / "root"), workers=1)
+    elif which == "taxonomy":
+        make_shapenet(tmp_path / "root")
+        (tmp_path / "root" / "taxonomy.json").write_text(deep)
+        config = MeshesConfig(source="shapenet", root=str(tmp_path / "root"), workers=1)
+    else:
+        (tmp_path / "exclude.json").write_text(deep)
+        config = MeshesConfig(per_class=1, workers=1, exclude=str(tmp_path / "exclude.json"))
+    with pytest.raises(UsageError, match=r"is not valid JSON: it nests too deep$"):
+        build_manifest(config, tmp_path / "out")
