@@ -158,6 +158,23 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     return folder
 
 
+@contextmanager
+def removing_folders_made_on_failure(folder: Path) -> Iterator[None]:
+    """Run the block; if it fails, remove the folders on the way to `folder` that did not exist
+    before it (deepest first, each only while empty). For a command that locks (and so creates)
+    its --out folder before checking its inputs: a refused run leaves nothing new behind."""
+    made = [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
+    try:
+        yield
+    except BaseException:
+        for path in made:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:  # never made, or holding something now (another run's): keep it
+                break
+        raise
+
+
 _held_locks: set[Path] = set()  # folders this process holds the lock of
 
 

@@ -134,3 +134,26 @@ def test_a_hand_edited_cameras_json_is_one_line(tmp_path, case):
     message = str(result.exception)
     assert message.startswith("--renders: object 'chair_1': ") and line in message, message
     assert not (tmp_path / "sheet.png").exists()
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("error", ["unknown id", "damaged cameras.json", "no renders folder"])
+@pytest.mark.parametrize("out", ["sheets", "new/deeper/sheets", "new/sheet.png", "kept"])
+def test_a_refused_show_leaves_no_folder_behind(tmp_path, error, out):
+    """Before: the lock on --out made the folder (and its parents) before the id was checked,
+    so every error left them behind, empty. A folder that was there before is kept."""
+    renders = tmp_path / "renders"
+    if error == "damaged cameras.json":
+        with_cameras(renders, setter("views", "x"))
+    elif error == "unknown id":
+        write_renders(renders, "chair_1")
+    (tmp_path / "kept").mkdir()
+    before = tree(tmp_path)
+    query = "table" if error == "unknown id" else "chair_1"
+    command = ["show", query, "--renders", str(renders), "--out", str(tmp_path / out)]
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, UsageError), (result.exception, result.output)
+    assert tree(tmp_path) == before
