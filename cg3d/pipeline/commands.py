@@ -188,10 +188,7 @@ def inspect_command(
         print(json.dumps(found.as_dict(), indent=2, default=str))
         return
     noun = "classes" if found.kind == "run" else "ids"
-    console.print(
-        f"{folder}: {found.kind}, {len(found.ids)} {noun}, {len(found.failures)} failures",
-        markup=False,
-    )
+    console.print(found.headline(), markup=False)
     if found.ids:
         shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
         console.print(f"  {noun}: {', '.join(shown)} (--ids: all)", markup=False)

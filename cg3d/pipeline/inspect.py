@@ -46,6 +46,15 @@ class Inspection:
     made_by: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
+    def headline(self) -> str:
+        """The first line `cg3d inspect` prints: the kind and what it counts. A results folder
+        holds numbers, not ids ("0 ids" would say something was lost)."""
+        if self.kind == "results":
+            numbers = count_numbers(self.details.get("metrics", {}))
+            return f"{self.folder}: results, {numbers} numbers in metrics.json"
+        noun = "classes" if self.kind == "run" else "ids"
+        return f"{self.folder}: {self.kind}, {len(self.ids)} {noun}, {len(self.failures)} failures"
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (`dataclasses.asdict` would turn a Counter's items into
         keys)."""
@@ -195,6 +204,16 @@ def read_results(found: Inspection) -> None:
     found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
     if (found.folder / "run.json").is_file():
         found.details["this machine"] = read_json(found.folder / "run.json")
+
+
+def count_numbers(value: Any) -> int:
+    """How many numbers `value` (a metrics.json document) holds, nested objects and lists
+    included (retrieval's metrics are grouped per direction); true/false and text are not."""
+    if isinstance(value, dict):
+        return sum(count_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_numbers(v) for v in value)
+    return int(isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def class_of(sample: dict, classes: list[str]) -> str:

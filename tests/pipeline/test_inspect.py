@@ -109,6 +109,23 @@ def test_inspect_evaluation_results(tmp_path):
     shown = CliRunner().invoke(app, ["inspect", str(results)])
     assert shown.exit_code == 0 and "results" in shown.output
     assert '"checkpoint": "runs/train/last.pt"' in shown.output
+    # a results folder holds numbers, not ids: before, its first line said "0 ids, 0 failures"
+    assert shown.output.splitlines()[0] == f"{results}: results, 2 numbers in metrics.json"
+
+
+def test_the_first_line_of_nested_results_counts_every_number(tmp_path):
+    """Retrieval's metrics group their numbers per direction; text is no number."""
+    results = tmp_path / "retrieval"
+    metrics = {
+        "point_to_text": {"R@1": 90.8, "R@5": 100.0, "mAP": 60.9},
+        "text_to_point": {"R@1": 62.4, "R@5": 75.4, "mAP": 65.1},
+        "n_objects": 120,
+    }
+    write_metrics(results, metrics, {"protocol": "cg3d"})
+    shown = CliRunner().invoke(app, ["inspect", str(results)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == f"{results}: results, 7 numbers in metrics.json"
+    assert " ids" not in shown.output
 
 
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):
