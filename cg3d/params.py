@@ -34,6 +34,7 @@ CLIP_OVERRIDE_HELP = (
     "(checked against the checkpoint's record)."
 )
 MAX_RESOLUTION = 4096  # Blender allocates several float buffers of this squared: bound it
+MAX_VIEWS = 1000  # render.views; also the most views a cameras.json may list
 # Every number of train.encoder_params (width, depth, groups, ...): the registered sizes use at
 # most 512; a checkpoint naming width 10^7 would allocate tens of GB before anything reads it.
 MAX_ENCODER_PARAM = 4096
@@ -162,7 +163,7 @@ class RenderConfig(Section):
 
     section: ClassVar[str] = "render"
 
-    views: int = param(4, "Views per object.", low=1, high=1000)
+    views: int = param(4, "Views per object.", low=1, high=MAX_VIEWS)
     resolution: int = param(224, "Square image size in pixels.", low=8, high=MAX_RESOLUTION)
     engine: str = param(
         "workbench", "workbench (fast) or cycles (path tracing).", choices=tuple(ENGINES)

@@ -1,15 +1,69 @@
 """The render stage's parts: `part-XXXXX.tar` holding, per object, `<id>.view_XX.png` (one per
-view) and `<id>.cameras.json` (`cg3d.render.cameras`), written deterministically."""
+view) and `<id>.cameras.json`, written deterministically.
 
+cameras.json (its convention: `cg3d.render.cameras`) has its one writer and reader here,
+`dumps_cameras` and `loads_cameras`: the render stage writes it, `show`, `pack` and `verify`
+read it through the same checks (it also travels into the shards)."""
+
+import json
+import math
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
+from cg3d.params import MAX_RESOLUTION, MAX_VIEWS
 
 PART_SUFFIX = ".tar"
 STAGE = "render"  # the stage that writes (and rebuilds) the parts
 CAMERAS = "cameras.json"
+
+
+def dumps_cameras(cameras: dict) -> bytes:
+    """The bytes of one object's cameras.json (the render stage's writer)."""
+    return json.dumps(cameras, indent=1).encode()
+
+
+class CamerasError(ValueError):
+    """A cameras.json that is not one `dumps_cameras` wrote: the message says what is wrong."""
+
+
+def loads_cameras(data: bytes) -> dict:
+    """The cameras.json document `dumps_cameras` wrote, checked before anything is sized or
+    projected by it or packed with it (a hand edit was a TypeError traceback in `cg3d show`,
+    whose width and height size the contact sheet): sizes within render.resolution's bounds, 1
+    to render.views' bound of views, each named, with a finite 3×3 K and 4×4 world_to_camera
+    and numeric angles. CamerasError naming the first problem otherwise."""
+    try:
+        cameras = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise CamerasError(f"not JSON ({type(error).__name__})") from None
+    if not isinstance(cameras, dict):
+        raise CamerasError("not an object")
+    for key in ("width", "height"):
+        size = cameras.get(key)
+        if type(size) is not int or not 1 <= size <= MAX_RESOLUTION:
+            raise CamerasError(f"{key} {str(size)[:20]} is not a size of 1 to {MAX_RESOLUTION}")
+    views = cameras.get("views")
+    if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
+        raise CamerasError(f"'views' is not a list of 1 to {MAX_VIEWS} views")
+    for number, view in enumerate(views):
+        if not isinstance(view, dict) or not isinstance(view.get("name"), str):
+            raise CamerasError(f"view {number} is not an object with a name")
+        for key, shape in (("K", (3, 3)), ("world_to_camera", (4, 4))):
+            try:
+                matrix = np.asarray(view.get(key), dtype=np.float64)
+            except (TypeError, ValueError):
+                matrix = np.empty(0)
+            if matrix.shape != shape or not np.isfinite(matrix).all():
+                raise CamerasError(f"view {number}: {key} is not a finite {shape[0]}×{shape[1]}")
+        for key in ("azimuth_deg", "elevation_deg"):
+            value = view.get(key)
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise CamerasError(f"view {number}: {key} is not a number")
+    return cameras
 
 
 @dataclass
@@ -96,8 +150,24 @@ class RendersLookup:
         found: dict[str, Rendered] = {}
         for first, last, part in self.parts:
             if first <= high and low <= last:
-                found.update(read_render_part(Path(part), wanted))
+                for object_id, rendered in read_render_part(Path(part), wanted):
+                    check_cameras(part, object_id, rendered)
+                    found[object_id] = rendered
         return found
+
+
+def check_cameras(part: Path | str, object_id: str, rendered: Rendered) -> None:
+    """A cameras.json that `loads_cameras` refuses is a damaged part, as a damaged tar is:
+    FormatError naming the part, the member and the stage that rebuilds it (it would otherwise
+    be packed into the shards as it is)."""
+    if rendered.cameras is None:
+        return
+    try:
+        loads_cameras(rendered.cameras)
+    except CamerasError as error:
+        raise FormatError(
+            f"{part}: member {object_id}.{CAMERAS}: {error} (rerun `cg3d {STAGE}` to rebuild it)"
+        ) from None
 
 
 def find_rendered(

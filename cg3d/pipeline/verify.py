@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.formats.renders import CAMERAS, loads_cameras
 from cg3d.formats.shards import (
     HashingReader,
+    decode_member,
     decode_sample,
     is_remote,
     open_shard,
@@ -45,6 +47,11 @@ def check_sample(raw: dict, n_classes: int) -> str:
         return "captions.json is empty or holds a non-string"
     if not 0 <= sample["cls"] < n_classes:
         return f"cls {sample['cls']} is outside 0..{n_classes - 1}"
+    if CAMERAS in raw:  # pack copies it as rendered; the loaders never read it, so check here
+        try:
+            decode_member(raw, CAMERAS, loads_cameras)
+        except FormatError as error:
+            return str(error)
     return ""
 
 

@@ -12,18 +12,17 @@ Convention (OpenCV), per view:
   `elevation_deg` above the XZ plane, `distance` from the origin, all in the object frame.
 
 Used by the supervisor, the `show` command and the tests; the Blender worker gets the
-matrices it needs in its requests. Cameras are seeded like the sampler, from (seed, object id).
+matrices it needs in its requests. The file's writer and its checked reader are
+`cg3d.formats.renders.dumps_cameras` and `loads_cameras` (pack and verify read it too). Cameras are seeded like the sampler, from (seed, object id).
 """
 
-import json
 import math
 
 import numpy as np
 
 from cg3d.geometry.sampling import object_rng
-from cg3d.params import MAX_RESOLUTION, RenderConfig
+from cg3d.params import RenderConfig
 
-MAX_VIEWS = 1000  # render.views' bound
 # Margin around the unit sphere, as a fraction of the half field of view.
 FRAME_MARGIN = 1.05
 
@@ -123,49 +122,6 @@ def project(points: np.ndarray, view: dict) -> tuple[np.ndarray, np.ndarray]:
     camera = points[:, :3] @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
     pixels = camera @ np.asarray(view["K"]).T
     return pixels[:, :2] / pixels[:, 2:3], camera[:, 2]
-
-
-def dumps(cameras: dict) -> bytes:
-    return json.dumps(cameras, indent=1).encode()
-
-
-class CamerasError(ValueError):
-    """A cameras.json that is not one `dumps` wrote: the message says what is wrong."""
-
-
-def loads(data: bytes) -> dict:
-    """The cameras.json document `dumps` wrote, checked before anything is sized or projected
-    by it (`cg3d show` trusted it: a hand edit was a TypeError traceback, and its width and
-    height size the contact sheet): sizes within render.resolution's bounds, at most
-    render.views' bound of views, each named, with a finite 3×3 K and 4×4 world_to_camera."""
-    try:
-        cameras = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise CamerasError(f"not JSON ({type(error).__name__})") from None
-    if not isinstance(cameras, dict):
-        raise CamerasError("not an object")
-    for key in ("width", "height"):
-        size = cameras.get(key)
-        if type(size) is not int or not 1 <= size <= MAX_RESOLUTION:
-            raise CamerasError(f"{key} {str(size)[:20]} is not a size of 1 to {MAX_RESOLUTION}")
-    views = cameras.get("views")
-    if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
-        raise CamerasError(f"'views' is not a list of 1 to {MAX_VIEWS} views")
-    for number, view in enumerate(views):
-        if not isinstance(view, dict) or not isinstance(view.get("name"), str):
-            raise CamerasError(f"view {number} is not an object with a name")
-        for key, shape in (("K", (3, 3)), ("world_to_camera", (4, 4))):
-            try:
-                matrix = np.asarray(view.get(key), dtype=np.float64)
-            except (TypeError, ValueError):
-                matrix = np.empty(0)
-            if matrix.shape != shape or not np.isfinite(matrix).all():
-                raise CamerasError(f"view {number}: {key} is not a finite {shape[0]}×{shape[1]}")
-        for key in ("azimuth_deg", "elevation_deg"):
-            value = view.get(key)
-            if type(value) not in (int, float) or not math.isfinite(value):
-                raise CamerasError(f"view {number}: {key} is not a number")
-    return cameras
 
 
 def cameras_of(config: RenderConfig, object_id: str) -> dict:

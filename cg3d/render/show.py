@@ -13,9 +13,9 @@ from cg3d.errors import UsageError
 from cg3d.files import atomic_path
 from cg3d.formats.images import ImageError, open_image
 from cg3d.formats.points import find_points
-from cg3d.formats.renders import find_rendered, render_parts
+from cg3d.formats.renders import CamerasError, find_rendered, loads_cameras, render_parts
 from cg3d.formats.tar import FormatError
-from cg3d.render.cameras import CamerasError, loads, project
+from cg3d.render.cameras import project
 
 POINT_COLOUR = (230, 20, 60)
 
@@ -35,7 +35,7 @@ def read_object(
     if rendered is None:
         raise UsageError(f"no renders of object {object_id!r} in {renders_dir}")
     try:
-        cameras = loads(rendered.cameras)
+        cameras = loads_cameras(rendered.cameras)
     except CamerasError as error:
         raise UsageError(f"--renders: object {object_id!r}: its cameras.json {error}") from None
     missing = [v["name"] for v in cameras["views"] if v["name"] not in rendered.views]

@@ -27,7 +27,7 @@ from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
 from cg3d.formats.images import open_image
 from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
-from cg3d.formats.renders import PART_SUFFIX, Rendered, write_render_part
+from cg3d.formats.renders import PART_SUFFIX, Rendered, dumps_cameras, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
@@ -36,7 +36,7 @@ from cg3d.pipeline.chunks import (
     plan_chunks,
     progress_bar,
 )
-from cg3d.render.cameras import cameras_of, dumps
+from cg3d.render.cameras import cameras_of
 from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def render_chunk(
                 view["name"]: finished_png(png, config.background)
                 for view, png in zip(cameras["views"], pngs, strict=True)
             }
-            rendered[record.id] = Rendered(views, dumps(cameras))
+            rendered[record.id] = Rendered(views, dumps_cameras(cameras))
         else:
             failures.append({"id": record.id, "reason": reason})
         for png in pngs:

@@ -79,8 +79,10 @@ def write_shards(root: Path, per_class: int = 2, n: int = 64, views: int = 2) ->
     from cg3d.formats.captions import captions_writer
     from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
     from cg3d.formats.points import write_points_part
-    from cg3d.formats.renders import Rendered, write_render_part
+    from cg3d.formats.renders import Rendered, dumps_cameras, write_render_part
+    from cg3d.params import RenderConfig
     from cg3d.pipeline.pack import PackConfig, pack_shards
+    from cg3d.render.cameras import cameras_of
 
     classes = ["box", "plank"]
     rng = np.random.default_rng(4)
@@ -98,7 +100,7 @@ def write_shards(root: Path, per_class: int = 2, n: int = 64, views: int = 2) ->
                         f"view_{v:02d}": solid_png((60 * label + 20 * v, 100, 200 - 60 * label))
                         for v in range(views)
                     },
-                    b'{"views": []}',
+                    dumps_cameras(cameras_of(RenderConfig(views=views, resolution=32), key)),
                 )
                 captions.append([f"a photo of a {name}", f"a {name}"])
     ids = [r.id for r in records]

@@ -11,9 +11,11 @@ from PIL import Image
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.formats.points import NO_COLOR, XYZ, write_points_part
-from cg3d.formats.renders import Rendered, write_render_part
+from cg3d.formats.renders import Rendered, dumps_cameras, write_render_part
 from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
 from cg3d.geometry.sampling import object_rng
+from cg3d.params import RenderConfig
+from cg3d.render.cameras import cameras_of
 
 CLASSES = ["chair", "table", "lamp"]
 
@@ -127,8 +129,8 @@ def fake_renders(
         objects = {}
         for k, object_id in enumerate(good[start : start + chunk]):
             pngs = {f"view_{v:02d}": png_bytes(start * 10 + k * views + v) for v in range(views)}
-            cameras = json.dumps([{"view": v} for v in range(views)]).encode()
-            objects[object_id] = Rendered(pngs, cameras)
+            cameras = cameras_of(RenderConfig(views=views, resolution=32), object_id)
+            objects[object_id] = Rendered(pngs, dumps_cameras(cameras))
         write_render_part(root / f"part-{part:05d}.tar", objects)
     write_failures(
         [{"id": i, "stage": "render", "reason": "timeout: 120 s"} for i in failed],
@@ -182,3 +184,25 @@ def rewrite_tar(path: Path, change: Callable[[str, bytes], tuple[str, bytes] | N
         for member in members:
             if member is not None:
                 tar_member(tar, *member)
+
+
+def edited_cameras(data: bytes, edit: str) -> bytes:
+    """A cameras.json `dumps_cameras` wrote, hand-edited as `edit` says."""
+    if edit == "not JSON":
+        return data[: len(data) // 2]
+    cameras = json.loads(data)
+    if edit == "views not a list":
+        cameras["views"] = "x"
+    elif edit == "a width of 10^6":
+        cameras["width"] = 10**6
+    elif edit == "a NaN in K":
+        cameras["views"][0]["K"][0][0] = float("nan")
+    return json.dumps(cameras).encode()
+
+
+CAMERA_EDITS = {
+    "not JSON": "not JSON",
+    "views not a list": "'views' is not a list",
+    "a width of 10^6": "width 1000000 is not a size",
+    "a NaN in K": "view 0: K is not a finite 3×3",
+}

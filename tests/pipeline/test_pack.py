@@ -16,10 +16,13 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.formats.failures import read_failures
+from cg3d.formats.tar import tar_members
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from tests.pipeline.fakes import (
+    CAMERA_EDITS,
     CLASSES,
+    edited_cameras,
     fake_meshes,
     fake_pipeline,
     fake_points,
@@ -295,3 +298,21 @@ def test_a_damaged_shard_record_is_packed_again_to_the_same_bytes(tmp_path, case
     pack_shards(*stages, shards, PackConfig(shard_size=3))
     again = {p.relative_to(shards): p.read_bytes() for p in shards.rglob("*") if p.is_file()}
     assert again == files
+
+
+@pytest.mark.parametrize("edit", ["not JSON", "views not a list", "a width of 10^6"])
+def test_a_render_part_with_a_damaged_cameras_json_is_refused_in_one_line(tmp_path, edit):
+    """Before: pack copied cameras.json into the shards unchecked (and verify passed them)."""
+    fake_pipeline(tmp_path)
+    part = tmp_path / "renders" / "part-00001.tar"
+    with open(part, "rb") as stream:
+        names = [name for name, _ in tar_members(stream, read_data=False)]
+    target = [name for name in names if name.endswith(".cameras.json")][0]
+    rewrite_tar(
+        part, lambda name, data: (name, edited_cameras(data, edit) if name == target else data)
+    )
+    with pytest.raises(UsageError) as refused:
+        pack_into(tmp_path, "again", shard_size=3)
+    (line,) = str(refused.value).splitlines()
+    assert line.startswith(f"--renders: {part}: member {target}: "), line
+    assert CAMERA_EDITS[edit] in line and "rerun `cg3d render`" in line

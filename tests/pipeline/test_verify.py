@@ -1,9 +1,11 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from cg3d.cli import app
-from tests.pipeline.fakes import fake_pipeline, rewrite_tar
+from cg3d.formats.tar import tar_members
+from tests.pipeline.fakes import CAMERA_EDITS, edited_cameras, fake_pipeline, rewrite_tar
 
 
 def test_verify_passes_good_shards(tmp_path):
@@ -53,3 +55,23 @@ def test_verify_names_a_member_without_a_dot(tmp_path):
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
     assert result.exit_code == 1
     assert "tar member 'synthetic-chair-000_cls' is not named" in result.output
+
+
+@pytest.mark.parametrize("edit", sorted(CAMERA_EDITS))
+def test_verify_decodes_every_cameras_json(tmp_path, edit):
+    """Before: verify never decoded cameras.json, so a hand edit passed as "ok"."""
+    fake_pipeline(tmp_path)
+    shard = tmp_path / "shards" / "train" / "shard-000000.tar"
+    with open(shard, "rb") as stream:
+        names = [name for name, _ in tar_members(stream, read_data=False)]
+    target = [name for name in names if name.endswith(".cameras.json")][1]  # the second sample's
+    key = target.removesuffix(".cameras.json")
+    rewrite_tar(
+        shard, lambda name, data: (name, edited_cameras(data, edit) if name == target else data)
+    )
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
+    assert result.exit_code == 1, result.output
+    damaged = [line for line in result.output.splitlines() if "cameras.json" in line]
+    assert len(damaged) == 1, result.output  # the one sample edited, no other
+    assert f"key {key}: cameras.json does not decode" in damaged[0]
+    assert CAMERA_EDITS[edit] in damaged[0]
