@@ -21,10 +21,11 @@ from PIL import Image
 
 from cg3d.formats.manifest import SCHEMA, write_classes, write_manifest_table
 from cg3d.formats.points import write_points_part
-from cg3d.formats.renders import Rendered, write_render_part
-from cg3d.params import CaptionConfig, PackConfig
+from cg3d.formats.renders import Rendered, dumps_cameras, write_render_part
+from cg3d.params import CaptionConfig, PackConfig, RenderConfig
 from cg3d.pipeline.captions import caption_objects
 from cg3d.pipeline.pack import pack_shards, plan_fingerprint
+from cg3d.render.cameras import cameras_of
 
 CLASSES = [f"class{c}" for c in range(10)]
 PART = 200  # objects per points and render part (the render stage's default chunk)
@@ -61,6 +62,8 @@ def write_inputs(work: Path, objects: int) -> None:
     write_manifest_table(table, work / "meshes")
     write_classes(CLASSES, work / "meshes")
     views = [view_png(rng) for _ in range(8)]  # reused: hashing cost is per byte, not per PNG
+    # a cameras.json that pack's check passes (one for all: pack does not compare its id)
+    cameras = dumps_cameras(cameras_of(RenderConfig(views=4, resolution=224), "bench"))
     for folder in ("points", "renders"):
         (work / folder).mkdir()
     for part, start in enumerate(range(0, objects, PART)):
@@ -68,7 +71,7 @@ def write_inputs(work: Path, objects: int) -> None:
         clouds = [rng.uniform(-0.5, 0.5, (8192, 3)).astype(np.float32) for _ in chunk]
         write_points_part(work / "points" / f"part-{part:05d}.parquet", chunk, clouds)
         rendered = {
-            key: Rendered({f"view_{v:02d}": views[(n + v) % 8] for v in range(4)}, b"{}")
+            key: Rendered({f"view_{v:02d}": views[(n + v) % 8] for v in range(4)}, cameras)
             for n, key in enumerate(chunk)
         }
         write_render_part(work / "renders" / f"part-{part:05d}.tar", rendered)

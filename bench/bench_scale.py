@@ -39,8 +39,16 @@ from PIL import Image
 
 from cg3d.formats.manifest import SCHEMA, write_classes, write_manifest_table
 from cg3d.formats.points import find_points, points_parts, write_points_part
-from cg3d.formats.renders import Rendered, find_rendered, render_parts, write_render_part
+from cg3d.formats.renders import (
+    Rendered,
+    dumps_cameras,
+    find_rendered,
+    render_parts,
+    write_render_part,
+)
 from cg3d.formats.tar import tar_samples
+from cg3d.params import RenderConfig
+from cg3d.render.cameras import cameras_of
 
 CLASSES = [f"class{c}" for c in range(10)]
 PART = 1000
@@ -123,7 +131,9 @@ def stage_inputs(work: Path, rows: int, parts: bool) -> None:
         return
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
-    png, cameras = buffer.getvalue(), b'{"views": []}'
+    # a cameras.json that pack's check passes (one for all: pack does not compare its id)
+    cameras = dumps_cameras(cameras_of(RenderConfig(views=1, resolution=8), "bench"))
+    png = buffer.getvalue()
     for folder in ("points", "renders"):
         (work / folder).mkdir()
     cloud = rng.uniform(-0.5, 0.5, (16, 3)).astype(np.float32)
