@@ -6,12 +6,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
-from cg3d.formats.intact import parquet_file
+from cg3d.formats.intact import damaged, parquet_file
 
 CAPTIONS_NAME = "captions.parquet"
+# The longest caption a captions file or a shard's captions.json may hold: the caption stage
+# cuts each one here, and the readers refuse a longer one as a damaged (hand-edited) input,
+# so a 100 MB string is never carried into the shards or tokenised by a loader. CLIP reads 77
+# tokens, and no token of its vocabulary is anywhere near 53 characters, so a caption cut at
+# this length tokenises exactly as the whole one did.
+MAX_CAPTION_CHARS = 4096
 SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])
 
 
@@ -44,6 +51,7 @@ class CaptionsFile:
         path = Path(captions_dir) / CAPTIONS_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no captions at {path}: run `cg3d caption` first")
+        self.path = path
         self.parquet = parquet_file(path, "caption")
 
     @property
@@ -54,8 +62,31 @@ class CaptionsFile:
         return self.parquet.read_row_group(group, columns=["id"])["id"].to_pylist()
 
     def read_group(self, group: int) -> dict[str, list[str]]:
+        """{id: captions} of one row group; a caption longer than MAX_CAPTION_CHARS (the stage
+        never writes one) is a damaged file, refused in one line before it is carried on."""
         table = self.parquet.read_row_group(group)
+        too_long = over_long_caption(table)
+        if too_long is not None:
+            object_id, length = too_long
+            problem = (
+                f"object {object_id!r} has a caption of {length} characters, "
+                f"more than {MAX_CAPTION_CHARS}"
+            )
+            raise damaged(self.path, problem, "caption")
         return dict(zip(table["id"].to_pylist(), table["captions"].to_pylist(), strict=True))
+
+
+def over_long_caption(table: pa.Table) -> tuple[str, int] | None:
+    """(id, length) of the first caption in `table` longer than MAX_CAPTION_CHARS, or None;
+    counted by Arrow, before any caption becomes a Python string."""
+    captions = table["captions"].combine_chunks()
+    lengths = pc.utf8_length(pc.list_flatten(captions))  # characters, as Python's len
+    over = pc.indices_nonzero(pc.fill_null(pc.greater(lengths, MAX_CAPTION_CHARS), False))
+    if len(over) == 0:
+        return None
+    first = over[0].as_py()
+    row = pc.list_parent_indices(captions)[first].as_py()
+    return table["id"][row].as_py(), lengths[first].as_py()
 
 
 def read_captions(captions_dir: Path) -> dict[str, list[str]]:

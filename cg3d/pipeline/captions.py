@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
-from cg3d.formats.captions import captions_writer
+from cg3d.formats.captions import MAX_CAPTION_CHARS, captions_writer
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import OK, failure_reason, manifest_batches
 from cg3d.params import CaptionConfig
@@ -19,10 +19,9 @@ from cg3d.protocol import shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")
 # Bounds on what a source's annotations put into captions (a name or synonym list is free text
-# from a file): CLIP reads 77 tokens, and no token of its vocabulary is anywhere near 53
-# characters, so a caption cut at MAX_CAPTION_CHARS tokenises exactly as the whole one did
-# (a 100 MB Objaverse name made a 100 MB caption, 1.2 GB of memory here and in every loader).
-MAX_CAPTION_CHARS = 4096
+# from a file): each caption is cut at MAX_CAPTION_CHARS (its format's bound, where the readers
+# refuse a longer one; a 100 MB Objaverse name made a 100 MB caption, 1.2 GB of memory here
+# and in every loader).
 # The class name and its synonyms: ShapeNet's longest list has a handful; each name becomes a
 # caption per template, so a list of 2 million would be 10^8 captions for one object.
 MAX_NAMES = 64

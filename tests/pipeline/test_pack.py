@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -316,3 +317,40 @@ def test_a_render_part_with_a_damaged_cameras_json_is_refused_in_one_line(tmp_pa
     (line,) = str(refused.value).splitlines()
     assert line.startswith(f"--renders: {part}: member {target}: "), line
     assert CAMERA_EDITS[edit] in line and "rerun `cg3d render`" in line
+
+
+def with_caption_of_length(captions_dir, object_id: str, length: int) -> None:
+    """captions.parquet rewritten by hand: `object_id`'s first caption made `length` 'x's."""
+    table = pq.read_table(captions_dir / "captions.parquet")
+    rows = table.to_pylist()
+    (row,) = [row for row in rows if row["id"] == object_id]
+    row["captions"][0] = "x" * length
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=table.schema), captions_dir / "captions.parquet"
+    )
+
+
+def test_a_caption_over_the_bound_in_captions_parquet_is_refused_in_one_line(tmp_path):
+    """Before: a hand-edited 100 MB caption was packed into the shards as it was. The caption
+    stage writes at most 4096 characters; a longer one is a damaged file."""
+    fake_pipeline(tmp_path)
+    edited = sorted(read_shard_captions(tmp_path / "shards"))[1]  # an object that is packed
+    with_caption_of_length(tmp_path / "captions", edited, 4096)
+    pack_into(tmp_path, "at_bound", shard_size=3)  # 4096 characters: packed
+    assert "x" * 4096 in read_shard_captions(tmp_path / "at_bound")[edited]
+    with_caption_of_length(tmp_path / "captions", edited, 4097)
+    with pytest.raises(UsageError) as refused:
+        pack_into(tmp_path, "over", shard_size=3)
+    (line,) = str(refused.value).splitlines()
+    assert str(tmp_path / "captions" / "captions.parquet") in line
+    assert f"object {edited!r} has a caption of 4097 characters, more than 4096" in line
+    assert "cg3d caption" in line
+
+
+def read_shard_captions(shards) -> dict[str, list[str]]:
+    """{key: captions} of every sample, read with webdataset (not the project's reader)."""
+    found = {}
+    for tar in sorted(shards.rglob("shard-*.tar")):
+        for sample in wds.WebDataset(str(tar), shardshuffle=False):
+            found[sample["__key__"]] = json.loads(sample["captions.json"])
+    return found

@@ -75,3 +75,42 @@ def test_verify_decodes_every_cameras_json(tmp_path, edit):
     assert len(damaged) == 1, result.output  # the one sample edited, no other
     assert f"key {key}: cameras.json does not decode" in damaged[0]
     assert CAMERA_EDITS[edit] in damaged[0]
+
+
+def with_shard_caption_of_length(shard, length: int) -> str:
+    """The shard's second sample's captions.json rewritten by hand: its first caption `length`
+    'x's. Returns the sample's key."""
+    with open(shard, "rb") as stream:
+        names = [name for name, _ in tar_members(stream, read_data=False)]
+    target = [name for name in names if name.endswith(".captions.json")][1]
+
+    def change(name: str, data: bytes) -> tuple[str, bytes]:
+        if name != target:
+            return name, data
+        captions = json.loads(data)
+        captions[0] = "x" * length
+        return name, json.dumps(captions).encode()
+
+    rewrite_tar(shard, change)
+    return target.removesuffix(".captions.json")
+
+
+@pytest.mark.parametrize("length", [4096, 4097])
+def test_a_shard_caption_over_the_bound_is_a_damaged_sample(tmp_path, length):
+    """Before: a captions.json holding a 50 MB caption passed verify, and the loaders carried
+    it on to the tokeniser. Pack never writes one over 4096 characters."""
+    from cg3d.formats.shards import Skipped, iter_samples
+
+    fake_pipeline(tmp_path)
+    key = with_shard_caption_of_length(tmp_path / "shards" / "train" / "shard-000000.tar", length)
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
+    damaged = [line for line in result.output.splitlines() if "captions.json" in line]
+    skipped = Skipped()
+    read = [sample["key"] for sample in iter_samples(tmp_path / "shards", "train", skipped)]
+    if length == 4096:
+        assert damaged == [] and key in read and skipped.total == 0
+        return
+    (line,) = damaged
+    assert f"key {key}: captions.json does not decode" in line
+    assert "caption 0 has 4097 characters, more than 4096" in line
+    assert key not in read and skipped.total == 1  # the loaders skip it, counted
