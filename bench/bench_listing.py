@@ -1,6 +1,7 @@
 """System calls and time of a mesh source's listing: how the manifest's paths are decided.
 
     python bench/bench_listing.py [--files 50000] [--folders 50] [--sources objaverse,folder]
+        [--exclude]
 
 Writes --files empty files in --folders nested folders (once per run, in a temporary folder):
 `glbs/000-XXX/<uid>.glb` with an annotations.json for the objaverse source,
@@ -9,7 +10,9 @@ ModelNet10 classes, 16 folders whatever --folders says) for the modelnet source.
 `listing` (every record drawn, as the meshes stage does), twice: once counting the calls of
 `os.lstat` and `os.stat` (what resolving a path costs: an lstat per path component) and of
 `Path.resolve`, once timed without the counting wrappers (best of --repeats). Nothing is
-validated: the listing is what runs before any mesh is opened.
+validated: the listing is what runs before any mesh is opened. With --exclude, the records also
+go through `meshes.exclude`'s filter (`Excluded`, a list naming nothing listed: what it costs
+is each record's keys, whatever matches).
 
 Run it with PYTHONPATH naming the tree to measure (`git archive <commit> cg3d | tar -x -C
 /tmp/before` for older code), the same files each time; the output is one line per source.
@@ -55,15 +58,18 @@ def make_modelnet(root: Path, files: int, folders: int) -> None:
         (folder / f"{name}_{n:06d}.off").touch()
 
 
-def list_all(source: str, root: Path, out: Path) -> int:
+def list_all(source: str, root: Path, out: Path, exclude: bool = False) -> int:
     from cg3d.params import MeshesConfig
-    from cg3d.pipeline.sources import source_listing
+    from cg3d.pipeline.sources import Excluded, source_listing
 
     config = MeshesConfig(source=source, root=str(root), workers=1)
-    return sum(1 for _ in source_listing(source)(config, out).records)
+    records = source_listing(source)(config, out).records
+    if exclude:
+        records = Excluded({"no-such-object"}, out).filter(records)
+    return sum(1 for _ in records)
 
 
-def counted(source: str, root: Path, out: Path) -> tuple[int, dict[str, int]]:
+def counted(source: str, root: Path, out: Path, exclude: bool) -> tuple[int, dict[str, int]]:
     """Records listed, and the calls of each counted function while listing."""
     counts = {"os.lstat": 0, "os.stat": 0, "Path.resolve": 0}
     real = {"lstat": os.lstat, "stat": os.stat, "resolve": Path.resolve}
@@ -82,7 +88,7 @@ def counted(source: str, root: Path, out: Path) -> tuple[int, dict[str, int]]:
 
     os.lstat, os.stat, Path.resolve = lstat, stat, resolve
     try:
-        records = list_all(source, root, out)
+        records = list_all(source, root, out, exclude)
     finally:
         os.lstat, os.stat, Path.resolve = real["lstat"], real["stat"], real["resolve"]
     return records, counts
@@ -94,6 +100,7 @@ def main() -> None:
     parser.add_argument("--folders", type=int, default=50)
     parser.add_argument("--sources", default="objaverse,folder,modelnet")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--exclude", action="store_true", help="Filter through Excluded too.")
     args = parser.parse_args()
     import cg3d
 
@@ -105,11 +112,11 @@ def main() -> None:
             makers = {"objaverse": make_objaverse, "folder": make_folder, "modelnet": make_modelnet}
             makers[source](root, args.files, args.folders)
             out.mkdir()
-            records, counts = counted(source, root, out)
+            records, counts = counted(source, root, out, args.exclude)
             seconds = []
             for _ in range(args.repeats):
                 started = time.perf_counter()
-                list_all(source, root, out)
+                list_all(source, root, out, args.exclude)
                 seconds.append(time.perf_counter() - started)
             calls = ", ".join(f"{name} {n:,}" for name, n in counts.items())
             print(

@@ -262,17 +262,31 @@ def read_exclude(path: str) -> set[str]:
     return {name for name in names if name}
 
 
+# The sources whose listed `ok` rows hold `stored_path`'s form: every link followed, relative to
+# the resolved output folder or absolute. Resolving such a path again gives it back, so
+# `Excluded` skips that resolve (an lstat per component and a stat, for every listed file).
+# Synthetic is not among them: its paths are spelled by the generator, not by `stored_path`.
+STORED_PATH_SOURCES = frozenset({"folder", "objaverse", "modelnet", "shapenet"})
+
+
 class Excluded:
-    """Drops the records whose id, path (as stored or absolute), file stem (an Objaverse uid, a
-    ModelNet name) or ShapeNet model folder is among `names`, counting them."""
+    """Drops the records whose id, path (as stored, absolute, or with every link followed),
+    file stem (an Objaverse uid, a ModelNet name) or ShapeNet model folder is among `names`,
+    counting them."""
 
     def __init__(self, names: set[str], out_dir: Path):
         self.names, self.out_dir, self.count = names, Path(out_dir), 0
+        self.real_out_dir = _resolved(out_dir)  # once, as `stored_path` does
 
     def keys(self, record: MeshRecord) -> set[str]:
         path = Path(record.path)
         absolute = path if path.is_absolute() else self.out_dir / path
-        keys = {record.id, record.path, str(absolute), str(absolute.resolve()), path.stem}
+        if record.status == OK and record.source in STORED_PATH_SOURCES:
+            real = self.real_out_dir / path  # the stored path is resolved already (`/` keeps
+            # an absolute one as it is)
+        else:  # a failure row keeps a link's own path (its target is the reason): resolve it
+            real = absolute.resolve()
+        keys = {record.id, record.path, str(absolute), str(real), path.stem}
         if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
             keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
         return keys

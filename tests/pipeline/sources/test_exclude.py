@@ -95,3 +95,102 @@ def test_an_exclude_path_that_is_no_file_is_one_line_before_any_work(tmp_path, k
     with pytest.raises(UsageError, match=f"^meshes.exclude: not a regular file: {path}$"):
         build_manifest(config, out)
     assert not (out / "synthetic").exists()  # no mesh generated
+
+
+def reference_keys(record, out_dir: Path) -> set[str]:
+    """What `meshes.exclude` matches, written out independently with every path resolved
+    (`os.path.realpath`), as `Excluded` did for every record before it trusted stored paths."""
+    path = record.path
+    absolute = path if os.path.isabs(path) else str(Path(out_dir) / path)
+    keys = {record.id, path, absolute, os.path.realpath(absolute), Path(path).stem}
+    if Path(path).stem in ("model", "model_normalized"):  # ShapeNet: the model's folder
+        parent = Path(path).parent
+        keys.add(parent.parent.name if parent.name == "models" else parent.name)
+    return keys
+
+
+def _shapenet_hostile(tmp_path: Path, root: Path) -> None:
+    """ShapeNet's layout, with a model folder that is a link to another and one that links
+    out of the root (each model resolved by the listing)."""
+    from tests.pipeline.sources.helpers import make_shapenet
+
+    make_shapenet(root)
+    (root / "03211117" / "m9").symlink_to(root / "03211117" / "m1", target_is_directory=True)
+    outside = tmp_path / "outside-model"
+    shutil.copytree(root / "02747177" / "a1", outside)
+    (root / "02747177" / "a9").symlink_to(outside, target_is_directory=True)
+
+
+@pytest.mark.parametrize("out_spelling", ["absolute", "relative"])
+@pytest.mark.parametrize("out_place", ["outside", "inside", "outside_through_symlink"])
+@pytest.mark.parametrize("root_spelling", ["absolute", "relative", "symlink"])
+@pytest.mark.parametrize("source", ["folder", "objaverse", "modelnet", "shapenet"])
+def test_exclusion_keys_are_those_of_resolving_every_path(
+    tmp_path, monkeypatch, source, root_spelling, out_place, out_spelling
+):
+    """`Excluded` takes an ok row's stored path as resolved (the listing's invariant, tested
+    in test_stored_paths.py) and resolves only failure rows (a link's own path). Over every
+    hardening case of the listings (links in, out and broken, symlinked folders, root and
+    output folder spelled and placed every way) its keys, and so what an exclude list drops,
+    are those of resolving every path."""
+    from cg3d.pipeline.sources import Excluded, source_listing
+    from tests.pipeline.sources.test_stored_paths import _hostile
+
+    real_root = tmp_path / "data" / "root"
+    inside = real_root / "chair" / ("train" if source == "modelnet" else "out")
+    if source == "shapenet":  # a model's folder: its file is stored relative to it
+        inside = real_root / "03001627" / "c1"
+    out = {
+        "outside": tmp_path / "out",
+        "inside": inside,
+        "outside_through_symlink": tmp_path / "linked-out",
+    }[out_place]
+    if out_place == "outside_through_symlink":
+        (tmp_path / "real-out").mkdir()
+        out.symlink_to(tmp_path / "real-out", target_is_directory=True)
+    if source == "shapenet":
+        _shapenet_hostile(tmp_path, real_root)
+    else:
+        _hostile(tmp_path, real_root, source, out)
+    (tmp_path / "root-link").symlink_to(real_root, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    root = {"absolute": real_root, "relative": Path("data/root"), "symlink": Path("root-link")}[
+        root_spelling
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    out = out if out_spelling == "absolute" else Path(os.path.relpath(out, tmp_path))
+    config = MeshesConfig(source=source, root=str(root), workers=1)
+    records = list(source_listing(source)(config, out).records)
+    assert any(r.status == "ok" for r in records)
+    if source in ("folder", "objaverse"):  # they list links as failure rows, paths unresolved
+        assert any(r.status != "ok" for r in records)
+    excluded = Excluded(set(), out)
+    for record in records:
+        assert excluded.keys(record) == reference_keys(record, out), record
+    # what a list of resolved paths drops: every other record, by its real path
+    names = {os.path.realpath(Path(out) / r.path) for r in records[::2]}
+    kept = list(Excluded(names, out).filter(records))
+    assert kept == [r for r in records if os.path.realpath(Path(out) / r.path) not in names]
+
+
+def test_excluding_n_listed_files_resolves_no_file(tmp_path, monkeypatch):
+    """Before: `Excluded` resolved every record's path, an lstat per component and a stat per
+    file, bringing back the per-file cost the listings shed. Now 10 ok rows and 200 cost the
+    same calls."""
+    from cg3d.pipeline.sources import Excluded, source_listing
+    from tests.pipeline.sources.test_stored_paths import _count_resolving, _files
+
+    costs = []
+    for n in (10, 200):
+        root, out = tmp_path / f"root-{n}", tmp_path / f"out-{n}"
+        out.mkdir()
+        paths = _files(root, "objaverse", [f"{k:04d}" for k in range(n)])
+        config = MeshesConfig(source="objaverse", root=str(root.resolve()), workers=1)
+        records = list(source_listing("objaverse")(config, out).records)
+        assert len(records) == n and all(r.status == "ok" for r in records)
+        counts = _count_resolving(monkeypatch)
+        kept = list(Excluded({str(paths[0].resolve())}, out).filter(records))
+        monkeypatch.undo()
+        assert len(kept) == n - 1
+        costs.append(counts)
+    assert costs[1] == costs[0]
