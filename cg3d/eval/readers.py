@@ -135,17 +135,37 @@ class Benchmark:
 
     def __post_init__(self) -> None:
         """Each pass over `shapes` counts the shapes without colour of their own, and starts
-        `topped_up` afresh: the shapes of the pass that whoever prepares them (zero-shot,
-        fine-tuning) found short of the model's points (`tops_up`)."""
-        produce, self.uncolored, self.topped_up = self.shapes, 0, 0
+        `topped_up` and `unusable` afresh: the shapes of the pass that whoever prepares them
+        (zero-shot, fine-tuning) found short of the model's points (`tops_up`), or could not
+        use at all (`skip`). `skipped()` counts the reader's skipped shapes and the unusable."""
+        produce, read_skipped = self.shapes, self.skipped
+        self.uncolored, self.topped_up, self.unusable = 0, 0, 0
+        self.unusable_reasons: set[str] = set()
 
         def counted() -> Iterator[Shape]:
-            self.uncolored, self.topped_up = 0, 0
+            self.uncolored, self.topped_up, self.unusable = 0, 0, 0
+            self.unusable_reasons = set()
             for shape in produce():
                 self.uncolored += shape.colors is None
                 yield shape
 
         self.shapes = counted
+        self.skipped = lambda: read_skipped() + self.unusable
+
+    def skip(self, key: str, reason: str) -> None:
+        """Count shape `key`, read but unusable for `reason` (no finite point, all points at
+        one place: `prepare_points`' ValueError), as skipped. The reason is logged with the
+        first shape that has it: a scan with many empty clouds is one line, not thousands."""
+        self.unusable += 1
+        if reason not in self.unusable_reasons:
+            self.unusable_reasons.add(reason)
+            log.warning(
+                "skipping %s shape %s: %s (other shapes skipped for this reason are counted in "
+                "skipped_samples, not logged)",
+                self.name,
+                key,
+                reason,
+            )
 
 
 def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
