@@ -53,6 +53,10 @@ SEED_MAX = 2**32 - 1
 # Learning rates, weight decays and loss weights: far above any real run's, far below float32's
 # 3.4e38 (a larger one overflows inside the optimiser's step: a RuntimeError traceback).
 MAX_RATE = 1e3
+# Samples one loader worker holds to shuffle (`train.shuffle_buffer`): the configs use 600-2000.
+# A held sample is its raw members (points, views: 100s of KB), so 10^5 is already 10s of GB
+# per worker; a larger value held the whole split in each worker's memory.
+MAX_SHUFFLE_BUFFER = 100_000
 
 
 def param(
@@ -427,7 +431,13 @@ class TrainConfig(Section):
     )
     # data
     workers: int = param(2, "Loader worker processes.", low=0, high=MAX_WORKERS)
-    shuffle_buffer: int = param(1000, "Samples in each worker's shuffle buffer.", low=1)
+    shuffle_buffer: int = param(
+        1000,
+        "Samples in each worker's shuffle buffer (each held in memory, 100s of KB: at most "
+        f"{MAX_SHUFFLE_BUFFER:,}; the configs use 600-2000).",
+        low=1,
+        high=MAX_SHUFFLE_BUFFER,
+    )
     read_timeout: float = param(
         60.0,
         "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable.",

@@ -138,7 +138,12 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
     [
         ('train: {epochs: "two"}', "train.epochs must be an integer, got 'two'"),
         ("train: {batch_size: 2.5}", "train.batch_size must be an integer, got 2.5"),
-        ("train: {shuffle_buffer: -1}", "train.shuffle_buffer must be ≥ 1, got -1"),
+        ("train: {shuffle_buffer: -1}", "train.shuffle_buffer must be ≥ 1 and ≤ 100000, got -1"),
+        # a huge buffer held the whole split in each loader worker's memory
+        (
+            "train: {shuffle_buffer: 1000000000000}",
+            "train.shuffle_buffer must be ≥ 1 and ≤ 100000, got 1000000000000",
+        ),
         ("train: {device: tpu}", "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
         ("train: [1, 2]", "train must be a mapping of its parameters"),
         ("train: {epochs: [", "not valid YAML (line 2)"),

@@ -19,7 +19,7 @@ import numpy as np
 
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, check_out_dir
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
 from cg3d.params import MAX_LABELS
@@ -79,12 +79,15 @@ def list_shapes(source: Path) -> list[Path]:
 
 
 def check_out(out: Path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
-    """`out` if its suffix is one of `suffixes` and its folder can hold it; else a UsageError."""
+    """`out` if its suffix is one of `suffixes` and its folder (made if missing) can be written;
+    else a UsageError. Checked before the model loads: a read-only folder was found only by
+    the writer, after every shape was done (and pyarrow's writer left its temp file)."""
     out = Path(out)
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"{option}: {out.parent} is not a folder")
+    check_out_dir(out.parent, option)
     return out
 
 

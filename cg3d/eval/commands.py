@@ -297,6 +297,7 @@ def audit_command(
     )
 
 
+@locks_folder("out")  # a rerun resumes from OUT's JSONs: two at once would mix their tables
 def benchmark_command(
     models: Annotated[
         str,

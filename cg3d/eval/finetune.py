@@ -54,19 +54,26 @@ def load_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All (or the `keep` indices of the) shapes, prepared: points (N, n_points,
     point_channels), labels (N,); those topped up to `n_points` are counted in
-    `benchmark.topped_up` (and logged once)."""
+    `benchmark.topped_up` (and logged once); those that cannot be prepared are skipped and
+    counted in `benchmark.skipped()`."""
     points, labels = [], []
     for index, shape in enumerate(benchmark.shapes()):
         if keep is None or index in keep:
-            benchmark.topped_up += tops_up(shape.points, n_points)
             up, normalise = benchmark.up_axis, not benchmark.normalised
-            prepared = prepare_points(
-                shape.points, n_points, up, index, normalise, shape.colors, point_channels
-            )
+            try:
+                prepared = prepare_points(
+                    shape.points, n_points, up, index, normalise, shape.colors, point_channels
+                )
+            except ValueError as error:  # no finite point: skipped and counted, as zero-shot
+                benchmark.skip(shape.key, str(error))
+                continue
+            benchmark.topped_up += tops_up(shape.points, n_points)
             points.append(prepared)
             labels.append(shape.label)
     if not points:
-        raise UsageError(f"{benchmark.name} {benchmark.variant}: no shapes")
+        skipped = benchmark.skipped()
+        why = f" ({skipped} skipped, their reasons logged above)" if skipped else ""
+        raise UsageError(f"{benchmark.name} {benchmark.variant}: no shapes{why}")
     log_topped_up(
         f"{benchmark.name} {benchmark.variant}", benchmark.topped_up, len(points), n_points
     )

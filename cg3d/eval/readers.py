@@ -51,7 +51,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
-from cg3d.formats.npy import read_npy
+from cg3d.formats.npy import read_npy, read_npy_header
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -71,6 +71,10 @@ log = logging.getLogger(__name__)
 LVIS_CLASSES = 1156  # the benchmark's categories; a smaller set is said so in the variant
 # Where OpenShape's release keeps the LVIS split under its data folder.
 OPENSHAPE_SPLITS = ("lvis.json", "split/lvis.json", "meta_data/split/lvis.json")
+# An OpenShape shape file is 10,000 points of xyz and rgb (about 250 KB). Its pickle is loaded
+# whole, so a file past this size is refused before loading (the pickle cannot be bounded
+# from outside, as an array's header can).
+OPENSHAPE_MAX_BYTES = 64 << 20
 SCANOBJECTNN_FILES = {
     "obj_only": "main_split_nobg/{split}_objectdataset.h5",
     "obj_bg": "main_split/{split}_objectdataset.h5",
@@ -131,17 +135,37 @@ class Benchmark:
 
     def __post_init__(self) -> None:
         """Each pass over `shapes` counts the shapes without colour of their own, and starts
-        `topped_up` afresh: the shapes of the pass that whoever prepares them (zero-shot,
-        fine-tuning) found short of the model's points (`tops_up`)."""
-        produce, self.uncolored, self.topped_up = self.shapes, 0, 0
+        `topped_up` and `unusable` afresh: the shapes of the pass that whoever prepares them
+        (zero-shot, fine-tuning) found short of the model's points (`tops_up`), or could not
+        use at all (`skip`). `skipped()` counts the reader's skipped shapes and the unusable."""
+        produce, read_skipped = self.shapes, self.skipped
+        self.uncolored, self.topped_up, self.unusable = 0, 0, 0
+        self.unusable_reasons: set[str] = set()
 
         def counted() -> Iterator[Shape]:
-            self.uncolored, self.topped_up = 0, 0
+            self.uncolored, self.topped_up, self.unusable = 0, 0, 0
+            self.unusable_reasons = set()
             for shape in produce():
                 self.uncolored += shape.colors is None
                 yield shape
 
         self.shapes = counted
+        self.skipped = lambda: read_skipped() + self.unusable
+
+    def skip(self, key: str, reason: str) -> None:
+        """Count shape `key`, read but unusable for `reason` (no finite point, all points at
+        one place: `prepare_points`' ValueError), as skipped. The reason is logged with the
+        first shape that has it: a scan with many empty clouds is one line, not thousands."""
+        self.unusable += 1
+        if reason not in self.unusable_reasons:
+            self.unusable_reasons.add(reason)
+            log.warning(
+                "skipping %s shape %s: %s (other shapes skipped for this reason are counted in "
+                "skipped_samples, not logged)",
+                self.name,
+                key,
+                reason,
+            )
 
 
 def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
@@ -661,17 +685,37 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     A shape without `rgb` gets our constant `NO_COLOR` downstream, not OpenShape's 0.4 grey:
     every set fed to one model must mean the same thing by "no colour". rgb stored as 0–255 is
-    scaled to [0, 1]."""
-    data = np.load(path, allow_pickle=True)
-    data = data.item() if data.dtype == object and data.shape == () else data
+    scaled to [0, 1]. Every fault, memory included, is a ValueError naming `path` (one skipped
+    shape): the header is read first, a plain array goes through the bounded `read_npy` (its
+    header cannot claim more than the file holds), and only a pickled dict (a 0-d object
+    array) of at most OPENSHAPE_MAX_BYTES is unpickled."""
+    try:
+        shape, dtype = read_npy_header(path)
+        if not dtype.hasobject:
+            data: Any = read_npy(path)
+        elif shape != ():
+            raise ValueError(f"an object array of shape {shape}, not a pickled dict")
+        elif (size := path.stat().st_size) > OPENSHAPE_MAX_BYTES:
+            raise ValueError(f"{size} bytes, over the {OPENSHAPE_MAX_BYTES} of an OpenShape file")
+        else:
+            data = np.load(path, allow_pickle=True).item()
+    except MemoryError:  # a pickle that unpacks to more than this machine holds
+        raise ValueError(f"{path}: too large to load into memory") from None
+    except (pickle.UnpicklingError, EOFError) as error:  # a damaged pickle
+        raise ValueError(f"{path}: not a readable pickle ({type(error).__name__})") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(data, dict) or "xyz" not in data:
         raise ValueError(f"{path}: not a dict with 'xyz'")
-    xyz = np.asarray(data["xyz"], dtype=np.float32)
+    try:
+        xyz = np.asarray(data["xyz"], dtype=np.float32)
+        rgb = None if data.get("rgb") is None else np.asarray(data["rgb"], dtype=np.float32)
+    except (TypeError, ValueError) as error:  # a string, a dict, ragged lists
+        raise ValueError(f"{path}: xyz or rgb is not numbers ({error})") from None
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"{path}: xyz {xyz.shape} is not (N, 3)")
-    if data.get("rgb") is None:
+    if rgb is None:
         return xyz, None
-    rgb = np.asarray(data["rgb"], dtype=np.float32)
     if rgb.shape != xyz.shape:
         raise ValueError(f"{path}: rgb {rgb.shape} does not match xyz {xyz.shape}")
     if rgb.size and rgb.max() > 1.0:

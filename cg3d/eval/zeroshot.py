@@ -48,6 +48,7 @@ from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import (
     Benchmark,
+    Shape,
     color_summary,
     log_topped_up,
     open_benchmark,
@@ -75,7 +76,8 @@ def prepared_shapes(
     """(points, label, key) of every shape, prepared in order as `protocol` says (xyz, and rgb
     when the model takes `point_channels` 6); `workers` > 1 prepares them in a process pool
     with a bounded window of shapes in flight, so memory stays flat. The shapes topped up to
-    `n_points` are counted in `benchmark.topped_up`."""
+    `n_points` are counted in `benchmark.topped_up`; those that cannot be prepared are skipped
+    and counted in `benchmark.skipped()`."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
 
@@ -87,31 +89,41 @@ def prepared_shapes(
     workers = bound_workers(workers, jobs=total) if workers > 1 else workers
     if workers <= 1:
         for index, shape in enumerate(shapes):
-            benchmark.topped_up += tops_up(shape.points, n_points)
             compute = functools.partial(prepare_points, *arguments(index, shape))
-            yield _checked(compute, benchmark, shape.key), shape.label, shape.key
+            prepared = _usable(compute, benchmark, shape, n_points)
+            if prepared is not None:
+                yield prepared, shape.label, shape.key
         return
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for index, shape in enumerate(shapes):
-            benchmark.topped_up += tops_up(shape.points, n_points)
             future = pool.submit(prepare_points, *arguments(index, shape))
-            window.append((future, shape.label, shape.key))
+            window.append((future, shape))
             if len(window) >= 8 * workers:
-                future, label, key = window.popleft()
-                yield _checked(future.result, benchmark, key), label, key
+                future, shape = window.popleft()
+                if (prepared := _usable(future.result, benchmark, shape, n_points)) is not None:
+                    yield prepared, shape.label, shape.key
         while window:
-            future, label, key = window.popleft()
-            yield _checked(future.result, benchmark, key), label, key
+            future, shape = window.popleft()
+            if (prepared := _usable(future.result, benchmark, shape, n_points)) is not None:
+                yield prepared, shape.label, shape.key
 
 
-def _checked(compute: Callable[[], np.ndarray], benchmark: Benchmark, key: str) -> np.ndarray:
-    """The prepared points, or a UsageError naming the shape that could not be prepared."""
+def _usable(
+    compute: Callable[[], np.ndarray], benchmark: Benchmark, shape: Shape, n_points: int
+) -> np.ndarray | None:
+    """The prepared points of `shape`, or None when it cannot be prepared (no finite point, all
+    points at one place): then it is skipped and counted (`Benchmark.skip`), as the readers
+    skip an unreadable file, and the evaluation goes on. Shapes used and topped up are counted
+    in `benchmark.topped_up`."""
     try:
-        return compute()
+        prepared = compute()
     except ValueError as error:
-        raise UsageError(f"{benchmark.name}: shape {key}: {error}") from None
+        benchmark.skip(shape.key, str(error))
+        return None
+    benchmark.topped_up += tops_up(shape.points, n_points)
+    return prepared
 
 
 def iter_point_batches(
@@ -189,7 +201,9 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             keys.extend(batch_keys)
             progress.advance(task, len(batch_keys))
     if not keys:
-        raise UsageError(f"{benchmark.name}: no shapes to evaluate")
+        skipped = benchmark.skipped()
+        why = f" ({skipped} skipped, their reasons logged above)" if skipped else ""
+        raise UsageError(f"{benchmark.name}: no shapes to evaluate{why}")
     return np.concatenate(scores), np.concatenate(labels), keys
 
 

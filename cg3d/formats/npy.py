@@ -27,8 +27,19 @@ def read_npy(source: Path | bytes) -> np.ndarray:
         return _read_header_bounded(handle, os.fstat(handle.fileno()).st_size)
 
 
-def _read_header_bounded(handle: BinaryIO, size: int) -> np.ndarray:
-    """The array of the .npy in `handle` (`size` bytes long), its header checked first."""
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) that the header of .npy file `path` declares, nothing else read: for a
+    reader that decides how to load the file (a pickled object or an array) before it does.
+    ValueError when `path` is not a regular file or not .npy."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file (a folder, FIFO or device)")
+    with open(path, "rb") as handle:
+        shape, dtype = _header(handle)
+    return shape, dtype
+
+
+def _header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy header at the start of `handle`, which is left after it."""
     try:
         version = np.lib.format.read_magic(handle)
     except ValueError:
@@ -39,6 +50,12 @@ def _read_header_bounded(handle: BinaryIO, size: int) -> np.ndarray:
         shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    return shape, dtype
+
+
+def _read_header_bounded(handle: BinaryIO, size: int) -> np.ndarray:
+    """The array of the .npy in `handle` (`size` bytes long), its header checked first."""
+    shape, dtype = _header(handle)
     if dtype.hasobject:
         raise ValueError("it holds Python objects, which need pickle (never loaded)")
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize

@@ -145,8 +145,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _read_checkpoint_file(path: Path) -> dict[str, Any]:
     """The checkpoint dict of file `path`, its layout checked (read with weights_only=True)."""
-    if not path.is_file():
-        raise UsageError(f"no checkpoint at {path}")
+    if not path.is_file():  # a FIFO would block the read: named as what it is
+        special = path.exists() and not path.is_dir()
+        raise UsageError(f"{path}: not a regular file" if special else f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unsafe pickle content

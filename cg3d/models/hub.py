@@ -28,8 +28,9 @@ MAX_CONFIG_BYTES = 32 * 2**20
 
 
 def is_hub_folder(path: Path) -> bool:
-    """Whether `path` is a folder in the hub format (it holds config.json)."""
-    return Path(path).is_dir() and (Path(path) / CONFIG).is_file()
+    """Whether `path` is a folder in the hub format (it holds config.json: a FIFO or device
+    there too, which `read_hub` then names as not a regular file)."""
+    return Path(path).is_dir() and (Path(path) / CONFIG).exists()
 
 
 def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, Any]:
@@ -82,6 +83,7 @@ def read_hub(folder: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    _require_regular(folder, CONFIG)
     try:
         if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
             raise UsageError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES} bytes")
@@ -92,8 +94,7 @@ def read_hub(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("full_clip"), bool):
         raise UsageError(f"{folder / CONFIG}: no 'model' config or 'full_clip' flag")
-    if not (folder / WEIGHTS).is_file():
-        raise UsageError(f"{folder}: no {WEIGHTS}")
+    _require_regular(folder, WEIGHTS)
     try:
         state = load_file(str(folder / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
@@ -106,6 +107,14 @@ def read_hub(folder: Path) -> dict[str, Any]:
     }
 
 
+def _require_regular(folder: Path, name: str) -> None:
+    """UsageError unless `folder/name` is a regular file (symlinks followed): a FIFO would
+    block the read, a device be read as weights; either is named as what it is, not missing."""
+    path = folder / name
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file" if path.exists() else f"{folder}: no {name}")
+
+
 def model_sha256(path: Path) -> str:
     """What identifies a model's bytes: a checkpoint file's sha256; for a hub folder, the
     sha256 of its config's and weights' sha256s (an index refuses another model by it)."""
@@ -113,7 +122,13 @@ def model_sha256(path: Path) -> str:
 
     path = Path(path)
     if not path.is_dir():
+        if not path.is_file():  # hashing a FIFO would wait forever
+            raise UsageError(
+                f"{path}: not a regular file" if path.exists() else f"no such file {path}"
+            )
         return file_sha256(path)
+    for name in (CONFIG, WEIGHTS):
+        _require_regular(path, name)
     parts = [file_sha256(path / name) for name in (CONFIG, WEIGHTS)]
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 

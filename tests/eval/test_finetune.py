@@ -160,3 +160,19 @@ def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="linear", probe_l2=-1.0))
     with pytest.raises(UsageError, match="finetune.probe_iterations"):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="linear", probe_iterations=0))
+
+
+def test_a_shape_with_no_finite_point_is_skipped_and_counted_in_both_splits(
+    tmp_path, tiny_checkpoint
+):
+    """A NaN-only shape was a ValueError out of the split loader: now it is left out of both
+    splits (ModelNet's train and test lists both name it here) and counted, as in zero-shot."""
+    ids = write_modelnet(tmp_path / "mn", 40, per_class=2, n=40)
+    folder = ids[0].rsplit("_", 1)[0]
+    (tmp_path / "mn" / folder / f"{ids[0]}.txt").write_text("nan,nan,nan\n" * 40)
+    config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="linear")
+    metrics = finetune(tiny_checkpoint, tmp_path / "out", config)
+    assert metrics["n_train"] == 5 and metrics["skipped_samples"] == 2
+    with (tmp_path / "out" / "per_class.csv").open() as handle:
+        shapes = [int(row["shapes"]) for row in csv.DictReader(handle)][:3]
+    assert shapes == [1, 2, 2]  # the first class lost its NaN shape

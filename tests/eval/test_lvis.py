@@ -177,3 +177,34 @@ def test_zeroshot_on_our_lvis_shards_uses_every_split(tmp_path, tiny_checkpoint)
     assert metrics["audit"]["folder"] == str(tmp_path / "audit")  # the metrics name the audit
     assert metrics["audit"]["pairs"] == audited["pairs"]
     assert (tmp_path / "out" / "confusion.png").is_file()  # few classes: the plot
+
+
+def test_a_hostile_openshape_file_is_one_skipped_shape_and_nothing_is_unpickled_first(
+    tmp_path, tiny_checkpoint, monkeypatch, caplog
+):
+    """With --allow-pickle: a plain array whose header claims (10^12, 3) was a MemoryError
+    traceback (np.load allocated 12 TB) that ended the eval; an object array that is not the
+    0-d pickled dict, or a file too large to be a shape, is refused before it is unpickled."""
+    from cg3d.eval import readers
+    from tests.eval.files import RunsCode
+
+    root = write_openshape(tmp_path / "openshape", ["mug", "chair", "cup", "bat", "bowl"])
+    folder = root / "objaverse-processed" / "000-001"
+    (folder / "000000aa.npy").write_bytes(npy_claiming(ABSURD))
+    ran = tmp_path / "PICKLE_RAN"
+    np.save(folder / "000100aa.npy", np.array([RunsCode(ran)] * 2), allow_pickle=True)
+    big = np.random.default_rng(0).uniform(0, 1, (2, 4000, 3)).astype(np.float32)
+    np.save(folder / "000200aa.npy", {"xyz": big[0], "rgb": big[1]}, allow_pickle=True)
+    # between a 40-point shape file (~1 KB) and the 4,000-point one (~96 KB)
+    monkeypatch.setattr(readers, "OPENSHAPE_MAX_BYTES", 50_000)
+    config = ZeroShotConfig(
+        dataset="objaverse-lvis", root=str(root), allow_pickle=True, batch_size=8, text_cache=""
+    )
+    with caplog.at_level("WARNING"):
+        metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert metrics["n_shapes"] == 2 and metrics["skipped_samples"] == 3
+    assert not ran.exists()
+    logged = caplog.text
+    assert "000000aa.npy: its header claims shape (1000000000000, 3)" in logged
+    assert "000100aa.npy: an object array of shape (2,), not a pickled dict" in logged
+    assert "000200aa.npy: " in logged and "over the 50000 of an OpenShape file" in logged

@@ -171,3 +171,61 @@ def test_foreign_or_mismatched_checkpoint_is_a_usage_error(tmp_path, tiny_checkp
         zeroshot(other, tmp_path / "o", config)
     with pytest.raises(UsageError, match="no checkpoint"):
         zeroshot(tmp_path / "absent.pt", tmp_path / "o", config)
+
+
+def test_a_scanobjectnn_cloud_with_no_finite_point_is_skipped_and_counted(
+    tmp_path, tiny_checkpoint, caplog
+):
+    """One all-NaN cloud ended the whole eval with one line, while a bad ModelNet file was a
+    skipped shape: now it is skipped too, counted, its reason logged once, and the others
+    score as they do in the same file with that cloud intact."""
+    import h5py
+
+    from cg3d.eval.readers import open_benchmark
+    from cg3d.eval.zeroshot import score_benchmark
+
+    relative = SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    write_scanobjectnn(tmp_path / "clean", relative, count=6, n=100)
+    write_scanobjectnn(tmp_path / "nan", relative, count=6, n=100)
+    with h5py.File(tmp_path / "nan" / relative, "r+") as h5:
+        h5["data"][2] = np.nan
+    clean = zeroshot(
+        tiny_checkpoint,
+        tmp_path / "clean_out",
+        ZeroShotConfig(dataset="scanobjectnn", root=str(tmp_path / "clean"), variant="obj_only"),
+    )
+    with caplog.at_level("WARNING"):
+        metrics = zeroshot(
+            tiny_checkpoint,
+            tmp_path / "nan_out",
+            ZeroShotConfig(dataset="scanobjectnn", root=str(tmp_path / "nan"), variant="obj_only"),
+        )
+    assert clean["n_shapes"] == 6 and clean["skipped_samples"] == 0
+    assert metrics["n_shapes"] == 5 and metrics["skipped_samples"] == 1
+    assert "shape obj_only_test_00002: empty: no finite points" in caplog.text
+    with (tmp_path / "clean_out" / "predictions.csv").open() as handle:
+        others = [r for r in csv.DictReader(handle) if r["key"] != "obj_only_test_00002"]
+    right = sum(r["actual"] == r["predicted"] for r in others)
+    assert metrics["top1"] == pytest.approx(100 * right / 5)
+    with (tmp_path / "nan_out" / "predictions.csv").open() as handle:
+        assert list(csv.DictReader(handle)) == others
+    # the same in worker processes, and a reason logged once however many shapes have it
+    with h5py.File(tmp_path / "nan" / relative, "r+") as h5:
+        h5["data"][4] = np.nan
+    caplog.clear()
+    bench = open_benchmark("scanobjectnn", tmp_path / "nan", variant="obj_only")
+    with caplog.at_level("WARNING"):
+        _, labels, keys = score_benchmark(
+            load_model(tiny_checkpoint), bench, ZeroShotConfig(batch_size=2, workers=2)
+        )
+    assert len(keys) == 4 and bench.skipped() == 2
+    assert caplog.text.count("no finite points") == 1
+    # no usable shape at all is still one line
+    with h5py.File(tmp_path / "nan" / relative, "r+") as h5:
+        h5["data"][...] = np.nan
+    with pytest.raises(UsageError, match="no shapes to evaluate \\(6 skipped"):
+        zeroshot(
+            tiny_checkpoint,
+            tmp_path / "all_out",
+            ZeroShotConfig(dataset="scanobjectnn", root=str(tmp_path / "nan"), variant="obj_only"),
+        )

@@ -193,3 +193,37 @@ def test_a_hub_config_too_deep_or_too_large_to_read_is_one_line(exported, tmp_pa
     monkeypatch.setattr(hub_module, "MAX_CONFIG_BYTES", 100)
     with pytest.raises(UsageError, match=r"config\.json: larger than 100 bytes"):
         read_checkpoint(folder)
+
+
+@pytest.mark.timeout(120)  # without the check, reading or hashing a FIFO waits forever
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_a_hub_file_that_is_a_fifo_is_named_as_not_a_regular_file(exported, tmp_path, name):
+    """model.safetensors as a FIFO (or a symlink to a device) was "no model.safetensors",
+    though it is there; a FIFO config.json blocked the read. Both are named as what they are,
+    by the loader and by the hash an index and the benchmark take of a hub folder."""
+    import os
+
+    from cg3d.models.hub import model_sha256
+
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    line = f"{folder / name}: not a regular file"
+    for read in (read_checkpoint, model_sha256):
+        with pytest.raises(UsageError) as caught:
+            read(folder)
+        assert str(caught.value) == line
+    np.save(tmp_path / "shape.npy", np.random.default_rng(0).uniform(-1, 1, (100, 3)))
+    words = ["classify", str(tmp_path / "shape.npy"), "--checkpoint", str(folder)]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError) and str(result.exception) == line
+    (folder / name).unlink()
+    if name == "model.safetensors":  # absent: said so
+        with pytest.raises(UsageError, match=f"{folder}: no {name}"):
+            read_checkpoint(folder)
+    os.mkfifo(tmp_path / "last.pt")  # a checkpoint file, the same
+    for read in (read_checkpoint, model_sha256):
+        with pytest.raises(UsageError) as caught:
+            read(tmp_path / "last.pt")
+        assert str(caught.value) == f"{tmp_path / 'last.pt'}: not a regular file"
