@@ -1,6 +1,7 @@
 """Small mesh files in the real layouts, written by the tests themselves."""
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -72,3 +73,59 @@ def make_shapenet(root: Path) -> None:
             path = root / synset / model / "models" / "model_normalized.obj"
             write_mesh(path, box((1, 1 + k, 1 + i)))
             (path.parent / "model_normalized.mtl").write_text("newmtl m\n")
+
+
+def mesh_files(root: Path, source: str, names: list[str]) -> list[Path]:
+    """Empty mesh files in `source`'s layout (a listing reads no file), one per name."""
+    paths = {
+        "folder": [root / "chair" / "deep" / f"{name}.obj" for name in names],
+        "objaverse": [root / "glbs" / f"000-00{k % 2}" / f"{n}.glb" for k, n in enumerate(names)],
+        "modelnet": [root / "chair" / "train" / f"chair_{name}.off" for name in names],
+    }[source]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    if source == "objaverse":
+        (root / "annotations.json").write_text(json.dumps({"mug": [p.stem for p in paths]}))
+    return paths
+
+
+def plant_links(tmp_path: Path, root: Path, source: str, out: Path) -> None:
+    """Beside the plain files: a link to a file inside the root, one to a file outside it, a
+    broken link, a symlinked subfolder (inside the root) and, when the output folder is
+    inside the root, a file in it (stored relative to it)."""
+    first = mesh_files(root, source, ["0001"])[0]
+    outside = tmp_path / "outside" / first.name.replace("0001", "0009")
+    outside.parent.mkdir(exist_ok=True)
+    outside.touch()
+    (first.parent / first.name.replace("0001", "0002")).symlink_to(first)
+    (first.parent / first.name.replace("0001", "0003")).symlink_to(outside)
+    (first.parent / first.name.replace("0001", "0004")).symlink_to(root / "gone.obj")
+    if source == "objaverse":
+        stems = ["0001", "0002", "0003", "0004", "0005"]
+        (root / "annotations.json").write_text(json.dumps({"mug": stems}))
+    if source == "modelnet":  # a class folder that is a link to another is entered
+        (root / "sofa").symlink_to(root / "chair", target_is_directory=True)
+    else:
+        (first.parent / "linked").symlink_to(first.parent, target_is_directory=True)
+    if out.is_relative_to(root):
+        inner = out / first.name.replace("0001", "0005")
+        inner.parent.mkdir(parents=True, exist_ok=True)
+        inner.touch()
+
+
+def count_path_resolution(monkeypatch) -> dict[str, int]:
+    counts = {"resolve": 0, "lstat": 0, "stat": 0}
+    real = {"lstat": os.lstat, "stat": os.stat, "resolve": Path.resolve}
+
+    def counted(name):
+        def call(*args, **kwargs):
+            counts[name] += 1
+            return real[name](*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "lstat", counted("lstat"))
+    monkeypatch.setattr(os, "stat", counted("stat"))
+    monkeypatch.setattr(Path, "resolve", counted("resolve"))
+    return counts

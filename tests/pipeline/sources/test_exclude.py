@@ -109,7 +109,7 @@ def reference_keys(record, out_dir: Path) -> set[str]:
     return keys
 
 
-def _shapenet_hostile(tmp_path: Path, root: Path) -> None:
+def _shapenet_links(tmp_path: Path, root: Path) -> None:
     """ShapeNet's layout, with a model folder that is a link to another and one that links
     out of the root (each model resolved by the listing)."""
     from tests.pipeline.sources.helpers import make_shapenet
@@ -134,7 +134,7 @@ def test_exclusion_keys_are_those_of_resolving_every_path(
     output folder spelled and placed every way) its keys, and so what an exclude list drops,
     are those of resolving every path."""
     from cg3d.pipeline.sources import Excluded, source_listing
-    from tests.pipeline.sources.test_stored_paths import _hostile
+    from tests.pipeline.sources.helpers import plant_links
 
     real_root = tmp_path / "data" / "root"
     inside = real_root / "chair" / ("train" if source == "modelnet" else "out")
@@ -149,9 +149,9 @@ def test_exclusion_keys_are_those_of_resolving_every_path(
         (tmp_path / "real-out").mkdir()
         out.symlink_to(tmp_path / "real-out", target_is_directory=True)
     if source == "shapenet":
-        _shapenet_hostile(tmp_path, real_root)
+        _shapenet_links(tmp_path, real_root)
     else:
-        _hostile(tmp_path, real_root, source, out)
+        plant_links(tmp_path, real_root, source, out)
     (tmp_path / "root-link").symlink_to(real_root, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     root = {"absolute": real_root, "relative": Path("data/root"), "symlink": Path("root-link")}[
@@ -178,17 +178,17 @@ def test_excluding_n_listed_files_resolves_no_file(tmp_path, monkeypatch):
     file, bringing back the per-file cost the listings shed. Now 10 ok rows and 200 cost the
     same calls."""
     from cg3d.pipeline.sources import Excluded, source_listing
-    from tests.pipeline.sources.test_stored_paths import _count_resolving, _files
+    from tests.pipeline.sources.helpers import count_path_resolution, mesh_files
 
     costs = []
     for n in (10, 200):
         root, out = tmp_path / f"root-{n}", tmp_path / f"out-{n}"
         out.mkdir()
-        paths = _files(root, "objaverse", [f"{k:04d}" for k in range(n)])
+        paths = mesh_files(root, "objaverse", [f"{k:04d}" for k in range(n)])
         config = MeshesConfig(source="objaverse", root=str(root.resolve()), workers=1)
         records = list(source_listing("objaverse")(config, out).records)
         assert len(records) == n and all(r.status == "ok" for r in records)
-        counts = _count_resolving(monkeypatch)
+        counts = count_path_resolution(monkeypatch)
         kept = list(Excluded({str(paths[0].resolve())}, out).filter(records))
         monkeypatch.undo()
         assert len(kept) == n - 1

@@ -8,7 +8,6 @@ hold the listings to the same paths as resolving every file would give, root and
 folder spelled and placed every way, and to a cost that does not grow with the file count.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.sources import folder, modelnet, objaverse, source_listing
+from tests.pipeline.sources.helpers import count_path_resolution, mesh_files, plant_links
 
 SOURCES = {"folder": folder, "objaverse": objaverse, "modelnet": modelnet}
 
@@ -24,45 +24,6 @@ def resolving_stored_path(path: Path, out_dir: Path, resolved: bool = False) -> 
     """The rule written out independently, resolving every path whatever the caller knows."""
     real, out = os.path.realpath(path), os.path.realpath(out_dir)
     return os.path.relpath(real, out) if real.startswith(out + os.sep) else real
-
-
-def _files(root: Path, source: str, names: list[str]) -> list[Path]:
-    """Empty mesh files in `source`'s layout (a listing reads no file), one per name."""
-    paths = {
-        "folder": [root / "chair" / "deep" / f"{name}.obj" for name in names],
-        "objaverse": [root / "glbs" / f"000-00{k % 2}" / f"{n}.glb" for k, n in enumerate(names)],
-        "modelnet": [root / "chair" / "train" / f"chair_{name}.off" for name in names],
-    }[source]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    if source == "objaverse":
-        (root / "annotations.json").write_text(json.dumps({"mug": [p.stem for p in paths]}))
-    return paths
-
-
-def _hostile(tmp_path: Path, root: Path, source: str, out: Path) -> None:
-    """Beside the plain files: a link to a file inside the root, one to a file outside it, a
-    broken link, a symlinked subfolder (inside the root) and, when the output folder is
-    inside the root, a file in it (stored relative to it)."""
-    first = _files(root, source, ["0001"])[0]
-    outside = tmp_path / "outside" / first.name.replace("0001", "0009")
-    outside.parent.mkdir(exist_ok=True)
-    outside.touch()
-    (first.parent / first.name.replace("0001", "0002")).symlink_to(first)
-    (first.parent / first.name.replace("0001", "0003")).symlink_to(outside)
-    (first.parent / first.name.replace("0001", "0004")).symlink_to(root / "gone.obj")
-    if source == "objaverse":
-        stems = ["0001", "0002", "0003", "0004", "0005"]
-        (root / "annotations.json").write_text(json.dumps({"mug": stems}))
-    if source == "modelnet":  # a class folder that is a link to another is entered
-        (root / "sofa").symlink_to(root / "chair", target_is_directory=True)
-    else:
-        (first.parent / "linked").symlink_to(first.parent, target_is_directory=True)
-    if out.is_relative_to(root):
-        inner = out / first.name.replace("0001", "0005")
-        inner.parent.mkdir(parents=True, exist_ok=True)
-        inner.touch()
 
 
 def _listed(source: str, root: Path, out: Path) -> list:
@@ -89,7 +50,7 @@ def test_stored_paths_are_what_resolving_every_file_gives(
     if out_place == "outside_through_symlink":
         (tmp_path / "real-out").mkdir()
         out.symlink_to(tmp_path / "real-out", target_is_directory=True)
-    _hostile(tmp_path, real_root, source, out)
+    plant_links(tmp_path, real_root, source, out)
     (tmp_path / "root-link").symlink_to(real_root, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     root = {
@@ -114,23 +75,6 @@ def test_stored_paths_are_what_resolving_every_file_gives(
         ]
 
 
-def _count_resolving(monkeypatch) -> dict[str, int]:
-    counts = {"resolve": 0, "lstat": 0, "stat": 0}
-    real = {"lstat": os.lstat, "stat": os.stat, "resolve": Path.resolve}
-
-    def counted(name):
-        def call(*args, **kwargs):
-            counts[name] += 1
-            return real[name](*args, **kwargs)
-
-        return call
-
-    monkeypatch.setattr(os, "lstat", counted("lstat"))
-    monkeypatch.setattr(os, "stat", counted("stat"))
-    monkeypatch.setattr(Path, "resolve", counted("resolve"))
-    return counts
-
-
 @pytest.mark.parametrize("source", list(SOURCES))
 def test_listing_n_files_costs_no_path_resolution_per_file(tmp_path, monkeypatch, source):
     """The same calls of `Path.resolve`, `os.lstat` and `os.stat` for 10 files as for 200:
@@ -139,8 +83,8 @@ def test_listing_n_files_costs_no_path_resolution_per_file(tmp_path, monkeypatch
     for n in (10, 200):
         root, out = tmp_path / f"root-{n}", tmp_path / f"out-{n}"
         out.mkdir()
-        _files(root, source, [f"{k:04d}" for k in range(n)])
-        counts = _count_resolving(monkeypatch)
+        mesh_files(root, source, [f"{k:04d}" for k in range(n)])
+        counts = count_path_resolution(monkeypatch)
         records = _listed(source, root, out)
         monkeypatch.undo()
         assert len(records) == n and all(r.status == "ok" for r in records)
