@@ -355,6 +355,11 @@ def read_modelnet_txt(path: Path) -> np.ndarray:
     return points
 
 
+# ULIP's file holds 2,468 clouds of (8192, 6) float32, about 485 MB (twice that as float64); it
+# is unpickled whole, so a file far past that is refused before loading.
+ULIP_MAX_BYTES = 4 << 30
+
+
 def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
     """ULIP's `modelnet40_test_8192pts_fps.dat`: a pickle of [list of (8192, 6) arrays, labels].
 
@@ -371,8 +376,21 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
             f"{path} is a pickle, which can run arbitrary code when loaded: pass --allow-pickle "
             "only if you trust where it came from"
         )
-    with path.open("rb") as handle:
-        points, labels = pickle.load(handle)
+    size = path.stat().st_size
+    if size > ULIP_MAX_BYTES:
+        raise UsageError(
+            f"{path}: {size:,} bytes, more than ULIP's file ({ULIP_MAX_BYTES:,} at most)"
+        )
+    try:
+        with path.open("rb") as handle:
+            points, labels = pickle.load(handle)
+        len(points), len(labels)
+    except MemoryError:  # a pickle that unpacks to more than this machine holds
+        raise UsageError(f"{path}: unpickles to more than this machine's memory") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+        raise UsageError(
+            f"{path}: not ULIP's pickle of [point sets, labels] ({type(error).__name__})"
+        ) from None
     if len(points) != len(labels):
         raise UsageError(f"{path}: {len(points)} point sets but {len(labels)} labels")
 

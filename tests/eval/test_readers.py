@@ -91,6 +91,36 @@ def test_ulip_pickle_with_mismatched_lengths_is_an_error(tmp_path):
         open_benchmark("ulip_modelnet40", path, allow_pickle=True)
 
 
+ULIP_DAMAGE = {
+    "cut short": lambda data: data[: len(data) // 2],
+    "not a pickle": lambda data: b"PK\x03\x04 a zip, not a pickle",
+    "a pickle of one array": lambda data: pickle.dumps(np.zeros(3)),
+    "a pickle of an int": lambda data: pickle.dumps(7),
+    "a pickle of three lists": lambda data: pickle.dumps([[], [], []]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ULIP_DAMAGE))
+def test_a_damaged_ulip_pickle_is_one_line_naming_it(tmp_path, case):
+    """Before: EOFError, UnpicklingError, ValueError or TypeError tracebacks."""
+    path = tmp_path / "modelnet40_test_8192pts_fps.dat"
+    write_ulip_dat(path)
+    path.write_bytes(ULIP_DAMAGE[case](path.read_bytes()))
+    with pytest.raises(UsageError, match=r"modelnet40_test_8192pts_fps\.dat: not ULIP's pickle"):
+        open_benchmark("ulip_modelnet40", tmp_path, allow_pickle=True)
+
+
+def test_a_ulip_file_far_larger_than_ulips_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "modelnet40_test_8192pts_fps.dat"
+    with path.open("wb") as handle:  # sparse: 5 GiB of nothing
+        handle.truncate(5 << 30)
+    loads = []
+    monkeypatch.setattr(pickle, "load", lambda *args: loads.append(args))
+    with pytest.raises(UsageError, match=r"5,368,709,120 bytes, more than ULIP's file"):
+        open_benchmark("ulip_modelnet40", tmp_path, allow_pickle=True)
+    assert loads == []
+
+
 @pytest.mark.parametrize("variant", sorted(SCANOBJECTNN_FILES))
 def test_scanobjectnn_variants(tmp_path, variant):
     write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES[variant].format(split="test"), count=5)
