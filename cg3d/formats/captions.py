@@ -19,6 +19,9 @@ CAPTIONS_NAME = "captions.parquet"
 # tokens, and no token of its vocabulary is anywhere near 53 characters, so a caption cut at
 # this length tokenises exactly as the whole one did.
 MAX_CAPTION_CHARS = 4096
+# The most captions one object may have, on the same terms: the stage writes at most 64 names
+# (`pipeline.captions.MAX_NAMES`) times the 64 templates of the larger set, plus a free-text name.
+MAX_CAPTIONS_PER_OBJECT = 8192
 SCHEMA = pa.schema([("id", pa.string()), ("captions", pa.list_(pa.string()))])
 
 
@@ -62,31 +65,38 @@ class CaptionsFile:
         return self.parquet.read_row_group(group, columns=["id"])["id"].to_pylist()
 
     def read_group(self, group: int) -> dict[str, list[str]]:
-        """{id: captions} of one row group; a caption longer than MAX_CAPTION_CHARS (the stage
-        never writes one) is a damaged file, refused in one line before it is carried on."""
+        """{id: captions} of one row group; more captions than MAX_CAPTIONS_PER_OBJECT or one
+        longer than MAX_CAPTION_CHARS (the stage never writes either) is a damaged file,
+        refused in one line before it is carried on."""
         table = self.parquet.read_row_group(group)
-        too_long = over_long_caption(table)
-        if too_long is not None:
-            object_id, length = too_long
-            problem = (
-                f"object {object_id!r} has a caption of {length} characters, "
-                f"more than {MAX_CAPTION_CHARS}"
-            )
+        problem = captions_problem(table)
+        if problem is not None:
             raise damaged(self.path, problem, "caption")
         return dict(zip(table["id"].to_pylist(), table["captions"].to_pylist(), strict=True))
 
 
-def over_long_caption(table: pa.Table) -> tuple[str, int] | None:
-    """(id, length) of the first caption in `table` longer than MAX_CAPTION_CHARS, or None;
-    counted by Arrow, before any caption becomes a Python string."""
+def captions_problem(table: pa.Table) -> str | None:
+    """What breaks the bounds first in `table` (an object with too many captions, or a caption
+    too long), or None; counted by Arrow, before any caption becomes a Python string."""
     captions = table["captions"].combine_chunks()
+    counts = pc.fill_null(pc.list_value_length(captions), 0)
+    many = pc.indices_nonzero(pc.greater(counts, MAX_CAPTIONS_PER_OBJECT))
+    if len(many) > 0:
+        row = many[0].as_py()
+        return (
+            f"object {table['id'][row].as_py()!r} has {counts[row].as_py()} captions, "
+            f"more than {MAX_CAPTIONS_PER_OBJECT}"
+        )
     lengths = pc.utf8_length(pc.list_flatten(captions))  # characters, as Python's len
     over = pc.indices_nonzero(pc.fill_null(pc.greater(lengths, MAX_CAPTION_CHARS), False))
     if len(over) == 0:
         return None
     first = over[0].as_py()
     row = pc.list_parent_indices(captions)[first].as_py()
-    return table["id"][row].as_py(), lengths[first].as_py()
+    return (
+        f"object {table['id'][row].as_py()!r} has a caption of {lengths[first].as_py()} "
+        f"characters, more than {MAX_CAPTION_CHARS}"
+    )
 
 
 def read_captions(captions_dir: Path) -> dict[str, list[str]]:

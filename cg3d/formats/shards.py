@@ -36,7 +36,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
-from cg3d.formats.captions import MAX_CAPTION_CHARS
+from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
 from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
 from cg3d.formats.npy import read_npy
@@ -532,11 +532,14 @@ def decode_meta(data: bytes) -> dict:
 
 
 def decode_captions(data: bytes) -> list[str]:
-    """captions.json: a JSON list of strings, none longer than MAX_CAPTION_CHARS (pack never
-    writes one: a longer one is a damaged sample, not a string carried into tokenisation)."""
+    """captions.json: a JSON list of at most MAX_CAPTIONS_PER_OBJECT strings, none longer than
+    MAX_CAPTION_CHARS (pack never writes more: a sample past either is damaged, not carried
+    into tokenisation)."""
     captions = json.loads(data)
     if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
         raise ValueError("it is not a list of strings")
+    if len(captions) > MAX_CAPTIONS_PER_OBJECT:
+        raise ValueError(f"{len(captions)} captions, more than {MAX_CAPTIONS_PER_OBJECT}")
     for number, caption in enumerate(captions):
         if len(caption) > MAX_CAPTION_CHARS:
             raise ValueError(

@@ -117,3 +117,22 @@ def test_caption_text_from_annotations_is_bounded(tmp_path):
         "reason": f"{MAX_NAMES} synonyms, more than the {MAX_NAMES - 1} captioned",
     }
     assert (summary.captioned, summary.failures, summary.refused) == (2, 1, 1)
+
+
+def test_the_most_captions_the_stage_writes_stay_within_what_the_readers_take(tmp_path):
+    """An object of MAX_NAMES - 1 synonyms and a free-text name, under the larger template set:
+    pack and the loaders must take all its captions (the readers refuse more than the bound)."""
+    from cg3d.formats.captions import MAX_CAPTIONS_PER_OBJECT
+    from cg3d.pipeline.captions import MAX_NAMES, TEMPLATE_SETS
+
+    largest = max(TEMPLATE_SETS, key=lambda name: len(templates(name)))
+    synonyms = [f"seat{k}" for k in range(MAX_NAMES - 1)]
+    row = MeshRecord("o-most", "shapenet", "a.obj", "chair", "train", synonyms=synonyms, name="x")
+    (tmp_path / "meshes").mkdir()
+    write_manifest([row], tmp_path / "meshes")
+    write_classes(["chair"], tmp_path / "meshes")
+    config = CaptionConfig(synonyms=True, templates=largest)
+    caption_objects(tmp_path / "meshes", tmp_path / "out", config)
+    (captions,) = captions_of(tmp_path / "out").values()
+    assert len(captions) == MAX_NAMES * len(templates(largest)) + 1
+    assert len(captions) <= MAX_CAPTIONS_PER_OBJECT

@@ -347,6 +347,30 @@ def test_a_caption_over_the_bound_in_captions_parquet_is_refused_in_one_line(tmp
     assert "cg3d caption" in line
 
 
+def test_more_captions_than_the_bound_in_captions_parquet_is_refused_in_one_line(tmp_path):
+    """Before: a hand-edited row of 100,000 captions was packed into one sample as it was."""
+    fake_pipeline(tmp_path)
+    edited = sorted(read_shard_captions(tmp_path / "shards"))[1]
+    table = pq.read_table(tmp_path / "captions" / "captions.parquet")
+    rows = table.to_pylist()
+    for count, name in ((8192, "at_bound"), (8193, "over")):
+        (row,) = [row for row in rows if row["id"] == edited]
+        row["captions"] = [f"a caption {k}" for k in range(count)]
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=table.schema),
+            tmp_path / "captions" / "captions.parquet",
+        )
+        if count == 8192:
+            pack_into(tmp_path, name, shard_size=3)
+            assert len(read_shard_captions(tmp_path / name)[edited]) == 8192
+            continue
+        with pytest.raises(UsageError) as refused:
+            pack_into(tmp_path, name, shard_size=3)
+        (line,) = str(refused.value).splitlines()
+        assert f"object {edited!r} has 8193 captions, more than 8192" in line
+        assert "cg3d caption" in line
+
+
 def read_shard_captions(shards) -> dict[str, list[str]]:
     """{key: captions} of every sample, read with webdataset (not the project's reader)."""
     found = {}

@@ -95,6 +95,29 @@ def with_shard_caption_of_length(shard, length: int) -> str:
     return target.removesuffix(".captions.json")
 
 
+def test_a_shard_sample_with_more_captions_than_the_bound_is_damaged(tmp_path):
+    from cg3d.formats.shards import Skipped, iter_samples
+
+    fake_pipeline(tmp_path)
+    shard = tmp_path / "shards" / "train" / "shard-000000.tar"
+    target = {}
+
+    def change(name, data):
+        if target or not name.endswith(".captions.json"):
+            return name, data
+        target["key"] = name.removesuffix(".captions.json")
+        return name, json.dumps(["a chair"] * 8193).encode()
+
+    rewrite_tar(shard, change)
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
+    (line,) = [line for line in result.output.splitlines() if "captions.json" in line]
+    assert f"key {target['key']}: captions.json does not decode" in line
+    assert "8193 captions, more than 8192" in line
+    skipped = Skipped()
+    read = [sample["key"] for sample in iter_samples(tmp_path / "shards", "train", skipped)]
+    assert target["key"] not in read and skipped.total == 1
+
+
 @pytest.mark.parametrize("length", [4096, 4097])
 def test_a_shard_caption_over_the_bound_is_a_damaged_sample(tmp_path, length):
     """Before: a captions.json holding a 50 MB caption passed verify, and the loaders carried
