@@ -21,8 +21,11 @@ import numpy as np
 
 from cg3d.formats.intact import part_problem
 from cg3d.formats.points import write_points_part
+from cg3d.formats.renders import dumps_cameras
 from cg3d.formats.shards import Skipped, raw_samples
 from cg3d.formats.tar import tar_samples, write_tar
+from cg3d.params import RenderConfig
+from cg3d.render.cameras import cameras_of
 
 
 def best(function, repeats: int) -> float:
@@ -48,7 +51,8 @@ def main() -> None:
         clouds = [rng.normal(size=(1024, 3)).astype(np.float32) for _ in ids]
         view = rng.bytes(16_000)
         members = {f"{key}.view_{v:02d}.png": view for key in ids for v in range(args.views)}
-        members |= {f"{key}.cameras.json": b"{}" for key in ids}
+        cameras = dumps_cameras(cameras_of(RenderConfig(views=args.views), "object"))
+        members |= {f"{key}.cameras.json": cameras for key in ids}
         points = [root / f"part-{i:05d}.parquet" for i in range(args.parts)]
         renders = [root / f"part-{i:05d}.tar" for i in range(args.parts)]
         for path in points:

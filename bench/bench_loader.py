@@ -24,6 +24,7 @@ over the later epochs.
 """
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -42,12 +43,14 @@ from PIL import Image
 
 from cg3d.formats.manifest import CLASSES_NAME, MeshRecord, write_manifest
 from cg3d.formats.points import write_points_part
+from cg3d.formats.renders import dumps_cameras
 from cg3d.formats.shards import iter_samples
 from cg3d.formats.tar import write_tar
 from cg3d.params import RenderConfig, TrainConfig
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from cg3d.render.cameras import cameras_of
 from cg3d.render.stage import render_meshes
 from cg3d.train.augment import AugmentConfig, augment_points
 from cg3d.train.data import ClipPreprocess, LoaderConfig, make_loader, resample
@@ -110,7 +113,7 @@ def make_inputs(root: Path, objects: int, points: int, views: int) -> list[str]:
         pq.write_table(table, root / "points" / f"part-{part:05d}.parquet")
         members = {}
         for k, key in enumerate(chunk):
-            members[f"{key}.cameras.json"] = b"[]"
+            members[f"{key}.cameras.json"] = bench_cameras(views)
             for v in range(views):
                 members[f"{key}.view_{v:02d}.png"] = pngs[(k + v) % len(pngs)]
         write_tar(root / "renders" / f"part-{part:05d}.tar", members)
@@ -186,11 +189,17 @@ def random_inputs(
         chunk = ids[start : start + CHUNK]
         clouds = [rng.normal(0, 0.3, (points, 3)).astype(np.float32) for _ in chunk]
         write_points_part(root / "points" / f"part-{part:05d}.parquet", chunk, clouds)
-        members = {f"{key}.cameras.json": b"[]" for key in chunk}
+        members = {f"{key}.cameras.json": bench_cameras(views) for key in chunk}
         for key in chunk:
             for v in range(views):
                 members[f"{key}.view_{v:02d}.png"] = view_bytes(rng)
         write_tar(root / "renders" / f"part-{part:05d}.tar", members)
+
+
+@functools.cache
+def bench_cameras(views: int) -> bytes:
+    """A cameras.json that pack's check passes, one for every object (pack compares no id)."""
+    return dumps_cameras(cameras_of(RenderConfig(views=views, resolution=224), "bench"))
 
 
 def view_png(rng: np.random.Generator, size: int = 224) -> bytes:
