@@ -319,15 +319,20 @@ def test_a_render_part_with_a_damaged_cameras_json_is_refused_in_one_line(tmp_pa
     assert CAMERA_EDITS[edit] in line and "rerun `cg3d render`" in line
 
 
-def with_caption_of_length(captions_dir, object_id: str, length: int) -> None:
-    """captions.parquet rewritten by hand: `object_id`'s first caption made `length` 'x's."""
+def with_captions_edited(captions_dir, object_id: str, edit) -> None:
+    """captions.parquet rewritten by hand: `object_id`'s captions replaced by `edit(captions)`."""
     table = pq.read_table(captions_dir / "captions.parquet")
     rows = table.to_pylist()
     (row,) = [row for row in rows if row["id"] == object_id]
-    row["captions"][0] = "x" * length
+    row["captions"] = edit(row["captions"])
     pq.write_table(
         pa.Table.from_pylist(rows, schema=table.schema), captions_dir / "captions.parquet"
     )
+
+
+def with_caption_of_length(captions_dir, object_id: str, length: int) -> None:
+    """`object_id`'s first caption made `length` 'x's."""
+    with_captions_edited(captions_dir, object_id, lambda captions: ["x" * length, *captions[1:]])
 
 
 def test_a_caption_over_the_bound_in_captions_parquet_is_refused_in_one_line(tmp_path):
@@ -351,24 +356,19 @@ def test_more_captions_than_the_bound_in_captions_parquet_is_refused_in_one_line
     """Before: a hand-edited row of 100,000 captions was packed into one sample as it was."""
     fake_pipeline(tmp_path)
     edited = sorted(read_shard_captions(tmp_path / "shards"))[1]
-    table = pq.read_table(tmp_path / "captions" / "captions.parquet")
-    rows = table.to_pylist()
-    for count, name in ((8192, "at_bound"), (8193, "over")):
-        (row,) = [row for row in rows if row["id"] == edited]
-        row["captions"] = [f"a caption {k}" for k in range(count)]
-        pq.write_table(
-            pa.Table.from_pylist(rows, schema=table.schema),
-            tmp_path / "captions" / "captions.parquet",
-        )
-        if count == 8192:
-            pack_into(tmp_path, name, shard_size=3)
-            assert len(read_shard_captions(tmp_path / name)[edited]) == 8192
-            continue
-        with pytest.raises(UsageError) as refused:
-            pack_into(tmp_path, name, shard_size=3)
-        (line,) = str(refused.value).splitlines()
-        assert f"object {edited!r} has 8193 captions, more than 8192" in line
-        assert "cg3d caption" in line
+
+    def captions_of_count(count):
+        return lambda _: [f"a caption {k}" for k in range(count)]
+
+    with_captions_edited(tmp_path / "captions", edited, captions_of_count(8192))
+    pack_into(tmp_path, "at_bound", shard_size=3)
+    assert len(read_shard_captions(tmp_path / "at_bound")[edited]) == 8192
+    with_captions_edited(tmp_path / "captions", edited, captions_of_count(8193))
+    with pytest.raises(UsageError) as refused:
+        pack_into(tmp_path, "over", shard_size=3)
+    (line,) = str(refused.value).splitlines()
+    assert f"object {edited!r} has 8193 captions, more than 8192" in line
+    assert "cg3d caption" in line
 
 
 def read_shard_captions(shards) -> dict[str, list[str]]:

@@ -77,9 +77,9 @@ def test_verify_decodes_every_cameras_json(tmp_path, edit):
     assert CAMERA_EDITS[edit] in damaged[0]
 
 
-def with_shard_caption_of_length(shard, length: int) -> str:
-    """The shard's second sample's captions.json rewritten by hand: its first caption `length`
-    'x's. Returns the sample's key."""
+def with_shard_captions_edited(shard, edit) -> str:
+    """The shard's second sample's captions.json rewritten by hand to `edit(captions)`.
+    Returns the sample's key."""
     with open(shard, "rb") as stream:
         names = [name for name, _ in tar_members(stream, read_data=False)]
     target = [name for name in names if name.endswith(".captions.json")][1]
@@ -87,12 +87,15 @@ def with_shard_caption_of_length(shard, length: int) -> str:
     def change(name: str, data: bytes) -> tuple[str, bytes]:
         if name != target:
             return name, data
-        captions = json.loads(data)
-        captions[0] = "x" * length
-        return name, json.dumps(captions).encode()
+        return name, json.dumps(edit(json.loads(data))).encode()
 
     rewrite_tar(shard, change)
     return target.removesuffix(".captions.json")
+
+
+def with_shard_caption_of_length(shard, length: int) -> str:
+    """Its first caption made `length` 'x's."""
+    return with_shard_captions_edited(shard, lambda captions: ["x" * length, *captions[1:]])
 
 
 def test_a_shard_sample_with_more_captions_than_the_bound_is_damaged(tmp_path):
@@ -100,22 +103,14 @@ def test_a_shard_sample_with_more_captions_than_the_bound_is_damaged(tmp_path):
 
     fake_pipeline(tmp_path)
     shard = tmp_path / "shards" / "train" / "shard-000000.tar"
-    target = {}
-
-    def change(name, data):
-        if target or not name.endswith(".captions.json"):
-            return name, data
-        target["key"] = name.removesuffix(".captions.json")
-        return name, json.dumps(["a chair"] * 8193).encode()
-
-    rewrite_tar(shard, change)
+    key = with_shard_captions_edited(shard, lambda _: ["a chair"] * 8193)
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
     (line,) = [line for line in result.output.splitlines() if "captions.json" in line]
-    assert f"key {target['key']}: captions.json does not decode" in line
+    assert f"key {key}: captions.json does not decode" in line
     assert "8193 captions, more than 8192" in line
     skipped = Skipped()
     read = [sample["key"] for sample in iter_samples(tmp_path / "shards", "train", skipped)]
-    assert target["key"] not in read and skipped.total == 1
+    assert key not in read and skipped.total == 1
 
 
 @pytest.mark.parametrize("length", [4096, 4097])
