@@ -381,16 +381,18 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
         raise UsageError(
             f"{path}: {size:,} bytes, more than ULIP's file ({ULIP_MAX_BYTES:,} at most)"
         )
+    not_ulips = f"{path}: not ULIP's pickle of [point sets, labels]"
     try:
         with path.open("rb") as handle:
-            points, labels = pickle.load(handle)
-        len(points), len(labels)
+            data = pickle.load(handle)
     except MemoryError:  # a pickle that unpacks to more than this machine holds
         raise UsageError(f"{path}: unpickles to more than this machine's memory") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise UsageError(
-            f"{path}: not ULIP's pickle of [point sets, labels] ({type(error).__name__})"
-        ) from None
+        raise UsageError(f"{not_ulips} ({type(error).__name__})") from None
+    sized = isinstance(data, list | tuple) and all(hasattr(part, "__len__") for part in data)
+    if not (sized and len(data) == 2):
+        raise UsageError(f"{not_ulips} (it holds {type(data).__name__})")
+    points, labels = data
     if len(points) != len(labels):
         raise UsageError(f"{path}: {len(points)} point sets but {len(labels)} labels")
 
