@@ -110,6 +110,14 @@ def _finish_commit(folder: Path) -> None:
     commit.rmdir()
 
 
+def require_regular_file(path: Path, missing: str) -> None:
+    """UsageError unless `path` (symlinks followed) is a regular file: a FIFO would block the
+    read and a device be read as data, so either is named as what it is; `missing` is the
+    message when nothing is there."""
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: not a regular file" if Path(path).exists() else missing)
+
+
 def check_not_special(path: Path, option: str = "") -> None:
     """UsageError when `path` (followed through symlinks) is a device, FIFO or socket: the
     rename of `atomic_path` would replace the node itself (as root, `--out /dev/full` turned

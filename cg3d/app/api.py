@@ -28,6 +28,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.eval.readers import prepare_points
+from cg3d.files import require_regular_file
 from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
@@ -168,8 +169,7 @@ def check_shape_file(path: str | Path) -> Path:
     from cg3d.geometry.meshio import MeshError, check_suffix
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
+    require_regular_file(path, f"no such file {path}")
     if path.stat().st_size == 0:  # said before a model loads (issue 26)
         suffix = path.suffix.lower()
         kind = {".npy": "unreadable point file", ".ply": "unreadable point file"}.get(

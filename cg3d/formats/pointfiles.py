@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
+from cg3d.files import require_regular_file
 from cg3d.formats.npy import read_npy
 
 POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
@@ -23,8 +24,7 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     naming it.
     """
     path = Path(path)
-    if not path.is_file():  # a FIFO would block the read: named, never opened
-        raise UsageError(f"{path}: not a regular file" if path.exists() else f"no such file {path}")
+    require_regular_file(path, f"no such file {path}")  # a FIFO: named, never opened
     suffix = path.suffix.lower()
     if suffix not in (*POINT_SUFFIXES, ".ply"):
         raise UsageError(f"{path}: not a point file (use one of {', '.join(POINT_SUFFIXES)}, .ply)")

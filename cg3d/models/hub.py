@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json
+from cg3d.files import atomic_path, loads_json, require_regular_file
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -110,9 +110,7 @@ def read_hub(folder: Path) -> dict[str, Any]:
 def _require_regular(folder: Path, name: str) -> None:
     """UsageError unless `folder/name` is a regular file (symlinks followed): a FIFO would
     block the read, a device be read as weights; either is named as what it is, not missing."""
-    path = folder / name
-    if not path.is_file():
-        raise UsageError(f"{path}: not a regular file" if path.exists() else f"{folder}: no {name}")
+    require_regular_file(folder / name, f"{folder}: no {name}")
 
 
 def model_sha256(path: Path) -> str:
@@ -122,10 +120,7 @@ def model_sha256(path: Path) -> str:
 
     path = Path(path)
     if not path.is_dir():
-        if not path.is_file():  # hashing a FIFO would wait forever
-            raise UsageError(
-                f"{path}: not a regular file" if path.exists() else f"no such file {path}"
-            )
+        require_regular_file(path, f"no such file {path}")  # hashing a FIFO would wait forever
         return file_sha256(path)
     for name in (CONFIG, WEIGHTS):
         _require_regular(path, name)
