@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path, loads_json
 from cg3d.formats.intact import damaged, parquet_file
+from cg3d.formats.tar import OBJECT_KEY
 
 MANIFEST_NAME = "manifest.parquet"
 STAGE = "meshes"  # the stage that writes (and rebuilds) the manifest
@@ -153,7 +154,7 @@ def manifest_path(meshes_dir: Path) -> Path:
 
 # An id as `cg3d.pipeline.ids.object_id` makes it: a WebDataset key and a file name stem, so
 # no dot, no slash, never empty.
-ID_PATTERN = "^[A-Za-z0-9_-]+$"
+ID_PATTERN = f"^{OBJECT_KEY.pattern}$"
 # Columns every later stage reads a value of in every row.
 REQUIRED = ("id", "path", "class_name", "split", "up_axis", "status")
 
