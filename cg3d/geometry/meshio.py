@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from cg3d.files import OutsideRoot, confined_path, file_sha256
+from cg3d.files import OutsideRoot, confined_path, file_sha256, loads_json
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -134,10 +134,7 @@ def load_mesh(path: Path) -> Mesh:
     path = Path(path)
     suffix = check_suffix(path)
     check_nonempty(path)
-    if suffix == ".ply":
-        check_ply_faces(path)
-    if suffix == ".stl":
-        check_stl_count(path)
+    check_declared_counts(path, suffix)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
@@ -176,6 +173,15 @@ class _PlyElement:
     name: str
     count: int
     properties: list[tuple[str, str, str | None]]  # (name, type, list item type or None)
+
+
+def check_declared_counts(path: Path, suffix: str) -> None:
+    """MeshError when the counts a PLY or binary STL header declares cannot fit the file (both
+    readings, trimesh's and Blender's, check the same way)."""
+    if suffix == ".ply":
+        check_ply_faces(path)
+    if suffix == ".stl":
+        check_stl_count(path)
 
 
 def check_ply_faces(path: Path) -> None:
@@ -442,9 +448,7 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
             read = head + text
         else:
             read = text = head + handle.read()
-        document = json.loads(text)
-    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
-        raise MeshError("unreadable", "not a glTF document: the JSON nests too deep") from None
+        document = loads_json(text)  # nested too deep: a ValueError like other bad JSON
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError("unreadable", f"not a glTF document: {error}") from error
     if not isinstance(document, dict):
@@ -663,10 +667,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     suffix = resolved.suffix.lower()
     if suffix not in (".obj", *GLTF_SUFFIXES):
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
-        if suffix == ".ply":
-            check_ply_faces(listed)  # the bytes Blender is handed read as the fast path reads
-        if suffix == ".stl":
-            check_stl_count(listed)
+        check_declared_counts(listed, suffix)  # Blender's bytes, checked as the fast path's
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     folder = Path(folder)
