@@ -340,7 +340,7 @@ def publish(out: Path, about: dict[str, Any]) -> None:
     if (folder / "last.pt").is_file():
         os.replace(folder / "last.pt", out / "last.pt")
     if (folder / RUN_INFO).is_file():
-        info = json.loads((folder / RUN_INFO).read_text())
+        info = loads_json((folder / RUN_INFO).read_bytes())
         write_metrics(out, {key: info[key] for key in TRACKED_METRICS if key in info}, about)
         os.replace(folder / RUN_INFO, out / RUN_INFO)
     if (folder / "dvclive" / "plots").is_dir():
