@@ -166,23 +166,6 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     return folder
 
 
-@contextmanager
-def removing_folders_made_on_failure(folder: Path) -> Iterator[None]:
-    """Run the block; if it fails, remove the folders on the way to `folder` that did not exist
-    before it (deepest first, each only while empty). For a command that locks (and so creates)
-    its --out folder before checking its inputs: a refused run leaves nothing new behind."""
-    made = [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
-    try:
-        yield
-    except BaseException:
-        for path in made:  # deepest first
-            try:
-                path.rmdir()
-            except OSError:  # never made, or holding something now (another run's): keep it
-                break
-        raise
-
-
 _held_locks: set[Path] = set()  # folders this process holds the lock of
 
 
@@ -191,7 +174,10 @@ def output_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (created if missing), or fail at once if another run
     holds it. The kernel drops a flock when its process dies, so a killed run never blocks.
     (A second `output_lock` of the folder in the same process conflicts too: flocks belong to
-    open files. `locks_folder` is the re-entrant form.)"""
+    open files. `locks_folder` is the re-entrant form.) If the block fails, the folders this
+    call made on the way to `folder` are removed again while empty: a refused run (an input
+    checked after the lock is taken) leaves nothing new behind."""
+    made = [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
     folder = check_out_dir(folder).resolve()
     lock_file = folder / LOCK_NAME
     while True:
@@ -212,10 +198,21 @@ def output_lock(folder: Path) -> Iterator[None]:
     _held_locks.add(folder)
     try:
         yield
-    finally:
-        _held_locks.discard(folder)
-        lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
-        handle.close()
+    except BaseException:
+        _release(folder, lock_file, handle)
+        for path in made:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:  # holding something now (this run's or another's): keep it
+                break
+        raise
+    _release(folder, lock_file, handle)
+
+
+def _release(folder: Path, lock_file: Path, handle) -> None:
+    _held_locks.discard(folder)
+    lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
+    handle.close()
 
 
 def _is_file_at(handle, path: Path) -> bool:

@@ -55,13 +55,13 @@ def show(
     ] = None,
 ) -> None:
     """Write a contact sheet PNG of an object's views (with its points projected when given)."""
-    from cg3d.files import output_lock, removing_folders_made_on_failure
+    from cg3d.files import output_lock
     from cg3d.render.show import sheet_path
     from cg3d.render.show import show as write_sheet
 
     folder = sheet_path(out, object_id).parent  # the folder the sheet goes into
     # The lock comes first (a second run is refused before any input is read) and makes the
     # folder; an unknown id or a damaged part then leaves no empty folder behind.
-    with removing_folders_made_on_failure(folder), output_lock(folder):
+    with output_lock(folder):
         path = write_sheet(object_id, renders, out, points)
     print(f"wrote {path}")

@@ -108,3 +108,25 @@ def test_a_second_command_into_a_locked_folder_is_refused_at_once(tmp_path, comm
     (line,) = str(result.exception).splitlines()
     assert line.startswith("--out: another run is writing into ") and LOCK_NAME in line
     assert (out / "metrics.json").read_text() == "the first run's\n"
+
+
+def test_a_failed_run_removes_the_folders_its_lock_made_and_keeps_the_rest(tmp_path):
+    """The lock makes the --out folder (and its parents); a run refused after taking it, as
+    `pack` with a missing --points is, must not leave them behind. A folder that was there
+    before, or that holds something now, stays."""
+    from cg3d.files import output_lock
+
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(UsageError), output_lock(tmp_path / "kept" / "new" / "out"):
+        raise UsageError("--points: no such folder")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
+    with pytest.raises(UsageError), output_lock(tmp_path / "kept" / "new" / "out"):
+        (tmp_path / "kept" / "new" / "out" / "part.tmp").write_text("partial")
+        raise UsageError("--points: no such folder")
+    assert (tmp_path / "kept" / "new" / "out" / "part.tmp").is_file()
+    assert not (tmp_path / "kept" / "new" / "out" / ".cg3d.lock").exists()
+    inputs = [f"--{name}={tmp_path / 'none'}" for name in ("points", "renders", "captions")]
+    pack = ["pack", f"--meshes={tmp_path / 'kept'}", *inputs, f"--out={tmp_path / 'shards'}"]
+    result = CliRunner().invoke(app, pack)
+    assert isinstance(result.exception, UsageError) and "--points" in str(result.exception)
+    assert not (tmp_path / "shards").exists()
