@@ -49,9 +49,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as error:
         if error.filename not in (None, str(tmp), tmp):
             raise  # about another file the block read or wrote: its own name is the right one
-        code = error.errno or _errno_in(str(error))
-        meaning = os.strerror(code) if code else str(error).splitlines()[0]
-        raise OSError(code, meaning, str(path)) from error
+        raise _naming(error, path) from error
     finally:
         with contextlib.suppress(OSError):  # a read-only folder: nothing was created anyway
             tmp.unlink(missing_ok=True)
@@ -92,9 +90,7 @@ def atomic_files(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]
     except OSError as error:
         if error.filename is None or Path(error.filename).parent != stage:
             raise  # about another file the block read or wrote: its own name is the right one
-        code = error.errno or _errno_in(str(error))
-        meaning = os.strerror(code) if code else str(error).splitlines()[0]
-        raise OSError(code, meaning, str(folder / Path(error.filename).name)) from error
+        raise _naming(error, folder / Path(error.filename).name) from error
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     _finish_commit(folder)
@@ -129,6 +125,13 @@ def check_not_special(path: Path, option: str = "") -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         where = f"{option}: " if option else ""
         raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` again, naming `path` (the file the user asked for, not a temporary one)."""
+    code = error.errno or _errno_in(str(error))
+    meaning = os.strerror(code) if code else str(error).splitlines()[0]
+    return OSError(code, meaning, str(path))
 
 
 def _errno_in(message: str) -> int | None:
