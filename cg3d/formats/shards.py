@@ -348,8 +348,24 @@ def write_shard_record(out_dir: Path, split: str, index: int, record: dict) -> N
         tmp.write_text(json.dumps(record))
 
 
+# A shard record's fields (`pack_shard` writes them): the index is built from them.
+RECORD_FIELDS = {"count": int, "size": int, "sha256": str, "failures": list, "shapes": list}
+
+
 def read_shard_record(out_dir: Path, split: str, index: int) -> dict:
-    return json.loads(shard_record_path(out_dir, split, index).read_text())
+    """The record `write_shard_record` wrote; ValueError when it does not parse or lacks a
+    field the index is built from (cut short, edited to "[]", nested too deep)."""
+    record = loads_json(shard_record_path(out_dir, split, index).read_bytes())
+    if not isinstance(record, dict) or any(
+        type(record.get(key)) is not kind for key, kind in RECORD_FIELDS.items()
+    ):
+        raise ValueError("not a whole shard record")
+    failure_fields = {"id", "stage", "reason"}
+    if not all(
+        isinstance(row, dict) and failure_fields <= row.keys() for row in record["failures"]
+    ):
+        raise ValueError("not a whole shard record")
+    return record
 
 
 def shard_index(

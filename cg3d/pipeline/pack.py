@@ -37,7 +37,7 @@ import numpy as np
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, loads_json, locks_out_dir
+from cg3d.files import atomic_path, file_sha256, locks_out_dir
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -207,20 +207,6 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     return digest
 
 
-# A shard record's fields (`pack_shard` writes them): the index is built from them.
-RECORD_FIELDS = {"count": int, "size": int, "sha256": str, "failures": list, "shapes": list}
-
-
-def _whole_record(record: object) -> bool:
-    """Whether a parsed shard record holds every field the index is built from."""
-    if not isinstance(record, dict):
-        return False
-    if any(type(record.get(key)) is not kind for key, kind in RECORD_FIELDS.items()):
-        return False
-    rows = record["failures"]
-    return all(isinstance(row, dict) and {"id", "stage", "reason"} <= row.keys() for row in rows)
-
-
 def shard_done(out_dir: Path, split: str, index: int) -> bool:
     """A shard is finished when its record exists (written after the shard's rename) and the
     shard is whole: the size the record holds, and a tar that reads to its end. A damaged one
@@ -229,15 +215,10 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
     if not record.is_file() or not shard.exists():
         return False
     try:
-        parsed = loads_json(record.read_text())
-    except ValueError:
-        parsed = None
-    if not _whole_record(parsed):  # cut short, edited ("[]"), nested too deep: rewrite it
+        size, written = read_shard_record(out_dir, split, index)["size"], shard.stat().st_size
+        problem = f"{written} bytes where {size} were written" if written != size else None
+    except ValueError:  # cut short, edited ("[]"), nested too deep: rewrite it
         problem = f"its record {record.name} does not parse"
-    elif shard.stat().st_size != (size := parsed["size"]):
-        problem = f"{shard.stat().st_size} bytes where {size} were written"
-    else:
-        problem = None
     problem = problem or tar_problem(shard)
     if problem:
         _console.print(f"{shard} is damaged ({problem}): packing it again", markup=False)
