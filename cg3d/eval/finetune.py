@@ -17,6 +17,7 @@ headline). In linear mode the fitted probe is tested once; details.json holds it
 """
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,6 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
 from cg3d.eval.readers import (
     Benchmark,
@@ -33,7 +33,6 @@ from cg3d.eval.readers import (
     log_topped_up,
     open_benchmark,
     prepare_points,
-    tops_up,
 )
 from cg3d.eval.results import per_class_rows, write_results
 from cg3d.params import FinetuneConfig
@@ -60,20 +59,21 @@ def load_split(
     for index, shape in enumerate(benchmark.shapes()):
         if keep is None or index in keep:
             up, normalise = benchmark.up_axis, not benchmark.normalised
-            try:
-                prepared = prepare_points(
-                    shape.points, n_points, up, index, normalise, shape.colors, point_channels
-                )
-            except ValueError as error:  # no finite point: skipped and counted, as zero-shot
-                benchmark.skip(shape.key, str(error))
-                continue
-            benchmark.topped_up += tops_up(shape.points, n_points)
-            points.append(prepared)
-            labels.append(shape.label)
+            compute = partial(
+                prepare_points,
+                shape.points,
+                n_points,
+                up,
+                index,
+                normalise,
+                shape.colors,
+                point_channels,
+            )
+            if (prepared := benchmark.prepared(compute, shape, n_points)) is not None:
+                points.append(prepared)
+                labels.append(shape.label)
     if not points:
-        skipped = benchmark.skipped()
-        why = f" ({skipped} skipped, their reasons logged above)" if skipped else ""
-        raise UsageError(f"{benchmark.name} {benchmark.variant}: no shapes{why}")
+        raise benchmark.no_shapes(f"{benchmark.name} {benchmark.variant}: no shapes")
     log_topped_up(
         f"{benchmark.name} {benchmark.variant}", benchmark.topped_up, len(points), n_points
     )

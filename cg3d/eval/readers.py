@@ -167,6 +167,28 @@ class Benchmark:
                 reason,
             )
 
+    def prepared(
+        self, compute: Callable[[], np.ndarray], shape: Shape, n_points: int
+    ) -> np.ndarray | None:
+        """`compute()`, the prepared points of `shape`, or None when it cannot be prepared (no
+        finite point, all points at one place): then it is skipped and counted (`skip`), as the
+        readers skip an unreadable file, and the evaluation goes on. Shapes used and topped up
+        are counted in `topped_up`."""
+        try:
+            points = compute()
+        except ValueError as error:
+            self.skip(shape.key, str(error))
+            return None
+        self.topped_up += tops_up(shape.points, n_points)
+        return points
+
+    def no_shapes(self, message: str) -> UsageError:
+        """The error when no shape of a pass could be used: `message`, and how many were
+        skipped."""
+        skipped = self.skipped()
+        why = f" ({skipped} skipped, their reasons logged above)" if skipped else ""
+        return UsageError(f"{message}{why}")
+
 
 def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
     """What the metrics say about colour: where the rgb fed came from, and how many shapes of

@@ -34,7 +34,7 @@ import json
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -43,17 +43,14 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import (
     Benchmark,
-    Shape,
     color_summary,
     log_topped_up,
     open_benchmark,
     prepare_points,
-    tops_up,
 )
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path
@@ -90,7 +87,7 @@ def prepared_shapes(
     if workers <= 1:
         for index, shape in enumerate(shapes):
             compute = functools.partial(prepare_points, *arguments(index, shape))
-            prepared = _usable(compute, benchmark, shape, n_points)
+            prepared = benchmark.prepared(compute, shape, n_points)
             if prepared is not None:
                 yield prepared, shape.label, shape.key
         return
@@ -102,28 +99,12 @@ def prepared_shapes(
             window.append((future, shape))
             if len(window) >= 8 * workers:
                 future, shape = window.popleft()
-                if (prepared := _usable(future.result, benchmark, shape, n_points)) is not None:
+                if (prepared := benchmark.prepared(future.result, shape, n_points)) is not None:
                     yield prepared, shape.label, shape.key
         while window:
             future, shape = window.popleft()
-            if (prepared := _usable(future.result, benchmark, shape, n_points)) is not None:
+            if (prepared := benchmark.prepared(future.result, shape, n_points)) is not None:
                 yield prepared, shape.label, shape.key
-
-
-def _usable(
-    compute: Callable[[], np.ndarray], benchmark: Benchmark, shape: Shape, n_points: int
-) -> np.ndarray | None:
-    """The prepared points of `shape`, or None when it cannot be prepared (no finite point, all
-    points at one place): then it is skipped and counted (`Benchmark.skip`), as the readers
-    skip an unreadable file, and the evaluation goes on. Shapes used and topped up are counted
-    in `benchmark.topped_up`."""
-    try:
-        prepared = compute()
-    except ValueError as error:
-        benchmark.skip(shape.key, str(error))
-        return None
-    benchmark.topped_up += tops_up(shape.points, n_points)
-    return prepared
 
 
 def iter_point_batches(
@@ -201,9 +182,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             keys.extend(batch_keys)
             progress.advance(task, len(batch_keys))
     if not keys:
-        skipped = benchmark.skipped()
-        why = f" ({skipped} skipped, their reasons logged above)" if skipped else ""
-        raise UsageError(f"{benchmark.name}: no shapes to evaluate{why}")
+        raise benchmark.no_shapes(f"{benchmark.name}: no shapes to evaluate")
     return np.concatenate(scores), np.concatenate(labels), keys
 
 
