@@ -8,6 +8,7 @@ naming it, never an unpacking traceback.
 import io
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +22,7 @@ READ_BLOCK = 1 << 20
 # No member of our artifacts (a points.npy, a view PNG, captions) comes near this; a header
 # claiming more is a damaged or forged tar, refused before anything is read.
 MAX_MEMBER_BYTES = 1 << 30
+END_BLOCK = bytes(BLOCK)  # two of them end a tar; the first is where a reader stops
 
 
 class FormatError(ValueError):
@@ -82,7 +84,7 @@ def tar_members(
     while True:
         header = stream.read(BLOCK)
         stream_position += BLOCK
-        if header == bytes(BLOCK):  # the end-of-archive block: the tar is whole
+        if header == END_BLOCK:  # the end-of-archive block: the tar is whole
             return
         if not header:
             # Every tar writer ends with zero blocks; a file that stops at a member boundary
@@ -90,7 +92,7 @@ def tar_members(
             raise FormatError("truncated tar: it ends without its end-of-archive blocks")
         if len(header) < BLOCK:
             raise FormatError("truncated tar header")
-        if sum(header[:148]) + 256 + sum(header[156:]) != header_number(header[148:156]):
+        if header_checksum(header) != header_number(header[148:156]):
             raise FormatError("tar header checksum mismatch")
         size = header_number(header[124:136])
         if length is not None and size > length - stream_position:
@@ -126,6 +128,15 @@ def tar_members(
         elif regular:
             long_name = ""
             yield name, data
+
+
+def header_checksum(header: bytes) -> int:
+    """What a 512-byte header's checksum field must hold: the sum of its bytes, the field
+    itself counted as 8 spaces. zlib sums the bytes in C, a tenth of Python's `sum` (a fifth
+    of the walk's time per member): the sum of 256 bytes, at most 65,280, is below Adler-32's
+    modulus 65,521, so the low half of a half's adler32 is 1 + its byte sum."""
+    halves = (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
+    return halves - sum(header[148:156]) + 8 * ord(" ")
 
 
 def header_number(field: bytes) -> int:
@@ -173,7 +184,13 @@ def _blocks(stream: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """`size` bytes (`_blocks`, joined)."""
+    """`size` bytes: one read for a member up to READ_BLOCK that the stream gives whole (a
+    file); otherwise, and for the rest of a short read, `_blocks` joined."""
+    if size <= READ_BLOCK:
+        data = stream.read(size)
+        if len(data) == size:
+            return data
+        return b"".join([data, *_blocks(stream, size - len(data))])
     return b"".join(_blocks(stream, size))
 
 

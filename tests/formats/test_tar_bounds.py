@@ -9,7 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cg3d.cli import app
-from cg3d.formats.tar import READ_BLOCK, FormatError, header_number, tar_members
+from cg3d.formats.tar import (
+    READ_BLOCK,
+    FormatError,
+    header_checksum,
+    header_number,
+    tar_members,
+)
 from tests.pipeline.fakes import fake_pipeline
 
 
@@ -38,6 +44,45 @@ def test_header_numbers_read_as_tarfile_writes_them(size):
     block = header("a.npy", size)
     assert header_number(block[124:136]) == size
     assert tarfile.TarInfo.frombuf(block, "utf-8", "strict").size == size  # the reference
+
+
+@pytest.mark.parametrize("filler", [0, 1, 127, 128, 255])
+def test_header_checksums_agree_with_tarfiles(filler):
+    """Real headers, and headers of one byte value (all 255: the largest sum each half can
+    have), against `tarfile.calc_chksums`, the standard library's reference."""
+    blocks = [header("a.npy", 5), header("b.png", 1 << 33)[:512], bytes([filler]) * 512]
+    for block in blocks:
+        assert header_checksum(block) == tarfile.calc_chksums(block)[0]
+
+
+def test_a_header_with_one_byte_changed_fails_its_checksum():
+    data = header("key.points.npy", 3) + b"abc".ljust(512, b"\0") + bytes(1024)
+    assert list(tar_members(io.BytesIO(data))) == [("key.points.npy", b"abc")]
+    damaged = bytearray(data)
+    damaged[3] ^= 0x01  # the name, inside the first half of the header
+    with pytest.raises(FormatError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(damaged))))
+    damaged = bytearray(data)
+    damaged[400] = 1  # the ustar prefix, in the second half
+    with pytest.raises(FormatError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(damaged))))
+
+
+class Trickle(Unseekable):
+    """A pipe that gives a header block whole but at most 300 bytes of a larger read."""
+
+    def read(self, size: int = -1) -> bytes:
+        return super().read(size if 0 <= size <= 512 else 300)
+
+
+def test_members_of_a_stream_that_gives_short_reads_are_read_whole():
+    payload = bytes(range(256)) * 5  # 1,280 bytes: five reads
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("key.points.npy")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    assert list(tar_members(Trickle(buffer.getvalue()))) == [("key.points.npy", payload)]
 
 
 def test_a_negative_or_non_octal_number_is_a_format_error():

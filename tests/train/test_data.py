@@ -428,14 +428,34 @@ def test_a_worker_batch_crosses_to_the_main_process_without_a_tensor():
         return isinstance(value, torch.Tensor)
 
     assert tensors(message) == 0
+    # each sample's (3,) scale and shift travel as one (2, 3) array, not a list of arrays
+    assert message["columns"]["scale"].shape == (2, 3)
     batch = slots.take(message)
     assert list(batch) == list(samples[0])  # collate's order of entries
     assert torch.equal(batch["points"][1], torch.full((4, 3), 1.0))
     assert batch["image"].dtype == torch.uint8 and int(batch["image"][1, 0, 0, 0]) == 1
     assert batch["cls"].tolist() == [0, 1] and batch["key"] == ["k0", "k1"]
     assert batch["scale"].shape == (2, 3) and batch["scale"].dtype == torch.float32
+    assert torch.equal(batch["scale"], torch.full((2, 3), 2.0))
+    assert torch.equal(batch["shift"], torch.zeros(2, 3))
     slots.buffers["points"].fill_(-1)  # the buffer reused: the batch taken is a copy
     assert torch.equal(batch["points"][0], torch.zeros(4, 3))
+
+
+def test_worker_views_keep_the_decoders_order_and_normalise_to_the_same_values(shards):
+    """A worker copies each view in the decoders' memory order (height, width, RGB: no
+    transposing copy in the worker); normalising on the device makes the pixels contiguous,
+    with the very values a contiguous batch gives, and CLIP's formula's to float precision."""
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=2, workers=1), 32)
+    pixels = next(iter(make_loader(shards, "train", config, train=False)))["image"]
+    assert pixels.shape[1:] == (3, 32, 32) and pixels.stride()[1] == 1  # RGB innermost
+    preprocess = ClipPreprocess(32)
+    normalised = preprocess.normalize(pixels)
+    assert normalised.is_contiguous()
+    assert torch.equal(normalised, preprocess.normalize(pixels.contiguous()))
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+    assert torch.allclose(normalised, (pixels.float() / 255 - mean) / std, atol=1e-5)
 
 
 def test_an_epoch_cut_short_frees_its_buffers_for_the_next(shards, monkeypatch):
@@ -466,14 +486,14 @@ def test_on_a_cuda_machine_the_main_process_copies_batches_into_page_locked_memo
     }
     message = slots.fill(0, [sample, sample])
     asked = []
-    empty = torch.empty
+    empty_like = torch.empty_like
 
-    def recording_empty(*args, pin_memory=False, **kwargs):
+    def recording_empty_like(*args, pin_memory=False, **kwargs):
         asked.append(pin_memory)
-        return empty(*args, **kwargs)
+        return empty_like(*args, **kwargs)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch, "empty", recording_empty)
+    monkeypatch.setattr(torch, "empty_like", recording_empty_like)
     batch = slots.take(message)
     assert asked == [True, True]  # the points and the views
     assert torch.equal(batch["points"], torch.ones(2, 4, 3)) and batch["key"] == ["k", "k"]
