@@ -314,3 +314,11 @@ def loads_json(data: str | bytes) -> object:
         return json.loads(data)
     except RecursionError:
         raise ValueError("the JSON nests too deep") from None
+
+
+def write_json(path: Path, values: object) -> None:
+    """`values` as indented JSON (one value per line, a newline at the end: a person reads these
+    and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
+    file or none. The one writer of the results, about, audit and run files."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(values, indent=2) + "\n")

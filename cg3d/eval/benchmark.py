@@ -36,7 +36,8 @@ from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
-from cg3d.eval.results import write_json, write_rows
+from cg3d.eval.results import write_rows
+from cg3d.files import write_json
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)

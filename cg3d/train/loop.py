@@ -24,7 +24,6 @@ world size and the other numbers go to the untracked `OUT/run.json` (gitignored)
 """
 
 import itertools
-import json
 import math
 import os
 import random
@@ -39,7 +38,7 @@ import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, holds_lock, loads_json, output_lock
+from cg3d.files import holds_lock, loads_json, output_lock, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, model_config
@@ -316,8 +315,7 @@ def write_epoch(
 
 
 def write_run_info(folder: Path, metrics: dict[str, Any]) -> None:
-    with atomic_path(folder / RUN_INFO) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(folder / RUN_INFO, metrics)
 
 
 def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
