@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.files import loads_json
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
 from cg3d.params import MAX_RESOLUTION, MAX_VIEWS
 
@@ -37,9 +38,9 @@ def loads_cameras(data: bytes) -> dict:
     to render.views' bound of views, each named, with a finite 3×3 K and 4×4 world_to_camera
     and numeric angles. CamerasError naming the first problem otherwise."""
     try:
-        cameras = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise CamerasError(f"not JSON ({type(error).__name__})") from None
+        cameras = loads_json(data)
+    except ValueError as error:  # nesting too deep included
+        raise CamerasError(f"not JSON ({error})") from None
     if not isinstance(cameras, dict):
         raise CamerasError("not an object")
     for key in ("width", "height"):
