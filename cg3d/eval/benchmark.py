@@ -194,6 +194,8 @@ def evaluate_pair(
     scores, labels, _ = score_benchmark(model, benchmark, config, text)
     n_points = protocol_n_points(model, get_protocol(config.protocol))
     log_topped_up(f"{entry.name} on {dataset.key}", benchmark.topped_up, len(labels), n_points)
+    channels = int(model.config["point_channels"])
+    colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     return {
         "format": RESULT_FORMAT,
         "dataset": dataset.key,
@@ -206,7 +208,8 @@ def evaluate_pair(
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),
         "topped_up_shapes": benchmark.topped_up,
-        **color_summary(benchmark, int(model.config["point_channels"])),
+        **colour_about,
+        **colour_numbers,
         "audit": audit_summary(config.audit),
         "published": _published(card, dataset),
     }

@@ -190,12 +190,16 @@ class Benchmark:
         return UsageError(f"{message}{why}")
 
 
-def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
-    """What the metrics say about colour: where the rgb fed came from, and how many shapes of
-    the last pass got the constant `NO_COLOR` instead."""
+def color_summary(
+    point_channels: int, color: str, uncolored: int
+) -> tuple[dict[str, int], dict[str, str]]:
+    """What a result says about colour, as (numbers for metrics.json, description for
+    about.json): how many shapes got the constant `NO_COLOR` (`uncolored`, of a benchmark's last
+    pass or a retrieval split), and where the rgb fed came from (`color`, e.g.
+    `Benchmark.color`). A model that takes xyz is fed no colour: no count, and about says so."""
     if point_channels != 6:
-        return {"color": "not fed (the model takes xyz)"}
-    return {"color": benchmark.color, "shapes_without_color": benchmark.uncolored}
+        return {}, {"color": "not fed (the model takes xyz)"}
+    return {"shapes_without_color": uncolored}, {"color": color}
 
 
 def tops_up(points: np.ndarray, n_points: int) -> bool:

@@ -301,12 +301,13 @@ def zeroshot(
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     confusion = np.array(metrics.pop("confusion"))
-    colour = color_summary(benchmark, int(model.config["point_channels"]))
+    channels = int(model.config["point_channels"])
+    colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     metrics |= {
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
         "topped_up_shapes": benchmark.topped_up,
-        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+        **colour_numbers,
     }
     about = {
         "dataset": benchmark.name,
@@ -316,7 +317,7 @@ def zeroshot(
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
         "n_points": n_points,
         **model_identity(model, Path(checkpoint)),
-        "color": colour["color"],
+        **colour_about,
         "audit": audit,
     }
     out = Path(out)
