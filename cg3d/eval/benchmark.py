@@ -178,12 +178,10 @@ def evaluate_pair(
     """Score one model on one dataset and return its result record (clip_benchmark's shape).
 
     `text_file`: class text features to use instead of the teacher's text tower."""
-    from cg3d.eval.protocols import get_protocol
-    from cg3d.eval.readers import color_summary, log_topped_up, open_benchmark
+    from cg3d.eval.readers import color_summary, open_benchmark
     from cg3d.eval.zeroshot import (
         audit_summary,
         file_text_features,
-        protocol_n_points,
         score_benchmark,
     )
 
@@ -191,9 +189,8 @@ def evaluate_pair(
         dataset.name, dataset.root, dataset.variant, "test", config.allow_pickle
     )
     text = file_text_features(model, benchmark.classes, text_file)
-    scores, labels, _ = score_benchmark(model, benchmark, config, text)
-    n_points = protocol_n_points(model, get_protocol(config.protocol))
-    log_topped_up(f"{entry.name} on {dataset.key}", benchmark.topped_up, len(labels), n_points)
+    label = f"{entry.name} on {dataset.key}"  # several models score one dataset
+    scores, labels, _ = score_benchmark(model, benchmark, config, text, label)
     channels = int(model.config["point_channels"])
     colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     return {

@@ -151,10 +151,15 @@ def protocol_n_points(model, protocol: Protocol) -> int:
 
 
 @torch.no_grad()
-def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None):
+def score_benchmark(
+    model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None, label: str = ""
+):
     """(scores (N, C), labels (N,), keys): every shape's normalised point feature · every
-    class's text feature (a cosine under a normalising protocol); the argmax is the guess."""
+    class's text feature (a cosine under a normalising protocol); the argmax is the guess.
+    The shapes topped up are logged in one line under `label` (default: the benchmark's name;
+    the benchmark harness names the model too)."""
     protocol = get_protocol(config.protocol)
+    n_points = protocol_n_points(model, protocol)
     if text_features is None:
         text_features = cached_text_features(
             model,
@@ -169,7 +174,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
         task = progress.add_task(f"zero-shot {benchmark.name}", total=total)
         for points, batch_labels, batch_keys in iter_point_batches(
             benchmark,
-            protocol_n_points(model, protocol),
+            n_points,
             config.batch_size,
             config.limit,
             config.workers,
@@ -183,6 +188,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             progress.advance(task, len(batch_keys))
     if not keys:
         raise benchmark.no_shapes(f"{benchmark.name}: no shapes to evaluate")
+    log_topped_up(label or benchmark.name, benchmark.topped_up, len(keys), n_points)
     return np.concatenate(scores), np.concatenate(labels), keys
 
 
@@ -297,7 +303,6 @@ def zeroshot(
     seconds = time.perf_counter() - started
     audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     n_points = protocol_n_points(model, protocol)
-    log_topped_up(benchmark.name, benchmark.topped_up, len(keys), n_points)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     confusion = np.array(metrics.pop("confusion"))
