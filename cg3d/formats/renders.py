@@ -171,13 +171,11 @@ def check_cameras(part: Path | str, object_id: str, rendered: Rendered) -> None:
         ) from None
 
 
-def find_rendered(
-    renders_dir: Path, object_id: str, parts: Iterable[Path] | None = None
-) -> Rendered | None:
-    """The renders of one object from whichever part holds them, or None (one header walk
-    per part; only that object's members are read). `parts`: where to look, when the caller
-    has listed the folder already (or knows which parts hold the object); all parts if None."""
-    for part in render_parts(renders_dir) if parts is None else parts:
+def find_rendered(parts: Iterable[Path], object_id: str) -> Rendered | None:
+    """The renders of one object from whichever of `parts` holds them, or None (one header
+    walk per part; only that object's members are read). `parts`: `render_parts` of a folder,
+    or the ones a caller knows hold the object (`cg3d.render.show.locate`)."""
+    for part in parts:
         for _, rendered in read_render_part(part, only={object_id}):
             if rendered.cameras is not None:
                 return rendered
