@@ -51,7 +51,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
-from cg3d.formats.npy import read_npy, read_npy_header
+from cg3d.formats.npy import open_npy, read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -732,19 +732,22 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     A shape without `rgb` gets our constant `NO_COLOR` downstream, not OpenShape's 0.4 grey:
     every set fed to one model must mean the same thing by "no colour". rgb stored as 0–255 is
     scaled to [0, 1]. Every fault, memory included, is a ValueError naming `path` (one skipped
-    shape): the header is read first, a plain array goes through the bounded `read_npy` (its
-    header cannot claim more than the file holds), and only a pickled dict (a 0-d object
-    array) of at most OPENSHAPE_MAX_BYTES is unpickled."""
+    shape): the file is opened once and its header read first, a plain array is read bounded
+    (its header cannot claim more than the file holds, as `read_npy`), and only a pickled dict
+    (a 0-d object array) of at most OPENSHAPE_MAX_BYTES is unpickled."""
     try:
-        shape, dtype = read_npy_header(path)
-        if not dtype.hasobject:
-            data: Any = read_npy(path)
-        elif shape != ():
-            raise ValueError(f"an object array of shape {shape}, not a pickled dict")
-        elif (size := path.stat().st_size) > OPENSHAPE_MAX_BYTES:
-            raise ValueError(f"{size} bytes, over the {OPENSHAPE_MAX_BYTES} of an OpenShape file")
-        else:
-            data = np.load(path, allow_pickle=True).item()
+        with open_npy(path) as npy:
+            if not npy.dtype.hasobject:
+                data: Any = npy.array()
+            elif npy.shape != ():
+                raise ValueError(f"an object array of shape {npy.shape}, not a pickled dict")
+            elif npy.size > OPENSHAPE_MAX_BYTES:
+                raise ValueError(
+                    f"{npy.size} bytes, over the {OPENSHAPE_MAX_BYTES} of an OpenShape file"
+                )
+            else:
+                npy.handle.seek(0)
+                data = np.load(npy.handle, allow_pickle=True).item()
     except MemoryError:  # a pickle that unpacks to more than this machine holds
         raise ValueError(f"{path}: too large to load into memory") from None
     except (pickle.UnpicklingError, EOFError) as error:  # a damaged pickle
