@@ -132,16 +132,13 @@ def iter_point_batches(
 
 def model_identity(model, checkpoint: Path) -> dict:
     """Which checkpoint and which CLIP weights produced a result (every about.json says so)."""
+    from cg3d.models.clip import clip_about
+
     config = model.config
     return {
         "checkpoint": str(checkpoint),
         "encoder": config["encoder"],
-        "clip_model": config["clip_model"],
-        # As in the training metrics: a bool, and the weights by name.
-        "clip_pretrained": bool(config["clip_pretrained_loaded"]),
-        "clip_weights": config["clip_pretrained"]
-        if config["clip_pretrained_loaded"]
-        else "none (random init)",
+        **clip_about(config),  # as training's about.json says it
     }
 
 

@@ -41,6 +41,7 @@ from cg3d.errors import UsageError
 from cg3d.files import holds_lock, loads_json, output_lock, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.models.checkpoint import save_checkpoint
+from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
@@ -263,9 +264,7 @@ def run_about(config: TrainConfig, model: CG3D, held_out_templates: str) -> dict
     """`OUT/about.json`: what was trained, from the params and the model (the same on any
     machine); `metrics_record` repeats it for the untracked run.json."""
     return {
-        "clip_model": config.clip_model,
-        "clip_pretrained": bool(model.config["clip_pretrained_loaded"]),
-        "clip_weights": config.clip_pretrained,
+        **clip_about(model.config),  # what was loaded, as every eval's about.json says it
         "encoder": config.encoder,
         "schedule": config.schedule,
         "held_out_templates": held_out_templates,
