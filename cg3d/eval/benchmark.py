@@ -26,7 +26,6 @@ Scoring is `cg3d.eval.zeroshot.score_benchmark`, the code `cg3d eval zeroshot` r
 """
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from rich.console import Console
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import write_rows
-from cg3d.files import write_json
+from cg3d.files import loads_json, write_json
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -144,7 +143,7 @@ def _settings(config: ZeroShotConfig) -> dict[str, Any]:
 def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | None:
     """The pair's result when an earlier run wrote it for these weights and settings."""
     try:
-        result = json.loads(path.read_text())
+        result = loads_json(path.read_text())
     except (OSError, ValueError):
         return None  # not there, or not ours: recomputed (it is written atomically)
     same = (

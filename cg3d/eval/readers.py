@@ -37,7 +37,6 @@ Axis conventions (all need no rotation, since our canonical frame is +Y up):
                            already ours.
 """
 
-import json
 import logging
 import pickle
 import warnings
@@ -50,7 +49,7 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
-from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
+from cg3d.files import OutsideRoot, confined_path, inside_root, loads_json, resolved_root
 from cg3d.formats.npy import open_npy, read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
@@ -688,7 +687,7 @@ def read_lvis_split(path: Path) -> list[dict]:
     """OpenShape's split JSON: a list of objects, each with a string `category` and
     `data_path`; a truncated or malformed file is one line naming it and the first bad entry."""
     try:
-        entries = json.loads(path.read_bytes())
+        entries = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
         raise UsageError(f"{path}: not a readable LVIS split JSON ({error})") from None
     if not isinstance(entries, list):
