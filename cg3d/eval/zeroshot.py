@@ -53,7 +53,7 @@ from cg3d.eval.readers import (
     prepare_points,
 )
 from cg3d.eval.results import per_class_rows, write_results, write_rows
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
@@ -328,8 +328,7 @@ def zeroshot(
     write_results(out, headline, about, per_class=per_class)
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(timing, indent=2) + "\n")
+    write_json(out / "run.json", timing)
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
     names = benchmark.classes
     rows = [
