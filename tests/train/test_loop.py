@@ -176,7 +176,7 @@ def kill_on_call(monkeypatch, target, name: str, call: int) -> None:
 KILL_POINTS = {
     "amid the curve rows": (Live, "log_metric", 9 + 4, 1),
     "after the curves, before the checkpoint": (loop, "save_checkpoint", 2, 1),
-    "after the checkpoint, before metrics.json": (loop, "atomic_path", 2, 2),
+    "after the checkpoint, before metrics.json": (loop, "write_json", 2, 2),  # run.json
 }
 
 
