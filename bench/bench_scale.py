@@ -202,7 +202,7 @@ def lookups(work: Path, objects: int = 10_000, points: int = 2048, repeats: int 
         "points, find_points (row groups by id range)": lambda k: find_points(work / "points", k),
         "views, naive (every part read)": lambda k: naive_find_rendered(work / "renders", k),
         "views, find_rendered (members of the id only)": lambda k: find_rendered(
-            work / "renders", k
+            render_parts(work / "renders"), k
         ),
     }
     for name, way in ways.items():

@@ -305,12 +305,23 @@ def inside_root(root: Path, path: Path) -> Path:
     return confined_path(root, Path(), path)
 
 
-def loads_json(data: str | bytes) -> object:
+def loads_json(
+    data: str | bytes, object_pairs_hook: Callable[[list[tuple[str, object]]], object] | None = None
+) -> object:
     """`json.loads` for a file a stage or a user wrote: nesting past Python's recursion limit
     (100,000 `[`, in a .plan.json, index.json or classes.json) is a ValueError like any other
     JSON that does not parse, so every reader's `except ValueError` gives its one line instead
-    of a RecursionError traceback."""
+    of a RecursionError traceback. `object_pairs_hook` as json's (a reader that refuses a key
+    named twice)."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=object_pairs_hook)
     except RecursionError:
         raise ValueError("the JSON nests too deep") from None
+
+
+def write_json(path: Path, values: object) -> None:
+    """`values` as indented JSON (one value per line, a newline at the end: a person reads these
+    and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
+    file or none. The one writer of the results, about, audit and run files."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(values, indent=2) + "\n")

@@ -82,14 +82,16 @@ def test_what_was_measured_is_in_about_json_a_declared_output(project, stage):
         about = json.loads((project / about_path).read_text())
         assert about["clip_model"] == "CG3D-ViT-Micro-32" and about["clip_pretrained"] is False
         assert about["encoder"] == "pointnet2"
+        # what was loaded, in one spelling for training and every eval (train said "none")
+        assert about["clip_weights"] == "none (random init)", stage
         if stage != "train":
             assert about["checkpoint"] == "runs/train/last.pt"  # as the command named it
-            assert "random" in about["clip_weights"] and isinstance(about["color"], str)
+            assert isinstance(about["color"], str)
 
 
 def test_each_file_says_its_own_part(project):
     train = json.loads((project / "runs/train/about.json").read_text())
-    assert train["held_out_templates"] == "cg3d (63)" and train["clip_weights"] == "none"
+    assert train["held_out_templates"] == "cg3d (63)"
     zeroshot = json.loads((project / "runs/eval/zeroshot/about.json").read_text())
     assert (zeroshot["protocol"], zeroshot["templates"]) == ("cg3d", "ulip64 (64)")
     assert (zeroshot["dataset"], zeroshot["variant"], zeroshot["n_points"]) == (

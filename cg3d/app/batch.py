@@ -85,9 +85,7 @@ def check_out(out: Path, suffixes: tuple[str, ...], option: str = "--out") -> Pa
     out = Path(out)
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UsageError(f"{option}: {out.parent} is not a folder")
-    check_out_dir(out.parent, option)
+    check_out_dir(out.parent, option)  # a file where its folder goes included
     return out
 
 

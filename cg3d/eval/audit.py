@@ -33,7 +33,6 @@ on it are not zero-shot on those shapes.
 """
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json
+from cg3d.files import atomic_path, loads_json, write_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -338,8 +337,7 @@ def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
         with atomic_path(out / name) as tmp:
             keys = sorted({p[column] for p in pairs})
             tmp.write_text("".join(f"{key}\n" for key in keys))
-    with atomic_path(out / AUDIT_NAME) as tmp:  # last: an audit.json means a finished audit
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / AUDIT_NAME, summary)  # last: an audit.json means a finished audit
 
 
 def read_audit(folder: Path) -> dict:

@@ -26,7 +26,6 @@ Scoring is `cg3d.eval.zeroshot.score_benchmark`, the code `cg3d eval zeroshot` r
 """
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
-from cg3d.eval.results import write_json, write_rows
+from cg3d.eval.results import write_rows
+from cg3d.files import loads_json, write_json
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True)
@@ -143,7 +143,7 @@ def _settings(config: ZeroShotConfig) -> dict[str, Any]:
 def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | None:
     """The pair's result when an earlier run wrote it for these weights and settings."""
     try:
-        result = json.loads(path.read_text())
+        result = loads_json(path.read_text())
     except (OSError, ValueError):
         return None  # not there, or not ours: recomputed (it is written atomically)
     same = (
@@ -177,12 +177,10 @@ def evaluate_pair(
     """Score one model on one dataset and return its result record (clip_benchmark's shape).
 
     `text_file`: class text features to use instead of the teacher's text tower."""
-    from cg3d.eval.protocols import get_protocol
-    from cg3d.eval.readers import color_summary, log_topped_up, open_benchmark
+    from cg3d.eval.readers import color_summary, open_benchmark
     from cg3d.eval.zeroshot import (
         audit_summary,
         file_text_features,
-        protocol_n_points,
         score_benchmark,
     )
 
@@ -190,9 +188,10 @@ def evaluate_pair(
         dataset.name, dataset.root, dataset.variant, "test", config.allow_pickle
     )
     text = file_text_features(model, benchmark.classes, text_file)
-    scores, labels, _ = score_benchmark(model, benchmark, config, text)
-    n_points = protocol_n_points(model, get_protocol(config.protocol))
-    log_topped_up(f"{entry.name} on {dataset.key}", benchmark.topped_up, len(labels), n_points)
+    label = f"{entry.name} on {dataset.key}"  # several models score one dataset
+    scores, labels, _ = score_benchmark(model, benchmark, config, text, label)
+    channels = int(model.config["point_channels"])
+    colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     return {
         "format": RESULT_FORMAT,
         "dataset": dataset.key,
@@ -205,7 +204,8 @@ def evaluate_pair(
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),
         "topped_up_shapes": benchmark.topped_up,
-        **color_summary(benchmark, int(model.config["point_channels"])),
+        **colour_about,
+        **colour_numbers,
         "audit": audit_summary(config.audit),
         "published": _published(card, dataset),
     }

@@ -297,13 +297,13 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         how = {"probe_l2": config.probe_l2, "reported": "fitted probe"}
 
     confusion = last.pop("confusion")
-    colour = color_summary(test_set, channels)
+    colour_numbers, colour_about = color_summary(channels, test_set.color, test_set.uncolored)
     headline = {k: v for k, v in last.items() if k != "per_class"} | {
         "n_train": len(train[0]),
         "skipped_samples": train_set.skipped() + test_set.skipped(),
         "refused_outside_root": train_set.refused() + test_set.refused(),
         "topped_up_shapes": train_set.topped_up + test_set.topped_up,
-        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+        **colour_numbers,
     }
     about = {
         "mode": config.mode,
@@ -312,7 +312,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         "dataset": test_set.name,
         "variant": test_set.variant,
         "n_points": n_points,
-        "color": colour["color"],
+        **colour_about,
         **model_identity(model, Path(checkpoint)),
     }
     per_class = per_class_rows(last["per_class"], confusion)

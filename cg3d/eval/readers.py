@@ -37,7 +37,6 @@ Axis conventions (all need no rotation, since our canonical frame is +Y up):
                            already ours.
 """
 
-import json
 import logging
 import pickle
 import warnings
@@ -50,8 +49,8 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
-from cg3d.files import OutsideRoot, confined_path, inside_root, resolved_root
-from cg3d.formats.npy import read_npy, read_npy_header
+from cg3d.files import OutsideRoot, confined_path, inside_root, loads_json, resolved_root
+from cg3d.formats.npy import open_npy, read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
     Skipped,
@@ -190,12 +189,16 @@ class Benchmark:
         return UsageError(f"{message}{why}")
 
 
-def color_summary(benchmark: Benchmark, point_channels: int) -> dict:
-    """What the metrics say about colour: where the rgb fed came from, and how many shapes of
-    the last pass got the constant `NO_COLOR` instead."""
+def color_summary(
+    point_channels: int, color: str, uncolored: int
+) -> tuple[dict[str, int], dict[str, str]]:
+    """What a result says about colour, as (numbers for metrics.json, description for
+    about.json): how many shapes got the constant `NO_COLOR` (`uncolored`, of a benchmark's last
+    pass or a retrieval split), and where the rgb fed came from (`color`, e.g.
+    `Benchmark.color`). A model that takes xyz is fed no colour: no count, and about says so."""
     if point_channels != 6:
-        return {"color": "not fed (the model takes xyz)"}
-    return {"color": benchmark.color, "shapes_without_color": benchmark.uncolored}
+        return {}, {"color": "not fed (the model takes xyz)"}
+    return {"shapes_without_color": uncolored}, {"color": color}
 
 
 def tops_up(points: np.ndarray, n_points: int) -> bool:
@@ -684,7 +687,7 @@ def read_lvis_split(path: Path) -> list[dict]:
     """OpenShape's split JSON: a list of objects, each with a string `category` and
     `data_path`; a truncated or malformed file is one line naming it and the first bad entry."""
     try:
-        entries = json.loads(path.read_bytes())
+        entries = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
         raise UsageError(f"{path}: not a readable LVIS split JSON ({error})") from None
     if not isinstance(entries, list):
@@ -728,19 +731,22 @@ def read_openshape_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     A shape without `rgb` gets our constant `NO_COLOR` downstream, not OpenShape's 0.4 grey:
     every set fed to one model must mean the same thing by "no colour". rgb stored as 0–255 is
     scaled to [0, 1]. Every fault, memory included, is a ValueError naming `path` (one skipped
-    shape): the header is read first, a plain array goes through the bounded `read_npy` (its
-    header cannot claim more than the file holds), and only a pickled dict (a 0-d object
-    array) of at most OPENSHAPE_MAX_BYTES is unpickled."""
+    shape): the file is opened once and its header read first, a plain array is read bounded
+    (its header cannot claim more than the file holds, as `read_npy`), and only a pickled dict
+    (a 0-d object array) of at most OPENSHAPE_MAX_BYTES is unpickled."""
     try:
-        shape, dtype = read_npy_header(path)
-        if not dtype.hasobject:
-            data: Any = read_npy(path)
-        elif shape != ():
-            raise ValueError(f"an object array of shape {shape}, not a pickled dict")
-        elif (size := path.stat().st_size) > OPENSHAPE_MAX_BYTES:
-            raise ValueError(f"{size} bytes, over the {OPENSHAPE_MAX_BYTES} of an OpenShape file")
-        else:
-            data = np.load(path, allow_pickle=True).item()
+        with open_npy(path) as npy:
+            if not npy.dtype.hasobject:
+                data: Any = npy.array()
+            elif npy.shape != ():
+                raise ValueError(f"an object array of shape {npy.shape}, not a pickled dict")
+            elif npy.size > OPENSHAPE_MAX_BYTES:
+                raise ValueError(
+                    f"{npy.size} bytes, over the {OPENSHAPE_MAX_BYTES} of an OpenShape file"
+                )
+            else:
+                npy.handle.seek(0)
+                data = np.load(npy.handle, allow_pickle=True).item()
     except MemoryError:  # a pickle that unpacks to more than this machine holds
         raise ValueError(f"{path}: too large to load into memory") from None
     except (pickle.UnpicklingError, EOFError) as error:  # a damaged pickle

@@ -12,12 +12,11 @@ Each file is written atomically, so a killed run leaves the previous file or non
 """
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, write_json
 from cg3d.formats.metrics import write_metrics
 
 DETAILS_NAME = "details.json"
@@ -52,11 +51,6 @@ def write_results(
         write_rows(out / PER_CLASS_NAME, per_class)
     if history is not None:
         write_rows(out / HISTORY_NAME, history)
-
-
-def write_json(path: Path, values: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(values, indent=2) + "\n")
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -33,13 +33,14 @@ from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import (
     COLOR_FROM_SHARDS,
     COLOR_NOT_SAMPLED,
+    color_summary,
     log_topped_up,
     prepare_points,
     sample_shape,
     tops_up,
 )
 from cg3d.eval.results import write_results
-from cg3d.formats.shards import Skipped, is_remote, iter_samples, split_channels
+from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
 console = Console(stderr=True)
@@ -57,6 +58,9 @@ class Features:
     keys: list[str]
     skipped: int = 0  # samples of the split left out as undecodable
     uncolored: int = 0  # objects without colour of their own (a colour model got NO_COLOR)
+    # where a colour model's rgb came from: the split's layout (its first sample's: a pack
+    # writes one layout for all), as the shards benchmark says it
+    color: str = COLOR_NOT_SAMPLED
     topped_up: int = 0  # objects with fewer points than fed (`readers.tops_up`)
 
 
@@ -68,6 +72,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     device = model.device()
     n_points, channels = int(model.config["n_points"]), int(model.config["point_channels"])
     uncolored = topped_up = 0
+    color = COLOR_NOT_SAMPLED
     point_features, image_features, image_object, labels, keys = [], [], [], [], []
     caption_index: dict[str, int] = {}
     caption_pairs: set[tuple[int, int]] = set()
@@ -88,6 +93,8 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
             if config.limit and index >= config.limit:
                 break
             shape = sample_shape(sample)  # xyz and rgb by the sample's layout
+            if index == 0 and "r" in sample["channels"]:
+                color = COLOR_FROM_SHARDS
             uncolored += shape.colors is None
             topped_up += tops_up(shape.points, n_points)
             pending_points.append(
@@ -136,18 +143,8 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
         skipped=skipped.total,
         uncolored=uncolored,
         topped_up=topped_up,
+        color=color,
     )
-
-
-def point_color(model, shards: str | Path, split: str, uncolored: int) -> dict:
-    """What the metrics say about colour (as `readers.color_summary` does for benchmarks)."""
-    if int(model.config["point_channels"]) != 6:
-        return {"color": "not fed (the model takes xyz)"}
-    sampled = "r" in (split_channels(shards, split) or [])
-    return {
-        "color": COLOR_FROM_SHARDS if sampled else COLOR_NOT_SAMPLED,
-        "shapes_without_color": uncolored,
-    }
 
 
 def relevance(features: Features) -> dict[str, np.ndarray]:
@@ -266,19 +263,20 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     features = encode_split(model, shards, config)
     n_points = int(model.config["n_points"])
     log_topped_up(f"retrieval on {config.split}", features.topped_up, len(features.keys), n_points)
-    colour = point_color(model, shards, config.split, features.uncolored)
+    channels = int(model.config["point_channels"])
+    colour_numbers, colour_about = color_summary(channels, features.color, features.uncolored)
     metrics = all_metrics(features) | {
         "relevance": RELEVANCE,
         "n_objects": len(features.keys),
         "skipped_samples": features.skipped,
         "topped_up_shapes": features.topped_up,
-        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+        **colour_numbers,
     }
     about = {
         "shards": str(shards),
         "split": config.split,
         "n_points": n_points,
-        "color": colour["color"],
+        **colour_about,
         **model_identity(model, Path(checkpoint)),
     }
     out = Path(out)

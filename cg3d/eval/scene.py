@@ -18,8 +18,7 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
-from cg3d.eval.results import write_json
-from cg3d.files import atomic_files, atomic_path, locks_folder
+from cg3d.files import atomic_files, atomic_path, locks_folder, write_json
 from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
 

@@ -53,7 +53,7 @@ from cg3d.eval.readers import (
     prepare_points,
 )
 from cg3d.eval.results import per_class_rows, write_results, write_rows
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
@@ -132,16 +132,13 @@ def iter_point_batches(
 
 def model_identity(model, checkpoint: Path) -> dict:
     """Which checkpoint and which CLIP weights produced a result (every about.json says so)."""
+    from cg3d.models.clip import clip_about
+
     config = model.config
     return {
         "checkpoint": str(checkpoint),
         "encoder": config["encoder"],
-        "clip_model": config["clip_model"],
-        # As in the training metrics: a bool, and the weights by name.
-        "clip_pretrained": bool(config["clip_pretrained_loaded"]),
-        "clip_weights": config["clip_pretrained"]
-        if config["clip_pretrained_loaded"]
-        else "none (random init)",
+        **clip_about(config),  # as training's about.json says it
     }
 
 
@@ -151,10 +148,15 @@ def protocol_n_points(model, protocol: Protocol) -> int:
 
 
 @torch.no_grad()
-def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None):
+def score_benchmark(
+    model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None, label: str = ""
+):
     """(scores (N, C), labels (N,), keys): every shape's normalised point feature · every
-    class's text feature (a cosine under a normalising protocol); the argmax is the guess."""
+    class's text feature (a cosine under a normalising protocol); the argmax is the guess.
+    The shapes topped up are logged in one line under `label` (default: the benchmark's name;
+    the benchmark harness names the model too)."""
     protocol = get_protocol(config.protocol)
+    n_points = protocol_n_points(model, protocol)
     if text_features is None:
         text_features = cached_text_features(
             model,
@@ -169,7 +171,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
         task = progress.add_task(f"zero-shot {benchmark.name}", total=total)
         for points, batch_labels, batch_keys in iter_point_batches(
             benchmark,
-            protocol_n_points(model, protocol),
+            n_points,
             config.batch_size,
             config.limit,
             config.workers,
@@ -183,6 +185,7 @@ def score_benchmark(model, benchmark: Benchmark, config: ZeroShotConfig, text_fe
             progress.advance(task, len(batch_keys))
     if not keys:
         raise benchmark.no_shapes(f"{benchmark.name}: no shapes to evaluate")
+    log_topped_up(label or benchmark.name, benchmark.topped_up, len(keys), n_points)
     return np.concatenate(scores), np.concatenate(labels), keys
 
 
@@ -297,16 +300,16 @@ def zeroshot(
     seconds = time.perf_counter() - started
     audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     n_points = protocol_n_points(model, protocol)
-    log_topped_up(benchmark.name, benchmark.topped_up, len(keys), n_points)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     confusion = np.array(metrics.pop("confusion"))
-    colour = color_summary(benchmark, int(model.config["point_channels"]))
+    channels = int(model.config["point_channels"])
+    colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     metrics |= {
         "skipped_samples": benchmark.skipped(),
         "refused_outside_root": benchmark.refused(),  # of those: paths outside --root
         "topped_up_shapes": benchmark.topped_up,
-        **{k: v for k, v in colour.items() if k != "color"},  # shapes_without_color
+        **colour_numbers,
     }
     about = {
         "dataset": benchmark.name,
@@ -316,7 +319,7 @@ def zeroshot(
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
         "n_points": n_points,
         **model_identity(model, Path(checkpoint)),
-        "color": colour["color"],
+        **colour_about,
         "audit": audit,
     }
     out = Path(out)
@@ -325,8 +328,7 @@ def zeroshot(
     write_results(out, headline, about, per_class=per_class)
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(timing, indent=2) + "\n")
+    write_json(out / "run.json", timing)
     predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
     names = benchmark.classes
     rows = [

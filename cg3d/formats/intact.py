@@ -10,6 +10,7 @@ the pack stage's shards) recomputes a part that is not whole; a later stage that
 stops with a line naming the file and the stage that rebuilds it (`parquet_file`).
 """
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pyarrow as pa
@@ -60,6 +61,24 @@ def part_problem(path: Path) -> str | None:
         return parquet_problem(path)
     if suffix == ".tar":
         return tar_problem(path)
+    return None
+
+
+def schema_problem(
+    schema: pa.Schema, wanted: pa.Schema, optional: Collection[str] = ()
+) -> str | None:
+    """Why a Parquet file of `schema` cannot be read as `wanted` (a hand edit that dropped a
+    column or changed its type: a reshape or KeyError traceback further on), or None. A column
+    named in `optional` may be missing (files from before it existed), not of another type;
+    columns beyond `wanted` are the caller's to refuse or ignore."""
+    for want in wanted:
+        if want.name not in schema.names:
+            if want.name in optional:
+                continue
+            return f"no {want.name} column"
+        found = schema.field(want.name).type
+        if not found.equals(want.type):
+            return f"its {want.name} column holds {found}, not {want.type}"
     return None
 
 

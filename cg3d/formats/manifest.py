@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path, loads_json
-from cg3d.formats.intact import damaged, parquet_file
+from cg3d.formats.intact import damaged, parquet_file, schema_problem
 from cg3d.formats.tar import OBJECT_KEY
 
 MANIFEST_NAME = "manifest.parquet"
@@ -182,15 +182,9 @@ _CHECKED: set[tuple] = set()
 
 def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
     schema = parquet.schema_arrow.remove_metadata()
-    if not schema.equals(SCHEMA):
-        for want in SCHEMA:
-            if want.name not in schema.names:
-                return f"no {want.name} column"
-            if not schema.field(want.name).type.equals(want.type):
-                return (
-                    f"its {want.name} column holds {schema.field(want.name).type}, not {want.type}"
-                )
-        return f"its columns are not the manifest's: {', '.join(schema.names)}"
+    if not schema.equals(SCHEMA):  # exactly the manifest's columns: no more, no fewer
+        problem = schema_problem(schema, SCHEMA)
+        return problem or f"its columns are not the manifest's: {', '.join(schema.names)}"
     last = None  # the previous row group's last id
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group, list(REQUIRED))

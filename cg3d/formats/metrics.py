@@ -16,11 +16,10 @@ too (`cg3d.train.loop.publish`); an untracked, machine-dependent `run.json` (tim
 beside them.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
-from cg3d.files import atomic_path, loads_json
+from cg3d.files import loads_json, write_json
 
 METRICS_NAME = "metrics.json"
 ABOUT_NAME = "about.json"
@@ -47,9 +46,8 @@ def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> 
         raise ValueError(f"{METRICS_NAME}: {problem}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, values in ((ABOUT_NAME, about), (METRICS_NAME, numbers)):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(json.dumps(values, indent=2) + "\n")
+    write_json(out / ABOUT_NAME, about)
+    write_json(out / METRICS_NAME, numbers)
 
 
 def read_metrics(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -9,10 +9,52 @@ callers already turn into their one line) for either, naming the real cause.
 import io
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+
+@dataclass
+class NpyFile:
+    """An .npy file opened once: what its header declares, its size, and the open handle
+    (positioned just after the header)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    size: int  # bytes of the whole file
+    handle: BinaryIO
+
+    def array(self) -> np.ndarray:
+        """The array, refused with a ValueError when it holds objects (pickle) or its header
+        claims more bytes than follow it."""
+        if self.dtype.hasobject:
+            raise ValueError("it holds Python objects, which need pickle (never loaded)")
+        claimed = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+        follows = self.size - self.handle.tell()
+        if claimed > follows:
+            raise ValueError(
+                f"its header claims shape {self.shape} of {self.dtype} ({claimed} bytes), "
+                f"but {follows} bytes follow it"
+            )
+        self.handle.seek(0)
+        return np.load(self.handle, allow_pickle=False)
+
+
+@contextmanager
+def open_npy(path: Path) -> Iterator[NpyFile]:
+    """The .npy file at `path`, stat'ed and opened once and its header read: for a reader that
+    decides how to load it (an array, or a pickled object it allows) by what the header says.
+    ValueError when `path` is not a regular file or not .npy; a missing file is
+    FileNotFoundError, as np.load's."""
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):  # opening a FIFO waits for a writer forever
+        raise ValueError("not a regular file (a folder, FIFO or device)")
+    with open(path, "rb") as handle:
+        yield NpyFile(*_header(handle), status.st_size, handle)
 
 
 def read_npy(source: Path | bytes) -> np.ndarray:
@@ -20,22 +62,10 @@ def read_npy(source: Path | bytes) -> np.ndarray:
     the file is not a regular file, is not .npy, holds objects (pickle), or its header claims
     more bytes than follow it. A missing file is FileNotFoundError, as np.load's."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return _read_header_bounded(io.BytesIO(source), len(source))
-    if not stat.S_ISREG(os.stat(source).st_mode):  # opening a FIFO waits for a writer forever
-        raise ValueError("not a regular file (a folder, FIFO or device)")
-    with open(source, "rb") as handle:
-        return _read_header_bounded(handle, os.fstat(handle.fileno()).st_size)
-
-
-def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) that the header of .npy file `path` declares, nothing else read: for a
-    reader that decides how to load the file (a pickled object or an array) before it does.
-    ValueError when `path` is not a regular file or not .npy."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ValueError("not a regular file (a folder, FIFO or device)")
-    with open(path, "rb") as handle:
-        shape, dtype = _header(handle)
-    return shape, dtype
+        handle = io.BytesIO(source)
+        return NpyFile(*_header(handle), len(source), handle).array()
+    with open_npy(source) as npy:
+        return npy.array()
 
 
 def _header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
@@ -51,19 +81,3 @@ def _header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     return shape, dtype
-
-
-def _read_header_bounded(handle: BinaryIO, size: int) -> np.ndarray:
-    """The array of the .npy in `handle` (`size` bytes long), its header checked first."""
-    shape, dtype = _header(handle)
-    if dtype.hasobject:
-        raise ValueError("it holds Python objects, which need pickle (never loaded)")
-    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    follows = size - handle.tell()
-    if claimed > follows:
-        raise ValueError(
-            f"its header claims shape {shape} of {dtype} ({claimed} bytes), "
-            f"but {follows} bytes follow it"
-        )
-    handle.seek(0)
-    return np.load(handle, allow_pickle=False)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
-from cg3d.formats.intact import damaged, parquet_file
+from cg3d.formats.intact import damaged, parquet_file, schema_problem
 
 PART_SUFFIX = ".parquet"
 STAGE = "sample"  # the stage that writes (and rebuilds) the parts
@@ -81,13 +81,10 @@ def points_part(part: Path) -> pq.ParquetFile:
     """One part, its columns checked (a hand edit to list<int64> or a dropped column was a
     reshape traceback in pack and show): a DamagedFile naming it and the sample stage."""
     parquet = parquet_file(part, STAGE)
-    schema = parquet.schema_arrow
-    for want in SCHEMA:
-        if want.name == "has_color":  # parts from before the column existed lack it
-            continue
-        if want.name not in schema.names or not schema.field(want.name).type.equals(want.type):
-            found = schema.field(want.name).type if want.name in schema.names else "nothing"
-            raise damaged(part, f"its {want.name} column holds {found}, not {want.type}", STAGE)
+    # parts from before the has_color column existed lack it
+    problem = schema_problem(parquet.schema_arrow, SCHEMA, optional={"has_color"})
+    if problem:
+        raise damaged(part, problem, STAGE)
     return parquet
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.files import loads_json
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
 from cg3d.params import MAX_RESOLUTION, MAX_VIEWS
 
@@ -37,9 +38,9 @@ def loads_cameras(data: bytes) -> dict:
     to render.views' bound of views, each named, with a finite 3×3 K and 4×4 world_to_camera
     and numeric angles. CamerasError naming the first problem otherwise."""
     try:
-        cameras = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise CamerasError(f"not JSON ({type(error).__name__})") from None
+        cameras = loads_json(data)
+    except ValueError as error:  # nesting too deep included
+        raise CamerasError(f"not JSON ({error})") from None
     if not isinstance(cameras, dict):
         raise CamerasError("not an object")
     for key in ("width", "height"):
@@ -170,13 +171,11 @@ def check_cameras(part: Path | str, object_id: str, rendered: Rendered) -> None:
         ) from None
 
 
-def find_rendered(
-    renders_dir: Path, object_id: str, parts: Iterable[Path] | None = None
-) -> Rendered | None:
-    """The renders of one object from whichever part holds them, or None (one header walk
-    per part; only that object's members are read). `parts`: where to look, when the caller
-    has listed the folder already (or knows which parts hold the object); all parts if None."""
-    for part in render_parts(renders_dir) if parts is None else parts:
+def find_rendered(parts: Iterable[Path], object_id: str) -> Rendered | None:
+    """The renders of one object from whichever of `parts` holds them, or None (one header
+    walk per part; only that object's members are read). `parts`: `render_parts` of a folder,
+    or the ones a caller knows hold the object (`cg3d.render.show.locate`)."""
+    for part in parts:
         for _, rendered in read_render_part(part, only={object_id}):
             if rendered.cameras is not None:
                 return rendered

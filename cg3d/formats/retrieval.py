@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 
 FORMAT = "cg3d-index-1"
 RETRIEVAL_NAME = "retrieval.json"  # not index.json: the shard index's name
@@ -132,7 +132,7 @@ def read_retrieval(path: Path) -> dict:
             f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
         )
     try:
-        manifest = json.loads(file.read_text())
+        manifest = loads_json(file.read_text())
     except ValueError as error:  # UnicodeDecodeError included
         raise UsageError(f"{file}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, loads_json
 from cg3d.formats.npy import read_npy
 
 FORMAT = "cg3d-text-features-1"
@@ -69,7 +69,7 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
     try:
-        about = json.loads(names.read_text())
+        about = loads_json(names.read_text())
     except (OSError, ValueError) as error:
         raise UsageError(f"{OPTION}: {names} is not readable JSON ({error})") from None
     classes = about.get("classes") if isinstance(about, dict) else None

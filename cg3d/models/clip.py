@@ -44,6 +44,20 @@ class LoadedClip:
 
 
 RANDOM_WEIGHTS = {"kind": "random"}
+NO_WEIGHTS_LOADED = "none (random init)"  # about.json's clip_weights when CLIP holds none
+
+
+def clip_about(config: dict[str, Any]) -> dict[str, Any]:
+    """What an about.json says of a model's CLIP (training's and every eval's: one spelling):
+    the CLIP model, whether pretrained weights were loaded, and which: their name as given (an
+    open_clip tag or a file), or NO_WEIGHTS_LOADED when none were, also when the weights asked
+    for could not be had and CLIP fell back to a random init. `config`: a model's config."""
+    loaded = bool(config["clip_pretrained_loaded"])
+    return {
+        "clip_model": config["clip_model"],
+        "clip_pretrained": loaded,
+        "clip_weights": config["clip_pretrained"] if loaded else NO_WEIGHTS_LOADED,
+    }
 
 
 def weights_identity(pretrained: str) -> dict[str, str]:

@@ -87,8 +87,8 @@ def read_hub(folder: Path) -> dict[str, Any]:
     try:
         if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
             raise UsageError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES} bytes")
-        config = json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deep
+        config = loads_json((folder / CONFIG).read_text())
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, or nested too deep
         raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")

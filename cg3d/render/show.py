@@ -21,15 +21,12 @@ POINT_COLOUR = (230, 20, 60)
 
 
 def read_object(
-    renders_dir: Path, object_id: str, parts: list[Path] | None = None
+    renders_dir: Path, object_id: str, parts: list[Path]
 ) -> tuple[list[Image.Image], dict]:
-    """The views (in the cameras' order) and the cameras.json of one object, from `parts`
-    (`locate` gives the ones that hold it) or, if None, from whichever part of the folder."""
-    parts = render_parts(renders_dir) if parts is None else parts
-    if not parts:
-        raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
+    """The views (in the cameras' order) and the cameras.json of one object of `renders_dir`,
+    from `parts` (`locate` gives the id and the parts that hold it)."""
     try:
-        rendered = find_rendered(renders_dir, object_id, parts)
+        rendered = find_rendered(parts, object_id)
     except FormatError as error:
         raise UsageError(f"--renders: {error}") from None
     if rendered is None:
@@ -95,16 +92,12 @@ def sheet_path(out: Path, object_id: str) -> Path:
     return path
 
 
-def resolve_id(renders_dir: Path, query: str) -> str:
-    """The object id `query` names in `renders_dir`: the id itself, else the one id that starts
-    with it, else the one id that contains it (a name, as `chair-003`). UsageError listing a
-    few candidates when several match, or saying how to list the ids when none does."""
-    return locate(renders_dir, query)[0]
-
-
 def locate(renders_dir: Path, query: str) -> tuple[str, list[Path]]:
-    """`resolve_id`'s id, with the parts that hold it: the folder is listed once and each part's
-    headers walked once, and reading the object then opens only those parts."""
+    """The object id `query` names in `renders_dir`, with the parts that hold it. The id is the
+    query itself, else the one id that starts with it, else the one id that contains it (a
+    name, as `chair-003`); a UsageError lists a few candidates when several match, or says how
+    to list the ids when none does. The folder is listed once and each part's headers walked
+    once; reading the object then opens only the parts that hold it."""
     from cg3d.formats.renders import part_ids
 
     parts = render_parts(renders_dir)  # one glob: a folder of renders may hold many parts
@@ -119,7 +112,7 @@ def locate(renders_dir: Path, query: str) -> tuple[str, list[Path]]:
 
 
 def _match(ids: list[str], query: str, renders_dir: Path) -> str:
-    """The id of `ids` that `query` names (see `resolve_id`)."""
+    """The id of `ids` that `query` names (see `locate`)."""
     if query in ids:
         return query
     for matches in ([i for i in ids if i.startswith(query)], [i for i in ids if query in i]):
@@ -135,7 +128,7 @@ def _match(ids: list[str], query: str, renders_dir: Path) -> str:
 
 def show(object_id: str, renders_dir: Path, out: Path, points_dir: Path | None = None) -> Path:
     """Write the contact sheet of `object_id` (an id, a unique prefix of one or a unique part
-    of one: `resolve_id`) to `out` (a .png file or a folder); its path."""
+    of one: `locate`) to `out` (a .png file or a folder); its path."""
     object_id, parts = locate(renders_dir, object_id)  # the folder listed once, here
     path = sheet_path(out, object_id)
     views, cameras = read_object(renders_dir, object_id, parts)

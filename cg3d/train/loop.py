@@ -24,7 +24,6 @@ world size and the other numbers go to the untracked `OUT/run.json` (gitignored)
 """
 
 import itertools
-import json
 import math
 import os
 import random
@@ -39,9 +38,10 @@ import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, holds_lock, loads_json, output_lock
+from cg3d.files import holds_lock, loads_json, output_lock, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.models.checkpoint import save_checkpoint
+from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
@@ -264,9 +264,7 @@ def run_about(config: TrainConfig, model: CG3D, held_out_templates: str) -> dict
     """`OUT/about.json`: what was trained, from the params and the model (the same on any
     machine); `metrics_record` repeats it for the untracked run.json."""
     return {
-        "clip_model": config.clip_model,
-        "clip_pretrained": bool(model.config["clip_pretrained_loaded"]),
-        "clip_weights": config.clip_pretrained,
+        **clip_about(model.config),  # what was loaded, as every eval's about.json says it
         "encoder": config.encoder,
         "schedule": config.schedule,
         "held_out_templates": held_out_templates,
@@ -316,8 +314,7 @@ def write_epoch(
 
 
 def write_run_info(folder: Path, metrics: dict[str, Any]) -> None:
-    with atomic_path(folder / RUN_INFO) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(folder / RUN_INFO, metrics)
 
 
 def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:

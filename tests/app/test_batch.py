@@ -113,6 +113,18 @@ def test_embed_to_parquet_and_bad_out_before_loading(shapes, tmp_path, tiny_chec
     assert bad.exit_code != 0 and "--out" in str(bad.exception)
 
 
+@pytest.mark.parametrize("command", ["embed", "classify"])
+def test_an_out_whose_folder_is_a_file_is_one_line_before_the_model_loads(
+    shapes, tmp_path, command
+):
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" / "rows.parquet"
+    args = [command, str(shapes / "a.npy"), "--checkpoint", "no-such-checkpoint.pt"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code != 0
+    assert str(result.exception) == f"--out: {tmp_path / 'taken'} is a file, not a folder"
+
+
 def test_an_empty_file_is_said_before_the_model_loads(shapes):
     result = CliRunner().invoke(
         app, ["classify", str(shapes / "empty.obj"), "--checkpoint", "no-such-checkpoint.pt"]

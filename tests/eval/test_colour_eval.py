@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cg3d.eval.finetune import finetune
-from cg3d.eval.readers import COLOR_CONSTANT, COLOR_FROM_SHARDS
+from cg3d.eval.readers import COLOR_CONSTANT, COLOR_FROM_SHARDS, COLOR_NOT_SAMPLED
 from cg3d.eval.retrieval import retrieval
 from cg3d.eval.zeroshot import zeroshot
 from cg3d.params import FinetuneConfig, RetrievalConfig, ZeroShotConfig
@@ -71,6 +71,16 @@ def test_retrieval_and_finetune_feed_six_channels_and_say_so(
     result = finetune(colour_checkpoint, tmp_path / "f", tune)
     assert result["color"] == COLOR_FROM_SHARDS
     assert result["shapes_without_color"] == 0  # the test split: every object had colour
+
+
+def test_retrieval_of_a_colour_model_on_xyz_shards_says_the_constant_for_every_object(
+    colour_checkpoint, tmp_path
+):
+    fake_pipeline(tmp_path, per_class=2, shard_size=3, views=1, n=48)  # xyz: no rgb sampled
+    config = RetrievalConfig(split="train", batch_size=4, grid_queries=0)
+    metrics = retrieval(colour_checkpoint, tmp_path / "shards", tmp_path / "r", config)
+    assert metrics["color"] == COLOR_NOT_SAMPLED
+    assert metrics["shapes_without_color"] == metrics["n_objects"] > 0
 
 
 def test_scene_query_runs_a_colour_model_on_an_xyz_scene(colour_checkpoint, tmp_path):

@@ -208,3 +208,38 @@ def test_a_hostile_openshape_file_is_one_skipped_shape_and_nothing_is_unpickled_
     assert "000000aa.npy: its header claims shape (1000000000000, 3)" in logged
     assert "000100aa.npy: an object array of shape (2,), not a pickled dict" in logged
     assert "000200aa.npy: " in logged and "over the 50000 of an OpenShape file" in logged
+
+
+@pytest.mark.parametrize("stored", ["a pickled dict", "a plain array"])
+def test_an_openshape_file_is_stated_and_opened_once(tmp_path, monkeypatch, stored):
+    """Before: its header, its size and its load each stat'ed or opened the file again."""
+    import builtins
+    import os
+
+    from cg3d.eval.readers import read_openshape_npy
+
+    path = tmp_path / "shape.npy"
+    xyz = np.arange(30, dtype=np.float32).reshape(10, 3)
+    np.save(path, {"xyz": xyz} if stored == "a pickled dict" else xyz, allow_pickle=True)
+    calls = []
+    real_open, real_stat = builtins.open, os.stat
+
+    def opening(file, *args, **kwargs):
+        calls.append(("open", file))
+        return real_open(file, *args, **kwargs)
+
+    def stating(file, *args, **kwargs):
+        calls.append(("stat", file))
+        return real_stat(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", opening)
+    monkeypatch.setattr(os, "stat", stating)
+    if stored == "a pickled dict":
+        read, _ = read_openshape_npy(path)
+        np.testing.assert_array_equal(read, xyz)
+    else:  # read (bounded), then refused: OpenShape stores a dict
+        with pytest.raises(ValueError, match="not a dict with 'xyz'"):
+            read_openshape_npy(path)
+    monkeypatch.undo()
+    of_the_file = [kind for kind, file in calls if not isinstance(file, int) and Path(file) == path]
+    assert of_the_file == ["stat", "open"]

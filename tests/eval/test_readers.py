@@ -278,9 +278,10 @@ def test_benchmarks_without_colour_say_so_and_count_every_shape(tmp_path):
     for bench in sets:
         shapes = list(bench.shapes())
         assert all(shape.colors is None for shape in shapes), bench.name
-        summary = color_summary(bench, 6)
-        assert summary == {"color": COLOR_CONSTANT, "shapes_without_color": len(shapes)}
-        assert color_summary(bench, 3) == {"color": "not fed (the model takes xyz)"}
+        summary = color_summary(6, bench.color, bench.uncolored)
+        assert summary == ({"shapes_without_color": len(shapes)}, {"color": COLOR_CONSTANT})
+        xyz_only = color_summary(3, bench.color, bench.uncolored)
+        assert xyz_only == ({}, {"color": "not fed (the model takes xyz)"})
     # ModelNet's columns 3:6 are normals: never taken for colour
     assert sets[0].shapes().__next__().points.shape[1] == 6
 
@@ -306,4 +307,5 @@ def test_openshape_rgb_is_kept_scaled_from_0_255_and_a_file_without_it_is_counte
     np.testing.assert_allclose(colors["unit"], 0.25)
     np.testing.assert_allclose(colors["bytes"], 0.2)  # 51 / 255
     assert colors["none"] is None  # prepare_points gives it NO_COLOR, not OpenShape's 0.4
-    assert color_summary(bench, 6) == {"color": COLOR_FROM_BENCHMARK, "shapes_without_color": 1}
+    summary = color_summary(6, bench.color, bench.uncolored)
+    assert summary == ({"shapes_without_color": 1}, {"color": COLOR_FROM_BENCHMARK})

@@ -69,14 +69,19 @@ def test_finetune_counts_both_splits(tmp_path, tiny_checkpoint):
     assert saved["topped_up_shapes"] == 2 * TOPPED_UP
 
 
-def test_the_benchmark_result_counts_them(tmp_path, tiny_checkpoint):
+def test_the_benchmark_result_counts_them_and_its_line_names_the_model(
+    tmp_path, tiny_checkpoint, caplog
+):
     short_benchmark(tmp_path / "mn")
     args = ["benchmark", "--models", f"ours={tiny_checkpoint}", "--datasets", "modelnet40"]
     args += ["--roots", f"modelnet40={tmp_path / 'mn'}", "--out", str(tmp_path / "bench")]
-    result = CliRunner().invoke(app, [*args, "--text-cache", ""])
+    with caplog.at_level(logging.WARNING, logger="cg3d.eval.readers"):
+        result = CliRunner().invoke(app, [*args, "--text-cache", ""])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "bench" / "ours__modelnet40.json").read_text())
     assert saved["topped_up_shapes"] == TOPPED_UP
+    (line,) = topped_up_lines(caplog)  # several models score one dataset: the line says which
+    assert line.startswith("ours on modelnet40: 3 of 6 shapes"), line
 
 
 @pytest.mark.parametrize("points, topped_up", [(16, 4), (FED, 0)])

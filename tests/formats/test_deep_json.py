@@ -40,3 +40,28 @@ def test_a_deep_class_list_is_a_damaged_class_list(tmp_path):
 def test_a_deep_plan_file_counts_as_another_plans(tmp_path):
     (tmp_path / ".plan.json").write_text(DEEP)
     assert previous_plan_digest(tmp_path / ".plan.json") is None
+
+
+def test_deep_json_in_a_user_or_resume_file_is_its_readers_one_line(tmp_path):
+    """Before: RecursionError tracebacks (the LVIS split, a text-features sidecar, an index's
+    retrieval.json) and a benchmark resume that ended instead of recomputing the pair."""
+    import numpy as np
+
+    from cg3d.eval.benchmark import _finished
+    from cg3d.eval.readers import read_lvis_split
+    from cg3d.formats.retrieval import RETRIEVAL_NAME, read_retrieval
+    from cg3d.formats.textfeatures import read_text_features, sidecar, write_text_features
+
+    (tmp_path / "lvis.json").write_text(DEEP)
+    with pytest.raises(UsageError, match=r"lvis.json: not a readable LVIS .*nests too deep"):
+        read_lvis_split(tmp_path / "lvis.json")
+    features = tmp_path / "text.npy"
+    write_text_features(features, np.eye(2, dtype=np.float32), ["a", "b"])
+    sidecar(features).write_text(DEEP)
+    with pytest.raises(UsageError, match=r"is not readable JSON \(the JSON nests too deep\)"):
+        read_text_features(features)
+    (tmp_path / RETRIEVAL_NAME).write_text(DEEP)
+    with pytest.raises(UsageError, match=r"not readable JSON \(the JSON nests too deep\)"):
+        read_retrieval(tmp_path)
+    (tmp_path / "pair.json").write_text(DEEP)
+    assert _finished(tmp_path / "pair.json", "0" * 64, "cg3d", {"limit": 0}) is None

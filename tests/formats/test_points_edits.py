@@ -39,7 +39,12 @@ EDITS = {
         lambda t: t.set_column(1, "points", pa.array([[1] * 12] * 2, pa.list_(pa.int64()))),
         "its points column holds list<element: int64>, not list<item: float>",
     ),
-    "no n_points column": (lambda t: t.drop_columns(["n_points"]), "its n_points column holds"),
+    "no n_points column": (lambda t: t.drop_columns(["n_points"]), "(no n_points column)"),
+    # bool("no") is True: read as it was, this edit would give both objects colours
+    "has_color as text": (
+        lambda t: t.set_column(3, "has_color", pa.array(["no", "no"])),
+        "its has_color column holds string, not bool",
+    ),
 }
 
 
@@ -67,3 +72,10 @@ def test_whole_parts_of_every_width_still_read(tmp_path):
         write_points_part(part, ["a"], [cloud], [f"c{i}" for i in range(channels)])
         ((key, read),) = list(read_points_part(part))
         assert key == "a" and np.array_equal(read, cloud)
+
+
+def test_a_part_from_before_the_has_color_column_still_reads_as_without_colour(tmp_path):
+    part = part_with(tmp_path, lambda t: t.drop_columns(["has_color"]))
+    found = PointsLookup(part.parent).get_many(["a", "b"])
+    assert {key: stored.has_color for key, stored in found.items()} == {"a": False, "b": False}
+    assert np.array_equal(found["b"].points, np.ones((4, 3), np.float32))

@@ -22,6 +22,7 @@ from cg3d.formats.renders import (
     Rendered,
     find_rendered,
     read_render_part,
+    render_parts,
     write_render_part,
 )
 from cg3d.formats.renders import part_ids as render_part_ids
@@ -106,8 +107,8 @@ def test_render_part_round_trip(tmp_path):
     read = dict(read_render_part(tmp_path / "part-00000.tar"))
     assert read == objects
     assert render_part_ids(tmp_path / "part-00000.tar") == ["obj-a", "obj-b"]
-    assert find_rendered(tmp_path, "obj-b") == objects["obj-b"]
-    assert find_rendered(tmp_path, "obj-c") is None
+    assert find_rendered(render_parts(tmp_path), "obj-b") == objects["obj-b"]
+    assert find_rendered(render_parts(tmp_path), "obj-c") is None
 
 
 def test_a_render_member_without_a_dot_is_an_error_naming_it(tmp_path):

@@ -12,7 +12,7 @@ from cg3d.errors import UsageError
 from cg3d.formats.metrics import write_metrics
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.pipeline.inspect import inspect_folder
-from cg3d.render.show import resolve_id
+from cg3d.render.show import locate
 from tests.pipeline.fakes import CLASSES, fake_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
@@ -139,13 +139,13 @@ def test_show_takes_a_unique_prefix_or_part_of_an_id(tmp_path):
     rendered = Rendered({"view_00": b"png"}, b"{}")
     ids = ["modelnet-bench-0012", "modelnet-chair-0012", "modelnet-chair-0013"]
     write_render_part(renders / "part-00000.tar", {i: rendered for i in ids})
-    assert resolve_id(renders, "modelnet-chair-0013") == "modelnet-chair-0013"
-    assert resolve_id(renders, "modelnet-b") == "modelnet-bench-0012"  # a unique prefix
-    assert resolve_id(renders, "chair-0012") == "modelnet-chair-0012"  # a name inside the id
+    assert locate(renders, "modelnet-chair-0013")[0] == "modelnet-chair-0013"
+    assert locate(renders, "modelnet-b")[0] == "modelnet-bench-0012"  # a unique prefix
+    assert locate(renders, "chair-0012")[0] == "modelnet-chair-0012"  # a name inside the id
     with pytest.raises(UsageError, match="'modelnet-chair' matches 2 objects"):
-        resolve_id(renders, "modelnet-chair")
+        locate(renders, "modelnet-chair")
     with pytest.raises(UsageError, match="cg3d inspect .* --ids"):
-        resolve_id(renders, "sofa")
+        locate(renders, "sofa")
 
 
 def test_the_pack_bar_knows_its_total(tmp_path, capsys):
@@ -168,10 +168,10 @@ def test_show_lists_the_render_parts_once(tmp_path, monkeypatch):
     monkeypatch.setattr(
         Path, "glob", lambda self, pattern: globs.append(pattern) or real(self, pattern)
     )
-    assert resolve_id(renders, "sofa-3") == "a-sofa-3"  # found in the second part
+    assert locate(renders, "sofa-3") == ("a-sofa-3", [renders / "part-00001.tar"])
     assert len(globs) == 1
     with pytest.raises(UsageError, match="no part-"):
-        resolve_id(tmp_path, "sofa-3")
+        locate(tmp_path, "sofa-3")
     assert len(globs) == 2
 
 

@@ -117,7 +117,10 @@ CAMERA_EDITS = {
     "a ragged K": (setter("K", [[1, 2], [3]], 0), "view 0: K is not a finite 3×3"),
     "an azimuth as text": (setter("azimuth_deg", "north", 0), "view 0: azimuth_deg is not"),
     "not JSON": (lambda c: b"{", "its cameras.json not JSON"),
-    "nested 100,000 deep": (lambda c: b"[" * 100_000, "not JSON (RecursionError)"),
+    "nested 100,000 deep": (
+        lambda c: b"[" * 100_000,
+        "its cameras.json not JSON (the JSON nests too deep)",
+    ),
     "a view name that is no string": (setter("name", 3, 0), "view 0 is not an object with a name"),
     "views of another size": (setter("width", SIZE * 2), "view_00 is not 48×24"),
 }

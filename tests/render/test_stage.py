@@ -10,7 +10,7 @@ from cg3d.errors import UsageError
 from cg3d.formats.failures import read_failures
 from cg3d.params import RenderConfig
 from cg3d.render.cameras import project
-from cg3d.render.show import contact_sheet, read_object
+from cg3d.render.show import contact_sheet, locate, read_object
 from cg3d.render.stage import render_meshes
 from tests.render.helpers import sampled_points, write_meshes
 
@@ -104,7 +104,7 @@ def test_sampled_points_project_onto_the_object(rendered):
 
 def test_contact_sheet_shows_views_and_points(rendered):
     root, records, _, _, _ = rendered
-    views, cameras = read_object(root / "out", "lshape")
+    views, cameras = read_object(root / "out", *locate(root / "out", "lshape"))
     points = sampled_points(root / "meshes" / records[0].path, "y")
     plain = np.asarray(contact_sheet(views, cameras))
     dotted = np.asarray(contact_sheet(views, cameras, points))

@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,7 +176,7 @@ def kill_on_call(monkeypatch, target, name: str, call: int) -> None:
 KILL_POINTS = {
     "amid the curve rows": (Live, "log_metric", 9 + 4, 1),
     "after the curves, before the checkpoint": (loop, "save_checkpoint", 2, 1),
-    "after the checkpoint, before metrics.json": (loop, "atomic_path", 2, 2),
+    "after the checkpoint, before metrics.json": (loop, "write_json", 2, 2),  # run.json
 }
 
 
@@ -307,3 +308,27 @@ def test_a_diverged_epoch_stops_the_run_and_saves_nothing_of_it(tmp_path):
         fit(config, tmp_path, model, batches, make_batches(1, 8, seed=9))
     assert "train.encoder_lr" in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / ".resume/last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "asked, loaded, said",
+    [
+        ("none", False, "none (random init)"),
+        # asked for weights this machine could not fetch: CLIP fell back to a random init
+        ("openai", False, "none (random init)"),
+        ("openai", True, "openai"),
+    ],
+)
+def test_about_json_names_the_clip_weights_loaded_as_every_eval_does(asked, loaded, said):
+    """Training said `clip_weights: "none"` (the param), evals "none (random init)" (what was
+    loaded); a fallback to random weights was named by the tag it failed to fetch."""
+    from types import SimpleNamespace
+
+    from cg3d.eval.zeroshot import model_identity
+
+    config = {"clip_model": "CG3D-ViT-Micro-32", "clip_pretrained": asked, "encoder": "pointnet2"}
+    model = SimpleNamespace(config=config | {"clip_pretrained_loaded": loaded})
+    trained = loop.run_about(TrainConfig(clip_pretrained=asked), model, "cg3d (63)")
+    measured = model_identity(model, Path("last.pt"))
+    for about in (trained, measured):
+        assert (about["clip_weights"], about["clip_pretrained"]) == (said, loaded)

@@ -33,6 +33,7 @@ from cg3d.files import (
     atomic_path,
     file_sha256,
     inside_root,
+    loads_json,
     locks_out_dir,
     resolved_root,
 )
@@ -343,13 +344,11 @@ def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
         return dict(items)
 
     try:
-        return json.loads(
+        return loads_json(
             path.read_text(encoding="utf-8"), object_pairs_hook=pairs if unique_keys else None
         )
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"{option}: {path} is not valid JSON: {error}") from error
-    except RecursionError:  # `[[[[…` 100,000 deep: json recurses per level
-        raise UsageError(f"{option}: {path} is not valid JSON: it nests too deep") from None
+    except ValueError as error:  # not UTF-8, not JSON, or `[[[[…` 100,000 deep
+        raise UsageError(f"{option}: {path} is not valid JSON: {error}") from None
 
 
 @functools.lru_cache(maxsize=8)

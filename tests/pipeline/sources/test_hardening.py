@@ -365,5 +365,5 @@ def test_a_source_json_nested_too_deep_is_one_line(tmp_path, which):
     else:
         (tmp_path / "exclude.json").write_text(deep)
         config = MeshesConfig(per_class=1, workers=1, exclude=str(tmp_path / "exclude.json"))
-    with pytest.raises(UsageError, match=r"is not valid JSON: it nests too deep$"):
+    with pytest.raises(UsageError, match=r"is not valid JSON: the JSON nests too deep$"):
         build_manifest(config, tmp_path / "out")
