@@ -140,8 +140,10 @@ def _settings(config: ZeroShotConfig) -> dict[str, Any]:
     return {"limit": config.limit}
 
 
-def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | None:
-    """The pair's result when an earlier run wrote it for these weights and settings."""
+def _finished(path: Path, sha256: str, protocol: str, settings: dict, teacher: dict) -> dict | None:
+    """The pair's result when an earlier run wrote it for these weights and settings, naming
+    the same `teacher` (one written before the teacher named the CLIP weights loaded, not the
+    tag asked for, is recomputed rather than kept with a teacher never loaded)."""
     try:
         result = loads_json(path.read_text())
     except (OSError, ValueError):
@@ -152,6 +154,7 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict) -> dict | 
         and result.get("checkpoint_sha256") == sha256
         and result.get("protocol") == protocol
         and result.get("settings") == settings
+        and result.get("teacher") == teacher
     )
     return result if same else None
 
@@ -245,6 +248,7 @@ def _benchmark_model(
     """The rows of one model over every dataset (its weights loaded once, its towers lazily)."""
     from cg3d.files import file_sha256
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.clip import loaded_weights_name
     from cg3d.models.hub import model_sha256
 
     card = _card(entry.name)
@@ -263,7 +267,10 @@ def _benchmark_model(
         "protocol": protocol,
         "card": card.name if card else "",
         "encoder": model.config["encoder"],
-        "teacher": {"model": model.config["clip_model"], "pretrained": _teacher(model.config)},
+        "teacher": {
+            "model": model.config["clip_model"],
+            "pretrained": loaded_weights_name(model.config),
+        },
         "checkpoint_sha256": sha256,
     }
     rows = []
@@ -274,7 +281,7 @@ def _benchmark_model(
         settings = _settings(config) | {
             "text_features": file_sha256(text_file) if text_file else ""
         }
-        result = _finished(path, sha256, protocol, settings)
+        result = _finished(path, sha256, protocol, settings, about["teacher"])
         if result is not None:
             rows.append(_row(entry, dataset, card, "done (earlier run)", result))
             continue
@@ -292,11 +299,6 @@ def _benchmark_model(
             markup=False,
         )
     return rows
-
-
-def _teacher(config: dict) -> str:
-    weights = config.get("clip_weights") or {}
-    return weights.get("tag") or weights.get("name") or config.get("clip_pretrained", "")
 
 
 def _cell(value: Any) -> str:

@@ -60,6 +60,17 @@ def clip_about(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def loaded_weights_name(config: dict[str, Any]) -> str:
+    """The name of the CLIP weights a model's config says were loaded, for a record a user
+    reads (the benchmark's teacher, a hub card): the open_clip tag or the file's name, or
+    NO_WEIGHTS_LOADED (clip_about's spelling) when CLIP fell back to a random init; never the
+    tag asked for but not had. An older config with no identity names the weights it was given."""
+    if not config.get("clip_pretrained_loaded"):
+        return NO_WEIGHTS_LOADED
+    weights = config.get("clip_weights") or {}
+    return weights.get("tag") or weights.get("name") or str(config["clip_pretrained"])
+
+
 def weights_identity(pretrained: str) -> dict[str, str]:
     """How a checkpoint names the CLIP weights `pretrained` (a tag or a file) on any machine.
 

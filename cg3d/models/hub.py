@@ -36,11 +36,11 @@ def is_hub_folder(path: Path) -> bool:
 def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, Any]:
     """config.json of checkpoint dict `payload`; `card` (a ModelCard) fills what a checkpoint
     does not record: the up axis and normalisation of its training data, protocol, licence."""
-    from cg3d.models.clip import clip_embed_dim
+    from cg3d.models.clip import clip_embed_dim, loaded_weights_name
 
     config = payload["config"]
     weights = config.get("clip_weights") or {}
-    pretrained = weights.get("tag") or weights.get("name") or config["clip_pretrained"]
+    pretrained = loaded_weights_name(config)
     return {
         "format": HUB_FORMAT,
         "card": config.get("card") or (card.name if card else ""),

@@ -22,7 +22,7 @@ from cg3d.models.hub import export_hub
 from cg3d.models.model import build_model
 from cg3d.params import ZeroShotConfig
 from tests.eval.files import write_modelnet, write_scanobjectnn
-from tests.models.helpers import tiny_model_config
+from tests.models.helpers import save_fell_back_checkpoint, tiny_model_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -277,3 +277,23 @@ def test_a_set_of_few_classes_reports_no_top_k_at_or_above_its_class_count():
     metrics = benchmark_module.pair_metrics(scores, labels, ["a", "b", "c"])
     assert metrics["acc1"] == 0.25
     assert metrics["acc3"] is None and metrics["acc5"] is None  # every label is in a top 3
+
+
+def test_the_teacher_of_a_model_whose_clip_fell_back_to_random_is_no_tag(tmp_path):
+    """A run that asked for "openai" and fell back to a random CLIP: the result names no
+    OpenAI teacher (it used to name the tag it never loaded), in about.json's spelling."""
+    checkpoint = save_fell_back_checkpoint(tmp_path / "fell-back.pt")
+    write_modelnet(tmp_path / "mn", 40, per_class=1)
+    args = ["benchmark", "--models", f"fell-back={checkpoint}", "--datasets", "modelnet40"]
+    args += ["--roots", f"modelnet40={tmp_path / 'mn'}", "--out", str(tmp_path / "bench")]
+    run([*args, "--text-cache", "", "--batch-size", "8"])
+    result = json.loads((tmp_path / "bench" / "fell-back__modelnet40.json").read_text())
+    assert result["teacher"] == {"model": "CG3D-ViT-Micro-32", "pretrained": "none (random init)"}
+    assert result["pretrained"] == str(checkpoint)  # clip_benchmark's field: the weights scored
+    # a result written before, naming the tag asked for: recomputed, not kept as it was
+    stale = result | {"teacher": {"model": "CG3D-ViT-Micro-32", "pretrained": "openai"}}
+    (tmp_path / "bench" / "fell-back__modelnet40.json").write_text(json.dumps(stale))
+    run([*args, "--text-cache", "", "--batch-size", "8"])
+    assert table(tmp_path / "bench")[0]["status"] == "done"  # not "done (earlier run)"
+    result = json.loads((tmp_path / "bench" / "fell-back__modelnet40.json").read_text())
+    assert result["teacher"]["pretrained"] == "none (random init)"

@@ -64,4 +64,4 @@ def test_deep_json_in_a_user_or_resume_file_is_its_readers_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"not readable JSON \(the JSON nests too deep\)"):
         read_retrieval(tmp_path)
     (tmp_path / "pair.json").write_text(DEEP)
-    assert _finished(tmp_path / "pair.json", "0" * 64, "cg3d", {"limit": 0}) is None
+    assert _finished(tmp_path / "pair.json", "0" * 64, "cg3d", {"limit": 0}, {}) is None

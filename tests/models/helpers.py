@@ -1,16 +1,19 @@
 """The tiny model the tests build: random-init CLIP "CG3D-ViT-Micro-32" (32 px images, 64-d
 features) and a micro point transformer, in well under a second on a CPU."""
 
+import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from typer.testing import CliRunner
 
-from cg3d.models.checkpoint import write_payload
+from cg3d.models import clip as clip_module
+from cg3d.models.checkpoint import save_checkpoint, write_payload
 from cg3d.models.clip import load_clip
 from cg3d.models.encoders import build_encoder
-from cg3d.models.model import ModelConfig, model_config
+from cg3d.models.model import ModelConfig, build_model, model_config
 from cg3d.params import TrainConfig
 
 # The train params of the tiny model (the rest are TrainConfig's defaults).
@@ -35,6 +38,25 @@ def save_random_clip(path: Path, seed: int) -> Path:
         torch.manual_seed(seed)
         clip = load_clip("CG3D-ViT-Micro-32", "none")
     torch.save(clip.model.state_dict(), path)
+    return path
+
+
+def save_fell_back_checkpoint(path: Path) -> Path:
+    """A tiny model saved to `path` whose run asked for CLIP tag "openai" and, as on a machine
+    with no network, could not have it: CLIP fell back to a random init (its config still names
+    "openai" as clip_pretrained, the param). The tag check is what lets "openai" through for
+    the micro model (it has no tags); open_clip then finds no such weights, as offline."""
+    with (
+        mock.patch.object(clip_module, "check_clip_tag", lambda *_: None),
+        warnings.catch_warnings(),
+        torch.random.fork_rng(),
+    ):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(2)
+        model = build_model(tiny_model_config(n_points=64, clip_pretrained="openai"))
+    assert model.config["clip_pretrained"] == "openai"
+    assert model.config["clip_pretrained_loaded"] is False  # the fallback this stands for
+    save_checkpoint(path, model)
     return path
 
 

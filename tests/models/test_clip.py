@@ -3,7 +3,13 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.models.cards import get_card
-from cg3d.models.clip import RandomClipWarning, check_weights_named, load_clip, vit_tower
+from cg3d.models.clip import (
+    RandomClipWarning,
+    check_weights_named,
+    load_clip,
+    loaded_weights_name,
+    vit_tower,
+)
 from cg3d.models.peers import teacher_weights
 from cg3d.models.prompts import PromptedViT
 
@@ -84,3 +90,38 @@ def test_a_local_checkpoint_file_is_loaded_as_real_weights(clip, tmp_path):
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded.model.encode_image(images), clip.model.encode_image(images))
+
+
+@pytest.mark.parametrize(
+    "recorded, said",
+    [
+        # asked for a tag, fell back to random: never the tag
+        (
+            {"clip_pretrained_loaded": False, "clip_weights": {"kind": "random"}},
+            "none (random init)",
+        ),
+        (
+            {"clip_pretrained_loaded": True, "clip_weights": {"kind": "tag", "tag": "openai"}},
+            "openai",
+        ),
+        # a file is named by its name, which travels, not the path it was read from
+        (
+            {
+                "clip_pretrained_loaded": True,
+                "clip_weights": {
+                    "kind": "file",
+                    "name": "w.pt",
+                    "sha256": "0" * 64,
+                    "path": "/a/w.pt",
+                },
+            },
+            "w.pt",
+        ),
+        # an older checkpoint: loaded, no identity recorded, so the weights it was given
+        ({"clip_pretrained_loaded": True}, "openai"),
+        ({}, "none (random init)"),  # older still: nothing says weights were loaded
+    ],
+)
+def test_the_weights_named_are_those_loaded_not_those_asked_for(recorded, said):
+    config = {"clip_model": "ViT-B-32", "clip_pretrained": "openai"} | recorded
+    assert loaded_weights_name(config) == said

@@ -25,7 +25,12 @@ from cg3d.models.checkpoint import (
 )
 from cg3d.models.model import build_model
 from tests.models.helpers import export_hub_folder as export
-from tests.models.helpers import nested, save_random_clip, tiny_model_config
+from tests.models.helpers import (
+    nested,
+    save_fell_back_checkpoint,
+    save_random_clip,
+    tiny_model_config,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -96,6 +101,23 @@ def test_a_random_clip_model_stores_all_of_clip_and_needs_no_weights(tiny_checkp
     assert any(n.startswith("clip.transformer.") for n in names)
     folder, file = cg3d.load(tmp_path / "hub"), cg3d.load(tiny_checkpoint)
     assert np.array_equal(folder.embed_text(["a cone"]), file.embed_text(["a cone"]))
+
+
+def test_the_card_of_a_model_whose_clip_fell_back_to_random_names_no_tag(tmp_path):
+    """Asked for "openai", given a random CLIP: config.json, the card and the printed line say
+    what was loaded (they used to name "openai"); the identity still says random."""
+    checkpoint = save_fell_back_checkpoint(tmp_path / "fell-back.pt")
+    printed = export(checkpoint, tmp_path / "hub")
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert config["teacher"] == {
+        "model": "CG3D-ViT-Micro-32",
+        "pretrained": "none (random init)",
+        "weights": {"kind": "random"},
+    }
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "| teacher | `CG3D-ViT-Micro-32` / `none (random init)` (embedding 64) |" in card
+    assert "teacher CG3D-ViT-Micro-32/none (random init)," in printed
+    assert "openai" not in card + printed
 
 
 def test_a_broken_hub_folder_is_one_line_naming_the_file(tiny_checkpoint, tmp_path):
