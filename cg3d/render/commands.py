@@ -61,7 +61,8 @@ def show(
 
     folder = sheet_path(out, object_id).parent  # the folder the sheet goes into
     # The lock comes first (a second run is refused before any input is read) and makes the
-    # folder; an unknown id or a damaged part then leaves no empty folder behind.
+    # folder, checked by check_out_dir (a file there is one line naming --out); an unknown id
+    # or a damaged part then leaves no empty folder behind.
     with output_lock(folder):
         path = write_sheet(object_id, renders, out, points)
     print(f"wrote {path}")

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, check_out_dir
 from cg3d.formats.images import ImageError, open_image
 from cg3d.formats.points import find_points
 from cg3d.formats.renders import CamerasError, find_rendered, loads_cameras, render_parts
@@ -84,12 +84,11 @@ def contact_sheet(
 
 
 def sheet_path(out: Path, object_id: str) -> Path:
-    """`out` itself when it names a .png file, else `out/<id>.png` (a folder, made if missing)."""
+    """`out` itself when it names a .png file, else `out/<id>.png` (a folder, made if missing).
+    Its folder is checked by `check_out_dir`, the one output-folder check (`cg3d show` runs it
+    through `output_lock` before any input is read, `show` again where it writes)."""
     out = Path(out)
-    path = out if out.suffix.lower() == ".png" else out / f"{object_id}.png"
-    if path.parent.exists() and not path.parent.is_dir():
-        raise UsageError(f"--out: {path.parent} is not a folder")
-    return path
+    return out if out.suffix.lower() == ".png" else out / f"{object_id}.png"
 
 
 def locate(renders_dir: Path, query: str) -> tuple[str, list[Path]]:
@@ -134,7 +133,8 @@ def show(object_id: str, renders_dir: Path, out: Path, points_dir: Path | None =
     views, cameras = read_object(renders_dir, object_id, parts)
     points = read_points(points_dir, object_id) if points_dir is not None else None
     sheet = contact_sheet(views, cameras, points)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # made (and checked) only now: a refused call leaves no folder behind
+    check_out_dir(path.parent)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path

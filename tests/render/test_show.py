@@ -47,6 +47,32 @@ def test_show_writes_into_out_folder_or_file_not_the_working_directory(tmp_path,
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.parametrize("out", ["taken", "taken/sheet.png", "taken/deeper/sheet.png"])
+def test_an_out_whose_folder_is_a_file_is_check_out_dirs_one_line(tmp_path, out):
+    """The folder check is check_out_dir's, as every command's (show had its own twin, which
+    said only "is not a folder"), from the command and from `show` called directly."""
+    from cg3d.render.show import show
+
+    write_renders(tmp_path / "renders", "chair_1")
+    (tmp_path / "taken").write_text("a file where the folder goes")
+    before = tree(tmp_path)
+    command = ["show", "chair_1", "--renders", str(tmp_path / "renders")]
+    result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / out)])
+    with pytest.raises(UsageError) as called:
+        show("chair_1", tmp_path / "renders", tmp_path / out)
+    for error in (result.exception, called.value):
+        assert isinstance(error, UsageError), error
+        message = str(error)
+        assert "\n" not in message and message.startswith("--out: "), message
+        if out == "taken/deeper/sheet.png":  # the file is above the folder: mkdir's reason
+            assert (
+                message == f"--out: cannot write into {tmp_path / 'taken/deeper'}: Not a directory"
+            )
+        else:
+            assert message == f"--out: {tmp_path / 'taken'} is a file, not a folder"
+    assert tree(tmp_path) == before
+
+
 def test_show_requires_out():
     result = CliRunner().invoke(app, ["show", "chair_1", "--renders", "r"])
     assert result.exit_code == 2
