@@ -34,9 +34,8 @@ from cg3d.eval.readers import (
     COLOR_FROM_SHARDS,
     COLOR_NOT_SAMPLED,
     log_topped_up,
-    prepare_points,
+    prepare_counted,
     sample_shape,
-    tops_up,
 )
 from cg3d.eval.results import write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples, split_channels
@@ -57,7 +56,7 @@ class Features:
     keys: list[str]
     skipped: int = 0  # samples of the split left out as undecodable
     uncolored: int = 0  # objects without colour of their own (a colour model got NO_COLOR)
-    topped_up: int = 0  # objects with fewer points than fed (`readers.tops_up`)
+    topped_up: int = 0  # objects with fewer points than fed (`readers.prepare_counted`)
 
 
 @torch.no_grad()
@@ -89,17 +88,16 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
                 break
             shape = sample_shape(sample)  # xyz and rgb by the sample's layout
             uncolored += shape.colors is None
-            topped_up += tops_up(shape.points, n_points)
-            pending_points.append(
-                prepare_points(
-                    shape.points,
-                    n_points,
-                    seed=index,
-                    normalise=False,
-                    colors=shape.colors,
-                    point_channels=channels,
-                )
+            prepared, topped = prepare_counted(
+                shape.points,
+                n_points,
+                seed=index,
+                normalise=False,
+                colors=shape.colors,
+                point_channels=channels,
             )
+            topped_up += topped
+            pending_points.append(prepared)
             for view in sample["views"]:
                 pending_images.append(model.preprocess(view.convert("RGB")))
                 image_object.append(index)
