@@ -32,7 +32,7 @@ from cg3d.eval.readers import (
     color_summary,
     log_topped_up,
     open_benchmark,
-    prepare_points,
+    prepare_counted,
 )
 from cg3d.eval.results import per_class_rows, write_results
 from cg3d.params import FinetuneConfig
@@ -60,7 +60,7 @@ def load_split(
         if keep is None or index in keep:
             up, normalise = benchmark.up_axis, not benchmark.normalised
             compute = partial(
-                prepare_points,
+                prepare_counted,
                 shape.points,
                 n_points,
                 up,
@@ -69,7 +69,7 @@ def load_split(
                 shape.colors,
                 point_channels,
             )
-            if (prepared := benchmark.prepared(compute, shape, n_points)) is not None:
+            if (prepared := benchmark.prepared(compute, shape.key)) is not None:
                 points.append(prepared)
                 labels.append(shape.label)
     if not points:

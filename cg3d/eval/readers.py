@@ -135,8 +135,8 @@ class Benchmark:
     def __post_init__(self) -> None:
         """Each pass over `shapes` counts the shapes without colour of their own, and starts
         `topped_up` and `unusable` afresh: the shapes of the pass that whoever prepares them
-        (zero-shot, fine-tuning) found short of the model's points (`tops_up`), or could not
-        use at all (`skip`). `skipped()` counts the reader's skipped shapes and the unusable."""
+        (zero-shot, fine-tuning) found short of the model's points (`prepare_counted`), or could
+        not use at all (`skip`). `skipped()` counts the reader's skipped shapes and the unusable."""
         produce, read_skipped = self.shapes, self.skipped
         self.uncolored, self.topped_up, self.unusable = 0, 0, 0
         self.unusable_reasons: set[str] = set()
@@ -167,18 +167,18 @@ class Benchmark:
             )
 
     def prepared(
-        self, compute: Callable[[], np.ndarray], shape: Shape, n_points: int
+        self, compute: Callable[[], tuple[np.ndarray, bool]], key: str
     ) -> np.ndarray | None:
-        """`compute()`, the prepared points of `shape`, or None when it cannot be prepared (no
-        finite point, all points at one place): then it is skipped and counted (`skip`), as the
-        readers skip an unreadable file, and the evaluation goes on. Shapes used and topped up
-        are counted in `topped_up`."""
+        """The prepared points of shape `key` that `compute()` (`prepare_counted`) gives, or
+        None when it cannot be prepared (no finite point, all points at one place): then it is
+        skipped and counted (`skip`), as the readers skip an unreadable file, and the
+        evaluation goes on. Shapes used and topped up are counted in `topped_up`."""
         try:
-            points = compute()
+            points, topped_up = compute()
         except ValueError as error:
-            self.skip(shape.key, str(error))
+            self.skip(key, str(error))
             return None
-        self.topped_up += tops_up(shape.points, n_points)
+        self.topped_up += topped_up
         return points
 
     def no_shapes(self, message: str) -> UsageError:
@@ -201,17 +201,9 @@ def color_summary(
     return {"shapes_without_color": uncolored}, {"color": color}
 
 
-def tops_up(points: np.ndarray, n_points: int) -> bool:
-    """Whether `prepare_points` tops this cloud up: it has fewer finite points than the
-    `n_points` fed, so some are repeated (random ones under our protocol, one point under
-    pointnet2_ops' FPS of the public ones, `cg3d.eval.protocols`)."""
-    xyz = np.asarray(points)[:, :3]
-    return int(np.isfinite(xyz).all(axis=1).sum()) < n_points
-
-
 def log_topped_up(what: str, topped_up: int, shapes: int, n_points: int) -> None:
-    """One line per run (not one per shape) when some shapes were topped up (`tops_up`); the
-    metrics count them as `topped_up_shapes`."""
+    """One line per run (not one per shape) when some shapes were topped up
+    (`prepare_counted`); the metrics count them as `topped_up_shapes`."""
     if topped_up:
         log.warning(
             "%s: %d of %d shapes had fewer than %d points and were topped up by repeating "
@@ -240,12 +232,33 @@ def prepare_points(
     `normalise=False` keeps coordinates as they are (shapes already in our frame, whose
     normalisation came from the mesh vertices, which the points alone cannot reproduce).
     """
+    args = (up_axis, seed, normalise, colors, point_channels, protocol)
+    return prepare_counted(points, n_points, *args)[0]
+
+
+def prepare_counted(
+    points: np.ndarray,
+    n_points: int,
+    up_axis: str = "y",
+    seed: int = 0,
+    normalise: bool = True,
+    colors: np.ndarray | None = None,
+    point_channels: int = 3,
+    protocol: Protocol = CG3D,
+) -> tuple[np.ndarray, bool]:
+    """`prepare_points`, and whether it topped the cloud up: fewer finite points (xyz) than
+    the `n_points` fed, so some are repeated (random ones under our protocol, one point under
+    pointnet2_ops' FPS of the public ones, `cg3d.eval.protocols`). One call gives both, so a
+    pool worker returns the count with the points and its caller keeps no raw cloud."""
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
+    finite = np.isfinite(xyz).all(axis=1)
+    topped_up = int(finite.sum()) < n_points  # the cloud's own points, whatever its colours
     if point_channels == 6:
         constant = (protocol.constant_color,) * 3
         rgb = constant if colors is None else np.asarray(colors, dtype=np.float64)
         xyz = np.concatenate([xyz, np.broadcast_to(rgb, xyz.shape)], axis=1)
-    xyz = xyz[np.isfinite(xyz).all(axis=1)]  # rgb rides along as columns 3:6
+        finite &= np.isfinite(xyz[:, 3:]).all(axis=1)
+    xyz = xyz[finite]  # rgb rides along as columns 3:6
     if len(xyz) == 0:
         raise ValueError("empty: no finite points")
     xyz[:, :3] = to_model_axes(xyz[:, :3], up_axis, protocol.up_axis)
@@ -257,13 +270,13 @@ def prepare_points(
         xyz[:, :3] = normalize(xyz[:, :3], centre, scale)
     if protocol.fps_start == "first":
         xyz = xyz[pointnet2_fps(xyz[:, :3], n_points)]
-        return np.ascontiguousarray(xyz, dtype=np.float32)
+        return np.ascontiguousarray(xyz, dtype=np.float32), topped_up
     rng = np.random.default_rng(seed)
     if len(xyz) > n_points:
         xyz = xyz[farthest_point_sample(xyz[:, :3], n_points, int(rng.integers(len(xyz))))]
     elif len(xyz) < n_points:
         xyz = np.concatenate([xyz, xyz[rng.integers(len(xyz), size=n_points - len(xyz))]])
-    return np.ascontiguousarray(xyz, dtype=np.float32)
+    return np.ascontiguousarray(xyz, dtype=np.float32), topped_up
 
 
 def to_model_axes(xyz: np.ndarray, up_axis: str, model_up: str = "y") -> np.ndarray:

@@ -35,9 +35,8 @@ from cg3d.eval.readers import (
     COLOR_NOT_SAMPLED,
     color_summary,
     log_topped_up,
-    prepare_points,
+    prepare_counted,
     sample_shape,
-    tops_up,
 )
 from cg3d.eval.results import write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
@@ -61,7 +60,7 @@ class Features:
     # where a colour model's rgb came from: the split's layout (its first sample's: a pack
     # writes one layout for all), as the shards benchmark says it
     color: str = COLOR_NOT_SAMPLED
-    topped_up: int = 0  # objects with fewer points than fed (`readers.tops_up`)
+    topped_up: int = 0  # objects with fewer points than fed (`readers.prepare_counted`)
 
 
 @torch.no_grad()
@@ -96,17 +95,16 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
             if index == 0 and "r" in sample["channels"]:
                 color = COLOR_FROM_SHARDS
             uncolored += shape.colors is None
-            topped_up += tops_up(shape.points, n_points)
-            pending_points.append(
-                prepare_points(
-                    shape.points,
-                    n_points,
-                    seed=index,
-                    normalise=False,
-                    colors=shape.colors,
-                    point_channels=channels,
-                )
+            prepared, topped = prepare_counted(
+                shape.points,
+                n_points,
+                seed=index,
+                normalise=False,
+                colors=shape.colors,
+                point_channels=channels,
             )
+            topped_up += topped
+            pending_points.append(prepared)
             for view in sample["views"]:
                 pending_images.append(model.preprocess(view.convert("RGB")))
                 image_object.append(index)

@@ -50,7 +50,7 @@ from cg3d.eval.readers import (
     color_summary,
     log_topped_up,
     open_benchmark,
-    prepare_points,
+    prepare_counted,
 )
 from cg3d.eval.results import per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path, write_json
@@ -86,25 +86,26 @@ def prepared_shapes(
     workers = bound_workers(workers, jobs=total) if workers > 1 else workers
     if workers <= 1:
         for index, shape in enumerate(shapes):
-            compute = functools.partial(prepare_points, *arguments(index, shape))
-            prepared = benchmark.prepared(compute, shape, n_points)
-            if prepared is not None:
+            compute = functools.partial(prepare_counted, *arguments(index, shape))
+            if (prepared := benchmark.prepared(compute, shape.key)) is not None:
                 yield prepared, shape.label, shape.key
         return
+    # The window holds what the answer needs (future, label, key), not the shapes: a worker
+    # returns the topped-up count with the points, so no raw cloud waits here for it.
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(prepare_points, *arguments(index, shape))
-            window.append((future, shape))
+            future = pool.submit(prepare_counted, *arguments(index, shape))
+            window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
-                future, shape = window.popleft()
-                if (prepared := benchmark.prepared(future.result, shape, n_points)) is not None:
-                    yield prepared, shape.label, shape.key
+                future, label, key = window.popleft()
+                if (prepared := benchmark.prepared(future.result, key)) is not None:
+                    yield prepared, label, key
         while window:
-            future, shape = window.popleft()
-            if (prepared := benchmark.prepared(future.result, shape, n_points)) is not None:
-                yield prepared, shape.label, shape.key
+            future, label, key = window.popleft()
+            if (prepared := benchmark.prepared(future.result, key)) is not None:
+                yield prepared, label, key
 
 
 def iter_point_batches(

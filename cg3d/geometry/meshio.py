@@ -772,7 +772,8 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
 
 
 def check_gltf(document: dict) -> None:
-    """The structural check of a glTF file: required extensions read, some triangles."""
+    """The structural check of a glTF file: required extensions read, every index names an
+    item that exists and the nodes form no cycle (`check_gltf_references`), some triangles."""
     required = set(document.get("extensionsRequired", []))
     unread = sorted(required - GLTF_EXTENSIONS_READ)
     if unread:
@@ -780,6 +781,7 @@ def check_gltf(document: dict) -> None:
             "unsupported_format",
             f"the file requires the glTF extension {', '.join(unread)}, not read here",
         )
+    check_gltf_references(document)
     modes = [
         primitive.get("mode", 4)
         for mesh in document.get("meshes", [])
@@ -791,6 +793,94 @@ def check_gltf(document: dict) -> None:
         if all(mode == 0 for mode in modes):
             raise MeshError("no_faces", "a point cloud (glTF POINTS primitives, no faces)")
         raise MeshError("no_faces", "the file holds only lines or points, no faces")
+
+
+def check_gltf_references(document: dict) -> None:
+    """Every index Blender's importer follows names an item the file has, and the nodes form
+    trees: a primitive's attributes, indices and morph targets name accessors; a node its
+    mesh, skin and children; a skin its joints, skeleton and inverse bind matrices; an
+    animation its samplers' accessors and its channels' samplers and nodes; a scene its nodes;
+    `scene` a scene. Without this check such a file passes the meshes stage and fails later in
+    Blender's import, as a failure row of sample and render that names only the importer's
+    error. Iterative: a cycle in `children` (which a recursive walk would follow forever) or a
+    chain of a million nodes recurses nowhere."""
+    accessors = len(_gltf_list(document, "accessors"))
+    meshes = _gltf_list(document, "meshes")
+    nodes = _gltf_list(document, "nodes")
+    skins = _gltf_list(document, "skins")
+    for m, mesh in enumerate(meshes):
+        for p, primitive in enumerate(_gltf_list(mesh, "primitives", f"mesh {m} primitives")):
+            what = f"mesh {m} primitive {p}"
+            named = [("attribute", _gltf_dict(primitive, "attributes", what))]
+            targets = _gltf_list(primitive, "targets", f"{what} targets")
+            named += [(f"morph target {t}", target) for t, target in enumerate(targets)]
+            for part, attributes in named:
+                for name, index in attributes.items():
+                    _gltf_index(index, accessors, f"{what} {part} {name}", "accessor")
+            if "indices" in primitive:
+                _gltf_index(primitive["indices"], accessors, f"{what} indices", "accessor")
+    children = []
+    for n, node in enumerate(nodes):
+        for key, items in (("mesh", meshes), ("skin", skins)):
+            if key in node:
+                _gltf_index(node[key], len(items), f"node {n}", key)
+        kids = _gltf_indices(node, "children", len(nodes), f"node {n} children", "node")
+        children.append(kids)
+    for k, skin in enumerate(skins):
+        _gltf_indices(skin, "joints", len(nodes), f"skin {k} joints", "node")
+        if "skeleton" in skin:
+            _gltf_index(skin["skeleton"], len(nodes), f"skin {k} skeleton", "node")
+        if "inverseBindMatrices" in skin:
+            what = f"skin {k} inverseBindMatrices"
+            _gltf_index(skin["inverseBindMatrices"], accessors, what, "accessor")
+    for a, animation in enumerate(_gltf_list(document, "animations")):
+        samplers = _gltf_list(animation, "samplers", f"animation {a} samplers")
+        for number, sampler in enumerate(samplers):
+            for key in ("input", "output"):
+                what = f"animation {a} sampler {number} {key}"
+                _gltf_index(sampler.get(key), accessors, what, "accessor")
+        for number, channel in enumerate(
+            _gltf_list(animation, "channels", f"animation {a} channels")
+        ):
+            what = f"animation {a} channel {number}"
+            _gltf_index(channel.get("sampler"), len(samplers), what, "sampler")
+            target = _gltf_dict(channel, "target", what)
+            if "node" in target:
+                _gltf_index(target["node"], len(nodes), what, "node")
+    scenes = _gltf_list(document, "scenes")
+    for number, scene in enumerate(scenes):
+        _gltf_indices(scene, "nodes", len(nodes), f"scene {number}", "node")
+    if "scene" in document:
+        _gltf_index(document["scene"], len(scenes), "document's scene", "scene")
+    looped = _node_in_cycle(children)
+    if looped is not None:
+        raise MeshError(
+            "unreadable", f"glTF node {looped} is its own descendant (a cycle in children)"
+        )
+
+
+def _node_in_cycle(children: list[list[int]]) -> int | None:
+    """A node on a cycle of `children` (node → its children's indices), or None: a depth-first
+    walk with its own stack, not Python's, so no depth of nesting recurses."""
+    unseen, on_path, done = 0, 1, 2
+    state = [unseen] * len(children)
+    for start in range(len(children)):
+        if state[start] != unseen:
+            continue
+        state[start] = on_path
+        stack = [(start, iter(children[start]))]
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                state[node] = done
+                stack.pop()
+            elif state[child] == on_path:
+                return child
+            elif state[child] == unseen:
+                state[child] = on_path
+                stack.append((child, iter(children[child])))
+    return None
 
 
 # glTF accessor layouts: bytes per component, components per element.
@@ -838,11 +928,35 @@ def _glb_bin_length(path: Path) -> int:
     return struct.unpack_from("<I", chunk)[0]
 
 
-def _gltf_list(document: dict, key: str) -> list:
+def _gltf_list(document: dict, key: str, what: str | None = None) -> list:
+    """`document[key]`, a list of objects (none when absent); `what` names it in the error."""
     items = document.get(key, [])
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise MeshError("unreadable", f"glTF {key} is not a list of objects")
+        raise MeshError("unreadable", f"glTF {what or key} is not a list of objects")
     return items
+
+
+def _gltf_dict(item: dict, key: str, what: str) -> dict:
+    """`item[key]`, an object (empty when absent)."""
+    value = item.get(key, {})
+    if not isinstance(value, dict):
+        raise MeshError("unreadable", f"glTF {what}: {key} is not an object")
+    return value
+
+
+def _gltf_index(value: object, count: int, what: str, kind: str) -> int:
+    """`value`, an index below `count`, else MeshError: `what` names a `kind` that is absent."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
+        raise MeshError("unreadable", f"glTF {what} names {kind} {value!r}, which is absent")
+    return value
+
+
+def _gltf_indices(item: dict, key: str, count: int, what: str, kind: str) -> list[int]:
+    """`item[key]`, a list of indices below `count` (empty when absent)."""
+    values = item.get(key, [])
+    if not isinstance(values, list):
+        raise MeshError("unreadable", f"glTF {what}: {key} is not a list")
+    return [_gltf_index(value, count, what, kind) for value in values]
 
 
 def _gltf_int(item: dict, key: str, what: str, default: int | None = None) -> int:

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,11 +70,15 @@ def checkpoint_payload(model: CG3D, embed_clip: bool = False) -> dict[str, Any]:
     stored (random, or `embed_clip`), else the trained part only, with no tower built."""
     full_clip = embed_clip or not model.config["clip_pretrained_loaded"]
     state = model.open_towers().state_dict() if full_clip else model.trainable_state()
+    # The towers first, as a model built whole lists them: a model loaded from a checkpoint
+    # opens its towers after its point encoder (a resumed run), and the same weights must give
+    # the same bytes (sorted() is stable: each side keeps its own order).
+    ordered = sorted(state.items(), key=lambda item: _is_point_side(item[0]))
     return {
         "format": FORMAT,
         "config": model.config,
         "full_clip": full_clip,
-        "model": {name: tensor.detach().cpu() for name, tensor in state.items()},
+        "model": {name: tensor.detach().cpu() for name, tensor in ordered},
     }
 
 
@@ -90,11 +95,27 @@ def write_payload(path: Path, payload: dict[str, Any]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         writer = _WriteErrors(handle)
         try:
-            torch.save(payload, writer)
+            torch.save(_canonical(payload), writer)
         except RuntimeError:
             if writer.error is None:
                 raise
             raise writer.error from None  # atomic_path names `path` in it, for one line
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with every dict, list and tuple rebuilt and every string interned.
+
+    Pickle writes an object it met before as a reference to it, so the bytes depend on which
+    equal strings and containers happen to be one object: a resumed run's, whose config was
+    read back from its checkpoint, are not the fresh run's. Rebuilt so, equal values pickle
+    alike, and the same run gives the same bytes however often it was stopped."""
+    if type(value) is str:  # exact types: a subclass (torch.Size, a named tuple) stays as is
+        return sys.intern(value)
+    if type(value) is dict:
+        return {_canonical(key): _canonical(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_canonical(item) for item in value)
+    return value
 
 
 class _WriteErrors:
@@ -411,7 +432,9 @@ def model_from_checkpoint(
             RandomClipWarning,
             stacklevel=3,
         )
-    model.config = ADDED_KEYS | payload["config"]  # an old checkpoint's, completed
+    # an old checkpoint's, completed; the stored order kept (a resumed run saves the same bytes)
+    added = {key: value for key, value in ADDED_KEYS.items() if key not in payload["config"]}
+    model.config = payload["config"] | added
     return model
 
 

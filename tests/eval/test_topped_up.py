@@ -95,3 +95,44 @@ def test_retrieval_counts_objects_with_fewer_points_than_fed(
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["n_objects"] == 4 and saved["topped_up_shapes"] == topped_up
     assert len(topped_up_lines(caplog)) == (1 if topped_up else 0)
+
+
+def counted_benchmark(sizes: list[int], live: list[int]):
+    """A benchmark of clouds of `sizes` points (the first one also with a NaN row: three
+    finite points fewer); `live[0]` counts its Shapes not yet freed."""
+    import weakref
+
+    from cg3d.eval.readers import Benchmark, Shape
+
+    def shapes():
+        rng = np.random.default_rng(0)
+        for index, n in enumerate(sizes):
+            points = rng.normal(size=(n, 3))
+            if index == 0:
+                points[:3] = np.nan
+            shape = Shape(key=f"s{index}", points=points, label=index % 2)
+            live[0] += 1
+            weakref.finalize(shape, lambda: live.__setitem__(0, live[0] - 1))
+            yield shape
+
+    return Benchmark("counted", "test", ["a", "b"], len(sizes), shapes)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_zero_shots_pool_counts_topped_up_shapes_and_holds_no_whole_shape(workers):
+    from cg3d.eval.zeroshot import prepared_shapes
+
+    # FED + 2 points, three of them NaN: FED - 1 finite, topped up; then 40 above, 24 short
+    sizes = [FED + 2] + [FED + 8] * 40 + [FED - 1] * 24
+    live = [0]
+    bench = counted_benchmark(sizes, live)
+    most_alive, got = 0, []
+    for points, label, key in prepared_shapes(bench, FED, workers=workers):
+        most_alive = max(most_alive, live[0])
+        assert points.shape == (FED, 3) and np.isfinite(points).all()
+        got.append((key, label))
+    assert got == [(f"s{i}", i % 2) for i in range(len(sizes))]  # in order, none skipped
+    assert bench.topped_up == 1 + 24
+    # the window of 8 × workers shapes in flight keeps their (future, label, key), not the
+    # Shapes with their raw clouds: at most the one being handed to the pool is alive
+    assert most_alive <= 1

@@ -1,0 +1,151 @@
+"""A glTF whose indices name items it does not have (a primitive's attribute or indices, a
+node's mesh, a scene's node), or whose nodes loop through `children`, is one failure row of
+`cg3d meshes` naming the cause. Before, such a file passed the meshes stage and failed in
+Blender's import, as failure rows of sample and render. The broken files are Blender-exported
+ones with one index edited; the exported files themselves pass unchanged."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from cg3d.formats.manifest import read_manifest
+from cg3d.geometry.meshio import MeshError, check_geometry
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.pipeline.test_gltf_sizes import TRIANGLE_BYTES, VIEW, gltf, positions, write
+from tests.render.gltf_files import _glb, blender_file
+
+EXPORTED = ("skinned", "instanced", "draco")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("exported")
+    return {kind: blender_file(kind, folder / f"{kind}.glb") for kind in EXPORTED}
+
+
+def read_glb(path: Path) -> tuple[dict, bytes]:
+    """(JSON document, BIN chunk) of a GLB with one binary chunk, by the spec's layout."""
+    data = path.read_bytes()
+    length = struct.unpack_from("<I", data, 12)[0]
+    (binary_length,) = struct.unpack_from("<I", data, 20 + length)
+    binary = data[20 + length + 8 : 20 + length + 8 + binary_length]
+    return json.loads(data[20 : 20 + length]), binary
+
+
+def absent_attribute(document: dict) -> str:
+    absent = len(document["accessors"])
+    document["meshes"][0]["primitives"][0]["attributes"]["NORMAL"] = absent
+    return f"glTF mesh 0 primitive 0 attribute NORMAL names accessor {absent}, which is absent"
+
+
+def absent_indices(document: dict) -> str:
+    absent = len(document["accessors"]) + 5
+    document["meshes"][0]["primitives"][0]["indices"] = absent
+    return f"glTF mesh 0 primitive 0 indices names accessor {absent}, which is absent"
+
+
+def absent_mesh(document: dict) -> str:
+    number = next(n for n, node in enumerate(document["nodes"]) if "mesh" in node)
+    document["nodes"][number]["mesh"] = len(document["meshes"])
+    return f"glTF node {number} names mesh {len(document['meshes'])}, which is absent"
+
+
+def cycle(document: dict) -> str:
+    # a child names its parent among its own children: parent → child → parent
+    nodes = document["nodes"]
+    parent = next(n for n, node in enumerate(nodes) if node.get("children"))
+    child = nodes[parent]["children"][0]
+    nodes[child].setdefault("children", []).append(parent)
+    return "(a cycle in children)"
+
+
+def absent_scene_node(document: dict) -> str:
+    absent = len(document["nodes"])
+    document["scenes"][0]["nodes"].append(absent)
+    return f"glTF scene 0 names node {absent}, which is absent"
+
+
+# name: (the exported file edited, the edit, which returns the reason it must give)
+BROKEN = {
+    "attribute": ("skinned", absent_attribute),
+    "indices": ("instanced", absent_indices),
+    "node_mesh": ("instanced", absent_mesh),
+    "cycle": ("skinned", cycle),
+    "scene_node": ("draco", absent_scene_node),
+}
+
+
+@pytest.mark.blender
+def test_structure_errors_are_failure_rows_of_cg3d_meshes_and_exported_files_pass(
+    exported, tmp_path
+):
+    root = tmp_path / "in"
+    (root / "thing").mkdir(parents=True)
+    reasons = {}
+    for name, (kind, edit) in BROKEN.items():
+        document, binary = read_glb(exported[kind])
+        reasons[f"{name}.glb"] = edit(document)
+        (root / "thing" / f"{name}.glb").write_bytes(_glb(document, binary))
+    for kind, path in exported.items():
+        (root / "thing" / f"{kind}.glb").write_bytes(path.read_bytes())
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    rows = {Path(row.path).name: row for row in read_manifest(tmp_path / "out")}
+    assert sorted(rows) == sorted([*reasons, *(f"{kind}.glb" for kind in EXPORTED)])
+    for kind in EXPORTED:  # skinned, instanced (one mesh, four nodes) and Draco stay good
+        assert rows[f"{kind}.glb"].status == "ok", rows[f"{kind}.glb"].error
+    for name, reason in reasons.items():
+        assert rows[name].status == "unreadable", (name, rows[name].error)
+        assert reason in rows[name].error and "\n" not in rows[name].error
+
+
+def chain(length: int, loop: bool) -> dict:
+    """A triangle under a chain of `length` nodes, each the only child of the one before;
+    with `loop`, the last names the first among its children."""
+    document = gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)
+    nodes = [{"children": [n + 1]} for n in range(length - 1)] + [{"mesh": 0}]
+    if loop:
+        nodes[-1]["children"] = [0]
+    document["nodes"] = nodes
+    return document
+
+
+def test_a_deep_chain_passes_and_a_deep_cycle_is_named_without_recursing(tmp_path):
+    # 200,000 levels: far past Python's recursion limit, so a recursive walk would fail
+    check_geometry(write(tmp_path, chain(200_000, loop=False), "chain.gltf"))
+    with pytest.raises(MeshError) as caught:
+        check_geometry(write(tmp_path, chain(200_000, loop=True), "loop.gltf"))
+    assert caught.value.kind == "unreadable"
+    assert caught.value.reason == "glTF node 0 is its own descendant (a cycle in children)"
+
+
+def test_a_node_that_is_its_own_child_is_a_cycle(tmp_path):
+    document = gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)
+    document["nodes"] = [{"mesh": 0, "children": [0]}]
+    with pytest.raises(MeshError, match=r"node 0 is its own descendant"):
+        check_geometry(write(tmp_path, document))
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda d: d.update(scene=1), "glTF document's scene names scene 1, which is absent"),
+        (
+            lambda d: d["meshes"][0]["primitives"][0]["attributes"].update(POSITION=True),
+            "glTF mesh 0 primitive 0 attribute POSITION names accessor True, which is absent",
+        ),
+        (
+            lambda d: d["nodes"][0].update(children=[-1]),
+            "glTF node 0 children names node -1, which is absent",
+        ),
+        (lambda d: d["nodes"][0].update(children=3), "glTF node 0 children: children is not"),
+        (lambda d: d["meshes"][0].update(primitives=[7]), "glTF mesh 0 primitives is not"),
+    ],
+)
+def test_malformed_indices_are_named(tmp_path, edit, reason):
+    document = gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)
+    edit(document)
+    with pytest.raises(MeshError) as caught:
+        check_geometry(write(tmp_path, document))
+    assert caught.value.kind == "unreadable" and caught.value.reason.startswith(reason)

@@ -1,0 +1,64 @@
+"""`cg3d train --resume auto` (the DVC stage's command) killed after an epoch, then run again:
+the rerun continues from the epoch the checkpoint holds and its outputs are, byte for byte,
+those of a run that was never stopped (what `dvc repro` after a Ctrl-C relies on: dvc.lock's
+hashes stay those of an unbroken run)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.train.helpers import params_file
+
+pytestmark = pytest.mark.slow
+
+
+def train_command(shards, out, params) -> list[str]:
+    return [sys.executable, "-m", "cg3d", "train", "--shards", str(shards), "--out", str(out)] + [
+        "--params",
+        str(params),
+        "--resume",
+        "auto",
+    ]
+
+
+def outputs(out) -> dict[str, bytes]:
+    """The stage's tracked outputs (dvc.yaml's train outs, metrics and plots), by name."""
+    files = [out / "last.pt", out / "params.yaml", out / "about.json", out / "metrics.json"]
+    files += sorted((out / "dvclive" / "plots").rglob("*.tsv"))
+    return {str(path.relative_to(out)): path.read_bytes() for path in files}
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_killed_training_resumes_to_the_bytes_of_an_unbroken_run(shards, tmp_path, how):
+    # workers=1: a persistent loader process, which draws from torch's RNG when it starts
+    params = params_file(tmp_path, epochs=3, workers=1)
+    whole = tmp_path / "whole"
+    subprocess.run(train_command(shards, whole, params), check=True, capture_output=True)
+
+    out = tmp_path / "killed"
+    # its own process group, killed whole as a terminal's Ctrl-C or `kill -9 -PGID` does
+    run = subprocess.Popen(
+        train_command(shards, out, params), stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    checkpoint = out / ".resume" / "last.pt"
+    while run.poll() is None and not checkpoint.exists():
+        time.sleep(0.05)
+    os.killpg(run.pid, how)
+    assert run.wait() != 0, "the run finished before it was killed"
+    assert checkpoint.exists() and not (out / "last.pt").exists()
+
+    rerun = subprocess.run(train_command(shards, out, params), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    # nothing finished was redone: the rerun trained from epoch 2 on (epoch 1 was saved)
+    trained = [line for line in rerun.stderr.splitlines() if line.startswith("epoch ")]
+    assert (
+        trained and "epoch 1/3" not in rerun.stderr and "training from scratch" not in rerun.stderr
+    )
+    assert not (out / ".resume").exists() and not (out / ".cg3d.lock").exists()
+    expected, got = outputs(whole), outputs(out)
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []
