@@ -604,6 +604,11 @@ class Loader:
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 prefetch_factor=PREFETCH if workers else None,
+                # Its workers' base seed is drawn from this, not the global RNG: that draw came
+                # in the first epoch a process ran, so a resumed run's global RNG (saved in
+                # each checkpoint, drawn by dropout) went other than an unbroken run's. The
+                # workers' draws are seeded by the loader itself (`ShardStream.samples`).
+                generator=torch.Generator().manual_seed(self.config.seed),
             )
         parts: Iterable[dict] = iter(self.workers)
         if self.dataset.slots is not None:

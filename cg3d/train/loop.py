@@ -63,7 +63,7 @@ from cg3d.train.resume import (
     seed_everything,
     truncate_curves,
 )
-from cg3d.train.rng import rng_state, set_rng_state, started_apart
+from cg3d.train.rng import rng_state, set_rng_state
 from cg3d.train.trainer import Trainer
 
 # Trainer and seed_everything are imported from here by the benchmarks
@@ -202,7 +202,7 @@ def train_epoch(
     skipped_before = getattr(batches, "skipped", 0)
     losses = LossSums(trainer.config.log_every)
     samples, started, without_color = 0, time.perf_counter(), 0
-    feed = started_apart(batches)
+    feed = batches
     if trainer.levers.prefetch:
         from cg3d.train.data import prefetch  # the loader's module, imported when used
 
@@ -391,9 +391,7 @@ def fit(
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         if rank == 0:
-            held_out = evaluate(
-                model, started_apart(test_batches), prototypes, trainer.autocast, trainer.images
-            )
+            held_out = evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
             record |= {
                 f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
             }

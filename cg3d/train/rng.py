@@ -1,13 +1,10 @@
 """The random states a training step draws from, saved in checkpoints so `--resume` draws on."""
 
 import random
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-
-T = TypeVar("T")
 
 
 def rng_state() -> dict[str, Any]:
@@ -30,24 +27,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def started_apart(items: Iterable[T]) -> Iterator[T]:
-    """`items`, its first one made with the global torch RNG set back afterwards.
-
-    torch's DataLoader draws its workers' base seed from the global RNG when its iterator is
-    made: with persistent workers, only in the first epoch a process runs. A resumed run makes
-    it in the epoch it resumes at, so that draw would leave its RNG (saved in each checkpoint)
-    other than an unbroken run's, and the same run would give other `last.pt` bytes. Our
-    loaders seed their own draws (`cg3d.train.data`), so the base seed changes no sample.
-    """
-    iterator = iter(items)
-    with torch.random.fork_rng(devices=[]):
-        first = next(iterator, _NONE)
-    if first is _NONE:
-        return
-    yield first
-    yield from iterator
-
-
-_NONE = object()

@@ -458,6 +458,21 @@ def test_worker_views_keep_the_decoders_order_and_normalise_to_the_same_values(s
     assert torch.allclose(normalised, (pixels.float() / 255 - mean) / std, atol=1e-5)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_loader_leaves_the_global_torch_rng_alone(shards, workers):
+    """torch's DataLoader draws its workers' base seed when an epoch starts, with persistent
+    workers only in a process's first: drawn from the global RNG, a resumed run's RNG (saved
+    in checkpoints, drawn by dropout) would go other than an unbroken run's."""
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=2, workers=workers), 32)
+    loader = make_loader(shards, "train", config)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert len(list(loader)) == loader.num_batches
+        assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_an_epoch_cut_short_frees_its_buffers_for_the_next(shards, monkeypatch):
     """Training stops an epoch at its batch count; the batches the workers made past it are
     dropped, never copied out, and the next epoch must not wait for their buffers."""
