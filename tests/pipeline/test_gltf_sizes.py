@@ -2,7 +2,6 @@
 bytes that back it before an importer allocates it (issue 25 §2). The byte counts expected
 here are worked out by hand from the glTF 2.0 spec's layout rules, not by the code."""
 
-import base64
 import hashlib
 import json
 import struct
@@ -14,37 +13,15 @@ import pytest
 from cg3d.formats.manifest import read_manifest
 from cg3d.geometry.meshio import MeshError, blender_input, check_geometry
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-
-FLOAT, USHORT, UINT = 5126, 5123, 5125
-TRIANGLE = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # 3 × VEC3 float = 36 bytes
-
-
-def gltf(accessors: list[dict], views: list[dict], data: bytes, byte_length: int | None = None):
-    uri = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
-    return {
-        "asset": {"version": "2.0"},
-        "buffers": [{"byteLength": len(data) if byte_length is None else byte_length, "uri": uri}],
-        "bufferViews": views,
-        "accessors": accessors,
-        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
-        "nodes": [{"mesh": 0}],
-        "scenes": [{"nodes": [0]}],
-        "scene": 0,
-    }
-
-
-def positions(count: int, **extra) -> dict:
-    return {"componentType": FLOAT, "type": "VEC3", "count": count, **extra}
-
-
-def write(tmp_path: Path, document: dict, name: str = "m.gltf") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(document))
-    return path
-
-
-TRIANGLE_BYTES = struct.pack("<9f", *TRIANGLE)
-VIEW = [{"buffer": 0, "byteLength": 36}]
+from tests.pipeline.gltffiles import (
+    TRIANGLE_BYTES,
+    UINT,
+    USHORT,
+    VIEW,
+    gltf,
+    positions,
+    write,
+)
 
 
 def test_the_named_case_is_a_failure_row_of_cg3d_meshes(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from cg3d.formats.manifest import read_manifest
 from cg3d.geometry.meshio import MeshError, check_geometry
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.test_gltf_sizes import TRIANGLE_BYTES, VIEW, gltf, positions, write
+from tests.pipeline.gltffiles import TRIANGLE_BYTES, VIEW, gltf, positions, write
 from tests.render.gltf_files import _glb, blender_file
 
 EXPORTED = ("skinned", "instanced", "draco")
