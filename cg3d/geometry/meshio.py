@@ -800,7 +800,9 @@ def check_gltf_references(document: dict) -> None:
     trees: a primitive's attributes, indices and morph targets name accessors; a node its
     mesh, skin and children; a skin its joints, skeleton and inverse bind matrices; an
     animation its samplers' accessors and its channels' samplers and nodes; a scene its nodes;
-    `scene` a scene. Without this check such a file passes the meshes stage and fails later in
+    `scene` a scene. Trees, as the spec requires and Blender's importer asserts: no node has
+    two parents or is its own descendant, and a scene lists each root once and no child as a
+    root. Without this check such a file passes the meshes stage and fails later in
     Blender's import, as a failure row of sample and render that names only the importer's
     error. Iterative: a cycle in `children` (which a recursive walk would follow forever) or a
     chain of a million nodes recurses nowhere."""
@@ -820,11 +822,20 @@ def check_gltf_references(document: dict) -> None:
             if "indices" in primitive:
                 _gltf_index(primitive["indices"], accessors, f"{what} indices", "accessor")
     children = []
+    parents: dict[int, int] = {}
     for n, node in enumerate(nodes):
         for key, items in (("mesh", meshes), ("skin", skins)):
             if key in node:
                 _gltf_index(node[key], len(items), f"node {n}", key)
         kids = _gltf_indices(node, "children", len(nodes), f"node {n} children", "node")
+        for kid in kids:
+            if kid in parents:
+                raise MeshError(
+                    "unreadable",
+                    f"glTF node {kid} has two parents (nodes {parents[kid]} and {n}): "
+                    "glTF nodes form trees",
+                )
+            parents[kid] = n
         children.append(kids)
     for k, skin in enumerate(skins):
         _gltf_indices(skin, "joints", len(nodes), f"skin {k} joints", "node")
@@ -847,16 +858,27 @@ def check_gltf_references(document: dict) -> None:
             target = _gltf_dict(channel, "target", what)
             if "node" in target:
                 _gltf_index(target["node"], len(nodes), what, "node")
-    scenes = _gltf_list(document, "scenes")
-    for number, scene in enumerate(scenes):
-        _gltf_indices(scene, "nodes", len(nodes), f"scene {number}", "node")
-    if "scene" in document:
-        _gltf_index(document["scene"], len(scenes), "document's scene", "scene")
     looped = _node_in_cycle(children)
     if looped is not None:
         raise MeshError(
             "unreadable", f"glTF node {looped} is its own descendant (a cycle in children)"
         )
+    scenes = _gltf_list(document, "scenes")
+    for number, scene in enumerate(scenes):
+        roots = _gltf_indices(scene, "nodes", len(nodes), f"scene {number}", "node")
+        seen: set[int] = set()
+        for root in roots:
+            if root in parents:
+                raise MeshError(
+                    "unreadable",
+                    f"glTF scene {number} names node {root} as a root, "
+                    f"but it is node {parents[root]}'s child",
+                )
+            if root in seen:
+                raise MeshError("unreadable", f"glTF scene {number} names node {root} twice")
+            seen.add(root)
+    if "scene" in document:
+        _gltf_index(document["scene"], len(scenes), "document's scene", "scene")
 
 
 def _node_in_cycle(children: list[list[int]]) -> int | None:

@@ -1,11 +1,15 @@
 """A glTF whose indices name items it does not have (a primitive's attribute or indices, a
-node's mesh, a scene's node), or whose nodes loop through `children`, is one failure row of
+node's mesh, a scene's node), or whose nodes are not trees (a loop through `children`, a
+node with two parents, a scene root that is a child or listed twice), is one failure row of
 `cg3d meshes` naming the cause. Before, such a file passed the meshes stage and failed in
 Blender's import, as failure rows of sample and render. The broken files are Blender-exported
 ones with one index edited; the exported files themselves pass unchanged."""
 
 import json
 import struct
+import subprocess
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -53,9 +57,9 @@ def absent_mesh(document: dict) -> str:
 
 
 def cycle(document: dict) -> str:
-    # a child names its parent among its own children: parent → child → parent
+    # a child names its parent, a root, among its own children: parent → child → parent
     nodes = document["nodes"]
-    parent = next(n for n, node in enumerate(nodes) if node.get("children"))
+    parent = next(n for n in document["scenes"][0]["nodes"] if nodes[n].get("children"))
     child = nodes[parent]["children"][0]
     nodes[child].setdefault("children", []).append(parent)
     return "(a cycle in children)"
@@ -67,8 +71,19 @@ def absent_scene_node(document: dict) -> str:
     return f"glTF scene 0 names node {absent}, which is absent"
 
 
+def two_parents(document: dict) -> str:
+    # a second root names the first root's child among its children
+    nodes = document["nodes"]
+    parent = next(n for n in document["scenes"][0]["nodes"] if nodes[n].get("children"))
+    child = nodes[parent]["children"][0]
+    nodes.append({"children": [child]})
+    document["scenes"][0]["nodes"].append(len(nodes) - 1)
+    return f"glTF node {child} has two parents (nodes {parent} and {len(nodes) - 1})"
+
+
 # name: (the exported file edited, the edit, which returns the reason it must give)
 BROKEN = {
+    "two_parents": ("skinned", two_parents),
     "attribute": ("skinned", absent_attribute),
     "indices": ("instanced", absent_indices),
     "node_mesh": ("instanced", absent_mesh),
@@ -141,6 +156,15 @@ def test_a_node_that_is_its_own_child_is_a_cycle(tmp_path):
         ),
         (lambda d: d["nodes"][0].update(children=3), "glTF node 0 children: children is not"),
         (lambda d: d["meshes"][0].update(primitives=[7]), "glTF mesh 0 primitives is not"),
+        (
+            lambda d: d.update(nodes=[{"children": [1, 1]}, {"mesh": 0}]),
+            "glTF node 1 has two parents (nodes 0 and 0)",
+        ),
+        (
+            lambda d: d.update(nodes=[{"children": [1]}, {"mesh": 0}], scenes=[{"nodes": [0, 1]}]),
+            "glTF scene 0 names node 1 as a root, but it is node 0's child",
+        ),
+        (lambda d: d["scenes"][0].update(nodes=[0, 0]), "glTF scene 0 names node 0 twice"),
     ],
 )
 def test_malformed_indices_are_named(tmp_path, edit, reason):
@@ -149,3 +173,45 @@ def test_malformed_indices_are_named(tmp_path, edit, reason):
     with pytest.raises(MeshError) as caught:
         check_geometry(write(tmp_path, document))
     assert caught.value.kind == "unreadable" and caught.value.reason.startswith(reason)
+
+
+# The documents the tree checks refuse, and one they pass: two scenes may share a root.
+NOT_TREES = {
+    "shared_child": {
+        "nodes": [{"children": [1]}, {"mesh": 0}, {"children": [1]}],
+        "scenes": [{"nodes": [0, 2]}],
+    },
+    "child_as_root": {"nodes": [{"children": [1]}, {"mesh": 0}], "scenes": [{"nodes": [0, 1]}]},
+    "root_twice": {"nodes": [{"mesh": 0}], "scenes": [{"nodes": [0, 0]}]},
+}
+SHARED_ROOT = {"nodes": [{"mesh": 0}], "scenes": [{"nodes": [0]}, {"nodes": [0]}]}
+
+IMPORT = """
+import sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+try:
+    bpy.ops.import_scene.gltf(filepath=sys.argv[1])
+except Exception:
+    print("outcome: import failed")
+else:
+    print("outcome: imported", len(bpy.data.objects))
+"""
+
+
+@pytest.mark.blender
+def test_blender_fails_on_exactly_the_node_graphs_that_are_refused(tmp_path):
+    """The tree checks are Blender's: its importer fails on each refused document (an
+    assertion or a second link into the scene) and imports the one that passes."""
+    outcomes = {}
+    for name, edit in [*NOT_TREES.items(), ("shared_root", SHARED_ROOT)]:
+        document = gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)
+        document.update(edit)
+        path = write(tmp_path, document, f"{name}.gltf")
+        refused = pytest.raises(MeshError) if name != "shared_root" else nullcontext()
+        with refused:
+            check_geometry(path)
+        run = subprocess.run(
+            [sys.executable, "-c", IMPORT, str(path)], capture_output=True, text=True, check=True
+        )
+        outcomes[name] = run.stdout.rpartition("outcome: ")[2].strip()
+    assert outcomes == {**dict.fromkeys(NOT_TREES, "import failed"), "shared_root": "imported 1"}
