@@ -246,7 +246,7 @@ def _benchmark_model(
     text_features: Path | None = None,
 ) -> list[dict]:
     """The rows of one model over every dataset (its weights loaded once, its towers lazily)."""
-    from cg3d.files import file_sha256
+    from cg3d.formats.textfeatures import features_about
     from cg3d.models.checkpoint import load_model
     from cg3d.models.clip import loaded_weights_name
     from cg3d.models.hub import model_sha256
@@ -278,9 +278,12 @@ def _benchmark_model(
         path = result_path(out, entry, dataset)
         text_file = Path(text_features or "") / f"{entry.name}__{dataset.key}.npy"
         text_file = text_file if text_features is not None and text_file.is_file() else None
-        settings = _settings(config) | {
-            "text_features": file_sha256(text_file) if text_file else ""
-        }
+        try:
+            made_by = features_about(text_file) if text_file else ""
+        except UsageError as error:
+            rows.append(_row(entry, dataset, card, f"failed: {error}"))
+            continue
+        settings = _settings(config) | {"text_features": made_by}
         result = _finished(path, sha256, protocol, settings, about["teacher"])
         if result is not None:
             rows.append(_row(entry, dataset, card, "done (earlier run)", result))

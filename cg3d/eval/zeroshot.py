@@ -287,6 +287,7 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
+    from cg3d.formats.textfeatures import features_about
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -318,6 +319,7 @@ def zeroshot(
         "protocol": protocol.name,
         # which made the class prototypes
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
+        **({"text_features": features_about(text_features)} if text_features else {}),
         "n_points": n_points,
         **model_identity(model, Path(checkpoint)),
         **colour_about,

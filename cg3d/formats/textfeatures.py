@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json
+from cg3d.files import atomic_path, file_sha256, loads_json
 from cg3d.formats.npy import read_npy
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
+# The sidecar's keys that say what made the features, as `cg3d eval text-features` writes them
+MADE_BY = ("clip_model", "clip_weights", "protocol", "templates", "normalised", "checkpoint")
 
 
 def sidecar(path: Path) -> Path:
@@ -114,3 +116,18 @@ def features_for(
             f"{OPTION}: {sidecar(path).name} lacks the classes {', '.join(missing[:3])}{more}"
         )
     return features[picked]
+
+
+def features_about(path: Path) -> dict[str, Any]:
+    """What a result scored from the features at `path` records of them: the file's name and
+    sha256, and what its sidecar says made them (`MADE_BY`; a hand-written sidecar may say
+    nothing). A value longer than 1,000 characters of JSON is left out: a sidecar is the
+    user's file, and a result stays small."""
+    path = Path(path)
+    _, _, sidecar_record = read_text_features(path)
+    made_by = {
+        key: sidecar_record[key]
+        for key in MADE_BY
+        if key in sidecar_record and len(json.dumps(sidecar_record[key])) <= 1000
+    }
+    return {"file": path.name, "sha256": file_sha256(path), **made_by}

@@ -3,6 +3,7 @@ layouts, converted by `convert_peer`) and two benchmark folders, with no teacher
 each pair under its card's protocol, scored from class-feature files (issue 23, "Done means")."""
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -77,6 +78,10 @@ def test_two_converted_models_on_two_benchmarks_under_their_protocols(converted)
             assert row["status"] == "done" and row["protocol"] == protocol
             saved = json.loads((tmp_path / "bench" / f"{model}__{key}.json").read_text())
             assert saved["card"] == card and saved["teacher"]["model"] == "ViT-bigG-14"
+            # the class features' file by name and hash (their sidecars say nothing more)
+            file = tmp_path / "text" / f"{model}__{key}.npy"
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            assert saved["settings"]["text_features"] == {"file": file.name, "sha256": digest}
             # the same pair through `cg3d eval zeroshot --protocol P --text-features F`
             config = ZeroShotConfig(
                 dataset=key.split("-")[0],

@@ -2,6 +2,7 @@
 scores with them and builds no text tower (issue 23 §2)."""
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -57,6 +58,13 @@ def test_zeroshot_from_a_text_feature_file_matches_the_tower_and_builds_none(
     metrics = zeroshot(tiny_checkpoint, tmp_path / "file", config, text_features=features)
     assert metrics["templates"] == f"file {features}"
     assert predictions(tmp_path / "file") == predictions(tmp_path / "tower")
+    # about.json says which file and what made it; the tower's run names no file
+    recorded = json.loads((tmp_path / "file" / "about.json").read_text())["text_features"]
+    made_by = {k: v for k, v in about.items() if k not in ("format", "classes")}
+    digest = hashlib.sha256(features.read_bytes()).hexdigest()
+    assert recorded == {"file": "modelnet40.npy", "sha256": digest, **made_by}
+    assert made_by["checkpoint"] == str(tiny_checkpoint) and made_by["protocol"] == "cg3d"
+    assert "text_features" not in json.loads((tmp_path / "tower" / "about.json").read_text())
 
 
 def test_a_feature_file_missing_a_benchmark_class_is_one_line(tiny_checkpoint, tmp_path):

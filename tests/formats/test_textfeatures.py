@@ -1,12 +1,18 @@
 """The class-text-feature file: FILE.npy and its FILE.json sidecar (cg3d.formats.textfeatures)."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.formats.textfeatures import features_for, read_text_features, write_text_features
+from cg3d.formats.textfeatures import (
+    features_about,
+    features_for,
+    read_text_features,
+    write_text_features,
+)
 
 
 def test_written_features_read_back_with_their_classes_and_record(tmp_path):
@@ -53,3 +59,21 @@ def test_bad_files_are_one_line_naming_them(tmp_path, array, sidecar, message):
         (tmp_path / "released.json").write_text(json.dumps(sidecar))
     with pytest.raises(UsageError, match=message):
         read_text_features(path)
+
+
+def test_a_result_records_the_file_and_only_the_sidecars_short_provenance(tmp_path):
+    path = tmp_path / "released.npy"
+    np.save(path, np.eye(2, dtype=np.float32))
+    sidecar = {
+        "classes": ["chair", "lamp"],
+        "clip_model": "ViT-bigG-14",
+        "templates": "x" * 5000,  # a hand-written sidecar's essay: left out of every result
+        "licence": "kept in the sidecar, not a provenance key",
+    }
+    (tmp_path / "released.json").write_text(json.dumps(sidecar))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert features_about(path) == {
+        "file": "released.npy",
+        "sha256": digest,
+        "clip_model": "ViT-bigG-14",
+    }
