@@ -285,6 +285,27 @@ def resolved_root(root: str | Path) -> Path:
     return Path(root).resolve()
 
 
+def real_path(path: str | Path) -> Path:
+    """`path` absolute, with every symlink and `..` resolved as the system would, for a path
+    that may lead nowhere: a symlink loop is kept as the link's own path (Python 3.11's
+    `Path.resolve` raised RuntimeError for it), so that the caller's own check (`is_file`)
+    says it names no file. ValueError naming the path for a NUL byte, which no file name
+    holds (the message says so; a reader's `except ValueError` gives its one line)."""
+    try:
+        return Path(os.path.realpath(path))
+    except ValueError:
+        raise ValueError(f"{shown_name(path)} holds a NUL byte: it names no file") from None
+
+
+def shown_name(name: str | Path, limit: int = 120) -> str:
+    """`name` quoted for a message, cut to `limit` characters with its length said: a file
+    names another of 5000 characters, and the failure row should still be a line."""
+    text = str(name)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
     """The path `reference` (relative to `base_dir`, or absolute) names, after symlinks are
     followed, if it lies inside `root`; OutsideRoot when it escapes. The one rule of what a
@@ -293,7 +314,7 @@ def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
 
     `reference` is relative to `base_dir`, never a path already joined onto it: a caller
     holding a whole path passes `inside_root(root, path)` instead."""
-    target = (Path(base_dir) / reference).resolve()
+    target = real_path(Path(base_dir) / reference)
     if not target.is_relative_to(resolved_root(root)):
         raise OutsideRoot(f"{reference} resolves outside {root}")
     return target

@@ -27,7 +27,14 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from cg3d.files import OutsideRoot, confined_path, file_sha256, loads_json
+from cg3d.files import (
+    OutsideRoot,
+    confined_path,
+    file_sha256,
+    loads_json,
+    real_path,
+    shown_name,
+)
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -419,12 +426,40 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
     try:
         target = confined_path(root, base_dir, reference)
     except OutsideRoot:
-        raise MeshError("outside_root", f"{reference} resolves outside the source root") from None
-    if not target.is_file():
+        raise MeshError(
+            "outside_root", f"{_named(reference)} resolves outside the source root"
+        ) from None
+    except ValueError:  # a NUL byte (as a %00 in a URI): no file has that name
+        missing = "holds a NUL byte: it names no file"
+    else:
+        missing = _not_a_file(target)
+    if missing:
         if required:
-            raise MeshError("missing_file", f"{reference} (referenced by the file) does not exist")
+            raise MeshError(
+                "missing_file", f"{_named(reference)} (referenced by the file) {missing}"
+            )
         return None
     return target
+
+
+def _named(reference: str) -> str:
+    """`reference` as a failure row says it: as written, or quoted and cut when it holds
+    control characters or is too long for a line."""
+    return reference if reference.isprintable() and len(reference) <= 120 else shown_name(reference)
+
+
+def _not_a_file(target: Path) -> str:
+    """Why the resolved `target` is no file to read, or "" when it is one: a name too long for
+    the system and a symlink loop are said as such, never raised (either ended the meshes
+    stage: Path.is_file raises for the first, Path.resolve for the second)."""
+    try:
+        if target.is_file():
+            return ""
+    except OSError as error:  # ENAMETOOLONG: Path.is_file ignores only "no such file" kinds
+        return f"names no file ({error.strerror})"
+    if target.is_symlink():  # still a link once resolved: it leads round in a loop
+        return "is a symlink loop"
+    return "does not exist"
 
 
 def gltf_document(path: Path) -> dict:
@@ -599,7 +634,7 @@ def _mtl_maps(mtl: Path) -> list[str]:
 def referenced_files(path: Path, root: Path) -> list[Path]:
     """Every file `path` makes an importer read, each resolved and checked inside `root`."""
     path, suffix = Path(path), Path(path).suffix.lower()
-    base = path.resolve().parent
+    base = real_path(path).parent
     found: list[Path | None] = []
     if suffix == ".obj":
         for name in obj_material_libraries(path):
@@ -639,7 +674,7 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     MeshError `changed_since_listed` otherwise (a file swapped for a symlink to the outside, or
     rewritten, after `cg3d meshes`). Returns the resolved path: the one to open."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = real_path(path)  # a symlink loop stays itself: reading it says ELOOP
     if not resolved.is_relative_to(Path(root).resolve()):
         raise MeshError(
             "changed_since_listed", f"{path} now resolves to {resolved}, outside the source root"
@@ -647,6 +682,16 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     if sha256 and _sha256(resolved) != sha256:
         raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
     return resolved
+
+
+def _absent_file(base: Path, name: str, folder: Path) -> Path:
+    """Where the copy of a glTF says a missing image is: the path its URI names, or, for a
+    name no file can have (a NUL byte), a path in the fresh copy `folder` that does not exist
+    either (Blender reads the object without the image, as for any missing image)."""
+    try:
+        return real_path(base / name)
+    except ValueError:
+        return folder / "no-such-image"
 
 
 def _sha256(path: Path) -> str:
@@ -663,7 +708,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
     only confined texture files, so whatever forms Blender parses it opens nothing that was
     not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
-    resolved = Path(path).resolve()
+    resolved = real_path(path)
     suffix = resolved.suffix.lower()
     if suffix not in (".obj", *GLTF_SUFFIXES):
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
@@ -724,7 +769,7 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
-            item["uri"] = quote(str(file or (resolved.parent / name).resolve()))
+            item["uri"] = quote(str(file or _absent_file(resolved.parent, name, copy.parent)))
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1054,10 +1099,9 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
     """
     path = Path(path)
-    if not path.resolve().is_relative_to(Path(root).resolve()):
-        raise MeshError(
-            "outside_root", f"the file resolves to {path.resolve()}, outside the source root"
-        )
+    resolved = real_path(path)
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
     check_suffix(path)
     check_nonempty(path)
     referenced_files(path, root)

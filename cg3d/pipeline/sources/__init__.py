@@ -35,6 +35,7 @@ from cg3d.files import (
     inside_root,
     loads_json,
     locks_out_dir,
+    real_path,
     resolved_root,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
@@ -418,16 +419,25 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
             yield entry
 
 
+def is_file(entry: os.DirEntry | Path) -> bool:
+    """Whether `entry` is a file, symlinks followed; False for a symlink loop, of which
+    `DirEntry.is_file` raises ELOOP (a link to itself in a source ended the meshes stage)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
     """Why an entry `iter_sorted_entries` yielded (or a path) is no object (its failure row),
     or None for a file (a symlink to one included: the meshes stage checks where it leads): a
     symlinked folder (`outside_root` when it leads out of `root`), a broken link, or something
     else that is not a file (a socket, a FIFO). A plain file's entry costs no system call;
     a symlink's costs what following it does."""
-    if entry.is_file():
+    if is_file(entry):
         return None
     if entry.is_symlink():
-        target = Path(entry).resolve()
+        target = real_path(entry)
         if not target.is_relative_to(resolved_root(root)):
             return MeshError("outside_root", f"a symlink to {target}, outside the source root")
         if target.is_dir():
@@ -436,5 +446,7 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
                 f"a symlinked folder (to {target}, inside the source root): not entered, so that "
                 "no file is listed twice",
             )
+        if target.is_symlink():  # still a link once resolved: it leads round in a loop
+            return MeshError("missing_file", f"a symlink loop (through {target})")
         return MeshError("missing_file", f"a broken symlink (to {target})")
     return MeshError("unsupported_format", "not a file nor a folder")
