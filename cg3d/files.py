@@ -297,6 +297,30 @@ def real_path(path: str | Path) -> Path:
         raise ValueError(f"{shown_name(path)} holds a NUL byte: it names no file") from None
 
 
+def why_not_a_file(path: str | Path) -> str:
+    """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
+    message or failure row can end with: it does not exist, is a symlink loop, a folder, a
+    device, FIFO or socket (never opened: a read would block or never end), or names no file
+    at all (a name too long for the system, a NUL byte, a folder that cannot be searched).
+    Never raises: `Path.is_file` raised for some of these (ENAMETOOLONG) and said "missing"
+    for the others."""
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:
+        return "holds a NUL byte: it names no file"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop"
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"names no file to read ({error.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return "is a device, FIFO or socket, not a file"
+
+
 def shown_name(name: str | Path, limit: int = 120) -> str:
     """`name` quoted for a message, cut to `limit` characters with its length said: a file
     names another of 5000 characters, and the failure row should still be a line."""

@@ -49,7 +49,15 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
-from cg3d.files import OutsideRoot, confined_path, inside_root, loads_json, resolved_root
+from cg3d.files import (
+    OutsideRoot,
+    confined_path,
+    inside_root,
+    loads_json,
+    resolved_root,
+    shown_name,
+    why_not_a_file,
+)
 from cg3d.formats.npy import open_npy, read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
@@ -301,10 +309,13 @@ def _require_file(root: Path, path: Path, what: str) -> Path:
     inside `root` (symlinks followed)."""
     try:
         inside_root(root, path)
-    except OutsideRoot as error:
+    except ValueError as error:  # OutsideRoot, or a NUL byte in a name a list file gave
         raise UsageError(f"{what}: {error}") from None
-    if not path.is_file():
+    why = why_not_a_file(path)
+    if why == "does not exist":
         raise UsageError(f"{what}: missing file {path}")
+    if why:
+        raise UsageError(f"{what}: {shown_name(path)} {why}")
     return path
 
 
@@ -321,6 +332,8 @@ class Refusals:
         except OutsideRoot as error:
             self.refuse(key, str(error))
             return None
+        except ValueError as error:  # a NUL byte: a list file's line that names no file
+            raise UsageError(f"--root: {error}") from None
 
     def refuse(self, key: str, reason: str) -> None:
         self.count += 1

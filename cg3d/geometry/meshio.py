@@ -34,6 +34,7 @@ from cg3d.files import (
     loads_json,
     real_path,
     shown_name,
+    why_not_a_file,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
 
@@ -432,7 +433,7 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
     except ValueError:  # a NUL byte (as a %00 in a URI): no file has that name
         missing = "holds a NUL byte: it names no file"
     else:
-        missing = _not_a_file(target)
+        missing = why_not_a_file(target)
     if missing:
         if required:
             raise MeshError(
@@ -446,20 +447,6 @@ def _named(reference: str) -> str:
     """`reference` as a failure row says it: as written, or quoted and cut when it holds
     control characters or is too long for a line."""
     return reference if reference.isprintable() and len(reference) <= 120 else shown_name(reference)
-
-
-def _not_a_file(target: Path) -> str:
-    """Why the resolved `target` is no file to read, or "" when it is one: a name too long for
-    the system and a symlink loop are said as such, never raised (either ended the meshes
-    stage: Path.is_file raises for the first, Path.resolve for the second)."""
-    try:
-        if target.is_file():
-            return ""
-    except OSError as error:  # ENAMETOOLONG: Path.is_file ignores only "no such file" kinds
-        return f"names no file ({error.strerror})"
-    if target.is_symlink():  # still a link once resolved: it leads round in a loop
-        return "is a symlink loop"
-    return "does not exist"
 
 
 def gltf_document(path: Path) -> dict:

@@ -1,3 +1,4 @@
+import os
 import pickle
 from pathlib import Path
 
@@ -381,3 +382,55 @@ def test_scanobjectnn_labels_linked_from_another_file_are_refused(tmp_path):
         h5["label"] = h5py.ExternalLink(str(outside / "other.h5"), "/label")
     with pytest.raises(UsageError, match="'label' links to .*other.h5, another file"):
         open_benchmark("scanobjectnn", tmp_path / "root", variant="obj_only")
+
+
+def _bed_file_replaced(root: Path, how: str) -> None:
+    """The list's `bed_0001` made into something that is no file to read."""
+    path = root / "bed" / "bed_0001.txt"
+    path.unlink()
+    if how == "symlink loop":
+        path.symlink_to("bed_0001.txt")
+    elif how == "fifo":
+        os.mkfifo(path)  # opening it to read would block the pass forever
+    elif how == "folder":
+        path.mkdir()
+
+
+NOT_A_FILE = {
+    "symlink loop": "is a symlink loop",
+    "fifo": "is a device, FIFO or socket, not a file",
+    "folder": "is a folder, not a file",
+}
+
+
+@pytest.mark.parametrize("how", sorted(NOT_A_FILE))
+def test_a_listed_modelnet_shape_that_is_no_file_says_what_it_is(tmp_path, how):
+    write_modelnet(tmp_path)
+    _bed_file_replaced(tmp_path, how)
+    with pytest.raises(UsageError, match=f"bed_0001.txt' {NOT_A_FILE[how]}"):
+        list(open_benchmark("modelnet40", tmp_path).shapes())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bed_00\x0001", "holds a NUL byte: it names no file"),
+        ("bed_" + "9" * 5000, r" characters\) names no file to read \(File name too long"),
+    ],
+    ids=["nul", "too long"],
+)
+def test_a_modelnet_list_line_that_can_name_no_file_is_one_line(tmp_path, name, message):
+    write_modelnet(tmp_path)
+    test_list = tmp_path / "modelnet40_test.txt"
+    test_list.write_text(test_list.read_text().replace("bed_0001", name))
+    with pytest.raises(UsageError, match=message) as caught:
+        list(open_benchmark("modelnet40", tmp_path).shapes())
+    assert len(str(caught.value)) < 300
+
+
+def test_a_shapenet55_cloud_that_is_a_folder_is_named_so(tmp_path):
+    write_shapenet55(tmp_path, ["02691156-a.npy"])
+    (tmp_path / "shapenet_pc" / "02691156-b.npy").mkdir()
+    (tmp_path / "test.txt").write_text("02691156-a.npy\n02691156-b.npy\n")
+    with pytest.raises(UsageError, match="02691156-b.npy' is a folder, not a file"):
+        list(open_benchmark("shapenet55", tmp_path).shapes())
