@@ -86,6 +86,10 @@ TRIANGLE_MODES = (4, 5, 6)  # glTF primitive modes with faces (0 points, 1-3 lin
 # Beyond these a file is not a single object in any sane unit (or would exhaust memory).
 MAX_EXTENT = 1.0e6
 MAX_FACES = 20_000_000
+# A GLB's own length field is 32 bits, and MAX_FACES faces as OBJ text (vertices, normals and
+# texture coordinates included) take well under this.
+MAX_MESH_BYTES = 1 << 32
+ZERO_HEAD_BYTES = 4096  # a mesh file's first bytes are a header or text, never all zero
 
 # trimesh logs every odd file at warning level; the failure rows say it once, in words.
 logging.getLogger("trimesh").setLevel(logging.ERROR)
@@ -126,13 +130,28 @@ def check_suffix(path: Path) -> str:
     return suffix
 
 
-def check_nonempty(path: Path) -> None:
+def check_bytes(path: Path) -> None:
+    """MeshError unless the file has bytes to read, no more than MAX_MESH_BYTES, and does not
+    start with ZERO_HEAD_BYTES zero bytes. From its size and first block alone, before any
+    reader sees it: trimesh reads a file whole (twice its size in memory), so a sparse file
+    of 100 GB (`truncate -s`) would have taken the machine, and a preallocated download that
+    was never written (all zeros) took 30 s and 2 GB to be called "no geometry"."""
     try:
-        size = Path(path).stat().st_size
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(ZERO_HEAD_BYTES) if 0 < size <= MAX_MESH_BYTES else b""
     except OSError as error:
         raise MeshError("unreadable", f"cannot open the file: {error.strerror or error}") from error
     if size == 0:
         raise MeshError("empty", "the file has zero bytes")
+    if size > MAX_MESH_BYTES:
+        raise MeshError("absurd_size", f"{size} bytes, more than {MAX_MESH_BYTES} for one mesh")
+    if not head.strip(b"\0"):
+        raise MeshError(
+            "empty",
+            f"its first {len(head)} bytes are all zero (no mesh format starts so: a file "
+            "allocated and never written, as an interrupted download leaves)",
+        )
 
 
 def load_mesh(path: Path) -> Mesh:
@@ -141,7 +160,7 @@ def load_mesh(path: Path) -> Mesh:
 
     path = Path(path)
     suffix = check_suffix(path)
-    check_nonempty(path)
+    check_bytes(path)
     check_declared_counts(path, suffix)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
@@ -699,9 +718,11 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     suffix = resolved.suffix.lower()
     if suffix not in (".obj", *GLTF_SUFFIXES):
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+        check_bytes(listed)  # a file given to classify was never through the meshes stage
         check_declared_counts(listed, suffix)  # Blender's bytes, checked as the fast path's
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
+    check_bytes(resolved)
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -1090,7 +1111,7 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
     if not resolved.is_relative_to(Path(root).resolve()):
         raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
     check_suffix(path)
-    check_nonempty(path)
+    check_bytes(path)
     referenced_files(path, root)
     if geometry:
         check_geometry(path)

@@ -151,5 +151,6 @@ def test_a_listed_file_turned_into_a_symlink_loop_is_a_row_of_sample_input(tmp_p
     mesh = write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
     mesh.unlink()
     mesh.symlink_to("fine.obj")  # after the meshes stage listed it
-    with pytest.raises(OSError, match="symbolic links"):  # the sample stage's row says this
+    with pytest.raises(MeshError, match="symbolic links") as caught:  # the stages' row
         blender_input(mesh, root, "", tmp_path / "copy")
+    assert caught.value.kind == "unreadable"
