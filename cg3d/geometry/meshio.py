@@ -203,8 +203,11 @@ class _PlyElement:
 
 
 def check_declared_counts(path: Path, suffix: str) -> None:
-    """MeshError when the counts a PLY or binary STL header declares cannot fit the file (both
-    readings, trimesh's and Blender's, check the same way)."""
+    """MeshError when the counts a PLY or binary STL header declares cannot fit the file, or
+    an OBJ or OFF holds a NUL byte (both readings, trimesh's and Blender's, check the same
+    way)."""
+    if suffix in TEXT_SUFFIXES:
+        check_text(path)
     if suffix == ".ply":
         check_ply_faces(path)
     if suffix == ".stl":
@@ -242,6 +245,29 @@ def check_ply_faces(path: Path) -> None:
                         )
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+
+
+TEXT_SUFFIXES = (".obj", ".off")  # text to every reader here: a NUL byte in one is damage
+TEXT_BLOCK = 16 << 20
+
+
+def check_text(path: Path) -> None:
+    """MeshError (`unreadable`) for an OBJ or OFF holding a NUL byte, naming where: text never
+    holds one, and a download cut short into a preallocated file (zero-filled) otherwise
+    reads as part of the mesh (trimesh took the first 74 of an icosphere's 1280 faces for the
+    whole object; an OFF said only "setting an array element with a sequence")."""
+    with open(path, "rb") as handle:
+        offset = 0
+        while block := handle.read(TEXT_BLOCK):
+            found = block.find(b"\0")
+            if found >= 0:
+                raise MeshError(
+                    "unreadable",
+                    f"a NUL byte at byte {offset + found} of {os.fstat(handle.fileno()).st_size} "
+                    "in a text format (a file cut short and zero-filled, as an interrupted "
+                    "download leaves?)",
+                )
+            offset += len(block)
 
 
 def check_stl_count(path: Path) -> None:
@@ -723,6 +749,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
     check_bytes(resolved)
+    check_declared_counts(resolved, suffix)  # an OBJ's text
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

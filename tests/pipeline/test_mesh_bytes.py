@@ -82,3 +82,23 @@ def test_the_meshes_stage_refuses_them_without_hashing_them(tmp_path, monkeypatc
     rows = {Path(r.path).name: r.status for r in read_manifest(tmp_path / "out")}
     assert rows == {"fine.obj": "ok", "zeros.glb": "empty", "huge.obj": "absurd_size"}
     assert [Path(p).name for p in hashed] == ["fine.obj"]  # 5 GB never read to be refused
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".off"])
+def test_a_text_mesh_cut_short_and_zero_filled_is_unreadable_naming_the_byte(tmp_path, suffix):
+    """An interrupted download into a preallocated file: the text, then zeros to full size.
+    trimesh read such an OBJ as a whole mesh of its first faces (status ok)."""
+    import trimesh
+
+    root = tmp_path / "root"
+    whole = write_mesh(root / "chair" / f"whole{suffix}", trimesh.creation.icosphere(3))
+    data = whole.read_bytes()
+    keep = int(len(data) * 0.6)
+    cut = root / "chair" / f"cut{suffix}"
+    cut.write_bytes(data[:keep] + bytes(len(data) - keep))
+    validate_file(whole, root)  # the same text, whole, passes
+    for name, call in readers(cut, root, tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert caught.value.kind == "unreadable", name
+        assert f"a NUL byte at byte {keep} of {len(data)}" in caught.value.reason, name
