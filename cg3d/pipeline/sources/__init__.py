@@ -101,10 +101,11 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
     for name in listing.classes:
-        if printable_name(name) != name:
+        problem = class_name_problem(name)
+        if problem:
             raise UsageError(
                 f"--root: the class name {printable_name(name)!r} (a folder's, or from "
-                "--annotations) is not UTF-8 text; rename it"
+                f"--annotations) {problem}; rename it"
             )
     excluded = Excluded(exclude, out_dir) if exclude is not None else None
     records = excluded.filter(listing.records) if excluded else listing.records
@@ -201,6 +202,20 @@ def printable_name(name: str) -> str:
         return name
     except UnicodeEncodeError:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def class_name_problem(name: str) -> str:
+    """What makes `name` no class name, or "": not UTF-8, empty or blank (an annotations key
+    `""` became the class "", captioned "a photo of a ." and a zero-shot prompt of nothing), or
+    holding an unprintable character (a newline splits a caption and the class list's lines)."""
+    if printable_name(name) != name:
+        return "is not UTF-8 text"
+    if not name.strip():
+        return "is empty or blank"
+    unprintable = next((c for c in name if not c.isprintable()), None)
+    if unprintable is not None:
+        return f"holds the unprintable character {unprintable!r} (a newline, a tab…)"
+    return ""
 
 
 def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
