@@ -302,7 +302,7 @@ class Excluded:
             real = self.real_out_dir / path  # the stored path is resolved already (`/` keeps
             # an absolute one as it is)
         else:  # a failure row keeps a link's own path (its target is the reason): resolve it
-            real = absolute.resolve()
+            real = real_path(absolute)
         keys = {record.id, record.path, str(absolute), str(real), path.stem}
         if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
             keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
@@ -385,7 +385,7 @@ def stored_path(path: Path, out_dir: Path, resolved: bool = False) -> str:
     Objaverse). Confinement does not rest on it: the validation resolves every path before it
     opens the file (`meshio.validate_file`)."""
     if not resolved:
-        path = path.resolve()
+        path = real_path(path)  # a symlink loop stays itself (Path.resolve raised): a row later
     try:
         return path.relative_to(_resolved(out_dir)).as_posix()
     except ValueError:

@@ -14,7 +14,7 @@ import pytest
 from cg3d.formats.manifest import read_manifest
 from cg3d.geometry.meshio import MeshError, blender_input
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.sources.helpers import box, write_mesh, write_off
+from tests.pipeline.sources.helpers import box, make_shapenet, write_mesh, write_off
 
 TRIANGLE = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
 
@@ -74,6 +74,19 @@ def test_a_symlink_loop_in_the_modelnet_source_is_left_out_as_other_non_files(tm
     (root / "chair" / "train" / "chair_0003.off").symlink_to("chair_0003.off")
     build_manifest(MeshesConfig(source="modelnet", root=str(root), workers=1), out)
     assert sorted(_rows(out)) == ["chair_0001.off", "chair_0002.off"]
+
+
+def test_a_shapenet_model_file_that_is_a_symlink_loop_is_a_row(tmp_path):
+    """Before: a RuntimeError traceback ("Symlink loop") from storing its path."""
+    root, out = tmp_path / "root", tmp_path / "out"
+    make_shapenet(root)
+    model = root / "03001627" / "c1" / "models" / "model_normalized.obj"
+    model.unlink()
+    model.symlink_to("model_normalized.obj")
+    build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), out)
+    rows = {Path(r.path).parent.parent.name: (r.status, r.error) for r in read_manifest(out)}
+    assert rows["c1"] == ("unreadable", "cannot open the file: Too many levels of symbolic links")
+    assert sum(status == "ok" for status, _ in rows.values()) == 5
 
 
 def _references(root: Path) -> dict[str, Path]:
