@@ -109,9 +109,16 @@ def _finish_commit(folder: Path) -> None:
 def require_regular_file(path: Path, missing: str) -> None:
     """UsageError unless `path` (symlinks followed) is a regular file: a FIFO would block the
     read and a device be read as data, so either is named as what it is; `missing` is the
-    message when nothing is there."""
-    if not Path(path).is_file():
-        raise UsageError(f"{path}: not a regular file" if Path(path).exists() else missing)
+    message when nothing is there. A name that reaches no file (a symlink loop, too long, a
+    NUL byte) says so (`why_not_a_file`)."""
+    why = why_not_a_file(path)
+    if not why:
+        return
+    if why == "does not exist":
+        raise UsageError(missing)
+    if os.path.exists(path):  # a folder, a FIFO, a device
+        raise UsageError(f"{path}: not a regular file")
+    raise UsageError(f"{shown_name(path)} {why}")
 
 
 def check_not_special(path: Path, option: str = "") -> None:
@@ -285,6 +292,51 @@ def resolved_root(root: str | Path) -> Path:
     return Path(root).resolve()
 
 
+def real_path(path: str | Path) -> Path:
+    """`path` absolute, with every symlink and `..` resolved as the system would, for a path
+    that may lead nowhere: a symlink loop is kept as the link's own path (Python 3.11's
+    `Path.resolve` raised RuntimeError for it), so that the caller's own check (`is_file`)
+    says it names no file. ValueError naming the path for a NUL byte, which no file name
+    holds (the message says so; a reader's `except ValueError` gives its one line)."""
+    try:
+        return Path(os.path.realpath(path))
+    except ValueError:
+        raise ValueError(f"{shown_name(path)} holds a NUL byte: it names no file") from None
+
+
+def why_not_a_file(path: str | Path) -> str:
+    """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
+    message or failure row can end with: it does not exist, is a symlink loop, a folder, a
+    device, FIFO or socket (never opened: a read would block or never end), or names no file
+    at all (a name too long for the system, a NUL byte, a folder that cannot be searched).
+    Never raises: `Path.is_file` raised for some of these (ENAMETOOLONG) and said "missing"
+    for the others."""
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:
+        return "holds a NUL byte: it names no file"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop"
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"names no file to read ({error.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return "is a device, FIFO or socket, not a file"
+
+
+def shown_name(name: str | Path, limit: int = 120) -> str:
+    """`name` quoted for a message, cut to `limit` characters with its length said: a file
+    names another of 5000 characters, and the failure row should still be a line."""
+    text = str(name)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
     """The path `reference` (relative to `base_dir`, or absolute) names, after symlinks are
     followed, if it lies inside `root`; OutsideRoot when it escapes. The one rule of what a
@@ -293,7 +345,7 @@ def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
 
     `reference` is relative to `base_dir`, never a path already joined onto it: a caller
     holding a whole path passes `inside_root(root, path)` instead."""
-    target = (Path(base_dir) / reference).resolve()
+    target = real_path(Path(base_dir) / reference)
     if not target.is_relative_to(resolved_root(root)):
         raise OutsideRoot(f"{reference} resolves outside {root}")
     return target

@@ -72,6 +72,7 @@ def parse_labels(
     if not found:
         raise UsageError("--labels: no labels given and the checkpoint lists no classes")
     where = "--labels" if given else "the checkpoint's classes"
+    max_labels = check_top(max_labels, "--max-labels")  # -5 read "3 labels, more than -5"
     if len(found) > max_labels:
         raise UsageError(
             f"{where}: {len(found)} labels, more than the limit of {max_labels} "

@@ -55,8 +55,11 @@ def list_shapes(source: Path) -> list[Path]:
     `#` comments skipped). UsageError naming `source` when there is none."""
     source = Path(source)
     if source.is_dir():
+        # Every entry of a shape format but a folder (which the walk enters): a FIFO, a symlink
+        # loop or a broken link named `x.npy` is a failed row saying what it is (it was left
+        # out unsaid), and it is never opened (`check_shape_file` comes first).
         paths = sorted(
-            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in SHAPE_SUFFIXES
+            p for p in source.rglob("*") if p.suffix.lower() in SHAPE_SUFFIXES and not p.is_dir()
         )
         what = f"no shape files ({', '.join(SHAPE_SUFFIXES)}) in {source}"
     elif source.is_file():

@@ -88,7 +88,7 @@ def classify_command(
     ] = None,
 ) -> None:
     """Top labels of a mesh or point cloud (or of many), sampled as the pipeline does."""
-    from cg3d.app.api import check_shape_file, check_up_axis, load, read_labels_file
+    from cg3d.app.api import check_shape_file, check_top, check_up_axis, load, read_labels_file
     from cg3d.app.batch import TABLE_SUFFIXES, check_out, is_batch, list_shapes
     from cg3d.eval.protocols import get_protocol
 
@@ -100,6 +100,8 @@ def classify_command(
     if out is not None:
         check_out(out, TABLE_SUFFIXES)
     check_up_axis(up_axis)
+    check_top(top, "--top")
+    check_top(max_labels, "--max-labels")
     get_protocol(protocol)  # an unknown name fails before the model loads
     if labels_file is not None:
         labels = read_labels_file(labels_file)

@@ -49,7 +49,15 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import CG3D, Protocol
-from cg3d.files import OutsideRoot, confined_path, inside_root, loads_json, resolved_root
+from cg3d.files import (
+    OutsideRoot,
+    confined_path,
+    inside_root,
+    loads_json,
+    resolved_root,
+    shown_name,
+    why_not_a_file,
+)
 from cg3d.formats.npy import open_npy, read_npy
 from cg3d.formats.shards import (
     INDEX_NAME,
@@ -301,10 +309,13 @@ def _require_file(root: Path, path: Path, what: str) -> Path:
     inside `root` (symlinks followed)."""
     try:
         inside_root(root, path)
-    except OutsideRoot as error:
+    except ValueError as error:  # OutsideRoot, or a NUL byte in a name a list file gave
         raise UsageError(f"{what}: {error}") from None
-    if not path.is_file():
+    why = why_not_a_file(path)
+    if why == "does not exist":
         raise UsageError(f"{what}: missing file {path}")
+    if why:
+        raise UsageError(f"{what}: {shown_name(path)} {why}")
     return path
 
 
@@ -321,6 +332,8 @@ class Refusals:
         except OutsideRoot as error:
             self.refuse(key, str(error))
             return None
+        except ValueError as error:  # a NUL byte: a list file's line that names no file
+            raise UsageError(f"--root: {error}") from None
 
     def refuse(self, key: str, reason: str) -> None:
         self.count += 1
@@ -474,7 +487,7 @@ def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
     path = scanobjectnn_file(root, variant, split)
     try:
         with h5py.File(path, "r") as h5:
-            labels = _scanobjectnn_labels(h5, path, h5py.Dataset)
+            labels = _scanobjectnn_labels(h5, path)
             points, channels = h5["data"].shape[1:]
     except OSError as error:  # not HDF5, truncated: h5py's message names no file
         raise UsageError(f"{path}: not a readable HDF5 file ({error})") from None
@@ -493,12 +506,11 @@ def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
     return Benchmark("scanobjectnn", variant, class_names("scanobjectnn"), size, shapes)
 
 
-def _scanobjectnn_labels(h5: Any, path: Path, dataset: type) -> np.ndarray:
+def _scanobjectnn_labels(h5: Any, path: Path) -> np.ndarray:
     """The (N,) labels of an open ScanObjectNN h5, after its `data` and `label` datasets are
-    checked: shapes bounded and agreeing, numbers, labels of the 15 classes."""
-    data, labels = h5.get("data"), h5.get("label")
-    if not isinstance(data, dataset) or not isinstance(labels, dataset):
-        raise UsageError(f"{path}: needs datasets 'data' and 'label'")
+    checked: stored in the file itself, shapes bounded and agreeing, numbers, labels of the
+    15 classes."""
+    data, labels = _h5_dataset_in_file(h5, "data", path), _h5_dataset_in_file(h5, "label", path)
     shape = data.shape
     if len(shape) != 3 or shape[2] < 3 or data.dtype.kind not in "fiu":
         raise UsageError(f"{path}: 'data' is {data.dtype} {shape}, not (N, points, 3+) numbers")
@@ -524,6 +536,34 @@ def _scanobjectnn_labels(h5: Any, path: Path, dataset: type) -> np.ndarray:
             f"{path}: label {values[wrong[0]]} of cloud {wrong[0]} is not a class (0 to {count - 1})"
         )
     return values
+
+
+def _h5_dataset_in_file(h5: Any, name: str, path: Path) -> Any:
+    """The dataset `name` of the open h5 file `path`, if its values are stored in that file:
+    HDF5 lets a file point elsewhere (an external link to another file's dataset, a dataset
+    whose raw bytes live in an external file, a virtual dataset mapped from others), and h5py
+    follows each silently, which would read files outside --root. Refused by name, before any
+    value is read; so is a soft link (ScanObjectNN's files hold plain datasets)."""
+    import h5py
+
+    link = h5.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise UsageError(
+            f"{path}: '{name}' links to {link.filename}, another file (a benchmark is read "
+            "from its own files under --root)"
+        )
+    if isinstance(link, h5py.SoftLink):
+        raise UsageError(f"{path}: '{name}' is a soft link (to {link.path}), not a dataset")
+    dataset = h5.get(name)
+    if not isinstance(dataset, h5py.Dataset):
+        raise UsageError(f"{path}: needs datasets 'data' and 'label' (no {name!r} dataset)")
+    if dataset.external or dataset.is_virtual:
+        where = dataset.external[0][0] if dataset.external else "other files (a virtual dataset)"
+        raise UsageError(
+            f"{path}: '{name}' keeps its values in {where!s}, outside the file (a benchmark is "
+            "read from its own files under --root)"
+        )
+    return dataset
 
 
 def shapenet55(root: Path, split: str = "test") -> Benchmark:

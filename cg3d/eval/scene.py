@@ -42,6 +42,21 @@ def split_regions(
     return centres, list(members), np.asarray(nearest)
 
 
+def region_points(
+    points: np.ndarray, members: np.ndarray, n_points: int, seed: int, channels: int, scene: Path
+) -> np.ndarray:
+    """The model input of one region (`prepare_points`); a region whose points all coincide
+    (a cluster of at least region_points copies of one point) is one line naming the param."""
+    try:
+        return prepare_points(points[members], n_points, seed=seed, point_channels=channels)
+    except ValueError as error:
+        raise UsageError(
+            f"{scene}: the region around {np.round(points[members[0]], 4).tolist()} "
+            f"({error}): its {len(members)} nearest points are one point repeated; raise "
+            "scene.region_points past the copies"
+        ) from None
+
+
 def heat_colors(scores: np.ndarray) -> np.ndarray:
     """(N, 4) uint8 RGBA: min-max normalised scores through matplotlib's inferno map."""
     from matplotlib import colormaps
@@ -68,11 +83,19 @@ def scene_query(
         raise UsageError("--text must not be empty")
     points, _ = read_point_file(Path(scene))
     points = points[np.isfinite(points).all(axis=1)]
-    if len(points) < 4:
-        raise UsageError(f"{scene}: a scene needs at least 4 finite points, got {len(points)}")
     rng = np.random.default_rng(config.seed)
     if len(points) > config.max_points:
         points = points[np.sort(rng.choice(len(points), config.max_points, replace=False))]
+    # distinct points: a region of copies of one point has no shape to normalise (this was a
+    # ValueError traceback for a scene of one repeated point, or --max-points 1)
+    distinct = len(np.unique(points, axis=0))
+    if distinct < 4:
+        where = (
+            f" (of --max-points {config.max_points})" if len(points) == config.max_points else ""
+        )
+        raise UsageError(
+            f"{scene}: a scene needs at least 4 distinct finite points, got {distinct}{where}"
+        )
     points = to_canonical_axes(points, config.up_axis)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
@@ -83,7 +106,7 @@ def scene_query(
     scores = []
     for start in range(0, len(members), config.batch_size):
         batch = [
-            prepare_points(points[m], n_points, seed=start + i, point_channels=channels)
+            region_points(points, m, n_points, start + i, channels, scene)
             for i, m in enumerate(members[start : start + config.batch_size])
         ]
         features = model.encode_points(torch.from_numpy(np.stack(batch)).to(model.device()))

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
+from cg3d.files import why_not_a_file
 from cg3d.formats.tar import FormatError, tar_members
 
 
@@ -30,8 +31,18 @@ def damaged(path: Path, problem: str, stage: str) -> DamagedFile:
     return DamagedFile(f"{path} is damaged ({problem}): {rebuild}")
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is no file to read though something is there (a FIFO, a folder, a device, a
+    symlink loop: opening a FIFO named `part-00003.parquet` blocked resume and `cg3d
+    inspect` forever), or None: a file, or nothing (the caller's FileNotFoundError)."""
+    why = why_not_a_file(path)
+    return None if why in ("", "does not exist") else why
+
+
 def parquet_problem(path: Path) -> str | None:
     """Why the Parquet file at `path` is not whole (None when it is); reads only its footer."""
+    if problem := not_a_file(path):
+        return problem
     try:
         pq.read_metadata(path)
     except FileNotFoundError:
@@ -44,6 +55,8 @@ def parquet_problem(path: Path) -> str | None:
 def tar_problem(path: Path) -> str | None:
     """Why the tar at `path` is not whole (None when it is): its headers are walked to the
     end-of-archive blocks, member data seeked over."""
+    if problem := not_a_file(path):
+        return problem
     try:
         with open(path, "rb", buffering=0) as stream:  # a seek per member: no buffer to refill
             for _ in tar_members(stream, read_data=False):
@@ -85,6 +98,8 @@ def schema_problem(
 def parquet_file(path: Path, stage: str) -> pq.ParquetFile:
     """The Parquet file at `path`, written by `cg3d {stage}`; a damaged one is a DamagedFile
     naming it and that stage, not pyarrow's "Parquet magic bytes not found"."""
+    if problem := not_a_file(path):
+        raise damaged(path, problem, stage)
     try:
         return pq.ParquetFile(path)
     except FileNotFoundError:

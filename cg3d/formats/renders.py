@@ -10,10 +10,12 @@ import math
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from cg3d.files import loads_json
+from cg3d.formats.intact import not_a_file
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
 from cg3d.params import MAX_RESOLUTION, MAX_VIEWS
 
@@ -90,6 +92,14 @@ def render_parts(renders_dir: Path) -> list[Path]:
     return sorted(Path(renders_dir).glob(f"part-*{PART_SUFFIX}"))
 
 
+def _open_part(part: Path) -> BinaryIO:
+    """A render part open to read; a FIFO, folder or symlink loop in its place is a
+    FormatError naming it (opening a FIFO blocked `cg3d inspect` and pack forever)."""
+    if problem := not_a_file(Path(part)):
+        raise FormatError(f"{part}: {problem} (rerun `cg3d {STAGE}` to rebuild it)")
+    return open(part, "rb")
+
+
 def _rendered(members: dict[str, bytes]) -> Rendered:
     views = {
         suffix.removesuffix(".png"): data
@@ -106,7 +116,7 @@ def read_render_part(
     are read: the others' data is seeked over); a member not named `<id>.<suffix>`, or a
     damaged tar, is a FormatError naming the part (and the member)."""
     wanted = True if only is None else (lambda name: name.partition(".")[0] in only)
-    with open(part, "rb") as stream:
+    with _open_part(part) as stream:
         try:
             for sample in tar_samples(stream, wanted):
                 if "__error__" in sample:
@@ -120,7 +130,7 @@ def read_render_part(
 def part_ids(part: Path) -> list[str]:
     """The object ids of one part, in order, from the tar headers only."""
     ids: list[str] = []
-    with open(part, "rb") as stream:
+    with _open_part(part) as stream:
         try:
             for name, _ in tar_members(stream, read_data=False):
                 key, _ = member_key(name)

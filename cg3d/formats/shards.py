@@ -38,7 +38,7 @@ from cg3d.errors import UsageError
 from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
 from cg3d.formats.images import open_image
-from cg3d.formats.intact import damaged
+from cg3d.formats.intact import damaged, not_a_file
 from cg3d.formats.npy import read_npy
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import (
@@ -94,6 +94,8 @@ def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
     server that stalls without closing would otherwise hang the reader forever)."""
     from webdataset.gopen import gopen
 
+    if not is_remote(url) and (problem := not_a_file(Path(url))):
+        raise OSError(f"{url} {problem}")  # a FIFO named shard-000000.tar: never opened
     stream = gopen(url, "rb")
     process = getattr(stream, "proc", None)  # curl or the pipe command; None for a file
     try:

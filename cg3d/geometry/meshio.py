@@ -27,7 +27,15 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from cg3d.files import OutsideRoot, confined_path, file_sha256, loads_json
+from cg3d.files import (
+    OutsideRoot,
+    confined_path,
+    file_sha256,
+    loads_json,
+    real_path,
+    shown_name,
+    why_not_a_file,
+)
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -78,6 +86,10 @@ TRIANGLE_MODES = (4, 5, 6)  # glTF primitive modes with faces (0 points, 1-3 lin
 # Beyond these a file is not a single object in any sane unit (or would exhaust memory).
 MAX_EXTENT = 1.0e6
 MAX_FACES = 20_000_000
+# A GLB's own length field is 32 bits, and MAX_FACES faces as OBJ text (vertices, normals and
+# texture coordinates included) take well under this.
+MAX_MESH_BYTES = 1 << 32
+ZERO_HEAD_BYTES = 4096  # a mesh file's first bytes are a header or text, never all zero
 
 # trimesh logs every odd file at warning level; the failure rows say it once, in words.
 logging.getLogger("trimesh").setLevel(logging.ERROR)
@@ -118,13 +130,28 @@ def check_suffix(path: Path) -> str:
     return suffix
 
 
-def check_nonempty(path: Path) -> None:
+def check_bytes(path: Path) -> None:
+    """MeshError unless the file has bytes to read, no more than MAX_MESH_BYTES, and does not
+    start with ZERO_HEAD_BYTES zero bytes. From its size and first block alone, before any
+    reader sees it: trimesh reads a file whole (twice its size in memory), so a sparse file
+    of 100 GB (`truncate -s`) would have taken the machine, and a preallocated download that
+    was never written (all zeros) took 30 s and 2 GB to be called "no geometry"."""
     try:
-        size = Path(path).stat().st_size
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(ZERO_HEAD_BYTES) if 0 < size <= MAX_MESH_BYTES else b""
     except OSError as error:
         raise MeshError("unreadable", f"cannot open the file: {error.strerror or error}") from error
     if size == 0:
         raise MeshError("empty", "the file has zero bytes")
+    if size > MAX_MESH_BYTES:
+        raise MeshError("absurd_size", f"{size} bytes, more than {MAX_MESH_BYTES} for one mesh")
+    if not head.strip(b"\0"):
+        raise MeshError(
+            "empty",
+            f"its first {len(head)} bytes are all zero (no mesh format starts so: a file "
+            "allocated and never written, as an interrupted download leaves)",
+        )
 
 
 def load_mesh(path: Path) -> Mesh:
@@ -133,7 +160,7 @@ def load_mesh(path: Path) -> Mesh:
 
     path = Path(path)
     suffix = check_suffix(path)
-    check_nonempty(path)
+    check_bytes(path)
     check_declared_counts(path, suffix)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
@@ -176,8 +203,11 @@ class _PlyElement:
 
 
 def check_declared_counts(path: Path, suffix: str) -> None:
-    """MeshError when the counts a PLY or binary STL header declares cannot fit the file (both
-    readings, trimesh's and Blender's, check the same way)."""
+    """MeshError when the counts a PLY or binary STL header declares cannot fit the file, or
+    an OBJ or OFF holds a NUL byte (both readings, trimesh's and Blender's, check the same
+    way)."""
+    if suffix in TEXT_SUFFIXES:
+        check_text(path)
     if suffix == ".ply":
         check_ply_faces(path)
     if suffix == ".stl":
@@ -215,6 +245,29 @@ def check_ply_faces(path: Path) -> None:
                         )
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+
+
+TEXT_SUFFIXES = (".obj", ".off")  # text to every reader here: a NUL byte in one is damage
+TEXT_BLOCK = 16 << 20
+
+
+def check_text(path: Path) -> None:
+    """MeshError (`unreadable`) for an OBJ or OFF holding a NUL byte, naming where: text never
+    holds one, and a download cut short into a preallocated file (zero-filled) otherwise
+    reads as part of the mesh (trimesh took the first 74 of an icosphere's 1280 faces for the
+    whole object; an OFF said only "setting an array element with a sequence")."""
+    with open(path, "rb") as handle:
+        offset = 0
+        while block := handle.read(TEXT_BLOCK):
+            found = block.find(b"\0")
+            if found >= 0:
+                raise MeshError(
+                    "unreadable",
+                    f"a NUL byte at byte {offset + found} of {os.fstat(handle.fileno()).st_size} "
+                    "in a text format (a file cut short and zero-filled, as an interrupted "
+                    "download leaves?)",
+                )
+            offset += len(block)
 
 
 def check_stl_count(path: Path) -> None:
@@ -419,12 +472,26 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
     try:
         target = confined_path(root, base_dir, reference)
     except OutsideRoot:
-        raise MeshError("outside_root", f"{reference} resolves outside the source root") from None
-    if not target.is_file():
+        raise MeshError(
+            "outside_root", f"{_named(reference)} resolves outside the source root"
+        ) from None
+    except ValueError:  # a NUL byte (as a %00 in a URI): no file has that name
+        missing = "holds a NUL byte: it names no file"
+    else:
+        missing = why_not_a_file(target)
+    if missing:
         if required:
-            raise MeshError("missing_file", f"{reference} (referenced by the file) does not exist")
+            raise MeshError(
+                "missing_file", f"{_named(reference)} (referenced by the file) {missing}"
+            )
         return None
     return target
+
+
+def _named(reference: str) -> str:
+    """`reference` as a failure row says it: as written, or quoted and cut when it holds
+    control characters or is too long for a line."""
+    return reference if reference.isprintable() and len(reference) <= 120 else shown_name(reference)
 
 
 def gltf_document(path: Path) -> dict:
@@ -599,7 +666,7 @@ def _mtl_maps(mtl: Path) -> list[str]:
 def referenced_files(path: Path, root: Path) -> list[Path]:
     """Every file `path` makes an importer read, each resolved and checked inside `root`."""
     path, suffix = Path(path), Path(path).suffix.lower()
-    base = path.resolve().parent
+    base = real_path(path).parent
     found: list[Path | None] = []
     if suffix == ".obj":
         for name in obj_material_libraries(path):
@@ -639,7 +706,7 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     MeshError `changed_since_listed` otherwise (a file swapped for a symlink to the outside, or
     rewritten, after `cg3d meshes`). Returns the resolved path: the one to open."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = real_path(path)  # a symlink loop stays itself: reading it says ELOOP
     if not resolved.is_relative_to(Path(root).resolve()):
         raise MeshError(
             "changed_since_listed", f"{path} now resolves to {resolved}, outside the source root"
@@ -647,6 +714,16 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     if sha256 and _sha256(resolved) != sha256:
         raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
     return resolved
+
+
+def _absent_file(base: Path, name: str, folder: Path) -> Path:
+    """Where the copy of a glTF says a missing image is: the path its URI names, or, for a
+    name no file can have (a NUL byte), a path in the fresh copy `folder` that does not exist
+    either (Blender reads the object without the image, as for any missing image)."""
+    try:
+        return real_path(base / name)
+    except ValueError:
+        return folder / "no-such-image"
 
 
 def _sha256(path: Path) -> str:
@@ -663,13 +740,16 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
     only confined texture files, so whatever forms Blender parses it opens nothing that was
     not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
-    resolved = Path(path).resolve()
+    resolved = real_path(path)
     suffix = resolved.suffix.lower()
     if suffix not in (".obj", *GLTF_SUFFIXES):
         listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
+        check_bytes(listed)  # a file given to classify was never through the meshes stage
         check_declared_counts(listed, suffix)  # Blender's bytes, checked as the fast path's
         return listed
     listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
+    check_bytes(resolved)
+    check_declared_counts(resolved, suffix)  # an OBJ's text
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -724,7 +804,7 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
-            item["uri"] = quote(str(file or (resolved.parent / name).resolve()))
+            item["uri"] = quote(str(file or _absent_file(resolved.parent, name, copy.parent)))
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1076,12 +1156,11 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
     """
     path = Path(path)
-    if not path.resolve().is_relative_to(Path(root).resolve()):
-        raise MeshError(
-            "outside_root", f"the file resolves to {path.resolve()}, outside the source root"
-        )
+    resolved = real_path(path)
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
     check_suffix(path)
-    check_nonempty(path)
+    check_bytes(path)
     referenced_files(path, root)
     if geometry:
         check_geometry(path)

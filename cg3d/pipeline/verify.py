@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.formats.intact import not_a_file
 from cg3d.formats.renders import CAMERAS, loads_cameras
 from cg3d.formats.shards import (
     HashingReader,
@@ -92,7 +93,8 @@ def verify_shards(shards: str | Path) -> VerifyReport:
             url = shard_url(shards, name)
             report.shards += 1
             if not is_remote(shards) and not Path(url).is_file():
-                report.problems.append(f"{name}: missing")
+                problem = not_a_file(Path(url)) or "missing"  # a FIFO there is named so
+                report.problems.append(f"{name}: {problem}")
                 continue
             samples, problems = check_shard(url, name, count, digest, n_classes)
             report.samples += samples

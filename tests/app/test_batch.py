@@ -3,6 +3,7 @@ to CSV / Parquet / .npy with failures as rows; the content seed; checks before t
 
 import csv
 import logging
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,8 +12,10 @@ import trimesh
 from typer.testing import CliRunner
 
 import cg3d.app.api as api
-from cg3d.app.api import input_points, load
+from cg3d.app.api import check_shape_file, input_points, load
+from cg3d.app.batch import list_shapes
 from cg3d.cli import app
+from cg3d.errors import UsageError
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -182,3 +185,26 @@ def test_a_batch_of_meshes_shares_one_points_reader(tmp_path, tiny_checkpoint, m
     alone = np.concatenate([model.embed_points(row["path"]) for row in rows])
     np.testing.assert_allclose(vectors, alone, atol=1e-6)
     assert len(opened) == 4
+
+
+def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp_path):
+    """A FIFO, a symlink loop or a broken link named like a shape: a row saying what it is,
+    never opened (reading the FIFO would block); a folder named `x.obj` is entered instead."""
+    os.mkfifo(shapes / "pipe.npy")
+    (shapes / "loop.npy").symlink_to("loop.npy")
+    (shapes / "broken.ply").symlink_to("gone.ply")
+    (shapes / "folder.obj").mkdir()
+    np.save(shapes / "folder.obj" / "c.npy", cube_points(2.0, 2))
+    rows = {path.name: path for path in list_shapes(shapes)}
+    assert sorted(rows) == [
+        "a.npy", "b.npy", "broken.ply", "c.npy", "empty.obj", "flat.obj", "loop.npy", "pipe.npy"
+    ]  # fmt: skip
+    expected = {
+        "pipe.npy": "pipe.npy: not a regular file",
+        "loop.npy": "loop.npy' is a symlink loop",
+        "broken.ply": "no such file",
+    }
+    for name, words in expected.items():
+        with pytest.raises(UsageError) as caught:
+            check_shape_file(rows[name])
+        assert words in str(caught.value), (name, str(caught.value))

@@ -274,3 +274,27 @@ def test_a_fifo_given_as_a_shape_is_named_as_one_not_as_missing(tmp_path, tiny_c
         result = CliRunner().invoke(app, words)
         assert isinstance(result.exception, UsageError), result.output
         assert str(result.exception) == f"{fifo}: not a regular file", words
+
+
+@pytest.mark.parametrize("option", ["--max-labels", "--top"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_cg3d_classify_counts_below_one_are_refused_before_the_model_loads(
+    tiny_checkpoint, tmp_path, monkeypatch, option, value
+):
+    """--max-labels -5 read "3 labels, more than the limit of -5", after the model loaded."""
+    import cg3d.app.api as api
+
+    shape = tmp_path / "shape.npy"
+    np.save(shape, np.random.default_rng(0).normal(size=(100, 3)))
+    loads = []
+    monkeypatch.setattr(api, "load", lambda *args, **kwargs: loads.append(args))
+    words = ["classify", str(shape), "--checkpoint", str(tiny_checkpoint), option, value]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception) == f"{option} must be an integer ≥ 1, got {value}"
+    assert loads == []
+
+
+def test_parse_labels_refuses_a_bound_below_one():
+    with pytest.raises(UsageError, match="--max-labels must be an integer ≥ 1, got -5"):
+        parse_labels("chair", [], max_labels=-5)

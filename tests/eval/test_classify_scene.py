@@ -165,3 +165,38 @@ def test_a_second_query_into_a_folder_in_use_is_refused(tmp_path, tiny_checkpoin
         with pytest.raises(UsageError, match="another run is writing into"):
             scene_query(tmp_path / "scene.txt", "a sphere", tiny_checkpoint, out, config)
     assert _outputs(out) == before
+
+
+@pytest.mark.parametrize(
+    ("scene", "config", "message"),
+    [
+        (np.zeros((500, 3)), SceneConfig(), "at least 4 distinct finite points, got 1"),
+        (  # three distinct points, each copied many times
+            np.repeat(np.eye(3), 100, axis=0),
+            SceneConfig(),
+            "at least 4 distinct finite points, got 3",
+        ),
+        (None, SceneConfig(max_points=2), r"got 2 \(of --max-points 2\)"),
+    ],
+    ids=["one point repeated", "three points repeated", "max points 2"],
+)
+def test_a_scene_of_too_few_distinct_points_is_one_line(
+    tmp_path, tiny_checkpoint, scene, config, message
+):
+    points = cube(300, np.random.default_rng(0)) if scene is None else scene
+    np.save(tmp_path / "scene.npy", points.astype(np.float32))
+    with pytest.raises(UsageError, match=message):
+        scene_query(tmp_path / "scene.npy", "a cube", tiny_checkpoint, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_region_of_one_repeated_point_names_the_param(tmp_path, tiny_checkpoint):
+    """A cluster of 500 copies of one point: a region of its 100 nearest has no shape."""
+    points = np.vstack([cube(300, np.random.default_rng(0)), np.full((500, 3), 9.0)])
+    np.save(tmp_path / "scene.npy", points.astype(np.float32))
+    config = SceneConfig(region_points=100)
+    with pytest.raises(UsageError, match=r"region around \[9.0, 9.0, 9.0\].*scene.region_points"):
+        scene_query(tmp_path / "scene.npy", "a cube", tiny_checkpoint, tmp_path / "out", config)
+    # past the copies, every region has a shape: the query runs
+    config = SceneConfig(region_points=600)
+    assert scene_query(tmp_path / "scene.npy", "a cube", tiny_checkpoint, tmp_path / "out", config)

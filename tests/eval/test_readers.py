@@ -1,4 +1,6 @@
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +311,126 @@ def test_openshape_rgb_is_kept_scaled_from_0_255_and_a_file_without_it_is_counte
     assert colors["none"] is None  # prepare_points gives it NO_COLOR, not OpenShape's 0.4
     summary = color_summary(6, bench.color, bench.uncolored)
     assert summary == ({"shapes_without_color": 1}, {"color": COLOR_FROM_BENCHMARK})
+
+
+def _outside_file(h5py, folder: Path) -> Path:
+    """An h5 file outside the benchmark's root holding clouds the reader must never see."""
+    folder.mkdir()
+    with h5py.File(folder / "other.h5", "w") as h5:
+        h5["data"] = np.full((5, 2048, 3), 7.0, np.float32)
+        h5["label"] = np.arange(5)
+    np.full((5, 2048, 3), 7.0, np.float32).tofile(folder / "raw.bin")
+    return folder
+
+
+# HDF5 lets a dataset's values live in another file, and h5py follows each way silently.
+ELSEWHERE = {
+    "external link": (
+        lambda h5py, h5, out: h5.__setitem__("data", h5py.ExternalLink(out / "other.h5", "/data")),
+        "'data' links to .*other.h5, another file",
+    ),
+    "external raw storage": (
+        lambda h5py, h5, out: h5.create_dataset(
+            "data", (5, 2048, 3), "f4", external=[(str(out / "raw.bin"), 0, h5py.h5f.UNLIMITED)]
+        ),
+        "'data' keeps its values in .*raw.bin, outside the file",
+    ),
+    "virtual dataset": (
+        lambda h5py, h5, out: h5.create_virtual_dataset("data", _virtual(h5py, out)),
+        "'data' keeps its values in other files",
+    ),
+    "soft link": (
+        lambda h5py, h5, out: (
+            h5.__setitem__("real", CLOUDS),
+            h5.__setitem__("data", h5py.SoftLink("/real")),
+        ),
+        r"'data' is a soft link \(to /real\)",
+    ),
+}
+
+
+def _virtual(h5py, out: Path):
+    layout = h5py.VirtualLayout(shape=(5, 2048, 3), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(out / "other.h5"), "data", shape=(5, 2048, 3))
+    return layout
+
+
+@pytest.mark.parametrize("case", sorted(ELSEWHERE))
+def test_a_scanobjectnn_dataset_stored_in_another_file_is_refused_unread(tmp_path, case):
+    import h5py
+
+    outside = _outside_file(h5py, tmp_path / "outside")
+    write_data, message = ELSEWHERE[case]
+    path = tmp_path / "root" / SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as h5:
+        write_data(h5py, h5, outside)
+        h5["label"] = np.arange(5)
+    with pytest.raises(UsageError, match=message) as caught:
+        list(open_benchmark("scanobjectnn", tmp_path / "root", variant="obj_only").shapes())
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_scanobjectnn_labels_linked_from_another_file_are_refused(tmp_path):
+    import h5py
+
+    outside = _outside_file(h5py, tmp_path / "outside")
+    path = tmp_path / "root" / SCANOBJECTNN_FILES["obj_only"].format(split="test")
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as h5:
+        h5["data"] = CLOUDS
+        h5["label"] = h5py.ExternalLink(str(outside / "other.h5"), "/label")
+    with pytest.raises(UsageError, match="'label' links to .*other.h5, another file"):
+        open_benchmark("scanobjectnn", tmp_path / "root", variant="obj_only")
+
+
+def _bed_file_replaced(root: Path, how: str) -> None:
+    """The list's `bed_0001` made into something that is no file to read."""
+    path = root / "bed" / "bed_0001.txt"
+    path.unlink()
+    if how == "symlink loop":
+        path.symlink_to("bed_0001.txt")
+    elif how == "fifo":
+        os.mkfifo(path)  # opening it to read would block the pass forever
+    elif how == "folder":
+        path.mkdir()
+
+
+NOT_A_FILE = {
+    "symlink loop": "is a symlink loop",
+    "fifo": "is a device, FIFO or socket, not a file",
+    "folder": "is a folder, not a file",
+}
+
+
+@pytest.mark.parametrize("how", sorted(NOT_A_FILE))
+def test_a_listed_modelnet_shape_that_is_no_file_says_what_it_is(tmp_path, how):
+    write_modelnet(tmp_path)
+    _bed_file_replaced(tmp_path, how)
+    with pytest.raises(UsageError, match=f"bed_0001.txt' {NOT_A_FILE[how]}"):
+        list(open_benchmark("modelnet40", tmp_path).shapes())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bed_00\x0001", "holds a NUL byte: it names no file"),
+        ("bed_" + "9" * 5000, r" characters\) names no file to read \(File name too long"),
+    ],
+    ids=["nul", "too long"],
+)
+def test_a_modelnet_list_line_that_can_name_no_file_is_one_line(tmp_path, name, message):
+    write_modelnet(tmp_path)
+    test_list = tmp_path / "modelnet40_test.txt"
+    test_list.write_text(test_list.read_text().replace("bed_0001", name))
+    with pytest.raises(UsageError, match=message) as caught:
+        list(open_benchmark("modelnet40", tmp_path).shapes())
+    assert len(str(caught.value)) < 300
+
+
+def test_a_shapenet55_cloud_that_is_a_folder_is_named_so(tmp_path):
+    write_shapenet55(tmp_path, ["02691156-a.npy"])
+    (tmp_path / "shapenet_pc" / "02691156-b.npy").mkdir()
+    (tmp_path / "test.txt").write_text("02691156-a.npy\n02691156-b.npy\n")
+    with pytest.raises(UsageError, match="02691156-b.npy' is a folder, not a file"):
+        list(open_benchmark("shapenet55", tmp_path).shapes())

@@ -1,4 +1,5 @@
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -244,6 +245,24 @@ def test_pending_recomputes_a_part_or_failure_table_cut_short_and_keeps_whole_on
     assert not output.part(1).exists() and not output.part(2).exists()
     assert output.pending(4) == [1, 2]  # still to do, not reported twice
     assert len(output.damaged) == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("suffix", [".parquet", ".tar"])
+def test_pending_recomputes_a_part_that_is_a_fifo_without_opening_it(tmp_path, locked, suffix):
+    """Before: the resume check opened it and blocked forever (a `cg3d sample` rerun hung)."""
+    output = ChunkedOutput(tmp_path, suffix, "sample", {"points": 4})
+    output.prepare()
+    for index in range(2):
+        if suffix == ".parquet":
+            write_points_part(output.part(index), [f"o{index}"], [np.zeros((4, 3))])
+        else:
+            write_tar(output.part(index), {f"o{index}.view_00.png": b"x"})
+    output.part(1).unlink()
+    os.mkfifo(output.part(1))
+    assert output.pending(2) == [1]
+    assert output.damaged == [(output.part(1), "is a device, FIFO or socket, not a file")]
+    assert not output.part(1).exists()  # dropped, to be written again
 
 
 @pytest.mark.parametrize("damage", ["halved", "other columns"])

@@ -2,6 +2,7 @@
 made it; `cg3d show` takes a unique prefix or part of an id."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,42 @@ def test_a_part_copied_twice_counts_its_ids_once_and_says_so(data, tmp_path, fol
     assert found.ids == before.ids and found.classes == before.classes
     copied = sorted((points if folder == "points" else renders).part_ids(first))
     assert found.details["ids listed twice"].startswith(f"{len(copied)} ({copied[0]}")
+
+
+def _replaced_by_fifo(path: Path) -> Path:
+    path.unlink()
+    os.mkfifo(path)  # opening it to read blocks until a writer comes: never, here
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("folder", "pattern"),
+    [("points", "part-*.parquet"), ("renders", "part-*.tar")],
+)
+def test_a_part_that_is_a_fifo_is_one_line_not_a_hang(data, tmp_path, folder, pattern):
+    """Before: `cg3d inspect` blocked forever opening it."""
+    target = copy_of(data, tmp_path, folder)
+    part = _replaced_by_fifo(sorted(target.glob(pattern))[0])
+    result = CliRunner().invoke(app, ["inspect", str(target)])
+    assert isinstance(result.exception, UsageError), result.exception
+    line = str(result.exception)
+    assert line.startswith(str(part)) and "is a device, FIFO or socket, not a file" in line
+    assert "\n" not in line
+
+
+@pytest.mark.timeout(60)
+def test_a_shard_that_is_a_fifo_is_lost_with_its_reason_not_a_hang(data, tmp_path, caplog):
+    """Before: `cg3d inspect`, the eval reader and the training loader blocked forever."""
+    from cg3d.eval.readers import open_benchmark
+    from cg3d.pipeline.verify import verify_shards
+
+    target = copy_of(data, tmp_path, "shards")
+    shard = _replaced_by_fifo(sorted(target.glob("test/*.tar"))[0])
+    found = inspect_folder(target)
+    assert "test" not in found.splits or found.splits["test"] < 3
+    assert "is a device, FIFO or socket, not a file" in caplog.text
+    benchmark = open_benchmark("shards", target)
+    assert len(list(benchmark.shapes())) < benchmark.size and benchmark.skipped() > 0
+    problems = verify_shards(target).problems
+    assert f"{shard.relative_to(target)}: is a device, FIFO or socket, not a file" in problems

@@ -35,6 +35,7 @@ from cg3d.files import (
     inside_root,
     loads_json,
     locks_out_dir,
+    real_path,
     resolved_root,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
@@ -100,10 +101,11 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
     for name in listing.classes:
-        if printable_name(name) != name:
+        problem = class_name_problem(name)
+        if problem:
             raise UsageError(
                 f"--root: the class name {printable_name(name)!r} (a folder's, or from "
-                "--annotations) is not UTF-8 text; rename it"
+                f"--annotations) {problem}; rename it"
             )
     excluded = Excluded(exclude, out_dir) if exclude is not None else None
     records = excluded.filter(listing.records) if excluded else listing.records
@@ -202,6 +204,20 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def class_name_problem(name: str) -> str:
+    """What makes `name` no class name, or "": not UTF-8, empty or blank (an annotations key
+    `""` became the class "", captioned "a photo of a ." and a zero-shot prompt of nothing), or
+    holding an unprintable character (a newline splits a caption and the class list's lines)."""
+    if printable_name(name) != name:
+        return "is not UTF-8 text"
+    if not name.strip():
+        return "is empty or blank"
+    unprintable = next((c for c in name if not c.isprintable()), None)
+    if unprintable is not None:
+        return f"holds the unprintable character {unprintable!r} (a newline, a tab…)"
+    return ""
+
+
 def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
     """The records; one whose path is not UTF-8 (a file named `b\\xffd.obj`) becomes a failure
     row holding the name escaped, since no later stage could name or open it from the
@@ -286,7 +302,7 @@ class Excluded:
             real = self.real_out_dir / path  # the stored path is resolved already (`/` keeps
             # an absolute one as it is)
         else:  # a failure row keeps a link's own path (its target is the reason): resolve it
-            real = absolute.resolve()
+            real = real_path(absolute)
         keys = {record.id, record.path, str(absolute), str(real), path.stem}
         if path.stem in ("model", "model_normalized"):  # ShapeNet v1 / v2: the model's folder
             keys.add(path.parent.parent.name if path.parent.name == "models" else path.parent.name)
@@ -369,7 +385,7 @@ def stored_path(path: Path, out_dir: Path, resolved: bool = False) -> str:
     Objaverse). Confinement does not rest on it: the validation resolves every path before it
     opens the file (`meshio.validate_file`)."""
     if not resolved:
-        path = path.resolve()
+        path = real_path(path)  # a symlink loop stays itself (Path.resolve raised): a row later
     try:
         return path.relative_to(_resolved(out_dir)).as_posix()
     except ValueError:
@@ -418,16 +434,25 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
             yield entry
 
 
+def is_file(entry: os.DirEntry | Path) -> bool:
+    """Whether `entry` is a file, symlinks followed; False for a symlink loop, of which
+    `DirEntry.is_file` raises ELOOP (a link to itself in a source ended the meshes stage)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
     """Why an entry `iter_sorted_entries` yielded (or a path) is no object (its failure row),
     or None for a file (a symlink to one included: the meshes stage checks where it leads): a
     symlinked folder (`outside_root` when it leads out of `root`), a broken link, or something
     else that is not a file (a socket, a FIFO). A plain file's entry costs no system call;
     a symlink's costs what following it does."""
-    if entry.is_file():
+    if is_file(entry):
         return None
     if entry.is_symlink():
-        target = Path(entry).resolve()
+        target = real_path(entry)
         if not target.is_relative_to(resolved_root(root)):
             return MeshError("outside_root", f"a symlink to {target}, outside the source root")
         if target.is_dir():
@@ -436,5 +461,7 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
                 f"a symlinked folder (to {target}, inside the source root): not entered, so that "
                 "no file is listed twice",
             )
+        if target.is_symlink():  # still a link once resolved: it leads round in a loop
+            return MeshError("missing_file", f"a symlink loop (through {target})")
         return MeshError("missing_file", f"a broken symlink (to {target})")
     return MeshError("unsupported_format", "not a file nor a folder")

@@ -17,6 +17,7 @@ from cg3d.pipeline.sources import (
     Listing,
     MeshesConfig,
     cap_per_class,
+    is_file,
     match_protocol_names,
     stored_path,
 )
@@ -55,7 +56,7 @@ def _records(
             files, symlinked = [], set()
             with os.scandir(split_dir) as entries:
                 for entry in entries:
-                    if entry.is_file() and Path(entry.name).suffix.lower() == ".off":
+                    if is_file(entry) and Path(entry.name).suffix.lower() == ".off":
                         files.append(entry.name)
                         if entry.is_symlink():
                             symlinked.add(entry.name)

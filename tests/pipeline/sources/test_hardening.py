@@ -367,3 +367,40 @@ def test_a_source_json_nested_too_deep_is_one_line(tmp_path, which):
         config = MeshesConfig(per_class=1, workers=1, exclude=str(tmp_path / "exclude.json"))
     with pytest.raises(UsageError, match=r"is not valid JSON: the JSON nests too deep$"):
         build_manifest(config, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("category", "problem"),
+    [
+        ("", "is empty or blank"),
+        ("   ", "is empty or blank"),
+        ("mug\n", r"holds the unprintable character '\\n'"),
+        ("mu\tg", r"holds the unprintable character '\\t'"),
+    ],
+    ids=["empty", "blank", "newline", "tab"],
+)
+def test_a_class_name_that_is_no_name_is_one_line(tmp_path, category, problem):
+    """An annotations key "" became the class "" (captions "a photo of a ."); a newline split
+    the class list's lines."""
+    root = tmp_path / "root"
+    make_glbs(root)
+    (root / "annotations.json").write_text(json.dumps({category: ["aa11"], "cup": ["bb22"]}))
+    with pytest.raises(UsageError, match=f"^--root: the class name .* {problem}.*; rename it$"):
+        build_manifest(MeshesConfig(source="objaverse", root=str(root)), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_a_class_folder_named_with_a_newline_is_one_line(tmp_path):
+    root = tmp_path / "root"
+    write_mesh(root / "mug\n" / "a.obj", box())
+    with pytest.raises(UsageError, match=r"'mug\\n' .* holds the unprintable character"):
+        build_manifest(MeshesConfig(source="folder", root=str(root)), tmp_path / "out")
+
+
+def test_class_names_with_spaces_slashes_and_accents_are_names(tmp_path):
+    root = tmp_path / "root"
+    make_glbs(root)
+    names = {"tea cup": ["aa11"], "a/b": ["bb22"], "café": ["cc33"]}
+    (root / "annotations.json").write_text(json.dumps(names))
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), tmp_path / "out")
+    assert sorted(json.loads((tmp_path / "out" / "classes.json").read_text())) == sorted(names)

@@ -1,0 +1,104 @@
+"""A mesh file's bytes, checked before any reader sees them: its size (trimesh reads a file
+whole, at about twice its size in memory) and its first block (a file allocated and never
+written is all zeros). Sparse files (`os.truncate`): no test writes the gigabytes it names."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cg3d.formats.manifest import read_manifest
+from cg3d.geometry.meshio import (
+    MAX_MESH_BYTES,
+    ZERO_HEAD_BYTES,
+    MeshError,
+    blender_input,
+    load_mesh,
+    validate_file,
+)
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.pipeline.sources.helpers import box, write_mesh
+
+SUFFIXES = [".obj", ".off", ".ply", ".stl", ".glb", ".gltf"]
+
+
+def sparse(path: Path, size: int, head: bytes = b"") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(head)
+    os.truncate(path, size)
+    return path
+
+
+def readers(path: Path, root: Path, copies: Path) -> dict:
+    """Every way a stage reads a mesh file: the meshes stage's check, the fast path (sample,
+    classify), the file handed to Blender (sample, render, classify's glTF)."""
+    calls = {
+        "validate_file": lambda: validate_file(path, root),
+        "blender_input": lambda: blender_input(path, root, "", copies),
+    }
+    if path.suffix in (".obj", ".off", ".ply", ".stl"):
+        calls["load_mesh"] = lambda: load_mesh(path)
+    return calls
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_mesh_file_of_zeros_is_empty_by_its_first_block(tmp_path, suffix):
+    path = sparse(tmp_path / "root" / f"zeros{suffix}", 1 << 30)  # 1 GiB, no disk used
+    for name, call in readers(path, tmp_path / "root", tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert caught.value.kind == "empty", name
+        assert f"first {ZERO_HEAD_BYTES} bytes are all zero" in caught.value.reason, name
+
+
+def test_a_small_file_of_zeros_is_empty_too(tmp_path):
+    path = sparse(tmp_path / "root" / "zeros.obj", 100)
+    with pytest.raises(MeshError, match="first 100 bytes are all zero"):
+        validate_file(path, tmp_path / "root")
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_mesh_file_past_the_bound_is_absurd_by_its_size_unread(tmp_path, suffix):
+    head = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"  # a real start: only the size refuses it
+    path = sparse(tmp_path / "root" / f"huge{suffix}", MAX_MESH_BYTES + 1, head)
+    for name, call in readers(path, tmp_path / "root", tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert caught.value.kind == "absurd_size", name
+        assert f"{MAX_MESH_BYTES + 1} bytes, more than {MAX_MESH_BYTES}" in caught.value.reason
+
+
+def test_the_meshes_stage_refuses_them_without_hashing_them(tmp_path, monkeypatch):
+    import cg3d.pipeline.sources as sources
+
+    root = tmp_path / "root"
+    write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
+    sparse(root / "chair" / "zeros.glb", 1 << 30)
+    sparse(root / "chair" / "huge.obj", MAX_MESH_BYTES + 1, b"v 0 0 0\n")
+    hashed = []
+    original = sources.file_sha256
+    monkeypatch.setattr(sources, "file_sha256", lambda p: hashed.append(p) or original(p))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    rows = {Path(r.path).name: r.status for r in read_manifest(tmp_path / "out")}
+    assert rows == {"fine.obj": "ok", "zeros.glb": "empty", "huge.obj": "absurd_size"}
+    assert [Path(p).name for p in hashed] == ["fine.obj"]  # 5 GB never read to be refused
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".off"])
+def test_a_text_mesh_cut_short_and_zero_filled_is_unreadable_naming_the_byte(tmp_path, suffix):
+    """An interrupted download into a preallocated file: the text, then zeros to full size.
+    trimesh read such an OBJ as a whole mesh of its first faces (status ok)."""
+    import trimesh
+
+    root = tmp_path / "root"
+    whole = write_mesh(root / "chair" / f"whole{suffix}", trimesh.creation.icosphere(3))
+    data = whole.read_bytes()
+    keep = int(len(data) * 0.6)
+    cut = root / "chair" / f"cut{suffix}"
+    cut.write_bytes(data[:keep] + bytes(len(data) - keep))
+    validate_file(whole, root)  # the same text, whole, passes
+    for name, call in readers(cut, root, tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert caught.value.kind == "unreadable", name
+        assert f"a NUL byte at byte {keep} of {len(data)}" in caught.value.reason, name
