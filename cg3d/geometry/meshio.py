@@ -89,6 +89,7 @@ MAX_FACES = 20_000_000
 # A GLB's own length field is 32 bits, and MAX_FACES faces as OBJ text (vertices, normals and
 # texture coordinates included) take well under this.
 MAX_MESH_BYTES = 1 << 32
+FACE_OUT_OF_RANGE = "a face refers to a vertex that does not exist"
 ZERO_HEAD_BYTES = 4096  # a mesh file's first bytes are a header or text, never all zero
 
 # trimesh logs every odd file at warning level; the failure rows say it once, in words.
@@ -172,6 +173,8 @@ def load_mesh(path: Path) -> Mesh:
         raise MeshError("absurd_size", "the file does not fit in memory") from error
     except MeshError:
         raise
+    except IndexError as error:  # trimesh's OBJ reader indexes its vertices by the faces
+        raise MeshError("unreadable", f"{FACE_OUT_OF_RANGE} ({error})") from error
     except Exception as error:  # any parser failure: a malformed file, not a crashed stage
         raise MeshError("unreadable", f"{type(error).__name__}: {error}") from error
     result = Mesh(
@@ -443,7 +446,7 @@ def check_mesh(mesh: Mesh) -> None:
     if len(faces) > MAX_FACES:
         raise MeshError("absurd_size", f"{len(faces)} faces (more than {MAX_FACES})")
     if faces.min() < 0 or faces.max() >= len(vertices):
-        raise MeshError("unreadable", "a face refers to a vertex that does not exist")
+        raise MeshError("unreadable", FACE_OUT_OF_RANGE)
     used = vertices[np.unique(faces)]
     if not np.isfinite(used).all():
         raise MeshError("non_finite", "NaN or infinite vertex coordinates")

@@ -95,6 +95,17 @@ def test_check_mesh_rejects_faces_past_the_vertices() -> None:
     assert caught.value.kind == "unreadable"
 
 
+@pytest.mark.parametrize("faces", ["f 1 2 9", "f 1 2 3\nf 4 1 2"])
+def test_an_obj_face_past_its_vertices_says_so(tmp_path: Path, faces: str) -> None:
+    # trimesh's OBJ reader fails on it with a bare IndexError, which the row used to be
+    path = tmp_path / "past.obj"
+    path.write_text(f"v 0 0 0\nv 1 0 0\nv 0 1 0\n{faces}\n")
+    with pytest.raises(MeshError) as caught:
+        load_mesh(path)
+    assert caught.value.kind == "unreadable"
+    assert caught.value.reason.startswith("a face refers to a vertex that does not exist (")
+
+
 def test_check_mesh_judges_area_relative_to_size() -> None:
     tiny = Mesh(np.eye(3) * 1e-6, np.array([[0, 1, 2]]))
     check_mesh(tiny)  # a millimetre-scale object in metres is fine
