@@ -35,3 +35,30 @@ def test_an_ascii_ply_cut_short_of_its_vertex_count_is_refused(tmp_path):
     whole = tmp_path / "whole.ply"
     whole.write_text(ASCII_HEADER.format(3) + "0 0 0\n1 1 1\n2 0 1\n")
     np.testing.assert_array_equal(read_point_file(whole)[0], [[0, 0, 0], [1, 1, 1], [2, 0, 1]])
+
+
+def test_text_points_stream_with_commas_comments_and_blank_lines(tmp_path):
+    text = tmp_path / "scan.xyz"
+    text.write_text("# x y z r g b\n1,2,3,0,0,0\n\n4 5 6 1 1 1\r\n  7.5 , 8 , 9 , 0 , 1 , 0\n")
+    loaded, _ = read_point_file(text)
+    np.testing.assert_array_equal(loaded, [[1, 2, 3], [4, 5, 6], [7.5, 8, 9]])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\n \n# only a comment\n", "no points in it"), (b"\xff\xfe1 2 3\n", "can't decode byte")],
+)
+def test_a_text_point_file_without_points_is_one_line(tmp_path, content, message):
+    path = tmp_path / "nothing.txt"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=f"nothing.txt: unreadable point file .*{message}"):
+        read_point_file(path)
+
+
+def test_a_text_point_file_over_the_bound_is_refused_unread(tmp_path):
+    path = tmp_path / "sparse.txt"
+    with path.open("wb") as handle:  # sparse: no disk taken, and read whole it would take 5 GB
+        handle.write(b"1 2 3\n")
+        handle.truncate(5 << 30)
+    with pytest.raises(UsageError, match=r"5368709120 bytes, more than 4294967296"):
+        read_point_file(path)
