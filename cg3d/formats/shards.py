@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import select
 from collections import Counter
@@ -201,8 +202,12 @@ def index_problem(index: Any) -> str | None:
     classes, splits = index.get("classes"), index.get("splits")
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         return "'classes' is not a list of names"
+    twice = _first_repeat(classes)
+    if twice is not None:  # its label's scores would be split between two names
+        return f"'classes' names {twice!r} twice"
     if not isinstance(splits, dict):
         return "'splits' is not an object"
+    listed: dict[str, str] = {}  # shard name → the split that lists it
     for split, entry in splits.items():
         if not isinstance(entry, dict):
             return f"split {split!r} is not an object"
@@ -213,6 +218,14 @@ def index_problem(index: Any) -> str | None:
         bad = next((n for n in names if not SHARD_NAME.fullmatch(n) or ".." in n.split("/")), None)
         if bad is not None:
             return f"split {split!r}: shard name {bad!r} is not a relative path of plain names"
+        # A shard listed twice is read twice: its samples counted, trained on or indexed
+        # twice, or (in two splits) a test object that was trained on.
+        for name in names:
+            file = posixpath.normpath(name)  # `train/./a.tar` is `train/a.tar`
+            if file in listed:
+                where = sorted({listed[file], split})
+                return f"shard {name} is listed twice (split {' and '.join(map(repr, where))})"
+            listed[file] = split
         if not isinstance(counts, list) or not all(_count(c) for c in counts):
             return f"split {split!r}: 'counts' is not a list of sample counts"
         if any(c > MAX_SHARD_SAMPLES for c in counts):
@@ -228,6 +241,11 @@ def index_problem(index: Any) -> str | None:
         if samples > MAX_SHARD_SAMPLES * max(len(names), 1):
             return f"split {split!r}: {samples} samples, more than {len(names)} shards hold"
     return None
+
+
+def _first_repeat(values: list[str]) -> str | None:
+    seen: set[str] = set()
+    return next((v for v in values if v in seen or seen.add(v)), None)
 
 
 def _count(value: Any) -> bool:
