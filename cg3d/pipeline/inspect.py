@@ -9,6 +9,8 @@
   run       last.pt, or .resume/      classes, epoch, the run's params, metrics and about.json
   results   metrics.json              an evaluation's numbers and about.json (what was measured:
                                       checkpoint, CLIP weights, protocol, dataset...)
+  index     retrieval.json, or an     ids, classes and splits of the indexed objects, the model
+            index's .plan.json        and sizes; failures.parquet; a killed build as unfinished
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -27,8 +29,10 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.files import loads_json
 from cg3d.formats.failures import FAILURES_NAME, read_failures
+from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
+from cg3d.formats.retrieval import RETRIEVAL_NAME
 
-KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results")
+KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results", "index")
 
 
 @dataclass
@@ -82,6 +86,8 @@ def folder_kind(folder: Path) -> str:
         return "run"
     if (folder / "captions.parquet").is_file():
         return "captions"
+    if (folder / RETRIEVAL_NAME).is_file() or _index_plan(folder) is not None:
+        return "index"  # before points: an index's parts are part-*.parquet too
     if any(folder.glob("part-*.parquet")):
         return "points"
     if any(folder.glob("part-*.tar")):
@@ -91,7 +97,7 @@ def folder_kind(folder: Path) -> str:
     raise UsageError(
         f"{folder} is not a stage output, a shard set, a training run or results (none of "
         "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt, "
-        "metrics.json)"
+        f"metrics.json, {RETRIEVAL_NAME})"
     )
 
 
@@ -109,6 +115,17 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
             found.made_by["params"] = read_json(plan)
     found.made_by |= dvc_stage(folder) | code_version(folder)
     return found
+
+
+def _index_plan(folder: Path) -> dict | None:
+    """The plan of a `cg3d index` build in `folder` (its .plan.json), or None."""
+    from cg3d.pipeline.chunks import PLAN_NAME
+
+    if not (folder / PLAN_NAME).is_file():
+        return None
+    recorded = read_json(folder / PLAN_NAME)
+    plan = recorded.get("plan") if isinstance(recorded, dict) else None
+    return plan if isinstance(plan, dict) and plan.get("format") == INDEX_FORMAT else None
 
 
 def read_json(path: Path) -> Any:
@@ -251,6 +268,41 @@ def read_run(found: Inspection) -> None:
         found.made_by["params"] = read_yaml(folder / "params.yaml")
 
 
+def read_retrieval_index(found: Inspection) -> None:
+    """A `cg3d index` folder, through the checks `cg3d search` opens it with (a damaged file is
+    the same one line); a build killed before retrieval.json is said to be unfinished."""
+    from cg3d.formats.retrieval import read_arrays, read_retrieval
+
+    folder = found.folder
+    plan = _index_plan(folder)
+    if plan is not None:
+        found.made_by["params"] = {k: plan.get(k) for k in ("shards", "thumbnail", "model")}
+    if not (folder / RETRIEVAL_NAME).is_file():
+        planned = plan.get("plan") if plan else None
+        of = f" of {len(planned)}" if isinstance(planned, list) else ""
+        parts = len(list(folder.glob("part-*.parquet")))
+        found.details["unfinished"] = (
+            f"{parts}{of} parts built, no {RETRIEVAL_NAME} (a killed build: the same "
+            "`cg3d index` command finishes it)"
+        )
+        return
+    manifest = read_retrieval(folder)
+    objects, _, _, _ = read_arrays(folder, manifest)
+    for row in objects.select(["id", "class_name", "split"]).to_pylist():
+        found.ids.append(row["id"])
+        found.classes[row["class_name"]] += 1
+        found.splits[row["split"]] += 1
+    found.failures = read_failures(folder / FAILURES_NAME)
+    model = manifest["model"]
+    found.details |= {
+        "model": {key: model.get(key) for key in ("checkpoint", "checkpoint_sha256")},
+        "embeddings": f"{manifest['objects']} objects, {manifest['views']} views, "
+        f"{manifest['dim']}-d",
+        "shards": manifest["shards"],
+        "samples lost": manifest.get("lost"),
+    }
+
+
 READERS = {
     "meshes": read_meshes,
     "points": read_points,
@@ -259,6 +311,7 @@ READERS = {
     "shards": read_shards,
     "run": read_run,
     "results": read_results,
+    "index": read_retrieval_index,
 }
 
 

@@ -230,3 +230,58 @@ def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     hit = opened.hit(row, 1.0)
     with pytest.raises(UsageError, match=f"^{part}: a damaged index file"):
         opened.thumbnail(hit)
+
+
+# `cg3d inspect` of an index folder. Before: its part-*.parquet made it a points folder, and
+# inspect said "part-00000.parquet is damaged (its points column holds fixed_size_list...):
+# rerun `cg3d sample`" of a whole index.
+
+
+def test_inspect_names_an_indexs_objects_classes_and_splits(tiny_index):
+    from collections import Counter
+
+    from cg3d.pipeline.inspect import inspect_folder
+
+    objects = pq.read_table(tiny_index / "objects.parquet").to_pylist()
+    found = inspect_folder(tiny_index)
+    assert found.kind == "index"
+    assert found.ids == [row["id"] for row in objects] and len(found.ids) == 12
+    assert found.classes == Counter(row["class_name"] for row in objects)
+    assert found.splits == Counter(row["split"] for row in objects)
+    assert found.details["embeddings"] == "12 objects, 24 views, 64-d"
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "inspect", str(tiny_index)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tiny_index}: index, 12 ids, 0 failures")
+
+
+@pytest.mark.parametrize("damage", ["points cut to 4 rows", "view owner out of range"])
+def test_inspect_of_a_damaged_index_is_the_line_search_gives(tiny_index, tmp_path, damage):
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    DAMAGES[damage][0](index)
+    with pytest.raises(UsageError) as searched:
+        open_index(index)
+    with pytest.raises(UsageError) as inspected:
+        inspect_folder(index)
+    assert str(inspected.value) == str(searched.value)
+
+
+def test_inspect_of_a_killed_build_says_it_is_unfinished(tiny_index, tmp_path):
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    # as the build leaves it when killed embedding its last shard (a part per shard)
+    for name in ("retrieval.json", "objects.parquet", "points.npy", "views.npy"):
+        (index / name).unlink()
+    parts = sorted(index.glob("part-*.parquet"))
+    parts[-1].unlink()
+    found = inspect_folder(index)
+    assert found.kind == "index" and found.ids == []
+    built = f"{len(parts) - 1} of {len(parts)} parts built, no retrieval.json"
+    assert found.details["unfinished"].startswith(built)
