@@ -32,7 +32,9 @@ OK, FAILED = "ok", "failed"
 
 def is_batch(source: Path) -> bool:
     """Whether `source` names many shapes rather than one: a folder, a .lst/.list file, or a
-    .txt file whose first entry is a file (a .txt point cloud starts with numbers)."""
+    .txt file whose first entry is a file or names one of the shape formats (a .txt point
+    cloud starts with numbers): a list of paths written relative to another folder than the
+    list's is then a row per path saying it is missing, not a point file that does not parse."""
     source = Path(source)
     if source.is_dir():
         return True
@@ -46,7 +48,9 @@ def is_batch(source: Path) -> bool:
             first = next((line.strip() for line in handle if line.strip()[:1] not in ("", "#")), "")
     except OSError:
         return False
-    return bool(first) and (source.parent / first).is_file()
+    return bool(first) and (
+        (source.parent / first).is_file() or first.lower().endswith(SHAPE_SUFFIXES)
+    )
 
 
 def list_shapes(source: Path) -> list[Path]:
@@ -55,8 +59,10 @@ def list_shapes(source: Path) -> list[Path]:
     `#` comments skipped). UsageError naming `source` when there is none."""
     source = Path(source)
     if source.is_dir():
+        # Not only regular files: a FIFO, a device or a dangling link named like a shape is a
+        # failure row saying what it is (each shape's reader checks), never silently left out.
         paths = sorted(
-            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in SHAPE_SUFFIXES
+            p for p in source.rglob("*") if not p.is_dir() and p.suffix.lower() in SHAPE_SUFFIXES
         )
         what = f"no shape files ({', '.join(SHAPE_SUFFIXES)}) in {source}"
     elif source.is_file():
