@@ -9,6 +9,8 @@
   run       last.pt, or .resume/      classes, epoch, the run's params, metrics and about.json
   results   metrics.json              an evaluation's numbers and about.json (what was measured:
                                       checkpoint, CLIP weights, protocol, dataset...)
+            results.csv, audit.json   a benchmark's table (every model on every dataset), a
+                                      leakage audit's counts
   index     retrieval.json, or an     ids, classes and splits of the indexed objects, the model
             index's .plan.json        and sizes; failures.parquet; a killed build as unfinished
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
@@ -32,6 +34,8 @@ from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
 
+# An evaluation's, a `cg3d benchmark`'s, a `cg3d audit`'s
+RESULT_FILES = ("metrics.json", "results.csv", "audit.json")
 KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results", "index")
 
 
@@ -54,8 +58,15 @@ class Inspection:
         """The first line `cg3d inspect` prints: the kind and what it counts. A results folder
         holds numbers, not ids ("0 ids" would say something was lost)."""
         if self.kind == "results":
-            numbers = count_numbers(self.details.get("metrics", {}))
-            return f"{self.folder}: results, {numbers} numbers in metrics.json"
+            held = []
+            if "metrics" in self.details:  # a metrics.json, if only an empty one
+                held.append(f"{count_numbers(self.details['metrics'])} numbers in metrics.json")
+            if "benchmark" in self.details:
+                held.append(f"{len(self.details['benchmark'])} benchmark pairs in results.csv")
+            if "audit" in self.details:
+                leaked = self.details["audit"].get("leaked_test_shapes")
+                held.append(f"an audit ({leaked} test shapes with a training twin)")
+            return f"{self.folder}: results, {', '.join(held)}"
         noun = "classes" if self.kind == "run" else "ids"
         return f"{self.folder}: {self.kind}, {len(self.ids)} {noun}, {len(self.failures)} failures"
 
@@ -92,12 +103,12 @@ def folder_kind(folder: Path) -> str:
         return "points"
     if any(folder.glob("part-*.tar")):
         return "render"
-    if (folder / "metrics.json").is_file():
+    if any((folder / name).is_file() for name in RESULT_FILES):
         return "results"
     raise UsageError(
         f"{folder} is not a stage output, a shard set, a training run or results (none of "
         "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt, "
-        f"metrics.json, {RETRIEVAL_NAME})"
+        f"{', '.join(RESULT_FILES)}, {RETRIEVAL_NAME})"
     )
 
 
@@ -219,8 +230,39 @@ def read_results(found: Inspection) -> None:
     except ValueError as error:
         raise UsageError(str(error)) from None
     found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
+    if (found.folder / "metrics.json").is_file():
+        found.details.setdefault("metrics", {})
     if (found.folder / "run.json").is_file():
         found.details["this machine"] = read_json(found.folder / "run.json")
+    if (found.folder / "results.csv").is_file():
+        found.details["benchmark"] = benchmark_pairs(found.folder / "results.csv")
+    if (found.folder / "audit.json").is_file():
+        from cg3d.eval.audit import read_audit  # the reader evals take --audit with
+
+        try:
+            summary = read_audit(found.folder)
+        except UsageError as error:  # it names the eval's option: here the folder was given
+            raise UsageError(str(error).removeprefix("--audit: ")) from None
+        found.details["audit"] = {k: v for k, v in summary.items() if k != "folder"}
+
+
+def benchmark_pairs(path: Path) -> list[str]:
+    """results.csv of `cg3d benchmark`: a line per model and dataset, its top-1 and status; a
+    file that is not such a table is one line naming it."""
+    import csv
+
+    try:
+        with path.open(newline="") as handle:
+            table = csv.DictReader(handle)
+            rows, columns = list(table), set(table.fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UsageError(f"{path}: not a readable CSV ({error})") from None
+    if not {"model", "dataset", "acc1", "status"} <= columns:
+        raise UsageError(f"{path}: not a `cg3d benchmark` table (no model, dataset, acc1, status)")
+    return [
+        f"{row['model']} on {row['dataset']}: top-1 {row['acc1'] or '–'} %, {row['status']}"
+        for row in rows
+    ]
 
 
 def count_numbers(value: Any) -> int:

@@ -128,6 +128,48 @@ def test_the_first_line_of_nested_results_counts_every_number(tmp_path):
     assert " ids" not in shown.output
 
 
+def test_inspect_a_benchmark_output(tmp_path):
+    """Before: "not a stage output, a shard set, a training run or results" of the folder
+    `cg3d benchmark` wrote (results.csv, results.md and a JSON per finished pair)."""
+    from cg3d.eval.benchmark import parse_datasets, parse_models, run_benchmark
+    from cg3d.params import ZeroShotConfig
+
+    out = tmp_path / "bench"
+    models = parse_models("ulip2-pointbert,openshape-pointbert")  # cards without weights
+    run_benchmark(models, parse_datasets("modelnet40", "modelnet40=x"), out, ZeroShotConfig())
+    found = inspect_folder(out)
+    assert found.kind == "results"
+    assert found.details["benchmark"] == [
+        f"{name} on modelnet40: top-1 – %, missing weights"
+        for name in ("ulip2-pointbert", "openshape-pointbert")
+    ]
+    shown = CliRunner().invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == f"{out}: results, 2 benchmark pairs in results.csv"
+    (out / "results.csv").write_text("name,value\nx,1\n")  # another program's table
+    with pytest.raises(UsageError, match=r"results\.csv: not a `cg3d benchmark` table"):
+        inspect_folder(out)
+
+
+def test_inspect_an_audit_output(tmp_path):
+    from cg3d.eval.audit import audit
+    from tests.eval.files import write_shards
+
+    write_shards(tmp_path / "shards", per_class=1, n=32, views=1)
+    audit(str(tmp_path / "shards"), tmp_path / "audit", test_shards=str(tmp_path / "shards"))
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    found = inspect_folder(tmp_path / "audit")
+    assert found.kind == "results"
+    assert found.details["audit"]["pairs"] == written["pairs"]
+    leaked = written["leaked_test_shapes"]
+    assert found.headline() == (
+        f"{tmp_path / 'audit'}: results, an audit ({leaked} test shapes with a training twin)"
+    )
+    (tmp_path / "audit" / "audit.json").write_text("[")
+    with pytest.raises(UsageError, match=r"^\S*audit\.json does not read"):
+        inspect_folder(tmp_path / "audit")
+
+
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="not a stage output"):
         inspect_folder(tmp_path)
