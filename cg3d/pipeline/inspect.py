@@ -215,6 +215,16 @@ def read_shards(found: Inspection) -> None:
             found.ids.append(sample["__key__"])
             found.classes[class_of(sample, classes)] += 1
             found.splits[split] += 1
+        # Samples index.json counts that no shard gave (a shard cut short or unreadable): no
+        # id to name, but a failure each reason, as eval and `cg3d index` count them.
+        for reason, count in sorted(skipped.reasons.items()):
+            found.failures.append(
+                {
+                    "id": f"({split} split)",
+                    "stage": "shards",
+                    "reason": f"{count} not read: {reason}",
+                }
+            )
     found.failures += read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})

@@ -280,6 +280,32 @@ def test_an_index_count_beyond_any_shard_is_one_line_not_a_hang(data, tmp_path):
         inspect_folder(shards)
 
 
+def test_samples_a_damaged_shard_did_not_give_are_failures(data, tmp_path):
+    """Before: inspect read what it could and said "0 failures" (a warning on stderr only) of
+    a shard whose second sample's header claims 8 GiB: every sample after it was gone."""
+    import tarfile
+
+    shards = copy_of(data, tmp_path, "shards")
+    entry = json.loads((shards / "index.json").read_text())["splits"]["train"]
+    shard = shards / entry["shards"][0]
+    with tarfile.open(shard) as tar:  # tarfile's own reading: where the second sample starts
+        members = tar.getmembers()
+    first_key = members[0].name.split(".")[0]
+    second = next(m for m in members if m.name.split(".")[0] != first_key)
+    data_bytes = bytearray(shard.read_bytes())
+    header = second.offset
+    data_bytes[header + 124 : header + 136] = b"77777777777\0"  # size: 8 GiB
+    data_bytes[header + 148 : header + 156] = b" " * 8  # the checksum is over spaces here
+    checksum = sum(data_bytes[header : header + 512])
+    data_bytes[header + 148 : header + 156] = b"%06o\0 " % checksum
+    shard.write_bytes(bytes(data_bytes))
+    found = inspect_folder(shards)
+    assert found.splits["train"] == sum(entry["counts"]) - (entry["counts"][0] - 1)
+    (failure,) = [f for f in found.failures if f["id"] == "(train split)"]
+    assert failure["reason"].startswith(f"{entry['counts'][0] - 1} not read: unreadable shard")
+    assert "8589934591" in failure["reason"]
+
+
 @pytest.mark.parametrize("name", ["../x.points.npy", "/abs/x.points.npy", "x/y.points.npy"])
 def test_a_shard_member_named_outside_any_id_is_a_failure_not_an_id(data, tmp_path, name):
     """Before: `../x` was listed (and counted) as an id, which `--ids` printed for `show`."""
