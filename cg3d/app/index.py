@@ -23,6 +23,7 @@ from cg3d.eval.readers import sample_shape
 from cg3d.files import locks_folder
 from cg3d.formats.retrieval import (
     FORMAT,
+    check_index_out,
     merge_index_parts,
     read_arrays,
     read_retrieval,
@@ -66,6 +67,7 @@ class Hit:
 def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
+    check_index_out(out)  # before the model loads
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     return index_shards(model, shards, Path(out), config)
 
