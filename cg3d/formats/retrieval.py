@@ -106,24 +106,6 @@ def vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
-def check_index_out(out: Path) -> None:
-    """Refuse a folder whose index.json is not an index's descriptor of before the rename: a
-    shard set's (`--out` the `--shards` folder itself), which a build would remove with the
-    old descriptor, overwriting the set's .plan.json and failures.parquet too."""
-    legacy = Path(out) / LEGACY_NAME
-    if not legacy.exists():
-        return
-    try:
-        ours = loads_json(legacy.read_bytes()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
-        ours = False
-    if not ours:
-        raise UsageError(
-            f"--out: {out} holds {LEGACY_NAME} of another kind (a `cg3d pack` shard set?); "
-            "an index goes in a folder of its own"
-        )
-
-
 def remove_retrieval(out: Path) -> None:
     """Remove the descriptor (under either name): no descriptor, no index, until rewritten."""
     for name in (RETRIEVAL_NAME, LEGACY_NAME):

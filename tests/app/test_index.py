@@ -241,6 +241,6 @@ def test_an_index_into_its_own_shards_folder_is_refused_and_the_set_kept(
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     before = {p: p.read_bytes() for p in shards.rglob("*") if p.is_file()}
-    with pytest.raises(UsageError, match=r"holds index\.json of another kind"):
+    with pytest.raises(UsageError, match=r"holds the output of `cg3d pack`; `cg3d index`"):
         build_index(tiny_checkpoint, shards, shards, IndexConfig(batch_size=4, thumbnail=0))
     assert {p: p.read_bytes() for p in shards.rglob("*") if p.is_file()} == before
