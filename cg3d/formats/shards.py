@@ -36,7 +36,14 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
+from cg3d.files import (
+    OutsideRoot,
+    atomic_path,
+    confined_path,
+    file_sha256,
+    loads_json,
+    require_regular_file,
+)
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
 from cg3d.formats.images import open_image
 from cg3d.formats.intact import damaged
@@ -95,6 +102,7 @@ def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
     server that stalls without closing would otherwise hang the reader forever)."""
     from webdataset.gopen import gopen
 
+    local_special_file(url)
     stream = gopen(url, "rb")
     process = getattr(stream, "proc", None)  # curl or the pipe command; None for a file
     try:
@@ -107,6 +115,14 @@ def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
             stream.close()
         raise
     stream.close()
+
+
+def local_special_file(url: str) -> None:
+    """UsageError when local `url` is a FIFO, device or folder (an absent one is left to the
+    opener's FileNotFoundError): a FIFO among the shards blocked every reader's open() for
+    ever (eval, train, index, inspect), a device read on without end."""
+    if not is_remote(url) and os.path.exists(url):
+        require_regular_file(Path(url), f"no file {url}")
 
 
 class TimedReader:
@@ -282,6 +298,7 @@ def check_shards(shards: str | Path, split: str) -> None:
     for name in split_entry(read_index(shards), split)["shards"]:
         path = shard_url(shards, name)
         try:
+            local_special_file(path)
             with open(path, "rb") as stream:
                 for _ in tar_members(stream, read_data=False):
                     pass

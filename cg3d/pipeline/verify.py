@@ -99,7 +99,10 @@ def verify_shards(shards: str | Path) -> VerifyReport:
             url = shard_url(shards, name)
             report.shards += 1
             if not is_remote(shards) and not Path(url).is_file():
-                report.problems.append(f"{name}: missing")
+                what = (
+                    "not a regular file" if Path(url).exists() else "missing"
+                )  # a FIFO, never read
+                report.problems.append(f"{name}: {what}")
                 continue
             samples, problems = check_shard(url, name, count, digest, n_classes, seen)
             report.samples += samples
