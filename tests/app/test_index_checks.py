@@ -95,8 +95,19 @@ def _text(name: str, text: bytes) -> Callable[[Path], None]:
     return damage
 
 
+def _fifo(name: str) -> Callable[[Path], None]:
+    def damage(index: Path) -> None:  # before: the search blocked in open() for ever
+        (index / name).unlink()
+        os.mkfifo(index / name)
+
+    return damage
+
+
 # damage → the file the one line must name
 DAMAGES = {
+    "points a FIFO": (_fifo("points.npy"), "points.npy"),
+    "view owners a FIFO": (_fifo("view_object.npy"), "view_object.npy"),
+    "objects a FIFO": (_fifo("objects.parquet"), "objects.parquet"),
     "points cut to 4 rows": (_cut_rows("points.npy", 4), "points.npy"),
     "views cut to 3 rows": (_cut_rows("views.npy", 3), "views.npy"),
     "view owners cut": (_cut_rows("view_object.npy", 5), "view_object.npy"),
@@ -135,6 +146,7 @@ DAMAGES = {
 }
 
 
+@pytest.mark.timeout(120)  # a FIFO blocked the reader for ever
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_damaged_index_is_one_line_naming_the_file(tiny_index, tmp_path, damage):
     index = tmp_path / "index"
@@ -213,7 +225,8 @@ def test_a_build_counts_the_samples_lost_not_the_failure_rows(
     assert len(open_index(tmp_path / "index")) == built["objects"]
 
 
-@pytest.mark.parametrize("damage", ["removed", "truncated", "not parquet"])
+@pytest.mark.timeout(120)  # a FIFO blocked the reader for ever
+@pytest.mark.parametrize("damage", ["removed", "truncated", "not parquet", "a FIFO"])
 def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     tiny_index, tmp_path, damage
 ):
@@ -222,6 +235,9 @@ def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     part = index / "part-00000.parquet"
     if damage == "removed":
         part.unlink()
+    elif damage == "a FIFO":
+        part.unlink()
+        os.mkfifo(part)
     else:
         data = part.read_bytes()
         part.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello")
