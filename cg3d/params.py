@@ -596,6 +596,14 @@ class FinetuneConfig(Section):
     allow_pickle: bool = param(False, "Allow reading ULIP's .dat pickle (trusted files only).")
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
+    def validate(self) -> None:
+        super().validate()
+        if self.train_split == self.test_split:  # a score of the shapes it was fitted to
+            raise UsageError(
+                f"finetune.test_split: {self.test_split!r} is finetune.train_split too; "
+                "test on shapes it does not train on"
+            )
+
 
 @dataclass
 class SceneConfig(Section):

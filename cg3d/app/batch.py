@@ -32,7 +32,9 @@ OK, FAILED = "ok", "failed"
 
 def is_batch(source: Path) -> bool:
     """Whether `source` names many shapes rather than one: a folder, a .lst/.list file, or a
-    .txt file whose first entry is a file (a .txt point cloud starts with numbers)."""
+    .txt file whose first entry is a file or names one of the shape formats (a .txt point
+    cloud starts with numbers): a list of paths written relative to another folder than the
+    list's is then a row per path saying it is missing, not a point file that does not parse."""
     source = Path(source)
     if source.is_dir():
         return True
@@ -46,7 +48,9 @@ def is_batch(source: Path) -> bool:
             first = next((line.strip() for line in handle if line.strip()[:1] not in ("", "#")), "")
     except OSError:
         return False
-    return bool(first) and (source.parent / first).is_file()
+    return bool(first) and (
+        (source.parent / first).is_file() or first.lower().endswith(SHAPE_SUFFIXES)
+    )
 
 
 def list_shapes(source: Path) -> list[Path]:

@@ -42,7 +42,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
-from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
+from cg3d.pipeline.chunks import ChunkedOutput, check_out_owner, progress_bar
 
 SEARCH_TARGETS = ("points", "views")  # what a query is compared with (`against`)
 
@@ -66,6 +66,7 @@ class Hit:
 def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
+    check_out_owner(out, "index")  # before the model loads
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     return index_shards(model, shards, Path(out), config)
 
@@ -98,6 +99,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
     }
     checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
     fingerprint = {
+        "stage": "index",  # whose folder this is (`check_out_owner`), as every stage's plan
         "format": FORMAT,
         "model": model.identity,
         "shards": location(shards),

@@ -188,7 +188,14 @@ def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.nd
     return objects, points, view_rows, owner
 
 
+def _require_regular(file: Path) -> None:
+    """A FIFO in an index folder blocked the search (and the demo) in open() for ever."""
+    if file.exists() and not file.is_file():
+        raise _damaged(file, "not a regular file (a folder, FIFO or device)")
+
+
 def _read_objects(file: Path) -> pa.Table:
+    _require_regular(file)
     try:
         table = pq.read_table(file)
     except (OSError, ValueError) as error:  # ArrowInvalid: cut short, not Parquet
@@ -201,6 +208,7 @@ def _read_objects(file: Path) -> pa.Table:
 
 def _read_array(file: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """The .npy at `file`, memory-mapped, if it is a plain array of `shape` and `dtype`."""
+    _require_regular(file)
     try:
         array = np.load(file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:  # pickled, cut short, not .npy
@@ -235,6 +243,7 @@ def read_thumbnail(path: Path, part: int, row: int) -> bytes:
     A part missing or damaged since the build is one line naming it."""
     file = Path(path) / f"part-{part:05d}.parquet"
     group, offset = divmod(row, ROW_GROUP)
+    _require_regular(file)
     try:
         table = pq.ParquetFile(file).read_row_group(group, columns=["thumbnail"])
         return table["thumbnail"][offset].as_py()

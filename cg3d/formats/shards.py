@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import select
 from collections import Counter
@@ -35,10 +36,17 @@ import numpy as np
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import OutsideRoot, atomic_path, confined_path, file_sha256, loads_json
+from cg3d.files import (
+    OutsideRoot,
+    atomic_path,
+    confined_path,
+    file_sha256,
+    loads_json,
+    require_regular_file,
+)
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
 from cg3d.formats.images import open_image
-from cg3d.formats.intact import damaged, not_a_file
+from cg3d.formats.intact import damaged
 from cg3d.formats.npy import read_npy
 from cg3d.formats.points import NO_COLOR, channel_names
 from cg3d.formats.tar import (
@@ -94,8 +102,7 @@ def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
     server that stalls without closing would otherwise hang the reader forever)."""
     from webdataset.gopen import gopen
 
-    if not is_remote(url) and (problem := not_a_file(Path(url))):
-        raise OSError(f"{url} {problem}")  # a FIFO named shard-000000.tar: never opened
+    local_special_file(url)
     stream = gopen(url, "rb")
     process = getattr(stream, "proc", None)  # curl or the pipe command; None for a file
     try:
@@ -108,6 +115,14 @@ def open_shard(url: str, timeout: float = READ_TIMEOUT) -> Iterator[BinaryIO]:
             stream.close()
         raise
     stream.close()
+
+
+def local_special_file(url: str) -> None:
+    """UsageError when local `url` is a FIFO, device or folder (an absent one is left to the
+    opener's FileNotFoundError): a FIFO among the shards blocked every reader's open() for
+    ever (eval, train, index, inspect), a device read on without end."""
+    if not is_remote(url) and os.path.exists(url):
+        require_regular_file(Path(url), f"no file {url}")
 
 
 class TimedReader:
@@ -203,8 +218,12 @@ def index_problem(index: Any) -> str | None:
     classes, splits = index.get("classes"), index.get("splits")
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         return "'classes' is not a list of names"
+    twice = _first_repeat(classes)
+    if twice is not None:  # its label's scores would be split between two names
+        return f"'classes' names {twice!r} twice"
     if not isinstance(splits, dict):
         return "'splits' is not an object"
+    listed: dict[str, str] = {}  # shard name → the split that lists it
     for split, entry in splits.items():
         if not isinstance(entry, dict):
             return f"split {split!r} is not an object"
@@ -215,6 +234,14 @@ def index_problem(index: Any) -> str | None:
         bad = next((n for n in names if not SHARD_NAME.fullmatch(n) or ".." in n.split("/")), None)
         if bad is not None:
             return f"split {split!r}: shard name {bad!r} is not a relative path of plain names"
+        # A shard listed twice is read twice: its samples counted, trained on or indexed
+        # twice, or (in two splits) a test object that was trained on.
+        for name in names:
+            file = posixpath.normpath(name)  # `train/./a.tar` is `train/a.tar`
+            if file in listed:
+                where = sorted({listed[file], split})
+                return f"shard {name} is listed twice (split {' and '.join(map(repr, where))})"
+            listed[file] = split
         if not isinstance(counts, list) or not all(_count(c) for c in counts):
             return f"split {split!r}: 'counts' is not a list of sample counts"
         if any(c > MAX_SHARD_SAMPLES for c in counts):
@@ -230,6 +257,11 @@ def index_problem(index: Any) -> str | None:
         if samples > MAX_SHARD_SAMPLES * max(len(names), 1):
             return f"split {split!r}: {samples} samples, more than {len(names)} shards hold"
     return None
+
+
+def _first_repeat(values: list[str]) -> str | None:
+    seen: set[str] = set()
+    return next((v for v in values if v in seen or seen.add(v)), None)
 
 
 def _count(value: Any) -> bool:
@@ -266,6 +298,7 @@ def check_shards(shards: str | Path, split: str) -> None:
     for name in split_entry(read_index(shards), split)["shards"]:
         path = shard_url(shards, name)
         try:
+            local_special_file(path)
             with open(path, "rb") as stream:
                 for _ in tar_members(stream, read_data=False):
                     pass

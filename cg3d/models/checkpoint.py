@@ -39,6 +39,7 @@ from cg3d.models.clip import (
     weights_identity,
 )
 from cg3d.models.model import CG3D, ModelConfig, TowerOpener, build_model
+from cg3d.models.slip import load_error_reason
 
 FORMAT = "cg3d-checkpoint-1"
 # keys of a stored config that CG3D adds to ModelConfig's fields
@@ -172,7 +173,12 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unsafe pickle content
-        raise UsageError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+        reason, refused = load_error_reason(error)
+        # ours hold tensors and plain values only: pickled objects in one are never loaded
+        never = "; a CG3D checkpoint holds no pickled objects, and they are never loaded"
+        raise UsageError(
+            f"{path}: not a readable checkpoint ({reason}{never if refused else ''})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"{path}: not a CG3D checkpoint (no {FORMAT!r} format tag)")
     state = payload.get("model")

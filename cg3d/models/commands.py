@@ -80,12 +80,11 @@ def _export_hub(
     measured: list[Path],
 ) -> None:
     from cg3d.errors import UsageError
-    from cg3d.files import check_out_dir
     from cg3d.models.hub import export_hub
 
     if out.is_file():
         raise UsageError(f"--out: {out} is a file; --format hub writes a folder")
-    check_out_dir(out)
+    # export_hub holds OUT's output lock (which checks the folder can be written) throughout
     config = export_hub(checkpoint, out, clip_pretrained, embed_clip, measured)
     teacher = config["teacher"]
     typer.echo(

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, require_regular_file
+from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+FILES = (WEIGHTS, CONFIG, CARD)  # a hub folder's files: written together, as one set
 # Read whole before its shape is checked (`read_checkpoint`): a real one is tens of KB (LVIS's
 # 1,156 class names), far under what the config's value bound lets through.
 MAX_CONFIG_BYTES = 32 * 2**20
@@ -59,21 +60,22 @@ def hub_config(payload: dict[str, Any], card: Any | None = None) -> dict[str, An
     }
 
 
+@locks_folder("out")  # two exports into one folder would mix their files
 def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme: str) -> None:
-    """Write checkpoint dict `payload` to folder `out` in the hub format (each file atomically),
-    with its config.json `config` (`hub_config` of it) and README.md `readme`."""
+    """Write checkpoint dict `payload` to folder `out` in the hub format, with its config.json
+    `config` (`hub_config` of it) and README.md `readme`. The three files are replaced together
+    (`atomic_files`): an export into an earlier one's folder that is killed or fails part way
+    leaves the earlier model whole, never its config.json (classes, encoder, teacher) over the
+    new weights."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     # safetensors refuses views sharing memory; a contiguous copy of each is what is stored
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": HUB_FORMAT})
     config_json = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    for name, text in ((CONFIG, config_json), (CARD, readme)):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(text)
+    with atomic_files(Path(out), FILES) as paths:
+        save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
+        paths[CONFIG].write_text(config_json)
+        paths[CARD].write_text(readme)
 
 
 def read_hub(folder: Path) -> dict[str, Any]:
@@ -238,6 +240,7 @@ def read_measured(paths: list[Path]) -> tuple[dict[str, float], dict[str, dict[s
     return found, audits
 
 
+@locks_folder("out")  # taken first: a refused export leaves no folder behind
 def export_hub(
     src: Path,
     out: Path,

@@ -33,6 +33,7 @@ from torch import nn
 from cg3d.errors import UsageError
 from cg3d.files import file_sha256
 from cg3d.models.cards import ModelCard, get_card
+from cg3d.models.slip import load_error_reason
 
 # The width of each teacher's image tower: our checkpoint's (empty) visual prompts are
 # (1, 0, width). Read from the towers' configs: open_clip ViT-bigG-14 vision_cfg.width,
@@ -129,9 +130,8 @@ def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
-        lines = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        reason = lines[0].split(". Please")[0] if lines else type(error).__name__
-        hint = "; --allow-pickle for a trusted file" if lines else ""
+        reason, refused = load_error_reason(error)
+        hint = "; --allow-pickle for a trusted file" if refused and not allow_pickle else ""
         raise UsageError(
             f"--checkpoint: {path} is not a readable checkpoint ({reason}{hint})"
         ) from None

@@ -22,7 +22,7 @@ import torch
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
-from cg3d.models.slip import check_state_fits
+from cg3d.models.slip import check_state_fits, load_error_reason
 from cg3d.params import TrainConfig
 from cg3d.protocol import class_names
 
@@ -47,11 +47,10 @@ def read_release(path: Path, allow_pickle: bool = False) -> dict[str, dict[str, 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
-        line = next((ln for ln in str(error).splitlines() if "Unsupported global" in ln), "")
-        hint = f" ({line.strip().split('. Please')[0]}; --allow-pickle for a trusted file)"
+        reason, refused = load_error_reason(error)
+        hint = "; --allow-pickle for a trusted file" if refused and not allow_pickle else ""
         raise UsageError(
-            f"--checkpoint: {path} is not a readable checkpoint"
-            + (hint if line else f" ({type(error).__name__})")
+            f"--checkpoint: {path} is not a readable checkpoint ({reason}{hint})"
         ) from None
     sections = {}
     for section in SECTIONS:

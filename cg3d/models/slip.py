@@ -184,12 +184,22 @@ def create_slip(model_name: str) -> SLIP:
     return model
 
 
-def _first_line(error: Exception) -> str:
-    """The line of torch.load's (long) error that says what went wrong."""
+def load_error_reason(error: Exception) -> tuple[str, bool]:
+    """What went wrong in a `torch.load`, from its (long) error: one line, and whether it is a
+    weights-only load refusing pickled content (which `--allow-pickle` reads, where a command
+    has one). Every reader of a torch file says it this way (checkpoints, releases, SLIP)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    found = [line for line in lines if "Unsupported global" in line]
-    # torch goes on to suggest allow-listing the class: not advice for a weights file
-    return (found or lines or [type(error).__name__])[0].split(". Please")[0]
+    # An object the file would build: "Unsupported global: GLOBAL x was not an allowed global",
+    # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked" (where a
+    # reduce to os.system lands); or an opcode of a plain pickle: "Unsupported operand 149".
+    refused = [line for line in lines if "GLOBAL " in line or "Unsupported operand" in line]
+    if refused:
+        # torch goes on to suggest allow-listing the class: not advice for a weights file
+        return refused[0].split(". Please")[0].removesuffix("."), True
+    # its first sentence (torch's advice follows): "PytorchStreamReader failed reading zip
+    # archive: failed finding central directory" of a file cut short
+    first = lines[0].split(". ")[0].removesuffix(".")[:200] if lines else ""
+    return (f"{type(error).__name__}: {first}" if first else type(error).__name__), False
 
 
 def read_slip_state(path: str) -> dict[str, torch.Tensor]:
@@ -204,7 +214,7 @@ def read_slip_state(path: str) -> dict[str, torch.Tensor]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, truncated, or a global we do not allow
         raise UsageError(
-            f"--clip-pretrained: {path} is not a loadable SLIP file ({_first_line(error)})"
+            f"--clip-pretrained: {path} is not a loadable SLIP file ({load_error_reason(error)[0]})"
         ) from None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, loads_json
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
@@ -60,6 +61,43 @@ def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
+
+
+# A file only one command writes at the top of its --out, for a folder whose .plan.json does not
+# name its stage (or that has none)
+OWNER_FILES = {
+    "manifest.parquet": "meshes",
+    "captions.parquet": "caption",
+    "index.json": "pack",
+    "retrieval.json": "index",
+    "last.pt": "train",
+}
+
+
+def output_owner(folder: Path) -> str | None:
+    """The command whose output `folder` holds: the stage its .plan.json records, else the one
+    that writes a file found there; None for a new folder or one no command of ours wrote."""
+    try:
+        recorded = loads_json((Path(folder) / PLAN_NAME).read_bytes())
+    except (OSError, ValueError):  # none, or cut short: the files say
+        recorded = None
+    plan = recorded.get("plan") if isinstance(recorded, dict) else None
+    if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
+        return plan["stage"]
+    return next((stage for name, stage in OWNER_FILES.items() if (folder / name).exists()), None)
+
+
+def check_out_owner(folder: Path, stage: str) -> None:
+    """Refuse `--out` `folder` when it holds another command's output, before anything is
+    written: every stage writes failures.parquet and .plan.json and clears a different plan's
+    part-* files, so `cg3d index --out data/points` removed the sampled points, and `cg3d
+    pack --out data/points` replaced the points' plan (the next `cg3d sample` started over)."""
+    owner = output_owner(Path(folder))
+    if owner is not None and owner != stage:
+        raise UsageError(
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {stage}` would replace "
+            "its files: choose another folder"
+        )
 
 
 @dataclass
@@ -95,6 +133,7 @@ class ChunkedOutput:
         """
         if not holds_lock(self.out_dir):
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
+        check_out_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
         digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,8 @@ def inspect_command(
         Path,
         typer.Argument(
             metavar="DIR",
-            help="A stage output (data/meshes, points, render, captions), shards or a run.",
+            help="A stage output (data/meshes, points, render, captions), shards, a run, results "
+            "or a `cg3d index` folder.",
         ),
     ],
     ids: Annotated[

@@ -9,6 +9,10 @@
   run       last.pt, or .resume/      classes, epoch, the run's params, metrics and about.json
   results   metrics.json              an evaluation's numbers and about.json (what was measured:
                                       checkpoint, CLIP weights, protocol, dataset...)
+            results.csv, audit.json   a benchmark's table (every model on every dataset), a
+                                      leakage audit's counts
+  index     retrieval.json, or an     ids, classes and splits of the indexed objects, the model
+            index's .plan.json        and sizes; failures.parquet; a killed build as unfinished
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -27,8 +31,12 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.files import loads_json
 from cg3d.formats.failures import FAILURES_NAME, read_failures
+from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
+from cg3d.formats.retrieval import RETRIEVAL_NAME
 
-KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results")
+# An evaluation's, a `cg3d benchmark`'s, a `cg3d audit`'s
+RESULT_FILES = ("metrics.json", "results.csv", "audit.json")
+KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results", "index")
 
 
 @dataclass
@@ -50,8 +58,15 @@ class Inspection:
         """The first line `cg3d inspect` prints: the kind and what it counts. A results folder
         holds numbers, not ids ("0 ids" would say something was lost)."""
         if self.kind == "results":
-            numbers = count_numbers(self.details.get("metrics", {}))
-            return f"{self.folder}: results, {numbers} numbers in metrics.json"
+            held = []
+            if "metrics" in self.details:  # a metrics.json, if only an empty one
+                held.append(f"{count_numbers(self.details['metrics'])} numbers in metrics.json")
+            if "benchmark" in self.details:
+                held.append(f"{len(self.details['benchmark'])} benchmark pairs in results.csv")
+            if "audit" in self.details:
+                leaked = self.details["audit"].get("leaked_test_shapes")
+                held.append(f"an audit ({leaked} test shapes with a training twin)")
+            return f"{self.folder}: results, {', '.join(held)}"
         noun = "classes" if self.kind == "run" else "ids"
         return f"{self.folder}: {self.kind}, {len(self.ids)} {noun}, {len(self.failures)} failures"
 
@@ -82,16 +97,18 @@ def folder_kind(folder: Path) -> str:
         return "run"
     if (folder / "captions.parquet").is_file():
         return "captions"
+    if (folder / RETRIEVAL_NAME).is_file() or _index_plan(folder) is not None:
+        return "index"  # before points: an index's parts are part-*.parquet too
     if any(folder.glob("part-*.parquet")):
         return "points"
     if any(folder.glob("part-*.tar")):
         return "render"
-    if (folder / "metrics.json").is_file():
+    if any((folder / name).is_file() for name in RESULT_FILES):
         return "results"
     raise UsageError(
         f"{folder} is not a stage output, a shard set, a training run or results (none of "
         "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt, "
-        "metrics.json)"
+        f"{', '.join(RESULT_FILES)}, {RETRIEVAL_NAME})"
     )
 
 
@@ -109,6 +126,17 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
             found.made_by["params"] = read_json(plan)
     found.made_by |= dvc_stage(folder) | code_version(folder)
     return found
+
+
+def _index_plan(folder: Path) -> dict | None:
+    """The plan of a `cg3d index` build in `folder` (its .plan.json), or None."""
+    from cg3d.pipeline.chunks import PLAN_NAME
+
+    if not (folder / PLAN_NAME).is_file():
+        return None
+    recorded = read_json(folder / PLAN_NAME)
+    plan = recorded.get("plan") if isinstance(recorded, dict) else None
+    return plan if isinstance(plan, dict) and plan.get("format") == INDEX_FORMAT else None
 
 
 def read_json(path: Path) -> Any:
@@ -187,6 +215,16 @@ def read_shards(found: Inspection) -> None:
             found.ids.append(sample["__key__"])
             found.classes[class_of(sample, classes)] += 1
             found.splits[split] += 1
+        # Samples index.json counts that no shard gave (a shard cut short or unreadable): no
+        # id to name, but a failure each reason, as eval and `cg3d index` count them.
+        for reason, count in sorted(skipped.reasons.items()):
+            found.failures.append(
+                {
+                    "id": f"({split} split)",
+                    "stage": "shards",
+                    "reason": f"{count} not read: {reason}",
+                }
+            )
     found.failures += read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
@@ -202,8 +240,39 @@ def read_results(found: Inspection) -> None:
     except ValueError as error:
         raise UsageError(str(error)) from None
     found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
+    if (found.folder / "metrics.json").is_file():
+        found.details.setdefault("metrics", {})
     if (found.folder / "run.json").is_file():
         found.details["this machine"] = read_json(found.folder / "run.json")
+    if (found.folder / "results.csv").is_file():
+        found.details["benchmark"] = benchmark_pairs(found.folder / "results.csv")
+    if (found.folder / "audit.json").is_file():
+        from cg3d.eval.audit import read_audit  # the reader evals take --audit with
+
+        try:
+            summary = read_audit(found.folder)
+        except UsageError as error:  # it names the eval's option: here the folder was given
+            raise UsageError(str(error).removeprefix("--audit: ")) from None
+        found.details["audit"] = {k: v for k, v in summary.items() if k != "folder"}
+
+
+def benchmark_pairs(path: Path) -> list[str]:
+    """results.csv of `cg3d benchmark`: a line per model and dataset, its top-1 and status; a
+    file that is not such a table is one line naming it."""
+    import csv
+
+    try:
+        with path.open(newline="") as handle:
+            table = csv.DictReader(handle)
+            rows, columns = list(table), set(table.fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UsageError(f"{path}: not a readable CSV ({error})") from None
+    if not {"model", "dataset", "acc1", "status"} <= columns:
+        raise UsageError(f"{path}: not a `cg3d benchmark` table (no model, dataset, acc1, status)")
+    return [
+        f"{row['model']} on {row['dataset']}: top-1 {row['acc1'] or '–'} %, {row['status']}"
+        for row in rows
+    ]
 
 
 def count_numbers(value: Any) -> int:
@@ -251,6 +320,41 @@ def read_run(found: Inspection) -> None:
         found.made_by["params"] = read_yaml(folder / "params.yaml")
 
 
+def read_retrieval_index(found: Inspection) -> None:
+    """A `cg3d index` folder, through the checks `cg3d search` opens it with (a damaged file is
+    the same one line); a build killed before retrieval.json is said to be unfinished."""
+    from cg3d.formats.retrieval import read_arrays, read_retrieval
+
+    folder = found.folder
+    plan = _index_plan(folder)
+    if plan is not None:
+        found.made_by["params"] = {k: plan.get(k) for k in ("shards", "thumbnail", "model")}
+    if not (folder / RETRIEVAL_NAME).is_file():
+        planned = plan.get("plan") if plan else None
+        of = f" of {len(planned)}" if isinstance(planned, list) else ""
+        parts = len(list(folder.glob("part-*.parquet")))
+        found.details["unfinished"] = (
+            f"{parts}{of} parts built, no {RETRIEVAL_NAME} (a killed build: the same "
+            "`cg3d index` command finishes it)"
+        )
+        return
+    manifest = read_retrieval(folder)
+    objects, _, _, _ = read_arrays(folder, manifest)
+    for row in objects.select(["id", "class_name", "split"]).to_pylist():
+        found.ids.append(row["id"])
+        found.classes[row["class_name"]] += 1
+        found.splits[row["split"]] += 1
+    found.failures = read_failures(folder / FAILURES_NAME)
+    model = manifest["model"]
+    found.details |= {
+        "model": {key: model.get(key) for key in ("checkpoint", "checkpoint_sha256")},
+        "embeddings": f"{manifest['objects']} objects, {manifest['views']} views, "
+        f"{manifest['dim']}-d",
+        "shards": manifest["shards"],
+        "samples lost": manifest.get("lost"),
+    }
+
+
 READERS = {
     "meshes": read_meshes,
     "points": read_points,
@@ -259,6 +363,7 @@ READERS = {
     "shards": read_shards,
     "run": read_run,
     "results": read_results,
+    "index": read_retrieval_index,
 }
 
 

@@ -57,9 +57,11 @@ def check_sample(raw: dict, n_classes: int) -> str:
 
 
 def check_shard(
-    url: str, name: str, count: int, digest: str, n_classes: int
+    url: str, name: str, count: int, digest: str, n_classes: int, seen: dict[str, str]
 ) -> tuple[int, list[str]]:
-    """(samples read, problems) of one shard: its samples, count and checksum."""
+    """(samples read, problems) of one shard: its samples, count and checksum. `seen` maps
+    each key read so far, in every shard, to its shard: a key found again is a problem (an
+    object twice in a split, or in train and test: a shard copied under another name)."""
     problems: list[str] = []
     samples = 0
     try:
@@ -67,9 +69,13 @@ def check_shard(
             hashing = HashingReader(stream)
             for raw in tar_samples(hashing):
                 samples += 1
+                key = raw["__key__"]
                 problem = check_sample(raw, n_classes)
                 if problem:
-                    problems.append(f"{name} key {raw['__key__']}: {problem}")
+                    problems.append(f"{name} key {key}: {problem}")
+                if key in seen:
+                    problems.append(f"{name} key {key}: also in {seen[key]}")
+                seen.setdefault(key, name)
             if hashing.hexdigest_to_end() != digest:
                 problems.append(f"{name}: sha256 differs from the index")
     except (FormatError, OSError, EOFError) as error:
@@ -84,6 +90,7 @@ def verify_shards(shards: str | Path) -> VerifyReport:
     index = read_index(shards)
     n_classes = len(index["classes"])
     report = VerifyReport()
+    seen: dict[str, str] = {}
     for split, entry in index["splits"].items():
         if sum(entry["counts"]) != entry["samples"]:
             report.problems.append(f"{split}: shard counts do not add up to {entry['samples']}")
@@ -96,7 +103,7 @@ def verify_shards(shards: str | Path) -> VerifyReport:
                 problem = not_a_file(Path(url)) or "missing"  # a FIFO there is named so
                 report.problems.append(f"{name}: {problem}")
                 continue
-            samples, problems = check_shard(url, name, count, digest, n_classes)
+            samples, problems = check_shard(url, name, count, digest, n_classes, seen)
             report.samples += samples
             report.problems += problems
     return report

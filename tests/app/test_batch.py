@@ -88,6 +88,43 @@ def test_classify_a_list_file_to_parquet(shapes, tmp_path, tiny_checkpoint):
     assert {table[0]["label_1"], table[0]["label_2"]} == {"cube", "sphere"}
 
 
+def test_a_list_of_paths_from_another_folder_is_a_row_per_missing_path(
+    shapes, tmp_path, tiny_checkpoint
+):
+    """Paths written relative to the working folder, not the list's: before, the .txt was read
+    as a point cloud, one row "unreadable point file (could not convert string 'shapes/a.npy'
+    to float64 ...)" that named no path looked for."""
+    listing = tmp_path / "lists" / "shapes.txt"
+    listing.parent.mkdir()
+    listing.write_text("shapes/a.npy\nshapes/sub/b.npy\n")
+    out = tmp_path / "results.csv"
+    args = ["classify", str(listing), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    looked_for = [tmp_path / "lists" / "shapes" / "a.npy", tmp_path / "lists/shapes/sub/b.npy"]
+    assert [row["path"] for row in rows] == [str(path) for path in looked_for]
+    assert [row["error"] for row in rows] == [f"no such file {path}" for path in looked_for]
+
+
+def test_a_fifo_or_device_named_like_a_shape_in_a_folder_is_a_failed_row(
+    shapes, tmp_path, tiny_checkpoint
+):
+    """Before: the folder walk kept regular files only, so these were left out with no row (a
+    folder of 3 shapes gave 2 rows and "0 failed")."""
+    os.mkfifo(shapes / "pipe.npy")
+    (shapes / "zeros.ply").symlink_to("/dev/zero")
+    (shapes / "gone.obj").symlink_to(tmp_path / "nowhere.obj")
+    out = tmp_path / "results.csv"
+    args = ["classify", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    errors = {row["path"].rsplit("/", 1)[-1]: row["error"] for row in csv.DictReader(out.open())}
+    assert errors["pipe.npy"] == f"{shapes / 'pipe.npy'}: not a regular file"
+    assert errors["zeros.ply"] == f"{shapes / 'zeros.ply'}: not a regular file"
+    assert errors["gone.obj"] == f"no such file {shapes / 'gone.obj'}"
+
+
 def test_embed_a_folder_to_npy_with_its_paths(shapes, tmp_path, tiny_checkpoint):
     out = tmp_path / "emb.npy"
     args = ["embed", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]

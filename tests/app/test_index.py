@@ -230,3 +230,17 @@ def test_view_scores_are_each_objects_best_view_and_none_without_views(tmp_path)
     assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.6), ("b", -np.inf)]
     hits = index.search(embedding=np.array([1, 0, 0, 0]), top=3)  # against the points
     assert [(h.id, round(h.score, 6)) for h in hits] == [("c", 1.0), ("a", 0.0), ("b", 0.0)]
+
+
+def test_an_index_into_its_own_shards_folder_is_refused_and_the_set_kept(
+    tiny_checkpoint, tiny_shards, tmp_path
+):
+    """Before: `--out` the `--shards` folder built the index there, removing the set's
+    index.json (an index's descriptor before the rename had that name) and overwriting its
+    .plan.json: `cg3d verify` then said "no index.json", and the next pack started over."""
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    before = {p: p.read_bytes() for p in shards.rglob("*") if p.is_file()}
+    with pytest.raises(UsageError, match=r"holds the output of `cg3d pack`; `cg3d index`"):
+        build_index(tiny_checkpoint, shards, shards, IndexConfig(batch_size=4, thumbnail=0))
+    assert {p: p.read_bytes() for p in shards.rglob("*") if p.is_file()} == before

@@ -95,8 +95,19 @@ def _text(name: str, text: bytes) -> Callable[[Path], None]:
     return damage
 
 
+def _fifo(name: str) -> Callable[[Path], None]:
+    def damage(index: Path) -> None:  # before: the search blocked in open() for ever
+        (index / name).unlink()
+        os.mkfifo(index / name)
+
+    return damage
+
+
 # damage → the file the one line must name
 DAMAGES = {
+    "points a FIFO": (_fifo("points.npy"), "points.npy"),
+    "view owners a FIFO": (_fifo("view_object.npy"), "view_object.npy"),
+    "objects a FIFO": (_fifo("objects.parquet"), "objects.parquet"),
     "points cut to 4 rows": (_cut_rows("points.npy", 4), "points.npy"),
     "views cut to 3 rows": (_cut_rows("views.npy", 3), "views.npy"),
     "view owners cut": (_cut_rows("view_object.npy", 5), "view_object.npy"),
@@ -135,6 +146,7 @@ DAMAGES = {
 }
 
 
+@pytest.mark.timeout(120)  # a FIFO blocked the reader for ever
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_damaged_index_is_one_line_naming_the_file(tiny_index, tmp_path, damage):
     index = tmp_path / "index"
@@ -213,7 +225,8 @@ def test_a_build_counts_the_samples_lost_not_the_failure_rows(
     assert len(open_index(tmp_path / "index")) == built["objects"]
 
 
-@pytest.mark.parametrize("damage", ["removed", "truncated", "not parquet"])
+@pytest.mark.timeout(120)  # a FIFO blocked the reader for ever
+@pytest.mark.parametrize("damage", ["removed", "truncated", "not parquet", "a FIFO"])
 def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     tiny_index, tmp_path, damage
 ):
@@ -222,6 +235,9 @@ def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     part = index / "part-00000.parquet"
     if damage == "removed":
         part.unlink()
+    elif damage == "a FIFO":
+        part.unlink()
+        os.mkfifo(part)
     else:
         data = part.read_bytes()
         part.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello")
@@ -230,3 +246,58 @@ def test_a_part_damaged_after_the_build_is_one_line_when_a_thumbnail_is_read(
     hit = opened.hit(row, 1.0)
     with pytest.raises(UsageError, match=f"^{part}: a damaged index file"):
         opened.thumbnail(hit)
+
+
+# `cg3d inspect` of an index folder. Before: its part-*.parquet made it a points folder, and
+# inspect said "part-00000.parquet is damaged (its points column holds fixed_size_list...):
+# rerun `cg3d sample`" of a whole index.
+
+
+def test_inspect_names_an_indexs_objects_classes_and_splits(tiny_index):
+    from collections import Counter
+
+    from cg3d.pipeline.inspect import inspect_folder
+
+    objects = pq.read_table(tiny_index / "objects.parquet").to_pylist()
+    found = inspect_folder(tiny_index)
+    assert found.kind == "index"
+    assert found.ids == [row["id"] for row in objects] and len(found.ids) == 12
+    assert found.classes == Counter(row["class_name"] for row in objects)
+    assert found.splits == Counter(row["split"] for row in objects)
+    assert found.details["embeddings"] == "12 objects, 24 views, 64-d"
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "inspect", str(tiny_index)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tiny_index}: index, 12 ids, 0 failures")
+
+
+@pytest.mark.parametrize("damage", ["points cut to 4 rows", "view owner out of range"])
+def test_inspect_of_a_damaged_index_is_the_line_search_gives(tiny_index, tmp_path, damage):
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    DAMAGES[damage][0](index)
+    with pytest.raises(UsageError) as searched:
+        open_index(index)
+    with pytest.raises(UsageError) as inspected:
+        inspect_folder(index)
+    assert str(inspected.value) == str(searched.value)
+
+
+def test_inspect_of_a_killed_build_says_it_is_unfinished(tiny_index, tmp_path):
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    # as the build leaves it when killed embedding its last shard (a part per shard)
+    for name in ("retrieval.json", "objects.parquet", "points.npy", "views.npy"):
+        (index / name).unlink()
+    parts = sorted(index.glob("part-*.parquet"))
+    parts[-1].unlink()
+    found = inspect_folder(index)
+    assert found.kind == "index" and found.ids == []
+    built = f"{len(parts) - 1} of {len(parts)} parts built, no retrieval.json"
+    assert found.details["unfinished"].startswith(built)

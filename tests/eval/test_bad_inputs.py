@@ -62,6 +62,55 @@ BAD_INDEXES = {
 }
 
 
+def _listed_twice(shards, split: str, name: str) -> dict:
+    """The index with shard `name` (of its own split) appended to `split` once more, its count
+    and hash with it: an index every other check passes."""
+    index = good_index(shards)
+    home = next(e for e in index["splits"].values() if name.replace("./", "") in e["shards"])
+    at = home["shards"].index(name.replace("./", ""))
+    entry = index["splits"][split]
+    entry["shards"].append(name)
+    entry["counts"].append(home["counts"][at])
+    entry["sha256"].append(home["sha256"][at])
+    entry["samples"] += home["counts"][at]
+    return index
+
+
+# Indexes of the right shape that would read a shard twice, or split a label's scores between
+# two names: before, `cg3d verify` said "ok" and train, eval and index read them as written.
+DOUBLED_INDEXES = {
+    "a shard twice in a split": (
+        lambda s: _listed_twice(s, "train", "train/shard-000000.tar"),
+        "shard train/shard-000000.tar is listed twice (split 'train')",
+    ),
+    "a shard twice, through a ./": (
+        lambda s: _listed_twice(s, "train", "train/./shard-000000.tar"),
+        "shard train/./shard-000000.tar is listed twice (split 'train')",
+    ),
+    "a test shard in train": (
+        lambda s: _listed_twice(s, "train", "test/shard-000000.tar"),
+        "shard test/shard-000000.tar is listed twice (split 'test' and 'train')",
+    ),
+    "a class twice": (
+        lambda s: good_index(s) | {"classes": ["box", "box"]},
+        "'classes' names 'box' twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOUBLED_INDEXES))
+def test_an_index_that_reads_a_shard_twice_is_one_line_for_every_command(shards, tmp_path, case):
+    edit, reason = DOUBLED_INDEXES[case]
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "index.json").write_text(json.dumps(edit(shards)))
+    with pytest.raises(UsageError) as error:
+        read_index(copy)
+    assert str(error.value) == f"{copy / 'index.json'}: not a `cg3d pack` index ({reason})"
+    result = CliRunner().invoke(app, ["verify", str(copy)])  # main() makes it exit 2
+    assert isinstance(result.exception, UsageError) and reason in str(result.exception)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INDEXES))
 def test_an_index_of_the_wrong_shape_is_one_line(shards, tmp_path, case):
     copy = tmp_path / "shards"

@@ -162,6 +162,21 @@ def test_finetune_bad_parameters(tmp_path, tiny_checkpoint):
         finetune(tiny_checkpoint, tmp_path, FinetuneConfig(mode="linear", probe_iterations=0))
 
 
+def test_training_on_the_test_split_is_refused_before_any_work(tmp_path, tiny_checkpoint):
+    """Before: `--train-split test` (test_split's default) fitted the probe to the test shapes
+    and reported 94 % on the shards' test split as a result, without a word."""
+    write_modelnet(tmp_path / "mn", 40, per_class=2, n=40)
+    words = ["finetune", "--checkpoint", str(tiny_checkpoint), "--dataset", "modelnet40"]
+    words += ["--root", str(tmp_path / "mn"), "--mode", "linear", "--train-split", "test"]
+    result = CliRunner().invoke(app, [*words, "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception) == (
+        "finetune.test_split: 'test' is finetune.train_split too; "
+        "test on shapes it does not train on"
+    )
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_a_shape_with_no_finite_point_is_skipped_and_counted_in_both_splits(
     tmp_path, tiny_checkpoint
 ):

@@ -299,3 +299,25 @@ def test_a_damaged_plan_record_index_or_class_list_is_no_traceback(tmp_path):
         cut_in_half(out / PLAN_NAME)
         ChunkedOutput(out, ".parquet", "sample", {"points": 1}).prepare()  # a plan unknown
     assert not (out / "part-00000.parquet").exists()
+
+
+@pytest.mark.timeout(120)  # before: every reader's open() of the FIFO blocked for ever
+def test_a_fifo_where_a_shard_should_be_is_skipped_by_every_reader(tmp_path):
+    import os
+
+    from cg3d.formats.shards import check_shards
+    from cg3d.pipeline.verify import verify_shards
+
+    shard = shard_set(tmp_path)
+    shard.unlink()
+    os.mkfifo(shard)
+    skipped = Skipped()
+    assert list(iter_samples(tmp_path, "test", skipped)) == []
+    assert skipped.reasons == {
+        f"unreadable shard (UsageError: {shard}: not a regular file)": SAMPLES
+    }
+    with pytest.raises(UsageError, match=f"^{shard}: not a regular file$"):
+        check_shards(tmp_path, "test")  # train's check before it starts
+    assert verify_shards(tmp_path).problems == [
+        "test/shard-000000.tar: is a device, FIFO or socket, not a file"  # was "missing"
+    ]

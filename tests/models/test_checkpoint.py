@@ -266,3 +266,56 @@ def test_the_export_command_writes_a_self_contained_checkpoint(
     assert "self-contained" in result.output
     weights.unlink()
     assert same_features(load_model(out), model)
+
+
+class RunsAShellCommand:
+    """Pickled as a call of os.system: what a tampered checkpoint carries."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_a_command_is_refused_naming_what_it_calls(tmp_path):
+    """Before: "not a readable checkpoint (UnpicklingError)", and convert's hint for
+    --allow-pickle missed it (torch words a blocked module's global otherwise than an
+    unlisted one)."""
+    from cg3d.models.peers import read_payload
+
+    marker = tmp_path / "RAN"
+    tampered = tmp_path / "tampered.pt"
+    torch.save({"format": FORMAT, "model": {}, "x": RunsAShellCommand(marker)}, tampered)
+    plain = tmp_path / "plain.pkl"  # not a torch file at all: a bare pickle of the same
+    plain.write_bytes(__import__("pickle").dumps(RunsAShellCommand(marker)))
+    with pytest.raises(UsageError) as error:
+        load_model(tampered)
+    assert str(error.value) == (
+        f"{tampered}: not a readable checkpoint (Trying to load unsupported GLOBAL posix.system "
+        "whose module posix is blocked; a CG3D checkpoint holds no pickled objects, and they "
+        "are never loaded)"
+    )
+    with pytest.raises(UsageError) as error:
+        read_payload(tampered)
+    assert "GLOBAL posix.system" in str(error.value)
+    assert str(error.value).endswith("; --allow-pickle for a trusted file)")
+    with pytest.raises(UsageError) as error:
+        load_model(plain)
+    assert "Unsupported operand" in str(error.value) and "never loaded" in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_cut_short_names_what_torch_found(tmp_path):
+    whole = tmp_path / "whole.pt"
+    save_checkpoint(whole, build_model(tiny_model_config()))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:-200])  # the zip's central directory gone
+    with pytest.raises(UsageError) as error:
+        load_model(cut)
+    assert str(error.value) == (
+        f"{cut}: not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading "
+        "zip archive: failed finding central directory)"
+    )

@@ -249,3 +249,69 @@ def test_a_hub_file_that_is_a_fifo_is_named_as_not_a_regular_file(exported, tmp_
         with pytest.raises(UsageError) as caught:
             read(tmp_path / "last.pt")
         assert str(caught.value) == f"{tmp_path / 'last.pt'}: not a regular file"
+
+
+def _hub_files(folder) -> dict:
+    return {
+        name: (folder / name).read_bytes()
+        for name in ("config.json", "model.safetensors", "README.md")
+    }
+
+
+def test_an_export_that_fails_part_way_leaves_the_earlier_model_whole(
+    tiny_checkpoint, trained, tmp_path, monkeypatch
+):
+    """Before: each file was renamed in on its own, so an export into an earlier export's folder
+    that died writing README.md (a full disk, a kill) left the new weights beside the old
+    config.json: another model's classes and teacher read with them."""
+    import errno
+    from pathlib import Path
+
+    hub = tmp_path / "hub"
+    export(tiny_checkpoint, hub)
+    before = _hub_files(hub)
+    write_text = Path.write_text
+
+    def disk_full_at_the_card(self, *args, **kwargs):
+        if "README.md" in self.name:  # the card, or a temporary file of it
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full_at_the_card)
+    result = CliRunner().invoke(app, ["export", "--format", "hub", "--checkpoint", str(trained),
+                                      "--out", str(hub)])  # fmt: skip
+    assert isinstance(result.exception, OSError) and "README.md" in str(result.exception)
+    assert _hub_files(hub) == before
+    monkeypatch.undo()
+    export(trained, hub)
+    assert cg3d.load(hub).classes == ["cube", "cone"]
+
+
+def test_an_export_into_a_folder_another_run_writes_is_refused_and_changes_nothing(
+    tiny_checkpoint, trained, tmp_path
+):
+    import fcntl
+
+    from cg3d.files import LOCK_NAME
+
+    hub = tmp_path / "hub"
+    export(tiny_checkpoint, hub)
+    before = _hub_files(hub)
+    with open(hub / LOCK_NAME, "a") as held:  # what another process's output_lock holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = CliRunner().invoke(app, ["export", "--format", "hub", "--checkpoint",
+                                          str(trained), "--out", str(hub)])  # fmt: skip
+    assert isinstance(result.exception, UsageError)
+    assert "another run is writing into" in str(result.exception)
+    assert _hub_files(hub) == before
+
+
+def test_an_export_refused_for_its_measured_file_leaves_no_folder(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "measured.json"
+    bad.write_text("[1, 2]")
+    out = tmp_path / "new" / "hub"
+    result = CliRunner().invoke(app, ["export", "--format", "hub", "--checkpoint",
+                                      str(tiny_checkpoint), "--out", str(out), "--measured",
+                                      str(bad)])  # fmt: skip
+    assert isinstance(result.exception, UsageError) and "--measured" in str(result.exception)
+    assert not (tmp_path / "new").exists()

@@ -120,6 +120,38 @@ def test_prepare_keeps_parts_of_the_same_plan_and_clears_another(tmp_path, locke
     assert output.pending(3) == [0, 1, 2]
 
 
+def test_a_folder_of_another_stage_is_refused_and_its_files_kept(tmp_path, locked):
+    """Before: another plan's parts were cleared whatever stage wrote them, so `cg3d index
+    --out data/points` removed the sampled points (both write part-*.parquet), and `cg3d pack
+    --out data/points` replaced the points' .plan.json and failures.parquet."""
+    from cg3d.pipeline.pack import prepare_output
+
+    points = tmp_path / "points"
+    sampled = ChunkedOutput(points, ".parquet", "sample", {"stage": "sample", "points": 64})
+    sampled.prepare()
+    write_part(sampled, 0, ["a", "b"])
+    sampled.finalize(1)
+    before = {p: p.read_bytes() for p in points.rglob("*") if p.is_file()}
+    with pytest.raises(UsageError) as error:
+        ChunkedOutput(points, ".parquet", "index", {"stage": "index"}).prepare()
+    assert str(error.value) == (
+        f"--out: {points} holds the output of `cg3d sample`; `cg3d index` would replace its "
+        "files: choose another folder"
+    )
+    with pytest.raises(UsageError, match="holds the output of `cg3d sample`; `cg3d pack`"):
+        prepare_output(points, {"stage": "pack"})
+    assert {p: p.read_bytes() for p in points.rglob("*") if p.is_file()} == before
+    # a folder without a plan is known by the file its command writes
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    with pytest.raises(UsageError, match="holds the output of `cg3d train`; `cg3d sample`"):
+        ChunkedOutput(tmp_path / "run", ".parquet", "sample", {"stage": "sample"}).prepare()
+    # its own folder, a new one and one of other files are the stage's to write
+    ChunkedOutput(points, ".parquet", "sample", {"stage": "sample", "points": 64}).prepare()
+    (tmp_path / "mine" / "notes").mkdir(parents=True)
+    ChunkedOutput(tmp_path / "mine", ".parquet", "index", {"stage": "index"}).prepare()
+
+
 def test_finalize_merges_chunk_failures_with_the_stage_name(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".txt", "sample")
     output.prepare()

@@ -129,6 +129,48 @@ def test_the_first_line_of_nested_results_counts_every_number(tmp_path):
     assert " ids" not in shown.output
 
 
+def test_inspect_a_benchmark_output(tmp_path):
+    """Before: "not a stage output, a shard set, a training run or results" of the folder
+    `cg3d benchmark` wrote (results.csv, results.md and a JSON per finished pair)."""
+    from cg3d.eval.benchmark import parse_datasets, parse_models, run_benchmark
+    from cg3d.params import ZeroShotConfig
+
+    out = tmp_path / "bench"
+    models = parse_models("ulip2-pointbert,openshape-pointbert")  # cards without weights
+    run_benchmark(models, parse_datasets("modelnet40", "modelnet40=x"), out, ZeroShotConfig())
+    found = inspect_folder(out)
+    assert found.kind == "results"
+    assert found.details["benchmark"] == [
+        f"{name} on modelnet40: top-1 – %, missing weights"
+        for name in ("ulip2-pointbert", "openshape-pointbert")
+    ]
+    shown = CliRunner().invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == f"{out}: results, 2 benchmark pairs in results.csv"
+    (out / "results.csv").write_text("name,value\nx,1\n")  # another program's table
+    with pytest.raises(UsageError, match=r"results\.csv: not a `cg3d benchmark` table"):
+        inspect_folder(out)
+
+
+def test_inspect_an_audit_output(tmp_path):
+    from cg3d.eval.audit import audit
+    from tests.eval.files import write_shards
+
+    write_shards(tmp_path / "shards", per_class=1, n=32, views=1)
+    audit(str(tmp_path / "shards"), tmp_path / "audit", test_shards=str(tmp_path / "shards"))
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    found = inspect_folder(tmp_path / "audit")
+    assert found.kind == "results"
+    assert found.details["audit"]["pairs"] == written["pairs"]
+    leaked = written["leaked_test_shapes"]
+    assert found.headline() == (
+        f"{tmp_path / 'audit'}: results, an audit ({leaked} test shapes with a training twin)"
+    )
+    (tmp_path / "audit" / "audit.json").write_text("[")
+    with pytest.raises(UsageError, match=r"^\S*audit\.json does not read"):
+        inspect_folder(tmp_path / "audit")
+
+
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="not a stage output"):
         inspect_folder(tmp_path)
@@ -239,6 +281,32 @@ def test_an_index_count_beyond_any_shard_is_one_line_not_a_hang(data, tmp_path):
         inspect_folder(shards)
 
 
+def test_samples_a_damaged_shard_did_not_give_are_failures(data, tmp_path):
+    """Before: inspect read what it could and said "0 failures" (a warning on stderr only) of
+    a shard whose second sample's header claims 8 GiB: every sample after it was gone."""
+    import tarfile
+
+    shards = copy_of(data, tmp_path, "shards")
+    entry = json.loads((shards / "index.json").read_text())["splits"]["train"]
+    shard = shards / entry["shards"][0]
+    with tarfile.open(shard) as tar:  # tarfile's own reading: where the second sample starts
+        members = tar.getmembers()
+    first_key = members[0].name.split(".")[0]
+    second = next(m for m in members if m.name.split(".")[0] != first_key)
+    data_bytes = bytearray(shard.read_bytes())
+    header = second.offset
+    data_bytes[header + 124 : header + 136] = b"77777777777\0"  # size: 8 GiB
+    data_bytes[header + 148 : header + 156] = b" " * 8  # the checksum is over spaces here
+    checksum = sum(data_bytes[header : header + 512])
+    data_bytes[header + 148 : header + 156] = b"%06o\0 " % checksum
+    shard.write_bytes(bytes(data_bytes))
+    found = inspect_folder(shards)
+    assert found.splits["train"] == sum(entry["counts"]) - (entry["counts"][0] - 1)
+    (failure,) = [f for f in found.failures if f["id"] == "(train split)"]
+    assert failure["reason"].startswith(f"{entry['counts'][0] - 1} not read: unreadable shard")
+    assert "8589934591" in failure["reason"]
+
+
 @pytest.mark.parametrize("name", ["../x.points.npy", "/abs/x.points.npy", "x/y.points.npy"])
 def test_a_shard_member_named_outside_any_id_is_a_failure_not_an_id(data, tmp_path, name):
     """Before: `../x` was listed (and counted) as an id, which `--ids` printed for `show`."""
@@ -310,7 +378,7 @@ def test_a_shard_that_is_a_fifo_is_lost_with_its_reason_not_a_hang(data, tmp_pat
     shard = _replaced_by_fifo(sorted(target.glob("test/*.tar"))[0])
     found = inspect_folder(target)
     assert "test" not in found.splits or found.splits["test"] < 3
-    assert "is a device, FIFO or socket, not a file" in caplog.text
+    assert f"{shard}: not a regular file" in caplog.text
     benchmark = open_benchmark("shards", target)
     assert len(list(benchmark.shapes())) < benchmark.size and benchmark.skipped() > 0
     problems = verify_shards(target).problems

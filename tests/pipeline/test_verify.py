@@ -1,4 +1,5 @@
 import json
+import tarfile
 
 import pytest
 from typer.testing import CliRunner
@@ -46,6 +47,30 @@ def test_verify_catches_a_count_that_differs_from_the_index(tmp_path):
     index_path.write_text(json.dumps(index))
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "shards")])
     assert result.exit_code == 1 and "index says 4" in result.output
+
+
+def test_verify_names_every_object_a_copied_shard_holds_twice(tmp_path):
+    """A test shard copied into train under a new name, the index edited to match (its count
+    and sha256 right): every check of the shard passed and verify said "ok", though each of
+    its objects would be trained on and tested on."""
+    fake_pipeline(tmp_path)
+    shards = tmp_path / "shards"
+    index = json.loads((shards / "index.json").read_text())
+    test, train = index["splits"]["test"], index["splits"]["train"]
+    copy = "train/shard-000099.tar"
+    (shards / copy).write_bytes((shards / test["shards"][0]).read_bytes())
+    train["shards"].append(copy)
+    train["counts"].append(test["counts"][0])
+    train["sha256"].append(test["sha256"][0])
+    train["samples"] += test["counts"][0]
+    (shards / "index.json").write_text(json.dumps(index))
+    with tarfile.open(shards / copy) as tar:  # tarfile's own reading of the copy's keys
+        keys = {name.split(".")[0] for name in tar.getnames()}
+    result = CliRunner().invoke(app, ["verify", str(shards)])
+    assert result.exit_code == 1, result.output
+    twice = [line for line in result.output.splitlines() if "also in" in line]
+    assert len(twice) == len(keys) == test["counts"][0]
+    assert all(line.endswith(f"also in {copy}") for line in twice)  # train's copy came first
 
 
 def test_verify_names_a_member_without_a_dot(tmp_path):
