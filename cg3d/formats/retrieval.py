@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, loads_json
+from cg3d.formats.intact import not_a_file
 
 FORMAT = "cg3d-index-1"
 RETRIEVAL_NAME = "retrieval.json"  # not index.json: the shard index's name
@@ -190,8 +191,8 @@ def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.nd
 
 def _require_regular(file: Path) -> None:
     """A FIFO in an index folder blocked the search (and the demo) in open() for ever."""
-    if file.exists() and not file.is_file():
-        raise _damaged(file, "not a regular file (a folder, FIFO or device)")
+    if problem := not_a_file(file):
+        raise _damaged(file, problem)
 
 
 def _read_objects(file: Path) -> pa.Table:
