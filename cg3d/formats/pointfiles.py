@@ -50,9 +50,8 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _read_text_points(path: Path) -> np.ndarray:
     """The numbers of a text point file, its lines streamed into `np.loadtxt`: memory holds
-    the array, not the text and its lines as well (read whole, a 228 MB file peaked at 730 MB
-    where streamed it takes 220 MB, as long). ValueError for a file over MAX_POINT_FILE_BYTES
-    or with no points."""
+    the array, not the whole text and its lines as well (bench/bench_pointfile.py). ValueError
+    for a file over MAX_POINT_FILE_BYTES or with no points."""
     size = path.stat().st_size
     if size > MAX_POINT_FILE_BYTES:
         raise ValueError(f"{size} bytes, more than {MAX_POINT_FILE_BYTES} for one point file")
