@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, holds_lock, loads_json
+from cg3d.files import atomic_path, holds_lock, loads_json, why_not_a_file
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
@@ -77,11 +77,7 @@ OWNER_FILES = {
 def output_owner(folder: Path) -> str | None:
     """The command whose output `folder` holds: the stage its .plan.json records, else the one
     that writes a file found there; None for a new folder or one no command of ours wrote."""
-    try:
-        recorded = loads_json((Path(folder) / PLAN_NAME).read_bytes())
-    except (OSError, ValueError):  # none, or cut short: the files say
-        recorded = None
-    plan = recorded.get("plan") if isinstance(recorded, dict) else None
+    plan = read_plan(Path(folder) / PLAN_NAME).get("plan")  # none, or cut short: the files say
     if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
         return plan["stage"]
     return next((stage for name, stage in OWNER_FILES.items() if (folder / name).exists()), None)
@@ -193,14 +189,24 @@ class ChunkedOutput:
         return rows
 
 
-def previous_plan_digest(plan_file: Path) -> str | None:
-    """The plan digest a previous run left in `plan_file` (`.plan.json`); None when there is
-    none, or it does not parse (cut short): its parts then count as another plan's."""
+def read_plan(plan_file: Path) -> dict:
+    """What a previous run left in `plan_file` (`.plan.json`): {"digest", "plan"}, or {} when
+    there is none, it does not parse (cut short), or it is no file: a FIFO there is never
+    opened (reading one waits for a writer for ever, and `cg3d sample` hung so)."""
+    if why_not_a_file(plan_file):
+        return {}
     try:
-        previous = loads_json(Path(plan_file).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return previous.get("digest") if isinstance(previous, dict) else None
+        recorded = loads_json(Path(plan_file).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def previous_plan_digest(plan_file: Path) -> str | None:
+    """The plan digest a previous run left in `plan_file`; None when there is none (`read_plan`):
+    its parts then count as another plan's."""
+    digest = read_plan(plan_file).get("digest")
+    return digest if isinstance(digest, str) else None
 
 
 def content_key(record_fields: str) -> int:

@@ -297,6 +297,15 @@ def test_pending_recomputes_a_part_that_is_a_fifo_without_opening_it(tmp_path, l
     assert not output.part(1).exists()  # dropped, to be written again
 
 
+@pytest.mark.timeout(60)
+def test_a_plan_file_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, locked):
+    """Before: reading the previous plan (and the folder's owner) opened it and blocked for
+    ever, so `cg3d sample --out` such a folder hung."""
+    os.mkfifo(tmp_path / ".plan.json")
+    with pytest.raises(UsageError, match=r"\.plan\.json is a device, FIFO or socket, not a file"):
+        ChunkedOutput(tmp_path, ".parquet", "sample", {"points": 4}).prepare()
+
+
 @pytest.mark.parametrize("damage", ["halved", "other columns"])
 def test_a_damaged_chunk_table_means_a_fresh_plan(tmp_path, damage):
     """chunks.parquet is the stage's own plan: a damaged one is planned afresh, not a
