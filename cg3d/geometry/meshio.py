@@ -743,16 +743,14 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
     only confined texture files, so whatever forms Blender parses it opens nothing that was
     not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
-    resolved = real_path(path)
-    suffix = resolved.suffix.lower()
-    if suffix not in (".obj", *GLTF_SUFFIXES):
-        listed = listed_file(path, root, sha256)  # PLY, STL, OFF name no other file
-        check_bytes(listed)  # a file given to classify was never through the meshes stage
-        check_declared_counts(listed, suffix)  # Blender's bytes, checked as the fast path's
-        return listed
-    listed_file(path, root, "")  # inside the root; the bytes are compared as they are copied
-    check_bytes(resolved)
-    check_declared_counts(resolved, suffix)  # an OBJ's text
+    suffix = real_path(path).suffix.lower()  # of the file a link leads to, as Blender reads it
+    copied = suffix in (".obj", *GLTF_SUFFIXES)
+    # inside the root; a copied file's bytes are compared as they are copied, the others' here
+    resolved = listed_file(path, root, "" if copied else sha256)
+    check_bytes(resolved)  # a file given to classify was never through the meshes stage
+    check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
+    if not copied:
+        return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
