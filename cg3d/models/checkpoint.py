@@ -423,13 +423,18 @@ def model_from_checkpoint(
     recorded = recorded_weights(payload["config"])
     if payload["full_clip"] and clip_pretrained is not None:
         check_given_weights(recorded, clip_pretrained, path)  # not needed, but must agree
-    model = build_model(config, _tower_opener(payload, path, config, clip_pretrained))
+    opener = _tower_opener(payload, path, config, clip_pretrained)
     # Checked now: the point side in full, and that nothing else is foreign to the towers
-    # (the towers' own names and shapes are checked when they are built).
+    # (the towers' own names and shapes are checked when they are built). The shapes come from
+    # the model built on the meta device (no memory, no random draws): a config can describe
+    # terabytes of weights within the params' bounds (depth and width 4096), and building that
+    # for real had the kernel kill the process before any check could name the file.
+    with torch.device("meta"):
+        shapes = build_model(config, opener).point_encoder.state_dict()
     tower_names = ("clip.", "visual.") if payload["full_clip"] else TRAINED_TOWER
     checked = {n: t for n, t in payload["model"].items() if not n.startswith(tower_names)}
-    expected = {f"point_encoder.{n}": t for n, t in model.point_encoder.state_dict().items()}
-    check_weights_fit(expected, checked, path)
+    check_weights_fit({f"point_encoder.{n}": t for n, t in shapes.items()}, checked, path)
+    model = build_model(config, opener)
     model.point_encoder.load_state_dict(_unprefixed(checked))
     model.tower_state = {n: t for n, t in payload["model"].items() if not _is_point_side(n)}
     if payload["full_clip"] and recorded == RANDOM_WEIGHTS:
