@@ -176,6 +176,23 @@ def test_an_index_with_non_finite_embeddings_is_refused_on_open(tiny_index, tmp_
         open_index(copy)
 
 
+@pytest.mark.parametrize("name", ["points.npy", "views.npy"])
+@pytest.mark.parametrize("scale", [0.0, 100.0])
+def test_an_index_with_embeddings_that_are_not_unit_is_refused_on_open(
+    tiny_index, tmp_path, name, scale
+):
+    """Before: a row scaled by 100 (or zeroed) by hand scored as a dot product, first (or at
+    0.0000) among cosines, with exit 0."""
+    copy = tmp_path / "index"
+    shutil.copytree(tiny_index, copy)
+    array = np.load(copy / name)
+    assert np.allclose(np.sqrt((array.astype(np.float64) ** 2).sum(axis=1)), 1, atol=1e-5)
+    array[3] *= scale
+    np.save(copy / name, array)
+    with pytest.raises(UsageError, match=rf"{name}: .*row 3 has length {scale:g}, not 1"):
+        open_index(copy)
+
+
 def test_a_non_finite_embedding_query_is_one_line(tiny_index):
     index = open_index(tiny_index)
     query = np.ones(64, np.float32)
