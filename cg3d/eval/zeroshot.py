@@ -241,7 +241,7 @@ def file_text_features(model, classes: list[str], path: Path | None) -> torch.Te
     from cg3d.models.text import display_name
 
     dim = clip_embed_dim(model.config["clip_model"])
-    features = features_for(Path(path), classes, dim, display_name)
+    features = features_for(Path(path), classes, dim, display_name, model.config["clip_model"])
     return torch.from_numpy(features).to(model.device())
 
 
