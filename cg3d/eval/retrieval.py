@@ -252,9 +252,11 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     OUT/about.json, OUT/details.json and a grid; return all their keys."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
+    from cg3d.formats.metrics import check_results_owner
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_owner(Path(out), "eval retrieval")
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)

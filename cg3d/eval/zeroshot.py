@@ -287,10 +287,12 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
+    from cg3d.formats.metrics import check_results_owner
     from cg3d.formats.textfeatures import features_about
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_owner(Path(out), "eval zeroshot")
     protocol = get_protocol(config.protocol)  # an unknown name fails before anything loads
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle

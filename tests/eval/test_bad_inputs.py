@@ -232,3 +232,67 @@ def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint
             == f"--out: {out} is the --checkpoint itself; export writes another file"
         )
     assert run.read_bytes() == before
+
+
+# The files each command leaves in its --out (what `results_owner` tells them by).
+RESULT_FOLDERS = {
+    "train": ["last.pt", "metrics.json", "about.json", "params.yaml"],
+    "eval zeroshot": ["metrics.json", "about.json", "predictions.csv", "per_class.csv"],
+    "eval retrieval": ["metrics.json", "about.json", "details.json", "retrieval_grid.png"],
+    "finetune": ["metrics.json", "about.json", "details.json", "per_class.csv"],
+}
+
+
+def run_command(command: str, shards, out, checkpoint) -> None:
+    """`command` as its library function, on `checkpoint` (absent: the owner check comes first)."""
+    from cg3d.eval.finetune import finetune
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.eval.zeroshot import zeroshot
+    from cg3d.params import FinetuneConfig, RetrievalConfig, TrainConfig, ZeroShotConfig
+    from cg3d.train.loop import train_stage
+
+    if command == "eval zeroshot":
+        zeroshot(checkpoint, out, ZeroShotConfig(root=str(shards)))
+    elif command == "eval retrieval":
+        retrieval(checkpoint, shards, out, RetrievalConfig())
+    elif command == "finetune":
+        finetune(checkpoint, out, FinetuneConfig(root=str(shards)))
+    else:
+        train_stage(shards, out, TrainConfig())
+
+
+@pytest.mark.parametrize(
+    ("owner", "command"),
+    [
+        (owner, command)
+        for owner in RESULT_FOLDERS
+        for command in RESULT_FOLDERS
+        if owner != command
+    ],
+)
+def test_a_results_folder_of_another_command_is_refused_and_kept(shards, tmp_path, owner, command):
+    """Before: `cg3d eval zeroshot --out runs/train` replaced the training run's metrics.json
+    and about.json; `cg3d eval retrieval` into a zero-shot folder left predictions.csv and
+    confusion.png beside its own numbers, as if one run had made them all."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for number, name in enumerate(RESULT_FOLDERS[owner]):
+        (out / name).write_text(f"{owner} {number}\n")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(UsageError) as refused:
+        run_command(command, shards, out, tmp_path / "absent.pt")
+    assert str(refused.value) == (
+        f"--out: {out} holds the results of `cg3d {owner}`; `cg3d {command}` would replace "
+        "its metrics.json and about.json: choose another folder"
+    )
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval", "finetune"])
+def test_an_evaluation_reruns_into_its_own_results_folder(shards, tmp_path, command):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in RESULT_FOLDERS[command]:
+        (out / name).write_text("{}\n")
+    with pytest.raises(UsageError, match="absent.pt"):  # past the owner check, to the model
+        run_command(command, shards, out, tmp_path / "absent.pt")
