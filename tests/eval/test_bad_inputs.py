@@ -155,6 +155,40 @@ def test_a_broken_audit_json_is_one_line(tmp_path, text):
         read_audit(tmp_path)
 
 
+AUDIT = {
+    "train": "shards a (train)",
+    "test": "shards b (test)",
+    "threshold": 0.04,
+    "pairs": {"same_file": 1, "same_uid": 0, "same_shape": 2},
+    "leaked_test_shapes": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ({"pairs": "many"}, "pairs is not a count per kind"),
+        ({"pairs": {"same_file": -1}}, "pairs is not a count per kind"),
+        ({"leaked_test_shapes": [1, 2]}, "leaked_test_shapes is not a count"),
+        ({"leaked_test_shapes": True}, "leaked_test_shapes is not a count"),
+        ({"threshold": "t" * 100_000}, "threshold is 'tttt"),
+        ({"threshold": float("nan")}, "threshold is 'nan'"),
+        ({"train": 5}, "train is not the name of its shapes"),
+        ({"test": "x" * 100_000}, "test is not the name of its shapes"),
+    ],
+)
+def test_an_audit_json_edited_by_hand_is_one_line_not_copied_into_the_eval(tmp_path, edit, named):
+    """Before: whatever the keys held went into the eval's about.json as the audit's counts."""
+    (tmp_path / "audit.json").write_text(json.dumps(AUDIT))
+    assert read_audit(tmp_path) == {"folder": str(tmp_path), **AUDIT}
+    (tmp_path / "audit.json").write_text(json.dumps(AUDIT | edit))
+    with pytest.raises(UsageError) as refused:
+        read_audit(tmp_path)
+    message = str(refused.value)
+    assert "audit.json is not an audit summary (" in message and named in message
+    assert len(message) < 300
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
