@@ -180,7 +180,15 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
             f"{path}: not a readable checkpoint ({reason}{never if refused else ''})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UsageError(f"{path}: not a CG3D checkpoint (no {FORMAT!r} format tag)")
+        # ULIP's, OpenShape's and Uni3D's files are dicts of weights too: the line says what
+        # turns them into ours, where it only said what the file lacked
+        convert = (
+            "; another project's checkpoint (ULIP, OpenShape, Uni3D, the CG3D release) is "
+            "turned into one by `cg3d convert`"
+            if isinstance(payload, dict)
+            else ""
+        )
+        raise UsageError(f"{path}: not a CG3D checkpoint (no {FORMAT!r} format tag{convert})")
     state = payload.get("model")
     if not isinstance(state, dict) or not all(
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state.items()

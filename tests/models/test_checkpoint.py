@@ -140,6 +140,20 @@ def test_a_config_describing_a_model_of_many_gigabytes_is_refused_before_it_is_b
 
 
 @pytest.mark.parametrize(
+    "layout", ["state_dict", "model", "module", "base_model"]
+)  # ULIP's and OpenShape's, Uni3D's, the CG3D release's
+def test_another_projects_checkpoint_points_at_convert(random_checkpoint, tmp_path, layout):
+    weights = {
+        f"module.{name}": tensor
+        for name, tensor in torch.load(random_checkpoint, weights_only=True)["model"].items()
+    }
+    path = tmp_path / "theirs.pt"
+    torch.save({layout: weights, "epoch": 3}, path)
+    message = one_line_error(path)
+    assert "not a CG3D checkpoint" in message and "turned into one by `cg3d convert`" in message
+
+
+@pytest.mark.parametrize(
     ("change", "named"),
     [
         ({"prompts": "five"}, "prompts must be an integer"),
