@@ -39,6 +39,7 @@ from cg3d.eval.readers import (
     sample_shape,
 )
 from cg3d.eval.results import write_results
+from cg3d.eval.zeroshot import unit_features
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -80,10 +81,13 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     def flush() -> None:
         if pending_points:
             batch = torch.from_numpy(np.stack(pending_points)).to(device)
-            point_features.append(model.encode_points(batch).cpu())
+            point_features.append(
+                unit_features(model.encode_points(batch), "the point encoder").cpu()
+            )
             pending_points.clear()
         if pending_images:
-            image_features.append(model.encode_image(torch.stack(pending_images).to(device)).cpu())
+            images = model.encode_image(torch.stack(pending_images).to(device))
+            image_features.append(unit_features(images, "the image tower").cpu())
             pending_images.clear()
 
     with Progress(console=console, transient=True) as progress:

@@ -43,6 +43,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import (
@@ -143,6 +144,22 @@ def model_identity(model, checkpoint: Path) -> dict:
     }
 
 
+def unit_features(features: torch.Tensor, what: str) -> torch.Tensor:
+    """`features` (normalised by the model) if every row has length 1; else a UsageError.
+    Weights that are finite but large overflow the encoder (a row of 1e37s has an infinite
+    length): normalising gave rows of zeros, every class scored 0 and the first one won, so
+    an eval reported chance-level numbers with exit 0."""
+    lengths = features.float().norm(dim=-1)
+    bad = ~((lengths - 1).abs() <= 1e-3)  # NaN is bad too
+    if bad.any():
+        raise UsageError(
+            f"{what}: {int(bad.sum())} of {len(features)} features of a batch are not unit "
+            f"vectors (length {float(lengths[bad][0]):g}): the model's weights overflow "
+            "(damaged or rescaled?)"
+        )
+    return features
+
+
 def protocol_n_points(model, protocol: Protocol) -> int:
     """Points fed to the model: the protocol's number, or the model's own (0)."""
     return protocol.n_points or int(model.config["n_points"])
@@ -179,7 +196,7 @@ def score_benchmark(
             int(model.config["point_channels"]),
             protocol,
         ):
-            features = model.encode_points(points.to(device))
+            features = unit_features(model.encode_points(points.to(device)), "the point encoder")
             scores.append((features @ text_features.T).cpu().numpy())
             labels.append(batch_labels)
             keys.extend(batch_keys)

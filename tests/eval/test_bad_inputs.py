@@ -330,3 +330,24 @@ def test_an_evaluation_reruns_into_its_own_results_folder(shards, tmp_path, comm
         (out / name).write_text("{}\n")
     with pytest.raises(UsageError, match="absent.pt"):  # past the owner check, to the model
         run_command(command, shards, out, tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval"])
+def test_weights_that_overflow_the_encoder_are_one_line_not_chance_numbers(
+    shards, tiny_checkpoint, tmp_path, command
+):
+    """Finite weights scaled by 1e38: the features' lengths overflowed, normalising gave rows
+    of zeros (or NaN), every class scored 0 and the first won: zero-shot reported chance-level
+    accuracy with exit 0."""
+    import torch
+
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["model"]["point_encoder.proj.weight"] = (
+        payload["model"]["point_encoder.proj.weight"] * 1e38
+    )
+    assert torch.isfinite(payload["model"]["point_encoder.proj.weight"]).all()
+    scaled = tmp_path / "scaled.pt"
+    torch.save(payload, scaled)
+    with pytest.raises(UsageError, match="the point encoder: .* are not unit vectors"):
+        run_command(command, shards, tmp_path / "out", scaled)
+    assert not (tmp_path / "out" / "metrics.json").exists()
