@@ -155,6 +155,20 @@ def test_features_that_leave_the_model_non_finite_are_one_line(model, cube, monk
         model.classify(cube, "a, b", prepared=True)
 
 
+def test_features_that_overflow_to_zeros_are_one_line(model, cube, monkeypatch):
+    """Finite weights too large: normalising overflowed lengths gave rows of zeros, and every
+    label scored 0 (the first one won), exit 0."""
+
+    def zero_points(points):
+        return torch.zeros(len(points), 64)
+
+    monkeypatch.setattr(model.network, "encode_points", zero_points)
+    with pytest.raises(UsageError, match="features are not unit vectors"):
+        model.embed_prepared(cube[None])
+    with pytest.raises(UsageError, match="features are not unit vectors"):
+        model.classify(cube, "a, b", prepared=True)
+
+
 def test_a_nan_logit_scale_is_one_line(tiny_checkpoint):
     model = load(tiny_checkpoint)  # its own copy: the weight is changed in memory
     with torch.no_grad():
