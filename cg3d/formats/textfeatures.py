@@ -44,6 +44,10 @@ def write_text_features(
     if features.ndim != 2 or features.shape[0] != len(classes):
         raise ValueError(f"features {features.shape} do not match {len(classes)} classes")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The sidecar names the rows: an earlier one left beside new rows (a kill or a full disk
+    # between the two writes) gave them its classes, in silence when the counts agreed. Without
+    # it the reader refuses the file until the writer finishes.
+    sidecar(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, features, allow_pickle=False)
     record = {"format": FORMAT, "classes": list(classes), **(about or {})}

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,26 @@ def test_features_another_teacher_made_are_refused_naming_both(tmp_path):
     assert np.array_equal(
         features_for(tmp_path / "f.npy", ["cup"], 4, clip_model="ViT-B-16"), rows[[0]]
     )
+
+
+def test_rows_written_without_their_sidecar_are_never_read_with_an_earlier_ones_names(
+    tmp_path, monkeypatch
+):
+    """Before: a failure (or kill) between the .npy and the .json left the new rows beside the
+    earlier run's class names: same count, rows read as the wrong classes, no error."""
+    import cg3d.formats.textfeatures as textfeatures
+
+    path = tmp_path / "f.npy"
+    write_text_features(path, np.eye(2, dtype=np.float32), ["cup", "lamp"])
+    real = textfeatures.atomic_path
+
+    def full_disk_at_the_sidecar(target):
+        if Path(target).suffix == ".json":
+            raise OSError(28, "No space left on device", str(target))
+        return real(target)
+
+    monkeypatch.setattr(textfeatures, "atomic_path", full_disk_at_the_sidecar)
+    with pytest.raises(OSError):
+        write_text_features(path, np.eye(2, dtype=np.float32)[::-1].copy(), ["sofa", "bed"])
+    with pytest.raises(UsageError, match="no f.json beside"):
+        read_text_features(path)
