@@ -10,8 +10,9 @@
 `dvc metrics show` prints every key of a metrics file as a column, so a string there (a
 checkpoint path, "none (random init)") is a column of its own in every row and a `dvc metrics
 diff` between two runs drowns in them: descriptions go to `about.json`, which every result has
-beside it. Both are written by `write_metrics`, each file atomically; `about.json` first, so a
-`metrics.json` is never newer than the description of what it measured. Training writes these
+beside it. Both are written by `write_metrics`, each file atomically; the old `metrics.json` is
+removed, then `about.json` written first, so a `metrics.json` is never newer than the
+description of what it measured, nor older. Training writes these
 too (`cg3d.train.loop.publish`); an untracked, machine-dependent `run.json` (timings) may sit
 beside them.
 """
@@ -47,6 +48,10 @@ def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> 
         raise ValueError(f"{METRICS_NAME}: {problem}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier run's numbers never stay beside this run's description: a kill or a full disk
+    # between the two writes left the old metrics.json under the new about.json (another
+    # checkpoint's numbers, described as this one's).
+    (out / METRICS_NAME).unlink(missing_ok=True)
     write_json(out / ABOUT_NAME, about)
     write_json(out / METRICS_NAME, numbers)
 
