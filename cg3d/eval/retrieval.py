@@ -288,4 +288,6 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     write_results(out, headline, about, details)
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
+    else:  # an earlier run's grid would stand for this run's
+        (out / "retrieval_grid.png").unlink(missing_ok=True)
     return metrics | about

@@ -358,9 +358,13 @@ def zeroshot(
         for key, actual, guess in zip(keys, labels, predicted, strict=True)
     ]
     write_rows(out / "predictions.csv", rows)
+    # One of the two: the other, an earlier run's into this folder (of another class count),
+    # would stay beside these numbers as if it were theirs.
     if len(benchmark.classes) > CONFUSION_PLOT_CLASSES:
+        (out / "confusion.png").unlink(missing_ok=True)
         write_rows(out / "top_confusions.csv", top_confusions(confusion, names, TOP_CONFUSIONS))
     else:
+        (out / "top_confusions.csv").unlink(missing_ok=True)
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
     return metrics | about

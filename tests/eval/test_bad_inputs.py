@@ -351,3 +351,31 @@ def test_weights_that_overflow_the_encoder_are_one_line_not_chance_numbers(
     with pytest.raises(UsageError, match="the point encoder: .* are not unit vectors"):
         run_command(command, shards, tmp_path / "out", scaled)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_rerun_into_its_folder_leaves_no_picture_of_the_earlier_run(
+    shards, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Before: a zero-shot rerun of more classes than the plot takes wrote top_confusions.csv
+    beside the earlier run's confusion.png (and the reverse), and a retrieval rerun with
+    grid_queries 0 kept the earlier grid: pictures of another run beside the new numbers."""
+    from cg3d.eval import zeroshot as zeroshot_module
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.params import RetrievalConfig, ZeroShotConfig
+
+    out = tmp_path / "zeroshot"
+    config = ZeroShotConfig(root=str(shards), text_cache="")
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "confusion.png").is_file() and not (out / "top_confusions.csv").exists()
+    monkeypatch.setattr(zeroshot_module, "CONFUSION_PLOT_CLASSES", 0)  # as if 1,156 classes
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "top_confusions.csv").is_file() and not (out / "confusion.png").exists()
+    monkeypatch.undo()
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "confusion.png").is_file() and not (out / "top_confusions.csv").exists()
+
+    out = tmp_path / "retrieval"
+    retrieval(tiny_checkpoint, shards, out, RetrievalConfig())
+    assert (out / "retrieval_grid.png").is_file()
+    retrieval(tiny_checkpoint, shards, out, RetrievalConfig(grid_queries=0))
+    assert not (out / "retrieval_grid.png").exists()
