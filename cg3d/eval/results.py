@@ -42,15 +42,22 @@ def write_results(
     history: list[dict] | None = None,
 ) -> None:
     """metrics.json (`headline`, numbers only), about.json (`about`: what was measured) and,
-    where given, details.json, per_class.csv, history.csv."""
+    where given, details.json, per_class.csv, history.csv. One not given is removed: an earlier
+    run's into this folder (a full fine-tuning's history.csv under a linear probe's numbers)
+    would read as this run's."""
     out = Path(out)
     write_metrics(out, headline, about)
-    if details is not None:
-        write_json(out / DETAILS_NAME, details)
-    if per_class is not None:
-        write_rows(out / PER_CLASS_NAME, per_class)
-    if history is not None:
-        write_rows(out / HISTORY_NAME, history)
+    for name, values in (
+        (DETAILS_NAME, details),
+        (PER_CLASS_NAME, per_class),
+        (HISTORY_NAME, history),
+    ):
+        if values is None:
+            (out / name).unlink(missing_ok=True)
+        elif name == DETAILS_NAME:
+            write_json(out / name, values)
+        else:
+            write_rows(out / name, values)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
