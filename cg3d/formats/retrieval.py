@@ -233,20 +233,44 @@ def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
     dot product, above or below the unit rows, with exit 0. Read in blocks of rows, so a
     memory-mapped file of any size is checked in little memory."""
     for start in range(0, len(array), FINITE_CHECK_ROWS):
-        block = array[start : start + FINITE_CHECK_ROWS]
-        finite = np.isfinite(block).all(axis=-1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise UsageError(f"{path}: {name} holds NaN or infinite values (row {row})")
-        lengths = np.linalg.norm(block.astype(np.float64), axis=-1)
-        off = np.abs(lengths - 1) > UNIT_TOLERANCE
-        if off.any():
-            row = int(np.flatnonzero(off)[0])
-            raise _damaged(
-                path / name,
-                f"row {start + row} has length {lengths[row]:.6g}, not 1: the index holds unit "
-                "vectors",
-            )
+        bad = _first_bad_row(array[start : start + FINITE_CHECK_ROWS])
+        if bad is None:
+            continue
+        row, length = bad
+        if length is None:
+            raise UsageError(f"{path}: {name} holds NaN or infinite values (row {start + row})")
+        raise _damaged(
+            path / name,
+            f"row {start + row} has length {length:.6g}, not 1: the index holds unit vectors",
+        )
+
+
+def _first_bad_row(block: np.ndarray) -> tuple[int, float | None] | None:
+    """(row, None) of the first row holding NaN or an infinity, else (row, its length) of the
+    first whose length is not 1; None when every row is a unit vector."""
+    finite = np.isfinite(block).all(axis=-1)
+    if not finite.all():
+        return int(np.flatnonzero(~finite)[0]), None
+    lengths = np.linalg.norm(block.astype(np.float64), axis=-1)
+    off = np.flatnonzero(np.abs(lengths - 1) > UNIT_TOLERANCE)
+    return (int(off[0]), float(lengths[off[0]])) if len(off) else None
+
+
+def part_embeddings_problem(part: Path) -> str | None:
+    """What is wrong with the embeddings of index part `part` (the checks `read_arrays` makes of
+    the merged files), or None: a build that reuses a part must not merge one edited since,
+    which every rebuild would merge again into an index refused when opened."""
+    table = pq.read_table(part, columns=["points", "views"])
+    dim = table.schema.field("points").type.list_size
+    for name, column in (("points", table["points"]), ("views", table["views"])):
+        if name == "views":
+            column = column.combine_chunks().flatten()
+        bad = _first_bad_row(vectors(column, dim)) if len(column) else None
+        if bad is not None:
+            row, length = bad
+            what = "NaN or infinite values" if length is None else f"a length of {length:.6g}"
+            return f"a {name} embedding (row {row}) has {what}"
+    return None
 
 
 def _damaged(file: Path, reason: str) -> UsageError:
