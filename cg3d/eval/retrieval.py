@@ -38,7 +38,7 @@ from cg3d.eval.readers import (
     prepare_counted,
     sample_shape,
 )
-from cg3d.eval.results import write_results
+from cg3d.eval.results import begin_results, write_results
 from cg3d.eval.zeroshot import unit_features
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
@@ -285,9 +285,10 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     }
     out = Path(out)
     headline, details = headline_and_details(metrics)
-    write_results(out, headline, about, details)
+    begin_results(out)
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
     else:  # an earlier run's grid would stand for this run's
         (out / "retrieval_grid.png").unlink(missing_ok=True)
+    write_results(out, headline, about, details)  # the numbers last
     return metrics | about

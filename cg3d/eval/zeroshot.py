@@ -53,7 +53,7 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import per_class_rows, write_results, write_rows
+from cg3d.eval.results import begin_results, per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
@@ -347,7 +347,7 @@ def zeroshot(
     out = Path(out)
     headline = {k: v for k, v in metrics.items() if k != "per_class"}
     per_class = per_class_rows(metrics["per_class"], confusion)
-    write_results(out, headline, about, per_class=per_class)
+    begin_results(out)
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
     write_json(out / "run.json", timing)
@@ -367,4 +367,5 @@ def zeroshot(
         (out / "top_confusions.csv").unlink(missing_ok=True)
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
+    write_results(out, headline, about, per_class=per_class)  # the numbers last
     return metrics | about

@@ -379,3 +379,26 @@ def test_a_rerun_into_its_folder_leaves_no_picture_of_the_earlier_run(
     assert (out / "retrieval_grid.png").is_file()
     retrieval(tiny_checkpoint, shards, out, RetrievalConfig(grid_queries=0))
     assert not (out / "retrieval_grid.png").exists()
+
+
+def test_a_rerun_that_fails_while_writing_leaves_no_earlier_numbers(
+    shards, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Before: metrics.json and about.json were written first; a rerun killed (or failing)
+    while writing predictions.csv or the plot left the earlier run's numbers beside this
+    run's predictions. Now the numbers come last: such a folder has none."""
+    from cg3d.eval import zeroshot as zeroshot_module
+    from cg3d.params import ZeroShotConfig
+
+    out = tmp_path / "zeroshot"
+    config = ZeroShotConfig(root=str(shards), text_cache="")
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "metrics.json").is_file() and (out / "predictions.csv").is_file()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cg3d.eval.plots.confusion_plot", full_disk)
+    with pytest.raises(OSError):
+        zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert not (out / "metrics.json").exists() and not (out / "about.json").exists()
