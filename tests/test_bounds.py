@@ -248,7 +248,7 @@ def test_render_starts_no_more_blenders_than_cpus_or_chunks(
 
     started = []
 
-    def threads(jobs, workers, config, advance):
+    def threads(jobs, workers, config, advance, scratch):
         started.append(workers)
         raise Stop
 

@@ -441,6 +441,13 @@ def _batched(items: list, batch_size: int, encode) -> np.ndarray:
     ]
     features = torch.cat(parts).numpy()
     check_finite(features, "the model's features (NaN or infinite weights?)")
+    # Finite weights that overflow give rows of zeros once normalised: every label and every
+    # object of an index then scored 0 (and an index built of them is refused when opened).
+    lengths = np.linalg.norm(features.astype(np.float64), axis=-1)
+    if not (np.abs(lengths - 1) <= 1e-3).all():
+        raise UsageError(
+            "the model's features are not unit vectors (rows of zeros: weights that overflow?)"
+        )
     return features
 
 

@@ -11,6 +11,7 @@ to rebuild it): its embeddings would not be comparable with the model's queries.
 """
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cg3d.files import locks_folder
 from cg3d.formats.retrieval import (
     FORMAT,
     merge_index_parts,
+    part_embeddings_problem,
     read_arrays,
     read_retrieval,
     read_thumbnail,
@@ -43,6 +45,8 @@ from cg3d.formats.shards import (
 from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
 from cg3d.pipeline.chunks import ChunkedOutput, check_out_owner, progress_bar
+
+log = logging.getLogger(__name__)
 
 SEARCH_TARGETS = ("points", "views")  # what a query is compared with (`against`)
 
@@ -112,6 +116,13 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
     output.prepare()
     classes = list(source.get("classes") or [])
     pending = output.pending(len(plan))
+    for i in sorted(set(range(len(plan))) - set(pending)):  # reused: as if computed now
+        problem = part_embeddings_problem(output.part(i))
+        if problem:
+            log.warning("%s: %s: recomputing it", output.part(i), problem)
+            output.drop(i)
+            pending.append(i)
+    pending.sort()
     with progress_bar("objects") as progress:
         task = progress.add_task("indexing", total=sum(plan[i][2] for i in pending), rate="")
         for i in pending:

@@ -33,6 +33,7 @@ on it are not zero-shot on those shapes.
 """
 
 import csv
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -349,7 +350,39 @@ def read_audit(folder: Path) -> dict:
         summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"--audit: {path} does not read ({error}): rerun `cg3d audit`") from None
-    if not isinstance(summary, dict):
-        raise UsageError(f"--audit: {path} is not an audit summary: rerun `cg3d audit`")
+    problem = audit_problem(summary)
+    if problem:
+        raise UsageError(f"--audit: {path} is not an audit summary ({problem}): rerun `cg3d audit`")
     keys = ("train", "test", "threshold", "pairs", "leaked_test_shapes")
     return {"folder": str(folder), **{k: summary.get(k) for k in keys}}
+
+
+def audit_problem(summary: object) -> str | None:
+    """What is wrong with the keys an eval copies from an audit.json, as `write_outputs` writes
+    them, or None: a hand-edited count ("many", a list) or a 100 KB threshold string went into
+    the eval's about.json as the audit's word."""
+    if not isinstance(summary, dict):
+        return f"a {type(summary).__name__}, not an object"
+
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("train", "test"):
+        if not isinstance(summary.get(key), str) or len(summary[key]) > 4096:
+            return f"{key} is not the name of its shapes"
+    threshold = summary.get("threshold")
+    if threshold is not None and not (
+        isinstance(threshold, int | float)
+        and not isinstance(threshold, bool)
+        and math.isfinite(threshold)
+        and threshold >= 0
+    ):
+        return f"threshold is {str(threshold)[:40]!r}, not a distance"
+    pairs = summary.get("pairs")
+    if not isinstance(pairs, dict) or not all(
+        isinstance(kind, str) and count(n) for kind, n in pairs.items()
+    ):
+        return "pairs is not a count per kind"
+    if not count(summary.get("leaked_test_shapes")):
+        return "leaked_test_shapes is not a count"
+    return None

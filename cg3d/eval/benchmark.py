@@ -156,7 +156,30 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict, teacher: d
         and result.get("settings") == settings
         and result.get("teacher") == teacher
     )
-    return result if same else None
+    return result if same and _readable(result) else None
+
+
+def _readable(result: dict) -> bool:
+    """Whether a pair's result holds what the table reads from it (`_row`), in range: a file
+    edited by hand (no metrics, a top-1 of "abc" or 1e308, NaN) is recomputed, where it was a
+    traceback or "inf" in the table."""
+    metrics = result.get("metrics")
+
+    def fraction(value: Any, required: bool) -> bool:
+        if value is None:
+            return not required
+        return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    return (
+        isinstance(metrics, dict)
+        and fraction(metrics.get("acc1"), True)
+        and all(fraction(metrics.get(k), False) for k in ("acc3", "acc5", "mean_per_class_recall"))
+        and count(result.get("n_shapes"))
+        and count(result.get("skipped_samples"))
+    )
 
 
 def pair_metrics(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import atomic_path, write_json
-from cg3d.formats.metrics import write_metrics
+from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
@@ -33,6 +33,17 @@ def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) ->
     ]
 
 
+def begin_results(out: Path) -> None:
+    """Before an evaluation writes any file into `out`: remove the earlier run's metrics.json
+    and about.json, which `write_results` writes last. A run killed while writing its
+    predictions or plots then leaves a folder without numbers (unfinished), never the earlier
+    run's numbers beside this run's files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS_NAME, ABOUT_NAME):
+        (out / name).unlink(missing_ok=True)
+
+
 def write_results(
     out: Path,
     headline: dict,
@@ -42,15 +53,23 @@ def write_results(
     history: list[dict] | None = None,
 ) -> None:
     """metrics.json (`headline`, numbers only), about.json (`about`: what was measured) and,
-    where given, details.json, per_class.csv, history.csv."""
+    where given, details.json, per_class.csv, history.csv. One not given is removed: an earlier
+    run's into this folder (a full fine-tuning's history.csv under a linear probe's numbers)
+    would read as this run's. metrics.json and about.json come last (`begin_results`)."""
     out = Path(out)
+    begin_results(out)
+    for name, values in (
+        (DETAILS_NAME, details),
+        (PER_CLASS_NAME, per_class),
+        (HISTORY_NAME, history),
+    ):
+        if values is None:
+            (out / name).unlink(missing_ok=True)
+        elif name == DETAILS_NAME:
+            write_json(out / name, values)
+        else:
+            write_rows(out / name, values)
     write_metrics(out, headline, about)
-    if details is not None:
-        write_json(out / DETAILS_NAME, details)
-    if per_class is not None:
-        write_rows(out / PER_CLASS_NAME, per_class)
-    if history is not None:
-        write_rows(out / HISTORY_NAME, history)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

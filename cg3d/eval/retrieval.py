@@ -38,7 +38,8 @@ from cg3d.eval.readers import (
     prepare_counted,
     sample_shape,
 )
-from cg3d.eval.results import write_results
+from cg3d.eval.results import begin_results, write_results
+from cg3d.eval.zeroshot import unit_features
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -80,10 +81,13 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     def flush() -> None:
         if pending_points:
             batch = torch.from_numpy(np.stack(pending_points)).to(device)
-            point_features.append(model.encode_points(batch).cpu())
+            point_features.append(
+                unit_features(model.encode_points(batch), "the point encoder").cpu()
+            )
             pending_points.clear()
         if pending_images:
-            image_features.append(model.encode_image(torch.stack(pending_images).to(device)).cpu())
+            images = model.encode_image(torch.stack(pending_images).to(device))
+            image_features.append(unit_features(images, "the image tower").cpu())
             pending_images.clear()
 
     with Progress(console=console, transient=True) as progress:
@@ -252,9 +256,11 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     OUT/about.json, OUT/details.json and a grid; return all their keys."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
+    from cg3d.formats.metrics import check_results_owner
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_owner(Path(out), "eval retrieval")
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
@@ -279,7 +285,10 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     }
     out = Path(out)
     headline, details = headline_and_details(metrics)
-    write_results(out, headline, about, details)
+    begin_results(out)
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
+    else:  # an earlier run's grid would stand for this run's
+        (out / "retrieval_grid.png").unlink(missing_ok=True)
+    write_results(out, headline, about, details)  # the numbers last
     return metrics | about

@@ -43,6 +43,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import (
@@ -52,7 +53,7 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import per_class_rows, write_results, write_rows
+from cg3d.eval.results import begin_results, per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
@@ -143,6 +144,22 @@ def model_identity(model, checkpoint: Path) -> dict:
     }
 
 
+def unit_features(features: torch.Tensor, what: str) -> torch.Tensor:
+    """`features` (normalised by the model) if every row has length 1; else a UsageError.
+    Weights that are finite but large overflow the encoder (a row of 1e37s has an infinite
+    length): normalising gave rows of zeros, every class scored 0 and the first one won, so
+    an eval reported chance-level numbers with exit 0."""
+    lengths = features.float().norm(dim=-1)
+    bad = ~((lengths - 1).abs() <= 1e-3)  # NaN is bad too
+    if bad.any():
+        raise UsageError(
+            f"{what}: {int(bad.sum())} of {len(features)} features of a batch are not unit "
+            f"vectors (length {float(lengths[bad][0]):g}): the model's weights overflow "
+            "(damaged or rescaled?)"
+        )
+    return features
+
+
 def protocol_n_points(model, protocol: Protocol) -> int:
     """Points fed to the model: the protocol's number, or the model's own (0)."""
     return protocol.n_points or int(model.config["n_points"])
@@ -179,7 +196,7 @@ def score_benchmark(
             int(model.config["point_channels"]),
             protocol,
         ):
-            features = model.encode_points(points.to(device))
+            features = unit_features(model.encode_points(points.to(device)), "the point encoder")
             scores.append((features @ text_features.T).cpu().numpy())
             labels.append(batch_labels)
             keys.extend(batch_keys)
@@ -241,7 +258,7 @@ def file_text_features(model, classes: list[str], path: Path | None) -> torch.Te
     from cg3d.models.text import display_name
 
     dim = clip_embed_dim(model.config["clip_model"])
-    features = features_for(Path(path), classes, dim, display_name)
+    features = features_for(Path(path), classes, dim, display_name, model.config["clip_model"])
     return torch.from_numpy(features).to(model.device())
 
 
@@ -287,10 +304,12 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
+    from cg3d.formats.metrics import check_results_owner
     from cg3d.formats.textfeatures import features_about
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_owner(Path(out), "eval zeroshot")
     protocol = get_protocol(config.protocol)  # an unknown name fails before anything loads
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
@@ -328,7 +347,7 @@ def zeroshot(
     out = Path(out)
     headline = {k: v for k, v in metrics.items() if k != "per_class"}
     per_class = per_class_rows(metrics["per_class"], confusion)
-    write_results(out, headline, about, per_class=per_class)
+    begin_results(out)
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
     write_json(out / "run.json", timing)
@@ -339,9 +358,14 @@ def zeroshot(
         for key, actual, guess in zip(keys, labels, predicted, strict=True)
     ]
     write_rows(out / "predictions.csv", rows)
+    # One of the two: the other, an earlier run's into this folder (of another class count),
+    # would stay beside these numbers as if it were theirs.
     if len(benchmark.classes) > CONFUSION_PLOT_CLASSES:
+        (out / "confusion.png").unlink(missing_ok=True)
         write_rows(out / "top_confusions.csv", top_confusions(confusion, names, TOP_CONFUSIONS))
     else:
+        (out / "top_confusions.csv").unlink(missing_ok=True)
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
+    write_results(out, headline, about, per_class=per_class)  # the numbers last
     return metrics | about

@@ -168,7 +168,7 @@ OBJECT_COLUMNS = ("id", "class_name", "source", "split", "part", "row")
 def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
     """objects.parquet, and points.npy, views.npy and view_object.npy memory-mapped, each
     checked against the others and against retrieval.json (`manifest`), and the embeddings for
-    NaN and infinities, on open: an index whose files disagree (one cut short, replaced or not
+    NaN, infinities and a length other than 1, on open: an index whose files disagree (one cut short, replaced or not
     written by `cg3d index`) would answer from part of its objects, or with another's rows; it
     is one line naming the file. Pickled arrays are never loaded."""
     path = Path(path)
@@ -222,17 +222,55 @@ def _read_array(file: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 FINITE_CHECK_ROWS = 65536  # rows of an embedding file checked at a time: memory stays flat
+# How far from 1 a stored embedding's length may be: `cg3d index` writes unit float32 vectors
+# (off by about 1e-7); a search's scores are cosines only for unit rows.
+UNIT_TOLERANCE = 1e-3
 
 
 def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
     """A NaN or infinite embedding would score in an arbitrary order: refused, naming the first
-    such row. Read in blocks of rows, so a memory-mapped file of any size is checked in little
-    memory."""
+    such row. So is a row whose length is not 1 (zeros, or rows scaled by hand): it scored as a
+    dot product, above or below the unit rows, with exit 0. Read in blocks of rows, so a
+    memory-mapped file of any size is checked in little memory."""
     for start in range(0, len(array), FINITE_CHECK_ROWS):
-        finite = np.isfinite(array[start : start + FINITE_CHECK_ROWS]).all(axis=-1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise UsageError(f"{path}: {name} holds NaN or infinite values (row {row})")
+        bad = _first_bad_row(array[start : start + FINITE_CHECK_ROWS])
+        if bad is None:
+            continue
+        row, length = bad
+        if length is None:
+            raise UsageError(f"{path}: {name} holds NaN or infinite values (row {start + row})")
+        raise _damaged(
+            path / name,
+            f"row {start + row} has length {length:.6g}, not 1: the index holds unit vectors",
+        )
+
+
+def _first_bad_row(block: np.ndarray) -> tuple[int, float | None] | None:
+    """(row, None) of the first row holding NaN or an infinity, else (row, its length) of the
+    first whose length is not 1; None when every row is a unit vector."""
+    finite = np.isfinite(block).all(axis=-1)
+    if not finite.all():
+        return int(np.flatnonzero(~finite)[0]), None
+    lengths = np.linalg.norm(block.astype(np.float64), axis=-1)
+    off = np.flatnonzero(np.abs(lengths - 1) > UNIT_TOLERANCE)
+    return (int(off[0]), float(lengths[off[0]])) if len(off) else None
+
+
+def part_embeddings_problem(part: Path) -> str | None:
+    """What is wrong with the embeddings of index part `part` (the checks `read_arrays` makes of
+    the merged files), or None: a build that reuses a part must not merge one edited since,
+    which every rebuild would merge again into an index refused when opened."""
+    table = pq.read_table(part, columns=["points", "views"])
+    dim = table.schema.field("points").type.list_size
+    for name, column in (("points", table["points"]), ("views", table["views"])):
+        if name == "views":
+            column = column.combine_chunks().flatten()
+        bad = _first_bad_row(vectors(column, dim)) if len(column) else None
+        if bad is not None:
+            row, length = bad
+            what = "NaN or infinite values" if length is None else f"a length of {length:.6g}"
+            return f"a {name} embedding (row {row}) has {what}"
+    return None
 
 
 def _damaged(file: Path, reason: str) -> UsageError:

@@ -44,6 +44,10 @@ def write_text_features(
     if features.ndim != 2 or features.shape[0] != len(classes):
         raise ValueError(f"features {features.shape} do not match {len(classes)} classes")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The sidecar names the rows: an earlier one left beside new rows (a kill or a full disk
+    # between the two writes) gave them its classes, in silence when the counts agreed. Without
+    # it the reader refuses the file until the writer finishes.
+    sidecar(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, features, allow_pickle=False)
     record = {"format": FORMAT, "classes": list(classes), **(about or {})}
@@ -54,8 +58,9 @@ def write_text_features(
 def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """(features (C, D) float32, classes, the sidecar) of the file at `path`.
 
-    A missing file or sidecar, a pickled or non-2-D array, non-finite values, or a class list
-    of another length or with repeats is a UsageError naming the file.
+    A missing file or sidecar, a pickled or non-2-D array, non-finite values, a row of zeros
+    (it scores every shape 0: the class is never predicted, or always on a tie), or a class
+    list of another length or with repeats is a UsageError naming the file.
     """
     path = Path(path)
     names = sidecar(path)
@@ -86,20 +91,37 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
         )
     if not np.isfinite(features).all():
         raise UsageError(f"{OPTION}: {path} holds non-finite values")
+    zero = np.flatnonzero(~features.any(axis=1))
+    if len(zero):
+        raise UsageError(f"{OPTION}: {path}: the row of class {classes[zero[0]]!r} is all zeros")
     return features.astype(np.float32), classes, about
 
 
 def features_for(
-    path: Path, classes: list[str], embed_dim: int, spell=lambda name: name
+    path: Path,
+    classes: list[str],
+    embed_dim: int,
+    spell=lambda name: name,
+    clip_model: str | None = None,
 ) -> np.ndarray:
     """The rows of the file at `path` for `classes`, in that order, as stored (a protocol
     that does not normalise text features keeps their lengths, which change the argmax).
 
     A class is found by its name as given, or as `spell` writes it (a protocol's class names:
-    night_stand as "night stand"). A class the file lacks, or features of another size than
-    the model's `embed_dim`, is a UsageError naming the file.
+    night_stand as "night stand"). A class the file lacks, features of another size than
+    the model's `embed_dim`, or a sidecar whose `clip_model` is not the model's `clip_model`
+    (another teacher's text space: its rows score in a space the points are not in, with no
+    error when the widths agree) is a UsageError naming the file. A sidecar that names no
+    `clip_model` (written by hand) is taken at its word.
     """
-    features, names, _ = read_text_features(path)
+    features, names, about = read_text_features(path)
+    made_by = about.get("clip_model")
+    if clip_model is not None and made_by is not None and made_by != clip_model:
+        raise UsageError(
+            f"{OPTION}: {sidecar(path).name} says CLIP {made_by!r} made these features; the "
+            f"model's teacher is {clip_model!r}: write them with `cg3d eval text-features` "
+            "and this checkpoint"
+        )
     if features.shape[1] != embed_dim:
         raise UsageError(
             f"{OPTION}: {path} holds {features.shape[1]}-d features; the model's are {embed_dim}-d"

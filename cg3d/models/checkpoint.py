@@ -180,7 +180,15 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
             f"{path}: not a readable checkpoint ({reason}{never if refused else ''})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UsageError(f"{path}: not a CG3D checkpoint (no {FORMAT!r} format tag)")
+        # ULIP's, OpenShape's and Uni3D's files are dicts of weights too: the line says what
+        # turns them into ours, where it only said what the file lacked
+        convert = (
+            "; another project's checkpoint (ULIP, OpenShape, Uni3D, the CG3D release) is "
+            "turned into one by `cg3d convert`"
+            if isinstance(payload, dict)
+            else ""
+        )
+        raise UsageError(f"{path}: not a CG3D checkpoint (no {FORMAT!r} format tag{convert})")
     state = payload.get("model")
     if not isinstance(state, dict) or not all(
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state.items()
@@ -423,13 +431,18 @@ def model_from_checkpoint(
     recorded = recorded_weights(payload["config"])
     if payload["full_clip"] and clip_pretrained is not None:
         check_given_weights(recorded, clip_pretrained, path)  # not needed, but must agree
-    model = build_model(config, _tower_opener(payload, path, config, clip_pretrained))
+    opener = _tower_opener(payload, path, config, clip_pretrained)
     # Checked now: the point side in full, and that nothing else is foreign to the towers
-    # (the towers' own names and shapes are checked when they are built).
+    # (the towers' own names and shapes are checked when they are built). The shapes come from
+    # the model built on the meta device (no memory, no random draws): a config can describe
+    # terabytes of weights within the params' bounds (depth and width 4096), and building that
+    # for real had the kernel kill the process before any check could name the file.
+    with torch.device("meta"):
+        shapes = build_model(config, opener).point_encoder.state_dict()
     tower_names = ("clip.", "visual.") if payload["full_clip"] else TRAINED_TOWER
     checked = {n: t for n, t in payload["model"].items() if not n.startswith(tower_names)}
-    expected = {f"point_encoder.{n}": t for n, t in model.point_encoder.state_dict().items()}
-    check_weights_fit(expected, checked, path)
+    check_weights_fit({f"point_encoder.{n}": t for n, t in shapes.items()}, checked, path)
+    model = build_model(config, opener)
     model.point_encoder.load_state_dict(_unprefixed(checked))
     model.tower_state = {n: t for n, t in payload["model"].items() if not _is_point_side(n)}
     if payload["full_clip"] and recorded == RANDOM_WEIGHTS:

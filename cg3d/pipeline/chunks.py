@@ -54,6 +54,10 @@ PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
 FAILURE_PARTS = "_failures"
+# The Blender workers' temp folders (`BlenderWorker`'s `tmp_root`): under the stage's own
+# locked folder, not /tmp, so that a run after a SIGKILL may remove what the killed one left
+# (in /tmp, a sweep could not tell a dead run's folder from a live one of another process).
+WORKER_TEMP = ".workers"
 
 
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
@@ -120,6 +124,11 @@ class ChunkedOutput:
     def failure_part(self, index: int) -> Path:
         return self.out_dir / FAILURE_PARTS / f"part-{index:05d}.parquet"
 
+    @property
+    def scratch(self) -> Path:
+        """Where this run's Blender workers keep their temp folders (`WORKER_TEMP`)."""
+        return self.out_dir / WORKER_TEMP
+
     def prepare(self) -> None:
         """Create the folder; clear this stage's files when they belong to a different plan.
 
@@ -136,6 +145,8 @@ class ChunkedOutput:
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink()
+        # A killed run's workers' folders: the lock says no live run of this folder uses them.
+        shutil.rmtree(self.scratch, ignore_errors=True)
         if previous_plan_digest(plan_file) != digest:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
@@ -185,6 +196,7 @@ class ChunkedOutput:
         into `failures.parquet`; return the rows."""
         indices = range(chunks) if isinstance(chunks, int) else chunks
         rows = [r for i in indices for r in read_failures(self.failure_part(i), self.stage)]
+        shutil.rmtree(self.scratch, ignore_errors=True)  # emptied by the workers as they closed
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
 

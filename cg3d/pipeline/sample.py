@@ -64,8 +64,11 @@ class PointsReader:
     """Reads the points of objects: Blender's reading (a persistent worker, started on first
     need) or, for the formats trimesh reads alike, the fast path. Close it when done."""
 
-    def __init__(self, config: SampleConfig) -> None:
+    def __init__(self, config: SampleConfig, scratch: Path | None = None) -> None:
+        """`scratch`: the folder of its Blender worker's temp folder (a stage's
+        `ChunkedOutput.scratch`); None: the system's."""
         self.config = config
+        self.scratch = scratch
         self.worker = None
 
     def __call__(
@@ -89,7 +92,7 @@ class PointsReader:
             # Each of the stage's processes may run one Blender: they share the machine's memory.
             workers = bound_workers(config.workers, config.executor)
             memory = worker_memory_bytes(0, workers)
-            self.worker = BlenderWorker({"role": "points"}, config.timeout, memory)
+            self.worker = BlenderWorker({"role": "points"}, config.timeout, memory, self.scratch)
         # The whole config travels: the worker samples with every field as given (`fps` too).
         cloud, has_color, reason = self.worker.points(
             object_id, Path(path), up_axis, asdict(config), root, sha256
@@ -127,7 +130,7 @@ def sample_chunk(
     """Sample one chunk of objects into its part file; a bad mesh becomes a failure row."""
     ids, clouds, colored, failures = [], [], [], []
     root = manifest_root(meshes_dir)
-    with PointsReader(config) as read_points:
+    with PointsReader(config, output.scratch) as read_points:
         for record in records:
             try:
                 path = mesh_file(meshes_dir, record)

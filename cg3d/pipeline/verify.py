@@ -61,9 +61,12 @@ def check_shard(
 ) -> tuple[int, list[str]]:
     """(samples read, problems) of one shard: its samples, count and checksum. `seen` maps
     each key read so far, in every shard, to its shard: a key found again is a problem (an
-    object twice in a split, or in train and test: a shard copied under another name)."""
+    object twice in a split, or in train and test: a shard copied under another name). Keys
+    found again are one line per shard they came from, with the count and the first key: a
+    copied shard is one line, not one per object."""
     problems: list[str] = []
     samples = 0
+    again: dict[str, list[str]] = {}  # shard first holding a key -> keys of this one found there
     try:
         with open_shard(url) as stream:
             hashing = HashingReader(stream)
@@ -74,12 +77,15 @@ def check_shard(
                 if problem:
                     problems.append(f"{name} key {key}: {problem}")
                 if key in seen:
-                    problems.append(f"{name} key {key}: also in {seen[key]}")
+                    again.setdefault(seen[key], []).append(key)
                 seen.setdefault(key, name)
             if hashing.hexdigest_to_end() != digest:
                 problems.append(f"{name}: sha256 differs from the index")
     except (FormatError, OSError, EOFError) as error:
         problems.append(f"{name}: unreadable tar ({read_error_reason(error)})")
+    for first, keys in again.items():
+        where = "earlier in this shard" if first == name else f"also in {first}"
+        problems.append(f"{name}: {len(keys)} key(s) {where}, first {keys[0]}")
     if samples != count:
         problems.append(f"{name}: {samples} samples, index says {count}")
     return samples, problems

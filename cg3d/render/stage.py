@@ -150,9 +150,9 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
                 progress.update(task, advance=views, rate=f"{rate:.1f} views/s")
 
         if pending and config.executor == "ray":
-            views = _run_ray(jobs, workers, config, advance)
+            views = _run_ray(jobs, workers, config, advance, output.scratch)
         elif pending:
-            views = _run_threads(jobs, workers, config, advance)
+            views = _run_threads(jobs, workers, config, advance, output.scratch)
         else:
             views = 0
     failures = output.finalize(chunks.chunks)
@@ -169,16 +169,19 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     )
 
 
-def _run_threads(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance) -> int:
+def _run_threads(
+    jobs: Iterator[tuple], workers: int, config: RenderConfig, advance, scratch: Path
+) -> int:
     """`workers` threads, each driving its own Blender process through the chunk queue (a
-    streamed plan: each thread takes the next job when it is free)."""
+    streamed plan: each thread takes the next job when it is free). `scratch`: the folder
+    of the workers' temp folders (`ChunkedOutput.scratch`)."""
     todo = _SharedQueue(jobs)
     results: list[int] = []
     errors: list[BaseException] = []
     memory = worker_memory_bytes(config.worker_memory, workers)  # the same for every thread
 
     def drive() -> None:
-        with BlenderWorker(config.worker_settings(), config.timeout, memory) as worker:
+        with BlenderWorker(config.worker_settings(), config.timeout, memory, scratch) as worker:
             while not errors:
                 job = todo.next()
                 if job is None:
@@ -220,8 +223,8 @@ class _SharedQueue:
 class _RenderActor:
     """A Ray actor that keeps one Blender process alive across the chunks it is given."""
 
-    def __init__(self, settings: dict, timeout: float, memory_bytes: int) -> None:
-        self.worker = BlenderWorker(settings, timeout, memory_bytes)
+    def __init__(self, settings: dict, timeout: float, memory_bytes: int, scratch: Path) -> None:
+        self.worker = BlenderWorker(settings, timeout, memory_bytes, scratch)
 
     def render_chunk(self, *job) -> tuple[int, str]:
         """The chunk's views, and the id of the node that rendered them."""
@@ -233,7 +236,9 @@ class _RenderActor:
         self.worker.close()
 
 
-def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance) -> int:
+def _run_ray(
+    jobs: Iterator[tuple], workers: int, config: RenderConfig, advance, scratch: Path
+) -> int:
     """`workers` Ray actors, each keeping one Blender alive, fed from the chunk queue. An actor
     whose node dies takes no more work and its chunk goes back to the queue for the others:
     a part is written whole or not at all, so nothing is lost or duplicated, and a lost
@@ -246,7 +251,7 @@ def _run_ray(jobs: Iterator[tuple], workers: int, config: RenderConfig, advance)
     # The limit is worked out on this machine: on a cluster, set render.worker_memory.
     memory = worker_memory_bytes(config.worker_memory, workers)
     settings = config.worker_settings()
-    actors = [actor_class.remote(settings, config.timeout, memory) for _ in range(workers)]
+    actors = [actor_class.remote(settings, config.timeout, memory, scratch) for _ in range(workers)]
     todo = _SharedQueue(jobs)
     running: dict = {}
     views = 0

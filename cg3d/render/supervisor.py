@@ -67,14 +67,25 @@ class BlenderWorker:
     # What runs the worker: `python -m <module> <settings JSON>`.
     module = "cg3d.render.worker"
 
-    def __init__(self, settings: dict, timeout_s: float, memory_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: dict,
+        timeout_s: float,
+        memory_bytes: int | None = None,
+        tmp_root: Path | None = None,
+    ) -> None:
         """`memory_bytes`: the limit of the process's data segment (RLIMIT_DATA: what malloc
         and anonymous mappings take; bpy's shared libraries map far more address space, which
-        RLIMIT_AS would count); None: `worker_memory_bytes(0, 1)`."""
+        RLIMIT_AS would count); None: `worker_memory_bytes(0, 1)`. `tmp_root`: the folder its
+        temp folder goes in (a stage's `ChunkedOutput.scratch`, which a resumed run clears);
+        None: the system's (/tmp), for the commands that own no folder."""
         self.settings = dict(settings)
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes or worker_memory_bytes(0, 1)
-        self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-")
+        if tmp_root is not None:
+            tmp_root = Path(tmp_root).resolve()  # the worker is told it as an absolute path
+            tmp_root.mkdir(parents=True, exist_ok=True)
+        self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-", dir=tmp_root)
         self.settings["tmp_dir"] = self.tmp.name
         self.log_path = Path(self.tmp.name) / "blender.log"
         self.process: subprocess.Popen | None = None

@@ -155,6 +155,20 @@ def test_features_that_leave_the_model_non_finite_are_one_line(model, cube, monk
         model.classify(cube, "a, b", prepared=True)
 
 
+def test_features_that_overflow_to_zeros_are_one_line(model, cube, monkeypatch):
+    """Finite weights too large: normalising overflowed lengths gave rows of zeros, and every
+    label scored 0 (the first one won), exit 0."""
+
+    def zero_points(points):
+        return torch.zeros(len(points), 64)
+
+    monkeypatch.setattr(model.network, "encode_points", zero_points)
+    with pytest.raises(UsageError, match="features are not unit vectors"):
+        model.embed_prepared(cube[None])
+    with pytest.raises(UsageError, match="features are not unit vectors"):
+        model.classify(cube, "a, b", prepared=True)
+
+
 def test_a_nan_logit_scale_is_one_line(tiny_checkpoint):
     model = load(tiny_checkpoint)  # its own copy: the weight is changed in memory
     with torch.no_grad():
@@ -173,6 +187,23 @@ def test_an_index_with_non_finite_embeddings_is_refused_on_open(tiny_index, tmp_
     array[2, 5] = bad
     np.save(copy / name, array)
     with pytest.raises(UsageError, match=rf"{name} holds NaN or infinite values \(row 2\)"):
+        open_index(copy)
+
+
+@pytest.mark.parametrize("name", ["points.npy", "views.npy"])
+@pytest.mark.parametrize("scale", [0.0, 100.0])
+def test_an_index_with_embeddings_that_are_not_unit_is_refused_on_open(
+    tiny_index, tmp_path, name, scale
+):
+    """Before: a row scaled by 100 (or zeroed) by hand scored as a dot product, first (or at
+    0.0000) among cosines, with exit 0."""
+    copy = tmp_path / "index"
+    shutil.copytree(tiny_index, copy)
+    array = np.load(copy / name)
+    assert np.allclose(np.sqrt((array.astype(np.float64) ** 2).sum(axis=1)), 1, atol=1e-5)
+    array[3] *= scale
+    np.save(copy / name, array)
+    with pytest.raises(UsageError, match=rf"{name}: .*row 3 has length {scale:g}, not 1"):
         open_index(copy)
 
 

@@ -166,6 +166,36 @@ def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_sha
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("column", ["points", "views"])
+@pytest.mark.parametrize("edit", ["scaled", "nan"])
+def test_a_part_edited_since_its_build_is_recomputed_not_merged_again(
+    tiny_checkpoint, tiny_shards, tmp_path, column, edit
+):
+    """Before: a part whose embeddings were edited (a row scaled, a NaN) was reused by every
+    rebuild, so the index it merged into was refused on open however often it was rebuilt."""
+    import pyarrow as pa
+
+    out = tmp_path / "index"
+    config = IndexConfig(batch_size=4, thumbnail=0)
+    build_index(tiny_checkpoint, tiny_shards, out, config)
+    part = out / "part-00000.parquet"
+    whole, points = part.read_bytes(), np.load(out / "points.npy")
+    table = pq.read_table(part)
+    rows = table[column].to_pylist()
+    if column == "views":
+        rows[1][0] = [v * 100 if edit == "scaled" else float("nan") for v in rows[1][0]]
+    else:
+        rows[1] = [v * 100 if edit == "scaled" else float("nan") for v in rows[1]]
+    field = table.schema.get_field_index(column)
+    table = table.set_column(field, column, pa.array(rows, table.schema.field(column).type))
+    pq.write_table(table, part)
+    (out / "retrieval.json").unlink()
+    build_index(tiny_checkpoint, tiny_shards, out, config)
+    assert part.read_bytes() == whole  # computed again, the same bytes
+    assert np.array_equal(np.load(out / "points.npy"), points)
+    assert len(open_index(out).search(embedding=np.ones(64), top=3)) == 3
+
+
 def test_a_broken_sample_is_a_failure_row_and_the_rest_is_indexed(
     tiny_checkpoint, tiny_shards, tmp_path
 ):

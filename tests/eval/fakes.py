@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cg3d.eval.protocols import Protocol, register_protocol
 
@@ -49,8 +50,9 @@ class FakeModel:
         return torch.device("cpu")
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        """The chosen vectors normalised, as the model's are (the evals check they are unit)."""
         rows = [self.point_features(cloud.numpy()) for cloud in points]
-        return torch.tensor(np.array(rows), dtype=torch.float32)
+        return F.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return torch.tensor(np.array([self.texts[text] for text in texts]), dtype=torch.float32)
@@ -63,7 +65,7 @@ class FakeModel:
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         rows = [self.image_features(pixel.numpy()) for pixel in pixels]
-        return torch.tensor(np.array(rows), dtype=torch.float32)
+        return F.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=-1)
 
 
 def use_model(monkeypatch: pytest.MonkeyPatch, model: FakeModel) -> None:

@@ -155,6 +155,40 @@ def test_a_broken_audit_json_is_one_line(tmp_path, text):
         read_audit(tmp_path)
 
 
+AUDIT = {
+    "train": "shards a (train)",
+    "test": "shards b (test)",
+    "threshold": 0.04,
+    "pairs": {"same_file": 1, "same_uid": 0, "same_shape": 2},
+    "leaked_test_shapes": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ({"pairs": "many"}, "pairs is not a count per kind"),
+        ({"pairs": {"same_file": -1}}, "pairs is not a count per kind"),
+        ({"leaked_test_shapes": [1, 2]}, "leaked_test_shapes is not a count"),
+        ({"leaked_test_shapes": True}, "leaked_test_shapes is not a count"),
+        ({"threshold": "t" * 100_000}, "threshold is 'tttt"),
+        ({"threshold": float("nan")}, "threshold is 'nan'"),
+        ({"train": 5}, "train is not the name of its shapes"),
+        ({"test": "x" * 100_000}, "test is not the name of its shapes"),
+    ],
+)
+def test_an_audit_json_edited_by_hand_is_one_line_not_copied_into_the_eval(tmp_path, edit, named):
+    """Before: whatever the keys held went into the eval's about.json as the audit's counts."""
+    (tmp_path / "audit.json").write_text(json.dumps(AUDIT))
+    assert read_audit(tmp_path) == {"folder": str(tmp_path), **AUDIT}
+    (tmp_path / "audit.json").write_text(json.dumps(AUDIT | edit))
+    with pytest.raises(UsageError) as refused:
+        read_audit(tmp_path)
+    message = str(refused.value)
+    assert "audit.json is not an audit summary (" in message and named in message
+    assert len(message) < 300
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -232,3 +266,139 @@ def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint
             == f"--out: {out} is the --checkpoint itself; export writes another file"
         )
     assert run.read_bytes() == before
+
+
+# The files each command leaves in its --out (what `results_owner` tells them by).
+RESULT_FOLDERS = {
+    "train": ["last.pt", "metrics.json", "about.json", "params.yaml"],
+    "eval zeroshot": ["metrics.json", "about.json", "predictions.csv", "per_class.csv"],
+    "eval retrieval": ["metrics.json", "about.json", "details.json", "retrieval_grid.png"],
+    "finetune": ["metrics.json", "about.json", "details.json", "per_class.csv"],
+}
+
+
+def run_command(command: str, shards, out, checkpoint) -> None:
+    """`command` as its library function, on `checkpoint` (absent: the owner check comes first)."""
+    from cg3d.eval.finetune import finetune
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.eval.zeroshot import zeroshot
+    from cg3d.params import FinetuneConfig, RetrievalConfig, TrainConfig, ZeroShotConfig
+    from cg3d.train.loop import train_stage
+
+    if command == "eval zeroshot":
+        zeroshot(checkpoint, out, ZeroShotConfig(root=str(shards)))
+    elif command == "eval retrieval":
+        retrieval(checkpoint, shards, out, RetrievalConfig())
+    elif command == "finetune":
+        finetune(checkpoint, out, FinetuneConfig(root=str(shards)))
+    else:
+        train_stage(shards, out, TrainConfig())
+
+
+@pytest.mark.parametrize(
+    ("owner", "command"),
+    [
+        (owner, command)
+        for owner in RESULT_FOLDERS
+        for command in RESULT_FOLDERS
+        if owner != command
+    ],
+)
+def test_a_results_folder_of_another_command_is_refused_and_kept(shards, tmp_path, owner, command):
+    """Before: `cg3d eval zeroshot --out runs/train` replaced the training run's metrics.json
+    and about.json; `cg3d eval retrieval` into a zero-shot folder left predictions.csv and
+    confusion.png beside its own numbers, as if one run had made them all."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for number, name in enumerate(RESULT_FOLDERS[owner]):
+        (out / name).write_text(f"{owner} {number}\n")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(UsageError) as refused:
+        run_command(command, shards, out, tmp_path / "absent.pt")
+    assert str(refused.value) == (
+        f"--out: {out} holds the results of `cg3d {owner}`; `cg3d {command}` would replace "
+        "its metrics.json and about.json: choose another folder"
+    )
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval", "finetune"])
+def test_an_evaluation_reruns_into_its_own_results_folder(shards, tmp_path, command):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in RESULT_FOLDERS[command]:
+        (out / name).write_text("{}\n")
+    with pytest.raises(UsageError, match="absent.pt"):  # past the owner check, to the model
+        run_command(command, shards, out, tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval"])
+def test_weights_that_overflow_the_encoder_are_one_line_not_chance_numbers(
+    shards, tiny_checkpoint, tmp_path, command
+):
+    """Finite weights scaled by 1e38: the features' lengths overflowed, normalising gave rows
+    of zeros (or NaN), every class scored 0 and the first won: zero-shot reported chance-level
+    accuracy with exit 0."""
+    import torch
+
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["model"]["point_encoder.proj.weight"] = (
+        payload["model"]["point_encoder.proj.weight"] * 1e38
+    )
+    assert torch.isfinite(payload["model"]["point_encoder.proj.weight"]).all()
+    scaled = tmp_path / "scaled.pt"
+    torch.save(payload, scaled)
+    with pytest.raises(UsageError, match="the point encoder: .* are not unit vectors"):
+        run_command(command, shards, tmp_path / "out", scaled)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_rerun_into_its_folder_leaves_no_picture_of_the_earlier_run(
+    shards, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Before: a zero-shot rerun of more classes than the plot takes wrote top_confusions.csv
+    beside the earlier run's confusion.png (and the reverse), and a retrieval rerun with
+    grid_queries 0 kept the earlier grid: pictures of another run beside the new numbers."""
+    from cg3d.eval import zeroshot as zeroshot_module
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.params import RetrievalConfig, ZeroShotConfig
+
+    out = tmp_path / "zeroshot"
+    config = ZeroShotConfig(root=str(shards), text_cache="")
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "confusion.png").is_file() and not (out / "top_confusions.csv").exists()
+    monkeypatch.setattr(zeroshot_module, "CONFUSION_PLOT_CLASSES", 0)  # as if 1,156 classes
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "top_confusions.csv").is_file() and not (out / "confusion.png").exists()
+    monkeypatch.undo()
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "confusion.png").is_file() and not (out / "top_confusions.csv").exists()
+
+    out = tmp_path / "retrieval"
+    retrieval(tiny_checkpoint, shards, out, RetrievalConfig())
+    assert (out / "retrieval_grid.png").is_file()
+    retrieval(tiny_checkpoint, shards, out, RetrievalConfig(grid_queries=0))
+    assert not (out / "retrieval_grid.png").exists()
+
+
+def test_a_rerun_that_fails_while_writing_leaves_no_earlier_numbers(
+    shards, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Before: metrics.json and about.json were written first; a rerun killed (or failing)
+    while writing predictions.csv or the plot left the earlier run's numbers beside this
+    run's predictions. Now the numbers come last: such a folder has none."""
+    from cg3d.eval import zeroshot as zeroshot_module
+    from cg3d.params import ZeroShotConfig
+
+    out = tmp_path / "zeroshot"
+    config = ZeroShotConfig(root=str(shards), text_cache="")
+    zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert (out / "metrics.json").is_file() and (out / "predictions.csv").is_file()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cg3d.eval.plots.confusion_plot", full_disk)
+    with pytest.raises(OSError):
+        zeroshot_module.zeroshot(tiny_checkpoint, out, config)
+    assert not (out / "metrics.json").exists() and not (out / "about.json").exists()

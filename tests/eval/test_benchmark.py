@@ -174,6 +174,46 @@ def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypa
     assert calls == [("tiny-card", "modelnet40"), ("tiny-card", "scanobjectnn-obj_only")]
 
 
+HAND_EDITS = {
+    "no metrics": lambda r: r.pop("metrics"),
+    "metrics a string": lambda r: r.update(metrics="x"),
+    "top-1 a string": lambda r: r["metrics"].update(acc1="abc"),
+    "top-1 null": lambda r: r["metrics"].update(acc1=None),
+    "top-1 of 1e308": lambda r: r["metrics"].update(acc1=1e308),
+    "top-5 a string": lambda r: r["metrics"].update(acc5="abc"),
+    "no shape count": lambda r: r.pop("n_shapes"),
+    "skipped a float": lambda r: r.update(skipped_samples=1.5),
+}
+
+
+@pytest.mark.parametrize("edit", HAND_EDITS)
+def test_a_pair_result_edited_by_hand_is_recomputed(setup, monkeypatch, edit):
+    """A pair JSON with the right weights and settings but edited numbers: the rerun's table
+    was a KeyError or TypeError traceback, or a top-1 of "inf"."""
+    args, _, tmp_path = setup
+    args = [*args[:2], "ours=" + str(setup[1]["ours"]), *args[3:]]
+    run(args)
+    out = tmp_path / "bench"
+    pair = out / "ours__modelnet40.json"
+    written, before = pair.read_bytes(), table(out)
+    edited = json.loads(written)
+    HAND_EDITS[edit](edited)
+    pair.write_text(json.dumps(edited))
+    calls = []
+    real = benchmark_module.evaluate_pair
+
+    def counted(model, entry, dataset, *rest):
+        calls.append((entry.name, dataset.key))
+        return real(model, entry, dataset, *rest)
+
+    monkeypatch.setattr(benchmark_module, "evaluate_pair", counted)
+    run(args)
+    assert calls == [("ours", "modelnet40")]  # that pair only; the other kept
+    assert pair.read_bytes() == written
+    after = table(out)
+    assert [row["acc1"] for row in after] == [row["acc1"] for row in before]
+
+
 @pytest.mark.parametrize(
     "models, datasets, roots, message",
     [

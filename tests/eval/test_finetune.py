@@ -191,3 +191,16 @@ def test_a_shape_with_no_finite_point_is_skipped_and_counted_in_both_splits(
     with (tmp_path / "out" / "per_class.csv").open() as handle:
         shapes = [int(row["shapes"]) for row in csv.DictReader(handle)][:3]
     assert shapes == [1, 2, 2]  # the first class lost its NaN shape
+
+
+def test_a_linear_probe_into_a_full_runs_folder_leaves_no_history(tmp_path, tiny_checkpoint):
+    """Before: the full run's history.csv (epochs, top-1 per epoch) stayed beside the probe's
+    numbers, read as this run's curve."""
+    write_modelnet(tmp_path / "mn", 40, per_class=2, n=40)
+    config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="full", epochs=1)
+    finetune(tiny_checkpoint, tmp_path / "out", config)
+    assert (tmp_path / "out" / "history.csv").is_file()
+    config.mode = "linear"
+    finetune(tiny_checkpoint, tmp_path / "out", config)
+    assert not (tmp_path / "out" / "history.csv").exists()
+    assert json.loads((tmp_path / "out" / "about.json").read_text())["mode"] == "linear"

@@ -321,3 +321,40 @@ def test_a_fifo_where_a_shard_should_be_is_skipped_by_every_reader(tmp_path):
     assert verify_shards(tmp_path).problems == [
         "test/shard-000000.tar: is a device, FIFO or socket, not a file"  # was "missing"
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [
+        (tarfile.SYMTYPE, "a symbolic link"),
+        (tarfile.LNKTYPE, "a hard link"),
+        (tarfile.CHRTYPE, "a character device"),
+        (tarfile.BLKTYPE, "a block device"),
+        (tarfile.DIRTYPE, "a folder"),
+        (tarfile.FIFOTYPE, "a FIFO"),
+    ],
+)
+def test_a_member_that_is_a_link_or_device_is_named_not_dropped(tmp_path, kind, named):
+    """Before: a view member that was a symlink to /etc/passwd (or a hard link, a device, a
+    folder, a FIFO) was skipped without a word: the sample decoded with one view less, and
+    `cg3d verify` said "ok"."""
+    shard = shard_set(tmp_path)
+    with open(shard, "rb") as stream:
+        members = list(tar_members(stream))
+    with tarfile.open(shard, "w") as tar:  # tarfile writes the special member as asked
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if name == "o05.view_00.png":
+                info.type, info.linkname = kind, "/etc/passwd"
+                data = b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    skipped = Skipped()
+    read = list(iter_samples(tmp_path, "test", skipped))
+    assert [sample["meta"]["id"] for sample in read] == ["o00", "o01", "o02", "o03", "o04"]
+    assert skipped.total == SAMPLES - 5  # o05, whose member is named, and those after it
+    reason = " ".join(skipped.reasons)
+    assert (
+        f"tar member 'o05.view_00.png{'/' * (kind == tarfile.DIRTYPE)}' is {named}, not a file"
+        in reason
+    )

@@ -21,6 +21,26 @@ def test_the_two_files_are_written_together(tmp_path):
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_earlier_runs_numbers_never_stay_under_a_new_description(tmp_path, monkeypatch):
+    """A rerun into the folder that fails (full disk, kill) after about.json: before, the
+    earlier run's metrics.json stayed beside the new about.json, as if they were one run's."""
+    import cg3d.formats.metrics as metrics
+
+    out = tmp_path / "out"
+    write_metrics(out, {"top1": 90.0}, {"checkpoint": "a.pt"})
+    real = metrics.write_json
+
+    def full_disk_at_the_numbers(path, values):
+        if path.name == "metrics.json":
+            raise OSError(28, "No space left on device", str(path))
+        real(path, values)
+
+    monkeypatch.setattr(metrics, "write_json", full_disk_at_the_numbers)
+    with pytest.raises(OSError):
+        write_metrics(out, {"top1": 10.0}, {"checkpoint": "b.pt"})
+    assert read_metrics(out) == ({}, {"checkpoint": "b.pt"})  # no numbers, not a.pt's
+
+
 @pytest.mark.parametrize(
     "numbers, key",
     [

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,8 @@ def test_rows_are_taken_by_class_name_as_stored(tmp_path):
         (np.zeros((2, 4), np.float32), {"classes": ["a", "a"]}, "names a class twice"),
         (np.array([[np.nan, 0], [0, 1]], np.float32), {"classes": ["a", "b"]}, "non-finite"),
         (np.array([{"a": 1}, None], dtype=object), {"classes": ["a", "b"]}, "not a plain .npy"),
+        # before: every shape scored 0 against it, and a tie went to the first class, exit 0
+        (np.array([[1, 0], [0, 0]], np.float32), {"classes": ["a", "b"]}, "class 'b' is all zeros"),
     ],
 )
 def test_bad_files_are_one_line_naming_them(tmp_path, array, sidecar, message):
@@ -77,3 +80,43 @@ def test_a_result_records_the_file_and_only_the_sidecars_short_provenance(tmp_pa
         "sha256": digest,
         "clip_model": "ViT-bigG-14",
     }
+
+
+def test_features_another_teacher_made_are_refused_naming_both(tmp_path):
+    """Before: a sidecar saying ViT-B-32 made the rows was used for a model whose teacher is
+    another CLIP of the same width, in silence: scores in a space the points are not in."""
+    rows = np.eye(2, 4, dtype=np.float32)
+    write_text_features(tmp_path / "f.npy", rows, ["cup", "lamp"], {"clip_model": "ViT-B-32"})
+    with pytest.raises(UsageError, match="'ViT-B-32' made these.*teacher is 'ViT-B-16'"):
+        features_for(tmp_path / "f.npy", ["cup"], 4, clip_model="ViT-B-16")
+    assert np.array_equal(
+        features_for(tmp_path / "f.npy", ["lamp"], 4, clip_model="ViT-B-32"), rows[[1]]
+    )
+    # a hand-written sidecar that names no teacher is taken at its word
+    (tmp_path / "f.json").write_text(json.dumps({"classes": ["cup", "lamp"]}))
+    assert np.array_equal(
+        features_for(tmp_path / "f.npy", ["cup"], 4, clip_model="ViT-B-16"), rows[[0]]
+    )
+
+
+def test_rows_written_without_their_sidecar_are_never_read_with_an_earlier_ones_names(
+    tmp_path, monkeypatch
+):
+    """Before: a failure (or kill) between the .npy and the .json left the new rows beside the
+    earlier run's class names: same count, rows read as the wrong classes, no error."""
+    import cg3d.formats.textfeatures as textfeatures
+
+    path = tmp_path / "f.npy"
+    write_text_features(path, np.eye(2, dtype=np.float32), ["cup", "lamp"])
+    real = textfeatures.atomic_path
+
+    def full_disk_at_the_sidecar(target):
+        if Path(target).suffix == ".json":
+            raise OSError(28, "No space left on device", str(target))
+        return real(target)
+
+    monkeypatch.setattr(textfeatures, "atomic_path", full_disk_at_the_sidecar)
+    with pytest.raises(OSError):
+        write_text_features(path, np.eye(2, dtype=np.float32)[::-1].copy(), ["sofa", "bed"])
+    with pytest.raises(UsageError, match="no f.json beside"):
+        read_text_features(path)

@@ -1,4 +1,6 @@
 import hashlib
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -104,6 +106,51 @@ def test_a_forged_state_dict_is_one_line_naming_the_first_mismatches(random_chec
     assert "not a state dict" in one_line_error(not_tensors)
     slim = forge(random_checkpoint, tmp_path / "slim.pt", lambda p: p.update(full_clip=False))
     assert "a random CLIP, but not its weights" in one_line_error(slim)
+
+
+def test_a_config_describing_a_model_of_many_gigabytes_is_refused_before_it_is_built(
+    random_checkpoint, tmp_path
+):
+    """A file of a tiny model whose config says depth 64, width 4096 (within the params'
+    bounds): about 50 GB of weights. Before, the model was built for real before its weights
+    were compared, and the kernel killed the process (24 GB resident at the kill). Run under a
+    2 GiB data limit: the one-line refusal must come before anything that size is allocated."""
+
+    def enlarge(payload):
+        payload["config"]["encoder_params"] = {"depth": 64, "width": 4096, "heads": 8}
+
+    forged = forge(random_checkpoint, tmp_path / "enlarged.pt", enlarge)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (2 << 30, 2 << 30))\n"
+        "from cg3d.errors import UsageError\n"
+        "from cg3d.models.checkpoint import load_model\n"
+        "try:\n"
+        "    load_model(sys.argv[1])\n"
+        "except UsageError as error:\n"
+        "    print(error)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(forged)], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    [line] = run.stdout.splitlines()
+    assert "enlarged.pt: weights do not fit the model it describes" in line
+    assert "point_encoder.cls_token (1, 1, 32) for (1, 1, 4096)" in line
+
+
+@pytest.mark.parametrize(
+    "layout", ["state_dict", "model", "module", "base_model"]
+)  # ULIP's and OpenShape's, Uni3D's, the CG3D release's
+def test_another_projects_checkpoint_points_at_convert(random_checkpoint, tmp_path, layout):
+    weights = {
+        f"module.{name}": tensor
+        for name, tensor in torch.load(random_checkpoint, weights_only=True)["model"].items()
+    }
+    path = tmp_path / "theirs.pt"
+    torch.save({layout: weights, "epoch": 3}, path)
+    message = one_line_error(path)
+    assert "not a CG3D checkpoint" in message and "turned into one by `cg3d convert`" in message
 
 
 @pytest.mark.parametrize(

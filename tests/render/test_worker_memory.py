@@ -77,7 +77,7 @@ def test_the_blender_worker_runs_under_its_limit(tmp_path):
         assert data_limit(worker.process.pid) == limit
 
 
-def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch):
+def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch, tmp_path):
     """`render.workers` threads each start a Blender under the same limit, read once (it reads
     /proc/meminfo), not once per thread."""
     from cg3d.params import RenderConfig
@@ -86,7 +86,7 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch):
     asked, limits = [], []
 
     class Recorded:
-        def __init__(self, settings: dict, timeout_s: float, memory_bytes: int) -> None:
+        def __init__(self, settings: dict, timeout_s: float, memory_bytes: int, tmp_root) -> None:
             limits.append(memory_bytes)
 
         def __enter__(self):
@@ -103,7 +103,7 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch):
     monkeypatch.setattr(stage, "BlenderWorker", Recorded)
     monkeypatch.setattr(stage, "render_chunk", lambda worker, views, on_object: views)
     jobs = iter([(2,), (3,), (5,), (7,), (11,)])
-    views = stage._run_threads(jobs, 3, RenderConfig(worker_memory=0), advance=None)
+    views = stage._run_threads(jobs, 3, RenderConfig(worker_memory=0), None, tmp_path)
     assert views == 28  # every job ran once
     assert asked == [(0, 3)]
     assert limits == [(3 << 30) + 1] * 3

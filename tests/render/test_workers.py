@@ -57,9 +57,14 @@ def test_a_killed_run_resumes_with_the_missing_chunks_only(tmp_path):
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     assert sorted(p.name for p in out.glob("part-*.tar")) == [f"part-0000{i}.tar" for i in range(3)]
+    # The killed Blender's temp folder is in the stage's folder (not /tmp, where no later run
+    # could tell it from a live one), and the resumed run, holding the folder's lock, removes it.
+    [left] = (out / ".workers").iterdir()
+    assert left.name.startswith("cg3d-render-") and (left / "blender.log").exists()
     done = (out / "part-00000.tar").read_bytes()
     resumed = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "1 of 4 chunks computed" in resumed.stdout
+    assert not (out / ".workers").exists()
     assert (out / "part-00000.tar").read_bytes() == done
     assert tar_names(out / "part-00003.tar") == ["lshape.cameras.json", "lshape.view_00.png"]
     assert read_failures(out / "failures.parquet") == []
