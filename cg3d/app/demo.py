@@ -43,6 +43,11 @@ HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 UPLOAD_SUFFIXES = tuple(sorted(set(MESH_SUFFIXES) | set(POINT_SUFFIXES)))
 MIB = 1 << 20
+# A demo serves for days: its files on disk are bounded. The page keeps the newest point GLBs of
+# its own (a visitor's browser has fetched each one by then), and Gradio deletes the uploads and
+# outputs it copied into its cache once they are an hour old.
+KEPT_GLBS = 32
+CACHE_SECONDS = 3600
 PROGRESS = gr.Progress()  # Gradio gives each call its own tracker in place of this default
 # A gallery caption is one line cut with an ellipsis; on hover it wraps to show the whole id.
 CSS = """
@@ -130,6 +135,14 @@ class Demo:
         if self.renderer is not None:
             self.renderer.close()
 
+    def new_glb_path(self) -> Path:
+        """A fresh path for a point GLB; the oldest of the earlier ones beyond the newest
+        `KEPT_GLBS - 1` are removed, so a long-running demo's folder stays bounded."""
+        earlier = sorted(self.work_dir.glob("*.glb"), key=lambda path: path.stat().st_mtime_ns)
+        for old in earlier[: max(len(earlier) - (KEPT_GLBS - 1), 0)]:
+            old.unlink(missing_ok=True)
+        return self.work_dir / f"{uuid.uuid4().hex}.glb"
+
     def check_upload(self, upload: str | None) -> Path:
         """The uploaded file, if it is one the page can use; else a UsageError saying why."""
         if not upload:
@@ -173,7 +186,7 @@ class Demo:
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             yield None, None, [], self.failure(upload, error)
             return
-        glb = points_glb(points, self.work_dir / f"{uuid.uuid4().hex}.glb")
+        glb = points_glb(points, self.new_glb_path())
         scores = {label: score for label, score in predictions}
         is_mesh = path.suffix.lower() in MESH_SUFFIXES and not self.is_point_ply(path)
         if self.renderer is None or not is_mesh:
@@ -240,7 +253,11 @@ class Demo:
     def blocks(self) -> gr.Blocks:
         """The page."""
         classes = ", ".join(self.model.classes) or "none recorded"
-        with gr.Blocks(title="CG3D demo", analytics_enabled=False) as page:
+        with gr.Blocks(
+            title="CG3D demo",
+            analytics_enabled=False,
+            delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
+        ) as page:
             gr.Markdown(
                 f"# CG3D\nCheckpoint `{markdown_text(self.model.checkpoint.name)}` · "
                 f"{self.model.n_points} points per shape · index: "

@@ -75,6 +75,19 @@ def test_classify_handler_reports_and_answers(demo, files):
     assert "broken.obj: degenerate" in status and str(files) not in status  # name, not temp path
 
 
+def test_a_long_running_demo_keeps_a_bounded_number_of_files(demo, files, tmp_path):
+    """Each answer writes a GLB of the points: a demo serving for days kept every one. The
+    newest stay (the page shows the last), the oldest go; Gradio's copies expire after an hour."""
+    from cg3d.app.demo import Demo
+
+    page = Demo(demo.model, None, demo.config, tmp_path)
+    answers = [next(page.classify(str(files / "box.obj"), "chair, lamp"))[0] for _ in range(40)]
+    kept = sorted(tmp_path.glob("*.glb"))
+    assert 1 < len(kept) <= 32
+    assert Path(answers[-1]).is_file() and not Path(answers[0]).exists()
+    assert page.blocks().delete_cache == (3600, 3600)
+
+
 def test_labels_come_first_then_the_rendered_views(demo, files):
     """With views on, the first answer holds the labels and says views are coming."""
     from PIL import Image
