@@ -772,9 +772,10 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A params file's mapping; a missing, oversized or malformed file is one line naming it."""
+    from cg3d.files import require_regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--params: no such file {path}")
+    require_regular_file(path, f"--params: no such file {path}")  # a FIFO would block the read
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_PARAMS_BYTES + 1)

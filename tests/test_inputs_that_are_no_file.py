@@ -1,0 +1,92 @@
+"""A file a user hands in (a params file, a checkpoint, a stage's manifest, captions or shard
+index, text features) that is a FIFO, a folder or a symlink loop is named as what it is, in one
+line, and never opened: before, each was "no manifest at …"/"no such file" (a FIFO that got past
+the check would block the read forever)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.errors import UsageError
+from cg3d.formats.captions import CaptionsFile
+from cg3d.formats.manifest import manifest_path
+from cg3d.formats.shards import read_index
+from cg3d.formats.textfeatures import read_text_features
+from cg3d.models.checkpoint import read_checkpoint
+from cg3d.params import read_yaml
+
+
+def _not_a_file(kind: str, path: Path) -> Path:
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a folder":
+        path.mkdir()
+    else:  # a symlink loop
+        path.symlink_to(path.name)
+    return path
+
+
+KINDS = ["a FIFO", "a folder", "a symlink loop"]
+READERS = {
+    "manifest.parquet": manifest_path,
+    "captions.parquet": CaptionsFile,
+    "index.json": read_index,
+}
+
+
+def _expected(kind: str, path: Path) -> str:
+    if kind == "a symlink loop":
+        return f"'{path}' is a symlink loop"
+    return f"{path}: not a regular file"
+
+
+@pytest.mark.timeout(60)  # a guard only: before, a FIFO that was opened blocked forever
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(READERS))
+def test_a_stage_file_that_is_no_file_is_named_so(tmp_path, name, kind):
+    path = _not_a_file(kind, tmp_path / name)
+    with pytest.raises(UsageError) as caught:
+        READERS[name](tmp_path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["params.yaml", "last.pt", "features.npy", "features.json"])
+def test_a_file_given_on_the_command_line_that_is_no_file_is_named_so(tmp_path, name, kind):
+    readers = {
+        "params.yaml": read_yaml,
+        "last.pt": read_checkpoint,
+        "features.npy": read_text_features,
+        "features.json": lambda _: read_text_features(tmp_path / "features.npy"),
+    }
+    if name == "features.json":  # the sidecar beside a real .npy
+        (tmp_path / "features.npy").write_bytes(b"")
+    path = _not_a_file(kind, tmp_path / name)
+    with pytest.raises(UsageError) as caught:
+        readers[name](path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+@pytest.mark.timeout(60)
+def test_cg3d_sample_with_a_params_fifo_is_one_line(tmp_path):
+    fifo = _not_a_file("a FIFO", tmp_path / "params.yaml")
+    words = ["sample", "--meshes", str(tmp_path), "--out", str(tmp_path / "o"), "--params"]
+    result = CliRunner().invoke(app, [*words, str(fifo)])
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception) == f"{fifo}: not a regular file"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_file_keeps_its_own_message(tmp_path):
+    with pytest.raises(UsageError, match="^no manifest at .*: run `cg3d meshes` first$"):
+        manifest_path(tmp_path)
+    with pytest.raises(UsageError, match="^no captions at .*: run `cg3d caption` first$"):
+        CaptionsFile(tmp_path)
+    with pytest.raises(UsageError, match="^--params: no such file "):
+        read_yaml(tmp_path / "absent.yaml")
+    with pytest.raises(UsageError, match="^no checkpoint at "):
+        read_checkpoint(tmp_path / "absent.pt")
