@@ -22,7 +22,7 @@ from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 if TYPE_CHECKING:
     import numpy as np
 
-console = Console()
+console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
 
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")

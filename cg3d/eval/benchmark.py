@@ -39,7 +39,7 @@ from cg3d.eval.results import write_rows
 from cg3d.files import loads_json, write_json
 from cg3d.params import ZeroShotConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 TASK = "zeroshot_classification"
 RESULT_FORMAT = "cg3d-benchmark-1"
 MISSING = "missing weights"

@@ -37,7 +37,7 @@ from cg3d.eval.readers import (
 from cg3d.eval.results import per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 MODES = ("full", "linear")
 
 

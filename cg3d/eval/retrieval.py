@@ -42,7 +42,7 @@ from cg3d.eval.results import write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 
 
 @dataclass

@@ -57,7 +57,7 @@ from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 CONFUSION_PLOT_CLASSES = 100
 TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 

@@ -48,7 +48,7 @@ from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS, bound_workers
 
 log = logging.getLogger(__name__)
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
