@@ -857,6 +857,20 @@ def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     return section
 
 
+def check_names(values: dict[str, Any], cls: type, where: str) -> None:
+    """Every key of `values` names a field of `cls`, and so on down its sections: a command
+    reads only its own section, so a key at the wrong level (`points:` at the top of the file,
+    not under `sample:`) or misspelt in another section was never read, and never said so."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise UsageError(f"{_key(where, str(key))}: unknown parameter (known: {known})")
+        if _is_section(hints[key]) and isinstance(value, dict):
+            check_names(value, hints[key], _key(where, key))
+
+
 def check(section: Any, where: str) -> None:
     """Types, bounds and choices of every field of `section` (a params dataclass)."""
     hints = typing.get_type_hints(type(section))
@@ -942,11 +956,19 @@ def load_section(
     read implicitly), `--set` assignments, then command-line options that were given (not None).
     """
     tree = read_yaml(params_file) if params_file is not None else {}
+    try:
+        check_names(tree, Params, "")
+    except UsageError as error:
+        raise UsageError(f"{error} ({params_file})") from None
     values = dict(section_values(tree, path, str(params_file)))
     assigned = parse_assignments(assignments or [])
     unknown = sorted(set(assigned) - {f.name for f in dataclasses.fields(Params)})
     if unknown:
         raise UsageError(f"--set: unknown section {unknown[0]!r}")
+    try:
+        check_names(assigned, Params, "")
+    except UsageError as error:
+        raise UsageError(f"--set {error}") from None
     values = merge(values, section_values(assigned, path, "--set"))
     values |= {key: value for key, value in (options or {}).items() if value is not None}
     try:

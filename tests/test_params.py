@@ -149,6 +149,12 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("train: {epochs: [", "not valid YAML (line 2)"),
         ("train: {augment: {jitter: maybe}}", "train.augment.jitter must be true or false"),
         ("train: {epoch: 3}", "train.epoch: unknown parameter"),
+        # a key at the wrong level, or misspelt in a section the command does not read, was
+        # never read and never said so
+        ("epochs: 3", "epochs: unknown parameter (known: caption, demo, eval, finetune,"),
+        ("render: {viewz: 5}", "render.viewz: unknown parameter (known: azimuth_jitter,"),
+        ("eval: {zeroshoot: {batch_size: 5}}", "eval.zeroshoot: unknown parameter (known: re"),
+        ("sample: {train: {epochs: 3}}", "sample.train: unknown parameter"),
         ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
         ("[1, 2]", "a params file is a mapping of sections"),
         # NaN and infinity pass every bound: refused for every float (issue 18 §4)
@@ -187,6 +193,8 @@ def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message)
         (["render", "--meshes", "m", "--elevation-min", "40"], "render.elevation_min (40.0)"),
         (["sample", "--meshes", "m", "--set", "sample.points=1e9"], "sample.points"),
         (["sample", "--meshes", "m", "--set", "sampl.points=1"], "unknown section 'sampl'"),
+        (["sample", "--meshes", "m", "--set", "render.viewz=5"], "--set render.viewz: unknown"),
+        (["sample", "--meshes", "m", "--set", "eval.zeroshoot.limit=5"], "--set eval.zeroshoot:"),
         (["sample", "--meshes", "m", "--executor", "tpu"], "sample.executor must be one of"),
         (["meshes", "--set", "meshes.source=http"], "meshes.source must be one of"),
         (["train", "--shards", "s", "--set", "train.encoder_lr=.nan"], "must be finite"),
