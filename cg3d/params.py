@@ -535,6 +535,14 @@ class ZeroShotConfig(Section):
         ".cache/cg3d/text",
         "Folder caching class text features by CLIP weights, classes and templates; '': none.",
     )
+    max_lost: float = param(
+        0.5,
+        "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
+        "shard, outside --root) for the run to succeed; past it the metrics are written and the "
+        "command fails. 1: any.",
+        low=0.0,
+        high=1.0,
+    )
 
 
 @dataclass
@@ -548,6 +556,14 @@ class RetrievalConfig(Section):
     grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
     limit: int = param(0, "First N objects only (0: all).", low=0)
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
+    max_lost: float = param(
+        0.5,
+        "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
+        "shard, outside --root) for the run to succeed; past it the metrics are written and the "
+        "command fails. 1: any.",
+        low=0.0,
+        high=1.0,
+    )
 
 
 @dataclass

@@ -16,12 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.metrics import write_metrics
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"
+
+
+def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> None:
+    """UsageError (after the results are written, with the count) when an evaluation lost
+    more than the share `max_lost` of the samples it tried: a shard set that lost 119 of its
+    120 test samples reported top-1 over the one left and exited 0, so a pipeline took it for
+    the model's score. `key` is the param that allows more; `what` names the set."""
+    tried = lost + kept
+    if tried and lost > max_lost * tried:
+        raise UsageError(
+            f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
+            f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
+            f"above say why the others were lost; {key}=1 accepts it)"
+        )
 
 
 def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) -> list[dict]:

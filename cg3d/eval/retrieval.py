@@ -38,7 +38,7 @@ from cg3d.eval.readers import (
     prepare_counted,
     sample_shape,
 )
-from cg3d.eval.results import write_results
+from cg3d.eval.results import check_lost, write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -282,4 +282,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     write_results(out, headline, about, details)
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
+    where = f"shards {shards}, split {config.split}"
+    kept = len(features.keys)
+    check_lost(features.skipped, kept, config.max_lost, "eval.retrieval.max_lost", where)
     return metrics | about

@@ -52,7 +52,7 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import per_class_rows, write_results, write_rows
+from cg3d.eval.results import check_lost, per_class_rows, write_results, write_rows
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
@@ -344,4 +344,8 @@ def zeroshot(
     else:
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
+    where = f"{benchmark.name} at {config.root}, split {config.split}"
+    check_lost(
+        benchmark.skipped(), metrics["n_shapes"], config.max_lost, "eval.zeroshot.max_lost", where
+    )
     return metrics | about
