@@ -48,6 +48,9 @@ MAX_SHARD_SAMPLES = 1_000_000
 # Labels one classification may ask for (`cg3d.app.api`): the template ensemble encodes 64
 # captions each (1,000 labels took 40 s on a CPU); LVIS, the largest benchmark, has 1,156.
 MAX_LABELS = 2048
+# Every integer param without a bound of its own: past int64, islice (`eval.zeroshot.limit`),
+# numpy and torch raise OverflowError or ValueError tracebacks.
+INT64_MAX = 2**63 - 1
 # Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
 SEED_MAX = 2**32 - 1
 # Learning rates, weight decays and loss weights: far above any real run's, far below float32's
@@ -903,6 +906,8 @@ def check(section: Any, where: str) -> None:
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
         low, high = meta.get("low"), meta.get("high")
+        if hints[f.name] is int and high is None:
+            high = INT64_MAX
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = " and ".join(
                 text

@@ -155,6 +155,7 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("render: {viewz: 5}", "render.viewz: unknown parameter (known: azimuth_jitter,"),
         ("eval: {zeroshoot: {batch_size: 5}}", "eval.zeroshoot: unknown parameter (known: re"),
         ("sample: {train: {epochs: 3}}", "sample.train: unknown parameter"),
+        ("train: {epochs: 99999999999999999999999}", "train.epochs must be ≥ 1 and ≤ 92233"),
         ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
         ("[1, 2]", "a params file is a mapping of sections"),
         # NaN and infinity pass every bound: refused for every float (issue 18 §4)
@@ -194,6 +195,12 @@ def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message)
         (["sample", "--meshes", "m", "--set", "sample.points=1e9"], "sample.points"),
         (["sample", "--meshes", "m", "--set", "sampl.points=1"], "unknown section 'sampl'"),
         (["sample", "--meshes", "m", "--set", "render.viewz=5"], "--set render.viewz: unknown"),
+        # past int64: itertools.islice raised a ValueError traceback after the model loaded
+        (
+            ["eval", "zeroshot", "--checkpoint", "c", "--limit", str(10**23)],
+            f"eval.zeroshot.limit must be ≥ 0 and ≤ {2**63 - 1}, got {10**23}",
+        ),
+        (["eval", "retrieval", "--checkpoint", "c", "--shards", "s", "--limit", str(2**63)], "≤ 9"),
         (["sample", "--meshes", "m", "--set", "eval.zeroshoot.limit=5"], "--set eval.zeroshoot:"),
         (["sample", "--meshes", "m", "--executor", "tpu"], "sample.executor must be one of"),
         (["meshes", "--set", "meshes.source=http"], "meshes.source must be one of"),
