@@ -134,6 +134,14 @@ def check_not_special(path: Path, option: str = "") -> None:
         raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
 
 
+def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -> None:
+    """UsageError when `out` is the file `path` (given as `option`) the command reads, however
+    spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over
+    the released checkpoint it converts)."""
+    if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+        raise UsageError(f"--out: {out} is the {option} itself; {writer} writes another file")
+
+
 def _naming(error: OSError, path: Path) -> OSError:
     """`error` again, naming `path` (the file the user asked for, not a temporary one)."""
     code = error.errno or _errno_in(str(error))
