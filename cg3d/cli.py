@@ -31,7 +31,38 @@ class _NoBoolType:
         return params
 
 
-class _Command(_NoBoolType, TyperCommand):
+class _OptionsOnce:
+    """An option given twice is a usage error naming it, not a silent last-wins (as a key
+    given twice in a params file): `--points 1024` early in a long command line was dropped
+    for a later `--points 8192` without a word, and `--normals … --no-normals` too. Repeatable
+    options (`--set`) are not counted."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # click's Context
+        options = {}  # option word → (its parameter, whether a value follows it)
+        for param in self.get_params(ctx):
+            if param.param_type_name == "option" and not param.multiple:
+                for word in (*param.opts, *param.secondary_opts):
+                    options[word] = (param, not param.is_flag)
+        given: dict[str, str] = {}
+        words = iter(args)
+        for word in words:
+            if word == "--":  # what follows is arguments, not options
+                break
+            name = word.partition("=")[0]
+            if name not in options:
+                continue
+            param, takes_value = options[name]
+            if takes_value and "=" not in word:
+                next(words, None)  # its value, which may look like an option (`--text --top`)
+            if param.name in given:
+                first = given[param.name]
+                words = f" ({first} and {name})" if first != name else ""
+                raise typer.BadParameter(f"given twice{words}; give it once", ctx, param)
+            given[param.name] = name
+        return super().parse_args(ctx, args)
+
+
+class _Command(_OptionsOnce, _NoBoolType, TyperCommand):
     pass
 
 

@@ -923,10 +923,14 @@ def check(section: Any, where: str) -> None:
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     """`["train.epochs=3", "train.augment.jitter=false"]` → a nested mapping (values as YAML)."""
     nested: dict[str, Any] = {}
+    seen: set[str] = set()
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set: expected section.key=value, got {assignment!r}")
+        if key.strip() in seen:  # as a key twice in a params file: never a silent last-wins
+            raise UsageError(f"--set: {key.strip()} is set twice; set it once")
+        seen.add(key.strip())
         try:
             value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:

@@ -28,6 +28,7 @@ from cg3d.params import (
     load_section,
     option_fields,
     param,
+    parse_assignments,
 )
 from tests.param_values import flag_words, other_value
 
@@ -303,3 +304,31 @@ def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
         assert result.exit_code == 0, result.output
         assert seen["resume"] == mode
     assert CliRunner().invoke(app, ["train", "--shards", "s", "--out", "o", "--resume"]).exit_code
+
+
+@pytest.mark.parametrize(
+    "twice,message",
+    [
+        (["--points", "5", "--points", "6"], "Invalid value for '--points': given twice; give it"),
+        (["--points=5", "--points", "6"], "given twice; give it once"),
+        (["--normals", "--no-normals"], "given twice (--normals and --no-normals); give it once"),
+        (["--meshes", "other"], "Invalid value for '--meshes': given twice; give it once"),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_last_wins(tmp_path, twice, message):
+    """Before: the last one won without a word (a key given twice in a params file is
+    refused for the same reason)."""
+    words = ["sample", "--meshes", "m", "--out", str(tmp_path / "o"), *twice]
+    result = CliRunner().invoke(app, words)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_set_key_given_twice_is_refused_but_a_value_that_looks_like_an_option_is_a_value():
+    with pytest.raises(UsageError, match=r"^--set: sample.points is set twice; set it once$"):
+        parse_assignments(["sample.points=5", "sample.seed=1", " sample.points=6"])
+    # `--labels --top`: the value of --labels, not a second --top
+    words = ["classify", "x.npy", "--checkpoint", "c", "--labels", "--top", "--top", "2"]
+    result = CliRunner().invoke(app, words)
+    assert str(result.exception) == "no such file x.npy"
