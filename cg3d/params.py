@@ -777,6 +777,9 @@ def parse_yaml(text: str) -> Any:
     loader = _ParamsLoader(text)
     try:
         return loader.get_single_data()
+    except ValueError as error:  # an integer past Python's 4300 digits: int() refuses it
+        problem = str(error).split(";")[0]
+        raise yaml.constructor.ConstructorError(None, None, problem, None) from None
     finally:
         loader.dispose()
 
@@ -814,6 +817,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
+def _shown(value: Any, limit: int = 200) -> str:
+    """`value`'s repr for an error line, cut to `limit` characters with its length said: a
+    params file of a 900 KB string gave a 900 KB "line"."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -831,7 +841,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     """`value` as a `kind` field wants it, or a UsageError naming `key`."""
     if _is_section(kind):
         if not isinstance(value, dict):
-            raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+            raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
         return build(kind, value, key)
     ok = {
         bool: isinstance(value, bool),
@@ -842,7 +852,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     if ok is None and typing.get_origin(kind) is dict:
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if not ok:
-        raise UsageError(f"{key} must be {_type_name(kind)}, got {value!r}")
+        raise UsageError(f"{key} must be {_type_name(kind)}, got {_shown(value)}")
     return float(value) if kind is float else value
 
 
@@ -897,14 +907,16 @@ def check(section: Any, where: str) -> None:
         key, value, meta = _key(where, f.name), getattr(section, f.name), f.metadata
         if _is_section(hints[f.name]):
             if not isinstance(value, hints[f.name]):
-                raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+                raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
             value.validate()
             continue
         _convert(value, hints[f.name], key)
         if not _finite(value):  # NaN passes every bound (all comparisons are false)
-            raise UsageError(f"{key} must be finite, got {value!r}")
+            raise UsageError(f"{key} must be finite, got {_shown(value)}")
         if meta.get("choices") and value not in meta["choices"]:
-            raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            raise UsageError(
+                f"{key} must be one of {', '.join(meta['choices'])}, got {_shown(value)}"
+            )
         low, high = meta.get("low"), meta.get("high")
         if hints[f.name] is int and high is None:
             high = INT64_MAX
@@ -917,7 +929,7 @@ def check(section: Any, where: str) -> None:
                 )
                 if text
             )
-            raise UsageError(f"{key} must be {bounds}, got {value}")
+            raise UsageError(f"{key} must be {bounds}, got {_shown(value)}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -927,7 +939,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set: expected section.key=value, got {assignment!r}")
+            raise UsageError(f"--set: expected section.key=value, got {_shown(assignment)}")
         if key.strip() in seen:  # as a key twice in a params file: never a silent last-wins
             raise UsageError(f"--set: {key.strip()} is set twice; set it once")
         seen.add(key.strip())
@@ -964,7 +976,9 @@ def section_values(tree: dict[str, Any], path: str, where: str) -> dict[str, Any
         if values is None:
             return {}
     if not isinstance(values, dict):
-        raise UsageError(f"{where}: {path} must be a mapping of its parameters, got {values!r}")
+        raise UsageError(
+            f"{where}: {path} must be a mapping of its parameters, got {_shown(values)}"
+        )
     return values
 
 

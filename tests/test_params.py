@@ -157,6 +157,8 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("eval: {zeroshoot: {batch_size: 5}}", "eval.zeroshoot: unknown parameter (known: re"),
         ("sample: {train: {epochs: 3}}", "sample.train: unknown parameter"),
         ("train: {epochs: 99999999999999999999999}", "train.epochs must be ≥ 1 and ≤ 92233"),
+        # int() refuses more than 4300 digits: a ValueError traceback from inside PyYAML
+        ("train: {epochs: " + "9" * 5000 + "}", "not valid YAML: Exceeds the limit (4300 digits)"),
         ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
         ("[1, 2]", "a params file is a mapping of sections"),
         # NaN and infinity pass every bound: refused for every float (issue 18 §4)
@@ -332,3 +334,23 @@ def test_a_set_key_given_twice_is_refused_but_a_value_that_looks_like_an_option_
     words = ["classify", "x.npy", "--checkpoint", "c", "--labels", "--top", "--top", "2"]
     result = CliRunner().invoke(app, words)
     assert str(result.exception) == "no such file x.npy"
+
+
+@pytest.mark.parametrize(
+    "value,shown",
+    [
+        ("x" * 900_000, "'" + "x" * 199 + "… (900002 characters)"),
+        ("[" + ", ".join(["1"] * 300_000) + "]", "[1, 1, 1"),
+        ("9" * 4000, "9" * 200 + "… (4000 characters)"),
+    ],
+)
+def test_an_error_quotes_a_huge_value_cut_short(tmp_path, value, shown):
+    """Before: a params file of a 900 KB string gave a 900 KB error "line"."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  epochs: {value}\n")
+    words = ["train", "--shards", "s", "--out", str(tmp_path / "o"), "--params", str(params)]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError)
+    message = str(result.exception)
+    assert message.startswith("train.epochs must be ") and shown in message
+    assert len(message) < 400
