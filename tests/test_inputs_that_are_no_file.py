@@ -90,3 +90,44 @@ def test_a_missing_file_keeps_its_own_message(tmp_path):
         read_yaml(tmp_path / "absent.yaml")
     with pytest.raises(UsageError, match="^no checkpoint at "):
         read_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.timeout(60)  # a guard only: `cg3d export --measured FIFO` hung forever
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["--measured", "--annotations", "--audit", "--image"])
+def test_other_files_a_user_names_that_are_no_file_are_named_so(tmp_path, name, kind):
+    """Before: --measured (a FIFO) hung the export; --annotations said "no annotation file",
+    --audit "no audit.json in", a search --image "no such file"."""
+    from cg3d.app.api import read_image
+    from cg3d.eval.audit import read_audit
+    from cg3d.models.hub import read_measured
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    readers = {
+        "--measured": lambda path: read_measured([path]),
+        "--annotations": read_annotations,
+        "--audit": lambda path: read_audit(path.parent),
+        "--image": read_image,
+    }
+    path = _not_a_file(kind, tmp_path / ("audit.json" if name == "--audit" else "file.json"))
+    with pytest.raises(UsageError) as caught:
+        readers[name](path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(tmp_path):
+    """Before: a file (or a typo) for the folder of MODEL__DATASET.npy files was no folder, so
+    every pair silently scored with the teacher's text features."""
+    from cg3d.eval.benchmark import run_benchmark
+    from cg3d.params import ZeroShotConfig
+
+    (tmp_path / "features.npy").write_bytes(b"")
+    config = ZeroShotConfig()
+    for given, line in [
+        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is not a folder (of "),
+        ("absent", f"--text-features: no such folder {tmp_path / 'absent'}"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            run_benchmark([], [], tmp_path / "out", config, tmp_path / given)
+        assert str(caught.value).startswith(line)
+    assert not (tmp_path / "out").exists()
