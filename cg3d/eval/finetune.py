@@ -34,7 +34,7 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import per_class_rows, write_results
+from cg3d.eval.results import check_results_out, per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
 console = Console(stderr=True, markup=False, emoji=False)
@@ -273,6 +273,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     from cg3d.models.clip import clip_embed_dim
 
     config.validate()
+    check_results_out(out, "finetune")
     torch.manual_seed(config.seed)
     train_set, test_set = open_splits(config)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)

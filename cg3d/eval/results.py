@@ -25,6 +25,15 @@ PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"
 
 
+def check_results_out(out: Path, command: str) -> None:
+    """Refuse, before any work, an --out that holds a stage's output (`check_out_owner`): the
+    results' metrics.json, about.json and run.json are the names a training run writes too, so
+    `cg3d eval zeroshot --out runs/train` replaced the run's own metrics."""
+    from cg3d.pipeline.chunks import check_out_owner
+
+    check_out_owner(out, command, "would write its metrics.json, about.json and run.json there")
+
+
 def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> None:
     """UsageError (after the results are written, with the count) when an evaluation lost
     more than the share `max_lost` of the samples it tried: a shard set that lost 119 of its

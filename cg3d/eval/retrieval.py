@@ -38,7 +38,7 @@ from cg3d.eval.readers import (
     prepare_counted,
     sample_shape,
 )
-from cg3d.eval.results import check_lost, write_results
+from cg3d.eval.results import check_lost, check_results_out, write_results
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -255,6 +255,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_out(out, "eval retrieval")
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)

@@ -52,7 +52,13 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import check_lost, per_class_rows, write_results, write_rows
+from cg3d.eval.results import (
+    check_lost,
+    check_results_out,
+    per_class_rows,
+    write_results,
+    write_rows,
+)
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
@@ -291,6 +297,7 @@ def zeroshot(
     from cg3d.models.checkpoint import load_model
 
     config.validate()
+    check_results_out(out, "eval zeroshot")
     protocol = get_protocol(config.protocol)  # an unknown name fails before anything loads
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle

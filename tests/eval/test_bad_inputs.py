@@ -232,3 +232,38 @@ def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint
             == f"--out: {out} is the --checkpoint itself; export writes another file"
         )
     assert run.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["zeroshot", "retrieval", "finetune"])
+def test_results_into_a_training_run_or_a_shard_set_are_refused_before_any_work(
+    shards, tmp_path, tiny_checkpoint, command
+):
+    """Before: `cg3d eval zeroshot --out runs/train` replaced the run's own metrics.json,
+    about.json and run.json (the same names) with the evaluation's."""
+    from cg3d.eval.finetune import finetune
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.eval.zeroshot import zeroshot
+    from cg3d.params import FinetuneConfig, RetrievalConfig, ZeroShotConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_checkpoint, run / "last.pt")
+    for name in ("metrics.json", "about.json", "run.json"):
+        (run / name).write_text('{"train/loss": 1.5}\n')
+    runs = {
+        "zeroshot": lambda out: zeroshot(run / "last.pt", out, ZeroShotConfig(root=str(shards))),
+        "retrieval": lambda out: retrieval(run / "last.pt", shards, out, RetrievalConfig()),
+        "finetune": lambda out: finetune(
+            run / "last.pt", out, FinetuneConfig(root=str(shards), mode="linear")
+        ),
+    }
+    name = {"zeroshot": "eval zeroshot", "retrieval": "eval retrieval", "finetune": "finetune"}
+    for folder, owner in [(run, "train"), (shards, "pack")]:
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        with pytest.raises(UsageError) as caught:
+            runs[command](folder)
+        assert str(caught.value) == (
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {name[command]}` would "
+            "write its metrics.json, about.json and run.json there: choose another folder"
+        )
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
