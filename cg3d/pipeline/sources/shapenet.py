@@ -117,12 +117,18 @@ def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
                 raise UsageError(
                     f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}"
                 )
-            return {
-                (row["synsetId"].zfill(8), row["modelId"]): "test"
-                if row["split"] == "test"
-                else "train"
-                for row in rows
-            }
+            splits = {}
+            for row in rows:
+                # val joins train; anything else (a typo, a short row's None) was train unsaid
+                if row["split"] not in ("train", "val", "test") or not row["modelId"]:
+                    raise UsageError(
+                        f"--split-file: {path} line {rows.line_num}: split "
+                        f"{shown_name(str(row['split']))} of model {shown_name(str(row['modelId']))}"
+                        " is not train, val or test"
+                    )
+                key = (row["synsetId"].zfill(8), row["modelId"])
+                splits[key] = "test" if row["split"] == "test" else "train"
+            return splits
     if path.is_dir() and (path / "train.txt").is_file() and (path / "test.txt").is_file():
         splits = {}
         for split in ("train", "test"):

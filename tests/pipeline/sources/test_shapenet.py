@@ -86,10 +86,18 @@ def test_missing_taxonomy_and_bad_split_file_name_their_option(tmp_path: Path) -
             "lists 'm2.npy', not <synsetId>-<modelId>",
         ),
         ("lists/train.txt", b"-m2\n", "lists '-m2', not <synsetId>-<modelId>"),
+        # a typo or a short row was a training shape, unsaid
+        ("all.csv", b"synsetId,modelId,split\n03211117,m1,tset\n", "line 2: split 'tset' of mod"),
+        (
+            "all.csv",
+            b"synsetId,modelId,split\n03211117,m1,test\n03211117\n",
+            "line 3: split 'None'",
+        ),
     ],
 )
 def test_a_split_file_that_does_not_parse_is_one_line_naming_it(tmp_path, name, content, line):
-    """Before: UnicodeDecodeError and "not enough values to unpack" tracebacks."""
+    """Before: UnicodeDecodeError and "not enough values to unpack" tracebacks; a split value
+    other than train, val or test was counted as train."""
     root = tmp_path / "ShapeNetCore.v2"
     make_shapenet(root)
     (tmp_path / "lists").mkdir()
