@@ -131,3 +131,19 @@ def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(
             run_benchmark([], [], tmp_path / "out", config, tmp_path / given)
         assert str(caught.value).startswith(line)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "render"])
+@pytest.mark.parametrize("manifest", ["missing", "damaged"])
+def test_a_stage_refused_for_its_manifest_leaves_no_out_folder(tmp_path, command, manifest):
+    """Before: the refused run had made --out with a .plan.json and _failures/ in it, so the
+    folder now belonged to that stage (another stage's --out there was refused)."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    if manifest == "damaged":
+        (meshes / "manifest.parquet").write_bytes(b"garbage")
+    words = [command, "--meshes", str(meshes), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError), result.output
+    assert "manifest.parquet" in str(result.exception)
+    assert not (tmp_path / "out").exists()
