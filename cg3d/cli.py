@@ -56,8 +56,8 @@ class _OptionsOnce:
                 next(words, None)  # its value, which may look like an option (`--text --top`)
             if param.name in given:
                 first = given[param.name]
-                words = f" ({first} and {name})" if first != name else ""
-                raise typer.BadParameter(f"given twice{words}; give it once", ctx, param)
+                both = f" ({first} and {name})" if first != name else ""
+                raise typer.BadParameter(f"given twice{both}; give it once", ctx, param)
             given[param.name] = name
         return super().parse_args(ctx, args)
 

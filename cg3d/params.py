@@ -51,6 +51,12 @@ MAX_LABELS = 2048
 # Every integer param without a bound of its own: past int64, islice (`eval.zeroshot.limit`),
 # numpy and torch raise OverflowError or ValueError tracebacks.
 INT64_MAX = 2**63 - 1
+# eval.zeroshot.max_lost and eval.retrieval.max_lost (`eval.results.check_lost`)
+MAX_LOST_HELP = (
+    "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
+    "shard, outside --root) for the run to succeed; past it the metrics are written and the "
+    "command fails. 1: any."
+)
 # Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
 SEED_MAX = 2**32 - 1
 # Learning rates, weight decays and loss weights: far above any real run's, far below float32's
@@ -538,14 +544,7 @@ class ZeroShotConfig(Section):
         ".cache/cg3d/text",
         "Folder caching class text features by CLIP weights, classes and templates; '': none.",
     )
-    max_lost: float = param(
-        0.5,
-        "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
-        "shard, outside --root) for the run to succeed; past it the metrics are written and the "
-        "command fails. 1: any.",
-        low=0.0,
-        high=1.0,
-    )
+    max_lost: float = param(0.5, MAX_LOST_HELP, low=0.0, high=1.0)
 
 
 @dataclass
@@ -559,14 +558,7 @@ class RetrievalConfig(Section):
     grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
     limit: int = param(0, "First N objects only (0: all).", low=0)
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
-    max_lost: float = param(
-        0.5,
-        "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
-        "shard, outside --root) for the run to succeed; past it the metrics are written and the "
-        "command fails. 1: any.",
-        low=0.0,
-        high=1.0,
-    )
+    max_lost: float = param(0.5, MAX_LOST_HELP, low=0.0, high=1.0)
 
 
 @dataclass

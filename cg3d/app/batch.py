@@ -11,7 +11,7 @@ its suffix:
 """
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def check_out(
     suffixes: tuple[str, ...],
     option: str = "--out",
     source: Path | None = None,
-    shapes: list[Path] = (),
+    shapes: Sequence[Path] = (),
 ) -> Path:
     """`out` if its suffix is one of `suffixes` and its folder (made if missing) can be written;
     else a UsageError. Checked before the model loads: a read-only folder was found only by
