@@ -169,6 +169,13 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     before any work starts: a read-only, unwritable or misnamed folder is a one-line
     UsageError naming `option` and the folder, not an OSError after hours of work."""
     folder = Path(folder)
+    try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
+        os.path.abspath(folder).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{option}: {shown_name(os.path.abspath(folder))} is not a UTF-8 name; choose a "
+            "folder whose path is"
+        ) from None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # .dvcignore names the probe: one left by a kill between its creation and removal never
