@@ -77,6 +77,13 @@ _register_all()
 _use_command_classes(app)
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal acts on shown escaped (`\\x1b`, `\\n`, `\\x00`):
+    a message quotes what the user typed or a file held, and must stay one line that cannot
+    recolour, move or retitle the terminal (an ANSI sequence in a params value or a path)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _stderr() -> Console:
     # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
     return Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
@@ -100,7 +107,7 @@ class _OneLineWarnings:
         self.shown.add(key)
         console = _stderr()
         console.print("[bold yellow]warning:[/]", end=" ")
-        console.print(str(message), markup=False)
+        console.print(printable(str(message)), markup=False)
 
 
 def _is_ours(filename: str) -> bool:
@@ -137,5 +144,5 @@ def main() -> None:
         message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
         console.print("[bold red]error:[/]", end=" ")
-        console.print(message, markup=False)
+        console.print(printable(message), markup=False)
         sys.exit(2)

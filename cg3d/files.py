@@ -134,6 +134,14 @@ def check_not_special(path: Path, option: str = "") -> None:
         raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
 
 
+def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -> None:
+    """UsageError when `out` is the file `path` (given as `option`) the command reads, however
+    spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over
+    the released checkpoint it converts)."""
+    if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+        raise UsageError(f"--out: {out} is the {option} itself; {writer} writes another file")
+
+
 def _naming(error: OSError, path: Path) -> OSError:
     """`error` again, naming `path` (the file the user asked for, not a temporary one)."""
     code = error.errno or _errno_in(str(error))
@@ -161,6 +169,13 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     before any work starts: a read-only, unwritable or misnamed folder is a one-line
     UsageError naming `option` and the folder, not an OSError after hours of work."""
     folder = Path(folder)
+    try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
+        os.path.abspath(folder).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{option}: {shown_name(os.path.abspath(folder))} is not a UTF-8 name; choose a "
+            "folder whose path is"
+        ) from None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # .dvcignore names the probe: one left by a kill between its creation and removal never

@@ -48,6 +48,15 @@ MAX_SHARD_SAMPLES = 1_000_000
 # Labels one classification may ask for (`cg3d.app.api`): the template ensemble encodes 64
 # captions each (1,000 labels took 40 s on a CPU); LVIS, the largest benchmark, has 1,156.
 MAX_LABELS = 2048
+# Every integer param without a bound of its own: past int64, islice (`eval.zeroshot.limit`),
+# numpy and torch raise OverflowError or ValueError tracebacks.
+INT64_MAX = 2**63 - 1
+# eval.zeroshot.max_lost and eval.retrieval.max_lost (`eval.results.check_lost`)
+MAX_LOST_HELP = (
+    "Largest share of the split's samples that may be lost (undecodable, in an unreadable "
+    "shard, outside --root) for the run to succeed; past it the metrics are written and the "
+    "command fails. 1: any."
+)
 # Every seed: numpy's legacy and torch's generators take 0..2^32-1 (numpy raises on -1).
 SEED_MAX = 2**32 - 1
 # Learning rates, weight decays and loss weights: far above any real run's, far below float32's
@@ -535,6 +544,7 @@ class ZeroShotConfig(Section):
         ".cache/cg3d/text",
         "Folder caching class text features by CLIP weights, classes and templates; '': none.",
     )
+    max_lost: float = param(0.5, MAX_LOST_HELP, low=0.0, high=1.0)
 
 
 @dataclass
@@ -548,6 +558,7 @@ class RetrievalConfig(Section):
     grid_queries: int = param(3, "Queries per direction in the picture grid.", low=0)
     limit: int = param(0, "First N objects only (0: all).", low=0)
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
+    max_lost: float = param(0.5, MAX_LOST_HELP, low=0.0, high=1.0)
 
 
 @dataclass
@@ -758,6 +769,9 @@ def parse_yaml(text: str) -> Any:
     loader = _ParamsLoader(text)
     try:
         return loader.get_single_data()
+    except ValueError as error:  # an integer past Python's 4300 digits: int() refuses it
+        problem = str(error).split(";")[0]
+        raise yaml.constructor.ConstructorError(None, None, problem, None) from None
     finally:
         loader.dispose()
 
@@ -772,9 +786,10 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A params file's mapping; a missing, oversized or malformed file is one line naming it."""
+    from cg3d.files import require_regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--params: no such file {path}")
+    require_regular_file(path, f"--params: no such file {path}")  # a FIFO would block the read
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_PARAMS_BYTES + 1)
@@ -794,6 +809,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
+def _shown(value: Any, limit: int = 200) -> str:
+    """`value`'s repr for an error line, cut to `limit` characters with its length said: a
+    params file of a 900 KB string gave a 900 KB "line"."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -811,7 +833,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     """`value` as a `kind` field wants it, or a UsageError naming `key`."""
     if _is_section(kind):
         if not isinstance(value, dict):
-            raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+            raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
         return build(kind, value, key)
     ok = {
         bool: isinstance(value, bool),
@@ -822,7 +844,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     if ok is None and typing.get_origin(kind) is dict:
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if not ok:
-        raise UsageError(f"{key} must be {_type_name(kind)}, got {value!r}")
+        raise UsageError(f"{key} must be {_type_name(kind)}, got {_shown(value)}")
     return float(value) if kind is float else value
 
 
@@ -856,6 +878,23 @@ def build(cls: type[T], values: dict[str, Any], where: str) -> T:
     return section
 
 
+def check_names(values: dict[str, Any], cls: type, where: str) -> None:
+    """Every key of `values` names a field of `cls`, and so on down its sections: a command
+    reads only its own section, so a key at the wrong level (`points:` at the top of the file,
+    not under `sample:`) or misspelt in another section was never read, and never said so."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in names:
+            known = ", ".join(sorted(names))
+            # DVC reads any params file a stage names: a stage of the user's own need not
+            # share this one
+            own = "; your own stages' params go in a file of their own" if not where else ""
+            raise UsageError(f"{_key(where, str(key))}: unknown parameter (known: {known}){own}")
+        if _is_section(hints[key]) and isinstance(value, dict):
+            check_names(value, hints[key], _key(where, key))
+
+
 def check(section: Any, where: str) -> None:
     """Types, bounds and choices of every field of `section` (a params dataclass)."""
     hints = typing.get_type_hints(type(section))
@@ -863,15 +902,19 @@ def check(section: Any, where: str) -> None:
         key, value, meta = _key(where, f.name), getattr(section, f.name), f.metadata
         if _is_section(hints[f.name]):
             if not isinstance(value, hints[f.name]):
-                raise UsageError(f"{key} must be a mapping of its parameters, got {value!r}")
+                raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
             value.validate()
             continue
         _convert(value, hints[f.name], key)
         if not _finite(value):  # NaN passes every bound (all comparisons are false)
-            raise UsageError(f"{key} must be finite, got {value!r}")
+            raise UsageError(f"{key} must be finite, got {_shown(value)}")
         if meta.get("choices") and value not in meta["choices"]:
-            raise UsageError(f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            raise UsageError(
+                f"{key} must be one of {', '.join(meta['choices'])}, got {_shown(value)}"
+            )
         low, high = meta.get("low"), meta.get("high")
+        if hints[f.name] is int and high is None:
+            high = INT64_MAX
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = " and ".join(
                 text
@@ -881,7 +924,7 @@ def check(section: Any, where: str) -> None:
                 )
                 if text
             )
-            raise UsageError(f"{key} must be {bounds}, got {value}")
+            raise UsageError(f"{key} must be {bounds}, got {_shown(value)}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -890,7 +933,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set: expected section.key=value, got {assignment!r}")
+            raise UsageError(f"--set: expected section.key=value, got {_shown(assignment)}")
         try:
             value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -924,7 +967,9 @@ def section_values(tree: dict[str, Any], path: str, where: str) -> dict[str, Any
         if values is None:
             return {}
     if not isinstance(values, dict):
-        raise UsageError(f"{where}: {path} must be a mapping of its parameters, got {values!r}")
+        raise UsageError(
+            f"{where}: {path} must be a mapping of its parameters, got {_shown(values)}"
+        )
     return values
 
 
@@ -941,11 +986,19 @@ def load_section(
     read implicitly), `--set` assignments, then command-line options that were given (not None).
     """
     tree = read_yaml(params_file) if params_file is not None else {}
+    try:
+        check_names(tree, Params, "")
+    except UsageError as error:
+        raise UsageError(f"{error} ({params_file})") from None
     values = dict(section_values(tree, path, str(params_file)))
     assigned = parse_assignments(assignments or [])
     unknown = sorted(set(assigned) - {f.name for f in dataclasses.fields(Params)})
     if unknown:
         raise UsageError(f"--set: unknown section {unknown[0]!r}")
+    try:
+        check_names(assigned, Params, "")
+    except UsageError as error:
+        raise UsageError(f"--set {error}") from None
     values = merge(values, section_values(assigned, path, "--set"))
     values |= {key: value for key, value in (options or {}).items() if value is not None}
     try:

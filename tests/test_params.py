@@ -149,6 +149,15 @@ def test_train_reads_no_params_file_it_was_not_given_and_writes_the_one_it_used(
         ("train: {epochs: [", "not valid YAML (line 2)"),
         ("train: {augment: {jitter: maybe}}", "train.augment.jitter must be true or false"),
         ("train: {epoch: 3}", "train.epoch: unknown parameter"),
+        # a key at the wrong level, or misspelt in a section the command does not read, was
+        # never read and never said so
+        ("epochs: 3", "epochs: unknown parameter (known: caption, demo, eval, finetune,"),
+        ("render: {viewz: 5}", "render.viewz: unknown parameter (known: azimuth_jitter,"),
+        ("eval: {zeroshoot: {batch_size: 5}}", "eval.zeroshoot: unknown parameter (known: re"),
+        ("sample: {train: {epochs: 3}}", "sample.train: unknown parameter"),
+        ("train: {epochs: 99999999999999999999999}", "train.epochs must be ≥ 1 and ≤ 92233"),
+        # int() refuses more than 4300 digits: a ValueError traceback from inside PyYAML
+        ("train: {epochs: " + "9" * 5000 + "}", "not valid YAML: Exceeds the limit (4300 digits)"),
         ("train: {require_pretrained: 1}", "train.require_pretrained must be true or false"),
         ("[1, 2]", "a params file is a mapping of sections"),
         # NaN and infinity pass every bound: refused for every float (issue 18 §4)
@@ -187,6 +196,14 @@ def test_a_wrong_params_file_is_one_line_naming_the_key(tmp_path, text, message)
         (["render", "--meshes", "m", "--elevation-min", "40"], "render.elevation_min (40.0)"),
         (["sample", "--meshes", "m", "--set", "sample.points=1e9"], "sample.points"),
         (["sample", "--meshes", "m", "--set", "sampl.points=1"], "unknown section 'sampl'"),
+        (["sample", "--meshes", "m", "--set", "render.viewz=5"], "--set render.viewz: unknown"),
+        # past int64: itertools.islice raised a ValueError traceback after the model loaded
+        (
+            ["eval", "zeroshot", "--checkpoint", "c", "--limit", str(10**23)],
+            f"eval.zeroshot.limit must be ≥ 0 and ≤ {2**63 - 1}, got {10**23}",
+        ),
+        (["eval", "retrieval", "--checkpoint", "c", "--shards", "s", "--limit", str(2**63)], "≤ 9"),
+        (["sample", "--meshes", "m", "--set", "eval.zeroshoot.limit=5"], "--set eval.zeroshoot:"),
         (["sample", "--meshes", "m", "--executor", "tpu"], "sample.executor must be one of"),
         (["meshes", "--set", "meshes.source=http"], "meshes.source must be one of"),
         (["train", "--shards", "s", "--set", "train.encoder_lr=.nan"], "must be finite"),
@@ -288,3 +305,23 @@ def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
         assert result.exit_code == 0, result.output
         assert seen["resume"] == mode
     assert CliRunner().invoke(app, ["train", "--shards", "s", "--out", "o", "--resume"]).exit_code
+
+
+@pytest.mark.parametrize(
+    "value,shown",
+    [
+        ("x" * 900_000, "'" + "x" * 199 + "… (900002 characters)"),
+        ("[" + ", ".join(["1"] * 300_000) + "]", "[1, 1, 1"),
+        ("9" * 4000, "9" * 200 + "… (4000 characters)"),
+    ],
+)
+def test_an_error_quotes_a_huge_value_cut_short(tmp_path, value, shown):
+    """Before: a params file of a 900 KB string gave a 900 KB error "line"."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  epochs: {value}\n")
+    words = ["train", "--shards", "s", "--out", str(tmp_path / "o"), "--params", str(params)]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError)
+    message = str(result.exception)
+    assert message.startswith("train.epochs must be ") and shown in message
+    assert len(message) < 400

@@ -239,8 +239,7 @@ def read_image(image: ImageInput) -> Image.Image:
             except (TypeError, ValueError) as error:
                 raise UsageError(f"image: not an (H, W[, 3]) array ({error})") from None
         path = Path(image)
-        if not path.is_file():
-            raise UsageError(f"no such file {path}")
+        require_regular_file(path, f"no such file {path}")  # a FIFO would block the read
         with open_image(path) as opened:
             return rgb_on_white(opened)
     except ImageError as error:  # too large, or not an image: one line naming it

@@ -11,7 +11,7 @@ its suffix:
 """
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, check_out_dir
+from cg3d.files import atomic_path, check_out_dir, real_path
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
 from cg3d.params import MAX_LABELS
@@ -85,13 +85,32 @@ def list_shapes(source: Path) -> list[Path]:
     return paths
 
 
-def check_out(out: Path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+def check_out(
+    out: Path,
+    suffixes: tuple[str, ...],
+    option: str = "--out",
+    source: Path | None = None,
+    shapes: Sequence[Path] = (),
+) -> Path:
     """`out` if its suffix is one of `suffixes` and its folder (made if missing) can be written;
     else a UsageError. Checked before the model loads: a read-only folder was found only by
-    the writer, after every shape was done (and pyarrow's writer left its temp file)."""
+    the writer, after every shape was done (and pyarrow's writer left its temp file).
+
+    `out` must not be one of the `shapes` read (`cg3d embed x.npy --out x.npy` replaced the
+    points with their embedding), nor a shape file inside the folder `source` they are listed
+    from (the next run over that folder would read the embeddings as a shape)."""
     out = Path(out)
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
+    target = real_path(out)
+    if any(real_path(shape) == target for shape in shapes):
+        raise UsageError(f"{option}: {out} is a shape this run reads; choose another file")
+    folder = real_path(source) if source is not None and Path(source).is_dir() else None
+    if folder and out.suffix.lower() in SHAPE_SUFFIXES and target.is_relative_to(folder):
+        raise UsageError(
+            f"{option}: {out} is inside {source}, whose {out.suffix} files are the shapes read: "
+            "a later run over it would read this file as a shape; choose another folder"
+        )
     check_out_dir(out.parent, option)  # a file where its folder goes included
     return out
 

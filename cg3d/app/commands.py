@@ -22,7 +22,7 @@ from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 if TYPE_CHECKING:
     import numpy as np
 
-console = Console()
+console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
 
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")
@@ -98,7 +98,7 @@ def classify_command(
     # before the model loads: a typo, an empty file or a bad --out costs no wait
     paths = list_shapes(path) if many else [check_shape_file(path)]
     if out is not None:
-        check_out(out, TABLE_SUFFIXES)
+        check_out(out, TABLE_SUFFIXES, source=path, shapes=paths)
     check_up_axis(up_axis)
     check_top(top, "--top")
     check_top(max_labels, "--max-labels")
@@ -155,7 +155,7 @@ def embed_command(
     from cg3d.app.batch import check_out, embed_rows, is_batch, list_shapes, write_embeddings
 
     paths = list_shapes(path) if is_batch(path) else [check_shape_file(path)]
-    check_out(out, (".npy", ".parquet"))
+    check_out(out, (".npy", ".parquet"), source=path, shapes=paths)
     check_up_axis(up_axis)
     model = load(checkpoint)
     rows, array = embed_rows(model, paths, up_axis)

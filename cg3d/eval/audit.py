@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, write_json
+from cg3d.files import atomic_path, loads_json, require_regular_file, write_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -344,8 +344,8 @@ def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
 def read_audit(folder: Path) -> dict:
     """What an eval's metrics say about its audit: the folder, inputs and counts."""
     path = Path(folder) / AUDIT_NAME
-    if not path.is_file():
-        raise UsageError(f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`")
+    missing = f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`"
+    require_regular_file(path, missing)  # a FIFO or a folder is named as such
     try:
         summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:

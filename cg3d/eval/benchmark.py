@@ -26,6 +26,7 @@ Scoring is `cg3d.eval.zeroshot.score_benchmark`, the code `cg3d eval zeroshot` r
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from cg3d.eval.results import write_rows
 from cg3d.files import loads_json, write_json
 from cg3d.params import ZeroShotConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 TASK = "zeroshot_classification"
 RESULT_FORMAT = "cg3d-benchmark-1"
 MISSING = "missing weights"
@@ -300,7 +301,9 @@ def _benchmark_model(
     for dataset in datasets:
         path = result_path(out, entry, dataset)
         text_file = Path(text_features or "") / f"{entry.name}__{dataset.key}.npy"
-        text_file = text_file if text_features is not None and text_file.is_file() else None
+        # anything by that name is read, so that a FIFO or a folder is a failed pair saying
+        # so (`read_text_features`), not the teacher's features in silence
+        text_file = text_file if text_features is not None and os.path.lexists(text_file) else None
         try:
             made_by = features_about(text_file) if text_file else ""
         except UsageError as error:
@@ -379,6 +382,13 @@ def run_benchmark(
     """
     from cg3d.files import atomic_path
 
+    if text_features is not None and not Path(text_features).is_dir():
+        # a file or a typo was no folder of features: every pair used the teacher's, unsaid
+        if not os.path.lexists(text_features):
+            raise UsageError(f"--text-features: no such folder {text_features}")
+        raise UsageError(
+            f"--text-features: {text_features} is not a folder (of MODEL__DATASET.npy files)"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

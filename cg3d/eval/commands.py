@@ -18,7 +18,7 @@ from cg3d.files import check_out_dir, locks_folder
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
-console = Console()
+console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
 eval_app = typer.Typer(
     help="Evaluate a trained checkpoint: zero-shot and retrieval.", no_args_is_help=True
 )

@@ -34,10 +34,10 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import per_class_rows, write_results
+from cg3d.eval.results import check_results_out, per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 MODES = ("full", "linear")
 
 
@@ -269,12 +269,11 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     or the fitted probe), about.json (what was measured), per_class.csv, details.json (the
     test-selected epoch, or the probe's fit) and, in full mode, history.csv; return them all."""
     from cg3d.eval.zeroshot import model_identity
-    from cg3d.formats.metrics import check_results_owner
     from cg3d.models.checkpoint import load_model
     from cg3d.models.clip import clip_embed_dim
 
     config.validate()
-    check_results_owner(Path(out), "finetune")
+    check_results_out(out, "finetune")
     torch.manual_seed(config.seed)
     train_set, test_set = open_splits(config)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)

@@ -319,6 +319,18 @@ def _require_file(root: Path, path: Path, what: str) -> Path:
     return path
 
 
+def _list_lines(path: Path, what: str) -> list[str]:
+    """The non-blank lines of a benchmark's list file, stripped; a file that is not UTF-8
+    text is one line naming it (a UnicodeDecodeError traceback)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{what}: {path} is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 class Refusals:
     """Shapes of one pass whose file lies outside --root: left unread, logged and counted."""
 
@@ -353,10 +365,10 @@ def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
     root = resolved_root(root)
     dataset = f"modelnet{classes}"
     names_file = _require_file(root, root / f"{dataset}_shape_names.txt", "--root")
-    found = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    found = _list_lines(names_file, "--root")
     names = _check_classes(found, dataset, names_file)
     list_file = _require_file(root, root / f"{dataset}_{split}.txt", "--root")
-    ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    ids = _list_lines(list_file, "--root")
     label_of = {folder: index for index, folder in enumerate(found)}
     refusals, unreadable = [Refusals()], [0]
 
@@ -587,7 +599,7 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
         raise UsageError(f"--root: missing folder {cloud_dir}")
     names = class_names("shapenet55")
     renames = shapenet_renames()
-    files = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    files = _list_lines(list_file, "--root")
 
     def label(file_name: str) -> int:
         synset = file_name.split("-", 1)[0]

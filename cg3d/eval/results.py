@@ -16,12 +16,38 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, write_json
-from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
+from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, check_results_owner, write_metrics
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"
+
+
+def check_results_out(out: Path, command: str) -> None:
+    """Refuse, before any work, an --out that holds a stage's output (`check_out_owner`) or
+    another command's results (`check_results_owner`): the results' metrics.json,
+    about.json and run.json are the names a training run writes too, so
+    `cg3d eval zeroshot --out runs/train` replaced the run's own metrics."""
+    from cg3d.pipeline.chunks import check_out_owner
+
+    check_out_owner(out, command, "would write its metrics.json, about.json and run.json there")
+    check_results_owner(Path(out), command)
+
+
+def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> None:
+    """UsageError (after the results are written, with the count) when an evaluation lost
+    more than the share `max_lost` of the samples it tried: a shard set that lost 119 of its
+    120 test samples reported top-1 over the one left and exited 0, so a pipeline took it for
+    the model's score. `key` is the param that allows more; `what` names the set."""
+    tried = lost + kept
+    if tried and lost > max_lost * tried:
+        raise UsageError(
+            f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
+            f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
+            f"above say why the others were lost; {key}=1 accepts it)"
+        )
 
 
 def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) -> list[dict]:

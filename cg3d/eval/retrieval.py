@@ -38,12 +38,12 @@ from cg3d.eval.readers import (
     prepare_counted,
     sample_shape,
 )
-from cg3d.eval.results import begin_results, write_results
+from cg3d.eval.results import begin_results, check_lost, check_results_out, write_results
 from cg3d.eval.zeroshot import unit_features
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 
 
 @dataclass
@@ -256,11 +256,10 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     OUT/about.json, OUT/details.json and a grid; return all their keys."""
     from cg3d.eval.plots import retrieval_grid
     from cg3d.eval.zeroshot import model_identity
-    from cg3d.formats.metrics import check_results_owner
     from cg3d.models.checkpoint import load_model
 
     config.validate()
-    check_results_owner(Path(out), "eval retrieval")
+    check_results_out(out, "eval retrieval")
     if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
         raise UsageError(f"--shards: no such folder {shards}")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
@@ -291,4 +290,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     else:  # an earlier run's grid would stand for this run's
         (out / "retrieval_grid.png").unlink(missing_ok=True)
     write_results(out, headline, about, details)  # the numbers last
+    where = f"shards {shards}, split {config.split}"
+    kept = len(features.keys)
+    check_lost(features.skipped, kept, config.max_lost, "eval.retrieval.max_lost", where)
     return metrics | about

@@ -53,12 +53,19 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import begin_results, per_class_rows, write_results, write_rows
+from cg3d.eval.results import (
+    begin_results,
+    check_lost,
+    check_results_out,
+    per_class_rows,
+    write_results,
+    write_rows,
+)
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 CONFUSION_PLOT_CLASSES = 100
 TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 
@@ -304,12 +311,11 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
-    from cg3d.formats.metrics import check_results_owner
     from cg3d.formats.textfeatures import features_about
     from cg3d.models.checkpoint import load_model
 
     config.validate()
-    check_results_owner(Path(out), "eval zeroshot")
+    check_results_out(out, "eval zeroshot")
     protocol = get_protocol(config.protocol)  # an unknown name fails before anything loads
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
@@ -368,4 +374,8 @@ def zeroshot(
         title = f"{benchmark.name} {benchmark.variant}: top-1 {metrics['top1']:.1f}%"
         confusion_plot(confusion, benchmark.classes, out / "confusion.png", title)
     write_results(out, headline, about, per_class=per_class)  # the numbers last
+    where = f"{benchmark.name} at {config.root}, split {config.split}"
+    check_lost(
+        benchmark.skipped(), metrics["n_shapes"], config.max_lost, "eval.zeroshot.max_lost", where
+    )
     return metrics | about

@@ -179,8 +179,9 @@ MAX_INDEX_BYTES = 64 << 20
 def read_index(shards: str | Path) -> dict:
     """The parsed `index.json` (classes; per split: shards, counts, sha256, samples)."""
     url = shard_url(shards, INDEX_NAME)
-    if not is_remote(shards) and not Path(url).is_file():
-        raise UsageError(f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output")
+    if not is_remote(shards):
+        missing = f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output"
+        require_regular_file(Path(url), missing)  # a FIFO would block the read
     if not is_remote(shards):  # checked before it is read: nothing outside the folder is
         try:
             confined_path(location(shards), location(shards), INDEX_NAME)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, loads_json
+from cg3d.files import atomic_path, file_sha256, loads_json, require_regular_file
 from cg3d.formats.npy import read_npy
 
 FORMAT = "cg3d-text-features-1"
@@ -64,13 +64,12 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
     """
     path = Path(path)
     names = sidecar(path)
-    if not path.is_file():
-        raise UsageError(f"{OPTION}: no file {path}")
-    if not names.is_file():
-        raise UsageError(
-            f'{OPTION}: no {names.name} beside {path}: write {{"classes": [...]}} there, '
-            "one name per row of the .npy, in order"
-        )
+    require_regular_file(path, f"{OPTION}: no file {path}")
+    require_regular_file(
+        names,
+        f'{OPTION}: no {names.name} beside {path}: write {{"classes": [...]}} there, '
+        "one name per row of the .npy, in order",
+    )
     try:
         features = read_npy(path)
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, require_regular_file
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
@@ -167,9 +167,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _read_checkpoint_file(path: Path) -> dict[str, Any]:
     """The checkpoint dict of file `path`, its layout checked (read with weights_only=True)."""
-    if not path.is_file():  # a FIFO would block the read: named as what it is
-        special = path.exists() and not path.is_dir()
-        raise UsageError(f"{path}: not a regular file" if special else f"no checkpoint at {path}")
+    require_regular_file(path, f"no checkpoint at {path}")  # a FIFO would block the read
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unsafe pickle content

@@ -1,6 +1,5 @@
 """`cg3d` subcommands of the model library (thin wrappers over cg3d.models functions)."""
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -51,14 +50,13 @@ def export(
     --format hub writes a folder loadable without pickle, with a model card.
     """
     from cg3d.errors import UsageError
-    from cg3d.files import check_not_special, check_out_dir
+    from cg3d.files import check_not_special, check_not_the_input, check_out_dir
     from cg3d.models.checkpoint import export_checkpoint
 
     if format not in ("pt", "hub"):
         raise UsageError(f"--format must be pt or hub, got {format!r}")
-    if out.exists() and checkpoint.exists() and os.path.samefile(out, checkpoint):
-        # a training run's last.pt, rewritten without its training state: its resume is lost
-        raise UsageError(f"--out: {out} is the --checkpoint itself; export writes another file")
+    # a training run's last.pt, rewritten without its training state: its resume is lost
+    check_not_the_input(out, checkpoint, "--checkpoint", "export")
     if format == "hub":
         _export_hub(checkpoint, out, embed_clip, clip_pretrained, measured or [])
         return

@@ -42,8 +42,11 @@ def cg3d_release(
     """The CG3D authors' released checkpoint (1024 or 8192 points) as our checkpoint.
 
     Their PointTransformer, for cg3d eval, cg3d.load, classify, index, demo and finetune."""
+    from cg3d.files import check_not_the_input
     from cg3d.models.release import convert_release
 
+    check_not_the_input(out, checkpoint, "--checkpoint", "convert")
+    check_not_the_input(out, clip_pretrained, "--clip-pretrained", "convert")
     model = convert_release(
         checkpoint, clip_pretrained, out, n_points, clip_model, allow_pickle=allow_pickle
     )
@@ -82,8 +85,12 @@ def _peer_command(name: str) -> None:
             ),
         ] = False,
     ) -> None:
+        from cg3d.files import check_not_the_input
         from cg3d.models.peers import convert_peer
 
+        check_not_the_input(out, checkpoint, "--checkpoint", "convert")
+        if clip_pretrained:
+            check_not_the_input(out, clip_pretrained, "--clip-pretrained", "convert")
         written = convert_peer(
             name, checkpoint, out, allow_pickle=allow_pickle, clip_pretrained=clip_pretrained
         )

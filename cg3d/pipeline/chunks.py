@@ -48,7 +48,7 @@ from cg3d.formats.manifest import OK
 from cg3d.params import EXECUTORS, bound_workers
 
 log = logging.getLogger(__name__)
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
@@ -87,16 +87,17 @@ def output_owner(folder: Path) -> str | None:
     return next((stage for name, stage in OWNER_FILES.items() if (folder / name).exists()), None)
 
 
-def check_out_owner(folder: Path, stage: str) -> None:
+def check_out_owner(folder: Path, stage: str, harm: str = "would replace its files") -> None:
     """Refuse `--out` `folder` when it holds another command's output, before anything is
     written: every stage writes failures.parquet and .plan.json and clears a different plan's
     part-* files, so `cg3d index --out data/points` removed the sampled points, and `cg3d
-    pack --out data/points` replaced the points' plan (the next `cg3d sample` started over)."""
+    pack --out data/points` replaced the points' plan (the next `cg3d sample` started over).
+    `harm` says what `stage` would do there (`cg3d show` adds a file to a DVC output)."""
     owner = output_owner(Path(folder))
     if owner is not None and owner != stage:
         raise UsageError(
-            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {stage}` would replace "
-            "its files: choose another folder"
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {stage}` {harm}: "
+            "choose another folder"
         )
 
 

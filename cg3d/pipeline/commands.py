@@ -10,6 +10,15 @@ from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 
 
+def _print(line: str) -> None:
+    """A command's summary on stdout, as written: it holds paths and names, which rich would
+    read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
+    codes (`:train:`)."""
+    from rich.console import Console
+
+    Console(markup=False, emoji=False, soft_wrap=True).print(line)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
     app.command("meshes")(meshes)
@@ -27,7 +36,6 @@ def meshes(
     params_file: Path | None = None,
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
-    from rich import print as rprint
 
     from cg3d.pipeline.sources import build_manifest
 
@@ -36,7 +44,7 @@ def meshes(
         check_training_batch(out, params_file)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
-    rprint(
+    _print(
         f"{summary.objects} objects from {config.source} in {len(summary.classes)} classes into "
         f"{out}: ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
@@ -69,14 +77,13 @@ def sample(
     config: SampleConfig,
 ) -> None:
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
-    from rich import print as rprint
 
     from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import sample_points
 
     summary = sample_points(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
-    rprint(
+    _print(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "
         f"({summary.chunks_run} chunks computed, {summary.chunks_total - summary.chunks_run} "
         "already done); "
@@ -92,12 +99,11 @@ def caption(
     config: CaptionConfig,
 ) -> None:
     """Captions per object: class names (and synonyms) in templates, plus free-text names."""
-    from rich import print as rprint
 
     from cg3d.pipeline.captions import caption_objects
 
     summary = caption_objects(meshes, out, config)
-    rprint(
+    _print(
         f"captioned {summary.captioned}/{summary.objects} objects into {out}; "
         f"{summary.failures - summary.refused} carried forward as failed at the meshes stage"
         + (f"; {summary.refused} failed here (too many synonyms)" if summary.refused else "")
@@ -114,7 +120,6 @@ def pack(
     config: PackConfig,
 ) -> None:
     """Pack points, views and captions into WebDataset shards with an index of checksums."""
-    from rich import print as rprint
 
     from cg3d.formats.failures import summarize
     from cg3d.pipeline.pack import pack_shards
@@ -125,7 +130,7 @@ def pack(
         f"{split} {summary.samples[split]} samples in {summary.shards[split]} shards"
         for split in summary.samples
     )
-    rprint(
+    _print(
         f"packed into {out}: {written}; left out {len(summary.failures)} failed objects"
         f"{f' ({stages})' if stages else ''}, listed in failures.parquet"
     )
@@ -140,7 +145,6 @@ def verify(
     ],
 ) -> None:
     """Re-read every shard: checksums and counts against index.json, every sample decoded."""
-    from rich import print as rprint
 
     from cg3d.pipeline.verify import verify_shards
 
@@ -149,7 +153,7 @@ def verify(
         typer.echo(f"bad {problem}")
     if report.problems:
         raise typer.Exit(1)
-    rprint(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
+    _print(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
 
 
 def inspect_command(
@@ -180,7 +184,7 @@ def inspect_command(
     from cg3d.pipeline.inspect import inspect_folder
 
     found = inspect_folder(folder, meshes)
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
     if ids:
         for object_id in found.ids:
             print(object_id)

@@ -73,7 +73,7 @@ from cg3d.pipeline.chunks import (
     run_chunks,
 )
 
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
     "id",

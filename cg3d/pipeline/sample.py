@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.files import locks_out_dir
-from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
+from cg3d.formats.manifest import (
+    MeshRecord,
+    manifest_file,
+    manifest_root,
+    manifest_tables,
+    mesh_file,
+)
 from cg3d.formats.points import PART_SUFFIX, channel_names, write_points_part
 from cg3d.geometry.frame import to_canonical_axes
 from cg3d.geometry.meshio import (
@@ -160,6 +166,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     """The stage: sample every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()
     meshes_dir = Path(meshes_dir)
+    manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
     output.prepare()
     workers = bound_workers(config.workers, config.executor)

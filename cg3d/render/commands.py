@@ -9,6 +9,15 @@ from cg3d.options import with_params
 from cg3d.params import RenderConfig
 
 
+def _print(line: str) -> None:
+    """A command's summary on stdout, as written: it holds paths and names, which rich would
+    read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
+    codes (`:train:`)."""
+    from rich.console import Console
+
+    Console(markup=False, emoji=False, soft_wrap=True).print(line)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the `cg3d` app."""
     app.command("render")(render)
@@ -22,7 +31,6 @@ def render(
     config: RenderConfig,
 ) -> None:
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
-    from rich import print as rprint
 
     from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
@@ -30,7 +38,7 @@ def render(
     summary = render_meshes(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rate = summary.views / max(summary.seconds, 1e-9)
-    rprint(
+    _print(
         f"rendered {summary.rendered}/{summary.objects} objects into {out} "
         f"({summary.views} views at {rate:.1f} views/s; {summary.chunks_run} of "
         f"{summary.chunks_total} chunks computed, the rest already done); "
@@ -56,10 +64,14 @@ def show(
 ) -> None:
     """Write a contact sheet PNG of an object's views (with its points projected when given)."""
     from cg3d.files import output_lock
+    from cg3d.pipeline.chunks import check_out_owner
     from cg3d.render.show import sheet_path
     from cg3d.render.show import show as write_sheet
 
     folder = sheet_path(out, object_id).parent  # the folder the sheet goes into
+    # a stage's folder (data/render) is a DVC output: a sheet there changes its hash, and the
+    # next `dvc repro` reruns the stage
+    check_out_owner(folder, "show", "would add its PNG to it")
     # The lock comes first (a second run is refused before any input is read) and makes the
     # folder, checked by check_out_dir (a file there is one line naming --out); an unknown id
     # or a damaged part then leaves no empty folder behind.

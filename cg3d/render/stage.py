@@ -26,7 +26,13 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.files import locks_out_dir
 from cg3d.formats.images import open_image
-from cg3d.formats.manifest import MeshRecord, manifest_root, manifest_tables, mesh_file
+from cg3d.formats.manifest import (
+    MeshRecord,
+    manifest_file,
+    manifest_root,
+    manifest_tables,
+    mesh_file,
+)
 from cg3d.formats.renders import PART_SUFFIX, Rendered, dumps_cameras, write_render_part
 from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
@@ -125,6 +131,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     plan = {k: v for k, v in asdict(config).items() if k not in where}
     if config.engine != "cycles":
         plan.pop("samples")
+    manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
     output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
     output.prepare()
     workers = bound_workers(config.workers, config.executor)

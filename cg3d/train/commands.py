@@ -44,7 +44,9 @@ def train(
     from cg3d.train.loop import run_lock, train_stage
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
-        Console(highlight=False).print(  # stdout: stderr is for what went wrong
+        Console(
+            highlight=False, markup=False, emoji=False
+        ).print(  # stdout: stderr is for what went wrong
             f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
             f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
             f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "

@@ -70,7 +70,7 @@ from cg3d.train.trainer import Trainer
 __all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_everything"]
 __all__ += ["train_stage"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 
 # The keys of the tracked `OUT/metrics.json`, numbers only: same params and data, same values
 # on any machine (what was trained goes to `about.json`, `run_about`)

@@ -36,7 +36,7 @@ from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.train.optim import init_prompts
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, emoji=False)
 RESUME_MODES = ("never", "auto", "always")
 
 # Config fields a resumed run may change, and why: none changes what the run optimises.

@@ -245,3 +245,50 @@ def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp
         with pytest.raises(UsageError) as caught:
             check_shape_file(rows[name])
         assert words in str(caught.value), (name, str(caught.value))
+
+
+@pytest.mark.parametrize(
+    "source,out",
+    [
+        ("a.npy", "a.npy"),  # the shape itself
+        ("a.npy", "sub/../a.npy"),  # spelt another way
+        ("link.npy", "a.npy"),  # through a symlink
+        ("list.txt", "a.npy"),  # listed
+        ("shapes", "shapes/b.npy"),  # in the folder
+    ],
+)
+def test_embed_into_a_shape_it_reads_is_refused_and_the_shape_kept(
+    tmp_path, monkeypatch, source, out
+):
+    """Before: `cg3d embed a.npy --out a.npy` replaced the points with their embedding."""
+    monkeypatch.chdir(tmp_path)
+    points = cube_points(1.0, 0)
+    np.save("a.npy", points)
+    os.symlink("a.npy", "link.npy")
+    (tmp_path / "list.txt").write_text("a.npy\n")
+    (tmp_path / "shapes").mkdir()
+    np.save("shapes/b.npy", points)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.npy")}
+    result = CliRunner().invoke(app, ["embed", source, "--checkpoint", "absent.pt", "--out", out])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"--out: {out} is a shape this run reads; choose another file"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.npy")} == before
+
+
+def test_embeddings_into_the_folder_of_the_shapes_are_refused(tmp_path, monkeypatch):
+    """Before: `cg3d embed shapes --out shapes/e.npy` wrote there, and the next run over the
+    folder read the embeddings as a shape (a failed row)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes").mkdir()
+    np.save("shapes/b.npy", cube_points(1.0, 0))
+    command = ["embed", "shapes", "--checkpoint", "absent.pt", "--out"]
+    result = CliRunner().invoke(app, [*command, "shapes/deeper/e.npy"])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == (
+        "--out: shapes/deeper/e.npy is inside shapes, whose .npy files are the shapes read: a "
+        "later run over it would read this file as a shape; choose another folder"
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["b.npy", "shapes"]
+    # a .parquet there is no shape: only the missing checkpoint stops this one
+    result = CliRunner().invoke(app, [*command, "shapes/e.parquet"])
+    assert str(result.exception) == "no checkpoint at absent.pt"

@@ -173,3 +173,20 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_one_line_naming_it(
     named = words[out] in lines[0] or f"{Path(words[out]).parent}:" in lines[0]
     assert named and "ermission denied" in lines[0], err
     assert list(folder.iterdir()) == []  # nothing was left in it
+
+
+def test_an_out_folder_whose_name_is_not_utf8_is_one_line_before_any_work(tmp_path):
+    """Before: `cg3d meshes --out $'bad\\xff/m'` validated every mesh, then pyarrow could not
+    encode the path: a UnicodeEncodeError traceback (the same from a non-UTF-8 working folder)."""
+    import subprocess
+    import sys
+
+    parent = os.fsencode(tmp_path) + b"/bad\xff"
+    words = [sys.executable, "-m", "cg3d", "meshes", "--per-class", "1", "--workers", "1"]
+    run = subprocess.run([*words, "--out", parent + b"/m"], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == (
+        f"error: --out: '{tmp_path}/bad\\udcff/m' is not a UTF-8 name; choose a folder whose "
+        "path is\n"
+    )
+    assert not os.path.lexists(parent)

@@ -315,10 +315,17 @@ def test_a_results_folder_of_another_command_is_refused_and_kept(shards, tmp_pat
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     with pytest.raises(UsageError) as refused:
         run_command(command, shards, out, tmp_path / "absent.pt")
-    assert str(refused.value) == (
-        f"--out: {out} holds the results of `cg3d {owner}`; `cg3d {command}` would replace "
-        "its metrics.json and about.json: choose another folder"
-    )
+    if owner == "train" and command != "train":  # a stage's folder: said by check_out_owner
+        expected = (
+            f"--out: {out} holds the output of `cg3d train`; `cg3d {command}` would write its "
+            "metrics.json, about.json and run.json there: choose another folder"
+        )
+    else:
+        expected = (
+            f"--out: {out} holds the results of `cg3d {owner}`; `cg3d {command}` would replace "
+            "its metrics.json and about.json: choose another folder"
+        )
+    assert str(refused.value) == expected
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
@@ -402,3 +409,38 @@ def test_a_rerun_that_fails_while_writing_leaves_no_earlier_numbers(
     with pytest.raises(OSError):
         zeroshot_module.zeroshot(tiny_checkpoint, out, config)
     assert not (out / "metrics.json").exists() and not (out / "about.json").exists()
+
+
+@pytest.mark.parametrize("command", ["zeroshot", "retrieval", "finetune"])
+def test_results_into_a_training_run_or_a_shard_set_are_refused_before_any_work(
+    shards, tmp_path, tiny_checkpoint, command
+):
+    """Before: `cg3d eval zeroshot --out runs/train` replaced the run's own metrics.json,
+    about.json and run.json (the same names) with the evaluation's."""
+    from cg3d.eval.finetune import finetune
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.eval.zeroshot import zeroshot
+    from cg3d.params import FinetuneConfig, RetrievalConfig, ZeroShotConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_checkpoint, run / "last.pt")
+    for name in ("metrics.json", "about.json", "run.json"):
+        (run / name).write_text('{"train/loss": 1.5}\n')
+    runs = {
+        "zeroshot": lambda out: zeroshot(run / "last.pt", out, ZeroShotConfig(root=str(shards))),
+        "retrieval": lambda out: retrieval(run / "last.pt", shards, out, RetrievalConfig()),
+        "finetune": lambda out: finetune(
+            run / "last.pt", out, FinetuneConfig(root=str(shards), mode="linear")
+        ),
+    }
+    name = {"zeroshot": "eval zeroshot", "retrieval": "eval retrieval", "finetune": "finetune"}
+    for folder, owner in [(run, "train"), (shards, "pack")]:
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        with pytest.raises(UsageError) as caught:
+            runs[command](folder)
+        assert str(caught.value) == (
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {name[command]}` would "
+            "write its metrics.json, about.json and run.json there: choose another folder"
+        )
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before

@@ -283,6 +283,14 @@ def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_
     (row,) = table(tmp_path / "with")
     assert row["status"] == "done"
     assert float(row["acc1"]) == pytest.approx(expected, abs=0.01)
+    # a FIFO by the file's name is a failed pair saying what it is: before, it was passed over
+    # for the teacher's tower (here: the row naming the unavailable weights)
+    fifo = tmp_path / "fifo" / "bigg__modelnet40.npy"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    run([*args, "--out", str(tmp_path / "fifo-out"), "--text-features", str(fifo.parent)])
+    (row,) = table(tmp_path / "fifo-out")
+    assert row["status"] == f"failed: {fifo}: not a regular file"
 
 
 def test_the_readme_tables_of_released_models_and_protocols_are_the_registries():

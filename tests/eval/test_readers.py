@@ -434,3 +434,27 @@ def test_a_shapenet55_cloud_that_is_a_folder_is_named_so(tmp_path):
     (tmp_path / "test.txt").write_text("02691156-a.npy\n02691156-b.npy\n")
     with pytest.raises(UsageError, match="02691156-b.npy' is a folder, not a file"):
         list(open_benchmark("shapenet55", tmp_path).shapes())
+
+
+@pytest.mark.parametrize(
+    "dataset,name",
+    [
+        ("modelnet40", "modelnet40_shape_names.txt"),
+        ("modelnet40", "modelnet40_test.txt"),
+        ("shapenet55", "test.txt"),
+    ],
+)
+def test_a_benchmark_list_that_is_not_utf8_is_one_line_naming_it(tmp_path, dataset, name):
+    """Before: a UnicodeDecodeError traceback from the reader."""
+    if dataset == "modelnet40":
+        write_modelnet(tmp_path, 40)
+    else:
+        write_shapenet55(tmp_path, ["02691156-a1.npy"])
+    with (tmp_path / name).open("ab") as handle:
+        handle.write(b"\xff\xfe\n")
+    size = (tmp_path / name).stat().st_size
+    with pytest.raises(UsageError) as caught:
+        open_benchmark(dataset, tmp_path)
+    assert str(caught.value) == (
+        f"--root: {tmp_path / name} is not UTF-8 text (byte {size - 3}: invalid start byte)"
+    )

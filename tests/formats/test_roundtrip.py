@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cg3d.errors import UsageError
 from cg3d.formats.captions import CaptionsFile, captions_writer, read_captions
 from cg3d.formats.failures import read_failures, write_failures
 from cg3d.formats.manifest import (
@@ -68,7 +69,7 @@ def test_classes_round_trip_and_fall_back_to_the_good_objects(tmp_path):
 
 
 def test_a_missing_manifest_names_the_file_before_reading(tmp_path):
-    with pytest.raises(FileNotFoundError, match="manifest.parquet"):
+    with pytest.raises(UsageError, match="^no manifest at .*manifest.parquet: run `cg3d meshes`"):
         manifest_rows(tmp_path)
 
 

@@ -172,3 +172,21 @@ def test_protocol_and_cards():
     assert giant.published["objaverse-lvis"]["acc1"] == 55.3
     assert giant.published["modelnet40"]["acc1"] == 88.2
     assert (giant.teacher_model, giant.embed_dim, giant.license) == ("EVA02-E-14-plus", 1024, "MIT")
+
+
+def test_a_convert_onto_its_own_input_is_refused_and_the_released_file_kept(tmp_path):
+    """Before: `--out` naming the released checkpoint (or through a link to it) replaced it
+    with the converted one: the original, a download, was gone. export refused it already."""
+    state = random_state(uni3d_layout(**FULL_SIZES["uni3d-ti"]), seed=2)
+    file = tmp_path / "model.pt"
+    torch.save({"module": state}, file)
+    (tmp_path / "link.pt").symlink_to(file.name)
+    released = file.read_bytes()
+    for out in (file, tmp_path / "link.pt"):
+        arguments = ["convert", "uni3d-ti", "--checkpoint", str(file), "--out", str(out)]
+        result = CliRunner().invoke(app, arguments)
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception) == (
+            f"--out: {out} is the --checkpoint itself; convert writes another file"
+        )
+        assert file.read_bytes() == released

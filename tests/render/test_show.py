@@ -186,3 +186,37 @@ def test_a_refused_show_leaves_no_folder_behind(tmp_path, error, out):
     result = CliRunner().invoke(app, command)
     assert isinstance(result.exception, UsageError), (result.exception, result.output)
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("sheet", ["", "sheet.png"])
+def test_a_sheet_into_a_stage_output_folder_is_refused_and_the_folder_kept(tmp_path, sheet):
+    """Before: `cg3d show --out data/render` put its PNG into the render stage's folder (a DVC
+    output: its hash changed, so the next `dvc repro` reran the stage). The owner rule of
+    every stage's --out (`check_out_owner`) now refuses it before anything is written."""
+    from cg3d.files import output_lock
+    from cg3d.pipeline.chunks import ChunkedOutput
+
+    renders = tmp_path / "renders"
+    with output_lock(renders):  # the render stage's plan: the folder is its
+        ChunkedOutput(renders, ".tar", "render", {"stage": "render"}).prepare()
+    write_renders(renders, "chair_1")
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    (meshes / "manifest.parquet").write_bytes(b"")  # the meshes stage's file: its folder
+    for folder, owner in [(renders, "render"), (meshes, "meshes")]:
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        out = folder / sheet if sheet else folder
+        command = ["show", "chair_1", "--renders", str(renders), "--out", str(out)]
+        result = CliRunner().invoke(app, command)
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception) == (
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d show` would add its "
+            "PNG to it: choose another folder"
+        )
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # a folder of our own sheets, or a new one, takes them
+    for out in (tmp_path / "sheets", tmp_path / "sheets"):
+        result = CliRunner().invoke(
+            app, ["show", "chair_1", "--renders", str(renders), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output

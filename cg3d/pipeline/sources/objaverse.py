@@ -16,7 +16,7 @@ from itertools import chain
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import resolved_root
+from cg3d.files import require_regular_file, resolved_root
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -108,8 +108,7 @@ def read_annotations(path: Path) -> dict[str, tuple[str | None, str | list[str]]
     """{uid: (category, free-text name or "")} from any of the supported forms; a uid the file
     puts under two categories is (None, [both categories]) (never the last one silently), and a
     key written twice in one JSON object is a one-line UsageError."""
-    if not path.is_file():
-        raise UsageError(f"--annotations: no annotation file {path}")
+    require_regular_file(path, f"--annotations: no annotation file {path}")  # a FIFO, a folder
     data = read_json(path, "--annotations", unique_keys=True)
     if not isinstance(data, dict):
         raise UsageError(f"--annotations: {path} must hold a JSON object")

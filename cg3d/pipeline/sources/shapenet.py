@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.files import shown_name
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -98,7 +99,16 @@ def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def read_split_file(path: Path) -> dict[tuple[str, str], str]:
-    """{(synsetId, modelId): "train" | "test"} from all.csv or Point-BERT's train/test lists."""
+    """{(synsetId, modelId): "train" | "test"} from all.csv or Point-BERT's train/test lists;
+    a file that is not text, or a list line that is no `<synsetId>-<modelId>`, is one line
+    naming it (they were UnicodeDecodeError and ValueError tracebacks)."""
+    try:
+        return _read_split_file(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UsageError(f"--split-file: {path} does not read ({error})") from None
+
+
+def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
     if path.is_file() and path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as handle:
             rows = csv.DictReader(handle)
@@ -107,17 +117,28 @@ def read_split_file(path: Path) -> dict[tuple[str, str], str]:
                 raise UsageError(
                     f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}"
                 )
-            return {
-                (row["synsetId"].zfill(8), row["modelId"]): "test"
-                if row["split"] == "test"
-                else "train"
-                for row in rows
-            }
+            splits = {}
+            for row in rows:
+                # val joins train; anything else (a typo, a short row's None) was train unsaid
+                if row["split"] not in ("train", "val", "test") or not row["modelId"]:
+                    raise UsageError(
+                        f"--split-file: {path} line {rows.line_num}: split "
+                        f"{shown_name(str(row['split']))} of model {shown_name(str(row['modelId']))}"
+                        " is not train, val or test"
+                    )
+                key = (row["synsetId"].zfill(8), row["modelId"])
+                splits[key] = "test" if row["split"] == "test" else "train"
+            return splits
     if path.is_dir() and (path / "train.txt").is_file() and (path / "test.txt").is_file():
         splits = {}
         for split in ("train", "test"):
             for line in (path / f"{split}.txt").read_text(encoding="utf-8").split():
-                synset, model = line.removesuffix(".npy").split("-", 1)
+                synset, dash, model = line.removesuffix(".npy").partition("-")
+                if not (dash and synset and model):
+                    raise UsageError(
+                        f"--split-file: {path / f'{split}.txt'} lists {shown_name(line)}, "
+                        "not <synsetId>-<modelId>"
+                    )
                 splits[(synset, model)] = split
         return splits
     raise UsageError(

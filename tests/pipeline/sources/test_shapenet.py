@@ -73,3 +73,39 @@ def test_missing_taxonomy_and_bad_split_file_name_their_option(tmp_path: Path) -
     (root / "taxonomy.json").unlink()
     with pytest.raises(UsageError, match="^--root: no taxonomy.json"):
         build_manifest(MeshesConfig(source="shapenet", root=str(root)), tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "name,content,line",
+    [
+        ("all.csv", b"synsetId,modelId,split\n03211117,m1,train\n\xff\xfe\n", "does not read ("),
+        ("lists/train.txt", b"\xff\xfe03211117-m1\n", "does not read ("),
+        (
+            "lists/train.txt",
+            b"03211117-m1.npy\nm2.npy\n",
+            "lists 'm2.npy', not <synsetId>-<modelId>",
+        ),
+        ("lists/train.txt", b"-m2\n", "lists '-m2', not <synsetId>-<modelId>"),
+        # a typo or a short row was a training shape, unsaid
+        ("all.csv", b"synsetId,modelId,split\n03211117,m1,tset\n", "line 2: split 'tset' of mod"),
+        (
+            "all.csv",
+            b"synsetId,modelId,split\n03211117,m1,test\n03211117\n",
+            "line 3: split 'None'",
+        ),
+    ],
+)
+def test_a_split_file_that_does_not_parse_is_one_line_naming_it(tmp_path, name, content, line):
+    """Before: UnicodeDecodeError and "not enough values to unpack" tracebacks; a split value
+    other than train, val or test was counted as train."""
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "test.txt").write_text("03211117-m3.npy\n")
+    (tmp_path / name).write_bytes(content)
+    given = tmp_path / name.split("/")[0]
+    config = MeshesConfig(source="shapenet", root=str(root), split_file=str(given), workers=1)
+    with pytest.raises(UsageError) as caught:
+        build_manifest(config, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("--split-file: ") and line in message and "\n" not in message

@@ -1,0 +1,149 @@
+"""A file a user hands in (a params file, a checkpoint, a stage's manifest, captions or shard
+index, text features) that is a FIFO, a folder or a symlink loop is named as what it is, in one
+line, and never opened: before, each was "no manifest at …"/"no such file" (a FIFO that got past
+the check would block the read forever)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.errors import UsageError
+from cg3d.formats.captions import CaptionsFile
+from cg3d.formats.manifest import manifest_path
+from cg3d.formats.shards import read_index
+from cg3d.formats.textfeatures import read_text_features
+from cg3d.models.checkpoint import read_checkpoint
+from cg3d.params import read_yaml
+
+
+def _not_a_file(kind: str, path: Path) -> Path:
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a folder":
+        path.mkdir()
+    else:  # a symlink loop
+        path.symlink_to(path.name)
+    return path
+
+
+KINDS = ["a FIFO", "a folder", "a symlink loop"]
+READERS = {
+    "manifest.parquet": manifest_path,
+    "captions.parquet": CaptionsFile,
+    "index.json": read_index,
+}
+
+
+def _expected(kind: str, path: Path) -> str:
+    if kind == "a symlink loop":
+        return f"'{path}' is a symlink loop"
+    return f"{path}: not a regular file"
+
+
+@pytest.mark.timeout(60)  # a guard only: before, a FIFO that was opened blocked forever
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(READERS))
+def test_a_stage_file_that_is_no_file_is_named_so(tmp_path, name, kind):
+    path = _not_a_file(kind, tmp_path / name)
+    with pytest.raises(UsageError) as caught:
+        READERS[name](tmp_path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["params.yaml", "last.pt", "features.npy", "features.json"])
+def test_a_file_given_on_the_command_line_that_is_no_file_is_named_so(tmp_path, name, kind):
+    readers = {
+        "params.yaml": read_yaml,
+        "last.pt": read_checkpoint,
+        "features.npy": read_text_features,
+        "features.json": lambda _: read_text_features(tmp_path / "features.npy"),
+    }
+    if name == "features.json":  # the sidecar beside a real .npy
+        (tmp_path / "features.npy").write_bytes(b"")
+    path = _not_a_file(kind, tmp_path / name)
+    with pytest.raises(UsageError) as caught:
+        readers[name](path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+@pytest.mark.timeout(60)
+def test_cg3d_sample_with_a_params_fifo_is_one_line(tmp_path):
+    fifo = _not_a_file("a FIFO", tmp_path / "params.yaml")
+    words = ["sample", "--meshes", str(tmp_path), "--out", str(tmp_path / "o"), "--params"]
+    result = CliRunner().invoke(app, [*words, str(fifo)])
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception) == f"{fifo}: not a regular file"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_file_keeps_its_own_message(tmp_path):
+    with pytest.raises(UsageError, match="^no manifest at .*: run `cg3d meshes` first$"):
+        manifest_path(tmp_path)
+    with pytest.raises(UsageError, match="^no captions at .*: run `cg3d caption` first$"):
+        CaptionsFile(tmp_path)
+    with pytest.raises(UsageError, match="^--params: no such file "):
+        read_yaml(tmp_path / "absent.yaml")
+    with pytest.raises(UsageError, match="^no checkpoint at "):
+        read_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.timeout(60)  # a guard only: `cg3d export --measured FIFO` hung forever
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["--measured", "--annotations", "--audit", "--image"])
+def test_other_files_a_user_names_that_are_no_file_are_named_so(tmp_path, name, kind):
+    """Before: --measured (a FIFO) hung the export; --annotations said "no annotation file",
+    --audit "no audit.json in", a search --image "no such file"."""
+    from cg3d.app.api import read_image
+    from cg3d.eval.audit import read_audit
+    from cg3d.models.hub import read_measured
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    readers = {
+        "--measured": lambda path: read_measured([path]),
+        "--annotations": read_annotations,
+        "--audit": lambda path: read_audit(path.parent),
+        "--image": read_image,
+    }
+    path = _not_a_file(kind, tmp_path / ("audit.json" if name == "--audit" else "file.json"))
+    with pytest.raises(UsageError) as caught:
+        readers[name](path)
+    assert str(caught.value) == _expected(kind, path)
+
+
+def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(tmp_path):
+    """Before: a file (or a typo) for the folder of MODEL__DATASET.npy files was no folder, so
+    every pair silently scored with the teacher's text features."""
+    from cg3d.eval.benchmark import run_benchmark
+    from cg3d.params import ZeroShotConfig
+
+    (tmp_path / "features.npy").write_bytes(b"")
+    config = ZeroShotConfig()
+    for given, line in [
+        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is not a folder (of "),
+        ("absent", f"--text-features: no such folder {tmp_path / 'absent'}"),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            run_benchmark([], [], tmp_path / "out", config, tmp_path / given)
+        assert str(caught.value).startswith(line)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "render"])
+@pytest.mark.parametrize("manifest", ["missing", "damaged"])
+def test_a_stage_refused_for_its_manifest_leaves_no_out_folder(tmp_path, command, manifest):
+    """Before: the refused run had made --out with a .plan.json and _failures/ in it, so the
+    folder now belonged to that stage (another stage's --out there was refused)."""
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    if manifest == "damaged":
+        (meshes / "manifest.parquet").write_bytes(b"garbage")
+    words = [command, "--meshes", str(meshes), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, words)
+    assert isinstance(result.exception, UsageError), result.output
+    assert "manifest.parquet" in str(result.exception)
+    assert not (tmp_path / "out").exists()
