@@ -133,15 +133,20 @@ def quiet_warnings() -> None:
 
 def main() -> None:
     """Entry point: user errors, and what the machine refused (a full disk, a read-only
-    folder: any OSError, named by its file and its errno's meaning), become one line on
-    stderr and exit code 2."""
-    from cg3d.files import os_error_line
+    folder: any OSError, named by its file and its errno's meaning; a name that is not UTF-8),
+    become one line on stderr and exit code 2."""
+    from cg3d.files import not_utf8_line, os_error_line
 
     quiet_warnings()
     try:
         app()
-    except (UsageError, OSError) as error:
-        message = os_error_line(error) if isinstance(error, OSError) else str(error)
+    except (UsageError, OSError, UnicodeEncodeError) as error:
+        if isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug
+            message = not_utf8_line(error)
+            if message is None:
+                raise
+        else:
+            message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
         console.print("[bold red]error:[/]", end=" ")
         console.print(printable(message), markup=False)

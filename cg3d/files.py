@@ -164,6 +164,19 @@ def os_error_line(error: OSError) -> str:
     return str(error)
 
 
+def not_utf8_line(error: UnicodeEncodeError) -> str | None:
+    """One line for a name that is not UTF-8, or None for another encoding error. Python reads
+    such a name from the command line or a folder with its bad bytes as lone surrogates
+    (surrogateescape); pyarrow and the JSON records need UTF-8, and refused it deep in a stage
+    (an input folder named `bad\\xff`: a traceback)."""
+    if error.reason != "surrogates not allowed" or not isinstance(error.object, str):
+        return None
+    return (
+        f"{shown_name(error.object)} is not a UTF-8 name; rename it (or give a path that is) "
+        "to read or write it"
+    )
+
+
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
     """Create the output folder `folder` if needed and check that files can be created in it,
     before any work starts: a read-only, unwritable or misnamed folder is a one-line

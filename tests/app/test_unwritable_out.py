@@ -190,3 +190,26 @@ def test_an_out_folder_whose_name_is_not_utf8_is_one_line_before_any_work(tmp_pa
         "path is\n"
     )
     assert not os.path.lexists(parent)
+
+
+@pytest.mark.parametrize("command", [["sample", "--out", "points"], ["inspect"], ["caption"]])
+def test_an_input_folder_whose_name_is_not_utf8_is_one_line(tmp_path, command):
+    """Before: `cg3d sample --meshes $'bad\\xff/m'` (or inspect of it) ended in pyarrow's
+    UnicodeEncodeError traceback: Python reads the bad byte as a lone surrogate, pyarrow and
+    the JSON records need UTF-8."""
+    import subprocess
+    import sys
+
+    meshes = os.fsencode(tmp_path) + b"/bad\xff/m"
+    made = [sys.executable, "-m", "cg3d", "meshes", "--per-class", "1", "--workers", "1"]
+    subprocess.run([*made, "--out", tmp_path / "m"], check=True, capture_output=True)
+    os.makedirs(os.path.dirname(meshes))
+    os.rename(tmp_path / "m", meshes)
+    name, *rest = command
+    words = [name, meshes] if name == "inspect" else [name, "--meshes", meshes, *rest]
+    if name == "caption":
+        words += ["--out", tmp_path / "captions"]
+    run = subprocess.run([*made[:3], *words], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: '") and run.stderr.count("\n") == 1, run.stderr
+    assert "bad\\udcff/m" in run.stderr and "is not a UTF-8 name; rename it" in run.stderr
