@@ -1,4 +1,5 @@
-"""Whose folder is this: the one rule every command applies to its --out before any work.
+"""Whose folder is this: the one rule the stages, `cg3d index`, `cg3d show`, `cg3d train` and
+the evaluations (zeroshot, retrieval, finetune) apply to their --out before any work.
 
 A folder belongs to the command that wrote it, told by what it holds:
   .plan.json         the stage it records (every chunked stage and `cg3d index` write one)
