@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import DemoConfig, IndexConfig, option_fields
+from tests.app.command_line import cg3d
 from tests.eval.files import cube
 from tests.param_values import flag_words, other_value
 
@@ -43,17 +44,6 @@ def test_every_option_reaches_its_config(monkeypatch, tmp_path, words, stage, cl
     assert isinstance(result.exception, Captured), result.output
     config = result.exception.args[0]
     assert dataclasses.asdict(config) == dataclasses.asdict(cls()) | expected
-
-
-def cg3d(*words: str, cwd) -> subprocess.CompletedProcess:
-    """The installed command, as a user runs it (its own warnings and logging set-up)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cg3d", *map(str, words)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"PYTHONWARNINGS": ""},
-    )
 
 
 def test_random_clip_is_one_clear_line_once(tmp_path, tiny_checkpoint):
