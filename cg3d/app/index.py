@@ -22,6 +22,7 @@ from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top,
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
 from cg3d.files import locks_folder
+from cg3d.formats.owner import check_owner
 from cg3d.formats.retrieval import (
     FORMAT,
     merge_index_parts,
@@ -44,7 +45,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError
 from cg3d.params import IndexConfig
-from cg3d.pipeline.chunks import ChunkedOutput, check_out_owner, progress_bar
+from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Hit:
 def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexConfig) -> dict:
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
-    check_out_owner(out, "index")  # before the model loads
+    check_owner(out, "index")  # before the model loads
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     return index_shards(model, shards, Path(out), config)
 
@@ -103,7 +104,7 @@ def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfi
     }
     checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
     fingerprint = {
-        "stage": "index",  # whose folder this is (`check_out_owner`), as every stage's plan
+        "stage": "index",  # whose folder this is (`check_owner`), as every stage's plan
         "format": FORMAT,
         "model": model.identity,
         "shards": location(shards),

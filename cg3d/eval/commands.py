@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cg3d.files import check_out_dir, locks_folder
+from cg3d.files import check_out_dir, locks_folder, output_lock
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -105,14 +105,17 @@ def text_features_command(
 
     if (classes is None) == (dataset is None):
         raise UsageError("give the classes: --classes a,b,c or --dataset NAME --root DIR")
-    if dataset is not None:
-        if root is None:
-            raise UsageError("--dataset needs --root, the benchmark's files")
-        names = benchmark_classes(dataset, root, variant, allow_pickle)
-    else:
-        names = [name.strip() for name in (classes or "").split(",") if name.strip()]
-    check_out_dir(out.parent)
-    record = write_class_features(checkpoint, out, names, protocol, clip_pretrained)
+    if dataset is not None and root is None:
+        raise UsageError("--dataset needs --root, the benchmark's files")
+    # The file's folder locked, as every command locks its --out, before any work: two runs
+    # into one FILE.npy at once could leave one's rows beside the other's sidecar (the pair is
+    # two files, each atomic alone). A second run is refused at once.
+    with output_lock(out.parent):
+        if dataset is not None:
+            names = benchmark_classes(dataset, root, variant, allow_pickle)
+        else:
+            names = [name.strip() for name in (classes or "").split(",") if name.strip()]
+        record = write_class_features(checkpoint, out, names, protocol, clip_pretrained)
     console.print(
         f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
         f"{record['templates']} templates) → {out}",

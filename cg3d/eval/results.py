@@ -18,7 +18,8 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, write_json
-from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, check_results_owner, write_metrics
+from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
+from cg3d.formats.owner import check_owner
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
@@ -26,14 +27,11 @@ HISTORY_NAME = "history.csv"
 
 
 def check_results_out(out: Path, command: str) -> None:
-    """Refuse, before any work, an --out that holds a stage's output (`check_out_owner`) or
-    another command's results (`check_results_owner`): the results' metrics.json,
-    about.json and run.json are the names a training run writes too, so
-    `cg3d eval zeroshot --out runs/train` replaced the run's own metrics."""
-    from cg3d.pipeline.chunks import check_out_owner
-
-    check_out_owner(out, command, "would write its metrics.json, about.json and run.json there")
-    check_results_owner(Path(out), command)
+    """Refuse, before any work, an --out that holds another command's output (`check_owner`):
+    the results' metrics.json, about.json and run.json are the names a training run and every
+    other evaluation write too, so `cg3d eval zeroshot --out runs/train` replaced the run's own
+    metrics, and a retrieval into a zero-shot folder left its predictions beside other numbers."""
+    check_owner(out, command, "would write its metrics.json, about.json and run.json there")
 
 
 def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> None:

@@ -20,7 +20,6 @@ beside them.
 from pathlib import Path
 from typing import Any
 
-from cg3d.errors import UsageError
 from cg3d.files import loads_json, write_json
 
 METRICS_NAME = "metrics.json"
@@ -54,42 +53,6 @@ def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> 
     (out / METRICS_NAME).unlink(missing_ok=True)
     write_json(out / ABOUT_NAME, about)
     write_json(out / METRICS_NAME, numbers)
-
-
-def results_owner(folder: Path) -> str | None:
-    """The command whose metrics.json `folder` holds, told by the files only it writes beside
-    it: last.pt (train), predictions.csv (eval zeroshot), history.csv or details.json with
-    per_class.csv (finetune: full, or the linear probe), details.json alone (eval retrieval).
-    None for a folder without metrics.json, or with no such file."""
-    folder = Path(folder)
-
-    def has(name: str) -> bool:
-        return (folder / name).exists()
-
-    if has("last.pt"):
-        return "train"
-    if not has(METRICS_NAME):
-        return None
-    if has("predictions.csv"):
-        return "eval zeroshot"
-    if has("history.csv") or (has("details.json") and has("per_class.csv")):
-        return "finetune"
-    if has("details.json"):
-        return "eval retrieval"
-    return None
-
-
-def check_results_owner(folder: Path, command: str) -> None:
-    """Refuse `--out` `folder` when it holds another command's results, before any work:
-    `cg3d eval zeroshot --out runs/train` replaced the training run's metrics.json and
-    about.json, and `cg3d eval retrieval` into a zero-shot folder left predictions.csv and
-    confusion.png beside the retrieval numbers, as if one run had made them all."""
-    owner = results_owner(folder)
-    if owner is not None and owner != command:
-        raise UsageError(
-            f"--out: {folder} holds the results of `cg3d {owner}`; `cg3d {command}` would "
-            f"replace its {METRICS_NAME} and {ABOUT_NAME}: choose another folder"
-        )
 
 
 def read_metrics(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,8 +14,8 @@ from cg3d.files import locks_out_dir
 from cg3d.formats.captions import MAX_CAPTION_CHARS, captions_writer
 from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import OK, failure_reason, manifest_batches
+from cg3d.formats.owner import check_owner
 from cg3d.params import CaptionConfig
-from cg3d.pipeline.chunks import check_out_owner
 from cg3d.protocol import shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")
@@ -71,7 +71,7 @@ def caption_objects(meshes_dir: Path, out_dir: Path, config: CaptionConfig) -> C
     template_set = templates(config.templates)
     batches = manifest_batches(meshes_dir, COLUMNS, BATCH_ROWS)
     out_dir = Path(out_dir)
-    check_out_owner(out_dir, "caption")
+    check_owner(out_dir, "caption")
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[dict] = []
     objects = 0

@@ -40,17 +40,16 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.errors import UsageError
-from cg3d.files import atomic_path, holds_lock, loads_json, why_not_a_file
+from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
+from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 
 log = logging.getLogger(__name__)
 _console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
-PLAN_NAME = ".plan.json"
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
 FAILURE_PARTS = "_failures"
@@ -65,40 +64,6 @@ def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-
-
-# A file only one command writes at the top of its --out, for a folder whose .plan.json does not
-# name its stage (or that has none)
-OWNER_FILES = {
-    "manifest.parquet": "meshes",
-    "captions.parquet": "caption",
-    "index.json": "pack",
-    "retrieval.json": "index",
-    "last.pt": "train",
-}
-
-
-def output_owner(folder: Path) -> str | None:
-    """The command whose output `folder` holds: the stage its .plan.json records, else the one
-    that writes a file found there; None for a new folder or one no command of ours wrote."""
-    plan = read_plan(Path(folder) / PLAN_NAME).get("plan")  # none, or cut short: the files say
-    if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
-        return plan["stage"]
-    return next((stage for name, stage in OWNER_FILES.items() if (folder / name).exists()), None)
-
-
-def check_out_owner(folder: Path, stage: str, harm: str = "would replace its files") -> None:
-    """Refuse `--out` `folder` when it holds another command's output, before anything is
-    written: every stage writes failures.parquet and .plan.json and clears a different plan's
-    part-* files, so `cg3d index --out data/points` removed the sampled points, and `cg3d
-    pack --out data/points` replaced the points' plan (the next `cg3d sample` started over).
-    `harm` says what `stage` would do there (`cg3d show` adds a file to a DVC output)."""
-    owner = output_owner(Path(folder))
-    if owner is not None and owner != stage:
-        raise UsageError(
-            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {stage}` {harm}: "
-            "choose another folder"
-        )
 
 
 @dataclass
@@ -139,7 +104,7 @@ class ChunkedOutput:
         """
         if not holds_lock(self.out_dir):
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
-        check_out_owner(self.out_dir, self.stage)
+        check_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
         digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,19 +165,6 @@ class ChunkedOutput:
         shutil.rmtree(self.scratch, ignore_errors=True)  # emptied by the workers as they closed
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
-
-
-def read_plan(plan_file: Path) -> dict:
-    """What a previous run left in `plan_file` (`.plan.json`): {"digest", "plan"}, or {} when
-    there is none, it does not parse (cut short), or it is no file: a FIFO there is never
-    opened (reading one waits for a writer for ever, and `cg3d sample` hung so)."""
-    if why_not_a_file(plan_file):
-        return {}
-    try:
-        recorded = loads_json(Path(plan_file).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
 
 
 def previous_plan_digest(plan_file: Path) -> str | None:

@@ -49,6 +49,7 @@ from cg3d.formats.manifest import (
     manifest_rows,
     read_classes,
 )
+from cg3d.formats.owner import PLAN_NAME, check_owner
 from cg3d.formats.points import PointsLookup, points_channels, points_parts
 from cg3d.formats.renders import Rendered, RendersLookup, render_parts
 from cg3d.formats.shards import (
@@ -66,9 +67,7 @@ from cg3d.formats.shards import (
 from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import (
-    PLAN_NAME,
     bound_workers,
-    check_out_owner,
     previous_plan_digest,
     run_chunks,
 )
@@ -193,7 +192,7 @@ def plan_digest(fingerprint: dict) -> str:
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     """Create the folders; keep the finished shards of the same plan, clear another plan's.
     Returns the plan's digest. The index goes first: no index, no set."""
-    check_out_owner(out_dir, "pack")
+    check_owner(out_dir, "pack")
     digest = plan_digest(fingerprint)
     plan_file = out_dir / PLAN_NAME
     previous = previous_plan_digest(plan_file)

@@ -64,14 +64,14 @@ def show(
 ) -> None:
     """Write a contact sheet PNG of an object's views (with its points projected when given)."""
     from cg3d.files import output_lock
-    from cg3d.pipeline.chunks import check_out_owner
+    from cg3d.formats.owner import check_owner
     from cg3d.render.show import sheet_path
     from cg3d.render.show import show as write_sheet
 
     folder = sheet_path(out, object_id).parent  # the folder the sheet goes into
     # a stage's folder (data/render) is a DVC output: a sheet there changes its hash, and the
     # next `dvc repro` reruns the stage
-    check_out_owner(folder, "show", "would add its PNG to it")
+    check_owner(folder, "show", "would add its PNG to it")
     # The lock comes first (a second run is refused before any input is read) and makes the
     # folder, checked by check_out_dir (a file there is one line naming --out); an unknown id
     # or a damaged part then leaves no empty folder behind.

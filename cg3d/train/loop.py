@@ -39,7 +39,8 @@ from rich.console import Console
 
 from cg3d.errors import UsageError
 from cg3d.files import holds_lock, loads_json, output_lock, write_json
-from cg3d.formats.metrics import METRICS_NAME, check_results_owner, write_metrics
+from cg3d.formats.metrics import METRICS_NAME, write_metrics
+from cg3d.formats.owner import check_owner
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
@@ -439,7 +440,8 @@ def train_stage(
     rank 0 holds it (the ranks of one run share the folder).
     """
     config.validate()
-    check_results_owner(Path(out), "train")  # an evaluation's folder: its numbers kept
+    # a stage's folder (data/points) or an evaluation's (its numbers): kept, before any work
+    check_owner(Path(out), "train", "would write its checkpoint, metrics.json and about.json there")
     with run_lock(out):
         return _train_stage(shards, Path(out), config, resume)
 

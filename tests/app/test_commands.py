@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.params import DemoConfig, IndexConfig, option_fields
-from tests.app.command import cg3d
+from tests.app.command_line import cg3d
 from tests.eval.files import cube
 from tests.param_values import flag_words, other_value
 

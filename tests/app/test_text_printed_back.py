@@ -6,7 +6,7 @@ the one line in two)."""
 
 import numpy as np
 
-from tests.app.command import cg3d
+from tests.app.command_line import cg3d
 from tests.eval.files import cube
 
 

@@ -268,7 +268,7 @@ def test_export_onto_its_own_checkpoint_is_one_line_and_keeps_it(tiny_checkpoint
     assert run.read_bytes() == before
 
 
-# The files each command leaves in its --out (what `results_owner` tells them by).
+# The files each command leaves in its --out (what `folder_owner` tells them by).
 RESULT_FOLDERS = {
     "train": ["last.pt", "metrics.json", "about.json", "params.yaml"],
     "eval zeroshot": ["metrics.json", "about.json", "predictions.csv", "per_class.csv"],
@@ -315,18 +315,35 @@ def test_a_results_folder_of_another_command_is_refused_and_kept(shards, tmp_pat
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     with pytest.raises(UsageError) as refused:
         run_command(command, shards, out, tmp_path / "absent.pt")
-    if owner == "train" and command != "train":  # a stage's folder: said by check_out_owner
-        expected = (
-            f"--out: {out} holds the output of `cg3d train`; `cg3d {command}` would write its "
-            "metrics.json, about.json and run.json there: choose another folder"
-        )
-    else:
-        expected = (
-            f"--out: {out} holds the results of `cg3d {owner}`; `cg3d {command}` would replace "
-            "its metrics.json and about.json: choose another folder"
-        )
-    assert str(refused.value) == expected
+    harm = (
+        "would write its checkpoint, metrics.json and about.json there"
+        if command == "train"
+        else "would write its metrics.json, about.json and run.json there"
+    )
+    expected = f"--out: {out} holds the output of `cg3d {owner}`; `cg3d {command}` {harm}"
+    assert str(refused.value) == expected + ": choose another folder"
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("stage", ["sample", "render"])
+def test_a_training_into_a_stage_output_folder_is_refused_and_kept(shards, tmp_path, stage):
+    """Before: `cg3d train` asked only whether --out held an evaluation's results, so
+    `cg3d train --out data/points` wrote its checkpoint and metrics among the sampled points
+    (a DVC output: its hash changed). It now asks the one owner rule every command asks."""
+    from cg3d.files import output_lock
+    from cg3d.pipeline.chunks import ChunkedOutput
+
+    out = tmp_path / "points"
+    with output_lock(out):  # the stage's plan: the folder is its
+        ChunkedOutput(out, ".parquet", stage, {"stage": stage}).prepare()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UsageError) as refused:
+        run_command("train", shards, out, tmp_path / "absent.pt")
+    assert str(refused.value) == (
+        f"--out: {out} holds the output of `cg3d {stage}`; `cg3d train` would write its "
+        "checkpoint, metrics.json and about.json there: choose another folder"
+    )
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval", "finetune"])

@@ -139,6 +139,20 @@ def test_the_table_has_a_row_per_model_and_dataset_beside_the_cards(setup):
     assert "| cg3d-release | modelnet40 | cg3d-public | – | 48.7 | – |" in markdown
 
 
+def pairs_evaluated(monkeypatch) -> list[tuple[str, str]]:
+    """The (model, dataset) pairs the benchmark evaluates from now on, in order: the list
+    fills as it runs (a pair taken from an earlier run's JSON is not evaluated)."""
+    calls: list[tuple[str, str]] = []
+    real = benchmark_module.evaluate_pair
+
+    def counted(model, entry, dataset, *rest):
+        calls.append((entry.name, dataset.key))
+        return real(model, entry, dataset, *rest)
+
+    monkeypatch.setattr(benchmark_module, "evaluate_pair", counted)
+    return calls
+
+
 def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypatch):
     args, _, tmp_path = setup
     run(args)
@@ -147,14 +161,7 @@ def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypa
     # killed while on ours × ScanObjectNN: that JSON was never written (atomic writes)
     (out / "ours__scanobjectnn-obj_only.json").unlink()
     (out / ".ours__scanobjectnn-obj_only.json.999.tmp").write_text('{"half": ')
-    calls = []
-    real = benchmark_module.evaluate_pair
-
-    def counted(model, entry, dataset, *rest):
-        calls.append((entry.name, dataset.key))
-        return real(model, entry, dataset, *rest)
-
-    monkeypatch.setattr(benchmark_module, "evaluate_pair", counted)
+    calls = pairs_evaluated(monkeypatch)
     run(args)
     assert calls == [("ours", "scanobjectnn-obj_only")]
     after = {(r["model"], r["dataset"]): r for r in table(out)}
@@ -199,14 +206,7 @@ def test_a_pair_result_edited_by_hand_is_recomputed(setup, monkeypatch, edit):
     edited = json.loads(written)
     HAND_EDITS[edit](edited)
     pair.write_text(json.dumps(edited))
-    calls = []
-    real = benchmark_module.evaluate_pair
-
-    def counted(model, entry, dataset, *rest):
-        calls.append((entry.name, dataset.key))
-        return real(model, entry, dataset, *rest)
-
-    monkeypatch.setattr(benchmark_module, "evaluate_pair", counted)
+    calls = pairs_evaluated(monkeypatch)
     run(args)
     assert calls == [("ours", "modelnet40")]  # that pair only; the other kept
     assert pair.read_bytes() == written

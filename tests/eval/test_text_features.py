@@ -90,3 +90,27 @@ def test_text_features_names_its_out_option_before_loading_the_model(tmp_path, n
     result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == f"--out: {out} must end in .npy"  # not: no checkpoint
+
+
+def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_path):
+    """Before: two `cg3d eval text-features --out same.npy` at once were not locked against
+    each other, so an interleaving could leave one run's rows beside the other's sidecar. The
+    second now meets the file's folder locked, and is refused before its checkpoint is read."""
+    from cg3d.files import LOCK_NAME, output_lock
+
+    out = tmp_path / "features" / "same.npy"
+    out.parent.mkdir()
+    out.write_bytes(b"the first run's rows")
+    out.with_suffix(".json").write_bytes(b"the first run's sidecar")
+    words = ["eval", "text-features", "--checkpoint", str(tmp_path / "absent.pt")]
+    with output_lock(out.parent):  # the first run, writing
+        result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
+    assert isinstance(result.exception, UsageError), result.output
+    (line,) = str(result.exception).splitlines()
+    assert line.startswith(f"--out: another run is writing into {out.parent}") and LOCK_NAME in line
+    assert out.read_bytes() == b"the first run's rows"
+    assert out.with_suffix(".json").read_bytes() == b"the first run's sidecar"
+    # once it is done, a run goes ahead (here to the missing checkpoint) and leaves no lock
+    result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
+    assert "absent.pt" in str(result.exception)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["same.json", "same.npy"]

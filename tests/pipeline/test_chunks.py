@@ -146,6 +146,18 @@ def test_a_folder_of_another_stage_is_refused_and_its_files_kept(tmp_path, locke
     (tmp_path / "run" / "last.pt").write_bytes(b"")
     with pytest.raises(UsageError, match="holds the output of `cg3d train`; `cg3d sample`"):
         ChunkedOutput(tmp_path / "run", ".parquet", "sample", {"stage": "sample"}).prepare()
+    # and an evaluation's by the files beside its metrics.json (the one owner rule: a stage
+    # into runs/eval/zeroshot added its parts to the results, a DVC output)
+    (tmp_path / "zeroshot").mkdir()
+    for name in ("metrics.json", "about.json", "predictions.csv"):
+        (tmp_path / "zeroshot" / name).write_text("{}\n")
+    with pytest.raises(UsageError, match="output of `cg3d eval zeroshot`; `cg3d sample`"):
+        ChunkedOutput(tmp_path / "zeroshot", ".parquet", "sample", {"stage": "sample"}).prepare()
+    assert sorted(p.name for p in (tmp_path / "zeroshot").iterdir()) == [
+        "about.json",
+        "metrics.json",
+        "predictions.csv",
+    ]
     # its own folder, a new one and one of other files are the stage's to write
     ChunkedOutput(points, ".parquet", "sample", {"stage": "sample", "points": 64}).prepare()
     (tmp_path / "mine" / "notes").mkdir(parents=True)

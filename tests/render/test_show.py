@@ -192,7 +192,7 @@ def test_a_refused_show_leaves_no_folder_behind(tmp_path, error, out):
 def test_a_sheet_into_a_stage_output_folder_is_refused_and_the_folder_kept(tmp_path, sheet):
     """Before: `cg3d show --out data/render` put its PNG into the render stage's folder (a DVC
     output: its hash changed, so the next `dvc repro` reran the stage). The owner rule of
-    every stage's --out (`check_out_owner`) now refuses it before anything is written."""
+    every stage's --out (`check_owner`) now refuses it before anything is written."""
     from cg3d.files import output_lock
     from cg3d.pipeline.chunks import ChunkedOutput
 

@@ -39,6 +39,7 @@ from cg3d.files import (
     resolved_root,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
+from cg3d.formats.owner import check_owner
 from cg3d.geometry.meshio import (
     BYTES_ONLY_SUFFIXES,
     MeshError,
@@ -46,7 +47,7 @@ from cg3d.geometry.meshio import (
     validate_file,
 )
 from cg3d.params import MeshesConfig
-from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, check_out_owner, run_chunks
+from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, run_chunks
 from cg3d.pipeline.sources.merge import merge_parts
 
 STAGE = "meshes"
@@ -98,7 +99,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         config = replace(config, root=str(resolved_root(config.root)))
     out_dir = Path(out_dir)
     exclude = read_exclude(config.exclude) if config.exclude else None  # before any work
-    check_out_owner(out_dir, STAGE)
+    check_owner(out_dir, STAGE)
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = source_listing(config.source)(config, out_dir)
     for name in listing.classes:

@@ -1,4 +1,4 @@
-"""`cg3d` as a user runs it, for the tests of what a command prints."""
+"""`cg3d` run as a user runs it, for the app tests that read its real output."""
 
 import os
 import subprocess

@@ -1,0 +1,82 @@
+"""Whose folder is this: the one rule the stages, `cg3d index`, `cg3d show`, `cg3d train` and
+the evaluations (zeroshot, retrieval, finetune) apply to their --out before any work.
+
+A folder belongs to the command that wrote it, told by what it holds:
+  .plan.json         the stage it records (every chunked stage and `cg3d index` write one)
+  OWNER_FILES        a file only one command writes at the top of its folder
+  RESULT_FILES       beside metrics.json, the files only one results command writes
+A command writing into another's folder replaced or mixed its files: `cg3d index --out
+data/points` removed the sampled points, `cg3d eval zeroshot --out runs/train` replaced the
+training run's metrics.json, `cg3d show --out data/render` changed a DVC output's hash.
+It lives under formats/ (it reads files only) so that the stages, the evaluations, the trainer
+and `cg3d show` all ask it, and none of them imports another.
+"""
+
+from pathlib import Path
+
+from cg3d.errors import UsageError
+from cg3d.files import loads_json, why_not_a_file
+from cg3d.formats.metrics import METRICS_NAME
+
+PLAN_NAME = ".plan.json"
+
+# A file only one command writes at the top of its --out, for a folder whose .plan.json does not
+# name its stage (or that has none); in this order.
+OWNER_FILES = {
+    "manifest.parquet": "meshes",
+    "captions.parquet": "caption",
+    "index.json": "pack",
+    "retrieval.json": "index",
+    "last.pt": "train",
+}
+# Beside metrics.json (an evaluation writes no file of its own name before it): (the files, all
+# present, the command), first match wins. Finetune writes history.csv (full) or details.json
+# and per_class.csv (linear probe); retrieval details.json alone.
+RESULT_FILES = [
+    (("predictions.csv",), "eval zeroshot"),
+    (("history.csv",), "finetune"),
+    (("details.json", "per_class.csv"), "finetune"),
+    (("details.json",), "eval retrieval"),
+]
+
+
+def read_plan(plan_file: Path) -> dict:
+    """What a previous run left in `plan_file` (`.plan.json`): {"digest", "plan"}, or {} when
+    there is none, it does not parse (cut short), or it is no file: a FIFO there is never
+    opened (reading one waits for a writer for ever, and `cg3d sample` hung so)."""
+    if why_not_a_file(plan_file):
+        return {}
+    try:
+        recorded = loads_json(Path(plan_file).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def folder_owner(folder: Path) -> str | None:
+    """The command whose output `folder` holds (as `cg3d` spells it: "sample", "eval
+    zeroshot"); None for a new folder or one no command of ours wrote."""
+    folder = Path(folder)
+    plan = read_plan(folder / PLAN_NAME).get("plan")  # none, or cut short: the files say
+    if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
+        return plan["stage"]
+    for name, command in OWNER_FILES.items():
+        if (folder / name).exists():
+            return command
+    if not (folder / METRICS_NAME).exists():
+        return None
+    for names, command in RESULT_FILES:
+        if all((folder / name).exists() for name in names):
+            return command
+    return None
+
+
+def check_owner(folder: Path, command: str, harm: str = "would replace its files") -> None:
+    """Refuse `--out` `folder`, before anything is written, when it holds the output of a
+    command other than `command`; `harm` says what `command` would do there."""
+    owner = folder_owner(folder)
+    if owner is not None and owner != command:
+        raise UsageError(
+            f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {command}` {harm}: "
+            "choose another folder"
+        )
