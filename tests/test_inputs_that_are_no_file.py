@@ -124,7 +124,7 @@ def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(
     (tmp_path / "features.npy").write_bytes(b"")
     config = ZeroShotConfig()
     for given, line in [
-        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is not a folder (of "),
+        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is a file, not a folder"),
         ("absent", f"--text-features: no such folder {tmp_path / 'absent'}"),
     ]:
         with pytest.raises(UsageError) as caught:
@@ -147,3 +147,71 @@ def test_a_stage_refused_for_its_manifest_leaves_no_out_folder(tmp_path, command
     assert isinstance(result.exception, UsageError), result.output
     assert "manifest.parquet" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+FOLDER_KINDS = {"a FIFO": "is a FIFO, not a folder", "a file": "is a file, not a folder"}
+# Each command with X where a folder goes, and the option its line names ("" for one the
+# reader names by its path only: inspect, verify, the stages' --meshes, zero-shot's shards).
+FOLDER_COMMANDS = {
+    "inspect": (["inspect", "X"], ""),
+    "verify": (["verify", "X"], ""),
+    "train --shards": (["train", "--shards", "X", "--out", "out"], "--shards: "),
+    "eval retrieval --shards": (
+        ["eval", "retrieval", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "--shards: ",
+    ),
+    "eval zeroshot --shards": (
+        ["eval", "zeroshot", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "",
+    ),
+    "finetune --shards": (
+        ["finetune", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "",
+    ),
+    "audit --train": (["audit", "--train", "X", "--test", "X", "--out", "out"], ""),
+    "sample --meshes": (["sample", "--meshes", "X", "--out", "out"], ""),
+    "caption --meshes": (["caption", "--meshes", "X", "--out", "out"], ""),
+    "pack --points": (
+        ["pack", "--meshes", "m", "--captions", "c", "--renders", "r", "--points", "X"]
+        + ["--out", "out"],
+        "--points: ",
+    ),
+    "search INDEX": (["search", "X", "--text", "a chair"], ""),
+    "meshes --root": (
+        ["meshes", "--source", "folder", "--root", "X", "--out", "out"],
+        "meshes.root: ",
+    ),
+}
+
+
+@pytest.mark.timeout(60)  # a guard only: nothing here may open the FIFO
+@pytest.mark.parametrize("kind", list(FOLDER_KINDS))
+@pytest.mark.parametrize("command", list(FOLDER_COMMANDS))
+def test_a_file_or_fifo_given_where_a_folder_goes_is_named_so(tmp_path, monkeypatch, command, kind):
+    """Before: "no such folder X", "no index.json in X", "no manifest at X/manifest.parquet",
+    "X: not a CG3D index" or "meshes.root: … needs an existing folder": each sent the user
+    looking for a typo in a path that was there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck.pt").write_bytes(b"not read: the folder is checked first")
+    path = tmp_path / "X"
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path.write_text("a file\n")
+    words, option = FOLDER_COMMANDS[command]
+    result = CliRunner().invoke(app, [str(path) if w == "X" else w for w in words])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"{option}{path} {FOLDER_KINDS[kind]}"
+
+
+def test_why_not_a_folder_names_each_kind_of_node(tmp_path):
+    from cg3d.files import why_not_a_folder
+
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "file").write_text("x")
+    assert why_not_a_folder(tmp_path) == ""
+    assert why_not_a_folder(tmp_path / "absent") == "does not exist"
+    assert why_not_a_folder(tmp_path / "file" / "below") == "does not exist"
+    assert why_not_a_folder(tmp_path / "loop") == "is a symlink loop"
+    assert why_not_a_folder("/dev/null") == "is a device, not a folder"
+    assert why_not_a_folder(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no folder"

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json
+from cg3d.files import loads_json, require_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
@@ -87,8 +87,7 @@ class Inspection:
 
 def folder_kind(folder: Path) -> str:
     """Which of `KINDS` the folder is, from its files; UsageError naming it otherwise."""
-    if not folder.is_dir():
-        raise UsageError(f"no such folder {folder}")
+    require_folder(folder)
     if (folder / "manifest.parquet").is_file():
         return "meshes"
     if (folder / "index.json").is_file():

@@ -36,6 +36,7 @@ from cg3d.files import (
     loads_json,
     locks_out_dir,
     real_path,
+    require_folder,
     resolved_root,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
@@ -81,11 +82,10 @@ def check_config(config: MeshesConfig) -> None:
     """One-line UsageErrors naming the option, before any work."""
     if config.source != "synthetic":
         root = Path(config.root) if config.root else None
-        if root is None or not root.is_dir():
-            raise UsageError(
-                f"meshes.root: the {config.source} source needs an existing folder, got "
-                f"{config.root!r}"
-            )
+        missing = f"meshes.root: the {config.source} source needs an existing folder, got "
+        if root is None:
+            raise UsageError(f"{missing}{config.root!r}")
+        require_folder(root, "meshes.root", missing=f"{missing}{config.root!r}")
         if not any(root.iterdir()):
             raise UsageError(f"meshes.root: the folder {root} is empty")
 
