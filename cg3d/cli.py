@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -75,13 +75,6 @@ def _use_command_classes(typer_app: typer.Typer) -> None:
 
 _register_all()
 _use_command_classes(app)
-
-
-def printable(text: str) -> str:
-    """`text` with every character a terminal acts on shown escaped (`\\x1b`, `\\n`, `\\x00`):
-    a message quotes what the user typed or a file held, and must stay one line that cannot
-    recolour, move or retitle the terminal (an ANSI sequence in a params value or a path)."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _stderr() -> Console:
