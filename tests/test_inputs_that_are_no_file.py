@@ -215,3 +215,39 @@ def test_why_not_a_folder_names_each_kind_of_node(tmp_path):
     assert why_not_a_folder(tmp_path / "loop") == "is a symlink loop"
     assert why_not_a_folder("/dev/null") == "is a device, not a folder"
     assert why_not_a_folder(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no folder"
+
+
+@pytest.mark.parametrize("option", ["meshes.exclude", "--annotations"])
+@pytest.mark.parametrize("suffix", [".json", ".txt"])
+def test_a_list_or_annotation_file_past_its_bound_is_refused_before_reading(
+    tmp_path, option, suffix
+):
+    """Before: each was read whole (a 600 MB sparse file took 1.3 GB of memory) before its
+    one-line answer. 256 MiB is the bound: a real Objaverse annotation file is tens of MB."""
+    from cg3d.pipeline.sources import read_exclude
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    path = tmp_path / f"huge{suffix}"
+    size = 256 * 2**20 + 1
+    with path.open("wb") as stream:  # sparse: no disk is used
+        stream.truncate(size)
+    with pytest.raises(UsageError) as caught:
+        read_exclude(str(path)) if option == "meshes.exclude" else read_annotations(path)
+    assert str(caught.value) == (
+        f"{option}: {path} holds {size} bytes, more than the 256 MiB a list or annotation file "
+        "may hold"
+    )
+
+
+def test_list_and_annotation_files_within_the_bound_are_read(tmp_path):
+    from cg3d.pipeline.sources import read_exclude
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    (tmp_path / "skip.txt").write_text("a  # broken\n\nb\n")
+    (tmp_path / "skip.json").write_text('{"chair": ["c", "d"]}')
+    (tmp_path / "labels.json").write_text(
+        '{"u1": "chair", "u2": {"category": "lamp", "name": "x"}}'
+    )
+    assert read_exclude(str(tmp_path / "skip.txt")) == {"a", "b"}
+    assert read_exclude(str(tmp_path / "skip.json")) == {"c", "d"}
+    assert read_annotations(tmp_path / "labels.json") == {"u1": ("chair", ""), "u2": ("lamp", "x")}

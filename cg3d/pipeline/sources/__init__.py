@@ -263,6 +263,32 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     return len(rows)
 
 
+# The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy)
+# may hold. Each is read whole and parsed JSON takes several times its size in memory: a 600 MB
+# sparse file took 1.3 GB before its one-line answer. Objaverse's largest annotation files are
+# tens of MB, so this is generous for a real one.
+MAX_LIST_BYTES = 256 << 20
+
+
+def read_small_file(path: Path, option: str) -> bytes:
+    """The bytes of a list or annotation file `option` names, refused in one line (from its
+    size, before any read) when larger than MAX_LIST_BYTES."""
+    try:
+        size = path.stat().st_size
+        if size <= MAX_LIST_BYTES:
+            with path.open("rb") as stream:
+                data = stream.read(MAX_LIST_BYTES + 1)  # the file may grow after the stat
+                size = max(size, len(data))
+    except OSError as error:
+        raise UsageError(f"{option}: cannot read {path} ({error.strerror})") from None
+    if size > MAX_LIST_BYTES:
+        raise UsageError(
+            f"{option}: {path} holds {size} bytes, more than the {MAX_LIST_BYTES >> 20} MiB a "
+            "list or annotation file may hold"
+        )
+    return data
+
+
 def read_exclude(path: str) -> set[str]:
     """The names in a `meshes.exclude` file: one a line (blank lines and `#` comments skipped),
     or a JSON list, or objaverse's `{category: [uids]}` (every uid of every category)."""
@@ -270,12 +296,12 @@ def read_exclude(path: str) -> set[str]:
     if not file.is_file():
         what = "not a regular file" if file.exists() else "no such file"  # a folder, a FIFO
         raise UsageError(f"meshes.exclude: {what}: {path}")
-    text = file.read_text(encoding="utf-8", errors="replace")
     if file.suffix.lower() == ".json":
         data = read_json(file, "meshes.exclude")
         values = data.values() if isinstance(data, dict) else [data]
         names = {str(n) for v in values for n in (v if isinstance(v, list) else [v])}
     else:
+        text = read_small_file(file, "meshes.exclude").decode("utf-8", errors="replace")
         names = {line.split("#", 1)[0].strip() for line in text.splitlines()}
     return {name for name in names if name}
 
@@ -360,10 +386,9 @@ def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
             seen.add(key)
         return dict(items)
 
+    data = read_small_file(path, option)
     try:
-        return loads_json(
-            path.read_text(encoding="utf-8"), object_pairs_hook=pairs if unique_keys else None
-        )
+        return loads_json(data.decode("utf-8"), object_pairs_hook=pairs if unique_keys else None)
     except ValueError as error:  # not UTF-8, not JSON, or `[[[[…` 100,000 deep
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from None
 
