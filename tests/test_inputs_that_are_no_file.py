@@ -177,6 +177,15 @@ FOLDER_COMMANDS = {
         "--points: ",
     ),
     "search INDEX": (["search", "X", "--text", "a chair"], ""),
+    "show --renders": (["show", "abc", "--renders", "X", "--out", "out"], "--renders: "),
+    **{
+        f"eval zeroshot --dataset {name} --root": (
+            ["eval", "zeroshot", "--dataset", name, "--root", "X", "--checkpoint", "ck.pt"]
+            + ["--out", "out"],
+            "--root: ",
+        )
+        for name in ("modelnet40", "scanobjectnn", "shapenet55")
+    },
     "meshes --root": (
         ["meshes", "--source", "folder", "--root", "X", "--out", "out"],
         "meshes.root: ",
@@ -251,3 +260,15 @@ def test_list_and_annotation_files_within_the_bound_are_read(tmp_path):
     assert read_exclude(str(tmp_path / "skip.txt")) == {"a", "b"}
     assert read_exclude(str(tmp_path / "skip.json")) == {"c", "d"}
     assert read_annotations(tmp_path / "labels.json") == {"u1": ("chair", ""), "u2": ("lamp", "x")}
+
+
+@pytest.mark.timeout(60)
+def test_an_lvis_root_that_is_a_fifo_is_named_so(tmp_path):
+    """A file is a valid --root there (OpenShape's lvis.json itself); a FIFO was said to hold
+    "neither our shards nor OpenShape's LVIS split"."""
+    from cg3d.eval.readers import open_benchmark
+
+    os.mkfifo(tmp_path / "X")
+    with pytest.raises(UsageError) as caught:
+        open_benchmark("objaverse-lvis", tmp_path / "X", allow_pickle=True)
+    assert str(caught.value) == f"--root: {tmp_path / 'X'} is a FIFO, not a folder"
