@@ -113,11 +113,19 @@ def _ours(record: logging.LogRecord) -> bool:
     return record.name.startswith("cg3d") or record.levelno >= logging.CRITICAL
 
 
+class _PrintableFormatter(logging.Formatter):
+    """A log line as one line: what it quotes (a path, a failure reason a file held) keeps no
+    raw control character, as the error and warnings.warn lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def quiet_warnings() -> None:
     """Warnings and log lines as one clear line each, none from inside libraries."""
     warnings.showwarning = _OneLineWarnings()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("warning: %(message)s"))
     handler.addFilter(_ours)
     root = logging.getLogger()
     root.addHandler(handler)  # a library's later logging.basicConfig() is then a no-op

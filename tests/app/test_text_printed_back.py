@@ -99,3 +99,19 @@ def test_ordinary_text_prints_unchanged():
 
     text = "10 objects → /data/café/o [x]: ok 10; top-1 50.00%  ★"
     assert printable(text) == text
+
+
+def test_a_log_line_quoting_control_characters_is_one_line_with_them_escaped():
+    """Before: a stage's log warning (a shard reader's "skipping KEY: reason", with a key from
+    a tar member's name) reached the terminal raw; warnings.warn and error lines were escaped."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging; from cg3d.cli import quiet_warnings; quiet_warnings(); "
+        "logging.getLogger('cg3d.formats.shards').warning("
+        "'skipping %s: %s', 'k\\x1b]0;retitled\\x07', 'bad\\nmember')"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "warning: skipping k\\x1b]0;retitled\\x07: bad\\nmember\n"
