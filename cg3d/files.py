@@ -356,6 +356,34 @@ def why_not_a_file(path: str | Path) -> str:
     return "is a device, FIFO or socket, not a file"
 
 
+# The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy,
+# --labels-file, a list of shapes or of ShapeNet ids) may hold. Each is read whole, and parsed
+# JSON takes several times its size in memory: a 600 MB sparse file took 1.3 GB before its
+# one-line answer. Objaverse's largest annotation files are tens of MB: this is generous.
+MAX_LIST_BYTES = 256 << 20
+
+
+def read_small_file(path: Path, option: str = "") -> bytes:
+    """The bytes of a list or annotation file `option` names (or a positional argument, for
+    ""), refused in one line (from its size, before any read) when larger than MAX_LIST_BYTES;
+    an OSError is one line too."""
+    where = f"{option}: " if option else ""
+    try:
+        size = path.stat().st_size
+        if size <= MAX_LIST_BYTES:
+            with path.open("rb") as stream:
+                data = stream.read(MAX_LIST_BYTES + 1)  # the file may grow after the stat
+                size = max(size, len(data))
+    except OSError as error:
+        raise UsageError(f"{where}cannot read {path} ({error.strerror})") from None
+    if size > MAX_LIST_BYTES:
+        raise UsageError(
+            f"{where}{path} holds {size} bytes, more than the {MAX_LIST_BYTES >> 20} MiB a "
+            "list or annotation file may hold"
+        )
+    return data
+
+
 def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what

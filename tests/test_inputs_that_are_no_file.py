@@ -226,24 +226,42 @@ def test_why_not_a_folder_names_each_kind_of_node(tmp_path):
     assert why_not_a_folder(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no folder"
 
 
-@pytest.mark.parametrize("option", ["meshes.exclude", "--annotations"])
+LIST_OPTIONS = ["meshes.exclude", "--annotations", "--labels-file", "--train-list", ""]
+
+
+def _read_list(option: str, path: Path) -> object:
+    from cg3d.app.api import read_labels_file
+    from cg3d.app.batch import list_shapes
+    from cg3d.eval.audit import read_shapenet_list
+    from cg3d.pipeline.sources import read_exclude
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    readers = {
+        "meshes.exclude": lambda: read_exclude(str(path)),
+        "--annotations": lambda: read_annotations(path),
+        "--labels-file": lambda: read_labels_file(path),
+        "--train-list": lambda: read_shapenet_list(path, "--train-list"),
+        "": lambda: list_shapes(path),  # `cg3d classify LIST.txt`: a positional argument
+    }
+    return readers[option]()
+
+
+@pytest.mark.parametrize("option", LIST_OPTIONS)
 @pytest.mark.parametrize("suffix", [".json", ".txt"])
 def test_a_list_or_annotation_file_past_its_bound_is_refused_before_reading(
     tmp_path, option, suffix
 ):
     """Before: each was read whole (a 600 MB sparse file took 1.3 GB of memory) before its
     one-line answer. 256 MiB is the bound: a real Objaverse annotation file is tens of MB."""
-    from cg3d.pipeline.sources import read_exclude
-    from cg3d.pipeline.sources.objaverse import read_annotations
-
     path = tmp_path / f"huge{suffix}"
     size = 256 * 2**20 + 1
     with path.open("wb") as stream:  # sparse: no disk is used
         stream.truncate(size)
     with pytest.raises(UsageError) as caught:
-        read_exclude(str(path)) if option == "meshes.exclude" else read_annotations(path)
+        _read_list(option, path)
+    where = f"{option}: " if option else ""
     assert str(caught.value) == (
-        f"{option}: {path} holds {size} bytes, more than the 256 MiB a list or annotation file "
+        f"{where}{path} holds {size} bytes, more than the 256 MiB a list or annotation file "
         "may hold"
     )
 
@@ -260,6 +278,13 @@ def test_list_and_annotation_files_within_the_bound_are_read(tmp_path):
     assert read_exclude(str(tmp_path / "skip.txt")) == {"a", "b"}
     assert read_exclude(str(tmp_path / "skip.json")) == {"c", "d"}
     assert read_annotations(tmp_path / "labels.json") == {"u1": ("chair", ""), "u2": ("lamp", "x")}
+    (tmp_path / "labels.txt").write_text("a chair\n\n  a lamp \n")
+    (tmp_path / "train.txt").write_text("02691156-m1.npy\n\n03001627-m2.npy\n")
+    (tmp_path / "shapes.lst").write_text("# shapes\na.npy\n\nsub/b.ply\n")
+    assert _read_list("--labels-file", tmp_path / "labels.txt") == ["a chair", "a lamp"]
+    assert _read_list("--train-list", tmp_path / "train.txt") == ["02691156-m1", "03001627-m2"]
+    shapes = [tmp_path / "a.npy", tmp_path / "sub" / "b.ply"]
+    assert _read_list("", tmp_path / "shapes.lst") == shapes
 
 
 @pytest.mark.timeout(60)

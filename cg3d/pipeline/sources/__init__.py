@@ -35,6 +35,7 @@ from cg3d.files import (
     inside_root,
     loads_json,
     locks_out_dir,
+    read_small_file,
     real_path,
     require_folder,
     resolved_root,
@@ -261,32 +262,6 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
     with atomic_path(Path(part)) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
     return len(rows)
-
-
-# The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy)
-# may hold. Each is read whole and parsed JSON takes several times its size in memory: a 600 MB
-# sparse file took 1.3 GB before its one-line answer. Objaverse's largest annotation files are
-# tens of MB, so this is generous for a real one.
-MAX_LIST_BYTES = 256 << 20
-
-
-def read_small_file(path: Path, option: str) -> bytes:
-    """The bytes of a list or annotation file `option` names, refused in one line (from its
-    size, before any read) when larger than MAX_LIST_BYTES."""
-    try:
-        size = path.stat().st_size
-        if size <= MAX_LIST_BYTES:
-            with path.open("rb") as stream:
-                data = stream.read(MAX_LIST_BYTES + 1)  # the file may grow after the stat
-                size = max(size, len(data))
-    except OSError as error:
-        raise UsageError(f"{option}: cannot read {path} ({error.strerror})") from None
-    if size > MAX_LIST_BYTES:
-        raise UsageError(
-            f"{option}: {path} holds {size} bytes, more than the {MAX_LIST_BYTES >> 20} MiB a "
-            "list or annotation file may hold"
-        )
-    return data
 
 
 def read_exclude(path: str) -> set[str]:
