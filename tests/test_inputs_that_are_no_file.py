@@ -297,3 +297,29 @@ def test_an_lvis_root_that_is_a_fifo_is_named_so(tmp_path):
     with pytest.raises(UsageError) as caught:
         open_benchmark("objaverse-lvis", tmp_path / "X", allow_pickle=True)
     assert str(caught.value) == f"--root: {tmp_path / 'X'} is a FIFO, not a folder"
+
+
+@pytest.mark.timeout(120)
+def test_inspect_with_a_meshes_option_that_names_no_manifest_folder_is_one_line(tmp_path):
+    """Before: `cg3d inspect CAPTIONS --meshes X` passed over X silently when it was a file, a
+    FIFO or a typo, and printed the counts without classes."""
+    runner = CliRunner()
+    meshes, captions = tmp_path / "meshes", tmp_path / "captions"
+    made = runner.invoke(
+        app, ["meshes", "--out", str(meshes), "--per-class", "1", "--workers", "1"]
+    )
+    assert made.exit_code == 0, made.output
+    made = runner.invoke(app, ["caption", "--meshes", str(meshes), "--out", str(captions)])
+    assert made.exit_code == 0, made.output
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_text("x")
+    for name, line in [
+        ("fifo", f"--meshes: {tmp_path / 'fifo'} is a FIFO, not a folder"),
+        ("file", f"--meshes: {tmp_path / 'file'} is a file, not a folder"),
+        ("absent", f"--meshes: no manifest at {tmp_path / 'absent' / 'manifest.parquet'}: run "),
+    ]:
+        result = runner.invoke(app, ["inspect", str(captions), "--meshes", str(tmp_path / name)])
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception).startswith(line)
+    shown = runner.invoke(app, ["inspect", str(captions), "--meshes", str(meshes)])
+    assert shown.exit_code == 0 and "chair" in shown.output  # classes from the manifest named

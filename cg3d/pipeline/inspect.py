@@ -113,11 +113,18 @@ def folder_kind(folder: Path) -> str:
 
 def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     """What `folder` holds (see the module docstring)."""
+    from cg3d.formats.manifest import manifest_path
+
     folder = Path(folder)
     kind = folder_kind(folder)
     found = Inspection(folder, kind)
     READERS[kind](found)
     if kind in ("points", "render", "captions"):
+        if meshes is not None:  # named by the user: a typo, a file or a FIFO is said, not skipped
+            try:
+                manifest_path(meshes)
+            except UsageError as error:
+                raise UsageError(f"--meshes: {error}") from None
         classes_from_manifest(found, meshes if meshes is not None else folder.parent / "meshes")
         found.failures = read_failures(folder / FAILURES_NAME)
         plan = folder / ".plan.json"
