@@ -4,10 +4,24 @@ had done its work; a label `[bold]lamp` lost its brackets), and an error line ne
 raw control character (an ANSI sequence recoloured or retitled the terminal, a newline split
 the one line in two)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
-from tests.app.test_commands import cg3d
 from tests.eval.files import cube
+
+
+def cg3d(*words: object, cwd) -> subprocess.CompletedProcess:
+    """The installed command, as a user runs it (its own warnings and logging set-up)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cg3d", *map(str, words)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONWARNINGS": ""},
+    )
 
 
 def test_a_stage_summary_prints_its_out_folder_as_written(tmp_path):
@@ -104,9 +118,6 @@ def test_ordinary_text_prints_unchanged():
 def test_a_log_line_quoting_control_characters_is_one_line_with_them_escaped():
     """Before: a stage's log warning (a shard reader's "skipping KEY: reason", with a key from
     a tar member's name) reached the terminal raw; warnings.warn and error lines were escaped."""
-    import subprocess
-    import sys
-
     script = (
         "import logging; from cg3d.cli import quiet_warnings; quiet_warnings(); "
         "logging.getLogger('cg3d.formats.shards').warning("
