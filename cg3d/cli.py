@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -77,13 +77,6 @@ _register_all()
 _use_command_classes(app)
 
 
-def printable(text: str) -> str:
-    """`text` with every character a terminal acts on shown escaped (`\\x1b`, `\\n`, `\\x00`):
-    a message quotes what the user typed or a file held, and must stay one line that cannot
-    recolour, move or retitle the terminal (an ANSI sequence in a params value or a path)."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
 def _stderr() -> Console:
     # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
     return Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
@@ -120,11 +113,19 @@ def _ours(record: logging.LogRecord) -> bool:
     return record.name.startswith("cg3d") or record.levelno >= logging.CRITICAL
 
 
+class _PrintableFormatter(logging.Formatter):
+    """A log line as one line: what it quotes (a path, a failure reason a file held) keeps no
+    raw control character, as the error and warnings.warn lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def quiet_warnings() -> None:
     """Warnings and log lines as one clear line each, none from inside libraries."""
     warnings.showwarning = _OneLineWarnings()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("warning: %(message)s"))
     handler.addFilter(_ours)
     root = logging.getLogger()
     root.addHandler(handler)  # a library's later logging.basicConfig() is then a no-op

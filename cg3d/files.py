@@ -356,6 +356,72 @@ def why_not_a_file(path: str | Path) -> str:
     return "is a device, FIFO or socket, not a file"
 
 
+# The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy,
+# --labels-file, a list of shapes or of ShapeNet ids) may hold. Each is read whole, and parsed
+# JSON takes several times its size in memory: a 600 MB sparse file took 1.3 GB before its
+# one-line answer. Objaverse's largest annotation files are tens of MB: this is generous.
+MAX_LIST_BYTES = 256 << 20
+
+
+def read_small_file(path: Path, option: str = "") -> bytes:
+    """The bytes of a list or annotation file `option` names (or a positional argument, for
+    ""), refused in one line (from its size, before any read) when larger than MAX_LIST_BYTES;
+    an OSError is one line too."""
+    where = f"{option}: " if option else ""
+    try:
+        size = path.stat().st_size
+        if size <= MAX_LIST_BYTES:
+            with path.open("rb") as stream:
+                data = stream.read(MAX_LIST_BYTES + 1)  # the file may grow after the stat
+                size = max(size, len(data))
+    except OSError as error:
+        raise UsageError(f"{where}cannot read {path} ({error.strerror})") from None
+    if size > MAX_LIST_BYTES:
+        raise UsageError(
+            f"{where}{path} holds {size} bytes, more than the {MAX_LIST_BYTES >> 20} MiB a "
+            "list or annotation file may hold"
+        )
+    return data
+
+
+def why_not_a_folder(path: str | Path) -> str:
+    """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
+    it for files: a file, FIFO, socket or device given where a folder goes is named as what
+    it is (before, "no such folder" or "no index.json in" sent the user looking for a typo)."""
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:
+        return "holds a NUL byte: it names no folder"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop"
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"names no folder to read ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return ""
+    if stat.S_ISREG(mode):
+        return "is a file, not a folder"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO, not a folder"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a folder"
+    return "is a device, not a folder"
+
+
+def require_folder(path: str | Path, option: str = "", missing: str | None = None) -> None:
+    """UsageError unless `path` is a folder: `missing` (default "OPTION: no such folder PATH")
+    when nothing is there, else the path and what it is (`why_not_a_folder`)."""
+    why = why_not_a_folder(path)
+    if not why:
+        return
+    where = f"{option}: " if option else ""
+    if why == "does not exist":
+        raise UsageError(missing or f"{where}no such folder {path}")
+    named = path if os.path.lexists(path) else shown_name(path)
+    raise UsageError(f"{where}{named} {why}")
+
+
 def shown_name(name: str | Path, limit: int = 120) -> str:
     """`name` quoted for a message, cut to `limit` characters with its length said: a file
     names another of 5000 characters, and the failure row should still be a line."""

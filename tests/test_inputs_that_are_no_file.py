@@ -124,7 +124,7 @@ def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(
     (tmp_path / "features.npy").write_bytes(b"")
     config = ZeroShotConfig()
     for given, line in [
-        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is not a folder (of "),
+        ("features.npy", f"--text-features: {tmp_path / 'features.npy'} is a file, not a folder"),
         ("absent", f"--text-features: no such folder {tmp_path / 'absent'}"),
     ]:
         with pytest.raises(UsageError) as caught:
@@ -147,3 +147,179 @@ def test_a_stage_refused_for_its_manifest_leaves_no_out_folder(tmp_path, command
     assert isinstance(result.exception, UsageError), result.output
     assert "manifest.parquet" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+FOLDER_KINDS = {"a FIFO": "is a FIFO, not a folder", "a file": "is a file, not a folder"}
+# Each command with X where a folder goes, and the option its line names ("" for one the
+# reader names by its path only: inspect, verify, the stages' --meshes, zero-shot's shards).
+FOLDER_COMMANDS = {
+    "inspect": (["inspect", "X"], ""),
+    "verify": (["verify", "X"], ""),
+    "train --shards": (["train", "--shards", "X", "--out", "out"], "--shards: "),
+    "eval retrieval --shards": (
+        ["eval", "retrieval", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "--shards: ",
+    ),
+    "eval zeroshot --shards": (
+        ["eval", "zeroshot", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "",
+    ),
+    "finetune --shards": (
+        ["finetune", "--shards", "X", "--checkpoint", "ck.pt", "--out", "out"],
+        "",
+    ),
+    "audit --train": (["audit", "--train", "X", "--test", "X", "--out", "out"], ""),
+    "sample --meshes": (["sample", "--meshes", "X", "--out", "out"], ""),
+    "caption --meshes": (["caption", "--meshes", "X", "--out", "out"], ""),
+    "pack --points": (
+        ["pack", "--meshes", "m", "--captions", "c", "--renders", "r", "--points", "X"]
+        + ["--out", "out"],
+        "--points: ",
+    ),
+    "search INDEX": (["search", "X", "--text", "a chair"], ""),
+    "show --renders": (["show", "abc", "--renders", "X", "--out", "out"], "--renders: "),
+    **{
+        f"eval zeroshot --dataset {name} --root": (
+            ["eval", "zeroshot", "--dataset", name, "--root", "X", "--checkpoint", "ck.pt"]
+            + ["--out", "out"],
+            "--root: ",
+        )
+        for name in ("modelnet40", "scanobjectnn", "shapenet55")
+    },
+    "meshes --root": (
+        ["meshes", "--source", "folder", "--root", "X", "--out", "out"],
+        "meshes.root: ",
+    ),
+}
+
+
+@pytest.mark.timeout(60)  # a guard only: nothing here may open the FIFO
+@pytest.mark.parametrize("kind", list(FOLDER_KINDS))
+@pytest.mark.parametrize("command", list(FOLDER_COMMANDS))
+def test_a_file_or_fifo_given_where_a_folder_goes_is_named_so(tmp_path, monkeypatch, command, kind):
+    """Before: "no such folder X", "no index.json in X", "no manifest at X/manifest.parquet",
+    "X: not a CG3D index" or "meshes.root: … needs an existing folder": each sent the user
+    looking for a typo in a path that was there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck.pt").write_bytes(b"not read: the folder is checked first")
+    path = tmp_path / "X"
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path.write_text("a file\n")
+    words, option = FOLDER_COMMANDS[command]
+    result = CliRunner().invoke(app, [str(path) if w == "X" else w for w in words])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == f"{option}{path} {FOLDER_KINDS[kind]}"
+
+
+def test_why_not_a_folder_names_each_kind_of_node(tmp_path):
+    from cg3d.files import why_not_a_folder
+
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "file").write_text("x")
+    assert why_not_a_folder(tmp_path) == ""
+    assert why_not_a_folder(tmp_path / "absent") == "does not exist"
+    assert why_not_a_folder(tmp_path / "file" / "below") == "does not exist"
+    assert why_not_a_folder(tmp_path / "loop") == "is a symlink loop"
+    assert why_not_a_folder("/dev/null") == "is a device, not a folder"
+    assert why_not_a_folder(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no folder"
+
+
+LIST_OPTIONS = ["meshes.exclude", "--annotations", "--labels-file", "--train-list", ""]
+
+
+def _read_list(option: str, path: Path) -> object:
+    from cg3d.app.api import read_labels_file
+    from cg3d.app.batch import list_shapes
+    from cg3d.eval.audit import read_shapenet_list
+    from cg3d.pipeline.sources import read_exclude
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    readers = {
+        "meshes.exclude": lambda: read_exclude(str(path)),
+        "--annotations": lambda: read_annotations(path),
+        "--labels-file": lambda: read_labels_file(path),
+        "--train-list": lambda: read_shapenet_list(path, "--train-list"),
+        "": lambda: list_shapes(path),  # `cg3d classify LIST.txt`: a positional argument
+    }
+    return readers[option]()
+
+
+@pytest.mark.parametrize("option", LIST_OPTIONS)
+@pytest.mark.parametrize("suffix", [".json", ".txt"])
+def test_a_list_or_annotation_file_past_its_bound_is_refused_before_reading(
+    tmp_path, option, suffix
+):
+    """Before: each was read whole (a 600 MB sparse file took 1.3 GB of memory) before its
+    one-line answer. 256 MiB is the bound: a real Objaverse annotation file is tens of MB."""
+    path = tmp_path / f"huge{suffix}"
+    size = 256 * 2**20 + 1
+    with path.open("wb") as stream:  # sparse: no disk is used
+        stream.truncate(size)
+    with pytest.raises(UsageError) as caught:
+        _read_list(option, path)
+    where = f"{option}: " if option else ""
+    assert str(caught.value) == (
+        f"{where}{path} holds {size} bytes, more than the 256 MiB a list or annotation file "
+        "may hold"
+    )
+
+
+def test_list_and_annotation_files_within_the_bound_are_read(tmp_path):
+    from cg3d.pipeline.sources import read_exclude
+    from cg3d.pipeline.sources.objaverse import read_annotations
+
+    (tmp_path / "skip.txt").write_text("a  # broken\n\nb\n")
+    (tmp_path / "skip.json").write_text('{"chair": ["c", "d"]}')
+    (tmp_path / "labels.json").write_text(
+        '{"u1": "chair", "u2": {"category": "lamp", "name": "x"}}'
+    )
+    assert read_exclude(str(tmp_path / "skip.txt")) == {"a", "b"}
+    assert read_exclude(str(tmp_path / "skip.json")) == {"c", "d"}
+    assert read_annotations(tmp_path / "labels.json") == {"u1": ("chair", ""), "u2": ("lamp", "x")}
+    (tmp_path / "labels.txt").write_text("a chair\n\n  a lamp \n")
+    (tmp_path / "train.txt").write_text("02691156-m1.npy\n\n03001627-m2.npy\n")
+    (tmp_path / "shapes.lst").write_text("# shapes\na.npy\n\nsub/b.ply\n")
+    assert _read_list("--labels-file", tmp_path / "labels.txt") == ["a chair", "a lamp"]
+    assert _read_list("--train-list", tmp_path / "train.txt") == ["02691156-m1", "03001627-m2"]
+    shapes = [tmp_path / "a.npy", tmp_path / "sub" / "b.ply"]
+    assert _read_list("", tmp_path / "shapes.lst") == shapes
+
+
+@pytest.mark.timeout(60)
+def test_an_lvis_root_that_is_a_fifo_is_named_so(tmp_path):
+    """A file is a valid --root there (OpenShape's lvis.json itself); a FIFO was said to hold
+    "neither our shards nor OpenShape's LVIS split"."""
+    from cg3d.eval.readers import open_benchmark
+
+    os.mkfifo(tmp_path / "X")
+    with pytest.raises(UsageError) as caught:
+        open_benchmark("objaverse-lvis", tmp_path / "X", allow_pickle=True)
+    assert str(caught.value) == f"--root: {tmp_path / 'X'} is a FIFO, not a folder"
+
+
+@pytest.mark.timeout(120)
+def test_inspect_with_a_meshes_option_that_names_no_manifest_folder_is_one_line(tmp_path):
+    """Before: `cg3d inspect CAPTIONS --meshes X` passed over X silently when it was a file, a
+    FIFO or a typo, and printed the counts without classes."""
+    runner = CliRunner()
+    meshes, captions = tmp_path / "meshes", tmp_path / "captions"
+    made = runner.invoke(
+        app, ["meshes", "--out", str(meshes), "--per-class", "1", "--workers", "1"]
+    )
+    assert made.exit_code == 0, made.output
+    made = runner.invoke(app, ["caption", "--meshes", str(meshes), "--out", str(captions)])
+    assert made.exit_code == 0, made.output
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_text("x")
+    for name, line in [
+        ("fifo", f"--meshes: {tmp_path / 'fifo'} is a FIFO, not a folder"),
+        ("file", f"--meshes: {tmp_path / 'file'} is a file, not a folder"),
+        ("absent", f"--meshes: no manifest at {tmp_path / 'absent' / 'manifest.parquet'}: run "),
+    ]:
+        result = runner.invoke(app, ["inspect", str(captions), "--meshes", str(tmp_path / name)])
+        assert isinstance(result.exception, UsageError), result.output
+        assert str(result.exception).startswith(line)
+    shown = runner.invoke(app, ["inspect", str(captions), "--meshes", str(meshes)])
+    assert shown.exit_code == 0 and "chair" in shown.output  # classes from the manifest named

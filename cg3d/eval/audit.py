@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, require_regular_file, write_json
+from cg3d.files import atomic_path, loads_json, read_small_file, require_regular_file, write_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -226,8 +226,8 @@ def read_shapenet_list(path: Path, option: str) -> list[str]:
         what = "not a regular file" if path.exists() else "no such file"  # a folder, a FIFO
         raise UsageError(f"{option}: {what} {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_small_file(path, option).decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
         raise UsageError(f"{option}: {path} does not read ({error})") from None
     ids: dict[str, None] = {}
     for number, line in enumerate(lines, start=1):

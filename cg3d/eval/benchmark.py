@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import write_rows
-from cg3d.files import loads_json, write_json
+from cg3d.files import loads_json, require_folder, write_json
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True, markup=False, emoji=False)
@@ -324,7 +324,9 @@ def _benchmark_model(
         write_json(path, result)
         rows.append(_row(entry, dataset, card, "done", result))
         console.print(
-            f"{entry.name} on {dataset.key}: top-1 {100 * result['metrics']['acc1']:.2f}%",
+            printable(
+                f"{entry.name} on {dataset.key}: top-1 {100 * result['metrics']['acc1']:.2f}%"
+            ),
             markup=False,
         )
     return rows
@@ -382,13 +384,9 @@ def run_benchmark(
     """
     from cg3d.files import atomic_path
 
-    if text_features is not None and not Path(text_features).is_dir():
+    if text_features is not None:
         # a file or a typo was no folder of features: every pair used the teacher's, unsaid
-        if not os.path.lexists(text_features):
-            raise UsageError(f"--text-features: no such folder {text_features}")
-        raise UsageError(
-            f"--text-features: {text_features} is not a folder (of MODEL__DATASET.npy files)"
-        )
+        require_folder(text_features, "--text-features")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cg3d.errors import printable
 from cg3d.files import check_out_dir, locks_folder, output_lock
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
@@ -63,10 +64,14 @@ def zeroshot_command(
     config = _with_shards(config, shards)
     metrics = zeroshot(checkpoint, out, config, text_features=text_features)
     console.print(
-        f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
-        + "".join(f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics)
-        + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
-        f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
+        printable(
+            f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
+            + "".join(
+                f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics
+            )
+            + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
+            f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}"
+        ),
         markup=False,
     )
 
@@ -117,8 +122,10 @@ def text_features_command(
             names = [name.strip() for name in (classes or "").split(",") if name.strip()]
         record = write_class_features(checkpoint, out, names, protocol, clip_pretrained)
     console.print(
-        f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
-        f"{record['templates']} templates) → {out}",
+        printable(
+            f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
+            f"{record['templates']} templates) → {out}"
+        ),
         markup=False,
     )
 
@@ -184,9 +191,11 @@ def finetune_command(
         how = "fitted probe"
         aside = f"{metrics['probe']['iterations']} L-BFGS iterations"
     console.print(
-        f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), {how}: test top-1 "
-        f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  ({aside}) → "
-        f"{out / 'metrics.json'}",
+        printable(
+            f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), {how}: test top-1 "
+            f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  ({aside}) → "
+            f"{out / 'metrics.json'}"
+        ),
         markup=False,
     )
 
@@ -206,7 +215,9 @@ def scene_query_command(
     from cg3d.eval.scene import scene_query
 
     best = scene_query(scene, text, checkpoint, out, config)
-    table = Table("region", "score", "centre (x, y, z)", "points", title=f"“{text}”: best regions")
+    table = Table(
+        "region", "score", "centre (x, y, z)", "points", title=printable(f"“{text}”: best regions")
+    )
     for region in best:
         table.add_row(
             str(region["region"]),
@@ -215,7 +226,9 @@ def scene_query_command(
             str(region["points"]),
         )
     console.print(table)
-    console.print(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}", markup=False)
+    console.print(
+        printable(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}"), markup=False
+    )
 
 
 @locks_folder("out")
@@ -272,10 +285,12 @@ def audit_command(
             raise UsageError("--train-list/--test-list: give no --train, --test or --dataset")
         summary = audit_lists(train_list, test_list, out)
         console.print(
-            f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
-            f"{summary['pairs']['same_id']} in both lists, {summary['pairs']['same_model']} "
-            f"the same model under another synset; {summary['leaked_test_shapes']} test shapes "
-            f"have a training twin → {out}",
+            printable(
+                f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
+                f"{summary['pairs']['same_id']} in both lists, {summary['pairs']['same_model']} "
+                f"the same model under another synset; {summary['leaked_test_shapes']} test shapes "
+                f"have a training twin → {out}"
+            ),
             markup=False,
         )
         return
@@ -294,8 +309,10 @@ def audit_command(
     )
     pairs = ", ".join(f"{kind} {n}" for kind, n in summary["pairs"].items())
     console.print(
-        f"{summary['train_shapes']} training and {summary['test_shapes']} test shapes: {pairs}; "
-        f"{summary['leaked_test_shapes']} test shapes have a training twin → {out}",
+        printable(
+            f"{summary['train_shapes']} training and {summary['test_shapes']} test shapes: {pairs}; "
+            f"{summary['leaked_test_shapes']} test shapes have a training twin → {out}"
+        ),
         markup=False,
     )
 
@@ -358,7 +375,9 @@ def benchmark_command(
         allow_pickle=allow_pickle,
     )
     rows = run_benchmark(entries, sets, out, config, text_features)
-    console.print(markdown_table(rows), markup=False)
+    # a table of several lines: each line escaped, the line breaks kept
+    lines = markdown_table(rows).split("\n")
+    console.print("\n".join(printable(line) for line in lines), markup=False)
 
 
 def register(app: typer.Typer) -> None:

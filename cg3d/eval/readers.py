@@ -54,6 +54,7 @@ from cg3d.files import (
     confined_path,
     inside_root,
     loads_json,
+    require_folder,
     resolved_root,
     shown_name,
     why_not_a_file,
@@ -313,6 +314,8 @@ def _require_file(root: Path, path: Path, what: str) -> Path:
         raise UsageError(f"{what}: {error}") from None
     why = why_not_a_file(path)
     if why == "does not exist":
+        # under a --root that is a file or FIFO, name that, not the file it cannot hold
+        require_folder(root, what, missing=f"{what}: missing file {path}")
         raise UsageError(f"{what}: missing file {path}")
     if why:
         raise UsageError(f"{what}: {shown_name(path)} {why}")
@@ -590,9 +593,9 @@ def shapenet55(root: Path, split: str = "test") -> Benchmark:
         None,
     )
     if list_file is None:
-        raise UsageError(
-            f"--root: missing file {root / f'{split}.txt'} (nor ShapeNet-55/{split}.txt)"
-        )
+        missing = f"--root: missing file {root / f'{split}.txt'} (nor ShapeNet-55/{split}.txt)"
+        require_folder(root, "--root", missing=missing)
+        raise UsageError(missing)
     _require_file(root, list_file, "--root")
     cloud_dir = root / "shapenet_pc"
     if not cloud_dir.is_dir():
@@ -702,10 +705,12 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
         else next((root / name for name in OPENSHAPE_SPLITS if (root / name).is_file()), None)
     )
     if split_file is None:
-        raise UsageError(
+        missing = (
             f"--root: {root} holds neither our shards (index.json) nor OpenShape's LVIS split "
             f"({', '.join(OPENSHAPE_SPLITS)})"
         )
+        require_folder(root, "--root", missing=missing)  # a FIFO is named as what it is
+        raise UsageError(missing)
     if root.is_dir():
         _require_file(root, split_file, "--root")
     if not allow_pickle:

@@ -40,6 +40,7 @@ from cg3d.eval.readers import (
 )
 from cg3d.eval.results import begin_results, check_lost, check_results_out, write_results
 from cg3d.eval.zeroshot import unit_features
+from cg3d.files import require_folder
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
@@ -260,8 +261,8 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
 
     config.validate()
     check_results_out(out, "eval retrieval")
-    if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
-        raise UsageError(f"--shards: no such folder {shards}")
+    if not is_remote(shards):  # URLs and `pipe:` stream
+        require_folder(shards, "--shards")
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, shards, config)
     n_points = int(model.config["n_points"])

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path, require_regular_file
+from cg3d.files import atomic_path, require_folder, require_regular_file
 from cg3d.formats.intact import damaged, parquet_file
 
 CAPTIONS_NAME = "captions.parquet"
@@ -52,6 +52,7 @@ class CaptionsFile:
 
     def __init__(self, captions_dir: Path):
         path = Path(captions_dir) / CAPTIONS_NAME
+        require_folder(captions_dir, missing=f"no captions at {path}: run `cg3d caption` first")
         require_regular_file(path, f"no captions at {path}: run `cg3d caption` first")
         self.path = path
         self.parquet = parquet_file(path, "caption")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path, loads_json, require_regular_file
+from cg3d.files import atomic_path, loads_json, require_folder, require_regular_file
 from cg3d.formats.intact import damaged, parquet_file, schema_problem
 from cg3d.formats.tar import OBJECT_KEY
 
@@ -147,7 +147,9 @@ def manifest_root(meshes_dir: Path) -> Path:
 def manifest_path(meshes_dir: Path) -> Path:
     """`meshes_dir/manifest.parquet`; FileNotFoundError when the meshes stage has not run."""
     path = Path(meshes_dir) / MANIFEST_NAME
-    require_regular_file(path, f"no manifest at {path}: run `cg3d meshes` first")
+    missing = f"no manifest at {path}: run `cg3d meshes` first"
+    require_folder(meshes_dir, missing=missing)
+    require_regular_file(path, missing)
     return path
 
 

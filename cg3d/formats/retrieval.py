@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json
+from cg3d.files import atomic_path, loads_json, require_folder
 from cg3d.formats.intact import not_a_file
 
 FORMAT = "cg3d-index-1"
@@ -125,13 +125,13 @@ def write_retrieval(out: Path, descriptor: dict) -> None:
 def read_retrieval(path: Path) -> dict:
     """The retrieval.json of an index folder (index.json before the rename); a missing, foreign
     or malformed one (a field missing or of the wrong type) is one line naming it."""
+    not_index = f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
+    require_folder(path, missing=not_index)  # a file or FIFO is named as what it is
     file = Path(path) / RETRIEVAL_NAME
     if not file.is_file() and (Path(path) / LEGACY_NAME).is_file():
         file = Path(path) / LEGACY_NAME
     if not file.is_file():
-        raise UsageError(
-            f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
-        )
+        raise UsageError(not_index)
     try:
         manifest = loads_json(file.read_text())
     except ValueError as error:  # UnicodeDecodeError included

@@ -42,6 +42,7 @@ from cg3d.files import (
     confined_path,
     file_sha256,
     loads_json,
+    require_folder,
     require_regular_file,
 )
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
@@ -181,6 +182,7 @@ def read_index(shards: str | Path) -> dict:
     url = shard_url(shards, INDEX_NAME)
     if not is_remote(shards):
         missing = f"no {INDEX_NAME} in {location(shards)}: not a `cg3d pack` output"
+        require_folder(location(shards), missing=missing)  # a file or FIFO is named as such
         require_regular_file(Path(url), missing)  # a FIFO would block the read
     if not is_remote(shards):  # checked before it is read: nothing outside the folder is
         try:

@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from cg3d.errors import printable
+
 
 def export(
     checkpoint: Annotated[
@@ -67,7 +69,7 @@ def export(
     check_not_special(out, "--out")
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"
-    typer.echo(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)")
+    typer.echo(printable(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)"))
 
 
 def _export_hub(
@@ -86,8 +88,10 @@ def _export_hub(
     config = export_hub(checkpoint, out, clip_pretrained, embed_clip, measured)
     teacher = config["teacher"]
     typer.echo(
-        f"wrote {out}/: config.json, model.safetensors, README.md ({config['encoder']}, "
-        f"teacher {teacher['model']}/{teacher['pretrained']}, protocol {config['protocol']})"
+        printable(
+            f"wrote {out}/: config.json, model.safetensors, README.md ({config['encoder']}, "
+            f"teacher {teacher['model']}/{teacher['pretrained']}, protocol {config['protocol']})"
+        )
     )
 
 

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from cg3d.errors import printable
+
 convert_app = typer.Typer(
     help="Turn other projects' checkpoints into CG3D checkpoints.", no_args_is_help=True
 )
@@ -52,9 +54,11 @@ def cg3d_release(
     )
     prompts = tuple(model.visual.prompts.shape)
     typer.echo(
-        f"wrote {out}: {model.config['encoder']} + {model.config['clip_model']} with prompts "
-        f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
-        f"{model.config['clip_weights']['sha256'][:12]}…)"
+        printable(
+            f"wrote {out}: {model.config['encoder']} + {model.config['clip_model']} with prompts "
+            f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
+            f"{model.config['clip_weights']['sha256'][:12]}…)"
+        )
     )
 
 
@@ -98,8 +102,10 @@ def _peer_command(name: str) -> None:
         teacher = written["config"]["clip_weights"]
         weights = teacher.get("tag") or f"{teacher['name']} (sha256 {teacher['sha256'][:12]}…)"
         typer.echo(
-            f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
-            f"{weights} (not embedded), protocol {card.protocol}"
+            printable(
+                f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
+                f"{weights} (not embedded), protocol {card.protocol}"
+            )
         )
 
     convert.__doc__ = (

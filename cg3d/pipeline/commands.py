@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 
@@ -13,10 +13,10 @@ from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 def _print(line: str) -> None:
     """A command's summary on stdout, as written: it holds paths and names, which rich would
     read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
-    codes (`:train:`)."""
+    codes (`:train:`); a control character in one (ESC, a newline) is shown escaped."""
     from rich.console import Console
 
-    Console(markup=False, emoji=False, soft_wrap=True).print(line)
+    Console(markup=False, emoji=False, soft_wrap=True).print(printable(line))
 
 
 def register(app: typer.Typer) -> None:
@@ -150,7 +150,7 @@ def verify(
 
     report = verify_shards(shards)
     for problem in report.problems:
-        typer.echo(f"bad {problem}")
+        typer.echo(printable(f"bad {problem}"))
     if report.problems:
         raise typer.Exit(1)
     _print(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
@@ -187,33 +187,33 @@ def inspect_command(
     console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
     if ids:
         for object_id in found.ids:
-            print(object_id)
+            print(printable(object_id))
         return
     if as_json:
         print(json.dumps(found.as_dict(), indent=2, default=str))
         return
     noun = "classes" if found.kind == "run" else "ids"
-    console.print(found.headline(), markup=False)
+    console.print(printable(found.headline()), markup=False)
     if found.ids:
         shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
-        console.print(f"  {noun}: {', '.join(shown)} (--ids: all)", markup=False)
+        console.print(printable(f"  {noun}: {', '.join(shown)} (--ids: all)"), markup=False)
     if found.splits:
         splits = ", ".join(f"{name} {n}" for name, n in sorted(found.splits.items()))
-        console.print(f"  splits: {splits}", markup=False)
+        console.print(printable(f"  splits: {splits}"), markup=False)
     if found.classes:
         table = Table("class", "count", title=None, box=None, padding=(0, 2))
         for name, count in sorted(found.classes.items()):
-            table.add_row(name, str(count))
+            table.add_row(printable(name), str(count))
         console.print(table)
     if found.failures:
         listed = found.failures[:failures] if failures else found.failures
         table = Table("failed id", "stage", "reason", box=None, padding=(0, 2))
         for row in listed:
-            table.add_row(row["id"], row["stage"], row["reason"])
+            table.add_row(*(printable(str(row[key])) for key in ("id", "stage", "reason")))
         console.print(table)
         if len(listed) < len(found.failures):
             more = len(found.failures) - len(listed)
             console.print(f"  … {more} more (--failures 0: all)", markup=False)
     for key, value in {**found.details, **found.made_by}.items():
         text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        console.print(f"  {key}: {text}", markup=False)
+        console.print(printable(f"  {key}: {text}"), markup=False)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json
+from cg3d.files import loads_json, require_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
@@ -87,8 +87,7 @@ class Inspection:
 
 def folder_kind(folder: Path) -> str:
     """Which of `KINDS` the folder is, from its files; UsageError naming it otherwise."""
-    if not folder.is_dir():
-        raise UsageError(f"no such folder {folder}")
+    require_folder(folder)
     if (folder / "manifest.parquet").is_file():
         return "meshes"
     if (folder / "index.json").is_file():
@@ -114,11 +113,18 @@ def folder_kind(folder: Path) -> str:
 
 def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     """What `folder` holds (see the module docstring)."""
+    from cg3d.formats.manifest import manifest_path
+
     folder = Path(folder)
     kind = folder_kind(folder)
     found = Inspection(folder, kind)
     READERS[kind](found)
     if kind in ("points", "render", "captions"):
+        if meshes is not None:  # named by the user: a typo, a file or a FIFO is said, not skipped
+            try:
+                manifest_path(meshes)
+            except UsageError as error:
+                raise UsageError(f"--meshes: {error}") from None
         classes_from_manifest(found, meshes if meshes is not None else folder.parent / "meshes")
         found.failures = read_failures(folder / FAILURES_NAME)
         plan = folder / ".plan.json"

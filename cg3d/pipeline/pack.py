@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, locks_out_dir
+from cg3d.errors import UsageError, printable
+from cg3d.files import atomic_path, file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -131,8 +131,7 @@ def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
         ("--points", points_dir, "sample"),
         ("--renders", renders_dir, "render"),
     ):
-        if not Path(folder).is_dir():
-            raise UsageError(f"{flag}: no such folder {folder}")
+        require_folder(folder, flag)
         started = (Path(folder) / PLAN_NAME).is_file()
         if started and not (Path(folder) / FAILURES_NAME).is_file():
             raise UsageError(
@@ -227,7 +226,7 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
         problem = f"its record {record.name} does not parse"
     problem = problem or tar_problem(shard)
     if problem:
-        _console.print(f"{shard} is damaged ({problem}): packing it again", markup=False)
+        _console.print(printable(f"{shard} is damaged ({problem}): packing it again"))
         record.unlink()
         return False
     return True

@@ -12,10 +12,12 @@ from cg3d.params import RenderConfig
 def _print(line: str) -> None:
     """A command's summary on stdout, as written: it holds paths and names, which rich would
     read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
-    codes (`:train:`)."""
+    codes (`:train:`); a control character in one (ESC, a newline) is shown escaped."""
     from rich.console import Console
 
-    Console(markup=False, emoji=False, soft_wrap=True).print(line)
+    from cg3d.errors import printable
+
+    Console(markup=False, emoji=False, soft_wrap=True).print(printable(line))
 
 
 def register(app: typer.Typer) -> None:
@@ -77,4 +79,4 @@ def show(
     # or a damaged part then leaves no empty folder behind.
     with output_lock(folder):
         path = write_sheet(object_id, renders, out, points)
-    print(f"wrote {path}")
+    _print(f"wrote {path}")

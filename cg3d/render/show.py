@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, check_out_dir
+from cg3d.files import atomic_path, check_out_dir, require_folder
 from cg3d.formats.images import ImageError, open_image
 from cg3d.formats.points import find_points
 from cg3d.formats.renders import CamerasError, find_rendered, loads_cameras, render_parts
@@ -57,6 +57,7 @@ def read_points(points_dir: Path, object_id: str) -> np.ndarray:
     """The sampled points of one object, (N, 3|6), from the sample stage's parts."""
     points = find_points(points_dir, object_id)
     if points is None:
+        require_folder(points_dir, "--points")
         raise UsageError(f"--points: no points of object {object_id!r} in {points_dir}")
     return points
 
@@ -101,6 +102,7 @@ def locate(renders_dir: Path, query: str) -> tuple[str, list[Path]]:
 
     parts = render_parts(renders_dir)  # one glob: a folder of renders may hold many parts
     if not parts:
+        require_folder(renders_dir, "--renders")  # a file or FIFO is named as what it is
         raise UsageError(f"--renders: no part-*.tar in {renders_dir}")
     try:
         ids_of = {part: part_ids(part) for part in parts}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cg3d.errors import printable
 from cg3d.options import with_params
 from cg3d.params import TrainConfig
 
@@ -47,10 +48,12 @@ def train(
         Console(
             highlight=False, markup=False, emoji=False
         ).print(  # stdout: stderr is for what went wrong
-            f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
-            f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
-            f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "
-            "add --params params.yaml for that"
+            printable(
+                f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
+                f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
+                f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "
+                "add --params params.yaml for that"
+            )
         )
 
     with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml

@@ -38,7 +38,7 @@ import torch
 from rich.console import Console
 
 from cg3d.errors import UsageError
-from cg3d.files import holds_lock, loads_json, output_lock, write_json
+from cg3d.files import holds_lock, loads_json, output_lock, require_folder, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
 from cg3d.formats.owner import check_owner
 from cg3d.models.checkpoint import save_checkpoint
@@ -484,8 +484,8 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     from cg3d.formats.shards import check_shards, is_remote, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
-    if not is_remote(shards) and not Path(shards).is_dir():  # URLs and `pipe:` stream
-        raise UsageError(f"--shards: no such folder {shards}")
+    if not is_remote(shards):  # URLs and `pipe:` stream
+        require_folder(shards, "--shards")
     init_distributed()
     rank, size = world()
     index = read_index(shards)

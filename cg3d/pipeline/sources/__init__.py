@@ -35,7 +35,9 @@ from cg3d.files import (
     inside_root,
     loads_json,
     locks_out_dir,
+    read_small_file,
     real_path,
+    require_folder,
     resolved_root,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
@@ -82,11 +84,10 @@ def check_config(config: MeshesConfig) -> None:
     """One-line UsageErrors naming the option, before any work."""
     if config.source != "synthetic":
         root = Path(config.root) if config.root else None
-        if root is None or not root.is_dir():
-            raise UsageError(
-                f"meshes.root: the {config.source} source needs an existing folder, got "
-                f"{config.root!r}"
-            )
+        missing = f"meshes.root: the {config.source} source needs an existing folder, got "
+        if root is None:
+            raise UsageError(f"{missing}{config.root!r}")
+        require_folder(root, "meshes.root", missing=f"{missing}{config.root!r}")
         if not any(root.iterdir()):
             raise UsageError(f"meshes.root: the folder {root} is empty")
 
@@ -271,12 +272,12 @@ def read_exclude(path: str) -> set[str]:
     if not file.is_file():
         what = "not a regular file" if file.exists() else "no such file"  # a folder, a FIFO
         raise UsageError(f"meshes.exclude: {what}: {path}")
-    text = file.read_text(encoding="utf-8", errors="replace")
     if file.suffix.lower() == ".json":
         data = read_json(file, "meshes.exclude")
         values = data.values() if isinstance(data, dict) else [data]
         names = {str(n) for v in values for n in (v if isinstance(v, list) else [v])}
     else:
+        text = read_small_file(file, "meshes.exclude").decode("utf-8", errors="replace")
         names = {line.split("#", 1)[0].strip() for line in text.splitlines()}
     return {name for name in names if name}
 
@@ -361,10 +362,9 @@ def read_json(path: Path, option: str, unique_keys: bool = False) -> Any:
             seen.add(key)
         return dict(items)
 
+    data = read_small_file(path, option)
     try:
-        return loads_json(
-            path.read_text(encoding="utf-8"), object_pairs_hook=pairs if unique_keys else None
-        )
+        return loads_json(data.decode("utf-8"), object_pairs_hook=pairs if unique_keys else None)
     except ValueError as error:  # not UTF-8, not JSON, or `[[[[…` 100,000 deep
         raise UsageError(f"{option}: {path} is not valid JSON: {error}") from None
 

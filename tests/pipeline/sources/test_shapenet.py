@@ -88,6 +88,8 @@ def test_missing_taxonomy_and_bad_split_file_name_their_option(tmp_path: Path) -
         ("lists/train.txt", b"-m2\n", "lists '-m2', not <synsetId>-<modelId>"),
         # a typo or a short row was a training shape, unsaid
         ("all.csv", b"synsetId,modelId,split\n03211117,m1,tset\n", "line 2: split 'tset' of mod"),
+        ("all.csv", b"synsetId,modelId,split\n03211117,m1,\n", "line 2: split '' of model 'm1'"),
+        ("all.csv", b"synsetId,modelId,split\n03211117,m1,TEST\n", "line 2: split 'TEST' of mod"),
         (
             "all.csv",
             b"synsetId,modelId,split\n03211117,m1,test\n03211117\n",
