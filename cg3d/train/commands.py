@@ -42,7 +42,7 @@ def train(
     from rich.console import Console
 
     from cg3d.params import write_resolved
-    from cg3d.train.loop import run_lock, train_stage
+    from cg3d.train.loop import check_folders, run_lock, train_stage
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
         Console(
@@ -56,6 +56,7 @@ def train(
             )
         )
 
+    check_folders(shards, out)  # a refused run writes no params.yaml
     with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml
         write_resolved(out / "params.yaml", "train", config)
         train_stage(shards, out, config, resume=resume.value)

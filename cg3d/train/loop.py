@@ -440,10 +440,20 @@ def train_stage(
     rank 0 holds it (the ranks of one run share the folder).
     """
     config.validate()
-    # a stage's folder (data/points) or an evaluation's (its numbers): kept, before any work
-    check_owner(Path(out), "train", "would write its checkpoint, metrics.json and about.json there")
+    check_folders(shards, Path(out))
     with run_lock(out):
         return _train_stage(shards, Path(out), config, resume)
+
+
+def check_folders(shards: str | Path, out: Path) -> None:
+    """Before anything is written to `out` (`cg3d train` writes params.yaml first): `out` is no
+    other command's folder (data/points, an evaluation's numbers), and a local `shards` is a
+    folder. A refused run wrote params.yaml into data/points, changing a DVC output."""
+    from cg3d.formats.shards import is_remote
+
+    check_owner(Path(out), "train", "would write its checkpoint, metrics.json and about.json there")
+    if not is_remote(shards):  # URLs and `pipe:` stream
+        require_folder(shards, "--shards")
 
 
 @contextmanager
@@ -481,11 +491,9 @@ def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, proces
 
 
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
-    from cg3d.formats.shards import check_shards, is_remote, read_index
+    from cg3d.formats.shards import check_shards, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
 
-    if not is_remote(shards):  # URLs and `pipe:` stream
-        require_folder(shards, "--shards")
     init_distributed()
     rank, size = world()
     index = read_index(shards)

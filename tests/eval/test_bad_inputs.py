@@ -346,6 +346,27 @@ def test_a_training_into_a_stage_output_folder_is_refused_and_kept(shards, tmp_p
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_refused_cg3d_train_writes_no_params_file(shards, tmp_path):
+    """Before: the command wrote OUT/params.yaml, then the stage refused OUT: into data/points
+    (a DVC output: its hash changed), and into a new folder left behind when --shards was a
+    FIFO."""
+    from cg3d.files import output_lock
+    from cg3d.pipeline.chunks import ChunkedOutput
+
+    points = tmp_path / "points"
+    with output_lock(points):
+        ChunkedOutput(points, ".parquet", "sample", {"stage": "sample"}).prepare()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, ["train", "--shards", str(shards), "--out", str(points)])
+    assert "holds the output of `cg3d sample`" in str(result.exception)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    os.mkfifo(tmp_path / "fifo")
+    words = ["train", "--shards", str(tmp_path / "fifo"), "--out", str(tmp_path / "new")]
+    result = CliRunner().invoke(app, words)
+    assert str(result.exception) == f"--shards: {tmp_path / 'fifo'} is a FIFO, not a folder"
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval", "finetune"])
 def test_an_evaluation_reruns_into_its_own_results_folder(shards, tmp_path, command):
     out = tmp_path / "out"
