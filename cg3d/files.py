@@ -339,16 +339,9 @@ def why_not_a_file(path: str | Path) -> str:
     at all (a name too long for the system, a NUL byte, a folder that cannot be searched).
     Never raises: `Path.is_file` raised for some of these (ENAMETOOLONG) and said "missing"
     for the others."""
-    try:
-        mode = os.stat(path).st_mode
-    except ValueError:
-        return "holds a NUL byte: it names no file"
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "is a symlink loop"
-        if error.errno in (errno.ENOENT, errno.ENOTDIR):
-            return "does not exist"
-        return f"names no file to read ({error.strerror})"
+    mode = _mode_or_why_not(path, "file")
+    if isinstance(mode, str):
+        return mode
     if stat.S_ISREG(mode):
         return ""
     if stat.S_ISDIR(mode):
@@ -384,20 +377,28 @@ def read_small_file(path: Path, option: str = "") -> bytes:
     return data
 
 
-def why_not_a_folder(path: str | Path) -> str:
-    """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
-    it for files: a file, FIFO, socket or device given where a folder goes is named as what
-    it is (before, "no such folder" or "no index.json in" sent the user looking for a typo)."""
+def _mode_or_why_not(path: str | Path, noun: str) -> int | str:
+    """`path`'s st_mode (symlinks followed), or why it names no `noun` ("file", "folder") at
+    all: a NUL byte, a symlink loop, nothing there, a name the system refuses."""
     try:
-        mode = os.stat(path).st_mode
+        return os.stat(path).st_mode
     except ValueError:
-        return "holds a NUL byte: it names no folder"
+        return f"holds a NUL byte: it names no {noun}"
     except OSError as error:
         if error.errno == errno.ELOOP:
             return "is a symlink loop"
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
             return "does not exist"
-        return f"names no folder to read ({error.strerror})"
+        return f"names no {noun} to read ({error.strerror})"
+
+
+def why_not_a_folder(path: str | Path) -> str:
+    """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
+    it for files: a file, FIFO, socket or device given where a folder goes is named as what
+    it is (before, "no such folder" or "no index.json in" sent the user looking for a typo)."""
+    mode = _mode_or_why_not(path, "folder")
+    if isinstance(mode, str):
+        return mode
     if stat.S_ISDIR(mode):
         return ""
     if stat.S_ISREG(mode):
