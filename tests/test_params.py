@@ -74,6 +74,7 @@ def run_captured(monkeypatch, tmp_path, words, stage, arguments):
     module, function = stage.rsplit(".", 1)
     monkeypatch.setattr(f"{module}.{function}", capture)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir(exist_ok=True)  # `cg3d train` checks --shards before its stage
     result = CliRunner().invoke(app, [*words, *arguments, "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, Captured), result.output
     return result.exception.args[0]
@@ -298,6 +299,8 @@ def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
         seen["resume"] = resume
 
     monkeypatch.setattr("cg3d.train.loop.train_stage", capture)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()  # `cg3d train` checks --shards before its stage
     for mode in ("auto", "always", "never"):
         result = CliRunner().invoke(
             app, ["train", "--shards", "s", "--out", str(tmp_path), "--resume", mode]
