@@ -209,12 +209,38 @@ def check_declared_counts(path: Path, suffix: str) -> None:
     """MeshError when the counts a PLY or binary STL header declares cannot fit the file, or
     an OBJ or OFF holds a NUL byte (both readings, trimesh's and Blender's, check the same
     way)."""
+    if suffix in (".ply", ".stl"):
+        check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
         check_text(path)
+    if suffix == ".off":
+        check_off_counts(path)
     if suffix == ".ply":
         check_ply_faces(path)
     if suffix == ".stl":
         check_stl_count(path)
+
+
+def check_zero_tail(path: Path) -> None:
+    """MeshError (`unreadable`) for a PLY or STL whose last ZERO_HEAD_BYTES bytes are all zero:
+    a download cut short into a preallocated file. Its size and header are right, so the
+    counts pass; a binary STL read as 80-odd triangles squashed to the origin (sampled as a
+    real part of the object), a PLY failed on "face 336 has 0 corners" or "ends before its
+    vertex rows do". No real file ends so: a PLY or STL record of all zero bytes is a
+    zero-area triangle at the origin or a face of no corners. (A GLB may: zero-valued
+    attributes are real data there.)"""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= ZERO_HEAD_BYTES:
+            return  # all zero is `check_bytes`'s; a shorter run proves nothing
+        handle.seek(size - ZERO_HEAD_BYTES)
+        tail = handle.read(ZERO_HEAD_BYTES)
+    if not tail.strip(b"\0"):
+        raise MeshError(
+            "unreadable",
+            f"truncated and zero-filled: its last {ZERO_HEAD_BYTES} bytes (of {size}) are all "
+            "zero, as a download cut short into a preallocated file leaves",
+        )
 
 
 def check_ply_faces(path: Path) -> None:
@@ -241,13 +267,13 @@ def check_ply_faces(path: Path) -> None:
                     _binary_faces(handle, element, order, size)
                 return
             if form == "ascii":
-                for _ in range(element.count):
+                for number in range(element.count):
                     if not handle.readline():
-                        raise MeshError(
-                            "unreadable", f"the PLY ends before its {element.name} rows do"
-                        )
+                        raise _truncated(element, number)
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
+                if handle.tell() > size:
+                    raise _truncated(element, None)
 
 
 TEXT_SUFFIXES = (".obj", ".off")  # text to every reader here: a NUL byte in one is damage
@@ -273,6 +299,42 @@ def check_text(path: Path) -> None:
             offset += len(block)
 
 
+def check_off_counts(path: Path) -> None:
+    """MeshError (`unreadable`) for an OFF holding fewer rows than its header's vertex and face
+    counts. trimesh reads the rows there are: an OFF cut at a line break was a partial mesh
+    marked ok (cut mid-line, "setting an array element with a sequence"). Rows are counted as
+    trimesh reads them (non-blank lines once `#` comments are gone); a header that does not
+    parse is left to trimesh's own message."""
+    declared, rows = None, 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            words = line.partition(b"#")[0].split()
+            if declared is None:
+                if not words:
+                    continue
+                if rows == 0:  # the keyword, the counts perhaps on its line ("OFF 8 6 0")
+                    if words[0].lstrip(b"C").upper()[:3] != b"OFF":
+                        return
+                    words[0] = words[0].lstrip(b"C")[3:]
+                    words = [word for word in words if word]
+                    rows = 1
+                    if not words:
+                        continue
+                try:
+                    declared = int(words[0]), int(words[1])
+                except (IndexError, ValueError):
+                    return
+                rows = 0
+            elif words:
+                rows += 1
+    if declared is not None and rows < sum(declared):
+        raise MeshError(
+            "unreadable",
+            f"truncated: the OFF header declares {declared[0]} vertices and {declared[1]} "
+            f"faces ({sum(declared)} rows), the file holds {rows}",
+        )
+
+
 def check_stl_count(path: Path) -> None:
     """MeshError (`unreadable`) for a binary STL (one not starting "solid") whose triangle count
     disagrees with its size (84 + 50 bytes a triangle): readers then take it for ASCII text,
@@ -285,6 +347,12 @@ def check_stl_count(path: Path) -> None:
     if len(head) < 84:
         raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
     (count,) = struct.unpack_from("<I", head, 80)
+    if 84 + 50 * count > size:
+        raise MeshError(
+            "unreadable",
+            f"truncated: the binary STL header declares {count} triangles ({84 + 50 * count} "
+            f"bytes), the file holds {size} bytes ({(size - 84) // 50} triangles)",
+        )
     if 84 + 50 * count != size:
         raise MeshError(
             "unreadable",
@@ -323,6 +391,17 @@ def _too_few(number: int, count: int) -> MeshError:
     return MeshError(
         "unreadable",
         f"PLY face {number} has {count} corners (a face needs 3 or more; readers would disagree)",
+    )
+
+
+def _truncated(element: _PlyElement, held: int | None) -> MeshError:
+    """The file ends before the `element` rows its header declares (`held` of them whole,
+    where known)."""
+    where = f"ends in {element.name} {held}" if held is not None else "ends before they do"
+    return MeshError(
+        "unreadable",
+        f"truncated: the PLY header declares {element.count} {element.name} records, the file "
+        + where,
     )
 
 
@@ -391,17 +470,24 @@ def _binary_record(handle: BinaryIO, element: _PlyElement, order: str, face: int
                 handle.seek(struct.calcsize(PLY_TYPES[kind]), os.SEEK_CUR)
                 continue
             code = PLY_TYPES[kind]
-            (count,) = struct.unpack(order + code, handle.read(struct.calcsize(code)))
+            read = handle.read(struct.calcsize(code))
+            if len(read) < struct.calcsize(code):
+                raise _truncated(element, face)  # the file ends inside this record
+            (count,) = struct.unpack(order + code, read)
             if face is not None and count < 3:
                 raise _too_few(face, count)
             size = count * struct.calcsize(PLY_TYPES[item])
             if len(handle.read(size)) != size:
-                raise struct.error
-    except (KeyError, struct.error):
+                what = f"PLY face {face}" if face is not None else f"a PLY {element.name} record"
+                raise MeshError(  # a count can lie as well as a file be cut short
+                    "unreadable",
+                    f"{what} runs past the file's end: its list count ({count}) overruns it, "
+                    f"or the file is truncated (its header declares {element.count} "
+                    f"{element.name} records)",
+                )
+    except KeyError:
         what = f"PLY face {face}" if face is not None else f"a PLY {element.name} record"
-        raise MeshError(
-            "unreadable", f"{what} is cut short or of an unknown type (its counts overrun)"
-        ) from None
+        raise MeshError("unreadable", f"{what} is of an unknown type") from None
 
 
 def _check_has_faces(scene, path: Path) -> None:
@@ -511,6 +597,7 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
     try:
         head = handle.read(20)
         if head[:4] == b"glTF":
+            _check_glb_length(head, os.fstat(handle.fileno()).st_size)
             length, kind = struct.unpack_from("<II", head, 12)
             if kind != 0x4E4F534A:
                 raise ValueError("the first GLB chunk is not JSON")
@@ -524,6 +611,19 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
     if not isinstance(document, dict):
         raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
     return read, document
+
+
+def _check_glb_length(head: bytes, size: int) -> None:
+    """MeshError (`unreadable`) for a GLB shorter than its 12-byte header says (bytes 8-12: the
+    whole file's length). A download cut short keeps its header: trimesh said only "chunk was
+    not expected length!", and the structural check passed a GLB cut at half as ok (its
+    BIN chunk's declared length was taken for the bytes it holds)."""
+    (declared,) = struct.unpack_from("<I", head, 8)  # a header cut short: struct.error
+    if declared > size:
+        raise MeshError(
+            "unreadable",
+            f"truncated: the GLB header says {declared} bytes, the file holds {size}",
+        )
 
 
 # OBJ and MTL references as Blender 5's importer reads them (found by trying it,
@@ -1026,9 +1126,11 @@ def _glb_bin_length(path: Path) -> int:
         json_length = struct.unpack_from("<I", head, 12)[0]
         handle.seek(20 + json_length)
         chunk = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
     if len(chunk) < 8 or chunk[4:8] != b"BIN\0":
         return 0
-    return struct.unpack_from("<I", chunk)[0]
+    # what the chunk holds, not what it declares: a header edited to lie is no more bytes
+    return min(struct.unpack_from("<I", chunk)[0], size - (28 + json_length))
 
 
 def _gltf_list(document: dict, key: str, what: str | None = None) -> list:

@@ -102,3 +102,111 @@ def test_a_text_mesh_cut_short_and_zero_filled_is_unreadable_naming_the_byte(tmp
             call()
         assert caught.value.kind == "unreadable", name
         assert f"a NUL byte at byte {keep} of {len(data)}" in caught.value.reason, name
+
+
+# An icosphere of subdivision 3: 642 vertices, 1280 triangles (counted by hand: 12 + 30·(4³-1)
+# vertices, 20·4³ faces).
+SPHERE_VERTICES, SPHERE_FACES = 642, 1280
+
+
+def sphere_file(root: Path, name: str, **export) -> bytes:
+    import trimesh
+
+    path = root / "ok" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = trimesh.creation.icosphere(3).export(file_type=Path(name).suffix[1:], **export)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    validate_file(path, root)  # the whole file passes
+    return path.read_bytes()
+
+
+def cut_at_half(data: bytes, suffix: str) -> bytes:
+    if suffix == ".off":  # at a line break: every row it keeps is whole
+        return data[: data.index(b"\n", len(data) // 2) + 1]
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    "name, export, reason",
+    [
+        (
+            "m.stl",
+            {},
+            "truncated: the binary STL header declares 1280 triangles (64084 bytes), the file "
+            "holds 32042 bytes (639 triangles)",
+        ),
+        ("m.glb", {}, "truncated: the GLB header says {size} bytes, the file holds {half}"),
+        (
+            "ascii.ply",
+            {"encoding": "ascii"},
+            "truncated: the PLY header declares 642 vertex records, the file ends in vertex",
+        ),
+        (
+            "binary.ply",
+            {},
+            "runs past the file's end: its list count (3) overruns it, or the file is "
+            "truncated (its header declares 1280 face records)",
+        ),
+        (
+            "m.off",
+            {},
+            "truncated: the OFF header declares 642 vertices and 1280 faces (1922 rows), the "
+            "file holds {rows}",
+        ),
+    ],
+)
+def test_a_mesh_file_cut_at_half_says_it_is_truncated(tmp_path, name, export, reason):
+    """Before: a GLB cut at half was `ok` in the meshes stage (its BIN chunk's declared length
+    taken for its bytes) and "ValueError: chunk was not expected length!" to trimesh; an OFF
+    cut at a line break was `ok` (trimesh read the rows there were: a partial mesh), cut
+    mid-line "setting an array element with a sequence"; the binary STL, PLY named no cause."""
+    root = tmp_path / "root"
+    data = sphere_file(root, name, **export)
+    suffix = Path(name).suffix
+    cut = root / "cut" / name
+    cut.parent.mkdir()
+    cut.write_bytes(cut_at_half(data, suffix))
+    rows = sum(1 for line in cut.read_bytes().splitlines()[2:] if line.strip())
+    expected = reason.format(size=len(data), half=len(data) // 2, rows=rows)
+    assert SPHERE_VERTICES + SPHERE_FACES == 1922
+    for caller, call in readers(cut, root, tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert caught.value.kind == "unreadable", caller
+        assert expected in caught.value.reason, caller
+
+
+@pytest.mark.parametrize(
+    "name, export", [("m.stl", {}), ("binary.ply", {}), ("a.ply", {"encoding": "ascii"})]
+)
+def test_a_binary_mesh_cut_short_and_zero_filled_is_truncated_not_a_mesh(tmp_path, name, export):
+    """The download into a preallocated file again, for a format with counts: its size and
+    header hold, so only the zeros tell. Before: the STL was `ok` (its last 600-odd triangles
+    points at the origin, sampled as part of the object); the PLYs "face 336 has 0 corners",
+    "the PLY ends before its vertex rows do"."""
+    root = tmp_path / "root"
+    data = sphere_file(root, name, **export)
+    keep = len(data) // 2
+    cut = root / "cut" / name
+    cut.parent.mkdir()
+    cut.write_bytes(data[:keep] + bytes(len(data) - keep))
+    for caller, call in readers(cut, root, tmp_path / "copy").items():
+        with pytest.raises(MeshError) as caught:
+            call()
+        assert (caught.value.kind, caught.value.reason) == (
+            "unreadable",
+            f"truncated and zero-filled: its last {ZERO_HEAD_BYTES} bytes (of {len(data)}) are "
+            "all zero, as a download cut short into a preallocated file leaves",
+        ), caller
+
+
+def test_a_binary_stl_ending_in_a_few_zero_triangles_still_reads(tmp_path):
+    """A short run of zero records (a degenerate facet or two) is no proof of damage."""
+    import struct
+
+    facet = struct.pack("<12fH", 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0)
+    count = 100
+    body = facet * (count - 20) + bytes(50 * 20)  # 1000 zero bytes at the end
+    path = tmp_path / "m.stl"
+    path.write_bytes(b"x" * 80 + struct.pack("<I", count) + body)
+    validate_file(path, tmp_path)
