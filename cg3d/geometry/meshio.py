@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 from collections.abc import Iterator
@@ -213,6 +214,8 @@ def check_declared_counts(path: Path, suffix: str) -> None:
         check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
         check_text(path)
+    if suffix == ".obj":
+        check_obj_faces(path)
     if suffix == ".off":
         check_off_counts(path)
     if suffix == ".ply":
@@ -297,6 +300,55 @@ def check_text(path: Path) -> None:
                     "download leaves?)",
                 )
             offset += len(block)
+
+
+# OBJ faces with two readings (found by trying Blender 5.0's importer beside trimesh 4.x):
+# - a face naming one vertex twice, not side by side ("f 1 2 3 4 2"): Blender keeps the loop
+#   between the two (1 unit² here), trimesh fans every corner as listed (2 units²);
+# - a corner naming vertex 0 (OBJ counts from 1): Blender drops the face, trimesh takes the
+#   last vertex.
+# A vertex repeated side by side ("f 1 2 2 3 4", "f 1 2 3 1", "f 1 1 2") is one reading: Blender
+# drops the repeat, trimesh's fan gives the same triangles plus zero-area ones, which neither
+# samples nor draws. A triangle can repeat a vertex only side by side, so only faces of 4 or
+# more corners are looked at.
+OBJ_LONG_FACE = re.compile(rb"^[ \t]*f[ \t]+(\S+(?:[ \t]+\S+){3,})[ \t]*\r?$", re.MULTILINE)
+OBJ_ZERO_CORNER = re.compile(rb"^[ \t]*f[ \t](?:[^\n]*[ \t])?[-+]?0+(?=[/ \t\r\n]|$)", re.MULTILINE)
+
+
+def check_obj_faces(path: Path) -> None:
+    """MeshError (`unreadable`) for an OBJ face that Blender and trimesh read differently (see
+    OBJ_LONG_FACE), naming its line. Regular expressions over whole-line blocks: only the
+    faces of 4 or more corners are looked at one by one. Corners are compared as written, so
+    "f 1 2 3 -1" naming vertex 1 twice by two spellings is not caught."""
+    with open(path, "rb") as handle:
+        lines = 0
+        for block in line_blocks(handle):
+            zero = OBJ_ZERO_CORNER.search(block)
+            if zero:
+                line = lines + block.count(b"\n", 0, zero.start()) + 1
+                raise MeshError(
+                    "unreadable",
+                    f"the OBJ face at line {line} "
+                    "names vertex 0 (OBJ counts from 1; Blender drops the face, trimesh takes "
+                    "the last vertex)",
+                )
+            for face in OBJ_LONG_FACE.finditer(block):
+                corners = _apart([word.split(b"/")[0] for word in face.group(1).split()])
+                if len(set(corners)) < len(corners):
+                    line = lines + block.count(b"\n", 0, face.start()) + 1
+                    raise MeshError(
+                        "unreadable",
+                        f"the OBJ face at line {line} names a vertex twice, not side by side "
+                        "(Blender and trimesh read two different surfaces from it)",
+                    )
+            lines += block.count(b"\n")
+
+
+def _apart(corners: list[bytes]) -> list[bytes]:
+    """`corners` with each run of one vertex side by side (the last and first are side by side
+    too) taken as one corner."""
+    kept = [corner for number, corner in enumerate(corners) if corner != corners[number - 1]]
+    return kept or corners[:1]
 
 
 def check_off_counts(path: Path) -> None:
@@ -618,11 +670,16 @@ def _check_glb_length(head: bytes, size: int) -> None:
     whole file's length). A download cut short keeps its header: trimesh said only "chunk was
     not expected length!", and the structural check passed a GLB cut at half as ok (its
     BIN chunk's declared length was taken for the bytes it holds)."""
-    (declared,) = struct.unpack_from("<I", head, 8)  # a header cut short: struct.error
+    declared, json_length = struct.unpack_from("<II", head, 8)  # a header cut short: struct.error
     if declared > size:
         raise MeshError(
             "unreadable",
             f"truncated: the GLB header says {declared} bytes, the file holds {size}",
+        )
+    if 20 + json_length > size:  # read whole, it would be allocated before it is found short
+        raise MeshError(
+            "unreadable",
+            f"the GLB's JSON chunk declares {json_length} bytes, past the file's end ({size})",
         )
 
 
@@ -1129,8 +1186,14 @@ def _glb_bin_length(path: Path) -> int:
         size = os.fstat(handle.fileno()).st_size
     if len(chunk) < 8 or chunk[4:8] != b"BIN\0":
         return 0
-    # what the chunk holds, not what it declares: a header edited to lie is no more bytes
-    return min(struct.unpack_from("<I", chunk)[0], size - (28 + json_length))
+    (declared,) = struct.unpack_from("<I", chunk)
+    if declared > size - (28 + json_length):  # taken for the bytes it holds, an edited
+        raise MeshError(  # header passed the buffers' checks
+            "unreadable",
+            f"the GLB's BIN chunk declares {declared} bytes, the file holds "
+            f"{size - (28 + json_length)} after its JSON",
+        )
+    return declared
 
 
 def _gltf_list(document: dict, key: str, what: str | None = None) -> list:
@@ -1200,6 +1263,8 @@ def check_gltf_sizes(document: dict, path: Path) -> None:
     2^32-1 vertices over a 36-byte buffer took 21 GB in Blender; here it is one MeshError."""
     sizes = gltf_buffer_sizes(document, path)
     views = _gltf_list(document, "bufferViews")
+    for index in range(len(views)):  # not only an accessor's: Draco's data is a bufferView's
+        _view_bytes(views, index, sizes, f"bufferView {index}")
     unbacked_limit = GLTF_UNBACKED_RATIO * sum(sizes) + GLTF_UNBACKED_FLOOR
     for number, accessor in enumerate(_gltf_list(document, "accessors")):
         what = f"accessor {number}"
