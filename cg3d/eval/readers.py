@@ -54,6 +54,7 @@ from cg3d.files import (
     confined_path,
     inside_root,
     loads_json,
+    read_small_file,
     require_folder,
     resolved_root,
     shown_name,
@@ -324,9 +325,10 @@ def _require_file(root: Path, path: Path, what: str) -> Path:
 
 def _list_lines(path: Path, what: str) -> list[str]:
     """The non-blank lines of a benchmark's list file, stripped; a file that is not UTF-8
-    text is one line naming it (a UnicodeDecodeError traceback)."""
+    text is one line naming it (a UnicodeDecodeError traceback), one past
+    files.MAX_LIST_BYTES too, from its size (it was read whole, however large)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path, what).decode("utf-8")
     except UnicodeDecodeError as error:
         raise UsageError(
             f"{what}: {path} is not UTF-8 text (byte {error.start}: {error.reason})"
@@ -755,9 +757,10 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
 
 def read_lvis_split(path: Path) -> list[dict]:
     """OpenShape's split JSON: a list of objects, each with a string `category` and
-    `data_path`; a truncated or malformed file is one line naming it and the first bad entry."""
+    `data_path`; a truncated or malformed file is one line naming it and the first bad entry,
+    one past files.MAX_LIST_BYTES too (OpenShape's is 5 MB)."""
     try:
-        entries = loads_json(path.read_bytes())
+        entries = loads_json(read_small_file(path, "--root"))
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
         raise UsageError(f"{path}: not a readable LVIS split JSON ({error})") from None
     if not isinstance(entries, list):

@@ -49,3 +49,29 @@ def test_zeroshot_counts_a_skipped_modelnet_shape(tmp_path, tiny_checkpoint):
     config = ZeroShotConfig(dataset="modelnet40", root=str(tmp_path / "mn"), text_cache="")
     metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
     assert metrics["n_shapes"] == len(ids) - 1 and metrics["skipped_samples"] == 1
+
+
+@pytest.mark.parametrize("name", ["modelnet40_shape_names.txt", "modelnet40_test.txt", "lvis.json"])
+def test_a_benchmark_list_file_past_the_list_bound_is_refused_unread(tmp_path, monkeypatch, name):
+    """A dataset's own list files (ModelNet's names and splits, OpenShape's lvis.json) are
+    bounded as a user's lists are. Before: read whole, however large."""
+    import os
+
+    import cg3d.files
+    from cg3d.errors import UsageError
+    from cg3d.eval.readers import read_lvis_split
+
+    monkeypatch.setattr(cg3d.files, "MAX_LIST_BYTES", 1 << 20)
+    write_modelnet(tmp_path / "mn", 40)
+    path = tmp_path / "mn" / name
+    path.touch()
+    os.truncate(path, (1 << 20) + 1)  # sparse: no disk used
+    with pytest.raises(UsageError) as caught:
+        if name == "lvis.json":
+            read_lvis_split(path)
+        else:
+            open_benchmark("modelnet40", tmp_path / "mn")
+    assert str(caught.value) == (
+        f"--root: {path} holds {(1 << 20) + 1} bytes, more than the 1 MiB a list or annotation "
+        "file may hold"
+    )

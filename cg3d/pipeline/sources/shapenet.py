@@ -14,11 +14,12 @@ a seeded, disjoint split per class.
 """
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import shown_name
+from cg3d.files import read_small_file, shown_name, why_not_a_file
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -101,7 +102,8 @@ def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:
 def read_split_file(path: Path) -> dict[tuple[str, str], str]:
     """{(synsetId, modelId): "train" | "test"} from all.csv or Point-BERT's train/test lists;
     a file that is not text, or a list line that is no `<synsetId>-<modelId>`, is one line
-    naming it (they were UnicodeDecodeError and ValueError tracebacks)."""
+    naming it (they were UnicodeDecodeError and ValueError tracebacks). Each file is read
+    whole, at most files.MAX_LIST_BYTES (ShapeNet's all.csv is 3.6 MB)."""
     try:
         return _read_split_file(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -109,38 +111,60 @@ def read_split_file(path: Path) -> dict[tuple[str, str], str]:
 
 
 def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
+    lists = [path / "train.txt", path / "test.txt"] if path.is_dir() else [path]
+    for file in lists:  # a FIFO, a folder, a link loop: named as what it is, never opened
+        why = why_not_a_file(file)
+        if why and not (path.is_dir() and why == "does not exist"):
+            raise UsageError(f"--split-file: {shown_name(file)} {why}")
     if path.is_file() and path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = csv.DictReader(handle)
-            missing = {"synsetId", "modelId", "split"} - set(rows.fieldnames or [])
-            if missing:
-                raise UsageError(
-                    f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}"
-                )
-            splits = {}
-            for row in rows:
-                # val joins train; anything else (a typo, a short row's None) was train unsaid
-                if row["split"] not in ("train", "val", "test") or not row["modelId"]:
-                    raise UsageError(
-                        f"--split-file: {path} line {rows.line_num}: split "
-                        f"{shown_name(str(row['split']))} of model {shown_name(str(row['modelId']))}"
-                        " is not train, val or test"
-                    )
-                key = (row["synsetId"].zfill(8), row["modelId"])
-                splits[key] = "test" if row["split"] == "test" else "train"
-            return splits
-    if path.is_dir() and (path / "train.txt").is_file() and (path / "test.txt").is_file():
-        splits = {}
-        for split in ("train", "test"):
-            for line in (path / f"{split}.txt").read_text(encoding="utf-8").split():
+        return _read_csv(path)
+    if path.is_dir() and all(file.is_file() for file in lists):
+        splits: dict[tuple[str, str], str] = {}
+        for split, file in zip(("train", "test"), lists, strict=True):
+            for line in read_small_file(file, "--split-file").decode("utf-8").split():
                 synset, dash, model = line.removesuffix(".npy").partition("-")
                 if not (dash and synset and model):
                     raise UsageError(
-                        f"--split-file: {path / f'{split}.txt'} lists {shown_name(line)}, "
-                        "not <synsetId>-<modelId>"
+                        f"--split-file: {file} lists {shown_name(line)}, not <synsetId>-<modelId>"
+                    )
+                if splits.get((synset, model), split) != split:
+                    raise UsageError(
+                        f"--split-file: {shown_name(line)} is in both {lists[0]} and {lists[1]}"
                     )
                 splits[(synset, model)] = split
         return splits
     raise UsageError(
         f"--split-file: {path} is neither a .csv nor a folder with train.txt and test.txt"
     )
+
+
+def _read_csv(path: Path) -> dict[tuple[str, str], str]:
+    """all.csv's splits. ShapeNet writes synsetId as a number (2691156 for 02691156): padded.
+    A model listed twice with one split (val and train are one here) is kept; with two, the
+    file is refused naming both lines (the last row won silently)."""
+    text = read_small_file(path, "--split-file").decode("utf-8")
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    missing = {"synsetId", "modelId", "split"} - set(rows.fieldnames or [])
+    if missing:
+        raise UsageError(f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}")
+    splits: dict[tuple[str, str], str] = {}
+    lines: dict[tuple[str, str], int] = {}
+    for row in rows:
+        # val joins train; anything else (a typo, a short row's None) was train unsaid
+        if row["split"] not in ("train", "val", "test") or not row["modelId"]:
+            raise UsageError(
+                f"--split-file: {path} line {rows.line_num}: split "
+                f"{shown_name(str(row['split']))} of model {shown_name(str(row['modelId']))}"
+                " is not train, val or test"
+            )
+        key = (row["synsetId"].zfill(8), row["modelId"])
+        split = "test" if row["split"] == "test" else "train"
+        if splits.get(key, split) != split:
+            raise UsageError(
+                f"--split-file: {path} line {rows.line_num}: model {shown_name(key[1])} of "
+                f"synset {shown_name(key[0])} is {split} here and {splits[key]} at line "
+                f"{lines[key]}"
+            )
+        splits[key] = split
+        lines.setdefault(key, rows.line_num)
+    return splits

@@ -111,3 +111,89 @@ def test_a_split_file_that_does_not_parse_is_one_line_naming_it(tmp_path, name, 
         build_manifest(config, tmp_path / "out")
     message = str(caught.value)
     assert message.startswith("--split-file: ") and line in message and "\n" not in message
+
+
+def shapenet_with_split(tmp_path: Path, name: str, content: bytes) -> MeshesConfig:
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    given = tmp_path / name.split("/")[0]
+    return MeshesConfig(source="shapenet", root=str(root), split_file=str(given), workers=1)
+
+
+def test_a_model_listed_twice_in_all_csv_with_two_splits_is_refused_naming_both_lines(tmp_path):
+    """Before: the last row won, silently (m1 trained on here, whatever line 2 said)."""
+    config = shapenet_with_split(
+        tmp_path,
+        "all.csv",
+        b"id,synsetId,subSynsetId,modelId,split\n1,3211117,3211117,m1,test\n"
+        b"2,3211117,3211117,m2,train\n3,03211117,3211117,m1,train\n",
+    )
+    with pytest.raises(UsageError) as caught:
+        build_manifest(config, tmp_path / "out")
+    assert str(caught.value) == (
+        f"--split-file: {tmp_path / 'all.csv'} line 4: model 'm1' of synset '03211117' is "
+        "train here and test at line 2"
+    )
+
+
+def test_a_model_listed_twice_in_all_csv_with_one_split_is_kept_once(tmp_path):
+    """ShapeNet's own all.csv lists a model once per sub-synset: repeats that agree are fine
+    (val and train are one split here)."""
+    config = shapenet_with_split(
+        tmp_path,
+        "all.csv",
+        b"id,synsetId,subSynsetId,modelId,split\n1,3211117,3211117,m1,test\n"
+        b"2,3211117,4000000,m1,test\n3,3211117,3211117,m2,val\n4,3211117,3211117,m2,train\n",
+    )
+    build_manifest(config, tmp_path / "out")
+    splits = {Path(r.path).parts[-3]: r.split for r in read_manifest(tmp_path / "out")}
+    assert splits == {"m1": "test", "m2": "train"}
+
+
+def test_a_model_in_both_point_bert_lists_is_refused(tmp_path):
+    config = shapenet_with_split(tmp_path, "lists/train.txt", b"03211117-m1.npy\n")
+    (tmp_path / "lists" / "test.txt").write_text("03211117-m2.npy\n03211117-m1.npy\n")
+    with pytest.raises(UsageError) as caught:
+        build_manifest(config, tmp_path / "out")
+    lists = tmp_path / "lists"
+    assert str(caught.value) == (
+        f"--split-file: '03211117-m1.npy' is in both {lists / 'train.txt'} and {lists / 'test.txt'}"
+    )
+
+
+@pytest.mark.parametrize("fifo", ["all.csv", "lists/test.txt"])
+def test_a_fifo_given_as_a_split_file_is_named_a_fifo(tmp_path, fifo):
+    """Before: "is neither a .csv nor a folder with train.txt and test.txt"."""
+    import os
+
+    config = shapenet_with_split(tmp_path, "lists/train.txt", b"03211117-m1.npy\n")
+    os.mkfifo(tmp_path / fifo)
+    config.split_file = str(tmp_path / fifo.split("/")[0])
+    with pytest.raises(UsageError) as caught:
+        build_manifest(config, tmp_path / "out")
+    assert str(caught.value) == (
+        f"--split-file: '{tmp_path / fifo}' is a device, FIFO or socket, not a file"
+    )
+
+
+@pytest.mark.parametrize("name", ["all.csv", "lists/train.txt"])
+def test_a_split_file_past_the_list_bound_is_refused_unread(tmp_path, name, monkeypatch):
+    """Read whole and parsed, a split file is bounded as the other list files are. Before:
+    read however large (a sparse 1 GB all.csv: read, then the row check)."""
+    import os
+
+    import cg3d.files
+
+    monkeypatch.setattr(cg3d.files, "MAX_LIST_BYTES", 1 << 20)
+    config = shapenet_with_split(tmp_path, name, b"synsetId,modelId,split\n03211117,m1,test\n")
+    (tmp_path / "lists" / "test.txt").write_text("03211117-m3.npy\n") if "/" in name else None
+    os.truncate(tmp_path / name, (1 << 20) + 1)
+    with pytest.raises(UsageError) as caught:
+        build_manifest(config, tmp_path / "out")
+    assert str(caught.value) == (
+        f"--split-file: {tmp_path / name} holds {(1 << 20) + 1} bytes, more than the 1 MiB a "
+        "list or annotation file may hold"
+    )
