@@ -232,18 +232,27 @@ def check_zero_tail(path: Path) -> None:
     vertex rows do". No real file ends so: a PLY or STL record of all zero bytes is a
     zero-area triangle at the origin or a face of no corners. (A GLB may: zero-valued
     attributes are real data there.)"""
+    zeros = zero_tail(path)
+    if zeros:
+        raise MeshError("unreadable", f"truncated and zero-filled: {zeros}")
+
+
+def zero_tail(path: Path) -> str:
+    """ "" unless the file at `path`, longer than ZERO_HEAD_BYTES, ends in that many zero
+    bytes; then the words saying so (for a reason: a GLB's Blender reading that came out
+    without area says what it comes from)."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size <= ZERO_HEAD_BYTES:
-            return  # all zero is `check_bytes`'s; a shorter run proves nothing
+            return ""  # all zero is `check_bytes`'s; a shorter run proves nothing
         handle.seek(size - ZERO_HEAD_BYTES)
         tail = handle.read(ZERO_HEAD_BYTES)
-    if not tail.strip(b"\0"):
-        raise MeshError(
-            "unreadable",
-            f"truncated and zero-filled: its last {ZERO_HEAD_BYTES} bytes (of {size}) are all "
-            "zero, as a download cut short into a preallocated file leaves",
-        )
+    if tail.strip(b"\0"):
+        return ""
+    return (
+        f"its last {ZERO_HEAD_BYTES} bytes (of {size}) are all zero, as a download cut short "
+        "into a preallocated file leaves"
+    )
 
 
 def check_ply_faces(path: Path) -> None:

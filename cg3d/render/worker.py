@@ -251,7 +251,7 @@ class Renderer:
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
         from cg3d.geometry.frame import canonical_rotation, normalization
-        from cg3d.geometry.meshio import Mesh, MeshError, blender_input, check_mesh
+        from cg3d.geometry.meshio import Mesh, MeshError, blender_input, check_mesh, zero_tail
         from cg3d.render.surface import evaluated_surface
 
         self.clear()
@@ -275,7 +275,9 @@ class Renderer:
             check_mesh(Mesh(vertices, np.arange(len(vertices)).reshape(-1, 3)))
             centre, scale = normalization(vertices)
         except MeshError as error:
-            raise RenderFailure(str(error)) from error
+            # a GLB cut short and zero-filled reads as zeros (no check refuses zeros in a GLB)
+            zeros = zero_tail(path) if error.kind == "degenerate" else ""
+            raise RenderFailure(f"{error}; {zeros}" if zeros else str(error)) from error
         except ValueError as error:
             raise RenderFailure(f"degenerate: {error}") from error
         normalise = np.eye(4) * scale

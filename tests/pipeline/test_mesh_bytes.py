@@ -210,3 +210,29 @@ def test_a_binary_stl_ending_in_a_few_zero_triangles_still_reads(tmp_path):
     path = tmp_path / "m.stl"
     path.write_bytes(b"x" * 80 + struct.pack("<I", count) + body)
     validate_file(path, tmp_path)
+
+
+@pytest.mark.blender
+def test_a_glb_cut_short_and_zero_filled_says_so_where_its_reading_has_no_area(tmp_path):
+    """Zeros are real data in a GLB (nothing refuses them unread), so such a file passes the
+    meshes stage; Blender reads its zeroed positions as a point. Before: "degenerate: the
+    surface has zero area", nothing more, at sample and render."""
+    from cg3d.params import SampleConfig
+    from cg3d.pipeline.sample import PointsReader
+
+    root = tmp_path / "root"
+    data = sphere_file(root, "m.glb")
+    keep = len(data) // 2  # trimesh writes the indices first: every position is zeroed
+    cut = root / "cut" / "m.glb"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:keep] + bytes(len(data) - keep))
+    validate_file(cut, root)
+    with (
+        PointsReader(SampleConfig(points=256, colors=True)) as blender,
+        pytest.raises(ValueError) as caught,
+    ):
+        blender(cut, "y", "cut", root)
+    assert str(caught.value) == (
+        "degenerate: the surface has zero area; its last 4096 bytes (of "
+        f"{len(data)}) are all zero, as a download cut short into a preallocated file leaves"
+    )
