@@ -320,21 +320,25 @@ def check_text(path: Path) -> None:
 # drops the repeat, trimesh's fan gives the same triangles plus zero-area ones, which neither
 # samples nor draws. A triangle can repeat a vertex only side by side, so only faces of 4 or
 # more corners are looked at.
-OBJ_LONG_FACE = re.compile(rb"^[ \t]*f[ \t]+(\S+(?:[ \t]+\S+){3,})[ \t]*\r?$", re.MULTILINE)
-OBJ_ZERO_CORNER = re.compile(rb"^[ \t]*f[ \t](?:[^\n]*[ \t])?[-+]?0+(?=[/ \t\r\n]|$)", re.MULTILINE)
+# Each starts at a newline, a literal the regex engine scans for (~3x faster than `^` over a
+# 50 MB file); the caller puts one before a block's first line.
+OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}[ \t]+[^ \t\r\n]")
+OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n])")
 
 
 def check_obj_faces(path: Path) -> None:
     """MeshError (`unreadable`) for an OBJ face that Blender and trimesh read differently (see
     OBJ_LONG_FACE), naming its line. Regular expressions over whole-line blocks: only the
-    faces of 4 or more corners are looked at one by one. Corners are compared as written, so
+    faces of 4 or more corners are looked at one by one (1.3M triangles, 50 MB: 0.9 s; trimesh
+    reads it in 4.3). Corners are compared as written, so
     "f 1 2 3 -1" naming vertex 1 twice by two spellings is not caught."""
     with open(path, "rb") as handle:
         lines = 0
         for block in line_blocks(handle):
+            block = b"\n" + block  # the first line starts at a newline as the others do
             zero = OBJ_ZERO_CORNER.search(block)
             if zero:
-                line = lines + block.count(b"\n", 0, zero.start()) + 1
+                line = lines + block.count(b"\n", 0, zero.start() + 1)
                 raise MeshError(
                     "unreadable",
                     f"the OBJ face at line {line} "
@@ -342,15 +346,17 @@ def check_obj_faces(path: Path) -> None:
                     "the last vertex)",
                 )
             for face in OBJ_LONG_FACE.finditer(block):
-                corners = _apart([word.split(b"/")[0] for word in face.group(1).split()])
+                end = block.find(b"\n", face.start() + 1)
+                words = block[face.start() : end if end >= 0 else None].split()[1:]
+                corners = _apart([word.split(b"/")[0] for word in words])
                 if len(set(corners)) < len(corners):
-                    line = lines + block.count(b"\n", 0, face.start()) + 1
+                    line = lines + block.count(b"\n", 0, face.start() + 1)
                     raise MeshError(
                         "unreadable",
                         f"the OBJ face at line {line} names a vertex twice, not side by side "
                         "(Blender and trimesh read two different surfaces from it)",
                     )
-            lines += block.count(b"\n")
+            lines += block.count(b"\n") - 1
 
 
 def _apart(corners: list[bytes]) -> list[bytes]:
