@@ -177,13 +177,23 @@ def load_mesh(path: Path) -> Mesh:
     except IndexError as error:  # trimesh's OBJ reader indexes its vertices by the faces
         raise MeshError("unreadable", f"{FACE_OUT_OF_RANGE} ({error})") from error
     except Exception as error:  # any parser failure: a malformed file, not a crashed stage
-        raise MeshError("unreadable", f"{type(error).__name__}: {error}") from error
+        cut = _cut_mid_line(path) if suffix in TEXT_SUFFIXES else ""
+        raise MeshError("unreadable", f"{type(error).__name__}: {error}{cut}") from error
     result = Mesh(
         vertices=np.asarray(vertices, dtype=np.float64).reshape(-1, 3),
         faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3),
     )
     check_mesh(result)
     return result
+
+
+def _cut_mid_line(path: Path) -> str:
+    """Words for a text mesh that failed to parse and does not end in a newline: a download
+    cut short mid-line ("could not convert string to float: '-'" said nothing of it)."""
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+    return "" if last in b"\r\n" else " (the file ends mid-line: cut short?)"
 
 
 # PLY: the face list counts. trimesh reads an ASCII face row by its tokens and ignores the count

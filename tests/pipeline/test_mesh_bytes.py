@@ -236,3 +236,23 @@ def test_a_glb_cut_short_and_zero_filled_says_so_where_its_reading_has_no_area(t
         "degenerate: the surface has zero area; its last 4096 bytes (of "
         f"{len(data)}) are all zero, as a download cut short into a preallocated file leaves"
     )
+
+
+def test_an_obj_cut_mid_line_says_so_where_it_does_not_parse(tmp_path):
+    """An OBJ has no counts to compare: cut at a line break it reads as fewer faces; cut
+    mid-line it fails, and the reason says where. Before: "ValueError: could not convert
+    string to float: '-'", nothing more."""
+    root = tmp_path / "root"
+    data = sphere_file(root, "m.obj")
+    cut = root / "cut" / "m.obj"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])  # inside a vertex row
+    assert not cut.read_bytes().endswith(b"\n")
+    with pytest.raises(MeshError) as caught:
+        load_mesh(cut)
+    assert caught.value.kind == "unreadable"
+    assert caught.value.reason.endswith(" (the file ends mid-line: cut short?)")
+    cut.write_bytes(data[: len(data) // 2] + b"\n")  # a malformed row, ending in a newline
+    with pytest.raises(MeshError) as caught:
+        load_mesh(cut)
+    assert "cut short" not in caught.value.reason
