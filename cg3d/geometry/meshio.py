@@ -217,9 +217,9 @@ class _PlyElement:
 
 
 def check_declared_counts(path: Path, suffix: str) -> None:
-    """MeshError when the counts a PLY or binary STL header declares cannot fit the file, or
-    an OBJ or OFF holds a NUL byte (both readings, trimesh's and Blender's, check the same
-    way)."""
+    """MeshError when the counts a PLY, binary STL or OFF header declares cannot fit the file,
+    a PLY or STL ends in zeros, an OBJ or OFF holds a NUL byte, or an OBJ face has two
+    readings (both readings, trimesh's and Blender's, check the same way)."""
     if suffix in (".ply", ".stl"):
         check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
@@ -338,10 +338,10 @@ OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\
 
 def check_obj_faces(path: Path) -> None:
     """MeshError (`unreadable`) for an OBJ face that Blender and trimesh read differently (the
-    comment above OBJ_LONG_FACE), naming its line. Regular expressions over whole-line blocks: only the
-    faces of 4 or more corners are looked at one by one (1.3M triangles, 50 MB: 0.9 s; trimesh
-    reads it in 4.3). Corners are compared as written, so
-    "f 1 2 3 -1" naming vertex 1 twice by two spellings is not caught."""
+    comment above OBJ_LONG_FACE), naming its line. Regular expressions over whole-line blocks:
+    only the faces of 4 or more corners are looked at one by one (1.3M triangles, 50 MB: 0.9 s;
+    trimesh reads it in 4.3). Corners are compared as written, so "f 1 2 3 -1", naming vertex
+    1 twice in two spellings, is not caught."""
     with open(path, "rb") as handle:
         lines = 0
         for block in line_blocks(handle):
@@ -1213,8 +1213,10 @@ def _glb_bin_length(path: Path) -> int:
     if len(chunk) < 8 or chunk[4:8] != b"BIN\0":
         return 0
     (declared,) = struct.unpack_from("<I", chunk)
-    if declared > size - (28 + json_length):  # taken for the bytes it holds, an edited
-        raise MeshError(  # header passed the buffers' checks
+    # what it declares is no proof of what it holds: an edited chunk length passed as buffer
+    # bytes, and Blender failed on it at sample and render
+    if declared > size - (28 + json_length):
+        raise MeshError(
             "unreadable",
             f"the GLB's BIN chunk declares {declared} bytes, the file holds "
             f"{size - (28 + json_length)} after its JSON",
