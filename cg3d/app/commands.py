@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cg3d import terminal
 from cg3d.errors import UsageError, printable
 from cg3d.files import locks_folder
 from cg3d.options import with_params
@@ -22,7 +22,7 @@ from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 if TYPE_CHECKING:
     import numpy as np
 
-console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
+console = terminal.console()
 
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cg3d import terminal
 from cg3d.errors import printable
 from cg3d.files import check_out_dir, locks_folder, output_lock
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
-console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
+console = terminal.console()
 eval_app = typer.Typer(
     help="Evaluate a trained checkpoint: zero-shot and retrieval.", no_args_is_help=True
 )
@@ -375,9 +375,8 @@ def benchmark_command(
         allow_pickle=allow_pickle,
     )
     rows = run_benchmark(entries, sets, out, config, text_features)
-    # a table of several lines: each line escaped, the line breaks kept
-    lines = markdown_table(rows).split("\n")
-    console.print("\n".join(printable(line) for line in lines), markup=False)
+    # a table of several lines: each line escaped (by the console), the line breaks kept
+    console.print(*markdown_table(rows).splitlines(), sep="\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.errors import printable
@@ -47,9 +46,10 @@ from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
+from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
-_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+_console = console(stderr=True, highlight=False)
 
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])

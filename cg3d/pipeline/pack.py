@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from cg3d.errors import UsageError, printable
 from cg3d.files import atomic_path, file_sha256, locks_out_dir, require_folder
@@ -71,8 +70,9 @@ from cg3d.pipeline.chunks import (
     previous_plan_digest,
     run_chunks,
 )
+from cg3d.terminal import console
 
-_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+_console = console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
     "id",

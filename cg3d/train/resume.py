@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
+from cg3d import terminal
 from cg3d.errors import UsageError, printable
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.train.optim import init_prompts
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 RESUME_MODES = ("never", "auto", "always")
 
 # Config fields a resumed run may change, and why: none changes what the run optimises.
