@@ -185,27 +185,27 @@ def inspect_command(
         print(json.dumps(found.as_dict(), indent=2, default=str))
         return
     noun = "classes" if found.kind == "run" else "ids"
-    console.print(printable(found.headline()), markup=False)
+    console.print(found.headline())
     if found.ids:
         shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
-        console.print(printable(f"  {noun}: {', '.join(shown)} (--ids: all)"), markup=False)
+        console.print(f"  {noun}: {', '.join(shown)} (--ids: all)")
     if found.splits:
         splits = ", ".join(f"{name} {n}" for name, n in sorted(found.splits.items()))
-        console.print(printable(f"  splits: {splits}"), markup=False)
+        console.print(f"  splits: {splits}")
     if found.classes:
         table = Table("class", "count", title=None, box=None, padding=(0, 2))
         for name, count in sorted(found.classes.items()):
-            table.add_row(printable(name), str(count))
+            table.add_row(name, str(count))
         console.print(table)
     if found.failures:
         listed = found.failures[:failures] if failures else found.failures
         table = Table("failed id", "stage", "reason", box=None, padding=(0, 2))
         for row in listed:
-            table.add_row(*(printable(str(row[key])) for key in ("id", "stage", "reason")))
+            table.add_row(*(str(row[key]) for key in ("id", "stage", "reason")))
         console.print(table)
         if len(listed) < len(found.failures):
             more = len(found.failures) - len(listed)
-            console.print(f"  … {more} more (--failures 0: all)", markup=False)
+            console.print(f"  … {more} more (--failures 0: all)")
     for key, value in {**found.details, **found.made_by}.items():
         text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        console.print(printable(f"  {key}: {text}"), markup=False)
+        console.print(f"  {key}: {text}")

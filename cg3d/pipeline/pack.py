@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg3d.errors import UsageError, printable
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
@@ -226,7 +226,7 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
         problem = f"its record {record.name} does not parse"
     problem = problem or tar_problem(shard)
     if problem:
-        _console.print(printable(f"{shard} is damaged ({problem}): packing it again"))
+        _console.print(f"{shard} is damaged ({problem}): packing it again")
         record.unlink()
         return False
     return True
