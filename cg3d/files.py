@@ -106,19 +106,20 @@ def _finish_commit(folder: Path) -> None:
     commit.rmdir()
 
 
-def require_regular_file(path: Path, missing: str) -> None:
+def require_regular_file(path: Path, missing: str, option: str = "") -> None:
     """UsageError unless `path` (symlinks followed) is a regular file: a FIFO would block the
-    read and a device be read as data, so either is named as what it is; `missing` is the
-    message when nothing is there. A name that reaches no file (a symlink loop, too long, a
-    NUL byte) says so (`why_not_a_file`)."""
+    read and a device be read as data, so either is named as what it is, after the `option`
+    that gave it; `missing` is the message when nothing is there. A name that reaches no file
+    (a symlink loop, too long, a NUL byte) says so (`why_not_a_file`)."""
     why = why_not_a_file(path)
     if not why:
         return
     if why == "does not exist":
         raise UsageError(missing)
+    where = f"{option}: " if option else ""
     if os.path.exists(path):  # a folder, a FIFO, a device
-        raise UsageError(f"{path}: not a regular file")
-    raise UsageError(f"{shown_name(path)} {why}")
+        raise UsageError(f"{where}{path}: not a regular file")
+    raise UsageError(f"{where}{shown_name(path)} {why}")
 
 
 def check_not_special(path: Path, option: str = "") -> None:
