@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cg3d import terminal
 from cg3d.errors import UsageError
-from cg3d.files import locks_folder
+from cg3d.files import locks_folder, require_regular_file
 from cg3d.options import with_params
 from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 
@@ -209,9 +209,18 @@ def search_command(
     """The best objects of an index for a text, an image, a shape or an embedding (or several).
 
     Several queries: their scores are averaged."""
-    from cg3d.app.api import load
-    from cg3d.app.index import open_index
+    from cg3d.app.api import check_shape_file, check_top, load
+    from cg3d.app.index import SEARCH_TARGETS, open_index
 
+    # each option checked, by its name, before the index's model loads
+    check_top(top, "--top")
+    if against and against not in SEARCH_TARGETS:
+        raise UsageError(f"--against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
+    if image is not None:
+        require_regular_file(image, f"--image: no such file {image}", "--image")
+    if points is not None:
+        require_regular_file(points, f"--points: no such file {points}", "--points")
+        check_shape_file(points)
     vector = read_embedding(embedding) if embedding is not None else None
     model = load(checkpoint) if checkpoint else None
     hits = open_index(index, model).search(
