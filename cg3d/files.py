@@ -378,6 +378,19 @@ def read_small_file(path: Path, option: str = "") -> bytes:
     return data
 
 
+def read_small_text(path: Path, option: str = "") -> str:
+    """The text of a list file `option` names (`read_small_file`'s bound), in one line naming
+    the file and the first bad byte when it is not UTF-8 (a binary file given by mistake)."""
+    data = read_small_file(path, option)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = f"{option}: " if option else ""
+        raise UsageError(
+            f"{where}{path} is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
+
+
 def _mode_or_why_not(path: str | Path, noun: str) -> int | str:
     """`path`'s st_mode (symlinks followed), or why it names no `noun` ("file", "folder") at
     all: a NUL byte, a symlink loop, nothing there, a name the system refuses."""

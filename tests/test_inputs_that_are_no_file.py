@@ -328,3 +328,24 @@ def test_inspect_with_a_meshes_option_that_names_no_manifest_folder_is_one_line(
         assert str(result.exception).startswith(line)
     shown = runner.invoke(app, ["inspect", str(captions), "--meshes", str(meshes)])
     assert shown.exit_code == 0 and "chair" in shown.output  # classes from the manifest named
+
+
+@pytest.mark.parametrize("option", ["--labels-file", "--train-list", "a shape list"])
+def test_a_list_file_that_is_not_utf8_names_its_option_and_the_first_bad_byte(tmp_path, option):
+    """Before, three wordings: "cannot read X (not UTF-8 text)", "X does not read ('utf-8'
+    codec can't decode…)" and "X: not a list of paths ('utf-8' codec…)"."""
+    from cg3d.app.api import read_labels_file
+    from cg3d.app.batch import list_shapes
+    from cg3d.eval.audit import read_shapenet_list
+
+    readers = {
+        "--labels-file": read_labels_file,
+        "--train-list": lambda path: read_shapenet_list(path, "--train-list"),
+        "a shape list": list_shapes,
+    }
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"chair\n\xff\xfe lamp\n")
+    with pytest.raises(UsageError) as caught:
+        readers[option](path)
+    where = "" if option == "a shape list" else f"{option}: "
+    assert str(caught.value) == f"{where}{path} is not UTF-8 text (byte 6: invalid start byte)"
