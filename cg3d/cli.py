@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
+from cg3d import terminal
 from cg3d.errors import UsageError, printable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -78,8 +79,7 @@ _use_command_classes(app)
 
 
 def _stderr() -> Console:
-    # the message is the user's text (paths, keys like `:train:`): no markup, no emoji codes
-    return Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+    return terminal.console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _OneLineWarnings:
@@ -99,8 +99,8 @@ class _OneLineWarnings:
             return
         self.shown.add(key)
         console = _stderr()
-        console.print("[bold yellow]warning:[/]", end=" ")
-        console.print(printable(str(message)), markup=False)
+        console.print("[bold yellow]warning:[/]", end=" ", markup=True)
+        console.print(str(message))
 
 
 def _is_ours(filename: str) -> bool:
@@ -149,6 +149,6 @@ def main() -> None:
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
-        console.print("[bold red]error:[/]", end=" ")
-        console.print(printable(message), markup=False)
+        console.print("[bold red]error:[/]", end=" ", markup=True)
+        console.print(message)
         sys.exit(2)

@@ -106,19 +106,20 @@ def _finish_commit(folder: Path) -> None:
     commit.rmdir()
 
 
-def require_regular_file(path: Path, missing: str) -> None:
+def require_regular_file(path: Path, missing: str, option: str = "") -> None:
     """UsageError unless `path` (symlinks followed) is a regular file: a FIFO would block the
-    read and a device be read as data, so either is named as what it is; `missing` is the
-    message when nothing is there. A name that reaches no file (a symlink loop, too long, a
-    NUL byte) says so (`why_not_a_file`)."""
+    read and a device be read as data, so either is named as what it is, after the `option`
+    that gave it; `missing` is the message when nothing is there. A name that reaches no file
+    (a symlink loop, too long, a NUL byte) says so (`why_not_a_file`)."""
     why = why_not_a_file(path)
     if not why:
         return
     if why == "does not exist":
         raise UsageError(missing)
+    where = f"{option}: " if option else ""
     if os.path.exists(path):  # a folder, a FIFO, a device
-        raise UsageError(f"{path}: not a regular file")
-    raise UsageError(f"{shown_name(path)} {why}")
+        raise UsageError(f"{where}{path}: not a regular file")
+    raise UsageError(f"{where}{shown_name(path)} {why}")
 
 
 def check_not_special(path: Path, option: str = "") -> None:
@@ -375,6 +376,19 @@ def read_small_file(path: Path, option: str = "") -> bytes:
             "list or annotation file may hold"
         )
     return data
+
+
+def read_small_text(path: Path, option: str = "") -> str:
+    """The text of a list file `option` names (`read_small_file`'s bound), in one line naming
+    the file and the first bad byte when it is not UTF-8 (a binary file given by mistake)."""
+    data = read_small_file(path, option)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = f"{option}: " if option else ""
+        raise UsageError(
+            f"{where}{path} is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
 
 
 def _mode_or_why_not(path: str | Path, noun: str) -> int | str:

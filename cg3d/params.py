@@ -789,7 +789,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     from cg3d.files import require_regular_file
 
     path = Path(path)
-    require_regular_file(path, f"--params: no such file {path}")  # a FIFO would block the read
+    require_regular_file(
+        path, f"--params: no such file {path}", "--params"
+    )  # a FIFO would block the read
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_PARAMS_BYTES + 1)

@@ -41,3 +41,21 @@ def class_names(dataset: str) -> list[str]:
 def shapenet_renames() -> dict[str, str]:
     """CG3D's renames of ShapeNet names (display→monitor, vessel→ship, ashcan→trashcan)."""
     return dict(protocol()["shapenet_renames_cg3d"])
+
+
+def class_name_problem(name: str) -> str:
+    """What makes `name` no class name, or "": not UTF-8, empty or blank (an annotations key
+    `""` became the class "", captioned "a photo of a ." and a zero-shot prompt of nothing), or
+    holding an unprintable character (a newline splits a caption and the class list's lines).
+    One rule for a source's classes and the classes of `cg3d eval text-features`, which
+    zero-shot matches with a shard set's."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a folder name that is not UTF-8, handed over with surrogates
+        return "is not UTF-8 text"
+    if not name.strip():
+        return "is empty or blank"
+    unprintable = next((c for c in name if not c.isprintable()), None)
+    if unprintable is not None:
+        return f"holds the unprintable character {unprintable!r} (a newline, a tab…)"
+    return ""

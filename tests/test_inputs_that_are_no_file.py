@@ -37,10 +37,11 @@ READERS = {
 }
 
 
-def _expected(kind: str, path: Path) -> str:
+def _expected(kind: str, path: Path, option: str = "") -> str:
+    where = f"{option}: " if option else ""
     if kind == "a symlink loop":
-        return f"'{path}' is a symlink loop"
-    return f"{path}: not a regular file"
+        return f"{where}'{path}' is a symlink loop"
+    return f"{where}{path}: not a regular file"
 
 
 @pytest.mark.timeout(60)  # a guard only: before, a FIFO that was opened blocked forever
@@ -65,10 +66,13 @@ def test_a_file_given_on_the_command_line_that_is_no_file_is_named_so(tmp_path, 
     }
     if name == "features.json":  # the sidecar beside a real .npy
         (tmp_path / "features.npy").write_bytes(b"")
+    # the option that gave the file leads the line (a checkpoint is named by several options)
+    options = {"params.yaml": "--params", "features.npy": "--text-features"}
+    options["features.json"] = "--text-features"
     path = _not_a_file(kind, tmp_path / name)
     with pytest.raises(UsageError) as caught:
         readers[name](path)
-    assert str(caught.value) == _expected(kind, path)
+    assert str(caught.value) == _expected(kind, path, options.get(name, ""))
 
 
 @pytest.mark.timeout(60)
@@ -77,7 +81,7 @@ def test_cg3d_sample_with_a_params_fifo_is_one_line(tmp_path):
     words = ["sample", "--meshes", str(tmp_path), "--out", str(tmp_path / "o"), "--params"]
     result = CliRunner().invoke(app, [*words, str(fifo)])
     assert isinstance(result.exception, UsageError)
-    assert str(result.exception) == f"{fifo}: not a regular file"
+    assert str(result.exception) == f"--params: {fifo}: not a regular file"
     assert not (tmp_path / "o").exists()
 
 
@@ -112,7 +116,8 @@ def test_other_files_a_user_names_that_are_no_file_are_named_so(tmp_path, name, 
     path = _not_a_file(kind, tmp_path / ("audit.json" if name == "--audit" else "file.json"))
     with pytest.raises(UsageError) as caught:
         readers[name](path)
-    assert str(caught.value) == _expected(kind, path)
+    option = name if name in ("--measured", "--annotations") else ""  # the reader knows it
+    assert str(caught.value) == _expected(kind, path, option)
 
 
 def test_benchmark_text_features_that_are_no_folder_are_refused_before_any_work(tmp_path):
@@ -323,3 +328,24 @@ def test_inspect_with_a_meshes_option_that_names_no_manifest_folder_is_one_line(
         assert str(result.exception).startswith(line)
     shown = runner.invoke(app, ["inspect", str(captions), "--meshes", str(meshes)])
     assert shown.exit_code == 0 and "chair" in shown.output  # classes from the manifest named
+
+
+@pytest.mark.parametrize("option", ["--labels-file", "--train-list", "a shape list"])
+def test_a_list_file_that_is_not_utf8_names_its_option_and_the_first_bad_byte(tmp_path, option):
+    """Before, three wordings: "cannot read X (not UTF-8 text)", "X does not read ('utf-8'
+    codec can't decode…)" and "X: not a list of paths ('utf-8' codec…)"."""
+    from cg3d.app.api import read_labels_file
+    from cg3d.app.batch import list_shapes
+    from cg3d.eval.audit import read_shapenet_list
+
+    readers = {
+        "--labels-file": read_labels_file,
+        "--train-list": lambda path: read_shapenet_list(path, "--train-list"),
+        "a shape list": list_shapes,
+    }
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"chair\n\xff\xfe lamp\n")
+    with pytest.raises(UsageError) as caught:
+        readers[option](path)
+    where = "" if option == "a shape list" else f"{option}: "
+    assert str(caught.value) == f"{where}{path} is not UTF-8 text (byte 6: invalid start byte)"

@@ -28,7 +28,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.eval.readers import prepare_points
-from cg3d.files import read_small_file, require_regular_file
+from cg3d.files import read_small_text, require_regular_file
 from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
@@ -111,12 +111,8 @@ def check_finite(features: np.ndarray | torch.Tensor, what: str) -> None:
 def read_labels_file(path: Path) -> list[str]:
     """The labels of a file, one a line (blank lines skipped): `cg3d classify --labels-file`."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a folder, or a device such as /dev/zero
-        raise UsageError(f"--labels-file: {path} is not a regular file")
-    try:
-        text = read_small_file(path, "--labels-file").decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"--labels-file: cannot read {path} (not UTF-8 text)") from None
+    require_regular_file(path, f"--labels-file: no such file {path}", "--labels-file")
+    text = read_small_text(path, "--labels-file")
     found = [line.strip() for line in text.splitlines() if line.strip()]
     if not found:
         raise UsageError(f"--labels-file: {path} holds no labels")

@@ -19,7 +19,7 @@ import numpy as np
 
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, check_out_dir, read_small_file, real_path
+from cg3d.files import atomic_path, check_out_dir, read_small_text, real_path
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
 from cg3d.params import MAX_LABELS
@@ -67,10 +67,7 @@ def list_shapes(source: Path) -> list[Path]:
         )
         what = f"no shape files ({', '.join(SHAPE_SUFFIXES)}) in {source}"
     elif source.is_file():
-        try:
-            lines = read_small_file(source).decode("utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise UsageError(f"{source}: not a list of paths ({error})") from None
+        lines = read_small_text(source).splitlines()
         entries = [line.strip() for line in lines]
         paths = [source.parent / e for e in entries if e and not e.startswith("#")]
         what = f"{source} lists no paths"

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cg3d.errors import UsageError, printable
-from cg3d.files import locks_folder
+from cg3d import terminal
+from cg3d.errors import UsageError
+from cg3d.files import locks_folder, require_regular_file
 from cg3d.options import with_params
 from cg3d.params import MAX_LABELS, DemoConfig, IndexConfig
 
 if TYPE_CHECKING:
     import numpy as np
 
-console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
+console = terminal.console()
 
 Checkpoint = Annotated[
     Path, typer.Option("--checkpoint", help="A CG3D checkpoint (cg3d train's last.pt).")
@@ -112,10 +112,8 @@ def classify_command(
     predictions = model.classify(path, labels, top, up_axis, protocol, max_labels=max_labels)
     table = Table("rank", "label", "probability")
     for rank, (label, score) in enumerate(predictions, start=1):
-        table.add_row(str(rank), printable(label), f"{score:.4f}")
-    console.print(
-        printable(str(path)), markup=False, highlight=False, soft_wrap=True
-    )  # never wrapped
+        table.add_row(str(rank), label, f"{score:.4f}")
+    console.print(str(path), highlight=False, soft_wrap=True)  # never wrapped
     console.print(table)
 
 
@@ -128,13 +126,12 @@ def classify_many(model, paths, labels, top, up_axis, protocol, out, max_labels)
     if out is not None:
         write_table(rows, out)
         console.print(
-            printable(f"{len(rows) - failed} shapes classified, {failed} failed → {out}"),
-            markup=False,
+            f"{len(rows) - failed} shapes classified, {failed} failed → {out}",
         )
         return
     table = Table("path", "label", "probability", "error")
     for row in rows:
-        path, label, error = (printable(str(row[key])) for key in ("path", "label_1", "error"))
+        path, label, error = (str(row[key]) for key in ("path", "label_1", "error"))
         table.add_row(path, label, f"{row['score_1']:.4f}", error)
     console.print(table)
 
@@ -166,11 +163,8 @@ def embed_command(
     written = write_embeddings(rows, array, out)
     failed = sum(row["status"] != "ok" for row in rows)
     console.print(
-        printable(
-            f"{len(array)} shapes embedded ({array.shape[1] if array.size else 0}-d), {failed} "
-            f"failed → {', '.join(map(str, written))}"
-        ),
-        markup=False,
+        f"{len(array)} shapes embedded ({array.shape[1] if array.size else 0}-d), {failed} "
+        f"failed → {', '.join(map(str, written))}",
     )
 
 
@@ -187,11 +181,8 @@ def index_command(
 
     built = build_index(checkpoint, shards, out, config)
     console.print(
-        printable(
-            f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "
-            f"({built['lost']} samples lost, see failures.parquet) → {out}"
-        ),
-        markup=False,
+        f"{built['objects']} objects, {built['views']} views, {built['dim']}-d embeddings "
+        f"({built['lost']} samples lost, see failures.parquet) → {out}",
     )
 
 
@@ -218,9 +209,18 @@ def search_command(
     """The best objects of an index for a text, an image, a shape or an embedding (or several).
 
     Several queries: their scores are averaged."""
-    from cg3d.app.api import load
-    from cg3d.app.index import open_index
+    from cg3d.app.api import check_shape_file, check_top, load
+    from cg3d.app.index import SEARCH_TARGETS, open_index
 
+    # each option checked, by its name, before the index's model loads
+    check_top(top, "--top")
+    if against and against not in SEARCH_TARGETS:
+        raise UsageError(f"--against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
+    if image is not None:
+        require_regular_file(image, f"--image: no such file {image}", "--image")
+    if points is not None:
+        require_regular_file(points, f"--points: no such file {points}", "--points")
+        check_shape_file(points)
     vector = read_embedding(embedding) if embedding is not None else None
     model = load(checkpoint) if checkpoint else None
     hits = open_index(index, model).search(
@@ -231,9 +231,9 @@ def search_command(
         top=top,
         against=against or None,
     )
-    table = Table("rank", "id", "class", "split", "score", title=printable(str(index)))
+    table = Table("rank", "id", "class", "split", "score", title=str(index))
     for rank, hit in enumerate(hits, start=1):
-        names = (printable(str(name)) for name in (hit.id, hit.class_name, hit.split))
+        names = (str(name) for name in (hit.id, hit.class_name, hit.split))
         table.add_row(str(rank), *names, f"{hit.score:.4f}")
     console.print(table)
 

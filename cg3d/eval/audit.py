@@ -43,7 +43,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, read_small_file, require_regular_file, write_json
+from cg3d.files import atomic_path, loads_json, read_small_text, require_regular_file, write_json
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
@@ -222,13 +222,8 @@ def read_shapenet_list(path: Path, option: str) -> list[str]:
     """The `<synsetId>-<modelId>` ids of a ShapeNet list file, in order, each once; a line in
     another format is one error naming the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        what = "not a regular file" if path.exists() else "no such file"  # a folder, a FIFO
-        raise UsageError(f"{option}: {what} {path}")
-    try:
-        lines = read_small_file(path, option).decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{option}: {path} does not read ({error})") from None
+    require_regular_file(path, f"{option}: no such file {path}", option)  # a folder, a FIFO
+    lines = read_small_text(path, option).splitlines()
     ids: dict[str, None] = {}
     for number, line in enumerate(lines, start=1):
         line = line.strip()

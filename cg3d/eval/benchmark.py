@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
-from cg3d.errors import UsageError, printable
+from cg3d import terminal
+from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import write_rows
 from cg3d.files import loads_json, require_folder, write_json
 from cg3d.params import ZeroShotConfig
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 TASK = "zeroshot_classification"
 RESULT_FORMAT = "cg3d-benchmark-1"
 MISSING = "missing weights"
@@ -324,10 +324,7 @@ def _benchmark_model(
         write_json(path, result)
         rows.append(_row(entry, dataset, card, "done", result))
         console.print(
-            printable(
-                f"{entry.name} on {dataset.key}: top-1 {100 * result['metrics']['acc1']:.2f}%"
-            ),
-            markup=False,
+            f"{entry.name} on {dataset.key}: top-1 {100 * result['metrics']['acc1']:.2f}%",
         )
     return rows
 

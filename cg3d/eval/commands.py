@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cg3d.errors import printable
+from cg3d import terminal
 from cg3d.files import check_out_dir, locks_folder, output_lock
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
-console = Console(markup=False, emoji=False)  # what it prints holds paths and names: never markup
+console = terminal.console()
 eval_app = typer.Typer(
     help="Evaluate a trained checkpoint: zero-shot and retrieval.", no_args_is_help=True
 )
@@ -64,15 +63,10 @@ def zeroshot_command(
     config = _with_shards(config, shards)
     metrics = zeroshot(checkpoint, out, config, text_features=text_features)
     console.print(
-        printable(
-            f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
-            + "".join(
-                f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics
-            )
-            + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
-            f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}"
-        ),
-        markup=False,
+        f"{metrics['dataset']} ({metrics['variant']}), {metrics['n_shapes']} shapes: top-1 {metrics['top1']:.2f}%  "
+        + "".join(f"top-{k} {metrics[f'top{k}']:.2f}%  " for k in (3, 5) if f"top{k}" in metrics)
+        + f"class-mean {metrics['class_mean']:.2f}%  [CLIP {metrics['clip_model']}/"
+        f"{metrics['clip_weights']}; protocol {metrics['protocol']}] → {out / 'metrics.json'}",
     )
 
 
@@ -122,11 +116,8 @@ def text_features_command(
             names = [name.strip() for name in (classes or "").split(",") if name.strip()]
         record = write_class_features(checkpoint, out, names, protocol, clip_pretrained)
     console.print(
-        printable(
-            f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
-            f"{record['templates']} templates) → {out}"
-        ),
-        markup=False,
+        f"{record['classes']} classes × {record['dim']} ({record['protocol']}, "
+        f"{record['templates']} templates) → {out}",
     )
 
 
@@ -191,12 +182,9 @@ def finetune_command(
         how = "fitted probe"
         aside = f"{metrics['probe']['iterations']} L-BFGS iterations"
     console.print(
-        printable(
-            f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), {how}: test top-1 "
-            f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  ({aside}) → "
-            f"{out / 'metrics.json'}"
-        ),
-        markup=False,
+        f"{metrics['mode']} ({metrics['shots'] or 'all'} shots), {how}: test top-1 "
+        f"{metrics['top1']:.2f}%  class-mean {metrics['class_mean']:.2f}%  ({aside}) → "
+        f"{out / 'metrics.json'}",
     )
 
 
@@ -215,9 +203,7 @@ def scene_query_command(
     from cg3d.eval.scene import scene_query
 
     best = scene_query(scene, text, checkpoint, out, config)
-    table = Table(
-        "region", "score", "centre (x, y, z)", "points", title=printable(f"“{text}”: best regions")
-    )
+    table = Table("region", "score", "centre (x, y, z)", "points", title=f"“{text}”: best regions")
     for region in best:
         table.add_row(
             str(region["region"]),
@@ -226,9 +212,7 @@ def scene_query_command(
             str(region["points"]),
         )
     console.print(table)
-    console.print(
-        printable(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}"), markup=False
-    )
+    console.print(f"heat map: {out / 'heatmap.ply'}, {out / 'heatmap.png'}")
 
 
 @locks_folder("out")
@@ -285,13 +269,10 @@ def audit_command(
             raise UsageError("--train-list/--test-list: give no --train, --test or --dataset")
         summary = audit_lists(train_list, test_list, out)
         console.print(
-            printable(
-                f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
-                f"{summary['pairs']['same_id']} in both lists, {summary['pairs']['same_model']} "
-                f"the same model under another synset; {summary['leaked_test_shapes']} test shapes "
-                f"have a training twin → {out}"
-            ),
-            markup=False,
+            f"{summary['train_shapes']} training and {summary['test_shapes']} test ids: "
+            f"{summary['pairs']['same_id']} in both lists, {summary['pairs']['same_model']} "
+            f"the same model under another synset; {summary['leaked_test_shapes']} test shapes "
+            f"have a training twin → {out}",
         )
         return
     if train is None:
@@ -309,11 +290,8 @@ def audit_command(
     )
     pairs = ", ".join(f"{kind} {n}" for kind, n in summary["pairs"].items())
     console.print(
-        printable(
-            f"{summary['train_shapes']} training and {summary['test_shapes']} test shapes: {pairs}; "
-            f"{summary['leaked_test_shapes']} test shapes have a training twin → {out}"
-        ),
-        markup=False,
+        f"{summary['train_shapes']} training and {summary['test_shapes']} test shapes: {pairs}; "
+        f"{summary['leaked_test_shapes']} test shapes have a training twin → {out}",
     )
 
 
@@ -375,9 +353,8 @@ def benchmark_command(
         allow_pickle=allow_pickle,
     )
     rows = run_benchmark(entries, sets, out, config, text_features)
-    # a table of several lines: each line escaped, the line breaks kept
-    lines = markdown_table(rows).split("\n")
-    console.print("\n".join(printable(line) for line in lines), markup=False)
+    # a table of several lines: each line escaped (by the console), the line breaks kept
+    console.print(*markdown_table(rows).splitlines(), sep="\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from torch import nn
 
+from cg3d import terminal
 from cg3d.eval.metrics import classification_metrics
 from cg3d.eval.readers import (
     Benchmark,
@@ -37,7 +37,7 @@ from cg3d.eval.readers import (
 from cg3d.eval.results import check_results_out, per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 MODES = ("full", "linear")
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.progress import Progress
 
+from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import retrieval_metrics
 from cg3d.eval.readers import (
@@ -44,7 +44,7 @@ from cg3d.files import require_folder
 from cg3d.formats.shards import Skipped, is_remote, iter_samples
 from cg3d.params import RetrievalConfig
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 
 
 @dataclass

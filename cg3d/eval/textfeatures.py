@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
+from cg3d.files import shown_name
 from cg3d.formats.textfeatures import write_text_features
+from cg3d.protocol import class_name_problem
 
 
 def model_protocol(config: dict[str, Any], name: str = ""):
@@ -34,6 +36,9 @@ def write_class_features(
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
+    for name in classes:  # the rule a source's classes keep: zero-shot matches the two
+        if problem := class_name_problem(name):
+            raise UsageError(f"--classes: the class {shown_name(name)} {problem}")
     if Path(out).suffix != ".npy":  # before the model loads and every class is encoded
         raise UsageError(f"--out: {out} must end in .npy")
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.progress import Progress
 
+from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
@@ -65,7 +65,7 @@ from cg3d.files import atomic_path, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
 TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 

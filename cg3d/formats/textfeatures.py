@@ -64,11 +64,12 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
     """
     path = Path(path)
     names = sidecar(path)
-    require_regular_file(path, f"{OPTION}: no file {path}")
+    require_regular_file(path, f"{OPTION}: no file {path}", OPTION)
     require_regular_file(
         names,
         f'{OPTION}: no {names.name} beside {path}: write {{"classes": [...]}} there, '
         "one name per row of the .npy, in order",
+        OPTION,
     )
     try:
         features = read_npy(path)

@@ -37,19 +37,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.errors import printable
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
+from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
-_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+_console = console(stderr=True, highlight=False)
 
 MEMBERS_NAME = "chunks.parquet"  # the chunk membership table: id, chunk, content
 MEMBERS_SCHEMA = pa.schema([("id", pa.string()), ("chunk", pa.int32()), ("content", pa.int64())])
@@ -141,7 +140,7 @@ class ChunkedOutput:
             problem = part_problem(path) if path.exists() else None
             if problem:
                 self.damaged.append((path, problem))
-                _console.print(printable(f"{path} is damaged ({problem}): recomputing it"))
+                _console.print(f"{path} is damaged ({problem}): recomputing it")
                 self.drop(index)
                 return False
         return True
@@ -313,7 +312,7 @@ def previous_members(output: ChunkedOutput) -> pa.Table:
     if problem is None:
         return pq.read_table(path)
     output.damaged.append((path, problem))
-    _console.print(printable(f"{path} is damaged ({problem}): planning every chunk afresh"))
+    _console.print(f"{path} is damaged ({problem}): planning every chunk afresh")
     for index in output.chunks_on_disk():
         output.drop(index)
     return MEMBERS_SCHEMA.empty_table()

@@ -5,18 +5,11 @@ from typing import Annotated
 
 import typer
 
+from cg3d import terminal
 from cg3d.errors import UsageError, printable
 from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
-
-
-def _print(line: str) -> None:
-    """A command's summary on stdout, as written: it holds paths and names, which rich would
-    read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
-    codes (`:train:`); a control character in one (ESC, a newline) is shown escaped."""
-    from rich.console import Console
-
-    Console(markup=False, emoji=False, soft_wrap=True).print(printable(line))
+from cg3d.terminal import say
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +37,7 @@ def meshes(
         check_training_batch(out, params_file)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
-    _print(
+    say(
         f"{summary.objects} objects from {config.source} in {len(summary.classes)} classes into "
         f"{out}: ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
@@ -83,7 +76,7 @@ def sample(
 
     summary = sample_points(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
-    _print(
+    say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "
         f"({summary.chunks_run} chunks computed, {summary.chunks_total - summary.chunks_run} "
         "already done); "
@@ -103,7 +96,7 @@ def caption(
     from cg3d.pipeline.captions import caption_objects
 
     summary = caption_objects(meshes, out, config)
-    _print(
+    say(
         f"captioned {summary.captioned}/{summary.objects} objects into {out}; "
         f"{summary.failures - summary.refused} carried forward as failed at the meshes stage"
         + (f"; {summary.refused} failed here (too many synonyms)" if summary.refused else "")
@@ -130,7 +123,7 @@ def pack(
         f"{split} {summary.samples[split]} samples in {summary.shards[split]} shards"
         for split in summary.samples
     )
-    _print(
+    say(
         f"packed into {out}: {written}; left out {len(summary.failures)} failed objects"
         f"{f' ({stages})' if stages else ''}, listed in failures.parquet"
     )
@@ -153,7 +146,7 @@ def verify(
         typer.echo(printable(f"bad {problem}"))
     if report.problems:
         raise typer.Exit(1)
-    _print(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
+    say(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
 
 
 def inspect_command(
@@ -178,13 +171,12 @@ def inspect_command(
     """What a folder holds: ids, per-class counts, failures with reasons, and what made it."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from cg3d.pipeline.inspect import inspect_folder
 
     found = inspect_folder(folder, meshes)
-    console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    console = terminal.console(highlight=False, soft_wrap=True)
     if ids:
         for object_id in found.ids:
             print(printable(object_id))
@@ -193,27 +185,27 @@ def inspect_command(
         print(json.dumps(found.as_dict(), indent=2, default=str))
         return
     noun = "classes" if found.kind == "run" else "ids"
-    console.print(printable(found.headline()), markup=False)
+    console.print(found.headline())
     if found.ids:
         shown = found.ids[:3] + (["…"] if len(found.ids) > 4 else []) + found.ids[3:][-1:]
-        console.print(printable(f"  {noun}: {', '.join(shown)} (--ids: all)"), markup=False)
+        console.print(f"  {noun}: {', '.join(shown)} (--ids: all)")
     if found.splits:
         splits = ", ".join(f"{name} {n}" for name, n in sorted(found.splits.items()))
-        console.print(printable(f"  splits: {splits}"), markup=False)
+        console.print(f"  splits: {splits}")
     if found.classes:
         table = Table("class", "count", title=None, box=None, padding=(0, 2))
         for name, count in sorted(found.classes.items()):
-            table.add_row(printable(name), str(count))
+            table.add_row(name, str(count))
         console.print(table)
     if found.failures:
         listed = found.failures[:failures] if failures else found.failures
         table = Table("failed id", "stage", "reason", box=None, padding=(0, 2))
         for row in listed:
-            table.add_row(*(printable(str(row[key])) for key in ("id", "stage", "reason")))
+            table.add_row(*(str(row[key]) for key in ("id", "stage", "reason")))
         console.print(table)
         if len(listed) < len(found.failures):
             more = len(found.failures) - len(listed)
-            console.print(f"  … {more} more (--failures 0: all)", markup=False)
+            console.print(f"  … {more} more (--failures 0: all)")
     for key, value in {**found.details, **found.made_by}.items():
         text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        console.print(printable(f"  {key}: {text}"), markup=False)
+        console.print(f"  {key}: {text}")

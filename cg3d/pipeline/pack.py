@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
-from cg3d.errors import UsageError, printable
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
@@ -71,8 +70,9 @@ from cg3d.pipeline.chunks import (
     previous_plan_digest,
     run_chunks,
 )
+from cg3d.terminal import console
 
-_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+_console = console(stderr=True, highlight=False)
 SPLITS = ("train", "test")
 MANIFEST_COLUMNS = [
     "id",
@@ -226,7 +226,7 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
         problem = f"its record {record.name} does not parse"
     problem = problem or tar_problem(shard)
     if problem:
-        _console.print(printable(f"{shard} is damaged ({problem}): packing it again"))
+        _console.print(f"{shard} is damaged ({problem}): packing it again")
         record.unlink()
         return False
     return True

@@ -7,17 +7,7 @@ import typer
 
 from cg3d.options import with_params
 from cg3d.params import RenderConfig
-
-
-def _print(line: str) -> None:
-    """A command's summary on stdout, as written: it holds paths and names, which rich would
-    read as markup (`--out 'x[/]'` was a MarkupError traceback after the stage's work) or emoji
-    codes (`:train:`); a control character in one (ESC, a newline) is shown escaped."""
-    from rich.console import Console
-
-    from cg3d.errors import printable
-
-    Console(markup=False, emoji=False, soft_wrap=True).print(printable(line))
+from cg3d.terminal import say
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +30,7 @@ def render(
     summary = render_meshes(meshes, out, config)
     kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rate = summary.views / max(summary.seconds, 1e-9)
-    _print(
+    say(
         f"rendered {summary.rendered}/{summary.objects} objects into {out} "
         f"({summary.views} views at {rate:.1f} views/s; {summary.chunks_run} of "
         f"{summary.chunks_total} chunks computed, the rest already done); "
@@ -79,4 +69,4 @@ def show(
     # or a damaged part then leaves no empty folder behind.
     with output_lock(folder):
         path = write_sheet(object_id, renders, out, points)
-    _print(f"wrote {path}")
+    say(f"wrote {path}")

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from cg3d.errors import printable
 from cg3d.options import with_params
 from cg3d.params import TrainConfig
+from cg3d.terminal import say
 
 
 class ResumeMode(StrEnum):
@@ -39,21 +39,15 @@ def train(
     params_file: Path | None = None,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
-    from rich.console import Console
-
     from cg3d.params import write_resolved
     from cg3d.train.loop import check_folders, run_lock, train_stage
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
-        Console(
-            highlight=False, markup=False, emoji=False
-        ).print(  # stdout: stderr is for what went wrong
-            printable(
-                f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
-                f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
-                f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "
-                "add --params params.yaml for that"
-            )
+        say(
+            f"no --params: the schema defaults of cg3d/params.py ({config.clip_model}/"
+            f"{config.clip_pretrained}, {config.encoder}, {config.n_points} points, "
+            f"{config.epochs} epochs, with the options given), not params.yaml's CPU setting: "
+            "add --params params.yaml for that"
         )
 
     check_folders(shards, out)  # a refused run writes no params.yaml

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
+from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.files import holds_lock, loads_json, output_lock, require_folder, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
@@ -71,7 +71,7 @@ from cg3d.train.trainer import Trainer
 __all__ = ["BatchList", "TrainConfig", "Trainer", "fit", "prepare_model", "seed_everything"]
 __all__ += ["train_stage"]
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 
 # The keys of the tracked `OUT/metrics.json`, numbers only: same params and data, same values
 # on any machine (what was trained goes to `about.json`, `run_about`)

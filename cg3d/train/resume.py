@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
-from cg3d.errors import UsageError, printable
+from cg3d import terminal
+from cg3d.errors import UsageError
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.train.optim import init_prompts
 
-console = Console(stderr=True, markup=False, emoji=False)
+console = terminal.console(stderr=True)
 RESUME_MODES = ("never", "auto", "always")
 
 # Config fields a resumed run may change, and why: none changes what the run optimises.
@@ -118,9 +118,9 @@ def prepare_model(
         if not problem:
             # training needs CLIP's towers: built here, as for a fresh model, not on first use
             return model_from_checkpoint(payload, path).open_towers(), payload["training"]
-        console.print(printable(f"not resuming: {path} {problem}; training from scratch"))
+        console.print(f"not resuming: {path} {problem}; training from scratch")
     elif resume == "always":
-        console.print(printable(f"--resume: no checkpoint at {path} yet, starting from scratch"))
+        console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
     model = build_model(wanted_config)
     init_prompts(model, config.prompt_init)  # a fresh model only: a resumed one has its own
     return model, None

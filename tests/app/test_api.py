@@ -81,15 +81,15 @@ def test_labels_file_is_read_only_when_named_as_one(tmp_path):
     assert read_labels_file(tmp_path / "labels.txt") == ["lamp", "sofa"]
     (tmp_path / "blank.txt").write_text("\n \n")
     for path, reason in [
-        (tmp_path / "absent.txt", "No such file"),
-        (tmp_path, "is not a regular file"),
-        (Path("/dev/zero"), "is not a regular file"),  # would never end
+        (tmp_path / "absent.txt", "no such file"),
+        (tmp_path, "not a regular file"),
+        (Path("/dev/zero"), "not a regular file"),  # would never end
         (tmp_path / "blank.txt", "holds no labels"),
     ]:
         with pytest.raises(UsageError, match=f"--labels-file: .*{reason}"):
             read_labels_file(path)
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(UsageError, match="not UTF-8 text"):
+    with pytest.raises(UsageError, match="binary.txt is not UTF-8 text \\(byte 0: invalid start"):
         read_labels_file(tmp_path / "binary.txt")
 
 

@@ -105,6 +105,35 @@ def test_search_errors_are_one_line(tiny_index, model, tmp_path):
         open_index(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "words,line",
+    [
+        (["--top", "0"], "--top must be an integer ≥ 1, got 0"),
+        (["--against", "captions"], "--against must be one of points, views, got 'captions'"),
+        (["--image", "FOLDER"], "--image: FOLDER: not a regular file"),
+        (["--points", "FOLDER"], "--points: FOLDER: not a regular file"),
+        (["--image", "FOLDER/absent.png"], "--image: no such file FOLDER/absent.png"),
+    ],
+)
+def test_cg3d_search_names_each_bad_option_before_the_model_loads(
+    tiny_index, tmp_path, monkeypatch, words, line
+):
+    """Before: "top must be…" and "against must be…" (no option) and "FOLDER: not a regular
+    file" (which of --image or --points?), each after the index's model had loaded."""
+    from typer.testing import CliRunner
+
+    import cg3d.app.index as index_module
+    from cg3d.cli import app
+
+    opened = []
+    monkeypatch.setattr(index_module, "open_index", lambda *args: opened.append(args))
+    words = [word.replace("FOLDER", str(tmp_path)) for word in words]
+    result = CliRunner().invoke(app, ["search", str(tiny_index), "--text", "a box", *words])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == line.replace("FOLDER", str(tmp_path))
+    assert opened == []
+
+
 def test_another_checkpoint_is_a_stale_index(tiny_index, tmp_path):
     from cg3d.models import build_model, save_checkpoint
     from tests.models.helpers import tiny_model_config

@@ -191,5 +191,5 @@ def test_a_shapenet_list_that_is_a_fifo_or_folder_is_named_so_and_never_opened(t
     (tmp_path / "test.txt").write_text(TEST_TXT)
     os.mkfifo(tmp_path / "fifo.txt")
     for path in (tmp_path / "fifo.txt", tmp_path):
-        with pytest.raises(UsageError, match=f"^--train-list: not a regular file {path}$"):
+        with pytest.raises(UsageError, match=f"^--train-list: {path}: not a regular file$"):
             audit_lists(path, tmp_path / "test.txt", tmp_path / "o")

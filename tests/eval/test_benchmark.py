@@ -290,7 +290,7 @@ def test_a_bigg_teacher_model_is_scored_from_a_text_feature_file_and_fails_as_a_
     os.mkfifo(fifo)
     run([*args, "--out", str(tmp_path / "fifo-out"), "--text-features", str(fifo.parent)])
     (row,) = table(tmp_path / "fifo-out")
-    assert row["status"] == f"failed: {fifo}: not a regular file"
+    assert row["status"] == f"failed: --text-features: {fifo}: not a regular file"
 
 
 def test_the_readme_tables_of_released_models_and_protocols_are_the_registries():

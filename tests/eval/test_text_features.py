@@ -92,6 +92,27 @@ def test_text_features_names_its_out_option_before_loading_the_model(tmp_path, n
     assert str(result.exception) == f"--out: {out} must end in .npy"  # not: no checkpoint
 
 
+@pytest.mark.parametrize(
+    "classes,line",
+    [
+        ("chair,a\x1b[2Jb", "--classes: the class 'a\\x1b[2Jb' holds the unprintable character"),
+        ("chair,a\nb", "--classes: the class 'a\\nb' holds the unprintable character"),
+    ],
+)
+def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_loads(
+    tmp_path, classes, line
+):
+    """Before: written as a class zero-shot could never match with a shard set's (a source
+    refuses such a class name) and, in the sidecar's list, a class with a newline in it."""
+    words = ["eval", "text-features", "--checkpoint", str(tmp_path / "absent.pt")]
+    result = CliRunner().invoke(
+        app, [*words, "--out", str(tmp_path / "f.npy"), "--classes", classes]
+    )
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception).startswith(line)  # not: no checkpoint at absent.pt
+    assert not (tmp_path / "f.npy").exists()
+
+
 def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_path):
     """Before: two `cg3d eval text-features --out same.npy` at once were not locked against
     each other, so an interleaving could leave one run's rows beside the other's sidecar. The

@@ -51,6 +51,7 @@ from cg3d.geometry.meshio import (
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, run_chunks
 from cg3d.pipeline.sources.merge import merge_parts
+from cg3d.protocol import class_name_problem
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -205,20 +206,6 @@ def printable_name(name: str) -> str:
         return name
     except UnicodeEncodeError:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def class_name_problem(name: str) -> str:
-    """What makes `name` no class name, or "": not UTF-8, empty or blank (an annotations key
-    `""` became the class "", captioned "a photo of a ." and a zero-shot prompt of nothing), or
-    holding an unprintable character (a newline splits a caption and the class list's lines)."""
-    if printable_name(name) != name:
-        return "is not UTF-8 text"
-    if not name.strip():
-        return "is empty or blank"
-    unprintable = next((c for c in name if not c.isprintable()), None)
-    if unprintable is not None:
-        return f"holds the unprintable character {unprintable!r} (a newline, a tab…)"
-    return ""
 
 
 def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:

@@ -108,7 +108,9 @@ def read_annotations(path: Path) -> dict[str, tuple[str | None, str | list[str]]
     """{uid: (category, free-text name or "")} from any of the supported forms; a uid the file
     puts under two categories is (None, [both categories]) (never the last one silently), and a
     key written twice in one JSON object is a one-line UsageError."""
-    require_regular_file(path, f"--annotations: no annotation file {path}")  # a FIFO, a folder
+    require_regular_file(
+        path, f"--annotations: no annotation file {path}", "--annotations"
+    )  # a FIFO, a folder
     data = read_json(path, "--annotations", unique_keys=True)
     if not isinstance(data, dict):
         raise UsageError(f"--annotations: {path} must hold a JSON object")
