@@ -15,6 +15,7 @@ a seeded, disjoint split per class.
 
 import csv
 import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
         return _read_csv(path)
     if path.is_dir() and all(file.is_file() for file in lists):
         splits: dict[tuple[str, str], str] = {}
+        twice: dict[tuple[str, str], str] = {}
         for split, file in zip(("train", "test"), lists, strict=True):
             for line in read_small_file(file, "--split-file").decode("utf-8").split():
                 synset, dash, model = line.removesuffix(".npy").partition("-")
@@ -128,20 +130,32 @@ def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
                         f"--split-file: {file} lists {shown_name(line)}, not <synsetId>-<modelId>"
                     )
                 if splits.get((synset, model), split) != split:
-                    raise UsageError(
-                        f"--split-file: {shown_name(line)} is in both {lists[0]} and {lists[1]}"
-                    )
-                splits[(synset, model)] = split
+                    twice.setdefault((synset, model), f"{shown_name(line)} (in both lists)")
+                splits[(synset, model)] = split  # test.txt is read last: test wins
+        _warn_twice(path, twice)
         return splits
     raise UsageError(
         f"--split-file: {path} is neither a .csv nor a folder with train.txt and test.txt"
     )
 
 
+def _warn_twice(path: Path, twice: dict[tuple[str, str], str]) -> None:
+    """One warning for the models a split file gives both splits (`twice`: how each is named)."""
+    if twice:
+        first = next(iter(twice.values()))
+        warnings.warn(
+            f"--split-file: {path} gives {len(twice)} model(s) both a train and a test split, "
+            f"first {first}: each is taken as test, so no test model is trained on",
+            stacklevel=2,
+        )
+
+
 def _read_csv(path: Path) -> dict[tuple[str, str], str]:
     """all.csv's splits. ShapeNet writes synsetId as a number (2691156 for 02691156): padded.
-    A model listed twice with one split (val and train are one here) is kept; with two, the
-    file is refused naming both lines (the last row won silently)."""
+    A model listed twice (all.csv lists one per sub-synset) with one split is kept once (val
+    and train are one here); with both train and test it is test, and a warning names it (the
+    last row won silently: a test model could train). The file is ShapeNet's, not the user's
+    to fix, so it is not refused."""
     text = read_small_file(path, "--split-file").decode("utf-8")
     rows = csv.DictReader(io.StringIO(text, newline=""))
     missing = {"synsetId", "modelId", "split"} - set(rows.fieldnames or [])
@@ -149,6 +163,7 @@ def _read_csv(path: Path) -> dict[tuple[str, str], str]:
         raise UsageError(f"--split-file: {path} lacks the columns {', '.join(sorted(missing))}")
     splits: dict[tuple[str, str], str] = {}
     lines: dict[tuple[str, str], int] = {}
+    twice: dict[tuple[str, str], str] = {}
     for row in rows:
         # val joins train; anything else (a typo, a short row's None) was train unsaid
         if row["split"] not in ("train", "val", "test") or not row["modelId"]:
@@ -160,11 +175,13 @@ def _read_csv(path: Path) -> dict[tuple[str, str], str]:
         key = (row["synsetId"].zfill(8), row["modelId"])
         split = "test" if row["split"] == "test" else "train"
         if splits.get(key, split) != split:
-            raise UsageError(
-                f"--split-file: {path} line {rows.line_num}: model {shown_name(key[1])} of "
-                f"synset {shown_name(key[0])} is {split} here and {splits[key]} at line "
-                f"{lines[key]}"
+            twice.setdefault(
+                key,
+                f"model {shown_name(key[1])} of synset {shown_name(key[0])} (lines "
+                f"{lines[key]} and {rows.line_num})",
             )
+            split = "test"
         splits[key] = split
         lines.setdefault(key, rows.line_num)
+    _warn_twice(path, twice)
     return splits
