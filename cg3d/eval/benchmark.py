@@ -38,12 +38,14 @@ from cg3d.errors import UsageError, printable
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import write_rows
 from cg3d.files import loads_json, require_folder, write_json
+from cg3d.formats.owner import claim
 from cg3d.params import ZeroShotConfig
 
 console = Console(stderr=True, markup=False, emoji=False)
 TASK = "zeroshot_classification"
 RESULT_FORMAT = "cg3d-benchmark-1"
 MISSING = "missing weights"
+RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # written last, the table's md after csv
 
 
 @dataclass(frozen=True)
@@ -388,12 +390,16 @@ def run_benchmark(
         # a file or a typo was no folder of features: every pair used the teacher's, unsaid
         require_folder(text_features, "--text-features")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, "benchmark", "would write its pair JSONs, results.md and results.csv there")
+    # the tables are the mark of a finished run: an earlier run's would stand for this run's
+    # pairs if this one is killed (its pair JSONs stay: they resume it)
+    for name in (RESULTS_CSV, RESULTS_MD):
+        (out / name).unlink(missing_ok=True)
     rows = []
     for entry in models:
         rows += _benchmark_model(entry, datasets, out, config, text_features)
-    write_rows(out / "results.csv", rows)
-    with atomic_path(out / "results.md") as tmp:
+    write_rows(out / RESULTS_CSV, rows)
+    with atomic_path(out / RESULTS_MD) as tmp:
         tmp.write_text(markdown_table(rows))
     return rows
 
