@@ -44,13 +44,22 @@ def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> No
     more than the share `max_lost` of the samples it tried: a shard set that lost 119 of its
     120 test samples reported top-1 over the one left and exited 0, so a pipeline took it for
     the model's score. `key` is the param that allows more; `what` names the set."""
+    problem = lost_problem(lost, kept, max_lost, key, what)
+    if problem:
+        raise UsageError(problem)
+
+
+def lost_problem(lost: int, kept: int, max_lost: float, key: str, what: str) -> str | None:
+    """Why `lost` of `lost + kept` samples is too many (`check_lost`; a benchmark's row says
+    it), or None."""
     tried = lost + kept
-    if tried and lost > max_lost * tried:
-        raise UsageError(
-            f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
-            f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
-            f"above say why the others were lost; {key}=1 accepts it)"
-        )
+    if not tried or lost <= max_lost * tried:
+        return None
+    return (
+        f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
+        f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
+        f"above say why the others were lost; {key}=1 accepts it)"
+    )
 
 
 def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) -> list[dict]:
