@@ -176,10 +176,10 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # one typer did not see (raised outside its command)
         _interrupted()
-    except SystemExit as exit:
+    except SystemExit as stop:
         # typer's silent exit 130 for a KeyboardInterrupt; a command that stops on Ctrl-C by
         # design (the demo's server) exits as it chose
-        if interrupt.count and exit.code == 130:
+        if interrupt.count and stop.code == 130:
             _interrupted()
         raise
     except (UsageError, OSError, UnicodeEncodeError) as error:
