@@ -44,10 +44,12 @@ from scipy.ndimage import gaussian_filter
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, loads_json, read_small_text, require_regular_file, write_json
+from cg3d.formats.owner import check_owner, claim
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
 from cg3d.formats.tar import FormatError
 
 AUDIT_NAME = "audit.json"
+AUDIT_HARM = "would write its pairs.csv and audit.json there"
 PAIRS_NAME = "pairs.csv"
 DEFAULT_THRESHOLD = 0.04  # chosen in bench/bench_audit.py (BENCHMARKS.md)
 DESCRIPTOR = (
@@ -259,6 +261,7 @@ def list_pairs(train_ids: list[str], test_ids: list[str]) -> list[dict]:
 def audit_lists(train_list: Path, test_list: Path, out: Path) -> dict:
     """The overlap of a training and a test ShapeNet list by id: OUT/pairs.csv, audit.json,
     leaked_train.txt and leaked_test.txt, as `audit` writes them."""
+    check_owner(Path(out), "audit", AUDIT_HARM)  # before the lists are read
     train_ids = read_shapenet_list(train_list, "--train-list")
     test_ids = read_shapenet_list(test_list, "--test-list")
     pairs = list_pairs(train_ids, test_ids)
@@ -292,6 +295,7 @@ def audit(
     """Find the pairs, write OUT/pairs.csv, audit.json, leaked_train.txt, leaked_test.txt."""
     if not 0.0 < threshold < 2.0:
         raise UsageError(f"--threshold must be in (0, 2), got {threshold}")
+    check_owner(Path(out), "audit", AUDIT_HARM)  # before the shapes are read
     test_name, test_iter, test_skipped = open_test(test_shards, dataset, root, allow_pickle)
     train_skipped = Skipped()
     train = describe(shard_shapes(train_shards, "train", train_skipped), train_skipped)
@@ -324,7 +328,10 @@ def audit(
 
 
 def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """The audit's files, audit.json last; an earlier audit.json is removed first, so a run
+    killed part way never leaves the earlier counts beside this run's pairs."""
+    claim(out, "audit", AUDIT_HARM)  # before its first file: one command's folder (`claim`)
+    (out / AUDIT_NAME).unlink(missing_ok=True)
     with atomic_path(out / PAIRS_NAME) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, ["train_key", "test_key", "kind", "distance"])
         writer.writeheader()

@@ -18,7 +18,8 @@ in `metrics`, what was measured around them (eval's metrics.json / about.json sp
 file, clip_benchmark's). OUT/results.md and OUT/results.csv: one row per model and dataset, our
 top-1 beside the card's and the difference, in %. A pair whose JSON was written for the same
 weights (sha256) and settings is not recomputed: a killed run resumes. A pair that fails (its
-teacher's weights not to be had, a broken file) is a row with the reason; the others go on.
+teacher's weights not to be had, a broken file) is a row with the reason; the others go on. So is
+a pair that lost more than `--max-lost` of its samples (zero-shot's rule, `results.lost_problem`).
 With `--text-features DIR`, a pair with a class-feature file DIR/<model>__<dataset>.npy
 (`cg3d eval text-features`, or a released one) uses it instead of the teacher's text tower.
 
@@ -36,14 +37,16 @@ import numpy as np
 from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
-from cg3d.eval.results import write_rows
+from cg3d.eval.results import lost_problem, write_rows
 from cg3d.files import loads_json, require_folder, write_json
+from cg3d.formats.owner import claim
 from cg3d.params import ZeroShotConfig
 
 console = terminal.console(stderr=True)
 TASK = "zeroshot_classification"
 RESULT_FORMAT = "cg3d-benchmark-1"
 MISSING = "missing weights"
+RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # written last, the table's md after csv
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,21 @@ def _row(entry: ModelEntry, dataset: DatasetEntry, card, status: str, result=Non
     }
 
 
+def _done_row(
+    entry: ModelEntry, dataset: DatasetEntry, card, status: str, result: dict, config
+) -> dict:
+    """The row of a scored pair; a failed row, without numbers, when it lost more than the
+    share `config.max_lost` of its samples (`results.lost_problem`, zero-shot's rule): a table
+    showed the top-1 over the one shape of 120 that was read, as the model's score. Its JSON
+    is kept: a rerun with a larger --max-lost reads it, not the dataset again."""
+    kept, lost = result["n_shapes"], result["skipped_samples"]
+    what = f"{entry.name} on {dataset.key}"
+    problem = lost_problem(lost, kept, config.max_lost, "--max-lost", what)
+    if problem:
+        return _row(entry, dataset, card, f"failed: {problem}")
+    return _row(entry, dataset, card, status, result)
+
+
 def _benchmark_model(
     entry: ModelEntry,
     datasets: list[DatasetEntry],
@@ -312,7 +330,7 @@ def _benchmark_model(
         settings = _settings(config) | {"text_features": made_by}
         result = _finished(path, sha256, protocol, settings, about["teacher"])
         if result is not None:
-            rows.append(_row(entry, dataset, card, "done (earlier run)", result))
+            rows.append(_done_row(entry, dataset, card, "done (earlier run)", result, config))
             continue
         try:
             pair_config = dataclasses.replace(config, audit=dataset.audit, protocol=protocol)
@@ -322,7 +340,7 @@ def _benchmark_model(
             rows.append(_row(entry, dataset, card, f"failed: {error}"))
             continue
         write_json(path, result)
-        rows.append(_row(entry, dataset, card, "done", result))
+        rows.append(_done_row(entry, dataset, card, "done", result, config))
         console.print(
             f"{entry.name} on {dataset.key}: top-1 {100 * result['metrics']['acc1']:.2f}%",
         )
@@ -385,12 +403,16 @@ def run_benchmark(
         # a file or a typo was no folder of features: every pair used the teacher's, unsaid
         require_folder(text_features, "--text-features")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, "benchmark", "would write its pair JSONs, results.md and results.csv there")
+    # the tables are the mark of a finished run: an earlier run's would stand for this run's
+    # pairs if this one is killed (its pair JSONs stay: they resume it)
+    for name in (RESULTS_CSV, RESULTS_MD):
+        (out / name).unlink(missing_ok=True)
     rows = []
     for entry in models:
         rows += _benchmark_model(entry, datasets, out, config, text_features)
-    write_rows(out / "results.csv", rows)
-    with atomic_path(out / "results.md") as tmp:
+    write_rows(out / RESULTS_CSV, rows)
+    with atomic_path(out / RESULTS_MD) as tmp:
         tmp.write_text(markdown_table(rows))
     return rows
 

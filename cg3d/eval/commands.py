@@ -335,6 +335,16 @@ def benchmark_command(
             "the teacher's text tower where present.",
         ),
     ] = None,
+    max_lost: Annotated[
+        float,
+        typer.Option(
+            "--max-lost",
+            min=0.0,
+            max=1.0,
+            help="Largest share of a pair's samples that may be lost (undecodable, outside its "
+            "root); past it the pair's row fails, its JSON kept. 1: any.",
+        ),
+    ] = ZeroShotConfig.max_lost,  # eval.zeroshot.max_lost's default: one rule, one default
 ) -> None:
     """Every model on every benchmark: one JSON per pair and a table beside the published numbers.
 
@@ -351,6 +361,7 @@ def benchmark_command(
         workers=workers,
         text_cache=text_cache,
         allow_pickle=allow_pickle,
+        max_lost=max_lost,
     )
     rows = run_benchmark(entries, sets, out, config, text_features)
     # a table of several lines: each line escaped (by the console), the line breaks kept

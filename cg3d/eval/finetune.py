@@ -34,7 +34,7 @@ from cg3d.eval.readers import (
     open_benchmark,
     prepare_counted,
 )
-from cg3d.eval.results import check_results_out, per_class_rows, write_results
+from cg3d.eval.results import begin_results, check_results_out, per_class_rows, write_results
 from cg3d.params import FinetuneConfig
 
 console = terminal.console(stderr=True)
@@ -317,6 +317,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
         **model_identity(model, Path(checkpoint)),
     }
     per_class = per_class_rows(last["per_class"], confusion)
+    begin_results(Path(out), "finetune")
     write_results(Path(out), headline, about, details, per_class, history)
     everything = headline | about | details
     return everything | {"per_class": last["per_class"], "history": history or []}

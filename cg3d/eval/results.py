@@ -8,7 +8,9 @@ beside them, for a person or `dvc plots`:
   history.csv     one row per epoch (fine-tuning)
   details.json    the rest: definitions (retrieval relevance), gallery sizes, the
                   test-selected epoch of fine-tuning
-Each file is written atomically, so a killed run leaves the previous file or none.
+Each file is written atomically; a run first claims the folder (`cg3d.formats.owner.claim`) and
+removes the earlier run's set (`begin_results`), and writes metrics.json last, so a killed run
+leaves a folder without metrics.json (unfinished) holding only its own files.
 """
 
 import csv
@@ -19,11 +21,14 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, write_json
 from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
-from cg3d.formats.owner import check_owner
+from cg3d.formats.owner import check_owner, claim
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
 HISTORY_NAME = "history.csv"
+
+
+RESULTS_HARM = "would write its metrics.json, about.json and run.json there"
 
 
 def check_results_out(out: Path, command: str) -> None:
@@ -31,7 +36,7 @@ def check_results_out(out: Path, command: str) -> None:
     the results' metrics.json, about.json and run.json are the names a training run and every
     other evaluation write too, so `cg3d eval zeroshot --out runs/train` replaced the run's own
     metrics, and a retrieval into a zero-shot folder left its predictions beside other numbers."""
-    check_owner(out, command, "would write its metrics.json, about.json and run.json there")
+    check_owner(out, command, RESULTS_HARM)
 
 
 def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> None:
@@ -39,13 +44,22 @@ def check_lost(lost: int, kept: int, max_lost: float, key: str, what: str) -> No
     more than the share `max_lost` of the samples it tried: a shard set that lost 119 of its
     120 test samples reported top-1 over the one left and exited 0, so a pipeline took it for
     the model's score. `key` is the param that allows more; `what` names the set."""
+    problem = lost_problem(lost, kept, max_lost, key, what)
+    if problem:
+        raise UsageError(problem)
+
+
+def lost_problem(lost: int, kept: int, max_lost: float, key: str, what: str) -> str | None:
+    """Why `lost` of `lost + kept` samples is too many (`check_lost`; a benchmark's row says
+    it), or None."""
     tried = lost + kept
-    if tried and lost > max_lost * tried:
-        raise UsageError(
-            f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
-            f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
-            f"above say why the others were lost; {key}=1 accepts it)"
-        )
+    if not tried or lost <= max_lost * tried:
+        return None
+    return (
+        f"{what}: {lost} of {tried} samples lost ({100 * lost / tried:.1f}%), more than "
+        f"{key} ({max_lost}); the metrics written are over the {kept} left (the warnings "
+        f"above say why the others were lost; {key}=1 accepts it)"
+    )
 
 
 def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) -> list[dict]:
@@ -57,14 +71,31 @@ def per_class_rows(per_class: dict[str, float | None], confusion: np.ndarray) ->
     ]
 
 
-def begin_results(out: Path) -> None:
-    """Before an evaluation writes any file into `out`: remove the earlier run's metrics.json
-    and about.json, which `write_results` writes last. A run killed while writing its
-    predictions or plots then leaves a folder without numbers (unfinished), never the earlier
-    run's numbers beside this run's files."""
+# Every file of one evaluation's set (zeroshot, retrieval, finetune). metrics.json is the mark
+# of a finished set: written last, and removed with the rest before a run writes its first.
+RESULT_SET = (
+    METRICS_NAME,
+    ABOUT_NAME,
+    "run.json",
+    DETAILS_NAME,
+    PER_CLASS_NAME,
+    HISTORY_NAME,
+    "predictions.csv",
+    "confusion.png",
+    "top_confusions.csv",
+    "retrieval_grid.png",
+)
+
+
+def begin_results(out: Path, command: str) -> None:
+    """Before an evaluation writes any file into `out`: claim it for `command` (`claim`: a run
+    killed before its numbers still owns the folder, so no other command takes it), then
+    remove the earlier run's whole set, metrics.json first. A run killed part way leaves a
+    folder without metrics.json (unfinished) and only this run's files: an earlier run's
+    per_class.csv or details.json stayed beside this run's predictions."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (METRICS_NAME, ABOUT_NAME):
+    claim(out, command, RESULTS_HARM)
+    for name in RESULT_SET:
         (out / name).unlink(missing_ok=True)
 
 
@@ -77,11 +108,12 @@ def write_results(
     history: list[dict] | None = None,
 ) -> None:
     """metrics.json (`headline`, numbers only), about.json (`about`: what was measured) and,
-    where given, details.json, per_class.csv, history.csv. One not given is removed: an earlier
-    run's into this folder (a full fine-tuning's history.csv under a linear probe's numbers)
-    would read as this run's. metrics.json and about.json come last (`begin_results`)."""
+    where given, details.json, per_class.csv, history.csv, after `begin_results`. One not given
+    is removed: an earlier run's into this folder (a full fine-tuning's history.csv under a
+    linear probe's numbers) would read as this run's. metrics.json and about.json come last."""
     out = Path(out)
-    begin_results(out)
+    for name in (METRICS_NAME, ABOUT_NAME):  # never an earlier run's numbers over these files
+        (out / name).unlink(missing_ok=True)
     for name, values in (
         (DETAILS_NAME, details),
         (PER_CLASS_NAME, per_class),

@@ -285,7 +285,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     }
     out = Path(out)
     headline, details = headline_and_details(metrics)
-    begin_results(out)
+    begin_results(out, "eval retrieval")
     if config.grid_queries:
         retrieval_grid(grid_rows(model, shards, features, config), out / "retrieval_grid.png")
     else:  # an earlier run's grid would stand for this run's

@@ -19,10 +19,12 @@ import torch
 from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
 from cg3d.files import atomic_files, atomic_path, locks_folder, write_json
+from cg3d.formats.owner import check_owner
 from cg3d.formats.pointfiles import read_point_file
 from cg3d.params import SceneConfig
 
 OUTPUTS = ("heatmap.ply", "heatmap.png", "regions.json")  # written together, one set a query
+SCENE_HARM = "would write its heat map and regions.json there"
 
 
 def split_regions(
@@ -81,6 +83,7 @@ def scene_query(
     config.validate()
     if not text.strip():
         raise UsageError("--text must not be empty")
+    check_owner(Path(out), "scene-query", SCENE_HARM)  # before the scene and model are read
     points, _ = read_point_file(Path(scene))
     points = points[np.isfinite(points).all(axis=1)]
     rng = np.random.default_rng(config.seed)

@@ -353,7 +353,7 @@ def zeroshot(
     out = Path(out)
     headline = {k: v for k, v in metrics.items() if k != "per_class"}
     per_class = per_class_rows(metrics["per_class"], confusion)
-    begin_results(out)
+    begin_results(out, "eval zeroshot")
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
     write_json(out / "run.json", timing)

@@ -3,6 +3,9 @@ the evaluations (zeroshot, retrieval, finetune) apply to their --out before any 
 
 A folder belongs to the command that wrote it, told by what it holds:
   .plan.json         the stage it records (every chunked stage and `cg3d index` write one)
+  .owner.json        the command that claimed it (`claim`): the evaluations, finetune, audit
+                     and benchmark write it before their first file, so a run killed before
+                     its numbers still has an owner
   OWNER_FILES        a file only one command writes at the top of its folder
   RESULT_FILES       beside metrics.json, the files only one results command writes
 A command writing into another's folder replaced or mixed its files: `cg3d index --out
@@ -15,10 +18,11 @@ and `cg3d show` all ask it, and none of them imports another.
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json, why_not_a_file
+from cg3d.files import loads_json, why_not_a_file, write_json
 from cg3d.formats.metrics import METRICS_NAME
 
 PLAN_NAME = ".plan.json"
+OWNER_MARK = ".owner.json"
 
 # A file only one command writes at the top of its --out, for a folder whose .plan.json does not
 # name its stage (or that has none); in this order.
@@ -28,6 +32,12 @@ OWNER_FILES = {
     "index.json": "pack",
     "retrieval.json": "index",
     "last.pt": "train",
+    ".resume": "train",  # a run killed before it published last.pt (cg3d.train.resume)
+    "model.safetensors": "export",  # a hub folder (cg3d.models.hub)
+    "regions.json": "scene-query",  # written with its heat map, all three or none
+    # a folder these wrote before they marked theirs (`claim`)
+    "audit.json": "audit",
+    "results.csv": "benchmark",
 }
 # Beside metrics.json (an evaluation writes no file of its own name before it): (the files, all
 # present, the command), first match wins. Finetune writes history.csv (full) or details.json
@@ -60,6 +70,9 @@ def folder_owner(folder: Path) -> str | None:
     plan = read_plan(folder / PLAN_NAME).get("plan")  # none, or cut short: the files say
     if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
         return plan["stage"]
+    marked = read_plan(folder / OWNER_MARK).get("command")  # read as a plan: a FIFO is no mark
+    if isinstance(marked, str):
+        return marked
     for name, command in OWNER_FILES.items():
         if (folder / name).exists():
             return command
@@ -80,3 +93,15 @@ def check_owner(folder: Path, command: str, harm: str = "would replace its files
             f"--out: {folder} holds the output of `cg3d {owner}`; `cg3d {command}` {harm}: "
             "choose another folder"
         )
+
+
+def claim(folder: Path, command: str, harm: str = "would replace its files") -> None:
+    """`check_owner`, then mark `folder` as `command`'s (OWNER_MARK) before its first file: an
+    evaluation killed before its metrics.json left a folder that told no owner, which any
+    other command then took. Called where the command starts writing (never by a run refused
+    before that: a refused run leaves no folder claimed)."""
+    check_owner(folder, command, harm)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if read_plan(folder / OWNER_MARK).get("command") != command:  # a rerun finds its own
+        write_json(folder / OWNER_MARK, {"command": command})

@@ -19,6 +19,7 @@ from typing import Any
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file
+from cg3d.formats.owner import check_owner
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -257,6 +258,11 @@ def export_hub(
     from cg3d.models.cards import card_names, get_card
     from cg3d.models.checkpoint import checkpoint_payload, model_from_checkpoint, read_checkpoint
 
+    # another command's folder (data/points, a training run, an evaluation) would get a model
+    # card and weights among its files; a hub folder (its model.safetensors) is replaced whole
+    check_owner(
+        Path(out), "export", "would write its config.json, model.safetensors and README.md there"
+    )
     numbers, audits = read_measured(measured or [])  # before the weights: a bad file fails now
     payload = read_checkpoint(src)
     model = model_from_checkpoint(payload, Path(src), clip_pretrained)

@@ -31,6 +31,7 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.files import loads_json, require_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
+from cg3d.formats.owner import OWNER_MARK, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
 
@@ -66,6 +67,8 @@ class Inspection:
             if "audit" in self.details:
                 leaked = self.details["audit"].get("leaked_test_shapes")
                 held.append(f"an audit ({leaked} test shapes with a training twin)")
+            if "unfinished" in self.details:
+                held.append(f"unfinished: {self.details['unfinished']}")
             return f"{self.folder}: results, {', '.join(held)}"
         noun = "classes" if self.kind == "run" else "ids"
         return f"{self.folder}: {self.kind}, {len(self.ids)} {noun}, {len(self.failures)} failures"
@@ -103,6 +106,8 @@ def folder_kind(folder: Path) -> str:
     if any(folder.glob("part-*.tar")):
         return "render"
     if any((folder / name).is_file() for name in RESULT_FILES):
+        return "results"
+    if (folder / OWNER_MARK).is_file():  # claimed, killed before its numbers (`read_results`)
         return "results"
     raise UsageError(
         f"{folder} is not a stage output, a shard set, a training run or results (none of "
@@ -248,6 +253,9 @@ def read_results(found: Inspection) -> None:
     found.details |= {key: v for key, v in (("metrics", numbers), ("about", about)) if v}
     if (found.folder / "metrics.json").is_file():
         found.details.setdefault("metrics", {})
+    unfinished = unfinished_results(found.folder)
+    if unfinished:
+        found.details["unfinished"] = unfinished
     if (found.folder / "run.json").is_file():
         found.details["this machine"] = read_json(found.folder / "run.json")
     if (found.folder / "results.csv").is_file():
@@ -260,6 +268,23 @@ def read_results(found: Inspection) -> None:
         except UsageError as error:  # it names the eval's option: here the folder was given
             raise UsageError(str(error).removeprefix("--audit: ")) from None
         found.details["audit"] = {k: v for k, v in summary.items() if k != "folder"}
+
+
+# The file a results command writes last, the mark of its finished set (one earlier file, or
+# none, is what a run killed part way leaves; they are removed before it writes its first)
+FINISHED_BY = {"benchmark": "results.csv", "audit": "audit.json"}
+
+
+def unfinished_results(folder: Path) -> str | None:
+    """Why the results in `folder` are not a finished set, or None: the command that claimed
+    it (`cg3d.formats.owner.claim`) did not write the file it writes last."""
+    command = read_plan(Path(folder) / OWNER_MARK).get("command")
+    if not isinstance(command, str):
+        return None
+    last = FINISHED_BY.get(command, "metrics.json")
+    if (Path(folder) / last).is_file():
+        return None
+    return f"no {last}: a `cg3d {command}` run was killed or failed before it; rerun it"
 
 
 def benchmark_pairs(path: Path) -> list[str]:

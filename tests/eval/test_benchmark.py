@@ -345,3 +345,32 @@ def test_the_teacher_of_a_model_whose_clip_fell_back_to_random_is_no_tag(tmp_pat
     assert table(tmp_path / "bench")[0]["status"] == "done"  # not "done (earlier run)"
     result = json.loads((tmp_path / "bench" / "fell-back__modelnet40.json").read_text())
     assert result["teacher"]["pretrained"] == "none (random init)"
+
+
+def test_a_pair_that_lost_more_than_max_lost_is_a_failed_row_kept_for_a_larger_one(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """Before: a pair that read 2 of its 6 shapes was a "done" row with a top-1 over the two,
+    the 4 lost only in the skipped column; `cg3d eval zeroshot` refuses such a run
+    (eval.zeroshot.max_lost). The benchmark's rule is the same, as a row: the table goes on."""
+    ids = write_modelnet(tmp_path / "mn", 40, per_class=2)
+    for shape_id in ids[:4]:  # listed, but not a point file
+        folder = shape_id.rsplit("_", 1)[0]
+        (tmp_path / "mn" / folder / f"{shape_id}.txt").write_text("not, numbers\n")
+    args = ["benchmark", "--models", f"ours={tiny_checkpoint}", "--datasets", "modelnet40"]
+    args += ["--roots", f"modelnet40={tmp_path / 'mn'}", "--out", str(tmp_path / "bench")]
+    args += ["--text-cache", ""]
+    run(args)
+    [row] = table(tmp_path / "bench")
+    assert row["status"].startswith(
+        "failed: ours on modelnet40: 4 of 6 samples lost (66.7%), more than --max-lost (0.5);"
+    )
+    assert row["acc1"] == "" and row["shapes"] == ""  # no number to copy into a paper
+    evaluated = pairs_evaluated(monkeypatch)
+    run([*args, "--max-lost", "1"])
+    [row] = table(tmp_path / "bench")
+    assert evaluated == []  # the pair's JSON was kept: read, not scored again
+    assert row["status"] == "done (earlier run)"
+    assert (row["shapes"], row["skipped"]) == ("2", "4") and row["acc1"] != ""
+    result = CliRunner().invoke(app, [*args, "--max-lost", "1.5"])
+    assert result.exit_code == 2 and "--max-lost" in result.output
