@@ -157,8 +157,8 @@ class _Interrupt:
 
 def _interrupted() -> None:
     console = _stderr()
-    console.print("[bold red]error:[/]", end=" ")
-    console.print("interrupted", markup=False)
+    console.print("[bold red]error:[/]", end=" ", markup=True)
+    console.print("interrupted")
     sys.exit(130)
 
 
