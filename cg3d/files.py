@@ -333,6 +333,42 @@ def real_path(path: str | Path) -> Path:
         raise ValueError(f"{shown_name(path)} holds a NUL byte: it names no file") from None
 
 
+# How far the zero probes look: no real file of a format with a header (a zip, safetensors)
+# starts with this many zero bytes, nor does a zip end with them (its end record is last).
+ZERO_PROBE_BYTES = 4096
+
+
+def zero_ends(path: Path, tail: bool = True) -> str:
+    """ "" unless the file at `path` starts (or, with `tail`, ends) in ZERO_PROBE_BYTES zero
+    bytes; then the words saying so. Reads at most twice that (a 3 GB sparse file included).
+    `tail` is for formats that never end in zeros (a zip: its end record is last), not for a
+    tar (zero blocks end it) or a GLB or safetensors file (zero weights are real data)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(ZERO_PROBE_BYTES)
+            if size > ZERO_PROBE_BYTES and tail:
+                handle.seek(size - ZERO_PROBE_BYTES)
+                end = handle.read(ZERO_PROBE_BYTES)
+            else:
+                end = b"x"
+    except OSError:
+        return ""  # the caller's own read says what is wrong
+    if head and not head.strip(b"\0"):
+        if size <= ZERO_PROBE_BYTES:
+            return f"all its {size} bytes are zero"
+        return (
+            f"its first {ZERO_PROBE_BYTES} of {size} bytes are all zero: nothing was written "
+            "there, as in a preallocated or sparse file never filled"
+        )
+    if not end.strip(b"\0"):
+        return (
+            f"truncated and zero-filled: its last {ZERO_PROBE_BYTES} of {size} bytes are all "
+            "zero, as a download cut short into a preallocated file leaves"
+        )
+    return ""
+
+
 def why_not_a_file(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
     message or failure row can end with: it does not exist, is a symlink loop, a folder, a

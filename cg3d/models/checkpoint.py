@@ -171,7 +171,7 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unsafe pickle content
-        reason, refused = load_error_reason(error)
+        reason, refused = load_error_reason(error, path)
         # ours hold tensors and plain values only: pickled objects in one are never loaded
         never = "; a CG3D checkpoint holds no pickled objects, and they are never loaded"
         raise UsageError(

@@ -14,11 +14,12 @@ with CLIP named by its weights, or CLIP's whole state for a random or self-conta
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file
+from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file, zero_ends
 from cg3d.formats.owner import check_owner
 
 HUB_FORMAT = "cg3d-hub-1"
@@ -101,13 +102,57 @@ def read_hub(folder: Path) -> dict[str, Any]:
     try:
         state = load_file(str(folder / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
-        raise UsageError(f"{folder / WEIGHTS}: not a readable safetensors file ({error})") from None
+        reason = safetensors_damage(folder / WEIGHTS) or str(error)
+        raise UsageError(
+            f"{folder / WEIGHTS}: not a readable safetensors file ({reason})"
+        ) from None
     return {
         "format": "cg3d-checkpoint-1",
         "config": config["model"],
         "full_clip": config["full_clip"],
         "model": state,
     }
+
+
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # safetensors' own bound on its JSON header
+
+
+def safetensors_damage(path: Path) -> str:
+    """ "" unless the safetensors file at `path` is zeros or cut short; then why, for a reason
+    (safetensors says "incomplete metadata, file not fully covered" or "invalid JSON in
+    header"). Its layout: an 8-byte little-endian header length, the JSON header giving each
+    tensor's byte range after it, the tensors. Reads the header only. A tail of zeros is not
+    looked for: zero weights are real data."""
+    zeros = zero_ends(path, tail=False)
+    if zeros:
+        return zeros
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            length = int.from_bytes(handle.read(8).ljust(8, b"\0"), "little")
+            if size < 8:
+                return f"truncated: {size} bytes, short of its 8-byte header length"
+            if length > MAX_SAFETENSORS_HEADER:
+                return ""  # safetensors refuses it in its own words
+            if 8 + length > size:
+                return (
+                    f"truncated: its header declares {length} bytes, the file holds "
+                    f"{size - 8} after its length"
+                )
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError):
+        return ""  # safetensors' own words
+    pairs = [
+        entry.get("data_offsets") if isinstance(entry, dict) else None
+        for name, entry in (header.items() if isinstance(header, dict) else ())
+        if name != "__metadata__"
+    ]
+    ends = [pair[1] for pair in pairs if isinstance(pair, list) and len(pair) == 2]
+    ends = [end for end in ends if isinstance(end, int)]
+    end = 8 + length + max(ends, default=0)
+    if end > size:
+        return f"truncated: its tensors run to byte {end}, the file holds {size}"
+    return ""
 
 
 def _require_regular(folder: Path, name: str) -> None:

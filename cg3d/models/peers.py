@@ -130,7 +130,7 @@ def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
-        reason, refused = load_error_reason(error)
+        reason, refused = load_error_reason(error, path)
         hint = "; --allow-pickle for a trusted file" if refused and not allow_pickle else ""
         raise UsageError(
             f"--checkpoint: {path} is not a readable checkpoint ({reason}{hint})"

@@ -19,13 +19,17 @@ side to 224 (bilinear), centre crop 224, ImageNet mean and std.
 
 import argparse
 import math
+import os
+import struct
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
 from cg3d.errors import UsageError
+from cg3d.files import zero_ends
 from cg3d.models.prompts import VitTower
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -184,10 +188,15 @@ def create_slip(model_name: str) -> SLIP:
     return model
 
 
-def load_error_reason(error: Exception) -> tuple[str, bool]:
-    """What went wrong in a `torch.load`, from its (long) error: one line, and whether it is a
-    weights-only load refusing pickled content (which `--allow-pickle` reads, where a command
-    has one). Every reader of a torch file says it this way (checkpoints, releases, SLIP)."""
+def load_error_reason(error: Exception, path: Path | str | None = None) -> tuple[str, bool]:
+    """What went wrong in a `torch.load` of `path`, from its (long) error: one line, and whether
+    it is a weights-only load refusing pickled content (which `--allow-pickle` reads, where a
+    command has one). Every reader of a torch file says it this way (checkpoints, releases,
+    SLIP). A file of zeros or cut short (`torch_file_damage`) says so, not torch's words."""
+    # first: zeros read as a pickle are "Unsupported operand 0", not a refused object
+    damage = torch_file_damage(Path(path)) if path is not None else ""
+    if damage:
+        return damage, False
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     # An object the file would build: "Unsupported global: GLOBAL x was not an allowed global",
     # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked" (where a
@@ -202,6 +211,82 @@ def load_error_reason(error: Exception) -> tuple[str, bool]:
     return (f"{type(error).__name__}: {first}" if first else type(error).__name__), False
 
 
+ZIP_LOCAL, ZIP_CENTRAL, ZIP_END = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
+ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # signature ... name and extra lengths
+ZIP_END_SEARCH = 22 + 0xFFFF  # the end record, and the longest comment that may follow it
+MAX_ZIP_MEMBERS = 1_000_000  # a checkpoint holds one per tensor storage: thousands
+
+
+def torch_file_damage(path: Path) -> str:
+    """ "" unless the torch file at `path` is zeros or a zip cut short; then why, in words for
+    a reason: torch's own ("legacy .tar format", "failed finding central directory") name
+    neither. Called only when a load failed, so a whole file is never walked; reads the ends
+    and one header per member, whatever the file's size."""
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return "empty: 0 bytes"  # torch says "EOFError"
+            if handle.read(4) != ZIP_LOCAL:
+                return zero_ends(path, tail=False)  # a legacy file may end in zero weights
+            zeros = zero_ends(path)
+            return zeros or _zip_cut_short(handle, os.fstat(handle.fileno()).st_size)
+    except OSError:
+        return ""  # torch's error says it
+
+
+def _zip_cut_short(handle: BinaryIO, size: int) -> str:
+    """ "" when the zip in `handle` has its end record; else "truncated: …" saying where the
+    file stops: in its central directory, in a member (where the local headers hold the sizes;
+    torch's writer puts them in a descriptor after the data instead), or before the directory."""
+    handle.seek(max(0, size - ZIP_END_SEARCH))
+    tail = handle.read()
+    if ZIP_END in tail:
+        return ""  # whole at the end: another damage, said by torch
+    if ZIP_CENTRAL in tail:
+        return (
+            f"truncated: the file ({size} bytes) ends inside its zip's central directory; "
+            "the zip's end record is gone"
+        )
+    position, last = 0, None
+    for _ in range(MAX_ZIP_MEMBERS):
+        handle.seek(position)
+        header = handle.read(ZIP_LOCAL_HEADER.size)
+        if len(header) < ZIP_LOCAL_HEADER.size or header[:4] != ZIP_LOCAL:
+            break
+        _, _, flags, _, _, _, _, stored, _, name_length, extra_length = ZIP_LOCAL_HEADER.unpack(
+            header
+        )
+        name = handle.read(name_length).decode("utf-8", "replace")
+        extra = handle.read(extra_length)
+        if flags & 0x8:
+            break  # sizes in a descriptor after the data: not walkable from here
+        if stored == 0xFFFFFFFF:
+            stored = _zip64_stored_size(extra, header)
+        end = position + ZIP_LOCAL_HEADER.size + name_length + extra_length + stored
+        if end > size:
+            return f"truncated: its member {name!r} runs to byte {end}, the file holds {size}"
+        position, last = end, name
+    after = f" (after its member {last!r})" if last else ""
+    return (
+        f"truncated: the file ({size} bytes) ends{after} before its zip's central directory, "
+        "the index a whole zip ends with"
+    )
+
+
+def _zip64_stored_size(extra: bytes, header: bytes) -> int:
+    """The stored size of a member past 4 GB: in its zip64 extra field (id 1), after the
+    uncompressed size where that too is marked 0xFFFFFFFF."""
+    plain = ZIP_LOCAL_HEADER.unpack(header)[8]
+    offset = 0
+    while offset + 4 <= len(extra):
+        kind, length = struct.unpack_from("<HH", extra, offset)
+        if kind == 1:
+            at = offset + 4 + (8 if plain == 0xFFFFFFFF else 0)
+            return struct.unpack_from("<Q", extra, at)[0] if at + 8 <= len(extra) else 0
+        offset += 4 + length
+    return 0
+
+
 def read_slip_state(path: str) -> dict[str, torch.Tensor]:
     """The weights in a file of SLIP's layout, `module.` prefixes stripped, SSL head included.
 
@@ -214,7 +299,7 @@ def read_slip_state(path: str) -> dict[str, torch.Tensor]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, truncated, or a global we do not allow
         raise UsageError(
-            f"--clip-pretrained: {path} is not a loadable SLIP file ({load_error_reason(error)[0]})"
+            f"--clip-pretrained: {path} is not a loadable SLIP file ({load_error_reason(error, path)[0]})"
         ) from None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(

@@ -355,14 +355,82 @@ def test_a_pickle_that_would_run_a_command_is_refused_naming_what_it_calls(tmp_p
     assert not marker.exists()
 
 
-def test_a_checkpoint_cut_short_names_what_torch_found(tmp_path):
-    whole = tmp_path / "whole.pt"
-    save_checkpoint(whole, build_model(tiny_model_config()))
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(whole.read_bytes()[:-200])  # the zip's central directory gone
+def _a_last_pt(folder: Path) -> Path:
+    """A checkpoint as training's last.pt holds it: the model and an optimiser's state."""
+    model = build_model(tiny_model_config())
+    optimiser = torch.optim.AdamW(model.parameters())
+    path = folder / "last.pt"
+    save_checkpoint(path, model, training={"optimizer": optimiser.state_dict(), "step": 3})
+    return path
+
+
+def _load_line(path: Path) -> str:
     with pytest.raises(UsageError) as error:
-        load_model(cut)
-    assert str(error.value) == (
-        f"{cut}: not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading "
-        "zip archive: failed finding central directory)"
+        load_model(path)
+    return str(error.value)
+
+
+def test_a_checkpoint_cut_short_says_truncated_not_torchs_words(tmp_path):
+    """Before: "not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading zip
+    archive: failed finding central directory)" for each of these."""
+    whole = _a_last_pt(tmp_path).read_bytes()
+    for share in (50, 99):
+        cut = tmp_path / f"cut{share}.pt"
+        cut.write_bytes(whole[: len(whole) * share // 100])
+        assert _load_line(cut) == (
+            f"{cut}: not a readable checkpoint (truncated: the file ({cut.stat().st_size} "
+            "bytes) ends before its zip's central directory, the index a whole zip ends with)"
+        )
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[:-200])  # the zip's end record and part of its directory gone
+    assert _load_line(cut) == (
+        f"{cut}: not a readable checkpoint (truncated: the file ({len(whole) - 200} bytes) "
+        "ends inside its zip's central directory; the zip's end record is gone)"
     )
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert _load_line(empty) == f"{empty}: not a readable checkpoint (empty: 0 bytes)"
+
+
+def test_a_zip_whose_headers_hold_sizes_names_the_member_it_is_cut_in(tmp_path):
+    """Python's zipfile (not torch's writer) puts each member's size in its local header: the
+    member the file stops in is named. Each member: a 30-byte header, its 3-byte name, 5000
+    bytes of data, so `a/y` ends at 2 * (30 + 3 + 5000) = 10066."""
+    import zipfile
+
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("a/x", b"1" * 5000)
+        archive.writestr("a/y", b"2" * 5000)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:7000])
+    assert _load_line(cut) == (
+        f"{cut}: not a readable checkpoint (truncated: its member 'a/y' runs to byte 10066, "
+        "the file holds 7000)"
+    )
+
+
+def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
+    """Before: "Cannot use ``weights_only=True`` with files saved in the legacy .tar format"
+    for zeros, "failed finding central directory" for a zero-filled tail."""
+    whole = _a_last_pt(tmp_path).read_bytes()
+    size = len(whole)
+    filled = tmp_path / "filled.pt"
+    filled.write_bytes(whole[: size // 2] + bytes(size - size // 2))
+    assert _load_line(filled) == (
+        f"{filled}: not a readable checkpoint (truncated and zero-filled: its last 4096 of "
+        f"{size} bytes are all zero, as a download cut short into a preallocated file leaves)"
+    )
+    filled.write_bytes(whole[: size * 99 // 100] + bytes(size - size * 99 // 100))
+    assert "truncated and zero-filled" in _load_line(filled)
+    # 3 GB, sparse: said from its first 4096 bytes, never read whole
+    sparse = tmp_path / "sparse.pt"
+    with open(sparse, "wb") as handle:
+        handle.truncate(3 * 2**30)
+    assert _load_line(sparse) == (
+        f"{sparse}: not a readable checkpoint (its first 4096 of {3 * 2**30} bytes are all "
+        "zero: nothing was written there, as in a preallocated or sparse file never filled)"
+    )
+    few = tmp_path / "few.pt"
+    few.write_bytes(bytes(100))
+    assert _load_line(few) == f"{few}: not a readable checkpoint (all its 100 bytes are zero)"

@@ -315,3 +315,38 @@ def test_an_export_refused_for_its_measured_file_leaves_no_folder(tiny_checkpoin
                                       str(bad)])  # fmt: skip
     assert isinstance(result.exception, UsageError) and "--measured" in str(result.exception)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_hub_folders_weights_cut_short_or_zero_say_so(tiny_checkpoint, tmp_path):
+    """Before: "incomplete metadata, file not fully covered" (cut) and "invalid JSON in
+    header: EOF while parsing a value" (zeros), safetensors' words for either."""
+    hub = tmp_path / "hub"
+    export(tiny_checkpoint, hub)
+    weights = hub / "model.safetensors"
+    whole = weights.read_bytes()
+    for share in (50, 99):
+        weights.write_bytes(whole[: len(whole) * share // 100])
+        with pytest.raises(UsageError) as error:
+            cg3d.load(hub)
+        assert str(error.value) == (
+            f"{weights}: not a readable safetensors file (truncated: its tensors run to byte "
+            f"{len(whole)}, the file holds {len(whole) * share // 100})"
+        )
+    weights.write_bytes(whole[:6])
+    with pytest.raises(UsageError, match=r"\(truncated: 6 bytes, short of its 8-byte header"):
+        cg3d.load(hub)
+    header = struct.unpack("<Q", whole[:8])[0]
+    weights.write_bytes(whole[: 8 + header // 2])
+    with pytest.raises(UsageError) as error:
+        cg3d.load(hub)
+    assert str(error.value).endswith(
+        f"(truncated: its header declares {header} bytes, the file holds {header // 2} after "
+        "its length)"
+    )
+    weights.write_bytes(bytes(len(whole)))
+    with pytest.raises(UsageError) as error:
+        cg3d.load(hub)
+    assert str(error.value) == (
+        f"{weights}: not a readable safetensors file (its first 4096 of {len(whole)} bytes are "
+        "all zero: nothing was written there, as in a preallocated or sparse file never filled)"
+    )
