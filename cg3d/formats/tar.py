@@ -23,6 +23,10 @@ READ_BLOCK = 1 << 20
 # claiming more is a damaged or forged tar, refused before anything is read.
 MAX_MEMBER_BYTES = 1 << 30
 END_BLOCK = bytes(BLOCK)  # two of them end a tar; the first is where a reader stops
+# The most a whole tar holds after its first end block: the second, then zeros up to a whole
+# record (20 blocks: tarfile's and GNU tar's). A copy cut short into a preallocated file reads
+# as a whole tar that stops where its zeros start; this tells the two apart.
+END_PADDING = 20 * BLOCK
 # Member kinds that name something other than bytes to read: no writer of ours makes them, and
 # skipping one dropped the member it was named as without a word (a sample with one view less).
 NOT_FILES = {
@@ -96,6 +100,14 @@ def tar_members(
         header = stream.read(BLOCK)
         stream_position += BLOCK
         if header == END_BLOCK:  # the end-of-archive block: the tar is whole
+            left = None if length is None else length - stream_position
+            if left is not None and left > END_PADDING and _zeros_to_end(stream, left):
+                raise FormatError(
+                    f"truncated and zero-filled: its members stop at byte "
+                    f"{stream_position - BLOCK} and {left + BLOCK} zero bytes follow (a tar's "
+                    f"end is at most {END_PADDING} bytes), as a copy cut short into a "
+                    "preallocated file leaves"
+                )
             return
         if not header:
             # Every tar writer ends with zero blocks; a file that stops at a member boundary
@@ -183,6 +195,19 @@ def stream_length(stream: BinaryIO) -> int | None:
     except (OSError, AttributeError, ValueError):
         pass
     return None
+
+
+def _zeros_to_end(stream: BinaryIO, left: int) -> bool:
+    """Whether the `left` bytes after the stream's position are zeros: a seekable stream by its
+    last 4096 (a zero-filled copy's zeros run to its end), any other read through in bounded
+    blocks (a hashing reader hashes them as it would at the end anyway)."""
+    if stream.seekable():
+        here = stream.tell()
+        stream.seek(max(here, here + left - 4096))
+        tail = stream.read(4096)
+        stream.seek(here)
+        return not tail.strip(b"\0")
+    return all(not part.strip(b"\0") for part in _blocks(stream, left))
 
 
 def _blocks(stream: BinaryIO, size: int) -> Iterator[bytes]:

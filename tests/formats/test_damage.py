@@ -194,6 +194,52 @@ def test_damaged_points_captions_and_failures_name_the_stage_that_rebuilds_them(
             read()
 
 
+def test_a_shard_cut_short_and_zero_filled_says_so_in_every_reader(tmp_path):
+    """A copy cut short into a preallocated file, its zeros from sample o05 on: before, it read
+    as a whole tar that stops where the zeros start ("short shard (it holds 5 of the 10
+    samples…)"; cut inside o05, verify said "o05: member meta.json is missing"), the cause
+    unnamed."""
+    from cg3d.formats.intact import part_problem
+    from cg3d.pipeline.verify import verify_shards
+
+    shard = shard_set(tmp_path)
+    whole = shard.read_bytes()
+    stop = sample_starts(shard)[5]
+    shard.write_bytes(whole[:stop] + bytes(len(whole) - stop))
+    line = (
+        f"truncated and zero-filled: its members stop at byte {stop} and {len(whole) - stop} "
+        "zero bytes follow (a tar's end is at most 10240 bytes), as a copy cut short into a "
+        "preallocated file leaves"
+    )
+    skipped = Skipped()
+    keys = [sample["key"] for sample in iter_samples(tmp_path, "test", skipped)]
+    assert keys == [f"o{i:02d}" for i in range(5)]
+    assert skipped.reasons == {f"unreadable shard (FormatError: {line})": 5}
+    assert part_problem(shard) == line  # the pack stage's resume rebuilds it
+    problems = verify_shards(tmp_path).problems
+    assert f"{shard.relative_to(tmp_path)}: unreadable tar (FormatError: {line})" in problems
+
+
+def test_tars_whole_with_their_writers_end_padding_pass(tmp_path):
+    """No false "zero-filled": a tar's end blocks and record padding (tarfile's and GNU
+    tar's, up to 10240 bytes in all) are a whole tar's, however few its members."""
+    import subprocess
+
+    from cg3d.formats.intact import part_problem
+
+    (tmp_path / "a.cls").write_bytes(b"0")
+    gnu = tmp_path / "gnu.tar"
+    subprocess.run(["tar", "-cf", gnu, "-C", tmp_path, "a.cls"], check=True)
+    python = tmp_path / "python.tar"
+    with tarfile.open(python, "w") as tar:
+        tar.add(tmp_path / "a.cls", "a.cls")
+    for path in (gnu, python):
+        assert path.stat().st_size == 10240  # one member: a record, almost all zeros
+        assert part_problem(path) is None
+        with open(path, "rb") as stream:
+            assert [name for name, _ in tar_members(stream)] == ["a.cls"]
+
+
 def test_whole_parts_pass_the_check(tmp_path):
     from cg3d.formats.intact import part_problem
 
