@@ -685,10 +685,32 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
             read = text = head + handle.read()
         document = loads_json(text)  # nested too deep: a ValueError like other bad JSON
     except (ValueError, struct.error, UnicodeDecodeError) as error:
-        raise MeshError("unreadable", f"not a glTF document: {error}") from error
+        raise MeshError(
+            "unreadable", _json_zero_filled(head, text) or f"not a glTF document: {error}"
+        ) from error
     if not isinstance(document, dict):
         raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
     return read, document
+
+
+def _json_zero_filled(head: bytes, text: bytes) -> str:
+    """The reason for a GLB whose JSON chunk does not parse and ends in zeros, where the text
+    before them does not parse either: a copy cut short inside the JSON into a preallocated
+    file. ("" otherwise: a chunk padded with up to 3 NULs, not spaces, is another fault.)"""
+    if head[:4] != b"glTF":
+        return ""
+    zeros = len(text) - len(text.rstrip(b"\0"))
+    if zeros <= 3:
+        return ""
+    try:
+        loads_json(text.rstrip(b"\0"))
+    except (ValueError, UnicodeDecodeError):
+        return (
+            f"truncated and zero-filled: the GLB's JSON chunk ends in {zeros} zero bytes, its "
+            "text stopping mid-document before them, as a download cut short into a "
+            "preallocated file leaves"
+        )
+    return ""
 
 
 def _check_glb_length(head: bytes, size: int) -> None:
@@ -1321,6 +1343,127 @@ def check_gltf_sizes(document: dict, path: Path) -> None:
         sparse = accessor.get("sparse")
         if sparse is not None:
             _check_sparse(document, views, sizes, sparse, count, element, what)
+    check_glb_zero_tail(document, path)
+
+
+# A GLB's zeros are real data (zero UVs, joints, morph deltas), so a zero tail alone proves
+# nothing; what zeros read as decides. A triangle naming one vertex three times has no area: no
+# exporter writes them (the glTF validator flags each), and a tail of zeros over a triangle list
+# reads as a run of them naming vertex 0. This many in a row is refused.
+ZERO_TRIANGLES = 64
+TAIL_CHUNK = 1 << 16  # the trailing zeros are measured backwards in reads of this
+
+
+def _trailing_zeros(handle: BinaryIO, size: int, limit: int) -> int:
+    """How many bytes at the end of the file are zero, counted up to `limit`."""
+    run = 0
+    while run < limit:
+        step = min(TAIL_CHUNK, limit - run)
+        handle.seek(size - run - step)
+        chunk = handle.read(step)
+        kept = len(chunk.rstrip(b"\0"))
+        run += step - kept
+        if kept:
+            break
+    return run
+
+
+def check_glb_zero_tail(document: dict, path: Path) -> None:
+    """MeshError (`unreadable`, "truncated and zero-filled") for a GLB whose BIN chunk ends in
+    zeros that no real file holds there: a download cut short into a preallocated file keeps
+    its header and chunk lengths, so every size check passes. The zeros are read as the
+    accessors they fall in say, and refused only where that reading contradicts the file:
+    - an accessor with `min`/`max` (POSITION always has them) whose zeroed elements lie outside
+      those bounds, or whose elements are all zero though its bounds are not;
+    - the indices of a triangle list reading as ZERO_TRIANGLES or more triangles (0, 0, 0).
+    Reads the trailing zeros only (none, in a whole file). A Draco stream is not judged."""
+    if path.suffix.lower() != ".glb":
+        return
+    buffers = document.get("buffers") or [{}]
+    if not isinstance(buffers[0], dict) or "uri" in buffers[0]:
+        return  # buffer 0 is a file, not the BIN chunk
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+        bin_start = 28 + struct.unpack_from("<I", head, 12)[0]
+        handle.seek(bin_start - 8)
+        chunk = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+        if len(chunk) < 8 or chunk[4:] != b"BIN\0":
+            return
+        if bin_start + struct.unpack_from("<I", chunk)[0] != size:
+            return  # more chunks after it: its tail is not the file's
+        run = _trailing_zeros(handle, size, size - bin_start)
+    if run < 12:  # the BIN chunk's padding, and less than one triangle of the smallest indices
+        return
+    zero_from = size - run - bin_start  # the first zero byte of the tail, in buffer 0
+    triangles = _triangle_list_indices(document)
+    views = document.get("bufferViews", [])
+    for number, accessor in enumerate(document.get("accessors", [])):
+        first = _first_zeroed_element(accessor, views, zero_from)
+        if first is None:
+            continue
+        count = accessor["count"]
+        reading = _zero_reading(accessor, number, first, count, number in triangles)
+        if reading:
+            raise MeshError(
+                "unreadable",
+                f"truncated and zero-filled: its last {run} bytes (of {size}) are zero, and "
+                f"{reading}: a download cut short into a preallocated file leaves this",
+            )
+
+
+def _triangle_list_indices(document: dict) -> set[int]:
+    """The accessors that are the indices of a triangle-list primitive (mode 4, the default)."""
+    found = set()
+    for number, mesh in enumerate(_gltf_list(document, "meshes")):
+        for primitive in _gltf_list(mesh, "primitives", f"mesh {number} primitives"):
+            if primitive.get("mode", 4) == 4 and isinstance(primitive.get("indices"), int):
+                found.add(primitive["indices"])
+    return found
+
+
+def _first_zeroed_element(accessor: dict, views: list, zero_from: int) -> int | None:
+    """The first element of `accessor` (in buffer 0, plain: no sparse) lying wholly in the
+    zeros from byte `zero_from` of buffer 0; None when none does or the accessor is another
+    kind (`check_gltf_sizes` has checked the numbers it reads)."""
+    view = accessor.get("bufferView")
+    if view is None or "sparse" in accessor or views[view].get("buffer") != 0:
+        return None
+    count = accessor["count"]
+    element = GLTF_COMPONENT_BYTES[accessor["componentType"]] * GLTF_TYPE_WIDTHS[accessor["type"]]
+    stride = views[view].get("byteStride")
+    stride = stride if isinstance(stride, int) and stride > 0 else element
+    start = views[view].get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    first = max(0, -(-(zero_from - start) // stride))  # ceil: wholly past zero_from
+    return first if first < count else None
+
+
+def _zero_reading(accessor: dict, number: int, first: int, count: int, indices: bool) -> str:
+    """What elements `first`.. of an accessor read as zeros contradict, in words; "" if
+    nothing (zeros are a real value of most attributes)."""
+    low, high = accessor.get("min"), accessor.get("max")
+    bounds = (
+        isinstance(low, list)
+        and isinstance(high, list)
+        and len(low) == len(high) > 0
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in low + high)
+    )
+    if bounds:
+        shown = f"[{', '.join(f'{v:g}' for v in low)}] to [{', '.join(f'{v:g}' for v in high)}]"
+        if first == 0 and any(v != 0 for v in low + high):
+            return f"glTF accessor {number}'s {count} elements read as all zero, though it declares bounds {shown}"
+        if any(v > 0 for v in low) or any(v < 0 for v in high):
+            return (
+                f"glTF accessor {number}'s elements from {first} on read as zero, outside the "
+                f"bounds it declares ({shown})"
+            )
+    zero_triangles = count // 3 - (first + 2) // 3 if indices else 0  # whole ones only
+    if zero_triangles >= ZERO_TRIANGLES:
+        return (
+            f"the triangle list of glTF accessor {number} reads as {zero_triangles} triangles "
+            "naming vertex 0 three times"
+        )
+    return ""
 
 
 def _check_sparse(document, views, sizes, sparse, count: int, element: int, what: str) -> None:

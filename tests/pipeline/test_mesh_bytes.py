@@ -214,15 +214,29 @@ def test_a_binary_stl_ending_in_a_few_zero_triangles_still_reads(tmp_path):
 
 @pytest.mark.blender
 def test_a_glb_cut_short_and_zero_filled_says_so_where_its_reading_has_no_area(tmp_path):
-    """Zeros are real data in a GLB (nothing refuses them unread), so such a file passes the
-    meshes stage; Blender reads its zeroed positions as a point. Before: "degenerate: the
-    surface has zero area", nothing more, at sample and render."""
+    """Zeros are real data in a GLB: the meshes stage refuses them only where they contradict
+    the file (tests/pipeline/test_glb_zero_tail.py). A POSITION without the bounds the spec
+    requires, zeroed whole, contradicts nothing there; Blender reads it as a point. Before:
+    "degenerate: the surface has zero area", nothing more, at sample and render."""
+    import json
+    import struct
+
     from cg3d.params import SampleConfig
     from cg3d.pipeline.sample import PointsReader
 
     root = tmp_path / "root"
     data = sphere_file(root, "m.glb")
-    keep = len(data) // 2  # trimesh writes the indices first: every position is zeroed
+    (json_length,) = struct.unpack_from("<I", data, 12)
+    document = json.loads(data[20 : 20 + json_length])
+    position = document["accessors"][1]  # trimesh writes the indices first, then POSITION
+    del position["min"], position["max"]
+    # compact, as Blender's copy of it is written: the reason's size is the copy's
+    text = json.dumps(document, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    rest = data[20 + json_length :]  # the BIN chunk, as it was
+    data = struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest)) + text
+    data = data[:12] + struct.pack("<I4s", len(text), b"JSON") + data[12:] + rest
+    keep = 20 + len(text) + 8 + document["bufferViews"][1]["byteOffset"]  # every position zeroed
     cut = root / "cut" / "m.glb"
     cut.parent.mkdir()
     cut.write_bytes(data[:keep] + bytes(len(data) - keep))
