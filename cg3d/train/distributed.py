@@ -6,6 +6,7 @@ Outside torchrun (one process) every function here is a no-op or the local value
 import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -57,12 +58,18 @@ def host_group() -> Any:
 
 
 def all_gather_ints(value: int) -> list[int]:
-    """`value` of every process, in rank order (over the host group)."""
-    if world()[1] == 1:
+    """`value` of every process, in rank order (over the host group): a tensor all_gather of
+    one int64 each, not `all_gather_object` (a pickle of each value over the group)."""
+    size = world()[1]
+    if size == 1:
         return [value]
-    values: list[Any] = [None] * world()[1]
-    dist.all_gather_object(values, int(value), group=host_group())
-    return [int(v) for v in values]
+    # The tensors are views of a numpy array: host memory by construction, read as numpy
+    # (no tensor read, which on a device tensor would wait for the GPU's queued kernels).
+    values = np.zeros(size, dtype=np.int64)
+    gathered = [torch.from_numpy(values[rank : rank + 1]) for rank in range(size)]
+    mine = torch.from_numpy(np.array([value], dtype=np.int64))
+    dist.all_gather(gathered, mine, group=host_group())
+    return [int(v) for v in values.tolist()]
 
 
 def _all_reduce(values: list[int], op: "dist.ReduceOp") -> list[int]:

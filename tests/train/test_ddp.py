@@ -122,3 +122,27 @@ def test_an_update_of_two_processes_reads_nothing_back_from_the_device(tmp_path)
     mp.spawn(sync_free_worker, args=(str(tmp_path),), nprocs=2, join=True)
     for rank in range(2):
         assert json.loads((tmp_path / f"reads{rank}.json").read_text()) == [], rank
+
+
+def gather_ints_worker(rank: int, tmp: str) -> None:
+    from cg3d.train.distributed import all_gather_ints
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("all_gather_object: a pickle over the process group")
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
+    dist.all_gather_object = no_pickle  # this process's module only
+    values = [all_gather_ints(value) for value in ((rank + 1) * 7, 2**40 + rank, 0)]
+    (Path(tmp) / f"ints{rank}.json").write_text(json.dumps(values))
+    dist.destroy_process_group()
+
+
+def test_the_row_counts_are_gathered_as_a_tensor_not_pickled(tmp_path):
+    mp.spawn(gather_ints_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"ints{rank}.json").read_text()) == [
+            [7, 14],
+            [2**40, 2**40 + 1],
+            [0, 0],
+        ], rank
