@@ -672,6 +672,7 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
     """(the bytes read, the JSON document) of a .gltf or .glb file open at its start: all of a
     .gltf; of a .glb its 20-byte header and JSON chunk, the handle left where the next chunk
     starts. MeshError when it does not parse."""
+    text = b""  # for the reason, when the header itself fails
     try:
         head = handle.read(20)
         if head[:4] == b"glTF":
