@@ -311,7 +311,7 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
-    from cg3d.formats.textfeatures import features_about
+    from cg3d.formats.textfeatures import features_about, read_text_features
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -320,12 +320,15 @@ def zeroshot(
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
     )
+    # the user's files read before the model loads: a wrong one fails in seconds
+    audit = audit_summary(config.audit)
+    if text_features is not None:
+        read_text_features(Path(text_features))  # the file alone; its fit to the model below
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     classes = file_text_features(model, benchmark.classes, text_features)
     started = time.perf_counter()
     scores, labels, keys = score_benchmark(model, benchmark, config, classes)
     seconds = time.perf_counter() - started
-    audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     n_points = protocol_n_points(model, protocol)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
