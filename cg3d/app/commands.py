@@ -222,6 +222,7 @@ def search_command(
     Several queries: their scores are averaged."""
     from cg3d.app.api import check_shape_file, check_top, load
     from cg3d.app.index import SEARCH_TARGETS, open_index
+    from cg3d.formats.retrieval import read_retrieval
 
     # each option checked, by its name, before the index's model loads
     check_top(top, "--top")
@@ -233,6 +234,7 @@ def search_command(
         require_regular_file(points, f"--points: no such file {points}", "--points")
         check_shape_file(points)
     vector = read_embedding(embedding) if embedding is not None else None
+    read_retrieval(index)  # a folder that is no index: one line before the model loads
     model = load(checkpoint) if checkpoint else None
     hits = open_index(index, model).search(
         text=text or None,

@@ -36,6 +36,7 @@ from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
+from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 
@@ -337,6 +338,8 @@ def free_port() -> int:
 def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None:
     """Load the model (and index), then serve the page on 127.0.0.1 until interrupted."""
     config.validate()
+    if index_path:  # a folder that is no index: one line before the model loads
+        read_retrieval(index_path)
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     index = open_index(index_path, model) if index_path else None
     port = config.port or free_port()

@@ -17,6 +17,7 @@ class Loaded(Exception):
 def loads(monkeypatch) -> list:
     """Every model loader a command may call, recording the call and stopping there."""
     import cg3d.app.api as api
+    import cg3d.app.demo as demo
     import cg3d.app.index as index
     import cg3d.models.checkpoint as checkpoint
 
@@ -26,7 +27,12 @@ def loads(monkeypatch) -> list:
         calls.append(args)
         raise Loaded(args)
 
-    for module, name in ((api, "load"), (index, "load"), (checkpoint, "load_model")):
+    for module, name in (
+        (api, "load"),
+        (index, "load"),
+        (demo, "load"),
+        (checkpoint, "load_model"),
+    ):
         monkeypatch.setattr(module, name, loader)
     return calls
 
@@ -57,6 +63,22 @@ CASES = {
     "index --shards not a pack output": (
         "index --checkpoint {ck} --shards {dir} --out {out}",
         "no index.json in {dir}: not a `cg3d pack` output",
+    ),
+    "index --set index.device unknown": (
+        "index --checkpoint {ck} --shards {sh} --out {out} --set index.device=gpu0",
+        "index.device must be cpu, cuda or cuda:N, got 'gpu0'",
+    ),
+    "search an index that is not one": (
+        "search {dir} --checkpoint {ck} --text chair",
+        "{dir}: not a CG3D index (no retrieval.json",
+    ),
+    "demo --index that is not one": (
+        "demo --checkpoint {ck} --index {dir}",
+        "{dir}: not a CG3D index (no retrieval.json",
+    ),
+    "demo --set demo.device unknown": (
+        "demo --checkpoint {ck} --set demo.device=gpu0",
+        "demo.device must be cpu, cuda or cuda:N, got 'gpu0'",
     ),
     # already refused first: kept so, beside the cases above
     "retrieval --out a file": (
