@@ -39,6 +39,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
+from cg3d.pipeline.chunks import WORKER_TEMP  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -130,7 +131,10 @@ class Demo:
         self.config = config
         self.work_dir = Path(work_dir)
         render = RenderConfig(views=max(config.views, 1), resolution=config.resolution)
-        self.renderer = ViewRenderer(render) if config.views else None
+        # Blender's temp folder in the demo's own, as the stages keep theirs in their --out:
+        # one folder to remove at the end (or after a kill), never served (`blocked_paths`)
+        workers = self.work_dir / WORKER_TEMP
+        self.renderer = ViewRenderer(render, workers) if config.views else None
 
     def close(self) -> None:
         if self.renderer is not None:
@@ -355,6 +359,7 @@ def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None
                 server_port=port,
                 max_file_size=int(config.max_upload_mb * MIB),
                 allowed_paths=[work],
+                blocked_paths=[str((Path(work) / WORKER_TEMP).resolve())],
                 ssr_mode=False,
                 show_error=True,
                 quiet=True,
