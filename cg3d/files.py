@@ -135,6 +135,18 @@ def check_not_special(path: Path, option: str = "") -> None:
         raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
 
 
+def check_out_file(path: Path, option: str = "--out") -> None:
+    """UsageError, before any work, when the output file `path` cannot be written: a folder
+    there, a device, FIFO or socket (`check_not_special`), or a folder that cannot be written
+    (`check_out_dir`, which makes it). The writer found these only at its rename, after the
+    input was read and converted."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
+    check_out_dir(path.parent, option)
+    check_not_special(path, option)
+
+
 def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -> None:
     """UsageError when `out` is the file `path` (given as `option`) the command reads, however
     spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over

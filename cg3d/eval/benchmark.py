@@ -104,6 +104,7 @@ def _folders(text: str, option: str) -> dict[str, str]:
 def parse_datasets(datasets: str, roots: str, audits: str = "") -> list[DatasetEntry]:
     """`--datasets a,b:variant` with `--roots a=DIR,b=DIR` (one root per dataset name) and
     optionally `--audits a=DIR` (by dataset name, or NAME-VARIANT)."""
+    from cg3d.eval.audit import read_audit
     from cg3d.eval.readers import BENCHMARKS
 
     if not roots:
@@ -119,6 +120,8 @@ def parse_datasets(datasets: str, roots: str, audits: str = "") -> list[DatasetE
             raise UsageError(f"--roots: no folder for {name} (give {name}=DIR)")
         entry = DatasetEntry(name, variant, Path(folders[name]))
         audit = audited.get(entry.key, audited.get(name, ""))
+        if audit:  # read now: a wrong folder is one line, not a failed row after the scoring
+            read_audit(Path(audit), "--audits")
         entries.append(dataclasses.replace(entry, audit=audit))
     if len({entry.key for entry in entries}) != len(entries):
         raise UsageError("--datasets: a dataset is given twice")

@@ -16,6 +16,8 @@ class Loaded(Exception):
 @pytest.fixture
 def loads(monkeypatch) -> list:
     """Every model loader a command may call, recording the call and stopping there."""
+    import torch
+
     import cg3d.app.api as api
     import cg3d.app.demo as demo
     import cg3d.app.index as index
@@ -34,6 +36,7 @@ def loads(monkeypatch) -> list:
         (checkpoint, "load_model"),
     ):
         monkeypatch.setattr(module, name, loader)
+    monkeypatch.setattr(torch, "load", loader)  # any checkpoint read (convert, export)
     return calls
 
 
@@ -63,6 +66,27 @@ CASES = {
     "index --shards not a pack output": (
         "index --checkpoint {ck} --shards {dir} --out {out}",
         "no index.json in {dir}: not a `cg3d pack` output",
+    ),
+    "retrieval --set eval.retrieval.split unknown": (
+        "eval retrieval --checkpoint {ck} --shards {sh} --out {out} --set eval.retrieval.split=val",
+        "no split 'val' in the shard index (has ['test', 'train'])",
+    ),
+    "benchmark --audits a folder of no audit": (
+        "benchmark --models ours={ck} --datasets shards --roots shards={sh} --out {out} "
+        "--audits shards={dir}",
+        "--audits: no audit.json in {dir}: run `cg3d audit --out {dir}`",
+    ),
+    "convert (a peer) --out a folder": (
+        "convert openshape-pointbert --checkpoint {ck} --out {dir}",
+        "--out: {dir} is a folder; name the file to write in it",
+    ),
+    "convert cg3d-release --out a folder": (
+        "convert cg3d-release --checkpoint {ck} --clip-pretrained {shape} --out {dir}",
+        "--out: {dir} is a folder; name the file to write in it",
+    ),
+    "export --format pt --measured": (
+        "export --checkpoint {ck} --out {out}.pt --measured {shape}",
+        "--measured goes in a model card: give --format hub",
     ),
     "index --set index.device unknown": (
         "index --checkpoint {ck} --shards {sh} --out {out} --set index.device=gpu0",
