@@ -400,11 +400,13 @@ def run_benchmark(
     `text_features`: a folder of class-feature files `<model>__<dataset>.npy` (with their .json,
     cg3d.formats.textfeatures), used for the pairs that have one instead of the teacher's tower.
     """
+    from cg3d.eval.zeroshot import check_text_cache
     from cg3d.files import atomic_path
 
     if text_features is not None:
         # a file or a typo was no folder of features: every pair used the teacher's, unsaid
         require_folder(text_features, "--text-features")
+    check_text_cache(config.text_cache, "--text-cache")
     out = Path(out)
     claim(out, "benchmark", "would write its pair JSONs, results.md and results.csv there")
     # the tables are the mark of a finished run: an earlier run's would stand for this run's

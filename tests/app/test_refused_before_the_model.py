@@ -88,6 +88,16 @@ CASES = {
         "export --checkpoint {ck} --out {out}.pt --measured {shape}",
         "--measured goes in a model card: give --format hub",
     ),
+    "zeroshot --set eval.zeroshot.text_cache a file": (
+        "eval zeroshot --checkpoint {ck} --shards {sh} --out {out} "
+        "--set eval.zeroshot.text_cache={shape}",
+        "eval.zeroshot.text_cache: {shape} is a file, not a folder",
+    ),
+    "benchmark --text-cache a file": (
+        "benchmark --models ours={ck} --datasets shards --roots shards={sh} --out {out} "
+        "--text-cache {shape}",
+        "--text-cache: {shape} is a file, not a folder",
+    ),
     "index --set index.device unknown": (
         "index --checkpoint {ck} --shards {sh} --out {out} --set index.device=gpu0",
         "index.device must be cpu, cuda or cuda:N, got 'gpu0'",
