@@ -348,7 +348,7 @@ def read_audit(folder: Path, option: str = "--audit") -> dict:
     one line naming `option` (benchmark's --audits)."""
     path = Path(folder) / AUDIT_NAME
     missing = f"{option}: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`"
-    require_regular_file(path, missing, option)  # a FIFO or a folder is named as such
+    require_regular_file(path, missing)  # a FIFO or a folder is named as such
     try:
         summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
