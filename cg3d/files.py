@@ -135,6 +135,18 @@ def check_not_special(path: Path, option: str = "") -> None:
         raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
 
 
+def check_out_file(path: Path, option: str = "--out") -> None:
+    """UsageError, before any work, when the output file `path` cannot be written: a folder
+    there, a device, FIFO or socket (`check_not_special`), or a folder that cannot be written
+    (`check_out_dir`, which makes it). The writer found these only at its rename, after the
+    input was read and converted."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
+    check_out_dir(path.parent, option)
+    check_not_special(path, option)
+
+
 def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -> None:
     """UsageError when `out` is the file `path` (given as `option`) the command reads, however
     spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over
@@ -216,9 +228,39 @@ def output_lock(folder: Path) -> Iterator[None]:
     open files. `locks_folder` is the re-entrant form.) If the block fails, the folders this
     call made on the way to `folder` are removed again while empty: a refused run (an input
     checked after the lock is taken) leaves nothing new behind."""
+    with _exclusive(folder, LOCK_NAME, lambda held: f"into {held}", "folder") as held:
+        _held_locks.add(held)
+        try:
+            yield
+        finally:
+            _held_locks.discard(held)
+
+
+def file_lock_name(path: Path) -> str:
+    """The lock `file_lock` takes for `path`, beside it: `.<name>.cg3d.lock` (.dvcignore)."""
+    return f".{Path(path).name}.cg3d.lock"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """`output_lock` of one output file (its folder created if missing): two runs writing the
+    same file are refused at once, two writing two files of one folder both go ahead. For a
+    writer of a set of files named after one (`cg3d eval text-features`: FILE.npy and
+    FILE.json), `path` is that one."""
+    path = Path(path)
+    with _exclusive(path.parent, file_lock_name(path), lambda held: str(held / path.name), "file"):
+        yield
+
+
+@contextmanager
+def _exclusive(
+    folder: Path, name: str, writing: Callable[[Path], str], other: str
+) -> Iterator[Path]:
+    """The flock on `folder`/`name` (see `output_lock`), yielding the folder resolved; a held
+    lock is one line: another run is writing `writing(folder)`, choose another `other`."""
     made = [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
     folder = check_out_dir(folder).resolve()
-    lock_file = folder / LOCK_NAME
+    lock_file = folder / name
     while True:
         handle = lock_file.open("a")
         try:
@@ -226,30 +268,28 @@ def output_lock(folder: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.close()
             raise UsageError(
-                f"--out: another run is writing into {folder} (it holds {LOCK_NAME}); "
-                "wait for it to finish or choose another folder"
+                f"--out: another run is writing {writing(folder)} (it holds {name}); "
+                f"wait for it to finish or choose another {other}"
             ) from None
         # A run that ended between our open and our flock removed the file we locked: retry
         # on the file now at that path, which other runs lock.
         if _is_file_at(handle, lock_file):
             break
         handle.close()
-    _held_locks.add(folder)
     try:
-        yield
+        yield folder
     except BaseException:
-        _release(folder, lock_file, handle)
+        _release(lock_file, handle)
         for path in made:  # deepest first
             try:
                 path.rmdir()
             except OSError:  # holding something now (this run's or another's): keep it
                 break
         raise
-    _release(folder, lock_file, handle)
+    _release(lock_file, handle)
 
 
-def _release(folder: Path, lock_file: Path, handle) -> None:
-    _held_locks.discard(folder)
+def _release(lock_file: Path, handle) -> None:
     lock_file.unlink(missing_ok=True)  # still locked: a run that opened it will retry
     handle.close()
 

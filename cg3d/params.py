@@ -483,10 +483,7 @@ class TrainConfig(Section):
 
     def validate(self) -> None:
         super().validate()
-        if self.device not in ("auto", "cpu", "cuda") and not (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        ):
-            raise UsageError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device, "train.device", ("auto", "cpu", "cuda"))
         for name, value in self.encoder_params.items():
             numbers = value if isinstance(value, list) else [value]
             if any(isinstance(n, int | float) and not 0 <= n <= MAX_ENCODER_PARAM for n in numbers):
@@ -646,6 +643,10 @@ class IndexConfig(Section):
     device: str = param("cpu", "cpu, cuda or cuda:N.")
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
 
+    def validate(self) -> None:
+        super().validate()
+        check_device(self.device, "index.device")
+
 
 @dataclass
 class DemoConfig(Section):
@@ -673,6 +674,17 @@ class DemoConfig(Section):
     )
     device: str = param("cpu", "cpu, cuda or cuda:N.")
     clip_pretrained: str = param("", CLIP_OVERRIDE_HELP)
+
+    def validate(self) -> None:
+        super().validate()
+        check_device(self.device, "demo.device")
+
+
+def check_device(value: str, name: str, names: tuple[str, ...] = ("cpu", "cuda")) -> None:
+    """A torch device the section allows: one of `names` or cuda:N; else one line naming the
+    parameter, before a model loads (torch's own error came after it, as a traceback)."""
+    if value not in names and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise UsageError(f"{name} must be {', '.join(names)} or cuda:N, got {value!r}")
 
 
 @dataclass

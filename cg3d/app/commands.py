@@ -88,7 +88,14 @@ def classify_command(
     ] = None,
 ) -> None:
     """Top labels of a mesh or point cloud (or of many), sampled as the pipeline does."""
-    from cg3d.app.api import check_shape_file, check_top, check_up_axis, load, read_labels_file
+    from cg3d.app.api import (
+        check_shape_file,
+        check_top,
+        check_up_axis,
+        load,
+        parse_labels,
+        read_labels_file,
+    )
     from cg3d.app.batch import TABLE_SUFFIXES, check_out, is_batch, list_shapes
     from cg3d.eval.protocols import get_protocol
 
@@ -105,6 +112,10 @@ def classify_command(
     get_protocol(protocol)  # an unknown name fails before the model loads
     if labels_file is not None:
         labels = read_labels_file(labels_file)
+    # labels given need no checkpoint: a repeat or too many costs no model load (blank: the
+    # checkpoint's classes, checked once it is read)
+    if labels if isinstance(labels, list) else labels.strip():
+        parse_labels(labels, [], max_labels)
     model = load(checkpoint, clip_pretrained=clip_pretrained or None)
     if many or out is not None:
         classify_many(model, paths, labels, top, up_axis, protocol, out, max_labels)
@@ -211,6 +222,7 @@ def search_command(
     Several queries: their scores are averaged."""
     from cg3d.app.api import check_shape_file, check_top, load
     from cg3d.app.index import SEARCH_TARGETS, open_index
+    from cg3d.formats.retrieval import read_retrieval
 
     # each option checked, by its name, before the index's model loads
     check_top(top, "--top")
@@ -222,6 +234,7 @@ def search_command(
         require_regular_file(points, f"--points: no such file {points}", "--points")
         check_shape_file(points)
     vector = read_embedding(embedding) if embedding is not None else None
+    read_retrieval(index)  # a folder that is no index: one line before the model loads
     model = load(checkpoint) if checkpoint else None
     hits = open_index(index, model).search(
         text=text or None,

@@ -36,8 +36,10 @@ from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
+from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
+from cg3d.pipeline.chunks import WORKER_TEMP  # noqa: E402
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -129,7 +131,10 @@ class Demo:
         self.config = config
         self.work_dir = Path(work_dir)
         render = RenderConfig(views=max(config.views, 1), resolution=config.resolution)
-        self.renderer = ViewRenderer(render) if config.views else None
+        # Blender's temp folder in the demo's own, as the stages keep theirs in their --out:
+        # one folder to remove at the end (or after a kill), never served (`blocked_paths`)
+        workers = self.work_dir / WORKER_TEMP
+        self.renderer = ViewRenderer(render, workers) if config.views else None
 
     def close(self) -> None:
         if self.renderer is not None:
@@ -337,6 +342,8 @@ def free_port() -> int:
 def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None:
     """Load the model (and index), then serve the page on 127.0.0.1 until interrupted."""
     config.validate()
+    if index_path:  # a folder that is no index: one line before the model loads
+        read_retrieval(index_path)
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     index = open_index(index_path, model) if index_path else None
     port = config.port or free_port()
@@ -352,6 +359,7 @@ def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None
                 server_port=port,
                 max_file_size=int(config.max_upload_mb * MIB),
                 allowed_paths=[work],
+                blocked_paths=[str((Path(work) / WORKER_TEMP).resolve())],
                 ssr_mode=False,
                 show_error=True,
                 quiet=True,

@@ -72,8 +72,9 @@ def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexCo
     """`cg3d index`: embed every object of the chosen splits of `shards` into `out`."""
     config.validate()
     check_owner(out, "index")  # before the model loads
+    planned = planned_shards(shards, config.splits)  # so are the shards: a typo costs no load
     model = load(checkpoint, config.device, config.clip_pretrained or None)
-    return index_shards(model, shards, Path(out), config)
+    return index_shards(model, shards, Path(out), config, planned)
 
 
 def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str, int]], dict]:
@@ -94,9 +95,18 @@ def planned_shards(shards: str | Path, splits: str) -> tuple[list[tuple[str, str
     return plan, source
 
 
-def index_shards(model: Model, shards: str | Path, out: Path, config: IndexConfig) -> dict:
-    """Embed the planned shards part by part (resuming), then merge them and write retrieval.json."""
-    plan, source = planned_shards(shards, config.splits)
+def index_shards(
+    model: Model,
+    shards: str | Path,
+    out: Path,
+    config: IndexConfig,
+    planned: tuple[list[tuple[str, str, int]], dict] | None = None,
+) -> dict:
+    """Embed the planned shards part by part (resuming), then merge them and write retrieval.json.
+
+    `planned`: `planned_shards`' answer when the caller read it already (before its model load).
+    """
+    plan, source = planned or planned_shards(shards, config.splits)
     identity = {
         **model.identity,
         "checkpoint": str(model.checkpoint.resolve()),

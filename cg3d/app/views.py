@@ -23,11 +23,13 @@ UPLOAD_ID = "upload"  # names the cameras' seed and the worker's files
 class ViewRenderer:
     """Renders `config.views` views of one mesh file at a time; `close()` stops Blender."""
 
-    def __init__(self, config: RenderConfig):
+    def __init__(self, config: RenderConfig, tmp_root: Path | None = None):
+        """`tmp_root`: the folder Blender's temp folder goes in (the demo's own), else /tmp."""
         config.validate()
         self.config = config
         memory = worker_memory_bytes(config.worker_memory, 1)  # one Blender serves the demo
-        self.worker = BlenderWorker(config.worker_settings(), config.timeout, memory)
+        settings = config.worker_settings()
+        self.worker = BlenderWorker(settings, config.timeout, memory, tmp_root=tmp_root)
         self.lock = threading.Lock()
 
     def render(self, path: Path, up_axis: str = "y") -> list[Image.Image]:

@@ -343,18 +343,21 @@ def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
     write_json(out / AUDIT_NAME, summary)  # last: an audit.json means a finished audit
 
 
-def read_audit(folder: Path) -> dict:
-    """What an eval's metrics say about its audit: the folder, inputs and counts."""
+def read_audit(folder: Path, option: str = "--audit") -> dict:
+    """What an eval's metrics say about its audit: the folder, inputs and counts. A problem is
+    one line naming `option` (benchmark's --audits)."""
     path = Path(folder) / AUDIT_NAME
-    missing = f"--audit: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`"
+    missing = f"{option}: no {AUDIT_NAME} in {folder}: run `cg3d audit --out {folder}`"
     require_regular_file(path, missing)  # a FIFO or a folder is named as such
     try:
         summary = loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
-        raise UsageError(f"--audit: {path} does not read ({error}): rerun `cg3d audit`") from None
+        raise UsageError(f"{option}: {path} does not read ({error}): rerun `cg3d audit`") from None
     problem = audit_problem(summary)
     if problem:
-        raise UsageError(f"--audit: {path} is not an audit summary ({problem}): rerun `cg3d audit`")
+        raise UsageError(
+            f"{option}: {path} is not an audit summary ({problem}): rerun `cg3d audit`"
+        )
     keys = ("train", "test", "threshold", "pairs", "leaked_test_shapes")
     return {"folder": str(folder), **{k: summary.get(k) for k in keys}}
 

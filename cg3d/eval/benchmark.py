@@ -104,6 +104,7 @@ def _folders(text: str, option: str) -> dict[str, str]:
 def parse_datasets(datasets: str, roots: str, audits: str = "") -> list[DatasetEntry]:
     """`--datasets a,b:variant` with `--roots a=DIR,b=DIR` (one root per dataset name) and
     optionally `--audits a=DIR` (by dataset name, or NAME-VARIANT)."""
+    from cg3d.eval.audit import read_audit
     from cg3d.eval.readers import BENCHMARKS
 
     if not roots:
@@ -119,6 +120,8 @@ def parse_datasets(datasets: str, roots: str, audits: str = "") -> list[DatasetE
             raise UsageError(f"--roots: no folder for {name} (give {name}=DIR)")
         entry = DatasetEntry(name, variant, Path(folders[name]))
         audit = audited.get(entry.key, audited.get(name, ""))
+        if audit:  # read now: a wrong folder is one line, not a failed row after the scoring
+            read_audit(Path(audit), "--audits")
         entries.append(dataclasses.replace(entry, audit=audit))
     if len({entry.key for entry in entries}) != len(entries):
         raise UsageError("--datasets: a dataset is given twice")
@@ -397,11 +400,13 @@ def run_benchmark(
     `text_features`: a folder of class-feature files `<model>__<dataset>.npy` (with their .json,
     cg3d.formats.textfeatures), used for the pairs that have one instead of the teacher's tower.
     """
+    from cg3d.eval.zeroshot import check_text_cache
     from cg3d.files import atomic_path
 
     if text_features is not None:
         # a file or a typo was no folder of features: every pair used the teacher's, unsaid
         require_folder(text_features, "--text-features")
+    check_text_cache(config.text_cache, "--text-cache")
     out = Path(out)
     claim(out, "benchmark", "would write its pair JSONs, results.md and results.csv there")
     # the tables are the mark of a finished run: an earlier run's would stand for this run's

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cg3d import terminal
-from cg3d.files import check_out_dir, locks_folder, output_lock
+from cg3d.files import check_out_dir, file_lock, locks_folder
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -106,10 +106,10 @@ def text_features_command(
         raise UsageError("give the classes: --classes a,b,c or --dataset NAME --root DIR")
     if dataset is not None and root is None:
         raise UsageError("--dataset needs --root, the benchmark's files")
-    # The file's folder locked, as every command locks its --out, before any work: two runs
-    # into one FILE.npy at once could leave one's rows beside the other's sidecar (the pair is
-    # two files, each atomic alone). A second run is refused at once.
-    with output_lock(out.parent):
+    # The file locked before any work: two runs into one FILE.npy at once could leave one's
+    # rows beside the other's sidecar (the pair is two files, each atomic alone). A second run
+    # into it is refused at once; a run writing another file of the folder goes ahead.
+    with file_lock(out):
         if dataset is not None:
             names = benchmark_classes(dataset, root, variant, allow_pickle)
         else:

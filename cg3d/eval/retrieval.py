@@ -41,7 +41,7 @@ from cg3d.eval.readers import (
 from cg3d.eval.results import begin_results, check_lost, check_results_out, write_results
 from cg3d.eval.zeroshot import unit_features
 from cg3d.files import require_folder
-from cg3d.formats.shards import Skipped, is_remote, iter_samples
+from cg3d.formats.shards import Skipped, is_remote, iter_samples, read_index, split_entry
 from cg3d.params import RetrievalConfig
 
 console = terminal.console(stderr=True)
@@ -263,6 +263,7 @@ def retrieval(checkpoint: Path, shards: str | Path, out: Path, config: Retrieval
     check_results_out(out, "eval retrieval")
     if not is_remote(shards):  # URLs and `pipe:` stream
         require_folder(shards, "--shards")
+    split_entry(read_index(shards), config.split)  # no such split: one line before the model
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     features = encode_split(model, shards, config)
     n_points = int(model.config["n_points"])

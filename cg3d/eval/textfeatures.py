@@ -41,6 +41,8 @@ def write_class_features(
             raise UsageError(f"--classes: the class {shown_name(name)} {problem}")
     if Path(out).suffix != ".npy":  # before the model loads and every class is encoded
         raise UsageError(f"--out: {out} must end in .npy")
+    if protocol:  # a name given: an unknown one fails before the model loads, too
+        model_protocol({}, protocol)
     model = load_model(Path(checkpoint), clip_pretrained=clip_pretrained)
     chosen = model_protocol(model.config, protocol)
     # the protocol's own way: its class names and templates, normalised or not

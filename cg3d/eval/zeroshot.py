@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -61,7 +62,7 @@ from cg3d.eval.results import (
     write_results,
     write_rows,
 )
-from cg3d.files import atomic_path, write_json
+from cg3d.files import atomic_path, why_not_a_folder, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
 
@@ -226,6 +227,14 @@ def text_cache_key(model, names: list[str], protocol: Protocol) -> str | None:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def check_text_cache(cache: str, option: str) -> None:
+    """UsageError when the text cache folder `cache` ('' none) is there but no folder: a file
+    or FIFO failed its first write, after the model loaded (a random CLIP caches nothing, so
+    only runs with real weights met it)."""
+    if cache and os.path.lexists(cache) and (why := why_not_a_folder(cache)):
+        raise UsageError(f"{option}: {cache} {why}")
+
+
 def cached_text_features(
     model, names: list[str], protocol: Protocol, cache: Path | None
 ) -> torch.Tensor:
@@ -311,7 +320,7 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
-    from cg3d.formats.textfeatures import features_about
+    from cg3d.formats.textfeatures import features_about, read_text_features
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -320,12 +329,16 @@ def zeroshot(
     benchmark = open_benchmark(
         config.dataset, Path(config.root), config.variant, config.split, config.allow_pickle
     )
+    # the user's files read before the model loads: a wrong one fails in seconds
+    audit = audit_summary(config.audit)
+    check_text_cache(config.text_cache, "eval.zeroshot.text_cache")
+    if text_features is not None:
+        read_text_features(Path(text_features))  # the file alone; its fit to the model below
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     classes = file_text_features(model, benchmark.classes, text_features)
     started = time.perf_counter()
     scores, labels, keys = score_benchmark(model, benchmark, config, classes)
     seconds = time.perf_counter() - started
-    audit = audit_summary(config.audit)  # before the long part: a wrong folder fails at once
     n_points = protocol_n_points(model, protocol)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))

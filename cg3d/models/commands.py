@@ -57,6 +57,8 @@ def export(
 
     if format not in ("pt", "hub"):
         raise UsageError(f"--format must be pt or hub, got {format!r}")
+    if measured and format != "hub":  # a pt file has no card: the numbers went nowhere, exit 0
+        raise UsageError("--measured goes in a model card: give --format hub")
     # a training run's last.pt, rewritten without its training state: its resume is lost
     check_not_the_input(out, checkpoint, "--checkpoint", "export")
     if format == "hub":

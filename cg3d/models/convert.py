@@ -44,9 +44,10 @@ def cg3d_release(
     """The CG3D authors' released checkpoint (1024 or 8192 points) as our checkpoint.
 
     Their PointTransformer, for cg3d eval, cg3d.load, classify, index, demo and finetune."""
-    from cg3d.files import check_not_the_input
+    from cg3d.files import check_not_the_input, check_out_file
     from cg3d.models.release import convert_release
 
+    check_out_file(out)  # before the release and SLIP's weights are read
     check_not_the_input(out, checkpoint, "--checkpoint", "convert")
     check_not_the_input(out, clip_pretrained, "--clip-pretrained", "convert")
     model = convert_release(
@@ -89,9 +90,10 @@ def _peer_command(name: str) -> None:
             ),
         ] = False,
     ) -> None:
-        from cg3d.files import check_not_the_input
+        from cg3d.files import check_not_the_input, check_out_file
         from cg3d.models.peers import convert_peer
 
+        check_out_file(out)  # before the released file (up to GBs) is read
         check_not_the_input(out, checkpoint, "--checkpoint", "convert")
         if clip_pretrained:
             check_not_the_input(out, clip_pretrained, "--clip-pretrained", "convert")

@@ -39,8 +39,9 @@ def train(
     params_file: Path | None = None,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
+    from cg3d.formats.owner import claim
     from cg3d.params import write_resolved
-    from cg3d.train.loop import check_folders, run_lock, train_stage
+    from cg3d.train.loop import TRAIN_HARM, check_folders, run_lock, train_stage
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
         say(
@@ -52,6 +53,9 @@ def train(
 
     check_folders(shards, out)  # a refused run writes no params.yaml
     with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml
+        # marked train's before its first file: a run killed before .resume/ exists left only
+        # params.yaml, which tells no owner, so another command could take the folder
+        claim(out, "train", TRAIN_HARM)
         write_resolved(out / "params.yaml", "train", config)
         train_stage(shards, out, config, resume=resume.value)
 

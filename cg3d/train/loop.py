@@ -445,13 +445,17 @@ def train_stage(
         return _train_stage(shards, Path(out), config, resume)
 
 
+# what `cg3d train` would do in another command's folder (`check_owner`, `claim`)
+TRAIN_HARM = "would write its checkpoint, metrics.json and about.json there"
+
+
 def check_folders(shards: str | Path, out: Path) -> None:
     """Before anything is written to `out` (`cg3d train` writes params.yaml first): `out` is no
     other command's folder (data/points, an evaluation's numbers), and a local `shards` is a
     folder. A refused run wrote params.yaml into data/points, changing a DVC output."""
     from cg3d.formats.shards import is_remote
 
-    check_owner(Path(out), "train", "would write its checkpoint, metrics.json and about.json there")
+    check_owner(Path(out), "train", TRAIN_HARM)
     if not is_remote(shards):  # URLs and `pipe:` stream
         require_folder(shards, "--shards")
 

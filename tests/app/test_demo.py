@@ -88,6 +88,22 @@ def test_a_long_running_demo_keeps_a_bounded_number_of_files(demo, files, tmp_pa
     assert page.blocks().delete_cache == (3600, 3600)
 
 
+def test_blenders_temp_folder_is_in_the_demos_own_folder_and_goes_with_it(demo, tmp_path):
+    """Before: the view renderer's temp folder (Blender's PNGs and log) went to /tmp beside the
+    demo's own folder: two folders to remove, one of them left in /tmp after a kill."""
+    from dataclasses import replace
+
+    from cg3d.app.demo import Demo
+
+    page = Demo(demo.model, None, replace(demo.config, views=1), tmp_path)  # Blender starts later
+    try:
+        folder = page.renderer.worker.out_dir
+        assert folder.parent == (tmp_path / ".workers").resolve() and folder.is_dir()
+    finally:
+        page.close()
+    assert not folder.exists()
+
+
 def test_labels_come_first_then_the_rendered_views(demo, files):
     """With views on, the first answer holds the labels and says views are coming."""
     from PIL import Image

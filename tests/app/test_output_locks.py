@@ -37,7 +37,7 @@ LOCKED_AT_THE_COMMAND = {
 # Stage commands: their stage function locks `out_dir` (tests of each stage show it).
 LOCKED_IN_THEIR_STAGE = {"meshes", "sample", "caption", "pack", "render", "train"}
 # --out names a file, not a folder (written atomically: a second run replaces it whole).
-# `eval text-features` writes a pair of files, so it also locks their folder (its own test).
+# `eval text-features` writes a pair of files, so it also locks the pair's .npy (its own test).
 WRITE_A_FILE = (
     {"export", "classify", "embed", "eval text-features"}
     | {

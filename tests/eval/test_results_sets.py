@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from cg3d.errors import UsageError
 from cg3d.files import output_lock
@@ -114,6 +115,32 @@ def test_a_training_killed_before_it_published_owns_its_folder(shards, tmp_path)
         zeroshot(tmp_path / "absent.pt", out, ZeroShotConfig(root=str(shards)))
     assert str(refused.value) == refused_by("train", "eval zeroshot", RESULTS_HARM, out)
     assert {p.name for p in out.iterdir()} == {".resume"}
+
+
+def test_a_training_killed_before_its_resume_folder_owns_its_folder(shards, tmp_path, monkeypatch):
+    """Before: `cg3d train` killed after params.yaml, before .resume/ existed, left a folder of
+    params.yaml alone, which told no owner: an evaluation then wrote its numbers beside it."""
+    import cg3d.train.loop as loop
+    from cg3d.cli import app
+    from cg3d.eval.zeroshot import zeroshot
+    from cg3d.params import ZeroShotConfig
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the stage's first step: nothing of its own written yet
+
+    monkeypatch.setattr(loop, "train_stage", killed)
+    out = tmp_path / "run"
+    words = ["train", "--shards", str(shards), "--out", str(out)]
+    result = CliRunner().invoke(app, words)
+    assert result.exit_code == 130, (result.output, result.exception)  # typer's Ctrl-C exit
+    assert {p.name for p in out.iterdir()} == {"params.yaml", ".owner.json"}
+    with pytest.raises(UsageError) as refused:
+        zeroshot(tmp_path / "absent.pt", out, ZeroShotConfig(root=str(shards)))
+    assert str(refused.value) == refused_by("train", "eval zeroshot", RESULTS_HARM, out)
+    assert {p.name for p in out.iterdir()} == {"params.yaml", ".owner.json"}
+    # the rerun (resume auto, as the DVC stage) is the same command: not refused
+    rerun = CliRunner().invoke(app, [*words, "--resume", "auto"])
+    assert rerun.exit_code == 130, (rerun.output, rerun.exception)  # killed again, not refused
 
 
 def another_commands_folder(owner: str, folder: Path, tiny_checkpoint: Path) -> None:

@@ -116,22 +116,42 @@ def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_l
 def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_path):
     """Before: two `cg3d eval text-features --out same.npy` at once were not locked against
     each other, so an interleaving could leave one run's rows beside the other's sidecar. The
-    second now meets the file's folder locked, and is refused before its checkpoint is read."""
-    from cg3d.files import LOCK_NAME, output_lock
+    second now meets the file locked, and is refused before its checkpoint is read."""
+    from cg3d.files import file_lock
 
     out = tmp_path / "features" / "same.npy"
     out.parent.mkdir()
     out.write_bytes(b"the first run's rows")
     out.with_suffix(".json").write_bytes(b"the first run's sidecar")
     words = ["eval", "text-features", "--checkpoint", str(tmp_path / "absent.pt")]
-    with output_lock(out.parent):  # the first run, writing
+    with file_lock(out):  # the first run, writing
         result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
     assert isinstance(result.exception, UsageError), result.output
     (line,) = str(result.exception).splitlines()
-    assert line.startswith(f"--out: another run is writing into {out.parent}") and LOCK_NAME in line
+    assert line == (
+        f"--out: another run is writing {out} (it holds .same.npy.cg3d.lock); wait for it to "
+        "finish or choose another file"
+    )
     assert out.read_bytes() == b"the first run's rows"
     assert out.with_suffix(".json").read_bytes() == b"the first run's sidecar"
     # once it is done, a run goes ahead (here to the missing checkpoint) and leaves no lock
     result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
     assert "absent.pt" in str(result.exception)
     assert sorted(p.name for p in out.parent.iterdir()) == ["same.json", "same.npy"]
+
+
+def test_two_text_features_runs_into_two_files_of_one_folder_both_go_ahead(tmp_path):
+    """Before: the lock was the folder's, so a run writing other.npy was refused while one
+    wrote same.npy beside it, though the two pairs share no file."""
+    from cg3d.files import file_lock
+
+    folder = tmp_path / "features"
+    words = ["eval", "text-features", "--checkpoint", str(tmp_path / "absent.pt")]
+    with file_lock(folder / "same.npy"):  # the first run, writing
+        result = CliRunner().invoke(
+            app, [*words, "--out", str(folder / "other.npy"), "--classes", "a,b"]
+        )
+        assert isinstance(result.exception, UsageError), result.output
+        assert "absent.pt" in str(result.exception)  # past the lock, to the checkpoint
+        assert "another run" not in str(result.exception)
+    assert list(folder.iterdir()) == []  # both locks released, nothing written
