@@ -1052,8 +1052,11 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
         found = texture_map(line)
         if found and found[2]:
             texture = resolve_reference(root, mtl.parent, found[2], required=False)
-            if texture is not None:
-                kept.append(" ".join([found[0], *found[1], str(texture)]))
+            # A missing texture stays missing (a name in the fresh copy folder that no file
+            # has), as for a glTF: dropping the map would leave the importer's default colour
+            # under it looking like the author's.
+            named = texture if texture is not None else copy.parent / "no-such-image"
+            kept.append(" ".join([found[0], *found[1], str(named)]))
     copy.write_text("\n".join(kept) + "\n")
     return copy
 

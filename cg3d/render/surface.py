@@ -165,6 +165,10 @@ def _set_texture(spec: Material, node, images: dict[str, np.ndarray | None]) -> 
         images[image.name] = _pixels(image)
     spec.texture = images[image.name]
     if spec.texture is None:
+        # The image's file is missing (or holds no pixels): the material's colour was that
+        # texture, and the socket's value under it is the importer's default (0.8 grey for an
+        # MTL without Kd), not the author's, so the material gives the points no colour.
+        spec.base_color = np.full(3, np.nan)
         return
     spec.nearest = node.interpolation == "Closest"
     spec.clamp = node.extension in ("EXTEND", "CLIP")

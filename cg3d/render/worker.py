@@ -358,7 +358,8 @@ def colour_source(objects) -> str:
         if socket is not None:
             material.diffuse_color = socket.default_value
         texture = base_color_texture(material)
-        if texture is not None:
+        # A missing image (no pixels) would draw magenta: the view keeps the material colour.
+        if texture is not None and texture.image.size[0]:
             material.node_tree.nodes.active = texture
             has_texture = True
     if has_texture:

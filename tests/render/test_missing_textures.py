@@ -1,0 +1,61 @@
+"""An OBJ whose MTL names a texture that is not there: the points get no colour (the colour
+under the missing map is the importer's default, not the author's) and the view is not
+Blender's magenta "missing image" colour."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cg3d.params import RenderConfig, SampleConfig
+from cg3d.pipeline.sample import PointsReader
+from tests.render.helpers import render_views
+
+pytestmark = pytest.mark.blender
+
+RED = (200, 30, 30)  # the texture's one texel colour, 0–255 sRGB
+NO_COLOR = 0.5  # README: an object with no colour gets mid grey
+
+
+def textured_cube(folder: Path) -> Path:
+    """A unit cube with UVs, its one material's base colour a 4×4 PNG (written by the test
+    when it wants the texture there) and no Kd line (Blender's exporter writes none then)."""
+    corners = [(x, y, z) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
+    quads = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (2, 4, 8, 6), (4, 3, 7, 8), (3, 1, 5, 7)]
+    lines = ["mtllib cube.mtl", *(f"v {x} {y} {z}" for x, y, z in corners)]
+    lines += ["vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "usemtl skin"]
+    lines += ["f " + " ".join(f"{v}/{i + 1}" for i, v in enumerate(quad)) for quad in quads]
+    (folder / "cube.obj").write_text("\n".join(lines) + "\n")
+    (folder / "cube.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
+    return folder / "cube.obj"
+
+
+def sampled(path: Path) -> tuple[np.ndarray, bool]:
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        points, has_color = read(path, "y", "cube", path.parent)
+    return points[:, 3:6], has_color
+
+
+def test_the_texture_colours_the_points_when_it_is_there(tmp_path):
+    path = textured_cube(tmp_path)
+    Image.new("RGB", (4, 4), RED).save(tmp_path / "skin.png")
+    rgb, has_color = sampled(path)
+    assert has_color
+    assert np.abs(rgb - np.array(RED) / 255).max() < 0.01
+
+
+def test_a_missing_texture_gives_the_points_no_colour_not_the_importers_grey(tmp_path):
+    rgb, has_color = sampled(textured_cube(tmp_path))
+    assert not has_color  # it was True, every point 0.906: Blender's default base colour
+    assert np.abs(rgb - NO_COLOR).max() < 1e-6
+
+
+def test_a_missing_texture_does_not_draw_the_view_magenta(tmp_path):
+    config = RenderConfig(views=1, resolution=64, background="transparent")
+    views, _ = render_views(textured_cube(tmp_path), "y", config, flat=True)
+    (image,) = views.values()
+    rgb = image[image[:, :, 3] == 255][:, :3].astype(float)
+    assert len(rgb) > 100
+    # grey: the three channels alike (magenta is 255, 0, 255)
+    assert np.median(rgb.max(axis=1) - rgb.min(axis=1)) < 10, rgb.mean(axis=0)
