@@ -872,6 +872,19 @@ def _mtl_maps(mtl: Path) -> list[str]:
     return [found[2] for found in maps if found and found[2]]
 
 
+def defined_materials(copy: Path) -> set[str]:
+    """The material names the MTL libraries of Blender's OBJ copy (`blender_input`) define.
+    A `usemtl` naming none of them (its library missing, or a name no library has) makes
+    Blender's importer invent a default material, whose colour is nobody's."""
+    names = set()
+    for library in obj_material_libraries(copy):  # the copy names its resolved MTLs only
+        for line in (copy.parent / library).read_text(errors="replace").splitlines():
+            words = line.split(maxsplit=1)
+            if len(words) == 2 and words[0] == "newmtl":
+                names.add(words[1].strip())
+    return names
+
+
 def referenced_files(path: Path, root: Path) -> list[Path]:
     """Every file `path` makes an importer read, each resolved and checked inside `root`."""
     path, suffix = Path(path), Path(path).suffix.lower()

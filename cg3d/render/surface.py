@@ -21,11 +21,13 @@ def _array(collection, attribute: str, width: int, dtype=np.float64) -> np.ndarr
     return out.reshape(-1, width) if width > 1 else out
 
 
-def evaluated_surface(bpy, colors: bool) -> tuple[Surface, dict]:
+def evaluated_surface(bpy, colors: bool, defined: set[str] | None = None) -> tuple[Surface, dict]:
     """The triangles of every mesh-like instance of the scene in Blender's world frame, and
     counts of what held no faces (for failure reasons). With `colors`, also their UVs, colour
     attributes and materials, each image's pixels read once; without, none of that is read
-    (decoding textures is most of an import's cost on textured files)."""
+    (decoding textures is most of an import's cost on textured files). `defined`: the only
+    material names the file defines (an OBJ's MTLs); any other material is the importer's
+    invention and colours nothing."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     parts, materials, material_index, images = [], [], {}, {}
     counts = {"loose_vertices": 0, "edges": 0}
@@ -47,7 +49,9 @@ def evaluated_surface(bpy, colors: bool) -> tuple[Surface, dict]:
                 material = slot.material
                 if material is not None and material.name not in material_index:
                     material_index[material.name] = len(materials)
-                    materials.append(material_colors(material, images))
+                    invented = defined is not None and material.name not in defined
+                    no_color = Material(base_color=np.full(3, np.nan))
+                    materials.append(no_color if invented else material_colors(material, images))
                 slots.append(material_index[material.name] if material is not None else -1)
             matrix = np.array(instance.matrix_world)
             parts.append(_mesh_arrays(mesh, matrix, slots, colors))

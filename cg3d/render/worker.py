@@ -251,7 +251,14 @@ class Renderer:
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
         from cg3d.geometry.frame import canonical_rotation, normalization
-        from cg3d.geometry.meshio import Mesh, MeshError, blender_input, check_mesh, zero_tail
+        from cg3d.geometry.meshio import (
+            Mesh,
+            MeshError,
+            blender_input,
+            check_mesh,
+            defined_materials,
+            zero_tail,
+        )
         from cg3d.render.surface import evaluated_surface
 
         self.clear()
@@ -264,7 +271,8 @@ class Renderer:
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
-        surface, counts = evaluated_surface(self.bpy, colors)
+        defined = defined_materials(path) if suffix == ".obj" and colors else None
+        surface, counts = evaluated_surface(self.bpy, colors, defined)
         if not len(surface.triangles):
             raise RenderFailure(_no_triangles_reason(path, counts))
         # Blender's world back to the file's axes, then to the canonical +Y up.

@@ -59,3 +59,31 @@ def test_a_missing_texture_does_not_draw_the_view_magenta(tmp_path):
     assert len(rgb) > 100
     # grey: the three channels alike (magenta is 255, 0, 255)
     assert np.median(rgb.max(axis=1) - rgb.min(axis=1)) < 10, rgb.mean(axis=0)
+
+
+GREEN = (0.2, 0.6, 0.2)  # an MTL's Kd (linear, as MTL values are)
+
+
+def srgb(linear: float) -> float:
+    """IEC 61966-2-1, written out here for the expected colour."""
+    return 12.92 * linear if linear <= 0.0031308 else 1.055 * linear ** (1 / 2.4) - 0.055
+
+
+def test_a_defined_material_colours_the_points(tmp_path):
+    path = textured_cube(tmp_path)
+    (tmp_path / "cube.mtl").write_text("newmtl skin\nKd 0.2 0.6 0.2\n")
+    rgb, has_color = sampled(path)
+    assert has_color
+    assert np.abs(rgb - [srgb(c) for c in GREEN]).max() < 0.01
+
+
+@pytest.mark.parametrize("mtl", [None, "newmtl other\nKd 0.2 0.6 0.2\n"])
+def test_a_material_no_mtl_defines_gives_the_points_no_colour(tmp_path, mtl):
+    """The MTL missing, or defining other names: Blender invents `skin` (0.8 grey)."""
+    path = textured_cube(tmp_path)
+    (tmp_path / "cube.mtl").unlink()
+    if mtl is not None:
+        (tmp_path / "cube.mtl").write_text(mtl)
+    rgb, has_color = sampled(path)
+    assert not has_color  # it was True, every point 0.906
+    assert np.abs(rgb - NO_COLOR).max() < 1e-6
