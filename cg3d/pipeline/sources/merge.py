@@ -36,7 +36,7 @@ RUN_ROWS = 16_384  # rows sorted in memory at once
 READ_ROWS = 64  # rows of each run held while merging (the runs' batch size)
 FAN_IN = 64  # runs merged at once; more are merged in passes first
 WRITE_ROWS = 4096  # rows turned back into an Arrow table at once
-COPIES = pa.schema([("id", pa.string()), ("original", pa.string())])
+COPIES = pa.schema([("id", pa.string()), ("original", pa.string()), ("note", pa.string())])
 
 
 def merge_parts(
@@ -48,8 +48,8 @@ def merge_parts(
     schema = pq.read_schema(parts[0]) if parts else None
     by_id = sorted_runs(_tables(parts), ["id"], work / "by-id")
     hashes = (
-        table.filter(pc.equal(table.column("status"), OK)).select(["sha256", "id"])
-        for table in _tables(parts, ["sha256", "id", "status"])
+        table.filter(pc.equal(table.column("status"), OK)).select(["sha256", "id", "class_name"])
+        for table in _tables(parts, ["sha256", "id", "status", "class_name"])
     )
     by_hash = sorted_runs(hashes, ["sha256", "id"], work / "by-hash")
     copies = _tables_of(_copies(merged_rows(by_hash, ["sha256", "id"])), COPIES)
@@ -100,13 +100,20 @@ def _tables_of(rows: Iterable[dict], schema: pa.Schema | None) -> Iterator[pa.Ta
 
 def _copies(by_hash: Iterator[dict]) -> Iterator[dict]:
     """From the ok rows sorted by (sha256, id): every row but the first of its hash, with the
-    first's id."""
+    first's id, and a note when the two are filed under different classes (a labelling
+    mistake the researcher wants to hear of: the file trains as the first's class only)."""
     sha256 = original = None
     for row in by_hash:
         if row["sha256"] != sha256:
-            sha256, original = row["sha256"], row["id"]
+            sha256, original = row["sha256"], row
         else:
-            yield {"id": row["id"], "original": original}
+            note = ""
+            if row["class_name"] != original["class_name"]:
+                note = (
+                    f", which is in class {original['class_name']!r}, this one in"
+                    f" {row['class_name']!r}: the file is kept once, as {original['class_name']!r}"
+                )
+            yield {"id": row["id"], "original": original["id"], "note": note}
 
 
 def _marked(rows: Iterator[dict], copies: Iterator[dict]) -> Iterator[dict]:
@@ -118,7 +125,8 @@ def _marked(rows: Iterator[dict], copies: Iterator[dict]) -> Iterator[dict]:
             raise RuntimeError(f"the source listed two objects with the id {previous}")
         previous = row["id"]
         if copy is not None and copy["id"] == row["id"]:
-            row["status"], row["error"] = "duplicate", f"same content as {copy['original']}"
+            row["status"] = "duplicate"
+            row["error"] = f"same content as {copy['original']}{copy['note']}"
             copy = next(copies, None)
         yield row
 

@@ -214,3 +214,18 @@ def test_the_lazy_walk_keeps_the_order_of_sorted_paths(tmp_path: Path) -> None:
     ]
     assert walked == ["A.obj", "a/x.obj", "a/y/z.obj", "a/y.obj", "a/y0/z.obj", "a b/x.obj",
                       "b.obj", "linked"]  # fmt: skip
+
+
+def test_one_file_in_two_classes_is_said_to_be_in_both(tmp_path: Path) -> None:
+    """A researcher who copied a mesh into a second class folder hears which two classes."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    write_mesh(root / "Lamp" / "shade.stl", box())
+    write_mesh(root / "Table" / "top.stl", box())  # the same bytes
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {Path(r["path"]).name: r for r in manifest_rows(out)}
+    assert rows["shade.stl"]["status"] == "ok"  # "folder-Lamp…" sorts first: the original
+    assert rows["top.stl"]["status"] == "duplicate"
+    assert rows["top.stl"]["error"] == (
+        f"same content as {rows['shade.stl']['id']}, which is in class 'Lamp', this one in"
+        " 'Table': the file is kept once, as 'Lamp'"
+    )
