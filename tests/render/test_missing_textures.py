@@ -1,7 +1,9 @@
-"""An OBJ whose MTL names a texture that is not there: the points get no colour (the colour
-under the missing map is the importer's default, not the author's) and the view is not
-Blender's magenta "missing image" colour."""
+"""A material whose colour is not there (an OBJ's or a glTF's texture file missing, an OBJ
+material no MTL defines): the points get no colour (what is left is the importer's default,
+not the author's) and the view is not Blender's magenta "missing image" colour."""
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ from PIL import Image
 
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
+from tests.render.gltf_files import blender_file
 from tests.render.helpers import render_views
 
 pytestmark = pytest.mark.blender
@@ -87,3 +90,29 @@ def test_a_material_no_mtl_defines_gives_the_points_no_colour(tmp_path, mtl):
     rgb, has_color = sampled(path)
     assert not has_color  # it was True, every point 0.906
     assert np.abs(rgb - NO_COLOR).max() < 1e-6
+
+
+def gltf_with_a_missing_image(folder: Path) -> Path:
+    """Blender's textured cube GLB split into a .gltf + .bin whose image URI names no file."""
+    glb = blender_file("textured", folder / "textured.glb").read_bytes()
+    (json_length,) = struct.unpack_from("<I", glb, 12)
+    document = json.loads(glb[20 : 20 + json_length])
+    binary = glb[20 + json_length + 8 :]
+    (folder / "cube.bin").write_bytes(binary)
+    document["buffers"] = [{"uri": "cube.bin", "byteLength": len(binary)}]
+    document["images"] = [{"uri": "checker.png"}]  # the texture's file, not there
+    (folder / "cube.gltf").write_text(json.dumps(document))
+    return folder / "cube.gltf"
+
+
+def test_a_gltf_whose_image_is_missing_has_uncoloured_points_and_a_grey_view(tmp_path):
+    path = gltf_with_a_missing_image(tmp_path)
+    rgb, has_color = sampled(path)
+    assert not has_color  # it was True, every point 0.906
+    assert np.abs(rgb - NO_COLOR).max() < 1e-6
+    config = RenderConfig(views=1, resolution=64, background="transparent")
+    views, _ = render_views(path, "y", config, flat=True)
+    (image,) = views.values()
+    drawn = image[image[:, :, 3] == 255][:, :3].astype(float)
+    assert len(drawn) > 100
+    assert np.median(drawn.max(axis=1) - drawn.min(axis=1)) < 10, drawn.mean(axis=0)  # was magenta
