@@ -8,6 +8,7 @@ A folder belongs to the command that wrote it, told by what it holds:
                      before its numbers still has an owner; alone in a folder (`rm out/*`
                      keeps it) it claims nothing
   OWNER_FILES        a file only one command writes at the top of its folder
+  OWNER_SETS         files one command writes together (its common names alone prove nothing)
   RESULT_FILES       beside metrics.json, the files only one results command writes
 A command writing into another's folder replaced or mixed its files: `cg3d index --out
 data/points` removed the sampled points, `cg3d eval zeroshot --out runs/train` replaced the
@@ -35,12 +36,16 @@ OWNER_FILES = {
     "retrieval.json": "index",
     "last.pt": "train",
     ".resume": "train",  # a run killed before it published last.pt (cg3d.train.resume)
-    "model.safetensors": "export",  # a hub folder (cg3d.models.hub)
-    "regions.json": "scene-query",  # written with its heat map, all three or none
-    # a folder these wrote before they marked theirs (`claim`)
-    "audit.json": "audit",
-    "results.csv": "benchmark",
 }
+# Files a command writes together, all present: the folders these wrote before they marked
+# theirs (`claim`), or that they never mark. One of these names alone is no proof (a user's
+# results.csv, `cg3d classify --out exp/results.csv`), and it claimed the folder.
+OWNER_SETS = [
+    (("config.json", "model.safetensors"), "export"),  # a hub folder (cg3d.models.hub)
+    (("regions.json", "heatmap.ply"), "scene-query"),  # written together (cg3d.eval.scene)
+    (("audit.json", "pairs.csv"), "audit"),
+    (("results.csv", "results.md"), "benchmark"),
+]
 # Beside metrics.json (an evaluation writes no file of its own name before it): (the files, all
 # present, the command), first match wins. Finetune writes history.csv (full) or details.json
 # and per_class.csv (linear probe); retrieval details.json alone.
@@ -77,6 +82,9 @@ def folder_owner(folder: Path) -> str | None:
         return marked
     for name, command in OWNER_FILES.items():
         if (folder / name).exists():
+            return command
+    for names, command in OWNER_SETS:
+        if all((folder / name).exists() for name in names):
             return command
     if not (folder / METRICS_NAME).exists():
         return None
