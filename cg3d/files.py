@@ -138,12 +138,19 @@ def check_not_special(path: Path, option: str = "") -> None:
 def check_out_file(path: Path, option: str = "--out") -> None:
     """UsageError, before any work, when the output file `path` cannot be written: a folder
     there, a device, FIFO or socket (`check_not_special`), or a folder that cannot be written
-    (`check_out_dir`, which makes it). The writer found these only at its rename, after the
-    input was read and converted."""
+    (`check_out_dir`). The writer found these only at its rename, after the input was read and
+    converted. The folders the probe made are removed again: a run refused later (its input)
+    leaves nothing behind; the writer makes them."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
+    made = [p for p in path.parents if not os.path.lexists(p)]  # deepest first
     check_out_dir(path.parent, option)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # holding something now (another run's): keep it
+            break
     check_not_special(path, option)
 
 

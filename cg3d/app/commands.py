@@ -221,13 +221,12 @@ def search_command(
 
     Several queries: their scores are averaged."""
     from cg3d.app.api import check_shape_file, check_top, load
-    from cg3d.app.index import SEARCH_TARGETS, open_index
+    from cg3d.app.index import check_against, open_index
     from cg3d.formats.retrieval import read_retrieval
 
     # each option checked, by its name, before the index's model loads
     check_top(top, "--top")
-    if against and against not in SEARCH_TARGETS:
-        raise UsageError(f"--against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
+    check_against(against or None, "--against")
     if image is not None:
         require_regular_file(image, f"--image: no such file {image}", "--image")
     if points is not None:

@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 SEARCH_TARGETS = ("points", "views")  # what a query is compared with (`against`)
 
 
+def check_against(against: str | None, name: str = "against") -> None:
+    """UsageError naming `name` unless `against` is None or one of SEARCH_TARGETS (`cg3d
+    search --against` asks before the model loads, `Index.search` for every other caller)."""
+    if against is not None and against not in SEARCH_TARGETS:
+        raise UsageError(f"{name} must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: an object of the index and its cosine similarity to the query."""
@@ -311,8 +318,7 @@ class Index:
         scores its best view); by default views for an image, points for the others.
         """
         top = check_top(top)
-        if against is not None and against not in SEARCH_TARGETS:
-            raise UsageError(f"against must be one of {', '.join(SEARCH_TARGETS)}, got {against!r}")
+        check_against(against)
         queries = self.queries(text, image, points, embedding, up_axis)
         scores = np.mean(
             [

@@ -55,6 +55,7 @@ from cg3d.files import (
     inside_root,
     loads_json,
     read_small_file,
+    read_small_text,
     require_folder,
     resolved_root,
     shown_name,
@@ -327,12 +328,7 @@ def _list_lines(path: Path, what: str) -> list[str]:
     """The non-blank lines of a benchmark's list file, stripped; a file that is not UTF-8
     text is one line naming it (a UnicodeDecodeError traceback), one past
     files.MAX_LIST_BYTES too, from its size (it was read whole, however large)."""
-    try:
-        text = read_small_file(path, what).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"{what}: {path} is not UTF-8 text (byte {error.start}: {error.reason})"
-        ) from None
+    text = read_small_text(path, what)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

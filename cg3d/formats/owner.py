@@ -3,10 +3,12 @@ the evaluations (zeroshot, retrieval, finetune) apply to their --out before any 
 
 A folder belongs to the command that wrote it, told by what it holds:
   .plan.json         the stage it records (every chunked stage and `cg3d index` write one)
-  .owner.json        the command that claimed it (`claim`): the evaluations, finetune, audit
-                     and benchmark write it before their first file, so a run killed before
-                     its numbers still has an owner
+  .owner.json        the command that claimed it (`claim`): the evaluations, finetune, train,
+                     audit and benchmark write it before their first file, so a run killed
+                     before its numbers still has an owner; alone in a folder (`rm out/*`
+                     keeps it) it claims nothing
   OWNER_FILES        a file only one command writes at the top of its folder
+  OWNER_SETS         files one command writes together (its common names alone prove nothing)
   RESULT_FILES       beside metrics.json, the files only one results command writes
 A command writing into another's folder replaced or mixed its files: `cg3d index --out
 data/points` removed the sampled points, `cg3d eval zeroshot --out runs/train` replaced the
@@ -15,10 +17,11 @@ It lives under formats/ (it reads files only) so that the stages, the evaluation
 and `cg3d show` all ask it, and none of them imports another.
 """
 
+import os
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json, why_not_a_file, write_json
+from cg3d.files import LOCK_NAME, loads_json, why_not_a_file, write_json
 from cg3d.formats.metrics import METRICS_NAME
 
 PLAN_NAME = ".plan.json"
@@ -33,12 +36,16 @@ OWNER_FILES = {
     "retrieval.json": "index",
     "last.pt": "train",
     ".resume": "train",  # a run killed before it published last.pt (cg3d.train.resume)
-    "model.safetensors": "export",  # a hub folder (cg3d.models.hub)
-    "regions.json": "scene-query",  # written with its heat map, all three or none
-    # a folder these wrote before they marked theirs (`claim`)
-    "audit.json": "audit",
-    "results.csv": "benchmark",
 }
+# Files a command writes together, all present: the folders these wrote before they marked
+# theirs (`claim`), or that they never mark. One of these names alone is no proof (a user's
+# results.csv, `cg3d classify --out exp/results.csv`), and it claimed the folder.
+OWNER_SETS = [
+    (("config.json", "model.safetensors"), "export"),  # a hub folder (cg3d.models.hub)
+    (("regions.json", "heatmap.ply"), "scene-query"),  # written together (cg3d.eval.scene)
+    (("audit.json", "pairs.csv"), "audit"),
+    (("results.csv", "results.md"), "benchmark"),
+]
 # Beside metrics.json (an evaluation writes no file of its own name before it): (the files, all
 # present, the command), first match wins. Finetune writes history.csv (full) or details.json
 # and per_class.csv (linear probe); retrieval details.json alone.
@@ -71,10 +78,13 @@ def folder_owner(folder: Path) -> str | None:
     if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
         return plan["stage"]
     marked = read_plan(folder / OWNER_MARK).get("command")  # read as a plan: a FIFO is no mark
-    if isinstance(marked, str):
+    if isinstance(marked, str) and _holds_an_output(folder):
         return marked
     for name, command in OWNER_FILES.items():
         if (folder / name).exists():
+            return command
+    for names, command in OWNER_SETS:
+        if all((folder / name).exists() for name in names):
             return command
     if not (folder / METRICS_NAME).exists():
         return None
@@ -82,6 +92,18 @@ def folder_owner(folder: Path) -> str | None:
         if all((folder / name).exists() for name in names):
             return command
     return None
+
+
+def _holds_an_output(folder: Path) -> bool:
+    """Whether `folder` holds anything besides its owner mark and lock files: `rm out/*` keeps
+    the hidden mark, and a folder that shows empty has nothing of its claimant's to protect."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(
+                entry.name != OWNER_MARK and not entry.name.endswith(LOCK_NAME) for entry in entries
+            )
+    except OSError:  # unlisted: trust the mark
+        return True
 
 
 def check_owner(folder: Path, command: str, harm: str = "would replace its files") -> None:

@@ -27,6 +27,10 @@ END_BLOCK = bytes(BLOCK)  # two of them end a tar; the first is where a reader s
 # record (20 blocks: tarfile's and GNU tar's). A copy cut short into a preallocated file reads
 # as a whole tar that stops where its zeros start; this tells the two apart.
 END_PADDING = 20 * BLOCK
+# The records a whole tar's end may pad to: that default, or the power-of-two blocking factor
+# `tar -b N` is given for tapes and disks (64 blocks: 32 KiB, up to 2048: 1 MiB). Padding to
+# one of them is a whole tar's, however many zeros it is.
+RECORD_SIZES = (END_PADDING, *(BLOCK << k for k in range(12)))
 # Member kinds that name something other than bytes to read: no writer of ours makes them, and
 # skipping one dropped the member it was named as without a word (a sample with one view less).
 NOT_FILES = {
@@ -101,7 +105,12 @@ def tar_members(
         stream_position += BLOCK
         if header == END_BLOCK:  # the end-of-archive block: the tar is whole
             left = None if length is None else length - stream_position
-            if left is not None and left > END_PADDING and _zeros_to_end(stream, left):
+            if (
+                left is not None
+                and left > END_PADDING
+                and not _record_padded(stream_position + BLOCK, length)
+                and _zeros_to_end(stream, left)
+            ):
                 raise FormatError(
                     f"truncated and zero-filled: its members stop at byte "
                     f"{stream_position - BLOCK} and {left + BLOCK} zero bytes follow (a tar's "
@@ -195,6 +204,12 @@ def stream_length(stream: BinaryIO) -> int | None:
     except (OSError, AttributeError, ValueError):
         pass
     return None
+
+
+def _record_padded(end: int, length: int) -> bool:
+    """Whether a tar whose second end block stops at byte `end` fills its `length` bytes the way
+    a whole one does: zeros up to the first boundary, after `end`, of one of RECORD_SIZES."""
+    return any(length % size == 0 and length - size < end for size in RECORD_SIZES)
 
 
 def _zeros_to_end(stream: BinaryIO, left: int) -> bool:

@@ -139,7 +139,7 @@ def safetensors_damage(path: Path) -> str:
                     f"truncated: its header declares {length} bytes, the file holds "
                     f"{size - 8} after its length"
                 )
-            header = json.loads(handle.read(length))
+            header = loads_json(handle.read(length))  # nesting past the limit: ValueError
     except (OSError, ValueError):
         return ""  # safetensors' own words
     pairs = [

@@ -283,8 +283,9 @@ class Renderer:
             check_mesh(Mesh(vertices, np.arange(len(vertices)).reshape(-1, 3)))
             centre, scale = normalization(vertices)
         except MeshError as error:
-            # a GLB cut short and zero-filled reads as zeros (no check refuses zeros in a GLB)
-            zeros = zero_tail(path) if error.kind == "degenerate" else ""
+            # a GLB cut short and zero-filled reads as zeros (no check refuses zeros in a GLB);
+            # the user's file, not Blender's copy of it (its JSON rewritten: another size)
+            zeros = zero_tail(Path(request["path"])) if error.kind == "degenerate" else ""
             raise RenderFailure(f"{error}; {zeros}" if zeros else str(error)) from error
         except ValueError as error:
             raise RenderFailure(f"degenerate: {error}") from error

@@ -170,3 +170,22 @@ def test_a_bad_cheap_input_is_refused_before_the_model_loads(
     # nothing written: no output file, no folder content (a lock taken and released leaves none)
     written = [p for p in tmp_path.rglob("*") if p not in (folder, shape)]
     assert written == [] or written == [out] and not any(out.iterdir()), written
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "convert openshape-pointbert --checkpoint {missing} --out {out}",
+        "convert cg3d-release --checkpoint {missing} --clip-pretrained {missing} --out {out}",
+    ],
+)
+def test_a_convert_refused_after_its_out_check_leaves_no_folder(words, tmp_path):
+    """`check_out_file` made --out's folders to probe them (`check_out_dir`), so a convert then
+    refused for its input (a missing checkpoint) left new empty folders behind; before that
+    check, a refused convert left nothing."""
+    out = tmp_path / "new" / "deeper" / "model.pt"
+    names = {"missing": tmp_path / "absent.pt", "out": out}
+    result = CliRunner().invoke(app, [word.format(**names) for word in words.split()])
+    assert isinstance(result.exception, UsageError), (result.output, result.exception)
+    assert "absent.pt" in str(result.exception)
+    assert not (tmp_path / "new").exists()

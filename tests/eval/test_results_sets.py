@@ -253,3 +253,48 @@ def test_an_audit_rerun_killed_leaves_no_earlier_counts(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         run_output_command("audit", out, tmp_path)
     assert (out / "pairs.csv").is_file() and not (out / "audit.json").exists()
+
+
+def test_a_folder_holding_only_its_owner_mark_is_free_to_any_command(shards, tmp_path):
+    """`rm out/*` keeps the hidden .owner.json: a folder that `ls` shows empty, holding nothing
+    to protect, was refused as another command's (before the mark, any command took it)."""
+    from cg3d.eval.retrieval import retrieval
+    from cg3d.formats.owner import check_owner, folder_owner
+    from cg3d.params import RetrievalConfig
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / ".owner.json").write_text('{"command": "eval zeroshot"}')
+    (out / "predictions.csv").write_text("key,actual,predicted,protocol\n")
+    assert folder_owner(out) == "eval zeroshot"  # a file of the claimed run: still its folder
+    (out / "predictions.csv").unlink()
+    (out / ".cg3d.lock").touch()  # a lock left by a kill is no output either
+    assert folder_owner(out) is None
+    check_owner(out, "eval retrieval")
+    # the command goes on to its own input, past the owner check
+    with pytest.raises(UsageError, match="absent.pt"):
+        retrieval(tmp_path / "absent.pt", shards, out, RetrievalConfig())
+
+
+@pytest.mark.parametrize(
+    "command,names",
+    [
+        ("benchmark", ("results.csv", "results.md")),
+        ("audit", ("audit.json", "pairs.csv")),
+        ("scene-query", ("regions.json", "heatmap.ply")),
+        ("export", ("model.safetensors", "config.json")),
+    ],
+)
+def test_a_folder_is_an_output_commands_by_its_set_not_one_common_name(tmp_path, command, names):
+    """A folder written before the mark is told by the files its command writes together. One
+    common name alone (a user's results.csv, or `cg3d classify … --out exp/results.csv`) made
+    the folder `cg3d benchmark`'s, and an evaluation into it was refused, naming a command
+    that never ran there."""
+    from cg3d.formats.owner import folder_owner
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / names[0]).write_text("path,label_1\n")
+    assert folder_owner(out) is None
+    (out / names[1]).write_text("{}\n")
+    assert folder_owner(out) == command

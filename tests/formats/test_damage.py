@@ -3,6 +3,7 @@ count, one bad object is one skip with its real cause, and a damaged file read b
 stage is one line naming it and the stage that rebuilds it."""
 
 import io
+import subprocess
 import tarfile
 
 import numpy as np
@@ -238,6 +239,22 @@ def test_tars_whole_with_their_writers_end_padding_pass(tmp_path):
         assert part_problem(path) is None
         with open(path, "rb") as stream:
             assert [name for name, _ in tar_members(stream)] == ["a.cls"]
+
+
+@pytest.mark.parametrize("blocking", [64, 2048])
+def test_a_whole_tar_padded_to_a_larger_record_passes(tmp_path, blocking):
+    """`tar -b N` pads a tar's end to a record of N blocks (tapes, disks: 64 is 32 KiB, 2048
+    1 MiB): whole, yet more zeros than tarfile's 10240 bytes follow its end block, and it was
+    refused as "truncated and zero-filled"."""
+    from cg3d.formats.intact import part_problem
+
+    (tmp_path / "a.cls").write_bytes(b"0" * 3000)
+    path = tmp_path / "blocked.tar"
+    subprocess.run(["tar", "-b", str(blocking), "-cf", path, "-C", tmp_path, "a.cls"], check=True)
+    assert path.stat().st_size == blocking * 512  # the member and its end: one record
+    assert part_problem(path) is None
+    with open(path, "rb") as stream:
+        assert [name for name, _ in tar_members(stream)] == ["a.cls"]
 
 
 def test_whole_parts_pass_the_check(tmp_path):

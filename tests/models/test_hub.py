@@ -350,3 +350,16 @@ def test_a_hub_folders_weights_cut_short_or_zero_say_so(tiny_checkpoint, tmp_pat
         f"{weights}: not a readable safetensors file (its first 4096 of {len(whole)} bytes are "
         "all zero: nothing was written there, as in a preallocated or sparse file never filled)"
     )
+
+
+def test_a_hub_folders_weights_with_a_deeply_nested_header_are_one_line(tiny_checkpoint, tmp_path):
+    """The damage probe, run once safetensors refused the file, parsed its header with
+    json.loads: 100,000 `[` were a RecursionError traceback instead of the refusal's line."""
+    hub = tmp_path / "hub"
+    export(tiny_checkpoint, hub)
+    weights = hub / "model.safetensors"
+    header = b"[" * 100_000
+    weights.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(UsageError) as error:
+        cg3d.load(hub)
+    assert str(error.value).startswith(f"{weights}: not a readable safetensors file (")

@@ -230,8 +230,9 @@ def test_a_glb_cut_short_and_zero_filled_says_so_where_its_reading_has_no_area(t
     document = json.loads(data[20 : 20 + json_length])
     position = document["accessors"][1]  # trimesh writes the indices first, then POSITION
     del position["min"], position["max"]
-    # compact, as Blender's copy of it is written: the reason's size is the copy's
-    text = json.dumps(document, separators=(",", ":")).encode()
+    # indented: Blender's copy (`_gltf_copy`) is compact, so it has another size than this
+    # file, whose size the reason gives (it gave the copy's)
+    text = json.dumps(document, indent=2).encode()
     text += b" " * (-len(text) % 4)
     rest = data[20 + json_length :]  # the BIN chunk, as it was
     data = struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest)) + text

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import read_small_file, shown_name, why_not_a_file
+from cg3d.files import read_small_text, shown_name, why_not_a_file
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -107,7 +107,7 @@ def read_split_file(path: Path) -> dict[tuple[str, str], str]:
     whole, at most files.MAX_LIST_BYTES (ShapeNet's all.csv is 3.6 MB)."""
     try:
         return _read_split_file(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, csv.Error) as error:  # not UTF-8: `read_small_text`'s one line
         raise UsageError(f"--split-file: {path} does not read ({error})") from None
 
 
@@ -123,7 +123,7 @@ def _read_split_file(path: Path) -> dict[tuple[str, str], str]:
         splits: dict[tuple[str, str], str] = {}
         twice: dict[tuple[str, str], str] = {}
         for split, file in zip(("train", "test"), lists, strict=True):
-            for line in read_small_file(file, "--split-file").decode("utf-8").split():
+            for line in read_small_text(file, "--split-file").split():
                 synset, dash, model = line.removesuffix(".npy").partition("-")
                 if not (dash and synset and model):
                     raise UsageError(
@@ -156,7 +156,7 @@ def _read_csv(path: Path) -> dict[tuple[str, str], str]:
     and train are one here); with both train and test it is test, and a warning names it (the
     last row won silently: a test model could train). The file is ShapeNet's, not the user's
     to fix, so it is not refused."""
-    text = read_small_file(path, "--split-file").decode("utf-8")
+    text = read_small_text(path, "--split-file")
     rows = csv.DictReader(io.StringIO(text, newline=""))
     missing = {"synsetId", "modelId", "split"} - set(rows.fieldnames or [])
     if missing:

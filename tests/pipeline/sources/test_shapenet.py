@@ -78,8 +78,12 @@ def test_missing_taxonomy_and_bad_split_file_name_their_option(tmp_path: Path) -
 @pytest.mark.parametrize(
     "name,content,line",
     [
-        ("all.csv", b"synsetId,modelId,split\n03211117,m1,train\n\xff\xfe\n", "does not read ("),
-        ("lists/train.txt", b"\xff\xfe03211117-m1\n", "does not read ("),
+        (
+            "all.csv",
+            b"synsetId,modelId,split\n03211117,m1,train\n\xff\xfe\n",
+            "is not UTF-8 text (byte 41",
+        ),
+        ("lists/train.txt", b"\xff\xfe03211117-m1\n", "train.txt is not UTF-8 text (byte 0"),
         (
             "lists/train.txt",
             b"03211117-m1.npy\nm2.npy\n",
