@@ -687,31 +687,39 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
         document = loads_json(text)  # nested too deep: a ValueError like other bad JSON
     except (ValueError, struct.error, UnicodeDecodeError) as error:
         raise MeshError(
-            "unreadable", _json_zero_filled(head, text) or f"not a glTF document: {error}"
+            "unreadable", _json_nul_ended(head, text) or f"not a glTF document: {error}"
         ) from error
     if not isinstance(document, dict):
         raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
     return read, document
 
 
-def _json_zero_filled(head: bytes, text: bytes) -> str:
-    """The reason for a GLB whose JSON chunk does not parse and ends in zeros, where the text
-    before them does not parse either: a copy cut short inside the JSON into a preallocated
-    file. ("" otherwise: a chunk padded with up to 3 NULs, not spaces, is another fault.)"""
+def _json_nul_ended(head: bytes, text: bytes) -> str:
+    """The reason for a GLB whose JSON chunk does not parse and ends in NUL bytes ("" for any
+    other failure). Where the text before them parses, the chunk was padded with NULs where the
+    spec pads with spaces (some exporters do): Blender 5.0's importer ("Bad glTF: json error:
+    Extra data") and trimesh 4.x refuse it too, so it stays refused, named, rather than read one
+    way here and another there. Where it does not parse either: a copy cut short inside the
+    JSON into a preallocated file."""
     if head[:4] != b"glTF":
         return ""
     zeros = len(text) - len(text.rstrip(b"\0"))
-    if zeros <= 3:
+    if not zeros:
         return ""
     try:
         loads_json(text.rstrip(b"\0"))
     except (ValueError, UnicodeDecodeError):
+        if zeros <= 3:  # the most padding a chunk has: a text that fails before it is broken
+            return ""
         return (
             f"truncated and zero-filled: the GLB's JSON chunk ends in {zeros} zero bytes, its "
             "text stopping mid-document before them, as a download cut short into a "
             "preallocated file leaves"
         )
-    return ""
+    return (
+        f"its JSON chunk is padded with {zeros} NUL bytes, not spaces as the glTF spec pads it "
+        "(Blender's and trimesh's importers refuse it too: re-export it)"
+    )
 
 
 def _check_glb_length(head: bytes, size: int) -> None:

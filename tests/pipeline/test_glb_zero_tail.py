@@ -199,3 +199,25 @@ def test_a_glb_cut_in_its_json_chunk_and_zero_filled_says_so(tmp_path):
     with pytest.raises(MeshError) as caught:
         validate_file(path, tmp_path)
     assert "zero-filled" not in caught.value.reason
+
+
+@pytest.mark.parametrize("nuls", [1, 3, 4])
+def test_a_glb_whose_json_chunk_is_padded_with_nuls_is_named_so(tmp_path, nuls):
+    """Against the spec (spaces), as some exporters write it. Blender 5.0's importer ("Bad
+    glTF: json error: Extra data") and trimesh 4.x refuse it, so it is refused, named. Before:
+    "not a glTF document: Extra data: line 1 column …"."""
+    data = grid_glb()
+    (json_length,) = struct.unpack_from("<I", data, 12)
+    text = data[20 : 20 + json_length].rstrip(b" ")
+    text += b" " * ((-len(text) - nuls) % 4) + b"\0" * nuls  # spaces first: a 4-byte chunk
+    path = tmp_path / "m.glb"
+    path.write_bytes(
+        struct.pack("<4sII", b"glTF", 2, len(data) - json_length + len(text))
+        + struct.pack("<I4s", len(text), b"JSON")
+        + text
+        + data[20 + json_length :]
+    )
+    assert refusals(path, tmp_path, tmp_path / "copies") == {
+        f"its JSON chunk is padded with {nuls} NUL bytes, not spaces as the glTF spec pads it "
+        "(Blender's and trimesh's importers refuse it too: re-export it)"
+    }
