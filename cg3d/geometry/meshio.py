@@ -22,6 +22,7 @@ import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote
@@ -322,14 +323,23 @@ def check_text(path: Path) -> None:
 
 
 # OBJ faces with two readings (found by trying Blender 5.0's importer beside trimesh 4.x):
-# - a face naming one vertex twice, not side by side ("f 1 2 3 4 2"): Blender keeps the loop
-#   between the two (1 unit² here), trimesh fans every corner as listed (2 units²);
+# - a face naming one vertex twice, not side by side ("f 1 2 3 4 2"): trimesh fans every corner
+#   as listed from the first (1.5 units² on a unit square); Blender's importer projects any face
+#   that repeats a vertex onto a plane and reads the regions a 2D constrained triangulation of
+#   that outline encloses (blender/io/wavefront_obj `fixup_invalid_face`): the triangle 2-3-4
+#   here (0.5), not the square without the repeat (1). That reading depends on where the
+#   corners lie, not only on their order ("f 1 2 3 4 3" is no surface to it, "f 3 2 1 4 1" on
+#   the same square a triangle; a spike whose end projects inside the face adds that vertex to
+#   it), so no rule over the corners gives it cheaply: refused;
+# - but a face whose every fan triangle repeats a vertex ("f 1 2 1 3", "f 1 2 1 2 1 4": each
+#   edge meets the first corner, a star with no area) is no surface to either reader, wherever
+#   its corners lie: read (as nothing);
 # - a corner naming vertex 0 (OBJ counts from 1): Blender drops the face, trimesh takes the
 #   last vertex.
 # A vertex repeated side by side ("f 1 2 2 3 4", "f 1 2 3 1", "f 1 1 2") is one reading: Blender
-# drops the repeat, trimesh's fan gives the same triangles plus zero-area ones, which neither
-# samples nor draws. A triangle can repeat a vertex only side by side, so only faces of 4 or
-# more corners are looked at.
+# reads the polygon without the repeat, trimesh's fan gives the same triangles plus zero-area
+# ones, which neither samples nor draws. A triangle can repeat a vertex only side by side, so
+# only faces of 4 or more corners are looked at.
 # Each starts at a newline, a literal the regex engine scans for (about twice as fast as `^`
 # over a 50 MB file); the caller puts one before a block's first line. A `#` ends a line.
 OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}[ \t]+[^ \t\r\n]")
@@ -359,8 +369,9 @@ def check_obj_faces(path: Path) -> None:
                 end = block.find(b"\n", face.start() + 1)
                 line_text = block[face.start() : end if end >= 0 else None]
                 words = line_text.partition(b"#")[0].split()[1:]
-                corners = _apart([word.split(b"/")[0] for word in words])
-                if len(set(corners)) < len(corners):
+                vertices = [word.split(b"/")[0] for word in words]
+                corners = _apart(vertices)
+                if len(set(corners)) < len(corners) and not _fan_without_area(vertices):
                     line = lines + block.count(b"\n", 0, face.start() + 1)
                     raise MeshError(
                         "unreadable",
@@ -368,6 +379,14 @@ def check_obj_faces(path: Path) -> None:
                         "(Blender and trimesh read two different surfaces from it)",
                     )
             lines += block.count(b"\n") - 1
+
+
+def _fan_without_area(corners: list[bytes]) -> bool:
+    """Whether every triangle of the fan from the first corner (trimesh's reading) names a
+    vertex twice: then every edge of the face meets that corner or repeats one, an outline
+    that encloses nothing, so Blender reads no surface from it either."""
+    first = corners[0]
+    return all(first in (a, b) or a == b for a, b in pairwise(corners[1:]))
 
 
 def _apart(corners: list[bytes]) -> list[bytes]:
