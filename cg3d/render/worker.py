@@ -356,8 +356,10 @@ def colour_source(objects) -> str:
     colour of its Principled BSDF is copied over (Cycles reads the node tree itself); and it
     draws a material's active image texture node, so the base colour's one is made active
     (not a roughness or emission map), as the points take theirs (`base_color_texture`).
+    A texture whose image is missing is not drawn (Blender's magenta): the material shows the
+    colour the file states under it, as the points take it (`untextured_color`).
     """
-    from cg3d.render.surface import base_color_socket, base_color_texture
+    from cg3d.render.surface import base_color_socket, base_color_texture, untextured_color
 
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
     materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
@@ -367,10 +369,15 @@ def colour_source(objects) -> str:
         if socket is not None:
             material.diffuse_color = socket.default_value
         texture = base_color_texture(material)
-        # A missing image (no pixels) would draw magenta: the view keeps the material colour.
         if texture is not None and texture.image.size[0]:
             material.node_tree.nodes.active = texture
             has_texture = True
+        elif texture is not None:
+            # An MTL's Kd is the socket's value already; a glTF's factor is on a Multiply mix.
+            # Where the file states neither, the importer's grey stays: a view draws something.
+            colour = untextured_color(material, stated=True)
+            if colour is not None:
+                material.diffuse_color = (*colour, 1.0)
     if has_texture:
         return "TEXTURE"
     return "VERTEX" if any(len(mesh.color_attributes) for mesh in meshes) else "MATERIAL"
