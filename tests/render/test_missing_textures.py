@@ -107,6 +107,17 @@ def gltf_with_a_missing_image(folder: Path) -> Path:
     return folder / "cube.gltf"
 
 
+def gltf_with_a_factor(folder: Path) -> Path:
+    """`gltf_with_a_missing_image` with the baseColorFactor GREEN (Blender wrote none)."""
+    path = gltf_with_a_missing_image(folder)
+    document = json.loads(path.read_text())
+    (material,) = document["materials"]
+    assert "baseColorFactor" not in material["pbrMetallicRoughness"]
+    material["pbrMetallicRoughness"]["baseColorFactor"] = [*GREEN, 1.0]  # linear, as glTF's
+    path.write_text(json.dumps(document))
+    return path
+
+
 def test_a_gltf_whose_image_is_missing_has_uncoloured_points_and_a_grey_view(tmp_path):
     path = gltf_with_a_missing_image(tmp_path)
     rgb, has_color = sampled(path)
@@ -149,14 +160,38 @@ def test_a_missing_texture_leaves_the_points_and_view_the_mtls_kd(tmp_path, kd):
 
 
 def test_a_missing_gltf_image_leaves_the_points_and_view_the_base_color_factor(tmp_path):
-    path = gltf_with_a_missing_image(tmp_path)
-    document = json.loads(path.read_text())
-    (material,) = document["materials"]
-    assert "baseColorFactor" not in material["pbrMetallicRoughness"]
-    material["pbrMetallicRoughness"]["baseColorFactor"] = [*GREEN, 1.0]  # linear, as glTF's
-    path.write_text(json.dumps(document))
+    path = gltf_with_a_factor(tmp_path)
     rgb, has_color = sampled(path)
     expected = np.array([srgb(c) for c in GREEN])
     assert has_color  # it was False
     assert np.abs(rgb - expected).max() < 0.01
     assert np.abs(view_colour(path) - expected * 255).max() < 3  # it was the importer's grey
+
+
+def obj_with_kd(folder: Path) -> Path:
+    path = textured_cube(folder)
+    (folder / "cube.mtl").write_text("newmtl skin\nKd 0.2 0.6 0.2\nmap_Kd skin.png\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, green",
+    [(obj_with_kd, True), (gltf_with_a_factor, True), (gltf_with_a_missing_image, False)],
+)
+def test_a_cycles_view_of_a_missing_texture_shows_the_stated_colour_not_magenta(
+    tmp_path, make, green
+):
+    """Cycles shades, so the hue is checked: green where the file states GREEN, else grey."""
+    config = RenderConfig(
+        views=1, resolution=32, background="transparent", engine="cycles", samples=2
+    )
+    views, _ = render_views(make(tmp_path), "y", config)
+    (image,) = views.values()
+    drawn = image[image[:, :, 3] == 255][:, :3].astype(float)
+    assert len(drawn) > 50
+    red, green_channel, blue = np.median(drawn, axis=0)  # it was magenta: (240, 0, 240)
+    assert abs(red - blue) < 10
+    if green:
+        assert green_channel - red > 40, (red, green_channel, blue)
+    else:
+        assert abs(green_channel - red) < 10, (red, green_channel, blue)
