@@ -899,17 +899,23 @@ def _mtl_maps(mtl: Path) -> list[str]:
     return [found[2] for found in maps if found and found[2]]
 
 
-def defined_materials(copy: Path) -> set[str]:
-    """The material names the MTL libraries of Blender's OBJ copy (`blender_input`) define.
-    A `usemtl` naming none of them (its library missing, or a name no library has) makes
-    Blender's importer invent a default material, whose colour is nobody's."""
-    names = set()
+def defined_materials(copy: Path) -> dict[str, bool]:
+    """The material names the MTL libraries of Blender's OBJ copy (`blender_input`) define,
+    each with whether it states `Kd` (numbers, not `Kd spectral`/`xyz`). A `usemtl` naming none
+    of them (its library missing, or a name no library has) makes Blender's importer invent a
+    default material, whose colour is nobody's. Kd is the author's colour under a missing
+    `map_Kd` (MTL multiplies the map by it); without Kd that colour is the importer's 0.8."""
+    states_kd: dict[str, bool] = {}
     for library in obj_material_libraries(copy):  # the copy names its resolved MTLs only
+        name = None
         for line in (copy.parent / library).read_text(errors="replace").splitlines():
             words = line.split(maxsplit=1)
             if len(words) == 2 and words[0] == "newmtl":
-                names.add(words[1].strip())
-    return names
+                name = words[1].strip()
+                states_kd.setdefault(name, False)
+            elif name is not None and len(words) == 2 and words[0] == "Kd":
+                states_kd[name] = states_kd[name] or _is_number(words[1].split()[0])
+    return states_kd
 
 
 def referenced_files(path: Path, root: Path) -> list[Path]:

@@ -21,13 +21,16 @@ def _array(collection, attribute: str, width: int, dtype=np.float64) -> np.ndarr
     return out.reshape(-1, width) if width > 1 else out
 
 
-def evaluated_surface(bpy, colors: bool, defined: set[str] | None = None) -> tuple[Surface, dict]:
+def evaluated_surface(
+    bpy, colors: bool, defined: dict[str, bool] | None = None
+) -> tuple[Surface, dict]:
     """The triangles of every mesh-like instance of the scene in Blender's world frame, and
     counts of what held no faces (for failure reasons). With `colors`, also their UVs, colour
     attributes and materials, each image's pixels read once; without, none of that is read
     (decoding textures is most of an import's cost on textured files). `defined`: the only
-    material names the file defines (an OBJ's MTLs); any other material is the importer's
-    invention and colours nothing."""
+    material names the file defines (an OBJ's MTLs, `meshio.defined_materials`), each with
+    whether it states its base colour (Kd); any other material is the importer's invention
+    and colours nothing."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     parts, materials, material_index, images = [], [], {}, {}
     counts = {"loose_vertices": 0, "edges": 0}
@@ -51,7 +54,9 @@ def evaluated_surface(bpy, colors: bool, defined: set[str] | None = None) -> tup
                     material_index[material.name] = len(materials)
                     invented = defined is not None and material.name not in defined
                     no_color = Material(base_color=np.full(3, np.nan))
-                    materials.append(no_color if invented else material_colors(material, images))
+                    stated = defined is not None and defined.get(material.name, False)
+                    spec = no_color if invented else material_colors(material, images, stated)
+                    materials.append(spec)
                 slots.append(material_index[material.name] if material is not None else -1)
             matrix = np.array(instance.matrix_world)
             parts.append(_mesh_arrays(mesh, matrix, slots, colors))
@@ -140,26 +145,57 @@ def base_color_texture(material):
     return next((n for n in _upstream(socket) if n.type == "TEX_IMAGE" and n.image), None)
 
 
-def material_colors(material, images: dict[str, np.ndarray | None]) -> Material:
+def base_color_factor(material) -> np.ndarray:
+    """The linear colour multiplying the base colour's chain: the product of the unlinked
+    colours of its Multiply mixes (a glTF's baseColorFactor: Blender's importer makes that
+    mix only for a factor other than white); white when there is none."""
+    factor = np.ones(3)
+    socket = base_color_socket(material)
+    for node in _upstream(socket) if socket is not None else ():
+        if node.type == "MIX" and getattr(node, "blend_type", "") == "MULTIPLY":
+            for mix_input in node.inputs:
+                if mix_input.type == "RGBA" and not mix_input.is_linked:
+                    factor = factor * np.array(mix_input.default_value[:3])
+    return factor
+
+
+def untextured_color(material, stated: bool) -> np.ndarray | None:
+    """The linear colour the file states under a base colour texture that has no pixels (its
+    file missing), as the spec multiplies them: a glTF's baseColorFactor, an MTL's Kd (the
+    socket's value, `stated`: only the MTL text tells it from Blender's 0.8 default). None
+    where the file states neither: the colour was the texture's alone (a glTF without a
+    factor: the spec's white is the multiply's identity, not a colour the author chose)."""
+    factor = base_color_factor(material)
+    if not np.allclose(factor, 1.0):
+        return factor
+    socket = base_color_socket(material)
+    return np.array(socket.default_value[:3]) if stated and socket is not None else None
+
+
+def material_colors(
+    material, images: dict[str, np.ndarray | None], stated: bool = False
+) -> Material:
     """The colour sources of one Blender material: the Principled BSDF's base colour, and the
     image texture (with its UV transform and multiplying factor) that feeds it, if any.
-    `images` holds the pixels of the images read so far, by name: each is read once."""
+    `images` holds the pixels of the images read so far, by name: each is read once.
+    `stated`: the file states the base colour under a texture (an MTL's Kd)."""
     base = np.array(material.diffuse_color[:3])
     spec = Material(base_color=srgb_from_linear(base))
     socket = base_color_socket(material)
     if socket is None:
         return spec
     spec.base_color = srgb_from_linear(np.array(socket.default_value[:3]))
-    for node in _upstream(socket):
-        if node.type == "VERTEX_COLOR":
-            spec.uses_vertex_colors = True
-        elif node.type == "MIX" and getattr(node, "blend_type", "") == "MULTIPLY":
-            for mix_input in node.inputs:
-                if mix_input.type == "RGBA" and not mix_input.is_linked:
-                    spec.factor = spec.factor * np.array(mix_input.default_value[:3])
+    spec.uses_vertex_colors = any(n.type == "VERTEX_COLOR" for n in _upstream(socket))
+    spec.factor = base_color_factor(material)
     texture = base_color_texture(material)
     if texture is not None:
         _set_texture(spec, texture, images)
+        if spec.texture is None:
+            # The image's file is missing (or holds no pixels): what the file states under
+            # it is the colour; else the socket holds the importer's default (0.8 grey for an
+            # MTL without Kd), not the author's, and the material gives the points no colour.
+            colour = untextured_color(material, stated)
+            spec.base_color = np.full(3, np.nan) if colour is None else srgb_from_linear(colour)
     return spec
 
 
@@ -169,10 +205,6 @@ def _set_texture(spec: Material, node, images: dict[str, np.ndarray | None]) -> 
         images[image.name] = _pixels(image)
     spec.texture = images[image.name]
     if spec.texture is None:
-        # The image's file is missing (or holds no pixels): the material's colour was that
-        # texture, and the socket's value under it is the importer's default (0.8 grey for an
-        # MTL without Kd), not the author's, so the material gives the points no colour.
-        spec.base_color = np.full(3, np.nan)
         return
     spec.nearest = node.interpolation == "Closest"
     spec.clamp = node.extension in ("EXTEND", "CLIP")

@@ -333,6 +333,8 @@ class Renderer:
         self.load(request)
         if self.settings["engine"] == "workbench":
             self.scene.display.shading.color_type = colour_source(self.bpy.data.objects)
+        else:
+            unlink_missing_textures(self.bpy.data.objects)
         from mathutils import Matrix
 
         for view in request["views"]:
@@ -356,8 +358,10 @@ def colour_source(objects) -> str:
     colour of its Principled BSDF is copied over (Cycles reads the node tree itself); and it
     draws a material's active image texture node, so the base colour's one is made active
     (not a roughness or emission map), as the points take theirs (`base_color_texture`).
+    A texture whose image is missing is not drawn (Blender's magenta): the material shows the
+    colour the file states under it, as the points take it (`untextured_color`).
     """
-    from cg3d.render.surface import base_color_socket, base_color_texture
+    from cg3d.render.surface import base_color_socket, base_color_texture, untextured_color
 
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
     materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
@@ -367,13 +371,39 @@ def colour_source(objects) -> str:
         if socket is not None:
             material.diffuse_color = socket.default_value
         texture = base_color_texture(material)
-        # A missing image (no pixels) would draw magenta: the view keeps the material colour.
         if texture is not None and texture.image.size[0]:
             material.node_tree.nodes.active = texture
             has_texture = True
+        elif texture is not None:
+            # An MTL's Kd is the socket's value already; a glTF's factor is on a Multiply mix.
+            # Where the file states neither, the importer's grey stays: a view draws something.
+            colour = untextured_color(material, stated=True)
+            if colour is not None:
+                material.diffuse_color = (*colour, 1.0)
     if has_texture:
         return "TEXTURE"
     return "VERTEX" if any(len(mesh.color_attributes) for mesh in meshes) else "MATERIAL"
+
+
+def unlink_missing_textures(objects) -> None:
+    """Cycles draws an image texture whose file is missing magenta: such a texture on a base
+    colour's chain is unlinked, so the chain gives what the file states under it, as the
+    points and workbench views take it (`untextured_color`): an MTL's Kd, the BSDF socket's
+    value; a glTF's factor, on the Multiply mix whose texture input is made white (the
+    multiply's identity); the importer's grey where the file states neither."""
+    from cg3d.render.surface import base_color_texture
+
+    meshes = [obj.data for obj in objects if obj.type == "MESH"]
+    materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
+    for material in materials:
+        texture = base_color_texture(material)
+        if texture is None or texture.image.size[0]:
+            continue
+        for link in list(texture.outputs["Color"].links):
+            target = link.to_socket
+            material.node_tree.links.remove(link)
+            if target.node.type == "MIX":
+                target.default_value = (1.0, 1.0, 1.0, 1.0)
 
 
 def _no_triangles_reason(path: Path, counts: dict) -> str:

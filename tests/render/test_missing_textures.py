@@ -1,6 +1,8 @@
 """A material whose colour is not there (an OBJ's or a glTF's texture file missing, an OBJ
 material no MTL defines): the points get no colour (what is left is the importer's default,
-not the author's) and the view is not Blender's magenta "missing image" colour."""
+not the author's) and the view is not Blender's magenta "missing image" colour. Where the
+file states a colour under the missing texture (an MTL's Kd, a glTF's baseColorFactor: each
+spec multiplies the texture by it), the points and the view take that colour."""
 
 import json
 import struct
@@ -105,6 +107,17 @@ def gltf_with_a_missing_image(folder: Path) -> Path:
     return folder / "cube.gltf"
 
 
+def gltf_with_a_factor(folder: Path) -> Path:
+    """`gltf_with_a_missing_image` with the baseColorFactor GREEN (Blender wrote none)."""
+    path = gltf_with_a_missing_image(folder)
+    document = json.loads(path.read_text())
+    (material,) = document["materials"]
+    assert "baseColorFactor" not in material["pbrMetallicRoughness"]
+    material["pbrMetallicRoughness"]["baseColorFactor"] = [*GREEN, 1.0]  # linear, as glTF's
+    path.write_text(json.dumps(document))
+    return path
+
+
 def test_a_gltf_whose_image_is_missing_has_uncoloured_points_and_a_grey_view(tmp_path):
     path = gltf_with_a_missing_image(tmp_path)
     rgb, has_color = sampled(path)
@@ -116,3 +129,69 @@ def test_a_gltf_whose_image_is_missing_has_uncoloured_points_and_a_grey_view(tmp
     drawn = image[image[:, :, 3] == 255][:, :3].astype(float)
     assert len(drawn) > 100
     assert np.median(drawn.max(axis=1) - drawn.min(axis=1)) < 10, drawn.mean(axis=0)  # was magenta
+
+
+# An author's colour under a missing texture: MTL multiplies map_Kd by Kd, glTF its
+# baseColorTexture by baseColorFactor; with the texture gone the stated value is the colour.
+
+
+def view_colour(path: Path) -> np.ndarray:
+    """The median 0–255 colour of the object's drawn pixels in one flat view."""
+    config = RenderConfig(views=1, resolution=64, background="transparent")
+    views, _ = render_views(path, "y", config, flat=True)
+    (image,) = views.values()
+    drawn = image[image[:, :, 3] == 255][:, :3].astype(float)
+    assert len(drawn) > 100
+    return np.median(drawn, axis=0)
+
+
+@pytest.mark.parametrize("kd", [GREEN, (0.8, 0.8, 0.8)])  # the second: Blender's default
+def test_a_missing_texture_leaves_the_points_and_view_the_mtls_kd(tmp_path, kd):
+    """Kd stated, even at the value Blender's importer puts there without one: the MTL text
+    tells the author's 0.8 from the importer's."""
+    path = textured_cube(tmp_path)
+    mtl = "newmtl skin\nKd {} {} {}\nmap_Kd skin.png\n".format(*kd)
+    (tmp_path / "cube.mtl").write_text(mtl)
+    rgb, has_color = sampled(path)
+    expected = np.array([srgb(c) for c in kd])
+    assert has_color  # it was False: Kd counted for nothing once the texture was gone
+    assert np.abs(rgb - expected).max() < 0.01
+    assert np.abs(view_colour(path) - expected * 255).max() < 3
+
+
+def test_a_missing_gltf_image_leaves_the_points_and_view_the_base_color_factor(tmp_path):
+    path = gltf_with_a_factor(tmp_path)
+    rgb, has_color = sampled(path)
+    expected = np.array([srgb(c) for c in GREEN])
+    assert has_color  # it was False
+    assert np.abs(rgb - expected).max() < 0.01
+    assert np.abs(view_colour(path) - expected * 255).max() < 3  # it was the importer's grey
+
+
+def obj_with_kd(folder: Path) -> Path:
+    path = textured_cube(folder)
+    (folder / "cube.mtl").write_text("newmtl skin\nKd 0.2 0.6 0.2\nmap_Kd skin.png\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, green",
+    [(obj_with_kd, True), (gltf_with_a_factor, True), (gltf_with_a_missing_image, False)],
+)
+def test_a_cycles_view_of_a_missing_texture_shows_the_stated_colour_not_magenta(
+    tmp_path, make, green
+):
+    """Cycles shades, so the hue is checked: green where the file states GREEN, else grey."""
+    config = RenderConfig(
+        views=1, resolution=32, background="transparent", engine="cycles", samples=2
+    )
+    views, _ = render_views(make(tmp_path), "y", config)
+    (image,) = views.values()
+    drawn = image[image[:, :, 3] == 255][:, :3].astype(float)
+    assert len(drawn) > 50
+    red, green_channel, blue = np.median(drawn, axis=0)  # it was magenta: (240, 0, 240)
+    assert abs(red - blue) < 10
+    if green:
+        assert green_channel - red > 40, (red, green_channel, blue)
+    else:
+        assert abs(green_channel - red) < 10, (red, green_channel, blue)
