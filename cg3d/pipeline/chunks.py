@@ -17,6 +17,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
+import functools
 import gc
 import hashlib
 import itertools
@@ -57,6 +58,26 @@ FAILURE_PARTS = "_failures"
 # locked folder, not /tmp, so that a run after a SIGKILL may remove what the killed one left
 # (in /tmp, a sweep could not tell a dead run's folder from a live one of another process).
 WORKER_TEMP = ".workers"
+# Which code wrote the parts (`code_digest`), beside the plan: parts are reused (a killed run
+# resumed, a grown manifest's old chunks kept) only by the code that wrote them. Kept apart
+# from .plan.json, which is part of the stage's output, so that a code change that changes no
+# output changes no output's bytes (dvc.yaml's copy to data/ leaves this file out).
+CODE_NAME = ".code.json"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over the cg3d package's source and data files (names and bytes). A stage's chunk
+    plan names its inputs and params, not the code: after a code change that changes the
+    points or views (a colour rule, a reader), `dvc repro` reran the stage and reused every
+    chunk the old code wrote, so dvc.lock paired the new code with the old outputs."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
@@ -113,7 +134,9 @@ class ChunkedOutput:
                 leftover.unlink()
         # A killed run's workers' folders: the lock says no live run of this folder uses them.
         shutil.rmtree(self.scratch, ignore_errors=True)
-        if previous_plan_digest(plan_file) != digest:
+        code_file = self.out_dir / CODE_NAME
+        written_by = read_plan(code_file).get("code")  # none: parts of unknown code
+        if previous_plan_digest(plan_file) != digest or written_by != code_digest():
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -124,6 +147,8 @@ class ChunkedOutput:
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+        with atomic_path(code_file) as tmp:
+            tmp.write_text(json.dumps({"code": code_digest()}))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not

@@ -77,6 +77,47 @@ def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
     assert {len(members) for members in large.values()} == {10}
 
 
+def test_parts_are_reused_only_by_the_code_that_wrote_them(tmp_path, locked, monkeypatch):
+    """Before: the plan named the inputs and params only, so after a code change that changes
+    the points (a colour rule), `dvc repro` reran the stage and kept every old chunk."""
+    import cg3d.pipeline.chunks as chunks
+
+    out = tmp_path / "out"
+    output = ChunkedOutput(out, ".txt", "test", {"points": 1})
+    output.prepare()
+    write_part(output, 0, ["a", "b_odd"])
+    ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
+    assert output.pending(2) == [1]  # the same code resumes
+
+    monkeypatch.setattr(chunks, "code_digest", lambda: "another code")
+    ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
+    assert output.pending(2) == [0, 1]
+    write_part(output, 0, ["a", "b_odd"])
+    (out / chunks.CODE_NAME).unlink()  # parts whose code nobody recorded
+    ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
+    assert output.pending(2) == [0, 1]
+
+
+def test_the_code_digest_follows_the_package_source(tmp_path, monkeypatch):
+    import cg3d.pipeline.chunks as chunks
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "protocol.json").write_text("{}")
+    monkeypatch.setattr(chunks, "PACKAGE_DIR", tmp_path)
+    digests = []
+    for change in (None, "x = 2\n", None):
+        chunks.code_digest.cache_clear()
+        if change:
+            (tmp_path / "a.py").write_text(change)
+        digests.append(chunks.code_digest())
+    (tmp_path / "notes.txt").write_text("not code")
+    chunks.code_digest.cache_clear()
+    digests.append(chunks.code_digest())
+    chunks.code_digest.cache_clear()
+    assert digests[0] != digests[1] == digests[2] == digests[3]
+
+
 def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
     first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
     grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
