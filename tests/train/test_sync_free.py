@@ -245,12 +245,13 @@ def test_under_nccl_host_values_go_over_one_gloo_group_on_cpu_tensors(monkeypatc
     def all_reduce(tensor, op=None, group=None):
         calls.append(("all_reduce", tensor.device.type, group))
 
-    def all_gather_object(out, value, group=None):
-        calls.append(("all_gather_object", type(value).__name__, group))
-        out[:] = [3, value]
+    def all_gather(out, tensor, group=None):
+        calls.append(("all_gather", tensor.device.type, group))
+        out[0].fill_(3)
+        out[1].copy_(tensor)
 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
-    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    monkeypatch.setattr(dist, "all_gather", all_gather)
     monkeypatch.setattr(losses._GatherWithGrad, "apply", lambda features, counts, rank: counts)
 
     assert distributed.every_rank(True) is True
@@ -260,5 +261,5 @@ def test_under_nccl_host_values_go_over_one_gloo_group_on_cpu_tensors(monkeypatc
     assert calls == [
         ("all_reduce", "cpu", "host group"),
         ("all_reduce", "cpu", "host group"),
-        ("all_gather_object", "int", "host group"),
+        ("all_gather", "cpu", "host group"),
     ]
