@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from cg3d.errors import printable
+from cg3d.terminal import say
 
 
 def export(
@@ -71,7 +71,7 @@ def export(
     check_not_special(out, "--out")
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"
-    typer.echo(printable(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)"))
+    say(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)")
 
 
 def _export_hub(
@@ -89,11 +89,9 @@ def _export_hub(
     # export_hub holds OUT's output lock (which checks the folder can be written) throughout
     config = export_hub(checkpoint, out, clip_pretrained, embed_clip, measured)
     teacher = config["teacher"]
-    typer.echo(
-        printable(
-            f"wrote {out}/: config.json, model.safetensors, README.md ({config['encoder']}, "
-            f"teacher {teacher['model']}/{teacher['pretrained']}, protocol {config['protocol']})"
-        )
+    say(
+        f"wrote {out}/: config.json, model.safetensors, README.md ({config['encoder']}, "
+        f"teacher {teacher['model']}/{teacher['pretrained']}, protocol {config['protocol']})"
     )
 
 

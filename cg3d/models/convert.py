@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cg3d.errors import printable
+from cg3d.terminal import say
 
 convert_app = typer.Typer(
     help="Turn other projects' checkpoints into CG3D checkpoints.", no_args_is_help=True
@@ -54,12 +54,10 @@ def cg3d_release(
         checkpoint, clip_pretrained, out, n_points, clip_model, allow_pickle=allow_pickle
     )
     prompts = tuple(model.visual.prompts.shape)
-    typer.echo(
-        printable(
-            f"wrote {out}: {model.config['encoder']} + {model.config['clip_model']} with prompts "
-            f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
-            f"{model.config['clip_weights']['sha256'][:12]}…)"
-        )
+    say(
+        f"wrote {out}: {model.config['encoder']} + {model.config['clip_model']} with prompts "
+        f"{prompts}, CLIP weights {Path(clip_pretrained).name} (sha256 "
+        f"{model.config['clip_weights']['sha256'][:12]}…)"
     )
 
 
@@ -103,11 +101,9 @@ def _peer_command(name: str) -> None:
         tensors = sum(key.startswith("point_encoder.") for key in written["model"])
         teacher = written["config"]["clip_weights"]
         weights = teacher.get("tag") or f"{teacher['name']} (sha256 {teacher['sha256'][:12]}…)"
-        typer.echo(
-            printable(
-                f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
-                f"{weights} (not embedded), protocol {card.protocol}"
-            )
+        say(
+            f"wrote {out}: {card.encoder} ({tensors} tensors), teacher {card.teacher_model} "
+            f"{weights} (not embedded), protocol {card.protocol}"
         )
 
     convert.__doc__ = (

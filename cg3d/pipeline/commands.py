@@ -143,7 +143,7 @@ def verify(
 
     report = verify_shards(shards)
     for problem in report.problems:
-        typer.echo(printable(f"bad {problem}"))
+        say(f"bad {problem}")
     if report.problems:
         raise typer.Exit(1)
     say(f"ok: {report.shards} shards, {report.samples} samples in {shards}")
