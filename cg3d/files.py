@@ -144,14 +144,26 @@ def check_out_file(path: Path, option: str = "--out") -> None:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
-    made = [p for p in path.parents if not os.path.lexists(p)]  # deepest first
+    made = _missing_folders(path.parent)
     check_out_dir(path.parent, option)
-    for folder in made:
+    _remove_empty(made)
+    check_not_special(path, option)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, deepest first: what a check or a lock
+    that creates `folder` makes, for `_remove_empty` to take back."""
+    return [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: a refused run leaves no folder
+    it made; one holding something now (this run's or another's) is kept, and its parents."""
+    for folder in folders:
         try:
             folder.rmdir()
-        except OSError:  # holding something now (another run's): keep it
+        except OSError:
             break
-    check_not_special(path, option)
 
 
 def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -> None:
@@ -265,7 +277,7 @@ def _exclusive(
 ) -> Iterator[Path]:
     """The flock on `folder`/`name` (see `output_lock`), yielding the folder resolved; a held
     lock is one line: another run is writing `writing(folder)`, choose another `other`."""
-    made = [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
+    made = _missing_folders(folder)
     folder = check_out_dir(folder).resolve()
     lock_file = folder / name
     while True:
@@ -287,11 +299,7 @@ def _exclusive(
         yield folder
     except BaseException:
         _release(lock_file, handle)
-        for path in made:  # deepest first
-            try:
-                path.rmdir()
-            except OSError:  # holding something now (this run's or another's): keep it
-                break
+        _remove_empty(made)
         raise
     _release(lock_file, handle)
 
