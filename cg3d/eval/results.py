@@ -108,23 +108,15 @@ def write_results(
     history: list[dict] | None = None,
 ) -> None:
     """metrics.json (`headline`, numbers only), about.json (`about`: what was measured) and,
-    where given, details.json, per_class.csv, history.csv, after `begin_results`. One not given
-    is removed: an earlier run's into this folder (a full fine-tuning's history.csv under a
-    linear probe's numbers) would read as this run's. metrics.json and about.json come last."""
+    where given, details.json, per_class.csv, history.csv, after `begin_results`, which removed
+    the earlier run's whole set: one not given here is absent (a full fine-tuning's history.csv
+    never stands under a linear probe's numbers). metrics.json and about.json come last."""
     out = Path(out)
-    for name in (METRICS_NAME, ABOUT_NAME):  # never an earlier run's numbers over these files
-        (out / name).unlink(missing_ok=True)
-    for name, values in (
-        (DETAILS_NAME, details),
-        (PER_CLASS_NAME, per_class),
-        (HISTORY_NAME, history),
-    ):
-        if values is None:
-            (out / name).unlink(missing_ok=True)
-        elif name == DETAILS_NAME:
-            write_json(out / name, values)
-        else:
-            write_rows(out / name, values)
+    if details is not None:
+        write_json(out / DETAILS_NAME, details)
+    for name, rows in ((PER_CLASS_NAME, per_class), (HISTORY_NAME, history)):
+        if rows is not None:
+            write_rows(out / name, rows)
     write_metrics(out, headline, about)
 
 
