@@ -252,9 +252,8 @@ def model_card(
 
 
 def _read_result(path: Path) -> Any:
-    require_regular_file(
-        path, f"--measured: no such file {path}", "--measured"
-    )  # a FIFO hung the export
+    # a FIFO hung the export
+    require_regular_file(path, f"--measured: no such file {path}", "--measured")
     try:
         return loads_json(path.read_bytes())
     except (OSError, ValueError) as error:
