@@ -52,10 +52,11 @@ def evaluated_surface(
                 material = slot.material
                 if material is not None and material.name not in material_index:
                     material_index[material.name] = len(materials)
-                    invented = defined is not None and material.name not in defined
-                    no_color = Material(base_color=np.full(3, np.nan))
-                    stated = defined is not None and defined.get(material.name, False)
-                    spec = no_color if invented else material_colors(material, images, stated)
+                    if defined is not None and material.name not in defined:
+                        spec = Material(base_color=np.full(3, np.nan))  # the importer's own
+                    else:
+                        stated = bool(defined and defined.get(material.name))
+                        spec = material_colors(material, images, stated)
                     materials.append(spec)
                 slots.append(material_index[material.name] if material is not None else -1)
             matrix = np.array(instance.matrix_world)

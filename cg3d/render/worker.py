@@ -364,7 +364,7 @@ def colour_source(objects) -> str:
     from cg3d.render.surface import base_color_socket, base_color_texture, untextured_color
 
     meshes = [obj.data for obj in objects if obj.type == "MESH"]
-    materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
+    materials = _node_materials(meshes)
     has_texture = False
     for material in materials:
         socket = base_color_socket(material)
@@ -393,8 +393,7 @@ def unlink_missing_textures(objects) -> None:
     multiply's identity); the importer's grey where the file states neither."""
     from cg3d.render.surface import base_color_texture
 
-    meshes = [obj.data for obj in objects if obj.type == "MESH"]
-    materials = {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
+    materials = _node_materials([obj.data for obj in objects if obj.type == "MESH"])
     for material in materials:
         texture = base_color_texture(material)
         if texture is None or texture.image.size[0]:
@@ -404,6 +403,11 @@ def unlink_missing_textures(objects) -> None:
             material.node_tree.links.remove(link)
             if target.node.type == "MIX":
                 target.default_value = (1.0, 1.0, 1.0, 1.0)
+
+
+def _node_materials(meshes) -> set:
+    """The node-based materials of `meshes`, each once (meshes share them)."""
+    return {m for mesh in meshes for m in mesh.materials if m is not None and m.node_tree}
 
 
 def _no_triangles_reason(path: Path, counts: dict) -> str:
