@@ -400,6 +400,14 @@ def test_a_hub_folders_weights_cut_and_zero_filled_back_to_size_are_refused(
         f"{weights}: damaged (its sha256 is not the weights_sha256 its config.json records: "
         "cut and zero-filled, or changed since export)"
     )
+    np.save(tmp_path / "shape.npy", np.random.default_rng(0).uniform(-1, 1, (100, 3)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "classify", tmp_path / "shape.npy", "--checkpoint", hub,
+         "--labels", "a, b"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{weights}: damaged (its sha256" in result.stderr
     # an export from before the key: not checked, loads as it did
     del config["weights_sha256"]
     (hub / "config.json").write_text(json.dumps(config))
