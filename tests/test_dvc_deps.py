@@ -1,6 +1,7 @@
 """dvc.yaml's deps follow the code: every module a stage's command imports inside `cg3d`
-(module-level and function-level imports, transitively) is a dep of that stage, so a code change
-never leaves an output that `dvc repro` calls up to date."""
+(module-level and function-level imports, transitively; the rules of `cg3d.pipeline.closure`,
+which a chunked stage's .code.json follows too) is a dep of that stage, so a code change never
+leaves an output that `dvc repro` calls up to date."""
 
 import ast
 import inspect
@@ -13,57 +14,9 @@ import typer
 import yaml
 
 from cg3d.cli import app
+from cg3d.pipeline.closure import closure_files, imported_modules, module_closure
 
 ROOT = Path(__file__).resolve().parents[1]
-# Package data that modules read at run time.
-DATA = {"cg3d.protocol": "cg3d/data/protocol.json", "cg3d.models.clip": "cg3d/data/clip"}
-
-
-def module_file(name: str) -> Path | None:
-    path = ROOT / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(tree: ast.AST, package: str) -> set[str]:
-    """Names of the cg3d modules a syntax tree imports (submodules named in `from` included)."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                base = f"{base}.{node.module}" if node.module else base
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}
-    return {name for name in names if name.startswith("cg3d") and module_file(name)}
-
-
-def closure(start: set[str]) -> set[str]:
-    """`start` and every cg3d module they import, their parent packages included; a module that
-    imports by name at run time (`importlib.import_module`) brings its whole package."""
-    seen: set[str] = set()
-    todo = list(start)
-    while todo:
-        name = todo.pop()
-        name = name.removesuffix(".__init__")
-        if name in seen:
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        path = module_file(name)
-        source = path.read_text()
-        package = name if path.name == "__init__.py" else ".".join(parts[:-1])
-        todo += imported_modules(ast.parse(source), package)
-        if "importlib.import_module" in source:
-            todo += [f"{package}.{p.stem}" for p in path.parent.glob("*.py")]
-            todo += [f"{package}.{p.parent.name}" for p in path.parent.glob("*/__init__.py")]
-    return seen
 
 
 def command_callback(words: list[str]):
@@ -81,15 +34,15 @@ def stage_files(cmd: str) -> set[str]:
     callback = command_callback(names)
     module = inspect.getmodule(callback)
     start = imported_modules(
-        ast.parse(textwrap.dedent(inspect.getsource(callback))), module.__package__
+        ast.parse(textwrap.dedent(inspect.getsource(callback))), module.__package__, ROOT
     )
     # the command's own module as imported (module level only), not its sibling commands
     top = ast.parse(inspect.getsource(module))
     top.body = [n for n in top.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    start |= imported_modules(top, module.__package__)
-    modules = closure(start) | {module.__name__}
-    files = {str(module_file(name).relative_to(ROOT)) for name in modules}
-    return files | {DATA[name] for name in modules if name in DATA}
+    start |= imported_modules(top, module.__package__, ROOT)
+    # the command's module as a file, not its closure: it holds the other commands too
+    modules = module_closure(start, ROOT) | {module.__name__}
+    return {str(path.relative_to(ROOT)) for path in closure_files(modules, ROOT)}
 
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -130,7 +130,7 @@ def index_shards(
         "thumbnail": config.thumbnail,
     }
     remove_retrieval(out)  # the old index is gone until this one is whole
-    output = ChunkedOutput(out, ".parquet", "index", fingerprint)
+    output = ChunkedOutput(out, ".parquet", "index", fingerprint, code=__name__)
     output.prepare()
     classes = list(source.get("classes") or [])
     pending = output.pending(len(plan))

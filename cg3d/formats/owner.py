@@ -78,7 +78,7 @@ def folder_owner(folder: Path) -> str | None:
     if isinstance(plan, dict) and isinstance(plan.get("stage"), str):
         return plan["stage"]
     marked = read_plan(folder / OWNER_MARK).get("command")  # read as a plan: a FIFO is no mark
-    if isinstance(marked, str) and _holds_an_output(folder):
+    if isinstance(marked, str) and holds_an_output(folder):
         return marked
     for name, command in OWNER_FILES.items():
         if (folder / name).exists():
@@ -94,7 +94,7 @@ def folder_owner(folder: Path) -> str | None:
     return None
 
 
-def _holds_an_output(folder: Path) -> bool:
+def holds_an_output(folder: Path) -> bool:
     """Whether `folder` holds anything besides its owner mark and lock files: `rm out/*` keeps
     the hidden mark, and a folder that shows empty has nothing of its claimant's to protect."""
     try:

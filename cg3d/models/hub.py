@@ -3,7 +3,8 @@
     OUT/config.json        what the model is (see `hub_config`): the checkpoint's model config
                            under "model", and for a reader the encoder and its params, points,
                            channels, up axis, normalisation, protocol, the teacher (open_clip
-                           model and pretrained tag) and the embedding size
+                           model and pretrained tag) and the embedding size; the weights
+                           file's sha256 (`weights_sha256`), checked on load
     OUT/model.safetensors  the checkpoint's state dict (safetensors: tensors only, no code)
     OUT/README.md          the model card: training data, published and measured numbers, licence
 
@@ -15,11 +16,19 @@ with CLIP named by its weights, or CLIP's whole state for a random or self-conta
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file, zero_ends
+from cg3d.files import (
+    atomic_files,
+    file_sha256,
+    loads_json,
+    locks_folder,
+    require_regular_file,
+    zero_ends,
+)
 from cg3d.formats.owner import check_owner
 
 HUB_FORMAT = "cg3d-hub-1"
@@ -28,6 +37,10 @@ FILES = (WEIGHTS, CONFIG, CARD)  # a hub folder's files: written together, as on
 # Read whole before its shape is checked (`read_checkpoint`): a real one is tens of KB (LVIS's
 # 1,156 class names), far under what the config's value bound lets through.
 MAX_CONFIG_BYTES = 32 * 2**20
+# config.json's sha256 of model.safetensors, the whole file as written (not of the tensors: a
+# file's hash is one streamed read that `sha256sum` repeats, and covers the header too).
+WEIGHTS_SHA256 = "weights_sha256"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def is_hub_folder(path: Path) -> bool:
@@ -73,10 +86,11 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
 
     # safetensors refuses views sharing memory; a contiguous copy of each is what is stored
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
-    config_json = json.dumps(config, indent=2, sort_keys=True) + "\n"
     with atomic_files(Path(out), FILES) as paths:
         save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
-        paths[CONFIG].write_text(config_json)
+        # of the file as written: a copy cut short, zero-filled or changed is refused on load
+        config = {**config, WEIGHTS_SHA256: file_sha256(paths[WEIGHTS])}
+        paths[CONFIG].write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         paths[CARD].write_text(readme)
 
 
@@ -98,14 +112,29 @@ def read_hub(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("full_clip"), bool):
         raise UsageError(f"{folder / CONFIG}: no 'model' config or 'full_clip' flag")
+    expected = config.get(WEIGHTS_SHA256)  # none in an export older than the key: not checked
+    if expected is not None and not (isinstance(expected, str) and SHA256.fullmatch(expected)):
+        raise UsageError(f"{folder / CONFIG}: {WEIGHTS_SHA256} is not a sha256 (64 hex digits)")
     _require_regular(folder, WEIGHTS)
     try:
+        actual = file_sha256(folder / WEIGHTS) if expected is not None else None
+    except OSError as error:
+        raise UsageError(f"{folder / WEIGHTS}: not readable ({error.strerror})") from None
+    try:
+        # memory-mapped: the pages the hash just read come from the page cache, not the disk
         state = load_file(str(folder / WEIGHTS), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         reason = safetensors_damage(folder / WEIGHTS) or str(error)
         raise UsageError(
             f"{folder / WEIGHTS}: not a readable safetensors file ({reason})"
         ) from None
+    # after the load, so that a damage safetensors sees is said in its words (`safetensors_damage`):
+    # the hash alone sees a file cut and zero-filled back to its size (its header whole)
+    if actual != expected:
+        raise UsageError(
+            f"{folder / WEIGHTS}: damaged (its sha256 is not the {WEIGHTS_SHA256} its "
+            "config.json records: cut and zero-filled, or changed since export)"
+        )
     return {
         "format": "cg3d-checkpoint-1",
         "config": config["model"],
@@ -164,8 +193,6 @@ def _require_regular(folder: Path, name: str) -> None:
 def model_sha256(path: Path) -> str:
     """What identifies a model's bytes: a checkpoint file's sha256; for a hub folder, the
     sha256 of its config's and weights' sha256s (an index refuses another model by it)."""
-    from cg3d.files import file_sha256
-
     path = Path(path)
     if not path.is_dir():
         require_regular_file(path, f"no such file {path}")  # hashing a FIFO would wait forever

@@ -46,6 +46,7 @@ from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
+from cg3d.pipeline import closure
 from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,28 @@ WORKER_TEMP = ".workers"
 # from .plan.json, which is part of the stage's output, so that a code change that changes no
 # output changes no output's bytes (dvc.yaml's copy to data/ leaves this file out).
 CODE_NAME = ".code.json"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = closure.SOURCE_ROOT  # the folder that holds cg3d/ (a test points it at a copy)
 
 
 @functools.cache
-def code_digest() -> str:
-    """sha256 over the cg3d package's source and data files (names and bytes). A stage's chunk
-    plan names its inputs and params, not the code: after a code change that changes the
-    points or views (a colour rule, a reader), `dvc repro` reran the stage and reused every
-    chunk the old code wrote, so dvc.lock paired the new code with the old outputs."""
+def code_digest(module: str | None = None) -> str:
+    """sha256 over the source and data files (names and bytes) that `module` runs: its
+    `cg3d.pipeline.closure` (imports, transitively; the Blender worker it launches; the package
+    data); None: the whole cg3d package. A stage's chunk plan names its inputs and params, not
+    the code: after a code change that changes the points or views (a colour rule, a reader),
+    `dvc repro` reran the stage and reused every chunk the old code wrote. Scoped to what the
+    stage runs, so that an edit to the training code does not recompute every chunk of a sample
+    or render rerun (a grown manifest then recomputes only its new chunks)."""
+    root = SOURCE_ROOT
+    if module is None:
+        files = [p for p in (root / closure.PACKAGE).rglob("*") if p.is_file()]
+        files = [p for p in files if p.suffix != ".pyc" and "__pycache__" not in p.parts]
+    else:
+        files = closure.closure_files(closure.module_closure({module}, root), root)
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*")):
-        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes())
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -99,6 +108,9 @@ class ChunkedOutput:
     suffix: str
     stage: str
     fingerprint: dict = field(default_factory=dict)
+    # The module whose code writes the parts (the stage's, `__name__`): its `code_digest` is
+    # kept in .code.json. None: the whole package's (any change in cg3d/ recomputes the parts).
+    code: str | None = None
     # (file, why) of the damaged parts `pending` found and dropped, for the stage's report
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -136,7 +148,8 @@ class ChunkedOutput:
         shutil.rmtree(self.scratch, ignore_errors=True)
         code_file = self.out_dir / CODE_NAME
         written_by = read_plan(code_file).get("code")  # none: parts of unknown code
-        if previous_plan_digest(plan_file) != digest or written_by != code_digest():
+        code = code_digest(self.code)
+        if previous_plan_digest(plan_file) != digest or written_by != code:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -148,7 +161,7 @@ class ChunkedOutput:
         with atomic_path(plan_file) as tmp:
             tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
         with atomic_path(code_file) as tmp:
-            tmp.write_text(json.dumps({"code": code_digest()}))
+            tmp.write_text(json.dumps({"code": code}))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not

@@ -13,6 +13,9 @@
                                       leakage audit's counts
   index     retrieval.json, or an     ids, classes and splits of the indexed objects, the model
             index's .plan.json        and sizes; failures.parquet; a killed build as unfinished
+  empty     .owner.json alone         nothing yet: a command's mark and none of its files (a
+                                      folder emptied with `rm out/*`); with some of them (and no
+                                      metrics.json), results, unfinished: a run killed part way
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -31,13 +34,13 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.files import loads_json, require_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
-from cg3d.formats.owner import OWNER_MARK, read_plan
+from cg3d.formats.owner import OWNER_MARK, holds_an_output, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
 
 # An evaluation's, a `cg3d benchmark`'s, a `cg3d audit`'s
 RESULT_FILES = ("metrics.json", "results.csv", "audit.json")
-KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results", "index")
+KINDS = ("meshes", "points", "render", "captions", "shards", "run", "results", "index", "empty")
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Inspection:
             if "unfinished" in self.details:
                 held.append(f"unfinished: {self.details['unfinished']}")
             return f"{self.folder}: results, {', '.join(held)}"
+        if self.kind == "empty":
+            return f"{self.folder}: empty, nothing yet ({self.details['mark']})"
         noun = "classes" if self.kind == "run" else "ids"
         return f"{self.folder}: {self.kind}, {len(self.ids)} {noun}, {len(self.failures)} failures"
 
@@ -107,8 +112,10 @@ def folder_kind(folder: Path) -> str:
         return "render"
     if any((folder / name).is_file() for name in RESULT_FILES):
         return "results"
-    if (folder / OWNER_MARK).is_file():  # claimed, killed before its numbers (`read_results`)
-        return "results"
+    if (folder / OWNER_MARK).is_file():
+        # the mark and some of the command's files: a run killed before its numbers
+        # (`read_results` says unfinished); the mark alone (`rm out/*` keeps it) claims nothing
+        return "results" if holds_an_output(folder) else "empty"
     raise UsageError(
         f"{folder} is not a stage output, a shard set, a training run or results (none of "
         "manifest.parquet, part-*.parquet, part-*.tar, captions.parquet, index.json, last.pt, "
@@ -386,6 +393,17 @@ def read_retrieval_index(found: Inspection) -> None:
     }
 
 
+def read_empty(found: Inspection) -> None:
+    """A folder that holds only an owner mark (`cg3d.formats.owner`): a command claimed it and
+    was killed before its first file, or its files were removed since; it claims nothing."""
+    command = read_plan(found.folder / OWNER_MARK).get("command")
+    by = f"a `cg3d {command}` run" if isinstance(command, str) else "a run"
+    found.details["mark"] = (
+        f"only the {OWNER_MARK} mark of {by}: none of its files, killed before its first or "
+        "removed since; any command may write here"
+    )
+
+
 READERS = {
     "meshes": read_meshes,
     "points": read_points,
@@ -395,6 +413,7 @@ READERS = {
     "run": read_run,
     "results": read_results,
     "index": read_retrieval_index,
+    "empty": read_empty,
 }
 
 

@@ -167,7 +167,9 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     config.validate()
     meshes_dir = Path(meshes_dir)
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config))
+    output = ChunkedOutput(
+        Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
+    )
     output.prepare()
     workers = bound_workers(config.workers, config.executor)
     plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)

@@ -132,7 +132,9 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     if config.engine != "cycles":
         plan.pop("samples")
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
-    output = ChunkedOutput(Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan})
+    output = ChunkedOutput(
+        Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan}, code=__name__
+    )
     output.prepare()
     workers = bound_workers(config.workers, config.executor)
     chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)

@@ -236,8 +236,11 @@ def test_a_benchmark_rerun_killed_leaves_no_earlier_table(tmp_path, monkeypatch)
     with pytest.raises(Killed):
         run_output_command("benchmark", out, tmp_path)
     assert not (out / "results.md").exists() and not (out / "results.csv").exists()
-    assert inspect_folder(out).details["unfinished"] == (
-        "no results.csv: a `cg3d benchmark` run was killed or failed before it; rerun it"
+    # killed before its first pair: the mark alone, which claims nothing (`inspect`: nothing yet)
+    assert sorted(p.name for p in out.iterdir()) == [".owner.json"]
+    assert inspect_folder(out).headline() == (
+        f"{out}: empty, nothing yet (only the .owner.json mark of a `cg3d benchmark` run: none "
+        "of its files, killed before its first or removed since; any command may write here)"
     )
 
 

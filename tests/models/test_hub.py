@@ -157,6 +157,17 @@ def forged_hub(exported, tmp_path, key, value):
     return folder
 
 
+def recorded_sha256(folder) -> None:
+    """Record the folder's weights file, as it is now, as the one its export wrote."""
+    import hashlib
+
+    config = json.loads((folder / "config.json").read_text())
+    config["weights_sha256"] = hashlib.sha256(
+        (folder / "model.safetensors").read_bytes()
+    ).hexdigest()
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def test_a_hub_folder_with_a_nan_weight_is_one_line_naming_the_file(exported, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -166,6 +177,7 @@ def test_a_hub_folder_with_a_nan_weight_is_one_line_naming_the_file(exported, tm
     name = next(n for n, t in state.items() if n.startswith("point_encoder.") and t.ndim == 2)
     state[name][0, 0] = float("nan")
     save_file(state, str(folder / "model.safetensors"))
+    recorded_sha256(folder)  # exported so: the NaN is in the file its config.json names
     line = f"model.safetensors: the weight {name} holds NaN or infinite values"
     with pytest.raises(UsageError, match=line) as caught:
         read_checkpoint(folder)
@@ -363,3 +375,48 @@ def test_a_hub_folders_weights_with_a_deeply_nested_header_are_one_line(tiny_che
     with pytest.raises(UsageError) as error:
         cg3d.load(hub)
     assert str(error.value).startswith(f"{weights}: not a readable safetensors file (")
+
+
+def test_a_hub_folders_weights_cut_and_zero_filled_back_to_size_are_refused(
+    tiny_checkpoint, tmp_path
+):
+    """Before: the header is whole and the tensors reach the file's end, so safetensors read the
+    zeros as weights and the model loaded. config.json now records the file's sha256."""
+    import hashlib
+
+    hub = tmp_path / "hub"
+    export(tiny_checkpoint, hub)
+    weights = hub / "model.safetensors"
+    whole = weights.read_bytes()
+    config = json.loads((hub / "config.json").read_text())
+    assert config["weights_sha256"] == hashlib.sha256(whole).hexdigest()
+    assert cg3d.load(hub) is not None  # untouched: loads
+    cut = len(whole) - 4096
+    assert any(whole[cut:])  # the zeros replace real weights
+    weights.write_bytes(whole[:cut] + bytes(len(whole) - cut))
+    with pytest.raises(UsageError) as error:
+        cg3d.load(hub)
+    assert str(error.value) == (
+        f"{weights}: damaged (its sha256 is not the weights_sha256 its config.json records: "
+        "cut and zero-filled, or changed since export)"
+    )
+    np.save(tmp_path / "shape.npy", np.random.default_rng(0).uniform(-1, 1, (100, 3)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", "classify", tmp_path / "shape.npy", "--checkpoint", hub,
+         "--labels", "a, b"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{weights}: damaged (its sha256" in result.stderr
+    # an export from before the key: not checked, loads as it did
+    del config["weights_sha256"]
+    (hub / "config.json").write_text(json.dumps(config))
+    weights.write_bytes(whole)
+    assert cg3d.load(hub) is not None
+    config["weights_sha256"] = "not a digest"
+    (hub / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UsageError) as error:
+        cg3d.load(hub)
+    assert (
+        str(error.value) == f"{hub / 'config.json'}: weights_sha256 is not a sha256 (64 hex digits)"
+    )

@@ -1,9 +1,11 @@
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from shutil import ignore_patterns
 
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def test_parts_are_reused_only_by_the_code_that_wrote_them(tmp_path, locked, mon
     ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
     assert output.pending(2) == [1]  # the same code resumes
 
-    monkeypatch.setattr(chunks, "code_digest", lambda: "another code")
+    monkeypatch.setattr(chunks, "code_digest", lambda module=None: "another code")
     ChunkedOutput(out, ".txt", "test", {"points": 1}).prepare()
     assert output.pending(2) == [0, 1]
     write_part(output, 0, ["a", "b_odd"])
@@ -98,24 +100,63 @@ def test_parts_are_reused_only_by_the_code_that_wrote_them(tmp_path, locked, mon
     assert output.pending(2) == [0, 1]
 
 
-def test_the_code_digest_follows_the_package_source(tmp_path, monkeypatch):
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the cg3d package that the code digest reads instead of the real one."""
     import cg3d.pipeline.chunks as chunks
 
-    (tmp_path / "a.py").write_text("x = 1\n")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "protocol.json").write_text("{}")
-    monkeypatch.setattr(chunks, "PACKAGE_DIR", tmp_path)
-    digests = []
-    for change in (None, "x = 2\n", None):
-        chunks.code_digest.cache_clear()
-        if change:
-            (tmp_path / "a.py").write_text(change)
-        digests.append(chunks.code_digest())
-    (tmp_path / "notes.txt").write_text("not code")
+    root = tmp_path / "src"
+    shutil.copytree(
+        chunks.SOURCE_ROOT / "cg3d", root / "cg3d", ignore=ignore_patterns("__pycache__")
+    )
+    monkeypatch.setattr(chunks, "SOURCE_ROOT", root)
     chunks.code_digest.cache_clear()
-    digests.append(chunks.code_digest())
+    yield root / "cg3d"
     chunks.code_digest.cache_clear()
-    assert digests[0] != digests[1] == digests[2] == digests[3]
+
+
+def edit(file: Path) -> None:
+    """A change to a module's code (its digest is read afresh next time)."""
+    import cg3d.pipeline.chunks as chunks
+
+    file.write_text(file.read_text() + "\nCHANGED = 1\n")
+    chunks.code_digest.cache_clear()
+
+
+def test_the_code_digest_follows_only_the_code_the_stage_runs(package_copy):
+    """Before: the digest covered the whole package, so an edit to the training code recomputed
+    every chunk of the next sample or render run."""
+    from cg3d.pipeline.chunks import code_digest
+
+    before = {m: code_digest(m) for m in ("cg3d.pipeline.sample", "cg3d.render.stage", None)}
+    edit(package_copy / "train" / "loop.py")
+    assert code_digest("cg3d.pipeline.sample") == before["cg3d.pipeline.sample"]
+    assert code_digest("cg3d.render.stage") == before["cg3d.render.stage"]
+    assert code_digest(None) != before[None]  # the whole package's digest still sees it
+    edit(package_copy / "formats" / "points.py")  # a writer the sample stage imports
+    assert code_digest("cg3d.pipeline.sample") != before["cg3d.pipeline.sample"]
+    # the Blender worker, launched as `python -m cg3d.render.worker`, not imported
+    rendered = code_digest("cg3d.render.stage")
+    edit(package_copy / "render" / "worker.py")
+    assert code_digest("cg3d.render.stage") != rendered
+
+
+def test_a_change_outside_the_stage_keeps_its_chunks(tmp_path, locked, package_copy):
+    out = tmp_path / "out"
+    output = ChunkedOutput(out, ".txt", "test", {"points": 1}, code="cg3d.pipeline.sample")
+    output.prepare()
+    write_part(output, 0, ["a"])
+    edit(package_copy / "train" / "loop.py")
+    edit(package_copy / "models" / "hub.py")
+    ChunkedOutput(out, ".txt", "test", {"points": 1}, code="cg3d.pipeline.sample").prepare()
+    assert output.pending(2) == [1]  # kept
+    edit(package_copy / "pipeline" / "sample.py")
+    ChunkedOutput(out, ".txt", "test", {"points": 1}, code="cg3d.pipeline.sample").prepare()
+    assert output.pending(2) == [0, 1]
+    write_part(output, 0, ["a"])
+    edit(package_copy / "formats" / "manifest.py")  # a reader the stage imports
+    ChunkedOutput(out, ".txt", "test", {"points": 1}, code="cg3d.pipeline.sample").prepare()
+    assert output.pending(2) == [0, 1]
 
 
 def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cg3d.cli import app
 from cg3d.errors import UsageError
+from cg3d.files import LOCK_NAME
 from cg3d.formats.metrics import write_metrics
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.pipeline.inspect import inspect_folder
@@ -174,6 +175,31 @@ def test_inspect_an_audit_output(tmp_path):
 def test_a_folder_of_nothing_known_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="not a stage output"):
         inspect_folder(tmp_path)
+
+
+def test_a_lone_owner_mark_is_nothing_yet_and_a_killed_run_is_unfinished(tmp_path):
+    """Before: a folder emptied with `rm out/*` (which keeps the hidden .owner.json) was
+    "results, unfinished", though the mark alone claims nothing."""
+    out = tmp_path / "zeroshot"
+    out.mkdir()
+    (out / ".owner.json").write_text(json.dumps({"command": "eval zeroshot"}))
+    (out / LOCK_NAME).write_text("")  # a lock file is not one of the command's files either
+    found = inspect_folder(out)
+    assert found.kind == "empty"
+    shown = CliRunner().invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == (
+        f"{out}: empty, nothing yet (only the .owner.json mark of a `cg3d eval zeroshot` run: "
+        "none of its files, killed before its first or removed since; any command may write here)"
+    )
+    assert "unfinished" not in shown.output
+    (out / "predictions.csv").write_text("id,label\n")  # a run killed before its numbers
+    killed = inspect_folder(out)
+    assert killed.kind == "results"
+    assert killed.headline() == (
+        f"{out}: results, unfinished: no metrics.json: a `cg3d eval zeroshot` run was killed "
+        "or failed before it; rerun it"
+    )
 
 
 def test_show_takes_a_unique_prefix_or_part_of_an_id(tmp_path):

@@ -122,6 +122,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         ".parquet",
         STAGE,
         fingerprint={"config": _plan_params(config), "listing": digest},
+        code=__name__,
     )
     output.prepare()
     pending = output.pending(len(listing_parts))

@@ -1,0 +1,80 @@
+"""What a module runs (`cg3d.pipeline.closure`): the files a chunked stage's .code.json digests
+and dvc.yaml's deps must name."""
+
+from pathlib import Path
+
+from cg3d.pipeline.closure import SOURCE_ROOT, closure_files, module_closure
+
+
+def files_of(module: str, root: Path = SOURCE_ROOT) -> set[str]:
+    return {
+        p.relative_to(root).as_posix() for p in closure_files(module_closure({module}, root), root)
+    }
+
+
+def test_the_render_stage_runs_the_blender_worker_and_not_the_training_code():
+    files = files_of("cg3d.render.stage")
+    assert "cg3d/render/worker.py" in files  # launched with `python -m`, imported by nobody
+    assert "cg3d/render/supervisor.py" in files
+    assert "cg3d/formats/manifest.py" in files
+    assert not any(f.startswith(("cg3d/train/", "cg3d/models/", "cg3d/eval/")) for f in files)
+    # the sample stage reaches the worker through a function-level import of the supervisor
+    assert "cg3d/render/worker.py" in files_of("cg3d.pipeline.sample")
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_names_imports_and_data_in_a_made_up_package(tmp_path):
+    write(
+        tmp_path,
+        {
+            # the top package's lazy exports: reached only as `cg3d.<name>`, not run by a stage
+            "cg3d/__init__.py": "LAZY = {'thing': 'cg3d.lazy'}\n",
+            "cg3d/lazy.py": "",
+            "cg3d/stage.py": (
+                "import cg3d.reader\n"
+                "def run():\n"
+                "    from .helper import x\n"
+                "    launch = ['-m', 'cg3d.worker']\n"
+                "    return resources.files('cg3d.data')\n"
+            ),
+            "cg3d/reader.py": "",
+            "cg3d/helper.py": "x = 1\n",
+            "cg3d/worker.py": "from cg3d import deep\n",
+            "cg3d/deep.py": "",
+            "cg3d/unrelated.py": "import cg3d.lazy\n",
+            "cg3d/data/__init__.py": "",
+            "cg3d/data/table.json": "{}",
+            "cg3d/data/more/config.json": "{}",
+            "cg3d/registry/__init__.py": (
+                "import importlib\n"
+                "def get(n):\n"
+                "    return importlib.import_module(f'{__name__}.{n}')\n"
+            ),
+            "cg3d/registry/one.py": "",
+            "cg3d/registry/notes.txt": "read by the registry",
+            "cg3d/user.py": "from cg3d.registry import get\n",
+        },
+    )
+    assert files_of("cg3d.stage", tmp_path) == {
+        "cg3d/__init__.py",
+        "cg3d/stage.py",
+        "cg3d/reader.py",
+        "cg3d/helper.py",
+        "cg3d/worker.py",
+        "cg3d/deep.py",
+        "cg3d/data/__init__.py",
+        "cg3d/data/table.json",
+        "cg3d/data/more/config.json",
+    }
+    assert files_of("cg3d.user", tmp_path) == {
+        "cg3d/__init__.py",
+        "cg3d/user.py",
+        "cg3d/registry/__init__.py",
+        "cg3d/registry/one.py",
+        "cg3d/registry/notes.txt",
+    }
