@@ -187,6 +187,20 @@ def _errno_in(message: str) -> int | None:
     return int(match[1]) if match else None
 
 
+# The errnos of a write the machine refused for want of room or of a writable disk: not the
+# fault of the object being processed, so a stage stops on them (one line naming the file),
+# where any other error of one object is that object's failure row.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def out_of_room(error: BaseException) -> bool:
+    """Whether `error` is a write refused by a full disk, a quota or a read-only file system
+    (pyarrow puts the errno in its message only: "... [errno 28] ...")."""
+    if not isinstance(error, OSError):
+        return False
+    return (error.errno or _errno_in(str(error))) in NO_ROOM
+
+
 def os_error_line(error: OSError) -> str:
     """One line for an OSError: the file it names and the errno's meaning (and name)."""
     if error.errno and error.strerror:

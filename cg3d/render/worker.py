@@ -29,6 +29,7 @@ points sampled from that one surface. Only mesh formats are imported, never a .b
 Blender's script auto-run is off. Never imports torch.
 """
 
+import errno
 import json
 import math
 import os
@@ -442,6 +443,8 @@ def rss_mb() -> float:
 
 def serve(settings: dict) -> None:
     """Answer render requests from stdin until it closes."""
+    from cg3d.files import out_of_room
+
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Blender's prints go to stderr
 
@@ -477,6 +480,15 @@ def serve(settings: dict) -> None:
             renderer.clear()
             retry = isinstance(failure, ImporterFailure)
             reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
+            continue
+        except OSError as error:
+            renderer.clear()
+            if out_of_room(error):  # a full disk is not the object's fault: the stage stops
+                no_room = {"errno": error.errno or errno.ENOSPC, "file": error.filename}
+                reply({"id": request["id"], "ok": False, "reason": str(error), "no_room": no_room})
+                continue
+            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
+            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue
         except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()
