@@ -29,6 +29,7 @@ points sampled from that one surface. Only mesh formats are imported, never a .b
 Blender's script auto-run is off. Never imports torch.
 """
 
+import contextlib
 import errno
 import json
 import math
@@ -73,6 +74,35 @@ class RenderFailure(Exception):
 class ImporterFailure(RenderFailure):
     """Blender's importer raised: the supervisor has a fresh worker try once more before the
     failure is final, so that no outcome depends on what a worker imported before."""
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every whole PNG ends with
+WRITE_PROBE_BYTES = 4 << 20
+
+
+def check_written(path: str) -> None:
+    """Raise when the PNG Blender just wrote is not whole. Its image writer ignores a failed
+    write: on a full disk it logs "Saved" and leaves an empty or cut file, which the stage read
+    back as a bad image (a traceback). A probe written beside it then gives the cause as the
+    file system states it (ENOSPC, EDQUOT, EROFS: an OSError naming the PNG, which stops the
+    stage); a probe that fits leaves it a failure of this object."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as image:
+        if image.seek(0, os.SEEK_END) >= len(PNG_END):
+            image.seek(-len(PNG_END), os.SEEK_END)
+            if image.read() == PNG_END:
+                return
+    probe = f"{path}.probe"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(bytes(WRITE_PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from error
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    raise RenderFailure(f"render: Blender did not write {os.path.basename(path)} whole")
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -348,6 +378,7 @@ class Renderer:
                 request["out_dir"], f"{object_id}.{view['name']}.png"
             )
             self.bpy.ops.render.render(write_still=True)
+            check_written(self.scene.render.filepath)
         self.clear()
 
 
