@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_files, loads_json, locks_folder, require_regular_file, zero_ends
+from cg3d.files import (
+    atomic_files,
+    loads_json,
+    locks_folder,
+    os_error_in,
+    require_regular_file,
+    zero_ends,
+)
 from cg3d.formats.owner import check_owner
 
 HUB_FORMAT = "cg3d-hub-1"
@@ -69,13 +76,20 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
     (`atomic_files`): an export into an earlier one's folder that is killed or fails part way
     leaves the earlier model whole, never its config.json (classes, encoder, teacher) over the
     new weights."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     # safetensors refuses views sharing memory; a contiguous copy of each is what is stored
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
     config_json = json.dumps(config, indent=2, sort_keys=True) + "\n"
     with atomic_files(Path(out), FILES) as paths:
-        save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
+        try:
+            save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
+        except SafetensorError as error:  # a full disk: its errno in the message's words only
+            refused = os_error_in(error, paths[WEIGHTS])
+            if refused is None:
+                raise
+            raise refused from error
         paths[CONFIG].write_text(config_json)
         paths[CARD].write_text(readme)
 

@@ -338,6 +338,7 @@ class Renderer:
     def sample(self, request: dict) -> dict:
         """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with
         the sample stage's whole config as sent (no field falls back to a default here)."""
+        from cg3d.formats.npy import write_npy
         from cg3d.geometry.sampling import object_rng, points_from_surface
         from cg3d.params import SampleConfig
 
@@ -347,7 +348,7 @@ class Renderer:
         cloud, has_color = points_from_surface(
             surface, config, object_rng(config.seed, request["id"])
         )
-        np.save(request["out"], cloud)
+        write_npy(request["out"], cloud)  # a full disk: an OSError with its errno (`serve`)
         self.clear()
         return {"has_color": has_color}
 
