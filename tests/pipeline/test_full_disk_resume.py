@@ -28,8 +28,9 @@ def stage_files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
 def test_a_full_disk_stops_the_stage_and_a_rerun_gives_an_uninterrupted_runs_bytes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, code
 ):
     meshes_dir = make_meshes(tmp_path, shapes(4))
     config = SampleConfig(**SMALL, chunk_size=1)
@@ -41,14 +42,14 @@ def test_a_full_disk_stops_the_stage_and_a_rerun_gives_an_uninterrupted_runs_byt
     def full_from_the_third(self, path, *args, **kwargs):
         calls.append(path)
         if len(calls) >= 3:  # the scratch copy of the third object finds the disk full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "copy.obj"))
+            raise OSError(code, os.strerror(code), str(tmp_path / "copy.obj"))
         return real_read(self, path, *args, **kwargs)
 
     monkeypatch.setattr(sample.PointsReader, "__call__", full_from_the_third)
     out = tmp_path / "points"
     with pytest.raises(OSError) as raised:
         sample_points(meshes_dir, out, config)
-    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.errno == code
     assert raised.value.filename == str(tmp_path / "copy.obj")
     assert len(calls) == 3  # it stopped there: the fourth object was never tried
     # no object was blamed for the disk: the failure tables written hold no row
