@@ -7,7 +7,6 @@ on a small tmpfs (root only; skipped elsewhere)."""
 import errno
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,17 +14,8 @@ from cg3d.formats.failures import read_failures
 from cg3d.params import SampleConfig
 from cg3d.pipeline import sample
 from cg3d.pipeline.sample import sample_points
-from tests.pipeline.disks import cg3d, mounted
+from tests.pipeline.disks import cg3d, mounted, stage_files
 from tests.pipeline.meshes import SMALL, make_meshes, shapes
-
-
-def stage_files(folder: Path) -> dict[str, bytes]:
-    """The stage's outputs by name (its marks of code and owner aside, which name no object)."""
-    return {
-        path.relative_to(folder).as_posix(): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith(".")
-    }
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])

@@ -12,8 +12,7 @@ import pytest
 
 from cg3d.formats.failures import read_failures
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.disks import cg3d, mounted
-from tests.pipeline.test_full_disk_resume import stage_files
+from tests.pipeline.disks import cg3d, mounted, stage_files
 
 pytestmark = pytest.mark.blender
 

@@ -12,8 +12,7 @@ import pytest
 
 from cg3d.models.checkpoint import read_checkpoint
 from tests.pipeline.disks import mounted
-from tests.train.helpers import params_file
-from tests.train.test_killed_run import outputs
+from tests.train.helpers import outputs, params_file
 
 pytestmark = pytest.mark.slow  # three training runs
 
