@@ -71,3 +71,34 @@ def test_a_real_full_disk_then_room_resumes_to_the_same_bytes(tmp_path):
     resumed = cg3d("sample", "--meshes", meshes_dir, "--out", tmp_path / "points", *args)
     assert resumed.returncode == 0, resumed.stderr
     assert stage_files(tmp_path / "points") == stage_files(whole)
+
+
+def test_a_ray_tasks_full_disk_is_its_own_os_error():
+    """Ray hands back a task's exception wrapped: an instance that passes for an OSError but has
+    no errno nor file name, and whose text is the remote traceback (the stage's "one line" was
+    that whole traceback). `raise_task_cause` raises the task's own exception."""
+    from cg3d.files import os_error_line
+    from cg3d.pipeline.chunks import raise_task_cause
+
+    RayTaskError = pytest.importorskip("ray.exceptions").RayTaskError  # noqa: N806
+    cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/part-00003.parquet")
+    wrapped = RayTaskError("_on_node", "Traceback ...\nOSError: ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, OSError) and wrapped.errno is None  # what main() was given
+    with pytest.raises(OSError) as raised:
+        raise_task_cause(wrapped)
+    assert (
+        os_error_line(raised.value) == "/out/part-00003.parquet: No space left on device (ENOSPC)"
+    )
+
+
+@pytest.mark.slow  # starts a local Ray
+def test_the_ray_executor_on_a_full_disk_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    meshes_dir = make_meshes(tmp_path, shapes(4))
+    args = ["--points", 2048, "--chunk-size", 1, "--workers", 2, "--executor", "ray"]
+    with mounted(tmp_path / "disk", "size=64k") as disk:
+        result = cg3d("sample", "--meshes", meshes_dir, "--out", disk / "points", *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].endswith("No space left on device (ENOSPC)"), errors
+    assert "Traceback" not in result.stderr and "Unhandled error" not in result.stderr
