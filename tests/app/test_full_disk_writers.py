@@ -70,3 +70,23 @@ def test_a_safetensors_error_naming_no_errno_stays_what_it_was(tmp_path, monkeyp
     monkeypatch.setattr("safetensors.torch.save_file", refused)
     with pytest.raises(SafetensorError, match="not contiguous"):
         hub.write_hub(tmp_path / "hub", {"model": {}}, {}, "card")
+
+
+def test_an_embedding_array_is_never_left_beside_an_earlier_runs_rows(tmp_path, monkeypatch):
+    """`cg3d embed`'s .npy and the .csv naming its rows: a full disk at the .csv left this run's
+    array beside the previous run's rows (other shapes, another order), read as a pair."""
+    import numpy as np
+
+    from cg3d.app import batch
+
+    out = tmp_path / "e.npy"
+    rows = [{"path": "a.obj", "status": "ok", "error": "", "row": 0}]
+    batch.write_embeddings(rows, np.zeros((1, 4), np.float32), out)
+
+    def full(rows, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(batch, "write_table", full)
+    with pytest.raises(OSError, match="No space left"):
+        batch.write_embeddings([{**rows[0], "path": "b.obj"}], np.ones((1, 4), np.float32), out)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
