@@ -182,9 +182,32 @@ def _naming(error: OSError, path: Path) -> OSError:
 
 
 def _errno_in(message: str) -> int | None:
-    """The errno a library put in its message only (pyarrow: "… [errno 28] …"), if any."""
-    match = re.search(r"\[errno (\d+)\]", message, re.IGNORECASE)
-    return int(match[1]) if match else None
+    """The errno a library put in its message only (pyarrow: "… [errno 28] …"; Rust's, as
+    safetensors: "… (os error 28)"), if any."""
+    match = re.search(r"\[errno (\d+)\]|\(os error (\d+)\)", message, re.IGNORECASE)
+    return int(match[1] or match[2]) if match else None
+
+
+def os_error_in(error: Exception, path: Path) -> OSError | None:
+    """The OSError, naming `path`, that a library's own exception reports in words only (a
+    Rust writer's "I/O error: No space left on device (os error 28)"); None when its message
+    names no errno (then it is not the file system's refusal)."""
+    code = _errno_in(str(error))
+    return OSError(code, os.strerror(code), str(path)) if code else None
+
+
+# The errnos of a write the machine refused for want of room or of a writable disk: not the
+# fault of the object being processed, so a stage stops on them (one line naming the file),
+# where any other error of one object is that object's failure row.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def out_of_room(error: BaseException) -> bool:
+    """Whether `error` is a write refused by a full disk, a quota or a read-only file system
+    (pyarrow puts the errno in its message only: "... [errno 28] ...")."""
+    if not isinstance(error, OSError):
+        return False
+    return (error.errno or _errno_in(str(error))) in NO_ROOM
 
 
 def os_error_line(error: OSError) -> str:

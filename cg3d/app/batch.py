@@ -20,6 +20,7 @@ import numpy as np
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, check_out_dir, read_small_text, real_path
+from cg3d.formats.npy import write_npy
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
 from cg3d.params import MAX_LABELS
@@ -215,6 +216,13 @@ def write_embeddings(rows: list[dict[str, Any]], array: np.ndarray, out: Path) -
         ]
         return [write_table(table, out)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, tmp.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    return [out, write_table(rows, out.with_suffix(".csv"))]
+    # The .csv names the array's rows: an earlier run's beside this run's array (a full disk
+    # at the .csv) would name the wrong shapes. So the pair is written whole or not at all.
+    table = out.with_suffix(".csv")
+    table.unlink(missing_ok=True)
+    write_npy(out, array)
+    try:
+        return [out, write_table(rows, table)]
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise

@@ -18,6 +18,7 @@ they arrive, and again by the handlers. Nothing is fetched from the internet (no
 no web fonts).
 """
 
+import logging
 import os
 import re
 import socket
@@ -35,11 +36,14 @@ from PIL import Image  # noqa: E402
 from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
+from cg3d.files import atomic_path, os_error_line  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 from cg3d.pipeline.chunks import WORKER_TEMP  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MESH_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
@@ -96,7 +100,9 @@ def points_glb(points: np.ndarray, path: Path) -> Path:
     rgba = np.concatenate([colours, np.ones((len(xyz), 1))], 1)
     vertex_colours = (np.repeat(rgba, 6, axis=0) * 255).astype(np.uint8)
     mesh = trimesh.Trimesh(vertices, all_faces, vertex_colors=vertex_colours, process=False)
-    mesh.export(path)
+    # atomic_path: a full disk leaves no partial GLB and is an OSError naming `path`
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type="glb")
     return path
 
 
@@ -191,8 +197,12 @@ class Demo:
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
             yield None, None, [], self.failure(upload, error)
             return
-        glb = points_glb(points, self.new_glb_path())
         scores = {label: score for label, score in predictions}
+        try:
+            glb = points_glb(points, self.new_glb_path())
+        except OSError as error:  # the demo's folder full or read-only: said, and it serves on
+            yield None, scores, [], self.failure(upload, error, "its 3D view")
+            return
         is_mesh = path.suffix.lower() in MESH_SUFFIXES and not self.is_point_ply(path)
         if self.renderer is None or not is_mesh:
             why = (
@@ -251,6 +261,11 @@ class Demo:
         """The status line of a failed request: the reason, in words (the file by its name,
         not by the server's temp path)."""
         reason = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
+        if isinstance(error, OSError) and error.filename and error.strerror:
+            # A write of the demo's own (its folder's disk full, read-only): the page names the
+            # file and the cause, not the server's path; the one serving it is told in full.
+            log.warning(os_error_line(error))
+            reason = f"{Path(error.filename).name}: {error.strerror}"
         if upload:
             reason = reason.replace(str(upload), Path(upload).name)
         return f"**Could not use {what}:** {markdown_text(reason)}"

@@ -4,6 +4,9 @@ shard): the header is read and bounded before anything is allocated, and pickle 
 np.load trusts the header: a 128-byte file claiming shape (10^12, 3) makes it allocate 12 TB
 (a MemoryError traceback), and a FIFO blocks it forever. `read_npy` raises ValueError (what
 callers already turn into their one line) for either, naming the real cause.
+
+`write_npy` is the one writer of the arrays we write (`cg3d embed`, text features, a Blender
+worker's points).
 """
 
 import io
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from cg3d.files import atomic_path
 
 
 @dataclass
@@ -81,3 +86,19 @@ def _header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     return shape, dtype
+
+
+class _PythonWrites:
+    """A binary handle seen through its `write` alone: numpy then writes the data with it, not
+    with `ndarray.tofile` (C's fwrite), whose short write on a full disk is an OSError with no
+    errno ("1280 requested and 992 written")."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.write = handle.write
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """`array` as an .npy file at `path`, atomically (`atomic_path`): a failed write leaves no
+    file and is an OSError naming `path` with the file system's cause (ENOSPC, EROFS...)."""
+    with atomic_path(Path(path)) as tmp, tmp.open("wb") as handle:
+        np.save(_PythonWrites(handle), array, allow_pickle=False)

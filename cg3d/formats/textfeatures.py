@@ -20,7 +20,7 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, file_sha256, loads_json, require_regular_file
-from cg3d.formats.npy import read_npy
+from cg3d.formats.npy import read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
@@ -48,8 +48,7 @@ def write_text_features(
     # between the two writes) gave them its classes, in silence when the counts agreed. Without
     # it the reader refuses the file until the writer finishes.
     sidecar(path).unlink(missing_ok=True)
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        np.save(handle, features, allow_pickle=False)
+    write_npy(path, features)
     record = {"format": FORMAT, "classes": list(classes), **(about or {})}
     with atomic_path(sidecar(path)) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")

@@ -26,6 +26,7 @@ from cg3d.files import (
     file_sha256,
     loads_json,
     locks_folder,
+    os_error_in,
     require_regular_file,
     zero_ends,
 )
@@ -82,12 +83,19 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
     (`atomic_files`): an export into an earlier one's folder that is killed or fails part way
     leaves the earlier model whole, never its config.json (classes, encoder, teacher) over the
     new weights."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     # safetensors refuses views sharing memory; a contiguous copy of each is what is stored
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in payload["model"].items()}
     with atomic_files(Path(out), FILES) as paths:
-        save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
+        try:
+            save_file(tensors, str(paths[WEIGHTS]), metadata={"format": HUB_FORMAT})
+        except SafetensorError as error:  # a full disk: its errno in the message's words only
+            refused = os_error_in(error, paths[WEIGHTS])
+            if refused is None:
+                raise
+            raise refused from error
         # of the file as written: a copy cut short, zero-filled or changed is refused on load
         config = {**config, WEIGHTS_SHA256: file_sha256(paths[WEIGHTS])}
         paths[CONFIG].write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -489,6 +489,7 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
     (`max_retries`): its part is written whole or not at all, so a redone chunk is never
     duplicated."""
     import ray
+    from ray.exceptions import RayTaskError
 
     connect_ray(workers)
     remote = ray.remote(num_cpus=1, max_retries=3)(_on_node)
@@ -500,7 +501,10 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
-                node = ray.get(ref)
+                try:
+                    node = ray.get(ref)
+                except RayTaskError as error:
+                    raise_task_cause(error)
                 nodes[node] = nodes.get(node, 0) + 1
                 advance(pending.pop(ref))
             for job, size in itertools.islice(sized, ahead - len(pending)):
@@ -510,6 +514,20 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
             ray.cancel(ref)
         raise
     log.info("ray: %d chunks on %d nodes %s", sum(nodes.values()), len(nodes), nodes)
+
+
+def raise_task_cause(error: Exception) -> None:
+    """Raise the exception a Ray task raised (a full disk's OSError naming the part, a
+    UsageError), chained to Ray's wrapper, which keeps the remote traceback. The wrapper itself
+    passes for the cause's class but without its fields (an OSError's errno and file name) and
+    with the traceback as its text: the stage's one line was the whole remote traceback. The
+    other chunks' errors after this one are its echoes (the same disk): Ray would print each as
+    an "Unhandled error" traceback once their results are dropped."""
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # read by Ray's driver as each is dropped
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, BaseException):
+        raise error
+    raise cause from error
 
 
 def connect_ray(workers: int) -> None:

@@ -41,6 +41,7 @@ from cg3d.pipeline.chunks import (
     connect_ray,
     plan_chunks,
     progress_bar,
+    raise_task_cause,
 )
 from cg3d.render.cameras import cameras_of
 from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
@@ -253,7 +254,7 @@ def _run_ray(
     a part is written whole or not at all, so nothing is lost or duplicated, and a lost
     actor never leaves the stage waiting for a CPU that is gone."""
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
 
     connect_ray(workers)
     actor_class = ray.remote(num_cpus=1)(_RenderActor)
@@ -289,6 +290,8 @@ def _run_ray(
             continue
         except UsageError as error:  # a worker refused its settings at start; Ray wraps it
             raise UsageError(str(getattr(error, "cause", error))) from None
+        except RayTaskError as error:  # a full disk's OSError naming the file, or a bug
+            raise_task_cause(error)
         views += chunk_views
         nodes[node] = nodes.get(node, 0) + 1
         advance(config.views * len(job[3]))

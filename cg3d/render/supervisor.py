@@ -203,6 +203,9 @@ class BlenderWorker:
         if reply.get("id") != object_id:
             self.kill()
             return {"ok": False, "reason": f"crash: protocol out of step (got {reply})"}
+        if reply.get("no_room"):  # a full disk: the stage stops with one line naming the file
+            code, file = reply["no_room"]["errno"], reply["no_room"]["file"]
+            raise OSError(code, os.strerror(code), file)
         self.last_rss_mb = reply.get("rss_mb", self.last_rss_mb)
         if reply.get("exiting"):  # it ran out of memory: the next object gets a fresh one
             self.kill()

@@ -29,6 +29,8 @@ points sampled from that one surface. Only mesh formats are imported, never a .b
 Blender's script auto-run is off. Never imports torch.
 """
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -72,6 +74,35 @@ class RenderFailure(Exception):
 class ImporterFailure(RenderFailure):
     """Blender's importer raised: the supervisor has a fresh worker try once more before the
     failure is final, so that no outcome depends on what a worker imported before."""
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every whole PNG ends with
+WRITE_PROBE_BYTES = 4 << 20
+
+
+def check_written(path: str) -> None:
+    """Raise when the PNG Blender just wrote is not whole. Its image writer ignores a failed
+    write: on a full disk it logs "Saved" and leaves an empty or cut file, which the stage read
+    back as a bad image (a traceback). A probe written beside it then gives the cause as the
+    file system states it (ENOSPC, EDQUOT, EROFS: an OSError naming the PNG, which stops the
+    stage); a probe that fits leaves it a failure of this object."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as image:
+        if image.seek(0, os.SEEK_END) >= len(PNG_END):
+            image.seek(-len(PNG_END), os.SEEK_END)
+            if image.read() == PNG_END:
+                return
+    probe = f"{path}.probe"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(bytes(WRITE_PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from error
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    raise RenderFailure(f"render: Blender did not write {os.path.basename(path)} whole")
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -307,6 +338,7 @@ class Renderer:
     def sample(self, request: dict) -> dict:
         """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with
         the sample stage's whole config as sent (no field falls back to a default here)."""
+        from cg3d.formats.npy import write_npy
         from cg3d.geometry.sampling import object_rng, points_from_surface
         from cg3d.params import SampleConfig
 
@@ -316,7 +348,7 @@ class Renderer:
         cloud, has_color = points_from_surface(
             surface, config, object_rng(config.seed, request["id"])
         )
-        np.save(request["out"], cloud)
+        write_npy(request["out"], cloud)  # a full disk: an OSError with its errno (`serve`)
         self.clear()
         return {"has_color": has_color}
 
@@ -347,6 +379,7 @@ class Renderer:
                 request["out_dir"], f"{object_id}.{view['name']}.png"
             )
             self.bpy.ops.render.render(write_still=True)
+            check_written(self.scene.render.filepath)
         self.clear()
 
 
@@ -442,6 +475,8 @@ def rss_mb() -> float:
 
 def serve(settings: dict) -> None:
     """Answer render requests from stdin until it closes."""
+    from cg3d.files import out_of_room
+
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Blender's prints go to stderr
 
@@ -477,6 +512,15 @@ def serve(settings: dict) -> None:
             renderer.clear()
             retry = isinstance(failure, ImporterFailure)
             reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
+            continue
+        except OSError as error:
+            renderer.clear()
+            if out_of_room(error):  # a full disk is not the object's fault: the stage stops
+                no_room = {"errno": error.errno or errno.ENOSPC, "file": error.filename}
+                reply({"id": request["id"], "ok": False, "reason": str(error), "no_room": no_room})
+                continue
+            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
+            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue
         except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()

@@ -136,3 +136,10 @@ def count_host_reads(patch: Callable = setattr) -> list[str]:
 
         patch(torch.Tensor, name, counted)
     return calls
+
+
+def outputs(out) -> dict[str, bytes]:
+    """The stage's tracked outputs (dvc.yaml's train outs, metrics and plots), by name."""
+    files = [out / "last.pt", out / "params.yaml", out / "about.json", out / "metrics.json"]
+    files += sorted((out / "dvclive" / "plots").rglob("*.tsv"))
+    return {str(path.relative_to(out)): path.read_bytes() for path in files}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.train.helpers import params_file
+from tests.train.helpers import outputs, params_file
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,6 @@ def train_command(shards, out, params) -> list[str]:
         "--resume",
         "auto",
     ]
-
-
-def outputs(out) -> dict[str, bytes]:
-    """The stage's tracked outputs (dvc.yaml's train outs, metrics and plots), by name."""
-    files = [out / "last.pt", out / "params.yaml", out / "about.json", out / "metrics.json"]
-    files += sorted((out / "dvclive" / "plots").rglob("*.tsv"))
-    return {str(path.relative_to(out)): path.read_bytes() for path in files}
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
