@@ -5,9 +5,10 @@ The reading of record is Blender's importer (`cg3d.render.worker`): the views an
 and for coloured points, the sampled points come from it. `load_mesh` (trimesh) is the fast
 path for the formats both read alike (`FAST_SUFFIXES`: a test compares the two readings), and
 the OFF reader of the Blender workers. `validate_file` is the meshes stage's check: the file
-stays inside its source's root, every file it references (`referenced_files`: OBJ `mtllib`,
+stays inside its source's root, every file it references (`references`: OBJ `mtllib`,
 MTL texture maps, glTF buffer and image URIs) resolves inside the root (`resolve_reference`,
-the one function that decides) and exists, and the geometry is a surface (a point cloud, a
+the one function that decides), a glTF buffer exists (a missing MTL or texture is returned, for
+the manifest's `missing` column: the object is read without it), and the geometry is a surface (a point cloud, a
 file of lines, an unsupported required glTF extension are named as such). Parsing only:
 nothing in a file is ever executed.
 """
@@ -918,20 +919,39 @@ def defined_materials(copy: Path) -> dict[str, bool]:
     return states_kd
 
 
-def referenced_files(path: Path, root: Path) -> list[Path]:
-    """Every file `path` makes an importer read, each resolved and checked inside `root`."""
+def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
+    """(the files `path` makes an importer read, each resolved and checked inside `root`; the
+    optional ones it names that are missing: an OBJ's `mtllib` files and their texture maps, a
+    glTF's images, each as the file writes it, a texture as its MTL does). The object is read
+    without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
+    stage lists them in the manifest (`missing`). One stat each, which the check of the files
+    that exist needs anyway: no image is opened."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
-    found: list[Path | None] = []
+    found: list[Path] = []
+    missing: list[str] = []
+
+    def reference(folder: Path, name: str) -> Path | None:
+        file = resolve_reference(root, folder, name, required=False)
+        if file is None:
+            missing.append(_named(name))
+        else:
+            found.append(file)
+        return file
+
     if suffix == ".obj":
         for name in obj_material_libraries(path):
-            mtl = resolve_reference(root, base, name, required=False)
-            found.append(mtl)
+            mtl = reference(base, name)
             if mtl is not None:
-                found += [resolve_reference(root, mtl.parent, m, False) for m in _mtl_maps(mtl)]
+                for texture in _mtl_maps(mtl):
+                    reference(mtl.parent, texture)
     elif suffix in GLTF_SUFFIXES:
-        found += [file for _, _, file in _gltf_references(gltf_document(path), base, root)]
-    return [file for file in found if file is not None]
+        for _, name, file in _gltf_references(gltf_document(path), base, root):
+            if file is None:
+                missing.append(_named(name))
+            else:
+                found.append(file)
+    return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
 def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
@@ -1540,9 +1560,10 @@ def _check_sparse(document, views, sizes, sparse, count: int, element: int, what
             )
 
 
-def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
+def validate_file(path: Path, root: Path, geometry: bool = True) -> list[str]:
     """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
+    Returns the optional files it names that are missing (`references`), for the manifest.
     """
     path = Path(path)
     resolved = real_path(path)
@@ -1550,9 +1571,10 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
         raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
     check_suffix(path)
     check_bytes(path)
-    referenced_files(path, root)
+    missing = references(path, root)[1]
     if geometry:
         check_geometry(path)
+    return missing
 
 
 # The formats whose `check_geometry` reads the file's own bytes only (no materials, textures or
