@@ -8,9 +8,9 @@ the OFF reader of the Blender workers. `validate_file` is the meshes stage's che
 stays inside its source's root, every file it references (`references`: OBJ `mtllib`,
 MTL texture maps, glTF buffer and image URIs) resolves inside the root (`resolve_reference`,
 the one function that decides), a glTF buffer exists (a missing MTL or texture is returned, for
-the manifest's `missing` column: the object is read without it), and the geometry is a surface (a point cloud, a
-file of lines, an unsupported required glTF extension are named as such). Parsing only:
-nothing in a file is ever executed.
+the manifest's `missing` column: the object is read without it), and the geometry is a surface
+(a point cloud, a file of lines, an unsupported required glTF extension are named as such).
+Parsing only: nothing in a file is ever executed.
 """
 
 import hashlib
