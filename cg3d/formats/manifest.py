@@ -60,8 +60,14 @@ SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
+        # What the mesh names but the source lacks, each as the file writes it: an OBJ's
+        # `mtllib` file, an MTL's texture map, a glTF image. The object is still `ok` (read
+        # without them). Last, and optional to readers: manifests before it lack it.
+        ("missing", pa.list_(pa.string())),
     ]
 )
+# Columns a manifest written before they existed lacks: read as empty.
+OPTIONAL = {"missing": []}
 
 
 @dataclass
@@ -77,6 +83,7 @@ class MeshRecord:
     sha256: str = ""
     status: str = OK
     error: str = ""
+    missing: list[str] = field(default_factory=list)
 
 
 @contextmanager
@@ -183,8 +190,10 @@ _CHECKED: set[tuple] = set()
 
 def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
     schema = parquet.schema_arrow.remove_metadata()
-    if not schema.equals(SCHEMA):  # exactly the manifest's columns: no more, no fewer
-        problem = schema_problem(schema, SCHEMA)
+    # exactly the manifest's columns, no more, no fewer; an old one's lack OPTIONAL's
+    older = pa.schema([column for column in SCHEMA if column.name not in OPTIONAL])
+    if not (schema.equals(SCHEMA) or schema.equals(older)):
+        problem = schema_problem(schema, SCHEMA, optional=OPTIONAL)
         return problem or f"its columns are not the manifest's: {', '.join(schema.names)}"
     last = None  # the previous row group's last id
     for group in range(parquet.num_row_groups):
@@ -210,8 +219,7 @@ def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
 
 def read_manifest(meshes_dir: Path, ok_only: bool = False) -> list[MeshRecord]:
     """Rows of `meshes_dir/manifest.parquet` (only `status == ok` ones when asked)."""
-    table = manifest_file(meshes_dir).read()
-    records = [MeshRecord(**row) for row in table.to_pylist()]
+    records = [MeshRecord(**row) for row in manifest_rows(meshes_dir)]
     return [r for r in records if r.status == OK] if ok_only else records
 
 
@@ -221,13 +229,38 @@ def manifest_batches(
     """The manifest's rows as dicts (only `columns`), in batches: memory stays flat.
     A missing manifest raises at the call, before any row is asked for."""
     parquet = manifest_file(meshes_dir)
-    return (batch.to_pylist() for batch in parquet.iter_batches(batch_rows, columns=columns))
+    stored, absent = _split_columns(parquet, columns)
+    return (
+        [row | {name: list(OPTIONAL[name]) for name in absent} for row in batch.to_pylist()]
+        for batch in parquet.iter_batches(batch_rows, columns=stored)
+    )
 
 
 def manifest_tables(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The manifest as Arrow tables, one row group (ROW_GROUP_ROWS rows) at a time."""
-    parquet = manifest_file(meshes_dir)
-    return (parquet.read_row_group(i, columns) for i in range(parquet.num_row_groups))
+    parquet = manifest_file(meshes_dir)  # raises at the call, as manifest_batches
+    stored, absent = _split_columns(parquet, columns)
+
+    def tables() -> Iterator[pa.Table]:
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, stored)
+            for name in absent:
+                empty = pa.array([OPTIONAL[name]] * table.num_rows, SCHEMA.field(name).type)
+                table = table.append_column(SCHEMA.field(name), empty)
+            yield table
+
+    return tables()
+
+
+def _split_columns(
+    parquet: pq.ParquetFile, columns: list[str] | None
+) -> tuple[list[str] | None, list[str]]:
+    """(the `columns` to read from the file, the OPTIONAL ones asked for that it lacks): a
+    manifest from before a column existed reads as if it held its empty value."""
+    names = parquet.schema_arrow.names
+    wanted = columns if columns is not None else SCHEMA.names
+    absent = [name for name in wanted if name in OPTIONAL and name not in names]
+    return (columns if not absent else [c for c in wanted if c not in absent]), absent
 
 
 def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -5,11 +5,12 @@ The reading of record is Blender's importer (`cg3d.render.worker`): the views an
 and for coloured points, the sampled points come from it. `load_mesh` (trimesh) is the fast
 path for the formats both read alike (`FAST_SUFFIXES`: a test compares the two readings), and
 the OFF reader of the Blender workers. `validate_file` is the meshes stage's check: the file
-stays inside its source's root, every file it references (`referenced_files`: OBJ `mtllib`,
+stays inside its source's root, every file it references (`references`: OBJ `mtllib`,
 MTL texture maps, glTF buffer and image URIs) resolves inside the root (`resolve_reference`,
-the one function that decides) and exists, and the geometry is a surface (a point cloud, a
-file of lines, an unsupported required glTF extension are named as such). Parsing only:
-nothing in a file is ever executed.
+the one function that decides), a glTF buffer exists (a missing MTL or texture is returned, for
+the manifest's `missing` column: the object is read without it), and the geometry is a surface
+(a point cloud, a file of lines, an unsupported required glTF extension are named as such).
+Parsing only: nothing in a file is ever executed.
 """
 
 import hashlib
@@ -164,11 +165,14 @@ def load_mesh(path: Path) -> Mesh:
     path = Path(path)
     suffix = check_suffix(path)
     check_bytes(path)
-    check_declared_counts(path, suffix)
+    split = check_declared_counts(path, suffix)
+    # An OBJ with faces naming a vertex twice apart is read split, as Blender is given it: in
+    # memory (trimesh holds the whole text anyway), never written beside the user's file.
+    source = io.BytesIO(split_obj_text(path)) if split else str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
-        scene = trimesh.load_scene(str(path), file_type=suffix[1:], process=False, **options)
+        scene = trimesh.load_scene(source, file_type=suffix[1:], process=False, **options)
         _check_has_faces(scene, path)
         vertices, faces = _scene_arrays(scene)
     except MemoryError as error:
@@ -217,22 +221,25 @@ class _PlyElement:
     properties: list[tuple[str, str, str | None]]  # (name, type, list item type or None)
 
 
-def check_declared_counts(path: Path, suffix: str) -> None:
+def check_declared_counts(path: Path, suffix: str) -> bool:
     """MeshError when the counts a PLY, binary STL or OFF header declares cannot fit the file,
     a PLY or STL ends in zeros, an OBJ or OFF holds a NUL byte, or an OBJ face has two
-    readings (both readings, trimesh's and Blender's, check the same way)."""
+    readings (both readings, trimesh's and Blender's, check the same way). True when an OBJ
+    has faces both readers must be given split (`check_obj_faces`)."""
+    split = False
     if suffix in (".ply", ".stl"):
         check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
         check_text(path)
     if suffix == ".obj":
-        check_obj_faces(path)
+        split = check_obj_faces(path)
     if suffix == ".off":
         check_off_counts(path)
     if suffix == ".ply":
         check_ply_faces(path)
     if suffix == ".stl":
         check_stl_count(path)
+    return split
 
 
 def check_zero_tail(path: Path) -> None:
@@ -330,10 +337,20 @@ def check_text(path: Path) -> None:
 #   here (0.5), not the square without the repeat (1). That reading depends on where the
 #   corners lie, not only on their order ("f 1 2 3 4 3" is no surface to it, "f 3 2 1 4 1" on
 #   the same square a triangle; a spike whose end projects inside the face adds that vertex to
-#   it), so no rule over the corners gives it cheaply: refused;
+#   it), so no rule over the corners copies it. Such a face is therefore split before either
+#   reader sees it (`face_loops`, `split_obj_faces`: trimesh is given the split text in
+#   memory, Blender a split copy in its temp folder), and both read the same loops, none of
+#   which repeats a vertex. The rule: walking the corners in order (runs of one vertex side by
+#   side taken as one), the first vertex met again closes a loop: the corners from its first
+#   appearance up to before its second are one loop, the rest (from its second appearance on,
+#   wrapping round to the corners before its first) the other; each loop is split again the
+#   same way, and a loop of fewer than 3 corners encloses nothing and is dropped.
+#   "f 1 2 3 4 2" is the triangle 2 3 4 (and 2 1, dropped): Blender's own reading of it on a
+#   square; "f 1 2 3 4 3" is the triangle 1 2 3 (Blender alone read nothing);
 # - but a face whose every fan triangle repeats a vertex ("f 1 2 1 3", "f 1 2 1 2 1 4": each
 #   edge meets the first corner, a star with no area) is no surface to either reader, wherever
-#   its corners lie: read (as nothing);
+#   its corners lie: read as it is (the split gives nothing too; unsplit, files that read
+#   before keep their bytes and readings);
 # - a corner naming vertex 0 (OBJ counts from 1): Blender drops the face, trimesh takes the
 #   last vertex.
 # A vertex repeated side by side ("f 1 2 2 3 4", "f 1 2 3 1", "f 1 1 2") is one reading: Blender
@@ -346,39 +363,100 @@ OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}
 OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n#])")
 
 
-def check_obj_faces(path: Path) -> None:
-    """MeshError (`unreadable`) for an OBJ face that Blender and trimesh read differently (the
-    comment above OBJ_LONG_FACE), naming its line. Regular expressions over whole-line blocks:
-    only the faces of 4 or more corners are looked at one by one (1.3M triangles, 50 MB: 0.9 s;
-    trimesh reads it in 4.3). Corners are compared as written, so "f 1 2 3 -1", naming vertex
-    1 twice in two spellings, is not caught."""
+def check_obj_faces(path: Path) -> bool:
+    """MeshError (`unreadable`) for an OBJ face naming vertex 0, naming its line; whether the
+    file has faces that name a vertex twice, not side by side (the comment above
+    OBJ_LONG_FACE), which both readers are given split. Regular expressions over whole-line
+    blocks: only the faces of 4 or more corners are looked at one by one (1.3M triangles,
+    50 MB: 0.9 s; trimesh reads it in 4.3). Corners are compared as written, so "f 1 2 3 -1",
+    naming vertex 1 twice in two spellings, is not caught."""
+    split = False
     with open(path, "rb") as handle:
         lines = 0
         for block in line_blocks(handle):
-            block = b"\n" + block  # the first line starts at a newline as the others do
-            zero = OBJ_ZERO_CORNER.search(block)
+            zero = OBJ_ZERO_CORNER.search(b"\n" + block)  # the first line starts at a newline too
             if zero:
-                line = lines + block.count(b"\n", 0, zero.start() + 1)
+                line = lines + block.count(b"\n", 0, zero.start()) + 1
                 raise MeshError(
                     "unreadable",
                     f"the OBJ face at line {line} "
                     "names vertex 0 (OBJ counts from 1; Blender drops the face, trimesh takes "
                     "the last vertex)",
                 )
-            for face in OBJ_LONG_FACE.finditer(block):
-                end = block.find(b"\n", face.start() + 1)
-                line_text = block[face.start() : end if end >= 0 else None]
-                words = line_text.partition(b"#")[0].split()[1:]
-                vertices = [word.split(b"/")[0] for word in words]
-                corners = _apart(vertices)
-                if len(set(corners)) < len(corners) and not _fan_without_area(vertices):
-                    line = lines + block.count(b"\n", 0, face.start() + 1)
+            for start, end, _ in faces_to_split(block):
+                if block[start:end].rstrip(b"\r").endswith(b"\\"):  # its words run on
+                    line = lines + block.count(b"\n", 0, start) + 1
                     raise MeshError(
                         "unreadable",
-                        f"the OBJ face at line {line} names a vertex twice, not side by side "
-                        "(Blender and trimesh read two different surfaces from it)",
+                        f"the OBJ face at line {line} names a vertex twice, not side by side, "
+                        "and goes on on the next line (Blender and trimesh read two different "
+                        "surfaces from it)",
                     )
-            lines += block.count(b"\n") - 1
+                split = True
+            lines += block.count(b"\n")
+    return split
+
+
+def faces_to_split(block: bytes) -> Iterator[tuple[int, int, list[bytes]]]:
+    """(start, end, corner words) of each face of `block` (whole lines) that names a vertex
+    twice, not side by side, and is no star (the comment above OBJ_LONG_FACE): its line's span
+    in `block`, its newline excluded, and its corners (`1/2/3` words; a `#` ends the line)."""
+    framed = b"\n" + block  # a match starts at the newline before its line: framed[i] = block[i-1]
+    for face in OBJ_LONG_FACE.finditer(framed):
+        start = face.start()
+        end = block.find(b"\n", start)
+        end = len(block) if end < 0 else end
+        words = block[start:end].partition(b"#")[0].split()[1:]
+        vertices = [word.split(b"/")[0] for word in words]
+        corners = _apart(vertices)
+        if len(set(corners)) < len(corners) and not _fan_without_area(vertices):
+            yield start, end, words
+
+
+def face_loops(words: list[bytes]) -> list[list[bytes]]:
+    """The loops the corners `words` of a face are read as (the rule above OBJ_LONG_FACE), in
+    order, each with no vertex twice and 3 corners or more; each corner keeps its word (its
+    texture and normal indices too)."""
+    loops: list[list[bytes]] = []
+    pending = [words]  # a stack, not recursion: a face may have thousands of corners
+    while pending:
+        corners = pending.pop()
+        keys = [word.split(b"/")[0] for word in corners]
+        kept = [i for i in range(len(keys)) if keys[i] != keys[i - 1]] or [0]  # runs as one
+        corners, keys = [corners[i] for i in kept], [keys[i] for i in kept]
+        first: dict[bytes, int] = {}
+        for second, key in enumerate(keys):
+            if key in first:
+                head = first[key]
+                pending.append(corners[second:] + corners[:head])  # split again, after
+                pending.append(corners[head:second])
+                break
+            first[key] = second
+        else:
+            if len(corners) >= 3:
+                loops.append(corners)
+    return loops
+
+
+def split_obj_faces(block: bytes) -> bytes:
+    """`block` (whole lines) with each face `faces_to_split` finds replaced, in its place (its
+    group and material stay its loops'), by its loops (`face_loops`), one `f` line each; a face
+    with none leaves an empty line. Every other byte as it is. The one rewrite both readers'
+    bytes go through (`split_obj_text`, `blender_input`)."""
+    pieces, position = [], 0
+    for start, end, words in faces_to_split(block):
+        loops = face_loops(words)
+        pieces += [block[position:start], b"\n".join(b"f " + b" ".join(c) for c in loops)]
+        position = end
+    pieces.append(block[position:])
+    return b"".join(pieces)
+
+
+def split_obj_text(path: Path) -> bytes:
+    """The OBJ at `path` as trimesh is given it when `check_obj_faces` says it has faces to
+    split: all its bytes, each block through `split_obj_faces`."""
+    with open(path, "rb") as handle:
+        return b"".join(split_obj_faces(block) for block in line_blocks(handle))
 
 
 def _fan_without_area(corners: list[bytes]) -> bool:
@@ -918,20 +996,39 @@ def defined_materials(copy: Path) -> dict[str, bool]:
     return states_kd
 
 
-def referenced_files(path: Path, root: Path) -> list[Path]:
-    """Every file `path` makes an importer read, each resolved and checked inside `root`."""
+def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
+    """(the files `path` makes an importer read, each resolved and checked inside `root`; the
+    optional ones it names that are missing: an OBJ's `mtllib` files and their texture maps, a
+    glTF's images, each as the file writes it, a texture as its MTL does). The object is read
+    without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
+    stage lists them in the manifest (`missing`). One stat each, which the check of the files
+    that exist needs anyway: no image is opened."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
-    found: list[Path | None] = []
+    found: list[Path] = []
+    missing: list[str] = []
+
+    def reference(folder: Path, name: str) -> Path | None:
+        file = resolve_reference(root, folder, name, required=False)
+        if file is None:
+            missing.append(_named(name))
+        else:
+            found.append(file)
+        return file
+
     if suffix == ".obj":
         for name in obj_material_libraries(path):
-            mtl = resolve_reference(root, base, name, required=False)
-            found.append(mtl)
+            mtl = reference(base, name)
             if mtl is not None:
-                found += [resolve_reference(root, mtl.parent, m, False) for m in _mtl_maps(mtl)]
+                for texture in _mtl_maps(mtl):
+                    reference(mtl.parent, texture)
     elif suffix in GLTF_SUFFIXES:
-        found += [file for _, _, file in _gltf_references(gltf_document(path), base, root)]
-    return [file for file in found if file is not None]
+        for _, name, file in _gltf_references(gltf_document(path), base, root):
+            if file is None:
+                missing.append(_named(name))
+            else:
+                found.append(file)
+    return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
 def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
@@ -1000,7 +1097,7 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     # inside the root; a copied file's bytes are compared as they are copied, the others' here
     resolved = listed_file(path, root, "" if copied else sha256)
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
-    check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
+    split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
     if not copied:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
@@ -1009,14 +1106,15 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     if suffix in GLTF_SUFFIXES:
         copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
     else:
-        copy, digest = _obj_copy(resolved, root, folder)
+        copy, digest = _obj_copy(resolved, root, folder, split)
     if sha256 and digest != sha256:
         raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
     return copy
 
 
-def _obj_copy(resolved: Path, root: Path, folder: Path) -> tuple[Path, str]:
-    """(the OBJ copy, the sha256 of the bytes read): see `blender_input`."""
+def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Path, str]:
+    """(the OBJ copy, the sha256 of the bytes read): see `blender_input`. With `split`, its
+    faces that name a vertex twice apart are split as trimesh's are (`split_obj_faces`)."""
     libraries = []
     for name in obj_material_libraries(resolved):
         mtl = resolve_reference(root, resolved.parent, name, required=False)
@@ -1030,12 +1128,14 @@ def _obj_copy(resolved: Path, root: Path, folder: Path) -> tuple[Path, str]:
             digest.update(block)
             # Any statement that mentions a material library, in any case, is blanked (ours
             # come first), but for those that name a material, object or group.
-            position = 0
+            pieces, position = [], 0
             for start, end, text in mtllib_statements(block):
                 if text.split(maxsplit=1)[0] not in NAMING_KEYWORDS:
-                    out.write(block[position:start] + b"\n" * block.count(b"\n", start, end))
+                    pieces.append(block[position:start] + b"\n" * block.count(b"\n", start, end))
                     position = end
-            out.write(block[position:])
+            pieces.append(block[position:])
+            # blanking keeps every line, so the faces found in the user's bytes are still whole
+            out.writelines([split_obj_faces(b"".join(pieces))] if split else pieces)
     return copy, digest.hexdigest()
 
 
@@ -1540,9 +1640,10 @@ def _check_sparse(document, views, sizes, sparse, count: int, element: int, what
             )
 
 
-def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
+def validate_file(path: Path, root: Path, geometry: bool = True) -> list[str]:
     """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
+    Returns the optional files it names that are missing (`references`), for the manifest.
     """
     path = Path(path)
     resolved = real_path(path)
@@ -1550,9 +1651,10 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> None:
         raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
     check_suffix(path)
     check_bytes(path)
-    referenced_files(path, root)
+    missing = references(path, root)[1]
     if geometry:
         check_geometry(path)
+    return missing
 
 
 # The formats whose `check_geometry` reads the file's own bytes only (no materials, textures or

@@ -37,9 +37,17 @@ def meshes(
         check_training_batch(out, params_file)
     ok = summary.counts.get("ok", 0)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
+    # ok, but read without a material or texture it names: said here, where a researcher
+    # looks first, not only in the manifest
+    lacking = (
+        f" ({summary.lacking} naming an MTL or texture the source lacks, read without it: "
+        f"`cg3d inspect {out}` lists them)"
+        if summary.lacking
+        else ""
+    )
     say(
         f"{summary.objects} objects from {config.source} in {len(summary.classes)} classes into "
-        f"{out}: ok {ok}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
+        f"{out}: ok {ok}{lacking}; failed {summary.objects - ok}{f' ({failed})' if failed else ''} "
         f"({summary.chunks_run} of {summary.chunks_total} chunks validated, the rest already done)"
         + (f"; {summary.excluded} excluded by meshes.exclude" if config.exclude else "")
     )
@@ -166,7 +174,12 @@ def inspect_command(
         Path | None,
         typer.Option(help="The meshes folder that names the classes (default: DIR/../meshes)."),
     ] = None,
-    failures: Annotated[int, typer.Option(help="Failures listed (0: all).", min=0)] = 20,
+    failures: Annotated[
+        int,
+        typer.Option(
+            help="Failures (and objects lacking a file they name) listed (0: all).", min=0
+        ),
+    ] = 20,
 ) -> None:
     """What a folder holds: ids, per-class counts, failures with reasons, and what made it."""
     import json
@@ -205,6 +218,16 @@ def inspect_command(
         console.print(table)
         if len(listed) < len(found.failures):
             more = len(found.failures) - len(listed)
+            console.print(f"  … {more} more (--failures 0: all)")
+    if found.lacking:  # ok objects, read without these: bounded as the failures are
+        listed = found.lacking[:failures] if failures else found.lacking
+        console.print(f"  {len(found.lacking)} ok objects name files the source lacks:")
+        table = Table("id", "missing (as the file names it)", box=None, padding=(0, 2))
+        for row in listed:
+            table.add_row(row["id"], row["missing"])
+        console.print(table)
+        if len(listed) < len(found.lacking):
+            more = len(found.lacking) - len(listed)
             console.print(f"  … {more} more (--failures 0: all)")
     for key, value in {**found.details, **found.made_by}.items():
         text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)

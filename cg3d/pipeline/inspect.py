@@ -1,7 +1,8 @@
 """`cg3d inspect DIR`: what a stage output, a shard set or a training run holds, and what made it.
 
 `inspect_folder(folder)` recognises the folder by its files (docs/formats.md):
-  meshes    manifest.parquet          ids, classes and splits of the manifest; failed rows
+  meshes    manifest.parquet          ids, classes and splits of the manifest; failed rows; ok
+                                      rows naming an MTL or texture the source lacks
   points    part-*.parquet            ids of the parts; failures.parquet
   render    part-*.tar                ids of the parts (tar headers only); failures.parquet
   captions  captions.parquet          ids; failures.parquet
@@ -55,6 +56,8 @@ class Inspection:
     classes: Counter = field(default_factory=Counter)
     splits: Counter = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
+    # a meshes folder's ok objects read without a file they name (id, missing: the names)
+    lacking: list[dict[str, str]] = field(default_factory=list)
     made_by: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +91,7 @@ class Inspection:
             "classes": dict(self.classes),
             "splits": dict(self.splits),
             "failures": self.failures,
+            "lacking": self.lacking,
             "made_by": self.made_by,
             "details": self.details,
         }
@@ -169,12 +173,14 @@ def read_json(path: Path) -> Any:
 def read_meshes(found: Inspection) -> None:
     from cg3d.formats.manifest import OK, failure_reason, manifest_rows
 
-    columns = ["id", "class_name", "split", "status", "error"]
+    columns = ["id", "class_name", "split", "status", "error", "missing"]
     for row in manifest_rows(found.folder, columns):
         if row["status"] == OK:
             found.ids.append(row["id"])
             found.classes[row["class_name"]] += 1
             found.splits[row["split"]] += 1
+            if row["missing"]:
+                found.lacking.append({"id": row["id"], "missing": ", ".join(row["missing"])})
         else:
             reason = failure_reason(row)
             found.failures.append({"id": row["id"], "stage": "meshes", "reason": reason})

@@ -30,7 +30,8 @@ def evaluated_surface(
     (decoding textures is most of an import's cost on textured files). `defined`: the only
     material names the file defines (an OBJ's MTLs, `meshio.defined_materials`), each with
     whether it states its base colour (Kd); any other material is the importer's invention
-    and colours nothing."""
+    and colours nothing, and so does a defined one that states neither Kd nor a texture the
+    points can read."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     parts, materials, material_index, images = [], [], {}, {}
     counts = {"loose_vertices": 0, "edges": 0}
@@ -57,6 +58,11 @@ def evaluated_surface(
                     else:
                         stated = bool(defined and defined.get(material.name))
                         spec = material_colors(material, images, stated)
+                        if defined is not None and not stated and spec.texture is None:
+                            # An MTL material with neither Kd nor a map: its colour is the
+                            # importer's default (Blender 0.8, trimesh 0.4; the MTL spec has
+                            # none), nobody's, as under a missing map: no colour.
+                            spec.base_color = np.full(3, np.nan)
                     materials.append(spec)
                 slots.append(material_index[material.name] if material is not None else -1)
             matrix = np.array(instance.matrix_world)

@@ -73,6 +73,12 @@ EDITS = {
         ),
         "its split column holds int64, not string",
     ),
+    "missing as one string": (  # optional to old manifests, but not of another type
+        pa.Table.from_pylist(rows(), SCHEMA).set_column(
+            SCHEMA.get_field_index("missing"), "missing", pa.array(["gone.mtl"] * 4)
+        ),
+        "its missing column holds string, not list<item: string>",
+    ),
 }
 
 

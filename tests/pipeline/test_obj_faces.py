@@ -2,15 +2,23 @@
 path (`load_mesh`), the meshes stage (`validate_file`) and the file handed to Blender
 (`blender_input`). A vertex repeated side by side is read (Blender drops the repeat, trimesh's
 fan adds only zero-area triangles), and so is a face whose every edge meets its first corner (a
-star: no surface to either); any other repeat apart, or vertex 0, is refused, naming the line.
-Before: one such file sampled by trimesh and read otherwise, or dropped, by Blender."""
+star: no surface to either); any other repeat apart is split into its loops before either
+reader sees it (the rule above `meshio.OBJ_LONG_FACE`); vertex 0 is refused, naming the line.
+Before: one such file sampled by trimesh and read otherwise, or dropped, by Blender; then
+(until the split) the whole model refused."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cg3d.geometry.meshio import MeshError, blender_input, load_mesh, validate_file
+from cg3d.geometry.meshio import (
+    MeshError,
+    blender_input,
+    face_loops,
+    load_mesh,
+    validate_file,
+)
 
 # A unit square in z=0 (vertices 1-4) and an apex (5); the first face, a triangle of area 0.5,
 # keeps the file a surface whatever the second face is.
@@ -42,20 +50,49 @@ def test_a_vertex_repeated_side_by_side_is_read_as_the_polygon_without_it(tmp_pa
     assert area(load_mesh(path)) == pytest.approx(0.5 + 1.0)  # the triangle and the square
 
 
-@pytest.mark.parametrize(
-    "face", ["f 1 2 3 4 2", "f 1 2 3 1 4", "f 2 1 3 1", "f 1 2 3 1 4 2", "f 1 2 1 3 2"]
-)
-def test_a_vertex_repeated_apart_is_refused_naming_the_line(tmp_path, face):
+# (face, the loops it is read as, their area on the unit square 1-4): worked by hand from the
+# rule, the areas from the square's geometry (a triangle of three of its corners is 0.5).
+SPLITS = [
+    ("f 1 2 3 4 2", ["f 2 3 4"], 0.5),  # and 2 1: two corners, dropped
+    ("f 1 2 3 1 4", ["f 1 2 3"], 0.5),  # and 1 4
+    ("f 2 1 3 1", [], 0.0),  # 1 3 and 1 2: nothing
+    ("f 1 2 3 1 4 2", ["f 1 2 3", "f 1 4 2"], 1.0),  # 1 4 2 then splits no more
+    ("f 1 2 1 3 2", ["f 1 3 2"], 0.5),  # 1 2 dropped; 1 3 2 has no repeat
+    ("f 1/1/1 2/2/2 3/3/3 4/4/4 2/5/5", ["f 2/2/2 3/3/3 4/4/4"], 0.5),  # corners keep words
+    ("f 1 2 2 3 4 2 # side by side, then apart", ["f 2 3 4"], 0.5),
+    ("f 1 2 3 4 3", ["f 3 1 2"], 0.5),  # Blender read it as nothing: now both read this
+]
+
+
+@pytest.mark.parametrize("face, loops, loop_area", SPLITS)
+def test_a_vertex_repeated_apart_is_read_as_its_loops_on_every_path(
+    tmp_path, face, loops, loop_area
+):
     path = tmp_path / "m.obj"
-    path.write_text(HEAD + "# the next face\n" + face + "\n")
-    for caller, call in readers(path, tmp_path).items():
-        with pytest.raises(MeshError) as caught:
-            call()
-        assert (caught.value.kind, caught.value.reason) == (
-            "unreadable",
-            "the OBJ face at line 8 names a vertex twice, not side by side (Blender and "
-            "trimesh read two different surfaces from it)",
-        ), caller
+    text = HEAD + "usemtl m\n" + face + "\nf 1 2 5\n"
+    path.write_text(text)
+    found = readers(path, tmp_path)
+    found["meshes stage"]()
+    assert area(load_mesh(path)) == pytest.approx(0.5 + loop_area + 0.5)
+    copy = found["blender input"]()
+    faces = [line for line in copy.read_text().splitlines() if line.startswith("f ")]
+    assert faces == ["f 1 2 5", *loops, "f 1 2 5"]  # in place, between the faces around it
+    assert path.read_text() == text  # the user's file untouched, nothing written beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copies", "m.obj"]
+
+
+def test_the_loops_of_a_face_by_the_rule():
+    """`face_loops` alone, on faces no square test reaches: a repeat inside a loop is split
+    again, loops come in the order of their corners, a thrice-named vertex."""
+
+    def loops(face: str) -> list[str]:
+        return [" ".join(w.decode() for w in loop) for loop in face_loops(face.encode().split())]
+
+    assert loops("1 2 3 4 5 3 6 7") == ["3 4 5", "3 6 7 1 2"]
+    assert loops("1 2 3 1 4 5 1 6 7") == ["1 2 3", "1 4 5", "1 6 7"]
+    assert loops("1 2 3 4 2 5 6 3") == ["2 3 4", "2 5 6 3 1"]  # 3 only once in each
+    assert loops("5 6 7 8") == ["5 6 7 8"]  # no repeat: itself
+    assert loops("1 2 1") == []
 
 
 @pytest.mark.parametrize("face", ["f 1 2 1 3", "f 1 2 1 2", "f 1 1 2 1 3", "f 3 2 3 4 3 1"])
@@ -88,15 +125,20 @@ def test_a_zero_or_a_ten_elsewhere_is_no_vertex_0(tmp_path, face):
 
 
 def test_the_face_is_found_past_the_first_block(tmp_path, monkeypatch):
-    """Line numbers count across the blocks the file is read in."""
+    """Faces are split in every block the file is read in, and line numbers count across them."""
     import cg3d.geometry.meshio as meshio
 
     blocks = meshio.line_blocks
     monkeypatch.setattr(meshio, "line_blocks", lambda handle: blocks(handle, size=64))
     path = tmp_path / "m.obj"
-    path.write_text(HEAD + "f 1 2 5\n" * 40 + "f 1 2 3 4 2\n")
-    with pytest.raises(MeshError, match="line 47 names a vertex twice"):
-        load_mesh(path)
+    path.write_text(HEAD + "f 1 2 5\n" * 40 + "f 1 2 3 4 2\n" + "f 1 2 3 1 4\n")
+    assert area(load_mesh(path)) == pytest.approx(0.5 * 41 + 0.5 + 0.5)
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    assert copy.read_text().splitlines()[-2:] == ["f 2 3 4", "f 1 2 3"]
+    path.write_text(HEAD + "f 1 2 5\n" * 40 + "f 1 2 3 4 2 \\\n 1\n")
+    for call in readers(path, tmp_path).values():  # a face split over lines: still refused
+        with pytest.raises(MeshError, match="line 47 names a vertex twice, not side by side, and"):
+            call()
 
 
 @pytest.mark.blender
@@ -167,3 +209,79 @@ def test_blender_reads_a_star_as_nothing_and_a_repeat_apart_by_where_its_corners
 
     for path in paths[:3]:  # trimesh's fan: only triangles that name a vertex twice
         assert area(trimesh.load(path, force="mesh", process=False)) == 0
+
+
+def blender_areas(paths: list[Path]) -> list[float]:
+    """The area Blender's OBJ importer reads from each file (in a subprocess: BLENDER_AREAS)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", BLENDER_AREAS, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [float(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("AREA")]
+
+
+@pytest.mark.blender
+def test_blender_reads_the_split_copy_with_trimeshs_area(tmp_path):
+    """What Blender is given (`blender_input`'s copy) reads, in Blender's importer, as the
+    area trimesh reads from the user's file: the two readings are one again. On the original
+    files they differed (the test above: 0.5 against 1.5 for "f 1 2 3 4 2")."""
+    square = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0.5 0.5 1\nf 1 2 5\n"
+    faces = [face for face, _, _ in SPLITS] + ["f 1 2 5 2 3 4", "f 3 2 1 4 1", "f 1 2 1 3"]
+    paths, copies = [], []
+    for number, face in enumerate(faces):
+        paths.append(tmp_path / f"{number}.obj")
+        paths[-1].write_text(square + face + "\n")
+        copies.append(blender_input(paths[-1], tmp_path, "", tmp_path / f"copy-{number}"))
+    read = blender_areas(copies)
+    assert len(read) == len(faces)
+    for face, path, blender in zip(faces, paths, read, strict=True):
+        assert blender == pytest.approx(area(load_mesh(path)), abs=1e-5), face
+
+
+@pytest.mark.blender
+def test_the_points_and_the_views_of_a_split_face_are_its_loops(tmp_path):
+    """ "f 1 2 3 4 2" on the unit square (beside the triangle 1 2 5 that makes the object 3D):
+    the fast path's points, Blender's points and Blender's views are each those of the file
+    that holds the triangle 2 3 4 instead, and not those of the square."""
+    from cg3d.params import RenderConfig, SampleConfig
+    from cg3d.pipeline.sample import PointsReader
+    from tests.render.helpers import render_views
+
+    files = {}
+    for name, face in (("split", "f 1 2 3 4 2"), ("loop", "f 2 3 4"), ("square", "f 1 2 3 4")):
+        files[name] = tmp_path / name / "m.obj"
+        files[name].parent.mkdir()
+        files[name].write_text(HEAD + face + "\n")
+    fast = PointsReader(SampleConfig(points=1024))
+    with PointsReader(SampleConfig(points=1024, colors=True)) as blender:
+        clouds = {
+            (name, way): read(path, "y", "m")[0][:, :3]
+            for name, path in files.items()
+            for way, read in (("fast", fast), ("blender", blender))
+        }
+
+    def farthest(a: np.ndarray, b: np.ndarray) -> float:
+        """How far the point of `a` farthest from `b` is from it."""
+        return float(np.linalg.norm(a[:, None] - b[None], axis=2).min(axis=1).max())
+
+    for way in ("fast", "blender"):  # the same object id: the same draws on the same surface
+        np.testing.assert_allclose(clouds["split", way], clouds["loop", way], atol=1e-6)
+        assert farthest(clouds["square", way], clouds["split", way]) > 0.15  # the half it lacks
+    assert farthest(clouds["split", "fast"], clouds["split", "blender"]) < 0.1
+    assert farthest(clouds["split", "blender"], clouds["split", "fast"]) < 0.1
+
+    config = RenderConfig(views=4, resolution=64, background="transparent")
+    masks = {
+        name: np.stack(
+            [v[:, :, 3] > 0 for v in render_views(path, "y", config, flat=True)[0].values()]
+        )
+        for name, path in files.items()
+    }
+    assert masks["split"].sum() > 500
+    assert (masks["split"] != masks["loop"]).sum() == 0
+    assert (masks["split"] != masks["square"]).sum() > 100

@@ -94,6 +94,33 @@ def test_a_material_no_mtl_defines_gives_the_points_no_colour(tmp_path, mtl):
     assert np.abs(rgb - NO_COLOR).max() < 1e-6
 
 
+def test_an_mtl_material_with_neither_kd_nor_a_map_gives_the_points_no_colour(tmp_path):
+    """Only `Ns`: Blender's importer puts its 0.8 under it (trimesh its 0.4; the MTL spec
+    gives no default), which the points took as the author's colour (0.906, has_color)."""
+    path = textured_cube(tmp_path)
+    (tmp_path / "cube.mtl").write_text("newmtl skin\nNs 10\nillum 2\n")
+    rgb, has_color = sampled(path)
+    assert not has_color  # it was True, every point 0.906
+    assert np.abs(rgb - NO_COLOR).max() < 1e-6
+
+
+def test_of_two_mtl_materials_only_the_one_stating_kd_colours_its_points(tmp_path):
+    """The cube's first three quads under `kd` (Kd GREEN), the rest under `bare` (no Kd): the
+    object has colour, and the points of the bare faces are the no-colour grey."""
+    path = textured_cube(tmp_path)
+    lines = path.read_text().splitlines()
+    first_face = next(i for i, line in enumerate(lines) if line.startswith("f "))
+    lines[first_face - 1] = "usemtl kd"  # the `usemtl skin` line
+    lines.insert(first_face + 3, "usemtl bare")
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "cube.mtl").write_text("newmtl kd\nKd 0.2 0.6 0.2\nnewmtl bare\nNs 10\n")
+    rgb, has_color = sampled(path)
+    assert has_color
+    green = np.abs(rgb - [srgb(c) for c in GREEN]).max(axis=1) < 0.01
+    grey = np.abs(rgb - NO_COLOR).max(axis=1) < 1e-6
+    assert (green | grey).all() and green.sum() > 50 and grey.sum() > 50
+
+
 def gltf_with_a_missing_image(folder: Path) -> Path:
     """Blender's textured cube GLB split into a .gltf + .bin whose image URI names no file."""
     glb = blender_file("textured", folder / "textured.glb").read_bytes()

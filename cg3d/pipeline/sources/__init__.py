@@ -73,6 +73,7 @@ class Summary:
     chunks_run: int
     chunks_total: int
     excluded: int = 0  # objects `meshes.exclude` named, left out before any work
+    lacking: int = 0  # ok objects whose mesh names a file the source lacks (`missing`)
 
 
 def source_listing(name: str) -> Callable[[MeshesConfig, Path], Listing]:
@@ -139,7 +140,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         description="validating meshes",
     )
     parts = [output.part(i) for i in range(len(listing_parts))]
-    counts = merge_parts(parts, work / "merge", out_dir, STAGE, Path(root))
+    counts, lacking = merge_parts(parts, work / "merge", out_dir, STAGE, Path(root))
     write_classes(listing.classes, out_dir)
     shutil.rmtree(work)
     return Summary(
@@ -149,6 +150,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         len(pending),
         len(listing_parts),
         excluded.count if excluded else 0,
+        lacking,
     )
 
 
@@ -237,7 +239,8 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
         path = Path(row["path"])
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
-            validate_file(path, Path(root), geometry=False)  # refuses what lies outside unread
+            # refuses what lies outside unread; an MTL or texture it lacks is only listed
+            row["missing"] = validate_file(path, Path(root), geometry=False)
             content = (file_sha256(path), path.suffix.lower())
             if content not in passed:
                 check_geometry(path)

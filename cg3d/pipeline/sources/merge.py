@@ -41,9 +41,10 @@ COPIES = pa.schema([("id", pa.string()), ("original", pa.string()), ("note", pa.
 
 def merge_parts(
     parts: list[Path], work: Path, out_dir: Path, stage: str, root: Path | None = None
-) -> Counter:
+) -> tuple[Counter, int]:
     """Write `out_dir`'s manifest.parquet (recording the source `root`) and failures.parquet
-    from the validation `parts`; return the count of rows by status."""
+    from the validation `parts`; return the count of rows by status, and of the `ok` rows
+    whose mesh names a file the source lacks (a non-empty `missing`)."""
     shutil.rmtree(work, ignore_errors=True)
     schema = pq.read_schema(parts[0]) if parts else None
     by_id = sorted_runs(_tables(parts), ["id"], work / "by-id")
@@ -56,6 +57,7 @@ def merge_parts(
     copies_by_id = sorted_runs(copies, ["id"], work / "copies")
     rows = _marked(merged_rows(by_id, ["id"]), merged_rows(copies_by_id, ["id"]))
     counts: Counter = Counter()
+    lacking = 0
     with (
         manifest_writer(out_dir, root) as write_manifest,
         failures_writer(out_dir / FAILURES_NAME) as write_failures,
@@ -63,11 +65,14 @@ def merge_parts(
         for table in _tables_of(rows, schema):
             write_manifest(table)
             counts.update(table.column("status").to_pylist())
+            ok = pc.equal(table.column("status"), OK)
+            lacks = pc.greater(pc.list_value_length(table.column("missing")), 0)
+            lacking += pc.sum(pc.and_(ok, lacks)).as_py() or 0
             failed = table.filter(pc.not_equal(table.column("status"), OK))
             if failed.num_rows:
                 write_failures(_failure_rows(failed, stage))
     shutil.rmtree(work)
-    return counts
+    return counts, lacking
 
 
 def _failure_rows(failed: pa.Table, stage: str) -> pa.Table:

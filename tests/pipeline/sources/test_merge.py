@@ -26,11 +26,12 @@ def small_runs(monkeypatch):
     monkeypatch.setattr(merge, "WRITE_ROWS", 30)
 
 
-def row(object_id: str, sha: str, status: str = "ok") -> dict:
+def row(object_id: str, sha: str, status: str = "ok", missing: tuple = ()) -> dict:
     return {
         "id": object_id, "source": "folder", "path": f"{object_id}.obj", "class_name": "c",
         "synonyms": [], "name": "", "split": "train", "up_axis": "y", "sha256": sha,
         "status": status, "error": "" if status == "ok" else f"{status} file",
+        "missing": list(missing),
     }  # fmt: skip
 
 
@@ -48,12 +49,12 @@ def test_a_hand_made_case(tmp_path: Path, small_runs) -> None:
         row("d", "h1"),  # a copy of b (same hash, later id)
         row("b", "h1"),
         row("a", "h1", "unreadable"),  # not ok: never an original
-        row("c", "h2"),
-        row("e", "h2"),
+        row("c", "h2", missing=["c.mtl"]),  # ok, naming a file the source lacks
+        row("e", "h2", missing=["c.mtl"]),  # its duplicate: not counted again
         row("f", "h3"),
     ]
     parts = write_parts(rows, tmp_path / "parts", 2)
-    counts = merge.merge_parts(parts, tmp_path / "work", tmp_path, "meshes")
+    counts, lacking = merge.merge_parts(parts, tmp_path / "work", tmp_path, "meshes")
     got = [(r["id"], r["status"], r["error"]) for r in manifest_rows(tmp_path)]
     assert got == [
         ("a", "unreadable", "unreadable file"),
@@ -64,6 +65,7 @@ def test_a_hand_made_case(tmp_path: Path, small_runs) -> None:
         ("f", "ok", ""),
     ]
     assert counts == {"ok": 3, "duplicate": 2, "unreadable": 1}
+    assert lacking == 1
     assert read_failures(tmp_path / "failures.parquet") == [
         {"id": "a", "stage": "meshes", "reason": "unreadable: unreadable file"},
         {"id": "d", "stage": "meshes", "reason": "duplicate: same content as b"},

@@ -1,0 +1,191 @@
+"""A mesh that names an MTL or a texture the source lacks is `ok` (read without it), and says
+so: the manifest's `missing` column, the meshes stage's summary line, `cg3d inspect`. A
+manifest written before the column existed still reads, as lacking nothing."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cg3d.cli import app
+from cg3d.formats.manifest import (
+    MANIFEST_NAME,
+    SCHEMA,
+    manifest_batches,
+    manifest_rows,
+    manifest_tables,
+    read_manifest,
+)
+from cg3d.params import MeshesConfig
+from cg3d.pipeline.inspect import inspect_folder
+from cg3d.pipeline.sources import build_manifest
+
+# A unit square, two triangles: each file below differs by its first lines (no duplicates).
+SQUARE = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3\nf 1 3 4\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def gltf_naming_image(path: Path, image: str) -> Path:
+    """A .gltf of one triangle, its buffer embedded, naming the image file `image`."""
+    import base64
+    import struct
+
+    data = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + struct.pack("<3H", 0, 1, 2)
+    document = {
+        "asset": {"version": "2.0"},
+        "buffers": [
+            {
+                "uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode(),
+                "byteLength": len(data),
+            }
+        ],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": 36},
+            {"buffer": 0, "byteOffset": 36, "byteLength": 6},
+        ],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 3,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 0],
+            },
+            {"bufferView": 1, "componentType": 5123, "count": 3, "type": "SCALAR"},
+        ],  # fmt: skip
+        "images": [{"uri": image}],
+        "textures": [{"source": 0}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "material": 0}]}],
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+        "scene": 0,
+    }
+    return write(path, json.dumps(document))
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A folder source: every kind of missing reference, and objects that lack nothing."""
+    root = tmp_path / "src"
+    write(root / "chair" / "no_mtl.obj", "mtllib gone.mtl\nusemtl m\n" + SQUARE)
+    write(root / "chair" / "no_map.obj", "mtllib here.mtl\nusemtl m\n" + SQUARE)
+    # one texture named twice, by two statements: listed once
+    write(
+        root / "chair" / "here.mtl", "newmtl m\nKd 1 0 0\nmap_Kd tex/wood.png\nbump tex/wood.png\n"
+    )
+    write(root / "chair" / "whole.obj", "mtllib whole.mtl\nusemtl w\n" + SQUARE)
+    write(root / "chair" / "whole.mtl", "newmtl w\nmap_Kd grain.png\n")
+    write(root / "chair" / "grain.png", "not decoded: a stat is all the check does")
+    write(root / "table" / "plain.obj", SQUARE)
+    gltf_naming_image(root / "table" / "no_image.gltf", "maps/base%20colour.png")
+    gltf_naming_image(root / "table" / "image.gltf", "img.png")
+    write(root / "table" / "img.png", "x")
+    return root
+
+
+def run_meshes(root: Path, out: Path):
+    return build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+
+
+def test_each_missing_mtl_texture_or_image_is_listed_on_an_ok_row(source, tmp_path):
+    out = tmp_path / "meshes"
+    summary = run_meshes(source, out)
+    rows = {Path(row["path"]).name: row for row in manifest_rows(out)}
+    assert {name: (row["status"], row["missing"]) for name, row in rows.items()} == {
+        "no_mtl.obj": ("ok", ["gone.mtl"]),
+        "no_map.obj": ("ok", ["tex/wood.png"]),
+        "whole.obj": ("ok", []),
+        "plain.obj": ("ok", []),
+        "no_image.gltf": ("ok", ["maps/base colour.png"]),  # the URI as a file name
+        "image.gltf": ("ok", []),
+    }
+    assert summary.counts == {"ok": 6} and summary.lacking == 3
+
+
+def test_a_reference_outside_the_root_is_still_a_failure_not_a_missing_file(tmp_path):
+    root = tmp_path / "src"
+    write(root / "chair" / "out.obj", "mtllib ../../elsewhere.mtl\n" + SQUARE)
+    write(tmp_path / "elsewhere.mtl", "newmtl m\n")
+    write(root / "chair" / "gone_outside.obj", "mtllib ../../nowhere.mtl\n" + SQUARE)
+    out = tmp_path / "meshes"
+    summary = run_meshes(root, out)
+    rows = {Path(row["path"]).name: row for row in manifest_rows(out)}
+    for name in ("out.obj", "gone_outside.obj"):  # existing or not: outside is outside
+        assert rows[name]["status"] == "outside_root" and rows[name]["missing"] == []
+    assert summary.lacking == 0
+
+
+def test_the_summary_line_and_inspect_name_them(source, tmp_path):
+    out = tmp_path / "meshes"
+    ran = CliRunner().invoke(
+        app, ["meshes", "--out", str(out), "--source", "folder", "--root", str(source)]
+    )
+    assert ran.exit_code == 0, ran.output
+    line = " ".join(ran.output.split())
+    assert "ok 6 (3 naming an MTL or texture the source lacks" in line
+    assert f"`cg3d inspect {out}` lists them" in line
+
+    found = inspect_folder(out)
+    by_id = {row["id"]: row for row in manifest_rows(out)}
+    assert sorted(by_id[row["id"]]["path"].rsplit("/", 1)[-1] for row in found.lacking) == [
+        "no_image.gltf",
+        "no_map.obj",
+        "no_mtl.obj",
+    ]
+    shown = CliRunner().invoke(app, ["inspect", str(out)])
+    text = " ".join(shown.output.split())
+    assert "3 ok objects name files the source lacks" in text
+    assert "gone.mtl" in text and "tex/wood.png" in text and "maps/base colour.png" in text
+    bounded = CliRunner().invoke(app, ["inspect", str(out), "--failures", "1"])
+    listed = [m for m in ("gone.mtl", "tex/wood.png", "base colour") if m in bounded.output]
+    assert len(listed) == 1 and "… 2 more (--failures 0: all)" in bounded.output
+
+
+def old_manifest(out: Path) -> list[dict]:
+    """A manifest as the meshes stage wrote it before the `missing` column: SCHEMA without it."""
+    older = pa.schema([column for column in SCHEMA if column.name != "missing"])
+    rows = [
+        {
+            "id": f"folder-chair_{i}",
+            "source": "folder",
+            "path": f"{i}.obj",
+            "class_name": "chair",
+            "synonyms": [],
+            "name": "",
+            "split": "train",
+            "up_axis": "y",
+            "sha256": "ab",
+            "status": "ok",
+            "error": "",
+        }  # fmt: skip
+        for i in range(3)
+    ]
+    out.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=older), out / MANIFEST_NAME)
+    return rows
+
+
+def test_a_manifest_from_before_the_column_reads_as_lacking_nothing(tmp_path):
+    out = tmp_path / "meshes"
+    rows = old_manifest(out)
+    assert [r.missing for r in read_manifest(out)] == [[], [], []]
+    assert [r.id for r in read_manifest(out)] == [row["id"] for row in rows]
+    assert [row["missing"] for row in manifest_rows(out, ["id", "missing"])] == [[], [], []]
+    assert [row["id"] for batch in manifest_batches(out) for row in batch] == [
+        row["id"] for row in rows
+    ]
+    (table,) = list(manifest_tables(out, ["id", "missing"]))
+    assert table.column("missing").to_pylist() == [[], [], []]
+    assert table.column("id").to_pylist() == [row["id"] for row in rows]
+    found = inspect_folder(out)
+    assert found.ids == [row["id"] for row in rows] and found.lacking == []
