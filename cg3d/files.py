@@ -417,34 +417,44 @@ ZERO_PROBE_BYTES = 4096
 
 
 def zero_ends(path: Path, tail: bool = True) -> str:
-    """ "" unless the file at `path` starts (or, with `tail`, ends) in ZERO_PROBE_BYTES zero
-    bytes; then the words saying so. Reads at most twice that (a 3 GB sparse file included).
-    `tail` is for formats that never end in zeros (a zip: its end record is last), not for a
-    tar (zero blocks end it) or a GLB or safetensors file (zero weights are real data)."""
+    """ "" unless the file at `path` starts (or, with `tail`, ends: `zero_tail`) in
+    ZERO_PROBE_BYTES zero bytes; then the words saying so. Reads at most twice that (a 3 GB
+    sparse file included). `tail` is for formats that never end in zeros (a zip: its end record
+    is last), not for a tar (zero blocks end it) or a GLB or safetensors file (zero weights are
+    real data)."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(ZERO_PROBE_BYTES)
-            if size > ZERO_PROBE_BYTES and tail:
-                handle.seek(size - ZERO_PROBE_BYTES)
-                end = handle.read(ZERO_PROBE_BYTES)
-            else:
-                end = b"x"
+        zeros = zero_tail(path) if tail else ""
     except OSError:
         return ""  # the caller's own read says what is wrong
     if head and not head.strip(b"\0"):
         if size <= ZERO_PROBE_BYTES:
             return f"all its {size} bytes are zero"
         return (
-            f"its first {ZERO_PROBE_BYTES} of {size} bytes are all zero: nothing was written "
+            f"its first {ZERO_PROBE_BYTES} bytes (of {size}) are all zero: nothing was written "
             "there, as in a preallocated or sparse file never filled"
         )
-    if not end.strip(b"\0"):
-        return (
-            f"truncated and zero-filled: its last {ZERO_PROBE_BYTES} of {size} bytes are all "
-            "zero, as a download cut short into a preallocated file leaves"
-        )
-    return ""
+    return f"truncated and zero-filled: {zeros}" if zeros else ""
+
+
+def zero_tail(path: Path) -> str:
+    """ "" unless the file at `path`, longer than ZERO_PROBE_BYTES, ends in that many zero
+    bytes; then the words saying so, for a reason after "truncated and zero-filled: " (a zip's,
+    a PLY's or STL's) or after what a reading of the zeros came to (a GLB's without area).
+    A shorter run proves nothing; a file all zeros is the head check's (`zero_ends`)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= ZERO_PROBE_BYTES:
+            return ""
+        handle.seek(size - ZERO_PROBE_BYTES)
+        if handle.read(ZERO_PROBE_BYTES).strip(b"\0"):
+            return ""
+    return (
+        f"its last {ZERO_PROBE_BYTES} bytes (of {size}) are all zero, as a download cut short "
+        "into a preallocated file leaves"
+    )
 
 
 def why_not_a_file(path: str | Path) -> str:

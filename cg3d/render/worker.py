@@ -281,6 +281,7 @@ class Renderer:
         surface in that frame (the triangles the views show; their colours too with `colors`).
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
+        from cg3d.files import zero_tail
         from cg3d.geometry.frame import canonical_rotation, normalization
         from cg3d.geometry.meshio import (
             Mesh,
@@ -288,7 +289,6 @@ class Renderer:
             blender_input,
             check_mesh,
             defined_materials,
-            zero_tail,
         )
         from cg3d.render.surface import evaluated_surface
 

@@ -418,8 +418,8 @@ def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
     filled = tmp_path / "filled.pt"
     filled.write_bytes(whole[: size // 2] + bytes(size - size // 2))
     assert _load_line(filled) == (
-        f"{filled}: not a readable checkpoint (truncated and zero-filled: its last 4096 of "
-        f"{size} bytes are all zero, as a download cut short into a preallocated file leaves)"
+        f"{filled}: not a readable checkpoint (truncated and zero-filled: its last 4096 bytes "
+        f"(of {size}) are all zero, as a download cut short into a preallocated file leaves)"
     )
     filled.write_bytes(whole[: size * 99 // 100] + bytes(size - size * 99 // 100))
     assert "truncated and zero-filled" in _load_line(filled)
@@ -428,8 +428,8 @@ def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
     with open(sparse, "wb") as handle:
         handle.truncate(3 * 2**30)
     assert _load_line(sparse) == (
-        f"{sparse}: not a readable checkpoint (its first 4096 of {3 * 2**30} bytes are all "
-        "zero: nothing was written there, as in a preallocated or sparse file never filled)"
+        f"{sparse}: not a readable checkpoint (its first 4096 bytes (of {3 * 2**30}) are "
+        "all zero: nothing was written there, as in a preallocated or sparse file never filled)"
     )
     few = tmp_path / "few.pt"
     few.write_bytes(bytes(100))
