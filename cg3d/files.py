@@ -226,10 +226,13 @@ def not_utf8_line(error: UnicodeEncodeError) -> str | None:
     (an input folder named `bad\\xff`: a traceback)."""
     if error.reason != "surrogates not allowed" or not isinstance(error.object, str):
         return None
-    return (
-        f"{shown_name(error.object)} is not a UTF-8 name; rename it (or give a path that is) "
-        "to read or write it"
-    )
+    return not_utf8_name(error.object)
+
+
+def not_utf8_name(name: str) -> str:
+    """The words for a path `name` that is not UTF-8 (its bad bytes as surrogates): one
+    wording wherever it is found, an --out folder checked early or a name refused deep in."""
+    return f"{shown_name(name)} is not a UTF-8 name; rename it (or give a path that is) to read or write it"
 
 
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
@@ -240,10 +243,7 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
         os.path.abspath(folder).encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(
-            f"{option}: {shown_name(os.path.abspath(folder))} is not a UTF-8 name; choose a "
-            "folder whose path is"
-        ) from None
+        raise UsageError(f"{option}: {not_utf8_name(os.path.abspath(folder))}") from None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # .dvcignore names the probe: one left by a kill between its creation and removal never
