@@ -23,6 +23,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cg3d.errors import UsageError
 
@@ -561,13 +562,15 @@ def require_folder(path: str | Path, option: str = "", missing: str | None = Non
     raise UsageError(f"{where}{named} {why}")
 
 
-def shown_name(name: str | Path, limit: int = 120) -> str:
-    """`name` quoted for a message, cut to `limit` characters with its length said: a file
-    names another of 5000 characters, and the failure row should still be a line."""
-    text = str(name)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}… ({len(text)} characters)"
+def shown_name(value: Any, limit: int = 120) -> str:
+    """`value` for a message, cut to `limit` characters with its length said: a file names
+    another of 5000 characters, a params file holds a 900 KB string, and the failure row or
+    error should still be a line. A name (str, Path) is quoted; any other value is its repr."""
+    if isinstance(value, str | Path):
+        text = str(value)
+        return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
