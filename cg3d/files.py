@@ -23,6 +23,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cg3d.errors import UsageError
 
@@ -226,10 +227,13 @@ def not_utf8_line(error: UnicodeEncodeError) -> str | None:
     (an input folder named `bad\\xff`: a traceback)."""
     if error.reason != "surrogates not allowed" or not isinstance(error.object, str):
         return None
-    return (
-        f"{shown_name(error.object)} is not a UTF-8 name; rename it (or give a path that is) "
-        "to read or write it"
-    )
+    return not_utf8_name(error.object)
+
+
+def not_utf8_name(name: str) -> str:
+    """The words for a path `name` that is not UTF-8 (its bad bytes as surrogates): one
+    wording wherever it is found, an --out folder checked early or a name refused deep in."""
+    return f"{shown_name(name)} is not a UTF-8 name; rename it (or give a path that is) to read or write it"
 
 
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
@@ -240,10 +244,7 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
         os.path.abspath(folder).encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(
-            f"{option}: {shown_name(os.path.abspath(folder))} is not a UTF-8 name; choose a "
-            "folder whose path is"
-        ) from None
+        raise UsageError(f"{option}: {not_utf8_name(os.path.abspath(folder))}") from None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # .dvcignore names the probe: one left by a kill between its creation and removal never
@@ -417,34 +418,44 @@ ZERO_PROBE_BYTES = 4096
 
 
 def zero_ends(path: Path, tail: bool = True) -> str:
-    """ "" unless the file at `path` starts (or, with `tail`, ends) in ZERO_PROBE_BYTES zero
-    bytes; then the words saying so. Reads at most twice that (a 3 GB sparse file included).
-    `tail` is for formats that never end in zeros (a zip: its end record is last), not for a
-    tar (zero blocks end it) or a GLB or safetensors file (zero weights are real data)."""
+    """ "" unless the file at `path` starts (or, with `tail`, ends: `zero_tail`) in
+    ZERO_PROBE_BYTES zero bytes; then the words saying so. Reads at most twice that (a 3 GB
+    sparse file included). `tail` is for formats that never end in zeros (a zip: its end record
+    is last), not for a tar (zero blocks end it) or a GLB or safetensors file (zero weights are
+    real data)."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(ZERO_PROBE_BYTES)
-            if size > ZERO_PROBE_BYTES and tail:
-                handle.seek(size - ZERO_PROBE_BYTES)
-                end = handle.read(ZERO_PROBE_BYTES)
-            else:
-                end = b"x"
+        zeros = zero_tail(path) if tail else ""
     except OSError:
         return ""  # the caller's own read says what is wrong
     if head and not head.strip(b"\0"):
         if size <= ZERO_PROBE_BYTES:
             return f"all its {size} bytes are zero"
         return (
-            f"its first {ZERO_PROBE_BYTES} of {size} bytes are all zero: nothing was written "
+            f"its first {ZERO_PROBE_BYTES} bytes (of {size}) are all zero: nothing was written "
             "there, as in a preallocated or sparse file never filled"
         )
-    if not end.strip(b"\0"):
-        return (
-            f"truncated and zero-filled: its last {ZERO_PROBE_BYTES} of {size} bytes are all "
-            "zero, as a download cut short into a preallocated file leaves"
-        )
-    return ""
+    return f"truncated and zero-filled: {zeros}" if zeros else ""
+
+
+def zero_tail(path: Path) -> str:
+    """ "" unless the file at `path`, longer than ZERO_PROBE_BYTES, ends in that many zero
+    bytes; then the words saying so, for a reason after "truncated and zero-filled: " (a zip's,
+    a PLY's or STL's) or after what a reading of the zeros came to (a GLB's without area).
+    A shorter run proves nothing; a file all zeros is the head check's (`zero_ends`)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= ZERO_PROBE_BYTES:
+            return ""
+        handle.seek(size - ZERO_PROBE_BYTES)
+        if handle.read(ZERO_PROBE_BYTES).strip(b"\0"):
+            return ""
+    return (
+        f"its last {ZERO_PROBE_BYTES} bytes (of {size}) are all zero, as a download cut short "
+        "into a preallocated file leaves"
+    )
 
 
 def why_not_a_file(path: str | Path) -> str:
@@ -551,13 +562,15 @@ def require_folder(path: str | Path, option: str = "", missing: str | None = Non
     raise UsageError(f"{where}{named} {why}")
 
 
-def shown_name(name: str | Path, limit: int = 120) -> str:
-    """`name` quoted for a message, cut to `limit` characters with its length said: a file
-    names another of 5000 characters, and the failure row should still be a line."""
-    text = str(name)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}… ({len(text)} characters)"
+def shown_name(value: Any, limit: int = 120) -> str:
+    """`value` for a message, cut to `limit` characters with its length said: a file names
+    another of 5000 characters, a params file holds a 900 KB string, and the failure row or
+    error should still be a line. A name (str, Path) is quoted; any other value is its repr."""
+    if isinstance(value, str | Path):
+        text = str(value)
+        return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:

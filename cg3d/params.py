@@ -20,8 +20,12 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from cg3d.errors import UsageError
+from cg3d.files import shown_name
 
 T = TypeVar("T")
+# How much of a bad value an error quotes (`shown_name`): a params file of a 900 KB string gave
+# a 900 KB error "line".
+SHOWN_LIMIT = 200
 
 EXECUTORS = ("local", "ray")
 SOURCES = ("synthetic", "modelnet", "shapenet", "objaverse", "folder")
@@ -823,13 +827,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
-def _shown(value: Any, limit: int = 200) -> str:
-    """`value`'s repr for an error line, cut to `limit` characters with its length said: a
-    params file of a 900 KB string gave a 900 KB "line"."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
-
-
 def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -847,7 +844,9 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     """`value` as a `kind` field wants it, or a UsageError naming `key`."""
     if _is_section(kind):
         if not isinstance(value, dict):
-            raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
+            raise UsageError(
+                f"{key} must be a mapping of its parameters, got {shown_name(value, SHOWN_LIMIT)}"
+            )
         return build(kind, value, key)
     ok = {
         bool: isinstance(value, bool),
@@ -858,7 +857,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     if ok is None and typing.get_origin(kind) is dict:
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if not ok:
-        raise UsageError(f"{key} must be {_type_name(kind)}, got {_shown(value)}")
+        raise UsageError(f"{key} must be {_type_name(kind)}, got {shown_name(value, SHOWN_LIMIT)}")
     return float(value) if kind is float else value
 
 
@@ -916,15 +915,17 @@ def check(section: Any, where: str) -> None:
         key, value, meta = _key(where, f.name), getattr(section, f.name), f.metadata
         if _is_section(hints[f.name]):
             if not isinstance(value, hints[f.name]):
-                raise UsageError(f"{key} must be a mapping of its parameters, got {_shown(value)}")
+                raise UsageError(
+                    f"{key} must be a mapping of its parameters, got {shown_name(value, SHOWN_LIMIT)}"
+                )
             value.validate()
             continue
         _convert(value, hints[f.name], key)
         if not _finite(value):  # NaN passes every bound (all comparisons are false)
-            raise UsageError(f"{key} must be finite, got {_shown(value)}")
+            raise UsageError(f"{key} must be finite, got {shown_name(value, SHOWN_LIMIT)}")
         if meta.get("choices") and value not in meta["choices"]:
             raise UsageError(
-                f"{key} must be one of {', '.join(meta['choices'])}, got {_shown(value)}"
+                f"{key} must be one of {', '.join(meta['choices'])}, got {shown_name(value, SHOWN_LIMIT)}"
             )
         low, high = meta.get("low"), meta.get("high")
         if hints[f.name] is int and high is None:
@@ -938,7 +939,7 @@ def check(section: Any, where: str) -> None:
                 )
                 if text
             )
-            raise UsageError(f"{key} must be {bounds}, got {_shown(value)}")
+            raise UsageError(f"{key} must be {bounds}, got {shown_name(value, SHOWN_LIMIT)}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -947,7 +948,9 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set: expected section.key=value, got {_shown(assignment)}")
+            raise UsageError(
+                f"--set: expected section.key=value, got {shown_name(assignment, SHOWN_LIMIT)}"
+            )
         try:
             value = parse_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -982,7 +985,7 @@ def section_values(tree: dict[str, Any], path: str, where: str) -> dict[str, Any
             return {}
     if not isinstance(values, dict):
         raise UsageError(
-            f"{where}: {path} must be a mapping of its parameters, got {_shown(values)}"
+            f"{where}: {path} must be a mapping of its parameters, got {shown_name(values, SHOWN_LIMIT)}"
         )
     return values
 

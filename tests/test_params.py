@@ -313,7 +313,7 @@ def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "value,shown",
     [
-        ("x" * 900_000, "'" + "x" * 199 + "… (900002 characters)"),
+        ("x" * 900_000, "'" + "x" * 200 + "'… (900000 characters)"),
         ("[" + ", ".join(["1"] * 300_000) + "]", "[1, 1, 1"),
         ("9" * 4000, "9" * 200 + "… (4000 characters)"),
     ],

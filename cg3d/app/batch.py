@@ -217,9 +217,11 @@ def write_embeddings(rows: list[dict[str, Any]], array: np.ndarray, out: Path) -
         return [write_table(table, out)]
     out.parent.mkdir(parents=True, exist_ok=True)
     # The .csv names the array's rows: an earlier run's beside this run's array (a full disk
-    # at the .csv) would name the wrong shapes. So the pair is written whole or not at all.
+    # at the .csv) would name the wrong shapes. So the pair is written whole or not at all, and
+    # the earlier pair is removed whole first (a full disk at the .npy left its array alone).
     table = out.with_suffix(".csv")
     table.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
     write_npy(out, array)
     try:
         return [out, write_table(rows, table)]

@@ -205,11 +205,12 @@ def pair_metrics(
 
 
 def evaluate_pair(
-    model, entry: ModelEntry, dataset: DatasetEntry, config, card, about, text_file=None
+    model, entry: ModelEntry, dataset: DatasetEntry, config, card, about, text_features=None
 ) -> dict:
     """Score one model on one dataset and return its result record (clip_benchmark's shape).
 
-    `text_file`: class text features to use instead of the teacher's text tower."""
+    `text_features`: class text features (`read_text_features`) to use instead of the
+    teacher's text tower."""
     from cg3d.eval.readers import color_summary, open_benchmark
     from cg3d.eval.zeroshot import (
         audit_summary,
@@ -220,7 +221,7 @@ def evaluate_pair(
     benchmark = open_benchmark(
         dataset.name, dataset.root, dataset.variant, "test", config.allow_pickle
     )
-    text = file_text_features(model, benchmark.classes, text_file)
+    text = file_text_features(model, benchmark.classes, text_features)
     label = f"{entry.name} on {dataset.key}"  # several models score one dataset
     scores, labels, _ = score_benchmark(model, benchmark, config, text, label)
     channels = int(model.config["point_channels"])
@@ -291,7 +292,7 @@ def _benchmark_model(
     text_features: Path | None = None,
 ) -> list[dict]:
     """The rows of one model over every dataset (its weights loaded once, its towers lazily)."""
-    from cg3d.formats.textfeatures import features_about
+    from cg3d.formats.textfeatures import features_about, read_text_features
     from cg3d.models.checkpoint import load_model
     from cg3d.models.clip import loaded_weights_name
     from cg3d.models.hub import model_sha256
@@ -325,8 +326,9 @@ def _benchmark_model(
         # anything by that name is read, so that a FIFO or a folder is a failed pair saying
         # so (`read_text_features`), not the teacher's features in silence
         text_file = text_file if text_features is not None and os.path.lexists(text_file) else None
-        try:
-            made_by = features_about(text_file) if text_file else ""
+        try:  # read once: its record here, its rows for the pair (`evaluate_pair`)
+            found = read_text_features(text_file) if text_file else None
+            made_by = features_about(found) if found else ""
         except UsageError as error:
             rows.append(_row(entry, dataset, card, f"failed: {error}"))
             continue
@@ -338,7 +340,7 @@ def _benchmark_model(
         try:
             pair_config = dataclasses.replace(config, audit=dataset.audit, protocol=protocol)
             pair_about = about | {"settings": settings}
-            result = evaluate_pair(model, entry, dataset, pair_config, card, pair_about, text_file)
+            result = evaluate_pair(model, entry, dataset, pair_config, card, pair_about, found)
         except (UsageError, OSError) as error:
             rows.append(_row(entry, dataset, card, f"failed: {error}"))
             continue

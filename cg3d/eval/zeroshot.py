@@ -64,6 +64,12 @@ from cg3d.eval.results import (
 )
 from cg3d.files import atomic_path, why_not_a_folder, write_json
 from cg3d.formats.npy import read_npy
+from cg3d.formats.textfeatures import (
+    TextFeatures,
+    features_about,
+    features_for,
+    read_text_features,
+)
 from cg3d.params import ZeroShotConfig, bound_workers
 
 console = terminal.console(stderr=True)
@@ -265,16 +271,18 @@ def _cached_rows(path: Path, rows: int) -> np.ndarray | None:
     return features if usable and np.isfinite(features).all() else None
 
 
-def file_text_features(model, classes: list[str], path: Path | None) -> torch.Tensor | None:
-    """The rows of text-features file `path` for `classes` (None: no file given)."""
-    if path is None:
+def file_text_features(
+    model, classes: list[str], found: TextFeatures | None
+) -> torch.Tensor | None:
+    """The rows of the text-features file `found` (`read_text_features`) for `classes`, fitted
+    to `model` (None: no file given)."""
+    if found is None:
         return None
-    from cg3d.formats.textfeatures import features_for
     from cg3d.models.clip import clip_embed_dim
     from cg3d.models.text import display_name
 
     dim = clip_embed_dim(model.config["clip_model"])
-    features = features_for(Path(path), classes, dim, display_name, model.config["clip_model"])
+    features = features_for(found, classes, dim, display_name, model.config["clip_model"])
     return torch.from_numpy(features).to(model.device())
 
 
@@ -320,7 +328,6 @@ def zeroshot(
     model's text tower, which is then never built.
     """
     from cg3d.eval.plots import confusion_plot
-    from cg3d.formats.textfeatures import features_about, read_text_features
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -332,10 +339,10 @@ def zeroshot(
     # the user's files read before the model loads: a wrong one fails in seconds
     audit = audit_summary(config.audit)
     check_text_cache(config.text_cache, "eval.zeroshot.text_cache")
-    if text_features is not None:
-        read_text_features(Path(text_features))  # the file alone; its fit to the model below
+    # read once, here; its fit to the model once that is loaded
+    found = read_text_features(Path(text_features)) if text_features is not None else None
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
-    classes = file_text_features(model, benchmark.classes, text_features)
+    classes = file_text_features(model, benchmark.classes, found)
     started = time.perf_counter()
     scores, labels, keys = score_benchmark(model, benchmark, config, classes)
     seconds = time.perf_counter() - started
@@ -357,7 +364,7 @@ def zeroshot(
         "protocol": protocol.name,
         # which made the class prototypes
         "templates": f"file {text_features}" if text_features else protocol.templates_label(),
-        **({"text_features": features_about(text_features)} if text_features else {}),
+        **({"text_features": features_about(found)} if found else {}),
         "n_points": n_points,
         **model_identity(model, Path(checkpoint)),
         **colour_about,

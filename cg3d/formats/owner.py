@@ -123,6 +123,11 @@ def claim(folder: Path, command: str, harm: str = "would replace its files") -> 
     other command then took. Called where the command starts writing (never by a run refused
     before that: a refused run leaves no folder claimed)."""
     check_owner(folder, command, harm)
+    mark(folder, command)
+
+
+def mark(folder: Path, command: str) -> None:
+    """Mark `folder` as `command`'s (OWNER_MARK), its owner checked already (`claim`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if read_plan(folder / OWNER_MARK).get("command") != command:  # a rerun finds its own

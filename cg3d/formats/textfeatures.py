@@ -12,14 +12,16 @@ unpickled. `cg3d eval text-features` writes these; `cg3d eval zeroshot --text-fe
 reads them, and takes the rows by class name, whatever the benchmark's class order.
 """
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, loads_json, require_regular_file
+from cg3d.files import atomic_path, loads_json, require_regular_file
 from cg3d.formats.npy import read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
@@ -54,8 +56,19 @@ def write_text_features(
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """(features (C, D) float32, classes, the sidecar) of the file at `path`.
+@dataclass(frozen=True)
+class TextFeatures:
+    """A text-features file read once (`read_text_features`): what a command needs of it."""
+
+    path: Path
+    features: np.ndarray  # (C, D) float32
+    classes: list[str]  # the sidecar's names of the rows
+    about: dict[str, Any]  # the whole sidecar
+    sha256: str  # of the .npy's bytes as read
+
+
+def read_text_features(path: Path) -> TextFeatures:
+    """The features, classes and sidecar of the file at `path`, its bytes read once.
 
     A missing file or sidecar, a pickled or non-2-D array, non-finite values, a row of zeros
     (it scores every shape 0: the class is never predicted, or always on a tie), or a class
@@ -71,7 +84,8 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
         OPTION,
     )
     try:
-        features = read_npy(path)
+        data = path.read_bytes()  # small (LVIS: 1,156 x 1,280 floats); hashed and parsed once
+        features = read_npy(data)
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
     try:
@@ -93,17 +107,18 @@ def read_text_features(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any
     zero = np.flatnonzero(~features.any(axis=1))
     if len(zero):
         raise UsageError(f"{OPTION}: {path}: the row of class {classes[zero[0]]!r} is all zeros")
-    return features.astype(np.float32), classes, about
+    sha256 = hashlib.sha256(data).hexdigest()
+    return TextFeatures(path, features.astype(np.float32), classes, about, sha256)
 
 
 def features_for(
-    path: Path,
+    found: TextFeatures,
     classes: list[str],
     embed_dim: int,
     spell=lambda name: name,
     clip_model: str | None = None,
 ) -> np.ndarray:
-    """The rows of the file at `path` for `classes`, in that order, as stored (a protocol
+    """The rows of the file `found` for `classes`, in that order, as stored (a protocol
     that does not normalise text features keeps their lengths, which change the argmax).
 
     A class is found by its name as given, or as `spell` writes it (a protocol's class names:
@@ -113,8 +128,8 @@ def features_for(
     error when the widths agree) is a UsageError naming the file. A sidecar that names no
     `clip_model` (written by hand) is taken at its word.
     """
-    features, names, about = read_text_features(path)
-    made_by = about.get("clip_model")
+    path, features, names = found.path, found.features, found.classes
+    made_by = found.about.get("clip_model")
     if clip_model is not None and made_by is not None and made_by != clip_model:
         raise UsageError(
             f"{OPTION}: {sidecar(path).name} says CLIP {made_by!r} made these features; the "
@@ -139,16 +154,14 @@ def features_for(
     return features[picked]
 
 
-def features_about(path: Path) -> dict[str, Any]:
-    """What a result scored from the features at `path` records of them: the file's name and
+def features_about(found: TextFeatures) -> dict[str, Any]:
+    """What a result scored from the features `found` records of them: the file's name and
     sha256, and what its sidecar says made them (`MADE_BY`; a hand-written sidecar may say
     nothing). A value longer than 1,000 characters of JSON is left out: a sidecar is the
     user's file, and a result stays small."""
-    path = Path(path)
-    _, _, sidecar_record = read_text_features(path)
     made_by = {
-        key: sidecar_record[key]
+        key: found.about[key]
         for key in MADE_BY
-        if key in sidecar_record and len(json.dumps(sidecar_record[key])) <= 1000
+        if key in found.about and len(json.dumps(found.about[key])) <= 1000
     }
-    return {"file": path.name, "sha256": file_sha256(path), **made_by}
+    return {"file": found.path.name, "sha256": found.sha256, **made_by}

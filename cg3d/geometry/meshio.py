@@ -38,6 +38,7 @@ from cg3d.files import (
     real_path,
     shown_name,
     why_not_a_file,
+    zero_tail,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
 
@@ -243,7 +244,7 @@ def check_declared_counts(path: Path, suffix: str) -> bool:
 
 
 def check_zero_tail(path: Path) -> None:
-    """MeshError (`unreadable`) for a PLY or STL whose last ZERO_HEAD_BYTES bytes are all zero:
+    """MeshError (`unreadable`) for a PLY or STL whose last 4096 bytes are all zero (`zero_tail`):
     a download cut short into a preallocated file. Its size and header are right, so the
     counts pass; a binary STL read as 80-odd triangles squashed to the origin (sampled as a
     real part of the object), a PLY failed on "face 336 has 0 corners" or "ends before its
@@ -253,24 +254,6 @@ def check_zero_tail(path: Path) -> None:
     zeros = zero_tail(path)
     if zeros:
         raise MeshError("unreadable", f"truncated and zero-filled: {zeros}")
-
-
-def zero_tail(path: Path) -> str:
-    """ "" unless the file at `path`, longer than ZERO_HEAD_BYTES, ends in that many zero
-    bytes; then the words saying so (for a reason: a GLB's Blender reading that came out
-    without area says what it comes from)."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size <= ZERO_HEAD_BYTES:
-            return ""  # all zero is `check_bytes`'s; a shorter run proves nothing
-        handle.seek(size - ZERO_HEAD_BYTES)
-        tail = handle.read(ZERO_HEAD_BYTES)
-    if tail.strip(b"\0"):
-        return ""
-    return (
-        f"its last {ZERO_HEAD_BYTES} bytes (of {size}) are all zero, as a download cut short "
-        "into a preallocated file leaves"
-    )
 
 
 def check_ply_faces(path: Path) -> None:

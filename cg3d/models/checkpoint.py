@@ -288,12 +288,17 @@ def check_given_weights(recorded: dict[str, str] | None, given: str, path: Path)
         )
 
 
-def weights_to_load(payload: dict[str, Any], path: Path, clip_pretrained: str | None) -> str:
-    """The tag or file to rebuild CLIP from, for a checkpoint that does not hold CLIP itself."""
+def weights_to_load(
+    payload: dict[str, Any], path: Path, clip_pretrained: str | None, checked: bool = False
+) -> str:
+    """The tag or file to rebuild CLIP from, for a checkpoint that does not hold CLIP itself.
+    `checked`: `clip_pretrained` was checked against the recorded weights before the read
+    (`check_before_reading`)."""
     config = payload["config"]
     recorded = recorded_weights(config)
     if clip_pretrained is not None:
-        check_given_weights(recorded, clip_pretrained, path)
+        if not checked:
+            check_given_weights(recorded, clip_pretrained, path)
         return clip_pretrained
     if recorded is None or recorded["kind"] == "tag":
         return config["clip_pretrained"] if recorded is None else recorded["tag"]
@@ -309,6 +314,51 @@ def weights_to_load(payload: dict[str, Any], path: Path, clip_pretrained: str | 
             f"{POINT_AT_WEIGHTS}"
         )
     return recorded["path"]
+
+
+def recorded_config(path: Path) -> dict[str, Any] | None:
+    """The model config checkpoint `path` records, read without its weights: a hub folder's
+    config.json, or a checkpoint file's pickle alone, its tensors memory-mapped and never read
+    (torch's zip format). None where it cannot be had so (a file in torch's legacy format, a
+    damaged or foreign one): `read_checkpoint` then reads the file whole and says what is
+    wrong, in its words."""
+    from cg3d.models.hub import is_hub_folder, read_hub_config
+
+    path = Path(path)
+    try:
+        if is_hub_folder(path):
+            config = read_hub_config(path)["model"]
+        elif path.is_file():  # a FIFO would block the read; `read_checkpoint` says so
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            is_ours = isinstance(payload, dict) and payload.get("format") == FORMAT
+            config = payload.get("config") if is_ours else None
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - any failure here is read_checkpoint's to say
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def check_before_reading(path: Path, clip_pretrained: str) -> bool:
+    """Check `clip_pretrained` (--clip-pretrained) against the CLIP weights checkpoint `path`
+    records, from its config alone (`recorded_config`), before its weights are read: a
+    mismatch is one line in the time the config takes, not after a multi-GB read and the
+    weights' checks. Whether it was checked; if not, `model_from_checkpoint` checks after."""
+    config = recorded_config(path)
+    if config is None:
+        return False
+    recorded = recorded_weights(config)
+    if recorded is not None and not is_weights_identity(recorded):
+        return False  # a malformed record: `read_checkpoint` names it
+    check_given_weights(recorded, clip_pretrained, Path(path))
+    return True
+
+
+def read_model(path: Path, clip_pretrained: str | None = None) -> CG3D:
+    """The model of checkpoint `path` (`read_checkpoint`, `model_from_checkpoint`), with
+    `clip_pretrained` checked before the weights are read where it can be (`check_before_reading`)."""
+    checked = clip_pretrained is not None and check_before_reading(path, clip_pretrained)
+    return model_from_checkpoint(read_checkpoint(path), Path(path), clip_pretrained, checked)
 
 
 def check_weights_fit(
@@ -341,7 +391,11 @@ def _is_point_side(name: str) -> bool:
 
 
 def _tower_opener(
-    payload: dict[str, Any], path: Path, config: ModelConfig, clip_pretrained: str | None
+    payload: dict[str, Any],
+    path: Path,
+    config: ModelConfig,
+    clip_pretrained: str | None,
+    checked: bool = False,
 ) -> TowerOpener:
     """What builds a loaded model's CLIP towers on first use and loads the checkpoint's tower
     weights into them (all of CLIP's for a `full_clip` file; else the prompts, logit scale).
@@ -351,7 +405,7 @@ def _tower_opener(
     """
     full_clip = payload["full_clip"]
     recorded = recorded_weights(payload["config"])
-    weights = "none" if full_clip else weights_to_load(payload, path, clip_pretrained)
+    weights = "none" if full_clip else weights_to_load(payload, path, clip_pretrained, checked)
 
     def needs(error: UsageError) -> UsageError:
         if clip_pretrained is not None:
@@ -417,19 +471,20 @@ def _without_open_clip_weights_line() -> Iterator[None]:
 
 
 def model_from_checkpoint(
-    payload: dict[str, Any], path: Path, clip_pretrained: str | None = None
+    payload: dict[str, Any], path: Path, clip_pretrained: str | None = None, checked: bool = False
 ) -> CG3D:
     """Rebuild the model a checkpoint dict describes and load its weights.
 
     The point encoder is built and loaded now; CLIP's towers when first used (see CG3D).
     `clip_pretrained` (a tag or a file) says where CLIP's weights are when they moved; it is
-    checked against the weights the checkpoint records.
+    checked against the weights the checkpoint records, unless `checked` already
+    (`check_before_reading`, by `read_model`).
     """
     config = checkpoint_config(payload, path)
     recorded = recorded_weights(payload["config"])
-    if payload["full_clip"] and clip_pretrained is not None:
+    if payload["full_clip"] and clip_pretrained is not None and not checked:
         check_given_weights(recorded, clip_pretrained, path)  # not needed, but must agree
-    opener = _tower_opener(payload, path, config, clip_pretrained)
+    opener = _tower_opener(payload, path, config, clip_pretrained, checked)
     # Checked now: the point side in full, and that nothing else is foreign to the towers
     # (the towers' own names and shapes are checked when they are built). The shapes come from
     # the model built on the meta device (no memory, no random draws): a config can describe
@@ -469,8 +524,7 @@ def load_model(
     the file when it is missing, corrupt, not a CG3D checkpoint, or its CLIP weights are not
     to be had.
     """
-    model = model_from_checkpoint(read_checkpoint(path), Path(path), clip_pretrained)
-    return model.to(device).eval()
+    return read_model(path, clip_pretrained).to(device).eval()
 
 
 def export_checkpoint(
@@ -481,5 +535,4 @@ def export_checkpoint(
     With `embed_clip`, `dst` holds CLIP's weights too: it loads anywhere, with no CLIP weights
     around. `clip_pretrained` is where to read them from when they moved (as for load_model).
     """
-    model = model_from_checkpoint(read_checkpoint(src), Path(src), clip_pretrained)
-    save_checkpoint(dst, model, embed_clip=embed_clip)
+    save_checkpoint(dst, read_model(src, clip_pretrained), embed_clip=embed_clip)

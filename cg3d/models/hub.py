@@ -102,12 +102,11 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
         paths[CARD].write_text(readme)
 
 
-def read_hub(folder: Path) -> dict[str, Any]:
-    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it.
-    Its config's shape and its weights are checked by `read_checkpoint`, the readers' reader."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def read_hub_config(folder: Path) -> dict[str, Any]:
+    """The config.json of hub folder `folder`, its shape checked (a format, a 'model' config,
+    a 'full_clip' flag, a well-formed weights_sha256): what the checkpoint is, read without its
+    weights (`read_hub`; `checkpoint.recorded_config`). A missing or broken file is a
+    UsageError naming it."""
     folder = Path(folder)
     _require_regular(folder, CONFIG)
     try:
@@ -120,9 +119,21 @@ def read_hub(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("full_clip"), bool):
         raise UsageError(f"{folder / CONFIG}: no 'model' config or 'full_clip' flag")
-    expected = config.get(WEIGHTS_SHA256)  # none in an export older than the key: not checked
+    expected = config.get(WEIGHTS_SHA256)
     if expected is not None and not (isinstance(expected, str) and SHA256.fullmatch(expected)):
         raise UsageError(f"{folder / CONFIG}: {WEIGHTS_SHA256} is not a sha256 (64 hex digits)")
+    return config
+
+
+def read_hub(folder: Path) -> dict[str, Any]:
+    """The checkpoint dict a hub folder holds; a missing or broken file is a UsageError naming it.
+    Its config's shape and its weights are checked by `read_checkpoint`, the readers' reader."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = read_hub_config(folder)
+    expected = config.get(WEIGHTS_SHA256)  # none in an export older than the key: not checked
     _require_regular(folder, WEIGHTS)
     try:
         actual = file_sha256(folder / WEIGHTS) if expected is not None else None
@@ -335,7 +346,12 @@ def export_hub(
     its config.json. The teacher is never built unless `embed_clip` asks for CLIP's weights.
     `measured`: result files of this model (see `read_measured`) for the card."""
     from cg3d.models.cards import card_names, get_card
-    from cg3d.models.checkpoint import checkpoint_payload, model_from_checkpoint, read_checkpoint
+    from cg3d.models.checkpoint import (
+        check_before_reading,
+        checkpoint_payload,
+        model_from_checkpoint,
+        read_checkpoint,
+    )
 
     # another command's folder (data/points, a training run, an evaluation) would get a model
     # card and weights among its files; a hub folder (its model.safetensors) is replaced whole
@@ -343,8 +359,9 @@ def export_hub(
         Path(out), "export", "would write its config.json, model.safetensors and README.md there"
     )
     numbers, audits = read_measured(measured or [])  # before the weights: a bad file fails now
+    checked = clip_pretrained is not None and check_before_reading(src, clip_pretrained)
     payload = read_checkpoint(src)
-    model = model_from_checkpoint(payload, Path(src), clip_pretrained)
+    model = model_from_checkpoint(payload, Path(src), clip_pretrained, checked)
     exported = checkpoint_payload(model, embed_clip)
     name = payload["config"].get("card", "")
     card = get_card(name) if name in card_names() else None

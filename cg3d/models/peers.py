@@ -119,22 +119,29 @@ LAYOUTS = {
 }
 
 
-def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
-    """The dict a released file holds, read with `weights_only=True` allowing exactly
+def load_released(path: Path, allow_pickle: bool = False) -> Any:
+    """What another project's released `--checkpoint` file holds (ULIP, OpenShape, Uni3D, the
+    CG3D authors' release), read once, with `weights_only=True` allowing exactly
     `argparse.Namespace` beyond tensors and containers (ULIP, like SLIP, saves its run's `args`
-    beside the weights); `allow_pickle` reads any object (trusted files only)."""
+    beside the weights); `allow_pickle` reads any object (trusted files only). A missing or
+    unreadable file is one line naming it, with the --allow-pickle hint where that would read it."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--checkpoint: no file {path}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+            return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:
         reason, refused = load_error_reason(error, path)
         hint = "; --allow-pickle for a trusted file" if refused and not allow_pickle else ""
         raise UsageError(
             f"--checkpoint: {path} is not a readable checkpoint ({reason}{hint})"
         ) from None
+
+
+def read_payload(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
+    """The dict a released file holds (`load_released`)."""
+    payload = load_released(path, allow_pickle)
     if not isinstance(payload, dict):
         raise UsageError(f"--checkpoint: {path} is not a checkpoint dict")
     return payload

@@ -22,7 +22,8 @@ import torch
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
-from cg3d.models.slip import check_state_fits, load_error_reason
+from cg3d.models.peers import load_released
+from cg3d.models.slip import check_state_fits
 from cg3d.params import TrainConfig
 from cg3d.protocol import class_names
 
@@ -37,21 +38,13 @@ FINETUNE_HEAD = "cls_head_finetune."  # the classification head: not part of the
 def read_release(path: Path, allow_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
     """The two state dicts of a released checkpoint, `module.` prefixes stripped.
 
-    Read with `weights_only=True` unless `allow_pickle` (for a trusted file holding other
-    objects, e.g. numpy scalars in its metrics). A missing file, a file torch cannot read, or
-    one without the release's sections is a one-line UsageError naming the file.
+    Read as every released file is (`peers.load_released`: `weights_only=True` unless
+    `allow_pickle`, for a trusted file holding other objects, e.g. numpy scalars in its
+    metrics). A missing file, a file torch cannot read, or one without the release's sections is
+    a one-line UsageError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--checkpoint: no file {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:
-        reason, refused = load_error_reason(error, path)
-        hint = "; --allow-pickle for a trusted file" if refused and not allow_pickle else ""
-        raise UsageError(
-            f"--checkpoint: {path} is not a readable checkpoint ({reason}{hint})"
-        ) from None
+    payload = load_released(path, allow_pickle)
     sections = {}
     for section in SECTIONS:
         state = payload.get(section) if isinstance(payload, dict) else None

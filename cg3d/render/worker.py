@@ -281,6 +281,7 @@ class Renderer:
         surface in that frame (the triangles the views show; their colours too with `colors`).
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
+        from cg3d.files import zero_tail
         from cg3d.geometry.frame import canonical_rotation, normalization
         from cg3d.geometry.meshio import (
             Mesh,
@@ -288,7 +289,6 @@ class Renderer:
             blender_input,
             check_mesh,
             defined_materials,
-            zero_tail,
         )
         from cg3d.render.surface import evaluated_surface
 
@@ -513,17 +513,12 @@ def serve(settings: dict) -> None:
             retry = isinstance(failure, ImporterFailure)
             reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
             continue
-        except OSError as error:
+        except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()
             if out_of_room(error):  # a full disk is not the object's fault: the stage stops
                 no_room = {"errno": error.errno or errno.ENOSPC, "file": error.filename}
                 reply({"id": request["id"], "ok": False, "reason": str(error), "no_room": no_room})
                 continue
-            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
-            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
-            continue
-        except Exception as error:  # Blender raised something unexpected: report, go on
-            renderer.clear()
             reason = f"render: {type(error).__name__}: {one_line(str(error))}"
             reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue

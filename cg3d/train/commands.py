@@ -39,9 +39,8 @@ def train(
     params_file: Path | None = None,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
-    from cg3d.formats.owner import claim
     from cg3d.params import write_resolved
-    from cg3d.train.loop import TRAIN_HARM, check_folders, run_lock, train_stage
+    from cg3d.train.loop import open_run, train_stage
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
         say(
@@ -51,11 +50,9 @@ def train(
             "add --params params.yaml for that"
         )
 
-    check_folders(shards, out)  # a refused run writes no params.yaml
-    with run_lock(out):  # a second run into OUT fails before it touches the first's params.yaml
-        # marked train's before its first file: a run killed before .resume/ exists left only
-        # params.yaml, which tells no owner, so another command could take the folder
-        claim(out, "train", TRAIN_HARM)
+    # locked, checked and marked train's before params.yaml, its first file: a refused run
+    # writes none, a second run into OUT fails before it touches the first's
+    with open_run(shards, out):
         write_resolved(out / "params.yaml", "train", config)
         train_stage(shards, out, config, resume=resume.value)
 

@@ -40,7 +40,7 @@ from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.files import holds_lock, loads_json, output_lock, require_folder, write_json
 from cg3d.formats.metrics import METRICS_NAME, write_metrics
-from cg3d.formats.owner import check_owner
+from cg3d.formats.owner import check_owner, mark
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
@@ -440,8 +440,7 @@ def train_stage(
     rank 0 holds it (the ranks of one run share the folder).
     """
     config.validate()
-    check_folders(shards, Path(out))
-    with run_lock(out):
+    with open_run(shards, out):
         return _train_stage(shards, Path(out), config, resume)
 
 
@@ -449,15 +448,34 @@ def train_stage(
 TRAIN_HARM = "would write its checkpoint, metrics.json and about.json there"
 
 
-def check_folders(shards: str | Path, out: Path) -> None:
-    """Before anything is written to `out` (`cg3d train` writes params.yaml first): `out` is no
-    other command's folder (data/points, an evaluation's numbers), and a local `shards` is a
-    folder. A refused run wrote params.yaml into data/points, changing a DVC output."""
+_open_runs: set[Path] = set()  # the run folders this process has taken (`open_run`)
+
+
+@contextmanager
+def open_run(shards: str | Path, out: Path) -> Iterator[None]:
+    """Take the run folder `out` before anything is written there (`cg3d train` writes
+    params.yaml first): lock it (`run_lock`), then, once and under the lock, refuse it when it
+    is another command's folder (data/points, an evaluation's numbers: a refused run wrote
+    params.yaml into data/points, changing a DVC output) or a local `shards` is no folder, and
+    mark it train's (a run killed before .resume/ exists left only params.yaml, which told no
+    owner, so another command could take the folder). A refused run leaves nothing behind
+    (`output_lock`). Entered again inside (the CLI's, around `train_stage`), it does nothing."""
     from cg3d.formats.shards import is_remote
 
-    check_owner(Path(out), "train", TRAIN_HARM)
-    if not is_remote(shards):  # URLs and `pipe:` stream
-        require_folder(shards, "--shards")
+    taken = Path(out).resolve()
+    if taken in _open_runs:
+        yield
+        return
+    with run_lock(out):
+        check_owner(Path(out), "train", TRAIN_HARM)
+        if not is_remote(shards):  # URLs and `pipe:` stream
+            require_folder(shards, "--shards")
+        mark(Path(out), "train")
+        _open_runs.add(taken)
+        try:
+            yield
+        finally:
+            _open_runs.discard(taken)
 
 
 @contextmanager

@@ -90,3 +90,24 @@ def test_an_embedding_array_is_never_left_beside_an_earlier_runs_rows(tmp_path, 
     with pytest.raises(OSError, match="No space left"):
         batch.write_embeddings([{**rows[0], "path": "b.obj"}], np.ones((1, 4), np.float32), out)
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_at_the_array_leaves_no_earlier_array_without_its_rows(tmp_path, monkeypatch):
+    """The earlier run's pair goes whole: its .csv was removed first and, when the new .npy then
+    failed, its .npy stayed alone (an array whose rows nothing names)."""
+    import numpy as np
+
+    from cg3d.app import batch
+
+    out = tmp_path / "e.npy"
+    rows = [{"path": "a.obj", "status": "ok", "error": "", "row": 0}]
+    batch.write_embeddings(rows, np.zeros((1, 4), np.float32), out)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["e.csv", "e.npy"]
+
+    def full(path, array):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(batch, "write_npy", full)
+    with pytest.raises(OSError, match="No space left"):
+        batch.write_embeddings(rows, np.ones((1, 4), np.float32), out)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []

@@ -186,8 +186,8 @@ def test_an_out_folder_whose_name_is_not_utf8_is_one_line_before_any_work(tmp_pa
     run = subprocess.run([*words, "--out", parent + b"/m"], capture_output=True, text=True)
     assert run.returncode == 2, run.stderr
     assert run.stderr == (
-        f"error: --out: '{tmp_path}/bad\\udcff/m' is not a UTF-8 name; choose a folder whose "
-        "path is\n"
+        f"error: --out: '{tmp_path}/bad\\udcff/m' is not a UTF-8 name; rename it (or give a "
+        "path that is) to read or write it\n"
     )
     assert not os.path.lexists(parent)
 

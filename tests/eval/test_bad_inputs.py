@@ -367,6 +367,32 @@ def test_a_refused_cg3d_train_writes_no_params_file(shards, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_cg3d_train_asks_the_owner_of_its_folder_once_before_its_first_file(
+    shards, tmp_path, monkeypatch
+):
+    """Before: the command asked before its lock, again when it marked the folder, and the
+    stage a third time. Once now, under the lock, before params.yaml."""
+    from cg3d.formats import owner
+    from cg3d.train import loop
+
+    asked, seen_at_ask = [], []
+    real_owner = owner.folder_owner
+
+    def counted(folder):
+        asked.append(folder)
+        seen_at_ask.append(sorted(p.name for p in folder.iterdir()) if folder.exists() else [])
+        return real_owner(folder)
+
+    monkeypatch.setattr(owner, "folder_owner", counted)
+    monkeypatch.setattr(loop, "_train_stage", lambda *args: {})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--shards", str(shards), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert asked == [out]
+    assert "params.yaml" not in seen_at_ask[0]
+    assert sorted(p.name for p in out.iterdir()) == [".owner.json", "params.yaml"]
+
+
 @pytest.mark.parametrize("command", ["eval zeroshot", "eval retrieval", "finetune"])
 def test_an_evaluation_reruns_into_its_own_results_folder(shards, tmp_path, command):
     out = tmp_path / "out"

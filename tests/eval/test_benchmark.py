@@ -3,6 +3,7 @@ clip_benchmark's shape and the table beside the cards' numbers; resumes; a missi
 row (issue 23 §3)."""
 
 import csv
+import hashlib
 import json
 import os
 import warnings
@@ -174,9 +175,13 @@ def test_a_killed_run_resumes_with_the_pairs_it_had_not_finished(setup, monkeypa
             assert row["status"] == "done (earlier run)"
     # other weights under the same name are computed again, not taken from the earlier run
     calls.clear()
-    (tmp_path / "other-hub" / "model.safetensors").write_bytes(
-        (tmp_path / "other-hub" / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0"
-    )
+    weights = tmp_path / "other-hub" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    # as an export of those weights records them (else the hub is refused as damaged)
+    config_file = tmp_path / "other-hub" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    config_file.write_text(json.dumps(config))
     run(args)
     assert calls == [("tiny-card", "modelnet40"), ("tiny-card", "scanobjectnn-obj_only")]
 

@@ -15,6 +15,7 @@ from cg3d.cli import app
 from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.eval.zeroshot import zeroshot
+from cg3d.formats import textfeatures as textfeatures_module
 from cg3d.models import checkpoint as checkpoint_module
 from cg3d.models.checkpoint import load_model
 from cg3d.params import ZeroShotConfig
@@ -55,7 +56,13 @@ def test_zeroshot_from_a_text_feature_file_matches_the_tower_and_builds_none(
         raise AssertionError("a CLIP tower was constructed")
 
     monkeypatch.setattr(checkpoint_module, "load_clip", refuse)
+    parsed = []  # the file is read once: checked, fitted to the model and recorded from that
+    real_read_npy = textfeatures_module.read_npy
+    monkeypatch.setattr(
+        textfeatures_module, "read_npy", lambda source: parsed.append(1) or real_read_npy(source)
+    )
     metrics = zeroshot(tiny_checkpoint, tmp_path / "file", config, text_features=features)
+    assert len(parsed) == 1
     assert metrics["templates"] == f"file {features}"
     assert predictions(tmp_path / "file") == predictions(tmp_path / "tower")
     # about.json says which file and what made it; the tower's run names no file

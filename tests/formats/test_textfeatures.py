@@ -20,9 +20,10 @@ def test_written_features_read_back_with_their_classes_and_record(tmp_path):
     features = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
     path = tmp_path / "lvis.npy"
     write_text_features(path, features, ["a", "b", "c"], {"protocol": "cg3d"})
-    read, classes, about = read_text_features(path)
-    assert np.array_equal(read, features) and classes == ["a", "b", "c"]
-    assert about["protocol"] == "cg3d" and about["format"] == "cg3d-text-features-1"
+    found = read_text_features(path)
+    assert np.array_equal(found.features, features) and found.classes == ["a", "b", "c"]
+    assert found.about["protocol"] == "cg3d" and found.about["format"] == "cg3d-text-features-1"
+    assert found.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     # a plain .npy as OpenShape ships it: loadable without pickle
     assert np.array_equal(np.load(path, allow_pickle=False), features)
 
@@ -33,13 +34,16 @@ def test_rows_are_taken_by_class_name_as_stored(tmp_path):
     np.save(tmp_path / "released.npy", rows)
     (tmp_path / "released.json").write_text(json.dumps({"classes": ["lamp", "night stand", "cup"]}))
     picked = features_for(
-        tmp_path / "released.npy", ["cup", "night_stand", "lamp"], 4, lambda n: n.replace("_", " ")
+        read_text_features(tmp_path / "released.npy"),
+        ["cup", "night_stand", "lamp"],
+        4,
+        lambda n: n.replace("_", " "),
     )
     assert np.array_equal(picked, rows[[2, 1, 0]])
     with pytest.raises(UsageError, match="lacks the classes sofa, bed"):
-        features_for(tmp_path / "released.npy", ["cup", "sofa", "bed"], 4)
+        features_for(read_text_features(tmp_path / "released.npy"), ["cup", "sofa", "bed"], 4)
     with pytest.raises(UsageError, match="4-d features; the model's are 8-d"):
-        features_for(tmp_path / "released.npy", ["cup"], 8)
+        features_for(read_text_features(tmp_path / "released.npy"), ["cup"], 8)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +79,7 @@ def test_a_result_records_the_file_and_only_the_sidecars_short_provenance(tmp_pa
     }
     (tmp_path / "released.json").write_text(json.dumps(sidecar))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert features_about(path) == {
+    assert features_about(read_text_features(path)) == {
         "file": "released.npy",
         "sha256": digest,
         "clip_model": "ViT-bigG-14",
@@ -88,14 +92,16 @@ def test_features_another_teacher_made_are_refused_naming_both(tmp_path):
     rows = np.eye(2, 4, dtype=np.float32)
     write_text_features(tmp_path / "f.npy", rows, ["cup", "lamp"], {"clip_model": "ViT-B-32"})
     with pytest.raises(UsageError, match="'ViT-B-32' made these.*teacher is 'ViT-B-16'"):
-        features_for(tmp_path / "f.npy", ["cup"], 4, clip_model="ViT-B-16")
+        features_for(read_text_features(tmp_path / "f.npy"), ["cup"], 4, clip_model="ViT-B-16")
     assert np.array_equal(
-        features_for(tmp_path / "f.npy", ["lamp"], 4, clip_model="ViT-B-32"), rows[[1]]
+        features_for(read_text_features(tmp_path / "f.npy"), ["lamp"], 4, clip_model="ViT-B-32"),
+        rows[[1]],
     )
     # a hand-written sidecar that names no teacher is taken at its word
     (tmp_path / "f.json").write_text(json.dumps({"classes": ["cup", "lamp"]}))
     assert np.array_equal(
-        features_for(tmp_path / "f.npy", ["cup"], 4, clip_model="ViT-B-16"), rows[[0]]
+        features_for(read_text_features(tmp_path / "f.npy"), ["cup"], 4, clip_model="ViT-B-16"),
+        rows[[0]],
     )
 
 

@@ -256,6 +256,36 @@ def test_other_clip_weights_are_refused_naming_both(trained_with_a_weights_file,
         load_model(checkpoint)
 
 
+def test_other_clip_weights_are_refused_before_the_checkpoints_weights_are_read(
+    trained_with_a_weights_file, tmp_path, monkeypatch
+):
+    """Before: the mismatch was found after the whole checkpoint was read and its weights
+    checked (a multi-GB read for a real one). Its config alone decides it: a checkpoint file's
+    pickle (tensors memory-mapped, not read), a hub folder's config.json."""
+    from cg3d.models import checkpoint as checkpoint_module
+    from cg3d.models.hub import export_hub
+
+    checkpoint, weights, _ = trained_with_a_weights_file
+    other = save_random_clip(tmp_path / "other.pt", seed=2)
+    hub = tmp_path / "hub"
+    export_hub(checkpoint, hub)
+    legacy = tmp_path / "legacy.pt"  # torch's old format: no config without the whole read
+    torch.save(torch.load(checkpoint), legacy, _use_new_zipfile_serialization=False)
+    mismatch = r"--clip-pretrained: .*clip-micro\.pt.*not other\.pt"
+    with pytest.raises(UsageError, match=mismatch):
+        load_model(legacy, clip_pretrained=str(other))
+
+    def never(path):
+        raise AssertionError(f"{path}: the weights were read")
+
+    monkeypatch.setattr(checkpoint_module, "read_checkpoint", never)
+    for source in (checkpoint, hub):
+        with pytest.raises(UsageError, match=mismatch):
+            load_model(source, clip_pretrained=str(other))
+    with pytest.raises(AssertionError, match="the weights were read"):  # past the check
+        load_model(checkpoint, clip_pretrained=str(weights))
+
+
 def test_a_checkpoint_from_before_weights_identities_names_its_path_and_takes_an_override(
     trained_with_a_weights_file, tmp_path
 ):
@@ -418,8 +448,8 @@ def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
     filled = tmp_path / "filled.pt"
     filled.write_bytes(whole[: size // 2] + bytes(size - size // 2))
     assert _load_line(filled) == (
-        f"{filled}: not a readable checkpoint (truncated and zero-filled: its last 4096 of "
-        f"{size} bytes are all zero, as a download cut short into a preallocated file leaves)"
+        f"{filled}: not a readable checkpoint (truncated and zero-filled: its last 4096 bytes "
+        f"(of {size}) are all zero, as a download cut short into a preallocated file leaves)"
     )
     filled.write_bytes(whole[: size * 99 // 100] + bytes(size - size * 99 // 100))
     assert "truncated and zero-filled" in _load_line(filled)
@@ -428,8 +458,8 @@ def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
     with open(sparse, "wb") as handle:
         handle.truncate(3 * 2**30)
     assert _load_line(sparse) == (
-        f"{sparse}: not a readable checkpoint (its first 4096 of {3 * 2**30} bytes are all "
-        "zero: nothing was written there, as in a preallocated or sparse file never filled)"
+        f"{sparse}: not a readable checkpoint (its first 4096 bytes (of {3 * 2**30}) are "
+        "all zero: nothing was written there, as in a preallocated or sparse file never filled)"
     )
     few = tmp_path / "few.pt"
     few.write_bytes(bytes(100))

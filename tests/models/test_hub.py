@@ -359,8 +359,8 @@ def test_a_hub_folders_weights_cut_short_or_zero_say_so(tiny_checkpoint, tmp_pat
     with pytest.raises(UsageError) as error:
         cg3d.load(hub)
     assert str(error.value) == (
-        f"{weights}: not a readable safetensors file (its first 4096 of {len(whole)} bytes are "
-        "all zero: nothing was written there, as in a preallocated or sparse file never filled)"
+        f"{weights}: not a readable safetensors file (its first 4096 bytes (of {len(whole)}) "
+        "are all zero: nothing was written there, as in a preallocated or sparse file never filled)"
     )
 
 

@@ -144,6 +144,29 @@ def test_a_file_that_is_not_a_release_is_refused(files, tmp_path):
     assert "no file" in str(result.exception)
 
 
+def test_a_release_is_read_once_by_the_rule_of_every_released_file(files, tmp_path, monkeypatch):
+    """One loader for released files (`peers.load_released`): a release holding its run's
+    `args` (an argparse.Namespace, as ULIP's and SLIP's files do) is read without
+    --allow-pickle, and the multi-GB file is loaded once, not again for the conversion."""
+    import argparse
+
+    slip_file, checkpoint = files
+    release = torch.load(checkpoint, weights_only=True)
+    with_args = tmp_path / "with_args.pth"
+    torch.save({**release, "args": argparse.Namespace(npoints=N_POINTS)}, with_args)
+    loads = []
+    real_load = torch.load
+
+    def counted(path, *args, **kwargs):
+        loads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    result = convert(with_args, slip_file, tmp_path / "out.pt")
+    assert result.exit_code == 0, result.output
+    assert loads.count(str(with_args)) == 1
+
+
 @pytest.mark.slow  # builds the full-size model (~170M parameters): 25 s on a busy CPU
 @pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 def test_the_full_size_release_layout_is_the_public_one():
