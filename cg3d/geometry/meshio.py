@@ -921,6 +921,19 @@ def obj_material_libraries(path: Path) -> list[str]:
     return [name for name in names if name]
 
 
+def read_material_libraries(path: Path) -> list[str]:
+    """The MTL file names Blender's importer reads for the OBJ `path`, in its order: the
+    `mtllib` ones, then `<stem>.mtl` beside the OBJ when that file exists and is not named
+    already (Blender's own rule, after the old Python importer: files written by Windows tools
+    name `Chair.MTL` beside a `chair.mtl`, or no library at all). The last library to define
+    a material gives it (Blender 5.0), so that default one wins over the named ones."""
+    names = obj_material_libraries(path)
+    default = Path(path).with_suffix(".mtl").name
+    if default not in names and (Path(path).parent / default).exists():
+        names.append(default)
+    return names
+
+
 def texture_map(line: str) -> tuple[str, list[str], str] | None:
     """(keyword, options, file name) of an MTL texture map statement, else None."""
     words = line.split()
@@ -1000,7 +1013,7 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
         return file
 
     if suffix == ".obj":
-        for name in obj_material_libraries(path):
+        for name in read_material_libraries(real_path(path)):
             mtl = reference(base, name)
             if mtl is not None:
                 for texture in _mtl_maps(mtl):
@@ -1099,7 +1112,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     """(the OBJ copy, the sha256 of the bytes read): see `blender_input`. With `split`, its
     faces that name a vertex twice apart are split as trimesh's are (`split_obj_faces`)."""
     libraries = []
-    for name in obj_material_libraries(resolved):
+    for name in read_material_libraries(resolved):
         mtl = resolve_reference(root, resolved.parent, name, required=False)
         if mtl is not None:
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
