@@ -132,6 +132,20 @@ def test_the_mtl_beside_the_obj_colours_it_as_in_blender_alone(tmp_path):
     assert np.abs(rgb - [srgb(c) for c in GREEN]).max() < 0.01
 
 
+@pytest.mark.parametrize("name", ["maps\\skin.png", "C:\\Users\\me\\skin.png"])
+def test_a_texture_named_as_windows_writes_it_colours_the_points(tmp_path, name):
+    """Blender alone loads `maps\\skin.png` as maps/skin.png and a Windows absolute path's
+    skin.png beside the MTL (checked, Blender 5.0 on Linux): the points took no colour."""
+    path = textured_cube(tmp_path)
+    (tmp_path / "cube.mtl").write_text(f"newmtl skin\nmap_Kd {name}\n")
+    texture = tmp_path / ("maps/skin.png" if name.startswith("maps") else "skin.png")
+    texture.parent.mkdir(exist_ok=True)
+    Image.new("RGB", (4, 4), RED).save(texture)
+    rgb, has_color = sampled(path)
+    assert has_color
+    assert np.abs(rgb - np.array(RED) / 255).max() < 0.01
+
+
 def gltf_with_a_missing_image(folder: Path) -> Path:
     """Blender's textured cube GLB split into a .gltf + .bin whose image URI names no file."""
     glb = blender_file("textured", folder / "textured.glb").read_bytes()

@@ -217,3 +217,34 @@ def test_the_mtl_beside_an_obj_is_read_after_the_named_ones_as_blender_does(tmp_
     assert texts == ["newmtl m\nKd 0 1 0\n", "newmtl m\nKd 1 0 0\n"]
     write(root / "table" / "t.obj", "mtllib t.mtl\nusemtl m\n" + SQUARE)
     assert references(root / "table" / "t.obj", root) == ([root / "table" / "t.mtl"], [])
+
+
+def test_a_texture_named_with_backslashes_is_found_as_blender_finds_it(tmp_path):
+    """Blender 5.0 on Linux loads `tex\\a.png` as tex/a.png, and `C:\\Users\\me\\b.png` as the
+    b.png beside the MTL; both were listed missing and read without. `..\\` still escapes."""
+    from cg3d.geometry.meshio import blender_input, references
+
+    root = tmp_path / "src"
+    obj = write(root / "chair" / "w.obj", "mtllib w.mtl\nusemtl m\n" + SQUARE)
+    write(
+        root / "chair" / "w.mtl",
+        "newmtl m\r\nmap_Kd tex\\a.png\r\nmap_Ks C:\\Users\\me\\b.png\r\nbump tex\\gone.png\r\n",
+    )
+    write(root / "chair" / "tex" / "a.png", "x")
+    write(root / "chair" / "b.png", "x")
+    chair = (root / "chair").resolve()
+    found, missing = references(obj, root)
+    assert found == [chair / "w.mtl", chair / "tex" / "a.png", chair / "b.png"]
+    assert missing == ["tex\\gone.png"]
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    (library,) = [line.split()[1] for line in copy.read_text().splitlines() if "mtllib" in line]
+    maps = (copy.parent / library).read_text().splitlines()[1:]
+    assert maps == [
+        f"map_Kd {chair / 'tex' / 'a.png'}",
+        f"map_Ks {chair / 'b.png'}",
+        f"bump {copy.parent / 'no-such-image'}",
+    ]
+    write(root / "chair" / "w.mtl", "newmtl m\nmap_Kd ..\\..\\..\\secret.png\n")
+    write(tmp_path / "secret.png", "x")
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "m")
+    assert [row["status"] for row in manifest_rows(tmp_path / "m")] == ["outside_root"]
