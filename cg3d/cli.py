@@ -163,10 +163,12 @@ def _interrupted() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors, and what the machine refused (a full disk, a read-only
-    folder: any OSError, named by its file and its errno's meaning; a name that is not UTF-8),
-    become one line on stderr and exit code 2; Ctrl-C one line and exit code 130 (`_Interrupt`)."""
-    from cg3d.files import not_utf8_line, os_error_line
+    """Entry point: user errors, and what the user's or the machine's condition refused (an
+    OSError naming its file, or whose errno is such a condition: a full disk, a read-only
+    folder, a permission, a network that does not answer, `files.is_condition`; a name that is
+    not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130
+    (`_Interrupt`). Any other OSError is a bug and keeps its traceback."""
+    from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
     interrupt = _Interrupt()
@@ -187,6 +189,8 @@ def main() -> None:
             message = not_utf8_line(error)
             if message is None:
                 raise
+        elif isinstance(error, OSError) and not is_condition(error):
+            raise
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()
