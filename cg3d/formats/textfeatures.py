@@ -22,7 +22,7 @@ import numpy as np
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, folder_for, loads_json, require_regular_file
-from cg3d.formats.npy import read_npy, write_npy
+from cg3d.formats.npy import open_npy, read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
@@ -84,7 +84,12 @@ def read_text_features(path: Path) -> TextFeatures:
         OPTION,
     )
     try:
-        data = path.read_bytes()  # small (LVIS: 1,156 x 1,280 floats); hashed and parsed once
+        # Its header first: a file that is no .npy (a checkpoint of GBs given by mistake) is
+        # refused before its bytes are read. Then the bytes, hashed and parsed once (small:
+        # LVIS's are 1,156 x 1,280 floats).
+        with open_npy(path) as npy:
+            npy.handle.seek(0)
+            data = npy.handle.read()
         features = read_npy(data)
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
