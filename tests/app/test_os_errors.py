@@ -114,3 +114,27 @@ def test_a_bugs_os_error_prints_its_traceback_from_the_command_line(tmp_path):
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "in fails" in done.stderr
     assert done.stderr.rstrip().endswith("OSError: [Errno 22] Invalid argument")
+
+
+def test_a_reader_that_closes_the_output_pipe_ends_the_command_quietly(tmp_path):
+    """`cg3d inspect DIR --ids | head -1`: the closed pipe (EPIPE) is the reader's choice, not
+    an error: exit 1 with nothing on stderr (click's handling), no traceback, no error line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cg3d.formats.manifest import MANIFEST_NAME, SCHEMA
+
+    row = {"source": "folder", "class_name": "chair", "synonyms": [], "name": "", "split": "train"}
+    row |= {"up_axis": "y", "sha256": "ab", "status": "ok", "error": "", "missing": []}
+    rows = [{**row, "id": f"folder-chair_{i:06d}", "path": f"{i}.obj"} for i in range(20000)]
+    (tmp_path / "meshes").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "meshes" / MANIFEST_NAME)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "cg3d", "inspect", str(tmp_path / "meshes"), "--ids"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout.readline() == b"folder-chair_000000\n"
+    reader.stdout.close()  # 20,000 ids: far more than the pipe holds
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1 and stderr == ""
