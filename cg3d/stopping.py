@@ -1,0 +1,60 @@
+"""How a process of ours stops on a signal: SIGINT (Ctrl-C), SIGTERM (`kill`, `scancel`, a SLURM
+time limit, `docker stop`, systemd) and SIGHUP (a dropped ssh session) alike.
+
+Left to Python's defaults, SIGTERM and SIGHUP killed a command where it stood: no cleanup ran,
+the output folder kept its lock file and temp files, pool workers were orphaned and
+multiprocessing's resource tracker warned of leaked semaphores. Here the first of these
+signals raises KeyboardInterrupt, which every cleanup already handles (finally blocks, a
+pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
+signal in one line and exits 128 + its number. The same handler runs in the chunk pools'
+worker processes (`cg3d.pipeline.chunks`), which the command forwards its signal to: a signal
+sent to one process (`kill PID`) stops the workers as one sent to the whole group does.
+"""
+
+import os
+import signal
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stopped_words(signum: int) -> str:
+    """How an error line names a stop: "interrupted" (Ctrl-C), "terminated (SIGTERM)"."""
+    if signum == signal.SIGINT:
+        return "interrupted"
+    return f"terminated ({signal.Signals(signum).name})"
+
+
+class Interrupt:
+    """The handler of the stop signals. The first raises KeyboardInterrupt; the second is
+    ignored, so that the cleanup the first started (finally blocks, the output lock's release,
+    temp files, a pool's shutdown, the interpreter's exit handlers) runs to its end: a second
+    Ctrl-C landing there printed a KeyboardInterrupt traceback (`cg3d index`) or left the
+    folder's .cg3d.lock behind; a signal sent both to a process group and, forwarded, to each
+    worker reaches a worker twice. A third stops the process at once (`exit_line`, exit
+    128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
+    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C)."""
+
+    def __init__(self, exit_line: bool = True) -> None:
+        self.count = 0
+        self.signum = signal.SIGINT  # the first signal's, which names the exit
+        self.exit_line = exit_line
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.signum = signal.Signals(signum)
+            raise KeyboardInterrupt
+        if self.count >= 3:
+            if self.exit_line:
+                words = stopped_words(self.signum)
+                os.write(
+                    2, f"error: {words} three times: stopped before its cleanup ended\n".encode()
+                )
+            os._exit(128 + self.signum)
+
+    def install(self) -> "Interrupt":
+        """Handle the stop signals with this (from the main thread, where Python runs them)."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+        return self
