@@ -58,3 +58,31 @@ class Interrupt:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self)
         return self
+
+
+def start_resource_tracker() -> bool:
+    """Start multiprocessing's resource tracker (the process that frees a pool's semaphores
+    and shared memory), unless one runs; True if started here. It ignores SIGINT and SIGTERM
+    itself, but a SIGHUP to the whole group (a dropped ssh session) killed it: its
+    replacement then printed a KeyError traceback for each semaphore freed. Started with
+    SIGHUP blocked, which it keeps; blocked, not ignored, so that one arriving meanwhile here
+    is kept pending, then handled."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    if tracker._fd is not None:  # one that was running before is someone else's
+        return False
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return True
+
+
+def stop_as_interrupt(*args: object) -> None:
+    """In a worker process (a chunk pool's initializer, a DataLoader's `worker_init_fn`): stop
+    on SIGTERM and SIGHUP as on Ctrl-C (KeyboardInterrupt, which their loops end on quietly).
+    Left as they were, a chunk worker died mid-part and a DataLoader worker died by torch's
+    SIGTERM handler, whose death the training process reported as a traceback."""
+    Interrupt(exit_line=False).install()

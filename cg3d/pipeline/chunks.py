@@ -49,7 +49,7 @@ from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
-from cg3d.stopping import Interrupt
+from cg3d.stopping import start_resource_tracker, stop_as_interrupt
 from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
@@ -441,16 +441,7 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             advance(size)
         return
     tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
-    started_here = tracker._fd is None  # one that was running before is someone else's
-    if started_here:
-        # Started with SIGHUP blocked, which it keeps (it ignores SIGINT and SIGTERM itself): a
-        # dropped ssh session's SIGHUP to the whole group then leaves it alive to free the
-        # pool's semaphores. Blocked, not ignored: one arriving meanwhile here is kept pending.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            tracker.ensure_running()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    started_here = start_resource_tracker()
     try:
         _pool_loop(work, first, sized, workers, advance)
     finally:
@@ -500,7 +491,7 @@ def _exit_with_parent(parent: int) -> None:
     idle workers would wait for work forever. A part being written is left as a temp file,
     which the next run's `prepare` removes. SIGTERM and SIGHUP stop a chunk as Ctrl-C does
     (`cg3d.stopping`): by default they killed the worker mid-part."""
-    Interrupt(exit_line=False).install()
+    stop_as_interrupt()
 
     def watch() -> None:
         while os.getppid() == parent:
