@@ -40,9 +40,11 @@ with open(log, "wb") as stderr:
 left = []
 for child in psutil.Process().children(recursive=True):
     try:
-        left.append(f"{child.pid} {child.status()} {' '.join(child.cmdline())[:120]}")
+        status = child.status()
+        named = "" if status == psutil.STATUS_ZOMBIE else " ".join(child.cmdline())[:120]
+        left.append(f"{child.pid} {status} {named}")
         child.kill()
-    except psutil.Error:
+    except psutil.Error:  # it ended meanwhile
         pass
 print(json.dumps({"signalled": signalled, "code": code, "left": left}))
 """
