@@ -13,7 +13,9 @@ sent to one process (`kill PID`) stops the workers as one sent to the whole grou
 
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -35,12 +37,15 @@ class Interrupt:
     128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
     Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C)."""
 
-    def __init__(self, exit_line: bool = True) -> None:
+    def __init__(self, exit_line: bool = True, only_in_task: bool = False) -> None:
         self.count = 0
         self.signum = signal.SIGINT  # the first signal's, which names the exit
         self.exit_line = exit_line
+        self.only_in_task = only_in_task  # a pool worker's: see `run_task`
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.only_in_task and not _in_task:
+            return
         self.count += 1
         if self.count == 1:
             self.signum = signal.Signals(signum)
@@ -81,8 +86,28 @@ def start_resource_tracker() -> bool:
 
 
 def stop_as_interrupt(*args: object) -> None:
-    """In a worker process (a chunk pool's initializer, a DataLoader's `worker_init_fn`): stop
-    on SIGTERM and SIGHUP as on Ctrl-C (KeyboardInterrupt, which their loops end on quietly).
-    Left as they were, a chunk worker died mid-part and a DataLoader worker died by torch's
-    SIGTERM handler, whose death the training process reported as a traceback."""
+    """A DataLoader's `worker_init_fn`: stop on SIGTERM and SIGHUP as on Ctrl-C (the worker
+    loop ends quietly on KeyboardInterrupt). Left to torch's own SIGTERM handler, the worker
+    died of the signal and the training process reported its death as a traceback."""
     Interrupt(exit_line=False).install()
+
+
+_in_task = False  # in a pool worker: `run_task` is running a task
+
+
+def stop_tasks_as_interrupt() -> None:
+    """A process pool's `initializer`: a stop signal interrupts the task being run (submitted
+    through `run_task`) as Ctrl-C does, and is ignored by an idle worker, which its stopping
+    parent shuts down: raised while it waited for work, the KeyboardInterrupt printed a
+    traceback, and by default SIGTERM and SIGHUP killed a worker mid-part."""
+    Interrupt(exit_line=False, only_in_task=True).install()
+
+
+def run_task(function: Callable[..., Any], *args: object) -> Any:
+    """`function(*args)` in a pool worker, interruptible by a stop signal (see above)."""
+    global _in_task
+    _in_task = True
+    try:
+        return function(*args)
+    finally:
+        _in_task = False

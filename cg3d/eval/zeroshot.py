@@ -65,7 +65,7 @@ from cg3d.eval.results import (
 from cg3d.files import atomic_path, why_not_a_folder, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.params import ZeroShotConfig, bound_workers
-from cg3d.stopping import start_resource_tracker, stop_as_interrupt
+from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
 
 console = terminal.console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
@@ -106,9 +106,11 @@ def prepared_shapes(
     context = multiprocessing.get_context("spawn")
     start_resource_tracker()  # one a SIGHUP to the group cannot kill
     # The workers stop on SIGTERM and SIGHUP as on Ctrl-C (by default they died mid-shape)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=stop_as_interrupt) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=stop_tasks_as_interrupt
+    ) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(prepare_counted, *arguments(index, shape))
+            future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
                 future, label, key = window.popleft()

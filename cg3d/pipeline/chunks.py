@@ -49,7 +49,7 @@ from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
-from cg3d.stopping import start_resource_tracker, stop_as_interrupt
+from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
 from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
@@ -458,7 +458,7 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        futures = {pool.submit(work, *job): size for job, size in first}
+        futures = {pool.submit(run_task, work, *job): size for job, size in first}
         try:
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -467,7 +467,7 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
                     advance(futures.pop(future))
                 # Keep two jobs a worker queued: the rest of the plan stays unread.
                 for job, size in itertools.islice(sized, 2 * workers - len(futures)):
-                    futures[pool.submit(work, *job)] = size
+                    futures[pool.submit(run_task, work, *job)] = size
         except BaseException as error:
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             if isinstance(error, KeyboardInterrupt):
@@ -491,7 +491,7 @@ def _exit_with_parent(parent: int) -> None:
     idle workers would wait for work forever. A part being written is left as a temp file,
     which the next run's `prepare` removes. SIGTERM and SIGHUP stop a chunk as Ctrl-C does
     (`cg3d.stopping`): by default they killed the worker mid-part."""
-    stop_as_interrupt()
+    stop_tasks_as_interrupt()
 
     def watch() -> None:
         while os.getppid() == parent:
