@@ -6,9 +6,12 @@ the output folder kept its lock file and temp files, pool workers were orphaned 
 multiprocessing's resource tracker warned of leaked semaphores. Here the first of these
 signals raises KeyboardInterrupt, which every cleanup already handles (finally blocks, a
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
-signal in one line and exits 128 + its number. The same handler runs in the chunk pools'
-worker processes (`cg3d.pipeline.chunks`), which the command forwards its signal to: a signal
-sent to one process (`kill PID`) stops the workers as one sent to the whole group does.
+signal in one line and exits 128 + its number. The same handler runs in worker processes:
+the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
+pool also sends its workers SIGINT when the command stops, so that a signal sent to one
+process, `kill PID`, stops them as one sent to the whole group does) and the training
+DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
+(`cg3d.render.stage._run_threads`).
 """
 
 import os
