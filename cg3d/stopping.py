@@ -62,9 +62,12 @@ class Interrupt:
             os._exit(128 + self.signum)
 
     def install(self) -> "Interrupt":
-        """Handle the stop signals with this (from the main thread, where Python runs them)."""
+        """Handle the stop signals with this (from the main thread, where Python runs them),
+        but those this process was started ignoring: `nohup` ignores SIGHUP so that the command
+        outlives its ssh session, and a shell script's `command &` ignores SIGINT."""
         for signum in STOP_SIGNALS:
-            signal.signal(signum, self)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self)
         return self
 
 

@@ -50,3 +50,29 @@ def test_a_pool_worker_is_interrupted_in_a_task_only(name):
         "task: interrupted",
         "idle again: not interrupted",
     ]
+
+
+NOHUP = """
+import os, signal, time
+from cg3d.stopping import Interrupt
+
+signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
+Interrupt().install()
+os.kill(os.getpid(), signal.SIGHUP)
+time.sleep(0.2)
+print("still running")
+"""
+
+
+def test_a_command_started_under_nohup_keeps_ignoring_sighup():
+    """`nohup cg3d train ...` must outlive the ssh session: a SIGHUP it was started ignoring
+    stays ignored, not turned into a stop."""
+    result = subprocess.run(
+        [sys.executable, "-c", NOHUP],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "still running"
