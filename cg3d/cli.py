@@ -5,7 +5,6 @@ bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from cg3d import terminal
 from cg3d.errors import UsageError, printable
+from cg3d.stopping import Interrupt, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -135,54 +135,36 @@ def quiet_warnings() -> None:
     root.setLevel(logging.WARNING)
 
 
-class _Interrupt:
-    """The SIGINT handler of a command. The first Ctrl-C raises KeyboardInterrupt (typer makes
-    it exit 130); the second is ignored, so that the cleanup the first started (finally blocks,
-    the output lock's release, temp files, the interpreter's exit handlers) runs to its end: a
-    second Ctrl-C landing there printed a KeyboardInterrupt traceback (`cg3d index`) or left
-    the folder's .cg3d.lock behind. A third stops the process at once, for a cleanup that
-    hangs (a server's, a worker pool's)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            raise KeyboardInterrupt
-        if self.count >= 3:
-            os.write(2, b"error: interrupted three times: stopped before its cleanup ended\n")
-            os._exit(130)
-
-
-def _interrupted() -> None:
+def _interrupted(signum: int) -> None:
     console = _stderr()
     console.print("[bold red]error:[/]", end=" ", markup=True)
-    console.print("interrupted")
-    sys.exit(130)
+    console.print(stopped_words(signum))
+    sys.exit(128 + signum)
 
 
 def main() -> None:
     """Entry point: user errors, and what the user's or the machine's condition refused (an
     OSError naming its file, or whose errno is such a condition: a full disk, a read-only
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
-    not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130
-    (`_Interrupt`). Any other OSError is a bug and keeps its traceback."""
+    not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
+    SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
+    OSError is a bug and keeps its traceback."""
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
-        signal.signal(signal.SIGINT, interrupt)
+        interrupt.install()
     try:
         app()
     except KeyboardInterrupt:  # one typer did not see (raised outside its command)
-        _interrupted()
+        _interrupted(interrupt.signum)
     except SystemExit as stop:
         # typer's silent exit 130 for a KeyboardInterrupt; a command that stops on Ctrl-C by
-        # design (the demo's server) exits as it chose
-        if interrupt.count and stop.code == 130:
-            _interrupted()
+        # design (the demo's server) exits as it chose, but not on SIGTERM or SIGHUP: a
+        # supervisor (systemd, SLURM) reads 143 as "stopped as asked", 0 as "it ended"
+        if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
+            _interrupted(interrupt.signum)
         raise
     except (UsageError, OSError, UnicodeEncodeError) as error:
         if isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug

@@ -71,6 +71,7 @@ from cg3d.formats.textfeatures import (
     read_text_features,
 )
 from cg3d.params import ZeroShotConfig, bound_workers
+from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
 
 console = terminal.console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
@@ -109,9 +110,13 @@ def prepared_shapes(
     # returns the topped-up count with the points, so no raw cloud waits here for it.
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    start_resource_tracker()  # one a SIGHUP to the group cannot kill
+    # The workers stop on SIGTERM and SIGHUP as on Ctrl-C (by default they died mid-shape)
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=stop_tasks_as_interrupt
+    ) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(prepare_counted, *arguments(index, shape))
+            future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
                 future, label, key = window.popleft()

@@ -17,6 +17,7 @@ runs (`locks_out_dir`), so two runs with different params cannot mix their parts
 each other's temp files in `prepare`.
 """
 
+import contextlib
 import functools
 import gc
 import hashlib
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,6 +49,7 @@ from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
+from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
 from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
@@ -438,7 +441,7 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             advance(size)
         return
     tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
-    started_here = tracker._fd is None  # one that was running before is someone else's
+    started_here = start_resource_tracker()
     try:
         _pool_loop(work, first, sized, workers, advance)
     finally:
@@ -455,7 +458,7 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        futures = {pool.submit(work, *job): size for job, size in first}
+        futures = {pool.submit(run_task, work, *job): size for job, size in first}
         try:
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -464,17 +467,31 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
                     advance(futures.pop(future))
                 # Keep two jobs a worker queued: the rest of the plan stays unread.
                 for job, size in itertools.islice(sized, 2 * workers - len(futures)):
-                    futures[pool.submit(work, *job)] = size
-        except BaseException:
+                    futures[pool.submit(run_task, work, *job)] = size
+        except BaseException as error:
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
+            if isinstance(error, KeyboardInterrupt):
+                _interrupt_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the chunks being worked on, as a Ctrl-C in a terminal does (it reaches the whole
+    process group): a SIGTERM sent to this process only (`kill PID`, `docker stop`) would
+    otherwise wait for every running chunk to finish. Each worker's `Interrupt` ignores the
+    copy of a signal it also got from its group; the interrupted chunk leaves no part."""
+    for process in list(pool._processes.values()):  # private: no public list of the workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGINT)
 
 
 def _exit_with_parent(parent: int) -> None:
     """In a pool worker: exit when the parent is gone (killed with -9, it cannot tell us), or
     idle workers would wait for work forever. A part being written is left as a temp file,
-    which the next run's `prepare` removes."""
+    which the next run's `prepare` removes. SIGTERM and SIGHUP stop a chunk as Ctrl-C does
+    (`cg3d.stopping`): by default they killed the worker mid-part."""
+    stop_tasks_as_interrupt()
 
     def watch() -> None:
         while os.getppid() == parent:

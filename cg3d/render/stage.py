@@ -190,22 +190,43 @@ def _run_threads(
     errors: list[BaseException] = []
     memory = worker_memory_bytes(config.worker_memory, workers)  # the same for every thread
 
-    def drive() -> None:
-        with BlenderWorker(config.worker_settings(), config.timeout, memory, scratch) as worker:
-            while not errors:
-                job = todo.next()
-                if job is None:
-                    return
-                try:
-                    results.append(render_chunk(worker, *job, on_object=advance))
-                except BaseException as error:  # stop the other threads too, re-raised below
-                    errors.append(error)
+    blenders: list[BlenderWorker] = []  # each thread's, for `stop`
+    # Set as each thread ends. Waited on instead of Thread.join: a KeyboardInterrupt that lands
+    # in join() marks the thread as ended while it runs (Python 3.11), so a second join()
+    # returned at once and the process exited before the thread's cleanup.
+    ended = [threading.Event() for _ in range(workers)]
 
-    threads = [threading.Thread(target=drive, daemon=True) for _ in range(workers)]
+    def drive(number: int) -> None:
+        try:
+            with BlenderWorker(config.worker_settings(), config.timeout, memory, scratch) as worker:
+                blenders.append(worker)
+                while not errors:
+                    job = todo.next()
+                    if job is None:
+                        return
+                    try:
+                        results.append(render_chunk(worker, *job, on_object=advance))
+                    except BaseException as error:  # stop the other threads too, re-raised below
+                        errors.append(error)
+        finally:
+            ended[number].set()
+
+    threads = [threading.Thread(target=drive, args=(i,), daemon=True) for i in range(workers)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for event in ended:
+            event.wait()
+    except BaseException as error:
+        # Ctrl-C, SIGTERM or SIGHUP (in this main thread): stop the threads' Blenders, whose
+        # chunks then write no part, and wait for the threads, which remove their temp folders.
+        # Left to run, a thread took its killed Blender for a crash and wrote a failure row.
+        errors.append(error)
+        for blender in list(blenders):
+            blender.stop()
+        for event in ended:
+            event.wait()
+        raise
     if errors:
         raise errors[0]
     return sum(results)

@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,19 @@ def worker_memory_bytes(gib: float, workers: int) -> int:
 
 class WorkerDied(Exception):
     """The Blender process exited or hung; the message says which and why."""
+
+
+class WorkerStopped(UsageError):
+    """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP): the Blender process was stopped with
+    it, and its object is not finished, nor failed; its chunk writes no part. Raised as such
+    only where the signal reached Blender alone (the stage itself stops on its own
+    KeyboardInterrupt): then one line, as the stage was not stopped by its user."""
+
+
+# How a Blender process ends when the signal that stops the stage reaches it too (a terminal's
+# Ctrl-C, `scancel` and a dropped ssh session signal every process of the job): no crash of
+# its object, which must not become a failure row in a part.
+STOPPED_CODES = {-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP}
 
 
 def source(path: Path, root: Path | None, sha256: str) -> dict:
@@ -93,6 +107,7 @@ class BlenderWorker:
         self.retries = 0  # failures asked again of a fresh worker
         self.served = 0  # requests the running process has had
         self.last_rss_mb = 0.0
+        self.stopping = False  # `stop` was called: no object is asked for again
 
     @property
     def out_dir(self) -> Path:
@@ -185,6 +200,8 @@ class BlenderWorker:
 
     def _ask_once(self, request: dict) -> dict:
         object_id = request["id"]
+        if self.stopping:
+            raise WorkerStopped(f"Blender was stopped before object {object_id}: rerun to resume")
         if self.process is None or self.process.poll() is not None:
             self.start()
             self.served = 0
@@ -194,6 +211,13 @@ class BlenderWorker:
             self.process.stdin.flush()
             reply = self._read(self.timeout_s, f"object {object_id}")
         except (WorkerDied, BrokenPipeError) as error:
+            code = None if self.process is None else self.process.poll()  # None: timed out
+            if self.stopping or code in STOPPED_CODES:
+                self.kill()
+                how = f" by {signal.Signals(-code).name}" if code in STOPPED_CODES else ""
+                raise WorkerStopped(
+                    f"Blender was stopped{how} during object {object_id}: rerun to resume"
+                ) from error
             self.kill()
             self.restarts += 1
             reason = str(error) if isinstance(error, WorkerDied) else "crash: Blender exited"
@@ -244,6 +268,14 @@ class BlenderWorker:
             self.process.wait()
         self.process = None
 
+    def stop(self) -> None:
+        """From another thread than the one asking: kill Blender now, and make the object it
+        works on raise WorkerStopped (not a failure). The stage is stopping."""
+        self.stopping = True
+        process = self.process
+        if process is not None:
+            process.kill()  # a no-op on one that has exited; the asking thread reaps it
+
     def close(self) -> None:
         """Stop Blender (end of input lets it exit cleanly) and remove the temp folder."""
         if self.process is not None and self.process.poll() is None:
@@ -259,4 +291,6 @@ class BlenderWorker:
         return self
 
     def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # a Ctrl-C or SIGTERM, a full disk: do not wait for its object
+            self.kill()
         self.close()

@@ -64,6 +64,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
+from cg3d.stopping import start_resource_tracker, stop_as_interrupt
 from cg3d.train.augment import (
     AugmentConfig,
     augment_raw,
@@ -297,6 +298,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         # Shared memory, seen by the persistent worker processes: the epoch set in the main
         # process, and the bad samples skipped by any worker (counted for the metrics).
         context = multiprocessing.get_context("spawn")
+        start_resource_tracker()  # before the lock below starts one that a SIGHUP kills
         self.epoch = context.Value("q", 0, lock=False)
         self.skipped = context.Value("q", 0)
         self.slots: BatchSlots | None = None  # set by the Loader before its workers start
@@ -609,6 +611,7 @@ class Loader:
                 # each checkpoint, drawn by dropout) went other than an unbroken run's. The
                 # workers' draws are seeded by the loader itself (`ShardStream.samples`).
                 generator=torch.Generator().manual_seed(self.config.seed),
+                worker_init_fn=stop_as_interrupt,  # a SIGTERM stops them as Ctrl-C does
             )
         parts: Iterable[dict] = iter(self.workers)
         if self.dataset.slots is not None:

@@ -1,6 +1,7 @@
 """Ctrl-C in a command (`cg3d index` here): one line, exit 130, its cleanup run to the end,
-however many times it is pressed. Each SIGINT is sent by the command's own process at a fixed
-point (a patched function), so the test does not depend on timing."""
+however many times it is pressed; SIGTERM and SIGHUP alike, exit 143 and 129. Each signal is
+sent by the command's own process at a fixed point (a patched function), so the test does not
+depend on timing."""
 
 import os
 import subprocess
@@ -20,11 +21,14 @@ import cg3d.files as files
 import cg3d.cli
 
 WHERE = sys.argv[1]
+# the first signal, then the one(s) sent during the cleanup it starts
+SIGNALS = iter([signal.Signals[sys.argv[2]]])
+LATER = signal.Signals[sys.argv[3]]
 
 
 def ctrl_c(times=1):
     for _ in range(times):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), next(SIGNALS, LATER))
         time.sleep(0.05)  # a handler runs between bytecodes: let it
 
 
@@ -52,17 +56,25 @@ elif WHERE == "a cleanup that hangs":
             time.sleep(0.05)
 
     atexit.register(hanging)
-sys.argv = ["cg3d", "index", *sys.argv[2:]]
+sys.argv = ["cg3d", "index", *sys.argv[4:]]
 cg3d.cli.main()
 """
 
 
-def run_interrupted(where: str, checkpoint: Path, shards: Path, out: Path, tmp_path: Path):
+def run_interrupted(
+    where: str,
+    checkpoint: Path,
+    shards: Path,
+    out: Path,
+    tmp_path: Path,
+    first: str = "SIGINT",
+    later: str = "SIGINT",
+):
     child = tmp_path / "child.py"
     child.write_text(CHILD)
     arguments = ["--checkpoint", str(checkpoint), "--shards", str(shards), "--out", str(out)]
     return subprocess.run(
-        [sys.executable, str(child), where, *arguments],
+        [sys.executable, str(child), where, first, later, *arguments],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -97,3 +109,44 @@ def test_a_third_ctrl_c_stops_a_cleanup_that_hangs(tiny_checkpoint, tiny_shards,
         "error: interrupted three times: stopped before its cleanup ended"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "first,later,code,line",
+    [
+        ("SIGTERM", "SIGTERM", 143, "error: terminated (SIGTERM)"),
+        ("SIGHUP", "SIGHUP", 129, "error: terminated (SIGHUP)"),
+        ("SIGTERM", "SIGINT", 143, "error: terminated (SIGTERM)"),  # a Ctrl-C while it cleans up
+    ],
+)
+def test_sigterm_and_sighup_stop_as_ctrl_c_does_and_say_which(
+    tiny_checkpoint, tiny_shards, tmp_path, first, later, code, line
+):
+    """Before: Python's default action, the process died where it stood (exit -15 or -1),
+    printing nothing, and the folder kept its .cg3d.lock. A second signal while the lock is
+    released is ignored as a second Ctrl-C is; the first names the exit."""
+    out = tmp_path / "index"
+    result = run_interrupted(
+        "releasing the lock", tiny_checkpoint, tiny_shards, out, tmp_path, first, later
+    )
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == line
+    left = {path.name for path in out.iterdir()}
+    assert ".cg3d.lock" not in left and not [name for name in left if name.endswith(".tmp")]
+
+
+def test_a_third_sigterm_stops_a_cleanup_that_hangs(tiny_checkpoint, tiny_shards, tmp_path):
+    result = run_interrupted(
+        "a cleanup that hangs",
+        tiny_checkpoint,
+        tiny_shards,
+        tmp_path / "o",
+        tmp_path,
+        "SIGTERM",
+        "SIGTERM",
+    )
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: terminated (SIGTERM) three times: stopped before its cleanup ended"
+    )

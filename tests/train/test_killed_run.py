@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.stopping import stop_command
 from tests.train.helpers import outputs, params_file
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,42 @@ def test_a_killed_training_resumes_to_the_bytes_of_an_unbroken_run(shards, tmp_p
         trained and "epoch 1/3" not in rerun.stderr and "training from scratch" not in rerun.stderr
     )
     assert not (out / ".resume").exists() and not (out / ".cg3d.lock").exists()
+    expected, got = outputs(whole), outputs(out)
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []
+
+
+@pytest.mark.parametrize(
+    "signum,whom",
+    [(signal.SIGTERM, "process"), (signal.SIGTERM, "group"), (signal.SIGHUP, "group")],
+    ids=["kill", "scancel", "ssh"],
+)
+def test_a_terminated_training_says_so_and_resumes_to_the_bytes_of_an_unbroken_run(
+    shards, tmp_path, signum, whom
+):
+    """SIGTERM (`kill`, `scancel`, a SLURM time limit) and SIGHUP (a dropped ssh session) stop
+    it as Ctrl-C does: the last epoch's checkpoint kept whole, one line, exit 128 + signum, its
+    loader worker stopped. Before: it died where it stood (-15), the output lock left behind,
+    and SIGTERM to the group made torch report its loader worker's death as a traceback."""
+    params = params_file(tmp_path, epochs=3, workers=1)
+    whole = tmp_path / "whole"
+    subprocess.run(train_command(shards, whole, params), check=True, capture_output=True)
+
+    out = tmp_path / "stopped"
+    command = train_command(shards, out, params)[3:]  # after `python -m cg3d`
+    stopped = stop_command(command, out / ".resume" / "last.pt", signum, whom)
+    assert stopped.signalled, f"it ended before the signal:\n{stopped.stderr[-2000:]}"
+    assert stopped.code == 128 + signum, stopped.stderr[-2000:]
+    assert stopped.last_line == f"error: terminated ({signal.Signals(signum).name})"
+    assert "Traceback" not in stopped.stderr and "Exception ignored" not in stopped.stderr
+    # multiprocessing's resource tracker outlives even an unbroken run (it exits as its pipe
+    # closes); any other process left is the loader worker, orphaned
+    assert [p for p in stopped.left if "zombie" not in p and "resource_tracker" not in p] == []
+    assert (out / ".resume" / "last.pt").exists() and not (out / ".cg3d.lock").exists()
+
+    rerun = subprocess.run(train_command(shards, out, params), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "epoch 1/3" not in rerun.stderr and "training from scratch" not in rerun.stderr
     expected, got = outputs(whole), outputs(out)
     assert sorted(got) == sorted(expected)
     assert [name for name in expected if got[name] != expected[name]] == []

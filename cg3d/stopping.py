@@ -1,0 +1,119 @@
+"""How a process of ours stops on a signal: SIGINT (Ctrl-C), SIGTERM (`kill`, `scancel`, a SLURM
+time limit, `docker stop`, systemd) and SIGHUP (a dropped ssh session) alike.
+
+Left to Python's defaults, SIGTERM and SIGHUP killed a command where it stood: no cleanup ran,
+the output folder kept its lock file and temp files, pool workers were orphaned and
+multiprocessing's resource tracker warned of leaked semaphores. Here the first of these
+signals raises KeyboardInterrupt, which every cleanup already handles (finally blocks, a
+pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
+signal in one line and exits 128 + its number. The same handler runs in worker processes:
+the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
+pool also sends its workers SIGINT when the command stops, so that a signal sent to one
+process, `kill PID`, stops them as one sent to the whole group does) and the training
+DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
+(`cg3d.render.stage._run_threads`).
+"""
+
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stopped_words(signum: int) -> str:
+    """How an error line names a stop: "interrupted" (Ctrl-C), "terminated (SIGTERM)"."""
+    if signum == signal.SIGINT:
+        return "interrupted"
+    return f"terminated ({signal.Signals(signum).name})"
+
+
+class Interrupt:
+    """The handler of the stop signals. The first raises KeyboardInterrupt; the second is
+    ignored, so that the cleanup the first started (finally blocks, the output lock's release,
+    temp files, a pool's shutdown, the interpreter's exit handlers) runs to its end: a second
+    Ctrl-C landing there printed a KeyboardInterrupt traceback (`cg3d index`) or left the
+    folder's .cg3d.lock behind; a signal sent both to a process group and, forwarded, to each
+    worker reaches a worker twice. A third stops the process at once (`exit_line`, exit
+    128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
+    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C)."""
+
+    def __init__(self, exit_line: bool = True, only_in_task: bool = False) -> None:
+        self.count = 0
+        self.signum = signal.SIGINT  # the first signal's, which names the exit
+        self.exit_line = exit_line
+        self.only_in_task = only_in_task  # a pool worker's: see `run_task`
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.only_in_task and not _in_task:
+            return
+        self.count += 1
+        if self.count == 1:
+            self.signum = signal.Signals(signum)
+            raise KeyboardInterrupt
+        if self.count >= 3:
+            if self.exit_line:
+                words = stopped_words(self.signum)
+                os.write(
+                    2, f"error: {words} three times: stopped before its cleanup ended\n".encode()
+                )
+            os._exit(128 + self.signum)
+
+    def install(self) -> "Interrupt":
+        """Handle the stop signals with this (from the main thread, where Python runs them),
+        but those this process was started ignoring: `nohup` ignores SIGHUP so that the command
+        outlives its ssh session, and a shell script's `command &` ignores SIGINT."""
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self)
+        return self
+
+
+def start_resource_tracker() -> bool:
+    """Start multiprocessing's resource tracker (the process that frees a pool's semaphores
+    and shared memory), unless one runs; True if started here. It ignores SIGINT and SIGTERM
+    itself, but a SIGHUP to the whole group (a dropped ssh session) killed it: its
+    replacement then printed a KeyError traceback for each semaphore freed. Started with
+    SIGHUP blocked, which it keeps; blocked, not ignored, so that one arriving meanwhile here
+    is kept pending, then handled."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    if tracker._fd is not None:  # one that was running before is someone else's
+        return False
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return True
+
+
+def stop_as_interrupt(*args: object) -> None:
+    """A DataLoader's `worker_init_fn`: stop on SIGTERM and SIGHUP as on Ctrl-C (the worker
+    loop ends quietly on KeyboardInterrupt). Left to torch's own SIGTERM handler, the worker
+    died of the signal and the training process reported its death as a traceback."""
+    Interrupt(exit_line=False).install()
+
+
+_in_task = False  # in a pool worker: `run_task` is running a task
+
+
+def stop_tasks_as_interrupt() -> None:
+    """A process pool's `initializer`: a stop signal interrupts the task being run (submitted
+    through `run_task`) as Ctrl-C does, and is ignored by an idle worker, which its stopping
+    parent shuts down: raised while it waited for work, the KeyboardInterrupt printed a
+    traceback, and by default SIGTERM and SIGHUP killed a worker mid-part."""
+    Interrupt(exit_line=False, only_in_task=True).install()
+
+
+def run_task(function: Callable[..., Any], *args: object) -> Any:
+    """`function(*args)` in a pool worker, interruptible by a stop signal (see above)."""
+    global _in_task
+    _in_task = True
+    try:
+        return function(*args)
+    finally:
+        _in_task = False

@@ -1,0 +1,67 @@
+"""`cg3d render` (two Blender workers) stopped by SIGTERM mid-work, sent to the command alone
+(`kill PID`) or to every process of the job (`scancel`, a SLURM time limit: Blender gets it
+too): one line, exit 143, no Blender left running, no temp folder left, and a rerun that ends
+in the bytes of a run never stopped.
+
+Before: the process died where it stood, its Blender workers were orphaned and their temp
+folders left under .workers/; a Ctrl-C (which reaches Blender too) could also let a driving
+thread take its killed Blender for a crash and write a failure row for the object."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+import trimesh
+
+from tests.pipeline.meshes import make_meshes
+from tests.stopping import stop_command, tree_bytes
+
+pytestmark = pytest.mark.blender
+
+OBJECTS = 24
+OPTIONS = ["--workers", "2", "--chunk-size", "2", "--views", "2", "--resolution", "32"]
+
+
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("meshes")
+    spheres = {f"s{i:02d}": trimesh.creation.icosphere(2, 1.0 + i / 100) for i in range(OBJECTS)}
+    return make_meshes(root, spheres)
+
+
+def render(meshes, out) -> list[str]:
+    return ["render", "--meshes", str(meshes), "--out", str(out), "--engine", "workbench"] + (
+        OPTIONS
+    )
+
+
+@pytest.fixture(scope="module")
+def unbroken(meshes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("unbroken") / "views"
+    cg3d = [sys.executable, "-m", "cg3d", *render(meshes, out)]
+    subprocess.run(cg3d, check=True, capture_output=True, timeout=600)
+    return tree_bytes(out)
+
+
+@pytest.mark.parametrize("whom", ["process", "group"])
+def test_a_stopped_render_stops_its_blenders_and_resumes_to_the_same_bytes(
+    meshes, unbroken, tmp_path, whom
+):
+    out = tmp_path / "views"
+    stopped = stop_command(render(meshes, out), out / "part-00001.tar", signal.SIGTERM, whom)
+    assert stopped.signalled, f"it ended before the signal:\n{stopped.stderr[-2000:]}"
+    assert stopped.code == 143, stopped.stderr[-2000:]
+    assert stopped.last_line == "error: terminated (SIGTERM)"
+    assert "Traceback" not in stopped.stderr
+    assert stopped.left == []  # no Blender orphaned
+    assert not (out / ".cg3d.lock").exists()
+    assert [path for path in (out / ".workers").rglob("*")] == []  # temp folders removed
+    assert len(list(out.glob("part-*.tar"))) < OBJECTS // 2
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "cg3d", *render(meshes, out)], capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    # the same parts and failure tables: no object of a stopped chunk became a failure row
+    assert tree_bytes(out) == unbroken
