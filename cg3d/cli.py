@@ -143,11 +143,13 @@ def _interrupted(signum: int) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors, and what the machine refused (a full disk, a read-only
-    folder: any OSError, named by its file and its errno's meaning; a name that is not UTF-8),
-    become one line on stderr and exit code 2; Ctrl-C one line and exit code 130, SIGTERM and
-    SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`)."""
-    from cg3d.files import not_utf8_line, os_error_line
+    """Entry point: user errors, and what the user's or the machine's condition refused (an
+    OSError naming its file, or whose errno is such a condition: a full disk, a read-only
+    folder, a permission, a network that does not answer, `files.is_condition`; a name that is
+    not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
+    SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
+    OSError is a bug and keeps its traceback."""
+    from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
     interrupt = Interrupt()
@@ -169,6 +171,8 @@ def main() -> None:
             message = not_utf8_line(error)
             if message is None:
                 raise
+        elif isinstance(error, OSError) and not is_condition(error):
+            raise
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
         console = _stderr()

@@ -157,6 +157,20 @@ def _missing_folders(folder: Path) -> list[Path]:
     return [p for p in (Path(folder), *Path(folder).parents) if not os.path.lexists(p)]
 
 
+@contextmanager
+def folder_for(path: Path) -> Iterator[None]:
+    """Create the folder of file `path` (and its parents) for a writer; when the block fails (a
+    full disk at the write), remove those made here again while empty: the failed write leaves
+    nothing it created, as `check_out_file` does for its probe."""
+    made = _missing_folders(Path(path).parent)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
 def _remove_empty(folders: list[Path]) -> None:
     """Remove `folders` (deepest first) while they are empty: a refused run leaves no folder
     it made; one holding something now (this run's or another's) is kept, and its parents."""
@@ -211,12 +225,49 @@ def out_of_room(error: BaseException) -> bool:
     return (error.errno or _errno_in(str(error))) in NO_ROOM
 
 
+# Errnos that are the user's or the machine's condition even when the OSError names no file:
+# no room or no writable disk, a permission, a missing file, a reader that closed the output
+# pipe, a network that did not answer (URL shards, a fetch command's download).
+CONDITION_ERRNOS = NO_ROOM | frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.EPIPE,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+    }
+)
+
+
+def is_condition(error: OSError) -> bool:
+    """Whether `error` is the user's or the machine's condition, for one line (`os_error_line`):
+    it names its file, or its errno (or the one a library put in its words only, as pyarrow
+    does) is a condition (`CONDITION_ERRNOS`), or it is a network's refusal or silence (a name
+    that does not resolve, a timeout, urllib's URLError). Any other OSError is a bug, which
+    keeps its traceback."""
+    import socket
+    import urllib.error
+
+    if error.filename is not None:
+        return True
+    if isinstance(error, (socket.gaierror, TimeoutError, urllib.error.URLError)):
+        return True
+    return (error.errno or _errno_in(str(error))) in CONDITION_ERRNOS
+
+
 def os_error_line(error: OSError) -> str:
     """One line for an OSError: the file it names and the errno's meaning (and name)."""
     if error.errno and error.strerror:
-        name = errno.errorcode.get(error.errno, str(error.errno))
+        name = errno.errorcode.get(error.errno)  # none for a resolver's (socket.gaierror) codes
         where = f"{error.filename}: " if error.filename is not None else ""
-        return f"{where}{error.strerror} ({name})"
+        return f"{where}{error.strerror}" + (f" ({name})" if name else "")
     return str(error)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, check_out_dir, read_small_text, real_path
+from cg3d.files import atomic_path, check_out_file, folder_for, read_small_text, real_path
 from cg3d.formats.npy import write_npy
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
@@ -109,7 +109,9 @@ def check_out(
             f"{option}: {out} is inside {source}, whose {out.suffix} files are the shapes read: "
             "a later run over it would read this file as a shape; choose another folder"
         )
-    check_out_dir(out.parent, option)  # a file where its folder goes included
+    # a file where its folder goes included; the folders made for the check are removed
+    # again, for the writer to make (`folder_for`): a refused run leaves none
+    check_out_file(out, option)
     return out
 
 
@@ -189,8 +191,7 @@ def embed_rows(
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     """`rows` as a .csv or .parquet file (by `out`'s suffix), written whole."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with folder_for(out), atomic_path(out) as tmp:
         if out.suffix.lower() == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -215,16 +216,16 @@ def write_embeddings(rows: list[dict[str, Any]], array: np.ndarray, out: Path) -
             for r in rows
         ]
         return [write_table(table, out)]
-    out.parent.mkdir(parents=True, exist_ok=True)
     # The .csv names the array's rows: an earlier run's beside this run's array (a full disk
     # at the .csv) would name the wrong shapes. So the pair is written whole or not at all, and
     # the earlier pair is removed whole first (a full disk at the .npy left its array alone).
     table = out.with_suffix(".csv")
     table.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
-    write_npy(out, array)
-    try:
-        return [out, write_table(rows, table)]
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    with folder_for(out):
+        write_npy(out, array)
+        try:
+            return [out, write_table(rows, table)]
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise

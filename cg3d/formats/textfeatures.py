@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, require_regular_file
-from cg3d.formats.npy import read_npy, write_npy
+from cg3d.files import atomic_path, folder_for, loads_json, require_regular_file
+from cg3d.formats.npy import open_npy, read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
@@ -45,15 +45,15 @@ def write_text_features(
         raise UsageError(f"{OPTION}: {path} must end in .npy")
     if features.ndim != 2 or features.shape[0] != len(classes):
         raise ValueError(f"features {features.shape} do not match {len(classes)} classes")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The sidecar names the rows: an earlier one left beside new rows (a kill or a full disk
     # between the two writes) gave them its classes, in silence when the counts agreed. Without
     # it the reader refuses the file until the writer finishes.
     sidecar(path).unlink(missing_ok=True)
-    write_npy(path, features)
-    record = {"format": FORMAT, "classes": list(classes), **(about or {})}
-    with atomic_path(sidecar(path)) as tmp:
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    with folder_for(path):
+        write_npy(path, features)
+        record = {"format": FORMAT, "classes": list(classes), **(about or {})}
+        with atomic_path(sidecar(path)) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,12 @@ def read_text_features(path: Path) -> TextFeatures:
         OPTION,
     )
     try:
-        data = path.read_bytes()  # small (LVIS: 1,156 x 1,280 floats); hashed and parsed once
+        # Its header first: a file that is no .npy (a checkpoint of GBs given by mistake) is
+        # refused before its bytes are read. Then the bytes, hashed and parsed once (small:
+        # LVIS's are 1,156 x 1,280 floats).
+        with open_npy(path) as npy:
+            npy.handle.seek(0)
+            data = npy.handle.read()
         features = read_npy(data)
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None

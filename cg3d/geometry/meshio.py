@@ -921,6 +921,19 @@ def obj_material_libraries(path: Path) -> list[str]:
     return [name for name in names if name]
 
 
+def read_material_libraries(path: Path) -> list[str]:
+    """The MTL file names Blender's importer reads for the OBJ `path`, in its order: the
+    `mtllib` ones, then `<stem>.mtl` beside the OBJ when that file exists and is not named
+    already (Blender's own rule, after the old Python importer: files written by Windows tools
+    name `Chair.MTL` beside a `chair.mtl`, or no library at all). The last library to define
+    a material gives it (Blender 5.0), so that default one wins over the named ones."""
+    names = obj_material_libraries(path)
+    default = Path(path).with_suffix(".mtl").name
+    if default not in names and (Path(path).parent / default).exists():
+        names.append(default)
+    return names
+
+
 def texture_map(line: str) -> tuple[str, list[str], str] | None:
     """(keyword, options, file name) of an MTL texture map statement, else None."""
     words = line.split()
@@ -991,8 +1004,7 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     missing: list[str] = []
 
-    def reference(folder: Path, name: str) -> Path | None:
-        file = resolve_reference(root, folder, name, required=False)
+    def reference(name: str, file: Path | None) -> Path | None:
         if file is None:
             missing.append(_named(name))
         else:
@@ -1000,11 +1012,11 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
         return file
 
     if suffix == ".obj":
-        for name in obj_material_libraries(path):
-            mtl = reference(base, name)
+        for name in read_material_libraries(real_path(path)):
+            mtl = reference(name, resolve_reference(root, base, name, required=False))
             if mtl is not None:
                 for texture in _mtl_maps(mtl):
-                    reference(mtl.parent, texture)
+                    reference(texture, mtl_texture(root, mtl, texture))
     elif suffix in GLTF_SUFFIXES:
         for _, name, file in _gltf_references(gltf_document(path), base, root):
             if file is None:
@@ -1012,6 +1024,20 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
             else:
                 found.append(file)
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
+
+
+def mtl_texture(root: Path, mtl: Path, name: str) -> Path | None:
+    """The file the texture map `name` of the MTL `mtl` names, as Blender's importer finds it
+    (checked with Blender 5.0 on Linux): backslashes read as slashes (`tex\\wood.png`, as
+    Windows exporters write it), else the file of that base name beside the MTL (a Windows
+    tool's `C:\\Users\\me\\wood.png`); None when neither is there. Each inside `root`
+    (`resolve_reference`: MeshError `outside_root` for one that escapes)."""
+    written = name.replace("\\", "/")
+    file = resolve_reference(root, mtl.parent, written, required=False)
+    folder, _, base_name = written.rpartition("/")
+    if file is None and folder and base_name:
+        file = resolve_reference(root, mtl.parent, base_name, required=False)
+    return file
 
 
 def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
@@ -1099,7 +1125,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     """(the OBJ copy, the sha256 of the bytes read): see `blender_input`. With `split`, its
     faces that name a vertex twice apart are split as trimesh's are (`split_obj_faces`)."""
     libraries = []
-    for name in obj_material_libraries(resolved):
+    for name in read_material_libraries(resolved):
         mtl = resolve_reference(root, resolved.parent, name, required=False)
         if mtl is not None:
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
@@ -1180,7 +1206,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
             continue
         found = texture_map(line)
         if found and found[2]:
-            texture = resolve_reference(root, mtl.parent, found[2], required=False)
+            texture = mtl_texture(root, mtl, found[2])
             # A missing texture stays missing (a name in the fresh copy folder that no file
             # has), as for a glTF: dropping the map would leave the importer's default colour
             # under it looking like the author's.

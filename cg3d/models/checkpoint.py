@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, require_regular_file
+from cg3d.files import atomic_path, folder_for, require_regular_file
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
@@ -89,11 +89,10 @@ def write_payload(path: Path, payload: dict[str, Any]) -> None:
     For a converter that writes a peer's point side without building its teacher's towers.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Saved through an open handle, not the temp path: torch names the zip's records after the
     # file it is given (`.last.pt.<pid>.tmp/data/0`), a handle gets the fixed name `archive/`,
     # so one run gives the same bytes every time. Streamed: no second copy in memory.
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with folder_for(path), atomic_path(path) as tmp, open(tmp, "wb") as handle:
         writer = _WriteErrors(handle)
         try:
             torch.save(_canonical(payload), writer)

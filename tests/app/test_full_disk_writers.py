@@ -23,17 +23,40 @@ def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_an_embedding_array_on_a_full_disk_names_its_file_and_the_cause(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("name", ["e.npy", "new/deeper/e.npy"])
+def test_an_embedding_array_on_a_full_disk_names_its_file_and_the_cause(
+    tiny_checkpoint, tmp_path, name
+):
     shapes = tmp_path / "shapes"
     shapes.mkdir()
     for i in range(24):  # 24 rows of the tiny model's 64 floats: 6 KiB, more than the disk has
         (shapes / f"s{i}.xyz").write_text("\n".join(f"{i} {j % 7} {j % 5}" for j in range(64)))
     with mounted(tmp_path / "disk", "size=4k") as disk:
-        result = cg3d("embed", shapes, "--checkpoint", tiny_checkpoint, "--out", disk / "e.npy")
+        result = cg3d("embed", shapes, "--checkpoint", tiny_checkpoint, "--out", disk / name)
         left = sorted(path.name for path in disk.iterdir())
     assert result.returncode == 2, result.stderr
-    assert error_lines(result) == [f"error: {disk / 'e.npy'}: No space left on device (ENOSPC)"]
-    assert left == []  # no partial array, no temp file
+    assert error_lines(result) == [f"error: {disk / name}: No space left on device (ENOSPC)"]
+    assert left == []  # no partial array, no temp file, no folder made for it (new/ was left)
+
+
+def test_text_features_and_tables_on_a_full_disk_leave_no_folder_made_for_them(
+    tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from cg3d.app import batch
+    from cg3d.formats import textfeatures
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(textfeatures, "write_npy", full)
+    with pytest.raises(OSError, match="No space left"):
+        textfeatures.write_text_features(tmp_path / "a" / "b" / "tf.npy", np.ones((1, 4)), ["x"])
+    monkeypatch.setattr(batch.csv, "DictWriter", full)
+    with pytest.raises(OSError, match="No space left"):
+        batch.write_table([{"path": "a.obj"}], tmp_path / "c" / "d" / "c.csv")
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_a_hub_export_on_a_full_disk_is_one_line_naming_the_weights(tiny_checkpoint, tmp_path):

@@ -126,3 +126,23 @@ def test_rows_written_without_their_sidecar_are_never_read_with_an_earlier_ones_
         write_text_features(path, np.eye(2, dtype=np.float32)[::-1].copy(), ["sofa", "bed"])
     with pytest.raises(UsageError, match="no f.json beside"):
         read_text_features(path)
+
+
+def test_a_large_file_that_is_no_npy_is_refused_unread(tmp_path):
+    """A 256 MiB file (a checkpoint given by mistake; sparse here) was read whole into memory
+    before its first bytes were found not to be .npy; its header now refuses it."""
+    import tracemalloc
+
+    path = tmp_path / "model.npy"
+    with open(path, "wb") as handle:
+        handle.write(b"PK\x03\x04")  # a zip's (torch's checkpoint's) start
+        handle.truncate(256 << 20)
+    (tmp_path / "model.json").write_text(json.dumps({"classes": ["a"]}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match="is not a plain .npy array"):
+            read_text_features(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak

@@ -197,3 +197,36 @@ def test_cg3d_eval_zeroshot_runs_on_the_converted_checkpoint(converted, tmp_path
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     about = json.loads((tmp_path / "o" / "about.json").read_text())
     assert metrics["n_shapes"] == 3 and about["clip_model"] == MICRO
+
+
+def test_a_full_disk_leaves_no_folder_the_conversion_made(files, tmp_path, monkeypatch):
+    """ENOSPC at the checkpoint's write: the folders `--out new/deeper/out.pt` made are removed
+    with the partial file (the empty `new/deeper` was left behind)."""
+    import errno
+
+    from cg3d.models import checkpoint
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint._WriteErrors, "write", full)
+    slip_file, release = files
+    result = convert(release, slip_file, tmp_path / "new" / "deeper" / "out.pt")
+    assert isinstance(result.exception, OSError) and result.exception.errno == errno.ENOSPC
+    assert result.exception.filename == str(tmp_path / "new" / "deeper" / "out.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_real_full_disk_is_one_line_and_leaves_nothing(files, tmp_path):
+    from tests.pipeline.disks import cg3d, mounted
+
+    slip_file, release = files
+    with mounted(tmp_path / "disk", "size=64k") as disk:
+        out = disk / "new" / "out.pt"
+        done = cg3d(
+            *["convert", "cg3d-release", "--checkpoint", release, "--clip-pretrained", slip_file],
+            *["--out", out, "--clip-model", MICRO, "--n-points", N_POINTS],
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"error: {out}: No space left on device (ENOSPC)" in " ".join(done.stderr.split())
+        assert list(disk.iterdir()) == []

@@ -121,6 +121,31 @@ def test_of_two_mtl_materials_only_the_one_stating_kd_colours_its_points(tmp_pat
     assert (green | grey).all() and green.sum() > 50 and grey.sum() > 50
 
 
+def test_the_mtl_beside_the_obj_colours_it_as_in_blender_alone(tmp_path):
+    """`mtllib Cube.MTL` names no file, `cube.mtl` is beside `cube.obj`: Blender's importer
+    reads the latter on its own (checked: GREEN there), so the points take its Kd too."""
+    path = textured_cube(tmp_path)
+    path.write_text(path.read_text().replace("mtllib cube.mtl", "mtllib Cube.MTL"))
+    (tmp_path / "cube.mtl").write_text("newmtl skin\nKd 0.2 0.6 0.2\n")
+    rgb, has_color = sampled(path)
+    assert has_color  # it was False: no library read, the material Blender's invention
+    assert np.abs(rgb - [srgb(c) for c in GREEN]).max() < 0.01
+
+
+@pytest.mark.parametrize("name", ["maps\\skin.png", "C:\\Users\\me\\skin.png"])
+def test_a_texture_named_as_windows_writes_it_colours_the_points(tmp_path, name):
+    """Blender alone loads `maps\\skin.png` as maps/skin.png and a Windows absolute path's
+    skin.png beside the MTL (checked, Blender 5.0 on Linux): the points took no colour."""
+    path = textured_cube(tmp_path)
+    (tmp_path / "cube.mtl").write_text(f"newmtl skin\nmap_Kd {name}\n")
+    texture = tmp_path / ("maps/skin.png" if name.startswith("maps") else "skin.png")
+    texture.parent.mkdir(exist_ok=True)
+    Image.new("RGB", (4, 4), RED).save(texture)
+    rgb, has_color = sampled(path)
+    assert has_color
+    assert np.abs(rgb - np.array(RED) / 255).max() < 0.01
+
+
 def gltf_with_a_missing_image(folder: Path) -> Path:
     """Blender's textured cube GLB split into a .gltf + .bin whose image URI names no file."""
     glb = blender_file("textured", folder / "textured.glb").read_bytes()

@@ -189,3 +189,62 @@ def test_a_manifest_from_before_the_column_reads_as_lacking_nothing(tmp_path):
     assert table.column("id").to_pylist() == [row["id"] for row in rows]
     found = inspect_folder(out)
     assert found.ids == [row["id"] for row in rows] and found.lacking == []
+
+
+def test_the_mtl_beside_an_obj_is_read_after_the_named_ones_as_blender_does(tmp_path):
+    """Blender's importer reads `<stem>.mtl` beside the OBJ too, last (its materials win):
+    `mtllib Chair.MTL` beside a `chair.mtl` (a Windows tool's case) was read with no material
+    while Blender alone reads chair.mtl's. The named file is still listed as missing."""
+    from cg3d.geometry.meshio import blender_input, defined_materials, references
+
+    root = tmp_path / "src"
+    obj = write(root / "chair" / "chair.obj", "mtllib Chair.MTL\nusemtl m\n" + SQUARE)
+    write(root / "chair" / "chair.mtl", "newmtl m\nKd 1 0 0\n")
+    found, missing = references(obj, root)
+    assert found == [root / "chair" / "chair.mtl"] and missing == ["Chair.MTL"]
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"m": True}
+
+    # named and beside: the one beside comes last; named under its own name: read once
+    write(root / "table" / "t.obj", "mtllib other.mtl\nusemtl m\n" + SQUARE)
+    write(root / "table" / "other.mtl", "newmtl m\nKd 0 1 0\n")
+    write(root / "table" / "t.mtl", "newmtl m\nKd 1 0 0\n")
+    copy = blender_input(root / "table" / "t.obj", root, "", tmp_path / "copy2")
+    libraries = [
+        line.split()[1] for line in copy.read_text().splitlines() if line.startswith("mtllib")
+    ]
+    texts = [(copy.parent / name).read_text() for name in libraries]
+    assert texts == ["newmtl m\nKd 0 1 0\n", "newmtl m\nKd 1 0 0\n"]
+    write(root / "table" / "t.obj", "mtllib t.mtl\nusemtl m\n" + SQUARE)
+    assert references(root / "table" / "t.obj", root) == ([root / "table" / "t.mtl"], [])
+
+
+def test_a_texture_named_with_backslashes_is_found_as_blender_finds_it(tmp_path):
+    """Blender 5.0 on Linux loads `tex\\a.png` as tex/a.png, and `C:\\Users\\me\\b.png` as the
+    b.png beside the MTL; both were listed missing and read without. `..\\` still escapes."""
+    from cg3d.geometry.meshio import blender_input, references
+
+    root = tmp_path / "src"
+    obj = write(root / "chair" / "w.obj", "mtllib w.mtl\nusemtl m\n" + SQUARE)
+    write(
+        root / "chair" / "w.mtl",
+        "newmtl m\r\nmap_Kd tex\\a.png\r\nmap_Ks C:\\Users\\me\\b.png\r\nbump tex\\gone.png\r\n",
+    )
+    write(root / "chair" / "tex" / "a.png", "x")
+    write(root / "chair" / "b.png", "x")
+    chair = (root / "chair").resolve()
+    found, missing = references(obj, root)
+    assert found == [chair / "w.mtl", chair / "tex" / "a.png", chair / "b.png"]
+    assert missing == ["tex\\gone.png"]
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    (library,) = [line.split()[1] for line in copy.read_text().splitlines() if "mtllib" in line]
+    maps = (copy.parent / library).read_text().splitlines()[1:]
+    assert maps == [
+        f"map_Kd {chair / 'tex' / 'a.png'}",
+        f"map_Ks {chair / 'b.png'}",
+        f"bump {copy.parent / 'no-such-image'}",
+    ]
+    write(root / "chair" / "w.mtl", "newmtl m\nmap_Kd ..\\..\\..\\secret.png\n")
+    write(tmp_path / "secret.png", "x")
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "m")
+    assert [row["status"] for row in manifest_rows(tmp_path / "m")] == ["outside_root"]

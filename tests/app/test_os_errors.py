@@ -1,0 +1,140 @@
+"""`cg3d.cli.main` prints an OSError as one line (exit 2) only when it is the user's or the
+machine's condition: it names its file, or its errno is such a condition (a full disk, a
+permission, a closed pipe, a network that does not answer). Any other OSError is a bug and
+keeps its traceback (every OSError was one line: a bug's lost where it happened)."""
+
+import errno
+import socket
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+
+from cg3d.cli import main
+
+
+def run_raising(monkeypatch, capsys, tmp_path, error: BaseException) -> tuple[int | None, str]:
+    """`cg3d inspect` whose work raises `error`: (the exit code, stderr)."""
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("cg3d.pipeline.inspect.inspect_folder", fails)
+    monkeypatch.setattr("sys.argv", ["cg3d", "inspect", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            OSError(errno.EINVAL, "Invalid argument", "/d/x.bin"),
+            "/d/x.bin: Invalid argument (EINVAL)",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device (ENOSPC)"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded (EDQUOT)"),
+        (OSError(errno.EROFS, "Read-only file system"), "Read-only file system (EROFS)"),
+        (OSError(errno.EFBIG, "File too large"), "File too large (EFBIG)"),
+        (PermissionError(errno.EACCES, "Permission denied"), "Permission denied (EACCES)"),
+        (
+            PermissionError(errno.EPERM, "Operation not permitted"),
+            "Operation not permitted (EPERM)",
+        ),
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory"),
+            "No such file or directory (ENOENT)",
+        ),
+        (
+            ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+            "Connection refused (ECONNREFUSED)",
+        ),
+        (TimeoutError(errno.ETIMEDOUT, "Connection timed out"), "Connection timed out (ETIMEDOUT)"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "No route to host (EHOSTUNREACH)"),
+        (
+            OSError(errno.ENETUNREACH, "Network is unreachable"),
+            "Network is unreachable (ENETUNREACH)",
+        ),
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            "Name or service not known",
+        ),
+        (TimeoutError("no data for 60 s"), "no data for 60 s"),
+        (urllib.error.URLError("no host given"), "<urlopen error no host given>"),
+        # pyarrow's: the errno in its words only, the file too
+        (
+            OSError("Failed to open local file '/d/p'. Detail: [errno 28] No space left on device"),
+            "Failed to open local file '/d/p'. Detail: [errno 28] No space left on device",
+        ),
+    ],  # fmt: skip
+)
+def test_a_condition_is_one_line(monkeypatch, capsys, tmp_path, error, line):
+    code, err = run_raising(monkeypatch, capsys, tmp_path, error)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [f"error: {line}"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.EINVAL, "Invalid argument"),  # no file named, an errno that is no condition
+        OSError(errno.EBADF, "Bad file descriptor"),
+        OSError("a library's words, no errno"),
+        OSError(),
+    ],
+)
+def test_any_other_os_error_keeps_its_traceback(monkeypatch, capsys, tmp_path, error):
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("cg3d.pipeline.inspect.inspect_folder", fails)
+    monkeypatch.setattr("sys.argv", ["cg3d", "inspect", str(tmp_path)])
+    with pytest.raises(OSError) as raised:  # out of main: Python prints its traceback
+        main()
+    assert raised.value is error
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bugs_os_error_prints_its_traceback_from_the_command_line(tmp_path):
+    script = (
+        "import errno, sys\n"
+        "import cg3d.pipeline.inspect as inspect\n"
+        "def fails(*args, **kwargs):\n"
+        "    raise OSError(errno.EINVAL, 'Invalid argument')\n"
+        "inspect.inspect_folder = fails\n"
+        f"sys.argv = ['cg3d', 'inspect', {str(tmp_path)!r}]\n"
+        "from cg3d.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "in fails" in done.stderr
+    assert done.stderr.rstrip().endswith("OSError: [Errno 22] Invalid argument")
+
+
+def test_a_reader_that_closes_the_output_pipe_ends_the_command_quietly(tmp_path):
+    """`cg3d inspect DIR --ids | head -1`: the closed pipe (EPIPE) is the reader's choice, not
+    an error: exit 1 with nothing on stderr (click's handling), no traceback, no error line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cg3d.formats.manifest import MANIFEST_NAME, SCHEMA
+
+    row = {"source": "folder", "class_name": "chair", "synonyms": [], "name": "", "split": "train"}
+    row |= {"up_axis": "y", "sha256": "ab", "status": "ok", "error": "", "missing": []}
+    rows = [{**row, "id": f"folder-chair_{i:06d}", "path": f"{i}.obj"} for i in range(20000)]
+    (tmp_path / "meshes").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "meshes" / MANIFEST_NAME)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "cg3d", "inspect", str(tmp_path / "meshes"), "--ids"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout.readline() == b"folder-chair_000000\n"
+    reader.stdout.close()  # 20,000 ids: far more than the pipe holds
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1 and stderr == ""
