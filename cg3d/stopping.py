@@ -8,8 +8,9 @@ signals raises KeyboardInterrupt, which every cleanup already handles (finally b
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
 signal in one line and exits 128 + its number. The same handler runs in worker processes:
 the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
-pool also sends its workers SIGINT when the command stops, so that a signal sent to one
-process, `kill PID`, stops them as one sent to the whole group does) and the training
+pool also sends its workers SIGINT, or SIGTERM where SIGINT is ignored (`worker_stop_signal`),
+when the command stops, so that a signal sent to one process, `kill PID`, stops them as one
+sent to the whole group does) and the training
 DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
 (`cg3d.render.stage._run_threads`).
 """
