@@ -217,12 +217,14 @@ def os_error_in(error: Exception, path: Path) -> OSError | None:
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
-def out_of_room(error: BaseException) -> bool:
-    """Whether `error` is a write refused by a full disk, a quota or a read-only file system
-    (pyarrow puts the errno in its message only: "... [errno 28] ...")."""
+def out_of_room(error: BaseException) -> int | None:
+    """The errno of `error` if it is a write refused by a full disk, a quota or a read-only
+    file system (pyarrow puts the errno in its message only: "... [errno 28] ..."), else None.
+    The errno itself, for the words: a quota's is not "No space left on device"."""
     if not isinstance(error, OSError):
-        return False
-    return (error.errno or _errno_in(str(error))) in NO_ROOM
+        return None
+    code = error.errno or _errno_in(str(error))
+    return code if code in NO_ROOM else None
 
 
 # Errnos that are the user's or the machine's condition even when the OSError names no file:

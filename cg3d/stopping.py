@@ -8,8 +8,9 @@ signals raises KeyboardInterrupt, which every cleanup already handles (finally b
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
 signal in one line and exits 128 + its number. The same handler runs in worker processes:
 the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
-pool also sends its workers SIGINT when the command stops, so that a signal sent to one
-process, `kill PID`, stops them as one sent to the whole group does) and the training
+pool also sends its workers SIGINT, or SIGTERM where SIGINT is ignored (`worker_stop_signal`),
+when the command stops, so that a signal sent to one process, `kill PID`, stops them as one
+sent to the whole group does) and the training
 DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
 (`cg3d.render.stage._run_threads`).
 """
@@ -47,8 +48,11 @@ class Interrupt:
         self.only_in_task = only_in_task  # a pool worker's: see `run_task`
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.only_in_task and not _in_task:
-            return
+        global _stop_seen
+        if self.only_in_task:
+            _stop_seen = True  # the tasks still queued for this worker are a stopping pool's
+            if not _in_task:
+                return
         self.count += 1
         if self.count == 1:
             self.signum = signal.Signals(signum)
@@ -91,6 +95,18 @@ def start_resource_tracker() -> bool:
     return True
 
 
+def worker_stop_signal() -> signal.Signals:
+    """The signal with which to stop a worker process of this one: the first stop signal this
+    process was not started ignoring. A worker started from here ignores the same ones (a
+    signal ignored at start stays ignored across fork and exec, and `Interrupt.install` leaves
+    it so): the SIGINT of a script's `cg3d sample ... &` is ignored, and a chunk pool's SIGINT
+    to its workers then stopped none, so `kill PID` waited for every running chunk."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            return signum
+    return signal.SIGTERM  # all three ignored: nothing would stop this process either
+
+
 def stop_as_interrupt(*args: object) -> None:
     """A DataLoader's `worker_init_fn`: stop on SIGTERM and SIGHUP as on Ctrl-C (the worker
     loop ends quietly on KeyboardInterrupt). Left to torch's own SIGTERM handler, the worker
@@ -99,19 +115,25 @@ def stop_as_interrupt(*args: object) -> None:
 
 
 _in_task = False  # in a pool worker: `run_task` is running a task
+_stop_seen = False  # in a pool worker: a stop signal came while it was idle
 
 
 def stop_tasks_as_interrupt() -> None:
     """A process pool's `initializer`: a stop signal interrupts the task being run (submitted
     through `run_task`) as Ctrl-C does, and is ignored by an idle worker, which its stopping
     parent shuts down: raised while it waited for work, the KeyboardInterrupt printed a
-    traceback, and by default SIGTERM and SIGHUP killed a worker mid-part."""
+    traceback, and by default SIGTERM and SIGHUP killed a worker mid-part. A task that
+    reaches a worker after such a signal is interrupted as it starts: the parent sends the
+    signal once, and a task already queued for the worker (which the pool's shutdown does not
+    cancel) ran whole after it."""
     Interrupt(exit_line=False, only_in_task=True).install()
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:
     """`function(*args)` in a pool worker, interruptible by a stop signal (see above)."""
     global _in_task
+    if _stop_seen:
+        raise KeyboardInterrupt
     _in_task = True
     try:
         return function(*args)

@@ -4,8 +4,10 @@ hit by a group's SIGHUP (or Ctrl-C) raised KeyboardInterrupt where it waited for
 printed a traceback; SIGTERM and SIGHUP killed a busy one mid-part."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,77 @@ def test_a_command_started_under_nohup_keeps_ignoring_sighup():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "still running"
+
+
+SLOW_CHUNK = """
+import time
+from pathlib import Path
+
+
+def chunk(folder: str, number: int) -> None:
+    # Runs for two minutes unless a stop signal interrupts it
+    Path(folder, f"started-{number}").touch()
+    time.sleep(120)
+    Path(folder, f"finished-{number}").touch()
+"""
+
+POOL = """
+import os, signal, sys
+from concurrent.futures import ProcessPoolExecutor
+
+from cg3d.pipeline import chunks
+from cg3d.stopping import Interrupt
+
+if sys.argv[2] == "background":  # as a script's `cg3d sample ... &` is started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+Interrupt().install()
+
+if sys.argv[2] == "starting":  # a SIGTERM that lands between the pool's first submits
+
+    class Pool(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            future = super().submit(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return future
+
+    chunks.ProcessPoolExecutor = Pool
+
+import slow_chunk
+
+jobs = iter([((sys.argv[1], number), 1) for number in range(4)])
+try:
+    chunks._run_pool(slow_chunk.chunk, jobs, 2, lambda size: None)
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+@pytest.mark.parametrize("when", ["background", "starting"])
+def test_a_signal_to_the_pool_process_stops_the_running_chunks(tmp_path, when):
+    """`kill PID` of a chunk pool run in a script's background (SIGINT ignored from the start,
+    so the workers ignored the SIGINT their parent sent them) or landing while the pool starts
+    (then outside the code that interrupts the workers): the chunks ran whole, two minutes
+    here, before the command stopped."""
+    (tmp_path / "slow_chunk.py").write_text(SLOW_CHUNK)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", POOL, str(marks), when],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        if when == "background":
+            deadline = time.monotonic() + 60
+            while not list(marks.glob("started-*")) and time.monotonic() < deadline:
+                time.sleep(0.05)  # polls for the chunk to start: no result depends on timing
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert not list(marks.glob("finished-*"))

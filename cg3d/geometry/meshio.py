@@ -344,12 +344,37 @@ def check_text(path: Path) -> None:
 # over a 50 MB file); the caller puts one before a block's first line. A `#` ends a line.
 OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}[ \t]+[^ \t\r\n]")
 OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n#])")
+# A comment after a statement ("f 1 2 3 # hello", "vt 0 0 # uv", "mtllib a.mtl # ours"), as
+# exporters write them: Blender ignores it, trimesh refused the whole file ("invalid literal for
+# int() with base 10: '#'"), and `_obj_copy` blanked a face whose comment says "mtllib". Both
+# readers are given the file without them (`without_inline_comments`). Only a `#` after a blank
+# starts one: "usemtl red#2" names the material "red#2" to both, as it did.
+OBJ_INLINE_COMMENT = re.compile(rb"(\n[ \t]*[^#\s][^\n]*?)[ \t]+#[^\r\n]*")
+
+
+def has_inline_comment(block: bytes) -> bool:
+    """Whether `block` (whole lines of an OBJ) has a comment after a statement
+    (OBJ_INLINE_COMMENT). A walk over its `#` bytes (a byte search), not a regex over every
+    line: a file without such comments pays for its whole-line comments only."""
+    position = block.find(b"#")
+    while position >= 0:
+        head = block[block.rfind(b"\n", 0, position) + 1 : position]
+        if not head.strip():  # a whole-line comment: on to the next line
+            end = block.find(b"\n", position)
+            position = -1 if end < 0 else block.find(b"#", end)
+            continue
+        if head[-1:] in (b" ", b"\t"):
+            return True
+        position = block.find(b"#", position + 1)  # inside a word ("red#2"): go on
+    return False
 
 
 def check_obj_faces(path: Path) -> bool:
     """MeshError (`unreadable`) for an OBJ face naming vertex 0, naming its line; whether the
     file has faces that name a vertex twice, not side by side (the comment above
-    OBJ_LONG_FACE), which both readers are given split. Regular expressions over whole-line
+    OBJ_LONG_FACE), which both readers are given split, or a comment after a statement
+    (`has_inline_comment`), which both are given
+    without (`rewrite_obj_block`). Regular expressions over whole-line
     blocks: only the faces of 4 or more corners are looked at one by one (1.3M triangles,
     50 MB: 0.9 s; trimesh reads it in 4.3). Corners are compared as written, so "f 1 2 3 -1",
     naming vertex 1 twice in two spellings, is not caught."""
@@ -375,6 +400,8 @@ def check_obj_faces(path: Path) -> bool:
                         "and goes on on the next line (Blender and trimesh read two different "
                         "surfaces from it)",
                     )
+                split = True
+            if not split and has_inline_comment(block):
                 split = True
             lines += block.count(b"\n")
     return split
@@ -435,11 +462,25 @@ def split_obj_faces(block: bytes) -> bytes:
     return b"".join(pieces)
 
 
+def without_inline_comments(block: bytes) -> bytes:
+    """`block` (whole lines of an OBJ) with each comment after a statement removed, blanks
+    before it included (OBJ_INLINE_COMMENT); every line kept."""
+    if b"#" not in block:
+        return block
+    return OBJ_INLINE_COMMENT.sub(rb"\1", b"\n" + block)[1:]
+
+
+def rewrite_obj_block(block: bytes) -> bytes:
+    """`block` as both readers are given it when `check_obj_faces` says so: comments after
+    statements removed, then faces split (`split_obj_faces`)."""
+    return split_obj_faces(without_inline_comments(block))
+
+
 def split_obj_text(path: Path) -> bytes:
-    """The OBJ at `path` as trimesh is given it when `check_obj_faces` says it has faces to
-    split: all its bytes, each block through `split_obj_faces`."""
+    """The OBJ at `path` as trimesh is given it when `check_obj_faces` says it is rewritten:
+    all its bytes, each block through `rewrite_obj_block`."""
     with open(path, "rb") as handle:
-        return b"".join(split_obj_faces(block) for block in line_blocks(handle))
+        return b"".join(rewrite_obj_block(block) for block in line_blocks(handle))
 
 
 def _fan_without_area(corners: list[bytes]) -> bool:
@@ -916,7 +957,7 @@ def obj_material_libraries(path: Path) -> list[str]:
         names = [
             _argument(text, "mtllib")
             for block in line_blocks(handle)
-            for _, _, text in mtllib_statements(block)
+            for _, _, text in mtllib_statements(without_inline_comments(block))
         ]
     return [name for name in names if name]
 
@@ -1135,6 +1176,8 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
         for block in line_blocks(source):
             digest.update(block)
+            if split:  # first: a comment that mentions mtllib blanked its statement
+                block = without_inline_comments(block)
             # Any statement that mentions a material library, in any case, is blanked (ours
             # come first), but for those that name a material, object or group.
             pieces, position = [], 0

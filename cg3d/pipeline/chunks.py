@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,7 +48,12 @@ from cg3d.formats.manifest import OK
 from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
-from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
+from cg3d.stopping import (
+    run_task,
+    start_resource_tracker,
+    stop_tasks_as_interrupt,
+    worker_stop_signal,
+)
 from cg3d.terminal import console
 
 log = logging.getLogger(__name__)
@@ -458,8 +462,12 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        futures = {pool.submit(run_task, work, *job): size for job, size in first}
+        futures = {}
         try:
+            # Inside the try: a Ctrl-C or SIGTERM landing while the pool starts left the
+            # pool's `with` to run the chunks submitted so far whole.
+            for job, size in first:
+                futures[pool.submit(run_task, work, *job)] = size
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -481,9 +489,10 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
     process group): a SIGTERM sent to this process only (`kill PID`, `docker stop`) would
     otherwise wait for every running chunk to finish. Each worker's `Interrupt` ignores the
     copy of a signal it also got from its group; the interrupted chunk leaves no part."""
+    stop_signal = worker_stop_signal()  # SIGINT, unless started ignoring it (`cmd &`)
     for process in list(pool._processes.values()):  # private: no public list of the workers
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGINT)
+            os.kill(process.pid, stop_signal)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -514,22 +523,24 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
     ahead = 2 * max(workers, 1) if not os.environ.get("RAY_ADDRESS") else 64
     pending = {remote.remote(work, *job): size for job, size in itertools.islice(sized, ahead)}
     nodes: dict[str, int] = {}
-    try:
-        while pending:
-            finished, _ = ray.wait(list(pending), num_returns=1)
-            for ref in finished:
-                try:
-                    node = ray.get(ref)
-                except RayTaskError as error:
-                    raise_task_cause(error)
-                nodes[node] = nodes.get(node, 0) + 1
-                advance(pending.pop(ref))
-            for job, size in itertools.islice(sized, ahead - len(pending)):
-                pending[remote.remote(work, *job)] = size
-    except BaseException:
-        for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
-            ray.cancel(ref)
-        raise
+    with ray_echoes_quiet():
+        try:
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                for ref in finished:
+                    try:
+                        node = ray.get(ref)
+                    except RayTaskError as error:
+                        raise_task_cause(error)
+                    nodes[node] = nodes.get(node, 0) + 1
+                    advance(pending.pop(ref))
+                for job, size in itertools.islice(sized, ahead - len(pending)):
+                    pending[remote.remote(work, *job)] = size
+        except BaseException:
+            for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
+                ray.cancel(ref)
+            pending.clear()  # dropped while Ray's reports of them are off
+            raise
     log.info("ray: %d chunks on %d nodes %s", sum(nodes.values()), len(nodes), nodes)
 
 
@@ -539,12 +550,34 @@ def raise_task_cause(error: Exception) -> None:
     passes for the cause's class but without its fields (an OSError's errno and file name) and
     with the traceback as its text: the stage's one line was the whole remote traceback. The
     other chunks' errors after this one are its echoes (the same disk): Ray would print each as
-    an "Unhandled error" traceback once their results are dropped."""
-    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # read by Ray's driver as each is dropped
+    an "Unhandled error" traceback once their results are dropped: call it inside
+    `ray_echoes_quiet`."""
     cause = getattr(error, "cause", None)
     if not isinstance(cause, BaseException):
         raise error
     raise cause from error
+
+
+RAY_QUIET = "RAY_IGNORE_UNHANDLED_ERRORS"  # read by Ray's driver as each result is dropped
+
+
+@contextlib.contextmanager
+def ray_echoes_quiet() -> Iterator[None]:
+    """Ray prints a task's error as an "Unhandled error" traceback when its result is dropped
+    unread; after a stage raised the first (`raise_task_cause`), the others are its echoes (the
+    same full disk). Set for the stage's Ray loop only, which drops its results before the
+    end, and restored after: a program that calls a stage from Python keeps Ray's behaviour
+    for its own tasks (the variable was left set for the rest of the process)."""
+    before = os.environ.get(RAY_QUIET)
+    os.environ[RAY_QUIET] = "1"
+    try:
+        yield
+    finally:
+        gc.collect()  # the dropped results, should a cycle hold one
+        if before is None:
+            os.environ.pop(RAY_QUIET, None)
+        else:
+            os.environ[RAY_QUIET] = before
 
 
 def connect_ray(workers: int) -> None:

@@ -42,6 +42,7 @@ from cg3d.pipeline.chunks import (
     plan_chunks,
     progress_bar,
     raise_task_cause,
+    ray_echoes_quiet,
 )
 from cg3d.render.cameras import cameras_of
 from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
@@ -295,28 +296,37 @@ def _run_ray(
 
     for actor in actors:
         give(actor)
-    while running:
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, job = running.pop(ref)
+    with ray_echoes_quiet():
         try:
-            chunk_views, node = ray.get(ref)
-        except RayActorError as error:
-            actors.remove(actor)
-            if not actors:
-                raise RuntimeError(f"render: every Ray actor died; the last: {error}") from None
-            log.warning("render: a Ray actor died (%s); its chunk goes to another", error)
-            todo.put_back(job)
-            if len(running) < len(actors):  # an idle survivor takes it now
-                give(next(a for a in actors if all(a is not r for r, _ in running.values())))
-            continue
-        except UsageError as error:  # a worker refused its settings at start; Ray wraps it
-            raise UsageError(str(getattr(error, "cause", error))) from None
-        except RayTaskError as error:  # a full disk's OSError naming the file, or a bug
-            raise_task_cause(error)
-        views += chunk_views
-        nodes[node] = nodes.get(node, 0) + 1
-        advance(config.views * len(job[3]))
-        give(actor)
+            while running:
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                actor, job = running.pop(ref)
+                try:
+                    chunk_views, node = ray.get(ref)
+                except RayActorError as error:
+                    actors.remove(actor)
+                    if not actors:
+                        raise RuntimeError(
+                            f"render: every Ray actor died; the last: {error}"
+                        ) from None
+                    log.warning("render: a Ray actor died (%s); its chunk goes to another", error)
+                    todo.put_back(job)
+                    if len(running) < len(actors):  # an idle survivor takes it now
+                        give(
+                            next(a for a in actors if all(a is not r for r, _ in running.values()))
+                        )
+                    continue
+                except UsageError as error:  # a worker refused its settings at start; Ray wraps it
+                    raise UsageError(str(getattr(error, "cause", error))) from None
+                except RayTaskError as error:  # a full disk's OSError naming the file, or a bug
+                    raise_task_cause(error)
+                views += chunk_views
+                nodes[node] = nodes.get(node, 0) + 1
+                advance(config.views * len(job[3]))
+                give(actor)
+        except BaseException:
+            running.clear()  # dropped while Ray's reports of them are off
+            raise
     ray.get([actor.close.remote() for actor in actors])
     for actor in actors:
         ray.kill(actor)

@@ -203,7 +203,20 @@ class BlenderWorker:
         if self.stopping:
             raise WorkerStopped(f"Blender was stopped before object {object_id}: rerun to resume")
         if self.process is None or self.process.poll() is not None:
-            self.start()
+            try:
+                self.start()
+            except WorkerDied as error:
+                if self.stopping or self.process.poll() in STOPPED_CODES:  # killed starting
+                    self.kill()
+                    raise WorkerStopped(
+                        "Blender was stopped as it started: rerun to resume"
+                    ) from error
+                raise
+            if self.stopping:  # `stop` came while it started, before there was a process to kill
+                self.kill()
+                raise WorkerStopped(
+                    f"Blender was stopped before object {object_id}: rerun to resume"
+                )
             self.served = 0
         self.served += 1
         try:

@@ -30,7 +30,6 @@ Blender's script auto-run is off. Never imports torch.
 """
 
 import contextlib
-import errno
 import json
 import math
 import os
@@ -515,8 +514,8 @@ def serve(settings: dict) -> None:
             continue
         except Exception as error:  # Blender raised something unexpected: report, go on
             renderer.clear()
-            if out_of_room(error):  # a full disk is not the object's fault: the stage stops
-                no_room = {"errno": error.errno or errno.ENOSPC, "file": error.filename}
+            if code := out_of_room(error):  # a full disk is not the object's fault: stop
+                no_room = {"errno": code, "file": error.filename}
                 reply({"id": request["id"], "ok": False, "reason": str(error), "no_room": no_room})
                 continue
             reason = f"render: {type(error).__name__}: {one_line(str(error))}"

@@ -102,3 +102,40 @@ def test_the_ray_executor_on_a_full_disk_is_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].endswith("No space left on device (ENOSPC)"), errors
     assert "Traceback" not in result.stderr and "Unhandled error" not in result.stderr
+
+
+def test_a_refused_write_whose_errno_is_in_its_message_only_keeps_that_errno():
+    """The render worker's reply on a refused write names the errno found: one in the message
+    only (pyarrow's "[errno 122]", Rust's "(os error 30)") was reported as ENOSPC, "No space
+    left on device", for a quota or a read-only disk too."""
+    from cg3d.files import os_error_line, out_of_room
+
+    quota = OSError("write /out/part-00001.parquet failed: [errno 122] Disk quota exceeded")
+    read_only = OSError("I/O error: Read-only file system (os error 30)")
+    assert out_of_room(quota) == errno.EDQUOT
+    assert out_of_room(read_only) == errno.EROFS
+    assert out_of_room(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+    assert out_of_room(OSError("not found [errno 2]")) is None  # not the disk's refusal
+    assert out_of_room(ValueError("[errno 28]")) is None
+    # the supervisor's line from the worker's errno (`BlenderWorker._ask_once`)
+    line = os_error_line(OSError(out_of_room(quota), os.strerror(out_of_room(quota)), "/out/a"))
+    assert line == "/out/a: Disk quota exceeded (EDQUOT)"
+
+
+def test_rays_unhandled_error_reports_are_off_during_a_stages_ray_loop_only(monkeypatch):
+    """A program calling a stage from Python keeps Ray's own behaviour after it: raising a
+    task's cause left RAY_IGNORE_UNHANDLED_ERRORS set for the rest of the process."""
+    from cg3d.pipeline.chunks import raise_task_cause, ray_echoes_quiet
+
+    RayTaskError = pytest.importorskip("ray.exceptions").RayTaskError  # noqa: N806
+    monkeypatch.delenv("RAY_IGNORE_UNHANDLED_ERRORS", raising=False)
+    cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/part-00003.parquet")
+    wrapped = RayTaskError("_on_node", "Traceback ...", cause).as_instanceof_cause()
+    with pytest.raises(OSError), ray_echoes_quiet():
+        assert os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] == "1"  # the echoes of this error
+        raise_task_cause(wrapped)
+    assert "RAY_IGNORE_UNHANDLED_ERRORS" not in os.environ
+    monkeypatch.setenv("RAY_IGNORE_UNHANDLED_ERRORS", "yes")  # the user's own choice stays
+    with ray_echoes_quiet():
+        pass
+    assert os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] == "yes"

@@ -285,3 +285,61 @@ def test_the_points_and_the_views_of_a_split_face_are_its_loops(tmp_path):
     assert masks["split"].sum() > 500
     assert (masks["split"] != masks["loop"]).sum() == 0
     assert (masks["split"] != masks["square"]).sum() > 100
+
+
+# Comments after statements, as exporters write them, on every kind of line: the file has the
+# unit square (1-4, two triangles, area 1) and the triangle 1 2 5 (0.5), 1.5 in all.
+COMMENTED = (
+    "# a whole-line comment\n"
+    "mtllib m.mtl # the materials\n"
+    "o thing # its name\n"
+    "v 0 0 0 # corner\nv 1 0 0\nv 1 1 0 #\nv 0 1 0\t# tab\nv 0 0 1\n"
+    "vt 0 0 # uv\n"
+    "usemtl red # its material\n"
+    "f 1 2 5 # no mtllib here\n"
+    "f 1 2 3 #hello\r\n"
+    "f 1 3 4    # the square's other half\n"
+)
+
+
+def test_comments_after_statements_are_read_past_on_every_path(tmp_path):
+    """trimesh refused the whole file ("invalid literal for int() with base 10: '#'") where
+    Blender reads it; and the copy Blender is given blanked the face whose comment says
+    "mtllib". Both readers now get the file without such comments."""
+    from cg3d.geometry.meshio import obj_material_libraries
+
+    path = tmp_path / "m.obj"
+    path.write_bytes(COMMENTED.encode())
+    (tmp_path / "m.mtl").write_text("newmtl red\nKd 1 0 0\n")
+    for call in readers(path, tmp_path).values():
+        call()
+    assert area(load_mesh(path)) == pytest.approx(1.5)
+    assert obj_material_libraries(path) == ["m.mtl"]
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies").read_text()
+    faces = [line.split() for line in copy.splitlines() if line.startswith("f ")]
+    assert faces == [["f", "1", "2", "5"], ["f", "1", "2", "3"], ["f", "1", "3", "4"]]
+    assert "#hello" not in copy and "# corner" not in copy
+    assert copy.count("\n") == COMMENTED.count("\n") + 1  # every line kept, our mtllib first
+
+
+def test_a_hash_inside_a_word_is_no_comment(tmp_path):
+    """Only a `#` after a blank starts a comment: "usemtl red#2" names that material (the
+    file is not rewritten for it)."""
+    from cg3d.geometry.meshio import check_obj_faces, without_inline_comments
+
+    path = tmp_path / "m.obj"
+    path.write_text(HEAD + "usemtl red#2\n")
+    assert check_obj_faces(path) is False
+    assert without_inline_comments(b"usemtl red#2 # c\nf 1 2 3\n") == b"usemtl red#2\nf 1 2 3\n"
+
+
+@pytest.mark.blender
+def test_blender_reads_a_commented_obj_with_trimeshs_area(tmp_path):
+    """The user's file and the copy Blender is given read, in Blender's importer, as the area
+    trimesh reads (1.5): no face lost to a comment on either path."""
+    path = tmp_path / "m.obj"
+    path.write_bytes(COMMENTED.encode())
+    (tmp_path / "m.mtl").write_text("newmtl red\nKd 1 0 0\n")
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    assert blender_areas([path, copy]) == pytest.approx([1.5, 1.5], abs=1e-5)
+    assert area(load_mesh(path)) == pytest.approx(1.5)

@@ -65,3 +65,42 @@ def test_a_stopped_render_stops_its_blenders_and_resumes_to_the_same_bytes(
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     # the same parts and failure tables: no object of a stopped chunk became a failure row
     assert tree_bytes(out) == unbroken
+
+
+def test_a_blender_stopped_while_it_starts_renders_no_object(tmp_path, monkeypatch):
+    """`stop` landing while a Blender starts (no process yet to kill) let it start and render
+    the object whole, the stage waiting for it; and one killed in its start-up (the group's
+    signal) was a "Blender did not start" crash, not a stop."""
+    from cg3d.params import RenderConfig
+    from cg3d.render.cameras import cameras_of
+    from cg3d.render.supervisor import BlenderWorker, WorkerStopped
+    from tests.render.helpers import write_meshes
+
+    write_meshes(tmp_path / "meshes")
+    config = RenderConfig(views=1, resolution=32)
+    views = [cameras_of(config, "lshape")["views"][0]]
+    start = BlenderWorker.start
+
+    def stopped_then_started(worker):
+        worker.stop()  # as the main thread does, before `start` has a process
+        start(worker)
+
+    monkeypatch.setattr(BlenderWorker, "start", stopped_then_started)
+    with BlenderWorker(config.worker_settings(), timeout_s=60) as worker:
+        with pytest.raises(WorkerStopped):
+            worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
+        assert worker.process is None  # killed, not left to run
+        assert not list(worker.out_dir.glob("lshape*"))  # no view of the object
+
+    def killed_starting(worker):
+        start(worker)  # (a start that fails is the one the signal kills)
+        worker.process.send_signal(signal.SIGTERM)
+        worker.process.wait()
+        worker._read(5, "start-up")  # what start's own read of the dead process raises
+
+    monkeypatch.setattr(BlenderWorker, "start", killed_starting)
+    with (
+        BlenderWorker(config.worker_settings(), timeout_s=60) as worker,
+        pytest.raises(WorkerStopped),
+    ):
+        worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
