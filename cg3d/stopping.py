@@ -15,6 +15,7 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 (`cg3d.render.stage._run_threads`).
 """
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -92,6 +93,7 @@ def start_resource_tracker() -> bool:
         tracker.ensure_running()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    _stop_resource_tracker_at_exit()
     return True
 
 
@@ -105,6 +107,36 @@ def worker_stop_signal() -> signal.Signals:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             return signum
     return signal.SIGTERM  # all three ignored: nothing would stop this process either
+
+
+_tracker_owner: int | None = None  # the process whose exit stops the tracker it started
+
+
+def _stop_resource_tracker_at_exit() -> None:
+    """Stop and reap the resource tracker this process started when it exits. Python leaves
+    the tracker to outlive its parent: it ends only once the pipe to it closes, after the
+    parent is gone, so it outlived every `cg3d train` and `cg3d eval zeroshot` (a zombie
+    where nothing reaps orphans, e.g. under a subreaper). The stop runs last in
+    multiprocessing's own exit step (`exitpriority` below 0): after the semaphores'
+    finalizers have told the tracker they are freed and the child processes, which hold
+    the pipe too, were joined; run earlier, the tracker would wait for them, or warn of
+    semaphores it had not been told of."""
+    global _tracker_owner
+    from multiprocessing import util
+
+    if _tracker_owner != os.getpid():
+        _tracker_owner = os.getpid()
+        util.Finalize(None, _stop_own_resource_tracker, exitpriority=-1)
+
+
+def _stop_own_resource_tracker() -> None:
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
+    if _tracker_owner == os.getpid() and tracker._pid is not None:
+        # it closes the pipe, then waits for the tracker to end (reaped elsewhere: no wait)
+        with contextlib.suppress(ChildProcessError):
+            tracker._stop()
 
 
 def stop_as_interrupt(*args: object) -> None:

@@ -92,6 +92,12 @@ def stop_command(
     return Stopped(report["signalled"], report["code"], stderr, report["left"])
 
 
+def run_to_its_end(command: list[str], timeout_s: float = 300.0) -> Stopped:
+    """Run `cg3d <command>` as `stop_command` does, but send no signal: what it leaves behind
+    once it has ended by itself."""
+    return stop_command(command, "", timeout_s=timeout_s)  # "" matches no file
+
+
 def tree_bytes(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
     """Every file under `folder` (hidden ones included) by relative path, but those named in
     `skip`."""

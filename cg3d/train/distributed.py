@@ -3,6 +3,7 @@
 Outside torchrun (one process) every function here is a no-op or the local value.
 """
 
+import io
 import os
 from typing import Any
 
@@ -70,6 +71,32 @@ def all_gather_ints(value: int) -> list[int]:
     mine = torch.from_numpy(np.array([value], dtype=np.int64))
     dist.all_gather(gathered, mine, group=host_group())
     return [int(v) for v in values.tolist()]
+
+
+def gather_to_first(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """`state` of every process, in rank order, on the first process ([] on the others); the
+    first's own is `state` itself. Sent over the host group as `torch.save` bytes and read
+    with `weights_only=True`, as a checkpoint is: tensors and plain values only, never
+    `all_gather_object`'s pickle."""
+    rank, size = world()
+    if size == 1:
+        return [state]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+    lengths = all_gather_ints(len(data))
+    padded = np.zeros(max(lengths), dtype=np.uint8)  # gather takes tensors of one size
+    padded[: len(data)] = data
+    if rank != 0:
+        dist.gather(torch.from_numpy(padded), None, dst=0, group=host_group())
+        return []
+    received = [torch.zeros(max(lengths), dtype=torch.uint8) for _ in range(size)]
+    dist.gather(torch.from_numpy(padded), received, dst=0, group=host_group())
+    states = [
+        torch.load(io.BytesIO(part[:length].numpy().tobytes()), weights_only=True)
+        for part, length in zip(received[1:], lengths[1:], strict=True)
+    ]
+    return [state, *states]
 
 
 def _all_reduce(values: list[int], op: "dist.ReduceOp") -> list[int]:

@@ -49,6 +49,7 @@ from cg3d.pipeline.chunks import progress_bar
 from cg3d.train.distributed import (
     barrier,
     every_rank,
+    gather_to_first,
     init_distributed,
     pick_device,
     smallest,
@@ -349,13 +350,39 @@ def publish(out: Path, about: dict[str, Any]) -> None:
 
 
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
-    """(first epoch, step) of the run: a checkpoint's position, or 0 with fresh seeds."""
+    """(first epoch, step) of the run: a checkpoint's position, or 0 with fresh seeds `seed`.
+
+    Each process resumes its own RNG states and caption cache (`rank_state`), which the
+    checkpoint holds for every process (`other_ranks`): the processes draw from RNGs seeded
+    `train.seed + rank`, so restoring rank 0's on every rank made a resumed run of several
+    processes go other than an unbroken one. A process the checkpoint holds none for (a run
+    resumed on more processes; a checkpoint of an older cg3d) starts from fresh seeds and an
+    empty cache."""
     if training is None:
         seed_everything(seed)
         return 0, 0
-    trainer.load_state(training)
-    set_rng_state(training["rng"])
+    rank, size = world()
+    others = training.get("other_ranks", [])
+    if rank == 0 and len(others) + 1 != size:
+        console.print(
+            f"resuming {size} process(es) from the checkpoint of {len(others) + 1}: those "
+            "without a saved random state start from fresh seeds (the run goes on, but not "
+            "as an unbroken run of either size would)"
+        )
+    own = training if rank == 0 else (others[rank - 1] if rank <= len(others) else None)
+    empty_cache = {"captions": [], "features": torch.zeros(0)}
+    trainer.load_state(training | {"text_cache": own["text_cache"] if own else empty_cache})
+    if own is None:
+        seed_everything(seed)
+    else:
+        set_rng_state(own["rng"])
     return training["epoch"], training["step"]
+
+
+def rank_state(trainer: Trainer) -> dict[str, Any]:
+    """What each process holds of its own and a resume needs: its RNG states and its caption
+    cache (each caches the captions of its own batches)."""
+    return {"rng": rng_state(), "text_cache": trainer.texts.state()}
 
 
 def fit(
@@ -391,8 +418,14 @@ def fit(
     metrics = resumed_metrics(out, training) if training else {}
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
+        held_out = (
+            evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
+            if rank == 0
+            else {}
+        )
+        # only rank 0 writes the checkpoint: it takes every process's own state with it
+        ranks = gather_to_first(rank_state(trainer))
         if rank == 0:
-            held_out = evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
             record |= {
                 f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
             }
@@ -400,7 +433,9 @@ def fit(
             extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
             extra["skipped_samples"] = skipped  # this epoch's, on every process
             metrics = metrics_record(config, model, position, record, **extra)
-            state = trainer.state() | position | {"rng": rng_state()}
+            state = trainer.state() | position | {"rng": ranks[0]["rng"]}
+            if len(ranks) > 1:
+                state["other_ranks"] = ranks[1:]
             write_epoch(out, live, record, metrics, model, state | {"run": identity})
             console.print(
                 f"epoch {epoch + 1}/{config.epochs}: "
