@@ -18,7 +18,7 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -49,11 +49,14 @@ class Interrupt:
         self.only_in_task = only_in_task  # a pool worker's: see `run_task`
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        global _stop_seen
+        global _stop_seen, _held
         if self.only_in_task:
             _stop_seen = True  # the tasks still queued for this worker are a stopping pool's
             if not _in_task:
                 return
+        if _holding and self.count == 0:
+            _held = (self, signum)  # raised when `workers_start_deaf` ends
+            return
         self.count += 1
         if self.count == 1:
             self.signum = signal.Signals(signum)
@@ -148,6 +151,31 @@ def stop_as_interrupt(*args: object) -> None:
 
 _in_task = False  # in a pool worker: `run_task` is running a task
 _stop_seen = False  # in a pool worker: a stop signal came while it was idle
+_holding = False  # in `workers_start_deaf`: a first stop signal waits for its end
+_held: tuple[Interrupt, int] | None = None  # (handler, signal) held there
+
+
+@contextlib.contextmanager
+def workers_start_deaf() -> Iterator[None]:
+    """Around a pool's `submit` (which starts its worker processes): workers start with the
+    stop signals blocked (a signal mask is kept across fork and exec), and their initializer,
+    `stop_tasks_as_interrupt`, unblocks them once its handler is in place. A signal that
+    reached a worker still starting Python (the parent's `_interrupt_workers` while the pool
+    started, a Ctrl-C to the group) printed "Fatal Python error: init_import_site" and a
+    traceback. This process's own first stop signal is held until the block ends: raised
+    mid-spawn, it left a half-started worker that hung the pool's shutdown."""
+    global _holding, _held
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _holding = True
+    try:
+        yield
+    finally:
+        _holding = False
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        held, _held = _held, None
+        if held is not None:
+            handler, signum = held
+            handler(signum, None)
 
 
 def stop_tasks_as_interrupt() -> None:
@@ -159,6 +187,8 @@ def stop_tasks_as_interrupt() -> None:
     signal once, and a task already queued for the worker (which the pool's shutdown does not
     cancel) ran whole after it."""
     Interrupt(exit_line=False, only_in_task=True).install()
+    # started blocked by `workers_start_deaf`: one that came meanwhile is handled now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:

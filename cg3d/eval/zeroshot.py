@@ -71,7 +71,12 @@ from cg3d.formats.textfeatures import (
     read_text_features,
 )
 from cg3d.params import ZeroShotConfig, bound_workers
-from cg3d.stopping import run_task, start_resource_tracker, stop_tasks_as_interrupt
+from cg3d.stopping import (
+    run_task,
+    start_resource_tracker,
+    stop_tasks_as_interrupt,
+    workers_start_deaf,
+)
 
 console = terminal.console(stderr=True)
 CONFUSION_PLOT_CLASSES = 100
@@ -116,7 +121,8 @@ def prepared_shapes(
         workers, mp_context=context, initializer=stop_tasks_as_interrupt
     ) as pool:
         for index, shape in enumerate(shapes):
-            future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
+            with workers_start_deaf():
+                future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
             window.append((future, shape.label, shape.key))
             if len(window) >= 8 * workers:
                 future, label, key = window.popleft()

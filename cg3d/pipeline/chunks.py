@@ -53,6 +53,7 @@ from cg3d.stopping import (
     start_resource_tracker,
     stop_tasks_as_interrupt,
     worker_stop_signal,
+    workers_start_deaf,
 )
 from cg3d.terminal import console
 
@@ -466,16 +467,18 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         try:
             # Inside the try: a Ctrl-C or SIGTERM landing while the pool starts left the
             # pool's `with` to run the chunks submitted so far whole.
-            for job, size in first:
-                futures[pool.submit(run_task, work, *job)] = size
+            with workers_start_deaf():
+                for job, size in first:
+                    futures[pool.submit(run_task, work, *job)] = size
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     future.result()
                     advance(futures.pop(future))
                 # Keep two jobs a worker queued: the rest of the plan stays unread.
-                for job, size in itertools.islice(sized, 2 * workers - len(futures)):
-                    futures[pool.submit(run_task, work, *job)] = size
+                with workers_start_deaf():
+                    for job, size in itertools.islice(sized, 2 * workers - len(futures)):
+                        futures[pool.submit(run_task, work, *job)] = size
         except BaseException as error:
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             if isinstance(error, KeyboardInterrupt):
