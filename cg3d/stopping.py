@@ -56,8 +56,13 @@ class Interrupt:
             if not _in_task:
                 return
         if _holding and self.count == 0:
-            _held = (self, signum)  # raised when `workers_start_deaf` ends
-            return
+            if _held is None:
+                _held = (self, signum)  # raised when `workers_start_deaf` ends
+                return
+            # A second while held: the user insists (a start that hangs), so stop now, and
+            # count both: a third still ends the process at once, as everywhere else.
+            self.count, self.signum, _held = 2, signal.Signals(_held[1]), None
+            raise KeyboardInterrupt
         self.count += 1
         if self.count == 1:
             self.signum = signal.Signals(signum)

@@ -180,6 +180,19 @@ if sys.argv[1] == "nested":
     except KeyboardInterrupt:
         print("raised at the outer block's end")
 
+if sys.argv[1] == "insisting":
+    Interrupt(exit_line=False).install()
+    try:
+        with workers_start_deaf():
+            signalled()
+            print("first held")
+            signalled()
+            print("second held too")
+    except KeyboardInterrupt:
+        print("stopped")
+    signalled()  # a third: the process ends at once, exit 128 + the first's number
+    print("went on after three")
+
 if sys.argv[1] == "thread":
     Interrupt(exit_line=False).install()
 
@@ -209,13 +222,16 @@ if sys.argv[1] == "thread":
     [
         ("nested", ["held in the outer block", "raised at the outer block's end"]),
         ("thread", ["main: interrupted", "thread: went on"]),
+        ("insisting", ["first held", "stopped"]),
     ],
 )
 def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case, lines):
     """`workers_start_deaf` holds the first stop signal until the pool's start ends. Nested,
     the inner block's end raised it while the outer one still started workers. In a thread
     other than the main one, the hold moved the stop into that thread: the main thread,
-    where Python raises a stop, went on as if none came."""
+    where Python raises a stop, went on as if none came. A second signal while one is held
+    stops at once, and a third ends the process, as anywhere else: every signal was held, so
+    a start that hung could not be stopped."""
     result = subprocess.run(
         [sys.executable, "-c", DEAF, case],
         capture_output=True,
@@ -223,5 +239,5 @@ def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == (143 if case == "insisting" else 0), result.stderr
     assert result.stdout.splitlines() == lines
