@@ -6,6 +6,7 @@ keeps its traceback (every OSError was one line: a bug's lost where it happened)
 import errno
 import http.client
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -68,6 +69,15 @@ def run_raising(monkeypatch, capsys, tmp_path, error: BaseException) -> tuple[in
         (
             http.client.RemoteDisconnected("Remote end closed connection without response"),
             "Remote end closed connection without response",
+        ),
+        # the SSL library's codes, not errnos: 8 is no ENOEXEC (a traceback), 1 no EPERM
+        (
+            ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"),
+            "EOF occurred in violation of protocol (_ssl.c:2427)",
+        ),
+        (
+            ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"),
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify",
         ),
         # a file but no errno: no "[Errno None]"
         (OSError(None, "not a mesh", "/d/x.bin"), "/d/x.bin: not a mesh"),
