@@ -252,25 +252,41 @@ def is_condition(error: OSError) -> bool:
     """Whether `error` is the user's or the machine's condition, for one line (`os_error_line`):
     it names its file, or its errno (or the one a library put in its words only, as pyarrow
     does) is a condition (`CONDITION_ERRNOS`), or it is a network's refusal or silence (a name
-    that does not resolve, a timeout, urllib's URLError). Any other OSError is a bug, which
-    keeps its traceback."""
+    that does not resolve, a timeout, a connection closed, urllib's URLError). Any other
+    OSError is a bug, which keeps its traceback. By class as well as by errno: http.client's
+    RemoteDisconnected (a server that closed the connection without answering, which urllib
+    raises as it is) is a ConnectionResetError with no errno; an ssl.SSLError (a certificate
+    refused, a connection cut mid-read) carries the SSL library's code, no errno."""
     import socket
+    import ssl
     import urllib.error
 
     if error.filename is not None:
         return True
-    if isinstance(error, (socket.gaierror, TimeoutError, urllib.error.URLError)):
+    network = (socket.gaierror, ssl.SSLError, TimeoutError, ConnectionError, urllib.error.URLError)
+    if isinstance(error, network):
         return True
     return (error.errno or _errno_in(str(error))) in CONDITION_ERRNOS
 
 
 def os_error_line(error: OSError) -> str:
     """One line for an OSError: the file it names and the errno's meaning (and name)."""
+    where = f"{error.filename}: " if error.filename is not None else ""
     if error.errno and error.strerror:
-        name = errno.errorcode.get(error.errno)  # none for a resolver's (socket.gaierror) codes
-        where = f"{error.filename}: " if error.filename is not None else ""
+        # none for a resolver's (socket.gaierror) codes; an SSL error's 1 is no EPERM
+        name = None if _library_code(error) else errno.errorcode.get(error.errno)
         return f"{where}{error.strerror}" + (f" ({name})" if name else "")
+    if where:  # a file but no errno: str() would say "[Errno None] None: 'x'"
+        return f"{where}{error.strerror or type(error).__name__}"
     return str(error)
+
+
+def _library_code(error: OSError) -> bool:
+    """Whether the errno of `error` is a library's own code, not the OS's."""
+    import socket
+    import ssl
+
+    return isinstance(error, (socket.gaierror, ssl.SSLError))
 
 
 def not_utf8_line(error: UnicodeEncodeError) -> str | None:

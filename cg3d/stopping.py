@@ -18,6 +18,7 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -55,8 +56,13 @@ class Interrupt:
             if not _in_task:
                 return
         if _holding and self.count == 0:
-            _held = (self, signum)  # raised when `workers_start_deaf` ends
-            return
+            if _held is None:
+                _held = (self, signum)  # raised when `workers_start_deaf` ends
+                return
+            # A second while held: the user insists (a start that hangs), so stop now, and
+            # count both: a third still ends the process at once, as everywhere else.
+            self.count, self.signum, _held = 2, signal.Signals(_held[1]), None
+            raise KeyboardInterrupt
         self.count += 1
         if self.count == 1:
             self.signum = signal.Signals(signum)
@@ -151,7 +157,7 @@ def stop_as_interrupt(*args: object) -> None:
 
 _in_task = False  # in a pool worker: `run_task` is running a task
 _stop_seen = False  # in a pool worker: a stop signal came while it was idle
-_holding = False  # in `workers_start_deaf`: a first stop signal waits for its end
+_holding = 0  # `workers_start_deaf` blocks open in the main thread: a first stop signal waits
 _held: tuple[Interrupt, int] | None = None  # (handler, signal) held there
 
 
@@ -163,19 +169,26 @@ def workers_start_deaf() -> Iterator[None]:
     reached a worker still starting Python (the parent's `_interrupt_workers` while the pool
     started, a Ctrl-C to the group) printed "Fatal Python error: init_import_site" and a
     traceback. This process's own first stop signal is held until the block ends: raised
-    mid-spawn, it left a half-started worker that hung the pool's shutdown."""
+    mid-spawn, it left a half-started worker that hung the pool's shutdown.
+
+    Held in the main thread's blocks only, until the outermost one ends: Python raises a stop
+    in the main thread, and a hold released at the end of another thread's block raised it
+    there instead (the main thread never stopped); a nested block's end released it while
+    the outer one still spawned. Another thread's block only starts its workers deaf."""
     global _holding, _held
+    in_main = threading.current_thread() is threading.main_thread()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    _holding = True
+    _holding += in_main
     try:
         yield
     finally:
-        _holding = False
+        _holding -= in_main
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        held, _held = _held, None
-        if held is not None:
-            handler, signum = held
-            handler(signum, None)
+        if in_main and not _holding:
+            held, _held = _held, None
+            if held is not None:
+                handler, signum = held
+                handler(signum, None)
 
 
 def stop_tasks_as_interrupt() -> None:

@@ -152,3 +152,92 @@ def test_a_signal_to_the_pool_process_stops_the_running_chunks(tmp_path, when):
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
     assert not list(marks.glob("finished-*"))
+
+
+DEAF = """
+import os, signal, sys, threading, time
+from cg3d.stopping import Interrupt, workers_start_deaf
+
+# A thread that leaves the stop signals unblocked takes them while the main thread has them
+# blocked, as the progress bar's refresh thread does in a stage; Python still runs the handler
+# in the main thread.
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+
+
+def signalled() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)  # the handler runs between bytecodes: here
+
+
+if sys.argv[1] == "nested":
+    Interrupt(exit_line=False).install()
+    try:
+        with workers_start_deaf():
+            with workers_start_deaf():
+                pass
+            signalled()  # still inside the outer block: held
+            print("held in the outer block")
+    except KeyboardInterrupt:
+        print("raised at the outer block's end")
+
+if sys.argv[1] == "insisting":
+    Interrupt(exit_line=False).install()
+    try:
+        with workers_start_deaf():
+            signalled()
+            print("first held")
+            signalled()
+            print("second held too")
+    except KeyboardInterrupt:
+        print("stopped")
+    signalled()  # a third: the process ends at once, exit 128 + the first's number
+    print("went on after three")
+
+if sys.argv[1] == "thread":
+    Interrupt(exit_line=False).install()
+
+    def starts_a_pool() -> None:
+        try:
+            with workers_start_deaf():
+                time.sleep(2.0)
+            print("thread: went on")
+        except KeyboardInterrupt:
+            print("thread: interrupted")
+
+    thread = threading.Thread(target=starts_a_pool)
+    thread.start()
+    time.sleep(0.3)
+    try:
+        signalled()
+        time.sleep(3.0)
+        print("main: went on")
+    except KeyboardInterrupt:
+        print("main: interrupted")
+    thread.join()
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "lines"),
+    [
+        ("nested", ["held in the outer block", "raised at the outer block's end"]),
+        ("thread", ["main: interrupted", "thread: went on"]),
+        ("insisting", ["first held", "stopped"]),
+    ],
+)
+def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case, lines):
+    """`workers_start_deaf` holds the first stop signal until the pool's start ends. Nested,
+    the inner block's end raised it while the outer one still started workers. In a thread
+    other than the main one, the hold moved the stop into that thread: the main thread,
+    where Python raises a stop, went on as if none came. A second signal while one is held
+    stops at once, and a third ends the process, as anywhere else: every signal was held, so
+    a start that hung could not be stopped."""
+    result = subprocess.run(
+        [sys.executable, "-c", DEAF, case],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == (143 if case == "insisting" else 0), result.stderr
+    assert result.stdout.splitlines() == lines

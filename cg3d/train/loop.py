@@ -367,7 +367,8 @@ def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tup
         console.print(
             f"resuming {size} process(es) from the checkpoint of {len(others) + 1}: those "
             "without a saved random state start from fresh seeds (the run goes on, but not "
-            "as an unbroken run of either size would)"
+            "as an unbroken run of either size would)",
+            soft_wrap=True,  # one line in a log, which is no terminal (rich wraps at 80)
         )
     own = training if rank == 0 else (others[rank - 1] if rank <= len(others) else None)
     empty_cache = {"captions": [], "features": torch.zeros(0)}

@@ -4,7 +4,9 @@ permission, a closed pipe, a network that does not answer). Any other OSError is
 keeps its traceback (every OSError was one line: a bug's lost where it happened)."""
 
 import errno
+import http.client
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -63,6 +65,23 @@ def run_raising(monkeypatch, capsys, tmp_path, error: BaseException) -> tuple[in
         ),
         (TimeoutError("no data for 60 s"), "no data for 60 s"),
         (urllib.error.URLError("no host given"), "<urlopen error no host given>"),
+        # urllib raises it as it is: a ConnectionResetError with no errno
+        (
+            http.client.RemoteDisconnected("Remote end closed connection without response"),
+            "Remote end closed connection without response",
+        ),
+        # the SSL library's codes, not errnos: 8 is no ENOEXEC (a traceback), 1 no EPERM
+        (
+            ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"),
+            "EOF occurred in violation of protocol (_ssl.c:2427)",
+        ),
+        (
+            ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"),
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify",
+        ),
+        # a file but no errno: no "[Errno None]"
+        (OSError(None, "not a mesh", "/d/x.bin"), "/d/x.bin: not a mesh"),
+        (FileNotFoundError(None, None, "/d/x.bin"), "/d/x.bin: FileNotFoundError"),
         # pyarrow's: the errno in its words only, the file too
         (
             OSError("Failed to open local file '/d/p'. Detail: [errno 28] No space left on device"),
