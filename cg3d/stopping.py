@@ -8,7 +8,7 @@ signals raises KeyboardInterrupt, which every cleanup already handles (finally b
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
 signal in one line and exits 128 + its number. The same handler runs in worker processes:
 the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
-pool also sends its workers SIGINT, or SIGTERM where SIGINT is ignored (`worker_stop_signal`),
+and zeroshot pools also send its workers SIGINT, or SIGTERM where SIGINT is ignored (`interrupt_workers`),
 when the command stops, so that a signal sent to one process, `kill PID`, stops them as one
 sent to the whole group does) and the training
 DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
@@ -116,6 +116,18 @@ def worker_stop_signal() -> signal.Signals:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             return signum
     return signal.SIGTERM  # all three ignored: nothing would stop this process either
+
+
+def interrupt_workers(pool: Any) -> None:
+    """Stop the tasks a stopping process pool (a `ProcessPoolExecutor`) works on, as a Ctrl-C
+    in a terminal does (it reaches the whole process group): a SIGTERM sent to this process
+    only (`kill PID`, `docker stop`) would otherwise wait for every running task, and for
+    those already handed to a worker, to finish. Each worker's `Interrupt` ignores the copy
+    of a signal it also got from its group; an interrupted chunk leaves no part."""
+    stop_signal = worker_stop_signal()  # SIGINT, unless started ignoring it (`cmd &`)
+    for process in list(pool._processes.values()):  # private: no public list of the workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, stop_signal)
 
 
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started

@@ -241,3 +241,71 @@ def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case,
     )
     assert result.returncode == (143 if case == "insisting" else 0), result.stderr
     assert result.stdout.splitlines() == lines
+
+
+SLOW_SHAPE = """
+import time
+from pathlib import Path
+
+FOLDER = Path(__file__).parent / "marks"
+
+
+def prepare(points, n_points, up_axis, seed, *rest):
+    # Runs for two minutes unless a stop signal interrupts it
+    (FOLDER / f"started-{seed}").touch()
+    time.sleep(120)
+    (FOLDER / f"finished-{seed}").touch()
+    return points, False
+"""
+
+ZEROSHOT = """
+import sys
+
+import numpy as np
+
+import slow_shape
+from cg3d.eval import zeroshot
+from cg3d.eval.readers import Benchmark, Shape
+from cg3d.stopping import Interrupt
+
+Interrupt().install()
+zeroshot.prepare_counted = slow_shape.prepare  # the workers import it by this name
+zeroshot.bound_workers = lambda workers, jobs: workers  # two, on a machine of any size
+
+def shapes():
+    for index in range(40):
+        yield Shape(f"s{index}", np.ones((4, 3), np.float32), 0)
+
+benchmark = Benchmark("slow", "", ["a"], 40, shapes)
+try:
+    list(zeroshot.prepared_shapes(benchmark, 4, workers=2))
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+def test_a_signal_to_the_zeroshot_process_stops_its_pool_of_shapes(tmp_path):
+    """`kill PID` of `cg3d eval zeroshot` while its pool prepares shapes: the pool's `with`
+    shut down without cancelling the queued shapes (up to 8 a worker) and the running ones
+    were not told of the stop, so each ran whole, two minutes here, before the command
+    ended."""
+    (tmp_path / "slow_shape.py").write_text(SLOW_SHAPE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", ZEROSHOT], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls for both workers to start: no result depends on timing
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert not list(marks.glob("finished-*"))
+    assert len(list(marks.glob("started-*"))) == 2  # the queued shapes were never prepared
