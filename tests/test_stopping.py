@@ -3,6 +3,7 @@ runs, as Ctrl-C does, and an idle worker ignores it. Before: an idle pool worker
 hit by a group's SIGHUP (or Ctrl-C) raised KeyboardInterrupt where it waited for work, and
 printed a traceback; SIGTERM and SIGHUP killed a busy one mid-part."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cg3d.stopping import STOP_SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -309,3 +312,55 @@ def test_a_signal_to_the_zeroshot_process_stops_its_pool_of_shapes(tmp_path):
     assert "Traceback" not in stderr
     assert not list(marks.glob("finished-*"))
     assert len(list(marks.glob("started-*"))) == 2  # the queued shapes were never prepared
+
+
+_worker_masks: tuple[list[str], list[str]] | None = None  # in a loader worker: see below
+
+
+def _stop_signals_blocked() -> list[str]:
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return sorted(signal.Signals(s).name for s in blocked if s in STOP_SIGNALS)
+
+
+def _observed_init(worker_id: int) -> None:
+    """In a loader worker: the loader's own `stop_as_interrupt`, with the stop signals the
+    worker had blocked before and after it."""
+    global _worker_masks
+    from cg3d.stopping import stop_as_interrupt
+
+    before = _stop_signals_blocked()
+    stop_as_interrupt(worker_id)
+    _worker_masks = (before, _stop_signals_blocked())
+
+
+def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
+    """A group's SIGTERM landing in a training DataLoader worker still starting Python could
+    print "Fatal Python error: init_import_site" and a traceback: the workers now start with
+    the stop signals blocked, as the pools' do, and `stop_as_interrupt` unblocks them once
+    its handler is in place. The next epoch reuses the same (persistent) workers."""
+    import torch
+
+    from cg3d.params import TrainConfig
+    from cg3d.train import data
+
+    real_loader = torch.utils.data.DataLoader
+
+    class Observed(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield {"key": ["only"], "pid": [os.getpid()], "masks": [_worker_masks]}
+
+    def loader(dataset, **kwargs):
+        assert kwargs["worker_init_fn"] is data.stop_as_interrupt
+        return real_loader(Observed(), **{**kwargs, "worker_init_fn": _observed_init})
+
+    monkeypatch.setattr(data.torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(data, "BatchSlots", lambda *args: None)  # batches come whole here
+    config = dataclasses.replace(
+        data.LoaderConfig.of_params(TrainConfig(batch_size=1), image_size=8), workers=1
+    )
+    shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
+    loader = data.Loader(shards, config, train=False, samples=1)
+    first, second = list(loader), list(loader)
+    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM"], [])]
+    assert second[0]["pid"] == first[0]["pid"] != [os.getpid()]
+    assert _stop_signals_blocked() == []  # this process's mask is back as it was
