@@ -271,6 +271,8 @@ def is_condition(error: OSError) -> bool:
 
 def os_error_line(error: OSError) -> str:
     """One line for an OSError: the file it names and the errno's meaning (and name)."""
+    if isinstance(error, shutil.Error) and (line := _copy_error_line(error)) is not None:
+        return line
     where = f"{error.filename}: " if error.filename is not None else ""
     if error.errno and error.strerror:
         # none for a resolver's (socket.gaierror) codes; an SSL error's 1 is no EPERM
@@ -279,6 +281,25 @@ def os_error_line(error: OSError) -> str:
     if where:  # a file but no errno: str() would say "[Errno None] None: 'x'"
         return f"{where}{error.strerror or type(error).__name__}"
     return str(error)
+
+
+def _copy_error_line(error: shutil.Error) -> str | None:
+    """One line for `shutil.copytree`'s error, which lists a (source, target, words) tuple per
+    file it could not copy (the words: the OSError's str): the first target and its cause, as
+    `os_error_line` words any other, and how many more failed. Printed as it was, the line was
+    a Python list of tuples. None for another shutil.Error (a message of its own)."""
+    failures = error.args[0] if error.args else None
+    if not isinstance(failures, list) or not failures:
+        return None
+    first = failures[0]
+    if not (isinstance(first, tuple) and len(first) == 3):
+        return None
+    _, target, words = first
+    code = _errno_in(str(words))
+    if code in errno.errorcode:
+        words = f"{os.strerror(code)} ({errno.errorcode[code]})"
+    more = len(failures) - 1
+    return f"{target}: {words}" + (f" (and {more} other file{'s' * (more > 1)})" if more else "")
 
 
 def _library_code(error: OSError) -> bool:

@@ -8,7 +8,7 @@ signals raises KeyboardInterrupt, which every cleanup already handles (finally b
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
 signal in one line and exits 128 + its number. The same handler runs in worker processes:
 the process pools' (`stop_tasks_as_interrupt`: the task being run is interrupted; the chunk
-pool also sends its workers SIGINT, or SIGTERM where SIGINT is ignored (`worker_stop_signal`),
+and zeroshot pools also send its workers SIGINT, or SIGTERM where SIGINT is ignored (`interrupt_workers`),
 when the command stops, so that a signal sent to one process, `kill PID`, stops them as one
 sent to the whole group does) and the training
 DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes itself
@@ -118,6 +118,18 @@ def worker_stop_signal() -> signal.Signals:
     return signal.SIGTERM  # all three ignored: nothing would stop this process either
 
 
+def interrupt_workers(pool: Any) -> None:
+    """Stop the tasks a stopping process pool (a `ProcessPoolExecutor`) works on, as a Ctrl-C
+    in a terminal does (it reaches the whole process group): a SIGTERM sent to this process
+    only (`kill PID`, `docker stop`) would otherwise wait for every running task, and for
+    those already handed to a worker, to finish. Each worker's `Interrupt` ignores the copy
+    of a signal it also got from its group; an interrupted chunk leaves no part."""
+    stop_signal = worker_stop_signal()  # SIGINT, unless started ignoring it (`cmd &`)
+    for process in list(pool._processes.values()):  # private: no public list of the workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, stop_signal)
+
+
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started
 
 
@@ -151,8 +163,11 @@ def _stop_own_resource_tracker() -> None:
 def stop_as_interrupt(*args: object) -> None:
     """A DataLoader's `worker_init_fn`: stop on SIGTERM and SIGHUP as on Ctrl-C (the worker
     loop ends quietly on KeyboardInterrupt). Left to torch's own SIGTERM handler, the worker
-    died of the signal and the training process reported its death as a traceback."""
+    died of the signal and the training process reported its death as a traceback. The
+    workers start with the stop signals blocked (`workers_start_deaf` around `iter(loader)`):
+    one that came meanwhile is handled here, and ends the worker quietly."""
     Interrupt(exit_line=False).install()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 _in_task = False  # in a pool worker: `run_task` is running a task
@@ -163,13 +178,14 @@ _held: tuple[Interrupt, int] | None = None  # (handler, signal) held there
 
 @contextlib.contextmanager
 def workers_start_deaf() -> Iterator[None]:
-    """Around a pool's `submit` (which starts its worker processes): workers start with the
-    stop signals blocked (a signal mask is kept across fork and exec), and their initializer,
-    `stop_tasks_as_interrupt`, unblocks them once its handler is in place. A signal that
-    reached a worker still starting Python (the parent's `_interrupt_workers` while the pool
-    started, a Ctrl-C to the group) printed "Fatal Python error: init_import_site" and a
-    traceback. This process's own first stop signal is held until the block ends: raised
-    mid-spawn, it left a half-started worker that hung the pool's shutdown.
+    """Around a pool's `submit` (which starts its worker processes) or a DataLoader's `iter`:
+    workers start with the stop signals blocked (a signal mask is kept across fork and exec),
+    and their initializer, `stop_tasks_as_interrupt` or `stop_as_interrupt`, unblocks them
+    once its handler is in place. A signal that reached a worker still starting Python (the
+    parent's `interrupt_workers` while the pool started, a Ctrl-C to the group) printed
+    "Fatal Python error: init_import_site" and a traceback. This process's own first stop
+    signal is held until the block ends: raised mid-spawn, it left a half-started worker that
+    hung the pool's shutdown.
 
     Held in the main thread's blocks only, until the outermost one ends: Python raises a stop
     in the main thread, and a hold released at the end of another thread's block raised it

@@ -3,6 +3,7 @@ runs, as Ctrl-C does, and an idle worker ignores it. Before: an idle pool worker
 hit by a group's SIGHUP (or Ctrl-C) raised KeyboardInterrupt where it waited for work, and
 printed a traceback; SIGTERM and SIGHUP killed a busy one mid-part."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cg3d.stopping import STOP_SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,3 +244,123 @@ def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case,
     )
     assert result.returncode == (143 if case == "insisting" else 0), result.stderr
     assert result.stdout.splitlines() == lines
+
+
+SLOW_SHAPE = """
+import time
+from pathlib import Path
+
+FOLDER = Path(__file__).parent / "marks"
+
+
+def prepare(points, n_points, up_axis, seed, *rest):
+    # Runs for two minutes unless a stop signal interrupts it
+    (FOLDER / f"started-{seed}").touch()
+    time.sleep(120)
+    (FOLDER / f"finished-{seed}").touch()
+    return points, False
+"""
+
+ZEROSHOT = """
+import sys
+
+import numpy as np
+
+import slow_shape
+from cg3d.eval import zeroshot
+from cg3d.eval.readers import Benchmark, Shape
+from cg3d.stopping import Interrupt
+
+Interrupt().install()
+zeroshot.prepare_counted = slow_shape.prepare  # the workers import it by this name
+zeroshot.bound_workers = lambda workers, jobs: workers  # two, on a machine of any size
+
+def shapes():
+    for index in range(40):
+        yield Shape(f"s{index}", np.ones((4, 3), np.float32), 0)
+
+benchmark = Benchmark("slow", "", ["a"], 40, shapes)
+try:
+    list(zeroshot.prepared_shapes(benchmark, 4, workers=2))
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+def test_a_signal_to_the_zeroshot_process_stops_its_pool_of_shapes(tmp_path):
+    """`kill PID` of `cg3d eval zeroshot` while its pool prepares shapes: the pool's `with`
+    shut down without cancelling the queued shapes (up to 8 a worker) and the running ones
+    were not told of the stop, so each ran whole, two minutes here, before the command
+    ended."""
+    (tmp_path / "slow_shape.py").write_text(SLOW_SHAPE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", ZEROSHOT], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls for both workers to start: no result depends on timing
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert not list(marks.glob("finished-*"))
+    assert len(list(marks.glob("started-*"))) == 2  # the queued shapes were never prepared
+
+
+_worker_masks: tuple[list[str], list[str]] | None = None  # in a loader worker: see below
+
+
+def _stop_signals_blocked() -> list[str]:
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return sorted(signal.Signals(s).name for s in blocked if s in STOP_SIGNALS)
+
+
+def _observed_init(worker_id: int) -> None:
+    """In a loader worker: the loader's own `stop_as_interrupt`, with the stop signals the
+    worker had blocked before and after it."""
+    global _worker_masks
+    from cg3d.stopping import stop_as_interrupt
+
+    before = _stop_signals_blocked()
+    stop_as_interrupt(worker_id)
+    _worker_masks = (before, _stop_signals_blocked())
+
+
+def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
+    """A group's SIGTERM landing in a training DataLoader worker still starting Python could
+    print "Fatal Python error: init_import_site" and a traceback: the workers now start with
+    the stop signals blocked, as the pools' do, and `stop_as_interrupt` unblocks them once
+    its handler is in place. The next epoch reuses the same (persistent) workers."""
+    import torch
+
+    from cg3d.params import TrainConfig
+    from cg3d.train import data
+
+    real_loader = torch.utils.data.DataLoader
+
+    class Observed(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield {"key": ["only"], "pid": [os.getpid()], "masks": [_worker_masks]}
+
+    def loader(dataset, **kwargs):
+        assert kwargs["worker_init_fn"] is data.stop_as_interrupt
+        return real_loader(Observed(), **{**kwargs, "worker_init_fn": _observed_init})
+
+    monkeypatch.setattr(data.torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(data, "BatchSlots", lambda *args: None)  # batches come whole here
+    config = dataclasses.replace(
+        data.LoaderConfig.of_params(TrainConfig(batch_size=1), image_size=8), workers=1
+    )
+    shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
+    loader = data.Loader(shards, config, train=False, samples=1)
+    first, second = list(loader), list(loader)
+    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM"], [])]
+    assert second[0]["pid"] == first[0]["pid"] != [os.getpid()]
+    assert _stop_signals_blocked() == []  # this process's mask is back as it was

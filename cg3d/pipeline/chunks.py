@@ -49,10 +49,10 @@ from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
 from cg3d.stopping import (
+    interrupt_workers,
     run_task,
     start_resource_tracker,
     stop_tasks_as_interrupt,
-    worker_stop_signal,
     workers_start_deaf,
 )
 from cg3d.terminal import console
@@ -482,20 +482,9 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         except BaseException as error:
             # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
             if isinstance(error, KeyboardInterrupt):
-                _interrupt_workers(pool)
+                interrupt_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-
-
-def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop the chunks being worked on, as a Ctrl-C in a terminal does (it reaches the whole
-    process group): a SIGTERM sent to this process only (`kill PID`, `docker stop`) would
-    otherwise wait for every running chunk to finish. Each worker's `Interrupt` ignores the
-    copy of a signal it also got from its group; the interrupted chunk leaves no part."""
-    stop_signal = worker_stop_signal()  # SIGINT, unless started ignoring it (`cmd &`)
-    for process in list(pool._processes.values()):  # private: no public list of the workers
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, stop_signal)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -64,7 +64,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
-from cg3d.stopping import start_resource_tracker, stop_as_interrupt
+from cg3d.stopping import start_resource_tracker, stop_as_interrupt, workers_start_deaf
 from cg3d.train.augment import (
     AugmentConfig,
     augment_raw,
@@ -613,7 +613,10 @@ class Loader:
                 generator=torch.Generator().manual_seed(self.config.seed),
                 worker_init_fn=stop_as_interrupt,  # a SIGTERM stops them as Ctrl-C does
             )
-        parts: Iterable[dict] = iter(self.workers)
+        # The first pass starts the worker processes (later ones reuse them: persistent), deaf
+        # to the stop signals until `stop_as_interrupt` runs in each, as the pools' workers do
+        with workers_start_deaf():
+            parts: Iterable[dict] = iter(self.workers)
         if self.dataset.slots is not None:
             parts = map(self.dataset.slots.take, parts)
         batches = cut_batches(parts, self.config.batch_size, keep_last=not self.train)

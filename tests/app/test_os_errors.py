@@ -5,6 +5,7 @@ keeps its traceback (every OSError was one line: a bug's lost where it happened)
 
 import errno
 import http.client
+import shutil
 import socket
 import ssl
 import subprocess
@@ -157,3 +158,27 @@ def test_a_reader_that_closes_the_output_pipe_ends_the_command_quietly(tmp_path)
     reader.stdout.close()  # 20,000 ids: far more than the pipe holds
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 1 and stderr == ""
+
+
+def test_a_copy_refused_by_a_full_disk_is_the_first_files_line(monkeypatch, capsys, tmp_path):
+    """`shutil.copytree` (train's dvclive plots, `publish`) gathers the files it could not
+    copy into one shutil.Error, whose line was a Python list of (source, target, words)
+    tuples: it is the first target and its cause, as any other full disk's."""
+    source, target = tmp_path / "plots", tmp_path / "out"
+    (source / "metrics").mkdir(parents=True)
+    for name in ("a.tsv", "b.tsv", "c.tsv"):
+        (source / "metrics" / name).write_text("step\tloss\n")
+
+    def full_disk(src: str, dst: str) -> None:
+        # as shutil's sendfile copy raises it: both files named, the source first
+        raise OSError(errno.ENOSPC, "No space left on device", src, None, dst)
+
+    with pytest.raises(shutil.Error) as copied:
+        shutil.copytree(source, target, copy_function=full_disk)
+    code, err = run_raising(monkeypatch, capsys, tmp_path, copied.value)
+    first = copied.value.args[0][0][1]  # the first file tried (a folder's order: the OS's)
+    assert first.startswith(f"{target}/metrics/")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {first}: No space left on device (ENOSPC) (and 2 other files)"
+    ]
