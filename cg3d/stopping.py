@@ -130,6 +130,21 @@ def interrupt_workers(pool: Any) -> None:
             os.kill(process.pid, stop_signal)
 
 
+@contextlib.contextmanager
+def pool_stops_whole(pool: Any) -> Iterator[None]:
+    """Around the work of a process pool (a `ProcessPoolExecutor`) whose tasks run through
+    `run_task`: a stop (`interrupt_workers`), a failed task or a closed generator drops the
+    tasks still queued instead of running them all before the command ends (the pool's `with`
+    alone shuts down without cancelling them)."""
+    try:
+        yield
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            interrupt_workers(pool)  # those a `kill PID` did not reach
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started
 
 

@@ -72,7 +72,7 @@ from cg3d.formats.textfeatures import (
 )
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
-    interrupt_workers,
+    pool_stops_whole,
     run_task,
     start_resource_tracker,
     stop_tasks_as_interrupt,
@@ -118,30 +118,24 @@ def prepared_shapes(
     context = multiprocessing.get_context("spawn")
     start_resource_tracker()  # one a SIGHUP to the group cannot kill
     # The workers stop on SIGTERM and SIGHUP as on Ctrl-C (by default they died mid-shape)
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=stop_tasks_as_interrupt
-    ) as pool:
-        try:
-            for index, shape in enumerate(shapes):
-                with workers_start_deaf():
-                    future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
-                window.append((future, shape.label, shape.key))
-                if len(window) >= 8 * workers:
-                    future, label, key = window.popleft()
-                    if (prepared := benchmark.prepared(future.result, key)) is not None:
-                        yield prepared, label, key
-            while window:
+    with (
+        ProcessPoolExecutor(
+            workers, mp_context=context, initializer=stop_tasks_as_interrupt
+        ) as pool,
+        pool_stops_whole(pool),
+    ):  # a stop drops the queued shapes (up to 8 a worker)
+        for index, shape in enumerate(shapes):
+            with workers_start_deaf():
+                future = pool.submit(run_task, prepare_counted, *arguments(index, shape))
+            window.append((future, shape.label, shape.key))
+            if len(window) >= 8 * workers:
                 future, label, key = window.popleft()
                 if (prepared := benchmark.prepared(future.result, key)) is not None:
                     yield prepared, label, key
-        except BaseException as error:
-            # A stop, a failed shape or a closed generator: drop the queued shapes (up to 8 a
-            # worker) instead of preparing them all before the command ends; the `with` alone
-            # shuts down without cancelling them.
-            if isinstance(error, KeyboardInterrupt):
-                interrupt_workers(pool)  # those a `kill PID` did not reach
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+        while window:
+            future, label, key = window.popleft()
+            if (prepared := benchmark.prepared(future.result, key)) is not None:
+                yield prepared, label, key
 
 
 def iter_point_batches(

@@ -49,7 +49,7 @@ from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
 from cg3d.stopping import (
-    interrupt_workers,
+    pool_stops_whole,
     run_task,
     start_resource_tracker,
     stop_tasks_as_interrupt,
@@ -464,9 +464,9 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
         initargs=(os.getpid(),),
     ) as pool:
         futures = {}
-        try:
-            # Inside the try: a Ctrl-C or SIGTERM landing while the pool starts left the
-            # pool's `with` to run the chunks submitted so far whole.
+        # The submits inside: a Ctrl-C or SIGTERM landing while the pool starts left the
+        # pool's `with` to run the chunks submitted so far whole.
+        with pool_stops_whole(pool):
             with workers_start_deaf():
                 for job, size in first:
                     futures[pool.submit(run_task, work, *job)] = size
@@ -479,12 +479,6 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
                 with workers_start_deaf():
                     for job, size in itertools.islice(sized, 2 * workers - len(futures)):
                         futures[pool.submit(run_task, work, *job)] = size
-        except BaseException as error:
-            # A failed chunk or Ctrl-C: drop the queued chunks instead of running them all first.
-            if isinstance(error, KeyboardInterrupt):
-                interrupt_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
 
 
 def _exit_with_parent(parent: int) -> None:
