@@ -421,10 +421,20 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        if entry.is_dir(follow_symlinks=False) and not path_too_long(entry.path):
             yield from iter_sorted_entries(Path(entry.path))
-        else:
+        else:  # a folder whose path is too long to list is yielded: a row (`not_a_file`)
             yield entry
+
+
+# Bytes in a path the system opens, its NUL included (Linux's PATH_MAX): a longer one is
+# refused (ENAMETOOLONG) whatever it names.
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
+
+
+def path_too_long(path: str | Path) -> bool:
+    """Whether the system refuses `path` for its length alone (`PATH_MAX`)."""
+    return len(os.fsencode(path)) >= PATH_MAX
 
 
 def is_file(entry: os.DirEntry | Path) -> bool:
@@ -441,7 +451,17 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
     or None for a file (a symlink to one included: the meshes stage checks where it leads): a
     symlinked folder (`outside_root` when it leads out of `root`), a broken link, or something
     else that is not a file (a socket, a FIFO). A plain file's entry costs no system call;
-    a symlink's costs what following it does."""
+    a symlink's costs what following it does. A file or folder whose path is longer than the
+    system takes (nested folders past PATH_MAX) is `unreadable`: no call can open it by name,
+    and the walk ended on it (an ENAMETOOLONG OSError for the whole stage)."""
+    if path_too_long(entry.path if isinstance(entry, os.DirEntry) else entry):
+        size = len(os.fsencode(entry.path if isinstance(entry, os.DirEntry) else entry))
+        what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+        return MeshError(
+            "unreadable",
+            f"a {what} whose path is {size} bytes, more than the {PATH_MAX - 1} the system "
+            "opens: move it nearer the root or shorten its folders' names",
+        )
     if is_file(entry):
         return None
     if entry.is_symlink():
