@@ -43,7 +43,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     check_not_special(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(derived_name(path.name, ".", f".{os.getpid()}.tmp"))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -371,7 +371,30 @@ def output_lock(folder: Path) -> Iterator[None]:
 
 def file_lock_name(path: Path) -> str:
     """The lock `file_lock` takes for `path`, beside it: `.<name>.cg3d.lock` (.dvcignore)."""
-    return f".{Path(path).name}.cg3d.lock"
+    return derived_name(Path(path).name, ".", ".cg3d.lock")
+
+
+# Bytes in one name of a folder (Linux's NAME_MAX, on every file system it mounts but a few):
+# a user's name may be all of it, so ours built from theirs must fit in it too.
+NAME_MAX = 255
+DIGEST_CHARACTERS = 12
+
+
+def derived_name(name: str, prefix: str, suffix: str) -> str:
+    """`prefix + name + suffix`, a name of ours built from a user's `name` (a temporary file, a
+    lock): when that is over NAME_MAX bytes (a 250-byte `--out` plus `.<pid>.tmp`: the write
+    failed "File name too long", naming a file the user could well create), `name` is cut at
+    a character to fit, with a digest of the whole, so that two long names cut alike still
+    derive two names. The same `name` always derives the same name (a lock is found again)."""
+    whole = f"{prefix}{name}{suffix}"
+    if len(os.fsencode(whole)) <= NAME_MAX:
+        return whole
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:DIGEST_CHARACTERS]
+    room = NAME_MAX - len(os.fsencode(f"{prefix}~{digest}{suffix}"))
+    cut = name[:room]
+    while len(os.fsencode(cut)) > room:  # multibyte characters: fewer of them fit
+        cut = cut[:-1]
+    return f"{prefix}{cut}~{digest}{suffix}"
 
 
 @contextmanager

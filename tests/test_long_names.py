@@ -1,0 +1,42 @@
+"""Names at the file system's limits (NAME_MAX: 255 bytes a name). A user's output may be named
+with all 255; the names we build from it (the temporary file of an atomic write, the lock of an
+output file) must still fit. Before, `--out` of 250 bytes failed "File name too long" naming a
+file the user could well create: the temporary `.<name>.<pid>.tmp` was the one refused."""
+
+import os
+
+import pytest
+
+from cg3d.files import NAME_MAX, atomic_path, derived_name, file_lock, file_lock_name
+
+# 255 bytes each: ASCII, and 3-byte UTF-8 (CJK) characters, which a character cut must not split
+FULL_NAMES = ["a" * 252 + ".pt", "椅" * 83 + "xyz.pt"]
+
+
+@pytest.mark.parametrize("name", FULL_NAMES, ids=["ascii", "utf8"])
+def test_an_atomic_write_of_a_name_of_255_bytes_writes_it(tmp_path, name):
+    assert len(os.fsencode(name)) == NAME_MAX
+    seen = []
+    with atomic_path(tmp_path / name) as tmp:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"data")
+    assert (tmp_path / name).read_bytes() == b"data"
+    assert os.listdir(tmp_path) == [name]  # the temporary file renamed, none left
+    assert seen[0].startswith(".") and seen[0].endswith(f".{os.getpid()}.tmp")  # .dvcignore's
+
+
+@pytest.mark.parametrize("name", FULL_NAMES, ids=["ascii", "utf8"])
+def test_the_lock_of_an_output_file_of_255_bytes_can_be_taken(tmp_path, name):
+    with file_lock(tmp_path / name):
+        held = [n for n in os.listdir(tmp_path) if n.endswith(".cg3d.lock")]
+        assert held == [file_lock_name(tmp_path / name)]
+        assert held[0].startswith(".")
+
+
+def test_two_long_names_cut_alike_derive_two_names():
+    first, second = "b" * 250 + "1.pt", "b" * 250 + "2.pt"
+    one, two = derived_name(first, ".", ".123.tmp"), derived_name(second, ".", ".123.tmp")
+    assert one != two
+    assert len(os.fsencode(one)) <= NAME_MAX and len(os.fsencode(two)) <= NAME_MAX
+    assert derived_name(first, ".", ".123.tmp") == one  # the same name finds the same lock
+    assert derived_name("short.pt", ".", ".123.tmp") == ".short.pt.123.tmp"  # as before
