@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path, loads_json, require_folder, require_regular_file
+from cg3d.files import atomic_path, loads_json, require_folder, require_regular_file, shown_name
 from cg3d.formats.intact import damaged, parquet_file, schema_problem
-from cg3d.formats.tar import OBJECT_KEY
+from cg3d.formats.tar import MAX_KEY_BYTES, OBJECT_KEY
 
 MANIFEST_NAME = "manifest.parquet"
 STAGE = "meshes"  # the stage that writes (and rebuilds) the manifest
@@ -206,13 +206,22 @@ def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
         if pc.any(unsafe).as_py():
             bad = ids.filter(unsafe)[0].as_py()
             return f"the id {bad[:80]!r} is not a key of letters, digits, '_' and '-'"
+        # (ASCII, as checked just now: characters are bytes) A longer id reached the tar
+        # writers of the render and pack stages, whose ustar header refused its member names.
+        long = pc.greater(pc.utf8_length(ids), MAX_KEY_BYTES)
+        if pc.any(long).as_py():
+            bad = ids.filter(long)[0].as_py()
+            return (
+                f"the id {shown_name(bad, 80)} is longer than the {MAX_KEY_BYTES} characters "
+                "a tar member's name leaves its key"
+            )
         if len(ids) and last is not None and ids[0].as_py() <= last:
-            return f"the id {ids[0].as_py()!r} is out of order or listed twice"
+            return f"the id {shown_name(ids[0].as_py(), 80)} is out of order or listed twice"
         if len(ids) > 1:
             order = pc.less_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
             if pc.any(order).as_py():
                 bad = ids.slice(1).filter(order)[0].as_py()
-                return f"the id {bad!r} is out of order or listed twice"
+                return f"the id {shown_name(bad, 80)} is out of order or listed twice"
         last = ids[-1].as_py() if len(ids) else last
     return None
 

@@ -73,6 +73,11 @@ def write_tar(path: Path, members: dict[str, bytes]) -> None:
 # A key is an object id (`cg3d.pipeline.ids`, checked in the manifest): letters, digits, '_'
 # and '-'; a member `../x.png` or `/abs/x.png` names no object (inspect listed them as ids).
 OBJECT_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# The longest a key may be: the ustar header our writer makes holds names of 100 bytes, and the
+# longest member of an object is `<key>.captions.json` (a shard's; `<key>.view_999.png` and
+# `<key>.cameras.json` are shorter). `object_id` makes keys of 81 at most.
+USTAR_NAME_BYTES = 100
+MAX_KEY_BYTES = USTAR_NAME_BYTES - len(".captions.json")
 
 
 def member_key(name: str) -> tuple[str, str]:

@@ -55,6 +55,13 @@ EDITS = {
     "an absolute id": (with_ids("/abs/x"), "the id '/abs/x' is not a key"),
     "an id with dots": (with_ids("a.b.c"), "the id 'a.b.c' is not a key"),
     "an empty id": (with_ids("", "b"), "the id '' is not a key"),
+    # before: passed, and the render and pack stages' tar writers refused its member names
+    # (ValueError "name is too long") after the work
+    "an id too long for a tar member": (
+        with_ids("k" * 87),
+        "the id 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'"
+        "… (87 characters) is longer than the 86 characters a tar member's name leaves its key",
+    ),
     "a null path": (
         pa.Table.from_pylist([{**rows(1)[0], "path": None}], SCHEMA),
         "a null path in row group 0",
@@ -123,3 +130,18 @@ def test_a_class_listed_twice_is_a_damaged_class_list(tmp_path):
         UsageError, match=r"classes.json is damaged \(the class 'chair' is listed twice\)"
     ):
         read_classes(tmp_path)
+
+
+def test_the_longest_id_the_manifest_takes_is_written_in_every_member_of_its_samples(tmp_path):
+    """86 characters, and each member a sample of it has (the longest: captions.json) fits the
+    ustar header of our tar writer."""
+    from cg3d.formats.tar import tar_members, write_tar
+
+    key = "k" * 86
+    read_manifest(edited(tmp_path, with_ids(key)))  # taken
+    suffixes = ["points.npy", "view_999.png", "cameras.json", "captions.json", "cls", "meta.json"]
+    write_tar(tmp_path / "sample.tar", {f"{key}.{suffix}": b"x" for suffix in suffixes})
+    with open(tmp_path / "sample.tar", "rb") as stream:
+        assert sorted(name for name, _ in tar_members(stream)) == sorted(
+            f"{key}.{suffix}" for suffix in suffixes
+        )
