@@ -38,7 +38,7 @@ from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import lost_problem, write_rows
-from cg3d.files import loads_json, require_folder, write_json
+from cg3d.files import NAME_MAX, loads_json, require_folder, shown_name, write_json
 from cg3d.formats.owner import claim
 from cg3d.params import ZeroShotConfig
 
@@ -130,6 +130,21 @@ def parse_datasets(datasets: str, roots: str, audits: str = "") -> list[DatasetE
 
 def result_path(out: Path, model: ModelEntry, dataset: DatasetEntry) -> Path:
     return Path(out) / f"{model.name}__{dataset.key}.json"
+
+
+def check_result_names(models: list[ModelEntry], datasets: list[DatasetEntry]) -> None:
+    """UsageError, before any model is loaded, when a model's NAME makes the name of a result
+    file (`result_path`; its text features' `NAME__DATASET.npy` is no longer) longer than a
+    file name may be: the write failed "File name too long" after the pair was scored."""
+    for model in models:
+        for dataset in datasets:
+            name = result_path(Path(), model, dataset).name
+            if len(os.fsencode(name)) > NAME_MAX:
+                raise UsageError(
+                    f"--models: the name {shown_name(model.name, 60)} is too long: its result "
+                    f"file on {dataset.key} would have a name of {len(os.fsencode(name))} bytes, "
+                    f"more than the {NAME_MAX} a file name may hold; give a shorter NAME"
+                )
 
 
 def _card(name: str):

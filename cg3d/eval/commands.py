@@ -351,9 +351,16 @@ def benchmark_command(
     OUT/<model>__<dataset>.json in clip_benchmark's shape; OUT/results.md and .csv with our
     top-1 beside the card's and the difference. A rerun resumes.
     """
-    from cg3d.eval.benchmark import markdown_table, parse_datasets, parse_models, run_benchmark
+    from cg3d.eval.benchmark import (
+        check_result_names,
+        markdown_table,
+        parse_datasets,
+        parse_models,
+        run_benchmark,
+    )
 
     entries, sets = parse_models(models), parse_datasets(datasets, roots, audits)
+    check_result_names(entries, sets)
     check_out_dir(out)
     config = ZeroShotConfig(
         batch_size=batch_size,

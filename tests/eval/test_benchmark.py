@@ -13,7 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from cg3d.cli import app
+from cg3d.errors import UsageError
 from cg3d.eval import benchmark as benchmark_module
+from cg3d.eval.benchmark import DatasetEntry, ModelEntry, check_result_names
 from cg3d.eval.readers import SCANOBJECTNN_FILES
 from cg3d.eval.zeroshot import zeroshot
 from cg3d.models import cards
@@ -379,3 +381,27 @@ def test_a_pair_that_lost_more_than_max_lost_is_a_failed_row_kept_for_a_larger_o
     assert (row["shapes"], row["skipped"]) == ("2", "4") and row["acc1"] != ""
     result = CliRunner().invoke(app, [*args, "--max-lost", "1.5"])
     assert result.exit_code == 2 and "--max-lost" in result.output
+
+
+def test_a_model_name_too_long_for_its_result_file_is_refused_before_any_model_loads(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """Before: the pair was scored, then writing `NAME__modelnet40.json` (267 bytes) failed
+    "File name too long"."""
+    import cg3d.models.checkpoint
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(cg3d.models.checkpoint, "load_model", no_load)
+    write_modelnet(tmp_path / "mn", 40, per_class=1)
+    args = ["benchmark", "--models", f"{'m' * 250}={tiny_checkpoint}"]
+    args += ["--datasets", "modelnet40", "--roots", f"modelnet40={tmp_path / 'mn'}"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)
+    assert message.startswith(f"--models: the name {'m' * 60!r}… (250 characters) is too long")
+    assert "a name of 267 bytes, more than the 255" in message
+    assert not (tmp_path / "o").exists()
+    # 255 bytes is a name a file may have: taken
+    check_result_names([ModelEntry("m" * 238, None)], [DatasetEntry("modelnet40", "", tmp_path)])
