@@ -380,6 +380,20 @@ NAME_MAX = 255
 DIGEST_CHARACTERS = 12
 
 
+def check_companion_name(companion: Path, path: Path, option: str = "--out") -> None:
+    """UsageError, before any work, when the file `companion` written beside `path` (the file
+    `option` names: FILE.json beside FILE.npy) has a name over NAME_MAX bytes, which `path`'s
+    own name may reach (a 255-byte FILE.npy): its write failed "File name too long" after
+    the work."""
+    size = len(os.fsencode(Path(companion).name))
+    if size > NAME_MAX:
+        raise UsageError(
+            f"{option}: {shown_name(Path(path).name, 60)} leaves no room for the name of the "
+            f"file written beside it (its {Path(companion).suffix}: {size} bytes, more than the "
+            f"{NAME_MAX} a file name may hold); give a shorter name"
+        )
+
+
 def derived_name(name: str, prefix: str, suffix: str) -> str:
     """`prefix + name + suffix`, a name of ours built from a user's `name` (a temporary file, a
     lock): when that is over NAME_MAX bytes (a 250-byte `--out` plus `.<pid>.tmp`: the write

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cg3d import terminal
-from cg3d.files import check_out_dir, file_lock, locks_folder
+from cg3d.files import check_companion_name, check_out_dir, file_lock, locks_folder
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -101,11 +101,13 @@ def text_features_command(
     """Class text features of a model's teacher, written once for `zeroshot --text-features`."""
     from cg3d.errors import UsageError
     from cg3d.eval.textfeatures import benchmark_classes, write_class_features
+    from cg3d.formats.textfeatures import sidecar
 
     if (classes is None) == (dataset is None):
         raise UsageError("give the classes: --classes a,b,c or --dataset NAME --root DIR")
     if dataset is not None and root is None:
         raise UsageError("--dataset needs --root, the benchmark's files")
+    check_companion_name(sidecar(out), out)
     # The file locked before any work: two runs into one FILE.npy at once could leave one's
     # rows beside the other's sidecar (the pair is two files, each atomic alone). A second run
     # into it is refused at once; a run writing another file of the folder goes ahead.

@@ -162,3 +162,26 @@ def test_two_text_features_runs_into_two_files_of_one_folder_both_go_ahead(tmp_p
         assert "absent.pt" in str(result.exception)  # past the lock, to the checkpoint
         assert "another run" not in str(result.exception)
     assert list(folder.iterdir()) == []  # both locks released, nothing written
+
+
+def test_an_out_name_of_255_bytes_is_refused_before_the_work_for_its_sidecar(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """FILE.npy of 255 bytes is a name the system takes, but its sidecar FILE.json (256) is
+    not. Before: the teacher was loaded and the classes encoded, then the write failed "File
+    name too long"."""
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(checkpoint_module, "load_model", no_load)
+    out = tmp_path / "f" / ("z" * 251 + ".npy")
+    args = ["eval", "text-features", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--classes", "cube,sphere"])
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == (
+        f"--out: {'z' * 60!r}… (255 characters) leaves no room for the name of the file written "
+        "beside it (its .json: 256 bytes, more than the 255 a file name may hold); give a "
+        "shorter name"
+    )
+    assert not (tmp_path / "f").exists()
