@@ -5,6 +5,8 @@ benchmark's, so they live in one JSON file copied from the public CG3D and ULIP 
 """
 
 import json
+import unicodedata
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -59,3 +61,22 @@ def class_name_problem(name: str) -> str:
     if unprintable is not None:
         return f"holds the unprintable character {unprintable!r} (a newline, a tab…)"
     return ""
+
+
+def class_text(name: str) -> str:
+    """`name` as CLIP's text tower reads it: underscores and runs of spaces as one space (as
+    the captions write it), in NFC (ftfy's, in the tokenizer) and lower case (the tokenizer's)."""
+    return unicodedata.normalize("NFC", " ".join(name.replace("_", " ").split())).lower()
+
+
+def same_text_classes(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two of `names` that are one text to CLIP (`class_text`: `café` in NFC and in NFD, `Chair`
+    and `chair`, `night_stand` and `night stand`), or None. Their captions and zero-shot prompts
+    are the same words: nothing tells the classes apart, and zero-shot gave every object of
+    the second the first's label."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(class_text(name), name)
+        if first != name:
+            return first, name
+    return None

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,7 +52,7 @@ from cg3d.geometry.meshio import (
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, run_chunks
 from cg3d.pipeline.sources.merge import merge_parts
-from cg3d.protocol import class_name_problem
+from cg3d.protocol import class_name_problem, same_text_classes
 
 STAGE = "meshes"
 WORK_DIR = ".validate"  # listing and validation parts while the stage runs; removed at the end
@@ -112,6 +113,13 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
                 f"--root: the class name {printable_name(name)!r} (a folder's, or from "
                 f"--annotations) {problem}; rename it"
             )
+    if alike := same_text_classes(listing.classes):
+        first, second = (_told_apart(name, alike) for name in alike)
+        raise UsageError(
+            f"--root: the class names {first} and {second} (folders', or from --annotations) "
+            "are one text to CLIP (they differ in case, Unicode normalisation, underscores or "
+            "spaces only), so nothing would tell the classes apart; merge or rename them"
+        )
     excluded = Excluded(exclude, out_dir) if exclude is not None else None
     records = excluded.filter(listing.records) if excluded else listing.records
     work = out_dir / WORK_DIR
@@ -199,6 +207,13 @@ def with_up_axis(records: Iterable[MeshRecord], up_axis: str) -> Iterator[MeshRe
         if up_axis != "auto":
             record.up_axis = up_axis
         yield record
+
+
+def _told_apart(name: str, names: tuple[str, str]) -> str:
+    """`name` quoted so that it reads apart from the other of `names`: as ASCII escapes when
+    the two print alike (`café` in NFC and in NFD: 'caf\\xe9' and 'cafe\\u0301')."""
+    first, second = (unicodedata.normalize("NFC", n) for n in names)
+    return ascii(printable_name(name)) if first == second else repr(printable_name(name))
 
 
 def printable_name(name: str) -> str:

@@ -4,7 +4,7 @@ Mesh files (.obj .off .ply .stl .glb .gltf) at any depth are objects; model fold
 textures and .mtl files beside them (assets, not objects). Any other file becomes a row with
 status `unsupported_format` naming the format (FBX, COLLADA, 3MF...). Names with spaces or
 non-ASCII characters are fine (the id is a key-safe slug plus a hash). Classes are the folder
-names, sorted; split seeded per class; +Y up unless `meshes.up_axis` says otherwise. A file
+names, sorted (two that are one text to CLIP, `Chair` and `chair`, are refused); split seeded per class; +Y up unless `meshes.up_axis` says otherwise. A file
 (or symlink) that resolves outside ROOT is refused by the meshes stage's check, unread; a
 symlinked folder is not entered but given a failure row (`outside_root` when it leads out).
 """

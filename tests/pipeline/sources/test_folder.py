@@ -1,6 +1,10 @@
 import json
+import unicodedata
 from pathlib import Path
 
+import pytest
+
+from cg3d.errors import UsageError
 from cg3d.formats.manifest import CLASSES_NAME, mesh_file, read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.sources.helpers import box, write_mesh, write_off
@@ -127,3 +131,37 @@ def test_up_axis_param_overrides_the_source(tmp_path: Path) -> None:
     config = MeshesConfig(source="folder", root=str(root), workers=1, up_axis="-z")
     build_manifest(config, tmp_path / "b")
     assert [r.up_axis for r in read_manifest(tmp_path / "b")] == ["-z"]
+
+
+ALIKE_CLASSES = {
+    "NFC and NFD": (unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")),
+    "case": ("Chair", "chair"),
+    "underscores": ("night_stand", "night  stand"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ALIKE_CLASSES))
+def test_two_class_folders_that_are_one_text_to_clip_are_refused(tmp_path: Path, case) -> None:
+    """Before: classes.json listed 'café' twice (NFC, NFD), or Chair and chair, whose captions
+    and zero-shot prompts are the same words to CLIP: nothing told the two apart."""
+    root, out = tmp_path / "root", tmp_path / "out"
+    for size, name in enumerate(ALIKE_CLASSES[case], start=1):
+        write_mesh(root / name / "a.obj", box((1, 1, size)))
+    write_mesh(root / "table" / "a.obj", box((3, 1, 1)))
+    with pytest.raises(UsageError, match="are one text to CLIP") as caught:
+        build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    if case == "NFC and NFD":  # told apart in the line, which would show 'café' twice
+        assert "'cafe\\u0301' and 'caf\\xe9'" in str(caught.value)
+    assert not out.exists()
+
+
+def test_files_whose_names_differ_in_case_or_normalisation_only_are_two_objects(tmp_path: Path) -> None:
+    """Files whose names differ in case or normalisation only are two objects (two ids)."""
+    root, out = tmp_path / "root", tmp_path / "out"
+    names = ["Case.obj", "case.obj", unicodedata.normalize("NFD", "é.obj"), "é.obj"]
+    for size, name in enumerate(names, start=1):
+        write_mesh(root / "chair" / name, box((1, 1, size)))
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = read_manifest(out)
+    assert [r.status for r in rows] == ["ok"] * 4
+    assert len({r.id for r in rows}) == 4
