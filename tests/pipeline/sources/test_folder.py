@@ -155,7 +155,9 @@ def test_two_class_folders_that_are_one_text_to_clip_are_refused(tmp_path: Path,
     assert not out.exists()
 
 
-def test_files_whose_names_differ_in_case_or_normalisation_only_are_two_objects(tmp_path: Path) -> None:
+def test_files_whose_names_differ_in_case_or_normalisation_only_are_two_objects(
+    tmp_path: Path,
+) -> None:
     """Files whose names differ in case or normalisation only are two objects (two ids)."""
     root, out = tmp_path / "root", tmp_path / "out"
     names = ["Case.obj", "case.obj", unicodedata.normalize("NFD", "é.obj"), "é.obj"]
