@@ -394,6 +394,17 @@ def check_companion_name(companion: Path, path: Path, option: str = "--out") -> 
         )
 
 
+# Bytes in a path the system opens, its NUL included (Linux's PATH_MAX): a longer one is
+# refused (ENAMETOOLONG) whatever it names.
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
+
+
+def path_too_long(path: str | Path) -> bool:
+    """Whether the system refuses `path` for its length alone (`PATH_MAX`): a walk must not
+    enter such a folder (its listing raised ENAMETOOLONG and ended the whole walk)."""
+    return len(os.fsencode(path)) >= PATH_MAX
+
+
 def derived_name(name: str, prefix: str, suffix: str) -> str:
     """`prefix + name + suffix`, a name of ours built from a user's `name` (a temporary file, a
     lock): when that is over NAME_MAX bytes (a 250-byte `--out` plus `.<pid>.tmp`: the write

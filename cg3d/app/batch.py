@@ -11,6 +11,7 @@ its suffix:
 """
 
 import csv
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ import numpy as np
 
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, check_out_file, folder_for, read_small_text, real_path
+from cg3d.files import (
+    atomic_path,
+    check_out_file,
+    folder_for,
+    path_too_long,
+    read_small_text,
+    real_path,
+    why_not_a_folder,
+)
 from cg3d.formats.npy import write_npy
 from cg3d.formats.pointfiles import POINT_SUFFIXES
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
@@ -63,9 +72,7 @@ def list_shapes(source: Path) -> list[Path]:
         # Every entry of a shape format but a folder (which the walk enters): a FIFO, a symlink
         # loop or a broken link named `x.npy` is a failed row saying what it is (it was left
         # out unsaid), and it is never opened (`check_shape_file` comes first).
-        paths = sorted(
-            p for p in source.rglob("*") if p.suffix.lower() in SHAPE_SUFFIXES and not p.is_dir()
-        )
+        paths = sorted(_shape_paths(source))
         what = f"no shape files ({', '.join(SHAPE_SUFFIXES)}) in {source}"
     elif source.is_file():
         lines = read_small_text(source).splitlines()
@@ -81,6 +88,27 @@ def list_shapes(source: Path) -> list[Path]:
     if not paths:
         raise UsageError(what)
     return paths
+
+
+def _shape_paths(folder: Path) -> Iterator[Path]:
+    """The entries of a shape format under `folder` but folders, at all depths (as
+    `Path.rglob("*")` finds them: a symlinked folder not entered), and each folder nested too
+    deep to list (past PATH_MAX: its failed row says the name is too long). rglob raised
+    ENAMETOOLONG for such a folder, or for a file's `is_dir`, and ended the whole run."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except PermissionError:  # as rglob: a folder that cannot be read is passed over
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if path_too_long(path):
+                yield path
+            else:
+                yield from _shape_paths(path)
+        elif path.suffix.lower() in SHAPE_SUFFIXES and why_not_a_folder(path):
+            yield path  # a file, or what a failed row names (a FIFO, a loop, a name too long)
 
 
 def check_out(

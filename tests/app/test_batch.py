@@ -16,6 +16,7 @@ from cg3d.app.api import check_shape_file, input_points, load
 from cg3d.app.batch import list_shapes
 from cg3d.cli import app
 from cg3d.errors import UsageError
+from tests.pipeline.sources.helpers import nested_past_path_max
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -292,3 +293,26 @@ def test_embeddings_into_the_folder_of_the_shapes_are_refused(tmp_path, monkeypa
     # a .parquet there is no shape: only the missing checkpoint stops this one
     result = CliRunner().invoke(app, [*command, "shapes/e.parquet"])
     assert str(result.exception) == "no checkpoint at absent.pt"
+
+
+def test_shapes_nested_past_path_max_in_a_folder_are_failed_rows(shapes, tmp_path, tiny_checkpoint):
+    """A folder nested until its path passes PATH_MAX, and a file whose path does in a folder
+    that does not: a failed row each, naming the path cut. Before: the walk (`rglob`, then a
+    file's `is_dir`) raised ENAMETOOLONG and the whole run ended in one line with no table."""
+    deep_file = nested_past_path_max(shapes / "sub", "x" * 200 + ".npy", b"", length=4000)
+    (shapes / "deep").mkdir()
+    deep_folder = nested_past_path_max(shapes / "deep", "c.obj", b"")
+    too_deep = next(  # the first of deep_folder's folders whose path is over the limit
+        p for p in [deep_folder, *deep_folder.parents] if len(os.fsencode(p.parent)) < 4096
+    )
+    out = tmp_path / "results.csv"
+    args = ["classify", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["path"]: row for row in csv.DictReader(out.open())}
+    assert rows[str(shapes / "a.npy")]["status"] == "ok"
+    failed = {path: row["error"] for path, row in rows.items() if len(path) >= 4096}
+    assert sorted(failed) == sorted([str(too_deep), str(deep_file)])
+    for error in failed.values():
+        assert "characters) names no file to read (File name too long)" in error
+        assert len(error) < 300

@@ -30,12 +30,14 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.files import (
+    PATH_MAX,
     OutsideRoot,
     atomic_path,
     file_sha256,
     inside_root,
     loads_json,
     locks_out_dir,
+    path_too_long,
     read_small_file,
     real_path,
     require_folder,
@@ -440,16 +442,6 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
             yield from iter_sorted_entries(Path(entry.path))
         else:  # a folder whose path is too long to list is yielded: a row (`not_a_file`)
             yield entry
-
-
-# Bytes in a path the system opens, its NUL included (Linux's PATH_MAX): a longer one is
-# refused (ENAMETOOLONG) whatever it names.
-PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
-
-
-def path_too_long(path: str | Path) -> bool:
-    """Whether the system refuses `path` for its length alone (`PATH_MAX`)."""
-    return len(os.fsencode(path)) >= PATH_MAX
 
 
 def is_file(entry: os.DirEntry | Path) -> bool:

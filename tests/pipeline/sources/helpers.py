@@ -129,3 +129,23 @@ def count_path_resolution(monkeypatch) -> dict[str, int]:
     monkeypatch.setattr(os, "stat", counted("stat"))
     monkeypatch.setattr(Path, "resolve", counted("resolve"))
     return counts
+
+
+def nested_past_path_max(folder: Path, name: str, data: bytes, length: int = 4200) -> Path:
+    """`folder`/eee…/eee…/…/`name` holding `data`, its folders nested until their path is
+    `length` bytes (by default past PATH_MAX, 4096 bytes): made through folder descriptors, as
+    no call takes such a path whole. Returns the file's path."""
+    fd, path = os.open(folder, os.O_RDONLY), folder
+    try:
+        while (room := length - len(os.fsencode(path)) - 1) > 0:
+            step = "e" * min(250, room)
+            os.mkdir(step, dir_fd=fd)
+            inner = os.open(step, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, path = inner, path / step
+        file = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(file, data)
+        os.close(file)
+    finally:
+        os.close(fd)
+    return path / name

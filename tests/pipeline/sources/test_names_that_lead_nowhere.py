@@ -14,7 +14,13 @@ import pytest
 from cg3d.formats.manifest import read_manifest
 from cg3d.geometry.meshio import MeshError, blender_input
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
-from tests.pipeline.sources.helpers import box, make_shapenet, write_mesh, write_off
+from tests.pipeline.sources.helpers import (
+    box,
+    make_shapenet,
+    nested_past_path_max,
+    write_mesh,
+    write_off,
+)
 
 TRIANGLE = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
 
@@ -170,32 +176,13 @@ def test_a_listed_file_turned_into_a_symlink_loop_is_a_row_of_sample_input(tmp_p
     assert caught.value.kind == "unreadable"
 
 
-def _nested_past_path_max(folder: Path, name: str, data: bytes) -> Path:
-    """`folder`/eee…/eee…/…/`name` holding `data`, nested until the folders' path alone passes
-    PATH_MAX (4096 bytes): made through folder descriptors, as no call takes such a path whole.
-    Returns the (unopenable) path of the file."""
-    fd, path = os.open(folder, os.O_RDONLY), folder
-    try:
-        while len(os.fsencode(path)) < 4200:
-            os.mkdir("e" * 250, dir_fd=fd)
-            inner = os.open("e" * 250, os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd, path = inner, path / ("e" * 250)
-        file = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(file, data)
-        os.close(file)
-    finally:
-        os.close(fd)
-    return path / name
-
-
 def test_a_folder_nested_past_path_max_is_a_row_not_the_end_of_the_stage(tmp_path):
     """Before: the walk's os.scandir of the folder raised ENAMETOOLONG, and the meshes stage
     ended with a one-line error (of 4,300 characters) and no manifest at all."""
     root, out = tmp_path / "root", tmp_path / "out"
     write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
     (root / "table").mkdir()
-    _nested_past_path_max(root / "table", "deep.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    nested_past_path_max(root / "table", "deep.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
     rows = {r.class_name: (r.status, r.error, r.path) for r in read_manifest(out)}
     assert rows["chair"][0] == "ok"
