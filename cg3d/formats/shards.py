@@ -168,6 +168,10 @@ def read_error_reason(error: BaseException) -> str:
     match = re.search(r"exit (-?\d+) \(read\)", str(error))
     if match:
         return f"the fetch command exited with status {match[1]}"
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        # the shard it names is in the line already: an index naming a shard of 5,000
+        # characters (ENAMETOOLONG) gave a line of 10,000
+        return f"{type(error).__name__}: {error.strerror}"
     return f"{type(error).__name__}: {error}"
 
 

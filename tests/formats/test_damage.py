@@ -421,3 +421,19 @@ def test_a_member_that_is_a_link_or_device_is_named_not_dropped(tmp_path, kind, 
         f"tar member 'o05.view_00.png{'/' * (kind == tarfile.DIRTYPE)}' is {named}, not a file"
         in reason
     )
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+def test_an_index_naming_a_shard_too_long_for_a_name_is_skipped_naming_it_once(tmp_path, length):
+    """A shard name over NAME_MAX (or a path over PATH_MAX): every sample skipped, the reason
+    the system's words. Before: the reason repeated the path in the OSError's text, a warning
+    line of 10,000 characters for a name of 5,000."""
+    import json
+
+    shard_set(tmp_path)
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["splits"]["test"]["shards"] = [f"test/{'x' * length}.tar"]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    skipped = Skipped()
+    assert list(iter_samples(tmp_path, "test", skipped)) == []
+    assert skipped.reasons == {"unreadable shard (OSError: File name too long)": SAMPLES}
