@@ -31,6 +31,12 @@ from cg3d.errors import UsageError
 # left by a killed run never enters a DVC output's hash.
 LOCK_NAME = ".cg3d.lock"
 WRITE_CHECK_NAME = ".cg3d-write-check"
+# Bytes in one name of a folder (Linux's NAME_MAX, on every file system it mounts but a few):
+# a user's name may be all of it, so ours built from theirs must fit in it too.
+NAME_MAX = 255
+# Bytes in a path the system opens, its NUL included (Linux's PATH_MAX): a longer one is
+# refused (ENAMETOOLONG) whatever it names.
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
 
 @contextmanager
@@ -329,7 +335,8 @@ def not_utf8_name(name: str) -> str:
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
     """Create the output folder `folder` if needed and check that files can be created in it,
     before any work starts: a read-only, unwritable or misnamed folder is a one-line
-    UsageError naming `option` and the folder, not an OSError after hours of work."""
+    UsageError naming `option` and the folder, not an OSError after hours of work. So is a
+    folder whose path leaves no room for a name of NAME_MAX bytes in it (PATH_MAX)."""
     folder = Path(folder)
     try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
         os.path.abspath(folder).encode("utf-8")
@@ -337,6 +344,16 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
         raise UsageError(f"{option}: {not_utf8_name(os.path.abspath(folder))}") from None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
+    # Room for one more name of any length (a file and its temporary name, or the folders and
+    # file a command nests in it, as train's `.resume/dvclive/plots/metrics/train/loss.tsv`):
+    # a deeper folder was found by the first write past PATH_MAX, after an epoch of training.
+    size = len(os.fsencode(os.path.abspath(folder)))
+    if size + 1 + NAME_MAX >= PATH_MAX:
+        raise UsageError(
+            f"{option}: {shown_name(os.path.abspath(folder))} is a path of {size} bytes, which "
+            f"leaves less than the {NAME_MAX} a name in it may need before the system's limit "
+            f"of {PATH_MAX - 1} bytes; choose a folder nearer the root"
+        )
     # .dvcignore names the probe: one left by a kill between its creation and removal never
     # enters a DVC output's hash
     probe = folder / f"{WRITE_CHECK_NAME}.{os.getpid()}"
@@ -374,9 +391,6 @@ def file_lock_name(path: Path) -> str:
     return derived_name(Path(path).name, ".", ".cg3d.lock")
 
 
-# Bytes in one name of a folder (Linux's NAME_MAX, on every file system it mounts but a few):
-# a user's name may be all of it, so ours built from theirs must fit in it too.
-NAME_MAX = 255
 DIGEST_CHARACTERS = 12
 
 
@@ -392,11 +406,6 @@ def check_companion_name(companion: Path, path: Path, option: str = "--out") -> 
             f"file written beside it (its {Path(companion).suffix}: {size} bytes, more than the "
             f"{NAME_MAX} a file name may hold); give a shorter name"
         )
-
-
-# Bytes in a path the system opens, its NUL included (Linux's PATH_MAX): a longer one is
-# refused (ENAMETOOLONG) whatever it names.
-PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
 
 def path_too_long(path: str | Path) -> bool:

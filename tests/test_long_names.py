@@ -4,10 +4,19 @@ output file) must still fit. Before, `--out` of 250 bytes failed "File name too 
 file the user could well create: the temporary `.<name>.<pid>.tmp` was the one refused."""
 
 import os
+from pathlib import Path
 
 import pytest
 
-from cg3d.files import NAME_MAX, atomic_path, derived_name, file_lock, file_lock_name
+from cg3d.errors import UsageError
+from cg3d.files import (
+    NAME_MAX,
+    atomic_path,
+    check_out_dir,
+    derived_name,
+    file_lock,
+    file_lock_name,
+)
 
 # 255 bytes each: ASCII, and 3-byte UTF-8 (CJK) characters, which a character cut must not split
 FULL_NAMES = ["a" * 252 + ".pt", "椅" * 83 + "xyz.pt"]
@@ -40,3 +49,27 @@ def test_two_long_names_cut_alike_derive_two_names():
     assert len(os.fsencode(one)) <= NAME_MAX and len(os.fsencode(two)) <= NAME_MAX
     assert derived_name(first, ".", ".123.tmp") == one  # the same name finds the same lock
     assert derived_name("short.pt", ".", ".123.tmp") == ".short.pt.123.tmp"  # as before
+
+
+def folder_of_length(base: Path, size: int) -> Path:
+    """A (not yet made) folder under `base` whose absolute path is `size` bytes."""
+    path = base.resolve()
+    while (room := size - len(os.fsencode(path)) - 1) > 0:
+        path = path / ("d" * min(200, room))
+    assert len(os.fsencode(path)) == size
+    return path
+
+
+def test_an_out_folder_that_leaves_no_room_for_a_name_is_refused(tmp_path):
+    """The rule `cg3d train` needs (tests/train/test_stage.py): the folder's path leaves room
+    for one more name of 255 bytes."""
+    roomy = folder_of_length(tmp_path / "a", 4095 - 1 - NAME_MAX)  # a name of 255 still fits
+    assert check_out_dir(roomy) == roomy and roomy.is_dir()
+    deep = folder_of_length(tmp_path / "b", 4096 - 1 - NAME_MAX)
+    with pytest.raises(UsageError) as caught:
+        check_out_dir(deep, "--out")
+    assert str(caught.value).endswith(
+        "(3840 characters) is a path of 3840 bytes, which leaves less than the 255 a name in "
+        "it may need before the system's limit of 4095 bytes; choose a folder nearer the root"
+    )
+    assert not (tmp_path / "b").exists()

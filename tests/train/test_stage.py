@@ -188,3 +188,16 @@ def test_a_read_only_run_folder_is_one_line_before_training(shards, tmp_path):
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, UsageError)
     assert str(result.exception).startswith(f"--out: cannot write into {tmp_path / 'taken'}")
+
+
+def test_an_out_folder_too_deep_for_the_run_files_is_refused_before_training(shards, tmp_path):
+    """Before: an --out of 4,000 bytes trained a whole epoch, then the first metrics file
+    (`.resume/dvclive/plots/metrics/train/…`, past PATH_MAX) failed "File name too long"."""
+    out = tmp_path.resolve()
+    while (room := 4000 - len(str(out)) - 1) > 0:
+        out = out / ("d" * min(200, room))
+    args = ["train", "--shards", str(shards), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--params", str(params_file(tmp_path))])
+    assert type(result.exception).__name__ == "UsageError", result.output
+    assert "is a path of 4000 bytes, which leaves less than the 255" in str(result.exception)
+    assert "epoch" not in result.output  # refused before the first
