@@ -9,12 +9,15 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, printable
@@ -40,7 +43,30 @@ class _Command(_NoBoolType, TyperCommand):
 
 
 class _Group(_NoBoolType, TyperGroup):
-    pass
+    """The `cg3d` group: click's usage errors (an unknown option, a value of the wrong type,
+    a missing option) leave as our `UsageError`, printed by `main` as every other error: one
+    escaped line. typer drew them as a boxed panel wrapped to the terminal's width, which split
+    a long path or option over lines (COLUMNS=30, an 80-column log)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # click's Context
+        with _usage_errors_as_ours():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:  # a subcommand's own parsing runs in here
+        with _usage_errors_as_ours():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors_as_ours() -> Iterator[None]:
+    try:
+        yield
+    except TyperException as error:  # typer's own click: its UsageError exits with 2
+        if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
+            raise  # `cg3d` alone: the help was shown
+        ctx = getattr(error, "ctx", None)
+        where = ctx.command_path if ctx is not None else "cg3d"
+        raise UsageError(f"{where}: {error.format_message()} (`{where} --help`)") from None
 
 
 app = typer.Typer(
