@@ -100,3 +100,18 @@ def test_a_usage_error_is_one_line_at_any_width(args, said):
         assert run.returncode == 2
         (line,) = run.stderr.splitlines()
         assert line.startswith("error: ") and said in line and "--help" in line
+
+
+def test_a_long_line_stays_one_line_at_any_width_and_a_table_fits_it():
+    """A summary naming its output (`index`, `eval zeroshot`, a training epoch) was broken at
+    80 columns in a log file, a long path split mid-name; a table must still fit the width."""
+    line = "shards (test), 10 shapes: top-1 10.00% → " + "/runs/a-long-folder-name" * 6
+    table = Table("id", "class")
+    table.add_row("synthetic-bathtub_bathtub_0000-93d983a798", "bathtub with a long name")
+    out = io.StringIO()
+    console = terminal.console(file=out, width=30, color_system=None)
+    console.print(line)
+    console.print(table)
+    first, *table_lines = out.getvalue().splitlines()
+    assert first == line
+    assert table_lines and all(len(row) <= 30 for row in table_lines)
