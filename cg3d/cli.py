@@ -4,6 +4,7 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import io
 import logging
 import signal
 import sys
@@ -161,6 +162,14 @@ def quiet_warnings() -> None:
     root.setLevel(logging.WARNING)
 
 
+def _unencodable_escaped() -> None:
+    """stdout in an encoding that cannot write every character (PYTHONIOENCODING=ascii, a
+    latin-1 locale) shows such a character escaped (`\\u2026`), as Python's stderr does: an
+    id list's `…` or a class name's `é` was a UnicodeEncodeError traceback mid-output."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def _interrupted(signum: int) -> None:
     console = _stderr()
     console.print("[bold red]error:[/]", end=" ", markup=True)
@@ -178,6 +187,7 @@ def main() -> None:
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
+    _unencodable_escaped()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         interrupt.install()
