@@ -4,17 +4,21 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import io
 import logging
 import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, printable
@@ -40,7 +44,30 @@ class _Command(_NoBoolType, TyperCommand):
 
 
 class _Group(_NoBoolType, TyperGroup):
-    pass
+    """The `cg3d` group: click's usage errors (an unknown option, a value of the wrong type,
+    a missing option) leave as our `UsageError`, printed by `main` as every other error: one
+    escaped line. typer drew them as a boxed panel wrapped to the terminal's width, which split
+    a long path or option over lines (COLUMNS=30, an 80-column log)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # click's Context
+        with _usage_errors_as_ours():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:  # a subcommand's own parsing runs in here
+        with _usage_errors_as_ours():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors_as_ours() -> Iterator[None]:
+    try:
+        yield
+    except TyperException as error:  # typer's own click: its UsageError exits with 2
+        if error.exit_code != 2 or type(error).__name__ == "NoArgsIsHelpError":
+            raise  # `cg3d` alone: the help was shown
+        ctx = getattr(error, "ctx", None)
+        where = ctx.command_path if ctx is not None else "cg3d"
+        raise UsageError(f"{where}: {error.format_message()} (`{where} --help`)") from None
 
 
 app = typer.Typer(
@@ -135,6 +162,14 @@ def quiet_warnings() -> None:
     root.setLevel(logging.WARNING)
 
 
+def _unencodable_escaped() -> None:
+    """stdout in an encoding that cannot write every character (PYTHONIOENCODING=ascii, a
+    latin-1 locale) shows such a character escaped (`\\u2026`), as Python's stderr does: an
+    id list's `…` or a class name's `é` was a UnicodeEncodeError traceback mid-output."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def _interrupted(signum: int) -> None:
     console = _stderr()
     console.print("[bold red]error:[/]", end=" ", markup=True)
@@ -152,6 +187,7 @@ def main() -> None:
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
+    _unencodable_escaped()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         interrupt.install()

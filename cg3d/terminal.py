@@ -20,8 +20,13 @@ class EscapingConsole(Console):
 
 def console(*, stderr: bool = False, **options: Any) -> Console:
     """An escaping console on stdout (or stderr), without markup or emoji codes unless a call
-    asks for them (`print("[bold red]error:[/]", markup=True)`); `options` are rich's."""
-    return EscapingConsole(stderr=stderr, **{"markup": False, "emoji": False, **options})
+    asks for them (`print("[bold red]error:[/]", markup=True)`); `options` are rich's.
+
+    Its lines are soft-wrapped: printed as written, one line however long, as a terminal
+    wraps them (a table still fits the width). rich would break them at the width, 80
+    columns in a log file, which split a summary line and the path it names over lines."""
+    defaults = {"markup": False, "emoji": False, "soft_wrap": True}
+    return EscapingConsole(stderr=stderr, **{**defaults, **options})
 
 
 def say(line: str) -> None:

@@ -4,8 +4,12 @@ in a line or a table cell, without every call site having to remember to escape 
 
 import ast
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from rich.table import Table
 
 from cg3d import terminal
@@ -64,3 +68,50 @@ def test_no_module_builds_a_console_of_its_own():
         if path.name != "terminal.py" and (lines := console_constructions(path))
     }
     assert builders == {}
+
+
+def cg3d_at_width(columns: int, *args: str) -> subprocess.CompletedProcess:
+    """`cg3d` as a user runs it, its stderr a log file (not a terminal) `columns` wide."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "cg3d", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["sample", "--meshes", "m", "--out", "o", "--points", "abc"],
+            "Invalid value for '--points'",
+        ),
+        (["sample", "--out", "o"], "Missing option '--meshes'"),
+        (["sample", "--meshes", "m", "--out", "o", f"--{'a-long-option-' * 8}"], "No such option"),
+        (["classify", "--checkpoint", f"{'long-folder/' * 8}last.pt"], "Missing argument 'path'"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_a_usage_error_is_one_line_at_any_width(args, said):
+    """click's usage errors (a typo, a wrong type, a missing option) were typer's boxed panel
+    under two lines of usage, wrapped to the width: at 30 columns an option split over five
+    lines; each is now one `error:` line, as every other error, naming the command."""
+    for columns in (30, 200):
+        run = cg3d_at_width(columns, *args)
+        assert run.returncode == 2
+        (line,) = run.stderr.splitlines()
+        assert line.startswith("error: ") and said in line and "--help" in line
+
+
+def test_a_long_line_stays_one_line_at_any_width_and_a_table_fits_it():
+    """A summary naming its output (`index`, `eval zeroshot`, a training epoch) was broken at
+    80 columns in a log file, a long path split mid-name; a table must still fit the width."""
+    line = "shards (test), 10 shapes: top-1 10.00% → " + "/runs/a-long-folder-name" * 6
+    table = Table("id", "class")
+    table.add_row("synthetic-bathtub_bathtub_0000-93d983a798", "bathtub with a long name")
+    out = io.StringIO()
+    console = terminal.console(file=out, width=30, color_system=None)
+    console.print(line)
+    console.print(table)
+    first, *table_lines = out.getvalue().splitlines()
+    assert first == line
+    assert table_lines and all(len(row) <= 30 for row in table_lines)

@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -268,10 +269,22 @@ def cached_text_features(
         return torch.from_numpy(cached).to(model.device())
     features = protocol.class_features(model, names)
     if path is not None:
+        _write_cache_entry(path, features.float().cpu().numpy())
+    return features
+
+
+def _write_cache_entry(path: Path, features: np.ndarray) -> None:
+    """Cache `features` at `path`; a cache that cannot be written (a read-only or full disk,
+    an absent HOME's folder on a compute node) is skipped with one warning: the features are
+    in memory, and the run's own outputs are written elsewhere."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
-            np.save(handle, features.float().cpu().numpy(), allow_pickle=False)
-    return features
+            np.save(handle, features, allow_pickle=False)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        message = f"text cache {path.parent} not written ({reason}): no cache this run"
+        warnings.warn(message, stacklevel=2)
 
 
 def _cached_rows(path: Path, rows: int) -> np.ndarray | None:

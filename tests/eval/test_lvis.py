@@ -15,6 +15,7 @@ from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, cached_text_features, top_confusions, zeroshot
 from tests.eval.files import write_openshape
 from tests.formats.npyfiles import ABSURD, npy_claiming
+from tests.pipeline.disks import mounted
 
 
 def test_openshape_files_need_allow_pickle(tmp_path):
@@ -248,3 +249,16 @@ def test_an_openshape_file_is_stated_and_opened_once(tmp_path, monkeypatch, stor
     monkeypatch.undo()
     of_the_file = [kind for kind, file in calls if not isinstance(file, int) and Path(file) == path]
     assert of_the_file == ["stat", "open"]
+
+
+def test_an_unwritable_text_cache_is_skipped_with_one_warning(tmp_path):
+    """A compute node's cache folder on a read-only mount (or a full disk) ended the whole
+    evaluation at its first class features: the features are in memory, the cache optional."""
+    model = CountingTextModel()
+    two = Protocol(name="two", description="", templates=("a {}", "the {}"))
+    with mounted(tmp_path / "ro", "ro,size=64k") as read_only:
+        for cache in (read_only, read_only / "cache"):  # the folder there, or to be made
+            with pytest.warns(UserWarning, match=f"text cache {cache} not written") as warned:
+                features = cached_text_features(model, ["a", "b"], two, cache)
+            assert len(warned) == 1 and features.shape == (2, 8)
+    assert model.encoded == 8

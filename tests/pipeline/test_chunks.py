@@ -270,6 +270,21 @@ def test_run_chunks_runs_every_job_in_process_or_in_a_pool(tmp_path, locked, wor
     assert output.part(3).read_text() == "item9"
 
 
+def test_a_stage_writes_a_plain_line_each_tenth_to_a_log_file(tmp_path, locked, capsys):
+    """On a log file (a batch job's output, no terminal) rich's bar wrote nothing until the
+    stage ended: a 2,000-object sample stage's log was its final bar and summary alone."""
+    output = ChunkedOutput(tmp_path, ".txt", "test")
+    output.prepare()
+    jobs = [(output, i, [f"item{i}"]) for i in range(20)]
+    run_chunks(write_part, jobs, [1] * 20, workers=1, description="testing")
+    out = capsys.readouterr().out
+    *logged, bar = out.splitlines()
+    assert [line.split(") ")[0] for line in logged] == [
+        f"testing: {2 * k}/20 ({10 * k}%" for k in range(1, 10)
+    ]
+    assert bar.startswith("testing ") and "20/20" in bar and "\r" not in out
+
+
 def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".txt", "test")
     output.prepare()

@@ -3,6 +3,8 @@ made it; `cg3d show` takes a unique prefix or part of an id."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,20 @@ def test_inspect_command_prints_ids_and_failures(data):
         CliRunner().invoke(app, ["inspect", str(root / "points"), "--json"]).output
     )
     assert as_json["kind"] == "points" and as_json["failures"]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_stdout_that_cannot_encode_a_character_shows_it_escaped(data, encoding):
+    """PYTHONIOENCODING=ascii (or a latin-1 locale) on a cluster node: the id list's `…` was
+    a UnicodeEncodeError traceback half way through the output, exit 1."""
+    root, _ = data
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    run = subprocess.run(
+        [sys.executable, "-m", "cg3d", "inspect", str(root / "meshes")],
+        capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stderr == b""
+    assert b"synthetic-chair-002, \\u2026, synthetic-table-003" in run.stdout
 
 
 def test_inspect_a_training_run(tmp_path, tiny_checkpoint):

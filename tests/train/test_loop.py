@@ -292,8 +292,8 @@ def test_every_epoch_shows_a_progress_bar_with_rate_and_time_left(tmp_path, caps
     model, _ = prepare_model(config, CLASSES, tmp_path)
     fit(config, tmp_path, model, make_batches(3, 8), make_batches(1, 8, seed=9))
     shown = capsys.readouterr().out  # a terminal redraws it; a log gets each bar once, finished
-    for epoch in ("epoch 1/2", "epoch 2/2"):
-        (bar,) = [line for line in shown.splitlines() if line.startswith(epoch)]
+    for epoch in ("epoch 1/2", "epoch 2/2"):  # (and a line each tenth before: "epoch 1/2: 1/3")
+        (bar,) = [line for line in shown.splitlines() if line.startswith(f"{epoch} ")]
         assert re.search(r" 3/3 +\d+\.\d samples/s +\d+:\d\d:\d\d$", bar.rstrip()), bar
 
 
