@@ -191,9 +191,8 @@ def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -
 
 def _naming(error: OSError, path: Path) -> OSError:
     """`error` again, naming `path` (the file the user asked for, not a temporary one)."""
-    code = error.errno or _errno_in(str(error))
-    meaning = os.strerror(code) if code else str(error).splitlines()[0]
-    return OSError(code, meaning, str(path))
+    code = _errno_of(error)
+    return _os_error(code, path) if code else OSError(None, str(error).splitlines()[0], str(path))
 
 
 def _errno_in(message: str) -> int | None:
@@ -203,12 +202,24 @@ def _errno_in(message: str) -> int | None:
     return int(match[1] or match[2]) if match else None
 
 
+def _errno_of(error: BaseException) -> int | None:
+    """The errno of `error`: an OSError's own, else the one a library put in its message only
+    (`_errno_in`), as a library's own exception does; None when neither names one."""
+    own = error.errno if isinstance(error, OSError) else None
+    return own or _errno_in(str(error))
+
+
+def _os_error(code: int, path: Path) -> OSError:
+    """The OSError of errno `code` naming `path`, in the system's words for the errno."""
+    return OSError(code, os.strerror(code), str(path))
+
+
 def os_error_in(error: Exception, path: Path) -> OSError | None:
     """The OSError, naming `path`, that a library's own exception reports in words only (a
     Rust writer's "I/O error: No space left on device (os error 28)"); None when its message
     names no errno (then it is not the file system's refusal)."""
-    code = _errno_in(str(error))
-    return OSError(code, os.strerror(code), str(path)) if code else None
+    code = _errno_of(error)
+    return _os_error(code, path) if code else None
 
 
 # The errnos of a write the machine refused for want of room or of a writable disk: not the
@@ -221,9 +232,7 @@ def out_of_room(error: BaseException) -> int | None:
     """The errno of `error` if it is a write refused by a full disk, a quota or a read-only
     file system (pyarrow puts the errno in its message only: "... [errno 28] ..."), else None.
     The errno itself, for the words: a quota's is not "No space left on device"."""
-    if not isinstance(error, OSError):
-        return None
-    code = error.errno or _errno_in(str(error))
+    code = _errno_of(error) if isinstance(error, OSError) else None
     return code if code in NO_ROOM else None
 
 
@@ -266,7 +275,7 @@ def is_condition(error: OSError) -> bool:
     network = (socket.gaierror, ssl.SSLError, TimeoutError, ConnectionError, urllib.error.URLError)
     if isinstance(error, network):
         return True
-    return (error.errno or _errno_in(str(error))) in CONDITION_ERRNOS
+    return _errno_of(error) in CONDITION_ERRNOS
 
 
 def os_error_line(error: OSError) -> str:
