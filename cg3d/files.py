@@ -133,7 +133,8 @@ def check_not_special(path: Path, option: str = "") -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         where = f"{option}: " if option else ""
-        raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
+        what = _FILE_TYPES.get(stat.S_IFMT(mode), "device")
+        raise UsageError(f"{where}{path} is a {what}, not a file to write")
 
 
 def check_out_file(path: Path, option: str = "--out") -> None:
@@ -560,18 +561,11 @@ def zero_tail(path: Path) -> str:
 def why_not_a_file(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
     message or failure row can end with: it does not exist, is a symlink loop, a folder, a
-    device, FIFO or socket (never opened: a read would block or never end), or names no file
+    FIFO, socket or device (never opened: a read would block or never end), or names no file
     at all (a name too long for the system, a NUL byte, a folder that cannot be searched).
     Never raises: `Path.is_file` raised for some of these (ENAMETOOLONG) and said "missing"
     for the others."""
-    mode = _mode_or_why_not(path, "file")
-    if isinstance(mode, str):
-        return mode
-    if stat.S_ISREG(mode):
-        return ""
-    if stat.S_ISDIR(mode):
-        return "is a folder, not a file"
-    return "is a device, FIFO or socket, not a file"
+    return _why_not_a(path, "file")
 
 
 # The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy,
@@ -634,18 +628,26 @@ def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what
     it is (before, "no such folder" or "no index.json in" sent the user looking for a typo)."""
-    mode = _mode_or_why_not(path, "folder")
+    return _why_not_a(path, "folder")
+
+
+# What a path is, by its file type, in the words of `_why_not_a`; any other is a device.
+_FILE_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "folder",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def _why_not_a(path: str | Path, noun: str) -> str:
+    """ "" when `path` (symlinks followed) is a `noun` ("file", "folder"), else why not: it
+    names none at all (`_mode_or_why_not`), or what it is instead ("is a FIFO, not a file")."""
+    mode = _mode_or_why_not(path, noun)
     if isinstance(mode, str):
         return mode
-    if stat.S_ISDIR(mode):
-        return ""
-    if stat.S_ISREG(mode):
-        return "is a file, not a folder"
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO, not a folder"
-    if stat.S_ISSOCK(mode):
-        return "is a socket, not a folder"
-    return "is a device, not a folder"
+    what = _FILE_TYPES.get(stat.S_IFMT(mode), "device")
+    return "" if what == noun else f"is a {what}, not a {noun}"
 
 
 def require_folder(path: str | Path, option: str = "", missing: str | None = None) -> None:

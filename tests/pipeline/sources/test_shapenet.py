@@ -187,7 +187,7 @@ def test_a_fifo_given_as_a_split_file_is_named_a_fifo(tmp_path, fifo):
     with pytest.raises(UsageError) as caught:
         build_manifest(config, tmp_path / "out")
     assert str(caught.value) == (
-        f"--split-file: '{tmp_path / fifo}' is a device, FIFO or socket, not a file"
+        f"--split-file: '{tmp_path / fifo}' is a FIFO, not a file"
     )
 
 
