@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cg3d.stopping import STOP_SIGNALS
+from tests.stopping import still_running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -339,26 +340,15 @@ def test_the_zeroshot_pools_workers_exit_when_its_process_is_killed_with_9(tmp_p
         deadline = time.monotonic() + 30
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
-            left = [child for child in left if _running(child)]
+            left = [child for child in left if still_running(child)]
         assert left == []
     finally:
         for child in children:
-            if _running(child):
+            if still_running(child):
                 child.kill()
         process.kill()
         process.wait()
     assert not list(marks.glob("finished-*"))
-
-
-def _running(process) -> bool:
-    """Whether `process` (a psutil.Process) still runs: an ended orphan that nothing has
-    reaped yet (a zombie) does not."""
-    import psutil
-
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 TWO_POOLS = """
@@ -390,7 +380,7 @@ def test_a_process_running_several_pools_keeps_one_resource_tracker_stopped_at_i
     first, second = result.stdout.split()
     assert first == second != "None"
     assert "leaked" not in result.stderr
-    assert not psutil.pid_exists(int(first)) or not _running(psutil.Process(int(first)))
+    assert not psutil.pid_exists(int(first)) or not still_running(psutil.Process(int(first)))
 
 
 _worker_masks: tuple[list[str], list[str]] | None = None  # in a loader worker: see below
