@@ -954,9 +954,9 @@ def _argument(text: str, keyword: str) -> str | None:
 
 def obj_material_libraries(path: Path) -> list[str]:
     """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them: the rest of
-    the line, a `#` after a blank included ("mtllib a b #2.mtl" names "a b #2.mtl", and
-    "mtllib m.mtl # ours" names "m.mtl # ours", missing, which Blender 5.0.1 reports as it
-    goes on: no comment there)."""
+    the line, a `#` after a blank included. Blender 5.0.1 reads "mtllib a b #2.mtl" as the
+    file "a b #2.mtl", and "mtllib m.mtl # ours" as "m.mtl # ours" (which it reports missing,
+    then falls back on `<stem>.mtl`: `read_material_libraries`)."""
     with open(path, "rb") as handle:
         names = [
             _argument(text, "mtllib")
