@@ -237,10 +237,11 @@ def stop_tasks_as_interrupt() -> None:
 
 
 def exit_with_parent(parent: int) -> None:
-    """A process pool's `initializer` (its `initargs`: the parent's pid): `stop_tasks_as_interrupt`,
-    and exit when the parent is gone (killed with -9, it cannot tell us), or idle workers
-    would wait for work forever and busy ones finish a task no one reads. A part being
-    written is left as a temp file, which the next run's `prepare` removes."""
+    """A process pool's `initializer` (`initargs`: the parent's pid), the chunk pool's and
+    zeroshot's: `stop_tasks_as_interrupt`, and exit once the parent is gone (killed with -9,
+    it cannot tell us): idle workers waited for work forever, busy ones finished a task no
+    one reads. A chunk's part being written is left as a temp file, which the next run's
+    `prepare` removes."""
     stop_tasks_as_interrupt()
 
     def watch() -> None:
