@@ -139,7 +139,8 @@ def check_not_special(path: Path, option: str = "") -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         where = f"{option}: " if option else ""
-        raise UsageError(f"{where}{path} is a device, FIFO or socket, not a file to write")
+        what = _FILE_TYPES.get(stat.S_IFMT(mode), "device")
+        raise UsageError(f"{where}{path} is a {what}, not a file to write")
 
 
 def check_out_file(path: Path, option: str = "--out") -> None:
@@ -197,9 +198,8 @@ def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -
 
 def _naming(error: OSError, path: Path) -> OSError:
     """`error` again, naming `path` (the file the user asked for, not a temporary one)."""
-    code = error.errno or _errno_in(str(error))
-    meaning = os.strerror(code) if code else str(error).splitlines()[0]
-    return OSError(code, meaning, str(path))
+    code = _errno_of(error)
+    return _os_error(code, path) if code else OSError(None, str(error).splitlines()[0], str(path))
 
 
 def _errno_in(message: str) -> int | None:
@@ -209,12 +209,24 @@ def _errno_in(message: str) -> int | None:
     return int(match[1] or match[2]) if match else None
 
 
+def _errno_of(error: BaseException) -> int | None:
+    """The errno of `error`: an OSError's own, else the one a library put in its message only
+    (`_errno_in`), as a library's own exception does; None when neither names one."""
+    own = error.errno if isinstance(error, OSError) else None
+    return own or _errno_in(str(error))
+
+
+def _os_error(code: int, path: Path) -> OSError:
+    """The OSError of errno `code` naming `path`, in the system's words for the errno."""
+    return OSError(code, os.strerror(code), str(path))
+
+
 def os_error_in(error: Exception, path: Path) -> OSError | None:
     """The OSError, naming `path`, that a library's own exception reports in words only (a
     Rust writer's "I/O error: No space left on device (os error 28)"); None when its message
     names no errno (then it is not the file system's refusal)."""
-    code = _errno_in(str(error))
-    return OSError(code, os.strerror(code), str(path)) if code else None
+    code = _errno_of(error)
+    return _os_error(code, path) if code else None
 
 
 # The errnos of a write the machine refused for want of room or of a writable disk: not the
@@ -227,9 +239,7 @@ def out_of_room(error: BaseException) -> int | None:
     """The errno of `error` if it is a write refused by a full disk, a quota or a read-only
     file system (pyarrow puts the errno in its message only: "... [errno 28] ..."), else None.
     The errno itself, for the words: a quota's is not "No space left on device"."""
-    if not isinstance(error, OSError):
-        return None
-    code = error.errno or _errno_in(str(error))
+    code = _errno_of(error) if isinstance(error, OSError) else None
     return code if code in NO_ROOM else None
 
 
@@ -272,7 +282,7 @@ def is_condition(error: OSError) -> bool:
     network = (socket.gaierror, ssl.SSLError, TimeoutError, ConnectionError, urllib.error.URLError)
     if isinstance(error, network):
         return True
-    return (error.errno or _errno_in(str(error))) in CONDITION_ERRNOS
+    return _errno_of(error) in CONDITION_ERRNOS
 
 
 def os_error_line(error: OSError) -> str:
@@ -608,18 +618,11 @@ def zero_tail(path: Path) -> str:
 def why_not_a_file(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
     message or failure row can end with: it does not exist, is a symlink loop, a folder, a
-    device, FIFO or socket (never opened: a read would block or never end), or names no file
+    FIFO, socket or device (never opened: a read would block or never end), or names no file
     at all (a name too long for the system, a NUL byte, a folder that cannot be searched).
     Never raises: `Path.is_file` raised for some of these (ENAMETOOLONG) and said "missing"
     for the others."""
-    mode = _mode_or_why_not(path, "file")
-    if isinstance(mode, str):
-        return mode
-    if stat.S_ISREG(mode):
-        return ""
-    if stat.S_ISDIR(mode):
-        return "is a folder, not a file"
-    return "is a device, FIFO or socket, not a file"
+    return _why_not_a(path, "file")
 
 
 # The most a list or annotation file a user names (meshes.exclude, --annotations, a taxonomy,
@@ -682,18 +685,26 @@ def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what
     it is (before, "no such folder" or "no index.json in" sent the user looking for a typo)."""
-    mode = _mode_or_why_not(path, "folder")
+    return _why_not_a(path, "folder")
+
+
+# What a path is, by its file type, in the words of `_why_not_a`; any other is a device.
+_FILE_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "folder",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def _why_not_a(path: str | Path, noun: str) -> str:
+    """ "" when `path` (symlinks followed) is a `noun` ("file", "folder"), else why not: it
+    names none at all (`_mode_or_why_not`), or what it is instead ("is a FIFO, not a file")."""
+    mode = _mode_or_why_not(path, noun)
     if isinstance(mode, str):
         return mode
-    if stat.S_ISDIR(mode):
-        return ""
-    if stat.S_ISREG(mode):
-        return "is a file, not a folder"
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO, not a folder"
-    if stat.S_ISSOCK(mode):
-        return "is a socket, not a folder"
-    return "is a device, not a folder"
+    what = _FILE_TYPES.get(stat.S_IFMT(mode), "device")
+    return "" if what == noun else f"is a {what}, not a {noun}"
 
 
 def require_folder(path: str | Path, option: str = "", missing: str | None = None) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -233,6 +234,22 @@ def stop_tasks_as_interrupt() -> None:
     Interrupt(exit_line=False, only_in_task=True).install()
     # started blocked by `workers_start_deaf`: one that came meanwhile is handled now
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def exit_with_parent(parent: int) -> None:
+    """A process pool's `initializer` (`initargs`: the parent's pid), the chunk pool's and
+    zeroshot's: `stop_tasks_as_interrupt`, and exit once the parent is gone (killed with -9,
+    it cannot tell us): idle workers waited for work forever, busy ones finished a task no
+    one reads. A chunk's part being written is left as a temp file, which the next run's
+    `prepare` removes."""
+    stop_tasks_as_interrupt()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:

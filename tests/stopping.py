@@ -106,3 +106,14 @@ def tree_bytes(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name not in skip
     }
+
+
+def still_running(process) -> bool:
+    """Whether `process` (a psutil.Process) still runs: an ended orphan that nothing has reaped
+    yet (a zombie) does not."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

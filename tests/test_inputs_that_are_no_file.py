@@ -231,6 +231,33 @@ def test_why_not_a_folder_names_each_kind_of_node(tmp_path):
     assert why_not_a_folder(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no folder"
 
 
+def test_why_not_a_file_or_a_folder_names_what_is_there(tmp_path):
+    """One rule for both (`files._why_not_a`): a node is named as what it is. A FIFO, socket
+    or device given for a file was "a device, FIFO or socket", where one given for a folder
+    was named."""
+    import socket
+
+    from cg3d.files import why_not_a_file, why_not_a_folder
+
+    (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "socket"))
+    try:
+        assert why_not_a_file(tmp_path / "file") == ""
+        assert why_not_a_file(tmp_path) == "is a folder, not a file"
+        assert why_not_a_file(tmp_path / "fifo") == "is a FIFO, not a file"
+        assert why_not_a_file(tmp_path / "socket") == "is a socket, not a file"
+        assert why_not_a_file("/dev/null") == "is a device, not a file"
+        assert why_not_a_folder(tmp_path / "file") == "is a file, not a folder"
+        assert why_not_a_folder(tmp_path / "fifo") == "is a FIFO, not a folder"
+        assert why_not_a_folder(tmp_path / "socket") == "is a socket, not a folder"
+        assert why_not_a_file(tmp_path / "absent") == "does not exist"
+        assert why_not_a_file(f"{tmp_path}/a\0b") == "holds a NUL byte: it names no file"
+    finally:
+        listening.close()
+
+
 LIST_OPTIONS = ["meshes.exclude", "--annotations", "--labels-file", "--train-list", ""]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cg3d.stopping import STOP_SIGNALS
+from tests.stopping import still_running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,6 +313,74 @@ def test_a_signal_to_the_zeroshot_process_stops_its_pool_of_shapes(tmp_path):
     assert "Traceback" not in stderr
     assert not list(marks.glob("finished-*"))
     assert len(list(marks.glob("started-*"))) == 2  # the queued shapes were never prepared
+
+
+def test_the_zeroshot_pools_workers_exit_when_its_process_is_killed_with_9(tmp_path):
+    """`kill -9` of `cg3d eval zeroshot` while its pool prepares shapes: nothing tells the
+    workers, which went on with their shapes (two minutes here) and then waited for more
+    forever. They now watch for their parent (`exit_with_parent`, the chunk pool's too) and
+    exit once it is gone, the resource tracker with them."""
+    import psutil
+
+    (tmp_path / "slow_shape.py").write_text(SLOW_SHAPE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    process = subprocess.Popen([sys.executable, "-c", ZEROSHOT], stderr=subprocess.DEVNULL, env=env)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls for both workers to start: no result depends on timing
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 2  # the two workers (and the resource tracker)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        left = children
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = [child for child in left if still_running(child)]
+        assert left == []
+    finally:
+        for child in children:
+            if still_running(child):
+                child.kill()
+        process.kill()
+        process.wait()
+    assert not list(marks.glob("finished-*"))
+
+
+TWO_POOLS = """
+import os
+from multiprocessing import resource_tracker
+
+from cg3d.pipeline import chunks
+
+for _ in range(2):  # two stages' pools in one process
+    chunks._run_pool(os.getpid, iter([((), 1)] * 4), 2, lambda size: None)
+    print(resource_tracker._resource_tracker._pid, flush=True)
+"""
+
+
+def test_a_process_running_several_pools_keeps_one_resource_tracker_stopped_at_its_exit():
+    """One rule for the resource tracker (`start_resource_tracker`): started once, stopped when
+    the process exits. The chunk pool stopped its own at each pool's end as well, so a
+    process running several stages started one tracker per stage."""
+    import psutil
+
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_POOLS],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split()
+    assert first == second != "None"
+    assert "leaked" not in result.stderr
+    assert not psutil.pid_exists(int(first)) or not still_running(psutil.Process(int(first)))
 
 
 _worker_masks: tuple[list[str], list[str]] | None = None  # in a loader worker: see below

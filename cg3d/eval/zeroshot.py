@@ -73,10 +73,10 @@ from cg3d.formats.textfeatures import (
 )
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
+    exit_with_parent,
     pool_stops_whole,
     run_task,
     start_resource_tracker,
-    stop_tasks_as_interrupt,
     workers_start_deaf,
 )
 
@@ -118,10 +118,11 @@ def prepared_shapes(
     window: deque = deque()
     context = multiprocessing.get_context("spawn")
     start_resource_tracker()  # one a SIGHUP to the group cannot kill
-    # The workers stop on SIGTERM and SIGHUP as on Ctrl-C (by default they died mid-shape)
+    # The workers stop on SIGTERM and SIGHUP as on Ctrl-C (by default they died mid-shape),
+    # and exit when this process is killed with -9 (they waited for shapes forever)
     with (
         ProcessPoolExecutor(
-            workers, mp_context=context, initializer=stop_tasks_as_interrupt
+            workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
         ) as pool,
         pool_stops_whole(pool),
     ):  # a stop drops the queued shapes (up to 8 a worker)

@@ -49,6 +49,9 @@ def read_failures(path: Path, stage: str = "") -> list[dict]:
     return parquet_file(path, stage).read().to_pylist() if path.is_file() else []
 
 
-def summarize(rows: list[dict], key: str = "reason") -> Counter:
-    """Counts by a column, for the one-line report a stage prints."""
-    return Counter(r[key].split(":", 1)[0] for r in rows)
+def summarize(rows: list[dict], key: str = "reason") -> str:
+    """The counts of failure rows by a column (a reason's kind, before its ":"), most first,
+    in brackets for the one-line report a stage prints: " (no_faces 2, too_big 1)"; "" for
+    none."""
+    counts = Counter(r[key].split(":", 1)[0] for r in rows).most_common()
+    return f" ({', '.join(f'{kind} {n}' for kind, n in counts)})" if counts else ""

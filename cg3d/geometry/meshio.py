@@ -344,11 +344,12 @@ def check_text(path: Path) -> None:
 # over a 50 MB file); the caller puts one before a block's first line. A `#` ends a line.
 OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}[ \t]+[^ \t\r\n]")
 OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n#])")
-# A comment after a statement ("f 1 2 3 # hello", "vt 0 0 # uv", "mtllib a.mtl # ours"), as
-# exporters write them: Blender ignores it, trimesh refused the whole file ("invalid literal for
-# int() with base 10: '#'"), and `_obj_copy` blanked a face whose comment says "mtllib". Both
-# readers are given the file without them (`without_inline_comments`). Only a `#` after a blank
-# starts one: "usemtl red#2" names the material "red#2" to both, as it did.
+# A comment after a statement ("f 1 2 3 # hello", "vt 0 0 # uv"), as exporters write them:
+# Blender ignores it, trimesh refused the whole file ("invalid literal for int() with base 10:
+# '#'"), and `_obj_copy` blanked a face whose comment says "mtllib". Both readers are given the
+# file without them (`without_inline_comments`). Only a `#` after a blank starts one: "usemtl
+# red#2" names the material "red#2" to both, as it did. Not in `mtllib`, whose file name is the
+# rest of the line to Blender 5.0.1, `#` and all (`obj_material_libraries`).
 OBJ_INLINE_COMMENT = re.compile(rb"(\n[ \t]*[^#\s][^\n]*?)[ \t]+#[^\r\n]*")
 
 
@@ -952,12 +953,15 @@ def _argument(text: str, keyword: str) -> str | None:
 
 
 def obj_material_libraries(path: Path) -> list[str]:
-    """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them."""
+    """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them: the rest of
+    the line, a `#` after a blank included. Blender 5.0.1 reads "mtllib a b #2.mtl" as the
+    file "a b #2.mtl", and "mtllib m.mtl # ours" as "m.mtl # ours" (which it reports missing,
+    then falls back on `<stem>.mtl`: `read_material_libraries`)."""
     with open(path, "rb") as handle:
         names = [
             _argument(text, "mtllib")
             for block in line_blocks(handle)
-            for _, _, text in mtllib_statements(without_inline_comments(block))
+            for _, _, text in mtllib_statements(block)
         ]
     return [name for name in names if name]
 

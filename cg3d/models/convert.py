@@ -45,14 +45,16 @@ def cg3d_release(
 
     Their PointTransformer, for cg3d eval, cg3d.load, classify, index, demo and finetune."""
     from cg3d.files import check_not_the_input, check_out_file
-    from cg3d.models.release import convert_release
+    from cg3d.models.checkpoint import save_checkpoint
+    from cg3d.models.release import release_model
 
     check_out_file(out)  # before the release and SLIP's weights are read
     check_not_the_input(out, checkpoint, "--checkpoint", "convert")
     check_not_the_input(out, clip_pretrained, "--clip-pretrained", "convert")
-    model = convert_release(
-        checkpoint, clip_pretrained, out, n_points, clip_model, allow_pickle=allow_pickle
+    model = release_model(
+        checkpoint, clip_pretrained, n_points, clip_model, allow_pickle=allow_pickle
     )
+    save_checkpoint(out, model)  # SLIP's weights stay in their file: `out` names its sha256
     prompts = tuple(model.visual.prompts.shape)
     say(
         f"wrote {out}: {model.config['encoder']} + {model.config['clip_model']} with prompts "

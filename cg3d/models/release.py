@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.models.peers import load_released
 from cg3d.models.slip import check_state_fits
@@ -119,22 +118,4 @@ def release_model(
     stacked = torch.cat([tower[PROMPT], tower.get(DEEP_PROMPTS, tower[PROMPT][:0])])
     with torch.no_grad():
         model.visual.prompts.copy_(stacked)
-    return model
-
-
-def convert_release(
-    path: Path,
-    clip_pretrained: str,
-    out: Path,
-    n_points: int = 8192,
-    clip_model: str = CLIP_MODEL,
-    encoder: str = ENCODER,
-    allow_pickle: bool = False,
-) -> CG3D:
-    """Write the released checkpoint `path` to `out` as our checkpoint (see `release_model`).
-
-    SLIP's weights stay in their file: `out` names it by sha256, as a trained run's does.
-    """
-    model = release_model(path, clip_pretrained, n_points, clip_model, encoder, allow_pickle)
-    save_checkpoint(Path(out), model)
     return model

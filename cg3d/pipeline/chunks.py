@@ -26,12 +26,11 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context, resource_tracker
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,10 @@ from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
 from cg3d.stopping import (
+    exit_with_parent,
     pool_stops_whole,
     run_task,
     start_resource_tracker,
-    stop_tasks_as_interrupt,
     workers_start_deaf,
 )
 from cg3d.terminal import console
@@ -468,9 +467,9 @@ def run_chunks(
 
 
 def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:
-    """Run the jobs in a spawn process pool. The resource tracker process the pool starts is
-    stopped and reaped at the end: Python leaves it to outlive its parent, and orphaned at
-    exit it lingers in the stage's process group (defunct where nothing reaps orphans)."""
+    """Run the jobs in a spawn process pool. Its resource tracker is started here, one that a
+    SIGHUP cannot kill, and stopped when this process exits (`start_resource_tracker`): one
+    for the process, however many pools it runs."""
     sized = iter(sized)
     first = list(itertools.islice(sized, 2 * workers))
     if len(first) <= 1:  # one job: a pool would only add start-up time
@@ -478,14 +477,8 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
             work(*job)
             advance(size)
         return
-    tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
-    started_here = start_resource_tracker()
-    try:
-        _pool_loop(work, first, sized, workers, advance)
-    finally:
-        if started_here:
-            gc.collect()  # the pool's queues: their semaphores unregister through the tracker
-            tracker._stop()
+    start_resource_tracker()
+    _pool_loop(work, first, sized, workers, advance)
 
 
 def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
@@ -493,7 +486,7 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
     with ProcessPoolExecutor(
         max_workers=min(workers, len(first)),
         mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
+        initializer=exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
         futures = {}
@@ -512,21 +505,6 @@ def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: i
                 with workers_start_deaf():
                     for job, size in itertools.islice(sized, 2 * workers - len(futures)):
                         futures[pool.submit(run_task, work, *job)] = size
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a pool worker: exit when the parent is gone (killed with -9, it cannot tell us), or
-    idle workers would wait for work forever. A part being written is left as a temp file,
-    which the next run's `prepare` removes. SIGTERM and SIGHUP stop a chunk as Ctrl-C does
-    (`cg3d.stopping`): by default they killed the worker mid-part."""
-    stop_tasks_as_interrupt()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -> None:

@@ -83,12 +83,11 @@ def sample(
     from cg3d.pipeline.sample import sample_points
 
     summary = sample_points(meshes, out, config)
-    kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "
         f"({summary.chunks_run} chunks computed, {summary.chunks_total - summary.chunks_run} "
         "already done); "
-        f"failed {len(summary.failures)}{f' ({kinds})' if kinds else ''}; "
+        f"failed {len(summary.failures)}{summarize(summary.failures)}; "
         f"{summary.skipped_upstream} skipped, failed at the meshes stage"
     )
 
@@ -126,14 +125,13 @@ def pack(
     from cg3d.pipeline.pack import pack_shards
 
     summary = pack_shards(meshes, points, renders, captions, out, config)
-    stages = ", ".join(f"{s} {n}" for s, n in summarize(summary.failures, "stage").most_common())
     written = "; ".join(
         f"{split} {summary.samples[split]} samples in {summary.shards[split]} shards"
         for split in summary.samples
     )
     say(
         f"packed into {out}: {written}; left out {len(summary.failures)} failed objects"
-        f"{f' ({stages})' if stages else ''}, listed in failures.parquet"
+        f"{summarize(summary.failures, 'stage')}, listed in failures.parquet"
     )
 
 

@@ -35,7 +35,7 @@ import yaml
 from cg3d.errors import UsageError
 from cg3d.files import loads_json, require_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
-from cg3d.formats.owner import OWNER_MARK, holds_an_output, read_plan
+from cg3d.formats.owner import OWNER_MARK, PLAN_NAME, holds_an_output, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
 from cg3d.formats.retrieval import RETRIEVAL_NAME
 
@@ -134,6 +134,11 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     folder = Path(folder)
     kind = folder_kind(folder)
     found = Inspection(folder, kind)
+    plan = folder / PLAN_NAME
+    if kind in ("points", "render", "captions") and plan.is_file():
+        # before the parts: a damaged plan is the line (an index build's, killed, has index
+        # parts that `read_points` would call damaged points)
+        found.made_by["params"] = read_json(plan)
     READERS[kind](found)
     if kind in ("points", "render", "captions"):
         if meshes is not None:  # named by the user: a typo, a file or a FIFO is said, not skipped
@@ -143,21 +148,14 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
                 raise UsageError(f"--meshes: {error}") from None
         classes_from_manifest(found, meshes if meshes is not None else folder.parent / "meshes")
         found.failures = read_failures(folder / FAILURES_NAME)
-        plan = folder / ".plan.json"
-        if plan.is_file():
-            found.made_by["params"] = read_json(plan)
     found.made_by |= dvc_stage(folder) | code_version(folder)
     return found
 
 
 def _index_plan(folder: Path) -> dict | None:
-    """The plan of a `cg3d index` build in `folder` (its .plan.json), or None."""
-    from cg3d.pipeline.chunks import PLAN_NAME
-
-    if not (folder / PLAN_NAME).is_file():
-        return None
-    recorded = read_json(folder / PLAN_NAME)
-    plan = recorded.get("plan") if isinstance(recorded, dict) else None
+    """The plan of a `cg3d index` build in `folder` (its .plan.json, read as every stage reads
+    its own: `read_plan`), or None."""
+    plan = read_plan(folder / PLAN_NAME).get("plan")
     return plan if isinstance(plan, dict) and plan.get("format") == INDEX_FORMAT else None
 
 

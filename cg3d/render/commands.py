@@ -28,13 +28,12 @@ def render(
     from cg3d.render.stage import render_meshes
 
     summary = render_meshes(meshes, out, config)
-    kinds = ", ".join(f"{kind} {n}" for kind, n in summarize(summary.failures).most_common())
     rate = summary.views / max(summary.seconds, 1e-9)
     say(
         f"rendered {summary.rendered}/{summary.objects} objects into {out} "
         f"({summary.views} views at {rate:.1f} views/s; {summary.chunks_run} of "
         f"{summary.chunks_total} chunks computed, the rest already done); "
-        f"failed {len(summary.failures)}{f' ({kinds})' if kinds else ''}; "
+        f"failed {len(summary.failures)}{summarize(summary.failures)}; "
         f"{summary.skipped_upstream} skipped, failed at the meshes stage"
     )
 

@@ -301,3 +301,21 @@ def test_inspect_of_a_killed_build_says_it_is_unfinished(tiny_index, tmp_path):
     assert found.kind == "index" and found.ids == []
     built = f"{len(parts) - 1} of {len(parts)} parts built, no retrieval.json"
     assert found.details["unfinished"].startswith(built)
+
+
+@pytest.mark.parametrize("plan", [b"{cut", b"[" * 100_000], ids=["cut", "deep"])
+def test_inspect_of_a_killed_build_with_a_damaged_plan_names_the_plan(tiny_index, tmp_path, plan):
+    """`inspect` reads an index build's plan as every stage reads its own (`read_plan`: a
+    damaged one is no plan), then the killed build's parts are those of a points folder; the
+    plan, read before them, is still the line, not "part-00000.parquet is damaged ... rerun
+    `cg3d sample`"."""
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    for name in ("retrieval.json", "objects.parquet", "points.npy", "views.npy"):
+        (index / name).unlink()
+    (index / ".plan.json").write_bytes(plan)
+    with pytest.raises(UsageError) as raised:
+        inspect_folder(index)
+    assert str(raised.value).startswith(f"{index / '.plan.json'}: not valid JSON")

@@ -182,3 +182,28 @@ def test_a_copy_refused_by_a_full_disk_is_the_first_files_line(monkeypatch, caps
     assert err.splitlines() == [
         f"error: {first}: No space left on device (ENOSPC) (and 2 other files)"
     ]
+
+
+def test_the_errno_of_an_error_is_its_own_else_the_one_its_words_name(tmp_path):
+    """One rule (`files._errno_of`) for the errno of an error, wherever it is read: an OSError's
+    own errno first, else the one a library put in its words only ("[errno N]", Rust's "(os
+    error N)"); the error then names the user's file in the system's words."""
+    from cg3d.files import _naming, is_condition, os_error_in, out_of_room
+
+    rust = ValueError("I/O error: No space left on device (os error 28)")
+    refused = os_error_in(rust, tmp_path / "w.safetensors")
+    assert (refused.errno, refused.strerror) == (errno.ENOSPC, "No space left on device")
+    assert refused.filename == str(tmp_path / "w.safetensors")
+    assert os_error_in(ValueError("bad header"), tmp_path / "w") is None
+    # its own errno wins over one its words name
+    own = OSError(errno.EACCES, "Permission denied [errno 28]")
+    assert out_of_room(own) is None and is_condition(own)
+    assert out_of_room(OSError("write failed (os error 122)")) == errno.EDQUOT
+    renamed = _naming(OSError("pyarrow: [errno 30] read-only\nmore"), tmp_path / "a.parquet")
+    assert (renamed.errno, renamed.strerror) == (errno.EROFS, "Read-only file system")
+    words = _naming(OSError("a library's words\nsecond line"), tmp_path / "a.parquet")
+    assert (words.errno, words.strerror, words.filename) == (
+        None,
+        "a library's words",
+        str(tmp_path / "a.parquet"),
+    )

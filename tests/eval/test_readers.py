@@ -398,7 +398,7 @@ def _bed_file_replaced(root: Path, how: str) -> None:
 
 NOT_A_FILE = {
     "symlink loop": "is a symlink loop",
-    "fifo": "is a device, FIFO or socket, not a file",
+    "fifo": "is a FIFO, not a file",
     "folder": "is a folder, not a file",
 }
 

@@ -382,7 +382,7 @@ def test_a_fifo_where_a_shard_should_be_is_skipped_by_every_reader(tmp_path):
     with pytest.raises(UsageError, match=f"^{shard}: not a regular file$"):
         check_shards(tmp_path, "test")  # train's check before it starts
     assert verify_shards(tmp_path).problems == [
-        "test/shard-000000.tar: is a device, FIFO or socket, not a file"  # was "missing"
+        "test/shard-000000.tar: is a FIFO, not a file"  # was "missing"
     ]
 
 

@@ -19,7 +19,7 @@ from cg3d.files import (
     locks_out_dir,
     output_lock,
 )
-from cg3d.formats.failures import FAILURES_NAME, read_failures
+from cg3d.formats.failures import FAILURES_NAME, read_failures, summarize
 from cg3d.formats.manifest import MeshRecord, manifest_tables, write_manifest
 from cg3d.formats.points import write_points_part
 from cg3d.formats.tar import write_tar
@@ -402,7 +402,7 @@ def test_pending_recomputes_a_part_that_is_a_fifo_without_opening_it(tmp_path, l
     output.part(1).unlink()
     os.mkfifo(output.part(1))
     assert output.pending(2) == [1]
-    assert output.damaged == [(output.part(1), "is a device, FIFO or socket, not a file")]
+    assert output.damaged == [(output.part(1), "is a FIFO, not a file")]
     assert not output.part(1).exists()  # dropped, to be written again
 
 
@@ -411,7 +411,7 @@ def test_a_plan_file_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, locked):
     """Before: reading the previous plan (and the folder's owner) opened it and blocked for
     ever, so `cg3d sample --out` such a folder hung."""
     os.mkfifo(tmp_path / ".plan.json")
-    with pytest.raises(UsageError, match=r"\.plan\.json is a device, FIFO or socket, not a file"):
+    with pytest.raises(UsageError, match=r"\.plan\.json is a FIFO, not a file"):
         ChunkedOutput(tmp_path, ".parquet", "sample", {"points": 4}).prepare()
 
 
@@ -679,3 +679,16 @@ def test_the_sample_stage_leaves_no_process_behind(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"  # a pool's resource tracker used to outlive the stage
+
+
+def test_a_stages_failures_are_summed_up_by_kind_most_first():
+    """One `summarize` for the reports of sample, render and pack (each spelt the counts
+    itself): a reason's kind is the part before its ":", in brackets, most first."""
+    rows = [
+        {"reason": "too_big: 3 GB", "stage": "meshes"},
+        {"reason": "no_faces: empty", "stage": "sample"},
+        {"reason": "too_big: 2 GB", "stage": "sample"},
+    ]
+    assert summarize(rows) == " (too_big 2, no_faces 1)"
+    assert summarize(rows, "stage") == " (sample 2, meshes 1)"
+    assert summarize([]) == ""

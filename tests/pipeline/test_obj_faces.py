@@ -314,7 +314,8 @@ def test_comments_after_statements_are_read_past_on_every_path(tmp_path):
     for call in readers(path, tmp_path).values():
         call()
     assert area(load_mesh(path)) == pytest.approx(1.5)
-    assert obj_material_libraries(path) == ["m.mtl"]
+    # in `mtllib`, no comment: the name Blender reads (see the test below), missing here
+    assert obj_material_libraries(path) == ["m.mtl # the materials"]
     copy = blender_input(path, tmp_path, "", tmp_path / "copies").read_text()
     faces = [line.split() for line in copy.splitlines() if line.startswith("f ")]
     assert faces == [["f", "1", "2", "5"], ["f", "1", "2", "3"], ["f", "1", "3", "4"]]
@@ -343,3 +344,60 @@ def test_blender_reads_a_commented_obj_with_trimeshs_area(tmp_path):
     copy = blender_input(path, tmp_path, "", tmp_path / "copies")
     assert blender_areas([path, copy]) == pytest.approx([1.5, 1.5], abs=1e-5)
     assert area(load_mesh(path)) == pytest.approx(1.5)
+
+
+# An OBJ whose one library's name has a blank then `#`, and files of each name it could mean:
+# only "a b #2.mtl" makes "red" red.
+HASHED_MTLLIB = "mtllib a b #2.mtl\n" + HEAD.replace("f 1 2 5", "usemtl red\nf 1 2 5")
+HASHED_LIBRARIES = {"a b #2.mtl": "1 0 0", "a b": "0 1 0", "a b #2": "0 0 1"}
+
+
+def hashed_mtllib(folder: Path) -> Path:
+    for name, colour in HASHED_LIBRARIES.items():
+        (folder / name).write_text(f"newmtl red\nKd {colour}\n")
+    path = folder / "m.obj"
+    path.write_text(HASHED_MTLLIB)
+    return path
+
+
+def test_a_hash_after_a_blank_in_mtllib_is_part_of_the_name(tmp_path):
+    """`mtllib a b #2.mtl` names "a b #2.mtl", as Blender 5.0.1 reads it (the test below):
+    it read as "a b", with " #2.mtl" taken for a comment, and the library was listed missing
+    (or another file, "a b", was read in its place)."""
+    from cg3d.geometry.meshio import defined_materials, obj_material_libraries
+
+    path = hashed_mtllib(tmp_path)
+    assert obj_material_libraries(path) == ["a b #2.mtl"]
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    library = copy.parent / "material-0.mtl"
+    assert "Kd 1 0 0" in library.read_text()  # the copy names the red one, resolved
+    assert defined_materials(copy) == {"red": True}
+
+
+BLENDER_KD = """
+import sys
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.wm.obj_import(filepath=sys.argv[1])
+for material in bpy.data.materials:
+    colour = material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value
+    print("KD", material.name, *(round(value, 3) for value in colour[:3]))
+"""
+
+
+@pytest.mark.blender
+def test_blender_reads_a_hash_after_a_blank_in_mtllib_as_part_of_the_name(tmp_path):
+    """What the reading above follows: Blender's importer takes the rest of an `mtllib` line,
+    `#` and all, as the file's name, for the user's file and for the copy it is given."""
+    import subprocess
+    import sys
+
+    path = hashed_mtllib(tmp_path)
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    for obj in (path, copy):
+        run = subprocess.run(
+            [sys.executable, "-c", BLENDER_KD, str(obj)], capture_output=True, text=True, check=True
+        )
+        assert [line for line in run.stdout.splitlines() if line.startswith("KD")] == [
+            "KD red 1.0 0.0 0.0"
+        ]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.stopping import stop_command
+from tests.stopping import still_running, stop_command
 from tests.train.helpers import outputs, params_file
 
 pytestmark = pytest.mark.slow
@@ -92,3 +92,35 @@ def test_a_terminated_training_says_so_and_resumes_to_the_bytes_of_an_unbroken_r
     expected, got = outputs(whole), outputs(out)
     assert sorted(got) == sorted(expected)
     assert [name for name in expected if got[name] != expected[name]] == []
+
+
+def test_the_loader_workers_exit_when_the_training_alone_is_killed_with_9(shards, tmp_path):
+    """`kill -9 PID` of `cg3d train` (the process alone: its loader workers get no signal):
+    the workers end by themselves, as the pools' do (`exit_with_parent`). Here torch's own
+    watchdog does it (a worker checks its parent between batches, every 5 s), and one waiting
+    for a batch buffer gives up after `BatchSlots.WAIT_SECONDS`."""
+    import psutil
+
+    params = params_file(tmp_path, epochs=50, workers=2)
+    out = tmp_path / "killed"
+    run = subprocess.Popen(
+        train_command(shards, out, params), stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    children: list[psutil.Process] = []
+    try:
+        while run.poll() is None and not (out / ".resume" / "last.pt").exists():
+            time.sleep(0.05)
+        children = psutil.Process(run.pid).children(recursive=True)
+        assert len(children) >= 2  # the loader workers (and the resource tracker)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+        deadline = time.monotonic() + 90
+        while (left := [c for c in children if still_running(c)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == []
+    finally:
+        for child in children:
+            if still_running(child):
+                child.kill()
+        run.kill()
+        run.wait()
