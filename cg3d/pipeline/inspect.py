@@ -24,8 +24,10 @@ Classes of points, renders and captions come from a `meshes` folder beside the f
 (`--meshes` to name another).
 """
 
+import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json, require_folder
+from cg3d.files import loads_json, require_folder, why_not_a_file, why_not_a_folder
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.owner import OWNER_MARK, PLAN_NAME, holds_an_output, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
@@ -98,25 +100,26 @@ class Inspection:
 
 
 def folder_kind(folder: Path) -> str:
-    """Which of `KINDS` the folder is, from its files; UsageError naming it otherwise."""
+    """Which of `KINDS` the folder is, from its files; UsageError naming it otherwise, or
+    naming the file it keys on when that is no file (`_holds`)."""
     require_folder(folder)
-    if (folder / "manifest.parquet").is_file():
+    if _holds(folder, "manifest.parquet"):
         return "meshes"
-    if (folder / "index.json").is_file():
+    if _holds(folder, "index.json"):
         return "shards"
-    if (folder / "last.pt").is_file() or (folder / ".resume").is_dir():
+    if _holds(folder, "last.pt") or _holds(folder, ".resume", why_not_a_folder):
         return "run"
-    if (folder / "captions.parquet").is_file():
+    if _holds(folder, "captions.parquet"):
         return "captions"
-    if (folder / RETRIEVAL_NAME).is_file() or _index_plan(folder) is not None:
+    if _holds(folder, RETRIEVAL_NAME) or _index_plan(folder) is not None:
         return "index"  # before points: an index's parts are part-*.parquet too
     if any(folder.glob("part-*.parquet")):
         return "points"
     if any(folder.glob("part-*.tar")):
         return "render"
-    if any((folder / name).is_file() for name in RESULT_FILES):
+    if any(_holds(folder, name) for name in RESULT_FILES):
         return "results"
-    if (folder / OWNER_MARK).is_file():
+    if _holds(folder, OWNER_MARK):
         # the mark and some of the command's files: a run killed before its numbers
         # (`read_results` says unfinished); the mark alone (`rm out/*` keeps it) claims nothing
         return "results" if holds_an_output(folder) else "empty"
@@ -134,11 +137,10 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     folder = Path(folder)
     kind = folder_kind(folder)
     found = Inspection(folder, kind)
-    plan = folder / PLAN_NAME
-    if kind in ("points", "render", "captions") and plan.is_file():
+    if kind in ("points", "render", "captions") and _holds(folder, PLAN_NAME):
         # before the parts: a damaged plan is the line (an index build's, killed, has index
         # parts that `read_points` would call damaged points)
-        found.made_by["params"] = read_json(plan)
+        found.made_by["params"] = read_json(folder / PLAN_NAME)
     READERS[kind](found)
     if kind in ("points", "render", "captions"):
         if meshes is not None:  # named by the user: a typo, a file or a FIFO is said, not skipped
@@ -152,9 +154,25 @@ def inspect_folder(folder: Path, meshes: Path | None = None) -> Inspection:
     return found
 
 
+def _holds(folder: Path, name: str, why_not: Callable[[Path], str] = why_not_a_file) -> bool:
+    """Whether `folder` holds `name`, a file (or, with `why_not_a_folder`, a folder) `inspect`
+    tells a folder's kind by. One there that is not (a FIFO, a socket, a folder in place of a
+    killed index build's .plan.json, of last.pt) is the line, naming it: read as absent, the
+    folder was another kind ("rerun `cg3d sample`" for an index's parts, results for a run)."""
+    path = folder / name
+    if not os.path.lexists(path):
+        return False
+    why = why_not(path)
+    if why:
+        raise UsageError(f"{path} {why}")
+    return True
+
+
 def _index_plan(folder: Path) -> dict | None:
     """The plan of a `cg3d index` build in `folder` (its .plan.json, read as every stage reads
     its own: `read_plan`), or None."""
+    if not _holds(folder, PLAN_NAME):
+        return None
     plan = read_plan(folder / PLAN_NAME).get("plan")
     return plan if isinstance(plan, dict) and plan.get("format") == INDEX_FORMAT else None
 

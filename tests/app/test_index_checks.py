@@ -319,3 +319,33 @@ def test_inspect_of_a_killed_build_with_a_damaged_plan_names_the_plan(tiny_index
     with pytest.raises(UsageError) as raised:
         inspect_folder(index)
     assert str(raised.value).startswith(f"{index / '.plan.json'}: not valid JSON")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["FIFO", "folder", "socket"])
+def test_inspect_of_a_killed_build_whose_plan_is_no_file_names_the_plan(
+    tiny_index, tmp_path, monkeypatch, kind
+):
+    """A FIFO, a folder or a socket in place of a killed build's .plan.json is named as what it
+    is. Before, the folder read as points: "part-00000.parquet is damaged ...: rerun `cg3d
+    sample`", which sent the user to a stage that never wrote it."""
+    import socket
+
+    from cg3d.pipeline.inspect import inspect_folder
+
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index, index)
+    for name in ("retrieval.json", "objects.parquet", "points.npy", "views.npy"):
+        (index / name).unlink()
+    (index / ".plan.json").unlink()
+    monkeypatch.chdir(index)  # a socket's path must be short: bind its name in the folder
+    if kind == "FIFO":
+        os.mkfifo(".plan.json")
+    elif kind == "folder":
+        os.mkdir(".plan.json")
+    else:
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(".plan.json")
+    with pytest.raises(UsageError) as raised:
+        inspect_folder(index)
+    assert str(raised.value) == f"{index / '.plan.json'} is a {kind}, not a file"

@@ -425,3 +425,31 @@ def test_a_shard_that_is_a_fifo_is_lost_with_its_reason_not_a_hang(data, tmp_pat
     assert len(list(benchmark.shapes())) < benchmark.size and benchmark.skipped() > 0
     problems = verify_shards(target).problems
     assert f"{shard.relative_to(target)}: is a FIFO, not a file" in problems
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("name", "beside", "noun"),
+    [
+        ("manifest.parquet", [], "file"),
+        ("index.json", [], "file"),
+        ("last.pt", ["metrics.json", "params.yaml"], "file"),  # was read as results
+        (".resume", ["metrics.json"], "folder"),
+        ("captions.parquet", [], "file"),
+        (".plan.json", ["captions.parquet"], "file"),  # its params were left out unsaid
+        ("retrieval.json", ["part-00000.parquet"], "file"),  # was "rerun `cg3d sample`"
+        ("metrics.json", [], "file"),
+        ("results.csv", [], "file"),
+        ("audit.json", [], "file"),
+        (".owner.json", ["predictions.csv"], "file"),
+    ],
+)
+def test_a_file_inspect_knows_a_folder_by_that_is_a_fifo_is_named(tmp_path, name, beside, noun):
+    """Before, a FIFO in place of the file a folder's kind is told by read as absent: the
+    folder was "not a stage output (none of ...)" though the name is there, or another kind."""
+    for other in beside:
+        (tmp_path / other).write_bytes(b"{}")
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(UsageError) as raised:
+        inspect_folder(tmp_path)
+    assert str(raised.value) == f"{tmp_path / name} is a FIFO, not a {noun}"
