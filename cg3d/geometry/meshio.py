@@ -348,9 +348,16 @@ OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\
 # Blender ignores it, trimesh refused the whole file ("invalid literal for int() with base 10:
 # '#'"), and `_obj_copy` blanked a face whose comment says "mtllib". Both readers are given the
 # file without them (`without_inline_comments`). Only a `#` after a blank starts one: "usemtl
-# red#2" names the material "red#2" to both, as it did. Not in `mtllib`, whose file name is the
-# rest of the line to Blender 5.0.1, `#` and all (`obj_material_libraries`).
-OBJ_INLINE_COMMENT = re.compile(rb"(\n[ \t]*[^#\s][^\n]*?)[ \t]+#[^\r\n]*")
+# red#2" names the material "red#2" to both, as it did. Not in `mtllib` and `usemtl`
+# (OBJ_NAME_STATEMENTS), whose name is the rest of the line to Blender 5.0.1, `#` and all: it
+# reads "mtllib m.mtl # ours" as the file "m.mtl # ours" (`obj_material_libraries`), and
+# "usemtl red # c" as the material "red # c", which an MTL's "newmtl red # c" defines (Blender
+# reads newmtl so too, and so does `defined_materials`). Stripped there, the copy's "usemtl red"
+# matched no material: the views had the importer's grey where Blender read the author's red.
+OBJ_NAME_STATEMENTS = (b"mtllib", b"usemtl")
+OBJ_INLINE_COMMENT = re.compile(
+    rb"(\n[ \t]*(?!(?:" + b"|".join(OBJ_NAME_STATEMENTS) + rb")[ \t])[^#\s][^\n]*?)[ \t]+#[^\r\n]*"
+)
 
 
 def has_inline_comment(block: bytes) -> bool:
@@ -364,7 +371,7 @@ def has_inline_comment(block: bytes) -> bool:
             end = block.find(b"\n", position)
             position = -1 if end < 0 else block.find(b"#", end)
             continue
-        if head[-1:] in (b" ", b"\t"):
+        if head[-1:] in (b" ", b"\t") and head.split(maxsplit=1)[0] not in OBJ_NAME_STATEMENTS:
             return True
         position = block.find(b"#", position + 1)  # inside a word ("red#2"): go on
     return False

@@ -331,7 +331,7 @@ def test_a_hash_inside_a_word_is_no_comment(tmp_path):
     path = tmp_path / "m.obj"
     path.write_text(HEAD + "usemtl red#2\n")
     assert check_obj_faces(path) is False
-    assert without_inline_comments(b"usemtl red#2 # c\nf 1 2 3\n") == b"usemtl red#2\nf 1 2 3\n"
+    assert without_inline_comments(b"o red#2 # c\nf 1 2 3\n") == b"o red#2\nf 1 2 3\n"
 
 
 @pytest.mark.blender
@@ -401,3 +401,55 @@ def test_blender_reads_a_hash_after_a_blank_in_mtllib_as_part_of_the_name(tmp_pa
         assert [line for line in run.stdout.splitlines() if line.startswith("KD")] == [
             "KD red 1.0 0.0 0.0"
         ]
+
+
+# A material named with a blank and `#` in both the MTL and the OBJ, as Blender 5.0.1 reads both
+# (the rest of the line); a comment after a face, so the copy is the rewritten text.
+HASHED_USEMTL = "mtllib m.mtl\n" + HEAD.replace("f 1 2 5", "usemtl red # c\nf 1 2 5 # a face")
+
+
+def hashed_usemtl(folder: Path) -> Path:
+    (folder / "m.mtl").write_text("newmtl red # c\nKd 1 0 0\n")
+    path = folder / "m.obj"
+    path.write_text(HASHED_USEMTL)
+    return path
+
+
+def test_a_hash_after_a_blank_in_usemtl_is_part_of_the_name(tmp_path):
+    """`usemtl red # c` names the material "red # c", which `newmtl red # c` defines, as
+    Blender reads both (the test below). The copy Blender is given said "usemtl red": no
+    material of that name, so the views had the importer's grey and the points no colour."""
+    from cg3d.geometry.meshio import defined_materials
+
+    path = hashed_usemtl(tmp_path)
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    used = [line[len("usemtl ") :] for line in copy.read_text().splitlines() if "usemtl" in line]
+    assert used == ["red # c"]
+    assert defined_materials(copy) == {"red # c": True}
+    assert "# a face" not in copy.read_text()  # a face's comment is still none of its corners
+    assert area(load_mesh(path)) == pytest.approx(0.5)
+
+
+@pytest.mark.blender
+def test_blender_reads_a_hash_after_a_blank_in_usemtl_as_part_of_the_name(tmp_path):
+    """What the reading above follows: Blender's importer colours the user's file and the copy
+    red, and the coloured points of it are red."""
+    import subprocess
+    import sys
+
+    from cg3d.params import SampleConfig
+    from cg3d.pipeline.sample import PointsReader
+
+    path = hashed_usemtl(tmp_path)
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    for obj in (path, copy):
+        run = subprocess.run(
+            [sys.executable, "-c", BLENDER_KD, str(obj)], capture_output=True, text=True, check=True
+        )
+        assert [line for line in run.stdout.splitlines() if line.startswith("KD")] == [
+            "KD red # c 1.0 0.0 0.0"
+        ]
+    with PointsReader(SampleConfig(points=256, colors=True)) as blender:
+        cloud, has_color = blender(path, "z", "m")
+    assert has_color
+    np.testing.assert_allclose(cloud[:, 3:6], np.tile([1.0, 0.0, 0.0], (len(cloud), 1)), atol=0.01)
