@@ -17,6 +17,8 @@
   empty     .owner.json alone         nothing yet: a command's mark and none of its files (a
                                       folder emptied with `rm out/*`); with some of them (and no
                                       metrics.json), results, unfinished: a run killed part way
+            .plan.json alone          nothing yet: a chunked stage (or pack) killed before its
+                                      first part
 and says what made it: the params it records (a chunked stage's `.plan.json`, the shard
 index's `params`, a run's `params.yaml`), the DVC stage of `dvc.lock` whose output it is, and
 the code (cg3d's version and the git commit of the working tree, when there is one).
@@ -119,6 +121,11 @@ def folder_kind(folder: Path) -> str:
         return "render"
     if any(_holds(folder, name) for name in RESULT_FILES):
         return "results"
+    if _holds(folder, PLAN_NAME):
+        # a stage killed before its first part: its plan alone, read now so that a damaged one
+        # is the line, as beside parts (before, "not a stage output")
+        read_json(folder / PLAN_NAME)
+        return "empty"
     if _holds(folder, OWNER_MARK):
         # the mark and some of the command's files: a run killed before its numbers
         # (`read_results` says unfinished); the mark alone (`rm out/*` keeps it) claims nothing
@@ -417,7 +424,18 @@ def read_retrieval_index(found: Inspection) -> None:
 
 def read_empty(found: Inspection) -> None:
     """A folder that holds only an owner mark (`cg3d.formats.owner`): a command claimed it and
-    was killed before its first file, or its files were removed since; it claims nothing."""
+    was killed before its first file, or its files were removed since; it claims nothing. Or
+    one that holds only a stage's .plan.json: the stage was killed before its first part; its
+    plan claims the folder (`folder_owner`)."""
+    if _holds(found.folder, PLAN_NAME):
+        plan = read_plan(found.folder / PLAN_NAME).get("plan")
+        stage = plan.get("stage") if isinstance(plan, dict) else None
+        by = f"a `cg3d {stage}` run" if isinstance(stage, str) else "a run"
+        found.details["mark"] = (
+            f"only the {PLAN_NAME} of {by}: none of its parts, killed before its first or "
+            "removed since; the same command goes on from it"
+        )
+        return
     command = read_plan(found.folder / OWNER_MARK).get("command")
     by = f"a `cg3d {command}` run" if isinstance(command, str) else "a run"
     found.details["mark"] = (

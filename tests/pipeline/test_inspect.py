@@ -453,3 +453,22 @@ def test_a_file_inspect_knows_a_folder_by_that_is_a_fifo_is_named(tmp_path, name
     with pytest.raises(UsageError) as raised:
         inspect_folder(tmp_path)
     assert str(raised.value) == f"{tmp_path / name} is a FIFO, not a {noun}"
+
+
+def test_a_stage_killed_before_its_first_part_is_nothing_yet_or_its_damaged_plan(tmp_path):
+    """A stage killed before its first part leaves its .plan.json alone. It was "not a stage
+    output (none of ...)", whole or damaged; the damaged one is the line again (as it was before
+    `_index_plan` read plans as the stages do, and as it is beside parts)."""
+    out = tmp_path / "points"
+    out.mkdir()
+    (out / ".plan.json").write_text(json.dumps({"digest": "d", "plan": {"stage": "sample"}}))
+    found = inspect_folder(out)
+    assert found.kind == "empty"
+    assert found.headline() == (
+        f"{out}: empty, nothing yet (only the .plan.json of a `cg3d sample` run: none of its "
+        "parts, killed before its first or removed since; the same command goes on from it)"
+    )
+    (out / ".plan.json").write_bytes(b'{"digest": "d", "pl')
+    with pytest.raises(UsageError) as raised:
+        inspect_folder(out)
+    assert str(raised.value).startswith(f"{out / '.plan.json'}: not valid JSON")
