@@ -383,6 +383,49 @@ def test_a_process_running_several_pools_keeps_one_resource_tracker_stopped_at_i
     assert not psutil.pid_exists(int(first)) or not still_running(psutil.Process(int(first)))
 
 
+# Two stages' pools at once, in two threads of one process; the first ends while the second runs.
+POOLS_IN_THREADS = """
+import threading
+import time
+from multiprocessing import resource_tracker
+
+from cg3d.pipeline import chunks
+
+
+def stage(seconds, jobs):
+    chunks._run_pool(time.sleep, iter([((seconds,), 1)] * jobs), 2, lambda size: None)
+    print(resource_tracker._resource_tracker._pid, flush=True)
+
+
+if __name__ == "__main__":
+    threads = [threading.Thread(target=stage, args=args) for args in ((0.2, 4), (1.5, 6))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+"""
+
+
+def test_pools_run_in_threads_share_the_resource_tracker_to_the_end(tmp_path):
+    """A process running two pools at once (an application running stages in threads): the
+    first pool's end stopped the tracker under the second, whose semaphores then had none
+    ("leaked semaphore objects", a KeyError traceback from the tracker it relaunched)."""
+    script = tmp_path / "pools_in_threads.py"  # spawn's workers import the main module
+    script.write_text(POOLS_IN_THREADS)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split()
+    assert first == second != "None"
+    assert "leaked" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 _worker_masks: tuple[list[str], list[str]] | None = None  # in a loader worker: see below
 
 
