@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from cg3d import terminal
 from cg3d.errors import UsageError
@@ -91,7 +90,7 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
             image_features.append(unit_features(images, "the image tower").cpu())
             pending_images.clear()
 
-    with Progress(console=console, transient=True) as progress:
+    with terminal.LoggedProgress(console=console, transient=True) as progress:
         task = progress.add_task("retrieval: encoding", total=None)
         for index, sample in enumerate(iter_samples(shards, config.split, skipped)):
             if config.limit and index >= config.limit:
