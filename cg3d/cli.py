@@ -170,6 +170,51 @@ def _unencodable_escaped() -> None:
         sys.stdout.reconfigure(errors="backslashreplace")
 
 
+class OutputStreamError(OSError):
+    """A write to stdout failed (`> /dev/full`, a full or read-only disk behind the
+    redirection): it names no file, so its line said `No space left on device` alone, as if
+    the command's output folder were full."""
+
+
+class _OutputStream(io.TextIOWrapper):
+    """stdout, whose failed writes raise `OutputStreamError`. A reader that left (`| head`) is
+    still a BrokenPipeError, which rich and typer end quietly."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputStreamError(error.errno, error.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputStreamError(error.errno, error.strerror) from None
+
+
+def _output_stream_named() -> None:
+    """Put stdout in an `_OutputStream` (same buffer, encoding and buffering); a stream that is
+    no plain TextIOWrapper (a test's capture) is left as it is."""
+    out = sys.stdout
+    if type(out) is not io.TextIOWrapper:
+        return
+    out.flush()
+    encoding, errors = out.encoding, out.errors
+    line_buffering, write_through = out.line_buffering, out.write_through
+    sys.stdout = _OutputStream(
+        out.detach(),
+        encoding=encoding,
+        errors=errors,
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )
+
+
 def _interrupted(signum: int) -> None:
     console = _stderr()
     console.print("[bold red]error:[/]", end=" ", markup=True)
@@ -187,6 +232,7 @@ def main() -> None:
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
     quiet_warnings()
+    _output_stream_named()
     _unencodable_escaped()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
@@ -207,6 +253,8 @@ def main() -> None:
             message = not_utf8_line(error)
             if message is None:
                 raise
+        elif isinstance(error, OutputStreamError):  # whatever the cause: the stream named
+            message = f"writing the output stream (stdout) failed: {os_error_line(error)}"
         elif isinstance(error, OSError) and not is_condition(error):
             raise
         else:

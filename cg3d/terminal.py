@@ -6,6 +6,7 @@ a site that forgets to escape cannot recolour, move or retitle the terminal."""
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.text import Text
 
 from cg3d.errors import printable
@@ -33,3 +34,31 @@ def say(line: str) -> None:
     """A command's summary on stdout, as written and soft-wrapped (a long path stays one line);
     stderr is for what went wrong."""
     console(soft_wrap=True).print(line)
+
+
+class LoggedProgress(Progress):
+    """rich's Progress, which redraws its bar on a terminal but writes nothing to a log file
+    (no terminal: a batch job's output) until it stops, and nothing at all when transient
+    (zero-shot, retrieval): a stage of hours showed no sign of life. There it writes one
+    plain line at each tenth of the total, no carriage returns."""
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        super().update(task_id, **fields)
+        if not self.console.is_terminal:
+            self._log_tenth(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def _log_tenth(self, task_id: TaskID) -> None:
+        task = next(task for task in self.tasks if task.id == task_id)
+        if not task.total:
+            return
+        tenth = min(int(10 * task.completed / task.total), 10)
+        if tenth > task.fields.get("logged_tenth", 0) and task.completed < task.total:
+            task.fields["logged_tenth"] = tenth  # the finished bar is printed on stop
+            # the share done, not the tenth passed: 1 of 3 objects is 33 %, not 30 %
+            percent = int(100 * task.completed / task.total)
+            rate = task.fields.get("rate", "")
+            line = f"{task.description}: {task.completed:g}/{task.total:g} ({percent}%) {rate}"
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)

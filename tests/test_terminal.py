@@ -115,3 +115,19 @@ def test_a_long_line_stays_one_line_at_any_width_and_a_table_fits_it():
     first, *table_lines = out.getvalue().splitlines()
     assert first == line
     assert table_lines and all(len(row) <= 30 for row in table_lines)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["inspect", "--help"]])
+def test_a_failed_write_to_stdout_says_it_was_stdout(args):
+    """`cg3d ... > /dev/full` said `error: No space left on device (ENOSPC)` alone: no file
+    named, as if the command's own output folder were full."""
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(
+            [sys.executable, "-m", "cg3d", *args], stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=120,
+        )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "error: writing the output stream (stdout) failed: No space left on device (ENOSPC)"
+    ]

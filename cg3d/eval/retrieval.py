@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from cg3d import terminal
 from cg3d.errors import UsageError
@@ -91,8 +90,12 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
             image_features.append(unit_features(images, "the image tower").cpu())
             pending_images.clear()
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("retrieval: encoding", total=None)
+    # the split's count from its index (read once more: a small file), so that a log file
+    # gets a line each tenth: with no total it got nothing until the metrics
+    total = sum(split_entry(read_index(shards), config.split)["counts"])
+    total = min(total, config.limit) if config.limit else total
+    with terminal.LoggedProgress(console=console, transient=True) as progress:
+        task = progress.add_task("retrieval: encoding", total=total)
         for index, sample in enumerate(iter_samples(shards, config.split, skipped)):
             if config.limit and index >= config.limit:
                 break

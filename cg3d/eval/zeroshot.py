@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from cg3d import terminal
 from cg3d.errors import UsageError
@@ -216,7 +215,7 @@ def score_benchmark(
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
     scores, labels, keys = [], [], []
     device = model.device()
-    with Progress(console=console, transient=True) as progress:
+    with terminal.LoggedProgress(console=console, transient=True) as progress:
         task = progress.add_task(f"zero-shot {benchmark.name}", total=total)
         for points, batch_labels, batch_keys in iter_point_batches(
             benchmark,

@@ -38,14 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cg3d.files import atomic_path, holds_lock
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
@@ -61,7 +54,7 @@ from cg3d.stopping import (
     start_resource_tracker,
     workers_start_deaf,
 )
-from cg3d.terminal import console
+from cg3d.terminal import LoggedProgress, console
 
 log = logging.getLogger(__name__)
 _console = console(stderr=True, highlight=False)
@@ -376,35 +369,10 @@ def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
     return max(1, min(chunk_size, -(-objects // max(workers, 1))))
 
 
-class _LoggedProgress(Progress):
-    """rich's Progress, which redraws its bar on a terminal but writes nothing to a log file
-    (no terminal: a batch job's output) until it stops: a stage of hours showed no sign of
-    life. There it writes one plain line at each tenth of the total, no carriage returns."""
-
-    def update(self, task_id: TaskID, **fields: Any) -> None:
-        super().update(task_id, **fields)
-        if not self.console.is_terminal:
-            self._log_tenth(task_id)
-
-    def advance(self, task_id: TaskID, advance: float = 1) -> None:
-        self.update(task_id, advance=advance)
-
-    def _log_tenth(self, task_id: TaskID) -> None:
-        task = next(task for task in self.tasks if task.id == task_id)
-        if not task.total:
-            return
-        tenth = min(int(10 * task.completed / task.total), 10)
-        if tenth > task.fields.get("logged_tenth", 0) and task.completed < task.total:
-            task.fields["logged_tenth"] = tenth  # the finished bar is printed on stop
-            rate = task.fields.get("rate", "")
-            line = f"{task.description}: {task.completed:g}/{task.total:g} ({tenth * 10}%) {rate}"
-            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
-
-
 def progress_bar(unit: str = "objects") -> Progress:
     """One progress style for every long stage: bar, count, rate and time left (on a log
-    file, a line each tenth: `_LoggedProgress`)."""
-    return _LoggedProgress(
+    file, a line each tenth: `terminal.LoggedProgress`)."""
+    return LoggedProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -102,6 +102,10 @@ class BlenderWorker:
         self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-", dir=tmp_root)
         self.settings["tmp_dir"] = self.tmp.name
         self.log_path = Path(self.tmp.name) / "blender.log"
+        # Blender's own temp folder (`blender_XXXXXX`, made at start-up) goes in ours, not in
+        # TMPDIR: a worker killed (timeout, memory, Ctrl-C) left it in /tmp, one per kill.
+        self.blender_tmp = Path(self.tmp.name) / "tmp"
+        self.blender_tmp.mkdir()
         self.process: subprocess.Popen | None = None
         self.restarts = 0
         self.retries = 0  # failures asked again of a fresh worker
@@ -118,7 +122,11 @@ class BlenderWorker:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module, json.dumps(self.settings)],
-                env={**os.environ, "PYTHONHASHSEED": WORKER_HASH_SEED},
+                env={
+                    **os.environ,
+                    "PYTHONHASHSEED": WORKER_HASH_SEED,
+                    "TMPDIR": str(self.blender_tmp),
+                },
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -56,6 +56,21 @@ def test_zeroshot_on_shards(shards, tmp_path, monkeypatch):
     assert "top3" not in metrics and "top5" not in metrics  # 2 classes: always in the top k
 
 
+def test_retrieval_logs_its_progress_each_tenth_to_a_log_file(
+    shards, tmp_path, monkeypatch, capsys
+):
+    """Its bar had no total: in a job's log file (no terminal) it wrote nothing until the
+    metrics; `limit` is the total when it is smaller."""
+    use_model(monkeypatch, shards_model())
+    for limit, shown in [(0, ["1/6 (16%)", "2/6 (33%)", "3/6 (50%)", "4/6 (66%)", "5/6 (83%)"]),
+                         (3, ["1/3 (33%)", "2/3 (66%)"])]:  # fmt: skip
+        config = RetrievalConfig(batch_size=4, grid_queries=2, limit=limit)
+        retrieval(tmp_path / "fake.pt", shards, tmp_path / str(limit), config)
+        lines = capsys.readouterr().err.splitlines()
+        logged = [line for line in lines if line.startswith("retrieval: encoding: ")]
+        assert [line.removeprefix("retrieval: encoding: ") for line in logged] == shown
+
+
 def test_retrieval_on_shards(shards, tmp_path, monkeypatch):
     use_model(monkeypatch, shards_model())
     metrics = retrieval(

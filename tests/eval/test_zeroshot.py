@@ -142,6 +142,22 @@ def test_zeroshot_scores_match_a_direct_computation(tmp_path, tiny_checkpoint):
     assert np.allclose(pooled, scores, atol=1e-6) and pooled_keys == keys
 
 
+def test_zeroshot_logs_its_progress_each_tenth_to_a_log_file(tmp_path, tiny_checkpoint, capsys):
+    """Its bar is transient: in a job's log file (no terminal) an evaluation of hours wrote
+    nothing until its result line."""
+    from cg3d.eval.readers import open_benchmark
+    from cg3d.eval.zeroshot import score_benchmark
+
+    write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES["obj_only"].format(split="test"), count=5)
+    bench = open_benchmark("scanobjectnn", tmp_path, variant="obj_only")
+    score_benchmark(load_model(tiny_checkpoint), bench, ZeroShotConfig(batch_size=1))
+    lines = capsys.readouterr().err.splitlines()
+    logged = [line for line in lines if line.startswith("zero-shot ")]
+    assert [line.partition(": ")[2] for line in logged] == [
+        "1/5 (20%)", "2/5 (40%)", "3/5 (60%)", "4/5 (80%)"
+    ]  # fmt: skip
+
+
 def test_zeroshot_limit_and_bad_batch_size(tmp_path, tiny_checkpoint):
     write_modelnet(tmp_path / "mn", 40, per_class=2)
     metrics = zeroshot(

@@ -285,6 +285,20 @@ def test_a_stage_writes_a_plain_line_each_tenth_to_a_log_file(tmp_path, locked, 
     assert bar.startswith("testing ") and "20/20" in bar and "\r" not in out
 
 
+@pytest.mark.parametrize("items, shown", [(1, []), (3, ["testing: 1/3 (33%", "testing: 2/3 (66%"])])
+def test_a_small_stage_logs_the_share_done_not_the_tenth_passed(
+    tmp_path, locked, capsys, items, shown
+):
+    """A line said `2/6 (30%)` (the tenth passed) in a 3-object render's log."""
+    output = ChunkedOutput(tmp_path, ".txt", "test")
+    output.prepare()
+    jobs = [(output, i, [f"item{i}"]) for i in range(items)]
+    run_chunks(write_part, jobs, [1] * items, workers=1, description="testing")
+    *logged, bar = capsys.readouterr().out.splitlines()
+    assert [line.split(")")[0] for line in logged] == shown
+    assert bar.startswith("testing ") and f"{items}/{items}" in bar
+
+
 def test_run_chunks_stops_on_a_failing_chunk_and_keeps_finished_parts(tmp_path, locked):
     output = ChunkedOutput(tmp_path, ".txt", "test")
     output.prepare()

@@ -70,6 +70,21 @@ def test_a_killed_run_resumes_with_the_missing_chunks_only(tmp_path):
     assert read_failures(out / "failures.parquet") == []
 
 
+def test_a_killed_worker_leaves_nothing_in_tmpdir(tmp_path, monkeypatch):
+    """Blender makes its own temp folder (`blender_XXXXXX`) at start-up, in TMPDIR: each
+    worker killed (a timeout, its memory limit, the stage stopped) left one there for good."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    worker = BlenderWorker(RenderConfig().worker_settings(), 60.0, tmp_root=tmp_path / "scratch")
+    worker.start()
+    worker.kill()
+    assert list(system_tmp.iterdir()) == []
+    assert [p.name for p in worker.blender_tmp.iterdir() if p.name.startswith("blender_")]
+    worker.close()
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
 @pytest.mark.slow
 def test_worker_memory_stays_flat_over_many_objects(tmp_path):
     write_meshes(tmp_path / "meshes")
