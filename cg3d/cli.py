@@ -6,6 +6,7 @@ bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 
 import io
 import logging
+import os
 import signal
 import sys
 import threading
@@ -177,14 +178,17 @@ class OutputStreamError(OSError):
 
 
 class _OutputStream(io.TextIOWrapper):
-    """stdout, whose failed writes raise `OutputStreamError`. A reader that left (`| head`) is
-    still a BrokenPipeError, which rich and typer end quietly."""
+    """stdout, whose failed writes raise `OutputStreamError`. A reader that left (`| head -1`,
+    a pager quit) took what it wanted: the rest of the output goes to /dev/null and the work
+    goes on. A stage's progress line into a closed pipe ended a stage hours in (exit 1, its
+    chunks to redo) where, printing nothing until its end, it had finished."""
 
     def write(self, text: str) -> int:
         try:
             return super().write(text)
         except BrokenPipeError:
-            raise
+            self._drop_the_rest()
+            return len(text)
         except OSError as error:
             raise OutputStreamError(error.errno, error.strerror) from None
 
@@ -192,9 +196,17 @@ class _OutputStream(io.TextIOWrapper):
         try:
             super().flush()
         except BrokenPipeError:
-            raise
+            self._drop_the_rest()
         except OSError as error:
             raise OutputStreamError(error.errno, error.strerror) from None
+
+    def _drop_the_rest(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.fileno())  # the bytes still buffered go there too
+        finally:
+            os.close(devnull)
+        super().flush()
 
 
 def _output_stream_named() -> None:

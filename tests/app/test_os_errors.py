@@ -136,9 +136,9 @@ def test_a_bugs_os_error_prints_its_traceback_from_the_command_line(tmp_path):
     assert done.stderr.rstrip().endswith("OSError: [Errno 22] Invalid argument")
 
 
-def test_a_reader_that_closes_the_output_pipe_ends_the_command_quietly(tmp_path):
+def test_a_reader_that_closes_the_output_pipe_leaves_the_command_quiet(tmp_path):
     """`cg3d inspect DIR --ids | head -1`: the closed pipe (EPIPE) is the reader's choice, not
-    an error: exit 1 with nothing on stderr (click's handling), no traceback, no error line."""
+    an error: the rest goes nowhere, exit 0, nothing on stderr, no traceback."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -157,7 +157,28 @@ def test_a_reader_that_closes_the_output_pipe_ends_the_command_quietly(tmp_path)
     assert reader.stdout.readline() == b"folder-chair_000000\n"
     reader.stdout.close()  # 20,000 ids: far more than the pipe holds
     stderr = reader.stderr.read().decode()
-    assert reader.wait(timeout=120) == 1 and stderr == ""
+    assert reader.wait(timeout=120) == 0 and stderr == ""
+
+
+def test_a_stage_piped_to_a_reader_that_leaves_does_its_work_whole(tmp_path):
+    """`cg3d meshes ... | head -1`: the stage's progress lines (one a tenth off a terminal)
+    went into the closed pipe and the stage ended at the second, with no manifest; the reader
+    takes only the output, the stage finishes."""
+    import pyarrow.parquet as pq
+
+    params = tmp_path / "params.yaml"
+    params.write_text("meshes:\n  source: synthetic\n  per_class: 30\n  workers: 1\n")
+    out = tmp_path / "meshes"
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "cg3d", "meshes", "--out", str(out), "--params", str(params)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert stage.stdout.readline().startswith(b"generating synthetic meshes: ")
+    stage.stdout.close()
+    stderr = stage.stderr.read().decode()
+    assert stage.wait(timeout=300) == 0 and stderr == ""
+    assert pq.read_table(out / "manifest.parquet").num_rows == 300  # 10 classes of 30
 
 
 def test_a_copy_refused_by_a_full_disk_is_the_first_files_line(monkeypatch, capsys, tmp_path):
