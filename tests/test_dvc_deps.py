@@ -27,8 +27,9 @@ def command_callback(words: list[str]):
 
 
 def stage_files(cmd: str) -> set[str]:
-    """Files (relative to the repo) that the `cg3d ...` command of a stage runs."""
-    words = [w for w in shlex.split(cmd)[1:] if not w.startswith("-")][:2]
+    """Files (relative to the repo) that the `[python -m] cg3d ...` command of a stage runs."""
+    words = shlex.split(cmd)
+    words = [w for w in words[words.index("cg3d") + 1 :] if not w.startswith("-")][:2]
     group = typer.main.get_command(app)
     names = words[:2] if isinstance(group.commands[words[0]], typer.core.TyperGroup) else words[:1]
     callback = command_callback(names)

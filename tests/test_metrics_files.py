@@ -57,8 +57,8 @@ def project(tmp_path_factory) -> Path:
         patch.chdir(root)  # the commands name dvc.yaml's relative paths
         for name in DECLARED:
             words = shlex.split(STAGES[name]["cmd"])
-            assert words[0] == "cg3d"
-            result = CliRunner().invoke(app, words[1:])
+            assert words[:3] == ["python", "-m", "cg3d"]
+            result = CliRunner().invoke(app, words[3:])
             assert result.exit_code == 0, (name, result.output)
     return root
 
