@@ -712,12 +712,16 @@ def require_folder(path: str | Path, option: str = "", missing: str | None = Non
 def shown_name(value: Any, limit: int = 120) -> str:
     """`value` for a message, cut to `limit` characters with its length said: a file names
     another of 5000 characters, a params file holds a 900 KB string, and the failure row or
-    error should still be a line. A name (str, Path) is quoted; any other value is its repr."""
-    if isinstance(value, str | Path):
-        text = str(value)
-        return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    error should still be a line. A name (str, Path) is quoted; any other value is its repr.
+    The cut keeps the head and the tail (`'/very/long/pre…/chair.obj' (5000 characters)`):
+    a path's file name, its recognisable part, is at its end (the first 120 lost it)."""
+    name = isinstance(value, str | Path)
+    text = str(value) if name else repr(value)
+    if len(text) <= limit:
+        return repr(text) if name else text
+    head = limit // 3
+    cut = f"{text[:head]}…{text[len(text) - (limit - head) :]}"
+    return f"{cut!r} ({len(text)} characters)" if name else f"{cut} ({len(text)} characters)"
 
 
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:
