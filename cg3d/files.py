@@ -678,6 +678,25 @@ def _mode_or_why_not(path: str | Path, noun: str) -> int | str:
         return f"names no {noun} to read ({error.strerror})"
 
 
+# Why a folder under a tree a command walks is a row of its own: it cannot be listed.
+UNLISTED_FOLDER = (
+    "a folder that cannot be read (permission denied): its files are not listed; "
+    "give this user read and search permission on it"
+)
+
+
+def sorted_entries(folder: str | Path) -> list[os.DirEntry] | None:
+    """The entries of `folder` sorted by name, or None when it cannot be listed (no permission).
+    Every walk of a user's tree (the mesh sources, classify/embed of a folder) gives such a
+    folder a failure row saying UNLISTED_FOLDER: a shared dataset's folder of another group
+    lost its meshes without a word (`rglob` and the walks passed over it)."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except PermissionError:
+        return None
+
+
 def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what
