@@ -681,6 +681,25 @@ def _mode_or_why_not(path: str | Path, noun: str) -> int | str:
         return f"names no {noun} to read ({error.strerror})"
 
 
+# Why a folder under a tree a command walks is a row of its own: it cannot be listed.
+UNLISTED_FOLDER = (
+    "a folder that cannot be read (permission denied): its files are not listed; "
+    "give this user read and search permission on it"
+)
+
+
+def sorted_entries(folder: str | Path) -> list[os.DirEntry] | None:
+    """The entries of `folder` sorted by name, or None when it cannot be listed (no permission).
+    Every walk of a user's tree (the mesh sources, classify/embed of a folder) gives such a
+    folder a failure row saying UNLISTED_FOLDER: a shared dataset's folder of another group
+    lost its meshes without a word (`rglob` and the walks passed over it)."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except PermissionError:
+        return None
+
+
 def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what
@@ -723,12 +742,16 @@ def require_folder(path: str | Path, option: str = "", missing: str | None = Non
 def shown_name(value: Any, limit: int = 120) -> str:
     """`value` for a message, cut to `limit` characters with its length said: a file names
     another of 5000 characters, a params file holds a 900 KB string, and the failure row or
-    error should still be a line. A name (str, Path) is quoted; any other value is its repr."""
-    if isinstance(value, str | Path):
-        text = str(value)
-        return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    error should still be a line. A name (str, Path) is quoted; any other value is its repr.
+    The cut keeps the head and the tail (`'/very/long/pre…/chair.obj' (5000 characters)`):
+    a path's file name, its recognisable part, is at its end (the first 120 lost it)."""
+    name = isinstance(value, str | Path)
+    text = str(value) if name else repr(value)
+    if len(text) <= limit:
+        return repr(text) if name else text
+    head = limit // 3
+    cut = f"{text[:head]}…{text[len(text) - (limit - head) :]}"
+    return f"{cut!r} ({len(text)} characters)" if name else f"{cut} ({len(text)} characters)"
 
 
 def confined_path(root: Path, base_dir: Path, reference: str | Path) -> Path:

@@ -16,6 +16,7 @@ from cg3d.files import (
     derived_name,
     file_lock,
     file_lock_name,
+    require_regular_file,
 )
 
 # 255 bytes each: ASCII, and 3-byte UTF-8 (CJK) characters, which a character cut must not split
@@ -73,3 +74,15 @@ def test_an_out_folder_that_leaves_no_room_for_a_name_is_refused(tmp_path):
         "it may need before the system's limit of 4095 bytes; choose a folder nearer the root"
     )
     assert not (tmp_path / "b").exists()
+
+
+def test_a_path_cut_for_a_message_keeps_its_file_name(tmp_path):
+    """`shown_name` kept a long path's first 120 characters: `/tmp/…/dddd…`, never the file
+    name that tells the user which file it is."""
+    path = tmp_path / ("d" * 200) / ("e" * 200) / ("f" * 4000) / "chair.obj"
+    with pytest.raises(UsageError) as caught:
+        require_regular_file(path, "missing", "--shape")
+    message = str(caught.value)
+    assert f"/chair.obj' ({len(str(path))} characters)" in message
+    assert message.startswith(f"--shape: '{str(tmp_path)[:30]}")
+    assert len(message) < 200

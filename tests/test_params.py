@@ -313,9 +313,9 @@ def test_train_hands_its_resume_mode_to_the_stage(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "value,shown",
     [
-        ("x" * 900_000, "'" + "x" * 200 + "'… (900000 characters)"),
+        ("x" * 900_000, "'" + "x" * 66 + "…" + "x" * 134 + "' (900000 characters)"),
         ("[" + ", ".join(["1"] * 300_000) + "]", "[1, 1, 1"),
-        ("9" * 4000, "9" * 200 + "… (4000 characters)"),
+        ("9" * 4000, "9" * 66 + "…" + "9" * 134 + " (4000 characters)"),
     ],
 )
 def test_an_error_quotes_a_huge_value_cut_short(tmp_path, value, shown):

@@ -11,7 +11,6 @@ its suffix:
 """
 
 import csv
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from cg3d.files import (
     path_too_long,
     read_small_text,
     real_path,
+    sorted_entries,
     why_not_a_folder,
 )
 from cg3d.formats.npy import write_npy
@@ -93,18 +93,17 @@ def list_shapes(source: Path) -> list[Path]:
 def _shape_paths(folder: Path) -> Iterator[Path]:
     """The entries of a shape format under `folder` but folders, at all depths (as
     `Path.rglob("*")` finds them: a symlinked folder not entered), and each folder nested too
-    deep to list (past PATH_MAX: its failed row says the name is too long). rglob raised
+    deep to list (past PATH_MAX: its failed row says the name is too long) or that cannot be
+    read (rglob passed over it and its files without a word). rglob raised
     ENAMETOOLONG for such a folder, or for a file's `is_dir`, and ended the whole run."""
-    try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-    except PermissionError:  # as rglob: a folder that cannot be read is passed over
-        return
-    for entry in entries:
+    entries = sorted_entries(folder)
+    if entries is None:
+        yield folder  # its failed row: it cannot be read (UNLISTED_FOLDER)
+    for entry in entries or ():
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
             if path_too_long(path):
-                yield path
+                yield path  # its failed row: the name is too long
             else:
                 yield from _shape_paths(path)
         elif path.suffix.lower() in SHAPE_SUFFIXES and why_not_a_folder(path):

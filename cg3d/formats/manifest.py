@@ -205,7 +205,7 @@ def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
         unsafe = pc.invert(pc.match_substring_regex(ids, ID_PATTERN))
         if pc.any(unsafe).as_py():
             bad = ids.filter(unsafe)[0].as_py()
-            return f"the id {bad[:80]!r} is not a key of letters, digits, '_' and '-'"
+            return f"the id {shown_name(bad, 80)} is not a key of letters, digits, '_' and '-'"
         # (ASCII, as checked just now: characters are bytes) A longer id reached the tar
         # writers of the render and pack stages, whose ustar header refused its member names.
         long = pc.greater(pc.utf8_length(ids), MAX_KEY_BYTES)

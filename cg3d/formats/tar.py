@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, shown_name
 
 BLOCK = 512
 # Member data is read in blocks of this: a header claiming 8 GiB costs no 8 GiB allocation
@@ -140,7 +140,9 @@ def tar_members(
         kind = header[156:157]
         if kind in NOT_FILES:
             name = long_name or header[:100].split(b"\0", 1)[0].decode(errors="replace")
-            raise FormatError(f"tar member {name[:200]!r} is {NOT_FILES[kind]}, not a file")
+            raise FormatError(
+                f"tar member {shown_name(name, 200)} is {NOT_FILES[kind]}, not a file"
+            )
         regular = kind in (b"0", b"\0")
         padding = -size % BLOCK
         if regular:

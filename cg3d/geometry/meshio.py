@@ -47,6 +47,10 @@ SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # for their points unless colours are asked for.
 FAST_SUFFIXES = (".obj", ".off", ".ply", ".stl")
 GLTF_SUFFIXES = (".glb", ".gltf")
+# Blender opens no path of FILE_MAX (1024) bytes or more: its importers said "Cannot open file"
+# or "Invalid PLY header" (an `empty` or importer row), a texture was left out without a word,
+# and a render was not written. `blender_input` hands it shorter paths (links where needed).
+BLENDER_FILE_MAX = 1024
 # Formats researchers hold that are not read here: named, never "empty" (Blender 5 dropped
 # COLLADA; FBX and 3MF are not read by this pipeline: convert them to glTF).
 NAMED_UNSUPPORTED = {
@@ -1159,11 +1163,13 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     resolved = listed_file(path, root, "" if copied else sha256)
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
     split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
-    if not copied:
+    if not copied and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    if not copied:  # nested too deep for Blender: a link to it (its importer read no file)
+        return folder / _blender_reference(resolved, folder)
     if suffix in GLTF_SUFFIXES:
         copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
     else:
@@ -1220,7 +1226,8 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
-            item["uri"] = quote(str(file or _absent_file(resolved.parent, name, copy.parent)))
+            named = _blender_reference(file, copy.parent) if file else None
+            item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1238,6 +1245,19 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
                 digest.update(block)
                 out.write(block)
     return copy, digest.hexdigest()
+
+
+def _blender_reference(file: Path, folder: Path) -> str:
+    """How a copy in `folder` names the checked file `file`: its path, or when that is too long
+    for Blender (BLENDER_FILE_MAX: a texture nested deep, which it left out without a word)
+    the name of a link to it made in `folder`, which the copy's reader resolves beside it."""
+    if len(os.fsencode(str(file))) < BLENDER_FILE_MAX:
+        return str(file)
+    digest = hashlib.sha256(os.fsencode(str(file))).hexdigest()[:12]
+    link = folder / f"linked-{digest}{file.suffix}"
+    if not link.is_symlink():  # one texture may be named twice
+        link.symlink_to(file)
+    return link.name
 
 
 def _drop_custom_attributes(primitive: dict) -> None:
@@ -1264,8 +1284,12 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
             # A missing texture stays missing (a name in the fresh copy folder that no file
             # has), as for a glTF: dropping the map would leave the importer's default colour
             # under it looking like the author's.
-            named = texture if texture is not None else copy.parent / "no-such-image"
-            kept.append(" ".join([found[0], *found[1], str(named)]))
+            named = (
+                _blender_reference(texture, copy.parent)
+                if texture is not None
+                else str(copy.parent / "no-such-image")
+            )
+            kept.append(" ".join([found[0], *found[1], named]))
     copy.write_text("\n".join(kept) + "\n")
     return copy
 

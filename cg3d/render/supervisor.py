@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,13 +24,32 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.geometry.meshio import lone_file_root
+from cg3d.files import NAME_MAX
+from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
 # One hash seed for every worker: Blender's importers iterate sets (the glTF importer's custom
 # attributes did), whose order otherwise changes with each process, and so could the reading.
 WORKER_HASH_SEED = "0"
+
+
+# A worker's temp folder is nested in the stage's folder, which may be deep (`check_out_dir`
+# allows ~3,800 bytes): the worker is told a short alias of it when the paths it builds there
+# (`source/<a 255-byte name>`) could reach what Blender opens (BLENDER_FILE_MAX).
+# Bytes the worker adds to its temp folder's path: `/source/` and a file's name of NAME_MAX
+TMP_ROOM = len("/source/") + NAME_MAX
+
+
+def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None]:
+    """(the path the worker is told for `tmp_dir`, the alias folder to remove at the end or
+    None): `tmp_dir` itself when every path built in it is short enough for Blender, else a
+    symlink to it in a folder of the system's temp folder (/tmp)."""
+    if len(os.fsencode(str(tmp_dir))) + TMP_ROOM < BLENDER_FILE_MAX:
+        return str(tmp_dir), None
+    alias = Path(tempfile.mkdtemp(prefix="cg3d-render-"))
+    (alias / "tmp").symlink_to(tmp_dir, target_is_directory=True)
+    return str(alias / "tmp"), alias
 
 
 # The smallest memory limit given a worker: Blender itself takes about 300 MiB to start.
@@ -100,7 +120,7 @@ class BlenderWorker:
             tmp_root = Path(tmp_root).resolve()  # the worker is told it as an absolute path
             tmp_root.mkdir(parents=True, exist_ok=True)
         self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-", dir=tmp_root)
-        self.settings["tmp_dir"] = self.tmp.name
+        self.settings["tmp_dir"], self.alias = blender_tmp_dir(Path(self.tmp.name))
         self.log_path = Path(self.tmp.name) / "blender.log"
         # Blender's own temp folder (`blender_XXXXXX`, made at start-up) goes in ours, not in
         # TMPDIR: a worker killed (timeout, memory, Ctrl-C) left it in /tmp, one per kill.
@@ -160,7 +180,7 @@ class BlenderWorker:
             "id": object_id,
             **source(path, root, sha256),
             "up_axis": up_axis,
-            "out_dir": str(self.out_dir),
+            "out_dir": self.settings["tmp_dir"],
             "views": [{"name": v["name"], "world_to_camera": v["world_to_camera"]} for v in views],
         }
         reply = self._ask(request)
@@ -307,6 +327,8 @@ class BlenderWorker:
                 self.kill()
         self.process = None
         self.tmp.cleanup()
+        if self.alias is not None:
+            shutil.rmtree(self.alias, ignore_errors=True)
 
     def __enter__(self) -> "BlenderWorker":
         return self

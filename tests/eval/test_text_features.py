@@ -180,7 +180,7 @@ def test_an_out_name_of_255_bytes_is_refused_before_the_work_for_its_sidecar(
     result = CliRunner().invoke(app, [*args, "--classes", "cube,sphere"])
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == (
-        f"--out: {'z' * 60!r}… (255 characters) leaves no room for the name of the file written "
+        f"--out: {'z' * 20 + '…' + 'z' * 36 + '.npy'!r} (255 characters) leaves no room for the name of the file written "
         "beside it (its .json: 256 bytes, more than the 255 a file name may hold); give a "
         "shorter name"
     )

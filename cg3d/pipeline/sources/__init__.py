@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 from cg3d.errors import UsageError
 from cg3d.files import (
     PATH_MAX,
+    UNLISTED_FOLDER,
     OutsideRoot,
     atomic_path,
     file_sha256,
@@ -42,6 +44,7 @@ from cg3d.files import (
     real_path,
     require_folder,
     resolved_root,
+    sorted_entries,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.formats.owner import check_owner
@@ -430,18 +433,30 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
     Symlinked folders are not entered (a link to a folder inside the root would list its files
     twice, one outside would list files the stage may not read) but yielded, as are broken
     links and other entries that are not files: a source gives each a failure row
-    (`not_a_file`), so that nothing under the root is left out silently."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except PermissionError:
+    (`not_a_file`), so that nothing under the root is left out silently. So is a folder that
+    cannot be listed (no permission, or nested past PATH_MAX)."""
+    yield from _walk(Path(folder), None)
+
+
+def _walk(folder: Path, entry: os.DirEntry | None) -> Iterator[os.DirEntry]:
+    """`iter_sorted_entries` of `folder`, whose own entry is `entry` (None: the walk's top)."""
+    entries = sorted_entries(folder)
+    if entries is None:  # yielded, for its row (UNLISTED_FOLDER)
+        yield entry if entry is not None else _entry_of(folder)
         return
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir(follow_symlinks=False) and not path_too_long(entry.path):
-            yield from iter_sorted_entries(Path(entry.path))
+            yield from _walk(Path(entry.path), entry)
         else:  # a folder whose path is too long to list is yielded: a row (`not_a_file`)
             yield entry
+
+
+def _entry_of(folder: Path) -> os.DirEntry:
+    """The entry of `folder` in its parent's listing."""
+    with os.scandir(folder.parent) as listing:
+        return next(entry for entry in listing if entry.name == folder.name)
 
 
 def is_file(entry: os.DirEntry | Path) -> bool:
@@ -450,6 +465,17 @@ def is_file(entry: os.DirEntry | Path) -> bool:
     try:
         return entry.is_file()
     except OSError:
+        return False
+
+
+def _unentered_folder(entry: os.DirEntry | Path) -> bool:
+    """Whether `entry` is a folder, not a link to one (Python 3.11's Path.is_dir takes no
+    `follow_symlinks`: a root-level link given as a Path raised TypeError)."""
+    if isinstance(entry, os.DirEntry):
+        return entry.is_dir(follow_symlinks=False)
+    try:
+        return stat.S_ISDIR(os.lstat(entry).st_mode)
+    except OSError:  # a path too long to ask about
         return False
 
 
@@ -463,12 +489,14 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
     and the walk ended on it (an ENAMETOOLONG OSError for the whole stage)."""
     if path_too_long(entry.path if isinstance(entry, os.DirEntry) else entry):
         size = len(os.fsencode(entry.path if isinstance(entry, os.DirEntry) else entry))
-        what = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+        what = "folder" if _unentered_folder(entry) else "file"
         return MeshError(
             "unreadable",
             f"a {what} whose path is {size} bytes, more than the {PATH_MAX - 1} the system "
             "opens: move it nearer the root or shorten its folders' names",
         )
+    if _unentered_folder(entry):  # yielded, not entered: it cannot be listed
+        return MeshError("unreadable", UNLISTED_FOLDER)
     if is_file(entry):
         return None
     if entry.is_symlink():

@@ -6,11 +6,11 @@ benchmark's (protocol.json: "night stand" for the folder night_stand); classes.j
 full benchmark list, in benchmark order, so that class indices match published results.
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
+from cg3d.files import UNLISTED_FOLDER, sorted_entries
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -27,8 +27,11 @@ SPLITS = ("train", "test")
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
+    # a class folder that cannot be listed is one too (its row says so): it was left out
     folders = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and any((p / s).is_dir() for s in SPLITS)
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and (any((p / s).is_dir() for s in SPLITS) or sorted_entries(p) is None)
     )
     if not folders:
         raise UsageError(
@@ -46,20 +49,26 @@ def _records(
     root: Path, folders: list[str], names: dict[str, str], config: MeshesConfig, out_dir: Path
 ) -> Iterator[MeshRecord]:
     for folder in folders:
+        if sorted_entries(root / folder) is None:
+            yield _unlisted(root, folder, names[folder], "train")
+            continue
         for split in SPLITS:
             split_dir = root / folder / split
             if not split_dir.is_dir():
+                continue
+            entries = sorted_entries(split_dir)
+            if entries is None:
+                yield _unlisted(root, f"{folder}/{split}", names[folder], split)
                 continue
             # the folder resolved once (a class folder may be a link), and each file's type
             # from its `DirEntry` (free): a file that is no link needs no resolving of its own
             real_dir = split_dir.resolve()
             files, symlinked = [], set()
-            with os.scandir(split_dir) as entries:
-                for entry in entries:
-                    if is_file(entry) and Path(entry.name).suffix.lower() == ".off":
-                        files.append(entry.name)
-                        if entry.is_symlink():
-                            symlinked.add(entry.name)
+            for entry in entries:
+                if is_file(entry) and Path(entry.name).suffix.lower() == ".off":
+                    files.append(entry.name)
+                    if entry.is_symlink():
+                        symlinked.add(entry.name)
             for name in cap_per_class(files, config.per_class, config.seed):
                 relpath = f"{folder}/{split}/{name}"
                 yield MeshRecord(
@@ -70,3 +79,17 @@ def _records(
                     split=split,
                     up_axis="z",
                 )
+
+
+def _unlisted(root: Path, relpath: str, class_name: str, split: str) -> MeshRecord:
+    """The failure row of a folder that cannot be listed: its files are no rows."""
+    return MeshRecord(
+        id=object_id("modelnet", relpath),
+        source="modelnet",
+        path=(root / relpath).as_posix(),
+        class_name=class_name,
+        split=split,
+        up_axis="z",
+        status="unreadable",
+        error=UNLISTED_FOLDER,
+    )

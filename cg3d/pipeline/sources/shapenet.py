@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import read_small_text, shown_name, why_not_a_file
+from cg3d.files import UNLISTED_FOLDER, read_small_text, shown_name, sorted_entries, why_not_a_file
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -55,7 +55,20 @@ def _records(
 ) -> Iterator[MeshRecord]:
     for synset in synsets:
         class_name, synonyms = taxonomy[synset]
-        models = [p.name for p in (root / synset).iterdir() if p.is_dir()]
+        entries = sorted_entries(root / synset)
+        if entries is None:  # its models are no rows: the folder is one
+            yield MeshRecord(
+                id=object_id("shapenet", synset),
+                source="shapenet",
+                path=(root / synset).as_posix(),
+                class_name=class_name,
+                synonyms=synonyms,
+                split="train",
+                status="unreadable",
+                error=UNLISTED_FOLDER,
+            )
+            continue
+        models = [entry.name for entry in entries if entry.is_dir()]
         if splits is not None:
             models = [m for m in models if (synset, m) in splits]
         models = cap_per_class(models, config.per_class, config.seed)

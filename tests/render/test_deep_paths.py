@@ -1,0 +1,144 @@
+"""Blender opens no path of 1024 bytes or more (its FILE_MAX), far less than the system's 4095:
+a PLY nested past it failed "Invalid PLY header", every OBJ and glTF of a stage whose folder
+was deep failed "File name too long" or "holds no faces" (Blender's scratch copies and views
+live in the stage's `.workers/`), and a texture nested past it was left out without a word.
+Blender is handed short paths: links beside its copies, a short alias of a deep temp folder."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cg3d.geometry.meshio import BLENDER_FILE_MAX, blender_input
+from cg3d.params import RenderConfig, SampleConfig
+from cg3d.pipeline.sample import PointsReader
+from cg3d.render.supervisor import BlenderWorker
+from tests.render.helpers import cameras_of, render_views
+
+RED = (200, 30, 30)
+PLY = (
+    "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+    "property float z\nelement face 4\nproperty list uchar int vertex_indices\nend_header\n"
+    "0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n"
+)
+
+
+def deep_folder(base: Path, size: int) -> Path:
+    """A folder under `base` whose path is at least `size` bytes (names of 200 bytes)."""
+    folder = base
+    while len(os.fsencode(str(folder))) < size:
+        folder = folder / ("d" * 200)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def textured_obj(folder: Path) -> Path:
+    """A textured tetrahedron: OBJ, MTL and a one-colour PNG, beside each other."""
+    Image.new("RGB", (4, 4), RED).save(folder / "skin.png")
+    (folder / "skin.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
+    (folder / "shape.obj").write_text(
+        "mtllib skin.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvt 0 1\n"
+        "usemtl skin\nf 1/1 2/2 3/3\nf 1/1 2/2 4/3\nf 1/1 3/2 4/3\nf 2/1 3/2 4/3\n"
+    )
+    return folder / "shape.obj"
+
+
+def textured_gltf(folder: Path) -> Path:
+    """A textured tetrahedron as .gltf + .bin + .png."""
+    positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    uvs = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32)
+    indices = np.array([0, 1, 2, 0, 1, 3, 0, 2, 3, 1, 2, 3], np.uint16)
+    blob = positions.tobytes() + uvs.tobytes() + indices.tobytes()
+    (folder / "shape.bin").write_bytes(blob)
+    Image.new("RGB", (4, 4), RED).save(folder / "skin.png")
+    views = [(0, 48), (48, 32), (80, 24)]
+    document = {
+        "asset": {"version": "2.0"},
+        "buffers": [{"uri": "shape.bin", "byteLength": len(blob)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": o, "byteLength": n} for o, n in views],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 4, "type": "VEC3",
+             "min": [0, 0, 0], "max": [1, 1, 1]},
+            {"bufferView": 1, "componentType": 5126, "count": 4, "type": "VEC2"},
+            {"bufferView": 2, "componentType": 5123, "count": 12, "type": "SCALAR"},
+        ],
+        "images": [{"uri": "skin.png"}],
+        "textures": [{"source": 0}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+        "meshes": [{"primitives": [
+            {"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}
+        ]}],
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+        "scene": 0,
+    }  # fmt: skip
+    (folder / "shape.gltf").write_text(json.dumps(document))
+    return folder / "shape.gltf"
+
+
+def test_a_ply_nested_past_blenders_limit_is_handed_over_by_a_short_link(tmp_path):
+    folder = deep_folder(tmp_path / "root", 1100)
+    (folder / "shape.ply").write_text(PLY)
+    given = blender_input(folder / "shape.ply", tmp_path / "root", "", tmp_path / "copy")
+    assert len(os.fsencode(str(given))) < BLENDER_FILE_MAX
+    assert given.resolve() == (folder / "shape.ply").resolve()
+
+
+@pytest.mark.parametrize("make", [textured_obj, textured_gltf])
+def test_a_deep_texture_is_named_in_the_copy_by_a_short_link(tmp_path, make):
+    """The OBJ's MTL copy and the glTF copy name a texture past the limit by a link beside
+    them (they named its whole path, which Blender did not open)."""
+    folder = deep_folder(tmp_path / "root", 1100)
+    copy = blender_input(make(folder), tmp_path / "root", "", tmp_path / "copy")
+    if copy.suffix == ".gltf":
+        names = [item["uri"] for item in json.loads(copy.read_text())["images"]]
+    else:
+        names = [line.split()[-1] for line in (tmp_path / "copy" / "material-0.mtl").open()]
+        names = [name for name in names if name.endswith(".png")]
+    (name,) = names
+    named = copy.parent / name
+    assert len(os.fsencode(str(named))) < BLENDER_FILE_MAX
+    assert named.resolve() == (folder / "skin.png").resolve()
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize("make", [textured_obj, textured_gltf])
+def test_a_deep_texture_colours_the_points(tmp_path, make):
+    path = make(deep_folder(tmp_path, 1100))
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        points, has_color = read(path, "y", "shape", path.parent)
+    assert has_color  # it was False: the texture was not read
+    assert np.abs(points[:, 3:6] - np.array(RED) / 255).max() < 0.01
+
+
+@pytest.mark.blender
+def test_a_ply_nested_past_blenders_limit_is_rendered(tmp_path):
+    path = deep_folder(tmp_path, 1100) / "shape.ply"
+    path.write_text(PLY)
+    config = RenderConfig(views=1, resolution=64, background="transparent")
+    views, _ = render_views(path, "y", config)  # it failed: "Invalid PLY header"
+    (image,) = views.values()
+    assert (image[:, :, 3] == 255).sum() > 100
+
+
+@pytest.mark.blender
+def test_a_worker_whose_temp_folder_is_deep_renders_a_255_byte_name(tmp_path):
+    """A stage's folder of ~3,000 bytes (check_out_dir allows up to 3,839): its worker's copy
+    `source/<the 255-byte name>` and its views are past Blender's limit but for the alias."""
+    source = tmp_path / "source"
+    source.mkdir()
+    path = source / ("a" * 251 + ".obj")
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4\n")
+    config = RenderConfig(views=1, resolution=64, background="transparent")
+    cameras = cameras_of(config, "object")
+    scratch = deep_folder(tmp_path / "out", 3000) / ".workers"
+    with BlenderWorker(config.worker_settings(), 120.0, tmp_root=scratch) as worker:
+        assert worker.render("object", path, "y", cameras["views"]) is None
+        (view,) = cameras["views"]
+        image = np.asarray(Image.open(worker.out_dir / f"object.{view['name']}.png"))
+        alias = worker.alias
+    assert (image[:, :, 3] == 255).sum() > 100
+    assert not alias.exists()  # the alias in the system's temp folder is removed with it
