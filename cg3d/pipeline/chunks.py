@@ -82,7 +82,9 @@ def code_digest(module: str | None = None) -> str:
     the code: after a code change that changes the points or views (a colour rule, a reader),
     `dvc repro` reran the stage and reused every chunk the old code wrote. Scoped to what the
     stage runs, so that an edit to the training code does not recompute every chunk of a sample
-    or render rerun (a grown manifest then recomputes only its new chunks)."""
+    or render rerun (a grown manifest then recomputes only its new chunks). The versions of the
+    libraries those files import count too (`closure.library_versions`): after an upgrade of
+    Blender or trimesh, `dvc repro -f render` copied the old Blender's views."""
     root = SOURCE_ROOT
     if module is None:
         files = [p for p in (root / closure.PACKAGE).rglob("*") if p.is_file()]
@@ -93,6 +95,8 @@ def code_digest(module: str | None = None) -> str:
     for path in sorted(files):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
+    for distribution, version in closure.library_versions(files).items():
+        digest.update(f"{distribution}=={version}\0".encode())
     return digest.hexdigest()
 
 

@@ -15,9 +15,14 @@ What counts, conservatively (a file too many costs a recompute; a file too few, 
   that attribute, which no stage asks for);
 - every file that is not Python under a package in the closure (its own folder and the plain
   folders below it: `cg3d/data/clip/*.json` belongs to `cg3d.data`).
+
+And the libraries it runs (`library_versions`): Blender, trimesh, numpy make the points and
+views as much as our code does.
 """
 
 import ast
+import importlib.metadata
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,3 +120,36 @@ def _owning_package(path: Path, root: Path) -> str:
     while not (folder / "__init__.py").is_file() and folder != root:
         folder = folder.parent
     return ".".join(folder.relative_to(root).parts)
+
+
+# Libraries that only show progress, parse the command line or schedule work: no output byte
+# depends on their version, and `ray`, installed to resume a stage on a cluster, must not make
+# it recompute every chunk.
+NOT_IN_OUTPUTS = frozenset({"rich", "typer", "ray"})
+
+
+def third_party_imports(files: Iterable[Path]) -> set[str]:
+    """Top-level names of the modules outside `cg3d` and the standard library that the Python
+    files among `files` import (module level or inside a function)."""
+    names: set[str] = set()
+    for path in files:
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+    return {name for name in names if name != PACKAGE and name not in sys.stdlib_module_names}
+
+
+def library_versions(files: Iterable[Path]) -> dict[str, str]:
+    """{distribution: installed version} of each library that `files` import, but those of
+    `NOT_IN_OUTPUTS`. A module that no installed distribution provides (not installed, or
+    shipped inside another, as `mathutils` inside bpy) is left out."""
+    provided = importlib.metadata.packages_distributions()
+    versions: dict[str, str] = {}
+    for name in sorted(third_party_imports(files) - NOT_IN_OUTPUTS):
+        for distribution in provided.get(name, []):
+            versions[distribution] = importlib.metadata.version(distribution)
+    return dict(sorted(versions.items()))

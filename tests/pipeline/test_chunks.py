@@ -159,6 +159,34 @@ def test_a_change_outside_the_stage_keeps_its_chunks(tmp_path, locked, package_c
     assert output.pending(2) == [0, 1]
 
 
+def test_an_upgrade_of_a_library_the_stage_runs_recomputes_its_chunks(
+    tmp_path, locked, package_copy, monkeypatch
+):
+    """`dvc repro -f render` after an upgrade of Blender reused every chunk the old Blender had
+    rendered: the digest named our files only. A library that only draws progress (rich) keeps
+    them."""
+    import importlib.metadata
+
+    import cg3d.pipeline.chunks as chunks
+
+    installed = importlib.metadata.version
+
+    def upgraded(name: str):
+        chunks.code_digest.cache_clear()  # read afresh, as by the next command
+        return lambda distribution: "99.0" if distribution == name else installed(distribution)
+
+    out = tmp_path / "out"
+    output = ChunkedOutput(out, ".txt", "test", {"views": 1}, code="cg3d.render.stage")
+    output.prepare()
+    write_part(output, 0, ["a"])
+    monkeypatch.setattr(importlib.metadata, "version", upgraded("rich"))
+    ChunkedOutput(out, ".txt", "test", {"views": 1}, code="cg3d.render.stage").prepare()
+    assert output.pending(2) == [1]  # kept
+    monkeypatch.setattr(importlib.metadata, "version", upgraded("bpy"))
+    ChunkedOutput(out, ".txt", "test", {"views": 1}, code="cg3d.render.stage").prepare()
+    assert output.pending(2) == [0, 1]
+
+
 def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
     first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
     grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
