@@ -4,10 +4,15 @@ Classification: top-k accuracy (the label among the k highest scores), class-mea
 (the mean of per-class top-1 accuracies over the classes that occur), confusion matrix.
 
 Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance matrix:
-  R@K  the fraction of queries with at least one relevant item among their top K
+  R@K  the fraction of queries with at least one relevant item among their top K (CLIP_benchmark's
+       recall@k; a query with no relevant item is a miss), only for K below the gallery size:
+       with K items or more the top K is the whole gallery (CLIP_benchmark's torch.topk fails)
   mAP  the mean over queries of average precision: the mean, over the relevant items, of the
        precision at each relevant item's rank (all relevant items count, not only the top K).
-Ties in scores are broken by gallery order (a stable sort), so results are deterministic.
+Ties in scores are broken by index (a stable sort: the lower class or gallery index ranks
+first), so results are the same on every run and device. The public codes rank with
+torch.topk, whose order among equal scores is unspecified (on CPU it is not index order):
+where scores tie exactly (identical text features of two classes) their numbers may differ.
 """
 
 import numpy as np
@@ -79,10 +84,13 @@ def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:
 def retrieval_metrics(
     similarity: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)
 ) -> dict:
-    """R@K (in %) and mAP (in %) of (Q, G) `similarity` against (Q, G) bool `relevant`."""
+    """R@K (in %, each K of `ks` below G) and mAP (in %) of (Q, G) `similarity` against
+    (Q, G) bool `relevant`."""
     order = np.argsort(-np.asarray(similarity), axis=1, kind="stable")
     ranked = np.take_along_axis(np.asarray(relevant, dtype=bool), order, axis=1)
-    metrics = {f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks}
+    metrics = {
+        f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks if k < ranked.shape[1]
+    }
     metrics["mAP"] = 100.0 * float(average_precision(ranked).mean())
     metrics["queries"] = int(len(ranked))
     metrics["gallery"] = int(ranked.shape[1])
