@@ -1,7 +1,9 @@
 """Classification and retrieval metrics over plain numpy arrays.
 
 Classification: top-k accuracy (the label among the k highest scores), class-mean accuracy
-(the mean of per-class top-1 accuracies over the classes that occur), confusion matrix.
+(the mean of per-class top-1 accuracies over the classes that occur: CLIP_benchmark's
+mean_per_class_recall, sklearn's balanced accuracy, drops absent classes too), confusion matrix,
+and tied_top1, the shapes whose highest score two classes share (the tie rule decided them).
 
 Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance matrix:
   R@K  the fraction of queries with at least one relevant item among their top K (CLIP_benchmark's
@@ -45,7 +47,8 @@ def topk_accuracies(
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """top1, top5 (with more than 5 classes), class_mean (in %), per-class top-1 accuracy and the confusion matrix."""
+    """top1, top5 (with more than 5 classes), class_mean (in %), per-class top-1 accuracy,
+    n_shapes, tied_top1 (shapes whose top score two classes share) and the confusion matrix."""
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("no shapes to score")
@@ -54,6 +57,8 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
     counts = matrix.sum(axis=1)
     present = counts > 0
     per_class_acc = np.diag(matrix)[present] / counts[present]
+    # exact ties at the top: two classes with identical text features (duplicate prompts)
+    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
     return {
         "top1": 100.0 * float(topk_correct(scores, labels, 1).mean()),
         **topk_accuracies(scores, labels, len(classes), (5,)),
@@ -63,6 +68,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
             for i, name in enumerate(classes)
         },
         "n_shapes": len(labels),
+        "tied_top1": int(tied.sum()),
         "confusion": matrix.tolist(),
     }
 

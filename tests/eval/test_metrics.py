@@ -105,6 +105,8 @@ def test_ties_go_to_the_lower_index():
     assert m["confusion"] == [[0, 0, 0], [0, 1, 0], [1, 1, 0]]
     assert m["per_class"] == {"a": None, "b": 100.0, "c": 0.0}
     assert m["top1"] == pytest.approx(100 / 3) and m["class_mean"] == pytest.approx(50.0)
+    assert m["tied_top1"] == 3  # every shape's top score is shared: the rule decided them
+    assert classification_metrics(scores[:, :2], np.array([1, 1, 1]), ["a", "b"])["tied_top1"] == 1
     # a shape equally close to gallery items 0 and 2: item 0 first, item 2 second
     m = retrieval_metrics(
         np.array([[0.7, 0.1, 0.7, 0.0]]), np.array([[False, False, True, False]]), ks=(1, 2)
