@@ -10,9 +10,11 @@ Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance 
        recall@k; a query with no relevant item is a miss), only for K below the gallery size:
        with K items or more the top K is the whole gallery (CLIP_benchmark's torch.topk fails)
   mAP  the mean over queries of average precision: the mean, over the relevant items, of the
-       precision at each relevant item's rank (all relevant items count, not only the top K).
+       precision at each relevant item's rank (all relevant items count, not only the top K);
+       a query with no relevant item scores 0, as it misses in R@K.
 Ties in scores are broken by index (a stable sort: the lower class or gallery index ranks
-first), so results are the same on every run and device. The public codes rank with
+first), so the same scores give the same numbers on every run (scores computed on another
+device may differ in their last bits, and so break near-ties otherwise). The public codes rank with
 torch.topk, whose order among equal scores is unspecified (on CPU it is not index order):
 where scores tie exactly (identical text features of two classes) their numbers may differ.
 """
@@ -38,7 +40,8 @@ def topk_accuracies(
     scores: np.ndarray, labels: np.ndarray, n_classes: int, ks: tuple[int, ...]
 ) -> dict[str, float]:
     """`topK` accuracy (in %) for each k of `ks` below `n_classes`: with k classes or fewer
-    every label is among the top k, and a 100 % would say nothing."""
+    every label is among the top k, and a 100 % would say nothing (ULIP's topk fails there;
+    clip_benchmark writes acc5 NaN below 5 classes and 100 % at 5)."""
     return {
         f"top{k}": 100.0 * float(topk_correct(scores, labels, k).mean())
         for k in ks
