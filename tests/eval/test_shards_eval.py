@@ -4,7 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from cg3d.cli import app
 from cg3d.eval.finetune import FinetuneConfig, finetune
 from cg3d.eval.retrieval import RetrievalConfig, retrieval
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
@@ -103,6 +105,18 @@ def test_retrieval_on_shards(shards, tmp_path, monkeypatch):
     assert set(details["relevance"]) == {"point_image", "point_text"}
     assert metrics["point_to_text"]["gallery"] == 4  # the returned dict keeps everything
     assert (tmp_path / "retrieval_grid.png").stat().st_size > 5000
+
+
+def test_retrieval_command_prints_a_dash_for_an_unreported_recall(shards, tmp_path, monkeypatch):
+    """R@K at or above a gallery's size is not in metrics.json: the table says "—" (it read
+    the key and failed); a 4-caption gallery has neither R@5 nor R@10."""
+    use_model(monkeypatch, shards_model())
+    (tmp_path / "fake.pt").write_bytes(b"")
+    args = ["eval", "retrieval", "--checkpoint", str(tmp_path / "fake.pt"), "--shards"]
+    result = CliRunner().invoke(app, [*args, str(shards), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if "point_to_text" in line]
+    assert row.count("—") == 2
 
 
 def test_finetune_on_shards(shards, tmp_path, tiny_checkpoint):
