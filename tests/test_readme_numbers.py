@@ -57,7 +57,8 @@ def test_the_retrieval_table_is_the_committed_metrics():
     for row in rows:
         scores = retrieval[DIRECTIONS[row[0]]]
         for column, cell in zip(header[1:], row[1:], strict=True):
-            assert cell == printed(scores[column]), (row[0], column)
+            # an R@K at or above the gallery size is not in metrics.json: "—"
+            assert cell == printed(scores.get(column)), (row[0], column)
 
 
 def test_the_held_out_numbers_in_the_text_are_the_committed_metrics():

@@ -432,7 +432,9 @@ class Model:
         feature = feature.to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
         check_finite(probabilities, f"{self.checkpoint}: the probabilities")  # logit_scale
-        best = probabilities.argsort(descending=True)[:top]
+        # stable: labels of equal probability (identical prompts: CLIP's tokenizer lowercases
+        # "Chair") keep the given order, as eval's rankings do; unstable, it changed by size
+        best = probabilities.argsort(descending=True, stable=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]
 
 

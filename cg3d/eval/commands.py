@@ -156,7 +156,9 @@ def retrieval_command(
     )
     for name in ("point_to_text", "text_to_point", "point_to_image", "image_to_point"):
         m = metrics[name]
-        table.add_row(name, *(f"{m[k]:.1f}" for k in ("R@1", "R@5", "R@10", "mAP")))
+        # an R@K with K at or above the gallery size is not reported: "—"
+        cells = (f"{m[k]:.1f}" if k in m else "—" for k in ("R@1", "R@5", "R@10", "mAP"))
+        table.add_row(name, *cells)
     console.print(table)
 
 

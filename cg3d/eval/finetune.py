@@ -1,7 +1,8 @@
 """Supervised classification from the pretrained point encoder.
 
 Modes (`mode`), each optionally few-shot (`shots` = K training shapes per class, drawn with
-`seed`; 0 = the whole training split):
+`seed`; 0 = the whole training split; a class with fewer gives all it has, and metrics.json
+counts such classes, and the test classes with no training shape: `training_coverage`):
   full    the encoder and a linear head on its L2-normalised features train together (AdamW,
           cosine schedule; training shapes get a random scale U(0.8, 1.25) and shift ±0.1)
   linear  a linear probe: the encoder stays frozen, its L2-normalised features are computed
@@ -16,6 +17,7 @@ OUT/details.json as `best_test_selected` (selecting on test is optimistic, so it
 headline). In linear mode the fitted probe is tested once; details.json holds its fit.
 """
 
+import logging
 import math
 from functools import partial
 from pathlib import Path
@@ -38,6 +40,7 @@ from cg3d.eval.results import begin_results, check_results_out, per_class_rows, 
 from cg3d.params import FinetuneConfig
 
 console = terminal.console(stderr=True)
+log = logging.getLogger(__name__)
 MODES = ("full", "linear")
 
 
@@ -155,6 +158,32 @@ def open_splits(config: FinetuneConfig) -> tuple[Benchmark, Benchmark]:
         open_benchmark(config.dataset, root, config.variant, split, config.allow_pickle)
         for split in (config.train_split, config.test_split)
     )
+
+
+def training_coverage(
+    train_labels: np.ndarray, test_labels: np.ndarray, classes: list[str], shots: int
+) -> dict[str, int]:
+    """What the training shapes leave out, for metrics.json: `test_classes_untrained`, the
+    classes with test shapes but no training shape (their test shapes cannot be classified
+    right), and with `shots` `classes_below_shots`, the classes trained on fewer than `shots`
+    shapes (a split that short of a class gives all it has). Both are logged by name: a
+    few-shot result otherwise reads as K shots of every class."""
+    trained = np.bincount(train_labels, minlength=len(classes))
+    tested = np.bincount(test_labels, minlength=len(classes)) > 0
+    untrained = np.flatnonzero(tested & (trained == 0))
+    coverage = {"test_classes_untrained": len(untrained)}
+    if len(untrained):
+        names = ", ".join(classes[c] for c in untrained[:5])
+        log.warning("%d test classes have no training shape (%s...)", len(untrained), names)
+    if shots:
+        below = np.flatnonzero((trained > 0) & (trained < shots))
+        coverage["classes_below_shots"] = len(below)
+        if len(below):
+            names = ", ".join(f"{classes[c]} {trained[c]}" for c in below[:5])
+            log.warning(
+                "%d classes have fewer than %d training shapes (%s...)", len(below), shots, names
+            )
+    return coverage
 
 
 def few_shot_keep(train_set: Benchmark, config: FinetuneConfig) -> set[int] | None:
@@ -301,6 +330,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     colour_numbers, colour_about = color_summary(channels, test_set.color, test_set.uncolored)
     headline = {k: v for k, v in last.items() if k != "per_class"} | {
         "n_train": len(train[0]),
+        **training_coverage(train[1].numpy(), test[1].numpy(), test_set.classes, config.shots),
         "skipped_samples": train_set.skipped() + test_set.skipped(),
         "refused_outside_root": train_set.refused() + test_set.refused(),
         "topped_up_shapes": train_set.topped_up + test_set.topped_up,

@@ -1,13 +1,22 @@
 """Classification and retrieval metrics over plain numpy arrays.
 
 Classification: top-k accuracy (the label among the k highest scores), class-mean accuracy
-(the mean of per-class top-1 accuracies over the classes that occur), confusion matrix.
+(the mean of per-class top-1 accuracies over the classes that occur: CLIP_benchmark's
+mean_per_class_recall, sklearn's balanced accuracy, drops absent classes too), confusion matrix,
+and tied_top1, the shapes whose highest score two classes share (the tie rule decided them).
 
 Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance matrix:
-  R@K  the fraction of queries with at least one relevant item among their top K
+  R@K  the fraction of queries with at least one relevant item among their top K (CLIP_benchmark's
+       recall@k; a query with no relevant item is a miss), only for K below the gallery size:
+       with K items or more the top K is the whole gallery (CLIP_benchmark's torch.topk fails)
   mAP  the mean over queries of average precision: the mean, over the relevant items, of the
-       precision at each relevant item's rank (all relevant items count, not only the top K).
-Ties in scores are broken by gallery order (a stable sort), so results are deterministic.
+       precision at each relevant item's rank (all relevant items count, not only the top K);
+       a query with no relevant item scores 0, as it misses in R@K.
+Ties in scores are broken by index (a stable sort: the lower class or gallery index ranks
+first), so the same scores give the same numbers on every run (scores computed on another
+device may differ in their last bits, and so break near-ties otherwise). The public codes rank with
+torch.topk, whose order among equal scores is unspecified (on CPU it is not index order):
+where scores tie exactly (identical text features of two classes) their numbers may differ.
 """
 
 import numpy as np
@@ -31,7 +40,8 @@ def topk_accuracies(
     scores: np.ndarray, labels: np.ndarray, n_classes: int, ks: tuple[int, ...]
 ) -> dict[str, float]:
     """`topK` accuracy (in %) for each k of `ks` below `n_classes`: with k classes or fewer
-    every label is among the top k, and a 100 % would say nothing."""
+    every label is among the top k, and a 100 % would say nothing (ULIP's topk fails there;
+    clip_benchmark writes acc5 NaN below 5 classes and 100 % at 5)."""
     return {
         f"top{k}": 100.0 * float(topk_correct(scores, labels, k).mean())
         for k in ks
@@ -40,7 +50,8 @@ def topk_accuracies(
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """top1, top5 (with more than 5 classes), class_mean (in %), per-class top-1 accuracy and the confusion matrix."""
+    """top1, top5 (with more than 5 classes), class_mean (in %), per-class top-1 accuracy,
+    n_shapes, tied_top1 (shapes whose top score two classes share) and the confusion matrix."""
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("no shapes to score")
@@ -49,6 +60,8 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
     counts = matrix.sum(axis=1)
     present = counts > 0
     per_class_acc = np.diag(matrix)[present] / counts[present]
+    # exact ties at the top: two classes with identical text features (duplicate prompts)
+    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
     return {
         "top1": 100.0 * float(topk_correct(scores, labels, 1).mean()),
         **topk_accuracies(scores, labels, len(classes), (5,)),
@@ -58,6 +71,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
             for i, name in enumerate(classes)
         },
         "n_shapes": len(labels),
+        "tied_top1": int(tied.sum()),
         "confusion": matrix.tolist(),
     }
 
@@ -79,10 +93,13 @@ def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:
 def retrieval_metrics(
     similarity: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)
 ) -> dict:
-    """R@K (in %) and mAP (in %) of (Q, G) `similarity` against (Q, G) bool `relevant`."""
+    """R@K (in %, each K of `ks` below G) and mAP (in %) of (Q, G) `similarity` against
+    (Q, G) bool `relevant`."""
     order = np.argsort(-np.asarray(similarity), axis=1, kind="stable")
     ranked = np.take_along_axis(np.asarray(relevant, dtype=bool), order, axis=1)
-    metrics = {f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks}
+    metrics = {
+        f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks if k < ranked.shape[1]
+    }
     metrics["mAP"] = 100.0 * float(average_precision(ranked).mean())
     metrics["queries"] = int(len(ranked))
     metrics["gallery"] = int(ranked.shape[1])

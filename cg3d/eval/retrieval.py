@@ -11,7 +11,8 @@ Galleries and relevance (the public CG3D code had no retrieval; these are our de
                                  of the split; a caption is relevant to a point when some object
                                  of the point's class carries it (captions describe the class,
                                  e.g. "a photo of a chair", so many objects share one caption).
-Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K) and mAP, in %.
+Metrics (cg3d.eval.metrics): R@1, R@5, R@10 (a relevant item in the top K; each only below
+the direction's gallery size, where it says something) and mAP, in %.
 Outputs (cg3d.eval.results): OUT/metrics.json (numbers only: R@K and mAP of each direction,
 the objects, skipped and topped-up ones), OUT/about.json (the shards and split, points fed,
 colour and the model: checkpoint, CLIP weights), OUT/details.json (the relevance definitions,
@@ -192,7 +193,8 @@ def headline_and_details(metrics: dict) -> tuple[dict, dict]:
         if name == "relevance":
             continue
         if isinstance(value, dict):  # a direction
-            headline[name] = {k: value[k] for k in HEADLINE_SCORES}
+            # R@K only below the gallery size (`retrieval_metrics`)
+            headline[name] = {k: value[k] for k in HEADLINE_SCORES if k in value}
             details[name] = {k: v for k, v in value.items() if k not in HEADLINE_SCORES}
         else:
             headline[name] = value

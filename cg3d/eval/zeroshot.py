@@ -4,7 +4,8 @@
 stage run. It streams the benchmark in batches (read → prepare → encode), so memory holds one
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
   OUT/metrics.json      numbers only: top1, top3, top5 (each only below the class count),
-                        class_mean, n_shapes, skipped_samples, refused_outside_root,
+                        class_mean, n_shapes, tied_top1 (shapes whose top score two classes
+                        share: the lower class index counts), skipped_samples, refused_outside_root,
                         topped_up_shapes (fewer points than fed: some repeated), and
                         shapes_without_color for a colour model
   OUT/about.json        what was measured: dataset, variant, protocol (the zero-shot
@@ -31,6 +32,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -80,6 +82,7 @@ from cg3d.stopping import (
 )
 
 console = terminal.console(stderr=True)
+log = logging.getLogger(__name__)
 CONFUSION_PLOT_CLASSES = 100
 TOP_CONFUSIONS = 100  # rows of top_confusions.csv
 
@@ -377,6 +380,12 @@ def zeroshot(
     n_points = protocol_n_points(model, protocol)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
+    if metrics["tied_top1"]:  # torch.topk (the public codes) may have decided them otherwise
+        log.warning(
+            "%d shapes score highest for two classes at once (identical class prompts?): "
+            "each counted for the first of them",
+            metrics["tied_top1"],
+        )
     confusion = np.array(metrics.pop("confusion"))
     channels = int(model.config["point_channels"])
     colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)

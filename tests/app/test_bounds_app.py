@@ -72,6 +72,15 @@ def test_a_label_given_twice_is_refused_and_named(model, cube, labels, twice):
         model.classify(cube, labels, prepared=True)
 
 
+def test_labels_of_equal_probability_keep_their_given_order(model, cube):
+    """CLIP's tokenizer lowercases: "thing3" and "THING3" are one prompt, one probability.
+    The unstable argsort put "THING9" before "thing9" in one pair and after in the next."""
+    labels = [label for i in range(20) for label in (f"thing{i}", f"THING{i}")]
+    ranked = [label for label, _ in model.classify(cube, labels, top=40, prepared=True)]
+    for first, second in zip(ranked[::2], ranked[1::2], strict=True):
+        assert (first, second) == (second.lower(), first.upper())  # the pair, lowercase first
+
+
 @pytest.mark.parametrize("labels", [",,,", " , ", ",\t,"])
 def test_labels_that_name_no_label_are_refused_not_replaced_by_the_classes(model, cube, labels):
     # they used to mean "the checkpoint's classes": a typo answered another question, exit 0

@@ -132,6 +132,20 @@ def test_finetune_reports_its_result_and_labels_the_test_selected_epoch(
     assert metrics["mode"] == mode
 
 
+def test_few_shot_says_which_classes_it_could_not_give_k_shots(tmp_path, tiny_checkpoint, caplog):
+    """2 shots from a train split of 3 airplanes, 1 bathtub and no bed (3 of each to test):
+    the result read as 2 shots of every class, the bed's test shapes wrong by construction."""
+    ids = write_modelnet(tmp_path / "mn", 40, per_class=3, n=40)
+    train = [i for i in ids if i.startswith("airplane")] + ["bathtub_0001"]
+    (tmp_path / "mn" / "modelnet40_train.txt").write_text("\n".join(train) + "\n")
+    config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="linear", shots=2)
+    finetune(tiny_checkpoint, tmp_path / "out", config)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["n_train"] == 3  # 2 airplanes and the one bathtub
+    assert (saved["test_classes_untrained"], saved["classes_below_shots"]) == (1, 1)
+    assert "no training shape (bed" in caplog.text and "(bathtub 1" in caplog.text
+
+
 def test_linear_probe_learns_separable_classes_at_its_defaults(tmp_path, tiny_checkpoint):
     """Train == test here: a linear probe at its default params must fit 3 boxes of clearly
     different proportions (the earlier AdamW probe needed lr 1 and 100 epochs for this)."""

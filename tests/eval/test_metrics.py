@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,64 @@ def test_retrieval_metrics_by_hand():
     m = retrieval_metrics(similarity, relevant, ks=(1, 2, 3))
     assert m["R@1"] == 0.0
     assert m["R@2"] == 50.0  # query 0 finds its item at rank 2; query 1 only at rank 3
-    assert m["R@3"] == 100.0
+    assert "R@3" not in m  # the top 3 of 3 items is the whole gallery
     assert m["mAP"] == pytest.approx(100 * (1 / 2 + 1 / 3) / 2)
     assert (m["queries"], m["gallery"]) == (2, 3)
+
+
+def test_recall_at_k_is_reported_only_below_the_gallery_size():
+    """R@10 on a gallery of 4 read 100 %: every query's top 10 was its whole gallery
+    (CLIP_benchmark's torch.topk refuses such a k)."""
+    similarity = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    relevant = np.array([[True, False, False, False], [False, False, False, True]])
+    m = retrieval_metrics(similarity, relevant, ks=(1, 3, 4, 10))
+    # both relevant items are ranked last (4th): a miss in the top 1 and the top 3
+    assert (m["R@1"], m["R@3"]) == (0.0, 0.0)
+    assert "R@4" not in m and "R@10" not in m
+    assert m["mAP"] == pytest.approx(25.0)  # AP 1/4 each
+
+
+def test_recall_counts_a_query_once_whatever_its_matches():
+    """CLIP_benchmark's recall@k: a hit if ANY true match is in the top k; a query with none
+    is a miss. Query 0 has two matches (ranks 2 and 3), query 1 one (rank 1), query 2 none."""
+    similarity = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]] * 3)
+    relevant = np.array(
+        [
+            [False, True, True, False, False],
+            [True, False, False, False, False],
+            [False, False, False, False, False],
+        ]
+    )
+    m = retrieval_metrics(similarity, relevant, ks=(1, 2, 3))
+    assert m["R@1"] == pytest.approx(100 / 3)
+    assert m["R@2"] == m["R@3"] == pytest.approx(200 / 3)
+    # AP: query 0 (1/2 + 2/3) / 2, query 1 1, query 2 (no match) 0
+    assert m["mAP"] == pytest.approx(100 * ((1 / 2 + 2 / 3) / 2 + 1) / 3)
+
+
+def test_ties_go_to_the_lower_index():
+    """Classes 1 and 2 have identical scores (duplicate prompts): the lower index ranks first,
+    every time; class 2 is never the top-1 guess."""
+    scores = np.array([[0.1, 0.5, 0.5], [0.1, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    m = classification_metrics(scores, np.array([1, 2, 2]), ["a", "b", "c"])
+    assert m["confusion"] == [[0, 0, 0], [0, 1, 0], [1, 1, 0]]
+    assert m["per_class"] == {"a": None, "b": 100.0, "c": 0.0}
+    assert m["top1"] == pytest.approx(100 / 3) and m["class_mean"] == pytest.approx(50.0)
+    assert m["tied_top1"] == 3  # every shape's top score is shared: the rule decided them
+    assert classification_metrics(scores[:, :2], np.array([1, 1, 1]), ["a", "b"])["tied_top1"] == 1
+    # a shape equally close to gallery items 0 and 2: item 0 first, item 2 second
+    m = retrieval_metrics(
+        np.array([[0.7, 0.1, 0.7, 0.0]]), np.array([[False, False, True, False]]), ks=(1, 2)
+    )
+    assert (m["R@1"], m["R@2"], m["mAP"]) == (0.0, 100.0, 50.0)
+
+
+def test_one_class_split_one_shape_classes():
+    """A test split holding one of three classes, one shape of it: class_mean is over the
+    classes present (CLIP_benchmark's balanced accuracy drops absent classes too), absent
+    ones are None (null in JSON, never NaN), the confusion matrix keeps all classes."""
+    m = classification_metrics(np.array([[0.2, 0.9, 0.1]]), np.array([1]), ["a", "b", "c"])
+    assert (m["top1"], m["class_mean"]) == (100.0, 100.0)
+    assert m["per_class"] == {"a": None, "b": 100.0, "c": None}
+    assert m["confusion"] == [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
+    json.dumps(m, allow_nan=False)  # no NaN literal
