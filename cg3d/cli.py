@@ -22,7 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cg3d import terminal
-from cg3d.errors import UsageError, printable
+from cg3d.errors import UsageError, missing_dependency_line, printable
 from cg3d.stopping import Interrupt, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -278,8 +278,12 @@ def main() -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
-    except (UsageError, OSError, UnicodeEncodeError) as error:
-        if isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug
+    except (UsageError, OSError, UnicodeEncodeError, ModuleNotFoundError) as error:
+        if isinstance(error, ModuleNotFoundError):  # a command's own import (torch, bpy)
+            message = missing_dependency_line(error)
+            if message is None:
+                raise
+        elif isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug
             message = not_utf8_line(error)
             if message is None:
                 raise
