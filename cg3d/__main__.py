@@ -1,5 +1,16 @@
 """`python -m cg3d` runs the `cg3d` command."""
 
-from cg3d.cli import main
+import sys
+
+from cg3d.errors import missing_dependency_line
+
+try:
+    from cg3d.cli import main
+except ModuleNotFoundError as error:  # a Python without the project's install (typer, rich)
+    line = missing_dependency_line(error)
+    if line is None:
+        raise
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
 
 main()

@@ -22,7 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cg3d import terminal
-from cg3d.errors import UsageError, printable
+from cg3d.errors import UsageError, missing_dependency_line, printable
 from cg3d.stopping import Interrupt, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -177,11 +177,12 @@ class OutputStreamError(OSError):
     the command's output folder were full."""
 
 
-class _OutputStream(io.TextIOWrapper):
-    """stdout, whose failed writes raise `OutputStreamError`. A reader that left (`| head -1`,
-    a pager quit) took what it wanted: the rest of the output goes to /dev/null and the work
-    goes on. A stage's progress line into a closed pipe ended a stage hours in (exit 1, its
-    chunks to redo) where, printing nothing until its end, it had finished."""
+class _ReaderMayLeave(io.TextIOWrapper):
+    """stdout or stderr: a reader that left (`| head -1`, a pager quit) took what it wanted:
+    the rest goes to /dev/null and the work goes on. A stage's progress line into a closed
+    pipe ended a stage hours in (exit 1, its chunks to redo) where, printing nothing until
+    its end, it had finished. stderr too: with `2>&1 | head -1` both are the reader's pipe,
+    and the stage's first warning ended it there (exit 1), its output dropped or not."""
 
     def write(self, text: str) -> int:
         try:
@@ -189,16 +190,12 @@ class _OutputStream(io.TextIOWrapper):
         except BrokenPipeError:
             self._drop_the_rest()
             return len(text)
-        except OSError as error:
-            raise OutputStreamError(error.errno, error.strerror) from None
 
     def flush(self) -> None:
         try:
             super().flush()
         except BrokenPipeError:
             self._drop_the_rest()
-        except OSError as error:
-            raise OutputStreamError(error.errno, error.strerror) from None
 
     def _drop_the_rest(self) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -209,17 +206,38 @@ class _OutputStream(io.TextIOWrapper):
         super().flush()
 
 
-def _output_stream_named() -> None:
-    """Put stdout in an `_OutputStream` (same buffer, encoding and buffering); a stream that is
-    no plain TextIOWrapper (a test's capture) is left as it is."""
-    out = sys.stdout
-    if type(out) is not io.TextIOWrapper:
-        return
-    out.flush()
-    encoding, errors = out.encoding, out.errors
-    line_buffering, write_through = out.line_buffering, out.write_through
-    sys.stdout = _OutputStream(
-        out.detach(),
+class _OutputStream(_ReaderMayLeave):
+    """stdout, whose other failed writes raise `OutputStreamError`."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError as error:
+            raise OutputStreamError(error.errno, error.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as error:
+            raise OutputStreamError(error.errno, error.strerror) from None
+
+
+def _streams_wrapped() -> None:
+    """Put stdout in an `_OutputStream` and stderr in a `_ReaderMayLeave` (same buffer,
+    encoding and buffering); a stream that is no plain TextIOWrapper (a test's capture) is
+    left as it is. Before `quiet_warnings`, whose log handler keeps the stderr it is given."""
+    sys.stdout = _wrapped(sys.stdout, _OutputStream)
+    sys.stderr = _wrapped(sys.stderr, _ReaderMayLeave)
+
+
+def _wrapped(stream: Any, wrapper: type[io.TextIOWrapper]) -> Any:
+    if type(stream) is not io.TextIOWrapper:
+        return stream
+    stream.flush()
+    encoding, errors = stream.encoding, stream.errors
+    line_buffering, write_through = stream.line_buffering, stream.write_through
+    return wrapper(
+        stream.detach(),
         encoding=encoding,
         errors=errors,
         line_buffering=line_buffering,
@@ -243,8 +261,8 @@ def main() -> None:
     OSError is a bug and keeps its traceback."""
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
+    _streams_wrapped()
     quiet_warnings()
-    _output_stream_named()
     _unencodable_escaped()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
@@ -260,8 +278,12 @@ def main() -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
-    except (UsageError, OSError, UnicodeEncodeError) as error:
-        if isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug
+    except (UsageError, OSError, UnicodeEncodeError, ModuleNotFoundError) as error:
+        if isinstance(error, ModuleNotFoundError):  # a command's own import (torch, bpy)
+            message = missing_dependency_line(error)
+            if message is None:
+                raise
+        elif isinstance(error, UnicodeEncodeError):  # a name that is not UTF-8, else a bug
             message = not_utf8_line(error)
             if message is None:
                 raise

@@ -41,3 +41,42 @@ def test_every_stage_runs_the_cg3d_of_its_working_copy(tmp_path):
             [*words, "--help"], cwd=copy, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.stdout.strip() == "the copy of the code", (words, done.stdout[-300:])
+
+
+def test_a_python_without_the_projects_install_says_so_in_one_line():
+    """`dvc repro` outside the project's venv runs the `python` on PATH: it finds `cg3d` in the
+    project root (`-m` imports from there) but not typer, a ModuleNotFoundError traceback.
+    `python -S` stands for such a Python: no site-packages."""
+    for words in sorted({launcher(stage["cmd"]) for stage in STAGES.values()}):
+        python = [sys.executable, "-S", *words[1:]]
+        done = subprocess.run(
+            [*python, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2, (words, done.stderr[-300:])
+        assert done.stderr.startswith("error: this Python (") and "'typer'" in done.stderr
+        assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+# A command whose own import (torch, bpy, inside the command) this Python lacks.
+_IMPORTS_WHAT_IS_MISSING = """
+from cg3d import cli
+
+@cli.app.command("needs")
+def needs() -> None:
+    import cg3d_test_absent_package  # noqa: F401
+
+cli.main()
+"""
+
+
+def test_a_commands_own_import_that_this_python_lacks_is_one_line():
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_WHAT_IS_MISSING, "needs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: this Python (")
+    assert "no module named 'cg3d_test_absent_package'" in done.stderr
+    assert done.stderr.count("\n") == 1

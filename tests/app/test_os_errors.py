@@ -181,6 +181,37 @@ def test_a_stage_piped_to_a_reader_that_leaves_does_its_work_whole(tmp_path):
     assert pq.read_table(out / "manifest.parquet").num_rows == 300  # 10 classes of 30
 
 
+# A command that prints far more than a pipe holds, then a line on stderr as the stages print
+# theirs (a chunk's or a checkpoint's warning: `terminal.console(stderr=True)`), then leaves a
+# mark that it did its work to the end.
+_WARNS_AFTER_ITS_OUTPUT = """
+from pathlib import Path
+from cg3d import cli, terminal
+
+@cli.app.command("talk")
+def talk(mark: Path) -> None:
+    for i in range(100000):
+        print(f"line {i}")
+    terminal.console(stderr=True).print("warning: a chunk's line after the output")
+    mark.write_text("done")
+
+cli.main()
+"""
+
+
+def test_a_reader_that_leaves_both_streams_2_and_1_lets_the_command_finish(tmp_path):
+    """`cg3d STAGE ... 2>&1 | head -1`: stderr is the reader's pipe too; the stage's first
+    warning after the reader left ended it there (exit 1, its work half done), where its
+    stdout had gone to /dev/null."""
+    mark = tmp_path / "mark"
+    command = [sys.executable, "-c", _WARNS_AFTER_ITS_OUTPUT, "talk", str(mark)]
+    talker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert talker.stdout.readline() == b"line 0\n"
+    talker.stdout.close()
+    assert talker.wait(timeout=120) == 0
+    assert mark.read_text() == "done"
+
+
 def test_a_copy_refused_by_a_full_disk_is_the_first_files_line(monkeypatch, capsys, tmp_path):
     """`shutil.copytree` (train's dvclive plots, `publish`) gathers the files it could not
     copy into one shutil.Error, whose line was a Python list of (source, target, words)
