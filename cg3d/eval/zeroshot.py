@@ -5,7 +5,8 @@ stage run. It streams the benchmark in batches (read → prepare → encode), so
 batch of points plus the (N, C) score matrix, and writes (cg3d.eval.results):
   OUT/metrics.json      numbers only: top1, top3, top5 (each only below the class count),
                         class_mean, n_shapes, tied_top1 (shapes whose top score two classes
-                        share: the lower class index counts), skipped_samples, refused_outside_root,
+                        share to 1e-6: the lower class index counts, or the one rounding put
+                        above), skipped_samples, refused_outside_root,
                         topped_up_shapes (fewer points than fed: some repeated), and
                         shapes_without_color for a colour model
   OUT/about.json        what was measured: dataset, variant, protocol (the zero-shot
@@ -382,8 +383,8 @@ def zeroshot(
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))
     if metrics["tied_top1"]:  # torch.topk (the public codes) may have decided them otherwise
         log.warning(
-            "%d shapes score highest for two classes at once (identical class prompts?): "
-            "each counted for the first of them",
+            "%d shapes score highest for two classes at once, to 1e-6 (identical class "
+            "prompts?): each counted for the first of them, or the one rounding put above",
             metrics["tied_top1"],
         )
     confusion = np.array(metrics.pop("confusion"))
