@@ -40,6 +40,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_poi
 from cg3d.formats.shards import rgb_on_white
 from cg3d.models.model import CG3D
 from cg3d.params import MAX_LABELS
+from cg3d.protocol import same_text_classes
 
 ShapeInput = str | Path | np.ndarray
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -62,8 +63,9 @@ def parse_labels(
 
     A string is always text, never a file name: the demo passes what a visitor typed, so
     `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
-    A label given twice is refused (its probability would be split between the two), and so
-    are more than `max_labels` labels, the checkpoint's own classes included.
+    A label given twice is refused (its probability would be split between the two), as are
+    two that are one text to CLIP (`Chair` and `chair`: `same_text_classes`) and more than
+    `max_labels` labels, the checkpoint's own classes included.
     """
     if isinstance(labels, str):
         found = [label.strip() for label in labels.split(",") if label.strip()]
@@ -92,6 +94,11 @@ def parse_labels(
                 "give each label once"
             )
         seen.add(label)
+    if alike := same_text_classes(found):  # as the sources stage refuses such classes
+        raise UsageError(
+            f"{where}: {alike[0]!r:.60} and {alike[1]!r:.60} are one text to CLIP (its "
+            "tokenizer lowercases; its probability would be split); give one of them"
+        )
     return found
 
 
@@ -432,8 +439,8 @@ class Model:
         feature = feature.to(text.device)
         probabilities = (self.network.logit_scale * feature @ text.T).softmax(dim=-1)[0].cpu()
         check_finite(probabilities, f"{self.checkpoint}: the probabilities")  # logit_scale
-        # stable: labels of equal probability (identical prompts: CLIP's tokenizer lowercases
-        # "Chair") keep the given order, as eval's rankings do; unstable, it changed by size
+        # stable: labels of equal probability (identical prompts: CLIP's tokenizer reads "R&amp;D"
+        # as "R&D") keep the given order, as eval's rankings do; unstable, it changed by size
         best = probabilities.argsort(descending=True, stable=True)[:top]
         return [Prediction(names[i], float(probabilities[i])) for i in best]
 

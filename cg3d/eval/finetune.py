@@ -173,15 +173,16 @@ def training_coverage(
     untrained = np.flatnonzero(tested & (trained == 0))
     coverage = {"test_classes_untrained": len(untrained)}
     if len(untrained):
-        names = ", ".join(classes[c] for c in untrained[:5])
-        log.warning("%d test classes have no training shape (%s...)", len(untrained), names)
+        names = ", ".join(classes[c] for c in untrained[:5]) + ("..." if len(untrained) > 5 else "")
+        log.warning("%d test classes have no training shape (%s)", len(untrained), names)
     if shots:
         below = np.flatnonzero((trained > 0) & (trained < shots))
         coverage["classes_below_shots"] = len(below)
         if len(below):
             names = ", ".join(f"{classes[c]} {trained[c]}" for c in below[:5])
+            names += "..." if len(below) > 5 else ""
             log.warning(
-                "%d classes have fewer than %d training shapes (%s...)", len(below), shots, names
+                "%d classes have fewer than %d training shapes (%s)", len(below), shots, names
             )
     return coverage
 
@@ -310,6 +311,8 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     keep = few_shot_keep(train_set, config)
     train = load_split(train_set, n_points, keep, channels)
     test = load_split(test_set, n_points, point_channels=channels)
+    # said before training, not after it: a run of many epochs is stopped once it is known
+    coverage = training_coverage(train[1].numpy(), test[1].numpy(), test_set.classes, config.shots)
     # from the teacher's config: a bigG teacher's tower is not built for a number
     dim = clip_embed_dim(model.config["clip_model"])
     classifier = Classifier(model.point_encoder, dim, len(train_set.classes))
@@ -330,7 +333,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     colour_numbers, colour_about = color_summary(channels, test_set.color, test_set.uncolored)
     headline = {k: v for k, v in last.items() if k != "per_class"} | {
         "n_train": len(train[0]),
-        **training_coverage(train[1].numpy(), test[1].numpy(), test_set.classes, config.shots),
+        **coverage,
         "skipped_samples": train_set.skipped() + test_set.skipped(),
         "refused_outside_root": train_set.refused() + test_set.refused(),
         "topped_up_shapes": train_set.topped_up + test_set.topped_up,

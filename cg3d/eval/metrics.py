@@ -3,7 +3,8 @@
 Classification: top-k accuracy (the label among the k highest scores), class-mean accuracy
 (the mean of per-class top-1 accuracies over the classes that occur: CLIP_benchmark's
 mean_per_class_recall, sklearn's balanced accuracy, drops absent classes too), confusion matrix,
-and tied_top1, the shapes whose highest score two classes share (the tie rule decided them).
+and tied_top1, the shapes whose highest score two classes share, to `TIE_TOLERANCE` (the tie
+rule or the rounding of the scores decided them).
 
 Retrieval, for a (queries × gallery) similarity matrix and a boolean relevance matrix:
   R@K  the fraction of queries with at least one relevant item among their top K (CLIP_benchmark's
@@ -60,8 +61,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
     counts = matrix.sum(axis=1)
     present = counts > 0
     per_class_acc = np.diag(matrix)[present] / counts[present]
-    # exact ties at the top: two classes with identical text features (duplicate prompts)
-    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    tied = near_top(scores).sum(axis=1) > 1
     return {
         "top1": 100.0 * float(topk_correct(scores, labels, 1).mean()),
         **topk_accuracies(scores, labels, len(classes), (5,)),
@@ -74,6 +74,19 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
         "tied_top1": int(tied.sum()),
         "confusion": matrix.tolist(),
     }
+
+
+# Scores this close to a row's top tie with it: identical text features (duplicate prompts) do
+# not always score identically, a float32 matmul may round their two columns apart (probe, CPU:
+# 17 classes, a batch of 7 shapes, 1.1e-8), so an exact comparison missed those ties.
+TIE_TOLERANCE = 1e-6
+
+
+def near_top(scores: np.ndarray) -> np.ndarray:
+    """(N, C) bool: the scores within `TIE_TOLERANCE` (relative, at least absolute) of their
+    row's highest."""
+    top = scores.max(axis=1, keepdims=True)
+    return scores >= top - TIE_TOLERANCE * np.maximum(1.0, np.abs(top))
 
 
 def average_precision(ranked_relevance: np.ndarray) -> np.ndarray:

@@ -150,6 +150,15 @@ def library_versions(files: Iterable[Path]) -> dict[str, str]:
     provided = importlib.metadata.packages_distributions()
     versions: dict[str, str] = {}
     for name in sorted(third_party_imports(files) - NOT_IN_OUTPUTS):
-        for distribution in provided.get(name, []):
+        for distribution in provided.get(name) or _named_like(name):
             versions[distribution] = importlib.metadata.version(distribution)
     return dict(sorted(versions.items()))
+
+
+def _named_like(module: str) -> list[str]:
+    """[the installed distribution named as `module`], or []. An editable install whose RECORD
+    lists only a .pth file maps no module (`packages_distributions`): its upgrades went unseen."""
+    try:
+        return [importlib.metadata.distribution(module).metadata["Name"]]
+    except importlib.metadata.PackageNotFoundError:
+        return []

@@ -73,12 +73,25 @@ def test_a_label_given_twice_is_refused_and_named(model, cube, labels, twice):
 
 
 def test_labels_of_equal_probability_keep_their_given_order(model, cube):
-    """CLIP's tokenizer lowercases: "thing3" and "THING3" are one prompt, one probability.
-    The unstable argsort put "THING9" before "thing9" in one pair and after in the next."""
-    labels = [label for i in range(20) for label in (f"thing{i}", f"THING{i}")]
+    """CLIP's tokenizer unescapes HTML: "t&3" and "t&amp;3" are one prompt, one probability.
+    The unstable argsort put "t&amp;9" before "t&9" in one pair and after in the next."""
+    labels = [label for i in range(20) for label in (f"t&{i}", f"t&amp;{i}")]
     ranked = [label for label, _ in model.classify(cube, labels, top=40, prepared=True)]
     for first, second in zip(ranked[::2], ranked[1::2], strict=True):
-        assert (first, second) == (second.lower(), first.upper())  # the pair, lowercase first
+        assert second == first.replace("&", "&amp;")  # the pair, in the given order
+
+
+@pytest.mark.parametrize(
+    "labels,pair",
+    [("Chair, table, chair", "'Chair' and 'chair'"), ("night_stand,night stand", "'night_stand'")],
+)
+def test_labels_that_are_one_text_to_clip_are_refused(labels, pair):
+    """CLIP's tokenizer lowercases: "Chair" and "chair" were one prompt, their probability
+    split between the two (a label given twice is refused for that already)."""
+    with pytest.raises(UsageError, match=f"--labels: {pair}.* are one text to CLIP"):
+        parse_labels(labels, [])
+    with pytest.raises(UsageError, match="the checkpoint's classes: 'Cube' and 'cube'"):
+        parse_labels(None, ["Cube", "cube"])
 
 
 @pytest.mark.parametrize("labels", [",,,", " , ", ",\t,"])

@@ -146,6 +146,26 @@ def test_few_shot_says_which_classes_it_could_not_give_k_shots(tmp_path, tiny_ch
     assert "no training shape (bed" in caplog.text and "(bathtub 1" in caplog.text
 
 
+def test_the_classes_short_of_shapes_are_said_before_training(
+    tmp_path, tiny_checkpoint, caplog, monkeypatch
+):
+    """The warning came after the last epoch: a long run was not stopped when it could be.
+    The names listed are all there are, so no "..." after them."""
+    import cg3d.eval.finetune as module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    ids = write_modelnet(tmp_path / "mn", 40, per_class=3, n=40)
+    train = [i for i in ids if i.startswith("airplane")]
+    (tmp_path / "mn" / "modelnet40_train.txt").write_text("\n".join(train) + "\n")
+    monkeypatch.setattr(module, "fit_linear", stopped)
+    config = FinetuneConfig(dataset="modelnet40", root=str(tmp_path / "mn"), mode="linear")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_checkpoint, tmp_path / "out", config)
+    assert "2 test classes have no training shape (bathtub, bed)" in caplog.text
+
+
 def test_linear_probe_learns_separable_classes_at_its_defaults(tmp_path, tiny_checkpoint):
     """Train == test here: a linear probe at its default params must fit 3 boxes of clearly
     different proportions (the earlier AdamW probe needed lr 1 and 100 epochs for this)."""

@@ -97,6 +97,17 @@ def test_recall_counts_a_query_once_whatever_its_matches():
     assert m["mAP"] == pytest.approx(100 * ((1 / 2 + 2 / 3) / 2 + 1) / 3)
 
 
+def test_scores_one_rounding_apart_count_as_tied():
+    """Identical prompts' columns of a float32 matmul can differ in their last bit (CPU, 17
+    classes, a batch of 7 shapes: 1.1e-8 apart): tied_top1 compared exactly and missed them. A
+    real gap is no tie."""
+    top = np.float32(0.05)
+    above = np.nextafter(top, np.float32(1))  # one float32 step above
+    scores = np.array([[top, 0.01, above], [0.3, 0.2, 0.1], [0.3, 0.2999, 0.1]], dtype=np.float32)
+    m = classification_metrics(scores, np.array([0, 0, 0]), ["a", "b", "c"])
+    assert m["tied_top1"] == 1
+
+
 def test_ties_go_to_the_lower_index():
     """Classes 1 and 2 have identical scores (duplicate prompts): the lower index ranks first,
     every time; class 2 is never the top-1 guess."""

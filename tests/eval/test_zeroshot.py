@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cg3d.errors import UsageError
 from cg3d.eval.readers import SCANOBJECTNN_FILES
-from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+from cg3d.eval.zeroshot import ZeroShotConfig, class_scores, zeroshot
 from cg3d.models.checkpoint import load_model
 from cg3d.models.text import class_text_features
 from cg3d.protocol import class_names
@@ -245,3 +246,18 @@ def test_a_scanobjectnn_cloud_with_no_finite_point_is_skipped_and_counted(
             tmp_path / "all_out",
             ZeroShotConfig(dataset="scanobjectnn", root=str(tmp_path / "nan"), variant="obj_only"),
         )
+
+
+@pytest.mark.parametrize("n_classes", [3, 17, 40])
+@pytest.mark.parametrize("n_shapes", [1, 7, 64])
+def test_identical_prompts_score_identically(n_classes, n_shapes):
+    """A class whose text features copy another's (identical prompts) must score as it does,
+    for the tie rule to decide: the plain matmul rounded the two columns 1.1e-8 apart (CPU, 17
+    classes, 1 or 7 shapes), and the copy won or lost by rounding."""
+    generator = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(n_classes, 512, generator=generator), dim=-1)
+    text[-1] = text[0]
+    points = F.normalize(torch.randn(n_shapes, 512, generator=generator), dim=-1)
+    scores = class_scores(points, text)
+    assert torch.equal(scores[:, 0], scores[:, -1])
+    assert torch.allclose(scores, points @ text.T, atol=1e-6)  # the same scores otherwise

@@ -3,7 +3,7 @@ and dvc.yaml's deps must name."""
 
 from pathlib import Path
 
-from cg3d.pipeline.closure import SOURCE_ROOT, closure_files, module_closure
+from cg3d.pipeline.closure import SOURCE_ROOT, closure_files, library_versions, module_closure
 
 
 def files_of(module: str, root: Path = SOURCE_ROOT) -> set[str]:
@@ -78,3 +78,17 @@ def test_names_imports_and_data_in_a_made_up_package(tmp_path):
         "cg3d/registry/one.py",
         "cg3d/registry/notes.txt",
     }
+
+
+def test_an_editable_install_that_maps_no_module_still_counts(tmp_path, monkeypatch):
+    """An editable install whose RECORD names only a .pth maps no module in
+    `packages_distributions`: `foo` was left out of the digest, its upgrades unseen. A module
+    that no distribution bears the name of (mathutils, inside bpy) is still left out."""
+    info = tmp_path / "site" / "foo-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n")
+    (info / "RECORD").write_text("_foo.pth,,\nfoo-1.0.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    stage = tmp_path / "stage.py"
+    stage.write_text("import foo\nfrom mathutils import Vector\n")
+    assert library_versions([stage]) == {"foo": "1.0"}
