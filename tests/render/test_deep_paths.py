@@ -188,3 +188,17 @@ def test_blender_makes_its_temp_folder_in_a_deep_worker_folder(tmp_path):
         log = worker.log_path.read_text(errors="replace")
     assert "Could not generate a temp" not in log
     assert len(made) == 1
+
+
+def test_a_deep_texture_with_a_long_suffix_is_linked_by_a_name_within_name_max(tmp_path):
+    """`skin.<246 bytes>` is a name the system allows: its link's name (`linked-<digest>` and the
+    suffix) was over NAME_MAX, an OSError of the object's copy naming our link."""
+    folder = deep_folder(tmp_path / "root", 1100)
+    path = textured_obj(folder)
+    texture = "skin." + "p" * 246
+    (folder / "skin.png").rename(folder / texture)
+    (folder / "skin.mtl").write_text(f"newmtl skin\nmap_Kd {texture}\n")
+    blender_input(path, tmp_path / "root", "", tmp_path / "copy")
+    (line,) = [x for x in (tmp_path / "copy" / "material-0.mtl").open() if x.startswith("map_Kd")]
+    named = tmp_path / "copy" / line.split()[-1]
+    assert named.resolve() == (folder / texture).resolve()
