@@ -689,15 +689,33 @@ UNLISTED_FOLDER = (
 
 
 def sorted_entries(folder: str | Path) -> list[os.DirEntry] | None:
-    """The entries of `folder` sorted by name, or None when it cannot be listed (no permission).
-    Every walk of a user's tree (the mesh sources, classify/embed of a folder) gives such a
-    folder a failure row saying UNLISTED_FOLDER: a shared dataset's folder of another group
-    lost its meshes without a word (`rglob` and the walks passed over it)."""
+    """The entries of `folder` sorted by name, or None when it cannot be listed (no permission,
+    removed or made a file since its parent was listed, an I/O error). Every walk of a user's
+    tree (the mesh sources, classify/embed of a folder) gives such a folder a failure row saying
+    `why_unlisted`: a shared dataset's folder of another group lost its meshes without a word
+    (`rglob` and the walks passed over it), and a folder removed mid-walk ended the stage."""
     try:
         with os.scandir(folder) as listing:
             return sorted(listing, key=lambda entry: entry.name)
-    except PermissionError:
+    except OSError:
         return None
+
+
+def why_unlisted(folder: str | Path) -> str:
+    """The reason of the row of `folder`, which `sorted_entries` could not list: its cause,
+    asked again (UNLISTED_FOLDER for a permission, never the same words for every cause)."""
+    try:
+        with os.scandir(folder):
+            pass
+    except PermissionError:
+        return UNLISTED_FOLDER
+    except FileNotFoundError:
+        return "a folder removed while the tree was walked: its files are not listed"
+    except OSError as error:
+        return (
+            f"a folder that cannot be listed ({error.strerror or error}): its files are not listed"
+        )
+    return "a folder that could not be listed while the tree was walked: run the command again"
 
 
 def why_not_a_folder(path: str | Path) -> str:

@@ -29,11 +29,11 @@ from cg3d.errors import UsageError
 from cg3d.eval.protocols import get_protocol
 from cg3d.eval.readers import prepare_points
 from cg3d.files import (
-    UNLISTED_FOLDER,
     read_small_text,
     require_regular_file,
     sorted_entries,
     why_not_a_folder,
+    why_unlisted,
 )
 from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
@@ -180,7 +180,7 @@ def check_shape_file(path: str | Path) -> Path:
     path = Path(path)
     # a folder a walk could not list (`_shape_paths`); `why_not_a_folder` never raises
     if not why_not_a_folder(path) and sorted_entries(path) is None:
-        raise UsageError(f"{path}: {UNLISTED_FOLDER}")
+        raise UsageError(f"{path}: {why_unlisted(path)}")
     require_regular_file(path, f"no such file {path}")
     if path.stat().st_size == 0:  # said before a model loads (issue 26)
         suffix = path.suffix.lower()

@@ -33,6 +33,7 @@ import numpy as np
 from cg3d.files import (
     OutsideRoot,
     confined_path,
+    derived_name,
     file_sha256,
     loads_json,
     real_path,
@@ -1254,7 +1255,8 @@ def _blender_reference(file: Path, folder: Path) -> str:
     if len(os.fsencode(str(file))) < BLENDER_FILE_MAX:
         return str(file)
     digest = hashlib.sha256(os.fsencode(str(file))).hexdigest()[:12]
-    link = folder / f"linked-{digest}{file.suffix}"
+    # its suffix kept (as the name's end) within NAME_MAX: "skin.<250 bytes>" is a name too
+    link = folder / derived_name(file.suffix, f"linked-{digest}", "")
     if not link.is_symlink():  # one texture may be named twice
         link.symlink_to(file)
     return link.name

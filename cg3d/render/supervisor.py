@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,41 @@ WORKER_HASH_SEED = "0"
 TMP_ROOM = len("/source/") + NAME_MAX
 
 
+# The prefix of the alias folders in the system's temp folder (and of the worker temp folders
+# made there when a command owns no folder: their `tmp` is a folder, never a link).
+ALIAS_PREFIX = "cg3d-render-"
+
+
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None]:
     """(the path the worker is told for `tmp_dir`, the alias folder to remove at the end or
     None): `tmp_dir` itself when every path built in it is short enough for Blender, else a
     symlink to it in a folder of the system's temp folder (/tmp)."""
     if len(os.fsencode(str(tmp_dir))) + TMP_ROOM < BLENDER_FILE_MAX:
         return str(tmp_dir), None
-    alias = Path(tempfile.mkdtemp(prefix="cg3d-render-"))
+    remove_dead_aliases()
+    alias = Path(tempfile.mkdtemp(prefix=ALIAS_PREFIX))
     (alias / "tmp").symlink_to(tmp_dir, target_is_directory=True)
     return str(alias / "tmp"), alias
+
+
+def remove_dead_aliases() -> None:
+    """Remove this user's alias folders whose worker temp folder is gone: a SIGKILLed run (or a
+    lost Ray actor) cannot remove its own, and they piled up in /tmp, one per worker. A live
+    alias's link names a folder that exists (its worker removes that folder before the alias)."""
+    try:
+        with os.scandir(tempfile.gettempdir()) as listing:
+            folders = [entry.path for entry in listing if entry.name.startswith(ALIAS_PREFIX)]
+    except OSError:
+        return
+    for folder in folders:
+        link = Path(folder) / "tmp"
+        try:
+            dead = os.lstat(folder).st_uid == os.getuid() and link.is_symlink()
+            dead = dead and not link.exists()
+        except OSError:
+            continue
+        if dead:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # The smallest memory limit given a worker: Blender itself takes about 300 MiB to start.
@@ -121,6 +148,11 @@ class BlenderWorker:
             tmp_root.mkdir(parents=True, exist_ok=True)
         self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-", dir=tmp_root)
         self.settings["tmp_dir"], self.alias = blender_tmp_dir(Path(self.tmp.name))
+        # Removed by `close`, else when this object goes or the process exits (a constructor
+        # or start that raised, an actor dropped): only a SIGKILL leaves it for the next run.
+        self._remove_alias = (
+            weakref.finalize(self, shutil.rmtree, self.alias, True) if self.alias else None
+        )
         self.log_path = Path(self.tmp.name) / "blender.log"
         # Blender's own temp folder (`blender_XXXXXX`, made at start-up) goes in ours, not in
         # TMPDIR: a worker killed (timeout, memory, Ctrl-C) left it in /tmp, one per kill.
@@ -145,7 +177,9 @@ class BlenderWorker:
                 env={
                     **os.environ,
                     "PYTHONHASHSEED": WORKER_HASH_SEED,
-                    "TMPDIR": str(self.blender_tmp),
+                    # Through the alias: from a deep TMPDIR Blender made no temp folder ("Could
+                    # not generate a temp session subdirectory") and used a cut path.
+                    "TMPDIR": str(Path(self.settings["tmp_dir"]) / "tmp"),
                 },
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -327,8 +361,8 @@ class BlenderWorker:
                 self.kill()
         self.process = None
         self.tmp.cleanup()
-        if self.alias is not None:
-            shutil.rmtree(self.alias, ignore_errors=True)
+        if self._remove_alias:
+            self._remove_alias()
 
     def __enter__(self) -> "BlenderWorker":
         return self

@@ -455,6 +455,16 @@ def test_a_file_inspect_knows_a_folder_by_that_is_a_fifo_is_named(tmp_path, name
     assert str(raised.value) == f"{tmp_path / name} is a FIFO, not a {noun}"
 
 
+def test_a_broken_link_in_place_of_a_file_inspect_knows_a_folder_by_is_named(tmp_path):
+    """It read "does not exist" of a name `ls` lists."""
+    (tmp_path / "manifest.parquet").symlink_to("moved/manifest.parquet")
+    with pytest.raises(UsageError) as raised:
+        inspect_folder(tmp_path)
+    assert str(raised.value) == (
+        f"{tmp_path / 'manifest.parquet'} is a broken symlink (to 'moved/manifest.parquet')"
+    )
+
+
 def test_a_stage_killed_before_its_first_part_is_nothing_yet_or_its_damaged_plan(tmp_path):
     """A stage killed before its first part leaves its .plan.json alone. It was "not a stage
     output (none of ...)", whole or damaged; the damaged one is the line again (as it was before

@@ -4,8 +4,11 @@ was deep failed "File name too long" or "holds no faces" (Blender's scratch copi
 live in the stage's `.workers/`), and a texture nested past it was left out without a word.
 Blender is handed short paths: links beside its copies, a short alias of a deep temp folder."""
 
+import gc
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from PIL import Image
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, blender_input
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from cg3d.render.supervisor import BlenderWorker
+from cg3d.render.supervisor import BlenderWorker, blender_tmp_dir
 from tests.render.helpers import cameras_of, render_views
 
 RED = (200, 30, 30)
@@ -142,3 +145,60 @@ def test_a_worker_whose_temp_folder_is_deep_renders_a_255_byte_name(tmp_path):
         alias = worker.alias
     assert (image[:, :, 3] == 255).sum() > 100
     assert not alias.exists()  # the alias in the system's temp folder is removed with it
+
+
+def test_an_alias_whose_worker_folder_is_gone_is_removed_by_the_next_deep_worker(
+    tmp_path, monkeypatch
+):
+    """A SIGKILLed stage cannot remove its alias in /tmp: the next worker that makes one removes
+    those of this user whose worker folder is gone, and no live alias or worker temp folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system"))
+    (tmp_path / "system").mkdir()
+    killed, live = deep_folder(tmp_path / "killed", 900), deep_folder(tmp_path / "live", 900)
+    _, killed_alias = blender_tmp_dir(killed)
+    _, live_alias = blender_tmp_dir(live)
+    worker_folder = tmp_path / "system" / "cg3d-render-own"  # a command that owns no folder
+    (worker_folder / "tmp").mkdir(parents=True)
+    shutil.rmtree(tmp_path / "killed")  # the resumed run clears its scratch
+    _, alias = blender_tmp_dir(deep_folder(tmp_path / "next", 900))
+    assert not os.path.lexists(killed_alias)
+    assert live_alias.is_dir() and alias.is_dir() and worker_folder.is_dir()
+
+
+def test_a_worker_dropped_before_close_leaves_no_alias(tmp_path):
+    """A worker made and never closed (a start that raised in a caller without `with`, a Ray
+    actor dropped): its alias goes with it, as its temp folder does."""
+    scratch = deep_folder(tmp_path / "out", 1000) / ".workers"
+    worker = BlenderWorker({"role": "points"}, 60.0, tmp_root=scratch)
+    alias = worker.alias
+    assert alias.is_dir()
+    del worker
+    gc.collect()
+    assert not os.path.lexists(alias)
+
+
+@pytest.mark.blender
+def test_blender_makes_its_temp_folder_in_a_deep_worker_folder(tmp_path):
+    """Blender's TMPDIR goes through the alias too: from a deep one it made no temp folder
+    ("Could not generate a temp session subdirectory") and worked from a cut path."""
+    scratch = deep_folder(tmp_path / "out", 1000) / ".workers"
+    with BlenderWorker({"role": "points"}, 120.0, tmp_root=scratch) as worker:
+        worker.start()
+        made = list(worker.blender_tmp.glob("blender_*"))
+        log = worker.log_path.read_text(errors="replace")
+    assert "Could not generate a temp" not in log
+    assert len(made) == 1
+
+
+def test_a_deep_texture_with_a_long_suffix_is_linked_by_a_name_within_name_max(tmp_path):
+    """`skin.<246 bytes>` is a name the system allows: its link's name (`linked-<digest>` and the
+    suffix) was over NAME_MAX, an OSError of the object's copy naming our link."""
+    folder = deep_folder(tmp_path / "root", 1100)
+    path = textured_obj(folder)
+    texture = "skin." + "p" * 246
+    (folder / "skin.png").rename(folder / texture)
+    (folder / "skin.mtl").write_text(f"newmtl skin\nmap_Kd {texture}\n")
+    blender_input(path, tmp_path / "root", "", tmp_path / "copy")
+    (line,) = [x for x in (tmp_path / "copy" / "material-0.mtl").open() if x.startswith("map_Kd")]
+    named = tmp_path / "copy" / line.split()[-1]
+    assert named.resolve() == (folder / texture).resolve()

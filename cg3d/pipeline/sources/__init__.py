@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from cg3d.errors import UsageError
 from cg3d.files import (
     PATH_MAX,
-    UNLISTED_FOLDER,
     OutsideRoot,
     atomic_path,
     file_sha256,
@@ -45,6 +44,7 @@ from cg3d.files import (
     require_folder,
     resolved_root,
     sorted_entries,
+    why_unlisted,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
 from cg3d.formats.owner import check_owner
@@ -441,8 +441,10 @@ def iter_sorted_entries(folder: Path) -> Iterator[os.DirEntry]:
 def _walk(folder: Path, entry: os.DirEntry | None) -> Iterator[os.DirEntry]:
     """`iter_sorted_entries` of `folder`, whose own entry is `entry` (None: the walk's top)."""
     entries = sorted_entries(folder)
-    if entries is None:  # yielded, for its row (UNLISTED_FOLDER)
-        yield entry if entry is not None else _entry_of(folder)
+    if entries is None:  # yielded, for its row (`why_unlisted`)
+        entry = entry if entry is not None else _entry_of(folder)
+        if entry is not None:  # else the top was removed since its parent was listed
+            yield entry
         return
     for entry in entries:
         if entry.name.startswith("."):
@@ -453,10 +455,14 @@ def _walk(folder: Path, entry: os.DirEntry | None) -> Iterator[os.DirEntry]:
             yield entry
 
 
-def _entry_of(folder: Path) -> os.DirEntry:
-    """The entry of `folder` in its parent's listing."""
-    with os.scandir(folder.parent) as listing:
-        return next(entry for entry in listing if entry.name == folder.name)
+def _entry_of(folder: Path) -> os.DirEntry | None:
+    """The entry of `folder` in its parent's listing; None when it is not there (removed) or
+    the parent cannot be listed (next() raised StopIteration in the walk: a RuntimeError)."""
+    try:
+        with os.scandir(folder.parent) as listing:
+            return next((entry for entry in listing if entry.name == folder.name), None)
+    except OSError:
+        return None
 
 
 def is_file(entry: os.DirEntry | Path) -> bool:
@@ -496,7 +502,9 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
             "opens: move it nearer the root or shorten its folders' names",
         )
     if _unentered_folder(entry):  # yielded, not entered: it cannot be listed
-        return MeshError("unreadable", UNLISTED_FOLDER)
+        return MeshError(
+            "unreadable", why_unlisted(entry.path if isinstance(entry, os.DirEntry) else entry)
+        )
     if is_file(entry):
         return None
     if entry.is_symlink():

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import UNLISTED_FOLDER, sorted_entries
+from cg3d.files import sorted_entries, why_unlisted
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -91,5 +91,5 @@ def _unlisted(root: Path, relpath: str, class_name: str, split: str) -> MeshReco
         split=split,
         up_axis="z",
         status="unreadable",
-        error=UNLISTED_FOLDER,
+        error=why_unlisted(root / relpath),
     )

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import UNLISTED_FOLDER, read_small_text, shown_name, sorted_entries, why_not_a_file
+from cg3d.files import read_small_text, shown_name, sorted_entries, why_not_a_file, why_unlisted
 from cg3d.formats.manifest import MeshRecord
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
@@ -65,7 +65,7 @@ def _records(
                 synonyms=synonyms,
                 split="train",
                 status="unreadable",
-                error=UNLISTED_FOLDER,
+                error=why_unlisted(root / synset),
             )
             continue
         models = [entry.name for entry in entries if entry.is_dir()]

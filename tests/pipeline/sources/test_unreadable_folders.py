@@ -3,8 +3,10 @@ is a failure row naming it, in every walk of a user's tree; before, the walks pa
 (as `rglob` does) and its meshes were lost without a word. Tests run as root in CI, where
 chmod 000 does not bite: `os.scandir` is made to refuse the folder instead."""
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,17 @@ from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.sources.helpers import box, make_glbs, make_shapenet, write_mesh, write_off
 
 
-def refuse_listing(monkeypatch, *folders: Path) -> None:
-    """`os.scandir` raises PermissionError for `folders`, as for a folder mode 000 to a user."""
+def refuse_listing(monkeypatch, *folders: Path, code: int = errno.EACCES, remove=False) -> None:
+    """`os.scandir` raises PermissionError for `folders`, as for a folder mode 000 to a user
+    (or the OSError of `code`; `remove`: the folder is removed first, as by another process)."""
     blocked = {os.path.realpath(folder) for folder in folders}
     real = os.scandir
 
     def scandir(path="."):
         if not isinstance(path, int) and os.path.realpath(path) in blocked:  # (fds: rmtree's)
-            raise PermissionError(13, "Permission denied", os.fspath(path))
+            if remove:
+                shutil.rmtree(path)
+            raise OSError(code, os.strerror(code), os.fspath(path))
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
@@ -101,3 +106,39 @@ def test_a_folder_walk_of_classify_and_embed_gives_an_unreadable_folder_a_row(
     with pytest.raises(UsageError) as caught:  # the failed row's reason
         check_shape_file(paths[1])
     assert str(caught.value) == f"{paths[1]}: {UNLISTED_FOLDER}"
+
+
+@pytest.mark.parametrize(
+    "code, reason",
+    [
+        (errno.ENOENT, "a folder removed while the tree was walked: its files are not listed"),
+        (
+            errno.ENOTDIR,
+            "a folder that cannot be listed (Not a directory): its files are not listed",
+        ),
+        (
+            errno.EIO,
+            "a folder that cannot be listed (Input/output error): its files are not listed",
+        ),
+    ],
+)
+def test_a_folder_that_goes_or_fails_mid_walk_is_a_row_of_its_cause(
+    tmp_path, monkeypatch, code, reason
+):
+    """Removed (or made a file) after its parent was listed, or an I/O error: a row saying so,
+    not an OSError that ended the stage; not the permission words either."""
+    root = tmp_path / "root"
+    write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
+    write_mesh(root / "chair" / "going" / "lost.obj", box((1, 2, 2)))
+    refuse_listing(monkeypatch, root / "chair" / "going", code=code)
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    assert rows_of(tmp_path / "out") == {"fine.obj": ("ok", ""), "going": ("unreadable", reason)}
+
+
+def test_a_class_folder_removed_mid_walk_ends_nothing(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
+    write_mesh(root / "table" / "lost.obj", box((1, 2, 2)))
+    refuse_listing(monkeypatch, root / "table", code=errno.ENOENT, remove=True)
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
+    assert rows_of(tmp_path / "out")["fine.obj"] == ("ok", "")
