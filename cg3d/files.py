@@ -688,17 +688,38 @@ UNLISTED_FOLDER = (
 )
 
 
+# Errnos of listing a folder that are the folder's own state, for its row (`why_unlisted`):
+# no permission, removed or made a file since its parent was listed, a symlink loop or a name
+# too long on the way, a medium that fails its reads. Any other (a stale NFS handle, a timeout,
+# no file descriptor or memory left) is the machine's: the walk stops, naming the folder,
+# rather than make a whole class rows that a resumed run keeps.
+UNLISTED_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EIO,
+    }
+)
+
+
 def sorted_entries(folder: str | Path) -> list[os.DirEntry] | None:
-    """The entries of `folder` sorted by name, or None when it cannot be listed (no permission,
-    removed or made a file since its parent was listed, an I/O error). Every walk of a user's
-    tree (the mesh sources, classify/embed of a folder) gives such a folder a failure row saying
-    `why_unlisted`: a shared dataset's folder of another group lost its meshes without a word
-    (`rglob` and the walks passed over it), and a folder removed mid-walk ended the stage."""
+    """The entries of `folder` sorted by name, or None when it cannot be listed for a cause of
+    its own (`UNLISTED_ERRNOS`: no permission, removed or made a file since its parent was
+    listed, an I/O error). Every walk of a user's tree (the mesh sources, classify/embed of a
+    folder) gives such a folder a failure row saying `why_unlisted`: a shared dataset's folder
+    of another group lost its meshes without a word (`rglob` and the walks passed over it), and
+    a folder removed mid-walk ended the stage. Any other OSError is raised (it names `folder`)."""
     try:
         with os.scandir(folder) as listing:
             return sorted(listing, key=lambda entry: entry.name)
-    except OSError:
-        return None
+    except OSError as error:
+        if error.errno in UNLISTED_ERRNOS:
+            return None
+        raise
 
 
 def why_unlisted(folder: str | Path) -> str:

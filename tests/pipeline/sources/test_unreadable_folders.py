@@ -142,3 +142,23 @@ def test_a_class_folder_removed_mid_walk_ends_nothing(tmp_path, monkeypatch):
     refuse_listing(monkeypatch, root / "table", code=errno.ENOENT, remove=True)
     build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "out")
     assert rows_of(tmp_path / "out")["fine.obj"] == ("ok", "")
+
+
+@pytest.mark.parametrize("code", [errno.ESTALE, errno.ETIMEDOUT, errno.EMFILE])
+def test_a_machine_condition_mid_walk_stops_the_stage_and_a_resumed_run_lists_the_folder(
+    tmp_path, monkeypatch, code
+):
+    """A stale NFS handle, a timeout or no file descriptor left is the machine's, not the
+    folder's: the stage stops naming the folder (one line in `cli.main`), where before the
+    whole class became unreadable rows that the resumed run kept."""
+    root = tmp_path / "root"
+    write_mesh(root / "chair" / "fine.obj", box((1, 1, 2)))
+    write_mesh(root / "table" / "kept.obj", box((1, 2, 2)))
+    config = MeshesConfig(source="folder", root=str(root), workers=1)
+    with monkeypatch.context() as patched:
+        refuse_listing(patched, root / "table", code=code)
+        with pytest.raises(OSError) as caught:
+            build_manifest(config, tmp_path / "out")
+    assert caught.value.errno == code and caught.value.filename == str(root / "table")
+    build_manifest(config, tmp_path / "out")  # the hiccup is over: the resumed run
+    assert rows_of(tmp_path / "out") == {"fine.obj": ("ok", ""), "kept.obj": ("ok", "")}
