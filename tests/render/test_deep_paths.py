@@ -8,6 +8,8 @@ import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -147,22 +149,49 @@ def test_a_worker_whose_temp_folder_is_deep_renders_a_255_byte_name(tmp_path):
     assert not alias.exists()  # the alias in the system's temp folder is removed with it
 
 
-def test_an_alias_whose_worker_folder_is_gone_is_removed_by_the_next_deep_worker(
+def test_an_alias_is_removed_once_its_maker_is_killed_and_never_while_it_lives(
     tmp_path, monkeypatch
 ):
     """A SIGKILLed stage cannot remove its alias in /tmp: the next worker that makes one removes
-    those of this user whose worker folder is gone, and no live alias or worker temp folder."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system"))
-    (tmp_path / "system").mkdir()
-    killed, live = deep_folder(tmp_path / "killed", 900), deep_folder(tmp_path / "live", 900)
-    _, killed_alias = blender_tmp_dir(killed)
-    _, live_alias = blender_tmp_dir(live)
-    worker_folder = tmp_path / "system" / "cg3d-render-own"  # a command that owns no folder
+    those of this user whose maker is gone (its lock is free). A live alias is kept even when
+    its worker folder is out of sight (a run on another machine sharing /tmp: before, a link
+    to a missing folder was taken for a dead alias); a symlink named like an alias is not
+    followed, and a worker temp folder of a command that owns no folder is kept."""
+    system = tmp_path / "system"
+    system.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system))
+    killed = deep_folder(tmp_path / "killed", 900)
+    maker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from cg3d.render.supervisor import blender_tmp_dir; "
+            "print(blender_tmp_dir(Path(sys.argv[1]))[1], flush=True); sys.stdin.read()",
+            str(killed),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(system)},
+    )
+    killed_alias = Path(maker.stdout.readline().strip())
+    maker.kill()
+    maker.wait()
+    assert killed_alias.parent == system and killed_alias.is_dir()
+    _, live_alias, _ = blender_tmp_dir(deep_folder(tmp_path / "live", 900))
+    shutil.rmtree(tmp_path / "live")  # its worker folder is on another machine
+    worker_folder = system / "cg3d-render-own"  # a command that owns no folder
     (worker_folder / "tmp").mkdir(parents=True)
-    shutil.rmtree(tmp_path / "killed")  # the resumed run clears its scratch
-    _, alias = blender_tmp_dir(deep_folder(tmp_path / "next", 900))
+    victim = tmp_path / "victim"  # what a symlink planted in /tmp points to
+    victim.mkdir()
+    (victim / "tmp").symlink_to(tmp_path / "gone")
+    (victim / "lock").write_bytes(b"")
+    (system / "cg3d-render-planted").symlink_to(victim)
+    _, alias, _ = blender_tmp_dir(deep_folder(tmp_path / "next", 900))
     assert not os.path.lexists(killed_alias)
     assert live_alias.is_dir() and alias.is_dir() and worker_folder.is_dir()
+    assert sorted(os.listdir(victim)) == ["lock", "tmp"]
 
 
 def test_a_worker_dropped_before_close_leaves_no_alias(tmp_path):
