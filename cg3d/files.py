@@ -121,9 +121,11 @@ def require_regular_file(path: Path, missing: str, option: str = "") -> None:
     why = why_not_a_file(path)
     if not why:
         return
-    if why == "does not exist":
-        raise UsageError(missing)
     where = f"{option}: " if option else ""
+    if why == "does not exist":
+        if broken := why_a_broken_link(path):  # `ls` lists it: "no such file" sent one looking
+            raise UsageError(f"{where}{shown_name(path)} {broken}")
+        raise UsageError(missing)
     if os.path.exists(path):  # a folder, a FIFO, a device
         raise UsageError(f"{where}{path}: not a regular file")
     raise UsageError(f"{where}{shown_name(path)} {why}")
@@ -739,6 +741,16 @@ def why_unlisted(folder: str | Path) -> str:
     return "a folder that could not be listed while the tree was walked: run the command again"
 
 
+def why_a_broken_link(path: str | Path) -> str:
+    """ "is a broken symlink (to TARGET)" when `path` is a symlink that leads nowhere, for
+    where `why_not_a_file` (or `_folder`) said "does not exist" of a name `ls` lists; else ""."""
+    try:
+        target = os.readlink(path)
+    except (OSError, ValueError):  # no link (or gone since), a NUL byte
+        return ""
+    return f"is a broken symlink (to {shown_name(target)})"
+
+
 def why_not_a_folder(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a folder, else why not, as `why_not_a_file` says
     it for files: a file, FIFO, socket or device given where a folder goes is named as what
@@ -773,6 +785,8 @@ def require_folder(path: str | Path, option: str = "", missing: str | None = Non
         return
     where = f"{option}: " if option else ""
     if why == "does not exist":
+        if broken := why_a_broken_link(path):
+            raise UsageError(f"{where}{shown_name(path)} {broken}")
         raise UsageError(missing or f"{where}no such folder {path}")
     named = path if os.path.lexists(path) else shown_name(path)
     raise UsageError(f"{where}{named} {why}")

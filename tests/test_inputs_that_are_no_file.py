@@ -96,6 +96,24 @@ def test_a_missing_file_keeps_its_own_message(tmp_path):
         read_checkpoint(tmp_path / "absent.pt")
 
 
+def test_a_broken_link_where_a_file_or_folder_goes_is_named_so_not_missing(tmp_path):
+    """A name `ls` lists but that leads nowhere: "no such file" or "run `cg3d meshes` first"
+    sent one looking for a typo or a stage to run (as `inspect` already said, t78b)."""
+    (tmp_path / "manifest.parquet").symlink_to("moved/manifest.parquet")
+    with pytest.raises(UsageError) as caught:
+        manifest_path(tmp_path)
+    assert str(caught.value) == (
+        f"'{tmp_path / 'manifest.parquet'}' is a broken symlink (to 'moved/manifest.parquet')"
+    )
+    (tmp_path / "root").symlink_to(tmp_path / "unmounted")
+    result = CliRunner().invoke(
+        app, ["meshes", "--source", "folder", "--root", str(tmp_path / "root"), "--out", "o"]
+    )
+    assert str(result.exception) == (
+        f"meshes.root: '{tmp_path / 'root'}' is a broken symlink (to '{tmp_path / 'unmounted'}')"
+    )
+
+
 @pytest.mark.timeout(60)  # a guard only: `cg3d export --measured FIFO` hung forever
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", ["--measured", "--annotations", "--audit", "--image"])

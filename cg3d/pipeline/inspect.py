@@ -37,7 +37,13 @@ from typing import Any
 import yaml
 
 from cg3d.errors import UsageError
-from cg3d.files import loads_json, require_folder, shown_name, why_not_a_file, why_not_a_folder
+from cg3d.files import (
+    loads_json,
+    require_folder,
+    why_a_broken_link,
+    why_not_a_file,
+    why_not_a_folder,
+)
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.owner import OWNER_MARK, PLAN_NAME, holds_an_output, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
@@ -171,7 +177,7 @@ def _holds(folder: Path, name: str, why_not: Callable[[Path], str] = why_not_a_f
         return False
     why = why_not(path)
     if why == "does not exist":  # yet a name is there: a link that leads nowhere (`ls` lists it)
-        why = f"is a broken symlink (to {shown_name(os.readlink(path))})"
+        why = why_a_broken_link(path) or why
     if why:
         raise UsageError(f"{path} {why}")
     return True

@@ -123,7 +123,10 @@ def test_a_fifo_or_device_named_like_a_shape_in_a_folder_is_a_failed_row(
     errors = {row["path"].rsplit("/", 1)[-1]: row["error"] for row in csv.DictReader(out.open())}
     assert errors["pipe.npy"] == f"{shapes / 'pipe.npy'}: not a regular file"
     assert errors["zeros.ply"] == f"{shapes / 'zeros.ply'}: not a regular file"
-    assert errors["gone.obj"] == f"no such file {shapes / 'gone.obj'}"
+    # a name `ls` lists: "no such file" sent one looking for a typo
+    assert errors["gone.obj"] == (
+        f"'{shapes / 'gone.obj'}' is a broken symlink (to '{tmp_path / 'nowhere.obj'}')"
+    )
 
 
 def test_embed_a_folder_to_npy_with_its_paths(shapes, tmp_path, tiny_checkpoint):
@@ -240,7 +243,7 @@ def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp
     expected = {
         "pipe.npy": "pipe.npy: not a regular file",
         "loop.npy": "loop.npy' is a symlink loop",
-        "broken.ply": "no such file",
+        "broken.ply": "broken.ply' is a broken symlink (to 'gone.ply')",
     }
     for name, words in expected.items():
         with pytest.raises(UsageError) as caught:
