@@ -63,12 +63,22 @@ def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:
     if len(os.fsencode(str(tmp_dir))) + TMP_ROOM < BLENDER_FILE_MAX:
         return str(tmp_dir), None, None
     remove_dead_aliases()
-    alias = Path(tempfile.mkdtemp(prefix=ALIAS_PREFIX))  # 0700, made new: no path is trusted
+    # 0700, made new: no path is trusted
+    alias = Path(tempfile.mkdtemp(prefix=ALIAS_PREFIX, dir=alias_root()))
     lock = os.open(alias / ALIAS_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     # The link once locked: a sweep passes over a folder with no link (one being made).
     (alias / "tmp").symlink_to(tmp_dir, target_is_directory=True)
     return str(alias / "tmp"), alias, lock
+
+
+def alias_root() -> str:
+    """The folder the aliases go in: the system's temp folder, or /tmp when that is itself too
+    deep for them (a TMPDIR nested past what an alias and the paths built in it may take: the
+    alias was as deep, and Blender failed as without one)."""
+    root = tempfile.gettempdir()
+    alias = f"{root}/{ALIAS_PREFIX}{'x' * 8}/tmp"  # mkdtemp's names: 8 characters
+    return root if len(os.fsencode(alias)) + TMP_ROOM < BLENDER_FILE_MAX else "/tmp"
 
 
 def remove_alias(alias: Path, lock: int) -> None:
@@ -81,7 +91,7 @@ def remove_dead_aliases() -> None:
     """Remove this user's alias folders whose maker is gone (its lock is free): a SIGKILLed run
     (or a lost Ray actor) cannot remove its own, and they piled up in /tmp, one per worker."""
     try:
-        with os.scandir(tempfile.gettempdir()) as listing:
+        with os.scandir(alias_root()) as listing:
             folders = [entry.path for entry in listing if entry.name.startswith(ALIAS_PREFIX)]
     except OSError:
         return

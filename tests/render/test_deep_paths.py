@@ -20,7 +20,7 @@ from PIL import Image
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, blender_input
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from cg3d.render.supervisor import BlenderWorker, blender_tmp_dir
+from cg3d.render.supervisor import TMP_ROOM, BlenderWorker, blender_tmp_dir, remove_alias
 from tests.render.helpers import cameras_of, render_views
 
 RED = (200, 30, 30)
@@ -192,6 +192,18 @@ def test_an_alias_is_removed_once_its_maker_is_killed_and_never_while_it_lives(
     assert not os.path.lexists(killed_alias)
     assert live_alias.is_dir() and alias.is_dir() and worker_folder.is_dir()
     assert sorted(os.listdir(victim)) == ["lock", "tmp"]
+
+
+def test_an_alias_is_short_even_when_the_system_temp_folder_is_deep(tmp_path, monkeypatch):
+    """A TMPDIR nested deep (a cluster job's folder): the alias went in it, as deep, and every
+    path built in it was past Blender's limit again. It goes in /tmp then."""
+    monkeypatch.setattr(tempfile, "tempdir", str(deep_folder(tmp_path / "system", 900)))
+    told, alias, lock = blender_tmp_dir(deep_folder(tmp_path / "worker", 900))
+    try:
+        assert alias.parent == Path("/tmp") and told == str(alias / "tmp")
+        assert len(os.fsencode(told)) + TMP_ROOM < BLENDER_FILE_MAX
+    finally:
+        remove_alias(alias, lock)
 
 
 def test_a_worker_dropped_before_close_leaves_no_alias(tmp_path):
