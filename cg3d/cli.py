@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +163,16 @@ def quiet_warnings() -> None:
     root.setLevel(logging.WARNING)
 
 
-def _unencodable_escaped() -> None:
+def _unencodable_escaped() -> io.TextIOWrapper | None:
     """stdout in an encoding that cannot write every character (PYTHONIOENCODING=ascii, a
     latin-1 locale) shows such a character escaped (`\\u2026`), as Python's stderr does: an
-    id list's `…` or a class name's `é` was a UnicodeEncodeError traceback mid-output."""
-    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
-        sys.stdout.reconfigure(errors="backslashreplace")
+    id list's `…` or a class name's `é` was a UnicodeEncodeError traceback mid-output.
+    `main` puts the stream it returns back to strict when it returns."""
+    stream = sys.stdout.stream if isinstance(sys.stdout, _ReaderMayLeave) else sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
+        return stream
+    return None
 
 
 class OutputStreamError(OSError):
@@ -177,33 +181,43 @@ class OutputStreamError(OSError):
     the command's output folder were full."""
 
 
-class _ReaderMayLeave(io.TextIOWrapper):
+class _ReaderMayLeave:
     """stdout or stderr: a reader that left (`| head -1`, a pager quit) took what it wanted:
     the rest goes to /dev/null and the work goes on. A stage's progress line into a closed
     pipe ended a stage hours in (exit 1, its chunks to redo) where, printing nothing until
     its end, it had finished. stderr too: with `2>&1 | head -1` both are the reader's pipe,
-    and the stage's first warning ended it there (exit 1), its output dropped or not."""
+    and the stage's first warning ended it there (exit 1), its output dropped or not.
+
+    A thin proxy around the stream it is given (everything but write and flush is the
+    stream's own): the stream stays whole, so a caller that holds it (pytest -s, an
+    in-process `main()`) still writes to it after `main` returns and puts it back."""
+
+    def __init__(self, stream: io.TextIOWrapper) -> None:
+        self.stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
     def write(self, text: str) -> int:
         try:
-            return super().write(text)
+            return self.stream.write(text)
         except BrokenPipeError:
             self._drop_the_rest()
             return len(text)
 
     def flush(self) -> None:
         try:
-            super().flush()
+            self.stream.flush()
         except BrokenPipeError:
             self._drop_the_rest()
 
     def _drop_the_rest(self) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(devnull, self.fileno())  # the bytes still buffered go there too
+            os.dup2(devnull, self.stream.fileno())  # the bytes still buffered go there too
         finally:
             os.close(devnull)
-        super().flush()
+        self.stream.flush()
 
 
 class _OutputStream(_ReaderMayLeave):
@@ -223,26 +237,27 @@ class _OutputStream(_ReaderMayLeave):
 
 
 def _streams_wrapped() -> None:
-    """Put stdout in an `_OutputStream` and stderr in a `_ReaderMayLeave` (same buffer,
-    encoding and buffering); a stream that is no plain TextIOWrapper (a test's capture) is
-    left as it is. Before `quiet_warnings`, whose log handler keeps the stderr it is given."""
-    sys.stdout = _wrapped(sys.stdout, _OutputStream)
-    sys.stderr = _wrapped(sys.stderr, _ReaderMayLeave)
+    """Put stdout in an `_OutputStream` and stderr in a `_ReaderMayLeave`; a stream that is
+    no plain TextIOWrapper (a test's capture, a proxy of an earlier `main`) is left as it is.
+    Before `quiet_warnings`, whose log handler keeps the stderr it is given."""
+    if type(sys.stdout) is io.TextIOWrapper:
+        sys.stdout = _OutputStream(sys.stdout)
+    if type(sys.stderr) is io.TextIOWrapper:
+        sys.stderr = _ReaderMayLeave(sys.stderr)
 
 
-def _wrapped(stream: Any, wrapper: type[io.TextIOWrapper]) -> Any:
-    if type(stream) is not io.TextIOWrapper:
-        return stream
-    stream.flush()
-    encoding, errors = stream.encoding, stream.errors
-    line_buffering, write_through = stream.line_buffering, stream.write_through
-    return wrapper(
-        stream.detach(),
-        encoding=encoding,
-        errors=errors,
-        line_buffering=line_buffering,
-        write_through=write_through,
-    )
+def _streams_restored(stdout: Any, stderr: Any) -> None:
+    """The streams `main` found back in place, flushed through the proxies first: what is
+    still buffered goes out (or, a reader gone, to /dev/null) here, not at the interpreter's
+    exit, which would report a closed pipe as "Exception ignored" and exit 120."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _ReaderMayLeave):
+                stream.flush()
+    except OutputStreamError as error:
+        _refused(_stdout_failed_line(error))
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 def _interrupted(signum: int) -> None:
@@ -259,11 +274,23 @@ def main() -> None:
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback."""
+    stdout, stderr = sys.stdout, sys.stderr
+    _streams_wrapped()
+    escaped = _unencodable_escaped()
+    try:
+        _run()
+    finally:
+        _streams_restored(stdout, stderr)
+        if escaped is not None:
+            with suppress(OSError):  # it flushes: a stdout that failed fails again
+                escaped.reconfigure(errors="strict")
+
+
+def _run() -> None:
+    """`main`'s work, inside the wrapped streams."""
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
-    _streams_wrapped()
     quiet_warnings()
-    _unencodable_escaped()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         interrupt.install()
@@ -288,12 +315,23 @@ def main() -> None:
             if message is None:
                 raise
         elif isinstance(error, OutputStreamError):  # whatever the cause: the stream named
-            message = f"writing the output stream (stdout) failed: {os_error_line(error)}"
+            message = _stdout_failed_line(error)
         elif isinstance(error, OSError) and not is_condition(error):
             raise
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
-        console = _stderr()
-        console.print("[bold red]error:[/]", end=" ", markup=True)
-        console.print(message)
-        sys.exit(2)
+        _refused(message)
+
+
+def _refused(message: str) -> None:
+    """`error: MESSAGE` on stderr, exit code 2."""
+    console = _stderr()
+    console.print("[bold red]error:[/]", end=" ", markup=True)
+    console.print(message)
+    sys.exit(2)
+
+
+def _stdout_failed_line(error: OSError) -> str:
+    from cg3d.files import os_error_line
+
+    return f"writing the output stream (stdout) failed: {os_error_line(error)}"

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -846,4 +847,18 @@ def write_json(path: Path, values: object) -> None:
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
     file or none. The one writer of the results, about, audit and run files."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(values, indent=2) + "\n")
+        tmp.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
+
+
+def finite_or_none(values: Any) -> Any:
+    """`values` with every NaN and infinity (nested in dicts, lists and tuples too) as None:
+    strict JSON has neither (Python wrote `NaN`, which jq, JavaScript and most JSON parsers
+    refuse), so a diverged run's number reads `null` in a JSON file, an empty cell in a CSV
+    (`cg3d.eval.results.write_rows`): no number, in every file a reader parses."""
+    if isinstance(values, float):
+        return values if math.isfinite(values) else None
+    if isinstance(values, dict):
+        return {key: finite_or_none(value) for key, value in values.items()}
+    if isinstance(values, list | tuple):
+        return [finite_or_none(value) for value in values]
+    return values

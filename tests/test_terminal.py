@@ -131,3 +131,29 @@ def test_a_failed_write_to_stdout_says_it_was_stdout(args):
     assert run.stderr.splitlines() == [
         "error: writing the output stream (stdout) failed: No space left on device (ENOSPC)"
     ]
+
+
+def test_an_in_process_main_leaves_the_callers_streams_whole(monkeypatch, tmp_path):
+    """Under `pytest -s` an in-process `cli.main()` detached the real stdout and stderr (its
+    wrappers took their buffers): pytest's reporter, holding the old objects, then failed on
+    "underlying buffer has been detached". The streams are proxied, and put back on return."""
+    from cg3d import cli
+
+    with (tmp_path / "out").open("wb") as out_file, (tmp_path / "err").open("wb") as err_file:
+        stdout = io.TextIOWrapper(out_file, encoding="ascii")  # strict: main escapes, then not
+        stderr = io.TextIOWrapper(err_file, encoding="utf-8")
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(sys, "stderr", stderr)
+        monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 0
+        assert sys.stdout is stdout and sys.stderr is stderr
+        stdout.write("after main\n")  # ValueError on a detached stream
+        stderr.write("after main\n")
+        assert stdout.errors == "strict"
+        stdout.flush()
+        stderr.flush()
+    printed = (tmp_path / "out").read_text()
+    assert "Usage" in printed and printed.endswith("after main\n")
+    assert (tmp_path / "err").read_text() == "after main\n"

@@ -16,6 +16,7 @@ probabilities: softmax of logit_scale × cosine over the labels, each label the 
 mean of its prompt templates (64 by default).
 """
 
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,9 +96,13 @@ def parse_labels(
             )
         seen.add(label)
     if alike := same_text_classes(found):  # as the sources stage refuses such classes
+        first, second = (repr(label)[:60] for label in alike)
+        if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", second):
+            # `café` in NFC and in NFD print alike: their code points tell them apart
+            first, second = (ascii(label)[:60] for label in alike)
         raise UsageError(
-            f"{where}: {alike[0]!r:.60} and {alike[1]!r:.60} are one text to CLIP (its "
-            "tokenizer lowercases; its probability would be split); give one of them"
+            f"{where}: {first} and {second} are one text to CLIP (it reads case, '_' and a "
+            "space, and Unicode forms alike; their probability would be split); give one of them"
         )
     return found
 

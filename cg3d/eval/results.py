@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, write_json
+from cg3d.files import atomic_path, finite_or_none, write_json
 from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
 from cg3d.formats.owner import check_owner, claim
 
@@ -121,8 +121,9 @@ def write_results(
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    """A CSV with a header from the first row's keys (None becomes an empty cell)."""
+    """A CSV with a header from the first row's keys (None, NaN and infinity become an empty
+    cell: no number, as `write_json`'s null)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(finite_or_none(rows))

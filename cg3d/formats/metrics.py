@@ -36,7 +36,7 @@ def number_problem(values: Any, key: str = "") -> str | None:
         return None
     if isinstance(values, bool) or not isinstance(values, int | float):
         return f"{key} is {values!r}, not a number: it belongs in {ABOUT_NAME}"
-    return None  # NaN included: a diverged training run still publishes its numbers
+    return None  # NaN included: a diverged training run still publishes them (as null)
 
 
 def write_metrics(out: Path, numbers: dict[str, Any], about: dict[str, Any]) -> None:

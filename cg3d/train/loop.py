@@ -340,7 +340,10 @@ def publish(out: Path, about: dict[str, Any]) -> None:
         os.replace(folder / "last.pt", out / "last.pt")
     if (folder / RUN_INFO).is_file():
         info = loads_json((folder / RUN_INFO).read_bytes())
-        write_metrics(out, {key: info[key] for key in TRACKED_METRICS if key in info}, about)
+        # a null in run.json is a NaN (write_json's strict JSON): a number, written null again
+        numbers = {key: info[key] for key in TRACKED_METRICS if key in info}
+        numbers = {key: math.nan if value is None else value for key, value in numbers.items()}
+        write_metrics(out, numbers, about)
         os.replace(folder / RUN_INFO, out / RUN_INFO)
     if (folder / "dvclive" / "plots").is_dir():
         target = out / "dvclive" / "plots"

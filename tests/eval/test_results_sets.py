@@ -301,3 +301,31 @@ def test_a_folder_is_an_output_commands_by_its_set_not_one_common_name(tmp_path,
     assert folder_owner(out) is None
     (out / names[1]).write_text("{}\n")
     assert folder_owner(out) == command
+
+
+def _strict_json(text: str) -> object:
+    """json.loads as jq or JavaScript read: NaN and Infinity are no JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_runs_numbers_are_strict_json_and_empty_cells(tmp_path):
+    """details.json and history.csv held `NaN` (Python's json writes it; jq, JavaScript and
+    most parsers refuse the file): every JSON and CSV file writes no number, null or empty."""
+    from cg3d.eval.results import write_results
+
+    nan, inf = float("nan"), float("inf")
+    write_results(
+        tmp_path,
+        {"top1": nan},
+        {"checkpoint": "last.pt"},
+        details={"probe": {"loss": nan, "losses": [1.0, inf]}},
+        history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": nan}],
+    )
+    assert _strict_json((tmp_path / "metrics.json").read_text()) == {"top1": None}
+    details = _strict_json((tmp_path / "details.json").read_text())
+    assert details == {"probe": {"loss": None, "losses": [1.0, None]}}
+    assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,loss", "1,0.5", "2,"]

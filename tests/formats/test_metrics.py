@@ -75,3 +75,17 @@ def test_the_model_card_reads_a_zeroshot_result_through_its_about_json(tmp_path,
         metrics = zeroshot(tiny_checkpoint, tmp_path / "out", config)
     found, audits = read_measured([tmp_path / "out" / "metrics.json"])
     assert found == {"modelnet40": pytest.approx(metrics["top1"])} and audits == {}
+
+
+def test_a_run_whose_number_is_nan_still_publishes_it_as_null(tmp_path):
+    """run.json is strict JSON (a NaN is null); publish hands its numbers to write_metrics,
+    which refused the null as "not a number: it belongs in about.json"."""
+    from cg3d.train.loop import TRACKED_METRICS, publish, resume_folder, write_run_info
+
+    key = "test_point_text_acc"  # an empty test split's accuracy, say
+    assert key in TRACKED_METRICS
+    resume_folder(tmp_path).mkdir(parents=True)
+    write_run_info(resume_folder(tmp_path), {"epoch": 3, key: float("nan")})
+    publish(tmp_path, {"encoder": "tiny"})
+    numbers, about = read_metrics(tmp_path)
+    assert numbers == {"epoch": 3, key: None} and about == {"encoder": "tiny"}
