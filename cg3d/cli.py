@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,9 @@ class _PrintableFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
-def quiet_warnings() -> None:
-    """Warnings and log lines as one clear line each, none from inside libraries."""
+def quiet_warnings() -> logging.Handler:
+    """Warnings and log lines as one clear line each, none from inside libraries; returns the
+    root logger's new handler (`main` removes it when it returns)."""
     warnings.showwarning = _OneLineWarnings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_PrintableFormatter("warning: %(message)s"))
@@ -161,18 +162,7 @@ def quiet_warnings() -> None:
     root = logging.getLogger()
     root.addHandler(handler)  # a library's later logging.basicConfig() is then a no-op
     root.setLevel(logging.WARNING)
-
-
-def _unencodable_escaped() -> io.TextIOWrapper | None:
-    """stdout in an encoding that cannot write every character (PYTHONIOENCODING=ascii, a
-    latin-1 locale) shows such a character escaped (`\\u2026`), as Python's stderr does: an
-    id list's `…` or a class name's `é` was a UnicodeEncodeError traceback mid-output.
-    `main` puts the stream it returns back to strict when it returns."""
-    stream = sys.stdout.stream if isinstance(sys.stdout, _ReaderMayLeave) else sys.stdout
-    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
-        stream.reconfigure(errors="backslashreplace")
-        return stream
-    return None
+    return handler
 
 
 class OutputStreamError(OSError):
@@ -221,11 +211,20 @@ class _ReaderMayLeave:
 
 
 class _OutputStream(_ReaderMayLeave):
-    """stdout, whose other failed writes raise `OutputStreamError`."""
+    """stdout, whose other failed writes raise `OutputStreamError`. A character its encoding
+    cannot write (PYTHONIOENCODING=ascii, a latin-1 locale) is shown escaped (`\\u2026`), as
+    Python's stderr does: an id list's `…` or a class name's `é` was a UnicodeEncodeError
+    traceback mid-output. Escaped here, not by reconfiguring the stream: the caller's stream
+    (an in-process `main`) is left as it was, even when its last flush fails."""
 
     def write(self, text: str) -> int:
         try:
-            return super().write(text)
+            try:
+                return super().write(text)
+            except UnicodeEncodeError:  # raised before any byte is written: whole text again
+                encoding = self.stream.encoding
+                super().write(text.encode(encoding, "backslashreplace").decode(encoding))
+                return len(text)
         except OSError as error:
             raise OutputStreamError(error.errno, error.strerror) from None
 
@@ -274,23 +273,29 @@ def main() -> None:
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback."""
+    # What main changes it puts back when it returns, for a caller that runs it in-process
+    # (tests, a notebook): each call added a root log handler (every warning printed once per
+    # earlier call) and left its showwarning in place.
     stdout, stderr = sys.stdout, sys.stderr
+    showwarning, root = warnings.showwarning, logging.getLogger()
+    root_level = root.level
     _streams_wrapped()
-    escaped = _unencodable_escaped()
+    handler = quiet_warnings()
     try:
         _run()
     finally:
-        _streams_restored(stdout, stderr)
-        if escaped is not None:
-            with suppress(OSError):  # it flushes: a stdout that failed fails again
-                escaped.reconfigure(errors="strict")
+        try:
+            _streams_restored(stdout, stderr)  # a stdout that failed to flush: exit 2 here
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(root_level)
+            warnings.showwarning = showwarning
 
 
 def _run() -> None:
     """`main`'s work, inside the wrapped streams."""
     from cg3d.files import is_condition, not_utf8_line, os_error_line
 
-    quiet_warnings()
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         interrupt.install()

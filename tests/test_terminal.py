@@ -3,6 +3,7 @@ class name or failure reason holding ESC or a newline is shown escaped wherever 
 in a line or a table cell, without every call site having to remember to escape it."""
 
 import ast
+import errno
 import io
 import os
 import subprocess
@@ -157,3 +158,37 @@ def test_an_in_process_main_leaves_the_callers_streams_whole(monkeypatch, tmp_pa
     printed = (tmp_path / "out").read_text()
     assert "Usage" in printed and printed.endswith("after main\n")
     assert (tmp_path / "err").read_text() == "after main\n"
+
+
+class _FullDisk(io.RawIOBase):
+    """A stdout redirected to a full disk (`> /dev/full`)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_in_process_main_puts_back_what_it_changed_even_when_stdout_fails(monkeypatch):
+    """main's log handler, its showwarning and its escaping stdout are undone when it returns:
+    each in-process call added a root handler (a warning then printed once per earlier call),
+    and a stdout whose last flush failed was left escaping (its exit skipped the undo)."""
+    import logging
+    import warnings
+
+    from cg3d import cli
+
+    root = logging.getLogger()
+    handlers, level, showwarning = list(root.handlers), root.level, warnings.showwarning
+    stdout = io.TextIOWrapper(io.BufferedWriter(_FullDisk()), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+    for _ in range(2):
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 2
+    assert root.handlers == handlers and root.level == level
+    assert warnings.showwarning is showwarning
+    assert stdout.errors == "strict"

@@ -326,6 +326,9 @@ def read_measured(paths: list[Path]) -> tuple[dict[str, float], dict[str, dict[s
             top1 = 100.0 * metrics["acc1"]  # clip_benchmark's fraction
         else:
             top1 = result.get("top1")  # in % already
+        if top1 is None or (isinstance(metrics, dict) and metrics.get("acc1", 0) is None):
+            # our results files write a NaN as null (strict JSON): a diverged model's score
+            raise UsageError(f"--measured: {path}: its top-1 is null (not a number when measured)")
         if not isinstance(top1, int | float):
             raise UsageError(f"--measured: {path} is neither a benchmark result nor metrics.json")
         found[result["dataset"]] = float(top1)

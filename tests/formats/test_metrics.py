@@ -89,3 +89,20 @@ def test_a_run_whose_number_is_nan_still_publishes_it_as_null(tmp_path):
     publish(tmp_path, {"encoder": "tiny"})
     numbers, about = read_metrics(tmp_path)
     assert numbers == {"epoch": 3, key: None} and about == {"encoder": "tiny"}
+
+
+@pytest.mark.parametrize(
+    ("name", "result"),
+    [
+        ("metrics.json", {"dataset": "modelnet40", "top1": None}),
+        ("bench.json", {"dataset": "modelnet40", "metrics": {"acc1": None}}),
+    ],
+)
+def test_the_model_card_names_a_measured_top1_that_is_null(tmp_path, name, result):
+    """A NaN score is written as null (strict JSON); the export said the file was "neither a
+    benchmark result nor metrics.json", as if the wrong file had been given."""
+    from cg3d.errors import UsageError
+
+    (tmp_path / name).write_text(json.dumps(result))
+    with pytest.raises(UsageError, match=r"^--measured: .*: its top-1 is null"):
+        read_measured([tmp_path / name])
