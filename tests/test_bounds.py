@@ -292,7 +292,7 @@ def test_zeroshot_prepares_shapes_with_no_more_processes_than_cpus(
     pools = []
 
     class Pool:
-        def __init__(self, workers, mp_context=None, initializer=None):
+        def __init__(self, workers, mp_context=None, initializer=None, initargs=()):
             pools.append(workers)
             raise Stop
 
