@@ -262,3 +262,53 @@ def run_task(function: Callable[..., Any], *args: object) -> Any:
         return function(*args)
     finally:
         _in_task = False
+
+
+# How often a wait measured by `AwakeTimer` must look at its clock, and the longest step of it
+# counted as waiting: a longer one means this process was not running (stopped) meanwhile.
+AWAKE_TICK_S = 0.5
+AWAKE_STEP_S = 2.0
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP, SIGTSTP, a debugger holding it): its state in
+    /proc is T or t. False where there is no such process or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]  # the name may hold ")"
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
+
+
+class AwakeTimer:
+    """A timeout for a wait on another process (`other`, a pid) that counts only the time in
+    which both could run. A paused process is not a hung one: Ctrl-Z then `fg`, a Slurm
+    suspend (SIGSTOP to every process of the job, then SIGCONT), a debugger holding one of
+    them. Measured with `time.monotonic` and no more, a pause longer than the timeout failed
+    an object with `timeout:` the moment it resumed (or a loader worker), and for good.
+
+    The waiting side calls `left()` at least every AWAKE_TICK_S; a step of the clock much
+    longer than that means this process itself was stopped, and counts as one tick. A tick
+    at whose end `other` is stopped does not count. Time a laptop sleeps never counts
+    (`time.monotonic` stands still through a suspend)."""
+
+    def __init__(self, seconds: float, other: int | None = None) -> None:
+        self.seconds = seconds
+        self.other = other
+        self.waited = 0.0
+        self.last = time.monotonic()
+
+    def left(self) -> float:
+        """Seconds of the timeout left (<= 0: it has run out)."""
+        now = time.monotonic()
+        step, self.last = now - self.last, now
+        if step > AWAKE_STEP_S:  # this process was stopped meanwhile (or starved of CPU)
+            step = AWAKE_TICK_S
+        if self.other is None or not is_stopped(self.other):
+            self.waited += step
+        return self.seconds - self.waited
+
+    def wait_s(self) -> float:
+        """How long to wait before looking again: the time left (<= 0: none), at most a tick."""
+        return min(self.left(), AWAKE_TICK_S)
