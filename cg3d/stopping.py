@@ -296,7 +296,8 @@ class AwakeTimer:
     def __init__(self, seconds: float, other: int | None = None) -> None:
         self.seconds = seconds
         self.other = other
-        self.waited = 0.0
+        self.waited = 0.0  # seconds counted
+        self.pending = 0.0  # seconds since `other` was last looked at
         self.last = time.monotonic()
 
     def left(self) -> float:
@@ -305,9 +306,13 @@ class AwakeTimer:
         step, self.last = now - self.last, now
         if step > AWAKE_STEP_S:  # this process was stopped meanwhile (or starved of CPU)
             step = AWAKE_TICK_S
-        if self.other is None or not is_stopped(self.other):
-            self.waited += step
-        return self.seconds - self.waited
+        self.pending += step
+        # `other` looked at once a tick, not at each call: a reader calls this per block read
+        if self.pending >= AWAKE_TICK_S or self.waited + self.pending >= self.seconds:
+            if self.other is None or not is_stopped(self.other):
+                self.waited += self.pending
+            self.pending = 0.0
+        return self.seconds - self.waited - self.pending
 
     def wait_s(self) -> float:
         """How long to wait before looking again: the time left (<= 0: none), at most a tick."""
