@@ -307,7 +307,7 @@ class AwakeTimer:
         if step > AWAKE_STEP_S:  # this process was stopped meanwhile (or starved of CPU)
             step = AWAKE_TICK_S
         self.pending += step
-        # `other` looked at once a tick, not at each call: a reader calls this per block read
+        # `other` looked at once a tick, not at each call: `BatchSlots.claim` calls it each ms
         if self.pending >= AWAKE_TICK_S or self.waited + self.pending >= self.seconds:
             if self.other is None or not is_stopped(self.other):
                 self.waited += self.pending
