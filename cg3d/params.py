@@ -161,7 +161,10 @@ class SampleConfig(Section):
     workers: int = param(0, "Parallel chunks; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (process pool) or ray.", choices=EXECUTORS)
     timeout: float = param(
-        120.0, "Seconds per object read by Blender before its worker is killed.", low=1e-3
+        120.0,
+        "Seconds per object read by Blender before its worker is killed (time stopped, as by "
+        "Ctrl-Z or a suspended job, does not count).",
+        low=1e-3,
     )
 
     def validate(self) -> None:
@@ -196,7 +199,12 @@ class RenderConfig(Section):
     seed: int = param(0, "Seed of the per-object cameras.", low=0, high=SEED_MAX)
     workers: int = param(2, "Blender processes; 0: one per CPU.", low=0, high=MAX_WORKERS)
     executor: str = param("local", "local (threads) or ray (actors).", choices=EXECUTORS)
-    timeout: float = param(120.0, "Seconds per object before its Blender is killed.", low=1e-3)
+    timeout: float = param(
+        120.0,
+        "Seconds per object before its Blender is killed (time stopped, as by Ctrl-Z or a "
+        "suspended job, does not count).",
+        low=1e-3,
+    )
     worker_memory: float = param(
         0.0,
         "GiB each Blender process may allocate (an object needing more is a failure row, and "

@@ -262,3 +262,101 @@ def run_task(function: Callable[..., Any], *args: object) -> Any:
         return function(*args)
     finally:
         _in_task = False
+
+
+# How often a wait measured by `AwakeTimer` must look at its clock, and the longest step of it
+# counted as waiting: a longer one means this process was not running (stopped) meanwhile.
+AWAKE_TICK_S = 0.5
+AWAKE_STEP_S = 2.0
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP, SIGTSTP, a debugger holding it): its state in
+    /proc is T or t. False where there is no such process or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]  # the name may hold ")"
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
+
+
+class AwakeTimer:
+    """A timeout for a wait on another process (`other`, a pid) that counts only the time in
+    which both could run. A paused process is not a hung one: Ctrl-Z then `fg`, a Slurm
+    suspend (SIGSTOP to every process of the job, then SIGCONT), a debugger holding one of
+    them. Measured with `time.monotonic` and no more, a pause longer than the timeout failed
+    an object with `timeout:` the moment it resumed (or a loader worker), and for good.
+
+    The waiting side calls `left()` at least every AWAKE_TICK_S; a step of the clock much
+    longer than that means this process itself was stopped, and counts as one tick. A tick
+    at whose end `other` is stopped does not count. Time a laptop sleeps never counts
+    (`time.monotonic` stands still through a suspend)."""
+
+    def __init__(self, seconds: float, other: int | None = None) -> None:
+        self.seconds = seconds
+        self.other = other
+        self.waited = 0.0  # seconds counted
+        self.pending = 0.0  # seconds since `other` was last looked at
+        self.last = time.monotonic()
+
+    def left(self) -> float:
+        """Seconds of the timeout left (<= 0: it has run out)."""
+        now = time.monotonic()
+        step, self.last = now - self.last, now
+        if step > AWAKE_STEP_S:  # this process was stopped meanwhile (or starved of CPU)
+            step = AWAKE_TICK_S
+        self.pending += step
+        # `other` looked at once a tick, not at each call: `BatchSlots.claim` calls it each ms
+        if self.pending >= AWAKE_TICK_S or self.waited + self.pending >= self.seconds:
+            if self.other is None or not is_stopped(self.other):
+                self.waited += self.pending
+            self.pending = 0.0
+        return self.seconds - self.waited - self.pending
+
+    def wait_s(self) -> float:
+        """How long to wait before looking again: the time left (<= 0: none), at most a tick."""
+        return min(self.left(), AWAKE_TICK_S)
+
+
+_paused = 0.0  # seconds this process was seen stopped (`paused_seconds`)
+_meter_pid = 0  # the process whose meter thread runs (a forked child has none of its own)
+_meter_lock = threading.Lock()
+
+
+def paused_seconds() -> float:
+    """Seconds this process has been seen stopped (Ctrl-Z then `fg`, a Slurm suspend, a
+    debugger holding it) since its first call: a thread looks at the clock every AWAKE_TICK_S
+    and counts a longer step than AWAKE_STEP_S, less a tick, as a pause. A pause shows up to
+    a tick after the process goes on."""
+    global _meter_pid
+    with _meter_lock:
+        if _meter_pid != os.getpid():
+            _meter_pid = os.getpid()
+            threading.Thread(target=_meter, daemon=True, name="cg3d-pause-meter").start()
+    return _paused
+
+
+def _meter() -> None:
+    global _paused
+    last = time.monotonic()
+    while True:
+        time.sleep(AWAKE_TICK_S)
+        now = time.monotonic()
+        if now - last > AWAKE_STEP_S:
+            _paused += now - last - AWAKE_TICK_S
+        last = now
+
+
+class Stopwatch:
+    """Seconds of work since it was made: `time.perf_counter`'s, less the time this process
+    was stopped (`paused_seconds`). Progress rates and the durations in run.json counted a
+    night's Ctrl-Z as work: "0.3 samples/s" for a run that did 300."""
+
+    def __init__(self) -> None:
+        self.paused = paused_seconds()
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        elapsed = time.perf_counter() - self.start - (paused_seconds() - self.paused)
+        return max(elapsed, 1e-9)  # a rate divides by it

@@ -476,3 +476,39 @@ def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
     assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM"], [])]
     assert second[0]["pid"] == first[0]["pid"] != [os.getpid()]
     assert _stop_signals_blocked() == []  # this process's mask is back as it was
+
+
+# Works 1 s, says so, works 2 s more (the test stops it meanwhile); prints the Stopwatch's
+# seconds. Work: short sleeps (one long sleep ends on time however long it was stopped).
+STOPWATCH = """
+import time
+from cg3d.stopping import Stopwatch
+clock = Stopwatch()
+for _ in range(10):
+    time.sleep(0.1)
+print("working", flush=True)
+for _ in range(20):
+    time.sleep(0.1)
+print(clock.seconds(), flush=True)
+"""
+
+
+def test_a_stopwatch_leaves_out_the_time_its_process_was_stopped():
+    """Ctrl-Z then `fg` (here SIGSTOP, 4 s, SIGCONT): durations and rates count work, not the
+    pause (`time.perf_counter` alone counted it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", STOPWATCH],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout.readline() == "working\n"
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(4)
+        process.send_signal(signal.SIGCONT)
+        seconds = float(process.stdout.readline())
+    finally:
+        process.kill()
+        process.wait()
+    assert 2.5 < seconds < 5.0  # 3 s of work (and a tick's doubt); with the pause: over 7

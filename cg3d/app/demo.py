@@ -18,11 +18,13 @@ they arrive, and again by the handlers. Nothing is fetched from the internet (no
 no web fonts).
 """
 
+import collections
 import logging
 import os
 import re
 import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +138,8 @@ class Demo:
         self.index = index
         self.config = config
         self.work_dir = Path(work_dir)
+        self.glbs: collections.deque[Path] = collections.deque()  # `new_glb_path`'s, oldest first
+        self.glbs_lock = threading.Lock()  # the page's handlers run in threads
         render = RenderConfig(views=max(config.views, 1), resolution=config.resolution)
         # Blender's temp folder in the demo's own, as the stages keep theirs in their --out:
         # one folder to remove at the end (or after a kill), never served (`blocked_paths`)
@@ -149,10 +153,14 @@ class Demo:
     def new_glb_path(self) -> Path:
         """A fresh path for a point GLB; the oldest of the earlier ones beyond the newest
         `KEPT_GLBS - 1` are removed, so a long-running demo's folder stays bounded."""
-        earlier = sorted(self.work_dir.glob("*.glb"), key=lambda path: path.stat().st_mtime_ns)
-        for old in earlier[: max(len(earlier) - (KEPT_GLBS - 1), 0)]:
-            old.unlink(missing_ok=True)
-        return self.work_dir / f"{uuid.uuid4().hex}.glb"
+        # In the order they were made, not by mtime: the wall clock stepped back (NTP, a
+        # laptop's clock set) stamped the newest files older, and those went first
+        with self.glbs_lock:
+            while len(self.glbs) > KEPT_GLBS - 1:
+                self.glbs.popleft().unlink(missing_ok=True)
+            path = self.work_dir / f"{uuid.uuid4().hex}.glb"
+            self.glbs.append(path)
+        return path
 
     def check_upload(self, upload: str | None) -> Path:
         """The uploaded file, if it is one the page can use; else a UsageError saying why."""

@@ -36,7 +36,6 @@ import json
 import logging
 import multiprocessing
 import os
-import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -75,6 +74,7 @@ from cg3d.formats.textfeatures import (
 )
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
+    Stopwatch,
     exit_with_parent,
     pool_stops_whole,
     run_task,
@@ -392,9 +392,9 @@ def zeroshot(
     found = read_text_features(Path(text_features)) if text_features is not None else None
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     classes = file_text_features(model, benchmark.classes, found)
-    started = time.perf_counter()
+    clock = Stopwatch()
     scores, labels, keys = score_benchmark(model, benchmark, config, classes)
-    seconds = time.perf_counter() - started
+    seconds = clock.seconds()
     n_points = protocol_n_points(model, protocol)
     metrics = classification_metrics(scores, labels, benchmark.classes)
     metrics |= topk_accuracies(scores, labels, len(benchmark.classes), (3,))

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from cg3d.formats.owner import PLAN_NAME, check_owner, read_plan
 from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
 from cg3d.stopping import (
+    Stopwatch,
     exit_with_parent,
     pool_stops_whole,
     run_task,
@@ -417,14 +417,14 @@ def run_chunks(
         total = sum(sizes) if total is None else total
         sized = zip(jobs, sizes, strict=True)
     done = 0
-    start = time.perf_counter()
+    clock = Stopwatch()
     with progress_bar(unit) as progress:
         task = progress.add_task(description, total=total, rate="")
 
         def advance(n: int) -> None:
             nonlocal done
             done += n
-            rate = done / max(time.perf_counter() - start, 1e-9)
+            rate = done / clock.seconds()
             progress.update(task, advance=n, rate=f"{rate:.1f} {unit}/s")
 
         if executor == "ray":

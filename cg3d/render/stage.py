@@ -15,7 +15,6 @@ Never imports torch.
 import io
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -46,6 +45,7 @@ from cg3d.pipeline.chunks import (
 )
 from cg3d.render.cameras import cameras_of
 from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
+from cg3d.stopping import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def render_chunk(
 def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> RenderSummary:
     """The stage: render every `ok` object of the meshes stage's manifest into `out_dir`."""
     config.validate()
-    start = time.perf_counter()
+    clock = Stopwatch()
     meshes_dir = Path(meshes_dir)
     # The plan: how it is rendered (workers, executor and timeout do not change the result);
     # which objects form which part is the chunk membership table's (`plan_chunks`).
@@ -157,7 +157,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
             nonlocal done
             with lock:
                 done += views
-                rate = done / max(time.perf_counter() - start, 1e-9)
+                rate = done / clock.seconds()
                 progress.update(task, advance=views, rate=f"{rate:.1f} views/s")
 
         if pending and config.executor == "ray":
@@ -176,7 +176,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         skipped_upstream=chunks.manifest_rows - ok,
         chunks_run=len(pending),
         chunks_total=len(chunks.chunks),
-        seconds=time.perf_counter() - start,
+        seconds=clock.seconds(),
     )
 
 

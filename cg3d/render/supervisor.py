@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.files import NAME_MAX
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
+from cg3d.stopping import AwakeTimer
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
@@ -357,10 +357,10 @@ class BlenderWorker:
         """One reply line, or WorkerDied on timeout or exit."""
         with selectors.DefaultSelector() as selector:
             selector.register(self.process.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + timeout_s
-            left = timeout_s
-            while left > 0:
-                if selector.select(left):
+            # Time Blender or this process spent stopped does not count (`AwakeTimer`)
+            timer = AwakeTimer(timeout_s, self.process.pid)
+            while (wait := timer.wait_s()) > 0:
+                if selector.select(wait):
                     line = self.process.stdout.readline()
                     if line:
                         return json.loads(line)
@@ -368,7 +368,6 @@ class BlenderWorker:
                     raise WorkerDied(
                         f"crash: Blender exited with code {code} on {what}{self._log_tail()}"
                     )
-                left = deadline - time.monotonic()
         self.kill()
         raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")
 

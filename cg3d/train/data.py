@@ -34,6 +34,7 @@ import collections
 import dataclasses
 import io
 import multiprocessing
+import os
 import random
 import time
 import zlib
@@ -64,7 +65,12 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
-from cg3d.stopping import start_resource_tracker, stop_as_interrupt, workers_start_deaf
+from cg3d.stopping import (
+    AwakeTimer,
+    start_resource_tracker,
+    stop_as_interrupt,
+    workers_start_deaf,
+)
 from cg3d.train.augment import (
     AugmentConfig,
     augment_raw,
@@ -468,6 +474,7 @@ class BatchSlots:
         # 1 while a buffer holds a batch the main process has not copied out; the lock orders
         # the flag against the buffer's contents on every platform
         self.busy = multiprocessing.get_context("spawn").Array("b", workers * depth)
+        self.main = os.getpid()  # the process that frees buffers, which `claim` waits for
 
     def free_all(self, worker: int) -> None:
         with self.busy.get_lock():
@@ -475,15 +482,16 @@ class BatchSlots:
                 self.busy[worker * self.depth + slot] = 0
 
     def claim(self, worker: int) -> int:
-        """The worker's first free buffer, marked busy (waits while the main process copies)."""
-        deadline = time.monotonic() + self.WAIT_SECONDS
+        """The worker's first free buffer, marked busy (waits while the main process copies;
+        the time it, or this worker, spends stopped does not count: `AwakeTimer`)."""
+        timer = AwakeTimer(self.WAIT_SECONDS, self.main)
         while True:
             with self.busy.get_lock():
                 for slot in range(self.depth):
                     if not self.busy[worker * self.depth + slot]:
                         self.busy[worker * self.depth + slot] = 1
                         return slot
-            if time.monotonic() > deadline:
+            if timer.left() <= 0:
                 raise RuntimeError(
                     f"loader worker {worker}: no batch buffer freed by the main process in "
                     f"{self.WAIT_SECONDS:.0f} s"

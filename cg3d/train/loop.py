@@ -28,7 +28,6 @@ import math
 import os
 import random
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +45,7 @@ from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem
 from cg3d.pipeline.chunks import progress_bar
+from cg3d.stopping import Stopwatch
 from cg3d.train.distributed import (
     barrier,
     every_rank,
@@ -148,14 +148,14 @@ def epoch_progress(
     if world()[0] != 0:
         yield lambda samples, loss=None: None
         return
-    started = time.perf_counter()
+    clock = Stopwatch()
     with progress_bar() as progress:
         task = progress.add_task(f"epoch {epoch + 1}/{epochs}", total=updates, rate="")
         shown = ""
 
         def advance(samples: int, loss: float | None = None) -> None:
             nonlocal shown
-            rate = samples / max(time.perf_counter() - started, 1e-9)
+            rate = samples / clock.seconds()
             shown = f", loss {loss:.4g}" if loss is not None else shown
             progress.update(task, advance=1, rate=f"{rate:.1f} samples/s{shown}")
 
@@ -203,7 +203,7 @@ def train_epoch(
     trainer.begin_epoch(epoch, step)
     skipped_before = getattr(batches, "skipped", 0)
     losses = LossSums(trainer.config.log_every)
-    samples, started, without_color = 0, time.perf_counter(), 0
+    samples, clock, without_color = 0, Stopwatch(), 0
     feed = batches
     if trainer.levers.prefetch:
         from cg3d.train.data import prefetch  # the loader's module, imported when used
@@ -219,7 +219,7 @@ def train_epoch(
             step += 1
             advance(samples, running)
     means = losses.means()
-    seconds = time.perf_counter() - started
+    seconds = clock.seconds()
     samples, skipped = summed([samples, getattr(batches, "skipped", 0) - skipped_before])
     if not means:
         raise UsageError(

@@ -88,6 +88,24 @@ def test_a_long_running_demo_keeps_a_bounded_number_of_files(demo, files, tmp_pa
     assert page.blocks().delete_cache == (3600, 3600)
 
 
+def test_the_newest_files_stay_when_the_clock_steps_back(demo, files, tmp_path):
+    """NTP steps the wall clock back an hour after 20 answers: the files written since are
+    stamped older than those before. The oldest by when they were made go, as ever (by mtime,
+    the newest went first)."""
+    import os
+    import time
+
+    from cg3d.app.demo import Demo
+
+    page = Demo(demo.model, None, demo.config, tmp_path)
+    answers = []
+    for n in range(40):
+        answers.append(next(page.classify(str(files / "box.obj"), "chair, lamp"))[0])
+        stamp = time.time() + (3600 if n < 20 else 0)  # the first 20: before the step back
+        os.utime(answers[-1], (stamp, stamp))
+    assert sorted(tmp_path.glob("*.glb")) == sorted(Path(a) for a in answers[-32:])
+
+
 def test_blenders_temp_folder_is_in_the_demos_own_folder_and_goes_with_it(demo, tmp_path):
     """Before: the view renderer's temp folder (Blender's PNGs and log) went to /tmp beside the
     demo's own folder: two folders to remove, one of them left in /tmp after a kill."""

@@ -309,6 +309,56 @@ def test_a_pipe_that_stops_sending_fails_the_shard_after_the_timeout(tmp_path):
     assert "TimeoutError" in next(iter(skipped.reasons))
 
 
+# Reads the shard command argv[1] under a 3 s timeout; prints the samples read and skipped.
+PAUSED_READER = """
+import sys
+from cg3d.formats.shards import Skipped, raw_samples
+skipped = Skipped()
+read = list(raw_samples(sys.argv[1], ["x"], [10], [0], skipped, timeout=3.0))
+print(len(read), skipped.total, *skipped.reasons)
+"""
+
+
+def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path):
+    """Ctrl-Z then `fg`, a Slurm suspend (SIGSTOP to the job's every process, later SIGCONT):
+    the pause is no stall of the source. It holds because `TimedReader` waits in one select
+    call, whose timeout Linux keeps as it was when the stop came; a deadline taken from the
+    clock (as the render supervisor's was) would skip the shard. A regression pin."""
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    shard = shard_set(tmp_path)
+    started = tmp_path / "started"
+    # sends nothing for 1 s, then the shard; `{}` (the name) goes in a shell comment
+    command = f"pipe:touch {started}; sleep 1; cat {shard} #{{}}"
+    repo = Path(__file__).resolve().parents[2]
+    reader = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_READER, command],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job's
+    )
+    try:
+        for _ in range(600):
+            if started.exists() or reader.poll() is not None:
+                break
+            time.sleep(0.05)
+        os.killpg(reader.pid, signal.SIGSTOP)  # the reader and its pipe, as Slurm does
+        time.sleep(5)
+        os.killpg(reader.pid, signal.SIGCONT)
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        if reader.poll() is None:
+            os.killpg(reader.pid, signal.SIGKILL)
+            reader.wait()
+    assert out.split() == [str(SAMPLES), "0"]
+
+
 @pytest.mark.parametrize(
     ("member", "data", "cause"),
     [

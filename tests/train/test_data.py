@@ -1,5 +1,9 @@
 import dataclasses
 import io
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -487,6 +491,32 @@ def test_an_epoch_cut_short_frees_its_buffers_for_the_next(shards, monkeypatch):
         assert first["points"].shape == (1, 16, 3)
     loader.set_epoch(99)
     assert len(list(loader)) == loader.num_batches
+
+
+def test_a_worker_waits_for_a_buffer_while_the_main_process_is_stopped(monkeypatch):
+    """A debugger holding the main process, or a SIGSTOP to it, is a pause, not a main process
+    gone: a worker waiting for a buffer it has not freed waits for as long as it is stopped
+    (it gave up after WAIT_SECONDS), and still gives up on one that runs and frees nothing."""
+    monkeypatch.setattr(BatchSlots, "WAIT_SECONDS", 1.0)
+    config = LoaderConfig.of_params(TrainConfig(n_points=4, batch_size=1, workers=1), 8)
+    slots = BatchSlots(1, 1, config, 8)
+    main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        slots.main = main.pid  # a stand-in for the main process
+        slots.busy[0] = 1
+        main.send_signal(signal.SIGSTOP)
+
+        def resume() -> None:  # 3 s later: the main process goes on and copies the batch
+            main.send_signal(signal.SIGCONT)
+            slots.free_all(0)
+
+        threading.Timer(3.0, resume).start()
+        assert slots.claim(0) == 0
+        with pytest.raises(RuntimeError, match="no batch buffer freed"):
+            slots.claim(0)  # the buffer is busy again, and the main process runs
+    finally:
+        main.kill()
+        main.wait()
 
 
 def test_on_a_cuda_machine_the_main_process_copies_batches_into_page_locked_memory(monkeypatch):
