@@ -845,9 +845,14 @@ def loads_json(
 def write_json(path: Path, values: object) -> None:
     """`values` as indented JSON (one value per line, a newline at the end: a person reads these
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
-    file or none. The one writer of the results, about, audit and run files."""
+    file or none. The one writer of the results, about, audit and run files.
+
+    UTF-8 with non-ASCII kept as it is: a class or model named "стул" or "椅子" reads so, not
+    "\\u0441\\u0442..."; a name that is not UTF-8 (its bad bytes as lone surrogates) is written
+    as the JSON escape `\\udcXX`, as before."""
+    text = json.dumps(finite_or_none(values), indent=2, allow_nan=False, ensure_ascii=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(text + "\n", encoding="utf-8", errors="backslashreplace")
 
 
 def finite_or_none(values: Any) -> Any:

@@ -12,6 +12,7 @@ This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instan
 import dataclasses
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -767,6 +768,10 @@ class _ParamsLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
         seen: dict = {}
         for key_node, _ in node.value:
+            # `<<:` copies a mapping into this one: no param needs it, and it hid keys given twice
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problem = "YAML merge keys (<<) are not allowed in params"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
@@ -778,6 +783,44 @@ class _ParamsLoader(yaml.SafeLoader):
                 problem = f"key {key!r} appears twice (lines {first} and {line})"
                 raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+# Plain scalars read by YAML 1.2's core schema, as DVC reads params.yaml (ruamel, YAML 1.2), not
+# PyYAML's YAML 1.1: `lr: 1e-4` was the string "1e-4" (1.1 floats need a dot), refused as "must be
+# a number"; `clip_model: no`, `on`, `off`, `yes` were booleans (a name "no" became False), and
+# `017` octal 15, `1:30` the integer 90, `2026-01-01` a date; DVC's params diff showed the other
+# reading.
+_CORE_TAGS = ("bool", "int", "float", "timestamp")
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag.rpartition(":")[2] not in _CORE_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A core-schema integer: decimal (017 is 17, not PyYAML's octal 15), 0o octal, 0x hex."""
+    text = loader.construct_scalar(node)
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
 
 
 def parse_yaml(text: str) -> Any:

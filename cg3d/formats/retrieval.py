@@ -133,7 +133,7 @@ def read_retrieval(path: Path) -> dict:
     if not file.is_file():
         raise UsageError(not_index)
     try:
-        manifest = loads_json(file.read_text())
+        manifest = loads_json(file.read_bytes())
     except ValueError as error:  # UnicodeDecodeError included
         raise UsageError(f"{file}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -94,7 +94,7 @@ def read_text_features(path: Path) -> TextFeatures:
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
     try:
-        about = loads_json(names.read_text())
+        about = loads_json(names.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"{OPTION}: {names} is not readable JSON ({error})") from None
     classes = about.get("classes") if isinstance(about, dict) else None
