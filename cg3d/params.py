@@ -791,26 +791,36 @@ class _ParamsLoader(yaml.SafeLoader):
 # `017` octal 15, `1:30` the integer 90, `2026-01-01` a date; DVC's params diff showed the other
 # reading.
 _CORE_TAGS = ("bool", "int", "float", "timestamp")
+_CORE_RESOLVERS = [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
 _ParamsLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag.rpartition(":")[2] not in _CORE_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-    list("-+0123456789"),
-)
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
+
+
+class _ParamsDumper(yaml.SafeDumper):
+    """The writing of params (`write_resolved`): a string either reading would take for
+    something else is quoted, so the file reads back the same here (YAML 1.2: "1e3", "0x10")
+    and in a YAML 1.1 reader such as `yaml.safe_load` ("no", "on", "017")."""
+
+
+_ParamsDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+}
+for _kind, _pattern, _first in _CORE_RESOLVERS:
+    for _schema in (_ParamsLoader, _ParamsDumper):
+        _schema.add_implicit_resolver(
+            f"tag:yaml.org,2002:{_kind}", re.compile(_pattern), list(_first)
+        )
 
 
 def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
@@ -1089,7 +1099,7 @@ def write_resolved(path: Path, section: str, config: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(tree, sort_keys=False))
+        tmp.write_text(yaml.dump(tree, Dumper=_ParamsDumper, sort_keys=False))
     return path
 
 

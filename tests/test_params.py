@@ -363,3 +363,15 @@ def test_yaml_1_1_forms_are_one_line_naming_the_file(tmp_path, text, message):
         load_section(TrainConfig, "train", params)
     assert message in str(caught.value) and str(params) in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_the_params_a_run_wrote_read_back_the_same_in_yaml_1_2_and_1_1(tmp_path):
+    # strings each reading takes for something else: "1e3" a number in 1.2, "no" a boolean
+    # and "017" octal in 1.1; OUT/params.yaml is given back as --params to rerun a run
+    from cg3d.params import write_resolved
+
+    meshes = MeshesConfig(root="1e3", split_file="no", annotations="0x10", exclude="017")
+    path = write_resolved(tmp_path / "params.yaml", "meshes", meshes)
+    assert load_section(MeshesConfig, "meshes", path) == meshes
+    read_by_1_1 = yaml.safe_load(path.read_text())["meshes"]
+    assert [read_by_1_1[k] for k in ("root", "split_file", "exclude")] == ["1e3", "no", "017"]
