@@ -661,7 +661,9 @@ def read_small_text(path: Path, option: str = "") -> str:
     the file and the first bad byte when it is not UTF-8 (a binary file given by mistake)."""
     data = read_small_file(path, option)
     try:
-        return data.decode("utf-8")
+        # a byte-order mark (a spreadsheet's or Notepad's "UTF-8") is no text: it named all.csv's
+        # first column "\ufeffsynsetId" and made a labels file's first class "\ufeffchair"
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         where = f"{option}: " if option else ""
         raise UsageError(

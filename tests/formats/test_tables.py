@@ -136,3 +136,13 @@ def test_json_results_keep_non_ascii_names_readable(tmp_path):
     write_json(tmp_path / "about.json", {"classes": ["стул", "椅子", "\u05e9\u05dc\u05d5\u05dd"]})
     text = (tmp_path / "about.json").read_bytes().decode("utf-8")
     assert "стул" in text and "椅子" in text and "\\u" not in text
+
+
+def test_a_labels_file_saved_with_a_byte_order_mark_gives_the_labels_typed(tmp_path):
+    # Notepad's and Excel's "UTF-8" begin with U+FEFF, which str.strip() keeps: the first
+    # class was "\ufeffchair", a text no one typed, encoded as the first label's prompt
+    from cg3d.app.api import read_labels_file
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("chair\r\nlamp\r\n".encode("utf-8-sig"))
+    assert read_labels_file(path) == ["chair", "lamp"]
