@@ -7,6 +7,7 @@ import html
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 
@@ -136,6 +137,13 @@ def test_json_results_keep_non_ascii_names_readable(tmp_path):
     write_json(tmp_path / "about.json", {"classes": ["стул", "椅子", "\u05e9\u05dc\u05d5\u05dd"]})
     text = (tmp_path / "about.json").read_bytes().decode("utf-8")
     assert "стул" in text and "椅子" in text and "\\u" not in text
+    # a class-features file's sidecar, its class list read back as written
+    from cg3d.formats.textfeatures import read_text_features, sidecar, write_text_features
+
+    features = tmp_path / "tf.npy"
+    write_text_features(features, np.ones((2, 4), np.float32), ["стул", "a|b\n"])
+    assert "стул" in sidecar(features).read_bytes().decode("utf-8")
+    assert read_text_features(features).classes == ["стул", "a|b\n"]
 
 
 def test_a_labels_file_saved_with_a_byte_order_mark_gives_the_labels_typed(tmp_path):
