@@ -512,3 +512,17 @@ def test_the_dvc_stage_of_a_folder_is_found(tmp_path):
     write_metrics(tmp_path / "runs" / "ev", {"acc1": 0.5}, {})
     found = inspect_folder(tmp_path / "runs" / "ev")
     assert found.made_by["dvc stage"] == "ev" and found.made_by["dvc params"] == {"k": 0.0001}
+
+
+def test_inspect_json_is_strict_json(tmp_path):
+    run = tmp_path / "run"
+    (run / ".resume").mkdir(parents=True)
+    (run / "params.yaml").write_text("train: {encoder_lr: .nan, warmup_epochs: -.inf}\n")
+    result = CliRunner().invoke(app, ["inspect", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    found = json.loads(result.output, parse_constant=refuse)
+    assert found["made_by"]["params"]["train"] == {"encoder_lr": None, "warmup_epochs": None}
