@@ -661,7 +661,9 @@ def read_small_text(path: Path, option: str = "") -> str:
     the file and the first bad byte when it is not UTF-8 (a binary file given by mistake)."""
     data = read_small_file(path, option)
     try:
-        return data.decode("utf-8")
+        # a byte-order mark (a spreadsheet's or Notepad's "UTF-8") is no text: it named all.csv's
+        # first column "\ufeffsynsetId" and made a labels file's first class "\ufeffchair"
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         where = f"{option}: " if option else ""
         raise UsageError(
@@ -845,9 +847,14 @@ def loads_json(
 def write_json(path: Path, values: object) -> None:
     """`values` as indented JSON (one value per line, a newline at the end: a person reads these
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
-    file or none. The one writer of the results, about, audit and run files."""
+    file or none. The one writer of the results, about, audit and run files.
+
+    UTF-8 with non-ASCII kept as it is: a class or model named "стул" or "椅子" reads so, not
+    "\\u0441\\u0442..."; a name that is not UTF-8 (its bad bytes as lone surrogates) is written
+    as the JSON escape `\\udcXX`, as before."""
+    text = json.dumps(finite_or_none(values), indent=2, allow_nan=False, ensure_ascii=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(text + "\n", encoding="utf-8", errors="backslashreplace")
 
 
 def finite_or_none(values: Any) -> Any:

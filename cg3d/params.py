@@ -12,6 +12,7 @@ This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instan
 import dataclasses
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -775,6 +776,10 @@ class _ParamsLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
         seen: dict = {}
         for key_node, _ in node.value:
+            # `<<:` copies a mapping into this one: no param needs it, and it hid keys given twice
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problem = "YAML merge keys (<<) are not allowed in params"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
@@ -786,6 +791,54 @@ class _ParamsLoader(yaml.SafeLoader):
                 problem = f"key {key!r} appears twice (lines {first} and {line})"
                 raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+# Plain scalars read by YAML 1.2's core schema, as DVC reads params.yaml (ruamel, YAML 1.2), not
+# PyYAML's YAML 1.1: `lr: 1e-4` was the string "1e-4" (1.1 floats need a dot), refused as "must be
+# a number"; `clip_model: no`, `on`, `off`, `yes` were booleans (a name "no" became False), and
+# `017` octal 15, `1:30` the integer 90, `2026-01-01` a date; DVC's params diff showed the other
+# reading.
+_CORE_TAGS = ("bool", "int", "float", "timestamp")
+_CORE_RESOLVERS = [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag.rpartition(":")[2] not in _CORE_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _ParamsDumper(yaml.SafeDumper):
+    """The writing of params (`write_resolved`): a string either reading would take for
+    something else is quoted, so the file reads back the same here (YAML 1.2: "1e3", "0x10")
+    and in a YAML 1.1 reader such as `yaml.safe_load` ("no", "on", "017")."""
+
+
+_ParamsDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+}
+for _kind, _pattern, _first in _CORE_RESOLVERS:
+    for _schema in (_ParamsLoader, _ParamsDumper):
+        _schema.add_implicit_resolver(
+            f"tag:yaml.org,2002:{_kind}", re.compile(_pattern), list(_first)
+        )
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A core-schema integer: decimal (017 is 17, not PyYAML's octal 15), 0o octal, 0x hex."""
+    text = loader.construct_scalar(node)
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
 
 
 def parse_yaml(text: str) -> Any:
@@ -1054,7 +1107,7 @@ def write_resolved(path: Path, section: str, config: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(tree, sort_keys=False))
+        tmp.write_text(yaml.dump(tree, Dumper=_ParamsDumper, sort_keys=False))
     return path
 
 

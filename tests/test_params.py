@@ -328,3 +328,50 @@ def test_an_error_quotes_a_huge_value_cut_short(tmp_path, value, shown):
     message = str(result.exception)
     assert message.startswith("train.epochs must be ") and shown in message
     assert len(message) < 400
+
+
+def test_scalars_read_as_yaml_1_2_as_dvc_reads_them(tmp_path):
+    # PyYAML reads YAML 1.1: `1e-4` (no dot) was the string "1e-4", refused as "must be a
+    # number"; `no` was False (a model or class named "no"), `017` octal 15, a date a date
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train: {encoder_lr: 1e-4, prompt_lr: 2E-3, clip_model: no, clip_pretrained: off,"
+        " epochs: 017, seed: 0x10}\nmeshes: {root: 2026-01-01, exclude: '1e3'}\n"
+    )
+    train = load_section(TrainConfig, "train", params)
+    assert (train.encoder_lr, train.prompt_lr) == (0.0001, 0.002)
+    assert (train.clip_model, train.clip_pretrained) == ("no", "off")
+    assert (train.epochs, train.seed) == (17, 16)
+    meshes = load_section(MeshesConfig, "meshes", params)
+    assert (meshes.root, meshes.exclude) == ("2026-01-01", "1e3")
+    # and on the command line
+    train = load_section(TrainConfig, "train", assignments=["train.encoder_lr=5e-5"])
+    assert train.encoder_lr == 0.00005
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("train: {<<: {epochs: 3}}", "(line 1): YAML merge keys (<<) are not allowed in params"),
+        ("train: {require_pretrained: yes}", "train.require_pretrained must be true or false"),
+    ],
+)
+def test_yaml_1_1_forms_are_one_line_naming_the_file(tmp_path, text, message):
+    params = tmp_path / "params.yaml"
+    params.write_text(text + "\n")
+    with pytest.raises(UsageError) as caught:
+        load_section(TrainConfig, "train", params)
+    assert message in str(caught.value) and str(params) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_params_a_run_wrote_read_back_the_same_in_yaml_1_2_and_1_1(tmp_path):
+    # strings each reading takes for something else: "1e3" a number in 1.2, "no" a boolean
+    # and "017" octal in 1.1; OUT/params.yaml is given back as --params to rerun a run
+    from cg3d.params import write_resolved
+
+    meshes = MeshesConfig(root="1e3", split_file="no", annotations="0x10", exclude="017")
+    path = write_resolved(tmp_path / "params.yaml", "meshes", meshes)
+    assert load_section(MeshesConfig, "meshes", path) == meshes
+    read_by_1_1 = yaml.safe_load(path.read_text())["meshes"]
+    assert [read_by_1_1[k] for k in ("root", "split_file", "exclude")] == ["1e3", "no", "017"]

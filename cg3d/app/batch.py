@@ -10,7 +10,6 @@ its suffix:
             .parquet: path, status, error, embedding (a list of D floats, empty when failed)
 """
 
-import csv
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from cg3d.files import (
 )
 from cg3d.formats.npy import write_npy
 from cg3d.formats.pointfiles import POINT_SUFFIXES
+from cg3d.formats.tables import write_csv
 from cg3d.geometry.meshio import SUPPORTED_SUFFIXES
 from cg3d.params import MAX_LABELS
 
@@ -218,17 +218,15 @@ def embed_rows(
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     """`rows` as a .csv or .parquet file (by `out`'s suffix), written whole."""
     out = Path(out)
-    with folder_for(out), atomic_path(out) as tmp:
+    with folder_for(out):
         if out.suffix.lower() == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
+            with atomic_path(out) as tmp:
+                pq.write_table(pa.Table.from_pylist(rows), tmp)
         else:
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_csv(out, rows)
     return out
 
 

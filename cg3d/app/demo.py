@@ -21,7 +21,6 @@ no web fonts).
 import collections
 import logging
 import os
-import re
 import socket
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from cg3d.errors import UsageError  # noqa: E402
 from cg3d.files import atomic_path, os_error_line  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.formats.retrieval import read_retrieval  # noqa: E402
+from cg3d.formats.tables import markdown_text  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 from cg3d.pipeline.chunks import WORKER_TEMP  # noqa: E402
@@ -71,11 +71,6 @@ RANDOM_CLIP_NOTE = (
     "searches are close to chance, and scores sit close together. See the README, "
     '"CLIP weights and the default numbers".'
 )
-
-
-def markdown_text(text: str) -> str:
-    """`text` shown literally by Markdown (file names hold underscores, stars, brackets)."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+!|~-])", r"\\\1", text)
 
 
 def points_glb(points: np.ndarray, path: Path) -> Path:
@@ -287,7 +282,7 @@ class Demo:
             delete_cache=(CACHE_SECONDS, CACHE_SECONDS),
         ) as page:
             gr.Markdown(
-                f"# CG3D\nCheckpoint `{markdown_text(self.model.checkpoint.name)}` · "
+                f"# CG3D\nCheckpoint {markdown_text(self.model.checkpoint.name)} · "
                 f"{self.model.n_points} points per shape · index: "
                 f"{f'{len(self.index)} objects' if self.index else 'none'}"
             )

@@ -32,7 +32,6 @@ shipped in the same folder (data/shapenet_render/), so ShapeNet-55 numbers of a 
 on it are not zero-shot on those shapes.
 """
 
-import csv
 import math
 import re
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from cg3d.errors import UsageError
 from cg3d.files import atomic_path, loads_json, read_small_text, require_regular_file, write_json
 from cg3d.formats.owner import check_owner, claim
 from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
+from cg3d.formats.tables import write_csv
 from cg3d.formats.tar import FormatError
 
 AUDIT_NAME = "audit.json"
@@ -332,10 +332,7 @@ def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
     killed part way never leaves the earlier counts beside this run's pairs."""
     claim(out, "audit", AUDIT_HARM)  # before its first file: one command's folder (`claim`)
     (out / AUDIT_NAME).unlink(missing_ok=True)
-    with atomic_path(out / PAIRS_NAME) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["train_key", "test_key", "kind", "distance"])
-        writer.writeheader()
-        writer.writerows(pairs)
+    write_csv(out / PAIRS_NAME, pairs, ["train_key", "test_key", "kind", "distance"])
     for name, column in (("leaked_train.txt", "train_key"), ("leaked_test.txt", "test_key")):
         with atomic_path(out / name) as tmp:
             keys = sorted({p[column] for p in pairs})

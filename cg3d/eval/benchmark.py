@@ -40,6 +40,7 @@ from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import lost_problem, write_rows
 from cg3d.files import NAME_MAX, loads_json, require_folder, shown_name, write_json
 from cg3d.formats.owner import claim
+from cg3d.formats.tables import markdown_text
 from cg3d.params import ZeroShotConfig
 
 console = terminal.console(stderr=True)
@@ -167,7 +168,7 @@ def _finished(path: Path, sha256: str, protocol: str, settings: dict, teacher: d
     the same `teacher` (one written before the teacher named the CLIP weights loaded, not the
     tag asked for, is recomputed rather than kept with a teacher never loaded)."""
     try:
-        result = loads_json(path.read_text())
+        result = loads_json(path.read_bytes())
     except (OSError, ValueError):
         return None  # not there, or not ours: recomputed (it is written atomically)
     same = (
@@ -368,7 +369,12 @@ def _benchmark_model(
 
 
 def _cell(value: Any) -> str:
-    return "–" if value is None or value == "" else str(value).replace("|", "\\|")
+    """A value of results.md, shown as it is on one line (`markdown_text`): a model named
+    `a|b` or holding a newline split its row, `<b>` or `_x_` rendered."""
+    if value is None or value == "":
+        return "–"
+    # a number as written (-1.3 starts no list inside a cell); a name as it is
+    return str(value) if isinstance(value, int | float) else markdown_text(str(value))
 
 
 def markdown_table(rows: list[dict]) -> str:

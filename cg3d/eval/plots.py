@@ -5,6 +5,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# Every label here is a name from a user's data (class folders, a scene query, captions): with
+# mathtext on, a class named "$\foo$" was a ValueError that ended the evaluation, and "$x_1$" was
+# drawn as maths. Text is drawn as written.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -13,15 +13,15 @@ removes the earlier run's set (`begin_results`), and writes metrics.json last, s
 leaves a folder without metrics.json (unfinished) holding only its own files.
 """
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, finite_or_none, write_json
+from cg3d.files import write_json
 from cg3d.formats.metrics import ABOUT_NAME, METRICS_NAME, write_metrics
 from cg3d.formats.owner import check_owner, claim
+from cg3d.formats.tables import write_csv
 
 DETAILS_NAME = "details.json"
 PER_CLASS_NAME = "per_class.csv"
@@ -122,8 +122,5 @@ def write_results(
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     """A CSV with a header from the first row's keys (None, NaN and infinity become an empty
-    cell: no number, as `write_json`'s null)."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(finite_or_none(rows))
+    cell: no number, as `write_json`'s null), by the one CSV writer (`write_csv`)."""
+    write_csv(path, rows)

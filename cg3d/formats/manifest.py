@@ -298,7 +298,7 @@ def read_classes(meshes_dir: Path) -> list[str]:
     path = Path(meshes_dir) / CLASSES_NAME
     if path.is_file():
         try:
-            classes = loads_json(path.read_text())
+            classes = loads_json(path.read_bytes())
         except ValueError as error:  # cut short: the meshes stage writes it again
             raise damaged(path, f"{type(error).__name__}: {error}", STAGE) from None
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

@@ -55,7 +55,8 @@ def _read_text_points(path: Path) -> np.ndarray:
     size = path.stat().st_size
     if size > MAX_POINT_FILE_BYTES:
         raise ValueError(f"{size} bytes, more than {MAX_POINT_FILE_BYTES} for one point file")
-    with path.open() as handle, warnings.catch_warnings():
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" begins with a byte-order mark ("\ufeff0" is no number)
+    with path.open(encoding="utf-8-sig") as handle, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said below
         lines = (line.replace(",", " ") for line in handle)
         array = np.loadtxt(lines, dtype=np.float64, ndmin=2)

@@ -15,7 +15,6 @@ Every embedding is L2-normalised, so a score is a cosine similarity. `cg3d.app.i
 and searches indexes; this module writes and reads their files.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, require_folder
+from cg3d.files import atomic_path, loads_json, require_folder, write_json
 from cg3d.formats.intact import not_a_file
 
 FORMAT = "cg3d-index-1"
@@ -115,8 +114,7 @@ def remove_retrieval(out: Path) -> None:
 
 def write_retrieval(out: Path, descriptor: dict) -> None:
     """Atomically write `out/retrieval.json`, the last file of a build."""
-    with atomic_path(Path(out) / RETRIEVAL_NAME) as tmp:
-        tmp.write_text(json.dumps(descriptor, indent=1) + "\n")
+    write_json(Path(out) / RETRIEVAL_NAME, descriptor)
 
 
 # Reading.
@@ -133,7 +131,7 @@ def read_retrieval(path: Path) -> dict:
     if not file.is_file():
         raise UsageError(not_index)
     try:
-        manifest = loads_json(file.read_text())
+        manifest = loads_json(file.read_bytes())
     except ValueError as error:  # UnicodeDecodeError included
         raise UsageError(f"{file}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, folder_for, loads_json, require_regular_file
+from cg3d.files import folder_for, loads_json, require_regular_file, write_json
 from cg3d.formats.npy import open_npy, read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
@@ -52,8 +52,7 @@ def write_text_features(
     with folder_for(path):
         write_npy(path, features)
         record = {"format": FORMAT, "classes": list(classes), **(about or {})}
-        with atomic_path(sidecar(path)) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(sidecar(path), record)  # class names kept readable ("стул", not \u0441…)
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def read_text_features(path: Path) -> TextFeatures:
     except (OSError, ValueError) as error:  # a pickled array is a ValueError here
         raise UsageError(f"{OPTION}: {path} is not a plain .npy array ({error})") from None
     try:
-        about = loads_json(names.read_text())
+        about = loads_json(names.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"{OPTION}: {names} is not readable JSON ({error})") from None
     classes = about.get("classes") if isinstance(about, dict) else None

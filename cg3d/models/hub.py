@@ -112,7 +112,7 @@ def read_hub_config(folder: Path) -> dict[str, Any]:
     try:
         if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
             raise UsageError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES} bytes")
-        config = loads_json((folder / CONFIG).read_text())
+        config = loads_json((folder / CONFIG).read_bytes())
     except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, or nested too deep
         raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:

@@ -193,7 +193,10 @@ def inspect_command(
             print(printable(object_id))
         return
     if as_json:
-        print(json.dumps(found.as_dict(), indent=2, default=str))
+        from cg3d.files import finite_or_none
+
+        # strict JSON, for jq: a NaN in a run's params.yaml (`.nan`) was printed bare `NaN`
+        print(json.dumps(finite_or_none(found.as_dict()), indent=2, default=str, allow_nan=False))
         return
     noun = "classes" if found.kind == "run" else "ids"
     console.print(found.headline())

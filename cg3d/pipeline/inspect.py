@@ -336,10 +336,11 @@ def benchmark_pairs(path: Path) -> list[str]:
     file that is not such a table is one line naming it."""
     import csv
 
+    from cg3d.formats.tables import read_csv
+
     try:
-        with path.open(newline="") as handle:
-            table = csv.DictReader(handle)
-            rows, columns = list(table), set(table.fieldnames or ())
+        names, rows = read_csv(path)
+        columns = set(names)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UsageError(f"{path}: not a readable CSV ({error})") from None
     if not {"model", "dataset", "acc1", "status"} <= columns:
@@ -489,19 +490,33 @@ def dvc_stage(folder: Path) -> dict[str, Any]:
             break
     else:
         return {}
-    try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    except yaml.YAMLError:
+    from cg3d.params import parse_yaml
+
+    try:  # the params reading: a few-hundred-byte alias bomb expanded to billions of values
+        # when its params were printed (DVC writes no aliases), so aliases are refused there
+        lock_tree = parse_yaml(lock.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return {}
+    stages = lock_tree.get("stages") if isinstance(lock_tree, dict) else None
     relative = folder.relative_to(root).as_posix()
-    for name, stage in stages.items():
-        outs = [out.get("path", "") for out in stage.get("outs", [])]
-        if any(out == relative or out.startswith(f"{relative}/") for out in outs):
+    for name, stage in (stages if isinstance(stages, dict) else {}).items():
+        if not isinstance(stage, dict):  # not DVC's: nothing to say about it
+            continue
+        outs = [out.get("path", "") for out in _listed(stage.get("outs")) if isinstance(out, dict)]
+        if any(out == relative or f"{out}".startswith(f"{relative}/") for out in outs):
+            files = stage.get("params")
             params = {
-                k: v for values in stage.get("params", {}).values() for k, v in values.items()
+                k: v
+                for values in (files.values() if isinstance(files, dict) else ())
+                if isinstance(values, dict)
+                for k, v in values.items()
             }
             return {"dvc stage": name, "command": stage.get("cmd", ""), "dvc params": params}
     return {}
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def code_version(folder: Path) -> dict[str, str]:

@@ -45,7 +45,7 @@ def test_text_features_and_tables_on_a_full_disk_leave_no_folder_made_for_them(
     import numpy as np
 
     from cg3d.app import batch
-    from cg3d.formats import textfeatures
+    from cg3d.formats import tables, textfeatures
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
@@ -53,7 +53,7 @@ def test_text_features_and_tables_on_a_full_disk_leave_no_folder_made_for_them(
     monkeypatch.setattr(textfeatures, "write_npy", full)
     with pytest.raises(OSError, match="No space left"):
         textfeatures.write_text_features(tmp_path / "a" / "b" / "tf.npy", np.ones((1, 4)), ["x"])
-    monkeypatch.setattr(batch.csv, "DictWriter", full)
+    monkeypatch.setattr(tables.csv, "DictWriter", full)  # the one CSV writer batch uses
     with pytest.raises(OSError, match="No space left"):
         batch.write_table([{"path": "a.obj"}], tmp_path / "c" / "d" / "c.csv")
     assert sorted(tmp_path.iterdir()) == []

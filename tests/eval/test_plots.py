@@ -42,3 +42,25 @@ def test_a_plot_is_a_whole_png_at_its_path(tmp_path, plot):
     PLOTS[plot](path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+MATHTEXT = ["$\\foo$", "a$x^$", "$\\frac{1}{$"]  # each a ValueError from matplotlib's mathtext
+
+
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda path: confusion_plot(np.eye(3), MATHTEXT, path, f"{MATHTEXT[0]} top-1 50%"),
+        lambda path: retrieval_grid(
+            [{"query": MATHTEXT[1], "title": MATHTEXT[0], "results": [("x", False, MATHTEXT[2])]}],
+            path,
+        ),
+        lambda path: heatmap_plot(np.zeros((8, 3)), np.arange(8.0), path, f"“{MATHTEXT[0]}”"),
+    ],
+    ids=["confusion", "retrieval", "heatmap"],
+)
+def test_names_with_dollars_are_drawn_as_text(tmp_path, plot):
+    # a class folder or a scene query holding `$...$` ended the evaluation with a ValueError
+    path = tmp_path / "plot.png"
+    plot(path)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

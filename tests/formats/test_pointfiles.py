@@ -62,3 +62,11 @@ def test_a_text_point_file_over_the_bound_is_refused_unread(tmp_path):
         handle.truncate(5 << 30)
     with pytest.raises(UsageError, match=r"5368709120 bytes, more than 4294967296"):
         read_point_file(path)
+
+
+def test_a_point_csv_saved_by_a_spreadsheet_reads(tmp_path):
+    # Excel's "CSV UTF-8": a byte-order mark, then CRLF lines; "\ufeff0" was "could not convert"
+    path = tmp_path / "scan.csv"
+    path.write_bytes("0,0,0\r\n1,2,3\r\n0.5,-1,2\r\n".encode("utf-8-sig"))
+    points, faces = read_point_file(path)
+    assert points.tolist() == [[0, 0, 0], [1, 2, 3], [0.5, -1, 2]] and faces is None

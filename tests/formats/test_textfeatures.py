@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,14 +113,11 @@ def test_rows_written_without_their_sidecar_are_never_read_with_an_earlier_ones_
 
     path = tmp_path / "f.npy"
     write_text_features(path, np.eye(2, dtype=np.float32), ["cup", "lamp"])
-    real = textfeatures.atomic_path
 
-    def full_disk_at_the_sidecar(target):
-        if Path(target).suffix == ".json":
-            raise OSError(28, "No space left on device", str(target))
-        return real(target)
+    def full_disk_at_the_sidecar(target, values):
+        raise OSError(28, "No space left on device", str(target))
 
-    monkeypatch.setattr(textfeatures, "atomic_path", full_disk_at_the_sidecar)
+    monkeypatch.setattr(textfeatures, "write_json", full_disk_at_the_sidecar)  # the sidecar's
     with pytest.raises(OSError):
         write_text_features(path, np.eye(2, dtype=np.float32)[::-1].copy(), ["sofa", "bed"])
     with pytest.raises(UsageError, match="no f.json beside"):

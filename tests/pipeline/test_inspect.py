@@ -482,3 +482,47 @@ def test_a_stage_killed_before_its_first_part_is_nothing_yet_or_its_damaged_plan
     with pytest.raises(UsageError) as raised:
         inspect_folder(out)
     assert str(raised.value).startswith(f"{out / '.plan.json'}: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        # 9 levels of 9 aliases: 600 bytes that are 387 million strings once printed (it hung)
+        "x:\n"
+        + "\n".join(
+            f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}" if i else '"lol"'] * 9) + "]"
+            for i in range(9)
+        )
+        + "\nstages: {ev: {cmd: c, params: {params.yaml: {k: *a8}}, outs: [{path: runs/ev}]}}",
+        "stages: [1]",  # an AttributeError traceback
+        "stages: {ev: 3}",
+        "stages: {ev: {outs: [3, {path: 5}], params: [1]}}",
+    ],
+)
+def test_a_hostile_dvc_lock_is_passed_over(tmp_path, lock):
+    (tmp_path / "dvc.lock").write_text(lock + "\n")
+    write_metrics(tmp_path / "runs" / "ev", {"acc1": 0.5}, {})
+    found = inspect_folder(tmp_path / "runs" / "ev")
+    assert "dvc stage" not in found.made_by and found.made_by["cg3d"]
+
+
+def test_the_dvc_stage_of_a_folder_is_found(tmp_path):
+    lock = "stages: {ev: {cmd: c, params: {params.yaml: {k: 1e-4}}, outs: [{path: runs/ev}]}}"
+    (tmp_path / "dvc.lock").write_text(lock + "\n")
+    write_metrics(tmp_path / "runs" / "ev", {"acc1": 0.5}, {})
+    found = inspect_folder(tmp_path / "runs" / "ev")
+    assert found.made_by["dvc stage"] == "ev" and found.made_by["dvc params"] == {"k": 0.0001}
+
+
+def test_inspect_json_is_strict_json(tmp_path):
+    run = tmp_path / "run"
+    (run / ".resume").mkdir(parents=True)
+    (run / "params.yaml").write_text("train: {encoder_lr: .nan, warmup_epochs: -.inf}\n")
+    result = CliRunner().invoke(app, ["inspect", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    found = json.loads(result.output, parse_constant=refuse)
+    assert found["made_by"]["params"]["train"] == {"encoder_lr": None, "warmup_epochs": None}

@@ -44,6 +44,19 @@ def test_split_from_all_csv(tmp_path: Path) -> None:
     assert splits == {"m1": "test", "m2": "train", "m3": "train", "a1": "test", "c1": "train"}
 
 
+def test_all_csv_saved_by_a_spreadsheet_reads(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts with a byte-order mark and uses CRLF; columns reordered
+    root = tmp_path / "ShapeNetCore.v2"
+    make_shapenet(root)
+    csv = tmp_path / "all.csv"
+    text = "synsetId,modelId,split\r\n3211117,m1,test\r\n3211117,m2,train\r\n"
+    csv.write_bytes(text.encode("utf-8-sig"))
+    config = MeshesConfig(source="shapenet", root=str(root), split_file=str(csv), workers=1)
+    build_manifest(config, tmp_path / "out")
+    splits = {Path(r.path).parts[-3]: r.split for r in read_manifest(tmp_path / "out")}
+    assert splits == {"m1": "test", "m2": "train"}
+
+
 def test_split_from_point_bert_lists(tmp_path: Path) -> None:
     root = tmp_path / "ShapeNetCore.v2"
     make_shapenet(root)
