@@ -30,7 +30,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -395,7 +395,10 @@ def pack_shards(
     failures += [row for rs in records.values() for r in rs for row in r["failures"]]
     failures.sort(key=lambda row: row["id"])  # manifest order, as the rows are written
     write_failures(failures, out_dir / FAILURES_NAME)
-    write_index(out_dir, shard_index(list(inputs.classes), records, failures, asdict(config)))
+    # The params that shape the shards, not `workers`: a pack with another worker count writes
+    # the same bytes (else DVC would see new shards and retrain on the same samples)
+    shaping = {"shard_size": config.shard_size}
+    write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),

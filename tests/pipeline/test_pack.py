@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+import yaml
 from PIL import Image
 
 from cg3d.errors import UsageError
@@ -160,13 +162,8 @@ def pack_into(root, out, **config):
 
 
 def output_files(folder) -> dict:
-    """Every file of a pack output by relative path; the index without `params.workers` (the
-    run records what it was asked, the only byte that may differ between worker counts)."""
-    files = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    index = json.loads(files.pop(Path("index.json")))
-    del index["params"]["workers"]
-    files[Path("index.json")] = index
-    return files
+    """Every file of a pack output by relative path, and its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_one_and_two_workers_write_the_same_files(tmp_path):
@@ -174,7 +171,12 @@ def test_one_and_two_workers_write_the_same_files(tmp_path):
     pack_into(tmp_path, "one", shard_size=2, workers=1)
     pack_into(tmp_path, "two", shard_size=2, workers=2)
     one, two = output_files(tmp_path / "one"), output_files(tmp_path / "two")
+    # every byte, index.json's included: it records the params that shape the shards, not
+    # `workers` (DVC would see new shards, and retrain, after a pack with more workers)
     assert one == two
+    assert json.loads(one[Path("index.json")])["params"] == {
+        "shard_size": 2, "points": [64], "channels": [3],
+    }  # fmt: skip
     assert len([p for p in one if p.suffix == ".tar"]) == 11  # 22 packable: 11 shards of 2
 
 
@@ -378,3 +380,32 @@ def read_shard_captions(shards) -> dict[str, list[str]]:
         for sample in wds.WebDataset(str(tar), shardshuffle=False):
             found[sample["__key__"]] = json.loads(sample["captions.json"])
     return found
+
+
+def run_pack_stage(project: Path) -> dict:
+    """dvc.yaml's pack command, run as DVC runs it (a shell in the project folder, no output
+    left from before); the files of data/shards and their bytes."""
+    repo = Path(__file__).resolve().parents[2]
+    command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["pack"]["cmd"]
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {"PYTHONPATH": str(repo), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    shutil.rmtree(project / "data" / "shards", ignore_errors=True)
+    subprocess.run(["bash", "-c", command], cwd=project, env=env, check=True, capture_output=True)
+    return output_files(project / "data" / "shards")
+
+
+def test_the_pack_stage_output_does_not_depend_on_how_the_points_were_chunked(tmp_path):
+    # Other sample chunk sizes: other part files, the same points. The shards were the same
+    # bytes but their .plan.json (the input files' hashes) was not, and DVC retrained on them
+    data = tmp_path / "data"
+    records = fake_meshes(data / "meshes", per_class=4)
+    ids = ok_ids(records)
+    fake_renders(data / "render", ids)
+    caption_objects(data / "meshes", data / "captions", CaptionConfig())
+    (tmp_path / "params.yaml").write_text("pack:\n  shard_size: 3\n  workers: 1\n")
+    fake_points(data / "points", ids, chunk=5)
+    five = run_pack_stage(tmp_path)
+    shutil.rmtree(data / "points")
+    fake_points(data / "points", ids, chunk=3)
+    three = run_pack_stage(tmp_path)
+    assert any(p.suffix == ".tar" for p in five) and three == five
