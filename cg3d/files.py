@@ -847,7 +847,16 @@ def write_json(path: Path, values: object) -> None:
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
     file or none. The one writer of the results, about, audit and run files."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(finite_or_none(values), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json_text(values, indent=2) + "\n")
+
+
+def json_text(values: object, **options: Any) -> str:
+    """`values` as strict JSON: the one encoder of every JSON file and member cg3d writes (plans,
+    cameras, shard meta and index, class lists, descriptors, results). Python's `json.dumps`
+    writes NaN and infinity as `NaN` / `Infinity`, which jq, JavaScript and most parsers
+    refuse; here they are null (`finite_or_none`). `options` as `json.dumps`'s (indent,
+    sort_keys, ensure_ascii, separators, default)."""
+    return json.dumps(finite_or_none(values), allow_nan=False, **options)
 
 
 def finite_or_none(values: Any) -> Any:

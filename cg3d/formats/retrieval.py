@@ -15,7 +15,6 @@ Every embedding is L2-normalised, so a score is a cosine similarity. `cg3d.app.i
 and searches indexes; this module writes and reads their files.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, loads_json, require_folder
+from cg3d.files import atomic_path, json_text, loads_json, require_folder
 from cg3d.formats.intact import not_a_file
 
 FORMAT = "cg3d-index-1"
@@ -116,7 +115,7 @@ def remove_retrieval(out: Path) -> None:
 def write_retrieval(out: Path, descriptor: dict) -> None:
     """Atomically write `out/retrieval.json`, the last file of a build."""
     with atomic_path(Path(out) / RETRIEVAL_NAME) as tmp:
-        tmp.write_text(json.dumps(descriptor, indent=1) + "\n")
+        tmp.write_text(json_text(descriptor, indent=1) + "\n")
 
 
 # Reading.

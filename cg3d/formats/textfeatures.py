@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, folder_for, loads_json, require_regular_file
+from cg3d.files import atomic_path, folder_for, json_text, loads_json, require_regular_file
 from cg3d.formats.npy import open_npy, read_npy, write_npy
 
 FORMAT = "cg3d-text-features-1"
@@ -53,7 +53,7 @@ def write_text_features(
         write_npy(path, features)
         record = {"format": FORMAT, "classes": list(classes), **(about or {})}
         with atomic_path(sidecar(path)) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            tmp.write_text(json_text(record, indent=1) + "\n")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import functools
 import gc
 import hashlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -40,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.files import atomic_path, holds_lock
+from cg3d.files import atomic_path, holds_lock, json_text
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
@@ -150,7 +149,7 @@ class ChunkedOutput:
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
         check_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
-        digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json_text(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
@@ -170,9 +169,9 @@ class ChunkedOutput:
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
-            tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+            tmp.write_text(json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
         with atomic_path(code_file) as tmp:
-            tmp.write_text(json.dumps({"code": code}))
+            tmp.write_text(json_text({"code": code}))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
