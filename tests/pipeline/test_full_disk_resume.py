@@ -108,9 +108,10 @@ def test_the_ray_executor_on_a_full_disk_is_one_line(tmp_path):
 def test_a_failed_ray_stage_stops_its_tasks_by_leaving_its_ray_never_by_cancel(monkeypatch):
     """CI's flake of the test above: Ray aborted the driver ("task_manager.cc: Check failed:
     Tried to complete task that was not pending") when the stage's `ray.cancel` of the other
-    chunks met one's reply (ray-project/ray#54738; /tmp/t81d/race.py hit it in seconds). A
-    failed stage leaves the Ray it started instead, which ends its tasks; a Ray the program
-    started itself is left up."""
+    chunks met one's reply (ray-project/ray#54738; four tasks failing together, the rest
+    cancelled at the first error, hit it within seconds of rounds). A failed stage leaves the
+    Ray it started instead, which ends its tasks; a Ray the program started itself is left
+    up."""
     ray = pytest.importorskip("ray")
     from cg3d.pipeline.chunks import run_chunks
 
