@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import stat
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -852,9 +854,18 @@ def write_json(path: Path, values: object) -> None:
     UTF-8 with non-ASCII kept as it is: a class or model named "стул" or "椅子" reads so, not
     "\\u0441\\u0442..."; a name that is not UTF-8 (its bad bytes as lone surrogates) is written
     as the JSON escape `\\udcXX`, as before."""
-    text = json.dumps(finite_or_none(values), indent=2, allow_nan=False, ensure_ascii=False)
+    text = json_text(values, indent=2, ensure_ascii=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8", errors="backslashreplace")
+
+
+def json_text(values: object, **options: Any) -> str:
+    """`values` as strict JSON: the one encoder of every JSON file and member cg3d writes (plans,
+    cameras, shard meta and index, class lists, descriptors, results). Python's `json.dumps`
+    writes NaN and infinity as `NaN` / `Infinity`, which jq, JavaScript and most parsers
+    refuse; here they are null (`finite_or_none`). `options` as `json.dumps`'s (indent,
+    sort_keys, ensure_ascii, separators, default)."""
+    return json.dumps(finite_or_none(values), allow_nan=False, **options)
 
 
 def finite_or_none(values: Any) -> Any:
@@ -869,3 +880,81 @@ def finite_or_none(values: Any) -> Any:
     if isinstance(values, list | tuple):
         return [finite_or_none(value) for value in values]
     return values
+
+
+# The file in a folder of `make_live_folder` its maker holds an flock on while it lives. The lock
+# goes with the process however it ends (a SIGKILL too); a pid can be reused, and a folder's
+# maker can be out of sight (a run on another machine or container sharing /tmp).
+LIVE_LOCK = "lock"
+
+
+def make_live_folder(prefix: str, root: str | Path) -> tuple[Path, int]:
+    """A new folder `root/<prefix>XXXXXXXX` (mkdtemp: 0700, made new, so no path is trusted)
+    holding a `lock` this process holds an flock on until it closes the descriptor returned
+    (`remove_live_folder`) or ends. The folders of `prefix` whose maker is gone go first
+    (`remove_dead_folders`): a SIGKILLed run cannot remove its own, and they piled up in /tmp."""
+    remove_dead_folders(root, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    making = folder / f".{LIVE_LOCK}.making"
+    lock = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(making, folder / LIVE_LOCK)  # named once held: no sweep finds it free
+    return folder, lock
+
+
+def remove_live_folder(folder: Path, lock: int) -> None:
+    """Remove a folder of `make_live_folder`, then let go of its lock."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.close(lock)
+
+
+def remove_dead_folders(root: str | Path, prefix: str) -> None:
+    """Remove the folders `root/<prefix>…` of this user whose lock no process holds. A symlink,
+    another user's folder, and a folder with no lock (one being made, or not made by
+    `make_live_folder`) are never entered."""
+    try:
+        with os.scandir(root) as listing:
+            folders = [entry.path for entry in listing if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for folder in folders:
+        _remove_if_dead(folder)
+
+
+def _remove_if_dead(folder: str) -> None:
+    try:
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return
+        lock = os.open(os.path.join(folder, LIVE_LOCK), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: a live run's, on this machine or another
+        pass
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(lock)
+
+
+class LiveTempDir:
+    """`tempfile.TemporaryDirectory` (`name`, `cleanup`, `with`) for the commands that own no
+    folder (`cg3d show`, `classify`, `demo`): removed at the end, or when the object goes or
+    the process exits; one a SIGKILL left is removed by the next of its prefix
+    (`make_live_folder`), never another live run's or another user's."""
+
+    def __init__(self, prefix: str, dir: str | Path | None = None) -> None:
+        folder, lock = make_live_folder(prefix, tempfile.gettempdir() if dir is None else dir)
+        self.name = str(folder)
+        self._remove = weakref.finalize(self, remove_live_folder, folder, lock)
+
+    def cleanup(self) -> None:
+        self._remove()
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()

@@ -9,14 +9,13 @@ such a checkout copies.
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from cg3d.formats.shards import read_index, shard_outside
+from tests.dvc_runs import dvc
 from tests.pipeline.fakes import fake_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,18 +29,6 @@ def other_filesystem(tmp_path: Path) -> Path:
         if usable and base.stat().st_dev != tmp_path.stat().st_dev:
             return Path(tempfile.mkdtemp(prefix="cg3d-cache.", dir=base))
     pytest.skip("no writable folder on another filesystem")
-
-
-def dvc(project: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_shards_checked_out_from_a_cache_on_another_filesystem_read(tmp_path):

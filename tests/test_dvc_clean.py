@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.dvc_runs import dvc
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,18 +30,6 @@ def code_stages() -> dict:
         }
         for name, stage in stages.items()
     }
-
-
-def dvc(project: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_importing_the_code_leaves_dvc_status_clean(tmp_path):

@@ -18,6 +18,19 @@ from tests.stopping import still_running
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`python *args` (`-c` and a script, or a script's file, then its arguments) with this
+    checkout's `cg3d` importable, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=timeout,
+    )
+
+
 WORKER = """
 import os, signal, sys, time
 from cg3d.stopping import run_task, stop_tasks_as_interrupt
@@ -43,13 +56,7 @@ print("idle again:", signalled())
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_pool_worker_is_interrupted_in_a_task_only(name):
-    result = subprocess.run(
-        [sys.executable, "-c", WORKER, name],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+    result = run_script("-c", WORKER, name, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "idle: not interrupted",
@@ -73,13 +80,7 @@ print("still running")
 def test_a_command_started_under_nohup_keeps_ignoring_sighup():
     """`nohup cg3d train ...` must outlive the ssh session: a SIGHUP it was started ignoring
     stays ignored, not turned into a stop."""
-    result = subprocess.run(
-        [sys.executable, "-c", NOHUP],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+    result = run_script("-c", NOHUP, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "still running"
 
@@ -236,13 +237,7 @@ def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case,
     where Python raises a stop, went on as if none came. A second signal while one is held
     stops at once, and a third ends the process, as anywhere else: every signal was held, so
     a start that hung could not be stopped."""
-    result = subprocess.run(
-        [sys.executable, "-c", DEAF, case],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+    result = run_script("-c", DEAF, case, timeout=60)
     assert result.returncode == (143 if case == "insisting" else 0), result.stderr
     assert result.stdout.splitlines() == lines
 
@@ -369,13 +364,7 @@ def test_a_process_running_several_pools_keeps_one_resource_tracker_stopped_at_i
     process running several stages started one tracker per stage."""
     import psutil
 
-    result = subprocess.run(
-        [sys.executable, "-c", TWO_POOLS],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    result = run_script("-c", TWO_POOLS, timeout=120)
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.split()
     assert first == second != "None"
@@ -413,13 +402,7 @@ def test_pools_run_in_threads_share_the_resource_tracker_to_the_end(tmp_path):
     ("leaked semaphore objects", a KeyError traceback from the tracker it relaunched)."""
     script = tmp_path / "pools_in_threads.py"  # spawn's workers import the main module
     script.write_text(POOLS_IN_THREADS)
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    result = run_script(str(script), timeout=120)
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.split()
     assert first == second != "None"

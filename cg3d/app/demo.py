@@ -22,7 +22,6 @@ import collections
 import logging
 import os
 import socket
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from PIL import Image  # noqa: E402
 from cg3d.app.api import Model, load  # noqa: E402
 from cg3d.app.index import Index, open_index  # noqa: E402
 from cg3d.errors import UsageError  # noqa: E402
-from cg3d.files import atomic_path, os_error_line  # noqa: E402
+from cg3d.files import LiveTempDir, atomic_path, os_error_line  # noqa: E402
 from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.formats.tables import markdown_text  # noqa: E402
@@ -368,7 +367,7 @@ def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    with tempfile.TemporaryDirectory(prefix="cg3d-demo-") as work:
+    with LiveTempDir("cg3d-demo-") as work:  # a SIGKILLed demo's: removed by the next
         demo = Demo(model, index, config, Path(work))
         try:
             print(f"cg3d demo: http://{HOST}:{port}", flush=True)

@@ -1,7 +1,6 @@
 """The meshes stage's outputs: `manifest.parquet`, one row per object, failures included
 (docs/formats.md), and `classes.json`, the class list in label order."""
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -11,7 +10,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path, loads_json, require_folder, require_regular_file, shown_name
+from cg3d.files import (
+    atomic_path,
+    json_text,
+    loads_json,
+    require_folder,
+    require_regular_file,
+    shown_name,
+)
 from cg3d.formats.intact import damaged, parquet_file, schema_problem
 from cg3d.formats.tar import MAX_KEY_BYTES, OBJECT_KEY
 
@@ -289,7 +295,7 @@ def write_classes(classes: list[str], out_dir: Path) -> Path:
     """Atomically write `out_dir/classes.json`: the class names in label order."""
     path = Path(out_dir) / CLASSES_NAME
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(classes, indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(json_text(classes, indent=1, ensure_ascii=False) + "\n")
     return path
 
 

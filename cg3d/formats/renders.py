@@ -5,7 +5,6 @@ cameras.json (its convention: `cg3d.render.cameras`) has its one writer and read
 `dumps_cameras` and `loads_cameras`: the render stage writes it, `show`, `pack` and `verify`
 read it through the same checks (it also travels into the shards)."""
 
-import json
 import math
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from cg3d.files import loads_json
+from cg3d.files import json_text, loads_json
 from cg3d.formats.intact import not_a_file
 from cg3d.formats.tar import FormatError, member_key, tar_members, tar_samples, write_tar
 from cg3d.params import MAX_RESOLUTION, MAX_VIEWS
@@ -26,7 +25,7 @@ CAMERAS = "cameras.json"
 
 def dumps_cameras(cameras: dict) -> bytes:
     """The bytes of one object's cameras.json (the render stage's writer)."""
-    return json.dumps(cameras, indent=1).encode()
+    return json_text(cameras, indent=1).encode()
 
 
 class CamerasError(ValueError):

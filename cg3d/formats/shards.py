@@ -41,6 +41,7 @@ from cg3d.files import (
     atomic_path,
     confined_path,
     file_sha256,
+    json_text,
     loads_json,
     require_folder,
     require_regular_file,
@@ -337,9 +338,9 @@ def sample_members(
     if cameras is not None:
         members.append(("cameras.json", cameras))
     members += [
-        ("captions.json", json.dumps(captions, ensure_ascii=False).encode()),
+        ("captions.json", json_text(captions, ensure_ascii=False).encode()),
         ("cls", str(cls).encode()),
-        ("meta.json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()),
+        ("meta.json", json_text(meta, sort_keys=True, ensure_ascii=False).encode()),
     ]
     return members
 
@@ -387,7 +388,7 @@ def write_shard_record(out_dir: Path, split: str, index: int, record: dict) -> N
     """A finished shard's record ({count, size, sha256, failures, shapes}), written after its
     rename."""
     with atomic_path(shard_record_path(out_dir, split, index)) as tmp:
-        tmp.write_text(json.dumps(record))
+        tmp.write_text(json_text(record))
 
 
 # A shard record's fields (`pack_shard` writes them): the index is built from them.
@@ -439,7 +440,7 @@ def shard_index(
 def write_index(out_dir: Path, index: dict) -> None:
     """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
     with atomic_path(Path(out_dir) / INDEX_NAME) as tmp:
-        tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(json_text(index, indent=1, ensure_ascii=False) + "\n")
 
 
 # Reading.

@@ -14,7 +14,6 @@ with CLIP named by its weights, or CLIP's whole state for a random or self-conta
 """
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ from cg3d.errors import UsageError
 from cg3d.files import (
     atomic_files,
     file_sha256,
+    json_text,
     loads_json,
     locks_folder,
     os_error_in,
@@ -98,7 +98,7 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
             raise refused from error
         # of the file as written: a copy cut short, zero-filled or changed is refused on load
         config = {**config, WEIGHTS_SHA256: file_sha256(paths[WEIGHTS])}
-        paths[CONFIG].write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        paths[CONFIG].write_text(json_text(config, indent=2, sort_keys=True) + "\n")
         paths[CARD].write_text(readme)
 
 
@@ -247,7 +247,7 @@ def model_card(
     lines += [
         "| | |",
         "|---|---|",
-        f"| encoder | `{config['encoder']}` {json.dumps(config['encoder_params'])} |",
+        f"| encoder | `{config['encoder']}` {json_text(config['encoder_params'])} |",
         f"| input | {config['n_points']} points × {config['point_channels']} channels, "
         f"{hub['up_axis']} up, {hub['normalisation']} normalisation |",
         f"| teacher | `{teacher['model']}` / `{teacher['pretrained']}` (embedding {hub['embed_dim']}) |",

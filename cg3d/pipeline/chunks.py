@@ -22,7 +22,6 @@ import functools
 import gc
 import hashlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cg3d.files import atomic_path, holds_lock
+from cg3d.files import atomic_path, holds_lock, json_text
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
 from cg3d.formats.manifest import OK
@@ -150,7 +149,7 @@ class ChunkedOutput:
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
         check_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
-        digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json_text(self.fingerprint, sort_keys=True).encode()).hexdigest()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
@@ -170,9 +169,9 @@ class ChunkedOutput:
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
-            tmp.write_text(json.dumps({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+            tmp.write_text(json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
         with atomic_path(code_file) as tmp:
-            tmp.write_text(json.dumps({"code": code}))
+            tmp.write_text(json_text({"code": code}))
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
@@ -486,13 +485,12 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
     import ray
     from ray.exceptions import RayTaskError
 
-    connect_ray(workers)
-    remote = ray.remote(num_cpus=1, max_retries=3)(_on_node)
-    sized = iter(sized)
-    ahead = 2 * max(workers, 1) if not os.environ.get("RAY_ADDRESS") else 64
-    pending = {remote.remote(work, *job): size for job, size in itertools.islice(sized, ahead)}
     nodes: dict[str, int] = {}
-    with ray_echoes_quiet():
+    with ray_stage(workers):
+        remote = ray.remote(num_cpus=1, max_retries=3)(_on_node)
+        sized = iter(sized)
+        ahead = 2 * max(workers, 1) if not os.environ.get("RAY_ADDRESS") else 64
+        pending = {remote.remote(work, *job): size for job, size in itertools.islice(sized, ahead)}
         try:
             while pending:
                 finished, _ = ray.wait(list(pending), num_returns=1)
@@ -506,9 +504,7 @@ def _run_ray(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) ->
                 for job, size in itertools.islice(sized, ahead - len(pending)):
                     pending[remote.remote(work, *job)] = size
         except BaseException:
-            for ref in pending:  # a failed chunk or Ctrl-C: do not leave the cluster busy
-                ray.cancel(ref)
-            pending.clear()  # dropped while Ray's reports of them are off
+            pending.clear()  # dropped while Ray's reports of them are off; `ray_stage` stops them
             raise
     log.info("ray: %d chunks on %d nodes %s", sum(nodes.values()), len(nodes), nodes)
 
@@ -549,6 +545,48 @@ def ray_echoes_quiet() -> Iterator[None]:
             os.environ[RAY_QUIET] = before
 
 
+@contextlib.contextmanager
+def ray_stage(workers: int) -> Iterator[None]:
+    """A stage's Ray loop: connected (`connect_ray`), Ray's echoes of its errors off
+    (`ray_echoes_quiet`), and, when the loop raises (a chunk's error, Ctrl-C), the tasks still
+    running stopped by disconnecting the driver that owns them (Ray ends a leaving driver's
+    tasks and actors) if cg3d connected it. Never by `ray.cancel`: a cancel landing as a task's
+    reply arrives aborts the driver inside Ray ("task_manager.cc: Check failed: Tried to
+    complete task that was not pending", ray-project/ray#54738), which CI met under load. A Ray
+    the program connected itself stays up: its tasks run to their end, each part written whole
+    or not at all."""
+    import ray
+
+    connect_ray(workers)
+    with ray_echoes_quiet():
+        try:
+            yield
+        except BaseException:
+            if _ray_is_ours():
+                ray.shutdown()
+            raise
+
+
+# The Ray connection `connect_ray` made, if any: node and job ids (a job id alone restarts at 1
+# with each new local Ray, and the driver's id is made from it).
+_OUR_RAY: list[tuple[str, str]] = []
+
+
+def _ray_is_ours() -> bool:
+    """Whether the Ray this process is connected to is the session `connect_ray` started (not
+    one the program started itself, nor one after ours was shut down)."""
+    import ray
+
+    return ray.is_initialized() and [_ray_connection()] == _OUR_RAY
+
+
+def _ray_connection() -> tuple[str, str]:
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
+
+
 def connect_ray(workers: int) -> None:
     """Join the cluster RAY_ADDRESS names, and only that one; without it, start a private local
     Ray of `workers` CPUs. `address="local"` is what keeps it private: a bare `ray.init()`
@@ -564,6 +602,7 @@ def connect_ray(workers: int) -> None:
         ray.init(address=address, **common)
     else:
         ray.init(address="local", num_cpus=max(workers, 1), **common)
+    _OUR_RAY[:] = [_ray_connection()]
 
 
 def _on_node(work: Callable, *job) -> str:

@@ -21,6 +21,7 @@ views as much as our code does.
 """
 
 import ast
+import functools
 import importlib.metadata
 import sys
 from collections.abc import Iterable
@@ -76,6 +77,14 @@ def imports_by_name(tree: ast.AST) -> bool:
     return False
 
 
+@functools.cache
+def parsed(source: str) -> ast.AST:
+    """`ast.parse(source)`, once per text: `third_party_imports` walks the very files
+    `module_closure` parsed (a second parse of each took a third of a stage's start in
+    `code_digest`). Keyed by the text, not the path: a file edited in this process is new."""
+    return ast.parse(source)
+
+
 def module_closure(start: Iterable[str], root: Path = SOURCE_ROOT) -> set[str]:
     """`start` and every `cg3d` module they run (the module docstring's rules), parent packages
     included."""
@@ -92,7 +101,7 @@ def module_closure(start: Iterable[str], root: Path = SOURCE_ROOT) -> set[str]:
         if path is None:
             raise ValueError(f"{name} is not a module under {root}")
         package = name if path.name == "__init__.py" else ".".join(parts[:-1])
-        tree = ast.parse(path.read_text())
+        tree = parsed(path.read_text())
         # the top package's names and `import_module` are its lazy exports (module docstring)
         todo += imported_modules(tree, package, root, names_run=name != PACKAGE)
         if name != PACKAGE and imports_by_name(tree):
@@ -135,7 +144,7 @@ def third_party_imports(files: Iterable[Path]) -> set[str]:
     for path in files:
         if path.suffix != ".py":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parsed(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:

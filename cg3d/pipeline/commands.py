@@ -7,6 +7,7 @@ import typer
 
 from cg3d import terminal
 from cg3d.errors import UsageError, printable
+from cg3d.files import json_text
 from cg3d.options import with_params
 from cg3d.params import CaptionConfig, MeshesConfig, PackConfig, SampleConfig
 from cg3d.terminal import say
@@ -180,7 +181,6 @@ def inspect_command(
     ] = 20,
 ) -> None:
     """What a folder holds: ids, per-class counts, failures with reasons, and what made it."""
-    import json
 
     from rich.table import Table
 
@@ -193,10 +193,7 @@ def inspect_command(
             print(printable(object_id))
         return
     if as_json:
-        from cg3d.files import finite_or_none
-
-        # strict JSON, for jq: a NaN in a run's params.yaml (`.nan`) was printed bare `NaN`
-        print(json.dumps(finite_or_none(found.as_dict()), indent=2, default=str, allow_nan=False))
+        print(json_text(found.as_dict(), indent=2, default=str))
         return
     noun = "classes" if found.kind == "run" else "ids"
     console.print(found.headline())
@@ -231,5 +228,5 @@ def inspect_command(
             more = len(found.lacking) - len(listed)
             console.print(f"  … {more} more (--failures 0: all)")
     for key, value in {**found.details, **found.made_by}.items():
-        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        text = json_text(value, default=str) if isinstance(value, dict | list) else str(value)
         console.print(f"  {key}: {text}")

@@ -27,7 +27,6 @@ identical bytes. Objects that failed any stage are left out and listed in
 import bisect
 import functools
 import hashlib
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, locks_out_dir, require_folder
+from cg3d.files import atomic_path, file_sha256, json_text, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -185,7 +184,7 @@ def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dic
 
 
 def plan_digest(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json_text(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
@@ -208,7 +207,7 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
             for stale in folder.glob("shard-*.tar"):
                 stale.unlink()
     with atomic_path(plan_file) as tmp:
-        tmp.write_text(json.dumps({"digest": digest, "plan": fingerprint}, sort_keys=True))
+        tmp.write_text(json_text({"digest": digest, "plan": fingerprint}, sort_keys=True))
     return digest
 
 

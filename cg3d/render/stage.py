@@ -37,11 +37,10 @@ from cg3d.params import RenderConfig
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     bound_workers,
-    connect_ray,
     plan_chunks,
     progress_bar,
     raise_task_cause,
-    ray_echoes_quiet,
+    ray_stage,
 )
 from cg3d.render.cameras import cameras_of
 from cg3d.render.supervisor import BlenderWorker, worker_memory_bytes
@@ -278,12 +277,6 @@ def _run_ray(
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
-    connect_ray(workers)
-    actor_class = ray.remote(num_cpus=1)(_RenderActor)
-    # The limit is worked out on this machine: on a cluster, set render.worker_memory.
-    memory = worker_memory_bytes(config.worker_memory, workers)
-    settings = config.worker_settings()
-    actors = [actor_class.remote(settings, config.timeout, memory, scratch) for _ in range(workers)]
     todo = _SharedQueue(jobs)
     running: dict = {}
     views = 0
@@ -294,9 +287,16 @@ def _run_ray(
         if job is not None:
             running[actor.render_chunk.remote(*job)] = (actor, job)
 
-    for actor in actors:
-        give(actor)
-    with ray_echoes_quiet():
+    with ray_stage(workers):
+        actor_class = ray.remote(num_cpus=1)(_RenderActor)
+        # The limit is worked out on this machine: on a cluster, set render.worker_memory.
+        memory = worker_memory_bytes(config.worker_memory, workers)
+        settings = config.worker_settings()
+        actors = [
+            actor_class.remote(settings, config.timeout, memory, scratch) for _ in range(workers)
+        ]
+        for actor in actors:
+            give(actor)
         try:
             while running:
                 (ref,), _ = ray.wait(list(running), num_returns=1)

@@ -9,14 +9,11 @@ crashes Blender or runs past the per-object timeout, only that process is killed
 gets a failure reason, and a fresh Blender is started for the next one.
 """
 
-import fcntl
 import json
 import os
 import resource
 import selectors
-import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import NAME_MAX
+from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.stopping import AwakeTimer
 
@@ -44,30 +41,19 @@ WORKER_HASH_SEED = "0"
 TMP_ROOM = len("/source/") + NAME_MAX
 
 
-# The prefix of the alias folders in the system's temp folder (and of the worker temp folders
-# made there when a command owns no folder: their `tmp` is a folder, never a link).
+# The prefix of the alias folders in the system's temp folder, and of the worker temp folders
+# (made there when a command owns no folder): both `make_live_folder`'s, swept alike.
 ALIAS_PREFIX = "cg3d-render-"
-
-
-# The file in an alias folder its maker holds an flock on while it lives. The lock goes with
-# the process however it ends (a SIGKILL too); a pid can be reused, and a link's target can be
-# out of sight of a live alias (a run on another machine or container sharing /tmp).
-ALIAS_LOCK = "lock"
 
 
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:
     """(the path the worker is told for `tmp_dir`, the alias folder to remove at the end or
-    None, the descriptor holding its lock or None: `remove_alias`): `tmp_dir` itself when
+    None, the descriptor holding its lock or None: `remove_live_folder`): `tmp_dir` itself when
     every path built in it is short enough for Blender, else a symlink to it in a folder of the
-    system's temp folder (/tmp)."""
+    system's temp folder (/tmp), which a SIGKILLed run's next one removes (`make_live_folder`)."""
     if len(os.fsencode(str(tmp_dir))) + TMP_ROOM < BLENDER_FILE_MAX:
         return str(tmp_dir), None, None
-    remove_dead_aliases()
-    # 0700, made new: no path is trusted
-    alias = Path(tempfile.mkdtemp(prefix=ALIAS_PREFIX, dir=alias_root()))
-    lock = os.open(alias / ALIAS_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    # The link once locked: a sweep passes over a folder with no link (one being made).
+    alias, lock = make_live_folder(ALIAS_PREFIX, alias_root())
     (alias / "tmp").symlink_to(tmp_dir, target_is_directory=True)
     return str(alias / "tmp"), alias, lock
 
@@ -79,47 +65,6 @@ def alias_root() -> str:
     root = tempfile.gettempdir()
     alias = f"{root}/{ALIAS_PREFIX}{'x' * 8}/tmp"  # mkdtemp's names: 8 characters
     return root if len(os.fsencode(alias)) + TMP_ROOM < BLENDER_FILE_MAX else "/tmp"
-
-
-def remove_alias(alias: Path, lock: int) -> None:
-    """Remove an alias folder of `blender_tmp_dir`, then let go of its lock."""
-    shutil.rmtree(alias, ignore_errors=True)
-    os.close(lock)
-
-
-def remove_dead_aliases() -> None:
-    """Remove this user's alias folders whose maker is gone (its lock is free): a SIGKILLed run
-    (or a lost Ray actor) cannot remove its own, and they piled up in /tmp, one per worker."""
-    try:
-        with os.scandir(alias_root()) as listing:
-            folders = [entry.path for entry in listing if entry.name.startswith(ALIAS_PREFIX)]
-    except OSError:
-        return
-    for folder in folders:
-        _remove_if_dead(folder)
-
-
-def _remove_if_dead(folder: str) -> None:
-    """Remove `folder` if it is an alias folder of this user whose lock no process holds. A
-    symlink or another user's folder named so is never entered; nor a worker temp folder of a
-    command that owns no folder (its `tmp` is a folder), nor an alias of before the lock."""
-    try:
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            return
-        if not os.path.islink(os.path.join(folder, "tmp")):
-            return
-        lock = os.open(os.path.join(folder, ALIAS_LOCK), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held: a live worker's, on this machine or another
-        pass
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        os.close(lock)
 
 
 # The smallest memory limit given a worker: Blender itself takes about 300 MiB to start.
@@ -189,12 +134,14 @@ class BlenderWorker:
         if tmp_root is not None:
             tmp_root = Path(tmp_root).resolve()  # the worker is told it as an absolute path
             tmp_root.mkdir(parents=True, exist_ok=True)
-        self.tmp = tempfile.TemporaryDirectory(prefix="cg3d-render-", dir=tmp_root)
+        # A command that owns no folder (`show`, `classify`) makes it in /tmp: one a SIGKILL
+        # left is removed by the next worker (`LiveTempDir`).
+        self.tmp = LiveTempDir(ALIAS_PREFIX, tmp_root)
         self.settings["tmp_dir"], self.alias, lock = blender_tmp_dir(Path(self.tmp.name))
         # Removed by `close`, else when this object goes or the process exits (a constructor
         # or start that raised, an actor dropped): only a SIGKILL leaves it for the next run.
         self._remove_alias = (
-            weakref.finalize(self, remove_alias, self.alias, lock) if self.alias else None
+            weakref.finalize(self, remove_live_folder, self.alias, lock) if self.alias else None
         )
         self.log_path = Path(self.tmp.name) / "blender.log"
         # Blender's own temp folder (`blender_XXXXXX`, made at start-up) goes in ours, not in

@@ -92,3 +92,28 @@ def test_an_editable_install_that_maps_no_module_still_counts(tmp_path, monkeypa
     stage = tmp_path / "stage.py"
     stage.write_text("import foo\nfrom mathutils import Vector\n")
     assert library_versions([stage]) == {"foo": "1.0"}
+
+
+def test_the_libraries_of_a_closure_are_read_without_parsing_its_files_again(tmp_path, monkeypatch):
+    """`code_digest` parses a stage's files to find its closure, then walked their imports for
+    the library versions: each file was parsed twice at every stage start. A file edited since
+    is parsed anew (the parse is kept by text, not by path)."""
+    import ast
+
+    from cg3d.pipeline import closure
+
+    write(tmp_path, {"cg3d/__init__.py": "", "cg3d/stage.py": "import numpy\nimport cg3d.x\n"})
+    write(tmp_path, {"cg3d/x.py": "def f():\n    import scipy.linalg\n"})
+    files = closure_files(module_closure({"cg3d.stage"}, tmp_path), tmp_path)
+    parses, parse = [], ast.parse
+
+    def counted(source, *args, **kwargs):
+        parses.append(source)
+        return parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counted)
+    assert closure.third_party_imports(files) == {"numpy", "scipy"}
+    assert parses == []
+    monkeypatch.undo()
+    write(tmp_path, {"cg3d/x.py": "import yaml\n"})
+    assert closure.third_party_imports(files) == {"numpy", "yaml"}

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cg3d.files import remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, blender_input
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from cg3d.render.supervisor import TMP_ROOM, BlenderWorker, blender_tmp_dir, remove_alias
+from cg3d.render.supervisor import TMP_ROOM, BlenderWorker, blender_tmp_dir
 from tests.render.helpers import cameras_of, render_views
 
 RED = (200, 30, 30)
@@ -203,7 +204,7 @@ def test_an_alias_is_short_even_when_the_system_temp_folder_is_deep(tmp_path, mo
         assert alias.parent == Path("/tmp") and told == str(alias / "tmp")
         assert len(os.fsencode(told)) + TMP_ROOM < BLENDER_FILE_MAX
     finally:
-        remove_alias(alias, lock)
+        remove_live_folder(alias, lock)
 
 
 def test_a_worker_dropped_before_close_leaves_no_alias(tmp_path):

@@ -1,0 +1,55 @@
+"""Every JSON file and member cg3d writes is strict JSON (issue t81d): Python's `json.dumps`
+wrote NaN and infinity as `NaN` / `Infinity` in shard meta, chunk plans and cameras, which jq,
+JavaScript and most parsers refuse. `cg3d.files.json_text` writes them as null, and the
+readers take what it wrote."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cg3d.formats.owner import PLAN_NAME
+from cg3d.formats.renders import CamerasError, dumps_cameras, loads_cameras
+from cg3d.formats.shards import decode_meta, sample_members
+from cg3d.pipeline.pack import prepare_output
+
+
+def strict_json(text: str | bytes) -> object:
+    """json.loads as jq or JavaScript read: NaN and Infinity are no JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_shards_meta_holding_nan_is_strict_json_and_reads_back_as_null():
+    meta = {"class_name": "chair", "scale": math.nan, "extent": [1.5, math.inf, -math.inf]}
+    points = np.zeros((4, 3), np.float32)
+    members = dict(sample_members(points, {}, None, ["a chair"], 0, meta))
+    expected = {"class_name": "chair", "scale": None, "extent": [1.5, None, None]}
+    assert strict_json(members["meta.json"]) == expected
+    assert decode_meta(members["meta.json"]) == expected  # the shard reader takes it
+
+
+def test_a_plan_holding_nan_is_strict_json_and_its_rerun_keeps_the_finished_shards(tmp_path):
+    out = tmp_path / "shards"
+    fingerprint = {"stage": "pack", "shard_size": 2, "inputs": "abc", "weight": math.nan}
+    digest = prepare_output(out, fingerprint)
+    plan = strict_json((out / PLAN_NAME).read_text())
+    assert plan == {"digest": digest, "plan": {**fingerprint, "weight": None}}
+    finished = out / "train" / "shard-000000.tar"
+    finished.write_bytes(b"a finished shard")
+    assert prepare_output(out, fingerprint) == digest  # the plan it wrote reads as the same
+    assert finished.exists()
+
+
+def test_cameras_holding_nan_are_strict_json_and_still_refused_on_reading():
+    view = {"name": "view_00", "K": np.eye(3).tolist(), "world_to_camera": np.eye(4).tolist()}
+    view |= {"azimuth_deg": 0.0, "elevation_deg": 30.0}
+    view["K"][0][0] = math.nan  # a camera gone wrong
+    data = dumps_cameras({"width": 64, "height": 64, "views": [view]})
+    assert strict_json(data)["views"][0]["K"][0][0] is None
+    with pytest.raises(CamerasError, match="view 0: K is not a finite 3×3"):
+        loads_cameras(data)
