@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cg3d.stopping import STOP_SIGNALS
+from cg3d.stopping import STOP_SIGNALS, AwakeTimer, Stopwatch
 from tests.stopping import still_running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -512,3 +512,37 @@ def test_a_stopwatch_leaves_out_the_time_its_process_was_stopped():
         process.kill()
         process.wait()
     assert 2.5 < seconds < 5.0  # 3 s of work (and a tick's doubt); with the pause: over 7
+
+
+def hold_the_gil(seconds: float) -> float:
+    """Work about `seconds` of CPU time in one C call, which keeps the GIL throughout (no
+    bytecode runs in it, so no other thread of this process does); the CPU seconds it took."""
+    start = time.process_time()
+    sum(range(2_000_000))
+    per_item = (time.process_time() - start) / 2_000_000
+    start = time.process_time()
+    sum(range(int(seconds / max(per_item, 1e-9))))
+    return time.process_time() - start
+
+
+def test_a_stopwatch_counts_work_that_keeps_the_gil_as_work():
+    """The pause meter is a thread: a long C call in another thread (a big `sorted`, an
+    unpickling) kept it from looking at the clock for as long, which it took for a stop, and
+    left out of the duration: 7.4 s of work measured 1.5 s. The process used the CPU all
+    along: it was not stopped."""
+    clock = Stopwatch()
+    time.sleep(0.6)  # the meter ticks
+    worked = hold_the_gil(4.0)
+    time.sleep(1.2)  # the meter's next look, which saw the long step
+    # 1.8 s of sleep + the work; without the CPU time, the work counted as a 0.5 s tick
+    assert worked > 2.5
+    assert clock.seconds() > worked + 1.5
+
+
+def test_a_timeout_counts_work_that_keeps_the_gil():
+    """The same rule in `AwakeTimer`: a step of its clock in which this process worked (a
+    render thread kept from the GIL by another) counts whole, not as the tick a stop does."""
+    timer = AwakeTimer(3.0)
+    worked = hold_the_gil(4.0)
+    assert worked > 3.0
+    assert timer.left() <= 0  # counted as one 0.5 s tick: 2.5 s were left
