@@ -223,6 +223,18 @@ def workers_start_deaf() -> Iterator[None]:
                 handler(signum, None)
 
 
+def _forget_holds() -> None:
+    """In a forked child: it is in none of its parent's `workers_start_deaf` blocks. A
+    DataLoader forks its workers inside one, and the count they inherited held their first
+    stop signal for ever: `kill -TERM` of a loader worker did nothing, and multiprocessing's
+    SIGTERM to its workers at exit was lost, the process waiting on them for ever."""
+    global _holding, _held
+    _holding, _held = 0, None
+
+
+os.register_at_fork(after_in_child=_forget_holds)
+
+
 def stop_tasks_as_interrupt() -> None:
     """A process pool's `initializer`: a stop signal interrupts the task being run (submitted
     through `run_task`) as Ctrl-C does, and is ignored by an idle worker, which its stopping

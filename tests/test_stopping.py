@@ -547,3 +547,45 @@ def test_a_timeout_counts_work_that_keeps_the_gil():
     while time.process_time() - start < 4.0:  # 4 s of work before it looks again
         pass
     assert timer.left() <= 0  # counted as one 0.5 s tick: 2.5 s were left
+
+
+# A worker forked inside `workers_start_deaf`, as a DataLoader forks its workers; it stops as
+# its `worker_init_fn` (`stop_as_interrupt`) says, then gets one SIGTERM.
+FORKED_WORKER = """
+import multiprocessing, os, signal, time
+from cg3d.stopping import stop_as_interrupt, workers_start_deaf
+
+def work(ready):
+    stop_as_interrupt()
+    try:
+        ready.set()
+        time.sleep(60)
+        print("worker: not stopped", flush=True)
+    except KeyboardInterrupt:
+        print("worker: stopped", flush=True)
+
+context = multiprocessing.get_context("fork")
+ready = context.Event()
+with workers_start_deaf():
+    worker = context.Process(target=work, args=(ready,), daemon=True)
+    worker.start()
+ready.wait(30)
+os.kill(worker.pid, signal.SIGTERM)
+worker.join(30)
+print("exit code", worker.exitcode, flush=True)
+"""
+
+
+def test_a_worker_forked_while_workers_start_deaf_stops_on_its_first_signal():
+    """The first stop signal of this process is held while a pool or loader starts its
+    workers; a forked worker inherited the hold, and with it no end: its first SIGTERM was
+    held for ever (`kill -TERM` of a DataLoader worker, or multiprocessing's at exit, which
+    then waited on the worker for ever)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKER],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert result.stdout.splitlines() == ["worker: stopped", "exit code 0"], result.stderr
