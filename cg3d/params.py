@@ -462,7 +462,8 @@ class TrainConfig(Section):
     )
     read_timeout: float = param(
         60.0,
-        "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable.",
+        "Seconds a remote shard (URL, pipe:) may send nothing before it counts as unreadable "
+        "(time stopped, as by Ctrl-Z or a suspended job, does not count).",
         low=0.1,
     )
     replacement_draws: int = param(

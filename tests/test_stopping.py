@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cg3d.stopping import STOP_SIGNALS
+from cg3d.stopping import STOP_SIGNALS, AwakeTimer, Stopwatch
 from tests.stopping import still_running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -495,3 +495,80 @@ def test_a_stopwatch_leaves_out_the_time_its_process_was_stopped():
         process.kill()
         process.wait()
     assert 2.5 < seconds < 5.0  # 3 s of work (and a tick's doubt); with the pause: over 7
+
+
+def hold_the_gil(seconds: float) -> float:
+    """Work about `seconds` of CPU time in one C call, which keeps the GIL throughout (no
+    bytecode runs in it, so no other thread of this process does); the CPU seconds it took."""
+    start = time.process_time()
+    sum(range(5_000_000))
+    per_item = (time.process_time() - start) / 5_000_000
+    start = time.process_time()
+    sum(range(int(seconds / max(per_item, 1e-9))))
+    return time.process_time() - start
+
+
+def test_a_stopwatch_counts_work_that_keeps_the_gil_as_work():
+    """The pause meter is a thread: a long C call in another thread (a big `sorted`, an
+    unpickling) kept it from looking at the clock for as long, which it took for a stop, and
+    left out of the duration: 7.4 s of work measured 1.5 s. The process used the CPU all
+    along: it was not stopped."""
+    clock = Stopwatch()
+    time.sleep(0.6)  # the meter ticks
+    worked = hold_the_gil(5.0)
+    time.sleep(1.2)  # the meter's next look, which saw the long step
+    # 1.8 s of sleep + the work; without the CPU time, the work counted as a 0.5 s tick
+    assert worked > 2.5
+    assert clock.seconds() > worked + 1.5
+
+
+def test_a_timeout_counts_work_that_keeps_the_gil():
+    """The same rule in `AwakeTimer`: a step of its clock in which this process worked (a
+    render thread kept from the GIL by another) counts whole, not as the tick a stop does."""
+    timer = AwakeTimer(3.0)
+    start = time.process_time()
+    while time.process_time() - start < 4.0:  # 4 s of work before it looks again
+        pass
+    assert timer.left() <= 0  # counted as one 0.5 s tick: 2.5 s were left
+
+
+# A worker forked inside `workers_start_deaf`, as a DataLoader forks its workers; it stops as
+# its `worker_init_fn` (`stop_as_interrupt`) says, then gets one SIGTERM.
+FORKED_WORKER = """
+import multiprocessing, os, signal, time
+from cg3d.stopping import stop_as_interrupt, workers_start_deaf
+
+def work(ready):
+    stop_as_interrupt()
+    try:
+        ready.set()
+        time.sleep(60)
+        print("worker: not stopped", flush=True)
+    except KeyboardInterrupt:
+        print("worker: stopped", flush=True)
+
+context = multiprocessing.get_context("fork")
+ready = context.Event()
+with workers_start_deaf():
+    worker = context.Process(target=work, args=(ready,), daemon=True)
+    worker.start()
+ready.wait(30)
+os.kill(worker.pid, signal.SIGTERM)
+worker.join(30)
+print("exit code", worker.exitcode, flush=True)
+"""
+
+
+def test_a_worker_forked_while_workers_start_deaf_stops_on_its_first_signal():
+    """The first stop signal of this process is held while a pool or loader starts its
+    workers; a forked worker inherited the hold, and with it no end: its first SIGTERM was
+    held for ever (`kill -TERM` of a DataLoader worker, or multiprocessing's at exit, which
+    then waited on the worker for ever)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKER],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert result.stdout.splitlines() == ["worker: stopped", "exit code 0"], result.stderr

@@ -60,6 +60,7 @@ from cg3d.formats.tar import (
     tar_samples,
 )
 from cg3d.params import MAX_SHARD_SAMPLES
+from cg3d.stopping import AwakeTimer
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -152,12 +153,18 @@ class TimedReader:
         return b"".join(pieces)
 
     def _fill(self) -> bool:
-        """The next piece of the pipe into the buffer; False at its end."""
-        ready, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not ready:
-            raise TimeoutError(f"no data for {self.timeout:g} s (the source stopped sending)")
-        self.buffer, self.offset = os.read(self.fd, self.block), 0
-        return bool(self.buffer)
+        """The next piece of the pipe into the buffer; False at its end. The time this
+        process spends stopped (Ctrl-Z, a Slurm suspend) does not count (`AwakeTimer`): one
+        select for the whole timeout kept that only while no handled signal came; a SIGCHLD
+        at the SIGCONT (the pipe command going on), handled in every loader worker started
+        after torch put its handler in the main process (the held-out loader's), interrupted
+        it, and Python, retrying, counted the pause: a timeout, and the shard was skipped."""
+        timer = AwakeTimer(self.timeout)
+        while (wait := timer.wait_s()) > 0:
+            if select.select([self.fd], [], [], wait)[0]:
+                self.buffer, self.offset = os.read(self.fd, self.block), 0
+                return bool(self.buffer)
+        raise TimeoutError(f"no data for {self.timeout:g} s (the source stopped sending)")
 
     def seekable(self) -> bool:
         return False

@@ -310,20 +310,26 @@ def test_a_pipe_that_stops_sending_fails_the_shard_after_the_timeout(tmp_path):
 
 
 # Reads the shard command argv[1] under a 3 s timeout; prints the samples read and skipped.
+# argv[2] "handled": SIGCHLD has a Python handler, as in every loader worker that torch starts
+# after its first loader put one in the main process (the held-out loader's workers).
 PAUSED_READER = """
-import sys
+import signal, sys
 from cg3d.formats.shards import Skipped, raw_samples
+if sys.argv[2] == "handled":
+    signal.signal(signal.SIGCHLD, lambda *_: None)
 skipped = Skipped()
 read = list(raw_samples(sys.argv[1], ["x"], [10], [0], skipped, timeout=3.0))
 print(len(read), skipped.total, *skipped.reasons)
 """
 
 
-def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path):
+@pytest.mark.parametrize("sigchld", ["default", "handled"])
+def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path, sigchld):
     """Ctrl-Z then `fg`, a Slurm suspend (SIGSTOP to the job's every process, later SIGCONT):
-    the pause is no stall of the source. It holds because `TimedReader` waits in one select
-    call, whose timeout Linux keeps as it was when the stop came; a deadline taken from the
-    clock (as the render supervisor's was) would skip the shard. A regression pin."""
+    the pause is no stall of the source. One select for the whole timeout held this only
+    while no handled signal came: with SIGCHLD handled (torch's handler, inherited by a
+    later loader's workers), the pipe command's going on interrupted it, Python's retry
+    counted the pause, and the shard was skipped with a TimeoutError."""
     import os
     import signal
     import sys
@@ -336,7 +342,7 @@ def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path):
     command = f"pipe:touch {started}; sleep 1; cat {shard} #{{}}"
     repo = Path(__file__).resolve().parents[2]
     reader = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_READER, command],
+        [sys.executable, "-c", PAUSED_READER, command, sigchld],
         cwd=repo,
         env={**os.environ, "PYTHONPATH": str(repo)},
         stdout=subprocess.PIPE,

@@ -33,7 +33,8 @@ with SlowWorker({}, timeout_s=timeout, tmp_root=folder / "tmp") as worker:
 
 def run_one(tmp_path: Path, seconds: float, timeout: float, pause: str | None) -> str | None:
     """The reason of one object that takes `seconds`, under `timeout`; `pause`: stop "group"
-    (the driver and its worker) or only its "worker" for 5 s once the object has started."""
+    (the driver and its worker), only its "worker" or only the "driver" (SIGSTOP to its pid)
+    for 5 s once the object has started."""
     (tmp_path / "a.obj").write_text(str(seconds))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(
@@ -54,6 +55,8 @@ def run_one(tmp_path: Path, seconds: float, timeout: float, pause: str | None) -
         assert started, "the object never reached the worker"
         if pause == "group":
             os.killpg(driver.pid, signal.SIGSTOP)
+        elif pause == "driver":
+            os.kill(driver.pid, signal.SIGSTOP)
         elif pause == "worker":
             worker = next(int(p.name) for p in Path("/proc").iterdir() if is_child(p, driver.pid))
             os.kill(worker, signal.SIGSTOP)
@@ -78,12 +81,15 @@ def is_child(proc: Path, parent: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("pause", ["group", "worker"])
+@pytest.mark.parametrize("pause", ["group", "worker", "driver"])
 def test_a_pause_longer_than_the_timeout_is_no_timeout(tmp_path, pause):
-    # 1 s of work under a 3 s timeout, stopped 5 s in the middle
+    # 1 s of work under a 3 s timeout, stopped 5 s in the middle ("driver": the worker's
+    # reply waits in the pipe, read when the driver goes on, not a timeout judged first)
     assert run_one(tmp_path, seconds=1, timeout=3, pause=pause) is None
 
 
-def test_a_hung_worker_still_times_out(tmp_path):
-    reason = run_one(tmp_path, seconds=600, timeout=2, pause=None)
+@pytest.mark.parametrize("pause", [None, "driver"])
+def test_a_hung_worker_still_times_out(tmp_path, pause):
+    # "driver": the worker hangs on while the driver alone is stopped; the timeout still ends it
+    reason = run_one(tmp_path, seconds=600, timeout=2, pause=pause)
     assert reason.startswith("timeout: object a took longer than 2 s")
