@@ -20,18 +20,23 @@ torch.topk, whose order among equal scores is unspecified (on CPU it is not inde
 where scores tie exactly (identical text features of two classes) their numbers may differ.
 """
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
-# Rows of an (N, C) score matrix compared at once: the temporaries stay (ROWS, C) booleans,
-# whatever N. A whole-matrix argsort (as before) held N x C int64 indices and a negated copy per
-# call: Objaverse-LVIS's 46k shapes x 1,156 classes, four calls (top-1, 3, 5, the guesses),
-# 15 s and 1 GiB above the scores themselves (probe beside other work, t82d).
-ROWS = 1024
+# Scores compared at once: a block of whole rows of at most this many cells, so that the
+# temporaries (a sort's int64 indices, booleans) stay some 10 MiB, whatever the number of shapes
+# or the gallery's size. Whole-matrix sorts held an int64 index per score and a negated copy:
+# Objaverse-LVIS zero-shot (46k shapes x 1,156 classes, four sorts: top-1, 3, 5, the guesses)
+# 15 s and 1 GiB above the scores; retrieval over 20k objects x 5 views, 8 GiB per direction.
+BLOCK_CELLS = 1 << 20
 
 
-def row_blocks(n: int) -> range:
-    """Starts of the ROWS-row blocks of `n` rows."""
-    return range(0, n, ROWS)
+def row_blocks(rows: int, columns: int) -> Iterator[slice]:
+    """Consecutive blocks of `rows` rows of `columns` values each, BLOCK_CELLS at most (one
+    row at least)."""
+    step = max(1, BLOCK_CELLS // max(columns, 1))
+    return (slice(start, start + step) for start in range(0, rows, step))
 
 
 def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -41,15 +46,15 @@ def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
     ranks = np.empty(len(labels), dtype=np.int64)
     columns = np.arange(scores.shape[1])
-    for start in row_blocks(len(labels)):
-        block, label = scores[start : start + ROWS], labels[start : start + ROWS, None]
+    for rows in row_blocks(*scores.shape):
+        block, label = scores[rows], labels[rows, None]
         own = np.take_along_axis(block, label, axis=1)
         before = columns < label
         above = (block > own) | ((block == own) & before)
         if np.isnan(own).any():  # a NaN label ranks after every number and earlier NaNs
             missing = np.isnan(block)
             above |= np.isnan(own) & (~missing | before)
-        ranks[start : start + ROWS] = above.sum(axis=1)
+        ranks[rows] = above.sum(axis=1)
     return ranks
 
 
@@ -58,11 +63,11 @@ def top1_predictions(scores: np.ndarray) -> np.ndarray:
     a number (the first of a stable sort of -scores), without sorting."""
     scores = np.asarray(scores)
     guesses = np.empty(len(scores), dtype=np.int64)
-    for start in row_blocks(len(scores)):
-        block = scores[start : start + ROWS]
+    for rows in row_blocks(*scores.shape):
+        block = scores[rows]
         if np.issubdtype(block.dtype, np.floating):
             block = np.where(np.isnan(block), -np.inf, block)
-        guesses[start : start + ROWS] = np.argmax(block, axis=1)
+        guesses[rows] = np.argmax(block, axis=1)
     return guesses
 
 
@@ -99,8 +104,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: list
     present = counts > 0
     per_class_acc = np.diag(matrix)[present] / counts[present]
     tied = sum(
-        int((near_top(scores[start : start + ROWS]).sum(axis=1) > 1).sum())
-        for start in row_blocks(len(scores))
+        int((near_top(scores[rows]).sum(axis=1) > 1).sum()) for rows in row_blocks(*scores.shape)
     )
     ranks = label_ranks(scores, labels)
     return {
@@ -151,12 +155,29 @@ def retrieval_metrics(
 ) -> dict:
     """R@K (in %, each K of `ks` below G) and mAP (in %) of (Q, G) `similarity` against
     (Q, G) bool `relevant`."""
-    order = np.argsort(-np.asarray(similarity), axis=1, kind="stable")
-    ranked = np.take_along_axis(np.asarray(relevant, dtype=bool), order, axis=1)
-    metrics = {
-        f"R@{k}": 100.0 * float(ranked[:, :k].any(axis=1).mean()) for k in ks if k < ranked.shape[1]
-    }
-    metrics["mAP"] = 100.0 * float(average_precision(ranked).mean())
-    metrics["queries"] = int(len(ranked))
-    metrics["gallery"] = int(ranked.shape[1])
+    similarity, relevant = np.asarray(similarity), np.asarray(relevant)
+    blocks = ((similarity[rows], relevant[rows]) for rows in row_blocks(*similarity.shape))
+    return blocked_retrieval_metrics(blocks, similarity.shape[1], ks)
+
+
+def blocked_retrieval_metrics(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], gallery: int, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict:
+    """`retrieval_metrics` of (similarity, relevance) blocks of consecutive query rows over a
+    gallery of `gallery` items, made by the caller one at a time (`row_blocks`): the (Q, G)
+    matrices are never whole."""
+    ks = tuple(k for k in ks if k < gallery)
+    hits = dict.fromkeys(ks, 0)
+    precisions = [np.zeros(0)]
+    for similarity, relevant in blocks:
+        order = np.argsort(-np.asarray(similarity), axis=1, kind="stable")
+        ranked = np.take_along_axis(np.asarray(relevant, dtype=bool), order, axis=1)
+        for k in ks:
+            hits[k] += int(ranked[:, :k].any(axis=1).sum())
+        precisions.append(average_precision(ranked))
+    ap = np.concatenate(precisions)
+    metrics = {f"R@{k}": 100.0 * (hits[k] / len(ap)) for k in ks}
+    metrics["mAP"] = 100.0 * float(ap.mean())
+    metrics["queries"] = int(len(ap))
+    metrics["gallery"] = int(gallery)
     return metrics

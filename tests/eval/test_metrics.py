@@ -146,14 +146,16 @@ def test_distinct_cosines_a_millionth_apart_are_no_tie():
     assert m["tied_top1"] == 0
 
 
-def test_ranks_match_a_stable_sort_with_ties_and_nans():
+def test_ranks_match_a_stable_sort_with_ties_and_nans(monkeypatch):
     """`label_ranks` and `top1_predictions` count instead of sorting: the same order as a
     stable argsort of -scores (ties to the lower index, NaN after every number), over more
     rows than one block."""
-    from cg3d.eval.metrics import ROWS, label_ranks, top1_predictions
+    import cg3d.eval.metrics as metrics
+    from cg3d.eval.metrics import label_ranks, top1_predictions
 
+    monkeypatch.setattr(metrics, "BLOCK_CELLS", 9 * 64)  # blocks of 64 rows
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 4, (ROWS + 37, 9)).astype(np.float32)  # many exact ties
+    scores = rng.integers(0, 4, (1000, 9)).astype(np.float32)  # many exact ties
     scores[rng.random(scores.shape) < 0.1] = np.nan
     scores[5] = np.nan  # a row of NaNs only
     labels = rng.integers(0, 9, len(scores))
