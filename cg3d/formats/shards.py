@@ -475,9 +475,11 @@ def raw_samples(
     skipped: Skipped,
     keep: Callable[[int], bool] = lambda position: True,
     timeout: float = READ_TIMEOUT,
+    read_data: Callable[[str], bool] | bool = True,
 ) -> Iterator[dict]:
     """Undecoded samples ({"__key__": id, suffix: bytes}) of the shards `order` (indices into
-    `names`/`counts`), those whose position `keep` accepts. A position is a sample's index in
+    `names`/`counts`), those whose position `keep` accepts; only the members `read_data`
+    accepts (by name) are read, the others come as b"" (`tar_members`). A position is a sample's index in
     the stream those shards give, as the index counts it. An unreadable shard counts its
     remaining kept positions as skipped; positions go on from the index, so the other readers'
     shares stay the same. A remote shard that sends nothing for `timeout` seconds is such an
@@ -488,7 +490,7 @@ def raw_samples(
         end = position + counts[shard]
         try:
             with open_shard(url, timeout) as stream:
-                for sample in tar_samples(stream):
+                for sample in tar_samples(stream, read_data):
                     position += 1
                     if keep(position):
                         yield sample

@@ -260,7 +260,12 @@ def read_shards(found: Inspection) -> None:
     for split, entry in index["splits"].items():
         skipped = Skipped()
         order = range(len(entry["shards"]))
-        for sample in raw_samples(found.folder, entry["shards"], entry["counts"], order, skipped):
+        # the keys and classes only: points and views are seeked over (a shard set of
+        # Objaverse is hundreds of GB, which were all read to count the samples)
+        samples = raw_samples(
+            found.folder, entry["shards"], entry["counts"], order, skipped, read_data=_is_cls
+        )
+        for sample in samples:
             if "__error__" in sample:  # a member named `../x.points.npy`: no id, a failure
                 reason = f"damaged sample: {sample['__error__']}"
                 found.failures.append(
@@ -283,6 +288,11 @@ def read_shards(found: Inspection) -> None:
     found.failures += read_failures(found.folder / FAILURES_NAME)
     found.details["failures by stage"] = index.get("failures", {}).get("by_stage", {})
     found.made_by["params"] = index.get("params", {})
+
+
+def _is_cls(member: str) -> bool:
+    """Whether a shard member is a sample's class label (`<id>.cls`)."""
+    return member.endswith(".cls")
 
 
 def read_results(found: Inspection) -> None:

@@ -526,3 +526,41 @@ def test_inspect_json_is_strict_json(tmp_path):
 
     found = json.loads(result.output, parse_constant=refuse)
     assert found["made_by"]["params"]["train"] == {"encoder_lr": None, "warmup_epochs": None}
+
+
+def test_shards_are_counted_from_their_headers_and_labels(tmp_path, monkeypatch):
+    """An Objaverse shard set is hundreds of GB of points and views: inspect read every byte
+    of it to count ids and classes. It reads the tar headers and the `cls` members only, and
+    seeks over the rest."""
+    import contextlib
+
+    import cg3d.formats.shards as shards
+
+    fake_pipeline(tmp_path, per_class=4, shard_size=3, views=2, n=4096)  # 48 kB of points each
+    read = []
+    opened = shards.open_shard
+
+    class Counted:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def read(self, size=-1):
+            data = self.stream.read(size)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def counted(url, *args, **kwargs):
+        with opened(url, *args, **kwargs) as stream:
+            yield Counted(stream)
+
+    monkeypatch.setattr(shards, "open_shard", counted)
+    found = inspect_folder(tmp_path / "shards")
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert sum(found.splits.values()) == sum(e["samples"] for e in index["splits"].values())
+    assert sum(found.classes.values()) == len(found.ids) and set(found.classes) <= set(CLASSES)
+    size = sum(p.stat().st_size for p in (tmp_path / "shards").rglob("*.tar"))
+    assert 0 < sum(read) < size / 5, (sum(read), size)
