@@ -557,7 +557,18 @@ def rgb_on_white(image: Image.Image) -> Image.Image:
 
 
 def view_names(sample: dict) -> list[str]:
-    return sorted(k for k in sample if k.startswith("view_") and k.endswith(".png"))
+    return sorted(k for k in sample if is_view(k))
+
+
+def is_view(suffix: str) -> bool:
+    """Whether a sample's member (its suffix, `view_00.png`) is a rendered view."""
+    return suffix.startswith("view_") and suffix.endswith(".png")
+
+
+def not_a_view(member: str) -> bool:
+    """Whether a shard member (`<id>.<suffix>`) is other than a view: the `read_data` of
+    readers that never decode the views (`raw_samples`), which are most of a shard's bytes."""
+    return not is_view(member.partition(".")[2])
 
 
 def decode_member(raw: dict, suffix: str, decode: Callable[[bytes], Any]) -> Any:

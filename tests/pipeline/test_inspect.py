@@ -17,7 +17,7 @@ from cg3d.formats.metrics import write_metrics
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.pipeline.inspect import inspect_folder
 from cg3d.render.show import locate
-from tests.pipeline.fakes import CLASSES, fake_pipeline
+from tests.pipeline.fakes import CLASSES, count_shard_reads, fake_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -532,32 +532,8 @@ def test_shards_are_counted_from_their_headers_and_labels(tmp_path, monkeypatch)
     """An Objaverse shard set is hundreds of GB of points and views: inspect read every byte
     of it to count ids and classes. It reads the tar headers and the `cls` members only, and
     seeks over the rest."""
-    import contextlib
-
-    import cg3d.formats.shards as shards
-
     fake_pipeline(tmp_path, per_class=4, shard_size=3, views=2, n=4096)  # 48 kB of points each
-    read = []
-    opened = shards.open_shard
-
-    class Counted:
-        def __init__(self, stream):
-            self.stream = stream
-
-        def read(self, size=-1):
-            data = self.stream.read(size)
-            read.append(len(data))
-            return data
-
-        def __getattr__(self, name):
-            return getattr(self.stream, name)
-
-    @contextlib.contextmanager
-    def counted(url, *args, **kwargs):
-        with opened(url, *args, **kwargs) as stream:
-            yield Counted(stream)
-
-    monkeypatch.setattr(shards, "open_shard", counted)
+    read = count_shard_reads(monkeypatch)
     found = inspect_folder(tmp_path / "shards")
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     assert sum(found.splits.values()) == sum(e["samples"] for e in index["splits"].values())
