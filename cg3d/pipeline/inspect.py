@@ -478,15 +478,22 @@ READERS = {
 
 def classes_from_manifest(found: Inspection, meshes: Path) -> None:
     """Per-class and per-split counts of `found.ids` from the manifest in `meshes`, if any."""
-    from cg3d.formats.manifest import manifest_rows
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cg3d.formats.manifest import manifest_tables
 
     if not (meshes / "manifest.parquet").is_file():
         return
-    of = {r["id"]: r for r in manifest_rows(meshes, ["id", "class_name", "split"])}
-    for object_id in found.ids:
-        if object_id in of:
-            found.classes[of[object_id]["class_name"]] += 1
-            found.splits[of[object_id]["split"]] += 1
+    # One join in Arrow: a dict of every manifest row (as before) was some 450 bytes an object
+    # in Python, 360 MB for Objaverse's 800k, on top of the ids.
+    manifest = pa.concat_tables(manifest_tables(meshes, ["id", "class_name", "split"]))
+    ids = pa.table({"id": pa.array(found.ids, pa.string())})
+    matched = ids.join(manifest, "id", join_type="inner")
+    for column, counter in (("class_name", found.classes), ("split", found.splits)):
+        counts = pc.value_counts(matched[column]).to_pylist()
+        for entry in sorted(counts, key=lambda entry: entry["values"]):
+            counter[entry["values"]] += entry["counts"]
     found.details["classes from"] = str(meshes)
 
 
