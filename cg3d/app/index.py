@@ -393,8 +393,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k == len(scores):
         return np.argsort(-scores, kind="stable")
-    candidates = np.argpartition(-scores, k - 1)[:k]
-    return candidates[np.lexsort((candidates, -scores[candidates]))]
+    # The k-th best score; of the objects that tie with it, argpartition keeps any (not the
+    # lowest indices): duplicates (Objaverse has many) have identical embeddings, and a search
+    # returned another copy than the rule says, or a different one per k.
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+    above = np.flatnonzero(scores > kth)
+    chosen = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
 def open_index(path: str | Path, model: Model | None = None, device: str = "cpu") -> Index:

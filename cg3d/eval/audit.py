@@ -44,7 +44,14 @@ from scipy.ndimage import gaussian_filter
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, loads_json, read_small_text, require_regular_file, write_json
 from cg3d.formats.owner import check_owner, claim
-from cg3d.formats.shards import Skipped, decode_sample, raw_samples, read_index, split_entry
+from cg3d.formats.shards import (
+    Skipped,
+    decode_sample,
+    not_a_view,
+    raw_samples,
+    read_index,
+    split_entry,
+)
 from cg3d.formats.tables import write_csv
 from cg3d.formats.tar import FormatError
 
@@ -107,10 +114,13 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditShape]:
-    """The points and mesh identity of every sample of a split (views are not decoded)."""
+    """The points and mesh identity of every sample of a split (views are seeked over)."""
     entry = split_entry(read_index(shards), split)
     order = range(len(entry["shards"]))
-    for raw in raw_samples(shards, entry["shards"], entry["counts"], order, skipped):
+    samples = raw_samples(
+        shards, entry["shards"], entry["counts"], order, skipped, read_data=not_a_view
+    )
+    for raw in samples:
         try:
             sample = decode_sample(raw, views=False)
         except FormatError as error:

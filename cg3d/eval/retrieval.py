@@ -29,7 +29,7 @@ import torch
 
 from cg3d import terminal
 from cg3d.errors import UsageError
-from cg3d.eval.metrics import retrieval_metrics
+from cg3d.eval.metrics import blocked_retrieval_metrics, row_blocks
 from cg3d.eval.readers import (
     COLOR_FROM_SHARDS,
     COLOR_NOT_SAMPLED,
@@ -154,28 +154,51 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     )
 
 
+# query side, gallery side, and whether the similarity is the transpose of the other
+# direction's (computed as that product's columns, so that both read the same numbers)
+DIRECTIONS = {
+    "point_to_text": ("points", "texts", False),
+    "text_to_point": ("texts", "points", True),
+    "point_to_image": ("points", "images", False),
+    "image_to_point": ("images", "points", True),
+}
+
+
+def relevance_rows(features: Features, direction: str, rows: slice) -> np.ndarray:
+    """(queries × gallery) bool relevance of the query `rows` of one direction (see the
+    module docstring)."""
+    objects = np.arange(len(features.labels))
+    if direction == "point_to_text":
+        return features.caption_classes[:, features.labels[rows]].T
+    if direction == "text_to_point":
+        return features.caption_classes[rows][:, features.labels]
+    if direction == "point_to_image":
+        return features.image_object[None, :] == objects[rows, None]
+    return features.image_object[rows, None] == objects[None, :]
+
+
 def relevance(features: Features) -> dict[str, np.ndarray]:
-    """(queries × gallery) bool relevance of the four directions (see the module docstring)."""
-    n = len(features.labels)
-    point_image = features.image_object[None, :] == np.arange(n)[:, None]
-    point_text = features.caption_classes[:, features.labels].T
-    return {
-        "point_to_text": point_text,
-        "text_to_point": point_text.T,
-        "point_to_image": point_image,
-        "image_to_point": point_image.T,
-    }
+    """(queries × gallery) bool relevance of the four directions, whole (small sets)."""
+    return {name: relevance_rows(features, name, slice(None)) for name in DIRECTIONS}
 
 
 def all_metrics(features: Features) -> dict[str, dict]:
-    similarity = {
-        "point_to_text": features.points @ features.texts.T,
-        "point_to_image": features.points @ features.images.T,
-    }
-    similarity["text_to_point"] = similarity["point_to_text"].T
-    similarity["image_to_point"] = similarity["point_to_image"].T
-    relevant = relevance(features)
-    return {name: retrieval_metrics(similarity[name], relevant[name]) for name in relevant}
+    """Each direction's metrics, a block of query rows at a time: the (queries × gallery)
+    similarities and relevance are never whole (20k objects x 5 views: 8 GiB of similarities
+    per direction and as much again for its sort)."""
+    metrics = {}
+    for name, (query_side, gallery_side, transposed) in DIRECTIONS.items():
+        queries, gallery = getattr(features, query_side), getattr(features, gallery_side)
+
+        def blocks(queries=queries, gallery=gallery, transposed=transposed, name=name):
+            for rows in row_blocks(len(queries), len(gallery)):
+                similarity = (
+                    (gallery @ queries[rows].T).T if transposed else queries[rows] @ gallery.T
+                )
+                yield similarity, relevance_rows(features, name, rows)
+
+        metrics[name] = blocked_retrieval_metrics(blocks(), len(gallery))
+    return metrics
 
 
 RELEVANCE = {

@@ -47,7 +47,7 @@ import torch
 
 from cg3d import terminal
 from cg3d.errors import UsageError
-from cg3d.eval.metrics import classification_metrics, topk_accuracies
+from cg3d.eval.metrics import classification_metrics, top1_predictions, topk_accuracies
 from cg3d.eval.protocols import CG3D, Protocol, get_protocol
 from cg3d.eval.readers import (
     Benchmark,
@@ -432,7 +432,7 @@ def zeroshot(
     # timings differ between machines: untracked (gitignored), never in the tracked metrics
     timing = {"seconds": seconds, "shapes_per_second": metrics["n_shapes"] / seconds}
     write_json(out / "run.json", timing)
-    predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
+    predicted = top1_predictions(scores)
     names = benchmark.classes
     rows = [
         {"key": key, "actual": names[actual], "predicted": names[guess], "protocol": protocol.name}

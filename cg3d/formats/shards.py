@@ -483,9 +483,11 @@ def raw_samples(
     skipped: Skipped,
     keep: Callable[[int], bool] = lambda position: True,
     timeout: float = READ_TIMEOUT,
+    read_data: Callable[[str], bool] | bool = True,
 ) -> Iterator[dict]:
     """Undecoded samples ({"__key__": id, suffix: bytes}) of the shards `order` (indices into
-    `names`/`counts`), those whose position `keep` accepts. A position is a sample's index in
+    `names`/`counts`), those whose position `keep` accepts; only the members `read_data`
+    accepts (by name) are read, the others come as b"" (`tar_members`). A position is a sample's index in
     the stream those shards give, as the index counts it. An unreadable shard counts its
     remaining kept positions as skipped; positions go on from the index, so the other readers'
     shares stay the same. A remote shard that sends nothing for `timeout` seconds is such an
@@ -496,7 +498,7 @@ def raw_samples(
         end = position + counts[shard]
         try:
             with open_shard(url, timeout) as stream:
-                for sample in tar_samples(stream):
+                for sample in tar_samples(stream, read_data):
                     position += 1
                     if keep(position):
                         yield sample
@@ -563,7 +565,18 @@ def rgb_on_white(image: Image.Image) -> Image.Image:
 
 
 def view_names(sample: dict) -> list[str]:
-    return sorted(k for k in sample if k.startswith("view_") and k.endswith(".png"))
+    return sorted(k for k in sample if is_view(k))
+
+
+def is_view(suffix: str) -> bool:
+    """Whether a sample's member (its suffix, `view_00.png`) is a rendered view."""
+    return suffix.startswith("view_") and suffix.endswith(".png")
+
+
+def not_a_view(member: str) -> bool:
+    """Whether a shard member (`<id>.<suffix>`) is other than a view: the `read_data` of
+    readers that never decode the views (`raw_samples`), which are most of a shard's bytes."""
+    return not is_view(member.partition(".")[2])
 
 
 def decode_member(raw: dict, suffix: str, decode: Callable[[bytes], Any]) -> Any:

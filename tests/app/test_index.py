@@ -303,3 +303,17 @@ def test_an_index_into_its_own_shards_folder_is_refused_and_the_set_kept(
     with pytest.raises(UsageError, match=r"holds the output of `cg3d pack`; `cg3d index`"):
         build_index(tiny_checkpoint, shards, shards, IndexConfig(batch_size=4, thumbnail=0))
     assert {p: p.read_bytes() for p in shards.rglob("*") if p.is_file()} == before
+
+
+def test_top_k_takes_the_lower_index_among_tied_scores():
+    """Duplicates (Objaverse holds many) have identical embeddings: among the objects tied with
+    the k-th best score, argpartition kept any, not the lowest indices the rule says (and
+    another for another k). The best k are those of a stable sort, every time."""
+    from cg3d.app.index import top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 3, 50).astype(np.float32)  # many exact ties
+        k = int(rng.integers(1, 50))
+        expected = np.argsort(-scores, kind="stable")[:k]
+        assert top_k(scores, k).tolist() == expected.tolist(), k

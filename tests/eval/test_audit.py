@@ -15,7 +15,7 @@ from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.geometry.frame import normalization
 from cg3d.geometry.sampling import sample_surface
 from cg3d.pipeline.sources.synthetic import GENERATORS, make_object
-from tests.pipeline.fakes import fake_renders
+from tests.pipeline.fakes import count_shard_reads, fake_pipeline, fake_renders
 
 CLASSES = sorted(GENERATORS)
 
@@ -193,3 +193,20 @@ def test_a_shapenet_list_that_is_a_fifo_or_folder_is_named_so_and_never_opened(t
     for path in (tmp_path / "fifo.txt", tmp_path):
         with pytest.raises(UsageError, match=f"^--train-list: {path}: not a regular file$"):
             audit_lists(path, tmp_path / "test.txt", tmp_path / "o")
+
+
+def test_the_audit_reads_no_view(tmp_path, monkeypatch):
+    """The audit compares points and file identities: it read every view of every shard too
+    (most of an Objaverse shard set's hundreds of GB). It seeks over them now."""
+    from cg3d.eval.audit import shard_shapes
+    from cg3d.formats.shards import Skipped
+
+    fake_pipeline(
+        tmp_path, per_class=4, shard_size=3, views=4, n=64
+    )  # views: 12 kB a sample, points 1
+    read = count_shard_reads(monkeypatch)
+    skipped = Skipped()
+    shapes = list(shard_shapes(str(tmp_path / "shards"), "train", skipped))
+    assert shapes and skipped.total == 0 and all(len(s.points) == 64 for s in shapes)
+    size = sum(p.stat().st_size for p in (tmp_path / "shards" / "train").glob("*.tar"))
+    assert 0 < sum(read) < size / 2, (sum(read), size)  # every byte, before

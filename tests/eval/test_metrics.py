@@ -144,3 +144,49 @@ def test_distinct_cosines_a_millionth_apart_are_no_tie():
     assert scores[0, 0] != scores[0, 1]
     m = classification_metrics(scores, np.array([0]), ["a", "b", "c"])
     assert m["tied_top1"] == 0
+
+
+def test_ranks_match_a_stable_sort_with_ties_and_nans(monkeypatch):
+    """`label_ranks` and `top1_predictions` count instead of sorting: the same order as a
+    stable argsort of -scores (ties to the lower index, NaN after every number), over more
+    rows than one block."""
+    import cg3d.eval.metrics as metrics
+    from cg3d.eval.metrics import label_ranks, top1_predictions
+
+    monkeypatch.setattr(metrics, "BLOCK_CELLS", 9 * 64)  # blocks of 64 rows
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (1000, 9)).astype(np.float32)  # many exact ties
+    scores[rng.random(scores.shape) < 0.1] = np.nan
+    scores[5] = np.nan  # a row of NaNs only
+    labels = rng.integers(0, 9, len(scores))
+    order = np.argsort(-scores, axis=1, kind="stable")
+    expected = np.argmax(order == labels[:, None], axis=1)
+    assert np.isnan(scores[np.arange(len(labels)), labels]).any()
+    assert label_ranks(scores, labels).tolist() == expected.tolist()
+    assert top1_predictions(scores).tolist() == order[:, 0].tolist()
+
+
+def test_classification_metrics_hold_no_score_sized_arrays():
+    """Objaverse-LVIS: 46k shapes x 1,156 classes. Each top-k and the guesses sorted the whole
+    (N, C) matrix (an int64 index per score and a negated copy: 1 GiB above the scores, 15 s);
+    the metrics now count per block of rows, so what they allocate stays well under the
+    scores' own size, however many shapes."""
+    import tracemalloc
+
+    from cg3d.eval.metrics import topk_accuracies
+
+    rng = np.random.default_rng(0)
+    n, classes = 40_000, 300
+    scores = rng.standard_normal((n, classes)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    names = [f"c{i}" for i in range(classes)]
+    tracemalloc.start()
+    try:
+        metrics = classification_metrics(scores, labels, names)
+        metrics |= topk_accuracies(scores, labels, classes, (3,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    confusion = np.array(metrics["confusion"])
+    assert confusion.sum() == n and {"top1", "top3", "top5"} <= set(metrics)
+    assert peak < scores.nbytes / 4, (peak, scores.nbytes)

@@ -55,3 +55,47 @@ def test_retrieval_metrics_of_all_directions_by_hand():
     assert p2t["mAP"] == pytest.approx(100 * (2 * (1 + 2 / 3) / 2 + 1) / 3)
     assert (p2t["queries"], p2t["gallery"]) == (3, 3)
     assert metrics["text_to_point"]["queries"] == 3
+
+
+def many_features(objects: int, views: int) -> Features:
+    """Random unit features: `objects` of 20 classes, `views` each, a caption per class."""
+    rng = np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        x = rng.standard_normal((n, 8)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    labels = np.arange(objects) % 20
+    return Features(
+        points=unit(objects),
+        images=unit(objects * views),
+        image_object=np.repeat(np.arange(objects), views),
+        texts=unit(20),
+        captions=[f"class {i}" for i in range(20)],
+        caption_classes=np.eye(20, dtype=bool),
+        labels=labels,
+        keys=[str(i) for i in range(objects)],
+    )
+
+
+def test_all_metrics_never_hold_a_whole_similarity_matrix(monkeypatch):
+    """Objaverse scale: 20k objects x 5 views made a 20k x 100k similarity matrix per
+    direction (8 GiB), its sort twice that: the eval died for memory. The directions are
+    scored a block of query rows at a time; the numbers are those of one whole block."""
+    import tracemalloc
+
+    import cg3d.eval.metrics as metrics
+
+    features = many_features(1000, 4)
+    monkeypatch.setattr(metrics, "BLOCK_CELLS", 1 << 30, raising=False)
+    whole = all_metrics(features)  # each direction in one block
+    monkeypatch.setattr(metrics, "BLOCK_CELLS", 1 << 14, raising=False)
+    tracemalloc.start()
+    try:
+        blocked = all_metrics(features)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert blocked == whole
+    similarity_bytes = len(features.points) * len(features.images) * 4  # float32
+    assert peak < similarity_bytes / 4, (peak, similarity_bytes)

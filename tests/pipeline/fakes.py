@@ -206,3 +206,34 @@ CAMERA_EDITS = {
     "a width of 10^6": "width 1000000 is not a size",
     "a NaN in K": "view 0: K is not a finite 3×3",
 }
+
+
+def count_shard_reads(monkeypatch) -> list[int]:
+    """The sizes of every read from a shard from now on (`open_shard`'s streams), in a list
+    that grows: what a reader reads of a shard set, counted."""
+    import contextlib
+
+    import cg3d.formats.shards as shards
+
+    read: list[int] = []
+    opened = shards.open_shard
+
+    class Counted:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def read(self, size=-1):
+            data = self.stream.read(size)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def counted(url, *args, **kwargs):
+        with opened(url, *args, **kwargs) as stream:
+            yield Counted(stream)
+
+    monkeypatch.setattr(shards, "open_shard", counted)
+    return read

@@ -17,7 +17,7 @@ from cg3d.formats.metrics import write_metrics
 from cg3d.formats.renders import Rendered, write_render_part
 from cg3d.pipeline.inspect import inspect_folder
 from cg3d.render.show import locate
-from tests.pipeline.fakes import CLASSES, fake_pipeline
+from tests.pipeline.fakes import CLASSES, count_shard_reads, fake_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
 
@@ -526,3 +526,45 @@ def test_inspect_json_is_strict_json(tmp_path):
 
     found = json.loads(result.output, parse_constant=refuse)
     assert found["made_by"]["params"]["train"] == {"encoder_lr": None, "warmup_epochs": None}
+
+
+def test_shards_are_counted_from_their_headers_and_labels(tmp_path, monkeypatch):
+    """An Objaverse shard set is hundreds of GB of points and views: inspect read every byte
+    of it to count ids and classes. It reads the tar headers and the `cls` members only, and
+    seeks over the rest."""
+    fake_pipeline(tmp_path, per_class=4, shard_size=3, views=2, n=4096)  # 48 kB of points each
+    read = count_shard_reads(monkeypatch)
+    found = inspect_folder(tmp_path / "shards")
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert sum(found.splits.values()) == sum(e["samples"] for e in index["splits"].values())
+    assert sum(found.classes.values()) == len(found.ids) and set(found.classes) <= set(CLASSES)
+    size = sum(p.stat().st_size for p in (tmp_path / "shards").rglob("*.tar"))
+    assert 0 < sum(read) < size / 5, (sum(read), size)
+
+
+def test_classes_of_a_stage_folder_hold_no_python_row_per_object(tmp_path):
+    """Objaverse: the classes of a points, renders or captions folder came from a dict of
+    every manifest row (some 450 bytes of Python objects an object, 360 MB for 800k). They
+    are joined in Arrow: what Python allocates no longer grows with the objects."""
+    import tracemalloc
+
+    from cg3d.formats.manifest import MeshRecord, write_manifest
+    from cg3d.pipeline.inspect import Inspection, classes_from_manifest
+
+    n = 20_000
+    records = [
+        MeshRecord(f"obj-{i:06d}", "folder", f"c{i % 7}/{i}.obj", f"c{i % 7}", "train")
+        for i in range(n)
+    ]
+    (tmp_path / "meshes").mkdir()
+    write_manifest(records, tmp_path / "meshes")
+    found = Inspection(tmp_path / "points", "points", ids=[r.id for r in records[1:]])
+    tracemalloc.start()
+    try:
+        classes_from_manifest(found, tmp_path / "meshes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found.classes == {f"c{k}": n // 7 + (k < n % 7) - (k == 0) for k in range(7)}
+    assert found.splits == {"train": n - 1}
+    assert peak < 100 * n, peak
