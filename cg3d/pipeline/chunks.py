@@ -171,9 +171,12 @@ class ChunkedOutput:
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
-            tmp.write_text(json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+            tmp.write_text(
+                json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True),
+                encoding="utf-8",
+            )
         with atomic_path(code_file) as tmp:
-            tmp.write_text(json_text({"code": code}))
+            tmp.write_text(json_text({"code": code}), encoding="utf-8")
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
