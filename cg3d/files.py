@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import weakref
@@ -886,6 +887,30 @@ def finite_or_none(values: Any) -> Any:
 # goes with the process however it ends (a SIGKILL too); a pid can be reused, and a folder's
 # maker can be out of sight (a run on another machine or container sharing /tmp).
 LIVE_LOCK = "lock"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def this_machine() -> str:
+    """What a live folder's lock names as its maker's machine: the kernel's boot id (the
+    containers of one machine share it and its locks) and the host name."""
+    try:
+        with open(BOOT_ID) as file:
+            boot = file.read(64).strip()
+    except OSError:
+        boot = "-"
+    return f"{boot} {socket.gethostname()}"
+
+
+def made_here(identity: str) -> bool:
+    """Whether a lock naming `identity` (`this_machine` of its maker) was taken on this machine,
+    whose free flock then says its maker is gone: the same kernel, or the same host before a
+    reboot. Another machine's flock may be invisible here (NFS mounted nolock, Lustre's
+    localflock: a shared TMPDIR on a cluster), and a lock naming nothing (older folders) is
+    nobody's to judge."""
+    boot, _, host = identity.strip().partition(" ")
+    here_boot, _, here_host = this_machine().partition(" ")
+    return bool(boot) and (boot == here_boot or host == here_host)
 
 
 def make_live_folder(prefix: str, root: str | Path) -> tuple[Path, int]:
@@ -897,6 +922,7 @@ def make_live_folder(prefix: str, root: str | Path) -> tuple[Path, int]:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     making = folder / f".{LIVE_LOCK}.making"
     lock = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(lock, f"{this_machine()}\n".encode())
     fcntl.flock(lock, fcntl.LOCK_EX)
     os.rename(making, folder / LIVE_LOCK)  # named once held: no sweep finds it free
     return folder, lock
@@ -909,9 +935,10 @@ def remove_live_folder(folder: Path, lock: int) -> None:
 
 
 def remove_dead_folders(root: str | Path, prefix: str) -> None:
-    """Remove the folders `root/<prefix>…` of this user whose lock no process holds. A symlink,
-    another user's folder, and a folder with no lock (one being made, or not made by
-    `make_live_folder`) are never entered."""
+    """Remove the folders `root/<prefix>…` of this user whose lock no process holds, taken on
+    this machine (`made_here`). A symlink, another user's folder, a folder with no lock (one
+    being made, or not made by `make_live_folder`) and one another machine made are never
+    removed."""
     try:
         with os.scandir(root) as listing:
             folders = [entry.path for entry in listing if entry.name.startswith(prefix)]
@@ -931,10 +958,12 @@ def _remove_if_dead(folder: str) -> None:
         return
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        maker = os.read(lock, 512).decode(errors="replace")
     except OSError:  # held: a live run's, on this machine or another
         pass
     else:
-        shutil.rmtree(folder, ignore_errors=True)
+        if made_here(maker):  # else a free lock may be another machine's live run's
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
         os.close(lock)
 

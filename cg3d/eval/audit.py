@@ -346,7 +346,7 @@ def write_outputs(out: Path, summary: dict, pairs: list[dict]) -> None:
     for name, column in (("leaked_train.txt", "train_key"), ("leaked_test.txt", "test_key")):
         with atomic_path(out / name) as tmp:
             keys = sorted({p[column] for p in pairs})
-            tmp.write_text("".join(f"{key}\n" for key in keys))
+            tmp.write_text("".join(f"{key}\n" for key in keys), encoding="utf-8")
     write_json(out / AUDIT_NAME, summary)  # last: an audit.json means a finished audit
 
 

@@ -441,7 +441,7 @@ def run_benchmark(
         rows += _benchmark_model(entry, datasets, out, config, text_features)
     write_rows(out / RESULTS_CSV, rows)
     with atomic_path(out / RESULTS_MD) as tmp:
-        tmp.write_text(markdown_table(rows))
+        tmp.write_text(markdown_table(rows), encoding="utf-8")
     return rows
 
 

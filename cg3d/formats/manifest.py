@@ -295,7 +295,7 @@ def write_classes(classes: list[str], out_dir: Path) -> Path:
     """Atomically write `out_dir/classes.json`: the class names in label order."""
     path = Path(out_dir) / CLASSES_NAME
     with atomic_path(path) as tmp:
-        tmp.write_text(json_text(classes, indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(json_text(classes, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 

@@ -395,7 +395,7 @@ def write_shard_record(out_dir: Path, split: str, index: int, record: dict) -> N
     """A finished shard's record ({count, size, sha256, failures, shapes}), written after its
     rename."""
     with atomic_path(shard_record_path(out_dir, split, index)) as tmp:
-        tmp.write_text(json_text(record))
+        tmp.write_text(json_text(record), encoding="utf-8")
 
 
 # A shard record's fields (`pack_shard` writes them): the index is built from them.
@@ -447,7 +447,7 @@ def shard_index(
 def write_index(out_dir: Path, index: dict) -> None:
     """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
     with atomic_path(Path(out_dir) / INDEX_NAME) as tmp:
-        tmp.write_text(json_text(index, indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(json_text(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # Reading.

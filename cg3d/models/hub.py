@@ -98,8 +98,10 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
             raise refused from error
         # of the file as written: a copy cut short, zero-filled or changed is refused on load
         config = {**config, WEIGHTS_SHA256: file_sha256(paths[WEIGHTS])}
-        paths[CONFIG].write_text(json_text(config, indent=2, sort_keys=True) + "\n")
-        paths[CARD].write_text(readme)
+        paths[CONFIG].write_text(
+            json_text(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        paths[CARD].write_text(readme, encoding="utf-8")
 
 
 def read_hub_config(folder: Path) -> dict[str, Any]:

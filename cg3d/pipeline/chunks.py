@@ -25,6 +25,8 @@ import itertools
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -169,9 +171,12 @@ class ChunkedOutput:
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         with atomic_path(plan_file) as tmp:
-            tmp.write_text(json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True))
+            tmp.write_text(
+                json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True),
+                encoding="utf-8",
+            )
         with atomic_path(code_file) as tmp:
-            tmp.write_text(json_text({"code": code}))
+            tmp.write_text(json_text({"code": code}), encoding="utf-8")
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not
@@ -598,11 +603,30 @@ def connect_ray(workers: int) -> None:
         return
     common = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
     address = os.environ.get("RAY_ADDRESS", "").strip()
-    if address:
-        ray.init(address=address, **common)
-    else:
-        ray.init(address="local", num_cpus=max(workers, 1), **common)
+    with sigterm_kept():
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(address="local", num_cpus=max(workers, 1), **common)
     _OUR_RAY[:] = [_ray_connection()]
+
+
+@contextlib.contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """The process's SIGTERM handler (cg3d's `stopping.Interrupt`) as it was, after what runs
+    inside. `ray.init` replaces it twice: with `sys.exit`, then, as its driver connects, with a
+    crash handler (abseil's: "*** SIGTERM received", then the process ends as if killed), so
+    `kill PID` of a Ray stage ran no cleanup (.cg3d.lock left, Ray's tasks orphaned) and printed
+    no line of ours (exit 15 or -6, not 143)."""
+    if threading.current_thread() is not threading.main_thread():  # only it sets handlers
+        yield
+        return
+    held = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if held is not None:  # None: not set from Python, nothing to put back
+            signal.signal(signal.SIGTERM, held)
 
 
 def _on_node(work: Callable, *job) -> str:

@@ -78,10 +78,12 @@ def imports_by_name(tree: ast.AST) -> bool:
 
 
 @functools.cache
-def parsed(source: str) -> ast.AST:
+def parsed(source: bytes) -> ast.AST:
     """`ast.parse(source)`, once per text: `third_party_imports` walks the very files
     `module_closure` parsed (a second parse of each took a third of a stage's start in
-    `code_digest`). Keyed by the text, not the path: a file edited in this process is new."""
+    `code_digest`). Keyed by the text, not the path: a file edited in this process is new. Bytes,
+    not text in the locale's encoding: Python reads its source as UTF-8 (or its coding line),
+    and under a locale that is not UTF-8 every stage failed here on the `×` of a message."""
     return ast.parse(source)
 
 
@@ -101,7 +103,7 @@ def module_closure(start: Iterable[str], root: Path = SOURCE_ROOT) -> set[str]:
         if path is None:
             raise ValueError(f"{name} is not a module under {root}")
         package = name if path.name == "__init__.py" else ".".join(parts[:-1])
-        tree = parsed(path.read_text())
+        tree = parsed(path.read_bytes())
         # the top package's names and `import_module` are its lazy exports (module docstring)
         todo += imported_modules(tree, package, root, names_run=name != PACKAGE)
         if name != PACKAGE and imports_by_name(tree):
@@ -144,7 +146,7 @@ def third_party_imports(files: Iterable[Path]) -> set[str]:
     for path in files:
         if path.suffix != ".py":
             continue
-        for node in ast.walk(parsed(path.read_text())):
+        for node in ast.walk(parsed(path.read_bytes())):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:

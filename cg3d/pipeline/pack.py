@@ -207,7 +207,9 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
             for stale in folder.glob("shard-*.tar"):
                 stale.unlink()
     with atomic_path(plan_file) as tmp:
-        tmp.write_text(json_text({"digest": digest, "plan": fingerprint}, sort_keys=True))
+        tmp.write_text(
+            json_text({"digest": digest, "plan": fingerprint}, sort_keys=True), encoding="utf-8"
+        )
     return digest
 
 

@@ -53,3 +53,47 @@ def test_cameras_holding_nan_are_strict_json_and_still_refused_on_reading():
     assert strict_json(data)["views"][0]["K"][0][0] is None
     with pytest.raises(CamerasError, match="view 0: K is not a finite 3×3"):
         loads_cameras(data)
+
+
+# Run under a locale whose encoding is ASCII (the C locale with Python's UTF-8 coercion off, as
+# `LANG=C PYTHONCOERCECLOCALE=0`, or a latin-1 one): what `write_text` without an encoding used.
+UNDER_ASCII_LOCALE = r"""
+import json, locale, sys
+from pathlib import Path
+from cg3d.formats.manifest import write_classes
+from cg3d.formats.shards import write_index
+from cg3d.pipeline.closure import module_closure
+assert locale.getpreferredencoding() != "UTF-8"
+out = Path(sys.argv[1])
+names = ["caf\u00e9", "\u0441\u0442\u0443\u043b"]
+write_classes(names, out)
+write_index(out, {"classes": names})
+assert "cg3d.params" in module_closure(["cg3d.pipeline.sample"])  # its source is not ASCII
+print("ok")
+"""
+
+
+def test_files_are_utf_8_and_the_code_is_read_whatever_the_locale(tmp_path):
+    """classes.json and index.json hold users' class names: written in the locale's encoding,
+    a non-UTF-8 locale crashed on "стул" (UnicodeEncodeError) or wrote "café" in latin-1, which
+    their UTF-8 readers refuse; and every stage's code digest read cg3d's own source in it,
+    failing on the first non-ASCII character (UnicodeDecodeError)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    env["PYTHONPATH"] = str(root)
+    result = subprocess.run(
+        [sys.executable, "-c", UNDER_ASCII_LOCALE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    names = ["café", "стул"]
+    assert json.loads((tmp_path / "classes.json").read_bytes().decode("utf-8")) == names
+    index = json.loads((tmp_path / "index.json").read_bytes().decode("utf-8"))
+    assert index["classes"] == names

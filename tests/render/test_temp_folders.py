@@ -48,12 +48,17 @@ def test_a_killed_runs_temp_folder_goes_at_the_next_start_never_a_live_or_foreig
             os.chown(foreign, 4321, 4321)
         else:
             foreign.chmod(0o000)  # unreadable like another user's 0700 folder
+        # this user's, its lock free here, made on another machine sharing this /tmp (a
+        # cluster's TMPDIR on NFS mounted nolock or Lustre's localflock: its flock is not seen)
+        elsewhere = system / f"{prefix}elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "lock").write_text("0f1e2d3c-other-boot node17\n")
         following, following_folder = start_maker(prefix, system)
         following.communicate("")  # ends as a run does: its own folder goes
         assert following.returncode == 0
         assert not following_folder.exists()
         assert not killed_folder.exists()  # removed by the run that followed
-        assert live_folder.is_dir() and foreign.is_dir()
+        assert live_folder.is_dir() and foreign.is_dir() and elsewhere.is_dir()
     finally:
         live.communicate("")
     assert not live_folder.exists()
