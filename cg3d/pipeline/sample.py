@@ -174,7 +174,7 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     )
     output.prepare()
     workers = bound_workers(config.workers, config.executor)
-    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
+    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
     sizes = plan.sizes()
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)

@@ -139,7 +139,7 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
     )
     output.prepare()
     workers = bound_workers(config.workers, config.executor)
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
+    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size)
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (
