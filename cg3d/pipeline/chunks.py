@@ -277,7 +277,9 @@ class ChunkPlan:
                     yield chunk, waiting.pop(chunk)
 
 
-def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int) -> ChunkPlan:
+def plan_chunks(
+    tables: ManifestTables, output: "ChunkedOutput", chunk_size: int, workers: int = 1
+) -> ChunkPlan:
     """The chunks of the manifest's good objects (status `OK`), stable under additions (call it
     after `output.prepare()`).
 
@@ -288,10 +290,11 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     The first run, a run after a params change (`prepare` removed the table) or after the table
     was damaged (`previous_members`) cuts the sorted ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
 
-    New objects are cut into chunks of `new_chunk_size`: fewer than `SPREAD` × `chunk_size`
-    of them still make `SPREAD` chunks, so up to that many workers share a small set (only
-    new chunks are cut: the kept ones, and so the stability under additions, do not depend
-    on it).
+    New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
+    of them still make at least `workers` chunks, so every worker has one (only new chunks
+    are cut: the kept ones, and so the stability under additions, do not depend on it).
+    `workers` is the param as asked, never bounded by this machine's CPUs, and 0 ("one per
+    CPU") spreads over SPREAD: the part files depend on the params, not on the machine.
     """
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
@@ -320,7 +323,7 @@ def plan_chunks(tables: ManifestTables, output: "ChunkedOutput", chunk_size: int
     dirty = set(changed.column("chunk").to_pylist()) | set(removed.column("chunk").to_pylist())
     new = joined.filter(pc.is_null(joined.column("chunk")))
     first_new = (pc.max(previous.column("chunk")).as_py() + 1) if previous.num_rows else 0
-    size = new_chunk_size(new.num_rows, chunk_size)
+    size = new_chunk_size(new.num_rows, chunk_size, workers)
     new_chunks = first_new + np.arange(new.num_rows, dtype=np.int32) // size
     members = pa.concat_tables(
         [
@@ -366,17 +369,17 @@ def previous_members(output: ChunkedOutput) -> pa.Table:
     return MEMBERS_SCHEMA.empty_table()
 
 
-# The chunks a set smaller than SPREAD chunks of `chunk_size` is cut into, so that up to SPREAD
-# workers share it. A constant, not the workers: the workers came from the machine's CPUs
-# (`workers: 0`, and every count is bounded by them), so a 2-core and an 8-core machine cut
-# the default 600 objects into other part files, and DVC saw other points and renders.
+# The workers a small set is spread over when the param says 0 ("one per CPU"). A constant, not
+# the CPUs: a 2-core and an 8-core machine cut the default 600 objects into other part files,
+# and DVC saw other points and renders (the same shards).
 SPREAD = 16
 
 
-def new_chunk_size(objects: int, chunk_size: int) -> int:
-    """Objects per chunk for `objects` new ones: `chunk_size`, or fewer for a set (or an
-    addition) smaller than SPREAD chunks: never a function of the workers or the machine."""
-    return max(1, min(chunk_size, -(-objects // SPREAD)))
+def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
+    """Objects per chunk for `objects` new ones: `chunk_size`, or fewer when that would leave
+    some of the `workers` (the param; 0: SPREAD) without a chunk (a small set, or a small
+    addition)."""
+    return max(1, min(chunk_size, -(-objects // (workers or SPREAD))))
 
 
 def progress_bar(unit: str = "objects") -> Progress:

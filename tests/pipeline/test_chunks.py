@@ -52,7 +52,7 @@ def test_split_keeps_order_and_sizes():
         split_into_chunks([1], 0)
 
 
-def plan(tmp_path: Path, ids: list[str], chunk_size: int) -> dict[int, list[str]]:
+def plan(tmp_path: Path, ids: list[str], chunk_size: int, workers: int) -> dict[int, list[str]]:
     """The chunks (number: member ids) `plan_chunks` gives a manifest of `ids` in tmp_path."""
     meshes = tmp_path / "meshes"
     meshes.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def plan(tmp_path: Path, ids: list[str], chunk_size: int) -> dict[int, list[str]
     with output_lock(output.out_dir):
         output.prepare()
         members = plan_chunks(
-            lambda columns: manifest_tables(meshes, columns), output, chunk_size
+            lambda columns: manifest_tables(meshes, columns), output, chunk_size, workers
         ).members
     chunks: dict[int, list[str]] = {}
     for row in members.to_pylist():
@@ -69,22 +69,30 @@ def plan(tmp_path: Path, ids: list[str], chunk_size: int) -> dict[int, list[str]
     return chunks
 
 
-def test_a_set_smaller_than_16_chunks_is_cut_into_16_whatever_the_machine(tmp_path):
-    """Sixteen workers share a small set. Before, the cut followed the workers (from the
-    machine's CPUs: `workers: 0`), so 40 objects at chunk_size 200 were 1 part file with one
-    worker and 2 with two: another data/points, byte for byte, on another machine."""
-    ids = [f"obj{i:02d}" for i in range(40)]
-    chunks = plan(tmp_path, ids, chunk_size=1000)
-    assert [len(members) for members in chunks.values()] == [3] * 13 + [1]
+def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(10)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=4)
+    assert [len(members) for members in chunks.values()] == [3, 3, 3, 1]
     assert sorted(i for members in chunks.values() for i in members) == ids
     # a large set keeps chunks of chunk_size
-    large = plan(tmp_path / "large", [f"obj{i:03d}" for i in range(200)], chunk_size=10)
+    large = plan(tmp_path / "large", [f"obj{i:03d}" for i in range(100)], chunk_size=10, workers=4)
     assert {len(members) for members in large.values()} == {10}
 
 
-def test_the_sample_stage_writes_the_same_parts_with_one_worker_or_two(tmp_path):
-    """The stage's bytes with one and with two workers, on a set smaller than two chunks:
-    the part files and the chunk table were cut by the worker count."""
+def test_workers_0_cuts_a_small_set_into_16_chunks(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(40)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=0)
+    assert [len(members) for members in chunks.values()] == [3] * 13 + [1]
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_the_sample_stage_writes_the_same_parts_whatever_the_machine_cpus(
+    tmp_path, monkeypatch, workers
+):
+    """`sample.workers: 0` (params.yaml's, one per CPU), or more than the CPUs: the cut of a
+    small set followed the workers this machine ran, so a 1-CPU and a 2-CPU machine wrote
+    other part files and chunk tables (another data/points for DVC; the same shards)."""
+    import cg3d.params
     from cg3d.params import MeshesConfig, SampleConfig
     from cg3d.pipeline.sample import sample_points
     from cg3d.pipeline.sources import build_manifest
@@ -92,10 +100,10 @@ def test_the_sample_stage_writes_the_same_parts_with_one_worker_or_two(tmp_path)
     meshes = tmp_path / "meshes"
     build_manifest(MeshesConfig(source="synthetic", per_class=2, workers=1), meshes)
     outs = []
-    for workers in (1, 2):
-        outs.append(tmp_path / f"points-{workers}")
-        config = SampleConfig(points=64, chunk_size=200, workers=workers)
-        sample_points(meshes, outs[-1], config)
+    for cpus in (1, 2):
+        monkeypatch.setattr(cg3d.params, "cpu_count", lambda cpus=cpus: cpus)
+        outs.append(tmp_path / f"points-{cpus}")
+        sample_points(meshes, outs[-1], SampleConfig(points=64, chunk_size=200, workers=workers))
     files = [{p.relative_to(o): p.read_bytes() for p in o.rglob("*") if p.is_file()} for o in outs]
     assert files[0] == files[1]
     assert len([name for name in files[0] if name.name.startswith("part-")]) > 1
@@ -210,13 +218,13 @@ def test_an_upgrade_of_a_library_the_stage_runs_recomputes_its_chunks(
 
 
 def test_small_chunks_keep_the_plan_stable_under_additions(tmp_path):
-    first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 80, 2)], chunk_size=1000)
-    grown = plan(tmp_path, [f"obj{i:02d}" for i in range(80)], chunk_size=1000)
+    first = plan(tmp_path, [f"obj{i:02d}" for i in range(0, 20, 2)], chunk_size=1000, workers=4)
+    grown = plan(tmp_path, [f"obj{i:02d}" for i in range(20)], chunk_size=1000, workers=4)
     assert {k: grown[k] for k in first} == first  # every chunk kept as it was
     added = [grown[k] for k in sorted(set(grown) - set(first))]
-    assert [len(members) for members in added] == [3] * 13 + [1]  # the 40 new ones, spread
+    assert [len(members) for members in added] == [3, 3, 3, 1]  # the 10 new ones, spread
     assert sorted(i for members in added for i in members) == [
-        f"obj{i:02d}" for i in range(1, 80, 2)
+        f"obj{i:02d}" for i in range(1, 20, 2)
     ]
 
 
@@ -496,7 +504,7 @@ def test_a_damaged_chunk_table_means_a_fresh_plan(tmp_path, damage):
     def plan_now():
         with output_lock(output.out_dir):
             output.prepare()
-            return plan_chunks(lambda columns: manifest_tables(meshes, columns), output, 2)
+            return plan_chunks(lambda columns: manifest_tables(meshes, columns), output, 2, 1)
 
     first = plan_now()
     for chunk in first.chunks:
@@ -507,7 +515,7 @@ def test_a_damaged_chunk_table_means_a_fresh_plan(tmp_path, damage):
         pq.write_table(pa.table({"id": ids}), table)
     again = plan_now()
     assert [path for path, _ in output.damaged] == [table]
-    assert again.recomputed == first.chunks == [0, 1, 2, 3, 4, 5]  # 6 objects: 6 chunks
+    assert again.recomputed == first.chunks == [0, 1, 2]
     assert output.chunks_on_disk() == set()
     assert again.members.equals(first.members)
     assert pq.read_table(table).equals(first.members)  # the fresh plan, written whole
