@@ -294,8 +294,9 @@ def read_exclude(path: str) -> set[str]:
 
 
 # The sources whose listed `ok` rows hold `stored_path`'s form: every link followed, relative to
-# the resolved output folder (`../` where one repository holds both) or absolute. Resolving such a path again gives it back, so
-# `Excluded` skips that resolve (an lstat per component and a stat, for every listed file).
+# the resolved output folder (`../` where one repository holds both) or absolute. Resolving
+# such a path again gives it back, so `Excluded` skips that resolve (an lstat per component
+# and a stat, for every listed file).
 # Synthetic is not among them: its paths are spelled by the generator, not by `stored_path`.
 STORED_PATH_SOURCES = frozenset({"folder", "objaverse", "modelnet", "shapenet"})
 
