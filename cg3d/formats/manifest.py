@@ -1,6 +1,8 @@
 """The meshes stage's outputs: `manifest.parquet`, one row per object, failures included
 (docs/formats.md), and `classes.json`, the class list in label order."""
 
+import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -46,15 +48,16 @@ FAILURE_KINDS = (
     "ambiguous_label",  # the source's annotations give the object two classes
 )
 # The manifest's metadata key for the source root, the folder its files and every file they
-# reference must lie in when a later stage opens them: relative to the manifest's folder when
-# it lies under it (a moved or checked-out data folder keeps working), else absolute.
+# reference must lie in when a later stage opens them, spelled as the mesh paths are
+# (`stored_spelling`).
 ROOT_KEY = b"cg3d.source_root"
 
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
-        # Relative to the manifest's folder when the file lies under it, else absolute.
+        # Relative to the manifest's folder when the file lies under it or both lie in one
+        # repository (`stored_spelling`), else absolute.
         ("path", pa.string()),
         ("class_name", pa.string()),
         # Other names of the class from the source's taxonomy (ShapeNet's comma list).
@@ -145,8 +148,36 @@ def write_manifest(records: list[MeshRecord], out_dir: Path, root: Path | None =
 
 
 def _stored_root(root: Path, out_dir: Path) -> str:
-    root, out_dir = root.resolve(), out_dir.resolve()
-    return root.relative_to(out_dir).as_posix() if root.is_relative_to(out_dir) else str(root)
+    return stored_spelling(root.resolve(), out_dir.resolve())
+
+
+def stored_spelling(real: Path, real_out_dir: Path) -> str:
+    """How the manifest spells a resolved file or folder (a mesh, the source root), read back
+    as `out_dir / spelling`: relative to the (resolved) output folder when it lies under it,
+    or when both lie in one repository (`repository`), as a project's `data/raw` and
+    `data/meshes` do: a clone at another place, or a teammate's, writes the same manifest,
+    and so the same parts and shards, and DVC reruns nothing; else absolute. The relative
+    form is taken between resolved paths, so the system reads it back to the same file."""
+    if real.is_relative_to(real_out_dir):
+        return real.relative_to(real_out_dir).as_posix()
+    project = repository(real_out_dir)
+    if project is not None and real.is_relative_to(project):
+        return Path(os.path.relpath(real, real_out_dir)).as_posix()
+    return str(real)
+
+
+# Files that mark a repository's top folder: Git's (a folder, or a worktree's file) and DVC's.
+REPOSITORY_MARKS = (".git", ".dvc")
+
+
+@functools.lru_cache(maxsize=8)
+def repository(real_out_dir: Path) -> Path | None:
+    """The top folder of the repository an output folder lies in: the nearest folder, itself
+    or above, holding `.git` or `.dvc`; None outside any. Asked once per folder, not per file."""
+    for folder in (real_out_dir, *real_out_dir.parents):
+        if folder.parent != folder and any((folder / m).exists() for m in REPOSITORY_MARKS):
+            return folder
+    return None
 
 
 def manifest_root(meshes_dir: Path) -> Path:

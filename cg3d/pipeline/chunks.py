@@ -297,6 +297,8 @@ def plan_chunks(
     New objects are cut into chunks of `new_chunk_size`: fewer than `workers` × `chunk_size`
     of them still make at least `workers` chunks, so every worker has one (only new chunks
     are cut: the kept ones, and so the stability under additions, do not depend on it).
+    `workers` is the param as asked, never bounded by this machine's CPUs, and 0 ("one per
+    CPU") spreads over SPREAD: the part files depend on the params, not on the machine.
     """
     ids, contents, rows = [], [], 0
     for table in tables(["id", "path", "up_axis", "sha256", "status"]):
@@ -371,10 +373,17 @@ def previous_members(output: ChunkedOutput) -> pa.Table:
     return MEMBERS_SCHEMA.empty_table()
 
 
+# The workers a small set is spread over when the param says 0 ("one per CPU"). A constant, not
+# the CPUs: a 2-core and an 8-core machine cut the default 600 objects into other part files,
+# and DVC saw other points and renders (the same shards).
+SPREAD = 16
+
+
 def new_chunk_size(objects: int, chunk_size: int, workers: int) -> int:
     """Objects per chunk for `objects` new ones: `chunk_size`, or fewer when that would leave
-    some of the `workers` without a chunk (a small set, or a small addition)."""
-    return max(1, min(chunk_size, -(-objects // max(workers, 1))))
+    some of the `workers` (the param; 0: SPREAD) without a chunk (a small set, or a small
+    addition)."""
+    return max(1, min(chunk_size, -(-objects // (workers or SPREAD))))
 
 
 def progress_bar(unit: str = "objects") -> Progress:

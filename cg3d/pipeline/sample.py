@@ -173,8 +173,11 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
         Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
     )
     output.prepare()
+    # the cut follows the workers asked for, not those this machine runs (`plan_chunks`)
+    plan = plan_chunks(
+        partial(manifest_tables, meshes_dir), output, config.chunk_size, config.workers
+    )
     workers = bound_workers(config.workers, config.executor)
-    plan = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = plan.sizes()
     jobs = (
         (meshes_dir, output, i, [MeshRecord(**row) for row in rows], config)

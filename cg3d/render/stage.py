@@ -137,8 +137,11 @@ def render_meshes(meshes_dir: Path, out_dir: Path, config: RenderConfig) -> Rend
         Path(out_dir), PART_SUFFIX, STAGE, {"stage": STAGE, **plan}, code=__name__
     )
     output.prepare()
+    # the cut follows the workers asked for, not those this machine runs (`plan_chunks`)
+    chunks = plan_chunks(
+        partial(manifest_tables, meshes_dir), output, config.chunk_size, config.workers
+    )
     workers = bound_workers(config.workers, config.executor)
-    chunks = plan_chunks(partial(manifest_tables, meshes_dir), output, config.chunk_size, workers)
     sizes = chunks.sizes()
     pending = chunks.recomputed
     jobs = (

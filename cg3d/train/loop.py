@@ -23,6 +23,7 @@ schedule, held-out templates; `cg3d.formats.metrics`), the curves hold no timing
 world size and the other numbers go to the untracked `OUT/run.json` (gitignored).
 """
 
+import dataclasses
 import itertools
 import math
 import os
@@ -43,7 +44,7 @@ from cg3d.formats.owner import check_owner, mark
 from cg3d.models.checkpoint import save_checkpoint
 from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
-from cg3d.params import TrainConfig, batch_problem
+from cg3d.params import TrainConfig, batch_problem, bound_workers
 from cg3d.pipeline.chunks import progress_bar
 from cg3d.stopping import Stopwatch
 from cg3d.train.distributed import (
@@ -551,6 +552,22 @@ def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, proces
         raise UsageError(problem)
 
 
+def with_loader_workers(config: TrainConfig) -> TrainConfig:
+    """`config` with `workers` the loader workers it will start: at most the CPUs this process
+    may use (`bound_workers`; the other bound, the shards, is the data's). Two or more deal
+    the batches among them, so their count is what trained: the checkpoint records it, and
+    `--resume auto` on a machine with fewer CPUs starts over rather than end one run on
+    another's batches. Said when it is fewer than asked (configs/paper.yaml asks for 8)."""
+    workers = bound_workers(config.workers) if config.workers > 1 else config.workers
+    if workers == config.workers:
+        return config
+    console.print(
+        f"train.workers is {config.workers}, but this process may use {workers} CPUs: "
+        f"{workers} loader workers, whose batches differ from {config.workers}'s"
+    )
+    return dataclasses.replace(config, workers=workers)
+
+
 def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> dict[str, Any]:
     from cg3d.formats.shards import check_shards, read_index
     from cg3d.train.data import ClipPreprocess, LoaderConfig, check_point_channels, make_loader
@@ -563,6 +580,7 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     check_point_channels(shards, config.point_channels)
     check_sizes(shards, index, config, size)
     data = data_fingerprint(index)
+    config = with_loader_workers(config)
     model, training = prepare_model(config, list(index["classes"]), out, resume, data)
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     loader_config = LoaderConfig.of_params(config, preprocess.image_size)

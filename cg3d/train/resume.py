@@ -42,8 +42,6 @@ RESUME_MODES = ("never", "auto", "always")
 # Config fields a resumed run may change, and why: none changes what the run optimises.
 MAY_DIFFER = {
     "device": "where the run computes (a GPU run may continue on a CPU), the same to rounding",
-    "workers": "loader processes: an epoch still holds every sample once (in another order, "
-    "with other augmentation draws, as on a machine with more cores)",
     "require_pretrained": "a check made when the model is first built, not a setting",
     "text_cache": "whether caption features are kept between steps, not their values",
     "read_timeout": "how long a remote read waits for data, not what the data is",
@@ -51,7 +49,14 @@ MAY_DIFFER = {
 # With an explicit --resume the epochs may change too: that is how a run is extended (the
 # cosine schedule then stretches over the new total from where it stands). `auto` keeps
 # them: a stage whose params changed must give what a fresh run gives.
-MAY_DIFFER_WHEN_ASKED = {"epochs": "extending a run is what --resume is for"}
+MAY_DIFFER_WHEN_ASKED = {
+    "epochs": "extending a run is what --resume is for",
+    # Two or more loader workers each deal themselves shards and draw from their own stream,
+    # so another count trains on other batches: an epoch still holds every sample once, but
+    # `auto` must give what a fresh run with the new count gives (0 and 1 alike: `_alike`).
+    "workers": "loader processes: an epoch still holds every sample once (in another order, "
+    "with other augmentation draws)",
+}
 
 
 RESUME_FOLDER = ".resume"  # gitignored; outside every DVC output
@@ -91,9 +96,17 @@ def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: st
         return "other shards (index.json differs)"
     old, new = stored.get("config", {}), wanted["config"]
     for key in sorted(set(old) | set(new)):
-        if key not in may_differ and old.get(key) != new.get(key):
+        if key not in may_differ and not _alike(key, old.get(key), new.get(key)):
             return f"a different {key!r} ({old.get(key)!r}, now {new.get(key)!r})"
     return ""
+
+
+def _alike(key: str, old: Any, new: Any) -> bool:
+    """Whether two values of a config field train alike: equal, or 0 and 1 `workers` (the
+    batches made in the training process, or in one loader process: the same batches)."""
+    if key == "workers" and isinstance(old, int) and isinstance(new, int):
+        return max(old, 1) == max(new, 1)
+    return old == new
 
 
 def prepare_model(

@@ -79,6 +79,36 @@ def test_a_set_smaller_than_a_chunk_gives_every_worker_a_chunk(tmp_path):
     assert {len(members) for members in large.values()} == {10}
 
 
+def test_workers_0_cuts_a_small_set_into_16_chunks(tmp_path):
+    ids = [f"obj{i:02d}" for i in range(40)]
+    chunks = plan(tmp_path, ids, chunk_size=1000, workers=0)
+    assert [len(members) for members in chunks.values()] == [3] * 13 + [1]
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_the_sample_stage_writes_the_same_parts_whatever_the_machine_cpus(
+    tmp_path, monkeypatch, workers
+):
+    """`sample.workers: 0` (params.yaml's, one per CPU), or more than the CPUs: the cut of a
+    small set followed the workers this machine ran, so a 1-CPU and a 2-CPU machine wrote
+    other part files and chunk tables (another data/points for DVC; the same shards)."""
+    import cg3d.params
+    from cg3d.params import MeshesConfig, SampleConfig
+    from cg3d.pipeline.sample import sample_points
+    from cg3d.pipeline.sources import build_manifest
+
+    meshes = tmp_path / "meshes"
+    build_manifest(MeshesConfig(source="synthetic", per_class=2, workers=1), meshes)
+    outs = []
+    for cpus in (1, 2):
+        monkeypatch.setattr(cg3d.params, "cpu_count", lambda cpus=cpus: cpus)
+        outs.append(tmp_path / f"points-{cpus}")
+        sample_points(meshes, outs[-1], SampleConfig(points=64, chunk_size=200, workers=workers))
+    files = [{p.relative_to(o): p.read_bytes() for p in o.rglob("*") if p.is_file()} for o in outs]
+    assert files[0] == files[1]
+    assert len([name for name in files[0] if name.name.startswith("part-")]) > 1
+
+
 def test_parts_are_reused_only_by_the_code_that_wrote_them(tmp_path, locked, monkeypatch):
     """Before: the plan named the inputs and params only, so after a code change that changes
     the points (a colour rule), `dvc repro` reran the stage and kept every old chunk."""

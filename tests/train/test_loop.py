@@ -11,7 +11,7 @@ from cg3d.models.checkpoint import read_checkpoint
 from cg3d.params import AugmentConfig
 from cg3d.train import loop
 from cg3d.train.loop import TrainConfig, Trainer, fit, prepare_model
-from cg3d.train.resume import MAY_DIFFER
+from cg3d.train.resume import MAY_DIFFER, MAY_DIFFER_WHEN_ASKED
 from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::cg3d.models.clip.RandomClipWarning")
@@ -236,9 +236,21 @@ def test_auto_resume_continues_its_own_unfinished_run_only(finished_run, tmp_pat
     payload = torch.load(finished_run / "last.pt", weights_only=True)
     payload["training"]["run"]["config"]["epochs"] = 2
     torch.save(payload, unfinished / "last.pt")
-    same_run = tiny_train_config(epochs=2, workers=7, text_cache=False)
+    same_run = tiny_train_config(epochs=2, text_cache=False)
     _, training = prepare_model(same_run, CLASSES, unfinished, "auto", "index-a")
     assert training is not None and training["epoch"] == 1
+    # 0 and 1 loader workers make the same batches: the same run
+    payload["training"]["run"]["config"]["workers"] = 0
+    torch.save(payload, unfinished / "last.pt")
+    one_worker = tiny_train_config(epochs=2, text_cache=False, workers=1)
+    _, training = prepare_model(one_worker, CLASSES, unfinished, "auto", "index-a")
+    assert training is not None and training["epoch"] == 1
+    # 2 or more deal other batches: a fresh run's result, not the old batches then the new
+    two_workers = tiny_train_config(epochs=2, text_cache=False, workers=2)
+    _, training = prepare_model(two_workers, CLASSES, unfinished, "auto", "index-a")
+    assert training is None
+    _, training = prepare_model(two_workers, CLASSES, unfinished, "always", "index-a")
+    assert training is not None  # asked for: the user's call
     # finished: DVC reruns it only when its code changed or with -f, so it trains afresh
     _, training = prepare_model(
         tiny_train_config(epochs=1), CLASSES, finished_run, "auto", "index-a"
@@ -277,7 +289,7 @@ def test_the_fields_a_resumed_run_may_change_are_config_fields():
     import dataclasses
 
     names = {field.name for field in dataclasses.fields(TrainConfig)}
-    assert set(MAY_DIFFER) | {"epochs"} <= names
+    assert set(MAY_DIFFER) | set(MAY_DIFFER_WHEN_ASKED) <= names
 
 
 def test_wrong_train_parameters_are_named():

@@ -134,6 +134,35 @@ def test_auto_resume_continues_an_unfinished_run_and_retrains_otherwise(shards, 
     assert changed["epoch"] == 1 and (out / "last.pt").read_bytes() != checkpoint
 
 
+def test_a_run_records_the_loader_workers_it_ran_and_auto_does_not_resume_on_fewer_cpus(
+    shards, tmp_path, capsys, monkeypatch
+):
+    """`train.workers` above the CPUs: the loader starts one a CPU, and 2 or more deal other
+    batches than the count asked. The checkpoint said the count asked, so a run killed on a
+    machine with more CPUs was resumed with `auto` on one with fewer: neither count's run."""
+    import torch
+
+    import cg3d.params
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=2, workers=3))
+    out = tmp_path / "run"
+    monkeypatch.setattr(cg3d.params, "cpu_count", lambda: 2)
+    train_stage(shards, out, config, resume="auto")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "train.workers is 3, but this process may use 2 CPUs: 2 loader workers" in said
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["training"]["run"]["config"]["workers"] == 2
+    payload["training"]["epoch"] = 1  # as a run killed after its first epoch
+    torch.save(payload, out / "last.pt")
+    monkeypatch.setattr(cg3d.params, "cpu_count", lambda: 1)  # resumed on a smaller machine
+    resumed = train_stage(shards, out, config, resume="auto")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not resuming" in said and "a different 'workers' (2, now 1)" in said
+    assert resumed["epoch"] == 2
+
+
 def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
     """Issue 18: two `cg3d train` into one --out both ran and interleaved their curves."""
     import subprocess

@@ -46,7 +46,7 @@ from cg3d.files import (
     sorted_entries,
     why_unlisted,
 )
-from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, write_classes
+from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, stored_spelling, write_classes
 from cg3d.formats.owner import check_owner
 from cg3d.geometry.meshio import (
     BYTES_ONLY_SUFFIXES,
@@ -294,8 +294,9 @@ def read_exclude(path: str) -> set[str]:
 
 
 # The sources whose listed `ok` rows hold `stored_path`'s form: every link followed, relative to
-# the resolved output folder or absolute. Resolving such a path again gives it back, so
-# `Excluded` skips that resolve (an lstat per component and a stat, for every listed file).
+# the resolved output folder (`../` where one repository holds both) or absolute. Resolving
+# such a path again gives it back, so `Excluded` skips that resolve (an lstat per component
+# and a stat, for every listed file).
 # Synthetic is not among them: its paths are spelled by the generator, not by `stored_path`.
 STORED_PATH_SOURCES = frozenset({"folder", "objaverse", "modelnet", "shapenet"})
 
@@ -313,8 +314,9 @@ class Excluded:
         path = Path(record.path)
         absolute = path if path.is_absolute() else self.out_dir / path
         if record.status == OK and record.source in STORED_PATH_SOURCES:
-            real = self.real_out_dir / path  # the stored path is resolved already (`/` keeps
-            # an absolute one as it is)
+            # the stored path is resolved already (`/` keeps an absolute one as it is), and a
+            # `../` in it was taken between resolved folders: lexical normalising is exact
+            real = Path(os.path.normpath(self.real_out_dir / path))
         else:  # a failure row keeps a link's own path (its target is the reason): resolve it
             real = real_path(absolute)
         keys = {record.id, record.path, str(absolute), str(real), path.stem}
@@ -388,7 +390,8 @@ def _resolved(folder: Path) -> Path:
 
 def stored_path(path: Path, out_dir: Path, resolved: bool = False) -> str:
     """How the manifest spells a listed file: symlinks followed, relative to the output folder
-    when the file lies under it (portable), else absolute.
+    when the file lies under it or both lie in one repository (`stored_spelling`: a project
+    cloned elsewhere gives the same manifest), else absolute.
 
     `resolved`: the caller knows that resolving `path` would return it unchanged: an absolute
     path from a resolved root (`resolved_root`, once per listing) through folders the walk
@@ -399,10 +402,7 @@ def stored_path(path: Path, out_dir: Path, resolved: bool = False) -> str:
     opens the file (`meshio.validate_file`)."""
     if not resolved:
         path = real_path(path)  # a symlink loop stays itself (Path.resolve raised): a row later
-    try:
-        return path.relative_to(_resolved(out_dir)).as_posix()
-    except ValueError:
-        return str(path)
+    return stored_spelling(path, _resolved(out_dir))
 
 
 def match_protocol_names(folders: Iterable[str]) -> tuple[dict[str, str], list[str]] | None:

@@ -121,12 +121,13 @@ def _shapenet_links(tmp_path: Path, root: Path) -> None:
     (root / "02747177" / "a9").symlink_to(outside, target_is_directory=True)
 
 
+@pytest.mark.parametrize("repository", [False, True])
 @pytest.mark.parametrize("out_spelling", ["absolute", "relative"])
 @pytest.mark.parametrize("out_place", ["outside", "inside", "outside_through_symlink"])
 @pytest.mark.parametrize("root_spelling", ["absolute", "relative", "symlink"])
 @pytest.mark.parametrize("source", ["folder", "objaverse", "modelnet", "shapenet"])
 def test_exclusion_keys_are_those_of_resolving_every_path(
-    tmp_path, monkeypatch, source, root_spelling, out_place, out_spelling
+    tmp_path, monkeypatch, source, root_spelling, out_place, out_spelling, repository
 ):
     """`Excluded` takes an ok row's stored path as resolved (the listing's invariant, tested
     in test_stored_paths.py) and resolves only failure rows (a link's own path). Over every
@@ -153,6 +154,8 @@ def test_exclusion_keys_are_those_of_resolving_every_path(
     else:
         plant_links(tmp_path, real_root, source, out)
     (tmp_path / "root-link").symlink_to(real_root, target_is_directory=True)
+    if repository:  # the rows beside the output folder stored with `../`
+        (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
     root = {"absolute": real_root, "relative": Path("data/root"), "symlink": Path("root-link")}[
         root_spelling
