@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +118,14 @@ def still_running(process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def stopped_for(seconds: float, group: int, pid: int | None = None) -> None:
+    """Ctrl-Z then `fg`, a Slurm suspend: SIGSTOP to the process group `group` (to `pid` alone
+    when given, a process of that group), `seconds`, then SIGCONT to the whole group."""
+    if pid is None:
+        os.killpg(group, signal.SIGSTOP)
+    else:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.killpg(group, signal.SIGCONT)

@@ -34,6 +34,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.formats.tar import FormatError, tar_members, tar_samples, write_tar
 from tests.pipeline.fakes import png_bytes, rewrite_tar
+from tests.stopping import stopped_for
 
 SAMPLES = 10
 
@@ -354,9 +355,7 @@ def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path, sigc
             if started.exists() or reader.poll() is not None:
                 break
             time.sleep(0.05)
-        os.killpg(reader.pid, signal.SIGSTOP)  # the reader and its pipe, as Slurm does
-        time.sleep(5)
-        os.killpg(reader.pid, signal.SIGCONT)
+        stopped_for(5, reader.pid)  # the reader and its pipe, as Slurm does
         out, _ = reader.communicate(timeout=60)
     finally:
         if reader.poll() is None:

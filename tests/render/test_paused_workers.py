@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stopping import stopped_for
+
 REPO = Path(__file__).resolve().parents[2]
 
 # One object through a `BlenderWorker` running `slow_worker.py`; prints its reason (null: ok).
@@ -54,15 +56,12 @@ def run_one(tmp_path: Path, seconds: float, timeout: float, pause: str | None) -
             time.sleep(0.05)
         assert started, "the object never reached the worker"
         if pause == "group":
-            os.killpg(driver.pid, signal.SIGSTOP)
+            stopped_for(5, driver.pid)
         elif pause == "driver":
-            os.kill(driver.pid, signal.SIGSTOP)
+            stopped_for(5, driver.pid, driver.pid)
         elif pause == "worker":
             worker = next(int(p.name) for p in Path("/proc").iterdir() if is_child(p, driver.pid))
-            os.kill(worker, signal.SIGSTOP)
-        if pause:
-            time.sleep(5)
-            os.killpg(driver.pid, signal.SIGCONT)
+            stopped_for(5, driver.pid, worker)
         out, _ = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
