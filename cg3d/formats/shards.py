@@ -55,7 +55,6 @@ from cg3d.formats.tar import (
     FormatError,
     open_tar_writer,
     stream_length,
-    tar_member,
     tar_members,
     tar_samples,
 )
@@ -362,7 +361,7 @@ def write_shard(
         with open_tar_writer(tmp) as tar:
             for key, members in samples:
                 for suffix, data in members:
-                    tar_member(tar, f"{key}.{suffix}", data)
+                    tar.add(f"{key}.{suffix}", data)
                 count += 1
         digest = file_sha256(tmp)
     return count, digest
