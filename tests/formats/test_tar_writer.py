@@ -1,7 +1,7 @@
 """Our ustar writer (`TarWriter`): the bytes Python's `tarfile` wrote for our members before it
 replaced it (shards stay the same files), read back by `tarfile`, webdataset and GNU tar."""
 
-import io
+import importlib
 import shutil
 import subprocess
 import tarfile
@@ -24,15 +24,14 @@ MEMBERS = [
 ]
 
 
-def tarfile_bytes(path: Path, members: list[tuple[str, bytes]]) -> bytes:
-    """The tar the pack stage wrote with `tarfile` until now: ustar, fixed metadata."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def tarfile_bytes(path: Path, members: list[tuple[str, bytes]], monkeypatch) -> bytes:
+    """The tar the pack stage wrote with `tarfile` until now (ustar, fixed metadata): the
+    bench's "before" writer, so the bench compares what this test holds equal."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("bench_tar_writer").write_with_tarfile(path, members)
     return path.read_bytes()
 
 
@@ -44,9 +43,10 @@ def ours(path: Path, members: list[tuple[str, bytes]]) -> bytes:
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, len(MEMBERS)])
-def test_the_bytes_are_those_tarfile_wrote(tmp_path, count):
+def test_the_bytes_are_those_tarfile_wrote(tmp_path, count, monkeypatch):
     members = MEMBERS[:count]
-    assert ours(tmp_path / "ours.tar", members) == tarfile_bytes(tmp_path / "ref.tar", members)
+    reference = tarfile_bytes(tmp_path / "ref.tar", members, monkeypatch)
+    assert ours(tmp_path / "ours.tar", members) == reference
 
 
 def test_tarfile_reads_back_names_sizes_and_the_fixed_metadata(tmp_path):
