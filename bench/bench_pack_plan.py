@@ -55,6 +55,7 @@ def write_inputs(work: Path, objects: int) -> None:
             "sha256": ids,
             "status": ["ok"] * objects,
             "error": [""] * objects,
+            "missing": [[] for _ in range(objects)],
         },
         schema=SCHEMA,
     )

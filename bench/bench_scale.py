@@ -120,6 +120,7 @@ def stage_inputs(work: Path, rows: int, parts: bool) -> None:
             "sha256": ids,
             "status": ["ok"] * rows,
             "error": [""] * rows,
+            "missing": [[] for _ in range(rows)],
         },
         schema=SCHEMA,
     )

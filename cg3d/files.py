@@ -847,15 +847,19 @@ def loads_json(
         raise ValueError("the JSON nests too deep") from None
 
 
-def write_json(path: Path, values: object) -> None:
+def write_json(
+    path: Path, values: object, indent: int = 2, sort_keys: bool = False, ensure_ascii: bool = False
+) -> None:
     """`values` as indented JSON (one value per line, a newline at the end: a person reads these
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
-    file or none. The one writer of the results, about, audit and run files.
+    file or none. The one writer of the JSON files of cg3d (results, about, audit, run files,
+    classes.json, the shard index, a hub config.json); `indent`, `sort_keys` and `ensure_ascii`
+    as `json.dumps`'s, each file keeping the layout it has always had.
 
     UTF-8 with non-ASCII kept as it is: a class or model named "стул" or "椅子" reads so, not
     "\\u0441\\u0442..."; a name that is not UTF-8 (its bad bytes as lone surrogates) is written
     as the JSON escape `\\udcXX`, as before."""
-    text = json_text(values, indent=2, ensure_ascii=False)
+    text = json_text(values, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8", errors="backslashreplace")
 

@@ -109,10 +109,6 @@ def shape_descriptor(points: np.ndarray) -> np.ndarray:
     return (np.concatenate(parts) / np.sqrt(2.0)).astype(np.float32)
 
 
-def descriptor_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
-
-
 def shard_shapes(shards: str, split: str, skipped: Skipped) -> Iterator[AuditShape]:
     """The points and mesh identity of every sample of a split (views are seeked over)."""
     entry = split_entry(read_index(shards), split)

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 
 from cg3d.files import (
     atomic_path,
-    json_text,
     loads_json,
     require_folder,
     require_regular_file,
     shown_name,
+    write_json,
 )
 from cg3d.formats.intact import damaged, parquet_file, schema_problem
 from cg3d.formats.tar import MAX_KEY_BYTES, OBJECT_KEY
@@ -325,8 +325,7 @@ def failure_reason(row: dict) -> str:
 def write_classes(classes: list[str], out_dir: Path) -> Path:
     """Atomically write `out_dir/classes.json`: the class names in label order."""
     path = Path(out_dir) / CLASSES_NAME
-    with atomic_path(path) as tmp:
-        tmp.write_text(json_text(classes, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(path, classes, indent=1)
     return path
 
 

@@ -45,6 +45,7 @@ from cg3d.files import (
     loads_json,
     require_folder,
     require_regular_file,
+    write_json,
 )
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
 from cg3d.formats.images import open_image
@@ -55,7 +56,6 @@ from cg3d.formats.tar import (
     FormatError,
     open_tar_writer,
     stream_length,
-    tar_member,
     tar_members,
     tar_samples,
 )
@@ -362,7 +362,7 @@ def write_shard(
         with open_tar_writer(tmp) as tar:
             for key, members in samples:
                 for suffix, data in members:
-                    tar_member(tar, f"{key}.{suffix}", data)
+                    tar.add(f"{key}.{suffix}", data)
                 count += 1
         digest = file_sha256(tmp)
     return count, digest
@@ -446,8 +446,7 @@ def shard_index(
 
 def write_index(out_dir: Path, index: dict) -> None:
     """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
-    with atomic_path(Path(out_dir) / INDEX_NAME) as tmp:
-        tmp.write_text(json_text(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(Path(out_dir) / INDEX_NAME, index, indent=1)
 
 
 # Reading.

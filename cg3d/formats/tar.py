@@ -7,7 +7,6 @@ naming it, never an unpacking traceback.
 
 import io
 import re
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,27 +46,86 @@ class FormatError(ValueError):
     """An artifact that does not follow its format; the message names the file or member."""
 
 
-def tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add `data` as `name` with fixed metadata (mtime 0, owner 0/""), so tars are reproducible."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
+# The fields of every member header but its name, size and checksum: ustar, a regular file,
+# mode 0644, owner 0/"" and mtime 0, so that a shard is the same bytes on every machine. They
+# are the bytes `tarfile` (Python 3.11's, format USTAR) wrote for the same member, which shards
+# were written with before; ours stay so whatever Python's tarfile does next.
+_MODE_OWNER = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
+_MTIME = b"%011o\0" % 0
+_CHECKSUM_SPACES = b" " * 8  # summed as spaces, then overwritten
+_AFTER_CHECKSUM = (
+    b"0"  # regular file
+    + bytes(100)  # link name
+    + b"ustar\x0000"  # magic and version
+    + bytes(32 + 32)  # user and group names
+    + bytes(8 + 8 + 155)  # device numbers (none for a file), name prefix (unused)
+)
+# The largest size the 11 octal digits of a ustar header hold (8 GiB less one byte).
+USTAR_MAX_SIZE = 8**11 - 1
+RECORD = 20 * BLOCK  # a tar's length is padded to whole records of this (tarfile's, GNU tar's)
 
 
-def open_tar_writer(path: Path) -> tarfile.TarFile:
-    """A ustar tar open for `tar_member` calls (the caller closes it)."""
-    return tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte header of a member `name` of `size` bytes (fixed metadata as above).
+    ValueError naming the member when its name is more than 100 bytes or its size beyond
+    ustar's: no member of ours comes near either (`MAX_KEY_BYTES`)."""
+    encoded = name.encode()
+    if len(encoded) > USTAR_NAME_BYTES:
+        raise ValueError(f"tar member name {name!r} is longer than {USTAR_NAME_BYTES} bytes")
+    if not 0 <= size <= USTAR_MAX_SIZE:
+        raise ValueError(f"tar member {name!r} of {size} bytes: a ustar header holds at most 8 GiB")
+    head = encoded.ljust(USTAR_NAME_BYTES, b"\0") + _MODE_OWNER + b"%011o\0" % size + _MTIME
+    header = (head + _CHECKSUM_SPACES + _AFTER_CHECKSUM).ljust(BLOCK, b"\0")
+    checksum = b"%06o\0 " % header_checksum(header)
+    return head + checksum + header[len(head) + len(checksum) :]
+
+
+class TarWriter:
+    """A ustar tar written member by member to a file (`add`), with the header of our own
+    (`ustar_header`): `tarfile`'s TarInfo, header building and copy per member took most of
+    the pack stage's time, 4 times this writer's (BENCHMARKS.md, "Writing shards"). The bytes
+    are `tarfile`'s for the same members (tests/formats/test_tar_writer.py). Leaving the
+    `with` block normally writes the end-of-archive blocks; an exception leaves the file
+    without them (a reader calls it truncated; `atomic_path` removes it anyway)."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close() or __exit__
+        self.offset = 0
+
+    def add(self, name: str, data: bytes) -> None:
+        """Append `data` as member `name`."""
+        self.file.write(ustar_header(name, len(data)))
+        self.file.write(data)
+        padding = -len(data) % BLOCK
+        self.file.write(bytes(padding))
+        self.offset += BLOCK + len(data) + padding
+
+    def close(self) -> None:
+        """End the tar as tarfile does: two zero blocks, then zeros to a whole record."""
+        end = 2 * BLOCK
+        self.file.write(bytes(end + -(self.offset + end) % RECORD))
+        self.file.close()
+
+    def __enter__(self) -> "TarWriter":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.file.close()
+
+
+def open_tar_writer(path: Path) -> TarWriter:
+    """A deterministic ustar tar open for `add` calls (a `with` block closes it)."""
+    return TarWriter(path)
 
 
 def write_tar(path: Path, members: dict[str, bytes]) -> None:
     """A deterministic tar written atomically: members sorted by name, fixed metadata."""
     with atomic_path(path) as tmp, open_tar_writer(tmp) as tar:
         for name in sorted(members):
-            tar_member(tar, name, members[name])
+            tar.add(name, members[name])
 
 
 # A key is an object id (`cg3d.pipeline.ids`, checked in the manifest): letters, digits, '_'

@@ -28,6 +28,7 @@ from cg3d.files import (
     locks_folder,
     os_error_in,
     require_regular_file,
+    write_json,
     zero_ends,
 )
 from cg3d.formats.owner import check_owner
@@ -98,9 +99,7 @@ def write_hub(out: Path, payload: dict[str, Any], config: dict[str, Any], readme
             raise refused from error
         # of the file as written: a copy cut short, zero-filled or changed is refused on load
         config = {**config, WEIGHTS_SHA256: file_sha256(paths[WEIGHTS])}
-        paths[CONFIG].write_text(
-            json_text(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        write_json(paths[CONFIG], config, sort_keys=True, ensure_ascii=True)
         paths[CARD].write_text(readme, encoding="utf-8")
 
 

@@ -151,7 +151,7 @@ class ChunkedOutput:
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
         check_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
-        digest = hashlib.sha256(json_text(self.fingerprint, sort_keys=True).encode()).hexdigest()
+        digest = plan_digest(self.fingerprint)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
@@ -170,11 +170,7 @@ class ChunkedOutput:
         # (`cg3d pack` checks), so a run that starts, and may be killed, removes it first.
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
-        with atomic_path(plan_file) as tmp:
-            tmp.write_text(
-                json_text({"digest": digest, "plan": self.fingerprint}, sort_keys=True),
-                encoding="utf-8",
-            )
+        write_plan(plan_file, self.fingerprint)
         with atomic_path(code_file) as tmp:
             tmp.write_text(json_text({"code": code}), encoding="utf-8")
 
@@ -218,6 +214,22 @@ class ChunkedOutput:
         shutil.rmtree(self.scratch, ignore_errors=True)  # emptied by the workers as they closed
         write_failures(rows, self.out_dir / FAILURES_NAME)
         return rows
+
+
+def plan_digest(fingerprint: dict) -> str:
+    """The sha256 of a plan's fingerprint (its JSON, keys sorted): a stage's `.plan.json`
+    records it, and a rerun keeps the parts or shards of the same digest."""
+    return hashlib.sha256(json_text(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def write_plan(plan_file: Path, fingerprint: dict) -> str:
+    """Record the plan in `plan_file` (`.plan.json`: {"digest", "plan"}); returns its digest."""
+    digest = plan_digest(fingerprint)
+    with atomic_path(plan_file) as tmp:
+        tmp.write_text(
+            json_text({"digest": digest, "plan": fingerprint}, sort_keys=True), encoding="utf-8"
+        )
+    return digest
 
 
 def previous_plan_digest(plan_file: Path) -> str | None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, file_sha256, json_text, locks_out_dir, require_folder
+from cg3d.files import file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -66,8 +66,10 @@ from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import (
     bound_workers,
+    plan_digest,
     previous_plan_digest,
     run_chunks,
+    write_plan,
 )
 from cg3d.terminal import console
 
@@ -183,10 +185,6 @@ def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dic
     return {"stage": "pack", "shard_size": config.shard_size, "inputs": digest.hexdigest()}
 
 
-def plan_digest(fingerprint: dict) -> str:
-    return hashlib.sha256(json_text(fingerprint, sort_keys=True).encode()).hexdigest()
-
-
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
     """Create the folders; keep the finished shards of the same plan, clear another plan's.
     Returns the plan's digest. The index goes first: no index, no set."""
@@ -206,10 +204,7 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
         if previous != digest:
             for stale in folder.glob("shard-*.tar"):
                 stale.unlink()
-    with atomic_path(plan_file) as tmp:
-        tmp.write_text(
-            json_text({"digest": digest, "plan": fingerprint}, sort_keys=True), encoding="utf-8"
-        )
+    write_plan(plan_file, fingerprint)
     return digest
 
 

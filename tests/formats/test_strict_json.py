@@ -97,3 +97,25 @@ def test_files_are_utf_8_and_the_code_is_read_whatever_the_locale(tmp_path):
     assert json.loads((tmp_path / "classes.json").read_bytes().decode("utf-8")) == names
     index = json.loads((tmp_path / "index.json").read_bytes().decode("utf-8"))
     assert index["classes"] == names
+
+
+def test_the_json_files_keep_their_layouts_through_the_one_writer(tmp_path):
+    """classes.json and index.json: one-space indent, non-ASCII kept; a hub config.json:
+    two-space indent, keys sorted, non-ASCII escaped (the bytes these files had before they
+    shared `files.write_json`: DVC would see any change as new data)."""
+    import torch
+
+    from cg3d.formats.manifest import write_classes
+    from cg3d.formats.shards import write_index
+    from cg3d.models.hub import write_hub
+
+    write_classes(["стул", "a|b"], tmp_path)
+    assert (tmp_path / "classes.json").read_bytes() == '[\n "стул",\n "a|b"\n]\n'.encode()
+    write_index(tmp_path, {"splits": {}, "classes": ["椅子"]})
+    assert (tmp_path / "index.json").read_bytes() == (
+        '{\n "splits": {},\n "classes": [\n  "椅子"\n ]\n}\n'.encode()
+    )
+    write_hub(tmp_path / "hub", {"model": {"w": torch.zeros(1)}}, {"z": 1, "a": ["椅"]}, "")
+    config = (tmp_path / "hub" / "config.json").read_text(encoding="ascii")
+    assert config.startswith('{\n  "a": [\n    "\\u6905"\n  ],\n  "weights_sha256": "')
+    assert config.endswith('",\n  "z": 1\n}\n')

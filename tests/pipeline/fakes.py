@@ -12,7 +12,7 @@ from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import MeshRecord, write_classes, write_manifest
 from cg3d.formats.points import NO_COLOR, XYZ, write_points_part
 from cg3d.formats.renders import Rendered, dumps_cameras, write_render_part
-from cg3d.formats.tar import open_tar_writer, tar_member, tar_members
+from cg3d.formats.tar import open_tar_writer, tar_members
 from cg3d.geometry.sampling import object_rng
 from cg3d.params import RenderConfig
 from cg3d.render.cameras import cameras_of
@@ -183,7 +183,7 @@ def rewrite_tar(path: Path, change: Callable[[str, bytes], tuple[str, bytes] | N
     with open_tar_writer(path) as tar:  # in the original order
         for member in members:
             if member is not None:
-                tar_member(tar, *member)
+                tar.add(*member)
 
 
 def edited_cameras(data: bytes, edit: str) -> bytes:

@@ -1,0 +1,102 @@
+"""Our ustar writer (`TarWriter`): the bytes Python's `tarfile` wrote for our members before it
+replaced it (shards stay the same files), read back by `tarfile`, webdataset and GNU tar."""
+
+import importlib
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from webdataset.tariterators import tar_file_iterator
+
+from cg3d.formats.tar import open_tar_writer, tar_members
+
+# Sizes around the 512-byte blocks and the 10240-byte records; names up to ustar's 100 bytes.
+MEMBERS = [
+    ("a.points.npy", b"\x93NUMPY" + bytes(1000)),
+    ("a.view_00.png", b""),
+    ("a.cls", b"7"),
+    ("b.view_00.png", b"p" * 511),
+    ("b.cameras.json", b"c" * 512),
+    ("b.captions.json", b"t" * 513),
+    ("k" * 86 + ".captions.json", b"m" * 10240),
+]
+
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def tarfile_bytes(path: Path, members: list[tuple[str, bytes]], monkeypatch) -> bytes:
+    """The tar the pack stage wrote with `tarfile` until now (ustar, fixed metadata): the
+    bench's "before" writer, so the bench compares what this test holds equal."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("bench_tar_writer").write_with_tarfile(path, members)
+    return path.read_bytes()
+
+
+def ours(path: Path, members: list[tuple[str, bytes]]) -> bytes:
+    with open_tar_writer(path) as tar:
+        for name, data in members:
+            tar.add(name, data)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, len(MEMBERS)])
+def test_the_bytes_are_those_tarfile_wrote(tmp_path, count, monkeypatch):
+    members = MEMBERS[:count]
+    reference = tarfile_bytes(tmp_path / "ref.tar", members, monkeypatch)
+    assert ours(tmp_path / "ours.tar", members) == reference
+
+
+def test_tarfile_reads_back_names_sizes_and_the_fixed_metadata(tmp_path):
+    ours(tmp_path / "s.tar", MEMBERS)
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        infos = tar.getmembers()
+        assert [(i.name, i.size) for i in infos] == [(n, len(d)) for n, d in MEMBERS]
+        for info in infos:
+            assert info.isreg() and info.mode == 0o644 and info.mtime == 0
+            assert (info.uid, info.gid, info.uname, info.gname) == (0, 0, "", "")
+        assert [tar.extractfile(i).read() for i in infos] == [d for _, d in MEMBERS]
+
+
+def test_webdataset_and_our_reader_read_every_member(tmp_path):
+    ours(tmp_path / "s.tar", MEMBERS)
+    with open(tmp_path / "s.tar", "rb") as stream:
+        assert [(m["fname"], m["data"]) for m in tar_file_iterator(stream)] == MEMBERS
+    with open(tmp_path / "s.tar", "rb") as stream:
+        assert list(tar_members(stream)) == MEMBERS
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command")
+def test_gnu_tar_lists_the_members_with_their_sizes_owner_and_date(tmp_path):
+    ours(tmp_path / "s.tar", MEMBERS)
+    listing = subprocess.run(
+        ["tar", "-tvf", str(tmp_path / "s.tar")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TZ": "UTC", "LC_ALL": "C"},
+    )
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert [(r[0], r[1], int(r[2]), r[3], r[5]) for r in rows] == [
+        ("-rw-r--r--", "0/0", len(d), "1970-01-01", n) for n, d in MEMBERS
+    ]
+    assert listing.stderr == ""
+
+
+def test_a_name_longer_than_ustar_holds_is_refused_naming_it(tmp_path):
+    with (
+        pytest.raises(ValueError, match="longer than 100 bytes"),
+        open_tar_writer(tmp_path / "s.tar") as tar,
+    ):
+        tar.add("k" * 87 + ".captions.json", b"x")
+
+
+def test_a_block_that_fails_leaves_no_end_of_archive(tmp_path):
+    """A reader must see the tar as cut short, not as a whole tar of fewer members."""
+    with pytest.raises(RuntimeError), open_tar_writer(tmp_path / "s.tar") as tar:
+        tar.add(*MEMBERS[0])
+        raise RuntimeError("stopped")
+    data = (tmp_path / "s.tar").read_bytes()
+    assert len(data) == 512 + 1024  # the header, 1006 bytes padded to blocks, nothing more
