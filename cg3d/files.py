@@ -342,6 +342,20 @@ def not_utf8_line(error: UnicodeEncodeError) -> str | None:
     return not_utf8_name(error.object)
 
 
+NOT_UTF8_NAME = "the file name is not UTF-8; rename it"  # a failure row's reason, every reader
+
+
+def utf8_name(name: str) -> str:
+    """`name` itself if it is UTF-8 text, else its bytes with the undecodable ones as `\\xff`
+    (os hands a name that is not UTF-8 over with surrogates, which no Parquet string, CSV or
+    JSON file holds): how a failure row names a file it could not take in."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def not_utf8_name(name: str) -> str:
     """The words for a path `name` that is not UTF-8 (its bad bytes as surrogates): one
     wording wherever it is found, an --out folder checked early or a name refused deep in."""
