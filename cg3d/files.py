@@ -362,16 +362,23 @@ def not_utf8_name(name: str) -> str:
     return f"{shown_name(name)} is not a UTF-8 name; rename it (or give a path that is) to read or write it"
 
 
+def check_utf8_path(path: str | Path, option: str) -> None:
+    """A UsageError naming `option` when `path` (made absolute) is not UTF-8: pyarrow and the
+    JSON records hold paths as UTF-8, and a surrogate ended a stage after its work."""
+    absolute = os.path.abspath(path)
+    try:
+        absolute.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{option}: {not_utf8_name(absolute)}") from None
+
+
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
     """Create the output folder `folder` if needed and check that files can be created in it,
     before any work starts: a read-only, unwritable or misnamed folder is a one-line
     UsageError naming `option` and the folder, not an OSError after hours of work. So is a
     folder whose path leaves no room for a name of NAME_MAX bytes in it (PATH_MAX)."""
     folder = Path(folder)
-    try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
-        os.path.abspath(folder).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{option}: {not_utf8_name(os.path.abspath(folder))}") from None
+    check_utf8_path(folder, option)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # Room for one more name of any length (a file and its temporary name, or the folders and

@@ -35,6 +35,7 @@ from cg3d.files import (
     PATH_MAX,
     OutsideRoot,
     atomic_path,
+    check_utf8_path,
     file_sha256,
     inside_root,
     loads_json,
@@ -97,6 +98,7 @@ def check_config(config: MeshesConfig) -> None:
         missing = f"meshes.root: the {config.source} source needs an existing folder, got "
         if root is None:
             raise UsageError(f"{missing}{config.root!r}")
+        check_utf8_path(root, "meshes.root")  # the manifest holds it: a surrogate ended the stage
         require_folder(root, "meshes.root", missing=f"{missing}{config.root!r}")
         if not any(root.iterdir()):
             raise UsageError(f"meshes.root: the folder {root} is empty")
