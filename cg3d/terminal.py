@@ -13,6 +13,8 @@ from rich.text import Text
 
 from cg3d.errors import printable
 
+LOG_WIDTH = 80  # the least width of a table written to a file or a pipe
+
 
 class EscapingConsole(Console):
     """A rich Console whose every string is escaped before it is rendered."""
@@ -29,7 +31,12 @@ def console(*, stderr: bool = False, **options: Any) -> Console:
     wraps them (a table still fits the width). rich would break them at the width, 80
     columns in a log file, which split a summary line and the path it names over lines."""
     defaults = {"markup": False, "emoji": False, "soft_wrap": True}
-    return EscapingConsole(stderr=stderr, **{**defaults, **options})
+    made = EscapingConsole(stderr=stderr, **{**defaults, **options})
+    if "width" not in options and not made.is_terminal and made.width < LOG_WIDTH:
+        # a log file has no width: COLUMNS there is the submitting shell's (a narrow pane, a
+        # CI's 10), at which inspect's tables showed `…` for every id and class name
+        made.width = LOG_WIDTH
+    return made
 
 
 def say(line: str) -> None:

@@ -223,3 +223,13 @@ def test_a_logged_progress_writes_lines_on_a_dumb_terminal():
         task = progress.add_task("sampling", total=4, rate="")
         progress.advance(task)
         assert out.getvalue().splitlines() == ["sampling: 1/4 (25%)"]
+
+
+def test_a_table_into_a_log_file_ignores_a_narrow_columns():
+    """A batch job inherits COLUMNS from the shell that submitted it: at COLUMNS=10 `cg3d
+    inspect` into a log file showed `…` for every id and class name of its tables."""
+    table = Table("failed id", "reason")
+    table.add_row("folder-chair_m-fdf659a44d", "unreadable")
+    out = io.StringIO()
+    terminal.console(file=out, color_system=None, _environ={"COLUMNS": "10"}).print(table)
+    assert "folder-chair_m-fdf659a44d" in out.getvalue()
