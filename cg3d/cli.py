@@ -293,7 +293,9 @@ def main() -> None:
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
-    OSError is a bug and keeps its traceback."""
+    OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
+    ends the work; a stdout that could not be written is exit 2 once the work is done (the
+    README's exit codes)."""
     # What main changes it puts back when it returns, for a caller that runs it in-process
     # (tests, a notebook): each call added a root log handler (every warning printed once per
     # earlier call) and left its showwarning in place.
