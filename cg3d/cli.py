@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -165,18 +165,17 @@ def quiet_warnings() -> logging.Handler:
     return handler
 
 
-class OutputStreamError(OSError):
-    """A write to stdout failed (`> /dev/full`, a full or read-only disk behind the
-    redirection): it names no file, so its line said `No space left on device` alone, as if
-    the command's output folder were full."""
-
-
 class _ReaderMayLeave:
-    """stdout or stderr: a reader that left (`| head -1`, a pager quit) took what it wanted:
-    the rest goes to /dev/null and the work goes on. A stage's progress line into a closed
-    pipe ended a stage hours in (exit 1, its chunks to redo) where, printing nothing until
-    its end, it had finished. stderr too: with `2>&1 | head -1` both are the reader's pipe,
-    and the stage's first warning ended it there (exit 1), its output dropped or not.
+    """stdout or stderr, whose failed writes never end the work. A reader that left (`| head
+    -1`, a pager quit) took what it wanted: the rest goes to /dev/null and the work goes on. A
+    stage's progress line into a closed pipe ended a stage hours in (exit 1, its chunks to
+    redo) where, printing nothing until its end, it had finished. stderr too: with `2>&1 | head
+    -1` both are the reader's pipe, and the stage's first warning ended it there (exit 1).
+
+    A log that cannot be written (`> /dev/full`, a full or read-only disk, an I/O error behind
+    the redirection) likewise: its progress line ended a stage mid-way, its output folder
+    half-written, so that whether a stage's files were made depended on its log. Its first
+    failure is kept in `failed`: `main` reports it when the work is done.
 
     A thin proxy around the stream it is given (everything but write and flush is the
     stream's own): the stream stays whole, so a caller that holds it (pytest -s, an
@@ -184,55 +183,75 @@ class _ReaderMayLeave:
 
     def __init__(self, stream: io.TextIOWrapper) -> None:
         self.stream = stream
+        self.failed: OSError | None = None  # the first failed write, a reader's leaving aside
+        self.dropped = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
     def write(self, text: str) -> int:
+        if self.dropped:
+            return len(text)
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
-            self._drop_the_rest()
+        except OSError as error:
+            self._drop_the_rest(error)
             return len(text)
 
     def flush(self) -> None:
+        if self.dropped:
+            return
         try:
             self.stream.flush()
-        except BrokenPipeError:
-            self._drop_the_rest()
+        except OSError as error:
+            self._drop_the_rest(error)
 
-    def _drop_the_rest(self) -> None:
+    def _drop_the_rest(self, error: OSError) -> None:
+        if not isinstance(error, BrokenPipeError):
+            self.failed = error
+        self.dropped = True
+        try:
+            descriptor = self.stream.fileno()
+        except (OSError, ValueError):  # no descriptor (an in-process caller's stream): theirs
+            return
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(devnull, self.stream.fileno())  # the bytes still buffered go there too
+            os.dup2(devnull, descriptor)  # the bytes still buffered go there too
         finally:
             os.close(devnull)
-        self.stream.flush()
+        with suppress(OSError):  # devnull takes anything: only a stream gone odd refuses
+            self.stream.flush()
 
 
 class _OutputStream(_ReaderMayLeave):
-    """stdout, whose other failed writes raise `OutputStreamError`. A character its encoding
-    cannot write (PYTHONIOENCODING=ascii, a latin-1 locale) is shown escaped (`\\u2026`), as
-    Python's stderr does: an id list's `…` or a class name's `é` was a UnicodeEncodeError
-    traceback mid-output. Escaped here, not by reconfiguring the stream: the caller's stream
-    (an in-process `main`) is left as it was, even when its last flush fails."""
+    """stdout. A character its encoding cannot write (PYTHONIOENCODING=ascii, a latin-1
+    locale) is shown escaped (`\\u2026`), as Python's stderr does: an id list's `…` or a class
+    name's `é` was a UnicodeEncodeError traceback mid-output. Escaped here, not by
+    reconfiguring the stream: the caller's stream (an in-process `main`) is left as it was."""
 
     def write(self, text: str) -> int:
         try:
-            try:
-                return super().write(text)
-            except UnicodeEncodeError:  # raised before any byte is written: whole text again
-                encoding = self.stream.encoding
-                super().write(text.encode(encoding, "backslashreplace").decode(encoding))
-                return len(text)
-        except OSError as error:
-            raise OutputStreamError(error.errno, error.strerror) from None
+            return super().write(text)
+        except UnicodeEncodeError:  # raised before any byte is written: whole text again
+            encoding = self.stream.encoding
+            super().write(text.encode(encoding, "backslashreplace").decode(encoding))
+            return len(text)
 
-    def flush(self) -> None:
+
+def _standard_descriptors_opened() -> None:
+    """A closed stdin, stdout or stderr (`>&-`, `2>&-`, a daemon's or a scheduler's spawn) made
+    /dev/null: the first file the command opened took its number, and what a library's C code,
+    or a child process inheriting it, wrote to "stdout" or "stderr" went into that output
+    file. Python itself then has no such stream (`sys.stdout` is None) and prints nothing."""
+    for descriptor in (0, 1, 2):
         try:
-            super().flush()
-        except OSError as error:
-            raise OutputStreamError(error.errno, error.strerror) from None
+            os.fstat(descriptor)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if devnull != descriptor:
+                os.dup2(devnull, descriptor)
+                os.close(devnull)
+            os.set_inheritable(descriptor, True)  # os.open's are not: a child had none
 
 
 def _streams_wrapped() -> None:
@@ -245,18 +264,20 @@ def _streams_wrapped() -> None:
         sys.stderr = _ReaderMayLeave(sys.stderr)
 
 
-def _streams_restored(stdout: Any, stderr: Any) -> None:
-    """The streams `main` found back in place, flushed through the proxies first: what is
-    still buffered goes out (or, a reader gone, to /dev/null) here, not at the interpreter's
-    exit, which would report a closed pipe as "Exception ignored" and exit 120."""
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, _ReaderMayLeave):
-                stream.flush()
-    except OutputStreamError as error:
-        _refused(_stdout_failed_line(error))
-    finally:
-        sys.stdout, sys.stderr = stdout, stderr
+def _streams_flushed() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _ReaderMayLeave):
+            stream.flush()
+
+
+def _output_flushed() -> None:
+    """What is still buffered goes out (or, a reader gone, to /dev/null) here, not at the
+    interpreter's exit, which would report a closed pipe as "Exception ignored" and exit 120.
+    A command whose work is done but whose stdout could not be written exits 2, saying so on
+    stderr: stdout held its result (`inspect`, `search`) or its log, which the user lost."""
+    _streams_flushed()
+    if isinstance(sys.stdout, _ReaderMayLeave) and sys.stdout.failed is not None:
+        _refused(_stdout_failed_line(sys.stdout.failed))
 
 
 def _interrupted(signum: int) -> None:
@@ -272,21 +293,31 @@ def main() -> None:
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
-    OSError is a bug and keeps its traceback."""
+    OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
+    ends the work; a stdout that could not be written is exit 2 once the work is done (the
+    README's exit codes)."""
     # What main changes it puts back when it returns, for a caller that runs it in-process
     # (tests, a notebook): each call added a root log handler (every warning printed once per
     # earlier call) and left its showwarning in place.
     stdout, stderr = sys.stdout, sys.stderr
     showwarning, root = warnings.showwarning, logging.getLogger()
     root_level = root.level
+    _standard_descriptors_opened()
     _streams_wrapped()
     handler = quiet_warnings()
     try:
-        _run()
+        try:
+            _run()
+        except SystemExit as stop:
+            if stop.code in (0, None):  # else its own line said why, a failed stdout aside
+                _output_flushed()
+            raise
+        _output_flushed()
     finally:
         try:
-            _streams_restored(stdout, stderr)  # a stdout that failed to flush: exit 2 here
+            _streams_flushed()
         finally:
+            sys.stdout, sys.stderr = stdout, stderr
             root.removeHandler(handler)
             root.setLevel(root_level)
             warnings.showwarning = showwarning
@@ -319,8 +350,6 @@ def _run() -> None:
             message = not_utf8_line(error)
             if message is None:
                 raise
-        elif isinstance(error, OutputStreamError):  # whatever the cause: the stream named
-            message = _stdout_failed_line(error)
         elif isinstance(error, OSError) and not is_condition(error):
             raise
         else:

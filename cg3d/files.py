@@ -342,10 +342,34 @@ def not_utf8_line(error: UnicodeEncodeError) -> str | None:
     return not_utf8_name(error.object)
 
 
+NOT_UTF8_NAME = "the file name is not UTF-8; rename it"  # a failure row's reason, every reader
+
+
+def utf8_name(name: str) -> str:
+    """`name` itself if it is UTF-8 text, else its bytes with the undecodable ones as `\\xff`
+    (os hands a name that is not UTF-8 over with surrogates, which no Parquet string, CSV or
+    JSON file holds): how a failure row names a file it could not take in."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def not_utf8_name(name: str) -> str:
     """The words for a path `name` that is not UTF-8 (its bad bytes as surrogates): one
     wording wherever it is found, an --out folder checked early or a name refused deep in."""
     return f"{shown_name(name)} is not a UTF-8 name; rename it (or give a path that is) to read or write it"
+
+
+def check_utf8_path(path: str | Path, option: str) -> None:
+    """A UsageError naming `option` when `path` (made absolute) is not UTF-8: pyarrow and the
+    JSON records hold paths as UTF-8, and a surrogate ended a stage after its work."""
+    absolute = os.path.abspath(path)
+    try:
+        absolute.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{option}: {not_utf8_name(absolute)}") from None
 
 
 def check_out_dir(folder: Path, option: str = "--out") -> Path:
@@ -354,10 +378,7 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
     UsageError naming `option` and the folder, not an OSError after hours of work. So is a
     folder whose path leaves no room for a name of NAME_MAX bytes in it (PATH_MAX)."""
     folder = Path(folder)
-    try:  # pyarrow and the JSON records hold paths as UTF-8: a surrogate ended a stage
-        os.path.abspath(folder).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{option}: {not_utf8_name(os.path.abspath(folder))}") from None
+    check_utf8_path(folder, option)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}: {folder} is a file, not a folder")
     # Room for one more name of any length (a file and its temporary name, or the folders and

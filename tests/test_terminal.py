@@ -192,3 +192,44 @@ def test_an_in_process_main_puts_back_what_it_changed_even_when_stdout_fails(mon
     assert root.handlers == handlers and root.level == level
     assert warnings.showwarning is showwarning
     assert stdout.errors == "strict"
+
+
+def test_a_logged_progress_says_it_is_alive_when_a_tenth_takes_long():
+    """Off a terminal a line came at each tenth only: a render's chunk of 1000 objects or an
+    epoch of hours left the log silent for an hour, as if the job hung."""
+    clock = [0.0]
+    out = io.StringIO()
+    shown = terminal.console(file=out, width=80, color_system=None)
+    with terminal.LoggedProgress(console=shown, get_time=lambda: clock[0]) as progress:
+        task = progress.add_task("rendering", total=10, rate="")
+        clock[0] = 59.0
+        progress._log_the_silent()
+        assert out.getvalue() == ""
+        clock[0] = 61.0
+        progress._log_the_silent()
+        progress.advance(task)  # a tenth: its own line, and the next beat is a minute on
+        clock[0] = 100.0
+        progress._log_the_silent()
+        lines = out.getvalue().splitlines()
+    assert lines == ["rendering: 0/10 (0%) still working, 0:01:01 elapsed", "rendering: 1/10 (10%)"]
+
+
+def test_a_logged_progress_writes_lines_on_a_dumb_terminal():
+    """TERM=dumb (an editor's shell, a CI's pseudo-terminal): rich redraws no bar there, and
+    the lines were written to log files only: nothing until the stage's end."""
+    out = io.StringIO()
+    dumb = terminal.console(file=out, force_terminal=True, _environ={"TERM": "dumb"})
+    with terminal.LoggedProgress(console=dumb) as progress:
+        task = progress.add_task("sampling", total=4, rate="")
+        progress.advance(task)
+        assert out.getvalue().splitlines() == ["sampling: 1/4 (25%)"]
+
+
+def test_a_table_into_a_log_file_ignores_a_narrow_columns():
+    """A batch job inherits COLUMNS from the shell that submitted it: at COLUMNS=10 `cg3d
+    inspect` into a log file showed `…` for every id and class name of its tables."""
+    table = Table("failed id", "reason")
+    table.add_row("folder-chair_m-fdf659a44d", "unreadable")
+    out = io.StringIO()
+    terminal.console(file=out, color_system=None, _environ={"COLUMNS": "10"}).print(table)
+    assert "folder-chair_m-fdf659a44d" in out.getvalue()

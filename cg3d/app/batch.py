@@ -19,6 +19,7 @@ import numpy as np
 from cg3d.app.api import Model, check_top, parse_labels
 from cg3d.errors import UsageError
 from cg3d.files import (
+    NOT_UTF8_NAME,
     atomic_path,
     check_out_file,
     folder_for,
@@ -26,6 +27,7 @@ from cg3d.files import (
     read_small_text,
     real_path,
     sorted_entries,
+    utf8_name,
     why_not_a_folder,
 )
 from cg3d.formats.npy import write_npy
@@ -144,20 +146,29 @@ def check_out(
 
 def each_shape(
     paths: list[Path], work: Callable[[Path], Any], description: str
-) -> Iterator[tuple[Path, Any, str]]:
-    """(path, result, "") for each shape `work` handles, (path, None, reason) for the others,
-    under a progress bar. A reason is the UsageError's one line, or the error's type and text."""
+) -> Iterator[tuple[str, Any, str]]:
+    """(name, result, "") for each shape `work` handles, (name, None, reason) for the others,
+    under a progress bar. A reason is the UsageError's one line, or the error's type and text.
+
+    `name` is the path as the results file holds it: a name that is not UTF-8 (`m\\xff.obj`
+    in a folder of good ones) is a failed row with the meshes stage's words, spelled as its
+    manifest spells it; its surrogate ended the whole run when the table was written (exit 2,
+    every other shape's result lost), and `classify` showed a UnicodeEncodeError as its reason."""
     from cg3d.pipeline.chunks import progress_bar
 
     with progress_bar("shapes") as progress:
         task = progress.add_task(description, total=len(paths), rate="")
         for path in paths:
+            name = utf8_name(str(path))
             try:
-                yield path, work(path), ""  # `work` checks the file first (input_points)
+                if name != str(path):
+                    yield name, None, NOT_UTF8_NAME
+                else:
+                    yield name, work(path), ""  # `work` checks the file first (input_points)
             except UsageError as error:
-                yield path, None, str(error)
+                yield name, None, str(error)
             except Exception as error:  # noqa: BLE001 - one bad file is a row, not the end
-                yield path, None, f"{type(error).__name__}: {error}"
+                yield name, None, f"{type(error).__name__}: {error}"
             progress.update(task, advance=1)
 
 
@@ -181,8 +192,8 @@ def classify_rows(
         return model.classify(path, names, top, up_axis, protocol, max_labels=max_labels)
 
     with model.reading_shapes():  # one Blender for every shape it reads
-        for path, predictions, error in each_shape(paths, work, "classifying"):
-            row: dict[str, Any] = {"path": str(path), "status": FAILED if error else OK}
+        for name, predictions, error in each_shape(paths, work, "classifying"):
+            row: dict[str, Any] = {"path": name, "status": FAILED if error else OK}
             row["error"] = error
             for k in range(top):
                 label, score = predictions[k] if predictions else ("", float("nan"))
@@ -198,12 +209,12 @@ def embed_rows(
     in order; `row` is a shape's row in the array (-1 when it failed)."""
     rows, vectors = [], []
     with model.reading_shapes():  # one Blender for every shape it reads
-        for path, vector, error in each_shape(
+        for name, vector, error in each_shape(
             paths, lambda p: model.embed_points(p, up_axis)[0], "embedding"
         ):
             rows.append(
                 {
-                    "path": str(path),
+                    "path": name,
                     "status": FAILED if error else OK,
                     "error": error,
                     "row": -1 if error else len(vectors),

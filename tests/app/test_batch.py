@@ -319,3 +319,24 @@ def test_shapes_nested_past_path_max_in_a_folder_are_failed_rows(shapes, tmp_pat
     for error in failed.values():
         assert "characters) names no file to read (File name too long)" in error
         assert len(error) < 300
+
+
+@pytest.mark.parametrize(("command", "suffix"), [("embed", ".parquet"), ("classify", ".csv")])
+def test_a_name_that_is_not_utf8_in_a_folder_is_a_failed_row(
+    shapes, tmp_path, tiny_checkpoint, command, suffix
+):
+    """One file named `m\\xff.npy` among good ones: its surrogate ended `embed` when the table
+    was written (exit 2, every result lost), and `classify` gave it a UnicodeEncodeError as
+    its reason. It is a failed row with the meshes stage's words, spelled as its manifest."""
+    np.save(shapes / os.fsdecode(b"m\xff.npy"), cube_points(2.0, 2))
+    out = tmp_path / f"results{suffix}"
+    args = [command, str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = (
+        pq.read_table(out).to_pylist() if suffix == ".parquet" else list(csv.DictReader(out.open()))
+    )
+    by_name = {row["path"].rpartition("/")[2]: row for row in rows}
+    bad = by_name["m\\xff.npy"]  # the byte as \xff: the results file is UTF-8
+    assert (bad["status"], bad["error"]) == ("failed", "the file name is not UTF-8; rename it")
+    assert by_name["a.npy"]["status"] == by_name["b.npy"]["status"] == "ok"

@@ -31,9 +31,11 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.files import (
+    NOT_UTF8_NAME,
     PATH_MAX,
     OutsideRoot,
     atomic_path,
+    check_utf8_path,
     file_sha256,
     inside_root,
     loads_json,
@@ -44,6 +46,7 @@ from cg3d.files import (
     require_folder,
     resolved_root,
     sorted_entries,
+    utf8_name,
     why_unlisted,
 )
 from cg3d.formats.manifest import OK, SCHEMA, MeshRecord, stored_spelling, write_classes
@@ -95,6 +98,7 @@ def check_config(config: MeshesConfig) -> None:
         missing = f"meshes.root: the {config.source} source needs an existing folder, got "
         if root is None:
             raise UsageError(f"{missing}{config.root!r}")
+        check_utf8_path(root, "meshes.root")  # the manifest holds it: a surrogate ended the stage
         require_folder(root, "meshes.root", missing=f"{missing}{config.root!r}")
         if not any(root.iterdir()):
             raise UsageError(f"meshes.root: the folder {root} is empty")
@@ -115,7 +119,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
         problem = class_name_problem(name)
         if problem:
             raise UsageError(
-                f"--root: the class name {printable_name(name)!r} (a folder's, or from "
+                f"--root: the class name {utf8_name(name)!r} (a folder's, or from "
                 f"--annotations) {problem}; rename it"
             )
     if alike := same_text_classes(listing.classes):
@@ -218,17 +222,7 @@ def _told_apart(name: str, names: tuple[str, str]) -> str:
     """`name` quoted so that it reads apart from the other of `names`: as ASCII escapes when
     the two print alike (`café` in NFC and in NFD: 'caf\\xe9' and 'cafe\\u0301')."""
     first, second = (unicodedata.normalize("NFC", n) for n in names)
-    return ascii(printable_name(name)) if first == second else repr(printable_name(name))
-
-
-def printable_name(name: str) -> str:
-    """`name` itself if it is UTF-8 text, else its bytes with the undecodable ones as `\\xff`
-    (os hands a name that is not UTF-8 over with surrogates, which no Parquet string holds)."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return ascii(utf8_name(name)) if first == second else repr(utf8_name(name))
 
 
 def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
@@ -236,11 +230,11 @@ def with_utf8_names(records: Iterable[MeshRecord]) -> Iterator[MeshRecord]:
     row holding the name escaped, since no later stage could name or open it from the
     manifest (before: a UnicodeEncodeError traceback ended the stage)."""
     for record in records:
-        record.name = printable_name(record.name)  # a free-text name: kept, escaped
-        path = printable_name(record.path)
+        record.name = utf8_name(record.name)  # a free-text name: kept, escaped
+        path = utf8_name(record.path)
         if path != record.path:
             record.path, record.status = path, "unreadable"
-            record.error = "the file name is not UTF-8; rename it"
+            record.error = NOT_UTF8_NAME
         yield record
 
 

@@ -337,6 +337,16 @@ def test_a_file_name_that_is_not_utf8_is_a_row_naming_it_escaped(tmp_path):
     assert len({r.id for r in rows.values()}) == 2
 
 
+def test_a_root_whose_name_is_not_utf8_is_one_line_before_any_work(tmp_path):
+    """Before: every mesh validated, then the root's surrogate (the manifest holds the root)
+    ended the stage, its work folder left behind."""
+    root, out = tmp_path / os.fsdecode(b"root\xff"), tmp_path / "out"
+    write_mesh(root / "chair" / "good.obj", box())
+    with pytest.raises(UsageError, match=r"^meshes.root: .* is not a UTF-8 name"):
+        build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    assert not out.exists()
+
+
 def test_a_class_name_that_is_not_utf8_is_one_line(tmp_path):
     root = tmp_path / "root"
     write_mesh(root / "chair" / "good.obj", box())

@@ -1,0 +1,101 @@
+"""A command in a batch job (Slurm, cron, CI, nohup): its stdout and stderr are a log file that
+may be on a full or read-only disk, or closed (`>&-`), and its stdin is /dev/null or closed.
+The stage's own files never depend on whether its log could be written; the exit code says
+what happened (`cg3d.cli.main`)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+needs_dev_full = pytest.mark.skipif(
+    not Path("/dev/full").exists(), reason="needs Linux's /dev/full"
+)
+
+
+def _stage(tmp_path: Path, stdout, stderr) -> tuple[subprocess.CompletedProcess, Path]:
+    """`cg3d meshes` of 300 synthetic objects, whose progress lines (one a tenth off a
+    terminal) go to `stdout`; (the run, its output folder)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("meshes:\n  source: synthetic\n  per_class: 30\n  workers: 1\n")
+    out = tmp_path / "meshes"
+    command = [sys.executable, "-m", "cg3d", "meshes", "--out", str(out), "--params", str(params)]
+    run = subprocess.run(
+        command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, timeout=300
+    )
+    return run, out
+
+
+@needs_dev_full
+@pytest.mark.parametrize("stderr_too", [False, True])
+def test_a_stage_whose_log_cannot_be_written_still_writes_its_output_whole(tmp_path, stderr_too):
+    """`cg3d meshes ... > log` on a full disk: its first progress line ended the stage (exit 2)
+    with no manifest, its output depending on its log. It now finishes its work, then says
+    once that stdout failed and exits 2; with stderr full too it said nothing and exited 1 (a
+    traceback into the full stderr), now 2."""
+    with open("/dev/full", "w") as full:
+        stderr = full if stderr_too else subprocess.PIPE
+        run, out = _stage(tmp_path, stdout=full, stderr=stderr)
+    assert run.returncode == 2
+    assert pq.read_table(out / "manifest.parquet").num_rows == 300  # 10 classes of 30
+    if not stderr_too:
+        assert run.stderr.decode().splitlines() == [
+            "error: writing the output stream (stdout) failed: No space left on device (ENOSPC)"
+        ]
+
+
+# A command that warns on stderr mid-work, as the stages print theirs (a chunk's or a
+# checkpoint's warning: `terminal.console(stderr=True)`), then leaves a mark that it finished.
+_WARNS_MID_WORK = """
+from pathlib import Path
+from cg3d import cli, terminal
+
+@cli.app.command("talk")
+def talk(mark: Path) -> None:
+    terminal.console(stderr=True).print("warning: a chunk's line mid-work")
+    mark.write_text("done")
+
+cli.main()
+"""
+
+
+@needs_dev_full
+def test_a_warning_into_a_full_stderr_does_not_end_the_work(tmp_path):
+    """`2> log` on a full disk: the stage's first warning was an ENOSPC that ended it (exit 2,
+    its work half done), for a line nobody could read."""
+    mark = tmp_path / "mark"
+    command = [sys.executable, "-c", _WARNS_MID_WORK, "talk", str(mark)]
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, timeout=120)
+    assert run.returncode == 0
+    assert mark.read_text() == "done"
+
+
+# A command that opens its output file while its stdout is closed (`>&-`), then runs a child
+# that writes to the stdout it inherits, as Blender, git or a library's C code would.
+_OPENS_ITS_OUTPUT = """
+import subprocess
+from pathlib import Path
+from cg3d import cli
+
+@cli.app.command("talk")
+def talk(out: Path) -> None:
+    with out.open("w") as file:
+        subprocess.run(["echo", "a child's line"], check=True)
+        file.write("the output")
+
+cli.main()
+"""
+
+
+def test_a_closed_stdout_is_not_the_next_file_the_command_opens(tmp_path):
+    """With fd 1 closed (`>&-`, a daemon's spawn) the first file the command opened took
+    number 1: a child's (or a C library's) line to stdout went into that output file."""
+    out = tmp_path / "out.txt"
+    command = [sys.executable, "-c", _OPENS_ITS_OUTPUT, "talk", str(out)]
+    shell = 'exec "$@" >&- </dev/null'
+    run = subprocess.run(["sh", "-c", shell, "sh", *command], stderr=subprocess.PIPE, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    assert out.read_text() == "the output"
