@@ -214,3 +214,23 @@ def test_a_blender_killed_by_sigkill_names_memory(tmp_path):
     worker.process = subprocess.Popen(["sh", "-c", "kill -9 $$"], stdout=subprocess.PIPE, text=True)
     with pytest.raises(WorkerDied, match=r"Blender was killed \(SIGKILL, .*out-of-memory.*GiB"):
         worker._read(10, "object a")
+
+
+def test_a_held_lock_names_who_holds_it(tmp_path):
+    """Two users, one data root: before, user B read "another run is writing into ... (it
+    holds .cg3d.lock)" with no word of whose run."""
+    from cg3d.files import LOCK_NAME, output_lock
+
+    with output_lock(tmp_path / "out"), pytest.raises(UsageError) as refused:
+        output_lock(tmp_path / "out").__enter__()  # a second run's lock, refused
+    line = str(refused.value)
+    assert f"(it holds {LOCK_NAME}: held by 'pid {os.getpid()} of " in line
+    assert os.uname().nodename in line
+
+
+def test_a_hostile_lock_file_is_shown_cut_and_escaped(tmp_path):
+    from cg3d.files import LOCK_NAME, _lock_holder
+
+    (tmp_path / LOCK_NAME).write_bytes(b"\x1b[2J" + b"x" * 10_000)
+    shown = _lock_holder(tmp_path / LOCK_NAME)
+    assert "\x1b" not in shown and len(shown) < 300
