@@ -234,3 +234,26 @@ def test_a_hostile_lock_file_is_shown_cut_and_escaped(tmp_path):
     (tmp_path / LOCK_NAME).write_bytes(b"\x1b[2J" + b"x" * 10_000)
     shown = _lock_holder(tmp_path / LOCK_NAME)
     assert "\x1b" not in shown and len(shown) < 300
+
+
+def test_a_blender_is_told_its_share_of_the_cpus(monkeypatch, tmp_path, threads_unset):
+    """Before: each of the stage's Blenders ran Cycles and Mesa with a thread per CPU."""
+    from cg3d.render import supervisor
+
+    started = {}
+
+    class Started(Exception):
+        pass
+
+    def popen(args, env, **options):
+        started.update(settings=json.loads(args[-1]), env=env)
+        raise Started
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(supervisor.subprocess, "Popen", popen)
+    worker = supervisor.BlenderWorker({"role": "points"}, 10, 1 << 30, tmp_path, threads=4)
+    with pytest.raises(Started):
+        worker.start()
+    worker.close()
+    assert started["settings"]["threads"] == 4  # Cycles' render.threads
+    assert started["env"]["LP_NUM_THREADS"] == started["env"]["OMP_NUM_THREADS"] == "4"

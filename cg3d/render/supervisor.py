@@ -164,7 +164,12 @@ class BlenderWorker:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, json.dumps(self.settings)],
+                [
+                    sys.executable,
+                    "-m",
+                    self.module,
+                    json.dumps({**self.settings, "threads": self.threads}),
+                ],
                 env={
                     **os.environ,
                     **thread_variables(self.threads),
