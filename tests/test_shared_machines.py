@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 import cg3d.params
 from cg3d.errors import UsageError
@@ -257,3 +258,36 @@ def test_a_blender_is_told_its_share_of_the_cpus(monkeypatch, tmp_path, threads_
     worker.close()
     assert started["settings"]["threads"] == 4  # Cycles' render.threads
     assert started["env"]["LP_NUM_THREADS"] == started["env"]["OMP_NUM_THREADS"] == "4"
+
+
+class KilledInWorker(torch.utils.data.IterableDataset):
+    """A loader worker's dataset whose worker the kernel kills (as its OOM killer does)."""
+
+    def __iter__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield {}
+
+
+def test_a_loader_worker_killed_by_the_oom_killer_is_one_line_naming_memory(monkeypatch):
+    """Before: "RuntimeError: DataLoader worker (pid(s) 31997) exited unexpectedly", a
+    traceback of `cg3d train` with train.workers 2 whose loader worker was SIGKILLed."""
+    import dataclasses
+
+    import torch
+
+    from cg3d.params import TrainConfig
+    from cg3d.train import data
+
+    real_loader = torch.utils.data.DataLoader
+    monkeypatch.setattr(
+        data.torch.utils.data,
+        "DataLoader",
+        lambda dataset, **kwargs: real_loader(KilledInWorker(), **kwargs),
+    )
+    monkeypatch.setattr(data, "BatchSlots", lambda *args: None)
+    config = dataclasses.replace(
+        data.LoaderConfig.of_params(TrainConfig(batch_size=1), image_size=8), workers=1
+    )
+    shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
+    with pytest.raises(UsageError, match=r"worker process was killed .*out-of-memory.* GiB"):
+        list(data.Loader(shards, config, train=False, samples=1))
