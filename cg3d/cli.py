@@ -326,7 +326,9 @@ def main() -> None:
 def _run() -> None:
     """`main`'s work, inside the wrapped streams."""
     from cg3d.files import is_condition, not_utf8_line, os_error_line
+    from cg3d.params import cpu_count, limit_threads
 
+    limit_threads(cpu_count())  # a CPU quota (a container's): before torch or numpy load
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():  # where signals are handled
         interrupt.install()

@@ -18,11 +18,13 @@ import inspect
 import json
 import math
 import os
+import pwd
 import re
 import shutil
 import socket
 import stat
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -495,14 +497,15 @@ def _exclusive(
         except BlockingIOError:
             handle.close()
             raise UsageError(
-                f"--out: another run is writing {writing(folder)} (it holds {name}); "
-                f"wait for it to finish or choose another {other}"
+                f"--out: another run is writing {writing(folder)} (it holds {name}"
+                f"{_lock_holder(lock_file)}); wait for it to finish or choose another {other}"
             ) from None
         # A run that ended between our open and our flock removed the file we locked: retry
         # on the file now at that path, which other runs lock.
         if _is_file_at(handle, lock_file):
             break
         handle.close()
+    _write_holder(handle)
     try:
         yield folder
     except BaseException:
@@ -510,6 +513,36 @@ def _exclusive(
         _remove_empty(made)
         raise
     _release(lock_file, handle)
+
+
+# The most of a lock file's text a refused run shows (a hostile one may hold anything).
+HOLDER_LIMIT = 200
+
+
+def _write_holder(handle) -> None:
+    """Write who holds a lock into its file, for the run it refuses (on a shared machine or
+    data root another user's run holds it): process, user and host. A lock file left by a
+    killed run (the flock went with it) is taken over and rewritten."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a container's uid with no passwd entry
+        user = f"uid {os.getuid()}"
+    since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    with contextlib.suppress(OSError):  # the lock holds without its note
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} of {user} on {socket.gethostname()}, since {since}\n")
+        handle.flush()
+
+
+def _lock_holder(lock_file: Path) -> str:
+    """ ": held by <who>" from a held lock's file (`_write_holder`); empty when it says
+    nothing (written by an older cg3d, or not yet)."""
+    try:
+        with open(lock_file, "rb") as file:
+            text = file.read(HOLDER_LIMIT).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return f": held by {shown_name(text.splitlines()[0], HOLDER_LIMIT)}" if text else ""
 
 
 def _release(lock_file: Path, handle) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -720,11 +721,154 @@ class Params(Section):
     demo: DemoConfig = param(DemoConfig, "", option=False)
 
 
-def cpu_count() -> int:
-    """The CPUs this process may use."""
+def cpu_count(root: Path = Path("/")) -> int:
+    """The CPUs this process may use: those it may run on (its affinity: taskset, a cpuset,
+    Slurm's binding), at most its cgroup's CPU quota rounded up (`docker --cpus=4`, Slurm's
+    `--cpus-per-task` under a cgroup: 4 CPUs' time on a 64-core host, which affinity alone
+    counts as 64). Every worker count and thread count of cg3d comes from here. `root`: the
+    file system's root, a fake one for tests."""
+    cpus = _affinity_count()
+    quota = cgroup_cpu_quota(root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def _affinity_count() -> int:
+    """The CPUs this process may run on, a quota aside (what OpenMP and BLAS count)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+# The variables the math libraries read for their thread pools when they load: OpenMP (torch's
+# CPU kernels, fpsample), MKL, OpenBLAS and BLIS (numpy), Apple's Accelerate, numexpr, Mesa's
+# llvmpipe (Blender's workbench rasteriser).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "LP_NUM_THREADS",
+)
+
+
+def thread_variables(threads: int) -> dict[str, str]:
+    """The environment that keeps the math libraries of a process started with it at most
+    `threads` threads each (at least 1): the variables set here to a smaller number are kept.
+    Empty when `threads` is not below the CPUs the libraries count themselves (their
+    defaults, torch's physical cores among them, stay as they were: the same numbers)."""
+    threads = max(1, threads)
+    if threads >= _affinity_count():
+        return {}
+    kept = {}
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "")
+        small = value.isascii() and value.isdigit() and 0 < int(value) <= threads
+        kept[name] = value if small else str(threads)
+    return kept
+
+
+def limit_threads(threads: int) -> None:
+    """At most `threads` threads for each math library of this process and of the processes it
+    starts (`thread_variables`; torch and pyarrow, if already loaded, set directly). A
+    `docker --cpus=4` container on 64 cores ran 64 torch threads; N pool workers each ran a
+    thread per CPU (N x oversubscribed)."""
+    threads = max(1, threads)
+    os.environ.update(thread_variables(threads))
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None and pyarrow.cpu_count() > threads:
+        pyarrow.set_cpu_count(threads)
+
+
+def memory_limit(root: Path = Path("/")) -> int:
+    """Bytes of memory this process may use: the machine's, at most its cgroup's limit
+    (`docker --memory=16g`, a Slurm job's cgroup): what the kernel's OOM killer enforces."""
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = cgroup_memory_limit(root)
+    return machine if limit is None else min(machine, limit)
+
+
+CGROUP_MOUNT = "sys/fs/cgroup"
+
+
+def _cgroup_folders(root: Path, controller: str) -> list[Path]:
+    """The folders of this process's cgroup and of each cgroup above it, for `controller`
+    ("cpu", "memory"), read from /proc/self/cgroup: cgroup v2's one hierarchy (`0::/path`)
+    and v1's per-controller ones (`4:cpu,cpuacct:/path`). A limit of any of them applies.
+    In a container the cgroup's path is often not under the container's mount (its own
+    cgroup is mounted as the root): the folders that exist are returned, the mount's root
+    last. Nothing (never an error) when the files are absent or odd."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text(errors="replace").splitlines()
+    except (OSError, ValueError):
+        return []
+    folders: list[Path] = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[2].startswith("/"):
+            continue
+        names = fields[1].split(",")
+        if fields[0] == "0" and fields[1] == "":
+            mounts = [root / CGROUP_MOUNT, root / CGROUP_MOUNT / "unified"]
+        elif controller in names:
+            mounts = [root / CGROUP_MOUNT / fields[1], root / CGROUP_MOUNT / controller]
+        else:
+            continue
+        parts = [part for part in fields[2].split("/") if part and part not in (".", "..")]
+        for mount in mounts:
+            for depth in range(len(parts), -1, -1):
+                folder = mount.joinpath(*parts[:depth])
+                if folder.is_dir() and folder not in folders:
+                    folders.append(folder)
+    return folders
+
+
+def _read_numbers(path: Path) -> list[str]:
+    """The words of a small cgroup file ([] when absent or unreadable)."""
+    try:
+        return path.read_text(errors="replace")[:200].split()
+    except (OSError, ValueError):
+        return []
+
+
+def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
+    """The CPUs' time this process's cgroups allow (the smallest quota / period: 4.0 for
+    `docker --cpus=4`), None without a quota. cgroup v2 `cpu.max` ("400000 100000", "max
+    100000") and v1 `cpu.cfs_quota_us` (-1: none) / `cpu.cfs_period_us`."""
+    quotas = []
+    for folder in _cgroup_folders(root, "cpu"):
+        words = _read_numbers(folder / "cpu.max")
+        if not words:
+            words = _read_numbers(folder / "cpu.cfs_quota_us")[:1]
+            words += _read_numbers(folder / "cpu.cfs_period_us")[:1]
+        if len(words) >= 2 and _is_int(words[0]) and _is_int(words[1]):
+            quota, period = int(words[0]), int(words[1])
+            if quota > 0 and period > 0:
+                quotas.append(quota / period)
+    return min(quotas) if quotas else None
+
+
+def cgroup_memory_limit(root: Path = Path("/")) -> int | None:
+    """The bytes this process's cgroups allow (the smallest `memory.max`, v1
+    `memory.limit_in_bytes`), None without a limit ("max", or v1's page-rounded 2^63)."""
+    limits = []
+    for folder in _cgroup_folders(root, "memory"):
+        words = _read_numbers(folder / "memory.max") or _read_numbers(
+            folder / "memory.limit_in_bytes"
+        )
+        if words and _is_int(words[0]) and 0 < int(words[0]) < 2**60:
+            limits.append(int(words[0]))
+    return min(limits) if limits else None
+
+
+def _is_int(word: str) -> bool:
+    return word.isascii() and word.lstrip("-").isdigit()
 
 
 def bound_workers(requested: int, executor: str = "local", jobs: int | None = None) -> int:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from cg3d.errors import UsageError
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -137,13 +139,39 @@ def pool_stops_whole(pool: Any) -> Iterator[None]:
     `run_task`: a stop (`interrupt_workers`), a failed task or a closed generator drops the
     tasks still queued instead of running them all before the command ends (the pool's `with`
     alone shuts down without cancelling them)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         yield
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             interrupt_workers(pool)  # those a `kill PID` did not reach
         pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(error, BrokenProcessPool):  # was a traceback
+            raise UsageError(worker_died_line()) from error
         raise
+
+
+def worker_died_line() -> str:
+    """What a worker process that died without a word (SIGKILL: the kernel's OOM killer, most
+    often that of a container's or a Slurm job's cgroup) means, naming the memory it had."""
+    from cg3d.params import memory_limit
+
+    return (
+        "a worker process was killed (most often by the out-of-memory killer: this process "
+        f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
+        "workers or a larger memory limit"
+    )
+
+
+def start_pool_worker(parent: int, workers: int) -> None:
+    """A process pool's `initializer` (`initargs`: the parent's pid and the pool's size):
+    `exit_with_parent`, and this worker's share of the CPUs for its math libraries
+    (`limit_threads`): each of N workers ran a thread per CPU."""
+    from cg3d.params import cpu_count, limit_threads
+
+    exit_with_parent(parent)
+    limit_threads(cpu_count() // max(workers, 1))
 
 
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started

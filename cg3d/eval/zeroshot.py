@@ -75,9 +75,9 @@ from cg3d.formats.textfeatures import (
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
     Stopwatch,
-    exit_with_parent,
     pool_stops_whole,
     run_task,
+    start_pool_worker,
     start_resource_tracker,
     workers_start_deaf,
 )
@@ -125,7 +125,10 @@ def prepared_shapes(
     # and exit when this process is killed with -9 (they waited for shapes forever)
     with (
         ProcessPoolExecutor(
-            workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
+            workers,
+            mp_context=context,
+            initializer=start_pool_worker,
+            initargs=(os.getpid(), workers),
         ) as pool,
         pool_stops_whole(pool),
     ):  # a stop drops the queued shapes (up to 8 a worker)

@@ -49,9 +49,9 @@ from cg3d.params import EXECUTORS, bound_workers
 from cg3d.pipeline import closure
 from cg3d.stopping import (
     Stopwatch,
-    exit_with_parent,
     pool_stops_whole,
     run_task,
+    start_pool_worker,
     start_resource_tracker,
     workers_start_deaf,
 )
@@ -480,11 +480,12 @@ def _run_pool(work, sized: Iterator[tuple[tuple, int]], workers: int, advance) -
 
 def _pool_loop(work, first: list, sized: Iterator[tuple[tuple, int]], workers: int, advance):
     # spawn, not fork: pyarrow and torch keep threads that a fork would copy mid-state.
+    size = min(workers, len(first))
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(first)),
+        max_workers=size,
         mp_context=get_context("spawn"),
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
+        initializer=start_pool_worker,
+        initargs=(os.getpid(), size),
     ) as pool:
         futures = {}
         # The submits inside: a Ctrl-C or SIGTERM landing while the pool starts left the

@@ -33,7 +33,7 @@ from cg3d.formats.manifest import (
     mesh_file,
 )
 from cg3d.formats.renders import PART_SUFFIX, Rendered, dumps_cameras, write_render_part
-from cg3d.params import RenderConfig
+from cg3d.params import RenderConfig, cpu_count
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
     bound_workers,
@@ -192,6 +192,7 @@ def _run_threads(
     results: list[int] = []
     errors: list[BaseException] = []
     memory = worker_memory_bytes(config.worker_memory, workers)  # the same for every thread
+    share = max(cpu_count() // workers, 1)  # the CPUs each Blender's threads may take
 
     blenders: list[BlenderWorker] = []  # each thread's, for `stop`
     # Set as each thread ends. Waited on instead of Thread.join: a KeyboardInterrupt that lands
@@ -201,7 +202,8 @@ def _run_threads(
 
     def drive(number: int) -> None:
         try:
-            with BlenderWorker(config.worker_settings(), config.timeout, memory, scratch) as worker:
+            settings, timeout, threads = config.worker_settings(), config.timeout, share
+            with BlenderWorker(settings, timeout, memory, scratch, threads) as worker:
                 blenders.append(worker)
                 while not errors:
                     job = todo.next()

@@ -25,6 +25,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
+from cg3d.params import cpu_count, memory_limit, thread_variables
 from cg3d.stopping import AwakeTimer
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
@@ -71,17 +72,13 @@ def alias_root() -> str:
 MIN_WORKER_MEMORY = 1 << 30
 
 
-def machine_memory() -> int:
-    """Bytes of physical memory of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def worker_memory_bytes(gib: float, workers: int) -> int:
     """The memory limit of each of `workers` Blender processes: `gib` GiB (render.worker_memory),
-    or, for 0, 3/4 of this machine's memory shared by them: together they leave a quarter to
+    or, for 0, 3/4 of the memory this process may use (`memory_limit`: a container's or job's
+    cgroup limit, not the host's RAM) shared by them: together they leave a quarter to
     everything else, so one hostile file (a 1 KB glTF grew a worker to 21 GB) fails its own
     object instead of waking the kernel's OOM killer. Never below MIN_WORKER_MEMORY."""
-    limit = gib * 2**30 if gib else machine_memory() * 3 / 4 / max(workers, 1)
+    limit = gib * 2**30 if gib else memory_limit() * 3 / 4 / max(workers, 1)
     return max(int(limit), MIN_WORKER_MEMORY)
 
 
@@ -122,13 +119,17 @@ class BlenderWorker:
         timeout_s: float,
         memory_bytes: int | None = None,
         tmp_root: Path | None = None,
+        threads: int = 0,
     ) -> None:
         """`memory_bytes`: the limit of the process's data segment (RLIMIT_DATA: what malloc
         and anonymous mappings take; bpy's shared libraries map far more address space, which
         RLIMIT_AS would count); None: `worker_memory_bytes(0, 1)`. `tmp_root`: the folder its
         temp folder goes in (a stage's `ChunkedOutput.scratch`, which a resumed run clears);
-        None: the system's (/tmp), for the commands that own no folder."""
+        None: the system's (/tmp), for the commands that own no folder. `threads`: the most
+        its math libraries and rasteriser may start (`thread_variables`; 0: the CPUs this
+        process may use), its share of the CPUs among the stage's Blenders."""
         self.settings = dict(settings)
+        self.threads = threads or cpu_count()
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes or worker_memory_bytes(0, 1)
         if tmp_root is not None:
@@ -163,9 +164,15 @@ class BlenderWorker:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, json.dumps(self.settings)],
+                [
+                    sys.executable,
+                    "-m",
+                    self.module,
+                    json.dumps({**self.settings, "threads": self.threads}),
+                ],
                 env={
                     **os.environ,
+                    **thread_variables(self.threads),
                     "PYTHONHASHSEED": WORKER_HASH_SEED,
                     # Through the alias: from a deep TMPDIR Blender made no temp folder ("Could
                     # not generate a temp session subdirectory") and used a cut path.
@@ -312,9 +319,13 @@ class BlenderWorker:
                     if line:
                         return json.loads(line)
                     code = self.process.wait()
-                    raise WorkerDied(
-                        f"crash: Blender exited with code {code} on {what}{self._log_tail()}"
-                    )
+                    how = f"exited with code {code}"
+                    if code == -signal.SIGKILL:  # nothing of Blender's own kills it so
+                        how = (
+                            "was killed (SIGKILL, most often by the out-of-memory killer: "
+                            f"this process may use {memory_limit() / 2**30:.1f} GiB)"
+                        )
+                    raise WorkerDied(f"crash: Blender {how} on {what}{self._log_tail()}")
         self.kill()
         raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")
 

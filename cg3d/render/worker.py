@@ -179,6 +179,9 @@ class Renderer:
             shading.cavity_type = "WORLD"
             scene.display.render_aa = "5"  # 5 samples: half the time of 8, edges still smooth
             return
+        if self.settings.get("threads"):  # its share of the CPUs: AUTO takes one per CPU each
+            scene.render.threads_mode = "FIXED"
+            scene.render.threads = self.settings["threads"]
         scene.cycles.device = self._cycles_device()
         scene.cycles.samples = self.settings["samples"]
         scene.cycles.use_denoising = False

@@ -69,6 +69,7 @@ from cg3d.stopping import (
     AwakeTimer,
     start_resource_tracker,
     stop_as_interrupt,
+    worker_died_line,
     workers_start_deaf,
 )
 from cg3d.train.augment import (
@@ -628,11 +629,16 @@ class Loader:
         if self.dataset.slots is not None:
             parts = map(self.dataset.slots.take, parts)
         batches = cut_batches(parts, self.config.batch_size, keep_last=not self.train)
-        for count, batch in enumerate(batches):
-            if self.train and count >= self.num_batches:
-                break
-            # images stay uint8: CLIP's normalisation runs on the device (Trainer.images)
-            yield batch
+        try:
+            for count, batch in enumerate(batches):
+                if self.train and count >= self.num_batches:
+                    break
+                # images stay uint8: CLIP's normalisation runs on the device (Trainer.images)
+                yield batch
+        except RuntimeError as error:  # torch's, for a worker that died: was a traceback
+            if not str(error).startswith("DataLoader worker (pid"):
+                raise
+            raise UsageError(worker_died_line()) from error
 
 
 # What the model reads of a batch on the device; the rest (captions, keys, has_color) stays

@@ -83,11 +83,12 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch, tm
     from cg3d.params import RenderConfig
     from cg3d.render import stage
 
-    asked, limits = [], []
+    asked, limits, threads = [], [], []
 
     class Recorded:
-        def __init__(self, settings: dict, timeout_s: float, memory_bytes: int, tmp_root) -> None:
+        def __init__(self, settings, timeout_s, memory_bytes, tmp_root, share) -> None:
             limits.append(memory_bytes)
+            threads.append(share)
 
         def __enter__(self):
             return self
@@ -102,8 +103,10 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch, tm
     monkeypatch.setattr(stage, "worker_memory_bytes", memory)
     monkeypatch.setattr(stage, "BlenderWorker", Recorded)
     monkeypatch.setattr(stage, "render_chunk", lambda worker, views, on_object: views)
+    monkeypatch.setattr(stage, "cpu_count", lambda: 7)  # a container's quota, say
     jobs = iter([(2,), (3,), (5,), (7,), (11,)])
     views = stage._run_threads(jobs, 3, RenderConfig(worker_memory=0), None, tmp_path)
     assert views == 28  # every job ran once
     assert asked == [(0, 3)]
     assert limits == [(3 << 30) + 1] * 3
+    assert threads == [2] * 3  # each Blender's share of the 7 CPUs: not a thread per CPU each
