@@ -547,15 +547,23 @@ def check_off_counts(path: Path) -> None:
         )
 
 
+# Bytes no ASCII STL holds (text: printable, tabs, line breaks) and every binary one does in its
+# first STL_TEXT_PROBE bytes: the top byte of a triangle count below 2^24 is a NUL.
+STL_BINARY_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+STL_TEXT_PROBE = 512
+
+
 def check_stl_count(path: Path) -> None:
-    """MeshError (`unreadable`) for a binary STL (one not starting "solid") whose triangle count
-    disagrees with its size (84 + 50 bytes a triangle): readers then take it for ASCII text,
-    and the row said only "the file holds no geometry"."""
+    """MeshError (`unreadable`) for a binary STL whose triangle count disagrees with its size
+    (84 + 50 bytes a triangle): readers then take it for ASCII text, and the row said only
+    "the file holds no geometry". Binary is told from ASCII by its bytes, not by the header's
+    first word: many CAD exporters begin a binary STL's header with "solid" (both readers
+    read such a file as binary only when its size is exact; cut short, it was "empty")."""
     with open(path, "rb") as handle:
-        head = handle.read(84)
+        head = handle.read(STL_TEXT_PROBE)
         size = os.fstat(handle.fileno()).st_size
-    if head.lstrip()[:5].lower() == b"solid":
-        return  # ASCII (or a binary header starting "solid", which its size then decides)
+    if head.lstrip()[:5].lower() == b"solid" and not STL_BINARY_BYTE.search(head):
+        return  # ASCII text
     if len(head) < 84:
         raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
     (count,) = struct.unpack_from("<I", head, 80)
