@@ -511,12 +511,19 @@ def _apart(corners: list[bytes]) -> list[bytes]:
     return kept or corners[:1]
 
 
+# OFF's keyword (Geomview): [ST][C][N][4][n]OFF, then the counts, on its line or the next, even
+# with no blank between ("OFF490 518 0": thousands of ModelNet files). trimesh reads every one
+# of them by the first 3 numbers of a vertex row: right, but for 4OFF and nOFF (4-D, n-D).
+OFF_KEYWORD = re.compile(rb"(?:ST)?C?N?C?(?P<dimension>4?n?)OFF")
+
+
 def check_off_counts(path: Path) -> None:
     """MeshError (`unreadable`) for an OFF holding fewer rows than its header's vertex and face
     counts. trimesh reads the rows there are: an OFF cut at a line break was a partial mesh
-    marked ok (cut mid-line, "setting an array element with a sequence"). Rows are counted as
-    trimesh reads them (non-blank lines once `#` comments are gone); a header that does not
-    parse is left to trimesh's own message."""
+    marked ok (cut mid-line, "setting an array element with a sequence"); so was a NOFF, STOFF
+    or CNOFF cut short, whose keyword went unrecognised here. Rows are counted as trimesh reads
+    them (non-blank lines once `#` comments are gone); a header that does not parse is left to
+    trimesh's own message. `unsupported_format` for 4OFF and nOFF (OFF_KEYWORD)."""
     declared, rows = None, 0
     with open(path, "rb") as handle:
         for line in handle:
@@ -525,9 +532,16 @@ def check_off_counts(path: Path) -> None:
                 if not words:
                     continue
                 if rows == 0:  # the keyword, the counts perhaps on its line ("OFF 8 6 0")
-                    if words[0].lstrip(b"C").upper()[:3] != b"OFF":
+                    keyword = OFF_KEYWORD.match(words[0])
+                    if keyword is None:
                         return
-                    words[0] = words[0].lstrip(b"C")[3:]
+                    if keyword["dimension"]:
+                        raise MeshError(
+                            "unsupported_format",
+                            f"{keyword[0].decode()}: an OFF whose vertices have 4 or n coordinates, not "
+                            "read here (trimesh would take the first 3 or fail)",
+                        )
+                    words[0] = words[0][keyword.end() :]
                     words = [word for word in words if word]
                     rows = 1
                     if not words:
