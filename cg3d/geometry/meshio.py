@@ -1473,14 +1473,29 @@ def gltf_buffer_sizes(document: dict, path: Path) -> list[int]:
         if isinstance(uri, str) and uri.startswith("data:"):
             payload = uri.partition(",")[2]
             have = len(payload) * 3 // 4 - payload[-2:].count("=") if ";base64" in uri else None
-        elif uri is None and number == 0:
-            have = _glb_bin_length(path)
+        elif uri is None:  # only a GLB's buffer 0 is backed without one (its BIN chunk)
+            have = _glb_bin_length(path) if number == 0 else 0
         if have is not None and declared > have:
+            if uri is None and _meshopt_fallback(buffer):
+                raise MeshError(
+                    "unsupported_format",
+                    "the file's geometry is compressed with EXT_meshopt_compression, not read "
+                    f"here (its uncompressed fallback, buffer {number}, holds no bytes)",
+                )
             raise MeshError(
                 "unreadable", f"glTF buffer {number} declares {declared} bytes but holds {have}"
             )
         sizes.append(declared)
     return sizes
+
+
+def _meshopt_fallback(buffer: dict) -> bool:
+    """Whether `buffer` is the placeholder `gltfpack -cf` writes for EXT_meshopt_compression:
+    the bufferViews name it for loaders without the extension, and no bytes back it. Blender
+    5.0's importer, which has no meshopt decoder, read it and raised "KeyError: 1"."""
+    extension = buffer.get("extensions", {})
+    extension = extension.get("EXT_meshopt_compression") if isinstance(extension, dict) else None
+    return isinstance(extension, dict) and extension.get("fallback") is True
 
 
 def _glb_bin_length(path: Path) -> int:
