@@ -175,7 +175,7 @@ def load_mesh(path: Path) -> Mesh:
     # An OBJ with faces naming a vertex twice apart is read split, as Blender is given it: in
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
     if suffix == ".obj":
-        source = io.BytesIO(vertex_corners(split_obj_text(path) if split else path.read_bytes()))
+        source = io.BytesIO(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
     else:
         source = str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
@@ -528,6 +528,25 @@ def vertex_corners(text: bytes) -> bytes:
     if len(corner_layouts(text)) <= 1:
         return text
     return OBJ_CORNER_TAIL.sub(rb"\1", text)
+
+
+# trimesh's OBJ reader finds a statement only at a line's start and followed by a space: an
+# indented line ("  f 1 2 3", "\tv 0 0 0") or a tab after its keyword ("v\t0 0 0") was skipped
+# (a box whose every other face was indented read as half a box; indented vertices, as "a face
+# refers to a vertex that does not exist"), where Blender reads every one. A line that goes on
+# a continued one keeps its blanks: they may part two words.
+OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
+
+
+def trimesh_obj_text(text: bytes) -> bytes:
+    """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: tabs as
+    blanks, statements unindented (OBJ_INDENT), face corners as `vertex_corners` gives them.
+    Byte searches first: a file that needs none of it is not copied."""
+    if b"\t" in text:
+        text = text.replace(b"\t", b" ")
+    if text[:1] == b" " or b"\n " in text:
+        text = OBJ_INDENT.sub(b"\n", text.lstrip(b" "))
+    return vertex_corners(text)
 
 
 def _fan_without_area(corners: list[bytes]) -> bool:
