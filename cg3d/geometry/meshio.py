@@ -266,7 +266,8 @@ def check_zero_tail(path: Path) -> None:
 
 def check_ply_faces(path: Path) -> None:
     """MeshError (`unreadable`) unless every face of the PLY at `path` is a list of 3 or more
-    vertex indices that holds exactly as many as its count says (the one reading of it)."""
+    vertex indices that holds exactly as many as its count says (the one reading of it);
+    `unsupported_format` for a binary one whose vertices carry a list, which Blender fails on."""
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
         size = os.fstat(handle.fileno()).st_size
@@ -279,6 +280,15 @@ def check_ply_faces(path: Path) -> None:
                     "unreadable",
                     f"the PLY header declares {element.count} {element.name} records, more "
                     f"than the file's {size} bytes hold",
+                )
+            lists = [name for name, _, item in element.properties if item is not None]
+            if element.name == "vertex" and lists and form != "ascii":
+                # trimesh reads it; Blender 5.0's importer fails ("unknown error"): the points
+                # would have come from a file whose views could not be drawn
+                raise MeshError(
+                    "unsupported_format",
+                    f"a binary PLY whose vertex element has a list property ({lists[0]}), "
+                    "which Blender's PLY importer cannot read",
                 )
             if element.name == "face":
                 if form == "ascii":

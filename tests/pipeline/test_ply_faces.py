@@ -191,3 +191,41 @@ def test_a_binary_stl_whose_count_holds_still_reads(tmp_path):
     path.write_bytes(b"\0" * 80 + struct.pack("<I", 2) + body)
     assert len(load_mesh(path).faces) == 2
     validate_file(path, tmp_path)
+
+
+def ply_with_vertex_list(form: str) -> bytes:
+    """A triangle whose vertices carry a list property after xyz (per-vertex features)."""
+    import struct
+
+    header = (
+        f"ply\nformat {form} 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nproperty list uchar float features\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    ).encode()
+    corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    if form == "ascii":
+        rows = [f"{x} {y} {z} 2 0.5 0.5" for x, y, z in corners] + ["3 0 1 2"]
+        return header + ("\n".join(rows) + "\n").encode()
+    order = "<" if form == "binary_little_endian" else ">"
+    body = b"".join(struct.pack(order + "3fB2f", *c, 2, 0.5, 0.5) for c in corners)
+    return header + body + struct.pack(order + "B3i", 3, 0, 1, 2)
+
+
+@pytest.mark.parametrize("form", ["binary_little_endian", "binary_big_endian"])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_binary_ply_whose_vertices_carry_a_list_is_named(tmp_path, form, reader):
+    """Before: trimesh sampled its points, and Blender's importer failed on it ("PLY Importer:
+    failed importing, unknown error"): points without views."""
+    path = tmp_path / "m.ply"
+    path.write_bytes(ply_with_vertex_list(form))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unsupported_format"
+    assert "vertex element has a list property (features)" in raised.value.reason
+
+
+def test_an_ascii_ply_whose_vertices_carry_a_list_still_reads(tmp_path):
+    path = tmp_path / "m.ply"
+    path.write_bytes(ply_with_vertex_list("ascii"))
+    np.testing.assert_array_equal(load_mesh(path).vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    validate_file(path, tmp_path)
