@@ -176,6 +176,8 @@ def load_mesh(path: Path) -> Mesh:
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
     if suffix == ".obj":
         source = io.BytesIO(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
+    elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
+        source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
     else:
         source = str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
@@ -240,6 +242,8 @@ def check_declared_counts(path: Path, suffix: str) -> bool:
         check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
         check_text(path)
+    if suffix in (".obj", ".stl"):
+        check_line_ends(path, suffix)
     if suffix == ".obj":
         split = check_obj_faces(path)
     if suffix == ".off":
@@ -328,6 +332,38 @@ def check_text(path: Path) -> None:
                     "download leaves?)",
                 )
             offset += len(block)
+
+
+# A UTF-8 byte-order mark, as Windows tools begin text files. Before an OBJ's first line, both
+# readers lost that line: trimesh said "a face refers to a vertex that does not exist", Blender
+# read 7 of a box's 8 corners and 6 of its 12 faces. Before an ASCII STL, trimesh read nothing,
+# Blender the whole. trimesh is given both without it, and so is Blender an OBJ (`_obj_copy`).
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(UTF8_BOM)) == UTF8_BOM
+
+
+LINE_END_PROBE = 1 << 16  # a text mesh ends a line within its first bytes
+
+
+def check_line_ends(path: Path, suffix: str) -> None:
+    """MeshError (`unreadable`) for an OBJ or an ASCII STL whose lines end in CR alone (classic
+    Mac OS text): Blender's importers read no faces from one (an OBJ as 1 vertex), trimesh
+    failed on an OBJ ("could not convert string to float: 'v'") and read 2 of an STL's 12
+    triangles. (An OFF so is read alike by both: trimesh splits its lines at a CR too.)"""
+    with open(path, "rb") as handle:
+        head = handle.read(LINE_END_PROBE)
+    if suffix == ".stl" and not _ascii_stl(head):
+        return
+    if b"\r" in head and b"\n" not in head:
+        raise MeshError(
+            "unreadable",
+            "its lines end in CR alone (classic Mac OS text), which Blender's importer reads "
+            "no faces from: convert its line ends to LF or CRLF",
+        )
 
 
 # OBJ faces with two readings (found by trying Blender 5.0's importer beside trimesh 4.x):
@@ -549,9 +585,11 @@ OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
 
 
 def trimesh_obj_text(text: bytes) -> bytes:
-    """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: tabs as
-    blanks, statements unindented (OBJ_INDENT), face corners as `vertex_corners` gives them.
+    """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: without a
+    byte-order mark (UTF8_BOM), tabs as blanks, statements unindented (OBJ_INDENT), face
+    corners as `vertex_corners` gives them.
     Byte searches first: a file that needs none of it is not copied."""
+    text = text.removeprefix(UTF8_BOM)
     if b"\t" in text:
         text = text.replace(b"\t", b" ")
     if text[:1] == b" " or b"\n " in text:
@@ -589,7 +627,8 @@ def check_off_counts(path: Path) -> None:
     trimesh's own message. `unsupported_format` for 4OFF and nOFF (OFF_KEYWORD)."""
     declared, rows = None, 0
     with open(path, "rb") as handle:
-        for line in handle:
+        # trimesh splits lines at a CR too: an OFF of CR line ends (classic Mac OS) is read
+        for line in (part for physical in handle for part in physical.split(b"\r")):
             words = line.partition(b"#")[0].split()
             if declared is None:
                 if not words:
@@ -630,6 +669,13 @@ STL_BINARY_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
 STL_TEXT_PROBE = 512
 
 
+def _ascii_stl(head: bytes) -> bool:
+    """Whether an STL's first bytes are an ASCII one's: text starting "solid" (after a UTF-8
+    byte-order mark, if any), with no byte text never holds (STL_BINARY_BYTE)."""
+    text = head.removeprefix(UTF8_BOM)
+    return text.lstrip()[:5].lower() == b"solid" and not STL_BINARY_BYTE.search(text)
+
+
 def check_stl_count(path: Path) -> None:
     """MeshError (`unreadable`) for a binary STL whose triangle count disagrees with its size
     (84 + 50 bytes a triangle): readers then take it for ASCII text, and the row said only
@@ -639,8 +685,8 @@ def check_stl_count(path: Path) -> None:
     with open(path, "rb") as handle:
         head = handle.read(STL_TEXT_PROBE)
         size = os.fstat(handle.fileno()).st_size
-    if head.lstrip()[:5].lower() == b"solid" and not STL_BINARY_BYTE.search(head):
-        return  # ASCII text
+    if _ascii_stl(head):
+        return
     if len(head) < 84:
         raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
     (count,) = struct.unpack_from("<I", head, 80)
@@ -1277,8 +1323,10 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     digest = hashlib.sha256()
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
-        for block in line_blocks(source):
+        for number, block in enumerate(line_blocks(source)):
             digest.update(block)
+            if number == 0:  # Blender read the line after a byte-order mark as nothing
+                block = block.removeprefix(UTF8_BOM)
             if split:  # first: a comment that mentions mtllib blanked its statement
                 block = without_inline_comments(block)
             # Any statement that mentions a material library, in any case, is blanked (ours

@@ -68,6 +68,30 @@ def test_an_off_of_any_keyword_cut_short_is_truncated(tmp_path: Path, keyword, j
     )
 
 
+def test_an_off_of_cr_line_ends_reads(tmp_path: Path) -> None:
+    """trimesh splits its lines at a CR; the row count did not: "truncated ... holds 0"."""
+    path = tmp_path / "box.off"
+    path.write_bytes(box_off("OFF", newline="\r").encode())
+    np.testing.assert_array_equal(load_mesh(path).vertices, BOX_CORNERS)
+
+
+@pytest.mark.parametrize("name", ["m.obj", "m.stl"])
+def test_an_obj_or_ascii_stl_of_cr_line_ends_is_named(tmp_path: Path, name) -> None:
+    """Blender's importers read no faces from them; trimesh failed on the OBJ ("could not
+    convert string to float: 'v'") and read 2 of the STL's 12 triangles."""
+    text = {
+        "m.obj": "v 0 0 0\rv 1 0 0\rv 0 1 0\rf 1 2 3\r",
+        "m.stl": "solid a\rfacet normal 0 0 1\router loop\rvertex 0 0 0\rvertex 1 0 0\r"
+        "vertex 0 1 0\rendloop\rendfacet\rendsolid a\r",
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    with pytest.raises(MeshError) as raised:
+        load_mesh(path)
+    assert raised.value.kind == "unreadable"
+    assert raised.value.reason.startswith("its lines end in CR alone")
+
+
 @pytest.mark.parametrize("keyword", ["4OFF", "nOFF", "C4OFF"])
 def test_an_off_of_other_dimensions_is_named_unsupported(tmp_path: Path, keyword) -> None:
     """trimesh took the first 3 of a 4OFF's 4 coordinates (w dropped: another shape)."""

@@ -90,6 +90,8 @@ ENCODED_MESHES = {
     "vertex_colours.obj": obj(vertex="v {} {} {} 1.0 0.5 0.0"),
     "continued_lines.obj": obj(vertex="v {} \\\n{} {}", face="f {} \\\n{} {}"),
     "partial_indices.obj": b"vt 0 0\nvn 0 0 1\n" + obj(face="f {}/1 {}//1 {}"),
+    "byte_order_mark.obj": b"\xef\xbb\xbf" + obj(),
+    "byte_order_mark.stl": b"\xef\xbb\xbf" + ascii_stl_solids(),
     "tab_separated.obj": obj(vertex="v\t{}\t{}\t{}", face="f\t{}\t{}\t{}"),
     "indented.obj": obj(vertex="\t v {} {} {}", face="  f {} {} {}"),
     "indented_continued.obj": b"vt 0 0\n"
