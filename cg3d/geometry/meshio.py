@@ -303,8 +303,11 @@ def check_ply_faces(path: Path) -> None:
                 return
             if form == "ascii":
                 for number in range(element.count):
-                    if not handle.readline():
+                    line = handle.readline()
+                    if not line:
                         raise _truncated(element, number)
+                    if not line.strip():
+                        raise _blank_row(element, number)
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
                 if handle.tell() > size:
@@ -748,9 +751,23 @@ def _truncated(element: _PlyElement, held: int | None) -> MeshError:
     )
 
 
+def _blank_row(element: _PlyElement, number: int) -> MeshError:
+    """A blank line where an ASCII PLY's row `number` of `element` should be: rows are read a
+    line each here (it said "PLY face 0 has 1 corners" of a file with blank lines between its
+    vertex rows), and trimesh fails on one ("index 0 is out of bounds")."""
+    return MeshError(
+        "unreadable",
+        f"a blank line where the ASCII PLY's {element.name} row {number} should be (its rows "
+        "are one a line)",
+    )
+
+
 def _ascii_faces(handle: BinaryIO, element: _PlyElement) -> None:
     for number in range(element.count):
-        tokens = handle.readline().split()
+        line = handle.readline()
+        if line and not line.strip():
+            raise _blank_row(element, number)
+        tokens = line.split()
         expected = 0  # the values the row must hold, by its properties and list counts
         for _, _, item in element.properties:
             if item is None:

@@ -229,3 +229,24 @@ def test_an_ascii_ply_whose_vertices_carry_a_list_still_reads(tmp_path):
     path.write_bytes(ply_with_vertex_list("ascii"))
     np.testing.assert_array_equal(load_mesh(path).vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
     validate_file(path, tmp_path)
+
+
+@pytest.mark.parametrize("where", ["vertex", "face"])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_blank_line_among_ascii_ply_rows_is_named(tmp_path, where, reader):
+    """Before: "PLY face 0 has 1 corners" (the blank line was taken for a vertex row, and the
+    faces read one row late); trimesh fails on it too."""
+    rows = ["0 0 0", "1 0 0", "0 1 0", "3 0 1 2", "3 0 2 1"]
+    rows.insert(1 if where == "vertex" else 4, "")
+    header = (
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    path = tmp_path / "m.ply"
+    path.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert (raised.value.kind, raised.value.reason) == (  # row 1 of either element is blank
+        "unreadable",
+        f"a blank line where the ASCII PLY's {where} row 1 should be (its rows are one a line)",
+    )
