@@ -174,7 +174,12 @@ def load_mesh(path: Path) -> Mesh:
     split = check_declared_counts(path, suffix)
     # An OBJ with faces naming a vertex twice apart is read split, as Blender is given it: in
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
-    source = io.BytesIO(split_obj_text(path)) if split else str(path)
+    if suffix == ".obj":
+        source = io.BytesIO(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
+    elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
+        source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
+    else:
+        source = str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
     options = {"skip_materials": True} if suffix in (".obj", ".glb", ".gltf") else {}
     try:
@@ -237,6 +242,8 @@ def check_declared_counts(path: Path, suffix: str) -> bool:
         check_zero_tail(path)
     if suffix in TEXT_SUFFIXES:
         check_text(path)
+    if suffix in (".obj", ".stl"):
+        check_line_ends(path, suffix)
     if suffix == ".obj":
         split = check_obj_faces(path)
     if suffix == ".off":
@@ -263,7 +270,8 @@ def check_zero_tail(path: Path) -> None:
 
 def check_ply_faces(path: Path) -> None:
     """MeshError (`unreadable`) unless every face of the PLY at `path` is a list of 3 or more
-    vertex indices that holds exactly as many as its count says (the one reading of it)."""
+    vertex indices that holds exactly as many as its count says (the one reading of it);
+    `unsupported_format` for a binary one whose vertices carry a list, which Blender fails on."""
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
         size = os.fstat(handle.fileno()).st_size
@@ -277,6 +285,15 @@ def check_ply_faces(path: Path) -> None:
                     f"the PLY header declares {element.count} {element.name} records, more "
                     f"than the file's {size} bytes hold",
                 )
+            lists = [name for name, _, item in element.properties if item is not None]
+            if element.name == "vertex" and lists and form != "ascii":
+                # trimesh reads it; Blender 5.0's importer fails ("unknown error"): the points
+                # would have come from a file whose views could not be drawn
+                raise MeshError(
+                    "unsupported_format",
+                    f"a binary PLY whose vertex element has a list property ({lists[0]}), "
+                    "which Blender's PLY importer cannot read",
+                )
             if element.name == "face":
                 if form == "ascii":
                     _ascii_faces(handle, element)
@@ -286,8 +303,11 @@ def check_ply_faces(path: Path) -> None:
                 return
             if form == "ascii":
                 for number in range(element.count):
-                    if not handle.readline():
+                    line = handle.readline()
+                    if not line:
                         raise _truncated(element, number)
+                    if not line.strip():
+                        raise _blank_row(element, number)
             else:
                 _skip_binary(handle, element, "<" if form.endswith("little_endian") else ">")
                 if handle.tell() > size:
@@ -315,6 +335,38 @@ def check_text(path: Path) -> None:
                     "download leaves?)",
                 )
             offset += len(block)
+
+
+# A UTF-8 byte-order mark, as Windows tools begin text files. Before an OBJ's first line, both
+# readers lost that line: trimesh said "a face refers to a vertex that does not exist", Blender
+# read 7 of a box's 8 corners and 6 of its 12 faces. Before an ASCII STL, trimesh read nothing,
+# Blender the whole. trimesh is given both without it, and so is Blender an OBJ (`_obj_copy`).
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(UTF8_BOM)) == UTF8_BOM
+
+
+LINE_END_PROBE = 1 << 16  # a text mesh ends a line within its first bytes
+
+
+def check_line_ends(path: Path, suffix: str) -> None:
+    """MeshError (`unreadable`) for an OBJ or an ASCII STL whose lines end in CR alone (classic
+    Mac OS text): Blender's importers read no faces from one (an OBJ as 1 vertex), trimesh
+    failed on an OBJ ("could not convert string to float: 'v'") and read 2 of an STL's 12
+    triangles. (An OFF so is read alike by both: trimesh splits its lines at a CR too.)"""
+    with open(path, "rb") as handle:
+        head = handle.read(LINE_END_PROBE)
+    if suffix == ".stl" and not _ascii_stl(head):
+        return
+    if b"\r" in head and b"\n" not in head:
+        raise MeshError(
+            "unreadable",
+            "its lines end in CR alone (classic Mac OS text), which Blender's importer reads "
+            "no faces from: convert its line ends to LF or CRLF",
+        )
 
 
 # OBJ faces with two readings (found by trying Blender 5.0's importer beside trimesh 4.x):
@@ -496,6 +548,58 @@ def split_obj_text(path: Path) -> bytes:
         return b"".join(rewrite_obj_block(block) for block in line_blocks(handle))
 
 
+# trimesh reads a group whose face lines all hold as many numbers as its first one by reshaping
+# them, as though every corner were laid out as the first line's are: a face whose corners carry
+# different indices ("f 1/1 2//1 3", as exporters write where a UV is missing) was read as the
+# triangle (1, 1, 2), and so was a square "f 1/1/1 2/1/1 5/1" after "f 1/1 2/1 3/1 4/1" (8
+# numbers each). Blender reads each corner by its own slashes. Where the corners of a file are
+# not all laid out alike, trimesh is given them cut to their vertex index (OBJ_CORNER_TAIL:
+# "12/5/7" is "12"): the fast path reads no UVs, so its geometry is the same, read right.
+OBJ_FACE_LINE = re.compile(rb"(?m)^[ \t]*f[ \t][^\n]*")
+OBJ_CORNER_TAIL = re.compile(rb"([ \t][-+]?\d+)/[^ \t\r\n]*")  # after a blank and the index
+TABS_AS_BLANKS = bytes.maketrans(b"\t", b" ")
+
+
+def corner_layouts(text: bytes) -> set[bytes]:
+    """How the face corners of an OBJ's `text` are laid out, each with its numbers deleted:
+    "" a vertex index alone, "/" with a texture index, "/x/" with a normal, "//" with both.
+    Byte translations and one search for the face lines (0.2 s on a 23 MB OBJ, a third of
+    cutting its corners); a blank more between two corners reads as a corner "": cut then."""
+    marked = text.replace(b"//", b"/x/").translate(TABS_AS_BLANKS, b"0123456789+-\r")
+    lines = set(OBJ_FACE_LINE.findall(marked))
+    return {corner for line in lines for corner in line.lstrip().split(b" ")[1:]}
+
+
+def vertex_corners(text: bytes) -> bytes:
+    """An OBJ's `text` as trimesh is given it: as it is when its face corners are all laid out
+    alike (`corner_layouts`), else each corner cut to its vertex index. Names and comments stay
+    but for a blank, a number and a slash in them ("o part 1/2"), which decide no surface."""
+    if len(corner_layouts(text)) <= 1:
+        return text
+    return OBJ_CORNER_TAIL.sub(rb"\1", text)
+
+
+# trimesh's OBJ reader finds a statement only at a line's start and followed by a space: an
+# indented line ("  f 1 2 3", "\tv 0 0 0") or a tab after its keyword ("v\t0 0 0") was skipped
+# (a box whose every other face was indented read as half a box; indented vertices, as "a face
+# refers to a vertex that does not exist"), where Blender reads every one. A line that goes on
+# a continued one keeps its blanks: they may part two words.
+OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
+
+
+def trimesh_obj_text(text: bytes) -> bytes:
+    """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: without a
+    byte-order mark (UTF8_BOM), tabs as blanks, statements unindented (OBJ_INDENT), face
+    corners as `vertex_corners` gives them.
+    Byte searches first: a file that needs none of it is not copied."""
+    text = text.removeprefix(UTF8_BOM)
+    if b"\t" in text:
+        text = text.replace(b"\t", b" ")
+    if text[:1] == b" " or b"\n " in text:
+        text = OBJ_INDENT.sub(b"\n", text.lstrip(b" "))
+    return vertex_corners(text)
+
+
 def _fan_without_area(corners: list[bytes]) -> bool:
     """Whether every triangle of the fan from the first corner (trimesh's reading) names a
     vertex twice: then every edge of the face meets that corner or repeats one, an outline
@@ -511,23 +615,38 @@ def _apart(corners: list[bytes]) -> list[bytes]:
     return kept or corners[:1]
 
 
+# OFF's keyword (Geomview): [ST][C][N][4][n]OFF, then the counts, on its line or the next, even
+# with no blank between ("OFF490 518 0": thousands of ModelNet files). trimesh reads every one
+# of them by the first 3 numbers of a vertex row: right, but for 4OFF and nOFF (4-D, n-D).
+OFF_KEYWORD = re.compile(rb"(?:ST)?C?N?C?(?P<dimension>4?n?)OFF")
+
+
 def check_off_counts(path: Path) -> None:
     """MeshError (`unreadable`) for an OFF holding fewer rows than its header's vertex and face
     counts. trimesh reads the rows there are: an OFF cut at a line break was a partial mesh
-    marked ok (cut mid-line, "setting an array element with a sequence"). Rows are counted as
-    trimesh reads them (non-blank lines once `#` comments are gone); a header that does not
-    parse is left to trimesh's own message."""
+    marked ok (cut mid-line, "setting an array element with a sequence"); so was a NOFF, STOFF
+    or CNOFF cut short, whose keyword went unrecognised here. Rows are counted as trimesh reads
+    them (non-blank lines once `#` comments are gone); a header that does not parse is left to
+    trimesh's own message. `unsupported_format` for 4OFF and nOFF (OFF_KEYWORD)."""
     declared, rows = None, 0
     with open(path, "rb") as handle:
-        for line in handle:
+        # trimesh splits lines at a CR too: an OFF of CR line ends (classic Mac OS) is read
+        for line in (part for physical in handle for part in physical.split(b"\r")):
             words = line.partition(b"#")[0].split()
             if declared is None:
                 if not words:
                     continue
                 if rows == 0:  # the keyword, the counts perhaps on its line ("OFF 8 6 0")
-                    if words[0].lstrip(b"C").upper()[:3] != b"OFF":
+                    keyword = OFF_KEYWORD.match(words[0])
+                    if keyword is None:
                         return
-                    words[0] = words[0].lstrip(b"C")[3:]
+                    if keyword["dimension"]:
+                        raise MeshError(
+                            "unsupported_format",
+                            f"{keyword[0].decode()}: an OFF whose vertices have 4 or n coordinates, not "
+                            "read here (trimesh would take the first 3 or fail)",
+                        )
+                    words[0] = words[0][keyword.end() :]
                     words = [word for word in words if word]
                     rows = 1
                     if not words:
@@ -547,15 +666,30 @@ def check_off_counts(path: Path) -> None:
         )
 
 
+# Bytes no ASCII STL holds (text: printable, tabs, line breaks) and every binary one does in its
+# first STL_TEXT_PROBE bytes: the top byte of a triangle count below 2^24 is a NUL.
+STL_BINARY_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+STL_TEXT_PROBE = 512
+
+
+def _ascii_stl(head: bytes) -> bool:
+    """Whether an STL's first bytes are an ASCII one's: text starting "solid" (after a UTF-8
+    byte-order mark, if any), with no byte text never holds (STL_BINARY_BYTE)."""
+    text = head.removeprefix(UTF8_BOM)
+    return text.lstrip()[:5].lower() == b"solid" and not STL_BINARY_BYTE.search(text)
+
+
 def check_stl_count(path: Path) -> None:
-    """MeshError (`unreadable`) for a binary STL (one not starting "solid") whose triangle count
-    disagrees with its size (84 + 50 bytes a triangle): readers then take it for ASCII text,
-    and the row said only "the file holds no geometry"."""
+    """MeshError (`unreadable`) for a binary STL whose triangle count disagrees with its size
+    (84 + 50 bytes a triangle): readers then take it for ASCII text, and the row said only
+    "the file holds no geometry". Binary is told from ASCII by its bytes, not by the header's
+    first word: many CAD exporters begin a binary STL's header with "solid" (both readers
+    read such a file as binary only when its size is exact; cut short, it was "empty")."""
     with open(path, "rb") as handle:
-        head = handle.read(84)
+        head = handle.read(STL_TEXT_PROBE)
         size = os.fstat(handle.fileno()).st_size
-    if head.lstrip()[:5].lower() == b"solid":
-        return  # ASCII (or a binary header starting "solid", which its size then decides)
+    if _ascii_stl(head):
+        return
     if len(head) < 84:
         raise MeshError("unreadable", f"a binary STL of {size} bytes, shorter than its header")
     (count,) = struct.unpack_from("<I", head, 80)
@@ -617,9 +751,23 @@ def _truncated(element: _PlyElement, held: int | None) -> MeshError:
     )
 
 
+def _blank_row(element: _PlyElement, number: int) -> MeshError:
+    """A blank line where an ASCII PLY's row `number` of `element` should be: rows are read a
+    line each here (it said "PLY face 0 has 1 corners" of a file with blank lines between its
+    vertex rows), and trimesh fails on one ("index 0 is out of bounds")."""
+    return MeshError(
+        "unreadable",
+        f"a blank line where the ASCII PLY's {element.name} row {number} should be (its rows "
+        "are one a line)",
+    )
+
+
 def _ascii_faces(handle: BinaryIO, element: _PlyElement) -> None:
     for number in range(element.count):
-        tokens = handle.readline().split()
+        line = handle.readline()
+        if line and not line.strip():
+            raise _blank_row(element, number)
+        tokens = line.split()
         expected = 0  # the values the row must hold, by its properties and list counts
         for _, _, item in element.properties:
             if item is None:
@@ -1192,8 +1340,10 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     digest = hashlib.sha256()
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
-        for block in line_blocks(source):
+        for number, block in enumerate(line_blocks(source)):
             digest.update(block)
+            if number == 0:  # Blender read the line after a byte-order mark as nothing
+                block = block.removeprefix(UTF8_BOM)
             if split:  # first: a comment that mentions mtllib blanked its statement
                 block = without_inline_comments(block)
             # Any statement that mentions a material library, in any case, is blanked (ours
@@ -1451,14 +1601,29 @@ def gltf_buffer_sizes(document: dict, path: Path) -> list[int]:
         if isinstance(uri, str) and uri.startswith("data:"):
             payload = uri.partition(",")[2]
             have = len(payload) * 3 // 4 - payload[-2:].count("=") if ";base64" in uri else None
-        elif uri is None and number == 0:
-            have = _glb_bin_length(path)
+        elif uri is None:  # only a GLB's buffer 0 is backed without one (its BIN chunk)
+            have = _glb_bin_length(path) if number == 0 else 0
         if have is not None and declared > have:
+            if uri is None and _meshopt_fallback(buffer):
+                raise MeshError(
+                    "unsupported_format",
+                    "the file's geometry is compressed with EXT_meshopt_compression, not read "
+                    f"here (its uncompressed fallback, buffer {number}, holds no bytes)",
+                )
             raise MeshError(
                 "unreadable", f"glTF buffer {number} declares {declared} bytes but holds {have}"
             )
         sizes.append(declared)
     return sizes
+
+
+def _meshopt_fallback(buffer: dict) -> bool:
+    """Whether `buffer` is the placeholder `gltfpack -cf` writes for EXT_meshopt_compression:
+    the bufferViews name it for loaders without the extension, and no bytes back it. Blender
+    5.0's importer, which has no meshopt decoder, read it and raised "KeyError: 1"."""
+    extension = buffer.get("extensions", {})
+    extension = extension.get("EXT_meshopt_compression") if isinstance(extension, dict) else None
+    return isinstance(extension, dict) and extension.get("fallback") is True
 
 
 def _glb_bin_length(path: Path) -> int:

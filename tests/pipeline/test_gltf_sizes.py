@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from cg3d.formats.manifest import read_manifest
-from cg3d.geometry.meshio import MeshError, blender_input, check_geometry
+from cg3d.geometry.meshio import MeshError, blender_input, check_geometry, validate_file
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.gltffiles import (
     TRIANGLE_BYTES,
@@ -22,6 +22,7 @@ from tests.pipeline.gltffiles import (
     positions,
     write,
 )
+from tests.render.gltf_files import encoded_box_glb
 
 
 def test_the_named_case_is_a_failure_row_of_cg3d_meshes(tmp_path):
@@ -296,3 +297,29 @@ def test_a_gltf_nested_too_deep_is_a_failure_row_of_cg3d_meshes(tmp_path):
         "unreadable",
         "not a glTF document: the JSON nests too deep",
     )
+
+
+@pytest.mark.parametrize("reader", ["meshes stage", "blender input"])
+def test_a_meshopt_file_whose_fallback_holds_no_bytes_is_named(tmp_path, reader):
+    """`gltfpack -cf`'s GLB: EXT_meshopt_compression in use (not required), its bufferViews'
+    fallback a buffer that no bytes back. Before: it passed the meshes stage, and Blender's
+    importer, which has no meshopt decoder, failed on "KeyError: 1"."""
+    path = encoded_box_glb(tmp_path / "m.glb", "meshopt_fallback")
+    read = {
+        "meshes stage": lambda: validate_file(path, tmp_path),
+        "blender input": lambda: blender_input(path, tmp_path, "", tmp_path / "copies"),
+    }[reader]
+    with pytest.raises(MeshError) as raised:
+        read()
+    assert raised.value.kind == "unsupported_format"
+    assert "compressed with EXT_meshopt_compression" in raised.value.reason
+
+
+def test_a_buffer_with_no_uri_beyond_the_glb_chunk_holds_no_bytes(tmp_path):
+    """Only a GLB's buffer 0 may omit its uri (its BIN chunk); another one so is backed by
+    nothing. Before: it passed, and Blender's importer failed on "KeyError: 1"."""
+    document = gltf([positions(3, bufferView=0)], [{"buffer": 1, "byteLength": 36}], b"")
+    document["buffers"].append({"byteLength": 36})
+    with pytest.raises(MeshError) as raised:
+        check_geometry(write(tmp_path, document))
+    assert raised.value.reason == "glTF buffer 1 declares 36 bytes but holds 0"

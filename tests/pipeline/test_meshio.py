@@ -20,6 +20,91 @@ def test_modelnet_off_with_the_header_on_the_counts_line(tmp_path: Path) -> None
     np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
 
 
+# OFF keywords as Geomview and ModelNet write them, each with the columns its vertex rows carry
+# after xyz (normals, colours, texture coordinates).
+OFF_KEYWORDS = {
+    "OFF": "", "COFF": " 255 0 0 255", "NOFF": " 0 0 1", "STOFF": " 0.5 0.5",
+    "CNOFF": " 0 0 1 1.0 0.0 0.0 1.0", "NCOFF": " 0 0 1 1.0 0.0 0.0 1.0",
+}  # fmt: skip
+BOX_CORNERS = [[x, y, z] for x in (0.0, 1.0) for y in (0.0, 2.0) for z in (0.0, 3.0)]
+BOX_QUADS = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+
+
+def box_off(keyword: str, joined: bool = False, newline: str = "\n", faces: int = 6) -> str:
+    """A 1 × 2 × 3 box as an OFF of `keyword` (its counts on the keyword's line with no blank
+    between when `joined`, ModelNet's bug), coordinates in scientific notation, quads with a
+    colour after their indices; only the first `faces` face rows (a file cut short)."""
+    counts = f"{len(BOX_CORNERS)} {len(BOX_QUADS)} 0"
+    lines = [f"{keyword}{counts}"] if joined else [f"# from a CAD tool\n{keyword}", counts]
+    extra = OFF_KEYWORDS[keyword]
+    lines += [" ".join(f"{c:.6e}" for c in corner) + extra for corner in BOX_CORNERS]
+    lines += ["4 " + " ".join(map(str, quad)) + " 0.5 0.5 0.5" for quad in BOX_QUADS[:faces]]
+    return newline.join(lines) + newline
+
+
+@pytest.mark.parametrize("keyword", OFF_KEYWORDS)
+@pytest.mark.parametrize("joined", [False, True])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_every_off_keyword_reads_the_box(tmp_path: Path, keyword, joined, newline) -> None:
+    path = tmp_path / "box.off"
+    path.write_bytes(box_off(keyword, joined, newline).encode())
+    mesh = load_mesh(path)
+    assert mesh.faces.shape == (12, 3)
+    np.testing.assert_array_equal(mesh.vertices, BOX_CORNERS)
+
+
+@pytest.mark.parametrize("keyword", OFF_KEYWORDS)
+@pytest.mark.parametrize("joined", [False, True])
+def test_an_off_of_any_keyword_cut_short_is_truncated(tmp_path: Path, keyword, joined) -> None:
+    """Before: a NOFF, STOFF, CNOFF or NCOFF cut at a line break read as the faces it kept
+    (the row count was checked for OFF and COFF only)."""
+    path = tmp_path / "box.off"
+    path.write_text(box_off(keyword, joined, faces=4))
+    with pytest.raises(MeshError) as raised:
+        load_mesh(path)
+    assert (raised.value.kind, raised.value.reason) == (
+        "unreadable",
+        "truncated: the OFF header declares 8 vertices and 6 faces (14 rows), the file holds 12",
+    )
+
+
+def test_an_off_of_cr_line_ends_reads(tmp_path: Path) -> None:
+    """trimesh splits its lines at a CR; the row count did not: "truncated ... holds 0"."""
+    path = tmp_path / "box.off"
+    path.write_bytes(box_off("OFF", newline="\r").encode())
+    np.testing.assert_array_equal(load_mesh(path).vertices, BOX_CORNERS)
+
+
+@pytest.mark.parametrize("name", ["m.obj", "m.stl"])
+def test_an_obj_or_ascii_stl_of_cr_line_ends_is_named(tmp_path: Path, name) -> None:
+    """Blender's importers read no faces from them; trimesh failed on the OBJ ("could not
+    convert string to float: 'v'") and read 2 of the STL's 12 triangles."""
+    text = {
+        "m.obj": "v 0 0 0\rv 1 0 0\rv 0 1 0\rf 1 2 3\r",
+        "m.stl": "solid a\rfacet normal 0 0 1\router loop\rvertex 0 0 0\rvertex 1 0 0\r"
+        "vertex 0 1 0\rendloop\rendfacet\rendsolid a\r",
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    with pytest.raises(MeshError) as raised:
+        load_mesh(path)
+    assert raised.value.kind == "unreadable"
+    assert raised.value.reason.startswith("its lines end in CR alone")
+
+
+@pytest.mark.parametrize("keyword", ["4OFF", "nOFF", "C4OFF"])
+def test_an_off_of_other_dimensions_is_named_unsupported(tmp_path: Path, keyword) -> None:
+    """trimesh took the first 3 of a 4OFF's 4 coordinates (w dropped: another shape)."""
+    path = tmp_path / "box.off"
+    rows = [" ".join(map(str, corner)) + " 2.0" for corner in BOX_CORNERS]
+    faces = ["4 " + " ".join(map(str, quad)) for quad in BOX_QUADS]
+    path.write_text("\n".join([keyword, "8 6 0", *rows, *faces]) + "\n")
+    with pytest.raises(MeshError) as raised:
+        load_mesh(path)
+    assert raised.value.kind == "unsupported_format"
+    assert raised.value.reason.startswith(f"{keyword}: an OFF whose vertices have 4 or n")
+
+
 def test_polygons_are_triangulated(tmp_path: Path) -> None:
     path = tmp_path / "quad.off"
     path.write_text("OFF\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")

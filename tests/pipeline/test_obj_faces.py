@@ -453,3 +453,25 @@ def test_blender_reads_a_hash_after_a_blank_in_usemtl_as_part_of_the_name(tmp_pa
         cloud, has_color = blender(path, "z", "m")
     assert has_color
     np.testing.assert_allclose(cloud[:, 3:6], np.tile([1.0, 0.0, 0.0], (len(cloud), 1)), atol=0.01)
+
+
+# Face corners carrying different indices: every face of a group holding as many numbers as the
+# first, trimesh took them all to be laid out as the first face's corners are.
+MIXED_CORNERS = {
+    # a UV on some corners, a normal on others, neither on the last (every face so)
+    "corners of three kinds": ("f 1/1 2//1 3\nf 1/1 3//1 4\n", 1.0),
+    # the square with UVs (8 numbers), then the triangle 1 2 5 with 8 numbers laid out otherwise
+    "faces laid out differently": ("f 1/1 2/1 3/1 4/1\nf 1/1/1 2/1/1 5/1\n", 1.5),
+}
+
+
+@pytest.mark.parametrize("faces, expected", MIXED_CORNERS.values(), ids=list(MIXED_CORNERS))
+def test_face_corners_carrying_different_indices_are_read_by_their_vertices(
+    tmp_path, faces, expected
+):
+    """Before: "f 1/1 2//1 3" was read by trimesh as the triangle 1 1 2 (no area: the box's
+    views and points showed different surfaces)."""
+    path = tmp_path / "m.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvn 0 0 1\n" + faces)
+    mesh = load_mesh(path)
+    assert area(mesh) == pytest.approx(expected)

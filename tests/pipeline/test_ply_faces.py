@@ -104,13 +104,17 @@ def test_a_ply_header_whose_counts_the_file_cannot_hold_is_refused_before_any_re
     assert "PLY header" in raised.value.reason
 
 
-def binary_stl(count: int, triangles: int) -> bytes:
+def binary_stl(count: int, triangles: int, header: bytes = b"\0" * 80) -> bytes:
     """A binary STL of `triangles` facets whose header declares `count` (written by hand: 80
     header bytes, the count, then 50 bytes a facet)."""
     import struct
 
     facet = struct.pack("<12fH", 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0)
-    return b"\0" * 80 + struct.pack("<I", count) + facet * triangles
+    return header + struct.pack("<I", count) + facet * triangles
+
+
+# Many CAD exporters begin a binary STL's 80-byte header with "solid", padded with spaces or NULs.
+SOLID_HEADERS = [b"solid exported by CAD".ljust(80), b"solid part".ljust(80, b"\0")]
 
 
 @pytest.mark.parametrize("count, triangles", [(10**9, 1), (2**32 - 1, 2), (3, 2), (1, 2)])
@@ -137,6 +141,47 @@ def test_a_binary_stl_whose_count_disagrees_with_its_size_names_both(
     assert (raised.value.kind, raised.value.reason) == ("unreadable", reason)
 
 
+@pytest.mark.parametrize("header", SOLID_HEADERS)
+@pytest.mark.parametrize("count, triangles", [(10**9, 1), (2**32 - 1, 2), (3, 2), (1, 2)])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_binary_stl_whose_header_begins_solid_is_checked_as_binary(
+    tmp_path, header, count, triangles, reader
+):
+    """Its count disagreeing with its size (a download cut short), the readers took it for
+    ASCII text and the row said "empty: the file holds no geometry"."""
+    path = tmp_path / "m.stl"
+    path.write_bytes(binary_stl(count, triangles, header))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unreadable"
+    assert "binary STL" in raised.value.reason
+    assert f"header declares {count} triangles ({84 + 50 * count} bytes)" in raised.value.reason
+
+
+@pytest.mark.parametrize("header", SOLID_HEADERS)
+def test_a_binary_stl_whose_header_begins_solid_reads_when_whole(tmp_path, header):
+    path = tmp_path / "m.stl"
+    path.write_bytes(binary_stl(2, 2, header))
+    np.testing.assert_array_equal(load_mesh(path).vertices.max(axis=0), [1, 1, 0])
+    validate_file(path, tmp_path)
+
+
+def test_an_ascii_stl_of_several_solids_reads_them_all(tmp_path):
+    facet = "facet normal 0 0 1\nouter loop\n{}endloop\nendfacet\n"
+    corners = [[(0, 0, 0), (1, 0, 0), (0, 1, 0)], [(0, 0, 2.5e0), (1, 0, 2.5e0), (0, 1, 2.5e0)]]
+    solids = [
+        f"solid {name}\n"
+        + facet.format("".join(f"vertex {x:e} {y:e} {z:e}\n" for x, y, z in c))
+        + f"endsolid {name}\n"
+        for name, c in zip(("a", "b"), corners, strict=True)
+    ]
+    path = tmp_path / "m.stl"
+    path.write_text("".join(solids))
+    mesh = load_mesh(path)
+    assert len(mesh.faces) == 2
+    np.testing.assert_array_equal(mesh.vertices.max(axis=0), [1, 1, 2.5])
+
+
 def test_a_binary_stl_whose_count_holds_still_reads(tmp_path):
     import struct
 
@@ -146,3 +191,62 @@ def test_a_binary_stl_whose_count_holds_still_reads(tmp_path):
     path.write_bytes(b"\0" * 80 + struct.pack("<I", 2) + body)
     assert len(load_mesh(path).faces) == 2
     validate_file(path, tmp_path)
+
+
+def ply_with_vertex_list(form: str) -> bytes:
+    """A triangle whose vertices carry a list property after xyz (per-vertex features)."""
+    import struct
+
+    header = (
+        f"ply\nformat {form} 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nproperty list uchar float features\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    ).encode()
+    corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    if form == "ascii":
+        rows = [f"{x} {y} {z} 2 0.5 0.5" for x, y, z in corners] + ["3 0 1 2"]
+        return header + ("\n".join(rows) + "\n").encode()
+    order = "<" if form == "binary_little_endian" else ">"
+    body = b"".join(struct.pack(order + "3fB2f", *c, 2, 0.5, 0.5) for c in corners)
+    return header + body + struct.pack(order + "B3i", 3, 0, 1, 2)
+
+
+@pytest.mark.parametrize("form", ["binary_little_endian", "binary_big_endian"])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_binary_ply_whose_vertices_carry_a_list_is_named(tmp_path, form, reader):
+    """Before: trimesh sampled its points, and Blender's importer failed on it ("PLY Importer:
+    failed importing, unknown error"): points without views."""
+    path = tmp_path / "m.ply"
+    path.write_bytes(ply_with_vertex_list(form))
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert raised.value.kind == "unsupported_format"
+    assert "vertex element has a list property (features)" in raised.value.reason
+
+
+def test_an_ascii_ply_whose_vertices_carry_a_list_still_reads(tmp_path):
+    path = tmp_path / "m.ply"
+    path.write_bytes(ply_with_vertex_list("ascii"))
+    np.testing.assert_array_equal(load_mesh(path).vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    validate_file(path, tmp_path)
+
+
+@pytest.mark.parametrize("where", ["vertex", "face"])
+@pytest.mark.parametrize("reader", ["fast path", "meshes stage", "blender input"])
+def test_a_blank_line_among_ascii_ply_rows_is_named(tmp_path, where, reader):
+    """Before: "PLY face 0 has 1 corners" (the blank line was taken for a vertex row, and the
+    faces read one row late); trimesh fails on it too."""
+    rows = ["0 0 0", "1 0 0", "0 1 0", "3 0 1 2", "3 0 2 1"]
+    rows.insert(1 if where == "vertex" else 4, "")
+    header = (
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    path = tmp_path / "m.ply"
+    path.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(MeshError) as raised:
+        readers(path, tmp_path)[reader]()
+    assert (raised.value.kind, raised.value.reason) == (  # row 1 of either element is blank
+        "unreadable",
+        f"a blank line where the ASCII PLY's {where} row 1 should be (its rows are one a line)",
+    )

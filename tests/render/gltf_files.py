@@ -324,5 +324,79 @@ def mixed_glb(path: Path, modes: tuple[int, ...] = (4, 0)) -> Path:
     return path
 
 
+# What `encoded_box_glb` writes: the 1×2×0.5 box (`_box`) as gltfpack and other tools encode it,
+# and the extents of the object it stands for in the file's axes, worked out by hand.
+ENCODED_BOXES = {
+    # KHR_mesh_quantization: int16 normalised positions (v / 2 · 32767) under a node scale of 2
+    "int16_normalised": [1.0, 2.0, 0.5],
+    # uint8 normalised (v / 2 · 255, rounded: 0.5 is 64/255 · 2)
+    "uint8_normalised": [1.0, 2.0, 128 / 255],
+    # int16 integers (v · 1000) under a node scale of 0.001, as gltfpack writes positions
+    "int16_integers": [1.0, 2.0, 0.5],
+    # a node scaling x by 3, then turning 90° about +Y: x, y, z → z, y, -x
+    "node_transform": [0.5, 2.0, 3.0],
+    # two scenes, the default one (1) holding the box scaled by 5 along x and moved up by 10:
+    # read with the other scene too, the object would be 12 tall
+    "two_scenes": [5.0, 2.0, 0.5],
+}
+
+
+def encoded_box_glb(path: Path, encoding: str) -> Path:
+    """A GLB of the box encoded as `encoding` (one of ENCODED_BOXES, or "meshopt_fallback":
+    EXT_meshopt_compression in use with the placeholder fallback buffer `gltfpack -cf` writes,
+    which holds no bytes)."""
+    corners, faces = _box()
+    node = {"mesh": 0}
+    position = {"bufferView": 0, "componentType": 5126, "type": "VEC3", "count": 8}
+    view, data = {"buffer": 0, "byteOffset": 0}, corners.astype("<f4")
+    document = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}]}
+    if encoding in ("int16_normalised", "uint8_normalised", "int16_integers"):
+        kind, scale, factor, normalised = {
+            "int16_normalised": ("<i2", 2.0, 32767 / 2, True),
+            "uint8_normalised": ("u1", 2.0, 255 / 2, True),
+            "int16_integers": ("<i2", 0.001, 1000.0, False),
+        }[encoding]
+        quantised = np.round(corners * factor).astype(kind)
+        # each element padded to 4 bytes (the spec's alignment), as gltfpack writes them
+        data = np.concatenate([quantised, np.zeros((8, 1), kind)], axis=1)
+        view["byteStride"] = data.itemsize * 4
+        position.update(componentType={"<i2": 5122, "u1": 5121}[kind], normalized=normalised)
+        position.update(min=quantised.min(axis=0).tolist(), max=quantised.max(axis=0).tolist())
+        node["scale"] = [scale] * 3
+        document["extensionsUsed"] = document["extensionsRequired"] = ["KHR_mesh_quantization"]
+    elif encoding == "node_transform":
+        node.update(
+            rotation=[0.0, 0.5**0.5, 0.0, 0.5**0.5], scale=[3, 1, 1], translation=[10, 0, 0]
+        )
+    elif encoding == "two_scenes":
+        document.update(scene=1, scenes=[{"nodes": [0]}, {"nodes": [1]}])
+    binary = data.tobytes()
+    view["byteLength"] = len(binary)
+    binary += b"\0" * (-len(binary) % 4)
+    views = [view, {"buffer": 0, "byteOffset": len(binary), "byteLength": faces.nbytes}]
+    buffers = [{"byteLength": len(binary) + faces.nbytes}]
+    if encoding == "meshopt_fallback":
+        document["extensionsUsed"] = ["EXT_meshopt_compression"]
+        fallback = {"EXT_meshopt_compression": {"fallback": True}}
+        buffers.append({"byteLength": len(binary), "extensions": fallback})
+        compressed = {"buffer": 0, "byteOffset": 0, "byteLength": len(binary), "byteStride": 12}
+        compressed.update(count=8, mode="ATTRIBUTES")
+        view.update(buffer=1, extensions={"EXT_meshopt_compression": compressed})
+    if "min" not in position:
+        position.update(min=corners.min(axis=0).tolist(), max=corners.max(axis=0).tolist())
+    nodes = [node]
+    if encoding == "two_scenes":
+        nodes.append({"mesh": 0, "scale": [5, 1, 1], "translation": [0, 10, 0]})
+    document.update(
+        nodes=nodes,
+        meshes=[{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+        buffers=buffers,
+        bufferViews=views,
+        accessors=[position, _accessor(1, faces.size, "SCALAR", 5123)],
+    )
+    path.write_bytes(_glb(document, binary + faces.tobytes()))
+    return path
+
+
 if __name__ == "__main__":
     _make(sys.argv[1], sys.argv[2])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.geometry.frame import normalization, normalize, to_canonical_axes
-from cg3d.render.cameras import cameras_of
+from cg3d.render.cameras import cameras_of, project
 from cg3d.render.supervisor import BlenderWorker
 
 
@@ -63,3 +63,15 @@ def render_views(path, up_axis, config, flat=False):
             for v in cameras["views"]
         }
     return views, cameras
+
+
+def on_object_share(points: np.ndarray, alpha: np.ndarray, view: dict) -> float:
+    """The share of `points` whose pixel in `view` the object covers (`alpha` > 0): the points
+    and the views show one geometry in one frame when it is near 1 in every view."""
+    rows_count, cols_count = alpha.shape
+    pixels, _ = project(points, view)
+    cols, rows = np.round(pixels).astype(int).T
+    inside = (cols >= 0) & (cols < cols_count) & (rows >= 0) & (rows < rows_count)
+    covered = np.zeros(len(points), dtype=bool)
+    covered[inside] = alpha[rows[inside], cols[inside]] > 0
+    return float(covered.mean())

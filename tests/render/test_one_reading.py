@@ -16,9 +16,9 @@ from cg3d.formats.manifest import MeshRecord, write_manifest
 from cg3d.formats.points import iter_points
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader, sample_points
-from cg3d.render.cameras import project
 from cg3d.render.stage import render_meshes
 from tests.render.gltf_files import blender_file, mixed_glb, sparse_glb
+from tests.render.helpers import on_object_share
 
 pytestmark = pytest.mark.blender
 
@@ -33,19 +33,14 @@ def members_of(folder):
     return out
 
 
-def on_object_share(points, members, object_id):
+def on_object_shares(points, members, object_id):
     """Per view, the share of points whose pixel is covered by the object (alpha > 0)."""
     cameras = json.loads(members[f"{object_id}.cameras.json"])
     shares = []
     for view in cameras["views"]:
         png = members[f"{object_id}.{view['name']}.png"]
         alpha = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[:, :, 3]
-        pixels, _ = project(points, view)
-        cols, rows = np.round(pixels).astype(int).T
-        inside = (cols >= 0) & (cols < RESOLUTION) & (rows >= 0) & (rows < RESOLUTION)
-        covered = np.zeros(len(points), dtype=bool)
-        covered[inside] = alpha[rows[inside], cols[inside]] > 0
-        shares.append(covered.mean())
+        shares.append(on_object_share(points, alpha, view))
     return shares
 
 
@@ -75,7 +70,7 @@ def test_points_land_on_the_object_in_every_view(real_files):
     clouds = dict(iter_points(root / "points"))
     assert sorted(clouds) == sorted(files)
     for object_id, points in clouds.items():
-        shares = on_object_share(points, members, object_id)
+        shares = on_object_shares(points, members, object_id)
         assert min(shares) >= 0.95, (object_id, shares)
 
 
