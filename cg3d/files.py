@@ -200,8 +200,31 @@ def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -
     """UsageError when `out` is the file `path` (given as `option`) the command reads, however
     spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over
     the released checkpoint it converts)."""
-    if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+    if same_file(out, path):
         raise UsageError(f"--out: {out} is the {option} itself; {writer} writes another file")
+
+
+def same_file(first: str | Path, second: str | Path) -> bool:
+    """Whether `first` and `second` are one file, as the system (not the spelling) says: on a
+    case-insensitive or normalising disk (macOS, exFAT, a Windows share) `X.npy` and `x.npy`,
+    or `café` in NFC and NFD, are one file whose real paths differ."""
+    first, second = os.fspath(first), os.fspath(second)
+    if real_path(first) == real_path(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):  # one of them is not there (yet): not one file
+        return False
+
+
+def inside_folder(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` (there or not yet) lies in `folder`, however spelt: by their real paths,
+    or because a folder on `path`'s way that is there is `folder` itself (`same_file`: on
+    macOS `Shapes/e.npy` is inside `shapes`)."""
+    target, folder = real_path(path), real_path(folder)
+    if target.is_relative_to(folder):
+        return True
+    return any(parent.exists() and same_file(parent, folder) for parent in target.parents)
 
 
 def _naming(error: OSError, path: Path) -> OSError:

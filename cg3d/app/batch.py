@@ -23,9 +23,10 @@ from cg3d.files import (
     atomic_path,
     check_out_file,
     folder_for,
+    inside_folder,
     path_too_long,
     read_small_text,
-    real_path,
+    same_file,
     sorted_entries,
     utf8_name,
     why_not_a_folder,
@@ -129,11 +130,10 @@ def check_out(
     out = Path(out)
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
-    target = real_path(out)
-    if any(real_path(shape) == target for shape in shapes):
+    if any(same_file(shape, out) for shape in shapes):
         raise UsageError(f"{option}: {out} is a shape this run reads; choose another file")
-    folder = real_path(source) if source is not None and Path(source).is_dir() else None
-    if folder and out.suffix.lower() in SHAPE_SUFFIXES and target.is_relative_to(folder):
+    folder = source if source is not None and Path(source).is_dir() else None
+    if folder and out.suffix.lower() in SHAPE_SUFFIXES and inside_folder(out, folder):
         raise UsageError(
             f"{option}: {out} is inside {source}, whose {out.suffix} files are the shapes read: "
             "a later run over it would read this file as a shape; choose another folder"

@@ -4,6 +4,7 @@ to CSV / Parquet / .npy with failures as rows; the content seed; checks before t
 import csv
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -257,6 +258,7 @@ def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp
         ("a.npy", "a.npy"),  # the shape itself
         ("a.npy", "sub/../a.npy"),  # spelt another way
         ("link.npy", "a.npy"),  # through a symlink
+        ("hard.npy", "a.npy"),  # one file, two names: `A.npy` and `a.npy` on macOS or exFAT
         ("list.txt", "a.npy"),  # listed
         ("shapes", "shapes/b.npy"),  # in the folder
     ],
@@ -269,6 +271,7 @@ def test_embed_into_a_shape_it_reads_is_refused_and_the_shape_kept(
     points = cube_points(1.0, 0)
     np.save("a.npy", points)
     os.symlink("a.npy", "link.npy")
+    os.link("a.npy", "hard.npy")  # names that differ but the system says are one file
     (tmp_path / "list.txt").write_text("a.npy\n")
     (tmp_path / "shapes").mkdir()
     np.save("shapes/b.npy", points)
@@ -277,6 +280,26 @@ def test_embed_into_a_shape_it_reads_is_refused_and_the_shape_kept(
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == f"--out: {out} is a shape this run reads; choose another file"
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.npy")} == before
+
+
+def test_embeddings_into_the_folder_of_the_shapes_spelt_another_case_are_refused(
+    tmp_path, monkeypatch
+):
+    """Before: on macOS `cg3d embed shapes --out Shapes/e.npy` wrote into the folder read (its
+    real path keeps the spelling given, so `Shapes` was not inside `shapes`). Simulated: a
+    link `Shapes` to `shapes`, and a real_path that, as macOS's for a case twin, keeps it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes").mkdir()
+    np.save("shapes/b.npy", cube_points(1.0, 0))
+    os.symlink("shapes", "Shapes")
+    kept_spelling = lambda path: Path(os.path.abspath(path))  # noqa: E731
+    monkeypatch.setattr("cg3d.files.real_path", kept_spelling)
+    monkeypatch.setattr("cg3d.app.batch.real_path", kept_spelling, raising=False)
+    command = ["embed", "shapes", "--checkpoint", "absent.pt", "--out", "Shapes/deeper/e.npy"]
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception).startswith("--out: Shapes/deeper/e.npy is inside shapes, whose")
+    assert not (tmp_path / "shapes" / "deeper").exists()
 
 
 def test_embeddings_into_the_folder_of_the_shapes_are_refused(tmp_path, monkeypatch):
