@@ -25,6 +25,7 @@ import socket
 import stat
 import tempfile
 import time
+import unicodedata
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -474,6 +475,25 @@ def path_too_long(path: str | Path) -> bool:
     """Whether the system refuses `path` for its length alone (`PATH_MAX`): a walk must not
     enter such a folder (its listing raised ENAMETOOLONG and ended the whole walk)."""
     return len(os.fsencode(path)) >= PATH_MAX
+
+
+def name_on_any_disk(name: str) -> str:
+    """`name` as a case-insensitive or normalising disk compares file names (macOS's APFS,
+    exFAT, a Windows share): one Unicode form, one case. Two names alike in it are one file
+    there (the second written replaces the first), though two on this system. Lower case,
+    not casefold: those disks map one character to one (`straße` and `STRASSE` are two)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
+def one_file_on_some_disks(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two of `names` that are one file name on a case-insensitive or normalising disk
+    (`name_on_any_disk`: `A` and `a`, `café` in NFC and in NFD), or None."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name_on_any_disk(name), name)
+        if first != name:
+            return first, name
+    return None
 
 
 def derived_name(name: str, prefix: str, suffix: str) -> str:
