@@ -154,8 +154,8 @@ def check_not_special(path: Path, option: str = "") -> None:
 
 def check_out_file(path: Path, option: str = "--out") -> None:
     """UsageError, before any work, when the output file `path` cannot be written: a folder
-    there, a device, FIFO or socket (`check_not_special`), or a folder that cannot be written
-    (`check_out_dir`). The writer found these only at its rename, after the input was read and
+    there, a device, FIFO or socket (`check_not_special`), a folder that cannot be written
+    (`check_out_dir`), or a name its disk refuses (`check_name_allowed`). The writer found these only at its rename, after the input was read and
     converted. The folders the probe made are removed again: a run refused later (its input)
     leaves nothing behind; the writer makes them."""
     path = Path(path)
@@ -163,8 +163,45 @@ def check_out_file(path: Path, option: str = "--out") -> None:
         raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
     made = _missing_folders(path.parent)
     check_out_dir(path.parent, option)
-    _remove_empty(made)
+    try:
+        check_name_allowed(path, option)
+    finally:
+        _remove_empty(made)
     check_not_special(path, option)
+
+
+def check_name_allowed(path: Path, option: str = "--out") -> None:
+    """UsageError, before any work, when the disk refuses to create a file named as `path`
+    (when none is there): an exFAT drive or a Windows share refuses `a:b.csv`, `CON.csv`, a
+    name ending in a dot; the write after the work failed "Invalid argument", with no rule.
+    Tried by creating that very name and removing it: only the disk knows its rules."""
+    path = Path(path)
+    if os.path.lexists(path):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile: the name is allowed
+        return
+    except OSError as error:
+        reason = refused_name_reason(error, path.name)
+        raise UsageError(f"{option}: cannot create {shown_name(path)}: {reason}") from None
+    os.close(descriptor)
+    os.unlink(path)
+
+
+def refused_name_reason(error: OSError, name: str) -> str:
+    """Why a disk refused to create `name` (`error`), with its rules where it only says
+    "Invalid argument" (exFAT, FAT, a Windows share: the characters and names they refuse)."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno in (errno.EINVAL, errno.EILSEQ):
+        return (
+            f"{reason}: this disk refuses the name (exFAT and Windows shares take none holding "
+            '\\ : * ? " < > | or ending in a dot or space, nor CON, PRN, AUX, NUL, COM1-9, '
+            "LPT1-9); give another name"
+        )
+    if error.errno == errno.ENAMETOOLONG and len(os.fsencode(name)) > NAME_MAX:
+        return f"{reason}: {len(os.fsencode(name))} bytes, more than the {NAME_MAX} a name may hold"
+    return reason
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -425,7 +462,7 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
         probe.touch()
         probe.unlink()
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
+        reason = refused_name_reason(error, folder.name)
         raise UsageError(f"{option}: cannot write into {folder}: {reason}") from None
     return folder
 

@@ -41,6 +41,7 @@ from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import lost_problem, write_rows
 from cg3d.files import (
     NAME_MAX,
+    check_name_allowed,
     loads_json,
     one_file_on_some_disks,
     require_folder,
@@ -164,6 +165,15 @@ def check_result_names(models: list[ModelEntry], datasets: list[DatasetEntry]) -
                     f"file on {dataset.key} would have a name of {len(os.fsencode(name))} bytes, "
                     f"more than the {NAME_MAX} a file name may hold; give a shorter NAME"
                 )
+
+
+def check_result_files(out: Path, models: list[ModelEntry], datasets: list[DatasetEntry]) -> None:
+    """UsageError, before any model is loaded, when the disk of `out` refuses the name of a
+    result file (`a:b__modelnet40.json` on an exFAT drive or a Windows share): its write
+    failed "Invalid argument" after the pair was scored."""
+    for model in models:
+        for dataset in datasets:
+            check_name_allowed(result_path(out, model, dataset), "--models")
 
 
 def _card(name: str):

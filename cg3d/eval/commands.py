@@ -356,6 +356,7 @@ def benchmark_command(
     top-1 beside the card's and the difference. A rerun resumes.
     """
     from cg3d.eval.benchmark import (
+        check_result_files,
         check_result_names,
         markdown_table,
         parse_datasets,
@@ -366,6 +367,7 @@ def benchmark_command(
     entries, sets = parse_models(models), parse_datasets(datasets, roots, audits)
     check_result_names(entries, sets)
     check_out_dir(out)
+    check_result_files(out, entries, sets)
     config = ZeroShotConfig(
         batch_size=batch_size,
         limit=limit,
