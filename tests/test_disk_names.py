@@ -91,3 +91,20 @@ def test_a_benchmark_model_name_its_disk_refuses_is_refused_before_any_model(exf
     assert message.startswith("--models: cannot create '/") and "\n" not in message
     assert message.endswith(REFUSED.format("usb/bench/a:b__modelnet40.json").split("'", 1)[1])
     assert not os.path.lexists(out)  # the folder the refused run made is taken back
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "eval text-features --checkpoint absent.pt --classes a,b --out {out}.npy",
+        "export --checkpoint absent.pt --out {out}.pt",
+    ],
+)
+def test_a_file_named_as_its_disk_refuses_is_refused_before_the_checkpoint(exfat, command):
+    """Before: the class features (or the export) were made, then the write failed."""
+    out = "usb/features:v1"
+    result = CliRunner().invoke(app, command.format(out=out).split())
+    assert isinstance(result.exception, UsageError), result.output
+    suffix = command.rsplit(".", 1)[1]
+    assert str(result.exception) == "--out: " + REFUSED.format(f"{out}.{suffix}")
+    assert os.listdir(exfat) == []

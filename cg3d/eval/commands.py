@@ -14,7 +14,13 @@ import typer
 from rich.table import Table
 
 from cg3d import terminal
-from cg3d.files import check_companion_name, check_out_dir, file_lock, locks_folder
+from cg3d.files import (
+    check_companion_name,
+    check_out_dir,
+    check_out_file,
+    file_lock,
+    locks_folder,
+)
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -108,6 +114,8 @@ def text_features_command(
     if dataset is not None and root is None:
         raise UsageError("--dataset needs --root, the benchmark's files")
     check_companion_name(sidecar(out), out)
+    for written in (out, sidecar(out)):  # a name its disk refuses (exFAT: `a:b.npy`) included
+        check_out_file(written)
     # The file locked before any work: two runs into one FILE.npy at once could leave one's
     # rows beside the other's sidecar (the pair is two files, each atomic alone). A second run
     # into it is refused at once; a run writing another file of the folder goes ahead.
