@@ -571,7 +571,14 @@ def _exclusive(
     folder = check_out_dir(folder).resolve()
     lock_file = folder / name
     while True:
-        handle = lock_file.open("a")
+        try:
+            handle = lock_file.open("a")
+        except OSError as error:  # a lock named after the user's file: its disk may refuse it
+            _remove_empty(made)
+            reason = refused_name_reason(error, name)
+            raise UsageError(
+                f"--out: cannot create the lock of {writing(folder)} ({name}): {reason}"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

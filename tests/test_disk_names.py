@@ -1,10 +1,11 @@
 """Names on the disks researchers have: an exFAT drive or a Windows share refuses `a:b.csv`, a
 name ending in a dot, `CON.csv`, with "Invalid argument" (EINVAL). Before, the output of such a
 name was refused at its write, after the work, with no rule named. This machine's disk takes
-them all, so the disk is simulated: `os.open` and `os.mkdir` refuse, in one folder, the names
+them all, so the disk is simulated: `os.open`, `os.mkdir` and `io.open` refuse, in one folder, the names
 exFAT refuses, with the errno Linux's exfat driver gives."""
 
 import errno
+import io
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from cg3d.errors import UsageError
 from cg3d.files import check_name_allowed, check_out_dir
 
 EXFAT_REFUSES = re.compile(r'[\\:*?"<>|]|[. ]$')  # in a name; a dot or space at its end
+RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\.|$)", re.IGNORECASE)  # a share's
 REFUSED = (
     "cannot create '{}': Invalid argument: this disk refuses the name (exFAT and Windows "
     'shares take none holding \\ : * ? " < > | or ending in a dot or space, nor CON, PRN, AUX, '
@@ -27,16 +29,20 @@ REFUSED = (
 
 @pytest.fixture
 def exfat(tmp_path, monkeypatch) -> Path:
-    """A folder `usb` (in the working folder) whose disk refuses the names exFAT refuses."""
+    """A folder `usb` (in the working folder) whose disk refuses the names exFAT refuses, and
+    the names a Windows share refuses (CON, CON.npy, …)."""
     monkeypatch.chdir(tmp_path)
     disk = Path("usb")
     disk.mkdir()
 
     def refusing(call):
         def on_exfat(path, *args, **kwargs):
+            if isinstance(path, int):  # a file descriptor (io.open of os.fdopen)
+                return call(path, *args, **kwargs)
             name = os.path.abspath(os.fsdecode(path))
             inside = Path(name).is_relative_to(tmp_path / disk)
-            if inside and EXFAT_REFUSES.search(os.path.basename(name)):
+            base = os.path.basename(name)
+            if inside and (EXFAT_REFUSES.search(base) or RESERVED.match(base)):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), name)
             return call(path, *args, **kwargs)
 
@@ -44,6 +50,7 @@ def exfat(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(os, "open", refusing(os.open))
     monkeypatch.setattr(os, "mkdir", refusing(os.mkdir))
+    monkeypatch.setattr(io, "open", refusing(io.open))  # Path.open's
     return disk
 
 
@@ -93,18 +100,33 @@ def test_a_benchmark_model_name_its_disk_refuses_is_refused_before_any_model(exf
     assert not os.path.lexists(out)  # the folder the refused run made is taken back
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "eval text-features --checkpoint absent.pt --classes a,b --out {out}.npy",
-        "export --checkpoint absent.pt --out {out}.pt",
-    ],
-)
-def test_a_file_named_as_its_disk_refuses_is_refused_before_the_checkpoint(exfat, command):
-    """Before: the class features (or the export) were made, then the write failed."""
-    out = "usb/features:v1"
-    result = CliRunner().invoke(app, command.format(out=out).split())
+def test_an_export_named_as_its_disk_refuses_is_refused_before_the_checkpoint(exfat):
+    """Before: the export was made (CLIP's weights loaded), then its write failed."""
+    result = CliRunner().invoke(
+        app, ["export", "--checkpoint", "absent.pt", "--out", "usb/m:v1.pt"]
+    )
     assert isinstance(result.exception, UsageError), result.output
-    suffix = command.rsplit(".", 1)[1]
-    assert str(result.exception) == "--out: " + REFUSED.format(f"{out}.{suffix}")
+    assert str(result.exception) == "--out: " + REFUSED.format("usb/m:v1.pt")
+    assert os.listdir(exfat) == []
+
+
+def test_text_features_named_as_their_disk_refuses_are_refused_before_the_checkpoint(exfat):
+    """Before: the lock named after the file failed 'Invalid argument' with a traceback; past
+    it, the features were encoded, then their write failed."""
+    command = "eval text-features --checkpoint absent.pt --classes a,b --out usb/f:v1.npy"
+    result = CliRunner().invoke(app, command.split())
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)  # the folder as the lock resolved it
+    assert message.startswith("--out: cannot create the lock of /") and "\n" not in message
+    lock = "usb/f:v1.npy (.f:v1.npy.cg3d.lock): "
+    assert message.endswith(lock + REFUSED.split(": ", 1)[1])
+    assert os.listdir(exfat) == []
+
+
+def test_text_features_named_as_a_share_refuses_are_refused_before_the_checkpoint(exfat):
+    """Its lock `.CON.npy.cg3d.lock` is allowed; `CON.npy` itself was refused at the write."""
+    command = "eval text-features --checkpoint absent.pt --classes a,b --out usb/CON.npy"
+    result = CliRunner().invoke(app, command.split())
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception) == "--out: " + REFUSED.format("usb/CON.npy")
     assert os.listdir(exfat) == []

@@ -16,8 +16,8 @@ from rich.table import Table
 from cg3d import terminal
 from cg3d.files import (
     check_companion_name,
+    check_name_allowed,
     check_out_dir,
-    check_out_file,
     file_lock,
     locks_folder,
 )
@@ -114,12 +114,12 @@ def text_features_command(
     if dataset is not None and root is None:
         raise UsageError("--dataset needs --root, the benchmark's files")
     check_companion_name(sidecar(out), out)
-    for written in (out, sidecar(out)):  # a name its disk refuses (exFAT: `a:b.npy`) included
-        check_out_file(written)
     # The file locked before any work: two runs into one FILE.npy at once could leave one's
     # rows beside the other's sidecar (the pair is two files, each atomic alone). A second run
     # into it is refused at once; a run writing another file of the folder goes ahead.
     with file_lock(out):
+        for written in (out, sidecar(out)):  # a name its disk refuses (exFAT: `a:b.npy`)
+            check_name_allowed(written)
         if dataset is not None:
             names = benchmark_classes(dataset, root, variant, allow_pickle)
         else:
