@@ -94,7 +94,8 @@ def list_shapes(source: Path) -> list[Path]:
 
 
 def _shape_paths(folder: Path) -> Iterator[Path]:
-    """The entries of a shape format under `folder` but folders, at all depths (as
+    """The entries of a shape format under `folder` but folders, at all depths (but hidden
+    ones, a name starting with `.`, as the sources skip them; as
     `Path.rglob("*")` finds them: a symlinked folder not entered), and each folder nested too
     deep to list (past PATH_MAX: its failed row says the name is too long) or that cannot be
     read (rglob passed over it and its files without a word). rglob raised
@@ -104,6 +105,8 @@ def _shape_paths(folder: Path) -> Iterator[Path]:
         yield folder  # its failed row: it cannot be read (UNLISTED_FOLDER)
     for entry in entries or ():
         path = Path(entry.path)
+        if entry.name.startswith("."):  # as the sources: .DS_Store, .git, and the `._x.obj`
+            continue  # macOS writes beside every file on an exFAT drive or a share (no shape)
         if entry.is_dir(follow_symlinks=False):
             if path_too_long(path):
                 yield path  # its failed row: the name is too long

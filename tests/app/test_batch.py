@@ -252,6 +252,18 @@ def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp
         assert words in str(caught.value), (name, str(caught.value))
 
 
+def test_macos_companion_files_and_hidden_folders_in_a_folder_are_no_shapes(shapes):
+    """Before: on an exFAT drive written by a Mac every shape `a.npy` has a `._a.npy` beside it
+    (4 KB of AppleDouble): each was a failed row, as many as the shapes. The sources skip
+    names starting with `.`; so does a folder of classify/embed."""
+    (shapes / "._a.npy").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X" + bytes(4066))
+    (shapes / ".Trashes").mkdir()
+    np.save(shapes / ".Trashes" / "old.npy", cube_points(1.0, 3))
+    assert sorted(path.name for path in list_shapes(shapes)) == [
+        "a.npy", "b.npy", "empty.obj", "flat.obj"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "source,out",
     [
