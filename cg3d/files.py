@@ -25,6 +25,7 @@ import socket
 import stat
 import tempfile
 import time
+import unicodedata
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -153,8 +154,8 @@ def check_not_special(path: Path, option: str = "") -> None:
 
 def check_out_file(path: Path, option: str = "--out") -> None:
     """UsageError, before any work, when the output file `path` cannot be written: a folder
-    there, a device, FIFO or socket (`check_not_special`), or a folder that cannot be written
-    (`check_out_dir`). The writer found these only at its rename, after the input was read and
+    there, a device, FIFO or socket (`check_not_special`), a folder that cannot be written
+    (`check_out_dir`), or a name its disk refuses (`check_name_allowed`). The writer found these only at its rename, after the input was read and
     converted. The folders the probe made are removed again: a run refused later (its input)
     leaves nothing behind; the writer makes them."""
     path = Path(path)
@@ -162,8 +163,45 @@ def check_out_file(path: Path, option: str = "--out") -> None:
         raise UsageError(f"{option}: {path} is a folder; name the file to write in it")
     made = _missing_folders(path.parent)
     check_out_dir(path.parent, option)
-    _remove_empty(made)
+    try:
+        check_name_allowed(path, option)
+    finally:
+        _remove_empty(made)
     check_not_special(path, option)
+
+
+def check_name_allowed(path: Path, option: str = "--out") -> None:
+    """UsageError, before any work, when the disk refuses to create a file named as `path`
+    (when none is there): an exFAT drive or a Windows share refuses `a:b.csv`, `CON.csv`, a
+    name ending in a dot; the write after the work failed "Invalid argument", with no rule.
+    Tried by creating that very name and removing it: only the disk knows its rules."""
+    path = Path(path)
+    if os.path.lexists(path):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile: the name is allowed
+        return
+    except OSError as error:
+        reason = refused_name_reason(error, path.name)
+        raise UsageError(f"{option}: cannot create {shown_name(path)}: {reason}") from None
+    os.close(descriptor)
+    os.unlink(path)
+
+
+def refused_name_reason(error: OSError, name: str) -> str:
+    """Why a disk refused to create `name` (`error`), with its rules where it only says
+    "Invalid argument" (exFAT, FAT, a Windows share: the characters and names they refuse)."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno in (errno.EINVAL, errno.EILSEQ):
+        return (
+            f"{reason}: this disk refuses the name (exFAT and Windows shares take none holding "
+            '\\ : * ? " < > | or ending in a dot or space, nor CON, PRN, AUX, NUL, COM1-9, '
+            "LPT1-9); give another name"
+        )
+    if error.errno == errno.ENAMETOOLONG and len(os.fsencode(name)) > NAME_MAX:
+        return f"{reason}: {len(os.fsencode(name))} bytes, more than the {NAME_MAX} a name may hold"
+    return reason
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -200,8 +238,31 @@ def check_not_the_input(out: Path, path: Path | str, option: str, writer: str) -
     """UsageError when `out` is the file `path` (given as `option`) the command reads, however
     spelt or linked: the output's atomic rename replaced the input (`cg3d convert --out` over
     the released checkpoint it converts)."""
-    if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+    if same_file(out, path):
         raise UsageError(f"--out: {out} is the {option} itself; {writer} writes another file")
+
+
+def same_file(first: str | Path, second: str | Path) -> bool:
+    """Whether `first` and `second` are one file, as the system (not the spelling) says: on a
+    case-insensitive or normalising disk (macOS, exFAT, a Windows share) `X.npy` and `x.npy`,
+    or `café` in NFC and NFD, are one file whose real paths differ."""
+    first, second = os.fspath(first), os.fspath(second)
+    if real_path(first) == real_path(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):  # one of them is not there (yet): not one file
+        return False
+
+
+def inside_folder(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` (there or not yet) lies in `folder`, however spelt: by their real paths,
+    or because a folder on `path`'s way that is there is `folder` itself (`same_file`: on
+    macOS `Shapes/e.npy` is inside `shapes`)."""
+    target, folder = real_path(path), real_path(folder)
+    if target.is_relative_to(folder):
+        return True
+    return any(parent.exists() and same_file(parent, folder) for parent in target.parents)
 
 
 def _naming(error: OSError, path: Path) -> OSError:
@@ -401,7 +462,7 @@ def check_out_dir(folder: Path, option: str = "--out") -> Path:
         probe.touch()
         probe.unlink()
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
+        reason = refused_name_reason(error, folder.name)
         raise UsageError(f"{option}: cannot write into {folder}: {reason}") from None
     return folder
 
@@ -453,6 +514,25 @@ def path_too_long(path: str | Path) -> bool:
     return len(os.fsencode(path)) >= PATH_MAX
 
 
+def name_on_any_disk(name: str) -> str:
+    """`name` as a case-insensitive or normalising disk compares file names (macOS's APFS,
+    exFAT, a Windows share): one Unicode form, one case. Two names alike in it are one file
+    there (the second written replaces the first), though two on this system. Lower case,
+    not casefold: those disks map one character to one (`straße` and `STRASSE` are two)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
+def one_file_on_some_disks(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two of `names` that are one file name on a case-insensitive or normalising disk
+    (`name_on_any_disk`: `A` and `a`, `café` in NFC and in NFD), or None."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name_on_any_disk(name), name)
+        if first != name:
+            return first, name
+    return None
+
+
 def derived_name(name: str, prefix: str, suffix: str) -> str:
     """`prefix + name + suffix`, a name of ours built from a user's `name` (a temporary file, a
     lock): when that is over NAME_MAX bytes (a 250-byte `--out` plus `.<pid>.tmp`: the write
@@ -491,7 +571,14 @@ def _exclusive(
     folder = check_out_dir(folder).resolve()
     lock_file = folder / name
     while True:
-        handle = lock_file.open("a")
+        try:
+            handle = lock_file.open("a")
+        except OSError as error:  # a lock named after the user's file: its disk may refuse it
+            _remove_empty(made)
+            reason = refused_name_reason(error, name)
+            raise UsageError(
+                f"--out: cannot create the lock of {writing(folder)} ({name}): {reason}"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,9 +23,10 @@ from cg3d.files import (
     atomic_path,
     check_out_file,
     folder_for,
+    inside_folder,
     path_too_long,
     read_small_text,
-    real_path,
+    same_file,
     sorted_entries,
     utf8_name,
     why_not_a_folder,
@@ -93,7 +94,8 @@ def list_shapes(source: Path) -> list[Path]:
 
 
 def _shape_paths(folder: Path) -> Iterator[Path]:
-    """The entries of a shape format under `folder` but folders, at all depths (as
+    """The entries of a shape format under `folder` but folders, at all depths (but hidden
+    ones, a name starting with `.`, as the sources skip them; as
     `Path.rglob("*")` finds them: a symlinked folder not entered), and each folder nested too
     deep to list (past PATH_MAX: its failed row says the name is too long) or that cannot be
     read (rglob passed over it and its files without a word). rglob raised
@@ -103,6 +105,8 @@ def _shape_paths(folder: Path) -> Iterator[Path]:
         yield folder  # its failed row: it cannot be read (UNLISTED_FOLDER)
     for entry in entries or ():
         path = Path(entry.path)
+        if entry.name.startswith("."):  # as the sources: .DS_Store, .git, and the `._x.obj`
+            continue  # macOS writes beside every file on an exFAT drive or a share (no shape)
         if entry.is_dir(follow_symlinks=False):
             if path_too_long(path):
                 yield path  # its failed row: the name is too long
@@ -129,11 +133,10 @@ def check_out(
     out = Path(out)
     if out.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: {out} must end in {' or '.join(suffixes)}")
-    target = real_path(out)
-    if any(real_path(shape) == target for shape in shapes):
+    if any(same_file(shape, out) for shape in shapes):
         raise UsageError(f"{option}: {out} is a shape this run reads; choose another file")
-    folder = real_path(source) if source is not None and Path(source).is_dir() else None
-    if folder and out.suffix.lower() in SHAPE_SUFFIXES and target.is_relative_to(folder):
+    folder = source if source is not None and Path(source).is_dir() else None
+    if folder and out.suffix.lower() in SHAPE_SUFFIXES and inside_folder(out, folder):
         raise UsageError(
             f"{option}: {out} is inside {source}, whose {out.suffix} files are the shapes read: "
             "a later run over it would read this file as a shape; choose another folder"

@@ -28,6 +28,7 @@ Scoring is `cg3d.eval.zeroshot.score_benchmark`, the code `cg3d eval zeroshot` r
 
 import dataclasses
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,15 @@ from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics, topk_accuracies
 from cg3d.eval.results import lost_problem, write_rows
-from cg3d.files import NAME_MAX, loads_json, require_folder, shown_name, write_json
+from cg3d.files import (
+    NAME_MAX,
+    check_name_allowed,
+    loads_json,
+    one_file_on_some_disks,
+    require_folder,
+    shown_name,
+    write_json,
+)
 from cg3d.formats.owner import claim
 from cg3d.formats.tables import markdown_text
 from cg3d.params import ZeroShotConfig
@@ -87,6 +96,16 @@ def parse_models(text: str) -> list[ModelEntry]:
     names = [entry.name for entry in entries]
     if len(set(names)) != len(names):
         raise UsageError("--models: a model name is given twice")
+    if alike := one_file_on_some_disks(names):
+        # their result files NAME__DATASET.json: on macOS, exFAT or a Windows share the second
+        # replaced the first (and a resume read one model's result as the other's)
+        shown = ascii if len({unicodedata.normalize("NFC", n) for n in alike}) == 1 else repr
+        first, second = (shown(name)[:60] for name in alike)
+        raise UsageError(
+            f"--models: {first} and {second} differ only in case or Unicode form: their "
+            "result files would be one file on a case-insensitive disk (macOS, exFAT, a "
+            "Windows share); give names that differ otherwise"
+        )
     return entries
 
 
@@ -146,6 +165,15 @@ def check_result_names(models: list[ModelEntry], datasets: list[DatasetEntry]) -
                     f"file on {dataset.key} would have a name of {len(os.fsencode(name))} bytes, "
                     f"more than the {NAME_MAX} a file name may hold; give a shorter NAME"
                 )
+
+
+def check_result_files(out: Path, models: list[ModelEntry], datasets: list[DatasetEntry]) -> None:
+    """UsageError, before any model is loaded, when the disk of `out` refuses the name of a
+    result file (`a:b__modelnet40.json` on an exFAT drive or a Windows share): its write
+    failed "Invalid argument" after the pair was scored."""
+    for model in models:
+        for dataset in datasets:
+            check_name_allowed(result_path(out, model, dataset), "--models")
 
 
 def _card(name: str):

@@ -14,7 +14,13 @@ import typer
 from rich.table import Table
 
 from cg3d import terminal
-from cg3d.files import check_companion_name, check_out_dir, file_lock, locks_folder
+from cg3d.files import (
+    check_companion_name,
+    check_name_allowed,
+    check_out_dir,
+    file_lock,
+    locks_folder,
+)
 from cg3d.options import with_params
 from cg3d.params import FinetuneConfig, RetrievalConfig, SceneConfig, ZeroShotConfig
 
@@ -112,6 +118,8 @@ def text_features_command(
     # rows beside the other's sidecar (the pair is two files, each atomic alone). A second run
     # into it is refused at once; a run writing another file of the folder goes ahead.
     with file_lock(out):
+        for written in (out, sidecar(out)):  # a name its disk refuses (exFAT: `a:b.npy`)
+            check_name_allowed(written)
         if dataset is not None:
             names = benchmark_classes(dataset, root, variant, allow_pickle)
         else:
@@ -356,6 +364,7 @@ def benchmark_command(
     top-1 beside the card's and the difference. A rerun resumes.
     """
     from cg3d.eval.benchmark import (
+        check_result_files,
         check_result_names,
         markdown_table,
         parse_datasets,
@@ -366,6 +375,7 @@ def benchmark_command(
     entries, sets = parse_models(models), parse_datasets(datasets, roots, audits)
     check_result_names(entries, sets)
     check_out_dir(out)
+    check_result_files(out, entries, sets)
     config = ZeroShotConfig(
         batch_size=batch_size,
         limit=limit,

@@ -14,6 +14,7 @@ reads them, and takes the rows by class name, whatever the benchmark's class ord
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,15 @@ def features_for(
             f"{OPTION}: {path} holds {features.shape[1]}-d features; the model's are {embed_dim}-d"
         )
     row = {name: index for index, name in enumerate(names)}
+    # and in either Unicode form: `café` typed (NFC) in --classes, the benchmark's class from
+    # a Mac's folder (NFD) printed alike and was "lacking"; one text to CLIP all the same
+    by_form = {unicodedata.normalize("NFC", name): index for index, name in enumerate(names)}
     picked, missing = [], []
     for name in classes:
         index = row.get(name, row.get(spell(name)))
+        if index is None:
+            forms = (unicodedata.normalize("NFC", n) for n in (name, spell(name)))
+            index = next((by_form[form] for form in forms if form in by_form), None)
         missing += [name] if index is None else []
         picked.append(index)
     if missing:

@@ -52,7 +52,12 @@ def export(
     --format hub writes a folder loadable without pickle, with a model card.
     """
     from cg3d.errors import UsageError
-    from cg3d.files import check_not_special, check_not_the_input, check_out_dir
+    from cg3d.files import (
+        check_name_allowed,
+        check_not_special,
+        check_not_the_input,
+        check_out_dir,
+    )
     from cg3d.models.checkpoint import export_checkpoint
 
     if format not in ("pt", "hub"):
@@ -69,6 +74,7 @@ def export(
         raise UsageError(f"--out: {out} is a folder; name the file to write, e.g. {out}/model.pt")
     check_out_dir(out.parent)  # before CLIP's weights are loaded: a folder that cannot be written
     check_not_special(out, "--out")
+    check_name_allowed(out)  # and a name its disk refuses (exFAT: `a:b.pt`)
     export_checkpoint(checkpoint, out, embed_clip=embed_clip, clip_pretrained=clip_pretrained)
     kind = "self-contained, CLIP included" if embed_clip else "CLIP weights referenced"
     say(f"wrote {out} ({kind}, {out.stat().st_size / 2**20:.1f} MiB)")

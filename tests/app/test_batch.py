@@ -4,6 +4,7 @@ to CSV / Parquet / .npy with failures as rows; the content seed; checks before t
 import csv
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -251,12 +252,25 @@ def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp
         assert words in str(caught.value), (name, str(caught.value))
 
 
+def test_macos_companion_files_and_hidden_folders_in_a_folder_are_no_shapes(shapes):
+    """Before: on an exFAT drive written by a Mac every shape `a.npy` has a `._a.npy` beside it
+    (4 KB of AppleDouble): each was a failed row, as many as the shapes. The sources skip
+    names starting with `.`; so does a folder of classify/embed."""
+    (shapes / "._a.npy").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X" + bytes(4066))
+    (shapes / ".Trashes").mkdir()
+    np.save(shapes / ".Trashes" / "old.npy", cube_points(1.0, 3))
+    assert sorted(path.name for path in list_shapes(shapes)) == [
+        "a.npy", "b.npy", "empty.obj", "flat.obj"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "source,out",
     [
         ("a.npy", "a.npy"),  # the shape itself
         ("a.npy", "sub/../a.npy"),  # spelt another way
         ("link.npy", "a.npy"),  # through a symlink
+        ("hard.npy", "a.npy"),  # one file, two names: `A.npy` and `a.npy` on macOS or exFAT
         ("list.txt", "a.npy"),  # listed
         ("shapes", "shapes/b.npy"),  # in the folder
     ],
@@ -269,6 +283,7 @@ def test_embed_into_a_shape_it_reads_is_refused_and_the_shape_kept(
     points = cube_points(1.0, 0)
     np.save("a.npy", points)
     os.symlink("a.npy", "link.npy")
+    os.link("a.npy", "hard.npy")  # names that differ but the system says are one file
     (tmp_path / "list.txt").write_text("a.npy\n")
     (tmp_path / "shapes").mkdir()
     np.save("shapes/b.npy", points)
@@ -277,6 +292,26 @@ def test_embed_into_a_shape_it_reads_is_refused_and_the_shape_kept(
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception) == f"--out: {out} is a shape this run reads; choose another file"
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.npy")} == before
+
+
+def test_embeddings_into_the_folder_of_the_shapes_spelt_another_case_are_refused(
+    tmp_path, monkeypatch
+):
+    """Before: on macOS `cg3d embed shapes --out Shapes/e.npy` wrote into the folder read (its
+    real path keeps the spelling given, so `Shapes` was not inside `shapes`). Simulated: a
+    link `Shapes` to `shapes`, and a real_path that, as macOS's for a case twin, keeps it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes").mkdir()
+    np.save("shapes/b.npy", cube_points(1.0, 0))
+    os.symlink("shapes", "Shapes")
+    kept_spelling = lambda path: Path(os.path.abspath(path))  # noqa: E731
+    monkeypatch.setattr("cg3d.files.real_path", kept_spelling)
+    monkeypatch.setattr("cg3d.app.batch.real_path", kept_spelling, raising=False)
+    command = ["embed", "shapes", "--checkpoint", "absent.pt", "--out", "Shapes/deeper/e.npy"]
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, UsageError), result.output
+    assert str(result.exception).startswith("--out: Shapes/deeper/e.npy is inside shapes, whose")
+    assert not (tmp_path / "shapes" / "deeper").exists()
 
 
 def test_embeddings_into_the_folder_of_the_shapes_are_refused(tmp_path, monkeypatch):

@@ -45,6 +45,20 @@ def test_rows_are_taken_by_class_name_as_stored(tmp_path):
         features_for(read_text_features(tmp_path / "released.npy"), ["cup"], 8)
 
 
+def test_rows_are_taken_by_class_name_in_either_unicode_form(tmp_path):
+    """Before: features written for `café` typed in NFC lacked the class `café` of a data set
+    made on a Mac (NFD), printed alike: "lacks the classes café"."""
+    rows = np.array([[3.0, 0, 0, 4.0], [0, 2.0, 0, 0]], dtype=np.float32)
+    np.save(tmp_path / "f.npy", rows)
+    (tmp_path / "f.json").write_text(
+        json.dumps({"classes": ["caf\u00e9", "cr\u00e8me br\u00fbl\u00e9e"]})
+    )
+    classes = ["cre\u0300me_bru\u0302le\u0301e", "cafe\u0301"]  # NFD, one as a folder spells it
+    found = read_text_features(tmp_path / "f.npy")
+    picked = features_for(found, classes, 4, lambda n: n.replace("_", " "))
+    assert np.array_equal(picked, rows[[1, 0]])
+
+
 @pytest.mark.parametrize(
     "array, sidecar, message",
     [

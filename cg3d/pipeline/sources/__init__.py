@@ -329,9 +329,17 @@ class Excluded:
 # Helpers the sources share.
 
 
+def form_free_order(key: str) -> tuple[str, str]:
+    """A sort key alike for a name in NFC and in NFD (macOS's HFS+ lists `café` as NFD, and so
+    does a zip made on a Mac when unpacked here): sorted by code points, the two forms took
+    other places among their neighbours, and the same files and seed split otherwise."""
+    return unicodedata.normalize("NFC", key), key
+
+
 def seeded_split(keys: list[str], seed: int, test_fraction: float) -> dict[str, str]:
-    """A disjoint train/test split of one class's objects, the same for the same seed."""
-    order = sorted(keys)
+    """A disjoint train/test split of one class's objects, the same for the same seed (and
+    for the same names in another Unicode form: `form_free_order`)."""
+    order = sorted(keys, key=form_free_order)
     random.Random(f"{seed}").shuffle(order)
     n_test = round(len(order) * test_fraction)
     if test_fraction > 0 and len(order) > 1:
@@ -340,10 +348,11 @@ def seeded_split(keys: list[str], seed: int, test_fraction: float) -> dict[str, 
 
 
 def cap_per_class(keys: list[str], per_class: int, seed: int) -> list[str]:
-    """At most `per_class` of `keys` (a seeded choice), all when per_class is 0; sorted."""
-    keys = sorted(keys)
+    """At most `per_class` of `keys` (a seeded choice), all when per_class is 0; sorted (the
+    same choice for the same names in another Unicode form: `form_free_order`)."""
+    keys = sorted(keys, key=form_free_order)
     if per_class and len(keys) > per_class:
-        keys = sorted(random.Random(f"cap-{seed}").sample(keys, per_class))
+        keys = sorted(random.Random(f"cap-{seed}").sample(keys, per_class), key=form_free_order)
     return keys
 
 

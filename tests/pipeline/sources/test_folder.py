@@ -167,3 +167,26 @@ def test_files_whose_names_differ_in_case_or_normalisation_only_are_two_objects(
     rows = read_manifest(out)
     assert [r.status for r in rows] == ["ok"] * 4
     assert len({r.id for r in rows}) == 4
+
+
+@pytest.mark.parametrize("per_class", [0, 4])
+def test_the_same_files_named_in_nfd_split_and_cap_as_in_nfc(tmp_path: Path, per_class) -> None:
+    """Before: a folder unpacked from a zip made on a Mac (names in NFD) split otherwise than
+    the same folder with its names in NFC, for the same seed: sorted by code points, `é` in
+    NFD (e + U+0301) sat among the `e`s and in NFC after `z`, and a test object of one was
+    a training object of the other."""
+    names = ["cafe.obj", "café.obj", "cafz.obj", "crème.obj", "cremz.obj", "créa.obj"]
+    splits = []
+    for form in ("NFC", "NFD"):
+        root, out = tmp_path / form / "root", tmp_path / form / "out"
+        for size, name in enumerate(names, start=1):
+            write_mesh(root / "chair" / unicodedata.normalize(form, name), box((1, 1, size)))
+        config = MeshesConfig(
+            source="folder", root=str(root), workers=1, test_fraction=0.5, per_class=per_class
+        )
+        build_manifest(config, out)
+        rows = read_manifest(out)
+        splits.append({unicodedata.normalize("NFC", Path(r.path).name): r.split for r in rows})
+    assert len(splits[0]) == (per_class or len(names))
+    assert set(splits[0].values()) == {"train", "test"}
+    assert splits[0] == splits[1]
