@@ -4,6 +4,7 @@ scores with them and builds no text tower (issue 23 §2)."""
 import csv
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -135,10 +136,11 @@ def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_pa
         result = CliRunner().invoke(app, [*words, "--out", str(out), "--classes", "a,b"])
     assert isinstance(result.exception, UsageError), result.output
     (line,) = str(result.exception).splitlines()
-    assert line == (
-        f"--out: another run is writing {out} (it holds .same.npy.cg3d.lock); wait for it to "
-        "finish or choose another file"
+    holder = f"held by 'pid {os.getpid()} of "  # this process holds it (file_lock above)
+    assert line.startswith(
+        f"--out: another run is writing {out} (it holds .same.npy.cg3d.lock: {holder}"
     )
+    assert line.endswith("); wait for it to finish or choose another file")
     assert out.read_bytes() == b"the first run's rows"
     assert out.with_suffix(".json").read_bytes() == b"the first run's sidecar"
     # once it is done, a run goes ahead (here to the missing checkpoint) and leaves no lock
