@@ -29,6 +29,7 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, folder_for, require_regular_file
+from cg3d.formats.versions import version_problem
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
@@ -50,6 +51,8 @@ METADATA_KEYS = ("card", "protocol")
 # Model config keys added after the first checkpoints were written, with the value their absence
 # meant then (ModelConfig has no defaults: a default that moved would change an old model).
 ADDED_KEYS = {"point_channels": 3}
+# What rewrites a checkpoint of another cg3d's format with this one
+RETRAIN = "train it again (or export it with the cg3d that wrote it)"
 POINT_AT_WEIGHTS = "point at them with --clip-pretrained PATH"
 
 
@@ -176,6 +179,10 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"{path}: not a readable checkpoint ({reason}{never if refused else ''})"
         ) from None
+    if isinstance(payload, dict) and (
+        problem := version_problem(payload.get("format"), FORMAT, RETRAIN)
+    ):
+        raise UsageError(f"{path}: {problem}")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         # ULIP's, OpenShape's and Uni3D's files are dicts of weights too: the line says what
         # turns them into ours, where it only said what the file lacked
