@@ -21,6 +21,7 @@ import torch
 
 from cg3d.app.index import build_index, open_index
 from cg3d.errors import UsageError
+from cg3d.formats.failures import read_failures, write_failures
 from cg3d.formats.manifest import MANIFEST_NAME, SCHEMA, MeshRecord, read_manifest, write_manifest
 from cg3d.formats.owner import PLAN_NAME, folder_owner
 from cg3d.formats.points import read_points_part, write_points_part
@@ -133,3 +134,18 @@ def test_an_index_built_before_the_rename_is_an_index_to_inspect_and_rebuild(
     assert inspect_folder(old).details["samples lost"].startswith("not recorded")
     build_index(tiny_checkpoint, tiny_shards, old, IndexConfig(batch_size=4, thumbnail=16))
     assert (old / "retrieval.json").is_file() and not (old / "index.json").exists()
+
+
+def test_a_failures_table_is_read_by_its_columns(tmp_path):
+    """A column this cg3d does not know is passed over (the rows went on with it); a dropped
+    one is one line (a KeyError further on, in `cg3d inspect` or the stage's summary)."""
+    path = tmp_path / "failures.parquet"
+    write_failures([{"id": "a", "stage": "sample", "reason": "empty: no faces"}], path)
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("code", pa.array(["E1"])), path)
+    assert read_failures(path) == [{"id": "a", "stage": "sample", "reason": "empty: no faces"}]
+    pq.write_table(table.drop_columns(["reason"]), path)
+    with pytest.raises(
+        UsageError, match=f"^{path} is damaged \\(no reason column\\).*`cg3d sample`"
+    ):
+        read_failures(path, "sample")
