@@ -9,7 +9,8 @@ Data roots outlive a cg3d release, so every reader meets files of older and newe
   wrong; adding a field or column that an older reader may pass over keeps it.
 - So a tag this cg3d does not read (of a newer cg3d, or of an older one whose reader is
   gone) is refused in one line naming the file, both tags and what to do; a field or column
-  a reader does not know, beside a tag it reads, is passed over (read by name).
+  a reader does not know, beside a tag it reads, is passed over (read by name); but a
+  checkpoint's model config, whose every key builds the model, refuses one it does not know.
 - A field or column added since is read as what its absence meant (`manifest.OPTIONAL`,
   `checkpoint.ADDED_KEYS`, an index without `lost`).
 """

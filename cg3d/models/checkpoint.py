@@ -250,7 +250,12 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     names = {item.name for item in dataclasses.fields(ModelConfig)}
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
     if unknown:
-        raise UsageError(f"{path}: its model config has unknown keys: {_first(unknown)}")
+        # every key builds the model: one this cg3d does not know (a newer cg3d's, or a hand
+        # edit) is refused, never passed over (docs/formats.md, Versions)
+        raise UsageError(
+            f"{path}: its model config has unknown keys: {_first(unknown)} (a newer cg3d's "
+            "model? upgrade cg3d to load it)"
+        )
     if missing:
         raise UsageError(f"{path}: its model config lacks the keys: {_first(missing)}")
     stored = payload["config"]
