@@ -52,7 +52,7 @@ METADATA_KEYS = ("card", "protocol")
 # meant then (ModelConfig has no defaults: a default that moved would change an old model).
 ADDED_KEYS = {"point_channels": 3}
 # What rewrites a checkpoint of another cg3d's format with this one
-RETRAIN = "train it again (or export it with the cg3d that wrote it)"
+RETRAIN = "train it again with this cg3d"
 POINT_AT_WEIGHTS = "point at them with --clip-pretrained PATH"
 
 
