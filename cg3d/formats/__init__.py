@@ -13,6 +13,7 @@
     pointfiles.py the user       point files given to the app, classify and scene
     metrics.py    train, eval    metrics.json (numbers only) and about.json (what was measured)
     tar.py        the deterministic tar writer and the one tar reader the others use
+    versions.py   which cg3d wrote a file: its format tag, the one check of another version's
     intact.py     whether a written part is whole (Parquet footer, tar end), for resume, and
                   the one-line error of a damaged file naming the stage that rebuilds it
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.files import atomic_path
-from cg3d.formats.intact import parquet_file
+from cg3d.formats.intact import damaged, parquet_file, schema_problem
 
 FAILURES_NAME = "failures.parquet"
 SCHEMA = pa.schema([("id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
@@ -46,7 +46,13 @@ def read_failures(path: Path, stage: str = "") -> list[dict]:
     """The rows of a failures file ([] when there is none); `stage`, the one that wrote it,
     is named in the error of a damaged file."""
     path = Path(path)
-    return parquet_file(path, stage).read().to_pylist() if path.is_file() else []
+    if not path.is_file():
+        return []
+    parquet = parquet_file(path, stage)
+    # a dropped column was a KeyError further on; one this cg3d does not know is passed over
+    if problem := schema_problem(parquet.schema_arrow, SCHEMA):
+        raise damaged(path, problem, stage)
+    return parquet.read(columns=SCHEMA.names).to_pylist()
 
 
 def summarize(rows: list[dict], key: str = "reason") -> str:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from cg3d.errors import UsageError
 from cg3d.files import why_not_a_file
 from cg3d.formats.tar import FormatError, tar_members
+from cg3d.formats.versions import TABLE_FORMAT, table_version_problem
 
 
 class DamagedFile(UsageError):
@@ -97,15 +98,20 @@ def schema_problem(
 
 def parquet_file(path: Path, stage: str) -> pq.ParquetFile:
     """The Parquet file at `path`, written by `cg3d {stage}`; a damaged one is a DamagedFile
-    naming it and that stage, not pyarrow's "Parquet magic bytes not found"."""
+    naming it and that stage, not pyarrow's "Parquet magic bytes not found"; one of another
+    cg3d's table format (`versions.TABLE_KEY`) a UsageError saying so."""
     if problem := not_a_file(path):
         raise damaged(path, problem, stage)
     try:
-        return pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path)
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as error:
         raise damaged(path, _first_line(error), stage) from None
+    rerun = f"rerun `cg3d {stage}` with this cg3d" if stage else "rerun the stage that wrote it"
+    if problem := table_version_problem(parquet.schema_arrow, TABLE_FORMAT, rerun):
+        raise UsageError(f"{path}: {problem}")
+    return parquet
 
 
 def _first_line(error: BaseException) -> str:

@@ -226,12 +226,11 @@ _CHECKED: set[tuple] = set()
 
 
 def _manifest_problem(parquet: pq.ParquetFile) -> str | None:
-    schema = parquet.schema_arrow.remove_metadata()
-    # exactly the manifest's columns, no more, no fewer; an old one's lack OPTIONAL's
-    older = pa.schema([column for column in SCHEMA if column.name not in OPTIONAL])
-    if not (schema.equals(SCHEMA) or schema.equals(older)):
-        problem = schema_problem(schema, SCHEMA, optional=OPTIONAL)
-        return problem or f"its columns are not the manifest's: {', '.join(schema.names)}"
+    # the manifest's columns of their types; an old one's lack OPTIONAL's, and a column this
+    # cg3d does not know (a newer one's, cg3d.formats.versions) is passed over, never read
+    problem = schema_problem(parquet.schema_arrow, SCHEMA, optional=OPTIONAL)
+    if problem:
+        return problem
     last = None  # the previous row group's last id
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group, list(REQUIRED))
@@ -302,11 +301,12 @@ def _split_columns(
     parquet: pq.ParquetFile, columns: list[str] | None
 ) -> tuple[list[str] | None, list[str]]:
     """(the `columns` to read from the file, the OPTIONAL ones asked for that it lacks): a
-    manifest from before a column existed reads as if it held its empty value."""
+    manifest from before a column existed reads as if it held its empty value, and all
+    columns are SCHEMA's only (a newer cg3d's extra column is not read)."""
     names = parquet.schema_arrow.names
     wanted = columns if columns is not None else SCHEMA.names
     absent = [name for name in wanted if name in OPTIONAL and name not in names]
-    return (columns if not absent else [c for c in wanted if c not in absent]), absent
+    return [c for c in wanted if c not in absent], absent
 
 
 def manifest_rows(meshes_dir: Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -27,6 +27,9 @@ from cg3d.formats.metrics import METRICS_NAME
 PLAN_NAME = ".plan.json"
 OWNER_MARK = ".owner.json"
 
+# Files that tell a folder's command where OWNER_FILES would name another: a retrieval index
+# built before its index.json became retrieval.json (formats.retrieval.LEGACY_NAME, still read).
+BEFORE_RENAMES = [(("index.json", "view_object.npy"), "index")]
 # A file only one command writes at the top of its --out, for a folder whose .plan.json does not
 # name its stage (or that has none); in this order.
 OWNER_FILES = {
@@ -80,6 +83,9 @@ def folder_owner(folder: Path) -> str | None:
     marked = read_plan(folder / OWNER_MARK).get("command")  # read as a plan: a FIFO is no mark
     if isinstance(marked, str) and holds_an_output(folder):
         return marked
+    for names, command in BEFORE_RENAMES:
+        if all((folder / name).exists() for name in names):
+            return command
     for name, command in OWNER_FILES.items():
         if (folder / name).exists():
             return command

@@ -24,10 +24,13 @@ import pyarrow.parquet as pq
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, loads_json, require_folder, write_json
 from cg3d.formats.intact import not_a_file
+from cg3d.formats.versions import version_problem
 
 FORMAT = "cg3d-index-1"
 RETRIEVAL_NAME = "retrieval.json"  # not index.json: the shard index's name
 LEGACY_NAME = "index.json"  # what indexes built before the rename call it (still read)
+# A file only `cg3d index` writes: beside LEGACY_NAME, it tells an old index from a shard set
+INDEX_ONLY = "view_object.npy"
 ROW_GROUP = 64  # rows per Parquet row group: a gallery thumbnail reads at most this many
 
 
@@ -120,20 +123,31 @@ def write_retrieval(out: Path, descriptor: dict) -> None:
 # Reading.
 
 
+def retrieval_file(folder: Path) -> Path | None:
+    """The descriptor of index folder `folder`: its retrieval.json, else the index.json of an
+    index built before the rename; None when it has neither."""
+    for name in (RETRIEVAL_NAME, LEGACY_NAME):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def read_retrieval(path: Path) -> dict:
     """The retrieval.json of an index folder (index.json before the rename); a missing, foreign
     or malformed one (a field missing or of the wrong type) is one line naming it."""
     not_index = f"{path}: not a CG3D index (no {RETRIEVAL_NAME}; build one with `cg3d index`)"
     require_folder(path, missing=not_index)  # a file or FIFO is named as what it is
-    file = Path(path) / RETRIEVAL_NAME
-    if not file.is_file() and (Path(path) / LEGACY_NAME).is_file():
-        file = Path(path) / LEGACY_NAME
-    if not file.is_file():
+    file = retrieval_file(path)
+    if file is None:
         raise UsageError(not_index)
     try:
         manifest = loads_json(file.read_bytes())
     except ValueError as error:  # UnicodeDecodeError included
         raise UsageError(f"{file}: not readable JSON ({error})") from None
+    if isinstance(manifest, dict) and (
+        problem := version_problem(manifest.get("format"), FORMAT, "rerun `cg3d index`")
+    ):
+        raise UsageError(f"{file}: {problem}")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UsageError(f"{file}: not a CG3D index (no {FORMAT!r} format tag)")
     problem = _descriptor_problem(manifest)

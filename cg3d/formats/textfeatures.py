@@ -24,6 +24,7 @@ import numpy as np
 from cg3d.errors import UsageError
 from cg3d.files import folder_for, loads_json, require_regular_file, write_json
 from cg3d.formats.npy import open_npy, read_npy, write_npy
+from cg3d.formats.versions import version_problem
 
 FORMAT = "cg3d-text-features-1"
 OPTION = "--text-features"
@@ -97,6 +98,10 @@ def read_text_features(path: Path) -> TextFeatures:
         about = loads_json(names.read_bytes())
     except (OSError, ValueError) as error:
         raise UsageError(f"{OPTION}: {names} is not readable JSON ({error})") from None
+    if isinstance(about, dict) and (
+        problem := version_problem(about.get("format"), FORMAT, "rerun `cg3d eval text-features`")
+    ):
+        raise UsageError(f"{OPTION}: {names}: {problem}")
     classes = about.get("classes") if isinstance(about, dict) else None
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise UsageError(f'{OPTION}: {names} has no "classes" list of names')

@@ -29,6 +29,7 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.files import atomic_path, folder_for, require_regular_file
+from cg3d.formats.versions import version_problem
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
     RandomClipWarning,
@@ -50,6 +51,8 @@ METADATA_KEYS = ("card", "protocol")
 # Model config keys added after the first checkpoints were written, with the value their absence
 # meant then (ModelConfig has no defaults: a default that moved would change an old model).
 ADDED_KEYS = {"point_channels": 3}
+# What rewrites a checkpoint of another cg3d's format with this one
+RETRAIN = "train it again with this cg3d"
 POINT_AT_WEIGHTS = "point at them with --clip-pretrained PATH"
 
 
@@ -176,6 +179,10 @@ def _read_checkpoint_file(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"{path}: not a readable checkpoint ({reason}{never if refused else ''})"
         ) from None
+    if isinstance(payload, dict) and (
+        problem := version_problem(payload.get("format"), FORMAT, RETRAIN)
+    ):
+        raise UsageError(f"{path}: {problem}")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         # ULIP's, OpenShape's and Uni3D's files are dicts of weights too: the line says what
         # turns them into ours, where it only said what the file lacked
@@ -243,7 +250,12 @@ def checkpoint_config(payload: dict[str, Any], path: Path) -> ModelConfig:
     names = {item.name for item in dataclasses.fields(ModelConfig)}
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
     if unknown:
-        raise UsageError(f"{path}: its model config has unknown keys: {_first(unknown)}")
+        # every key builds the model: one this cg3d does not know (a newer cg3d's, or a hand
+        # edit) is refused, never passed over (docs/formats.md, Versions)
+        raise UsageError(
+            f"{path}: its model config has unknown keys: {_first(unknown)} (a newer cg3d's "
+            "model? upgrade cg3d to load it)"
+        )
     if missing:
         raise UsageError(f"{path}: its model config lacks the keys: {_first(missing)}")
     stored = payload["config"]

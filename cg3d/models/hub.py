@@ -32,6 +32,7 @@ from cg3d.files import (
     zero_ends,
 )
 from cg3d.formats.owner import check_owner
+from cg3d.formats.versions import version_problem
 
 HUB_FORMAT = "cg3d-hub-1"
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -116,6 +117,12 @@ def read_hub_config(folder: Path) -> dict[str, Any]:
         config = loads_json((folder / CONFIG).read_bytes())
     except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, or nested too deep
         raise UsageError(f"{folder / CONFIG}: not readable JSON ({error})") from None
+    if isinstance(config, dict) and (
+        problem := version_problem(
+            config.get("format"), HUB_FORMAT, "export it again with this cg3d"
+        )
+    ):
+        raise UsageError(f"{folder / CONFIG}: {problem}")
     if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
         raise UsageError(f"{folder / CONFIG}: not a CG3D hub config (no {HUB_FORMAT!r} format)")
     if not isinstance(config.get("model"), dict) or not isinstance(config.get("full_clip"), bool):

@@ -101,6 +101,19 @@ def code_digest(module: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def written_by(out_dir: Path) -> str | None:
+    """The `code_digest` of the code that wrote `out_dir`'s parts (its CODE_NAME); None for
+    parts of unknown code (a folder of a cg3d before the mark, or of none)."""
+    code = read_plan(Path(out_dir) / CODE_NAME).get("code")
+    return code if isinstance(code, str) else None
+
+
+def mark_code(out_dir: Path, code: str) -> None:
+    """Record in `out_dir` (CODE_NAME) that `code` writes its parts from now on."""
+    with atomic_path(Path(out_dir) / CODE_NAME) as tmp:
+        tmp.write_text(json_text({"code": code}), encoding="utf-8")
+
+
 def split_into_chunks(items: Sequence[Any], chunk_size: int) -> list[list[Any]]:
     """Consecutive chunks of at most `chunk_size` items, in the given (stable) order."""
     if chunk_size < 1:
@@ -158,10 +171,8 @@ class ChunkedOutput:
                 leftover.unlink()
         # A killed run's workers' folders: the lock says no live run of this folder uses them.
         shutil.rmtree(self.scratch, ignore_errors=True)
-        code_file = self.out_dir / CODE_NAME
-        written_by = read_plan(code_file).get("code")  # none: parts of unknown code
         code = code_digest(self.code)
-        if previous_plan_digest(plan_file) != digest or written_by != code:
+        if previous_plan_digest(plan_file) != digest or written_by(self.out_dir) != code:
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -171,8 +182,7 @@ class ChunkedOutput:
         (self.out_dir / FAILURES_NAME).unlink(missing_ok=True)
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         write_plan(plan_file, self.fingerprint)
-        with atomic_path(code_file) as tmp:
-            tmp.write_text(json_text({"code": code}), encoding="utf-8")
+        mark_code(self.out_dir, code)
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not

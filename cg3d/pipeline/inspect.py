@@ -47,7 +47,7 @@ from cg3d.files import (
 from cg3d.formats.failures import FAILURES_NAME, read_failures
 from cg3d.formats.owner import OWNER_MARK, PLAN_NAME, holds_an_output, read_plan
 from cg3d.formats.retrieval import FORMAT as INDEX_FORMAT
-from cg3d.formats.retrieval import RETRIEVAL_NAME
+from cg3d.formats.retrieval import INDEX_ONLY, RETRIEVAL_NAME, retrieval_file
 
 # An evaluation's, a `cg3d benchmark`'s, a `cg3d audit`'s
 RESULT_FILES = ("metrics.json", "results.csv", "audit.json")
@@ -114,7 +114,8 @@ def folder_kind(folder: Path) -> str:
     if _holds(folder, "manifest.parquet"):
         return "meshes"
     if _holds(folder, "index.json"):
-        return "shards"
+        # an index built before its index.json became retrieval.json is an index still
+        return "index" if _holds(folder, INDEX_ONLY) else "shards"
     if _holds(folder, "last.pt") or _holds(folder, ".resume", why_not_a_folder):
         return "run"
     if _holds(folder, "captions.parquet"):
@@ -415,7 +416,7 @@ def read_retrieval_index(found: Inspection) -> None:
     plan = _index_plan(folder)
     if plan is not None:
         found.made_by["params"] = {k: plan.get(k) for k in ("shards", "thumbnail", "model")}
-    if not (folder / RETRIEVAL_NAME).is_file():
+    if retrieval_file(folder) is None:
         planned = plan.get("plan") if plan else None
         of = f" of {len(planned)}" if isinstance(planned, list) else ""
         parts = len(list(folder.glob("part-*.parquet")))
@@ -437,7 +438,8 @@ def read_retrieval_index(found: Inspection) -> None:
         "embeddings": f"{manifest['objects']} objects, {manifest['views']} views, "
         f"{manifest['dim']}-d",
         "shards": manifest["shards"],
-        "samples lost": manifest.get("lost"),
+        # an index built before `lost` was recorded (its failures.parquet lists them)
+        "samples lost": manifest.get("lost", "not recorded (an index of an older cg3d)"),
     }
 
 

@@ -66,10 +66,13 @@ from cg3d.formats.tar import FormatError
 from cg3d.params import PackConfig
 from cg3d.pipeline.chunks import (
     bound_workers,
+    code_digest,
+    mark_code,
     plan_digest,
     previous_plan_digest,
     run_chunks,
     write_plan,
+    written_by,
 )
 from cg3d.terminal import console
 
@@ -186,12 +189,15 @@ def plan_fingerprint(dirs: tuple[str, str, str, str], config: PackConfig) -> dic
 
 
 def prepare_output(out_dir: Path, fingerprint: dict) -> str:
-    """Create the folders; keep the finished shards of the same plan, clear another plan's.
-    Returns the plan's digest. The index goes first: no index, no set."""
+    """Create the folders; keep the finished shards of the same plan and code, clear another
+    plan's, or another cg3d's (a shard of the same inputs written by other code, one before an
+    upgrade, is packed again: the chunked stages' rule, `chunks.code_digest`). Returns the
+    plan's digest. The index goes first: no index, no set."""
     check_owner(out_dir, "pack")
     digest = plan_digest(fingerprint)
     plan_file = out_dir / PLAN_NAME
-    previous = previous_plan_digest(plan_file)
+    code = code_digest(__name__)
+    previous = previous_plan_digest(plan_file) if written_by(out_dir) == code else None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INDEX_NAME).unlink(missing_ok=True)
     if previous != digest:
@@ -205,6 +211,7 @@ def prepare_output(out_dir: Path, fingerprint: dict) -> str:
             for stale in folder.glob("shard-*.tar"):
                 stale.unlink()
     write_plan(plan_file, fingerprint)
+    mark_code(out_dir, code)
     return digest
 
 

@@ -206,6 +206,24 @@ def test_a_rerun_on_unchanged_inputs_writes_no_shard(tmp_path):
     assert pack_into(tmp_path, "shards", shard_size=4).shards_written == 6  # new params
 
 
+@pytest.mark.parametrize("mark", ["none", "another"])
+def test_shards_another_cg3d_wrote_are_packed_again(tmp_path, mark):
+    """A data root kept across an upgrade: the same inputs and params, shards of an earlier
+    cg3d (no .code.json: written before the mark; or another code's). Before, every shard was
+    kept and today's index.json listed them, whatever layout the earlier code wrote."""
+    fake_pipeline(tmp_path, per_class=8, shard_size=3)
+    code = tmp_path / "shards" / ".code.json"
+    if mark == "none":
+        code.unlink()
+    else:
+        code.write_text(json.dumps({"code": "0" * 64}))
+    before = output_files(tmp_path / "shards")
+    summary = pack_into(tmp_path, "shards", shard_size=3)
+    assert summary.shards_written == sum(summary.shards.values()) == 8  # every one
+    assert output_files(tmp_path / "shards").keys() >= before.keys()
+    assert pack_into(tmp_path, "shards", shard_size=3).shards_written == 0  # its own: kept
+
+
 def test_inputs_with_other_mtimes_pack_to_identical_bytes_plan_included(tmp_path):
     """A fresh clone's run (same input bytes, new mtimes) must give DVC the same output hash."""
     fake_pipeline(tmp_path, per_class=4, shard_size=3)
