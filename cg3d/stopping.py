@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -146,22 +146,53 @@ def pool_stops_whole(pool: Any) -> Iterator[None]:
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             interrupt_workers(pool)  # those a `kill PID` did not reach
+        workers = list((pool._processes or {}).values())  # private: shutdown forgets them
         pool.shutdown(wait=True, cancel_futures=True)
         if isinstance(error, BrokenProcessPool):  # was a traceback
-            raise UsageError(worker_died_line()) from error
+            raise UsageError(worker_died_line(workers)) from error
         raise
 
 
-def worker_died_line() -> str:
-    """What a worker process that died without a word (SIGKILL: the kernel's OOM killer, most
-    often that of a container's or a Slurm job's cgroup) means, naming the memory it had."""
+def worker_died_line(workers: Iterable[Any] = ()) -> str:
+    """What a worker process that died without a word means, from the signal that ended one of
+    `workers` (multiprocessing Processes, their `exitcode`). SIGKILL, or no signal known: the
+    kernel's OOM killer most often (a container's or a Slurm job's cgroup), naming the memory
+    it had. SIGBUS: a shared memory (/dev/shm) too small for the loader's batches, which a
+    larger memory limit does not grow. Another signal: a crash in native code. Each was said
+    to be the OOM killer's, with a larger memory limit for remedy."""
     from cg3d.params import memory_limit
 
+    ended = [-code for code in (getattr(worker, "exitcode", None) for worker in workers)]
+    # the siblings the pool or the loader ended itself, after the death, were sent SIGTERM
+    signals = [code for code in ended if isinstance(code, int) and code > 0]
+    signals = [code for code in signals if code not in (signal.SIGTERM, signal.SIGINT)]
+    died = signals[0] if signals else None
+    if died is None or died == signal.SIGKILL:
+        how = "SIGKILL, most often" if died else "most often"
+        return (
+            f"a worker process was killed ({how} by the out-of-memory killer: this process "
+            f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
+            "workers or a larger memory limit"
+        )
+    if died == signal.SIGBUS:
+        return (
+            "a worker process died of SIGBUS (most often a shared memory, /dev/shm, too small "
+            "for its batches: a container's is 64 MiB unless given more, `docker --shm-size`); "
+            "rerun to resume, with fewer workers or more shared memory"
+        )
     return (
-        "a worker process was killed (most often by the out-of-memory killer: this process "
-        f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
-        "workers or a larger memory limit"
+        f"a worker process died of {signal_name(died)} (a crash in a library's native code, "
+        "on this input or of this machine); rerun to resume: a crash again at the same place "
+        "is a bug to report"
     )
+
+
+def signal_name(signum: int) -> str:
+    """`SIGSEGV` for 11, the number itself for one this platform does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def start_pool_worker(parent: int, workers: int) -> None:
