@@ -103,3 +103,45 @@ def test_a_shared_memory_too_small_for_the_batch_buffers_is_one_line(monkeypatch
     line = str(refused.value)
     assert line.startswith("train.workers: ")
     assert "/dev/shm" in line and "No space left on device" in line and "--shm-size" in line
+
+
+# A command whose loader worker dies while the main process is busy elsewhere (an optimizer
+# step): torch's SIGCHLD handler raises its RuntimeError there, outside the loader's loop.
+_LOADER_DIES_MID_STEP = """
+import os, signal, sys, time
+import torch
+from cg3d import cli
+
+class DiesInWorker(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        time.sleep(0.5)  # the main process is past its `next`, in its step
+        os.kill(os.getpid(), int(sys.argv[-1]))
+        yield 1
+
+@cli.app.command("talk")
+def talk(signum: int) -> None:
+    batches = iter(torch.utils.data.DataLoader(DiesInWorker(), num_workers=1, batch_size=None))
+    for _ in range(600):  # a long step: the handler raises inside it
+        time.sleep(0.1)
+
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "words"),
+    [(signal.SIGKILL, "was killed (SIGKILL, most often by the out-of-memory killer"),
+     (signal.SIGBUS, "died of SIGBUS (most often a shared memory, /dev/shm")],
+)  # fmt: skip
+def test_a_loader_worker_dead_mid_step_is_one_line(signum, words):
+    """Before: `cg3d train --set train.workers=2` with a loader worker SIGKILLed (or dead of
+    SIGBUS) mid-epoch: "RuntimeError: DataLoader worker (pid 24290) is killed by signal:
+    Killed." raised by torch's SIGCHLD handler in the optimizer step, a traceback (exit 1)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", _LOADER_DIES_MID_STEP, "talk", str(int(signum))]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.splitlines()[-1]  # after torch's own SIGBUS line, which ends in a NUL
+    assert last.removeprefix("\x00").startswith(f"error: a worker process {words}")

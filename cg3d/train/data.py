@@ -67,6 +67,7 @@ from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
 from cg3d.stopping import (
     AwakeTimer,
+    dead_worker_signal,
     start_resource_tracker,
     stop_as_interrupt,
     worker_died_line,
@@ -656,8 +657,8 @@ class Loader:
         except RuntimeError as error:  # torch's, for a worker that died: was a traceback
             if not str(error).startswith("DataLoader worker (pid"):
                 raise
-            workers = getattr(iterator, "_workers", [])  # private: torch names no signal
-            raise UsageError(worker_died_line(workers)) from error
+            workers = getattr(iterator, "_workers", [])  # private: torch names no signal here
+            raise UsageError(worker_died_line(dead_worker_signal(workers))) from error
 
 
 # What the model reads of a batch on the device; the rest (captions, keys, has_color) stays
