@@ -23,7 +23,7 @@ from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, missing_dependency_line, printable
-from cg3d.stopping import Interrupt, stopped_words
+from cg3d.stopping import Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -343,8 +343,12 @@ def _run() -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
-    except (UsageError, OSError, UnicodeEncodeError, ModuleNotFoundError) as error:
-        if isinstance(error, ModuleNotFoundError):  # a command's own import (torch, bpy)
+    except (UsageError, OSError, UnicodeEncodeError, ModuleNotFoundError, RuntimeError) as error:
+        if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
+            message = loader_worker_died(error)
+            if message is None:
+                raise
+        elif isinstance(error, ModuleNotFoundError):  # a command's own import (torch, bpy)
             message = missing_dependency_line(error)
             if message is None:
                 raise

@@ -615,10 +615,12 @@ def _write_holder(handle) -> None:
     except KeyError:  # a container's uid with no passwd entry
         user = f"uid {os.getuid()}"
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    holder = f"pid {os.getpid()} of {user} on {socket.gethostname()}, since {since}\n"
     with contextlib.suppress(OSError):  # the lock holds without its note
         handle.truncate(0)
-        handle.write(f"pid {os.getpid()} of {user} on {socket.gethostname()}, since {since}\n")
-        handle.flush()
+        # UTF-8 bytes, whatever the locale's encoding; a passwd name that is not UTF-8 (its
+        # bytes as surrogates) spelled `\xe9`: as text it raised, and no run could start
+        os.write(handle.fileno(), utf8_name(holder).encode("utf-8"))
 
 
 def _lock_holder(lock_file: Path) -> str:

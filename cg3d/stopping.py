@@ -17,10 +17,11 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -146,22 +147,71 @@ def pool_stops_whole(pool: Any) -> Iterator[None]:
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             interrupt_workers(pool)  # those a `kill PID` did not reach
+        workers = list((pool._processes or {}).values())  # private: shutdown forgets them
         pool.shutdown(wait=True, cancel_futures=True)
         if isinstance(error, BrokenProcessPool):  # was a traceback
-            raise UsageError(worker_died_line()) from error
+            raise UsageError(worker_died_line(dead_worker_signal(workers))) from error
         raise
 
 
-def worker_died_line() -> str:
-    """What a worker process that died without a word (SIGKILL: the kernel's OOM killer, most
-    often that of a container's or a Slurm job's cgroup) means, naming the memory it had."""
+def worker_died_line(died: int | None = None) -> str:
+    """What a worker process that died without a word means, from the signal `died` that
+    ended it (`dead_worker_signal`, `loader_worker_died`). SIGKILL, or no signal known: the
+    kernel's OOM killer most often (a container's or a Slurm job's cgroup), naming the memory
+    it had. SIGBUS: a shared memory (/dev/shm) too small for the loader's batches, which a
+    larger memory limit does not grow. Another signal: a crash in native code. Each was said
+    to be the OOM killer's, with a larger memory limit for remedy."""
     from cg3d.params import memory_limit
 
+    if died is None or died == signal.SIGKILL:
+        how = "SIGKILL, most often" if died else "most often"
+        return (
+            f"a worker process was killed ({how} by the out-of-memory killer: this process "
+            f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
+            "workers or a larger memory limit"
+        )
+    if died == signal.SIGBUS:
+        return (
+            "a worker process died of SIGBUS (most often a shared memory, /dev/shm, too small "
+            "for its batches: a container's is 64 MiB unless given more, `docker --shm-size`); "
+            "rerun to resume, with fewer workers or more shared memory"
+        )
     return (
-        "a worker process was killed (most often by the out-of-memory killer: this process "
-        f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
-        "workers or a larger memory limit"
+        f"a worker process died of {signal_name(died)} (a crash in a library's native code); "
+        "rerun to resume: a crash again on the same objects is a bug to report"
     )
+
+
+def dead_worker_signal(workers: Iterable[Any]) -> int | None:
+    """The signal that ended one of `workers` (multiprocessing Processes, their `exitcode`),
+    None when none was: the siblings the pool or the loader ended itself after the death were
+    sent SIGTERM (and a worker's own SIGINT handling ends it with a code)."""
+    ended = [-code for code in (getattr(worker, "exitcode", None) for worker in workers)]
+    signals = [code for code in ended if isinstance(code, int) and code > 0]
+    signals = [code for code in signals if code not in (signal.SIGTERM, signal.SIGINT)]
+    return signals[0] if signals else None
+
+
+def loader_worker_died(error: BaseException) -> str | None:
+    """`worker_died_line` for torch's DataLoader error of a dead worker, else None. torch's
+    SIGCHLD handler raises it wherever the main process is when the worker dies (an optimizer
+    step, a checkpoint), so only the command's outermost handler sees it; its words name the
+    signal as `strsignal` does ("is killed by signal: Bus error."), or none ("exited
+    unexpectedly")."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or not text.startswith("DataLoader worker (pid"):
+        return None
+    named = re.search(r"killed by signal: ([^.]+)\.", text)
+    by_words = {signal.strsignal(signum): signum for signum in signal.Signals}
+    return worker_died_line(by_words.get(named.group(1)) if named else None)
+
+
+def signal_name(signum: int) -> str:
+    """`SIGSEGV` for 11, the number itself for one this platform does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def start_pool_worker(parent: int, workers: int) -> None:

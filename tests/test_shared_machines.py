@@ -291,3 +291,18 @@ def test_a_loader_worker_killed_by_the_oom_killer_is_one_line_naming_memory(monk
     shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
     with pytest.raises(UsageError, match=r"worker process was killed .*out-of-memory.* GiB"):
         list(data.Loader(shards, config, train=False, samples=1))
+
+
+def test_a_user_whose_passwd_name_is_not_utf8_can_take_a_lock(tmp_path, monkeypatch):
+    """Issue t84a: a passwd entry written in Latin-1 (`Jos\\xe9`, which Python's pwd hands over
+    as a surrogate) made writing the holder raise UnicodeEncodeError: that user's every
+    stage ended at its output lock."""
+    import types
+
+    from cg3d import files
+
+    user = types.SimpleNamespace(pw_name="Jos\udce9")
+    monkeypatch.setattr(files.pwd, "getpwuid", lambda uid: user)
+    with files.output_lock(tmp_path / "out"), pytest.raises(UsageError) as refused:
+        files.output_lock(tmp_path / "out").__enter__()
+    assert "of Jos\\\\xe9 on " in str(refused.value)  # repr's spelling of `Jos\xe9`

@@ -67,6 +67,7 @@ from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.params import TrainConfig, bound_workers
 from cg3d.stopping import (
     AwakeTimer,
+    dead_worker_signal,
     start_resource_tracker,
     stop_as_interrupt,
     worker_died_line,
@@ -470,12 +471,29 @@ class BatchSlots:
             "points": torch.empty((workers, depth, size, n, config.point_channels)),
             "image": views.permute(0, 1, 2, 5, 3, 4),
         }
-        for buffer in self.buffers.values():
-            buffer.share_memory_()
+        try:
+            for buffer in self.buffers.values():
+                buffer.share_memory_()
+        except RuntimeError as error:  # torch's, for a full /dev/shm: was a traceback
+            if "shared memory" not in str(error):
+                raise
+            raise UsageError(self._no_room_line(error)) from error
         # 1 while a buffer holds a batch the main process has not copied out; the lock orders
         # the flag against the buffer's contents on every platform
         self.busy = multiprocessing.get_context("spawn").Array("b", workers * depth)
         self.main = os.getpid()  # the process that frees buffers, which `claim` waits for
+
+    def _no_room_line(self, error: RuntimeError) -> str:
+        """A shared memory (/dev/shm) that refused the buffers: a container's is 64 MiB
+        unless given more, less than 4 workers' buffers of 32-sample batches."""
+        size = sum(buffer.numel() * buffer.element_size() for buffer in self.buffers.values())
+        reason = str(error).rsplit(": ", 1)[-1]  # "No space left on device (28)"
+        return (
+            f"train.workers: the loader's batch buffers need {size / 2**20:.0f} MiB of shared "
+            f"memory (/dev/shm), which refused them ({reason}); give it more (a container's is "
+            "64 MiB unless given more: `docker --shm-size`), or lower train.workers or "
+            "train.batch_size"
+        )
 
     def free_all(self, worker: int) -> None:
         with self.busy.get_lock():
@@ -625,7 +643,8 @@ class Loader:
         # The first pass starts the worker processes (later ones reuse them: persistent), deaf
         # to the stop signals until `stop_as_interrupt` runs in each, as the pools' workers do
         with workers_start_deaf():
-            parts: Iterable[dict] = iter(self.workers)
+            iterator = iter(self.workers)
+        parts: Iterable[dict] = iterator
         if self.dataset.slots is not None:
             parts = map(self.dataset.slots.take, parts)
         batches = cut_batches(parts, self.config.batch_size, keep_last=not self.train)
@@ -638,7 +657,8 @@ class Loader:
         except RuntimeError as error:  # torch's, for a worker that died: was a traceback
             if not str(error).startswith("DataLoader worker (pid"):
                 raise
-            raise UsageError(worker_died_line()) from error
+            workers = getattr(iterator, "_workers", [])  # private: torch names no signal here
+            raise UsageError(worker_died_line(dead_worker_signal(workers))) from error
 
 
 # What the model reads of a batch on the device; the rest (captions, keys, has_color) stays

@@ -1,0 +1,147 @@
+"""What a dead worker process is said to have died of (issue t84a, a review of t83a): only a
+SIGKILL, or a death whose cause is unknown, is put down to the out-of-memory killer. A crash
+(SIGSEGV in a library's C code) or a shared memory too small for the loader (SIGBUS; a
+container's /dev/shm is 64 MiB by default) named the wrong remedy, a larger memory limit. A
+/dev/shm too small for the loader's batch buffers was a traceback."""
+
+import dataclasses
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from cg3d.errors import UsageError
+
+
+def die_of(folder: Path, signum: int) -> int:
+    """A pool task whose worker dies of `signum`."""
+    os.kill(os.getpid(), signum)
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("signum", "words"),
+    [
+        (signal.SIGKILL, r"was killed \(SIGKILL, most often by the out-of-memory killer"),
+        (signal.SIGSEGV, r"died of SIGSEGV \(a crash in"),
+        (signal.SIGBUS, r"died of SIGBUS \(most often a shared memory"),
+    ],
+)
+def test_a_dead_pool_worker_is_said_to_die_of_its_signal(tmp_path, signum, words):
+    """Before: every one of them "was killed (most often by the out-of-memory killer ...)"."""
+    from cg3d.pipeline.chunks import _run_pool
+
+    with pytest.raises(UsageError, match=words) as refused:
+        _run_pool(die_of, iter([((tmp_path, signum), 1) for _ in range(4)]), 2, lambda n: None)
+    if signum != signal.SIGKILL:
+        assert "out-of-memory" not in str(refused.value)
+
+
+class DiesInWorker(torch.utils.data.IterableDataset):
+    """A loader worker's dataset whose worker dies of a signal."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __iter__(self):
+        os.kill(os.getpid(), self.signum)
+        yield {}
+
+
+def _loader(monkeypatch, signum: int):
+    from cg3d.params import TrainConfig
+    from cg3d.train import data
+
+    real_loader = torch.utils.data.DataLoader
+    monkeypatch.setattr(
+        data.torch.utils.data,
+        "DataLoader",
+        lambda dataset, **kwargs: real_loader(DiesInWorker(signum), **kwargs),
+    )
+    monkeypatch.setattr(data, "BatchSlots", lambda *args: None)
+    config = dataclasses.replace(
+        data.LoaderConfig.of_params(TrainConfig(batch_size=1), image_size=8), workers=1
+    )
+    shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
+    return data.Loader(shards, config, train=False, samples=1)
+
+
+def test_a_loader_worker_dead_of_sigbus_names_shared_memory(monkeypatch):
+    """Before: "a worker process was killed (most often by the out-of-memory killer ...);
+    rerun ... with a larger memory limit": SIGBUS is a full /dev/shm, which --memory does
+    not grow."""
+    with pytest.raises(UsageError, match=r"died of SIGBUS .*/dev/shm") as refused:
+        list(_loader(monkeypatch, signal.SIGBUS))
+    assert "out-of-memory" not in str(refused.value)
+
+
+def test_a_loader_worker_killed_names_memory(monkeypatch):
+    with pytest.raises(UsageError, match=r"was killed \(SIGKILL, most often .*out-of-memory"):
+        list(_loader(monkeypatch, signal.SIGKILL))
+
+
+def test_a_shared_memory_too_small_for_the_batch_buffers_is_one_line(monkeypatch):
+    """Before: torch's `RuntimeError: unable to allocate shared memory(shm) for file
+    </torch_...>: No space left on device (28)` traceback: `cg3d train` with train.workers 2
+    under a 2 MiB /dev/shm (`unshare -m`, `mount -t tmpfs -o size=2m`). The refusal is
+    torch's own words, raised here as the full tmpfs raised them."""
+    from cg3d.params import TrainConfig
+    from cg3d.train import data
+
+    def full(tensor):
+        raise RuntimeError(
+            "unable to allocate shared memory(shm) for file </torch_1_2_0>: "
+            "No space left on device (28)"
+        )
+
+    monkeypatch.setattr(torch.Tensor, "share_memory_", full)
+    config = data.LoaderConfig.of_params(TrainConfig(batch_size=4), image_size=8)
+    with pytest.raises(UsageError) as refused:
+        data.BatchSlots(2, 3, config, 8)
+    line = str(refused.value)
+    assert line.startswith("train.workers: ")
+    assert "/dev/shm" in line and "No space left on device" in line and "--shm-size" in line
+
+
+# A command whose loader worker dies while the main process is busy elsewhere (an optimizer
+# step): torch's SIGCHLD handler raises its RuntimeError there, outside the loader's loop.
+_LOADER_DIES_MID_STEP = """
+import os, signal, sys, time
+import torch
+from cg3d import cli
+
+class DiesInWorker(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        time.sleep(0.5)  # the main process is past its `next`, in its step
+        os.kill(os.getpid(), int(sys.argv[-1]))
+        yield 1
+
+@cli.app.command("talk")
+def talk(signum: int) -> None:
+    batches = iter(torch.utils.data.DataLoader(DiesInWorker(), num_workers=1, batch_size=None))
+    for _ in range(600):  # a long step: the handler raises inside it
+        time.sleep(0.1)
+
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "words"),
+    [(signal.SIGKILL, "was killed (SIGKILL, most often by the out-of-memory killer"),
+     (signal.SIGBUS, "died of SIGBUS (most often a shared memory, /dev/shm")],
+)  # fmt: skip
+def test_a_loader_worker_dead_mid_step_is_one_line(signum, words):
+    """Before: `cg3d train --set train.workers=2` with a loader worker SIGKILLed (or dead of
+    SIGBUS) mid-epoch: "RuntimeError: DataLoader worker (pid 24290) is killed by signal:
+    Killed." raised by torch's SIGCHLD handler in the optimizer step, a traceback (exit 1)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", _LOADER_DIES_MID_STEP, "talk", str(int(signum))]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.splitlines()[-1]  # after torch's own SIGBUS line, which ends in a NUL
+    assert last.removeprefix("\x00").startswith(f"error: a worker process {words}")
