@@ -1116,8 +1116,13 @@ def obj_material_libraries(path: Path) -> list[str]:
     """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them: the rest of
     the line, a `#` after a blank included. Blender 5.0.1 reads "mtllib a b #2.mtl" as the
     file "a b #2.mtl", and "mtllib m.mtl # ours" as "m.mtl # ours" (which it reports missing,
-    then falls back on `<stem>.mtl`: `read_material_libraries`)."""
+    then falls back on `<stem>.mtl`: `read_material_libraries`). A byte-order mark before
+    the first line is no part of its statement (Blender's copy drops it: `_obj_copy`); read
+    with it, "\ufeffmtllib" named no library, so Blender's copy had none and the object came
+    out the importer's grey, with nothing listed as missing."""
     with open(path, "rb") as handle:
+        if handle.read(len(UTF8_BOM)) != UTF8_BOM:
+            handle.seek(0)
         names = [
             _argument(text, "mtllib")
             for block in line_blocks(handle)

@@ -248,3 +248,23 @@ def test_a_texture_named_with_backslashes_is_found_as_blender_finds_it(tmp_path)
     write(tmp_path / "secret.png", "x")
     build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "m")
     assert [row["status"] for row in manifest_rows(tmp_path / "m")] == ["outside_root"]
+
+
+def test_an_mtllib_after_a_byte_order_mark_is_read_and_copied_for_blender(tmp_path):
+    """A Windows tool's OBJ begins with a UTF-8 byte-order mark, often right before `mtllib`:
+    the library was read as named by "\\ufeffmtllib", no statement, so Blender's copy had no
+    material (the importer's grey) and a missing MTL was not listed either."""
+    from cg3d.geometry.meshio import blender_input, defined_materials, references
+
+    root = tmp_path / "src"
+    bom = "\ufeff"  # written as UTF-8: EF BB BF
+    obj = write(root / "chair" / "chair.obj", f"{bom}mtllib mats.mtl\nusemtl m\n" + SQUARE)
+    write(root / "chair" / "mats.mtl", "newmtl m\nKd 1 0 0\n")
+    assert obj.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert references(obj, root) == ([root / "chair" / "mats.mtl"], [])
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"m": True}
+    assert copy.read_bytes().startswith(b"mtllib material-0.mtl\n")
+
+    lacking = write(root / "table" / "t.obj", f"{bom}mtllib gone.mtl\nusemtl m\n" + SQUARE)
+    assert references(lacking, root) == ([], ["gone.mtl"])
