@@ -133,3 +133,14 @@ def test_a_block_that_fails_leaves_no_end_of_archive(tmp_path):
         raise RuntimeError("stopped")
     data = (tmp_path / "s.tar").read_bytes()
     assert len(data) == 512 + 1024  # the header, 1006 bytes padded to blocks, nothing more
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_disk_at_the_end_blocks_still_closes_the_file():
+    """The end's write (up to a record, more than the file's buffer) fails first on a full disk:
+    the file stayed open, so the unlinked temp shard kept its blocks."""
+    tar = open_tar_writer(Path("/dev/full"))
+    tar.add("a.cls", b"7")
+    with pytest.raises(OSError, match="No space left"):
+        tar.close()
+    assert tar.file.closed
