@@ -1053,6 +1053,18 @@ MTL_VALUE_KEYWORDS = {
 }  # fmt: skip
 
 
+# How the names in an OBJ or MTL (a library, a texture, a material) are decoded: bytes that are
+# not UTF-8 (a Latin-1 "café.mtl" from a Windows tool) as lone surrogates, which name the very
+# file on disk again and are written back as the same bytes. Blender reads names as bytes and
+# found that library; decoded with U+FFFD it was "missing", so Blender's copy had no material.
+NAME_BYTES = "surrogateescape"
+
+
+def _mtl_lines(mtl: Path) -> list[str]:
+    """The lines of the MTL file `mtl`, its names decoded as NAME_BYTES says."""
+    return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).splitlines()
+
+
 def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
     """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
     lines: list[bytes] = []
@@ -1061,10 +1073,10 @@ def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
         if line.rstrip(b"\r\n").endswith(b"\\"):
             continue
         text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
-        yield lines, text.decode(errors="replace")
+        yield lines, text.decode(errors=NAME_BYTES)
         lines = []
     if lines:
-        yield lines, b"".join(lines).decode(errors="replace")
+        yield lines, b"".join(lines).decode(errors=NAME_BYTES)
 
 
 def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes]:
@@ -1092,7 +1104,7 @@ def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
         while (found := lowered.find(b"mtllib", position)) >= 0:
             start = block.rfind(b"\n", 0, found) + 1
             end = block.find(b"\n", found) + 1 or len(block)
-            yield start, end, block[start:end].decode(errors="replace")
+            yield start, end, block[start:end].decode(errors=NAME_BYTES)
             position = end
         return
     offset = 0
@@ -1179,7 +1191,7 @@ def _is_number(word: str) -> bool:
 
 def _mtl_maps(mtl: Path) -> list[str]:
     """The texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...)."""
-    maps = (texture_map(line) for line in mtl.read_text(errors="replace").splitlines())
+    maps = (texture_map(line) for line in _mtl_lines(mtl))
     return [found[2] for found in maps if found and found[2]]
 
 
@@ -1192,7 +1204,7 @@ def defined_materials(copy: Path) -> dict[str, bool]:
     states_kd: dict[str, bool] = {}
     for library in obj_material_libraries(copy):  # the copy names its resolved MTLs only
         name = None
-        for line in (copy.parent / library).read_text(errors="replace").splitlines():
+        for line in _mtl_lines(copy.parent / library):
             words = line.split(maxsplit=1)
             if len(words) == 2 and words[0] == "newmtl":
                 name = words[1].strip()
@@ -1430,7 +1442,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
     resolved paths (MeshError `outside_root` for one outside `root`, as the meshes stage says);
     nothing else (no statement Blender could read a file name from is copied unread)."""
     kept = []
-    for line in mtl.read_text(errors="replace").splitlines():
+    for line in _mtl_lines(mtl):
         words = line.split()
         if words and words[0] in MTL_VALUE_KEYWORDS:
             kept.append(line.strip())
@@ -1447,7 +1459,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
                 else str(copy.parent / "no-such-image")
             )
             kept.append(" ".join([found[0], *found[1], named]))
-    copy.write_text("\n".join(kept) + "\n")
+    copy.write_text("\n".join(kept) + "\n", encoding="utf-8", errors=NAME_BYTES)
     return copy
 
 

@@ -3,6 +3,7 @@ so: the manifest's `missing` column, the meshes stage's summary line, `cg3d insp
 manifest written before the column existed still reads, as lacking nothing."""
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -268,3 +269,23 @@ def test_an_mtllib_after_a_byte_order_mark_is_read_and_copied_for_blender(tmp_pa
 
     lacking = write(root / "table" / "t.obj", f"{bom}mtllib gone.mtl\nusemtl m\n" + SQUARE)
     assert references(lacking, root) == ([], ["gone.mtl"])
+
+
+def test_latin1_library_and_texture_names_are_found_as_blender_finds_them(tmp_path):
+    """A Windows tool writes names in Latin-1: `mtllib café.mtl` (byte E9) beside that very
+    file. Blender reads names as bytes and found it (red, its texture on it); read as UTF-8
+    with U+FFFD it was listed missing, and Blender's copy had no material (grey)."""
+    from cg3d.geometry.meshio import blender_input, defined_materials, references
+
+    root = tmp_path / "src"
+    folder = root / "chair"
+    folder.mkdir(parents=True)
+    mtl, texture = os.fsdecode(b"caf\xe9.mtl"), os.fsdecode(b"t\xe9xture.png")
+    (folder / "chair.obj").write_bytes(b"mtllib caf\xe9.mtl\nusemtl rouge\n" + SQUARE.encode())
+    (folder / mtl).write_bytes(b"newmtl rouge\nKd 1 0 0\nmap_Kd t\xe9xture.png\n")
+    (folder / texture).write_bytes(b"\x89PNG")
+    assert references(folder / "chair.obj", root) == ([folder / mtl, folder / texture], [])
+    copy = blender_input(folder / "chair.obj", root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"rouge": True}
+    library = (copy.parent / "material-0.mtl").read_bytes()
+    assert library.endswith(b"map_Kd " + bytes(folder / texture) + b"\n")
