@@ -275,6 +275,7 @@ def check_ply_faces(path: Path) -> None:
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
         size = os.fstat(handle.fileno()).st_size
+        has_faces = any(element.name == "face" and element.count for element in elements)
         for element in elements:
             # Every record of an element with properties takes a byte or more: a count beyond
             # the file's bytes is a lie, refused before it drives a loop or a read (a header
@@ -286,9 +287,10 @@ def check_ply_faces(path: Path) -> None:
                     f"than the file's {size} bytes hold",
                 )
             lists = [name for name, _, item in element.properties if item is not None]
-            if element.name == "vertex" and lists and form != "ascii":
+            if element.name == "vertex" and lists and form != "ascii" and has_faces:
                 # trimesh reads it; Blender 5.0's importer fails ("unknown error"): the points
-                # would have come from a file whose views could not be drawn
+                # would have come from a file whose views could not be drawn. Without faces it
+                # is a point cloud, said as such (`no_faces`), which classify and embed read.
                 raise MeshError(
                     "unsupported_format",
                     f"a binary PLY whose vertex element has a list property ({lists[0]}), "
