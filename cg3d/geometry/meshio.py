@@ -164,6 +164,19 @@ def check_bytes(path: Path) -> None:
         )
 
 
+class HandedOver(io.BytesIO):
+    """A file's text handed to trimesh in memory, let go once trimesh has read it whole: a
+    BytesIO keeps its bytes until closed, so the text of a 500 MB OBJ was held twice all
+    through trimesh's parse (its bytes here, its decoded text there), where trimesh given the
+    path holds it once. trimesh's readers read a file object once, whole."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if size is None or size < 0:
+            self.close()
+        return data
+
+
 def load_mesh(path: Path) -> Mesh:
     """Read a mesh file into one triangulated `Mesh`; raise MeshError when unusable."""
     import trimesh
@@ -175,9 +188,9 @@ def load_mesh(path: Path) -> Mesh:
     # An OBJ with faces naming a vertex twice apart is read split, as Blender is given it: in
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
     if suffix == ".obj":
-        source = io.BytesIO(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
+        source = HandedOver(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
     elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
-        source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
+        source = HandedOver(path.read_bytes().removeprefix(UTF8_BOM))
     else:
         source = str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
@@ -572,13 +585,11 @@ def corner_layouts(text: bytes) -> set[bytes]:
     return {corner for line in lines for corner in line.lstrip().split(b" ")[1:]}
 
 
-def vertex_corners(text: bytes) -> bytes:
-    """An OBJ's `text` as trimesh is given it: as it is when its face corners are all laid out
-    alike (`corner_layouts`), else each corner cut to its vertex index. Names and comments stay
-    but for a blank, a number and a slash in them ("o part 1/2"), which decide no surface."""
-    if len(corner_layouts(text)) <= 1:
-        return text
-    return OBJ_CORNER_TAIL.sub(rb"\1", text)
+def vertex_corners(block: bytes) -> bytes:
+    """Whole lines of an OBJ with each face corner cut to its vertex index (OBJ_CORNER_TAIL),
+    for a file whose corners are not all laid out alike (`corner_layouts`). Names and comments
+    stay but for a blank, a number and a slash in them ("o part 1/2"), which decide no surface."""
+    return OBJ_CORNER_TAIL.sub(rb"\1", block)
 
 
 # trimesh's OBJ reader finds a statement only at a line's start and followed by a space: an
@@ -592,14 +603,22 @@ OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
 def trimesh_obj_text(text: bytes) -> bytes:
     """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: without a
     byte-order mark (UTF8_BOM), tabs as blanks, statements unindented (OBJ_INDENT), face
-    corners as `vertex_corners` gives them.
-    Byte searches first: a file that needs none of it is not copied."""
+    corners cut to their vertex where they are not all laid out alike (`vertex_corners`).
+    Byte searches first: a file that needs none of it is not copied. One that does is rewritten
+    in blocks of whole lines (`line_blocks`): a substitution over the whole text held a piece
+    per match besides it (3 a face), several times the text of a large OBJ."""
     text = text.removeprefix(UTF8_BOM)
-    if b"\t" in text:
-        text = text.replace(b"\t", b" ")
-    if text[:1] == b" " or b"\n " in text:
-        text = OBJ_INDENT.sub(b"\n", text.lstrip(b" "))
-    return vertex_corners(text)
+    cut = len(corner_layouts(text)) > 1
+    if not cut and b"\t" not in text and text[:1] != b" " and b"\n " not in text:
+        return text
+    with io.BytesIO(text) as handle:
+        return b"".join(_trimesh_obj_block(block, cut) for block in line_blocks(handle, COPY_BLOCK))
+
+
+def _trimesh_obj_block(block: bytes, cut: bool) -> bytes:
+    """Whole lines of an OBJ as `trimesh_obj_text` gives them (a block starts a line)."""
+    block = OBJ_INDENT.sub(b"\n", b"\n" + block.replace(b"\t", b" "))[1:]
+    return vertex_corners(block) if cut else block
 
 
 def _fan_without_area(corners: list[bytes]) -> bool:
