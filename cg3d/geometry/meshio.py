@@ -168,7 +168,8 @@ class HandedOver(io.BytesIO):
     """A file's text handed to trimesh in memory, let go once trimesh has read it whole: a
     BytesIO keeps its bytes until closed, so the text of a 500 MB OBJ was held twice all
     through trimesh's parse (its bytes here, its decoded text there), where trimesh given the
-    path holds it once. trimesh's readers read a file object once, whole."""
+    path holds it once. trimesh's OBJ reader reads its file object once, whole (its STL reader
+    may seek back: an STL is not handed over)."""
 
     def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
@@ -190,7 +191,7 @@ def load_mesh(path: Path) -> Mesh:
     if suffix == ".obj":
         source = HandedOver(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
     elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
-        source = HandedOver(path.read_bytes().removeprefix(UTF8_BOM))
+        source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
     else:
         source = str(path)
     # Skip materials and texture images: slow to decode, may be missing, and unused here.
