@@ -1083,8 +1083,10 @@ NAME_BYTES = "surrogateescape"
 
 
 def _mtl_lines(mtl: Path) -> list[str]:
-    """The lines of the MTL file `mtl`, its names decoded as NAME_BYTES says."""
-    return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).splitlines()
+    """The lines of the MTL file `mtl`, its names decoded as NAME_BYTES says, without a UTF-8
+    byte-order mark: before `newmtl`, it hid the first material from Blender's importer (the
+    author's red drawn as its default grey); Blender's copy of the MTL is written without it."""
+    return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).removeprefix("\ufeff").splitlines()
 
 
 def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:

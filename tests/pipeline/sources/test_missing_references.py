@@ -289,3 +289,16 @@ def test_latin1_library_and_texture_names_are_found_as_blender_finds_them(tmp_pa
     assert defined_materials(copy) == {"rouge": True}
     library = (copy.parent / "material-0.mtl").read_bytes()
     assert library.endswith(b"map_Kd " + bytes(folder / texture) + b"\n")
+
+
+def test_an_mtl_beginning_with_a_byte_order_mark_defines_its_first_material(tmp_path):
+    """Blender's importer read "\\ufeffnewmtl red" as no statement: `usemtl red` got its default
+    grey. Blender is given a copy of the MTL, written without the mark: the author's red."""
+    from cg3d.geometry.meshio import blender_input, defined_materials
+
+    root = tmp_path / "src"
+    obj = write(root / "chair" / "chair.obj", "mtllib m.mtl\nusemtl red\n" + SQUARE)
+    (root / "chair" / "m.mtl").write_bytes(b"\xef\xbb\xbfnewmtl red\nKd 1 0 0\n")
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"red": True}
+    assert (copy.parent / "material-0.mtl").read_bytes() == b"newmtl red\nKd 1 0 0\n"
