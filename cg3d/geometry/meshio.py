@@ -1414,7 +1414,11 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         read, document = _read_gltf_json(source)  # parsed once: checked, then rewritten
         digest.update(read)
         head, glb = read[:20], read[:4] == b"glTF"
-        # Before any importer allocates, on the very document the copy is made of.
+        # Before any importer allocates, on the very document the copy is made of; structure
+        # first, as the meshes stage checks it (`check_geometry`): a file given to classify or
+        # embed is told in its words (a required meshopt extension was Blender's "Extension
+        # EXT_meshopt_compression is not available", `unreadable`, not `unsupported_format`).
+        check_gltf(document)
         check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
