@@ -101,10 +101,15 @@ class TarWriter:
         self.offset += BLOCK + len(data) + padding
 
     def close(self) -> None:
-        """End the tar as tarfile does: two zero blocks, then zeros to a whole record."""
+        """End the tar as tarfile does: two zero blocks, then zeros to a whole record. The file
+        is closed whatever the write says: on a full disk the end's write fails, and the temp
+        file `atomic_path` then unlinks would stay open, its blocks held, while the error is
+        handled."""
         end = 2 * BLOCK
-        self.file.write(bytes(end + -(self.offset + end) % RECORD))
-        self.file.close()
+        try:
+            self.file.write(bytes(end + -(self.offset + end) % RECORD))
+        finally:
+            self.file.close()
 
     def __enter__(self) -> "TarWriter":
         return self

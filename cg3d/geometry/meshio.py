@@ -164,6 +164,20 @@ def check_bytes(path: Path) -> None:
         )
 
 
+class HandedOver(io.BytesIO):
+    """A file's text handed to trimesh in memory, let go once trimesh has read it whole: a
+    BytesIO keeps its bytes until closed, so the text of a 500 MB OBJ was held twice all
+    through trimesh's parse (its bytes here, its decoded text there), where trimesh given the
+    path holds it once. trimesh's OBJ reader reads its file object once, whole (its STL reader
+    may seek back: an STL is not handed over)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if size is None or size < 0:
+            self.close()
+        return data
+
+
 def load_mesh(path: Path) -> Mesh:
     """Read a mesh file into one triangulated `Mesh`; raise MeshError when unusable."""
     import trimesh
@@ -175,7 +189,7 @@ def load_mesh(path: Path) -> Mesh:
     # An OBJ with faces naming a vertex twice apart is read split, as Blender is given it: in
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
     if suffix == ".obj":
-        source = io.BytesIO(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
+        source = HandedOver(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
     elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
         source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
     else:
@@ -275,6 +289,7 @@ def check_ply_faces(path: Path) -> None:
     with open(path, "rb") as handle:
         form, elements = _ply_header(handle)
         size = os.fstat(handle.fileno()).st_size
+        has_faces = any(element.name == "face" and element.count for element in elements)
         for element in elements:
             # Every record of an element with properties takes a byte or more: a count beyond
             # the file's bytes is a lie, refused before it drives a loop or a read (a header
@@ -286,9 +301,10 @@ def check_ply_faces(path: Path) -> None:
                     f"than the file's {size} bytes hold",
                 )
             lists = [name for name, _, item in element.properties if item is not None]
-            if element.name == "vertex" and lists and form != "ascii":
+            if element.name == "vertex" and lists and form != "ascii" and has_faces:
                 # trimesh reads it; Blender 5.0's importer fails ("unknown error"): the points
-                # would have come from a file whose views could not be drawn
+                # would have come from a file whose views could not be drawn. Without faces it
+                # is a point cloud, said as such (`no_faces`), which classify and embed read.
                 raise MeshError(
                     "unsupported_format",
                     f"a binary PLY whose vertex element has a list property ({lists[0]}), "
@@ -570,13 +586,11 @@ def corner_layouts(text: bytes) -> set[bytes]:
     return {corner for line in lines for corner in line.lstrip().split(b" ")[1:]}
 
 
-def vertex_corners(text: bytes) -> bytes:
-    """An OBJ's `text` as trimesh is given it: as it is when its face corners are all laid out
-    alike (`corner_layouts`), else each corner cut to its vertex index. Names and comments stay
-    but for a blank, a number and a slash in them ("o part 1/2"), which decide no surface."""
-    if len(corner_layouts(text)) <= 1:
-        return text
-    return OBJ_CORNER_TAIL.sub(rb"\1", text)
+def vertex_corners(block: bytes) -> bytes:
+    """Whole lines of an OBJ with each face corner cut to its vertex index (OBJ_CORNER_TAIL),
+    for a file whose corners are not all laid out alike (`corner_layouts`). Names and comments
+    stay but for a blank, a number and a slash in them ("o part 1/2"), which decide no surface."""
+    return OBJ_CORNER_TAIL.sub(rb"\1", block)
 
 
 # trimesh's OBJ reader finds a statement only at a line's start and followed by a space: an
@@ -590,14 +604,22 @@ OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
 def trimesh_obj_text(text: bytes) -> bytes:
     """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: without a
     byte-order mark (UTF8_BOM), tabs as blanks, statements unindented (OBJ_INDENT), face
-    corners as `vertex_corners` gives them.
-    Byte searches first: a file that needs none of it is not copied."""
+    corners cut to their vertex where they are not all laid out alike (`vertex_corners`).
+    Byte searches first: a file that needs none of it is not copied. One that does is rewritten
+    in blocks of whole lines (`line_blocks`): a substitution over the whole text held a piece
+    per match besides it (3 a face), several times the text of a large OBJ."""
     text = text.removeprefix(UTF8_BOM)
-    if b"\t" in text:
-        text = text.replace(b"\t", b" ")
-    if text[:1] == b" " or b"\n " in text:
-        text = OBJ_INDENT.sub(b"\n", text.lstrip(b" "))
-    return vertex_corners(text)
+    cut = len(corner_layouts(text)) > 1
+    if not cut and b"\t" not in text and text[:1] != b" " and b"\n " not in text:
+        return text
+    with io.BytesIO(text) as handle:
+        return b"".join(_trimesh_obj_block(block, cut) for block in line_blocks(handle, COPY_BLOCK))
+
+
+def _trimesh_obj_block(block: bytes, cut: bool) -> bytes:
+    """Whole lines of an OBJ as `trimesh_obj_text` gives them (a block starts a line)."""
+    block = OBJ_INDENT.sub(b"\n", b"\n" + block.replace(b"\t", b" "))[1:]
+    return vertex_corners(block) if cut else block
 
 
 def _fan_without_area(corners: list[bytes]) -> bool:
@@ -1053,6 +1075,20 @@ MTL_VALUE_KEYWORDS = {
 }  # fmt: skip
 
 
+# How the names in an OBJ or MTL (a library, a texture, a material) are decoded: bytes that are
+# not UTF-8 (a Latin-1 "café.mtl" from a Windows tool) as lone surrogates, which name the very
+# file on disk again and are written back as the same bytes. Blender reads names as bytes and
+# found that library; decoded with U+FFFD it was "missing", so Blender's copy had no material.
+NAME_BYTES = "surrogateescape"
+
+
+def _mtl_lines(mtl: Path) -> list[str]:
+    """The lines of the MTL file `mtl`, its names decoded as NAME_BYTES says, without a UTF-8
+    byte-order mark: before `newmtl`, it hid the first material from Blender's importer (the
+    author's red drawn as its default grey); Blender's copy of the MTL is written without it."""
+    return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).removeprefix("\ufeff").splitlines()
+
+
 def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
     """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
     lines: list[bytes] = []
@@ -1061,10 +1097,10 @@ def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
         if line.rstrip(b"\r\n").endswith(b"\\"):
             continue
         text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
-        yield lines, text.decode(errors="replace")
+        yield lines, text.decode(errors=NAME_BYTES)
         lines = []
     if lines:
-        yield lines, b"".join(lines).decode(errors="replace")
+        yield lines, b"".join(lines).decode(errors=NAME_BYTES)
 
 
 def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes]:
@@ -1092,7 +1128,7 @@ def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
         while (found := lowered.find(b"mtllib", position)) >= 0:
             start = block.rfind(b"\n", 0, found) + 1
             end = block.find(b"\n", found) + 1 or len(block)
-            yield start, end, block[start:end].decode(errors="replace")
+            yield start, end, block[start:end].decode(errors=NAME_BYTES)
             position = end
         return
     offset = 0
@@ -1116,8 +1152,13 @@ def obj_material_libraries(path: Path) -> list[str]:
     """The MTL file names of an OBJ's `mtllib` statements, as Blender reads them: the rest of
     the line, a `#` after a blank included. Blender 5.0.1 reads "mtllib a b #2.mtl" as the
     file "a b #2.mtl", and "mtllib m.mtl # ours" as "m.mtl # ours" (which it reports missing,
-    then falls back on `<stem>.mtl`: `read_material_libraries`)."""
+    then falls back on `<stem>.mtl`: `read_material_libraries`). A byte-order mark before
+    the first line is no part of its statement (Blender's copy drops it: `_obj_copy`); read
+    with it, "\ufeffmtllib" named no library, so Blender's copy had none and the object came
+    out the importer's grey, with nothing listed as missing."""
     with open(path, "rb") as handle:
+        if handle.read(len(UTF8_BOM)) != UTF8_BOM:
+            handle.seek(0)
         names = [
             _argument(text, "mtllib")
             for block in line_blocks(handle)
@@ -1174,7 +1215,7 @@ def _is_number(word: str) -> bool:
 
 def _mtl_maps(mtl: Path) -> list[str]:
     """The texture files an MTL names (`map_Kd`, `bump`, `disp`, `norm`, ...)."""
-    maps = (texture_map(line) for line in mtl.read_text(errors="replace").splitlines())
+    maps = (texture_map(line) for line in _mtl_lines(mtl))
     return [found[2] for found in maps if found and found[2]]
 
 
@@ -1187,7 +1228,7 @@ def defined_materials(copy: Path) -> dict[str, bool]:
     states_kd: dict[str, bool] = {}
     for library in obj_material_libraries(copy):  # the copy names its resolved MTLs only
         name = None
-        for line in (copy.parent / library).read_text(errors="replace").splitlines():
+        for line in _mtl_lines(copy.parent / library):
             words = line.split(maxsplit=1)
             if len(words) == 2 and words[0] == "newmtl":
                 name = words[1].strip()
@@ -1373,7 +1414,11 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         read, document = _read_gltf_json(source)  # parsed once: checked, then rewritten
         digest.update(read)
         head, glb = read[:20], read[:4] == b"glTF"
-        # Before any importer allocates, on the very document the copy is made of.
+        # Before any importer allocates, on the very document the copy is made of; structure
+        # first, as the meshes stage checks it (`check_geometry`): a file given to classify or
+        # embed is told in its words (a required meshopt extension was Blender's "Extension
+        # EXT_meshopt_compression is not available", `unreadable`, not `unsupported_format`).
+        check_gltf(document)
         check_gltf_sizes(document, resolved)
         for item, name, file in _gltf_references(document, resolved.parent, root):
             # Missing images stay missing (Blender reads the object without them).
@@ -1425,7 +1470,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
     resolved paths (MeshError `outside_root` for one outside `root`, as the meshes stage says);
     nothing else (no statement Blender could read a file name from is copied unread)."""
     kept = []
-    for line in mtl.read_text(errors="replace").splitlines():
+    for line in _mtl_lines(mtl):
         words = line.split()
         if words and words[0] in MTL_VALUE_KEYWORDS:
             kept.append(line.strip())
@@ -1442,7 +1487,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
                 else str(copy.parent / "no-such-image")
             )
             kept.append(" ".join([found[0], *found[1], named]))
-    copy.write_text("\n".join(kept) + "\n")
+    copy.write_text("\n".join(kept) + "\n", encoding="utf-8", errors=NAME_BYTES)
     return copy
 
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 from cg3d.files import (
     atomic_files,
     file_sha256,
@@ -32,6 +32,7 @@ from cg3d.files import (
     zero_ends,
 )
 from cg3d.formats.owner import check_owner
+from cg3d.formats.tables import markdown_text
 from cg3d.formats.versions import version_problem
 
 HUB_FORMAT = "cg3d-hub-1"
@@ -234,6 +235,22 @@ def _number(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, int | float) else "–"
 
 
+def _code(value: Any) -> str:
+    """`value` as inline code where Markdown shows it literally there: one printable line with
+    no backtick (which would end the span) and no `|` (which ends a table's cell even inside
+    code); else as escaped text (`markdown_text`). Names in the card come from the checkpoint
+    and result files a user gives (a model, a path, a dataset), not from us."""
+    text = str(value)
+    if text and printable(text) == text and not {"`", "|"} & set(text):
+        return f"`{text}`"
+    return markdown_text(text)
+
+
+def _text(value: Any) -> str:
+    """`value` shown literally in the card's Markdown (`markdown_text`)."""
+    return markdown_text(str(value))
+
+
 def model_card(
     payload: dict[str, Any],
     hub: dict[str, Any],
@@ -248,19 +265,20 @@ def model_card(
     `measured` top-1 by dataset, licence."""
     config = payload["config"]
     name = hub["card"] or config["encoder"]
-    lines = [f"# {name}", ""]
+    lines = [f"# {_text(name)}", ""]
     if card is not None:
         lines += [card.description, ""]
     teacher = hub["teacher"]
     lines += [
         "| | |",
         "|---|---|",
-        f"| encoder | `{config['encoder']}` {json_text(config['encoder_params'])} |",
-        f"| input | {config['n_points']} points × {config['point_channels']} channels, "
-        f"{hub['up_axis']} up, {hub['normalisation']} normalisation |",
-        f"| teacher | `{teacher['model']}` / `{teacher['pretrained']}` (embedding {hub['embed_dim']}) |",
-        f"| protocol | `{hub['protocol']}` |",
-        f"| licence | {hub['license'] or 'see the source'} |",
+        f"| encoder | {_code(config['encoder'])} {_code(json_text(config['encoder_params']))} |",
+        f"| input | {_text(config['n_points'])} points × {_text(config['point_channels'])} "
+        f"channels, {_text(hub['up_axis'])} up, {_text(hub['normalisation'])} normalisation |",
+        f"| teacher | {_code(teacher['model'])} / {_code(teacher['pretrained'])} "
+        f"(embedding {_text(hub['embed_dim'])}) |",
+        f"| protocol | {_code(hub['protocol'])} |",
+        f"| licence | {_text(hub['license']) or 'see the source'} |",
     ]
     if card is not None and card.repository:
         lines.append(f"| source | {card.repository} |")
@@ -268,7 +286,8 @@ def model_card(
     if run:
         shards = (run.get("config") or {}).get("shards", "")
         lines.append(
-            f"Our run on `{shards}`; data fingerprint (sha256 of the shard index) `{run.get('data')}`."
+            f"Our run on {_code(shards)}; data fingerprint (sha256 of the shard index) "
+            f"{_code(run.get('data'))}."
         )
     elif card is not None:
         lines.append(f"As published by its authors ({card.repository or card.published_source}).")
@@ -276,10 +295,11 @@ def model_card(
         lines.append("Not recorded in the checkpoint (exported without its training state).")
     for dataset, audit in sorted((audits or {}).items()):
         leaked = audit.get("leaked_test_shapes")
-        verdict = "none" if leaked == 0 else f"{leaked}"
+        verdict = "none" if leaked == 0 else _text(leaked)
         lines.append(
-            f"- {dataset}: leakage audit (`cg3d audit`, {audit.get('folder')}): {verdict} of its "
-            f"test objects had a twin in the training data {audit.get('train')}."
+            f"- {_text(dataset)}: leakage audit (`cg3d audit`, {_text(audit.get('folder'))}): "
+            f"{verdict} of its test objects had a twin in the training data "
+            f"{_text(audit.get('train'))}."
         )
     if not audits:
         lines.append(
@@ -297,7 +317,7 @@ def model_card(
     measured = measured or {}
     for dataset in sorted(set(published) | set(measured)):
         lines.append(
-            f"| {dataset} | {_number(published.get(dataset, {}).get('acc1'))} | "
+            f"| {_text(dataset)} | {_number(published.get(dataset, {}).get('acc1'))} | "
             f"{_number(measured.get(dataset))} |"
         )
     if card is not None and card.published_source:

@@ -1,6 +1,7 @@
 """Our ustar writer (`TarWriter`): the bytes Python's `tarfile` wrote for our members before it
 replaced it (shards stay the same files), read back by `tarfile`, webdataset and GNU tar."""
 
+import hashlib
 import importlib
 import shutil
 import subprocess
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 from webdataset.tariterators import tar_file_iterator
 
-from cg3d.formats.tar import open_tar_writer, tar_members
+from cg3d.formats.tar import (
+    USTAR_MAX_SIZE,
+    header_number,
+    open_tar_writer,
+    tar_members,
+    ustar_header,
+)
 
 # Sizes around the 512-byte blocks and the 10240-byte records; names up to ustar's 100 bytes.
 MEMBERS = [
@@ -47,6 +54,32 @@ def test_the_bytes_are_those_tarfile_wrote(tmp_path, count, monkeypatch):
     members = MEMBERS[:count]
     reference = tarfile_bytes(tmp_path / "ref.tar", members, monkeypatch)
     assert ours(tmp_path / "ours.tar", members) == reference
+
+
+# The shard of MEMBERS as Python 3.11's tarfile wrote it: ours must stay these bytes on any
+# Python, whatever its tarfile writes next (the test above compares with this Python's).
+MEMBERS_SHA256 = "7e43e7e2f8851719c5d64afe3acf5af8b027bcc4cb4ccd9fc9e51f00372194ea"
+
+
+def test_the_bytes_stay_fixed_whatever_pythons_tarfile_writes(tmp_path):
+    data = ours(tmp_path / "s.tar", MEMBERS)
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (20480, MEMBERS_SHA256)
+    header = ustar_header("a.cls", 1)
+    fields = b"0000644\0" + b"0000000\0" * 2 + b"00000000001\0" + b"00000000000\0"
+    fields += b"006657\0 " + b"0"  # mode, uid, gid, size, mtime, checksum, a regular file
+    assert header[:100] == b"a.cls".ljust(100, b"\0") and header[100:257] == fields + bytes(100)
+    assert header[257:265] == b"ustar\x0000" and header[265:] == bytes(512 - 265)
+
+
+def test_a_member_of_the_largest_size_ustar_holds_has_its_header(tmp_path):
+    """8 GiB less one byte is 11 octal sevens; a byte more is refused naming the member
+    (written as nothing: only the header is built)."""
+    header = ustar_header("a.points.npy", USTAR_MAX_SIZE)
+    assert header[124:136] == b"77777777777\0" and header_number(header[124:136]) == 8 * 2**30 - 1
+    assert tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape").size == 8 * 2**30 - 1
+    with pytest.raises(ValueError, match="'a.points.npy' of 8589934592 bytes"):
+        ustar_header("a.points.npy", USTAR_MAX_SIZE + 1)
+    assert len(ustar_header("a.cls", 0)) == 512
 
 
 def test_tarfile_reads_back_names_sizes_and_the_fixed_metadata(tmp_path):
@@ -100,3 +133,14 @@ def test_a_block_that_fails_leaves_no_end_of_archive(tmp_path):
         raise RuntimeError("stopped")
     data = (tmp_path / "s.tar").read_bytes()
     assert len(data) == 512 + 1024  # the header, 1006 bytes padded to blocks, nothing more
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_disk_at_the_end_blocks_still_closes_the_file():
+    """The end's write (up to a record, more than the file's buffer) fails first on a full disk:
+    the file stayed open, so the unlinked temp shard kept its blocks."""
+    tar = open_tar_writer(Path("/dev/full"))
+    tar.add("a.cls", b"7")
+    with pytest.raises(OSError, match="No space left"):
+        tar.close()
+    assert tar.file.closed

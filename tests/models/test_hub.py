@@ -1,7 +1,9 @@
 """`cg3d export --format hub`: config.json, model.safetensors (no pickle), README.md; and every
 consumer (cg3d.load, classify, index) takes the folder like a checkpoint file (issue 23 §4)."""
 
+import html
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -420,3 +422,37 @@ def test_a_hub_folders_weights_cut_and_zero_filled_back_to_size_are_refused(
     assert (
         str(error.value) == f"{hub / 'config.json'}: weights_sha256 is not a sha256 (64 hex digits)"
     )
+
+
+def test_the_model_card_shows_names_from_users_files_literally():
+    """The card's names come from the checkpoint and the result files a user gives: a model,
+    a path or a dataset holding `|`, HTML, backticks or a newline stays one cell and one line,
+    shown as it is (a `|` split the table's row, `<script>` reached the page as HTML)."""
+    from markdown_it import MarkdownIt
+
+    hostile = "a|b <script>alert(1)</script> `tick` *em*\nnext"
+    shown = hostile.replace("\n", "\\n")
+    config = {"encoder": hostile, "encoder_params": {"depth": hostile}, "n_points": 1024}
+    config |= {"point_channels": 3}
+    payload = {"config": config}
+    hub = {"card": hostile, "up_axis": "y", "normalisation": "bbox", "protocol": hostile}
+    hub |= {"teacher": {"model": hostile, "pretrained": "/w/a|b.pt"}, "embed_dim": 64}
+    hub |= {"license": ""}
+    run = {"config": {"shards": hostile}, "data": "f1e2d3c4" * 8}
+    audits = {hostile: {"folder": hostile, "train": hostile, "leaked_test_shapes": 0}}
+    card = hub_module.model_card(payload, hub, None, {hostile: 51.25}, audits, run)
+    page = MarkdownIt("commonmark").enable(["table"]).render(card)
+    assert "<script" not in page and "<em>" not in page
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert text.startswith(shown + "\n")  # the title, one line
+    rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+    cells = [[html.unescape(c) for c in re.findall(r"<t[dh]>(.*?)</t[dh]>", r, re.S)] for r in rows]
+    assert [len(row) for row in cells] == [2] * 6 + [3, 3]  # the model's table, the numbers'
+    assert cells[1] == ["encoder", f"{shown} {json.dumps({'depth': hostile})}"]
+    assert cells[3] == ["teacher", f"{shown} / /w/a|b.pt (embedding 64)"]
+    assert cells[4] == ["protocol", shown]
+    assert cells[-1] == [shown, "–", "51.2"]
+    assert f"Our run on {shown}; data fingerprint" in text
+    assert f"{shown}: leakage audit (cg3d audit, {shown}): none of its test objects" in text
+    # a plain name stays inline code
+    assert "<code>f1e2d3c4" in page

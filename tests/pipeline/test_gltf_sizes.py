@@ -323,3 +323,23 @@ def test_a_buffer_with_no_uri_beyond_the_glb_chunk_holds_no_bytes(tmp_path):
     with pytest.raises(MeshError) as raised:
         check_geometry(write(tmp_path, document))
     assert raised.value.reason == "glTF buffer 1 declares 36 bytes but holds 0"
+
+
+@pytest.mark.parametrize("reader", ["meshes stage", "blender input"])
+def test_a_required_extension_not_read_here_is_named_alike_by_every_reader(tmp_path, reader):
+    """The meshes stage said `unsupported_format`; Blender's input (classify, embed, the demo)
+    was copied and handed to Blender, whose importer said `unreadable: ... Extension
+    EXT_meshopt_compression is not available`. Both now say the meshes stage's words."""
+    document = gltf([positions(3, bufferView=0)], VIEW, TRIANGLE_BYTES)
+    document["extensionsUsed"] = document["extensionsRequired"] = ["EXT_meshopt_compression"]
+    path = write(tmp_path, document)
+    read = {
+        "meshes stage": lambda: validate_file(path, tmp_path),
+        "blender input": lambda: blender_input(path, tmp_path, "", tmp_path / "copies"),
+    }[reader]
+    with pytest.raises(MeshError) as raised:
+        read()
+    assert (raised.value.kind, raised.value.reason) == (
+        "unsupported_format",
+        "the file requires the glTF extension EXT_meshopt_compression, not read here",
+    )

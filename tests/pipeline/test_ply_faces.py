@@ -250,3 +250,20 @@ def test_a_blank_line_among_ascii_ply_rows_is_named(tmp_path, where, reader):
         "unreadable",
         f"a blank line where the ASCII PLY's {where} row 1 should be (its rows are one a line)",
     )
+
+
+def test_a_binary_point_cloud_whose_vertices_carry_a_list_is_named_a_point_cloud(tmp_path):
+    """With no faces it is no mesh to draw: the meshes stage says a point cloud (`no_faces`),
+    as for any PLY of vertices only, not `unsupported_format` (classify and embed read it)."""
+    import struct
+
+    header = (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+        b"property float y\nproperty float z\nproperty list uchar float features\nend_header\n"
+    )
+    corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    path = tmp_path / "m.ply"
+    path.write_bytes(header + b"".join(struct.pack("<3fB2f", *c, 2, 0.5, 0.5) for c in corners))
+    with pytest.raises(MeshError) as raised:
+        validate_file(path, tmp_path)
+    assert raised.value.kind == "no_faces" and "a point cloud (3 vertices" in raised.value.reason

@@ -3,6 +3,7 @@ so: the manifest's `missing` column, the meshes stage's summary line, `cg3d insp
 manifest written before the column existed still reads, as lacking nothing."""
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -248,3 +249,56 @@ def test_a_texture_named_with_backslashes_is_found_as_blender_finds_it(tmp_path)
     write(tmp_path / "secret.png", "x")
     build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), tmp_path / "m")
     assert [row["status"] for row in manifest_rows(tmp_path / "m")] == ["outside_root"]
+
+
+def test_an_mtllib_after_a_byte_order_mark_is_read_and_copied_for_blender(tmp_path):
+    """A Windows tool's OBJ begins with a UTF-8 byte-order mark, often right before `mtllib`:
+    the library was read as named by "\\ufeffmtllib", no statement, so Blender's copy had no
+    material (the importer's grey) and a missing MTL was not listed either."""
+    from cg3d.geometry.meshio import blender_input, defined_materials, references
+
+    root = tmp_path / "src"
+    bom = "\ufeff"  # written as UTF-8: EF BB BF
+    obj = write(root / "chair" / "chair.obj", f"{bom}mtllib mats.mtl\nusemtl m\n" + SQUARE)
+    write(root / "chair" / "mats.mtl", "newmtl m\nKd 1 0 0\n")
+    assert obj.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert references(obj, root) == ([root / "chair" / "mats.mtl"], [])
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"m": True}
+    assert copy.read_bytes().startswith(b"mtllib material-0.mtl\n")
+
+    lacking = write(root / "table" / "t.obj", f"{bom}mtllib gone.mtl\nusemtl m\n" + SQUARE)
+    assert references(lacking, root) == ([], ["gone.mtl"])
+
+
+def test_latin1_library_and_texture_names_are_found_as_blender_finds_them(tmp_path):
+    """A Windows tool writes names in Latin-1: `mtllib café.mtl` (byte E9) beside that very
+    file. Blender reads names as bytes and found it (red, its texture on it); read as UTF-8
+    with U+FFFD it was listed missing, and Blender's copy had no material (grey)."""
+    from cg3d.geometry.meshio import blender_input, defined_materials, references
+
+    root = tmp_path / "src"
+    folder = root / "chair"
+    folder.mkdir(parents=True)
+    mtl, texture = os.fsdecode(b"caf\xe9.mtl"), os.fsdecode(b"t\xe9xture.png")
+    (folder / "chair.obj").write_bytes(b"mtllib caf\xe9.mtl\nusemtl rouge\n" + SQUARE.encode())
+    (folder / mtl).write_bytes(b"newmtl rouge\nKd 1 0 0\nmap_Kd t\xe9xture.png\n")
+    (folder / texture).write_bytes(b"\x89PNG")
+    assert references(folder / "chair.obj", root) == ([folder / mtl, folder / texture], [])
+    copy = blender_input(folder / "chair.obj", root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"rouge": True}
+    library = (copy.parent / "material-0.mtl").read_bytes()
+    assert library.endswith(b"map_Kd " + bytes(folder / texture) + b"\n")
+
+
+def test_an_mtl_beginning_with_a_byte_order_mark_defines_its_first_material(tmp_path):
+    """Blender's importer read "\\ufeffnewmtl red" as no statement: `usemtl red` got its default
+    grey. Blender is given a copy of the MTL, written without the mark: the author's red."""
+    from cg3d.geometry.meshio import blender_input, defined_materials
+
+    root = tmp_path / "src"
+    obj = write(root / "chair" / "chair.obj", "mtllib m.mtl\nusemtl red\n" + SQUARE)
+    (root / "chair" / "m.mtl").write_bytes(b"\xef\xbb\xbfnewmtl red\nKd 1 0 0\n")
+    copy = blender_input(obj, root, "", tmp_path / "copy")
+    assert defined_materials(copy) == {"red": True}
+    assert (copy.parent / "material-0.mtl").read_bytes() == b"newmtl red\nKd 1 0 0\n"
