@@ -101,6 +101,54 @@ def test_a_manifest_or_points_part_of_a_newer_table_format_is_refused(tmp_path):
         list(read_points_part(part))
 
 
+# A tag of 5,000 digits was int()'s ValueError (a traceback); "\\n" after the number, a
+# leading zero or another script's digit were "an older/newer cg3d"
+BROKEN_TAGS = ["9" * 5000, "1\n", "01", "\u0662"]
+
+
+@pytest.mark.parametrize("number", BROKEN_TAGS, ids=["5000-digits", "newline", "01", "arabic-2"])
+def test_a_broken_tag_number_is_one_line_in_every_tagged_file(
+    number, tiny_checkpoint, tiny_index, tmp_path
+):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save({**payload, "format": f"cg3d-checkpoint-{number}"}, tmp_path / "c.pt")
+    with pytest.raises(UsageError, match="not a CG3D checkpoint"):
+        read_checkpoint(tmp_path / "c.pt")
+    write_manifest(records(), tmp_path)
+    manifest = tmp_path / MANIFEST_NAME
+    pq.write_table(tagged(pq.read_table(manifest), f"cg3d-table-{number}"), manifest)
+    with pytest.raises(UsageError, match="its cg3d.format is 'cg3d-table-.*', not 'cg3d-table-1'"):
+        read_manifest(tmp_path)
+    index = shutil.copytree(tiny_index, tmp_path / "index")
+    descriptor = json.loads((index / "retrieval.json").read_text())
+    tag = {**descriptor, "format": f"cg3d-index-{number}"}
+    (index / "retrieval.json").write_text(json.dumps(tag))
+    with pytest.raises(UsageError, match="not a CG3D index"):
+        read_retrieval(index)
+
+
+@pytest.mark.parametrize("found", [2, 1.5, True, None, "2", "cg3d-text-features-01", "x" * 5000])
+def test_a_sidecar_whose_format_is_of_another_type_or_shape_is_refused(found, tmp_path):
+    # it was read silently: only a tag of a higher number was refused
+    path = tmp_path / "tf.npy"
+    write_text_features(path, np.eye(2, dtype=np.float32), ["a", "b"])
+    about = json.loads(sidecar(path).read_text())
+    sidecar(path).write_text(json.dumps({**about, "format": found}))
+    with pytest.raises(UsageError, match=r"tf.json: its format is .{1,60}, not 'cg3d-text-featu"):
+        read_text_features(path)
+
+
+def test_a_parquet_tag_of_binary_garbage_is_one_line(tmp_path):
+    write_manifest(records(), tmp_path)
+    manifest = tmp_path / MANIFEST_NAME
+    garbage = bytes(range(256)) * 100
+    table = pq.read_table(manifest)
+    pq.write_table(table.replace_schema_metadata({TABLE_KEY: garbage}), manifest)
+    with pytest.raises(UsageError) as caught:
+        read_manifest(tmp_path)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
 def test_a_manifest_with_a_column_this_cg3d_does_not_know_is_read(tmp_path):
     write_manifest(records(), tmp_path)
     manifest = tmp_path / MANIFEST_NAME
