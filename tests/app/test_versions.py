@@ -26,6 +26,7 @@ from cg3d.formats.manifest import MANIFEST_NAME, SCHEMA, MeshRecord, read_manife
 from cg3d.formats.owner import PLAN_NAME, folder_owner
 from cg3d.formats.points import read_points_part, write_points_part
 from cg3d.formats.retrieval import read_retrieval
+from cg3d.formats.shards import INDEX_NAME, read_index
 from cg3d.formats.textfeatures import read_text_features, sidecar, write_text_features
 from cg3d.formats.versions import TABLE_KEY
 from cg3d.models.checkpoint import read_checkpoint
@@ -82,6 +83,31 @@ def test_an_index_of_a_newer_format_is_refused(tiny_index, tmp_path):
     (newer / "retrieval.json").write_text(json.dumps({**descriptor, "format": "cg3d-index-2"}))
     with pytest.raises(UsageError, match=f"{NEWER} \\(format 'cg3d-index-2'.*rerun `cg3d index`"):
         read_retrieval(newer)
+
+
+@pytest.mark.parametrize("found", [2, 17])
+def test_a_shard_index_of_a_newer_pack_is_refused(found, tiny_shards, tmp_path):
+    """index.json's "format" has been 1 since the first pack, and no reader checked it: a newer
+    pack's index (format 2) was trained on, evaluated and indexed as if it were ours."""
+    shards = shutil.copytree(tiny_shards, tmp_path / "shards")
+    index = json.loads((shards / INDEX_NAME).read_text())
+    assert index["format"] == 1  # what every pack wrote
+    (shards / INDEX_NAME).write_text(json.dumps({**index, "format": found}))
+    with pytest.raises(UsageError, match=f"{NEWER} \\(format 'cg3d-shards-{found}'.*`cg3d pack`"):
+        read_index(shards)
+
+
+@pytest.mark.parametrize("found", [True, 1.0, "1", None, -1, 0, [1]])
+def test_a_shard_index_whose_format_is_no_version_number_is_one_line(found, tiny_shards, tmp_path):
+    shards = shutil.copytree(tiny_shards, tmp_path / "shards")
+    index = json.loads((shards / INDEX_NAME).read_text())
+    (shards / INDEX_NAME).write_text(json.dumps({**index, "format": found}))
+    with pytest.raises(UsageError, match="not a `cg3d pack` index \\('format' is .*, not 1\\)"):
+        read_index(shards)
+    # one without a format (made by hand) is read as ours
+    del index["format"]
+    (shards / INDEX_NAME).write_text(json.dumps(index))
+    assert read_index(shards)["classes"] == index["classes"]
 
 
 def tagged(table: pa.Table, tag: str) -> pa.Table:
