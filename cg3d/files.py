@@ -174,19 +174,23 @@ def check_name_allowed(path: Path, option: str = "--out") -> None:
     """UsageError, before any work, when the disk refuses to create a file named as `path`
     (when none is there): an exFAT drive or a Windows share refuses `a:b.csv`, `CON.csv`, a
     name ending in a dot; the write after the work failed "Invalid argument", with no rule.
-    Tried by creating that very name and removing it: only the disk knows its rules."""
+    Tried by creating that very name, and removing it: only the disk knows its rules. It is
+    created in a new hidden folder beside `path` (the same disk), never at `path`: there, a
+    run that renamed its finished output onto the trial file in that moment lost it to the
+    unlink, a reader of the folder saw an empty file, and a kill left one at the user's name."""
     path = Path(path)
     if os.path.lexists(path):
         return
+    trial = None
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made meanwhile: the name is allowed
-        return
+        trial = tempfile.mkdtemp(prefix=".cg3d-name-", dir=path.parent)
+        os.close(os.open(os.path.join(trial, path.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     except OSError as error:
         reason = refused_name_reason(error, path.name)
         raise UsageError(f"{option}: cannot create {shown_name(path)}: {reason}") from None
-    os.close(descriptor)
-    os.unlink(path)
+    finally:
+        if trial is not None:
+            shutil.rmtree(trial, ignore_errors=True)
 
 
 def refused_name_reason(error: OSError, name: str) -> str:

@@ -70,6 +70,26 @@ def test_a_name_the_disk_takes_is_tried_and_removed(exfat):
     assert (exfat / "kept.csv").read_text() == "earlier"
 
 
+def test_the_trial_of_a_name_never_touches_the_name_itself(exfat, monkeypatch):
+    """The trial file was created at the user's very name and unlinked: a run that renamed its
+    finished output onto it in that moment (two exports to one --out) lost its output."""
+    out = exfat / "model.pt"
+    finished = exfat / ".model.pt.tmp"
+    opened = os.open
+
+    def another_run_finishing(path, *args, **kwargs):
+        descriptor = opened(path, *args, **kwargs)
+        if os.fsdecode(path).endswith("model.pt"):  # the trial made: the other run renames
+            finished.write_bytes(b"finished")
+            os.replace(finished, out)
+        return descriptor
+
+    monkeypatch.setattr(os, "open", another_run_finishing)
+    check_name_allowed(out)
+    assert out.read_bytes() == b"finished"
+    assert os.listdir(exfat) == ["model.pt"]  # and no trial folder left
+
+
 def test_an_out_folder_the_disk_refuses_says_why(exfat):
     with pytest.raises(UsageError) as caught:
         check_out_dir(exfat / "run:1")

@@ -59,11 +59,16 @@ from cg3d.formats.tar import (
     tar_members,
     tar_samples,
 )
+from cg3d.formats.versions import version_problem
 from cg3d.params import MAX_SHARD_SAMPLES
 from cg3d.stopping import AwakeTimer
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
+# index.json's `format` is a number (1 since the first `cg3d pack`), checked as the tag
+# `cg3d-shards-<number>` by the one version check (`versions.version_problem`)
+INDEX_VERSION = 1
+INDEX_FORMAT = f"cg3d-shards-{INDEX_VERSION}"
 SHARD_PATTERN = "shard-{:06d}.tar"
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
 # Seconds a remote read waits for data before the shard counts as failed (`train.read_timeout`).
@@ -213,6 +218,10 @@ def read_index(shards: str | Path) -> dict:
         raise damaged(url, read_error_reason(error), "pack") from None
     except OSError as error:
         raise UsageError(f"cannot read {url}: {read_error_reason(error)}") from None
+    found = index.get("format", INDEX_VERSION) if isinstance(index, dict) else None
+    tag = f"cg3d-shards-{found}" if type(found) is int else found  # bool is no number
+    if problem := version_problem(tag, INDEX_FORMAT, "rerun `cg3d pack` with this cg3d"):
+        raise UsageError(f"{url}: {problem}")  # a newer pack's index was read as ours
     problem = index_problem(index)
     if problem is None and not is_remote(shards):
         problem = shard_outside(shards, index)
@@ -230,6 +239,9 @@ def index_problem(index: Any) -> str | None:
     """What is wrong with the shape of a parsed index.json, or None."""
     if not isinstance(index, dict):
         return f"a {type(index).__name__}, not an object"
+    found = index.get("format", INDEX_VERSION)  # none: a hand-made index, read as ours
+    if type(found) is not int or found != INDEX_VERSION:
+        return f"'format' is {json.dumps(found)[:40]}, not {INDEX_VERSION}"
     classes, splits = index.get("classes"), index.get("splits")
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         return "'classes' is not a list of names"
@@ -429,7 +441,7 @@ def shard_index(
         for split, rs in records.items()
     }
     return {
-        "format": 1,
+        "format": INDEX_VERSION,
         "classes": classes,
         "splits": splits,
         "failures": {

@@ -102,6 +102,11 @@ def read_text_features(path: Path) -> TextFeatures:
         problem := version_problem(about.get("format"), FORMAT, "rerun `cg3d eval text-features`")
     ):
         raise UsageError(f"{OPTION}: {names}: {problem}")
+    if isinstance(about, dict) and about.get("format", FORMAT) != FORMAT:
+        # a hand-written sidecar has no format; one of another kind or a broken tag (2,
+        # "cg3d-text-features-01") is no sidecar of ours: its rows were read silently
+        found = repr(about["format"])[:60]
+        raise UsageError(f"{OPTION}: {names}: its format is {found}, not {FORMAT!r}")
     classes = about.get("classes") if isinstance(about, dict) else None
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise UsageError(f'{OPTION}: {names} has no "classes" list of names')

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the model library imports this module: no pyarrow for it
     import pyarrow as pa
 
-# `cg3d-<kind>-<number>`
-TAG = re.compile(r"^cg3d-([a-z-]+)-(\d+)$")
+# `cg3d-<kind>-<number>`, matched whole (`$` took a trailing newline) and in ASCII digits only
+# (`\d` took "٢"); a number of at most 9 digits, no leading zero: a tag of 5,000 digits was
+# int()'s ValueError (its digit limit), "01" an "older" tag; such a string is no tag.
+TAG = re.compile(r"cg3d-([a-z]+(?:-[a-z]+)*)-([1-9][0-9]{0,8})", re.ASCII)
 # The schema metadata key of a Parquet file's tag; a file without it is version 1.
 TABLE_KEY = b"cg3d.format"
 # The tag of every Parquet table cg3d writes today (none of them stores it).
@@ -33,7 +35,7 @@ def version_problem(found: object, wanted: str, rerun: str) -> str | None:
     """Why a file whose tag is `found` is not one this cg3d reads as `wanted` (None when it
     is, or when `found` is no cg3d tag of `wanted`'s kind: the caller's "not a ..." line).
     `rerun` says what rewrites the file with this cg3d (`rerun \\`cg3d index\\``)."""
-    ours, theirs = TAG.match(wanted), TAG.match(found) if isinstance(found, str) else None
+    ours, theirs = TAG.fullmatch(wanted), TAG.fullmatch(found) if isinstance(found, str) else None
     if found == wanted or ours is None or theirs is None or theirs[1] != ours[1]:
         return None
     newer = int(theirs[2]) > int(ours[2])

@@ -26,6 +26,7 @@ from cg3d.formats.manifest import MANIFEST_NAME, SCHEMA, MeshRecord, read_manife
 from cg3d.formats.owner import PLAN_NAME, folder_owner
 from cg3d.formats.points import read_points_part, write_points_part
 from cg3d.formats.retrieval import read_retrieval
+from cg3d.formats.shards import INDEX_NAME, read_index
 from cg3d.formats.textfeatures import read_text_features, sidecar, write_text_features
 from cg3d.formats.versions import TABLE_KEY
 from cg3d.models.checkpoint import read_checkpoint
@@ -84,6 +85,31 @@ def test_an_index_of_a_newer_format_is_refused(tiny_index, tmp_path):
         read_retrieval(newer)
 
 
+@pytest.mark.parametrize("found", [2, 17])
+def test_a_shard_index_of_a_newer_pack_is_refused(found, tiny_shards, tmp_path):
+    """index.json's "format" has been 1 since the first pack, and no reader checked it: a newer
+    pack's index (format 2) was trained on, evaluated and indexed as if it were ours."""
+    shards = shutil.copytree(tiny_shards, tmp_path / "shards")
+    index = json.loads((shards / INDEX_NAME).read_text())
+    assert index["format"] == 1  # what every pack wrote
+    (shards / INDEX_NAME).write_text(json.dumps({**index, "format": found}))
+    with pytest.raises(UsageError, match=f"{NEWER} \\(format 'cg3d-shards-{found}'.*`cg3d pack`"):
+        read_index(shards)
+
+
+@pytest.mark.parametrize("found", [True, 1.0, "1", None, -1, 0, [1]])
+def test_a_shard_index_whose_format_is_no_version_number_is_one_line(found, tiny_shards, tmp_path):
+    shards = shutil.copytree(tiny_shards, tmp_path / "shards")
+    index = json.loads((shards / INDEX_NAME).read_text())
+    (shards / INDEX_NAME).write_text(json.dumps({**index, "format": found}))
+    with pytest.raises(UsageError, match="not a `cg3d pack` index \\('format' is .*, not 1\\)"):
+        read_index(shards)
+    # one without a format (made by hand) is read as ours
+    del index["format"]
+    (shards / INDEX_NAME).write_text(json.dumps(index))
+    assert read_index(shards)["classes"] == index["classes"]
+
+
 def tagged(table: pa.Table, tag: str) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), TABLE_KEY: tag})
 
@@ -99,6 +125,54 @@ def test_a_manifest_or_points_part_of_a_newer_table_format_is_refused(tmp_path):
     pq.write_table(tagged(pq.read_table(part), "cg3d-table-2"), part)
     with pytest.raises(UsageError, match=f"^{part}: {NEWER}.*`cg3d sample`"):
         list(read_points_part(part))
+
+
+# A tag of 5,000 digits was int()'s ValueError (a traceback); "\\n" after the number, a
+# leading zero or another script's digit were "an older/newer cg3d"
+BROKEN_TAGS = ["9" * 5000, "1\n", "01", "\u0662"]
+
+
+@pytest.mark.parametrize("number", BROKEN_TAGS, ids=["5000-digits", "newline", "01", "arabic-2"])
+def test_a_broken_tag_number_is_one_line_in_every_tagged_file(
+    number, tiny_checkpoint, tiny_index, tmp_path
+):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save({**payload, "format": f"cg3d-checkpoint-{number}"}, tmp_path / "c.pt")
+    with pytest.raises(UsageError, match="not a CG3D checkpoint"):
+        read_checkpoint(tmp_path / "c.pt")
+    write_manifest(records(), tmp_path)
+    manifest = tmp_path / MANIFEST_NAME
+    pq.write_table(tagged(pq.read_table(manifest), f"cg3d-table-{number}"), manifest)
+    with pytest.raises(UsageError, match="its cg3d.format is 'cg3d-table-.*', not 'cg3d-table-1'"):
+        read_manifest(tmp_path)
+    index = shutil.copytree(tiny_index, tmp_path / "index")
+    descriptor = json.loads((index / "retrieval.json").read_text())
+    tag = {**descriptor, "format": f"cg3d-index-{number}"}
+    (index / "retrieval.json").write_text(json.dumps(tag))
+    with pytest.raises(UsageError, match="not a CG3D index"):
+        read_retrieval(index)
+
+
+@pytest.mark.parametrize("found", [2, 1.5, True, None, "2", "cg3d-text-features-01", "x" * 5000])
+def test_a_sidecar_whose_format_is_of_another_type_or_shape_is_refused(found, tmp_path):
+    # it was read silently: only a tag of a higher number was refused
+    path = tmp_path / "tf.npy"
+    write_text_features(path, np.eye(2, dtype=np.float32), ["a", "b"])
+    about = json.loads(sidecar(path).read_text())
+    sidecar(path).write_text(json.dumps({**about, "format": found}))
+    with pytest.raises(UsageError, match=r"tf.json: its format is .{1,60}, not 'cg3d-text-featu"):
+        read_text_features(path)
+
+
+def test_a_parquet_tag_of_binary_garbage_is_one_line(tmp_path):
+    write_manifest(records(), tmp_path)
+    manifest = tmp_path / MANIFEST_NAME
+    garbage = bytes(range(256)) * 100
+    table = pq.read_table(manifest)
+    pq.write_table(table.replace_schema_metadata({TABLE_KEY: garbage}), manifest)
+    with pytest.raises(UsageError) as caught:
+        read_manifest(tmp_path)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
 
 
 def test_a_manifest_with_a_column_this_cg3d_does_not_know_is_read(tmp_path):
