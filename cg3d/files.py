@@ -93,8 +93,9 @@ def atomic_files(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]
     _finish_commit(folder)
     for stale in folder.glob(f"{STAGE_PREFIX}*"):  # a killed writer's: nothing was committed
         shutil.rmtree(stale, ignore_errors=True)
-    stage = folder / f"{STAGE_PREFIX}{os.getpid()}.tmp"
-    stage.mkdir()
+    # A new name, not one of the pid: a killed writer's folder that NFS keeps (a `.nfs…` file
+    # in it, `remove_tree`) may bear this pid's name, reused.
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".tmp", dir=folder))
     try:
         yield {name: stage / name for name in names}
         for name in names:
@@ -151,8 +152,11 @@ def _finish_commit(folder: Path) -> None:
     if not commit.is_dir():
         return
     for file in sorted(commit.iterdir()):
-        os.replace(file, folder / file.name)
-    commit.rmdir()
+        if not is_nfs_leftover(file.name):  # a removed file NFS keeps: no file of the set
+            os.replace(file, folder / file.name)
+    remove_tree(commit)
+    if commit.exists():  # NFS keeps it: moved aside (a stale staging folder) to free its name
+        os.replace(commit, tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".tmp", dir=folder))
 
 
 def require_regular_file(path: Path, missing: str, option: str = "") -> None:

@@ -12,6 +12,8 @@ import pytest
 from cg3d import files
 from cg3d.errors import UsageError
 from cg3d.files import (
+    STAGE_PREFIX,
+    atomic_files,
     atomic_path,
     file_lock,
     is_condition,
@@ -230,3 +232,27 @@ def test_a_network_disks_error_mid_write_names_the_file_and_leaves_no_temp(
 
 def test_a_network_disks_error_with_no_file_named_is_one_line():
     assert is_condition(OSError(errno.ESTALE, os.strerror(errno.ESTALE)))
+
+
+def test_a_set_of_files_is_written_beside_folders_nfs_keeps(tmp_path, monkeypatch):
+    """`atomic_files`: a killed writer's staging folder NFS keeps (a file in it was open), even
+    one named after this process (pids are reused), and a commit folder holding an `.nfs…`
+    file: the set is written whole, the leftovers left where they are."""
+    refused = nfs_keeps_busy(monkeypatch)
+    kept = tmp_path / f"{STAGE_PREFIX}{os.getpid()}.tmp"
+    kept.mkdir()
+    (kept / ".nfs0000000000000a0100000001").write_bytes(b"a staged file still open")
+    names = ["a.txt", "b.txt"]
+    with atomic_files(tmp_path, names) as paths:
+        for path in paths.values():
+            path.write_text("one")
+    commit = tmp_path / files.COMMIT_NAME
+    commit.mkdir()  # a commit a kill cut short: one file renamed in, one still there
+    (commit / "b.txt").write_text("two")
+    (commit / ".nfs0000000000000a0100000002").write_bytes(b"a committed file still open")
+    with atomic_files(tmp_path, names) as paths:
+        for path in paths.values():
+            path.write_text("three")
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "three"
+    assert refused  # the leftovers were met, and left
+    assert not list(tmp_path.glob(".nfs*"))  # never moved among the set's files
