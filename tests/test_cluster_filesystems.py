@@ -6,6 +6,9 @@ a network disk's errors (ESTALE, ETIMEDOUT) while a stage reads an object or wri
 import errno
 import fcntl
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +259,17 @@ def test_a_set_of_files_is_written_beside_folders_nfs_keeps(tmp_path, monkeypatc
     assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "three"
     assert refused  # the leftovers were met, and left
     assert not list(tmp_path.glob(".nfs*"))  # never moved among the set's files
+
+
+def test_dvc_hashes_no_nfs_leftover_of_an_output():
+    """A `.nfs…` file in a stage's output folder (a part removed while a reader held it) is no
+    output: DVC hashing it changed the output's hash, and removing it (a checkout) failed."""
+    root = Path(__file__).resolve().parents[1]
+    names = ["data/points/.nfs000000000123abcd00000001", "data/points/part-00000.parquet"]
+    run = subprocess.run(
+        [sys.executable, "-m", "dvc", "check-ignore", *names],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.split() == names[:1]
