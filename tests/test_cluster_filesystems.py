@@ -273,3 +273,18 @@ def test_dvc_hashes_no_nfs_leftover_of_an_output():
         text=True,
     )
     assert run.stdout.split() == names[:1]
+
+
+def test_clip_weights_rewritten_in_place_within_the_mtime_step_are_hashed_again(tmp_path):
+    """A file rewritten in place at the same size, its mtime the same (a 1 s or 2 s mtime step
+    on a network disk, or set back by `rsync -t`): its identity is the new bytes' hash."""
+    from cg3d.models.clip import weights_identity
+
+    weights = tmp_path / "vit.pt"
+    weights.write_bytes(b"a" * 64)
+    before = os.stat(weights)
+    first = weights_identity(str(weights))["sha256"]
+    with open(weights, "r+b") as file:
+        file.write(b"b" * 64)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights_identity(str(weights))["sha256"] == files.file_sha256(weights) != first
