@@ -93,8 +93,9 @@ def atomic_files(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]
     _finish_commit(folder)
     for stale in folder.glob(f"{STAGE_PREFIX}*"):  # a killed writer's: nothing was committed
         shutil.rmtree(stale, ignore_errors=True)
-    stage = folder / f"{STAGE_PREFIX}{os.getpid()}.tmp"
-    stage.mkdir()
+    # A new name, not one of the pid: a killed writer's folder that NFS keeps (a `.nfs…` file
+    # in it, `remove_tree`) may bear this pid's name, reused.
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".tmp", dir=folder))
     try:
         yield {name: stage / name for name in names}
         for name in names:
@@ -110,14 +111,52 @@ def atomic_files(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]
     _finish_commit(folder)
 
 
+# An NFS client keeps a file removed while some process still has it open as `.nfsXXXX…` in its
+# folder ("silly rename") until it is closed; meanwhile it cannot be removed (EBUSY), nor can
+# its folder (ENOTEMPTY). Such a file is never ours nor a user's: no rule counts it.
+NFS_LEFTOVER_PREFIX = ".nfs"
+
+
+def is_nfs_leftover(name: str) -> bool:
+    """Whether the file name `name` is an NFS client's silly-renamed file (NFS_LEFTOVER_PREFIX)."""
+    return name.startswith(NFS_LEFTOVER_PREFIX)
+
+
+def remove_tree(folder: str | Path) -> None:
+    """`shutil.rmtree` of `folder`, leaving what an NFS client keeps busy: its `.nfs…` files
+    and the folders that hold them, which go when the files are closed. A work folder whose
+    file a reader still held ended a finished stage with EBUSY or ENOTEMPTY. Any other error
+    is raised."""
+
+    def keep_nfs_leftovers(function: Callable, path: str, exc_info: tuple) -> None:
+        if is_nfs_leftover(os.path.basename(path)):
+            return
+        if function is os.rmdir and _holds_nfs_leftovers_only(path):
+            return
+        raise exc_info[1]
+
+    shutil.rmtree(folder, onerror=keep_nfs_leftovers)
+
+
+def _holds_nfs_leftovers_only(folder: str) -> bool:
+    """Whether every file under `folder` is an NFS leftover (`is_nfs_leftover`)."""
+    try:
+        return all(is_nfs_leftover(name) for _, _, names in os.walk(folder) for name in names)
+    except OSError:
+        return False
+
+
 def _finish_commit(folder: Path) -> None:
     """Rename the committed files of `atomic_files` into `folder` (none if nothing waits)."""
     commit = folder / COMMIT_NAME
     if not commit.is_dir():
         return
     for file in sorted(commit.iterdir()):
-        os.replace(file, folder / file.name)
-    commit.rmdir()
+        if not is_nfs_leftover(file.name):  # a removed file NFS keeps: no file of the set
+            os.replace(file, folder / file.name)
+    remove_tree(commit)
+    if commit.exists():  # NFS keeps it: moved aside (a stale staging folder) to free its name
+        os.replace(commit, tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".tmp", dir=folder))
 
 
 def require_regular_file(path: Path, missing: str, option: str = "") -> None:
@@ -316,24 +355,53 @@ def out_of_room(error: BaseException) -> int | None:
     return code if code in NO_ROOM else None
 
 
+# The errnos of a network disk (NFS, Lustre, GPFS, BeeGFS) that lost track of a file or did not
+# answer: a stale handle after the server changed a folder, a hard mount's timeout, a remote
+# I/O error. The machine's condition, not the object's: a stage stops on them as on NO_ROOM,
+# where a failure row kept a good mesh out for good (a resume redoes only what has no row). EIO
+# stays the file's (t79a: a failing disk's sector is one file's).
+NETWORK_DISK = frozenset(
+    {errno.ESTALE, errno.ETIMEDOUT, errno.EREMOTEIO, errno.ENOLINK, errno.ECOMM}
+)
+
+
+def stopping_error(error: BaseException) -> OSError | None:
+    """The OSError that stops a stage where any other error of one object is its failure row:
+    `error` itself or the one it was raised from (a reader's MeshError "cannot open the file"
+    names its OSError as its cause), when its errno is a full or read-only disk's (NO_ROOM) or a
+    network disk's (NETWORK_DISK). None otherwise."""
+    cause: BaseException | None = error
+    seen: set[int] = set()  # a chain may loop (`raise error from error`)
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and (out_of_room(cause) or _errno_of(cause) in NETWORK_DISK):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
 # Errnos that are the user's or the machine's condition even when the OSError names no file:
 # no room or no writable disk, a permission, a missing file, a reader that closed the output
 # pipe, a network that did not answer (URL shards, a fetch command's download).
-CONDITION_ERRNOS = NO_ROOM | frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.ENOENT,
-        errno.EPIPE,
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.ETIMEDOUT,
-        errno.EHOSTUNREACH,
-        errno.EHOSTDOWN,
-        errno.ENETUNREACH,
-        errno.ENETDOWN,
-    }
+CONDITION_ERRNOS = (
+    NO_ROOM
+    | NETWORK_DISK
+    | frozenset(
+        {
+            errno.EACCES,
+            errno.EPERM,
+            errno.ENOENT,
+            errno.EPIPE,
+            errno.ECONNREFUSED,
+            errno.ECONNRESET,
+            errno.ECONNABORTED,
+            errno.ETIMEDOUT,
+            errno.EHOSTUNREACH,
+            errno.EHOSTDOWN,
+            errno.ENETUNREACH,
+            errno.ENETDOWN,
+        }
+    )
 )
 
 
@@ -575,6 +643,7 @@ def _exclusive(
     folder = check_out_dir(folder).resolve()
     lock_file = folder / name
     while True:
+        existed = os.path.lexists(lock_file)
         try:
             handle = lock_file.open("a")
         except OSError as error:  # a lock named after the user's file: its disk may refuse it
@@ -591,6 +660,14 @@ def _exclusive(
                 f"--out: another run is writing {writing(folder)} (it holds {name}"
                 f"{_lock_holder(lock_file)}); wait for it to finish or choose another {other}"
             ) from None
+        except OSError as error:  # no locks on this disk, or a network disk's error
+            handle.close()
+            if not existed:
+                with contextlib.suppress(OSError):
+                    lock_file.unlink()
+            _remove_empty(made)
+            # `writing` says "into FOLDER" of a folder's lock: the line names the folder
+            raise _unlockable(error, writing(folder).removeprefix("into "), lock_file) from None
         # A run that ended between our open and our flock removed the file we locked: retry
         # on the file now at that path, which other runs lock.
         if _is_file_at(handle, lock_file):
@@ -604,6 +681,27 @@ def _exclusive(
         _remove_empty(made)
         raise
     _release(lock_file, handle)
+
+
+# The errnos of a file system that takes no file locks: Lustre mounted without `flock` (ENOSYS),
+# NFS without its lock service (ENOLCK), some FUSE file systems (EOPNOTSUPP, EINVAL).
+NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def _unlockable(error: OSError, target: str, lock_file: Path) -> Exception:
+    """The one line for a lock that could not be taken (not held by another run): a disk with
+    no locks is refused, as the lock is what keeps two runs (on two nodes too) from writing
+    one folder at once, and running without it would let them mix their files; any other
+    error (ESTALE, EIO of a network disk) names the lock file."""
+    code = error.errno
+    if code not in NO_LOCKS:
+        return _naming(error, lock_file)
+    return UsageError(
+        f"--out: {target}: its file system takes no file locks "
+        f"({errno.errorcode[code]}: {os.strerror(code)}), which keep two runs from writing "
+        "one folder; write to a folder on a disk that has them (a local disk, Lustre mounted "
+        "with -o flock, NFS with its lock service running)"
+    )
 
 
 # The most of a lock file's text a refused run shows (a hostile one may hold anything).
@@ -1074,7 +1172,16 @@ def make_live_folder(prefix: str, root: str | Path) -> tuple[Path, int]:
     making = folder / f".{LIVE_LOCK}.making"
     lock = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(lock, f"{this_machine()}\n".encode())
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError as error:
+        # No locks on this disk (a TMPDIR on Lustre or NFS without them): the folder lives
+        # unlocked, which is safe: no sweep can take its lock either, so none removes it (a
+        # killed run's then stays). Any other error: one line naming the file.
+        if error.errno not in NO_LOCKS:
+            os.close(lock)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _naming(error, making) from None
     os.rename(making, folder / LIVE_LOCK)  # named once held: no sweep finds it free
     return folder, lock
 

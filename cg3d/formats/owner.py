@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import LOCK_NAME, loads_json, why_not_a_file, write_json
+from cg3d.files import LOCK_NAME, is_nfs_leftover, loads_json, why_not_a_file, write_json
 from cg3d.formats.metrics import METRICS_NAME
 
 PLAN_NAME = ".plan.json"
@@ -101,12 +101,16 @@ def folder_owner(folder: Path) -> str | None:
 
 
 def holds_an_output(folder: Path) -> bool:
-    """Whether `folder` holds anything besides its owner mark and lock files: `rm out/*` keeps
-    the hidden mark, and a folder that shows empty has nothing of its claimant's to protect."""
+    """Whether `folder` holds anything besides its owner mark and lock files (and the files an
+    NFS client keeps of removed ones): `rm out/*` keeps the hidden mark, and a folder that shows
+    empty has nothing of its claimant's to protect."""
     try:
         with os.scandir(folder) as entries:
             return any(
-                entry.name != OWNER_MARK and not entry.name.endswith(LOCK_NAME) for entry in entries
+                entry.name != OWNER_MARK
+                and not entry.name.endswith(LOCK_NAME)
+                and not is_nfs_leftover(entry.name)  # a removed file an NFS client keeps
+                for entry in entries
             )
     except OSError:  # unlisted: trust the mark
         return True

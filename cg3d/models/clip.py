@@ -84,7 +84,11 @@ def weights_identity(pretrained: str) -> dict[str, str]:
         return {"kind": "tag", "tag": pretrained}
     path = os.path.abspath(pretrained)
     stat = os.stat(path)
-    sha256 = _sha256(path, stat.st_size, stat.st_mtime_ns)
+    # A version of the file is its inode, size, mtime and ctime: mtime alone missed a file
+    # rewritten in place at the same size within its disk's mtime step (1 s or 2 s on some
+    # network disks) or its mtime set back (`cp -p`, `rsync -t`); ctime cannot be set back.
+    version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    sha256 = _sha256(path, version)
     return {"kind": "file", "name": os.path.basename(path), "sha256": sha256, "path": path}
 
 
@@ -101,7 +105,7 @@ def is_weights_identity(value: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, version: tuple[int, ...]) -> str:
     """A file's sha256, hashed once per version of the file (CLIP files are ~0.6 GB)."""
     return file_sha256(path)
 

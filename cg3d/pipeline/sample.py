@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg3d.files import locks_out_dir, out_of_room
+from cg3d.files import locks_out_dir, stopping_error
 from cg3d.formats.manifest import (
     MeshRecord,
     manifest_file,
@@ -142,8 +142,8 @@ def sample_chunk(
                 path = mesh_file(meshes_dir, record)
                 cloud, has_color = read_points(path, record.up_axis, record.id, root, record.sha256)
             except Exception as error:  # any bad file: a row with a reason, the chunk goes on
-                if out_of_room(error):  # the disk's fault, not the object's: the stage stops
-                    raise
+                if stop := stopping_error(error):  # the disk's fault, not the object's: stop
+                    raise stop from None
                 failures.append({"id": record.id, "reason": failure_reason(error)})
                 continue
             ids.append(record.id)

@@ -477,7 +477,7 @@ def rss_mb() -> float:
 
 def serve(settings: dict) -> None:
     """Answer render requests from stdin until it closes."""
-    from cg3d.files import out_of_room
+    from cg3d.files import stopping_error
 
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Blender's prints go to stderr
@@ -510,19 +510,19 @@ def serve(settings: dict) -> None:
                 {"id": request["id"], "ok": False, "reason": reason, "retry": True, "exiting": True}
             )
             return
-        except RenderFailure as failure:
+        except Exception as error:  # a bad file, or Blender raised something unexpected
             renderer.clear()
-            retry = isinstance(failure, ImporterFailure)
-            reply({"id": request["id"], "ok": False, "reason": str(failure), "retry": retry})
-            continue
-        except Exception as error:  # Blender raised something unexpected: report, go on
-            renderer.clear()
-            if code := out_of_room(error):  # a full disk is not the object's fault: stop
-                no_room = {"errno": code, "file": error.filename}
-                reply({"id": request["id"], "ok": False, "reason": str(error), "no_room": no_room})
-                continue
-            reason = f"render: {type(error).__name__}: {one_line(str(error))}"
-            reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
+            # a full disk or a network disk's error (a RenderFailure's cause too) is not the
+            # object's fault: the stage stops
+            if stop := stopping_error(error):
+                no_room = {"errno": stop.errno, "file": stop.filename}
+                reply({"id": request["id"], "ok": False, "reason": str(stop), "no_room": no_room})
+            elif isinstance(error, RenderFailure):
+                retry = isinstance(error, ImporterFailure)
+                reply({"id": request["id"], "ok": False, "reason": str(error), "retry": retry})
+            else:
+                reason = f"render: {type(error).__name__}: {one_line(str(error))}"
+                reply({"id": request["id"], "ok": False, "reason": reason, "retry": True})
             continue
         reply({"id": request["id"], "ok": True, "rss_mb": rss_mb(), **extra})
 

@@ -1,6 +1,8 @@
 """`cg3d.render.worker.serve` itself, with Blender's `Renderer` stood in, for the supervisor's
 full-disk test: sampling an object whose file is named `full.*` fails as a write to a full
-disk does (ENOSPC, naming the file written); any other object gets a one-point cloud."""
+disk does (ENOSPC, naming the file written), one named `stale.*` as a read of a network disk's
+stale file does (ESTALE, raised as the file's RenderFailure, as `blender_input` does); any
+other object gets a one-point cloud."""
 
 import errno
 import json
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.geometry.meshio import MeshError
 from cg3d.render import worker
 
 
@@ -26,6 +29,12 @@ class Renderer:
     def sample(self, request: dict) -> dict:
         if Path(request["path"]).stem == "full":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), request["out"])
+        if Path(request["path"]).stem == "stale":
+            cause = OSError(errno.ESTALE, os.strerror(errno.ESTALE), request["path"])
+            try:
+                raise MeshError("unreadable", f"cannot read it: {cause.strerror}") from cause
+            except MeshError as error:
+                raise worker.RenderFailure(str(error)) from error
         np.save(request["out"], np.zeros((1, 3), np.float32))
         return {"has_color": False}
 

@@ -25,3 +25,15 @@ def test_a_full_disk_in_the_worker_is_the_stages_error_not_a_failure_row(tmp_pat
     assert raised.value.errno == errno.ENOSPC
     assert raised.value.filename.endswith("b.points.npy")
     assert raised.value.strerror == "No space left on device"
+
+
+def test_a_network_disks_stale_file_in_the_worker_stops_the_stage_not_a_failure_row(tmp_path):
+    (tmp_path / "stale.obj").write_text("v 0 0 0\n")
+    scratch = tmp_path / "scratch"
+    with (
+        FullDiskWorker({}, timeout_s=60, tmp_root=scratch) as worker,
+        pytest.raises(OSError) as raised,
+    ):
+        worker.points("c", tmp_path / "stale.obj", "y", {}, tmp_path)
+    assert raised.value.errno == errno.ESTALE  # the worker's RenderFailure, from its cause
+    assert raised.value.filename == str(tmp_path / "stale.obj")

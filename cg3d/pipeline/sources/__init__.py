@@ -18,7 +18,6 @@ import importlib
 import json
 import os
 import random
-import shutil
 import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -43,9 +42,11 @@ from cg3d.files import (
     path_too_long,
     read_small_file,
     real_path,
+    remove_tree,
     require_folder,
     resolved_root,
     sorted_entries,
+    stopping_error,
     utf8_name,
     why_unlisted,
 )
@@ -159,7 +160,7 @@ def build_manifest(config: MeshesConfig, out_dir: Path) -> Summary:
     parts = [output.part(i) for i in range(len(listing_parts))]
     counts, lacking = merge_parts(parts, work / "merge", out_dir, STAGE, Path(root))
     write_classes(listing.classes, out_dir)
-    shutil.rmtree(work)
+    remove_tree(work)
     return Summary(
         sum(counts.values()),
         dict(counts),
@@ -261,10 +262,13 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
                 if content[1] in BYTES_ONLY_SUFFIXES:
                     passed.add(content)
             row["sha256"] = content[0]
-        except MeshError as error:
-            row["status"], row["error"] = error.kind, error.reason
-        except OSError as error:
-            row["status"], row["error"] = "unreadable", f"cannot read the file: {error}"
+        except (MeshError, OSError) as error:
+            if stop := stopping_error(error):  # a network disk's: the file may be whole
+                raise stop from None
+            if isinstance(error, MeshError):
+                row["status"], row["error"] = error.kind, error.reason
+            else:
+                row["status"], row["error"] = "unreadable", f"cannot read the file: {error}"
     with atomic_path(Path(part)) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
     return len(rows)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cg3d.files import atomic_path
+from cg3d.files import atomic_path, remove_tree
 from cg3d.formats.failures import FAILURES_NAME, failures_writer
 from cg3d.formats.manifest import OK, manifest_writer
 
@@ -71,7 +71,7 @@ def merge_parts(
             failed = table.filter(pc.not_equal(table.column("status"), OK))
             if failed.num_rows:
                 write_failures(_failure_rows(failed, stage))
-    shutil.rmtree(work)
+    remove_tree(work)
     return counts, lacking
 
 
