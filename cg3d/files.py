@@ -1171,7 +1171,12 @@ def make_live_folder(prefix: str, root: str | Path) -> tuple[Path, int]:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     making = folder / f".{LIVE_LOCK}.making"
     lock = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(lock, f"{this_machine()}\n".encode())
+    try:
+        os.write(lock, f"{this_machine()}\n".encode())
+    except OSError as error:  # a full disk (the temp folder's): one line naming the file
+        os.close(lock)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _naming(error, making) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError as error:

@@ -213,6 +213,8 @@ def _run_threads(
                         results.append(render_chunk(worker, *job, on_object=advance))
                     except BaseException as error:  # stop the other threads too, re-raised below
                         errors.append(error)
+        except BaseException as error:  # its Blender could not start (a full disk): the same
+            errors.append(error)
         finally:
             ended[number].set()
 

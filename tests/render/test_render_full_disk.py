@@ -26,7 +26,7 @@ def test_a_full_disk_while_rendering_is_one_line_and_a_rerun_with_room_resumes(t
     whole = tmp_path / "whole"
     assert cg3d("render", "--meshes", meshes, "--out", whole, *ARGS).returncode == 0
     named = []
-    for size in (16, 48, 96):  # KiB: the first views, then some parts written
+    for size in (16, 20, 24, 48, 96):  # KiB: the temp folder, the first views, then parts
         with mounted(tmp_path / f"disk{size}", f"size={size}k") as disk:
             result = cg3d("render", "--meshes", meshes, "--out", disk / "out", *ARGS)
             shutil.copytree(disk / "out", tmp_path / f"out{size}", symlinks=True)
