@@ -80,9 +80,12 @@ def sample(
 ) -> None:
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
 
+    from cg3d.errors import require
     from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import sample_points
 
+    if config.fps == "bucket":  # imported per object in the workers: a failure row each
+        require("fpsample")
     summary = sample_points(meshes, out, config)
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "

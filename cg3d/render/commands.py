@@ -24,9 +24,13 @@ def render(
 ) -> None:
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
 
+    from cg3d.errors import require
     from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
+    require("bpy")  # imported by the Blender workers only: their start-up crash was a traceback
+    if config.executor == "ray":
+        require("ray")
     summary = render_meshes(meshes, out, config)
     rate = summary.views / max(summary.seconds, 1e-9)
     say(
