@@ -4,6 +4,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -29,12 +30,16 @@ def _canonical(name: str) -> str:
 
 def install_command(module: str) -> str:
     """`pip install 'REQUIREMENT'` for the top-level `module`, with the version range cg3d's
-    install asks for (a partial install, a conda env or an HPC module lacks or mis-pins it);
-    the bare name where cg3d itself is not installed (a source checkout on PYTHONPATH)."""
+    install asks for (a partial install, a conda env or an HPC module lacks or mis-pins it).
+    Where cg3d itself is not installed in this Python (a source checkout on PYTHONPATH, `python
+    -m cg3d` from its root), the checkout's own editable install: every package at once."""
     name = PIP_NAMES.get(module, module)
     try:
         requirements = importlib.metadata.requires("cg3d") or []
     except importlib.metadata.PackageNotFoundError:
+        checkout = Path(__file__).resolve().parents[1]
+        if (checkout / "pyproject.toml").is_file():
+            return f"pip install -e '{checkout}' (cg3d from this checkout, with all it needs)"
         requirements = []
     for requirement in requirements:
         spec, _, marker = (part.strip() for part in requirement.partition(";"))

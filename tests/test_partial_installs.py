@@ -145,3 +145,21 @@ def test_help_imports_no_heavy_package():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_the_cg3d_script_without_typer_is_one_line_as_python_m_cg3d(tmp_path):
+    """The script pyproject installs (`module:function`) and `python -m cg3d` agree: the
+    script pointed at `cg3d.cli:main`, whose import (typer) failed as a traceback."""
+    import tomllib
+
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["cg3d"]
+    module, _, function = target.partition(":")
+    script = f"import sys; from {module} import {function}; sys.argv[0] = 'cg3d'; {function}()"
+    env = _without(tmp_path, "typer")
+    for command in ([sys.executable, "-c", script], [sys.executable, "-m", "cg3d"]):
+        done = subprocess.run(
+            [*command, "--help"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2, (command, done.stderr[-500:])
+        assert done.stderr.startswith("error: `cg3d` needs the package 'typer'"), command
+        assert done.stderr.count("\n") == 1 and done.stdout == ""
