@@ -52,16 +52,18 @@ def install_command(module: str) -> str:
     return f"pip install '{name}'"
 
 
-def require(module: str) -> None:
-    """Raise ModuleNotFoundError before any work when this Python lacks `module`, without
-    importing it (bpy, ray: seconds): a command that needs it only per object (in its worker
-    processes) made a failure row of every object and exited 0."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package that fails, a broken __spec__
-        found = False
-    if not found:
-        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+def require(*modules: str) -> None:
+    """Raise ModuleNotFoundError for the first of `modules` this Python lacks, before any
+    work and without importing them (bpy, ray: seconds): a command that imported one only
+    per object (in its worker processes) made a failure row of every object and exited 0,
+    and one that imported it mid-stage left a half-made --out behind."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package that fails, a broken __spec__
+            found = False
+        if not found:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
 
 
 def missing_dependency_line(error: ModuleNotFoundError, command: str = "cg3d") -> str | None:

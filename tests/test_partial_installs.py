@@ -163,3 +163,26 @@ def test_the_cg3d_script_without_typer_is_one_line_as_python_m_cg3d(tmp_path):
         assert done.returncode == 2, (command, done.stderr[-500:])
         assert done.stderr.startswith("error: `cg3d` needs the package 'typer'"), command
         assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("absent", "words"),
+    [
+        ("ray", "meshes --out {out} --set meshes.executor=ray"),
+        ("trimesh", "meshes --out {out}"),
+        ("ray", "sample --meshes {tmp} --out {out} --set sample.executor=ray"),
+        ("dvclive", "train --shards {tmp} --out {out}"),
+        ("webdataset", "train --shards {tmp} --out {out}"),
+    ],
+)
+def test_a_stage_missing_a_package_refuses_before_making_its_out(tmp_path, absent, words):
+    """Imported mid-stage (a ray executor, dvclive's logger once the run was open), a missing
+    package was one line after --out was made: a run folder, a plan, a failures folder."""
+    out = tmp_path / "out"
+    args = words.format(out=out, tmp=tmp_path).split()
+    done = _cg3d(_without(tmp_path, absent), *args)
+    assert done.returncode == 2, done.stderr[-500:]
+    command = args[0]
+    assert done.stderr.startswith(f"error: `python -m cg3d {command}` needs the package '{absent}'")
+    assert done.stderr.count("\n") == 1
+    assert not out.exists()

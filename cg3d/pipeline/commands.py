@@ -31,8 +31,10 @@ def meshes(
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
 
+    from cg3d.errors import require
     from cg3d.pipeline.sources import build_manifest
 
+    require("trimesh", *(["ray"] if config.executor == "ray" else []))  # before --out is made
     summary = build_manifest(config, out)
     if params_file is not None:
         check_training_batch(out, params_file)
@@ -84,8 +86,9 @@ def sample(
     from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import sample_points
 
-    if config.fps == "bucket":  # imported per object in the workers: a failure row each
-        require("fpsample")
+    # fpsample is imported per object in the workers: it was a failure row each
+    require("trimesh", *(["fpsample"] if config.fps == "bucket" else []))
+    require(*(["ray"] if config.executor == "ray" else []))  # before --out is made
     summary = sample_points(meshes, out, config)
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "

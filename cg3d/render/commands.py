@@ -28,9 +28,8 @@ def render(
     from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
-    require("bpy")  # imported by the Blender workers only: their start-up crash was a traceback
-    if config.executor == "ray":
-        require("ray")
+    # bpy is imported by the Blender workers only: their start-up crash was a traceback
+    require("bpy", *(["ray"] if config.executor == "ray" else []))
     summary = render_meshes(meshes, out, config)
     rate = summary.views / max(summary.seconds, 1e-9)
     say(
