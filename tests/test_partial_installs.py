@@ -102,7 +102,8 @@ def test_a_blender_worker_without_bpy_refuses_to_start_in_one_line(tmp_path):
 
 
 def test_bpy_beside_numpy_2_says_to_install_numpy_1(monkeypatch):
-    """bpy 5.0.1 is built against numpy 1: beside numpy 2 its import fails."""
+    """bpy 5.0.1 is built against numpy 1: where its import fails beside numpy 2, the line
+    says which numpy to install."""
     from cg3d.render import worker
 
     monkeypatch.setattr(np, "__version__", "2.1.3")

@@ -124,8 +124,10 @@ def importer_reason(report: str, path: Path) -> str:
 
 def bpy_import_line(error: ImportError) -> str:
     """Why Blender cannot start in this Python, with the pip command that mends it: bpy absent
-    (a `pip install cg3d` that skipped it, a conda env), or present but built against numpy 1
-    while this Python has numpy 2 (bpy 5.0.1's own import fails then)."""
+    (a `pip install cg3d` that skipped it, a conda env), or present but failing to import (a
+    broken wheel, a system library it links missing). bpy 5.0.1 is built against numpy 1:
+    beside numpy 2 the line says so too (with numpy 2.2, bpy 5.0.1 still imports, printing
+    numpy's warning into the worker's log, and renders)."""
     from cg3d.errors import install_command
 
     if isinstance(error, ModuleNotFoundError) and error.name == "bpy":
@@ -152,7 +154,7 @@ class Renderer:
     def __init__(self, settings: dict) -> None:
         try:
             import bpy
-        except ImportError as error:  # not installed, or built against another numpy
+        except ImportError as error:  # not installed, or a broken install
             raise StartFailure(bpy_import_line(error)) from None
 
         self.bpy = bpy
