@@ -4,9 +4,11 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import fcntl
 import io
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -41,7 +43,14 @@ class _NoBoolType:
 
 
 class _Command(_NoBoolType, TyperCommand):
-    pass
+    def invoke(self, ctx: Any) -> Any:  # click's Context
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as error:  # a package this command imports (bpy, gradio)
+            line = missing_dependency_line(error, ctx.command_path)
+            if line is None:
+                raise
+            raise UsageError(line) from None
 
 
 class _Group(_NoBoolType, TyperGroup):
@@ -179,12 +188,18 @@ class _ReaderMayLeave:
 
     A thin proxy around the stream it is given (everything but write and flush is the
     stream's own): the stream stays whole, so a caller that holds it (pytest -s, an
-    in-process `main()`) still writes to it after `main` returns and puts it back."""
+    in-process `main()`) still writes to it after `main` returns and puts it back.
+
+    A non-blocking descriptor (a CI parent's pipe with O_NONBLOCK, shared with us) refuses a
+    write with EAGAIN while its slow reader lags: the log lost its rest there, dropped as a
+    failed one. Into such a descriptor each write goes straight to it, waiting until it can
+    take more (`_write_waiting`)."""
 
     def __init__(self, stream: io.TextIOWrapper) -> None:
         self.stream = stream
         self.failed: OSError | None = None  # the first failed write, a reader's leaving aside
         self.dropped = False
+        self.nonblocking = _nonblocking_descriptor(stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
@@ -193,7 +208,9 @@ class _ReaderMayLeave:
         if self.dropped:
             return len(text)
         try:
-            return self.stream.write(text)
+            if self.nonblocking is None:
+                return self.stream.write(text)
+            return self._write_waiting(text, self.nonblocking)
         except OSError as error:
             self._drop_the_rest(error)
             return len(text)
@@ -202,9 +219,28 @@ class _ReaderMayLeave:
         if self.dropped:
             return
         try:
-            self.stream.flush()
+            while True:
+                try:
+                    self.stream.flush()  # a BufferedWriter keeps what EAGAIN refused
+                    return
+                except BlockingIOError:
+                    _wait_writable(self.stream.fileno())
         except OSError as error:
             self._drop_the_rest(error)
+
+    def _write_waiting(self, text: str, descriptor: int) -> int:
+        """`text` written whole to the non-blocking `descriptor`, past the stream's buffers:
+        where EAGAIN came from inside them, which of their bytes had gone is unknown. What
+        they still held goes first; encoding as the stream does (a UnicodeEncodeError before
+        any byte)."""
+        data = memoryview(text.encode(self.stream.encoding, self.stream.errors or "strict"))
+        self.flush()
+        while data:
+            try:
+                data = data[os.write(descriptor, data) :]
+            except BlockingIOError:
+                _wait_writable(descriptor)
+        return len(text)
 
     def _drop_the_rest(self, error: OSError) -> None:
         if not isinstance(error, BrokenPipeError):
@@ -221,6 +257,25 @@ class _ReaderMayLeave:
             os.close(devnull)
         with suppress(OSError):  # devnull takes anything: only a stream gone odd refuses
             self.stream.flush()
+
+
+def _nonblocking_descriptor(stream: io.TextIOWrapper) -> int | None:
+    """The descriptor behind `stream` when it is set O_NONBLOCK, else None (an in-process
+    caller's stream without one included)."""
+    try:
+        descriptor = stream.fileno()
+        flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+    return descriptor if flags & os.O_NONBLOCK else None
+
+
+def _wait_writable(descriptor: int) -> None:
+    """Until `descriptor` takes more (its reader read some) or has gone (then the write says
+    which: EPIPE)."""
+    poll = select.poll()
+    poll.register(descriptor, select.POLLOUT)
+    poll.poll()
 
 
 class _OutputStream(_ReaderMayLeave):

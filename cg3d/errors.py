@@ -1,6 +1,10 @@
 """Errors a user can fix: the CLI prints them as one line and exits with code 2."""
 
+import importlib.metadata
+import importlib.util
+import re
 import sys
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -16,16 +20,63 @@ def printable(text: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
-def missing_dependency_line(error: ModuleNotFoundError) -> str | None:
+# Import names that pip installs under another name.
+PIP_NAMES = {"open_clip": "open_clip_torch", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_command(module: str) -> str:
+    """`pip install 'REQUIREMENT'` for the top-level `module`, with the version range cg3d's
+    install asks for (a partial install, a conda env or an HPC module lacks or mis-pins it).
+    Where cg3d itself is not installed in this Python (a source checkout on PYTHONPATH, `python
+    -m cg3d` from its root), the checkout's own editable install: every package at once."""
+    name = PIP_NAMES.get(module, module)
+    try:
+        requirements = importlib.metadata.requires("cg3d") or []
+    except importlib.metadata.PackageNotFoundError:
+        checkout = Path(__file__).resolve().parents[1]
+        if (checkout / "pyproject.toml").is_file():
+            return f"pip install -e '{checkout}' (cg3d from this checkout, with all it needs)"
+        requirements = []
+    for requirement in requirements:
+        spec, _, marker = (part.strip() for part in requirement.partition(";"))
+        match = re.match(r"[A-Za-z0-9._-]+", spec)
+        if match and _canonical(match.group()) == _canonical(name):
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", marker)
+            return f"pip install '{spec}'" + (
+                f" (cg3d's [{extra.group(1)}] extra)" if extra else ""
+            )
+    return f"pip install '{name}'"
+
+
+def require(*modules: str) -> None:
+    """Raise ModuleNotFoundError for the first of `modules` this Python lacks, before any
+    work and without importing them (bpy, ray: seconds): a command that imported one only
+    per object (in its worker processes) made a failure row of every object and exited 0,
+    and one that imported it mid-stage left a half-made --out behind."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package that fails, a broken __spec__
+            found = False
+        if not found:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
+def missing_dependency_line(error: ModuleNotFoundError, command: str = "cg3d") -> str | None:
     """The line for a package of the project's install that this Python lacks, else None (a
-    module of cg3d's own: a bug or a broken checkout). Every stage of dvc.yaml runs `python -m
-    cg3d`: a `dvc` run outside the project's venv runs the `python` on PATH, which imports cg3d
-    from the project root and lacked typer or torch, a ModuleNotFoundError traceback."""
+    module of cg3d's own: a bug or a broken checkout): the package, the `command` that needs
+    it and the pip command. Every stage of dvc.yaml runs `python -m cg3d`: a `dvc` run outside
+    the project's venv runs the `python` on PATH, which imports cg3d from the project root and
+    lacked typer or torch, a ModuleNotFoundError traceback."""
     top = (error.name or "").partition(".")[0]
     if not top or top == "cg3d":
         return None
     return (
-        f"this Python ({sys.executable}) has no module named {top!r}, which cg3d needs: run it"
-        " in the project's environment (`. .venv/bin/activate`, then `dvc repro` or `cg3d`;"
-        " README's install)"
+        f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) lacks:"
+        f" {install_command(top)}, or run it in the project's environment"
+        " (`. .venv/bin/activate`; README's install)"
     )

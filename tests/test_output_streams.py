@@ -3,12 +3,17 @@ may be on a full or read-only disk, or closed (`>&-`), and its stdin is /dev/nul
 The stage's own files never depend on whether its log could be written; the exit code says
 what happened (`cg3d.cli.main`)."""
 
+import fcntl
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+F_SETPIPE_SZ = 1031  # Linux's fcntl: a pipe's capacity
 
 needs_dev_full = pytest.mark.skipif(
     not Path("/dev/full").exists(), reason="needs Linux's /dev/full"
@@ -99,3 +104,27 @@ def test_a_closed_stdout_is_not_the_next_file_the_command_opens(tmp_path):
     run = subprocess.run(["sh", "-c", shell, "sh", *command], stderr=subprocess.PIPE, timeout=120)
     assert run.returncode == 0, run.stderr.decode()
     assert out.read_text() == "the output"
+
+
+def test_a_nonblocking_stdout_with_a_slow_reader_gets_the_whole_log():
+    """A CI parent's pipe set O_NONBLOCK (shared with the command): while its reader lagged, a
+    write failed with EAGAIN and the rest of the log was dropped. The pipe is made one page
+    (4 KiB) and the reader starts late, so the help text (7 KiB) meets a full pipe."""
+    command = [sys.executable, "-m", "cg3d", "render", "--help"]
+    env = {**os.environ, "COLUMNS": "200"}
+    whole = subprocess.run(command, capture_output=True, env=env, timeout=120, check=True).stdout
+    assert len(whole) > 4096
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    run = subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, env=env)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        time.sleep(2)  # the command fills the pipe meanwhile
+        received = b""
+        while chunk := reader.read1(512):
+            received += chunk
+            time.sleep(0.005)  # a slow reader
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr.decode()
+    assert received == whole

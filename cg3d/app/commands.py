@@ -281,6 +281,10 @@ def demo_command(
     ] = None,
 ) -> None:
     """A local web page (127.0.0.1): classify an upload, search the index by text or image."""
+    from cg3d.errors import require
+
+    if config.views:  # an upload's views: the first upload found no Blender
+        require("bpy")
     from cg3d.app.demo import serve
 
     serve(checkpoint, index, config)

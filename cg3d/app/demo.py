@@ -41,6 +41,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES  # noqa: E402
 from cg3d.formats.retrieval import read_retrieval  # noqa: E402
 from cg3d.formats.tables import markdown_text  # noqa: E402
 from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES  # noqa: E402
+from cg3d.models.model import check_cuda  # noqa: E402
 from cg3d.params import MAX_LABELS, DemoConfig, RenderConfig  # noqa: E402
 from cg3d.pipeline.chunks import WORKER_TEMP  # noqa: E402
 
@@ -361,6 +362,7 @@ def serve(checkpoint: Path, index_path: Path | None, config: DemoConfig) -> None
     config.validate()
     if index_path:  # a folder that is no index: one line before the model loads
         read_retrieval(index_path)
+    check_cuda(config.device, "demo.device")  # before the model loads
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     index = open_index(index_path, model) if index_path else None
     port = config.port or free_port()

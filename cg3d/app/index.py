@@ -44,6 +44,7 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.formats.tar import FormatError
+from cg3d.models.model import check_cuda
 from cg3d.params import IndexConfig
 from cg3d.pipeline.chunks import ChunkedOutput, progress_bar
 
@@ -80,6 +81,7 @@ def build_index(checkpoint: Path, shards: str | Path, out: Path, config: IndexCo
     config.validate()
     check_owner(out, "index")  # before the model loads
     planned = planned_shards(shards, config.splits)  # so are the shards: a typo costs no load
+    check_cuda(config.device, "index.device")  # before the model loads
     model = load(checkpoint, config.device, config.clip_pretrained or None)
     return index_shards(model, shards, Path(out), config, planned)
 

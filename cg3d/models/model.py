@@ -21,6 +21,31 @@ from cg3d.models.prompts import PromptedViT
 from cg3d.params import TrainConfig
 
 
+def check_cuda(value: str, name: str) -> None:
+    """One line naming parameter `name` when its device `value` (cuda, cuda:N) is one this
+    torch cannot reach, and why: a torch built without CUDA (pip's CPU wheel, an HPC module's
+    CPU build), no GPU or driver seen, or fewer GPUs than N. torch's own error came at the
+    first tensor moved, a traceback ("Found no NVIDIA driver", "Torch not compiled with CUDA
+    enabled")."""
+    if not value.startswith("cuda"):
+        return
+    if torch.version.cuda is None:
+        raise UsageError(
+            f"{name}: {value} asked for, but this torch ({torch.__version__}) is built without"
+            " CUDA: install a CUDA build of torch (pytorch.org's install selector) or set"
+            f" {name}: cpu"
+        )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = torch.device(value).index or 0
+    if index >= count:
+        seen = f"{count} GPU(s), cuda:0 to cuda:{count - 1}" if count else "no GPU"
+        raise UsageError(
+            f"{name}: {value} asked for, but torch {torch.__version__} (CUDA"
+            f" {torch.version.cuda}) sees {seen} (a driver, CUDA_VISIBLE_DEVICES, the job's"
+            f" GPUs); set {name}: cpu"
+        )
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the model (stored in every checkpoint as `model.config`).

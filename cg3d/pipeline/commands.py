@@ -31,8 +31,10 @@ def meshes(
 ) -> None:
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
 
+    from cg3d.errors import require
     from cg3d.pipeline.sources import build_manifest
 
+    require("trimesh", *(["ray"] if config.executor == "ray" else []))  # before --out is made
     summary = build_manifest(config, out)
     if params_file is not None:
         check_training_batch(out, params_file)
@@ -80,9 +82,13 @@ def sample(
 ) -> None:
     """Sample point clouds from meshes: area-weighted surface samples, then farthest point sampling."""
 
+    from cg3d.errors import require
     from cg3d.formats.failures import summarize
     from cg3d.pipeline.sample import sample_points
 
+    # fpsample is imported per object in the workers: it was a failure row each
+    require("trimesh", *(["fpsample"] if config.fps == "bucket" else []))
+    require(*(["ray"] if config.executor == "ray" else []))  # before --out is made
     summary = sample_points(meshes, out, config)
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "

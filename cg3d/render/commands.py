@@ -24,9 +24,12 @@ def render(
 ) -> None:
     """Render every object from several orbit views with Blender (headless, persistent workers)."""
 
+    from cg3d.errors import require
     from cg3d.formats.failures import summarize
     from cg3d.render.stage import render_meshes
 
+    # bpy is imported by the Blender workers only: their start-up crash was a traceback
+    require("bpy", *(["ray"] if config.executor == "ray" else []))
     summary = render_meshes(meshes, out, config)
     rate = summary.views / max(summary.seconds, 1e-9)
     say(

@@ -122,6 +122,26 @@ def importer_reason(report: str, path: Path) -> str:
     return f"unreadable: Blender's importer failed: {one_line(report)}"
 
 
+def bpy_import_line(error: ImportError) -> str:
+    """Why Blender cannot start in this Python, with the pip command that mends it: bpy absent
+    (a `pip install cg3d` that skipped it, a conda env), or present but failing to import (a
+    broken wheel, a system library it links missing). bpy 5.0.1 is built against numpy 1:
+    beside numpy 2 the line says so too (with numpy 2.2, bpy 5.0.1 still imports, printing
+    numpy's warning into the worker's log, and renders)."""
+    from cg3d.errors import install_command
+
+    if isinstance(error, ModuleNotFoundError) and error.name == "bpy":
+        return f"Blender: this Python ({sys.executable}) has no bpy: {install_command('bpy')}"
+    words = f"Blender: bpy failed to import ({one_line(str(error))})"
+    numpy_version = np.__version__
+    if int(numpy_version.split(".")[0]) >= 2:
+        words += (
+            f"; bpy is built against numpy 1, this Python has numpy {numpy_version}:"
+            f" {install_command('numpy')}"
+        )
+    return words
+
+
 def homogeneous(matrix3: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3] = matrix3
@@ -132,7 +152,10 @@ class Renderer:
     """One Blender scene set up once (camera, lights, engine) and reused for every object."""
 
     def __init__(self, settings: dict) -> None:
-        import bpy
+        try:
+            import bpy
+        except ImportError as error:  # not installed, or a broken install
+            raise StartFailure(bpy_import_line(error)) from None
 
         self.bpy = bpy
         bpy.ops.wm.read_factory_settings(use_empty=True)

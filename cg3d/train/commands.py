@@ -39,8 +39,12 @@ def train(
     params_file: Path | None = None,
 ) -> None:
     """Train the point encoder and visual prompts against CLIP (torchrun for several processes)."""
+    from cg3d.errors import require
     from cg3d.params import write_resolved
     from cg3d.train.loop import open_run, train_stage
+
+    # imported once the run is open (its loader, its CLIP, its log): a run folder was left
+    require("webdataset", "open_clip", "timm", "dvclive")
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
         say(

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cg3d.errors import UsageError
+from cg3d.models.model import check_cuda
 
 
 def world() -> tuple[int, int]:
@@ -33,8 +33,7 @@ def pick_device(name: str) -> torch.device:
     """`train.device` as a torch device ("auto": cuda if available); under DDP, this rank's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"train.device: {name} asked for, but no CUDA device is available")
+    check_cuda(name, "train.device")
     device = torch.device(name)
     if device.type == "cuda" and dist.is_initialized():
         device = torch.device("cuda", torch.cuda.current_device())

@@ -189,3 +189,26 @@ def test_a_convert_refused_after_its_out_check_leaves_no_folder(words, tmp_path)
     assert isinstance(result.exception, UsageError), (result.output, result.exception)
     assert "absent.pt" in str(result.exception)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("words", "parameter"),
+    [
+        ("index --checkpoint {ck} --shards {sh} --out {out} --device cuda", "index.device"),
+        ("demo --checkpoint {ck} --device cuda:1 --views 0", "demo.device"),
+    ],
+)
+def test_a_cuda_device_this_torch_cannot_reach_is_refused_before_the_model(
+    words, parameter, loads, tiny_checkpoint, tiny_shards, tmp_path, monkeypatch
+):
+    """A torch without CUDA (a CPU wheel) or a machine without a GPU: torch's "Found no
+    NVIDIA driver" came as a traceback from inside the model's load."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    names = {"ck": tiny_checkpoint, "sh": tiny_shards, "out": tmp_path / "out"}
+    result = CliRunner().invoke(app, [word.format(**names) for word in words.split()])
+    assert isinstance(result.exception, UsageError), (result.output, result.exception)
+    assert str(result.exception).startswith(f"{parameter}: cuda")
+    assert "sees no GPU" in str(result.exception)
+    assert loads == []
