@@ -403,7 +403,9 @@ def _run() -> None:
             message = loader_worker_died(error)
             if message is None:
                 raise
-        elif isinstance(error, ImportError):  # a command's own import (torch, bpy): absent or broken
+        elif isinstance(
+            error, ImportError
+        ):  # a command's own import (torch, bpy): absent or broken
             message = missing_dependency_line(error)
             if message is None:
                 raise
