@@ -1,8 +1,8 @@
 """Objaverse-LVIS zero-shot: from our own shards of LVIS GLBs, and from OpenShape's files."""
 
 import csv
-import os
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
