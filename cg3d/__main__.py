@@ -12,7 +12,7 @@ def run() -> None:
     script pointed at `cg3d.cli:main` itself, whose import failed as a traceback."""
     try:
         from cg3d.cli import main
-    except ModuleNotFoundError as error:
+    except ImportError as error:  # absent, or there but broken
         line = missing_dependency_line(error)
         if line is None:
             raise

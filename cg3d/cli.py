@@ -46,7 +46,7 @@ class _Command(_NoBoolType, TyperCommand):
     def invoke(self, ctx: Any) -> Any:  # click's Context
         try:
             return super().invoke(ctx)
-        except ModuleNotFoundError as error:  # a package this command imports (bpy, gradio)
+        except ImportError as error:  # a package it imports (bpy, gradio): absent or broken
             line = missing_dependency_line(error, ctx.command_path)
             if line is None:
                 raise
@@ -398,12 +398,14 @@ def _run() -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
-    except (UsageError, OSError, UnicodeEncodeError, ModuleNotFoundError, RuntimeError) as error:
+    except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
             message = loader_worker_died(error)
             if message is None:
                 raise
-        elif isinstance(error, ModuleNotFoundError):  # a command's own import (torch, bpy)
+        elif isinstance(
+            error, ImportError
+        ):  # a command's own import (torch, bpy): absent or broken
             message = missing_dependency_line(error)
             if message is None:
                 raise

@@ -66,17 +66,61 @@ def require(*modules: str) -> None:
             raise ModuleNotFoundError(f"No module named {module!r}", name=module)
 
 
-def missing_dependency_line(error: ModuleNotFoundError, command: str = "cg3d") -> str | None:
-    """The line for a package of the project's install that this Python lacks, else None (a
-    module of cg3d's own: a bug or a broken checkout): the package, the `command` that needs
-    it and the pip command. Every stage of dvc.yaml runs `python -m cg3d`: a `dvc` run outside
-    the project's venv runs the `python` on PATH, which imports cg3d from the project root and
-    lacked typer or torch, a ModuleNotFoundError traceback."""
+def _package_of(error: ImportError) -> str | None:
+    """The top-level package an ImportError is about: the module it names, else the first
+    module its traceback enters after cg3d's last frame, importlib's aside (a wheel's own
+    `raise ImportError`, a shared library its extension links that is missing). None: cg3d's
+    own (its traceback ends in cg3d)."""
     top = (error.name or "").partition(".")[0]
+    if top:
+        return top
+    package = None
+    trace = error.__traceback__
+    while trace is not None:
+        module = str(trace.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        if module == "cg3d":
+            package = None  # the frames before (typer's, click's) called cg3d: not the import
+        elif package is None and module not in {"", "importlib", "__main__"}:
+            package = module
+        trace = trace.tb_next
+    return package
+
+
+def _installed_at(package: str) -> str | None:
+    """Where this Python finds `package` (its folder), without importing it; None if absent."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or [])
+    return locations[0] if locations else spec.origin
+
+
+def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | None:
+    """The line for a package of the project's install that this Python lacks, or has but
+    cannot import, else None (a module of cg3d's own: a bug or a broken checkout): the
+    package, the `command` that needs it and the pip command. Every stage of dvc.yaml runs
+    `python -m cg3d`: a `dvc` run outside the project's venv runs the `python` on PATH, which
+    imports cg3d from the project root and lacked typer or torch, a ModuleNotFoundError
+    traceback. A package that is there but fails (a torch whose shared library is missing,
+    `No module named 'torch._C'` of a wheel for another Python) is named as broken: "lacks"
+    sent the user to install what they have (t86a)."""
+    top = _package_of(error)
     if not top or top == "cg3d":
         return None
+    where = _installed_at(top)
+    if where is None:
+        return (
+            f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) lacks:"
+            f" {install_command(top)}, or run it in the project's environment"
+            " (`. .venv/bin/activate`; README's install)"
+        )
+    reinstall = install_command(top).replace("pip install '", "pip install --force-reinstall '")
+    reason = printable(" ".join(f"{type(error).__name__}: {error}".split()))
     return (
-        f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) lacks:"
-        f" {install_command(top)}, or run it in the project's environment"
-        " (`. .venv/bin/activate`; README's install)"
+        f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) has"
+        f" ({where}) but cannot import ({reason}): reinstall it ({reinstall}), or run it in the"
+        " project's environment (`. .venv/bin/activate`; README's install)"
     )

@@ -128,3 +128,28 @@ def test_a_nonblocking_stdout_with_a_slow_reader_gets_the_whole_log():
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr.decode()
     assert received == whole
+
+
+def test_a_nonblocking_stdout_whose_reader_never_reads_waits_as_a_blocking_one_until_stopped():
+    """A reader that stops reading (a pager stopped with Ctrl-Z) is waited for without a bound,
+    as a blocking stdout is (a bound would drop what the reader may still come back for), and
+    a SIGTERM still stops the command at once, in one line (t86a's decision)."""
+    import signal
+
+    command = [sys.executable, "-m", "cg3d", "render", "--help"]
+    env = {**os.environ, "COLUMNS": "200"}
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    run = subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, env=env)
+    os.close(write_end)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.wait(timeout=3)  # the pipe is full and never read: it waits
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        run.kill()
+        os.close(read_end)
+    assert run.returncode == 128 + signal.SIGTERM
+    assert stderr.decode() == "error: terminated (SIGTERM)\n"

@@ -187,3 +187,32 @@ def test_a_stage_missing_a_package_refuses_before_making_its_out(tmp_path, absen
     assert done.stderr.startswith(f"error: `python -m cg3d {command}` needs the package '{absent}'")
     assert done.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "init, reason",
+    [
+        (
+            'raise ImportError("libGL.so.1: cannot open shared object file")',
+            "ImportError: libGL.so.1: cannot open shared object file",
+        ),
+        ("import trimesh._C", "ModuleNotFoundError: No module named 'trimesh._C'"),
+    ],
+)
+def test_a_package_there_but_broken_is_named_as_broken_not_absent(tmp_path, init, reason):
+    """A package that is installed but fails to import (a system library its wheel links is
+    missing, a wheel built for another Python): a traceback (exit 1), or "lacks the package"
+    with `pip install` of what the user has."""
+    site = tmp_path / "site"
+    (site / "trimesh").mkdir(parents=True)
+    (site / "trimesh" / "__init__.py").write_text(init + "\n")
+    path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    out = tmp_path / "meshes"
+    done = _cg3d(env, "meshes", "--out", str(out), "--source", "synthetic", "--per-class", "1")
+    assert done.returncode == 2, done.stderr[-500:]
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith("error: `python -m cg3d meshes` needs the package 'trimesh'")
+    assert f"has ({site / 'trimesh'}) but cannot import ({reason})" in line
+    assert "pip install --force-reinstall 'trimesh>=" in line
+    assert "Traceback" not in done.stderr

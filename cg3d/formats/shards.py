@@ -45,6 +45,7 @@ from cg3d.files import (
     loads_json,
     require_folder,
     require_regular_file,
+    stopping_error,
     write_json,
 )
 from cg3d.formats.captions import MAX_CAPTION_CHARS, MAX_CAPTIONS_PER_OBJECT
@@ -514,6 +515,8 @@ def raw_samples(
                     if keep(position):
                         yield sample
         except Exception as error:  # noqa: BLE001 - one bad shard must not end the epoch
+            if stopping_error(error):  # a network disk's (ESTALE): not the shard's, stop
+                raise  # skipped, an epoch (or a held-out metric) lost a whole shard (t86a)
             lost = sum(1 for p in range(position + 1, end + 1) if keep(p))
             skipped.add(
                 f"the rest of shard {url}", f"unreadable shard ({read_error_reason(error)})", lost

@@ -36,6 +36,7 @@ import io
 import multiprocessing
 import os
 import random
+import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -659,6 +660,24 @@ class Loader:
                 raise
             workers = getattr(iterator, "_workers", [])  # private: torch names no signal here
             raise UsageError(worker_died_line(dead_worker_signal(workers))) from error
+        except OSError as error:  # a worker's network disk error (raw_samples stops on it)
+            raised = worker_os_error(error)
+            if raised is None:
+                raise
+            raise raised from None
+
+
+def worker_os_error(error: OSError) -> OSError | None:
+    """The OSError a DataLoader worker raised, as torch raises it again here: `OSError(text)`,
+    the errno and file only in the text's last line ("OSError: [Errno 116] Stale file handle:
+    '/x.tar'"), which the CLI showed as a traceback. None for any other OSError."""
+    text = str(error)
+    if error.errno is not None or not text.startswith("Caught "):
+        return None
+    match = re.search(r"\[Errno (\d+)\] (.+?)(?:: '(.*)')?$", text.rstrip().splitlines()[-1])
+    if match is None:
+        return None
+    return OSError(int(match[1]), match[2], match[3])
 
 
 # What the model reads of a batch on the device; the rest (captions, keys, has_color) stays

@@ -542,3 +542,41 @@ def test_on_a_cuda_machine_the_main_process_copies_batches_into_page_locked_memo
     batch = slots.take(message)
     assert asked == [True, True]  # the points and the views
     assert torch.equal(batch["points"], torch.ones(2, 4, 3)) and batch["key"] == ["k", "k"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("code", ["ESTALE", "EIO"])
+def test_a_network_disks_error_reading_a_shard_stops_the_loader(shards, monkeypatch, workers, code):
+    """A network disk's stale handle is the disk's, not the shard's: the rest of the shard was
+    skipped as unreadable, so an epoch, or a held-out metric, lost it because the network
+    blinked. It stops the loader as one OSError naming the shard, from a worker process too
+    (torch raised it again as OSError(its traceback's text): a traceback at the CLI). EIO
+    stays a skipped shard (the project's decision). The loader's workers are forked: they
+    inherit the patch."""
+    import contextlib
+    import errno
+    import os
+
+    from cg3d.formats import shards as module
+
+    real = module.open_shard
+
+    @contextlib.contextmanager
+    def open_shard(url, timeout=module.READ_TIMEOUT):
+        if url.endswith("shard-000001.tar"):
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number), url)
+        with real(url, timeout) as stream:
+            yield stream
+
+    monkeypatch.setattr(module, "open_shard", open_shard)
+    config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=1, workers=workers), 32)
+    loader = make_loader(shards, "train", config, train=False)
+    if code == "EIO":
+        keys = keys_of(loader)
+        assert len(keys) == read_index(shards)["splits"]["train"]["samples"] - 2
+        return
+    with pytest.raises(OSError) as raised:
+        keys_of(loader)
+    assert raised.value.errno == errno.ESTALE
+    assert raised.value.filename.endswith("shard-000001.tar")
