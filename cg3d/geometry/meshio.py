@@ -903,13 +903,15 @@ def _binary_faces(handle: BinaryIO, element: _PlyElement, order: str, size: int)
         handle.seek(start)
         if kind in PLY_TYPES and item in PLY_TYPES and first:
             (count,) = struct.unpack(order + PLY_TYPES[kind], first)
-            record = np.dtype(
-                [("n", order + PLY_TYPES[kind]), ("i", order + PLY_TYPES[item], (count,))]
-            )
-            needed = record.itemsize * element.count
-            # read only what the file can hold (a read allocates what it asks for first)
-            data = handle.read(needed) if needed <= size - start else b""
-            if len(data) == needed:
+            sizes = struct.calcsize(PLY_TYPES[kind]), struct.calcsize(PLY_TYPES[item])
+            needed = (sizes[0] + count * sizes[1]) * element.count
+            # read only what the file can hold (a read allocates what it asks for first); a
+            # count past that (2^32-1) is no dtype numpy makes: the records below name it
+            if 0 < needed <= size - start:
+                record = np.dtype(
+                    [("n", order + PLY_TYPES[kind]), ("i", order + PLY_TYPES[item], (count,))]
+                )
+                data = handle.read(needed)
                 counts = np.frombuffer(data, record)["n"]
                 if count >= 3 and (counts == count).all():
                     return
