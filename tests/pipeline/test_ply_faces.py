@@ -7,6 +7,7 @@ ASCII or binary of either byte order, still read. The same for counts a header g
 element count, a binary STL's triangle count, must fit the file.
 """
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,22 @@ def test_a_binary_point_cloud_whose_vertices_carry_a_list_is_named_a_point_cloud
     with pytest.raises(MeshError) as raised:
         validate_file(path, tmp_path)
     assert raised.value.kind == "no_faces" and "a point cloud (3 vertices" in raised.value.reason
+
+
+@pytest.mark.parametrize("count", [2**31, 2**32 - 1])
+def test_a_binary_ply_face_list_count_past_what_numpy_can_shape_is_named(tmp_path, count):
+    """One face whose uint list count is 2^31 or more: the all-faces-alike fast check built a
+    numpy dtype of that shape first, and numpy's ValueError ("dimension does not fit into a C
+    int") came out of `load_mesh` and `validate_file` as a traceback. Now the count is weighed
+    against the file's bytes before any dtype, and the face named."""
+    header = (
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+        b"property float y\nproperty float z\nelement face 1\n"
+        b"property list uint int vertex_indices\nend_header\n"
+    )
+    body = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + struct.pack("<I3i", count, 0, 1, 2)
+    path = tmp_path / "m.ply"
+    path.write_bytes(header + body)
+    for read in (lambda: load_mesh(path), lambda: validate_file(path, tmp_path)):
+        with pytest.raises(MeshError, match=f"PLY face 0 runs past .* list count \\({count}\\)"):
+            read()
