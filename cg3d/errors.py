@@ -34,13 +34,14 @@ def install_command(module: str) -> str:
     Where cg3d itself is not installed in this Python (a source checkout on PYTHONPATH, `python
     -m cg3d` from its root), the checkout's own editable install: every package at once."""
     name = PIP_NAMES.get(module, module)
-    try:
-        requirements = importlib.metadata.requires("cg3d") or []
-    except importlib.metadata.PackageNotFoundError:
-        checkout = Path(__file__).resolve().parents[1]
-        if (checkout / "pyproject.toml").is_file():
-            return f"pip install -e '{checkout}' (cg3d from this checkout, with all it needs)"
-        requirements = []
+    checkout = Path(__file__).resolve().parents[1]
+    # cg3d's metadata as this Python installed it: not the checkout's own `cg3d.egg-info`,
+    # which an install into another venv leaves in the root, where `python -m cg3d` finds it.
+    elsewhere = [entry for entry in sys.path if Path(entry or ".").resolve() != checkout]
+    installed = next(iter(importlib.metadata.distributions(name="cg3d", path=elsewhere)), None)
+    if installed is None and (checkout / "pyproject.toml").is_file():
+        return f"pip install -e '{checkout}' (cg3d from this checkout, with all it needs)"
+    requirements = (installed.requires if installed else None) or []
     for requirement in requirements:
         spec, _, marker = (part.strip() for part in requirement.partition(";"))
         match = re.match(r"[A-Za-z0-9._-]+", spec)
