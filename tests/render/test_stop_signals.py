@@ -19,7 +19,7 @@ from tests.stopping import stop_command, tree_bytes
 
 pytestmark = pytest.mark.blender
 
-OBJECTS = 24
+OBJECTS = 48  # 24 chunks: a stop sent at the second part lands mid-work even on a loaded machine
 OPTIONS = ["--workers", "2", "--chunk-size", "2", "--views", "2", "--resolution", "32"]
 
 
