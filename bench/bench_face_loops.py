@@ -12,19 +12,11 @@ triangle.
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
+from timing import best_seconds
+
 from cg3d.geometry.meshio import blender_input, face_loops, load_mesh
-
-
-def best(work, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -49,7 +41,7 @@ def main() -> None:
                 "blender_input": lambda path=path: blender_input(path, root, "", root / "copies"),
             }
             for name, work in rows.items():
-                print(f"{corners} corners  {name:14s} {best(work, args.repeat):.3f} s")
+                print(f"{corners} corners  {name:14s} {best_seconds(work, args.repeat):.3f} s")
 
 
 if __name__ == "__main__":

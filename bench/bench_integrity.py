@@ -14,10 +14,10 @@ Best of --repeats; the page cache is warm (the parts were just written).
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_seconds
 
 from cg3d.formats.intact import part_problem
 from cg3d.formats.points import write_points_part
@@ -26,15 +26,6 @@ from cg3d.formats.shards import Skipped, raw_samples
 from cg3d.formats.tar import tar_samples, write_tar
 from cg3d.params import RenderConfig
 from cg3d.render.cameras import cameras_of
-
-
-def best(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -60,7 +51,9 @@ def main() -> None:
         for path in renders:
             write_tar(path, members)
         for kind, parts in (("points (Parquet)", points), ("renders (tar)", renders)):
-            seconds = best(lambda parts=parts: [part_problem(p) for p in parts], args.repeats)
+            seconds = best_seconds(
+                lambda parts=parts: [part_problem(p) for p in parts], args.repeats
+            )
             size = sum(p.stat().st_size for p in parts) / 2**20
             print(
                 f"check {len(parts)} {kind} parts ({size:.0f} MiB): {seconds * 1e3:.1f} ms, "
@@ -84,7 +77,7 @@ def main() -> None:
             stream.close()
 
         for name, read in (("timed reader", timed), ("webdataset gopen", webdataset_stream)):
-            seconds = best(read, args.repeats)
+            seconds = best_seconds(read, args.repeats)
             print(
                 f"read a {size:.0f} MiB shard through pipe:cat, {name}: {size / seconds:.0f} MiB/s"
             )

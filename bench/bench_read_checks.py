@@ -14,23 +14,14 @@ needs a Blender worker; see bench_render.py and bench_sample.py).
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import trimesh
 from PIL import Image
+from timing import best_seconds
 
 from cg3d.files import file_sha256
 from cg3d.geometry.meshio import blender_input, listed_file, load_mesh
-
-
-def best(work, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -66,7 +57,7 @@ def main() -> None:
                 ),
             ]
             for step, work in rows:
-                seconds = best(work, args.repeat)
+                seconds = best_seconds(work, args.repeat)
                 print(f"| {name} | {mb:.1f} | {step} | {seconds:.4f} |")
 
 
