@@ -184,8 +184,10 @@ def test_every_worker_param_is_bounded_in_the_schema(key):
 
 @pytest.fixture
 def two_cpus(monkeypatch):
+    # Two CPUs whatever the machine: the affinity, and no cgroup quota (a CI container run with
+    # --cpus=1 would lower the count below the two these tests expect).
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr("cg3d.params.cgroup_cpu_quota", lambda root=None: None)  # a CI's
+    monkeypatch.setattr("cg3d.params.cgroup_cpu_quota", lambda root=None: None)
 
 
 @pytest.mark.parametrize(
