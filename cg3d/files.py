@@ -866,6 +866,88 @@ def zero_tail(path: Path) -> str:
     )
 
 
+# What a clone or a failed download leaves in place of a file, known from its first bytes.
+STAND_IN_PROBE = 1024
+LFS_POINTER = re.compile(
+    rb"version https://(?:git-lfs|hawser)\.github\.com/spec/v\d+\r?\n"
+    rb"(?:.*\n)*?oid sha256:(?P<oid>[0-9a-f]{64})\r?\n(?:.*\n)*?size (?P<size>\d+)"
+)
+ANNEX_POINTER = re.compile(rb"/annex/objects/(?P<key>[A-Z0-9]+-s(?P<size>\d+)[^\s/]*)")
+HTML_TITLE = re.compile(rb"<title[^>]*>\s*([^<]{1,80}?)\s*</title>", re.IGNORECASE)
+XML_ERROR = re.compile(
+    rb"<Error>\s*<Code>([^<]{1,80})</Code>(?:\s*<Message>([^<]{1,120})</Message>)?"
+)
+ANNEX_OBJECTS = "/.git/annex/objects/"
+
+
+def stand_in(head: bytes) -> str:
+    """ "" unless `head`, a file's first STAND_IN_PROBE bytes, is what a clone or a failed
+    download leaves in place of the file (`pointer`, `error_page`); then what it is and what to
+    do, for a failure row or a message. No format read here starts so: meshes, checkpoints,
+    safetensors, tars, HDF5 (every reader said what the stand-in's text came to in its
+    format: "no geometry", "Unsupported operand 118", "truncated tar header")."""
+    return pointer(head) or error_page(head)
+
+
+def pointer(head: bytes) -> str:
+    """ "" unless `head` is a Git LFS pointer (a clone without `git lfs pull` holds 130 bytes
+    of text, "version https://git-lfs.github.com/spec/v1", the oid and size, under the file's
+    name) or a git-annex pointer file ("/annex/objects/SHA256E-s…": content never fetched);
+    then what it is and the command that fetches the file."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if match := LFS_POINTER.match(text):
+        return (
+            f"a Git LFS pointer ({len(head)} bytes naming an object of {int(match['size'])} "
+            f"bytes, sha256 {match['oid'][:12].decode()}…), not the file: run `git lfs pull` "
+            "in the clone"
+        )
+    if match := ANNEX_POINTER.match(text):
+        return (
+            f"a git-annex pointer (to {match['key'][:40].decode(errors='replace')}…, "
+            f"{int(match['size'])} bytes), not the file: run `git annex get` in the clone"
+        )
+    return ""
+
+
+def error_page(head: bytes) -> str:
+    """ "" unless `head` is an HTML page or an XML error document that a download saved under
+    the file's name (GitHub's 404 page, a login page, S3's `<Code>AccessDenied</Code>`); then
+    what it is, its title or error code, and what to do."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    lowered = text[:64].lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        title = HTML_TITLE.search(text)
+        named = f" (titled {title[1].decode(errors='replace')!r})" if title else ""
+        return (
+            f"an HTML page{named}, not the file: a download saved the server's page (an "
+            "error, a login or a redirect) under the file's name; download it again"
+        )
+    if lowered.startswith((b"<?xml", b"<error")) and (error := XML_ERROR.search(text)):
+        said = ": " + error[2].decode(errors="replace") if error[2] else ""
+        return (
+            f"an XML error response ({error[1].decode(errors='replace')}{said}), not the "
+            "file: a download saved the server's refusal under the file's name; check the "
+            "link or your access and download it again"
+        )
+    return ""
+
+
+def file_stand_in(path: Path) -> str:
+    """`stand_in` of the file at `path`: "" for a file that is not one, or cannot be read
+    (the caller's own read says why)."""
+    try:
+        with open(path, "rb") as handle:
+            return stand_in(handle.read(STAND_IN_PROBE))
+    except OSError:
+        return ""
+
+
+def annex_link(target: Path) -> bool:
+    """Whether `target`, where a symlink leads, is a git-annex object (`.git/annex/objects/…`:
+    git-annex keeps a file's content there and links the file's name to it)."""
+    return ANNEX_OBJECTS in Path(target).as_posix()
+
+
 def why_not_a_file(path: str | Path) -> str:
     """ "" when `path` (symlinks followed) is a regular file to read, else why not, in words a
     message or failure row can end with: it does not exist, is a symlink loop, a folder, a

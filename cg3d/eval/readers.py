@@ -52,6 +52,7 @@ from cg3d.eval.protocols import CG3D, Protocol
 from cg3d.files import (
     OutsideRoot,
     confined_path,
+    file_stand_in,
     inside_root,
     loads_json,
     read_small_file,
@@ -504,7 +505,9 @@ def scanobjectnn(root: Path, variant: str, split: str = "test") -> Benchmark:
             labels = _scanobjectnn_labels(h5, path)
             points, channels = h5["data"].shape[1:]
     except OSError as error:  # not HDF5, truncated: h5py's message names no file
-        raise UsageError(f"{path}: not a readable HDF5 file ({error})") from None
+        # a Git LFS pointer was "file signature not found", which names no cause
+        reason = file_stand_in(path) or str(error)
+        raise UsageError(f"{path}: not a readable HDF5 file ({reason})") from None
     size = len(labels)
     rows = max(1, SCANOBJECTNN_BLOCK_BYTES // (points * channels * 8))
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
-from cg3d.files import why_not_a_file
+from cg3d.files import file_stand_in, why_not_a_file
 from cg3d.formats.tar import FormatError, tar_members
 from cg3d.formats.versions import TABLE_FORMAT, table_version_problem
 
@@ -56,7 +56,7 @@ def parquet_problem(path: Path) -> str | None:
 def tar_problem(path: Path) -> str | None:
     """Why the tar at `path` is not whole (None when it is): its headers are walked to the
     end-of-archive blocks, member data seeked over."""
-    if problem := not_a_file(path):
+    if problem := not_a_file(path) or file_stand_in(path):  # "truncated tar header" before
         return problem
     try:
         with open(path, "rb", buffering=0) as stream:  # a seek per member: no buffer to refill

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cg3d.files import atomic_path, shown_name
+from cg3d.files import atomic_path, shown_name, stand_in
 
 BLOCK = 512
 # Member data is read in blocks of this: a header claiming 8 GiB costs no 8 GiB allocation
@@ -171,6 +171,8 @@ def tar_members(
     while True:
         header = stream.read(BLOCK)
         stream_position += BLOCK
+        if stream_position == BLOCK and (said := stand_in(header)):
+            raise FormatError(said)  # a Git LFS pointer was a "truncated tar header"
         if header == END_BLOCK:  # the end-of-archive block: the tar is whole
             left = None if length is None else length - stream_position
             if (

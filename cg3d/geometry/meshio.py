@@ -32,10 +32,13 @@ import numpy as np
 
 from cg3d.files import (
     OutsideRoot,
+    annex_link,
     confined_path,
     derived_name,
+    error_page,
     file_sha256,
     loads_json,
+    pointer,
     real_path,
     shown_name,
     why_not_a_file,
@@ -162,6 +165,47 @@ def check_bytes(path: Path) -> None:
             f"its first {len(head)} bytes are all zero (no mesh format starts so: a file "
             "allocated and never written, as an interrupted download leaves)",
         )
+    if stand_in := _stand_in(head, Path(path).suffix.lower(), size):
+        raise stand_in
+
+
+# The first bytes of what servers and archivers hand over instead of a mesh: a server that
+# gzips its answer (Content-Encoding kept on disk) leaves `model.obj` starting 1f 8b.
+PACKED_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed: `gunzip` it (a server that compresses what it sends saved it so)",
+    b"PK\x03\x04": "a zip archive: extract it and point at the folder",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive: extract it and point at the folder",
+    b"\xfd7zXZ\x00": "xz-compressed: `unxz` it",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: `unzstd` it",
+    b"Rar!\x1a\x07": "a RAR archive: extract it and point at the folder",
+}
+
+
+def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
+    """The failure of a file that holds something else under a mesh's name, from its first
+    bytes: a Git LFS or git-annex pointer (`missing_file`: the mesh was never fetched), a
+    server's HTML or XML error page, JSON where the format is none (GitHub's API answers
+    `{"message": "Not Found"}`), or an archive or compressed stream (`PACKED_MAGIC`). Each
+    reader said what the stand-in's bytes came to in its format ("no geometry", "a PLY header
+    with no end_header", a binary STL of 1633771873 triangles). A binary STL's 80 header
+    bytes are free: one whose size fits its triangle count is an STL, whatever it starts with."""
+    if reason := pointer(head):
+        return MeshError("missing_file", reason)
+    if suffix == ".stl" and 84 + 50 * int.from_bytes(head[80:84], "little") == size:
+        return None
+    if reason := error_page(head):
+        return MeshError("unreadable", reason)
+    for magic, what in PACKED_MAGIC.items():
+        if head.startswith(magic):
+            return MeshError("unsupported_format", f"not a {suffix} file but {what}")
+    if suffix != ".gltf" and head.lstrip().startswith((b"{", b"[")):
+        first = head.lstrip().split(b"\n", 1)[0][:80].decode("utf-8", errors="replace")
+        return MeshError(
+            "unreadable",
+            f"JSON, not a {suffix} file (it begins {first!r}): a download saved the server's "
+            "answer, likely an error, under the file's name; download it again",
+        )
+    return None
 
 
 class HandedOver(io.BytesIO):
@@ -1071,7 +1115,20 @@ def _read_gltf_json(handle: BinaryIO) -> tuple[bytes, dict]:
         ) from error
     if not isinstance(document, dict):
         raise MeshError("unreadable", "not a glTF document: the JSON is not an object")
+    if "asset" not in document and (said := ERROR_ANSWER_KEYS & document.keys()):
+        # GitHub's API answers {"message": "Not Found"}: it was "the file holds no meshes"
+        raise MeshError(
+            "unreadable",
+            f"not a glTF document but an error answer (no 'asset'; its {sorted(said)[0]!r}: "
+            f"{shown_name(str(document[sorted(said)[0]]), 80)}): a download saved the "
+            "server's answer under the file's name; download it again",
+        )
     return read, document
+
+
+# The keys of the JSON errors servers answer with, which a glTF document (it needs `asset`)
+# never holds alone.
+ERROR_ANSWER_KEYS = {"message", "error", "errors", "detail", "code"}
 
 
 def _json_nul_ended(head: bytes, text: bytes) -> str:
@@ -2023,7 +2080,17 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> list[str]:
     path = Path(path)
     resolved = real_path(path)
     if not resolved.is_relative_to(Path(root).resolve()):
-        raise MeshError("outside_root", f"the file resolves to {resolved}, outside the source root")
+        # git-annex links each file into its repository's .git/annex/objects: a root below
+        # the repository's top holds links only (their content is never read from outside)
+        annexed = (
+            ": a git-annex link; point the root at the repository's top folder, or run "
+            "`git annex unlock` there"
+            if annex_link(resolved)
+            else ""
+        )
+        raise MeshError(
+            "outside_root", f"the file resolves to {resolved}, outside the source root{annexed}"
+        )
     check_suffix(path)
     check_bytes(path)
     missing = references(path, root)[1]

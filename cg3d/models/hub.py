@@ -23,6 +23,7 @@ from cg3d.errors import UsageError, printable
 from cg3d.files import (
     atomic_files,
     file_sha256,
+    file_stand_in,
     json_text,
     loads_json,
     locks_folder,
@@ -180,7 +181,7 @@ def safetensors_damage(path: Path) -> str:
     header"). Its layout: an 8-byte little-endian header length, the JSON header giving each
     tensor's byte range after it, the tensors. Reads the header only. A tail of zeros is not
     looked for: zero weights are real data."""
-    zeros = zero_ends(path, tail=False)
+    zeros = zero_ends(path, tail=False) or file_stand_in(path)  # an LFS pointer: ""
     if zeros:
         return zeros
     try:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.files import zero_ends
+from cg3d.files import file_stand_in, zero_ends
 from cg3d.models.prompts import VitTower
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,6 +222,8 @@ def torch_file_damage(path: Path) -> str:
     a reason: torch's own ("legacy .tar format", "failed finding central directory") name
     neither. Called only when a load failed, so a whole file is never walked; reads the ends
     and one header per member, whatever the file's size."""
+    if stand_in := file_stand_in(path):  # an LFS pointer was "Unsupported operand 118"
+        return stand_in
     try:
         with open(path, "rb") as handle:
             if os.fstat(handle.fileno()).st_size == 0:
