@@ -33,6 +33,7 @@ from cg3d.files import (
     NOT_UTF8_NAME,
     PATH_MAX,
     OutsideRoot,
+    annex_link,
     atomic_path,
     check_utf8_path,
     file_sha256,
@@ -45,6 +46,7 @@ from cg3d.files import (
     remove_tree,
     require_folder,
     resolved_root,
+    shown_name,
     sorted_entries,
     stopping_error,
     utf8_name,
@@ -100,9 +102,49 @@ def check_config(config: MeshesConfig) -> None:
         if root is None:
             raise UsageError(f"{missing}{config.root!r}")
         check_utf8_path(root, "meshes.root")  # the manifest holds it: a surrogate ended the stage
+        if archive := archive_root(root):
+            raise UsageError(archive)
         require_folder(root, "meshes.root", missing=f"{missing}{config.root!r}")
         if not any(root.iterdir()):
             raise UsageError(f"meshes.root: the folder {root} is empty")
+
+
+# Archives a dataset is downloaded as (ShapeNetCore.v2.zip, ModelNet40.zip, a .tar.gz),
+# by their first bytes (a tar: "ustar" at byte 257).
+ARCHIVE_MAGIC = {
+    b"PK\x03\x04": ("a zip archive", "unzip {path} -d FOLDER"),
+    b"\x1f\x8b": ("a gzip-compressed archive", "tar -xzf {path} -C FOLDER"),
+    b"\xfd7zXZ\x00": ("an xz-compressed archive", "tar -xJf {path} -C FOLDER"),
+    b"\x28\xb5\x2f\xfd": ("a zstd-compressed archive", "tar --zstd -xf {path} -C FOLDER"),
+    b"BZh": ("a bzip2-compressed archive", "tar -xjf {path} -C FOLDER"),
+    b"7z\xbc\xaf\x27\x1c": ("a 7-Zip archive", "7z x {path} -oFOLDER"),
+}
+
+
+def archive_root(root: Path) -> str:
+    """The one-line error for a root that is an archive file, "" otherwise. An archive is not
+    read in place: every later stage (sampling, Blender's importers, classify) opens a mesh
+    and the MTL and textures it names by path, so its members would have to be written out
+    somewhere anyway (and a zip's member names are paths from whoever made it: `../`,
+    absolute, duplicates); the user extracts it once, with a tool they trust, into a folder
+    they choose."""
+    try:
+        if not stat.S_ISREG(os.stat(root).st_mode):  # a FIFO is never opened: it would block
+            return ""  # a folder, or what `require_folder` names
+        with open(root, "rb") as handle:
+            head = handle.read(512)
+    except (OSError, ValueError):
+        return ""  # what `require_folder` names
+    what = next((found for magic, found in ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
+    if what is None and head[257:262] == b"ustar":
+        what = ("a tar archive", "tar -xf {path} -C FOLDER")
+    if what is None:
+        return ""
+    return (
+        f"meshes.root: {shown_name(root)} is {what[0]}, not a folder: extract it "
+        f"(`{what[1].format(path=root)}`) and point meshes.root at the folder (an archive is "
+        "not read in place: every stage opens meshes and their textures by path)"
+    )
 
 
 @locks_out_dir
@@ -516,6 +558,12 @@ def not_a_file(entry: os.DirEntry | Path, root: Path) -> MeshError | None:
         return None
     if entry.is_symlink():
         target = real_path(entry)
+        if annex_link(target) and not target.exists():
+            return MeshError(
+                "missing_file",
+                f"a git-annex link to {shown_name(target.name, 60)}, whose content was never "
+                "fetched: run `git annex get` in the clone",
+            )
         if not target.is_relative_to(resolved_root(root)):
             return MeshError("outside_root", f"a symlink to {target}, outside the source root")
         if target.is_dir():

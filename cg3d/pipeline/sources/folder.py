@@ -7,15 +7,17 @@ non-ASCII characters are fine (the id is a key-safe slug plus a hash). Classes a
 names, sorted (two that are one text to CLIP, `Chair` and `chair`, are refused); split seeded per class; +Y up unless `meshes.up_axis` says otherwise. A file
 (or symlink) that resolves outside ROOT is refused by the meshes stage's check, unread; a
 symlinked folder is not entered but given a failure row (`outside_root` when it leads out).
+A downloader's leftover (`x.glb.part`, `.crdownload`, `.aria2`...) is no object: the mesh
+beside it is an "unfinished download" row, a leftover alone a row saying so.
 """
 
 from collections.abc import Iterator
 from pathlib import Path
 
 from cg3d.errors import UsageError
-from cg3d.files import resolved_root
+from cg3d.files import resolved_root, shown_name
 from cg3d.formats.manifest import MeshRecord
-from cg3d.geometry.meshio import MeshError, check_suffix
+from cg3d.geometry.meshio import SUPPORTED_SUFFIXES, MeshError, check_suffix
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
     Listing,
@@ -35,6 +37,16 @@ ASSET_SUFFIXES = {
     ".mtl", ".bin", ".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff", ".webp", ".exr",
     ".hdr", ".dds", ".ktx2", ".txt", ".md", ".json", ".csv", ".license",
 }  # fmt: skip
+# What downloaders leave beside (or instead of) a file they have not finished: no objects.
+# A mesh beside one of them is unfinished (aria2 writes into the mesh's own name, Firefox
+# makes it empty at the start); one alone is a row saying that the download never finished.
+LEFTOVER_SUFFIXES = {
+    ".part": "Firefox's or wget2's",
+    ".partial": "a browser's",
+    ".crdownload": "Chrome's",
+    ".aria2": "aria2's",
+    ".tmp": "a downloader's",
+}
 
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
@@ -42,7 +54,15 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     classes = [p.name for p in entries if p.is_dir() and not p.is_symlink()]
     if not classes:
-        raise UsageError(f"--root: no class subfolders in {root}")
+        meshes = sum(p.suffix.lower() in SUPPORTED_SUFFIXES for p in entries)
+        # Thingi10K's `raw_meshes/<id>.stl`: a flat folder of meshes, no classes
+        flat = (
+            f" (it holds {meshes} mesh files itself: point --root at the folder above it, "
+            f"where {root.name!r} is then their one class)"
+            if meshes
+            else ""
+        )
+        raise UsageError(f"--root: no class subfolders in {root}{flat}")
     # A symlinked class folder is not entered either (see `iter_sorted_entries`), nor is a broken
     # link taken for a file: one row each. (Plain files beside the classes are no objects.)
     links = [p.name for p in entries if p.is_symlink() and not p.is_file()]
@@ -58,20 +78,26 @@ def _records(
     real_root = resolved_root(root)  # once per listing (the stage's root is resolved already)
     for class_name in classes:
         files, links = [], []  # strings, not Paths: a class may hold millions of files
+        leftovers: list[str] = []  # a downloader's (`LEFTOVER_SUFFIXES`)
         symlinked = set()  # the files that are links: their stored path is their target's
         for entry in iter_sorted_entries(root / class_name):
             path, failure = Path(entry.path), not_a_file(entry, root)
             if failure is not None:
                 links.append((path.relative_to(root).as_posix(), failure))
+            elif path.suffix.lower() in LEFTOVER_SUFFIXES:
+                leftovers.append(path.relative_to(root).as_posix())
             elif path.suffix.lower() not in ASSET_SUFFIXES:
                 files.append(path.relative_to(root).as_posix())
                 if entry.is_symlink():
                     symlinked.add(files[-1])
+        unfinished = _unfinished(files, leftovers, links)
         keys = cap_per_class(files, config.per_class, config.seed)
         split_of = seeded_split(keys, config.seed, config.test_fraction)
         for relpath in keys:
             try:
                 check_suffix(root / relpath)
+                if relpath in unfinished:
+                    raise unfinished[relpath]
                 status, error = "ok", ""
             except MeshError as failure:
                 status, error = failure.kind, failure.reason
@@ -82,6 +108,39 @@ def _records(
         for relpath, failure in links:
             path = (root / relpath).as_posix()  # the link's own path, not its target's
             yield _record(relpath, path, class_name, "train", failure.kind, failure.reason)
+
+
+def _unfinished(
+    files: list[str], leftovers: list[str], links: list[tuple[str, MeshError]]
+) -> dict[str, MeshError]:
+    """{file: why it is unfinished} for each file of `files` beside a downloader's leftover
+    (`x.glb` beside `x.glb.aria2`); a leftover beside no file is added to `links` (rows outside
+    the cap and split: no object), saying that its download never finished. Before, a leftover
+    was an object of its own (".part is not one of .obj …") and the half file beside it
+    failed as whatever its cut bytes came to."""
+    named = set(files)
+    unfinished = {}
+    for leftover in leftovers:
+        base, suffix = leftover.rsplit(".", 1)
+        whose = f"{LEFTOVER_SUFFIXES['.' + suffix.lower()]} .{suffix}"
+        if base in named:
+            unfinished[base] = MeshError(
+                "unreadable",
+                f"an unfinished download ({whose} file {shown_name(Path(leftover).name, 60)} "
+                "lies beside it): let the download finish, or fetch the file again",
+            )
+        else:
+            links.append(
+                (
+                    leftover,
+                    MeshError(
+                        "unreadable",
+                        f"{whose} file of a download that never finished, not a mesh: let it "
+                        "finish (its mesh then takes the name without the suffix), or remove it",
+                    ),
+                )
+            )
+    return unfinished
 
 
 def _record(

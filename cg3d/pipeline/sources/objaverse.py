@@ -1,5 +1,7 @@
-"""Objaverse: a folder of `<uid>.glb` files (any depth, as objaverse's `glbs/000-xxx/`) and
-an annotation JSON, from `--annotations` or `ROOT/annotations.json`, in one of the forms
+"""Objaverse: a folder of `<uid>.glb` files (any depth, as objaverse's `glbs/000-xxx/`; or
+of other mesh formats, as Objaverse-XL's GitHub and Thingiverse files: `<uid>.stl`, `.obj`,
+`.fbx`..., each an object, the unsupported ones rows naming their format) and an annotation
+JSON, from `--annotations` or `ROOT/annotations.json`, in one of the forms
 
 - LVIS style `{category: [uid, ...]}` (objaverse's lvis-annotations.json),
 - `{uid: category}`, or
@@ -18,6 +20,7 @@ from pathlib import Path
 from cg3d.errors import UsageError
 from cg3d.files import require_regular_file, resolved_root
 from cg3d.formats.manifest import MeshRecord
+from cg3d.geometry.meshio import NAMED_UNSUPPORTED, SUPPORTED_SUFFIXES, MeshError, check_suffix
 from cg3d.pipeline.ids import object_id
 from cg3d.pipeline.sources import (
     Listing,
@@ -32,6 +35,9 @@ from cg3d.pipeline.sources import (
 )
 
 DEFAULT_ANNOTATIONS = "annotations.json"
+# The files that are objects when their stem is an annotated uid: Objaverse's .glb, and the
+# formats of Objaverse-XL's other sources (an annotated `<uid>.stl` was left out unsaid).
+OBJECT_SUFFIXES = frozenset(SUPPORTED_SUFFIXES) | NAMED_UNSUPPORTED.keys()
 
 
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
@@ -50,7 +56,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         path, failure = Path(entry.path), not_a_file(entry, root)
         if failure is not None:
             failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
-        elif path.suffix.lower() == ".glb" and path.stem in labels:
+        elif path.suffix.lower() in OBJECT_SUFFIXES and path.stem in labels:
             if path.stem in files:  # one uid, two files: the first in path order is the object
                 reason = f"uid {path.stem} is also {files[path.stem]}, listed first"
                 class_name = labels[path.stem][0] or ""
@@ -68,7 +74,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         else:
             by_class.setdefault(category, []).append(uid)
     if not by_class:
-        raise UsageError(f"--annotations: none of the .glb files in {root} is annotated")
+        raise UsageError(f"--annotations: none of the mesh files in {root} is annotated")
     records = _records(by_class, files, symlinked, labels, config, out_dir)
     return Listing(sorted(by_class), chain(records, failures))
 
@@ -93,6 +99,11 @@ def _records(
         uids = cap_per_class(by_class[class_name], config.per_class, config.seed)
         split_of = seeded_split(uids, config.seed, config.test_fraction)
         for uid in uids:
+            try:
+                check_suffix(Path(files[uid]))  # a .fbx: a row naming the format
+                status, error = "ok", ""
+            except MeshError as failure:
+                status, error = failure.kind, failure.reason
             yield MeshRecord(
                 id=object_id("objaverse", uid),
                 source="objaverse",
@@ -101,6 +112,8 @@ def _records(
                 name=labels[uid][1],
                 split=split_of[uid],
                 up_axis="y",
+                status=status,
+                error=error,
             )
 
 

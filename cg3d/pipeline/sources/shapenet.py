@@ -15,6 +15,7 @@ a seeded, disjoint split per class.
 
 import csv
 import io
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,7 @@ def _records(
         )
         for model in models:
             relpath = f"{synset}/{model}/{MODEL_FILE.as_posix()}"
+            lacking = _lacking_model_file(root / synset / model)
             yield MeshRecord(
                 id=object_id("shapenet", relpath),
                 source="shapenet",
@@ -87,7 +89,24 @@ def _records(
                 synonyms=synonyms,
                 split=split_of[model],
                 up_axis="y",
+                status="missing_file" if lacking else "ok",
+                error=lacking,
             )
+
+
+def _lacking_model_file(model_dir: Path) -> str:
+    """ "" when the model folder holds `models/model_normalized.obj` (or a link there: the
+    meshes stage checks where it leads), else why not, for its failure row: ShapeNetCore v1's
+    layout (`<id>/model.obj`, not read here), or a model folder without its mesh (a partial
+    download). Its row said "cannot open the file: No such file or directory"."""
+    if os.path.lexists(model_dir / MODEL_FILE):
+        return ""
+    if os.path.lexists(model_dir / "model.obj"):
+        return (
+            "ShapeNetCore v1's layout (<model>/model.obj): this source reads ShapeNetCore v2 "
+            "(<model>/models/model_normalized.obj); download v2, or use the folder source"
+        )
+    return f"the model folder holds no {MODEL_FILE.as_posix()} (an unfinished download?)"
 
 
 def read_taxonomy(root: Path) -> dict[str, tuple[str, list[str]]]:

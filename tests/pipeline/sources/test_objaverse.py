@@ -47,5 +47,5 @@ def test_annotation_problems_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="^--annotations: no annotation file"):
         build_manifest(MeshesConfig(source="objaverse", root=str(root)), tmp_path / "out")
     (root / "annotations.json").write_text(json.dumps({"zz99": "mug"}))
-    with pytest.raises(UsageError, match="^--annotations: none of the .glb files"):
+    with pytest.raises(UsageError, match="^--annotations: none of the mesh files"):
         build_manifest(MeshesConfig(source="objaverse", root=str(root)), tmp_path / "out")

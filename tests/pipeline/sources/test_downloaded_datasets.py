@@ -1,0 +1,290 @@
+"""Datasets as researchers download them: a clone without `git lfs pull` or `git annex get`,
+a download that saved the server's error page or a gzip stream under the mesh's name, a
+downloader's leftovers beside a half file, an archive given as the root, and the real
+layouts of ShapeNetCore v2, ModelNet10, Thingi10K and Objaverse-XL's mixed folders. Each row
+names the real cause (before: "the file holds no geometry", "a PLY header with no
+end_header", "cannot open the file", or nothing at all)."""
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from cg3d.errors import UsageError
+from cg3d.formats.manifest import read_manifest
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.pipeline.sources.helpers import TAXONOMY, box, write_mesh, write_off
+
+LFS_POINTER = (
+    b"version https://git-lfs.github.com/spec/v1\n"
+    b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+    b"size 1843211\n"
+)
+ANNEX_POINTER = (
+    b"/annex/objects/SHA256E-s1843211--"
+    b"4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393.glb\n"
+)
+GITHUB_404 = (
+    b'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    b"<title>Page not found &middot; GitHub</title>\n</head><body>404</body></html>\n"
+)
+S3_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message><RequestId>X1</RequestId></Error>"
+)
+GITHUB_API_404 = b'{"message":"Not Found","documentation_url":"https://docs.github.com/rest"}'
+MESH_SUFFIXES = [".obj", ".off", ".ply", ".stl", ".glb", ".gltf"]
+
+
+def rows_by_name(out: Path) -> dict[str, dict]:
+    return {Path(r.path).name: vars(r) for r in read_manifest(out)}
+
+
+def folder_manifest(root: Path, out: Path) -> dict[str, dict]:
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    return rows_by_name(out)
+
+
+def test_pointers_and_error_pages_under_mesh_names_are_named_as_such(tmp_path: Path) -> None:
+    root = tmp_path / "clone"
+    chair = root / "chair"
+    chair.mkdir(parents=True)
+    for suffix in MESH_SUFFIXES:
+        (chair / f"lfs{suffix}").write_bytes(LFS_POINTER)
+    (chair / "annexed.glb").write_bytes(ANNEX_POINTER)
+    (chair / "github.glb").write_bytes(GITHUB_404)
+    (chair / "github.obj").write_bytes(GITHUB_404)
+    (chair / "s3.ply").write_bytes(S3_DENIED)
+    (chair / "api.glb").write_bytes(GITHUB_API_404)
+    (chair / "api.gltf").write_bytes(GITHUB_API_404)
+    (chair / "ok.obj").write_bytes(trimesh.exchange.obj.export_obj(box()).encode())
+    (chair / "gzipped.obj").write_bytes(gzip.compress((chair / "ok.obj").read_bytes()))
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("model.obj", (chair / "ok.obj").read_bytes())
+    (chair / "zipped.stl").write_bytes(zipped.getvalue())
+    rows = folder_manifest(root, tmp_path / "out")
+
+    for suffix in MESH_SUFFIXES:
+        row = rows[f"lfs{suffix}"]
+        assert row["status"] == "missing_file", suffix
+        assert "a Git LFS pointer" in row["error"] and "`git lfs pull`" in row["error"], suffix
+        assert "1843211 bytes" in row["error"]
+    assert rows["annexed.glb"]["status"] == "missing_file"
+    assert "git-annex pointer" in rows["annexed.glb"]["error"]
+    assert "`git annex get`" in rows["annexed.glb"]["error"]
+    for name in ("github.glb", "github.obj"):
+        assert rows[name]["status"] == "unreadable"
+        assert "an HTML page (titled 'Page not found &middot; GitHub')" in rows[name]["error"]
+    assert "an XML error response (AccessDenied: Access Denied)" in rows["s3.ply"]["error"]
+    assert 'JSON, not a .glb file (it begins \'{"message":"Not Found"' in rows["api.glb"]["error"]
+    assert "an error answer (no 'asset'; its 'message': 'Not Found')" in rows["api.gltf"]["error"]
+    assert rows["gzipped.obj"]["status"] == "unsupported_format"
+    assert "not a .obj file but gzip-compressed: `gunzip` it" in rows["gzipped.obj"]["error"]
+    assert "not a .stl file but a zip archive" in rows["zipped.stl"]["error"]
+    assert rows["ok.obj"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("head", [b"<!DOCTYPE html><title>x</title>", b"\x1f\x8b", b"PK\x03\x04"])
+def test_a_binary_stl_whose_free_header_starts_like_a_stand_in_is_still_an_stl(
+    tmp_path: Path, head: bytes
+) -> None:
+    """A binary STL's 80 header bytes are anything: its size fitting its count decides."""
+    data = trimesh.exchange.stl.export_stl(box())
+    path = tmp_path / "root" / "part" / "a.stl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(head.ljust(80, b" ") + data[80:])
+    assert folder_manifest(tmp_path / "root", tmp_path / "out")["a.stl"]["status"] == "ok"
+
+
+def test_git_annex_links_name_the_command_or_the_root_to_use(tmp_path: Path) -> None:
+    """git-annex links each file's name to .git/annex/objects/…: dangling until `git annex
+    get`, and out of a root that is a folder below the repository's top."""
+    repo = tmp_path / "repo"
+    objects = repo / ".git" / "annex" / "objects" / "Xx" / "Yy"
+    key = "SHA256E-s1000--abc.obj"
+    chair = repo / "data" / "chair"
+    chair.mkdir(parents=True)
+    (objects / key).mkdir(parents=True)
+    write_mesh(objects / key / key, box())
+    fetched = Path("../../.git/annex/objects/Xx/Yy") / key / key
+    (chair / "fetched.obj").symlink_to(fetched)
+    (chair / "unfetched.obj").symlink_to(Path("../../.git/annex/objects/Zz/Ww/K.obj/K.obj"))
+
+    rows = folder_manifest(repo / "data", tmp_path / "below")
+    assert rows["unfetched.obj"]["status"] == "missing_file"
+    assert "a git-annex link to 'K.obj'" in rows["unfetched.obj"]["error"]
+    assert "`git annex get`" in rows["unfetched.obj"]["error"]
+    fetched_row = next(r for r in rows.values() if r["path"].endswith(key))
+    assert fetched_row["status"] == "outside_root"
+    assert (
+        "a git-annex link; point the root at the repository's top folder" in (fetched_row["error"])
+    )
+    # the repository's top as the root: the object lies inside it and is read (.git is
+    # hidden: its objects are no objects of their own)
+    build_manifest(MeshesConfig(source="folder", root=str(repo), workers=1), tmp_path / "top")
+    statuses = sorted(r.status for r in read_manifest(tmp_path / "top"))
+    assert statuses == ["missing_file", "ok"]
+
+
+def test_downloader_leftovers_are_no_objects_and_mark_the_half_file(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_mesh(root / "lamp" / "whole.glb", box())
+    write_mesh(root / "lamp" / "half.glb", box((1, 2, 1)))
+    (root / "lamp" / "half.glb.aria2").write_bytes(b"\0\1" * 40)
+    (root / "lamp" / "firefox.obj").write_bytes(b"")
+    (root / "lamp" / "firefox.obj.part").write_bytes(b"v 0 0 0\n")
+    (root / "lamp" / "chrome.glb.crdownload").write_bytes(b"glTF")
+    rows = folder_manifest(root, tmp_path / "out")
+
+    assert set(rows) == {"whole.glb", "half.glb", "firefox.obj", "chrome.glb.crdownload"}
+    assert rows["whole.glb"]["status"] == "ok"
+    assert rows["half.glb"]["status"] == "unreadable"
+    assert (
+        "an unfinished download (aria2's .aria2 file 'half.glb.aria2'" in rows["half.glb"]["error"]
+    )
+    assert "Firefox's or wget2's .part file 'firefox.obj.part'" in rows["firefox.obj"]["error"]
+    chrome = rows["chrome.glb.crdownload"]
+    assert chrome["status"] == "unreadable"
+    assert "Chrome's .crdownload file of a download that never finished" in chrome["error"]
+
+
+def archives(folder: Path) -> dict[str, Path]:
+    """ShapeNetCore.v2 packed as it is downloaded: a zip, a .tar.gz, a plain tar."""
+    tree = folder / "ShapeNetCore.v2"
+    write_mesh(tree / "03001627" / "c1" / "models" / "model_normalized.obj", box())
+    made = {}
+    with zipfile.ZipFile(folder / "ShapeNetCore.v2.zip", "w") as archive:
+        archive.write(tree / "03001627" / "c1" / "models" / "model_normalized.obj", "x.obj")
+    made["zip archive"] = folder / "ShapeNetCore.v2.zip"
+    for name, mode in (("ShapeNetCore.v2.tar.gz", "w:gz"), ("ShapeNetCore.v2.tar", "w")):
+        with tarfile.open(folder / name, mode) as archive:
+            archive.add(tree, "ShapeNetCore.v2")
+    made["gzip-compressed archive"] = folder / "ShapeNetCore.v2.tar.gz"
+    made["tar archive"] = folder / "ShapeNetCore.v2.tar"
+    return made
+
+
+@pytest.mark.parametrize("source", ["shapenet", "folder"])
+def test_an_archive_as_the_root_is_one_line_saying_to_extract_it(tmp_path, source) -> None:
+    for what, archive in archives(tmp_path).items():
+        config = MeshesConfig(source=source, root=str(archive), workers=1)
+        with pytest.raises(UsageError) as caught:
+            build_manifest(config, tmp_path / "out")
+        message = str(caught.value)
+        assert f"meshes.root: '{archive}' is a {what}, not a folder: extract it" in message
+        assert "\n" not in message
+
+
+def test_shapenet_core_v2_as_downloaded(tmp_path: Path) -> None:
+    """ShapeNetCore.v2's files around each mesh (its .mtl naming `../images/` textures, the
+    model's .json and binvox files), a model folder without its mesh, and one in v1's layout."""
+    root = tmp_path / "ShapeNetCore.v2"
+    root.mkdir()
+    (root / "taxonomy.json").write_text(json.dumps(TAXONOMY))
+    models = {"03001627": "1a6f615e8b1b5ae4dbbc9440457e303e", "03211117": "1a92363b38b6a0e1"}
+    for k, (synset, model) in enumerate(models.items()):
+        folder = root / synset / model / "models"
+        write_mesh(folder / "model_normalized.obj", box((1, 1 + k, 1)))
+        text = (folder / "model_normalized.obj").read_text()
+        (folder / "model_normalized.obj").write_text(f"mtllib model_normalized.mtl\n{text}")
+        (folder / "model_normalized.mtl").write_text("newmtl m\nmap_Kd ../images/texture0.jpg\n")
+        (folder / "model_normalized.json").write_text('{"centroid": [0, 0, 0]}')
+        (folder / "model_normalized.solid.binvox").write_bytes(b"#binvox 1\n")
+        (folder.parent / "images").mkdir()
+        (folder.parent / "images" / "texture0.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    (root / "03211117" / "partial" / "models").mkdir(parents=True)
+    write_mesh(root / "03211117" / "v1model" / "model.obj", box((3, 1, 1)))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="shapenet", root=str(root), workers=1), out)
+    rows = {Path(r.path).parent.parent.name: r for r in read_manifest(out)}
+
+    assert sorted(rows) == sorted([*models.values(), "partial", "v1model"])
+    for model in models.values():  # its texture found through `../images/`: none missing
+        assert rows[model].status == "ok" and rows[model].missing == []
+    assert rows[models["03001627"]].class_name == "chair"
+    assert rows[models["03211117"]].class_name == "monitor"
+    assert rows["partial"].status == "missing_file"
+    assert "holds no models/model_normalized.obj" in rows["partial"].error
+    assert rows["v1model"].status == "missing_file"
+    assert "ShapeNetCore v1's layout (<model>/model.obj)" in rows["v1model"].error
+    assert {r.split for r in rows.values()} <= {"train", "test"}
+
+
+def test_modelnet10_is_read_with_its_own_class_list(tmp_path: Path) -> None:
+    names = ["bathtub", "bed", "chair", "desk", "dresser"]
+    names += ["monitor", "night_stand", "sofa", "table", "toilet"]
+    root = tmp_path / "ModelNet10"
+    for k, name in enumerate(names):
+        for split in ("train", "test"):
+            write_off(
+                root / name / split / f"{name}_0001.off",
+                box((1 + k, 1, 2 if split == "test" else 1)),
+            )
+    (root / "README.txt").write_text("ModelNet10\n")
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="modelnet", root=str(root), workers=1), out)
+    classes = json.loads((out / "classes.json").read_text())
+    assert classes == [name.replace("_", " ") for name in names]
+    rows = read_manifest(out)
+    assert len(rows) == 20 and {r.status for r in rows} == {"ok"}
+    assert {(r.class_name, r.split) for r in rows if "night_stand" in r.path} == {
+        ("night stand", "train"),
+        ("night stand", "test"),
+    }
+
+
+def test_thingi10k_raw_meshes(tmp_path: Path) -> None:
+    """Thingi10K's flat `raw_meshes/<id>.stl`, ASCII and binary, one with 0 faces: its parent
+    is the root (one class); the folder itself as the root says so in one line."""
+    raw = tmp_path / "Thingi10K" / "raw_meshes"
+    raw.mkdir(parents=True)
+    (raw / "100026.stl").write_bytes(trimesh.exchange.stl.export_stl(box()))
+    (raw / "100027.stl").write_text(trimesh.exchange.stl.export_stl_ascii(box((1, 2, 3))))
+    header = b"Exported from Thingiverse".ljust(80, b" ")
+    (raw / "100028.stl").write_bytes(header + (0).to_bytes(4, "little"))
+    rows = folder_manifest(tmp_path / "Thingi10K", tmp_path / "out")
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "100026.stl": "ok",
+        "100027.stl": "ok",
+        "100028.stl": "empty",
+    }
+    assert {row["class_name"] for row in rows.values()} == {"raw_meshes"}
+    with pytest.raises(UsageError, match=r"holds 3 mesh files itself: point --root at the folder"):
+        build_manifest(MeshesConfig(source="folder", root=str(raw), workers=1), tmp_path / "o2")
+
+
+def test_objaverse_xl_mixed_formats_are_objects_by_their_uid(tmp_path: Path) -> None:
+    """Objaverse-XL's GitHub and Thingiverse files are `<uid>.stl`, `.obj`, `.fbx`…: before,
+    only `.glb` files were objects and the others were left out unsaid."""
+    root = tmp_path / "objaverse-xl"
+    write_mesh(root / "sketchfab" / "aa11.glb", box())
+    write_mesh(root / "thingiverse" / "bb22.stl", box((1, 2, 1)))
+    write_mesh(root / "github" / "cc33.obj", box((1, 3, 1)))
+    (root / "github" / "dd44.fbx").write_bytes(b"Kaydara FBX Binary  \0")
+    (root / "github" / "dd44.png").write_bytes(b"\x89PNG")  # a thumbnail: no object
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22", "cc33", "dd44"]}))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert sorted(rows) == ["aa11.glb", "bb22.stl", "cc33.obj", "dd44.fbx"]
+    assert [rows[n].status for n in ("aa11.glb", "bb22.stl", "cc33.obj")] == ["ok"] * 3
+    assert rows["dd44.fbx"].status == "unsupported_format"
+    assert "FBX is not read here" in rows["dd44.fbx"].error
+    assert rows["bb22.stl"].id.startswith("objaverse-bb22-")
+
+
+def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) -> None:
+    """The listing's own check of a link (`not_a_file`), without the stage."""
+    from cg3d.pipeline.sources import not_a_file
+
+    (tmp_path / "x.glb").symlink_to(tmp_path / ".git" / "annex" / "objects" / "a" / "K" / "K")
+    failure = not_a_file(Path(os.fspath(tmp_path / "x.glb")), tmp_path)
+    assert failure is not None and failure.kind == "missing_file"
+    assert "git-annex link" in failure.reason
