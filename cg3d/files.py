@@ -870,9 +870,9 @@ def zero_tail(path: Path) -> str:
 STAND_IN_PROBE = 1024
 LFS_POINTER = re.compile(
     rb"version https://(?:git-lfs|hawser)\.github\.com/spec/v\d+\r?\n"
-    rb"(?:.*\n)*?oid sha256:(?P<oid>[0-9a-f]{64})\r?\n(?:.*\n)*?size (?P<size>\d+)"
+    rb"(?:.*\n)*?oid sha256:(?P<oid>[0-9a-f]{64})\r?\n(?:.*\n)*?size (?P<size>\d{1,20})"
 )
-ANNEX_POINTER = re.compile(rb"/annex/objects/(?P<key>[A-Z0-9]+-s(?P<size>\d+)[^\s/]*)")
+ANNEX_POINTER = re.compile(rb"/annex/objects/(?P<key>[A-Z0-9]+-s(?P<size>\d{1,20})[^\s/]*)")
 HTML_TITLE = re.compile(rb"<title[^>]*>\s*([^<]{1,80}?)\s*</title>", re.IGNORECASE)
 XML_ERROR = re.compile(
     rb"<Error>\s*<Code>([^<]{1,80})</Code>(?:\s*<Message>([^<]{1,120})</Message>)?"
@@ -897,7 +897,7 @@ def pointer(head: bytes) -> str:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if match := LFS_POINTER.match(text):
         return (
-            f"a Git LFS pointer ({len(head)} bytes naming an object of {int(match['size'])} "
+            f"a Git LFS pointer (to an object of {int(match['size'])} "
             f"bytes, sha256 {match['oid'][:12].decode()}…), not the file: run `git lfs pull` "
             "in the clone"
         )

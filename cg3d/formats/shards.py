@@ -37,6 +37,7 @@ from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.files import (
+    STAND_IN_PROBE,
     OutsideRoot,
     atomic_path,
     confined_path,
@@ -45,6 +46,7 @@ from cg3d.files import (
     loads_json,
     require_folder,
     require_regular_file,
+    stand_in,
     stopping_error,
     write_json,
 )
@@ -214,6 +216,8 @@ def read_index(shards: str | Path) -> dict:
                 raise UsageError(
                     f"{url}: more than {MAX_INDEX_BYTES >> 20} MiB: not a `cg3d pack` index"
                 )
+        if said := stand_in(data[:STAND_IN_PROBE]):  # was "damaged: rerun cg3d pack"
+            raise UsageError(f"{url}: {said}")
         index = loads_json(data)  # after the close, which reports a failed download
     except ValueError as error:  # cut short or not JSON: the pack stage writes it again
         raise damaged(url, read_error_reason(error), "pack") from None

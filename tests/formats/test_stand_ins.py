@@ -21,7 +21,7 @@ LFS_POINTER = (
     b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
     b"size 620000000\n"
 )
-FETCH = "a Git LFS pointer (134 bytes naming an object of 620000000 bytes, sha256 4d7a214614ab…), not the file: run `git lfs pull`"
+FETCH = "a Git LFS pointer (to an object of 620000000 bytes, sha256 4d7a214614ab…), not the file: run `git lfs pull`"
 
 
 def pointer_file(path: Path) -> Path:
@@ -79,3 +79,14 @@ def test_older_pointer_spellings_are_known() -> None:
     extended = LFS_POINTER.replace(b"oid", b"ext-0-foo sha256:" + b"0" * 64 + b"\noid")
     assert "Git LFS pointer" in stand_in(hawser)
     assert "Git LFS pointer" in stand_in(extended)
+
+
+def test_an_index_that_is_an_lfs_pointer(tmp_path: Path) -> None:
+    """It was "damaged (…not valid JSON…): `cg3d pack` rebuilds it", where `git lfs pull`
+    fetches it."""
+    from cg3d.formats.shards import read_index
+
+    pointer_file(tmp_path / "shards" / "index.json")
+    with pytest.raises(UsageError) as caught:
+        read_index(tmp_path / "shards")
+    assert FETCH in str(caught.value) and "pack" not in str(caught.value)

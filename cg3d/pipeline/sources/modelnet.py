@@ -40,7 +40,9 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     matched = match_protocol_names(folders)
     if matched is None:
         unknown = [f for f in folders if match_protocol_names([f]) is None]
-        raise UsageError(f"--root: {', '.join(unknown[:5])} not ModelNet40 classes in {root}")
+        raise UsageError(
+            f"--root: {', '.join(unknown[:5])} not ModelNet10 or ModelNet40 classes in {root}"
+        )
     names, classes = matched
     return Listing(classes, _records(root, folders, names, config, out_dir))
 

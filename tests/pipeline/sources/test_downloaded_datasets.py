@@ -288,3 +288,11 @@ def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) ->
     failure = not_a_file(Path(os.fspath(tmp_path / "x.glb")), tmp_path)
     assert failure is not None and failure.kind == "missing_file"
     assert "git-annex link" in failure.reason
+
+
+def test_a_class_neither_list_holds_names_both_lists(tmp_path: Path) -> None:
+    """ModelNet10 is read as well as ModelNet40: the line said "not ModelNet40 classes"."""
+    write_off(tmp_path / "ModelNet10" / "spaceship" / "train" / "spaceship_0001.off", box())
+    config = MeshesConfig(source="modelnet", root=str(tmp_path / "ModelNet10"), workers=1)
+    with pytest.raises(UsageError, match="spaceship not ModelNet10 or ModelNet40 classes in"):
+        build_manifest(config, tmp_path / "out")
