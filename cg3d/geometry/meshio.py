@@ -135,6 +135,15 @@ def check_suffix(path: Path) -> str:
             "unsupported_format",
             f"{NAMED_UNSUPPORTED[suffix]} is not read here: convert it to glTF/GLB",
         )
+    if (
+        suffix[1:].isdigit()
+        and (mesh := Path(path).with_suffix("").suffix.lower()) in SUPPORTED_SUFFIXES
+    ):
+        raise MeshError(  # it said ".1 is not one of .obj …"
+            "unsupported_format",
+            f"a numbered copy of a {mesh} file, as wget names a download repeated into one "
+            f"folder: rename it to {mesh} if it is the file you want, else remove it",
+        )
     if suffix not in SUPPORTED_SUFFIXES:
         raise MeshError(
             "unsupported_format",

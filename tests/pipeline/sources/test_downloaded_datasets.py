@@ -141,9 +141,13 @@ def test_downloader_leftovers_are_no_objects_and_mark_the_half_file(tmp_path: Pa
     (root / "lamp" / "firefox.obj").write_bytes(b"")
     (root / "lamp" / "firefox.obj.part").write_bytes(b"v 0 0 0\n")
     (root / "lamp" / "chrome.glb.crdownload").write_bytes(b"glTF")
+    (root / "lamp" / "again.GLB.1").write_bytes((root / "lamp" / "whole.glb").read_bytes())
     rows = folder_manifest(root, tmp_path / "out")
 
-    assert set(rows) == {"whole.glb", "half.glb", "firefox.obj", "chrome.glb.crdownload"}
+    names = {"whole.glb", "half.glb", "firefox.obj", "chrome.glb.crdownload", "again.GLB.1"}
+    assert set(rows) == names
+    assert rows["again.GLB.1"]["status"] == "unsupported_format"
+    assert "a numbered copy of a .glb file, as wget names" in rows["again.GLB.1"]["error"]
     assert rows["whole.glb"]["status"] == "ok"
     assert rows["half.glb"]["status"] == "unreadable"
     assert (
