@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import require_regular_file
+from cg3d.files import file_stand_in, require_regular_file
 from cg3d.formats.npy import read_npy
 
 POINT_SUFFIXES = (".npy", ".txt", ".xyz", ".csv", ".pts")
@@ -41,9 +41,9 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except KeyError as error:  # trimesh on a PLY vertex element without x, y or z
         raise UsageError(f"{path}: unreadable point file (no vertex property {error})") from None
     except (ValueError, OSError, EOFError, IndexError) as error:  # EOFError: a 0-byte .npy
-        raise UsageError(
-            f"{path}: unreadable point file ({error or type(error).__name__})"
-        ) from None
+        # a Git LFS pointer was "no NPY magic at its start" or a float parse error
+        reason = file_stand_in(path) or error or type(error).__name__
+        raise UsageError(f"{path}: unreadable point file ({reason})") from None
     check_points_array(array, str(path))
     return np.asarray(array[:, :3], dtype=np.float64), faces
 

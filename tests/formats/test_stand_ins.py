@@ -90,3 +90,13 @@ def test_an_index_that_is_an_lfs_pointer(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as caught:
         read_index(tmp_path / "shards")
     assert FETCH in str(caught.value) and "pack" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["chair.npy", "chair.txt", "chair.ply"])
+def test_a_point_file_that_is_an_lfs_pointer(tmp_path: Path, name: str) -> None:
+    """`classify`/`embed`'s point files: it was "no NPY magic at its start" or a parse error."""
+    from cg3d.formats.pointfiles import read_point_file
+
+    with pytest.raises(UsageError) as caught:
+        read_point_file(pointer_file(tmp_path / name))
+    assert FETCH in str(caught.value)
