@@ -472,9 +472,9 @@ def ulip_modelnet40(path: Path, allow_pickle: bool = False) -> Benchmark:
 
 
 def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
-    """The variant's h5 under `root`: the download's `h5_files/` or the variant's own folder
-    (`main_split`, `main_split_nobg`), told apart by the folder's name, since two variants
-    share `main_split`."""
+    """The variant's h5 under `root`: the download's `h5_files/` (or the folder holding it) or
+    the variant's own folder (`main_split`, `main_split_nobg`), told apart by the folder's
+    name, since two variants share `main_split`."""
     if variant not in SCANOBJECTNN_FILES:
         raise UsageError(
             f"--variant must be one of {', '.join(SCANOBJECTNN_FILES)}, got {variant!r}"
@@ -484,6 +484,9 @@ def scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
     # the name as given or as resolved (a root that is a symlink named either way)
     if relative.parent.name in (root.name, resolved_root(root).name):
         return _require_file(root, root / relative.name, "--root")
+    if not (root / relative).exists() and (root / "h5_files" / relative).exists():
+        # the folder the download's h5_files.zip was unpacked in: it said "missing file"
+        return _require_file(root, root / "h5_files" / relative, "--root")
     return _require_file(root, root / relative, "--root")
 
 

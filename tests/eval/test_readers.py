@@ -143,6 +143,15 @@ def test_scanobjectnn_root_may_be_the_variant_folder(tmp_path, variant):
     assert bench.size == 3 and [s.label for s in bench.shapes()] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("variant", sorted(SCANOBJECTNN_FILES))
+def test_scanobjectnn_root_may_be_the_folder_holding_h5_files(tmp_path, variant):
+    """Where the download's h5_files.zip was unpacked: it said "missing file"."""
+    relative = SCANOBJECTNN_FILES[variant].format(split="test")
+    write_scanobjectnn(tmp_path / "ScanObjectNN" / "h5_files", relative, count=3)
+    bench = open_benchmark("scanobjectnn", tmp_path / "ScanObjectNN", variant=variant)
+    assert bench.size == 3 and [s.label for s in bench.shapes()] == [0, 1, 2]
+
+
 def test_scanobjectnn_variant_folder_of_another_variant_is_refused(tmp_path):
     # obj_bg's file has the name obj_only's has, in main_split instead of main_split_nobg
     write_scanobjectnn(tmp_path, SCANOBJECTNN_FILES["obj_bg"].format(split="test"), count=3)
