@@ -37,6 +37,7 @@ from cg3d.files import (
     derived_name,
     error_page,
     file_sha256,
+    file_stand_in,
     loads_json,
     pointer,
     real_path,
@@ -1079,6 +1080,10 @@ def resolve_reference(root: Path, base_dir: Path, reference: str, required: bool
         missing = "holds a NUL byte: it names no file"
     else:
         missing = why_not_a_file(target)
+        if required and not missing and (said := file_stand_in(target)):
+            # a glTF buffer in a clone without `git lfs pull`: its pointer's 130 bytes were
+            # read as vertices (a small mesh passed as ok), or failed a size check
+            missing = f"is {said}"
     if missing:
         if required:
             raise MeshError(

@@ -300,3 +300,14 @@ def test_a_class_neither_list_holds_names_both_lists(tmp_path: Path) -> None:
     config = MeshesConfig(source="modelnet", root=str(tmp_path / "ModelNet10"), workers=1)
     with pytest.raises(UsageError, match="spaceship not ModelNet10 or ModelNet40 classes in"):
         build_manifest(config, tmp_path / "out")
+
+
+def test_a_gltf_whose_buffer_is_an_lfs_pointer_is_no_object(tmp_path: Path) -> None:
+    """The pointer's 130 bytes were read as the buffer: this box passed as `ok`."""
+    folder = tmp_path / "root" / "crate"
+    folder.mkdir(parents=True)
+    for name, data in trimesh.exchange.gltf.export_gltf(trimesh.Scene(box())).items():
+        (folder / name).write_bytes(LFS_POINTER if name.endswith(".bin") else data)
+    row = folder_manifest(tmp_path / "root", tmp_path / "out")["model.gltf"]
+    assert row["status"] == "missing_file"
+    assert "gltf_buffer_0.bin (referenced by the file) is a Git LFS pointer" in row["error"]
