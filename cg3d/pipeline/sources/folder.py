@@ -118,7 +118,9 @@ def _unfinished(
     the cap and split: no object), saying that its download never finished. Before, a leftover
     was an object of its own (".part is not one of .obj …") and the half file beside it
     failed as whatever its cut bytes came to."""
-    named = set(files)
+    if not leftovers:
+        return {}
+    named = set(files)  # only then: a class may hold millions of files
     unfinished = {}
     for leftover in leftovers:
         base, suffix = leftover.rsplit(".", 1)
