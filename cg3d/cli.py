@@ -25,7 +25,7 @@ from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, missing_dependency_line, printable
-from cg3d.stopping import Interrupt, loader_worker_died, stopped_words
+from cg3d.stopping import STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -342,7 +342,7 @@ def _interrupted(signum: int) -> None:
     sys.exit(128 + signum)
 
 
-def main() -> None:
+def main(whole_process: bool = False) -> None:
     """Entry point: user errors, and what the user's or the machine's condition refused (an
     OSError naming its file, or whose errno is such a condition: a full disk, a read-only
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
@@ -350,7 +350,12 @@ def main() -> None:
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
     ends the work; a stdout that could not be written is exit 2 once the work is done (the
-    README's exit codes)."""
+    README's exit codes).
+
+    `whole_process`: the command is this process (`cg3d`, `python -m cg3d`), whose stop
+    handling stays until the interpreter's exit handlers (a pool's workers joined) have run.
+    Else main puts the caller's signal handlers back when it returns (`_stop_signals_handled`).
+    """
     # What main changes it puts back when it returns, for a caller that runs it in-process
     # (tests, a notebook): each call added a root log handler (every warning printed once per
     # earlier call) and left its showwarning in place.
@@ -362,7 +367,7 @@ def main() -> None:
     handler = quiet_warnings()
     try:
         try:
-            _run()
+            _run(whole_process)
         except SystemExit as stop:
             if stop.code in (0, None):  # else its own line said why, a failed stdout aside
                 _output_flushed()
@@ -378,15 +383,44 @@ def main() -> None:
             warnings.showwarning = showwarning
 
 
-def _run() -> None:
+def _run(whole_process: bool) -> None:
     """`main`'s work, inside the wrapped streams."""
-    from cg3d.files import is_condition, not_utf8_line, os_error_line
-    from cg3d.params import cpu_count, limit_threads
+    from cg3d.params import cpu_count, threads_limited
 
-    limit_threads(cpu_count())  # a CPU quota (a container's): before torch or numpy load
+    # A CPU quota (a container's): before torch or numpy load. Both this and the signal
+    # handlers are put back when the command returns, for an in-process caller.
+    with threads_limited(cpu_count()), _stop_signals_handled(whole_process) as interrupt:
+        _run_app(interrupt)
+
+
+@contextmanager
+def _stop_signals_handled(for_good: bool) -> Iterator[Interrupt]:
+    """The stop signals handled by an `Interrupt` for the block (in the main thread, where
+    Python runs handlers), then the caller's handlers again: an in-process `main()` left its
+    handler for good, so the caller's next Ctrl-C after one had stopped a command was ignored
+    and its third ended the process, and SIGTERM raised KeyboardInterrupt in a caller that
+    expected to die of it (a service under systemd, a notebook's kernel). `for_good`: kept."""
     interrupt = Interrupt()
-    if threading.current_thread() is threading.main_thread():  # where signals are handled
-        interrupt.install()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    if for_good:
+        yield interrupt.install()
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    interrupt.install()
+    try:
+        yield interrupt
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: one set outside Python, which cannot be put back
+                signal.signal(signum, handler)
+
+
+def _run_app(interrupt: Interrupt) -> None:
+    """The command, with its errors made one line (`main`)."""
+    from cg3d.files import is_condition, not_utf8_line, os_error_line
+
     try:
         app()
     except KeyboardInterrupt:  # one typer did not see (raised outside its command)
