@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -356,16 +356,7 @@ def main(whole_process: bool = False) -> None:
     handling stays until the interpreter's exit handlers (a pool's workers joined) have run.
     Else main puts the caller's signal handlers back when it returns (`_stop_signals_handled`).
     """
-    # What main changes it puts back when it returns, for a caller that runs it in-process
-    # (tests, a notebook): each call added a root log handler (every warning printed once per
-    # earlier call) and left its showwarning in place.
-    stdout, stderr = sys.stdout, sys.stderr
-    showwarning, root = warnings.showwarning, logging.getLogger()
-    root_level = root.level
-    _standard_descriptors_opened()
-    _streams_wrapped()
-    handler = quiet_warnings()
-    try:
+    with _process_changed():
         try:
             _run(whole_process)
         except SystemExit as stop:
@@ -373,24 +364,60 @@ def main(whole_process: bool = False) -> None:
                 _output_flushed()
             raise
         _output_flushed()
-    finally:
-        try:
-            _streams_flushed()
-        finally:
-            sys.stdout, sys.stderr = stdout, stderr
-            root.removeHandler(handler)
-            root.setLevel(root_level)
-            warnings.showwarning = showwarning
 
 
 def _run(whole_process: bool) -> None:
     """`main`'s work, inside the wrapped streams."""
+    with _stop_signals_handled(whole_process) as interrupt:
+        _run_app(interrupt)
+
+
+# What `main` changes of the whole process (its streams, warnings, log handler and thread
+# settings) it puts back when it returns, for a caller that runs it in-process (tests, a
+# notebook): each call added a root log handler (every warning printed once per earlier call)
+# and left its showwarning in place. Calls running at once (a service's threads) share the
+# changes: the first makes them and the last undoes them. Each undid what it had found, so
+# the second of two left its proxies of the first's streams, and its showwarning, for good.
+_changes_lock = threading.Lock()
+_changes_users = 0
+_changes_undo: ExitStack | None = None
+
+
+@contextmanager
+def _process_changed() -> Iterator[None]:
+    global _changes_users, _changes_undo
+    with _changes_lock:
+        if _changes_users == 0:
+            _changes_undo = _process_changes_made()
+        _changes_users += 1
+    try:
+        yield
+    finally:
+        try:
+            _streams_flushed()
+        finally:
+            with _changes_lock:
+                _changes_users -= 1
+                if _changes_users == 0 and _changes_undo is not None:
+                    _changes_undo.close()
+
+
+def _process_changes_made() -> ExitStack:
+    """Make `main`'s changes to the process; closing the stack returned undoes them."""
     from cg3d.params import cpu_count, threads_limited
 
-    # A CPU quota (a container's): before torch or numpy load. Both this and the signal
-    # handlers are put back when the command returns, for an in-process caller.
-    with threads_limited(cpu_count()), _stop_signals_handled(whole_process) as interrupt:
-        _run_app(interrupt)
+    undo = ExitStack()
+    root = logging.getLogger()
+    undo.callback(setattr, warnings, "showwarning", warnings.showwarning)
+    undo.callback(root.setLevel, root.level)
+    undo.callback(setattr, sys, "stderr", sys.stderr)
+    undo.callback(setattr, sys, "stdout", sys.stdout)
+    _standard_descriptors_opened()
+    _streams_wrapped()
+    undo.callback(root.removeHandler, quiet_warnings())
+    # a CPU quota (a container's): before torch or numpy load
+    undo.enter_context(threads_limited(cpu_count()))
+    return undo
 
 
 @contextmanager
