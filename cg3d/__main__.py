@@ -18,7 +18,7 @@ def run() -> None:
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
-    main()
+    main(whole_process=True)
 
 
 if __name__ == "__main__":

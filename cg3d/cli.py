@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, missing_dependency_line, printable
-from cg3d.stopping import Interrupt, loader_worker_died, stopped_words
+from cg3d.stopping import STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -342,7 +342,7 @@ def _interrupted(signum: int) -> None:
     sys.exit(128 + signum)
 
 
-def main() -> None:
+def main(whole_process: bool = False) -> None:
     """Entry point: user errors, and what the user's or the machine's condition refused (an
     OSError naming its file, or whose errno is such a condition: a full disk, a read-only
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
@@ -350,43 +350,104 @@ def main() -> None:
     SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
     ends the work; a stdout that could not be written is exit 2 once the work is done (the
-    README's exit codes)."""
-    # What main changes it puts back when it returns, for a caller that runs it in-process
-    # (tests, a notebook): each call added a root log handler (every warning printed once per
-    # earlier call) and left its showwarning in place.
-    stdout, stderr = sys.stdout, sys.stderr
-    showwarning, root = warnings.showwarning, logging.getLogger()
-    root_level = root.level
-    _standard_descriptors_opened()
-    _streams_wrapped()
-    handler = quiet_warnings()
-    try:
+    README's exit codes).
+
+    `whole_process`: the command is this process (`cg3d`, `python -m cg3d`), whose stop
+    handling stays until the interpreter's exit handlers (a pool's workers joined) have run.
+    Else main puts the caller's signal handlers back when it returns (`_stop_signals_handled`).
+    """
+    with _process_changed():
         try:
-            _run()
+            _run(whole_process)
         except SystemExit as stop:
             if stop.code in (0, None):  # else its own line said why, a failed stdout aside
                 _output_flushed()
             raise
         _output_flushed()
+
+
+def _run(whole_process: bool) -> None:
+    """`main`'s work, inside the wrapped streams."""
+    with _stop_signals_handled(whole_process) as interrupt:
+        _run_app(interrupt)
+
+
+# What `main` changes of the whole process (its streams, warnings, log handler and thread
+# settings) it puts back when it returns, for a caller that runs it in-process (tests, a
+# notebook): each call added a root log handler (every warning printed once per earlier call)
+# and left its showwarning in place. Calls running at once (a service's threads) share the
+# changes: the first makes them and the last undoes them. Each undid what it had found, so
+# the second of two left its proxies of the first's streams, and its showwarning, for good.
+_changes_lock = threading.Lock()
+_changes_users = 0
+_changes_undo: ExitStack | None = None
+
+
+@contextmanager
+def _process_changed() -> Iterator[None]:
+    global _changes_users, _changes_undo
+    with _changes_lock:
+        if _changes_users == 0:
+            _changes_undo = _process_changes_made()
+        _changes_users += 1
+    try:
+        yield
     finally:
         try:
             _streams_flushed()
         finally:
-            sys.stdout, sys.stderr = stdout, stderr
-            root.removeHandler(handler)
-            root.setLevel(root_level)
-            warnings.showwarning = showwarning
+            with _changes_lock:
+                _changes_users -= 1
+                if _changes_users == 0 and _changes_undo is not None:
+                    _changes_undo.close()
 
 
-def _run() -> None:
-    """`main`'s work, inside the wrapped streams."""
-    from cg3d.files import is_condition, not_utf8_line, os_error_line
-    from cg3d.params import cpu_count, limit_threads
+def _process_changes_made() -> ExitStack:
+    """Make `main`'s changes to the process; closing the stack returned undoes them."""
+    from cg3d.params import cpu_count, threads_limited
 
-    limit_threads(cpu_count())  # a CPU quota (a container's): before torch or numpy load
+    undo = ExitStack()
+    root = logging.getLogger()
+    undo.callback(setattr, warnings, "showwarning", warnings.showwarning)
+    undo.callback(root.setLevel, root.level)
+    undo.callback(setattr, sys, "stderr", sys.stderr)
+    undo.callback(setattr, sys, "stdout", sys.stdout)
+    _standard_descriptors_opened()
+    _streams_wrapped()
+    undo.callback(root.removeHandler, quiet_warnings())
+    # a CPU quota (a container's): before torch or numpy load
+    undo.enter_context(threads_limited(cpu_count()))
+    return undo
+
+
+@contextmanager
+def _stop_signals_handled(for_good: bool) -> Iterator[Interrupt]:
+    """The stop signals handled by an `Interrupt` for the block (in the main thread, where
+    Python runs handlers), then the caller's handlers again: an in-process `main()` left its
+    handler for good, so the caller's next Ctrl-C after one had stopped a command was ignored
+    and its third ended the process, and SIGTERM raised KeyboardInterrupt in a caller that
+    expected to die of it (a service under systemd, a notebook's kernel). `for_good`: kept."""
     interrupt = Interrupt()
-    if threading.current_thread() is threading.main_thread():  # where signals are handled
-        interrupt.install()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    if for_good:
+        yield interrupt.install()
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    interrupt.install()
+    try:
+        yield interrupt
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: one set outside Python, which cannot be put back
+                signal.signal(signum, handler)
+
+
+def _run_app(interrupt: Interrupt) -> None:
+    """The command, with its errors made one line (`main`)."""
+    from cg3d.files import is_condition, not_utf8_line, os_error_line
+
     try:
         app()
     except KeyboardInterrupt:  # one typer did not see (raised outside its command)

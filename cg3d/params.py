@@ -9,12 +9,14 @@ Adding a param is a field here and its use in the stage.
 This module stays light (no numpy, torch or bpy) so that `cg3d --help` is instant.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
 import re
 import sys
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -784,6 +786,32 @@ def limit_threads(threads: int) -> None:
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None and pyarrow.cpu_count() > threads:
         pyarrow.set_cpu_count(threads)
+
+
+@contextlib.contextmanager
+def threads_limited(threads: int) -> Iterator[None]:
+    """`limit_threads` for a block, then put back as it was: the variables, and the thread
+    counts of a torch or pyarrow loaded before the block. `cg3d.cli.main` called in-process
+    (a notebook, a script looping over configs) under a CPU quota left the caller's torch on
+    the quota's threads and the variables set for every process it started after. A torch
+    first loaded inside the block read the variables as it loaded, and keeps their count."""
+    variables = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    torch, pyarrow = sys.modules.get("torch"), sys.modules.get("pyarrow")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    pyarrow_threads = pyarrow.cpu_count() if pyarrow is not None else None
+    limit_threads(threads)
+    try:
+        yield
+    finally:
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if torch_threads is not None and torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+        if pyarrow_threads is not None and pyarrow.cpu_count() != pyarrow_threads:
+            pyarrow.set_cpu_count(pyarrow_threads)
 
 
 def memory_limit(root: Path = Path("/")) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -150,8 +151,28 @@ def pool_stops_whole(pool: Any) -> Iterator[None]:
         workers = list((pool._processes or {}).values())  # private: shutdown forgets them
         pool.shutdown(wait=True, cancel_futures=True)
         if isinstance(error, BrokenProcessPool):  # was a traceback
-            raise UsageError(worker_died_line(dead_worker_signal(workers))) from error
+            raise UsageError(pool_worker_died_line(workers)) from error
         raise
+
+
+def pool_worker_died_line(workers: Iterable[Any]) -> str:
+    """Why a process pool broke: a worker that exited with a code of its own (an error it
+    printed itself) or, none, one that a signal ended (`worker_died_line`). A script that
+    ran a stage without `if __name__ == "__main__":` had each spawned worker run the script
+    again (the stage again, refused: its folder is locked) and exit 1, which was said to be
+    the out-of-memory killer's doing."""
+    died = dead_worker_signal(workers)
+    codes = [getattr(worker, "exitcode", None) for worker in workers]
+    exited = [code for code in codes if isinstance(code, int) and code > 0]
+    if died is not None or not exited:
+        return worker_died_line(died)
+    line = f"a worker process exited with code {exited[0]} (its own error is printed above)"
+    if getattr(sys.modules.get("__main__"), "__file__", None):
+        line += (
+            '; a script that runs a stage must run it under `if __name__ == "__main__":`,'
+            " because each worker process imports the script again"
+        )
+    return line
 
 
 def worker_died_line(died: int | None = None) -> str:

@@ -7,6 +7,8 @@ container's /dev/shm is 64 MiB by default) named the wrong remedy, a larger memo
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,52 @@ def die_of(folder: Path, signum: int) -> int:
     """A pool task whose worker dies of `signum`."""
     os.kill(os.getpid(), signum)
     return 1
+
+
+def exit_with(folder: Path, code: int) -> int:
+    """A pool task whose worker exits with `code`, as one that printed its own error."""
+    os._exit(code)
+
+
+def test_a_pool_worker_that_exits_with_a_code_is_not_said_to_be_killed(tmp_path):
+    """Before: "a worker process was killed (most often by the out-of-memory killer ...)"."""
+    from cg3d.pipeline.chunks import _run_pool
+
+    with pytest.raises(UsageError, match=r"a worker process exited with code 3 \(") as refused:
+        _run_pool(exit_with, iter([((tmp_path, 3), 1) for _ in range(4)]), 2, lambda n: None)
+    assert "out-of-memory" not in str(refused.value)
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+from pathlib import Path
+from cg3d.params import SampleConfig
+from cg3d.pipeline.sample import sample_points
+from tests.pipeline.meshes import make_meshes, shapes
+root = Path("data")
+if not root.exists():
+    make_meshes(root, shapes(6))
+print(sample_points(root / "meshes", root / "points", SampleConfig(points=64, workers=2, chunk_size=2)))
+"""
+
+
+def test_a_script_that_runs_a_stage_without_a_main_guard_is_told_so(tmp_path):
+    """A researcher's script without `if __name__ == "__main__":`: each spawned worker ran
+    the script again (its stage refused: the folder is locked) and exited 1, which the
+    stage put down to the out-of-memory killer."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    checkout = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": checkout},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("cg3d.errors.UsageError: a worker process")
+    assert 'if __name__ == "__main__":' in last and "out-of-memory" not in last
 
 
 @pytest.mark.parametrize(
@@ -124,7 +172,7 @@ def talk(signum: int) -> None:
     for _ in range(600):  # a long step: the handler raises inside it
         time.sleep(0.1)
 
-cli.main()
+cli.main(whole_process=True)
 """
 
 

@@ -67,7 +67,7 @@ from cg3d import cli
 def needs() -> None:
     import cg3d_test_absent_package  # noqa: F401
 
-cli.main()
+cli.main(whole_process=True)
 """
 
 

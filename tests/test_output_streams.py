@@ -62,7 +62,7 @@ def talk(mark: Path) -> None:
     terminal.console(stderr=True).print("warning: a chunk's line mid-work")
     mark.write_text("done")
 
-cli.main()
+cli.main(whole_process=True)
 """
 
 
@@ -91,7 +91,7 @@ def talk(out: Path) -> None:
         subprocess.run(["echo", "a child's line"], check=True)
         file.write("the output")
 
-cli.main()
+cli.main(whole_process=True)
 """
 
 

@@ -157,16 +157,36 @@ def test_limit_threads_lowers_torchs_threads(host_of_64, threads_unset):
         torch.set_num_threads(before)
 
 
-def test_the_cli_limits_threads_to_a_cpu_quota(monkeypatch, capsys, threads_unset):
-    """Before: in `docker --cpus=4` on 64 cores torch and BLAS started 64 threads."""
-    from cg3d.cli import main
+def test_the_cli_limits_threads_to_a_cpu_quota_and_puts_them_back(
+    monkeypatch, capsys, threads_unset
+):
+    """Before: in `docker --cpus=4` on 64 cores torch and BLAS started 64 threads. And an
+    in-process `main()` (a notebook, a script over configs) then left the caller's torch on 4
+    threads and the variables set for every process it started after."""
+    from cg3d import cli
+
+    seen = {}
+
+    def command() -> None:
+        seen.update(os.environ, torch=torch.get_num_threads())
+        raise SystemExit(0)
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setattr(cg3d.params, "cgroup_cpu_quota", lambda root=None: 4.0)
-    monkeypatch.setattr("sys.argv", ["cg3d", "--help"])
-    with pytest.raises(SystemExit):
-        main()
-    assert os.environ["OMP_NUM_THREADS"] == os.environ["LP_NUM_THREADS"] == "4"
+    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")  # the caller's own, smaller: kept
+    before = torch.get_num_threads()
+    torch.set_num_threads(6)
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert seen["OMP_NUM_THREADS"] == seen["LP_NUM_THREADS"] == "4"
+        assert seen["MKL_NUM_THREADS"] == "2" and seen["torch"] == 4
+        assert torch.get_num_threads() == 6
+        assert "OMP_NUM_THREADS" not in os.environ and "LP_NUM_THREADS" not in os.environ
+        assert os.environ["MKL_NUM_THREADS"] == "2"
+    finally:
+        torch.set_num_threads(before)
 
 
 def report_threads(folder: Path, index: int) -> int:

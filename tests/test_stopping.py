@@ -572,3 +572,38 @@ def test_a_worker_forked_while_workers_start_deaf_stops_on_its_first_signal():
         timeout=120,
     )
     assert result.stdout.splitlines() == ["worker: stopped", "exit code 0"], result.stderr
+
+
+def test_an_in_process_main_puts_the_callers_signal_handlers_back(monkeypatch, capsys):
+    """A notebook or a script that runs `cli.main()` keeps its own handlers: main's stayed
+    for good, so after a stopped command the caller's next Ctrl-C was ignored and its third
+    ended the process, and SIGTERM raised KeyboardInterrupt instead of the caller's handler.
+    The `cg3d` command itself (`whole_process`) keeps its handler through the exit."""
+    from cg3d import cli
+    from cg3d.stopping import Interrupt
+
+    def callers(signum, frame):
+        pass
+
+    seen = {}
+
+    def command() -> None:
+        seen.update({signum: signal.getsignal(signum) for signum in STOP_SIGNALS})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "app", command)
+    before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, callers)
+    try:
+        for _ in range(2):
+            with pytest.raises(SystemExit):
+                cli.main()
+            assert all(isinstance(seen[signum], Interrupt) for signum in STOP_SIGNALS)
+            assert all(signal.getsignal(signum) is callers for signum in STOP_SIGNALS)
+        with pytest.raises(SystemExit):
+            cli.main(whole_process=True)
+        assert all(isinstance(signal.getsignal(signum), Interrupt) for signum in STOP_SIGNALS)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

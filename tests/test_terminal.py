@@ -194,6 +194,49 @@ def test_an_in_process_main_puts_back_what_it_changed_even_when_stdout_fails(mon
     assert stdout.errors == "strict"
 
 
+def test_two_in_process_mains_at_once_put_back_the_callers_streams(monkeypatch):
+    """Two threads of a service each run a command: the first to start ends first. Each put
+    back what it had found, so the second put back the first's proxies of the streams and
+    the first's showwarning, for good."""
+    import threading
+    import warnings
+
+    from cg3d import cli
+
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    showwarning = warnings.showwarning
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def command() -> None:
+        if threading.current_thread().name == "first":
+            first_in.set()
+            assert second_in.wait(60)
+        else:
+            second_in.set()
+            assert first_out.wait(60)
+        raise SystemExit(0)
+
+    def run_main(done: threading.Event | None) -> None:
+        with pytest.raises(SystemExit):
+            cli.main()
+        if done is not None:
+            done.set()
+
+    monkeypatch.setattr(cli, "app", command)
+    first = threading.Thread(target=run_main, args=(first_out,), name="first")
+    second = threading.Thread(target=run_main, args=(None,), name="second")
+    first.start()
+    assert first_in.wait(60)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert sys.stdout is stdout and sys.stderr is stderr
+    assert warnings.showwarning is showwarning
+
+
 def test_a_logged_progress_says_it_is_alive_when_a_tenth_takes_long():
     """Off a terminal a line came at each tenth only: a render's chunk of 1000 objects or an
     epoch of hours left the log silent for an hour, as if the job hung."""

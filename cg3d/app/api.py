@@ -16,6 +16,7 @@ probabilities: softmax of logit_scale × cosine over the labels, each label the 
 mean of its prompt templates (64 by default).
 """
 
+import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -274,7 +275,10 @@ class Model:
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
         self._class_cache: dict[tuple[str, str], torch.Tensor] = {}  # (name, protocol)
-        self._points_reader = None  # kept open by `reading_shapes`
+        # The reader `reading_shapes` keeps open, for its own thread only: one model serves a
+        # service's threads, and another thread's shape went through a Blender worker this
+        # one was using, or one it closed when its block ended.
+        self._reading = threading.local()
 
     @contextmanager
     def reading_shapes(self) -> Iterator[None]:
@@ -284,11 +288,11 @@ class Model:
 
         config = SampleConfig(points=self.n_points, seed=0, colors=self.point_channels == 6)
         with PointsReader(config) as reader:
-            self._points_reader = reader
+            self._reading.reader = reader
             try:
                 yield
             finally:
-                self._points_reader = None
+                self._reading.reader = None
 
     @property
     def classes(self) -> list[str]:
@@ -328,7 +332,12 @@ class Model:
                 shape, self.n_points, up_axis, normalise, colors, self.point_channels
             )
         return input_points(
-            Path(shape), self.n_points, up_axis, 0, self.point_channels, self._points_reader
+            Path(shape),
+            self.n_points,
+            up_axis,
+            0,
+            self.point_channels,
+            getattr(self._reading, "reader", None),
         )
 
     def embed_points(

@@ -6,6 +6,7 @@ features in CLIP's joint space, so zero-shot classification is a dot product wit
 """
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,10 @@ def train_fields() -> list[str]:
 TOWER_ATTRIBUTES = ("clip", "visual", "preprocess", "tokenizer")
 # Opens a lazy model's towers: attaches them (`attach_towers`) and loads their weights.
 TowerOpener = Callable[["CG3D"], None]
+# Held while a lazy model's towers are built: a second thread that asked for them meanwhile (a
+# web service's concurrent first requests) found the opener taken and no tower yet, and raised
+# AttributeError: "'CG3D' object has no attribute 'clip'". Reentrant: the opener reads them.
+_TOWERS_OPENING = threading.RLock()
 
 
 TRAINED = ("point_encoder.", "visual.prompts", "clip.logit_scale")  # what training changes
@@ -148,20 +153,27 @@ class CG3D(nn.Module):
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: a tower not built yet is built here, once.
         if name in TOWER_ATTRIBUTES and name not in self.__dict__.get("_modules", {}):
-            opener = self.__dict__.get("_open_towers")
-            if opener is not None:
-                device = self.device()
-                self.__dict__["_open_towers"] = None  # attach_towers reads self.clip back
-                try:
-                    opener(self)
-                except BaseException:
-                    self.__dict__["_open_towers"] = opener  # a retry fails the same way
-                    raise
-                self.tower_state = {}
-                for tower in (self.clip, self.visual):  # frozen in eval mode, where points are
-                    tower.to(device).eval()
+            with _TOWERS_OPENING:  # another thread may be building them: wait for it
+                self._build_towers()
+            if name in self.__dict__ or name in self.__dict__.get("_modules", {}):
                 return getattr(self, name)
         return super().__getattr__(name)
+
+    def _build_towers(self) -> None:
+        """Open a lazy model's towers, unless they are already (under `_TOWERS_OPENING`)."""
+        opener = self.__dict__.get("_open_towers")
+        if opener is None:
+            return
+        device = self.device()
+        self.__dict__["_open_towers"] = None  # attach_towers reads self.clip back
+        try:
+            opener(self)
+        except BaseException:
+            self.__dict__["_open_towers"] = opener  # a retry fails the same way
+            raise
+        self.tower_state = {}
+        for tower in (self.clip, self.visual):  # frozen in eval mode, where points are
+            tower.to(device).eval()
 
     def open_towers(self) -> "CG3D":
         """Build CLIP's towers now if they are not yet (text and images build them anyway)."""

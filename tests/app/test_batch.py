@@ -4,6 +4,7 @@ to CSV / Parquet / .npy with failures as rows; the content seed; checks before t
 import csv
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,35 @@ def test_a_batch_of_meshes_shares_one_points_reader(tmp_path, tiny_checkpoint, m
     alone = np.concatenate([model.embed_points(row["path"]) for row in rows])
     np.testing.assert_allclose(vectors, alone, atol=1e-6)
     assert len(opened) == 4
+
+
+def test_a_points_reader_kept_open_serves_its_own_thread_only(
+    tmp_path, tiny_checkpoint, monkeypatch
+):
+    """One model serves a service's threads: while one thread's batch keeps its reader open
+    (`reading_shapes`), another thread's shape went through that reader too (a Blender worker
+    two threads talked to at once), or through one the batch closed under it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cg3d.pipeline import sample
+
+    trimesh.creation.box(extents=(2, 1, 1)).export(tmp_path / "box.obj")
+    opened, original = [], sample.PointsReader.__init__
+
+    def counted(self, config):
+        opened.append(threading.get_ident())
+        original(self, config)
+
+    monkeypatch.setattr(sample.PointsReader, "__init__", counted)
+    model = load(tiny_checkpoint)
+    alone = model.embed_points(tmp_path / "box.obj")
+    opened.clear()
+    with model.reading_shapes(), ThreadPoolExecutor(1) as other:
+        elsewhere = other.submit(model.embed_points, tmp_path / "box.obj").result()
+        assert model.embed_points(tmp_path / "box.obj") is not None  # the block's own reader
+    assert opened[0] == threading.get_ident() and len(opened) == 2  # the other thread's own
+    assert opened[1] != threading.get_ident()
+    np.testing.assert_allclose(elsewhere, alone, atol=1e-6)
 
 
 def test_a_folder_entry_that_is_no_file_is_a_failed_row_not_left_out(shapes, tmp_path):

@@ -57,7 +57,7 @@ elif WHERE == "a cleanup that hangs":
 
     atexit.register(hanging)
 sys.argv = ["cg3d", "index", *sys.argv[4:]]
-cg3d.cli.main()
+cg3d.cli.main(whole_process=True)
 """
 
 

@@ -126,7 +126,7 @@ def test_a_bugs_os_error_prints_its_traceback_from_the_command_line(tmp_path):
         "inspect.inspect_folder = fails\n"
         f"sys.argv = ['cg3d', 'inspect', {str(tmp_path)!r}]\n"
         "from cg3d.cli import main\n"
-        "main()\n"
+        "main(whole_process=True)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
@@ -195,7 +195,7 @@ def talk(mark: Path) -> None:
     terminal.console(stderr=True).print("warning: a chunk's line after the output")
     mark.write_text("done")
 
-cli.main()
+cli.main(whole_process=True)
 """
 
 

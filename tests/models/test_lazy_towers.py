@@ -5,7 +5,10 @@ never construct it. The file is written in the converted layout: our checkpoint 
 only the point side, with the teacher named by its open_clip model and pretrained tag.
 """
 
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import open_clip
@@ -138,3 +141,32 @@ def test_the_trainable_state_is_the_same_before_and_after_the_towers_are_built(t
         state = loaded.trainable_state()
         assert set(state) == set(wanted)  # (in another order: the towers come after)
         assert all(torch.equal(state[name], wanted[name]) for name in wanted)
+
+
+def test_threads_that_ask_for_the_towers_at_once_each_get_them(tmp_path, monkeypatch):
+    """A web service's first requests arrive together: each thread's text features, as one
+    thread alone gets them. The second thread found the first one's build under way and no
+    tower yet: AttributeError "'CG3D' object has no attribute 'clip'"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = tmp_path / "tiny.pt"
+        save_checkpoint(path, build_model(tiny_model_config()))
+        alone = [cg3d.load(path).embed_text(["a cube", f"shape {i}"]) for i in range(4)]
+        real = checkpoint_module.load_clip
+
+        def slow_load_clip(*args, **kwargs):
+            time.sleep(0.5)  # the others ask meanwhile (a real CLIP takes seconds)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(checkpoint_module, "load_clip", slow_load_clip)
+        model = cg3d.load(path)
+    together = threading.Barrier(4)
+
+    def text(i: int) -> np.ndarray:
+        together.wait()
+        return model.embed_text(["a cube", f"shape {i}"])
+
+    with ThreadPoolExecutor(4) as pool:
+        features = list(pool.map(text, range(4)))
+    for mine, reference in zip(features, alone, strict=True):
+        assert np.allclose(mine, reference, atol=1e-6)

@@ -21,4 +21,4 @@ def stopping_epoch(trainer, batches, epoch: int, step: int, updates: int):
 if __name__ == "__main__":
     loop.train_epoch = stopping_epoch
     sys.argv = ["cg3d", *sys.argv[1:]]
-    main()
+    main(whole_process=True)
