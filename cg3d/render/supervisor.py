@@ -47,6 +47,25 @@ TMP_ROOM = len("/source/") + NAME_MAX
 ALIAS_PREFIX = "cg3d-render-"
 
 
+# Blender's variables that name folders of code it runs at start-up or takes its own install
+# from: BLENDER_SYSTEM_SCRIPTS' startup scripts ran in every worker even after
+# `read_factory_settings`, and a BLENDER_SYSTEM_RESOURCES of another Blender crashed it at start.
+# The worker's Blender is the bpy package's own; the BLENDER_USER_* folders stay (where Blender
+# writes its caches and would read preferences the worker ignores: `Renderer`).
+BLENDER_CODE_VARIABLES = ("BLENDER_USER_SCRIPTS",)
+BLENDER_SYSTEM_PREFIX = "BLENDER_SYSTEM_"
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment less the Blender variables that would make the worker run
+    code other than its own or another install's (Blender never auto-runs scripts)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in BLENDER_CODE_VARIABLES
+    }
+
+
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:
     """(the path the worker is told for `tmp_dir`, the alias folder to remove at the end or
     None, the descriptor holding its lock or None: `remove_live_folder`): `tmp_dir` itself when
@@ -171,7 +190,7 @@ class BlenderWorker:
                     json.dumps({**self.settings, "threads": self.threads}),
                 ],
                 env={
-                    **os.environ,
+                    **worker_environment(),
                     **thread_variables(self.threads),
                     "PYTHONHASHSEED": WORKER_HASH_SEED,
                     # Through the alias: from a deep TMPDIR Blender made no temp folder ("Could
