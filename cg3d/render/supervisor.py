@@ -9,6 +9,7 @@ crashes Blender or runs past the per-object timeout, only that process is killed
 gets a failure reason, and a fresh Blender is started for the next one.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -181,6 +182,7 @@ class BlenderWorker:
         return Path(self.tmp.name)
 
     def start(self) -> None:
+        self._forget_process()  # one that exited by itself
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -360,6 +362,17 @@ class BlenderWorker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._forget_process()
+
+    def _forget_process(self) -> None:
+        """Close the pipes of the process, which has exited, and forget it: left to the garbage
+        collector, each was a ResourceWarning (`PYTHONDEVMODE=1`, `-W error`)."""
+        if self.process is None:
+            return
+        for pipe in (self.process.stdin, self.process.stdout):
+            # what a dead Blender's stdin still buffered cannot be sent
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
         self.process = None
 
     def stop(self) -> None:
@@ -378,7 +391,7 @@ class BlenderWorker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.process = None
+        self._forget_process()
         self.tmp.cleanup()
         if self._remove_alias:
             self._remove_alias()
