@@ -398,6 +398,8 @@ def _run() -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
+    except Warning as warning:  # one the user's filter made an error (`-W error`)
+        _refused(f"{warning} ({warning_made_error_words(warning)})")
     except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
             message = loader_worker_died(error)
@@ -418,6 +420,14 @@ def _run() -> None:
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
         _refused(message)
+
+
+def warning_made_error_words(warning: Warning) -> str:
+    """Why a warning stopped the command: the warnings filter the user set (PYTHONWARNINGS=error,
+    `python -W error`) raises it, and the command's traceback (exit 1) read as a bug."""
+    given = ",".join(sys.warnoptions)
+    source = f" {given!r} (PYTHONWARNINGS, python -W)" if given else ""
+    return f"a {type(warning).__name__} made an error by the warnings filter{source}"
 
 
 def _refused(message: str) -> None:
