@@ -82,3 +82,21 @@ def test_the_command_line_says_which_thread_variable_it_ignored():
     assert done.stderr.splitlines() == [
         "warning: OMP_NUM_THREADS='0' is not a number of threads: ignored"
     ]
+
+
+def test_python_m_under_safepath_in_another_checkout_says_it_would_run_other_code(tmp_path):
+    """A DVC stage runs `python -m cg3d` to import its working folder's code (dvc.yaml), which
+    PYTHONSAFEPATH=1 leaves off the path: the installed checkout's code ran, silently."""
+    (tmp_path / "cg3d").mkdir()
+    (tmp_path / "cg3d" / "__init__.py").write_text("")  # another checkout's package
+    done = subprocess.run(
+        [sys.executable, "-m", "cg3d", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONSAFEPATH": "1"},
+    )
+    assert done.returncode == 2, done.stdout
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: PYTHONSAFEPATH is set (python -P): python -m cg3d would run ")
+    assert line.endswith("not this folder's cg3d/; unset PYTHONSAFEPATH")

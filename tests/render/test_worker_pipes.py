@@ -5,8 +5,18 @@ a worker killed after a crash, one that ended, one closed at the end of the stag
 import gc
 import warnings
 
-from cg3d.render.supervisor import MIN_WORKER_MEMORY
-from tests.render.test_worker_memory import FakeWorker, needing
+from cg3d.render.supervisor import MIN_WORKER_MEMORY, BlenderWorker
+
+
+class FakeWorker(BlenderWorker):
+    module = "tests.render.fake_worker"  # the protocol without Blender
+
+
+def needing(folder, name: str, mib: int):
+    """A file the stand-in reads as the MiB to allocate for it."""
+    path = folder / f"{name}.obj"
+    path.write_text(str(mib))
+    return path
 
 
 def test_no_pipe_of_a_worker_is_left_open(tmp_path):
