@@ -383,6 +383,7 @@ def _run() -> None:
     from cg3d.files import is_condition, not_utf8_line, os_error_line
     from cg3d.params import cpu_count, drop_bad_thread_variables, limit_threads
 
+    terminal.drop_zero_sizes()  # before any console reads them
     for variable in drop_bad_thread_variables():  # before torch or numpy load, as the next
         warnings.warn(f"{variable} is not a number of threads: ignored", stacklevel=1)
     limit_threads(cpu_count())  # a CPU quota (a container's): before torch or numpy load

@@ -3,6 +3,7 @@ file held (paths, ids, class names, failure reasons), so every string it renders
 a table cell, is shown escaped (`errors.printable`) and is never read as markup or emoji codes:
 a site that forgets to escape cannot recolour, move or retitle the terminal."""
 
+import os
 import threading
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,17 @@ def is_a_tty(stream: Any) -> bool:
         return bool(isatty and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def drop_zero_sizes() -> None:
+    """Remove COLUMNS and LINES from this process's environment where they say 0 (an editor's
+    shell, a CI's runner set COLUMNS=0): rich took 0 for the width, and `cg3d --help` printed
+    nothing, nor `cg3d inspect` on a terminal. Without them rich asks the terminal, or takes
+    80 columns; other values that are no number rich ignores already."""
+    for name in ("COLUMNS", "LINES"):
+        value = os.environ.get(name, "")
+        if value.isascii() and value.isdigit() and int(value) == 0:
+            del os.environ[name]
 
 
 def redraw_only_on_a_tty(made: Console) -> None:

@@ -259,3 +259,17 @@ def test_a_stage_into_a_pipe_under_force_color_redraws_nothing(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert b"objects from synthetic" in run.stdout and b"\r" not in run.stdout
+
+
+def test_columns_zero_is_no_width_at_all():
+    """COLUMNS=0 (an editor's shell, a CI runner's): rich took it for the width, and `cg3d
+    --help` printed nothing (one empty line)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "cg3d", "--help"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "0", "LINES": "0"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Usage: python -m cg3d" in run.stdout and "meshes" in run.stdout
+    assert max(map(len, run.stdout.splitlines())) <= 80  # rich's width for a pipe
