@@ -2,7 +2,9 @@
 command the same way."""
 
 import sys
+from pathlib import Path
 
+import cg3d
 from cg3d.errors import missing_dependency_line
 
 
@@ -21,5 +23,23 @@ def run() -> None:
     main(whole_process=True)
 
 
+def other_checkout_line() -> str | None:
+    """One line when `python -m cg3d` would run another cg3d than the working folder's: under
+    PYTHONSAFEPATH=1 (`python -P`) Python leaves the working folder off its path, so a DVC
+    stage's `python -m cg3d` (dvc.yaml: an experiment's copy runs its own code) ran the
+    installed checkout's code, silently, under a dvc.lock naming the folder's; else None."""
+    here = Path.cwd() / "cg3d" / "__init__.py"
+    imported = Path(cg3d.__file__).resolve()
+    if not (sys.flags.safe_path and here.is_file() and here.resolve() != imported):
+        return None
+    return (
+        f"PYTHONSAFEPATH is set (python -P): python -m cg3d would run {imported.parent}, not"
+        f" this folder's cg3d/; unset PYTHONSAFEPATH"
+    )
+
+
 if __name__ == "__main__":
+    if (line := other_checkout_line()) is not None:
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
     run()

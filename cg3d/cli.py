@@ -404,7 +404,7 @@ def _process_changed() -> Iterator[None]:
 
 def _process_changes_made() -> ExitStack:
     """Make `main`'s changes to the process; closing the stack returned undoes them."""
-    from cg3d.params import cpu_count, threads_limited
+    from cg3d.params import cpu_count, drop_bad_thread_variables, threads_limited
 
     undo = ExitStack()
     root = logging.getLogger()
@@ -415,6 +415,11 @@ def _process_changes_made() -> ExitStack:
     _standard_descriptors_opened()
     _streams_wrapped()
     undo.callback(root.removeHandler, quiet_warnings())
+    terminal.drop_zero_sizes()  # before any console reads them
+    # before torch or numpy load, as the next; logged, not warned: `-W error` would make it a
+    # traceback here, outside the command's error handling
+    for variable in drop_bad_thread_variables():
+        logging.getLogger("cg3d").warning("%s is not a number of threads: ignored", variable)
     # a CPU quota (a container's): before torch or numpy load
     undo.enter_context(threads_limited(cpu_count()))
     return undo
@@ -459,6 +464,8 @@ def _run_app(interrupt: Interrupt) -> None:
         if interrupt.count and (stop.code == 130 or interrupt.signum != signal.SIGINT):
             _interrupted(interrupt.signum)
         raise
+    except Warning as warning:  # one the user's filter made an error (`-W error`)
+        _refused(f"{warning} ({warning_made_error_words(warning)})")
     except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
             message = loader_worker_died(error)
@@ -479,6 +486,14 @@ def _run_app(interrupt: Interrupt) -> None:
         else:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
         _refused(message)
+
+
+def warning_made_error_words(warning: Warning) -> str:
+    """Why a warning stopped the command: the warnings filter the user set (PYTHONWARNINGS=error,
+    `python -W error`) raises it, and the command's traceback (exit 1) read as a bug."""
+    given = ",".join(sys.warnoptions)
+    source = f" {given!r} (PYTHONWARNINGS, python -W)" if given else ""
+    return f"a {type(warning).__name__} made an error by the warnings filter{source}"
 
 
 def _refused(message: str) -> None:

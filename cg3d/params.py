@@ -757,6 +757,29 @@ THREAD_VARIABLES = (
 )
 
 
+def is_thread_count(name: str, value: str) -> bool:
+    """Whether `value` of thread variable `name` is one its library reads: a positive integer
+    (OpenMP's also a list of them, one a nesting level: `4,2`)."""
+    parts = value.split(",") if name == "OMP_NUM_THREADS" else [value]
+    return all(part.isascii() and part.isdigit() and int(part) > 0 for part in parts)
+
+
+def drop_bad_thread_variables() -> list[str]:
+    """Remove from this process's environment (and so its children's) the thread variables
+    set to what no library reads as a count of threads; returns them as `NAME='value'` (an
+    empty one is unset, and not returned). Left in place, OMP_NUM_THREADS=abc (or 0, -1) made
+    libgomp print "Invalid value for environment variable" in every process that loads it, and
+    MKL_NUM_THREADS=-1 (or abc) made torch compute on one thread whatever the CPUs."""
+    dropped = []
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and not is_thread_count(name, value):
+            del os.environ[name]
+            if value:
+                dropped.append(f"{name}={value!r}")
+    return dropped
+
+
 def thread_variables(threads: int) -> dict[str, str]:
     """The environment that keeps the math libraries of a process started with it at most
     `threads` threads each (at least 1): the variables set here to a smaller number are kept.

@@ -3,6 +3,7 @@ file held (paths, ids, class names, failure reasons), so every string it renders
 a table cell, is shown escaped (`errors.printable`) and is never read as markup or emoji codes:
 a site that forgets to escape cannot recolour, move or retitle the terminal."""
 
+import os
 import threading
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,36 @@ class EscapingConsole(Console):
         return super().render_str(printable(text), **options)
 
 
+def is_a_tty(stream: Any) -> bool:
+    """Whether `stream` is a terminal (not a file or a pipe), whatever the environment says."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def drop_zero_sizes() -> None:
+    """Remove COLUMNS and LINES from this process's environment where they say 0 (an editor's
+    shell, a CI's runner set COLUMNS=0): rich took 0 for the width, and `cg3d --help` printed
+    nothing, nor `cg3d inspect` on a terminal. Without them rich asks the terminal, or takes
+    80 columns; other values that are no number rich ignores already."""
+    for name in ("COLUMNS", "LINES"):
+        value = os.environ.get(name, "")
+        if value.isascii() and value.isdigit() and int(value) == 0:
+            del os.environ[name]
+
+
+def redraw_only_on_a_tty(made: Console) -> None:
+    """No bar redrawn in place into a file or a pipe, whatever the environment says. FORCE_COLOR
+    (or TTY_COMPATIBLE=1) set by a CI or a shell's profile asks for colours, but rich then
+    redrew its bars into the log too: a carriage return a frame, and none of the plain lines
+    a log gets (`LoggedProgress`). A caller's force_terminal, or TTY_INTERACTIVE=1, still can."""
+    forced = made._force_terminal is not None or made._environ.get("TTY_INTERACTIVE") == "1"
+    if not (forced or is_a_tty(made.file)):
+        made.is_interactive = False
+
+
 def console(*, stderr: bool = False, **options: Any) -> Console:
     """An escaping console on stdout (or stderr), without markup or emoji codes unless a call
     asks for them (`print("[bold red]error:[/]", markup=True)`); `options` are rich's.
@@ -32,6 +63,8 @@ def console(*, stderr: bool = False, **options: Any) -> Console:
     columns in a log file, which split a summary line and the path it names over lines."""
     defaults = {"markup": False, "emoji": False, "soft_wrap": True}
     made = EscapingConsole(stderr=stderr, **{**defaults, **options})
+    if "force_interactive" not in options:
+        redraw_only_on_a_tty(made)
     if "width" not in options and not made.is_terminal and made.width < LOG_WIDTH:
         # a log file has no width: COLUMNS there is the submitting shell's (a narrow pane, a
         # CI's 10), at which inspect's tables showed `…` for every id and class name
@@ -57,6 +90,7 @@ class LoggedProgress(Progress):
     heartbeat_s = 60.0
 
     def start(self) -> None:
+        redraw_only_on_a_tty(self.console)  # rich's own console where none was given
         super().start()
         self._beating = threading.Event()
         if self._logs():  # a thread, as rich's own redraws: a chunk finishes nothing for minutes
@@ -81,7 +115,7 @@ class LoggedProgress(Progress):
 
     def _logs(self) -> bool:
         """Whether the bar is not redrawn in place: a file, a pipe, a dumb terminal."""
-        return not self.console.is_terminal or self.console.is_dumb_terminal
+        return not self.console.is_interactive
 
     def _beat(self) -> None:
         while not self._beating.wait(self.heartbeat_s / 6):

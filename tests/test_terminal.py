@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from rich.table import Table
 
 from cg3d import terminal
@@ -276,3 +277,42 @@ def test_a_table_into_a_log_file_ignores_a_narrow_columns():
     out = io.StringIO()
     terminal.console(file=out, color_system=None, _environ={"COLUMNS": "10"}).print(table)
     assert "folder-chair_m-fdf659a44d" in out.getvalue()
+
+
+@pytest.mark.parametrize("asks", [{"FORCE_COLOR": "1"}, {"TTY_COMPATIBLE": "1"}])
+def test_a_logged_progress_writes_lines_to_a_file_when_the_environment_forces_colour(asks):
+    """FORCE_COLOR=1 (a CI's, a shell profile's) made rich take a log file for a terminal: the
+    bar was redrawn into it, a carriage return a frame, and no plain line was written."""
+    out = io.StringIO()
+    forced = Console(file=out, width=80, _environ=asks)  # rich's own, as `progress_bar` gets
+    with terminal.LoggedProgress(console=forced) as progress:
+        task = progress.add_task("sampling", total=4, rate="")
+        progress.advance(task)
+        # colours as asked, and rich's hidden cursor before the line (a terminal's code)
+        assert out.getvalue() == "\x1b[?25lsampling: 1/4 (25%)\n"
+    assert "\r" not in out.getvalue()
+
+
+def test_a_stage_into_a_pipe_under_force_color_redraws_nothing(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "cg3d", "meshes", "--out", "meshes", "--per-class", "2"],
+        cwd=tmp_path,
+        capture_output=True,  # bytes: text=True reads each carriage return as a newline
+        env=os.environ | {"FORCE_COLOR": "1", "PYTHONWARNINGS": ""},
+    )
+    assert run.returncode == 0, run.stderr
+    assert b"objects from synthetic" in run.stdout and b"\r" not in run.stdout
+
+
+def test_columns_zero_is_no_width_at_all():
+    """COLUMNS=0 (an editor's shell, a CI runner's): rich took it for the width, and `cg3d
+    --help` printed nothing (one empty line)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "cg3d", "--help"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "0", "LINES": "0"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Usage: python -m cg3d" in run.stdout and "meshes" in run.stdout
+    assert max(map(len, run.stdout.splitlines())) <= 80  # rich's width for a pipe

@@ -9,6 +9,7 @@ crashes Blender or runs past the per-object timeout, only that process is killed
 gets a failure reason, and a fresh Blender is started for the next one.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -45,6 +46,25 @@ TMP_ROOM = len("/source/") + NAME_MAX
 # The prefix of the alias folders in the system's temp folder, and of the worker temp folders
 # (made there when a command owns no folder): both `make_live_folder`'s, swept alike.
 ALIAS_PREFIX = "cg3d-render-"
+
+
+# Blender's variables that name folders of code it runs at start-up or takes its own install
+# from: BLENDER_SYSTEM_SCRIPTS' startup scripts ran in every worker even after
+# `read_factory_settings`, and a BLENDER_SYSTEM_RESOURCES of another Blender crashed it at start.
+# The worker's Blender is the bpy package's own; the BLENDER_USER_* folders stay (where Blender
+# writes its caches and would read preferences the worker ignores: `Renderer`).
+BLENDER_CODE_VARIABLES = ("BLENDER_USER_SCRIPTS",)
+BLENDER_SYSTEM_PREFIX = "BLENDER_SYSTEM_"
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment less the Blender variables that would make the worker run
+    code other than its own or another install's (Blender never auto-runs scripts)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in BLENDER_CODE_VARIABLES
+    }
 
 
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:
@@ -162,6 +182,7 @@ class BlenderWorker:
         return Path(self.tmp.name)
 
     def start(self) -> None:
+        self._forget_process()  # one that exited by itself
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -171,7 +192,7 @@ class BlenderWorker:
                     json.dumps({**self.settings, "threads": self.threads}),
                 ],
                 env={
-                    **os.environ,
+                    **worker_environment(),
                     **thread_variables(self.threads),
                     "PYTHONHASHSEED": WORKER_HASH_SEED,
                     # Through the alias: from a deep TMPDIR Blender made no temp folder ("Could
@@ -341,6 +362,17 @@ class BlenderWorker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._forget_process()
+
+    def _forget_process(self) -> None:
+        """Close the pipes of the process, which has exited, and forget it: left to the garbage
+        collector, each was a ResourceWarning (`PYTHONDEVMODE=1`, `-W error`)."""
+        if self.process is None:
+            return
+        for pipe in (self.process.stdin, self.process.stdout):
+            # what a dead Blender's stdin still buffered cannot be sent
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
         self.process = None
 
     def stop(self) -> None:
@@ -359,7 +391,7 @@ class BlenderWorker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.process = None
+        self._forget_process()
         self.tmp.cleanup()
         if self._remove_alias:
             self._remove_alias()

@@ -1,0 +1,120 @@
+"""Blender never auto-runs scripts: not from the folders a user's environment names for it
+(BLENDER_USER_SCRIPTS, BLENDER_SYSTEM_SCRIPTS, BLENDER_USER_RESOURCES, ~/.config/blender),
+neither startup scripts nor add-ons a saved userpref.blend enables (a glTF importer user
+extension among them), nor modules there named like Blender's own importers."""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cg3d.params import RenderConfig
+from cg3d.render.stage import render_meshes
+from tests.render.helpers import write_meshes
+
+pytestmark = pytest.mark.blender
+
+# Enable the planted add-on and save the preferences, as a user's Blender would have.
+SAVE_PREFERENCES = """
+import bpy
+assert bpy.ops.preferences.addon_enable(module="planted_addon") == {"FINISHED"}
+bpy.context.preferences.filepaths.use_scripts_auto_execute = True
+bpy.ops.wm.save_userpref()
+"""
+
+
+def marker(marks: Path, name: str, indent: str = "") -> str:
+    """A line of Python that leaves the file `marks/name` behind when it runs."""
+    return f"{indent}open({str(marks / name)!r}, 'a').write('ran')\n"
+
+
+def plant_scripts(scripts: Path, marks: Path, tag: str) -> None:
+    """A Blender scripts folder whose every piece of code writes a marker when it runs."""
+    (scripts / "startup").mkdir(parents=True)
+    (scripts / "startup" / "planted_startup.py").write_text(
+        marker(marks, f"{tag}-startup")
+        + "def register():\n"
+        + marker(marks, f"{tag}-startup-register", "    ")
+        + "def unregister():\n    pass\n"
+    )
+    addon = scripts / "addons" / "planted_addon"
+    addon.mkdir(parents=True)
+    (addon / "__init__.py").write_text(
+        "bl_info = {'name': 'planted', 'blender': (2, 80, 0), 'category': 'Import-Export'}\n"
+        + marker(marks, f"{tag}-addon")
+        # the glTF importer calls the user extensions of enabled add-ons on every import
+        + "class glTF2ImportUserExtension:\n    def __init__(self):\n"
+        + marker(marks, f"{tag}-gltf-extension", "        ")
+        + "def register():\n"
+        + marker(marks, f"{tag}-addon-register", "    ")
+        + "def unregister():\n    pass\n"
+    )
+    for shadow in ["io_scene_gltf2", "io_import_scene_ply", "io_scene_obj"]:
+        (scripts / "addons" / f"{shadow}.py").write_text(marker(marks, f"{tag}-{shadow}"))
+    (scripts / "modules").mkdir()
+    (scripts / "modules" / "planted_module.py").write_text(marker(marks, f"{tag}-module"))
+
+
+def save_preferences(env: dict[str, str], cwd: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SAVE_PREFERENCES], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """(the environment naming the planted folders, the marker folder)."""
+    root = tmp_path_factory.mktemp("planted")
+    marks = root / "marks"
+    marks.mkdir()
+    home = root / "home"
+    resources = home / ".config" / "blender" / "5.0"
+    plant_scripts(resources / "scripts", marks, "home")
+    plant_scripts(root / "user", marks, "user")
+    plant_scripts(root / "system" / "scripts", marks, "system")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BLENDER_")}
+    # userpref.blend in ~/.config/blender/5.0/config and in BLENDER_USER_CONFIG, each enabling
+    # the planted add-on
+    save_preferences({**base, "HOME": str(home)}, root)
+    save_preferences(
+        {
+            **base,
+            "BLENDER_USER_SCRIPTS": str(root / "user"),
+            "BLENDER_USER_CONFIG": str(root / "config"),
+        },
+        root,
+    )
+    assert (resources / "config" / "userpref.blend").is_file()
+    assert (root / "config" / "userpref.blend").is_file()
+    for mark in marks.iterdir():  # enabling the add-on ran it: the marks start from here
+        mark.unlink()
+    env = {
+        "HOME": str(home),
+        "BLENDER_USER_SCRIPTS": str(root / "user"),
+        "BLENDER_USER_CONFIG": str(root / "config"),
+        "BLENDER_USER_RESOURCES": str(resources),
+        "BLENDER_SYSTEM_SCRIPTS": str(root / "system" / "scripts"),
+        "BLENDER_SYSTEM_RESOURCES": str(root / "system"),
+    }
+    return env, marks
+
+
+def test_no_script_a_users_blender_folders_hold_runs_in_a_render(planted, tmp_path, monkeypatch):
+    env, marks = planted
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    write_meshes(tmp_path / "meshes")  # OBJ, glTF (GLB), PLY and OFF
+    config = RenderConfig(views=1, resolution=32, background="transparent", workers=1)
+    # BLENDER_SYSTEM_RESOURCES of another install crashed every worker at start-up
+    summary = render_meshes(tmp_path / "meshes", tmp_path / "out", config)
+    assert summary.rendered == 4, summary
+    (part,) = (tmp_path / "out").glob("part-*.tar")
+    with tarfile.open(part) as tar:
+        names = set(tar.getnames())
+    assert {f"{i}.view_00.png" for i in ["lshape", "cylinder", "box", "cone"]} <= names
+    # BLENDER_SYSTEM_SCRIPTS' startup script ran in every worker
+    assert sorted(p.name for p in marks.iterdir()) == []
