@@ -7,7 +7,8 @@ n_points like any object, embedded, and scored by cosine similarity with the tex
 prompt templates are not applied: the query is free text). Each scene point takes the score
 of the region whose centre is nearest to it, which gives the heat map.
 Outputs: OUT/heatmap.ply (points coloured by score, inferno colours), OUT/heatmap.png and
-OUT/regions.json (score, centre and size of every region, best first), replaced together (a
+OUT/regions.json (score, centre and size of every region, best first); the PLY's points and the
+centres in the scene file's own axes, whatever --up-axis; replaced together (a
 query whose writing fails part way leaves the previous query's three files).
 """
 
@@ -77,7 +78,7 @@ def scene_query(
     import trimesh
 
     from cg3d.eval.plots import heatmap_plot
-    from cg3d.geometry.frame import to_canonical_axes
+    from cg3d.geometry.frame import from_canonical_axes, to_canonical_axes
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -99,12 +100,17 @@ def scene_query(
         raise UsageError(
             f"{scene}: a scene needs at least 4 distinct finite points, got {distinct}{where}"
         )
+    # The model sees the scene Y-up; heatmap.ply and the region centres stay in the scene's own
+    # axes, so they overlay the scene file in a viewer (open3d, MeshLab): with --up-axis z they
+    # were written Y-up, the heat map a quarter turn off the scan it colours.
+    scene_points = points
     points = to_canonical_axes(points, config.up_axis)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     # a colour model gets the constant colour: scene files are read as xyz
     channels = int(model.config["point_channels"])
     centres, members, nearest = split_regions(points, config)
+    scene_centres = from_canonical_axes(centres, config.up_axis)
     query = model.encode_text([text])[0]
     scores = []
     for start in range(0, len(members), config.batch_size):
@@ -122,7 +128,7 @@ def scene_query(
         {
             "region": int(r),
             "score": float(region_scores[r]),
-            "centre": [round(float(v), 4) for v in centres[r]],
+            "centre": [round(float(v), 4) for v in scene_centres[r]],
             "points": int((nearest == r).sum()),
         }
         for r in order
@@ -133,7 +139,7 @@ def scene_query(
     Path(out).mkdir(parents=True, exist_ok=True)
     with atomic_files(out, OUTPUTS) as paths:
         with atomic_path(paths["heatmap.ply"]) as tmp:  # the temp name's suffix is not "ply"
-            cloud = trimesh.PointCloud(points, colors=heat_colors(point_scores))
+            cloud = trimesh.PointCloud(scene_points, colors=heat_colors(point_scores))
             cloud.export(tmp, file_type="ply")
         heatmap_plot(points[shown], point_scores[shown], paths["heatmap.png"], f"“{text}”")
         write_json(paths["regions.json"], {"text": text, "scene": str(scene), "regions": regions})

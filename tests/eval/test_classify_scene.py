@@ -200,3 +200,20 @@ def test_a_region_of_one_repeated_point_names_the_param(tmp_path, tiny_checkpoin
     # past the copies, every region has a shape: the query runs
     config = SceneConfig(region_points=600)
     assert scene_query(tmp_path / "scene.npy", "a cube", tiny_checkpoint, tmp_path / "out", config)
+
+
+def test_a_z_up_scene_keeps_its_own_axes_in_the_heat_map_and_centres(tmp_path, tiny_checkpoint):
+    """The heat map and the region centres overlay the scene file in a viewer (open3d, MeshLab):
+    a Z-up scan (ScanNet's) was written back Y-up, a quarter turn off the scan it colours."""
+    rng = np.random.default_rng(2)
+    # a tall pillar along +z beside a cube: the two frames differ in every point
+    scene = np.vstack([cube(400, rng) * [1, 1, 4], cube(400, rng, offset=(5, 0, 0))])
+    np.savetxt(tmp_path / "scene.txt", scene)
+    out = tmp_path / "out"
+    config = SceneConfig(regions=4, region_points=150, up_axis="z")
+    scene_query(tmp_path / "scene.txt", "a pillar", tiny_checkpoint, out, config)
+    cloud = trimesh.load(out / "heatmap.ply")
+    np.testing.assert_allclose(cloud.vertices, scene, atol=1e-5)  # the file's own points
+    for region in json.loads((out / "regions.json").read_text())["regions"]:
+        # a centre is a point of the scene file (written to 4 decimals)
+        assert np.abs(scene - region["centre"]).max(axis=1).min() < 1e-4
