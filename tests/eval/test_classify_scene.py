@@ -68,7 +68,8 @@ def _cut_short_at(monkeypatch, output: str) -> None:
     """Make the writer of `output` fail part way, as a full disk does (the others still work)."""
     if output == "heatmap.ply":
         monkeypatch.setattr(
-            trimesh.PointCloud, "export", lambda self, path, **kw: _torn_write(path, b"ply\n" * 99)
+            "cg3d.eval.scene.write_heat_ply",
+            lambda path, points, colors: _torn_write(path, b"ply\n" * 99),
         )
     elif output == "heatmap.png":
         monkeypatch.setattr(
@@ -217,3 +218,16 @@ def test_a_z_up_scene_keeps_its_own_axes_in_the_heat_map_and_centres(tmp_path, t
     for region in json.loads((out / "regions.json").read_text())["regions"]:
         # a centre is a point of the scene file (written to 4 decimals)
         assert np.abs(scene - region["centre"]).max(axis=1).min() < 1e-4
+
+
+def test_the_heat_map_keeps_a_georeferenced_scans_coordinates(tmp_path, tiny_checkpoint):
+    """A scan in UTM metres (x 500 km, y 4,000 km): float32 holds y to 25 cm (trimesh's PLY was
+    float32, the heat map off its scan); the PLY's doubles give back the file's numbers."""
+    rng = np.random.default_rng(3)
+    scene = np.vstack([cube(300, rng), cube(300, rng, offset=(4, 0, 0))]) + [500_000.0, 4e6, 0.0]
+    np.savetxt(tmp_path / "scene.txt", scene, fmt="%.6f")
+    out = tmp_path / "out"
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, SceneConfig(regions=4))
+    cloud = trimesh.load(out / "heatmap.ply")
+    assert np.abs(cloud.vertices - scene).max() < 1e-5
+    assert cloud.colors.shape == (len(scene), 4)
