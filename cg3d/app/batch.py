@@ -7,7 +7,8 @@ its suffix:
   classify  .csv or .parquet: path, status, error, then label_1, score_1 … label_K, score_K
   embed     .npy: (N, D) float32 of the shapes read (in list order) beside a .csv of every
             shape (path, status, error, row: its row in the .npy, -1 when it failed);
-            .parquet: path, status, error, embedding (a list of D floats, empty when failed)
+            .parquet: path, status, error, embedding (a list of D float32, null when failed)
+A failed shape's scores are empty cells in a .csv and nulls in a .parquet (`parquet_schema`).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from cg3d.files import (
     NOT_UTF8_NAME,
     atomic_path,
     check_out_file,
+    finite_or_none,
     folder_for,
     inside_folder,
     path_too_long,
@@ -229,6 +231,24 @@ def embed_rows(
     return rows, array
 
 
+def parquet_schema(rows: list[dict[str, Any]]) -> Any:
+    """The pyarrow schema of a results table, by column name: text, float64 scores, float32
+    embeddings (the .npy's type), int64 rows. Inferred from the values, a table whose every
+    shape failed had columns of type null (duckdb's "NULL"[], pandas' object) and embeddings
+    were float64 lists; a failed shape's score or embedding is a null, as the CSV's empty cell
+    (a NaN was a number to duckdb and polars: their mean of score_1 was NaN)."""
+    import pyarrow as pa
+
+    def kind(name: str) -> Any:
+        if name.startswith("score_"):
+            return pa.float64()
+        if name == "embedding":
+            return pa.list_(pa.float32())
+        return pa.int64() if name == "row" else pa.string()
+
+    return pa.schema([(name, kind(name)) for name in (rows[0] if rows else ())])
+
+
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     """`rows` as a .csv or .parquet file (by `out`'s suffix), written whole."""
     out = Path(out)
@@ -237,8 +257,9 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            table = pa.Table.from_pylist(finite_or_none(rows), schema=parquet_schema(rows))
             with atomic_path(out) as tmp:
-                pq.write_table(pa.Table.from_pylist(rows), tmp)
+                pq.write_table(table, tmp)
         else:
             write_csv(out, rows)
     return out
@@ -251,7 +272,7 @@ def write_embeddings(rows: list[dict[str, Any]], array: np.ndarray, out: Path) -
         by_row = {r["row"]: array[r["row"]].tolist() for r in rows if r["row"] >= 0}
         table = [
             {"path": r["path"], "status": r["status"], "error": r["error"]}
-            | {"embedding": by_row.get(r["row"], [])}
+            | {"embedding": by_row.get(r["row"])}
             for r in rows
         ]
         return [write_table(table, out)]

@@ -7,7 +7,8 @@ n_points like any object, embedded, and scored by cosine similarity with the tex
 prompt templates are not applied: the query is free text). Each scene point takes the score
 of the region whose centre is nearest to it, which gives the heat map.
 Outputs: OUT/heatmap.ply (points coloured by score, inferno colours), OUT/heatmap.png and
-OUT/regions.json (score, centre and size of every region, best first), replaced together (a
+OUT/regions.json (score, centre and size of every region, best first); the PLY's points and the
+centres in the scene file's own axes, whatever --up-axis; replaced together (a
 query whose writing fails part way leaves the previous query's three files).
 """
 
@@ -68,16 +69,38 @@ def heat_colors(scores: np.ndarray) -> np.ndarray:
     return (colormaps["inferno"](unit) * 255).astype(np.uint8)
 
 
+def write_heat_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
+    """`points` (N, 3) with their RGBA `colors` (N, 4) as a binary PLY of doubles: trimesh writes
+    float32, which a georeferenced scan's coordinates do not fit (at 4,000 km, float32's step is
+    25 cm: the heat map sat off its scan in CloudCompare and open3d)."""
+    vertex = np.dtype(
+        [(axis, "<f8") for axis in "xyz"] + [(c, "u1") for c in ("red", "green", "blue", "alpha")]
+    )
+    rows = np.empty(len(points), dtype=vertex)
+    for i, axis in enumerate("xyz"):
+        rows[axis] = points[:, i]
+    for i, channel in enumerate(("red", "green", "blue", "alpha")):
+        rows[channel] = colors[:, i]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(rows)}\n"
+        + "".join(f"property double {axis}\n" for axis in "xyz")
+        + "".join(f"property uchar {c}\n" for c in ("red", "green", "blue", "alpha"))
+        + "end_header\n"
+    )
+    with open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(rows.tobytes())
+
+
 @torch.no_grad()
 @locks_folder("out")  # one query at a time into OUT: two would interleave their files
 def scene_query(
     scene: Path, text: str, checkpoint: Path, out: Path, config: SceneConfig
 ) -> list[dict]:
     """Score the scene's regions against `text`; write the heat map; the regions, best first."""
-    import trimesh
-
     from cg3d.eval.plots import heatmap_plot
-    from cg3d.geometry.frame import to_canonical_axes
+    from cg3d.geometry.frame import from_canonical_axes, to_canonical_axes
     from cg3d.models.checkpoint import load_model
 
     config.validate()
@@ -99,12 +122,17 @@ def scene_query(
         raise UsageError(
             f"{scene}: a scene needs at least 4 distinct finite points, got {distinct}{where}"
         )
+    # The model sees the scene Y-up; heatmap.ply and the region centres stay in the scene's own
+    # axes, so they overlay the scene file in a viewer (open3d, MeshLab): with --up-axis z they
+    # were written Y-up, the heat map a quarter turn off the scan it colours.
+    scene_points = points
     points = to_canonical_axes(points, config.up_axis)
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points = int(model.config["n_points"])
     # a colour model gets the constant colour: scene files are read as xyz
     channels = int(model.config["point_channels"])
     centres, members, nearest = split_regions(points, config)
+    scene_centres = from_canonical_axes(centres, config.up_axis)
     query = model.encode_text([text])[0]
     scores = []
     for start in range(0, len(members), config.batch_size):
@@ -122,7 +150,7 @@ def scene_query(
         {
             "region": int(r),
             "score": float(region_scores[r]),
-            "centre": [round(float(v), 4) for v in centres[r]],
+            "centre": [round(float(v), 4) for v in scene_centres[r]],
             "points": int((nearest == r).sum()),
         }
         for r in order
@@ -132,9 +160,8 @@ def scene_query(
     # previous query's set whole, never its regions beside this query's heat map.
     Path(out).mkdir(parents=True, exist_ok=True)
     with atomic_files(out, OUTPUTS) as paths:
-        with atomic_path(paths["heatmap.ply"]) as tmp:  # the temp name's suffix is not "ply"
-            cloud = trimesh.PointCloud(points, colors=heat_colors(point_scores))
-            cloud.export(tmp, file_type="ply")
+        with atomic_path(paths["heatmap.ply"]) as tmp:
+            write_heat_ply(tmp, scene_points, heat_colors(point_scores))
         heatmap_plot(points[shown], point_scores[shown], paths["heatmap.png"], f"“{text}”")
         write_json(paths["regions.json"], {"text": text, "scene": str(scene), "regions": regions})
     return regions[: config.top]

@@ -39,6 +39,13 @@ def to_canonical_axes(vertices: np.ndarray, up_axis: str) -> np.ndarray:
     return vertices @ canonical_rotation(up_axis).T
 
 
+def from_canonical_axes(vertices: np.ndarray, up_axis: str) -> np.ndarray:
+    """Rotate canonical Y-up vertices back into a file's axes (`to_canonical_axes`' inverse)."""
+    if up_axis == "y":
+        return vertices
+    return vertices @ canonical_rotation(up_axis)
+
+
 def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     """(centre, scale) such that `(v - centre) * scale` lies in the unit sphere."""
     v = np.asarray(vertices, dtype=np.float64)

@@ -405,3 +405,45 @@ def test_a_name_that_is_not_utf8_in_a_folder_is_a_failed_row(
     bad = by_name["m\\xff.npy"]  # the byte as \xff: the results file is UTF-8
     assert (bad["status"], bad["error"]) == ("failed", "the file name is not UTF-8; rename it")
     assert by_name["a.npy"]["status"] == by_name["b.npy"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("command", ["classify", "embed"])
+def test_a_parquet_of_failed_shapes_keeps_its_column_types(shapes, tmp_path, command):
+    """Every shape failed: the columns were inferred from the values, so scores and embeddings
+    were type null (duckdb's "NULL"[], pandas' object), and a failed score was NaN, a number to
+    duckdb and polars (their mean of score_1 over a mixed table was NaN). Now float64 scores and
+    float32 embeddings (the .npy's type), null where a shape failed, as the CSV's empty cell."""
+    import pyarrow as pa
+
+    from cg3d.app.batch import write_embeddings, write_table
+
+    out = tmp_path / f"{command}.parquet"
+    if command == "classify":
+        nan = float("nan")
+        rows = [
+            {"path": "x.obj", "status": "failed", "error": "empty", "label_1": "", "score_1": nan}
+        ]
+        write_table(rows, out)
+        table = pq.read_table(out)
+        assert table.schema.field("score_1").type == pa.float64()
+        assert table.column("score_1").null_count == 1
+    else:
+        rows = [{"path": "x.obj", "status": "failed", "error": "empty", "row": -1}]
+        write_embeddings(rows, np.zeros((0, 0), np.float32), out)
+        table = pq.read_table(out)
+        assert table.schema.field("embedding").type == pa.list_(pa.float32())
+        assert table.column("embedding").null_count == 1
+    assert table.schema.field("path").type == pa.string()
+
+
+def test_a_parquet_of_embeddings_holds_the_npy_float32s(shapes, tmp_path, tiny_checkpoint):
+    args = ["embed", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out"]
+    assert CliRunner().invoke(app, [*args, str(tmp_path / "e.parquet")]).exit_code == 0
+    assert CliRunner().invoke(app, [*args, str(tmp_path / "e.npy")]).exit_code == 0
+    table = pq.read_table(tmp_path / "e.parquet")
+    rows = [r for r in table.to_pylist() if r["status"] == "ok"]
+    np.testing.assert_array_equal(
+        np.array([r["embedding"] for r in rows], np.float32), np.load(tmp_path / "e.npy")
+    )
+    failed = [r for r in table.to_pylist() if r["status"] == "failed"]
+    assert failed and all(r["embedding"] is None for r in failed)

@@ -68,7 +68,8 @@ def _cut_short_at(monkeypatch, output: str) -> None:
     """Make the writer of `output` fail part way, as a full disk does (the others still work)."""
     if output == "heatmap.ply":
         monkeypatch.setattr(
-            trimesh.PointCloud, "export", lambda self, path, **kw: _torn_write(path, b"ply\n" * 99)
+            "cg3d.eval.scene.write_heat_ply",
+            lambda path, points, colors: _torn_write(path, b"ply\n" * 99),
         )
     elif output == "heatmap.png":
         monkeypatch.setattr(
@@ -200,3 +201,33 @@ def test_a_region_of_one_repeated_point_names_the_param(tmp_path, tiny_checkpoin
     # past the copies, every region has a shape: the query runs
     config = SceneConfig(region_points=600)
     assert scene_query(tmp_path / "scene.npy", "a cube", tiny_checkpoint, tmp_path / "out", config)
+
+
+def test_a_z_up_scene_keeps_its_own_axes_in_the_heat_map_and_centres(tmp_path, tiny_checkpoint):
+    """The heat map and the region centres overlay the scene file in a viewer (open3d, MeshLab):
+    a Z-up scan (ScanNet's) was written back Y-up, a quarter turn off the scan it colours."""
+    rng = np.random.default_rng(2)
+    # a tall pillar along +z beside a cube: the two frames differ in every point
+    scene = np.vstack([cube(400, rng) * [1, 1, 4], cube(400, rng, offset=(5, 0, 0))])
+    np.savetxt(tmp_path / "scene.txt", scene)
+    out = tmp_path / "out"
+    config = SceneConfig(regions=4, region_points=150, up_axis="z")
+    scene_query(tmp_path / "scene.txt", "a pillar", tiny_checkpoint, out, config)
+    cloud = trimesh.load(out / "heatmap.ply")
+    np.testing.assert_allclose(cloud.vertices, scene, atol=1e-5)  # the file's own points
+    for region in json.loads((out / "regions.json").read_text())["regions"]:
+        # a centre is a point of the scene file (written to 4 decimals)
+        assert np.abs(scene - region["centre"]).max(axis=1).min() < 1e-4
+
+
+def test_the_heat_map_keeps_a_georeferenced_scans_coordinates(tmp_path, tiny_checkpoint):
+    """A scan in UTM metres (x 500 km, y 4,000 km): float32 holds y to 25 cm (trimesh's PLY was
+    float32, the heat map off its scan); the PLY's doubles give back the file's numbers."""
+    rng = np.random.default_rng(3)
+    scene = np.vstack([cube(300, rng), cube(300, rng, offset=(4, 0, 0))]) + [500_000.0, 4e6, 0.0]
+    np.savetxt(tmp_path / "scene.txt", scene, fmt="%.6f")
+    out = tmp_path / "out"
+    scene_query(tmp_path / "scene.txt", "a cube", tiny_checkpoint, out, SceneConfig(regions=4))
+    cloud = trimesh.load(out / "heatmap.ply")
+    assert np.abs(cloud.vertices - scene).max() < 1e-5
+    assert cloud.colors.shape == (len(scene), 4)

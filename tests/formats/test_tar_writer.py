@@ -118,6 +118,31 @@ def test_gnu_tar_lists_the_members_with_their_sizes_owner_and_date(tmp_path):
     assert listing.stderr == ""
 
 
+@pytest.mark.parametrize("tool", ["tarfile-data-filter", "tar", "bsdtar"])
+def test_each_extractor_unpacks_every_member_without_a_word(tmp_path, tool):
+    """What a researcher unpacks a shard with: Python's tarfile under the 'data' filter (3.14's
+    default), GNU tar with every warning on (an "implausibly old time stamp" is one), bsdtar
+    (libarchive; `apt-get install libarchive-tools`, absent from CI's image: skipped there)."""
+    if tool != "tarfile-data-filter" and shutil.which(tool) is None:
+        pytest.skip(f"no {tool} command")
+    ours(tmp_path / "s.tar", MEMBERS)
+    out = tmp_path / "out"
+    out.mkdir()
+    if tool == "tarfile-data-filter":
+        with tarfile.open(tmp_path / "s.tar") as tar:
+            tar.extractall(out, filter="data")
+    else:
+        warn = ["--warning=all"] if tool == "tar" else []
+        done = subprocess.run(
+            [tool, *warn, "-xf", str(tmp_path / "s.tar"), "-C", str(out)],
+            capture_output=True,
+            text=True,
+            env={"LC_ALL": "C"},
+        )
+        assert (done.returncode, done.stderr) == (0, "")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == dict(MEMBERS)
+
+
 def test_a_name_longer_than_ustar_holds_is_refused_naming_it(tmp_path):
     with (
         pytest.raises(ValueError, match="longer than 100 bytes"),
