@@ -331,6 +331,10 @@ def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+# `.resume/` being removed by `publish` (.gitignore)
+REMOVED_RESUME = ".resume.removed"
+
+
 def publish(out: Path, about: dict[str, Any]) -> None:
     """Move a finished run from `OUT/.resume/` into OUT: `last.pt` first, then the numbers
     that claim it (`about.json`, what was trained, and `metrics.json`, its `TRACKED_METRICS`;
@@ -351,7 +355,13 @@ def publish(out: Path, about: dict[str, Any]) -> None:
         target = out / "dvclive" / "plots"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder / "dvclive" / "plots", target)
-    shutil.rmtree(folder, ignore_errors=True)
+    # Out of the way in one rename, then removed: a kill part way through removing `.resume/`
+    # itself left some of its curves, which the rerun took for an unpublished run and
+    # published over the whole ones (`prepare_model` resumes while `.resume/` exists)
+    removed = out / REMOVED_RESUME
+    shutil.rmtree(removed, ignore_errors=True)  # an earlier kill's
+    os.replace(folder, removed)
+    shutil.rmtree(removed, ignore_errors=True)
 
 
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """The `cg3d train` command end to end on tiny shards written by the fake pipeline."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -208,6 +209,39 @@ def test_a_run_stopped_after_its_last_save_publishes_on_resume_without_training_
     assert "not resuming" not in said and "training from scratch" not in said
     assert not folder.exists()
     assert {name: (out / name).read_bytes() for name in names} == published
+
+
+def test_a_kill_while_publish_removes_the_resume_folder_keeps_the_published_curves(
+    shards, tmp_path, capsys, monkeypatch
+):
+    """A SIGKILL part way through removing `.resume/` at the end of `publish` left some of its
+    curves there; the rerun took the folder for an unpublished run and published those few
+    over the whole curves (a loop of SIGKILLs found the test curves gone)."""
+    import shutil
+
+    import cg3d.train.loop
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    out = tmp_path / "run"
+    real_rmtree = shutil.rmtree
+
+    def killed_part_way(path, *args, **kwargs):
+        if Path(path).name.startswith(".resume") and (Path(path) / "dvclive").is_dir():
+            real_rmtree(Path(path) / "dvclive" / "plots" / "metrics" / "test")
+            raise KeyboardInterrupt  # as the kill: the rest of the folder stays
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(cg3d.train.loop.shutil, "rmtree", killed_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(shards, out, config, resume="auto")
+    monkeypatch.setattr(cg3d.train.loop.shutil, "rmtree", real_rmtree)
+    curves = sorted(p.relative_to(out) for p in (out / "dvclive").rglob("*.tsv"))
+    assert any(path.parts[-2] == "test" for path in curves)
+    train_stage(shards, out, config, resume="auto")
+    assert sorted(p.relative_to(out) for p in (out / "dvclive").rglob("*.tsv")) == curves
+    assert not (out / ".resume").exists() and not (out / ".resume.removed").exists()
 
 
 def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
