@@ -61,6 +61,7 @@ from cg3d.train.evaluate import evaluate, held_out_prototypes
 from cg3d.train.resume import (
     data_fingerprint,
     prepare_model,
+    recorded_workers,
     resume_folder,
     run_identity,
     seed_everything,
@@ -330,6 +331,10 @@ def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+# `.resume/` being removed by `publish` (.gitignore)
+REMOVED_RESUME = ".resume.removed"
+
+
 def publish(out: Path, about: dict[str, Any]) -> None:
     """Move a finished run from `OUT/.resume/` into OUT: `last.pt` first, then the numbers
     that claim it (`about.json`, what was trained, and `metrics.json`, its `TRACKED_METRICS`;
@@ -350,7 +355,13 @@ def publish(out: Path, about: dict[str, Any]) -> None:
         target = out / "dvclive" / "plots"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder / "dvclive" / "plots", target)
-    shutil.rmtree(folder, ignore_errors=True)
+    # Out of the way in one rename, then removed: a kill part way through removing `.resume/`
+    # itself left some of its curves, which the rerun took for an unpublished run and
+    # published over the whole ones (`prepare_model` resumes while `.resume/` exists)
+    removed = out / REMOVED_RESUME
+    shutil.rmtree(removed, ignore_errors=True)  # an earlier kill's
+    os.replace(folder, removed)
+    shutil.rmtree(removed, ignore_errors=True)
 
 
 def restore(trainer: Trainer, training: dict[str, Any] | None, seed: int) -> tuple[int, int]:
@@ -552,19 +563,37 @@ def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, proces
         raise UsageError(problem)
 
 
-def with_loader_workers(config: TrainConfig) -> TrainConfig:
-    """`config` with `workers` the loader workers it will start: at most the CPUs this process
-    may use (`bound_workers`; the other bound, the shards, is the data's). Two or more deal
-    the batches among them, so their count is what trained: the checkpoint records it, and
-    `--resume auto` on a machine with fewer CPUs starts over rather than end one run on
-    another's batches. Said when it is fewer than asked (configs/paper.yaml asks for 8)."""
-    workers = bound_workers(config.workers) if config.workers > 1 else config.workers
-    if workers == config.workers:
-        return config
-    console.print(
-        f"train.workers is {config.workers}, but this process may use {workers} CPUs: "
-        f"{workers} loader workers, whose batches differ from {config.workers}'s"
-    )
+def loader_workers(config: TrainConfig, resumed: int | None = None) -> int:
+    """The loader workers a run starts: at most the CPUs this process may use
+    (`bound_workers`; the other bound, the shards, is the data's). Two or more deal the batches
+    among them, so their count is what trained: the checkpoint records it.
+
+    `resumed`: the count the checkpoint a resume reads records (`recorded_workers`). A job
+    requeued on a node with other CPUs (Slurm's requeue, a preemption) keeps it when it is
+    within what `train.workers` asks: it is then this very run's count, bound by the CPUs of
+    the node it began on, and the run goes on with the same batches (its loader workers share
+    fewer CPUs, or leave some idle). Bound again on the new node, `--resume auto` saw "a
+    different 'workers'" and trained the whole run again from its first epoch."""
+    if resumed is not None and config.workers > 1 and resumed <= config.workers:
+        return resumed
+    return bound_workers(config.workers) if config.workers > 1 else config.workers
+
+
+def say_loader_workers(config: TrainConfig, workers: int, resumed: bool) -> TrainConfig:
+    """`config` with `workers` loader workers, said when they are not the count asked
+    (configs/paper.yaml asks for 8) or, resumed, not this process's CPUs."""
+    cpus = bound_workers(0)
+    if resumed and config.workers > 1 and bound_workers(config.workers) != workers:
+        console.print(
+            f"train.workers: resuming with the {workers} loader workers the checkpoint was "
+            f"trained with (this process may use {cpus} CPUs), so that the run goes on with "
+            "the batches it began with"
+        )
+    elif workers != config.workers:
+        console.print(
+            f"train.workers is {config.workers}, but this process may use {workers} CPUs: "
+            f"{workers} loader workers, whose batches differ from {config.workers}'s"
+        )
     return dataclasses.replace(config, workers=workers)
 
 
@@ -580,8 +609,13 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     check_point_channels(shards, config.point_channels)
     check_sizes(shards, index, config, size)
     data = data_fingerprint(index)
-    config = with_loader_workers(config)
-    model, training = prepare_model(config, list(index["classes"]), out, resume, data)
+    kept = loader_workers(config, recorded_workers(out) if resume != "never" else None)
+    model, training = prepare_model(
+        dataclasses.replace(config, workers=kept), list(index["classes"]), out, resume, data
+    )
+    # not resumed (another param changed): a fresh run's count, as in an empty folder
+    workers = kept if training is not None else loader_workers(config)
+    config = say_loader_workers(config, workers, training is not None)
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     loader_config = LoaderConfig.of_params(config, preprocess.image_size)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)

@@ -73,6 +73,22 @@ def resume_checkpoint(out: Path) -> Path:
     return unfinished if unfinished.exists() else Path(out) / "last.pt"
 
 
+def recorded_workers(out: Path) -> int | None:
+    """The loader workers (`train.workers`, as started) of the run whose checkpoint a resume
+    reads (`resume_checkpoint`), read without its weights (the pickle alone, its tensors
+    memory-mapped); None where there is none or it records none (`prepare_model` then reads
+    the file whole and says what is wrong)."""
+    path = resume_checkpoint(out)
+    try:
+        if not path.is_file():  # a FIFO would block the read
+            return None
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        workers = payload["training"]["run"]["config"]["workers"]
+    except Exception:  # noqa: BLE001 - any failure here is prepare_model's to say
+        return None
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) else None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -125,7 +141,10 @@ def prepare_model(
     path = resume_checkpoint(out)
     payload = read_checkpoint(path) if resume != "never" and path.exists() else None
     if payload is not None:
-        problem = _resume_problem(payload, run_identity(config, data), resume)
+        # `.resume/` is removed last when a run publishes: while it is there (a run stopped
+        # after its last epoch's save, or part way through publishing) the run is unfinished
+        published = not resume_folder(out).exists()
+        problem = _resume_problem(payload, run_identity(config, data), resume, published)
         if problem and resume == "always":
             raise UsageError(f"--resume: {path} {problem}")
         if not problem:
@@ -139,8 +158,12 @@ def prepare_model(
     return model, None
 
 
-def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:
-    """Why the checkpoint `payload` cannot continue as run `wanted` ('' when it can)."""
+def _resume_problem(
+    payload: dict[str, Any], wanted: dict[str, Any], mode: str, published: bool = True
+) -> str:
+    """Why the checkpoint `payload` cannot continue as run `wanted` ('' when it can). A run at
+    its last epoch that is not `published` (`fit`'s `publish` did not finish: a job's time
+    limit struck after the last save) continues with no epoch left: it publishes."""
     if "training" not in payload:
         return "holds no training state"
     stored = payload["training"].get("run")
@@ -152,7 +175,7 @@ def _resume_problem(payload: dict[str, Any], wanted: dict[str, Any], mode: str) 
     epoch, epochs = payload["training"]["epoch"], wanted["config"]["epochs"]
     if epoch > epochs:
         return f"is at epoch {epoch}, past epochs: {epochs}"
-    if mode == "auto" and epoch == epochs:
+    if mode == "auto" and epoch == epochs and published:
         # DVC reruns a finished stage only when something else changed (its code, or -f):
         # only an unfinished run is continued
         return f"is a finished run (epoch {epoch} of {epochs})"

@@ -26,4 +26,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state a GPU the saving process saw; a job requeued on a node with fewer GPUs
+        # restores those it has (`set_rng_state_all` raised "invalid device ordinal")
+        states = state["cuda"][: torch.cuda.device_count()]
+        for device, device_state in enumerate(states):
+            torch.cuda.set_rng_state(device_state, device)

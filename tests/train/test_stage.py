@@ -1,6 +1,7 @@
 """The `cg3d train` command end to end on tiny shards written by the fake pipeline."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -134,12 +135,16 @@ def test_auto_resume_continues_an_unfinished_run_and_retrains_otherwise(shards, 
     assert changed["epoch"] == 1 and (out / "last.pt").read_bytes() != checkpoint
 
 
-def test_a_run_records_the_loader_workers_it_ran_and_auto_does_not_resume_on_fewer_cpus(
+def test_a_run_records_its_loader_workers_and_a_requeue_on_other_cpus_resumes_with_them(
     shards, tmp_path, capsys, monkeypatch
 ):
     """`train.workers` above the CPUs: the loader starts one a CPU, and 2 or more deal other
-    batches than the count asked. The checkpoint said the count asked, so a run killed on a
-    machine with more CPUs was resumed with `auto` on one with fewer: neither count's run."""
+    batches than the count asked, so the checkpoint records the count started. A job requeued
+    on a node with fewer CPUs (Slurm's requeue) must go on with that count, not train the
+    whole run again: `--resume auto` bound the count anew and said "not resuming: a different
+    'workers'". A changed param still starts over, with a fresh run's count."""
+    import dataclasses
+
     import torch
 
     import cg3d.params
@@ -156,11 +161,87 @@ def test_a_run_records_the_loader_workers_it_ran_and_auto_does_not_resume_on_few
     assert payload["training"]["run"]["config"]["workers"] == 2
     payload["training"]["epoch"] = 1  # as a run killed after its first epoch
     torch.save(payload, out / "last.pt")
-    monkeypatch.setattr(cg3d.params, "cpu_count", lambda: 1)  # resumed on a smaller machine
+    monkeypatch.setattr(cg3d.params, "cpu_count", lambda: 1)  # requeued on a smaller node
     resumed = train_stage(shards, out, config, resume="auto")
     said = " ".join(capsys.readouterr().err.split())
-    assert "not resuming" in said and "a different 'workers' (2, now 1)" in said
+    assert "not resuming" not in said
+    assert "resuming with the 2 loader workers the checkpoint was trained with" in said
     assert resumed["epoch"] == 2
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["training"]["run"]["config"]["workers"] == 2
+
+    changed = dataclasses.replace(config, prompt_lr=0.5)  # another run: from scratch
+    train_stage(shards, out, changed, resume="auto")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not resuming" in said
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["training"]["run"]["config"]["workers"] == 1
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["before-publish", "mid-publish"])
+def test_a_run_stopped_after_its_last_save_publishes_on_resume_without_training_again(
+    shards, tmp_path, capsys, moved
+):
+    """A job's time limit (SIGKILL) after the last epoch's save, before `publish` ended: the
+    checkpoint of the last epoch in `.resume/` (or, `moved`, already in OUT, `.resume/` holding
+    its numbers). `--resume auto` took it for a finished run and trained the whole run again
+    from scratch; it now publishes what the stopped run had finished."""
+    import shutil
+
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    out = tmp_path / "run"
+    train_stage(shards, out, config, resume="auto")
+    names = ("last.pt", "metrics.json", "about.json")  # run.json (untracked) has timings
+    published = {name: (out / name).read_bytes() for name in names}
+    capsys.readouterr()
+    folder = out / ".resume"  # as the stopped run left it
+    folder.mkdir()
+    shutil.move(out / "run.json", folder / "run.json")
+    (out / "metrics.json").unlink()
+    (out / "about.json").unlink()
+    if not moved:
+        shutil.move(out / "last.pt", folder / "last.pt")
+    train_stage(shards, out, config, resume="auto")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not resuming" not in said and "training from scratch" not in said
+    assert not folder.exists()
+    assert {name: (out / name).read_bytes() for name in names} == published
+
+
+def test_a_kill_while_publish_removes_the_resume_folder_keeps_the_published_curves(
+    shards, tmp_path, capsys, monkeypatch
+):
+    """A SIGKILL part way through removing `.resume/` at the end of `publish` left some of its
+    curves there; the rerun took the folder for an unpublished run and published those few
+    over the whole curves (a loop of SIGKILLs found the test curves gone)."""
+    import shutil
+
+    import cg3d.train.loop
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    out = tmp_path / "run"
+    real_rmtree = shutil.rmtree
+
+    def killed_part_way(path, *args, **kwargs):
+        if Path(path).name.startswith(".resume") and (Path(path) / "dvclive").is_dir():
+            real_rmtree(Path(path) / "dvclive" / "plots" / "metrics" / "test")
+            raise KeyboardInterrupt  # as the kill: the rest of the folder stays
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(cg3d.train.loop.shutil, "rmtree", killed_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(shards, out, config, resume="auto")
+    monkeypatch.setattr(cg3d.train.loop.shutil, "rmtree", real_rmtree)
+    curves = sorted(p.relative_to(out) for p in (out / "dvclive").rglob("*.tsv"))
+    assert any(path.parts[-2] == "test" for path in curves)
+    train_stage(shards, out, config, resume="auto")
+    assert sorted(p.relative_to(out) for p in (out / "dvclive").rglob("*.tsv")) == curves
+    assert not (out / ".resume").exists() and not (out / ".resume.removed").exists()
 
 
 def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
