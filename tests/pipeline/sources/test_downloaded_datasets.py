@@ -311,3 +311,31 @@ def test_a_gltf_whose_buffer_is_an_lfs_pointer_is_no_object(tmp_path: Path) -> N
     row = folder_manifest(tmp_path / "root", tmp_path / "out")["model.gltf"]
     assert row["status"] == "missing_file"
     assert "gltf_buffer_0.bin (referenced by the file) is a Git LFS pointer" in row["error"]
+
+
+def test_a_uids_glb_stays_its_object_beside_other_formats_of_it(tmp_path: Path) -> None:
+    """Path order took `<uid>.fbx` kept beside `<uid>.glb` as the object (an unsupported row
+    where the .glb had been ok), and the .glb a duplicate; a point cloud `<uid>.ply` beside a
+    .glb, or a `.dae` beside an `.stl`, likewise."""
+    root = tmp_path / "objaverse"
+    write_mesh(root / "glbs" / "000-001" / "aa11.glb", box())
+    (root / "glbs" / "000-001" / "aa11.fbx").write_bytes(b"Kaydara FBX Binary  \0")
+    write_mesh(root / "glbs" / "000-001" / "bb22.ply", box((1, 2, 1)))
+    write_mesh(root / "glbs" / "000-001" / "bb22.glb", box((1, 3, 1)))
+    (root / "xl" / "cc33.dae").parent.mkdir(parents=True)
+    (root / "xl" / "cc33.dae").write_bytes(b"<?xml version='1.0'?><COLLADA/>")
+    write_mesh(root / "xl" / "cc33.stl", box((1, 4, 1)))
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22", "cc33"]}))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert {name: rows[name].status for name in rows} == {
+        "aa11.glb": "ok",
+        "aa11.fbx": "duplicate",
+        "bb22.glb": "ok",
+        "bb22.ply": "duplicate",
+        "cc33.stl": "ok",
+        "cc33.dae": "duplicate",
+    }
+    assert rows["aa11.glb"].id.startswith("objaverse-aa11-")
+    assert "aa11.glb, the one taken (a .glb first" in rows["aa11.fbx"].error
