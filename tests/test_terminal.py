@@ -276,3 +276,37 @@ def test_a_table_into_a_log_file_ignores_a_narrow_columns():
     out = io.StringIO()
     terminal.console(file=out, color_system=None, _environ={"COLUMNS": "10"}).print(table)
     assert "folder-chair_m-fdf659a44d" in out.getvalue()
+
+
+def test_a_main_stopped_while_it_changes_the_process_puts_back_what_it_had_changed(monkeypatch):
+    """A Ctrl-C (or a failed read of the CPU quota) while main wraps the streams and sets the
+    thread limit: the streams, showwarning and log handler made before it stayed for good."""
+    import logging
+    import warnings
+
+    from cg3d import cli, params
+
+    root = logging.getLogger()
+    handlers, level, showwarning = list(root.handlers), root.level, warnings.showwarning
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+
+    def interrupted(root=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(params, "cpu_count", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main()
+    assert sys.stdout is stdout and sys.stderr is stderr
+    assert root.handlers == handlers and root.level == level
+    assert warnings.showwarning is showwarning
+    monkeypatch.undo()  # the next call makes its changes and undoes them again
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert sys.stdout is stdout and root.handlers == handlers
