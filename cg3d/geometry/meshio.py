@@ -1390,18 +1390,22 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     optional ones it names that are missing: an OBJ's `mtllib` files and their texture maps, a
     glTF's images, each as the file writes it, a texture as its MTL does). The object is read
     without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
-    stage lists them in the manifest (`missing`). One stat each, which the check of the files
-    that exist needs anyway: no image is opened."""
+    stage lists them in the manifest (`missing`), as it does one that is a stand-in (a Git LFS
+    pointer: `files.stand_in`, from its first KB). One stat each, which the check of the files
+    that exist needs anyway, and that read: no image is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
     missing: list[str] = []
 
     def reference(name: str, file: Path | None) -> Path | None:
-        if file is None:
-            missing.append(_named(name))
-        else:
-            found.append(file)
+        # A texture or MTL that is a Git LFS pointer or a saved error page counts as missing,
+        # said so: Blender rendered the object untextured without a word. One 1 KB read each.
+        said = file_stand_in(file) if file is not None else ""
+        if file is None or said:
+            missing.append(f"{_named(name)} ({said})" if said else _named(name))
+            return None
+        found.append(file)
         return file
 
     if suffix == ".obj":
@@ -1412,10 +1416,7 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
                     reference(texture, mtl_texture(root, mtl, texture))
     elif suffix in GLTF_SUFFIXES:
         for _, name, file in _gltf_references(gltf_document(path), base, root):
-            if file is None:
-                missing.append(_named(name))
-            else:
-                found.append(file)
+            reference(name, file)
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 

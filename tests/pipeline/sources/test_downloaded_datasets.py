@@ -339,3 +339,24 @@ def test_a_uids_glb_stays_its_object_beside_other_formats_of_it(tmp_path: Path) 
     }
     assert rows["aa11.glb"].id.startswith("objaverse-aa11-")
     assert "aa11.glb, the one taken (a .glb first" in rows["aa11.fbx"].error
+
+
+def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) -> None:
+    """A clone without `git lfs pull` holds its texture maps as pointers: the object stays ok
+    (read without them) but they are listed as lacking, saying why; Blender rendered it
+    untextured without a word. An MTL that is a pointer likewise; a real texture is not."""
+    folder = tmp_path / "root" / "crate"
+    write_mesh(folder / "crate.obj", box())
+    (folder / "crate.obj").write_text("mtllib crate.mtl\n" + (folder / "crate.obj").read_text())
+    (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
+    (folder / "wood.png").write_bytes(LFS_POINTER)
+    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    write_mesh(folder / "lamp.obj", box())
+    (folder / "lamp.obj").write_text("mtllib lamp.mtl\n" + (folder / "lamp.obj").read_text())
+    (folder / "lamp.mtl").write_bytes(ANNEX_POINTER)
+    rows = folder_manifest(tmp_path / "root", tmp_path / "out")
+    assert rows["crate.obj"]["status"] == "ok" and rows["lamp.obj"]["status"] == "ok"
+    (crate,) = rows["crate.obj"]["missing"]
+    assert crate.startswith("wood.png (a Git LFS pointer (to an object of 1843211 bytes")
+    (lamp,) = rows["lamp.obj"]["missing"]
+    assert lamp.startswith("lamp.mtl (a git-annex pointer")
