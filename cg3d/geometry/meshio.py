@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from cg3d.files import (
+    ARCHIVES,
     OutsideRoot,
     annex_link,
     confined_path,
@@ -39,6 +40,7 @@ from cg3d.files import (
     file_sha256,
     file_stand_in,
     loads_json,
+    packed_format,
     pointer,
     real_path,
     shown_name,
@@ -179,15 +181,13 @@ def check_bytes(path: Path) -> None:
         raise stand_in
 
 
-# The first bytes of what servers and archivers hand over instead of a mesh: a server that
-# gzips its answer (Content-Encoding kept on disk) leaves `model.obj` starting 1f 8b.
-PACKED_MAGIC = {
-    b"\x1f\x8b": "gzip-compressed: `gunzip` it (a server that compresses what it sends saved it so)",
-    b"PK\x03\x04": "a zip archive: extract it and point at the folder",
-    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive: extract it and point at the folder",
-    b"\xfd7zXZ\x00": "xz-compressed: `unxz` it",
-    b"\x28\xb5\x2f\xfd": "zstd-compressed: `unzstd` it",
-    b"Rar!\x1a\x07": "a RAR archive: extract it and point at the folder",
+# What to do with a compressed stream saved under a mesh's name (`files.packed_format`; an
+# archive is extracted): a server that compresses what it sends can save it so.
+DECOMPRESS = {
+    "gzip": "`gunzip` it (a server that compresses what it sends saved it so)",
+    "xz": "`unxz` it",
+    "zstd": "`unzstd` it",
+    "bzip2": "`bunzip2` it",
 }
 
 
@@ -195,7 +195,7 @@ def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
     """The failure of a file that holds something else under a mesh's name, from its first
     bytes: a Git LFS or git-annex pointer (`missing_file`: the mesh was never fetched), a
     server's HTML or XML error page, JSON where the format is none (GitHub's API answers
-    `{"message": "Not Found"}`), or an archive or compressed stream (`PACKED_MAGIC`). Each
+    `{"message": "Not Found"}`), or an archive or compressed stream (`files.packed_format`). Each
     reader said what the stand-in's bytes came to in its format ("no geometry", "a PLY header
     with no end_header", a binary STL of 1633771873 triangles). A binary STL's 80 header
     bytes are free: one whose size fits its triangle count is an STL, whatever it starts with."""
@@ -205,9 +205,13 @@ def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
         return None
     if reason := error_page(head):
         return MeshError("unreadable", reason)
-    for magic, what in PACKED_MAGIC.items():
-        if head.startswith(magic):
-            return MeshError("unsupported_format", f"not a {suffix} file but {what}")
+    if packed := packed_format(head):
+        what = (
+            f"a {packed} archive: extract it and point at the folder"
+            if packed in ARCHIVES
+            else f"{packed}-compressed: {DECOMPRESS[packed]}"
+        )
+        return MeshError("unsupported_format", f"not a {suffix} file but {what}")
     if suffix != ".gltf" and head.lstrip().startswith((b"{", b"[")):
         first = head.lstrip().split(b"\n", 1)[0][:80].decode("utf-8", errors="replace")
         return MeshError(

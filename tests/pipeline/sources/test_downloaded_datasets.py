@@ -360,3 +360,31 @@ def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) ->
     assert crate.startswith("wood.png (a Git LFS pointer (to an object of 1843211 bytes")
     (lamp,) = rows["lamp.obj"]["missing"]
     assert lamp.startswith("lamp.mtl (a git-annex pointer")
+
+
+def test_a_mesh_and_a_root_are_known_as_packed_by_one_table(tmp_path: Path) -> None:
+    """Two tables of magic bytes disagreed: a mesh that was a tar or bzip2 stream was read as
+    its format (an OBJ "holding no geometry"), a RAR root was "a file, not a folder". An OBJ
+    whose text puts "ustar" at byte 257 (no NUL after it) is no tar."""
+    import bz2
+
+    root = tmp_path / "root"
+    shelf = root / "shelf"
+    shelf.mkdir(parents=True)
+    obj = trimesh.exchange.obj.export_obj(box()).encode()
+    (shelf / "packed.obj").write_bytes(bz2.compress(obj))
+    with tarfile.open(shelf / "tarred.ply", "w") as archive:
+        archive.add(shelf / "packed.obj", "model.ply")
+    mustard = b"# " + b"x" * 251 + b"\no mustard\n"
+    assert mustard[257:262] == b"ustar"
+    (shelf / "mustard.obj").write_bytes(mustard + obj)
+    rows = folder_manifest(root, tmp_path / "out")
+    assert rows["packed.obj"]["status"] == "unsupported_format"
+    assert "not a .obj file but bzip2-compressed: `bunzip2` it" in rows["packed.obj"]["error"]
+    assert "not a .ply file but a tar archive: extract it" in rows["tarred.ply"]["error"]
+    assert rows["mustard.obj"]["status"] == "ok"
+
+    rar = tmp_path / "ModelNet40.rar"
+    rar.write_bytes(b"Rar!\x1a\x07\x01\x00" + bytes(600))
+    with pytest.raises(UsageError, match=r"is a RAR archive, not a folder: extract it \(`unrar x"):
+        build_manifest(MeshesConfig(source="folder", root=str(rar), workers=1), tmp_path / "o2")
