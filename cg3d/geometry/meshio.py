@@ -212,7 +212,9 @@ def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
             else f"{packed}-compressed: {DECOMPRESS[packed]}"
         )
         return MeshError("unsupported_format", f"not a {suffix} file but {what}")
-    if suffix != ".gltf" and head.lstrip().startswith((b"{", b"[")):
+    # A .glb that is JSON is a glTF named .glb, read as one here and by Blender (both go by
+    # the bytes: it was "JSON, not a .glb file"); `_read_gltf_json` names an error answer.
+    if suffix not in GLTF_SUFFIXES and head.lstrip().startswith((b"{", b"[")):
         first = head.lstrip().split(b"\n", 1)[0][:80].decode("utf-8", errors="replace")
         return MeshError(
             "unreadable",
