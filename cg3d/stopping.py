@@ -167,12 +167,24 @@ def pool_worker_died_line(workers: Iterable[Any]) -> str:
     if died is not None or not exited:
         return worker_died_line(died)
     line = f"a worker process exited with code {exited[0]} (its own error is printed above)"
-    if getattr(sys.modules.get("__main__"), "__file__", None):
+    if _run_from_a_script():
         line += (
             '; a script that runs a stage must run it under `if __name__ == "__main__":`,'
             " because each worker process imports the script again"
         )
     return line
+
+
+def _run_from_a_script() -> bool:
+    """Whether `__main__` is a user's script (a file, which each spawned worker imports again),
+    not the `cg3d` command (`python -m cg3d`, or the `cg3d` script pip writes, whose file
+    imports `cg3d.__main__.run`): the command's workers were told to add a main guard."""
+    main = sys.modules.get("__main__")
+    if not getattr(main, "__file__", None):
+        return False  # a notebook, `python -c`, an interactive session
+    spec = getattr(main, "__spec__", None)
+    command = getattr(getattr(main, "run", None), "__module__", None) == "cg3d.__main__"
+    return not command and getattr(spec, "name", None) != "cg3d.__main__"
 
 
 def worker_died_line(died: int | None = None) -> str:
