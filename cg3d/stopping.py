@@ -177,14 +177,15 @@ def pool_worker_died_line(workers: Iterable[Any]) -> str:
 
 def _run_from_a_script() -> bool:
     """Whether `__main__` is a user's script (a file, which each spawned worker imports again),
-    not the `cg3d` command (`python -m cg3d`, or the `cg3d` script pip writes, whose file
-    imports `cg3d.__main__.run`): the command's workers were told to add a main guard."""
+    not the `cg3d` command: `python -m cg3d` runs cg3d/__main__.py, and the `cg3d` script pip
+    writes calls its `run`. The command's workers were told to add a main guard too."""
     main = sys.modules.get("__main__")
-    if not getattr(main, "__file__", None):
+    file = getattr(main, "__file__", None)
+    if not file:
         return False  # a notebook, `python -c`, an interactive session
-    spec = getattr(main, "__spec__", None)
-    command = getattr(getattr(main, "run", None), "__module__", None) == "cg3d.__main__"
-    return not command and getattr(spec, "name", None) != "cg3d.__main__"
+    run = getattr(getattr(main, "run", None), "__code__", None)
+    ran = {os.path.realpath(file), os.path.realpath(getattr(run, "co_filename", file))}
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), "__main__.py") not in ran
 
 
 def worker_died_line(died: int | None = None) -> str:
