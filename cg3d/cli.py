@@ -403,26 +403,28 @@ def _process_changed() -> Iterator[None]:
 
 
 def _process_changes_made() -> ExitStack:
-    """Make `main`'s changes to the process; closing the stack returned undoes them."""
+    """Make `main`'s changes to the process; closing the stack returned undoes them. A change
+    that fails (a Ctrl-C as a notebook's cell starts, a cgroup file that cannot be read) undoes
+    those made before it: they stayed for good, as no call was counted to undo them."""
     from cg3d.params import cpu_count, drop_bad_thread_variables, threads_limited
 
-    undo = ExitStack()
-    root = logging.getLogger()
-    undo.callback(setattr, warnings, "showwarning", warnings.showwarning)
-    undo.callback(root.setLevel, root.level)
-    undo.callback(setattr, sys, "stderr", sys.stderr)
-    undo.callback(setattr, sys, "stdout", sys.stdout)
-    _standard_descriptors_opened()
-    _streams_wrapped()
-    undo.callback(root.removeHandler, quiet_warnings())
-    terminal.drop_zero_sizes()  # before any console reads them
-    # before torch or numpy load, as the next; logged, not warned: `-W error` would make it a
-    # traceback here, outside the command's error handling
-    for variable in drop_bad_thread_variables():
-        logging.getLogger("cg3d").warning("%s is not a number of threads: ignored", variable)
-    # a CPU quota (a container's): before torch or numpy load
-    undo.enter_context(threads_limited(cpu_count()))
-    return undo
+    with ExitStack() as undo:
+        root = logging.getLogger()
+        undo.callback(setattr, warnings, "showwarning", warnings.showwarning)
+        undo.callback(root.setLevel, root.level)
+        undo.callback(setattr, sys, "stderr", sys.stderr)
+        undo.callback(setattr, sys, "stdout", sys.stdout)
+        _standard_descriptors_opened()
+        _streams_wrapped()
+        undo.callback(root.removeHandler, quiet_warnings())
+        terminal.drop_zero_sizes()  # before any console reads them
+        # before torch or numpy load, as the next; logged, not warned: `-W error` would make
+        # it a traceback here, outside the command's error handling
+        for variable in drop_bad_thread_variables():
+            logging.getLogger("cg3d").warning("%s is not a number of threads: ignored", variable)
+        # a CPU quota (a container's): before torch or numpy load
+        undo.enter_context(threads_limited(cpu_count()))
+        return undo.pop_all()
 
 
 @contextmanager

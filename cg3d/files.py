@@ -932,6 +932,33 @@ def error_page(head: bytes) -> str:
     return ""
 
 
+# Archives and compressed streams by their first bytes: what a dataset is downloaded as
+# (ShapeNetCore.v2.zip, a .tar.gz) and what a server that compresses its answer saves
+# (`model.obj` starting 1f 8b). A tar is known by its header's magic at byte 257 (`TAR_MAGIC`).
+PACKED_MAGIC = {
+    b"PK\x03\x04": "zip",
+    b"7z\xbc\xaf\x27\x1c": "7-Zip",
+    b"Rar!\x1a\x07": "RAR",
+    b"\x1f\x8b": "gzip",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"BZh": "bzip2",
+}
+ARCHIVES = ("zip", "7-Zip", "RAR", "tar")  # the others compress one stream
+# ustar's "ustar\0" and GNU tar's "ustar  \0": with the NUL, which no text holds (an OBJ's
+# "o mustard" may put "ustar" at byte 257)
+TAR_MAGIC = (b"ustar\x00", b"ustar  \x00")
+
+
+def packed_format(head: bytes) -> str:
+    """ "" unless `head`, a file's first 512 bytes or more, is an archive or a compressed
+    stream; then its format's name (`PACKED_MAGIC`, "tar"; an archive if in `ARCHIVES`). The
+    one place such files are known from their bytes: a mesh (`meshio.check_bytes`) and a
+    root (`sources.archive_root`) that is one."""
+    found = next((name for magic, name in PACKED_MAGIC.items() if head.startswith(magic)), "")
+    return found or ("tar" if head[257:265].startswith(TAR_MAGIC) else "")
+
+
 def file_stand_in(path: Path) -> str:
     """`stand_in` of the file at `path`: "" for a file that is not one, or cannot be read
     (the caller's own read says why)."""

@@ -167,12 +167,25 @@ def pool_worker_died_line(workers: Iterable[Any]) -> str:
     if died is not None or not exited:
         return worker_died_line(died)
     line = f"a worker process exited with code {exited[0]} (its own error is printed above)"
-    if getattr(sys.modules.get("__main__"), "__file__", None):
+    if _run_from_a_script():
         line += (
             '; a script that runs a stage must run it under `if __name__ == "__main__":`,'
             " because each worker process imports the script again"
         )
     return line
+
+
+def _run_from_a_script() -> bool:
+    """Whether `__main__` is a user's script (a file, which each spawned worker imports again),
+    not the `cg3d` command: `python -m cg3d` runs cg3d/__main__.py, and the `cg3d` script pip
+    writes calls its `run`. The command's workers were told to add a main guard too."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if not file:
+        return False  # a notebook, `python -c`, an interactive session
+    run = getattr(getattr(main, "run", None), "__code__", None)
+    ran = {os.path.realpath(file), os.path.realpath(getattr(run, "co_filename", file))}
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), "__main__.py") not in ran
 
 
 def worker_died_line(died: int | None = None) -> str:

@@ -193,3 +193,27 @@ def test_a_loader_worker_dead_mid_step_is_one_line(signum, words):
     assert run.returncode == 2, run.stderr
     last = run.stderr.splitlines()[-1]  # after torch's own SIGBUS line, which ends in a NUL
     assert last.removeprefix("\x00").startswith(f"error: a worker process {words}")
+
+
+@pytest.mark.parametrize("command", ["cg3d", "python -m cg3d", "a script"])
+def test_only_a_scripts_worker_that_exits_with_a_code_is_told_of_a_main_guard(
+    tmp_path, monkeypatch, command
+):
+    """The hint for a script without `if __name__ == "__main__":` was added wherever
+    `__main__` had a file: the `cg3d` command's own (pip's script, `python -m cg3d`) too."""
+    import types
+
+    import cg3d.__main__
+    from cg3d.stopping import pool_worker_died_line
+
+    main = types.ModuleType("__main__")
+    if command == "cg3d":  # pip's script: `from cg3d.__main__ import run`
+        main.__file__, main.run = str(tmp_path / "bin" / "cg3d"), cg3d.__main__.run
+    elif command == "python -m cg3d":
+        main.__file__, main.__spec__ = cg3d.__main__.__file__, cg3d.__main__.__spec__
+    else:
+        main.__file__ = str(tmp_path / "train.py")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    line = pool_worker_died_line([types.SimpleNamespace(exitcode=1)])
+    assert line.startswith("a worker process exited with code 1 (its own error is printed above)")
+    assert ('if __name__ == "__main__":' in line) == (command == "a script")

@@ -316,3 +316,37 @@ def test_columns_zero_is_no_width_at_all():
     assert run.returncode == 0, run.stderr
     assert "Usage: python -m cg3d" in run.stdout and "meshes" in run.stdout
     assert max(map(len, run.stdout.splitlines())) <= 80  # rich's width for a pipe
+
+
+def test_a_main_stopped_while_it_changes_the_process_puts_back_what_it_had_changed(monkeypatch):
+    """A Ctrl-C (or a failed read of the CPU quota) while main wraps the streams and sets the
+    thread limit: the streams, showwarning and log handler made before it stayed for good."""
+    import logging
+    import warnings
+
+    from cg3d import cli, params
+
+    root = logging.getLogger()
+    handlers, level, showwarning = list(root.handlers), root.level, warnings.showwarning
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+
+    def interrupted(root=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(params, "cpu_count", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main()
+    assert sys.stdout is stdout and sys.stderr is stderr
+    assert root.handlers == handlers and root.level == level
+    assert warnings.showwarning is showwarning
+    monkeypatch.undo()  # the next call makes its changes and undoes them again
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "argv", ["cg3d", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert sys.stdout is stdout and root.handlers == handlers

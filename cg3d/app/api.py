@@ -275,6 +275,10 @@ class Model:
         self.checkpoint = Path(checkpoint)
         self.sha256 = sha256
         self._class_cache: dict[tuple[str, str], torch.Tensor] = {}  # (name, protocol)
+        # Held while the cache is read or changed (the encoding runs outside it): threads of a
+        # service that evicted at once popped one key twice (KeyError) or iterated a dict
+        # another had changed (RuntimeError), a failed request.
+        self._class_cache_lock = threading.Lock()
         # The reader `reading_shapes` keeps open, for its own thread only: one model serves a
         # service's threads, and another thread's shape went through a Blender worker this
         # one was using, or one it closed when its block ended.
@@ -414,16 +418,18 @@ class Model:
         batches (`Protocol.class_features`)."""
         chosen = get_protocol(protocol)
         names = chosen.written_names(list(labels))
-        found = {name: self._class_cache.get((name, chosen.name)) for name in names}
+        with self._class_cache_lock:
+            found = {name: self._class_cache.get((name, chosen.name)) for name in names}
         missing = [name for name, feature in found.items() if feature is None]
         if missing:
             features = chosen.class_features(self.network, missing)
             check_finite(features, f"{self.checkpoint}: the text features")
-            for name, feature in zip(missing, features, strict=True):
-                found[name] = feature
-                if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
-                    self._class_cache.pop(next(iter(self._class_cache)))
-                self._class_cache[(name, chosen.name)] = feature
+            with self._class_cache_lock:
+                for name, feature in zip(missing, features, strict=True):
+                    found[name] = feature
+                    if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
+                        self._class_cache.pop(next(iter(self._class_cache)))
+                    self._class_cache[(name, chosen.name)] = feature
         return torch.stack([found[name] for name in names])
 
     @torch.inference_mode()

@@ -31,6 +31,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from cg3d.files import (
+    ARCHIVES,
+    STAND_IN_PROBE,
     OutsideRoot,
     annex_link,
     confined_path,
@@ -39,6 +41,7 @@ from cg3d.files import (
     file_sha256,
     file_stand_in,
     loads_json,
+    packed_format,
     pointer,
     real_path,
     shown_name,
@@ -179,15 +182,13 @@ def check_bytes(path: Path) -> None:
         raise stand_in
 
 
-# The first bytes of what servers and archivers hand over instead of a mesh: a server that
-# gzips its answer (Content-Encoding kept on disk) leaves `model.obj` starting 1f 8b.
-PACKED_MAGIC = {
-    b"\x1f\x8b": "gzip-compressed: `gunzip` it (a server that compresses what it sends saved it so)",
-    b"PK\x03\x04": "a zip archive: extract it and point at the folder",
-    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive: extract it and point at the folder",
-    b"\xfd7zXZ\x00": "xz-compressed: `unxz` it",
-    b"\x28\xb5\x2f\xfd": "zstd-compressed: `unzstd` it",
-    b"Rar!\x1a\x07": "a RAR archive: extract it and point at the folder",
+# What to do with a compressed stream saved under a mesh's name (`files.packed_format`; an
+# archive is extracted): a server that compresses what it sends can save it so.
+DECOMPRESS = {
+    "gzip": "`gunzip` it (a server that compresses what it sends saved it so)",
+    "xz": "`unxz` it",
+    "zstd": "`unzstd` it",
+    "bzip2": "`bunzip2` it",
 }
 
 
@@ -195,7 +196,7 @@ def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
     """The failure of a file that holds something else under a mesh's name, from its first
     bytes: a Git LFS or git-annex pointer (`missing_file`: the mesh was never fetched), a
     server's HTML or XML error page, JSON where the format is none (GitHub's API answers
-    `{"message": "Not Found"}`), or an archive or compressed stream (`PACKED_MAGIC`). Each
+    `{"message": "Not Found"}`), or an archive or compressed stream (`files.packed_format`). Each
     reader said what the stand-in's bytes came to in its format ("no geometry", "a PLY header
     with no end_header", a binary STL of 1633771873 triangles). A binary STL's 80 header
     bytes are free: one whose size fits its triangle count is an STL, whatever it starts with."""
@@ -205,10 +206,16 @@ def _stand_in(head: bytes, suffix: str, size: int) -> MeshError | None:
         return None
     if reason := error_page(head):
         return MeshError("unreadable", reason)
-    for magic, what in PACKED_MAGIC.items():
-        if head.startswith(magic):
-            return MeshError("unsupported_format", f"not a {suffix} file but {what}")
-    if suffix != ".gltf" and head.lstrip().startswith((b"{", b"[")):
+    if packed := packed_format(head):
+        what = (
+            f"a {packed} archive: extract it and point at the folder"
+            if packed in ARCHIVES
+            else f"{packed}-compressed: {DECOMPRESS[packed]}"
+        )
+        return MeshError("unsupported_format", f"not a {suffix} file but {what}")
+    # A .glb that is JSON is a glTF named .glb, read as one here and by Blender (both go by
+    # the bytes: it was "JSON, not a .glb file"); `_read_gltf_json` names an error answer.
+    if suffix not in GLTF_SUFFIXES and head.lstrip().startswith((b"{", b"[")):
         first = head.lstrip().split(b"\n", 1)[0][:80].decode("utf-8", errors="replace")
         return MeshError(
             "unreadable",
@@ -1390,18 +1397,24 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     optional ones it names that are missing: an OBJ's `mtllib` files and their texture maps, a
     glTF's images, each as the file writes it, a texture as its MTL does). The object is read
     without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
-    stage lists them in the manifest (`missing`). One stat each, which the check of the files
-    that exist needs anyway: no image is opened."""
+    stage lists them in the manifest (`missing`), as it does one that is a Git LFS or git-annex
+    pointer (`files.stand_in`). One stat each, which the check of the files that exist needs
+    anyway (and a read of a file under 1 KB): no image is opened."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
     missing: list[str] = []
 
     def reference(name: str, file: Path | None) -> Path | None:
-        if file is None:
-            missing.append(_named(name))
-        else:
-            found.append(file)
+        # A texture or MTL that is a Git LFS or git-annex pointer counts as missing, said so:
+        # Blender rendered the object untextured without a word. Read only when its size is a
+        # pointer's (under 1 KB): the stat is cached from `why_not_a_file`'s, and an image is
+        # never opened.
+        said = file_stand_in(file) if file is not None and _pointer_sized(file) else ""
+        if file is None or said:
+            missing.append(f"{_named(name)} ({said})" if said else _named(name))
+            return None
+        found.append(file)
         return file
 
     if suffix == ".obj":
@@ -1412,11 +1425,16 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
                     reference(texture, mtl_texture(root, mtl, texture))
     elif suffix in GLTF_SUFFIXES:
         for _, name, file in _gltf_references(gltf_document(path), base, root):
-            if file is None:
-                missing.append(_named(name))
-            else:
-                found.append(file)
+            reference(name, file)
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
+
+
+def _pointer_sized(path: Path) -> bool:
+    """Whether the file at `path` is no larger than a Git LFS or git-annex pointer can be."""
+    try:
+        return os.stat(path).st_size <= STAND_IN_PROBE
+    except OSError:
+        return False  # the reader's own open says why
 
 
 def mtl_texture(root: Path, mtl: Path, name: str) -> Path | None:

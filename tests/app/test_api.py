@@ -1,8 +1,11 @@
 """The Python API on a tiny checkpoint: loading, embeddings, classification (also the CLI's)."""
 
+import contextlib
 import re
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import trimesh
 from PIL import Image
 
 import cg3d
+import cg3d.app.api as api
 from cg3d.app.api import input_points, parse_labels, read_image, read_labels_file
 from cg3d.errors import UsageError
 from tests.eval.files import cube
@@ -436,3 +440,33 @@ def test_bad_shapes_in_the_api_are_one_line_usage_errors(model, call, message):
     with pytest.raises(UsageError, match=message) as error:
         call(model)
     assert "\n" not in str(error.value)
+
+
+class MeetingCache(dict):
+    """A label cache whose oldest key two evicting threads read at once (where the GIL may
+    switch between `next(iter(...))` and `pop`): each waits at `meeting` for the other, or,
+    where the cache is locked, for `meeting`'s timeout."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.meeting = threading.Barrier(2, timeout=1)
+
+    def __iter__(self):
+        for key in list(super().__iter__()):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.meeting.wait()
+            yield key
+
+
+def test_threads_that_evict_labels_at_once_each_get_their_features(tiny_checkpoint, monkeypatch):
+    """A service's threads classifying past CLASS_CACHE_SIZE labels: two that evicted at once
+    popped one key twice (KeyError: a failed request)."""
+    model = cg3d.load(tiny_checkpoint)
+    alone = {name: model.label_features([name])[0] for name in ("lamp", "vase")}
+    monkeypatch.setattr(api, "CLASS_CACHE_SIZE", 1)
+    model._class_cache = MeetingCache({("chair", "cg3d"): torch.zeros(1)})
+    with ThreadPoolExecutor(2) as pool:
+        found = pool.map(lambda name: model.label_features([name])[0], alone)
+        found = dict(zip(alone, found, strict=True))
+    for name, features in alone.items():
+        torch.testing.assert_close(found[name], features)

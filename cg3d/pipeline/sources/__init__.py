@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from cg3d.errors import UsageError
 from cg3d.files import (
+    ARCHIVES,
     NOT_UTF8_NAME,
     PATH_MAX,
     OutsideRoot,
@@ -40,6 +41,7 @@ from cg3d.files import (
     inside_root,
     loads_json,
     locks_out_dir,
+    packed_format,
     path_too_long,
     read_small_file,
     real_path,
@@ -109,15 +111,17 @@ def check_config(config: MeshesConfig) -> None:
             raise UsageError(f"meshes.root: the folder {root} is empty")
 
 
-# Archives a dataset is downloaded as (ShapeNetCore.v2.zip, ModelNet40.zip, a .tar.gz),
-# by their first bytes (a tar: "ustar" at byte 257).
-ARCHIVE_MAGIC = {
-    b"PK\x03\x04": ("a zip archive", "unzip {path} -d FOLDER"),
-    b"\x1f\x8b": ("a gzip-compressed archive", "tar -xzf {path} -C FOLDER"),
-    b"\xfd7zXZ\x00": ("an xz-compressed archive", "tar -xJf {path} -C FOLDER"),
-    b"\x28\xb5\x2f\xfd": ("a zstd-compressed archive", "tar --zstd -xf {path} -C FOLDER"),
-    b"BZh": ("a bzip2-compressed archive", "tar -xjf {path} -C FOLDER"),
-    b"7z\xbc\xaf\x27\x1c": ("a 7-Zip archive", "7z x {path} -oFOLDER"),
+# How to extract a dataset downloaded as an archive (`files.packed_format`): a compressed
+# stream given as a root is a compressed tar (ModelNet40.tar.gz).
+EXTRACT = {
+    "zip": "unzip {path} -d FOLDER",
+    "7-Zip": "7z x {path} -oFOLDER",
+    "RAR": "unrar x {path} FOLDER/",
+    "tar": "tar -xf {path} -C FOLDER",
+    "gzip": "tar -xzf {path} -C FOLDER",
+    "xz": "tar -xJf {path} -C FOLDER",
+    "zstd": "tar --zstd -xf {path} -C FOLDER",
+    "bzip2": "tar -xjf {path} -C FOLDER",
 }
 
 
@@ -135,15 +139,14 @@ def archive_root(root: Path) -> str:
             head = handle.read(512)
     except (OSError, ValueError):
         return ""  # what `require_folder` names
-    what = next((found for magic, found in ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
-    if what is None and head[257:262] == b"ustar":
-        what = ("a tar archive", "tar -xf {path} -C FOLDER")
-    if what is None:
+    packed = packed_format(head)
+    if not packed:
         return ""
+    what = f"a {packed} archive" if packed in ARCHIVES else f"a {packed}-compressed archive"
     return (
-        f"meshes.root: {shown_name(root)} is {what[0]}, not a folder: extract it "
-        f"(`{what[1].format(path=root)}`) and point meshes.root at the folder (an archive is "
-        "not read in place: every stage opens meshes and their textures by path)"
+        f"meshes.root: {shown_name(root)} is {what}, not a folder: extract it "
+        f"(`{EXTRACT[packed].format(path=root)}`) and point meshes.root at the folder (an "
+        "archive is not read in place: every stage opens meshes and their textures by path)"
     )
 
 

@@ -40,6 +40,15 @@ DEFAULT_ANNOTATIONS = "annotations.json"
 OBJECT_SUFFIXES = frozenset(SUPPORTED_SUFFIXES) | NAMED_UNSUPPORTED.keys()
 
 
+def _preference(path: Path) -> int:
+    """Which of one uid's files is its object, lowest first: a .glb (Objaverse's own), then a
+    format read here, then one named unsupported. Path order alone took `<uid>.fbx` (or a
+    `.blend`, a `.dae`) kept beside `<uid>.glb` as the object, an unsupported_format row where
+    the .glb had been an ok object, and the .glb a duplicate."""
+    suffix = path.suffix.lower()
+    return 0 if suffix == ".glb" else 1 if suffix in SUPPORTED_SUFFIXES else 2
+
+
 def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     root = Path(config.root)
     # --annotations may be anywhere (the user named it); the layout's own file is confined
@@ -57,14 +66,18 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         if failure is not None:
             failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
         elif path.suffix.lower() in OBJECT_SUFFIXES and path.stem in labels:
-            if path.stem in files:  # one uid, two files: the first in path order is the object
-                reason = f"uid {path.stem} is also {files[path.stem]}, listed first"
-                class_name = labels[path.stem][0] or ""
-                failures.append(_failure(str(path), class_name, "duplicate", reason))
+            uid, kept = path.stem, files.get(path.stem)
+            # one uid, two files: the preferred format is the object, then the first in path order
+            if kept is not None and _preference(Path(kept)) <= _preference(path):
+                failures.append(_duplicate(uid, str(path), kept, labels))
+                continue
+            if kept is not None:
+                failures.append(_duplicate(uid, kept, str(path), labels))
+            files[uid] = str(path)
+            if entry.is_symlink():
+                symlinked.add(uid)
             else:
-                files[path.stem] = str(path)
-                if entry.is_symlink():
-                    symlinked.add(path.stem)
+                symlinked.discard(uid)
     by_class: dict[str, list[str]] = {}
     for uid in files:
         category, _ = labels[uid]
@@ -77,6 +90,15 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         raise UsageError(f"--annotations: none of the mesh files in {root} is annotated")
     records = _records(by_class, files, symlinked, labels, config, out_dir)
     return Listing(sorted(by_class), chain(records, failures))
+
+
+def _duplicate(uid: str, path: str, kept: str, labels: dict) -> MeshRecord:
+    """The row of `path`, a second file of `uid`, whose object is `kept`."""
+    reason = (
+        f"uid {uid} is also {kept}, the one taken (a .glb first, then a format read here, "
+        "then the first in path order)"
+    )
+    return _failure(path, labels[uid][0] or "", "duplicate", reason)
 
 
 def _failure(path: str, class_name: str, status: str, error: str) -> MeshRecord:

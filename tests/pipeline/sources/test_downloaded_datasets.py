@@ -83,8 +83,8 @@ def test_pointers_and_error_pages_under_mesh_names_are_named_as_such(tmp_path: P
         assert rows[name]["status"] == "unreadable"
         assert "an HTML page (titled 'Page not found &middot; GitHub')" in rows[name]["error"]
     assert "an XML error response (AccessDenied: Access Denied)" in rows["s3.ply"]["error"]
-    assert 'JSON, not a .glb file (it begins \'{"message":"Not Found"' in rows["api.glb"]["error"]
-    assert "an error answer (no 'asset'; its 'message': 'Not Found')" in rows["api.gltf"]["error"]
+    for name in ("api.glb", "api.gltf"):
+        assert "an error answer (no 'asset'; its 'message': 'Not Found')" in rows[name]["error"]
     assert rows["gzipped.obj"]["status"] == "unsupported_format"
     assert "not a .obj file but gzip-compressed: `gunzip` it" in rows["gzipped.obj"]["error"]
     assert "not a .stl file but a zip archive" in rows["zipped.stl"]["error"]
@@ -311,3 +311,90 @@ def test_a_gltf_whose_buffer_is_an_lfs_pointer_is_no_object(tmp_path: Path) -> N
     row = folder_manifest(tmp_path / "root", tmp_path / "out")["model.gltf"]
     assert row["status"] == "missing_file"
     assert "gltf_buffer_0.bin (referenced by the file) is a Git LFS pointer" in row["error"]
+
+
+def test_a_uids_glb_stays_its_object_beside_other_formats_of_it(tmp_path: Path) -> None:
+    """Path order took `<uid>.fbx` kept beside `<uid>.glb` as the object (an unsupported row
+    where the .glb had been ok), and the .glb a duplicate; a point cloud `<uid>.ply` beside a
+    .glb, or a `.dae` beside an `.stl`, likewise."""
+    root = tmp_path / "objaverse"
+    write_mesh(root / "glbs" / "000-001" / "aa11.glb", box())
+    (root / "glbs" / "000-001" / "aa11.fbx").write_bytes(b"Kaydara FBX Binary  \0")
+    write_mesh(root / "glbs" / "000-001" / "bb22.ply", box((1, 2, 1)))
+    write_mesh(root / "glbs" / "000-001" / "bb22.glb", box((1, 3, 1)))
+    (root / "xl" / "cc33.dae").parent.mkdir(parents=True)
+    (root / "xl" / "cc33.dae").write_bytes(b"<?xml version='1.0'?><COLLADA/>")
+    write_mesh(root / "xl" / "cc33.stl", box((1, 4, 1)))
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22", "cc33"]}))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert {name: rows[name].status for name in rows} == {
+        "aa11.glb": "ok",
+        "aa11.fbx": "duplicate",
+        "bb22.glb": "ok",
+        "bb22.ply": "duplicate",
+        "cc33.stl": "ok",
+        "cc33.dae": "duplicate",
+    }
+    assert rows["aa11.glb"].id.startswith("objaverse-aa11-")
+    assert "aa11.glb, the one taken (a .glb first" in rows["aa11.fbx"].error
+
+
+def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) -> None:
+    """A clone without `git lfs pull` holds its texture maps as pointers: the object stays ok
+    (read without them) but they are listed as lacking, saying why; Blender rendered it
+    untextured without a word. An MTL that is a pointer likewise; a real texture is not."""
+    folder = tmp_path / "root" / "crate"
+    write_mesh(folder / "crate.obj", box())
+    (folder / "crate.obj").write_text("mtllib crate.mtl\n" + (folder / "crate.obj").read_text())
+    (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
+    (folder / "wood.png").write_bytes(LFS_POINTER)
+    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    write_mesh(folder / "lamp.obj", box())
+    (folder / "lamp.obj").write_text("mtllib lamp.mtl\n" + (folder / "lamp.obj").read_text())
+    (folder / "lamp.mtl").write_bytes(ANNEX_POINTER)
+    rows = folder_manifest(tmp_path / "root", tmp_path / "out")
+    assert rows["crate.obj"]["status"] == "ok" and rows["lamp.obj"]["status"] == "ok"
+    (crate,) = rows["crate.obj"]["missing"]
+    assert crate.startswith("wood.png (a Git LFS pointer (to an object of 1843211 bytes")
+    (lamp,) = rows["lamp.obj"]["missing"]
+    assert lamp.startswith("lamp.mtl (a git-annex pointer")
+
+
+def test_a_mesh_and_a_root_are_known_as_packed_by_one_table(tmp_path: Path) -> None:
+    """Two tables of magic bytes disagreed: a mesh that was a tar or bzip2 stream was read as
+    its format (an OBJ "holding no geometry"), a RAR root was "a file, not a folder". An OBJ
+    whose text puts "ustar" at byte 257 (no NUL after it) is no tar."""
+    import bz2
+
+    root = tmp_path / "root"
+    shelf = root / "shelf"
+    shelf.mkdir(parents=True)
+    obj = trimesh.exchange.obj.export_obj(box()).encode()
+    (shelf / "packed.obj").write_bytes(bz2.compress(obj))
+    with tarfile.open(shelf / "tarred.ply", "w") as archive:
+        archive.add(shelf / "packed.obj", "model.ply")
+    mustard = b"# " + b"x" * 251 + b"\no mustard\n"
+    assert mustard[257:262] == b"ustar"
+    (shelf / "mustard.obj").write_bytes(mustard + obj)
+    rows = folder_manifest(root, tmp_path / "out")
+    assert rows["packed.obj"]["status"] == "unsupported_format"
+    assert "not a .obj file but bzip2-compressed: `bunzip2` it" in rows["packed.obj"]["error"]
+    assert "not a .ply file but a tar archive: extract it" in rows["tarred.ply"]["error"]
+    assert rows["mustard.obj"]["status"] == "ok"
+
+    rar = tmp_path / "ModelNet40.rar"
+    rar.write_bytes(b"Rar!\x1a\x07\x01\x00" + bytes(600))
+    with pytest.raises(UsageError, match=r"is a RAR archive, not a folder: extract it \(`unrar x"):
+        build_manifest(MeshesConfig(source="folder", root=str(rar), workers=1), tmp_path / "o2")
+
+
+def test_a_gltf_document_named_glb_is_read_as_the_gltf_it_is(tmp_path: Path) -> None:
+    """A glTF's JSON saved as `.glb` is read by its bytes (here and by Blender): it was said
+    to be "JSON, not a .glb file", a server's answer to download again."""
+    files = trimesh.exchange.gltf.export_gltf(trimesh.Scene(box()), embed_buffers=True)
+    (tmp_path / "root" / "crate").mkdir(parents=True)
+    (tmp_path / "root" / "crate" / "named.glb").write_bytes(files["model.gltf"])
+    row = folder_manifest(tmp_path / "root", tmp_path / "out")["named.glb"]
+    assert row["status"] == "ok", row["error"]
