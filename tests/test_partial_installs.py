@@ -216,3 +216,22 @@ def test_a_package_there_but_broken_is_named_as_broken_not_absent(tmp_path, init
     assert f"has ({site / 'trimesh'}) but cannot import ({reason})" in line
     assert "pip install --force-reinstall 'trimesh>=" in line
     assert "Traceback" not in done.stderr
+    assert not out.exists()  # was made first: the check before work only looked for trimesh
+
+
+def test_a_broken_bpy_is_named_before_render_makes_its_out(tmp_path):
+    """bpy is imported by the Blender workers only: a bpy there but failing was found once the
+    first worker started, --out made; it is import-checked in a child Python first."""
+    site = tmp_path / "site"
+    (site / "bpy").mkdir(parents=True)
+    (site / "bpy" / "__init__.py").write_text('raise ImportError("libXi.so.6: cannot open")\n')
+    path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])
+    out = tmp_path / "render"
+    done = _cg3d(
+        {**os.environ, "PYTHONPATH": path}, "render", "--meshes", str(tmp_path), "--out", str(out)
+    )
+    assert done.returncode == 2, done.stderr[-500:]
+    assert done.stderr.startswith("error: `python -m cg3d render` needs the package 'bpy'")
+    assert f"has ({site / 'bpy'}) but cannot import (ImportError: libXi.so.6" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not out.exists()
