@@ -22,9 +22,11 @@ import numpy as np
 
 from cg3d.files import locks_out_dir, stopping_error
 from cg3d.formats.manifest import (
+    OK,
     MeshRecord,
     manifest_file,
     manifest_root,
+    manifest_rows,
     manifest_tables,
     mesh_file,
 )
@@ -64,6 +66,13 @@ class SampleSummary:
 def needs_blender(path: Path, config: SampleConfig) -> bool:
     """Whether the points of `path` must come from Blender's reading (see meshio)."""
     return config.colors or Path(path).suffix.lower() not in FAST_SUFFIXES
+
+
+def any_needs_blender(meshes_dir: Path, config: SampleConfig) -> bool:
+    """Whether an `ok` object of the manifest must be read by Blender (`needs_blender`): a glTF,
+    or every object when colours are asked for. One pass over two columns of the manifest."""
+    rows = manifest_rows(meshes_dir, ["path", "status"])
+    return any(row["status"] == OK and needs_blender(row["path"], config) for row in rows)
 
 
 class PointsReader:
