@@ -84,13 +84,11 @@ def sample(
 
     from cg3d.errors import require
     from cg3d.formats.failures import summarize
-    from cg3d.pipeline.sample import any_needs_blender, sample_points
+    from cg3d.pipeline.sample import sample_points
 
     # fpsample is imported per object in the workers: it was a failure row each
     require("trimesh", *(["fpsample"] if config.fps == "bucket" else []))
     require(*(["ray"] if config.executor == "ray" else []))  # before --out is made
-    if any_needs_blender(meshes, config):  # a glTF, or colours asked for
-        require("bpy")  # its Blender worker started on the first such object, --out made
     summary = sample_points(meshes, out, config)
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "

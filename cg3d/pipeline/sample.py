@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.errors import require
 from cg3d.files import locks_out_dir, stopping_error
 from cg3d.formats.manifest import (
     OK,
@@ -178,6 +179,8 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     config.validate()
     meshes_dir = Path(meshes_dir)
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
+    if any_needs_blender(meshes_dir, config):  # a glTF, or colours asked for
+        require("bpy")  # its Blender worker started on the first such object, --out made
     output = ChunkedOutput(
         Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
     )
