@@ -3,6 +3,7 @@
 import importlib.metadata
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,11 +54,21 @@ def install_command(module: str) -> str:
     return f"pip install '{name}'"
 
 
+# Import-checked in a child Python, not in the command's: Blender held 250 MiB in a stage
+# process whose work is in its workers, for the whole stage (0.4 s there; 0.8 s in a child).
+IMPORTED_APART = ("bpy",)
+IMPORT_CHECK_TIMEOUT_S = 300
+
+
 def require(*modules: str) -> None:
-    """Raise ModuleNotFoundError for the first of `modules` this Python lacks, before any
-    work and without importing them (bpy, ray: seconds): a command that imported one only
-    per object (in its worker processes) made a failure row of every object and exited 0,
-    and one that imported it mid-stage left a half-made --out behind."""
+    """Raise ModuleNotFoundError for the first of `modules` this Python lacks, then ImportError
+    for the first that is there but fails to import (a system library its wheel links is
+    missing, a wheel for another Python), before any work: a command that imported one only
+    per object (in its worker processes) made a failure row of every object and exited 0, and
+    one that imported it mid-stage left a half-made --out behind. Absence is found without
+    importing; the import itself costs a command 0.1 s (fpsample) to 0.4-0.7 s (trimesh), ray
+    0.3 s, bpy 0.8 s (IMPORTED_APART), and nothing for train's four, which the run imports
+    anyway (t88d, measured on a shared 2-core machine beside other work)."""
     for module in modules:
         try:
             found = importlib.util.find_spec(module) is not None
@@ -65,6 +76,41 @@ def require(*modules: str) -> None:
             found = False
         if not found:
             raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    for module in modules:
+        _import_check(module)
+
+
+def _import_check(module: str) -> None:
+    """ImportError naming `module` (for `missing_dependency_line`) unless it imports."""
+    if module in IMPORTED_APART:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", f"import {module}"],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=IMPORT_CHECK_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise ImportError(
+                f"its import did not finish in {IMPORT_CHECK_TIMEOUT_S} s", name=module
+            ) from None
+        if done.returncode != 0:
+            # the traceback's last line: "ImportError: libXi.so.6: cannot open ..."
+            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            kind, _, words = said.partition(": ")
+            if kind == "ModuleNotFoundError":  # a module of the package's own, missing
+                raise ModuleNotFoundError(words, name=module)
+            raise ImportError(words if kind == "ImportError" else said, name=module)
+        return
+    try:
+        # __import__, not importlib.import_module: a module calling that imports by name, and
+        # the stages' code digest (`pipeline.closure`) would count all of cg3d as this one's
+        __import__(module)
+    except ImportError:
+        raise
+    except Exception as error:  # a wheel's own check that raises another type
+        raise ImportError(f"{type(error).__name__}: {error}", name=module) from error
 
 
 def _package_of(error: ImportError) -> str | None:

@@ -216,3 +216,56 @@ def test_a_package_there_but_broken_is_named_as_broken_not_absent(tmp_path, init
     assert f"has ({site / 'trimesh'}) but cannot import ({reason})" in line
     assert "pip install --force-reinstall 'trimesh>=" in line
     assert "Traceback" not in done.stderr
+    assert not out.exists()  # was made first: the check before work only looked for trimesh
+
+
+def test_a_broken_bpy_is_named_before_render_makes_its_out(tmp_path):
+    """bpy is imported by the Blender workers only: a bpy there but failing was found once the
+    first worker started, --out made; it is import-checked in a child Python first."""
+    site = tmp_path / "site"
+    (site / "bpy").mkdir(parents=True)
+    (site / "bpy" / "__init__.py").write_text('raise ImportError("libXi.so.6: cannot open")\n')
+    path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])
+    out = tmp_path / "render"
+    done = _cg3d(
+        {**os.environ, "PYTHONPATH": path}, "render", "--meshes", str(tmp_path), "--out", str(out)
+    )
+    assert done.returncode == 2, done.stderr[-500:]
+    assert done.stderr.startswith("error: `python -m cg3d render` needs the package 'bpy'")
+    assert f"has ({site / 'bpy'}) but cannot import (ImportError: libXi.so.6" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "colors", "refused"),
+    [(["box.glb", "box.off"], False, True), (["box.off"], True, True), (["box.off"], False, False)],
+)
+def test_sample_needing_blender_without_bpy_is_one_line_before_its_out(
+    tmp_path, files, colors, refused
+):
+    """A glTF's points (or any object's, with colours) come from a Blender worker, started on
+    the first such object: without bpy the stage stopped there, its --out made. An OFF alone
+    is trimesh's reading: sampled without bpy."""
+    import trimesh
+
+    source = tmp_path / "source" / "cube"
+    source.mkdir(parents=True)
+    for name in files:
+        trimesh.creation.box().export(source / name)
+    meshes = tmp_path / "meshes"
+    settings = ["--set", "meshes.source=folder", "--set", f"meshes.root={source.parent}"]
+    made = _cg3d(dict(os.environ), "meshes", "--out", str(meshes), *settings)
+    assert made.returncode == 0, made.stderr[-500:]
+    out = tmp_path / "points"
+    words = ["--set", "sample.colors=true"] if colors else []
+    env = _without(tmp_path, "bpy")
+    done = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out), *words)
+    if not refused:
+        assert done.returncode == 0, done.stderr[-500:]
+        return
+    assert done.returncode == 2, done.stderr[-500:]
+    assert done.stderr.startswith("error: `python -m cg3d sample` needs the package 'bpy'")
+    assert "pip install 'bpy==" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not out.exists()

@@ -4,6 +4,8 @@ Meshes go through the pipeline's `load_mesh`; benchmark files through `cg3d.eval
 """
 
 import warnings
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +52,10 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _read_text_points(path: Path) -> np.ndarray:
     """The numbers of a text point file, its lines streamed into `np.loadtxt`: memory holds
-    the array, not the whole text and its lines as well (bench/bench_pointfile.py). ValueError
-    for a file over MAX_POINT_FILE_BYTES or with no points."""
+    the array, not the whole text and its lines as well (bench/bench_pointfile.py). A first
+    row that is a count (a Leica `.pts`) or a header of names (`x,y,z,r,g,b`) is read as
+    such. ValueError for a file over MAX_POINT_FILE_BYTES, with no points, with fewer or more
+    points than its count line says, or naming the first line that is not a row of numbers."""
     size = path.stat().st_size
     if size > MAX_POINT_FILE_BYTES:
         raise ValueError(f"{size} bytes, more than {MAX_POINT_FILE_BYTES} for one point file")
@@ -59,10 +63,84 @@ def _read_text_points(path: Path) -> np.ndarray:
     with path.open(encoding="utf-8-sig") as handle, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said below
         lines = (line.replace(",", " ") for line in handle)
-        array = np.loadtxt(lines, dtype=np.float64, ndmin=2)
+        first, declared = _first_row(lines)
+        try:
+            array = np.loadtxt(chain(first, lines), dtype=np.float64, ndmin=2)
+        except ValueError as error:
+            if isinstance(error, UnicodeDecodeError):
+                raise
+            # numpy's row numbers skip comments and blank lines, and its words are its own
+            # ("use `usecols`"): the file's own line is found again, on this failure only
+            raise ValueError(_bad_line(path) or str(error)) from None
     if array.size == 0:
         raise ValueError("no points in it")
+    if declared is not None and len(array) != declared[1]:
+        raise ValueError(
+            f"line {declared[0]} counts {declared[1]} points, {len(array)} rows follow it"
+        )
     return array
+
+
+def _words(line: str) -> list[str]:
+    """A text point line's words, as `np.loadtxt` reads it: `#` starts a comment."""
+    return line.partition("#")[0].replace(",", " ").split()
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _count_or_header(words: list[str]) -> str | None:
+    """The kind of a first row: "count" for one whole number (a Leica `.pts`: no point has one
+    coordinate), "header" for one of names alone (`x y z nx ny nz`, CloudCompare's `//X`),
+    None for a row to read as numbers."""
+    if len(words) == 1 and words[0].isascii() and words[0].isdigit():
+        return "count"
+    if not any(_is_number(word) for word in words):
+        return "header"
+    return None
+
+
+def _first_row(lines: Iterator[str]) -> tuple[list[str], tuple[int, int] | None]:
+    """Reads `lines` up to their first row (comments and blank lines before it dropped): ([that
+    row] to read as numbers, or [] for a count or header row), and (its line number, the count)
+    for a count row."""
+    for number, line in enumerate(lines, 1):
+        words = _words(line)
+        if not words:
+            continue
+        kind = _count_or_header(words)
+        if kind is None:
+            return [line], None
+        return [], ((number, int(words[0])) if kind == "count" else None)
+    return [], None
+
+
+def _bad_line(path: Path) -> str | None:
+    """Where a text point file stops being rows of numbers: its first line holding a word that
+    is not a number, or a count of numbers other than the first row's; None if none does."""
+    columns, first = None, True
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            words = _words(line)
+            if not words:
+                continue
+            if first:
+                first = False
+                if _count_or_header(words):
+                    continue
+            word = next((word for word in words if not _is_number(word)), None)
+            if word is not None:
+                return f"line {number}: {word!r} is not a number"
+            if columns is None:
+                columns = len(words)
+            elif len(words) != columns:
+                return f"line {number} holds {len(words)} numbers, the rows before it {columns}"
+    return None
 
 
 def check_points_array(array: np.ndarray, what: str) -> None:

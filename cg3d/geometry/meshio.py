@@ -251,6 +251,8 @@ def load_mesh(path: Path) -> Mesh:
     # memory (trimesh holds the whole text anyway), never written beside the user's file.
     if suffix == ".obj":
         source = HandedOver(trimesh_obj_text(split_obj_text(path) if split else path.read_bytes()))
+    elif suffix == ".off" and split:
+        source = io.BytesIO(fanned_off_text(path))
     elif suffix == ".stl" and _starts_with_bom(path):  # trimesh read no solid after one
         source = io.BytesIO(path.read_bytes().removeprefix(UTF8_BOM))
     else:
@@ -322,7 +324,7 @@ def check_declared_counts(path: Path, suffix: str) -> bool:
     if suffix == ".obj":
         split = check_obj_faces(path)
     if suffix == ".off":
-        check_off_counts(path)
+        split = check_off_counts(path)
     if suffix == ".ply":
         check_ply_faces(path)
     if suffix == ".stl":
@@ -778,49 +780,104 @@ def _apart(corners: list[bytes]) -> list[bytes]:
 OFF_KEYWORD = re.compile(rb"(?:ST)?C?N?C?(?P<dimension>4?n?)OFF")
 
 
-def check_off_counts(path: Path) -> None:
+def off_rows(path: Path) -> Iterator[list[bytes]]:
+    """The words of an OFF's rows as trimesh reads them: lines split at a CR too (an OFF of
+    classic Mac OS line ends is read), `#` comments gone, blank lines skipped."""
+    with open(path, "rb") as handle:
+        for line in (part for physical in handle for part in physical.split(b"\r")):
+            words = line.partition(b"#")[0].split()
+            if words:
+                yield words
+
+
+def off_header(rows: Iterator[list[bytes]]) -> tuple[int, int] | None:
+    """The vertex and face counts of an OFF whose rows are `rows` (read up to them), or None
+    for a header that does not parse (left to trimesh's own message). MeshError for a
+    keyword in lower case, and `unsupported_format` for 4OFF and nOFF (OFF_KEYWORD)."""
+    words = next(rows, None)
+    keyword = OFF_KEYWORD.match(words[0]) if words else None
+    if keyword is None:
+        if words and _lower_case_keyword(words[0]):
+            # trimesh looks for "OFF" in capitals: "not enough values to unpack", said nothing
+            raise MeshError(
+                "unreadable",
+                f"its keyword is {words[0].decode('ascii', 'replace')!r} in lower case: an "
+                "OFF begins with OFF in capitals, as readers expect (write it so)",
+            )
+        return None
+    if keyword["dimension"]:
+        raise MeshError(
+            "unsupported_format",
+            f"{keyword[0].decode()}: an OFF whose vertices have 4 or n coordinates, not "
+            "read here (trimesh would take the first 3 or fail)",
+        )
+    # the counts on the keyword's line ("OFF 8 6 0", even "OFF8 6 0") or the next
+    counts = [word for word in [words[0][keyword.end() :], *words[1:]] if word]
+    if not counts:
+        counts = next(rows, [])
+    try:
+        return int(counts[0]), int(counts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _lower_case_keyword(word: bytes) -> bool:
+    """Whether `word` is an OFF keyword (its counts joined to it perhaps) not in capitals."""
+    upper = word.upper()
+    keyword = OFF_KEYWORD.match(upper)
+    return keyword is not None and (keyword.end() == len(upper) or upper[keyword.end() :].isdigit())
+
+
+def check_off_counts(path: Path) -> bool:
     """MeshError (`unreadable`) for an OFF holding fewer rows than its header's vertex and face
     counts. trimesh reads the rows there are: an OFF cut at a line break was a partial mesh
     marked ok (cut mid-line, "setting an array element with a sequence"); so was a NOFF, STOFF
     or CNOFF cut short, whose keyword went unrecognised here. Rows are counted as trimesh reads
-    them (non-blank lines once `#` comments are gone); a header that does not parse is left to
-    trimesh's own message. `unsupported_format` for 4OFF and nOFF (OFF_KEYWORD)."""
-    declared, rows = None, 0
-    with open(path, "rb") as handle:
-        # trimesh splits lines at a CR too: an OFF of CR line ends (classic Mac OS) is read
-        for line in (part for physical in handle for part in physical.split(b"\r")):
-            words = line.partition(b"#")[0].split()
-            if declared is None:
-                if not words:
-                    continue
-                if rows == 0:  # the keyword, the counts perhaps on its line ("OFF 8 6 0")
-                    keyword = OFF_KEYWORD.match(words[0])
-                    if keyword is None:
-                        return
-                    if keyword["dimension"]:
-                        raise MeshError(
-                            "unsupported_format",
-                            f"{keyword[0].decode()}: an OFF whose vertices have 4 or n coordinates, not "
-                            "read here (trimesh would take the first 3 or fail)",
-                        )
-                    words[0] = words[0][keyword.end() :]
-                    words = [word for word in words if word]
-                    rows = 1
-                    if not words:
-                        continue
-                try:
-                    declared = int(words[0]), int(words[1])
-                except (IndexError, ValueError):
-                    return
-                rows = 0
-            elif words:
-                rows += 1
-    if declared is not None and rows < sum(declared):
+    them (`off_rows`); a header that does not parse is left to trimesh's own message.
+    `off_header` refuses a lower-case keyword, 4OFF and nOFF. True when a face has 5 or more
+    corners: trimesh fails on such a face among faces of another size (UFuncTypeError: it fans
+    the words unconverted), so it is given the faces fanned (`fanned_off_text`)."""
+    rows = off_rows(path)
+    declared = off_header(rows)
+    if declared is None:
+        return False
+    held, polygons = 0, False
+    for words in rows:
+        held += 1
+        if held > declared[0] and not polygons:  # a face row: its corner count first
+            polygons = words[0].isdigit() and int(words[0]) > 4
+    if held < sum(declared):
         raise MeshError(
             "unreadable",
             f"truncated: the OFF header declares {declared[0]} vertices and {declared[1]} "
-            f"faces ({sum(declared)} rows), the file holds {rows}",
+            f"faces ({sum(declared)} rows), the file holds {held}",
         )
+    return polygons
+
+
+def fanned_off_text(path: Path) -> bytes:
+    """An OFF's text for trimesh with every face a triangle, in trimesh's own reading of it
+    (`triangulate_quads`): the triangles, then each quad's 0-1-2 triangles and its 2-3-0 ones,
+    then the fans from the first corner of the faces of 5 or more corners; a face of fewer
+    than 3 corners dropped. Only for an OFF `check_off_counts` passed with such faces."""
+    rows = off_rows(path)
+    vertices, faces = off_header(rows)
+    vertex_rows = [b" ".join(next(rows)[:3]) for _ in range(vertices)]
+    triangles, quads, fans = [], [], []
+    for number in range(faces):
+        words = next(rows)
+        if not words[0].isdigit():
+            raise MeshError("unreadable", f"OFF face {number} does not begin with its corner count")
+        corners = words[1 : int(words[0]) + 1]
+        if len(corners) == 3:
+            triangles.append(corners)
+        elif len(corners) == 4:
+            quads.append(corners)
+        elif len(corners) > 4:
+            fans.extend([corners[0], *pair] for pair in pairwise(corners[1:]))
+    quads = [[a, b, c] for a, b, c, _ in quads] + [[c, d, a] for a, _, c, d in quads]
+    faces = [b"3 " + b" ".join(face) for face in (*triangles, *quads, *fans)]
+    return b"\n".join([b"OFF", b"%d %d 0" % (vertices, len(faces)), *vertex_rows, *faces, b""])
 
 
 # Bytes no ASCII STL holds (text: printable, tabs, line breaks) and every binary one does in its

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cg3d.errors import require
 from cg3d.files import locks_out_dir, stopping_error
 from cg3d.formats.manifest import (
+    OK,
     MeshRecord,
     manifest_file,
     manifest_root,
+    manifest_rows,
     manifest_tables,
     mesh_file,
 )
@@ -64,6 +67,13 @@ class SampleSummary:
 def needs_blender(path: Path, config: SampleConfig) -> bool:
     """Whether the points of `path` must come from Blender's reading (see meshio)."""
     return config.colors or Path(path).suffix.lower() not in FAST_SUFFIXES
+
+
+def any_needs_blender(meshes_dir: Path, config: SampleConfig) -> bool:
+    """Whether an `ok` object of the manifest must be read by Blender (`needs_blender`): a glTF,
+    or every object when colours are asked for. One pass over two columns of the manifest."""
+    rows = manifest_rows(meshes_dir, ["path", "status"])
+    return any(row["status"] == OK and needs_blender(row["path"], config) for row in rows)
 
 
 class PointsReader:
@@ -169,6 +179,8 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     config.validate()
     meshes_dir = Path(meshes_dir)
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
+    if any_needs_blender(meshes_dir, config):  # a glTF, or colours asked for
+        require("bpy")  # its Blender worker started on the first such object, --out made
     output = ChunkedOutput(
         Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
     )

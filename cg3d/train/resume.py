@@ -113,8 +113,44 @@ def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: st
     old, new = stored.get("config", {}), wanted["config"]
     for key in sorted(set(old) | set(new)):
         if key not in may_differ and not _alike(key, old.get(key), new.get(key)):
-            return f"a different {key!r} ({old.get(key)!r}, now {new.get(key)!r})"
+            return _field_difference(key, old.get(key), new.get(key))
     return ""
+
+
+ABSENT = "(absent)"  # a setting one side's config lacks (an older cg3d's checkpoint)
+
+
+def _field_difference(key: str, old: Any, new: Any) -> str:
+    """How one config field differs. A section (`augment`: 17 settings) names only the settings
+    that differ, `name: old → new`, wrapped at the log width (`_filled`): its two whole dicts
+    were one line of 900 characters, the difference somewhere inside."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"a different {key!r} ({old!r}, now {new!r})"
+    changes = [
+        f"{name}: {_shown(old, name)} → {_shown(new, name)}"
+        for name in [*new, *(name for name in old if name not in new)]  # today's order
+        if name not in old or name not in new or old[name] != new[name]
+    ]
+    settings = _filled(changes, terminal.LOG_WIDTH)
+    return f"a different {key!r}:\n{settings}"
+
+
+def _filled(items: list[str], width: int) -> str:
+    """`items` joined by "; " on lines indented by 2, broken between items only (a setting's
+    `name: old → new` stays whole), each line within `width` unless one item is longer."""
+    lines = [""]
+    for item in items:
+        joined = f"{lines[-1]}; {item}" if lines[-1] else item
+        if len(joined) + 3 <= width or not lines[-1]:  # the indent, and a ";" if broken after
+            lines[-1] = joined
+        else:
+            lines[-1] += ";"
+            lines.append(item)
+    return "\n".join("  " + line for line in lines)
+
+
+def _shown(settings: dict[str, Any], name: str) -> str:
+    return repr(settings[name]) if name in settings else ABSENT
 
 
 def _alike(key: str, old: Any, new: Any) -> bool:

@@ -70,3 +70,40 @@ def test_a_point_csv_saved_by_a_spreadsheet_reads(tmp_path):
     path.write_bytes("0,0,0\r\n1,2,3\r\n0.5,-1,2\r\n".encode("utf-8-sig"))
     points, faces = read_point_file(path)
     assert points.tolist() == [[0, 0, 0], [1, 2, 3], [0.5, -1, 2]] and faces is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("leica.pts", "# scan\n3\n1 2 3 -5 10 20 30\n4 5 6 -5 10 20 30\n7 8 9 -5 10 20 30\n"),
+        (
+            "table.csv",
+            "x,y,z,nx,ny,nz,r,g,b\n1,2,3,0,0,1,9,9,9\n4,5,6,0,0,1,9,9,9\n7,8,9,0,0,1,9,9,9\n",
+        ),
+        ("cloudcompare.txt", "//X,Y,Z,R,G,B\n1,2,3,9,9,9\n4,5,6,9,9,9\n7,8,9,9,9,9\n"),
+    ],
+)
+def test_a_count_line_or_a_header_of_names_is_read_as_such(tmp_path, name, text):
+    # numpy said "the number of columns changed from 1 to 7 at row 2; use `usecols`" and
+    # "could not convert string 'x' to float64 at row 0, column 1."
+    path = tmp_path / name
+    path.write_text(text)
+    points, _ = read_point_file(path)
+    assert points.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5\n1 2 3\n4 5 6\n", "line 1 counts 5 points, 2 rows follow it"),
+        ("# x y z\n\n1 2 3\n4 5 6\nx y z\n7 8 9\n", "line 5: 'x' is not a number"),
+        ("1 2 3\n\n# a gap\n4 5 6\n7 8\n", "line 5 holds 2 numbers, the rows before it 3"),
+        ("1,2,3\n4,5,six\n", "line 2: 'six' is not a number"),
+    ],
+)
+def test_a_text_point_file_that_stops_being_rows_names_its_line(tmp_path, text, message):
+    path = tmp_path / "scan.pts"
+    path.write_text(text)
+    with pytest.raises(UsageError) as raised:
+        read_point_file(path)
+    assert str(raised.value) == f"{path}: unreadable point file ({message})"

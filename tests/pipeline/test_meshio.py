@@ -113,6 +113,47 @@ def test_polygons_are_triangulated(tmp_path: Path) -> None:
     assert set(mesh.faces.ravel()) == {0, 1, 2, 3}
 
 
+# A hexagon (corners 0-5 round the unit circle's first half and back), a triangle and a quad
+HEXAGON = [[1, 0, 0], [0.5, 0.8, 0], [-0.5, 0.8, 0], [-1, 0, 0], [-0.5, -0.8, 0], [0.5, -0.8, 0]]
+
+
+def test_an_off_face_of_five_or_more_corners_among_others_reads(tmp_path: Path) -> None:
+    """trimesh fanned the unconverted words of faces of 5+ corners once faces of another size
+    were present: "UFuncTypeError: ufunc 'multiply' did not contain a loop...", for any such
+    face (a pentagon beside a triangle), the 20,000-corner cap of a cylinder too."""
+    rows = [" ".join(map(str, corner)) for corner in HEXAGON]
+    path = tmp_path / "mixed.off"
+    path.write_text(
+        "\n".join(["OFF", "6 3 0", *rows, "6 0 1 2 3 4 5", "3 0 1 2 255 0 0", "4 0 2 3 5", ""])
+    )
+    # trimesh's order: triangles, each quad's 0-1-2 then 2-3-0, the fan from the first corner
+    np.testing.assert_array_equal(
+        load_mesh(path).faces,
+        [[0, 1, 2], [0, 2, 3], [3, 5, 0], [0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 5]],
+    )
+
+
+def test_an_off_of_polygons_alone_reads_as_trimesh_reads_it(tmp_path: Path) -> None:
+    rows = [" ".join(map(str, corner)) for corner in HEXAGON]
+    path = tmp_path / "hexagons.off"
+    path.write_text("\n".join(["OFF", "6 2 0", *rows, "6 0 1 2 3 4 5", "6 5 4 3 2 1 0", ""]))
+    mesh = load_mesh(path)
+    direct = trimesh.load(path, process=False)  # the faces of one size trimesh reads itself
+    np.testing.assert_array_equal(mesh.faces, direct.faces)
+    np.testing.assert_array_equal(mesh.vertices, direct.vertices)
+
+
+@pytest.mark.parametrize("keyword", ["off", "Off", "coff", "off8 6 0"])
+def test_an_off_keyword_in_lower_case_is_named(tmp_path: Path, keyword) -> None:
+    # trimesh: "ValueError: not enough values to unpack (expected 3, got 1)"
+    path = tmp_path / "box.off"
+    path.write_text(box_off("OFF").replace("OFF", keyword, 1))
+    with pytest.raises(MeshError) as raised:
+        load_mesh(path)
+    assert raised.value.kind == "unreadable"
+    assert raised.value.reason.startswith(f"its keyword is '{keyword.split()[0]}' in lower case")
+
+
 def test_glb_scene_is_flattened_with_node_transforms(tmp_path: Path) -> None:
     scene = trimesh.Scene()
     scene.add_geometry(trimesh.creation.box(extents=[1, 1, 1]), node_name="a")

@@ -280,6 +280,24 @@ def test_an_explicit_resume_may_extend_a_run_but_refuses_another_one(finished_ru
         prepare_model(tiny_train_config(), CLASSES, finished_run, "sometimes")
 
 
+def test_a_resume_refused_for_other_augment_settings_names_only_those(finished_run, tmp_path):
+    # an older cg3d's checkpoint: its augment section lacks the 90° turn; and jitter differs.
+    # The message held both whole dicts (17 settings each) on one line of ~900 characters.
+    payload = torch.load(finished_run / "last.pt", weights_only=True)
+    for name in ("rotate_90", "rotate_90_prob"):
+        del payload["training"]["run"]["config"]["augment"][name]
+    (tmp_path / "last.pt").write_bytes(b"")
+    torch.save(payload, tmp_path / "last.pt")
+    config = tiny_train_config(epochs=1, augment=AugmentConfig(jitter_sigma=0.02))
+    with pytest.raises(UsageError) as raised:
+        prepare_model(config, CLASSES, tmp_path, "always", "index-a")
+    assert str(raised.value).splitlines()[1:] == [
+        "  rotate_90: (absent) → False; rotate_90_prob: (absent) → 1.0;",
+        "  jitter_sigma: 0.01 → 0.02",
+    ]
+    assert str(raised.value).splitlines()[0].endswith("was trained with a different 'augment':")
+
+
 def test_an_explicit_resume_refuses_to_shorten_a_run(uninterrupted):
     with pytest.raises(UsageError, match="is at epoch 3, past epochs: 2"):
         prepare_model(tiny_train_config(epochs=2), CLASSES, uninterrupted, "always")
