@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import math
 import os
 import pwd
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 # Inside the locked folder, removed when the run ends; .dvcignore names it too, so that a file
 # left by a killed run never enters a DVC output's hash.
@@ -674,6 +677,7 @@ def _exclusive(
             break
         handle.close()
     _write_holder(handle)
+    _say_if_lock_is_node_local(folder)
     try:
         yield folder
     except BaseException:
@@ -701,6 +705,56 @@ def _unlockable(error: OSError, target: str, lock_file: Path) -> Exception:
         f"({errno.errorcode[code]}: {os.strerror(code)}), which keep two runs from writing "
         "one folder; write to a folder on a disk that has them (a local disk, Lustre mounted "
         "with -o flock, NFS with its lock service running)"
+    )
+
+
+# Mount options under which a flock holds on this node only, and succeeds: Lustre's
+# `localflock`, NFS's `local_lock=flock` / `local_lock=all` (locks the client keeps to itself).
+NODE_LOCAL_LOCKS = ("localflock", "local_lock=flock", "local_lock=all")
+MOUNTINFO = Path("/proc/self/mountinfo")
+_said_node_local: set[str] = set()
+
+
+def node_local_lock_option(folder: Path, mountinfo: Path | None = None) -> str | None:
+    """The option (`NODE_LOCAL_LOCKS`) of the mount holding `folder` (a resolved path) under
+    which its file locks hold on this node only; None when they are shared, or when it cannot
+    be told (no /proc: another OS). The mount is the last of those with the longest mount
+    point that holds `folder`, as the kernel resolves it."""
+    try:
+        lines = (mountinfo or MOUNTINFO).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    target, deepest, options = os.fsdecode(folder), -1, []
+    for line in lines:
+        mount, _, filesystem = line.partition(" - ")
+        fields = mount.split()
+        if len(fields) < 6:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal[1], 8)), fields[4])
+        inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= deepest:
+            # its own options and its file system's (where NFS and Lustre show theirs)
+            deepest, options = (
+                len(point),
+                fields[5].split(",") + " ".join(filesystem.split()[2:]).split(","),
+            )
+    return next((option for option in options if option in NODE_LOCAL_LOCKS), None)
+
+
+def _say_if_lock_is_node_local(folder: Path) -> None:
+    """Warn once per folder when the lock just taken holds on this node only: on such a mount
+    (many clusters' default) a run on another node takes its own lock on the same folder, and
+    both write into it; cg3d cannot see that, so it says so rather than refuse the mount."""
+    option = node_local_lock_option(folder)
+    if option is None or str(folder) in _said_node_local:
+        return
+    _said_node_local.add(str(folder))
+    log.warning(
+        "%s is on a mount with %s: cg3d's lock on it holds on this node only, so a run on "
+        "another node could write into it at the same time; run one node at a time there, or "
+        "use a disk mounted with shared locks (Lustre -o flock, NFS without local_lock)",
+        folder,
+        option,
     )
 
 

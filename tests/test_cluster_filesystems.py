@@ -67,6 +67,52 @@ def test_an_output_folder_on_a_disk_without_locks_is_refused_in_one_line(
     assert os.listdir(tmp_path) == []  # the lock file it made is gone too
 
 
+def write_mountinfo(path: Path, mounts: list[tuple[str, str, str]]) -> Path:
+    """A /proc/self/mountinfo of (mount point, its options, its file system's options)."""
+    lines = [
+        f"{i + 20} 1 0:{i} / {point.replace(' ', chr(92) + '040')} {options} - fs dev {super_}"
+        for i, (point, options, super_) in enumerate(mounts)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_lock_that_holds_on_one_node_only_is_told_by_the_mount_that_holds_the_folder(tmp_path):
+    """Lustre's localflock and NFS's local_lock make flock succeed on each node alone: the
+    mount that holds the folder (the deepest, the last of equals) decides."""
+    scratch, home = tmp_path / "lus tre", tmp_path / "lus tre" / "home"
+    info = write_mountinfo(
+        tmp_path / "mountinfo",
+        [
+            ("/", "rw", "rw"),
+            (str(scratch), "rw,noatime", "rw,localflock,lazystatfs"),
+            (str(home), "rw", "rw,vers=4.2,local_lock=none"),
+        ],
+    )
+    assert files.node_local_lock_option(scratch / "data", info) == "localflock"
+    assert files.node_local_lock_option(home / "data", info) is None
+    assert files.node_local_lock_option(tmp_path / "lus", info) is None  # a prefix, not inside
+    again = write_mountinfo(
+        tmp_path / "again", [("/", "rw", "rw"), (str(home), "rw", "rw,local_lock=flock")]
+    )
+    assert files.node_local_lock_option(home / "data", again) == "local_lock=flock"
+    assert files.node_local_lock_option(home, tmp_path / "missing") is None
+
+
+def test_an_output_lock_on_a_node_local_mount_is_said_once(tmp_path, monkeypatch, caplog):
+    out = (tmp_path / "out").resolve()
+    info = write_mountinfo(
+        tmp_path / "mountinfo", [("/", "rw", "rw"), (str(tmp_path), "rw", "rw,localflock")]
+    )
+    monkeypatch.setattr(files, "MOUNTINFO", info)
+    monkeypatch.setattr(files, "_said_node_local", set())
+    for _ in range(2):
+        with output_lock(out):
+            pass
+    said = [r.getMessage() for r in caplog.records if "this node only" in r.getMessage()]
+    assert len(said) == 1 and str(out) in said[0] and "localflock" in said[0]
+
+
 def test_a_network_disks_error_on_the_lock_names_the_lock_file(tmp_path, monkeypatch):
     refuse_locks(monkeypatch, errno.ESTALE)
     with pytest.raises(OSError) as raised, output_lock(tmp_path / "out"):
