@@ -227,7 +227,13 @@ def embed_rows(
             )
             if not error:
                 vectors.append(vector)
-    array = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+    if vectors:
+        array = np.stack(vectors).astype(np.float32)
+    else:  # (0, D), as a reader stacking it with other runs' arrays expects, not (0, 0)
+        from cg3d.models.clip import clip_embed_dim
+
+        width = clip_embed_dim(model.network.config["clip_model"])
+        array = np.zeros((0, width), np.float32)
     return rows, array
 
 

@@ -147,6 +147,21 @@ def test_embed_a_folder_to_npy_with_its_paths(shapes, tmp_path, tiny_checkpoint)
     assert all(row["row"] == "-1" for row in rows if row["status"] == "failed")
 
 
+def test_embed_of_shapes_that_all_fail_writes_no_rows_of_the_models_width(
+    shapes, tmp_path, tiny_checkpoint
+):
+    """Every shape failed: the .npy is (0, D) of the model's embedding width, so that it stacks
+    with another run's (N, D); it was (0, 0)."""
+    for good in ("a.npy", "sub/b.npy"):
+        (shapes / good).unlink()
+    out = tmp_path / "emb.npy"
+    args = ["embed", str(shapes), "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    width = len(load(tiny_checkpoint).embed_points(cube_points(1.0, 0))[0])
+    assert np.load(out).shape == (0, width) and width > 0
+
+
 def test_embed_to_parquet_and_bad_out_before_loading(shapes, tmp_path, tiny_checkpoint):
     out = tmp_path / "emb.parquet"
     args = ["embed", str(shapes / "a.npy"), "--checkpoint", str(tiny_checkpoint)]
