@@ -61,7 +61,7 @@ class Prediction(NamedTuple):
 def parse_labels(
     labels: str | Sequence[str] | None, default: Sequence[str], max_labels: int = MAX_LABELS
 ) -> list[str]:
-    """Labels from a list or a comma-separated string; empty = `default`.
+    """Labels from a list or a comma-separated string; None or a blank string = `default`.
 
     A string is always text, never a file name: the demo passes what a visitor typed, so
     `/etc/passwd` is one label, not a file to read (a labels file: `read_labels_file`).
@@ -77,6 +77,11 @@ def parse_labels(
         raise UsageError(f"--labels: expected text or a list of labels, got {labels!r:.60}")
     else:
         found = [str(label).strip() for label in labels or [] if str(label).strip()]
+        if labels is not None and not found:  # a list that came out empty: a caller's bug,
+            # which read as "the checkpoint's classes" and answered a question not asked
+            raise UsageError(
+                "--labels: the list of labels is empty (give None for the checkpoint's classes)"
+            )
     given = bool(found)
     found = found or list(default)
     if not found:

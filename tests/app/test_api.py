@@ -48,6 +48,10 @@ def test_parse_labels():
     assert parse_labels([" lamp", "", "sofa "], []) == ["lamp", "sofa"]
     with pytest.raises(UsageError, match="--labels"):
         parse_labels("", [])
+    # a list that came out empty is a caller's bug, not a request for the checkpoint's classes
+    for empty in ([], (), ["", "  "]):
+        with pytest.raises(UsageError, match="list of labels is empty"):
+            parse_labels(empty, ["a", "b"])
 
 
 @pytest.mark.parametrize(
