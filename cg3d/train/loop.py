@@ -29,6 +29,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -331,7 +332,7 @@ def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-# `.resume/` being removed by `publish` (.gitignore)
+# `.resume/` being removed by `publish`: the prefix of its new name (.gitignore)
 REMOVED_RESUME = ".resume.removed"
 
 
@@ -358,8 +359,11 @@ def publish(out: Path, about: dict[str, Any]) -> None:
     # Out of the way in one rename, then removed: a kill part way through removing `.resume/`
     # itself left some of its curves, which the rerun took for an unpublished run and
     # published over the whole ones (`prepare_model` resumes while `.resume/` exists)
-    removed = out / REMOVED_RESUME
-    shutil.rmtree(removed, ignore_errors=True)  # an earlier kill's
+    # Under a fresh name: one fixed name that an earlier removal could not clear (a file an NFS
+    # client keeps busy, or anything else there) made the rename fail, and every rerun with it
+    for earlier in out.glob(f"{REMOVED_RESUME}*"):  # an earlier kill's
+        shutil.rmtree(earlier, ignore_errors=True)
+    removed = tempfile.mkdtemp(prefix=f"{REMOVED_RESUME}.", dir=out)
     os.replace(folder, removed)
     shutil.rmtree(removed, ignore_errors=True)
 
