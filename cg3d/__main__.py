@@ -27,13 +27,17 @@ def other_checkout_line() -> str | None:
     """One line when `python -m cg3d` would run another cg3d than the working folder's: under
     PYTHONSAFEPATH=1 (`python -P`) Python leaves the working folder off its path, so a DVC
     stage's `python -m cg3d` (dvc.yaml: an experiment's copy runs its own code) ran the
-    installed checkout's code, silently, under a dvc.lock naming the folder's; else None."""
-    here = Path.cwd() / "cg3d" / "__init__.py"
-    imported = Path(cg3d.__file__).resolve()
-    if not (sys.flags.safe_path and here.is_file() and here.resolve() != imported):
+    installed checkout's code, silently, under a dvc.lock naming the folder's; else None.
+    A folder's cg3d/ package without a `__main__.py` is no checkout (a user's own library of
+    that name, which `python -m cg3d` could not run there without -P either): no line."""
+    here = Path.cwd() / "cg3d"
+    imported = Path(cg3d.__file__).resolve().parent
+    if not (sys.flags.safe_path and (here / "__main__.py").is_file()):
+        return None
+    if here.resolve() == imported:
         return None
     return (
-        f"PYTHONSAFEPATH is set (python -P): python -m cg3d would run {imported.parent}, not"
+        f"PYTHONSAFEPATH is set (python -P): python -m cg3d would run {imported}, not"
         f" this folder's cg3d/; unset PYTHONSAFEPATH"
     )
 

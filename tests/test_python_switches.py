@@ -88,7 +88,8 @@ def test_python_m_under_safepath_in_another_checkout_says_it_would_run_other_cod
     """A DVC stage runs `python -m cg3d` to import its working folder's code (dvc.yaml), which
     PYTHONSAFEPATH=1 leaves off the path: the installed checkout's code ran, silently."""
     (tmp_path / "cg3d").mkdir()
-    (tmp_path / "cg3d" / "__init__.py").write_text("")  # another checkout's package
+    for name in ("__init__.py", "__main__.py"):  # another checkout's package
+        (tmp_path / "cg3d" / name).write_text("")
     done = subprocess.run(
         [sys.executable, "-m", "cg3d", "--help"],
         cwd=tmp_path,
@@ -100,3 +101,19 @@ def test_python_m_under_safepath_in_another_checkout_says_it_would_run_other_cod
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: PYTHONSAFEPATH is set (python -P): python -m cg3d would run ")
     assert line.endswith("not this folder's cg3d/; unset PYTHONSAFEPATH")
+
+
+def test_python_m_under_safepath_beside_a_cg3d_package_that_is_no_checkout_runs(tmp_path):
+    """A folder's own cg3d/ package without a __main__.py (a user's library of that name): no
+    `python -m cg3d` ran it without -P either, so -P runs the installed cg3d; it was refused."""
+    (tmp_path / "cg3d").mkdir()
+    (tmp_path / "cg3d" / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "cg3d", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONSAFEPATH": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout

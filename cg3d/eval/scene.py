@@ -21,7 +21,7 @@ from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
 from cg3d.files import atomic_files, atomic_path, locks_folder, write_json
 from cg3d.formats.owner import check_owner
-from cg3d.formats.pointfiles import read_point_file
+from cg3d.formats.pointfiles import read_point_file, write_point_ply
 from cg3d.params import SceneConfig
 
 OUTPUTS = ("heatmap.ply", "heatmap.png", "regions.json")  # written together, one set a query
@@ -67,30 +67,6 @@ def heat_colors(scores: np.ndarray) -> np.ndarray:
     span = float(scores.max() - scores.min())
     unit = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
     return (colormaps["inferno"](unit) * 255).astype(np.uint8)
-
-
-def write_heat_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
-    """`points` (N, 3) with their RGBA `colors` (N, 4) as a binary PLY of doubles: trimesh writes
-    float32, which a georeferenced scan's coordinates do not fit (at 4,000 km, float32's step is
-    25 cm: the heat map sat off its scan in CloudCompare and open3d)."""
-    vertex = np.dtype(
-        [(axis, "<f8") for axis in "xyz"] + [(c, "u1") for c in ("red", "green", "blue", "alpha")]
-    )
-    rows = np.empty(len(points), dtype=vertex)
-    for i, axis in enumerate("xyz"):
-        rows[axis] = points[:, i]
-    for i, channel in enumerate(("red", "green", "blue", "alpha")):
-        rows[channel] = colors[:, i]
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(rows)}\n"
-        + "".join(f"property double {axis}\n" for axis in "xyz")
-        + "".join(f"property uchar {c}\n" for c in ("red", "green", "blue", "alpha"))
-        + "end_header\n"
-    )
-    with open(path, "wb") as handle:
-        handle.write(header.encode("ascii"))
-        handle.write(rows.tobytes())
 
 
 @torch.no_grad()
@@ -161,7 +137,7 @@ def scene_query(
     Path(out).mkdir(parents=True, exist_ok=True)
     with atomic_files(out, OUTPUTS) as paths:
         with atomic_path(paths["heatmap.ply"]) as tmp:
-            write_heat_ply(tmp, scene_points, heat_colors(point_scores))
+            write_point_ply(tmp, scene_points, heat_colors(point_scores))
         heatmap_plot(points[shown], point_scores[shown], paths["heatmap.png"], f"“{text}”")
         write_json(paths["regions.json"], {"text": text, "scene": str(scene), "regions": regions})
     return regions[: config.top]

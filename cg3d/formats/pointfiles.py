@@ -1,4 +1,5 @@
-"""A user's point files (the app's and `cg3d classify`/`scene`'s inputs): npy, text, PLY.
+"""A user's point files (the app's and `cg3d classify`/`scene`'s inputs): npy, text, PLY; and
+the point PLY scene-query writes (`write_point_ply`).
 
 Meshes go through the pipeline's `load_mesh`; benchmark files through `cg3d.eval.readers`.
 """
@@ -179,3 +180,28 @@ def _declared_vertices(path: Path) -> int | None:
         if words[:2] == ["element", "vertex"] and len(words) > 2 and words[2].isdigit():
             return int(words[2])
     return None
+
+
+def write_point_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
+    """`points` (N, 3) with their RGBA `colors` (N, 4) as a binary PLY of doubles (scene-query's
+    heatmap.ply; `read_point_file` reads it back): trimesh writes float32, which a georeferenced
+    scan's coordinates do not fit (at 4,000 km, float32's step is 25 cm: the heat map sat off its
+    scan in CloudCompare and open3d). Meshes are written by trimesh (`synthetic.write_ply`)."""
+    vertex = np.dtype(
+        [(axis, "<f8") for axis in "xyz"] + [(c, "u1") for c in ("red", "green", "blue", "alpha")]
+    )
+    rows = np.empty(len(points), dtype=vertex)
+    for i, axis in enumerate("xyz"):
+        rows[axis] = points[:, i]
+    for i, channel in enumerate(("red", "green", "blue", "alpha")):
+        rows[channel] = colors[:, i]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(rows)}\n"
+        + "".join(f"property double {axis}\n" for axis in "xyz")
+        + "".join(f"property uchar {c}\n" for c in ("red", "green", "blue", "alpha"))
+        + "end_header\n"
+    )
+    with open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(rows.tobytes())

@@ -10,6 +10,8 @@ gets a failure reason, and a fresh Blender is started for the next one.
 """
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import resource
@@ -57,14 +59,38 @@ BLENDER_CODE_VARIABLES = ("BLENDER_USER_SCRIPTS",)
 BLENDER_SYSTEM_PREFIX = "BLENDER_SYSTEM_"
 
 
+# Blender takes its colour management from the OCIO variable, else the user's datafiles
+# (BLENDER_USER_DATAFILES, then ~/.config/blender/5.0/datafiles or BLENDER_USER_RESOURCES'),
+# before its own: a researcher's Filmic or ACES install there changed every rendered pixel,
+# silently. The worker is given the bpy package's own datafiles as the user's.
+BLENDER_COLOUR_VARIABLES = ("OCIO",)
+
+
+@functools.cache
+def bundled_datafiles() -> str | None:
+    """The bpy package's `datafiles` folder (found, not imported: that is all of Blender);
+    None where there is no bpy (the worker then says so)."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(Path(spec.origin).parent.glob("*/datafiles"))
+    return str(found[-1]) if found else None
+
+
 def worker_environment() -> dict[str, str]:
     """This process's environment less the Blender variables that would make the worker run
-    code other than its own or another install's (Blender never auto-runs scripts)."""
-    return {
+    code other than its own or another install's (Blender never auto-runs scripts), or render
+    through a colour configuration other than its own."""
+    dropped = BLENDER_CODE_VARIABLES + BLENDER_COLOUR_VARIABLES
+    environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in BLENDER_CODE_VARIABLES
+        if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in dropped
     }
+    datafiles = bundled_datafiles()
+    if datafiles is not None:
+        environment["BLENDER_USER_DATAFILES"] = datafiles
+    return environment
 
 
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:

@@ -65,7 +65,7 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
-from cg3d.params import TrainConfig, bound_workers
+from cg3d.params import TrainConfig
 from cg3d.stopping import (
     AwakeTimer,
     dead_worker_signal,
@@ -619,11 +619,12 @@ class Loader:
 
     def __iter__(self) -> Iterator[dict]:
         if self.workers is None:
-            # Each loader worker reads whole shards: more workers than shards (or CPUs) only
-            # start idle processes (0 stays 0: batches made in this process).
-            workers = self.config.workers
-            shards = len(self.dataset.names)
-            workers = bound_workers(workers, jobs=shards) if workers > 0 else 0
+            # Each loader worker reads whole shards: more workers than shards only start idle
+            # processes (0 stays 0: batches made in this process). Not bound by this node's
+            # CPUs here: the stage did that (`loop.loader_workers`), and a run requeued on a
+            # node with fewer CPUs keeps its checkpoint's count, whose batches it began with
+            # (bound again here, it went on with other batches than the unbroken run's).
+            workers = min(self.config.workers, max(len(self.dataset.names), 1))
             if workers:
                 side = self.dataset.preprocess.image_size
                 self.dataset.slots = BatchSlots(workers, PREFETCH + 1, self.config, side)

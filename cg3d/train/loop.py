@@ -29,6 +29,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -331,7 +332,7 @@ def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-# `.resume/` being removed by `publish` (.gitignore)
+# `.resume/` being removed by `publish`: the prefix of its new name (.gitignore)
 REMOVED_RESUME = ".resume.removed"
 
 
@@ -358,8 +359,11 @@ def publish(out: Path, about: dict[str, Any]) -> None:
     # Out of the way in one rename, then removed: a kill part way through removing `.resume/`
     # itself left some of its curves, which the rerun took for an unpublished run and
     # published over the whole ones (`prepare_model` resumes while `.resume/` exists)
-    removed = out / REMOVED_RESUME
-    shutil.rmtree(removed, ignore_errors=True)  # an earlier kill's
+    # Under a fresh name: one fixed name that an earlier removal could not clear (a file an NFS
+    # client keeps busy, or anything else there) made the rename fail, and every rerun with it
+    for earlier in out.glob(f"{REMOVED_RESUME}*"):  # an earlier kill's
+        shutil.rmtree(earlier, ignore_errors=True)
+    removed = tempfile.mkdtemp(prefix=f"{REMOVED_RESUME}.", dir=out)
     os.replace(folder, removed)
     shutil.rmtree(removed, ignore_errors=True)
 
@@ -409,12 +413,14 @@ def fit(
     test_batches: Iterable[dict[str, Any]],
     training: dict[str, Any] | None = None,
     data: str = "",
+    workers_asked: int | None = None,
 ) -> dict[str, Any]:
     """Train `model` for `config.epochs`, evaluating and checkpointing every epoch.
 
     `train_batches` needs `num_batches` (or `len`) and may have `set_epoch(epoch)` and
     `skipped` (samples it could not decode); `training` is the state `prepare_model` read for
-    a resumed run; `data` identifies the shards (`data_fingerprint`). Only rank 0 writes
+    a resumed run; `data` identifies the shards (`data_fingerprint`); `workers_asked`, the
+    `train.workers` asked for, is recorded beside (`run_identity`). Only rank 0 writes
     `out/.resume/` each epoch and `out/last.pt`, `out/metrics.json`, `out/about.json`,
     `out/run.json` and the curves `out/dvclive/plots/` at the end (`publish`). Returns the
     last epoch's numbers.
@@ -426,7 +432,7 @@ def fit(
     updates = num_updates(total_batches, config.grad_accum)
     trainer = Trainer(model, config, updates, model.device())
     prototypes, label = held_out_prototypes(model, config.eval_templates)
-    identity = run_identity(config, data)  # what the checkpoint says made it
+    identity = run_identity(config, data, workers_asked)  # what the checkpoint says made it
     first_epoch, step = restore(trainer, training, config.seed + rank)
     if rank == 0:
         resume_folder(out).mkdir(parents=True, exist_ok=True)
@@ -563,7 +569,9 @@ def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, proces
         raise UsageError(problem)
 
 
-def loader_workers(config: TrainConfig, resumed: int | None = None) -> int:
+def loader_workers(
+    config: TrainConfig, resumed: int | None = None, asked: int | None = None
+) -> int:
     """The loader workers a run starts: at most the CPUs this process may use
     (`bound_workers`; the other bound, the shards, is the data's). Two or more deal the batches
     among them, so their count is what trained: the checkpoint records it.
@@ -573,8 +581,11 @@ def loader_workers(config: TrainConfig, resumed: int | None = None) -> int:
     within what `train.workers` asks: it is then this very run's count, bound by the CPUs of
     the node it began on, and the run goes on with the same batches (its loader workers share
     fewer CPUs, or leave some idle). Bound again on the new node, `--resume auto` saw "a
-    different 'workers'" and trained the whole run again from its first epoch."""
-    if resumed is not None and config.workers > 1 and resumed <= config.workers:
+    different 'workers'" and trained the whole run again from its first epoch. `asked`: the
+    `train.workers` the checkpoint's run asked for (None: not recorded); another ask is
+    another run (a `workers: 2` raised to 8 went on with 2, where a fresh run trains with 8)."""
+    same_ask = asked is None or asked == config.workers
+    if resumed is not None and config.workers > 1 and resumed <= config.workers and same_ask:
         return resumed
     return bound_workers(config.workers) if config.workers > 1 else config.workers
 
@@ -609,15 +620,16 @@ def _train_stage(shards: Path, out: Path, config: TrainConfig, resume: str) -> d
     check_point_channels(shards, config.point_channels)
     check_sizes(shards, index, config, size)
     data = data_fingerprint(index)
-    kept = loader_workers(config, recorded_workers(out) if resume != "never" else None)
+    kept = loader_workers(config, *(recorded_workers(out) if resume != "never" else ()))
     model, training = prepare_model(
         dataclasses.replace(config, workers=kept), list(index["classes"]), out, resume, data
     )
     # not resumed (another param changed): a fresh run's count, as in an empty folder
     workers = kept if training is not None else loader_workers(config)
+    asked = config.workers
     config = say_loader_workers(config, workers, training is not None)
     preprocess = ClipPreprocess.of_model(model.clip.visual)
     loader_config = LoaderConfig.of_params(config, preprocess.image_size)
     train_batches = make_loader(shards, "train", loader_config, preprocess, True, rank, size)
     test_batches = make_loader(shards, "test", loader_config, preprocess, False)
-    return fit(config, out, model, train_batches, test_batches, training, data)
+    return fit(config, out, model, train_batches, test_batches, training, data, asked)

@@ -73,20 +73,26 @@ def resume_checkpoint(out: Path) -> Path:
     return unfinished if unfinished.exists() else Path(out) / "last.pt"
 
 
-def recorded_workers(out: Path) -> int | None:
-    """The loader workers (`train.workers`, as started) of the run whose checkpoint a resume
-    reads (`resume_checkpoint`), read without its weights (the pickle alone, its tensors
-    memory-mapped); None where there is none or it records none (`prepare_model` then reads
-    the file whole and says what is wrong)."""
+def recorded_workers(out: Path) -> tuple[int | None, int | None]:
+    """(the loader workers started, the `train.workers` asked: `WORKERS_ASKED`) of the run
+    whose checkpoint a resume reads (`resume_checkpoint`), read without its weights (the
+    pickle alone, its tensors memory-mapped); None for what it does not record (a checkpoint
+    made before the asked count was, or none: `prepare_model` then reads the file whole and
+    says what is wrong)."""
     path = resume_checkpoint(out)
     try:
         if not path.is_file():  # a FIFO would block the read
-            return None
+            return None, None
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        workers = payload["training"]["run"]["config"]["workers"]
+        run = payload["training"]["run"]
+        workers, asked = run["config"]["workers"], run.get(WORKERS_ASKED)
     except Exception:  # noqa: BLE001 - any failure here is prepare_model's to say
-        return None
-    return workers if isinstance(workers, int) and not isinstance(workers, bool) else None
+        return None, None
+    return _count_or_none(workers), _count_or_none(asked)
+
+
+def _count_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def seed_everything(seed: int) -> None:
@@ -100,9 +106,16 @@ def data_fingerprint(index: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()
 
 
-def run_identity(config, data: str) -> dict[str, Any]:
-    """What a checkpoint records to say which run made it: the whole config and the data."""
-    return {"config": dataclasses.asdict(config), "data": data}
+# Beside a run's identity, the `train.workers` asked for, which `config.workers` (the count
+# started, bound by the CPUs) is not: a requeue keeps the started count only for the same ask
+WORKERS_ASKED = "workers_asked"
+
+
+def run_identity(config, data: str, workers_asked: int | None = None) -> dict[str, Any]:
+    """What a checkpoint records to say which run made it: the whole config and the data
+    (and, not compared, the `train.workers` asked for: `WORKERS_ASKED`)."""
+    identity = {"config": dataclasses.asdict(config), "data": data}
+    return identity if workers_asked is None else identity | {WORKERS_ASKED: workers_asked}
 
 
 def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: str) -> str:

@@ -68,7 +68,7 @@ def _cut_short_at(monkeypatch, output: str) -> None:
     """Make the writer of `output` fail part way, as a full disk does (the others still work)."""
     if output == "heatmap.ply":
         monkeypatch.setattr(
-            "cg3d.eval.scene.write_heat_ply",
+            "cg3d.eval.scene.write_point_ply",
             lambda path, points, colors: _torn_write(path, b"ply\n" * 99),
         )
     elif output == "heatmap.png":

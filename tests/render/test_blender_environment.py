@@ -3,7 +3,9 @@
 neither startup scripts nor add-ons a saved userpref.blend enables (a glTF importer user
 extension among them), nor modules there named like Blender's own importers."""
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -118,3 +120,46 @@ def test_no_script_a_users_blender_folders_hold_runs_in_a_render(planted, tmp_pa
     assert {f"{i}.view_00.png" for i in ["lshape", "cylinder", "box", "cone"]} <= names
     # BLENDER_SYSTEM_SCRIPTS' startup script ran in every worker
     assert sorted(p.name for p in marks.iterdir()) == []
+
+
+# A user's own colour management (a Filmic or ACES config installed into Blender's user
+# datafiles, or the OCIO variable a VFX shell sets): the "Standard" view of the sRGB display
+# here goes to Display P3, as another config's Standard may.
+def user_colour_config(folder: Path) -> Path:
+    package = Path(importlib.util.find_spec("bpy").origin).parent  # not imported: all Blender
+    bundled = package / "5.0" / "datafiles" / "colormanagement"
+    shutil.copytree(bundled, folder)
+    config = folder / "config.ocio"
+    text = config.read_text()
+    standard = "{name: Standard, view_transform: Standard, display_colorspace: sRGB}"
+    assert standard in text
+    config.write_text(text.replace(standard, standard.replace("sRGB}", "Display P3}"), 1))
+    return config
+
+
+def rendered_views(meshes: Path, out: Path) -> dict[str, bytes]:
+    config = RenderConfig(views=1, resolution=32, background="transparent", workers=1)
+    summary = render_meshes(meshes, out, config)
+    assert summary.rendered == 4, summary
+    (part,) = out.glob("part-*.tar")
+    with tarfile.open(part) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.name.endswith(".png")}
+
+
+def test_a_users_colour_management_does_not_change_the_views(tmp_path, monkeypatch):
+    """Blender takes its colour configuration from the user's datafiles folder
+    (~/.config/blender/5.0/datafiles/colormanagement, BLENDER_USER_RESOURCES/datafiles) and
+    from the OCIO variable before its own: a researcher's Filmic/ACES install changed every
+    rendered pixel, silently (the data, the shards and training then differ by machine)."""
+    for name in [n for n in os.environ if n.startswith("BLENDER_") or n == "OCIO"]:
+        monkeypatch.delenv(name)
+    write_meshes(tmp_path / "meshes")
+    monkeypatch.setenv("HOME", str(tmp_path / "plain"))
+    plain = rendered_views(tmp_path / "meshes", tmp_path / "plain-out")
+    datafiles = tmp_path / "home" / ".config" / "blender" / "5.0" / "datafiles"
+    config = user_colour_config(datafiles / "colormanagement")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert rendered_views(tmp_path / "meshes", tmp_path / "home-out") == plain
+    monkeypatch.setenv("HOME", str(tmp_path / "plain"))
+    monkeypatch.setenv("OCIO", str(config))
+    assert rendered_views(tmp_path / "meshes", tmp_path / "ocio-out") == plain

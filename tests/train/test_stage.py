@@ -178,6 +178,36 @@ def test_a_run_records_its_loader_workers_and_a_requeue_on_other_cpus_resumes_wi
     assert payload["training"]["run"]["config"]["workers"] == 1
 
 
+def test_a_run_asked_for_more_loader_workers_does_not_resume_with_its_checkpoints_fewer(
+    shards, tmp_path, capsys, monkeypatch
+):
+    """The checkpoint's count is kept on a requeue (the same `train.workers`, fewer CPUs), not
+    when `train.workers` itself changed: a killed run's params.yaml raised from 2 to 3 went on
+    with 2 loader workers, where a fresh run (and the dvc.lock's params) trains with 3."""
+    import dataclasses
+
+    import torch
+
+    import cg3d.params
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=2, workers=2))
+    out = tmp_path / "run"
+    monkeypatch.setattr(cg3d.params, "cpu_count", lambda: 3)
+    train_stage(shards, out, config, resume="auto")
+    payload = torch.load(out / "last.pt", weights_only=True)
+    payload["training"]["epoch"] = 1  # as a run killed after its first epoch
+    torch.save(payload, out / "last.pt")
+    capsys.readouterr()
+    train_stage(shards, out, dataclasses.replace(config, workers=3), resume="auto")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "not resuming" in said and "a different 'workers' (2, now 3)" in said
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["training"]["run"]["config"]["workers"] == 3
+    assert payload["training"]["run"]["workers_asked"] == 3
+
+
 @pytest.mark.parametrize("moved", [False, True], ids=["before-publish", "mid-publish"])
 def test_a_run_stopped_after_its_last_save_publishes_on_resume_without_training_again(
     shards, tmp_path, capsys, moved
@@ -241,7 +271,26 @@ def test_a_kill_while_publish_removes_the_resume_folder_keeps_the_published_curv
     assert any(path.parts[-2] == "test" for path in curves)
     train_stage(shards, out, config, resume="auto")
     assert sorted(p.relative_to(out) for p in (out / "dvclive").rglob("*.tsv")) == curves
-    assert not (out / ".resume").exists() and not (out / ".resume.removed").exists()
+    assert not (out / ".resume").exists() and not list(out.glob(".resume.removed*"))
+
+
+def test_a_resume_folder_removal_that_could_not_be_cleared_does_not_stop_the_next_publish(
+    shards, tmp_path
+):
+    """`publish` renamed `.resume/` to one fixed name, cleared first: what stayed there (a file
+    an NFS client keeps busy after the last removal; here a file of that name) made every
+    publish fail after last.pt was moved, and every rerun with it."""
+    from cg3d.params import TrainConfig, load_section
+    from cg3d.train.loop import train_stage
+
+    config = load_section(TrainConfig, "train", params_file(tmp_path, epochs=1))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".resume.removed").write_text("not removable by rmtree")
+    result = train_stage(shards, out, config, resume="auto")
+    assert result["epoch"] == 1
+    assert (out / "last.pt").is_file() and (out / "metrics.json").is_file()
+    assert not (out / ".resume").exists()
 
 
 def test_a_second_training_into_the_same_folder_fails_at_once(shards, tmp_path):
