@@ -290,7 +290,10 @@ def open_curves(out: Path, first_epoch: int):
     folder = resume_folder(out) / "dvclive"
     published = Path(out) / "dvclive" / "plots"
     if first_epoch and not (folder / "plots").is_dir() and published.is_dir():
-        shutil.copytree(published, folder / "plots")
+        # The bytes, not the modes: curves DVC checked out are read-only (0444, hardlinks into
+        # its cache), and dvclive appends to the copies: with copy2's modes every extension
+        # of the run stopped at its first epoch's end with EACCES, and so did each rerun.
+        shutil.copytree(published, folder / "plots", copy_function=shutil.copyfile)
     if first_epoch:
         truncate_curves(folder / "plots", first_epoch)
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)

@@ -1,5 +1,7 @@
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -182,6 +184,25 @@ KILL_POINTS = {
 
 def curve(out, name: str) -> list[str]:
     return (out / f"dvclive/plots/metrics/{name}.tsv").read_text().splitlines()
+
+
+def test_a_run_extended_from_read_only_published_curves_appends_to_writable_copies(tmp_path):
+    # As DVC checks its outputs out: each file a read-only hardlink into its cache.
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    published = out / "dvclive/plots/metrics/train/loss.tsv"
+    published.parent.mkdir(parents=True)
+    cache.write_text("step\tloss\n0\t3.5\n")
+    os.link(cache, published)
+    cache.chmod(0o444)
+
+    live = loop.open_curves(out, first_epoch=1)
+    live.log_metric("train/loss", 2.5)
+    live.next_step()
+
+    copy = loop.resume_folder(out) / "dvclive/plots/metrics/train/loss.tsv"
+    assert copy.stat().st_mode & stat.S_IWUSR  # copied 0444, dvclive's append was EACCES
+    assert copy.read_text().splitlines()[1:] == ["0\t3.5", "1\t2.5"]
+    assert cache.read_text() == "step\tloss\n0\t3.5\n"
 
 
 @pytest.fixture(scope="module")
