@@ -266,8 +266,12 @@ def test_render_starts_no_more_blenders_than_cpus_or_chunks(
 
 
 def test_the_training_loader_starts_no_more_workers_than_cpus_or_shards(two_cpus, monkeypatch):
+    """The stage bounds the count by the CPUs (`loop.loader_workers`: a resume may keep its
+    checkpoint's), the loader by the shards, each worker reading whole shards."""
     from cg3d.train import data
+    from cg3d.train.loop import loader_workers
 
+    assert loader_workers(TrainConfig(workers=500)) == 2
     made = {}
 
     def loader(dataset, **kwargs):
@@ -277,7 +281,7 @@ def test_the_training_loader_starts_no_more_workers_than_cpus_or_shards(two_cpus
     monkeypatch.setattr(data.torch.utils.data, "DataLoader", loader)
     params = TrainConfig(batch_size=2, n_points=4)  # tiny worker buffers
     config = dataclasses.replace(data.LoaderConfig.of_params(params, image_size=8), workers=1000)
-    for shards, expected in ((["a.tar"], 1), (["a.tar", "b.tar", "c.tar"], 2)):
+    for shards, expected in ((["a.tar"], 1), (["a.tar", "b.tar", "c.tar"], 3)):
         dataset = type("D", (), {"names": shards, "preprocess": data.ClipPreprocess(8)})()
         with pytest.raises(Stop):
             iter(data.Loader(dataset, config, train=True, samples=4)).__next__()

@@ -70,7 +70,10 @@ BLENDER_COLOUR_VARIABLES = ("OCIO",)
 def bundled_datafiles() -> str | None:
     """The bpy package's `datafiles` folder (found, not imported: that is all of Blender);
     None where there is no bpy (the worker then says so)."""
-    spec = importlib.util.find_spec("bpy")
+    try:
+        spec = importlib.util.find_spec("bpy")
+    except (ImportError, ValueError):  # a broken install, or a finder that refuses it
+        return None
     if spec is None or spec.origin is None:
         return None
     found = sorted(Path(spec.origin).parent.glob("*/datafiles"))
