@@ -49,6 +49,7 @@ from cg3d.files import (
     zero_tail,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
+from cg3d.formats.pointfiles import is_number
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
@@ -1408,20 +1409,12 @@ def texture_map(line: str) -> tuple[str, list[str], str] | None:
         options.append(option)
         for _ in range(TEXTURE_OPTIONS[option]):
             value, _, after = rest.strip().partition(" ")
-            if not value or (TEXTURE_OPTIONS[option] > 1 and not _is_number(value)):
+            if not value or (TEXTURE_OPTIONS[option] > 1 and not is_number(value)):
                 break
             options.append(value)
             rest = after
         rest = rest.strip()
     return keyword, options, rest.replace('"', "")
-
-
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
 
 
 def _mtl_maps(mtl: Path) -> list[str]:
@@ -1445,7 +1438,7 @@ def defined_materials(copy: Path) -> dict[str, bool]:
                 name = words[1].strip()
                 states_kd.setdefault(name, False)
             elif name is not None and len(words) == 2 and words[0] == "Kd":
-                states_kd[name] = states_kd[name] or _is_number(words[1].split()[0])
+                states_kd[name] = states_kd[name] or is_number(words[1].split()[0])
     return states_kd
 
 
