@@ -284,6 +284,33 @@ def test_objaverse_xl_mixed_formats_are_objects_by_their_uid(tmp_path: Path) -> 
     assert rows["bb22.stl"].id.startswith("objaverse-bb22-")
 
 
+def test_objaverse_downloader_leftovers_mark_the_half_file_or_are_rows(tmp_path: Path) -> None:
+    """Objaverse passed over downloader leftovers unsaid: the `.glb` aria2 was still writing
+    into was an ok object, and a download that never finished was not named."""
+    root = tmp_path / "objaverse"
+    glbs = root / "glbs" / "000-001"
+    write_mesh(glbs / "aa11.glb", box())
+    write_mesh(glbs / "bb22.glb", box((1, 2, 1)))
+    (glbs / "bb22.glb.aria2").write_bytes(b"\0\1" * 40)
+    (glbs / "cc33.glb.crdownload").write_bytes(b"glTF")
+    (glbs / "dd44.stl.part").write_bytes(b"solid")
+    (glbs / "ee55.glb.tmp").write_bytes(b"glTF")  # not annotated: no object, no row
+    labels = {"mug": ["aa11", "bb22", "cc33"], "vase": ["dd44"]}
+    (root / "annotations.json").write_text(json.dumps(labels))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert sorted(rows) == ["aa11.glb", "bb22.glb", "cc33.glb.crdownload", "dd44.stl.part"]
+    assert rows["aa11.glb"].status == "ok"
+    assert rows["bb22.glb"].status == "unreadable"
+    assert "an unfinished download (aria2's .aria2 file 'bb22.glb.aria2'" in rows["bb22.glb"].error
+    chrome, firefox = rows["cc33.glb.crdownload"], rows["dd44.stl.part"]
+    assert chrome.status == firefox.status == "unreadable"
+    assert "Chrome's .crdownload file of a download that never finished" in chrome.error
+    assert (chrome.class_name, firefox.class_name) == ("mug", "vase")
+    assert "Firefox's or wget2's .part file of a download" in firefox.error
+
+
 def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) -> None:
     """The listing's own check of a link (`not_a_file`), without the stage."""
     from cg3d.pipeline.sources import not_a_file
