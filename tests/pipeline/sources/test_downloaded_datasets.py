@@ -389,6 +389,24 @@ def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) ->
     assert lamp.startswith("lamp.mtl (a git-annex pointer")
 
 
+def test_a_texture_that_is_a_saved_html_page_of_any_size_is_listed_as_missing(
+    tmp_path: Path,
+) -> None:
+    """Only files under 1 KB were read for stand-ins: GitHub's 404 page (5 KB, say) saved as
+    `wood.png` passed as a texture, and Blender rendered the object untextured unsaid."""
+    folder = tmp_path / "root" / "crate"
+    write_mesh(folder / "crate.obj", box())
+    (folder / "crate.obj").write_text("mtllib crate.mtl\n" + (folder / "crate.obj").read_text())
+    (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
+    page = GITHUB_404.replace(b"404</body>", b"<p>" + b"x" * 5000 + b"</p>404</body>")
+    (folder / "wood.png").write_bytes(page)
+    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5000))  # a real one
+    row = folder_manifest(tmp_path / "root", tmp_path / "out")["crate.obj"]
+    assert row["status"] == "ok"
+    (wood,) = row["missing"]
+    assert wood.startswith("wood.png (an HTML page (titled 'Page not found &middot; GitHub')")
+
+
 def test_a_mesh_and_a_root_are_known_as_packed_by_one_table(tmp_path: Path) -> None:
     """Two tables of magic bytes disagreed: a mesh that was a tar or bzip2 stream was read as
     its format (an OBJ "holding no geometry"), a RAR root was "a file, not a folder". An OBJ
