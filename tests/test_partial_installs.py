@@ -269,3 +269,31 @@ def test_sample_needing_blender_without_bpy_is_one_line_before_its_out(
     assert "pip install 'bpy==" in done.stderr
     assert done.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.blender
+def test_a_resumed_sample_asks_for_bpy_only_when_blender_work_is_left(tmp_path):
+    """A sample whose glTF objects were all done was refused on a node without bpy, though
+    nothing left needs Blender; with such a chunk left to compute, it is still refused."""
+    import trimesh
+
+    source = tmp_path / "source" / "cube"
+    source.mkdir(parents=True)
+    for name in ("box.glb", "box.off"):
+        trimesh.creation.box().export(source / name)
+    meshes, out = tmp_path / "meshes", tmp_path / "points"
+    settings = ["--set", "meshes.source=folder", "--set", f"meshes.root={source.parent}"]
+    made = _cg3d(dict(os.environ), "meshes", "--out", str(meshes), *settings)
+    assert made.returncode == 0, made.stderr[-500:]
+    done = _cg3d(dict(os.environ), "sample", "--meshes", str(meshes), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-500:]
+    parts = sorted(out.glob("part-*.parquet"))
+    env = _without(tmp_path, "bpy")
+    resumed = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-500:]
+    assert sorted(out.glob("part-*.parquet")) == parts
+    for part in parts:  # the glTF's chunk left to compute
+        part.unlink()
+    refused = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out))
+    assert refused.returncode == 2, refused.stderr[-500:]
+    assert refused.stderr.startswith("error: `python -m cg3d sample` needs the package 'bpy'")

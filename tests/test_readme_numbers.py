@@ -65,6 +65,6 @@ def test_the_held_out_numbers_in_the_text_are_the_committed_metrics():
     zeroshot, train = metrics("eval/zeroshot"), metrics("train")
     shapes = re.search(r"synthetic held-out split \((\d+) shapes, (\d+) classes", SECTION)
     assert shapes and int(shapes[1]) == zeroshot["n_shapes"]
-    assert round(1 / int(shapes[2]), 6) == round(train["chance_point_text"], 6)
+    assert round(100 / int(shapes[2]), 6) == round(train["chance_point_text"], 6)  # in %
     accuracy = re.search(r"held-out point→text accuracy ([\d.]+) %", SECTION)
-    assert accuracy and accuracy[1] == printed(100 * train["test_point_text_acc"])
+    assert accuracy and accuracy[1] == printed(train["test_point_text_acc"])

@@ -87,7 +87,9 @@ def _words(line: str) -> list[str]:
     return line.partition("#")[0].replace(",", " ").split()
 
 
-def _is_number(word: str) -> bool:
+def is_number(word: str) -> bool:
+    """Whether a word of a text file is one number as Python reads it (`1e-3`, `nan`, `-inf`);
+    point files and MTL texture options alike."""
     try:
         float(word)
     except ValueError:
@@ -101,7 +103,7 @@ def _count_or_header(words: list[str]) -> str | None:
     None for a row to read as numbers."""
     if len(words) == 1 and words[0].isascii() and words[0].isdigit():
         return "count"
-    if not any(_is_number(word) for word in words):
+    if not any(is_number(word) for word in words):
         return "header"
     return None
 
@@ -134,7 +136,7 @@ def _bad_line(path: Path) -> str | None:
                 first = False
                 if _count_or_header(words):
                     continue
-            word = next((word for word in words if not _is_number(word)), None)
+            word = next((word for word in words if not is_number(word)), None)
             if word is not None:
                 return f"line {number}: {word!r} is not a number"
             if columns is None:

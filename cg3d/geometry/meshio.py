@@ -32,7 +32,6 @@ import numpy as np
 
 from cg3d.files import (
     ARCHIVES,
-    STAND_IN_PROBE,
     OutsideRoot,
     annex_link,
     confined_path,
@@ -49,6 +48,7 @@ from cg3d.files import (
     zero_tail,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
+from cg3d.formats.pointfiles import is_number
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
@@ -1408,20 +1408,12 @@ def texture_map(line: str) -> tuple[str, list[str], str] | None:
         options.append(option)
         for _ in range(TEXTURE_OPTIONS[option]):
             value, _, after = rest.strip().partition(" ")
-            if not value or (TEXTURE_OPTIONS[option] > 1 and not _is_number(value)):
+            if not value or (TEXTURE_OPTIONS[option] > 1 and not is_number(value)):
                 break
             options.append(value)
             rest = after
         rest = rest.strip()
     return keyword, options, rest.replace('"', "")
-
-
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
 
 
 def _mtl_maps(mtl: Path) -> list[str]:
@@ -1445,7 +1437,7 @@ def defined_materials(copy: Path) -> dict[str, bool]:
                 name = words[1].strip()
                 states_kd.setdefault(name, False)
             elif name is not None and len(words) == 2 and words[0] == "Kd":
-                states_kd[name] = states_kd[name] or _is_number(words[1].split()[0])
+                states_kd[name] = states_kd[name] or is_number(words[1].split()[0])
     return states_kd
 
 
@@ -1456,18 +1448,18 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
     stage lists them in the manifest (`missing`), as it does one that is a Git LFS or git-annex
     pointer (`files.stand_in`). One stat each, which the check of the files that exist needs
-    anyway (and a read of a file under 1 KB): no image is opened."""
+    anyway, and a read of each file's first KB (`files.stand_in`): no image is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
     missing: list[str] = []
 
     def reference(name: str, file: Path | None) -> Path | None:
-        # A texture or MTL that is a Git LFS or git-annex pointer counts as missing, said so:
-        # Blender rendered the object untextured without a word. Read only when its size is a
-        # pointer's (under 1 KB): the stat is cached from `why_not_a_file`'s, and an image is
-        # never opened.
-        said = file_stand_in(file) if file is not None and _pointer_sized(file) else ""
+        # A texture or MTL that is a Git LFS or git-annex pointer, or a server's HTML page or
+        # XML error saved under its name, counts as missing, said so: Blender rendered the
+        # object untextured without a word. Its first KB is read whatever its size (a page is
+        # any size: only files under 1 KB were read, and a 5 KB 404 page passed as an image).
+        said = file_stand_in(file) if file is not None else ""
         if file is None or said:
             missing.append(f"{_named(name)} ({said})" if said else _named(name))
             return None
@@ -1484,14 +1476,6 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
         for _, name, file in _gltf_references(gltf_document(path), base, root):
             reference(name, file)
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
-
-
-def _pointer_sized(path: Path) -> bool:
-    """Whether the file at `path` is no larger than a Git LFS or git-annex pointer can be."""
-    try:
-        return os.stat(path).st_size <= STAND_IN_PROBE
-    except OSError:
-        return False  # the reader's own open says why
 
 
 def mtl_texture(root: Path, mtl: Path, name: str) -> Path | None:

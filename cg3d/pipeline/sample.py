@@ -47,7 +47,13 @@ from cg3d.geometry.sampling import (
     surface_sample_count,
 )
 from cg3d.params import SampleConfig
-from cg3d.pipeline.chunks import ChunkedOutput, bound_workers, plan_chunks, run_chunks
+from cg3d.pipeline.chunks import (
+    MEMBERS_NAME,
+    ChunkedOutput,
+    bound_workers,
+    plan_chunks,
+    run_chunks,
+)
 
 STAGE = "sample"
 # Config fields that change how fast the points come, not which: left out of the resume plan.
@@ -179,8 +185,12 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     config.validate()
     meshes_dir = Path(meshes_dir)
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
-    if any_needs_blender(meshes_dir, config):  # a glTF, or colours asked for
-        require("bpy")  # its Blender worker started on the first such object, --out made
+    # bpy (a glTF, or colours asked for) is asked for before any work: its Blender worker
+    # started on the first such object, --out made. A run that resumes asks only if a chunk
+    # left to compute needs it: one whose glTF objects are all done needs none.
+    started = (Path(out_dir) / MEMBERS_NAME).is_file()
+    if not started and any_needs_blender(meshes_dir, config):
+        require("bpy")
     output = ChunkedOutput(
         Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
     )
@@ -189,6 +199,10 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     plan = plan_chunks(
         partial(manifest_tables, meshes_dir), output, config.chunk_size, config.workers
     )
+    if started and any(
+        needs_blender(row["path"], config) for _, rows in plan.jobs(plan.recomputed) for row in rows
+    ):
+        require("bpy")
     workers = bound_workers(config.workers, config.executor)
     sizes = plan.sizes()
     jobs = (

@@ -28,7 +28,8 @@ def evaluate(
     autocast: Callable[[], AbstractContextManager],
     device_images: Callable[[dict[str, Any]], torch.Tensor],
 ) -> dict[str, float]:
-    """Held-out accuracy: point→text (zero-shot over class prototypes) and point→image (in batch).
+    """Held-out accuracy in %, as eval's top-1 (`dvc metrics show` puts them side by side):
+    point→text (zero-shot over class prototypes) and point→image (in batch).
     `device_images` puts a batch's views on the device, CLIP-normalised (`Trainer.images`)."""
     model.eval()
     device = model.device()
@@ -47,7 +48,7 @@ def evaluate(
     if total == 0:
         raise UsageError("the held-out split holds no samples to evaluate on")
     return {
-        "point_text_acc": right_text / total,
-        "point_image_acc": right_image / total,
+        "point_text_acc": 100 * right_text / total,
+        "point_image_acc": 100 * right_image / total,
         "samples": total,
     }

@@ -78,7 +78,8 @@ __all__ += ["train_stage"]
 console = terminal.console(stderr=True)
 
 # The keys of the tracked `OUT/metrics.json`, numbers only: same params and data, same values
-# on any machine (what was trained goes to `about.json`, `run_about`)
+# on any machine (what was trained goes to `about.json`, `run_about`). Accuracies and chance
+# are in %, as eval's top1 and R@K beside them in `dvc metrics show`.
 TRACKED_METRICS = (
     "epoch",
     "train_loss",
@@ -260,7 +261,7 @@ def metrics_record(
         **run_about(config, model, extra.get("held_out_templates", "")),
         "world_size": world()[1],
         **extra,
-        "chance_point_text": 1 / len(model.config["classes"]),
+        "chance_point_text": 100 / len(model.config["classes"]),  # in %, as the accuracies
         **{key.replace("/", "_"): value for key, value in record.items()},
     }
 

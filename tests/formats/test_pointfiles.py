@@ -107,3 +107,11 @@ def test_a_text_point_file_that_stops_being_rows_names_its_line(tmp_path, text, 
     with pytest.raises(UsageError) as raised:
         read_point_file(path)
     assert str(raised.value) == f"{path}: unreadable point file ({message})"
+
+
+def test_point_files_and_mtl_options_share_one_number_test():
+    # one reading of "is this word a number" for a point row and an MTL option's values
+    from cg3d.formats import pointfiles
+    from cg3d.geometry import meshio
+
+    assert meshio.is_number is pointfiles.is_number

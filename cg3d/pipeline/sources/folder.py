@@ -123,26 +123,37 @@ def _unfinished(
     named = set(files)  # only then: a class may hold millions of files
     unfinished = {}
     for leftover in leftovers:
-        base, suffix = leftover.rsplit(".", 1)
-        whose = f"{LEFTOVER_SUFFIXES['.' + suffix.lower()]} .{suffix}"
+        base = leftover.rsplit(".", 1)[0]
         if base in named:
-            unfinished[base] = MeshError(
-                "unreadable",
-                f"an unfinished download ({whose} file {shown_name(Path(leftover).name, 60)} "
-                "lies beside it): let the download finish, or fetch the file again",
-            )
+            unfinished[base] = half_download(leftover)
         else:
-            links.append(
-                (
-                    leftover,
-                    MeshError(
-                        "unreadable",
-                        f"{whose} file of a download that never finished, not a mesh: let it "
-                        "finish (its mesh then takes the name without the suffix), or remove it",
-                    ),
-                )
-            )
+            links.append((leftover, lone_leftover(leftover)))
     return unfinished
+
+
+def _whose(leftover: str) -> str:
+    """The downloader and suffix of a leftover's name (`LEFTOVER_SUFFIXES`): "aria2's .aria2"."""
+    suffix = leftover.rsplit(".", 1)[1]
+    return f"{LEFTOVER_SUFFIXES['.' + suffix.lower()]} .{suffix}"
+
+
+def half_download(leftover: str) -> MeshError:
+    """The failure of the file beside the downloader's `leftover` (`x.glb` beside
+    `x.glb.aria2`): aria2 writes into the file's own name, Firefox makes it empty at the start."""
+    return MeshError(
+        "unreadable",
+        f"an unfinished download ({_whose(leftover)} file {shown_name(Path(leftover).name, 60)} "
+        "lies beside it): let the download finish, or fetch the file again",
+    )
+
+
+def lone_leftover(leftover: str) -> MeshError:
+    """The failure row of a downloader's `leftover` beside no file of its name."""
+    return MeshError(
+        "unreadable",
+        f"{_whose(leftover)} file of a download that never finished, not a mesh: let it "
+        "finish (its mesh then takes the name without the suffix), or remove it",
+    )
 
 
 def _record(

@@ -10,6 +10,9 @@ JSON, from `--annotations` or `ROOT/annotations.json`, in one of the forms
 glTF is Y-up. Files whose uid has no annotation are left out (they have no class). A uid found
 twice (a second `<uid>.glb` in another folder) or annotated under two categories, and a
 symlinked folder, are failure rows (`duplicate`, `ambiguous_label`, `outside_root`...).
+A downloader's leftover of a uid's file (`<uid>.glb.aria2`, `.part`...: the folder source's
+`LEFTOVER_SUFFIXES`) is no object: the file beside it is an "unfinished download" row, one
+alone a row saying that its download never finished.
 Classes sorted; split seeded per class.
 """
 
@@ -33,6 +36,7 @@ from cg3d.pipeline.sources import (
     seeded_split,
     stored_path,
 )
+from cg3d.pipeline.sources.folder import LEFTOVER_SUFFIXES, half_download, lone_leftover
 
 DEFAULT_ANNOTATIONS = "annotations.json"
 # The files that are objects when their stem is an annotated uid: Objaverse's .glb, and the
@@ -59,12 +63,17 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     files: dict[str, str] = {}
     symlinked: set[str] = set()  # the uids whose file is a link: stored as its target's path
     failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
+    leftovers: list[str] = []  # a downloader's, of an annotated uid's file (`<uid>.glb.aria2`)
     # from the root resolved (once: the stage's is already), the entries' paths need no
     # resolving of their own (`stored_path`)
     for entry in iter_sorted_entries(resolved_root(root)):
         path, failure = Path(entry.path), not_a_file(entry, root)
         if failure is not None:
             failures.append(_failure(path.as_posix(), "", failure.kind, failure.reason))
+        elif path.suffix.lower() in LEFTOVER_SUFFIXES:
+            target = path.with_suffix("")
+            if target.suffix.lower() in OBJECT_SUFFIXES and target.stem in labels:
+                leftovers.append(str(path))
         elif path.suffix.lower() in OBJECT_SUFFIXES and path.stem in labels:
             uid, kept = path.stem, files.get(path.stem)
             # one uid, two files: the preferred format is the object, then the first in path order
@@ -78,6 +87,7 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
                 symlinked.add(uid)
             else:
                 symlinked.discard(uid)
+    unfinished = _unfinished(files, leftovers, labels, failures)
     by_class: dict[str, list[str]] = {}
     for uid in files:
         category, _ = labels[uid]
@@ -88,8 +98,28 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
             by_class.setdefault(category, []).append(uid)
     if not by_class:
         raise UsageError(f"--annotations: none of the mesh files in {root} is annotated")
-    records = _records(by_class, files, symlinked, labels, config, out_dir)
+    records = _records(by_class, files, symlinked, unfinished, labels, config, out_dir)
     return Listing(sorted(by_class), chain(records, failures))
+
+
+def _unfinished(
+    files: dict[str, str], leftovers: list[str], labels: dict, failures: list[MeshRecord]
+) -> dict[str, MeshError]:
+    """{uid: why its file is unfinished} for each object file beside a downloader's leftover
+    (`aa11.glb` beside `aa11.glb.aria2`: aria2 writes into the file's own name, so the .glb
+    was taken whole while half of it was zeros); a leftover beside no object file is a row of
+    its own (its uid's class), saying that the download never finished. Before, both were
+    passed over unsaid, as the folder source had until t87d."""
+    unfinished = {}
+    for leftover in leftovers:
+        target = Path(leftover).with_suffix("")
+        if files.get(target.stem) == str(target):
+            unfinished[target.stem] = half_download(leftover)
+        else:
+            failure = lone_leftover(leftover)
+            category = labels[target.stem][0] or ""
+            failures.append(_failure(leftover, category, failure.kind, failure.reason))
+    return unfinished
 
 
 def _duplicate(uid: str, path: str, kept: str, labels: dict) -> MeshRecord:
@@ -115,7 +145,7 @@ def _failure(path: str, class_name: str, status: str, error: str) -> MeshRecord:
 
 
 def _records(
-    by_class, files, symlinked, labels, config: MeshesConfig, out_dir: Path
+    by_class, files, symlinked, unfinished, labels, config: MeshesConfig, out_dir: Path
 ) -> Iterator[MeshRecord]:
     for class_name in sorted(by_class):
         uids = cap_per_class(by_class[class_name], config.per_class, config.seed)
@@ -123,6 +153,8 @@ def _records(
         for uid in uids:
             try:
                 check_suffix(Path(files[uid]))  # a .fbx: a row naming the format
+                if uid in unfinished:
+                    raise unfinished[uid]
                 status, error = "ok", ""
             except MeshError as failure:
                 status, error = failure.kind, failure.reason

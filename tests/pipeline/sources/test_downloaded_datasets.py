@@ -284,6 +284,33 @@ def test_objaverse_xl_mixed_formats_are_objects_by_their_uid(tmp_path: Path) -> 
     assert rows["bb22.stl"].id.startswith("objaverse-bb22-")
 
 
+def test_objaverse_downloader_leftovers_mark_the_half_file_or_are_rows(tmp_path: Path) -> None:
+    """Objaverse passed over downloader leftovers unsaid: the `.glb` aria2 was still writing
+    into was an ok object, and a download that never finished was not named."""
+    root = tmp_path / "objaverse"
+    glbs = root / "glbs" / "000-001"
+    write_mesh(glbs / "aa11.glb", box())
+    write_mesh(glbs / "bb22.glb", box((1, 2, 1)))
+    (glbs / "bb22.glb.aria2").write_bytes(b"\0\1" * 40)
+    (glbs / "cc33.glb.crdownload").write_bytes(b"glTF")
+    (glbs / "dd44.stl.part").write_bytes(b"solid")
+    (glbs / "ee55.glb.tmp").write_bytes(b"glTF")  # not annotated: no object, no row
+    labels = {"mug": ["aa11", "bb22", "cc33"], "vase": ["dd44"]}
+    (root / "annotations.json").write_text(json.dumps(labels))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    assert sorted(rows) == ["aa11.glb", "bb22.glb", "cc33.glb.crdownload", "dd44.stl.part"]
+    assert rows["aa11.glb"].status == "ok"
+    assert rows["bb22.glb"].status == "unreadable"
+    assert "an unfinished download (aria2's .aria2 file 'bb22.glb.aria2'" in rows["bb22.glb"].error
+    chrome, firefox = rows["cc33.glb.crdownload"], rows["dd44.stl.part"]
+    assert chrome.status == firefox.status == "unreadable"
+    assert "Chrome's .crdownload file of a download that never finished" in chrome.error
+    assert (chrome.class_name, firefox.class_name) == ("mug", "vase")
+    assert "Firefox's or wget2's .part file of a download" in firefox.error
+
+
 def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) -> None:
     """The listing's own check of a link (`not_a_file`), without the stage."""
     from cg3d.pipeline.sources import not_a_file
@@ -360,6 +387,24 @@ def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) ->
     assert crate.startswith("wood.png (a Git LFS pointer (to an object of 1843211 bytes")
     (lamp,) = rows["lamp.obj"]["missing"]
     assert lamp.startswith("lamp.mtl (a git-annex pointer")
+
+
+def test_a_texture_that_is_a_saved_html_page_of_any_size_is_listed_as_missing(
+    tmp_path: Path,
+) -> None:
+    """Only files under 1 KB were read for stand-ins: GitHub's 404 page (5 KB, say) saved as
+    `wood.png` passed as a texture, and Blender rendered the object untextured unsaid."""
+    folder = tmp_path / "root" / "crate"
+    write_mesh(folder / "crate.obj", box())
+    (folder / "crate.obj").write_text("mtllib crate.mtl\n" + (folder / "crate.obj").read_text())
+    (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
+    page = GITHUB_404.replace(b"404</body>", b"<p>" + b"x" * 5000 + b"</p>404</body>")
+    (folder / "wood.png").write_bytes(page)
+    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5000))  # a real one
+    row = folder_manifest(tmp_path / "root", tmp_path / "out")["crate.obj"]
+    assert row["status"] == "ok"
+    (wood,) = row["missing"]
+    assert wood.startswith("wood.png (an HTML page (titled 'Page not found &middot; GitHub')")
 
 
 def test_a_mesh_and_a_root_are_known_as_packed_by_one_table(tmp_path: Path) -> None:
