@@ -219,7 +219,9 @@ def manifest_file(meshes_dir: Path) -> pq.ParquetFile:
     path = manifest_path(meshes_dir)
     parquet = parquet_file(path, STAGE)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    # A version of the file, ctime included: `cp -p` or `rsync -t` over it in place keeps the
+    # inode and may keep size and mtime, but sets ctime to now (no call sets it back)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _CHECKED:
         problem = _manifest_problem(parquet)
         if problem:
