@@ -770,7 +770,9 @@ def _write_holder(handle) -> None:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:  # a container's uid with no passwd entry
         user = f"uid {os.getuid()}"
-    since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    # UTC, said so: the run it refuses may be another user's with another TZ, and a TZ glibc
+    # does not know (`TZ=garbage`) printed UTC's time labelled "garbage"
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     holder = f"pid {os.getpid()} of {user} on {socket.gethostname()}, since {since}\n"
     with contextlib.suppress(OSError):  # the lock holds without its note
         handle.truncate(0)

@@ -3,8 +3,10 @@ use are its cgroup's (`docker --cpus=4 --memory=16g` on a 64-core host), its poo
 them instead of each starting a thread per CPU, and a worker the OOM killer ends is one line
 that names memory. The cgroup files are read under a fake root folder."""
 
+import calendar
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -247,6 +249,28 @@ def test_a_held_lock_names_who_holds_it(tmp_path):
     line = str(refused.value)
     assert f"(it holds {LOCK_NAME}: held by 'pid {os.getpid()} of " in line
     assert os.uname().nodename in line
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "garbage"])
+def test_a_held_lock_says_since_when_in_utc(tmp_path, monkeypatch, zone):
+    """The holder's start is UTC, labelled so, whatever the holder's TZ: the run it refuses may
+    be another user's in another zone; `TZ=garbage` labelled UTC's time "garbage"."""
+    import time
+
+    from cg3d.files import output_lock
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        with output_lock(tmp_path / "out"), pytest.raises(UsageError) as refused:
+            output_lock(tmp_path / "out").__enter__()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    since = re.search(r"since (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\S+)'", str(refused.value))
+    assert since and since.group(2) == "UTC"
+    written = calendar.timegm(time.strptime(since.group(1), "%Y-%m-%d %H:%M:%S"))
+    assert abs(written - time.time()) < 120  # UTC's time, not Kathmandu's (5 h 45 min off)
 
 
 def test_a_hostile_lock_file_is_shown_cut_and_escaped(tmp_path):

@@ -1,6 +1,7 @@
 """The meshes stage's outputs: `manifest.parquet`, one row per object, failures included
 (docs/formats.md), and `classes.json`, the class list in label order."""
 
+import copy
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -73,10 +74,14 @@ SCHEMA = pa.schema(
         # `mtllib` file, an MTL's texture map, a glTF image. The object is still `ok` (read
         # without them). Last, and optional to readers: manifests before it lack it.
         ("missing", pa.list_(pa.string())),
+        # sha256 over the sha256s of the files the mesh makes an importer read (its MTLs and
+        # textures, a glTF's buffers and images), "" when none (`meshio.references_sha256`):
+        # a chunk's content key, so that a texture rewritten under the same mesh is seen.
+        ("references_sha256", pa.string()),
     ]
 )
 # Columns a manifest written before they existed lacks: read as empty.
-OPTIONAL = {"missing": []}
+OPTIONAL = {"missing": [], "references_sha256": ""}
 
 
 @dataclass
@@ -93,6 +98,7 @@ class MeshRecord:
     status: str = OK
     error: str = ""
     missing: list[str] = field(default_factory=list)
+    references_sha256: str = ""
 
 
 @contextmanager
@@ -213,7 +219,9 @@ def manifest_file(meshes_dir: Path) -> pq.ParquetFile:
     path = manifest_path(meshes_dir)
     parquet = parquet_file(path, STAGE)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    # A version of the file, ctime included: `cp -p` or `rsync -t` over it in place keeps the
+    # inode and may keep size and mtime, but sets ctime to now (no call sets it back)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _CHECKED:
         problem = _manifest_problem(parquet)
         if problem:
@@ -276,7 +284,7 @@ def manifest_batches(
     parquet = manifest_file(meshes_dir)
     stored, absent = _split_columns(parquet, columns)
     return (
-        [row | {name: list(OPTIONAL[name]) for name in absent} for row in batch.to_pylist()]
+        [row | {name: copy.copy(OPTIONAL[name]) for name in absent} for row in batch.to_pylist()]
         for batch in parquet.iter_batches(batch_rows, columns=stored)
     )
 

@@ -2145,10 +2145,11 @@ def _check_sparse(document, views, sizes, sparse, count: int, element: int, what
             )
 
 
-def validate_file(path: Path, root: Path, geometry: bool = True) -> list[str]:
+def validate_file(path: Path, root: Path, geometry: bool = True) -> tuple[list[str], str]:
     """The meshes stage's check of one file (see the module docstring); MeshError if unusable.
     `geometry=False` stops before `check_geometry`, for a caller that saw the same bytes pass.
-    Returns the optional files it names that are missing (`references`), for the manifest.
+    Returns, for the manifest, the optional files it names that are missing and the
+    `references_sha256` of those it reads (`references`); OSError for one it cannot read.
     """
     path = Path(path)
     resolved = real_path(path)
@@ -2166,10 +2167,25 @@ def validate_file(path: Path, root: Path, geometry: bool = True) -> list[str]:
         )
     check_suffix(path)
     check_bytes(path)
-    missing = references(path, root)[1]
+    found, missing = references(path, root)
     if geometry:
         check_geometry(path)
-    return missing
+    return missing, references_sha256(found)
+
+
+def references_sha256(files: list[Path]) -> str:
+    """One sha256 over the sha256s of the files a mesh makes an importer read (`references`:
+    its MTLs and their textures, a glTF's buffers and images), in the order it names them;
+    "" when it names none. The manifest's `sha256` is the mesh file's only: with this beside
+    it a chunk's content key sees a texture or MTL rewritten under an unchanged mesh (the
+    sample and render stages reused the old colours and views). Content, not mtimes, which a
+    copy (`cp -p`, `rsync -t`, an archive) keeps or sets back."""
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file_sha256(file).encode() + b"\n")
+    return digest.hexdigest()
 
 
 # The formats whose `check_geometry` reads the file's own bytes only (no materials, textures or

@@ -250,7 +250,8 @@ def previous_plan_digest(plan_file: Path) -> str | None:
 
 
 def content_key(record_fields: str) -> int:
-    """A 64-bit digest of what a chunk's work reads of one object (its file, path, up axis)."""
+    """A 64-bit digest of what a chunk's work reads of one object (its file, path, up axis and
+    the files it references: `manifest.SCHEMA`'s `references_sha256`)."""
     return int.from_bytes(
         hashlib.sha256(record_fields.encode()).digest()[:8], "little", signed=True
     )
@@ -311,8 +312,8 @@ def plan_chunks(
 
     The membership table a previous run left in `output` (`chunks.parquet`) is kept: an object
     stays in its chunk; new objects go, in id order, into new chunks numbered after the last;
-    a chunk whose members changed (file, path or up axis) or lost one (removed from the
-    manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
+    a chunk whose members changed (file, path, up axis or a file they reference) or lost one
+    (removed from the manifest) is dropped and recomputed with the members it has left; a chunk left empty goes.
     The first run, a run after a params change (`prepare` removed the table) or after the table
     was damaged (`previous_members`) cuts the sorted ids into consecutive chunks. Memory: ids and two integers per object, in Arrow.
 
@@ -323,7 +324,7 @@ def plan_chunks(
     CPU") spreads over SPREAD: the part files depend on the params, not on the machine.
     """
     ids, contents, rows = [], [], 0
-    for table in tables(["id", "path", "up_axis", "sha256", "status"]):
+    for table in tables(["id", "path", "up_axis", "sha256", "references_sha256", "status"]):
         rows += table.num_rows
         good = table.filter(pc.equal(table.column("status"), OK))
         keys = pc.binary_join_element_wise(
@@ -331,6 +332,7 @@ def plan_chunks(
             good.column("sha256"),
             good.column("path"),
             good.column("up_axis"),
+            good.column("references_sha256"),
             " ",
         )
         ids.append(good.column("id"))

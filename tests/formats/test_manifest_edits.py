@@ -5,6 +5,8 @@ render), a tar member named `../../evil` (render), or two samples under one key 
 (a repeated id, packed and verified "ok")."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -104,6 +106,27 @@ def test_a_hand_edited_manifest_is_one_line_naming_the_edit(tmp_path, case):
         message = str(caught.value)
         assert message.startswith(f"{meshes / MANIFEST_NAME} is damaged ({problem}")
         assert message.endswith("rerun `cg3d meshes` to rebuild it")
+
+
+def test_a_manifest_rewritten_in_place_at_the_same_size_and_mtime_is_checked_again(tmp_path):
+    """The check runs once per version of the file, and a version counts its ctime: a damaged
+    manifest copied over a checked one in place (`cp -p`: the same inode, the old mtime set
+    back) at the same size passed unchecked in the same process (a notebook's next stage)."""
+    path = edited(tmp_path, with_ids("a", "b")) / MANIFEST_NAME
+    assert manifest_size(tmp_path) == 2  # checked, and remembered as good
+    before, damaged = path.stat(), tmp_path / "damaged.parquet"
+    pq.write_table(with_ids("b", "a"), damaged)
+    assert damaged.stat().st_size == before.st_size
+    time.sleep(0.05)  # past the kernel's coarse timestamp tick (a jiffy), as a later cp is
+    with open(path, "r+b") as handle:  # in place, as cp does: the inode stays
+        handle.write(damaged.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns
+    )  # fmt: skip
+    with pytest.raises(UsageError, match="the id 'a' is out of order"):
+        manifest_size(tmp_path)
 
 
 @pytest.mark.parametrize("command", ["sample", "caption", "render"])

@@ -21,6 +21,7 @@ from cg3d.geometry.sampling import object_rng, sample_object, sample_surface
 from cg3d.params import SampleConfig
 from cg3d.pipeline import sample as sample_module
 from cg3d.pipeline.sample import plan_fingerprint, sample_points
+from cg3d.pipeline.sources import MeshesConfig, build_manifest
 from tests.pipeline.meshes import SMALL, make_meshes, shapes
 
 
@@ -412,6 +413,38 @@ def test_a_removed_or_changed_object_recomputes_only_its_chunk(tmp_path):
     summary = sample_points(make_meshes(tmp_path, fewer, hashed=True), out, config)
     assert summary.chunks_run == 1
     assert np.ptp(read_all(out)[moved][:, 0]) > 3 * np.ptp(read_all(out)[moved][:, 1])
+
+
+def textured_boxes(root: Path, red: dict[str, bool]) -> None:
+    """`root/box/{name}.obj`, each a different tetrahedron naming its own MTL, red or green
+    (the same size either way), every file with mtime 0 (as `touch -d @0` and archives make)."""
+    (root / "box").mkdir(parents=True, exist_ok=True)
+    for number, (name, is_red) in enumerate(sorted(red.items())):
+        obj, mtl = root / "box" / f"{name}.obj", root / "box" / f"{name}.mtl"
+        corners = f"v 0 0 0\nv {number + 1} 0 0\nv 0 1 0\nv 0 0 1\n"
+        faces = "usemtl m\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+        obj.write_text(f"mtllib {name}.mtl\n{corners}{faces}")
+        mtl.write_text("newmtl m\nKd 1 0 0\n" if is_red else "newmtl m\nKd 0 1 0\n")
+        for file in (obj, mtl):
+            os.utime(file, (0, 0))
+
+
+@pytest.mark.parametrize("colors", [False, pytest.param(True, marks=pytest.mark.blender)])
+def test_an_mtl_rewritten_under_the_same_mesh_size_and_mtime_recomputes_its_chunk(tmp_path, colors):
+    """A chunk's content key covers the files a mesh references, by content: an MTL (or
+    texture) rewritten at the same size and mtime (`cp -p`, `rsync -t`) under an unchanged OBJ
+    kept its chunk, and with colours its old colour. The other object's chunk stays."""
+    root, meshes, out = tmp_path / "src", tmp_path / "meshes", tmp_path / "points"
+    config = SampleConfig(**SMALL, chunk_size=1, colors=colors)
+    textured_boxes(root, {"a": True, "b": True})
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), meshes)
+    assert sample_points(meshes, out, config).chunks_run == 2
+    textured_boxes(root, {"a": False, "b": True})
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), meshes)
+    assert sample_points(meshes, out, config).chunks_run == 1
+    if colors:
+        (key,) = [key for key in read_all(out) if "box_a" in key]
+        np.testing.assert_array_equal(read_all(out)[key][:, 3:6].max(0), [0, 1, 0])
 
 
 def test_the_fast_path_checks_the_file_when_it_opens_it(tmp_path):

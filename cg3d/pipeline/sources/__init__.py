@@ -300,7 +300,9 @@ def validate_chunk(out_dir: str, root: str, listing_part: str, part: str) -> int
         path = path if path.is_absolute() else Path(out_dir) / path
         try:
             # refuses what lies outside unread; an MTL or texture it lacks is only listed
-            row["missing"] = validate_file(path, Path(root), geometry=False)
+            row["missing"], row["references_sha256"] = validate_file(
+                path, Path(root), geometry=False
+            )
             content = (file_sha256(path), path.suffix.lower())
             if content not in passed:
                 check_geometry(path)

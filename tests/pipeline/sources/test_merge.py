@@ -31,7 +31,7 @@ def row(object_id: str, sha: str, status: str = "ok", missing: tuple = ()) -> di
         "id": object_id, "source": "folder", "path": f"{object_id}.obj", "class_name": "c",
         "synonyms": [], "name": "", "split": "train", "up_axis": "y", "sha256": sha,
         "status": status, "error": "" if status == "ok" else f"{status} file",
-        "missing": list(missing),
+        "missing": list(missing), "references_sha256": "",
     }  # fmt: skip
 
 

@@ -153,8 +153,10 @@ def test_the_summary_line_and_inspect_name_them(source, tmp_path):
 
 
 def old_manifest(out: Path) -> list[dict]:
-    """A manifest as the meshes stage wrote it before the `missing` column: SCHEMA without it."""
-    older = pa.schema([column for column in SCHEMA if column.name != "missing"])
+    """A manifest as the meshes stage wrote it before the `missing` column (and the later
+    `references_sha256`): SCHEMA without them."""
+    newer = ("missing", "references_sha256")
+    older = pa.schema([column for column in SCHEMA if column.name not in newer])
     rows = [
         {
             "id": f"folder-chair_{i}",
@@ -180,13 +182,15 @@ def test_a_manifest_from_before_the_column_reads_as_lacking_nothing(tmp_path):
     out = tmp_path / "meshes"
     rows = old_manifest(out)
     assert [r.missing for r in read_manifest(out)] == [[], [], []]
+    assert [r.references_sha256 for r in read_manifest(out)] == ["", "", ""]
     assert [r.id for r in read_manifest(out)] == [row["id"] for row in rows]
     assert [row["missing"] for row in manifest_rows(out, ["id", "missing"])] == [[], [], []]
     assert [row["id"] for batch in manifest_batches(out) for row in batch] == [
         row["id"] for row in rows
     ]
-    (table,) = list(manifest_tables(out, ["id", "missing"]))
+    (table,) = list(manifest_tables(out, ["id", "missing", "references_sha256"]))
     assert table.column("missing").to_pylist() == [[], [], []]
+    assert table.column("references_sha256").to_pylist() == ["", "", ""]
     assert table.column("id").to_pylist() == [row["id"] for row in rows]
     found = inspect_folder(out)
     assert found.ids == [row["id"] for row in rows] and found.lacking == []
