@@ -56,6 +56,33 @@ def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, 1.0 / radius
 
 
+# Float32 coordinates move in steps that grow with the distance from the origin: 0.25 m at
+# 4e6 m (a UTM northing). With at least this many steps across an object, a vertex lies within
+# 1/512 of the object's extent of where the file put it: 0.004 of the unit sphere's radius, a
+# tenth of the spacing of 8192 points on it. With fewer, the grid shows in the cloud (a 2 m
+# object at 4e6 m has 8 steps across: a sphere comes out as a few slabs).
+MIN_FLOAT32_STEPS = 256
+
+
+def float32_quantization(vertices: np.ndarray) -> str | None:
+    """Why float32 cannot hold this object's shape where it lies (fewer than
+    MIN_FLOAT32_STEPS steps across it), in words; None when it can."""
+    v = np.asarray(vertices, dtype=np.float64)[:, :3]
+    v = v[np.isfinite(v).all(axis=1)]
+    if len(v) == 0:
+        return None
+    magnitude = float(np.abs(v).max())
+    extent = float(np.ptp(v, axis=0).max())
+    step = float(np.spacing(np.float32(magnitude)))
+    if extent >= MIN_FLOAT32_STEPS * step:
+        return None
+    return (
+        f"coordinates {magnitude:.4g} from the origin, in float32, move in steps of {step:.3g}: "
+        f"{extent / step:.0f} steps across the object's extent of {extent:.4g} "
+        f"(at least {MIN_FLOAT32_STEPS} keep its shape)"
+    )
+
+
 def normalize(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
     """Apply a normalisation from `normalization` to xyz (extra columns such as normals kept),
     float32 out. Centred in float64 first: a scan at a UTM offset (4e6 m) cast to float32

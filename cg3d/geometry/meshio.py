@@ -49,6 +49,7 @@ from cg3d.files import (
     zero_tail,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
+from cg3d.geometry.frame import float32_quantization
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
@@ -277,7 +278,30 @@ def load_mesh(path: Path) -> Mesh:
         faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3),
     )
     check_mesh(result)
+    if float32_file(path, suffix):  # the file itself lost the shape: say so, not a blurred cloud
+        reason = float32_quantization(result.vertices[np.unique(result.faces)])
+        if reason:
+            raise MeshError(
+                "quantized", f"the file stores {reason}; save it in double or nearer the origin"
+            )
     return result
+
+
+def float32_file(path: Path, suffix: str) -> bool:
+    """Whether a mesh file stores its vertex coordinates as float32: a binary STL (always), a
+    PLY whose vertex x, y or z is a `float` (trimesh and Blender read an ASCII one so too)."""
+    if suffix == ".stl":
+        with open(path, "rb") as handle:
+            return not _ascii_stl(handle.read(512))
+    if suffix != ".ply":
+        return False
+    with open(path, "rb") as handle:
+        elements = _ply_header(handle)[1]
+    vertex = next((element for element in elements if element.name == "vertex"), None)
+    return vertex is not None and any(
+        name in ("x", "y", "z") and kind in ("float", "float32")
+        for name, kind, _ in vertex.properties
+    )
 
 
 def _cut_mid_line(path: Path) -> str:

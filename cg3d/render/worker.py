@@ -307,7 +307,7 @@ class Renderer:
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
         from cg3d.files import zero_tail
-        from cg3d.geometry.frame import canonical_rotation, normalization
+        from cg3d.geometry.frame import canonical_rotation, float32_quantization, normalization
         from cg3d.geometry.meshio import (
             Mesh,
             MeshError,
@@ -345,6 +345,11 @@ class Renderer:
             raise RenderFailure(f"{error}; {zeros}" if zeros else str(error)) from error
         except ValueError as error:
             raise RenderFailure(f"degenerate: {error}") from error
+        # Blender holds vertices and transforms in float32: an OBJ in UTM metres (4e6 m) was
+        # imported on a 0.25 m grid, and its views and points were of a blocky object
+        quantized = float32_quantization(vertices)
+        if quantized:
+            raise RenderFailure(f"quantized: Blender holds {quantized}; move it nearer the origin")
         normalise = np.eye(4) * scale
         normalise[3, 3] = 1.0
         normalise[:3, 3] = -scale * centre
