@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -1625,6 +1626,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
     copy = folder / resolved.name
     digest = hashlib.sha256()
+    move = ObjVertexMove()
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
         for number, block in enumerate(line_blocks(source)):
@@ -1642,8 +1644,47 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
                     position = end
             pieces.append(block[position:])
             # blanking keeps every line, so the faces found in the user's bytes are still whole
-            out.writelines([split_obj_faces(b"".join(pieces))] if split else pieces)
+            block = b"".join(pieces)
+            out.write(move(split_obj_faces(block) if split else block))
     return copy, digest.hexdigest()
+
+
+# Blender holds coordinates in float32, whose step at a UTM northing (4e6 m) is 0.25 m: an OBJ
+# whose first vertex lies this far out is handed to it moved near the origin (by that vertex,
+# rounded), every vertex in float64 as the fast path reads them. Nothing else changes: the
+# object is normalised by its own bounding box either way.
+FAR_FROM_ORIGIN = 1e4
+OBJ_VERTEX = re.compile(
+    rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
+)
+
+
+class ObjVertexMove:
+    """Rewrites an OBJ's blocks, in order, with its `v` statements moved by its first vertex
+    (rounded) when that lies FAR_FROM_ORIGIN or further out; unchanged otherwise."""
+
+    def __init__(self) -> None:
+        self.decided = False
+        self.offset: list[float] | None = None
+
+    def __call__(self, block: bytes) -> bytes:
+        if self.decided and self.offset is None:
+            return block
+        return OBJ_VERTEX.sub(self._moved, block)
+
+    def _moved(self, match: re.Match) -> bytes:
+        try:
+            xyz = [float(word) for word in match.groups()[1:]]
+        except ValueError:  # not three numbers: left as Blender's importer reads it
+            return match.group(0)
+        if not self.decided:
+            self.decided = True
+            far = all(map(math.isfinite, xyz)) and max(map(abs, xyz)) >= FAR_FROM_ORIGIN
+            self.offset = [float(round(v)) for v in xyz] if far else None
+        if self.offset is None:
+            return match.group(0)
+        moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
+        return match.group(1) + b" ".join(moved)
 
 
 def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:

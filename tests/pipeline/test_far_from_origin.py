@@ -12,25 +12,10 @@ import trimesh
 
 from cg3d.errors import UsageError
 from cg3d.formats.pointfiles import read_point_file
-from cg3d.geometry.meshio import MeshError, load_mesh
+from cg3d.geometry.meshio import MeshError, blender_input, load_mesh
 from cg3d.geometry.sampling import object_rng, sample_object
 from cg3d.params import SampleConfig
-
-UTM = np.array([500_000.0, 4_000_000.0, 300.0])
-SPHERE = trimesh.creation.icosphere(subdivisions=2, radius=1.0)  # a 2 m object
-
-
-def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, kind: str) -> Path:
-    dtype = {"float": "<f4", "double": "<f8"}[kind]
-    header = (
-        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
-        + "".join(f"property {kind} {axis}\n" for axis in "xyz")
-        + f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
-    )
-    rows = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", 3)])
-    rows["n"], rows["i"] = 3, faces
-    path.write_bytes(header.encode() + np.asarray(vertices, dtype).tobytes() + rows.tobytes())
-    return path
+from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
 
 
 def write_stl(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
@@ -77,3 +62,18 @@ def test_a_float32_point_file_far_from_the_origin_is_one_line(tmp_path):
     cloud = write_ply(tmp_path / "cloud.ply", points, np.empty((0, 3), int), "float")
     with pytest.raises(UsageError, match="steps of 0.25"):
         read_point_file(cloud)
+
+
+def test_blenders_copy_of_an_obj_far_from_the_origin_is_moved_near_it(tmp_path):
+    # Blender holds float32: given the user's numbers, it read a 2 m sphere on a 0.25 m grid
+    far = SPHERE.vertices + UTM
+    path = write_obj(tmp_path / "far.obj", far, SPHERE.faces)
+    copy = blender_input(path, tmp_path, "", tmp_path / "blender")
+    moved = trimesh.load(copy, process=False)
+    offset = moved.vertices[0] - far[0]
+    assert np.abs(moved.vertices[0]).max() < 1.0  # by the first vertex, rounded
+    assert np.abs(moved.vertices - offset - far).max() < 1e-9
+    assert np.array_equal(moved.faces, SPHERE.faces)
+    assert "vn 0 0 1\n" in copy.read_text()  # only `v` statements move
+    near = write_obj(tmp_path / "near.obj", SPHERE.vertices * 1000, SPHERE.faces)  # millimetres
+    assert blender_input(near, tmp_path, "", tmp_path / "b2").read_bytes() == near.read_bytes()
