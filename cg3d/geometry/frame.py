@@ -50,10 +50,20 @@ def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     """(centre, scale) such that `(v - centre) * scale` lies in the unit sphere."""
     v = np.asarray(vertices, dtype=np.float64)
     centre = (v.min(axis=0) + v.max(axis=0)) / 2.0
-    radius = float(np.linalg.norm(v - centre, axis=1).max())
-    if not np.isfinite(radius) or radius <= 0.0:
-        raise ValueError("degenerate geometry: all vertices coincide")
-    return centre, 1.0 / radius
+    offsets = v - centre
+    with np.errstate(over="ignore", under="ignore"):
+        radius = float(np.linalg.norm(offsets, axis=1).max())
+    if not 0.0 < radius < np.inf:
+        # the squares under- or overflowed (a cloud 1e-300 or 1e300 across): measured in
+        # units of its largest offset instead (the common case keeps the plain sum's bits)
+        largest = float(np.abs(offsets).max())
+        if not 0.0 < largest < np.inf:
+            raise ValueError("degenerate geometry: all vertices coincide")
+        radius = largest * float(np.linalg.norm(offsets / largest, axis=1).max())
+    scale = 1.0 / radius
+    if not 0.0 < scale < np.inf:
+        raise ValueError(f"degenerate geometry: a radius of {radius:.3g} has no finite scale")
+    return centre, scale
 
 
 # Float32 coordinates move in steps that grow with the distance from the origin: 0.25 m at
@@ -73,7 +83,7 @@ def float32_quantization(vertices: np.ndarray) -> str | None:
         return None
     magnitude = float(np.abs(v).max())
     extent = float(np.ptp(v, axis=0).max())
-    step = float(np.spacing(np.float32(magnitude)))
+    step = float(np.spacing(np.float32(min(magnitude, float(np.finfo(np.float32).max)))))
     if extent >= MIN_FLOAT32_STEPS * step:
         return None
     return (
@@ -87,6 +97,6 @@ def normalize(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarra
     """Apply a normalisation from `normalization` to xyz (extra columns such as normals kept),
     float32 out. Centred in float64 first: a scan at a UTM offset (4e6 m) cast to float32
     before centring kept 0.25 m steps, and a 2 m object became a few slabs of points."""
-    out = np.array(points, dtype=np.float32, copy=True)
-    out[:, :3] = (np.asarray(points, dtype=np.float64)[:, :3] - centre) * scale
-    return out
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[:, :3] = (out[:, :3] - centre) * scale
+    return out.astype(np.float32)

@@ -1,6 +1,8 @@
 """Points far from the origin (a scan in UTM metres, x 500 km, y 4,000 km): float32's step
 there is 0.25 m, so a 2 m object must be centred in float64 before any float32 cast."""
 
+import warnings
+
 import numpy as np
 
 from cg3d.eval.readers import prepare_points
@@ -34,3 +36,15 @@ def test_scene_regions_at_a_utm_offset_are_those_of_the_scene_at_the_origin():
     assert np.array_equal(far_centres, centres + UTM)
     assert all(np.array_equal(a, b) for a, b in zip(far_members, members, strict=True))
     assert np.array_equal(far_nearest, nearest)
+
+
+def test_clouds_1e300_or_1e_300_across_are_prepared_as_at_unit_size():
+    # the squared offsets overflowed (radius inf) or underflowed (0): both were refused as
+    # "all vertices coincide", which they do not; nor a RuntimeWarning (the cast of 1e300 to
+    # float32 before the columns were normalised), which PYTHONWARNINGS=error makes an error
+    points = sphere_points(2000, 3)
+    unit = prepare_points(points, 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for size in (1e-300, 1e300):
+            assert np.abs(prepare_points(points * size, 256) - unit).max() < 1e-6
