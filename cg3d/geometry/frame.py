@@ -66,6 +66,21 @@ def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, scale
 
 
+# Blender holds coordinates and matrices in float32, whose step at a UTM northing (4e6 m) is
+# 0.25 m: what it imports is moved near the origin first, by `origin_offset` of a point of it.
+# Nothing else changes: the object is normalised by its own bounding box either way.
+FAR_FROM_ORIGIN = 1e4
+
+
+def origin_offset(point: np.ndarray) -> np.ndarray:
+    """(3,) whole units that move `point` near the origin when it lies FAR_FROM_ORIGIN or
+    further out (whole: exact in float32 up to 2^24); zeros when it is near or not finite."""
+    point = np.asarray(point, dtype=np.float64)[:3]
+    if not np.isfinite(point).all() or np.abs(point).max() < FAR_FROM_ORIGIN:
+        return np.zeros(3)
+    return np.round(point)
+
+
 # Float32 coordinates move in steps that grow with the distance from the origin: 0.25 m at
 # 4e6 m (a UTM northing). With at least this many steps across an object, a vertex lies within
 # 1/512 of the object's extent of where the file put it: 0.004 of the unit sphere's radius, a

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -50,7 +49,7 @@ from cg3d.files import (
     zero_tail,
 )
 from cg3d.formats.manifest import FAILURE_KINDS
-from cg3d.geometry.frame import float32_quantization
+from cg3d.geometry.frame import float32_quantization, origin_offset
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
@@ -1649,19 +1648,16 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     return copy, digest.hexdigest()
 
 
-# Blender holds coordinates in float32, whose step at a UTM northing (4e6 m) is 0.25 m: an OBJ
-# whose first vertex lies this far out is handed to it moved near the origin (by that vertex,
-# rounded), every vertex in float64 as the fast path reads them. Nothing else changes: the
-# object is normalised by its own bounding box either way.
-FAR_FROM_ORIGIN = 1e4
+# Blender's copy of an OBJ far from the origin is moved near it by its first vertex
+# (`frame.origin_offset`), every vertex in float64 as the fast path reads them.
 OBJ_VERTEX = re.compile(
     rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
 )
 
 
 class ObjVertexMove:
-    """Rewrites an OBJ's blocks, in order, with its `v` statements moved by its first vertex
-    (rounded) when that lies FAR_FROM_ORIGIN or further out; unchanged otherwise."""
+    """Rewrites an OBJ's blocks, in order, with its `v` statements moved by `origin_offset` of
+    its first vertex (unchanged when that lies near the origin)."""
 
     def __init__(self) -> None:
         self.decided = False
@@ -1679,8 +1675,8 @@ class ObjVertexMove:
             return match.group(0)
         if not self.decided:
             self.decided = True
-            far = all(map(math.isfinite, xyz)) and max(map(abs, xyz)) >= FAR_FROM_ORIGIN
-            self.offset = [float(round(v)) for v in xyz] if far else None
+            offset = origin_offset(np.array(xyz))
+            self.offset = offset.tolist() if offset.any() else None
         if self.offset is None:
             return match.group(0)
         moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))

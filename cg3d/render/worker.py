@@ -295,8 +295,11 @@ class Renderer:
             mesh = load_mesh(path)
         except MeshError as error:
             raise RenderFailure(str(error)) from error
+        from cg3d.geometry.frame import origin_offset
+
         data = self.bpy.data.meshes.new(path.stem)
-        data.from_pydata(np.asarray(mesh.vertices).tolist(), [], np.asarray(mesh.faces).tolist())
+        vertices = mesh.vertices - origin_offset(mesh.vertices[0])  # Blender's float32 holds them
+        data.from_pydata(vertices.tolist(), [], np.asarray(mesh.faces).tolist())
         data.validate()
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
@@ -327,6 +330,7 @@ class Renderer:
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
+        self._move_near_origin(objects)
         defined = defined_materials(path) if suffix == ".obj" and colors else None
         surface, counts = evaluated_surface(self.bpy, colors, defined)
         if not len(surface.triangles):
@@ -364,6 +368,23 @@ class Renderer:
             (homogeneous(CANONICAL_TO_BLENDER) @ normalise @ to_canonical).tolist()
         )
         return canonical.transformed(normalise)
+
+    def _move_near_origin(self, objects: list) -> None:
+        """Move imported objects placed far out (a glTF node at a UTM offset) near the origin,
+        all by one whole-unit offset (`origin_offset` of the first mesh's place): Blender
+        composes their matrices in float32, which would draw them off their frame there."""
+        from cg3d.geometry.frame import origin_offset
+
+        first = next((obj for obj in objects if obj.type == "MESH"), None)
+        if first is None:
+            return
+        offset = origin_offset(np.array(first.matrix_world.translation))
+        if not offset.any():
+            return
+        for obj in objects:
+            if obj.parent is None:
+                obj.location = (np.array(obj.location) - offset).tolist()
+        self.bpy.context.view_layer.update()
 
     def sample(self, request: dict) -> dict:
         """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with
