@@ -4,7 +4,10 @@ there is 0.25 m, so a 2 m object must be centred in float64 before any float32 c
 import warnings
 
 import numpy as np
+import pytest
 
+from cg3d.app.api import array_points
+from cg3d.errors import UsageError
 from cg3d.eval.readers import prepare_points
 from cg3d.eval.scene import SceneConfig, split_regions
 
@@ -48,3 +51,11 @@ def test_clouds_1e300_or_1e_300_across_are_prepared_as_at_unit_size():
         warnings.simplefilter("error")
         for size in (1e-300, 1e300):
             assert np.abs(prepare_points(points * size, 256) - unit).max() < 1e-6
+
+
+def test_a_float32_array_far_from_the_origin_is_one_line_in_the_python_api():
+    # Model.embed_points(array): the caller's float32 already holds a 2 m object on 0.25 m steps
+    points = sphere_points(500, 4) + UTM
+    with pytest.raises(UsageError, match="points: coordinates 4e.06 from the origin, in float32"):
+        array_points(points.astype(np.float32), 256)
+    assert np.abs(array_points(points, 256) - array_points(points - UTM, 256)).max() < 1e-5
