@@ -99,7 +99,7 @@ def float32_quantization(vertices: np.ndarray) -> str | None:
     magnitude = float(np.abs(v).max())
     extent = float(np.ptp(v, axis=0).max())
     step = float(np.spacing(np.float32(min(magnitude, float(np.finfo(np.float32).max)))))
-    if extent >= MIN_FLOAT32_STEPS * step:
+    if extent <= 0.0 or extent >= MIN_FLOAT32_STEPS * step:  # no extent: `normalization` says
         return None
     return (
         f"coordinates {magnitude:.4g} from the origin, in float32, move in steps of {step:.3g}: "
