@@ -40,6 +40,7 @@ from cg3d.files import (
 from cg3d.formats.images import ImageError, check_image_size, open_image
 from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_point_file
 from cg3d.formats.shards import rgb_on_white
+from cg3d.geometry.frame import float32_quantization
 from cg3d.models.model import CG3D
 from cg3d.params import MAX_LABELS
 from cg3d.protocol import same_text_classes
@@ -228,6 +229,9 @@ def array_points(
     check_up_axis(up_axis)
     points = as_array(points, "points")
     check_points_array(points, "points")
+    quantized = float32_quantization(points) if points.dtype == np.float32 else None
+    if quantized and normalise:
+        raise UsageError(f"points: {quantized}; pass float64, or points nearer the origin")
     if colors is not None and np.shape(colors) != (len(points), 3):
         raise UsageError(f"colors: expected a ({len(points)}, 3) array, got {np.shape(colors)}")
     try:

@@ -37,7 +37,10 @@ def split_regions(
     from cg3d.geometry.fps import farthest_point_sample
 
     count = min(config.regions, len(points))
-    centres = points[farthest_point_sample(points, count, 0)]
+    # FPS measures in float32: about the scene's own centre (in float64), not about a UTM
+    # origin 4e6 m away, where float32's step is 0.25 m and a room's points fall on a grid
+    local = points - (points.min(axis=0) + points.max(axis=0)) / 2.0
+    centres = points[farthest_point_sample(local, count, 0)]
     k = min(config.region_points, len(points))
     _, members = cKDTree(points).query(centres, k=k)
     members = members.reshape(count, k)

@@ -47,6 +47,7 @@ FAILURE_KINDS = (
     "undecodable",  # a Draco or meshopt payload that does not decode
     "changed_since_listed",  # a later stage found the file moved out of the root, or rewritten
     "ambiguous_label",  # the source's annotations give the object two classes
+    "quantized",  # float32 coordinates too far from the origin to hold the object's shape
 )
 # The manifest's metadata key for the source root, the folder its files and every file they
 # reference must lie in when a later stage opens them, spelled as the mesh paths are

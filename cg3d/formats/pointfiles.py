@@ -48,7 +48,23 @@ def read_point_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         reason = file_stand_in(path) or error or type(error).__name__
         raise UsageError(f"{path}: unreadable point file ({reason})") from None
     check_points_array(array, str(path))
+    check_float32_points(path, array)
     return np.asarray(array[:, :3], dtype=np.float64), faces
+
+
+def check_float32_points(path: Path, array: np.ndarray) -> None:
+    """UsageError naming `path` when it stores its points as float32 (a float32 .npy, a PLY
+    of `float` x, y, z) too far from the origin for their shape (a scan at a UTM offset)."""
+    from cg3d.geometry.frame import float32_quantization
+    from cg3d.geometry.meshio import float32_file
+
+    suffix = path.suffix.lower()
+    if array.dtype == np.float32 or (suffix == ".ply" and float32_file(path, suffix)):
+        reason = float32_quantization(array)
+        if reason:
+            raise UsageError(
+                f"{path}: the file stores {reason}; save it in double or nearer the origin"
+            )
 
 
 def _read_text_points(path: Path) -> np.ndarray:

@@ -50,14 +50,68 @@ def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     """(centre, scale) such that `(v - centre) * scale` lies in the unit sphere."""
     v = np.asarray(vertices, dtype=np.float64)
     centre = (v.min(axis=0) + v.max(axis=0)) / 2.0
-    radius = float(np.linalg.norm(v - centre, axis=1).max())
-    if not np.isfinite(radius) or radius <= 0.0:
-        raise ValueError("degenerate geometry: all vertices coincide")
-    return centre, 1.0 / radius
+    offsets = v - centre
+    with np.errstate(over="ignore", under="ignore"):
+        radius = float(np.linalg.norm(offsets, axis=1).max())
+    if not 0.0 < radius < np.inf:
+        # the squares under- or overflowed (a cloud 1e-300 or 1e300 across): measured in
+        # units of its largest offset instead (the common case keeps the plain sum's bits)
+        largest = float(np.abs(offsets).max())
+        if not 0.0 < largest < np.inf:
+            raise ValueError("degenerate geometry: all vertices coincide")
+        radius = largest * float(np.linalg.norm(offsets / largest, axis=1).max())
+    scale = 1.0 / radius
+    if not 0.0 < scale < np.inf:
+        raise ValueError(f"degenerate geometry: a radius of {radius:.3g} has no finite scale")
+    return centre, scale
+
+
+# Blender holds coordinates and matrices in float32, whose step at a UTM northing (4e6 m) is
+# 0.25 m: what it imports is moved near the origin first, by `origin_offset` of a point of it.
+# Nothing else changes: the object is normalised by its own bounding box either way.
+FAR_FROM_ORIGIN = 1e4
+
+
+def origin_offset(point: np.ndarray) -> np.ndarray:
+    """(3,) whole units that move `point` near the origin when it lies FAR_FROM_ORIGIN or
+    further out (whole: exact in float32 up to 2^24); zeros when it is near or not finite."""
+    point = np.asarray(point, dtype=np.float64)[:3]
+    if not np.isfinite(point).all() or np.abs(point).max() < FAR_FROM_ORIGIN:
+        return np.zeros(3)
+    return np.round(point)
+
+
+# Float32 coordinates move in steps that grow with the distance from the origin: 0.25 m at
+# 4e6 m (a UTM northing). With at least this many steps across an object, a vertex lies within
+# 1/512 of the object's extent of where the file put it: 0.004 of the unit sphere's radius, a
+# tenth of the spacing of 8192 points on it. With fewer, the grid shows in the cloud (a 2 m
+# object at 4e6 m has 8 steps across: a sphere comes out as a few slabs).
+MIN_FLOAT32_STEPS = 256
+
+
+def float32_quantization(vertices: np.ndarray) -> str | None:
+    """Why float32 cannot hold this object's shape where it lies (fewer than
+    MIN_FLOAT32_STEPS steps across it), in words; None when it can."""
+    v = np.asarray(vertices, dtype=np.float64)[:, :3]
+    v = v[np.isfinite(v).all(axis=1)]
+    if len(v) == 0:
+        return None
+    magnitude = float(np.abs(v).max())
+    extent = float(np.ptp(v, axis=0).max())
+    step = float(np.spacing(np.float32(min(magnitude, float(np.finfo(np.float32).max)))))
+    if extent <= 0.0 or extent >= MIN_FLOAT32_STEPS * step:  # no extent: `normalization` says
+        return None
+    return (
+        f"coordinates {magnitude:.4g} from the origin, in float32, move in steps of {step:.3g}: "
+        f"{extent / step:.0f} steps across the object's extent of {extent:.4g} "
+        f"(at least {MIN_FLOAT32_STEPS} keep its shape)"
+    )
 
 
 def normalize(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
-    """Apply a normalisation from `normalization` to xyz (extra columns such as normals kept)."""
-    out = np.array(points, dtype=np.float32, copy=True)
+    """Apply a normalisation from `normalization` to xyz (extra columns such as normals kept),
+    float32 out. Centred in float64 first: a scan at a UTM offset (4e6 m) cast to float32
+    before centring kept 0.25 m steps, and a 2 m object became a few slabs of points."""
+    out = np.array(points, dtype=np.float64, copy=True)
     out[:, :3] = (out[:, :3] - centre) * scale
-    return out
+    return out.astype(np.float32)

@@ -49,6 +49,7 @@ from cg3d.files import (
 )
 from cg3d.formats.manifest import FAILURE_KINDS
 from cg3d.formats.pointfiles import is_number
+from cg3d.geometry.frame import float32_quantization, origin_offset
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # trimesh and Blender read these alike (tests/render/test_one_reading.py): no Blender needed
@@ -277,7 +278,30 @@ def load_mesh(path: Path) -> Mesh:
         faces=np.asarray(faces, dtype=np.int64).reshape(-1, 3),
     )
     check_mesh(result)
+    if float32_file(path, suffix):  # the file itself lost the shape: say so, not a blurred cloud
+        reason = float32_quantization(result.vertices[np.unique(result.faces)])
+        if reason:
+            raise MeshError(
+                "quantized", f"the file stores {reason}; save it in double or nearer the origin"
+            )
     return result
+
+
+def float32_file(path: Path, suffix: str) -> bool:
+    """Whether a mesh file stores its vertex coordinates as float32: a binary STL (always), a
+    PLY whose vertex x, y or z is a `float` (trimesh and Blender read an ASCII one so too)."""
+    if suffix == ".stl":
+        with open(path, "rb") as handle:
+            return not _ascii_stl(handle.read(512))
+    if suffix != ".ply":
+        return False
+    with open(path, "rb") as handle:
+        elements = _ply_header(handle)[1]
+    vertex = next((element for element in elements if element.name == "vertex"), None)
+    return vertex is not None and any(
+        name in ("x", "y", "z") and kind in ("float", "float32")
+        for name, kind, _ in vertex.properties
+    )
 
 
 def _cut_mid_line(path: Path) -> str:
@@ -1585,6 +1609,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
     copy = folder / resolved.name
     digest = hashlib.sha256()
+    move = ObjVertexMove()
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
         for number, block in enumerate(line_blocks(source)):
@@ -1602,8 +1627,44 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
                     position = end
             pieces.append(block[position:])
             # blanking keeps every line, so the faces found in the user's bytes are still whole
-            out.writelines([split_obj_faces(b"".join(pieces))] if split else pieces)
+            block = b"".join(pieces)
+            out.write(move(split_obj_faces(block) if split else block))
     return copy, digest.hexdigest()
+
+
+# Blender's copy of an OBJ far from the origin is moved near it by its first vertex
+# (`frame.origin_offset`), every vertex in float64 as the fast path reads them.
+OBJ_VERTEX = re.compile(
+    rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
+)
+
+
+class ObjVertexMove:
+    """Rewrites an OBJ's blocks, in order, with its `v` statements moved by `origin_offset` of
+    its first vertex (unchanged when that lies near the origin)."""
+
+    def __init__(self) -> None:
+        self.decided = False
+        self.offset: list[float] | None = None
+
+    def __call__(self, block: bytes) -> bytes:
+        if self.decided and self.offset is None:
+            return block
+        return OBJ_VERTEX.sub(self._moved, block)
+
+    def _moved(self, match: re.Match) -> bytes:
+        try:
+            xyz = [float(word) for word in match.groups()[1:]]
+        except ValueError:  # not three numbers: left as Blender's importer reads it
+            return match.group(0)
+        if not self.decided:
+            self.decided = True
+            offset = origin_offset(np.array(xyz))
+            self.offset = offset.tolist() if offset.any() else None
+        if self.offset is None:
+            return match.group(0)
+        moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
+        return match.group(1) + b" ".join(moved)
 
 
 def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:

@@ -295,8 +295,11 @@ class Renderer:
             mesh = load_mesh(path)
         except MeshError as error:
             raise RenderFailure(str(error)) from error
+        from cg3d.geometry.frame import origin_offset
+
         data = self.bpy.data.meshes.new(path.stem)
-        data.from_pydata(np.asarray(mesh.vertices).tolist(), [], np.asarray(mesh.faces).tolist())
+        vertices = mesh.vertices - origin_offset(mesh.vertices[0])  # Blender's float32 holds them
+        data.from_pydata(vertices.tolist(), [], np.asarray(mesh.faces).tolist())
         data.validate()
         obj = self.bpy.data.objects.new(path.stem, data)
         self.scene.collection.objects.link(obj)
@@ -307,7 +310,7 @@ class Renderer:
         The file is checked now, as it is opened (`blender_input`: inside `root`, the listed
         bytes, its references confined), and Blender imports what was checked."""
         from cg3d.files import zero_tail
-        from cg3d.geometry.frame import canonical_rotation, normalization
+        from cg3d.geometry.frame import canonical_rotation, float32_quantization, normalization
         from cg3d.geometry.meshio import (
             Mesh,
             MeshError,
@@ -327,6 +330,7 @@ class Renderer:
         suffix = path.suffix.lower()
         objects = self.import_mesh(path)
         self.bpy.context.view_layer.update()
+        self._move_near_origin(objects)
         defined = defined_materials(path) if suffix == ".obj" and colors else None
         surface, counts = evaluated_surface(self.bpy, colors, defined)
         if not len(surface.triangles):
@@ -345,6 +349,11 @@ class Renderer:
             raise RenderFailure(f"{error}; {zeros}" if zeros else str(error)) from error
         except ValueError as error:
             raise RenderFailure(f"degenerate: {error}") from error
+        # Blender holds vertices and transforms in float32: an OBJ in UTM metres (4e6 m) was
+        # imported on a 0.25 m grid, and its views and points were of a blocky object
+        quantized = float32_quantization(vertices)
+        if quantized:
+            raise RenderFailure(f"quantized: Blender holds {quantized}; move it nearer the origin")
         normalise = np.eye(4) * scale
         normalise[3, 3] = 1.0
         normalise[:3, 3] = -scale * centre
@@ -359,6 +368,23 @@ class Renderer:
             (homogeneous(CANONICAL_TO_BLENDER) @ normalise @ to_canonical).tolist()
         )
         return canonical.transformed(normalise)
+
+    def _move_near_origin(self, objects: list) -> None:
+        """Move imported objects placed far out (a glTF node at a UTM offset) near the origin,
+        all by one whole-unit offset (`origin_offset` of the first mesh's place): Blender
+        composes their matrices in float32, which would draw them off their frame there."""
+        from cg3d.geometry.frame import origin_offset
+
+        first = next((obj for obj in objects if obj.type == "MESH"), None)
+        if first is None:
+            return
+        offset = origin_offset(np.array(first.matrix_world.translation))
+        if not offset.any():
+            return
+        for obj in objects:
+            if obj.parent is None:
+                obj.location = (np.array(obj.location) - offset).tolist()
+        self.bpy.context.view_layer.update()
 
     def sample(self, request: dict) -> dict:
         """Sample the points of one object from its surface (`cg3d.geometry.sampling`), with

@@ -1,0 +1,30 @@
+"""Meshes far from the origin for the tests: a 2 m sphere, and the UTM offset (metres: x 500 km,
+y 4,000 km, where float32's step is 0.25 m)."""
+
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+UTM = np.array([500_000.0, 4_000_000.0, 300.0])
+SPHERE = trimesh.creation.icosphere(subdivisions=2, radius=1.0)  # a 2 m object
+
+
+def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, kind: str) -> Path:
+    dtype = {"float": "<f4", "double": "<f8"}[kind]
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
+        + "".join(f"property {kind} {axis}\n" for axis in "xyz")
+        + f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    rows = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", 3)])
+    rows["n"], rows["i"] = 3, faces
+    path.write_bytes(header.encode() + np.asarray(vertices, dtype).tobytes() + rows.tobytes())
+    return path
+
+
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in vertices]
+    lines += ["vn 0 0 1"] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    path.write_text("\n".join(lines) + "\n")
+    return path

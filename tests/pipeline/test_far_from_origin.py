@@ -1,0 +1,79 @@
+"""Meshes and point files far from the origin (UTM metres: x 500 km, y 4,000 km). A file that
+stores float32 coordinates there holds a 2 m object on a 0.25 m grid: a `quantized` failure
+row (a one-line error for a point file) naming the steps, never a blocky cloud. A float64 file
+there reads as the same object at the origin."""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from cg3d.errors import UsageError
+from cg3d.formats.pointfiles import read_point_file
+from cg3d.geometry.meshio import MeshError, blender_input, load_mesh
+from cg3d.geometry.sampling import object_rng, sample_object
+from cg3d.params import SampleConfig
+from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
+
+
+def write_stl(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    triangles = np.asarray(vertices, "<f4")[faces]
+    records = b"".join(struct.pack("<12fH", *[0.0] * 3, *t.ravel(), 0) for t in triangles)
+    path.write_bytes(b"\0" * 80 + struct.pack("<I", len(faces)) + records)
+    return path
+
+
+def sampled(path: Path) -> np.ndarray:
+    mesh = load_mesh(path)
+    return sample_object(mesh.vertices, mesh.faces, SampleConfig(points=512), object_rng(0, "a"))
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".stl"])
+def test_a_float32_file_far_from_the_origin_is_a_quantized_row(tmp_path, suffix):
+    far = SPHERE.vertices + UTM
+    if suffix == ".ply":
+        path = write_ply(tmp_path / "scan.ply", far, SPHERE.faces, "float")
+    else:
+        path = write_stl(tmp_path / "scan.stl", far, SPHERE.faces)
+    with pytest.raises(MeshError) as error:
+        load_mesh(path)
+    assert error.value.kind == "quantized"
+    assert "steps of 0.25" in error.value.reason and "8 steps across" in error.value.reason
+
+
+def test_float32_files_near_the_origin_and_float64_ones_far_from_it_read_alike(tmp_path):
+    origin = sampled(write_ply(tmp_path / "origin.ply", SPHERE.vertices, SPHERE.faces, "float"))
+    far = sampled(write_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, "double"))
+    assert np.abs(far - origin).max() < 1e-5
+    # a millimetre file (2000 units across, float32): steps of 1/8192 there, its shape kept
+    mm = write_ply(tmp_path / "mm.ply", SPHERE.vertices * 1000, SPHERE.faces, "float")
+    assert np.abs(sampled(mm) - origin).max() < 1e-5
+
+
+def test_a_float32_point_file_far_from_the_origin_is_one_line(tmp_path):
+    points = np.random.default_rng(0).normal(size=(500, 3)) + UTM
+    np.save(tmp_path / "far32.npy", points.astype(np.float32))
+    with pytest.raises(UsageError, match=r"far32\.npy: the file stores coordinates 4e\+06"):
+        read_point_file(tmp_path / "far32.npy")
+    np.save(tmp_path / "far64.npy", points)
+    assert np.array_equal(read_point_file(tmp_path / "far64.npy")[0], points)
+    cloud = write_ply(tmp_path / "cloud.ply", points, np.empty((0, 3), int), "float")
+    with pytest.raises(UsageError, match="steps of 0.25"):
+        read_point_file(cloud)
+
+
+def test_blenders_copy_of_an_obj_far_from_the_origin_is_moved_near_it(tmp_path):
+    # Blender holds float32: given the user's numbers, it read a 2 m sphere on a 0.25 m grid
+    far = SPHERE.vertices + UTM
+    path = write_obj(tmp_path / "far.obj", far, SPHERE.faces)
+    copy = blender_input(path, tmp_path, "", tmp_path / "blender")
+    moved = trimesh.load(copy, process=False)
+    offset = moved.vertices[0] - far[0]
+    assert np.abs(moved.vertices[0]).max() < 1.0  # by the first vertex, rounded
+    assert np.abs(moved.vertices - offset - far).max() < 1e-9
+    assert np.array_equal(moved.faces, SPHERE.faces)
+    assert "vn 0 0 1\n" in copy.read_text()  # only `v` statements move
+    near = write_obj(tmp_path / "near.obj", SPHERE.vertices * 1000, SPHERE.faces)  # millimetres
+    assert blender_input(near, tmp_path, "", tmp_path / "b2").read_bytes() == near.read_bytes()

@@ -1,0 +1,50 @@
+"""Blender's reading far from the origin (UTM metres: x 500 km, y 4,000 km), where its float32
+coordinates move in 0.25 m steps: an OBJ is read as the same object at the origin (its copy
+is moved near it), a file it cannot move is a `quantized` failure, never a blocky object."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from cg3d.params import SampleConfig
+from cg3d.pipeline.sample import PointsReader
+from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
+
+pytestmark = pytest.mark.blender
+
+
+def test_blender_reads_an_obj_far_from_the_origin_as_at_the_origin(tmp_path: Path):
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    far = write_obj(tmp_path / "far.obj", SPHERE.vertices + UTM, SPHERE.faces)
+    ply = write_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, "double")
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(origin, "y", "a")[0]
+        assert np.abs(read(far, "y", "a")[0] - expected).max() < 1e-5
+        # Blender's PLY importer holds the doubles in float32: said, not a blocky sphere
+        with pytest.raises(ValueError, match="quantized: Blender holds coordinates 4e"):
+            read(ply, "y", "a")
+    assert trimesh.load(far).vertices.max() > 4e6  # the user's file is left as it was
+
+
+def test_blender_reads_a_gltf_node_or_an_off_far_from_the_origin_as_at_the_origin(tmp_path: Path):
+    # a glTF node placed in UTM metres: Blender composes its matrices in float32; an OFF is
+    # built from the fast path's float64 arrays (its float32 held them on the 0.25 m grid)
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    placed = np.eye(4)
+    placed[:3, 3] = UTM + 0.3  # not whole metres: the node's own float32 rounds it
+    scene = trimesh.Scene()
+    scene.add_geometry(trimesh.Trimesh(SPHERE.vertices, SPHERE.faces), transform=placed)
+    scene.export(tmp_path / "node.glb")
+    off = write_off(tmp_path / "far.off", SPHERE.vertices + UTM, SPHERE.faces)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(origin, "y", "a")[0]
+        for path in (tmp_path / "node.glb", off):
+            assert np.abs(read(path, "y", "a")[0] - expected).max() < 1e-5, path.name
+
+
+def write_off(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    rows = [f"{x!r} {y!r} {z!r}" for x, y, z in vertices] + [f"3 {a} {b} {c}" for a, b, c in faces]
+    path.write_text(f"OFF\n{len(vertices)} {len(faces)} 0\n" + "\n".join(rows) + "\n")
+    return path
