@@ -48,6 +48,7 @@ from cg3d.files import (
     why_not_a_file,
     zero_tail,
 )
+from cg3d.formats.images import texture_refusal
 from cg3d.formats.manifest import FAILURE_KINDS
 
 SUPPORTED_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
@@ -1462,12 +1463,14 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     missing: list[str] = []
 
-    def reference(name: str, file: Path | None) -> Path | None:
+    def reference(name: str, file: Path | None, image: bool = False) -> Path | None:
         # A texture or MTL that is a Git LFS or git-annex pointer counts as missing, said so:
         # Blender rendered the object untextured without a word. Read only when its size is a
-        # pointer's (under 1 KB): the stat is cached from `why_not_a_file`'s, and an image is
-        # never opened.
+        # pointer's (under 1 KB): the stat is cached from `why_not_a_file`'s. Of an image, the
+        # header is read too: one Blender would not be given (`texture_file`) is missing.
         said = file_stand_in(file) if file is not None and _pointer_sized(file) else ""
+        if image and file is not None and not said:
+            said = texture_refusal(file)
         if file is None or said:
             missing.append(f"{_named(name)} ({said})" if said else _named(name))
             return None
@@ -1479,10 +1482,10 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
             mtl = reference(name, resolve_reference(root, base, name, required=False))
             if mtl is not None:
                 for texture in _mtl_maps(mtl):
-                    reference(texture, mtl_texture(root, mtl, texture))
+                    reference(texture, mtl_texture(root, mtl, texture), image=True)
     elif suffix in GLTF_SUFFIXES:
-        for _, name, file in _gltf_references(gltf_document(path), base, root):
-            reference(name, file)
+        for kind, _, name, file in _gltf_references(gltf_document(path), base, root):
+            reference(name, file, image=kind == "images")
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
@@ -1508,16 +1511,18 @@ def mtl_texture(root: Path, mtl: Path, name: str) -> Path | None:
     return file
 
 
-def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
-    """(item, its URI as Blender reads it, the file, or None for a missing image) of each
-    buffer and image of a glTF document naming a file; MeshError for one outside `root` or a
-    missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
+def _gltf_references(
+    document: dict, base: Path, root: Path
+) -> Iterator[tuple[str, dict, str, Path | None]]:
+    """(its kind, "buffers" or "images"; the item; its URI as Blender reads it; the file, or
+    None for a missing image) of each buffer and image of a glTF document naming a file;
+    MeshError for one outside `root` or a missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
     for kind in ("buffers", "images"):
         for item in document.get(kind, []):
             uri = item.get("uri") if isinstance(item, dict) else None
             if isinstance(uri, str) and not uri.startswith("data:"):
                 name = unquote(uri.replace("\\", "/"))
-                yield item, name, resolve_reference(root, base, name, kind == "buffers")
+                yield kind, item, name, resolve_reference(root, base, name, kind == "buffers")
 
 
 # Check, then use: what the sample and render stages open is checked when they open it.
@@ -1642,8 +1647,12 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         # EXT_meshopt_compression is not available", `unreadable`, not `unsupported_format`).
         check_gltf(document)
         check_gltf_sizes(document, resolved)
-        for item, name, file in _gltf_references(document, resolved.parent, root):
-            # Missing images stay missing (Blender reads the object without them).
+        for kind, item, name, file in _gltf_references(document, resolved.parent, root):
+            # Missing images stay missing (Blender reads the object without them), and so
+            # does one too large to decode (`texture_file`): named as no file in the copy folder.
+            if file is not None and kind == "images" and texture_file(file) is None:
+                item["uri"] = quote(str(copy.parent / "no-such-image"))
+                continue
             named = _blender_reference(file, copy.parent) if file else None
             item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
         for mesh in document.get("meshes", []):
@@ -1663,6 +1672,14 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
                 digest.update(block)
                 out.write(block)
     return copy, digest.hexdigest()
+
+
+def texture_file(file: Path | None) -> Path | None:
+    """The texture file Blender is given: None (a missing texture) for one whose header
+    declares too many pixels to decode (`images.texture_refusal`, which the meshes stage lists
+    in `missing`): Blender decoded it whole and the worker met its memory limit, or took the
+    machine's memory where the limit is high."""
+    return None if file is None or texture_refusal(file) else file
 
 
 def _blender_reference(file: Path, folder: Path) -> str:
@@ -1699,7 +1716,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
             continue
         found = texture_map(line)
         if found and found[2]:
-            texture = mtl_texture(root, mtl, found[2])
+            texture = texture_file(mtl_texture(root, mtl, found[2]))
             # A missing texture stays missing (a name in the fresh copy folder that no file
             # has), as for a glTF: dropping the map would leave the importer's default colour
             # under it looking like the author's.
