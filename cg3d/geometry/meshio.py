@@ -1456,8 +1456,10 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     glTF's images, each as the file writes it, a texture as its MTL does). The object is read
     without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
     stage lists them in the manifest (`missing`), as it does one that is a Git LFS or git-annex
-    pointer (`files.stand_in`). One stat each, which the check of the files that exist needs
-    anyway (and a read of a file under 1 KB): no image is opened."""
+    pointer (`files.stand_in`), and a texture Blender is not given: one declaring too many
+    pixels (`texture_file`) or a KTX2 image without a fallback (`basisu_only_images`). One stat
+    each, which the check of the files that exist needs anyway, a read of a file under 1 KB,
+    and an image's header: no pixel is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
@@ -1484,8 +1486,10 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
                 for texture in _mtl_maps(mtl):
                     reference(texture, mtl_texture(root, mtl, texture), image=True)
     elif suffix in GLTF_SUFFIXES:
-        for kind, _, name, file in _gltf_references(gltf_document(path), base, root):
+        document = gltf_document(path)
+        for kind, _, name, file in _gltf_references(document, base, root):
             reference(name, file, image=kind == "images")
+        missing += [f"{name} ({KTX2_UNREAD})" for name in basisu_only_images(document).values()]
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
@@ -1655,6 +1659,7 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
                 continue
             named = _blender_reference(file, copy.parent) if file else None
             item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
+        _without_basisu(document, copy.parent / "no-such-image")
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1672,6 +1677,47 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
                 digest.update(block)
                 out.write(block)
     return copy, digest.hexdigest()
+
+
+# Blender 5's glTF importer reads KHR_texture_basisu's document but decodes no KTX2 image: a
+# texture with no other source lost its material's stated colour too (Blender's default grey).
+KTX2_UNREAD = "a KTX2 image (KHR_texture_basisu) with no PNG/JPEG fallback: Blender decodes none"
+
+
+def basisu_only_images(document: dict) -> dict[int, str]:
+    """{index: name (its URI, else `image N`)} of each image that a texture has as its
+    KHR_texture_basisu source while stating no `source` of its own (a fallback Blender reads)."""
+    images = document.get("images", [])
+    found = {}
+    for texture in document.get("textures", []):
+        source = _basisu_only_source(texture)
+        if source is not None and source < len(images) and isinstance(images[source], dict):
+            uri = images[source].get("uri")
+            plain = isinstance(uri, str) and uri and not uri.startswith("data:")
+            found[source] = unquote(uri.replace("\\", "/")) if plain else f"image {source}"
+    return found
+
+
+def _basisu_only_source(texture: object) -> int | None:
+    """The KHR_texture_basisu image of a texture that states no `source`, else None."""
+    if not isinstance(texture, dict) or "source" in texture:
+        return None
+    extensions = texture.get("extensions")
+    basisu = extensions.get("KHR_texture_basisu") if isinstance(extensions, dict) else None
+    source = basisu.get("source") if isinstance(basisu, dict) else None
+    return source if type(source) is int and source >= 0 else None
+
+
+def _without_basisu(document: dict, absent: Path) -> None:
+    """Each texture whose only image is KTX2 (`basisu_only_images`) takes it as its `source`,
+    the image named as the file `absent`, which does not exist: Blender reads the object as
+    with a missing image, in the colour the file states under it (baseColorFactor)."""
+    images = basisu_only_images(document)
+    for texture in document.get("textures", []):
+        if (source := _basisu_only_source(texture)) in images:
+            texture["source"] = source
+    for index in images:
+        document["images"][index] = {"uri": quote(str(absent))}
 
 
 def texture_file(file: Path | None) -> Path | None:
