@@ -13,6 +13,7 @@ the manifest's `missing` column: the object is read without it), and the geometr
 Parsing only: nothing in a file is ever executed.
 """
 
+import base64
 import hashlib
 import io
 import json
@@ -1490,6 +1491,8 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
         for kind, _, name, file in _gltf_references(document, base, root):
             reference(name, file, image=kind == "images")
         missing += [f"{name} ({KTX2_UNREAD})" for name in basisu_only_images(document).values()]
+        oversized = oversized_embedded_images(document, path).items()
+        missing += [f"image {index} ({why})" for index, why in oversized]
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
@@ -1660,6 +1663,8 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
             named = _blender_reference(file, copy.parent) if file else None
             item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
         _without_basisu(document, copy.parent / "no-such-image")
+        for index in oversized_embedded_images(document, resolved):  # as `texture_file`
+            document["images"][index] = {"uri": quote(str(copy.parent / "no-such-image"))}
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1718,6 +1723,52 @@ def _without_basisu(document: dict, absent: Path) -> None:
             texture["source"] = source
     for index in images:
         document["images"][index] = {"uri": quote(str(absent))}
+
+
+# An image's header lies in its first bytes (a JPEG's size after its EXIF and ICC segments).
+EMBEDDED_HEAD = 1 << 16
+
+
+def oversized_embedded_images(document: dict, path: Path) -> dict[int, str]:
+    """{index: why} of each image stored in the glTF/GLB file `path` itself (a data: URI, a
+    bufferView of a GLB's BIN chunk, as Objaverse's files hold their textures) whose header
+    declares too many pixels to decode (`images.texture_refusal`). Its first bytes are read."""
+    found = {}
+    for index, image in enumerate(document.get("images", [])):
+        head = _embedded_head(document, image, path)
+        if head and (why := texture_refusal(io.BytesIO(head))):
+            found[index] = why
+    return found
+
+
+def _embedded_head(document: dict, image: object, path: Path) -> bytes:
+    """The first EMBEDDED_HEAD bytes of an image stored in the file itself, else b"" (an image
+    in a file of its own, or one a malformed document places nowhere: the checks say why)."""
+    if not isinstance(image, dict):
+        return b""
+    uri = image.get("uri")
+    if isinstance(uri, str):
+        media, _, data = uri.partition(",")
+        if not media.startswith("data:") or not media.endswith(";base64"):
+            return b""
+        try:
+            return base64.b64decode(data[: EMBEDDED_HEAD // 3 * 4])
+        except ValueError:
+            return b""
+    views, buffers = document.get("bufferViews", []), document.get("buffers", [])
+    index = image.get("bufferView")
+    view = views[index] if type(index) is int and 0 <= index < len(views) else None
+    if not isinstance(view, dict) or view.get("buffer") != 0 or not buffers:
+        return b""
+    offset = view.get("byteOffset", 0)
+    if not isinstance(buffers[0], dict) or "uri" in buffers[0] or type(offset) is not int:
+        return b""  # buffer 0 a file of its own (rare for images): not read here
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+        if head[:4] != b"glTF" or len(head) < 20:
+            return b""
+        handle.seek(20 + struct.unpack_from("<I", head, 12)[0] + 8 + max(offset, 0))
+        return handle.read(EMBEDDED_HEAD)
 
 
 def texture_file(file: Path | None) -> Path | None:

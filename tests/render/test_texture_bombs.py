@@ -13,6 +13,7 @@ import pytest
 import cg3d.render.supervisor
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
+from tests.pipeline.sources.test_texture_bombs import glb_with_image
 from tests.render.test_missing_textures import srgb, textured_cube
 
 pytestmark = pytest.mark.blender
@@ -44,4 +45,16 @@ def test_a_texture_bomb_is_not_decoded_and_the_stated_colour_is_kept(tmp_path, m
         points, has_color = read(path, "y", "cube", path.parent)
     assert has_color
     expected = [srgb(c) for c in (0.2, 0.6, 0.2)]
+    assert np.abs(points[:, 3:6] - expected).max() < 0.01
+
+
+def test_a_texture_bomb_inside_a_glb_is_not_decoded(tmp_path, monkeypatch):
+    """As Objaverse's files hold their textures: in the GLB's BIN chunk."""
+    bomb = png_bomb(tmp_path / "skin.png", 20_000).read_bytes()
+    path = glb_with_image(tmp_path / "src" / "bomb.glb", bomb)
+    monkeypatch.setattr(cg3d.render.supervisor, "worker_memory_bytes", lambda *_: 2 << 30)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        points, has_color = read(path, "y", "bomb", path.parent)
+    assert has_color
+    expected = [srgb(c) for c in (0.2, 0.6, 0.2)]  # its baseColorFactor
     assert np.abs(points[:, 3:6] - expected).max() < 0.01

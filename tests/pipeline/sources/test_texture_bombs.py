@@ -79,3 +79,103 @@ def test_blender_is_not_given_a_texture_declaring_too_many_pixels(tmp_path):
     copy = blender_input(gltf, root, "", tmp_path / "gltf")
     (image,) = json.loads(copy.read_text())["images"]
     assert "skin.png" not in image["uri"] and not Path(image["uri"]).exists()
+
+
+def glb_with_image(path: Path, image: bytes, inline: bool = False) -> Path:
+    """A GLB of a unit square with UVs, its base colour the PNG `image` (times a green
+    baseColorFactor) stored in its BIN chunk, as Objaverse's files store their textures; with
+    `inline`, a .gltf holding the image as a data: URI instead."""
+    import base64
+
+    geometry = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
+    geometry += struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1) + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
+    geometry += bytes(-len(geometry) % 4)
+    views = [
+        {"buffer": 0, "byteOffset": 0, "byteLength": 48},
+        {"buffer": 0, "byteOffset": 48, "byteLength": 32},
+        {"buffer": 0, "byteOffset": 80, "byteLength": 12},
+    ]
+    if inline:
+        uri = "data:image/png;base64," + base64.b64encode(image).decode()
+        images, data = [{"uri": uri}], geometry
+    else:
+        views.append({"buffer": 0, "byteOffset": len(geometry), "byteLength": len(image)})
+        images, data = [{"bufferView": 3, "mimeType": "image/png"}], geometry + image
+    data += bytes(-len(data) % 4)
+    buffer = {"byteLength": len(data)}
+    if inline:
+        buffer["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+    document = {
+        "asset": {"version": "2.0"},
+        "buffers": [buffer],
+        "bufferViews": views,
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 4,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 0],
+            },
+            {"bufferView": 1, "componentType": 5126, "count": 4, "type": "VEC2"},
+            {"bufferView": 2, "componentType": 5123, "count": 6, "type": "SCALAR"},
+        ],  # fmt: skip
+        "images": images,
+        "textures": [{"source": 0}],
+        "materials": [
+            {
+                "pbrMetallicRoughness": {
+                    "baseColorTexture": {"index": 0},
+                    "baseColorFactor": [0.2, 0.6, 0.2, 1],
+                }
+            }
+        ],
+        "meshes": [
+            {
+                "primitives": [
+                    {"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}
+                ]
+            }
+        ],  # fmt: skip
+        "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}],
+        "scene": 0,
+    }
+    text = json.dumps(document).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if inline:
+        path.write_bytes(text)
+        return path
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text
+    chunks += struct.pack("<II", len(data), 0x004E4942) + data
+    path.write_bytes(b"glTF" + struct.pack("<II", 2, 12 + len(chunks)) + chunks)
+    return path
+
+
+def test_an_embedded_texture_declaring_too_many_pixels_is_listed_and_not_given(tmp_path):
+    root = tmp_path / "src"
+    png_declaring(tmp_path / "bomb.png", 50_000, 50_000)
+    png_declaring(tmp_path / "fine.png", 64, 64)
+    bomb = (tmp_path / "bomb.png").read_bytes()
+    glb_with_image(root / "a" / "bomb.glb", bomb)
+    glb_with_image(root / "b" / "inline.gltf", bomb, inline=True)
+    glb_with_image(root / "c" / "fine.glb", (tmp_path / "fine.png").read_bytes())
+    out = tmp_path / "meshes"
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {Path(row["path"]).name: (row["status"], row["missing"]) for row in manifest_rows(out)}
+    listed = [f"image 0 (50,000 × 50,000 pixels, {too_many()})"]
+    assert rows == {
+        "bomb.glb": ("ok", listed),
+        "inline.gltf": ("ok", listed),
+        "fine.glb": ("ok", []),
+    }
+    for name in ("a/bomb.glb", "b/inline.gltf", "c/fine.glb"):
+        copy = blender_input(root / name, root, "", tmp_path / "copy" / name)
+        text = copy.read_bytes()
+        document = json.loads(
+            text[20 : 20 + struct.unpack_from("<I", text, 12)[0]] if text[:4] == b"glTF" else text
+        )
+        (image,) = document["images"]
+        assert ("bufferView" in image or "base64" in image.get("uri", "")) == (name == "c/fine.glb")
