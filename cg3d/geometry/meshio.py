@@ -150,6 +150,15 @@ def check_suffix(path: Path) -> str:
             f"a numbered copy of a {mesh} file, as wget names a download repeated into one "
             f"folder: rename it to {mesh} if it is the file you want, else remove it",
         )
+    inner = Path(path).with_suffix("").suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES and inner in SUPPORTED_SUFFIXES:
+        # Blender's importers and trimesh read no compressed file: never decompressed here
+        # (a 1 MB .ply.gz can inflate to gigabytes); the user decompresses what they trust.
+        packed, tool = COMPRESSED_SUFFIXES[suffix]
+        raise MeshError(
+            "unsupported_format",
+            f"a {inner} file compressed with {packed}: `{tool}` it (no importer reads it so)",
+        )
     if suffix not in SUPPORTED_SUFFIXES:
         raise MeshError(
             "unsupported_format",
@@ -191,6 +200,15 @@ DECOMPRESS = {
     "xz": "`unxz` it",
     "zstd": "`unzstd` it",
     "bzip2": "`bunzip2` it",
+}
+
+
+# A mesh saved compressed (`chair.ply.gz`): its format and the command that decompresses it.
+COMPRESSED_SUFFIXES = {
+    ".gz": ("gzip", "gunzip"),
+    ".xz": ("xz", "unxz"),
+    ".zst": ("zstd", "unzstd"),
+    ".bz2": ("bzip2", "bunzip2"),
 }
 
 
