@@ -133,8 +133,9 @@ class Mesh:
     faces: np.ndarray
 
 
-def check_suffix(path: Path) -> str:
-    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise."""
+def check_suffix(path: Path, also: tuple[str, ...] = ()) -> str:
+    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise.
+    `also`: the suffixes a caller reads besides (classify's point files), for the message."""
     suffix = Path(path).suffix.lower()
     if suffix in NAMED_UNSUPPORTED:
         raise MeshError(
@@ -162,7 +163,7 @@ def check_suffix(path: Path) -> str:
     if suffix not in SUPPORTED_SUFFIXES:
         raise MeshError(
             "unsupported_format",
-            f"{suffix or 'no suffix'} is not one of {' '.join(SUPPORTED_SUFFIXES)}",
+            f"{suffix or 'no suffix'} is not one of {' '.join((*SUPPORTED_SUFFIXES, *also))}",
         )
     return suffix
 
