@@ -18,7 +18,7 @@ from cg3d.formats.manifest import manifest_rows
 from cg3d.params import MeshesConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
 from cg3d.pipeline.sources import build_manifest
-from tests.render.test_missing_textures import srgb
+from tests.pipeline.texturefiles import srgb
 
 RED = (200, 30, 30)
 FACTOR = (0.2, 0.6, 0.2)  # linear, as glTF's baseColorFactor

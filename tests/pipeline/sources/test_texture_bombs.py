@@ -5,7 +5,6 @@ file states under it), and the manifest's `missing` column says which texture an
 
 import json
 import struct
-import zlib
 from pathlib import Path
 
 from cg3d.formats.images import MAX_TEXTURE_PIXELS
@@ -13,24 +12,13 @@ from cg3d.formats.manifest import manifest_rows
 from cg3d.geometry.meshio import blender_input
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.sources import build_manifest
-from tests.pipeline.sources.test_missing_references import SQUARE, gltf_naming_image, write
-
-
-def png_declaring(path: Path, width: int, height: int, text: bytes = b"") -> Path:
-    """A PNG whose header declares `width` × `height` RGB pixels, its pixel data a stub (the
-    size of the file is a few hundred bytes); `text`: a zTXt chunk's inflated contents."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    ztxt = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(text, 9)) if text else b""
-    body = chunk(b"IHDR", header) + ztxt + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
-    return path
-
+from tests.pipeline.texturefiles import (
+    SQUARE,
+    glb_with_image,
+    gltf_naming_image,
+    png_declaring,
+    write,
+)
 
 REASON = "not decoded"
 
@@ -79,79 +67,6 @@ def test_blender_is_not_given_a_texture_declaring_too_many_pixels(tmp_path):
     copy = blender_input(gltf, root, "", tmp_path / "gltf")
     (image,) = json.loads(copy.read_text())["images"]
     assert "skin.png" not in image["uri"] and not Path(image["uri"]).exists()
-
-
-def glb_with_image(path: Path, image: bytes, inline: bool = False) -> Path:
-    """A GLB of a unit square with UVs, its base colour the PNG `image` (times a green
-    baseColorFactor) stored in its BIN chunk, as Objaverse's files store their textures; with
-    `inline`, a .gltf holding the image as a data: URI instead."""
-    import base64
-
-    geometry = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
-    geometry += struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1) + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
-    geometry += bytes(-len(geometry) % 4)
-    views = [
-        {"buffer": 0, "byteOffset": 0, "byteLength": 48},
-        {"buffer": 0, "byteOffset": 48, "byteLength": 32},
-        {"buffer": 0, "byteOffset": 80, "byteLength": 12},
-    ]
-    if inline:
-        uri = "data:image/png;base64," + base64.b64encode(image).decode()
-        images, data = [{"uri": uri}], geometry
-    else:
-        views.append({"buffer": 0, "byteOffset": len(geometry), "byteLength": len(image)})
-        images, data = [{"bufferView": 3, "mimeType": "image/png"}], geometry + image
-    data += bytes(-len(data) % 4)
-    buffer = {"byteLength": len(data)}
-    if inline:
-        buffer["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
-    document = {
-        "asset": {"version": "2.0"},
-        "buffers": [buffer],
-        "bufferViews": views,
-        "accessors": [
-            {
-                "bufferView": 0,
-                "componentType": 5126,
-                "count": 4,
-                "type": "VEC3",
-                "min": [0, 0, 0],
-                "max": [1, 1, 0],
-            },
-            {"bufferView": 1, "componentType": 5126, "count": 4, "type": "VEC2"},
-            {"bufferView": 2, "componentType": 5123, "count": 6, "type": "SCALAR"},
-        ],  # fmt: skip
-        "images": images,
-        "textures": [{"source": 0}],
-        "materials": [
-            {
-                "pbrMetallicRoughness": {
-                    "baseColorTexture": {"index": 0},
-                    "baseColorFactor": [0.2, 0.6, 0.2, 1],
-                }
-            }
-        ],
-        "meshes": [
-            {
-                "primitives": [
-                    {"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}
-                ]
-            }
-        ],  # fmt: skip
-        "nodes": [{"mesh": 0}],
-        "scenes": [{"nodes": [0]}],
-        "scene": 0,
-    }
-    text = json.dumps(document).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if inline:
-        path.write_bytes(text)
-        return path
-    text += b" " * (-len(text) % 4)
-    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text
-    chunks += struct.pack("<II", len(data), 0x004E4942) + data
-    path.write_bytes(b"glTF" + struct.pack("<II", 2, 12 + len(chunks)) + chunks)
-    return path
 
 
 def test_an_embedded_texture_declaring_too_many_pixels_is_listed_and_not_given(tmp_path):
