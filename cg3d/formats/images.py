@@ -24,8 +24,8 @@ Image.MAX_IMAGE_PIXELS = None
 
 # A mesh's texture is decoded whole by Blender (4 bytes a pixel) and read by the points' sampler
 # as float32 (16 more): 16384 on a side, the largest texture a GPU draws, takes 5.4 GB. Past it a
-# texture is not decoded at all: a 250 KB PNG declaring 16,000 × 16,000 grew a Blender worker
-# to its memory limit, and one of 50,000 × 50,000 compresses to 2.4 MB.
+# texture is not decoded at all: a 390 KB PNG of 20,000 × 20,000 grew a Blender worker to its
+# 2 GiB limit (a "memory" failure naming no texture), and one of 50,000² compresses to 2.4 MB.
 MAX_TEXTURE_PIXELS = 16384 * 16384
 # The formats whose header PIL reads without decoding, and only those: PIL's other plugins
 # (TGA has no signature) could take any bytes for an image of some size.
@@ -42,8 +42,11 @@ def declared_size(source: Path | BinaryIO) -> tuple[int, int] | None:
     except Exception:  # noqa: BLE001 - any header PIL cannot read: the size is unknown
         pass
     if isinstance(source, Path | str):
-        with open(source, "rb") as handle:
-            head = handle.read(24)
+        try:
+            with open(source, "rb") as handle:
+                head = handle.read(24)
+        except OSError:  # Blender's own open of it meets the same fault: it is left to it
+            return None
     else:
         source.seek(0)
         head = source.read(24)
