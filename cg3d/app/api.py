@@ -200,9 +200,12 @@ def check_shape_file(path: str | Path) -> Path:
             suffix, "no points" if suffix in POINT_SUFFIXES else "unreadable mesh"
         )
         raise UsageError(f"{path}: {kind}: the file is empty (0 bytes)")
+    if path.suffix.lower() == ".npz":
+        # never opened: np.load inflates a member whole (1 MB of zip can hold 10 GB of zeros)
+        raise UsageError(f"{path}: an .npz archive is not read here; save its points with np.save")
     if path.suffix.lower() not in POINT_SUFFIXES:
         try:
-            check_suffix(path)
+            check_suffix(path, also=POINT_SUFFIXES)
         except MeshError as error:
             raise UsageError(f"{path}: {error}") from None
     return path

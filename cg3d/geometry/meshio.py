@@ -13,6 +13,7 @@ the manifest's `missing` column: the object is read without it), and the geometr
 Parsing only: nothing in a file is ever executed.
 """
 
+import base64
 import hashlib
 import io
 import json
@@ -47,6 +48,7 @@ from cg3d.files import (
     why_not_a_file,
     zero_tail,
 )
+from cg3d.formats.images import texture_refusal
 from cg3d.formats.manifest import FAILURE_KINDS
 from cg3d.formats.pointfiles import is_number
 from cg3d.geometry.frame import float32_quantization, origin_offset
@@ -132,8 +134,9 @@ class Mesh:
     faces: np.ndarray
 
 
-def check_suffix(path: Path) -> str:
-    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise."""
+def check_suffix(path: Path, also: tuple[str, ...] = ()) -> str:
+    """The lower-case suffix of a mesh file read here; MeshError naming the format otherwise.
+    `also`: the suffixes a caller reads besides (classify's point files), for the message."""
     suffix = Path(path).suffix.lower()
     if suffix in NAMED_UNSUPPORTED:
         raise MeshError(
@@ -149,10 +152,19 @@ def check_suffix(path: Path) -> str:
             f"a numbered copy of a {mesh} file, as wget names a download repeated into one "
             f"folder: rename it to {mesh} if it is the file you want, else remove it",
         )
+    inner = Path(path).with_suffix("").suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES and inner in SUPPORTED_SUFFIXES:
+        # Blender's importers and trimesh read no compressed file: never decompressed here
+        # (a 1 MB .ply.gz can inflate to gigabytes); the user decompresses what they trust.
+        packed, tool = COMPRESSED_SUFFIXES[suffix]
+        raise MeshError(
+            "unsupported_format",
+            f"a {inner} file compressed with {packed}: `{tool}` it (no importer reads it so)",
+        )
     if suffix not in SUPPORTED_SUFFIXES:
         raise MeshError(
             "unsupported_format",
-            f"{suffix or 'no suffix'} is not one of {' '.join(SUPPORTED_SUFFIXES)}",
+            f"{suffix or 'no suffix'} is not one of {' '.join((*SUPPORTED_SUFFIXES, *also))}",
         )
     return suffix
 
@@ -190,6 +202,15 @@ DECOMPRESS = {
     "xz": "`unxz` it",
     "zstd": "`unzstd` it",
     "bzip2": "`bunzip2` it",
+}
+
+
+# A mesh saved compressed (`chair.ply.gz`): its format and the command that decompresses it.
+COMPRESSED_SUFFIXES = {
+    ".gz": ("gzip", "gunzip"),
+    ".xz": ("xz", "unxz"),
+    ".zst": ("zstd", "unzstd"),
+    ".bz2": ("bzip2", "bunzip2"),
 }
 
 
@@ -1471,19 +1492,26 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     glTF's images, each as the file writes it, a texture as its MTL does). The object is read
     without the missing ones (Kd or baseColorFactor colours it, else no colour), so the meshes
     stage lists them in the manifest (`missing`), as it does one that is a Git LFS or git-annex
-    pointer (`files.stand_in`). One stat each, which the check of the files that exist needs
-    anyway, and a read of each file's first KB (`files.stand_in`): no image is decoded."""
+    pointer (`files.stand_in`) or a server's page saved under its name, and a texture Blender
+    is not given: one declaring too many pixels (`texture_file`) or a KTX2 image without a
+    fallback (`basisu_only_images`). One stat each, which the check of the files that exist
+    needs anyway, a read of each file's first KB (`files.stand_in`) and an image's header: no
+    pixel is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
     missing: list[str] = []
 
-    def reference(name: str, file: Path | None) -> Path | None:
+    def reference(name: str, file: Path | None, image: bool = False) -> Path | None:
         # A texture or MTL that is a Git LFS or git-annex pointer, or a server's HTML page or
         # XML error saved under its name, counts as missing, said so: Blender rendered the
         # object untextured without a word. Its first KB is read whatever its size (a page is
         # any size: only files under 1 KB were read, and a 5 KB 404 page passed as an image).
+        # Of an image, the header is read too: one Blender would not be given
+        # (`texture_file`) is missing.
         said = file_stand_in(file) if file is not None else ""
+        if image and file is not None and not said:
+            said = texture_refusal(file)
         if file is None or said:
             missing.append(f"{_named(name)} ({said})" if said else _named(name))
             return None
@@ -1495,10 +1523,14 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
             mtl = reference(name, resolve_reference(root, base, name, required=False))
             if mtl is not None:
                 for texture in _mtl_maps(mtl):
-                    reference(texture, mtl_texture(root, mtl, texture))
+                    reference(texture, mtl_texture(root, mtl, texture), image=True)
     elif suffix in GLTF_SUFFIXES:
-        for _, name, file in _gltf_references(gltf_document(path), base, root):
-            reference(name, file)
+        document = gltf_document(path)
+        for kind, _, name, file in _gltf_references(document, base, root):
+            reference(name, file, image=kind == "images")
+        missing += [f"{name} ({KTX2_UNREAD})" for name in basisu_only_images(document).values()]
+        oversized = oversized_embedded_images(document, path).items()
+        missing += [f"image {index} ({why})" for index, why in oversized]
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
 
@@ -1516,16 +1548,18 @@ def mtl_texture(root: Path, mtl: Path, name: str) -> Path | None:
     return file
 
 
-def _gltf_references(document: dict, base: Path, root: Path) -> Iterator[tuple[dict, str, Path]]:
-    """(item, its URI as Blender reads it, the file, or None for a missing image) of each
-    buffer and image of a glTF document naming a file; MeshError for one outside `root` or a
-    missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
+def _gltf_references(
+    document: dict, base: Path, root: Path
+) -> Iterator[tuple[str, dict, str, Path | None]]:
+    """(its kind, "buffers" or "images"; the item; its URI as Blender reads it; the file, or
+    None for a missing image) of each buffer and image of a glTF document naming a file;
+    MeshError for one outside `root` or a missing buffer. Blender's importer turns backslashes into slashes and unquotes the URI."""
     for kind in ("buffers", "images"):
         for item in document.get(kind, []):
             uri = item.get("uri") if isinstance(item, dict) else None
             if isinstance(uri, str) and not uri.startswith("data:"):
                 name = unquote(uri.replace("\\", "/"))
-                yield item, name, resolve_reference(root, base, name, kind == "buffers")
+                yield kind, item, name, resolve_reference(root, base, name, kind == "buffers")
 
 
 # Check, then use: what the sample and render stages open is checked when they open it.
@@ -1687,10 +1721,17 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
         # EXT_meshopt_compression is not available", `unreadable`, not `unsupported_format`).
         check_gltf(document)
         check_gltf_sizes(document, resolved)
-        for item, name, file in _gltf_references(document, resolved.parent, root):
-            # Missing images stay missing (Blender reads the object without them).
+        for kind, item, name, file in _gltf_references(document, resolved.parent, root):
+            # Missing images stay missing (Blender reads the object without them), and so
+            # does one too large to decode (`texture_file`): named as no file in the copy folder.
+            if file is not None and kind == "images" and texture_file(file) is None:
+                item["uri"] = quote(str(copy.parent / "no-such-image"))
+                continue
             named = _blender_reference(file, copy.parent) if file else None
             item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
+        _without_basisu(document, copy.parent / "no-such-image")
+        for index in oversized_embedded_images(document, resolved):  # as `texture_file`
+            document["images"][index] = {"uri": quote(str(copy.parent / "no-such-image"))}
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
                 _drop_custom_attributes(primitive)
@@ -1708,6 +1749,101 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
                 digest.update(block)
                 out.write(block)
     return copy, digest.hexdigest()
+
+
+# Blender 5's glTF importer reads KHR_texture_basisu's document but decodes no KTX2 image: a
+# texture with no other source lost its material's stated colour too (Blender's default grey).
+KTX2_UNREAD = "a KTX2 image (KHR_texture_basisu) with no PNG/JPEG fallback: Blender decodes none"
+
+
+def basisu_only_images(document: dict) -> dict[int, str]:
+    """{index: name (its URI, else `image N`)} of each image that a texture has as its
+    KHR_texture_basisu source while stating no `source` of its own (a fallback Blender reads)."""
+    images = document.get("images", [])
+    found = {}
+    for texture in document.get("textures", []):
+        source = _basisu_only_source(texture)
+        if source is not None and source < len(images) and isinstance(images[source], dict):
+            uri = images[source].get("uri")
+            plain = isinstance(uri, str) and uri and not uri.startswith("data:")
+            found[source] = unquote(uri.replace("\\", "/")) if plain else f"image {source}"
+    return found
+
+
+def _basisu_only_source(texture: object) -> int | None:
+    """The KHR_texture_basisu image of a texture that states no `source`, else None."""
+    if not isinstance(texture, dict) or "source" in texture:
+        return None
+    extensions = texture.get("extensions")
+    basisu = extensions.get("KHR_texture_basisu") if isinstance(extensions, dict) else None
+    source = basisu.get("source") if isinstance(basisu, dict) else None
+    return source if type(source) is int and source >= 0 else None
+
+
+def _without_basisu(document: dict, absent: Path) -> None:
+    """Each texture whose only image is KTX2 (`basisu_only_images`) takes it as its `source`,
+    the image named as the file `absent`, which does not exist: Blender reads the object as
+    with a missing image, in the colour the file states under it (baseColorFactor)."""
+    images = basisu_only_images(document)
+    for texture in document.get("textures", []):
+        if (source := _basisu_only_source(texture)) in images:
+            texture["source"] = source
+    for index in images:
+        document["images"][index] = {"uri": quote(str(absent))}
+
+
+# An image's header lies in its first bytes (a JPEG's size after its EXIF and ICC segments).
+EMBEDDED_HEAD = 1 << 16
+
+
+def oversized_embedded_images(document: dict, path: Path) -> dict[int, str]:
+    """{index: why} of each image stored in the glTF/GLB file `path` itself (a data: URI, a
+    bufferView of a GLB's BIN chunk, as Objaverse's files hold their textures) whose header
+    declares too many pixels to decode (`images.texture_refusal`). Its first bytes are read."""
+    found = {}
+    for index, image in enumerate(document.get("images", [])):
+        head = _embedded_head(document, image, path)
+        if head and (why := texture_refusal(io.BytesIO(head))):
+            found[index] = why
+    return found
+
+
+def _embedded_head(document: dict, image: object, path: Path) -> bytes:
+    """The first EMBEDDED_HEAD bytes of an image stored in the file itself, else b"" (an image
+    in a file of its own, or one a malformed document places nowhere: the checks say why)."""
+    if not isinstance(image, dict):
+        return b""
+    uri = image.get("uri")
+    if isinstance(uri, str):
+        media, _, data = uri.partition(",")
+        if not media.startswith("data:") or not media.endswith(";base64"):
+            return b""
+        try:
+            return base64.b64decode(data[: EMBEDDED_HEAD // 3 * 4])
+        except ValueError:
+            return b""
+    views, buffers = document.get("bufferViews", []), document.get("buffers", [])
+    index = image.get("bufferView")
+    view = views[index] if type(index) is int and 0 <= index < len(views) else None
+    if not isinstance(view, dict) or view.get("buffer") != 0 or not buffers:
+        return b""
+    offset = view.get("byteOffset", 0)
+    if not isinstance(buffers[0], dict) or "uri" in buffers[0] or type(offset) is not int:
+        return b""  # buffer 0 a file of its own (rare for images): not read here
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+        if head[:4] != b"glTF" or len(head) < 20:
+            return b""
+        handle.seek(20 + struct.unpack_from("<I", head, 12)[0] + 8 + max(offset, 0))
+        return handle.read(EMBEDDED_HEAD)
+
+
+def texture_file(file: Path | None) -> Path | None:
+    """The texture file Blender is given: None (a missing texture) for one whose header
+    declares too many pixels to decode (`images.texture_refusal`, which the meshes stage lists
+    in `missing`): Blender decoded it whole and the worker met its memory limit, or took the
+    machine's memory where the limit is high."""
+    return None if file is None or texture_refusal(file) else file
 
 
 def _blender_reference(file: Path, folder: Path) -> str:
@@ -1744,7 +1880,7 @@ def _confined_mtl(mtl: Path, root: Path, copy: Path) -> Path:
             continue
         found = texture_map(line)
         if found and found[2]:
-            texture = mtl_texture(root, mtl, found[2])
+            texture = texture_file(mtl_texture(root, mtl, found[2]))
             # A missing texture stays missing (a name in the fresh copy folder that no file
             # has), as for a glTF: dropping the map would leave the importer's default colour
             # under it looking like the author's.

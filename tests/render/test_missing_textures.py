@@ -14,6 +14,7 @@ from PIL import Image
 
 from cg3d.params import RenderConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
+from tests.pipeline.texturefiles import srgb, textured_cube
 from tests.render.gltf_files import blender_file
 from tests.render.helpers import render_views
 
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.blender
 
 RED = (200, 30, 30)  # the texture's one texel colour, 0–255 sRGB
 NO_COLOR = 0.5  # README: an object with no colour gets mid grey
-
-
-def textured_cube(folder: Path) -> Path:
-    """A unit cube with UVs, its one material's base colour a 4×4 PNG (written by the test
-    when it wants the texture there) and no Kd line (Blender's exporter writes none then)."""
-    corners = [(x, y, z) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
-    quads = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (2, 4, 8, 6), (4, 3, 7, 8), (3, 1, 5, 7)]
-    lines = ["mtllib cube.mtl", *(f"v {x} {y} {z}" for x, y, z in corners)]
-    lines += ["vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "usemtl skin"]
-    lines += ["f " + " ".join(f"{v}/{i + 1}" for i, v in enumerate(quad)) for quad in quads]
-    (folder / "cube.obj").write_text("\n".join(lines) + "\n")
-    (folder / "cube.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
-    return folder / "cube.obj"
 
 
 def sampled(path: Path) -> tuple[np.ndarray, bool]:
@@ -67,11 +55,6 @@ def test_a_missing_texture_does_not_draw_the_view_magenta(tmp_path):
 
 
 GREEN = (0.2, 0.6, 0.2)  # an MTL's Kd (linear, as MTL values are)
-
-
-def srgb(linear: float) -> float:
-    """IEC 61966-2-1, written out here for the expected colour."""
-    return 12.92 * linear if linear <= 0.0031308 else 1.055 * linear ** (1 / 2.4) - 0.055
 
 
 def test_a_defined_material_colours_the_points(tmp_path):

@@ -2,7 +2,6 @@
 so: the manifest's `missing` column, the meshes stage's summary line, `cg3d inspect`. A
 manifest written before the column existed still reads, as lacking nothing."""
 
-import json
 import os
 from pathlib import Path
 
@@ -23,55 +22,7 @@ from cg3d.formats.manifest import (
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.inspect import inspect_folder
 from cg3d.pipeline.sources import build_manifest
-
-# A unit square, two triangles: each file below differs by its first lines (no duplicates).
-SQUARE = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3\nf 1 3 4\n"
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def gltf_naming_image(path: Path, image: str) -> Path:
-    """A .gltf of one triangle, its buffer embedded, naming the image file `image`."""
-    import base64
-    import struct
-
-    data = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + struct.pack("<3H", 0, 1, 2)
-    document = {
-        "asset": {"version": "2.0"},
-        "buffers": [
-            {
-                "uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode(),
-                "byteLength": len(data),
-            }
-        ],
-        "bufferViews": [
-            {"buffer": 0, "byteOffset": 0, "byteLength": 36},
-            {"buffer": 0, "byteOffset": 36, "byteLength": 6},
-        ],
-        "accessors": [
-            {
-                "bufferView": 0,
-                "componentType": 5126,
-                "count": 3,
-                "type": "VEC3",
-                "min": [0, 0, 0],
-                "max": [1, 1, 0],
-            },
-            {"bufferView": 1, "componentType": 5123, "count": 3, "type": "SCALAR"},
-        ],  # fmt: skip
-        "images": [{"uri": image}],
-        "textures": [{"source": 0}],
-        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
-        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "material": 0}]}],
-        "nodes": [{"mesh": 0}],
-        "scenes": [{"nodes": [0]}],
-        "scene": 0,
-    }
-    return write(path, json.dumps(document))
+from tests.pipeline.texturefiles import SQUARE, gltf_naming_image, write
 
 
 @pytest.fixture
