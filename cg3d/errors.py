@@ -3,6 +3,7 @@
 import importlib.metadata
 import importlib.util
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,9 @@ def _package_of(error: ImportError) -> str | None:
     module its traceback enters after cg3d's last frame, importlib's aside (a wheel's own
     `raise ImportError`, a shared library its extension links that is missing). None: cg3d's
     own (its traceback ends in cg3d)."""
-    top = (error.name or "").partition(".")[0]
+    # An extension module's own failure names it without its package (torch's "_C" whose
+    # libtorch_cpu.so could not be mapped): its file says whose it is.
+    top = _package_of_file(error.path) or (error.name or "").partition(".")[0]
     if top:
         return top
     package = None
@@ -131,6 +134,35 @@ def _package_of(error: ImportError) -> str | None:
             package = module
         trace = trace.tb_next
     return package
+
+
+def _package_of_file(path: str | None) -> str | None:
+    """The top-level package whose file `path` is (an ImportError's `path`), by the entry of
+    sys.path it is under; None when it is under none."""
+    if not path:
+        return None
+    file = Path(path).resolve()
+    for entry in sys.path:
+        base = Path(entry or ".").resolve()
+        if file != base and file.is_relative_to(base):
+            return file.relative_to(base).parts[0].partition(".")[0]
+    return None
+
+
+def memory_limits_words() -> str | None:
+    """This process's finite address-space and data-segment limits in words (`ulimit -v`,
+    `ulimit -d`, which a shared node sets through PAM's limits.conf or Slurm's
+    PropagateResourceLimits); None when both are unlimited."""
+    words = []
+    for name, flag, what in (("RLIMIT_AS", "-v", "address space"), ("RLIMIT_DATA", "-d", "data")):
+        soft, _ = resource.getrlimit(getattr(resource, name))
+        if soft != resource.RLIM_INFINITY:
+            words.append(f"{what} {soft / 2**30:.2f} GiB (`ulimit {flag}`, {name})")
+    return ", ".join(words) or None
+
+
+# What the dynamic loader says when a limit refused the memory a shared library maps.
+NO_MEMORY_WORDS = ("failed to map segment", "cannot allocate memory", "cannot map")
 
 
 def _installed_at(package: str) -> str | None:
@@ -157,6 +189,16 @@ def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | 
     top = _package_of(error)
     if not top or top == "cg3d":
         return None
+    reason = printable(" ".join(f"{type(error).__name__}: {error}".split()))
+    limits = memory_limits_words()
+    if limits and any(words in str(error).lower() for words in NO_MEMORY_WORDS):
+        # Under `ulimit -v` (or -d) torch's libraries could not be mapped: the package is
+        # there and whole, the limit is too small (was "lacks '_C'": pip install '_C').
+        return (
+            f"`{command}` could not load the package {top!r} ({reason}): this process's memory"
+            f" limit is too small for its libraries: {limits}; raise it (`ulimit -v unlimited`,"
+            " `ulimit -d unlimited`, or ask the node's scheduler for more memory)"
+        )
     where = _installed_at(top)
     if where is None:
         return (
@@ -165,7 +207,6 @@ def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | 
             " (`. .venv/bin/activate`; README's install)"
         )
     reinstall = install_command(top).replace("pip install '", "pip install --force-reinstall '")
-    reason = printable(" ".join(f"{type(error).__name__}: {error}".split()))
     return (
         f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) has"
         f" ({where}) but cannot import ({reason}): reinstall it ({reinstall}), or run it in the"

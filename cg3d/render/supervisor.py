@@ -29,7 +29,7 @@ from cg3d.errors import UsageError
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.params import cpu_count, memory_limit, thread_variables
-from cg3d.stopping import AwakeTimer
+from cg3d.stopping import AwakeTimer, cpu_limit_words, cpu_time_limit, killed_words
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
@@ -370,11 +370,11 @@ class BlenderWorker:
                         return json.loads(line)
                     code = self.process.wait()
                     how = f"exited with code {code}"
+                    memory = f"this process may use {memory_limit() / 2**30:.1f} GiB"
                     if code == -signal.SIGKILL:  # nothing of Blender's own kills it so
-                        how = (
-                            "was killed (SIGKILL, most often by the out-of-memory killer: "
-                            f"this process may use {memory_limit() / 2**30:.1f} GiB)"
-                        )
+                        how = f"was killed (SIGKILL, {killed_words(cpu_time_limit(), memory)})"
+                    elif code == -signal.SIGXCPU:  # Blender's own default: it dumps core
+                        how = f"reached {cpu_limit_words(cpu_time_limit())} (SIGXCPU)"
                     raise WorkerDied(f"crash: Blender {how} on {what}{self._log_tail()}")
         self.kill()
         raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")
