@@ -1,5 +1,6 @@
 """Errors a user can fix: the CLI prints them as one line and exits with code 2."""
 
+import errno
 import importlib.metadata
 import importlib.util
 import re
@@ -159,6 +160,54 @@ def memory_limits_words() -> str | None:
         if soft != resource.RLIM_INFINITY:
             words.append(f"{what} {soft / 2**30:.2f} GiB (`ulimit {flag}`, {name})")
     return ", ".join(words) or None
+
+
+def resource_limit_line(error: BaseException) -> str | None:
+    """The line for an error of a per-process limit (`ulimit`) that a stage's processes,
+    threads or files ran into, else None: too many open files (EMFILE, `ulimit -n`), a process
+    or a thread that could not start (EAGAIN of fork or clone, "can't start new thread": `ulimit
+    -u`, or the memory for its stack). Each was a traceback ("OSError: [Errno 24] Too many open
+    files" from a pool's or a Blender's pipe) that named neither the limit nor the remedy."""
+    code = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    if code == errno.EMFILE:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        where = f"{error.filename}: " if getattr(error, "filename", None) is not None else ""
+        return (
+            f"{where}too many open files (EMFILE): this process may open {_limit_words(soft)}"
+            f" (`ulimit -n`, RLIMIT_NOFILE; its hard limit {_limit_words(hard)}); raise it"
+            " (`ulimit -n`, or ask the node's administrator), or run fewer workers (--workers)"
+        )
+    started = isinstance(error, BlockingIOError) and code == errno.EAGAIN and _in_a_start(error)
+    if started or (isinstance(error, RuntimeError) and "can't start new thread" in str(error)):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+        return (
+            f"could not start a process or a thread ({printable(str(error))}): this user may"
+            f" run {_limit_words(soft)} processes and threads (`ulimit -u`, RLIMIT_NPROC) and"
+            " the machine's memory bounds them too; raise the limit, or run fewer workers"
+            " (--workers)"
+        )
+    return None
+
+
+def _limit_words(limit: int) -> str:
+    return "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+
+
+# The modules whose EAGAIN is a process that could not start (fork or clone refused: `ulimit
+# -u`), the kernel's error passed on from their C calls (_posixsubprocess.fork_exec).
+STARTING_MODULES = ("subprocess", "multiprocessing", "concurrent")
+
+
+def _in_a_start(error: BaseException) -> bool:
+    """Whether `error` was raised starting a process: its traceback passes through subprocess,
+    multiprocessing or a process pool (an EAGAIN elsewhere is a non-blocking stream's)."""
+    trace = error.__traceback__
+    while trace is not None:
+        module = str(trace.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        if module in STARTING_MODULES:
+            return True
+        trace = trace.tb_next
+    return False
 
 
 # What the dynamic loader says when a limit refused the memory a shared library maps.

@@ -242,8 +242,8 @@ def cpu_time_limit() -> int | None:
 
 def cpu_limit_words(cpu: int | None) -> str:
     """The CPU time limit in words, for a line that names it as a cause."""
-    seconds = f" of {cpu} s" if cpu is not None else ""
-    return f"the CPU time limit{seconds} a process (`ulimit -t`, RLIMIT_CPU)"
+    seconds = f", {cpu} s" if cpu is not None else ""
+    return f"the CPU time limit of each process{seconds} (`ulimit -t`, RLIMIT_CPU)"
 
 
 def killed_words(cpu: int | None, memory: str) -> str:

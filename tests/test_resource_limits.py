@@ -128,3 +128,157 @@ def test_a_missing_package_is_still_named_under_a_memory_limit():
     )
     assert "needs the package 'no_such_package_t89a', which this Python" in done.stdout
     assert "lacks" in done.stdout and "ulimit" not in done.stdout
+
+
+# `cg3d sample` with 8 workers, as on a node of 8 CPUs (this one may have fewer: the count of
+# CPUs is set), its meshes made first.
+SAMPLE_ON_EIGHT_CPUS = """
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    import cg3d.params
+    from tests.pipeline.meshes import make_meshes, shapes
+
+    cg3d.params._affinity_count = lambda: 8
+    if not Path("data/meshes").exists():
+        make_meshes(Path("data"), shapes(16))
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
+    from cg3d.__main__ import run
+
+    sys.argv = ["cg3d", "sample", "--meshes", "data/meshes", "--out", "data/points",
+                "--points", "64", "--workers", "8", "--chunk-size", "2"]
+    run()
+"""
+
+
+def sample_on_eight_cpus(tmp_path: Path, soft: int, hard: int) -> subprocess.CompletedProcess:
+    script = tmp_path / "sample.py"
+    script.write_text(SAMPLE_ON_EIGHT_CPUS.format(soft=soft, hard=hard))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_too_few_open_files_is_one_line_naming_the_limit_and_the_workers(tmp_path):
+    """`ulimit -n 24` (soft and hard) on 8 workers: was "OSError: [Errno 24] Too many open
+    files", a traceback from a pool worker's pipe. The rerun under a larger limit resumes."""
+    done = sample_on_eight_cpus(tmp_path, 24, 24)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr
+    assert last.startswith("error: too many open files (EMFILE)"), last
+    assert "`ulimit -n`" in last and "24" in last and "--workers" in last
+    assert "Traceback" not in done.stderr
+    done = sample_on_eight_cpus(tmp_path, 4096, 4096)
+    assert done.returncode == 0, done.stderr
+    assert "sampled 16/16 objects" in done.stdout + done.stderr
+
+
+def test_a_low_soft_open_files_limit_is_raised_to_the_hard_one(tmp_path):
+    """A login node's soft limit below its hard one (PAM's limits.conf): the stage raises it
+    and finishes, as Go's runtime and the JVM do; was the EMFILE traceback."""
+    done = sample_on_eight_cpus(tmp_path, 24, 4096)
+    assert done.returncode == 0, done.stderr
+    assert "sampled 16/16 objects" in done.stdout + done.stderr
+
+
+def test_the_soft_open_files_limit_is_put_back_after_an_in_process_call():
+    """`cg3d.cli.main` called in a notebook leaves the caller's soft limit as it found it."""
+    from cg3d.params import MAX_OPEN_FILES, open_files_raised
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = MAX_OPEN_FILES if before[1] == resource.RLIM_INFINITY else before[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, before[1]))
+        with open_files_raised():
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(hard, MAX_OPEN_FILES)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (256, before[1])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+# `cg3d sample` where the kernel refuses a new process or thread, as under `ulimit -u` just
+# above the user's count (root is exempt from RLIMIT_NPROC, so its refusal is put in place of
+# the call that meets it: the clone of a pool's process, or of a thread).
+SAMPLE_REFUSED = """
+import errno
+import sys
+import threading
+import multiprocessing.util
+from pathlib import Path
+
+if __name__ == "__main__":
+    import cg3d.params
+    from tests.pipeline.meshes import make_meshes, shapes
+
+    cg3d.params._affinity_count = lambda: 2
+    make_meshes(Path("data"), shapes(4))
+
+    def refuse_process(*args, **kwargs):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    def refuse_thread(*args, **kwargs):
+        raise RuntimeError("can't start new thread")
+
+    if sys.argv[1] == "process":
+        multiprocessing.util.spawnv_passfds = refuse_process
+    else:
+        threading._start_new_thread = refuse_thread
+    from cg3d.__main__ import run
+
+    sys.argv = ["cg3d", "sample", "--meshes", "data/meshes", "--out", "data/points",
+                "--points", "64", "--workers", "2", "--chunk-size", "2"]
+    run()
+"""
+
+
+@pytest.mark.parametrize("refused", ["process", "thread"])
+def test_a_process_or_thread_the_kernel_refuses_is_one_line_naming_ulimit_u(tmp_path, refused):
+    """Was "BlockingIOError: [Errno 11] Resource temporarily unavailable" (the pool's start)
+    or "RuntimeError: can't start new thread", a traceback."""
+    script = tmp_path / "sample.py"
+    script.write_text(SAMPLE_REFUSED)
+    done = subprocess.run(
+        [sys.executable, str(script), refused],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr
+    assert last.startswith("error: could not start a process or a thread"), last
+    assert "`ulimit -u`" in last and "--workers" in last
+    assert "Traceback" not in done.stderr
+
+
+def test_a_blender_worker_dumps_no_core_under_ulimit_c_unlimited(tmp_path):
+    """`ulimit -c unlimited` (a debugging node's default): each crash of a Blender wrote a core
+    of its size into the folder the command was run from, the object then retried or failed
+    all the same. Its limits as the kernel reports them."""
+    import re
+
+    from cg3d.render.supervisor import BlenderWorker
+
+    class FakeWorker(BlenderWorker):
+        module = "tests.render.fake_worker"
+
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    if before[1] == 0:
+        pytest.skip("core dumps are off for good here (a hard limit of 0)")
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+        with FakeWorker({}, timeout_s=60, tmp_root=tmp_path / "workers") as worker:
+            worker.start()
+            limits = Path(f"/proc/{worker.process.pid}/limits").read_text()
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+    assert re.search(r"Max core file size\s+0\s", limits), limits

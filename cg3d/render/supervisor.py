@@ -238,6 +238,11 @@ class BlenderWorker:
         # limit holds before the first object is sent; only the start-up runs without it.
         limit = (self.memory_bytes, self.memory_bytes)
         resource.prlimit(self.process.pid, resource.RLIMIT_DATA, limit)
+        # No core dump: a Blender that crashes is restarted and its object retried or failed,
+        # and under `ulimit -c unlimited` (a debugging node's default) each crash wrote a core
+        # of Blender's size into the folder the command was run from.
+        _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.prlimit(self.process.pid, resource.RLIMIT_CORE, (0, core_hard))
         message = self._read(STARTUP_TIMEOUT_S, "start-up")
         if message.get("error"):  # settings this machine cannot honour: the stage stops here
             self.kill()
