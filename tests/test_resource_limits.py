@@ -282,3 +282,45 @@ def test_a_blender_worker_dumps_no_core_under_ulimit_c_unlimited(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, before)
     assert re.search(r"Max core file size\s+0\s", limits), limits
+
+
+LOADER_UNDER_FEW_FILES = """
+import multiprocessing
+import resource
+
+import torch
+
+from cg3d.train import data
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.arange(64)), batch_size=4, num_workers=16,
+        persistent_workers=True,
+    )
+    try:
+        getattr(data, "started_workers", iter)(loader)  # iter: torch's own start
+    except OSError as error:
+        print("refused", error.errno)
+    print("alive", len(multiprocessing.active_children()))
+"""
+
+
+def test_a_loader_that_cannot_start_all_its_workers_stops_those_it_started(tmp_path):
+    """`cg3d train` under `ulimit -n` too low for its loader's workers: its one line was
+    followed by torch's "Exception ignored ... AttributeError: ... '_workers_status'" and the
+    workers it had started ran on until the process exited."""
+    script = tmp_path / "loader.py"
+    script.write_text(LOADER_UNDER_FEW_FILES)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused 24" in done.stdout, done.stdout + done.stderr
+    assert "alive 0" in done.stdout, done.stdout
+    assert "Exception ignored" not in done.stderr, done.stderr
