@@ -210,8 +210,16 @@ def _in_a_start(error: BaseException) -> bool:
     return False
 
 
-# What the dynamic loader says when a limit refused the memory a shared library maps.
-NO_MEMORY_WORDS = ("failed to map segment", "cannot allocate memory", "cannot map")
+# What the dynamic loader says when a limit refused the memory a shared library maps, and what
+# bpy says when its start-up's allocation was refused ("Calloc returns null: len=272 in keymap
+# list"; was "reinstall it").
+NO_MEMORY_WORDS = (
+    "failed to map segment",
+    "cannot allocate memory",
+    "cannot map",
+    "returns null",
+    "out of memory",
+)
 
 
 def _installed_at(package: str) -> str | None:

@@ -109,6 +109,32 @@ def test_torch_refused_by_a_memory_limit_names_the_limit(limit, size, flag):
     assert "_C'" not in line and "lacks" not in line
 
 
+BPY_REFUSED = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (64 << 30, 64 << 30))
+from cg3d.errors import missing_dependency_line
+# the last line of bpy's import under `ulimit -v` 1.2 GB (cg3d render's import check, t89a);
+# the import itself is not run here: it crashed or hung as often as it said so
+said = "Calloc returns null: len=272 in keymap list, total 5914276"
+print(missing_dependency_line(ImportError(said, name="bpy"), "cg3d render"))
+"""
+
+
+def test_bpy_refused_by_a_memory_limit_names_the_limit():
+    """Before: "has 'bpy' but cannot import (ImportError: Calloc returns null: len=272 in
+    keymap list ...): reinstall it"."""
+    done = subprocess.run(
+        [sys.executable, "-c", BPY_REFUSED],
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = done.stdout.strip()
+    assert "could not load the package 'bpy'" in line, line + done.stderr
+    assert "`ulimit -v`" in line and "reinstall" not in line, line
+
+
 def test_a_missing_package_is_still_named_under_a_memory_limit():
     """The limit is named only for a library the loader could not map: a package that is
     not installed stays "lacks"."""
