@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cg3d import terminal
-from cg3d.errors import UsageError, missing_dependency_line, printable
+from cg3d.errors import UsageError, missing_dependency_line, printable, resource_limit_line
 from cg3d.stopping import STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -406,7 +406,12 @@ def _process_changes_made() -> ExitStack:
     """Make `main`'s changes to the process; closing the stack returned undoes them. A change
     that fails (a Ctrl-C as a notebook's cell starts, a cgroup file that cannot be read) undoes
     those made before it: they stayed for good, as no call was counted to undo them."""
-    from cg3d.params import cpu_count, drop_bad_thread_variables, threads_limited
+    from cg3d.params import (
+        cpu_count,
+        drop_bad_thread_variables,
+        open_files_raised,
+        threads_limited,
+    )
 
     with ExitStack() as undo:
         root = logging.getLogger()
@@ -424,6 +429,7 @@ def _process_changes_made() -> ExitStack:
             logging.getLogger("cg3d").warning("%s is not a number of threads: ignored", variable)
         # a CPU quota (a container's): before torch or numpy load
         undo.enter_context(threads_limited(cpu_count()))
+        undo.enter_context(open_files_raised())  # a node's low soft `ulimit -n`
         return undo.pop_all()
 
 
@@ -470,7 +476,7 @@ def _run_app(interrupt: Interrupt) -> None:
         _refused(f"{warning} ({warning_made_error_words(warning)})")
     except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
-            message = loader_worker_died(error)
+            message = loader_worker_died(error) or resource_limit_line(error)
             if message is None:
                 raise
         elif isinstance(
@@ -483,6 +489,8 @@ def _run_app(interrupt: Interrupt) -> None:
             message = not_utf8_line(error)
             if message is None:
                 raise
+        elif isinstance(error, OSError) and (line := resource_limit_line(error)) is not None:
+            message = line  # a limit of the node's (`ulimit -n`, `-u`): the remedy named
         elif isinstance(error, OSError) and not is_condition(error):
             raise
         else:

@@ -1,8 +1,10 @@
 """Errors a user can fix: the CLI prints them as one line and exits with code 2."""
 
+import errno
 import importlib.metadata
 import importlib.util
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +120,9 @@ def _package_of(error: ImportError) -> str | None:
     module its traceback enters after cg3d's last frame, importlib's aside (a wheel's own
     `raise ImportError`, a shared library its extension links that is missing). None: cg3d's
     own (its traceback ends in cg3d)."""
-    top = (error.name or "").partition(".")[0]
+    # An extension module's own failure names it without its package (torch's "_C" whose
+    # libtorch_cpu.so could not be mapped): its file says whose it is.
+    top = _package_of_file(error.path) or (error.name or "").partition(".")[0]
     if top:
         return top
     package = None
@@ -131,6 +135,91 @@ def _package_of(error: ImportError) -> str | None:
             package = module
         trace = trace.tb_next
     return package
+
+
+def _package_of_file(path: str | None) -> str | None:
+    """The top-level package whose file `path` is (an ImportError's `path`), by the entry of
+    sys.path it is under; None when it is under none."""
+    if not path:
+        return None
+    file = Path(path).resolve()
+    for entry in sys.path:
+        base = Path(entry or ".").resolve()
+        if file != base and file.is_relative_to(base):
+            return file.relative_to(base).parts[0].partition(".")[0]
+    return None
+
+
+def memory_limits_words() -> str | None:
+    """This process's finite address-space and data-segment limits in words (`ulimit -v`,
+    `ulimit -d`, which a shared node sets through PAM's limits.conf or Slurm's
+    PropagateResourceLimits); None when both are unlimited."""
+    words = []
+    for name, flag, what in (("RLIMIT_AS", "-v", "address space"), ("RLIMIT_DATA", "-d", "data")):
+        soft, _ = resource.getrlimit(getattr(resource, name))
+        if soft != resource.RLIM_INFINITY:
+            words.append(f"{what} {soft / 2**30:.2f} GiB (`ulimit {flag}`, {name})")
+    return ", ".join(words) or None
+
+
+def resource_limit_line(error: BaseException) -> str | None:
+    """The line for an error of a per-process limit (`ulimit`) that a stage's processes,
+    threads or files ran into, else None: too many open files (EMFILE, `ulimit -n`), a process
+    or a thread that could not start (EAGAIN of fork or clone, "can't start new thread": `ulimit
+    -u`, or the memory for its stack). Each was a traceback ("OSError: [Errno 24] Too many open
+    files" from a pool's or a Blender's pipe) that named neither the limit nor the remedy."""
+    code = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    if code == errno.EMFILE:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        where = f"{error.filename}: " if getattr(error, "filename", None) is not None else ""
+        return (
+            f"{where}too many open files (EMFILE): this process may open {_limit_words(soft)}"
+            f" (`ulimit -n`, RLIMIT_NOFILE; its hard limit {_limit_words(hard)}); raise it"
+            " (`ulimit -n`, or ask the node's administrator), or run fewer workers (--workers)"
+        )
+    started = isinstance(error, BlockingIOError) and code == errno.EAGAIN and _in_a_start(error)
+    if started or (isinstance(error, RuntimeError) and "can't start new thread" in str(error)):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+        return (
+            f"could not start a process or a thread ({printable(str(error))}): this user may"
+            f" run {_limit_words(soft)} processes and threads (`ulimit -u`, RLIMIT_NPROC) and"
+            " the machine's memory bounds them too; raise the limit, or run fewer workers"
+            " (--workers)"
+        )
+    return None
+
+
+def _limit_words(limit: int) -> str:
+    return "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+
+
+# The modules whose EAGAIN is a process that could not start (fork or clone refused: `ulimit
+# -u`), the kernel's error passed on from their C calls (_posixsubprocess.fork_exec).
+STARTING_MODULES = ("subprocess", "multiprocessing", "concurrent")
+
+
+def _in_a_start(error: BaseException) -> bool:
+    """Whether `error` was raised starting a process: its traceback passes through subprocess,
+    multiprocessing or a process pool (an EAGAIN elsewhere is a non-blocking stream's)."""
+    trace = error.__traceback__
+    while trace is not None:
+        module = str(trace.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        if module in STARTING_MODULES:
+            return True
+        trace = trace.tb_next
+    return False
+
+
+# What the dynamic loader says when a limit refused the memory a shared library maps, and what
+# bpy says when its start-up's allocation was refused ("Calloc returns null: len=272 in keymap
+# list"; was "reinstall it").
+NO_MEMORY_WORDS = (
+    "failed to map segment",
+    "cannot allocate memory",
+    "cannot map",
+    "returns null",
+    "out of memory",
+)
 
 
 def _installed_at(package: str) -> str | None:
@@ -157,6 +246,16 @@ def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | 
     top = _package_of(error)
     if not top or top == "cg3d":
         return None
+    reason = printable(" ".join(f"{type(error).__name__}: {error}".split()))
+    limits = memory_limits_words()
+    if limits and any(words in str(error).lower() for words in NO_MEMORY_WORDS):
+        # Under `ulimit -v` (or -d) torch's libraries could not be mapped: the package is
+        # there and whole, the limit is too small (was "lacks '_C'": pip install '_C').
+        return (
+            f"`{command}` could not load the package {top!r} ({reason}): this process's memory"
+            f" limit is too small for its libraries: {limits}; raise it (`ulimit -v unlimited`,"
+            " `ulimit -d unlimited`, or ask the node's scheduler for more memory)"
+        )
     where = _installed_at(top)
     if where is None:
         return (
@@ -165,7 +264,6 @@ def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | 
             " (`. .venv/bin/activate`; README's install)"
         )
     reinstall = install_command(top).replace("pip install '", "pip install --force-reinstall '")
-    reason = printable(" ".join(f"{type(error).__name__}: {error}".split()))
     return (
         f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) has"
         f" ({where}) but cannot import ({reason}): reinstall it ({reinstall}), or run it in the"

@@ -837,6 +837,37 @@ def threads_limited(threads: int) -> Iterator[None]:
             pyarrow.set_cpu_count(pyarrow_threads)
 
 
+# The most open files `open_files_raised` asks for: a hard limit of millions (a container's
+# default) would let a leak run long before it is seen, and select()-based code breaks past 1024
+# anyway; 65536 is far above what any stage's workers, shards and pipes take.
+MAX_OPEN_FILES = 1 << 16
+
+
+@contextlib.contextmanager
+def open_files_raised() -> Iterator[None]:
+    """The soft limit of open files (`ulimit -n`, RLIMIT_NOFILE) raised to the hard one (at most
+    `MAX_OPEN_FILES`) for the block, as Go's runtime, the JVM and Ray do: a login node's soft
+    1024 (PAM's limits.conf) or a lower one stopped a stage whose workers, Blender pipes and
+    shards needed more ("Too many open files"), where the hard limit let the user raise it
+    without asking. What the hard limit still refuses is one line (`errors.resource_limit_line`).
+    Put back afterwards for a caller that runs `cg3d.cli.main` in-process."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    raised = soft != resource.RLIM_INFINITY and soft < wanted
+    if raised:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):  # a kernel's nr_open below it: keep the soft limit
+            raised = False
+    try:
+        yield
+    finally:
+        if raised:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def memory_limit(root: Path = Path("/")) -> int:
     """Bytes of memory this process may use: the machine's, at most its cgroup's limit
     (`docker --memory=16g`, a Slurm job's cgroup): what the kernel's OOM killer enforces."""

@@ -18,6 +18,7 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 import contextlib
 import os
 import re
+import resource
 import signal
 import sys
 import threading
@@ -197,12 +198,26 @@ def worker_died_line(died: int | None = None) -> str:
     to be the OOM killer's, with a larger memory limit for remedy."""
     from cg3d.params import memory_limit
 
+    # The kernel's answers to `ulimit -t`: SIGXCPU at the soft limit, SIGKILL at the hard one
+    # (at once where both are equal, as `ulimit -t N` sets them). Both were said to be a
+    # crash or the out-of-memory killer's, whose remedy (more memory) does not help.
+    cpu = cpu_time_limit()
+    memory = f"this process may use {memory_limit() / 2**30:.1f} GiB of memory"
+    if died == signal.SIGXCPU:
+        return (
+            f"a worker process reached {cpu_limit_words(cpu)} (SIGXCPU); rerun to resume,"
+            " with a larger limit"
+        )
+    if died == signal.SIGKILL and cpu is not None:
+        return (
+            f"a worker process was killed (SIGKILL: {killed_words(cpu, memory)}); rerun to resume,"
+            " with a larger CPU time limit, fewer workers or a larger memory limit"
+        )
     if died is None or died == signal.SIGKILL:
         how = "SIGKILL, most often" if died else "most often"
         return (
-            f"a worker process was killed ({how} by the out-of-memory killer: this process "
-            f"may use {memory_limit() / 2**30:.1f} GiB of memory); rerun to resume, with fewer "
-            "workers or a larger memory limit"
+            f"a worker process was killed ({how} by the out-of-memory killer: {memory}); rerun"
+            " to resume, with fewer workers or a larger memory limit"
         )
     if died == signal.SIGBUS:
         return (
@@ -214,6 +229,31 @@ def worker_died_line(died: int | None = None) -> str:
         f"a worker process died of {signal_name(died)} (a crash in a library's native code); "
         "rerun to resume: a crash again on the same objects is a bug to report"
     )
+
+
+def cpu_time_limit() -> int | None:
+    """This process's CPU time limit in seconds (`ulimit -t`, RLIMIT_CPU, which a shared node
+    sets through PAM's limits.conf or Slurm's PropagateResourceLimits, and which every child
+    process inherits, each counting its own seconds); None when unlimited."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    finite = [limit for limit in (soft, hard) if limit != resource.RLIM_INFINITY]
+    return min(finite) if finite else None
+
+
+def cpu_limit_words(cpu: int | None) -> str:
+    """The CPU time limit in words, for a line that names it as a cause."""
+    seconds = f", {cpu} s" if cpu is not None else ""
+    return f"the CPU time limit of each process{seconds} (`ulimit -t`, RLIMIT_CPU)"
+
+
+def killed_words(cpu: int | None, memory: str) -> str:
+    """What most often sends a process of ours (a pool's worker, a Blender) a SIGKILL that we
+    did not send: the CPU time limit `cpu` (`cpu_time_limit`) where there is one, and the
+    out-of-memory killer (`memory`: the memory this process may use, in words)."""
+    oom = f"the out-of-memory killer: {memory}"
+    if cpu is None:
+        return f"most often by {oom}"
+    return f"{cpu_limit_words(cpu)}, or {oom}"
 
 
 def dead_worker_signal(workers: Iterable[Any]) -> int | None:

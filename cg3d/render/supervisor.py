@@ -29,7 +29,7 @@ from cg3d.errors import UsageError
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.params import cpu_count, memory_limit, thread_variables
-from cg3d.stopping import AwakeTimer
+from cg3d.stopping import AwakeTimer, cpu_limit_words, cpu_time_limit, killed_words
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
@@ -238,6 +238,11 @@ class BlenderWorker:
         # limit holds before the first object is sent; only the start-up runs without it.
         limit = (self.memory_bytes, self.memory_bytes)
         resource.prlimit(self.process.pid, resource.RLIMIT_DATA, limit)
+        # No core dump: a Blender that crashes is restarted and its object retried or failed,
+        # and under `ulimit -c unlimited` (a debugging node's default) each crash wrote a core
+        # of Blender's size into the folder the command was run from.
+        _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.prlimit(self.process.pid, resource.RLIMIT_CORE, (0, core_hard))
         message = self._read(STARTUP_TIMEOUT_S, "start-up")
         if message.get("error"):  # settings this machine cannot honour: the stage stops here
             self.kill()
@@ -370,11 +375,11 @@ class BlenderWorker:
                         return json.loads(line)
                     code = self.process.wait()
                     how = f"exited with code {code}"
+                    memory = f"this process may use {memory_limit() / 2**30:.1f} GiB"
                     if code == -signal.SIGKILL:  # nothing of Blender's own kills it so
-                        how = (
-                            "was killed (SIGKILL, most often by the out-of-memory killer: "
-                            f"this process may use {memory_limit() / 2**30:.1f} GiB)"
-                        )
+                        how = f"was killed (SIGKILL, {killed_words(cpu_time_limit(), memory)})"
+                    elif code == -signal.SIGXCPU:  # Blender's own default: it dumps core
+                        how = f"reached {cpu_limit_words(cpu_time_limit())} (SIGXCPU)"
                     raise WorkerDied(f"crash: Blender {how} on {what}{self._log_tail()}")
         self.kill()
         raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")

@@ -644,8 +644,7 @@ class Loader:
             )
         # The first pass starts the worker processes (later ones reuse them: persistent), deaf
         # to the stop signals until `stop_as_interrupt` runs in each, as the pools' workers do
-        with workers_start_deaf():
-            iterator = iter(self.workers)
+        iterator = started_workers(self.workers)
         parts: Iterable[dict] = iterator
         if self.dataset.slots is not None:
             parts = map(self.dataset.slots.take, parts)
@@ -666,6 +665,43 @@ class Loader:
             if raised is None:
                 raise
             raise raised from None
+
+
+def started_workers(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The first pass of `loader`, which starts its worker processes (later ones reuse them:
+    persistent), deaf to the stop signals until `stop_as_interrupt` runs in each, as the pools'
+    workers do. One that cannot start them all (too many open files, `ulimit -n`; a process
+    the kernel refuses, `ulimit -u`) stops those it started (`_stop_partial_start`)."""
+    with workers_start_deaf():
+        try:
+            return iter(loader)
+        except BaseException as error:
+            _stop_partial_start(error)
+            raise
+
+
+def _stop_partial_start(error: BaseException) -> None:
+    """Stop the workers of the loader iterator whose start raised `error`, and mark it shut
+    down. torch left them running until the process exited, and the iterator's `__del__`
+    printed "Exception ignored ... AttributeError: ... '_workers_status'" under the command's
+    one line (its shutdown reads what its start did not set)."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    trace = error.__traceback__
+    while trace is not None:
+        iterator = trace.tb_frame.f_locals.get("self")
+        if isinstance(iterator, _MultiProcessingDataLoaderIter):
+            workers = getattr(iterator, "_workers", [])  # private: torch names no other way
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.join(timeout=5)
+                if worker.is_alive():  # still deaf to SIGTERM
+                    worker.kill()
+                    worker.join()
+            iterator._shutdown = True  # its `__del__` has nothing left to do
+            return
+        trace = trace.tb_next
 
 
 def worker_os_error(error: OSError) -> OSError | None:
