@@ -138,16 +138,19 @@ def _package_of(error: ImportError) -> str | None:
 
 
 def _package_of_file(path: str | None) -> str | None:
-    """The top-level package whose file `path` is (an ImportError's `path`), by the entry of
-    sys.path it is under; None when it is under none."""
+    """The top-level package whose file `path` is (an ImportError's `path`), by the deepest
+    entry of sys.path it is under; None when it is under none. The deepest: the project root
+    is on sys.path too (`python -m cg3d` from it), and the README's venv lies inside it, so
+    torch's `_C` is also under the root, as `.venv/...`."""
     if not path:
         return None
     file = Path(path).resolve()
-    for entry in sys.path:
-        base = Path(entry or ".").resolve()
-        if file != base and file.is_relative_to(base):
-            return file.relative_to(base).parts[0].partition(".")[0]
-    return None
+    bases = [Path(entry or ".").resolve() for entry in sys.path]
+    under = [base for base in bases if file != base and file.is_relative_to(base)]
+    if not under:
+        return None
+    base = max(under, key=lambda base: len(base.parts))
+    return file.relative_to(base).parts[0].partition(".")[0]
 
 
 def memory_limits_words() -> str | None:
