@@ -16,6 +16,7 @@ Parsing only: nothing in a file is ever executed.
 import base64
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -1643,7 +1644,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
     copy = folder / resolved.name
     digest = hashlib.sha256()
-    move = ObjVertexMove()
+    move = ObjVertexMove(obj_face_anchor(resolved))
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
         for number, block in enumerate(line_blocks(source)):
@@ -1666,20 +1667,67 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     return copy, digest.hexdigest()
 
 
-# Blender's copy of an OBJ far from the origin is moved near it by its first vertex
-# (`frame.origin_offset`), every vertex in float64 as the fast path reads them.
+# Blender's copy of an OBJ far from the origin is moved near it by the first vertex its first
+# face names (`frame.origin_offset`), every vertex in float64 as the fast path reads them: a
+# vertex no face uses (a stray at 1e7 written first) is not the object's place, and moving by
+# it took an object at the origin out where float32 holds it on a grid (a `quantized` row).
 OBJ_VERTEX = re.compile(
     rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
 )
+OBJ_VERTEX_START = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
+OBJ_FACE_START = re.compile(rb"^[ \t]*f[ \t]+([-+]?[0-9]+)", re.MULTILINE)
+
+
+def obj_face_anchor(path: Path) -> np.ndarray | None:
+    """(3,) float64 place of the vertex an OBJ's first face names first; None when no face
+    names a vertex defined before it (then the first vertex serves). Byte searches over the
+    blocks up to that face, twice at most: no line is parsed but the one vertex."""
+    counts = []  # `v` statements in each block read, up to the first face
+    with open(path, "rb") as handle:
+        for block in _unmarked_blocks(handle):
+            face = OBJ_FACE_START.search(block)
+            counts.append(
+                len(OBJ_VERTEX_START.findall(block, 0, face.start() if face else len(block)))
+            )
+            if face:
+                break
+        else:
+            return None
+    index, seen = int(face.group(1)), sum(counts)
+    number = index - 1 if index > 0 else seen + index  # OBJ counts from 1, or back from -1
+    if not 0 <= number < seen:
+        return None
+    with open(path, "rb") as handle:
+        for count, block in zip(counts, _unmarked_blocks(handle), strict=False):
+            if number >= count:
+                number -= count
+                continue
+            start = next(itertools.islice(OBJ_VERTEX_START.finditer(block), number, None))
+            vertex = OBJ_VERTEX.match(block, start.start())
+            try:
+                return np.array([float(word) for word in vertex.groups()[1:]]) if vertex else None
+            except ValueError:
+                return None
+    return None
+
+
+def _unmarked_blocks(handle: BinaryIO) -> Iterator[bytes]:
+    """`line_blocks`, the first without a byte-order mark (as Blender's copy has it)."""
+    blocks = line_blocks(handle)
+    first = next(blocks, b"")
+    yield first.removeprefix(UTF8_BOM)
+    yield from blocks
 
 
 class ObjVertexMove:
     """Rewrites an OBJ's blocks, in order, with its `v` statements moved by `origin_offset` of
-    its first vertex (unchanged when that lies near the origin)."""
+    `anchor` (`obj_face_anchor`), else of its first vertex (unchanged when that lies near the
+    origin)."""
 
-    def __init__(self) -> None:
-        self.decided = False
-        self.offset: list[float] | None = None
+    def __init__(self, anchor: np.ndarray | None = None) -> None:
+        self.decided = anchor is not None
+        offset = origin_offset(anchor) if anchor is not None else np.zeros(3)
+        self.offset: list[float] | None = offset.tolist() if offset.any() else None
 
     def __call__(self, block: bytes) -> bytes:
         if self.decided and self.offset is None:

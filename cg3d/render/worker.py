@@ -298,7 +298,9 @@ class Renderer:
         from cg3d.geometry.frame import origin_offset
 
         data = self.bpy.data.meshes.new(path.stem)
-        vertices = mesh.vertices - origin_offset(mesh.vertices[0])  # Blender's float32 holds them
+        # Blender's float32 holds them near the origin: moved by a vertex a face uses (a stray
+        # one no face names, written first, is not the object's place)
+        vertices = mesh.vertices - origin_offset(mesh.vertices[mesh.faces[0, 0]])
         data.from_pydata(vertices.tolist(), [], np.asarray(mesh.faces).tolist())
         data.validate()
         obj = self.bpy.data.objects.new(path.stem, data)

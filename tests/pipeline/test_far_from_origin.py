@@ -77,3 +77,26 @@ def test_blenders_copy_of_an_obj_far_from_the_origin_is_moved_near_it(tmp_path):
     assert "vn 0 0 1\n" in copy.read_text()  # only `v` statements move
     near = write_obj(tmp_path / "near.obj", SPHERE.vertices * 1000, SPHERE.faces)  # millimetres
     assert blender_input(near, tmp_path, "", tmp_path / "b2").read_bytes() == near.read_bytes()
+
+
+def test_blenders_copy_of_an_obj_is_moved_by_a_vertex_its_faces_use_not_a_stray_first_one(
+    tmp_path,
+):
+    # a stray vertex no face names, written first: the copy was moved by it, taking an object
+    # at the origin 1e7 out (Blender: `quantized`), or leaving one at UTM where it was
+    def with_stray_first(path: Path, stray: list[float], vertices: np.ndarray) -> Path:
+        return write_obj(path, np.vstack([stray, vertices]), SPHERE.faces + 1)
+
+    near = with_stray_first(tmp_path / "near.obj", [0.0, -1e7, 0.0], SPHERE.vertices)
+    assert blender_input(near, tmp_path, "", tmp_path / "b1").read_bytes() == near.read_bytes()
+    far = with_stray_first(tmp_path / "far.obj", [0.0, 0.0, 0.0], SPHERE.vertices + UTM)
+    moved = obj_vertices(blender_input(far, tmp_path, "", tmp_path / "b2"))
+    offset = obj_vertices(far) - moved  # whole units, one for all vertices
+    assert np.abs(moved[1:]).max() <= 2.0  # the sphere, moved by one of its vertices
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))
+    assert np.abs(offset - offset[1]).max() < 1e-9
+
+
+def obj_vertices(path: Path) -> np.ndarray:
+    rows = [line.split()[1:4] for line in path.read_text().splitlines() if line.startswith("v ")]
+    return np.array(rows, dtype=np.float64)

@@ -48,3 +48,16 @@ def write_off(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
     rows = [f"{x!r} {y!r} {z!r}" for x, y, z in vertices] + [f"3 {a} {b} {c}" for a, b, c in faces]
     path.write_text(f"OFF\n{len(vertices)} {len(faces)} 0\n" + "\n".join(rows) + "\n")
     return path
+
+
+def test_blender_reads_an_obj_or_off_at_the_origin_with_a_stray_first_vertex_far_out(tmp_path):
+    # a vertex no face names, 1e7 out and written first: the copy (the OFF's arrays) was moved
+    # by it, the sphere 1e7 out in Blender's float32, and the object a `quantized` failure
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    stray = np.vstack([[0.0, -1e7, 0.0], SPHERE.vertices])
+    obj = write_obj(tmp_path / "stray.obj", stray, SPHERE.faces + 1)
+    off = write_off(tmp_path / "stray.off", stray, SPHERE.faces + 1)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(origin, "y", "a")[0]
+        for path in (obj, off):
+            assert np.abs(read(path, "y", "a")[0] - expected).max() < 1e-5, path.name
