@@ -1611,21 +1611,25 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     Blender reads the very bytes compared, whose references are checked inside `root` again
     and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
     only confined texture files, so whatever forms Blender parses it opens nothing that was
-    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
+    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`). A
+    binary PLY of doubles far from the origin becomes a copy moved near it (`ply_vertex_move`)."""
     suffix = real_path(path).suffix.lower()  # of the file a link leads to, as Blender reads it
     copied = suffix in (".obj", *GLTF_SUFFIXES)
     # inside the root; a copied file's bytes are compared as they are copied, the others' here
     resolved = listed_file(path, root, "" if copied else sha256)
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
     split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
-    if not copied and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
+    move = ply_vertex_move(resolved) if suffix == ".ply" else None
+    if not copied and move is None and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    if not copied:  # nested too deep for Blender: a link to it (its importer read no file)
+    if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
+        copy, digest = _ply_copy(resolved, folder / resolved.name, move)
+    elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
         return folder / _blender_reference(resolved, folder)
-    if suffix in GLTF_SUFFIXES:
+    elif suffix in GLTF_SUFFIXES:
         copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
     else:
         copy, digest = _obj_copy(resolved, root, folder, split)
@@ -1747,6 +1751,86 @@ class ObjVertexMove:
             return match.group(0)
         moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
         return match.group(1) + b" ".join(moved)
+
+
+# A binary PLY of doubles far from the origin (a georeferenced scan, as photogrammetry and
+# CloudCompare write one, colours beside): Blender's importer holds its coordinates in float32,
+# so its copy is moved near the origin as an OBJ's is, every other byte as the user's.
+PLY_MOVE_ROWS = 1 << 16  # vertex rows moved at a time
+
+
+def ply_vertex_move(path: Path) -> tuple[int, np.dtype, int, np.ndarray] | None:
+    """(the header's length, the vertex record, their count, the whole-unit offset) that moves a binary PLY
+    whose first element is its vertices, of scalar properties with double x, y and z, near the
+    origin (`frame.origin_offset` of the first vertex its first face names, else of the
+    first vertex); None when it lies near it already or is laid out otherwise (float x, y, z:
+    lost in the file, `load_mesh`'s `quantized`)."""
+    with open(path, "rb") as handle:
+        form, elements = _ply_header(handle)
+        start = handle.tell()
+        order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(form)
+        vertex = elements[0] if elements else None
+        if order is None or vertex is None or vertex.name != "vertex" or not vertex.count:
+            return None
+        kinds = {name: kind for name, kind, _ in vertex.properties}
+        if any(item is not None or kind not in PLY_TYPES for _, kind, item in vertex.properties):
+            return None
+        if len(kinds) < len(vertex.properties) or any(
+            PLY_TYPES.get(kinds.get(axis, "")) != "d" for axis in "xyz"
+        ):
+            return None
+        record = np.dtype([(name, order + PLY_TYPES[kind]) for name, kind, _ in vertex.properties])
+        handle.seek(start + vertex.count * record.itemsize)
+        index = _first_face_corner(handle, elements[1:2], order)
+        number = index if index is not None and 0 <= index < vertex.count else 0
+        handle.seek(start + number * record.itemsize)
+        row = np.frombuffer(handle.read(record.itemsize), record)
+    if len(row) == 0:
+        return None  # truncated: the checks say so
+    offset = origin_offset(np.array([float(row[axis][0]) for axis in "xyz"]))
+    return (start, record, vertex.count, offset) if offset.any() else None
+
+
+def _first_face_corner(handle: BinaryIO, faces: list[_PlyElement], order: str) -> int | None:
+    """The vertex index that the face record at the handle's place names first, when the
+    element after the vertices is faces whose first property is their index list."""
+    if not faces or faces[0].name != "face" or not faces[0].count or not faces[0].properties:
+        return None
+    _, kind, item = faces[0].properties[0]
+    if item not in PLY_TYPES or kind not in PLY_TYPES:
+        return None
+    data = handle.read(struct.calcsize(PLY_TYPES[kind]) + struct.calcsize(PLY_TYPES[item]))
+    try:
+        count, index = struct.unpack(order + PLY_TYPES[kind] + PLY_TYPES[item], data)
+    except struct.error:
+        return None
+    return index if count > 0 else None
+
+
+def _ply_copy(
+    resolved: Path, copy: Path, move: tuple[int, np.dtype, int, np.ndarray]
+) -> tuple[Path, str]:
+    """(the copy moved by `ply_vertex_move`, the sha256 of the bytes read)."""
+    start, record, left, offset = move
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        header = source.read(start)
+        digest.update(header)
+        out.write(header)
+        while left and (block := source.read(min(left, PLY_MOVE_ROWS) * record.itemsize)):
+            digest.update(block)
+            whole = len(block) - len(block) % record.itemsize  # a truncated file: as it is
+            rows = np.frombuffer(block[:whole], record).copy()
+            for axis, by in zip("xyz", offset, strict=True):
+                rows[axis] -= by
+            out.write(rows.tobytes() + block[whole:])
+            if whole < len(block):
+                break  # the file ends inside a record: copied as it is, the checks say so
+            left -= len(rows)
+        for rest in iter(lambda: source.read(COPY_BLOCK), b""):  # faces and the rest, as read
+            digest.update(rest)
+            out.write(rest)
+    return copy, digest.hexdigest()
 
 
 def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:

@@ -10,7 +10,7 @@ import trimesh
 
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
+from tests.pipeline.farfiles import SPHERE, UTM, write_coloured_ply, write_obj
 
 pytestmark = pytest.mark.blender
 
@@ -18,11 +18,11 @@ pytestmark = pytest.mark.blender
 def test_blender_reads_an_obj_far_from_the_origin_as_at_the_origin(tmp_path: Path):
     origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
     far = write_obj(tmp_path / "far.obj", SPHERE.vertices + UTM, SPHERE.faces)
-    ply = write_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, "double")
+    # an ASCII PLY is not moved: Blender's importer holds its doubles in float32, said
+    ply = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
     with PointsReader(SampleConfig(points=256, colors=True)) as read:
         expected = read(origin, "y", "a")[0]
         assert np.abs(read(far, "y", "a")[0] - expected).max() < 1e-5
-        # Blender's PLY importer holds the doubles in float32: said, not a blocky sphere
         with pytest.raises(ValueError, match="quantized: Blender holds coordinates 4e"):
             read(ply, "y", "a")
     assert trimesh.load(far).vertices.max() > 4e6  # the user's file is left as it was
@@ -61,3 +61,14 @@ def test_blender_reads_an_obj_or_off_at_the_origin_with_a_stray_first_vertex_far
         expected = read(origin, "y", "a")[0]
         for path in (obj, off):
             assert np.abs(read(path, "y", "a")[0] - expected).max() < 1e-5, path.name
+
+
+def test_blender_reads_a_binary_ply_of_doubles_far_from_the_origin_as_at_the_origin(tmp_path):
+    # a georeferenced scan with colours: its copy is moved near the origin (was `quantized`)
+    origin = write_coloured_ply(tmp_path / "origin.ply", SPHERE.vertices, SPHERE.faces, False)
+    far = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, False)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected, coloured = read(origin, "y", "a")
+        points, far_coloured = read(far, "y", "a")
+    assert coloured and far_coloured
+    assert np.abs(points - expected).max() < 1e-5  # xyz and the colours
