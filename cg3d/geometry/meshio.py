@@ -1684,25 +1684,35 @@ OBJ_FACE_START = re.compile(rb"^[ \t]*f[ \t]+([-+]?[0-9]+)", re.MULTILINE)
 
 def obj_face_anchor(path: Path) -> np.ndarray | None:
     """(3,) float64 place of the vertex an OBJ's first face names first; None when no face
-    names a vertex defined before it (then the first vertex serves). Byte searches over the
-    blocks up to that face, twice at most: no line is parsed but the one vertex."""
-    counts = []  # `v` statements in each block read, up to the first face
+    names one (then the first vertex serves). Byte searches, streamed, that stop there: up to
+    the first face, then up to that vertex (a negative index: its `v` statements counted)."""
+    before = 0  # blocks before the one with the first face
     with open(path, "rb") as handle:
         for block in _unmarked_blocks(handle):
-            face = OBJ_FACE_START.search(block)
-            counts.append(
-                len(OBJ_VERTEX_START.findall(block, 0, face.start() if face else len(block)))
-            )
-            if face:
+            if face := OBJ_FACE_START.search(block):
                 break
+            before += 1
         else:
             return None
-    index, seen = int(face.group(1)), sum(counts)
-    number = index - 1 if index > 0 else seen + index  # OBJ counts from 1, or back from -1
-    if not 0 <= number < seen:
-        return None
+    index = int(face.group(1))
+    if index < 0:  # counted back from the last vertex before the face
+        index += 1 + _vertex_count(block, face.start())
+        with open(path, "rb") as handle:
+            index += sum(map(_vertex_count, itertools.islice(_unmarked_blocks(handle), before)))
+    return _obj_vertex(path, index - 1) if index > 0 else None
+
+
+def _vertex_count(block: bytes, end: int | None = None) -> int:
+    """The `v` statements of an OBJ block (up to `end`)."""
+    return len(OBJ_VERTEX_START.findall(block, 0, len(block) if end is None else end))
+
+
+def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
+    """(3,) float64 place of an OBJ's `v` statement `number` (from 0), read up to it; None when
+    it has no such vertex or its place is not three numbers."""
     with open(path, "rb") as handle:
-        for count, block in zip(counts, _unmarked_blocks(handle), strict=False):
+        for block in _unmarked_blocks(handle):
+            count = _vertex_count(block)
             if number >= count:
                 number -= count
                 continue
