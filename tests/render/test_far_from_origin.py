@@ -2,6 +2,7 @@
 coordinates move in 0.25 m steps: an OBJ is read as the same object at the origin (its copy
 is moved near it), a file it cannot move is a `quantized` failure, never a blocky object."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,27 @@ def test_blender_reads_a_binary_ply_of_doubles_far_from_the_origin_as_at_the_ori
         points, far_coloured = read(far, "y", "a")
     assert coloured and far_coloured
     assert np.abs(points - expected).max() < 1e-5  # xyz and the colours
+
+
+@pytest.mark.parametrize("place", [(0.0, 0.0, 0.0), tuple(UTM)])
+def test_a_mesh_under_a_gltf_camera_or_light_node_keeps_its_place(tmp_path, place):
+    # the views use our camera and lights alone: the file's are removed, and a mesh under one
+    # lost its transform with it, the importer's Y-up turn included (a 1x2x4 box came out
+    # with its y and z extents swapped)
+    trimesh.creation.box([1, 2, 4]).export(tmp_path / "box.gltf")
+    document = json.loads((tmp_path / "box.gltf").read_text())
+    document["cameras"] = [{"type": "perspective", "perspective": {"yfov": 0.8, "znear": 0.01}}]
+    document["extensionsUsed"] = ["KHR_lights_punctual"]
+    document["extensions"] = {"KHR_lights_punctual": {"lights": [{"type": "point"}]}}
+    light = {"extensions": {"KHR_lights_punctual": {"light": 0}}}
+    paths = {}
+    for name, parent in (("plain", {}), ("camera", {"camera": 0}), ("light", light)):
+        nodes = [{"mesh": 0}] if name == "plain" else [{**parent, "children": [1]}, {"mesh": 0}]
+        nodes[0]["translation"] = list(place)
+        document["nodes"], document["scenes"] = nodes, [{"nodes": [0]}]
+        paths[name] = tmp_path / f"{name}.gltf"
+        paths[name].write_text(json.dumps(document))
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(paths["plain"], "y", "a")[0]
+        for name in ("camera", "light"):
+            assert np.abs(read(paths[name], "y", "a")[0] - expected).max() < 1e-5, name
