@@ -16,6 +16,7 @@ Parsing only: nothing in a file is ever executed.
 import base64
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -1610,21 +1611,25 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     Blender reads the very bytes compared, whose references are checked inside `root` again
     and rewritten to the resolved paths: an OBJ's material libraries are copies too, naming
     only confined texture files, so whatever forms Blender parses it opens nothing that was
-    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`)."""
+    not checked; a glTF's buffer and image URIs name the resolved files (`_gltf_copy`). A
+    binary PLY of doubles far from the origin becomes a copy moved near it (`ply_vertex_move`)."""
     suffix = real_path(path).suffix.lower()  # of the file a link leads to, as Blender reads it
     copied = suffix in (".obj", *GLTF_SUFFIXES)
     # inside the root; a copied file's bytes are compared as they are copied, the others' here
     resolved = listed_file(path, root, "" if copied else sha256)
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
     split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
-    if not copied and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
+    move = ply_vertex_move(resolved) if suffix == ".ply" else None
+    if not copied and move is None and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    if not copied:  # nested too deep for Blender: a link to it (its importer read no file)
+    if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
+        copy, digest = _ply_copy(resolved, folder / resolved.name, move)
+    elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
         return folder / _blender_reference(resolved, folder)
-    if suffix in GLTF_SUFFIXES:
+    elif suffix in GLTF_SUFFIXES:
         copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
     else:
         copy, digest = _obj_copy(resolved, root, folder, split)
@@ -1643,7 +1648,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
             libraries.append(_confined_mtl(mtl, root, folder / f"material-{len(libraries)}.mtl"))
     copy = folder / resolved.name
     digest = hashlib.sha256()
-    move = ObjVertexMove()
+    move = ObjVertexMove(obj_face_anchor(resolved))
     with open(resolved, "rb") as source, open(copy, "wb") as out:
         out.writelines(f"mtllib {library.name}\n".encode() for library in libraries)
         for number, block in enumerate(line_blocks(source)):
@@ -1666,20 +1671,77 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
     return copy, digest.hexdigest()
 
 
-# Blender's copy of an OBJ far from the origin is moved near it by its first vertex
-# (`frame.origin_offset`), every vertex in float64 as the fast path reads them.
+# Blender's copy of an OBJ far from the origin is moved near it by the first vertex its first
+# face names (`frame.origin_offset`), every vertex in float64 as the fast path reads them: a
+# vertex no face uses (a stray at 1e7 written first) is not the object's place, and moving by
+# it took an object at the origin out where float32 holds it on a grid (a `quantized` row).
 OBJ_VERTEX = re.compile(
     rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
 )
+OBJ_VERTEX_START = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
+OBJ_FACE_START = re.compile(rb"^[ \t]*f[ \t]+([-+]?[0-9]+)", re.MULTILINE)
+
+
+def obj_face_anchor(path: Path) -> np.ndarray | None:
+    """(3,) float64 place of the vertex an OBJ's first face names first; None when no face
+    names one (then the first vertex serves). Byte searches, streamed, that stop there: up to
+    the first face, then up to that vertex (a negative index: its `v` statements counted)."""
+    before = 0  # blocks before the one with the first face
+    with open(path, "rb") as handle:
+        for block in _unmarked_blocks(handle):
+            if face := OBJ_FACE_START.search(block):
+                break
+            before += 1
+        else:
+            return None
+    index = int(face.group(1))
+    if index < 0:  # counted back from the last vertex before the face
+        index += 1 + _vertex_count(block, face.start())
+        with open(path, "rb") as handle:
+            index += sum(map(_vertex_count, itertools.islice(_unmarked_blocks(handle), before)))
+    return _obj_vertex(path, index - 1) if index > 0 else None
+
+
+def _vertex_count(block: bytes, end: int | None = None) -> int:
+    """The `v` statements of an OBJ block (up to `end`)."""
+    return len(OBJ_VERTEX_START.findall(block, 0, len(block) if end is None else end))
+
+
+def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
+    """(3,) float64 place of an OBJ's `v` statement `number` (from 0), read up to it; None when
+    it has no such vertex or its place is not three numbers."""
+    with open(path, "rb") as handle:
+        for block in _unmarked_blocks(handle):
+            count = _vertex_count(block)
+            if number >= count:
+                number -= count
+                continue
+            start = next(itertools.islice(OBJ_VERTEX_START.finditer(block), number, None))
+            vertex = OBJ_VERTEX.match(block, start.start())
+            try:
+                return np.array([float(word) for word in vertex.groups()[1:]]) if vertex else None
+            except ValueError:
+                return None
+    return None
+
+
+def _unmarked_blocks(handle: BinaryIO) -> Iterator[bytes]:
+    """`line_blocks`, the first without a byte-order mark (as Blender's copy has it)."""
+    blocks = line_blocks(handle)
+    first = next(blocks, b"")
+    yield first.removeprefix(UTF8_BOM)
+    yield from blocks
 
 
 class ObjVertexMove:
     """Rewrites an OBJ's blocks, in order, with its `v` statements moved by `origin_offset` of
-    its first vertex (unchanged when that lies near the origin)."""
+    `anchor` (`obj_face_anchor`), else of its first vertex (unchanged when that lies near the
+    origin)."""
 
-    def __init__(self) -> None:
-        self.decided = False
-        self.offset: list[float] | None = None
+    def __init__(self, anchor: np.ndarray | None = None) -> None:
+        self.decided = anchor is not None
+        offset = origin_offset(anchor) if anchor is not None else np.zeros(3)
+        self.offset: list[float] | None = offset.tolist() if offset.any() else None
 
     def __call__(self, block: bytes) -> bytes:
         if self.decided and self.offset is None:
@@ -1699,6 +1761,86 @@ class ObjVertexMove:
             return match.group(0)
         moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
         return match.group(1) + b" ".join(moved)
+
+
+# A binary PLY of doubles far from the origin (a georeferenced scan, as photogrammetry and
+# CloudCompare write one, colours beside): Blender's importer holds its coordinates in float32,
+# so its copy is moved near the origin as an OBJ's is, every other byte as the user's.
+PLY_MOVE_ROWS = 1 << 16  # vertex rows moved at a time
+
+
+def ply_vertex_move(path: Path) -> tuple[int, np.dtype, int, np.ndarray] | None:
+    """(the header's length, the vertex record, their count, the whole-unit offset) that moves a binary PLY
+    whose first element is its vertices, of scalar properties with double x, y and z, near the
+    origin (`frame.origin_offset` of the first vertex its first face names, else of the
+    first vertex); None when it lies near it already or is laid out otherwise (float x, y, z:
+    lost in the file, `load_mesh`'s `quantized`)."""
+    with open(path, "rb") as handle:
+        form, elements = _ply_header(handle)
+        start = handle.tell()
+        order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(form)
+        vertex = elements[0] if elements else None
+        if order is None or vertex is None or vertex.name != "vertex" or not vertex.count:
+            return None
+        kinds = {name: kind for name, kind, _ in vertex.properties}
+        if any(item is not None or kind not in PLY_TYPES for _, kind, item in vertex.properties):
+            return None
+        if len(kinds) < len(vertex.properties) or any(
+            PLY_TYPES.get(kinds.get(axis, "")) != "d" for axis in "xyz"
+        ):
+            return None
+        record = np.dtype([(name, order + PLY_TYPES[kind]) for name, kind, _ in vertex.properties])
+        handle.seek(start + vertex.count * record.itemsize)
+        index = _first_face_corner(handle, elements[1:2], order)
+        number = index if index is not None and 0 <= index < vertex.count else 0
+        handle.seek(start + number * record.itemsize)
+        row = np.frombuffer(handle.read(record.itemsize), record)
+    if len(row) == 0:
+        return None  # truncated: the checks say so
+    offset = origin_offset(np.array([float(row[axis][0]) for axis in "xyz"]))
+    return (start, record, vertex.count, offset) if offset.any() else None
+
+
+def _first_face_corner(handle: BinaryIO, faces: list[_PlyElement], order: str) -> int | None:
+    """The vertex index that the face record at the handle's place names first, when the
+    element after the vertices is faces whose first property is their index list."""
+    if not faces or faces[0].name != "face" or not faces[0].count or not faces[0].properties:
+        return None
+    _, kind, item = faces[0].properties[0]
+    if item not in PLY_TYPES or kind not in PLY_TYPES:
+        return None
+    data = handle.read(struct.calcsize(PLY_TYPES[kind]) + struct.calcsize(PLY_TYPES[item]))
+    try:
+        count, index = struct.unpack(order + PLY_TYPES[kind] + PLY_TYPES[item], data)
+    except struct.error:
+        return None
+    return index if count > 0 else None
+
+
+def _ply_copy(
+    resolved: Path, copy: Path, move: tuple[int, np.dtype, int, np.ndarray]
+) -> tuple[Path, str]:
+    """(the copy moved by `ply_vertex_move`, the sha256 of the bytes read)."""
+    start, record, left, offset = move
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        header = source.read(start)
+        digest.update(header)
+        out.write(header)
+        while left and (block := source.read(min(left, PLY_MOVE_ROWS) * record.itemsize)):
+            digest.update(block)
+            whole = len(block) - len(block) % record.itemsize  # a truncated file: as it is
+            rows = np.frombuffer(block[:whole], record).copy()
+            for axis, by in zip("xyz", offset, strict=True):
+                rows[axis] -= by
+            out.write(rows.tobytes() + block[whole:])
+            if whole < len(block):
+                break  # the file ends inside a record: copied as it is, the checks say so
+            left -= len(rows)
+        for rest in iter(lambda: source.read(COPY_BLOCK), b""):  # faces and the rest, as read
+            digest.update(rest)
+            out.write(rest)
+    return copy, digest.hexdigest()
 
 
 def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:

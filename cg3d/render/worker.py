@@ -284,6 +284,7 @@ class Renderer:
         new = [obj for obj in bpy.data.objects if obj not in before]
         # A glTF file may bring its own cameras and lights: the views use ours alone.
         for obj in [obj for obj in new if obj.type in ("CAMERA", "LIGHT")]:
+            keep_world_places(bpy, obj.children)
             new.remove(obj)
             bpy.data.objects.remove(obj, do_unlink=True)
         return new
@@ -298,7 +299,9 @@ class Renderer:
         from cg3d.geometry.frame import origin_offset
 
         data = self.bpy.data.meshes.new(path.stem)
-        vertices = mesh.vertices - origin_offset(mesh.vertices[0])  # Blender's float32 holds them
+        # Blender's float32 holds them near the origin: moved by a vertex a face uses (a stray
+        # one no face names, written first, is not the object's place)
+        vertices = mesh.vertices - origin_offset(mesh.vertices[mesh.faces[0, 0]])
         data.from_pydata(vertices.tolist(), [], np.asarray(mesh.faces).tolist())
         data.validate()
         obj = self.bpy.data.objects.new(path.stem, data)
@@ -432,6 +435,17 @@ class Renderer:
             self.bpy.ops.render.render(write_still=True)
             check_written(self.scene.render.filepath)
         self.clear()
+
+
+def keep_world_places(bpy, children) -> None:
+    """Give the children of an object about to be removed its parent, where they stay: a
+    mesh under a glTF camera or light node lost the node's transform with it (the importer's
+    Y-up correction of cameras and lights too: the object came out turned 90 degrees)."""
+    for child in children:
+        world = child.matrix_world.copy()
+        child.parent = child.parent.parent
+        child.matrix_world = world
+        bpy.context.view_layer.update()
 
 
 def colour_source(objects) -> str:

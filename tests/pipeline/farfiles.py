@@ -28,3 +28,29 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
     lines += ["vn 0 0 1"] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_coloured_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, ascii: bool) -> Path:
+    """A PLY of double x, y, z and uchar red, green, blue (as a photogrammetry scan's)."""
+    form = "ascii" if ascii else "binary_little_endian"
+    header = (
+        f"ply\nformat {form} 1.0\nelement vertex {len(vertices)}\n"
+        + "".join(f"property double {axis}\n" for axis in "xyz")
+        + "".join(f"property uchar {colour}\n" for colour in ("red", "green", "blue"))
+        + f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    colours = np.arange(len(vertices) * 3).reshape(-1, 3) % 256
+    if ascii:
+        rows = [
+            f"{x!r} {y!r} {z!r} {r} {g} {b}"
+            for (x, y, z), (r, g, b) in zip(vertices, colours, strict=True)
+        ]
+        rows += [f"3 {a} {b} {c}" for a, b, c in faces]
+        path.write_text(header + "\n".join(rows) + "\n")
+        return path
+    points = np.empty(len(vertices), dtype=[("p", "<f8", 3), ("c", "u1", 3)])
+    points["p"], points["c"] = vertices, colours
+    rows = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", 3)])
+    rows["n"], rows["i"] = 3, faces
+    path.write_bytes(header.encode() + points.tobytes() + rows.tobytes())
+    return path

@@ -15,7 +15,7 @@ from cg3d.formats.pointfiles import read_point_file
 from cg3d.geometry.meshio import MeshError, blender_input, load_mesh
 from cg3d.geometry.sampling import object_rng, sample_object
 from cg3d.params import SampleConfig
-from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
+from tests.pipeline.farfiles import SPHERE, UTM, write_coloured_ply, write_obj, write_ply
 
 
 def write_stl(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
@@ -77,3 +77,48 @@ def test_blenders_copy_of_an_obj_far_from_the_origin_is_moved_near_it(tmp_path):
     assert "vn 0 0 1\n" in copy.read_text()  # only `v` statements move
     near = write_obj(tmp_path / "near.obj", SPHERE.vertices * 1000, SPHERE.faces)  # millimetres
     assert blender_input(near, tmp_path, "", tmp_path / "b2").read_bytes() == near.read_bytes()
+
+
+def test_blenders_copy_of_an_obj_is_moved_by_a_vertex_its_faces_use_not_a_stray_first_one(
+    tmp_path,
+):
+    # a stray vertex no face names, written first: the copy was moved by it, taking an object
+    # at the origin 1e7 out (Blender: `quantized`), or leaving one at UTM where it was
+    def with_stray_first(path: Path, stray: list[float], vertices: np.ndarray) -> Path:
+        return write_obj(path, np.vstack([stray, vertices]), SPHERE.faces + 1)
+
+    near = with_stray_first(tmp_path / "near.obj", [0.0, -1e7, 0.0], SPHERE.vertices)
+    assert blender_input(near, tmp_path, "", tmp_path / "b1").read_bytes() == near.read_bytes()
+    far = with_stray_first(tmp_path / "far.obj", [0.0, 0.0, 0.0], SPHERE.vertices + UTM)
+    moved = obj_vertices(blender_input(far, tmp_path, "", tmp_path / "b2"))
+    offset = obj_vertices(far) - moved  # whole units, one for all vertices
+    assert np.abs(moved[1:]).max() <= 2.0  # the sphere, moved by one of its vertices
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))
+    assert np.abs(offset - offset[1]).max() < 1e-9
+
+
+def obj_vertices(path: Path) -> np.ndarray:
+    rows = [line.split()[1:4] for line in path.read_text().splitlines() if line.startswith("v ")]
+    return np.array(rows, dtype=np.float64)
+
+
+def test_blenders_copy_of_a_ply_of_doubles_far_from_the_origin_is_moved_near_it(tmp_path):
+    # a georeferenced scan (double x, y, z, colours beside): Blender's importer held it in
+    # float32 on a 0.25 m grid, a `quantized` failure of every render and coloured sample
+    stray = np.vstack([[0.0, 0.0, 0.0], SPHERE.vertices + UTM])  # no face names the first
+    far = write_coloured_ply(tmp_path / "scan.ply", stray, SPHERE.faces + 1, ascii=False)
+    copy = blender_input(far, tmp_path, "", tmp_path / "blender")
+    header = far.read_bytes().index(b"end_header\n") + len(b"end_header\n")
+    record = np.dtype([("p", "<f8", 3), ("c", "u1", 3)])
+    user = np.frombuffer(far.read_bytes()[header:], record, len(stray))
+    moved = np.frombuffer(copy.read_bytes()[header:], record, len(stray))
+    offset = user["p"] - moved["p"]
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))  # by a face's vertex
+    assert np.abs(offset - offset[1]).max() < 1e-9 and np.abs(moved["p"][1:]).max() <= 2.0
+    assert np.array_equal(moved["c"], user["c"])
+    rest = header + len(stray) * record.itemsize
+    assert copy.read_bytes()[:header] == far.read_bytes()[:header]
+    assert copy.read_bytes()[rest:] == far.read_bytes()[rest:]
+    assert np.abs(user["p"][1:] - SPHERE.vertices - UTM).max() == 0  # the user's, unchanged
+    near = write_coloured_ply(tmp_path / "near.ply", SPHERE.vertices, SPHERE.faces, ascii=False)
+    assert blender_input(near, tmp_path, "", tmp_path / "b2") == near  # given as it is

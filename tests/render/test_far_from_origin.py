@@ -2,6 +2,7 @@
 coordinates move in 0.25 m steps: an OBJ is read as the same object at the origin (its copy
 is moved near it), a file it cannot move is a `quantized` failure, never a blocky object."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import trimesh
 
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from tests.pipeline.farfiles import SPHERE, UTM, write_obj, write_ply
+from tests.pipeline.farfiles import SPHERE, UTM, write_coloured_ply, write_obj
 
 pytestmark = pytest.mark.blender
 
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.blender
 def test_blender_reads_an_obj_far_from_the_origin_as_at_the_origin(tmp_path: Path):
     origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
     far = write_obj(tmp_path / "far.obj", SPHERE.vertices + UTM, SPHERE.faces)
-    ply = write_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, "double")
+    # an ASCII PLY is not moved: Blender's importer holds its doubles in float32, said
+    ply = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
     with PointsReader(SampleConfig(points=256, colors=True)) as read:
         expected = read(origin, "y", "a")[0]
         assert np.abs(read(far, "y", "a")[0] - expected).max() < 1e-5
-        # Blender's PLY importer holds the doubles in float32: said, not a blocky sphere
         with pytest.raises(ValueError, match="quantized: Blender holds coordinates 4e"):
             read(ply, "y", "a")
     assert trimesh.load(far).vertices.max() > 4e6  # the user's file is left as it was
@@ -48,3 +49,51 @@ def write_off(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
     rows = [f"{x!r} {y!r} {z!r}" for x, y, z in vertices] + [f"3 {a} {b} {c}" for a, b, c in faces]
     path.write_text(f"OFF\n{len(vertices)} {len(faces)} 0\n" + "\n".join(rows) + "\n")
     return path
+
+
+def test_blender_reads_an_obj_or_off_at_the_origin_with_a_stray_first_vertex_far_out(tmp_path):
+    # a vertex no face names, 1e7 out and written first: the copy (the OFF's arrays) was moved
+    # by it, the sphere 1e7 out in Blender's float32, and the object a `quantized` failure
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    stray = np.vstack([[0.0, -1e7, 0.0], SPHERE.vertices])
+    obj = write_obj(tmp_path / "stray.obj", stray, SPHERE.faces + 1)
+    off = write_off(tmp_path / "stray.off", stray, SPHERE.faces + 1)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(origin, "y", "a")[0]
+        for path in (obj, off):
+            assert np.abs(read(path, "y", "a")[0] - expected).max() < 1e-5, path.name
+
+
+def test_blender_reads_a_binary_ply_of_doubles_far_from_the_origin_as_at_the_origin(tmp_path):
+    # a georeferenced scan with colours: its copy is moved near the origin (was `quantized`)
+    origin = write_coloured_ply(tmp_path / "origin.ply", SPHERE.vertices, SPHERE.faces, False)
+    far = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, False)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected, coloured = read(origin, "y", "a")
+        points, far_coloured = read(far, "y", "a")
+    assert coloured and far_coloured
+    assert np.abs(points - expected).max() < 1e-5  # xyz and the colours
+
+
+@pytest.mark.parametrize("place", [(0.0, 0.0, 0.0), tuple(UTM)])
+def test_a_mesh_under_a_gltf_camera_or_light_node_keeps_its_place(tmp_path, place):
+    # the views use our camera and lights alone: the file's are removed, and a mesh under one
+    # lost its transform with it, the importer's Y-up turn included (a 1x2x4 box came out
+    # with its y and z extents swapped)
+    trimesh.creation.box([1, 2, 4]).export(tmp_path / "box.gltf")
+    document = json.loads((tmp_path / "box.gltf").read_text())
+    document["cameras"] = [{"type": "perspective", "perspective": {"yfov": 0.8, "znear": 0.01}}]
+    document["extensionsUsed"] = ["KHR_lights_punctual"]
+    document["extensions"] = {"KHR_lights_punctual": {"lights": [{"type": "point"}]}}
+    light = {"extensions": {"KHR_lights_punctual": {"light": 0}}}
+    paths = {}
+    for name, parent in (("plain", {}), ("camera", {"camera": 0}), ("light", light)):
+        nodes = [{"mesh": 0}] if name == "plain" else [{**parent, "children": [1]}, {"mesh": 0}]
+        nodes[0]["translation"] = list(place)
+        document["nodes"], document["scenes"] = nodes, [{"nodes": [0]}]
+        paths[name] = tmp_path / f"{name}.gltf"
+        paths[name].write_text(json.dumps(document))
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected = read(paths["plain"], "y", "a")[0]
+        for name in ("camera", "light"):
+            assert np.abs(read(paths[name], "y", "a")[0] - expected).max() < 1e-5, name
