@@ -3,6 +3,7 @@ upload): its size is checked from the header before any pixel is decoded, and a 
 one `ImageError` line naming it, never PIL's DecompressionBombError traceback."""
 
 import io
+import re
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -27,31 +28,69 @@ Image.MAX_IMAGE_PIXELS = None
 # texture is not decoded at all: a 390 KB PNG of 20,000 × 20,000 grew a Blender worker to its
 # 2 GiB limit (a "memory" failure naming no texture), and one of 50,000² compresses to 2.4 MB.
 MAX_TEXTURE_PIXELS = 16384 * 16384
-# The formats whose header PIL reads without decoding, and only those: PIL's other plugins
-# (TGA has no signature) could take any bytes for an image of some size.
-HEADER_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"]
+# The formats whose header PIL reads without decoding, signature first: those Blender decodes
+# (IRIS/SGI, DDS, PSD and JPEG 2000 too) and GIF. TGA, which has no signature, is tried last,
+# only once every format with one has failed: PIL's plugin checks its header's fields, as
+# Blender's `imb_is_a_tga` does, so a file it takes for a TGA is one Blender decodes as a TGA
+# (an 18-byte header declaring 60,000² had Blender ask for 14 GB; a 12 MB RLE TGA of 20,000²
+# grew it to 3 GB).
+HEADER_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "SGI", "DDS", "PSD", "JPEG2000"]
+# How much of a file the hand-read headers (OpenEXR, Radiance HDR) may take
+HEAD_BYTES = 1 << 16
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+# A Radiance HDR's resolution line, after its header: "-Y 20000 +X 20000" (either order)
+HDR_RESOLUTION = re.compile(rb"\n([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)[ \t]*\r?\n")
 
 
 def declared_size(source: Path | BinaryIO) -> tuple[int, int] | None:
     """(width, height) the header of an image file declares, read without decoding a pixel;
-    None when it is none of HEADER_FORMATS or its header does not parse (PIL refuses a PNG
-    whose text or ICC chunk inflates past 1 MB: its size is then read from its IHDR)."""
-    try:
-        with Image.open(source, formats=HEADER_FORMATS) as image:
-            return image.size
-    except Exception:  # noqa: BLE001 - any header PIL cannot read: the size is unknown
-        pass
+    None when it is none of the formats read here or its header does not parse. Read by PIL
+    (HEADER_FORMATS, then TGA) or by hand: a PNG PIL refuses for its text or ICC chunk
+    (inflating past 1 MB) from its IHDR, OpenEXR's dataWindow and Radiance HDR's resolution
+    line, which Blender decodes as float (16 bytes a pixel): a 25 MB RLE HDR of 20,000² had it
+    ask for 6.4 GB."""
+    for formats in (HEADER_FORMATS, ["TGA"]):
+        try:
+            with Image.open(source, formats=formats) as image:
+                return image.size
+        except Exception:  # noqa: BLE001 - any header PIL cannot read: tried by hand below
+            pass
     if isinstance(source, Path | str):
         try:
             with open(source, "rb") as handle:
-                head = handle.read(24)
+                head = handle.read(HEAD_BYTES)
         except OSError:  # Blender's own open of it meets the same fault: it is left to it
             return None
     else:
         source.seek(0)
-        head = source.read(24)
+        head = source.read(HEAD_BYTES)
     if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
         return struct.unpack(">II", head[16:24])
+    if head[:4] == EXR_MAGIC:
+        return _exr_size(head)
+    if head[:2] == b"#?" and (found := HDR_RESOLUTION.search(head, 0, HEAD_BYTES)):
+        sizes = {found.group(2): int(found.group(3)), found.group(5): int(found.group(6))}
+        return (sizes[b"X"], sizes[b"Y"]) if len(sizes) == 2 else None
+    return None
+
+
+def _exr_size(head: bytes) -> tuple[int, int] | None:
+    """The size of an OpenEXR file's (first part's) dataWindow, which its reader allocates, from
+    the attributes after its magic and version: name, type (NUL-ended), byte count, value."""
+    position = 8
+    while position < len(head) and head[position] != 0:
+        name_end = head.find(b"\0", position)
+        type_end = head.find(b"\0", name_end + 1)
+        if name_end < 0 or type_end < 0 or type_end + 5 > len(head):
+            return None
+        (count,) = struct.unpack_from("<i", head, type_end + 1)
+        value = type_end + 5
+        if head[position:name_end] == b"dataWindow" and count == 16 and value + 16 <= len(head):
+            x_min, y_min, x_max, y_max = struct.unpack_from("<4i", head, value)
+            return max(x_max - x_min + 1, 0), max(y_max - y_min + 1, 0)
+        if count < 0:
+            return None
+        position = value + count
     return None
 
 
