@@ -45,6 +45,7 @@ from cg3d.files import (
     pointer,
     real_path,
     shown_name,
+    versioned_sha256,
     why_not_a_file,
     zero_tail,
 )
@@ -2381,7 +2382,7 @@ def references_sha256(files: list[Path]) -> str:
         return ""
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file_sha256(file).encode() + b"\n")
+        digest.update(versioned_sha256(file).encode() + b"\n")
     return digest.hexdigest()
 
 
