@@ -38,6 +38,34 @@ HEADER_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "SGI", "DDS", "PS
 # How much of a file the hand-read headers (OpenEXR, Radiance HDR) may take
 HEAD_BYTES = 1 << 16
 EXR_MAGIC = b"\x76\x2f\x31\x01"
+CINEON_MAGIC = (b"\x80\x2a\x5f\xd7", b"\xd7\x5f\x2a\x80")
+# The first bytes of each format Blender 5 decodes as a texture (`bpy.path.extensions_image`:
+# PNG, JPEG, BMP, TIFF and .tx, SGI, DDS, PSD/PSB, JPEG 2000 file and codestream, OpenEXR,
+# Radiance HDR, DPX, Cineon; WebP, a RIFF, apart). TGA has none: a file named .tga, or one
+# PIL's TGA plugin takes, is left to Blender.
+BLENDER_SIGNATURES = (
+    PNG_SIGNATURE,
+    b"\xff\xd8\xff",
+    b"BM",
+    b"II*\0",
+    b"MM\0*",
+    b"II+\0",
+    b"MM\0+",
+    b"\x01\xda",
+    b"DDS ",
+    b"8BPS",
+    b"\0\0\0\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",
+    EXR_MAGIC,
+    b"#?",
+    b"SDPX",
+    b"XPDS",
+    *CINEON_MAGIC,
+)
+# A KTX2 image is Blender's to drop, and said so by `meshio.basisu_only_images` when no
+# PNG/JPEG fallback stands beside it: not a texture in an unknown format.
+KTX2_SIGNATURE = b"\xabKTX 20\xbb\r\n\x1a\n"
+UNREAD_FORMAT = "in no image format Blender decodes: not decoded"
 # A Radiance HDR's resolution line, after its header: "-Y 20000 +X 20000" (either order)
 HDR_RESOLUTION = re.compile(rb"\n([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)[ \t]*\r?\n")
 
@@ -68,6 +96,13 @@ def declared_size(source: Path | BinaryIO) -> tuple[int, int] | None:
         return struct.unpack(">II", head[16:24])
     if head[:4] == EXR_MAGIC:
         return _exr_size(head)
+    if head[:4] == b"8BPS" and len(head) >= 22:  # PSD, or PSB (version 2: PIL reads neither)
+        height, width = struct.unpack_from(">II", head, 14)
+        return width, height
+    if head[:4] in (b"SDPX", b"XPDS") and len(head) >= 780:  # DPX: image information at 768
+        return struct.unpack_from(">II" if head[:1] == b"S" else "<II", head, 772)
+    if head[:4] in CINEON_MAGIC and len(head) >= 208:  # Cineon: its first channel's size
+        return struct.unpack_from(">II" if head[:1] == b"\x80" else "<II", head, 200)
     if head[:2] == b"#?" and (found := HDR_RESOLUTION.search(head, 0, HEAD_BYTES)):
         sizes = {found.group(2): int(found.group(3)), found.group(5): int(found.group(6))}
         return (sizes[b"X"], sizes[b"Y"]) if len(sizes) == 2 else None
@@ -95,14 +130,37 @@ def _exr_size(head: bytes) -> tuple[int, int] | None:
 
 
 def texture_refusal(source: Path | BinaryIO) -> str:
-    """Why a texture is not decoded (its header declares more than MAX_TEXTURE_PIXELS), or ""."""
+    """Why a texture is not decoded, or "": its header declares more than MAX_TEXTURE_PIXELS,
+    or (a file of its own, not bytes a glTF holds) it is in no format Blender decodes (a GIF,
+    garbage under a .png name): Blender dropped it without a word."""
     size = declared_size(source)
-    if size is None or size[0] * size[1] <= MAX_TEXTURE_PIXELS:
-        return ""
-    return (
-        f"{size[0]:,} × {size[1]:,} pixels, more than the {MAX_TEXTURE_PIXELS:,} a texture may "
-        "have: not decoded"
-    )
+    if size is not None and size[0] * size[1] > MAX_TEXTURE_PIXELS:
+        return (
+            f"{size[0]:,} × {size[1]:,} pixels, more than the {MAX_TEXTURE_PIXELS:,} a texture "
+            "may have: not decoded"
+        )
+    if isinstance(source, Path | str) and not _blender_format(Path(source), size is not None):
+        return UNREAD_FORMAT
+    return ""
+
+
+def _blender_format(path: Path, has_size: bool) -> bool:
+    """Whether Blender may decode the file at `path` by its first bytes (BLENDER_SIGNATURES,
+    WebP's RIFF, KTX2 left to the glTF checks), or as a TGA (its name, or a size PIL read from
+    a header of no other format: GIF aside, which Blender does not read). True for a file
+    that cannot be read: Blender's own open meets the same fault."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return True
+    if head.startswith(BLENDER_SIGNATURES + (KTX2_SIGNATURE,)):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if path.suffix.lower() == ".tga":
+        return True
+    return has_size and not head.startswith(b"GIF8")
 
 
 class ImageError(ValueError):
