@@ -65,6 +65,9 @@ BLENDER_SIGNATURES = (
 # A KTX2 image is Blender's to drop, and said so by `meshio.basisu_only_images` when no
 # PNG/JPEG fallback stands beside it: not a texture in an unknown format.
 KTX2_SIGNATURE = b"\xabKTX 20\xbb\r\n\x1a\n"
+# Blender 5 decodes no animated WebP ("Failed to decode image"), yet keeps the image, all
+# pixels (0, 0, 0, 0): the object drew black, counted as colour. Its VP8X flags say so.
+ANIMATED_WEBP = "an animated WebP, which Blender decodes as black: not decoded"
 UNREAD_FORMAT = "in no image format Blender decodes: not decoded"
 # A Radiance HDR's resolution line, after its header: "-Y 20000 +X 20000" (either order)
 HDR_RESOLUTION = re.compile(rb"\n([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)[ \t]*\r?\n")
@@ -83,15 +86,9 @@ def declared_size(source: Path | BinaryIO) -> tuple[int, int] | None:
                 return image.size
         except Exception:  # noqa: BLE001 - any header PIL cannot read: tried by hand below
             pass
-    if isinstance(source, Path | str):
-        try:
-            with open(source, "rb") as handle:
-                head = handle.read(HEAD_BYTES)
-        except OSError:  # Blender's own open of it meets the same fault: it is left to it
-            return None
-    else:
-        source.seek(0)
-        head = source.read(HEAD_BYTES)
+    head = _head(source, HEAD_BYTES)
+    if head is None:  # Blender's own open of it meets the same fault: it is left to it
+        return None
     if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
         return struct.unpack(">II", head[16:24])
     if head[:4] == EXR_MAGIC:
@@ -107,6 +104,18 @@ def declared_size(source: Path | BinaryIO) -> tuple[int, int] | None:
         sizes = {found.group(2): int(found.group(3)), found.group(5): int(found.group(6))}
         return (sizes[b"X"], sizes[b"Y"]) if len(sizes) == 2 else None
     return None
+
+
+def _head(source: Path | BinaryIO, size: int) -> bytes | None:
+    """The first `size` bytes of a file or stream; None for a file whose read fails."""
+    if isinstance(source, Path | str):
+        try:
+            with open(source, "rb") as handle:
+                return handle.read(size)
+        except OSError:
+            return None
+    source.seek(0)
+    return source.read(size)
 
 
 def _exr_size(head: bytes) -> tuple[int, int] | None:
@@ -131,14 +140,18 @@ def _exr_size(head: bytes) -> tuple[int, int] | None:
 
 def texture_refusal(source: Path | BinaryIO) -> str:
     """Why a texture is not decoded, or "": its header declares more than MAX_TEXTURE_PIXELS,
-    or (a file of its own, not bytes a glTF holds) it is in no format Blender decodes (a GIF,
-    garbage under a .png name): Blender dropped it without a word."""
+    it is an animated WebP (ANIMATED_WEBP), or (a file of its own, not bytes a glTF holds) it
+    is in no format Blender decodes (a GIF, garbage under a .png name), which Blender dropped
+    without a word."""
     size = declared_size(source)
     if size is not None and size[0] * size[1] > MAX_TEXTURE_PIXELS:
         return (
             f"{size[0]:,} × {size[1]:,} pixels, more than the {MAX_TEXTURE_PIXELS:,} a texture "
             "may have: not decoded"
         )
+    head = _head(source, 21) or b""
+    if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and head[20:21] and head[20] & 0x02:
+        return ANIMATED_WEBP
     if isinstance(source, Path | str) and not _blender_format(Path(source), size is not None):
         return UNREAD_FORMAT
     return ""
@@ -149,10 +162,8 @@ def _blender_format(path: Path, has_size: bool) -> bool:
     WebP's RIFF, KTX2 left to the glTF checks), or as a TGA (its name, or a size PIL read from
     a header of no other format: GIF aside, which Blender does not read). True for a file
     that cannot be read: Blender's own open meets the same fault."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
+    head = _head(path, 16)
+    if head is None:
         return True
     if head.startswith(BLENDER_SIGNATURES + (KTX2_SIGNATURE,)):
         return True

@@ -63,3 +63,18 @@ def test_bytes_a_gltf_holds_are_held_to_the_size_limit_only():
     misread would drop a texture Blender reads, so no format is judged there."""
     assert texture_refusal(io.BytesIO(b"not an image")) == ""
     assert texture_refusal(Path("/nonexistent/image.png")) == ""  # Blender's open says why
+
+
+def test_an_animated_webp_is_listed_and_not_given_a_still_one_and_an_apng_are_read(tmp_path):
+    """Blender 5 decodes no animated WebP ("Failed to decode image") but keeps the image with
+    every pixel (0, 0, 0, 0): the object drew black, counted as colour. An animated PNG is
+    read as its first frame (checked with Blender 5.0.1)."""
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((200, 30, 30), (30, 30, 200))]
+    for name in ("anim.webp", "anim.png"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100)
+    (tmp_path / "still.webp").write_bytes(saved("WEBP"))
+    listed = "an animated WebP, which Blender decodes as black: not decoded"
+    assert texture_refusal(tmp_path / "anim.webp") == listed
+    assert texture_refusal(io.BytesIO((tmp_path / "anim.webp").read_bytes())) == listed  # a GLB's
+    assert texture_refusal(tmp_path / "still.webp") == ""
+    assert texture_refusal(tmp_path / "anim.png") == ""
