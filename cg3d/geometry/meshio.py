@@ -46,6 +46,7 @@ from cg3d.files import (
     pointer,
     real_path,
     shown_name,
+    versioned_sha256,
     why_not_a_file,
     zero_tail,
 )
@@ -1530,7 +1531,7 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
         for kind, _, name, file in _gltf_references(document, base, root):
             reference(name, file, image=kind == "images")
         missing += [f"{name} ({KTX2_UNREAD})" for name in basisu_only_images(document).values()]
-        oversized = oversized_embedded_images(document, path).items()
+        oversized = oversized_embedded_images(document, real_path(path), root).items()
         missing += [f"image {index} ({why})" for index, why in oversized]
     return found, list(dict.fromkeys(missing))  # a texture two materials name: said once
 
@@ -1872,7 +1873,7 @@ def _gltf_copy(resolved: Path, root: Path, copy: Path) -> tuple[Path, str]:
             named = _blender_reference(file, copy.parent) if file else None
             item["uri"] = quote(named or str(_absent_file(resolved.parent, name, copy.parent)))
         _without_basisu(document, copy.parent / "no-such-image")
-        for index in oversized_embedded_images(document, resolved):  # as `texture_file`
+        for index in oversized_embedded_images(document, resolved, root):  # as `texture_file`
             document["images"][index] = {"uri": quote(str(copy.parent / "no-such-image"))}
         for mesh in document.get("meshes", []):
             for primitive in mesh.get("primitives", []):
@@ -1938,45 +1939,69 @@ def _without_basisu(document: dict, absent: Path) -> None:
 EMBEDDED_HEAD = 1 << 16
 
 
-def oversized_embedded_images(document: dict, path: Path) -> dict[int, str]:
-    """{index: why} of each image stored in the glTF/GLB file `path` itself (a data: URI, a
-    bufferView of a GLB's BIN chunk, as Objaverse's files hold their textures) whose header
-    declares too many pixels to decode (`images.texture_refusal`). Its first bytes are read."""
+def oversized_embedded_images(document: dict, path: Path, root: Path) -> dict[int, str]:
+    """{index: why} of each image stored in a buffer rather than a file of its own (a data:
+    URI, a bufferView of a GLB's BIN chunk, as Objaverse's files hold their textures, of a
+    data: URI buffer or of a .bin file under `root`) whose header declares too many pixels to
+    decode (`images.texture_refusal`). Its first bytes are read."""
     found = {}
     for index, image in enumerate(document.get("images", [])):
-        head = _embedded_head(document, image, path)
+        head = _embedded_head(document, image, path, root)
         if head and (why := texture_refusal(io.BytesIO(head))):
             found[index] = why
     return found
 
 
-def _embedded_head(document: dict, image: object, path: Path) -> bytes:
-    """The first EMBEDDED_HEAD bytes of an image stored in the file itself, else b"" (an image
-    in a file of its own, or one a malformed document places nowhere: the checks say why)."""
+def _embedded_head(document: dict, image: object, path: Path, root: Path) -> bytes:
+    """The first EMBEDDED_HEAD bytes of an image stored in a data: URI or a bufferView, else
+    b"" (an image in a file of its own, or one a malformed document places nowhere: the checks
+    say why)."""
     if not isinstance(image, dict):
         return b""
     uri = image.get("uri")
     if isinstance(uri, str):
-        media, _, data = uri.partition(",")
-        if not media.startswith("data:") or not media.endswith(";base64"):
-            return b""
-        try:
-            return base64.b64decode(data[: EMBEDDED_HEAD // 3 * 4])
-        except ValueError:
-            return b""
+        return _data_uri_bytes(uri, 0)
     views, buffers = document.get("bufferViews", []), document.get("buffers", [])
     index = image.get("bufferView")
     view = views[index] if type(index) is int and 0 <= index < len(views) else None
-    if not isinstance(view, dict) or view.get("buffer") != 0 or not buffers:
+    if not isinstance(view, dict):
         return b""
-    offset = view.get("byteOffset", 0)
-    if not isinstance(buffers[0], dict) or "uri" in buffers[0] or type(offset) is not int:
-        return b""  # buffer 0 a file of its own (rare for images): not read here
+    number, offset = view.get("buffer"), view.get("byteOffset", 0)
+    if type(number) is not int or not 0 <= number < len(buffers) or type(offset) is not int:
+        return b""
+    buffer, offset = buffers[number], max(offset, 0)
+    uri = buffer.get("uri") if isinstance(buffer, dict) else None
+    if isinstance(uri, str) and uri.startswith("data:"):
+        return _data_uri_bytes(uri, offset)
+    if isinstance(uri, str):  # a .bin beside the file (`references` checked it lies in root)
+        file = resolve_reference(root, path.parent, unquote(uri.replace("\\", "/")), False)
+        return _read_at(file, offset) if file is not None else b""
+    if number != 0:
+        return b""  # a GLB's BIN chunk is its buffer 0
     with open(path, "rb") as handle:
         head = handle.read(20)
         if head[:4] != b"glTF" or len(head) < 20:
             return b""
-        handle.seek(20 + struct.unpack_from("<I", head, 12)[0] + 8 + max(offset, 0))
+    return _read_at(path, 20 + struct.unpack_from("<I", head, 12)[0] + 8 + offset)
+
+
+def _data_uri_bytes(uri: str, offset: int) -> bytes:
+    """EMBEDDED_HEAD bytes from `offset` of a base64 data: URI's payload, decoding only them;
+    b"" for another URI or a payload that does not decode."""
+    media, _, data = uri.partition(",")
+    if not media.startswith("data:") or not media.endswith(";base64"):
+        return b""
+    start = offset // 3 * 4  # base64 turns each 3 bytes into 4 characters
+    try:
+        decoded = base64.b64decode(data[start : start + (EMBEDDED_HEAD // 3 + 2) * 4])
+    except ValueError:
+        return b""
+    return decoded[offset % 3 : offset % 3 + EMBEDDED_HEAD]
+
+
+def _read_at(file: Path, offset: int) -> bytes:
+    with open(file, "rb") as handle:
+        handle.seek(offset)
         return handle.read(EMBEDDED_HEAD)
 
 
@@ -2523,7 +2548,7 @@ def references_sha256(files: list[Path]) -> str:
         return ""
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file_sha256(file).encode() + b"\n")
+        digest.update(versioned_sha256(file).encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -11,9 +11,16 @@ import pytest
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.formats.images import MAX_IMAGE_PIXELS, ImageError, declared_size, open_image
+from cg3d.formats.images import (
+    MAX_IMAGE_PIXELS,
+    MAX_TEXTURE_PIXELS,
+    ImageError,
+    declared_size,
+    open_image,
+    texture_refusal,
+)
 from cg3d.formats.shards import decode_member
-from tests.formats.images import png_declaring
+from tests.formats.images import exr_declaring, hdr_declaring, png_declaring, tga_declaring
 
 OVERSIZED = [(40_000, 40_000), (MAX_IMAGE_PIXELS + 1, 1), (8193, 8192), (1, 70_000_000)]
 
@@ -69,3 +76,26 @@ def test_a_texture_whose_bytes_cannot_be_read_has_no_declared_size():
     """Left to Blender, whose own read meets the same fault (it was an OSError out of the
     meshes stage's listing of the object's references)."""
     assert declared_size(Path("/proc/self/mem")) is None  # opens, but reading offset 0 is EIO
+
+
+DECLARING = {"tga": tga_declaring, "hdr": hdr_declaring, "exr": exr_declaring}
+
+
+@pytest.mark.parametrize("kind", sorted(DECLARING))
+def test_a_texture_in_a_format_blender_reads_beside_pil_s_is_refused_by_its_declared_size(kind):
+    """TGA (no signature: PIL's header read was not tried), Radiance HDR and OpenEXR (which PIL
+    does not read) passed as of no known size: an 18-byte TGA declaring 60,000² had Blender ask
+    for 14 GB, a 12 MB RLE one of 20,000² grew it to 3 GB, a 25 MB HDR of 20,000² asked 6.4 GB."""
+    make = DECLARING[kind]
+    assert declared_size(io.BytesIO(make(60_000, 20_000))) == (60_000, 20_000)
+    assert "60,000 × 20,000 pixels" in texture_refusal(io.BytesIO(make(60_000, 20_000)))
+    assert texture_refusal(io.BytesIO(make(16_384, 16_384))) == ""  # at the limit
+    assert declared_size(io.BytesIO(make(300, 7))) == (300, 7)
+
+
+def test_a_wide_texture_is_held_to_its_pixel_count_not_a_side():
+    """16,385 × 1 decodes to 64 KB: only the memory a texture takes is refused."""
+    assert texture_refusal(io.BytesIO(png_declaring(16_385, 1))) == ""
+    assert "1 × 268,435,457 pixels" in texture_refusal(
+        io.BytesIO(png_declaring(1, MAX_TEXTURE_PIXELS + 1))
+    )

@@ -220,7 +220,7 @@ def textured(document: dict) -> dict:
 
 @pytest.mark.parametrize("suffix", [".gltf", ".glb"])
 def test_blender_input_parses_the_document_once_and_copies_it(tmp_path, monkeypatch, suffix):
-    (tmp_path / "tex ture.png").write_bytes(b"png")
+    (tmp_path / "tex ture.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a PNG's signature
     if suffix == ".glb":
         document = textured(gltf([positions(3, bufferView=0)], VIEW, b""))
         document["buffers"] = [{"byteLength": 36}]  # the GLB's own BIN chunk

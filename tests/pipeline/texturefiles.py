@@ -104,10 +104,11 @@ def png_bomb(path: Path, side: int) -> Path:
     return path
 
 
-def glb_with_image(path: Path, image: bytes, inline: bool = False) -> Path:
+def glb_with_image(path: Path, image: bytes, inline: bool = False, stored: str = "") -> Path:
     """A GLB of a unit square with UVs, its base colour the PNG `image` (times a green
     baseColorFactor) stored in its BIN chunk, as Objaverse's files store their textures; with
-    `inline`, a .gltf holding the image as a data: URI instead."""
+    `inline`, a .gltf holding the image as a data: URI instead; with `stored` "data" or "file",
+    a .gltf whose image is still a bufferView, of a data: URI buffer or of `buffer.bin`."""
 
     geometry = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
     geometry += struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1) + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
@@ -164,9 +165,15 @@ def glb_with_image(path: Path, image: bytes, inline: bool = False) -> Path:
         "scenes": [{"nodes": [0]}],
         "scene": 0,
     }
-    text = json.dumps(document).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if inline:
+    if stored == "data":
+        uri = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+        document["buffers"][0]["uri"] = uri
+    elif stored == "file":
+        (path.parent / "buffer.bin").write_bytes(data)
+        document["buffers"][0]["uri"] = "buffer.bin"
+    text = json.dumps(document).encode()
+    if inline or stored:
         path.write_bytes(text)
         return path
     text += b" " * (-len(text) % 4)

@@ -7,8 +7,9 @@ few are left; `merged_rows` then streams their rows in order, READ_ROWS rows of 
 at a time. Runs are Arrow IPC streams (`.arrows`). Three sorts:
 
 1. every row by id: the manifest's order;
-2. (sha256, id) of the `ok` rows: each hash's rows in id order, so the first is the original
-   and the others are its duplicates (a dict of hashes would grow with the objects: ~150 MB at
+2. (content, id) of the `ok` rows (`_with_content`: the sha256, a .gltf's references too):
+   each content's rows in id order, so the first is the original and the others are its
+   duplicates (a dict of hashes would grow with the objects: ~150 MB at
    a million; bucketing by hash would not help when most files are copies of a few);
 3. the (id, original) pairs of the duplicates by id, joined with the rows of sort 1 as they
    are written.
@@ -49,11 +50,11 @@ def merge_parts(
     schema = pq.read_schema(parts[0]) if parts else None
     by_id = sorted_runs(_tables(parts), ["id"], work / "by-id")
     hashes = (
-        table.filter(pc.equal(table.column("status"), OK)).select(["sha256", "id", "class_name"])
-        for table in _tables(parts, ["sha256", "id", "status", "class_name"])
+        _with_content(table.filter(pc.equal(table.column("status"), OK)))
+        for table in _tables(parts, [*CONTENT_COLUMNS, "id", "status", "class_name"])
     )
-    by_hash = sorted_runs(hashes, ["sha256", "id"], work / "by-hash")
-    copies = _tables_of(_copies(merged_rows(by_hash, ["sha256", "id"])), COPIES)
+    by_hash = sorted_runs(hashes, ["content", "id"], work / "by-hash")
+    copies = _tables_of(_copies(merged_rows(by_hash, ["content", "id"])), COPIES)
     copies_by_id = sorted_runs(copies, ["id"], work / "copies")
     rows = _marked(merged_rows(by_id, ["id"]), merged_rows(copies_by_id, ["id"]))
     counts: Counter = Counter()
@@ -73,6 +74,26 @@ def merge_parts(
                 write_failures(_failure_rows(failed, stage))
     remove_tree(work)
     return counts, lacking
+
+
+# What makes two objects one (`_with_content`)
+CONTENT_COLUMNS = ["sha256", "references_sha256", "path"]
+
+
+def _with_content(table: pa.Table) -> pa.Table:
+    """The ok rows' (content, id, class_name), content the key of duplicates: the mesh file's
+    sha256, and for a .gltf, whose geometry lies in the buffers it names, the sha256 of the
+    files it references too (`references_sha256`): two .gltf of the same JSON beside
+    different .bin files are two objects (the second was dropped as a duplicate). A .gltf's
+    images count too (they change its views); an OBJ's MTL and textures do not."""
+    gltf = pc.ends_with(pc.utf8_lower(table.column("path")), ".gltf")
+    joined = pc.binary_join_element_wise(
+        table.column("sha256"), table.column("references_sha256"), " "
+    )
+    content = pc.if_else(gltf, joined, table.column("sha256"))
+    return pa.table(
+        {"content": content, "id": table.column("id"), "class_name": table.column("class_name")}
+    )
 
 
 def _failure_rows(failed: pa.Table, stage: str) -> pa.Table:
@@ -104,13 +125,13 @@ def _tables_of(rows: Iterable[dict], schema: pa.Schema | None) -> Iterator[pa.Ta
 
 
 def _copies(by_hash: Iterator[dict]) -> Iterator[dict]:
-    """From the ok rows sorted by (sha256, id): every row but the first of its hash, with the
-    first's id, and a note when the two are filed under different classes (a labelling
+    """From the ok rows sorted by (content, id): every row but the first of its content, with
+    the first's id, and a note when the two are filed under different classes (a labelling
     mistake the researcher wants to hear of: the file trains as the first's class only)."""
-    sha256 = original = None
+    content = original = None
     for row in by_hash:
-        if row["sha256"] != sha256:
-            sha256, original = row["sha256"], row
+        if row["content"] != content:
+            content, original = row["content"], row
         else:
             note = ""
             if row["class_name"] != original["class_name"]:

@@ -22,7 +22,7 @@ from cg3d.formats.manifest import (
 from cg3d.params import MeshesConfig
 from cg3d.pipeline.inspect import inspect_folder
 from cg3d.pipeline.sources import build_manifest
-from tests.pipeline.texturefiles import SQUARE, gltf_naming_image, write
+from tests.pipeline.texturefiles import SQUARE, gltf_naming_image, png_declaring, write
 
 
 @pytest.fixture
@@ -37,11 +37,11 @@ def source(tmp_path: Path) -> Path:
     )
     write(root / "chair" / "whole.obj", "mtllib whole.mtl\nusemtl w\n" + SQUARE)
     write(root / "chair" / "whole.mtl", "newmtl w\nmap_Kd grain.png\n")
-    write(root / "chair" / "grain.png", "not decoded: a stat is all the check does")
+    png_declaring(root / "chair" / "grain.png", 4, 4)  # its header is read, no pixel
     write(root / "table" / "plain.obj", SQUARE)
     gltf_naming_image(root / "table" / "no_image.gltf", "maps/base%20colour.png")
     gltf_naming_image(root / "table" / "image.gltf", "img.png")
-    write(root / "table" / "img.png", "x")
+    png_declaring(root / "table" / "img.png", 4, 4)
     return root
 
 
@@ -186,8 +186,8 @@ def test_a_texture_named_with_backslashes_is_found_as_blender_finds_it(tmp_path)
         root / "chair" / "w.mtl",
         "newmtl m\r\nmap_Kd tex\\a.png\r\nmap_Ks C:\\Users\\me\\b.png\r\nbump tex\\gone.png\r\n",
     )
-    write(root / "chair" / "tex" / "a.png", "x")
-    write(root / "chair" / "b.png", "x")
+    png_declaring(root / "chair" / "tex" / "a.png", 4, 4)
+    png_declaring(root / "chair" / "b.png", 4, 4)
     chair = (root / "chair").resolve()
     found, missing = references(obj, root)
     assert found == [chair / "w.mtl", chair / "tex" / "a.png", chair / "b.png"]
@@ -238,7 +238,7 @@ def test_latin1_library_and_texture_names_are_found_as_blender_finds_them(tmp_pa
     mtl, texture = os.fsdecode(b"caf\xe9.mtl"), os.fsdecode(b"t\xe9xture.png")
     (folder / "chair.obj").write_bytes(b"mtllib caf\xe9.mtl\nusemtl rouge\n" + SQUARE.encode())
     (folder / mtl).write_bytes(b"newmtl rouge\nKd 1 0 0\nmap_Kd t\xe9xture.png\n")
-    (folder / texture).write_bytes(b"\x89PNG")
+    png_declaring(folder / texture, 4, 4)
     assert references(folder / "chair.obj", root) == ([folder / mtl, folder / texture], [])
     copy = blender_input(folder / "chair.obj", root, "", tmp_path / "copy")
     assert defined_materials(copy) == {"rouge": True}

@@ -94,3 +94,28 @@ def test_an_embedded_texture_declaring_too_many_pixels_is_listed_and_not_given(t
         )
         (image,) = document["images"]
         assert ("bufferView" in image or "base64" in image.get("uri", "")) == (name == "c/fine.glb")
+
+
+def test_a_texture_in_a_bufferview_of_a_data_uri_or_bin_file_is_held_to_the_limit(tmp_path):
+    """A .gltf whose image is a bufferView of an embedded (data: URI) buffer, as older
+    exporters write, or of its .bin file: only a GLB's BIN chunk was read, and a 390 KB PNG
+    bomb in either reached Blender."""
+    root = tmp_path / "src"
+    bomb = png_declaring(tmp_path / "bomb.png", 50_000, 50_000).read_bytes()
+    fine = png_declaring(tmp_path / "fine.png", 64, 64).read_bytes()
+    glb_with_image(root / "a" / "data.gltf", bomb, stored="data")
+    glb_with_image(root / "b" / "bin.gltf", bomb, stored="file")
+    glb_with_image(root / "c" / "fine.gltf", fine, stored="data")  # .gltf alike: duplicates
+    out = tmp_path / "meshes"
+    build_manifest(MeshesConfig(source="folder", root=str(root), workers=1), out)
+    rows = {Path(row["path"]).name: (row["status"], row["missing"]) for row in manifest_rows(out)}
+    listed = [f"image 0 (50,000 × 50,000 pixels, {too_many()})"]
+    assert rows == {
+        "data.gltf": ("ok", listed),
+        "bin.gltf": ("ok", listed),
+        "fine.gltf": ("ok", []),
+    }
+    for name in ("a/data.gltf", "b/bin.gltf", "c/fine.gltf"):
+        copy = blender_input(root / name, root, "", tmp_path / "copy" / name)
+        (image,) = json.loads(copy.read_text())["images"]
+        assert ("bufferView" in image) == (name == "c/fine.gltf")

@@ -1,0 +1,80 @@
+"""A texture file in no format Blender decodes (a GIF, an icon, garbage under a .png name, a
+4-byte stub) was dropped by Blender without a word: the object drew in its stated colour and
+nothing said why. It is listed in the manifest's `missing` column, as a missing one is, and
+Blender's copy names no such file. Formats Blender reads that PIL does not (OpenEXR, Radiance
+HDR, DPX, a TGA PIL cannot parse) and KTX2 (said by the glTF checks) are not."""
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from cg3d.formats.images import texture_refusal
+from cg3d.geometry.meshio import blender_input, references
+from tests.formats.images import exr_declaring, hdr_declaring
+from tests.pipeline.texturefiles import SQUARE, write
+
+
+def saved(format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+UNREAD = {
+    "anim.gif": saved("GIF"),
+    "icon.png": saved("ICO"),
+    "text.png": b"not an image, but text under a .png name\n" * 4,
+    "stub.jpg": b"\xff\xd8",
+}
+READ = {
+    "fine.png": saved("PNG"),
+    "fine.jpg": saved("JPEG"),
+    "fine.tga": saved("TGA"),
+    "odd.tga": b"\x00" * 40,  # no header PIL parses: its name says TGA, left to Blender
+    "light.hdr": hdr_declaring(8, 8),
+    "depth.exr": exr_declaring(8, 8),
+    "scan.dpx": b"SDPX" + bytes(800),
+    "base.ktx2": b"\xabKTX 20\xbb\r\n\x1a\n" + bytes(64),
+}
+
+
+def test_a_texture_in_no_format_blender_decodes_is_listed_and_not_given(tmp_path):
+    root = tmp_path / "src"
+    names = [*UNREAD, *READ]
+    maps = "".join(f"map_Kd {name}\n" for name in names)
+    obj = write(root / "chair.obj", "mtllib chair.mtl\nusemtl m\n" + SQUARE)
+    write(root / "chair.mtl", "newmtl m\nKd 0.2 0.6 0.2\n" + maps)
+    for name, data in {**UNREAD, **READ}.items():
+        (root / name).write_bytes(data)
+    found, missing = references(obj, root)
+    assert missing == [
+        f"{name} (in no image format Blender decodes: not decoded)" for name in UNREAD
+    ]
+    assert found == [root / "chair.mtl", *(root / name for name in READ)]
+    text = blender_input(obj, root, "", tmp_path / "copy").parent.joinpath("material-0.mtl")
+    given = text.read_text()
+    assert not any(str(root / name) in given for name in UNREAD)
+    assert all(str(root / name) in given for name in READ)
+
+
+def test_bytes_a_gltf_holds_are_held_to_the_size_limit_only():
+    """An image a GLB or data: URI holds is read from where the document places it: a place
+    misread would drop a texture Blender reads, so no format is judged there."""
+    assert texture_refusal(io.BytesIO(b"not an image")) == ""
+    assert texture_refusal(Path("/nonexistent/image.png")) == ""  # Blender's open says why
+
+
+def test_an_animated_webp_is_listed_and_not_given_a_still_one_and_an_apng_are_read(tmp_path):
+    """Blender 5 decodes no animated WebP ("Failed to decode image") but keeps the image with
+    every pixel (0, 0, 0, 0): the object drew black, counted as colour. An animated PNG is
+    read as its first frame (checked with Blender 5.0.1)."""
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((200, 30, 30), (30, 30, 200))]
+    for name in ("anim.webp", "anim.png"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100)
+    (tmp_path / "still.webp").write_bytes(saved("WEBP"))
+    listed = "an animated WebP, which Blender decodes as black: not decoded"
+    assert texture_refusal(tmp_path / "anim.webp") == listed
+    assert texture_refusal(io.BytesIO((tmp_path / "anim.webp").read_bytes())) == listed  # a GLB's
+    assert texture_refusal(tmp_path / "still.webp") == ""
+    assert texture_refusal(tmp_path / "anim.png") == ""
