@@ -297,3 +297,29 @@ def test_a_resumed_sample_asks_for_bpy_only_when_blender_work_is_left(tmp_path):
     refused = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out))
     assert refused.returncode == 2, refused.stderr[-500:]
     assert refused.stderr.startswith("error: `python -m cg3d sample` needs the package 'bpy'")
+
+
+def test_a_sample_refused_for_bpy_keeps_the_parts_of_another_plan(tmp_path):
+    """Colours asked for over a finished sample, on a node without bpy: the run's check came
+    after the parts of the earlier plan (no colours) were removed, and the refusal left the
+    folder empty of them; it is made before, as for a fresh run."""
+    import trimesh
+
+    source = tmp_path / "source" / "cube"
+    source.mkdir(parents=True)
+    trimesh.creation.box().export(source / "box.off")
+    meshes, out = tmp_path / "meshes", tmp_path / "points"
+    settings = ["--set", "meshes.source=folder", "--set", f"meshes.root={source.parent}"]
+    made = _cg3d(dict(os.environ), "meshes", "--out", str(meshes), *settings)
+    assert made.returncode == 0, made.stderr[-500:]
+    env = _without(tmp_path, "bpy")
+    done = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-500:]
+    before = {path.name: path.read_bytes() for path in out.glob("*.parquet")}
+    assert any(name.startswith("part-") for name in before)
+
+    words = ["--set", "sample.colors=true"]
+    refused = _cg3d(env, "sample", "--meshes", str(meshes), "--out", str(out), *words)
+    assert refused.returncode == 2, refused.stderr[-500:]
+    assert refused.stderr.startswith("error: `python -m cg3d sample` needs the package 'bpy'")
+    assert {path.name: path.read_bytes() for path in out.glob("*.parquet")} == before

@@ -164,7 +164,6 @@ class ChunkedOutput:
             raise RuntimeError(f"{self.out_dir}: prepare() needs output_lock held on the folder")
         check_owner(self.out_dir, self.stage)
         plan_file = self.out_dir / PLAN_NAME
-        digest = plan_digest(self.fingerprint)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.out_dir, self.out_dir / FAILURE_PARTS):
             for leftover in folder.glob(".*.tmp"):
@@ -172,7 +171,7 @@ class ChunkedOutput:
         # A killed run's workers' folders: the lock says no live run of this folder uses them.
         shutil.rmtree(self.scratch, ignore_errors=True)
         code = code_digest(self.code)
-        if previous_plan_digest(plan_file) != digest or written_by(self.out_dir) != code:
+        if self.stale():
             for stale in self.out_dir.glob(f"part-*{self.suffix}"):
                 stale.unlink()
             shutil.rmtree(self.out_dir / FAILURE_PARTS, ignore_errors=True)
@@ -183,6 +182,12 @@ class ChunkedOutput:
         (self.out_dir / FAILURE_PARTS).mkdir(exist_ok=True)
         write_plan(plan_file, self.fingerprint)
         mark_code(self.out_dir, code)
+
+    def stale(self) -> bool:
+        """Whether the parts in the folder (if any) are another plan's or another code's:
+        `prepare` removes them."""
+        planned = previous_plan_digest(self.out_dir / PLAN_NAME) == plan_digest(self.fingerprint)
+        return not planned or written_by(self.out_dir) != code_digest(self.code)
 
     def pending(self, chunks: int | Iterable[int]) -> list[int]:
         """The chunks (numbers, or `range(chunks)`) whose part is not written yet, or is not

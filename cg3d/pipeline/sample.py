@@ -185,15 +185,16 @@ def sample_points(meshes_dir: Path, out_dir: Path, config: SampleConfig) -> Samp
     config.validate()
     meshes_dir = Path(meshes_dir)
     manifest_file(meshes_dir)  # before the folder is made: a refused run leaves none behind
-    # bpy (a glTF, or colours asked for) is asked for before any work: its Blender worker
-    # started on the first such object, --out made. A run that resumes asks only if a chunk
-    # left to compute needs it: one whose glTF objects are all done needs none.
-    started = (Path(out_dir) / MEMBERS_NAME).is_file()
-    if not started and any_needs_blender(meshes_dir, config):
-        require("bpy")
     output = ChunkedOutput(
         Path(out_dir), PART_SUFFIX, STAGE, plan_fingerprint(config), code=__name__
     )
+    # bpy (a glTF, or colours asked for) is asked for before any work: its Blender worker
+    # started on the first such object, --out made, another plan's parts removed. A run that
+    # resumes (same plan and code) asks only if a chunk left to compute needs it: one whose
+    # glTF objects are all done needs none.
+    started = (Path(out_dir) / MEMBERS_NAME).is_file() and not output.stale()
+    if not started and any_needs_blender(meshes_dir, config):
+        require("bpy")
     output.prepare()
     # the cut follows the workers asked for, not those this machine runs (`plan_chunks`)
     plan = plan_chunks(

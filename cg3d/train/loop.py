@@ -60,7 +60,11 @@ from cg3d.train.distributed import (
 )
 from cg3d.train.evaluate import evaluate, held_out_prototypes
 from cg3d.train.resume import (
+    CURVES_IN_PERCENT,
+    curves_in_percent,
     data_fingerprint,
+    in_fractions,
+    metrics_in_percent,
     prepare_model,
     recorded_workers,
     resume_folder,
@@ -277,26 +281,35 @@ def run_about(config: TrainConfig, model: CG3D, held_out_templates: str) -> dict
     }
 
 
-def open_curves(out: Path, first_epoch: int):
+def open_curves(out: Path, first_epoch: int, classes: int):
     """dvclive's logger for the run's curves in `OUT/.resume/dvclive`, at step `first_epoch`
     (one step per epoch).
 
     On a resumed run the rows of epochs after the checkpoint's are dropped first, and the step
     is set from the checkpoint: dvclive's own resume counts from its summary file, which a
     kill can leave an epoch ahead of the checkpoint (and which restarts at 0 after one step).
-    A finished run extended with `--resume` continues the curves it published.
+    A finished run extended with `--resume` continues the curves it published. Curves of an
+    older cg3d, accuracies as fractions, are converted to % (a model of `classes` classes:
+    `in_fractions`), once (`curves_in_percent`).
     """
     from dvclive import Live
 
     folder = resume_folder(out) / "dvclive"
     published = Path(out) / "dvclive" / "plots"
+    mark = resume_folder(out) / CURVES_IN_PERCENT
+    older = not mark.exists()  # an unfinished run's curves without it: an older cg3d's
     if first_epoch and not (folder / "plots").is_dir() and published.is_dir():
         # The bytes, not the modes: curves DVC checked out are read-only (0444, hardlinks into
         # its cache), and dvclive appends to the copies: with copy2's modes every extension
         # of the run stopped at its first epoch's end with EACCES, and so did each rerun.
         shutil.copytree(published, folder / "plots", copy_function=shutil.copyfile)
+        older = in_fractions(read_metrics(out, unfinished=False), classes)  # the published run's
     if first_epoch:
         truncate_curves(folder / "plots", first_epoch)
+        if older:
+            curves_in_percent(folder / "plots")
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
     live.step = first_epoch
     return live
@@ -322,14 +335,21 @@ def write_epoch(
     write_run_info(folder, metrics)
 
 
+def earlier_metrics(out: Path, training: dict[str, Any] | None) -> dict[str, Any]:
+    """The numbers of the checkpoint a run resumes from (older checkpoints: the files'), as
+    they were written; none for a fresh run."""
+    return (training.get("metrics") or read_metrics(out)) if training else {}
+
+
 def write_run_info(folder: Path, metrics: dict[str, Any]) -> None:
     write_json(folder / RUN_INFO, metrics)
 
 
-def resumed_metrics(out: Path, training: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of the checkpoint a run resumes from, written again into `OUT/.resume/` (the
-    run stopped after its save, before its numbers; older checkpoints: the files' numbers)."""
-    metrics = training.get("metrics") or read_metrics(out)
+def resumed_metrics(out: Path, metrics: dict[str, Any], classes: int) -> dict[str, Any]:
+    """The numbers of the checkpoint a run resumes from (`earlier_metrics`), accuracies in %
+    (`metrics_in_percent`), written again into `OUT/.resume/` (the run stopped after its save,
+    before its numbers)."""
+    metrics = metrics_in_percent(metrics, classes)
     if metrics and world()[0] == 0:
         resume_folder(out).mkdir(parents=True, exist_ok=True)
         write_run_info(resume_folder(out), metrics)
@@ -440,8 +460,9 @@ def fit(
     first_epoch, step = restore(trainer, training, config.seed + rank)
     if rank == 0:
         resume_folder(out).mkdir(parents=True, exist_ok=True)
-    live = open_curves(out, first_epoch) if rank == 0 else None
-    metrics = resumed_metrics(out, training) if training else {}
+    earlier, classes = earlier_metrics(out, training), len(model.config["classes"])
+    live = open_curves(out, first_epoch, classes) if rank == 0 else None
+    metrics = resumed_metrics(out, earlier, classes) if training else {}
     for epoch in range(first_epoch, config.epochs):
         record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
         held_out = (
@@ -476,12 +497,12 @@ def fit(
     return metrics
 
 
-def read_metrics(out: Path) -> dict[str, Any]:
+def read_metrics(out: Path, unfinished: bool = True) -> dict[str, Any]:
     """The numbers of the run's last epoch (what `fit` returns when no epoch is left to train):
-    the unfinished run's, else the published `run.json`, else `metrics.json`; a file cut short
-    by hand counts as none."""
+    the `unfinished` run's, else the published `run.json`, else `metrics.json`; a file cut
+    short by hand counts as none."""
     for path in (resume_folder(out) / RUN_INFO, Path(out) / RUN_INFO, Path(out) / METRICS_NAME):
-        if path.is_file():
+        if path.is_file() and (unfinished or path.parent != resume_folder(out)):
             try:
                 return loads_json(path.read_bytes())
             except ValueError:  # nested too deep included

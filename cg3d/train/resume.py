@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -238,14 +239,65 @@ def truncate_curves(folder: Path, steps: int) -> None:
     resuming from the checkpoint redoes that epoch, which would log it twice.
     """
     for path in sorted(Path(folder).rglob("*.tsv")):
-        with path.open(newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
+        rows = _curve_rows(path)
         if not rows:
             continue
         step = rows[0].index("step")
         kept = [rows[0]] + [row for row in rows[1:] if len(row) > step and int(row[step]) < steps]
         if len(kept) < len(rows):
-            tmp = path.with_suffix(".tsv.tmp")
-            with tmp.open("w", newline="") as handle:
-                csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
-            tmp.replace(path)
+            _write_curve_rows(path, kept)
+
+
+def _curve_rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t"))
+
+
+def _write_curve_rows(path: Path, rows: list[list[str]]) -> None:
+    tmp = path.with_suffix(".tsv.tmp")
+    with tmp.open("w", newline="") as handle:
+        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(rows)
+    tmp.replace(path)
+
+
+# The held-out accuracies and chance were fractions before cg3d gave them in %, as eval's top1
+# (t89d). A run resumed from a checkpoint of before is converted: its curves jumped from 0.9 to
+# 91 at the resumed epoch, and a run with no epoch left published fractions. Its chance tells
+# it (1 / classes, not 100 / classes), where an accuracy cannot (0.9 % or 0.9?).
+PERCENT_METRICS = ("test_point_text_acc", "test_point_image_acc", "chance_point_text")
+PERCENT_CURVES = ("metrics/test/point_text_acc.tsv", "metrics/test/point_image_acc.tsv")
+# In OUT/.resume/: its curves are in % (this cg3d's, or converted): a second resume from the
+# same older checkpoint (a kill before the next epoch's) converts nothing twice
+CURVES_IN_PERCENT = "curves_in_percent"
+
+
+def in_fractions(metrics: dict[str, Any], classes: int) -> bool:
+    """Whether a run's numbers (`metrics`, of a model of `classes` classes) give its held-out
+    accuracies as fractions, as cg3d did before they were in %."""
+    chance = metrics.get("chance_point_text")
+    return _number(chance) and math.isclose(chance, 1 / classes)
+
+
+def metrics_in_percent(metrics: dict[str, Any], classes: int) -> dict[str, Any]:
+    """`metrics` with its accuracies and chance in % (`in_fractions`: as they are when they are)."""
+    if not in_fractions(metrics, classes):
+        return metrics
+    scaled = {key: 100 * metrics[key] for key in PERCENT_METRICS if _number(metrics.get(key))}
+    return metrics | scaled
+
+
+def curves_in_percent(plots: Path) -> None:
+    """The accuracy curves under `plots` (`OUT/.resume/dvclive/plots`), fractions, in %."""
+    for name in PERCENT_CURVES:
+        path = Path(plots) / name
+        rows = _curve_rows(path) if path.is_file() else []
+        if rows:
+            column = rows[0].index(path.stem)
+            for row in rows[1:]:
+                if len(row) > column:  # a row cut short by a kill: as truncate_curves found it
+                    row[column] = repr(100 * float(row[column]))
+            _write_curve_rows(path, rows)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -104,31 +104,25 @@ def png_bomb(path: Path, side: int) -> Path:
     return path
 
 
-def glb_with_image(path: Path, image: bytes, inline: bool = False, stored: str = "") -> Path:
-    """A GLB of a unit square with UVs, its base colour the PNG `image` (times a green
-    baseColorFactor) stored in its BIN chunk, as Objaverse's files store their textures; with
-    `inline`, a .gltf holding the image as a data: URI instead; with `stored` "data" or "file",
-    a .gltf whose image is still a bufferView, of a data: URI buffer or of `buffer.bin`."""
+# A unit square with UVs: positions, texture coordinates and indices (92 bytes: an image after
+# them starts 4-aligned), and their buffer views
+SQUARE_GEOMETRY = (
+    struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
+    + struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1)
+    + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
+)
+SQUARE_VIEWS = (
+    {"buffer": 0, "byteOffset": 0, "byteLength": 48},
+    {"buffer": 0, "byteOffset": 48, "byteLength": 32},
+    {"buffer": 0, "byteOffset": 80, "byteLength": 12},
+)
+SQUARE_FACTOR = (0.2, 0.6, 0.2)  # linear, as glTF's baseColorFactor: green
 
-    geometry = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
-    geometry += struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1) + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
-    geometry += bytes(-len(geometry) % 4)
-    views = [
-        {"buffer": 0, "byteOffset": 0, "byteLength": 48},
-        {"buffer": 0, "byteOffset": 48, "byteLength": 32},
-        {"buffer": 0, "byteOffset": 80, "byteLength": 12},
-    ]
-    if inline:
-        uri = "data:image/png;base64," + base64.b64encode(image).decode()
-        images, data = [{"uri": uri}], geometry
-    else:
-        views.append({"buffer": 0, "byteOffset": len(geometry), "byteLength": len(image)})
-        images, data = [{"bufferView": 3, "mimeType": "image/png"}], geometry + image
-    data += bytes(-len(data) % 4)
-    buffer = {"byteLength": len(data)}
-    if inline:
-        buffer["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
-    document = {
+
+def square_document(buffer: dict, views: list[dict], images: list[dict], texture: dict) -> dict:
+    """The glTF document of the unit square (`SQUARE_GEOMETRY` in `buffer`, `views`), its one
+    material's base colour `texture` (of `images`) times SQUARE_FACTOR."""
+    return {
         "asset": {"version": "2.0"},
         "buffers": [buffer],
         "bufferViews": views,
@@ -145,12 +139,12 @@ def glb_with_image(path: Path, image: bytes, inline: bool = False, stored: str =
             {"bufferView": 2, "componentType": 5123, "count": 6, "type": "SCALAR"},
         ],  # fmt: skip
         "images": images,
-        "textures": [{"source": 0}],
+        "textures": [texture],
         "materials": [
             {
                 "pbrMetallicRoughness": {
                     "baseColorTexture": {"index": 0},
-                    "baseColorFactor": [0.2, 0.6, 0.2, 1],
+                    "baseColorFactor": [*SQUARE_FACTOR, 1],
                 }
             }
         ],
@@ -165,6 +159,26 @@ def glb_with_image(path: Path, image: bytes, inline: bool = False, stored: str =
         "scenes": [{"nodes": [0]}],
         "scene": 0,
     }
+
+
+def glb_with_image(path: Path, image: bytes, inline: bool = False, stored: str = "") -> Path:
+    """A GLB of a unit square with UVs, its base colour the PNG `image` (times a green
+    baseColorFactor) stored in its BIN chunk, as Objaverse's files store their textures; with
+    `inline`, a .gltf holding the image as a data: URI instead; with `stored` "data" or "file",
+    a .gltf whose image is still a bufferView, of a data: URI buffer or of `buffer.bin`."""
+
+    geometry, views = SQUARE_GEOMETRY, list(SQUARE_VIEWS)
+    if inline:
+        uri = "data:image/png;base64," + base64.b64encode(image).decode()
+        images, data = [{"uri": uri}], geometry
+    else:
+        views.append({"buffer": 0, "byteOffset": len(geometry), "byteLength": len(image)})
+        images, data = [{"bufferView": 3, "mimeType": "image/png"}], geometry + image
+    data += bytes(-len(data) % 4)
+    buffer = {"byteLength": len(data)}
+    if inline:
+        buffer["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+    document = square_document(buffer, views, images, {"source": 0})
     path.parent.mkdir(parents=True, exist_ok=True)
     if stored == "data":
         uri = "data:application/octet-stream;base64," + base64.b64encode(data).decode()

@@ -7,7 +7,6 @@ the manifest lists it as missing, with why."""
 import base64
 import io
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,60 +17,19 @@ from cg3d.formats.manifest import manifest_rows
 from cg3d.params import MeshesConfig, SampleConfig
 from cg3d.pipeline.sample import PointsReader
 from cg3d.pipeline.sources import build_manifest
-from tests.pipeline.texturefiles import srgb
+from tests.pipeline.texturefiles import SQUARE_FACTOR as FACTOR
+from tests.pipeline.texturefiles import SQUARE_GEOMETRY, SQUARE_VIEWS, square_document, srgb
 
 RED = (200, 30, 30)
-FACTOR = (0.2, 0.6, 0.2)  # linear, as glTF's baseColorFactor
 KTX2 = b"\xabKTX 20\xbb\r\n\x1a\n" + bytes(200)  # a KTX2 file's signature, then its header
 
 
 def textured_quad(path: Path, images: list[dict], texture: dict) -> Path:
     """A unit square with UVs, its material's base colour `texture` (of `images`) times FACTOR."""
-    data = struct.pack("<12f", 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0)
-    data += struct.pack("<8f", 0, 0, 1, 0, 1, 1, 0, 1) + struct.pack("<6H", 0, 1, 2, 0, 2, 3)
-    uri = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
-    document = {
-        "asset": {"version": "2.0"},
-        "extensionsUsed": ["EXT_texture_webp", "KHR_texture_basisu"],
-        "buffers": [{"uri": uri, "byteLength": len(data)}],
-        "bufferViews": [
-            {"buffer": 0, "byteOffset": 0, "byteLength": 48},
-            {"buffer": 0, "byteOffset": 48, "byteLength": 32},
-            {"buffer": 0, "byteOffset": 80, "byteLength": 12},
-        ],
-        "accessors": [
-            {
-                "bufferView": 0,
-                "componentType": 5126,
-                "count": 4,
-                "type": "VEC3",
-                "min": [0, 0, 0],
-                "max": [1, 1, 0],
-            },
-            {"bufferView": 1, "componentType": 5126, "count": 4, "type": "VEC2"},
-            {"bufferView": 2, "componentType": 5123, "count": 6, "type": "SCALAR"},
-        ],  # fmt: skip
-        "images": images,
-        "textures": [texture],
-        "materials": [
-            {
-                "pbrMetallicRoughness": {
-                    "baseColorTexture": {"index": 0},
-                    "baseColorFactor": [*FACTOR, 1],
-                }
-            }
-        ],
-        "meshes": [
-            {
-                "primitives": [
-                    {"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}
-                ]
-            }
-        ],  # fmt: skip
-        "nodes": [{"mesh": 0}],
-        "scenes": [{"nodes": [0]}],
-        "scene": 0,
-    }
+    uri = "data:application/octet-stream;base64," + base64.b64encode(SQUARE_GEOMETRY).decode()
+    buffer = {"uri": uri, "byteLength": len(SQUARE_GEOMETRY)}
+    document = square_document(buffer, list(SQUARE_VIEWS), images, texture)
+    document["extensionsUsed"] = ["EXT_texture_webp", "KHR_texture_basisu"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
     return path

@@ -1,12 +1,20 @@
-"""Training's held-out accuracy is in %, as eval's top1 beside it in `dvc metrics show`."""
+"""Training's held-out accuracy is in %, as eval's top1 beside it in `dvc metrics show`; a run of
+an older cg3d, in fractions, resumed is converted."""
 
 import contextlib
+import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cg3d.eval.metrics import classification_metrics
+from cg3d.models.checkpoint import read_checkpoint, write_payload
 from cg3d.train.evaluate import evaluate
+from cg3d.train.loop import fit, open_curves, prepare_model
+from cg3d.train.resume import resume_folder
+from tests.train.helpers import CLASSES, make_batches, tiny_train_config
 
 
 class ThreeClassModel:
@@ -45,3 +53,71 @@ def test_held_out_accuracy_is_in_percent_like_eval_top1():
     assert numbers["point_text_acc"] == classification_metrics(scores, labels, list("abc"))["top1"]
     assert numbers["point_text_acc"] == 75.0
     assert numbers["point_image_acc"] == 75.0  # the 4th shape's view ties with the 1st's
+
+
+PERCENT = ("test_point_text_acc", "test_point_image_acc", "chance_point_text")
+
+
+def older_run(out: Path) -> None:
+    """Make the finished run in `out` one of cg3d before the accuracies were in %: its numbers
+    (checkpoint, metrics.json, run.json) and accuracy curves as fractions, its first epoch's
+    point→text accuracy 0.25."""
+
+    def fractions(numbers: dict) -> dict:
+        return (
+            numbers | {key: numbers[key] / 100 for key in PERCENT} | {"test_point_text_acc": 0.25}
+        )
+
+    payload = read_checkpoint(out / "last.pt")
+    payload["training"]["metrics"] = fractions(payload["training"]["metrics"])
+    write_payload(out / "last.pt", payload)
+    for name in ("metrics.json", "run.json"):
+        (out / name).write_text(json.dumps(fractions(json.loads((out / name).read_text()))))
+    curves = out / "dvclive/plots/metrics/test"
+    (curves / "point_text_acc.tsv").write_text("step\tpoint_text_acc\n0\t0.25\n")
+    (curves / "point_image_acc.tsv").write_text("step\tpoint_image_acc\n0\t0.5\n")
+
+
+def test_a_run_of_fractions_extended_continues_in_percent(tmp_path: Path) -> None:
+    """A run of an older cg3d (fractions) extended with --resume: its curves went on from 0.25
+    to a % (a jump of 100×), and its chance stayed 1 / classes."""
+    out = tmp_path / "run"
+    model, _ = prepare_model(tiny_train_config(epochs=1), CLASSES, out)
+    fit(tiny_train_config(epochs=1), out, model, make_batches(2, 8), make_batches(1, 8))
+    older_run(out)
+
+    config = tiny_train_config(epochs=2)
+    model, training = prepare_model(config, CLASSES, out, resume="always")
+    metrics = fit(config, out, model, make_batches(2, 8), make_batches(1, 8), training)
+
+    assert CLASSES == ["cube", "sphere"]  # chance 50 %, 0.5 as a fraction
+    assert metrics["chance_point_text"] == 50.0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["chance_point_text"] == 50.0
+    text = (out / "dvclive/plots/metrics/test/point_text_acc.tsv").read_text().splitlines()
+    image = (out / "dvclive/plots/metrics/test/point_image_acc.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in text[1:]] == ["0", "1"]
+    assert float(text[1].split("\t")[1]) == 25.0 and float(image[1].split("\t")[1]) == 50.0
+    assert float(text[2].split("\t")[1]) == saved["test_point_text_acc"]
+
+
+def test_a_second_resume_of_an_older_run_converts_its_curves_once(tmp_path: Path) -> None:
+    """Resumed twice from the same older checkpoint (killed before the next epoch's): the
+    curves converted by the first are left as they are by the second."""
+    out = tmp_path / "run"
+    curve = resume_folder(out) / "dvclive/plots/metrics/test/point_text_acc.tsv"
+    curve.parent.mkdir(parents=True)
+    curve.write_text("step\tpoint_text_acc\n0\t0.25\n1\t0.5\n")  # an older cg3d's, unfinished
+    for _ in range(2):
+        open_curves(out, first_epoch=2, classes=3).end()
+        assert curve.read_text().splitlines()[1:] == ["0\t25.0", "1\t50.0"]
+
+
+def test_numbers_of_fractions_are_told_by_their_chance() -> None:
+    from cg3d.train.resume import metrics_in_percent
+
+    older = {"epoch": 2, "chance_point_text": 1 / 3, "test_point_text_acc": 0.5}
+    converted = metrics_in_percent(older, 3)
+    assert converted["epoch"] == 2 and converted["test_point_text_acc"] == 50.0
+    assert converted["chance_point_text"] == pytest.approx(100 / 3)
+    assert metrics_in_percent(converted, 3) == converted  # in % already: as they are

@@ -195,7 +195,7 @@ def test_a_run_extended_from_read_only_published_curves_appends_to_writable_copi
     os.link(cache, published)
     cache.chmod(0o444)
 
-    live = loop.open_curves(out, first_epoch=1)
+    live = loop.open_curves(out, first_epoch=1, classes=3)
     live.log_metric("train/loss", 2.5)
     live.next_step()
 

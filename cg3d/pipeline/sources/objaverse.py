@@ -16,6 +16,7 @@ alone a row saying that its download never finished.
 Classes sorted; split seeded per class.
 """
 
+import os
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -109,13 +110,14 @@ def _unfinished(
     (`aa11.glb` beside `aa11.glb.aria2`: aria2 writes into the file's own name, so the .glb
     was taken whole while half of it was zeros); a leftover beside no object file is a row of
     its own (its uid's class), saying that the download never finished. Before, both were
-    passed over unsaid, as the folder source had until t87d."""
+    passed over unsaid, as the folder source had until t87d. A leftover beside a file that is
+    not its uid's object (a second file of the uid) is none: that file's row says what it is."""
     unfinished = {}
     for leftover in leftovers:
         target = Path(leftover).with_suffix("")
         if files.get(target.stem) == str(target):
             unfinished[target.stem] = half_download(leftover)
-        else:
+        elif not os.path.lexists(target):  # one stat, for the leftovers only
             failure = lone_leftover(leftover)
             category = labels[target.stem][0] or ""
             failures.append(_failure(leftover, category, failure.kind, failure.reason))

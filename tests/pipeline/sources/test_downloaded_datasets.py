@@ -311,6 +311,21 @@ def test_objaverse_downloader_leftovers_mark_the_half_file_or_are_rows(tmp_path:
     assert "Firefox's or wget2's .part file of a download" in firefox.error
 
 
+def test_an_objaverse_leftover_beside_a_second_file_of_its_uid_is_no_row(tmp_path: Path) -> None:
+    """`aa11.obj.part` beside `aa11.obj`, the uid's second file (its .glb is the object): it
+    was a row saying that its download never finished, "its mesh then takes the name", though
+    that file lies beside it; the .obj's own row (duplicate) says what it is."""
+    root = tmp_path / "objaverse"
+    write_mesh(root / "glbs" / "aa11.glb", box())
+    write_mesh(root / "glbs" / "aa11.obj", box((1, 2, 1)))
+    (root / "glbs" / "aa11.obj.part").write_text("v 0 0 0\n")
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11"]}))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r.status for r in read_manifest(out)}
+    assert rows == {"aa11.glb": "ok", "aa11.obj": "duplicate"}
+
+
 def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) -> None:
     """The listing's own check of a link (`not_a_file`), without the stage."""
     from cg3d.pipeline.sources import not_a_file
