@@ -45,7 +45,8 @@ FAILURE_KINDS = (
     "missing_file",  # a file the mesh references (a glTF buffer) is missing
     "outside_root",  # the file, or one it references, lies outside the source's root
     "undecodable",  # a Draco or meshopt payload that does not decode
-    "changed_since_listed",  # a later stage found the file moved out of the root, or rewritten
+    "changed_since_listed",  # a later stage found the file (or one it references) moved out of
+    # the root, rewritten or gone
     "ambiguous_label",  # the source's annotations give the object two classes
     "quantized",  # float32 coordinates too far from the origin to hold the object's shape
 )

@@ -1589,6 +1589,50 @@ def listed_file(path: Path, root: Path, sha256: str = "") -> Path:
     return resolved
 
 
+def listed_references(
+    path: Path, root: Path, sha256: str, listed_sha256: str, listed_missing: list[str]
+) -> None:
+    """The files `path` makes an importer read (`references`), checked at read time against
+    its manifest row: one deleted after `cg3d meshes` (an MTL, a texture, a .bin) was read as
+    absent with no row saying so, and one rewritten was read under the listed chunk key.
+    MeshError `changed_since_listed` naming a file now missing that was not, or for a hash that
+    differs from `references_sha256`; the mesh's own (`listed_file` against `sha256`) when
+    the mesh itself changed. A row that listed none ("": also a manifest older than the
+    column) is not checked: an Objaverse .glb costs nothing. The rest: a parse of the file's
+    references, a stat and header read of each, and a hash of each (`versioned_sha256`:
+    once per process while unchanged)."""
+    if not listed_sha256:
+        return
+    try:
+        _same_references(path, root, listed_sha256, listed_missing)
+    except MeshError:
+        listed_file(path, root, sha256)  # the mesh rewritten or gone: that is the cause to name
+        raise
+
+
+def _same_references(path: Path, root: Path, listed_sha256: str, listed_missing: list[str]) -> None:
+    try:
+        found, missing = references(path, root)
+        digest = references_sha256(found)
+    except OSError as error:  # raised from it: a full or network disk still stops the stage
+        raise MeshError(
+            "unreadable", f"cannot read {error.filename or path}: {error.strerror or error}"
+        ) from error
+    gone = [name for name in missing if name not in listed_missing]
+    if gone:
+        raise MeshError(
+            "changed_since_listed",
+            f"{', '.join(gone)}, referenced by {Path(path).name}, is missing since "
+            "`cg3d meshes` listed it: restore it, or run `cg3d meshes` again",
+        )
+    if digest != listed_sha256:
+        raise MeshError(
+            "changed_since_listed",
+            f"a file {Path(path).name} references (an MTL, texture or buffer) is not the one "
+            "the manifest lists: run `cg3d meshes` again",
+        )
+
+
 def _absent_file(base: Path, name: str, folder: Path) -> Path:
     """Where the copy of a glTF says a missing image is: the path its URI names, or, for a
     name no file can have (a NUL byte), a path in the fresh copy `folder` that does not exist

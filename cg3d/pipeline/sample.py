@@ -37,6 +37,7 @@ from cg3d.geometry.meshio import (
     FAST_SUFFIXES,
     MeshError,
     listed_file,
+    listed_references,
     load_mesh,
     lone_file_root,
 )
@@ -156,6 +157,10 @@ def sample_chunk(
         for record in records:
             try:
                 path = mesh_file(meshes_dir, record)
+                if needs_blender(path, config):  # the fast path reads no MTL nor texture
+                    listed_references(
+                        path, root, record.sha256, record.references_sha256, record.missing
+                    )
                 cloud, has_color = read_points(path, record.up_axis, record.id, root, record.sha256)
             except Exception as error:  # any bad file: a row with a reason, the chunk goes on
                 if stop := stopping_error(error):  # the disk's fault, not the object's: stop

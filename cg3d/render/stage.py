@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from cg3d.errors import UsageError
-from cg3d.files import locks_out_dir
+from cg3d.files import locks_out_dir, stopping_error
 from cg3d.formats.images import open_image
 from cg3d.formats.manifest import (
     MeshRecord,
@@ -33,6 +33,7 @@ from cg3d.formats.manifest import (
     mesh_file,
 )
 from cg3d.formats.renders import PART_SUFFIX, Rendered, dumps_cameras, write_render_part
+from cg3d.geometry.meshio import MeshError, listed_references
 from cg3d.params import RenderConfig, cpu_count
 from cg3d.pipeline.chunks import (
     ChunkedOutput,
@@ -98,9 +99,16 @@ def render_chunk(
         cameras = cameras_of(config, record.id)
         pngs = [worker.out_dir / f"{record.id}.{view['name']}.png" for view in cameras["views"]]
         path = mesh_file(meshes_dir, record)
-        reason = worker.render(
-            record.id, path, record.up_axis, cameras["views"], root, record.sha256
-        )
+        try:  # a file it references gone or changed since listed: a row, Blender not asked
+            listed_references(path, root, record.sha256, record.references_sha256, record.missing)
+        except MeshError as error:
+            if stop := stopping_error(error):  # the disk's fault, not the object's: stop
+                raise stop from None
+            reason = str(error)
+        else:
+            reason = worker.render(
+                record.id, path, record.up_axis, cameras["views"], root, record.sha256
+            )
         if reason is None:
             views = {
                 view["name"]: finished_png(png, config.background)

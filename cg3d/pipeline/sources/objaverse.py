@@ -11,8 +11,9 @@ glTF is Y-up. Files whose uid has no annotation are left out (they have no class
 twice (a second `<uid>.glb` in another folder) or annotated under two categories, and a
 symlinked folder, are failure rows (`duplicate`, `ambiguous_label`, `outside_root`...).
 A downloader's leftover of a uid's file (`<uid>.glb.aria2`, `.part`...: the folder source's
-`LEFTOVER_SUFFIXES`) is no object: the file beside it is an "unfinished download" row, one
-alone a row saying that its download never finished.
+`LEFTOVER_SUFFIXES`) is no object: the file beside it is an "unfinished download" row (or,
+where a finished file of its uid is the object, a duplicate row saying so), one alone a row
+saying that its download never finished.
 Classes sorted; split seeded per class.
 """
 
@@ -61,8 +62,11 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
     if not config.annotations and default.is_file():
         root_file(root, DEFAULT_ANNOTATIONS, "--annotations")
     labels = read_annotations(Path(config.annotations) if config.annotations else default)
-    files: dict[str, str] = {}
+    files: dict[str, str] = {}  # uid: its first file in path order
     symlinked: set[str] = set()  # the uids whose file is a link: stored as its target's path
+    # the few uids with more files: [(file, is a link)] in path order, the first included (a
+    # list for every uid of Objaverse-XL's millions would cost ~120 bytes each)
+    several: dict[str, list[tuple[str, bool]]] = {}
     failures: list[MeshRecord] = []  # each object left out, with why: nothing dropped unsaid
     leftovers: list[str] = []  # a downloader's, of an annotated uid's file (`<uid>.glb.aria2`)
     # from the root resolved (once: the stage's is already), the entries' paths need no
@@ -76,18 +80,15 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
             if target.suffix.lower() in OBJECT_SUFFIXES and target.stem in labels:
                 leftovers.append(str(path))
         elif path.suffix.lower() in OBJECT_SUFFIXES and path.stem in labels:
-            uid, kept = path.stem, files.get(path.stem)
-            # one uid, two files: the preferred format is the object, then the first in path order
-            if kept is not None and _preference(Path(kept)) <= _preference(path):
-                failures.append(_duplicate(uid, str(path), kept, labels))
+            uid, link = path.stem, entry.is_symlink()
+            if uid in files:
+                first = several.setdefault(uid, [(files[uid], uid in symlinked)])
+                first.append((str(path), link))
                 continue
-            if kept is not None:
-                failures.append(_duplicate(uid, kept, str(path), labels))
             files[uid] = str(path)
-            if entry.is_symlink():
+            if link:
                 symlinked.add(uid)
-            else:
-                symlinked.discard(uid)
+    _choose_objects(several, files, symlinked, leftovers, labels, failures)
     unfinished = _unfinished(files, leftovers, labels, failures)
     by_class: dict[str, list[str]] = {}
     for uid in files:
@@ -101,6 +102,32 @@ def listing(config: MeshesConfig, out_dir: Path) -> Listing:
         raise UsageError(f"--annotations: none of the mesh files in {root} is annotated")
     records = _records(by_class, files, symlinked, unfinished, labels, config, out_dir)
     return Listing(sorted(by_class), chain(records, failures))
+
+
+def _choose_objects(
+    several: dict[str, list[tuple[str, bool]]],
+    files: dict[str, str],
+    symlinked: set[str],
+    leftovers: list[str],
+    labels: dict,
+    failures: list[MeshRecord],
+) -> None:
+    """Sets `files[uid]` (and `symlinked`) of each uid with several files to its object; the
+    others are duplicate rows. The object is a finished download first (`x.glb` half written
+    beside `x.glb.aria2` gave way to a whole `x.obj`: before, the .glb was taken and an
+    unfinished row, the finished .obj a duplicate), then `_preference`, then path order."""
+    halves = {str(Path(leftover).with_suffix("")): leftover for leftover in leftovers}
+    for uid, paths in several.items():
+        # min keeps the first of equals: path order
+        kept, link = min(paths, key=lambda c: (c[0] in halves, _preference(Path(c[0]))))
+        files[uid] = kept
+        if link:
+            symlinked.add(uid)
+        else:
+            symlinked.discard(uid)
+        for path, _ in paths:
+            if path != kept:
+                failures.append(_duplicate(uid, path, kept, labels, halves.get(path)))
 
 
 def _unfinished(
@@ -124,12 +151,17 @@ def _unfinished(
     return unfinished
 
 
-def _duplicate(uid: str, path: str, kept: str, labels: dict) -> MeshRecord:
-    """The row of `path`, a second file of `uid`, whose object is `kept`."""
+def _duplicate(
+    uid: str, path: str, kept: str, labels: dict, leftover: str | None = None
+) -> MeshRecord:
+    """The row of `path`, a second file of `uid`, whose object is `kept`; `leftover`, a
+    downloader's beside `path`, is noted."""
     reason = (
-        f"uid {uid} is also {kept}, the one taken (a .glb first, then a format read here, "
-        "then the first in path order)"
+        f"uid {uid} is also {kept}, the one taken (a finished download first, then a .glb, "
+        "then a format read here, then the first in path order)"
     )
+    if leftover is not None:
+        reason += f"; this one is {half_download(leftover).reason}"
     return _failure(path, labels[uid][0] or "", "duplicate", reason)
 
 

@@ -326,6 +326,35 @@ def test_an_objaverse_leftover_beside_a_second_file_of_its_uid_is_no_row(tmp_pat
     assert rows == {"aa11.glb": "ok", "aa11.obj": "duplicate"}
 
 
+def test_an_objaverse_half_glb_gives_way_to_a_finished_file_of_its_uid(tmp_path: Path) -> None:
+    """`aa11.glb` half written (`aa11.glb.aria2` beside it) and a whole `aa11.obj`: the .glb
+    was the object, an unfinished-download row, and the finished .obj a duplicate naming it.
+    Both half: the .glb stays the object (an unfinished row)."""
+    root = tmp_path / "objaverse"
+    write_mesh(root / "glbs" / "aa11.glb", box())
+    (root / "glbs" / "aa11.glb.aria2").write_bytes(b"\0\1" * 40)
+    write_mesh(root / "xl" / "aa11.obj", box((1, 2, 1)))
+    write_mesh(root / "glbs" / "bb22.glb", box())
+    (root / "glbs" / "bb22.glb.part").write_bytes(b"")
+    write_mesh(root / "glbs" / "bb22.stl", box())
+    (root / "glbs" / "bb22.stl.part").write_bytes(b"")
+    (root / "annotations.json").write_text(json.dumps({"mug": ["aa11", "bb22"]}))
+    out = tmp_path / "out"
+    build_manifest(MeshesConfig(source="objaverse", root=str(root), workers=1), out)
+    rows = {Path(r.path).name: r for r in read_manifest(out)}
+    statuses = {name: row.status for name, row in rows.items()}
+    assert statuses == {
+        "aa11.obj": "ok",
+        "aa11.glb": "duplicate",
+        "bb22.glb": "unreadable",
+        "bb22.stl": "duplicate",
+    }
+    assert rows["aa11.obj"].id.startswith("objaverse-aa11-")
+    half = rows["aa11.glb"].error
+    assert "aa11.obj, the one taken (a finished download first" in half
+    assert "this one is an unfinished download (aria2's .aria2 file 'aa11.glb.aria2'" in half
+
+
 def test_a_dangling_annex_link_is_no_symlink_loop_nor_outside(tmp_path: Path) -> None:
     """The listing's own check of a link (`not_a_file`), without the stage."""
     from cg3d.pipeline.sources import not_a_file
@@ -380,7 +409,9 @@ def test_a_uids_glb_stays_its_object_beside_other_formats_of_it(tmp_path: Path) 
         "cc33.dae": "duplicate",
     }
     assert rows["aa11.glb"].id.startswith("objaverse-aa11-")
-    assert "aa11.glb, the one taken (a .glb first" in rows["aa11.fbx"].error
+    assert (
+        "aa11.glb, the one taken (a finished download first, then a .glb" in rows["aa11.fbx"].error
+    )
 
 
 def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) -> None:
