@@ -25,7 +25,7 @@ from typer.exceptions import TyperException
 
 from cg3d import terminal
 from cg3d.errors import UsageError, missing_dependency_line, printable, resource_limit_line
-from cg3d.stopping import STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
+from cg3d.stopping import COMMAND_STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -347,7 +347,8 @@ def main(whole_process: bool = False) -> None:
     OSError naming its file, or whose errno is such a condition: a full disk, a read-only
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
-    SIGTERM and SIGHUP one line and exit codes 143 and 129 (`cg3d.stopping`). Any other
+    SIGTERM, SIGHUP and SIGXCPU (a soft `ulimit -t`) one line and exit codes 143, 129 and 152
+    (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
     ends the work; a stdout that could not be written is exit 2 once the work is done (the
     README's exit codes).
@@ -445,10 +446,10 @@ def _stop_signals_handled(for_good: bool) -> Iterator[Interrupt]:
         yield interrupt
         return
     if for_good:
-        yield interrupt.install()
+        yield interrupt.install(COMMAND_STOP_SIGNALS)
         return
-    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    interrupt.install()
+    handlers = {signum: signal.getsignal(signum) for signum in COMMAND_STOP_SIGNALS}
+    interrupt.install(COMMAND_STOP_SIGNALS)
     try:
         yield interrupt
     finally:

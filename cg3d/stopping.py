@@ -30,12 +30,21 @@ from typing import Any
 from cg3d.errors import UsageError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The command's own process also stops on SIGXCPU, which the kernel sends at a soft CPU time
+# limit below the hard one (`ulimit -S -t`), then once a CPU second until the hard one, then
+# SIGKILL: Python's default died at once, leaving the folder's lock file and a partial
+# chunk or `.resume/`. Not a worker's: one that dies of it is named by its parent
+# (`worker_died_line`), and a worker that took it for a stop raised "interrupted" there.
+COMMAND_STOP_SIGNALS = (*STOP_SIGNALS, signal.SIGXCPU)
 
 
 def stopped_words(signum: int) -> str:
     """How an error line names a stop: "interrupted" (Ctrl-C), "terminated (SIGTERM)"."""
     if signum == signal.SIGINT:
         return "interrupted"
+    if signum == signal.SIGXCPU:
+        # no seconds: the kernel raised the soft limit by one at each SIGXCPU it sent
+        return f"stopped at {cpu_limit_words(None)} (SIGXCPU); rerun to resume"
     return f"terminated ({signal.Signals(signum).name})"
 
 
@@ -47,7 +56,9 @@ class Interrupt:
     folder's .cg3d.lock behind; a signal sent both to a process group and, forwarded, to each
     worker reaches a worker twice. A third stops the process at once (`exit_line`, exit
     128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
-    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C)."""
+    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C). SIGXCPU
+    (`COMMAND_STOP_SIGNALS`) stops as the first, but a later one is the kernel's repeat, once a
+    CPU second, not a user's insistence: counted, it ended a cleanup two CPU seconds long."""
 
     def __init__(self, exit_line: bool = True, only_in_task: bool = False) -> None:
         self.count = 0
@@ -57,6 +68,8 @@ class Interrupt:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         global _stop_seen, _held
+        if signum == signal.SIGXCPU and (self.count or _held is not None):
+            return
         if self.only_in_task:
             _stop_seen = True  # the tasks still queued for this worker are a stopping pool's
             if not _in_task:
@@ -81,11 +94,11 @@ class Interrupt:
                 )
             os._exit(128 + self.signum)
 
-    def install(self) -> "Interrupt":
-        """Handle the stop signals with this (from the main thread, where Python runs them),
-        but those this process was started ignoring: `nohup` ignores SIGHUP so that the command
+    def install(self, signals: tuple[int, ...] = STOP_SIGNALS) -> "Interrupt":
+        """Handle `signals` with this (from the main thread, where Python runs them), but
+        those this process was started ignoring: `nohup` ignores SIGHUP so that the command
         outlives its ssh session, and a shell script's `command &` ignores SIGINT."""
-        for signum in STOP_SIGNALS:
+        for signum in signals:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, self)
         return self
@@ -290,12 +303,22 @@ def signal_name(signum: int) -> str:
 
 def start_pool_worker(parent: int, workers: int) -> None:
     """A process pool's `initializer` (`initargs`: the parent's pid and the pool's size):
-    `exit_with_parent`, and this worker's share of the CPUs for its math libraries
-    (`limit_threads`): each of N workers ran a thread per CPU."""
+    `exit_with_parent`, no core file (`no_core_files`), and this worker's share of the CPUs
+    for its math libraries (`limit_threads`): each of N workers ran a thread per CPU."""
     from cg3d.params import cpu_count, limit_threads
 
     exit_with_parent(parent)
+    no_core_files()
     limit_threads(cpu_count() // max(workers, 1))
+
+
+def no_core_files() -> None:
+    """This process dumps no core when it crashes (RLIMIT_CORE's soft limit 0, the hard one
+    kept), as the Blender workers (`BlenderWorker`): under `ulimit -c unlimited` each crashed
+    or SIGXCPU-ended pool worker wrote a core of its size into the cwd, which its parent
+    names in one line anyway (`worker_died_line`)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
 
 
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started

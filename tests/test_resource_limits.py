@@ -350,3 +350,70 @@ def test_a_loader_that_cannot_start_all_its_workers_stops_those_it_started(tmp_p
     assert "refused 24" in done.stdout, done.stdout + done.stderr
     assert "alive 0" in done.stdout, done.stdout
     assert "Exception ignored" not in done.stderr, done.stderr
+
+
+def crash(folder: Path) -> None:
+    """A pool task whose worker crashes in native code, as a library's bug does."""
+    os.abort()
+
+
+CRASHING_POOL = """
+from pathlib import Path
+from cg3d.errors import UsageError
+from cg3d.pipeline.chunks import _run_pool
+from tests.test_resource_limits import crash
+if __name__ == "__main__":
+    try:
+        _run_pool(crash, iter([((Path("."),), 1) for _ in range(2)]), 2, lambda n: None)
+    except UsageError as error:
+        print(error)
+"""
+
+
+def test_a_crashed_pool_worker_dumps_no_core_into_the_cwd(tmp_path):
+    """Under `ulimit -c unlimited` each crashed pool worker wrote a core of its size into the
+    folder the command was run from (the Blender workers already wrote none, t89a)."""
+    pattern = Path("/proc/sys/kernel/core_pattern")
+    if not pattern.exists() or not pattern.read_text().startswith("core"):
+        pytest.skip("cores here go to a handler, not to the cwd")
+    if resource.getrlimit(resource.RLIMIT_CORE)[1] != resource.RLIM_INFINITY:
+        pytest.skip("the hard core size limit here is finite")
+    (tmp_path / "crash.py").write_text(CRASHING_POOL)
+    done = subprocess.run(
+        [sys.executable, "crash.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (-1, -1)),
+    )
+    assert "SIGABRT" in done.stdout, done.stdout + done.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["crash.py"]
+
+
+REPEATED_SIGXCPU = """
+import os, signal, time
+from cg3d.stopping import COMMAND_STOP_SIGNALS, Interrupt
+Interrupt(exit_line=False).install(COMMAND_STOP_SIGNALS)
+try:
+    os.kill(os.getpid(), signal.SIGXCPU)
+    time.sleep(5)
+except KeyboardInterrupt:
+    for _ in range(3):  # the kernel's, once a CPU second of the cleanup
+        os.kill(os.getpid(), signal.SIGXCPU)
+    print("cleaned up")
+"""
+
+
+def test_the_kernels_repeated_sigxcpu_does_not_end_the_cleanup():
+    """The first SIGXCPU stops the command; the kernel sends one again each CPU second until
+    the hard limit, which counted as a third stop signal ended the cleanup at once."""
+    done = subprocess.run(
+        [sys.executable, "-c", REPEATED_SIGXCPU],
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "cleaned up"), done.stderr

@@ -7,10 +7,12 @@ Before: the process died where it stood (exit -15, nothing of ours printed), its
 and resource tracker were orphaned, the tracker warned of 5 leaked semaphores, and the folder
 kept its .cg3d.lock."""
 
+import resource
 import signal
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 import trimesh
 
@@ -96,3 +98,33 @@ def test_a_ray_stage_stopped_by_sigterm_is_one_line_and_leaves_no_ray(meshes, un
     rerun = subprocess.run([sys.executable, "-m", "cg3d", *command], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert tree_bytes(out) == unbroken
+
+
+def test_a_sample_stage_at_the_soft_cpu_time_limit_stops_cleanly_and_resumes(meshes, tmp_path):
+    """`ulimit -S -t` below the hard limit: the kernel sends SIGXCPU, which killed the command
+    where it stood (Python's default: exit -24, nothing printed, the folder's .cg3d.lock and a
+    part's temp file left). Now a stop like SIGTERM's, and a rerun resumes: every object once."""
+    out = tmp_path / "points"
+    command = [sys.executable, "-m", "cg3d", "sample", "--meshes", str(meshes), "--out", str(out)]
+    command += ["--workers", "1", "--chunk-size", "1", "--points", "50000"]
+    limited = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        # in the process itself (--workers 1): its imports take 1-3 CPU seconds, its objects 18
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (5, 600)),
+    )
+    assert limited.returncode == 128 + signal.SIGXCPU, limited.stderr[-2000:]
+    line = limited.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: stopped at the CPU time limit") and "`ulimit -t`" in line
+    assert "Traceback" not in limited.stderr
+    hidden = {path.name for path in out.iterdir() if path.name.startswith(".")}
+    assert hidden <= {".plan.json", ".code.json"}  # no .cg3d.lock, no part's temp file
+    assert len(list(out.glob("part-*.parquet"))) < OBJECTS
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    parts = sorted(out.glob("part-*.parquet"))
+    ids = [id for part in parts for id in pq.read_table(part, columns=["id"])["id"].to_pylist()]
+    assert sorted(ids) == sorted(f"s{i:02d}" for i in range(OBJECTS))
