@@ -18,6 +18,21 @@ from cg3d.errors import UsageError
 CHECKOUT = str(Path(__file__).resolve().parents[1])
 
 
+def run_python(
+    *args: str, timeout: float, cwd: Path | None = None, **options
+) -> subprocess.CompletedProcess:
+    """`python ARGS` with this checkout's cg3d importable, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": CHECKOUT},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **options,
+    )
+
+
 @pytest.fixture
 def cpu_limit_of_the_job():
     """A finite CPU time limit on this process, as `ulimit -S -t` in the job's shell sets it
@@ -93,13 +108,7 @@ else:
 def test_torch_refused_by_a_memory_limit_names_the_limit(limit, size, flag):
     """Before: "`cg3d train` needs the package '_C', which this Python lacks: pip install
     '_C'" (the ImportError of torch's extension names it without its package)."""
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_TORCH.format(limit=limit, size=size)],
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python("-c", IMPORT_TORCH.format(limit=limit, size=size), timeout=120)
     line = done.stdout.strip()
     if line == "imported":
         pytest.skip(f"this torch loads under {limit} = {size} bytes")
@@ -123,13 +132,7 @@ print(missing_dependency_line(ImportError(said, name="bpy"), "cg3d render"))
 def test_bpy_refused_by_a_memory_limit_names_the_limit():
     """Before: "has 'bpy' but cannot import (ImportError: Calloc returns null: len=272 in
     keymap list ...): reinstall it"."""
-    done = subprocess.run(
-        [sys.executable, "-c", BPY_REFUSED],
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python("-c", BPY_REFUSED, timeout=60)
     line = done.stdout.strip()
     assert "could not load the package 'bpy'" in line, line + done.stderr
     assert "`ulimit -v`" in line and "reinstall" not in line, line
@@ -145,13 +148,7 @@ def test_a_missing_package_is_still_named_under_a_memory_limit():
         "try:\n    import no_such_package_t89a\n"
         "except ImportError as error:\n    print(missing_dependency_line(error, 'cg3d x'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python("-c", script, timeout=60)
     assert "needs the package 'no_such_package_t89a', which this Python" in done.stdout
     assert "lacks" in done.stdout and "ulimit" not in done.stdout
 
@@ -183,14 +180,7 @@ if __name__ == "__main__":
 def sample_on_eight_cpus(tmp_path: Path, soft: int, hard: int) -> subprocess.CompletedProcess:
     script = tmp_path / "sample.py"
     script.write_text(SAMPLE_ON_EIGHT_CPUS.format(soft=soft, hard=hard))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_python(str(script), timeout=300, cwd=tmp_path)
 
 
 def test_too_few_open_files_is_one_line_naming_the_limit_and_the_workers(tmp_path):
@@ -271,14 +261,7 @@ def test_a_process_or_thread_the_kernel_refuses_is_one_line_naming_ulimit_u(tmp_
     or "RuntimeError: can't start new thread", a traceback."""
     script = tmp_path / "sample.py"
     script.write_text(SAMPLE_REFUSED)
-    done = subprocess.run(
-        [sys.executable, str(script), refused],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python(str(script), refused, timeout=300, cwd=tmp_path)
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2, done.stderr
     assert last.startswith("error: could not start a process or a thread"), last
@@ -338,14 +321,7 @@ def test_a_loader_that_cannot_start_all_its_workers_stops_those_it_started(tmp_p
     workers it had started ran on until the process exited."""
     script = tmp_path / "loader.py"
     script.write_text(LOADER_UNDER_FEW_FILES)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python(str(script), timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "refused 24" in done.stdout, done.stdout + done.stderr
     assert "alive 0" in done.stdout, done.stdout
@@ -379,13 +355,10 @@ def test_a_crashed_pool_worker_dumps_no_core_into_the_cwd(tmp_path):
     if resource.getrlimit(resource.RLIMIT_CORE)[1] != resource.RLIM_INFINITY:
         pytest.skip("the hard core size limit here is finite")
     (tmp_path / "crash.py").write_text(CRASHING_POOL)
-    done = subprocess.run(
-        [sys.executable, "crash.py"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
+    done = run_python(
+        "crash.py",
         timeout=120,
+        cwd=tmp_path,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (-1, -1)),
     )
     assert "SIGABRT" in done.stdout, done.stdout + done.stderr
@@ -409,11 +382,5 @@ except KeyboardInterrupt:
 def test_the_kernels_repeated_sigxcpu_does_not_end_the_cleanup():
     """The first SIGXCPU stops the command; the kernel sends one again each CPU second until
     the hard limit, which counted as a third stop signal ended the cleanup at once."""
-    done = subprocess.run(
-        [sys.executable, "-c", REPEATED_SIGXCPU],
-        env={**os.environ, "PYTHONPATH": CHECKOUT},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python("-c", REPEATED_SIGXCPU, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "cleaned up"), done.stderr
