@@ -111,16 +111,28 @@ def test_the_installed_cg3d_runs_from_a_folder_that_is_no_checkout(installed, tm
     assert "Sample point clouds from meshes" in helped.stdout
 
 
-@pytest.mark.blender
-def test_the_installed_cg3d_renders_beside_another_cg3d_package(installed, tmp_path):
-    """Its Blender workers run the installed worker, not the working folder's cg3d/."""
-    (tmp_path / "cg3d" / "render").mkdir(parents=True)
+def other_cg3d(folder: Path, mark: Path) -> Path:
+    """`folder` holding another cg3d/ package, whose Blender worker leaves `mark` when run."""
+    (folder / "cg3d" / "render").mkdir(parents=True)
     for name in ("__init__.py", "render/__init__.py"):
-        (tmp_path / "cg3d" / name).write_text("")
+        (folder / "cg3d" / name).write_text("")
+    (folder / "cg3d" / "render" / "worker.py").write_text(f"open({str(mark)!r}, 'w')\n")
+    return folder
+
+
+@pytest.mark.blender
+def test_the_installed_cg3d_renders_with_its_own_worker(installed, tmp_path):
+    """Not the working folder's cg3d/ (`python -m` puts it first), nor, under `python -I`,
+    one on the PYTHONPATH that the command itself ignored."""
     mark = tmp_path / "other-worker-ran"
-    (tmp_path / "cg3d" / "render" / "worker.py").write_text(f"open({str(mark)!r}, 'w')\n")
+    other = other_cg3d(tmp_path / "other", mark)
     run(installed, tmp_path, "cg3d", "meshes", "--per-class", "1", "--out", "meshes")
-    words = ["cg3d", "render", "--meshes", "meshes", "--out", "views", "--views", "1"]
-    run(installed, tmp_path, *words, "--resolution", "16", "--workers", "1")
+    words = ["render", "--meshes", str(tmp_path / "meshes"), "--views", "1", "--resolution", "16"]
+    run(installed, other, "cg3d", *words, "--out", str(tmp_path / "views"), "--workers", "1")
     assert not mark.exists()
     assert (tmp_path / "views" / "part-00000.tar").is_file()
+    isolated = installed | {"PYTHONPATH": str(other)}
+    command = ["python", "-I", "-m", "cg3d", *words, "--out", str(tmp_path / "isolated")]
+    run(isolated, tmp_path, *command, "--workers", "1")
+    assert not mark.exists()
+    assert (tmp_path / "isolated" / "part-00000.tar").is_file()

@@ -92,6 +92,8 @@ def worker_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in dropped
     }
+    if sys.flags.ignore_environment:  # python -E or -I: the command ran without them
+        environment = {k: v for k, v in environment.items() if not k.startswith("PYTHON")}
     datafiles = bundled_datafiles()
     if datafiles is not None:
         environment["BLENDER_USER_DATAFILES"] = datafiles
