@@ -109,9 +109,30 @@ def _use_command_classes(typer_app: typer.Typer) -> None:
     for info in typer_app.registered_commands:
         if info.cls in (None, TyperCommand):
             info.cls = _Command
+        if sys.flags.optimize >= 2 and info.help is None and info.callback is not None:
+            info.help = source_docstring(info.callback)
     for group in typer_app.registered_groups:
         group.typer_instance.info.cls = group.typer_instance.info.cls or _Group
         _use_command_classes(group.typer_instance)
+
+
+def source_docstring(function: Any) -> str | None:
+    """`function`'s docstring as its source file has it. `python -OO` strips `__doc__`, from
+    which typer takes a command's summary in `cg3d --help` and its description in `cg3d CMD
+    --help`: every command was listed with none. None where there is no source to read (an
+    install of .pyc files only) or no docstring in it."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return None
+    return ast.get_docstring(node)
 
 
 _register_all()

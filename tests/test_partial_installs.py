@@ -174,6 +174,8 @@ def test_the_cg3d_script_without_typer_is_one_line_as_python_m_cg3d(tmp_path):
         ("ray", "sample --meshes {tmp} --out {out} --set sample.executor=ray"),
         ("dvclive", "train --shards {tmp} --out {out}"),
         ("webdataset", "train --shards {tmp} --out {out}"),
+        ("torchcodec", "train --shards {tmp} --out {out}"),
+        ("scipy", "train --shards {tmp} --out {out}"),
     ],
 )
 def test_a_stage_missing_a_package_refuses_before_making_its_out(tmp_path, absent, words):

@@ -2,6 +2,7 @@
 (`python -W error`) turns a warning into an exception, which ended a command with a traceback
 (exit 1); thread variables no library reads as a count (OMP_NUM_THREADS=abc, MKL_NUM_THREADS=-1)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,36 @@ def test_python_m_under_safepath_beside_a_cg3d_package_that_is_no_checkout_runs(
     )
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout
+
+
+# Every command's help as click holds it (typer builds it at `get_command`), one JSON object
+ALL_COMMAND_HELPS = (
+    "import json, typer\n"
+    "from cg3d.cli import app\n"
+    "def walk(command, path):\n"
+    "    yield ' '.join(path), command.help\n"
+    "    for name, sub in getattr(command, 'commands', {}).items():\n"
+    "        yield from walk(sub, [*path, name])\n"
+    "print(json.dumps(dict(walk(typer.main.get_command(app), ['cg3d']))))\n"
+)
+
+
+def command_helps(*switches: str) -> dict[str, str | None]:
+    done = subprocess.run(
+        [sys.executable, *switches, "-c", ALL_COMMAND_HELPS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-1000:]
+    return json.loads(done.stdout)
+
+
+def test_python_OO_keeps_every_commands_help():
+    """`python -OO` strips docstrings, from which typer takes each command's help: `cg3d
+    --help` listed every command without its summary, `cg3d sample --help` had no
+    description. The help comes from the source then, the same text as without -OO."""
+    plain, optimized = command_helps(), command_helps("-OO")
+    assert "Sample point clouds from meshes" in plain["cg3d sample"]
+    assert len(plain) > 25 and all(plain.values())
+    assert optimized == plain

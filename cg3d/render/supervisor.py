@@ -17,6 +17,7 @@ import os
 import resource
 import selectors
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cg3d
 from cg3d.errors import UsageError
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
@@ -90,10 +92,27 @@ def worker_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith(BLENDER_SYSTEM_PREFIX) and name not in dropped
     }
+    if sys.flags.ignore_environment:  # python -E or -I: the command ran without them
+        environment = {k: v for k, v in environment.items() if not k.startswith("PYTHON")}
     datafiles = bundled_datafiles()
     if datafiles is not None:
         environment["BLENDER_USER_DATAFILES"] = datafiles
+    if (folder := own_code_folder()) is not None:
+        given = environment.get("PYTHONPATH")
+        environment["PYTHONPATH"] = os.pathsep.join([folder, given] if given else [folder])
     return environment
+
+
+def own_code_folder() -> str | None:
+    """The folder this process imported `cg3d` from, for the worker's PYTHONPATH (it starts
+    with -P: `python -m` alone puts the working folder first, so a `cg3d render` run from
+    another checkout's root, or any folder holding a cg3d/ package, had its Blenders run that
+    code while the command ran its own); None where that folder is a site-packages folder,
+    which every Python of this environment searches anyway (first on PYTHONPATH, it would come
+    before the standard library)."""
+    folder = os.path.realpath(Path(cg3d.__file__).parent.parent)
+    site_folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return None if folder in {os.path.realpath(f) for f in site_folders} else folder
 
 
 def blender_tmp_dir(tmp_dir: Path) -> tuple[str, Path | None, int | None]:
@@ -216,6 +235,7 @@ class BlenderWorker:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-P",  # not the working folder's cg3d: `own_code_folder`
                     "-m",
                     self.module,
                     json.dumps({**self.settings, "threads": self.threads}),

@@ -43,8 +43,9 @@ def train(
     from cg3d.params import write_resolved
     from cg3d.train.loop import open_run, train_stage
 
-    # imported once the run is open (its loader, its CLIP, its log): a run folder was left
-    require("webdataset", "open_clip", "timm", "dvclive")
+    # imported once the run is open (its loader, its views' decoder, its FPS, its CLIP, its
+    # log): a run folder was left
+    require("webdataset", "torchcodec", "scipy", "open_clip", "timm", "dvclive")
 
     if params_file is None:  # issue 26: a bare command trained another model than params.yaml's
         say(

@@ -163,3 +163,20 @@ def test_a_users_colour_management_does_not_change_the_views(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(tmp_path / "plain"))
     monkeypatch.setenv("OCIO", str(config))
     assert rendered_views(tmp_path / "meshes", tmp_path / "ocio-out") == plain
+
+
+def test_the_workers_run_the_commands_cg3d_not_the_working_folders(tmp_path, monkeypatch):
+    """`python -m cg3d.render.worker` puts the working folder first on the worker's path: run
+    from another checkout's root (an older clone beside an installed cg3d, a worktree beside
+    PYTHONPATH's), every Blender ran that folder's worker, not the command's."""
+    checkout = tmp_path / "checkout"
+    (checkout / "cg3d" / "render").mkdir(parents=True)
+    for name in ("__init__.py", "render/__init__.py"):
+        (checkout / "cg3d" / name).write_text("")
+    (checkout / "cg3d" / "render" / "worker.py").write_text(marker(tmp_path, "other-worker"))
+    write_meshes(tmp_path / "meshes")
+    monkeypatch.chdir(checkout)
+    config = RenderConfig(views=1, resolution=16, workers=1)
+    summary = render_meshes(tmp_path / "meshes", tmp_path / "out", config)
+    assert summary.rendered == 4, summary
+    assert not (tmp_path / "other-worker").exists()
