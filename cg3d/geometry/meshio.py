@@ -1720,11 +1720,19 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
 # face names (`frame.origin_offset`), every vertex in float64 as the fast path reads them: a
 # vertex no face uses (a stray at 1e7 written first) is not the object's place, and moving by
 # it took an object at the origin out where float32 holds it on a grid (a `quantized` row).
+# A statement's words are parted by blanks or by a line continuation: Blender's importer reads
+# a backslash, blanks and the line's end as blanks (`v 5e5 \` then `4e6 300` is one vertex,
+# which the copy left far out, a `quantized` row). The blanks between words are kept as written.
+OBJ_BLANKS = rb"(?:[ \t]|\\[ \t\r]*\n)+"
+OBJ_NUMBER = rb"([^ \t\r\n\\]+)"
 OBJ_VERTEX = re.compile(
-    rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
-)
-OBJ_VERTEX_START = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
-OBJ_FACE_START = re.compile(rb"^[ \t]*f[ \t]+([-+]?[0-9]+)", re.MULTILINE)
+    rb"^([ \t]*v" + OBJ_BLANKS + rb")" + OBJ_NUMBER
+    + rb"(" + OBJ_BLANKS + rb")" + OBJ_NUMBER
+    + rb"(" + OBJ_BLANKS + rb")" + OBJ_NUMBER,
+    re.MULTILINE,
+)  # fmt: skip
+OBJ_VERTEX_START = re.compile(rb"^[ \t]*v" + OBJ_BLANKS, re.MULTILINE)
+OBJ_FACE_START = re.compile(rb"^[ \t]*f" + OBJ_BLANKS + rb"([-+]?[0-9]+)", re.MULTILINE)
 
 
 def obj_face_anchor(path: Path) -> np.ndarray | None:
@@ -1764,7 +1772,7 @@ def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
             start = next(itertools.islice(OBJ_VERTEX_START.finditer(block), number, None))
             vertex = OBJ_VERTEX.match(block, start.start())
             try:
-                return np.array([float(word) for word in vertex.groups()[1:]]) if vertex else None
+                return np.array([float(word) for word in vertex.group(2, 4, 6)]) if vertex else None
             except ValueError:
                 return None
     return None
@@ -1795,7 +1803,7 @@ class ObjVertexMove:
 
     def _moved(self, match: re.Match) -> bytes:
         try:
-            xyz = [float(word) for word in match.groups()[1:]]
+            xyz = [float(word) for word in match.group(2, 4, 6)]
         except ValueError:  # not three numbers: left as Blender's importer reads it
             return match.group(0)
         if not self.decided:
@@ -1804,8 +1812,8 @@ class ObjVertexMove:
             self.offset = offset.tolist() if offset.any() else None
         if self.offset is None:
             return match.group(0)
-        moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
-        return match.group(1) + b" ".join(moved)
+        x, y, z = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
+        return b"".join((match.group(1), x, match.group(3), y, match.group(5), z))
 
 
 # A binary PLY of doubles far from the origin (a georeferenced scan, as photogrammetry and
