@@ -14,6 +14,7 @@ Parsing only: nothing in a file is ever executed.
 """
 
 import base64
+import functools
 import hashlib
 import io
 import itertools
@@ -23,7 +24,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -1665,13 +1666,17 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
     split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
     move = ply_vertex_move(resolved) if suffix == ".ply" else None
-    if not copied and move is None and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
+    text_move = None if copied or move else text_vertex_move(resolved, suffix)
+    moved = move is not None or text_move is not None
+    if not copied and not moved and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
         copy, digest = _ply_copy(resolved, folder / resolved.name, move)
+    elif text_move is not None:  # likewise, an ASCII PLY of doubles or an ASCII STL
+        copy, digest = _rewritten_copy(resolved, folder / resolved.name, text_move)
     elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
         return folder / _blender_reference(resolved, folder)
     elif suffix in GLTF_SUFFIXES:
@@ -1893,6 +1898,127 @@ def _ply_copy(
         for rest in iter(lambda: source.read(COPY_BLOCK), b""):  # faces and the rest, as read
             digest.update(rest)
             out.write(rest)
+    return copy, digest.hexdigest()
+
+
+# An ASCII PLY of doubles or an ASCII STL far from the origin: Blender's importers read their
+# decimal text into float32 on the grid, so the copy holds each vertex's numbers parsed in
+# float64 and moved by whole units (`origin_offset`), written back exact (repr), all else as read.
+STL_VERTEX = re.compile(
+    rb"^([ \t]*vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def text_vertex_move(path: Path, suffix: str) -> Callable[[bytes], bytes] | None:
+    """What rewrites the blocks of whole lines (`line_blocks`) of an ASCII PLY whose x, y, z are
+    doubles, or of an ASCII STL, moved near the origin; None when the file lies near it or is
+    laid out otherwise."""
+    if suffix == ".stl":
+        with open(path, "rb") as handle:
+            if not _ascii_stl(handle.read(STL_TEXT_PROBE)):
+                return None
+            handle.seek(0)
+            first = STL_VERTEX.search(next(line_blocks(handle), b""))  # its first vertex
+        try:
+            offset = origin_offset(np.array([float(word) for word in first.group(2, 4, 6)]))
+        except (AttributeError, ValueError):  # no vertex, or not three numbers
+            return None
+        if not offset.any():
+            return None
+        return functools.partial(STL_VERTEX.sub, functools.partial(_moved_words, offset=offset))
+    return _ascii_ply_move(path) if suffix == ".ply" else None
+
+
+def _moved_words(match: re.Match, offset: np.ndarray) -> bytes:
+    """A vertex statement's match (keyword, x, blank, y, blank, z) with x, y, z moved by `offset`."""
+    try:
+        xyz = [float(word) for word in match.group(2, 4, 6)]
+    except ValueError:  # not three numbers: left as the importer reads it
+        return match.group(0)
+    x, y, z = (repr(v - o).encode() for v, o in zip(xyz, offset.tolist(), strict=True))
+    return b"".join((match.group(1), x, match.group(3), y, match.group(5), z))
+
+
+def _ascii_ply_move(path: Path) -> Callable[[bytes], bytes] | None:
+    """`text_vertex_move` of an ASCII PLY whose first element is its vertices, of scalar
+    properties with double x, y and z: moved by the first vertex its first face names (a face
+    element after the vertices, its index list first), else by its first vertex."""
+    with open(path, "rb") as handle:
+        form, elements = _ply_header(handle)
+        start = handle.tell()
+        vertex = elements[0] if elements else None
+        if form != "ascii" or vertex is None or vertex.name != "vertex" or not vertex.count:
+            return None
+        names = [name for name, _, _ in vertex.properties]
+        kinds = {name: kind for name, kind, _ in vertex.properties}
+        if any(item is not None for _, _, item in vertex.properties) or len(kinds) < len(names):
+            return None
+        if any(PLY_TYPES.get(kinds.get(axis, "")) != "d" for axis in "xyz"):
+            return None
+        # rows are one a line (the checks refuse a blank one: `_blank_row`)
+        anchor = next(handle, b"").split()
+        face = next(itertools.islice(handle, vertex.count - 1, None), b"").split()
+        faces = elements[1] if len(elements) > 1 else None
+        listed = faces is not None and faces.name == "face" and faces.properties[:1]
+        index = 0
+        if listed and faces.properties[0][2] is not None and face[1:2] and face[1].isdigit():
+            index = int(face[1])  # the index list's first
+        if 0 < index < vertex.count:  # read again, up to it
+            handle.seek(start)
+            anchor = next(itertools.islice(handle, index, None), b"").split()
+    columns = [names.index(axis) for axis in "xyz"]
+    try:
+        offset = origin_offset(np.array([float(anchor[column]) for column in columns]))
+    except (IndexError, ValueError):  # cut short: the checks say so
+        return None
+    return AsciiPlyMove(start, vertex.count, len(names), columns, offset) if offset.any() else None
+
+
+class AsciiPlyMove:
+    """Rewrites an ASCII PLY's blocks of whole lines, in order: its header as it is, then its
+    `count` vertex rows (a line each) of `width` words with the `columns` x, y, z moved by
+    `offset`."""
+
+    def __init__(
+        self, header: int, count: int, width: int, columns: list[int], offset: np.ndarray
+    ) -> None:
+        self.header, self.rows, self.width = header, count, width
+        self.columns, self.offset = columns, offset.tolist()
+
+    def __call__(self, block: bytes) -> bytes:
+        head = block[: self.header]
+        self.header -= len(head)
+        if not self.rows or len(head) == len(block):
+            return block
+        lines = block[len(head) :].splitlines(keepends=True)
+        rows = min(self.rows, len(lines))
+        lines[:rows] = map(self._moved, lines[:rows])
+        self.rows -= rows
+        return head + b"".join(lines)
+
+    def _moved(self, line: bytes) -> bytes:
+        words = line.split()
+        if len(words) != self.width:
+            return line  # not a vertex row as declared: the importer says what it makes of it
+        try:
+            for column, by in zip(self.columns, self.offset, strict=True):
+                words[column] = repr(float(words[column]) - by).encode()
+        except ValueError:
+            return line
+        return b" ".join(words) + line[len(line.rstrip(b"\r\n")) :]
+
+
+def _rewritten_copy(
+    resolved: Path, copy: Path, rewrite: Callable[[bytes], bytes]
+) -> tuple[Path, str]:
+    """(a copy of `resolved` whose blocks of whole lines `rewrite` gave, the sha256 of the
+    bytes read)."""
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        for block in line_blocks(source):
+            digest.update(block)
+            out.write(rewrite(block))
     return copy, digest.hexdigest()
 
 
