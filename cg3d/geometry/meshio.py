@@ -1498,8 +1498,9 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     pointer (`files.stand_in`) or a server's page saved under its name, and a texture Blender
     is not given: one declaring too many pixels (`texture_file`) or a KTX2 image without a
     fallback (`basisu_only_images`). One stat each, which the check of the files that exist
-    needs anyway, a read of each file's first KB (`files.stand_in`) and an image's header: no
-    pixel is decoded."""
+    needs anyway, a read of each file's first KB (`files.stand_in`), an image's header and
+    its structure (a PNG's chunk lengths, a JPEG's end marker: `images.truncation`): no pixel
+    is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
