@@ -1599,11 +1599,13 @@ def listed_references(
     absent with no row saying so, and one rewritten was read under the listed chunk key.
     MeshError `changed_since_listed` naming a file now missing that was not, or for a hash that
     differs from `references_sha256`; the mesh's own (`listed_file` against `sha256`) when
-    the mesh itself changed. A row that listed none ("": also a manifest older than the
-    column) is not checked: an Objaverse .glb costs nothing. The rest: a parse of the file's
-    references, a stat and header read of each, and a hash of each (`versioned_sha256`:
-    once per process while unchanged)."""
-    if not listed_sha256:
+    the mesh itself changed; naming a file listed missing that is there now, where the row
+    found none (its `references_sha256` is "": the hash cannot tell). A row that listed no
+    file, found or missing (also a manifest older than the column), is not checked: an
+    Objaverse .glb costs nothing. The rest: a parse of the file's references, a stat and
+    header read of each, and a hash of each (`versioned_sha256`: once per process while
+    unchanged)."""
+    if not listed_sha256 and not listed_missing:
         return
     try:
         _same_references(path, root, listed_sha256, listed_missing)
@@ -1627,7 +1629,15 @@ def _same_references(path: Path, root: Path, listed_sha256: str, listed_missing:
             f"{', '.join(gone)}, referenced by {Path(path).name}, is missing since "
             "`cg3d meshes` listed it: restore it, or run `cg3d meshes` again",
         )
-    if digest != listed_sha256:
+    came = [name for name in listed_missing if name not in missing]
+    if not listed_sha256:  # the row found none (or its manifest is older than the column)
+        if came and digest:  # read now, under the chunk key of the object without it
+            raise MeshError(
+                "changed_since_listed",
+                f"{', '.join(came)}, referenced by {Path(path).name}, was listed missing by "
+                "`cg3d meshes` and is there now: run `cg3d meshes` again",
+            )
+    elif digest != listed_sha256:
         raise MeshError(
             "changed_since_listed",
             f"a file {Path(path).name} references (an MTL, texture or buffer) is not the one "
