@@ -1930,7 +1930,8 @@ def text_vertex_move(path: Path, suffix: str) -> Callable[[bytes], bytes] | None
             if not _ascii_stl(handle.read(STL_TEXT_PROBE)):
                 return None
             handle.seek(0)
-            first = STL_VERTEX.search(next(line_blocks(handle), b""))  # its first vertex
+            head = next(line_blocks(handle, COPY_BLOCK), b"")  # its first vertex is in it
+            first = STL_VERTEX.search(head)
         try:
             offset = origin_offset(np.array([float(word) for word in first.group(2, 4, 6)]))
         except (AttributeError, ValueError):  # no vertex, or not three numbers
