@@ -25,6 +25,21 @@ def test_blender_reads_an_obj_far_from_the_origin_as_at_the_origin(tmp_path: Pat
     assert trimesh.load(far).vertices.max() > 4e6  # the user's file is left as it was
 
 
+def test_blender_reads_an_obj_whose_vertices_go_on_on_the_next_line_far_out_as_at_the_origin(
+    tmp_path: Path,
+):
+    # `v x \` then `y z`, one vertex to Blender: its copy left them far out, `quantized`
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    ends = ["\\\n", "\\ \r\n", " \\\n"]
+    rows = [
+        f"v {x!r} {ends[n % 3]}{y!r} {z!r}\n" for n, (x, y, z) in enumerate(SPHERE.vertices + UTM)
+    ]
+    far = tmp_path / "far.obj"
+    far.write_bytes("".join(rows + [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 1]).encode())
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        assert np.abs(read(far, "y", "a")[0] - read(origin, "y", "a")[0]).max() < 1e-5
+
+
 def test_blender_reads_an_ascii_ply_of_doubles_or_an_ascii_stl_far_out_as_at_the_origin(tmp_path):
     # Blender's importers read their decimal doubles into float32: a `quantized` failure
     ply = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
