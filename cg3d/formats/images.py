@@ -3,6 +3,7 @@ upload): its size is checked from the header before any pixel is decoded, and a 
 one `ImageError` line naming it, never PIL's DecompressionBombError traceback."""
 
 import io
+import os
 import re
 import struct
 from pathlib import Path
@@ -142,7 +143,7 @@ def texture_refusal(source: Path | BinaryIO) -> str:
     """Why a texture is not decoded, or "": its header declares more than MAX_TEXTURE_PIXELS,
     it is an animated WebP (ANIMATED_WEBP), or (a file of its own, not bytes a glTF holds) it
     is in no format Blender decodes (a GIF, garbage under a .png name), which Blender dropped
-    without a word."""
+    without a word, or a PNG or JPEG cut short (`truncation`)."""
     size = declared_size(source)
     if size is not None and size[0] * size[1] > MAX_TEXTURE_PIXELS:
         return (
@@ -154,7 +155,85 @@ def texture_refusal(source: Path | BinaryIO) -> str:
         return ANIMATED_WEBP
     if isinstance(source, Path | str) and not _blender_format(Path(source), size is not None):
         return UNREAD_FORMAT
+    if isinstance(source, Path | str) and (cut := truncation(Path(source))):
+        return f"{cut}: not decoded"
     return ""
+
+
+# A PNG or JPEG cut short (an interrupted download) keeps a valid header: Blender 5 dropped
+# such a PNG ("hit end of file in png reader") and drew a JPEG's missing part grey, both
+# without a word. Told by its structure, no pixel decoded: a PNG's chunks are walked by their
+# lengths to IEND (a few reads), a JPEG's segments to its first scan, after which its
+# end-of-image marker is looked for (at the file's end, else anywhere after: a phone's motion
+# photo carries a video after it).
+MAX_SEGMENTS = 1 << 16  # chunks or segments walked at most; past them it is the decoder's
+JPEG_EOI = b"\xff\xd9"
+JPEG_BARE_MARKERS = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length follows
+
+
+def truncation(path: Path) -> str:
+    """Why the PNG or JPEG file at `path` is cut short, or "" (other formats, a whole file, one
+    whose structure is too odd to judge: left to the decoder)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(4)
+            handle.seek(0)
+            if head == PNG_SIGNATURE[:4]:
+                return _png_truncation(handle, size)
+            if head[:3] == b"\xff\xd8\xff":
+                return _jpeg_truncation(handle, size)
+    except OSError:
+        pass  # Blender's own open meets the same fault
+    return ""
+
+
+def _png_truncation(handle: BinaryIO, size: int) -> str:
+    position = len(PNG_SIGNATURE)
+    for _ in range(MAX_SEGMENTS):
+        handle.seek(position)
+        header = handle.read(8)
+        if len(header) < 8:
+            return f"truncated: the PNG ends at byte {size} before its IEND chunk"
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IEND":
+            return ""
+        position += 12 + length  # length, type, data, CRC
+        if position > size:
+            name = kind.decode("latin-1")
+            return f"truncated: the PNG's {name} chunk runs past its end (byte {size})"
+    return ""
+
+
+def _jpeg_truncation(handle: BinaryIO, size: int) -> str:
+    position = 2
+    for _ in range(MAX_SEGMENTS):  # the segments before the first scan, by their lengths (an
+        handle.seek(position)  # Exif thumbnail's end-of-image marker is inside one)
+        marker = handle.read(4)
+        if len(marker) < 2:
+            return f"truncated: the JPEG ends at byte {size} before its image data"
+        if marker[0] != 0xFF:
+            return ""  # not a segment where one should be: the decoder's to judge
+        if marker[1] in (0xD9, 0xDA):  # the first scan (or an end with none)
+            break
+        if marker[1] in JPEG_BARE_MARKERS or marker[1] == 0xFF:
+            position += 1 if marker[1] == 0xFF else 2  # a fill byte, or no length
+            continue
+        if len(marker) < 4:
+            return f"truncated: the JPEG ends at byte {size} before its image data"
+        position += 2 + struct.unpack(">H", marker[2:])[0]
+    else:
+        return ""
+    handle.seek(max(size - 2, position))
+    if handle.read(2) == JPEG_EOI:
+        return ""
+    handle.seek(position)
+    last = b""
+    while block := handle.read(1 << 20):
+        if JPEG_EOI in last[-1:] + block:
+            return ""
+        last = block
+    return f"truncated: the JPEG ends at byte {size} with no end-of-image marker"
 
 
 def _blender_format(path: Path, has_size: bool) -> bool:

@@ -14,6 +14,7 @@ Parsing only: nothing in a file is ever executed.
 """
 
 import base64
+import functools
 import hashlib
 import io
 import itertools
@@ -23,7 +24,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -1497,8 +1498,9 @@ def references(path: Path, root: Path) -> tuple[list[Path], list[str]]:
     pointer (`files.stand_in`) or a server's page saved under its name, and a texture Blender
     is not given: one declaring too many pixels (`texture_file`) or a KTX2 image without a
     fallback (`basisu_only_images`). One stat each, which the check of the files that exist
-    needs anyway, a read of each file's first KB (`files.stand_in`) and an image's header: no
-    pixel is decoded."""
+    needs anyway, a read of each file's first KB (`files.stand_in`), an image's header and
+    its structure (a PNG's chunk lengths, a JPEG's end marker: `images.truncation`): no pixel
+    is decoded."""
     path, suffix = Path(path), Path(path).suffix.lower()
     base = real_path(path).parent
     found: list[Path] = []
@@ -1597,11 +1599,13 @@ def listed_references(
     absent with no row saying so, and one rewritten was read under the listed chunk key.
     MeshError `changed_since_listed` naming a file now missing that was not, or for a hash that
     differs from `references_sha256`; the mesh's own (`listed_file` against `sha256`) when
-    the mesh itself changed. A row that listed none ("": also a manifest older than the
-    column) is not checked: an Objaverse .glb costs nothing. The rest: a parse of the file's
-    references, a stat and header read of each, and a hash of each (`versioned_sha256`:
-    once per process while unchanged)."""
-    if not listed_sha256:
+    the mesh itself changed; naming a file listed missing that is there now, where the row
+    found none (its `references_sha256` is "": the hash cannot tell). A row that listed no
+    file, found or missing (also a manifest older than the column), is not checked: an
+    Objaverse .glb costs nothing. The rest: a parse of the file's references, a stat and
+    header read of each, and a hash of each (`versioned_sha256`: once per process while
+    unchanged)."""
+    if not listed_sha256 and not listed_missing:
         return
     try:
         _same_references(path, root, listed_sha256, listed_missing)
@@ -1625,7 +1629,15 @@ def _same_references(path: Path, root: Path, listed_sha256: str, listed_missing:
             f"{', '.join(gone)}, referenced by {Path(path).name}, is missing since "
             "`cg3d meshes` listed it: restore it, or run `cg3d meshes` again",
         )
-    if digest != listed_sha256:
+    came = [name for name in listed_missing if name not in missing]
+    if not listed_sha256:  # the row found none (or its manifest is older than the column)
+        if came and digest:  # read now, under the chunk key of the object without it
+            raise MeshError(
+                "changed_since_listed",
+                f"{', '.join(came)}, referenced by {Path(path).name}, was listed missing by "
+                "`cg3d meshes` and is there now: run `cg3d meshes` again",
+            )
+    elif digest != listed_sha256:
         raise MeshError(
             "changed_since_listed",
             f"a file {Path(path).name} references (an MTL, texture or buffer) is not the one "
@@ -1665,13 +1677,17 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     check_bytes(resolved)  # a file given to classify was never through the meshes stage
     split = check_declared_counts(resolved, suffix)  # Blender's bytes, checked as the fast path's
     move = ply_vertex_move(resolved) if suffix == ".ply" else None
-    if not copied and move is None and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
+    text_move = None if copied or move else text_vertex_move(resolved, suffix)
+    moved = move is not None or text_move is not None
+    if not copied and not moved and len(os.fsencode(str(resolved))) < BLENDER_FILE_MAX:
         return resolved  # PLY, STL, OFF name no other file
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
         copy, digest = _ply_copy(resolved, folder / resolved.name, move)
+    elif text_move is not None:  # likewise, an ASCII PLY of doubles or an ASCII STL
+        copy, digest = _rewritten_copy(resolved, folder / resolved.name, text_move)
     elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
         return folder / _blender_reference(resolved, folder)
     elif suffix in GLTF_SUFFIXES:
@@ -1720,11 +1736,19 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
 # face names (`frame.origin_offset`), every vertex in float64 as the fast path reads them: a
 # vertex no face uses (a stray at 1e7 written first) is not the object's place, and moving by
 # it took an object at the origin out where float32 holds it on a grid (a `quantized` row).
+# A statement's words are parted by blanks or by a line continuation: Blender's importer reads
+# a backslash, blanks and the line's end as blanks (`v 5e5 \` then `4e6 300` is one vertex,
+# which the copy left far out, a `quantized` row). The blanks between words are kept as written.
+OBJ_BLANKS = rb"(?:[ \t]|\\[ \t\r]*\n)+"
+OBJ_NUMBER = rb"([^ \t\r\n\\]+)"
 OBJ_VERTEX = re.compile(
-    rb"^([ \t]*v[ \t]+)([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)[ \t]+([^ \t\r\n]+)", re.MULTILINE
-)
-OBJ_VERTEX_START = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
-OBJ_FACE_START = re.compile(rb"^[ \t]*f[ \t]+([-+]?[0-9]+)", re.MULTILINE)
+    rb"^([ \t]*v" + OBJ_BLANKS + rb")" + OBJ_NUMBER
+    + rb"(" + OBJ_BLANKS + rb")" + OBJ_NUMBER
+    + rb"(" + OBJ_BLANKS + rb")" + OBJ_NUMBER,
+    re.MULTILINE,
+)  # fmt: skip
+OBJ_VERTEX_START = re.compile(rb"^[ \t]*v" + OBJ_BLANKS, re.MULTILINE)
+OBJ_FACE_START = re.compile(rb"^[ \t]*f" + OBJ_BLANKS + rb"([-+]?[0-9]+)", re.MULTILINE)
 
 
 def obj_face_anchor(path: Path) -> np.ndarray | None:
@@ -1764,7 +1788,7 @@ def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
             start = next(itertools.islice(OBJ_VERTEX_START.finditer(block), number, None))
             vertex = OBJ_VERTEX.match(block, start.start())
             try:
-                return np.array([float(word) for word in vertex.groups()[1:]]) if vertex else None
+                return np.array([float(word) for word in vertex.group(2, 4, 6)]) if vertex else None
             except ValueError:
                 return None
     return None
@@ -1795,7 +1819,7 @@ class ObjVertexMove:
 
     def _moved(self, match: re.Match) -> bytes:
         try:
-            xyz = [float(word) for word in match.groups()[1:]]
+            xyz = [float(word) for word in match.group(2, 4, 6)]
         except ValueError:  # not three numbers: left as Blender's importer reads it
             return match.group(0)
         if not self.decided:
@@ -1804,8 +1828,8 @@ class ObjVertexMove:
             self.offset = offset.tolist() if offset.any() else None
         if self.offset is None:
             return match.group(0)
-        moved = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
-        return match.group(1) + b" ".join(moved)
+        x, y, z = (repr(v - o).encode() for v, o in zip(xyz, self.offset, strict=True))
+        return b"".join((match.group(1), x, match.group(3), y, match.group(5), z))
 
 
 # A binary PLY of doubles far from the origin (a georeferenced scan, as photogrammetry and
@@ -1885,6 +1909,128 @@ def _ply_copy(
         for rest in iter(lambda: source.read(COPY_BLOCK), b""):  # faces and the rest, as read
             digest.update(rest)
             out.write(rest)
+    return copy, digest.hexdigest()
+
+
+# An ASCII PLY of doubles or an ASCII STL far from the origin: Blender's importers read their
+# decimal text into float32 on the grid, so the copy holds each vertex's numbers parsed in
+# float64 and moved by whole units (`origin_offset`), written back exact (repr), all else as read.
+STL_VERTEX = re.compile(
+    rb"^([ \t]*vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def text_vertex_move(path: Path, suffix: str) -> Callable[[bytes], bytes] | None:
+    """What rewrites the blocks of whole lines (`line_blocks`) of an ASCII PLY whose x, y, z are
+    doubles, or of an ASCII STL, moved near the origin; None when the file lies near it or is
+    laid out otherwise."""
+    if suffix == ".stl":
+        with open(path, "rb") as handle:
+            if not _ascii_stl(handle.read(STL_TEXT_PROBE)):
+                return None
+            handle.seek(0)
+            head = next(line_blocks(handle, COPY_BLOCK), b"")  # its first vertex is in it
+            first = STL_VERTEX.search(head)
+        try:
+            offset = origin_offset(np.array([float(word) for word in first.group(2, 4, 6)]))
+        except (AttributeError, ValueError):  # no vertex, or not three numbers
+            return None
+        if not offset.any():
+            return None
+        return functools.partial(STL_VERTEX.sub, functools.partial(_moved_words, offset=offset))
+    return _ascii_ply_move(path) if suffix == ".ply" else None
+
+
+def _moved_words(match: re.Match, offset: np.ndarray) -> bytes:
+    """A vertex statement's match (keyword, x, blank, y, blank, z) with x, y, z moved by `offset`."""
+    try:
+        xyz = [float(word) for word in match.group(2, 4, 6)]
+    except ValueError:  # not three numbers: left as the importer reads it
+        return match.group(0)
+    x, y, z = (repr(v - o).encode() for v, o in zip(xyz, offset.tolist(), strict=True))
+    return b"".join((match.group(1), x, match.group(3), y, match.group(5), z))
+
+
+def _ascii_ply_move(path: Path) -> Callable[[bytes], bytes] | None:
+    """`text_vertex_move` of an ASCII PLY whose first element is its vertices, of scalar
+    properties with double x, y and z: moved by the first vertex its first face names (a face
+    element after the vertices, its index list first), else by its first vertex."""
+    with open(path, "rb") as handle:
+        form, elements = _ply_header(handle)
+        start = handle.tell()
+        vertex = elements[0] if elements else None
+        if form != "ascii" or vertex is None or vertex.name != "vertex" or not vertex.count:
+            return None
+        names = [name for name, _, _ in vertex.properties]
+        kinds = {name: kind for name, kind, _ in vertex.properties}
+        if any(item is not None for _, _, item in vertex.properties) or len(kinds) < len(names):
+            return None
+        if any(PLY_TYPES.get(kinds.get(axis, "")) != "d" for axis in "xyz"):
+            return None
+        # rows are one a line (the checks refuse a blank one: `_blank_row`)
+        anchor = next(handle, b"").split()
+        face = next(itertools.islice(handle, vertex.count - 1, None), b"").split()
+        faces = elements[1] if len(elements) > 1 else None
+        listed = faces is not None and faces.name == "face" and faces.properties[:1]
+        index = 0
+        if listed and faces.properties[0][2] is not None and face[1:2] and face[1].isdigit():
+            index = int(face[1])  # the index list's first
+        if 0 < index < vertex.count:  # read again, up to it
+            handle.seek(start)
+            anchor = next(itertools.islice(handle, index, None), b"").split()
+    columns = [names.index(axis) for axis in "xyz"]
+    try:
+        offset = origin_offset(np.array([float(anchor[column]) for column in columns]))
+    except (IndexError, ValueError):  # cut short: the checks say so
+        return None
+    return AsciiPlyMove(start, vertex.count, len(names), columns, offset) if offset.any() else None
+
+
+class AsciiPlyMove:
+    """Rewrites an ASCII PLY's blocks of whole lines, in order: its header as it is, then its
+    `count` vertex rows (a line each) of `width` words with the `columns` x, y, z moved by
+    `offset`."""
+
+    def __init__(
+        self, header: int, count: int, width: int, columns: list[int], offset: np.ndarray
+    ) -> None:
+        self.header, self.rows, self.width = header, count, width
+        self.columns, self.offset = columns, offset.tolist()
+
+    def __call__(self, block: bytes) -> bytes:
+        head = block[: self.header]
+        self.header -= len(head)
+        if not self.rows or len(head) == len(block):
+            return block
+        lines = block[len(head) :].splitlines(keepends=True)
+        rows = min(self.rows, len(lines))
+        lines[:rows] = map(self._moved, lines[:rows])
+        self.rows -= rows
+        return head + b"".join(lines)
+
+    def _moved(self, line: bytes) -> bytes:
+        words = line.split()
+        if len(words) != self.width:
+            return line  # not a vertex row as declared: the importer says what it makes of it
+        try:
+            for column, by in zip(self.columns, self.offset, strict=True):
+                words[column] = repr(float(words[column]) - by).encode()
+        except ValueError:
+            return line
+        return b" ".join(words) + line[len(line.rstrip(b"\r\n")) :]
+
+
+def _rewritten_copy(
+    resolved: Path, copy: Path, rewrite: Callable[[bytes], bytes]
+) -> tuple[Path, str]:
+    """(a copy of `resolved` whose blocks of whole lines `rewrite` gave, the sha256 of the
+    bytes read)."""
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as source, open(copy, "wb") as out:
+        for block in line_blocks(source):
+            digest.update(block)
+            out.write(rewrite(block))
     return copy, digest.hexdigest()
 
 

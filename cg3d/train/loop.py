@@ -295,24 +295,49 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     from dvclive import Live
 
     folder = resume_folder(out) / "dvclive"
+    plots, staged = folder / "plots", folder / "plots.staged"
     published = Path(out) / "dvclive" / "plots"
     mark = resume_folder(out) / CURVES_IN_PERCENT
-    older = not mark.exists()  # an unfinished run's curves without it: an older cg3d's
-    if first_epoch and not (folder / "plots").is_dir() and published.is_dir():
+    _finish_staged(staged, plots, mark)
+    extended = first_epoch and not plots.is_dir() and published.is_dir()
+    if extended:
+        older = in_fractions(read_metrics(out, unfinished=False), classes)  # the published run's
+    else:
+        older = not mark.exists()  # an unfinished run's curves without it: an older cg3d's
+    if extended or (first_epoch and older and plots.is_dir()):
+        # Copied or converted in a staged copy that the mark makes the run's: converted in
+        # place, a kill between the two files and the mark converted the first one twice.
+        mark.unlink(missing_ok=True)  # (an extension's folder may hold one of before)
+        shutil.rmtree(staged, ignore_errors=True)
         # The bytes, not the modes: curves DVC checked out are read-only (0444, hardlinks into
         # its cache), and dvclive appends to the copies: with copy2's modes every extension
         # of the run stopped at its first epoch's end with EACCES, and so did each rerun.
-        shutil.copytree(published, folder / "plots", copy_function=shutil.copyfile)
-        older = in_fractions(read_metrics(out, unfinished=False), classes)  # the published run's
-    if first_epoch:
-        truncate_curves(folder / "plots", first_epoch)
+        shutil.copytree(published if extended else plots, staged, copy_function=shutil.copyfile)
+        truncate_curves(staged, first_epoch)
         if older:
-            curves_in_percent(folder / "plots")
+            curves_in_percent(staged)
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+        _finish_staged(staged, plots, mark)
+    elif first_epoch:
+        truncate_curves(plots, first_epoch)
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.touch()
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
     live.step = first_epoch
     return live
+
+
+def _finish_staged(staged: Path, plots: Path, mark: Path) -> None:
+    """Curves `staged` by `open_curves` made the run's `plots` when their mark was written (a
+    kill after it left them staged), else dropped (a kill while they were copied or converted)."""
+    if not staged.is_dir():
+        return
+    if mark.exists():
+        shutil.rmtree(plots, ignore_errors=True)
+        staged.rename(plots)
+    else:
+        shutil.rmtree(staged)
 
 
 def write_epoch(

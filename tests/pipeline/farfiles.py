@@ -54,3 +54,14 @@ def write_coloured_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, asci
     rows["n"], rows["i"] = 3, faces
     path.write_bytes(header.encode() + points.tobytes() + rows.tobytes())
     return path
+
+
+def write_ascii_stl(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """An ASCII STL of the triangles, its numbers as Python writes doubles (exact)."""
+    rows = ["solid scan"]
+    for triangle in vertices[faces]:
+        rows += ["  facet normal 0 0 1", "    outer loop"]
+        rows += [f"      vertex {x!r} {y!r} {z!r}" for x, y, z in triangle]
+        rows += ["    endloop", "  endfacet"]
+    path.write_text("\n".join(rows + ["endsolid scan"]) + "\n")
+    return path

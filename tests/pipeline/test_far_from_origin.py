@@ -3,6 +3,7 @@ stores float32 coordinates there holds a 2 m object on a 0.25 m grid: a `quantiz
 row (a one-line error for a point file) naming the steps, never a blocky cloud. A float64 file
 there reads as the same object at the origin."""
 
+import re
 import struct
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from cg3d.formats.pointfiles import read_point_file
 from cg3d.geometry.meshio import MeshError, blender_input, load_mesh
 from cg3d.geometry.sampling import object_rng, sample_object
 from cg3d.params import SampleConfig
-from tests.pipeline.farfiles import SPHERE, UTM, write_coloured_ply, write_obj, write_ply
+from tests.pipeline.farfiles import (
+    SPHERE,
+    UTM,
+    write_ascii_stl,
+    write_coloured_ply,
+    write_obj,
+    write_ply,
+)
 
 
 def write_stl(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
@@ -98,8 +106,28 @@ def test_blenders_copy_of_an_obj_is_moved_by_a_vertex_its_faces_use_not_a_stray_
 
 
 def obj_vertices(path: Path) -> np.ndarray:
-    rows = [line.split()[1:4] for line in path.read_text().splitlines() if line.startswith("v ")]
+    # as Blender reads a line continuation: the backslash, blanks and the line's end as blanks
+    text = re.sub(r"\\[ \t\r]*\n", "  ", path.read_text())
+    rows = [line.split()[1:4] for line in text.splitlines() if line.startswith("v ")]
     return np.array(rows, dtype=np.float64)
+
+
+def test_blenders_copy_of_an_obj_whose_vertices_go_on_on_the_next_line_is_moved_too(tmp_path):
+    # `v x \` then `y z`: one vertex to Blender. The copy left those far out (its vertex
+    # pattern stopped at the line's end) and its move anchor read no vertex: `quantized`
+    vertices = np.vstack([[0.0, 0.0, 0.0], SPHERE.vertices + UTM])  # a stray first one
+    ends = ["\\\n", "\\ \r\n", " \\\n"]
+    rows = [f"v {x!r} {ends[n % 3]}{y!r} {z!r}\n" for n, (x, y, z) in enumerate(vertices)]
+    rows += [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 2]  # from 1, after the stray
+    path = tmp_path / "far.obj"
+    path.write_bytes("".join(rows).encode())
+    assert np.array_equal(obj_vertices(path), vertices)  # read as Blender does
+    copy = blender_input(path, tmp_path, "", tmp_path / "blender")
+    moved = obj_vertices(copy)
+    offset = vertices - moved  # whole units, one for all vertices, by a face's vertex
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))
+    assert np.abs(offset - offset[1]).max() < 1e-9 and np.abs(moved[1:]).max() <= 2.0
+    assert copy.read_text().count("\\") == len(vertices)  # the lines as written, but numbers
 
 
 def test_blenders_copy_of_a_ply_of_doubles_far_from_the_origin_is_moved_near_it(tmp_path):
@@ -122,3 +150,36 @@ def test_blenders_copy_of_a_ply_of_doubles_far_from_the_origin_is_moved_near_it(
     assert np.abs(user["p"][1:] - SPHERE.vertices - UTM).max() == 0  # the user's, unchanged
     near = write_coloured_ply(tmp_path / "near.ply", SPHERE.vertices, SPHERE.faces, ascii=False)
     assert blender_input(near, tmp_path, "", tmp_path / "b2") == near  # given as it is
+
+
+def test_blenders_copy_of_an_ascii_ply_of_doubles_far_from_the_origin_is_moved_near_it(tmp_path):
+    # Blender's importer read the decimal doubles into float32 on a 0.25 m grid: `quantized`
+    stray = np.vstack([[0.0, 0.0, 0.0], SPHERE.vertices + UTM])  # no face names the first
+    far = write_coloured_ply(tmp_path / "scan.ply", stray, SPHERE.faces + 1, ascii=True)
+    copy = blender_input(far, tmp_path, "", tmp_path / "blender")
+    user, moved = far.read_text().splitlines(), copy.read_text().splitlines()
+    header = user.index("end_header") + 1
+    rows = slice(header, header + len(stray))
+    offset = np.array([row.split()[:3] for row in user[rows]], float) - np.array(
+        [row.split()[:3] for row in moved[rows]], float
+    )
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))  # by a face's vertex
+    assert np.abs(offset - offset[1]).max() < 1e-9
+    assert [row.split()[3:] for row in moved[rows]] == [row.split()[3:] for row in user[rows]]
+    assert moved[:header] == user[:header] and moved[rows.stop :] == user[rows.stop :]
+    near = write_coloured_ply(tmp_path / "near.ply", SPHERE.vertices, SPHERE.faces, ascii=True)
+    assert blender_input(near, tmp_path, "", tmp_path / "b2") == near  # given as it is
+
+
+def test_blenders_copy_of_an_ascii_stl_far_from_the_origin_is_moved_near_it(tmp_path):
+    far = write_ascii_stl(tmp_path / "scan.stl", SPHERE.vertices + UTM, SPHERE.faces)
+    copy = blender_input(far, tmp_path, "", tmp_path / "blender")
+    moved = trimesh.load(copy, process=False)  # float64, as trimesh reads ASCII
+    offset = np.round(SPHERE.vertices[SPHERE.faces[0, 0]] + UTM)  # by its first vertex
+    assert (
+        np.abs(moved.vertices - (SPHERE.vertices[SPHERE.faces].reshape(-1, 3) + UTM - offset)).max()
+        < 1e-9
+    )
+    assert "facet normal 0 0 1" in copy.read_text()  # only vertices move
+    near = write_ascii_stl(tmp_path / "near.stl", SPHERE.vertices, SPHERE.faces)
+    assert blender_input(near, tmp_path, "", tmp_path / "b2") == near

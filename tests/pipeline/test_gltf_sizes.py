@@ -13,6 +13,7 @@ import pytest
 from cg3d.formats.manifest import read_manifest
 from cg3d.geometry.meshio import MeshError, blender_input, check_geometry, validate_file
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.formats.images import png_declaring
 from tests.pipeline.gltffiles import (
     TRIANGLE_BYTES,
     UINT,
@@ -220,7 +221,7 @@ def textured(document: dict) -> dict:
 
 @pytest.mark.parametrize("suffix", [".gltf", ".glb"])
 def test_blender_input_parses_the_document_once_and_copies_it(tmp_path, monkeypatch, suffix):
-    (tmp_path / "tex ture.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a PNG's signature
+    (tmp_path / "tex ture.png").write_bytes(png_declaring(4, 4))
     if suffix == ".glb":
         document = textured(gltf([positions(3, bufferView=0)], VIEW, b""))
         document["buffers"] = [{"byteLength": 36}]  # the GLB's own BIN chunk

@@ -122,3 +122,24 @@ def test_a_gltf_buffer_gone_since_listed_names_it(tmp_path):
     row = (record.sha256, record.references_sha256, record.missing)
     with pytest.raises(MeshError, match=f"^missing_file: .*{buffer.name}"):
         listed_references(folder / "model.gltf", tmp_path / "src", *row)
+
+
+def test_a_file_listed_missing_that_appeared_since_is_named(tmp_path):
+    # read with it under the chunk key of the object without it: a row that found no file (its
+    # references_sha256 "") was not checked at all. One that found some: its hash differs.
+    folder, meshes = listed(tmp_path, ["a", "b"])
+    (folder / "a.mtl").rename(tmp_path / "a.mtl")
+    (folder / "b.png").rename(tmp_path / "b.png")
+    build_manifest(MeshesConfig(source="folder", root=str(tmp_path / "src"), workers=1), meshes)
+    rows = {Path(record.path).stem: record for record in read_manifest(meshes)}
+    assert (rows["a"].missing, rows["a"].references_sha256) == (["a.mtl"], "")
+    assert rows["b"].missing == ["b.png"] and rows["b"].references_sha256
+    for name in ("a", "b"):
+        row = (rows[name].sha256, rows[name].references_sha256, rows[name].missing)
+        listed_references(folder / f"{name}.obj", tmp_path / "src", *row)  # as listed
+    (tmp_path / "a.mtl").rename(folder / "a.mtl")
+    (tmp_path / "b.png").rename(folder / "b.png")
+    for name, said in (("a", "a.mtl, referenced by a.obj, was listed missing"), ("b", "a file")):
+        row = (rows[name].sha256, rows[name].references_sha256, rows[name].missing)
+        with pytest.raises(MeshError, match=f"^changed_since_listed: {said}"):
+            listed_references(folder / f"{name}.obj", tmp_path / "src", *row)

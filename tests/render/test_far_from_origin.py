@@ -11,7 +11,7 @@ import trimesh
 
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from tests.pipeline.farfiles import SPHERE, UTM, write_coloured_ply, write_obj
+from tests.pipeline.farfiles import SPHERE, UTM, write_ascii_stl, write_coloured_ply, write_obj
 
 pytestmark = pytest.mark.blender
 
@@ -19,14 +19,39 @@ pytestmark = pytest.mark.blender
 def test_blender_reads_an_obj_far_from_the_origin_as_at_the_origin(tmp_path: Path):
     origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
     far = write_obj(tmp_path / "far.obj", SPHERE.vertices + UTM, SPHERE.faces)
-    # an ASCII PLY is not moved: Blender's importer holds its doubles in float32, said
-    ply = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
     with PointsReader(SampleConfig(points=256, colors=True)) as read:
         expected = read(origin, "y", "a")[0]
         assert np.abs(read(far, "y", "a")[0] - expected).max() < 1e-5
-        with pytest.raises(ValueError, match="quantized: Blender holds coordinates 4e"):
-            read(ply, "y", "a")
     assert trimesh.load(far).vertices.max() > 4e6  # the user's file is left as it was
+
+
+def test_blender_reads_an_obj_whose_vertices_go_on_on_the_next_line_far_out_as_at_the_origin(
+    tmp_path: Path,
+):
+    # `v x \` then `y z`, one vertex to Blender: its copy left them far out, `quantized`
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    ends = ["\\\n", "\\ \r\n", " \\\n"]
+    rows = [
+        f"v {x!r} {ends[n % 3]}{y!r} {z!r}\n" for n, (x, y, z) in enumerate(SPHERE.vertices + UTM)
+    ]
+    far = tmp_path / "far.obj"
+    far.write_bytes("".join(rows + [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 1]).encode())
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        assert np.abs(read(far, "y", "a")[0] - read(origin, "y", "a")[0]).max() < 1e-5
+
+
+def test_blender_reads_an_ascii_ply_of_doubles_or_an_ascii_stl_far_out_as_at_the_origin(tmp_path):
+    # Blender's importers read their decimal doubles into float32: a `quantized` failure
+    ply = write_coloured_ply(tmp_path / "far.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
+    near = write_coloured_ply(tmp_path / "near.ply", SPHERE.vertices, SPHERE.faces, True)
+    stl = write_ascii_stl(tmp_path / "far.stl", SPHERE.vertices + UTM, SPHERE.faces)
+    near_stl = write_ascii_stl(tmp_path / "near.stl", SPHERE.vertices, SPHERE.faces)
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        expected, coloured = read(near, "y", "a")
+        points, far_coloured = read(ply, "y", "a")
+        assert coloured and far_coloured
+        assert np.abs(points - expected).max() < 1e-5  # xyz and the colours
+        assert np.abs(read(stl, "y", "a")[0] - read(near_stl, "y", "a")[0]).max() < 1e-5
 
 
 def test_blender_reads_a_gltf_node_or_an_off_far_from_the_origin_as_at_the_origin(tmp_path: Path):

@@ -11,6 +11,7 @@ import torch
 
 from cg3d.eval.metrics import classification_metrics
 from cg3d.models.checkpoint import read_checkpoint, write_payload
+from cg3d.train import loop, resume
 from cg3d.train.evaluate import evaluate
 from cg3d.train.loop import fit, open_curves, prepare_model
 from cg3d.train.resume import resume_folder
@@ -111,6 +112,60 @@ def test_a_second_resume_of_an_older_run_converts_its_curves_once(tmp_path: Path
     for _ in range(2):
         open_curves(out, first_epoch=2, classes=3).end()
         assert curve.read_text().splitlines()[1:] == ["0\t25.0", "1\t50.0"]
+
+
+class Killed(BaseException):
+    """A kill at a step of `open_curves` (KeyboardInterrupt's base: no handler catches it)."""
+
+
+@pytest.mark.parametrize("where, step", [(resume, "_write_curve_rows"), (Path, "rename")])
+def test_an_older_run_killed_while_its_curves_are_converted_converts_them_once(
+    tmp_path: Path, monkeypatch, where, step: str
+) -> None:
+    """Killed after the first curve file was converted (the resume after converted it again:
+    2500 %), or after the conversion was marked done but before the curves were in place."""
+    out = tmp_path / "run"
+    curves = resume_folder(out) / "dvclive/plots/metrics/test"
+    curves.mkdir(parents=True)
+    (curves / "point_text_acc.tsv").write_text("step\tpoint_text_acc\n0\t0.25\n")
+    (curves / "point_image_acc.tsv").write_text("step\tpoint_image_acc\n0\t0.5\n")
+    real, calls = getattr(where, step), []
+
+    def killed_at_second_file(*args, **options):
+        calls.append(args)
+        if len(calls) == (2 if step == "_write_curve_rows" else 1):
+            raise Killed
+        return real(*args, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(where, step, killed_at_second_file)
+        with pytest.raises(Killed):
+            open_curves(out, first_epoch=1, classes=3)
+    open_curves(out, first_epoch=1, classes=3).end()
+    assert (curves / "point_text_acc.tsv").read_text().splitlines()[1:] == ["0\t25.0"]
+    assert (curves / "point_image_acc.tsv").read_text().splitlines()[1:] == ["0\t50.0"]
+
+
+def test_a_run_in_percent_killed_while_its_extension_copies_its_curves_keeps_them(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A finished run of this cg3d extended, killed after its curves were copied for the
+    extension but before their mark: the resume after took them for an older cg3d's (×100)."""
+    out = tmp_path / "run"
+    model, _ = prepare_model(tiny_train_config(epochs=1), CLASSES, out)
+    fit(tiny_train_config(epochs=1), out, model, make_batches(2, 8), make_batches(1, 8))
+    published = (out / "dvclive/plots/metrics/test/point_text_acc.tsv").read_text()
+
+    def killed(*args, **options):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "truncate_curves", killed)  # right after the copy
+        with pytest.raises(Killed):
+            open_curves(out, first_epoch=1, classes=len(CLASSES))
+    open_curves(out, first_epoch=1, classes=len(CLASSES)).end()
+    curve = resume_folder(out) / "dvclive/plots/metrics/test/point_text_acc.tsv"
+    assert curve.read_text() == published
 
 
 def test_numbers_of_fractions_are_told_by_their_chance() -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import trimesh
+from PIL import Image
 
 from cg3d.errors import UsageError
 from cg3d.formats.manifest import read_manifest
 from cg3d.pipeline.sources import MeshesConfig, build_manifest
+from tests.formats.images import png_declaring
 from tests.pipeline.sources.helpers import TAXONOMY, box, write_mesh, write_off
 
 LFS_POINTER = (
@@ -202,7 +204,7 @@ def test_shapenet_core_v2_as_downloaded(tmp_path: Path) -> None:
         (folder / "model_normalized.json").write_text('{"centroid": [0, 0, 0]}')
         (folder / "model_normalized.solid.binvox").write_bytes(b"#binvox 1\n")
         (folder.parent / "images").mkdir()
-        (folder.parent / "images" / "texture0.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+        Image.new("RGB", (4, 4)).save(folder.parent / "images" / "texture0.jpg", format="JPEG")
     (root / "03211117" / "partial" / "models").mkdir(parents=True)
     write_mesh(root / "03211117" / "v1model" / "model.obj", box((3, 1, 1)))
     out = tmp_path / "out"
@@ -423,7 +425,7 @@ def test_textures_that_are_lfs_pointers_are_listed_as_missing(tmp_path: Path) ->
     (folder / "crate.obj").write_text("mtllib crate.mtl\n" + (folder / "crate.obj").read_text())
     (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
     (folder / "wood.png").write_bytes(LFS_POINTER)
-    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "bump.png").write_bytes(png_declaring(4, 4))
     write_mesh(folder / "lamp.obj", box())
     (folder / "lamp.obj").write_text("mtllib lamp.mtl\n" + (folder / "lamp.obj").read_text())
     (folder / "lamp.mtl").write_bytes(ANNEX_POINTER)
@@ -446,7 +448,7 @@ def test_a_texture_that_is_a_saved_html_page_of_any_size_is_listed_as_missing(
     (folder / "crate.mtl").write_text("newmtl m\nmap_Kd wood.png\nmap_Bump bump.png\n")
     page = GITHUB_404.replace(b"404</body>", b"<p>" + b"x" * 5000 + b"</p>404</body>")
     (folder / "wood.png").write_bytes(page)
-    (folder / "bump.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5000))  # a real one
+    (folder / "bump.png").write_bytes(png_declaring(4, 4) + bytes(5000))  # a real one
     row = folder_manifest(tmp_path / "root", tmp_path / "out")["crate.obj"]
     assert row["status"] == "ok"
     (wood,) = row["missing"]

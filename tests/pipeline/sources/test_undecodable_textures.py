@@ -5,8 +5,10 @@ Blender's copy names no such file. Formats Blender reads that PIL does not (Open
 HDR, DPX, a TGA PIL cannot parse) and KTX2 (said by the glTF checks) are not."""
 
 import io
+import struct
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from cg3d.formats.images import texture_refusal
@@ -78,3 +80,48 @@ def test_an_animated_webp_is_listed_and_not_given_a_still_one_and_an_apng_are_re
     assert texture_refusal(io.BytesIO((tmp_path / "anim.webp").read_bytes())) == listed  # a GLB's
     assert texture_refusal(tmp_path / "still.webp") == ""
     assert texture_refusal(tmp_path / "anim.png") == ""
+
+
+def test_a_texture_cut_short_is_listed_and_not_given(tmp_path):
+    """A PNG or JPEG cut short (an interrupted download) keeps a valid header: Blender 5
+    dropped the PNG ("hit end of file in png reader") and drew the JPEG's missing part grey,
+    both without a word. A JPEG with bytes after its end (a phone's motion photo carries a
+    video there, some writers pad with zeros) is whole."""
+    root = tmp_path / "src"
+    root.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(noise).save(png, format="PNG")
+    Image.fromarray(noise).save(jpeg, format="JPEG", quality=90)
+    png, jpeg = png.getvalue(), jpeg.getvalue()
+    exif = b"Exif\0\0\xff\xd8\xff\xd9"  # a thumbnail's end-of-image marker, before the scan
+    thumbnail = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif + jpeg[2:]
+    files = {
+        "cut.png": png[: len(png) // 2],
+        "cut.jpg": jpeg[: len(jpeg) // 2],
+        "thumbnail.jpg": thumbnail[: len(jpeg) // 2],
+        "whole.png": png,
+        "whole.jpg": jpeg,
+        "motion.jpg": jpeg + b"\0\0\0\x18ftypmp42" + bytes(5000),
+        "padded.jpg": jpeg + bytes(64),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    obj = write(root / "chair.obj", "mtllib chair.mtl\nusemtl m\n" + SQUARE)
+    write(
+        root / "chair.mtl", "newmtl m\nKd 0.2 0.6 0.2\n" + "".join(f"map_Kd {n}\n" for n in files)
+    )
+    found, missing = references(obj, root)
+    assert missing == [
+        f"cut.png (truncated: the PNG's IDAT chunk runs past its end (byte {len(png) // 2}): "
+        "not decoded)",
+        *(
+            f"{name} (truncated: the JPEG ends at byte {len(jpeg) // 2} with no end-of-image "
+            "marker: not decoded)"
+            for name in ("cut.jpg", "thumbnail.jpg")
+        ),
+    ]
+    assert found == [root / "chair.mtl", *(root / name for name in list(files)[3:])]
+    given = blender_input(obj, root, "", tmp_path / "copy").parent.joinpath("material-0.mtl")
+    assert str(root / "cut.png") not in given.read_text()
+    assert str(root / "whole.png") in given.read_text()
