@@ -852,13 +852,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def versioned_sha256(path: Path) -> str:
-    """`file_sha256`, hashed once per version of the file in this process: its path, inode,
-    size, mtime and ctime (`cp -p` or `rsync -t` set the mtime back, no call sets ctime back).
-    A texture that 10,000 objects share was read whole 10,000 times by the meshes stage."""
+def file_version(path: str | Path) -> tuple[int, ...]:
+    """A version of the file at `path`, for a cache of what was read from it in this process:
+    its inode, size, mtime and ctime. mtime alone missed a file rewritten in place at the same
+    size within its disk's mtime step (1 s or 2 s on some network disks) or its mtime set back
+    (`cp -p`, `rsync -t`, `touch -d`); ctime is set to now by any change and no call sets it
+    back. Never a persisted key: a copy or restore elsewhere changes inode and ctime."""
     info = os.stat(path)
-    version = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    return _sha256_of_version(str(path), version)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def versioned_sha256(path: Path) -> str:
+    """`file_sha256`, hashed once per `file_version` of the file in this process.
+    A texture that 10,000 objects share was read whole 10,000 times by the meshes stage."""
+    return _sha256_of_version(str(path), file_version(path))
 
 
 @functools.lru_cache(maxsize=1 << 14)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from cg3d.files import (
     atomic_path,
+    file_version,
     loads_json,
     require_folder,
     require_regular_file,
@@ -220,10 +221,7 @@ def manifest_file(meshes_dir: Path) -> pq.ParquetFile:
     DamagedFile naming the file and the meshes stage; one columnar pass, a row group at a time."""
     path = manifest_path(meshes_dir)
     parquet = parquet_file(path, STAGE)
-    stat = path.stat()
-    # A version of the file, ctime included: `cp -p` or `rsync -t` over it in place keeps the
-    # inode and may keep size and mtime, but sets ctime to now (no call sets it back)
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    key = (str(path.resolve()), *file_version(path))
     if key not in _CHECKED:
         problem = _manifest_problem(parquet)
         if problem:
