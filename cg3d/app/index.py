@@ -22,6 +22,7 @@ from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top,
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
 from cg3d.files import locks_folder
+from cg3d.formats.manifest import stored_spelling
 from cg3d.formats.owner import check_owner
 from cg3d.formats.retrieval import (
     FORMAT,
@@ -118,7 +119,10 @@ def index_shards(
     plan, source = planned or planned_shards(shards, config.splits)
     identity = {
         **model.identity,
-        "checkpoint": str(model.checkpoint.resolve()),
+        # relative to the index when both lie in one project, so that a project moved or
+        # copied elsewhere (`cp -a`, `rsync -a`, a tar on another cluster) loads its own
+        # checkpoint, never the one at the old place
+        "checkpoint": stored_spelling(model.checkpoint.resolve(), Path(out).resolve()),
         "config": model.network.config,
     }
     checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
@@ -246,6 +250,12 @@ def thumbnail_png(view: Image.Image, size: int) -> bytes:
 # --- searching -------------------------------------------------------------------------------
 
 
+def recorded_checkpoint(index: Path, manifest: dict) -> Path:
+    """The checkpoint an index was built with, as `stored_spelling` wrote it: relative to the
+    index folder (within one project), or absolute (an older index, or one outside)."""
+    return Path(index) / manifest["model"]["checkpoint"]
+
+
 def check_model(manifest: dict, model: Model, path: Path) -> None:
     """A model whose embeddings are not the index's (another checkpoint or CLIP) is refused."""
     from cg3d.models.clip import describe_weights
@@ -288,7 +298,7 @@ class Index:
         """The model that answers text, image and point queries: the one given to
         `open_index`, else the checkpoint the index was built with (loaded on first use)."""
         if self._model is None:
-            checkpoint = Path(self.manifest["model"]["checkpoint"])
+            checkpoint = recorded_checkpoint(self.path, self.manifest)
             if not checkpoint.exists():  # a file, or an exported hub folder
                 raise UsageError(
                     f"{self.path}: the index's checkpoint {checkpoint} is not there; give the "

@@ -173,6 +173,23 @@ def test_without_a_model_the_recorded_checkpoint_answers(tiny_index, tiny_checkp
     assert len(open_index(moved).search(embedding=np.ones(64), top=3)) == 3  # needs no model
 
 
+def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tiny_shards, tmp_path):
+    """`cp -a`/`rsync -a`/tar of a project elsewhere: its index recorded the checkpoint's
+    absolute path, so it loaded the old place's (or, that gone, no) checkpoint."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "runs").mkdir()
+    shutil.copyfile(tiny_checkpoint, project / "runs" / "last.pt")
+    config = IndexConfig(batch_size=4, thumbnail=16)
+    build_index(project / "runs" / "last.pt", tiny_shards, project / "runs" / "index", config)
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    project.rename(moved)  # the old place is gone: reading it fails
+    index = open_index(moved / "runs" / "index")
+    assert index.model.checkpoint.resolve() == (moved / "runs" / "last.pt").resolve()
+    assert index.search(text="a box", top=2)[0].score <= 1.0
+
+
 def test_an_index_built_before_the_rename_still_opens(tiny_index, tmp_path):
     """retrieval.json was index.json, the name the shard index has too; old builds still open."""
     old = tmp_path / "old"
