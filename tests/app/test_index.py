@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from cg3d.app.index import build_index, open_index
 from cg3d.errors import UsageError
 from cg3d.formats.shards import iter_samples
 from cg3d.params import IndexConfig
+from cg3d.pipeline.inspect import inspect_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -188,6 +190,9 @@ def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tin
     index = open_index(moved / "runs" / "index")
     assert index.model.checkpoint.resolve() == (moved / "runs" / "last.pt").resolve()
     assert index.search(text="a box", top=2)[0].score <= 1.0
+    # `cg3d inspect` names the moved checkpoint too, never the old place
+    shown = inspect_folder(moved / "runs" / "index").details["model"]["checkpoint"]
+    assert Path(shown).resolve() == (moved / "runs" / "last.pt").resolve()
 
 
 def test_an_index_built_before_the_rename_still_opens(tiny_index, tmp_path):
