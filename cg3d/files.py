@@ -843,6 +843,36 @@ def holds_lock(folder: Path) -> bool:
     return any(held == folder or held in folder.parents for held in _held_locks)
 
 
+def stored_spelling(real: Path, real_out_dir: Path) -> str:
+    """How an output spells a resolved file or folder it names (the manifest a mesh and the
+    source root, an index its checkpoint, a checkpoint its CLIP weights file), read back as
+    `out_dir / spelling`: relative to the (resolved) output folder when it lies under it,
+    or when both lie in one repository (`repository`), as a project's `data/raw` and
+    `data/meshes` do: a clone at another place, or a teammate's, writes the same manifest,
+    and so the same parts and shards, and DVC reruns nothing; else absolute. The relative
+    form is taken between resolved paths, so the system reads it back to the same file."""
+    if real.is_relative_to(real_out_dir):
+        return real.relative_to(real_out_dir).as_posix()
+    project = repository(real_out_dir)
+    if project is not None and real.is_relative_to(project):
+        return Path(os.path.relpath(real, real_out_dir)).as_posix()
+    return str(real)
+
+
+# Files that mark a repository's top folder: Git's (a folder, or a worktree's file) and DVC's.
+REPOSITORY_MARKS = (".git", ".dvc")
+
+
+@functools.lru_cache(maxsize=8)
+def repository(real_out_dir: Path) -> Path | None:
+    """The top folder of the repository an output folder lies in: the nearest folder, itself
+    or above, holding `.git` or `.dvc`; None outside any. Asked once per folder, not per file."""
+    for folder in (real_out_dir, *real_out_dir.parents):
+        if folder.parent != folder and any((folder / m).exists() for m in REPOSITORY_MARKS):
+            return folder
+    return None
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks (memory flat in the file size)."""
     digest = hashlib.sha256()

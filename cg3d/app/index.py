@@ -21,8 +21,7 @@ from PIL import Image
 from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
-from cg3d.files import locks_folder
-from cg3d.formats.manifest import stored_spelling
+from cg3d.files import locks_folder, stored_spelling
 from cg3d.formats.owner import check_owner
 from cg3d.formats.retrieval import (
     FORMAT,
@@ -258,7 +257,7 @@ def recorded_checkpoint(index: Path, manifest: dict) -> Path:
 
 def check_model(manifest: dict, model: Model, path: Path) -> None:
     """A model whose embeddings are not the index's (another checkpoint or CLIP) is refused."""
-    from cg3d.models.clip import describe_weights
+    from cg3d.models.clip import describe_weights, same_weights
 
     built = manifest["model"]
     rebuild = (
@@ -271,7 +270,7 @@ def check_model(manifest: dict, model: Model, path: Path) -> None:
             f"{built['checkpoint_sha256'][:12]}), not {model.checkpoint} (sha256 "
             f"{model.sha256[:12]}); {rebuild}"
         )
-    if built["clip_weights"] != model.identity["clip_weights"]:
+    if not same_weights(built["clip_weights"], model.identity["clip_weights"]):
         raise UsageError(
             f"{path}: stale index: built with CLIP weights {describe_weights(built['clip_weights'])}"
             f", not {describe_weights(model.identity['clip_weights'])}; {rebuild}"

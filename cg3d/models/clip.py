@@ -90,6 +90,15 @@ def weights_identity(pretrained: str) -> dict[str, str]:
 IDENTITY_KEYS = {"random": (), "tag": ("tag",), "file": ("name", "sha256", "path")}
 
 
+def same_weights(one: dict[str, str], other: dict[str, str]) -> bool:
+    """Whether two `weights_identity`s name the same weights: a file by its content, wherever
+    it was read from (a project moved or copied elsewhere reads its own copy)."""
+    place = ("path", "relative")
+    return {k: v for k, v in one.items() if k not in place} == {
+        k: v for k, v in other.items() if k not in place
+    }
+
+
 def is_weights_identity(value: Any) -> bool:
     """Whether `value` is a `weights_identity` (say, read back from a checkpoint)."""
     return (

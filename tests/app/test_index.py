@@ -195,6 +195,25 @@ def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tin
     assert Path(shown).resolve() == (moved / "runs" / "last.pt").resolve()
 
 
+def test_an_index_takes_its_clip_file_read_from_a_moved_project_and_refuses_other_weights():
+    """A moved project's model reads its CLIP file at the new place: the index, built at the
+    old one, was refused as stale for the path alone."""
+    from types import SimpleNamespace
+
+    from cg3d.app.index import check_model
+
+    weights = {"kind": "file", "name": "clip.pt", "sha256": "ab" * 32, "path": "/old/clip.pt"}
+    manifest = {"model": {"checkpoint_sha256": "cd" * 32, "clip_weights": weights}, "shards": "s"}
+    moved = {**weights, "path": "/new/clip.pt", "relative": "../models/clip.pt"}
+    model = SimpleNamespace(
+        sha256="cd" * 32, checkpoint=Path("last.pt"), identity={"clip_weights": moved}
+    )
+    check_model(manifest, model, Path("index"))
+    model.identity = {"clip_weights": {**moved, "sha256": "ef" * 32}}
+    with pytest.raises(UsageError, match="stale index: built with CLIP weights clip.pt"):
+        check_model(manifest, model, Path("index"))
+
+
 def test_an_index_built_before_the_rename_still_opens(tiny_index, tmp_path):
     """retrieval.json was index.json, the name the shard index has too; old builds still open."""
     old = tmp_path / "old"
