@@ -115,6 +115,8 @@ def index_shards(
 
     `planned`: `planned_shards`' answer when the caller read it already (before its model load).
     """
+    from cg3d.models.clip import weights_content
+
     plan, source = planned or planned_shards(shards, config.splits)
     identity = {
         **model.identity,
@@ -128,7 +130,11 @@ def index_shards(
     fingerprint = {
         "stage": "index",  # whose folder this is (`check_owner`), as every stage's plan
         "format": FORMAT,
-        "model": model.identity,
+        # what the model is, not where its CLIP file lies: a moved project's build resumes
+        "model": {
+            **model.identity,
+            "clip_weights": weights_content(model.identity["clip_weights"]),
+        },
         "shards": location(shards),
         "plan": plan,
         "checksums": checksums,

@@ -90,13 +90,15 @@ def weights_identity(pretrained: str) -> dict[str, str]:
 IDENTITY_KEYS = {"random": (), "tag": ("tag",), "file": ("name", "sha256", "path")}
 
 
+def weights_content(identity: dict[str, str]) -> dict[str, str]:
+    """A `weights_identity` less where the file was read from (`path`, `relative`): what the
+    weights are, the same for a project moved or copied elsewhere, which reads its own copy."""
+    return {key: value for key, value in identity.items() if key not in ("path", "relative")}
+
+
 def same_weights(one: dict[str, str], other: dict[str, str]) -> bool:
-    """Whether two `weights_identity`s name the same weights: a file by its content, wherever
-    it was read from (a project moved or copied elsewhere reads its own copy)."""
-    place = ("path", "relative")
-    return {k: v for k, v in one.items() if k not in place} == {
-        k: v for k, v in other.items() if k not in place
-    }
+    """Whether two `weights_identity`s name the same weights (`weights_content`)."""
+    return weights_content(one) == weights_content(other)
 
 
 def is_weights_identity(value: Any) -> bool:

@@ -236,6 +236,32 @@ def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_sha
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_killed_build_moved_with_its_project_resumes_with_a_clip_file(tiny_shards, tmp_path):
+    """The resume fingerprint held the CLIP file's absolute path: a killed build of a model
+    with a weights file, its project moved, computed every part again."""
+    from cg3d.models.checkpoint import save_checkpoint
+    from cg3d.models.model import build_model
+    from tests.models.helpers import save_random_clip, tiny_model_config
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "models").mkdir()
+    weights = save_random_clip(project / "models" / "clip.pt", seed=1)
+    model = build_model(tiny_model_config(clip_pretrained=str(weights)))
+    save_checkpoint(project / "last.pt", model)
+    config = IndexConfig(batch_size=4, thumbnail=0)
+    build_index(project / "last.pt", tiny_shards, project / "index", config)
+    (project / "index" / "part-00001.parquet").unlink()  # as if killed in the second shard
+    (project / "index" / "retrieval.json").unlink()
+    moved = tmp_path / "elsewhere"
+    project.rename(moved)
+    kept = os.stat(moved / "index" / "part-00000.parquet")
+    build_index(moved / "last.pt", tiny_shards, moved / "index", config)
+    again = os.stat(moved / "index" / "part-00000.parquet")
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert (moved / "index" / "part-00001.parquet").is_file()
+
+
 @pytest.mark.parametrize("column", ["points", "views"])
 @pytest.mark.parametrize("edit", ["scaled", "nan"])
 def test_a_part_edited_since_its_build_is_recomputed_not_merged_again(
