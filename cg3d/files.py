@@ -843,6 +843,36 @@ def holds_lock(folder: Path) -> bool:
     return any(held == folder or held in folder.parents for held in _held_locks)
 
 
+def stored_spelling(real: Path, real_out_dir: Path) -> str:
+    """How an output spells a resolved file or folder it names (the manifest a mesh and the
+    source root, an index its checkpoint, a checkpoint its CLIP weights file), read back as
+    `out_dir / spelling`: relative to the (resolved) output folder when it lies under it,
+    or when both lie in one repository (`repository`), as a project's `data/raw` and
+    `data/meshes` do: a clone at another place, or a teammate's, writes the same manifest,
+    and so the same parts and shards, and DVC reruns nothing; else absolute. The relative
+    form is taken between resolved paths, so the system reads it back to the same file."""
+    if real.is_relative_to(real_out_dir):
+        return real.relative_to(real_out_dir).as_posix()
+    project = repository(real_out_dir)
+    if project is not None and real.is_relative_to(project):
+        return Path(os.path.relpath(real, real_out_dir)).as_posix()
+    return str(real)
+
+
+# Files that mark a repository's top folder: Git's (a folder, or a worktree's file) and DVC's.
+REPOSITORY_MARKS = (".git", ".dvc")
+
+
+@functools.lru_cache(maxsize=8)
+def repository(real_out_dir: Path) -> Path | None:
+    """The top folder of the repository an output folder lies in: the nearest folder, itself
+    or above, holding `.git` or `.dvc`; None outside any. Asked once per folder, not per file."""
+    for folder in (real_out_dir, *real_out_dir.parents):
+        if folder.parent != folder and any((folder / m).exists() for m in REPOSITORY_MARKS):
+            return folder
+    return None
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks (memory flat in the file size)."""
     digest = hashlib.sha256()
@@ -852,13 +882,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def versioned_sha256(path: Path) -> str:
-    """`file_sha256`, hashed once per version of the file in this process: its path, inode,
-    size, mtime and ctime (`cp -p` or `rsync -t` set the mtime back, no call sets ctime back).
-    A texture that 10,000 objects share was read whole 10,000 times by the meshes stage."""
+def file_version(path: str | Path) -> tuple[int, ...]:
+    """A version of the file at `path`, for a cache of what was read from it in this process:
+    its inode, size, mtime and ctime. mtime alone missed a file rewritten in place at the same
+    size within its disk's mtime step (1 s or 2 s on some network disks) or its mtime set back
+    (`cp -p`, `rsync -t`, `touch -d`); ctime is set to now by any change and no call sets it
+    back. Never a persisted key: a copy or restore elsewhere changes inode and ctime."""
     info = os.stat(path)
-    version = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    return _sha256_of_version(str(path), version)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def versioned_sha256(path: Path) -> str:
+    """`file_sha256`, hashed once per `file_version` of the file in this process.
+    A texture that 10,000 objects share was read whole 10,000 times by the meshes stage."""
+    return _sha256_of_version(str(path), file_version(path))
 
 
 @functools.lru_cache(maxsize=1 << 14)

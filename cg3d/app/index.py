@@ -21,7 +21,7 @@ from PIL import Image
 from cg3d.app.api import ImageInput, Model, ShapeInput, check_finite, check_top, load
 from cg3d.errors import UsageError
 from cg3d.eval.readers import sample_shape
-from cg3d.files import locks_folder
+from cg3d.files import locks_folder, stored_spelling
 from cg3d.formats.owner import check_owner
 from cg3d.formats.retrieval import (
     FORMAT,
@@ -115,17 +115,26 @@ def index_shards(
 
     `planned`: `planned_shards`' answer when the caller read it already (before its model load).
     """
+    from cg3d.models.clip import weights_content
+
     plan, source = planned or planned_shards(shards, config.splits)
     identity = {
         **model.identity,
-        "checkpoint": str(model.checkpoint.resolve()),
+        # relative to the index when both lie in one project, so that a project moved or
+        # copied elsewhere (`cp -a`, `rsync -a`, a tar on another cluster) loads its own
+        # checkpoint, never the one at the old place
+        "checkpoint": stored_spelling(model.checkpoint.resolve(), Path(out).resolve()),
         "config": model.network.config,
     }
     checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
     fingerprint = {
         "stage": "index",  # whose folder this is (`check_owner`), as every stage's plan
         "format": FORMAT,
-        "model": model.identity,
+        # what the model is, not where its CLIP file lies: a moved project's build resumes
+        "model": {
+            **model.identity,
+            "clip_weights": weights_content(model.identity["clip_weights"]),
+        },
         "shards": location(shards),
         "plan": plan,
         "checksums": checksums,
@@ -246,9 +255,15 @@ def thumbnail_png(view: Image.Image, size: int) -> bytes:
 # --- searching -------------------------------------------------------------------------------
 
 
+def recorded_checkpoint(index: Path, manifest: dict) -> Path:
+    """The checkpoint an index was built with, as `stored_spelling` wrote it: relative to the
+    index folder (within one project), or absolute (an older index, or one outside)."""
+    return Path(index) / manifest["model"]["checkpoint"]
+
+
 def check_model(manifest: dict, model: Model, path: Path) -> None:
     """A model whose embeddings are not the index's (another checkpoint or CLIP) is refused."""
-    from cg3d.models.clip import describe_weights
+    from cg3d.models.clip import describe_weights, same_weights
 
     built = manifest["model"]
     rebuild = (
@@ -261,7 +276,7 @@ def check_model(manifest: dict, model: Model, path: Path) -> None:
             f"{built['checkpoint_sha256'][:12]}), not {model.checkpoint} (sha256 "
             f"{model.sha256[:12]}); {rebuild}"
         )
-    if built["clip_weights"] != model.identity["clip_weights"]:
+    if not same_weights(built["clip_weights"], model.identity["clip_weights"]):
         raise UsageError(
             f"{path}: stale index: built with CLIP weights {describe_weights(built['clip_weights'])}"
             f", not {describe_weights(model.identity['clip_weights'])}; {rebuild}"
@@ -288,7 +303,7 @@ class Index:
         """The model that answers text, image and point queries: the one given to
         `open_index`, else the checkpoint the index was built with (loaded on first use)."""
         if self._model is None:
-            checkpoint = Path(self.manifest["model"]["checkpoint"])
+            checkpoint = recorded_checkpoint(self.path, self.manifest)
             if not checkpoint.exists():  # a file, or an exported hub folder
                 raise UsageError(
                     f"{self.path}: the index's checkpoint {checkpoint} is not there; give the "

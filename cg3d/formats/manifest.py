@@ -2,8 +2,6 @@
 (docs/formats.md), and `classes.json`, the class list in label order."""
 
 import copy
-import functools
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -15,10 +13,12 @@ import pyarrow.parquet as pq
 
 from cg3d.files import (
     atomic_path,
+    file_version,
     loads_json,
     require_folder,
     require_regular_file,
     shown_name,
+    stored_spelling,
     write_json,
 )
 from cg3d.formats.intact import damaged, parquet_file, schema_problem
@@ -159,35 +159,6 @@ def _stored_root(root: Path, out_dir: Path) -> str:
     return stored_spelling(root.resolve(), out_dir.resolve())
 
 
-def stored_spelling(real: Path, real_out_dir: Path) -> str:
-    """How the manifest spells a resolved file or folder (a mesh, the source root), read back
-    as `out_dir / spelling`: relative to the (resolved) output folder when it lies under it,
-    or when both lie in one repository (`repository`), as a project's `data/raw` and
-    `data/meshes` do: a clone at another place, or a teammate's, writes the same manifest,
-    and so the same parts and shards, and DVC reruns nothing; else absolute. The relative
-    form is taken between resolved paths, so the system reads it back to the same file."""
-    if real.is_relative_to(real_out_dir):
-        return real.relative_to(real_out_dir).as_posix()
-    project = repository(real_out_dir)
-    if project is not None and real.is_relative_to(project):
-        return Path(os.path.relpath(real, real_out_dir)).as_posix()
-    return str(real)
-
-
-# Files that mark a repository's top folder: Git's (a folder, or a worktree's file) and DVC's.
-REPOSITORY_MARKS = (".git", ".dvc")
-
-
-@functools.lru_cache(maxsize=8)
-def repository(real_out_dir: Path) -> Path | None:
-    """The top folder of the repository an output folder lies in: the nearest folder, itself
-    or above, holding `.git` or `.dvc`; None outside any. Asked once per folder, not per file."""
-    for folder in (real_out_dir, *real_out_dir.parents):
-        if folder.parent != folder and any((folder / m).exists() for m in REPOSITORY_MARKS):
-            return folder
-    return None
-
-
 def manifest_root(meshes_dir: Path) -> Path:
     """The source root the meshes stage recorded (ROOT_KEY), else the manifest's own folder
     (a manifest written without one)."""
@@ -220,10 +191,7 @@ def manifest_file(meshes_dir: Path) -> pq.ParquetFile:
     DamagedFile naming the file and the meshes stage; one columnar pass, a row group at a time."""
     path = manifest_path(meshes_dir)
     parquet = parquet_file(path, STAGE)
-    stat = path.stat()
-    # A version of the file, ctime included: `cp -p` or `rsync -t` over it in place keeps the
-    # inode and may keep size and mtime, but sets ctime to now (no call sets it back)
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    key = (str(path.resolve()), *file_version(path))
     if key not in _CHECKED:
         problem = _manifest_problem(parquet)
         if problem:

@@ -28,7 +28,13 @@ from typing import Any, BinaryIO
 import torch
 
 from cg3d.errors import UsageError
-from cg3d.files import atomic_path, folder_for, require_regular_file
+from cg3d.files import (
+    atomic_path,
+    folder_for,
+    require_regular_file,
+    same_file,
+    stored_spelling,
+)
 from cg3d.formats.versions import version_problem
 from cg3d.models.clip import (
     RANDOM_WEIGHTS,
@@ -64,6 +70,8 @@ def save_checkpoint(
     `embed_clip` stores CLIP's weights too, so the file loads with no CLIP weights around.
     """
     payload = checkpoint_payload(model, embed_clip)
+    if not payload["full_clip"]:
+        payload["config"] = {**payload["config"], "clip_weights": weights_beside(payload, path)}
     if training is not None:
         payload["training"] = training
     write_payload(path, payload)
@@ -84,6 +92,20 @@ def checkpoint_payload(model: CG3D, embed_clip: bool = False) -> dict[str, Any]:
         "full_clip": full_clip,
         "model": {name: tensor.detach().cpu() for name, tensor in ordered},
     }
+
+
+def weights_beside(payload: dict[str, Any], path: Path) -> dict[str, str]:
+    """The payload's CLIP weights identity, with the weights file spelled relative to the
+    checkpoint's folder (`relative`) when one project holds both (`stored_spelling`), so that
+    the project moved or copied elsewhere (`cp -a`, `rsync -a`, a tar on another cluster)
+    loads its own weights file, never the one at the old place (`weights_to_load`)."""
+    identity = payload["config"]["clip_weights"]
+    if identity.get("kind") != "file":
+        return identity
+    weights = Path(identity["path"]).resolve()
+    spelled = stored_spelling(weights, Path(path).parent.resolve())
+    kept = {key: value for key, value in identity.items() if key != "relative"}
+    return kept if os.path.isabs(spelled) else {**kept, "relative": spelled}
 
 
 def write_payload(path: Path, payload: dict[str, Any]) -> None:
@@ -316,14 +338,26 @@ def weights_to_load(
     if recorded["kind"] == "random":  # random weights are stored, or they are lost
         raise UsageError(f"{path}: broken checkpoint (a random CLIP, but not its weights)")
     needed = f"{path} needs the CLIP weights {describe_weights(recorded)}"
-    if not os.path.isfile(recorded["path"]):
-        raise UsageError(f"{needed}, no longer at {recorded['path']}: {POINT_AT_WEIGHTS}")
-    found = weights_identity(recorded["path"])
+    weights = recorded_weights_file(recorded, path)
+    if not os.path.isfile(weights):
+        raise UsageError(f"{needed}, no longer at {weights}: {POINT_AT_WEIGHTS}")
+    found = weights_identity(weights)
     if found["sha256"] != recorded["sha256"]:
         raise UsageError(
-            f"{needed}, but {recorded['path']} now holds {describe_weights(found)}: "
-            f"{POINT_AT_WEIGHTS}"
+            f"{needed}, but {weights} now holds {describe_weights(found)}: {POINT_AT_WEIGHTS}"
         )
+    return weights
+
+
+def recorded_weights_file(recorded: dict[str, str], path: Path) -> str:
+    """Where checkpoint `path` finds its CLIP weights file: beside it as it was saved
+    (`weights_beside`: the same project, wherever it now lies) when that file is there, else
+    the absolute path recorded (a file outside the project, or an older checkpoint)."""
+    relative = recorded.get("relative")
+    if isinstance(relative, str) and Path(path).is_file():  # a hub folder records no place
+        beside = Path(path).parent / relative
+        if beside.is_file():
+            return str(beside)
     return recorded["path"]
 
 
@@ -518,6 +552,18 @@ def model_from_checkpoint(
     # an old checkpoint's, completed; the stored order kept (a resumed run saves the same bytes)
     added = {key: value for key, value in ADDED_KEYS.items() if key not in payload["config"]}
     model.config = payload["config"] | added
+    if recorded and recorded["kind"] == "file" and not payload["full_clip"]:
+        # where the weights are read from now (a moved project's own file), so that a resumed
+        # run saves that place, and `weights_beside` spells it from the checkpoint's new folder
+        where = (
+            clip_pretrained
+            if clip_pretrained is not None
+            else recorded_weights_file(recorded, path)
+        )
+        # (the recorded file however spelled keeps its record: a run resumed in place saves
+        # the bytes an unbroken run saves)
+        if os.path.isfile(where) and not same_file(where, recorded["path"]):
+            model.config["clip_weights"] = {**recorded, "path": os.path.abspath(where)}
     return model
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cg3d.errors import UsageError
-from cg3d.files import file_sha256
+from cg3d.files import file_sha256, file_version
 from cg3d.models.prompts import VitTower
 from cg3d.models.slip import SLIP, SLIP_CONFIGS, create_slip, image_transform, load_slip, tokenizer
 
@@ -83,16 +83,22 @@ def weights_identity(pretrained: str) -> dict[str, str]:
     if not os.path.isfile(pretrained):
         return {"kind": "tag", "tag": pretrained}
     path = os.path.abspath(pretrained)
-    stat = os.stat(path)
-    # A version of the file is its inode, size, mtime and ctime: mtime alone missed a file
-    # rewritten in place at the same size within its disk's mtime step (1 s or 2 s on some
-    # network disks) or its mtime set back (`cp -p`, `rsync -t`); ctime cannot be set back.
-    version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    sha256 = _sha256(path, version)
+    sha256 = _sha256(path, file_version(path))
     return {"kind": "file", "name": os.path.basename(path), "sha256": sha256, "path": path}
 
 
 IDENTITY_KEYS = {"random": (), "tag": ("tag",), "file": ("name", "sha256", "path")}
+
+
+def weights_content(identity: dict[str, str]) -> dict[str, str]:
+    """A `weights_identity` less where the file was read from (`path`, `relative`): what the
+    weights are, the same for a project moved or copied elsewhere, which reads its own copy."""
+    return {key: value for key, value in identity.items() if key not in ("path", "relative")}
+
+
+def same_weights(one: dict[str, str], other: dict[str, str]) -> bool:
+    """Whether two `weights_identity`s name the same weights (`weights_content`)."""
+    return weights_content(one) == weights_content(other)
 
 
 def is_weights_identity(value: Any) -> bool:

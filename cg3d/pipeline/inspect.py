@@ -433,8 +433,11 @@ def read_retrieval_index(found: Inspection) -> None:
         found.splits[row["split"]] += 1
     found.failures = read_failures(folder / FAILURES_NAME)
     model = manifest["model"]
+    # the checkpoint as `cg3d search` finds it: recorded relative to the index folder within
+    # one project (so that a moved project's index names its own), shown from here
+    checkpoint = str(folder / model["checkpoint"]) if model.get("checkpoint") else None
     found.details |= {
-        "model": {key: model.get(key) for key in ("checkpoint", "checkpoint_sha256")},
+        "model": {"checkpoint": checkpoint, "checkpoint_sha256": model.get("checkpoint_sha256")},
         "embeddings": f"{manifest['objects']} objects, {manifest['views']} views, "
         f"{manifest['dim']}-d",
         "shards": manifest["shards"],

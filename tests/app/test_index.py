@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from cg3d.app.index import build_index, open_index
 from cg3d.errors import UsageError
 from cg3d.formats.shards import iter_samples
 from cg3d.params import IndexConfig
+from cg3d.pipeline.inspect import inspect_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -173,6 +175,45 @@ def test_without_a_model_the_recorded_checkpoint_answers(tiny_index, tiny_checkp
     assert len(open_index(moved).search(embedding=np.ones(64), top=3)) == 3  # needs no model
 
 
+def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tiny_shards, tmp_path):
+    """`cp -a`/`rsync -a`/tar of a project elsewhere: its index recorded the checkpoint's
+    absolute path, so it loaded the old place's (or, that gone, no) checkpoint."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "runs").mkdir()
+    shutil.copyfile(tiny_checkpoint, project / "runs" / "last.pt")
+    config = IndexConfig(batch_size=4, thumbnail=16)
+    build_index(project / "runs" / "last.pt", tiny_shards, project / "runs" / "index", config)
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    project.rename(moved)  # the old place is gone: reading it fails
+    index = open_index(moved / "runs" / "index")
+    assert index.model.checkpoint.resolve() == (moved / "runs" / "last.pt").resolve()
+    assert index.search(text="a box", top=2)[0].score <= 1.0
+    # `cg3d inspect` names the moved checkpoint too, never the old place
+    shown = inspect_folder(moved / "runs" / "index").details["model"]["checkpoint"]
+    assert Path(shown).resolve() == (moved / "runs" / "last.pt").resolve()
+
+
+def test_an_index_takes_its_clip_file_read_from_a_moved_project_and_refuses_other_weights():
+    """A moved project's model reads its CLIP file at the new place: the index, built at the
+    old one, was refused as stale for the path alone."""
+    from types import SimpleNamespace
+
+    from cg3d.app.index import check_model
+
+    weights = {"kind": "file", "name": "clip.pt", "sha256": "ab" * 32, "path": "/old/clip.pt"}
+    manifest = {"model": {"checkpoint_sha256": "cd" * 32, "clip_weights": weights}, "shards": "s"}
+    moved = {**weights, "path": "/new/clip.pt", "relative": "../models/clip.pt"}
+    model = SimpleNamespace(
+        sha256="cd" * 32, checkpoint=Path("last.pt"), identity={"clip_weights": moved}
+    )
+    check_model(manifest, model, Path("index"))
+    model.identity = {"clip_weights": {**moved, "sha256": "ef" * 32}}
+    with pytest.raises(UsageError, match="stale index: built with CLIP weights clip.pt"):
+        check_model(manifest, model, Path("index"))
+
+
 def test_an_index_built_before_the_rename_still_opens(tiny_index, tmp_path):
     """retrieval.json was index.json, the name the shard index has too; old builds still open."""
     old = tmp_path / "old"
@@ -193,6 +234,32 @@ def test_a_killed_build_resumes_with_the_missing_parts(tiny_checkpoint, tiny_sha
     assert os.stat(out / "part-00000.parquet").st_mtime_ns == kept
     assert np.allclose(np.load(out / "points.npy"), points, atol=1e-6)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_killed_build_moved_with_its_project_resumes_with_a_clip_file(tiny_shards, tmp_path):
+    """The resume fingerprint held the CLIP file's absolute path: a killed build of a model
+    with a weights file, its project moved, computed every part again."""
+    from cg3d.models.checkpoint import save_checkpoint
+    from cg3d.models.model import build_model
+    from tests.models.helpers import save_random_clip, tiny_model_config
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "models").mkdir()
+    weights = save_random_clip(project / "models" / "clip.pt", seed=1)
+    model = build_model(tiny_model_config(clip_pretrained=str(weights)))
+    save_checkpoint(project / "last.pt", model)
+    config = IndexConfig(batch_size=4, thumbnail=0)
+    build_index(project / "last.pt", tiny_shards, project / "index", config)
+    (project / "index" / "part-00001.parquet").unlink()  # as if killed in the second shard
+    (project / "index" / "retrieval.json").unlink()
+    moved = tmp_path / "elsewhere"
+    project.rename(moved)
+    kept = os.stat(moved / "index" / "part-00000.parquet")
+    build_index(moved / "last.pt", tiny_shards, moved / "index", config)
+    again = os.stat(moved / "index" / "part-00000.parquet")
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert (moved / "index" / "part-00001.parquet").is_file()
 
 
 @pytest.mark.parametrize("column", ["points", "views"])

@@ -243,6 +243,33 @@ def test_moved_clip_weights_are_named_in_the_error_and_found_with_an_override(
     assert same_features(load_model(checkpoint, clip_pretrained=str(moved)), model)
 
 
+def test_a_copied_project_s_checkpoint_reads_its_own_clip_file_not_the_old_place_s(tmp_path):
+    """`cp -a`/`rsync -a`/tar of a project elsewhere: its checkpoint recorded the weights
+    file's absolute path only, so the copy read the old project's file (or, that gone or
+    changed, could not load without --clip-pretrained)."""
+    import shutil
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "models").mkdir()
+    weights = save_random_clip(project / "models" / "clip-micro.pt", seed=1)
+    model = build_model(tiny_model_config(clip_pretrained=str(weights)))
+    save_checkpoint(project / "runs" / "last.pt", model, training={"epoch": 1})
+    copy = tmp_path / "scratch" / "project"
+    shutil.copytree(project, copy)
+    save_random_clip(weights, seed=2)  # the old place now holds other weights
+    loaded = load_model(copy / "runs" / "last.pt")
+    assert same_features(loaded, model)
+    assert Path(loaded.config["clip_weights"]["path"]) == copy / "models" / "clip-micro.pt"
+    # a run resumed there saves the new place, still spelled from the checkpoint's folder
+    save_checkpoint(copy / "runs" / "again.pt", loaded)
+    recorded = read_checkpoint(copy / "runs" / "again.pt")["config"]["clip_weights"]
+    assert recorded["relative"] == "../models/clip-micro.pt"
+    assert Path(recorded["path"]) == copy / "models" / "clip-micro.pt"
+    shutil.rmtree(project)  # the old place gone
+    assert same_features(load_model(copy / "runs" / "again.pt"), model)
+
+
 def test_other_clip_weights_are_refused_naming_both(trained_with_a_weights_file, tmp_path):
     checkpoint, weights, _ = trained_with_a_weights_file
     other = save_random_clip(tmp_path / "other.pt", seed=2)
