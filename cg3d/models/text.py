@@ -16,6 +16,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from cg3d.protocol import check_templates, fill_template
+
 
 class TextModel(Protocol):
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
@@ -49,8 +51,9 @@ def class_text_features(
     `as_written`: the class names go into the templates as given (no `display_name`).
     Captions are encoded `batch_size` at a time, whatever the number of classes.
     """
+    template_list = check_templates(template_list, "templates")
     names = classes if as_written else [display_name(c) for c in classes]
-    captions = [t.format(name) for name in names for t in template_list]
+    captions = [fill_template(t, name) for name in names for t in template_list]
     encode = model.encode_text if normalise else model.encode_text_raw
     features = torch.cat(
         [encode(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)]
