@@ -72,6 +72,7 @@ from cg3d.formats.textfeatures import (
     features_for,
     read_text_features,
 )
+from cg3d.models.text import check_class_features
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
     Stopwatch,
@@ -235,7 +236,7 @@ def score_benchmark(
             protocol,
             Path(config.text_cache) if config.text_cache else None,
         )
-    texts = distinct_texts(text_features)
+    texts = distinct_texts(check_class_features(text_features, benchmark.classes, benchmark.name))
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
     scores, labels, keys = [], [], []
     device = model.device()
