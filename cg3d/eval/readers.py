@@ -646,6 +646,12 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     def shapes() -> Iterator[Shape]:
         last_pass[0] = skipped = Skipped()
         for sample in iter_samples(path, split, skipped):
+            # a label the index names no class for (an index edited, or another pack's):
+            # an IndexError traceback at the metrics, after every shape was encoded
+            if not 0 <= sample["cls"] < len(classes):
+                reason = f"class index {sample['cls']} outside the index's {len(classes)} classes"
+                skipped.add(f"sample {sample['key']}", reason)
+                continue
             yield sample_shape(sample)
 
     layout = split_channels(path, split) or []
