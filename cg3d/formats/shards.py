@@ -46,7 +46,6 @@ from cg3d.files import (
     loads_json,
     require_folder,
     require_regular_file,
-    shown_name,
     stand_in,
     stopping_error,
     write_json,
@@ -65,7 +64,6 @@ from cg3d.formats.tar import (
 )
 from cg3d.formats.versions import version_problem
 from cg3d.params import MAX_SHARD_SAMPLES
-from cg3d.protocol import class_name_problem, same_text_classes
 from cg3d.stopping import AwakeTimer
 
 log = logging.getLogger(__name__)
@@ -255,14 +253,6 @@ def index_problem(index: Any) -> str | None:
     twice = _first_repeat(classes)
     if twice is not None:  # its label's scores would be split between two names
         return f"'classes' names {twice!r} twice"
-    # the rules a source's classes keep (`cg3d meshes` refuses them): a hand-edited index's
-    # "" or "pl\nank" made prompts of nothing or split lines; "Chair" beside "chair" (or
-    # night_stand beside "night stand") are one prompt, and zero-shot gave both the first label
-    for name in classes:
-        if problem := class_name_problem(name):
-            return f"its class {shown_name(name)} {problem}"
-    if alike := same_text_classes(classes):
-        return f"'classes' {shown_name(alike[0])} and {shown_name(alike[1])} are one text to CLIP"
     if not isinstance(splits, dict):
         return "'splits' is not an object"
     listed: dict[str, str] = {}  # shard name → the split that lists it

@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from cg3d.errors import UsageError
+from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
-from tests.eval.files import write_shards
+from tests.eval.files import write_openshape, write_shards
 from tests.pipeline.fakes import rewrite_tar
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the tiny model's random CLIP
@@ -39,12 +40,15 @@ def evaluate(checkpoint, root, out):
 @pytest.mark.parametrize(
     ("classes", "problem"),
     [
-        (["box", ""], "its class '' is empty or blank"),
-        (["box", "pl\nank"], "its class 'pl\\nank' holds the unprintable character '\\n'"),
-        (["box", "pl\x00ank"], "its class 'pl\\x00ank' holds the unprintable character '\\x00'"),
-        (["box", "Box"], "'classes' 'box' and 'Box' are one text to CLIP"),
-        (["night_stand", "night stand"], "'night_stand' and 'night stand' are one text to CLIP"),
-        (["box  x", "box x"], "'classes' 'box  x' and 'box x' are one text to CLIP"),
+        (["box", ""], "the class '' is empty or blank"),
+        (["box", "pl\nank"], "the class 'pl\\nank' holds the unprintable character '\\n'"),
+        (["box", "pl\x00ank"], "the class 'pl\\x00ank' holds the unprintable character '\\x00'"),
+        (["box", "Box"], "the classes 'box' and 'Box' are one text to CLIP"),
+        (
+            ["night_stand", "night stand"],
+            "the classes 'night_stand' and 'night stand' are one text to CLIP",
+        ),
+        (["box  x", "box x"], "the classes 'box  x' and 'box x' are one text to CLIP"),
     ],
 )
 def test_an_index_whose_classes_a_source_would_refuse_is_refused_in_one_line(
@@ -56,7 +60,7 @@ def test_an_index_whose_classes_a_source_would_refuse_is_refused_in_one_line(
     with pytest.raises(UsageError) as error:
         evaluate(tiny_checkpoint, root, tmp_path / "out")
     message = str(error.value)
-    assert message.startswith(f"{root}/index.json: not a `cg3d pack` index (")
+    assert message.startswith(f"{root}: the shard index: the class")
     assert problem in message and "\n" not in message
 
 
@@ -99,3 +103,21 @@ def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_named(
     lines = [r.getMessage() for r in caplog.records if "text features of another" in r.message]
     assert len(lines) == 1 and lines[0].startswith("1 classes have the text features of another")
     assert "(321 characters)" in lines[0] and "the same first 77 tokens" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("categories", "problem"),
+    [
+        (["mug", "Mug"], "the classes 'Mug' and 'mug' are one text to CLIP"),  # sorted: M < m
+        (["mug", "baseball_bat", "baseball bat"], "'baseball bat' and 'baseball_bat' are one"),
+        (["mug", " "], "the class ' ' is empty or blank"),
+    ],
+)
+def test_openshape_categories_keep_a_sources_rules(tmp_path, categories, problem):
+    # before: read as classes; "Mug" and "mug" one prompt, every mug counted for the first
+    root = write_openshape(tmp_path / "openshape", categories)
+    with pytest.raises(UsageError) as error:
+        open_benchmark("objaverse-lvis", root, allow_pickle=True)
+    assert str(error.value).startswith(f"{root / 'lvis.json'}: the class") and problem in str(
+        error.value
+    )
