@@ -19,12 +19,53 @@ def protocol() -> dict[str, Any]:
     return json.loads(text)
 
 
+# The one template syntax: "{}" once, where the class name goes, and no other brace. A template
+# copied from CLIP_benchmark ("a photo of a {c}."), from printf ("%s"), or with a stray brace
+# is refused in one line: `str.format` raised KeyError/IndexError on "{c}" or "{0} {1}", and
+# made "{{}}" the literal "{}", a prompt without the class name.
+PLACEHOLDER = "{}"
+
+
+def template_problem(template: str) -> str:
+    """What makes `template` no prompt template, or "": it must hold `{}` exactly once, where
+    the class name goes, and no other `{` or `}`."""
+    if not isinstance(template, str):
+        return f"is {type(template).__name__}, not text"
+    count = template.count(PLACEHOLDER)
+    rest = template.replace(PLACEHOLDER, "")
+    if count == 1 and "{" not in rest and "}" not in rest:
+        return ""
+    if count > 1:
+        return f"holds '{{}}' {count} times"
+    return "holds a brace other than its '{}'" if count else "holds no '{}'"
+
+
+def check_templates(template_list: Iterable[str], where: str) -> list[str]:
+    """`template_list` as a list, or a ValueError naming `where` and the first bad template."""
+    found = list(template_list)
+    if not found:
+        raise ValueError(f"{where}: no templates")
+    for template in found:
+        if problem := template_problem(template):
+            raise ValueError(
+                f"{where}: the template {str(template)[:80]!r} {problem}; a template holds "
+                "'{}' once, where the class name goes, and no other brace"
+            )
+    return found
+
+
+def fill_template(template: str, name: str) -> str:
+    """`template` (one `{}`: `template_problem`) with `name` in place of its `{}`; `name` is
+    put in as it is, braces and all (never read as a format string)."""
+    return template.replace(PLACEHOLDER, name, 1)
+
+
 def templates(name: str) -> list[str]:
     """Caption templates by set name: `cg3d` (63, training) or `ulip64` (64, zero-shot)."""
     sets = {"cg3d": "cg3d_train_templates", "ulip64": "ulip_eval_templates_64"}
     if name not in sets:
         raise ValueError(f"unknown template set {name!r}; choose one of {sorted(sets)}")
-    return list(protocol()[sets[name]])
+    return check_templates(protocol()[sets[name]], f"protocol.json {sets[name]}")
 
 
 def class_names(dataset: str) -> list[str]:

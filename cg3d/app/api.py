@@ -42,6 +42,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_poi
 from cg3d.formats.shards import rgb_on_white
 from cg3d.geometry.frame import float32_quantization
 from cg3d.models.model import CG3D
+from cg3d.models.text import check_class_features
 from cg3d.params import MAX_LABELS
 from cg3d.protocol import same_text_classes
 
@@ -435,7 +436,7 @@ class Model:
         missing = [name for name, feature in found.items() if feature is None]
         if missing:
             features = chosen.class_features(self.network, missing)
-            check_finite(features, f"{self.checkpoint}: the text features")
+            check_class_features(features, missing, f"{self.checkpoint}")
             with self._class_cache_lock:
                 for name, feature in zip(missing, features, strict=True):
                     found[name] = feature

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cg3d.errors import UsageError
 from cg3d.formats.points import NO_COLOR
 from cg3d.geometry.frame import UP_AXES
-from cg3d.protocol import protocol, templates
+from cg3d.protocol import check_templates, protocol, templates
 
 CLASS_NAME_STYLES = ("spaces", "raw")  # underscores → spaces, or the folder names as they are
 # bbox: bounding-box centre, 1/max radius (our pipeline's frame, float64); centroid: the
@@ -32,7 +32,7 @@ class Protocol:
 
     name: str
     description: str
-    templates: tuple[str, ...]  # each with one "{}"; several are ensembled per class
+    templates: tuple[str, ...]  # each with one "{}" and no other brace; several are ensembled
     class_names: str = "spaces"  # one of CLASS_NAME_STYLES
     normalise_text: bool = True  # L2-normalise each prompt's and each class's text feature
     point_normalisation: str = "bbox"  # one of POINT_NORMALISATIONS
@@ -50,8 +50,7 @@ class Protocol:
             raise ValueError(f"{self.name}: point_normalisation one of {POINT_NORMALISATIONS}")
         if self.fps_start not in FPS_STARTS:
             raise ValueError(f"{self.name}: fps_start must be one of {FPS_STARTS}")
-        if not self.templates or any(t.count("{}") != 1 for t in self.templates):
-            raise ValueError(f"{self.name}: every template needs exactly one '{{}}'")
+        check_templates(self.templates, f"protocol {self.name}")
         if self.up_axis not in UP_AXES:
             raise ValueError(f"{self.name}: up_axis must be one of {UP_AXES}")
         if not 0.0 <= self.constant_color <= 1.0 or self.n_points < 0:

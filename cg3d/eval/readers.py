@@ -76,7 +76,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
-from cg3d.protocol import class_names, shapenet_renames
+from cg3d.protocol import class_name_problem, class_names, same_text_classes, shapenet_renames
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +363,20 @@ def _check_classes(found: list[str], dataset: str, source: Path) -> list[str]:
     return expected
 
 
+def check_class_list(classes: list[str], source: str) -> list[str]:
+    """`classes` if they keep a source's rules (`cg3d meshes` refuses the others); else a
+    UsageError naming `source`. A hand-edited list's "" or "pl\nank" made prompts of nothing or
+    a line break in predictions.csv; "Chair" beside "chair" (or night_stand beside "night
+    stand") are one prompt, and zero-shot gave the shapes of both the first's label."""
+    for name in classes:
+        if problem := class_name_problem(name):
+            raise UsageError(f"{source}: the class {shown_name(name)} {problem}")
+    if alike := same_text_classes(classes):
+        first, second = (shown_name(name) for name in alike)
+        raise UsageError(f"{source}: the classes {first} and {second} are one text to CLIP")
+    return classes
+
+
 def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:
     """`modelnet40_normal_resampled`: `<class>/<class>_XXXX.txt` rows of x,y,z,nx,ny,nz."""
     root = resolved_root(root)
@@ -638,6 +652,7 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     classes = list(index.get("classes") or [])
     if not classes:
         raise UsageError(f"{path}: the shard index lists no classes")
+    check_class_list(classes, f"{path}: the shard index")
     size = int(split_entry(index, split)["samples"])
     if size == 0:
         raise UsageError(f"{path}: no samples in split {split!r}")
@@ -646,6 +661,12 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     def shapes() -> Iterator[Shape]:
         last_pass[0] = skipped = Skipped()
         for sample in iter_samples(path, split, skipped):
+            # a label the index names no class for (an index edited, or another pack's):
+            # an IndexError traceback at the metrics, after every shape was encoded
+            if not 0 <= sample["cls"] < len(classes):
+                reason = f"class index {sample['cls']} outside the index's {len(classes)} classes"
+                skipped.add(f"sample {sample['key']}", reason)
+                continue
             yield sample_shape(sample)
 
     layout = split_channels(path, split) or []
@@ -724,7 +745,7 @@ def openshape_lvis(root: Path, allow_pickle: bool = False) -> Benchmark:
             "loaded: pass --allow-pickle only if you trust where they came from"
         )
     entries = read_lvis_split(split_file)
-    classes = sorted({e["category"] for e in entries})
+    classes = check_class_list(sorted({e["category"] for e in entries}), str(split_file))
     label_of = {name: i for i, name in enumerate(classes)}
     base = resolved_root(root if root.is_dir() else root.parent)
     skipped, refusals = [0], [Refusals()]

@@ -134,6 +134,8 @@ def encode_split(model, shards: str | Path, config: RetrievalConfig) -> Features
     texts = torch.cat(
         [model.encode_text(captions[i : i + 256]) for i in range(0, len(captions), 256)]
     )
+    # a dead text tower's captions are rows of zeros (or NaN): every text ranked alike
+    texts = unit_features(texts, "the text tower")
     n_classes = max(labels) + 1
     caption_classes = np.zeros((len(captions), n_classes), dtype=bool)
     for position, cls in caption_pairs:

@@ -64,7 +64,7 @@ from cg3d.eval.results import (
     write_results,
     write_rows,
 )
-from cg3d.files import atomic_path, why_not_a_folder, write_json
+from cg3d.files import atomic_path, shown_name, why_not_a_folder, write_json
 from cg3d.formats.npy import read_npy
 from cg3d.formats.textfeatures import (
     TextFeatures,
@@ -72,6 +72,7 @@ from cg3d.formats.textfeatures import (
     features_for,
     read_text_features,
 )
+from cg3d.models.text import check_class_features
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
     Stopwatch,
@@ -218,6 +219,29 @@ def class_scores(features: torch.Tensor, texts: tuple[torch.Tensor, torch.Tensor
     return (features @ distinct.T)[:, column]
 
 
+def warn_alike_classes(classes: list[str], column: torch.Tensor) -> None:
+    """Log the classes whose text features are identical (`distinct_texts`' `column`), naming
+    the first two: their prompts are one text to CLIP (the same words, or names so long that
+    the first 77 tokens of the prompts agree and the rest is cut), so a shape of either is
+    counted for the first. The tied_top1 count said so only after the run, naming no class."""
+    column = column.tolist()
+    alike = len(classes) - len(set(column))
+    if not alike:
+        return
+    first: dict[int, int] = {}
+    for index, row in enumerate(column):
+        if (earlier := first.setdefault(row, index)) != index:
+            break
+    log.warning(
+        "%d classes have the text features of another, as %s and %s: their prompts are one "
+        "text to CLIP (the same words, or the same first 77 tokens, the rest cut); a shape of "
+        "either is counted for the first",
+        alike,
+        shown_name(classes[earlier]),
+        shown_name(classes[index]),
+    )
+
+
 @torch.no_grad()
 def score_benchmark(
     model, benchmark: Benchmark, config: ZeroShotConfig, text_features=None, label: str = ""
@@ -227,6 +251,11 @@ def score_benchmark(
     The shapes topped up are logged in one line under `label` (default: the benchmark's name;
     the benchmark harness names the model too)."""
     protocol = get_protocol(config.protocol)
+    if len(benchmark.classes) < 2:  # every shape right: a top-1 of 100 % that says nothing
+        raise UsageError(
+            f"{benchmark.name}: one class ({shown_name(benchmark.classes[0])}): zero-shot "
+            "needs two classes or more to choose between"
+        )
     n_points = protocol_n_points(model, protocol)
     if text_features is None:
         text_features = cached_text_features(
@@ -235,7 +264,8 @@ def score_benchmark(
             protocol,
             Path(config.text_cache) if config.text_cache else None,
         )
-    texts = distinct_texts(text_features)
+    texts = distinct_texts(check_class_features(text_features, benchmark.classes, benchmark.name))
+    warn_alike_classes(benchmark.classes, texts[1])
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
     scores, labels, keys = [], [], []
     device = model.device()

@@ -16,6 +16,9 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from cg3d.errors import UsageError
+from cg3d.protocol import check_templates, fill_template
+
 
 class TextModel(Protocol):
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
@@ -26,6 +29,23 @@ class TextModel(Protocol):
 
 def display_name(name: str) -> str:
     return name.replace("_", " ").strip()
+
+
+def check_class_features(features: torch.Tensor, names: list[str], what: str) -> torch.Tensor:
+    """`features` ((C, D) text features of `names`) if every row is finite and not all zeros;
+    else a UsageError naming `what` and the first such class. A dead text tower (an all-zero
+    checkpoint, weights that overflow) gave rows of zeros or NaN: every shape scored every
+    class alike and the first class won, a chance-level number with exit 0 and no warning."""
+    finite = torch.isfinite(features).all(dim=-1)
+    bad = ~finite | ~features.ne(0).any(dim=-1)
+    if bad.any():
+        first = int(bad.nonzero()[0, 0])
+        kind = "all zeros" if finite[first] else "not finite"
+        raise UsageError(
+            f"{what}: the text feature of the class {names[first]!r} is {kind} ({int(bad.sum())} "
+            f"of {len(names)} classes): the text tower's weights are dead or damaged"
+        )
+    return features
 
 
 def templates_label(name: str, template_list: list[str]) -> str:
@@ -49,8 +69,9 @@ def class_text_features(
     `as_written`: the class names go into the templates as given (no `display_name`).
     Captions are encoded `batch_size` at a time, whatever the number of classes.
     """
+    template_list = check_templates(template_list, "templates")
     names = classes if as_written else [display_name(c) for c in classes]
-    captions = [t.format(name) for name in names for t in template_list]
+    captions = [fill_template(t, name) for name in names for t in template_list]
     encode = model.encode_text if normalise else model.encode_text_raw
     features = torch.cat(
         [encode(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)]

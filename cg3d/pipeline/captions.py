@@ -16,7 +16,7 @@ from cg3d.formats.failures import FAILURES_NAME, write_failures
 from cg3d.formats.manifest import OK, failure_reason, manifest_batches
 from cg3d.formats.owner import check_owner
 from cg3d.params import CaptionConfig
-from cg3d.protocol import shapenet_renames, templates
+from cg3d.protocol import fill_template, shapenet_renames, templates
 
 TEMPLATE_SETS = ("cg3d", "ulip64")
 # Bounds on what a source's annotations put into captions (a name or synonym list is free text
@@ -54,7 +54,9 @@ def object_captions(
 ) -> list[str]:
     """Every template over every name, plus the free-text name; shuffled by (seed, id)."""
     captions = [
-        template.format(name)[:MAX_CAPTION_CHARS] for name in names for template in template_set
+        fill_template(template, name)[:MAX_CAPTION_CHARS]
+        for name in names
+        for template in template_set
     ]
     if free_text.strip():
         captions.append(free_text.strip()[:MAX_CAPTION_CHARS])

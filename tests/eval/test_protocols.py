@@ -53,7 +53,7 @@ def test_the_registry_names_its_protocols_and_refuses_an_unknown_one_in_one_line
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"templates": ("no placeholder",)}, "exactly one"),
+        ({"templates": ("no placeholder",)}, "holds no '{}'"),
         ({"class_names": "camel"}, "class_names"),
         ({"point_normalisation": "pca"}, "point_normalisation"),
         ({"fps_start": "last"}, "fps_start"),
@@ -64,6 +64,26 @@ def test_the_registry_names_its_protocols_and_refuses_an_unknown_one_in_one_line
 def test_a_protocol_with_a_wrong_field_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         Protocol(**({"name": "bad", "description": "", "templates": ("a {}",)} | fields))
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("a photo of a {c}.", "holds no '{}'"),  # CLIP_benchmark's JSON: KeyError 'c' if used
+        ("a {} of {c}", "a brace other than"),  # passed the count, then a KeyError traceback
+        ("a {} photo}", "a brace other than"),  # passed, then "Single '}' encountered"
+        ("{{}}", "a brace other than"),  # passed, and prompted the literal "{}": no class name
+        ("{} or {}", "2 times"),
+        ("a %s", "holds no '{}'"),
+        ("{0}", "holds no '{}'"),
+    ],
+)
+def test_a_template_is_one_brace_pair_for_the_name_and_no_other_brace(template, problem):
+    with pytest.raises(ValueError) as error:
+        Protocol(name="copied", description="", templates=("a {}", template))
+    message = str(error.value)
+    assert message.startswith(f"protocol copied: the template {template!r} ") and problem in message
+    assert "\n" not in message
 
 
 def test_class_names_are_written_with_spaces_or_as_the_files_write_them():

@@ -91,3 +91,29 @@ def test_class_prototypes_do_not_need_the_trainer(module):
     code = f"import sys, {module}; print(any(m.startswith('cg3d.train') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+class Recorder:
+    """encode_text: a unit vector per caption, the captions kept."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def encode_text(self, captions):
+        self.seen += captions
+        return torch.ones(len(captions), 2)
+
+
+def test_a_class_name_with_braces_goes_into_the_template_as_it_is():
+    model = Recorder()
+    class_text_features(model, ["{0}", "a {b} c", "{}"], ["a photo of a {}."], as_written=True)
+    assert model.seen == ["a photo of a {0}.", "a photo of a a {b} c.", "a photo of a {}."]
+
+
+@pytest.mark.parametrize("template", ["{{}}", "a {} of {c}", "a {} photo}", "a {c}"])
+def test_a_template_other_than_one_brace_pair_is_refused_before_encoding(template):
+    # "{{}}" was formatted to the prompt "{}" for every class: no class name in any prompt
+    model = Recorder()
+    with pytest.raises(ValueError, match=r"^templates: the template .* holds"):
+        class_text_features(model, ["chair"], [template])
+    assert model.seen == []

@@ -1,0 +1,123 @@
+"""Class lists a researcher edits: a shard index's classes (hand-written or edited), labels the
+index names no class for, names whose prompts are one text to CLIP, a one-class set."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from cg3d.errors import UsageError
+from cg3d.eval.readers import open_benchmark
+from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
+from tests.eval.files import write_openshape, write_shards
+from tests.pipeline.fakes import rewrite_tar
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the tiny model's random CLIP
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Shards of the classes box (label 0) and plank (label 1), one object each per split."""
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root, per_class=1, n=32, views=1)
+    return root
+
+
+def edited(shards, tmp_path, classes: list[str]):
+    """A copy of `shards` whose index.json lists `classes`."""
+    root = tmp_path / "shards"
+    shutil.copytree(shards, root)
+    index = json.loads((root / "index.json").read_text())
+    (root / "index.json").write_text(json.dumps(index | {"classes": classes}))
+    return root
+
+
+def evaluate(checkpoint, root, out):
+    return zeroshot(checkpoint, out, ZeroShotConfig(dataset="shards", root=str(root)))
+
+
+@pytest.mark.parametrize(
+    ("classes", "problem"),
+    [
+        (["box", ""], "the class '' is empty or blank"),
+        (["box", "pl\nank"], "the class 'pl\\nank' holds the unprintable character '\\n'"),
+        (["box", "pl\x00ank"], "the class 'pl\\x00ank' holds the unprintable character '\\x00'"),
+        (["box", "Box"], "the classes 'box' and 'Box' are one text to CLIP"),
+        (
+            ["night_stand", "night stand"],
+            "the classes 'night_stand' and 'night stand' are one text to CLIP",
+        ),
+        (["box  x", "box x"], "the classes 'box  x' and 'box x' are one text to CLIP"),
+    ],
+)
+def test_an_index_whose_classes_a_source_would_refuse_is_refused_in_one_line(
+    shards, tmp_path, tiny_checkpoint, classes, problem
+):
+    # before: evaluated; "Box" and "box" one prompt (every shape of both took the first's
+    # label), "" a prompt of nothing, a newline a line break in predictions.csv
+    root = edited(shards, tmp_path, classes)
+    with pytest.raises(UsageError) as error:
+        evaluate(tiny_checkpoint, root, tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith(f"{root}: the shard index: the class")
+    assert problem in message and "\n" not in message
+
+
+def test_a_label_the_index_names_no_class_for_is_a_skipped_sample(
+    shards, tmp_path, tiny_checkpoint
+):
+    # before: an IndexError traceback at the metrics, after every shape was encoded
+    root = edited(shards, tmp_path, ["box", "plank"])
+
+    def relabel(name: str, data: bytes):
+        return (name, b"7") if name == "test_plank_0.cls" else (name, data)
+
+    rewrite_tar(root / "test" / "shard-000000.tar", relabel)
+    metrics = evaluate(tiny_checkpoint, root, tmp_path / "out")
+    assert (metrics["n_shapes"], metrics["skipped_samples"]) == (1, 1)
+
+
+def test_a_one_class_set_is_refused_in_one_line(shards, tmp_path, tiny_checkpoint):
+    # before: top1 100 % (every shape is its only class), or with plank's label unnamed an
+    # IndexError
+    root = edited(shards, tmp_path, ["box"])
+    with pytest.raises(UsageError) as error:
+        evaluate(tiny_checkpoint, root, tmp_path / "out")
+    assert str(error.value) == (
+        "shards: one class ('box'): zero-shot needs two classes or more to choose between"
+    )
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_named(
+    shards, tmp_path, tiny_checkpoint, caplog
+):
+    # CLIP cuts a prompt at 77 tokens: two names alike in their first 80 words are one text
+    # feature, and every shape of the second took the first's label; the tie count after the
+    # run named no class
+    long = "box " * 80
+    root = edited(shards, tmp_path, [long + "a", long + "b"])
+    with caplog.at_level(logging.WARNING, logger="cg3d.eval.zeroshot"):
+        evaluate(tiny_checkpoint, root, tmp_path / "out")
+    lines = [r.getMessage() for r in caplog.records if "text features of another" in r.message]
+    assert len(lines) == 1 and lines[0].startswith("1 classes have the text features of another")
+    assert "(321 characters)" in lines[0] and "the same first 77 tokens" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("categories", "problem"),
+    [
+        (["mug", "Mug"], "the classes 'Mug' and 'mug' are one text to CLIP"),  # sorted: M < m
+        (["mug", "baseball_bat", "baseball bat"], "'baseball bat' and 'baseball_bat' are one"),
+        (["mug", " "], "the class ' ' is empty or blank"),
+    ],
+)
+def test_openshape_categories_keep_a_sources_rules(tmp_path, categories, problem):
+    # before: read as classes; "Mug" and "mug" one prompt, every mug counted for the first
+    root = write_openshape(tmp_path / "openshape", categories)
+    with pytest.raises(UsageError) as error:
+        open_benchmark("objaverse-lvis", root, allow_pickle=True)
+    assert str(error.value).startswith(f"{root / 'lvis.json'}: the class") and problem in str(
+        error.value
+    )
