@@ -1368,7 +1368,8 @@ def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes
     while chunk := handle.read(size):
         data = carry + chunk
         cut = data.rfind(b"\n") + 1
-        while cut and data[:cut].rstrip(b"\r\n").endswith(b"\\"):  # inside a continued line
+        # inside a continued line: a backslash, then blanks, then the line's end (OBJ_BLANKS)
+        while cut and data[: cut - 1].rstrip(b" \t\r").endswith(b"\\"):
             cut = data.rfind(b"\n", 0, cut - 1) + 1
         carry = data[cut:]
         if cut:
@@ -2011,7 +2012,7 @@ class AsciiPlyMove:
 
     def _moved(self, line: bytes) -> bytes:
         words = line.split()
-        if len(words) != self.width:
+        if len(words) < self.width:  # (words past it the importers skip, as Blender reads them)
             return line  # not a vertex row as declared: the importer says what it makes of it
         try:
             for column, by in zip(self.columns, self.offset, strict=True):
