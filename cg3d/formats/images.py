@@ -213,7 +213,9 @@ def _png_truncation(handle: BinaryIO, size: int) -> str:
             return ""
         position += 12 + length  # length, type, data, CRC
         if position > size:
-            name = kind.decode("latin-1")
+            # a type of 4 ASCII letters (the PNG's rule), else its bytes: the reason goes into
+            # the manifest's `missing` and onto the terminal, one line without control bytes
+            name = kind.decode("ascii") if kind.isalpha() else repr(kind)
             return f"truncated: the PNG's {name} chunk runs past its end (byte {size})"
     return ""
 

@@ -128,6 +128,15 @@ def test_a_texture_cut_short_is_listed_and_not_given(tmp_path):
     assert str(root / "whole.png") in given.read_text()
 
 
+def test_a_cut_pngs_chunk_of_control_bytes_is_named_on_one_printable_line(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    hostile = struct.pack(">I", (1 << 31) - 1) + b"\n\x1b[J"  # a length past any file
+    (tmp_path / "cut.png").write_bytes(png.getvalue()[:33] + hostile + bytes(8))
+    said = texture_refusal(tmp_path / "cut.png")
+    assert said.startswith("truncated: the PNG's ") and said.isprintable()
+
+
 def test_a_texture_many_objects_share_is_walked_once_until_it_changes(tmp_path, monkeypatch):
     # its chunks were walked again for each object naming it (a read per 8 KiB IDAT chunk)
     walks = []
