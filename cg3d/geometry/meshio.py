@@ -1916,9 +1916,11 @@ def _ply_copy(
 # An ASCII PLY of doubles or an ASCII STL far from the origin: Blender's importers read their
 # decimal text into float32 on the grid, so the copy holds each vertex's numbers parsed in
 # float64 and moved by whole units (`origin_offset`), written back exact (repr), all else as read.
+# A `vertex` is a word wherever it stands: Blender's and trimesh's readers take a line's words,
+# and a writer that put a facet's vertices on its `outer loop` line had those copied unmoved.
 STL_VERTEX = re.compile(
-    rb"^([ \t]*vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
-    re.MULTILINE | re.IGNORECASE,
+    rb"(?<![^ \t\r\n])(vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
+    re.IGNORECASE,
 )
 
 

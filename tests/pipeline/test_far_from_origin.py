@@ -187,6 +187,18 @@ def test_blenders_copy_of_an_ascii_ply_of_doubles_far_from_the_origin_is_moved_n
     assert blender_input(near, tmp_path, "", tmp_path / "b2") == near  # given as it is
 
 
+def test_an_ascii_stls_vertices_on_one_line_are_moved_too(tmp_path):
+    # `outer loop vertex a vertex b vertex c`: Blender and trimesh read the words; the copy
+    # moved a `vertex` only at a line's start, the others left 4,000 km out
+    far = write_ascii_stl(tmp_path / "scan.stl", SPHERE.vertices + UTM, SPHERE.faces)
+    text = far.read_bytes()
+    far.write_bytes(text[: len(text) // 2] + text[len(text) // 2 :].replace(b"\n      v", b" v"))
+    copy = blender_input(far, tmp_path, "", tmp_path / "blender").read_bytes()
+    assert copy.count(b"vertex") == 3 * len(SPHERE.faces)
+    words = re.findall(rb"vertex\s+(\S+)\s+(\S+)\s+(\S+)", copy)
+    assert np.abs(np.array(words, float)).max() <= 2.0
+
+
 def test_an_ascii_ply_vertex_row_with_words_past_its_properties_is_moved_too(tmp_path):
     # Blender and trimesh read a row's declared words and skip the rest: such a row was
     # copied unmoved, one vertex left 4,000 km out of an object moved to the origin
