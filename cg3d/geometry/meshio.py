@@ -1348,14 +1348,28 @@ def _mtl_lines(mtl: Path) -> list[str]:
     return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).removeprefix("\ufeff").splitlines()
 
 
+# A line continuation as Blender's importer reads one (`fixup_line_continuations`): a
+# backslash, blanks, the line's end. "mtllib \\ " then "m.mtl" named a library "\\" and missed
+# the one Blender reads, a block ended inside the statement, a vertex of it was left far out.
+OBJ_CONTINUATION = rb"\\[ \t\r]*\n"
+CONTINUED = re.compile(OBJ_CONTINUATION)
+
+
+def _continued(line: bytes) -> bool:
+    """Whether the physical OBJ `line` (its line end included) goes on on the next."""
+    return line.endswith(b"\n") and line[:-1].rstrip(b" \t\r").endswith(b"\\")
+
+
 def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
     """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
     lines: list[bytes] = []
     for line in handle:
         lines.append(line)
-        if line.rstrip(b"\r\n").endswith(b"\\"):
+        if _continued(line):
             continue
-        text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
+        *parts, last = lines
+        text = b"".join(part.rstrip(b" \t\r\n").removesuffix(b"\\") for part in parts)
+        text += last.rstrip(b"\r\n")
         yield lines, text.decode(errors=NAME_BYTES)
         lines = []
     if lines:
@@ -1368,8 +1382,7 @@ def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes
     while chunk := handle.read(size):
         data = carry + chunk
         cut = data.rfind(b"\n") + 1
-        # inside a continued line: a backslash, then blanks, then the line's end (OBJ_BLANKS)
-        while cut and data[: cut - 1].rstrip(b" \t\r").endswith(b"\\"):
+        while cut and _continued(data[:cut]):  # inside a continued line
             cut = data.rfind(b"\n", 0, cut - 1) + 1
         carry = data[cut:]
         if cut:
@@ -1382,7 +1395,7 @@ def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
     """(start, end, text) of each logical line of `block` (whole lines of an OBJ) that mentions
     `mtllib` in any case. Byte searches, no loop over the lines: a large OBJ names its
     libraries once or twice, and continued lines are rare (then the lines are walked)."""
-    if b"\\\n" not in block and b"\\\r\n" not in block:
+    if not CONTINUED.search(block):
         lowered = block.lower()
         position = 0
         while (found := lowered.find(b"mtllib", position)) >= 0:
@@ -1740,7 +1753,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
 # A statement's words are parted by blanks or by a line continuation: Blender's importer reads
 # a backslash, blanks and the line's end as blanks (`v 5e5 \` then `4e6 300` is one vertex,
 # which the copy left far out, a `quantized` row). The blanks between words are kept as written.
-OBJ_BLANKS = rb"(?:[ \t]|\\[ \t\r]*\n)+"
+OBJ_BLANKS = rb"(?:[ \t]|" + OBJ_CONTINUATION + rb")+"
 OBJ_NUMBER = rb"([^ \t\r\n\\]+)"
 OBJ_VERTEX = re.compile(
     rb"^([ \t]*v" + OBJ_BLANKS + rb")" + OBJ_NUMBER
