@@ -1947,7 +1947,7 @@ def text_vertex_move(path: Path, suffix: str) -> Callable[[bytes], bytes] | None
                 return None
             handle.seek(0)
             head = next(line_blocks(handle, COPY_BLOCK), b"")  # its first vertex is in it
-            first = STL_VERTEX.search(head)
+            first = STL_VERTEX.search(head, head.find(b"\n") + 1)  # past `solid <its name>`
         try:
             offset = origin_offset(np.array([float(word) for word in first.group(2, 4, 6)]))
         except (AttributeError, ValueError):  # no vertex, or not three numbers
