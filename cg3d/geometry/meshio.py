@@ -1348,14 +1348,28 @@ def _mtl_lines(mtl: Path) -> list[str]:
     return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).removeprefix("\ufeff").splitlines()
 
 
+# A line continuation as Blender's importer reads one (`fixup_line_continuations`): a
+# backslash, blanks, the line's end. "mtllib \\ " then "m.mtl" named a library "\\" and missed
+# the one Blender reads, a block ended inside the statement, a vertex of it was left far out.
+OBJ_CONTINUATION = rb"\\[ \t\r]*\n"
+CONTINUED = re.compile(OBJ_CONTINUATION)
+
+
+def _continued(line: bytes) -> bool:
+    """Whether the physical OBJ `line` (its line end included) goes on on the next."""
+    return line.endswith(b"\n") and line[:-1].rstrip(b" \t\r").endswith(b"\\")
+
+
 def obj_statements(handle: BinaryIO) -> Iterator[tuple[list[bytes], str]]:
     """An OBJ's logical lines: (the physical lines, backslash continuations joined, the text)."""
     lines: list[bytes] = []
     for line in handle:
         lines.append(line)
-        if line.rstrip(b"\r\n").endswith(b"\\"):
+        if _continued(line):
             continue
-        text = b"".join(part.rstrip(b"\r\n").removesuffix(b"\\") for part in lines)
+        *parts, last = lines
+        text = b"".join(part.rstrip(b" \t\r\n").removesuffix(b"\\") for part in parts)
+        text += last.rstrip(b"\r\n")
         yield lines, text.decode(errors=NAME_BYTES)
         lines = []
     if lines:
@@ -1368,7 +1382,7 @@ def line_blocks(handle: BinaryIO, size: int = 16 * COPY_BLOCK) -> Iterator[bytes
     while chunk := handle.read(size):
         data = carry + chunk
         cut = data.rfind(b"\n") + 1
-        while cut and data[:cut].rstrip(b"\r\n").endswith(b"\\"):  # inside a continued line
+        while cut and _continued(data[:cut]):  # inside a continued line
             cut = data.rfind(b"\n", 0, cut - 1) + 1
         carry = data[cut:]
         if cut:
@@ -1381,7 +1395,7 @@ def mtllib_statements(block: bytes) -> Iterator[tuple[int, int, str]]:
     """(start, end, text) of each logical line of `block` (whole lines of an OBJ) that mentions
     `mtllib` in any case. Byte searches, no loop over the lines: a large OBJ names its
     libraries once or twice, and continued lines are rare (then the lines are walked)."""
-    if b"\\\n" not in block and b"\\\r\n" not in block:
+    if not CONTINUED.search(block):
         lowered = block.lower()
         position = 0
         while (found := lowered.find(b"mtllib", position)) >= 0:
@@ -1739,7 +1753,7 @@ def _obj_copy(resolved: Path, root: Path, folder: Path, split: bool) -> tuple[Pa
 # A statement's words are parted by blanks or by a line continuation: Blender's importer reads
 # a backslash, blanks and the line's end as blanks (`v 5e5 \` then `4e6 300` is one vertex,
 # which the copy left far out, a `quantized` row). The blanks between words are kept as written.
-OBJ_BLANKS = rb"(?:[ \t]|\\[ \t\r]*\n)+"
+OBJ_BLANKS = rb"(?:[ \t]|" + OBJ_CONTINUATION + rb")+"
 OBJ_NUMBER = rb"([^ \t\r\n\\]+)"
 OBJ_VERTEX = re.compile(
     rb"^([ \t]*v" + OBJ_BLANKS + rb")" + OBJ_NUMBER
@@ -1915,9 +1929,11 @@ def _ply_copy(
 # An ASCII PLY of doubles or an ASCII STL far from the origin: Blender's importers read their
 # decimal text into float32 on the grid, so the copy holds each vertex's numbers parsed in
 # float64 and moved by whole units (`origin_offset`), written back exact (repr), all else as read.
+# A `vertex` is a word wherever it stands: Blender's and trimesh's readers take a line's words,
+# and a writer that put a facet's vertices on its `outer loop` line had those copied unmoved.
 STL_VERTEX = re.compile(
-    rb"^([ \t]*vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
-    re.MULTILINE | re.IGNORECASE,
+    rb"(?<![^ \t\r\n])(vertex[ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)([ \t]+)([^ \t\r\n]+)",
+    re.IGNORECASE,
 )
 
 
@@ -1931,7 +1947,7 @@ def text_vertex_move(path: Path, suffix: str) -> Callable[[bytes], bytes] | None
                 return None
             handle.seek(0)
             head = next(line_blocks(handle, COPY_BLOCK), b"")  # its first vertex is in it
-            first = STL_VERTEX.search(head)
+            first = STL_VERTEX.search(head, head.find(b"\n") + 1)  # past `solid <its name>`
         try:
             offset = origin_offset(np.array([float(word) for word in first.group(2, 4, 6)]))
         except (AttributeError, ValueError):  # no vertex, or not three numbers
@@ -2011,7 +2027,7 @@ class AsciiPlyMove:
 
     def _moved(self, line: bytes) -> bytes:
         words = line.split()
-        if len(words) != self.width:
+        if len(words) < self.width:  # (words past it the importers skip, as Blender reads them)
             return line  # not a vertex row as declared: the importer says what it makes of it
         try:
             for column, by in zip(self.columns, self.offset, strict=True):

@@ -13,6 +13,7 @@ import trimesh
 
 from cg3d.errors import UsageError
 from cg3d.formats.pointfiles import read_point_file
+from cg3d.geometry import meshio
 from cg3d.geometry.meshio import MeshError, blender_input, load_mesh
 from cg3d.geometry.sampling import object_rng, sample_object
 from cg3d.params import SampleConfig
@@ -130,6 +131,21 @@ def test_blenders_copy_of_an_obj_whose_vertices_go_on_on_the_next_line_is_moved_
     assert copy.read_text().count("\\") == len(vertices)  # the lines as written, but numbers
 
 
+def test_an_objs_continued_vertices_are_moved_where_its_blocks_part(tmp_path, monkeypatch):
+    # The copy is made in blocks of whole lines (16 MiB). A block that ended after `v x \ `
+    # (blanks after the backslash) parted the vertex: its first half was copied unmoved, far out
+    whole_lines = meshio.line_blocks
+    monkeypatch.setattr(meshio, "line_blocks", lambda handle, size=0: whole_lines(handle, 61))
+    vertices = SPHERE.vertices + UTM
+    rows = [f"v {x!r} \\ \n{y!r} \\\t\r\n{z!r}\n" for x, y, z in vertices]
+    rows += [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 1]
+    path = tmp_path / "far.obj"
+    path.write_bytes("".join(rows).encode())
+    moved = obj_vertices(blender_input(path, tmp_path, "", tmp_path / "blender"))
+    assert np.abs(moved).max() <= 2.0
+    assert np.abs(vertices - moved - np.round(vertices[SPHERE.faces[0, 0]])).max() < 1e-9
+
+
 def test_blenders_copy_of_a_ply_of_doubles_far_from_the_origin_is_moved_near_it(tmp_path):
     # a georeferenced scan (double x, y, z, colours beside): Blender's importer held it in
     # float32 on a 0.25 m grid, a `quantized` failure of every render and coloured sample
@@ -169,6 +185,33 @@ def test_blenders_copy_of_an_ascii_ply_of_doubles_far_from_the_origin_is_moved_n
     assert moved[:header] == user[:header] and moved[rows.stop :] == user[rows.stop :]
     near = write_coloured_ply(tmp_path / "near.ply", SPHERE.vertices, SPHERE.faces, ascii=True)
     assert blender_input(near, tmp_path, "", tmp_path / "b2") == near  # given as it is
+
+
+def test_an_ascii_stls_vertices_on_one_line_are_moved_too(tmp_path):
+    # `outer loop vertex a vertex b vertex c`: Blender and trimesh read the words; the copy
+    # moved a `vertex` only at a line's start, the others left 4,000 km out
+    far = write_ascii_stl(tmp_path / "scan.stl", SPHERE.vertices + UTM, SPHERE.faces)
+    text = far.read_bytes()
+    half = len(text) // 2  # (a name of words: a `vertex` in it is not the first vertex)
+    text = text.replace(b"solid scan", b"solid vertex 1 2 3", 1)
+    far.write_bytes(text[:half] + text[half:].replace(b"\n      v", b" v"))
+    copy = blender_input(far, tmp_path, "", tmp_path / "blender").read_bytes()
+    words = re.findall(rb"vertex\s+(\S+)\s+(\S+)\s+(\S+)", copy.split(b"\n", 1)[1])
+    assert len(words) == 3 * len(SPHERE.faces)
+    assert np.abs(np.array(words, float)).max() <= 2.0
+
+
+def test_an_ascii_ply_vertex_row_with_words_past_its_properties_is_moved_too(tmp_path):
+    # Blender and trimesh read a row's declared words and skip the rest: such a row was
+    # copied unmoved, one vertex left 4,000 km out of an object moved to the origin
+    path = write_coloured_ply(tmp_path / "scan.ply", SPHERE.vertices + UTM, SPHERE.faces, True)
+    lines = path.read_bytes().split(b"\n")
+    row = lines.index(b"end_header") + 1 + 5
+    lines[row] += b" 7"
+    path.write_bytes(b"\n".join(lines))
+    copy = blender_input(path, tmp_path, "", tmp_path / "blender").read_bytes().split(b"\n")
+    x, y, z, *rest = copy[row].split()
+    assert np.abs(np.array([x, y, z], float)).max() <= 2.0 and rest[-1] == b"7"
 
 
 def test_blenders_copy_of_an_ascii_stl_far_from_the_origin_is_moved_near_it(tmp_path):

@@ -269,6 +269,25 @@ def test_a_gltf_uri_with_backslashes_is_resolved_as_blender_reads_it(tmp_path: P
         validate_file(root / "box.gltf", root)
 
 
+def test_an_mtllib_continued_after_blanks_names_the_library_blender_reads(tmp_path) -> None:
+    """Blender's importer takes a backslash, blanks and the line's end as a continuation:
+    `mtllib \\ ` then `m.mtl` was read as a library named "\\" (listed missing) and m.mtl,
+    which Blender reads, was neither checked nor given to the copy (its materials lost)."""
+    import io
+
+    from cg3d.geometry.meshio import line_blocks, mtllib_statements, references
+
+    (tmp_path / "m.mtl").write_text("newmtl red\nKd 1 0 0\n")
+    obj = tmp_path / "a.obj"
+    obj.write_bytes(b"mtllib \\ \t\r\n  m.mtl\nusemtl red\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    assert references(obj, tmp_path) == ([tmp_path / "m.mtl"], [])
+    data = obj.read_bytes()
+    for size in range(1, len(data) + 2):
+        blocks = list(line_blocks(io.BytesIO(data), size))
+        texts = [text for block in blocks for _, _, text in mtllib_statements(block)]
+        assert texts == ["mtllib   m.mtl"]
+
+
 def test_mtllib_statements_are_found_whatever_the_block_boundaries() -> None:
     """The OBJ scan reads blocks of whole logical lines: a continued `mtllib` split across a
     block boundary, or spelt in another case, is still one statement (the upper-case one names

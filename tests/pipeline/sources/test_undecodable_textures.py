@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cg3d.formats import images
 from cg3d.formats.images import texture_refusal
 from cg3d.geometry.meshio import blender_input, references
 from tests.formats.images import exr_declaring, hdr_declaring
@@ -125,3 +126,29 @@ def test_a_texture_cut_short_is_listed_and_not_given(tmp_path):
     given = blender_input(obj, root, "", tmp_path / "copy").parent.joinpath("material-0.mtl")
     assert str(root / "cut.png") not in given.read_text()
     assert str(root / "whole.png") in given.read_text()
+
+
+def test_a_cut_pngs_chunk_of_control_bytes_is_named_on_one_printable_line(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    hostile = struct.pack(">I", (1 << 31) - 1) + b"\n\x1b[J"  # a length past any file
+    (tmp_path / "cut.png").write_bytes(png.getvalue()[:33] + hostile + bytes(8))
+    said = texture_refusal(tmp_path / "cut.png")
+    assert said.startswith("truncated: the PNG's ") and said.isprintable()
+
+
+def test_a_texture_many_objects_share_is_walked_once_until_it_changes(tmp_path, monkeypatch):
+    # its chunks were walked again for each object naming it (a read per 8 KiB IDAT chunk)
+    walks = []
+    walk = images._png_truncation
+    monkeypatch.setattr(images, "_png_truncation", lambda *a: walks.append(a) or walk(*a))
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(png, format="PNG")
+    texture = tmp_path / "wood.png"
+    texture.write_bytes(png.getvalue()[:-20])  # a download under way
+    write(tmp_path / "wood.mtl", "newmtl m\nmap_Kd wood.png\n")
+    objects = [write(tmp_path / f"{n}.obj", "mtllib wood.mtl\n" + SQUARE) for n in range(5)]
+    assert all(references(obj, tmp_path)[1][0].startswith("wood.png (truncated") for obj in objects)
+    assert len(walks) == 1
+    texture.write_bytes(png.getvalue())  # finished: judged again
+    assert references(objects[0], tmp_path)[1] == [] and len(walks) == 2
