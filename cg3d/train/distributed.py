@@ -5,12 +5,19 @@ Outside torchrun (one process) every function here is a no-op or the local value
 
 import io
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
+from cg3d.errors import UsageError, printable
 from cg3d.models.model import check_cuda
 
 
@@ -21,12 +28,151 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+# How long the processes may take to meet at MASTER_ADDR:MASTER_PORT before the run stops.
+# torch's own bound is its collectives' (30 min): a WORLD_SIZE=2 left in a shell, or a peer
+# that never started, held the lone process silent for half an hour, deaf to SIGTERM (it waits
+# in C++). Collectives keep torch's bound: a rank saving a checkpoint keeps the others waiting.
+JOIN_TIMEOUT_VARIABLE = "CG3D_JOIN_TIMEOUT_S"
+JOIN_TIMEOUT_S = 600
+LAUNCHER_WORDS = (
+    "set by a launcher (torchrun, srun, a job script); unset it to train in one process"
+)
+
+
+def _launch_number(name: str, least: int = 0) -> int | None:
+    """Environment variable `name` as a whole number of at least `least`; None when unset.
+    torch read it with `int()` (a traceback on "abc", "2.0" or "") and took "-1" as one
+    process."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < least:
+        raise UsageError(
+            f"{name}={printable(repr(value))} is not a whole number of at least {least}"
+            f" ({LAUNCHER_WORDS})"
+        )
+    return int(value)
+
+
+def launch_world() -> tuple[int, int]:
+    """(rank, world size) that the launcher's variables describe, checked before any process
+    waits for another: one line naming the variable that is malformed, missing or out of range.
+    Only torchrun's variables count (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT); Slurm's (SLURM_PROCID, SLURM_NTASKS) are not read, so an
+    `salloc` shell's command runs as one process."""
+    size = _launch_number("WORLD_SIZE", least=1) or 1
+    rank = _launch_number("RANK")
+    local_rank = _launch_number("LOCAL_RANK")
+    local_size = _launch_number("LOCAL_WORLD_SIZE", least=1)
+    if rank is not None and rank >= size:
+        raise UsageError(f"RANK={rank} is not below WORLD_SIZE={size} ({LAUNCHER_WORDS})")
+    if local_size is not None and local_size > size:
+        raise UsageError(
+            f"LOCAL_WORLD_SIZE={local_size} is above WORLD_SIZE={size} ({LAUNCHER_WORDS})"
+        )
+    if local_rank is not None and local_size is not None and local_rank >= local_size:
+        raise UsageError(
+            f"LOCAL_RANK={local_rank} is not below LOCAL_WORLD_SIZE={local_size} ({LAUNCHER_WORDS})"
+        )
+    if size > 1:
+        if rank is None:
+            raise UsageError(f"RANK is not set, but WORLD_SIZE={size} ({LAUNCHER_WORDS})")
+        if not os.environ.get("MASTER_ADDR"):
+            raise UsageError(
+                f"MASTER_ADDR is not set, but WORLD_SIZE={size}: the host of the first process"
+                f" ({LAUNCHER_WORDS})"
+            )
+        port = os.environ.get("MASTER_PORT")
+        if port is None:
+            raise UsageError(f"MASTER_PORT is not set, but WORLD_SIZE={size} ({LAUNCHER_WORDS})")
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 2**16):
+            raise UsageError(
+                f"MASTER_PORT={printable(repr(port))} is not a port (1 to 65535) ({LAUNCHER_WORDS})"
+            )
+    return rank or 0, size
+
+
+def join_timeout_s() -> int:
+    """CG3D_JOIN_TIMEOUT_S, else JOIN_TIMEOUT_S."""
+    value = os.environ.get(JOIN_TIMEOUT_VARIABLE)
+    if value is None:
+        return JOIN_TIMEOUT_S
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise UsageError(
+            f"{JOIN_TIMEOUT_VARIABLE}={printable(repr(value))} is not a whole number of seconds"
+            " of at least 1"
+        )
+    return int(value)
+
+
 def init_distributed() -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    """Join the process group torchrun describes (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs.
+    The processes meet within `join_timeout_s`; a taken MASTER_PORT, an unreachable MASTER_ADDR
+    or peers that never come end the run with one line naming them."""
+    rank, size = launch_world()
+    if size == 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(
+                f"LOCAL_RANK={local_rank}, but this process sees {torch.cuda.device_count()}"
+                " GPU(s) (CUDA_VISIBLE_DEVICES, the job's GPUs): one process per GPU"
+            )
+        torch.cuda.set_device(local_rank)
+    timeout = join_timeout_s()
+    where = printable(
+        f"MASTER_ADDR={os.environ['MASTER_ADDR']} MASTER_PORT={os.environ['MASTER_PORT']}"
+    )
+    try:
+        with _native_stderr_held():
+            store, _, _ = next(
+                dist.rendezvous("env://", rank, size, timeout=timedelta(seconds=timeout))
+            )
+    except dist.DistError as error:
+        raise UsageError(_join_failed_line(error, rank, size, where, timeout)) from None
+    store.set_timeout(default_pg_timeout)  # the collectives' bound, as torch's own init sets
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=size)
+
+
+@contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """The process's stderr (descriptor 2) into a temp file for the block, written out after
+    it when it ends without an error. torch's C++ side logs each failed try to meet, with its
+    stack frames, straight to descriptor 2: a page of frames above the one line naming why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        os.write(2, held.read())  # what torch said on its way to success
+
+
+def _join_failed_line(error: Exception, rank: int, size: int, where: str, timeout: int) -> str:
+    """Why the processes did not meet, from torch's error (its first line, which names the
+    cause: EADDRINUSE, a timeout, a host not found)."""
+    first = printable(
+        str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    )
+    if "EADDRINUSE" in str(error):
+        return (
+            f"{where}: the port is taken on this machine (another run, or torchrun's default"
+            " 29500 twice on one node): give each run its own (torchrun --master-port, or"
+            " torchrun --standalone)"
+        )
+    if isinstance(error, dist.DistStoreError) or "timed out" in str(error).lower():
+        return (
+            f"RANK={rank} of WORLD_SIZE={size}: the other processes did not join at {where}"
+            f" within {timeout} s ({JOIN_TIMEOUT_VARIABLE}): start all {size}, or unset"
+            f" WORLD_SIZE to train in one process ({first})"
+        )
+    return f"{where}: the processes could not meet ({first})"
 
 
 def pick_device(name: str) -> torch.device:
