@@ -182,9 +182,7 @@ def test_the_workers_run_the_commands_cg3d_not_the_working_folders(tmp_path, mon
     assert not (tmp_path / "other-worker").exists()
 
 
-def test_the_workers_run_the_commands_cg3d_from_a_folder_named_with_a_colon(
-    tmp_path, monkeypatch
-):
+def test_the_workers_run_the_commands_cg3d_from_a_folder_named_with_a_colon(tmp_path, monkeypatch):
     """A cg3d run from a folder whose name holds ':' (`cd 'run:2' && python -m cg3d render`):
     the worker had that folder on its PYTHONPATH, which ':' splits in two, and so imported
     another cg3d (an editable install's, or the next PYTHONPATH folder's, as here)."""
