@@ -566,3 +566,19 @@ def test_a_symlinked_checkpoint_of_a_moved_project_reads_the_weights_beside_its_
     (project / "best.pt").symlink_to("runs/last.pt")
     moved = project.rename(tmp_path / "moved")
     assert same_features(load_model(moved / "best.pt"), model)
+
+
+def test_a_hub_export_records_no_weights_file_beside_it(tmp_path):
+    """`relative` is spelled from the checkpoint's folder: the hub folder's config.json kept the
+    source checkpoint's spelling, which names nothing from the hub folder."""
+    import json
+
+    from cg3d.models.hub import export_hub
+
+    checkpoint, weights, model = saved_in_a_project(tmp_path)
+    export_hub(checkpoint, tmp_path / "project" / "exports" / "hub")
+    config = json.loads((tmp_path / "project" / "exports" / "hub" / "config.json").read_text())
+    assert "relative" not in config["model"]["clip_weights"]
+    assert "relative" not in config["teacher"]["weights"]
+    assert config["model"]["clip_weights"]["path"] == str(weights)
+    assert same_features(load_model(tmp_path / "project" / "exports" / "hub"), model)
