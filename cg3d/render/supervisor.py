@@ -3,10 +3,11 @@
 The render stage asks it for views, the sample stage for points: the same import of the same
 file (`worker.py`), so the two agree.
 
-A `BlenderWorker` owns one `python -m cg3d.render.worker` subprocess and talks to it over
-stdin/stdout in JSON lines. Blender starts once and renders many objects; when an object
-crashes Blender or runs past the per-object timeout, only that process is killed, the object
-gets a failure reason, and a fresh Blender is started for the next one.
+A `BlenderWorker` owns one `cg3d.render.worker` subprocess (run as `python -m` would:
+`WORKER_START`) and talks to it over stdin/stdout in JSON lines. Blender starts once and
+renders many objects; when an object crashes Blender or runs past the per-object timeout, only
+that process is killed, the object gets a failure reason, and a fresh Blender is started for
+the next one.
 """
 
 import contextlib
