@@ -305,9 +305,12 @@ class Index:
         if self._model is None:
             checkpoint = recorded_checkpoint(self.path, self.manifest)
             if not checkpoint.exists():  # a file, or an exported hub folder
+                # spelled from the index folder within one project: an index copied alone
+                spelled = Path(self.manifest["model"]["checkpoint"])
+                alone = "" if spelled.is_absolute() else " (an index moved out of its project?)"
                 raise UsageError(
-                    f"{self.path}: the index's checkpoint {checkpoint} is not there; give the "
-                    "model: open_index(path, model) or --checkpoint"
+                    f"{self.path}: the index's checkpoint {checkpoint} is not there{alone}; give "
+                    "the model: open_index(path, model) or --checkpoint"
                 )
             model = load(checkpoint, self.device)
             check_model(self.manifest, model, self.path)

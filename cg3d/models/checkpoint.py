@@ -31,6 +31,7 @@ from cg3d.errors import UsageError
 from cg3d.files import (
     atomic_path,
     folder_for,
+    repository,
     require_regular_file,
     same_file,
     stored_spelling,
@@ -339,6 +340,9 @@ def weights_to_load(
         raise UsageError(f"{path}: broken checkpoint (a random CLIP, but not its weights)")
     needed = f"{path} needs the CLIP weights {describe_weights(recorded)}"
     weights = recorded_weights_file(recorded, path)
+    beside = recorded_file_beside(recorded, path)
+    if beside is not None and beside != weights:  # there, but other weights: said, not hidden
+        needed += f" (not {describe_weights(weights_identity(beside))} at {beside})"
     if not os.path.isfile(weights):
         raise UsageError(f"{needed}, no longer at {weights}: {POINT_AT_WEIGHTS}")
     found = weights_identity(weights)
@@ -351,14 +355,33 @@ def weights_to_load(
 
 def recorded_weights_file(recorded: dict[str, str], path: Path) -> str:
     """Where checkpoint `path` finds its CLIP weights file: beside it as it was saved
-    (`weights_beside`: the same project, wherever it now lies) when that file is there, else
-    the absolute path recorded (a file outside the project, or an older checkpoint)."""
-    relative = recorded.get("relative")
-    if isinstance(relative, str) and Path(path).is_file():  # a hub folder records no place
-        beside = Path(path).parent / relative
-        if beside.is_file():
-            return str(beside)
+    (`weights_beside`: the same project, wherever it now lies) when that file holds the
+    recorded weights, else the absolute path recorded (a file outside the project, an older
+    checkpoint, or a copy whose file beside it was replaced while the old place kept them)."""
+    beside = recorded_file_beside(recorded, path)
+    if beside is not None and weights_identity(beside)["sha256"] == recorded["sha256"]:
+        return beside
     return recorded["path"]
+
+
+def recorded_file_beside(recorded: dict[str, str], path: Path) -> str | None:
+    """The regular file `recorded["relative"]` names from checkpoint `path`'s real folder (a
+    symlinked checkpoint is spelled from its target's, as `weights_beside` wrote it); None
+    where there is none: no `relative` (an older checkpoint, a file outside the project, a hub
+    folder), one that is no relative path, too long a name, or a file outside the repository
+    the checkpoint lies in, where `stored_spelling` never points (a hostile checkpoint's
+    "../../etc/x" is not read)."""
+    relative = recorded.get("relative")
+    if not isinstance(relative, str) or os.path.isabs(relative):
+        return None
+    try:
+        real = Path(path).resolve()
+        project = repository(real.parent)
+        beside = (real.parent / relative).resolve()
+        inside = project is not None and beside.is_relative_to(project)
+        return str(beside) if real.is_file() and inside and beside.is_file() else None
+    except (OSError, ValueError):  # a name too long for the system, a NUL byte in it
+        return None
 
 
 def recorded_config(path: Path) -> dict[str, Any] | None:

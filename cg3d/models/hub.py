@@ -395,6 +395,12 @@ def export_hub(
     payload = read_checkpoint(src)
     model = model_from_checkpoint(payload, Path(src), clip_pretrained, checked)
     exported = checkpoint_payload(model, embed_clip)
+    weights = exported["config"].get("clip_weights")
+    if isinstance(weights, dict) and "relative" in weights:
+        # spelled from the source checkpoint's folder, and a hub folder reads no file beside it
+        # (`recorded_file_beside`): it would only mislead in the published config.json
+        clip_weights = {key: value for key, value in weights.items() if key != "relative"}
+        exported["config"] = {**exported["config"], "clip_weights": clip_weights}
     name = payload["config"].get("card", "")
     card = get_card(name) if name in card_names() else None
     run = (payload.get("training") or {}).get("run")

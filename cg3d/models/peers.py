@@ -309,8 +309,12 @@ def convert_peer(
     clip_pretrained: str | None = None,
 ) -> dict[str, Any]:
     """Write the released `name` file at `path` to `out` as our checkpoint; returns its dict."""
-    from cg3d.models.checkpoint import write_payload
+    from cg3d.models.checkpoint import weights_beside, write_payload
 
     checkpoint = peer_checkpoint(name, path, allow_pickle, encoder_params, clip_pretrained)
+    # a teacher file in the project is spelled from `out`'s folder too, as `save_checkpoint`
+    # does: the project moved or copied, the checkpoint reads its own copy of the file
+    weights = weights_beside(checkpoint, Path(out))
+    checkpoint["config"] = {**checkpoint["config"], "clip_weights": weights}
     write_payload(Path(out), checkpoint)
     return checkpoint

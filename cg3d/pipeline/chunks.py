@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cg3d.errors import UsageError
 from cg3d.files import atomic_path, holds_lock, json_text
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import parquet_problem, part_problem
@@ -631,6 +632,33 @@ def _ray_connection() -> tuple[str, str]:
     return context.get_node_id(), context.get_job_id()
 
 
+def require_executor(executor: str) -> None:
+    """For a command, before its --out is made: `executor` "ray" needs the package and a
+    working folder Ray's workers can run this cg3d from (`check_ray_working_folder`)."""
+    from cg3d.errors import require
+
+    if executor == "ray":
+        require("ray")
+        check_ray_working_folder()
+
+
+def check_ray_working_folder() -> None:
+    """UsageError where the working folder holds a cg3d other than this process's: Ray puts
+    the driver's working folder first on every worker's sys.path, so run from another
+    checkout's root (or any folder holding a cg3d/ package) the tasks imported that code, a
+    RaySystemError traceback ("No module named 'cg3d.pipeline'") or another version's stage."""
+    import cg3d
+
+    here = Path.cwd()
+    own = Path(cg3d.__file__).resolve().parent
+    for found in (here / "cg3d" / "__init__.py", here / "cg3d.py"):
+        if found.is_file() and found.resolve().parent != own:
+            raise UsageError(
+                f"--executor ray: the working folder {here} holds another cg3d ({found}), which "
+                f"Ray's workers would import, not this command's ({own}): run from another folder"
+            )
+
+
 def connect_ray(workers: int) -> None:
     """Join the cluster RAY_ADDRESS names, and only that one; without it, start a private local
     Ray of `workers` CPUs. `address="local"` is what keeps it private: a bare `ray.init()`
@@ -640,6 +668,7 @@ def connect_ray(workers: int) -> None:
 
     if ray.is_initialized():
         return
+    check_ray_working_folder()
     common = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
     address = os.environ.get("RAY_ADDRESS", "").strip()
     with sigterm_kept():

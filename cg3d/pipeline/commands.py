@@ -32,9 +32,11 @@ def meshes(
     """List a mesh source, validate every mesh, and write the manifest (failures included)."""
 
     from cg3d.errors import require
+    from cg3d.pipeline.chunks import require_executor
     from cg3d.pipeline.sources import build_manifest
 
-    require("trimesh", *(["ray"] if config.executor == "ray" else []))  # before --out is made
+    require("trimesh")
+    require_executor(config.executor)  # before --out is made
     summary = build_manifest(config, out)
     if params_file is not None:
         check_training_batch(out, params_file)
@@ -84,11 +86,12 @@ def sample(
 
     from cg3d.errors import require
     from cg3d.formats.failures import summarize
+    from cg3d.pipeline.chunks import require_executor
     from cg3d.pipeline.sample import sample_points
 
     # fpsample is imported per object in the workers: it was a failure row each
     require("trimesh", *(["fpsample"] if config.fps == "bucket" else []))
-    require(*(["ray"] if config.executor == "ray" else []))  # before --out is made
+    require_executor(config.executor)  # before --out is made
     summary = sample_points(meshes, out, config)
     say(
         f"sampled {summary.sampled}/{summary.objects} objects into {out} "

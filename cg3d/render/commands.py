@@ -26,10 +26,12 @@ def render(
 
     from cg3d.errors import require
     from cg3d.formats.failures import summarize
+    from cg3d.pipeline.chunks import require_executor
     from cg3d.render.stage import render_meshes
 
     # bpy is imported by the Blender workers only: their start-up crash was a traceback
-    require("bpy", *(["ray"] if config.executor == "ray" else []))
+    require("bpy")
+    require_executor(config.executor)
     summary = render_meshes(meshes, out, config)
     rate = summary.views / max(summary.seconds, 1e-9)
     say(

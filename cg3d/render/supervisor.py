@@ -3,10 +3,11 @@
 The render stage asks it for views, the sample stage for points: the same import of the same
 file (`worker.py`), so the two agree.
 
-A `BlenderWorker` owns one `python -m cg3d.render.worker` subprocess and talks to it over
-stdin/stdout in JSON lines. Blender starts once and renders many objects; when an object
-crashes Blender or runs past the per-object timeout, only that process is killed, the object
-gets a failure reason, and a fresh Blender is started for the next one.
+A `BlenderWorker` owns one `cg3d.render.worker` subprocess (run as `python -m` would:
+`WORKER_START`) and talks to it over stdin/stdout in JSON lines. Blender starts once and
+renders many objects; when an object crashes Blender or runs past the per-object timeout, only
+that process is killed, the object gets a failure reason, and a fresh Blender is started for
+the next one.
 """
 
 import contextlib
@@ -97,18 +98,28 @@ def worker_environment() -> dict[str, str]:
     datafiles = bundled_datafiles()
     if datafiles is not None:
         environment["BLENDER_USER_DATAFILES"] = datafiles
-    if (folder := own_code_folder()) is not None:
-        given = environment.get("PYTHONPATH")
-        environment["PYTHONPATH"] = os.pathsep.join([folder, given] if given else [folder])
     return environment
 
 
+# How a worker starts: `python -P -c WORKER_START FOLDER MODULE SETTINGS` puts FOLDER (the
+# command's own cg3d, `own_code_folder`; "" for none) first on sys.path and runs MODULE as
+# `python -m` would, SETTINGS its sys.argv[1]. Not through PYTHONPATH, which splits a folder
+# whose name holds ':' in two: the worker then imported another cg3d.
+WORKER_START = (
+    "import runpy, sys\n"
+    "folder, module = sys.argv.pop(1), sys.argv.pop(1)\n"
+    "if folder:\n"
+    "    sys.path.insert(0, folder)\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+
+
 def own_code_folder() -> str | None:
-    """The folder this process imported `cg3d` from, for the worker's PYTHONPATH (it starts
+    """The folder this process imported `cg3d` from, put first on the worker's path (it starts
     with -P: `python -m` alone puts the working folder first, so a `cg3d render` run from
     another checkout's root, or any folder holding a cg3d/ package, had its Blenders run that
     code while the command ran its own); None where that folder is a site-packages folder,
-    which every Python of this environment searches anyway (first on PYTHONPATH, it would come
+    which every Python of this environment searches anyway (first on the path, it would come
     before the standard library)."""
     folder = os.path.realpath(Path(cg3d.__file__).parent.parent)
     site_folders = [*site.getsitepackages(), site.getusersitepackages()]
@@ -236,7 +247,9 @@ class BlenderWorker:
                 [
                     sys.executable,
                     "-P",  # not the working folder's cg3d: `own_code_folder`
-                    "-m",
+                    "-c",
+                    WORKER_START,
+                    own_code_folder() or "",
                     self.module,
                     json.dumps({**self.settings, "threads": self.threads}),
                 ],

@@ -195,6 +195,24 @@ def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tin
     assert Path(shown).resolve() == (moved / "runs" / "last.pt").resolve()
 
 
+def test_an_index_moved_out_of_its_project_says_so_and_takes_its_model_given(
+    tiny_checkpoint, tiny_shards, tmp_path
+):
+    """The checkpoint is spelled from the index folder within one project: an index copied
+    alone finds none there, and said only "not there"."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "runs").mkdir()
+    shutil.copyfile(tiny_checkpoint, project / "runs" / "last.pt")
+    config = IndexConfig(batch_size=4, thumbnail=16)
+    build_index(project / "runs" / "last.pt", tiny_shards, project / "runs" / "index", config)
+    alone = shutil.copytree(project / "runs" / "index", tmp_path / "shared" / "index")
+    with pytest.raises(UsageError, match=r"not there \(an index moved out of its project\?\)"):
+        open_index(alone).model  # noqa: B018 - the load is what is tested
+    model = cg3d.load(project / "runs" / "last.pt")
+    assert open_index(alone, model).search(text="a box", top=2)[0].score <= 1.0
+
+
 def test_an_index_takes_its_clip_file_read_from_a_moved_project_and_refuses_other_weights():
     """A moved project's model reads its CLIP file at the new place: the index, built at the
     old one, was refused as stale for the path alone."""

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from cg3d.models.checkpoint import (
     load_model,
     read_checkpoint,
     save_checkpoint,
+    write_payload,
 )
 from cg3d.models.clip import RandomClipWarning
 from cg3d.models.commands import register
@@ -491,3 +493,92 @@ def test_a_checkpoint_of_zeros_or_with_a_zero_filled_tail_says_so(tmp_path):
     few = tmp_path / "few.pt"
     few.write_bytes(bytes(100))
     assert _load_line(few) == f"{few}: not a readable checkpoint (all its 100 bytes are zero)"
+
+
+def saved_in_a_project(tmp_path: Path) -> tuple[Path, Path, Any]:
+    """(checkpoint, its CLIP weights file, the model): both in one project (`.git`)."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "models").mkdir()
+    weights = save_random_clip(project / "models" / "clip-micro.pt", seed=1)
+    model = build_model(tiny_model_config(clip_pretrained=str(weights)))
+    save_checkpoint(project / "runs" / "last.pt", model)
+    return project / "runs" / "last.pt", weights, model
+
+
+def with_relative(checkpoint: Path, relative: Any, out: Path) -> Path:
+    """A copy of `checkpoint` whose `clip_weights.relative` is `relative`."""
+    payload = read_checkpoint(checkpoint)
+    weights = {**payload["config"]["clip_weights"], "relative": relative}
+    write_payload(out, {**payload, "config": {**payload["config"], "clip_weights": weights}})
+    return out
+
+
+def test_a_copy_s_clip_file_replaced_falls_back_to_the_recorded_place_that_holds_them(tmp_path):
+    """The file beside a checkpoint (`relative`) holding other weights was taken, and the
+    checkpoint refused, while the recorded absolute path held the right ones."""
+    import shutil
+
+    checkpoint, weights, model = saved_in_a_project(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(checkpoint.parents[1], copy)
+    save_random_clip(copy / "models" / "clip-micro.pt", seed=2)  # the copy's own, replaced
+    loaded = load_model(copy / "runs" / "last.pt")
+    assert same_features(loaded, model)
+    assert Path(loaded.config["clip_weights"]["path"]) == weights
+    shutil.rmtree(checkpoint.parents[1])  # neither place holds them now: both said
+    with pytest.raises(UsageError) as refused:
+        load_model(copy / "runs" / "last.pt")
+    message = str(refused.value)
+    assert f"no longer at {weights}" in message
+    assert str(copy / "models" / "clip-micro.pt") in message
+
+
+@pytest.mark.parametrize(
+    "relative", ["a/" * 3000 + "x", "x" * 300, "a\0b", 5, ["../models/clip-micro.pt"]]
+)
+def test_a_hostile_relative_weights_path_is_passed_over(tmp_path, relative):
+    """Too long a name (a traceback: OSError 'File name too long'), a NUL byte, not a string:
+    the recorded absolute path is read."""
+    checkpoint, weights, model = saved_in_a_project(tmp_path)
+    hostile = with_relative(checkpoint, relative, checkpoint.parent / "hostile.pt")
+    assert same_features(load_model(hostile), model)
+
+
+def test_a_relative_weights_path_out_of_the_project_is_not_read(tmp_path):
+    """`stored_spelling` writes `relative` only within one repository: a checkpoint's
+    "../../outside.pt" (or "../../../etc/x") was hashed, and named in the refusal."""
+    checkpoint, weights, _ = saved_in_a_project(tmp_path)
+    save_random_clip(tmp_path / "outside.pt", seed=2)
+    hostile = with_relative(checkpoint, "../../outside.pt", checkpoint.parent / "hostile.pt")
+    weights.unlink()
+    with pytest.raises(UsageError, match="no longer at") as refused:
+        load_model(hostile)
+    assert "outside.pt" not in str(refused.value)
+
+
+def test_a_symlinked_checkpoint_of_a_moved_project_reads_the_weights_beside_its_target(tmp_path):
+    """`relative` is spelled from the checkpoint's real folder: read from the symlink's folder
+    (`best.pt -> runs/last.pt`), it named nothing, and a moved project's load asked for
+    --clip-pretrained."""
+    checkpoint, _, model = saved_in_a_project(tmp_path)
+    project = checkpoint.parents[1]
+    (project / "best.pt").symlink_to("runs/last.pt")
+    moved = project.rename(tmp_path / "moved")
+    assert same_features(load_model(moved / "best.pt"), model)
+
+
+def test_a_hub_export_records_no_weights_file_beside_it(tmp_path):
+    """`relative` is spelled from the checkpoint's folder: the hub folder's config.json kept the
+    source checkpoint's spelling, which names nothing from the hub folder."""
+    import json
+
+    from cg3d.models.hub import export_hub
+
+    checkpoint, weights, model = saved_in_a_project(tmp_path)
+    export_hub(checkpoint, tmp_path / "project" / "exports" / "hub")
+    config = json.loads((tmp_path / "project" / "exports" / "hub" / "config.json").read_text())
+    assert "relative" not in config["model"]["clip_weights"]
+    assert "relative" not in config["teacher"]["weights"]
+    assert config["model"]["clip_weights"]["path"] == str(weights)
+    assert same_features(load_model(tmp_path / "project" / "exports" / "hub"), model)

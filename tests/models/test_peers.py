@@ -223,6 +223,27 @@ def test_each_card_fits_its_teacher_encoder_and_protocol(name):
     assert card.license and card.repository
 
 
+def test_a_converted_checkpoint_spells_its_teacher_file_in_the_project_from_its_folder(tmp_path):
+    """`save_checkpoint` records `relative`, `convert_peer` wrote the absolute path only: the
+    project moved or copied, its converted checkpoint read the old place's teacher file."""
+    from cg3d.models.checkpoint import read_checkpoint
+    from cg3d.models.peers import convert_peer
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "models").mkdir()
+    file = project / "models" / "ulip.pt"
+    torch.save({"state_dict": random_state(ulip_layout(2, 3, 512))}, file)
+    slip = project / "models" / "slip_base_100ep.pt"
+    slip.write_bytes(b"not loaded, only hashed")
+    out = project / "runs" / "ulip-converted.pt"
+    out.parent.mkdir()
+    convert_peer("ulip-pointbert", file, out, False, SMALL, str(slip))
+    recorded = read_checkpoint(out)["config"]["clip_weights"]
+    assert recorded["relative"] == "../models/slip_base_100ep.pt"
+    assert recorded["path"] == str(slip)
+
+
 def test_the_teacher_s_weights_are_named_by_tag_or_by_file(tmp_path):
     """SLIP's weights are a file: recorded by name and sha256 (never loaded here); an open_clip
     teacher takes another of its tags; anything else is refused in one line."""

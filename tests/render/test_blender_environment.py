@@ -180,3 +180,25 @@ def test_the_workers_run_the_commands_cg3d_not_the_working_folders(tmp_path, mon
     summary = render_meshes(tmp_path / "meshes", tmp_path / "out", config)
     assert summary.rendered == 4, summary
     assert not (tmp_path / "other-worker").exists()
+
+
+def test_the_workers_run_the_commands_cg3d_from_a_folder_named_with_a_colon(tmp_path, monkeypatch):
+    """A cg3d run from a folder whose name holds ':' (`cd 'run:2' && python -m cg3d render`):
+    the worker had that folder on its PYTHONPATH, which ':' splits in two, and so imported
+    another cg3d (an editable install's, or the next PYTHONPATH folder's, as here)."""
+    from cg3d.render import supervisor
+
+    checkout = tmp_path / "checkout"
+    (checkout / "cg3d" / "render").mkdir(parents=True)
+    for name in ("__init__.py", "render/__init__.py"):
+        (checkout / "cg3d" / name).write_text("")
+    (checkout / "cg3d" / "render" / "worker.py").write_text(marker(tmp_path, "other-worker"))
+    named = tmp_path / "run:2"
+    named.symlink_to(Path(supervisor.__file__).parents[2])  # this cg3d, under a ':' name
+    monkeypatch.setattr(supervisor, "own_code_folder", lambda: str(named))
+    monkeypatch.setenv("PYTHONPATH", str(checkout))  # the user's, kept after the command's
+    write_meshes(tmp_path / "meshes")
+    config = RenderConfig(views=1, resolution=16, workers=1)
+    summary = render_meshes(tmp_path / "meshes", tmp_path / "out", config)
+    assert summary.rendered == 4, summary
+    assert not (tmp_path / "other-worker").exists()
