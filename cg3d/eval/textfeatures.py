@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import shown_name
 from cg3d.formats.textfeatures import write_text_features
-from cg3d.protocol import class_name_problem, same_text_classes
+from cg3d.protocol import check_class_list
 
 
 def model_protocol(config: dict[str, Any], name: str = ""):
@@ -36,12 +35,7 @@ def write_class_features(
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
-    for name in classes:  # the rule a source's classes keep: zero-shot matches the two
-        if problem := class_name_problem(name):
-            raise UsageError(f"--classes: the class {shown_name(name)} {problem}")
-    if alike := same_text_classes(classes):  # one prompt: two rows of the same features
-        first, second = (shown_name(name) for name in alike)
-        raise UsageError(f"--classes: {first} and {second} are one text to CLIP")
+    check_class_list(classes, "--classes")  # a source's rules: zero-shot matches the two
     if Path(out).suffix != ".npy":  # before the model loads and every class is encoded
         raise UsageError(f"--out: {out} must end in .npy")
     if protocol:  # a name given: an unknown one fails before the model loads, too

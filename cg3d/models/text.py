@@ -48,6 +48,18 @@ def check_class_features(features: torch.Tensor, names: list[str], what: str) ->
     return features
 
 
+def alike_features(features: torch.Tensor) -> tuple[int, int] | None:
+    """The first two rows of the (C, D) `features` equal bit for bit (the later one's first),
+    or None: classes whose prompts are one text to CLIP (the same words, or the same first 77
+    tokens, the rest cut), which nothing tells apart."""
+    column = torch.unique(features, dim=0, return_inverse=True)[1].tolist()
+    first: dict[int, int] = {}
+    for index, row in enumerate(column):
+        if (earlier := first.setdefault(row, index)) != index:
+            return earlier, index
+    return None
+
+
 def templates_label(name: str, template_list: list[str]) -> str:
     """How a metric names the templates that made its prototypes, e.g. "cg3d (63)"."""
     return f"{name} ({len(template_list)})"

@@ -72,7 +72,12 @@ def test_a_protocol_with_a_wrong_field_is_refused(fields, message):
         ("a photo of a {c}.", "holds no '{}'"),  # CLIP_benchmark's JSON: KeyError 'c' if used
         ("a {} of {c}", "a brace other than"),  # passed the count, then a KeyError traceback
         ("a {} photo}", "a brace other than"),  # passed, then "Single '}' encountered"
-        ("{{}}", "a brace other than"),  # passed, and prompted the literal "{}": no class name
+        # str.format's escaped brace, meant literally (passed, and prompted the literal "{}":
+        # no class name); named as such, where "{} {{}}" read "holds '{}' 2 times"
+        ("{{}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("{} {{}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("a {} {{3D}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("a photo of a ｛｝", "holds no '{}'"),  # full-width braces are text, no placeholder
         ("{} or {}", "2 times"),
         ("a %s", "holds no '{}'"),
         ("{0}", "holds no '{}'"),

@@ -106,8 +106,11 @@ def test_text_features_names_its_out_option_before_loading_the_model(tmp_path, n
         ("chair,a\x1b[2Jb", "--classes: the class 'a\\x1b[2Jb' holds the unprintable character"),
         ("chair,a\nb", "--classes: the class 'a\\nb' holds the unprintable character"),
         # one prompt for two rows: zero-shot split the shapes of both by the tie rule
-        ("night_stand,chair,night stand", "--classes: 'night_stand' and 'night stand' are one"),
-        ("Chair,chair", "--classes: 'Chair' and 'chair' are one text to CLIP"),
+        (
+            "night_stand,chair,night stand",
+            "--classes: the classes 'night_stand' and 'night stand' are one",
+        ),
+        ("Chair,chair", "--classes: the classes 'Chair' and 'chair' are one text to CLIP"),
     ],
 )
 def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_loads(
