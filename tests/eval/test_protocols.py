@@ -91,6 +91,16 @@ def test_a_template_is_one_brace_pair_for_the_name_and_no_other_brace(template, 
     assert "\n" not in message
 
 
+def test_templates_given_as_one_string_are_named_as_such():
+    # ("a photo of a {}.") lacks the comma of a tuple of one: before, the string was read
+    # letter by letter and refused as "the template 'a' holds no '{}'"
+    with pytest.raises(ValueError) as error:
+        Protocol(name="one", description="", templates=("a photo of a {}."))
+    assert str(error.value).startswith(
+        "protocol one: the templates are one string 'a photo of a {}.', not a list of templates"
+    )
+
+
 def test_class_names_are_written_with_spaces_or_as_the_files_write_them():
     classes, folders = ["night stand", "tv stand"], ["night_stand", "tv_stand"]
     assert CG3D.written_names(classes, folders) == ["night stand", "tv stand"]
