@@ -127,6 +127,20 @@ def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_l
     assert not (tmp_path / "f.npy").exists()
 
 
+def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_not_written(
+    tmp_path, tiny_checkpoint
+):
+    """Before: written as two identical rows, which zero-shot then split by the tie rule."""
+    long = "box " * 80
+    out = tmp_path / "f.npy"
+    words = ["eval", "text-features", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, [*words, "--classes", f"lamp,{long}a,{long}b"])
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)
+    assert message.startswith("--classes: 'box box") and "have one text feature" in message
+    assert not out.exists()
+
+
 def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_path):
     """Before: two `cg3d eval text-features --out same.npy` at once were not locked against
     each other, so an interleaving could leave one run's rows beside the other's sidecar. The
