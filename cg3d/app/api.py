@@ -33,7 +33,6 @@ from cg3d.eval.readers import prepare_points
 from cg3d.files import (
     read_small_text,
     require_regular_file,
-    shown_name,
     sorted_entries,
     why_not_a_folder,
     why_unlisted,
@@ -43,7 +42,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_poi
 from cg3d.formats.shards import rgb_on_white
 from cg3d.geometry.frame import float32_quantization
 from cg3d.models.model import CG3D
-from cg3d.models.text import alike_features, check_class_features
+from cg3d.models.text import check_class_features, check_distinct_features
 from cg3d.params import MAX_LABELS
 from cg3d.protocol import same_text_classes
 
@@ -444,15 +443,10 @@ class Model:
                     if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
                         self._class_cache.pop(next(iter(self._class_cache)))
                     self._class_cache[(name, chosen.name)] = feature
-        features = torch.stack([found[name] for name in names])
-        if alike := alike_features(features):  # beyond parse_labels' rule: the 77-token cut
-            first, second = (shown_name(labels[index]) for index in alike)
-            raise UsageError(
-                f"--labels: {first} and {second} have one text feature: their prompts are one "
-                "text to CLIP (the same first 77 tokens, the rest cut), so they would split "
-                "one probability"
-            )
-        return features
+        # beyond parse_labels' rule: labels whose prompts agree in CLIP's 77 tokens
+        return check_distinct_features(
+            torch.stack([found[name] for name in names]), list(labels), "--labels"
+        )
 
     @torch.inference_mode()
     def classify(

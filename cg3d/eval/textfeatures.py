@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import shown_name
 from cg3d.formats.textfeatures import write_text_features
 from cg3d.protocol import check_class_list
 
@@ -31,7 +30,7 @@ def write_class_features(
     """Encode `classes` under the protocol's templates with the model's text tower (built now)
     and write them to `out` (.npy and its .json sidecar); returns the sidecar's record."""
     from cg3d.models.checkpoint import load_model
-    from cg3d.models.text import alike_features, check_class_features
+    from cg3d.models.text import check_class_features, check_distinct_features
 
     if not classes:
         raise UsageError("--classes: no classes given")
@@ -49,12 +48,7 @@ def write_class_features(
     # a file zero-shot would refuse on reading (dead rows) or split by the tie rule (two rows
     # alike: names whose prompts agree in the 77 tokens CLIP reads) is not written
     check_class_features(features, classes, "--checkpoint")
-    if alike := alike_features(features):
-        first, second = (shown_name(classes[index]) for index in alike)
-        raise UsageError(
-            f"--classes: {first} and {second} have one text feature: their prompts are one "
-            "text to CLIP (the same first 77 tokens, the rest cut)"
-        )
+    check_distinct_features(features, classes, "--classes")
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),

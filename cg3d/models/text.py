@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cg3d.errors import UsageError
+from cg3d.files import shown_name
 from cg3d.protocol import check_templates, fill_template
 
 
@@ -58,6 +59,18 @@ def alike_features(features: torch.Tensor) -> tuple[int, int] | None:
         if (earlier := first.setdefault(row, index)) != index:
             return earlier, index
     return None
+
+
+def check_distinct_features(features: torch.Tensor, names: list[str], where: str) -> torch.Tensor:
+    """`features` ((C, D) text features of `names`) if no two rows are one (`alike_features`);
+    else a UsageError naming `where` and the two names, which would split one probability."""
+    if alike := alike_features(features):
+        first, second = (shown_name(names[index]) for index in alike)
+        raise UsageError(
+            f"{where}: {first} and {second} have one text feature: their prompts are one text "
+            "to CLIP (the same first 77 tokens, the rest cut)"
+        )
+    return features
 
 
 def templates_label(name: str, template_list: list[str]) -> str:
