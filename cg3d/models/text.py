@@ -78,6 +78,23 @@ def templates_label(name: str, template_list: list[str]) -> str:
     return f"{name} ({len(template_list)})"
 
 
+def check_templates_see_names(per_template: torch.Tensor, template_list: list[str]) -> None:
+    """A UsageError naming the first template that gave every class one text feature while
+    another template told the classes apart ((C, T, D) `per_template`): CLIP cut its prompts
+    before the class name (its '{}' past the 77 tokens CLIP reads), and its feature, the same
+    for every class, was averaged into every prototype. Every template alike is left to the
+    callers' checks (a dead tower, or names alike for 77 tokens)."""
+    if per_template.shape[0] < 2:
+        return
+    blind = (per_template == per_template[:1]).all(dim=2).all(dim=0)
+    if blind.any() and not blind.all():
+        template = template_list[int(blind.nonzero()[0, 0])]
+        raise UsageError(
+            f"templates: the template {template[:80]!r} ({len(template)} characters) gives "
+            "every class one text feature: its '{}' falls past the 77 tokens CLIP reads"
+        )
+
+
 @torch.no_grad()
 def class_text_features(
     model: TextModel,
@@ -101,6 +118,7 @@ def class_text_features(
     features = torch.cat(
         [encode(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)]
     )
+    check_templates_see_names(features.view(len(classes), len(template_list), -1), template_list)
     if not normalise:
         return features.view(len(classes), len(template_list), -1).mean(dim=1)
     features = F.normalize(features, dim=-1)

@@ -164,3 +164,24 @@ def test_openshape_categories_keep_a_sources_rules(tmp_path, categories, problem
     assert str(error.value).startswith(f"{root / 'lvis.json'}: the class") and problem in str(
         error.value
     )
+
+
+ONE_LONG_TEMPLATE = register_protocol(  # a short template, and one of 10,000 characters
+    Protocol(
+        name="test-one-long-template", description="", templates=("a {}", "x " * 5000 + "a {}")
+    )
+)
+
+
+def test_one_template_whose_name_falls_past_clips_77_tokens_among_others_is_refused(
+    shards, tmp_path, tiny_checkpoint
+):
+    # before: its prompt, the same for every class, was averaged into every prototype in
+    # silence (the other template still told the classes apart)
+    config = ZeroShotConfig(dataset="shards", root=str(shards), protocol=ONE_LONG_TEMPLATE.name)
+    with pytest.raises(UsageError) as error:
+        zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert str(error.value) == (
+        f"templates: the template {('x ' * 40)!r} (10004 characters) gives every class one "
+        "text feature: its '{}' falls past the 77 tokens CLIP reads"
+    )
