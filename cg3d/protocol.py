@@ -11,6 +11,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from cg3d.errors import UsageError
+from cg3d.files import shown_name
+
 
 @cache
 def protocol() -> dict[str, Any]:
@@ -31,6 +34,8 @@ def template_problem(template: str) -> str:
     the class name goes, and no other `{` or `}`."""
     if not isinstance(template, str):
         return f"is {type(template).__name__}, not text"
+    if "{{" in template or "}}" in template:  # str.format's escape, meant as a literal brace
+        return "holds '{{' or '}}', str.format's escaped brace, which no template can hold"
     count = template.count(PLACEHOLDER)
     rest = template.replace(PLACEHOLDER, "")
     if count == 1 and "{" not in rest and "}" not in rest:
@@ -42,6 +47,11 @@ def template_problem(template: str) -> str:
 
 def check_templates(template_list: Iterable[str], where: str) -> list[str]:
     """`template_list` as a list, or a ValueError naming `where` and the first bad template."""
+    if isinstance(template_list, str):  # ("a {}") without its comma: read letter by letter
+        raise ValueError(
+            f"{where}: the templates are one string {template_list[:80]!r}, not a list of "
+            "templates (a tuple of one needs a trailing comma: ('a photo of a {}.',))"
+        )
     found = list(template_list)
     if not found:
         raise ValueError(f"{where}: no templates")
@@ -121,3 +131,19 @@ def same_text_classes(names: Iterable[str]) -> tuple[str, str] | None:
         if first != name:
             return first, name
     return None
+
+
+def check_class_list(classes: list[str], source: str) -> list[str]:
+    """`classes` if they keep a source's rules (`cg3d meshes` refuses the others); else a
+    UsageError naming `source`. A hand-edited list's "" or "pl\nank" made prompts of nothing or
+    a line break in predictions.csv; "Chair" beside "chair" (or night_stand beside "night
+    stand") are one prompt, and zero-shot gave the shapes of both the first's label. The one
+    check of a shard index's classes (eval and training), OpenShape's categories and
+    `cg3d eval text-features --classes`."""
+    for name in classes:
+        if problem := class_name_problem(name):
+            raise UsageError(f"{source}: the class {shown_name(name)} {problem}")
+    if alike := same_text_classes(classes):
+        first, second = (shown_name(name) for name in alike)
+        raise UsageError(f"{source}: the classes {first} and {second} are one text to CLIP")
+    return classes

@@ -42,7 +42,7 @@ from cg3d.formats.pointfiles import POINT_SUFFIXES, check_points_array, read_poi
 from cg3d.formats.shards import rgb_on_white
 from cg3d.geometry.frame import float32_quantization
 from cg3d.models.model import CG3D
-from cg3d.models.text import check_class_features
+from cg3d.models.text import check_class_features, check_distinct_features
 from cg3d.params import MAX_LABELS
 from cg3d.protocol import same_text_classes
 
@@ -443,7 +443,10 @@ class Model:
                     if len(self._class_cache) >= CLASS_CACHE_SIZE:  # the oldest first
                         self._class_cache.pop(next(iter(self._class_cache)))
                     self._class_cache[(name, chosen.name)] = feature
-        return torch.stack([found[name] for name in names])
+        # beyond parse_labels' rule: labels whose prompts agree in CLIP's 77 tokens
+        return check_distinct_features(
+            torch.stack([found[name] for name in names]), list(labels), "--labels"
+        )
 
     @torch.inference_mode()
     def classify(

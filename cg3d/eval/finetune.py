@@ -306,6 +306,7 @@ def finetune(checkpoint: Path, out: Path, config: FinetuneConfig) -> dict:
     check_results_out(out, "finetune")
     torch.manual_seed(config.seed)
     train_set, test_set = open_splits(config)
+    train_set.check_choice("fine-tuning")  # before the model loads: one class was 100 %
     model = load_model(Path(checkpoint), clip_pretrained=config.clip_pretrained or None)
     n_points, channels = int(model.config["n_points"]), int(model.config["point_channels"])
     keep = few_shot_keep(train_set, config)

@@ -76,7 +76,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
-from cg3d.protocol import class_name_problem, class_names, same_text_classes, shapenet_renames
+from cg3d.protocol import check_class_list, class_names, shapenet_renames
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,15 @@ class Benchmark:
 
         self.shapes = counted
         self.skipped = lambda: read_skipped() + self.unusable
+
+    def check_choice(self, task: str) -> None:
+        """A UsageError naming `task` if the benchmark has fewer than two classes: every shape is
+        then right (a top-1 of 100 % that says nothing), in zero-shot and a fine-tuned head."""
+        if len(self.classes) < 2:
+            raise UsageError(
+                f"{self.name}: one class ({', '.join(map(shown_name, self.classes))}): {task} "
+                "needs two classes or more to choose between"
+            )
 
     def skip(self, key: str, reason: str) -> None:
         """Count shape `key`, read but unusable for `reason` (no finite point, all points at
@@ -361,20 +370,6 @@ def _check_classes(found: list[str], dataset: str, source: Path) -> list[str]:
     if [name.replace("_", " ") for name in found] != expected:
         raise UsageError(f"{source}: class names differ from the {dataset} protocol list")
     return expected
-
-
-def check_class_list(classes: list[str], source: str) -> list[str]:
-    """`classes` if they keep a source's rules (`cg3d meshes` refuses the others); else a
-    UsageError naming `source`. A hand-edited list's "" or "pl\nank" made prompts of nothing or
-    a line break in predictions.csv; "Chair" beside "chair" (or night_stand beside "night
-    stand") are one prompt, and zero-shot gave the shapes of both the first's label."""
-    for name in classes:
-        if problem := class_name_problem(name):
-            raise UsageError(f"{source}: the class {shown_name(name)} {problem}")
-    if alike := same_text_classes(classes):
-        first, second = (shown_name(name) for name in alike)
-        raise UsageError(f"{source}: the classes {first} and {second} are one text to CLIP")
-    return classes
 
 
 def modelnet(root: Path, classes: int = 40, split: str = "test") -> Benchmark:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cg3d.errors import UsageError
-from cg3d.files import shown_name
 from cg3d.formats.textfeatures import write_text_features
-from cg3d.protocol import class_name_problem, same_text_classes
+from cg3d.protocol import check_class_list
 
 
 def model_protocol(config: dict[str, Any], name: str = ""):
@@ -31,17 +30,13 @@ def write_class_features(
     """Encode `classes` under the protocol's templates with the model's text tower (built now)
     and write them to `out` (.npy and its .json sidecar); returns the sidecar's record."""
     from cg3d.models.checkpoint import load_model
+    from cg3d.models.text import check_class_features, check_distinct_features
 
     if not classes:
         raise UsageError("--classes: no classes given")
     if len(set(classes)) != len(classes):
         raise UsageError("--classes: a class is named twice")
-    for name in classes:  # the rule a source's classes keep: zero-shot matches the two
-        if problem := class_name_problem(name):
-            raise UsageError(f"--classes: the class {shown_name(name)} {problem}")
-    if alike := same_text_classes(classes):  # one prompt: two rows of the same features
-        first, second = (shown_name(name) for name in alike)
-        raise UsageError(f"--classes: {first} and {second} are one text to CLIP")
+    check_class_list(classes, "--classes")  # a source's rules: zero-shot matches the two
     if Path(out).suffix != ".npy":  # before the model loads and every class is encoded
         raise UsageError(f"--out: {out} must end in .npy")
     if protocol:  # a name given: an unknown one fails before the model loads, too
@@ -50,6 +45,10 @@ def write_class_features(
     chosen = model_protocol(model.config, protocol)
     # the protocol's own way: its class names and templates, normalised or not
     features = chosen.class_features(model, chosen.written_names(classes))
+    # a file zero-shot would refuse on reading (dead rows) or split by the tie rule (two rows
+    # alike: names whose prompts agree in the 77 tokens CLIP reads) is not written
+    check_class_features(features, classes, "--checkpoint")
+    check_distinct_features(features, classes, "--classes")
     about = {
         "clip_model": model.config["clip_model"],
         "clip_weights": model.config.get("clip_weights"),

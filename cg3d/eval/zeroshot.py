@@ -72,7 +72,7 @@ from cg3d.formats.textfeatures import (
     features_for,
     read_text_features,
 )
-from cg3d.models.text import check_class_features
+from cg3d.models.text import alike_features, check_class_features
 from cg3d.params import ZeroShotConfig, bound_workers
 from cg3d.stopping import (
     Stopwatch,
@@ -219,26 +219,31 @@ def class_scores(features: torch.Tensor, texts: tuple[torch.Tensor, torch.Tensor
     return (features @ distinct.T)[:, column]
 
 
-def warn_alike_classes(classes: list[str], column: torch.Tensor) -> None:
-    """Log the classes whose text features are identical (`distinct_texts`' `column`), naming
-    the first two: their prompts are one text to CLIP (the same words, or names so long that
-    the first 77 tokens of the prompts agree and the rest is cut), so a shape of either is
-    counted for the first. The tied_top1 count said so only after the run, naming no class."""
-    column = column.tolist()
-    alike = len(classes) - len(set(column))
-    if not alike:
+def check_alike_classes(classes: list[str], text_features: torch.Tensor, where: str) -> None:
+    """Log the classes whose text features are identical, naming the first two: their prompts
+    are one text to CLIP (the same words, or names so long that the first 77 tokens of the
+    prompts agree and the rest is cut), so a shape of either is counted for the first. The
+    tied_top1 count said so only after the run, naming no class. Every class alike is refused:
+    a template whose '{}' falls past CLIP's 77 tokens gave every class one prompt, and the run
+    scored chance with exit 0."""
+    alike = alike_features(text_features)
+    if alike is None:
         return
-    first: dict[int, int] = {}
-    for index, row in enumerate(column):
-        if (earlier := first.setdefault(row, index)) != index:
-            break
+    first, second = (shown_name(classes[index]) for index in alike)
+    distinct = len(torch.unique(text_features, dim=0))
+    if distinct == 1:
+        raise UsageError(
+            f"{where}: all {len(classes)} classes have one text feature, as {first} and "
+            f"{second}: their prompts are one text to CLIP (a template whose '{{}}' falls past "
+            "the 77 tokens CLIP reads, or names alike for as long)"
+        )
     log.warning(
         "%d classes have the text features of another, as %s and %s: their prompts are one "
         "text to CLIP (the same words, or the same first 77 tokens, the rest cut); a shape of "
         "either is counted for the first",
-        alike,
-        shown_name(classes[earlier]),
-        shown_name(classes[index]),
+        len(classes) - distinct,
+        first,
+        second,
     )
 
 
@@ -251,11 +256,7 @@ def score_benchmark(
     The shapes topped up are logged in one line under `label` (default: the benchmark's name;
     the benchmark harness names the model too)."""
     protocol = get_protocol(config.protocol)
-    if len(benchmark.classes) < 2:  # every shape right: a top-1 of 100 % that says nothing
-        raise UsageError(
-            f"{benchmark.name}: one class ({shown_name(benchmark.classes[0])}): zero-shot "
-            "needs two classes or more to choose between"
-        )
+    benchmark.check_choice("zero-shot")
     n_points = protocol_n_points(model, protocol)
     if text_features is None:
         text_features = cached_text_features(
@@ -264,8 +265,9 @@ def score_benchmark(
             protocol,
             Path(config.text_cache) if config.text_cache else None,
         )
-    texts = distinct_texts(check_class_features(text_features, benchmark.classes, benchmark.name))
-    warn_alike_classes(benchmark.classes, texts[1])
+    check_class_features(text_features, benchmark.classes, benchmark.name)
+    check_alike_classes(benchmark.classes, text_features, benchmark.name)
+    texts = distinct_texts(text_features)
     total = min(benchmark.size, config.limit) if config.limit else benchmark.size
     scores, labels, keys = [], [], []
     device = model.device()

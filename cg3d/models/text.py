@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cg3d.errors import UsageError
+from cg3d.files import shown_name
 from cg3d.protocol import check_templates, fill_template
 
 
@@ -48,9 +49,50 @@ def check_class_features(features: torch.Tensor, names: list[str], what: str) ->
     return features
 
 
+def alike_features(features: torch.Tensor) -> tuple[int, int] | None:
+    """The first two rows of the (C, D) `features` equal bit for bit (the later one's first),
+    or None: classes whose prompts are one text to CLIP (the same words, or the same first 77
+    tokens, the rest cut), which nothing tells apart."""
+    column = torch.unique(features, dim=0, return_inverse=True)[1].tolist()
+    first: dict[int, int] = {}
+    for index, row in enumerate(column):
+        if (earlier := first.setdefault(row, index)) != index:
+            return earlier, index
+    return None
+
+
+def check_distinct_features(features: torch.Tensor, names: list[str], where: str) -> torch.Tensor:
+    """`features` ((C, D) text features of `names`) if no two rows are one (`alike_features`);
+    else a UsageError naming `where` and the two names, which would split one probability."""
+    if alike := alike_features(features):
+        first, second = (shown_name(names[index]) for index in alike)
+        raise UsageError(
+            f"{where}: {first} and {second} have one text feature: their prompts are one text "
+            "to CLIP (the same first 77 tokens, the rest cut)"
+        )
+    return features
+
+
 def templates_label(name: str, template_list: list[str]) -> str:
     """How a metric names the templates that made its prototypes, e.g. "cg3d (63)"."""
     return f"{name} ({len(template_list)})"
+
+
+def check_templates_see_names(per_template: torch.Tensor, template_list: list[str]) -> None:
+    """A UsageError naming the first template that gave every class one text feature while
+    another template told the classes apart ((C, T, D) `per_template`): CLIP cut its prompts
+    before the class name (its '{}' past the 77 tokens CLIP reads), and its feature, the same
+    for every class, was averaged into every prototype. Every template alike is left to the
+    callers' checks (a dead tower, or names alike for 77 tokens)."""
+    if per_template.shape[0] < 2:
+        return
+    blind = (per_template == per_template[:1]).all(dim=2).all(dim=0)
+    if blind.any() and not blind.all():
+        template = template_list[int(blind.nonzero()[0, 0])]
+        raise UsageError(
+            f"templates: the template {template[:80]!r} ({len(template)} characters) gives "
+            "every class one text feature: its '{}' falls past the 77 tokens CLIP reads"
+        )
 
 
 @torch.no_grad()
@@ -76,6 +118,7 @@ def class_text_features(
     features = torch.cat(
         [encode(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)]
     )
+    check_templates_see_names(features.view(len(classes), len(template_list), -1), template_list)
     if not normalise:
         return features.view(len(classes), len(template_list), -1).mean(dim=1)
     features = F.normalize(features, dim=-1)

@@ -8,7 +8,7 @@ import torch
 
 from cg3d.errors import UsageError
 from cg3d.models.model import CG3D
-from cg3d.models.text import class_text_features, templates_label
+from cg3d.models.text import check_class_features, class_text_features, templates_label
 from cg3d.protocol import templates
 
 
@@ -16,7 +16,12 @@ def held_out_prototypes(model: CG3D, template_set: str) -> tuple[torch.Tensor, s
     """(C, D) class prototypes of `template_set` (the model library's function, as eval's)
     and the label the metrics give them, e.g. "cg3d (63)"."""
     template_list = templates(template_set)
-    prototypes = class_text_features(model, list(model.config["classes"]), template_list)
+    classes = list(model.config["classes"])
+    # a dead text tower's prototypes (zeros, NaN) scored every class alike: a chance-level
+    # curve from the first epoch, trained to the end, where eval's check refuses it
+    prototypes = check_class_features(
+        class_text_features(model, classes, template_list), classes, "held-out prototypes"
+    )
     return prototypes, templates_label(template_set, template_list)
 
 

@@ -174,6 +174,18 @@ def test_classify_point_file_end_to_end(model, tmp_path):
     assert [p.score for p in same] == pytest.approx([p.score for p in from_file], abs=1e-5)
 
 
+def test_labels_whose_prompts_agree_in_their_first_77_tokens_are_refused(model):
+    # before: one text feature for both (CLIP cuts a prompt at 77 tokens), which split one
+    # probability in silence; parse_labels refuses only labels of the same words
+    long = "box " * 80
+    shape = cube(300, np.random.default_rng(1))
+    with pytest.raises(UsageError) as error:
+        model.classify(shape, ["lamp", long + "a", long + "b"])
+    message = str(error.value)
+    assert message.startswith("--labels: 'box box") and "have one text feature" in message
+    assert "(321 characters)" in message and "the same first 77 tokens" in message
+
+
 def test_classify_under_the_public_protocol_ranks_labels_by_the_raw_text_of_one_prompt(model):
     # cg3d-public: "This is a " + the label as written, text features not normalised
     shape = cube(300, np.random.default_rng(1), scale=(3, 1, 1))

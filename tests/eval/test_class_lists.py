@@ -8,6 +8,8 @@ import shutil
 import pytest
 
 from cg3d.errors import UsageError
+from cg3d.eval.finetune import FinetuneConfig, finetune
+from cg3d.eval.protocols import Protocol, register_protocol
 from cg3d.eval.readers import open_benchmark
 from cg3d.eval.zeroshot import ZeroShotConfig, zeroshot
 from tests.eval.files import write_openshape, write_shards
@@ -90,6 +92,17 @@ def test_a_one_class_set_is_refused_in_one_line(shards, tmp_path, tiny_checkpoin
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_a_one_class_set_is_refused_by_fine_tuning_before_the_model_loads(shards, tmp_path):
+    # before: the probe fitted one class in 0 iterations and reported top1 100 %, exit 0
+    root = edited(shards, tmp_path, ["box"])
+    config = FinetuneConfig(dataset="shards", root=str(root), mode="linear")
+    with pytest.raises(UsageError) as error:
+        finetune(tmp_path / "no-checkpoint.pt", tmp_path / "out", config)
+    assert str(error.value) == (
+        "shards: one class ('box'): fine-tuning needs two classes or more to choose between"
+    )
+
+
 def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_named(
     shards, tmp_path, tiny_checkpoint, caplog
 ):
@@ -97,12 +110,42 @@ def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_named(
     # feature, and every shape of the second took the first's label; the tie count after the
     # run named no class
     long = "box " * 80
-    root = edited(shards, tmp_path, [long + "a", long + "b"])
+    root = edited(shards, tmp_path, [long + "a", long + "b", "plank"])
     with caplog.at_level(logging.WARNING, logger="cg3d.eval.zeroshot"):
         evaluate(tiny_checkpoint, root, tmp_path / "out")
     lines = [r.getMessage() for r in caplog.records if "text features of another" in r.message]
     assert len(lines) == 1 and lines[0].startswith("1 classes have the text features of another")
     assert "(321 characters)" in lines[0] and "the same first 77 tokens" in lines[0]
+
+
+def test_a_set_whose_classes_all_have_one_text_feature_is_refused(
+    shards, tmp_path, tiny_checkpoint
+):
+    # before: a warning, then a chance-level top-1 (every shape the first class's) and exit 0
+    long = "box " * 80
+    root = edited(shards, tmp_path, [long + "a", long + "b"])
+    with pytest.raises(UsageError) as error:
+        evaluate(tiny_checkpoint, root, tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith("shards: all 2 classes have one text feature, as 'box box")
+    assert "past the 77 tokens CLIP reads" in message and "\n" not in message
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+LONG_TEMPLATE = register_protocol(  # 10,000 characters before the class name
+    Protocol(name="test-long-template", description="", templates=("x " * 5000 + "a {}",))
+)
+
+
+def test_a_template_whose_name_falls_past_clips_77_tokens_is_refused(
+    shards, tmp_path, tiny_checkpoint
+):
+    # before: accepted; CLIP cut every prompt before the class name, every class had one text
+    # feature, and the run printed a chance-level top-1 with exit 0
+    config = ZeroShotConfig(dataset="shards", root=str(shards), protocol=LONG_TEMPLATE.name)
+    with pytest.raises(UsageError, match=r"^shards: all 2 classes have one text feature"):
+        zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -120,4 +163,25 @@ def test_openshape_categories_keep_a_sources_rules(tmp_path, categories, problem
         open_benchmark("objaverse-lvis", root, allow_pickle=True)
     assert str(error.value).startswith(f"{root / 'lvis.json'}: the class") and problem in str(
         error.value
+    )
+
+
+ONE_LONG_TEMPLATE = register_protocol(  # a short template, and one of 10,000 characters
+    Protocol(
+        name="test-one-long-template", description="", templates=("a {}", "x " * 5000 + "a {}")
+    )
+)
+
+
+def test_one_template_whose_name_falls_past_clips_77_tokens_among_others_is_refused(
+    shards, tmp_path, tiny_checkpoint
+):
+    # before: its prompt, the same for every class, was averaged into every prototype in
+    # silence (the other template still told the classes apart)
+    config = ZeroShotConfig(dataset="shards", root=str(shards), protocol=ONE_LONG_TEMPLATE.name)
+    with pytest.raises(UsageError) as error:
+        zeroshot(tiny_checkpoint, tmp_path / "out", config)
+    assert str(error.value) == (
+        f"templates: the template {('x ' * 40)!r} (10004 characters) gives every class one "
+        "text feature: its '{}' falls past the 77 tokens CLIP reads"
     )

@@ -66,3 +66,15 @@ def test_classify_refuses_dead_label_features(tiny_checkpoint, dead_text_model):
     points = np.random.default_rng(0).normal(size=(64, 3))
     with pytest.raises(UsageError, match=r"the text feature of the class 'chair' is all zeros"):
         model.classify(points, labels=["chair", "table"])
+
+
+def test_text_features_of_a_dead_tower_are_not_written(tmp_path, monkeypatch, dead_text_model):
+    # before: written, and refused only when zero-shot read the file
+    import cg3d.models.checkpoint
+    from cg3d.eval.textfeatures import write_class_features
+
+    monkeypatch.setattr(cg3d.models.checkpoint, "load_model", lambda *a, **k: dead_text_model)
+    out = tmp_path / "f.npy"
+    with pytest.raises(UsageError, match=r"^--checkpoint: the text feature of the class 'lamp'"):
+        write_class_features(tmp_path / "any.pt", out, ["lamp", "vase"])
+    assert not out.exists()

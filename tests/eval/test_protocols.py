@@ -72,7 +72,12 @@ def test_a_protocol_with_a_wrong_field_is_refused(fields, message):
         ("a photo of a {c}.", "holds no '{}'"),  # CLIP_benchmark's JSON: KeyError 'c' if used
         ("a {} of {c}", "a brace other than"),  # passed the count, then a KeyError traceback
         ("a {} photo}", "a brace other than"),  # passed, then "Single '}' encountered"
-        ("{{}}", "a brace other than"),  # passed, and prompted the literal "{}": no class name
+        # str.format's escaped brace, meant literally (passed, and prompted the literal "{}":
+        # no class name); named as such, where "{} {{}}" read "holds '{}' 2 times"
+        ("{{}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("{} {{}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("a {} {{3D}}", "holds '{{' or '}}', str.format's escaped brace"),
+        ("a photo of a ｛｝", "holds no '{}'"),  # full-width braces are text, no placeholder
         ("{} or {}", "2 times"),
         ("a %s", "holds no '{}'"),
         ("{0}", "holds no '{}'"),
@@ -84,6 +89,16 @@ def test_a_template_is_one_brace_pair_for_the_name_and_no_other_brace(template, 
     message = str(error.value)
     assert message.startswith(f"protocol copied: the template {template!r} ") and problem in message
     assert "\n" not in message
+
+
+def test_templates_given_as_one_string_are_named_as_such():
+    # ("a photo of a {}.") lacks the comma of a tuple of one: before, the string was read
+    # letter by letter and refused as "the template 'a' holds no '{}'"
+    with pytest.raises(ValueError) as error:
+        Protocol(name="one", description="", templates=("a photo of a {}."))
+    assert str(error.value).startswith(
+        "protocol one: the templates are one string 'a photo of a {}.', not a list of templates"
+    )
 
 
 def test_class_names_are_written_with_spaces_or_as_the_files_write_them():

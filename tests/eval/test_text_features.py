@@ -106,8 +106,11 @@ def test_text_features_names_its_out_option_before_loading_the_model(tmp_path, n
         ("chair,a\x1b[2Jb", "--classes: the class 'a\\x1b[2Jb' holds the unprintable character"),
         ("chair,a\nb", "--classes: the class 'a\\nb' holds the unprintable character"),
         # one prompt for two rows: zero-shot split the shapes of both by the tie rule
-        ("night_stand,chair,night stand", "--classes: 'night_stand' and 'night stand' are one"),
-        ("Chair,chair", "--classes: 'Chair' and 'chair' are one text to CLIP"),
+        (
+            "night_stand,chair,night stand",
+            "--classes: the classes 'night_stand' and 'night stand' are one",
+        ),
+        ("Chair,chair", "--classes: the classes 'Chair' and 'chair' are one text to CLIP"),
     ],
 )
 def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_loads(
@@ -122,6 +125,20 @@ def test_a_class_name_a_shard_set_could_never_hold_is_refused_before_the_model_l
     assert isinstance(result.exception, UsageError), result.output
     assert str(result.exception).startswith(line)  # not: no checkpoint at absent.pt
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_classes_whose_prompts_agree_in_their_first_77_tokens_are_not_written(
+    tmp_path, tiny_checkpoint
+):
+    """Before: written as two identical rows, which zero-shot then split by the tie rule."""
+    long = "box " * 80
+    out = tmp_path / "f.npy"
+    words = ["eval", "text-features", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(app, [*words, "--classes", f"lamp,{long}a,{long}b"])
+    assert isinstance(result.exception, UsageError), result.output
+    message = str(result.exception)
+    assert message.startswith("--classes: 'box box") and "have one text feature" in message
+    assert not out.exists()
 
 
 def test_a_second_text_features_run_into_the_same_file_is_refused_at_once(tmp_path):

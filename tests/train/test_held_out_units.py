@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from cg3d.errors import UsageError
 from cg3d.eval.metrics import classification_metrics
 from cg3d.models.checkpoint import read_checkpoint, write_payload
 from cg3d.train import loop, resume
-from cg3d.train.evaluate import evaluate
+from cg3d.train.evaluate import evaluate, held_out_prototypes
 from cg3d.train.loop import fit, open_curves, prepare_model
 from cg3d.train.resume import resume_folder
 from tests.train.helpers import CLASSES, make_batches, tiny_train_config
@@ -176,3 +177,23 @@ def test_numbers_of_fractions_are_told_by_their_chance() -> None:
     assert converted["epoch"] == 2 and converted["test_point_text_acc"] == 50.0
     assert converted["chance_point_text"] == pytest.approx(100 / 3)
     assert metrics_in_percent(converted, 3) == converted  # in % already: as they are
+
+
+class DeadTextModel:
+    """A text tower whose features are rows of zeros (an all-zero or damaged checkpoint)."""
+
+    config = {"classes": ["chair", "lamp"]}
+
+    def encode_text(self, texts):
+        return torch.zeros(len(texts), 8)
+
+
+def test_held_out_prototypes_of_a_dead_text_tower_are_refused_before_the_first_epoch():
+    # before: zero prototypes scored every class alike, the first won, and the run trained to
+    # its end with a chance-level held-out curve
+    with pytest.raises(UsageError) as error:
+        held_out_prototypes(DeadTextModel(), "cg3d")
+    assert str(error.value) == (
+        "held-out prototypes: the text feature of the class 'chair' is all zeros (2 of 2 "
+        "classes): the text tower's weights are dead or damaged"
+    )

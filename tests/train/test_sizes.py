@@ -76,3 +76,21 @@ def test_a_bare_train_says_it_uses_the_schema_defaults(tmp_path, capsys):
     assert "no --params: the schema defaults" in said and "add --params params.yaml" in said
     # and its 8192 points are not made up from the shards' 64
     assert "train.n_points is 8192" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("classes", "problem"),
+    [
+        (["chair", "Chair"], "the classes 'chair' and 'Chair' are one text to CLIP"),
+        (["chair", "night_stand", "night stand"], "'night_stand' and 'night stand' are one"),
+        (["chair", ""], "the class '' is empty or blank"),
+    ],
+)
+def test_an_index_whose_classes_eval_would_refuse_is_refused_before_training(classes, problem):
+    # before: trained, and the held-out accuracy counted every shape of "Chair" for "chair"
+    # (one prompt), or prompted "a photo of a ." for ""; eval then refused the same index
+    edited = index([2048], [16, 16]) | {"classes": classes}
+    with pytest.raises(UsageError) as error:
+        check_sizes("s", edited, TrainConfig(batch_size=4, n_points=2048), processes=1)
+    message = str(error.value)
+    assert message.startswith("s: the shard index: the class") and problem in message
