@@ -5,8 +5,10 @@ Outside torchrun (one process) every function here is a no-op or the local value
 
 import io
 import os
+import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -34,6 +36,9 @@ def world() -> tuple[int, int]:
 # in C++). Collectives keep torch's bound: a rank saving a checkpoint keeps the others waiting.
 JOIN_TIMEOUT_VARIABLE = "CG3D_JOIN_TIMEOUT_S"
 JOIN_TIMEOUT_S = 600
+# The most it may be: a week. timedelta and torch's C++ clocks overflow past some bound
+# (99999999999999999: an OverflowError traceback), and no launcher waits longer for a node.
+JOIN_TIMEOUT_MAX_S = 7 * 24 * 3600
 LAUNCHER_WORDS = (
     "set by a launcher (torchrun, srun, a job script); unset it to train in one process"
 )
@@ -97,10 +102,10 @@ def join_timeout_s() -> int:
     value = os.environ.get(JOIN_TIMEOUT_VARIABLE)
     if value is None:
         return JOIN_TIMEOUT_S
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= JOIN_TIMEOUT_MAX_S:
         raise UsageError(
             f"{JOIN_TIMEOUT_VARIABLE}={printable(repr(value))} is not a whole number of seconds"
-            " of at least 1"
+            f" from 1 to {JOIN_TIMEOUT_MAX_S} (a week)"
         )
     return int(value)
 
@@ -126,9 +131,7 @@ def init_distributed() -> None:
     )
     try:
         with _native_stderr_held():
-            store, _, _ = next(
-                dist.rendezvous("env://", rank, size, timeout=timedelta(seconds=timeout))
-            )
+            store = _met(rank, size, timeout)
     except dist.DistError as error:
         raise UsageError(_join_failed_line(error, rank, size, where, timeout)) from None
     store.set_timeout(default_pg_timeout)  # the collectives' bound, as torch's own init sets
@@ -136,13 +139,61 @@ def init_distributed() -> None:
     dist.init_process_group(backend, store=store, rank=rank, world_size=size)
 
 
+def _met(rank: int, size: int, timeout: int) -> Any:
+    """The store of the processes' meeting at MASTER_ADDR:MASTER_PORT (torch's env://
+    rendezvous), waited for in a thread: torch waits in C++, where this process heard no stop
+    signal (a Ctrl-C, `scancel`'s SIGTERM) until the join timed out, ten minutes by default.
+    The main thread waits in slices, so that a signal is heard within one, even when the
+    kernel gave it to the waiting thread. A stopped run leaves that thread waiting: it is a
+    daemon, and ends with the process."""
+    met: list[Any] = []
+
+    def meet() -> None:
+        try:
+            _master_host_found()
+            wait = timedelta(seconds=timeout)
+            met.append(next(dist.rendezvous("env://", rank, size, timeout=wait))[0])
+        except BaseException as error:  # raised in the main thread, below
+            met.append(error)
+
+    waiter = threading.Thread(target=meet, name="cg3d-join", daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        waiter.join(0.5)
+    if isinstance(met[0], BaseException):
+        raise met[0]
+    return met[0]
+
+
+def _master_host_found() -> None:
+    """MASTER_ADDR as a host this machine finds: torch tried to reach one it cannot (a name
+    not in the DNS, with a space, "[::1]" with brackets) until the join timed out, and then
+    said the other processes had not come."""
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:  # UnicodeError: a name IDNA cannot encode
+        hint = ": an IPv6 address goes without brackets (::1)" if host.startswith("[") else ""
+        raise UsageError(
+            f"MASTER_ADDR={printable(repr(host))} is not a host this machine finds"
+            f" ({printable(str(error))}){hint} ({LAUNCHER_WORDS})"
+        ) from None
+
+
 @contextmanager
 def _native_stderr_held() -> Iterator[None]:
     """The process's stderr (descriptor 2) into a temp file for the block, written out after
     it when it ends without an error. torch's C++ side logs each failed try to meet, with its
-    stack frames, straight to descriptor 2: a page of frames above the one line naming why."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    stack frames, straight to descriptor 2: a page of frames above the one line naming why.
+    A stderr that is closed is left so; one that cannot take the held lines (/dev/full, a
+    closed pipe) loses them, not the run (it had ended on an OSError, its processes met)."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2: torch's lines go nowhere either way
+        yield
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
@@ -151,7 +202,11 @@ def _native_stderr_held() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
         held.seek(0)
-        os.write(2, held.read())  # what torch said on its way to success
+        try:
+            with open(2, "wb", closefd=False) as stderr:  # what torch said on its way to success
+                stderr.write(held.read())
+        except OSError:
+            pass
 
 
 def _join_failed_line(error: Exception, rank: int, size: int, where: str, timeout: int) -> str:

@@ -4,15 +4,17 @@ a lone process waiting half an hour for peers that never come."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cg3d.errors import UsageError
-from cg3d.train.distributed import init_distributed  # noqa
+from cg3d.train.distributed import init_distributed, join_timeout_s  # noqa
 from tests.train.helpers import params_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +79,23 @@ def one_line(result: subprocess.CompletedProcess) -> str:
             | {"CG3D_JOIN_TIMEOUT_S": "soon"},
             "CG3D_JOIN_TIMEOUT_S='soon'",
         ),
+        # a host that cannot be found: torch tried it until the join timed out, then said the
+        # other processes had not come
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "no-such-host.invalid"}
+            | {"MASTER_PORT": "29500", "CG3D_JOIN_TIMEOUT_S": "2"},
+            "MASTER_ADDR='no-such-host.invalid' is not a host this machine finds",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "[::1]", "MASTER_PORT": "29500"}
+            | {"CG3D_JOIN_TIMEOUT_S": "2"},
+            "an IPv6 address goes without brackets (::1)",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "a..b", "MASTER_PORT": "29500"}
+            | {"CG3D_JOIN_TIMEOUT_S": "2"},
+            "MASTER_ADDR='a..b' is not a host",
+        ),
     ],
 )
 def test_a_malformed_or_partial_launch_is_named_before_any_wait(monkeypatch, variables, named):
@@ -89,6 +108,17 @@ def test_a_malformed_or_partial_launch_is_named_before_any_wait(monkeypatch, var
     with pytest.raises(UsageError) as error:
         init_distributed()
     assert named in str(error.value)
+
+
+@pytest.mark.parametrize("seconds", ["99999999999999999", "604801"])
+def test_a_join_timeout_beyond_a_week_is_named(monkeypatch, seconds):
+    """timedelta's OverflowError traceback (99999999999999999); a week is the most it takes."""
+    monkeypatch.setenv("CG3D_JOIN_TIMEOUT_S", seconds)
+    with pytest.raises(UsageError) as error:
+        join_timeout_s()
+    assert f"CG3D_JOIN_TIMEOUT_S='{seconds}' is not a whole number of seconds from 1" in str(
+        error.value
+    )
 
 
 def test_a_malformed_world_size_is_one_line_from_the_command(shards, tmp_path):
@@ -132,3 +162,55 @@ def test_an_salloc_shell_trains_as_one_process(shards, tmp_path):
     result = train(shards, tmp_path, **slurm)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 1
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_stop_signal_ends_the_wait_for_peers(shards, tmp_path):
+    """SIGTERM (`scancel`, `timeout`) or Ctrl-C while a lone process waits for its peers: torch
+    waits in C++, and the signal was heard only when the join timed out (here 300 s; 600 by
+    default). It now stops at once, as anywhere else: exit 143, one line."""
+    port = free_port()
+    where = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES and "SLURM" not in k}
+    env |= {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CG3D_JOIN_TIMEOUT_S": "300"}
+    command = [sys.executable, "-m", "cg3d", "train", "--shards", str(shards)]
+    command += ["--out", str(tmp_path / "run"), "--params", str(params_file(tmp_path, epochs=1))]
+    process = subprocess.Popen(command, env=env | where, stderr=subprocess.PIPE, text=True)
+    try:
+        while not listening(port):  # the first process's store is up: it waits for the second
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines() == ["error: terminated (SIGTERM)"]
+
+
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
+def test_a_stderr_that_cannot_be_written_does_not_end_a_join(stderr):
+    """Descriptor 2 is held during the join and what torch wrote there written back after:
+    a closed stderr was an AttributeError (sys.stderr is None), /dev/full an OSError (ENOSPC)
+    on the way out of a join that had succeeded."""
+    held = "from cg3d.train.distributed import _native_stderr_held\n"
+    if stderr == "closed":
+        held += "os.close(2)\nsys.stderr = None\n"
+    # as torch's C++ logging: a write to descriptor 2, its failure ignored
+    held += "with _native_stderr_held():\n    try:\n        os.write(2, b'torch said')\n"
+    held += "    except OSError:\n        pass\nprint('met')\n"
+    code = "import os, sys\n" + held
+    with open(os.devnull if stderr == "closed" else stderr, "w") as sink:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+            timeout=120,
+        )
+    assert (result.returncode, result.stdout) == (0, "met\n")
