@@ -46,18 +46,18 @@ def template_problem(template: str) -> str:
 
 
 def check_templates(template_list: Iterable[str], where: str) -> list[str]:
-    """`template_list` as a list, or a ValueError naming `where` and the first bad template."""
+    """`template_list` as a list, or a UsageError naming `where` and the first bad template."""
     if isinstance(template_list, str):  # ("a {}") without its comma: read letter by letter
-        raise ValueError(
+        raise UsageError(
             f"{where}: the templates are one string {template_list[:80]!r}, not a list of "
             "templates (a tuple of one needs a trailing comma: ('a photo of a {}.',))"
         )
     found = list(template_list)
     if not found:
-        raise ValueError(f"{where}: no templates")
+        raise UsageError(f"{where}: no templates")
     for template in found:
         if problem := template_problem(template):
-            raise ValueError(
+            raise UsageError(
                 f"{where}: the template {str(template)[:80]!r} {problem}; a template holds "
                 "'{}' once, where the class name goes, and no other brace"
             )

@@ -38,6 +38,7 @@ from cg3d.formats.shards import (
     Skipped,
     decode_image,
     decode_sample,
+    is_remote,
     location,
     raw_samples,
     read_index,
@@ -127,6 +128,13 @@ def index_shards(
         "config": model.network.config,
     }
     checksums = {split: entry.get("sha256") for split, entry in source["splits"].items()}
+    # local shards relative to the index within one project (`stored_spelling`): an absolute
+    # --shards, or one relative to another cwd, made a moved project's killed build start over
+    shards_place = (
+        location(shards)
+        if is_remote(shards)
+        else stored_spelling(Path(shards).resolve(), Path(out).resolve())
+    )
     fingerprint = {
         "stage": "index",  # whose folder this is (`check_owner`), as every stage's plan
         "format": FORMAT,
@@ -135,7 +143,7 @@ def index_shards(
             **model.identity,
             "clip_weights": weights_content(model.identity["clip_weights"]),
         },
-        "shards": location(shards),
+        "shards": shards_place,
         "plan": plan,
         "checksums": checksums,
         "thumbnail": config.thumbnail,

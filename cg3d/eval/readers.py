@@ -69,6 +69,7 @@ from cg3d.formats.shards import (
     Skipped,
     is_remote,
     iter_samples,
+    label_problem,
     read_index,
     sample_has_color,
     split_channels,
@@ -658,8 +659,7 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
         for sample in iter_samples(path, split, skipped):
             # a label the index names no class for (an index edited, or another pack's):
             # an IndexError traceback at the metrics, after every shape was encoded
-            if not 0 <= sample["cls"] < len(classes):
-                reason = f"class index {sample['cls']} outside the index's {len(classes)} classes"
+            if reason := label_problem(sample["cls"], classes):
                 skipped.add(f"sample {sample['key']}", reason)
                 continue
             yield sample_shape(sample)

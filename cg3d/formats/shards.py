@@ -687,6 +687,15 @@ def model_columns(points: np.ndarray, channels: list[str], point_channels: int) 
     return np.concatenate([xyz, rgb], axis=1).astype(np.float32, copy=False)
 
 
+def label_problem(label: int, classes: list[str]) -> str:
+    """Why a sample's class `label` names none of the index's `classes`, or "": eval skips
+    such a sample and counts it, and so does training (its held-out accuracy never counted it
+    right, and a class-text target was an IndexError)."""
+    if 0 <= label < len(classes):
+        return ""
+    return f"class index {label} outside the index's {len(classes)} classes"
+
+
 def decode_sample(raw: dict, views: bool = True) -> dict:
     """A sample, the one decoder of its members: key, points, captions, cls, meta, `channels`
     (the names of the point columns, `sample_channels`), `view_names` and, with `views`, the

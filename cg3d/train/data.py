@@ -56,6 +56,7 @@ from cg3d.formats.shards import (
     decode_image,
     decode_member,
     decode_sample,
+    label_problem,
     location,
     model_columns,
     raw_samples,
@@ -299,8 +300,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         world_size: int,
     ):
         super().__init__()
-        entry = split_entry(read_index(shards), split)
+        index = read_index(shards)
+        entry = split_entry(index, split)
         self.shards, self.names, self.counts = shards, entry["shards"], entry["counts"]
+        self.classes = list(index.get("classes") or [])
         self.config, self.preprocess, self.train = config, preprocess, train
         self.rank_share = rank_share(self.counts, rank, world_size)
         self.rank = rank
@@ -365,6 +368,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         points = model_columns(sample["points"], channels, self.config.point_channels)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
+        if problem := label_problem(sample["cls"], self.classes):
+            raise ValueError(problem)  # skipped and counted, as eval does
         config, draw = self.config, None
         if rng is not None:
             if config.replacement_draws:  # the public dataset's np.random.choice(N, 8192)

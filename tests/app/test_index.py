@@ -280,6 +280,28 @@ def test_a_killed_build_moved_with_its_project_resumes_with_a_clip_file(tiny_sha
     assert (moved / "index" / "part-00001.parquet").is_file()
 
 
+def test_a_killed_build_moved_with_its_project_and_its_shards_resumes(
+    tiny_checkpoint, tiny_shards, tmp_path
+):
+    """The resume fingerprint held `--shards` as given: an absolute path (or one relative to
+    another cwd) named the old place, and a killed build, its project moved, started over."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    shutil.copytree(tiny_shards, project / "shards")
+    shutil.copy(tiny_checkpoint, project / "last.pt")
+    config = IndexConfig(batch_size=4, thumbnail=0)
+    build_index(project / "last.pt", project / "shards", project / "index", config)
+    (project / "index" / "part-00001.parquet").unlink()  # as if killed in the second shard
+    (project / "index" / "retrieval.json").unlink()
+    moved = tmp_path / "elsewhere"
+    project.rename(moved)
+    kept = os.stat(moved / "index" / "part-00000.parquet")
+    build_index(moved / "last.pt", moved / "shards", moved / "index", config)
+    again = os.stat(moved / "index" / "part-00000.parquet")
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert (moved / "index" / "part-00001.parquet").is_file()
+
+
 @pytest.mark.parametrize("column", ["points", "views"])
 @pytest.mark.parametrize("edit", ["scaled", "nan"])
 def test_a_part_edited_since_its_build_is_recomputed_not_merged_again(

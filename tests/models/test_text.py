@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from cg3d.errors import UsageError
 from cg3d.models.text import class_text_features, templates_label
 
 
@@ -114,6 +115,7 @@ def test_a_class_name_with_braces_goes_into_the_template_as_it_is():
 def test_a_template_other_than_one_brace_pair_is_refused_before_encoding(template):
     # "{{}}" was formatted to the prompt "{}" for every class: no class name in any prompt
     model = Recorder()
-    with pytest.raises(ValueError, match=r"^templates: the template .* holds"):
+    # the project's UsageError (one line, exit 2), as class_text_features' other refusals
+    with pytest.raises(UsageError, match=r"^templates: the template .* holds"):
         class_text_features(model, ["chair"], [template])
     assert model.seen == []

@@ -23,7 +23,7 @@ from cg3d.train.data import (
     rank_share,
     worker_share,
 )
-from tests.pipeline.fakes import fake_pipeline, transparent_view
+from tests.pipeline.fakes import fake_pipeline, rewrite_tar, transparent_view
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +257,31 @@ def test_a_bad_sample_is_skipped_and_counted(shards, tmp_path):
     config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=1, workers=0), 32)
     loader = make_loader(copy, "train", config, train=False)
     keys = keys_of(loader)
+    assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 1
+    assert loader.skipped == 1
+
+
+def test_a_label_the_index_names_no_class_for_is_skipped_and_counted_as_eval_does(shards, tmp_path):
+    # before: fed, and never counted right by the held-out accuracy (an IndexError where the
+    # class prompts are the training targets); eval skips it and counts it since t92c
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    classes = len(read_index(copy)["classes"])
+    relabelled = []
+
+    def relabel(name: str, data: bytes):
+        if name.endswith(".cls") and not relabelled:
+            relabelled.append(name.removesuffix(".cls"))
+            return name, str(classes).encode()
+        return name, data
+
+    rewrite_tar(copy / "train" / "shard-000000.tar", relabel)
+    config = LoaderConfig.of_params(TrainConfig(n_points=8, batch_size=1, workers=0), 32)
+    loader = make_loader(copy, "train", config, train=False)
+    keys = keys_of(loader)
+    assert relabelled[0] not in keys
     assert len(keys) == read_index(copy)["splits"]["train"]["samples"] - 1
     assert loader.skipped == 1
 
