@@ -278,9 +278,9 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def _project_environment_words() -> str:
-    """", or run it in the project's environment (...)" where cg3d runs from a checkout that
-    holds the README's venv (.venv) and this Python is not that venv's; "" else: a wheel,
-    conda or HPC install has no .venv to activate (the line sent the user to one)."""
+    """The words that send the user to the README's venv (.venv), where cg3d runs from a
+    checkout that holds one and this Python is not that venv's; "" else: a wheel, conda or HPC
+    install has no .venv to activate (the line sent the user to one)."""
     venv = CHECKOUT / ".venv"
     if not (CHECKOUT / "pyproject.toml").is_file() or not (venv / "bin" / "activate").is_file():
         return ""
