@@ -59,3 +59,16 @@ def test_a_worker_that_exits_without_its_ready_line_is_one_line(tmp_path, say_on
     assert "tests.render.silent_worker" in line and "did not start" in line, line
     assert "hello from another cg3d" in line, line
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_worker_that_hangs_at_start_up_is_one_line(tmp_path, monkeypatch):
+    """It was an AttributeError traceback: the timed-out worker, killed and forgotten, was
+    asked its exit code."""
+    from cg3d.render import supervisor
+
+    monkeypatch.setattr(supervisor, "STARTUP_TIMEOUT_S", 1.0)
+    with (
+        SilentWorker({"say_on": "hang"}, timeout_s=60) as worker,
+        pytest.raises(UsageError, match=r"silent_worker.* did not start: timeout: start-up"),
+    ):
+        worker.points("a", needing(tmp_path, "a", 16), "y", {}, tmp_path)
