@@ -44,6 +44,7 @@ class _NoBoolType:
 
 class _Command(_NoBoolType, TyperCommand):
     def invoke(self, ctx: Any) -> Any:  # click's Context
+        _not_under_launcher(ctx)
         try:
             return super().invoke(ctx)
         except ImportError as error:  # a package it imports (bpy, gradio): absent or broken
@@ -51,6 +52,28 @@ class _Command(_NoBoolType, TyperCommand):
             if line is None:
                 raise
             raise UsageError(line) from None
+
+
+# The commands that run as several processes under a launcher (torchrun): each joins the others.
+LAUNCHED_COMMANDS = ("train",)
+
+
+def _not_under_launcher(ctx: Any) -> None:
+    """A command other than `train` under torchrun (WORLD_SIZE above 1) stops, before it makes
+    any folder: it reads no launcher variable, so every process ran the whole command into the
+    same output folder (each rank writing the same files, or all but one refused the lock)."""
+    while ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent  # `cg3d eval zeroshot`: the command below cg3d is `eval`
+    size = os.environ.get("WORLD_SIZE", "")
+    # a malformed WORLD_SIZE is `train`'s to name (`launch_world`); the others never read it
+    if ctx.info_name in LAUNCHED_COMMANDS or not (size.isascii() and size.isdigit()):
+        return
+    if int(size) > 1:
+        raise UsageError(
+            f"WORLD_SIZE={size}: `cg3d {ctx.info_name}` runs as one process; only `cg3d train`"
+            " runs under a launcher (torchrun, a job script). Run it once, without the launcher"
+            " (or unset WORLD_SIZE)"
+        )
 
 
 class _Group(_NoBoolType, TyperGroup):

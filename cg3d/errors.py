@@ -263,12 +263,27 @@ def missing_dependency_line(error: ImportError, command: str = "cg3d") -> str | 
     if where is None:
         return (
             f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) lacks:"
-            f" {install_command(top)}, or run it in the project's environment"
-            " (`. .venv/bin/activate`; README's install)"
+            f" {install_command(top)}{_project_environment_words()}"
         )
     reinstall = install_command(top).replace("pip install '", "pip install --force-reinstall '")
     return (
         f"`{command}` needs the package {top!r}, which this Python ({sys.executable}) has"
-        f" ({where}) but cannot import ({reason}): reinstall it ({reinstall}), or run it in the"
-        " project's environment (`. .venv/bin/activate`; README's install)"
+        f" ({where}) but cannot import ({reason}): reinstall it ({reinstall})"
+        f"{_project_environment_words()}"
     )
+
+
+# The source checkout this cg3d was imported from, or site-packages for an installed one.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _project_environment_words() -> str:
+    """The words that send the user to the README's venv (.venv), where cg3d runs from a
+    checkout that holds one and this Python is not that venv's; "" else: a wheel, conda or HPC
+    install has no .venv to activate (the line sent the user to one)."""
+    venv = CHECKOUT / ".venv"
+    if not (CHECKOUT / "pyproject.toml").is_file() or not (venv / "bin" / "activate").is_file():
+        return ""
+    if Path(sys.prefix).resolve() == venv.resolve():  # in it already: nothing to activate
+        return ""
+    return f", or run it in the project's environment (`. {venv}/bin/activate`; README's install)"

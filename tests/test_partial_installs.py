@@ -325,3 +325,21 @@ def test_a_sample_refused_for_bpy_keeps_the_parts_of_another_plan(tmp_path):
     assert refused.returncode == 2, refused.stderr[-500:]
     assert refused.stderr.startswith("error: `python -m cg3d sample` needs the package 'bpy'")
     assert {path.name: path.read_bytes() for path in out.glob("*.parquet")} == before
+
+
+@pytest.mark.parametrize("checkout", ["wheel", "checkout"])
+def test_the_venv_is_named_only_from_a_checkout_that_has_one(tmp_path, monkeypatch, checkout):
+    """A wheel install was told to `. .venv/bin/activate`, a venv it does not have."""
+    from cg3d import errors
+
+    if checkout == "checkout":
+        (tmp_path / "pyproject.toml").write_text("")
+        (tmp_path / ".venv" / "bin").mkdir(parents=True)
+        (tmp_path / ".venv" / "bin" / "activate").write_text("")
+    monkeypatch.setattr(errors, "CHECKOUT", tmp_path)  # else: site-packages, no pyproject
+    missing = ModuleNotFoundError("No module named 'nosuchpkg'", name="nosuchpkg")
+    line = errors.missing_dependency_line(missing, "cg3d sample")
+    assert line is not None and "pip install" in line, line
+    named = f". {tmp_path}/.venv/bin/activate" in line
+    assert named == (checkout == "checkout"), line
+    assert ("activate" in line) == named, line

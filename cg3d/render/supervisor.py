@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import cg3d
-from cg3d.errors import UsageError
+from cg3d.errors import UsageError, printable
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.params import cpu_count, memory_limit, thread_variables
@@ -165,6 +165,12 @@ class WorkerDied(Exception):
     """The Blender process exited or hung; the message says which and why."""
 
 
+class WorkerNotStarted(WorkerDied, UsageError):
+    """The Blender process did not start: it exited, hung or printed something other than its
+    ready line (another cg3d's worker, a broken bpy). The stage stops here, with one line; it
+    was a WorkerDied traceback."""
+
+
 class WorkerStopped(UsageError):
     """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP): the Blender process was stopped with
     it, and its object is not finished, nor failed; its chunk writes no part. Raised as such
@@ -276,12 +282,26 @@ class BlenderWorker:
         # of Blender's size into the folder the command was run from.
         _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.prlimit(self.process.pid, resource.RLIMIT_CORE, (0, core_hard))
-        message = self._read(STARTUP_TIMEOUT_S, "start-up")
+        try:
+            message = self._read(STARTUP_TIMEOUT_S, "start-up")
+        except WorkerDied as error:
+            if self.process is not None and self.process.poll() is None:
+                self.kill()  # one that printed something else; a dead one's code is kept
+            reason = str(error).removeprefix("crash: ")
+            raise WorkerNotStarted(f"{self._who()} did not start: {reason}") from None
         if message.get("error"):  # settings this machine cannot honour: the stage stops here
             self.kill()
             raise UsageError(message["error"])
         if not message.get("ready"):
-            raise WorkerDied(f"crash: Blender did not start: {message}")
+            self.kill()
+            raise WorkerNotStarted(
+                f"{self._who()} did not start: it answered {printable(str(message)[:200])}"
+                " (not its ready line)"
+            )
+
+    def _who(self) -> str:
+        """The worker, as a line names it: the module and the Python that ran it."""
+        return f"the Blender worker (`{sys.executable} -m {self.module}`)"
 
     def render(
         self,
@@ -353,7 +373,8 @@ class BlenderWorker:
             try:
                 self.start()
             except WorkerDied as error:
-                if self.stopping or self.process.poll() in STOPPED_CODES:  # killed starting
+                code = None if self.process is None else self.process.poll()  # None: timed out
+                if self.stopping or code in STOPPED_CODES:  # killed starting
                     self.kill()
                     raise WorkerStopped(
                         "Blender was stopped as it started: rerun to resume"
@@ -405,7 +426,7 @@ class BlenderWorker:
                 if selector.select(wait):
                     line = self.process.stdout.readline()
                     if line:
-                        return json.loads(line)
+                        return self._reply(line, what)
                     code = self.process.wait()
                     how = f"exited with code {code}"
                     memory = f"this process may use {memory_limit() / 2**30:.1f} GiB"
@@ -416,6 +437,19 @@ class BlenderWorker:
                     raise WorkerDied(f"crash: Blender {how} on {what}{self._log_tail()}")
         self.kill()
         raise WorkerDied(f"timeout: {what} took longer than {timeout_s:g} s")
+
+    def _reply(self, line: str, what: str) -> dict:
+        """A reply line as the protocol's object, else WorkerDied quoting it (a worker that
+        prints to stdout: another cg3d's, a module's start-up message): it was a
+        JSONDecodeError traceback."""
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            said = printable(line.strip()[:200])
+            raise WorkerDied(f"crash: Blender printed {said!r} on {what}, not a reply")
+        return reply
 
     def _log_tail(self) -> str:
         lines = (

@@ -38,8 +38,10 @@ def train(
     ] = ResumeMode.never,
     params_file: Path | None = None,
 ) -> None:
-    """Train the point encoder and visual prompts against CLIP (torchrun for several processes;
-    its variables and CG3D_JOIN_TIMEOUT_S: README, "The launcher's variables")."""
+    """Train the point encoder and visual prompts against CLIP.
+
+    Under torchrun for several processes (the only command that runs under a launcher); its
+    variables and CG3D_JOIN_TIMEOUT_S: README, "The launcher's variables"."""
     from cg3d.errors import require
     from cg3d.params import write_resolved
     from cg3d.train.loop import open_run, train_stage

@@ -5,6 +5,9 @@ a worker killed after a crash, one that ended, one closed at the end of the stag
 import gc
 import warnings
 
+import pytest
+
+from cg3d.errors import UsageError
 from cg3d.render.supervisor import MIN_WORKER_MEMORY, BlenderWorker
 
 
@@ -33,3 +36,39 @@ def test_no_pipe_of_a_worker_is_left_open(tmp_path):
         gc.collect()
     unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert unclosed == []
+
+
+class SilentWorker(BlenderWorker):
+    module = "tests.render.silent_worker"  # exits 0 without its ready line
+
+
+@pytest.mark.parametrize("say_on", ["stderr", "stdout"])
+def test_a_worker_that_exits_without_its_ready_line_is_one_line(tmp_path, say_on):
+    """It was a WorkerDied traceback (stderr) or a JSONDecodeError one (stdout): now a
+    UsageError, one line for the command, naming the worker and what it printed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with (
+            SilentWorker({"say_on": say_on}, timeout_s=60) as worker,
+            pytest.raises(UsageError) as raised,
+        ):
+            worker.points("a", needing(tmp_path, "a", 16), "y", {}, tmp_path)
+        gc.collect()
+    line = str(raised.value)
+    assert "\n" not in line
+    assert "tests.render.silent_worker" in line and "did not start" in line, line
+    assert "hello from another cg3d" in line, line
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_worker_that_hangs_at_start_up_is_one_line(tmp_path, monkeypatch):
+    """It was an AttributeError traceback: the timed-out worker, killed and forgotten, was
+    asked its exit code."""
+    from cg3d.render import supervisor
+
+    monkeypatch.setattr(supervisor, "STARTUP_TIMEOUT_S", 1.0)
+    with (
+        SilentWorker({"say_on": "hang"}, timeout_s=60) as worker,
+        pytest.raises(UsageError, match=r"silent_worker.* did not start: timeout: start-up"),
+    ):
+        worker.points("a", needing(tmp_path, "a", 16), "y", {}, tmp_path)

@@ -214,3 +214,33 @@ def test_a_stderr_that_cannot_be_written_does_not_end_a_join(stderr):
             timeout=120,
         )
     assert (result.returncode, result.stdout) == (0, "met\n")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "zeroshot", "--checkpoint", "{in}/last.pt", "--out", "{out}"],
+        ["embed", "{in}", "--checkpoint", "{in}/last.pt", "--out", "{out}/e.npy"],
+        ["sample", "--meshes", "{in}", "--out", "{out}"],
+        ["render", "--meshes", "{in}", "--out", "{out}"],
+        ["export", "--checkpoint", "{in}/last.pt", "--out", "{out}/model.pt"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_command_other_than_train_refuses_a_launcher(tmp_path, command):
+    """Under `torchrun --nproc-per-node 2 -m cg3d eval ...` every rank ran the whole command
+    into the same folder: each now stops with one line before making it."""
+    given = tmp_path / "in"
+    given.mkdir()
+    (given / "last.pt").write_bytes(b"")
+    out = tmp_path / "out"
+    args = [part.format(**{"in": given, "out": out}) for part in command]
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    env |= {"PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cg3d", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    line = one_line(result)
+    assert "WORLD_SIZE=2" in line and "only `cg3d train`" in line, line
+    assert not out.exists()
