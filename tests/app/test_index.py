@@ -175,15 +175,21 @@ def test_without_a_model_the_recorded_checkpoint_answers(tiny_index, tiny_checkp
     assert len(open_index(moved).search(embedding=np.ones(64), top=3)) == 3  # needs no model
 
 
-def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tiny_shards, tmp_path):
-    """`cp -a`/`rsync -a`/tar of a project elsewhere: its index recorded the checkpoint's
-    absolute path, so it loaded the old place's (or, that gone, no) checkpoint."""
+def project_with_index(tmp_path: Path, checkpoint: Path, shards: Path) -> Path:
+    """A project (a .git folder) holding runs/last.pt and runs/index built of it."""
     project = tmp_path / "project"
     (project / ".git").mkdir(parents=True)
     (project / "runs").mkdir()
-    shutil.copyfile(tiny_checkpoint, project / "runs" / "last.pt")
+    shutil.copyfile(checkpoint, project / "runs" / "last.pt")
     config = IndexConfig(batch_size=4, thumbnail=16)
-    build_index(project / "runs" / "last.pt", tiny_shards, project / "runs" / "index", config)
+    build_index(project / "runs" / "last.pt", shards, project / "runs" / "index", config)
+    return project
+
+
+def test_a_moved_project_s_index_loads_the_moved_checkpoint(tiny_checkpoint, tiny_shards, tmp_path):
+    """`cp -a`/`rsync -a`/tar of a project elsewhere: its index recorded the checkpoint's
+    absolute path, so it loaded the old place's (or, that gone, no) checkpoint."""
+    project = project_with_index(tmp_path, tiny_checkpoint, tiny_shards)
     moved = tmp_path / "elsewhere" / "project"
     moved.parent.mkdir()
     project.rename(moved)  # the old place is gone: reading it fails
@@ -200,12 +206,7 @@ def test_an_index_moved_out_of_its_project_says_so_and_takes_its_model_given(
 ):
     """The checkpoint is spelled from the index folder within one project: an index copied
     alone finds none there, and said only "not there"."""
-    project = tmp_path / "project"
-    (project / ".git").mkdir(parents=True)
-    (project / "runs").mkdir()
-    shutil.copyfile(tiny_checkpoint, project / "runs" / "last.pt")
-    config = IndexConfig(batch_size=4, thumbnail=16)
-    build_index(project / "runs" / "last.pt", tiny_shards, project / "runs" / "index", config)
+    project = project_with_index(tmp_path, tiny_checkpoint, tiny_shards)
     alone = shutil.copytree(project / "runs" / "index", tmp_path / "shared" / "index")
     with pytest.raises(UsageError, match=r"not there \(an index moved out of its project\?\)"):
         open_index(alone).model  # noqa: B018 - the load is what is tested
