@@ -44,6 +44,12 @@ LAUNCHER_WORDS = (
 )
 
 
+def _whole_number(value: str) -> int | None:
+    """`value` as written by a launcher or a user: ASCII digits only, else None. `int()` also
+    took " 2", "+2", "٢" and "2_0", which no launcher writes."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def _launch_number(name: str, least: int = 0) -> int | None:
     """Environment variable `name` as a whole number of at least `least`; None when unset.
     torch read it with `int()` (a traceback on "abc", "2.0" or "") and took "-1" as one
@@ -51,12 +57,13 @@ def _launch_number(name: str, least: int = 0) -> int | None:
     value = os.environ.get(name)
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or int(value) < least:
+    number = _whole_number(value)
+    if number is None or number < least:
         raise UsageError(
             f"{name}={printable(repr(value))} is not a whole number of at least {least}"
             f" ({LAUNCHER_WORDS})"
         )
-    return int(value)
+    return number
 
 
 def launch_world() -> tuple[int, int]:
@@ -90,7 +97,7 @@ def launch_world() -> tuple[int, int]:
         port = os.environ.get("MASTER_PORT")
         if port is None:
             raise UsageError(f"MASTER_PORT is not set, but WORLD_SIZE={size} ({LAUNCHER_WORDS})")
-        if not (port.isascii() and port.isdigit() and 0 < int(port) < 2**16):
+        if not 0 < (_whole_number(port) or 0) < 2**16:
             raise UsageError(
                 f"MASTER_PORT={printable(repr(port))} is not a port (1 to 65535) ({LAUNCHER_WORDS})"
             )
@@ -102,12 +109,13 @@ def join_timeout_s() -> int:
     value = os.environ.get(JOIN_TIMEOUT_VARIABLE)
     if value is None:
         return JOIN_TIMEOUT_S
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= JOIN_TIMEOUT_MAX_S:
+    seconds = _whole_number(value)
+    if seconds is None or not 1 <= seconds <= JOIN_TIMEOUT_MAX_S:
         raise UsageError(
             f"{JOIN_TIMEOUT_VARIABLE}={printable(repr(value))} is not a whole number of seconds"
             f" from 1 to {JOIN_TIMEOUT_MAX_S} (a week)"
         )
-    return int(value)
+    return seconds
 
 
 def init_distributed() -> None:
