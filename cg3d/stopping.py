@@ -312,13 +312,14 @@ def start_pool_worker(parent: int, workers: int) -> None:
     limit_threads(cpu_count() // max(workers, 1))
 
 
-def no_core_files() -> None:
-    """This process dumps no core when it crashes (RLIMIT_CORE's soft limit 0, the hard one
-    kept), as the Blender workers (`BlenderWorker`): under `ulimit -c unlimited` each crashed
-    or SIGXCPU-ended pool worker wrote a core of its size into the cwd, which its parent
-    names in one line anyway (`worker_died_line`)."""
+def no_core_files(pid: int = 0) -> None:
+    """Process `pid` (0: this one) dumps no core when it crashes (RLIMIT_CORE's soft limit 0,
+    this process's hard one kept): a pool worker, and a Blender worker (`BlenderWorker`), which
+    is restarted after a crash. Under `ulimit -c unlimited` each crashed or SIGXCPU-ended one
+    wrote a core of its size into the cwd, which its parent names in one line anyway
+    (`worker_died_line`)."""
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    resource.prlimit(pid, resource.RLIMIT_CORE, (0, hard))
 
 
 _tracker_owner: int | None = None  # the process whose exit stops the tracker it started

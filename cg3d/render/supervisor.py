@@ -32,7 +32,13 @@ from cg3d.errors import UsageError, printable
 from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_folder
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.params import cpu_count, memory_limit, thread_variables
-from cg3d.stopping import AwakeTimer, cpu_limit_words, cpu_time_limit, killed_words
+from cg3d.stopping import (
+    AwakeTimer,
+    cpu_limit_words,
+    cpu_time_limit,
+    killed_words,
+    no_core_files,
+)
 
 # Starting Blender and compiling its shaders once takes seconds, more on a busy machine.
 STARTUP_TIMEOUT_S = 180.0
@@ -280,8 +286,7 @@ class BlenderWorker:
         # No core dump: a Blender that crashes is restarted and its object retried or failed,
         # and under `ulimit -c unlimited` (a debugging node's default) each crash wrote a core
         # of Blender's size into the folder the command was run from.
-        _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
-        resource.prlimit(self.process.pid, resource.RLIMIT_CORE, (0, core_hard))
+        no_core_files(self.process.pid)
         try:
             message = self._read(STARTUP_TIMEOUT_S, "start-up")
         except WorkerDied as error:
