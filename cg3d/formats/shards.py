@@ -138,7 +138,10 @@ def local_special_file(url: str) -> None:
 
 class TimedReader:
     """Reads a pipe's file descriptor, waiting at most `timeout` seconds for each piece of
-    data (select, then os.read: nothing is buffered where select cannot see it)."""
+    data (poll, then os.read: nothing is buffered where poll cannot see it). poll, not
+    select: select() refuses a descriptor numbered 1024 or more ("filedescriptor out of range"),
+    which a process with many open files (`params.open_files_raised` lifts the limit to 65536)
+    hands out, and every shard and index read through curl or a pipe failed as damaged."""
 
     def __init__(self, pipe: BinaryIO, timeout: float, block: int = 1 << 16):
         self.fd = pipe.fileno()
@@ -163,13 +166,15 @@ class TimedReader:
     def _fill(self) -> bool:
         """The next piece of the pipe into the buffer; False at its end. The time this
         process spends stopped (Ctrl-Z, a Slurm suspend) does not count (`AwakeTimer`): one
-        select for the whole timeout kept that only while no handled signal came; a SIGCHLD
+        wait for the whole timeout kept that only while no handled signal came; a SIGCHLD
         at the SIGCONT (the pipe command going on), handled in every loader worker started
         after torch put its handler in the main process (the held-out loader's), interrupted
         it, and Python, retrying, counted the pause: a timeout, and the shard was skipped."""
         timer = AwakeTimer(self.timeout)
+        poll = select.poll()
+        poll.register(self.fd, select.POLLIN)
         while (wait := timer.wait_s()) > 0:
-            if select.select([self.fd], [], [], wait)[0]:
+            if poll.poll(wait * 1000):
                 self.buffer, self.offset = os.read(self.fd, self.block), 0
                 return bool(self.buffer)
         raise TimeoutError(f"no data for {self.timeout:g} s (the source stopped sending)")

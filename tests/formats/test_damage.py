@@ -364,6 +364,45 @@ def test_a_reader_stopped_with_its_pipe_past_the_timeout_reads_on(tmp_path, sigc
     assert out.split() == [str(SAMPLES), "0"]
 
 
+# Reads the shard command argv[1] with every descriptor below 1100 taken, as in a process with
+# many open files (a loader's workers, Blender pipes, shards; the limit raised to 65536 by
+# `params.open_files_raised`); prints the number of the pipe's descriptor, samples read, skipped.
+MANY_FILES_READER = """
+import os, resource, sys
+from cg3d.formats.shards import Skipped, raw_samples
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+skipped = Skipped()
+read = list(raw_samples(sys.argv[1], ["x"], [10], [0], skipped, timeout=30.0))
+print(os.open(os.devnull, os.O_RDONLY) > 1024, len(read), skipped.total, *skipped.reasons)
+"""
+
+
+def test_a_pipe_read_by_a_process_with_many_open_files_reads_whole(tmp_path):
+    """CI: with 1,024 descriptors open, the pipe's descriptor was past select()'s range and
+    every shard and index through curl or a pipe was "damaged (ValueError: filedescriptor out
+    of range in select())"."""
+    import os
+    import resource
+    import sys
+    from pathlib import Path
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("the hard limit of open files is under 1200")
+    shard = shard_set(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", MANY_FILES_READER, f"pipe:cat {shard} #{{}}"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == ["True", str(SAMPLES), "0"], out.stderr
+
+
 @pytest.mark.parametrize(
     ("member", "data", "cause"),
     [
