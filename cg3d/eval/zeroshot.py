@@ -371,16 +371,21 @@ def file_text_features(
 
 
 def top_confusions(confusion: np.ndarray, classes: list[str], top: int) -> list[dict]:
-    """The `top` most frequent (actual, predicted) mistakes, with their share of the class."""
-    mistakes = np.array(confusion, dtype=np.int64)
-    np.fill_diagonal(mistakes, 0)
-    flat = np.argsort(-mistakes, axis=None, kind="stable")[:top]
-    shapes = np.asarray(confusion).sum(axis=1)
+    """The `top` most frequent (actual, predicted) mistakes, with their share of the class:
+    most first, then in (actual, predicted) order. Only the cells that hold a mistake (at most
+    one a shape) are sorted: a sort of all C² cells took 18 s and 1.6 GB for 10k classes."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    cells = np.flatnonzero(confusion)  # ascending: the stable sort keeps this order in a tie
+    actuals, guesses = np.unravel_index(cells, confusion.shape)
+    mistaken = actuals != guesses
+    cells, actuals, guesses = cells[mistaken], actuals[mistaken], guesses[mistaken]
+    counts = confusion.flat[cells]
+    order = np.argsort(-counts, kind="stable")[:top]
+    shapes = confusion.sum(axis=1)
     rows = []
-    for actual, predicted in zip(*np.unravel_index(flat, mistakes.shape), strict=True):
-        count = int(mistakes[actual, predicted])
-        if count == 0:
-            break
+    for actual, predicted, count in zip(
+        actuals[order].tolist(), guesses[order].tolist(), counts[order].tolist(), strict=True
+    ):
         share = 100.0 * count / shapes[actual]
         rows.append(
             {
@@ -439,7 +444,7 @@ def zeroshot(
             "class prompts?): each counted for the first of them, or the one rounding put above",
             metrics["tied_top1"],
         )
-    confusion = np.array(metrics.pop("confusion"))
+    confusion = metrics.pop("confusion")
     channels = int(model.config["point_channels"])
     colour_numbers, colour_about = color_summary(channels, benchmark.color, benchmark.uncolored)
     metrics |= {

@@ -159,12 +159,21 @@ class PointsLookup:
                 else:
                     low, high = stats.min, stats.max
                 self.groups.append((low, high, str(part), group))
+        # The id ranges as arrays: a pack shard's `get_many` compares them all in NumPy, and
+        # looks closer (a bisect in Python) only at the groups whose range meets its ids'.
+        # Every group in Python was O(groups) a shard, O(objects²) a pack (1M objects in
+        # parts of 200: 5,000 shards × 5,000 groups).
+        self.lows = np.array([low for low, _, _, _ in self.groups], dtype=str)
+        self.highs = np.array([high for _, high, _, _ in self.groups], dtype=str)
 
     def get_many(self, ids: Iterable[str]) -> dict[str, StoredCloud]:
         """The clouds of those of `ids` that were sampled (others are absent from the dict)."""
         wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        near = np.flatnonzero((self.lows <= wanted[-1]) & (self.highs >= wanted[0]))
         by_part: dict[str, list[int]] = {}
-        for low, high, part, group in self.groups:
+        for low, high, part, group in (self.groups[i] for i in near.tolist()):
             first = bisect.bisect_left(wanted, low)
             if first < len(wanted) and wanted[first] <= high:
                 by_part.setdefault(part, []).append(group)
