@@ -815,7 +815,8 @@ def trimesh_obj_text(text: bytes) -> bytes:
     text = text.removeprefix(UTF8_BOM)
     cut = len(corner_layouts(text)) > 1
     plain = b"\t" not in text and text[:1] != b" " and b"\n " not in text
-    if not cut and plain and not CONTINUED.search(text):
+    continued = b"\\" in text and CONTINUED.search(text) is not None  # a byte search first
+    if not cut and plain and not continued:
         return text
     with io.BytesIO(text) as handle:
         return b"".join(_trimesh_obj_block(block, cut) for block in line_blocks(handle, COPY_BLOCK))
@@ -1790,7 +1791,9 @@ def _statement_matches(
     (OBJ_CONTINUATION) goes on the statement above, as Blender joins them: `# note \\` then
     `v 9 9 9` is one comment, a vertex Blender never has. Counted as one, it put the anchor
     on the next vertex (a `quantized` row for a valid file)."""
-    joined = {continuation.end() for continuation in CONTINUED.finditer(block)}
+    joined: set[int] = set()
+    if b"\\" in block:  # a byte search first: most blocks hold no backslash
+        joined = {continuation.end() for continuation in CONTINUED.finditer(block)}
     matches = pattern.finditer(block, 0, len(block) if end is None else end)
     return (match for match in matches if match.start() not in joined) if joined else matches
 
