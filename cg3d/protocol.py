@@ -147,3 +147,13 @@ def check_class_list(classes: list[str], source: str) -> list[str]:
         first, second = (shown_name(name) for name in alike)
         raise UsageError(f"{source}: the classes {first} and {second} are one text to CLIP")
     return classes
+
+
+def index_classes(index: dict[str, Any], where: object) -> list[str]:
+    """A shard index's class list, checked (`check_class_list`) for eval and training alike; a
+    UsageError naming `where` (the shards) if it lists none. Training took such an index and
+    skipped every sample as outside the classes; eval refused it."""
+    classes = list(index.get("classes") or [])
+    if not classes:
+        raise UsageError(f"{where}: the shard index lists no classes")
+    return check_class_list(classes, f"{where}: the shard index")

@@ -16,6 +16,7 @@ DataLoader's (`stop_as_interrupt`). The render stage stops its Blender processes
 """
 
 import contextlib
+import ctypes
 import os
 import re
 import resource
@@ -438,6 +439,26 @@ def exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def end_with_parent(parent: int) -> None:
+    """In a child process: be ended (SIGKILL) the moment its parent `parent` (its pid, read
+    before the start) ends, a `kill -9` of it included. A training's loader workers lived on
+    for up to 5 s (torch's watchdog looks at the parent between batches). Linux only
+    (prctl PR_SET_PDEATHSIG); elsewhere, or without libc's prctl, the watchdog still ends them.
+    The kernel sends it when the *thread* that started this process ends: only for children
+    of a thread that outlives them (the training loop's, which holds its loader)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # a libc without it (or none found): left to the watchdog
+        return
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
+        os._exit(1)  # the parent ended before the request: no signal will come
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:

@@ -4,11 +4,13 @@ hit by a group's SIGHUP (or Ctrl-C) raised KeyboardInterrupt where it waited for
 printed a traceback; SIGTERM and SIGHUP killed a busy one mid-part."""
 
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,7 @@ def test_a_command_started_under_nohup_keeps_ignoring_sighup():
 
 SLOW_CHUNK = """
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -244,6 +247,7 @@ def test_a_stop_held_while_workers_start_is_raised_once_in_the_main_thread(case,
 
 SLOW_SHAPE = """
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 FOLDER = Path(__file__).parent / "marks"
@@ -417,14 +421,12 @@ def _stop_signals_blocked() -> list[str]:
     return sorted(signal.Signals(s).name for s in blocked if s in STOP_SIGNALS)
 
 
-def _observed_init(worker_id: int) -> None:
-    """In a loader worker: the loader's own `stop_as_interrupt`, with the stop signals the
+def _observed_init(init: Callable[[int], None], worker_id: int) -> None:
+    """In a loader worker: the loader's own `worker_init_fn` `init`, with the stop signals the
     worker had blocked before and after it."""
     global _worker_masks
-    from cg3d.stopping import stop_as_interrupt
-
     before = _stop_signals_blocked()
-    stop_as_interrupt(worker_id)
+    init(worker_id)
     _worker_masks = (before, _stop_signals_blocked())
 
 
@@ -445,8 +447,10 @@ def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
             yield {"key": ["only"], "pid": [os.getpid()], "masks": [_worker_masks]}
 
     def loader(dataset, **kwargs):
-        assert kwargs["worker_init_fn"] is data.stop_as_interrupt
-        return real_loader(Observed(), **{**kwargs, "worker_init_fn": _observed_init})
+        init = kwargs["worker_init_fn"]
+        assert (init.func, init.args) == (data.start_loader_worker, (os.getpid(),))
+        observed = functools.partial(_observed_init, init)
+        return real_loader(Observed(), **{**kwargs, "worker_init_fn": observed})
 
     monkeypatch.setattr(data.torch.utils.data, "DataLoader", loader)
     monkeypatch.setattr(data, "BatchSlots", lambda *args: None)  # batches come whole here
@@ -607,3 +611,56 @@ def test_an_in_process_main_puts_the_callers_signal_handlers_back(monkeypatch, c
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+# A parent that starts a child asking to end with it (`end_with_parent`), prints the child's
+# pid once the child has asked, and waits to be killed.
+ENDS_WITH_PARENT = """
+import os
+import subprocess
+import sys
+import time
+
+child = subprocess.Popen(
+    [sys.executable, "-c", "import sys, time\\nfrom cg3d.stopping import end_with_parent\\n"
+     "end_with_parent(int(sys.argv[1]))\\nprint(flush=True)\\ntime.sleep(300)", str(os.getpid())],
+    stdout=subprocess.PIPE,
+)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_child_that_asks_to_end_with_its_parent_ends_when_the_parent_is_killed_with_9():
+    # a training's loader workers lived on for up to 5 s after a `kill -9` of the training
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ENDS_WITH_PARENT], stdout=subprocess.PIPE, text=True, env=env
+    )
+    child = None
+    try:
+        child = psutil.Process(int(parent.stdout.readline()))
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=60)
+        deadline = time.monotonic() + 60  # without the request: the 300 s sleep, then failed
+        while still_running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not still_running(child)
+    finally:
+        if child is not None and still_running(child):
+            child.kill()
+        parent.kill()
+        parent.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_child_whose_parent_ended_before_it_asked_exits_at_once():
+    # the kernel sends nothing for a parent already gone: the child would have lived on
+    result = run_script(
+        "-c", "from cg3d.stopping import end_with_parent; end_with_parent(1)", timeout=60
+    )
+    assert result.returncode == 1, result.stderr

@@ -45,16 +45,16 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
-            raise ValueError(f"{self.name}: class_names must be one of {CLASS_NAME_STYLES}")
+            raise UsageError(f"{self.name}: class_names must be one of {CLASS_NAME_STYLES}")
         if self.point_normalisation not in POINT_NORMALISATIONS:
-            raise ValueError(f"{self.name}: point_normalisation one of {POINT_NORMALISATIONS}")
+            raise UsageError(f"{self.name}: point_normalisation one of {POINT_NORMALISATIONS}")
         if self.fps_start not in FPS_STARTS:
-            raise ValueError(f"{self.name}: fps_start must be one of {FPS_STARTS}")
+            raise UsageError(f"{self.name}: fps_start must be one of {FPS_STARTS}")
         check_templates(self.templates, f"protocol {self.name}")
         if self.up_axis not in UP_AXES:
-            raise ValueError(f"{self.name}: up_axis must be one of {UP_AXES}")
+            raise UsageError(f"{self.name}: up_axis must be one of {UP_AXES}")
         if not 0.0 <= self.constant_color <= 1.0 or self.n_points < 0:
-            raise ValueError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
+            raise UsageError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
 
     def class_name(self, name: str) -> str:
         """How this protocol writes a benchmark class name inside its templates."""
@@ -89,7 +89,7 @@ _PROTOCOLS: dict[str, Protocol] = {}
 def register_protocol(protocol: Protocol) -> Protocol:
     """Make `protocol` available by its name; a name is registered once."""
     if protocol.name in _PROTOCOLS and _PROTOCOLS[protocol.name] != protocol:
-        raise ValueError(f"protocol {protocol.name!r} is registered already")
+        raise UsageError(f"protocol {protocol.name!r} is registered already")
     _PROTOCOLS[protocol.name] = protocol
     return protocol
 

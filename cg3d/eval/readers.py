@@ -77,7 +77,7 @@ from cg3d.formats.shards import (
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
 from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
-from cg3d.protocol import check_class_list, class_names, shapenet_renames
+from cg3d.protocol import check_class_list, class_names, index_classes, shapenet_renames
 
 log = logging.getLogger(__name__)
 
@@ -645,10 +645,7 @@ def shards(path: str | Path, split: str = "test") -> Benchmark:
     """Our own labelled shards (`cg3d pack` output, a folder, URL or `pipe:` prefix): points
     already normalised, Y up. Undecodable samples are skipped and counted (`skipped`)."""
     index = read_index(path)
-    classes = list(index.get("classes") or [])
-    if not classes:
-        raise UsageError(f"{path}: the shard index lists no classes")
-    check_class_list(classes, f"{path}: the shard index")
+    classes = index_classes(index, path)
     size = int(split_entry(index, split)["samples"])
     if size == 0:
         raise UsageError(f"{path}: no samples in split {split!r}")

@@ -156,10 +156,11 @@ def texture_refusal(source: Path | BinaryIO) -> str:
     head = _head(source, 21) or b""
     if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and head[20:21] and head[20] & 0x02:
         return ANIMATED_WEBP
-    if isinstance(source, Path | str) and not _blender_format(Path(source), size is not None):
-        return UNREAD_FORMAT
-    if isinstance(source, Path | str) and (cut := truncation(Path(source))):
-        return f"{cut}: not decoded"
+    if isinstance(source, Path | str):
+        if not _blender_format(Path(source), size is not None):
+            return UNREAD_FORMAT
+        if cut := truncation(Path(source)):
+            return f"{cut}: not decoded"
     return ""
 
 
@@ -178,7 +179,8 @@ def truncation(path: Path) -> str:
     """Why the PNG or JPEG file at `path` is cut short, or "" (other formats, a whole file, one
     whose structure is too odd to judge: left to the decoder). Judged once per `file_version`
     in a process: a texture 10,000 objects share was walked 10,000 times (a PNG of 8 KiB
-    IDAT chunks is a read per chunk, a JPEG not ending in its marker is read whole)."""
+    IDAT chunks is a read per chunk, a JPEG not ending in its marker is read whole). A read
+    that fails is not remembered: the next object judges the file again."""
     try:
         return _truncation_of_version(str(path), file_version(path))
     except OSError:
@@ -187,17 +189,14 @@ def truncation(path: Path) -> str:
 
 @functools.lru_cache(maxsize=1 << 14)
 def _truncation_of_version(path: str, version: tuple[int, ...]) -> str:
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            head = handle.read(4)
-            handle.seek(0)
-            if head == PNG_SIGNATURE[:4]:
-                return _png_truncation(handle, size)
-            if head[:3] == b"\xff\xd8\xff":
-                return _jpeg_truncation(handle, size)
-    except OSError:
-        pass  # Blender's own open meets the same fault
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(4)
+        handle.seek(0)
+        if head == PNG_SIGNATURE[:4]:
+            return _png_truncation(handle, size)
+        if head[:3] == b"\xff\xd8\xff":
+            return _jpeg_truncation(handle, size)
     return ""
 
 

@@ -528,6 +528,14 @@ def check_line_ends(path: Path, suffix: str) -> None:
 # over a 50 MB file); the caller puts one before a block's first line. A `#` ends a line.
 OBJ_LONG_FACE = re.compile(rb"\n[ \t]*f[ \t]+[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+){2}[ \t]+[^ \t\r\n]")
 OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n#])")
+
+# A line continuation as Blender's importer reads one (`fixup_line_continuations`): a
+# backslash, blanks, the line's end. "mtllib \\ " then "m.mtl" named a library "\\" and missed
+# the one Blender reads, a block ended inside the statement, a vertex of it was left far out.
+OBJ_CONTINUATION = rb"\\[ \t\r]*\n"
+CONTINUED = re.compile(OBJ_CONTINUATION)
+
+
 # A comment after a statement ("f 1 2 3 # hello", "vt 0 0 # uv"), as exporters write them:
 # Blender ignores it, trimesh refused the whole file ("invalid literal for int() with base 10:
 # '#'"), and `_obj_copy` blanked a face whose comment says "mtllib". Both readers are given the
@@ -539,8 +547,12 @@ OBJ_ZERO_CORNER = re.compile(rb"\n[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\
 # reads newmtl so too, and so does `defined_materials`). Stripped there, the copy's "usemtl red"
 # matched no material: the views had the importer's grey where Blender read the author's red.
 OBJ_NAME_STATEMENTS = (b"mtllib", b"usemtl")
+# A comment ending in a line continuation goes on to the next line in Blender (`v 1 2 3 # c \\`
+# then `v 9 9 9` is one vertex): the lines it takes are the comment's too. Cut at the backslash,
+# the next line was a vertex to both readers and every face after it named the wrong one.
 OBJ_INLINE_COMMENT = re.compile(
-    rb"(\n[ \t]*(?!(?:" + b"|".join(OBJ_NAME_STATEMENTS) + rb")[ \t])[^#\s][^\n]*?)[ \t]+#[^\r\n]*"
+    rb"(\n[ \t]*(?!(?:" + b"|".join(OBJ_NAME_STATEMENTS) + rb")[ \t])[^#\s][^\n]*?)[ \t]+"
+    rb"#(?:[^\n]*?" + OBJ_CONTINUATION + rb")*[^\r\n]*"
 )
 
 
@@ -733,7 +745,13 @@ def without_inline_comments(block: bytes) -> bytes:
     before it included (OBJ_INLINE_COMMENT); every line kept."""
     if b"#" not in block:
         return block
-    return OBJ_INLINE_COMMENT.sub(rb"\1", b"\n" + block)[1:]
+    return OBJ_INLINE_COMMENT.sub(_statement_kept, b"\n" + block)[1:]
+
+
+def _statement_kept(comment: re.Match) -> bytes:
+    """An OBJ_INLINE_COMMENT match's statement, and an empty line for each line the comment
+    went on to."""
+    return comment[1] + b"\n" * (comment[0].count(b"\n") - 1)
 
 
 def rewrite_obj_block(block: bytes) -> bytes:
@@ -781,21 +799,24 @@ def vertex_corners(block: bytes) -> bytes:
 # trimesh's OBJ reader finds a statement only at a line's start and followed by a space: an
 # indented line ("  f 1 2 3", "\tv 0 0 0") or a tab after its keyword ("v\t0 0 0") was skipped
 # (a box whose every other face was indented read as half a box; indented vertices, as "a face
-# refers to a vertex that does not exist"), where Blender reads every one. A line that goes on
-# a continued one keeps its blanks: they may part two words.
-OBJ_INDENT = re.compile(rb"(?<!\\)(?<!\\\r)\n +")
+# refers to a vertex that does not exist"), where Blender reads every one. (Continued lines
+# are joined before: `_trimesh_obj_block`.)
+OBJ_INDENT = re.compile(rb"\n +")
 
 
 def trimesh_obj_text(text: bytes) -> bytes:
     """An OBJ's `text` as trimesh is given it, to read the surface Blender reads: without a
-    byte-order mark (UTF8_BOM), tabs as blanks, statements unindented (OBJ_INDENT), face
-    corners cut to their vertex where they are not all laid out alike (`vertex_corners`).
+    byte-order mark (UTF8_BOM), continued lines joined (CONTINUED), tabs as blanks, statements
+    unindented (OBJ_INDENT), face corners cut to their vertex where they are not all laid out
+    alike (`vertex_corners`).
     Byte searches first: a file that needs none of it is not copied. One that does is rewritten
     in blocks of whole lines (`line_blocks`): a substitution over the whole text held a piece
     per match besides it (3 a face), several times the text of a large OBJ."""
     text = text.removeprefix(UTF8_BOM)
     cut = len(corner_layouts(text)) > 1
-    if not cut and b"\t" not in text and text[:1] != b" " and b"\n " not in text:
+    plain = b"\t" not in text and text[:1] != b" " and b"\n " not in text
+    continued = b"\\" in text and CONTINUED.search(text) is not None  # a byte search first
+    if not cut and plain and not continued:
         return text
     with io.BytesIO(text) as handle:
         return b"".join(_trimesh_obj_block(block, cut) for block in line_blocks(handle, COPY_BLOCK))
@@ -803,6 +824,10 @@ def trimesh_obj_text(text: bytes) -> bytes:
 
 def _trimesh_obj_block(block: bytes, cut: bool) -> bytes:
     """Whole lines of an OBJ as `trimesh_obj_text` gives them (a block starts a line)."""
+    # continued lines joined as Blender joins them: trimesh joins only a backslash at the line's
+    # very end, with nothing for it ("v 1\" then "2 3" was "v 12 3"), so "# c \ " then "v 9 9 9"
+    # was a vertex to trimesh alone, and each face after it named another vertex than Blender's
+    block = CONTINUED.sub(b"  ", block)
     block = OBJ_INDENT.sub(b"\n", b"\n" + block.replace(b"\t", b" "))[1:]
     return vertex_corners(block) if cut else block
 
@@ -1348,13 +1373,6 @@ def _mtl_lines(mtl: Path) -> list[str]:
     return mtl.read_text(encoding="utf-8", errors=NAME_BYTES).removeprefix("\ufeff").splitlines()
 
 
-# A line continuation as Blender's importer reads one (`fixup_line_continuations`): a
-# backslash, blanks, the line's end. "mtllib \\ " then "m.mtl" named a library "\\" and missed
-# the one Blender reads, a block ended inside the statement, a vertex of it was left far out.
-OBJ_CONTINUATION = rb"\\[ \t\r]*\n"
-CONTINUED = re.compile(OBJ_CONTINUATION)
-
-
 def _continued(line: bytes) -> bool:
     """Whether the physical OBJ `line` (its line end included) goes on on the next."""
     return line.endswith(b"\n") and line[:-1].rstrip(b" \t\r").endswith(b"\\")
@@ -1765,6 +1783,21 @@ OBJ_VERTEX_START = re.compile(rb"^[ \t]*v" + OBJ_BLANKS, re.MULTILINE)
 OBJ_FACE_START = re.compile(rb"^[ \t]*f" + OBJ_BLANKS + rb"([-+]?[0-9]+)", re.MULTILINE)
 
 
+def _statement_matches(
+    pattern: re.Pattern, block: bytes, end: int | None = None
+) -> Iterator[re.Match]:
+    """`pattern`'s matches (each at a line's start) in `block` (whole logical lines of an OBJ,
+    `line_blocks`), up to `end`, that begin a statement. A line after a continued one
+    (OBJ_CONTINUATION) goes on the statement above, as Blender joins them: `# note \\` then
+    `v 9 9 9` is one comment, a vertex Blender never has. Counted as one, it put the anchor
+    on the next vertex (a `quantized` row for a valid file)."""
+    joined: set[int] = set()
+    if b"\\" in block:  # a byte search first: most blocks hold no backslash
+        joined = {continuation.end() for continuation in CONTINUED.finditer(block)}
+    matches = pattern.finditer(block, 0, len(block) if end is None else end)
+    return (match for match in matches if match.start() not in joined) if joined else matches
+
+
 def obj_face_anchor(path: Path) -> np.ndarray | None:
     """(3,) float64 place of the vertex an OBJ's first face names first; None when no face
     names one (then the first vertex serves). Byte searches, streamed, that stop there: up to
@@ -1772,7 +1805,7 @@ def obj_face_anchor(path: Path) -> np.ndarray | None:
     before = 0  # blocks before the one with the first face
     with open(path, "rb") as handle:
         for block in _unmarked_blocks(handle):
-            if face := OBJ_FACE_START.search(block):
+            if face := next(_statement_matches(OBJ_FACE_START, block), None):
                 break
             before += 1
         else:
@@ -1787,7 +1820,7 @@ def obj_face_anchor(path: Path) -> np.ndarray | None:
 
 def _vertex_count(block: bytes, end: int | None = None) -> int:
     """The `v` statements of an OBJ block (up to `end`)."""
-    return len(OBJ_VERTEX_START.findall(block, 0, len(block) if end is None else end))
+    return sum(1 for _ in _statement_matches(OBJ_VERTEX_START, block, end))
 
 
 def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
@@ -1799,7 +1832,9 @@ def _obj_vertex(path: Path, number: int) -> np.ndarray | None:
             if number >= count:
                 number -= count
                 continue
-            start = next(itertools.islice(OBJ_VERTEX_START.finditer(block), number, None))
+            start = next(
+                itertools.islice(_statement_matches(OBJ_VERTEX_START, block), number, None)
+            )
             vertex = OBJ_VERTEX.match(block, start.start())
             try:
                 return np.array([float(word) for word in vertex.group(2, 4, 6)]) if vertex else None
@@ -1829,7 +1864,12 @@ class ObjVertexMove:
     def __call__(self, block: bytes) -> bytes:
         if self.decided and self.offset is None:
             return block
-        return OBJ_VERTEX.sub(self._moved, block)
+        pieces, position = [], 0
+        for match in _statement_matches(OBJ_VERTEX, block):  # a comment's line is left as it is
+            pieces += [block[position : match.start()], self._moved(match)]
+            position = match.end()
+        pieces.append(block[position:])
+        return b"".join(pieces)
 
     def _moved(self, match: re.Match) -> bytes:
         try:

@@ -32,6 +32,7 @@ contiguous there.
 
 import collections
 import dataclasses
+import functools
 import io
 import multiprocessing
 import os
@@ -70,6 +71,7 @@ from cg3d.params import TrainConfig
 from cg3d.stopping import (
     AwakeTimer,
     dead_worker_signal,
+    end_with_parent,
     start_resource_tracker,
     stop_as_interrupt,
     worker_died_line,
@@ -645,7 +647,7 @@ class Loader:
                 # each checkpoint, drawn by dropout) went other than an unbroken run's. The
                 # workers' draws are seeded by the loader itself (`ShardStream.samples`).
                 generator=torch.Generator().manual_seed(self.config.seed),
-                worker_init_fn=stop_as_interrupt,  # a SIGTERM stops them as Ctrl-C does
+                worker_init_fn=functools.partial(start_loader_worker, os.getpid()),
             )
         # The first pass starts the worker processes (later ones reuse them: persistent), deaf
         # to the stop signals until `stop_as_interrupt` runs in each, as the pools' workers do
@@ -670,6 +672,14 @@ class Loader:
             if raised is None:
                 raise
             raise raised from None
+
+
+def start_loader_worker(parent: int, worker_id: int) -> None:
+    """A training DataLoader's `worker_init_fn` (bound to the training process's pid): a
+    SIGTERM stops the worker as Ctrl-C does (`stop_as_interrupt`), and it ends the moment the
+    training process does (`end_with_parent`)."""
+    end_with_parent(parent)
+    stop_as_interrupt(worker_id)
 
 
 def started_workers(loader: torch.utils.data.DataLoader) -> Iterator:

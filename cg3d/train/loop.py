@@ -47,7 +47,7 @@ from cg3d.models.clip import clip_about
 from cg3d.models.model import CG3D, model_config
 from cg3d.params import TrainConfig, batch_problem, bound_workers
 from cg3d.pipeline.chunks import progress_bar
-from cg3d.protocol import check_class_list
+from cg3d.protocol import index_classes
 from cg3d.stopping import Stopwatch
 from cg3d.train.distributed import (
     barrier,
@@ -605,10 +605,10 @@ def check_sizes(shards: Path, index: dict[str, Any], config: TrainConfig, proces
     points a shape (a cloud is never filled up with repeated points), and the train split at
     least one update's samples (`batch_problem`). One line naming the param and the fix. The
     config's own checks (an encoder's points: `model_config`) come first."""
-    classes = list(index.get("classes", []))
     # eval's rules for an index's classes: "" or "Box" beside "box" made held-out prototypes
-    # of nothing or one text, and the held-out accuracy counted either's shapes for the first
-    check_class_list(classes, f"{shards}: the shard index")
+    # of nothing or one text, and the held-out accuracy counted either's shapes for the first;
+    # none at all skipped every sample
+    classes = index_classes(index, shards)
     model_config(config, classes)
     stored = index.get("params", {}).get("points") or []
     if stored and min(stored) < config.n_points:

@@ -66,6 +66,13 @@ def test_an_index_whose_classes_a_source_would_refuse_is_refused_in_one_line(
     assert problem in message and "\n" not in message
 
 
+def test_an_index_with_no_classes_is_refused_in_one_line(shards, tmp_path):
+    # (an index without "classes", or not a list, is refused by read_index)
+    root = edited(shards, tmp_path, [])
+    with pytest.raises(UsageError, match=r"^.*shards: the shard index lists no classes$"):
+        open_benchmark("shards", root)
+
+
 def test_a_label_the_index_names_no_class_for_is_a_skipped_sample(
     shards, tmp_path, tiny_checkpoint
 ):

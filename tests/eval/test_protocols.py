@@ -46,7 +46,8 @@ def test_the_registry_names_its_protocols_and_refuses_an_unknown_one_in_one_line
     assert message.startswith("--protocol: unknown protocol 'paper'") and "\n" not in message
     assert "'cg3d'" in message and "'cg3d-public'" in message
     assert register_protocol(replace(CG3D_PUBLIC)) is not None  # the same record again: fine
-    with pytest.raises(ValueError, match="registered already"):
+    # the project's UsageError (one line, exit 2) from the Python API too, not a ValueError
+    with pytest.raises(UsageError, match="^protocol 'cg3d-public' is registered already$"):
         register_protocol(replace(CG3D_PUBLIC, normalise_text=True))
 
 
@@ -61,7 +62,7 @@ def test_the_registry_names_its_protocols_and_refuses_an_unknown_one_in_one_line
     ],
 )
 def test_a_protocol_with_a_wrong_field_is_refused(fields, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UsageError, match=f"^bad: {message}"):  # UsageError, as for templates
         Protocol(**({"name": "bad", "description": "", "templates": ("a {}",)} | fields))
 
 

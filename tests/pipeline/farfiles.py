@@ -30,6 +30,17 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
     return path
 
 
+def far_obj_after_continued_comments(path: Path) -> Path:
+    """The far sphere, its faces from 1, after a comment and a vertex's comment that end in a
+    backslash: Blender joins each next line into the comment (`v 0 0 0` and `v 0 -1e7 0` are
+    no vertices of its), so its vertex 1 is the sphere's first."""
+    rows = ["# exported \\\n", "v 0 0 0\n", "v 1 2 3 # first \\ \r\n", "v 0 -1e7 0\n"]
+    rows += [f"v {x!r} {y!r} {z!r}\n" for x, y, z in SPHERE.vertices + UTM]
+    rows += [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 2]  # after `v 1 2 3`
+    path.write_bytes("".join(rows).encode())
+    return path
+
+
 def write_coloured_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, ascii: bool) -> Path:
     """A PLY of double x, y, z and uchar red, green, blue (as a photogrammetry scan's)."""
     form = "ascii" if ascii else "binary_little_endian"

@@ -20,6 +20,7 @@ from cg3d.params import SampleConfig
 from tests.pipeline.farfiles import (
     SPHERE,
     UTM,
+    far_obj_after_continued_comments,
     write_ascii_stl,
     write_coloured_ply,
     write_obj,
@@ -129,6 +130,24 @@ def test_blenders_copy_of_an_obj_whose_vertices_go_on_on_the_next_line_is_moved_
     assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))
     assert np.abs(offset - offset[1]).max() < 1e-9 and np.abs(moved[1:]).max() <= 2.0
     assert copy.read_text().count("\\") == len(vertices)  # the lines as written, but numbers
+
+
+def test_blenders_copy_of_an_obj_is_moved_by_its_vertices_not_a_line_a_comment_goes_on_to(
+    tmp_path,
+):
+    # a comment ending in `\` goes on to the next line in Blender: counted as a vertex, that
+    # line took the move anchor (the copy left at UTM, `quantized`), or was moved itself
+    path = far_obj_after_continued_comments(tmp_path / "far.obj")
+    vertices = obj_vertices(path)  # read as Blender does: [1, 2, 3], then the sphere
+    assert np.array_equal(vertices[1:], SPHERE.vertices + UTM)
+    copy = blender_input(path, tmp_path, "", tmp_path / "blender")
+    offset = vertices - obj_vertices(copy)
+    assert np.array_equal(offset[1], np.round(SPHERE.vertices[0] + UTM))
+    assert np.abs(offset - offset[1]).max() < 1e-9
+    text = copy.read_text()
+    assert text.startswith("# exported \\\nv 0 0 0\n")  # as written
+    # the vertex's comment is cut, and the line it went on to with it; every line kept
+    assert "-1e7" not in text and text.count("\n") == path.read_text().count("\n")
 
 
 def test_an_objs_continued_vertices_are_moved_where_its_blocks_part(tmp_path, monkeypatch):

@@ -312,3 +312,61 @@ def test_mtllib_statements_are_found_whatever_the_block_boundaries() -> None:
             None,
             "d.mtl",
         ]
+
+
+# Each is the triangle (0, 0, 0) (1, 0, 0) (0, 1, 0) to Blender 5.0.1 (the test below): the line
+# after a comment that ends in a backslash (blanks after it or not) is the comment's.
+COMMENT_GOES_ON = {
+    "comment": b"# exported \\\nv 9 9 9\nv 0 0 0\n",
+    "comment, blanks after": b"# exported \\ \t\r\nv 9 9 9\nv 0 0 0\n",
+    "vertex comment": b"v 0 0 0 # first \\\nv 9 9 9\n",
+    "vertex comment, blanks after": b"v 0 0 0 # first \\ \r\nv 9 9 9\n",
+}
+TRIANGLE = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def comment_going_on(path: Path, head: bytes) -> Path:
+    path.write_bytes(head + b"v 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    return path
+
+
+@pytest.mark.parametrize("head", COMMENT_GOES_ON.values(), ids=COMMENT_GOES_ON)
+def test_a_line_a_comment_goes_on_to_is_no_vertex_as_in_blender(tmp_path, head) -> None:
+    # trimesh joined a line only to a backslash at its very end (blanks after it: `v 9 9 9` a
+    # vertex to trimesh alone), and a vertex's comment was cut at its backslash for both
+    # readers: the face named (9, 9, 9), where Blender's names (1, 0, 0)
+    mesh = load_mesh(comment_going_on(tmp_path / "a.obj", head))
+    assert mesh.vertices[mesh.faces].tolist() == [TRIANGLE]
+
+
+BLENDER_TRIANGLES = """
+import sys
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.wm.obj_import(filepath=sys.argv[1], forward_axis="Y", up_axis="Z")
+for o in bpy.data.objects:
+    for p in o.data.polygons:
+        print("FACE", [[round(c, 3) for c in o.data.vertices[i].co] for i in p.vertices])
+"""
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize("head", COMMENT_GOES_ON.values(), ids=COMMENT_GOES_ON)
+def test_blender_reads_the_line_a_comment_goes_on_to_as_the_comment(tmp_path, head) -> None:
+    """What the reading above follows, for the user's file and for the copy Blender is given."""
+    import subprocess
+    import sys
+
+    from cg3d.geometry.meshio import blender_input
+
+    path = comment_going_on(tmp_path / "a.obj", head)
+    for obj in (path, blender_input(path, tmp_path, "", tmp_path / "copies")):
+        run = subprocess.run(
+            [sys.executable, "-c", BLENDER_TRIANGLES, str(obj)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert [line for line in run.stdout.splitlines() if line.startswith("FACE")] == [
+            f"FACE {TRIANGLE}"
+        ]

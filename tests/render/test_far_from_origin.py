@@ -11,7 +11,14 @@ import trimesh
 
 from cg3d.params import SampleConfig
 from cg3d.pipeline.sample import PointsReader
-from tests.pipeline.farfiles import SPHERE, UTM, write_ascii_stl, write_coloured_ply, write_obj
+from tests.pipeline.farfiles import (
+    SPHERE,
+    UTM,
+    far_obj_after_continued_comments,
+    write_ascii_stl,
+    write_coloured_ply,
+    write_obj,
+)
 
 pytestmark = pytest.mark.blender
 
@@ -36,6 +43,17 @@ def test_blender_reads_an_obj_whose_vertices_go_on_on_the_next_line_far_out_as_a
     ]
     far = tmp_path / "far.obj"
     far.write_bytes("".join(rows + [f"f {a} {b} {c}\n" for a, b, c in SPHERE.faces + 1]).encode())
+    with PointsReader(SampleConfig(points=256, colors=True)) as read:
+        assert np.abs(read(far, "y", "a")[0] - read(origin, "y", "a")[0]).max() < 1e-5
+
+
+def test_blender_reads_an_obj_far_out_with_comments_ending_in_a_backslash_as_at_the_origin(
+    tmp_path: Path,
+):
+    # Blender joins the line after `# note \` into the comment: the copy's move anchor was read
+    # from that line (no vertex of Blender's), the sphere left far out, `quantized`
+    origin = write_obj(tmp_path / "origin.obj", SPHERE.vertices, SPHERE.faces)
+    far = far_obj_after_continued_comments(tmp_path / "far.obj")
     with PointsReader(SampleConfig(points=256, colors=True)) as read:
         assert np.abs(read(far, "y", "a")[0] - read(origin, "y", "a")[0]).max() < 1e-5
 

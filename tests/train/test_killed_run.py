@@ -96,9 +96,10 @@ def test_a_terminated_training_says_so_and_resumes_to_the_bytes_of_an_unbroken_r
 
 def test_the_loader_workers_exit_when_the_training_alone_is_killed_with_9(shards, tmp_path):
     """`kill -9 PID` of `cg3d train` (the process alone: its loader workers get no signal):
-    the workers end by themselves, as the pools' do (`exit_with_parent`). Here torch's own
-    watchdog does it (a worker checks its parent between batches, every 5 s), and one waiting
-    for a batch buffer gives up after `BatchSlots.WAIT_SECONDS`."""
+    the workers end by themselves, as the pools' do (`exit_with_parent`). On Linux the kernel
+    ends them at once (`end_with_parent`); elsewhere torch's own watchdog does it (a worker
+    checks its parent between batches, every 5 s), and one waiting for a batch buffer gives up
+    after `BatchSlots.WAIT_SECONDS`."""
     import psutil
 
     params = params_file(tmp_path, epochs=50, workers=2)

@@ -94,3 +94,10 @@ def test_an_index_whose_classes_eval_would_refuse_is_refused_before_training(cla
         check_sizes("s", edited, TrainConfig(batch_size=4, n_points=2048), processes=1)
     message = str(error.value)
     assert message.startswith("s: the shard index: the class") and problem in message
+
+
+def test_an_index_with_no_classes_is_refused_by_name_before_training():
+    # before: trained, every sample skipped as outside the index's 0 classes (eval refused it)
+    edited = index([2048], [16, 16]) | {"classes": []}
+    with pytest.raises(UsageError, match=r"^s: the shard index lists no classes$"):
+        check_sizes("s", edited, TrainConfig(batch_size=4, n_points=2048), processes=1)

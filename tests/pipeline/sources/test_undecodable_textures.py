@@ -152,3 +152,20 @@ def test_a_texture_many_objects_share_is_walked_once_until_it_changes(tmp_path, 
     assert len(walks) == 1
     texture.write_bytes(png.getvalue())  # finished: judged again
     assert references(objects[0], tmp_path)[1] == [] and len(walks) == 2
+
+
+def test_a_texture_whose_read_failed_is_judged_again_by_the_next_object(tmp_path, monkeypatch):
+    # a read fault (EIO on a network disk) was remembered as "not cut" for the file version
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(png, format="PNG")
+    texture = tmp_path / "fault.png"
+    texture.write_bytes(png.getvalue()[:-20])
+    walk = images._png_truncation
+
+    def fails_once(*args):
+        monkeypatch.setattr(images, "_png_truncation", walk)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(images, "_png_truncation", fails_once)
+    assert texture_refusal(texture) == ""  # left to Blender's own open
+    assert texture_refusal(texture).startswith("truncated: the PNG's IDAT chunk")
