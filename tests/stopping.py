@@ -79,17 +79,19 @@ def stop_command(
     cg3d = [sys.executable, "-m", "cg3d", *command]
     arguments = [str(int(signum)), whom, str(sign), str(timeout_s), str(log), *cg3d]
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", STOPPER, *arguments],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        timeout=3 * timeout_s,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    stderr = log.read_text(errors="replace")
-    log.unlink()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", STOPPER, *arguments],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            timeout=3 * timeout_s,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        stderr = log.read_text(errors="replace")
+    finally:  # a failed or timed-out stopper left its log in /tmp for good
+        log.unlink(missing_ok=True)
     return Stopped(report["signalled"], report["code"], stderr, report["left"])
 
 

@@ -31,7 +31,21 @@ def mounted(folder: Path, options: str):
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        unmount(folder)
+
+
+def unmount(folder: Path) -> None:
+    """Take every tmpfs off `folder`, lazily (a process the test left, a Ray worker, may still
+    hold a file there), and fail the test naming it if one stays. One unchecked `umount -l`
+    left the lower of two mounts, or any that umount refused, under /tmp/pytest-of-root for
+    good: pytest's pruning of old folders then fails on it ("Device or resource busy")."""
+    for _ in range(8):  # bounded: a mount that umount says it took off but stays is a failure
+        if not os.path.ismount(folder):
+            return
+        done = subprocess.run(["umount", "-l", str(folder)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.fail(f"{folder} stays mounted: {done.stderr.strip()}")
+    pytest.fail(f"{folder} stays mounted after 8 unmounts")
 
 
 def cg3d(*args: str) -> subprocess.CompletedProcess:

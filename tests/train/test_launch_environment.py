@@ -186,8 +186,10 @@ def test_a_stop_signal_ends_the_wait_for_peers(shards, tmp_path):
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-    finally:
+    finally:  # on a failure above too: no process left, nor its pipe open in pytest's
         process.kill()
+        process.wait()
+        process.stderr.close()
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert stderr.strip().splitlines() == ["error: terminated (SIGTERM)"]
 

@@ -3,6 +3,7 @@ on 127.0.0.1 as two machines would be (gloo), train to the weights of one proces
 on the whole batch."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,15 +29,30 @@ def test_two_nodes_train_to_the_weights_of_one_process_on_the_global_batch(tmp_p
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
     node += ["--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "cg3d-nodes"]
     node += ["--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", "0"]
+    # its logs here: by default each agent left a /tmp/torchelastic_* folder for good
+    node += ["--log-dir", str(tmp_path / "torchrun-logs")]
     node += [str(SCRIPT), str(tmp_path)]
     nodes = [
         subprocess.Popen(
-            node, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            node,
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # an agent and its worker, ended together below
         )
         for _ in range(2)
     ]
-    for process in nodes:
-        output, _ = process.communicate(timeout=600)
+    try:
+        outputs = [process.communicate(timeout=600)[0] for process in nodes]
+    finally:
+        # A node that failed or hung: the other waits at the rendezvous, its agent and worker
+        # outlived the test (and held its pipe in pytest's process).
+        for process in nodes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    for process, output in zip(nodes, outputs, strict=True):
         assert process.returncode == 0, output.decode()[-3000:]
     subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, check=True, timeout=600)
 

@@ -24,7 +24,9 @@ STOPPER = Path(__file__).with_name("torchrun_stop.py")
 
 def torchrun(shards, out, params, *script: str, stop_at: int = -1) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "STOP_AT": str(stop_at)}
+    # its logs in the test's folder: by default it left a /tmp/torchelastic_* folder for good
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--log-dir", str(out.parent / f"torchrun-logs-{out.name}")]
     command += ["--nproc-per-node", "2", *script, "train", "--shards", str(shards)]
     command += ["--out", str(out), "--params", str(params), "--resume", "auto"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
