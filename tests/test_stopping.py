@@ -456,7 +456,7 @@ def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
     shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
     loader = data.Loader(shards, config, train=False, samples=1)
     first, second = list(loader), list(loader)
-    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM"], [])]
+    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"], [])]
     assert second[0]["pid"] == first[0]["pid"] != [os.getpid()]
     assert _stop_signals_blocked() == []  # this process's mask is back as it was
 
