@@ -414,3 +414,34 @@ def test_a_file_past_the_file_size_limit_is_one_line_naming_the_limit_and_resume
     done = run_python(*command, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "sampled 3/3 objects" in done.stdout, done.stdout
+
+
+# Blender's copy of an OBJ (`blender_input`) written under a file size limit below its size.
+COPY_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from cg3d.geometry.meshio import blender_input
+
+source, folder = Path(sys.argv[1]), Path(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    blender_input(source, source.parent, "", folder)
+except OSError as error:
+    print(error.errno, error.filename)
+"""
+
+
+def test_blenders_copy_past_the_file_size_limit_names_the_copy(tmp_path):
+    """The render stage's copy of an OBJ for Blender, past `ulimit -f` (or on a full disk):
+    a write to an open file names no file, and the stage stopped with "error: File too large
+    (EFBIG)" alone. Now the error names the copy, and the line the limit
+    (`test_a_file_past_the_file_size_limit_is_one_line_naming_the_limit_and_resumes`)."""
+    import errno
+
+    import trimesh
+
+    source = tmp_path / "ball.obj"
+    trimesh.creation.icosphere(4).export(source)  # 2562 vertices: past 4 KiB
+    folder = tmp_path / "copies"
+    done = run_python("-c", COPY_UNDER_A_FILE_SIZE_LIMIT, str(source), str(folder), timeout=120)
+    assert done.stdout.split() == [str(errno.EFBIG), str(folder / "ball.obj")], done.stderr
