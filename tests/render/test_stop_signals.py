@@ -44,15 +44,24 @@ def unbroken(meshes, tmp_path_factory):
     return tree_bytes(out)
 
 
-@pytest.mark.parametrize("whom", ["process", "group"])
+@pytest.mark.parametrize(
+    "signum,whom",
+    [
+        (signal.SIGTERM, "process"),
+        (signal.SIGTERM, "group"),
+        # `sbatch --signal=USR1@90`: Blender dies of it too, which is no crash of its object
+        (signal.SIGUSR1, "group"),
+    ],
+    ids=["sigterm-process", "sigterm-group", "sigusr1-group"],
+)
 def test_a_stopped_render_stops_its_blenders_and_resumes_to_the_same_bytes(
-    meshes, unbroken, tmp_path, whom
+    meshes, unbroken, tmp_path, signum, whom
 ):
     out = tmp_path / "views"
-    stopped = stop_command(render(meshes, out), out / "part-00001.tar", signal.SIGTERM, whom)
+    stopped = stop_command(render(meshes, out), out / "part-00001.tar", signum, whom)
     assert stopped.signalled, f"it ended before the signal:\n{stopped.stderr[-2000:]}"
-    assert stopped.code == 143, stopped.stderr[-2000:]
-    assert stopped.last_line == "error: terminated (SIGTERM)"
+    assert stopped.code == 128 + signum, stopped.stderr[-2000:]
+    assert stopped.last_line == f"error: terminated ({signal.Signals(signum).name})"
     assert "Traceback" not in stopped.stderr
     assert stopped.left == []  # no Blender orphaned
     assert not (out / ".cg3d.lock").exists()
