@@ -113,3 +113,30 @@ def test_a_blender_stopped_while_it_starts_renders_no_object(tmp_path, monkeypat
         pytest.raises(WorkerStopped),
     ):
         worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
+
+
+def test_a_blender_killed_by_sigusr1_as_it_starts_is_a_stop(tmp_path, monkeypatch):
+    """Slurm's `--signal=USR1@90` reaches every process of the job, Blender too, which dies of
+    it: a stop of the stage, as SIGTERM's death is, not "Blender did not start"."""
+    from cg3d.params import RenderConfig
+    from cg3d.render.cameras import cameras_of
+    from cg3d.render.supervisor import BlenderWorker, WorkerStopped
+    from tests.render.helpers import write_meshes
+
+    write_meshes(tmp_path / "meshes")
+    config = RenderConfig(views=1, resolution=32)
+    views = [cameras_of(config, "lshape")["views"][0]]
+    start = BlenderWorker.start
+
+    def killed_starting(worker):
+        start(worker)
+        worker.process.send_signal(signal.SIGUSR1)
+        worker.process.wait()
+        worker._read(5, "start-up")  # what start's own read of the dead process raises
+
+    monkeypatch.setattr(BlenderWorker, "start", killed_starting)
+    with (
+        BlenderWorker(config.worker_settings(), timeout_s=60) as worker,
+        pytest.raises(WorkerStopped),
+    ):
+        worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
