@@ -62,7 +62,7 @@ class Interrupt:
     folder's .cg3d.lock behind; a signal sent both to a process group and, forwarded, to each
     worker reaches a worker twice. A third stops the process at once (`exit_line`, exit
     128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
-    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C). SIGXCPU
+    Any mix of the stop signals counts alike (a SLURM time limit after its USR1). SIGXCPU
     (`COMMAND_STOP_SIGNALS`) stops as the first, but a later one is the kernel's repeat, once a
     CPU second, not a user's insistence: counted, it ended a cleanup two CPU seconds long."""
 
