@@ -391,8 +391,8 @@ def main(whole_process: bool = False) -> None:
     OSError naming its file, or whose errno is such a condition: a full disk, a read-only
     folder, a permission, a network that does not answer, `files.is_condition`; a name that is
     not UTF-8) become one line on stderr and exit code 2; Ctrl-C one line and exit code 130,
-    SIGTERM, SIGHUP and SIGXCPU (a soft `ulimit -t`) one line and exit codes 143, 129 and 152
-    (`cg3d.stopping`). Any other
+    SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 and SIGXCPU (a soft `ulimit -t`) one line and exit codes
+    143, 129, 138, 140 and 152 (`cg3d.stopping`). Any other
     OSError is a bug and keeps its traceback. A stdout or stderr that cannot be written never
     ends the work; a stdout that could not be written is exit 2 once the work is done (the
     README's exit codes).

@@ -170,7 +170,9 @@ def resource_limit_line(error: BaseException) -> str | None:
     threads or files ran into, else None: too many open files (EMFILE, `ulimit -n`), a process
     or a thread that could not start (EAGAIN of fork or clone, "can't start new thread": `ulimit
     -u`, or the memory for its stack). Each was a traceback ("OSError: [Errno 24] Too many open
-    files" from a pool's or a Blender's pipe) that named neither the limit nor the remedy."""
+    files" from a pool's or a Blender's pipe) that named neither the limit nor the remedy. A
+    file past the file size limit (EFBIG under `ulimit -f`: Python ignores SIGXFSZ, so the write
+    fails) named its file but not the limit."""
     code = getattr(error, "errno", None) if isinstance(error, OSError) else None
     if code == errno.EMFILE:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -179,6 +181,14 @@ def resource_limit_line(error: BaseException) -> str | None:
             f"{where}too many open files (EMFILE): this process may open {_limit_words(soft)}"
             f" (`ulimit -n`, RLIMIT_NOFILE; its hard limit {_limit_words(hard)}); raise it"
             " (`ulimit -n`, or ask the node's administrator), or run fewer workers (--workers)"
+        )
+    size_limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if code == errno.EFBIG and size_limit != resource.RLIM_INFINITY:
+        # else a file system's own largest file (FAT32's 4 GiB): the errno's words say it
+        where = f"{error.filename}: " if getattr(error, "filename", None) is not None else ""
+        return (
+            f"{where}file too large (EFBIG): a file may hold {size_limit} bytes here (`ulimit"
+            " -f`, RLIMIT_FSIZE); raise the limit and run the same command again: it resumes"
         )
     started = isinstance(error, BlockingIOError) and code == errno.EAGAIN and _in_a_start(error)
     if started or (isinstance(error, RuntimeError) and "can't start new thread" in str(error)):

@@ -1,7 +1,8 @@
 """How a process of ours stops on a signal: SIGINT (Ctrl-C), SIGTERM (`kill`, `scancel`, a SLURM
-time limit, `docker stop`, systemd) and SIGHUP (a dropped ssh session) alike.
+time limit, `docker stop`, systemd), SIGHUP (a dropped ssh session) and SIGUSR1 or SIGUSR2
+(Slurm's `--signal`, ahead of a time limit) alike.
 
-Left to Python's defaults, SIGTERM and SIGHUP killed a command where it stood: no cleanup ran,
+Left to Python's defaults, SIGTERM, SIGHUP and SIGUSR1 killed a command where it stood: no cleanup ran,
 the output folder kept its lock file and temp files, pool workers were orphaned and
 multiprocessing's resource tracker warned of leaked semaphores. Here the first of these
 signals raises KeyboardInterrupt, which every cleanup already handles (finally blocks, a
@@ -30,7 +31,12 @@ from typing import Any
 
 from cg3d.errors import UsageError
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGUSR1 and SIGUSR2 too: Slurm's `sbatch --signal=USR1@90` sends one ahead of a job's time
+# limit, and a job's script may forward one with `kill -USR1`. Their default action ended the
+# process where it stood (exit -10, nothing printed): its pool workers orphaned, the folder's
+# .cg3d.lock and a part's temp file left. Each stops as SIGTERM does, and the same command
+# resumes (train from its last finished epoch: nothing is saved on the signal itself).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # The command's own process also stops on SIGXCPU, which the kernel sends at a soft CPU time
 # limit below the hard one (`ulimit -S -t`), then once a CPU second until the hard one, then
 # SIGKILL: Python's default died at once, leaving the folder's lock file and a partial
@@ -57,7 +63,7 @@ class Interrupt:
     folder's .cg3d.lock behind; a signal sent both to a process group and, forwarded, to each
     worker reaches a worker twice. A third stops the process at once (`exit_line`, exit
     128 + the first signal's number), for a cleanup that hangs (a server's, a worker pool's).
-    Any mix of the three signals counts alike (a SLURM time limit after a Ctrl-C). SIGXCPU
+    Any mix of the stop signals counts alike (a SLURM time limit after its USR1). SIGXCPU
     (`COMMAND_STOP_SIGNALS`) stops as the first, but a later one is the kernel's repeat, once a
     CPU second, not a user's insistence: counted, it ended a cleanup two CPU seconds long."""
 
@@ -105,19 +111,23 @@ class Interrupt:
         return self
 
 
+TRACKER_BLOCKED = set(STOP_SIGNALS) - {signal.SIGINT, signal.SIGTERM}
+
+
 def start_resource_tracker() -> bool:
     """Start multiprocessing's resource tracker (the process that frees a pool's semaphores
     and shared memory), unless one runs; True if started here. It ignores SIGINT and SIGTERM
     itself, but a SIGHUP to the whole group (a dropped ssh session) killed it: its
-    replacement then printed a KeyError traceback for each semaphore freed. Started with
-    SIGHUP blocked, which it keeps; blocked, not ignored, so that one arriving meanwhile here
+    replacement then printed a KeyError traceback for each semaphore freed (a SIGUSR1 too).
+    Started with those blocked, which it keeps; blocked, not ignored, so that one arriving meanwhile here
     is kept pending, then handled."""
     from multiprocessing import resource_tracker
 
     tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
     if tracker._fd is not None:  # one that was running before is someone else's
         return False
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    # SIGHUP, SIGUSR1, SIGUSR2: the stop signals the tracker does not ignore itself
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TRACKER_BLOCKED)
     try:
         tracker.ensure_running()
     finally:

@@ -384,3 +384,64 @@ def test_the_kernels_repeated_sigxcpu_does_not_end_the_cleanup():
     the hard limit, which counted as a third stop signal ended the cleanup at once."""
     done = run_python("-c", REPEATED_SIGXCPU, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "cleaned up"), done.stderr
+
+
+def test_a_file_past_the_file_size_limit_is_one_line_naming_the_limit_and_resumes(tmp_path):
+    """`ulimit -f 20` (20 KiB) below a part's size: Python ignores SIGXFSZ, so the write fails
+    with EFBIG, which stopped the stage with its file named ("File too large (EFBIG)") but not
+    the limit, nor the remedy. No part of the file is kept, and a rerun without the limit
+    resumes."""
+    from tests.pipeline.meshes import make_meshes, shapes
+
+    meshes = make_meshes(tmp_path / "data", shapes(3))
+    out = tmp_path / "points"
+    command = ["-m", "cg3d", "sample", "--meshes", str(meshes), "--out", str(out)]
+    command += ["--points", "5000", "--workers", "1"]
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    done = run_python(
+        *command,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, limit)),
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr
+    assert last.startswith(f"error: {out}/part-") and "(EFBIG)" in last, last
+    assert "20480 bytes" in last and "`ulimit -f`" in last, last
+    assert "Traceback" not in done.stderr
+    assert list(out.glob("part-*")) == [] and not (out / ".cg3d.lock").exists()
+    assert [path.name for path in out.iterdir() if path.name.endswith(".tmp")] == []
+
+    done = run_python(*command, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sampled 3/3 objects" in done.stdout, done.stdout
+
+
+# Blender's copy of an OBJ (`blender_input`) written under a file size limit below its size.
+COPY_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from cg3d.geometry.meshio import blender_input
+
+source, folder = Path(sys.argv[1]), Path(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    blender_input(source, source.parent, "", folder)
+except OSError as error:
+    print(error.errno, error.filename)
+"""
+
+
+def test_blenders_copy_past_the_file_size_limit_names_the_copy(tmp_path):
+    """The render stage's copy of an OBJ for Blender, past `ulimit -f` (or on a full disk):
+    a write to an open file names no file, and the stage stopped with "error: File too large
+    (EFBIG)" alone. Now the error names the copy, and the line the limit
+    (`test_a_file_past_the_file_size_limit_is_one_line_naming_the_limit_and_resumes`)."""
+    import errno
+
+    import trimesh
+
+    source = tmp_path / "ball.obj"
+    trimesh.creation.icosphere(4).export(source)  # 2562 vertices: past 4 KiB
+    folder = tmp_path / "copies"
+    done = run_python("-c", COPY_UNDER_A_FILE_SIZE_LIMIT, str(source), str(folder), timeout=120)
+    assert done.stdout.split() == [str(errno.EFBIG), str(folder / "ball.obj")], done.stderr

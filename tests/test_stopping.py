@@ -460,7 +460,7 @@ def test_the_loader_workers_start_deaf_to_the_stop_signals(monkeypatch):
     shards = type("S", (), {"names": ["a.tar"], "preprocess": data.ClipPreprocess(8)})()
     loader = data.Loader(shards, config, train=False, samples=1)
     first, second = list(loader), list(loader)
-    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM"], [])]
+    assert first[0]["masks"] == [(["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"], [])]
     assert second[0]["pid"] == first[0]["pid"] != [os.getpid()]
     assert _stop_signals_blocked() == []  # this process's mask is back as it was
 
@@ -664,3 +664,42 @@ def test_a_child_whose_parent_ended_before_it_asked_exits_at_once():
         "-c", "from cg3d.stopping import end_with_parent; end_with_parent(1)", timeout=60
     )
     assert result.returncode == 1, result.stderr
+
+
+# Wall-clock reads, which NTP, a VM resumed or an admin's `date -s` steps by hours either way.
+WALL_CLOCKS = {("time", "time"), ("time", "time_ns"), ("datetime", "now")}
+WALL_CLOCKS |= {("datetime", "utcnow"), ("datetime", "today"), ("date", "today")}
+
+
+def wall_clock_reads(source: str) -> list[int]:
+    """The lines of `source` that read the wall clock (`time.time()`, `datetime.now()`, ...,
+    or `time` imported from the time module)."""
+    import ast
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):  # `time.time`, `datetime.datetime.now`
+            owner = getattr(node.value, "id", getattr(node.value, "attr", None))
+            names = [(owner, node.attr)]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        if any(name in WALL_CLOCKS for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_duration_timeout_or_lock_reads_the_wall_clock():
+    """Durations, timeouts, rates and the output lock measure `time.monotonic` or
+    `time.perf_counter` (`AwakeTimer`, `Stopwatch`) and the lock is a file lock, not a time
+    stamp: a wall clock stepped by an hour (NTP, a VM resumed) failed no timeout, broke no lock
+    and made no ETA negative. A read of the wall clock in cg3d would bring that back; the lock
+    holder's start time shown in an error line (`time.gmtime()`, display only) is none."""
+    found = {}
+    for path in sorted((ROOT / "cg3d").rglob("*.py")):
+        if lines := wall_clock_reads(path.read_text()):
+            found[str(path.relative_to(ROOT))] = lines
+    assert found == {}
+    assert wall_clock_reads("import time\nstart = time.time()\n") == [2]  # the scan sees one
+    assert wall_clock_reads("import datetime\nnow = datetime.datetime.now()\n") == [2]

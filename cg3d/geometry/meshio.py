@@ -43,6 +43,7 @@ from cg3d.files import (
     file_sha256,
     file_stand_in,
     loads_json,
+    os_error_in,
     packed_format,
     pointer,
     real_path,
@@ -1716,16 +1717,24 @@ def blender_input(path: Path, root: Path, sha256: str, folder: Path) -> Path:
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
-        copy, digest = _ply_copy(resolved, folder / resolved.name, move)
-    elif text_move is not None:  # likewise, an ASCII PLY of doubles or an ASCII STL
-        copy, digest = _rewritten_copy(resolved, folder / resolved.name, text_move)
-    elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
-        return folder / _blender_reference(resolved, folder)
-    elif suffix in GLTF_SUFFIXES:
-        copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked too
-    else:
-        copy, digest = _obj_copy(resolved, root, folder, split)
+    try:
+        if move is not None:  # far from the origin: Blender's float32 would hold it on a grid
+            copy, digest = _ply_copy(resolved, folder / resolved.name, move)
+        elif text_move is not None:  # likewise, an ASCII PLY of doubles or an ASCII STL
+            copy, digest = _rewritten_copy(resolved, folder / resolved.name, text_move)
+        elif not copied:  # nested too deep for Blender: a link to it (its importer read no file)
+            return folder / _blender_reference(resolved, folder)
+        elif suffix in GLTF_SUFFIXES:
+            copy, digest = _gltf_copy(resolved, root, folder / resolved.name)  # sizes checked
+        else:
+            copy, digest = _obj_copy(resolved, root, folder, split)
+    except OSError as error:
+        # A write to an open copy names no file: a full disk or a file past `ulimit -f` stopped
+        # the render stage with "error: File too large (EFBIG)" alone. The copies are written
+        # in `folder`, which is then the place to name.
+        if error.filename is not None or error.errno is None:
+            raise
+        raise os_error_in(error, folder / resolved.name) or error from error
     if sha256 and digest != sha256:
         raise MeshError("changed_since_listed", f"{path} is not the file the manifest lists")
     return copy

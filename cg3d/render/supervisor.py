@@ -33,6 +33,7 @@ from cg3d.files import NAME_MAX, LiveTempDir, make_live_folder, remove_live_fold
 from cg3d.geometry.meshio import BLENDER_FILE_MAX, lone_file_root
 from cg3d.params import cpu_count, memory_limit, thread_variables
 from cg3d.stopping import (
+    STOP_SIGNALS,
     AwakeTimer,
     cpu_limit_words,
     cpu_time_limit,
@@ -178,7 +179,7 @@ class WorkerNotStarted(WorkerDied, UsageError):
 
 
 class WorkerStopped(UsageError):
-    """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP): the Blender process was stopped with
+    """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1): the Blender process was stopped with
     it, and its object is not finished, nor failed; its chunk writes no part. Raised as such
     only where the signal reached Blender alone (the stage itself stops on its own
     KeyboardInterrupt): then one line, as the stage was not stopped by its user."""
@@ -187,7 +188,7 @@ class WorkerStopped(UsageError):
 # How a Blender process ends when the signal that stops the stage reaches it too (a terminal's
 # Ctrl-C, `scancel` and a dropped ssh session signal every process of the job): no crash of
 # its object, which must not become a failure row in a part.
-STOPPED_CODES = {-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP}
+STOPPED_CODES = {-signum for signum in STOP_SIGNALS}
 
 
 def source(path: Path, root: Path | None, sha256: str) -> dict:

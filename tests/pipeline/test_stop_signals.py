@@ -1,5 +1,5 @@
-"""A chunked stage with pool workers (`cg3d sample --workers 2`) stopped by SIGTERM or SIGHUP
-mid-work, as `kill PID`, `scancel` or a dropped ssh session stop it: one line, exit 128 + the
+"""A chunked stage with pool workers (`cg3d sample --workers 2`) stopped by SIGTERM, SIGHUP or
+SIGUSR1 mid-work, as `kill PID`, `scancel`, a dropped ssh session or `sbatch --signal` stop it: one line, exit 128 + the
 signal's number, no process left behind, no lock or temp file left, and a rerun that ends in
 the bytes of a run never stopped.
 
@@ -48,8 +48,13 @@ def unbroken(meshes, tmp_path_factory):
         (signal.SIGTERM, "process", "error: terminated (SIGTERM)"),  # kill PID, docker stop
         (signal.SIGTERM, "group", "error: terminated (SIGTERM)"),  # scancel, a time limit
         (signal.SIGHUP, "group", "error: terminated (SIGHUP)"),  # a dropped ssh session
+        # Slurm's `sbatch --signal=USR1@90`, ahead of a time limit: it killed the command where
+        # it stood (-10, nothing printed), the .cg3d.lock, a part's temp file and the workers
+        # left (and a group's USR1 killed the resource tracker too)
+        (signal.SIGUSR1, "group", "error: terminated (SIGUSR1)"),
+        (signal.SIGUSR2, "process", "error: terminated (SIGUSR2)"),
     ],
-    ids=["sigterm-process", "sigterm-group", "sighup-group"],
+    ids=["sigterm-process", "sigterm-group", "sighup-group", "sigusr1-group", "sigusr2-process"],
 )
 def test_a_stopped_sample_stage_cleans_up_and_resumes_to_the_same_bytes(
     meshes, unbroken, tmp_path, signum, whom, line

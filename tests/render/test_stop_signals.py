@@ -44,15 +44,24 @@ def unbroken(meshes, tmp_path_factory):
     return tree_bytes(out)
 
 
-@pytest.mark.parametrize("whom", ["process", "group"])
+@pytest.mark.parametrize(
+    "signum,whom",
+    [
+        (signal.SIGTERM, "process"),
+        (signal.SIGTERM, "group"),
+        # `sbatch --signal=USR1@90`: Blender dies of it too, which is no crash of its object
+        (signal.SIGUSR1, "group"),
+    ],
+    ids=["sigterm-process", "sigterm-group", "sigusr1-group"],
+)
 def test_a_stopped_render_stops_its_blenders_and_resumes_to_the_same_bytes(
-    meshes, unbroken, tmp_path, whom
+    meshes, unbroken, tmp_path, signum, whom
 ):
     out = tmp_path / "views"
-    stopped = stop_command(render(meshes, out), out / "part-00001.tar", signal.SIGTERM, whom)
+    stopped = stop_command(render(meshes, out), out / "part-00001.tar", signum, whom)
     assert stopped.signalled, f"it ended before the signal:\n{stopped.stderr[-2000:]}"
-    assert stopped.code == 143, stopped.stderr[-2000:]
-    assert stopped.last_line == "error: terminated (SIGTERM)"
+    assert stopped.code == 128 + signum, stopped.stderr[-2000:]
+    assert stopped.last_line == f"error: terminated ({signal.Signals(signum).name})"
     assert "Traceback" not in stopped.stderr
     assert stopped.left == []  # no Blender orphaned
     assert not (out / ".cg3d.lock").exists()
@@ -95,6 +104,33 @@ def test_a_blender_stopped_while_it_starts_renders_no_object(tmp_path, monkeypat
     def killed_starting(worker):
         start(worker)  # (a start that fails is the one the signal kills)
         worker.process.send_signal(signal.SIGTERM)
+        worker.process.wait()
+        worker._read(5, "start-up")  # what start's own read of the dead process raises
+
+    monkeypatch.setattr(BlenderWorker, "start", killed_starting)
+    with (
+        BlenderWorker(config.worker_settings(), timeout_s=60) as worker,
+        pytest.raises(WorkerStopped),
+    ):
+        worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
+
+
+def test_a_blender_killed_by_sigusr1_as_it_starts_is_a_stop(tmp_path, monkeypatch):
+    """Slurm's `--signal=USR1@90` reaches every process of the job, Blender too, which dies of
+    it: a stop of the stage, as SIGTERM's death is, not "Blender did not start"."""
+    from cg3d.params import RenderConfig
+    from cg3d.render.cameras import cameras_of
+    from cg3d.render.supervisor import BlenderWorker, WorkerStopped
+    from tests.render.helpers import write_meshes
+
+    write_meshes(tmp_path / "meshes")
+    config = RenderConfig(views=1, resolution=32)
+    views = [cameras_of(config, "lshape")["views"][0]]
+    start = BlenderWorker.start
+
+    def killed_starting(worker):
+        start(worker)
+        worker.process.send_signal(signal.SIGUSR1)
         worker.process.wait()
         worker._read(5, "start-up")  # what start's own read of the dead process raises
 

@@ -60,14 +60,19 @@ def test_a_killed_training_resumes_to_the_bytes_of_an_unbroken_run(shards, tmp_p
 
 @pytest.mark.parametrize(
     "signum,whom",
-    [(signal.SIGTERM, "process"), (signal.SIGTERM, "group"), (signal.SIGHUP, "group")],
-    ids=["kill", "scancel", "ssh"],
+    [
+        (signal.SIGTERM, "process"),
+        (signal.SIGTERM, "group"),
+        (signal.SIGHUP, "group"),
+        (signal.SIGUSR1, "group"),  # `sbatch --signal=USR1@90`: was -10, the lock left
+    ],
+    ids=["kill", "scancel", "ssh", "sbatch-signal"],
 )
 def test_a_terminated_training_says_so_and_resumes_to_the_bytes_of_an_unbroken_run(
     shards, tmp_path, signum, whom
 ):
-    """SIGTERM (`kill`, `scancel`, a SLURM time limit) and SIGHUP (a dropped ssh session) stop
-    it as Ctrl-C does: the last epoch's checkpoint kept whole, one line, exit 128 + signum, its
+    """SIGTERM (`kill`, `scancel`, a SLURM time limit), SIGHUP (a dropped ssh session) and
+    SIGUSR1 (`sbatch --signal`, ahead of the time limit) stop it as Ctrl-C does: the last epoch's checkpoint kept whole, one line, exit 128 + signum, its
     loader worker stopped. Before: it died where it stood (-15), the output lock left behind,
     and SIGTERM to the group made torch report its loader worker's death as a traceback."""
     params = params_file(tmp_path, epochs=3, workers=1)
