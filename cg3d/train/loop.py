@@ -326,6 +326,11 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     mark.touch()
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
     live.step = first_epoch
+    # dvclive's first step starts a thread to post to DVC Studio, Studio or not, that waits on
+    # its queue for good (holding the Live): each in-process `cg3d train` (a sweep, a notebook,
+    # the test run) left one more thread. Without Studio, dvclive posts nothing anyway.
+    if "data" in live._studio_events_to_skip:
+        live.post_data_to_studio = lambda: None
     return live
 
 

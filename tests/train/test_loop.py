@@ -2,6 +2,7 @@ import json
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -383,3 +384,18 @@ def test_about_json_names_the_clip_weights_loaded_as_every_eval_does(asked, load
     measured = model_identity(model, Path("last.pt"))
     for about in (trained, measured):
         assert (about["clip_weights"], about["clip_pretrained"]) == (said, loaded)
+
+
+def test_the_curves_leave_no_thread_behind(tmp_path, monkeypatch):
+    """dvclive's first step started a thread to post to DVC Studio (without Studio too) that
+    waited for good: one more for each in-process `cg3d train` (a sweep, a notebook, the test
+    run), each holding its Live."""
+    for variable in ("DVC_STUDIO_TOKEN", "STUDIO_TOKEN", "DVC_STUDIO_REPO_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    before = threading.active_count()
+    for run in range(3):
+        live = loop.open_curves(tmp_path / f"run{run}", first_epoch=0, classes=2)
+        live.log_metric("loss", 1.0)
+        live.next_step()
+        live.end()
+    assert threading.active_count() == before
