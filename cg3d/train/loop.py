@@ -334,6 +334,15 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     return live
 
 
+def close_curves(live) -> None:
+    """End the run's curves and close the DVC repository dvclive opened for them (the working
+    folder's: a project's, a notebook's): its cache databases and git's pack files, ~22
+    descriptors, stayed open until the garbage collector freed the Live."""
+    live.end()
+    if live._dvc_repo is not None:
+        live._dvc_repo.close()
+
+
 def _finish_staged(staged: Path, plots: Path, mark: Path) -> None:
     """Curves `staged` by `open_curves` made the run's `plots` when their mark was written (a
     kill after it left them staged), else dropped (a kill while they were copied or converted)."""
@@ -521,7 +530,7 @@ def fit(
             )
         barrier()
     if live is not None:
-        live.end()
+        close_curves(live)
     if rank == 0:
         publish(out, run_about(config, model, label))
     barrier()

@@ -1,4 +1,3 @@
-import gc
 import json
 import os
 import re
@@ -402,7 +401,5 @@ def test_the_curves_leave_no_thread_nor_file_behind(tmp_path, monkeypatch):
         live = loop.open_curves(tmp_path / f"run{run}", first_epoch=0, classes=2)
         live.log_metric("loss", 1.0)
         live.next_step()
-        live.end()
-    del live
-    gc.collect()
+        loop.close_curves(live)
     assert (threading.active_count(), len(open_files())) == (threads, files)
