@@ -334,11 +334,13 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     return live
 
 
-def close_curves(live) -> None:
-    """End the run's curves and close the DVC repository dvclive opened for them (the working
-    folder's: a project's, a notebook's): its cache databases and git's pack files, ~22
-    descriptors, stayed open until the garbage collector freed the Live."""
-    live.end()
+def close_curves(live, end: bool = True) -> None:
+    """End the run's curves (`end`) and close the DVC repository dvclive opened for them (the
+    working folder's: a project's, a notebook's): its cache databases and git's pack files, ~22
+    descriptors, stayed open until the garbage collector freed the Live, or for good where a
+    traceback kept it (a stopped run in a notebook)."""
+    if end:
+        live.end()
     if live._dvc_repo is not None:
         live._dvc_repo.close()
 
@@ -503,32 +505,37 @@ def fit(
     earlier, classes = earlier_metrics(out, training), len(model.config["classes"])
     live = open_curves(out, first_epoch, classes) if rank == 0 else None
     metrics = resumed_metrics(out, earlier, classes) if training else {}
-    for epoch in range(first_epoch, config.epochs):
-        record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
-        held_out = (
-            evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
-            if rank == 0
-            else {}
-        )
-        # only rank 0 writes the checkpoint: it takes every process's own state with it
-        ranks = gather_to_first(rank_state(trainer))
-        if rank == 0:
-            record |= {
-                f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
-            }
-            position = {"epoch": epoch + 1, "step": step}
-            extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
-            extra["skipped_samples"] = skipped  # this epoch's, on every process
-            metrics = metrics_record(config, model, position, record, **extra)
-            state = trainer.state() | position | {"rng": ranks[0]["rng"]}
-            if len(ranks) > 1:
-                state["other_ranks"] = ranks[1:]
-            write_epoch(out, live, record, metrics, model, state | {"run": identity})
-            console.print(
-                f"epoch {epoch + 1}/{config.epochs}: "
-                + ", ".join(f"{key} {value:.4g}" for key, value in record.items())
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
+            held_out = (
+                evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
+                if rank == 0
+                else {}
             )
-        barrier()
+            # only rank 0 writes the checkpoint: it takes every process's own state with it
+            ranks = gather_to_first(rank_state(trainer))
+            if rank == 0:
+                record |= {
+                    f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
+                }
+                position = {"epoch": epoch + 1, "step": step}
+                extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
+                extra["skipped_samples"] = skipped  # this epoch's, on every process
+                metrics = metrics_record(config, model, position, record, **extra)
+                state = trainer.state() | position | {"rng": ranks[0]["rng"]}
+                if len(ranks) > 1:
+                    state["other_ranks"] = ranks[1:]
+                write_epoch(out, live, record, metrics, model, state | {"run": identity})
+                console.print(
+                    f"epoch {epoch + 1}/{config.epochs}: "
+                    + ", ".join(f"{key} {value:.4g}" for key, value in record.items())
+                )
+            barrier()
+    except BaseException:  # a failed or stopped run: its curves stay as a kill leaves them
+        if live is not None:
+            close_curves(live, end=False)
+        raise
     if live is not None:
         close_curves(live)
     if rank == 0:

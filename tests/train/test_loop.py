@@ -403,3 +403,19 @@ def test_the_curves_leave_no_thread_nor_file_behind(tmp_path, monkeypatch):
         live.next_step()
         loop.close_curves(live)
     assert (threading.active_count(), len(open_files())) == (threads, files)
+
+
+def test_a_stopped_run_leaves_no_file_of_its_curves_open(tmp_path, monkeypatch):
+    """A run stopped mid-way (Ctrl-C in a notebook, an error) kept its Live, and the Live its
+    DVC repository's files, as long as the traceback lived (a notebook keeps the last one)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the project: a DVC repository
+    config = tiny_train_config(epochs=2)
+    files = len(open_files())
+    stops = []
+    for run in range(2):
+        model, _ = prepare_model(config, CLASSES, tmp_path / f"run{run}")
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            batches = KilledAfterFirstEpoch(make_batches(2, 8))
+            fit(config, tmp_path / f"run{run}", model, batches, make_batches(1, 8, seed=9))
+        stops.append(stopped)  # as a notebook's last traceback, or pytest's report, keeps it
+    assert len(open_files()) == files
