@@ -1,3 +1,4 @@
+import gc
 import json
 import os
 import re
@@ -396,6 +397,9 @@ def test_the_curves_leave_no_thread_nor_file_behind(tmp_path, monkeypatch):
     for variable in ("DVC_STUDIO_TOKEN", "STUDIO_TOKEN", "DVC_STUDIO_REPO_URL"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the project: a DVC repository
+    # earlier tests' garbage first: SQLite keeps a closed connection's descriptors while another
+    # connection of the process has the same database open (a Live not yet collected)
+    gc.collect()
     threads, files = threading.active_count(), len(open_files())
     for run in range(3):
         live = loop.open_curves(tmp_path / f"run{run}", first_epoch=0, classes=2)
@@ -410,6 +414,7 @@ def test_a_stopped_run_leaves_no_file_of_its_curves_open(tmp_path, monkeypatch):
     DVC repository's files, as long as the traceback lived (a notebook keeps the last one)."""
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the project: a DVC repository
     config = tiny_train_config(epochs=2)
+    gc.collect()  # earlier tests' garbage first (above)
     files = len(open_files())
     stops = []
     for run in range(2):
