@@ -74,6 +74,9 @@ class CaptionsFile:
             raise damaged(self.path, problem, "caption")
         return dict(zip(table["id"].to_pylist(), table["captions"].to_pylist(), strict=True))
 
+    def close(self) -> None:
+        self.parquet.close()
+
 
 def captions_problem(table: pa.Table) -> str | None:
     """What breaks the bounds first in `table` (an object with too many captions, or a caption

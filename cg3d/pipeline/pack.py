@@ -125,6 +125,9 @@ class PackInputs:
     captions: CaptionsLookup
     channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
+    def close(self) -> None:
+        self.captions.file.close()  # the one file held open (points and renders: per read)
+
 
 def check_input_folders(points_dir: Path, renders_dir: Path) -> None:
     """A missing points or renders folder, or one whose stage started and did not finish (a
@@ -365,6 +368,7 @@ def pack_shards(
     failures: list[dict] = []
     planned = dict.fromkeys(SPLITS, 0)
     written = 0  # shards written by this run: counted as the plan hands them out
+    inputs = None
     try:
         check_input_folders(points_dir, renders_dir)
         fingerprint = plan_fingerprint(dirs, config)
@@ -391,6 +395,13 @@ def pack_shards(
         )
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None
+    finally:
+        # Closed and forgotten once the shards are written (or failed): they kept the captions
+        # file open, and the lookups in memory, until the process's next pack (a notebook's,
+        # a sweep's, for good). The pool workers' own copies go with their processes.
+        opened_inputs.cache_clear()
+        if inputs is not None:
+            inputs.close()
     records = {
         split: [read_shard_record(out_dir, split, i) for i in range(n)]
         for split, n in planned.items()

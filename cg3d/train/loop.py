@@ -326,7 +326,23 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     mark.touch()
     live = Live(str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None)
     live.step = first_epoch
+    # dvclive's first step starts a thread to post to DVC Studio, Studio or not, that waits on
+    # its queue for good (holding the Live): each in-process `cg3d train` (a sweep, a notebook,
+    # the test run) left one more thread. Without Studio, dvclive posts nothing anyway.
+    if "data" in live._studio_events_to_skip:
+        live.post_data_to_studio = lambda: None
     return live
+
+
+def close_curves(live, end: bool = True) -> None:
+    """End the run's curves (`end`) and close the DVC repository dvclive opened for them (the
+    working folder's: a project's, a notebook's): its cache databases and git's pack files, ~22
+    descriptors, stayed open until the garbage collector freed the Live, or for good where a
+    traceback kept it (a stopped run in a notebook)."""
+    if end:
+        live.end()
+    if live._dvc_repo is not None:
+        live._dvc_repo.close()
 
 
 def _finish_staged(staged: Path, plots: Path, mark: Path) -> None:
@@ -489,34 +505,39 @@ def fit(
     earlier, classes = earlier_metrics(out, training), len(model.config["classes"])
     live = open_curves(out, first_epoch, classes) if rank == 0 else None
     metrics = resumed_metrics(out, earlier, classes) if training else {}
-    for epoch in range(first_epoch, config.epochs):
-        record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
-        held_out = (
-            evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
-            if rank == 0
-            else {}
-        )
-        # only rank 0 writes the checkpoint: it takes every process's own state with it
-        ranks = gather_to_first(rank_state(trainer))
-        if rank == 0:
-            record |= {
-                f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
-            }
-            position = {"epoch": epoch + 1, "step": step}
-            extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
-            extra["skipped_samples"] = skipped  # this epoch's, on every process
-            metrics = metrics_record(config, model, position, record, **extra)
-            state = trainer.state() | position | {"rng": ranks[0]["rng"]}
-            if len(ranks) > 1:
-                state["other_ranks"] = ranks[1:]
-            write_epoch(out, live, record, metrics, model, state | {"run": identity})
-            console.print(
-                f"epoch {epoch + 1}/{config.epochs}: "
-                + ", ".join(f"{key} {value:.4g}" for key, value in record.items())
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            record, skipped, step = train_epoch(trainer, train_batches, epoch, step, updates)
+            held_out = (
+                evaluate(model, test_batches, prototypes, trainer.autocast, trainer.images)
+                if rank == 0
+                else {}
             )
-        barrier()
+            # only rank 0 writes the checkpoint: it takes every process's own state with it
+            ranks = gather_to_first(rank_state(trainer))
+            if rank == 0:
+                record |= {
+                    f"test/{key}": held_out[key] for key in ("point_text_acc", "point_image_acc")
+                }
+                position = {"epoch": epoch + 1, "step": step}
+                extra = {"held_out_samples": held_out["samples"], "held_out_templates": label}
+                extra["skipped_samples"] = skipped  # this epoch's, on every process
+                metrics = metrics_record(config, model, position, record, **extra)
+                state = trainer.state() | position | {"rng": ranks[0]["rng"]}
+                if len(ranks) > 1:
+                    state["other_ranks"] = ranks[1:]
+                write_epoch(out, live, record, metrics, model, state | {"run": identity})
+                console.print(
+                    f"epoch {epoch + 1}/{config.epochs}: "
+                    + ", ".join(f"{key} {value:.4g}" for key, value in record.items())
+                )
+            barrier()
+    except BaseException:  # a failed or stopped run: its curves stay as a kill leaves them
+        if live is not None:
+            close_curves(live, end=False)
+        raise
     if live is not None:
-        live.end()
+        close_curves(live)
     if rank == 0:
         publish(out, run_about(config, model, label))
     barrier()

@@ -2,6 +2,9 @@
 line naming the image."""
 
 import errno
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +67,32 @@ def test_names_with_dollars_are_drawn_as_text(tmp_path, plot):
     path = tmp_path / "plot.png"
     plot(path)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+CALLER_SETTINGS = """
+import sys
+import matplotlib
+matplotlib.use("svg")  # the caller's: a notebook's inline backend, a script's own
+import matplotlib.pyplot as plt
+from pathlib import Path
+import numpy as np
+from tests.eval.test_plots import PLOTS
+for name, plot in PLOTS.items():
+    plot(Path(sys.argv[1]) / f"{name}.png")
+print(matplotlib.get_backend(), matplotlib.rcParams["text.parse_math"], len(plt.get_fignums()))
+"""
+
+
+def test_the_figures_leave_the_callers_matplotlib_as_it_was(tmp_path):
+    """Run in-process (a notebook, a script that plots too), importing the figures switched
+    the process to Agg, and turned mathtext off, for good. A process of its own: the import
+    is what changed them, once per process."""
+    result = subprocess.run(
+        [sys.executable, "-c", CALLER_SETTINGS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["svg", "True", "0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.png" for name in sorted(PLOTS)]

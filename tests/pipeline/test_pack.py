@@ -22,6 +22,7 @@ from cg3d.formats.failures import read_failures
 from cg3d.formats.tar import tar_members
 from cg3d.pipeline.captions import CaptionConfig, caption_objects
 from cg3d.pipeline.pack import PackConfig, pack_shards
+from tests.descriptors import open_under
 from tests.pipeline.fakes import (
     CAMERA_EDITS,
     CLASSES,
@@ -427,3 +428,12 @@ def test_the_pack_stage_output_does_not_depend_on_how_the_points_were_chunked(tm
     fake_points(data / "points", ids, chunk=3)
     three = run_pack_stage(tmp_path)
     assert any(p.suffix == ".tar" for p in five) and three == five
+
+
+def test_pack_keeps_no_input_open_once_it_returns(tmp_path):
+    """Packed in-process (a notebook, a sweep), the stage kept its captions file open until the
+    process's next pack."""
+    fake_pipeline(tmp_path, per_class=2, shard_size=3)
+    for run in range(3):
+        pack_into(tmp_path, f"again{run}", shard_size=3, workers=1)
+        assert open_under(tmp_path) == []
