@@ -200,7 +200,7 @@ def read_error_reason(error: BaseException) -> str:
 
 # An index.json lists ~110 bytes a shard: 600,000 shards fit. Read no more than this, so that a
 # server or pipe that never stops sending (`pipe:cat /dev/zero`: 16 GB of memory in 20 s)
-# cannot fill the machine.
+# cannot fill the machine. `write_index` holds the pack to it too.
 MAX_INDEX_BYTES = 64 << 20
 
 
@@ -481,8 +481,10 @@ def shard_index(
 
 
 def write_index(out_dir: Path, index: dict) -> None:
-    """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set)."""
-    write_json(Path(out_dir) / INDEX_NAME, index, indent=1)
+    """Atomically write `out_dir/index.json` (the last file of a pack: no index, no set).
+    FileTooLarge, and no index, when it would be more than `read_index` takes
+    (`MAX_INDEX_BYTES`, some 620k shards): a pack wrote an index that its readers refused."""
+    write_json(Path(out_dir) / INDEX_NAME, index, indent=1, max_bytes=MAX_INDEX_BYTES)
 
 
 # Reading.

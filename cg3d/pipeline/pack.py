@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import file_sha256, locks_out_dir, require_folder
+from cg3d.files import FileTooLarge, file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -401,7 +401,14 @@ def pack_shards(
     # The params that shape the shards, not `workers`: a pack with another worker count writes
     # the same bytes (else DVC would see new shards and retrain on the same samples)
     shaping = {"shard_size": config.shard_size}
-    write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
+    try:
+        write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
+    except FileTooLarge as error:  # the readers would refuse it: no index, no set
+        shards = sum(planned.values())
+        raise UsageError(
+            f"--shard-size {config.shard_size} makes {shards:,} shards: {error}"
+            " by its readers; pack with a larger --shard-size"
+        ) from None
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),

@@ -427,3 +427,37 @@ def test_the_pack_stage_output_does_not_depend_on_how_the_points_were_chunked(tm
     fake_points(data / "points", ids, chunk=3)
     three = run_pack_stage(tmp_path)
     assert any(p.suffix == ".tar" for p in five) and three == five
+
+
+def test_pack_refuses_an_index_its_readers_would_refuse(tmp_path, monkeypatch):
+    """Before: an index over `MAX_INDEX_BYTES` (some 620k shards) was written, and every
+    reader refused it ("more than 64 MiB: not a `cg3d pack` index")."""
+    from cg3d.formats import shards as shards_module
+
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    size = (tmp_path / "shards" / "index.json").stat().st_size
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", size + 200)  # one more shard's lines
+    with pytest.raises(UsageError, match=r"^--shard-size 1 makes \d+ shards: index\.json would"):
+        pack_into(tmp_path, "shards", shard_size=1)
+    assert not (tmp_path / "shards" / "index.json").exists()  # no index a reader refuses
+
+
+def test_an_index_written_at_the_bound_reads_and_one_byte_more_is_not_written(
+    tmp_path, monkeypatch
+):
+    from cg3d.files import FileTooLarge
+    from cg3d.formats import shards as shards_module
+    from cg3d.formats.shards import read_index, shard_index, write_index
+
+    record = {"count": 1, "sha256": "0" * 64, "shapes": [[64, 3]]}
+    index = shard_index(["chair"], {"train": [record] * 30, "test": [record]}, [], {})
+    write_index(tmp_path, index)
+    size = (tmp_path / "index.json").stat().st_size
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", size)
+    write_index(tmp_path, index)
+    assert read_index(tmp_path)["splits"]["train"]["counts"] == [1] * 30
+    (tmp_path / "index.json").unlink()
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", size - 1)
+    with pytest.raises(FileTooLarge, match=f"index.json would be {size:,} bytes, over"):
+        write_index(tmp_path, index)
+    assert not (tmp_path / "index.json").exists()
