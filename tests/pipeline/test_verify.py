@@ -209,3 +209,14 @@ def test_local_shards_are_read_without_torch(tmp_path, command):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_local_folder_with_a_colon_in_its_name_is_a_path(tmp_path, monkeypatch):
+    """Before: webdataset's gopen took `v1:shards/index.json` for a URL of scheme `v1`, and
+    the index was 'damaged (no gopen handler defined): rerun `cg3d pack`'."""
+    fake_pipeline(tmp_path)
+    (tmp_path / "shards").rename(tmp_path / "v1:shards")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["verify", "v1:shards"])
+    assert result.exit_code == 0, result.output
+    assert "ok: " in result.output
