@@ -903,6 +903,10 @@ def _sha256_of_version(path: str, version: tuple[int, ...]) -> str:
     return file_sha256(Path(path))
 
 
+class FileTooLarge(ValueError):
+    """A file that would be larger than its reader takes (`write_json`'s `max_bytes`)."""
+
+
 class OutsideRoot(ValueError):
     """A path that resolves outside the folder a reader may read (its message names both)."""
 
@@ -1309,18 +1313,30 @@ def loads_json(
 
 
 def write_json(
-    path: Path, values: object, indent: int = 2, sort_keys: bool = False, ensure_ascii: bool = False
+    path: Path,
+    values: object,
+    indent: int = 2,
+    sort_keys: bool = False,
+    ensure_ascii: bool = False,
+    max_bytes: int | None = None,
 ) -> None:
     """`values` as indented JSON (one value per line, a newline at the end: a person reads these
     and `git diff`s them), written atomically (`atomic_path`): a killed run leaves the previous
     file or none. The one writer of the JSON files of cg3d (results, about, audit, run files,
     classes.json, the shard index, a hub config.json); `indent`, `sort_keys` and `ensure_ascii`
-    as `json.dumps`'s, each file keeping the layout it has always had.
+    as `json.dumps`'s, each file keeping the layout it has always had. `max_bytes`: the most
+    its reader takes; a larger file is FileTooLarge and nothing is written (a writer that
+    wrote it would leave a file its own reader refuses).
 
     UTF-8 with non-ASCII kept as it is: a class or model named "стул" or "椅子" reads so, not
     "\\u0441\\u0442..."; a name that is not UTF-8 (its bad bytes as lone surrogates) is written
     as the JSON escape `\\udcXX`, as before."""
     text = json_text(values, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+    if max_bytes is not None:  # its reader's bound: checked before anything is written
+        size = len(text.encode("utf-8", errors="backslashreplace")) + 1
+        if size > max_bytes:
+            name = Path(path).name
+            raise FileTooLarge(f"{name} would be {size:,} bytes, over the {max_bytes:,} read")
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8", errors="backslashreplace")
 

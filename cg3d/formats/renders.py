@@ -152,18 +152,31 @@ class RendersLookup:
             if ids:
                 self.parts.append((min(ids), max(ids), str(part)))
 
-    def get_many(self, ids: Iterable[str]) -> dict[str, Rendered]:
+    def near(self, ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        """The parts whose id range meets that of `ids`: a pack shard's few, which its job
+        carries to a pool worker (each worker read every part's headers again, 143 µs an
+        object: some 2 minutes a process for 800k objects)."""
         wanted = set(ids)
         if not wanted:
-            return {}
+            return []
         low, high = min(wanted), max(wanted)
-        found: dict[str, Rendered] = {}
-        for first, last, part in self.parts:
-            if first <= high and low <= last:
-                for object_id, rendered in read_render_part(Path(part), wanted):
-                    check_cameras(part, object_id, rendered)
-                    found[object_id] = rendered
-        return found
+        return [
+            (first, last, part) for first, last, part in self.parts if first <= high and low <= last
+        ]
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, Rendered]:
+        return read_renders(self.near(ids), ids)
+
+
+def read_renders(parts: Iterable[tuple[str, str, str]], ids: Iterable[str]) -> dict[str, Rendered]:
+    """The renders of those of `ids` that `parts` (`RendersLookup.near`'s) hold."""
+    wanted = set(ids)
+    found: dict[str, Rendered] = {}
+    for _, _, part in parts:
+        for object_id, rendered in read_render_part(Path(part), wanted):
+            check_cameras(part, object_id, rendered)
+            found[object_id] = rendered
+    return found
 
 
 def check_cameras(part: Path | str, object_id: str, rendered: Rendered) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg3d.errors import UsageError
-from cg3d.files import file_sha256, locks_out_dir, require_folder
+from cg3d.files import FileTooLarge, file_sha256, locks_out_dir, require_folder
 from cg3d.formats.captions import CAPTIONS_NAME, CaptionsFile
 from cg3d.formats.failures import FAILURES_NAME, read_failures, write_failures
 from cg3d.formats.intact import tar_problem
@@ -49,7 +49,7 @@ from cg3d.formats.manifest import (
 )
 from cg3d.formats.owner import PLAN_NAME, check_owner
 from cg3d.formats.points import PointsLookup, points_channels, points_parts
-from cg3d.formats.renders import Rendered, RendersLookup, render_parts
+from cg3d.formats.renders import Rendered, RendersLookup, read_renders, render_parts
 from cg3d.formats.shards import (
     INDEX_NAME,
     SHARD_RECORDS,
@@ -121,7 +121,6 @@ class PackInputs:
     classes: dict[str, int]  # class name → label
     failed: dict[str, dict]  # id → the first upstream failure row
     points: PointsLookup
-    renders: RendersLookup
     captions: CaptionsLookup
     channels: list[str]  # the points' channel layout (xyz, rgb, normals), in meta.json
 
@@ -162,7 +161,6 @@ def open_inputs(meshes_dir: Path, points_dir: Path, renders_dir: Path, captions_
         {name: i for i, name in enumerate(classes)},
         failed,
         PointsLookup(points_dir),
-        RendersLookup(renders_dir),
         CaptionsLookup(captions_dir),
         points_channels(points_dir),
     )
@@ -314,12 +312,19 @@ def object_meta(row: dict, points: np.ndarray, views: int) -> dict:
 
 
 def pack_shard(
-    dirs: tuple[str, str, str, str], digest: str, out_dir: str, split: str, index: int, rows: list
+    dirs: tuple[str, str, str, str],
+    digest: str,
+    out_dir: str,
+    split: str,
+    index: int,
+    rows: list,
+    render_parts: list[tuple[str, str, str]],
 ) -> int:
-    """Write one planned shard and its record; returns the objects it holds."""
+    """Write one planned shard and its record; returns the objects it holds. `render_parts`:
+    the render parts that may hold its objects (`RendersLookup.near`)."""
     inputs = opened_inputs(dirs, digest)
     ids = [row["id"] for row in rows]
-    clouds, renders = inputs.points.get_many(ids), inputs.renders.get_many(ids)
+    clouds, renders = inputs.points.get_many(ids), read_renders(render_parts, ids)
     captions = inputs.captions.get_many(ids)
     failures, shapes = [], set()
 
@@ -375,6 +380,9 @@ def pack_shards(
         # Opened before the output is touched (a bad input leaves the old shards); the shards
         # written in this process reuse them.
         inputs = opened_inputs(dirs, plan_digest(fingerprint))
+        # Each part's headers read here only, a damaged part refused before the output is
+        # touched; a shard's job carries its few parts to the worker that writes it.
+        renders = RendersLookup(Path(renders_dir))
         digest = prepare_output(out_dir, fingerprint)
         plan = plan_shards(Path(meshes_dir), inputs, config.shard_size, failures, planned)
 
@@ -383,7 +391,8 @@ def pack_shards(
             for split, index, rows in plan:
                 if not shard_done(out_dir, split, index):
                     written += 1
-                    yield dirs, digest, str(out_dir), split, index, rows
+                    near = renders.near(row["id"] for row in rows)
+                    yield dirs, digest, str(out_dir), split, index, rows, near
 
         run_chunks(
             pack_shard,
@@ -412,7 +421,14 @@ def pack_shards(
     # The params that shape the shards, not `workers`: a pack with another worker count writes
     # the same bytes (else DVC would see new shards and retrain on the same samples)
     shaping = {"shard_size": config.shard_size}
-    write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
+    try:
+        write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
+    except FileTooLarge as error:  # the readers would refuse it: no index, no set
+        shards = sum(planned.values())
+        raise UsageError(
+            f"--shard-size {config.shard_size} makes {shards:,} shards: {error}"
+            " by its readers; pack with a larger --shard-size"
+        ) from None
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),
