@@ -460,7 +460,7 @@ def end_with_parent(parent: int) -> None:
     for up to 5 s (torch's watchdog looks at the parent between batches). Linux only
     (prctl PR_SET_PDEATHSIG); elsewhere, or without libc's prctl, the watchdog still ends them.
     The kernel sends it when the *thread* that started this process ends: only for children
-    of a thread that outlives them (the training loop's, which holds its loader)."""
+    of the main thread, which lives as long as the process (`train.data._parent_to_end_with`)."""
     if not sys.platform.startswith("linux"):
         return
     try:
