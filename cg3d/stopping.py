@@ -454,21 +454,22 @@ def exit_with_parent(parent: int) -> None:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def end_with_parent(parent: int) -> None:
-    """In a child process: be ended (SIGKILL) the moment its parent `parent` (its pid, read
-    before the start) ends, a `kill -9` of it included. A training's loader workers lived on
+def end_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
+    """In a child process: be sent `signum` (SIGKILL: ended) the moment its parent `parent`
+    (its pid, read before the start) ends, a `kill -9` of it included. A training's loader workers lived on
     for up to 5 s (torch's watchdog looks at the parent between batches). Linux only
     (prctl PR_SET_PDEATHSIG); elsewhere, or without libc's prctl, the watchdog still ends them.
     The kernel sends it when the *thread* that started this process ends: only for children
-    of a thread that outlives them (the training loop's, which holds its loader)."""
+    of the main thread, which lives as long as the process (`train.data._parent_to_end_with`)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # a libc without it (or none found): left to the watchdog
         return
-    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
-        os._exit(1)  # the parent ended before the request: no signal will come
+    if prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0 and os.getppid() != parent:
+        # the parent ended before the request: no signal will come
+        os._exit(1) if signum == signal.SIGKILL else os.kill(os.getpid(), signum)
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:

@@ -587,7 +587,10 @@ def check_obj_faces(path: Path) -> bool:
     with open(path, "rb") as handle:
         lines = 0
         for block in line_blocks(handle):
-            zero = OBJ_ZERO_CORNER.search(b"\n" + block)  # the first line starts at a newline too
+            joined = continued_lines(block)
+            # the first line starts at a newline too; a match's start is its line's in `block`
+            zeros = OBJ_ZERO_CORNER.finditer(b"\n" + block)
+            zero = next((match for match in zeros if match.start() not in joined), None)
             if zero:
                 line = lines + block.count(b"\n", 0, zero.start()) + 1
                 raise MeshError(
@@ -612,13 +615,28 @@ def check_obj_faces(path: Path) -> bool:
     return split
 
 
+def continued_lines(block: bytes) -> set[int]:
+    """Where each line of `block` (whole lines of an OBJ) that a continued line goes on to
+    starts (OBJ_CONTINUATION): Blender reads it as the statement above, so `# c \\` then
+    `f 1 0 2` is one comment, no face (a face check that read it refused a file Blender reads,
+    and a face split there gave the copy faces Blender never had). Empty for most blocks: a
+    byte search for a backslash first."""
+    if b"\\" not in block:
+        return set()
+    return {continuation.end() for continuation in CONTINUED.finditer(block)}
+
+
 def faces_to_split(block: bytes) -> Iterator[tuple[int, int, list[bytes]]]:
     """(start, end, corner words) of each face of `block` (whole lines) that names a vertex
     twice, not side by side, and is no star (the comment above OBJ_LONG_FACE): its line's span
-    in `block`, its newline excluded, and its corners (`1/2/3` words; a `#` ends the line)."""
+    in `block`, its newline excluded, and its corners (`1/2/3` words; a `#` ends the line).
+    A line a continued one goes on to is no face (`continued_lines`)."""
     framed = b"\n" + block  # a match starts at the newline before its line: framed[i] = block[i-1]
+    joined = continued_lines(block)
     for face in OBJ_LONG_FACE.finditer(framed):
         start = face.start()
+        if start in joined:
+            continue
         end = block.find(b"\n", start)
         end = len(block) if end < 0 else end
         words = block[start:end].partition(b"#")[0].split()[1:]
@@ -1800,9 +1818,7 @@ def _statement_matches(
     (OBJ_CONTINUATION) goes on the statement above, as Blender joins them: `# note \\` then
     `v 9 9 9` is one comment, a vertex Blender never has. Counted as one, it put the anchor
     on the next vertex (a `quantized` row for a valid file)."""
-    joined: set[int] = set()
-    if b"\\" in block:  # a byte search first: most blocks hold no backslash
-        joined = {continuation.end() for continuation in CONTINUED.finditer(block)}
+    joined = continued_lines(block)
     matches = pattern.finditer(block, 0, len(block) if end is None else end)
     return (match for match in matches if match.start() not in joined) if joined else matches
 

@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import random
 import re
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -647,7 +648,7 @@ class Loader:
                 # each checkpoint, drawn by dropout) went other than an unbroken run's. The
                 # workers' draws are seeded by the loader itself (`ShardStream.samples`).
                 generator=torch.Generator().manual_seed(self.config.seed),
-                worker_init_fn=functools.partial(start_loader_worker, os.getpid()),
+                worker_init_fn=functools.partial(start_loader_worker, _parent_to_end_with()),
             )
         # The first pass starts the worker processes (later ones reuse them: persistent), deaf
         # to the stop signals until `stop_as_interrupt` runs in each, as the pools' workers do
@@ -674,11 +675,22 @@ class Loader:
             raise raised from None
 
 
-def start_loader_worker(parent: int, worker_id: int) -> None:
-    """A training DataLoader's `worker_init_fn` (bound to the training process's pid): a
+def _parent_to_end_with() -> int | None:
+    """This process's pid for its loader workers to end with (`end_with_parent`) when they are
+    started by the main thread; None when another thread starts them. The kernel ends them
+    when the *thread* that started them ends: a Loader whose first epoch ran in a thread
+    that then ended (a caller's worker thread) lost its persistent workers to SIGKILL at the
+    next epoch ("killed ... most often by the out-of-memory killer"). Those are left to
+    torch's watchdog, which ends them within about 5 s of a `kill -9` of the training."""
+    return os.getpid() if threading.current_thread() is threading.main_thread() else None
+
+
+def start_loader_worker(parent: int | None, worker_id: int) -> None:
+    """A training DataLoader's `worker_init_fn` (bound to `_parent_to_end_with()`): a
     SIGTERM stops the worker as Ctrl-C does (`stop_as_interrupt`), and it ends the moment the
-    training process does (`end_with_parent`)."""
-    end_with_parent(parent)
+    training process does (`end_with_parent`) when `parent` is its pid."""
+    if parent is not None:
+        end_with_parent(parent)
     stop_as_interrupt(worker_id)
 
 

@@ -5,6 +5,7 @@ Outside torchrun (one process) every function here is a no-op or the local value
 
 import io
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from torch.distributed.constants import default_pg_timeout
 
 from cg3d.errors import UsageError, printable
 from cg3d.models.model import check_cuda
+from cg3d.stopping import end_with_parent
 
 
 def world() -> tuple[int, int]:
@@ -123,6 +125,7 @@ def init_distributed() -> None:
     The processes meet within `join_timeout_s`; a taken MASTER_PORT, an unreachable MASTER_ADDR
     or peers that never come end the run with one line naming them."""
     rank, size = launch_world()
+    end_with_launcher()
     if size == 1 or dist.is_initialized():
         return
     if torch.cuda.is_available():
@@ -145,6 +148,17 @@ def init_distributed() -> None:
     store.set_timeout(default_pg_timeout)  # the collectives' bound, as torch's own init sets
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, store=store, rank=rank, world_size=size)
+
+
+def end_with_launcher() -> None:
+    """Under torchrun (TORCHELASTIC_RUN_ID set): this rank stops as on SIGTERM (its checkpoint
+    whole, one line, exit 143) the moment torchrun ends. torchrun starts each rank in a
+    session of its own and handles no SIGUSR1: a USR1 to it alone (`kill -USR1`, a batch
+    script's `trap` forwarding Slurm's `--signal=B:USR1@90`) killed it (-10) and left its
+    ranks training on, orphaned, until Slurm's SIGKILL; a `kill -9` of torchrun too. Not
+    under another launcher: a shell that starts a rank in the background may end first."""
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        end_with_parent(os.getppid(), signal.SIGTERM)
 
 
 def _met(rank: int, size: int, timeout: int) -> Any:

@@ -339,6 +339,35 @@ def test_a_line_a_comment_goes_on_to_is_no_vertex_as_in_blender(tmp_path, head) 
     assert mesh.vertices[mesh.faces].tolist() == [TRIANGLE]
 
 
+# A face line a comment goes on to is the comment's too (Blender 5.0.1, the test below): the
+# face checks read it as a face, so a file Blender reads was an `unreadable` row (vertex 0), and
+# a face split there left the comment its first loop and gave the copy the others, faces
+# Blender never had in the user's file
+FACE_A_COMMENT_GOES_ON_TO = {
+    "names vertex 0": b"# exported \\\nf 1 0 2\n",
+    "split into two loops": b"# exported \\\nf 1 2 3 4 2 5\n",
+}
+
+
+def face_a_comment_goes_on_to(path: Path, hidden: bytes) -> Path:
+    path.write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 2 2 0\n" + hidden + b"f 1 2 3\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "hidden", FACE_A_COMMENT_GOES_ON_TO.values(), ids=FACE_A_COMMENT_GOES_ON_TO
+)
+def test_a_face_line_a_comment_goes_on_to_is_no_face_as_in_blender(tmp_path, hidden) -> None:
+    from cg3d.geometry.meshio import blender_input
+
+    path = face_a_comment_goes_on_to(tmp_path / "a.obj", hidden)
+    mesh = load_mesh(path)
+    assert mesh.vertices[mesh.faces].tolist() == [TRIANGLE]
+    # Blender's copy keeps the face line where the comment takes it (no loop freed from it)
+    copy = blender_input(path, tmp_path, "", tmp_path / "copies")
+    assert copy.read_bytes().splitlines()[5:] == path.read_bytes().splitlines()[5:]
+
+
 BLENDER_TRIANGLES = """
 import sys
 import bpy
@@ -354,13 +383,30 @@ for o in bpy.data.objects:
 @pytest.mark.parametrize("head", COMMENT_GOES_ON.values(), ids=COMMENT_GOES_ON)
 def test_blender_reads_the_line_a_comment_goes_on_to_as_the_comment(tmp_path, head) -> None:
     """What the reading above follows, for the user's file and for the copy Blender is given."""
-    import subprocess
-    import sys
-
     from cg3d.geometry.meshio import blender_input
 
     path = comment_going_on(tmp_path / "a.obj", head)
-    for obj in (path, blender_input(path, tmp_path, "", tmp_path / "copies")):
+    assert_blender_reads_the_triangle(path, blender_input(path, tmp_path, "", tmp_path / "copies"))
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize(
+    "hidden", FACE_A_COMMENT_GOES_ON_TO.values(), ids=FACE_A_COMMENT_GOES_ON_TO
+)
+def test_blender_reads_a_face_line_a_comment_goes_on_to_as_the_comment(tmp_path, hidden) -> None:
+    """What the reading of `test_a_face_line_a_comment_goes_on_to_is_no_face_as_in_blender`
+    follows, for the user's file and for the copy Blender is given."""
+    from cg3d.geometry.meshio import blender_input
+
+    path = face_a_comment_goes_on_to(tmp_path / "a.obj", hidden)
+    assert_blender_reads_the_triangle(path, blender_input(path, tmp_path, "", tmp_path / "copies"))
+
+
+def assert_blender_reads_the_triangle(*objs: Path) -> None:
+    import subprocess
+    import sys
+
+    for obj in objs:
         run = subprocess.run(
             [sys.executable, "-c", BLENDER_TRIANGLES, str(obj)],
             capture_output=True,

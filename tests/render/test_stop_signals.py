@@ -78,8 +78,7 @@ def test_a_stopped_render_stops_its_blenders_and_resumes_to_the_same_bytes(
 
 def test_a_blender_stopped_while_it_starts_renders_no_object(tmp_path, monkeypatch):
     """`stop` landing while a Blender starts (no process yet to kill) let it start and render
-    the object whole, the stage waiting for it; and one killed in its start-up (the group's
-    signal) was a "Blender did not start" crash, not a stop."""
+    the object whole, the stage waiting for it."""
     from cg3d.params import RenderConfig
     from cg3d.render.cameras import cameras_of
     from cg3d.render.supervisor import BlenderWorker, WorkerStopped
@@ -101,23 +100,12 @@ def test_a_blender_stopped_while_it_starts_renders_no_object(tmp_path, monkeypat
         assert worker.process is None  # killed, not left to run
         assert not list(worker.out_dir.glob("lshape*"))  # no view of the object
 
-    def killed_starting(worker):
-        start(worker)  # (a start that fails is the one the signal kills)
-        worker.process.send_signal(signal.SIGTERM)
-        worker.process.wait()
-        worker._read(5, "start-up")  # what start's own read of the dead process raises
 
-    monkeypatch.setattr(BlenderWorker, "start", killed_starting)
-    with (
-        BlenderWorker(config.worker_settings(), timeout_s=60) as worker,
-        pytest.raises(WorkerStopped),
-    ):
-        worker.render("lshape", tmp_path / "meshes" / "lshape.obj", "y", views)
-
-
-def test_a_blender_killed_by_sigusr1_as_it_starts_is_a_stop(tmp_path, monkeypatch):
-    """Slurm's `--signal=USR1@90` reaches every process of the job, Blender too, which dies of
-    it: a stop of the stage, as SIGTERM's death is, not "Blender did not start"."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["sigterm", "sigusr1"])
+def test_a_blender_killed_by_a_stop_signal_as_it_starts_is_a_stop(tmp_path, monkeypatch, signum):
+    """One killed in its start-up by the group's signal was a "Blender did not start" crash,
+    not a stop; Slurm's `--signal=USR1@90` reaches every process of the job, Blender too,
+    which dies of it: a stop as well."""
     from cg3d.params import RenderConfig
     from cg3d.render.cameras import cameras_of
     from cg3d.render.supervisor import BlenderWorker, WorkerStopped
@@ -129,8 +117,8 @@ def test_a_blender_killed_by_sigusr1_as_it_starts_is_a_stop(tmp_path, monkeypatc
     start = BlenderWorker.start
 
     def killed_starting(worker):
-        start(worker)
-        worker.process.send_signal(signal.SIGUSR1)
+        start(worker)  # (a start that fails is the one the signal kills)
+        worker.process.send_signal(signum)
         worker.process.wait()
         worker._read(5, "start-up")  # what start's own read of the dead process raises
 

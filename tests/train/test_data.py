@@ -605,3 +605,17 @@ def test_a_network_disks_error_reading_a_shard_stops_the_loader(shards, monkeypa
         keys_of(loader)
     assert raised.value.errno == errno.ESTALE
     assert raised.value.filename.endswith("shard-000001.tar")
+
+
+def test_a_loader_whose_first_epoch_ran_in_a_thread_that_ended_keeps_its_workers(shards):
+    """The kernel's PR_SET_PDEATHSIG (`end_with_parent`) follows the thread that started a
+    worker: workers started by a caller's thread were SIGKILLed when it ended, and the next
+    epoch (same persistent workers) stopped with "a worker process was killed (SIGKILL...)"."""
+    config = LoaderConfig.of_params(TrainConfig(n_points=16, batch_size=3, workers=2), 32)
+    loader = make_loader(shards, "train", config, None, False)
+    first = []
+    thread = threading.Thread(target=lambda: first.extend(keys_of(loader)))
+    thread.start()
+    thread.join()
+    assert first
+    assert keys_of(loader) == first  # the next epoch, in this (the main) thread

@@ -208,6 +208,46 @@ def test_a_run_extended_from_read_only_published_curves_appends_to_writable_copi
     assert cache.read_text() == "step\tloss\n0\t3.5\n"
 
 
+def git_repository(folder: Path, commit: bool) -> None:
+    import subprocess
+
+    folder.mkdir()
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    if commit:
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
+
+
+def test_a_run_started_in_a_git_repository_leaves_it_as_it_was(tmp_path, monkeypatch):
+    """dvclive looked for a DVC repository around the working directory and, in a Git one
+    without DVC, ran `dvc init` there (`.dvc/`, `.dvcignore`, staged in Git)."""
+    import subprocess
+
+    git_repository(tmp_path / "project", commit=True)
+    monkeypatch.chdir(tmp_path / "project")
+    live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=3)
+    live.log_metric("train/loss", 2.5)
+    live.next_step()
+    assert sorted(path.name for path in Path().iterdir()) == [".git"]
+    status = ["git", "status", "--porcelain", "--ignored"]
+    assert subprocess.run(status, capture_output=True, text=True, check=True).stdout == ""
+    assert curve(loop.resume_folder(tmp_path / "run"), "train/loss")[1:] == ["0\t2.5"]
+
+
+def test_a_run_started_in_a_dvc_repository_of_no_commit_yet_trains(tmp_path, monkeypatch):
+    """dvclive stopped it before the first epoch: "scmrepo.exceptions.SCMError: Empty git
+    repo", a traceback."""
+    import subprocess
+
+    git_repository(tmp_path / "project", commit=False)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path / "project", check=True)
+    monkeypatch.chdir(tmp_path / "project")
+    live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=3)
+    live.log_metric("train/loss", 2.5)
+    live.next_step()
+    assert curve(loop.resume_folder(tmp_path / "run"), "train/loss")[1:] == ["0\t2.5"]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")

@@ -6,6 +6,7 @@ them: rank 1, whose RNGs are seeded `train.seed + 1` and whose cache holds its o
 captions, went on from rank 0's, and the epoch after the resume trained on other draws
 (train_loss 5.50 where the unbroken run had 4.96)."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,3 +56,50 @@ def test_a_stopped_two_process_run_resumes_to_the_bytes_of_an_unbroken_one(shard
     expected, got = outputs(whole), outputs(out)
     assert sorted(got) == sorted(expected)
     assert [name for name in expected if got[name] != expected[name]] == []
+
+
+def test_the_ranks_stop_cleanly_when_torchrun_dies_of_sigusr1(shards, tmp_path):
+    """torchrun starts each rank in a session of its own and dies of a SIGUSR1 (it handles
+    none): sent to it alone (a batch script's `trap` forwarding Slurm's `--signal=B:USR1@90`),
+    it left both ranks training on, orphaned, until the SIGKILL. Each rank now stops as on
+    SIGTERM once torchrun is gone (`distributed.end_with_launcher`), and the run resumes."""
+    import signal
+    import time
+
+    import psutil
+
+    params = params_file(tmp_path, epochs=100, workers=0)
+    out = tmp_path / "run"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--log-dir", str(tmp_path / "torchrun-logs"), "--nproc-per-node", "2"]
+    command += ["-m", "cg3d", "train", "--shards", str(shards), "--out", str(out)]
+    command += ["--params", str(params)]
+    launcher = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    ranks: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / ".resume" / "last.pt").exists() and launcher.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint in 300 s"
+            time.sleep(0.2)
+        ranks = psutil.Process(launcher.pid).children()
+        assert len(ranks) == 2
+        launcher.send_signal(signal.SIGUSR1)
+        stderr = launcher.communicate(timeout=120)[1]
+        assert launcher.returncode == -signal.SIGUSR1
+        _, alive = psutil.wait_procs(ranks, timeout=60)
+        assert alive == []
+        assert not (out / "last.pt").exists()  # the ranks trained on to the end, orphaned
+        assert stderr.count("error: terminated (SIGTERM)") == 2, stderr[-3000:]
+        assert "Traceback" not in stderr
+    finally:
+        launcher.kill()
+        for rank in ranks:  # (in sessions of their own: no group kill reaches them)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
+        launcher.communicate()
+    rerun = subprocess.run(
+        [*command, "--resume", "auto"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "epoch 100/100" in rerun.stderr and "epoch 1/100" not in rerun.stderr
