@@ -492,6 +492,7 @@ def test_each_render_part_s_headers_are_read_once_a_pack(tmp_path, monkeypatch):
         opened.cache_clear()  # a worker process of its own
         return opened(*args)
 
+    fresh.cache_clear = opened.cache_clear  # the stage clears it when it returns
     monkeypatch.setattr(pack_module, "opened_inputs", fresh)
     before = output_files(tmp_path / "shards")
     summary = pack_into(tmp_path, "again", shard_size=3, workers=1)
