@@ -175,9 +175,21 @@ def pool_stops_whole(pool: Any) -> Iterator[None]:
             interrupt_workers(pool)  # those a `kill PID` did not reach
         workers = list((pool._processes or {}).values())  # private: shutdown forgets them
         pool.shutdown(wait=True, cancel_futures=True)
-        if isinstance(error, BrokenProcessPool):  # was a traceback
-            raise UsageError(pool_worker_died_line(workers)) from error
+        died = pool_worker_died_line(workers) if isinstance(error, BrokenProcessPool) else None
+        close_ended(workers)
+        if died:  # was a traceback
+            raise UsageError(died) from error
         raise
+
+
+def close_ended(processes: Iterable[Any]) -> None:
+    """Close the `multiprocessing` processes of `processes` that have ended: their two pipes
+    each. The error a pool stops with keeps this frame (its traceback), and so the processes:
+    4 descriptors for each failed 2-worker pool, for as long as the error lived (a notebook's
+    last one) or until a full garbage collection. One still running stays as it is."""
+    for process in processes:
+        with contextlib.suppress(ValueError):  # still running: `close` refuses
+            process.close()
 
 
 def pool_worker_died_line(workers: Iterable[Any]) -> str:

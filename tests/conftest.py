@@ -1,7 +1,6 @@
 """Fixtures shared by the test folders: a tiny checkpoint, the headless browser; a guard
 against mounts a test leaves, and a report of what the whole run left open."""
 
-import contextlib
 import gc
 import os
 import shutil
@@ -10,6 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+from tests.descriptors import open_files
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -70,15 +71,6 @@ def no_mount_left_behind(tmp_path_factory):
         pytest.fail(f"the test left mounted: {', '.join(left)}")
 
 
-def open_descriptors() -> list[str]:
-    """What this process's descriptors are open on: a socket, a pipe, a file's path."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own descriptor, closed meanwhile
-            found.append(os.readlink(f"/proc/self/fd/{name}"))
-    return found
-
-
 def live_children() -> list[str]:
     """This process's child processes still running (zombies aside), as "pid command"."""
     try:
@@ -101,7 +93,7 @@ OPEN_AT_START = pytest.StashKey[int]()
 
 
 def pytest_sessionstart(session) -> None:
-    session.config.stash[OPEN_AT_START] = len(open_descriptors())
+    session.config.stash[OPEN_AT_START] = len(open_files())
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
@@ -110,7 +102,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     per-test count would say so of many): 3,400 tests share the process, and the last CI's
     held descriptors numbered past 1024."""
     gc.collect()
-    now = open_descriptors()
+    now = list(open_files().values())
     kinds: dict[str, int] = {}
     for target in now:  # "pipe:[123]" counts as "pipe", a file as its folder
         kind = target.split(":[")[0] if ":[" in target else os.path.dirname(target)

@@ -5,6 +5,7 @@ container's /dev/shm is 64 MiB by default) named the wrong remedy, a larger memo
 /dev/shm too small for the loader's batch buffers was a traceback."""
 
 import dataclasses
+import gc
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from cg3d.errors import UsageError
+from tests.descriptors import open_files
 
 
 def die_of(folder: Path, signum: int) -> int:
@@ -35,6 +37,25 @@ def test_a_pool_worker_that_exits_with_a_code_is_not_said_to_be_killed(tmp_path)
     with pytest.raises(UsageError, match=r"a worker process exited with code 3 \(") as refused:
         _run_pool(exit_with, iter([((tmp_path, 3), 1) for _ in range(4)]), 2, lambda n: None)
     assert "out-of-memory" not in str(refused.value)
+
+
+def test_a_failed_pools_error_holds_no_pipe_of_its_workers(tmp_path):
+    """The error a pool stopped with kept its workers' processes (its traceback, the frame that
+    named them), and each process its two pipes: 4 descriptors a failed 2-worker pool, for as
+    long as the error lived (a notebook's last one) or until a full garbage collection."""
+    from cg3d.pipeline.chunks import _run_pool
+
+    def fail() -> UsageError:
+        with pytest.raises(UsageError) as failed:
+            _run_pool(exit_with, iter([((tmp_path, 3), 1) for _ in range(4)]), 2, lambda n: None)
+        return failed.value
+
+    fail()  # the first pool of the process starts its resource tracker (one, by design)
+    gc.collect()
+    before = open_files()
+    errors = [fail(), fail()]  # kept, as a caller keeps an error it reports later
+    after = open_files()
+    assert {fd: to for fd, to in after.items() if before.get(fd) != to} == {}, errors
 
 
 SCRIPT_WITHOUT_MAIN_GUARD = """

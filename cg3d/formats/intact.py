@@ -107,7 +107,14 @@ def parquet_file(path: Path, stage: str) -> pq.ParquetFile:
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as error:
-        raise damaged(path, _first_line(error), stage) from None
+        problem = _first_line(error)
+    else:
+        problem = None
+    if problem:
+        # Raised out here, not in the `except`: there pyarrow's error became the DamagedFile's
+        # `__context__` (`from None` only hides it), its traceback kept pyarrow's frame and the
+        # file it had opened, as long as the DamagedFile lived (a notebook's last error).
+        raise damaged(path, problem, stage)
     rerun = f"rerun `cg3d {stage}` with this cg3d" if stage else "rerun the stage that wrote it"
     if problem := table_version_problem(parquet.schema_arrow, TABLE_FORMAT, rerun):
         raise UsageError(f"{path}: {problem}")

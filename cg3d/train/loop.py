@@ -293,8 +293,6 @@ def open_curves(out: Path, first_epoch: int, classes: int):
     older cg3d, accuracies as fractions, are converted to % (a model of `classes` classes:
     `in_fractions`), once (`curves_in_percent`).
     """
-    from dvclive import Live
-
     folder = resume_folder(out) / "dvclive"
     plots, staged = folder / "plots", folder / "plots.staged"
     published = Path(out) / "dvclive" / "plots"
@@ -324,43 +322,45 @@ def open_curves(out: Path, first_epoch: int, classes: int):
         truncate_curves(plots, first_epoch)
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.touch()
-    live = _live_outside_dvc(Live)(
-        str(folder), resume=first_epoch > 0, save_dvc_exp=False, dvcyaml=None
-    )
+    live = live_without_repository(folder, resume=first_epoch > 0)
     live.step = first_epoch
     # dvclive's first step starts a thread to post to DVC Studio, Studio or not, that waits on
     # its queue for good (holding the Live): each in-process `cg3d train` (a sweep, a notebook,
     # the test run) left one more thread. Without Studio, dvclive posts nothing anyway.
-    if "data" in live._studio_events_to_skip:
+    # A private attribute (no public switch): a dvclive without it leaves the thread, no error.
+    if "data" in getattr(live, "_studio_events_to_skip", ()):
         live.post_data_to_studio = lambda: None
     return live
 
 
+def live_without_repository(folder: Path, resume: bool):
+    """dvclive's `Live` writing into `folder`, as outside any DVC or git repository.
+
+    `Live` opens the DVC repository of the working folder, and in a git repository without DVC
+    (a researcher's own checkout) it ran `dvc init` there: `.dvc/` and `.dvcignore` created and
+    staged in the user's git index, and in a repository with no commit yet `cg3d train` ended in
+    a traceback ("Empty git repo"). The curves need no repository (no experiment saved, no
+    dvc.yaml written), and an open one held ~22 descriptors (DVC's caches, git's pack files).
+    dvclive has no argument for it: its repository lookup answers "none" while `Live` starts
+    (patched for that call only; a dvclive that renamed it still trains, as before this fix)."""
+    from unittest import mock
+
+    import dvclive.live
+
+    with mock.patch.object(dvclive.live, "get_dvc_repo", lambda: None, create=True):
+        return dvclive.live.Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+
 def close_curves(live, end: bool = True) -> None:
-    """End the run's curves (`end`) and close the DVC repository dvclive opened for them (the
-    working folder's: a project's, a notebook's): its cache databases and git's pack files, ~22
-    descriptors, stayed open until the garbage collector freed the Live, or for good where a
-    traceback kept it (a stopped run in a notebook)."""
+    """End the run's curves (`end`) and close a DVC repository dvclive opened for them anyway
+    (`live_without_repository` keeps it from opening one: a dvclive that renamed its lookup):
+    its cache databases and git's pack files, ~22 descriptors, stayed open until the garbage
+    collector freed the Live, or for good where a traceback kept it (a stopped run)."""
     if end:
         live.end()
-    if live._dvc_repo is not None:
-        live._dvc_repo.close()
-
-
-def _live_outside_dvc(live: type) -> type:
-    """dvclive's `Live` without its look for the DVC repository around the working directory
-    (`_init_dvc`, private: tests/train/test_loop.py pins it). The run keeps its curves in
-    its own folder and saves no DVC experiment, yet that look ran `dvc init` in any Git
-    repository it was started from (`.dvc/` and `.dvcignore` made and `git add`ed), stopped
-    the run with a traceback in a DVC repository of no commit yet ("SCMError: Empty git
-    repo"), and wrote DVC's cache database under /var/tmp (a traceback under `ulimit -f`:
-    "sqlite3.OperationalError: disk I/O error")."""
-
-    class RunCurves(live):
-        def _init_dvc(self) -> None:
-            self._dvc_file = self._init_dvc_file()  # a name only: dvcyaml=None writes none
-
-    return RunCurves
+    repository = getattr(live, "_dvc_repo", None)  # private: a dvclive without it, no error
+    if repository is not None:
+        repository.close()
 
 
 def _finish_staged(staged: Path, plots: Path, mark: Path) -> None:

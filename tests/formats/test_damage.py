@@ -33,6 +33,7 @@ from cg3d.formats.shards import (
     write_shard,
 )
 from cg3d.formats.tar import FormatError, tar_members, tar_samples, write_tar
+from tests.descriptors import open_under
 from tests.pipeline.fakes import png_bytes, rewrite_tar
 from tests.stopping import stopped_for
 
@@ -173,6 +174,23 @@ def test_a_damaged_manifest_is_one_line_naming_it_and_the_meshes_stage(tmp_path)
         message = str(caught.value)
         assert str(tmp_path / MANIFEST_NAME) in message and "`cg3d meshes`" in message
         assert "\n" not in message
+
+
+def test_a_damaged_parquet_files_error_keeps_the_file_closed(tmp_path):
+    """The error of a damaged table kept pyarrow's as its `__context__` (`raise ... from None`
+    in the `except` only hides it), whose traceback held the file pyarrow had opened: open for
+    as long as the error lived (a notebook's last error, a list of failures kept)."""
+    write_manifest([MeshRecord("m", "folder", "m.obj", "chair", "train")], tmp_path)
+    with captions_writer(tmp_path) as captions:
+        captions.write(["m"], [["a chair"]])
+    cut_in_half(tmp_path / MANIFEST_NAME)
+    cut_in_half(tmp_path / CAPTIONS_NAME)
+    errors = []
+    for read in (read_manifest, manifest_size, CaptionsFile, read_manifest):
+        with pytest.raises(UsageError) as caught:
+            read(tmp_path)
+        errors.append(caught.value)  # kept, as a caller keeps an error it reports later
+    assert open_under(tmp_path) == []
 
 
 def test_damaged_points_captions_and_failures_name_the_stage_that_rebuilds_them(tmp_path):

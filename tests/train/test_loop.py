@@ -3,6 +3,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -208,38 +209,11 @@ def test_a_run_extended_from_read_only_published_curves_appends_to_writable_copi
     assert cache.read_text() == "step\tloss\n0\t3.5\n"
 
 
-def git_repository(folder: Path, commit: bool) -> None:
-    import subprocess
-
-    folder.mkdir()
-    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    if commit:
-        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
-
-
-def test_a_run_started_in_a_git_repository_leaves_it_as_it_was(tmp_path, monkeypatch):
-    """dvclive looked for a DVC repository around the working directory and, in a Git one
-    without DVC, ran `dvc init` there (`.dvc/`, `.dvcignore`, staged in Git)."""
-    import subprocess
-
-    git_repository(tmp_path / "project", commit=True)
-    monkeypatch.chdir(tmp_path / "project")
-    live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=3)
-    live.log_metric("train/loss", 2.5)
-    live.next_step()
-    assert sorted(path.name for path in Path().iterdir()) == [".git"]
-    status = ["git", "status", "--porcelain", "--ignored"]
-    assert subprocess.run(status, capture_output=True, text=True, check=True).stdout == ""
-    assert curve(loop.resume_folder(tmp_path / "run"), "train/loss")[1:] == ["0\t2.5"]
-
-
 def test_a_run_started_in_a_dvc_repository_of_no_commit_yet_trains(tmp_path, monkeypatch):
     """dvclive stopped it before the first epoch: "scmrepo.exceptions.SCMError: Empty git
     repo", a traceback."""
-    import subprocess
-
-    git_repository(tmp_path / "project", commit=False)
+    (tmp_path / "project").mkdir()
+    git(tmp_path / "project", "init", "-q")
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path / "project", check=True)
     monkeypatch.chdir(tmp_path / "project")
     live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=3)
@@ -464,3 +438,63 @@ def test_a_stopped_run_leaves_no_file_of_its_curves_open(tmp_path, monkeypatch):
             fit(config, tmp_path / f"run{run}", model, batches, make_batches(1, 8, seed=9))
         stops.append(stopped)  # as a notebook's last traceback, or pytest's report, keeps it
     assert len(open_files()) == files
+
+
+def git(folder: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder), *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("commits", [0, 1])
+def test_the_curves_leave_a_users_git_repository_as_it_was(tmp_path, monkeypatch, commits):
+    """`cg3d train` run from a git checkout without DVC (a researcher's own code): dvclive ran
+    `dvc init` there (`.dvc/`, `.dvcignore`, staged in the user's index), and in a repository
+    with no commit yet the run ended in a traceback ("Empty git repo")."""
+    repository = tmp_path / "code"
+    repository.mkdir()
+    git(repository, "init", "-q")
+    if commits:
+        (repository / "train.py").write_text("print()\n")
+        git(repository, "add", "train.py")
+        git(repository, "commit", "-q", "-m", "code")
+    monkeypatch.chdir(repository)
+    for out in (repository / "run", tmp_path / "elsewhere"):
+        live = loop.open_curves(out, first_epoch=0, classes=2)
+        live.log_metric("loss", 1.0)
+        live.next_step()
+        loop.close_curves(live)
+        assert (out / ".resume/dvclive/plots/metrics/loss.tsv").is_file()
+    assert not (repository / ".dvc").exists() and not (repository / ".dvcignore").exists()
+    assert git(repository, "status", "--porcelain") == "?? run/\n"
+
+
+class BareLive:
+    """A logger with dvclive's public methods only (a dvclive that renamed its private parts)."""
+
+    def __init__(self, folder: str, **options) -> None:
+        self.folder, self.step, self.rows = folder, 0, []
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.rows.append((self.step, name, value))
+
+    def next_step(self) -> None:
+        self.step += 1
+
+    def end(self) -> None:
+        self.rows.append("end")
+
+
+def test_the_curves_need_none_of_dvclives_private_parts(tmp_path, monkeypatch):
+    """open_curves and close_curves reach into dvclive's private attributes (its Studio events,
+    its repository, its repository lookup): a dvclive without them must still train, not end in
+    an AttributeError."""
+    import dvclive.live
+
+    monkeypatch.setattr(dvclive.live, "Live", BareLive)
+    monkeypatch.delattr(dvclive.live, "get_dvc_repo")
+    live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=2)
+    live.log_metric("loss", 1.0)
+    live.next_step()
+    loop.close_curves(live)
+    assert live.rows == [(0, "loss", 1.0), "end"]
+    assert not hasattr(dvclive.live, "get_dvc_repo")  # the patch took nothing away nor left
