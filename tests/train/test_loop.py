@@ -4,6 +4,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -214,7 +215,9 @@ def test_a_run_started_in_a_dvc_repository_of_no_commit_yet_trains(tmp_path, mon
     repo", a traceback."""
     (tmp_path / "project").mkdir()
     git(tmp_path / "project", "init", "-q")
-    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path / "project", check=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path / "project", check=True
+    )
     monkeypatch.chdir(tmp_path / "project")
     live = loop.open_curves(tmp_path / "run", first_epoch=0, classes=3)
     live.log_metric("train/loss", 2.5)
