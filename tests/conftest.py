@@ -4,6 +4,7 @@ against mounts a test leaves, and a report of what the whole run left open."""
 import gc
 import os
 import shutil
+import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -94,6 +95,12 @@ OPEN_AT_START = pytest.StashKey[int]()
 
 def pytest_sessionstart(session) -> None:
     session.config.stash[OPEN_AT_START] = len(open_files())
+    # A shell without job control starts a background command (`bash .ci/run &` in a script)
+    # with SIGINT ignored, and the commands the tests start inherit that: every Ctrl-C test
+    # failed ("the first Ctrl-C did not stop the command", a 300 s timeout). Python's own
+    # handler again, so that the tests see what a user's terminal gives.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
