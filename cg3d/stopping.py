@@ -2,8 +2,8 @@
 time limit, `docker stop`, systemd), SIGHUP (a dropped ssh session) and SIGUSR1 or SIGUSR2
 (Slurm's `--signal`, ahead of a time limit) alike.
 
-Left to Python's defaults, SIGTERM, SIGHUP and SIGUSR1 killed a command where it stood: no cleanup ran,
-the output folder kept its lock file and temp files, pool workers were orphaned and
+Left to Python's defaults, SIGTERM, SIGHUP and SIGUSR1 killed a command where it stood: no
+cleanup ran, the output folder kept its lock file and temp files, pool workers were orphaned and
 multiprocessing's resource tracker warned of leaked semaphores. Here the first of these
 signals raises KeyboardInterrupt, which every cleanup already handles (finally blocks, a
 pool's shutdown, the output lock's release); the command line (`cg3d.cli.main`) then names the
@@ -119,8 +119,8 @@ def start_resource_tracker() -> bool:
     and shared memory), unless one runs; True if started here. It ignores SIGINT and SIGTERM
     itself, but a SIGHUP to the whole group (a dropped ssh session) killed it: its
     replacement then printed a KeyError traceback for each semaphore freed (a SIGUSR1 too).
-    Started with those blocked, which it keeps; blocked, not ignored, so that one arriving meanwhile here
-    is kept pending, then handled."""
+    Started with those blocked, which it keeps; blocked, not ignored, so that one arriving
+    meanwhile here is kept pending, then handled."""
     from multiprocessing import resource_tracker
 
     tracker = resource_tracker._resource_tracker  # private: Python has no public handle on it
@@ -468,9 +468,10 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def end_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
     """In a child process: be sent `signum` (SIGKILL: ended) the moment its parent `parent`
-    (its pid, read before the start) ends, a `kill -9` of it included. A training's loader workers lived on
-    for up to 5 s (torch's watchdog looks at the parent between batches). Linux only
-    (prctl PR_SET_PDEATHSIG); elsewhere, or without libc's prctl, the watchdog still ends them.
+    (its pid, read before the start) ends, a `kill -9` of it included. A training's loader
+    workers lived on for up to 5 s (torch's watchdog looks at the parent between batches).
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere, or without libc's prctl, the watchdog
+    still ends them.
     The kernel sends it when the *thread* that started this process ends: only for children
     of the main thread, which lives as long as the process (`train.data._parent_to_end_with`)."""
     if not sys.platform.startswith("linux"):
@@ -481,7 +482,9 @@ def end_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
         return
     if prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0 and os.getppid() != parent:
         # the parent ended before the request: no signal will come
-        os._exit(1) if signum == signal.SIGKILL else os.kill(os.getpid(), signum)
+        if signum == signal.SIGKILL:
+            os._exit(1)
+        os.kill(os.getpid(), signum)
 
 
 def run_task(function: Callable[..., Any], *args: object) -> Any:

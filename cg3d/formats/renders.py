@@ -164,9 +164,6 @@ class RendersLookup:
             (first, last, part) for first, last, part in self.parts if first <= high and low <= last
         ]
 
-    def get_many(self, ids: Iterable[str]) -> dict[str, Rendered]:
-        return read_renders(self.near(ids), ids)
-
 
 def read_renders(parts: Iterable[tuple[str, str, str]], ids: Iterable[str]) -> dict[str, Rendered]:
     """The renders of those of `ids` that `parts` (`RendersLookup.near`'s) hold."""

@@ -318,13 +318,13 @@ def pack_shard(
     split: str,
     index: int,
     rows: list,
-    render_parts: list[tuple[str, str, str]],
+    parts: list[tuple[str, str, str]],
 ) -> int:
-    """Write one planned shard and its record; returns the objects it holds. `render_parts`:
-    the render parts that may hold its objects (`RendersLookup.near`)."""
+    """Write one planned shard and its record; returns the objects it holds. `parts`: the
+    render parts that may hold its objects (`RendersLookup.near`), read here."""
     inputs = opened_inputs(dirs, digest)
     ids = [row["id"] for row in rows]
-    clouds, renders = inputs.points.get_many(ids), read_renders(render_parts, ids)
+    clouds, renders = inputs.points.get_many(ids), read_renders(parts, ids)
     captions = inputs.captions.get_many(ids)
     failures, shapes = [], set()
 

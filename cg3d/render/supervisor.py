@@ -179,10 +179,10 @@ class WorkerNotStarted(WorkerDied, UsageError):
 
 
 class WorkerStopped(UsageError):
-    """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1): the Blender process was stopped with
-    it, and its object is not finished, nor failed; its chunk writes no part. Raised as such
-    only where the signal reached Blender alone (the stage itself stops on its own
-    KeyboardInterrupt): then one line, as the stage was not stopped by its user."""
+    """The stage is stopping (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1): the Blender process was
+    stopped with it, and its object is not finished, nor failed; its chunk writes no part.
+    Raised as such only where the signal reached Blender alone (the stage itself stops on its
+    own KeyboardInterrupt): then one line, as the stage was not stopped by its user."""
 
 
 # How a Blender process ends when the signal that stops the stage reaches it too (a terminal's
