@@ -20,6 +20,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
@@ -166,6 +167,13 @@ def _stderr() -> Console:
     return terminal.console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _labelled_line(label: str, style: str, message: str) -> None:
+    """`LABEL MESSAGE` on stderr in one write: the ranks of a torchrun share its stderr, and a
+    label printed apart from its message interleaved with the other rank's line ("error:
+    error: terminated (SIGTERM)" then "terminated (SIGTERM)")."""
+    _stderr().print(Text.assemble((label, style), " ", printable(message)))
+
+
 class _OneLineWarnings:
     """`warnings.showwarning` for the command line: one `warning:` line per message, no file,
     line number or source line; the random CLIP's warning once per command, however many
@@ -182,9 +190,7 @@ class _OneLineWarnings:
         if key in self.shown:
             return
         self.shown.add(key)
-        console = _stderr()
-        console.print("[bold yellow]warning:[/]", end=" ", markup=True)
-        console.print(str(message))
+        _labelled_line("warning:", "bold yellow", str(message))
 
 
 def _is_ours(filename: str) -> bool:
@@ -380,9 +386,7 @@ def _output_flushed() -> None:
 
 
 def _interrupted(signum: int) -> None:
-    console = _stderr()
-    console.print("[bold red]error:[/]", end=" ", markup=True)
-    console.print(stopped_words(signum))
+    _labelled_line("error:", "bold red", stopped_words(signum))
     sys.exit(128 + signum)
 
 
@@ -553,9 +557,7 @@ def warning_made_error_words(warning: Warning) -> str:
 
 def _refused(message: str) -> None:
     """`error: MESSAGE` on stderr, exit code 2."""
-    console = _stderr()
-    console.print("[bold red]error:[/]", end=" ", markup=True)
-    console.print(message)
+    _labelled_line("error:", "bold red", message)
     sys.exit(2)
 
 

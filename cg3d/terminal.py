@@ -55,8 +55,8 @@ def redraw_only_on_a_tty(made: Console) -> None:
 
 
 def console(*, stderr: bool = False, **options: Any) -> Console:
-    """An escaping console on stdout (or stderr), without markup or emoji codes unless a call
-    asks for them (`print("[bold red]error:[/]", markup=True)`); `options` are rich's.
+    """An escaping console on stdout (or stderr), without markup or emoji codes (a style is given
+    as a rich Text: `cli._labelled_line`); `options` are rich's.
 
     Its lines are soft-wrapped: printed as written, one line however long, as a terminal
     wraps them (a table still fits the width). rich would break them at the width, 80

@@ -4,6 +4,7 @@ The stage's own files never depend on whether its log could be written; the exit
 what happened (`cg3d.cli.main`)."""
 
 import fcntl
+import io
 import os
 import subprocess
 import sys
@@ -153,3 +154,37 @@ def test_a_nonblocking_stdout_whose_reader_never_reads_waits_as_a_blocking_one_u
         os.close(read_end)
     assert run.returncode == 128 + signal.SIGTERM
     assert stderr.decode() == "error: terminated (SIGTERM)\n"
+
+
+class _Writes(io.StringIO):
+    """A stderr that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_an_error_or_warning_line_is_one_write(monkeypatch):
+    """The ranks of a torchrun share its stderr: the label written apart from its message
+    interleaved two ranks' lines ("error: error: terminated (SIGTERM)", then "terminated
+    (SIGTERM)"), and a log search for either line missed it. A line is one write now."""
+    import signal
+
+    from cg3d import cli
+
+    stderr = _Writes()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with pytest.raises(SystemExit):
+        cli._interrupted(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        cli._refused("no such file [x]\x1b[31m")
+    cli._OneLineWarnings()(UserWarning("a [b] warning"), UserWarning, cli.__file__, 1)
+    assert stderr.writes == [
+        "error: terminated (SIGTERM)\n",
+        "error: no such file [x]\\x1b[31m\n",
+        "warning: a [b] warning\n",
+    ]
