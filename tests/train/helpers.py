@@ -83,7 +83,8 @@ def two_updates(
 ) -> dict[str, torch.Tensor]:
     """The gradients of the paper's two updates (encoder, then prompts) of a tiny model, each
     process on its share of one batch of 8, with a learned temperature; the temperature, and
-    the trained weights after both updates (`weights`, flattened in name order).
+    the trained weights after both updates (`weights`, flattened in name order) with the
+    gradient each weight was updated with (`weight_grads`, the same order).
     `before_updates` is called once the model and its batch are made."""
     from cg3d.train.loop import Trainer, prepare_model
 
@@ -98,6 +99,7 @@ def two_updates(
     share = slice(rank * 8 // world, (rank + 1) * 8 // world)
     part = {key: value[share] for key, value in whole.items()}
     grads = {}
+    stepped: dict[int, torch.Tensor] = {}
     if before_updates is not None:
         before_updates()
     for step, phase in enumerate(("encoder", "prompts")):
@@ -106,11 +108,15 @@ def two_updates(
         grads[phase] = torch.cat(
             [p.grad.flatten() for p in trained.parameters() if p.requires_grad]
         )
+        stepped.update({id(p): p.grad.clone() for p in trained.parameters() if p.requires_grad})
         if phase == "encoder":  # the temperature steps with the encoder
             grads["temperature_grad"] = model.clip.logit_scale.grad.clone()
     grads["temperature"] = model.clip.logit_scale.detach().clone()
     trained = sorted((n, p) for n, p in model.named_parameters() if p.requires_grad)
     grads["weights"] = torch.cat([p.detach().flatten() for _, p in trained])
+    grads["weight_grads"] = torch.cat(
+        [stepped.get(id(p), torch.zeros_like(p)).flatten() for _, p in trained]
+    )
     return grads
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.helpers import tiny_train_config
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +61,18 @@ def test_two_nodes_train_to_the_weights_of_one_process_on_the_global_batch(tmp_p
     single = torch.load(tmp_path / "world1-rank0.pt", weights_only=True)
     ranks = [torch.load(tmp_path / f"world2-rank{r}.pt", weights_only=True) for r in range(2)]
     assert single["encoder"].norm() > 0 and single["prompts"].norm() > 0  # both updates moved
+    # AdamW's first step is lr * g / (|g| + eps): where a gradient is near eps (1e-8) it turns
+    # the float noise of a reduction in another order (1e-7 of it, which differs between CPUs)
+    # into a step of up to lr either way. Elsewhere the step is the gradient's sign, and the
+    # weights agree.
+    noise_floor = single["weight_grads"].abs() < 1e-6
+    assert noise_floor.sum() < 0.1 * noise_floor.numel()  # still a test of most weights
     for result in ranks:
-        for key in ("encoder", "prompts", "weights"):
+        for key in ("encoder", "prompts"):
             error = (result[key] - single[key]).norm() / single[key].norm()
             assert error < 1e-5, (key, float(error))
+        differ = result["weights"] - single["weights"]
+        error = differ[~noise_floor].norm() / single["weights"][~noise_floor].norm()
+        assert error < 1e-5, ("weights", float(error))
+        assert differ[noise_floor].abs().max() <= 2 * tiny_train_config().encoder_lr
     assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])
