@@ -477,6 +477,13 @@ class TrainConfig(Section):
         low=0,
         high=1 << 20,
     )
+    point_normalisation: str = param(
+        "stored",
+        "stored: the points as the shards hold them (bounding-box centre, unit sphere); "
+        "centroid: first re-centred on their centroid and scaled to the unit sphere, as the public "
+        "dataset's pc_norm does to every file before it draws.",
+        choices=("stored", "centroid"),
+    )
     view_choice: str = param(
         "random",
         "random: a random view of each object every epoch; fixed: one view per object, picked "

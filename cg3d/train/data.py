@@ -52,6 +52,7 @@ from PIL import Image
 from torchcodec.decoders import decode_png
 
 from cg3d.errors import UsageError
+from cg3d.eval.readers import centroid_normalize
 from cg3d.formats.shards import (
     RGB,
     Skipped,
@@ -108,6 +109,7 @@ class LoaderConfig:
     read_timeout: float  # seconds a remote shard may send nothing
     augment: AugmentConfig
     replacement_draws: int  # 0: the stored points once each; N: N drawn with replacement
+    point_normalisation: str  # stored, or centroid (the public dataset's pc_norm)
     view_choice: str  # random (every epoch) or fixed (one per object, by the seed)
     view_background: str  # white or drop_alpha (the public loader's convert("RGB"))
     image_size: int
@@ -371,6 +373,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         points = model_columns(sample["points"], channels, self.config.point_channels)
         if not views or not captions:
             raise ValueError("no view_XX.png or no captions")
+        if self.config.point_normalisation == "centroid":  # before the draws, as pc_norm
+            points = np.concatenate([centroid_normalize(points[:, :3]), points[:, 3:]], axis=1)
         if problem := label_problem(sample["cls"], self.classes):
             raise ValueError(problem)  # skipped and counted, as eval does
         config, draw = self.config, None

@@ -195,6 +195,30 @@ def test_the_loader_draws_with_replacement_before_fps(shards):
             assert counts == [64] * 4
 
 
+def test_the_public_preset_centres_on_the_centroid_as_pc_norm_does(shards):
+    """The public dataset's pc_norm (datasets/dataset.py:209-215) re-centres every file on its
+    centroid and scales it to the unit sphere; the shards hold the bounding-box frame."""
+    from cg3d.train.data import LoaderConfig, make_loader
+
+    preset = load_section(TrainConfig, "train", ROOT / "configs" / "cg3d-public.yaml")
+    assert preset.point_normalisation == "centroid"
+    for normalisation in ("stored", "centroid"):
+        params = TrainConfig(
+            n_points=64, batch_size=4, workers=0, point_normalisation=normalisation
+        )
+        config = LoaderConfig.of_params(params, 32)
+        config.augment = _off()
+        batch = next(iter(make_loader(shards, "train", config)))
+        for points in batch["points"].double().numpy():  # all 64 stored points, reordered
+            centre = points.sum(axis=0) / len(points)
+            radius = max(math.sqrt(sum(v * v for v in p - centre)) for p in points)
+            if normalisation == "centroid":
+                assert np.allclose(centre, 0.0, atol=1e-5), centre
+                assert radius == pytest.approx(1.0, abs=1e-5)
+            else:  # the bounding-box frame: its centroid is elsewhere
+                assert np.abs(centre).max() > 1e-3, centre
+
+
 def _off():
     from cg3d.params import AugmentConfig
 
