@@ -76,7 +76,13 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
-from cg3d.geometry.frame import canonical_rotation, normalization, normalize, to_canonical_axes
+from cg3d.geometry.frame import (
+    canonical_rotation,
+    centroid_normalize,
+    normalization,
+    normalize,
+    to_canonical_axes,
+)
 from cg3d.protocol import check_class_list, class_names, index_classes, shapenet_renames
 
 log = logging.getLogger(__name__)
@@ -307,16 +313,6 @@ def to_model_axes(xyz: np.ndarray, up_axis: str, model_up: str = "y") -> np.ndar
     canonical +Y-up frame: a permutation with signs, so exact)."""
     canonical = to_canonical_axes(xyz, up_axis)
     return canonical if model_up == "y" else canonical @ canonical_rotation(model_up)
-
-
-def centroid_normalize(xyz: np.ndarray) -> np.ndarray:
-    """The public `pc_normalize` (datasets/ModelNetDataset.py:27): minus the centroid, then
-    divided by the largest distance from it; float32 in, float32 out, as there."""
-    centred = xyz - np.mean(xyz, axis=0)
-    radius = np.max(np.sqrt(np.sum(centred**2, axis=1)))
-    if not np.isfinite(radius) or radius <= 0:
-        raise ValueError("degenerate geometry: all points coincide")
-    return centred / radius
 
 
 def _require_file(root: Path, path: Path, what: str) -> Path:

@@ -115,3 +115,13 @@ def normalize(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarra
     out = np.array(points, dtype=np.float64, copy=True)
     out[:, :3] = (out[:, :3] - centre) * scale
     return out.astype(np.float32)
+
+
+def centroid_normalize(xyz: np.ndarray) -> np.ndarray:
+    """The public `pc_normalize` (datasets/ModelNetDataset.py:27): minus the centroid, then
+    divided by the largest distance from it; float32 in, float32 out, as there."""
+    centred = xyz - np.mean(xyz, axis=0)
+    radius = np.max(np.sqrt(np.sum(centred**2, axis=1)))
+    if not np.isfinite(radius) or radius <= 0:
+        raise ValueError("degenerate geometry: all points coincide")
+    return centred / radius

@@ -52,7 +52,6 @@ from PIL import Image
 from torchcodec.decoders import decode_png
 
 from cg3d.errors import UsageError
-from cg3d.eval.readers import centroid_normalize
 from cg3d.formats.shards import (
     RGB,
     Skipped,
@@ -69,6 +68,7 @@ from cg3d.formats.shards import (
     split_entry,
 )
 from cg3d.geometry.fps import farthest_point_sample, pointnet2_fps
+from cg3d.geometry.frame import centroid_normalize
 from cg3d.params import TrainConfig
 from cg3d.stopping import (
     AwakeTimer,
