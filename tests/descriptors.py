@@ -20,3 +20,11 @@ def open_under(folder: Path) -> list[str]:
     """The files under `folder` this process holds open."""
     inside = str(Path(folder).resolve()) + os.sep
     return sorted(target for target in open_files().values() if target.startswith(inside))
+
+
+def mapped_under(folder: Path) -> list[str]:
+    """The files under `folder` this process has memory-mapped (an open file of another kind)."""
+    inside = str(Path(folder).resolve()) + os.sep
+    with open("/proc/self/maps") as maps:
+        paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "/" in line}
+    return sorted(path for path in paths if path.startswith(inside))

@@ -183,7 +183,18 @@ def read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.nd
     NaN, infinities and a length other than 1, on open: an index whose files disagree (one cut short, replaced or not
     written by `cg3d index`) would answer from part of its objects, or with another's rows; it
     is one line naming the file. Pickled arrays are never loaded."""
-    path = Path(path)
+    try:
+        return _read_arrays(Path(path), manifest)
+    except UsageError as error:
+        failure = error
+    # Raised out here without its traceback and context: their frames held the arrays already
+    # memory-mapped (and pyarrow's the table's file), mapped for as long as the error lived (a
+    # notebook's last error), after `open_index` had failed.
+    failure.__context__ = None
+    raise failure.with_traceback(None) from None
+
+
+def _read_arrays(path: Path, manifest: dict) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
     objects = _read_objects(path / "objects.parquet")
     n, views, dim = manifest["objects"], manifest["views"], manifest["dim"]
     if objects.num_rows != n:

@@ -108,15 +108,19 @@ def worker_environment() -> dict[str, str]:
     return environment
 
 
-# How a worker starts: `python -P -c WORKER_START FOLDER MODULE SETTINGS` puts FOLDER (the
+# How a worker starts: `python -P -c WORKER_START FOLDER MODULE PARENT SETTINGS` puts FOLDER (the
 # command's own cg3d, `own_code_folder`; "" for none) first on sys.path and runs MODULE as
 # `python -m` would, SETTINGS its sys.argv[1]. Not through PYTHONPATH, which splits a folder
-# whose name holds ':' in two: the worker then imported another cg3d.
+# whose name holds ':' in two: the worker then imported another cg3d. PARENT (the stage's
+# pid): the worker ends with it (`end_with_parent`); after a `kill -9` of `cg3d render` it
+# rendered on to the end of its object, its stdin unread meanwhile.
 WORKER_START = (
     "import runpy, sys\n"
-    "folder, module = sys.argv.pop(1), sys.argv.pop(1)\n"
+    "folder, module, parent = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))\n"
     "if folder:\n"
     "    sys.path.insert(0, folder)\n"
+    "from cg3d.stopping import end_with_parent\n"
+    "end_with_parent(parent)\n"
     "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
 )
 
@@ -264,6 +268,7 @@ class BlenderWorker:
                     WORKER_START,
                     own_code_folder() or "",
                     self.module,
+                    str(os.getpid()),
                     json.dumps({**self.settings, "threads": self.threads}),
                 ],
                 env={

@@ -7,6 +7,8 @@ import subprocess
 import tarfile
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cg3d.errors import UsageError
@@ -21,6 +23,7 @@ from cg3d.formats.manifest import (
     write_manifest,
 )
 from cg3d.formats.points import PointsLookup, read_points_part, write_points_part
+from cg3d.formats.retrieval import OBJECT_COLUMNS, read_arrays
 from cg3d.formats.shards import (
     SHARD_PATTERN,
     Skipped,
@@ -33,7 +36,7 @@ from cg3d.formats.shards import (
     write_shard,
 )
 from cg3d.formats.tar import FormatError, tar_members, tar_samples, write_tar
-from tests.descriptors import open_under
+from tests.descriptors import mapped_under, open_under
 from tests.pipeline.fakes import png_bytes, rewrite_tar
 from tests.stopping import stopped_for
 
@@ -549,3 +552,20 @@ def test_an_index_naming_a_shard_too_long_for_a_name_is_skipped_naming_it_once(t
     skipped = Skipped()
     assert list(iter_samples(tmp_path, "test", skipped)) == []
     assert skipped.reasons == {"unreadable shard (OSError: File name too long)": SAMPLES}
+
+
+def test_a_damaged_index_files_error_keeps_no_array_mapped(tmp_path):
+    """An index whose views.npy disagrees with retrieval.json: the error's traceback held the
+    frames that had memory-mapped points.npy and views.npy, mapped for as long as a notebook
+    kept the error of `open_index`."""
+    pq.write_table(
+        pa.table({name: ["x", "y"] for name in OBJECT_COLUMNS}), tmp_path / "objects.parquet"
+    )
+    np.save(tmp_path / "points.npy", np.eye(2, 4, dtype=np.float32))
+    np.save(tmp_path / "views.npy", np.eye(3, 4, dtype=np.float32))  # 2 rows were written
+    np.save(tmp_path / "view_object.npy", np.arange(2, dtype=np.int64))
+    with pytest.raises(UsageError, match="views.npy") as caught:
+        read_arrays(tmp_path, {"objects": 2, "views": 2, "dim": 4})
+    error = caught.value  # kept, as a notebook keeps its last error
+    assert mapped_under(tmp_path) == [] and open_under(tmp_path) == []
+    assert "damaged index file" in str(error)
