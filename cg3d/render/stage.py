@@ -211,7 +211,9 @@ def _run_threads(
     def drive(number: int) -> None:
         try:
             settings, timeout, threads = config.worker_settings(), config.timeout, share
-            with BlenderWorker(settings, timeout, memory, scratch, threads) as worker:
+            with BlenderWorker(
+                settings, timeout, memory, scratch, threads, thread_outlives_it=True
+            ) as worker:
                 blenders.append(worker)
                 while not errors:
                     job = todo.next()

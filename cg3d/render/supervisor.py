@@ -22,6 +22,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -112,15 +113,16 @@ def worker_environment() -> dict[str, str]:
 # command's own cg3d, `own_code_folder`; "" for none) first on sys.path and runs MODULE as
 # `python -m` would, SETTINGS its sys.argv[1]. Not through PYTHONPATH, which splits a folder
 # whose name holds ':' in two: the worker then imported another cg3d. PARENT (the stage's
-# pid): the worker ends with it (`end_with_parent`); after a `kill -9` of `cg3d render` it
-# rendered on to the end of its object, its stdin unread meanwhile.
+# pid, or 0: `BlenderWorker.thread_outlives_it`): the worker ends with it (`end_with_parent`);
+# after a `kill -9` of `cg3d render` it rendered on to the end of its object, its stdin unread.
 WORKER_START = (
     "import runpy, sys\n"
     "folder, module, parent = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))\n"
     "if folder:\n"
     "    sys.path.insert(0, folder)\n"
-    "from cg3d.stopping import end_with_parent\n"
-    "end_with_parent(parent)\n"
+    "if parent:\n"
+    "    from cg3d.stopping import end_with_parent\n"
+    "    end_with_parent(parent)\n"
     "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
 )
 
@@ -216,6 +218,7 @@ class BlenderWorker:
         memory_bytes: int | None = None,
         tmp_root: Path | None = None,
         threads: int = 0,
+        thread_outlives_it: bool = False,
     ) -> None:
         """`memory_bytes`: the limit of the process's data segment (RLIMIT_DATA: what malloc
         and anonymous mappings take; bpy's shared libraries map far more address space, which
@@ -223,8 +226,14 @@ class BlenderWorker:
         temp folder goes in (a stage's `ChunkedOutput.scratch`, which a resumed run clears);
         None: the system's (/tmp), for the commands that own no folder. `threads`: the most
         its math libraries and rasteriser may start (`thread_variables`; 0: the CPUs this
-        process may use), its share of the CPUs among the stage's Blenders."""
+        process may use), its share of the CPUs among the stage's Blenders.
+        `thread_outlives_it`: the thread that starts Blender closes it before it ends (the
+        render stage's threads). Blender ends with this process (`end_with_parent`) when started
+        from such a thread or the main thread; the kernel sends that signal when the starting
+        *thread* ends, so from another (a web handler's pool thread that ends when idle) it
+        would have killed Blender between, or during, requests."""
         self.settings = dict(settings)
+        self.thread_outlives_it = thread_outlives_it
         self.threads = threads or cpu_count()
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes or worker_memory_bytes(0, 1)
@@ -268,7 +277,7 @@ class BlenderWorker:
                     WORKER_START,
                     own_code_folder() or "",
                     self.module,
-                    str(os.getpid()),
+                    str(os.getpid() if self._starting_thread_outlives_it() else 0),
                     json.dumps({**self.settings, "threads": self.threads}),
                 ],
                 env={
@@ -309,6 +318,9 @@ class BlenderWorker:
                 f"{self._who()} did not start: it answered {printable(str(message)[:200])}"
                 " (not its ready line)"
             )
+
+    def _starting_thread_outlives_it(self) -> bool:
+        return self.thread_outlives_it or threading.current_thread() is threading.main_thread()
 
     def _who(self) -> str:
         """The worker, as a line names it: the module and the Python that ran it."""

@@ -1,9 +1,11 @@
 """A Blender worker ends with the stage that started it: after a `kill -9` of `cg3d render`
 the worker (its stdin never read again while it renders) rendered on to the end of its object."""
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,3 +62,25 @@ def test_the_worker_ends_when_the_stage_is_killed(tmp_path):
         stage.stdout.close()
         if not gone(worker):
             os.kill(worker, 9)
+
+
+def test_a_worker_started_from_a_passing_thread_outlives_that_thread(tmp_path):
+    """The kernel signals a child when the *thread* that started it ends. The demo starts its
+    Blender from a web handler's pool thread, which ends when idle: Blender was killed
+    between, or during, requests. Only the main thread, or a thread that closes the worker
+    before it ends (the render stage's), asks for it now."""
+    from cg3d.render.supervisor import MIN_WORKER_MEMORY, BlenderWorker
+
+    class FakeWorker(BlenderWorker):
+        module = "tests.render.fake_worker"
+
+    (tmp_path / "a.obj").write_text("1")
+    with FakeWorker({}, timeout_s=300, memory_bytes=MIN_WORKER_MEMORY) as worker:
+        starter = threading.Thread(target=worker.start)
+        starter.start()
+        starter.join()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(timeout=5)  # killed at once, had it asked
+        assert worker.process.poll() is None
+        worker.points("a", tmp_path / "a.obj", "y", {}, tmp_path)
+        assert worker.restarts == 0
