@@ -686,8 +686,11 @@ def loader_workers(
 
 def say_loader_workers(config: TrainConfig, workers: int, resumed: bool) -> TrainConfig:
     """`config` with `workers` loader workers, said when they are not the count asked
-    (configs/paper.yaml asks for 8) or, resumed, not this process's CPUs."""
+    (configs/paper.yaml asks for 8) or, resumed, not this process's CPUs; said by rank 0
+    only, which speaks for the run (every rank printing it showed it once per GPU)."""
     cpus = bound_workers(0)
+    if world()[0] != 0:
+        return dataclasses.replace(config, workers=workers)
     if resumed and config.workers > 1 and bound_workers(config.workers) != workers:
         console.print(
             f"train.workers: resuming with the {workers} loader workers the checkpoint was "
