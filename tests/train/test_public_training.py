@@ -442,6 +442,8 @@ PUBLIC_VALUES = {
     "text_targets": "captions",  # dataset.py 306: generate_caption
     "clip_model": "SLIP-ViT-B-16",  # --VL SLIP
     "encoder": "pointtransformer-base",
+    "encoder_params": {"kernel_fps": True},  # models/dvae.py 165: misc.fps, pointnet2_ops
+    "point_normalisation": "centroid",  # dataset.py 209–215, 257: pc_norm
     "prompts": 5,
     "deep_prompts": True,
     "train_logit_scale": False,
@@ -483,9 +485,35 @@ def test_the_paper_recipe_keeps_our_choices():
         "replacement_draws",
         "view_choice",
         "view_background",
+        "encoder_params",
+        "point_normalisation",
     ):
         assert getattr(paper, key) == getattr(defaults, key) != PUBLIC_VALUES[key], key
     assert paper.augment == POLICIES["cg3d"] and not paper.augment.dropout
+
+
+def test_the_public_preset_encoder_takes_its_patch_centres_as_misc_fps():
+    """The public Group takes its 64 centres with misc.fps, pointnet2_ops' kernel, which never
+    picks a point within √1e-3 of the origin after point 0 (as the scale and shift after the
+    loader's FPS can put one there); our recipe's encoder takes plain FPS centres."""
+    from cg3d.models.encoders import build_encoder
+    from cg3d.models.encoders.ops import farthest_point_sample
+    from tests.models.public_networks import kernel_fps
+
+    # points on the unit sphere and, from index 1, a cluster within 0.01 of the origin
+    xyz = F.normalize(torch.randn(1, 512, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    xyz[0, 1:33] *= 0.01
+    near_origin = set(range(1, 33))
+    for recipe, kernel in (("cg3d-public.yaml", True), ("paper.yaml", False)):
+        params = load_section(TrainConfig, "train", ROOT / "configs" / recipe)
+        with torch.device("meta"):
+            encoder = build_encoder(params.encoder, 8, params.encoder_params)
+        centres = farthest_point_sample(xyz, encoder.groups, encoder.fps_skip_norm2)[0]
+        if kernel:
+            assert torch.equal(centres, kernel_fps(xyz[0], 64))
+            assert not near_origin & set(centres.tolist())
+        else:  # plain FPS reaches the cluster once the sphere is covered more finely than 1
+            assert near_origin & set(centres.tolist())
 
 
 def own_batch_worker(rank: int, tmp: str) -> None:
