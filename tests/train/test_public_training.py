@@ -219,6 +219,37 @@ def test_the_public_preset_centres_on_the_centroid_as_pc_norm_does(shards):
                 assert np.abs(centre).max() > 1e-3, centre
 
 
+def test_an_object_whose_points_coincide_is_skipped_with_the_reason_when_centring(
+    shards, tmp_path, caplog
+):
+    """pc_norm divides by the largest distance from the centroid: 0 for an object whose
+    points all coincide. The loader skips that object, naming the reason; the epoch goes on."""
+    import shutil
+
+    from cg3d.train.data import LoaderConfig, make_loader
+    from tests.train.test_skipped import replace_member
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    buffer = io.BytesIO()
+    np.save(buffer, np.full((64, 3), 0.25, dtype=np.float32))
+    key = replace_member(copy / "train/shard-000000.tar", "points.npy", buffer.getvalue())
+    for normalisation in ("stored", "centroid"):
+        params = TrainConfig(
+            n_points=64, batch_size=4, workers=0, point_normalisation=normalisation
+        )
+        config = LoaderConfig.of_params(params, 32)
+        config.augment = _off()
+        caplog.clear()
+        keys = [k for batch in make_loader(copy, "train", config) for k in batch["key"]]
+        assert len(keys) == len(set(keys))
+        if normalisation == "stored":  # kept as it is: the bounding-box frame divides nothing
+            assert key in keys
+        else:
+            assert key not in keys and len(keys) > 0
+            assert f"skipping sample {key}: degenerate geometry" in caplog.text
+
+
 def _off():
     from cg3d.params import AugmentConfig
 
