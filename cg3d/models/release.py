@@ -87,6 +87,8 @@ def release_model(
         raise UsageError(f"--checkpoint: {path}: visual_clip_model has no {PROMPT} (1, P, W)")
     params = TrainConfig(
         encoder=encoder,
+        # the released weights chose their centres by the public misc.fps (pointnet2_ops)
+        encoder_params={"kernel_fps": True},
         clip_model=clip_model,
         clip_pretrained=clip_pretrained,
         require_pretrained=True,

@@ -127,19 +127,23 @@ def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: st
     old, new = stored.get("config", {}), wanted["config"]
     for key in sorted(set(old) | set(new)):
         if key not in may_differ and not _alike(key, old.get(key), new.get(key)):
-            return _field_difference(key, old.get(key), new.get(key))
+            return _field_difference(key, old, new)
     return ""
 
 
 ABSENT = "(absent)"  # a setting one side's config lacks (an older cg3d's checkpoint)
 
 
-def _field_difference(key: str, old: Any, new: Any) -> str:
-    """How one config field differs. A section (`augment`: 17 settings) names only the settings
-    that differ, `name: old → new`, wrapped at the log width (`_filled`): its two whole dicts
-    were one line of 900 characters, the difference somewhere inside."""
+def _field_difference(key: str, configs: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """How the field `key` of two configs differs; a field one of them lacks (a param newer
+    than an older cg3d's checkpoint) is `absent`, not None. A section (`augment`: 17
+    settings) names only the settings that differ, `name: old → new`, wrapped at the log width
+    (`_filled`): its two whole dicts were one line of 900 characters, the difference somewhere
+    inside."""
+    old, new = configs.get(key), wanted.get(key)
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return f"a different {key!r} ({old!r}, now {new!r})"
+        was, now = (repr(c[key]) if key in c else "absent" for c in (configs, wanted))
+        return f"a different {key!r} ({was}, now {now})"
     changes = [
         f"{name}: {_shown(old, name)} → {_shown(new, name)}"
         for name in [*new, *(name for name in old if name not in new)]  # today's order

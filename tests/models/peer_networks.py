@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tests.models.public_networks import reference_fps
+from tests.models.public_networks import kernel_fps, reference_fps
 
 Layout = dict[str, tuple[int, ...]]
 
@@ -233,21 +233,6 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> to
     q, k, v = (t.reshape(tokens, heads, -1) for t in (q, k, v))
     scores = torch.einsum("ihd,jhd->hij", q, k) / math.sqrt(q.shape[-1])
     return torch.einsum("hij,jhd->ihd", scores.softmax(-1), v).reshape(tokens, -1)
-
-
-def kernel_fps(xyz: torch.Tensor, count: int) -> torch.Tensor:
-    """pointnet2_ops' furthest_point_sampling_kernel for one cloud: idxs[0] = 0; then, each
-    step, every point of squared norm above 1e-3 (`if (mag <= 1e-3) continue;`) has its
-    distance to the chosen set updated, and the first farthest of them is chosen (best starts
-    at -1 and besti at 0: with no such point, index 0)."""
-    temp = torch.full((xyz.shape[0],), 1e10, dtype=xyz.dtype)
-    counted = (xyz**2).sum(-1) > 1e-3
-    chosen = [0]
-    for _ in range(count - 1):
-        distance = ((xyz - xyz[chosen[-1]]) ** 2).sum(-1)
-        temp = torch.where(counted, torch.minimum(temp, distance), temp)
-        chosen.append(int(torch.where(counted, temp, -1.0).argmax()) if counted.any() else 0)
-    return torch.tensor(chosen)
 
 
 def _pointbert_patches(

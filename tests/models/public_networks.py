@@ -77,11 +77,28 @@ def reference_fps(xyz: torch.Tensor, count: int) -> torch.Tensor:
     return torch.tensor(chosen)
 
 
+def kernel_fps(xyz: torch.Tensor, count: int) -> torch.Tensor:
+    """pointnet2_ops' furthest_point_sampling_kernel for one cloud: idxs[0] = 0; then, each
+    step, every point of squared norm above 1e-3 (`if (mag <= 1e-3) continue;`) has its
+    distance to the chosen set updated, and the first farthest of them is chosen (best starts
+    at -1 and besti at 0: with no such point, index 0)."""
+    temp = torch.full((xyz.shape[0],), 1e10, dtype=xyz.dtype)
+    counted = (xyz**2).sum(-1) > 1e-3
+    chosen = [0]
+    for _ in range(count - 1):
+        distance = ((xyz - xyz[chosen[-1]]) ** 2).sum(-1)
+        temp = torch.where(counted, torch.minimum(temp, distance), temp)
+        chosen.append(int(torch.where(counted, temp, -1.0).argmax()) if counted.any() else 0)
+    return torch.tensor(chosen)
+
+
 def reference_point_transformer_project(
-    weights: dict[str, torch.Tensor], clouds: torch.Tensor, heads: int = 6
+    weights: dict[str, torch.Tensor], clouds: torch.Tensor, heads: int = 6, kernel: bool = True
 ) -> torch.Tensor:
     """The public PointTransformerProject's `out_feature` (eval mode), from its state dict,
-    in float64, written from the public code (misc.fps, knn_point, Encoder, blocks, norm)."""
+    in float64, written from the public code (misc.fps, knn_point, Encoder, blocks, norm).
+    `kernel`: the centres by pointnet2_ops' kernel, as the public Group's misc.fps picks them;
+    off: plain FPS from point 0 (our encoder's default)."""
     w = {key: value.double() for key, value in weights.items()}
     depth = len({key.split(".")[2] for key in w if key.startswith("blocks.blocks.")})
 
@@ -108,7 +125,7 @@ def reference_point_transformer_project(
     features = []
     for xyz in clouds.double():
         # Group: 64 FPS centres, the 32 nearest points of each, relative to their centre
-        centres = xyz[reference_fps(xyz, 64)]
+        centres = xyz[(kernel_fps if kernel else reference_fps)(xyz, 64)]
         nearest = torch.cdist(centres, xyz).argsort(dim=-1)[:, :32]
         patches = xyz[nearest] - centres[:, None]  # (64, 32, 3)
         # Encoder

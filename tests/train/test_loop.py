@@ -339,6 +339,19 @@ def test_a_resume_refused_for_other_augment_settings_names_only_those(finished_r
     assert str(raised.value).splitlines()[0].endswith("was trained with a different 'augment':")
 
 
+def test_a_resume_refused_for_a_param_the_old_run_lacks_says_absent(finished_run, tmp_path):
+    # a run of an older cg3d, from before train.point_normalisation: the refusal said
+    # "(None, now 'stored')", as if the old run had set it to None
+    payload = torch.load(finished_run / "last.pt", weights_only=True)
+    del payload["training"]["run"]["config"]["point_normalisation"]
+    torch.save(payload, tmp_path / "last.pt")
+    with pytest.raises(UsageError) as raised:
+        prepare_model(tiny_train_config(epochs=1), CLASSES, tmp_path, "always", "index-a")
+    assert str(raised.value).endswith(
+        "was trained with a different 'point_normalisation' (absent, now 'stored')"
+    )
+
+
 def test_an_explicit_resume_refuses_to_shorten_a_run(uninterrupted):
     with pytest.raises(UsageError, match="is at epoch 3, past epochs: 2"):
         prepare_model(tiny_train_config(epochs=2), CLASSES, uninterrupted, "always")

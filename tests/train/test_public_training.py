@@ -219,6 +219,37 @@ def test_the_public_preset_centres_on_the_centroid_as_pc_norm_does(shards):
                 assert np.abs(centre).max() > 1e-3, centre
 
 
+def test_an_object_whose_points_coincide_is_skipped_with_the_reason_when_centring(
+    shards, tmp_path, caplog
+):
+    """pc_norm divides by the largest distance from the centroid: 0 for an object whose
+    points all coincide. The loader skips that object, naming the reason; the epoch goes on."""
+    import shutil
+
+    from cg3d.train.data import LoaderConfig, make_loader
+    from tests.train.test_skipped import replace_member
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    buffer = io.BytesIO()
+    np.save(buffer, np.full((64, 3), 0.25, dtype=np.float32))
+    key = replace_member(copy / "train/shard-000000.tar", "points.npy", buffer.getvalue())
+    for normalisation in ("stored", "centroid"):
+        params = TrainConfig(
+            n_points=64, batch_size=4, workers=0, point_normalisation=normalisation
+        )
+        config = LoaderConfig.of_params(params, 32)
+        config.augment = _off()
+        caplog.clear()
+        keys = [k for batch in make_loader(copy, "train", config) for k in batch["key"]]
+        assert len(keys) == len(set(keys))
+        if normalisation == "stored":  # kept as it is: the bounding-box frame divides nothing
+            assert key in keys
+        else:
+            assert key not in keys and len(keys) > 0
+            assert f"skipping sample {key}: degenerate geometry" in caplog.text
+
+
 def _off():
     from cg3d.params import AugmentConfig
 
@@ -442,6 +473,8 @@ PUBLIC_VALUES = {
     "text_targets": "captions",  # dataset.py 306: generate_caption
     "clip_model": "SLIP-ViT-B-16",  # --VL SLIP
     "encoder": "pointtransformer-base",
+    "encoder_params": {"kernel_fps": True},  # models/dvae.py 165: misc.fps, pointnet2_ops
+    "point_normalisation": "centroid",  # dataset.py 209–215, 257: pc_norm
     "prompts": 5,
     "deep_prompts": True,
     "train_logit_scale": False,
@@ -483,9 +516,35 @@ def test_the_paper_recipe_keeps_our_choices():
         "replacement_draws",
         "view_choice",
         "view_background",
+        "encoder_params",
+        "point_normalisation",
     ):
         assert getattr(paper, key) == getattr(defaults, key) != PUBLIC_VALUES[key], key
     assert paper.augment == POLICIES["cg3d"] and not paper.augment.dropout
+
+
+def test_the_public_preset_encoder_takes_its_patch_centres_as_misc_fps():
+    """The public Group takes its 64 centres with misc.fps, pointnet2_ops' kernel, which never
+    picks a point within √1e-3 of the origin after point 0 (as the scale and shift after the
+    loader's FPS can put one there); our recipe's encoder takes plain FPS centres."""
+    from cg3d.models.encoders import build_encoder
+    from cg3d.models.encoders.ops import farthest_point_sample
+    from tests.models.public_networks import kernel_fps
+
+    # points on the unit sphere and, from index 1, a cluster within 0.01 of the origin
+    xyz = F.normalize(torch.randn(1, 512, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    xyz[0, 1:33] *= 0.01
+    near_origin = set(range(1, 33))
+    for recipe, kernel in (("cg3d-public.yaml", True), ("paper.yaml", False)):
+        params = load_section(TrainConfig, "train", ROOT / "configs" / recipe)
+        with torch.device("meta"):
+            encoder = build_encoder(params.encoder, 8, params.encoder_params)
+        centres = farthest_point_sample(xyz, encoder.groups, encoder.fps_skip_norm2)[0]
+        if kernel:
+            assert torch.equal(centres, kernel_fps(xyz[0], 64))
+            assert not near_origin & set(centres.tolist())
+        else:  # plain FPS reaches the cluster once the sphere is covered more finely than 1
+            assert near_origin & set(centres.tolist())
 
 
 def own_batch_worker(rank: int, tmp: str) -> None:

@@ -15,6 +15,9 @@ classification head `cls_head_finetune.*` aside):
   norm, then concat(CLS token, max over the patch tokens) → `projection` to CLIP's width
 
 Initialisation as the public class: PyTorch's defaults, `cls_token` zeros, `cls_pos` N(0, 1).
+The centres are plain FPS from point 0 unless `kernel_fps` (`train.encoder_params`; the
+`cg3d-public` preset and converted releases set it): then, as the public `misc.fps`, no point
+within √1e-3 of the origin is a centre after point 0.
 The point ops are plain PyTorch (cg3d.models.encoders.ops), so this runs on a CPU too.
 """
 
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
 from cg3d.models.encoders import register_encoder, register_size
 from cg3d.models.encoders.ops import group_patches, points_for_patches
 
@@ -137,12 +141,15 @@ class PointBERT(nn.Module):
         heads: int = 6,
         drop_path: float = 0.1,
         in_channels: int = 3,
+        kernel_fps: bool = False,
     ):
         super().__init__()
         if in_channels not in (3, 6):
             raise ValueError("in_channels must be 3 (xyz) or 6 (xyz, rgb)")
         self.groups, self.group_size, self.in_channels = groups, group_size, in_channels
-        self.fps_skip_norm2: float | None = None  # subclasses: pointnet2_ops' kernel FPS
+        # kernel_fps: the centres as the public Group's misc.fps (pointnet2_ops' kernel) picks
+        # them, never a point within √1e-3 of the origin after point 0; off: plain FPS (ours)
+        self.fps_skip_norm2 = POINTNET2_SKIP_NORM2 if kernel_fps else None
         self.encoder = Encoder(encoder_dims, patch_hidden, in_channels)
         self.reduce_dim = nn.Linear(encoder_dims, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))

@@ -13,7 +13,6 @@ strips `module.point_encoder.` and `module.` and renames nothing else.
 import torch
 from torch import nn
 
-from cg3d.geometry.fps import POINTNET2_SKIP_NORM2
 from cg3d.models.encoders import register_encoder, register_size
 from cg3d.models.encoders.pointbert import PointBERT
 
@@ -36,10 +35,8 @@ class ULIPPointBERT(PointBERT):
     ):
         super().__init__(
             out_dim, groups, group_size, encoder_dims, patch_hidden, width, depth, heads,
-            drop_path, in_channels,
+            drop_path, in_channels, kernel_fps,  # ULIP's misc.fps is pointnet2_ops' kernel
         )  # fmt: skip
-        # misc.fps is pointnet2_ops' kernel: centres skip points near the origin
-        self.fps_skip_norm2 = POINTNET2_SKIP_NORM2 if kernel_fps else None
         del self.projection  # ULIP projects with a bare matrix, no bias
         # ULIP's initialisation: normal, std out_dim^-0.5 (ULIP_models.py)
         self.pc_projection = nn.Parameter(torch.randn(2 * width, out_dim) * out_dim**-0.5)
