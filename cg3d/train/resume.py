@@ -35,6 +35,7 @@ from cg3d import terminal
 from cg3d.errors import UsageError
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
+from cg3d.params import TrainConfig
 from cg3d.train.optim import init_prompts
 
 console = terminal.console(stderr=True)
@@ -125,8 +126,12 @@ def identity_difference(stored: dict[str, Any], wanted: dict[str, Any], mode: st
     if stored.get("data") != wanted["data"]:
         return "other shards (index.json differs)"
     old, new = stored.get("config", {}), wanted["config"]
+    # A param an older cg3d's checkpoint lacks trained as its default does (a new param's
+    # default is the behaviour before it): a run started before an upgrade resumes after it
+    defaults = dataclasses.asdict(TrainConfig())
     for key in sorted(set(old) | set(new)):
-        if key not in may_differ and not _alike(key, old.get(key), new.get(key)):
+        was = old[key] if key in old else defaults.get(key, ABSENT)
+        if key not in may_differ and not _alike(key, was, new.get(key)):
             return _field_difference(key, old, new)
     return ""
 

@@ -340,16 +340,27 @@ def test_a_resume_refused_for_other_augment_settings_names_only_those(finished_r
 
 
 def test_a_resume_refused_for_a_param_the_old_run_lacks_says_absent(finished_run, tmp_path):
-    # a run of an older cg3d, from before train.point_normalisation: the refusal said
-    # "(None, now 'stored')", as if the old run had set it to None
+    # a run of an older cg3d, from before train.point_normalisation, asked to go on with it
+    # set: the refusal said "(None, now 'centroid')", as if the old run had set it to None
     payload = torch.load(finished_run / "last.pt", weights_only=True)
     del payload["training"]["run"]["config"]["point_normalisation"]
     torch.save(payload, tmp_path / "last.pt")
+    config = tiny_train_config(epochs=1, point_normalisation="centroid")
     with pytest.raises(UsageError) as raised:
-        prepare_model(tiny_train_config(epochs=1), CLASSES, tmp_path, "always", "index-a")
+        prepare_model(config, CLASSES, tmp_path, "always", "index-a")
     assert str(raised.value).endswith(
-        "was trained with a different 'point_normalisation' (absent, now 'stored')"
+        "was trained with a different 'point_normalisation' (absent, now 'centroid')"
     )
+
+
+def test_a_run_of_an_older_cg3d_resumes_where_a_new_param_keeps_its_default(finished_run, tmp_path):
+    """A param added since the run started, left at its default (the behaviour before it):
+    upgrading cg3d mid-run refused the resume, and `--resume auto` retrained from scratch."""
+    payload = torch.load(finished_run / "last.pt", weights_only=True)
+    del payload["training"]["run"]["config"]["point_normalisation"]
+    torch.save(payload, tmp_path / "last.pt")
+    _, training = prepare_model(tiny_train_config(epochs=1), CLASSES, tmp_path, "always", "index-a")
+    assert training is not None and training["epoch"] == payload["training"]["epoch"]
 
 
 def test_an_explicit_resume_refuses_to_shorten_a_run(uninterrupted):
