@@ -150,6 +150,16 @@ def test_search_handler_fills_the_gallery(demo):
     assert demo.search("", None) == ([], "Type a text or upload an image to search.")
 
 
+def test_a_failed_image_search_names_the_upload_not_the_servers_path(demo, tmp_path):
+    """Before: "Search failed: /tmp/gradio/<hash>/photo.png: not a readable image" (the
+    classify tab already named the file only)."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    gallery, status = demo.search("", str(photo))
+    assert gallery == [] and status.startswith("**Search failed:** photo.png: not a readable")
+    assert str(tmp_path) not in status
+
+
 def test_scores_show_the_decimals_that_tell_neighbours_apart():
     from cg3d.app.demo import score_texts
 
