@@ -250,7 +250,8 @@ class Demo:
         try:
             hits = self.index.search(text=text, image=image, top=self.config.gallery)
         except Exception as error:  # noqa: BLE001 - the page reports any failure and serves on
-            return [], f"**Search failed:** {markdown_text(str(error))}"
+            query = image if isinstance(image, str) else None  # the server's path of an upload
+            return [], f"**Search failed:** {markdown_text(self.reason(query, error))}"
         blank = Image.new("RGB", (64, 64), "white")
         scores = score_texts([hit.score for hit in hits])
         gallery = [
@@ -261,8 +262,13 @@ class Demo:
 
     @staticmethod
     def failure(upload: str | None, error: Exception, what: str = "this upload") -> str:
-        """The status line of a failed request: the reason, in words (the file by its name,
-        not by the server's temp path)."""
+        """The status line of a failed request: the reason, in words."""
+        return f"**Could not use {what}:** {markdown_text(Demo.reason(upload, error))}"
+
+    @staticmethod
+    def reason(upload: str | None, error: Exception) -> str:
+        """Why a request failed, in words: the uploaded file by its name, not by the server's
+        temp path."""
         reason = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
         if isinstance(error, OSError) and error.filename and error.strerror:
             # A write of the demo's own (its folder's disk full, read-only): the page names the
@@ -271,7 +277,7 @@ class Demo:
             reason = f"{Path(error.filename).name}: {error.strerror}"
         if upload:
             reason = reason.replace(str(upload), Path(upload).name)
-        return f"**Could not use {what}:** {markdown_text(reason)}"
+        return reason
 
     def blocks(self) -> gr.Blocks:
         """The page."""

@@ -38,6 +38,7 @@ from PIL import Image
 from cg3d.errors import UsageError
 from cg3d.files import (
     STAND_IN_PROBE,
+    FileTooLarge,
     OutsideRoot,
     atomic_path,
     confined_path,
@@ -493,6 +494,24 @@ def write_index(out_dir: Path, index: dict) -> None:
     FileTooLarge, and no index, when it would be more than `read_index` takes
     (`MAX_INDEX_BYTES`, some 620k shards): a pack wrote an index that its readers refused."""
     write_json(Path(out_dir) / INDEX_NAME, index, indent=1, max_bytes=MAX_INDEX_BYTES)
+
+
+# The fewest bytes one shard adds to index.json (`write_index`, indent=1): its name, sha256 and
+# count, each on a line of its own four levels deep: `    "test/shard-000000.tar",`,
+# `    "<64 hex digits>",` and `    1,`, 29 + 72 + 7 bytes, less the commas a list's last
+# item lacks. The split's other fields are not counted: a lower bound.
+LEAST_INDEX_BYTES_PER_SHARD = 100
+
+
+def check_index_fits(shards: int) -> None:
+    """FileTooLarge when an index of `shards` shards is over `MAX_INDEX_BYTES` whatever the
+    shards hold: known from the plan alone, before any shard is written (`write_index` keeps
+    the exact check, once they are)."""
+    least = shards * LEAST_INDEX_BYTES_PER_SHARD
+    if least > MAX_INDEX_BYTES:
+        raise FileTooLarge(
+            f"{INDEX_NAME} would be at least {least:,} bytes, over the {MAX_INDEX_BYTES:,} read"
+        )
 
 
 # Reading.

@@ -53,6 +53,7 @@ from cg3d.formats.renders import Rendered, RendersLookup, read_renders, render_p
 from cg3d.formats.shards import (
     INDEX_NAME,
     SHARD_RECORDS,
+    check_index_fits,
     read_shard_record,
     sample_members,
     shard_index,
@@ -236,14 +237,22 @@ def shard_done(out_dir: Path, split: str, index: int) -> bool:
     return True
 
 
-def objects_to_pack(meshes_dir: Path, inputs: PackInputs, out_dir: Path) -> int | None:
-    """The progress bar's total on a fresh run: the objects the plan will hand out (one
-    columnar pass over the manifest; the bar read "600/?"). None when a killed run left
-    finished shards, whose objects this run does not pack again."""
-    if any((out_dir / SHARD_RECORDS).glob("*.json")):
-        return None
-    rows = manifest_rows(meshes_dir, MANIFEST_COLUMNS)
-    return sum(1 for row in rows if planned_failure(row, inputs) is None)
+def objects_to_pack(meshes_dir: Path, inputs: PackInputs) -> dict[str, int]:
+    """The objects the plan will hand out, by split (one columnar pass over the manifest,
+    before any shard is written): the shard count's and the progress bar's source."""
+    counts = dict.fromkeys(SPLITS, 0)
+    for row in manifest_rows(meshes_dir, MANIFEST_COLUMNS):
+        if planned_failure(row, inputs) is None:
+            counts[row["split"]] += 1
+    return counts
+
+
+def too_many_shards(shard_size: int, shards: int, error: FileTooLarge) -> UsageError:
+    """The one line of a pack whose index its readers would refuse."""
+    return UsageError(
+        f"--shard-size {shard_size} makes {shards:,} shards: {error}"
+        " by its readers; pack with a larger --shard-size"
+    )
 
 
 def planned_failure(row: dict, inputs: PackInputs) -> dict | None:
@@ -383,6 +392,12 @@ def pack_shards(
         # Each part's headers read here only, a damaged part refused before the output is
         # touched; a shard's job carries its few parts to the worker that writes it.
         renders = RendersLookup(Path(renders_dir))
+        objects = objects_to_pack(Path(meshes_dir), inputs)
+        shards = sum(-(-n // config.shard_size) for n in objects.values())  # the plan's count
+        try:  # before packing: at Objaverse scale, hours of shards an index could not list
+            check_index_fits(shards)
+        except FileTooLarge as error:
+            raise too_many_shards(config.shard_size, shards, error) from None
         digest = prepare_output(out_dir, fingerprint)
         plan = plan_shards(Path(meshes_dir), inputs, config.shard_size, failures, planned)
 
@@ -400,7 +415,8 @@ def pack_shards(
             lambda job: len(job[5]),
             workers=bound_workers(config.workers),
             description="packing",
-            total=objects_to_pack(Path(meshes_dir), inputs, out_dir),
+            # the bar read "600/?"; none when a killed run left shards this one does not redo
+            total=None if any((out_dir / SHARD_RECORDS).glob("*.json")) else sum(objects.values()),
         )
     except FormatError as error:  # a damaged render part: one line naming the part and member
         raise UsageError(f"--renders: {error}") from None
@@ -424,11 +440,7 @@ def pack_shards(
     try:
         write_index(out_dir, shard_index(list(inputs.classes), records, failures, shaping))
     except FileTooLarge as error:  # the readers would refuse it: no index, no set
-        shards = sum(planned.values())
-        raise UsageError(
-            f"--shard-size {config.shard_size} makes {shards:,} shards: {error}"
-            " by its readers; pack with a larger --shard-size"
-        ) from None
+        raise too_many_shards(config.shard_size, sum(planned.values()), error) from None
     return PackSummary(
         {split: sum(r["count"] for r in rs) for split, rs in records.items()},
         dict(planned),

@@ -150,6 +150,44 @@ def test_search_handler_fills_the_gallery(demo):
     assert demo.search("", None) == ([], "Type a text or upload an image to search.")
 
 
+def test_a_failed_image_search_names_the_upload_not_the_servers_path(demo, tmp_path):
+    """Before: "Search failed: /tmp/gradio/<hash>/photo.png: not a readable image" (the
+    classify tab already named the file only)."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    gallery, status = demo.search("", str(photo))
+    assert gallery == [] and status.startswith("**Search failed:** photo.png: not a readable")
+    assert str(tmp_path) not in status
+
+
+def test_a_failed_request_keeps_no_upload_open(demo, tmp_path):
+    """The handlers turn every error into a status line and drop it: no frame of its traceback
+    (a reader's open file or mapping) outlives the request, even before the garbage collector
+    runs (gradio serves on; t97e found an index error that kept its arrays mapped)."""
+    import gc
+
+    from tests.descriptors import mapped_under, open_under
+
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 3), }"
+    uploads = {
+        "cut.npy": b"\x93NUMPY\x01\x00" + bytes([len(header) + 1, 0]) + header + b"\n" + bytes(64),
+        "cut.ply": b"ply\nformat binary_little_endian 1.0\nelement vertex 100000\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n" + bytes(64),
+        "cut.glb": b"glTF\x02\x00\x00\x00\x00\x10\x00\x00" + bytes(64),
+    }
+    gc.disable()
+    try:
+        for name, data in uploads.items():
+            (tmp_path / name).write_bytes(data)
+            ((_, _, _, status),) = list(demo.classify(str(tmp_path / name), ""))
+            assert status.startswith(f"**Could not use this upload:** {name}")
+        (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+        assert demo.search("", str(tmp_path / "cut.png"))[0] == []
+        assert open_under(tmp_path) == [] and mapped_under(tmp_path) == []
+    finally:
+        gc.enable()
+
+
 def test_scores_show_the_decimals_that_tell_neighbours_apart():
     from cg3d.app.demo import score_texts
 

@@ -447,9 +447,45 @@ def test_pack_refuses_an_index_its_readers_would_refuse(tmp_path, monkeypatch):
     fake_pipeline(tmp_path, per_class=4, shard_size=3)
     size = (tmp_path / "shards" / "index.json").stat().st_size
     monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", size + 200)  # one more shard's lines
-    with pytest.raises(UsageError, match=r"^--shard-size 1 makes \d+ shards: index\.json would"):
+    with pytest.raises(
+        UsageError, match=r"^--shard-size 1 makes \d+ shards: index\.json would be [\d,]+ bytes"
+    ):
         pack_into(tmp_path, "shards", shard_size=1)
     assert not (tmp_path / "shards" / "index.json").exists()  # no index a reader refuses
+
+
+def test_pack_refuses_too_many_shards_before_writing_any(tmp_path, monkeypatch):
+    """Before: a --shard-size whose index its readers would refuse was refused only once every
+    shard was written (hours at Objaverse scale); now the plan's shard count alone refuses it,
+    and a pack whose index fits still packs."""
+    from cg3d.formats import shards as shards_module
+
+    fake_pipeline(tmp_path, per_class=4, shard_size=3)
+    pack_into(tmp_path, "ones", shard_size=1)
+    index = json.loads((tmp_path / "ones" / "index.json").read_text())
+    shards = sum(len(split["shards"]) for split in index["splits"].values())
+    size = (tmp_path / "ones" / "index.json").stat().st_size
+
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", size)  # exactly the index: it packs
+    assert sum(pack_into(tmp_path, "fits", shard_size=1).shards.values()) == shards
+    monkeypatch.setattr(shards_module, "MAX_INDEX_BYTES", shards * 100 - 1)
+    with pytest.raises(
+        UsageError, match=rf"^--shard-size 1 makes {shards} shards: index\.json would be at least"
+    ):
+        pack_into(tmp_path, "refused", shard_size=1)
+    assert list((tmp_path / "refused").rglob("*.tar")) == []  # no shard was packed
+
+
+def test_the_least_bytes_a_shard_adds_to_the_index_is_a_lower_bound(tmp_path):
+    """The early refusal's bound: the smallest index (test split, one sample a shard, no
+    class, failure or param) is still over the per-shard bytes it assumes."""
+    from cg3d.formats.shards import LEAST_INDEX_BYTES_PER_SHARD, shard_index, write_index
+
+    record = {"count": 1, "sha256": "0" * 64, "shapes": []}
+    for shards in (1, 2, 50):
+        write_index(tmp_path, shard_index([], {"test": [record] * shards}, [], {}))
+        size = (tmp_path / "index.json").stat().st_size
+        assert size >= shards * LEAST_INDEX_BYTES_PER_SHARD
 
 
 def test_an_index_written_at_the_bound_reads_and_one_byte_more_is_not_written(
