@@ -42,6 +42,9 @@ class Protocol:
     up_axis: str = "y"  # the model's up axis: shapes are turned into it from the benchmark's
     # How the metrics name the templates, e.g. "ulip64"; "": the templates themselves, quoted.
     templates_name: str = ""
+    # Benchmarks (by name, e.g. "objaverse-lvis") whose class names go into the templates as
+    # the benchmark writes them ("Band_Aid"), whatever `class_names` says for the others.
+    raw_names_for: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
@@ -60,12 +63,15 @@ class Protocol:
         """How this protocol writes a benchmark class name inside its templates."""
         return name.replace("_", " ") if self.class_names == "spaces" else name
 
-    def written_names(self, classes: list[str], folder_names: list[str] | None = None) -> list[str]:
+    def written_names(
+        self, classes: list[str], folder_names: list[str] | None = None, benchmark: str = ""
+    ) -> list[str]:
         """The class names as they go into the templates: `classes` (our protocol names) with
-        spaces, or, for "raw", the names as the benchmark's files write them (`folder_names`,
-        ModelNet's `night_stand`), else `classes` as they are."""
-        if self.class_names == "raw" and folder_names:
-            return list(folder_names)
+        spaces, or, for "raw" (or a `benchmark` in `raw_names_for`), the names as the
+        benchmark's files write them (`folder_names`, ModelNet's `night_stand`), else `classes`
+        as they are."""
+        if self.class_names == "raw" or benchmark in self.raw_names_for:
+            return list(folder_names) if folder_names else list(classes)
         return [self.class_name(name) for name in classes]
 
     def class_features(self, model, names: list[str]):
@@ -197,7 +203,9 @@ OPENSHAPE = register_protocol(
     )
 )
 # Uni3D (baaivision/Uni3D main.py test_zeroshot_3d_core, data/datasets.py): data/templates.json
-# `modelnet40_64` (ULIP's 64) ensembled, data/labels.json names (ModelNet40 with spaces), 10k
+# `modelnet40_64` (ULIP's 64) ensembled over all three sets, data/labels.json names: ModelNet40
+# with spaces ("flower pot"), Objaverse-LVIS as LVIS writes them ("Band_Aid",
+# "arctic_(type_of_shoe)": `objaverse_lvis_openshape`, 388 of 1156 with underscores), 10k
 # points centred on their centroid and scaled to the unit sphere (pc_norm), the OpenShape test
 # files' colour 100/255 ≈ 0.4; without --openshape_setting (neither scripts/inference.sh nor
 # pretrain.sh sets it) no y↔z swap: Uni3D trains and evaluates in the files' own y-up frame.
@@ -205,8 +213,8 @@ OPENSHAPE = register_protocol(
 UNI3D = register_protocol(
     Protocol(
         name="uni3d",
-        description="Uni3D: ULIP's 64 templates ensembled, names with spaces, 10k xyz + rgb "
-        "points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
+        description="Uni3D: ULIP's 64 templates ensembled, names with spaces (LVIS's as LVIS "
+        "writes them), 10k xyz + rgb points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
         templates=tuple(templates("ulip64")),
         templates_name="ulip64",
         point_normalisation="centroid",
@@ -214,5 +222,6 @@ UNI3D = register_protocol(
         n_points=10000,
         constant_color=100 / 255,
         up_axis="y",
+        raw_names_for=("objaverse-lvis",),
     )
 )

@@ -261,7 +261,7 @@ def score_benchmark(
     if text_features is None:
         text_features = cached_text_features(
             model,
-            protocol.written_names(benchmark.classes, benchmark.folder_names),
+            protocol.written_names(benchmark.classes, benchmark.folder_names, benchmark.name),
             protocol,
             Path(config.text_cache) if config.text_cache else None,
         )

@@ -210,3 +210,55 @@ def test_the_number_of_points_is_the_protocols_or_the_models():
 
     assert protocol_n_points(Model(), CG3D_PUBLIC) == 8192
     assert protocol_n_points(Model(), replace(CG3D_PUBLIC, name="n", n_points=1024)) == 1024
+
+
+class PromptRecorder:
+    """A model for `score_benchmark` that records the captions its text tower is given."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.config = {"clip_pretrained_loaded": False, "point_channels": 6, "n_points": 8}
+
+    def encode_text(self, texts):
+        self.seen += texts
+        rows = [torch.tensor([1.0, float(len(t)), float(sum(map(ord, t)) % 97)]) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+    def encode_points(self, points):
+        return torch.nn.functional.normalize(torch.ones(len(points), 3), dim=-1)
+
+    def device(self):
+        return torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "benchmark_name, classes, written",
+    [
+        # Uni3D's data/labels.json: objaverse_lvis_openshape as LVIS writes its categories,
+        # modelnet40_openshape with spaces ("flower pot")
+        (
+            "objaverse-lvis",
+            ["Band_Aid", "arctic_(type_of_shoe)"],
+            ["Band_Aid", "arctic_(type_of_shoe)"],
+        ),
+        ("modelnet40", ["flower_pot", "tv_stand"], ["flower pot", "tv stand"]),
+    ],
+)
+def test_uni3d_writes_lvis_names_as_lvis_does_and_modelnet_names_with_spaces(
+    benchmark_name, classes, written
+):
+    # before: every benchmark's names had spaces under uni3d, so its LVIS prompts read
+    # "a point cloud model of Band Aid." where Uni3D's own eval reads "... of Band_Aid."
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
+
+    small = register_protocol(replace(get_protocol("uni3d"), name="test-uni3d-8", n_points=8))
+    rng = np.random.default_rng(0)
+    shapes = [Shape(f"s{i}", rng.normal(size=(8, 3)), i) for i in range(len(classes))]
+    bench = Benchmark(benchmark_name, "test", classes, len(shapes), lambda: iter(shapes))
+    model = PromptRecorder()
+    score_benchmark(model, bench, ZeroShotConfig(protocol=small.name, batch_size=2))
+    first_template = small.templates[0]  # "a point cloud model of {}."
+    assert [t for t in model.seen if t.startswith("a point cloud model of")] == [
+        first_template.format(name) for name in written
+    ]
