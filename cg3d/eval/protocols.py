@@ -45,6 +45,9 @@ class Protocol:
     # Benchmarks (by name, e.g. "objaverse-lvis") whose class names go into the templates as
     # the benchmark writes them ("Band_Aid"), whatever `class_names` says for the others.
     raw_names_for: tuple[str, ...] = ()
+    # 0: a cloud of fewer than n_points points is topped up to n_points. k > 0: it is fed as
+    # it is (as a public loader that never resamples), topped up only to k when under k.
+    min_points_fed: int = 0
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
@@ -58,6 +61,8 @@ class Protocol:
             raise UsageError(f"{self.name}: up_axis must be one of {UP_AXES}")
         if not 0.0 <= self.constant_color <= 1.0 or self.n_points < 0:
             raise UsageError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
+        if self.min_points_fed < 0:
+            raise UsageError(f"{self.name}: min_points_fed must be ≥ 0")
 
     def class_name(self, name: str) -> str:
         """How this protocol writes a benchmark class name inside its templates."""
@@ -223,5 +228,9 @@ UNI3D = register_protocol(
         constant_color=100 / 255,
         up_axis="y",
         raw_names_for=("objaverse-lvis",),
+        # ModelNet40_openshape and ScanObjNN_openshape (data/datasets.py) never resample: a
+        # set of fewer points (ScanObjectNN's) reaches the encoder as it is, not padded with
+        # repeats that would fill kNN patches; 512 is what its Group needs (512 FPS centres)
+        min_points_fed=512,
     )
 )

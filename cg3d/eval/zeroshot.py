@@ -156,10 +156,15 @@ def iter_point_batches(
     point_channels: int = 3,
     protocol: Protocol = CG3D,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
-    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes."""
+    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes;
+    under a protocol that feeds short clouds as they are (`min_points_fed`), a batch ends
+    early where the next shape's number of points differs."""
     points, labels, keys = [], [], []
     shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels, protocol)
     for prepared, label, key in shapes:
+        if points and len(prepared) != len(points[0]):
+            yield torch.from_numpy(np.stack(points)), np.array(labels), keys
+            points, labels, keys = [], [], []
         points.append(prepared)
         labels.append(label)
         keys.append(key)

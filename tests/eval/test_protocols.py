@@ -262,3 +262,43 @@ def test_uni3d_writes_lvis_names_as_lvis_does_and_modelnet_names_with_spaces(
     assert [t for t in model.seen if t.startswith("a point cloud model of")] == [
         first_template.format(name) for name in written
     ]
+
+
+def uni3d_pc_norm(pc: np.ndarray) -> np.ndarray:
+    """Uni3D's ScanObjNN_openshape.pc_norm (data/datasets.py), written out."""
+    pc = pc - np.mean(pc, axis=0)
+    return pc / np.max(np.sqrt(np.sum(pc**2, axis=1)))
+
+
+def test_uni3d_feeds_a_short_cloud_as_it_is_as_its_scanobjectnn_loader():
+    # before: a 2048-point ScanObjectNN cloud was topped up to 10,000 with one point repeated
+    # 7,952 times (the kernel FPS) and its centre point dropped: Uni3D's kNN patches then
+    # held copies of one point; Uni3D's loader feeds the file's points as they are
+    uni3d = get_protocol("uni3d")
+    rng = np.random.default_rng(3)
+    cloud = rng.normal(size=(2048, 3)).astype(np.float32)
+    cloud[7] = cloud.mean(axis=0)  # a point at the centroid: pointnet2_ops' FPS never picks it
+    ours = prepare_points(cloud, 10000, point_channels=6, protocol=uni3d)
+    assert ours.shape == (2048, 6)
+    np.testing.assert_allclose(ours[:, :3], uni3d_pc_norm(cloud.astype(np.float64)), atol=1e-5)
+    # fewer points than its Group's 512 FPS centres: topped up to 512, no further
+    assert prepare_points(cloud[:300], 10000, point_channels=6, protocol=uni3d).shape == (512, 6)
+
+
+def test_clouds_fed_as_they_are_are_batched_by_their_number_of_points():
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import iter_point_batches
+
+    rng = np.random.default_rng(4)
+    sizes = [600, 600, 700, 600]
+    shapes = [Shape(f"s{i}", rng.normal(size=(n, 3)), 0) for i, n in enumerate(sizes)]
+    bench = Benchmark("scanobjectnn", "test", ["a", "b"], len(shapes), lambda: iter(shapes))
+    batches = list(
+        iter_point_batches(bench, 10000, 8, point_channels=6, protocol=get_protocol("uni3d"))
+    )
+    assert [tuple(points.shape) for points, _, _ in batches] == [
+        (2, 600, 6),
+        (1, 700, 6),
+        (1, 600, 6),
+    ]
+    assert [key for _, _, keys in batches for key in keys] == ["s0", "s1", "s2", "s3"]
