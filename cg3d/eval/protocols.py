@@ -10,7 +10,7 @@ A converted peer model (ULIP, OpenShape, Uni3D, ...) registers its own protocol 
 name its model card gives (`cg3d.models.cards`), with `register_protocol`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cg3d.errors import UsageError
 from cg3d.formats.points import NO_COLOR
@@ -48,6 +48,8 @@ class Protocol:
     # 0: a cloud of fewer than n_points points is topped up to n_points. k > 0: it is fed as
     # it is (as a public loader that never resamples), topped up only to k when under k.
     min_points_fed: int = 0
+    # (benchmark name, colour) where a benchmark's constant colour is not `constant_color`
+    colors_for: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
@@ -63,6 +65,13 @@ class Protocol:
             raise UsageError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
         if self.min_points_fed < 0:
             raise UsageError(f"{self.name}: min_points_fed must be ≥ 0")
+        if not all(0.0 <= color <= 1.0 for _, color in self.colors_for):
+            raise UsageError(f"{self.name}: every colour of colors_for in [0, 1]")
+
+    def for_benchmark(self, benchmark: str) -> "Protocol":
+        """This protocol as it prepares `benchmark`'s points: its constant colour there."""
+        colors = dict(self.colors_for)
+        return replace(self, constant_color=colors[benchmark]) if benchmark in colors else self
 
     def class_name(self, name: str) -> str:
         """How this protocol writes a benchmark class name inside its templates."""
@@ -197,14 +206,21 @@ ULIP2 = register_protocol(
 OPENSHAPE = register_protocol(
     Protocol(
         name="openshape",
-        description="OpenShape: the bare class name as the text (its shipped class features), "
-        "10k xyz + rgb points, z up, centroid + unit sphere, colour 100/255, random FPS start",
+        description="OpenShape: the bare class name as the text (its shipped class features; "
+        "LVIS's as LVIS writes them), "
+        "10k xyz + rgb points, z up, centroid + unit sphere, colour 100/255 (ScanObjectNN 0.4), "
+        "random FPS start",
         templates=("{}",),
         point_normalisation="centroid",
         fps_start="seeded",
         n_points=10000,
         constant_color=100 / 255,
         up_axis="z",
+        # ScanObjectNNTest: `np.ones_like(xyz) * 0.4` where the file has no rgb (src/data.py)
+        colors_for=(("scanobjectnn", 0.4),),
+        # src/extract_lvis_feat.py encodes each sorted lvis-annotations.json key as it is
+        # ("Band_Aid"), one text, no template
+        raw_names_for=("objaverse-lvis",),
     )
 )
 # Uni3D (baaivision/Uni3D main.py test_zeroshot_3d_core, data/datasets.py): data/templates.json
@@ -219,7 +235,8 @@ UNI3D = register_protocol(
     Protocol(
         name="uni3d",
         description="Uni3D: ULIP's 64 templates ensembled, names with spaces (LVIS's as LVIS "
-        "writes them), 10k xyz + rgb points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
+        "writes them), 10k xyz + rgb points (fewer fed as they are), centroid + unit sphere, "
+        "colour 100/255 (ScanObjectNN 0.4), y up (no swap), FPS from point 0",
         templates=tuple(templates("ulip64")),
         templates_name="ulip64",
         point_normalisation="centroid",
@@ -232,5 +249,8 @@ UNI3D = register_protocol(
         # set of fewer points (ScanObjectNN's) reaches the encoder as it is, not padded with
         # repeats that would fill kNN patches; 512 is what its Group needs (512 FPS centres)
         min_points_fed=512,
+        # ScanObjNN_openshape: `np.ones_like(xyz) * 0.4` where the file has no rgb
+        # (data/datasets.py:244-245); ModelNet40's files hold rgb 100, read as 100/255
+        colors_for=(("scanobjectnn", 0.4),),
     )
 )

@@ -104,6 +104,7 @@ def prepared_shapes(
     and counted in `benchmark.skipped()`."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
+    protocol = protocol.for_benchmark(benchmark.name)  # its constant colour for this set
 
     def arguments(index: int, shape) -> tuple:
         up, normalise = benchmark.up_axis, not benchmark.normalised

@@ -302,3 +302,29 @@ def test_clouds_fed_as_they_are_are_batched_by_their_number_of_points():
         (1, 600, 6),
     ]
     assert [key for _, _, keys in batches for key in keys] == ["s0", "s1", "s2", "s3"]
+
+
+@pytest.mark.parametrize("name", ["uni3d", "openshape"])
+def test_scanobjectnn_gets_the_peers_constant_colour_0_4(name):
+    # Uni3D's ScanObjNN_openshape and OpenShape's ScanObjectNNTest give a cloud without rgb
+    # `np.ones_like(xyz) * 0.4`; their ModelNet40 files hold 100, read as 100/255. Before:
+    # 100/255 for ScanObjectNN too
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import prepared_shapes
+
+    rng = np.random.default_rng(5)
+    shape = Shape("s0", rng.normal(size=(600, 3)), 0)
+    for benchmark_name, colour in (("scanobjectnn", 0.4), ("modelnet40", 100 / 255)):
+        bench = Benchmark(benchmark_name, "test", ["a", "b"], 1, lambda: iter([shape]))
+        (points, _, _), *_ = prepared_shapes(
+            bench, 10000, point_channels=6, protocol=get_protocol(name)
+        )
+        np.testing.assert_allclose(points[:, 3:], colour, rtol=0, atol=1e-7)
+
+
+def test_openshape_writes_lvis_names_as_its_feature_extraction_does():
+    # src/extract_lvis_feat.py: `extract_clip_feat([name], ...)` for each sorted LVIS key, as
+    # it is; before: "Band Aid"
+    openshape = get_protocol("openshape")
+    assert openshape.written_names(["Band_Aid"], benchmark="objaverse-lvis") == ["Band_Aid"]
+    assert openshape.written_names(["flower_pot"], benchmark="modelnet40") == ["flower pot"]
