@@ -45,8 +45,9 @@ class Protocol:
     # Benchmarks (by name, e.g. "objaverse-lvis") whose class names go into the templates as
     # the benchmark writes them ("Band_Aid"), whatever `class_names` says for the others.
     raw_names_for: tuple[str, ...] = ()
-    # 0: a cloud of fewer than n_points points is topped up to n_points. k > 0: it is fed as
-    # it is (as a public loader that never resamples), topped up only to k when under k.
+    # 0: a cloud of fewer than n_points points is topped up to n_points. k > 0: a cloud of at
+    # most n_points is fed as it is, in its order (as a public loader that never resamples),
+    # topped up only to k when under k.
     min_points_fed: int = 0
     # (benchmark name, colour) where a benchmark's constant colour is not `constant_color`
     colors_for: tuple[tuple[str, float], ...] = ()

@@ -283,6 +283,11 @@ def test_uni3d_feeds_a_short_cloud_as_it_is_as_its_scanobjectnn_loader():
     np.testing.assert_allclose(ours[:, :3], uni3d_pc_norm(cloud.astype(np.float64)), atol=1e-5)
     # fewer points than its Group's 512 FPS centres: topped up to 512, no further
     assert prepare_points(cloud[:300], 10000, point_channels=6, protocol=uni3d).shape == (512, 6)
+    # exactly n_points (LVIS's and ModelNet40's 10,000): as they are too, the centre point kept
+    full = np.concatenate([cloud, rng.normal(size=(7952, 3)).astype(np.float32)])
+    full[7] = full.mean(axis=0)
+    ours = prepare_points(full, 10000, point_channels=6, protocol=uni3d)
+    np.testing.assert_allclose(ours[:, :3], uni3d_pc_norm(full.astype(np.float64)), atol=1e-5)
 
 
 def test_clouds_fed_as_they_are_are_batched_by_their_number_of_points():
