@@ -10,7 +10,7 @@ A converted peer model (ULIP, OpenShape, Uni3D, ...) registers its own protocol 
 name its model card gives (`cg3d.models.cards`), with `register_protocol`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cg3d.errors import UsageError
 from cg3d.formats.points import NO_COLOR
@@ -42,6 +42,15 @@ class Protocol:
     up_axis: str = "y"  # the model's up axis: shapes are turned into it from the benchmark's
     # How the metrics name the templates, e.g. "ulip64"; "": the templates themselves, quoted.
     templates_name: str = ""
+    # Benchmarks (by name, e.g. "objaverse-lvis") whose class names go into the templates as
+    # the benchmark writes them ("Band_Aid"), whatever `class_names` says for the others.
+    raw_names_for: tuple[str, ...] = ()
+    # 0: a cloud of fewer than n_points points is topped up to n_points. k > 0: a cloud of at
+    # most n_points is fed as it is, in its order (as a public loader that never resamples),
+    # topped up only to k when under k.
+    min_points_fed: int = 0
+    # (benchmark name, colour) where a benchmark's constant colour is not `constant_color`
+    colors_for: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.class_names not in CLASS_NAME_STYLES:
@@ -55,17 +64,29 @@ class Protocol:
             raise UsageError(f"{self.name}: up_axis must be one of {UP_AXES}")
         if not 0.0 <= self.constant_color <= 1.0 or self.n_points < 0:
             raise UsageError(f"{self.name}: constant_color in [0, 1] and n_points ≥ 0")
+        if self.min_points_fed < 0:
+            raise UsageError(f"{self.name}: min_points_fed must be ≥ 0")
+        if not all(0.0 <= color <= 1.0 for _, color in self.colors_for):
+            raise UsageError(f"{self.name}: every colour of colors_for in [0, 1]")
+
+    def for_benchmark(self, benchmark: str) -> "Protocol":
+        """This protocol as it prepares `benchmark`'s points: its constant colour there."""
+        colors = dict(self.colors_for)
+        return replace(self, constant_color=colors[benchmark]) if benchmark in colors else self
 
     def class_name(self, name: str) -> str:
         """How this protocol writes a benchmark class name inside its templates."""
         return name.replace("_", " ") if self.class_names == "spaces" else name
 
-    def written_names(self, classes: list[str], folder_names: list[str] | None = None) -> list[str]:
+    def written_names(
+        self, classes: list[str], folder_names: list[str] | None = None, benchmark: str = ""
+    ) -> list[str]:
         """The class names as they go into the templates: `classes` (our protocol names) with
-        spaces, or, for "raw", the names as the benchmark's files write them (`folder_names`,
-        ModelNet's `night_stand`), else `classes` as they are."""
-        if self.class_names == "raw" and folder_names:
-            return list(folder_names)
+        spaces, or, for "raw" (or a `benchmark` in `raw_names_for`), the names as the
+        benchmark's files write them (`folder_names`, ModelNet's `night_stand`), else `classes`
+        as they are."""
+        if self.class_names == "raw" or benchmark in self.raw_names_for:
+            return list(folder_names) if folder_names else list(classes)
         return [self.class_name(name) for name in classes]
 
     def class_features(self, model, names: list[str]):
@@ -186,18 +207,27 @@ ULIP2 = register_protocol(
 OPENSHAPE = register_protocol(
     Protocol(
         name="openshape",
-        description="OpenShape: the bare class name as the text (its shipped class features), "
-        "10k xyz + rgb points, z up, centroid + unit sphere, colour 100/255, random FPS start",
+        description="OpenShape: the bare class name as the text (its shipped class features; "
+        "LVIS's as LVIS writes them), "
+        "10k xyz + rgb points, z up, centroid + unit sphere, colour 100/255 (ScanObjectNN 0.4), "
+        "random FPS start",
         templates=("{}",),
         point_normalisation="centroid",
         fps_start="seeded",
         n_points=10000,
         constant_color=100 / 255,
         up_axis="z",
+        # ScanObjectNNTest: `np.ones_like(xyz) * 0.4` where the file has no rgb (src/data.py)
+        colors_for=(("scanobjectnn", 0.4),),
+        # src/extract_lvis_feat.py encodes each sorted lvis-annotations.json key as it is
+        # ("Band_Aid"), one text, no template
+        raw_names_for=("objaverse-lvis",),
     )
 )
 # Uni3D (baaivision/Uni3D main.py test_zeroshot_3d_core, data/datasets.py): data/templates.json
-# `modelnet40_64` (ULIP's 64) ensembled, data/labels.json names (ModelNet40 with spaces), 10k
+# `modelnet40_64` (ULIP's 64) ensembled over all three sets, data/labels.json names: ModelNet40
+# with spaces ("flower pot"), Objaverse-LVIS as LVIS writes them ("Band_Aid",
+# "arctic_(type_of_shoe)": `objaverse_lvis_openshape`, 388 of 1156 with underscores), 10k
 # points centred on their centroid and scaled to the unit sphere (pc_norm), the OpenShape test
 # files' colour 100/255 ≈ 0.4; without --openshape_setting (neither scripts/inference.sh nor
 # pretrain.sh sets it) no y↔z swap: Uni3D trains and evaluates in the files' own y-up frame.
@@ -205,8 +235,9 @@ OPENSHAPE = register_protocol(
 UNI3D = register_protocol(
     Protocol(
         name="uni3d",
-        description="Uni3D: ULIP's 64 templates ensembled, names with spaces, 10k xyz + rgb "
-        "points, centroid + unit sphere, colour 100/255, y up (no swap), FPS from point 0",
+        description="Uni3D: ULIP's 64 templates ensembled, names with spaces (LVIS's as LVIS "
+        "writes them), 10k xyz + rgb points (fewer fed as they are), centroid + unit sphere, "
+        "colour 100/255 (ScanObjectNN 0.4), y up (no swap), FPS from point 0",
         templates=tuple(templates("ulip64")),
         templates_name="ulip64",
         point_normalisation="centroid",
@@ -214,5 +245,13 @@ UNI3D = register_protocol(
         n_points=10000,
         constant_color=100 / 255,
         up_axis="y",
+        raw_names_for=("objaverse-lvis",),
+        # ModelNet40_openshape and ScanObjNN_openshape (data/datasets.py) never resample: a
+        # set of fewer points (ScanObjectNN's) reaches the encoder as it is, not padded with
+        # repeats that would fill kNN patches; 512 is what its Group needs (512 FPS centres)
+        min_points_fed=512,
+        # ScanObjNN_openshape: `np.ones_like(xyz) * 0.4` where the file has no rgb
+        # (data/datasets.py:244-245); ModelNet40's files hold rgb 100, read as 100/255
+        colors_for=(("scanobjectnn", 0.4),),
     )
 )

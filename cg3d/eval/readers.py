@@ -297,6 +297,10 @@ def prepare_counted(
     elif normalise:
         centre, scale = normalization(xyz[:, :3])
         xyz[:, :3] = normalize(xyz[:, :3], centre, scale)
+    if protocol.min_points_fed and len(xyz) <= n_points:
+        if len(xyz) >= protocol.min_points_fed:  # as it is, in its order, as its loader feeds it
+            return np.ascontiguousarray(xyz, dtype=np.float32), False
+        n_points = protocol.min_points_fed  # topped up to what the encoder needs, no further
     if protocol.fps_start == "first":
         xyz = xyz[pointnet2_fps(xyz[:, :3], n_points)]
         return np.ascontiguousarray(xyz, dtype=np.float32), topped_up

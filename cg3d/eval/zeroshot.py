@@ -104,6 +104,7 @@ def prepared_shapes(
     and counted in `benchmark.skipped()`."""
 
     shapes = itertools.islice(benchmark.shapes(), limit or None)
+    protocol = protocol.for_benchmark(benchmark.name)  # its constant colour for this set
 
     def arguments(index: int, shape) -> tuple:
         up, normalise = benchmark.up_axis, not benchmark.normalised
@@ -156,10 +157,15 @@ def iter_point_batches(
     point_channels: int = 3,
     protocol: Protocol = CG3D,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
-    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes."""
+    """(points (B, n_points, point_channels), labels (B,), keys) batches of prepared shapes;
+    under a protocol that feeds short clouds as they are (`min_points_fed`), a batch ends
+    early where the next shape's number of points differs."""
     points, labels, keys = [], [], []
     shapes = prepared_shapes(benchmark, n_points, limit, workers, point_channels, protocol)
     for prepared, label, key in shapes:
+        if points and len(prepared) != len(points[0]):
+            yield torch.from_numpy(np.stack(points)), np.array(labels), keys
+            points, labels, keys = [], [], []
         points.append(prepared)
         labels.append(label)
         keys.append(key)
@@ -261,7 +267,7 @@ def score_benchmark(
     if text_features is None:
         text_features = cached_text_features(
             model,
-            protocol.written_names(benchmark.classes, benchmark.folder_names),
+            protocol.written_names(benchmark.classes, benchmark.folder_names, benchmark.name),
             protocol,
             Path(config.text_cache) if config.text_cache else None,
         )

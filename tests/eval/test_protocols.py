@@ -210,3 +210,126 @@ def test_the_number_of_points_is_the_protocols_or_the_models():
 
     assert protocol_n_points(Model(), CG3D_PUBLIC) == 8192
     assert protocol_n_points(Model(), replace(CG3D_PUBLIC, name="n", n_points=1024)) == 1024
+
+
+class PromptRecorder:
+    """A model for `score_benchmark` that records the captions its text tower is given."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.config = {"clip_pretrained_loaded": False, "point_channels": 6, "n_points": 8}
+
+    def encode_text(self, texts):
+        self.seen += texts
+        rows = [torch.tensor([1.0, float(len(t)), float(sum(map(ord, t)) % 97)]) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+    def encode_points(self, points):
+        return torch.nn.functional.normalize(torch.ones(len(points), 3), dim=-1)
+
+    def device(self):
+        return torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "benchmark_name, classes, written",
+    [
+        # Uni3D's data/labels.json: objaverse_lvis_openshape as LVIS writes its categories,
+        # modelnet40_openshape with spaces ("flower pot")
+        (
+            "objaverse-lvis",
+            ["Band_Aid", "arctic_(type_of_shoe)"],
+            ["Band_Aid", "arctic_(type_of_shoe)"],
+        ),
+        ("modelnet40", ["flower_pot", "tv_stand"], ["flower pot", "tv stand"]),
+    ],
+)
+def test_uni3d_writes_lvis_names_as_lvis_does_and_modelnet_names_with_spaces(
+    benchmark_name, classes, written
+):
+    # before: every benchmark's names had spaces under uni3d, so its LVIS prompts read
+    # "a point cloud model of Band Aid." where Uni3D's own eval reads "... of Band_Aid."
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import ZeroShotConfig, score_benchmark
+
+    small = register_protocol(replace(get_protocol("uni3d"), name="test-uni3d-8", n_points=8))
+    rng = np.random.default_rng(0)
+    shapes = [Shape(f"s{i}", rng.normal(size=(8, 3)), i) for i in range(len(classes))]
+    bench = Benchmark(benchmark_name, "test", classes, len(shapes), lambda: iter(shapes))
+    model = PromptRecorder()
+    score_benchmark(model, bench, ZeroShotConfig(protocol=small.name, batch_size=2))
+    first_template = small.templates[0]  # "a point cloud model of {}."
+    assert [t for t in model.seen if t.startswith("a point cloud model of")] == [
+        first_template.format(name) for name in written
+    ]
+
+
+def uni3d_pc_norm(pc: np.ndarray) -> np.ndarray:
+    """Uni3D's ScanObjNN_openshape.pc_norm (data/datasets.py), written out."""
+    pc = pc - np.mean(pc, axis=0)
+    return pc / np.max(np.sqrt(np.sum(pc**2, axis=1)))
+
+
+def test_uni3d_feeds_a_short_cloud_as_it_is_as_its_scanobjectnn_loader():
+    # before: a 2048-point ScanObjectNN cloud was topped up to 10,000 with one point repeated
+    # 7,952 times (the kernel FPS) and its centre point dropped: Uni3D's kNN patches then
+    # held copies of one point; Uni3D's loader feeds the file's points as they are
+    uni3d = get_protocol("uni3d")
+    rng = np.random.default_rng(3)
+    cloud = rng.normal(size=(2048, 3)).astype(np.float32)
+    cloud[7] = cloud.mean(axis=0)  # a point at the centroid: pointnet2_ops' FPS never picks it
+    ours = prepare_points(cloud, 10000, point_channels=6, protocol=uni3d)
+    assert ours.shape == (2048, 6)
+    np.testing.assert_allclose(ours[:, :3], uni3d_pc_norm(cloud.astype(np.float64)), atol=1e-5)
+    # fewer points than its Group's 512 FPS centres: topped up to 512, no further
+    assert prepare_points(cloud[:300], 10000, point_channels=6, protocol=uni3d).shape == (512, 6)
+    # exactly n_points (LVIS's and ModelNet40's 10,000): as they are too, the centre point kept
+    full = np.concatenate([cloud, rng.normal(size=(7952, 3)).astype(np.float32)])
+    full[7] = full.mean(axis=0)
+    ours = prepare_points(full, 10000, point_channels=6, protocol=uni3d)
+    np.testing.assert_allclose(ours[:, :3], uni3d_pc_norm(full.astype(np.float64)), atol=1e-5)
+
+
+def test_clouds_fed_as_they_are_are_batched_by_their_number_of_points():
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import iter_point_batches
+
+    rng = np.random.default_rng(4)
+    sizes = [600, 600, 700, 600]
+    shapes = [Shape(f"s{i}", rng.normal(size=(n, 3)), 0) for i, n in enumerate(sizes)]
+    bench = Benchmark("scanobjectnn", "test", ["a", "b"], len(shapes), lambda: iter(shapes))
+    batches = list(
+        iter_point_batches(bench, 10000, 8, point_channels=6, protocol=get_protocol("uni3d"))
+    )
+    assert [tuple(points.shape) for points, _, _ in batches] == [
+        (2, 600, 6),
+        (1, 700, 6),
+        (1, 600, 6),
+    ]
+    assert [key for _, _, keys in batches for key in keys] == ["s0", "s1", "s2", "s3"]
+
+
+@pytest.mark.parametrize("name", ["uni3d", "openshape"])
+def test_scanobjectnn_gets_the_peers_constant_colour_0_4(name):
+    # Uni3D's ScanObjNN_openshape and OpenShape's ScanObjectNNTest give a cloud without rgb
+    # `np.ones_like(xyz) * 0.4`; their ModelNet40 files hold 100, read as 100/255. Before:
+    # 100/255 for ScanObjectNN too
+    from cg3d.eval.readers import Benchmark, Shape
+    from cg3d.eval.zeroshot import prepared_shapes
+
+    rng = np.random.default_rng(5)
+    shape = Shape("s0", rng.normal(size=(600, 3)), 0)
+    for benchmark_name, colour in (("scanobjectnn", 0.4), ("modelnet40", 100 / 255)):
+        bench = Benchmark(benchmark_name, "test", ["a", "b"], 1, lambda: iter([shape]))
+        (points, _, _), *_ = prepared_shapes(
+            bench, 10000, point_channels=6, protocol=get_protocol(name)
+        )
+        np.testing.assert_allclose(points[:, 3:], colour, rtol=0, atol=1e-7)
+
+
+def test_openshape_writes_lvis_names_as_its_feature_extraction_does():
+    # src/extract_lvis_feat.py: `extract_clip_feat([name], ...)` for each sorted LVIS key, as
+    # it is; before: "Band Aid"
+    openshape = get_protocol("openshape")
+    assert openshape.written_names(["Band_Aid"], benchmark="objaverse-lvis") == ["Band_Aid"]
+    assert openshape.written_names(["flower_pot"], benchmark="modelnet40") == ["flower pot"]
