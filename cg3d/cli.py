@@ -6,12 +6,14 @@ bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 
 import fcntl
 import io
+import json
 import logging
 import os
 import select
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -25,7 +27,13 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cg3d import terminal
-from cg3d.errors import UsageError, missing_dependency_line, printable, resource_limit_line
+from cg3d.errors import (
+    ConfigWarning,
+    UsageError,
+    missing_dependency_line,
+    printable,
+    resource_limit_line,
+)
 from cg3d.stopping import COMMAND_STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -174,6 +182,25 @@ def _labelled_line(label: str, style: str, message: str) -> None:
     _stderr().print(Text.assemble((label, style), " ", printable(message)))
 
 
+def _process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process once it joined a torchrun run's group, else (0, 1).
+    Asked only where torch.distributed is imported already: a command without torch imports
+    none for its warnings."""
+    if "torch.distributed" not in sys.modules:
+        return 0, 1
+    from cg3d.train.distributed import world
+
+    return world()
+
+
+def _rank_label(label: str) -> str:
+    """`label` ("error:", "warning:") naming this process's rank when the run has several:
+    the ranks share one log, and a line one rank alone says (a shard only it reads) did not
+    say whose it was."""
+    rank, size = _process_rank()
+    return f"rank {rank}: {label}" if size > 1 else label
+
+
 class _OneLineWarnings:
     """`warnings.showwarning` for the command line: one `warning:` line per message, no file,
     line number or source line; the random CLIP's warning once per command, however many
@@ -190,7 +217,12 @@ class _OneLineWarnings:
         if key in self.shown:
             return
         self.shown.add(key)
-        _labelled_line("warning:", "bold yellow", str(message))
+        # one about the config every rank meets alike: rank 0 speaks for the run
+        if issubclass(category, ConfigWarning):
+            if _process_rank()[0] == 0:
+                _labelled_line("warning:", "bold yellow", str(message))
+            return
+        _labelled_line(_rank_label("warning:"), "bold yellow", str(message))
 
 
 def _is_ours(filename: str) -> bool:
@@ -208,7 +240,9 @@ class _PrintableFormatter(logging.Formatter):
     raw control character, as the error and warnings.warn lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record))
+        # a log line is one process's own (a shard it skips): it names the rank, as warnings
+        line = printable(super().format(record))
+        return line.replace("warning:", _rank_label("warning:"), 1)
 
 
 def quiet_warnings() -> logging.Handler:
@@ -556,9 +590,24 @@ def warning_made_error_words(warning: Warning) -> str:
 
 
 def _refused(message: str) -> None:
-    """`error: MESSAGE` on stderr, exit code 2."""
-    _labelled_line("error:", "bold red", message)
+    """`error: MESSAGE` on stderr, exit code 2; under torchrun, `rank N: error: MESSAGE`, also
+    told to torchrun (`_tell_launcher`)."""
+    label = _rank_label("error:")
+    _labelled_line(label, "bold red", message)
+    _tell_launcher(f"{label} {printable(message)}")
     sys.exit(2)
+
+
+def _tell_launcher(line: str) -> None:
+    """`line` as this process's failure in torchrun's closing summary, its last lines: the
+    file torchrun names in TORCHELASTIC_ERROR_FILE, in the form torch's `@record` writes. The
+    summary said only "exitcode: 2 ... To enable traceback see: https://pytorch.org/...", and
+    the rank's one-line cause was lost above the other ranks' lines and torchrun's traceback."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    with suppress(OSError):  # the summary only: the line is on stderr already
+        Path(path).write_text(json.dumps({"message": line, "timestamp": str(int(time.time()))}))
 
 
 def _stdout_failed_line(error: OSError) -> str:
