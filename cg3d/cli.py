@@ -4,6 +4,7 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import calendar
 import fcntl
 import io
 import json
@@ -420,7 +421,9 @@ def _output_flushed() -> None:
 
 
 def _interrupted(signum: int) -> None:
-    _labelled_line("error:", "bold red", stopped_words(signum))
+    # a rank torchrun stopped because another failed names itself: "error: terminated
+    # (SIGTERM)" read as the run's cause
+    _labelled_line(_rank_label("error:"), "bold red", stopped_words(signum))
     sys.exit(128 + signum)
 
 
@@ -452,7 +455,17 @@ def main(whole_process: bool = False) -> None:
 def _run(whole_process: bool) -> None:
     """`main`'s work, inside the wrapped streams."""
     with _stop_signals_handled(whole_process) as interrupt:
-        _run_app(interrupt)
+        try:
+            _run_app(interrupt)
+        except SystemExit as stop:
+            # A failed command is stopping already, its line said: a stop signal during its
+            # cleanup (the exit handlers joining its pool's workers) is a second one, ignored
+            # (a third still ends it at once). torchrun's SIGTERM to a rank whose peer had
+            # failed raised KeyboardInterrupt there: "Exception ignored in atexit callback"
+            # and a traceback after the rank's one line.
+            if stop.code not in (0, None):
+                interrupt.count = max(interrupt.count, 1)
+            raise
 
 
 # What `main` changes of the whole process (its streams, warnings, log handler and thread
@@ -560,6 +573,9 @@ def _run_app(interrupt: Interrupt) -> None:
     except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
             message = loader_worker_died(error) or resource_limit_line(error)
+            if message is None and _peer_ended(error):
+                _labelled_line(_rank_label("error:"), "bold red", PEER_ENDED_LINE)
+                sys.exit(2)  # not told to torchrun: the peer's own cause is the run's
             if message is None:
                 raise
         elif isinstance(
@@ -598,6 +614,24 @@ def _refused(message: str) -> None:
     sys.exit(2)
 
 
+# What a collective raises in the ranks left when another rank of the run ends: gloo's words,
+# and NCCL's for ncclRemoteError
+PEER_ENDED_WORDS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote process exited",
+)
+PEER_ENDED_LINE = "another process of this run ended (its own line says why); this one stops too"
+
+
+def _peer_ended(error: RuntimeError) -> bool:
+    """Whether `error` is a collective's, raised because another rank of the run ended (a
+    user error or a crash of its own): it was a traceback ("[rank0]: RuntimeError: [.../gloo/
+    transport/tcp/pair.cc:561] Connection closed by peer ...") among, or after, the line that
+    said the cause."""
+    return _process_rank()[1] > 1 and any(words in str(error) for words in PEER_ENDED_WORDS)
+
+
 def _tell_launcher(line: str) -> None:
     """`line` as this process's failure in torchrun's closing summary, its last lines: the
     file torchrun names in TORCHELASTIC_ERROR_FILE, in the form torch's `@record` writes. The
@@ -607,7 +641,12 @@ def _tell_launcher(line: str) -> None:
     if not path:
         return
     with suppress(OSError):  # the summary only: the line is on stderr already
-        Path(path).write_text(json.dumps({"message": line, "timestamp": str(int(time.time()))}))
+        # `@record`'s form: torchrun quotes "py_callstack" and sets the exit code in its copy.
+        # The stamp is no duration: torchrun compares it with its own wall-clock stamps to name
+        # the first failure (the root cause)
+        stamp = str(calendar.timegm(time.gmtime()))
+        said = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": stamp}}
+        Path(path).write_text(json.dumps({"message": said}))
 
 
 def _stdout_failed_line(error: OSError) -> str:

@@ -3,6 +3,10 @@ names it."""
 
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +16,10 @@ import cg3d.train.resume as resume
 from cg3d import cli
 from cg3d.models.clip import RandomClipWarning
 from cg3d.params import TrainConfig
+from cg3d.stopping import Interrupt
 from tests.train.helpers import tiny_train_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("rank,shown", [(0, True), (1, False)])
@@ -80,7 +87,7 @@ def test_a_rank_s_error_names_it_and_ends_torchrun_s_summary(monkeypatch, capsys
     """A rank's one-line cause was lost above the other ranks' lines and torchrun's closing
     summary, which said only 'exitcode: 2 ... To enable traceback see: https://...'. The line
     names the rank, and torchrun's summary (its own reader of the error file) quotes it."""
-    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     monkeypatch.setattr(distributed, "world", lambda: (1, 2))
     error_file = tmp_path / "error.json"
@@ -91,7 +98,8 @@ def test_a_rank_s_error_names_it_and_ends_torchrun_s_summary(monkeypatch, capsys
     line = "rank 1: error: shard a.tar is refused: \\x1b[31m"
     assert _lines(capsys) == [line]
     failure = ProcessFailure(local_rank=1, pid=1, exitcode=2, error_file=str(error_file))
-    assert failure.message == line
+    summary = ChildFailedError("cg3d", {1: failure}).format_msg()
+    assert f"traceback : {line}\n" in summary
 
 
 def test_a_lone_process_s_error_is_as_before(monkeypatch, capsys):
@@ -99,3 +107,64 @@ def test_a_lone_process_s_error_is_as_before(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli._refused("no such file")
     assert _lines(capsys) == ["error: no such file"]
+
+
+GLOO_PEER_ENDED = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed "
+    "by peer [127.0.0.1]:1960. This is typically caused by a remote worker crashing."
+)
+
+
+@pytest.mark.parametrize("size", [2, 1])
+def test_a_rank_whose_peer_ended_says_so_in_one_line(monkeypatch, capsys, tmp_path, size):
+    """When rank 1 ended (its own error line said why), rank 0's next collective raised gloo's
+    'Connection closed by peer' as a traceback of 40 lines after the cause. It is one line now,
+    and not what torchrun's summary quotes (the peer's cause is the run's). A lone process
+    never has a peer: such an error is a bug there, with its traceback."""
+    monkeypatch.setattr(distributed, "world", lambda: (0, size))
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+
+    def collective() -> None:
+        raise RuntimeError(GLOO_PEER_ENDED)
+
+    monkeypatch.setattr(cli, "app", collective)
+    if size == 1:
+        with pytest.raises(RuntimeError):
+            cli._run_app(Interrupt())
+        return
+    with pytest.raises(SystemExit) as stop:
+        cli._run_app(Interrupt())
+    assert stop.value.code == 2
+    assert _lines(capsys) == [f"rank 0: error: {cli.PEER_ENDED_LINE}"]
+    assert not error_file.exists()
+
+
+FAILS_THEN_SIGTERMED = """
+import atexit, os, signal, sys
+from cg3d import cli
+from cg3d.errors import UsageError
+
+def command():
+    # torchrun's SIGTERM, which reaches a failed rank while its exit handlers run
+    atexit.register(lambda: [os.kill(os.getpid(), signal.SIGTERM)] + [0] * 1000)
+    raise UsageError("the cause")
+
+cli.app = command
+sys.argv = ["cg3d"]
+cli.main(whole_process=True)
+"""
+
+
+def test_a_stop_signal_during_a_failed_command_s_exit_adds_no_traceback(tmp_path):
+    """torchrun SIGTERMs the other ranks when one fails; a rank that had failed too and was
+    running its exit handlers printed "Exception ignored in atexit callback" and a
+    KeyboardInterrupt traceback after its one error line."""
+    done = subprocess.run(
+        [sys.executable, "-c", FAILS_THEN_SIGTERMED],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (2, "error: the cause\n")
