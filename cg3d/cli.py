@@ -184,14 +184,14 @@ def _labelled_line(label: str, style: str, message: str) -> None:
 
 
 def _process_rank() -> tuple[int, int]:
-    """(rank, world size) of this process once it joined a torchrun run's group, else (0, 1).
-    Asked only where torch.distributed is imported already: a command without torch imports
-    none for its warnings."""
-    if "torch.distributed" not in sys.modules:
+    """(rank, world size) of this process once it joined a torchrun run's group, else (0, 1):
+    `cg3d.train.distributed.world`, asked of torch.distributed only where it is imported
+    already, and without importing that module (it imports the model's code): an error line
+    of `cg3d pack` imports nothing, and cannot fail on an absent open_clip."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
         return 0, 1
-    from cg3d.train.distributed import world
-
-    return world()
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _rank_label(label: str) -> str:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch.distributed
 
-import cg3d.train.distributed as distributed
 import cg3d.train.loop as loop
 import cg3d.train.resume as resume
 from cg3d import cli
@@ -49,6 +49,13 @@ def test_the_resume_from_scratch_line_is_said_by_rank_0_only(
     assert ("--resume: no checkpoint at" in said) is shown
 
 
+def _as_rank(monkeypatch, rank: int, size: int) -> None:
+    """This process as rank `rank` of a joined group of `size`, as torch.distributed says."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: size)
+
+
 def _lines(capsys) -> list[str]:
     return capsys.readouterr().err.splitlines()
 
@@ -66,7 +73,7 @@ def test_a_config_warning_is_said_by_rank_0_and_a_process_s_own_names_its_rank(
 ):
     """The random-CLIP warning (and a checkpoint's provenance) said the same on every rank,
     once per GPU; a warning one rank alone meets did not say whose it was."""
-    monkeypatch.setattr(distributed, "world", lambda: (rank, size))
+    _as_rank(monkeypatch, rank, size)
     show = cli._OneLineWarnings()
     show(RandomClipWarning("CLIP is random"), RandomClipWarning, cli.__file__, 1)
     show(UserWarning("shard a.tar skipped"), UserWarning, cli.__file__, 1)
@@ -74,7 +81,7 @@ def test_a_config_warning_is_said_by_rank_0_and_a_process_s_own_names_its_rank(
 
 
 def test_a_log_warning_names_its_rank(monkeypatch):
-    monkeypatch.setattr(distributed, "world", lambda: (3, 8))
+    _as_rank(monkeypatch, 3, 8)
     record = logging.LogRecord(
         "cg3d.formats.shards", logging.WARNING, "", 1, "skipping %s", ("a",), None
     )
@@ -89,7 +96,7 @@ def test_a_rank_s_error_names_it_and_ends_torchrun_s_summary(monkeypatch, capsys
     names the rank, and torchrun's summary (its own reader of the error file) quotes it."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
-    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    _as_rank(monkeypatch, 1, 2)
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
     with pytest.raises(SystemExit) as stop:
@@ -121,7 +128,7 @@ def test_a_rank_whose_peer_ended_says_so_in_one_line(monkeypatch, capsys, tmp_pa
     'Connection closed by peer' as a traceback of 40 lines after the cause. It is one line now,
     and not what torchrun's summary quotes (the peer's cause is the run's). A lone process
     never has a peer: such an error is a bug there, with its traceback."""
-    monkeypatch.setattr(distributed, "world", lambda: (0, size))
+    _as_rank(monkeypatch, 0, size)
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
 
@@ -168,3 +175,21 @@ def test_a_stop_signal_during_a_failed_command_s_exit_adds_no_traceback(tmp_path
         timeout=120,
     )
     assert (done.returncode, done.stderr) == (2, "error: the cause\n")
+
+
+def test_an_error_line_imports_no_model_code():
+    """The rank an error line names is torch.distributed's: asking cg3d.train.distributed
+    imported the model's code (open_clip) for every error line of any command with torch
+    loaded, `cg3d pack`'s too, where an absent open_clip would have made it a traceback."""
+    script = (
+        "import sys, torch\nfrom cg3d import cli\ntry:\n    cli._refused('x')\n"
+        "except SystemExit:\n    print('cg3d.models.model' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.stdout, done.stderr) == ("False\n", "error: x\n")
