@@ -4,14 +4,17 @@ Each area registers its own commands (`cg3d/<area>/commands.py`); heavy imports 
 bpy, ray) happen inside the commands so that `cg3d --help` is instant.
 """
 
+import calendar
 import fcntl
 import io
+import json
 import logging
 import os
 import select
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -25,7 +28,13 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from cg3d import terminal
-from cg3d.errors import UsageError, missing_dependency_line, printable, resource_limit_line
+from cg3d.errors import (
+    ConfigWarning,
+    UsageError,
+    missing_dependency_line,
+    printable,
+    resource_limit_line,
+)
 from cg3d.stopping import COMMAND_STOP_SIGNALS, Interrupt, loader_worker_died, stopped_words
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -174,6 +183,25 @@ def _labelled_line(label: str, style: str, message: str) -> None:
     _stderr().print(Text.assemble((label, style), " ", printable(message)))
 
 
+def _process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process once it joined a torchrun run's group, else (0, 1):
+    `cg3d.train.distributed.world`, asked of torch.distributed only where it is imported
+    already, and without importing that module (it imports the model's code): an error line
+    of `cg3d pack` imports nothing, and cannot fail on an absent open_clip."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _rank_label(label: str) -> str:
+    """`label` ("error:", "warning:") naming this process's rank when the run has several:
+    the ranks share one log, and a line one rank alone says (a shard only it reads) did not
+    say whose it was."""
+    rank, size = _process_rank()
+    return f"rank {rank}: {label}" if size > 1 else label
+
+
 class _OneLineWarnings:
     """`warnings.showwarning` for the command line: one `warning:` line per message, no file,
     line number or source line; the random CLIP's warning once per command, however many
@@ -190,7 +218,12 @@ class _OneLineWarnings:
         if key in self.shown:
             return
         self.shown.add(key)
-        _labelled_line("warning:", "bold yellow", str(message))
+        # one about the config every rank meets alike: rank 0 speaks for the run
+        if issubclass(category, ConfigWarning):
+            if _process_rank()[0] == 0:
+                _labelled_line("warning:", "bold yellow", str(message))
+            return
+        _labelled_line(_rank_label("warning:"), "bold yellow", str(message))
 
 
 def _is_ours(filename: str) -> bool:
@@ -208,7 +241,9 @@ class _PrintableFormatter(logging.Formatter):
     raw control character, as the error and warnings.warn lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record))
+        # a log line is one process's own (a shard it skips): it names the rank, as warnings
+        line = printable(super().format(record))
+        return line.replace("warning:", _rank_label("warning:"), 1)
 
 
 def quiet_warnings() -> logging.Handler:
@@ -386,7 +421,9 @@ def _output_flushed() -> None:
 
 
 def _interrupted(signum: int) -> None:
-    _labelled_line("error:", "bold red", stopped_words(signum))
+    # a rank torchrun stopped because another failed names itself: "error: terminated
+    # (SIGTERM)" read as the run's cause
+    _labelled_line(_rank_label("error:"), "bold red", stopped_words(signum))
     sys.exit(128 + signum)
 
 
@@ -418,7 +455,17 @@ def main(whole_process: bool = False) -> None:
 def _run(whole_process: bool) -> None:
     """`main`'s work, inside the wrapped streams."""
     with _stop_signals_handled(whole_process) as interrupt:
-        _run_app(interrupt)
+        try:
+            _run_app(interrupt)
+        except SystemExit as stop:
+            # A failed command is stopping already, its line said: a stop signal during its
+            # cleanup (the exit handlers joining its pool's workers) is a second one, ignored
+            # (a third still ends it at once). torchrun's SIGTERM to a rank whose peer had
+            # failed raised KeyboardInterrupt there: "Exception ignored in atexit callback"
+            # and a traceback after the rank's one line.
+            if stop.code not in (0, None):
+                interrupt.count = max(interrupt.count, 1)
+            raise
 
 
 # What `main` changes of the whole process (its streams, warnings, log handler and thread
@@ -526,6 +573,9 @@ def _run_app(interrupt: Interrupt) -> None:
     except (UsageError, OSError, UnicodeEncodeError, ImportError, RuntimeError) as error:
         if isinstance(error, RuntimeError):  # a loader worker's death, raised mid-step
             message = loader_worker_died(error) or resource_limit_line(error)
+            if message is None and _peer_ended(error):
+                _labelled_line(_rank_label("error:"), "bold red", PEER_ENDED_LINE)
+                sys.exit(2)  # not told to torchrun: the peer's own cause is the run's
             if message is None:
                 raise
         elif isinstance(
@@ -556,9 +606,47 @@ def warning_made_error_words(warning: Warning) -> str:
 
 
 def _refused(message: str) -> None:
-    """`error: MESSAGE` on stderr, exit code 2."""
-    _labelled_line("error:", "bold red", message)
+    """`error: MESSAGE` on stderr, exit code 2; under torchrun, `rank N: error: MESSAGE`, also
+    told to torchrun (`_tell_launcher`)."""
+    label = _rank_label("error:")
+    _labelled_line(label, "bold red", message)
+    _tell_launcher(f"{label} {printable(message)}")
     sys.exit(2)
+
+
+# What a collective raises in the ranks left when another rank of the run ends: gloo's words,
+# and NCCL's for ncclRemoteError
+PEER_ENDED_WORDS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote process exited",
+)
+PEER_ENDED_LINE = "another process of this run ended (its own line says why); this one stops too"
+
+
+def _peer_ended(error: RuntimeError) -> bool:
+    """Whether `error` is a collective's, raised because another rank of the run ended (a
+    user error or a crash of its own): it was a traceback ("[rank0]: RuntimeError: [.../gloo/
+    transport/tcp/pair.cc:561] Connection closed by peer ...") among, or after, the line that
+    said the cause."""
+    return _process_rank()[1] > 1 and any(words in str(error) for words in PEER_ENDED_WORDS)
+
+
+def _tell_launcher(line: str) -> None:
+    """`line` as this process's failure in torchrun's closing summary, its last lines: the
+    file torchrun names in TORCHELASTIC_ERROR_FILE, in the form torch's `@record` writes. The
+    summary said only "exitcode: 2 ... To enable traceback see: https://pytorch.org/...", and
+    the rank's one-line cause was lost above the other ranks' lines and torchrun's traceback."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    with suppress(OSError):  # the summary only: the line is on stderr already
+        # `@record`'s form: torchrun quotes "py_callstack" and sets the exit code in its copy.
+        # The stamp is no duration: torchrun compares it with its own wall-clock stamps to name
+        # the first failure (the root cause)
+        stamp = str(calendar.timegm(time.gmtime()))
+        said = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": stamp}}
+        Path(path).write_text(json.dumps({"message": said}))
 
 
 def _stdout_failed_line(error: OSError) -> str:

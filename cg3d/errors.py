@@ -14,6 +14,13 @@ class UsageError(Exception):
     """A wrong parameter, a missing input, or an unusable file, named in the message."""
 
 
+class ConfigWarning(UserWarning):
+    """A warning about what the command was given (its config, the weights a checkpoint
+    records), which every process of a torchrun run meets alike: rank 0 says it for the run,
+    where each rank said it (8 times on an 8-GPU node). Any other warning may be one process's
+    own (a shard only it reads): each rank says it, naming itself."""
+
+
 def printable(text: str) -> str:
     """`text` with every character a terminal acts on shown escaped (`\\x1b`, `\\n`, `\\x00`):
     an error, a warning or a line on stdout (a summary, an inspect table's id, class or reason)

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from cg3d.errors import UsageError
+from cg3d.errors import ConfigWarning, UsageError
 from cg3d.files import (
     atomic_path,
     folder_for,
@@ -311,6 +311,7 @@ def check_given_weights(recorded: dict[str, str] | None, given: str, path: Path)
         warnings.warn(
             f"--clip-pretrained: cannot check {describe_weights(found)} against the "
             f"{describe_weights(recorded)} {path} was trained with; using them unchecked",
+            ConfigWarning,
             stacklevel=3,
         )
         return

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cg3d.errors import UsageError
+from cg3d.errors import ConfigWarning, UsageError
 from cg3d.files import file_sha256, file_version
 from cg3d.models.prompts import VitTower
 from cg3d.models.slip import SLIP, SLIP_CONFIGS, create_slip, image_transform, load_slip, tokenizer
@@ -30,7 +30,7 @@ from cg3d.models.slip import SLIP, SLIP_CONFIGS, create_slip, image_transform, l
 NO_WEIGHTS = ("", "none", "random")
 
 
-class RandomClipWarning(UserWarning):
+class RandomClipWarning(ConfigWarning):
     """CLIP runs with random weights: its embedding space means nothing outside this run."""
 
 

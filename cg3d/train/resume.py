@@ -36,6 +36,7 @@ from cg3d.errors import UsageError
 from cg3d.models.checkpoint import model_from_checkpoint, read_checkpoint
 from cg3d.models.model import CG3D, build_model, model_config
 from cg3d.params import TrainConfig
+from cg3d.train.distributed import world
 from cg3d.train.optim import init_prompts
 
 console = terminal.console(stderr=True)
@@ -209,12 +210,20 @@ def prepare_model(
         if not problem:
             # training needs CLIP's towers: built here, as for a fresh model, not on first use
             return model_from_checkpoint(payload, path).open_towers(), payload["training"]
-        console.print(f"not resuming: {path} {problem}; training from scratch")
+        _say(f"not resuming: {path} {problem}; training from scratch")
     elif resume == "always":
-        console.print(f"--resume: no checkpoint at {path} yet, starting from scratch")
+        _say(f"--resume: no checkpoint at {path} yet, starting from scratch")
     model = build_model(wanted_config)
     init_prompts(model, config.prompt_init)  # a fresh model only: a resumed one has its own
     return model, None
+
+
+def _say(line: str) -> None:
+    """`line`, said by rank 0 only: every rank reads the one `out` folder and takes the same
+    branch of `prepare_model` (nothing is saved before the ranks' first step together), and
+    each rank said it, once per GPU."""
+    if world()[0] == 0:
+        console.print(line)
 
 
 def _resume_problem(
