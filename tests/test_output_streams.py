@@ -3,11 +3,13 @@ may be on a full or read-only disk, or closed (`>&-`), and its stdin is /dev/nul
 The stage's own files never depend on whether its log could be written; the exit code says
 what happened (`cg3d.cli.main`)."""
 
+import array
 import fcntl
 import io
 import os
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -15,6 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 F_SETPIPE_SZ = 1031  # Linux's fcntl: a pipe's capacity
+
+
+def unread(read_end: int) -> int:
+    """How many bytes wait in the pipe of `read_end` (FIONREAD)."""
+    waiting = array.array("i", [0])
+    fcntl.ioctl(read_end, termios.FIONREAD, waiting)
+    return waiting[0]
+
 
 needs_dev_full = pytest.mark.skipif(
     not Path("/dev/full").exists(), reason="needs Linux's /dev/full"
@@ -145,6 +155,13 @@ def test_a_nonblocking_stdout_whose_reader_never_reads_waits_as_a_blocking_one_u
     run = subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, env=env)
     os.close(write_end)
     try:
+        # The command has started writing (its stop handler is in place before): a loaded
+        # machine took over 3 s to start it, and the SIGTERM, sent before the handler was
+        # there, killed it (-15)
+        deadline = time.monotonic() + 120
+        while unread(read_end) == 0:
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         with pytest.raises(subprocess.TimeoutExpired):
             run.wait(timeout=3)  # the pipe is full and never read: it waits
         run.send_signal(signal.SIGTERM)
