@@ -83,12 +83,15 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch, tm
     from cg3d.params import RenderConfig
     from cg3d.render import stage
 
-    asked, limits, threads = [], [], []
+    asked, limits, threads, outliving = [], [], [], []
 
     class Recorded:
-        def __init__(self, settings, timeout_s, memory_bytes, tmp_root, share) -> None:
+        def __init__(
+            self, settings, timeout_s, memory_bytes, tmp_root, share, thread_outlives_it=False
+        ) -> None:
             limits.append(memory_bytes)
             threads.append(share)
+            outliving.append(thread_outlives_it)
 
         def __enter__(self):
             return self
@@ -110,3 +113,4 @@ def test_the_render_threads_work_out_the_limit_once_and_share_it(monkeypatch, tm
     assert asked == [(0, 3)]
     assert limits == [(3 << 30) + 1] * 3
     assert threads == [2] * 3  # each Blender's share of the 7 CPUs: not a thread per CPU each
+    assert outliving == [True] * 3  # each thread closes its Blender: it may end with the stage
