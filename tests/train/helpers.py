@@ -1,6 +1,8 @@
 """Small in-memory batches for the training tests: two classes, cubes and spheres."""
 
+import io
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,3 +151,16 @@ def outputs(out) -> dict[str, bytes]:
     files = [out / "last.pt", out / "params.yaml", out / "about.json", out / "metrics.json"]
     files += sorted((out / "dvclive" / "plots").rglob("*.tsv"))
     return {str(path.relative_to(out)): path.read_bytes() for path in files}
+
+
+def replace_member(shard, suffix: str, data: bytes) -> str:
+    """Rewrite `shard` with the first member ending in `suffix` holding `data`; its key."""
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar]
+    key = next(info.name for info, _ in members if info.name.endswith(suffix)).split(".")[0]
+    with tarfile.open(shard, "w") as tar:
+        for info, content in members:
+            if info.name == f"{key}.{suffix}":
+                content, info.size = data, len(data)
+            tar.addfile(info, io.BytesIO(content))
+    return key

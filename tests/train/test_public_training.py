@@ -227,7 +227,7 @@ def test_an_object_whose_points_coincide_is_skipped_with_the_reason_when_centrin
     import shutil
 
     from cg3d.train.data import LoaderConfig, make_loader
-    from tests.train.test_skipped import replace_member
+    from tests.train.helpers import replace_member
 
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)

@@ -7,7 +7,6 @@ count the sample, and keep two processes in step.
 
 import io
 import json
-import tarfile
 import warnings
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch.multiprocessing as mp
 
 from cg3d.train.loop import train_stage
 from tests.pipeline.fakes import fake_pipeline
-from tests.train.helpers import tiny_train_config
+from tests.train.helpers import replace_member, tiny_train_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,19 +29,6 @@ def pickled_npy() -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.array([{"not": "points"}], dtype=object), allow_pickle=True)
     return buffer.getvalue()
-
-
-def replace_member(shard, suffix: str, data: bytes) -> str:
-    """Rewrite `shard` with the first member ending in `suffix` holding `data`; its key."""
-    with tarfile.open(shard) as tar:
-        members = [(info, tar.extractfile(info).read()) for info in tar]
-    key = next(info.name for info, _ in members if info.name.endswith(suffix)).split(".")[0]
-    with tarfile.open(shard, "w") as tar:
-        for info, content in members:
-            if info.name == f"{key}.{suffix}":
-                content, info.size = data, len(data)
-            tar.addfile(info, io.BytesIO(content))
-    return key
 
 
 @pytest.fixture(scope="module")
