@@ -163,17 +163,22 @@ cli.main(whole_process=True)
 """
 
 
-def test_a_stop_signal_during_a_failed_command_s_exit_adds_no_traceback(tmp_path):
-    """torchrun SIGTERMs the other ranks when one fails; a rank that had failed too and was
-    running its exit handlers printed "Exception ignored in atexit callback" and a
-    KeyboardInterrupt traceback after its one error line."""
-    done = subprocess.run(
-        [sys.executable, "-c", FAILS_THEN_SIGTERMED],
+def run_python(source: str) -> subprocess.CompletedProcess:
+    """`python -c source` with this checkout's cg3d, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", source],
         env=os.environ | {"PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_stop_signal_during_a_failed_command_s_exit_adds_no_traceback(tmp_path):
+    """torchrun SIGTERMs the other ranks when one fails; a rank that had failed too and was
+    running its exit handlers printed "Exception ignored in atexit callback" and a
+    KeyboardInterrupt traceback after its one error line."""
+    done = run_python(FAILS_THEN_SIGTERMED)
     assert (done.returncode, done.stderr) == (2, "error: the cause\n")
 
 
@@ -185,11 +190,5 @@ def test_an_error_line_imports_no_model_code():
         "import sys, torch\nfrom cg3d import cli\ntry:\n    cli._refused('x')\n"
         "except SystemExit:\n    print('cg3d.models.model' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(script)
     assert (done.stdout, done.stderr) == ("False\n", "error: x\n")
